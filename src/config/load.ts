@@ -1,0 +1,118 @@
+/**
+ * Reads a YAML config, validates it against the schema and reports each problem
+ * with its key path, line and column, so an operator can fix it without guessing.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
+import { configSchema, type Config } from './schema.js';
+
+export class ConfigError extends Error {
+  constructor(public readonly file: string, public readonly problems: string[]) {
+    super(`${file}: invalid configuration\n` + problems.map((p) => `  - ${p}`).join('\n'));
+    this.name = 'ConfigError';
+  }
+}
+
+export interface LoadedConfig extends Config {
+  /** directory the config file is in; relative paths in it are resolved against it */
+  baseDir: string;
+  /** resolvers after defaulting from /etc/resolv.conf */
+  resolvedResolvers: string[];
+}
+
+export function parseConfigText(text: string, file = '<config>'): Config {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  const problems: string[] = [];
+  for (const e of doc.errors) {
+    const pos = lc.linePos(e.pos[0]);
+    problems.push(`line ${pos.line}, column ${pos.col}: YAML syntax: ${e.message.split('\n')[0]}`);
+  }
+  if (problems.length) throw new ConfigError(file, problems);
+  const raw = doc.toJS() ?? {};
+  const result = configSchema.safeParse(raw);
+  if (result.success) return result.data;
+  for (const issue of result.error.issues) {
+    const path = issue.path.map(String);
+    // For an unknown key, point at the key itself.
+    let keyPath = path;
+    let what = issue.message;
+    if (issue.code === 'unrecognized_keys') {
+      for (const k of issue.keys) {
+        keyPath = [...path, k];
+        problems.push(`${where(doc, lc, keyPath, true)}${keyPath.join('.')}: unknown key`);
+      }
+      continue;
+    }
+    if (issue.code === 'invalid_type' && issue.input === undefined) what = 'required';
+    problems.push(`${where(doc, lc, keyPath, false)}${keyPath.join('.') || '(top level)'}: ${what}`);
+  }
+  throw new ConfigError(file, problems);
+}
+
+function where(doc: Document, lc: LineCounter, path: string[], keyNode: boolean): string {
+  // Walk up until a node exists (a missing key is reported at its parent).
+  for (let i = path.length; i >= 0; i--) {
+    const p = path.slice(0, i).map((s) => (/^\d+$/.test(s) ? Number(s) : s));
+    let offset: number | undefined;
+    if (keyNode && i === path.length && i > 0) {
+      const parent = p.length > 1 ? doc.getIn(p.slice(0, -1), true) : doc.contents;
+      const items = (parent as { items?: Array<{ key: unknown }> } | null)?.items;
+      const pair = items?.find((it) => isNode(it.key) && (it.key as { value?: unknown }).value === p[p.length - 1]);
+      if (pair && isNode(pair.key) && pair.key.range) offset = pair.key.range[0];
+    }
+    if (offset === undefined) {
+      const node = p.length ? doc.getIn(p, true) : doc.contents;
+      if (isNode(node) && node.range) offset = node.range[0];
+    }
+    if (offset !== undefined) {
+      const pos = lc.linePos(offset);
+      return `line ${pos.line}, column ${pos.col}: `;
+    }
+  }
+  return '';
+}
+
+/** Nameservers of resolv.conf as "ip:53" (DANE-2 decides later whether their AD bit counts). */
+export function resolvConfNameservers(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^\s*nameserver\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const ip = m[1]!.split('%')[0]!;
+    out.push(ip.includes(':') ? `[${ip}]:53` : `${ip}:53`);
+  }
+  return out;
+}
+
+export function loadConfig(file: string, opts: { resolvConf?: string } = {}): LoadedConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(file, [`cannot read: ${(e as Error).message}`]);
+  }
+  const cfg = parseConfigText(text, file);
+  const baseDir = dirname(resolve(file));
+  let resolvers = cfg.dns.resolvers;
+  if (!resolvers) {
+    let rc = '';
+    try { rc = readFileSync(opts.resolvConf ?? '/etc/resolv.conf', 'utf8'); } catch { /* none */ }
+    resolvers = resolvConfNameservers(rc);
+    if (resolvers.length === 0) throw new ConfigError(file, ['dns.resolvers: not set and /etc/resolv.conf lists no nameserver']);
+  }
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  return {
+    ...cfg,
+    queue_dir: abs(cfg.queue_dir),
+    ingress: {
+      ...cfg.ingress,
+      tls: cfg.ingress.tls ? { cert: abs(cfg.ingress.tls.cert), key: abs(cfg.ingress.tls.key) } : undefined,
+      users_file: cfg.ingress.users_file ? abs(cfg.ingress.users_file) : undefined,
+    },
+    dns: { ...cfg.dns, trust_anchors: cfg.dns.trust_anchors ? abs(cfg.dns.trust_anchors) : undefined },
+    baseDir,
+    resolvedResolvers: resolvers,
+  };
+}

@@ -1,0 +1,116 @@
+/**
+ * The configuration contract. The keys named in the issues (listen, relay_clients,
+ * queue_dir, hostname, dns.resolvers, delivery.port, dns.mode, delivery.tls_level)
+ * are fixed: outside tools write configs with them. Everything else is added around them.
+ */
+import { z } from 'zod';
+import { isIP } from 'node:net';
+import { parseDuration } from './duration.js';
+
+const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, {
+  message: 'expected "address:port" (IPv6 as "[::1]:2525")',
+});
+
+const cidr = z.string().refine((s) => parseCidr(s) !== undefined, { message: 'expected an address or CIDR prefix, e.g. "127.0.0.0/8"' });
+
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'expected a duration such as 300, "90s", "30m", "4h" or "5d"' });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const hostname = z.string().regex(/^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/, 'expected a DNS host name');
+
+export const tlsLevels = ['none', 'may', 'encrypt', 'dane', 'dane-only'] as const;
+export type TlsLevel = (typeof tlsLevels)[number];
+
+export const configSchema = z.strictObject({
+  listen: z.array(hostPort).min(1).default(['127.0.0.1:2525']),
+  relay_clients: z.array(cidr).default(['127.0.0.0/8', '::1/128']),
+  queue_dir: z.string().min(1).default('queue'),
+  hostname: hostname.default('localhost'),
+  dns: z.strictObject({
+    /** trust-ad: believe the AD bit of a trusted (loopback) validating resolver. */
+    mode: z.enum(['trust-ad', 'validate']).default('trust-ad'),
+    /** default: nameservers of /etc/resolv.conf */
+    resolvers: z.array(hostPort).min(1).optional(),
+    /** non-loopback resolvers whose AD bit the operator vouches for (secure channel), DANE-2 */
+    trusted_resolvers: z.array(hostPort).default([]),
+    timeout: duration.prefault(2000 / 1000),
+    attempts: z.number().int().min(1).max(10).default(2),
+    trust_anchors: z.string().optional(),
+  }).prefault({}),
+  delivery: z.strictObject({
+    port: z.number().int().min(1).max(65535).default(25),
+    tls_level: z.enum(tlsLevels).default('dane'),
+    /** outbound connections, all destinations */
+    concurrency: z.number().int().min(1).max(10000).default(50),
+    /** outbound connections to one destination domain */
+    per_destination: z.number().int().min(1).max(1000).default(10),
+    /** messages sent over one connection before it is closed */
+    max_messages_per_connection: z.number().int().min(1).default(100),
+    /** RFC 5321 §4.5.3.2 stage timeouts */
+    timeouts: z.strictObject({
+      connect: duration.prefault(30),
+      greeting: duration.prefault(300),
+      ehlo: duration.prefault(300),
+      starttls: duration.prefault(120),
+      mail: duration.prefault(300),
+      rcpt: duration.prefault(300),
+      data: duration.prefault(120),
+      data_block: duration.prefault(180),
+      data_done: duration.prefault(600),
+    }).prefault({}),
+    /** digest preference for RFC 7671 §9 agility: first is strongest */
+    digest_preference: z.array(z.enum(['sha512', 'sha256'])).default(['sha512', 'sha256']),
+  }).prefault({}),
+  ingress: z.strictObject({
+    max_message_size: z.number().int().min(1024).default(50 * 1024 * 1024),
+    max_recipients: z.number().int().min(1).default(1000),
+    max_connections: z.number().int().min(1).default(200),
+    /** messages accepted per client address per minute; 0 = unlimited */
+    rate_per_minute: z.number().int().min(0).default(0),
+    tls: z.strictObject({ cert: z.string(), key: z.string() }).optional(),
+    /** users file: "user:scrypt$N$r$p$salt$hash" per line; enables AUTH PLAIN/LOGIN over TLS */
+    users_file: z.string().optional(),
+    banner: z.string().default('dane-relay ESMTP'),
+    timeout: duration.prefault(300),
+  }).prefault({}),
+  queue: z.strictObject({
+    /** RFC 5321 §4.5.4.1: retry interval SHOULD be at least 30 minutes */
+    min_backoff: duration.prefault('30m'),
+    max_backoff: duration.prefault('4h'),
+    /** how often the scheduler looks at the queue when idle */
+    run_interval: duration.prefault('10s'),
+    lifetime: duration.prefault('5d'),
+    /** send a "delayed" DSN after this long; 0 disables */
+    delay_warning: duration.prefault('4h'),
+  }).prefault({}),
+  log: z.strictObject({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  }).prefault({}),
+});
+
+export type Config = z.output<typeof configSchema>;
+
+export function parseHostPort(s: string): { host: string; port: number } | undefined {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(s) ?? /^([^:[\]]+):(\d{1,5})$/.exec(s);
+  if (!m) return undefined;
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) return undefined;
+  if (isIP(m[1]!) === 0) return undefined;
+  return { host: m[1]!, port };
+}
+
+export function parseCidr(s: string): { address: string; prefix: number; family: 4 | 6 } | undefined {
+  const [addr, p] = s.split('/');
+  const fam = isIP(addr ?? '');
+  if (fam === 0) return undefined;
+  const max = fam === 4 ? 32 : 128;
+  const prefix = p === undefined ? max : Number(p);
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max || (p !== undefined && !/^\d+$/.test(p))) return undefined;
+  return { address: addr!, prefix, family: fam as 4 | 6 };
+}

@@ -1,0 +1,52 @@
+/**
+ * The seam between routing (MX, DANE) and the SMTP client: a TLS requirement
+ * for one connection, decided before connecting and enforced by the client
+ * after the TLS handshake and before any envelope command (RFC 7672 §2.2, digest DANE-63).
+ */
+import type { PeerCertificate } from 'node:tls';
+
+/**
+ * - `none`: never STARTTLS (cleartext).
+ * - `may`: STARTTLS if offered; on handshake failure retry in cleartext (DANE-44).
+ * - `encrypt`: STARTTLS mandatory, peer not authenticated (DANE-42).
+ * - `verify`: STARTTLS mandatory and `verify` must accept the peer's chain (DANE-41).
+ */
+export type TlsMode = 'none' | 'may' | 'encrypt' | 'verify';
+
+/** What the TLS verifier sees: the chain as presented, leaf first, DER. */
+export interface PresentedChain {
+  certificates: Buffer[];
+  protocol: string | null;
+  cipher: string | null;
+}
+
+export interface VerifyOutcome {
+  ok: boolean;
+  /** short machine reason, e.g. "dane-no-match", "certificate-host-mismatch" */
+  reason?: string;
+  /** human text for logs and DSNs */
+  detail: string;
+  /** e.g. the TLSA record that matched, "3 1 1 ab12..." and its chain depth */
+  matched?: string;
+  depth?: number;
+}
+
+export interface TlsRequirement {
+  mode: TlsMode;
+  /** SNI to send; undefined = none */
+  servername?: string;
+  /** required when mode === 'verify'; runs after the handshake, before EHLO */
+  verify?: (chain: PresentedChain) => VerifyOutcome | Promise<VerifyOutcome>;
+  /** label for logs: dane=verified|untrusted|cleartext|... */
+  label?: string;
+}
+
+/** Where to connect. */
+export interface Target {
+  /** MX host name as returned (for logs and TLSRPT receiving-mx-hostname) */
+  host: string;
+  address: string;
+  port: number;
+}
+
+export type TlsPeerCert = PeerCertificate;

@@ -1,0 +1,59 @@
+/**
+ * The spool's contract with ingress and the scheduler.
+ *
+ * Invariant: `enqueue` resolves only after the message file and its directory
+ * entry are durable (fsync of file, rename, fsync of directory). Recipient
+ * state changes are durable when `updateRecipients` resolves. A crash at any
+ * instant leaves every recipient either pending or done (delivered/failed).
+ */
+import type { Readable } from 'node:stream';
+
+export type RecipientState = 'pending' | 'deferred' | 'delivered' | 'failed';
+
+export interface RecipientStatus {
+  address: string;
+  state: RecipientState;
+  attempts: number;
+  /** epoch ms; only meaningful while pending/deferred */
+  nextAttempt: number;
+  /** last reply or reason, e.g. "4.7.5 TLSA lookup for _25._tcp.mx1.example.com: SERVFAIL" */
+  lastReason?: string;
+  /** enhanced status code of the final/last result, e.g. "5.1.1" */
+  dsnCode?: string;
+  /** remote MTA that gave the last answer */
+  remoteMta?: string;
+  /** epoch ms of the "delayed" DSN already sent, if any */
+  delayNotified?: number;
+}
+
+export interface Envelope {
+  /** "" for the null sender */
+  from: string;
+  recipients: string[];
+  /** SMTPUTF8 requested by the client */
+  smtputf8: boolean;
+  /** BODY=8BITMIME requested by the client */
+  eightBit: boolean;
+  /** client address/name for the Received header and logs */
+  client: { address: string; name?: string; user?: string };
+  /** epoch ms the message was accepted */
+  received: number;
+  /** messages the relay generated itself: DSNs never get DSNs; TLSRPT reports bypass DANE */
+  kind: 'normal' | 'dsn' | 'tlsrpt';
+  /** the ENVID / message-id for DSNs */
+  messageId?: string;
+}
+
+export interface QueuedMessage {
+  id: string;
+  envelope: Envelope;
+  size: number;
+  recipients: RecipientStatus[];
+  /** held by the operator: not scheduled */
+  held?: boolean;
+}
+
+export interface SpoolError extends Error {
+  /** ENOSPC, EIO, ... */
+  code?: string;
+}
