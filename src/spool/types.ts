@@ -57,3 +57,21 @@ export interface SpoolError extends Error {
   /** ENOSPC, EIO, ... */
   code?: string;
 }
+
+/** A message being received: body bytes are streamed into it, then committed or aborted. */
+export interface Draft {
+  /** queue id assigned at begin() */
+  readonly id: string;
+  write(chunk: Buffer): Promise<void>;
+  /** fsync + rename + (group-committed) directory fsync; resolves when durable. Throws SpoolError (code ENOSPC/EIO...) and leaves nothing behind. */
+  commit(): Promise<QueuedMessage>;
+  /** drop everything written so far; never throws */
+  abort(): Promise<void>;
+}
+
+/** What ingress and the relay's own generators (DSN, TLSRPT) need from the spool. */
+export interface SpoolWriter {
+  begin(envelope: Envelope): Promise<Draft>;
+  /** convenience: begin + write + commit */
+  enqueue(envelope: Envelope, body: Buffer): Promise<QueuedMessage>;
+}
