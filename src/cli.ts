@@ -1,0 +1,67 @@
+/**
+ * Command line: `dane-relay serve --config FILE`, `dane-relay config check FILE`, …
+ * Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+ */
+import { loadConfig, ConfigError } from './config/load.js';
+import { trustAdProblem } from './dns/trust.js';
+
+const USAGE = `usage:
+  dane-relay serve --config FILE        run the relay
+  dane-relay config check FILE          validate a configuration file
+  dane-relay hash-password              read a password on stdin, print a users-file hash`;
+
+function argValue(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  if (i >= 0) return args[i + 1];
+  const eq = args.find((a) => a.startsWith(`${name}=`));
+  return eq?.slice(name.length + 1);
+}
+
+export async function main(argv: string[], out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): Promise<number> {
+  const [cmd, sub] = argv;
+  try {
+    if (cmd === 'serve') {
+      const file = argValue(argv, '--config') ?? 'config.example.yml';
+      const config = loadConfig(file);
+      const { Relay } = await import('./relay.js');
+      const relay = await Relay.start({ config });
+      let stopping = false;
+      const stop = (sig: string) => {
+        if (stopping) return;
+        stopping = true;
+        relay.log.info({ signal: sig }, 'signal received');
+        relay.stop(Number(process.env.DANE_RELAY_STOP_GRACE_MS ?? 10_000)).then(
+          () => process.exit(0),
+          (e) => { err.write(`dane-relay: stop failed: ${(e as Error).message}\n`); process.exit(1); },
+        );
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+      await new Promise(() => undefined); // run until a signal
+    }
+    if (cmd === 'config' && sub === 'check') {
+      const file = argv[2];
+      if (!file) { err.write(`${USAGE}\n`); return 2; }
+      const config = loadConfig(file);
+      const warn = trustAdProblem(config);
+      if (warn) { err.write(`${file}: ${warn}\n`); return 2; }
+      out.write(`${file}: ok\n`);
+      return 0;
+    }
+    if (cmd === 'hash-password') {
+      const { hashPassword } = await import('./ingress/users.js');
+      const chunks: Buffer[] = [];
+      for await (const c of process.stdin) chunks.push(c as Buffer);
+      const pw = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+      if (!pw) { err.write('no password on stdin\n'); return 2; }
+      out.write(`${await hashPassword(pw)}\n`);
+      return 0;
+    }
+    err.write(`${USAGE}\n`);
+    return 2;
+  } catch (e) {
+    if (e instanceof ConfigError) { err.write(`${e.message}\n`); return 2; }
+    err.write(`dane-relay: ${(e as Error).message}\n`);
+    return 1;
+  }
+}

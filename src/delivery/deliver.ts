@@ -1,0 +1,263 @@
+/**
+ * Delivery to one destination domain: MX → hosts in order → one SMTP session,
+ * reused for several messages. The only place where a TLS plan becomes a
+ * TlsRequirement for the SMTP client, so the policy check runs after the handshake
+ * and before any envelope command (RFC 7672 §2.2, digest DANE-41/43/63).
+ */
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Resolver } from '../dns/types.js';
+import type { Envelope } from '../spool/types.js';
+import type { TlsLevel } from '../config/schema.js';
+import { addressLiteral, decideMx, type MxDecision } from '../route/mx.js';
+import { planHost, type HostPlan } from '../route/host.js';
+import type { TlsPlan } from '../dane/policy.js';
+import { verifyDane } from '../dane/verify.js';
+import { SmtpSession, SmtpError, type SmtpClientOptions } from './smtpClient.js';
+import type { TlsRequirement, VerifyOutcome } from './types.js';
+import { enhancedOf, resultOf, type RecipientOutcome } from './outcome.js';
+
+export interface DeliveryDeps {
+  resolver: Resolver;
+  heloName: string;
+  selfNames: string[];
+  port: number;
+  /** the destination's TLS level and the rule that chose it (one place decides it) */
+  tlsLevel: (domain: string) => { level: TlsLevel; rule: string };
+  timeouts: SmtpClientOptions['timeouts'];
+  digestPreference: ('sha512' | 'sha256')[];
+  maxMessagesPerConnection: number;
+  log: Logger;
+  now: () => number;
+  /** TLSRPT seam: every TLS session attempt that reached a policy decision (issue 6) */
+  onTlsResult?: (r: TlsSessionResult) => void;
+}
+
+export interface TlsSessionResult {
+  domain: string;
+  host: string;
+  address?: string;
+  plan?: TlsPlan;
+  ok: boolean;
+  resultType?: string;
+  reason?: string;
+}
+
+export interface DeliveryJob {
+  id: string;
+  envelope: Envelope;
+  size: number;
+  /** recipients of this message in this destination to attempt now */
+  recipients: string[];
+  body: () => Readable;
+}
+
+interface Unreachable { code: string; reason: string }
+
+/** Code for a deferral when no host could be used: DANE/TLS failures dominate, then DNS, then connection trouble. */
+function aggregateCode(codes: string[]): string {
+  for (const pref of ['4.7.5', '4.4.3', '4.4.4', '4.4.2', '4.4.1']) if (codes.includes(pref)) return pref;
+  return codes[0] ?? '4.4.1';
+}
+
+export function requirementFor(plan: TlsPlan, digestPreference: ('sha512' | 'sha256')[], now: () => number): TlsRequirement {
+  switch (plan.kind) {
+    case 'none':
+      return { mode: 'none', label: 'cleartext' };
+    case 'may':
+      return { mode: 'may', servername: plan.sni, label: 'may' };
+    case 'encrypt':
+      return { mode: 'encrypt', servername: plan.sni, label: 'untrusted' };
+    case 'dane':
+      return {
+        mode: 'verify',
+        servername: plan.sni,
+        label: plan.label,
+        verify: (chain): VerifyOutcome =>
+          verifyDane({ records: plan.records, chain: chain.certificates, referenceNames: plan.referenceNames, now: new Date(now()), digestPreference }),
+      };
+  }
+}
+
+/** TLSRPT-21 result type for an SMTP client failure under a plan. */
+function resultTypeOf(err: SmtpError, plan: TlsPlan): string | undefined {
+  if (plan.kind === 'none' || plan.kind === 'may') return undefined;
+  if (err.stage === 'starttls') return 'starttls-not-supported';
+  if (err.stage === 'verify') { const r = err.verify?.reason; return r === 'dane-no-match' ? 'certificate-not-trusted' : r ?? 'validation-failure'; }
+  if (err.stage === 'tls') return 'validation-failure';
+  return undefined;
+}
+
+export class DestinationRun {
+  private mx?: MxDecision;
+  private session?: SmtpSession;
+  private sessionPlan?: { host: HostPlan; plan: TlsPlan; address: string };
+  private sent = 0;
+  private unreachable?: Unreachable;
+  private readonly level: { level: TlsLevel; rule: string };
+
+  constructor(private readonly deps: DeliveryDeps, readonly domain: string) {
+    this.level = deps.tlsLevel(domain);
+  }
+
+  private async resolveMx(): Promise<MxDecision> {
+    if (this.mx) return this.mx;
+    const lit = addressLiteral(this.domain);
+    if (lit) {
+      this.mx = { kind: 'hosts', hosts: [{ host: lit, preference: 0, literal: true }], status: 'insecure', implicit: true };
+    } else {
+      const ans = await this.deps.resolver.lookup(this.domain, 'MX');
+      this.mx = decideMx(this.domain, ans, this.deps.selfNames);
+      if (this.mx.kind === 'hosts' && this.mx.status !== 'secure') {
+        // DANE-16: an insecure MX RRset is logged as such; never claimed secure.
+        this.deps.log.debug({ domain: this.domain, mx: this.mx.hosts.map((h) => h.host), mx_status: this.mx.status }, 'MX lookup not secure');
+      }
+    }
+    return this.mx;
+  }
+
+  private everyone(job: DeliveryJob, result: 'deferred' | 'bounced', code: string, reason: string, extra: Partial<RecipientOutcome> = {}): RecipientOutcome[] {
+    return job.recipients.map((address) => ({ address, result, code, reason, ...extra }));
+  }
+
+  /** Open a session to the first usable host, in MX order. */
+  private async open(): Promise<Unreachable | undefined> {
+    const mx = this.mx!;
+    if (mx.kind !== 'hosts') throw new Error('unreachable');
+    const failures: string[] = [];
+    const codes: string[] = [];
+    for (const h of mx.hosts) {
+      const hp = await planHost(
+        { resolver: this.deps.resolver, nextHop: this.domain, expandedNextHop: mx.expandedDomain, mxStatus: mx.status, implicit: mx.implicit, level: this.level.level, port: this.deps.port },
+        h,
+      );
+      if (hp.skip || !hp.plan) {
+        const reason = hp.skip?.reason ?? 'no TLS plan';
+        failures.push(`${h.host}: ${reason}`);
+        codes.push(hp.skip?.code ?? '4.4.1');
+        this.deps.log.info({ domain: this.domain, mx: h.host, skipped: reason, mx_status: hp.mxStatus, address_status: hp.addressStatus, tlsa_status: hp.tlsaStatus }, 'MX host skipped');
+        if (hp.skip?.resultType) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, ok: false, resultType: hp.skip.resultType, reason });
+        continue;
+      }
+      for (const address of hp.addresses) {
+        let plan: TlsPlan = hp.plan;
+        for (let tries = 0; tries < 2; tries++) {
+          try {
+            const session = await SmtpSession.connect(
+              { host: h.host, address, port: this.deps.port },
+              { heloName: this.deps.heloName, tls: requirementFor(plan, this.deps.digestPreference, this.deps.now), timeouts: this.deps.timeouts },
+            );
+            this.session = session;
+            this.sessionPlan = { host: hp, plan, address };
+            this.sent = 0;
+            if (plan.kind !== 'none' && plan.kind !== 'may') this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: true });
+            return undefined;
+          } catch (e) {
+            const err = e instanceof SmtpError ? e : new SmtpError('connect', String((e as Error)?.message ?? e), { permanent: false });
+            const where = `${h.host}[${address}]:${this.deps.port}`;
+            failures.push(`${where}: ${err.message}`);
+            const rt = resultTypeOf(err, plan);
+            if (rt) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: false, resultType: rt, reason: err.message });
+            codes.push(rt || err.stage === 'verify' || err.stage === 'starttls' || (err.stage === 'tls' && plan.kind !== 'may') ? '4.7.5' : err.stage === 'greeting' ? '4.4.2' : '4.4.1');
+            this.deps.log.info({ domain: this.domain, relay: where, stage: err.stage, error: err.message, tls_plan: plan.kind }, 'connection attempt failed');
+            // DANE-44: without DANE a failed handshake may be retried in cleartext, never with DANE (DANE-43).
+            if (err.cleartextRetryAllowed && plan.kind === 'may') {
+              plan = { kind: 'none', why: `cleartext retry after TLS failure: ${err.message}` };
+              continue;
+            }
+            break;
+          }
+        }
+      }
+    }
+    return { code: aggregateCode(codes), reason: failures.length ? failures.join('; ') : `no MX host for ${this.domain}` };
+  }
+
+  async deliver(job: DeliveryJob): Promise<RecipientOutcome[]> {
+    const started = this.deps.now();
+    let mx: MxDecision;
+    try {
+      mx = await this.resolveMx();
+    } catch (e) {
+      return this.log(job, started, this.everyone(job, 'deferred', '4.4.3', `MX lookup for ${this.domain} failed: ${(e as Error).message}`));
+    }
+    if (mx.kind === 'fail') return this.log(job, started, this.everyone(job, 'bounced', mx.code, mx.reason));
+    if (mx.kind === 'defer') return this.log(job, started, this.everyone(job, 'deferred', mx.code, mx.reason));
+    if (this.unreachable) return this.log(job, started, this.everyone(job, 'deferred', this.unreachable.code, this.unreachable.reason));
+
+    if (this.session && (!this.session.usable || this.sent >= this.deps.maxMessagesPerConnection)) await this.dropSession();
+    if (!this.session) {
+      this.unreachable = await this.open();
+      if (this.unreachable) return this.log(job, started, this.everyone(job, 'deferred', this.unreachable.code, this.unreachable.reason));
+    } else {
+      try {
+        await this.session.reset();
+      } catch {
+        await this.dropSession();
+        this.unreachable = await this.open();
+        if (this.unreachable) return this.log(job, started, this.everyone(job, 'deferred', this.unreachable.code, this.unreachable.reason));
+      }
+    }
+    const session = this.session!;
+    const { host, address } = this.sessionPlan!;
+    const relay = `${host.host}[${address}]:${this.deps.port}`;
+    const extra = { relay, remoteMta: host.host };
+    this.sent++;
+    try {
+      const res = await session.send({ from: job.envelope.from, recipients: job.recipients, size: job.size, eightBit: job.envelope.eightBit, smtputf8: job.envelope.smtputf8, body: job.body });
+      if (res.mail.code >= 300) {
+        const r = resultOf(res.mail.code);
+        return this.log(job, started, this.everyone(job, r === 'sent' ? 'deferred' : r, enhancedOf(res.mail.code, res.mail.enhanced), `host ${relay} said: ${res.mail.code} ${res.mail.text} (in reply to MAIL FROM)`, { ...extra, reply: `${res.mail.code} ${res.mail.text}` }));
+      }
+      const out: RecipientOutcome[] = res.rcpts.map((r) => {
+        if (!r.accepted) {
+          return { address: r.address, result: resultOf(r.reply.code), code: enhancedOf(r.reply.code, r.reply.enhanced), reason: `host ${relay} said: ${r.reply.code} ${r.reply.text} (in reply to RCPT TO)`, reply: `${r.reply.code} ${r.reply.text}`, ...extra };
+        }
+        const d = res.data!;
+        const result = resultOf(d.code);
+        return { address: r.address, result, code: enhancedOf(d.code, d.enhanced), reason: result === 'sent' ? `${d.code} ${d.text}` : `host ${relay} said: ${d.code} ${d.text} (in reply to end of DATA)`, reply: `${d.code} ${d.text}`, ...extra };
+      });
+      return this.log(job, started, out);
+    } catch (e) {
+      await this.dropSession();
+      const err = e instanceof SmtpError ? e : new SmtpError('protocol', String((e as Error)?.message ?? e), { permanent: false });
+      if (err.permanent && err.stage === 'mail') return this.log(job, started, this.everyone(job, 'bounced', err.reply?.enhanced ?? '5.6.7', `${relay}: ${err.message}`, extra));
+      // Connection trouble mid-transaction: nothing is marked delivered that was not acknowledged.
+      return this.log(job, started, this.everyone(job, 'deferred', '4.4.2', `lost connection with ${relay} (${err.stage}): ${err.message}`, extra));
+    }
+  }
+
+  private log(job: DeliveryJob, started: number, out: RecipientOutcome[]): RecipientOutcome[] {
+    const tls = this.session?.tls;
+    const plan = this.sessionPlan?.plan;
+    for (const o of out) {
+      this.deps.log.info({
+        queue_id: job.id,
+        to: o.address,
+        relay: o.relay ?? 'none',
+        delay: (this.deps.now() - job.envelope.received) / 1000,
+        attempt_ms: this.deps.now() - started,
+        status: o.result === 'sent' ? 'sent' : o.result,
+        dsn: o.code,
+        reply: o.reply,
+        reason: o.result === 'sent' ? undefined : o.reason,
+        tls: o.relay && tls ? { version: tls.protocol, cipher: tls.cipher, verified: tls.verified } : undefined,
+        dane: o.relay ? (plan?.kind === 'dane' ? plan.label : tls ? 'untrusted' : 'cleartext') : undefined,
+        matched: o.relay ? tls?.verify?.matched : undefined,
+        tls_rule: this.level.rule,
+      }, 'delivery');
+    }
+    return out;
+  }
+
+  private async dropSession(): Promise<void> {
+    const s = this.session;
+    this.session = undefined;
+    this.sessionPlan = undefined;
+    if (s) await s.quit();
+  }
+
+  async close(): Promise<void> {
+    await this.dropSession();
+  }
+}

@@ -1,0 +1,32 @@
+/**
+ * Classification of SMTP replies and connection failures into per-recipient outcomes. Pure.
+ */
+export type RecipientResult = 'sent' | 'deferred' | 'bounced';
+
+export interface RecipientOutcome {
+  address: string;
+  result: RecipientResult;
+  /** RFC 3463 enhanced code */
+  code: string;
+  /** one line for logs, DSNs and the queue listing */
+  reason: string;
+  /** "mx1.example.com[127.0.0.2]:25" when a server answered */
+  relay?: string;
+  remoteMta?: string;
+  /** the remote reply as received */
+  reply?: string;
+}
+
+/** RFC 3463 code carried by a reply, or the default class code for its basic code. */
+export function enhancedOf(code: number, enhanced?: string): string {
+  if (enhanced && /^[245]\.\d{1,3}\.\d{1,3}$/.test(enhanced) && enhanced[0] === String(code)[0]) return enhanced;
+  if (code >= 500) return '5.0.0';
+  if (code >= 400) return '4.0.0';
+  return '2.0.0';
+}
+
+export function resultOf(code: number): RecipientResult {
+  if (code >= 200 && code < 300) return 'sent';
+  if (code >= 500 && code < 600) return 'bounced';
+  return 'deferred';
+}

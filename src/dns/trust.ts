@@ -1,0 +1,29 @@
+/**
+ * DANE-2 (RFC 4035 §4.9.3, RFC 6698 §4.1): the AD bit is believed only from a resolver on
+ * loopback, or one the operator vouches for (a secured path).
+ */
+import { isIP } from 'node:net';
+import { parseHostPort } from '../config/schema.js';
+import type { Config } from '../config/schema.js';
+
+export function isLoopbackServer(server: string): boolean {
+  const hp = parseHostPort(server);
+  const host = hp?.host ?? server;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  if (isIP(host) === 6) return host === '::1' || /^::ffff:127\./i.test(host);
+  return false;
+}
+
+/** The reason the relay must not start in a DANE level with these resolvers, if any. */
+export function trustAdProblem(cfg: Pick<Config, 'dns' | 'delivery'> & { resolvedResolvers: string[] }): string | undefined {
+  if (cfg.dns.mode !== 'trust-ad') return undefined;
+  if (cfg.delivery.tls_level !== 'dane' && cfg.delivery.tls_level !== 'dane-only') return undefined;
+  const untrusted = cfg.resolvedResolvers.filter((s) => !isLoopbackServer(s) && !cfg.dns.trusted_resolvers.includes(s));
+  if (untrusted.length === 0) return undefined;
+  return (
+    `dns.mode trust-ad with delivery.tls_level ${cfg.delivery.tls_level}: resolver(s) ${untrusted.join(', ')} are not on loopback, ` +
+    `so their AD bit proves nothing (anyone on the path can set it). Run a validating resolver on loopback ` +
+    `(e.g. unbound on 127.0.0.1) and set dns.resolvers to it, or list the resolver in dns.trusted_resolvers if the path to it ` +
+    `is secured, or choose delivery.tls_level: may to deliver without DANE.`
+  );
+}

@@ -1,0 +1,115 @@
+/**
+ * Per-MX-host resolution: address records first, then TLSA (RFC 7672 §2.2.2–2.2.3),
+ * then the TLS plan. Resolution happens lazily, host by host, in MX order, so a host
+ * that is never reached is never looked up.
+ */
+import type { DnsAnswer, DnssecStatus, Resolver, TlsaRecord } from '../dns/types.js';
+import { isAnswer } from '../dns/types.js';
+import type { TlsLevel } from '../config/schema.js';
+import { decideTls, referenceNames, tlsaCandidates, type TlsPlan, type TlsaOutcome } from '../dane/policy.js';
+import { isUsable } from '../dane/tlsa.js';
+import type { MxHost } from './mx.js';
+
+export interface HostContext {
+  resolver: Resolver;
+  /** the next-hop (recipient) domain */
+  nextHop: string;
+  expandedNextHop?: string;
+  mxStatus: DnssecStatus;
+  implicit: boolean;
+  level: TlsLevel;
+  /** port actually connected to; also the TLSA owner's port label (DANE-30) */
+  port: number;
+}
+
+export interface HostPlan {
+  host: string;
+  preference: number;
+  addresses: string[];
+  mxStatus: DnssecStatus;
+  addressStatus?: DnssecStatus;
+  tlsaName?: string;
+  tlsaStatus?: DnssecStatus;
+  tlsaRecords?: TlsaRecord[];
+  /** set when the host must not be contacted at all (DANE-20, 23, 33, 45) */
+  skip?: { reason: string; code: string; resultType?: 'dnssec-invalid' | 'dane-required' };
+  plan?: TlsPlan;
+}
+
+function describe(a: DnsAnswer): string {
+  if (a.error) return a.error.kind === 'servfail' ? 'SERVFAIL' : `${a.error.kind}${a.error.message ? ` (${a.error.message})` : ''}`;
+  return a.status;
+}
+
+const worst = (a: DnssecStatus, b: DnssecStatus): DnssecStatus => {
+  const rank: Record<DnssecStatus, number> = { secure: 0, insecure: 1, indeterminate: 2, bogus: 3 };
+  return rank[a] >= rank[b] ? a : b;
+};
+
+export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> {
+  const base: HostPlan = { host: mx.host, preference: mx.preference, addresses: [], mxStatus: ctx.mxStatus };
+  if (mx.literal) {
+    // DANE-10: no DANE for an IP literal.
+    if (ctx.level === 'dane-only') return { ...base, addresses: [mx.host], skip: { reason: `dane-only: ${mx.host} is an IP literal, DANE does not apply`, code: '4.7.5', resultType: 'dane-required' } };
+    const d = decideTls({ level: ctx.level === 'dane' ? 'may' : ctx.level, host: mx.host, mxStatus: ctx.mxStatus, tlsa: { kind: 'none', why: 'IP literal' }, references: [] });
+    return { ...base, addresses: [mx.host], plan: 'plan' in d ? { ...d.plan, ...(d.plan.kind === 'may' ? { sni: undefined } : {}) } : undefined };
+  }
+
+  // DANE-20: addresses before TLSA.
+  const [a, aaaa] = await Promise.all([ctx.resolver.lookup(mx.host, 'A'), ctx.resolver.lookup(mx.host, 'AAAA')]);
+  const aOk = isAnswer(a);
+  const aaaaOk = isAnswer(aaaa);
+  if (!aOk || !aaaaOk) {
+    // DANE-20/23: an address lookup error skips the host, even when the other family answered.
+    const bad = !aOk ? a : aaaa;
+    return { ...base, addressStatus: bad.status, skip: { reason: `${bad.qtype} lookup for ${mx.host}: ${describe(bad)}`, code: '4.4.3', resultType: 'dnssec-invalid' } };
+  }
+  const addresses = [...a.records, ...aaaa.records];
+  const addressStatus = worst(a.status, aaaa.status);
+  if (addresses.length === 0) {
+    return { ...base, addressStatus, skip: { reason: `no A/AAAA records for ${mx.host}`, code: '4.4.4' } };
+  }
+  const withAddr: HostPlan = { ...base, addresses, addressStatus };
+
+  let tlsa: TlsaOutcome;
+  const daneLevel = ctx.level === 'dane' || ctx.level === 'dane-only';
+  let tlsaName: string | undefined;
+  let tlsaStatus: DnssecStatus | undefined;
+  let tlsaRecords: TlsaRecord[] | undefined;
+  if (!daneLevel) {
+    tlsa = { kind: 'none', why: `tls_level ${ctx.level}` };
+  } else if (ctx.mxStatus !== 'secure') {
+    // DANE-15/16: insecure MX RRset → no DANE for its hosts.
+    tlsa = { kind: 'none', why: `MX lookup for ${ctx.nextHop} is ${ctx.mxStatus}` };
+  } else {
+    // The first address response decides (DANE-21); take the family that answered with data.
+    const primary = a.records.length > 0 || aaaa.records.length === 0 ? a : aaaa;
+    const firstStatus = worst(a.firstStatus, aaaa.firstStatus);
+    const candidates = tlsaCandidates(mx.host, { ...primary, firstStatus, status: addressStatus });
+    tlsa = { kind: 'none', why: firstStatus !== 'secure' ? `address records of ${mx.host} are ${firstStatus}` : 'no TLSA records' };
+    for (const cand of candidates) {
+      const name = `_${ctx.port}._tcp.${cand}`;
+      const ans = await ctx.resolver.lookup(name, 'TLSA');
+      tlsaName = name;
+      tlsaStatus = ans.status;
+      if (!isAnswer(ans)) {
+        tlsa = { kind: 'error', why: `TLSA lookup for ${name}: ${describe(ans)}` }; // DANE-33
+        break;
+      }
+      if (ans.status === 'secure' && ans.records.length > 0) {
+        // DANE-31: the candidate (not a CNAME target at the TLSA name) is the base domain.
+        tlsaRecords = ans.records;
+        tlsa = { kind: 'records', baseDomain: cand, records: ans.records, usable: ans.records.filter(isUsable).length };
+        break;
+      }
+      tlsa = { kind: 'none', why: ans.status === 'secure' ? `no TLSA records at ${name} (secure denial)` : `TLSA lookup for ${name} is insecure` };
+    }
+  }
+  const refs = tlsa.kind === 'records'
+    ? referenceNames({ baseDomain: tlsa.baseDomain, host: mx.host, nextHop: ctx.nextHop, expandedNextHop: ctx.expandedNextHop, mxStatus: ctx.mxStatus, implicit: ctx.implicit })
+    : [];
+  const d = decideTls({ level: ctx.level, host: mx.host, mxStatus: ctx.mxStatus, tlsa, references: refs });
+  const extra = { tlsaName, tlsaStatus, tlsaRecords };
+  if ('skip' in d) return { ...withAddr, ...extra, skip: { reason: d.skip, code: d.resultType === 'dnssec-invalid' ? '4.4.3' : '4.7.5', resultType: d.resultType } };
+  return { ...withAddr, ...extra, plan: d.plan };
+}

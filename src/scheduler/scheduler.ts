@@ -1,0 +1,334 @@
+/**
+ * The queue manager: decides what is due, groups recipients per destination domain
+ * (one transaction carries all recipients of a message for that domain), keeps
+ * global and per-destination concurrency, applies outcomes durably, and turns
+ * permanent failures and expiry into DSNs.
+ *
+ * State lives in the spool; this keeps only an in-memory index of it.
+ */
+import type { Logger } from 'pino';
+import type { Spool } from '../spool/spool.js';
+import type { QueuedMessage, RecipientStatus } from '../spool/types.js';
+import { DestinationRun, type DeliveryDeps, type DeliveryJob } from '../delivery/deliver.js';
+import type { RecipientOutcome } from '../delivery/outcome.js';
+import { composeDsn, dsnAllowed, headerBlock, type DsnRecipient } from '../dsn/compose.js';
+import { backoffDelay, delayWarningDue, expired, permanentCode, type BackoffConfig } from './backoff.js';
+import { MinHeap } from './heap.js';
+
+export interface SchedulerConfig extends BackoffConfig {
+  concurrency: number;
+  per_destination: number;
+  run_interval: number;
+}
+
+export interface SchedulerDeps {
+  spool: Spool;
+  delivery: DeliveryDeps;
+  config: SchedulerConfig;
+  hostname: string;
+  log: Logger;
+  now: () => number;
+  rand?: () => number;
+}
+
+export function domainOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  return (at >= 0 ? address.slice(at + 1) : address).toLowerCase();
+}
+
+interface Destination {
+  domain: string;
+  jobs: { id: string; recipients: string[] }[];
+  active: number;
+}
+
+const isOpen = (r: RecipientStatus) => r.state === 'pending' || r.state === 'deferred';
+
+export class Scheduler {
+  private readonly messages = new Map<string, QueuedMessage>();
+  private readonly timetable = new MinHeap<string>();
+  /** "id\0address" of recipients handed to a worker and not yet settled */
+  private readonly inflight = new Set<string>();
+  private readonly destinations = new Map<string, Destination>();
+  private readonly runs = new Set<DestinationRun>();
+  private active = 0;
+  private timer?: NodeJS.Timeout;
+  private stopping = false;
+  private dirty = new Set<string>();
+  private idleWaiters: (() => void)[] = [];
+  private readonly rand: () => number;
+
+  constructor(private readonly deps: SchedulerDeps) {
+    this.rand = deps.rand ?? Math.random;
+  }
+
+  get size(): number { return this.messages.size; }
+  get activeDeliveries(): number { return this.active; }
+  list(): QueuedMessage[] { return [...this.messages.values()]; }
+  get(id: string): QueuedMessage | undefined { return this.messages.get(id); }
+
+  /** A message is queued (ingress, DSN, recovery). */
+  add(msg: QueuedMessage): void {
+    this.messages.set(msg.id, msg);
+    this.schedule(msg);
+    if (!this.stopping) queueMicrotask(() => this.run());
+  }
+
+  private schedule(msg: QueuedMessage): void {
+    const open = msg.recipients.filter(isOpen);
+    if (open.length === 0 || msg.held) return;
+    this.timetable.push(Math.min(...open.map((r) => r.nextAttempt)), msg.id);
+  }
+
+  start(): void {
+    this.stopping = false;
+    const tick = () => {
+      this.run();
+      this.timer = setTimeout(tick, this.deps.config.run_interval);
+      this.timer.unref?.();
+    };
+    tick();
+  }
+
+  /** Make everything (or one domain) due now, like `postqueue -f`. */
+  flush(domain?: string): number {
+    let n = 0;
+    const now = this.deps.now();
+    for (const msg of this.messages.values()) {
+      if (msg.held) continue;
+      let touched = false;
+      for (const r of msg.recipients) {
+        if (isOpen(r) && (!domain || domainOf(r.address) === domain.toLowerCase()) && r.nextAttempt > now) {
+          r.nextAttempt = now;
+          touched = true;
+        }
+      }
+      if (touched) { n++; this.schedule(msg); }
+    }
+    this.run();
+    return n;
+  }
+
+  /** Look at the timetable now (after a clock change in tests, or on demand). */
+  kick(): void { this.run(); }
+
+  private run(): void {
+    if (this.stopping) return;
+    void this.persistDirty();
+    const now = this.deps.now();
+    while ((this.timetable.peekKey() ?? Infinity) <= now) {
+      const id = this.timetable.pop()!;
+      const msg = this.messages.get(id);
+      if (!msg || msg.held) continue;
+      const byDomain = new Map<string, string[]>();
+      for (const r of msg.recipients) {
+        if (!isOpen(r) || r.nextAttempt > now || this.inflight.has(`${id}\0${r.address}`)) continue;
+        const d = domainOf(r.address);
+        byDomain.set(d, [...(byDomain.get(d) ?? []), r.address]);
+      }
+      for (const [domain, recipients] of byDomain) {
+        for (const a of recipients) this.inflight.add(`${id}\0${a}`);
+        let dest = this.destinations.get(domain);
+        if (!dest) {
+          dest = { domain, jobs: [], active: 0 };
+          this.destinations.set(domain, dest);
+        }
+        dest.jobs.push({ id, recipients });
+      }
+      // A later attempt for recipients not yet due is re-armed by schedule() when outcomes land.
+      const later = msg.recipients.filter((r) => isOpen(r) && r.nextAttempt > now);
+      if (later.length) this.timetable.push(Math.min(...later.map((r) => r.nextAttempt)), id);
+    }
+    this.pump();
+  }
+
+  private pump(): void {
+    for (const dest of this.destinations.values()) {
+      while (!this.stopping && dest.jobs.length > dest.active && dest.active < this.deps.config.per_destination && this.active < this.deps.config.concurrency) {
+        dest.active++;
+        this.active++;
+        void this.worker(dest);
+      }
+      if (dest.jobs.length === 0 && dest.active === 0) this.destinations.delete(dest.domain);
+    }
+    this.checkIdle();
+  }
+
+  private async worker(dest: Destination): Promise<void> {
+    const run = new DestinationRun(this.deps.delivery, dest.domain);
+    this.runs.add(run);
+    try {
+      for (let job = dest.jobs.shift(); job; job = this.stopping ? undefined : dest.jobs.shift()) {
+        const msg = this.messages.get(job.id);
+        if (!msg) { this.release(job.id, job.recipients); continue; }
+        const dj: DeliveryJob = { id: msg.id, envelope: msg.envelope, size: msg.size, recipients: job.recipients, body: () => this.deps.spool.openBody(msg.id) };
+        let outcomes: RecipientOutcome[];
+        try {
+          outcomes = await run.deliver(dj);
+        } catch (e) {
+          // A bug or an unexpected failure must never lose or mark a recipient: defer it.
+          this.deps.log.error({ err: e, queue_id: msg.id, domain: dest.domain }, 'delivery failed unexpectedly');
+          outcomes = job.recipients.map((address) => ({ address, result: 'deferred', code: '4.3.0', reason: `internal error: ${(e as Error)?.message ?? e}` }));
+        }
+        await this.settle(msg, outcomes);
+        this.release(job.id, job.recipients);
+      }
+    } finally {
+      await run.close().catch(() => undefined);
+      this.runs.delete(run);
+      dest.active--;
+      this.active--;
+      if (!this.stopping) this.pump();
+      this.checkIdle();
+    }
+  }
+
+  private release(id: string, recipients: string[]): void {
+    for (const a of recipients) this.inflight.delete(`${id}\0${a}`);
+  }
+
+  /** Apply outcomes: DSNs first (queued durably), then the recipients' new states. */
+  private async settle(msg: QueuedMessage, outcomes: RecipientOutcome[]): Promise<void> {
+    const now = this.deps.now();
+    const cfg = this.deps.config;
+    const failed: DsnRecipient[] = [];
+    const delayed: DsnRecipient[] = [];
+    // Copies of the recipients this job touched; merged back after the awaits below, because a
+    // worker for another domain of the same message may settle in between.
+    const next = new Map<string, RecipientStatus>();
+    for (const o of outcomes) {
+      const cur = msg.recipients.find((x) => x.address === o.address);
+      const r = cur && isOpen(cur) ? { ...cur } : undefined;
+      if (r) next.set(r.address, r);
+      if (!r) continue;
+      r.attempts++;
+      r.lastReason = o.reason;
+      r.dsnCode = o.code;
+      r.remoteMta = o.remoteMta;
+      if (o.result === 'sent') {
+        r.state = 'delivered';
+      } else if (o.result === 'bounced' || expired(msg.envelope.received, now, cfg)) {
+        r.state = 'failed';
+        if (o.result !== 'bounced') {
+          r.dsnCode = permanentCode(o.code);
+          r.lastReason = `delivery time expired: ${o.reason}`;
+        }
+        failed.push({ address: r.address, action: 'failed', status: r.dsnCode, remoteMta: o.remoteMta, diagnostic: o.reply ? `smtp; ${o.reply}` : r.lastReason, lastAttempt: now });
+      } else {
+        r.state = 'deferred';
+        r.nextAttempt = now + backoffDelay(r.attempts, cfg, this.rand);
+        if (delayWarningDue(msg.envelope.received, now, r.delayNotified, cfg)) {
+          r.delayNotified = now;
+          delayed.push({ address: r.address, action: 'delayed', status: o.code, remoteMta: o.remoteMta, diagnostic: o.reply ? `smtp; ${o.reply}` : o.reason, lastAttempt: now, willRetryUntil: msg.envelope.received + cfg.lifetime });
+        }
+      }
+    }
+    for (const list of [failed, delayed]) {
+      if (list.length === 0 || !dsnAllowed(msg.envelope)) continue;
+      try {
+        await this.sendDsn(msg, list);
+      } catch (e) {
+        // Without its DSN a failure must not be recorded: keep the recipients open and retry later.
+        this.deps.log.error({ err: e, queue_id: msg.id }, 'could not queue DSN; will retry');
+        for (const d of list) {
+          const r = next.get(d.address)!;
+          if (d.action === 'failed') { r.state = 'deferred'; r.nextAttempt = now + cfg.min_backoff; }
+          else r.delayNotified = undefined;
+        }
+      }
+    }
+    msg.recipients = msg.recipients.map((r) => next.get(r.address) ?? r);
+    await this.persist(msg);
+    if (msg.recipients.every((r) => !isOpen(r))) this.messages.delete(msg.id);
+    else this.schedule(msg);
+  }
+
+  private async sendDsn(msg: QueuedMessage, recipients: DsnRecipient[]): Promise<void> {
+    const body = await this.deps.spool.readBody(msg.id).catch(() => Buffer.alloc(0));
+    const dsn = await composeDsn({ reportingMta: this.deps.hostname, queueId: msg.id, original: msg.envelope, originalHeaders: headerBlock(body), recipients, now: this.deps.now() });
+    const queued = await this.deps.spool.enqueue(dsn.envelope, dsn.message);
+    this.deps.log.info({ queue_id: queued.id, original: msg.id, to: msg.envelope.from, action: recipients[0]!.action, nrcpt: recipients.length }, 'DSN queued');
+    this.add(queued);
+  }
+
+  private readonly persisting = new Map<string, Promise<void>>();
+
+  /** Writes of one message's state are serialised so an older state never lands after a newer one. */
+  private persist(msg: QueuedMessage): Promise<void> {
+    const prev = this.persisting.get(msg.id) ?? Promise.resolve();
+    const p = prev.then(() => this.persistNow(msg));
+    this.persisting.set(msg.id, p);
+    void p.finally(() => { if (this.persisting.get(msg.id) === p) this.persisting.delete(msg.id); });
+    return p;
+  }
+
+  private async persistNow(msg: QueuedMessage): Promise<void> {
+    try {
+      await this.deps.spool.updateRecipients(msg.id, msg.recipients.map((r) => ({ ...r })));
+      this.dirty.delete(msg.id);
+    } catch (e) {
+      // In memory the state is right; on disk it is older, which at worst repeats a delivery.
+      this.dirty.add(msg.id);
+      this.deps.log.error({ err: e, queue_id: msg.id }, 'could not record recipient state; will retry');
+    }
+  }
+
+  private async persistDirty(): Promise<void> {
+    for (const id of [...this.dirty]) {
+      const msg = this.messages.get(id);
+      if (msg) await this.persist(msg); else this.dirty.delete(id);
+    }
+  }
+
+  /** Operator controls (queue hold/release/delete). */
+  async setHeld(id: string, held: boolean): Promise<boolean> {
+    const msg = this.messages.get(id);
+    if (!msg) return false;
+    await this.deps.spool.setHeld(id, held);
+    msg.held = held;
+    if (!held) { this.schedule(msg); this.run(); }
+    return true;
+  }
+
+  async remove(id: string): Promise<boolean> {
+    if (!this.messages.has(id)) return false;
+    await this.deps.spool.remove(id);
+    this.messages.delete(id);
+    return true;
+  }
+
+  private checkIdle(): void {
+    if (this.active > 0) return;
+    const now = this.deps.now();
+    if ((this.timetable.peekKey() ?? Infinity) <= now && !this.stopping) return;
+    const w = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const f of w) f();
+  }
+
+  /** Resolves when no delivery is running and nothing is due at the current clock (for tests and `flush`). */
+  whenIdle(): Promise<void> {
+    return new Promise((resolve) => {
+      this.idleWaiters.push(resolve);
+      queueMicrotask(() => this.checkIdle());
+    });
+  }
+
+  /** Stop starting deliveries; wait for running ones, then cut them off after `graceMs`. */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    for (const d of this.destinations.values()) {
+      for (const j of d.jobs) this.release(j.id, j.recipients);
+      d.jobs.length = 0;
+    }
+    const deadline = Date.now() + graceMs;
+    while (this.active > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    if (this.active > 0) {
+      for (const run of this.runs) await run.close().catch(() => undefined);
+      const hard = Date.now() + 2000;
+      while (this.active > 0 && Date.now() < hard) await new Promise((r) => setTimeout(r, 20));
+    }
+    await this.persistDirty();
+  }
+}

@@ -1,0 +1,83 @@
+import { describe, expect, it } from 'vitest';
+import { simpleParser } from 'mailparser';
+import { composeDsn, dsnAllowed, headerBlock } from '../../src/dsn/compose.js';
+import type { Envelope } from '../../src/spool/types.js';
+
+const original: Envelope = {
+  from: 'alice@sender.example', recipients: ['bob@dest.example', 'carol@dest.example'], smtputf8: false, eightBit: false,
+  client: { address: '127.0.0.1' }, received: Date.UTC(2026, 0, 2, 3, 4, 5), kind: 'normal',
+};
+const body = Buffer.from('Subject: hello\r\nFrom: alice@sender.example\r\nMessage-ID: <m1@sender.example>\r\n\r\nsecret body\r\n');
+
+/** Splits a multipart body by its boundary, without trusting our own composer. */
+function parts(raw: string): { headers: string; body: string }[] {
+  const boundary = /boundary="?([^";\r\n]+)"?/.exec(raw)![1]!;
+  return raw.split(`--${boundary}`).slice(1, -1).map((p) => {
+    const i = p.indexOf('\r\n\r\n');
+    return { headers: p.slice(2, i), body: p.slice(i + 4) };
+  });
+}
+
+describe('DSN composition (RFC 3464, RFC 6522)', () => {
+  it('DANE-72 failed DSN: multipart/report with text, message/delivery-status and the original headers', async () => {
+    const dsn = await composeDsn({
+      reportingMta: 'relay.example.net', queueId: 'Q123', original, originalHeaders: headerBlock(body), now: Date.UTC(2026, 0, 3),
+      recipients: [{ address: 'bob@dest.example', action: 'failed', status: '5.1.1', remoteMta: 'mx.dest.example', diagnostic: 'smtp; 550 5.1.1 no such user', lastAttempt: Date.UTC(2026, 0, 3) }],
+    });
+    expect(dsn.envelope).toMatchObject({ from: '', recipients: ['alice@sender.example'], kind: 'dsn' });
+    const raw = dsn.message.toString('utf8');
+    expect(raw).toMatch(/^Content-Type: multipart\/report; report-type=delivery-status;/m);
+    expect(raw).toMatch(/^Auto-Submitted: auto-replied/m);
+    const [text, status, headers] = parts(raw);
+    expect(text!.headers).toMatch(/text\/plain/);
+    expect(text!.body).toContain('<bob@dest.example>: smtp; 550 5.1.1 no such user');
+    expect(status!.headers).toMatch(/Content-Type: message\/delivery-status/);
+    const fields = status!.body.split('\r\n\r\n');
+    expect(fields[0]).toContain('Reporting-MTA: dns; relay.example.net');
+    expect(fields[0]).toContain('Arrival-Date: Fri, 02 Jan 2026 03:04:05 +0000');
+    expect(fields[1]).toContain('Final-Recipient: rfc822; bob@dest.example');
+    expect(fields[1]).toContain('Action: failed');
+    expect(fields[1]).toContain('Status: 5.1.1');
+    expect(fields[1]).toContain('Remote-MTA: dns; mx.dest.example');
+    expect(fields[1]).toContain('Diagnostic-Code: smtp; 550 5.1.1 no such user');
+    expect(headers!.headers).toMatch(/Content-Type: text\/rfc822-headers/);
+    expect(headers!.body).toContain('Message-ID: <m1@sender.example>');
+    expect(headers!.body).not.toContain('secret body');
+    const parsed = await simpleParser(dsn.message);
+    expect(parsed.subject).toBe('Undelivered Mail Returned to Sender');
+    expect(parsed.to && 'text' in parsed.to ? parsed.to.text : '').toContain('alice@sender.example');
+  });
+
+  it('DANE-72 delayed DSN carries Action delayed and Will-Retry-Until', async () => {
+    const dsn = await composeDsn({
+      reportingMta: 'relay.example.net', queueId: 'Q124', original, originalHeaders: headerBlock(body), now: Date.UTC(2026, 0, 2, 8),
+      recipients: [{ address: 'carol@dest.example', action: 'delayed', status: '4.7.5', diagnostic: 'TLSA lookup for _25._tcp.mx1.dest.example: SERVFAIL', willRetryUntil: Date.UTC(2026, 0, 7, 3, 4, 5) }],
+    });
+    const raw = dsn.message.toString();
+    expect(raw).toContain('Action: delayed');
+    expect(raw).toContain('Status: 4.7.5');
+    expect(raw).toContain('Will-Retry-Until: Wed, 07 Jan 2026 03:04:05 +0000');
+    expect(raw).toContain('TLSA lookup for _25._tcp.mx1.dest.example: SERVFAIL');
+    expect((await simpleParser(dsn.message)).subject).toBe('Delayed Mail (still being retried)');
+  });
+
+  it('never a DSN to the null sender or about a DSN', async () => {
+    expect(dsnAllowed({ ...original, from: '' })).toBe(false);
+    expect(dsnAllowed({ ...original, kind: 'dsn' })).toBe(false);
+    expect(dsnAllowed({ ...original, kind: 'tlsrpt' })).toBe(false);
+    await expect(composeDsn({ reportingMta: 'r', queueId: 'q', original: { ...original, from: '' }, originalHeaders: Buffer.alloc(0), recipients: [], now: 0 })).rejects.toThrow();
+  });
+
+  it('remote text with CR/LF cannot inject DSN fields', async () => {
+    const dsn = await composeDsn({
+      reportingMta: 'relay.example.net', queueId: 'Q', original, originalHeaders: headerBlock(body), now: 0,
+      recipients: [{ address: 'bob@dest.example', action: 'failed', status: '5.0.0', diagnostic: 'smtp; 550 bad\r\nAction: delivered' }],
+    });
+    expect(dsn.message.toString()).not.toMatch(/^Action: delivered/m);
+  });
+
+  it('headerBlock stops at the first empty line (CRLF or bare LF)', () => {
+    expect(headerBlock(Buffer.from('A: 1\r\nB: 2\r\n\r\nbody')).toString()).toBe('A: 1\r\nB: 2\r\n');
+    expect(headerBlock(Buffer.from('A: 1\n\nbody')).toString()).toBe('A: 1\n');
+  });
+});
