@@ -2,17 +2,10 @@
  * DANE-2 (RFC 4035 §4.9.3, RFC 6698 §4.1): the AD bit is believed only from a resolver on
  * loopback, or one the operator vouches for (a secured path).
  */
-import { isIP } from 'node:net';
-import { parseHostPort } from '../config/schema.js';
+import { isLoopbackServer } from './stub.js';
 import type { Config } from '../config/schema.js';
 
-export function isLoopbackServer(server: string): boolean {
-  const hp = parseHostPort(server);
-  const host = hp?.host ?? server;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  if (isIP(host) === 6) return host === '::1' || /^::ffff:127\./i.test(host);
-  return false;
-}
+export { isLoopbackServer };
 
 /** The reason the relay must not start in a DANE level with these resolvers, if any. */
 export function trustAdProblem(cfg: Pick<Config, 'dns' | 'delivery'> & { resolvedResolvers: string[] }): string | undefined {

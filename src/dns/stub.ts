@@ -1,0 +1,536 @@
+/**
+ * `dns.mode: trust-ad` — a stub client of a validating recursive resolver.
+ *
+ * DNSSEC status comes from the resolver's AD bit (RFC 4035 §3.2.3, §4.9.3),
+ * which is only meaningful from a resolver we can trust on the path: loopback
+ * or a secured channel (digest DANE-2; `isLoopbackServer` lets the relay
+ * enforce that at startup). Queries therefore set RD=1, DO=1 and CD=0 so the
+ * resolver validates and tells us the result (RFC 4035 §4.9.1–4.9.2, RFC 6840
+ * §5.7; digest DANE-3).
+ */
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { randomInt } from 'node:crypto';
+import type { CnameHop, DnsAnswer, DnsErrorKind, DnssecStatus, QueryType, RecordData, Resolver } from './types.js';
+import {
+  CLASS_IN,
+  encodeQuery,
+  isAtOrBelow,
+  normalizeName,
+  parseMessage,
+  parseQuestion,
+  rcodeName,
+  sameName,
+  toRecordData,
+  typeCode,
+  TYPE_CODES,
+  type WireMessage,
+  type WireRr,
+} from './wire.js';
+
+export interface StubResolverOptions {
+  /** "ip", "ip:port" or "[v6]:port" (port defaults to 53) */
+  servers: string[];
+  /** per attempt, per server */
+  timeoutMs: number;
+  /** rounds over the server list */
+  attempts: number;
+  /** cache positive and negative answers for their TTL; default true */
+  cache?: boolean;
+  maxCacheEntries?: number;
+}
+
+/** RFC 7672 §2.1.3 leaves the limit to us; 8 alias hops is ample for real chains. */
+export const MAX_ALIAS_DEPTH = 8;
+/** Cap for cached answers (seconds). */
+export const MAX_CACHE_TTL = 86_400;
+/** RFC 2308 §5: negative TTL = min(SOA TTL, SOA MINIMUM); we cap it at one hour. */
+export const MAX_NEGATIVE_TTL = 3600;
+export const DEFAULT_NEGATIVE_TTL = 300;
+
+// ---------------------------------------------------------------------------
+// Pure helpers
+
+/**
+ * DNSSEC status of one response from a validating resolver (digest DANE-1,
+ * DANE-3; RFC 4035 §3.2.3, §4.3): NOERROR/NXDOMAIN with AD are secure answers
+ * (a secure NXDOMAIN is a proven denial, still an answer), without AD they are
+ * insecure answers. Every other RCODE (SERVFAIL — what a validator returns for
+ * bogus data — REFUSED, ...) is not an answer: 'indeterminate', which callers
+ * treat exactly like bogus.
+ */
+export function statusFromFlags(rcode: string | number, ad: boolean): DnssecStatus {
+  const name = typeof rcode === 'number' ? rcodeName(rcode) : rcode.toUpperCase();
+  if (name === 'NOERROR' || name === 'NXDOMAIN') return ad ? 'secure' : 'insecure';
+  return 'indeterminate';
+}
+
+export interface ServerAddress { host: string; port: number; family: 4 | 6; label: string }
+
+/** Parse "1.2.3.4", "1.2.3.4:53", "::1", "[::1]:53". Throws on anything else. */
+export function parseServer(s: string): ServerAddress {
+  const t = s.trim();
+  let host: string;
+  let port = 53;
+  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(t);
+  if (v6) {
+    host = v6[1]!;
+    if (v6[2] !== undefined) port = Number(v6[2]);
+  } else if (net.isIPv6(t)) {
+    host = t;
+  } else {
+    const m = /^([^:]+)(?::(\d+))?$/.exec(t);
+    if (!m) throw new Error(`bad DNS server address "${s}"`);
+    host = m[1]!;
+    if (m[2] !== undefined) port = Number(m[2]);
+  }
+  const family = net.isIP(host);
+  if (family === 0) throw new Error(`DNS server "${s}" is not an IP address`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`bad port in DNS server "${s}"`);
+  return { host, port, family: family as 4 | 6, label: family === 6 ? `[${host}]:${port}` : `${host}:${port}` };
+}
+
+const LOOPBACK = new net.BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+
+/**
+ * True for 127.0.0.0/8 and ::1 (also IPv4-mapped ::ffff:127.x). Digest DANE-2
+ * (RFC 4035 §4.9.3, RFC 6698 §8.3): the AD bit is only trusted from such a
+ * resolver unless the operator lists a secured channel.
+ */
+export function isLoopbackServer(s: string): boolean {
+  let a: ServerAddress;
+  try {
+    a = parseServer(s);
+  } catch {
+    return false;
+  }
+  return LOOPBACK.check(a.host, a.family === 6 ? 'ipv6' : 'ipv4');
+}
+
+// ---------------------------------------------------------------------------
+// Transport
+
+type Attempt =
+  | { kind: 'reply'; msg: WireMessage }
+  | { kind: 'truncated' }
+  | { kind: 'timeout'; message: string }
+  | { kind: 'malformed'; message: string }
+  | { kind: 'other'; message: string };
+
+type ExchangeFailure = { ok: false; kind: DnsErrorKind; message: string; rcode: string; server?: string };
+type Exchange = { ok: true; msg: WireMessage; server: string } | ExchangeFailure;
+
+/**
+ * Decide what a received message means for our outstanding query. Anything
+ * that is not a reply to it — wrong ID, not a response, another question —
+ * is ignored (RFC 5452 §9.1: accept only matching ID, question, source), so
+ * spoofed or stale datagrams cannot end the wait. Only a message that matches
+ * but then fails to parse is `malformed`.
+ */
+function classify(buf: Buffer, id: number, name: string, qtype: number): Attempt | 'ignore' {
+  const hq = parseQuestion(buf);
+  if (!hq) return 'ignore';
+  const h = hq.header;
+  if (h.id !== id || !h.qr || h.opcode !== 0) return 'ignore';
+  if (hq.question) {
+    const q = hq.question;
+    if (!sameName(q.name, name) || q.typeCode !== qtype || q.class !== CLASS_IN) return 'ignore';
+  } else if (h.qdcount !== 0 || h.rcode === 0 || h.rcode === 3) {
+    // Some servers omit the question in FORMERR/NOTIMP/REFUSED replies; an
+    // error without a question can only fail the query, never answer it.
+    return 'ignore';
+  }
+  if (h.tc) return { kind: 'truncated' };
+  const p = parseMessage(buf);
+  if (!p.ok) return { kind: 'malformed', message: p.error };
+  return { kind: 'reply', msg: p.message };
+}
+
+// ---------------------------------------------------------------------------
+// Resolver
+
+interface CacheEntry { answer: DnsAnswer; expires: number }
+
+export class StubResolver implements Resolver {
+  readonly servers: ServerAddress[];
+  private readonly timeoutMs: number;
+  private readonly attempts: number;
+  private readonly cacheEnabled: boolean;
+  private readonly maxCacheEntries: number;
+  private readonly cache = new Map<string, CacheEntry>();
+  private readonly inflight = new Map<string, Promise<DnsAnswer>>();
+  /** abort functions of exchanges in progress, so close() leaks no socket */
+  private readonly active = new Set<() => void>();
+  private closed = false;
+
+  constructor(opts: StubResolverOptions) {
+    if (!opts.servers.length) throw new Error('StubResolver needs at least one server');
+    this.servers = opts.servers.map(parseServer);
+    if (!(opts.timeoutMs > 0)) throw new Error('timeoutMs must be positive');
+    if (!(Number.isInteger(opts.attempts) && opts.attempts >= 1)) throw new Error('attempts must be an integer >= 1');
+    this.timeoutMs = opts.timeoutMs;
+    this.attempts = opts.attempts;
+    this.cacheEnabled = opts.cache ?? true;
+    this.maxCacheEntries = Math.max(1, opts.maxCacheEntries ?? 10_000);
+  }
+
+  async lookup<T extends QueryType>(name: string, type: T): Promise<DnsAnswer<T>> {
+    let qname: string;
+    try {
+      qname = normalizeName(name);
+    } catch (e) {
+      return errorAnswer(name, type, 'other', (e as Error).message, '');
+    }
+    if (this.closed) return errorAnswer(qname, type, 'other', 'resolver closed', '');
+    const key = `${qname}|${type}`;
+    const hit = this.cacheGet(key);
+    if (hit) return hit as DnsAnswer<T>;
+    let p = this.inflight.get(key);
+    if (!p) {
+      p = this.resolve(qname, type)
+        .catch((e: unknown) => errorAnswer(qname, type, 'other', e instanceof Error ? e.message : String(e), ''))
+        .then((a) => {
+          this.cachePut(key, a);
+          return a;
+        })
+        .finally(() => this.inflight.delete(key));
+      this.inflight.set(key, p);
+    }
+    // Callers get their own copy: one caller mutating arrays must not affect others.
+    return copyAnswer(await p) as DnsAnswer<T>;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const abort of [...this.active]) abort();
+    this.cache.clear();
+  }
+
+  // -- cache ---------------------------------------------------------------
+
+  private cacheGet(key: string): DnsAnswer | undefined {
+    const e = this.cache.get(key);
+    if (!e) return undefined;
+    const now = Date.now();
+    if (e.expires <= now) {
+      this.cache.delete(key);
+      return undefined;
+    }
+    // LRU: re-insert so Map iteration order is least-recently-used first.
+    this.cache.delete(key);
+    this.cache.set(key, e);
+    const a = copyAnswer(e.answer);
+    a.ttl = Math.max(0, Math.ceil((e.expires - now) / 1000));
+    return a;
+  }
+
+  private cachePut(key: string, a: DnsAnswer): void {
+    // Errors are never cached: the next attempt must ask again (the
+    // scheduler's retry interval already limits the rate).
+    if (!this.cacheEnabled || this.closed || a.error || a.ttl <= 0) return;
+    const ttl = Math.min(a.ttl, MAX_CACHE_TTL);
+    this.cache.delete(key);
+    this.cache.set(key, { answer: copyAnswer(a), expires: Date.now() + ttl * 1000 });
+    while (this.cache.size > this.maxCacheEntries) {
+      const oldest = this.cache.keys().next().value as string;
+      this.cache.delete(oldest);
+    }
+  }
+
+  // -- resolution ------------------------------------------------------------
+
+  /**
+   * One lookup, following aliases (RFC 7672 §2.1.3, digest DANE-5). The
+   * resolver normally returns the whole chain in one response; if it stops
+   * at a target with neither data nor a denial we ask for the target ourselves.
+   */
+  private async resolve<T extends QueryType>(qname: string, qtype: T): Promise<DnsAnswer<T>> {
+    const qcode = typeCode(qtype);
+    const chain: CnameHop[] = [];
+    const statuses: DnssecStatus[] = [];
+    const seen = new Set<string>([qname]);
+    let cur = qname;
+    let ttl = Infinity;
+    for (;;) {
+      const ex = await this.exchange(cur, qtype);
+      if (!ex.ok) return errorAnswer(qname, qtype, ex.kind, ex.message, ex.rcode, chain, cur, ex.server);
+      const msg = ex.msg;
+      const status = statusFromFlags(msg.rcode, msg.header.ad);
+      statuses.push(status);
+      const answers = msg.answers.filter((rr) => rr.class === CLASS_IN);
+
+      // Walk the aliases in this response from `cur`. Only records on the
+      // path from the name we asked for are used; anything else in the
+      // answer section (other owners, other types) is ignored.
+      let end = cur;
+      if (qtype !== 'CNAME') {
+        for (;;) {
+          const hop = findAlias(answers, end);
+          if (!hop) break;
+          if ('error' in hop) return errorAnswer(qname, qtype, 'malformed', hop.error, msg.rcodeName, chain, end, ex.server);
+          if (seen.has(hop.target)) {
+            return errorAnswer(qname, qtype, 'loop', `alias loop at ${hop.target}`, msg.rcodeName, chain, end, ex.server);
+          }
+          if (chain.length >= MAX_ALIAS_DEPTH) {
+            return errorAnswer(qname, qtype, 'depth', `more than ${MAX_ALIAS_DEPTH} aliases`, msg.rcodeName, chain, end, ex.server);
+          }
+          seen.add(hop.target);
+          chain.push({ owner: end, target: hop.target, status });
+          ttl = Math.min(ttl, hop.ttl);
+          end = hop.target;
+        }
+      }
+
+      let rrs: WireRr[] = answers.filter((rr) => rr.name === end && rr.typeCode === qcode);
+      if (qtype === 'CNAME' && rrs.length === 0) {
+        // A CNAME-type query below a DNAME is answered by the synthesised CNAME (RFC 6672 §3.1).
+        const hop = findAlias(answers, end);
+        if (hop && !('error' in hop)) {
+          rrs = [{ name: end, type: 'CNAME', typeCode: TYPE_CODES.CNAME, class: CLASS_IN, ttl: hop.ttl, data: hop.target }];
+        }
+      }
+      const records: RecordData[T][] = [];
+      for (const rr of rrs) {
+        const d = toRecordData(qtype, rr);
+        if (d !== undefined) records.push(d);
+        ttl = Math.min(ttl, rr.ttl);
+      }
+
+      const negative = records.length === 0;
+      if (negative && msg.rcodeName === 'NOERROR' && chain.length > 0 && end !== cur && !soaFor(msg, end)) {
+        // Incomplete chain: no data and no denial for the target. Ask for it.
+        cur = end;
+        continue;
+      }
+      if (negative) ttl = Math.min(ttl, negativeTtl(msg, end));
+
+      const overall: DnssecStatus = statuses.every((s) => s === 'secure') ? 'secure' : 'insecure';
+      let firstStatus: DnssecStatus = statuses[0]!;
+      if (chain.length > 0 && overall !== 'secure' && statuses[0] !== 'secure') {
+        // Digest DANE-5 / RFC 7672 §2.2.2: the first response's AD bit covers
+        // the whole chain; the first alias on its own needs its own query.
+        const cn = await this.lookup(qname, 'CNAME');
+        firstStatus = cn.error === undefined && (cn.status === 'secure' || cn.status === 'insecure') ? cn.status : 'indeterminate';
+        chain[0]!.status = firstStatus;
+      }
+      return {
+        qname,
+        qtype,
+        rcode: msg.rcodeName,
+        status: overall,
+        firstStatus,
+        canonicalName: end,
+        chain,
+        records,
+        ttl: Number.isFinite(ttl) ? ttl : DEFAULT_NEGATIVE_TTL,
+        server: ex.server,
+      };
+    }
+  }
+
+  /**
+   * Ask the servers, in order, `attempts` rounds. Timeouts move on to the next
+   * server; REFUSED/NOTIMP/FORMERR/malformed take that server out for this
+   * query; SERVFAIL is the validator's verdict (bogus or unreachable) and ends
+   * the query as an error at once (digest DANE-1/DANE-3).
+   */
+  private async exchange(name: string, qtype: string): Promise<Exchange> {
+    const excluded = new Set<number>();
+    const failures: string[] = [];
+    let last: ExchangeFailure | undefined;
+    for (let round = 0; round < this.attempts; round++) {
+      for (let i = 0; i < this.servers.length; i++) {
+        if (this.closed) return { ok: false, kind: 'other', message: 'resolver closed', rcode: '' };
+        if (excluded.has(i)) continue;
+        const srv = this.servers[i]!;
+        let r = await this.udp(srv, name, qtype);
+        // RFC 7766 §5 / RFC 1035 §4.2.2: TC=1 → repeat over TCP to the same server.
+        if (r.kind === 'truncated') r = await this.tcp(srv, name, qtype);
+        if (r.kind === 'reply') {
+          const rc = r.msg.rcodeName;
+          if (rc === 'NOERROR' || rc === 'NXDOMAIN') return { ok: true, msg: r.msg, server: srv.label };
+          if (rc === 'SERVFAIL') return { ok: false, kind: 'servfail', message: `SERVFAIL from ${srv.label}`, rcode: rc, server: srv.label };
+          const kind: DnsErrorKind = rc === 'REFUSED' ? 'refused' : rc === 'NOTIMP' ? 'notimp' : rc === 'FORMERR' ? 'formerr' : 'other';
+          excluded.add(i);
+          failures.push(`${srv.label}: ${rc}`);
+          last = { ok: false, kind, message: '', rcode: rc, server: srv.label };
+        } else if (r.kind === 'truncated') {
+          excluded.add(i);
+          failures.push(`${srv.label}: TC=1 over TCP`);
+          last = { ok: false, kind: 'malformed', message: '', rcode: '', server: srv.label };
+        } else {
+          if (r.kind === 'malformed') excluded.add(i);
+          failures.push(`${srv.label}: ${r.kind} (${r.message})`);
+          last = { ok: false, kind: r.kind, message: '', rcode: '', server: srv.label };
+        }
+      }
+    }
+    const base: ExchangeFailure = last ?? { ok: false, kind: 'other', message: '', rcode: '' };
+    return { ...base, message: `no usable reply for ${name}/${qtype}: ${failures.join('; ')}` };
+  }
+
+  private track(abort: () => void): () => void {
+    this.active.add(abort);
+    return () => this.active.delete(abort);
+  }
+
+  /** One UDP exchange on a fresh socket (fresh random source port and ID, RFC 5452 §9.2). */
+  private udp(srv: ServerAddress, name: string, qtype: string): Promise<Attempt> {
+    return new Promise((resolve) => {
+      const id = randomInt(0, 0x10000);
+      const qcode = typeCode(qtype);
+      const query = encodeQuery(id, name, qtype);
+      const sock = dgram.createSocket(srv.family === 6 ? 'udp6' : 'udp4');
+      let done = false;
+      const finish = (r: Attempt): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        untrack();
+        try {
+          sock.close();
+        } catch {
+          /* already closed */
+        }
+        resolve(r);
+      };
+      const untrack = this.track(() => finish({ kind: 'other', message: 'resolver closed' }));
+      const timer = setTimeout(() => finish({ kind: 'timeout', message: `no reply within ${this.timeoutMs} ms` }), this.timeoutMs);
+      sock.on('error', (e) => finish({ kind: 'other', message: e.message }));
+      sock.on('message', (buf) => {
+        const r = classify(buf, id, name, qcode);
+        if (r !== 'ignore') finish(r);
+      });
+      // connect(): the kernel then drops datagrams from any other source address/port.
+      sock.connect(srv.port, srv.host, () => {
+        if (done) return;
+        sock.send(query, (err) => {
+          if (err) finish({ kind: 'other', message: err.message });
+        });
+      });
+    });
+  }
+
+  /** One TCP exchange (RFC 1035 §4.2.2 two-octet length framing; RFC 7766). */
+  private tcp(srv: ServerAddress, name: string, qtype: string): Promise<Attempt> {
+    return new Promise((resolve) => {
+      const id = randomInt(0, 0x10000);
+      const qcode = typeCode(qtype);
+      const query = encodeQuery(id, name, qtype);
+      const frame = Buffer.alloc(2 + query.length);
+      frame.writeUInt16BE(query.length, 0);
+      query.copy(frame, 2);
+      const sock = net.connect({ host: srv.host, port: srv.port });
+      let pending: Buffer = Buffer.alloc(0);
+      let done = false;
+      const finish = (r: Attempt): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        untrack();
+        sock.destroy();
+        resolve(r);
+      };
+      const untrack = this.track(() => finish({ kind: 'other', message: 'resolver closed' }));
+      const timer = setTimeout(() => finish({ kind: 'timeout', message: `no TCP reply within ${this.timeoutMs} ms` }), this.timeoutMs);
+      sock.on('connect', () => sock.write(frame));
+      sock.on('data', (chunk: Buffer) => {
+        // Reads may split or merge frames; each frame is at most 2+65535 bytes.
+        pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+        while (!done && pending.length >= 2) {
+          const len = pending.readUInt16BE(0);
+          if (pending.length < 2 + len) break;
+          const msg = pending.subarray(2, 2 + len);
+          pending = pending.subarray(2 + len);
+          const r = classify(msg, id, name, qcode);
+          if (r === 'ignore') continue;
+          finish(r.kind === 'truncated' ? { kind: 'malformed', message: 'TC=1 in a TCP reply' } : r);
+        }
+      });
+      sock.on('error', (e) => finish({ kind: 'other', message: `TCP: ${e.message}` }));
+      sock.on('close', () => finish({ kind: 'other', message: 'TCP connection closed before a reply' }));
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Alias and negative-answer helpers
+
+type AliasHop = { target: string; ttl: number } | { error: string };
+
+/**
+ * The alias that redirects `owner` in this answer section, if any. A DNAME at
+ * a proper ancestor (RFC 6672 §2.2–2.3) wins over a CNAME, since the CNAME
+ * next to it is only its unsigned synthesis (RFC 6672 §3.4, RFC 4035 §3.2.3);
+ * we synthesise the same target ourselves.
+ */
+function findAlias(answers: WireRr[], owner: string): AliasHop | undefined {
+  let dname: WireRr | undefined;
+  for (const rr of answers) {
+    if (rr.typeCode !== TYPE_CODES.DNAME || rr.name === owner || !isAtOrBelow(owner, rr.name)) continue;
+    if (!dname || rr.name.length > dname.name.length) dname = rr;
+  }
+  if (dname) {
+    const prefix = dname.name === '.' ? owner : owner.slice(0, owner.length - dname.name.length - 1);
+    const target = dname.data === '.' ? prefix : `${prefix}.${dname.data as string}`;
+    // RFC 6672 §2.2: a synthesised name that is too long is YXDOMAIN.
+    if (target.length > 253) return { error: `DNAME synthesis of ${owner} is too long` };
+    return { target, ttl: dname.ttl };
+  }
+  const cnames = answers.filter((rr) => rr.typeCode === TYPE_CODES.CNAME && rr.name === owner);
+  if (cnames.length === 0) return undefined;
+  const targets = new Set(cnames.map((rr) => rr.data as string));
+  // RFC 2181 §10.1: at most one CNAME per owner.
+  if (targets.size > 1) return { error: `several CNAME targets at ${owner}` };
+  return { target: cnames[0]!.data as string, ttl: Math.min(...cnames.map((c) => c.ttl)) };
+}
+
+function soaFor(msg: WireMessage, name: string): WireRr | undefined {
+  return msg.authorities.find((rr) => rr.typeCode === TYPE_CODES.SOA && isAtOrBelow(name, rr.name));
+}
+
+/** RFC 2308 §5: min(SOA TTL, SOA MINIMUM), capped; 300 s when the server sent no SOA. */
+function negativeTtl(msg: WireMessage, name: string): number {
+  const soa = soaFor(msg, name) ?? msg.authorities.find((rr) => rr.typeCode === TYPE_CODES.SOA);
+  if (!soa) return DEFAULT_NEGATIVE_TTL;
+  const min = (soa.data as { minimum: number }).minimum;
+  return Math.min(soa.ttl, min, MAX_NEGATIVE_TTL);
+}
+
+function errorAnswer<T extends QueryType>(
+  qname: string,
+  qtype: T,
+  kind: NonNullable<DnsAnswer['error']>['kind'],
+  message: string,
+  rcode: string,
+  chain: CnameHop[] = [],
+  canonicalName?: string,
+  server?: string,
+): DnsAnswer<T> {
+  return {
+    qname,
+    qtype,
+    rcode,
+    status: 'indeterminate',
+    firstStatus: 'indeterminate',
+    canonicalName: canonicalName ?? qname,
+    chain,
+    records: [],
+    ttl: 0,
+    error: { kind, message },
+    ...(server !== undefined ? { server } : {}),
+  };
+}
+
+function copyAnswer<T extends QueryType>(a: DnsAnswer<T>): DnsAnswer<T> {
+  return {
+    ...a,
+    chain: a.chain.map((h) => ({ ...h })),
+    records: a.records.map((r) =>
+      r !== null && typeof r === 'object' ? { ...(r as object), ...('data' in r ? { data: Buffer.from(r.data) } : {}) } : r,
+    ) as RecordData[T][],
+    ...(a.error ? { error: { ...a.error } } : {}),
+  };
+}
