@@ -1,0 +1,828 @@
+/**
+ * A small outbound SMTP client on node:net / node:tls.
+ *
+ * Why not nodemailer's client: the DANE policy (RFC 7672 §2.2) must provably be
+ * enforced after the TLS handshake and before anything of the envelope, not even
+ * the post-TLS EHLO, is sent (digest DANE-63). Owning the state machine makes that
+ * ordering explicit and testable:
+ *
+ *   connect → greeting → EHLO (HELO on 5xx) → [STARTTLS → handshake → verify] → EHLO
+ *
+ * Only the final EHLO's extensions are kept (RFC 3207 §4.2: everything learned
+ * before TLS is discarded).
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Readable } from 'node:stream';
+import type { PresentedChain, Target, TlsRequirement, VerifyOutcome } from './types.js';
+
+export interface SmtpTimeouts {
+  /** TCP connect */
+  connect: number;
+  /** 220 greeting (RFC 5321 §4.5.3.2.1: 5 min) */
+  greeting: number;
+  /** EHLO/HELO reply */
+  ehlo: number;
+  /** STARTTLS reply and the TLS handshake */
+  starttls: number;
+  /** MAIL reply (RFC 5321 §4.5.3.2.2: 5 min); also used for RSET */
+  mail: number;
+  /** each RCPT reply (§4.5.3.2.3: 5 min) */
+  rcpt: number;
+  /** the 354 reply to DATA (§4.5.3.2.4: 2 min) */
+  data: number;
+  /** each blocked write of the body (§4.5.3.2.5: 3 min) */
+  data_block: number;
+  /** the reply to the final "." (§4.5.3.2.6: 10 min) */
+  data_done: number;
+}
+
+export interface SmtpClientOptions {
+  heloName: string;
+  tls: TlsRequirement;
+  timeouts: SmtpTimeouts;
+  localAddress?: string;
+}
+
+export interface Reply {
+  code: number;
+  /** RFC 3463 enhanced status code found at the start of the first line's text */
+  enhanced?: string;
+  /** the text of every line (after "NNN-"/"NNN "), joined with \n, as received */
+  text: string;
+}
+
+export type SmtpStage =
+  | 'connect'
+  | 'greeting'
+  | 'ehlo'
+  | 'starttls'
+  | 'tls'
+  | 'verify'
+  | 'mail'
+  | 'rcpt'
+  | 'data'
+  | 'protocol';
+
+export interface SmtpErrorOptions {
+  reply?: Reply;
+  permanent?: boolean;
+  cleartextRetryAllowed?: boolean;
+  timeout?: boolean;
+  verify?: VerifyOutcome;
+  cause?: unknown;
+}
+
+export class SmtpError extends Error {
+  readonly stage: SmtpStage;
+  readonly reply?: Reply;
+  /**
+   * True only for a 5xx reply to greeting/EHLO/MAIL/RCPT/DATA (or a local 5.x.x
+   * decision such as a missing SMTPUTF8). TLS policy failures (stages starttls,
+   * tls, verify) are never permanent: RFC 7672 §2.2 says try the next MX or defer.
+   */
+  readonly permanent: boolean;
+  /** mode 'may' and the TLS handshake failed: the caller may reconnect with mode 'none' (DANE-44) */
+  readonly cleartextRetryAllowed: boolean;
+  /** a stage timeout (RFC 5321 §4.5.3.2) ended the connection */
+  readonly timeout: boolean;
+  /** the verifier's outcome, for stage 'verify' */
+  readonly verify?: VerifyOutcome;
+
+  constructor(stage: SmtpStage, message: string, opts: SmtpErrorOptions = {}) {
+    super(message, opts.cause !== undefined ? { cause: opts.cause } : undefined);
+    this.name = 'SmtpError';
+    this.stage = stage;
+    if (opts.reply) this.reply = opts.reply;
+    this.permanent = opts.permanent ?? false;
+    this.cleartextRetryAllowed = opts.cleartextRetryAllowed ?? false;
+    this.timeout = opts.timeout ?? false;
+    if (opts.verify) this.verify = opts.verify;
+  }
+}
+
+export interface TlsInfo {
+  protocol: string;
+  cipher: string;
+  verified: boolean;
+  verify?: VerifyOutcome;
+  servername?: string;
+}
+
+export interface SendInput {
+  from: string;
+  recipients: string[];
+  size?: number;
+  eightBit?: boolean;
+  smtputf8?: boolean;
+  body: () => NodeJS.ReadableStream | Readable;
+}
+
+export interface RcptResult {
+  address: string;
+  reply: Reply;
+  accepted: boolean;
+}
+
+export interface SendResult {
+  mail: Reply;
+  /**
+   * One entry per recipient actually sent. When MAIL is rejected without
+   * PIPELINING no RCPT is sent and this is empty; with PIPELINING the RCPTs were
+   * already on the wire and their (usually 503) replies are reported.
+   */
+  rcpts: RcptResult[];
+  /** reply to DATA (if not 354) or to the final "."; undefined when no rcpt was accepted or MAIL failed */
+  data?: Reply;
+}
+
+/** Bounds for one reply: a hostile peer must not make us buffer without end. */
+export const MAX_REPLY_LINES = 512;
+export const MAX_REPLY_BYTES = 64 * 1024;
+/** RFC 5321 §4.5.3.1.5 says 512 octets per reply line; we allow slack but bound it. */
+export const MAX_LINE_BYTES = 8 * 1024;
+
+const CRLF = '\r\n';
+
+function describe(reply: Reply): string {
+  return `${reply.code} ${reply.text.replace(/\n/g, ' / ')}`;
+}
+
+/**
+ * Incremental reply parser for one socket (RFC 5321 §4.2). Complete replies are
+ * queued so pipelined replies (RFC 2920) that arrive in one segment are not lost.
+ */
+class ReplyReader {
+  private buf: Buffer = Buffer.alloc(0);
+  private lines: string[] = [];
+  private code = 0;
+  private bytes = 0;
+  private readonly queue: Reply[] = [];
+  private failure?: { protocol: boolean; message: string };
+  private waiter?: { resolve: (r: Reply) => void; reject: (e: { protocol: boolean; message: string }) => void };
+
+  feed(chunk: Buffer): void {
+    if (this.failure) return;
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    let nl: number;
+    while ((nl = this.buf.indexOf(0x0a)) !== -1) {
+      const end = nl > 0 && this.buf[nl - 1] === 0x0d ? nl - 1 : nl;
+      const line = this.buf.subarray(0, end).toString('utf8');
+      this.bytes += nl + 1;
+      this.buf = this.buf.subarray(nl + 1);
+      if (!this.line(line)) return;
+    }
+    if (this.buf.length > MAX_LINE_BYTES) this.fail(true, `reply line longer than ${MAX_LINE_BYTES} bytes`);
+  }
+
+  /** Returns false once the reader has failed. */
+  private line(line: string): boolean {
+    // Reply-line = *( Reply-code "-" [ textstring ] CRLF ) Reply-code [ SP textstring ] CRLF (RFC 5321 §4.2)
+    const m = /^([2-5][0-9][0-9])(?:([ -])(.*))?$/s.exec(line);
+    if (!m || /[\0\r]/.test(line)) {
+      this.fail(true, `malformed reply line ${JSON.stringify(line.slice(0, 80))}`);
+      return false;
+    }
+    const code = Number(m[1]);
+    if (this.lines.length > 0 && code !== this.code) {
+      this.fail(true, `reply code changed inside a multi-line reply (${this.code} then ${code})`);
+      return false;
+    }
+    this.code = code;
+    this.lines.push(m[3] ?? '');
+    if (this.lines.length > MAX_REPLY_LINES || this.bytes > MAX_REPLY_BYTES) {
+      this.fail(true, `reply exceeds ${MAX_REPLY_LINES} lines / ${MAX_REPLY_BYTES} bytes`);
+      return false;
+    }
+    if (m[2] === '-') return true;
+    const text = this.lines.join('\n');
+    const reply: Reply = { code, text };
+    // RFC 3463 §2 / RFC 2034 §4: "class.subject.detail" leads the text; the class must match the reply.
+    const e = /^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)/.exec(this.lines[0]!);
+    if (e && Number(e[1]) === Math.floor(code / 100)) reply.enhanced = `${e[1]}.${e[2]}.${e[3]}`;
+    this.lines = [];
+    this.bytes = 0;
+    this.code = 0;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = undefined;
+      w.resolve(reply);
+    } else {
+      this.queue.push(reply);
+    }
+    return true;
+  }
+
+  fail(protocol: boolean, message: string): void {
+    if (this.failure) return;
+    this.failure = { protocol, message };
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = undefined;
+      w.reject(this.failure);
+    }
+  }
+
+  /** Anything received that no command has asked for yet. */
+  hasPending(): boolean {
+    return this.queue.length > 0 || this.lines.length > 0 || this.buf.length > 0;
+  }
+
+  next(): Promise<Reply> {
+    const queued = this.queue.shift();
+    if (queued) return Promise.resolve(queued);
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  cancel(): void {
+    this.waiter = undefined;
+  }
+}
+
+/**
+ * CRLF normalisation and dot-stuffing for DATA (RFC 5321 §2.3.8, §4.5.2), streaming:
+ * the state (previous byte was CR, at start of line) carries across chunks.
+ */
+export class DataEncoder {
+  private prevCR = false;
+  private lineStart = true;
+
+  push(chunk: Buffer): Buffer {
+    const out = Buffer.allocUnsafe(chunk.length * 2 + 2);
+    let o = 0;
+    for (let i = 0; i < chunk.length; i++) {
+      const b = chunk[i]!;
+      if (this.prevCR) {
+        this.prevCR = false;
+        if (b === 0x0a) continue; // the LF of a CRLF whose CRLF we already wrote
+      }
+      if (b === 0x0d || b === 0x0a) {
+        // bare CR, bare LF and CRLF all become CRLF
+        out[o++] = 0x0d;
+        out[o++] = 0x0a;
+        this.prevCR = b === 0x0d;
+        this.lineStart = true;
+        continue;
+      }
+      if (this.lineStart && b === 0x2e) out[o++] = 0x2e; // §4.5.2 transparency
+      out[o++] = b;
+      this.lineStart = false;
+    }
+    return out.subarray(0, o);
+  }
+
+  /** Terminates the last line if needed and adds the end-of-data "." line. */
+  end(): Buffer {
+    return Buffer.from(this.lineStart ? `.${CRLF}` : `${CRLF}.${CRLF}`, 'latin1');
+  }
+}
+
+function sniName(name: string | undefined): string | undefined {
+  if (!name) return undefined;
+  // RFC 6066 §3: HostName is a DNS name without the trailing dot; IP literals are not permitted.
+  const n = name.replace(/\.$/, '');
+  if (!n || net.isIP(n) !== 0 || n.startsWith('[')) return undefined;
+  return n;
+}
+
+/** The chain the peer presented, leaf first, DER (digest DANE-52/53 work on exactly this). */
+function presentedChain(sock: tls.TLSSocket): Buffer[] {
+  const out: Buffer[] = [];
+  let cert: tls.DetailedPeerCertificate | undefined = sock.getPeerCertificate(true) as tls.DetailedPeerCertificate;
+  const seen = new Set<object>();
+  const fingerprints = new Set<string>();
+  // A self-signed top certificate has issuerCertificate === itself: stop on any repeat.
+  while (cert && cert.raw && !seen.has(cert) && !fingerprints.has(cert.fingerprint256)) {
+    seen.add(cert);
+    fingerprints.add(cert.fingerprint256);
+    out.push(Buffer.from(cert.raw));
+    cert = cert.issuerCertificate;
+  }
+  return out;
+}
+
+function assertCommandSafe(value: string, stage: SmtpStage): void {
+  // A CR or LF inside an address would let a caller smuggle extra SMTP commands.
+  if (/[\r\n\0]/.test(value)) {
+    throw new SmtpError(stage, `refusing to send a command containing CR, LF or NUL: ${JSON.stringify(value)}`, {
+      permanent: true,
+    });
+  }
+}
+
+type AnySocket = net.Socket | tls.TLSSocket;
+
+export class SmtpSession {
+  readonly target: Target;
+  private readonly opts: SmtpClientOptions;
+  private sock!: AnySocket;
+  private reader!: ReplyReader;
+  private detach: () => void = () => {};
+  private closed = false;
+  private broken = false;
+  private busy = false;
+  private _greeting!: Reply;
+  private _extensions = new Map<string, string>();
+  private _tls?: TlsInfo;
+
+  private constructor(target: Target, opts: SmtpClientOptions) {
+    this.target = target;
+    this.opts = opts;
+  }
+
+  get greeting(): Reply {
+    return this._greeting;
+  }
+  /** Extensions of the last EHLO (post-TLS when TLS is up); keys upper case, value = parameters. */
+  get extensions(): Map<string, string> {
+    return this._extensions;
+  }
+  get tls(): TlsInfo | undefined {
+    return this._tls;
+  }
+  get usable(): boolean {
+    return !this.closed && !this.broken && !this.busy && !this.sock.destroyed && !this.reader.hasPending();
+  }
+
+  /**
+   * Connects, reads the greeting, says EHLO, applies the TLS requirement and says
+   * EHLO again over TLS. Resolves only when the session may carry a message.
+   */
+  static async connect(target: Target, opts: SmtpClientOptions): Promise<SmtpSession> {
+    if (opts.tls.mode === 'verify' && typeof opts.tls.verify !== 'function') {
+      throw new SmtpError('verify', "TLS mode 'verify' without a verify function");
+    }
+    const s = new SmtpSession(target, opts);
+    try {
+      await s.open();
+    } catch (err) {
+      s.destroy();
+      throw err;
+    }
+    return s;
+  }
+
+  private async open(): Promise<void> {
+    const { timeouts } = this.opts;
+    await this.tcpConnect();
+
+    const greeting = await this.read('greeting', timeouts.greeting);
+    this._greeting = greeting;
+    if (greeting.code !== 220) {
+      // RFC 5321 §3.1: after a 554 (or other refusal) greeting the client sends QUIT.
+      await this.politeQuit();
+      if (greeting.code >= 400) {
+        throw new SmtpError('greeting', `server refused the session: ${describe(greeting)}`, {
+          reply: greeting,
+          permanent: greeting.code >= 500,
+        });
+      }
+      throw new SmtpError('protocol', `unexpected greeting ${describe(greeting)}`, { reply: greeting });
+    }
+
+    await this.hello();
+
+    const mode = this.opts.tls.mode;
+    if (mode === 'none') return;
+    if (!this._extensions.has('STARTTLS')) {
+      if (mode === 'may') return; // opportunistic: cleartext is acceptable (RFC 7672 §2.2, DANE-44)
+      // DANE-41/42/43: TLS is mandatory; no cleartext, no envelope.
+      await this.politeQuit();
+      throw new SmtpError('starttls', `STARTTLS required (mode ${mode}) but not offered by ${this.target.host}`);
+    }
+
+    this.write(`STARTTLS`);
+    const r = await this.read('starttls', timeouts.starttls);
+    if (r.code !== 220) {
+      if (mode === 'may') return; // RFC 3207 §4: the client may continue without TLS
+      await this.politeQuit();
+      throw new SmtpError('starttls', `STARTTLS rejected (mode ${mode}): ${describe(r)}`, { reply: r });
+    }
+    // CVE-2011-0411 class: bytes after the 220 and before the handshake were not
+    // protected by TLS and must never be read as replies inside the TLS session.
+    if (this.reader.hasPending()) {
+      this.destroy();
+      throw new SmtpError('protocol', 'server sent data after 220 to STARTTLS before the TLS handshake (injection)');
+    }
+
+    await this.handshake();
+
+    if (mode === 'verify') {
+      const outcome = await this.runVerify();
+      this._tls!.verify = outcome;
+      if (!outcome.ok) {
+        // DANE-63: QUIT and leave; not even EHLO reaches an unauthenticated peer.
+        await this.politeQuit();
+        throw new SmtpError(
+          'verify',
+          `TLS peer authentication failed: ${outcome.reason ?? 'rejected'}: ${outcome.detail}`,
+          { verify: outcome },
+        );
+      }
+      this._tls!.verified = true;
+    }
+
+    // RFC 3207 §4.2: discard pre-TLS knowledge and ask again.
+    this._extensions = new Map();
+    await this.hello();
+  }
+
+  private tcpConnect(): Promise<void> {
+    const { address, port } = this.target;
+    const ms = this.opts.timeouts.connect;
+    return new Promise((resolve, reject) => {
+      const sock = net.connect({
+        host: address,
+        port,
+        ...(this.opts.localAddress ? { localAddress: this.opts.localAddress } : {}),
+      });
+      this.sock = sock;
+      this.attach(sock);
+      const timer = setTimeout(() => {
+        cleanup();
+        sock.destroy();
+        reject(new SmtpError('connect', `connect to ${address}:${port} timed out after ${ms} ms`, { timeout: true }));
+      }, ms);
+      const onConnect = (): void => {
+        cleanup();
+        resolve();
+      };
+      const onError = (err: Error): void => {
+        cleanup();
+        reject(new SmtpError('connect', `connect to ${address}:${port} failed: ${err.message}`, { cause: err }));
+      };
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        sock.off('connect', onConnect);
+        sock.off('error', onError);
+      };
+      sock.once('connect', onConnect);
+      sock.once('error', onError);
+    });
+  }
+
+  /** Binds a fresh reply reader to the socket. */
+  private attach(sock: AnySocket): void {
+    const reader = new ReplyReader();
+    this.reader = reader;
+    const onData = (chunk: Buffer): void => reader.feed(chunk);
+    const onError = (err: Error): void => {
+      this.closed = true;
+      reader.fail(false, `connection error: ${err.message}`);
+    };
+    const onClose = (): void => {
+      this.closed = true;
+      reader.fail(false, 'connection closed by peer');
+    };
+    sock.on('data', onData);
+    sock.on('error', onError);
+    sock.on('close', onClose);
+    this.detach = () => {
+      sock.off('data', onData);
+      sock.off('error', onError);
+      sock.off('close', onClose);
+    };
+  }
+
+  private write(line: string): void {
+    if (!this.sock.destroyed) this.sock.write(line + CRLF);
+  }
+
+  /** Reads one reply; a timeout or a broken peer destroys the connection. */
+  private async read(stage: SmtpStage, ms: number, what?: string): Promise<Reply> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.reader.cancel();
+        reject(
+          new SmtpError(stage, `timeout after ${ms} ms waiting for ${what ?? stage} reply from ${this.target.host}`, {
+            timeout: true,
+          }),
+        );
+      }, ms);
+    });
+    try {
+      return await Promise.race([this.reader.next(), timeout]);
+    } catch (err) {
+      this.destroy();
+      if (err instanceof SmtpError) throw err;
+      const f = err as { protocol: boolean; message: string };
+      throw new SmtpError(f.protocol ? 'protocol' : stage, `${f.message} (${what ?? stage})`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** EHLO, falling back to HELO on 5xx (RFC 5321 §4.1.4). Sets extensions. */
+  private async hello(): Promise<void> {
+    const { heloName, timeouts } = this.opts;
+    assertCommandSafe(heloName, 'ehlo');
+    this.write(`EHLO ${heloName}`);
+    const r = await this.read('ehlo', timeouts.ehlo);
+    if (r.code === 250) {
+      const ext = new Map<string, string>();
+      for (const line of r.text.split('\n').slice(1)) {
+        const [kw, ...params] = line.trim().split(/\s+/);
+        if (kw) ext.set(kw.toUpperCase(), params.join(' '));
+      }
+      this._extensions = ext;
+      return;
+    }
+    if (r.code >= 500) {
+      this.write(`HELO ${heloName}`);
+      const h = await this.read('ehlo', timeouts.ehlo, 'HELO');
+      if (h.code === 250) {
+        this._extensions = new Map();
+        return;
+      }
+      await this.politeQuit();
+      throw new SmtpError('ehlo', `HELO rejected: ${describe(h)}`, { reply: h, permanent: h.code >= 500 });
+    }
+    await this.politeQuit();
+    throw new SmtpError('ehlo', `EHLO rejected: ${describe(r)}`, { reply: r, permanent: false });
+  }
+
+  private async handshake(): Promise<void> {
+    const { tls: req, timeouts } = this.opts;
+    const raw = this.sock as net.Socket;
+    this.detach();
+    // Keep an error listener on the raw socket; the TLS socket reports the failure.
+    raw.on('error', () => {});
+    const servername = sniName(req.servername);
+    const may = req.mode === 'may';
+    const sock = tls.connect({
+      socket: raw,
+      // DANE-60: SNI is the TLSA base domain (or the MX name without DANE).
+      ...(servername ? { servername } : {}),
+      // We authenticate ourselves (DANE, RFC 7672 §3); the WebPKI verdict is irrelevant.
+      rejectUnauthorized: false,
+      // Empty trust store: getPeerCertificate(true) must report only what the peer
+      // presented, never a root completed from the local store (DANE-53).
+      ca: [],
+      // DANE-61, RFC 7672 §8.1: TLS 1.2 is our floor.
+      minVersion: 'TLSv1.2',
+      // DANE-62: no `session` is ever passed, so nothing is resumed; each
+      // connection gets a full handshake and a full verification.
+    });
+    this.sock = sock;
+    this.attach(sock);
+    await new Promise<void>((resolve, reject) => {
+      const fail = (message: string, timeout = false, cause?: unknown): void => {
+        cleanup();
+        sock.destroy();
+        raw.destroy();
+        reject(
+          new SmtpError('tls', message, {
+            cleartextRetryAllowed: may,
+            timeout,
+            ...(cause !== undefined ? { cause } : {}),
+          }),
+        );
+      };
+      const timer = setTimeout(
+        () => fail(`TLS handshake with ${this.target.host} timed out after ${timeouts.starttls} ms`, true),
+        timeouts.starttls,
+      );
+      const onSecure = (): void => {
+        cleanup();
+        resolve();
+      };
+      const onError = (err: Error): void => fail(`TLS handshake with ${this.target.host} failed: ${err.message}`, false, err);
+      const onClose = (): void => fail(`connection closed during TLS handshake with ${this.target.host}`);
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        sock.off('secureConnect', onSecure);
+        sock.off('error', onError);
+        sock.off('close', onClose);
+      };
+      sock.once('secureConnect', onSecure);
+      sock.once('error', onError);
+      sock.once('close', onClose);
+    });
+    const cipher = sock.getCipher();
+    this._tls = {
+      protocol: sock.getProtocol() ?? 'unknown',
+      cipher: cipher?.name ?? 'unknown',
+      verified: false,
+      ...(servername ? { servername } : {}),
+    };
+  }
+
+  private async runVerify(): Promise<VerifyOutcome> {
+    const sock = this.sock as tls.TLSSocket;
+    if (sock.isSessionReused()) {
+      // DANE-62: a resumed session skips the certificate exchange; never accept one.
+      return { ok: false, reason: 'session-resumed', detail: 'TLS session was resumed; full handshake required' };
+    }
+    const certificates = presentedChain(sock);
+    if (certificates.length === 0) {
+      return { ok: false, reason: 'no-certificate', detail: 'peer presented no certificate' };
+    }
+    const chain: PresentedChain = {
+      certificates,
+      protocol: sock.getProtocol(),
+      cipher: sock.getCipher()?.name ?? null,
+    };
+    try {
+      return await this.opts.tls.verify!(chain);
+    } catch (err) {
+      return { ok: false, reason: 'verifier-error', detail: (err as Error).message };
+    }
+  }
+
+  /**
+   * One mail transaction: MAIL, RCPT…, DATA, body, final reply. Rejections by the
+   * server are results; only transport failures, timeouts and protocol violations throw.
+   */
+  async send(input: SendInput): Promise<SendResult> {
+    if (this.busy) throw new Error('SmtpSession.send: a transaction is already running');
+    if (this.closed || this.broken || this.sock.destroyed) {
+      throw new SmtpError('protocol', 'session is not usable (closed or in an unknown state)');
+    }
+    if (this.reader.hasPending()) {
+      // Unsolicited bytes (e.g. a 421 idle-timeout notice) would desynchronise replies.
+      this.destroy();
+      throw new SmtpError('protocol', 'server sent unsolicited data between transactions');
+    }
+    assertCommandSafe(input.from, 'mail');
+    for (const r of input.recipients) assertCommandSafe(r, 'rcpt');
+    if (input.recipients.length === 0) throw new Error('SmtpSession.send: no recipients');
+    if (input.smtputf8 && !this._extensions.has('SMTPUTF8')) {
+      // RFC 6531 §3.4: without SMTPUTF8 support the message cannot be sent as is.
+      const text = '5.6.7 SMTPUTF8 required but not supported by the server (RFC 6531 §3.4)';
+      throw new SmtpError('mail', `${this.target.host}: ${text}`, {
+        reply: { code: 550, enhanced: '5.6.7', text },
+        permanent: true,
+      });
+    }
+
+    this.busy = true;
+    try {
+      return await this.transaction(input);
+    } catch (err) {
+      this.broken = true;
+      this.destroy();
+      throw err;
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async transaction(input: SendInput): Promise<SendResult> {
+    const { timeouts } = this.opts;
+    const ext = this._extensions;
+    let mailCmd = `MAIL FROM:<${input.from}>`;
+    if (ext.has('SIZE') && input.size !== undefined) mailCmd += ` SIZE=${Math.max(0, Math.floor(input.size))}`;
+    if (input.eightBit && ext.has('8BITMIME')) mailCmd += ' BODY=8BITMIME'; // RFC 6152 §2
+    if (input.smtputf8) mailCmd += ' SMTPUTF8'; // RFC 6531 §3.4
+    const rcptCmds = input.recipients.map((a) => `RCPT TO:<${a}>`);
+    const rcpts: RcptResult[] = [];
+    let mail: Reply;
+
+    if (ext.has('PIPELINING')) {
+      // RFC 2920 §3.1: MAIL and RCPT may be sent in one batch; DATA only after the replies.
+      this.sock.write([mailCmd, ...rcptCmds].join(CRLF) + CRLF);
+      mail = await this.read('mail', timeouts.mail, 'MAIL');
+      for (const address of input.recipients) {
+        let reply: Reply;
+        try {
+          reply = await this.read('rcpt', timeouts.rcpt, 'RCPT');
+        } catch (err) {
+          // A refused MAIL (e.g. 421) may be followed by the server closing: the MAIL reply is the result.
+          if (mail.code !== 250) return { mail, rcpts };
+          throw err;
+        }
+        rcpts.push({ address, reply, accepted: mail.code === 250 && reply.code >= 200 && reply.code < 300 });
+      }
+      if (mail.code !== 250) return { mail, rcpts };
+    } else {
+      this.write(mailCmd);
+      mail = await this.read('mail', timeouts.mail, 'MAIL');
+      if (mail.code !== 250) return { mail, rcpts };
+      for (let i = 0; i < rcptCmds.length; i++) {
+        this.write(rcptCmds[i]!);
+        const reply = await this.read('rcpt', timeouts.rcpt, 'RCPT');
+        rcpts.push({ address: input.recipients[i]!, reply, accepted: reply.code >= 200 && reply.code < 300 });
+      }
+    }
+
+    if (!rcpts.some((r) => r.accepted)) {
+      // No accepted recipient: DATA would only earn a 554; end the transaction instead.
+      await this.rset();
+      return { mail, rcpts };
+    }
+
+    this.write('DATA');
+    const go = await this.read('data', timeouts.data, 'DATA');
+    if (go.code !== 354) {
+      await this.rset();
+      return { mail, rcpts, data: go };
+    }
+    await this.streamBody(input.body());
+    const data = await this.read('data', timeouts.data_done, 'end of data');
+    return { mail, rcpts, data };
+  }
+
+  private async streamBody(stream: NodeJS.ReadableStream | Readable): Promise<void> {
+    const enc = new DataEncoder();
+    const sock = this.sock;
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer | string>) {
+        if (sock.destroyed || this.closed) throw new SmtpError('data', 'connection lost while sending the message body');
+        const out = enc.push(typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk);
+        // Respect backpressure: never let the socket buffer grow with the message size.
+        if (out.length > 0 && !sock.write(out)) await this.drain();
+      }
+    } catch (err) {
+      (stream as Readable).destroy?.();
+      if (err instanceof SmtpError) throw err;
+      throw new SmtpError('data', `message body stream failed: ${(err as Error).message}`, { cause: err });
+    }
+    if (!sock.write(enc.end())) await this.drain();
+  }
+
+  private drain(): Promise<void> {
+    const ms = this.opts.timeouts.data_block;
+    const sock = this.sock;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new SmtpError('data', `timeout after ${ms} ms writing the message body (data block)`, { timeout: true }));
+      }, ms);
+      const onDrain = (): void => {
+        cleanup();
+        resolve();
+      };
+      const onClose = (): void => {
+        cleanup();
+        reject(new SmtpError('data', 'connection closed while sending the message body'));
+      };
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        sock.off('drain', onDrain);
+        sock.off('close', onClose);
+      };
+      sock.once('drain', onDrain);
+      sock.once('close', onClose);
+    });
+  }
+
+  private async rset(): Promise<void> {
+    this.write('RSET');
+    const r = await this.read('mail', this.opts.timeouts.mail, 'RSET');
+    if (r.code !== 250) {
+      this.broken = true;
+      throw new SmtpError('protocol', `RSET rejected: ${describe(r)}`, { reply: r });
+    }
+  }
+
+  /** RSET between messages on a reused connection (RFC 5321 §4.1.1.5). */
+  async reset(): Promise<void> {
+    if (this.busy) throw new Error('SmtpSession.reset: a transaction is running');
+    if (this.closed || this.broken || this.sock.destroyed) throw new SmtpError('protocol', 'session is not usable');
+    if (this.reader.hasPending()) {
+      this.destroy();
+      throw new SmtpError('protocol', 'server sent unsolicited data between transactions');
+    }
+    this.busy = true;
+    try {
+      await this.rset();
+    } catch (err) {
+      this.broken = true;
+      this.destroy();
+      throw err;
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** QUIT and close; never throws. */
+  async quit(): Promise<void> {
+    try {
+      await this.politeQuit();
+    } catch {
+      /* never throws */
+    }
+    this.destroy();
+  }
+
+  /** Sends QUIT, waits briefly for 221 (RFC 5321 §4.1.1.10), then closes. */
+  private async politeQuit(): Promise<void> {
+    if (this.closed || this.sock.destroyed) return this.destroy();
+    try {
+      this.write('QUIT');
+      await this.read('protocol', Math.min(this.opts.timeouts.ehlo, 2000), 'QUIT');
+    } catch {
+      /* the peer may just close */
+    }
+    this.destroy();
+  }
+
+  private destroy(): void {
+    this.closed = true;
+    if (this.sock && !this.sock.destroyed) this.sock.destroy();
+  }
+}
