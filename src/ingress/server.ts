@@ -1,0 +1,504 @@
+/**
+ * Ingress: the SMTP listener clients submit to. Protocol handling is smtp-server's;
+ * the decisions are ours: who may relay (./access.ts), address syntax (./address.ts),
+ * limits, AUTH policy, and — the one invariant that matters most — a 250 to DATA is
+ * sent only after the spool said the message is durable (RFC 5321 §4.1.1.4, §6.1:
+ * once we say 250 we own the message; a crash must not lose it).
+ *
+ * Where smtp-server's behaviour differs from what we must answer, the difference is
+ * bridged per connection in `adapt()`, nowhere else:
+ * - replies whose text starts with an enhanced status code ("5.7.1 ...") are sent with
+ *   that code instead of the one smtp-server derives from the reply code alone (it
+ *   would say 554 5.6.0 for a relay refusal; RFC 3463 §3.8 wants 5.7.1);
+ * - AUTH is neither advertised nor accepted without TLS (RFC 4954 §4: 538 5.7.11),
+ *   even when STARTTLS is not configured (smtp-server would then accept it);
+ * - failed AUTH attempts are rate limited per client address.
+ */
+import { readFile } from 'node:fs/promises';
+import dns from 'node:dns';
+import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerAuthenticationResponse, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import type { Logger } from 'pino';
+import { isIP } from 'node:net';
+import type { Config } from '../config/schema.js';
+import type { Draft, Envelope, QueuedMessage, SpoolWriter } from '../spool/types.js';
+import { cidrContains, compileCidr, compileCidrs, relayDecision, type Cidr } from './access.js';
+import { checkMailbox } from './address.js';
+import { receivedHeader } from './received.js';
+import { SlidingWindow, type Reservation } from './limits.js';
+import { Users } from './users.js';
+
+export interface IngressOptions {
+  config: Config['ingress'] & { listen: string[]; relayClients: string[]; hostname: string };
+  spool: SpoolWriter;
+  log: Logger;
+  now?: () => number;
+  /** the relay hands the message to the scheduler here */
+  onQueued?: (msg: QueuedMessage) => void;
+}
+
+type SmtpConnection = SMTPServer['connections'] extends Set<infer C> ? C : never;
+type SmtpError = Error & { responseCode: number };
+
+/** Failed AUTH attempts per client address before AUTH is refused for a while (RFC 4954 §4 leaves the policy to us). */
+export const AUTH_FAILURE_LIMIT = 5;
+export const AUTH_FAILURE_WINDOW_MS = 15 * 60_000;
+const RATE_WINDOW_MS = 60_000;
+/** How long close() lets clients read their 421 before the sockets are destroyed. */
+const CLOSE_GRACE_MS = 1000;
+
+const LOOPBACK = [compileCidr('127.0.0.0/8'), compileCidr('::1/128')];
+/** "d.d.d text": the reply carries its own RFC 3463 enhanced status code. */
+const EXPLICIT_ENHANCED = /^[245]\.\d{1,3}\.\d{1,3}(?: |$)/;
+
+function smtpError(code: number, text: string): SmtpError {
+  return Object.assign(new Error(text), { responseCode: code });
+}
+
+/**
+ * smtp-server's own replies that need a different enhanced code (or wording) than the
+ * library derives from the reply code. Matched on code + text; test/ingress pins them.
+ */
+function remapLibraryReply(code: number, text: string): string | undefined {
+  // RFC 4954 §6: "538 5.7.11 Encryption required for requested authentication mechanism"
+  if (code === 538) return '5.7.11 Encryption required for requested authentication mechanism';
+  // MAIL FROM SIZE=n above the limit, RFC 1870 §6.1 with RFC 3463 §3.4 code 5.3.4
+  if (code === 552 && /maximum message size/i.test(text)) return '5.3.4 Message size exceeds fixed maximum message size';
+  // shutting down: RFC 3463 §3.3 4.3.2 "System not accepting network messages"
+  if (code === 421 && /shutting down/i.test(text)) return '4.3.2 Service shutting down';
+  return undefined;
+}
+
+class AdaptedServer extends SMTPServer {
+  constructor(
+    options: SMTPServerOptions,
+    private readonly adapt: (conn: SmtpConnection) => void,
+  ) {
+    super(options);
+  }
+
+  override connect(...args: Parameters<SMTPServer['connect']>): void {
+    super.connect(...args);
+    // connect() has just added the new connection (Set keeps insertion order); nothing
+    // has been sent on it yet: the greeting waits for the reverse lookup, >= 100 ms.
+    let last: SmtpConnection | undefined;
+    for (const c of this.connections) last = c;
+    if (last) this.adapt(last);
+  }
+}
+
+interface SessionState {
+  reservation?: Reservation | undefined;
+}
+
+export class Ingress {
+  private readonly servers: AdaptedServer[] = [];
+  private readonly inflight = new Set<Promise<void>>();
+  /** one per listener, resolved on its 'close' (all of its sockets gone) */
+  private readonly listenersClosed: Promise<void>[] = [];
+  private readonly sessions = new WeakMap<SMTPServerSession, SessionState>();
+  private readonly relayClients: Cidr[];
+  private readonly rate: SlidingWindow | undefined;
+  private readonly authFailures = new SlidingWindow(AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW_MS);
+  private readonly now: () => number;
+  private readonly log: Logger;
+  private stopping = false;
+  private closed = false;
+  readonly addresses: { address: string; port: number }[] = [];
+
+  private constructor(
+    private readonly opts: IngressOptions,
+    private readonly tls: { key: string; cert: string } | undefined,
+    private readonly users: Users | undefined,
+  ) {
+    this.relayClients = compileCidrs(opts.config.relayClients);
+    this.rate = opts.config.rate_per_minute > 0 ? new SlidingWindow(opts.config.rate_per_minute, RATE_WINDOW_MS) : undefined;
+    this.now = opts.now ?? Date.now;
+    this.log = opts.log.child({ component: 'ingress' });
+  }
+
+  static async start(opts: IngressOptions): Promise<Ingress> {
+    const cfg = opts.config;
+    const tls = cfg.tls ? { cert: await pemOrFile(cfg.tls.cert), key: await pemOrFile(cfg.tls.key) } : undefined;
+    const users = cfg.users_file ? await Users.load(cfg.users_file) : undefined;
+    const ing = new Ingress(opts, tls, users);
+    if (users && !tls) ing.log.warn('ingress.users_file is set but ingress.tls is not: AUTH is only accepted over TLS, so nobody can authenticate');
+    try {
+      for (const entry of cfg.listen) await ing.listen(entry);
+    } catch (e) {
+      await ing.close();
+      throw e;
+    }
+    return ing;
+  }
+
+  private serverOptions(): SMTPServerOptions {
+    const cfg = this.opts.config;
+    // Commands we do not offer: the XCLIENT/XFORWARD proxy commands would let a client
+    // claim another address (and so a relay_clients match); the sendmail jokes are noise.
+    const disabled = ['XCLIENT', 'XFORWARD', 'WIZ', 'SHELL', 'KILL'];
+    if (!this.tls) disabled.push('STARTTLS');
+    if (!this.users) disabled.push('AUTH');
+    return {
+      name: this.opts.config.hostname,
+      // smtp-server prints "220 <name> ESMTP <banner>"; do not say ESMTP twice.
+      banner: cfg.banner.replace(/^\s*ESMTP\b\s*|\s*\bESMTP\s*$/g, ''),
+      size: cfg.max_message_size,
+      hideSize: false,
+      hidePIPELINING: false,
+      hide8BITMIME: false,
+      hideSMTPUTF8: false,
+      // smtp-server hides ENHANCEDSTATUSCODES unless told otherwise; RFC 2034 §3 then
+      // requires the code on every reply, which the library and adapt() provide.
+      hideENHANCEDSTATUSCODES: false,
+      // The envelope has nowhere to keep NOTIFY/RET/ENVID, so DSN is not offered (RFC 3461 §4).
+      hideDSN: true,
+      hideREQUIRETLS: true,
+      authMethods: ['PLAIN', 'LOGIN'],
+      authOptional: true,
+      allowInsecureAuth: false,
+      maxAllowedUnauthenticatedCommands: false,
+      disabledCommands: disabled,
+      logger: false,
+      socketTimeout: cfg.timeout,
+      closeTimeout: cfg.timeout,
+      resolver: {
+        // The PTR name only decorates the Received line; loopback's is "localhost" by
+        // definition, and a lookup there can only cost time (up to smtp-server's 1.5 s).
+        reverse: (ip, cb) => (LOOPBACK.some((c) => cidrContains(c, ip)) ? cb(null, []) : dns.reverse(ip, cb)),
+      },
+      ...(this.tls ? { key: this.tls.key, cert: this.tls.cert, minVersion: 'TLSv1.2' as const } : {}),
+      onConnect: (session, cb) => this.onConnect(session, cb),
+      onAuth: (auth, session, cb) => void this.onAuth(auth, session, cb),
+      onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
+      onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
+      onData: (stream, session, cb) => this.onData(stream, session, cb),
+      onClose: (session) => this.onClose(session),
+    };
+  }
+
+  private async listen(entry: string): Promise<void> {
+    const hp = parseListen(entry);
+    if (!hp) throw new Error(`ingress: invalid listen address ${JSON.stringify(entry)}`);
+    const server = new AdaptedServer(this.serverOptions(), (c) => this.adapt(c));
+    server.on('error', (err: Error & { code?: string }) => {
+      // Connection-level errors (a client resetting mid-transaction) land here too;
+      // without a listener they would crash the process.
+      this.log.debug({ err: { message: err.message, code: err.code } }, 'smtp connection error');
+    });
+    this.servers.push(server);
+    this.listenersClosed.push(new Promise<void>((r) => server.server.once('close', () => r())));
+    await new Promise<void>((resolve, reject) => {
+      const onError = (e: Error) => reject(e);
+      server.server.once('error', onError);
+      server.listen(hp.port, hp.host, () => {
+        server.server.off('error', onError);
+        resolve();
+      });
+    });
+    const a = server.server.address();
+    if (a && typeof a === 'object') this.addresses.push({ address: a.address, port: a.port });
+  }
+
+  private connectionCount(): number {
+    return this.servers.reduce((n, s) => n + s.connections.size, 0);
+  }
+
+  /** See the module comment: the per-connection bridge between smtp-server and our replies. */
+  private adapt(conn: SmtpConnection): void {
+    const send = conn.send.bind(conn);
+    conn.send = (code, data, context) => {
+      if (typeof data === 'string') {
+        if (EXPLICIT_ENHANCED.test(data)) return send(code, data, false);
+        const mapped = remapLibraryReply(code, data);
+        if (mapped !== undefined) return send(code, mapped, false);
+      } else if (Array.isArray(data) && code === 250 && !conn.secure) {
+        // EHLO reply in cleartext: never advertise AUTH (RFC 4954 §4, RFC 8314 §3).
+        data = data.filter((line, i) => i === 0 || !/^AUTH\b/i.test(line));
+      }
+      return send(code, data, context);
+    };
+    const auth = conn.handler_AUTH.bind(conn);
+    conn.handler_AUTH = (command, callback) => {
+      if (!conn.secure) {
+        conn.send(538, '5.7.11 Encryption required for requested authentication mechanism');
+        return callback();
+      }
+      if (this.authFailures.count(conn.remoteAddress, this.now()) >= AUTH_FAILURE_LIMIT) {
+        // RFC 4954 §6: 454 4.7.0 temporary authentication failure. Refused before the
+        // SASL exchange, so a guesser learns nothing more until the window passes.
+        this.log.warn({ client: conn.remoteAddress }, 'AUTH refused: too many failures');
+        conn.send(454, '4.7.0 Too many failed authentication attempts, try again later');
+        return callback();
+      }
+      return auth(command, callback);
+    };
+  }
+
+  private state(session: SMTPServerSession): SessionState {
+    let s = this.sessions.get(session);
+    if (!s) this.sessions.set(session, (s = {}));
+    return s;
+  }
+
+  private release(session: SMTPServerSession): void {
+    const st = this.sessions.get(session);
+    if (st?.reservation) {
+      this.rate?.release(st.reservation);
+      st.reservation = undefined;
+    }
+  }
+
+  private onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const max = this.opts.config.max_connections;
+    if (this.connectionCount() > max) {
+      this.log.warn({ client: session.remoteAddress, max_connections: max }, 'connection refused: too many connections');
+      // RFC 5321 §3.8 / §4.2.2: 421 closes the channel; RFC 3463 §3.8 4.7.0.
+      return cb(smtpError(421, '4.7.0 Too many connections, try again later'));
+    }
+    cb();
+  }
+
+  private async onAuth(
+    auth: SMTPServerAuthentication,
+    session: SMTPServerSession,
+    cb: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void,
+  ): Promise<void> {
+    const client = session.remoteAddress;
+    const fail = (why: string) => {
+      this.authFailures.record(client, this.now());
+      this.log.warn({ client, user: auth.username, method: auth.method, why }, 'AUTH failed');
+      cb(null, { responseCode: 535, message: '5.7.8 Authentication credentials invalid' });
+    };
+    try {
+      if (!session.secure || !this.users) return cb(null, { responseCode: 538, message: '5.7.11 Encryption required for requested authentication mechanism' });
+      if (auth.method !== 'PLAIN' && auth.method !== 'LOGIN') return fail('mechanism');
+      // RFC 4616 §2: an authzid different from the authcid asks to act as someone else;
+      // we have no such authorisation, so it fails like a wrong password.
+      if (auth.method === 'PLAIN' && auth.authzid && auth.authcid && auth.authzid !== auth.authcid) return fail('authzid');
+      const user = auth.username ?? '';
+      if (!(await this.users.verify(user, auth.password ?? ''))) return fail('credentials');
+      this.log.info({ client, user, method: auth.method }, 'AUTH ok');
+      cb(null, { user });
+    } catch (err) {
+      this.log.error({ err, client }, 'AUTH error');
+      cb(null, { responseCode: 454, message: '4.7.0 Temporary authentication failure' });
+    }
+  }
+
+  private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const r = checkMailbox(address.address, { role: 'sender', smtputf8: !!session.envelope.smtpUtf8 });
+    if (!r.ok) return cb(smtpError(r.code, `${r.enhanced} ${r.text}`));
+    if (this.rate) {
+      // A previous MAIL on this session that never reached "queued" gives its slot back.
+      this.release(session);
+      const res = this.rate.tryAcquire(session.remoteAddress, this.now());
+      if (!res) {
+        this.log.warn({ client: session.remoteAddress, rate_per_minute: this.rate.limit }, 'message refused: rate limit');
+        // RFC 3463 §3.8 4.7.1: delivery not authorized (now); the client retries later.
+        return cb(smtpError(450, '4.7.1 Message rate limit exceeded, try again later'));
+      }
+      this.state(session).reservation = res;
+    }
+    address.address = r.address;
+    cb();
+  }
+
+  private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const r = checkMailbox(address.address, { role: 'recipient', smtputf8: !!session.envelope.smtpUtf8 });
+    if (!r.ok) return cb(smtpError(r.code, `${r.enhanced} ${r.text}`));
+    const decision = relayDecision({ address: session.remoteAddress, user: userOf(session) }, this.relayClients);
+    if (!decision.allowed) {
+      this.log.info({ client: session.remoteAddress, rcpt: r.address }, 'relay denied');
+      return cb(smtpError(554, '5.7.1 Relay access denied'));
+    }
+    const rcpts = session.envelope.rcptTo;
+    const max = this.opts.config.max_recipients;
+    // RFC 5321 §4.5.3.1.10: 452 for too many recipients, the client sends the rest in another transaction.
+    if (rcpts.length >= max && !rcpts.some((x) => x.address === r.address)) return cb(smtpError(452, '4.5.3 Too many recipients'));
+    address.address = r.address;
+    cb();
+  }
+
+  private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
+    const p = this.receive(stream, session).then(
+      (reply) => cb(null, reply),
+      (err: Error) => cb(err),
+    );
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p));
+  }
+
+  private envelopeOf(session: SMTPServerSession): Envelope {
+    const e = session.envelope;
+    const rdns = session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined;
+    const user = userOf(session);
+    return {
+      from: e.mailFrom ? e.mailFrom.address : '',
+      recipients: [...new Set(e.rcptTo.map((r) => r.address))],
+      smtputf8: !!e.smtpUtf8,
+      eightBit: e.bodyType === '8bitmime',
+      client: { address: session.remoteAddress, ...(rdns ? { name: rdns } : {}), ...(user ? { user } : {}) },
+      received: this.now(),
+      kind: 'normal',
+    };
+  }
+
+  /**
+   * One message: Draft at DATA, Received first, body streamed with backpressure
+   * (draft.write is awaited before the next chunk is pulled, so the socket is paused
+   * while the disk is slow), then commit, and only then the 250.
+   */
+  private async receive(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
+    const envelope = this.envelopeOf(session);
+    const client = session.remoteAddress;
+    const max = this.opts.config.max_message_size;
+    let draft: Draft | undefined;
+    let failure: unknown;
+    let oversized = false;
+    let size = 0;
+    let aborted = false;
+    const abort = async () => {
+      if (draft && !aborted) {
+        aborted = true;
+        await draft.abort().catch(() => undefined);
+      }
+    };
+    try {
+      draft = await this.opts.spool.begin(envelope);
+      const tls = session.tlsOptions || undefined;
+      await draft.write(
+        Buffer.from(
+          receivedHeader({
+            helo: session.hostNameAppearsAs || undefined,
+            rdns: envelope.client.name,
+            address: client,
+            hostname: this.opts.config.hostname,
+            protocol: session.transmissionType,
+            tls: tls ? { version: tls.version, cipher: tls.name } : undefined,
+            id: draft.id,
+            recipients: envelope.recipients,
+            date: envelope.received,
+          }),
+          'utf8',
+        ),
+      );
+    } catch (err) {
+      failure = err;
+      await abort();
+    }
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        // After a failure or once over the limit the rest is read and dropped: the
+        // client is still sending and the protocol must stay in step until "." (RFC 5321 §4.1.1.4).
+        if (failure !== undefined || oversized) continue;
+        if (size > max) {
+          oversized = true;
+          await abort();
+          continue;
+        }
+        try {
+          await draft!.write(chunk);
+        } catch (err) {
+          failure = err;
+          await abort();
+        }
+      }
+    } catch (err) {
+      // The client went away before "." — the message is incomplete; nothing is queued.
+      await abort();
+      this.release(session);
+      this.log.info({ client, queue_id: draft?.id, bytes: size }, 'client disconnected during DATA; message discarded');
+      throw err;
+    }
+    if (oversized) {
+      this.release(session);
+      this.log.info({ client, queue_id: draft?.id, bytes: size, max_message_size: max }, 'message refused: too large');
+      // RFC 1870 §6.3 / RFC 5321 §4.5.3.1.10, RFC 3463 §3.4 5.3.4
+      throw smtpError(552, '5.3.4 Message size exceeds fixed maximum message size');
+    }
+    let msg: QueuedMessage | undefined;
+    if (failure === undefined) {
+      try {
+        msg = await draft!.commit();
+      } catch (err) {
+        failure = err;
+        await abort();
+      }
+    }
+    if (!msg) {
+      this.release(session);
+      const e = failure as { code?: string; message?: string } | undefined;
+      this.log.error({ client, queue_id: draft?.id, err: { code: e?.code, message: e?.message } }, 'spool failure; message refused');
+      // Never 250 for a message that is not durable. RFC 5321 §4.2.5 452, RFC 3463 §3.3 4.3.1.
+      throw smtpError(452, '4.3.1 Insufficient system storage');
+    }
+    const st = this.sessions.get(session);
+    if (st) st.reservation = undefined; // the slot now stands for a queued message
+    this.log.info({ queue_id: msg.id, from: envelope.from, size: msg.size, nrcpt: envelope.recipients.length, client }, 'queued');
+    try {
+      this.opts.onQueued?.(msg);
+    } catch (err) {
+      // The message is durable; recovery will find it. A scheduler hiccup must not
+      // turn into a 4xx that makes the client send it twice.
+      this.log.error({ err, queue_id: msg.id }, 'onQueued failed');
+    }
+    return `2.0.0 Ok: queued as ${msg.id}`;
+  }
+
+  private onClose(session: SMTPServerSession): void {
+    this.release(session);
+    this.sessions.delete(session);
+  }
+
+  /**
+   * Stops listening and waits for transactions in DATA to finish (commit + reply).
+   * Idle sessions are answered 421 4.3.2 to their next command.
+   */
+  async stopAccepting(): Promise<void> {
+    if (!this.stopping) {
+      this.stopping = true;
+      for (const s of this.servers) s.close();
+    }
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+  }
+
+  /** Stops everything: 421 to every session, sockets closed, in-flight drafts aborted. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (!this.stopping) {
+      this.stopping = true;
+      for (const s of this.servers) s.close();
+    }
+    const conns = this.servers.flatMap((s) => [...s.connections]);
+    for (const c of conns) {
+      c.send(421, '4.3.2 Service shutting down');
+      c.close();
+    }
+    // Give clients a moment to read the 421 and hang up, then cut whatever is left.
+    // (`_socket` is the TLS socket after STARTTLS; smtp-server strips listeners from
+    // the raw one when it upgrades, so polling `destroyed` is the reliable signal.)
+    const deadline = Date.now() + CLOSE_GRACE_MS;
+    while (conns.some((c) => !c._socket.destroyed) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const c of conns) c._socket.destroy();
+    await Promise.allSettled([...this.inflight]);
+    // A listener that failed to bind never emits 'close' after close(); only wait for bound ones.
+    await Promise.all(this.listenersClosed.slice(0, this.addresses.length));
+  }
+}
+
+/** "addr:port" / "[v6]:port" like the config schema, but port 0 (any free port) is allowed for tests and tools. */
+function parseListen(s: string): { host: string; port: number } | undefined {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(s) ?? /^([^:[\]]+):(\d{1,5})$/.exec(s);
+  if (!m || isIP(m[1]!) === 0 || Number(m[2]) > 65535) return undefined;
+  return { host: m[1]!, port: Number(m[2]) };
+}
+
+function userOf(session: SMTPServerSession): string | undefined {
+  return typeof session.user === 'string' && session.user.length > 0 ? session.user : undefined;
+}
+
+async function pemOrFile(v: string): Promise<string> {
+  return v.trimStart().startsWith('-----BEGIN') ? v : readFile(v, 'utf8');
+}

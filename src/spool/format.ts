@@ -1,0 +1,182 @@
+/**
+ * On-disk formats.
+ *
+ * msg/<id>: one header line, then the message bytes exactly as received.
+ *   {"v":1,"size":<15 chars>,"envelope":{...}}\n<body>
+ * The size field is fixed-width (right-aligned, space padded, which JSON allows),
+ * so it can be filled in at commit time with one positional write after the body
+ * was streamed; recovery checks header length + size == file size, which catches
+ * a truncated file. JSON.stringify never emits a raw newline, so the first "\n"
+ * always ends the header.
+ *
+ * state/<id>.json: {"v":1,"held":false,"recipients":[RecipientStatus...]}
+ * Absent means every recipient is pending and the message is not held.
+ */
+import type { Envelope, RecipientStatus, RecipientState } from './types.js';
+
+export const FORMAT_VERSION = 1;
+const HEADER_PREFIX = `{"v":${FORMAT_VERSION},"size":`;
+/** byte offset of the size field in the header */
+export const SIZE_OFFSET = Buffer.byteLength(HEADER_PREFIX);
+export const SIZE_WIDTH = 15;
+/** refuse to believe a header longer than this (a runaway read of a corrupt file) */
+export const MAX_HEADER = 16 * 1024 * 1024;
+
+/** Something on disk that recovery cannot trust; `reason` goes to the log. */
+export class CorruptError extends Error {
+  override readonly name = 'CorruptError';
+}
+
+export function sizeField(size: number): Buffer {
+  return Buffer.from(String(size).padStart(SIZE_WIDTH, ' '), 'latin1');
+}
+
+/** The header with a blank size field (filled in by `sizeField` at commit). */
+export function encodeHeader(envelope: Envelope): Buffer {
+  return Buffer.from(`${HEADER_PREFIX}${' '.repeat(SIZE_WIDTH)},"envelope":${JSON.stringify(envelope)}}\n`, 'utf8');
+}
+
+const isStr = (v: unknown): v is string => typeof v === 'string';
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const optStr = (v: unknown) => v === undefined || isStr(v);
+const optNum = (v: unknown) => v === undefined || isNum(v);
+
+/** Returns why `v` is not an Envelope, or undefined if it is one. */
+export function envelopeProblem(v: unknown): string | undefined {
+  if (!isObj(v)) return 'envelope is not an object';
+  if (!isStr(v.from)) return 'envelope.from is not a string';
+  if (!Array.isArray(v.recipients) || v.recipients.length === 0 || !v.recipients.every(isStr)) return 'envelope.recipients is not a non-empty string array';
+  if (typeof v.smtputf8 !== 'boolean' || typeof v.eightBit !== 'boolean') return 'envelope.smtputf8/eightBit is not a boolean';
+  const c = v.client;
+  if (!isObj(c) || !isStr(c.address) || !optStr(c.name) || !optStr(c.user)) return 'envelope.client is malformed';
+  if (!isNum(v.received)) return 'envelope.received is not a number';
+  if (v.kind !== 'normal' && v.kind !== 'dsn' && v.kind !== 'tlsrpt') return 'envelope.kind is unknown';
+  if (!optStr(v.messageId)) return 'envelope.messageId is not a string';
+  return undefined;
+}
+
+/**
+ * Recovery loads up to 100,000s of messages that the scheduler keeps in memory.
+ * In a backlog most of them repeat the same strings (the client, the sender, the
+ * deferral reason of a dead domain, "deferred"), so recovery shares one instance
+ * of each instead of one per message. Only short strings: long ones rarely repeat.
+ */
+export class Interner {
+  private readonly seen = new Map<string, string>();
+  get<T extends string | undefined>(s: T): T {
+    if (s === undefined || s.length > 200) return s;
+    const known = this.seen.get(s);
+    if (known !== undefined) return known as T;
+    this.seen.set(s, s);
+    return s;
+  }
+}
+
+export interface ParsedHeader {
+  envelope: Envelope;
+  size: number;
+  headerLength: number;
+}
+
+/** `head` holds at least the whole header line; `fileSize` is the size of the whole file. */
+export function parseHeader(head: Buffer, fileSize: number, intern?: Interner): ParsedHeader {
+  const nl = head.indexOf(0x0a);
+  if (nl < 0) throw new CorruptError('no header line');
+  let h: unknown;
+  try {
+    h = JSON.parse(head.toString('utf8', 0, nl));
+  } catch (e) {
+    throw new CorruptError(`header is not JSON: ${(e as Error).message}`);
+  }
+  if (!isObj(h) || h.v !== FORMAT_VERSION) throw new CorruptError('header has an unknown format version');
+  if (!isNum(h.size) || !Number.isInteger(h.size) || h.size < 0) throw new CorruptError('header has no valid size');
+  const problem = envelopeProblem(h.envelope);
+  if (problem) throw new CorruptError(`header: ${problem}`);
+  const headerLength = nl + 1;
+  if (headerLength + h.size !== fileSize) {
+    throw new CorruptError(`size mismatch: header says ${h.size} body bytes, file has ${fileSize - headerLength}`);
+  }
+  const envelope = h.envelope as Envelope;
+  if (intern) {
+    envelope.from = intern.get(envelope.from);
+    envelope.kind = intern.get(envelope.kind);
+    envelope.client.address = intern.get(envelope.client.address);
+    if (envelope.client.name !== undefined) envelope.client.name = intern.get(envelope.client.name);
+    if (envelope.client.user !== undefined) envelope.client.user = intern.get(envelope.client.user);
+  }
+  return { envelope, size: h.size, headerLength };
+}
+
+const STATES: ReadonlySet<string> = new Set<RecipientState>(['pending', 'deferred', 'delivered', 'failed']);
+
+export function recipientProblem(r: unknown): string | undefined {
+  if (!isObj(r)) return 'recipient is not an object';
+  if (!isStr(r.address)) return 'recipient.address is not a string';
+  if (!isStr(r.state) || !STATES.has(r.state)) return `recipient ${r.address}: unknown state`;
+  if (!isNum(r.attempts) || r.attempts < 0) return `recipient ${r.address}: bad attempts`;
+  if (!isNum(r.nextAttempt)) return `recipient ${r.address}: bad nextAttempt`;
+  if (!optStr(r.lastReason) || !optStr(r.dsnCode) || !optStr(r.remoteMta) || !optNum(r.delayNotified)) {
+    return `recipient ${r.address}: malformed optional field`;
+  }
+  return undefined;
+}
+
+export function isDone(r: RecipientStatus): boolean {
+  return r.state === 'delivered' || r.state === 'failed';
+}
+
+/** All recipients pending: the state a message is committed in. */
+export function initialRecipients(envelope: Envelope): RecipientStatus[] {
+  return envelope.recipients.map((address) => ({ address, state: 'pending', attempts: 0, nextAttempt: envelope.received }));
+}
+
+export interface ParsedState {
+  held: boolean;
+  recipients: RecipientStatus[];
+}
+
+export function encodeState(held: boolean, recipients: RecipientStatus[]): Buffer {
+  return Buffer.from(JSON.stringify({ v: FORMAT_VERSION, held, recipients }), 'utf8');
+}
+
+/**
+ * Parses a state file for a message with `envelope`. An envelope recipient the
+ * state does not mention comes back pending: a recipient may be repeated but
+ * never lost.
+ */
+export function parseState(buf: Buffer, envelope: Envelope, intern?: Interner): ParsedState {
+  let s: unknown;
+  try {
+    s = JSON.parse(buf.toString('utf8'));
+  } catch (e) {
+    throw new CorruptError(`state is not JSON: ${(e as Error).message}`);
+  }
+  if (!isObj(s) || s.v !== FORMAT_VERSION) throw new CorruptError('state has an unknown format version');
+  if (typeof s.held !== 'boolean') throw new CorruptError('state.held is not a boolean');
+  if (!Array.isArray(s.recipients)) throw new CorruptError('state.recipients is not an array');
+  for (const r of s.recipients) {
+    const p = recipientProblem(r);
+    if (p) throw new CorruptError(`state: ${p}`);
+  }
+  const recipients = s.recipients as RecipientStatus[];
+  if (intern) {
+    // the envelope already holds each address: share that instance
+    const own = new Map(envelope.recipients.map((a) => [a, a]));
+    for (const r of recipients) {
+      r.address = own.get(r.address) ?? r.address;
+      r.state = intern.get(r.state);
+      if (r.lastReason !== undefined) r.lastReason = intern.get(r.lastReason);
+      if (r.dsnCode !== undefined) r.dsnCode = intern.get(r.dsnCode);
+      if (r.remoteMta !== undefined) r.remoteMta = intern.get(r.remoteMta);
+    }
+  }
+  const known = new Set(recipients.map((r) => r.address));
+  for (const address of envelope.recipients) {
+    if (!known.has(address)) {
+      known.add(address);
+      recipients.push({ address, state: 'pending', attempts: 0, nextAttempt: envelope.received });
+    }
+  }
+  return { held: s.held, recipients };
+}

@@ -1,0 +1,27 @@
+/** Tests that run the relay as a real process need the compiled CLI; build it once if it is stale. */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const ROOT = join(__dirname, '..', '..');
+export const CLI = join(ROOT, 'bin', 'dane-relay.js');
+
+function newest(dir: string): number {
+  let t = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+  }
+  return t;
+}
+
+export function ensureBuilt(): void {
+  const out = join(ROOT, 'dist', 'src', 'cli.js');
+  if (existsSync(out) && statSync(out).mtimeMs >= newest(join(ROOT, 'src'))) return;
+  try {
+    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json')], { stdio: 'pipe' });
+  } catch (e) {
+    // Type errors still emit JavaScript; only a missing output is fatal here.
+    if (!existsSync(out)) throw e;
+  }
+}

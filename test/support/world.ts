@@ -1,0 +1,121 @@
+/**
+ * A test world on loopback: a DNS server (AD per zone), SMTP receivers on 127.0.0.x,
+ * and a relay started in-process with a controllable clock. Everything is real:
+ * sockets, DNS messages, TLS, spool files with fsync.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { parseConfigText, type LoadedConfig } from '../../src/config/load.js';
+import { Relay } from '../../src/relay.js';
+import { startDnsServer, type TestDns } from './dnsServer.js';
+import { startReceiver, type Receiver, type ReceiverOptions } from './receiver.js';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Patch = Record<string, any>;
+
+function merge(a: Patch, b: Patch): Patch {
+  const out: Patch = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    out[k] = v && typeof v === 'object' && !Array.isArray(v) && a[k] && typeof a[k] === 'object' ? merge(a[k], v) : v;
+  }
+  return out;
+}
+
+export class Clock {
+  constructor(public t = Date.UTC(2026, 10, 24, 12, 0, 0)) {}
+  now = (): number => this.t;
+  advance(ms: number): void { this.t += ms; }
+}
+
+export interface LogLine { level: number; msg: string; [k: string]: unknown }
+
+export class World {
+  dns!: TestDns;
+  relay?: Relay;
+  clock = new Clock();
+  receivers: Receiver[] = [];
+  logs: LogLine[] = [];
+  dir = mkdtempSync(join(tmpdir(), 'dane-relay-world-'));
+  /** destination port shared by all receivers (each on its own 127.0.0.x address) */
+  port = 0;
+  private nextHost = 10;
+
+  static async create(): Promise<World> {
+    const w = new World();
+    w.dns = await startDnsServer();
+    return w;
+  }
+
+  /** A receiver on a fresh 127.0.0.x address at the world's port. */
+  async receiver(opts: ReceiverOptions = {}): Promise<Receiver> {
+    const host = opts.host ?? `127.0.0.${this.nextHost++}`;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await startReceiver({ ...opts, host, port: this.port });
+        if (this.port === 0) this.port = r.port;
+        this.receivers.push(r);
+        return r;
+      } catch (e) {
+        if (this.port !== 0 || attempt > 3) throw e;
+      }
+    }
+  }
+
+  /** An unused 127.0.0.x address (nothing listens there: connections are refused). */
+  deadHost(): string {
+    return `127.0.0.${this.nextHost++}`;
+  }
+
+  config(patch: Patch = {}): LoadedConfig {
+    const t = '3s';
+    const base: Patch = {
+      listen: ['127.0.0.1:0'], hostname: 'relay.test', queue_dir: join(this.dir, 'queue'),
+      dns: { resolvers: [this.dns.server], timeout: '1s', attempts: 1 },
+      delivery: { port: this.port, timeouts: { connect: '2s', greeting: t, ehlo: t, starttls: t, mail: t, rcpt: t, data: t, data_block: t, data_done: t } },
+    };
+    const cfg = parseConfigText(JSON.stringify(merge(base, patch)));
+    return { ...cfg, baseDir: this.dir, resolvedResolvers: cfg.dns.resolvers!, queue_dir: cfg.queue_dir };
+  }
+
+  async start(patch: Patch = {}): Promise<Relay> {
+    const sink = new Writable({
+      write: (chunk, _e, cb) => {
+        for (const line of chunk.toString().split('\n')) if (line) this.logs.push(JSON.parse(line));
+        cb();
+      },
+    });
+    const log = pino({ level: 'debug' }, sink);
+    this.relay = await Relay.start({ config: this.config(patch), log, now: this.clock.now, rand: () => 0.5 });
+    return this.relay;
+  }
+
+  get ingressPort(): number {
+    return this.relay!.ingress.addresses[0]!.port;
+  }
+
+  /** Wait until the scheduler has nothing running and nothing due. */
+  async settle(): Promise<void> {
+    this.relay!.scheduler.kick();
+    await this.relay!.scheduler.whenIdle();
+  }
+
+  /** Advance the clock and run what became due. */
+  async advance(ms: number): Promise<void> {
+    this.clock.advance(ms);
+    await this.settle();
+  }
+
+  deliveries(): LogLine[] {
+    return this.logs.filter((l) => l.msg === 'delivery');
+  }
+
+  async close(): Promise<void> {
+    await this.relay?.stop(1000).catch(() => undefined);
+    await Promise.all(this.receivers.map((r) => r.close()));
+    await this.dns.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
