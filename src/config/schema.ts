@@ -7,6 +7,11 @@ import { z } from 'zod';
 import { isIP } from 'node:net';
 import { parseDuration } from './duration.js';
 
+/** listen addresses may use port 0 (the OS picks one; tests and ephemeral setups) */
+const listenAddr = z.string().refine((s) => parseHostPort(s, true) !== undefined, {
+  message: 'expected "address:port" (IPv6 as "[::1]:2525")',
+});
+
 const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, {
   message: 'expected "address:port" (IPv6 as "[::1]:2525")',
 });
@@ -28,7 +33,7 @@ export const tlsLevels = ['none', 'may', 'encrypt', 'dane', 'dane-only'] as cons
 export type TlsLevel = (typeof tlsLevels)[number];
 
 export const configSchema = z.strictObject({
-  listen: z.array(hostPort).min(1).default(['127.0.0.1:2525']),
+  listen: z.array(listenAddr).min(1).default(['127.0.0.1:2525']),
   relay_clients: z.array(cidr).default(['127.0.0.0/8', '::1/128']),
   queue_dir: z.string().min(1).default('queue'),
   hostname: hostname.default('localhost'),
@@ -74,7 +79,7 @@ export const configSchema = z.strictObject({
     /** messages accepted per client address per minute; 0 = unlimited */
     rate_per_minute: z.number().int().min(0).default(0),
     tls: z.strictObject({ cert: z.string(), key: z.string() }).optional(),
-    /** users file: "user:scrypt$N$r$p$salt$hash" per line; enables AUTH PLAIN/LOGIN over TLS */
+    /** users file: "user:$scrypt$N=16384,r=8,p=1$<salt>$<hash>" per line; enables AUTH PLAIN/LOGIN over TLS */
     users_file: z.string().optional(),
     banner: z.string().default('dane-relay ESMTP'),
     timeout: duration.prefault(300),
@@ -96,11 +101,11 @@ export const configSchema = z.strictObject({
 
 export type Config = z.output<typeof configSchema>;
 
-export function parseHostPort(s: string): { host: string; port: number } | undefined {
+export function parseHostPort(s: string, allowZero = false): { host: string; port: number } | undefined {
   const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(s) ?? /^([^:[\]]+):(\d{1,5})$/.exec(s);
   if (!m) return undefined;
   const port = Number(m[2]);
-  if (port < 1 || port > 65535) return undefined;
+  if (port < (allowZero ? 0 : 1) || port > 65535) return undefined;
   if (isIP(m[1]!) === 0) return undefined;
   return { host: m[1]!, port };
 }

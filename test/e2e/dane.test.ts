@@ -62,17 +62,26 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     await w.start();
     await send();
     await rx2.waitFor(1);
+    await w.settle();
     expect(rx1.connections).toBe(0);
     expect(rx2.messages[0]!.secure).toBe(true);
     expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'verified' });
     expect(w.logs.find((l) => l.msg === 'MX host skipped')).toMatchObject({ skipped: `TLSA lookup for _${w.port}._tcp.mx1.dest.test: SERVFAIL` });
 
-    w.dns.behave(`_${w.port}._tcp.mx2.dest.test`, 'TLSA', 'timeout');
-    await send('second@dest.test');
+    // Both hosts failing their TLSA lookups (another domain, so no cached answer helps).
+    signedDomain([
+      { name: 'mx1.both.test', pref: 10, rx: rx1, tlsa: [tlsa(3, 1, 1, ee1)] },
+      { name: 'mx2.both.test', pref: 20, rx: rx2, tlsa: [tlsa(3, 1, 1, ee2)] },
+    ], 'both.test');
+    w.dns.behave(`_${w.port}._tcp.mx1.both.test`, 'TLSA', 'servfail');
+    w.dns.behave(`_${w.port}._tcp.mx2.both.test`, 'TLSA', 'timeout');
+    await send('second@both.test');
     await w.settle();
-    expect(rx1.connections + rx2.messages.length).toBe(1);
-    expect(reasonOf('second@dest.test')).toContain(`TLSA lookup for _${w.port}._tcp.mx1.dest.test: SERVFAIL`);
-    expect(queued()[0]!.recipients[0]!.state).toBe('deferred');
+    expect(rx1.connections).toBe(0);
+    expect(rx2.messages).toHaveLength(1);
+    expect(reasonOf('second@both.test')).toContain(`TLSA lookup for _${w.port}._tcp.mx1.both.test: SERVFAIL`);
+    expect(reasonOf('second@both.test')).toContain(`TLSA lookup for _${w.port}._tcp.mx2.both.test: timeout`);
+    expect(queued()[0]!.recipients[0]).toMatchObject({ state: 'deferred', dsnCode: '4.4.3' });
   });
 
   it('case 3 / DANE-43: usable TLSA and no STARTTLS → deferred 4.7.5, MAIL FROM never sent', async () => {
@@ -94,6 +103,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     await w.start();
     await send();
     await rx.waitFor(1);
+    await w.settle();
     expect(rx.messages[0]!.secure).toBe(true);
     expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'untrusted' });
 
@@ -116,6 +126,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     await w.start();
     await send();
     await rx.waitFor(1);
+    await w.settle();
     expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'verified' });
     await send('user@other.test');
     await w.settle();
@@ -138,6 +149,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     await send();
     await send('user@bad.test');
     await send('user@noanchor.test');
+    await w.settle();
     await rxGood.waitFor(1);
     await w.settle();
     expect(rxBad.messages).toHaveLength(0);
@@ -182,8 +194,11 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     await send('user@ins.test');
     await send('user@tc.test');
     await rx.waitFor(1);
+    await w.settle();
     await rx2.waitFor(1);
+    await w.settle();
     await rx3.waitFor(1);
+    await w.settle();
     expect(rx.messages[0]!.servername).toBe('host.provider.test');
     expect(w.dns.queriesFor(`_${w.port}._tcp.h2.provider.test`, 'TLSA')).toBe(0);
     expect(w.dns.queriesFor(`_${w.port}._tcp.mx.ins.test`, 'TLSA')).toBe(0);
@@ -200,6 +215,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     await w.start();
     await send();
     await rx.waitFor(1);
+    await w.settle();
     expect(w.dns.queriesFor(`_${w.port}._tcp.mx.unsigned.test`, 'TLSA')).toBe(0);
     expect(rx.messages[0]!.secure).toBe(false);
     expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'cleartext' });
@@ -213,6 +229,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     await w.start();
     await send();
     await rx.waitFor(1);
+    await w.settle();
     expect(w.dns.queriesFor(`_${w.port}._tcp.dest.test`, 'TLSA')).toBeGreaterThan(0);
     expect(w.deliveries()[0]).toMatchObject({ dane: 'verified' });
   });
@@ -243,6 +260,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     await w.start();
     await send();
     await rx.waitFor(1);
+    await w.settle();
     expect(w.dns.queriesFor(`_${w.port}._tcp.mx.dest.test`, 'TLSA')).toBe(1);
     expect(w.dns.queriesFor('_25._tcp.mx.dest.test', 'TLSA')).toBe(0);
   });

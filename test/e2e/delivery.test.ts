@@ -101,7 +101,8 @@ describe('delivery path (issue 3)', () => {
 
   it('per-recipient results: 250 delivered, 450 deferred with backoff, 550 bounced with a DSN', async () => {
     const inbox = await senderMailbox();
-    const rx = await w.receiver({ rcpt: (a) => (a.startsWith('later') ? { code: 450, message: '4.2.1 mailbox busy' } : a.startsWith('nobody') ? { code: 550, message: '5.1.1 no such user' } : undefined) });
+    let busy = true; // the mailbox is busy on the first attempt only
+    const rx = await w.receiver({ rcpt: (a) => (a.startsWith('later') && busy ? { code: 450, message: '4.2.1 mailbox busy' } : a.startsWith('nobody') ? { code: 550, message: '5.1.1 no such user' } : undefined) });
     w.dns.add({ name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.dest.test' } }, { name: 'mx.dest.test', type: 'A', data: rx.host });
     await w.start();
     const { queueId } = await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['ok@dest.test', 'later@dest.test', 'nobody@dest.test'] });
@@ -112,17 +113,18 @@ describe('delivery path (issue 3)', () => {
     const { status } = await dsnFrom(inbox);
     expect(status).toContain('Final-Recipient: rfc822; nobody@dest.test');
     expect(status).toContain('Status: 5.1.1');
-    expect(status).toContain('Diagnostic-Code: smtp; 550 5.1.1 no such user');
-    expect(status).not.toContain('later@dest.test');
+    expect(status).toMatch(/Diagnostic-Code: smtp; 550 5\.1\.1 .*no such user/);
+    expect(status).not.toContain('Final-Recipient: rfc822; later@dest.test');
     const msg = w.relay!.scheduler.get(queueId)!;
     const later = msg.recipients.find((r) => r.address === 'later@dest.test')!;
     expect(later).toMatchObject({ state: 'deferred', attempts: 1, dsnCode: '4.2.1' });
     expect(later.nextAttempt - w.clock.now()).toBe(30 * MIN);
-    expect(later.lastReason).toContain('450 4.2.1 mailbox busy');
+    expect(later.lastReason).toMatch(/450 4\.2\.1 .*mailbox busy/);
 
     // Not yet due: nothing happens. Due: retried, and only the deferred recipient.
     await w.advance(29 * MIN);
     expect(rx.messages).toHaveLength(1);
+    busy = false;
     await w.advance(2 * MIN);
     await rx.waitFor(2);
     expect(rx.messages[1]!.to).toEqual(['later@dest.test']);
@@ -157,11 +159,12 @@ describe('delivery path (issue 3)', () => {
     const bounce = await dsnFrom(inbox, 1);
     expect(bounce.status).toContain('Action: failed');
     expect(bounce.status).toContain('Status: 5.3.0');
-    expect(bounce.raw).toContain('451 4.3.0 try later');
+    expect(bounce.raw).toMatch(/451 4\.3\.0 .*try later/);
     expect(inbox.messages).toHaveLength(2); // exactly one delayed and one failed DSN
   });
 
   it('a DSN that cannot be delivered is never answered with another DSN', async () => {
+    await w.receiver(); // fixes the destination port
     await w.start();
     // Null-sender message to a null MX domain: bounced, but no DSN is generated.
     w.dns.add({ name: 'nomail.test', type: 'MX', data: { preference: 0, exchange: '.' } });
