@@ -36,7 +36,7 @@ const reasonOf = (addr: string) => queued().flatMap((m) => m.recipients).find((r
 const send = (to = 'user@dest.test') => submit({ port: w.ingressPort, from: 'app@sender.test', to: [to] });
 
 describe('RFC 7672 through the relay (digest ten cases)', () => {
-  it('case 1 / DANE-11: bogus MX → deferred 4.4.3, zero TCP connections', async () => {
+  it('DANE-11 (case 1): bogus MX → deferred 4.4.3, zero TCP connections', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['mx.dest.test'] });
     const rx = await tlsReceiver([ee], ee);
     signedDomain([{ name: 'mx.dest.test', pref: 10, rx, tlsa: [tlsa(3, 1, 1, ee)] }]);
@@ -49,7 +49,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     expect(reasonOf('user@dest.test')).toContain('MX lookup for dest.test');
   });
 
-  it('case 2 / DANE-33: TLSA SERVFAIL on MX1 → MX1 never contacted, MX2 delivers authenticated; both failing → deferred', async () => {
+  it('DANE-33 (case 2): TLSA SERVFAIL on MX1 → MX1 never contacted, MX2 delivers authenticated; both failing → deferred', async () => {
     const ee1 = await makeSelfSigned({ dnsNames: ['mx1.dest.test'] });
     const ee2 = await makeSelfSigned({ dnsNames: ['mx2.dest.test'] });
     const rx1 = await tlsReceiver([ee1], ee1);
@@ -84,7 +84,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     expect(queued()[0]!.recipients[0]).toMatchObject({ state: 'deferred', dsnCode: '4.4.3' });
   });
 
-  it('case 3 / DANE-43: usable TLSA and no STARTTLS → deferred 4.7.5, MAIL FROM never sent', async () => {
+  it('DANE-43 (case 3): usable TLSA and no STARTTLS → deferred 4.7.5, MAIL FROM never sent', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['mx.dest.test'] });
     const rx = await tlsReceiver([ee], ee, { starttls: false });
     signedDomain([{ name: 'mx.dest.test', pref: 10, rx, tlsa: [tlsa(3, 1, 1, ee)] }]);
@@ -96,7 +96,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     expect(queued()[0]!.recipients[0]).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
   });
 
-  it('case 4 / DANE-42: only unusable records → TLS without authentication is accepted; without STARTTLS → deferred', async () => {
+  it('DANE-42 (case 4): only unusable records → TLS without authentication is accepted; without STARTTLS → deferred', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['mx.dest.test'] });
     const rx = await tlsReceiver([ee], ee);
     signedDomain([{ name: 'mx.dest.test', pref: 10, rx, tlsa: [raw(1, 1, 1, tlsaData(ee, 1, 1)), raw(3, 9, 1, tlsaData(ee, 1, 1))] }]);
@@ -116,7 +116,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     expect(reasonOf('user@plain.test')).toMatch(/STARTTLS/i);
   });
 
-  it('case 5 / DANE-52: 3 1 1 matches an expired self-signed leaf with a wrong name; a different key fails', async () => {
+  it('DANE-52 (case 5): 3 1 1 matches an expired self-signed leaf with a wrong name; a different key fails', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['wrong.example'], notBefore: new Date(Date.now() - 400 * 86_400_000), notAfter: new Date(Date.now() - 30 * 86_400_000) });
     const rx = await tlsReceiver([ee], ee);
     signedDomain([{ name: 'mx.dest.test', pref: 10, rx, tlsa: [tlsa(3, 1, 1, ee)] }]);
@@ -135,7 +135,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     expect(queued()[0]!.recipients[0]).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
   });
 
-  it('case 6 / DANE-53..56: 2 0 1 with the anchor in the chain and SAN = next hop passes; unrelated SAN fails; anchor missing fails', async () => {
+  it('DANE-53..56 (case 6): 2 0 1 with the anchor in the chain and SAN = next hop passes; unrelated SAN fails; anchor missing fails', async () => {
     const ca = await makeCa({ cn: 'Test Root' });
     const good = await makeLeaf(ca, { dnsNames: ['dest.test'] });
     const bad = await makeLeaf(ca, { dnsNames: ['unrelated.example'] });
@@ -158,7 +158,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     expect(reasonOf('user@noanchor.test')).toMatch(/match/i);
   });
 
-  it('case 7 / DANE-22, DANE-31, DANE-60: CNAME rules decide the TLSA base domain and the SNI', async () => {
+  it('DANE-22, DANE-31, DANE-60 (case 7): CNAME rules decide the TLSA base domain and the SNI', async () => {
     // Secure CNAME mx.dest.test → host.provider.test: TLSA at the expanded name first.
     const ee = await makeSelfSigned({ dnsNames: ['host.provider.test'] });
     const rx = await tlsReceiver([ee], ee);
@@ -207,7 +207,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     expect(w.deliveries().filter((l) => l.dane === 'verified')).toHaveLength(2);
   });
 
-  it('case 8 / DANE-21: insecure address records → no TLSA query; cleartext allowed without STARTTLS', async () => {
+  it('DANE-21 (case 8): insecure address records → no TLSA query; cleartext allowed without STARTTLS', async () => {
     const rx = await w.receiver({ starttls: false });
     w.dns.addZone({ name: 'dest.test', secure: true });
     w.dns.addZone({ name: 'unsigned.test', secure: false });
@@ -221,7 +221,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'cleartext' });
   });
 
-  it('case 9 / DANE-12: MX NODATA → implicit MX, TLSA looked up at the domain itself', async () => {
+  it('DANE-12 (case 9): MX NODATA → implicit MX, TLSA looked up at the domain itself', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['dest.test'] });
     const rx = await tlsReceiver([ee], ee);
     w.dns.addZone({ name: 'dest.test', secure: true });
@@ -234,7 +234,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     expect(w.deliveries()[0]).toMatchObject({ dane: 'verified' });
   });
 
-  it('case 10 / DANE-51, DANE-14: 3 1 2 mismatch next to a 3 1 1 match fails; MX order is not changed by security', async () => {
+  it('DANE-51, DANE-14 (case 10): 3 1 2 mismatch next to a 3 1 1 match fails; MX order is not changed by security', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['mx.dest.test'] });
     const other = await makeSelfSigned({ dnsNames: ['x'] });
     const rx = await tlsReceiver([ee], ee);
@@ -251,6 +251,48 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     expect(rx.messages).toHaveLength(0);
     expect(reasonOf('user@dest.test')).toMatch(/match/i);
     expect(dane.connections).toBe(0);
+  });
+
+  it('DANE-15, DANE-16 insecure MX RRset → no TLSA query for its hosts, opportunistic TLS, never logged as verified', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['mx.signed.test'] });
+    const rx = await tlsReceiver([ee], ee);
+    w.dns.addZone({ name: 'dest.test', secure: false });
+    w.dns.addZone({ name: 'signed.test', secure: true });
+    w.dns.add(
+      { name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.signed.test' } },
+      { name: 'mx.signed.test', type: 'A', data: rx.host },
+      { name: `_${w.port}._tcp.mx.signed.test`, type: 'TLSA', data: tlsa(3, 1, 1, ee) },
+    );
+    await w.start();
+    await send();
+    await rx.waitFor(1);
+    await w.settle();
+    expect(w.dns.queriesFor(`_${w.port}._tcp.mx.signed.test`, 'TLSA')).toBe(0);
+    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'untrusted', relay: `mx.signed.test[${rx.host}]:${w.port}` });
+  });
+
+  it('DANE-15 mandatory DANE (dane-only) and an insecure MX → deferred, no connection', async () => {
+    const rx = await w.receiver();
+    w.dns.addZone({ name: 'dest.test', secure: false });
+    w.dns.add({ name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.dest.test' } }, { name: 'mx.dest.test', type: 'A', data: rx.host });
+    await w.start({ delivery: { tls_level: 'dane-only' } });
+    await send();
+    await w.settle();
+    expect(rx.connections).toBe(0);
+    expect(reasonOf('user@dest.test')).toContain('MX lookup for dest.test is insecure');
+  });
+
+  it('DANE-23 one address family errors while the other answers → the host is skipped', async () => {
+    const rx1 = await w.receiver();
+    const rx2 = await w.receiver();
+    signedDomain([{ name: 'mx1.dest.test', pref: 10, rx: rx1 }, { name: 'mx2.dest.test', pref: 20, rx: rx2 }]);
+    w.dns.behave('mx1.dest.test', 'AAAA', 'servfail');
+    await w.start();
+    await send();
+    await rx2.waitFor(1);
+    await w.settle();
+    expect(rx1.connections).toBe(0);
+    expect(w.logs.find((l) => l.msg === 'MX host skipped')).toMatchObject({ mx: 'mx1.dest.test', skipped: 'AAAA lookup for mx1.dest.test: SERVFAIL' });
   });
 
   it('DANE-30: the TLSA owner uses the port actually connected to', async () => {
