@@ -1,30 +1,14 @@
 /** Enqueue path: durability ordering, group commit, drafts, exact body bytes, streaming. */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { cpSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { Spool, idTime } from '../../src/spool/spool.js';
-import { FaultFs, envelope, inDir, ls, makeTmpDir, sha256 } from './support.js';
+import { FaultFs, envelope, inDir, ls, makeTmpDir, sha256 , quiet, spoolFixtures } from './support.js';
 
-const quiet = { warn() {} };
-const cleanups: (() => void)[] = [];
-const spools: Spool[] = [];
-afterEach(async () => {
-  for (const s of spools.splice(0)) await s.close().catch(() => undefined);
-  for (const c of cleanups.splice(0)) c();
-});
-
-function tmp(): string {
-  const t = makeTmpDir();
-  cleanups.push(t.cleanup);
-  return t.dir;
-}
-
-async function open(dir: string, fs?: FaultFs): Promise<Spool> {
-  const s = await Spool.open(dir, { fs, log: quiet });
-  spools.push(s);
-  return s;
-}
+const fx = spoolFixtures();
+const tmp = fx.tmp;
+const open = (dir: string, fs?: FaultFs): Promise<Spool> => fx.open(dir, { fs });
 
 /** A copy of the spool as it is on disk right now, minus the lock: what a crash here would leave. */
 function snapshot(dir: string): string {
@@ -239,8 +223,7 @@ describe('body bytes', () => {
 describe('queue ids', () => {
   it('are 16 filename-safe chars, unique and in creation order even with a frozen clock', async () => {
     const dir = tmp();
-    const spool = await Spool.open(dir, { now: () => 1_700_000_000_000, log: quiet });
-    spools.push(spool);
+    const spool = await fx.open(dir, { now: () => 1_700_000_000_000 });
     const ids: string[] = [];
     for (let i = 0; i < 20; i++) ids.push((await spool.enqueue(envelope(), Buffer.from(String(i)))).id);
     for (const id of ids) expect(id).toMatch(/^[0-9a-hjkmnp-tv-z]{16}$/);

@@ -1,5 +1,5 @@
 /** Failures: injected ENOSPC/EIO at every step, state-update atomicity, and a real full tmpfs. */
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { cpSync, mkdtempSync, readdirSync, rmdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -7,27 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Spool } from '../../src/spool/spool.js';
 import type { RecipientStatus } from '../../src/spool/types.js';
-import { FaultFs, envelope, inDir, ls, makeTmpDir, sha256, type Op } from './support.js';
+import { FaultFs, envelope, inDir, ls, makeTmpDir, sha256, type Op , quiet, spoolFixtures } from './support.js';
 
-const quiet = { warn() {} };
-const cleanups: (() => void)[] = [];
-const spools: Spool[] = [];
-afterEach(async () => {
-  for (const s of spools.splice(0)) await s.close().catch(() => undefined);
-  for (const c of cleanups.splice(0)) c();
-});
-
-function tmp(): string {
-  const t = makeTmpDir();
-  cleanups.push(t.cleanup);
-  return t.dir;
-}
-
-async function open(dir: string, fs?: FaultFs): Promise<Spool> {
-  const s = await Spool.open(dir, { fs, log: quiet });
-  spools.push(s);
-  return s;
-}
+const fx = spoolFixtures();
+const tmp = fx.tmp;
+const open = (dir: string, fs?: FaultFs): Promise<Spool> => fx.open(dir, { fs });
 
 /** Closes `s` and recovers `dir` with the plain fs, as the next start would. */
 async function restart(s: Spool, dir: string) {

@@ -1,32 +1,16 @@
 /** Recovery of what a crash or a bad disk leaves, the spool lock, and the operator controls. */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Spool, acquireSpoolLock } from '../../src/spool/spool.js';
 import { encodeHeader, sizeField, SIZE_OFFSET } from '../../src/spool/format.js';
 import type { Envelope, RecipientStatus } from '../../src/spool/types.js';
-import { envelope, ls, makeTmpDir } from './support.js';
+import { envelope, ls, makeTmpDir, quiet, spoolFixtures } from './support.js';
 
-const quiet = { warn() {} };
-const cleanups: (() => void)[] = [];
-const spools: Spool[] = [];
-afterEach(async () => {
-  for (const s of spools.splice(0)) await s.close().catch(() => undefined);
-  for (const c of cleanups.splice(0)) c();
-});
-
-function tmp(): string {
-  const t = makeTmpDir();
-  cleanups.push(t.cleanup);
-  return t.dir;
-}
-
-async function open(dir: string, log: { warn(obj: object, msg: string): void } = quiet): Promise<Spool> {
-  const s = await Spool.open(dir, { log });
-  spools.push(s);
-  return s;
-}
+const fx = spoolFixtures();
+const tmp = fx.tmp;
+const open = (dir: string, log: { warn(obj: object, msg: string): void } = quiet): Promise<Spool> => fx.open(dir, { log });
 
 /** A message file as the spool writes it, for hand-made spool directories. */
 function msgFile(env: Envelope, body: Buffer, size = body.length): Buffer {
@@ -118,8 +102,7 @@ describe('recovery', () => {
     rs[1]!.attempts = 99; // the spool copied what it was given
     await s1.close();
     clock -= 3_600_000; // the clock stepped back an hour across the restart
-    const s2 = await Spool.open(dir, { now: () => clock, log: quiet });
-    spools.push(s2);
+    const s2 = await fx.open(dir, { now: () => clock });
     const [back] = await s2.recover();
     expect(back!.recipients[1]!.attempts).toBe(2);
     expect(back!.recipients.map((r) => r.state)).toEqual(['failed', 'deferred', 'pending']);

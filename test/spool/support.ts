@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
+import { afterEach } from 'vitest';
 import { nodeSpoolFs, type SpoolFs, type SpoolHandle } from '../../src/spool/fs.js';
+import { Spool } from '../../src/spool/spool.js';
 import type { Envelope } from '../../src/spool/types.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -144,4 +146,28 @@ export function ensureBuiltSpool(): string {
     ], { cwd: ROOT, stdio: 'pipe' });
   }
   return out;
+}
+
+export const quiet = { warn(): void {} };
+
+/** Temp dirs and spools that a test file opens, closed and removed after each test. */
+export function spoolFixtures(): { tmp(): string; open(dir: string, opts?: { fs?: SpoolFs; now?: () => number; log?: { warn(obj: object, msg: string): void } }): Promise<Spool> } {
+  const cleanups: (() => void)[] = [];
+  const spools: Spool[] = [];
+  afterEach(async () => {
+    for (const s of spools.splice(0)) await s.close().catch(() => undefined);
+    for (const c of cleanups.splice(0)) c();
+  });
+  return {
+    tmp() {
+      const t = makeTmpDir();
+      cleanups.push(t.cleanup);
+      return t.dir;
+    },
+    async open(dir, opts = {}) {
+      const s = await Spool.open(dir, { fs: opts.fs, now: opts.now, log: opts.log ?? quiet });
+      spools.push(s);
+      return s;
+    },
+  };
 }
