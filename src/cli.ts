@@ -8,7 +8,8 @@ import { trustAdProblem } from './dns/trust.js';
 const USAGE = `usage:
   dane-relay serve --config FILE        run the relay
   dane-relay config check FILE          validate a configuration file
-  dane-relay hash-password              read a password on stdin, print a users-file hash`;
+  dane-relay hash-password              read a password on stdin, print a users-file hash
+  dane-relay queue list [--config FILE] [--json]   show queued messages and why they wait (read-only)`;
 
 function argValue(args: string[], name: string): string | undefined {
   const i = args.indexOf(name);
@@ -47,6 +48,13 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
       if (warn) { err.write(`${file}: ${warn}\n`); return 2; }
       out.write(`${file}: ok\n`);
       return 0;
+    }
+    if (cmd === 'queue' && sub === 'list') {
+      const config = loadConfig(argValue(argv, '--config') ?? 'config.example.yml');
+      const { listSpool, formatListing } = await import('./spool/inspect.js');
+      const listing = await listSpool(config.queue_dir);
+      out.write(argv.includes('--json') ? `${JSON.stringify(listing, null, 2)}\n` : formatListing(listing, Date.now()));
+      return listing.unreadable.length ? 1 : 0;
     }
     if (cmd === 'hash-password') {
       const { hashPassword } = await import('./ingress/users.js');

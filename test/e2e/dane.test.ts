@@ -333,3 +333,28 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     expect(queued()[0]!.recipients[0]).toMatchObject({ dsnCode: '4.7.5' });
   });
 });
+
+describe('queue listing', () => {
+  it('DANE-71 `dane-relay queue list` shows each waiting recipient with the exact deferral reason', async () => {
+    const { main } = await import('../../src/cli.js');
+    const { Writable } = await import('node:stream');
+    const { writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const ee = await makeSelfSigned({ dnsNames: ['mx1.dest.test'] });
+    const rx = await tlsReceiver([ee], ee);
+    signedDomain([{ name: 'mx1.dest.test', pref: 10, rx, tlsa: [tlsa(3, 1, 1, ee)] }]);
+    w.dns.behave(`_${w.port}._tcp.mx1.dest.test`, 'TLSA', 'servfail');
+    await w.start();
+    const { queueId } = await send();
+    await w.settle();
+    const cfgFile = join(w.dir, 'list.yml');
+    writeFileSync(cfgFile, `queue_dir: ${w.relay!.config.queue_dir}\ndns:\n  resolvers: ["127.0.0.1:53"]\n`);
+    let text = '';
+    const out = new Writable({ write(c, _e, cb) { text += c.toString(); cb(); } });
+    expect(await main(['queue', 'list', '--config', cfgFile], out, out)).toBe(0);
+    expect(text).toContain(queueId);
+    expect(text).toContain('<user@dest.test>  deferred  attempts 1');
+    expect(text).toContain(`TLSA lookup for _${w.port}._tcp.mx1.dest.test: SERVFAIL`);
+    expect(text).toContain('1 recipient(s) waiting');
+  });
+});

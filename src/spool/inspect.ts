@@ -1,0 +1,83 @@
+/**
+ * Read-only view of a spool for operators (`dane-relay queue list`): it takes no lock and
+ * changes nothing, so it works beside a running relay. Files that are mid-update or
+ * unreadable are reported, never repaired here (recovery does that).
+ */
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { initialRecipients, parseHeader, parseState } from './format.js';
+import type { QueuedMessage } from './types.js';
+
+export interface SpoolListing { messages: QueuedMessage[]; unreadable: { id: string; reason: string }[] }
+
+export async function listSpool(dir: string): Promise<SpoolListing> {
+  const out: SpoolListing = { messages: [], unreadable: [] };
+  let ids: string[];
+  try {
+    ids = (await readdir(join(dir, 'msg'))).sort();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return out;
+    throw e;
+  }
+  for (const id of ids) {
+    try {
+      const file = join(dir, 'msg', id);
+      const size = (await stat(file)).size;
+      const head = await readHead(file);
+      const h = parseHeader(head, size);
+      let recipients = initialRecipients(h.envelope);
+      let held = false;
+      try {
+        const st = parseState(await readFile(join(dir, 'state', `${id}.json`)), h.envelope);
+        recipients = st.recipients;
+        held = st.held;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
+      out.messages.push({ id, envelope: h.envelope, size: h.size, recipients, held });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // delivered meanwhile
+      out.unreadable.push({ id, reason: (e as Error).message });
+    }
+  }
+  return out;
+}
+
+async function readHead(file: string): Promise<Buffer> {
+  const { open } = await import('node:fs/promises');
+  const fh = await open(file, 'r');
+  try {
+    const chunks: Buffer[] = [];
+    let pos = 0;
+    for (;;) {
+      const buf = Buffer.alloc(64 * 1024);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+      if (bytesRead === 0) break;
+      const piece = buf.subarray(0, bytesRead);
+      chunks.push(piece);
+      pos += bytesRead;
+      if (piece.includes(0x0a) || pos > 16 * 1024 * 1024) break;
+    }
+    return Buffer.concat(chunks);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** mailq-like text: one block per message, one line per recipient with state, attempts, next attempt and last reason. */
+export function formatListing(l: SpoolListing, now: number): string {
+  const lines: string[] = [];
+  for (const m of l.messages) {
+    const age = Math.round((now - m.envelope.received) / 60_000);
+    lines.push(`${m.id}${m.held ? ' (held)' : ''}  ${m.size} bytes  ${new Date(m.envelope.received).toISOString()} (${age} min)  from <${m.envelope.from}>`);
+    for (const r of m.recipients) {
+      const next = r.state === 'pending' || r.state === 'deferred' ? `  next ${new Date(r.nextAttempt || m.envelope.received).toISOString()}` : '';
+      lines.push(`    <${r.address}>  ${r.state}  attempts ${r.attempts}${next}${r.dsnCode ? `  ${r.dsnCode}` : ''}`);
+      if (r.lastReason && r.state !== 'delivered') lines.push(`        ${r.lastReason}`);
+    }
+  }
+  for (const u of l.unreadable) lines.push(`${u.id}  UNREADABLE: ${u.reason}`);
+  const open = l.messages.reduce((n, m) => n + m.recipients.filter((r) => r.state === 'pending' || r.state === 'deferred').length, 0);
+  lines.push(`-- ${l.messages.length} message(s), ${open} recipient(s) waiting`);
+  return lines.join('\n') + '\n';
+}
