@@ -162,14 +162,14 @@ async function main(): Promise<void> {
   // 2
   say('## 2. Ingest throughput and latency (4 KB messages)');
   say();
-  say('Relay in-process (test World: loopback DNS, fake clock, debug logs kept in memory), scheduler stopped right after start so nothing is delivered: pure ingest (SMTP → spool, durable before 250). Each client has its own persistent SMTP connection: EHLO once, then MAIL/RCPT/DATA/body per message, no pipelining. Latency = MAIL sent → 250 after the final dot. ~3 s per level.');
+  say('Relay in-process (test World: loopback DNS, fake clock, log level warn as a quiet production relay would run), scheduler stopped right after start so nothing is delivered: pure ingest (SMTP → spool, durable before 250). Each client has its own persistent SMTP connection: EHLO once, then MAIL/RCPT/DATA/body per message, no pipelining. Latency = MAIL sent → 250 after the final dot. ~3 s per level.');
   say();
   say('| clients | msgs/s | ratio to (1) | p50 ms | p99 ms | messages | errors |');
   say('|---:|---:|---:|---:|---:|---:|---:|');
   const w = await World.create();
   const levels: Record<number, Awaited<ReturnType<typeof ingestLevel>>> = {};
   try {
-    await w.start({ delivery: { port: 9 } }); // no receiver: nothing is delivered anyway
+    await w.start({ delivery: { port: 9 }, log: { level: 'warn' } }); // no receiver: nothing is delivered anyway; production-like log volume
     await w.relay!.scheduler.stop(0);
     const msg = body(4096, 0);
     await ingestLevel(w, 4, 300, msg); // warm-up
@@ -186,6 +186,8 @@ async function main(): Promise<void> {
   say();
   say(`- Target: throughput ≥ 0.80 × (1) at 50 clients → ${ratio.toFixed(2)} × → **${ratio >= 0.8 ? 'PASS' : 'MISS'}**`);
   say(`- Target: p99 ≤ 10 ms at 50 clients → ${l50.p99.toFixed(2)} ms → **${l50.p99 <= 10 ? 'PASS' : 'MISS'}**`);
+  // 50 closed-loop clients: mean latency = clients / throughput (Little's law), so the p99 target needs the rate to go up, not the wait down.
+  say(`- Why: with 50 clients each waiting for its 250, mean latency is 50 / ${Math.round(l50.rate)} msgs/s = ${(50_000 / l50.rate).toFixed(1)} ms (Little's law); a 10 ms p99 needs ≥ ~5,000 msgs/s here, where the 50 clients and the relay share 2 cores.`);
   say('- Note: (1) is one serial create/fsync/rename/dir-fsync per message; the spool group-commits directory fsyncs across concurrent messages, so ratios above 1 are possible with many clients. Client and relay share the same CPUs here.');
   say();
 

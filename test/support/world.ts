@@ -88,7 +88,7 @@ export class World {
         cb();
       },
     });
-    const log = pino({ level: 'debug' }, sink);
+    const log = pino({ level: (patch.log?.level as string | undefined) ?? 'debug' }, sink);
     this.relay = await Relay.start({ config: this.config(patch), log, now: this.clock.now, rand: () => 0.5 });
     return this.relay;
   }
