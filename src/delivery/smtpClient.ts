@@ -433,34 +433,18 @@ export class SmtpSession {
   private tcpConnect(): Promise<void> {
     const { address, port } = this.target;
     const ms = this.opts.timeouts.connect;
-    return new Promise((resolve, reject) => {
-      const sock = net.connect({
-        host: address,
-        port,
-        ...(this.opts.localAddress ? { localAddress: this.opts.localAddress } : {}),
-      });
-      this.sock = sock;
-      this.attach(sock);
-      const timer = setTimeout(() => {
-        cleanup();
-        sock.destroy();
-        reject(new SmtpError('connect', `connect to ${address}:${port} timed out after ${ms} ms`, { timeout: true }));
-      }, ms);
-      const onConnect = (): void => {
-        cleanup();
-        resolve();
-      };
-      const onError = (err: Error): void => {
-        cleanup();
-        reject(new SmtpError('connect', `connect to ${address}:${port} failed: ${err.message}`, { cause: err }));
-      };
-      const cleanup = (): void => {
-        clearTimeout(timer);
-        sock.off('connect', onConnect);
-        sock.off('error', onError);
-      };
-      sock.once('connect', onConnect);
-      sock.once('error', onError);
+    const sock = net.connect({
+      host: address,
+      port,
+      ...(this.opts.localAddress ? { localAddress: this.opts.localAddress } : {}),
+    });
+    this.sock = sock;
+    this.attach(sock);
+    return awaitEvent(sock, 'connect', ms, false, (why, err) => {
+      sock.destroy();
+      return why === 'timeout'
+        ? new SmtpError('connect', `connect to ${address}:${port} timed out after ${ms} ms`, { timeout: true })
+        : new SmtpError('connect', `connect to ${address}:${port} failed: ${err?.message ?? 'closed'}`, { cause: err });
     });
   }
 
@@ -569,38 +553,15 @@ export class SmtpSession {
     });
     this.sock = sock;
     this.attach(sock);
-    await new Promise<void>((resolve, reject) => {
-      const fail = (message: string, timeout = false, cause?: unknown): void => {
-        cleanup();
-        sock.destroy();
-        raw.destroy();
-        reject(
-          new SmtpError('tls', message, {
-            cleartextRetryAllowed: may,
-            timeout,
-            ...(cause !== undefined ? { cause } : {}),
-          }),
-        );
-      };
-      const timer = setTimeout(
-        () => fail(`TLS handshake with ${this.target.host} timed out after ${timeouts.starttls} ms`, true),
-        timeouts.starttls,
-      );
-      const onSecure = (): void => {
-        cleanup();
-        resolve();
-      };
-      const onError = (err: Error): void => fail(`TLS handshake with ${this.target.host} failed: ${err.message}`, false, err);
-      const onClose = (): void => fail(`connection closed during TLS handshake with ${this.target.host}`);
-      const cleanup = (): void => {
-        clearTimeout(timer);
-        sock.off('secureConnect', onSecure);
-        sock.off('error', onError);
-        sock.off('close', onClose);
-      };
-      sock.once('secureConnect', onSecure);
-      sock.once('error', onError);
-      sock.once('close', onClose);
+    const host = this.target.host;
+    await awaitEvent(sock, 'secureConnect', timeouts.starttls, true, (why, err) => {
+      sock.destroy();
+      raw.destroy();
+      const message =
+        why === 'timeout' ? `TLS handshake with ${host} timed out after ${timeouts.starttls} ms`
+        : why === 'error' ? `TLS handshake with ${host} failed: ${err?.message}`
+        : `connection closed during TLS handshake with ${host}`;
+      return new SmtpError('tls', message, { cleartextRetryAllowed: may, timeout: why === 'timeout', ...(err !== undefined ? { cause: err } : {}) });
     });
     const cipher = sock.getCipher();
     this._tls = {
@@ -825,4 +786,34 @@ export class SmtpSession {
     this.closed = true;
     if (this.sock && !this.sock.destroyed) this.sock.destroy();
   }
+}
+
+/**
+ * Waits for one event on a socket; fails on 'error', on 'close' (when watched) or after `ms`.
+ * Every listener and the timer are removed whichever way it ends.
+ */
+function awaitEvent(
+  sock: NodeJS.EventEmitter,
+  event: string,
+  ms: number,
+  watchClose: boolean,
+  failure: (why: 'timeout' | 'error' | 'close', err?: Error) => Error,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const done = (err?: Error): void => {
+      clearTimeout(timer);
+      sock.off(event, onEvent);
+      sock.off('error', onError);
+      if (watchClose) sock.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onEvent = (): void => done();
+    const onError = (err: Error): void => done(failure('error', err));
+    const onClose = (): void => done(failure('close'));
+    const timer = setTimeout(() => done(failure('timeout')), ms);
+    sock.once(event, onEvent);
+    sock.once('error', onError);
+    if (watchClose) sock.once('close', onClose);
+  });
 }
