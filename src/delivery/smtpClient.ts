@@ -620,9 +620,17 @@ export class SmtpSession {
       });
     }
 
+    return this.exclusive(() => this.transaction(input));
+  }
+
+  /**
+   * Runs one command exchange with the session marked busy. Any failure leaves the
+   * connection in an unknown protocol state, so it is closed and never reused.
+   */
+  private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
     this.busy = true;
     try {
-      return await this.transaction(input);
+      return await fn();
     } catch (err) {
       this.broken = true;
       this.destroy();
@@ -748,16 +756,7 @@ export class SmtpSession {
       this.destroy();
       throw new SmtpError('protocol', 'server sent unsolicited data between transactions');
     }
-    this.busy = true;
-    try {
-      await this.rset();
-    } catch (err) {
-      this.broken = true;
-      this.destroy();
-      throw err;
-    } finally {
-      this.busy = false;
-    }
+    await this.exclusive(() => this.rset());
   }
 
   /** QUIT and close; never throws. */
