@@ -186,17 +186,13 @@ export class DestinationRun {
     if (this.unreachable) return this.log(job, started, this.everyone(job, 'deferred', this.unreachable.code, this.unreachable.reason));
 
     if (this.session && (!this.session.usable || this.sent >= this.deps.maxMessagesPerConnection)) await this.dropSession();
+    if (this.session) {
+      // A reused connection that fails RSET is replaced, not trusted for the next transaction.
+      await this.session.reset().catch(() => this.dropSession());
+    }
     if (!this.session) {
       this.unreachable = await this.open();
       if (this.unreachable) return this.log(job, started, this.everyone(job, 'deferred', this.unreachable.code, this.unreachable.reason));
-    } else {
-      try {
-        await this.session.reset();
-      } catch {
-        await this.dropSession();
-        this.unreachable = await this.open();
-        if (this.unreachable) return this.log(job, started, this.everyone(job, 'deferred', this.unreachable.code, this.unreachable.reason));
-      }
     }
     const session = this.session!;
     const { host, address } = this.sessionPlan!;
