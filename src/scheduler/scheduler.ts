@@ -198,9 +198,9 @@ export class Scheduler {
     const next = new Map<string, RecipientStatus>();
     for (const o of outcomes) {
       const cur = msg.recipients.find((x) => x.address === o.address);
-      const r = cur && isOpen(cur) ? { ...cur } : undefined;
-      if (r) next.set(r.address, r);
-      if (!r) continue;
+      if (!cur || !isOpen(cur)) continue;
+      const r = { ...cur };
+      next.set(r.address, r);
       r.attempts++;
       r.lastReason = o.reason;
       r.dsnCode = o.code;
@@ -239,8 +239,18 @@ export class Scheduler {
     }
     msg.recipients = msg.recipients.map((r) => next.get(r.address) ?? r);
     await this.persist(msg);
-    if (msg.recipients.every((r) => !isOpen(r))) this.messages.delete(msg.id);
-    else this.schedule(msg);
+    if (!this.forgetIfDone(msg)) this.schedule(msg);
+  }
+
+  /**
+   * Drops a finished message from the index once its final state is on disk. While the write
+   * is still owed (dirty) it stays, so persistDirty can retry; otherwise a restart would
+   * deliver it again and repeat its DSNs.
+   */
+  private forgetIfDone(msg: QueuedMessage): boolean {
+    if (msg.recipients.some(isOpen)) return false;
+    if (!this.dirty.has(msg.id)) this.messages.delete(msg.id);
+    return true;
   }
 
   private async sendDsn(msg: QueuedMessage, recipients: DsnRecipient[]): Promise<void> {
@@ -276,7 +286,9 @@ export class Scheduler {
   private async persistDirty(): Promise<void> {
     for (const id of [...this.dirty]) {
       const msg = this.messages.get(id);
-      if (msg) await this.persist(msg); else this.dirty.delete(id);
+      if (!msg) { this.dirty.delete(id); continue; }
+      await this.persist(msg);
+      this.forgetIfDone(msg);
     }
   }
 
