@@ -1,0 +1,28 @@
+/**
+ * What the relay's stages report about themselves, for metrics (issue 7) and logs.
+ * Every stage takes an optional `RelayEvents` and calls the hook where the fact happens;
+ * `src/metrics/` turns the calls into Prometheus series. Hooks must be cheap and must not throw.
+ * TLSRPT does not count from here: it has its own seam (`DeliveryDeps.onTlsResult`).
+ */
+export type DeliveryOutcomeKind = 'delivered' | 'deferred' | 'bounced';
+/** how the session that carried (or failed to carry) the message was protected */
+export type DaneStatus = 'dane-verified' | 'tls-unauthenticated' | 'tls-authenticated' | 'cleartext' | 'none';
+
+export interface RelayEvents {
+  /** ingress: a message was committed to the spool */
+  messageReceived?(e: { recipients: number; bytes: number }): void;
+  /** delivery: one recipient's attempt ended */
+  deliveryOutcome?(e: { domain: string; outcome: DeliveryOutcomeKind; dane: DaneStatus; reason?: string }): void;
+  /** delivery: a recipient was deferred; `reason` is a short label (dns-bogus, tlsa-lookup-failed, dane-no-match, connect, …) */
+  deferral?(e: { domain: string; reason: string }): void;
+  /** policy: a destination on the exception list was delivered below its DANE level */
+  exceptionDowngrade?(e: { domain: string; level: string }): void;
+  /** policy: a listed destination's DANE verified again; the exception can be removed */
+  exceptionRecovered?(e: { domain: string; host: string }): void;
+  /** policy: a destination is one certificate renewal away from failing DANE */
+  rolloverWarning?(e: { domain: string; host: string; kind: string; detail: string }): void;
+  /** dns: one lookup finished */
+  dnsLookup?(e: { type: string; status: string; seconds: number }): void;
+  /** delivery: a TLS handshake ended (success, or the failure stage) */
+  tlsHandshake?(e: { result: 'ok' | 'starttls-unsupported' | 'handshake-failed' | 'verify-failed' }): void;
+}
