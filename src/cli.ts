@@ -9,7 +9,9 @@ const USAGE = `usage:
   dane-relay serve --config FILE        run the relay
   dane-relay config check FILE          validate a configuration file
   dane-relay hash-password              read a password on stdin, print a users-file hash
-  dane-relay queue list [--config FILE] [--json]   show queued messages and why they wait (read-only)`;
+  dane-relay queue list [--config FILE] [--json]   show queued messages and why they wait (read-only)
+  dane-relay check DOMAIN [--config FILE] [--json] what delivery to DOMAIN would do, without mail (exit 0 DANE, 1 defer/fail, 2 usage, 3 no DANE)
+  dane-relay tlsa --cert FILE [--host H]          TLSA records to publish for a certificate or PEM chain`;
 
 function argValue(args: string[], name: string): string | undefined {
   const i = args.indexOf(name);
@@ -38,6 +40,7 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
+      process.on('SIGHUP', () => { relay.log.info({ signal: 'SIGHUP' }, 'signal received'); relay.reload(); });
       await new Promise(() => undefined); // run until a signal
     }
     if (cmd === 'config' && sub === 'check') {
@@ -55,6 +58,14 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
       const listing = await listSpool(config.queue_dir);
       out.write(argv.includes('--json') ? `${JSON.stringify(listing, null, 2)}\n` : formatListing(listing, Date.now()));
       return listing.unreadable.length ? 1 : 0;
+    }
+    if (cmd === 'check') {
+      const { runCheck } = await import('./check/cli.js');
+      return await runCheck(argv, out, err);
+    }
+    if (cmd === 'tlsa') {
+      const { runTlsa } = await import('./check/cli.js');
+      return await runTlsa(argv, out, err);
     }
     if (cmd === 'hash-password') {
       const { hashPassword } = await import('./ingress/users.js');

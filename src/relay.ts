@@ -13,6 +13,10 @@ import type { Resolver } from './dns/types.js';
 import type { DeliveryDeps } from './delivery/deliver.js';
 import { makeLogger } from './log.js';
 import { selfTest } from './dns/selftest.js';
+import type { RelayEvents } from './metrics/events.js';
+import type { PolicyStore, ReloadResult } from './policy/store.js';
+import { policyStoreFor } from './policy/config.js';
+import { ExceptionProber } from './policy/probe.js';
 
 export interface RelayOptions {
   config: LoadedConfig;
@@ -21,9 +25,18 @@ export interface RelayOptions {
   now?: () => number;
   resolver?: Resolver;
   rand?: () => number;
+  /** metrics hooks */
+  events?: RelayEvents;
+  /** policy files' stat fallback period (tests shorten it) */
+  policyStatIntervalMs?: number;
 }
 
 export class Relay {
+  /** per-destination TLS policy in force (issue 7); reloaded by `reload()` */
+  policy?: PolicyStore;
+  /** probes danefail-listed destinations for working DANE */
+  prober?: ExceptionProber;
+
   private constructor(
     readonly config: LoadedConfig,
     readonly log: Logger,
@@ -44,6 +57,7 @@ export class Relay {
     }
     const resolver = opts.resolver ?? new StubResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts });
 
+    const policy = policyStoreFor(cfg, log, opts.policyStatIntervalMs);
     const spool = await Spool.open(cfg.queue_dir, { now, log });
     let ingress: Ingress | undefined;
     try {
@@ -60,12 +74,14 @@ export class Relay {
         heloName: cfg.hostname,
         selfNames: [cfg.hostname],
         port: cfg.delivery.port,
-        tlsLevel: () => ({ level: cfg.delivery.tls_level, rule: `delivery.tls_level=${cfg.delivery.tls_level}` }),
+        tlsLevel: (domain) => policy.resolve(domain),
         timeouts: cfg.delivery.timeouts,
         digestPreference: cfg.delivery.digest_preference,
         maxMessagesPerConnection: cfg.delivery.max_messages_per_connection,
         log,
         now,
+        events: opts.events,
+        rolloverWarnMs: cfg.policy.rollover_warn,
       };
       const scheduler = new Scheduler({
         spool,
@@ -87,18 +103,37 @@ export class Relay {
         onQueued: (m) => scheduler.add(m),
       });
       log.info({ listen: ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode }, 'dane-relay started');
-      return new Relay(cfg, log, spool, scheduler, ingress, resolver);
+      const relay = new Relay(cfg, log, spool, scheduler, ingress, resolver);
+      relay.policy = policy;
+      policy.watch();
+      if (cfg.policy.danefail) {
+        relay.prober = new ExceptionProber({
+          store: policy, intervalMs: cfg.policy.probe_interval, log, events: opts.events,
+          inspect: { resolver, selfNames: delivery.selfNames, heloName: delivery.heloName, port: delivery.port, timeouts: delivery.timeouts, digestPreference: delivery.digestPreference, now },
+        });
+        relay.prober.start();
+      }
+      log.info({ ...policy.counts(), tls_policy: cfg.policy.tls_policy, danefail: cfg.policy.danefail }, 'policy loaded');
+      return relay;
     } catch (e) {
+      policy.close();
       await ingress?.close().catch(() => undefined);
       await spool.close().catch(() => undefined);
       throw e;
     }
   }
 
+  /** SIGHUP: re-read the policy files; a file with an error is rejected whole, its previous version stays. */
+  reload(): ReloadResult {
+    return this.policy ? this.policy.reload('SIGHUP') : { loaded: [], rejected: [], unchanged: [] };
+  }
+
   /** SIGTERM: stop accepting, let deliveries finish within `graceMs`, leave the spool consistent. */
   async stop(graceMs = 10_000): Promise<void> {
     this.log.info({ grace_ms: graceMs }, 'stopping');
     await this.ingress.stopAccepting();
+    this.policy?.close();
+    await this.prober?.stop();
     await this.scheduler.stop(graceMs);
     await this.ingress.close();
     await this.resolver.close();

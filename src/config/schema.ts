@@ -97,6 +97,19 @@ export const configSchema = z.strictObject({
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   }).prefault({}),
+  /** per-destination TLS policy (issue 7): files relative to the config file; a missing key = no table */
+  policy: z.strictObject({
+    /** lines "DOMAIN|.PARENT LEVEL [trust-insecure-mx]" (Postfix level names) */
+    tls_policy: z.string().min(1).optional(),
+    /** danefail exception list (DANE-70): one domain per line */
+    danefail: z.string().min(1).optional(),
+    /** level for a listed destination; never a DANE level */
+    exception_level: z.enum(['none', 'may', 'encrypt']).default('may'),
+    /** how often listed destinations are probed for working DANE; 0 disables */
+    probe_interval: duration.prefault('6h'),
+    /** rollover warning: a pinned certificate expiring within this window */
+    rollover_warn: duration.prefault('14d'),
+  }).prefault({}),
 });
 
 export type Config = z.output<typeof configSchema>;

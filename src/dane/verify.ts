@@ -15,7 +15,7 @@ import 'reflect-metadata';
 import { X509Certificate as NodeCert, createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import type { TlsaRecord } from '../dns/types.js';
-import type { VerifyOutcome } from '../delivery/types.js';
+import type { DaneFacts, VerifyOutcome } from '../delivery/types.js';
 import {
   DEFAULT_DIGEST_PREFERENCE,
   MATCHING_TYPE_DIGEST,
@@ -325,6 +325,50 @@ function hexPrefix(b: Buffer): string {
  * usable record that matches is enough). Synchronous.
  */
 export function verifyDane(input: DaneVerifyInput): VerifyOutcome {
+  const seen: Seen = { certs: [] };
+  const out = verifyCore(input, seen);
+  if (seen.record) {
+    const i = input.records.indexOf(seen.record);
+    if (i >= 0) out.matchedIndex = i;
+    out.matchedUsage = seen.record.usage;
+  }
+  if (out.ok && seen.certs.length === 1 && Array.isArray(input.chain) && input.chain.length > 1 && input.chain.length <= MAX_CHAIN) {
+    // DANE-EE returned before reading the rest of the chain; facts still describe it (chain length already bounded).
+    for (let i = 1; i < input.chain.length; i++) {
+      const der = input.chain[i];
+      const p = Buffer.isBuffer(der) ? parseCert(der, i) : 'not a buffer';
+      if (typeof p !== 'string') seen.certs.push(p);
+    }
+  }
+  if (seen.certs.length > 0) out.facts = factsOf(input, seen.certs);
+  return out;
+}
+
+/** What verifyCore parsed and which record authenticated, for the outcome's facts. */
+interface Seen { certs: Parsed[]; record?: TlsaRecord }
+
+/** Additive facts for rollover warnings and `check` (RFC 7671 §8: publish current and next). */
+function factsOf(input: DaneVerifyInput, certs: Parsed[]): DaneFacts {
+  const usable = new Set(usableRecords(input.records, input.digestPreference ?? [...DEFAULT_DIGEST_PREFERENCE]));
+  return {
+    records: input.records.map((r, index) => {
+      const u = usable.has(r);
+      const hit = u ? certs.find((c) => certMatches(r, c)) : undefined;
+      return { index, usage: r.usage, selector: r.selector, matchingType: r.matchingType, usable: u, matchDepth: hit ? hit.index : null };
+    }),
+    chain: certs.map((c) => ({
+      depth: c.index,
+      subject: c.node.subject.replace(/\n/g, ', '),
+      issuer: c.node.issuer.replace(/\n/g, ', '),
+      notBefore: new Date(c.node.validFrom).toISOString(),
+      notAfter: new Date(c.node.validTo).toISOString(),
+      spkiSha256: c.spki ? createHash('sha256').update(c.spki).digest('hex').toUpperCase() : '',
+      ca: basicConstraints(c)?.ca ?? false,
+    })),
+  };
+}
+
+function verifyCore(input: DaneVerifyInput, seenOut: Seen): VerifyOutcome {
   const pref = input.digestPreference ?? [...DEFAULT_DIGEST_PREFERENCE];
   const usable = usableRecords(input.records, pref);
   if (usable.length === 0) {
@@ -351,11 +395,13 @@ export function verifyDane(input: DaneVerifyInput): VerifyOutcome {
     return { ok: false, reason: 'validation-failure', detail: `leaf certificate rejected: ${leafOrErr}` };
   }
   const leaf = leafOrErr;
+  seenOut.certs.push(leaf);
 
   // DANE-52 [RFC 7671 §5.1; RFC 7672 §3.1.1]: DANE-EE compares with the leaf
   // only; names, dates, chain and CA trust are ignored.
   for (const r of usable) {
     if (r.usage === 3 && certMatches(r, leaf)) {
+      seenOut.record = r;
       return { ok: true, detail: `DANE-EE ${shortTlsa(r)} matched the leaf`, matched: formatTlsa(r), depth: 0 };
     }
   }
@@ -373,7 +419,7 @@ export function verifyDane(input: DaneVerifyInput): VerifyOutcome {
     seen.add(key);
     const p = parseCert(der, i);
     if (typeof p === 'string') junk++;
-    else pool.push(p);
+    else { pool.push(p); seenOut.certs.push(p); }
   }
 
   // DANE-53/54: collect the trust anchors the 2-records designate.
@@ -434,6 +480,7 @@ export function verifyDane(input: DaneVerifyInput): VerifyOutcome {
         const hit = names.names.find((n) => matchesReferenceName(n, ref));
         if (hit !== undefined) {
           state.success = { ok: true, detail: `${where}; chain of ${path.length} validated; leaf ${kind} ${hit} matches ${ref}`, matched, depth };
+          seenOut.record = a.record;
           return true;
         }
       }

@@ -9,11 +9,14 @@ import type { Logger } from 'pino';
 import type { Resolver } from '../dns/types.js';
 import type { Envelope } from '../spool/types.js';
 import type { TlsLevel } from '../config/schema.js';
-import { addressLiteral, decideMx, type MxDecision } from '../route/mx.js';
+import { addressLiteral, type MxDecision } from '../route/mx.js';
 import { planHost, type HostPlan } from '../route/host.js';
 import type { TlsPlan } from '../dane/policy.js';
 import { verifyDane } from '../dane/verify.js';
 import { SmtpSession, SmtpError, type SmtpClientOptions } from './smtpClient.js';
+import type { RelayEvents } from '../metrics/events.js';
+import { lookupMx, hostContext } from '../route/nexthop.js';
+import { assessRollover } from '../policy/rollover.js';
 import type { TlsRequirement, VerifyOutcome } from './types.js';
 import { enhancedOf, resultOf, type RecipientOutcome } from './outcome.js';
 
@@ -23,7 +26,7 @@ export interface DeliveryDeps {
   selfNames: string[];
   port: number;
   /** the destination's TLS level and the rule that chose it (one place decides it) */
-  tlsLevel: (domain: string) => { level: TlsLevel; rule: string };
+  tlsLevel: (domain: string) => { level: TlsLevel; rule: string; trustInsecureMx?: boolean; exception?: { underlying: TlsLevel } };
   timeouts: SmtpClientOptions['timeouts'];
   digestPreference: ('sha512' | 'sha256')[];
   maxMessagesPerConnection: number;
@@ -31,6 +34,10 @@ export interface DeliveryDeps {
   now: () => number;
   /** TLSRPT seam: every TLS session attempt that reached a policy decision (issue 6) */
   onTlsResult?: (r: TlsSessionResult) => void;
+  /** metrics hooks (src/metrics/events.ts) */
+  events?: RelayEvents;
+  /** rollover warning window: a pinned certificate expiring within this many ms (default 14 days) */
+  rolloverWarnMs?: number;
 }
 
 export interface TlsSessionResult {
@@ -94,7 +101,7 @@ export class DestinationRun {
   private sessionPlan?: { host: HostPlan; plan: TlsPlan; address: string };
   private sent = 0;
   private unreachable?: Unreachable;
-  private readonly level: { level: TlsLevel; rule: string };
+  private readonly level: ReturnType<DeliveryDeps['tlsLevel']>;
 
   constructor(private readonly deps: DeliveryDeps, readonly domain: string) {
     this.level = deps.tlsLevel(domain);
@@ -102,12 +109,8 @@ export class DestinationRun {
 
   private async resolveMx(): Promise<MxDecision> {
     if (this.mx) return this.mx;
-    const lit = addressLiteral(this.domain);
-    if (lit) {
-      this.mx = { kind: 'hosts', hosts: [{ host: lit, preference: 0, literal: true }], status: 'insecure', implicit: true };
-    } else {
-      const ans = await this.deps.resolver.lookup(this.domain, 'MX');
-      this.mx = decideMx(this.domain, ans, this.deps.selfNames);
+    this.mx = await lookupMx(this.deps.resolver, this.domain, this.deps.selfNames);
+    if (!addressLiteral(this.domain)) {
       if (this.mx.kind === 'hosts' && this.mx.status !== 'secure') {
         // DANE-16: an insecure MX RRset is logged as such; never claimed secure.
         this.deps.log.debug({ domain: this.domain, mx: this.mx.hosts.map((h) => h.host), mx_status: this.mx.status }, 'MX lookup not secure');
@@ -127,10 +130,7 @@ export class DestinationRun {
     const failures: string[] = [];
     const codes: string[] = [];
     for (const h of mx.hosts) {
-      const hp = await planHost(
-        { resolver: this.deps.resolver, nextHop: this.domain, expandedNextHop: mx.expandedDomain, mxStatus: mx.status, implicit: mx.implicit, level: this.level.level, port: this.deps.port },
-        h,
-      );
+      const hp = await planHost(hostContext(this.deps.resolver, this.domain, mx, this.level, this.deps.port), h);
       if (hp.skip || !hp.plan) {
         const reason = hp.skip?.reason ?? 'no TLS plan';
         failures.push(`${h.host}: ${reason}`);
@@ -151,6 +151,7 @@ export class DestinationRun {
             this.sessionPlan = { host: hp, plan, address };
             this.sent = 0;
             if (plan.kind !== 'none' && plan.kind !== 'may') this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: true });
+            if (plan.kind === 'dane') this.rollover(h.host, session.tls?.verify);
             return undefined;
           } catch (e) {
             const err = e instanceof SmtpError ? e : new SmtpError('connect', String((e as Error)?.message ?? e), { permanent: false });
@@ -223,7 +224,23 @@ export class DestinationRun {
     }
   }
 
+  /** Per-MX rollover facts of a DANE session that just verified: warn when one renewal away from failing. */
+  private rollover(host: string, v: VerifyOutcome | undefined): void {
+    if (!v?.ok || !v.facts) return;
+    for (const f of assessRollover(v.facts, this.deps.now(), this.deps.rolloverWarnMs ?? 14 * 86_400_000)) {
+      if (f.severity !== 'warning') continue;
+      this.deps.log.warn({ domain: this.domain, mx: host, rollover: f.kind, record: f.record, depth: f.depth, expires: f.expires }, `DANE rollover risk: ${f.detail}`);
+      this.deps.events?.rolloverWarning?.({ domain: this.domain, host, kind: f.kind, detail: f.detail });
+    }
+  }
+
   private log(job: DeliveryJob, started: number, out: RecipientOutcome[]): RecipientOutcome[] {
+    const ex = this.level.exception;
+    if (ex && out.some((o) => o.relay)) {
+      // DANE-70: every delivery under the exception list is logged and counted.
+      this.deps.log.warn({ queue_id: job.id, domain: this.domain, tls_rule: this.level.rule, level: this.level.level, instead_of: ex.underlying }, 'DANE exception applied: delivered without DANE (danefail list)');
+      this.deps.events?.exceptionDowngrade?.({ domain: this.domain, level: this.level.level });
+    }
     const tls = this.session?.tls;
     const plan = this.sessionPlan?.plan;
     for (const o of out) {
@@ -241,6 +258,7 @@ export class DestinationRun {
         dane: o.relay ? (plan?.kind === 'dane' ? plan.label : tls ? 'untrusted' : 'cleartext') : undefined,
         matched: o.relay ? tls?.verify?.matched : undefined,
         tls_rule: this.level.rule,
+        dane_exception: ex ? true : undefined,
       }, 'delivery');
     }
     return out;

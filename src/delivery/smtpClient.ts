@@ -409,6 +409,12 @@ export class SmtpSession {
     }
 
     await this.handshake();
+    if (this.opts.tls.observe) {
+      const sock = this.sock as tls.TLSSocket;
+      try {
+        this.opts.tls.observe({ certificates: presentedChain(sock), protocol: sock.getProtocol(), cipher: sock.getCipher()?.name ?? null });
+      } catch { /* an observer never changes the outcome */ }
+    }
 
     if (mode === 'verify') {
       const outcome = await this.runVerify();

@@ -29,6 +29,18 @@ export interface VerifyOutcome {
   /** e.g. the TLSA record that matched, "3 1 1 ab12..." and its chain depth */
   matched?: string;
   depth?: number;
+  /** index in the TLSA RRset given to the verifier of the record that authenticated the peer */
+  matchedIndex?: number;
+  /** that record's usage (2 DANE-TA, 3 DANE-EE) */
+  matchedUsage?: number;
+  /** per-record and per-certificate facts (rollover warnings, `dane-relay check`); absent when the chain was unreadable */
+  facts?: DaneFacts;
+}
+
+/** What the verifier saw: which record matches which presented certificate, and the certificates' dates. */
+export interface DaneFacts {
+  records: { index: number; usage: number; selector: number; matchingType: number; usable: boolean; /** depth of the presented certificate it matches, null = none */ matchDepth: number | null }[];
+  chain: { depth: number; subject: string; issuer: string; notBefore: string; notAfter: string; spkiSha256: string; ca: boolean }[];
 }
 
 export interface TlsRequirement {
@@ -39,6 +51,8 @@ export interface TlsRequirement {
   verify?: (chain: PresentedChain) => VerifyOutcome | Promise<VerifyOutcome>;
   /** label for logs: dane=verified|untrusted|cleartext|... */
   label?: string;
+  /** sees the presented chain after every handshake, in any mode (diagnostics: `dane-relay check`); decides nothing */
+  observe?: (chain: PresentedChain) => void;
 }
 
 /** Where to connect. */

@@ -20,6 +20,8 @@ export interface HostContext {
   level: TlsLevel;
   /** port actually connected to; also the TLSA owner's port label (DANE-30) */
   port: number;
+  /** DANE-15 opt-in (per destination): use the MX host's TLSA after an insecure MX; the MX name is the only reference identifier and the plan is labelled `trusted` */
+  trustInsecureMx?: boolean;
 }
 
 export interface HostPlan {
@@ -78,7 +80,7 @@ export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> 
   let tlsaRecords: TlsaRecord[] | undefined;
   if (!daneLevel) {
     tlsa = { kind: 'none', why: `tls_level ${ctx.level}` };
-  } else if (ctx.mxStatus !== 'secure') {
+  } else if (ctx.mxStatus !== 'secure' && !ctx.trustInsecureMx) {
     // DANE-15/16: insecure MX RRset → no DANE for its hosts.
     tlsa = { kind: 'none', why: `MX lookup for ${ctx.nextHop} is ${ctx.mxStatus}` };
   } else {

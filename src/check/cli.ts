@@ -1,0 +1,65 @@
+/**
+ * `dane-relay check DOMAIN [--config FILE] [--json]` and `dane-relay tlsa --cert FILE [--host H] [--port N]`.
+ *
+ * check exit codes: 0 deliverable with DANE; 1 delivery would defer or fail; 2 usage or
+ * configuration error; 3 deliverable without DANE (opportunistic TLS or cleartext).
+ */
+import { readFileSync } from 'node:fs';
+import { loadConfig } from '../config/load.js';
+import { trustAdProblem } from '../dns/trust.js';
+import { StubResolver } from '../dns/stub.js';
+import { policyStoreFor } from '../policy/config.js';
+import { inspectDomain, exitCodeOf } from './inspect.js';
+import { adviceFor } from './advice.js';
+import { formatReport } from './format.js';
+import { certificatesFrom, formatSuggestions, suggestTlsa } from './tlsaCert.js';
+import { normalizeDomain } from '../policy/tables.js';
+import { addressLiteral } from '../route/mx.js';
+
+function argValue(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  if (i >= 0) return args[i + 1];
+  return args.find((a) => a.startsWith(`${name}=`))?.slice(name.length + 1);
+}
+
+export async function runCheck(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  const args = argv.slice(1);
+  const positional = args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--config');
+  const raw = positional[0];
+  const domain = raw && (addressLiteral(raw) ? raw : normalizeDomain(raw));
+  if (!domain || positional.length > 1) { err.write('usage: dane-relay check DOMAIN [--config FILE] [--json]\n'); return 2; }
+  const config = loadConfig(argValue(args, '--config') ?? 'config.example.yml');
+  const problem = trustAdProblem(config);
+  if (problem) { err.write(`dane-relay check: ${problem}\n`); return 2; }
+  const store = policyStoreFor(config);
+  const resolver = new StubResolver({ servers: config.resolvedResolvers, timeoutMs: config.dns.timeout, attempts: config.dns.attempts });
+  try {
+    const now = Date.now;
+    const report = await inspectDomain(domain, store.resolve(domain), {
+      resolver, selfNames: [config.hostname], heloName: config.hostname, port: config.delivery.port,
+      timeouts: config.delivery.timeouts, digestPreference: config.delivery.digest_preference, now,
+    });
+    const advice = adviceFor(report, now(), config.policy.rollover_warn);
+    const code = exitCodeOf(report.verdict.kind);
+    out.write(args.includes('--json') ? `${JSON.stringify({ ...report, advice, exitCode: code }, null, 2)}\n` : formatReport(report, advice));
+    return code;
+  } finally {
+    store.close();
+    await resolver.close();
+  }
+}
+
+export async function runTlsa(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  const file = argValue(argv, '--cert');
+  if (!file) { err.write('usage: dane-relay tlsa --cert FILE [--host MXHOST] [--port 25]\n'); return 2; }
+  let bytes: Buffer;
+  try { bytes = readFileSync(file); } catch (e) { err.write(`dane-relay tlsa: cannot read ${file}: ${(e as Error).message}\n`); return 2; }
+  const ders = certificatesFrom(bytes);
+  if (ders.length === 0) { err.write(`dane-relay tlsa: ${file}: no certificate found (PEM or DER expected)\n`); return 2; }
+  let s;
+  try { s = suggestTlsa(ders); } catch (e) { err.write(`dane-relay tlsa: ${file}: ${(e as Error).message}\n`); return 2; }
+  const host = argValue(argv, '--host');
+  const port = Number(argValue(argv, '--port') ?? 25);
+  out.write(formatSuggestions(s, host ? `_${port}._tcp.${host.replace(/\.$/, '')}` : undefined));
+  return 0;
+}

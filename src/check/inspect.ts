@@ -1,0 +1,194 @@
+/**
+ * `dane-relay check DOMAIN`: the delivery path's own resolution and verification, without mail.
+ *
+ * Same functions as delivery (route/nexthop.ts lookupMx + hostContext, route/host.ts planHost,
+ * delivery/deliver.ts requirementFor, SmtpSession.connect with the real verify callback), then
+ * QUIT. Every MX is examined (delivery stops at the first usable one); the verdict is what
+ * delivery would reach: the first host, in MX order, whose session opens (RFC 7672 §2.2).
+ * A few extra lookups are made for advice only and are marked `diagnostic`: they never
+ * influence the verdict.
+ */
+import { createHash, X509Certificate } from 'node:crypto';
+import type { Resolver, DnssecStatus } from '../dns/types.js';
+import { isAnswer } from '../dns/types.js';
+import type { MxDecision } from '../route/mx.js';
+import { lookupMx, hostContext } from '../route/nexthop.js';
+import { planHost } from '../route/host.js';
+import type { TlsPlan } from '../dane/policy.js';
+import { formatTlsa, isUsable, spkiFromCertDer, usableRecords } from '../dane/tlsa.js';
+import { requirementFor } from '../delivery/deliver.js';
+import { SmtpSession, SmtpError, type SmtpTimeouts } from '../delivery/smtpClient.js';
+import type { PresentedChain, VerifyOutcome } from '../delivery/types.js';
+import type { ResolvedPolicy } from '../policy/resolve.js';
+
+export interface InspectDeps {
+  resolver: Resolver;
+  selfNames: string[];
+  heloName: string;
+  port: number;
+  timeouts: SmtpTimeouts;
+  digestPreference: ('sha512' | 'sha256')[];
+  now: () => number;
+  /** extra lookups for advice (default true); the probe turns them off */
+  diagnose?: boolean;
+}
+
+export interface CertInfo {
+  depth: number;
+  subject: string;
+  issuer: string;
+  spkiSha256: string;
+  certSha256: string;
+  notBefore: string;
+  notAfter: string;
+  ca: boolean;
+}
+
+export interface ConnReport {
+  address: string;
+  plan: TlsPlan['kind'];
+  ok: boolean;
+  stage?: string;
+  error?: string;
+  tls?: { protocol: string; cipher: string };
+  chain?: CertInfo[];
+  verify?: VerifyOutcome;
+  /** this attempt was the cleartext retry after a failed opportunistic handshake (DANE-44) */
+  cleartextRetry?: boolean;
+}
+
+export interface HostReport {
+  host: string;
+  preference: number;
+  literal?: boolean;
+  addresses: string[];
+  addressStatus?: DnssecStatus;
+  tlsaName?: string;
+  tlsaStatus?: DnssecStatus;
+  tlsa?: { record: string; usable: boolean; selected: boolean }[];
+  skip?: { reason: string; code: string };
+  plan?: { kind: TlsPlan['kind']; why: string; sni?: string; label?: string; referenceNames?: string[] };
+  connections: ConnReport[];
+  /** diagnostic TLSA lookup made only for advice (not by delivery) */
+  diagnosticTlsa?: { name: string; status: DnssecStatus; records: string[] };
+}
+
+export type VerdictKind = 'dane' | 'tls' | 'cleartext' | 'defer' | 'fail';
+
+export interface InspectReport {
+  domain: string;
+  checkedAt: string;
+  policy: ResolvedPolicy;
+  mx: { kind: MxDecision['kind']; status?: DnssecStatus; implicit?: boolean; expandedDomain?: string; code?: string; reason?: string; hosts?: { host: string; preference: number }[] };
+  hosts: HostReport[];
+  verdict: { kind: VerdictKind; detail: string; host?: string; address?: string; label?: string; code?: string };
+}
+
+function certInfo(der: Buffer, depth: number): CertInfo | undefined {
+  try {
+    // node's parser is enough for display; verification used the verifier's own parse.
+    const c = new X509Certificate(der);
+    const spki = spkiFromCertDer(der) ?? c.publicKey.export({ type: 'spki', format: 'der' }); // RFC 6698 §2.1.2: the bytes as encoded
+    return {
+      depth,
+      subject: c.subject.replace(/\n/g, ', '),
+      issuer: c.issuer.replace(/\n/g, ', '),
+      spkiSha256: createHash('sha256').update(spki).digest('hex').toUpperCase(),
+      certSha256: createHash('sha256').update(der).digest('hex').toUpperCase(),
+      notBefore: new Date(c.validFrom).toISOString(),
+      notAfter: new Date(c.validTo).toISOString(),
+      ca: c.ca,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps: InspectDeps): Promise<InspectReport> {
+  const diagnose = deps.diagnose ?? true;
+  const report: InspectReport = {
+    domain, checkedAt: new Date(deps.now()).toISOString(), policy,
+    mx: { kind: 'defer' }, hosts: [], verdict: { kind: 'defer', detail: '' },
+  };
+  let mx: MxDecision;
+  try {
+    mx = await lookupMx(deps.resolver, domain, deps.selfNames);
+  } catch (e) {
+    mx = { kind: 'defer', code: '4.4.3', reason: `MX lookup for ${domain} failed: ${(e as Error).message}` };
+  }
+  if (mx.kind !== 'hosts') {
+    report.mx = { kind: mx.kind, code: mx.code, reason: mx.reason };
+    report.verdict = { kind: mx.kind === 'fail' ? 'fail' : 'defer', detail: mx.reason, code: mx.code };
+    return report;
+  }
+  report.mx = { kind: 'hosts', status: mx.status, implicit: mx.implicit, hosts: mx.hosts.map((h) => ({ host: h.host, preference: h.preference })), ...(mx.expandedDomain ? { expandedDomain: mx.expandedDomain } : {}) };
+
+  const failures: string[] = [];
+  for (const h of mx.hosts) {
+    const hp = await planHost(hostContext(deps.resolver, domain, mx, policy, deps.port), h);
+    const hr: HostReport = { host: h.host, preference: h.preference, addresses: hp.addresses, connections: [] };
+    if (h.literal) hr.literal = true;
+    if (hp.addressStatus) hr.addressStatus = hp.addressStatus;
+    if (hp.tlsaName) hr.tlsaName = hp.tlsaName;
+    if (hp.tlsaStatus) hr.tlsaStatus = hp.tlsaStatus;
+    if (hp.tlsaRecords) {
+      const selected = new Set(usableRecords(hp.tlsaRecords, deps.digestPreference));
+      hr.tlsa = hp.tlsaRecords.map((r) => ({ record: formatTlsa(r), usable: isUsable(r), selected: selected.has(r) }));
+    }
+    report.hosts.push(hr);
+    if (hp.skip || !hp.plan) {
+      hr.skip = { reason: hp.skip?.reason ?? 'no TLS plan', code: hp.skip?.code ?? '4.4.1' };
+      failures.push(`${h.host}: ${hr.skip.reason}`);
+      continue;
+    }
+    const p = hp.plan;
+    hr.plan = { kind: p.kind, why: p.why, ...('sni' in p && p.sni ? { sni: p.sni } : {}), ...(p.kind === 'dane' ? { label: p.label, referenceNames: p.referenceNames } : {}) };
+    if (diagnose && !h.literal && p.kind !== 'dane' && !hp.tlsaRecords) {
+      const name = `_${deps.port}._tcp.${h.host}`;
+      const ans = await deps.resolver.lookup(name, 'TLSA');
+      if (isAnswer(ans) && ans.records.length > 0) hr.diagnosticTlsa = { name, status: ans.status, records: ans.records.map(formatTlsa) };
+    }
+    for (const address of hp.addresses) {
+      let plan: TlsPlan = p;
+      for (let tries = 0; tries < 2; tries++) {
+        const conn: ConnReport = { address, plan: plan.kind, ok: false, ...(tries > 0 ? { cleartextRetry: true } : {}) };
+        hr.connections.push(conn);
+        const req = requirementFor(plan, deps.digestPreference, deps.now);
+        req.observe = (chain: PresentedChain) => {
+          conn.chain = chain.certificates.map((c, i) => certInfo(c, i)).filter((x): x is CertInfo => !!x);
+        };
+        try {
+          const s = await SmtpSession.connect({ host: h.host, address, port: deps.port }, { heloName: deps.heloName, tls: req, timeouts: deps.timeouts });
+          conn.ok = true;
+          if (s.tls) conn.tls = { protocol: s.tls.protocol, cipher: s.tls.cipher };
+          if (s.tls?.verify) conn.verify = s.tls.verify;
+          await s.quit();
+          if (report.verdict.detail === '') {
+            const kind: VerdictKind = plan.kind === 'dane' ? 'dane' : s.tls ? 'tls' : 'cleartext';
+            const label = plan.kind === 'dane' ? plan.label : s.tls ? 'untrusted' : 'cleartext';
+            report.verdict = { kind, host: h.host, address, label, detail: `${h.host}[${address}]:${deps.port} ${label}${conn.verify?.ok ? `: ${conn.verify.detail}` : ''}` };
+          }
+          break;
+        } catch (e) {
+          const err = e instanceof SmtpError ? e : new SmtpError('connect', String((e as Error)?.message ?? e), { permanent: false });
+          conn.stage = err.stage;
+          conn.error = err.message;
+          if (err.verify) conn.verify = err.verify;
+          failures.push(`${h.host}[${address}]:${deps.port}: ${err.message}`);
+          if (err.cleartextRetryAllowed && plan.kind === 'may') {
+            plan = { kind: 'none', why: `cleartext retry after TLS failure: ${err.message}` };
+            continue;
+          }
+          break;
+        }
+      }
+    }
+  }
+  if (report.verdict.detail === '') report.verdict = { kind: 'defer', detail: failures.join('; ') || `no MX host for ${domain}` };
+  return report;
+}
+
+/** Exit codes of `dane-relay check` (documented in README): 0 DANE, 1 defer/fail, 3 delivered without DANE. */
+export function exitCodeOf(v: VerdictKind): number {
+  return v === 'dane' ? 0 : v === 'tls' || v === 'cleartext' ? 3 : 1;
+}

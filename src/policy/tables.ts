@@ -1,0 +1,101 @@
+/**
+ * Parsers for the two operator files (pure: text in, table or line-numbered errors out).
+ *
+ * `tls_policy` — Postfix smtp_tls_policy_maps names and meanings (none, may, encrypt,
+ * dane, dane-only); one entry per line: `DOMAIN LEVEL [OPTION…]`, where DOMAIN is a
+ * next-hop domain (exact) or `.parent` (every subdomain of parent, not parent itself,
+ * as in Postfix). Option `trust-insecure-mx` is the DANE-15 opt-in (RFC 7672 §2.2.1:
+ * use the MX host's TLSA even when the MX RRset is insecure; logged `trusted`).
+ *
+ * `danefail` — the exception list format operators share (digest DANE-70, RFC 7672 §9.1;
+ * github.com/danefail/list `dane_fail_list.dat`): one bare domain per line, surrounding
+ * whitespace trimmed (old revisions have trailing spaces), blank and `#` lines skipped
+ * (`##` lines name the broken MX/TLSA owner), lowercase, trailing dot dropped; exact match.
+ *
+ * A file with any error is rejected as a whole (the caller keeps the previous version).
+ */
+import { tlsLevels, type TlsLevel } from '../config/schema.js';
+
+export interface PolicyEntry {
+  /** lowercase, no trailing dot; a leading "." means "every subdomain of" */
+  key: string;
+  level: TlsLevel;
+  /** DANE-15 opt-in */
+  trustInsecureMx: boolean;
+  line: number;
+}
+
+export interface PolicyTable {
+  /** label used in log lines, e.g. "policy/tls_policy" */
+  source: string;
+  entries: Map<string, PolicyEntry>;
+}
+
+export interface ExceptionList {
+  source: string;
+  /** domain → line number */
+  domains: Map<string, number>;
+}
+
+export class PolicyFileError extends Error {
+  constructor(readonly source: string, readonly problems: { line: number; message: string }[]) {
+    super(`${source}: rejected (previous version stays in force)\n` + problems.map((p) => `  - line ${p.line}: ${p.message}`).join('\n'));
+    this.name = 'PolicyFileError';
+  }
+}
+
+const LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/;
+
+/** Lowercase, drop one trailing dot; undefined if not a plausible DNS name (A-labels). */
+export function normalizeDomain(raw: string): string | undefined {
+  let d = raw.toLowerCase();
+  if (d.endsWith('.')) d = d.slice(0, -1);
+  if (d.length === 0 || d.length > 253) return undefined;
+  return d.split('.').every((l) => LABEL.test(l)) ? d : undefined;
+}
+
+const OPTIONS = new Set(['trust-insecure-mx']);
+
+export function parseTlsPolicy(text: string, source: string): PolicyTable {
+  const entries = new Map<string, PolicyEntry>();
+  const problems: { line: number; message: string }[] = [];
+  text.split('\n').forEach((rawLine, i) => {
+    const line = i + 1;
+    const s = rawLine.replace(/\r$/, '').trim();
+    if (s === '' || s.startsWith('#')) return;
+    const [rawKey, rawLevel, ...opts] = s.split(/\s+/);
+    const sub = rawKey!.startsWith('.');
+    const domain = normalizeDomain(sub ? rawKey!.slice(1) : rawKey!);
+    if (!domain) { problems.push({ line, message: `"${rawKey}" is not a domain or .parent-domain` }); return; }
+    if (rawLevel === undefined) { problems.push({ line, message: `no TLS level after "${rawKey}" (expected one of ${tlsLevels.join(', ')})` }); return; }
+    const level = rawLevel.toLowerCase() as TlsLevel;
+    if (!tlsLevels.includes(level)) { problems.push({ line, message: `unknown TLS level "${rawLevel}" (expected one of ${tlsLevels.join(', ')})` }); return; }
+    const bad = opts.filter((o) => !OPTIONS.has(o.toLowerCase()));
+    if (bad.length) { problems.push({ line, message: `unknown option ${bad.map((b) => `"${b}"`).join(', ')} (known: ${[...OPTIONS].join(', ')})` }); return; }
+    const trustInsecureMx = opts.some((o) => o.toLowerCase() === 'trust-insecure-mx');
+    if (trustInsecureMx && level !== 'dane' && level !== 'dane-only') { problems.push({ line, message: `trust-insecure-mx only applies to dane and dane-only` }); return; }
+    const key = sub ? `.${domain}` : domain;
+    const prev = entries.get(key);
+    if (prev) { problems.push({ line, message: `"${key}" already given on line ${prev.line}` }); return; }
+    entries.set(key, { key, level, trustInsecureMx, line });
+  });
+  if (problems.length) throw new PolicyFileError(source, problems);
+  return { source, entries };
+}
+
+export function parseDanefail(text: string, source: string): ExceptionList {
+  const domains = new Map<string, number>();
+  const problems: { line: number; message: string }[] = [];
+  text.split('\n').forEach((rawLine, i) => {
+    const line = i + 1;
+    const s = rawLine.replace(/\r$/, '').trim();
+    if (s === '' || s.startsWith('#')) return;
+    if (/\s/.test(s)) { problems.push({ line, message: `one bare domain per line expected, got "${s}"` }); return; }
+    if (s.startsWith('.') || s.includes('*')) { problems.push({ line, message: `"${s}": entries are exact domains, no wildcards or .parent (DANE-70)` }); return; }
+    const d = normalizeDomain(s);
+    if (!d) { problems.push({ line, message: `"${s}" is not a domain name` }); return; }
+    if (!domains.has(d)) domains.set(d, line); // a repeat is harmless in a shared list: first line wins
+  });
+  if (problems.length) throw new PolicyFileError(source, problems);
+  return { source, domains };
+}

@@ -1,0 +1,31 @@
+/**
+ * The next hop's MX decision and the per-host context, shared by delivery (`delivery/deliver.ts`)
+ * and the diagnostic `dane-relay check` (`check/inspect.ts`), so both reach the same plan by the
+ * same code. RFC 5321 §5.1, RFC 7672 §2.2.1.
+ */
+import type { Resolver } from '../dns/types.js';
+import type { TlsLevel } from '../config/schema.js';
+import { addressLiteral, decideMx, type MxDecision } from './mx.js';
+import type { HostContext } from './host.js';
+
+/** MX lookup and decision for `domain` (an address literal needs no lookup, DANE-10). */
+export async function lookupMx(resolver: Resolver, domain: string, selfNames: string[]): Promise<MxDecision> {
+  const lit = addressLiteral(domain);
+  if (lit) return { kind: 'hosts', hosts: [{ host: lit, preference: 0, literal: true }], status: 'insecure', implicit: true };
+  const ans = await resolver.lookup(domain, 'MX');
+  return decideMx(domain, ans, selfNames);
+}
+
+/** The planHost context for one host of a `hosts` decision. */
+export function hostContext(
+  resolver: Resolver,
+  domain: string,
+  mx: Extract<MxDecision, { kind: 'hosts' }>,
+  policy: { level: TlsLevel; trustInsecureMx?: boolean },
+  port: number,
+): HostContext {
+  return {
+    resolver, nextHop: domain, expandedNextHop: mx.expandedDomain, mxStatus: mx.status, implicit: mx.implicit, level: policy.level, port,
+    ...(policy.trustInsecureMx ? { trustInsecureMx: true } : {}),
+  };
+}

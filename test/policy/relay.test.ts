@@ -1,0 +1,235 @@
+/**
+ * Per-destination policy through the whole relay: tls_policy levels and rules in the delivery
+ * log, the danefail exception list (DANE-70), reload on change / SIGHUP with a bad file kept out,
+ * the recovery probe, DANE-15 opt-in and rollover warnings. Real DNS messages, real TLS, real files.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { World } from '../support/world.js';
+import { submit } from '../support/mail.js';
+import { chainPem, makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';
+import type { Receiver } from '../support/receiver.js';
+import type { RelayEvents } from '../../src/metrics/events.js';
+
+let w: World;
+beforeEach(async () => { w = await World.create(); });
+afterEach(async () => { await w.close(); });
+
+/** Write durably and atomically, as an operator's tooling would (temp file, fsync, rename). */
+function writeFile(path: string, text: string): void {
+  const tmp = `${path}.tmp`;
+  const fd = openSync(tmp, 'w');
+  writeSync(fd, text);
+  fsyncSync(fd);
+  closeSync(fd);
+  renameSync(tmp, path);
+}
+
+const tlsa311 = (cert: Issued) => ({ usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(cert, 1, 1) });
+
+async function tlsReceiver(cert: Issued, extra: Parameters<World['receiver']>[0] = {}): Promise<Receiver> {
+  return w.receiver({ tls: { key: cert.keyPem, cert: chainPem(cert) }, ...extra });
+}
+
+function domain(name: string, rx: Receiver, tlsa: object[], opts: { mxSecure?: boolean; hostSecure?: boolean } = {}): string {
+  const mx = `mx.${name}`;
+  w.dns.addZone({ name, secure: opts.mxSecure ?? true });
+  if (opts.hostSecure !== undefined) w.dns.addZone({ name: mx, secure: opts.hostSecure });
+  w.dns.add({ name, type: 'MX', data: { preference: 10, exchange: mx } });
+  w.dns.add({ name: mx, type: 'A', data: rx.host });
+  for (const t of tlsa) w.dns.add({ name: `_${w.port}._tcp.${mx}`, type: 'TLSA', data: t });
+  return mx;
+}
+
+function recorder() {
+  const calls: { hook: string; e: unknown }[] = [];
+  const events: RelayEvents = {
+    exceptionDowngrade: (e) => calls.push({ hook: 'exceptionDowngrade', e }),
+    exceptionRecovered: (e) => calls.push({ hook: 'exceptionRecovered', e }),
+    rolloverWarning: (e) => calls.push({ hook: 'rolloverWarning', e }),
+  };
+  return { events, calls, of: (h: string) => calls.filter((c) => c.hook === h).map((c) => c.e) };
+}
+
+const send = (to: string) => submit({ port: w.ingressPort, from: 'app@sender.test', to: [to] });
+const stateOf = (addr: string) => w.relay!.scheduler.list().flatMap((m) => m.recipients).find((r) => r.address === addr);
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe('tls_policy through the relay', () => {
+  it('DANE-45 a dane-only entry defers a domain without TLSA (4.7.5); the log names the rule; .parent and default apply elsewhere', async () => {
+    const plain = await makeSelfSigned({ dnsNames: ['mx.strict.test'] });
+    const rx = await tlsReceiver(plain);
+    domain('strict.test', rx, []);
+    domain('sub.loose.test', rx, []);
+    const file = join(w.dir, 'tls_policy');
+    writeFile(file, '# test\nstrict.test dane-only\n.loose.test may\n');
+    await w.start({ policy: { tls_policy: file } });
+    await send('a@strict.test');
+    await send('b@sub.loose.test');
+    await w.settle();
+    expect(stateOf('a@strict.test')).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
+    expect(rx.messages.map((m) => m.to[0])).toEqual(['b@sub.loose.test']);
+    const byTo = (to: string) => w.deliveries().find((l) => l.to === to)!;
+    expect(byTo('a@strict.test').tls_rule).toBe(`${file}:2 strict.test dane-only`);
+    expect(byTo('b@sub.loose.test').tls_rule).toBe(`${file}:3 .loose.test may`);
+  });
+
+  it('DANE-15 trust-insecure-mx: TLSA under an insecure MX is used and logged `trusted`; without the option it is not queried', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['mx.opt.test'] });
+    const rx = await tlsReceiver(ee);
+    domain('opt.test', rx, [tlsa311(ee)], { mxSecure: false, hostSecure: true });
+    domain('noopt.test', rx, [tlsa311(ee)], { mxSecure: false, hostSecure: true });
+    const file = join(w.dir, 'tls_policy');
+    writeFile(file, 'opt.test dane trust-insecure-mx\n');
+    await w.start({ policy: { tls_policy: file } });
+    await send('a@opt.test');
+    await send('b@noopt.test');
+    await w.settle();
+    expect(rx.messages).toHaveLength(2);
+    const byTo = (to: string) => w.deliveries().find((l) => l.to === to)!;
+    expect(byTo('a@opt.test')).toMatchObject({ status: 'sent', dane: 'trusted' });
+    expect(byTo('b@noopt.test')).toMatchObject({ status: 'sent', dane: 'untrusted' });
+    expect(w.dns.queriesFor(`_${w.port}._tcp.mx.opt.test`, 'TLSA')).toBeGreaterThan(0);
+    expect(w.dns.queriesFor(`_${w.port}._tcp.mx.noopt.test`, 'TLSA')).toBe(0);
+  });
+});
+
+describe('DANE-70 danefail exception list', () => {
+  it('DANE-70 a listed domain with stale TLSA is delivered opportunistically, gets no TLSA query, and every delivery is logged and counted', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['mx.broken.test'] });
+    const other = await makeSelfSigned({ dnsNames: ['mx.broken.test'] });
+    const rx = await tlsReceiver(ee);
+    domain('broken.test', rx, [tlsa311(other)]); // the record matches a key the server no longer has
+    const file = join(w.dir, 'danefail');
+    writeFile(file, '# shared list\n\n  BROKEN.test.  \n');
+    const rec = recorder();
+    await w.start({ policy: { danefail: file } }, { events: rec.events });
+    await send('a@broken.test');
+    await w.settle();
+    await send('b@broken.test');
+    await w.settle();
+    expect(rx.messages.map((m) => m.to[0])).toEqual(['a@broken.test', 'b@broken.test']);
+    expect(rx.messages.every((m) => m.secure)).toBe(true);
+    expect(w.dns.queriesFor(`_${w.port}._tcp.mx.broken.test`, 'TLSA')).toBe(0);
+    for (const d of w.deliveries()) {
+      expect(d).toMatchObject({ status: 'sent', dane: 'untrusted', dane_exception: true, tls_rule: `${file}:3 broken.test exception dane→may` });
+    }
+    expect(w.logs.filter((l) => l.msg.startsWith('DANE exception applied'))).toHaveLength(2);
+    expect(rec.of('exceptionDowngrade')).toEqual([{ domain: 'broken.test', level: 'may' }, { domain: 'broken.test', level: 'may' }]);
+  });
+
+  it('DANE-70 the exception cannot cure a bogus MX: still deferred 4.4.3, nothing counted', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['mx.bogus.test'] });
+    const rx = await tlsReceiver(ee);
+    domain('bogus.test', rx, [tlsa311(ee)]);
+    w.dns.behave('bogus.test', 'MX', 'servfail');
+    const file = join(w.dir, 'danefail');
+    writeFile(file, 'bogus.test\n');
+    const rec = recorder();
+    await w.start({ policy: { danefail: file } }, { events: rec.events });
+    await send('a@bogus.test');
+    await w.settle();
+    expect(rx.connections).toBe(0);
+    expect(stateOf('a@bogus.test')).toMatchObject({ state: 'deferred', dsnCode: '4.4.3' });
+    expect(rec.of('exceptionDowngrade')).toEqual([]);
+  });
+
+  it('DANE-70 probe: a listed domain whose DANE verifies again is reported (log + exceptionRecovered), no mail sent; a still-broken one is not', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['mx.fixed.test'] });
+    const rxFixed = await tlsReceiver(ee);
+    domain('fixed.test', rxFixed, [tlsa311(ee)]);
+    const ee2 = await makeSelfSigned({ dnsNames: ['mx.still.test'] });
+    const stale = await makeSelfSigned();
+    const rxStill = await tlsReceiver(ee2);
+    domain('still.test', rxStill, [tlsa311(stale)]);
+    const file = join(w.dir, 'danefail');
+    writeFile(file, 'fixed.test\nstill.test\n');
+    const rec = recorder();
+    await w.start({ policy: { danefail: file, probe_interval: 0 } }, { events: rec.events });
+    expect(await w.relay!.prober!.probe('fixed.test')).toMatchObject({ ok: true, host: 'mx.fixed.test' });
+    expect(await w.relay!.prober!.probe('still.test')).toMatchObject({ ok: false });
+    expect(rec.of('exceptionRecovered')).toEqual([{ domain: 'fixed.test', host: 'mx.fixed.test' }]);
+    expect(w.logs.some((l) => l.msg === 'DANE works again for fixed.test: the danefail exception can be removed')).toBe(true);
+    // The probe used the real level: TLSA was queried, the peer verified, and it said QUIT, never MAIL.
+    expect(w.dns.queriesFor(`_${w.port}._tcp.mx.fixed.test`, 'TLSA')).toBeGreaterThan(0);
+    expect(rxFixed.tlsHandshakes).toBe(1);
+    expect(rxFixed.commands.some((c) => /^MAIL/i.test(c))).toBe(false);
+    // The broken one failed verification after the handshake: not even the post-TLS EHLO (DANE-63).
+    expect(rxStill.tlsHandshakes).toBe(1);
+    expect(rxStill.commands.filter((c) => /^EHLO/i.test(c))).toHaveLength(1);
+    expect(rxStill.commands.some((c) => /^MAIL/i.test(c))).toBe(false);
+    expect(rxFixed.messages).toHaveLength(0);
+  });
+});
+
+describe('reload', () => {
+  it('fs.watch / stat: a good new file takes effect; a bad one is rejected with its line and the previous stays; SIGHUP path via reload()', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['mx.r.test'] });
+    const rx = await tlsReceiver(ee);
+    domain('r.test', rx, []);
+    const file = join(w.dir, 'tls_policy');
+    writeFile(file, 'r.test may\n');
+    await w.start({ policy: { tls_policy: file } }, { policyStatIntervalMs: 200 });
+    expect(w.relay!.policy!.resolve('r.test')).toMatchObject({ level: 'may' });
+
+    writeFile(file, '# now strict\nr.test dane-only\n');
+    await until(() => w.relay!.policy!.resolve('r.test').level === 'dane-only');
+    expect(w.logs.some((l) => l.msg === 'policy reloaded')).toBe(true);
+
+    writeFile(file, 'r.test may\nother.test sometimes\n');
+    await until(() => w.logs.some((l) => typeof l.msg === 'string' && l.msg.includes('rejected')));
+    const err = w.logs.find((l) => l.msg.includes('rejected'))!;
+    expect(err.msg).toContain('line 2: unknown TLS level "sometimes"');
+    expect(w.relay!.policy!.resolve('r.test')).toMatchObject({ level: 'dane-only', rule: `${file}:2 r.test dane-only` });
+
+    // SIGHUP handler calls relay.reload(): the same bad file is still rejected, then a fixed one loads.
+    expect(w.relay!.reload().rejected[0]!.error).toContain('line 2');
+    const p = w.relay!.policy!;
+    p.close(); // stop watching so only the explicit reload can pick the next version up
+    writeFile(file, 'r.test encrypt\n');
+    expect(p.resolve('r.test').level).toBe('dane-only');
+    expect(w.relay!.reload()).toMatchObject({ loaded: [file], rejected: [] });
+    expect(p.resolve('r.test')).toMatchObject({ level: 'encrypt', rule: `${file}:1 r.test encrypt` });
+    await send('a@r.test');
+    await w.settle();
+    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', tls_rule: `${file}:1 r.test encrypt`, dane: 'untrusted' });
+  });
+
+  it('a bad file at start-up refuses to start, naming the line', async () => {
+    await w.receiver(); // fixes the world's port
+    const file = join(w.dir, 'danefail');
+    writeFile(file, 'ok.test\nnot a domain\n');
+    await expect(w.start({ policy: { danefail: file } })).rejects.toThrow(/line 2: one bare domain per line/);
+  });
+});
+
+describe('rollover warnings while delivering', () => {
+  it('a single 3 1 1 on a leaf that expires in 5 days: delivered, then warned in the log and RelayEvents.rolloverWarning', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['mx.roll.test'], notAfter: new Date(Date.now() + 5 * 86_400_000) });
+    const rx = await tlsReceiver(ee);
+    domain('roll.test', rx, [tlsa311(ee)]);
+    const ee2 = await makeSelfSigned({ dnsNames: ['mx.safe.test'], notAfter: new Date(Date.now() + 5 * 86_400_000) });
+    const next = await makeSelfSigned();
+    const rx2 = await tlsReceiver(ee2);
+    domain('safe.test', rx2, [tlsa311(ee2), tlsa311(next)]);
+    const rec = recorder();
+    await w.start({}, { events: rec.events });
+    await send('a@roll.test');
+    await send('b@safe.test');
+    await w.settle();
+    expect(rx.messages).toHaveLength(1);
+    expect(rx2.messages).toHaveLength(1);
+    const warn = w.logs.filter((l) => l.msg.startsWith('DANE rollover risk'));
+    expect(warn).toHaveLength(1);
+    expect(warn[0]).toMatchObject({ domain: 'roll.test', mx: 'mx.roll.test', rollover: 'ee-key-expiring', record: 0, depth: 0 });
+    expect(rec.of('rolloverWarning')).toEqual([expect.objectContaining({ domain: 'roll.test', host: 'mx.roll.test', kind: 'ee-key-expiring' })]);
+  });
+});

@@ -1,0 +1,133 @@
+/**
+ * Policy file parsing (tls_policy, danefail) and the one resolution function, as tables.
+ */
+import { describe, expect, it } from 'vitest';
+import { parseDanefail, parseTlsPolicy, PolicyFileError, normalizeDomain } from '../../src/policy/tables.js';
+import { resolvePolicy, type PolicyInputs } from '../../src/policy/resolve.js';
+import type { TlsLevel } from '../../src/config/schema.js';
+
+const table = parseTlsPolicy(
+  [
+    '# header',
+    'example.org        dane-only',     // 2
+    '.example.org       dane',          // 3
+    '.deep.example.org  encrypt',       // 4
+    'x.deep.example.org none',          // 5
+    'legacy.test        may',           // 6
+    '  Mixed.Case.TEST.   ENCRYPT  ',   // 7
+    '.insecure.test     dane  trust-insecure-mx', // 8
+    '',
+  ].join('\n'),
+  'policy/tls_policy',
+);
+const exceptions = parseDanefail(['# list', '  broken.test  ', 'BROKEN2.test.', '## mx.broken.test', 'example.org', 'legacy.test', 'a.example.org'].join('\n'), 'policy/danefail');
+
+describe('tls_policy resolution (most specific wins)', () => {
+  const base: PolicyInputs = { defaultLevel: 'dane', table, exceptions: undefined, exceptionLevel: 'may' };
+  const rows: [string, TlsLevel, string][] = [
+    ['example.org', 'dane-only', 'policy/tls_policy:2 example.org dane-only'],
+    ['EXAMPLE.ORG.', 'dane-only', 'policy/tls_policy:2 example.org dane-only'],
+    ['a.example.org', 'dane', 'policy/tls_policy:3 .example.org dane'],
+    ['a.b.example.org', 'dane', 'policy/tls_policy:3 .example.org dane'],
+    ['deep.example.org', 'dane', 'policy/tls_policy:3 .example.org dane'], // ".deep" covers subdomains only
+    ['y.deep.example.org', 'encrypt', 'policy/tls_policy:4 .deep.example.org encrypt'],
+    ['x.deep.example.org', 'none', 'policy/tls_policy:5 x.deep.example.org none'],
+    ['z.x.deep.example.org', 'encrypt', 'policy/tls_policy:4 .deep.example.org encrypt'],
+    ['legacy.test', 'may', 'policy/tls_policy:6 legacy.test may'],
+    ['mixed.case.test', 'encrypt', 'policy/tls_policy:7 mixed.case.test encrypt'],
+    ['notexample.org', 'dane', 'delivery.tls_level=dane'],
+    ['org', 'dane', 'delivery.tls_level=dane'],
+    ['[192.0.2.1]', 'dane', 'delivery.tls_level=dane'],
+    ['a.insecure.test', 'dane', 'policy/tls_policy:8 .insecure.test dane trust-insecure-mx'],
+  ];
+  for (const [domain, level, rule] of rows) {
+    it(`${domain} → ${level} by ${rule}`, () => {
+      expect(resolvePolicy(domain, base)).toMatchObject({ level, rule });
+    });
+  }
+  it('DANE-15 trust-insecure-mx is carried only by entries that set it', () => {
+    expect(resolvePolicy('a.insecure.test', base).trustInsecureMx).toBe(true);
+    expect(resolvePolicy('example.org', base).trustInsecureMx).toBeUndefined();
+  });
+  it('no table: every domain gets the default', () => {
+    for (const l of ['none', 'may', 'encrypt', 'dane', 'dane-only'] as TlsLevel[]) {
+      expect(resolvePolicy('any.test', { defaultLevel: l, exceptionLevel: 'may' })).toEqual({ level: l, rule: `delivery.tls_level=${l}` });
+    }
+  });
+});
+
+describe('DANE-70 exception list in resolution', () => {
+  const p = (defaultLevel: TlsLevel, exceptionLevel: TlsLevel = 'may'): PolicyInputs => ({ defaultLevel, table, exceptions, exceptionLevel });
+  // domain, default level, expected level, exception?
+  const rows: [string, TlsLevel, TlsLevel, boolean][] = [
+    ['broken.test', 'dane', 'may', true],
+    ['broken.test', 'dane-only', 'may', true],
+    ['broken.test', 'may', 'may', false],       // DANE not asked for: nothing to lower
+    ['broken.test', 'none', 'none', false],     // never raised
+    ['broken.test', 'encrypt', 'encrypt', false],
+    ['broken2.test', 'dane', 'may', true],      // listed with upper case and trailing dot
+    ['sub.broken.test', 'dane', 'dane', false], // exact match only, no wildcards
+    ['example.org', 'may', 'may', true],        // table says dane-only: the exception lowers it
+    ['legacy.test', 'dane', 'may', false],      // table says may already
+    ['a.example.org', 'none', 'may', true],     // table .example.org dane → lowered
+    ['mx.broken.test', 'dane', 'dane', false],  // "##" lines are comments
+  ];
+  for (const [domain, def, level, ex] of rows) {
+    it(`DANE-70 ${domain} with default ${def} → ${level}${ex ? ' (exception)' : ''}`, () => {
+      const r = resolvePolicy(domain, p(def));
+      expect(r.level).toBe(level);
+      expect(!!r.exception).toBe(ex);
+      if (ex) expect(r.rule).toMatch(/^policy\/danefail:\d+ /);
+    });
+  }
+  it('DANE-70 the exception rule names the line and both levels', () => {
+    expect(resolvePolicy('broken.test', p('dane'))).toEqual({
+      level: 'may', rule: 'policy/danefail:2 broken.test exception dane→may',
+      exception: { underlying: 'dane', underlyingRule: 'delivery.tls_level=dane', line: 2 },
+    });
+    expect(resolvePolicy('broken.test', p('dane', 'encrypt')).level).toBe('encrypt');
+  });
+});
+
+describe('file errors name their line; the whole file is rejected', () => {
+  const bad: [string, string, number, RegExp][] = [
+    ['tls_policy', 'ok.test dane\nbad.test dane-sometimes\n', 2, /unknown TLS level "dane-sometimes"/],
+    ['tls_policy', '\n\nlonely.test\n', 3, /no TLS level/],
+    ['tls_policy', 'a.test dane\n# c\na.test may\n', 3, /already given on line 1/],
+    ['tls_policy', 'bad_domain-.test dane\n', 1, /not a domain/],
+    ['tls_policy', 'a.test dane frobnicate\n', 1, /unknown option "frobnicate"/],
+    ['tls_policy', 'a.test may trust-insecure-mx\n', 1, /only applies to dane/],
+    ['tls_policy', '[192.0.2.1]:25 encrypt\n', 1, /not a domain/],
+    ['danefail', 'good.test\nbad.test extra words\n', 2, /one bare domain per line/],
+    ['danefail', 'a.test\n\n*.wild.test\n', 3, /no wildcards/],
+    ['danefail', '.parent.test\n', 1, /no wildcards or \.parent/],
+    ['danefail', 'x..test\n', 1, /not a domain name/],
+  ];
+  for (const [kind, text, line, re] of bad) {
+    it(`${kind}: ${JSON.stringify(text)} → line ${line}`, () => {
+      let e: unknown;
+      try { (kind === 'tls_policy' ? parseTlsPolicy : parseDanefail)(text, `policy/${kind}`); } catch (x) { e = x; }
+      expect(e).toBeInstanceOf(PolicyFileError);
+      const pe = e as PolicyFileError;
+      expect(pe.problems[0]!.line).toBe(line);
+      expect(pe.problems[0]!.message).toMatch(re);
+      expect(pe.message).toContain(`line ${line}:`);
+    });
+  }
+  it('DANE-70 danefail format: trims, skips # and blank lines, lowercases, drops a trailing dot, CRLF tolerated', () => {
+    const l = parseDanefail('# c\r\n  Example.COM.  \r\n\r\n## mx.example.com\r\nother.test\t\r\nexample.com\r\n', 'f');
+    expect([...l.domains.entries()]).toEqual([['example.com', 2], ['other.test', 5]]);
+  });
+  it('the shipped files parse and are empty of entries', async () => {
+    const { readFileSync } = await import('node:fs');
+    expect(parseTlsPolicy(readFileSync('policy/tls_policy', 'utf8'), 'x').entries.size).toBe(0);
+    expect(parseDanefail(readFileSync('policy/danefail', 'utf8'), 'x').domains.size).toBe(0);
+  });
+  it('normalizeDomain table', () => {
+    expect(normalizeDomain('A.B.')).toBe('a.b');
+    expect(normalizeDomain('')).toBeUndefined();
+    expect(normalizeDomain('-a.b')).toBeUndefined();
+    expect(normalizeDomain('a'.repeat(64) + '.b')).toBeUndefined();
+    expect(normalizeDomain('_25._tcp.a.b')).toBe('_25._tcp.a.b');
+  });
+});
