@@ -9,7 +9,7 @@ import { loadConfig } from '../config/load.js';
 import { trustAdProblem } from '../dns/trust.js';
 import { StubResolver } from '../dns/stub.js';
 import { policyStoreFor } from '../policy/config.js';
-import { inspectDomain, exitCodeOf } from './inspect.js';
+import { inspectDomain, exitCodeOf, type InspectReport } from './inspect.js';
 import { adviceFor } from './advice.js';
 import { formatReport } from './format.js';
 import { certificatesFrom, formatSuggestions, suggestTlsa } from './tlsaCert.js';
@@ -41,7 +41,20 @@ export async function runCheck(argv: string[], out: NodeJS.WritableStream, err: 
     });
     const advice = adviceFor(report, now(), config.policy.rollover_warn);
     const code = exitCodeOf(report.verdict.kind);
-    out.write(args.includes('--json') ? `${JSON.stringify({ ...report, advice, exitCode: code }, null, 2)}\n` : formatReport(report, advice));
+    // A listed destination: also show what the exception hides (the probe's view), so the operator can remove it.
+    let without: InspectReport | undefined;
+    if (report.policy.exception) {
+      without = await inspectDomain(domain, store.resolveWithoutException(domain), {
+        resolver, selfNames: [config.hostname], heloName: config.hostname, port: config.delivery.port,
+        timeouts: config.delivery.timeouts, digestPreference: config.delivery.digest_preference, now,
+      });
+    }
+    if (args.includes('--json')) {
+      out.write(`${JSON.stringify({ ...report, advice, exitCode: code, ...(without ? { withoutException: { ...without, advice: adviceFor(without, now(), config.policy.rollover_warn) } } : {}) }, null, 2)}\n`);
+    } else {
+      out.write(formatReport(report, advice));
+      if (without) out.write(`\n--- without the danefail exception (what the recovery probe checks) ---\n${formatReport(without, adviceFor(without, now(), config.policy.rollover_warn))}`);
+    }
     return code;
   } finally {
     store.close();

@@ -143,7 +143,8 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
     }
     const p = hp.plan;
     hr.plan = { kind: p.kind, why: p.why, ...('sni' in p && p.sni ? { sni: p.sni } : {}), ...(p.kind === 'dane' ? { label: p.label, referenceNames: p.referenceNames } : {}) };
-    if (diagnose && !h.literal && p.kind !== 'dane' && !hp.tlsaRecords) {
+    // DANE-70: a listed destination gets no TLSA query, not even a diagnostic one.
+    if (diagnose && !policy.exception && !h.literal && p.kind !== 'dane' && !hp.tlsaRecords) {
       const name = `_${deps.port}._tcp.${h.host}`;
       const ans = await deps.resolver.lookup(name, 'TLSA');
       if (isAnswer(ans) && ans.records.length > 0) hr.diagnosticTlsa = { name, status: ans.status, records: ans.records.map(formatTlsa) };
