@@ -105,8 +105,8 @@ export class PolicyStore {
     return [...(this.inputs.exceptions?.domains.keys() ?? [])];
   }
 
-  counts(): { tls_policy: number; danefail: number } {
-    return { tls_policy: this.inputs.table?.entries.size ?? 0, danefail: this.inputs.exceptions?.domains.size ?? 0 };
+  counts(): { tls_policy_entries: number; danefail_entries: number } {
+    return { tls_policy_entries: this.inputs.table?.entries.size ?? 0, danefail_entries: this.inputs.exceptions?.domains.size ?? 0 };
   }
 
   onReload(fn: (r: ReloadResult) => void): void {

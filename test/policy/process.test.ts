@@ -1,0 +1,90 @@
+/**
+ * The real process: SIGHUP reloads the policy files of `dane-relay serve` (a bad file is
+ * rejected with its line), and `dane-relay check` / `tlsa` exit with their documented codes.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CLI, ensureBuilt } from '../support/build.js';
+import { startDnsServer, type TestDns } from '../support/dnsServer.js';
+import { startReceiver, type Receiver } from '../support/receiver.js';
+import { makeSelfSigned, tlsaData } from '../support/pki.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+let dns: TestDns;
+let rx: Receiver;
+let dir: string;
+let config: string;
+
+beforeAll(async () => {
+  ensureBuilt();
+  dns = await startDnsServer();
+  const ee = await makeSelfSigned({ dnsNames: ['mx.dest.test'] });
+  rx = await startReceiver({ host: '127.0.0.21', tls: { key: ee.keyPem, cert: ee.certPem } });
+  dns.addZone({ name: 'dest.test', secure: true });
+  dns.add({ name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.dest.test' } }, { name: 'mx.dest.test', type: 'A', data: rx.host });
+  dns.add({ name: `_${rx.port}._tcp.mx.dest.test`, type: 'TLSA', data: { usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(ee, 1, 1) } });
+  dir = mkdtempSync(join(tmpdir(), 'dane-relay-policy-proc-'));
+  writeFileSync(join(dir, 'tls_policy'), 'dest.test dane-only\n');
+  writeFileSync(join(dir, 'danefail'), '# none\n');
+  config = join(dir, 'relay.yml');
+  writeFileSync(config, `listen: ["127.0.0.1:0"]\nhostname: relay.test\nqueue_dir: queue\ndns: { resolvers: ["${dns.server}"], timeout: 1s, attempts: 1 }\ndelivery: { port: ${rx.port} }\npolicy: { tls_policy: tls_policy, danefail: danefail, probe_interval: 0 }\n`);
+});
+afterAll(async () => {
+  await rx?.close();
+  await dns?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('policy on the real process', () => {
+  it('SIGHUP reloads the policy; a bad file is rejected with its line and the process keeps running', async () => {
+    const child: ChildProcess = spawn(process.execPath, [CLI, 'serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout!.on('data', (d) => { output += d; });
+    child.stderr!.on('data', (d) => { output += d; });
+    const wait = async (s: string) => {
+      const end = Date.now() + 15_000;
+      while (!output.includes(s)) {
+        if (Date.now() > end || child.exitCode !== null) throw new Error(`no "${s}" in: ${output}`);
+        await sleep(20);
+      }
+    };
+    try {
+      await wait('"msg":"policy loaded"');
+      expect(output).toContain('"tls_policy_entries":1');
+      writeFileSync(join(dir, 'danefail'), 'dest.test\nbad line here\n');
+      child.kill('SIGHUP');
+      await wait('line 2: one bare domain per line');
+      await wait('"signal":"SIGHUP"'); // the handler ran and the process survived (SIGHUP's default is to terminate)
+      writeFileSync(join(dir, 'danefail'), 'dest.test\n');
+      child.kill('SIGHUP');
+      await wait('"danefail_entries":1');
+      expect(child.exitCode).toBeNull();
+    } finally {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    }
+  });
+
+  it('check exit codes on the real binary: 0 with DANE, 2 for usage; tlsa: 2 without --cert', async () => {
+    writeFileSync(join(dir, 'danefail'), '# none\n');
+    // Not spawnSync: the test DNS server and receiver live in this process's event loop.
+    const run = (args: string[]) => new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      c.stdout.on('data', (d) => { stdout += d; });
+      c.stderr.on('data', (d) => { stderr += d; });
+      c.on('close', (status) => resolve({ status, stdout, stderr }));
+    });
+    const ok = await run(['check', 'dest.test', '--config', config]);
+    expect(ok.stdout + ok.stderr).toContain('verdict: deliverable with DANE');
+    expect(ok.status).toBe(0);
+    expect(ok.stdout).toContain('policy: dane-only (rule: tls_policy:1 dest.test dane-only)');
+    expect((await run(['check', '--config', config])).status).toBe(2);
+    expect((await run(['tlsa'])).status).toBe(2);
+  });
+});
