@@ -17,6 +17,7 @@ import type { RelayEvents } from './metrics/events.js';
 import type { PolicyStore, ReloadResult } from './policy/store.js';
 import { policyStoreFor } from './policy/config.js';
 import { ExceptionProber } from './policy/probe.js';
+import { MxFactsStore } from './policy/mxFacts.js';
 
 export interface RelayOptions {
   config: LoadedConfig;
@@ -82,6 +83,7 @@ export class Relay {
         now,
         events: opts.events,
         rolloverWarnMs: cfg.policy.rollover_warn,
+        mxFacts: new MxFactsStore(cfg.policy.rollover_warn),
       };
       const scheduler = new Scheduler({
         spool,

@@ -55,6 +55,8 @@ export interface ConnReport {
   verify?: VerifyOutcome;
   /** this attempt was the cleartext retry after a failed opportunistic handshake (DANE-44) */
   cleartextRetry?: boolean;
+  /** DANE-46 audit-only: the next attempt is over unauthenticated TLS after this failed verification */
+  auditRetryNext?: boolean;
 }
 
 export interface HostReport {
@@ -178,6 +180,11 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
           failures.push(`${h.host}[${address}]:${deps.port}: ${err.message}`);
           if (err.cleartextRetryAllowed && plan.kind === 'may') {
             plan = { kind: 'none', why: `cleartext retry after TLS failure: ${err.message}` };
+            continue;
+          }
+          if (err.stage === 'verify' && plan.kind === 'dane' && policy.audit) { // DANE-46, as delivery does
+            plan = { kind: 'encrypt', why: `audit-only after DANE failure: ${err.message}`, sni: plan.sni };
+            conn.auditRetryNext = true;
             continue;
           }
           break;

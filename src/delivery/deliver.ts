@@ -17,6 +17,7 @@ import { SmtpSession, SmtpError, type SmtpClientOptions } from './smtpClient.js'
 import type { RelayEvents } from '../metrics/events.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
 import { assessRollover } from '../policy/rollover.js';
+import type { MxFactsStore } from '../policy/mxFacts.js';
 import type { TlsRequirement, VerifyOutcome } from './types.js';
 import { enhancedOf, resultOf, type RecipientOutcome } from './outcome.js';
 
@@ -26,7 +27,7 @@ export interface DeliveryDeps {
   selfNames: string[];
   port: number;
   /** the destination's TLS level and the rule that chose it (one place decides it) */
-  tlsLevel: (domain: string) => { level: TlsLevel; rule: string; trustInsecureMx?: boolean; exception?: { underlying: TlsLevel } };
+  tlsLevel: (domain: string) => { level: TlsLevel; rule: string; trustInsecureMx?: boolean; audit?: boolean; exception?: { underlying: TlsLevel } };
   timeouts: SmtpClientOptions['timeouts'];
   digestPreference: ('sha512' | 'sha256')[];
   maxMessagesPerConnection: number;
@@ -38,6 +39,8 @@ export interface DeliveryDeps {
   events?: RelayEvents;
   /** rollover warning window: a pinned certificate expiring within this many ms (default 14 days) */
   rolloverWarnMs?: number;
+  /** per-MX DANE facts; warns once a day per MX and risk instead of per session */
+  mxFacts?: MxFactsStore;
 }
 
 export interface TlsSessionResult {
@@ -166,6 +169,13 @@ export class DestinationRun {
               plan = { kind: 'none', why: `cleartext retry after TLS failure: ${err.message}` };
               continue;
             }
+            // DANE-46 (RFC 7672 §9.1): audit-only, configured per destination: the failed authentication
+            // is logged, the message goes over TLS without it and is logged `untrusted`, never `verified`.
+            if (err.stage === 'verify' && plan.kind === 'dane' && this.level.audit) {
+              this.deps.log.warn({ domain: this.domain, relay: where, tls_rule: this.level.rule, error: err.message }, 'DANE audit: authentication failed, delivering over unauthenticated TLS (audit-only policy)');
+              plan = { kind: 'encrypt', why: `audit-only after DANE failure: ${err.message}`, sni: plan.sni };
+              continue;
+            }
             break;
           }
         }
@@ -227,7 +237,11 @@ export class DestinationRun {
   /** Per-MX rollover facts of a DANE session that just verified: warn when one renewal away from failing. */
   private rollover(host: string, v: VerifyOutcome | undefined): void {
     if (!v?.ok || !v.facts) return;
-    for (const f of assessRollover(v.facts, this.deps.now(), this.deps.rolloverWarnMs ?? 14 * 86_400_000)) {
+    const now = this.deps.now();
+    const due = this.deps.mxFacts
+      ? this.deps.mxFacts.note(this.domain, host, { facts: v.facts, matchedIndex: v.matchedIndex, matchedUsage: v.matchedUsage }, now)
+      : assessRollover(v.facts, now, this.deps.rolloverWarnMs ?? 14 * 86_400_000);
+    for (const f of due) {
       if (f.severity !== 'warning') continue;
       this.deps.log.warn({ domain: this.domain, mx: host, rollover: f.kind, record: f.record, depth: f.depth, expires: f.expires }, `DANE rollover risk: ${f.detail}`);
       this.deps.events?.rolloverWarning?.({ domain: this.domain, host, kind: f.kind, detail: f.detail });

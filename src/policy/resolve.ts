@@ -23,6 +23,8 @@ export interface ResolvedPolicy {
   rule: string;
   /** DANE-15 opt-in: TLSA under an insecure MX, logged `trusted` */
   trustInsecureMx?: boolean;
+  /** DANE-46 audit-only (explicit per destination) */
+  audit?: boolean;
   /** set when the danefail list lowered a DANE level (DANE-70) */
   exception?: { underlying: TlsLevel; underlyingRule: string; line: number };
 }
@@ -44,7 +46,12 @@ export function resolveTable(domain: string, p: PolicyInputs): ResolvedPolicy {
       return undefined;
     })();
     if (hit) {
-      return { level: hit.level, rule: `${t.source}:${hit.line} ${hit.key} ${hit.level}${hit.trustInsecureMx ? ' trust-insecure-mx' : ''}`, ...(hit.trustInsecureMx ? { trustInsecureMx: true } : {}) };
+      return {
+        level: hit.level,
+        rule: `${t.source}:${hit.line} ${hit.key} ${hit.level}${hit.trustInsecureMx ? ' trust-insecure-mx' : ''}${hit.audit ? ' audit' : ''}`,
+        ...(hit.trustInsecureMx ? { trustInsecureMx: true } : {}),
+        ...(hit.audit ? { audit: true } : {}),
+      };
     }
   }
   return { level: p.defaultLevel, rule: `delivery.tls_level=${p.defaultLevel}` };

@@ -5,7 +5,9 @@
  * dane, dane-only); one entry per line: `DOMAIN LEVEL [OPTION…]`, where DOMAIN is a
  * next-hop domain (exact) or `.parent` (every subdomain of parent, not parent itself,
  * as in Postfix). Option `trust-insecure-mx` is the DANE-15 opt-in (RFC 7672 §2.2.1:
- * use the MX host's TLSA even when the MX RRset is insecure; logged `trusted`).
+ * use the MX host's TLSA even when the MX RRset is insecure; logged `trusted`). Option `audit`
+ * (level dane only) is DANE-46 (RFC 7672 §9.1): a failed DANE authentication is logged and the
+ * message goes over TLS without it, logged `untrusted`.
  *
  * `danefail` — the exception list format operators share (digest DANE-70, RFC 7672 §9.1;
  * github.com/danefail/list `dane_fail_list.dat`): one bare domain per line, surrounding
@@ -22,6 +24,8 @@ export interface PolicyEntry {
   level: TlsLevel;
   /** DANE-15 opt-in */
   trustInsecureMx: boolean;
+  /** DANE-46 audit-only: a failed DANE authentication is logged and the message delivered over TLS anyway */
+  audit: boolean;
   line: number;
 }
 
@@ -54,7 +58,7 @@ export function normalizeDomain(raw: string): string | undefined {
   return d.split('.').every((l) => LABEL.test(l)) ? d : undefined;
 }
 
-const OPTIONS = new Set(['trust-insecure-mx']);
+const OPTIONS = new Set(['trust-insecure-mx', 'audit']);
 
 export function parseTlsPolicy(text: string, source: string): PolicyTable {
   const entries = new Map<string, PolicyEntry>();
@@ -74,10 +78,12 @@ export function parseTlsPolicy(text: string, source: string): PolicyTable {
     if (bad.length) { problems.push({ line, message: `unknown option ${bad.map((b) => `"${b}"`).join(', ')} (known: ${[...OPTIONS].join(', ')})` }); return; }
     const trustInsecureMx = opts.some((o) => o.toLowerCase() === 'trust-insecure-mx');
     if (trustInsecureMx && level !== 'dane' && level !== 'dane-only') { problems.push({ line, message: `trust-insecure-mx only applies to dane and dane-only` }); return; }
+    const audit = opts.some((o) => o.toLowerCase() === 'audit');
+    if (audit && level !== 'dane') { problems.push({ line, message: `audit only applies to dane (dane-only means DANE or defer)` }); return; }
     const key = sub ? `.${domain}` : domain;
     const prev = entries.get(key);
     if (prev) { problems.push({ line, message: `"${key}" already given on line ${prev.line}` }); return; }
-    entries.set(key, { key, level, trustInsecureMx, line });
+    entries.set(key, { key, level, trustInsecureMx, audit, line });
   });
   if (problems.length) throw new PolicyFileError(source, problems);
   return { source, entries };

@@ -102,6 +102,27 @@ describe('tls_policy through the relay', () => {
   });
 });
 
+describe('DANE-46 audit-only', () => {
+  it('DANE-46 an audit entry delivers after a failed DANE check over TLS, logged untrusted with the failure; without it the message defers', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['mx.audit.test'] });
+    const stale = await makeSelfSigned();
+    const rx = await tlsReceiver(ee);
+    domain('audit.test', rx, [tlsa311(stale)]);
+    domain('strict.test', rx, [tlsa311(stale)]);
+    const file = join(w.dir, 'tls_policy');
+    writeFile(file, 'audit.test dane audit\n');
+    await w.start({ policy: { tls_policy: file } });
+    await send('a@audit.test');
+    await send('b@strict.test');
+    await w.settle();
+    expect(rx.messages.map((m) => m.to[0])).toEqual(['a@audit.test']);
+    expect(rx.messages[0]!.secure).toBe(true);
+    expect(w.deliveries().find((l) => l.to === 'a@audit.test')).toMatchObject({ status: 'sent', dane: 'untrusted', tls_rule: `${file}:1 audit.test dane audit` });
+    expect(w.logs.find((l) => l.msg.startsWith('DANE audit'))).toMatchObject({ domain: 'audit.test', error: expect.stringContaining('dane-no-match') });
+    expect(stateOf('b@strict.test')).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
+  });
+});
+
 describe('DANE-70 danefail exception list', () => {
   it('DANE-70 a listed domain with stale TLSA is delivered opportunistically, gets no TLSA query, and every delivery is logged and counted', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['mx.broken.test'] });
@@ -225,11 +246,19 @@ describe('rollover warnings while delivering', () => {
     await send('a@roll.test');
     await send('b@safe.test');
     await w.settle();
-    expect(rx.messages).toHaveLength(1);
+    await send('c@roll.test'); // a new session to the same MX: the facts are kept, no second warning today
+    await w.settle();
+    expect(rx.messages).toHaveLength(2);
+    expect(rx.tlsHandshakes).toBe(2);
     expect(rx2.messages).toHaveLength(1);
     const warn = w.logs.filter((l) => l.msg.startsWith('DANE rollover risk'));
     expect(warn).toHaveLength(1);
     expect(warn[0]).toMatchObject({ domain: 'roll.test', mx: 'mx.roll.test', rollover: 'ee-key-expiring', record: 0, depth: 0 });
     expect(rec.of('rolloverWarning')).toEqual([expect.objectContaining({ domain: 'roll.test', host: 'mx.roll.test', kind: 'ee-key-expiring' })]);
+    // a day later the risk is still there and is said again
+    w.clock.advance(86_400_000 + 1);
+    await send('d@roll.test');
+    await w.settle();
+    expect(rec.of('rolloverWarning')).toHaveLength(2);
   });
 });

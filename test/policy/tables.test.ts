@@ -16,6 +16,7 @@ const table = parseTlsPolicy(
     'legacy.test        may',           // 6
     '  Mixed.Case.TEST.   ENCRYPT  ',   // 7
     '.insecure.test     dane  trust-insecure-mx', // 8
+    'audited.test       dane  audit',   // 9
     '',
   ].join('\n'),
   'policy/tls_policy',
@@ -39,6 +40,7 @@ describe('tls_policy resolution (most specific wins)', () => {
     ['org', 'dane', 'delivery.tls_level=dane'],
     ['[192.0.2.1]', 'dane', 'delivery.tls_level=dane'],
     ['a.insecure.test', 'dane', 'policy/tls_policy:8 .insecure.test dane trust-insecure-mx'],
+    ['audited.test', 'dane', 'policy/tls_policy:9 audited.test dane audit'],
   ];
   for (const [domain, level, rule] of rows) {
     it(`${domain} → ${level} by ${rule}`, () => {
@@ -48,6 +50,10 @@ describe('tls_policy resolution (most specific wins)', () => {
   it('DANE-15 trust-insecure-mx is carried only by entries that set it', () => {
     expect(resolvePolicy('a.insecure.test', base).trustInsecureMx).toBe(true);
     expect(resolvePolicy('example.org', base).trustInsecureMx).toBeUndefined();
+  });
+  it('DANE-46 audit is carried only by entries that set it', () => {
+    expect(resolvePolicy('audited.test', base).audit).toBe(true);
+    expect(resolvePolicy('example.org', base).audit).toBeUndefined();
   });
   it('no table: every domain gets the default', () => {
     for (const l of ['none', 'may', 'encrypt', 'dane', 'dane-only'] as TlsLevel[]) {
@@ -98,6 +104,8 @@ describe('file errors name their line; the whole file is rejected', () => {
     ['tls_policy', 'a.test dane frobnicate\n', 1, /unknown option "frobnicate"/],
     ['tls_policy', 'a.test may trust-insecure-mx\n', 1, /only applies to dane/],
     ['tls_policy', '[192.0.2.1]:25 encrypt\n', 1, /not a domain/],
+    ['tls_policy', 'a.test dane-only audit\n', 1, /audit only applies to dane/],
+    ['tls_policy', 'a.test may audit\n', 1, /audit only applies to dane/],
     ['danefail', 'good.test\nbad.test extra words\n', 2, /one bare domain per line/],
     ['danefail', 'a.test\n\n*.wild.test\n', 3, /no wildcards/],
     ['danefail', '.parent.test\n', 1, /no wildcards or \.parent/],

@@ -1,0 +1,47 @@
+/**
+ * Per-MX DANE facts kept while delivering (which record matched, certificate expiry, whether a
+ * record for the next key exists), so a rollover risk is warned about once per day per MX and
+ * kind instead of on every session, and so the latest facts can be looked up.
+ */
+import type { DaneFacts } from '../delivery/types.js';
+import { assessRollover, type RolloverFinding } from './rollover.js';
+
+export interface MxFacts {
+  domain: string;
+  host: string;
+  at: number;
+  matchedIndex?: number;
+  matchedUsage?: number;
+  facts: DaneFacts;
+  findings: RolloverFinding[];
+}
+
+export class MxFactsStore {
+  private readonly byMx = new Map<string, MxFacts>();
+  private readonly warned = new Map<string, number>();
+
+  constructor(private readonly warnMs: number, private readonly repeatMs = 86_400_000, private readonly max = 10_000) {}
+
+  /** Record a verified session's facts; returns the warnings that are new (or due again). */
+  note(domain: string, host: string, v: { facts: DaneFacts; matchedIndex?: number; matchedUsage?: number }, now: number): RolloverFinding[] {
+    const findings = assessRollover(v.facts, now, this.warnMs);
+    const key = `${domain}|${host}`;
+    if (!this.byMx.has(key) && this.byMx.size >= this.max) this.byMx.delete(this.byMx.keys().next().value!);
+    this.byMx.set(key, { domain, host, at: now, matchedIndex: v.matchedIndex, matchedUsage: v.matchedUsage, facts: v.facts, findings });
+    const due: RolloverFinding[] = [];
+    for (const f of findings) {
+      if (f.severity !== 'warning') continue;
+      const k = `${key}|${f.kind}|${f.record}|${f.expires}`;
+      const last = this.warned.get(k);
+      if (last !== undefined && now - last < this.repeatMs) continue;
+      if (this.warned.size >= this.max) this.warned.delete(this.warned.keys().next().value!);
+      this.warned.set(k, now);
+      due.push(f);
+    }
+    return due;
+  }
+
+  get(domain: string, host: string): MxFacts | undefined {
+    return this.byMx.get(`${domain}|${host}`);
+  }
+}
