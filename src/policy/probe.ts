@@ -33,6 +33,7 @@ export interface ProberOptions {
 
 export class ExceptionProber {
   private timer?: NodeJS.Timeout;
+  private first?: NodeJS.Timeout;
   private running?: Promise<void>;
 
   constructor(private readonly opts: ProberOptions) {}
@@ -58,17 +59,23 @@ export class ExceptionProber {
     }
   }
 
+  /** First round a minute after start (not at once: start-up stays quick), then every interval. */
   start(): void {
     if (this.opts.intervalMs <= 0) return;
-    this.timer = setInterval(() => {
+    const round = () => {
       if (!this.running) this.running = this.probeAll().finally(() => { this.running = undefined; });
-    }, this.opts.intervalMs);
+    };
+    this.first = setTimeout(round, Math.min(60_000, this.opts.intervalMs));
+    this.first.unref();
+    this.timer = setInterval(round, this.opts.intervalMs);
     this.timer.unref();
   }
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.first) clearTimeout(this.first);
     this.timer = undefined;
+    this.first = undefined;
     await this.running;
   }
 }

@@ -143,6 +143,7 @@ export class PolicyStore {
 
   /** Start watching: fs.watch on each file's directory plus a stat fallback. */
   watch(): void {
+    if (this.kinds().length === 0) return;
     const dirs = new Map<string, Set<string>>();
     for (const kind of this.kinds()) {
       const p = this.file(kind)!.path;

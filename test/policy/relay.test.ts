@@ -191,6 +191,21 @@ describe('DANE-70 danefail exception list', () => {
   });
 });
 
+describe('DANE-70 periodic probe', () => {
+  it('DANE-70 with probe_interval set, the relay probes listed domains on its own and says when DANE works again', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['mx.healed.test'] });
+    const rx = await tlsReceiver(ee);
+    domain('healed.test', rx, [tlsa311(ee)]);
+    const file = join(w.dir, 'danefail');
+    writeFile(file, 'healed.test\n');
+    const rec = recorder();
+    await w.start({ policy: { danefail: file, probe_interval: '300ms' } }, { events: rec.events });
+    await until(() => rec.of('exceptionRecovered').length > 0);
+    expect(rec.of('exceptionRecovered')[0]).toEqual({ domain: 'healed.test', host: 'mx.healed.test' });
+    expect(rx.messages).toHaveLength(0);
+  });
+});
+
 describe('reload', () => {
   it('fs.watch / stat: a good new file takes effect; a bad one is rejected with its line and the previous stays; SIGHUP path via reload()', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['mx.r.test'] });
