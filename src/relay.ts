@@ -63,7 +63,7 @@ export class Relay {
     let ingress: Ingress | undefined;
     try {
       const recovered = await spool.recover();
-      if (cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only') {
+      if (cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only' || policy.mentionsDane()) {
         // DANE-4: a resolver that does not validate turns DANE silently off; say so loudly.
         void selfTest(resolver).then((r) => {
           if (r.ok) log.info({ selftest: r }, 'DNSSEC self-test passed');

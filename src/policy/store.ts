@@ -105,6 +105,11 @@ export class PolicyStore {
     return [...(this.inputs.exceptions?.domains.keys() ?? [])];
   }
 
+  /** Some table entry asks for DANE (the DNSSEC self-test then matters even when the default does not). */
+  mentionsDane(): boolean {
+    return [...(this.inputs.table?.entries.values() ?? [])].some((e) => e.level === 'dane' || e.level === 'dane-only');
+  }
+
   counts(): { tls_policy_entries: number; danefail_entries: number } {
     return { tls_policy_entries: this.inputs.table?.entries.size ?? 0, danefail_entries: this.inputs.exceptions?.domains.size ?? 0 };
   }
