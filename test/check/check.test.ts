@@ -54,10 +54,11 @@ function normalise(s: string): string {
 function golden(name: string, actual: string): void {
   const file = join(GOLDEN, `${name}.txt`);
   const got = normalise(actual);
-  if (process.env.UPDATE_GOLDEN || !existsSync(file)) {
+  if (process.env.UPDATE_GOLDEN) {
     mkdirSync(GOLDEN, { recursive: true });
     writeFileSync(file, got);
   }
+  if (!existsSync(file)) throw new Error(`golden ${file} missing: run with UPDATE_GOLDEN=1 and review it`);
   expect(got).toBe(readFileSync(file, 'utf8'));
 }
 
