@@ -125,8 +125,9 @@ export class Relay {
     }
   }
 
-  /** SIGHUP: re-read the policy files; a file with an error is rejected whole, its previous version stays. */
+  /** SIGHUP: re-read the policy files and the users file (asynchronously); a file with an error is rejected whole, its previous version stays. */
   reload(): ReloadResult {
+    void this.ingress.reloadUsers();
     return this.policy ? this.policy.reload('SIGHUP') : { loaded: [], rejected: [], unchanged: [] };
   }
 

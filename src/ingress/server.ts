@@ -108,7 +108,7 @@ export class Ingress {
   private constructor(
     private readonly opts: IngressOptions,
     private readonly tls: { key: string; cert: string } | undefined,
-    private readonly users: Users | undefined,
+    private users: Users | undefined,
   ) {
     this.relayClients = compileCidrs(opts.config.relayClients);
     this.rate = opts.config.rate_per_minute > 0 ? new SlidingWindow(opts.config.rate_per_minute, RATE_WINDOW_MS) : undefined;
@@ -129,6 +129,26 @@ export class Ingress {
       throw e;
     }
     return ing;
+  }
+
+  /**
+   * SIGHUP: re-read the users file. A file with any bad line is rejected whole and the
+   * previous users stay in force, so a typo cannot lock everybody out. AUTH stays offered
+   * or not as at start (smtp-server fixes the EHLO keywords when it starts).
+   */
+  async reloadUsers(): Promise<{ file?: string; users?: number; error?: string }> {
+    const file = this.opts.config.users_file;
+    if (!file || !this.users) return {};
+    try {
+      const next = await Users.load(file);
+      this.users = next;
+      this.log.info({ users_file: file, users: next.size }, 'users file reloaded');
+      return { file, users: next.size };
+    } catch (e) {
+      const error = (e as Error).message;
+      this.log.error({ users_file: file, error }, 'users file rejected; previous version stays in force');
+      return { file, error };
+    }
   }
 
   private serverOptions(): SMTPServerOptions {

@@ -263,6 +263,31 @@ describe('AUTH', () => {
     expect((await d.cmd(`AUTH PLAIN ${PLAIN_OK}`)).code).toBe(235);
     await d.quit();
   });
+
+  it('SIGHUP reload of the users file: a good file takes effect at once, a bad one is rejected whole and the previous users stay', async () => {
+    const file = join(root, `users-reload-${++seq}`);
+    writeFileSync(file, `alice:${await hashPassword('wonderland')}\n`);
+    const h = await start({ ...tlsCfg(), users_file: file });
+    const auth = async (b64: string) => {
+      const c = await h.connect();
+      await c.ehlo();
+      await c.startTls();
+      await c.ehlo();
+      const r = await c.cmd(`AUTH PLAIN ${b64}`);
+      await c.quit();
+      return r.code;
+    };
+    const CAROL = Buffer.from('\0carol\0tea-party').toString('base64');
+    expect(await auth(CAROL)).toBe(535);
+    writeFileSync(file, `carol:${await hashPassword('tea-party')}\n`);
+    expect(await h.ingress.reloadUsers()).toEqual({ file, users: 1 });
+    expect(await auth(CAROL)).toBe(235);
+    expect(await auth(PLAIN_OK)).toBe(535); // alice was removed
+    writeFileSync(file, `carol:${await hashPassword('tea-party')}\nbroken line\n`);
+    const bad = await h.ingress.reloadUsers();
+    expect(bad.error).toMatch(/line 2/);
+    expect(await auth(CAROL)).toBe(235); // previous version still in force
+  });
 });
 
 describe('a real submitting client (nodemailer)', () => {
