@@ -13,6 +13,7 @@ import type { Resolver } from './dns/types.js';
 import type { DeliveryDeps } from './delivery/deliver.js';
 import { makeLogger } from './log.js';
 import { selfTest } from './dns/selftest.js';
+import type { ControlServer } from './control/server.js';
 
 export interface RelayOptions {
   config: LoadedConfig;
@@ -24,6 +25,8 @@ export interface RelayOptions {
 }
 
 export class Relay {
+  /** queue control socket (src/control/) */
+  control?: ControlServer;
   private constructor(
     readonly config: LoadedConfig,
     readonly log: Logger,
@@ -46,6 +49,7 @@ export class Relay {
 
     const spool = await Spool.open(cfg.queue_dir, { now, log });
     let ingress: Ingress | undefined;
+    let control: ControlServer | undefined;
     try {
       const recovered = await spool.recover();
       if (cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only') {
@@ -79,6 +83,9 @@ export class Relay {
       for (const m of recovered) scheduler.add(m);
       log.info({ recovered: recovered.length, queue_dir: cfg.queue_dir }, 'spool recovered');
       scheduler.start();
+      const { ControlServer: Control, controlSocketPath } = await import('./control/server.js');
+      const { schedulerBackend } = await import('./control/backends.js');
+      control = await Control.start({ path: controlSocketPath(cfg), backend: schedulerBackend(scheduler), now, log });
       ingress = await Ingress.start({
         config: { ...cfg.ingress, listen: cfg.listen, relayClients: cfg.relay_clients, hostname: cfg.hostname },
         spool,
@@ -87,8 +94,11 @@ export class Relay {
         onQueued: (m) => scheduler.add(m),
       });
       log.info({ listen: ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode }, 'dane-relay started');
-      return new Relay(cfg, log, spool, scheduler, ingress, resolver);
+      const relay = new Relay(cfg, log, spool, scheduler, ingress, resolver);
+      relay.control = control;
+      return relay;
     } catch (e) {
+      await control?.close().catch(() => undefined);
       await ingress?.close().catch(() => undefined);
       await spool.close().catch(() => undefined);
       throw e;
@@ -99,6 +109,7 @@ export class Relay {
   async stop(graceMs = 10_000): Promise<void> {
     this.log.info({ grace_ms: graceMs }, 'stopping');
     await this.ingress.stopAccepting();
+    await this.control?.close().catch(() => undefined);
     await this.scheduler.stop(graceMs);
     await this.ingress.close();
     await this.resolver.close();
