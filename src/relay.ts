@@ -14,6 +14,10 @@ import type { DeliveryDeps } from './delivery/deliver.js';
 import { makeLogger } from './log.js';
 import { selfTest } from './dns/selftest.js';
 import type { ControlServer } from './control/server.js';
+import type { SelfTestResult } from './dns/selftest.js';
+import type { RelayMetrics } from './metrics/registry.js';
+import type { MetricsServer } from './metrics/http.js';
+import type { Readiness } from './metrics/readiness.js';
 
 export interface RelayOptions {
   config: LoadedConfig;
@@ -27,6 +31,8 @@ export interface RelayOptions {
 export class Relay {
   /** queue control socket (src/control/) */
   control?: ControlServer;
+  /** metrics (src/metrics/), when `metrics` is configured */
+  metrics?: { events: RelayMetrics; server: MetricsServer; readiness: Readiness };
   private constructor(
     readonly config: LoadedConfig,
     readonly log: Logger,
@@ -50,17 +56,22 @@ export class Relay {
     const spool = await Spool.open(cfg.queue_dir, { now, log });
     let ingress: Ingress | undefined;
     let control: ControlServer | undefined;
+    let metrics: Relay['metrics'];
+    let selfTestRun: Promise<SelfTestResult> | undefined;
+    const events = cfg.metrics ? new (await import('./metrics/registry.js')).RelayMetrics({ now }) : undefined;
+    const { TimedResolver } = await import('./metrics/timedResolver.js');
     try {
       const recovered = await spool.recover();
       if (cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only') {
         // DANE-4: a resolver that does not validate turns DANE silently off; say so loudly.
-        void selfTest(resolver).then((r) => {
+        void (selfTestRun = selfTest(resolver)).then((r) => {
           if (r.ok) log.info({ selftest: r }, 'DNSSEC self-test passed');
           else log.warn({ selftest: r }, `DNSSEC SELF-TEST FAILED: ${r.detail} — DANE cannot protect deliveries until the resolver validates`);
         });
       }
       const delivery: DeliveryDeps = {
-        resolver,
+        resolver: events ? new TimedResolver(resolver, events) : resolver,
+        events,
         heloName: cfg.hostname,
         selfNames: [cfg.hostname],
         port: cfg.delivery.port,
@@ -86,19 +97,33 @@ export class Relay {
       const { ControlServer: Control, controlSocketPath } = await import('./control/server.js');
       const { schedulerBackend } = await import('./control/backends.js');
       control = await Control.start({ path: controlSocketPath(cfg), backend: schedulerBackend(scheduler), now, log });
+      if (cfg.metrics && events) {
+        const { Readiness: Ready } = await import('./metrics/readiness.js');
+        const { MetricsServer: Server } = await import('./metrics/http.js');
+        events.watchQueue(scheduler);
+        const dnssec = cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only';
+        const readiness = new Ready({
+          queueDir: cfg.queue_dir, spoolTtlMs: cfg.metrics.ready_cache, selfTestIntervalMs: cfg.metrics.selftest_interval,
+          selfTest: dnssec ? () => selfTest(resolver) : undefined, initialSelfTest: selfTestRun,
+        });
+        metrics = { events, readiness, server: await Server.start({ listen: cfg.metrics.listen, allowRemote: cfg.metrics.allow_remote, registry: events.registry, readiness, log }) };
+      }
       ingress = await Ingress.start({
         config: { ...cfg.ingress, listen: cfg.listen, relayClients: cfg.relay_clients, hostname: cfg.hostname },
         spool,
         log,
         now,
         onQueued: (m) => scheduler.add(m),
+        events,
       });
       log.info({ listen: ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode }, 'dane-relay started');
       const relay = new Relay(cfg, log, spool, scheduler, ingress, resolver);
       relay.control = control;
+      relay.metrics = metrics;
       return relay;
     } catch (e) {
       await control?.close().catch(() => undefined);
+      await metrics?.server.close().catch(() => undefined);
       await ingress?.close().catch(() => undefined);
       await spool.close().catch(() => undefined);
       throw e;
@@ -108,10 +133,12 @@ export class Relay {
   /** SIGTERM: stop accepting, let deliveries finish within `graceMs`, leave the spool consistent. */
   async stop(graceMs = 10_000): Promise<void> {
     this.log.info({ grace_ms: graceMs }, 'stopping');
+    if (this.metrics) this.metrics.readiness.stopping = true;
     await this.ingress.stopAccepting();
     await this.control?.close().catch(() => undefined);
     await this.scheduler.stop(graceMs);
     await this.ingress.close();
+    await this.metrics?.server.close().catch(() => undefined);
     await this.resolver.close();
     await this.spool.close();
     this.log.info('stopped');

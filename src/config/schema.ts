@@ -106,6 +106,8 @@ export const configSchema = z.strictObject({
     allow_remote: z.boolean().default(false),
     /** seconds /readyz caches its spool write probe */
     ready_cache: duration.prefault('5s'),
+    /** how often /readyz repeats the DNSSEC self-test (DANE-4) */
+    selftest_interval: duration.prefault('60s'),
   }).refine((m) => m.allow_remote || isLoopbackHostPort(m.listen), {
     message: 'metrics.listen must be a loopback address (127.0.0.0/8 or ::1) unless metrics.allow_remote is true',
     path: ['listen'],

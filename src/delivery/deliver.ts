@@ -16,6 +16,8 @@ import { verifyDane } from '../dane/verify.js';
 import { SmtpSession, SmtpError, type SmtpClientOptions } from './smtpClient.js';
 import type { TlsRequirement, VerifyOutcome } from './types.js';
 import { enhancedOf, resultOf, type RecipientOutcome } from './outcome.js';
+import type { RelayEvents } from '../metrics/events.js';
+import { daneStatusOf, deferralReason } from '../metrics/labels.js';
 
 export interface DeliveryDeps {
   resolver: Resolver;
@@ -31,6 +33,8 @@ export interface DeliveryDeps {
   now: () => number;
   /** TLSRPT seam: every TLS session attempt that reached a policy decision (issue 6) */
   onTlsResult?: (r: TlsSessionResult) => void;
+  /** metrics hooks (issue 7): per-recipient outcomes, deferral reasons, TLS handshakes */
+  events?: RelayEvents;
 }
 
 export interface TlsSessionResult {
@@ -151,6 +155,7 @@ export class DestinationRun {
             this.sessionPlan = { host: hp, plan, address };
             this.sent = 0;
             if (plan.kind !== 'none' && plan.kind !== 'may') this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: true });
+            if (session.tls) this.deps.events?.tlsHandshake?.({ result: 'ok' });
             return undefined;
           } catch (e) {
             const err = e instanceof SmtpError ? e : new SmtpError('connect', String((e as Error)?.message ?? e), { permanent: false });
@@ -158,6 +163,7 @@ export class DestinationRun {
             failures.push(`${where}: ${err.message}`);
             const rt = resultTypeOf(err, plan);
             if (rt) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: false, resultType: rt, reason: err.message });
+            if (err.stage === 'starttls' || err.stage === 'tls' || err.stage === 'verify') this.deps.events?.tlsHandshake?.({ result: err.stage === 'starttls' ? 'starttls-unsupported' : err.stage === 'tls' ? 'handshake-failed' : 'verify-failed' });
             codes.push(rt || err.stage === 'verify' || err.stage === 'starttls' || (err.stage === 'tls' && plan.kind !== 'may') ? '4.7.5' : err.stage === 'greeting' ? '4.4.2' : '4.4.1');
             this.deps.log.info({ domain: this.domain, relay: where, stage: err.stage, error: err.message, tls_plan: plan.kind }, 'connection attempt failed');
             // DANE-44: without DANE a failed handshake may be retried in cleartext, never with DANE (DANE-43).
@@ -227,6 +233,9 @@ export class DestinationRun {
     const tls = this.session?.tls;
     const plan = this.sessionPlan?.plan;
     for (const o of out) {
+      // Metrics: the one place every recipient's attempt ends.
+      this.deps.events?.deliveryOutcome?.({ domain: this.domain, outcome: o.result === 'sent' ? 'delivered' : o.result, dane: daneStatusOf({ connected: !!o.relay, planKind: plan?.kind, tls: !!tls, verified: !!tls?.verified }), reason: o.result === 'sent' ? undefined : o.reason });
+      if (o.result === 'deferred') this.deps.events?.deferral?.({ domain: this.domain, reason: deferralReason(o) });
       this.deps.log.info({
         queue_id: job.id,
         to: o.address,
