@@ -1,12 +1,14 @@
 /**
  * /readyz: the relay can take mail only if it can make mail durable and protect it.
  * - spool: a real write + fsync + unlink under `<queue_dir>/tmp/` (where drafts are written;
- *   recovery clears it at start, so a crash mid-probe leaves nothing). Cached for `spoolTtlMs`
+ *   recovery clears it at start, so a crash mid-probe leaves nothing), and write access to
+ *   msg/ and state/ where commits rename to (access(2): EACCES, EROFS; no file is created
+ *   there, since a stray file in msg/ would be quarantined as corrupt). Cached for `spoolTtlMs`
  *   so a scraper hammering /readyz does not hammer the disk.
  * - selftest: the DNSSEC self-test (DANE-4) passed, when the TLS level relies on DNSSEC. A
  *   failed test is repeated every `selfTestIntervalMs` in the background, a passed one too.
  */
-import { open, unlink } from 'node:fs/promises';
+import { access, constants, open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SelfTestResult } from '../dns/selftest.js';
 
@@ -84,10 +86,16 @@ export class Readiness {
       let timer: NodeJS.Timeout | undefined;
       try {
         await Promise.race([
-          probeWritable(dir),
+          (async () => {
+            for (const sub of ['msg', 'state']) {
+              const d = join(this.opts.queueDir, sub);
+              await access(d, constants.W_OK | constants.X_OK).catch((e) => { throw new Error(`${d}: ${(e as Error).message}`); });
+            }
+            await probeWritable(dir);
+          })(),
           new Promise((_, rej) => { timer = setTimeout(() => rej(new Error(`no answer from the disk within ${this.opts.probeTimeoutMs ?? 5000} ms`)), this.opts.probeTimeoutMs ?? 5000); }),
         ]);
-        check = { name: 'spool', ok: true, detail: `${dir} writable (write+fsync+unlink)` };
+        check = { name: 'spool', ok: true, detail: `${dir} writable (write+fsync+unlink), msg/ and state/ writable` };
       } catch (e) {
         check = { name: 'spool', ok: false, detail: `spool not writable: ${(e as Error).message}` };
       } finally {

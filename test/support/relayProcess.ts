@@ -21,9 +21,10 @@ export class RelayProcess {
   output = '';
   constructor(readonly configFile: string) {}
 
-  async start(env: Record<string, string> = {}): Promise<void> {
+  /** `as`: run as another user (the tests run as root, for whom no file is read-only) */
+  async start(env: Record<string, string> = {}, as?: { uid: number; gid: number }): Promise<void> {
     this.output = '';
-    this.child = spawn(process.execPath, [CLI, 'serve', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    this.child = spawn(process.execPath, [CLI, 'serve', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, ...as });
     this.child.stdout!.on('data', (d) => { this.output += d; });
     this.child.stderr!.on('data', (d) => { this.output += d; });
     const deadline = Date.now() + 15_000;
