@@ -96,7 +96,9 @@ export class Relay {
       scheduler.start();
       const { ControlServer: Control, controlSocketPath } = await import('./control/server.js');
       const { schedulerBackend } = await import('./control/backends.js');
-      control = await Control.start({ path: controlSocketPath(cfg), backend: schedulerBackend(scheduler), now, log });
+      // Operator surfaces must never stop mail: if one cannot start, say so loudly and run without it.
+      control = await Control.start({ path: controlSocketPath(cfg), backend: schedulerBackend(scheduler), now, log })
+        .catch((e) => { log.error({ err: e }, `CONTROL SOCKET NOT AVAILABLE: ${(e as Error).message}; queue commands need the relay stopped`); return undefined; });
       if (cfg.metrics && events) {
         const { Readiness: Ready } = await import('./metrics/readiness.js');
         const { MetricsServer: Server } = await import('./metrics/http.js');
@@ -106,7 +108,9 @@ export class Relay {
           queueDir: cfg.queue_dir, spoolTtlMs: cfg.metrics.ready_cache, selfTestIntervalMs: cfg.metrics.selftest_interval,
           selfTest: dnssec ? () => selfTest(resolver) : undefined, initialSelfTest: selfTestRun,
         });
-        metrics = { events, readiness, server: await Server.start({ listen: cfg.metrics.listen, allowRemote: cfg.metrics.allow_remote, registry: events.registry, readiness, log }) };
+        const server = await Server.start({ listen: cfg.metrics.listen, allowRemote: cfg.metrics.allow_remote, registry: events.registry, readiness, log })
+          .catch((e) => { log.error({ err: e }, `METRICS NOT AVAILABLE: ${(e as Error).message}`); return undefined; });
+        if (server) metrics = { events, readiness, server };
       }
       ingress = await Ingress.start({
         config: { ...cfg.ingress, listen: cfg.listen, relayClients: cfg.relay_clients, hostname: cfg.hostname },

@@ -133,3 +133,22 @@ describe('control socket protocol (in-process relay)', () => {
     expect(() => statSync(stale)).toThrow();
   });
 });
+
+describe('control socket failures never stop mail', () => {
+  it('a relay whose control socket cannot be created still starts, says so loudly, and accepts mail', async () => {
+    const w = await World.create();
+    try {
+      const rx = await w.receiver();
+      w.dns.add({ name: 'ok.test', type: 'MX', data: { preference: 10, exchange: 'mx.ok.test' } }, { name: 'mx.ok.test', type: 'A', data: rx.host });
+      writeFileSync(join(w.dir, 'not-a-socket'), 'x');
+      const relay = await w.start({ delivery: { tls_level: 'may' }, control: { socket: 'not-a-socket' } });
+      expect(relay.control).toBeUndefined();
+      expect(w.logs.some((l) => l.level === 50 && l.msg.startsWith('CONTROL SOCKET NOT AVAILABLE') && l.msg.includes('is not a socket'))).toBe(true);
+      await submit({ port: w.ingressPort, from: 'a@s.test', to: ['x@ok.test'] });
+      await w.settle();
+      expect(rx.messages).toHaveLength(1);
+    } finally {
+      await w.close();
+    }
+  });
+});
