@@ -99,6 +99,8 @@ export class DestinationRun {
   private sent = 0;
   private unreachable?: Unreachable;
   private readonly level: { level: TlsLevel; rule: string };
+  /** the session of the current transaction, for metrics even after a failure dropped it */
+  private carrier?: { tls: boolean; verified: boolean; planKind: TlsPlan['kind'] };
 
   constructor(private readonly deps: DeliveryDeps, readonly domain: string) {
     this.level = deps.tlsLevel(domain);
@@ -202,6 +204,7 @@ export class DestinationRun {
     }
     const session = this.session!;
     const { host, address } = this.sessionPlan!;
+    this.carrier = { tls: !!session.tls, verified: !!session.tls?.verified, planKind: this.sessionPlan!.plan.kind };
     const relay = `${host.host}[${address}]:${this.deps.port}`;
     const extra = { relay, remoteMta: host.host };
     this.sent++;
@@ -234,7 +237,7 @@ export class DestinationRun {
     const plan = this.sessionPlan?.plan;
     for (const o of out) {
       // Metrics: the one place every recipient's attempt ends.
-      this.deps.events?.deliveryOutcome?.({ domain: this.domain, outcome: o.result === 'sent' ? 'delivered' : o.result, dane: daneStatusOf({ connected: !!o.relay, planKind: plan?.kind, tls: !!tls, verified: !!tls?.verified }), reason: o.result === 'sent' ? undefined : o.reason });
+      this.deps.events?.deliveryOutcome?.({ domain: this.domain, outcome: o.result === 'sent' ? 'delivered' : o.result, dane: daneStatusOf({ connected: !!o.relay && !!this.carrier, planKind: this.carrier?.planKind, tls: !!this.carrier?.tls, verified: !!this.carrier?.verified }), reason: o.result === 'sent' ? undefined : o.reason });
       if (o.result === 'deferred') this.deps.events?.deferral?.({ domain: this.domain, reason: deferralReason(o) });
       this.deps.log.info({
         queue_id: job.id,

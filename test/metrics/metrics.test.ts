@@ -82,6 +82,24 @@ describe('metrics', () => {
     expect(value(s2, 'dane_relay_messages_received_total')).toBe(4);
   });
 
+  it('outcomes over unauthenticated TLS and cleartext carry their protection label; a remote 4xx is counted as such', async () => {
+    const cert = await makeSelfSigned({ dnsNames: ['mx.tls.test'] });
+    const rxTls = await w.receiver({ tls: { key: cert.keyPem, cert: cert.certPem }, data: () => ({ code: 451, message: '4.3.0 try later' }) });
+    const rxPlain = await w.receiver();
+    w.dns.add({ name: 'tls.test', type: 'MX', data: { preference: 10, exchange: 'mx.tls.test' } }, { name: 'mx.tls.test', type: 'A', data: rxTls.host });
+    w.dns.add({ name: 'plain.test', type: 'MX', data: { preference: 10, exchange: 'mx.plain.test' } }, { name: 'mx.plain.test', type: 'A', data: rxPlain.host });
+    const relay = await w.start({ delivery: { tls_level: 'may' }, metrics: { listen: '127.0.0.1:0' } });
+    await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['u@tls.test'] });
+    await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['u@plain.test'] });
+    await w.settle();
+    const s = await scrape('127.0.0.1', relay.metrics!.server.address.port);
+    expect(value(s, 'dane_relay_deliveries_total', { outcome: 'deferred', dane: 'tls-unauthenticated' })).toBe(1);
+    expect(value(s, 'dane_relay_deliveries_total', { outcome: 'delivered', dane: 'cleartext' })).toBe(1);
+    expect(value(s, 'dane_relay_deferrals_total', { reason: 'remote-temporary' })).toBe(1);
+    expect(value(s, 'dane_relay_tls_handshakes_total', { result: 'ok' })).toBe(1);
+    expect(rxPlain.messages).toHaveLength(1);
+  });
+
   it('policy counters (exception downgrades, recoveries, rollover warnings) are exposed when the policy code reports them', async () => {
     await w.receiver();
     const relay = await w.start({ delivery: { tls_level: 'may' }, metrics: { listen: '127.0.0.1:0' } });
