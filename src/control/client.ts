@@ -1,12 +1,15 @@
 /**
  * The CLI side of `dane-relay queue …`: ask the running relay over its control socket;
- * when nothing listens there, take the spool lock and do the same on the files; when a
- * process holds the lock but its socket does not answer, say exactly that.
+ * when nothing listens there, do the same on the files: changes under the spool lock,
+ * `list`/`show` by reading (no lock needed). When a live process holds the lock but its
+ * socket does not answer, say exactly that and change nothing.
  */
 import { createConnection } from 'node:net';
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Spool } from '../spool/spool.js';
+import { isOwnerAlive, parseLock } from '../spool/lock.js';
 import { listSpool } from '../spool/inspect.js';
 import { respond, type ControlRequest, type ControlResponse } from './commands.js';
 import { spoolBackend } from './backends.js';
@@ -67,20 +70,24 @@ export async function runQueueCommand(cfg: ControlConfigView, req: ControlReques
     const empty = { list: async () => ({ messages: [], unreadable: [] }), get: async () => undefined, setHeld: async () => false, remove: async () => false, flush: async () => 0, requeue: async () => undefined };
     return { response: await respond(req, empty, now()), via: 'spool' };
   }
+  const lockedBy = (pid?: number) => `the spool ${cfg.queue_dir} is locked by ${pid ? `running process ${pid}` : 'another process'}, but its control socket ${path} does not answer (${noRelay.reason}); the relay may be starting, stopping or stuck, or runs with a different control.socket`;
+  if (req.cmd === 'list' || req.cmd === 'show') {
+    // Reading needs no lock (inspect.ts reads what is on disk and changes nothing), so a
+    // `queue list` can never make a starting relay fail on a held lock. A live lock owner
+    // that does not answer is still reported.
+    const owner = await readFile(join(cfg.queue_dir, 'lock'), 'utf8').then(parseLock, () => undefined);
+    const listing = await listSpool(cfg.queue_dir);
+    const ro = { list: async () => listing, get: async (id: string) => listing.messages.find((m) => m.id === id), setHeld: async () => false, remove: async () => false, flush: async () => 0, requeue: async () => undefined };
+    const response = await respond(req, ro, now());
+    if (owner && owner.pid !== process.pid && isOwnerAlive(owner)) return { response, via: 'read-only', warning: `${lockedBy(owner.pid)}; showing the spool files read-only` };
+    return { response, via: 'spool' };
+  }
   let spool: Spool;
   try {
     spool = await Spool.open(cfg.queue_dir, { log: { warn: () => undefined } });
   } catch (e) {
     if ((e as { code?: unknown }).code !== 'ELOCKED') throw e;
-    const pid = (e as { pid?: number }).pid;
-    const why = `the spool ${cfg.queue_dir} is locked by ${pid ? `running process ${pid}` : 'another process'}, but its control socket ${path} does not answer (${noRelay.reason}); the relay may be starting, stopping or stuck, or runs with a different control.socket`;
-    if (req.cmd === 'list' || req.cmd === 'show') {
-      // Reading is safe beside a running relay: show what the files say, and say so.
-      const listing = await listSpool(cfg.queue_dir);
-      const ro = { list: async () => listing, get: async (id: string) => listing.messages.find((m) => m.id === id), setHeld: async () => false, remove: async () => false, flush: async () => 0, requeue: async () => undefined };
-      return { response: await respond(req, ro, now()), via: 'read-only', warning: `${why}; showing the spool files read-only` };
-    }
-    return { response: { ok: false, code: 'ELOCKED', error: `${why}; nothing was changed` }, via: 'spool' };
+    return { response: { ok: false, code: 'ELOCKED', error: `${lockedBy((e as { pid?: number }).pid)}; nothing was changed` }, via: 'spool' };
   }
   try {
     return { response: await respond(req, spoolBackend(spool), now()), via: 'spool' };
