@@ -9,7 +9,9 @@ const USAGE = `usage:
   dane-relay serve --config FILE        run the relay
   dane-relay config check FILE          validate a configuration file
   dane-relay hash-password              read a password on stdin, print a users-file hash
-  dane-relay queue list [--config FILE] [--json]   show queued messages and why they wait (read-only)
+  dane-relay queue list [--config FILE] [--json]   show queued messages and why they wait
+  dane-relay queue show ID | flush [DOMAIN] | hold ID | release ID | delete ID | requeue ID [--config FILE] [--json]
+                                        queue control: via the running relay's control socket, or on the spool when it is stopped
   dane-relay check DOMAIN [--config FILE] [--json] what delivery to DOMAIN would do, without mail (exit 0 DANE, 1 defer/fail, 2 usage, 3 no DANE)
   dane-relay tlsa --cert FILE [--host H]          TLSA records to publish for a certificate or PEM chain`;
 
@@ -52,12 +54,9 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
       out.write(`${file}: ok\n`);
       return 0;
     }
-    if (cmd === 'queue' && sub === 'list') {
-      const config = loadConfig(argValue(argv, '--config') ?? 'config.example.yml');
-      const { listSpool, formatListing } = await import('./spool/inspect.js');
-      const listing = await listSpool(config.queue_dir);
-      out.write(argv.includes('--json') ? `${JSON.stringify(listing, null, 2)}\n` : formatListing(listing, Date.now()));
-      return listing.unreadable.length ? 1 : 0;
+    if (cmd === 'queue' && sub) {
+      const { queueCli } = await import('./control/cli.js');
+      return await queueCli(argv.slice(1), out, err);
     }
     if (cmd === 'check') {
       const { runCheck } = await import('./check/cli.js');

@@ -13,11 +13,16 @@ import type { Resolver } from './dns/types.js';
 import type { DeliveryDeps } from './delivery/deliver.js';
 import { makeLogger } from './log.js';
 import { selfTest } from './dns/selftest.js';
-import type { RelayEvents } from './metrics/events.js';
+import { fanOutEvents, type RelayEvents } from './metrics/events.js';
 import type { PolicyStore, ReloadResult } from './policy/store.js';
 import { policyStoreFor } from './policy/config.js';
 import { ExceptionProber } from './policy/probe.js';
 import { MxFactsStore } from './policy/mxFacts.js';
+import type { ControlServer } from './control/server.js';
+import type { SelfTestResult } from './dns/selftest.js';
+import type { RelayMetrics } from './metrics/registry.js';
+import type { MetricsServer } from './metrics/http.js';
+import type { Readiness } from './metrics/readiness.js';
 
 export interface RelayOptions {
   config: LoadedConfig;
@@ -38,6 +43,10 @@ export class Relay {
   /** probes danefail-listed destinations for working DANE */
   prober?: ExceptionProber;
 
+  /** queue control socket (src/control/) */
+  control?: ControlServer;
+  /** metrics (src/metrics/), when `metrics` is configured */
+  metrics?: { events: RelayMetrics; server: MetricsServer; readiness: Readiness };
   private constructor(
     readonly config: LoadedConfig,
     readonly log: Logger,
@@ -61,17 +70,24 @@ export class Relay {
     const policy = policyStoreFor(cfg, log, opts.policyStatIntervalMs);
     const spool = await Spool.open(cfg.queue_dir, { now, log });
     let ingress: Ingress | undefined;
+    let control: ControlServer | undefined;
+    let metrics: Relay['metrics'];
+    let selfTestRun: Promise<SelfTestResult> | undefined;
+    const metricsEvents = cfg.metrics ? new (await import('./metrics/registry.js')).RelayMetrics({ now }) : undefined;
+    const events = fanOutEvents(opts.events, metricsEvents);
+    const { TimedResolver } = await import('./metrics/timedResolver.js');
     try {
       const recovered = await spool.recover();
       if (cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only' || policy.mentionsDane()) {
         // DANE-4: a resolver that does not validate turns DANE silently off; say so loudly.
-        void selfTest(resolver).then((r) => {
+        void (selfTestRun = selfTest(resolver)).then((r) => {
           if (r.ok) log.info({ selftest: r }, 'DNSSEC self-test passed');
           else log.warn({ selftest: r }, `DNSSEC SELF-TEST FAILED: ${r.detail} — DANE cannot protect deliveries until the resolver validates`);
         });
       }
       const delivery: DeliveryDeps = {
-        resolver,
+        resolver: events ? new TimedResolver(resolver, events) : resolver,
+        events,
         heloName: cfg.hostname,
         selfNames: [cfg.hostname],
         port: cfg.delivery.port,
@@ -81,7 +97,6 @@ export class Relay {
         maxMessagesPerConnection: cfg.delivery.max_messages_per_connection,
         log,
         now,
-        events: opts.events,
         rolloverWarnMs: cfg.policy.rollover_warn,
         mxFacts: new MxFactsStore(cfg.policy.rollover_warn),
       };
@@ -97,12 +112,31 @@ export class Relay {
       for (const m of recovered) scheduler.add(m);
       log.info({ recovered: recovered.length, queue_dir: cfg.queue_dir }, 'spool recovered');
       scheduler.start();
+      const { ControlServer: Control, controlSocketPath } = await import('./control/server.js');
+      const { schedulerBackend } = await import('./control/backends.js');
+      // Operator surfaces must never stop mail: if one cannot start, say so loudly and run without it.
+      control = await Control.start({ path: controlSocketPath(cfg), backend: schedulerBackend(scheduler), now, log })
+        .catch((e) => { log.error({ err: e }, `CONTROL SOCKET NOT AVAILABLE: ${(e as Error).message}; queue commands need the relay stopped`); return undefined; });
+      if (cfg.metrics && metricsEvents) {
+        const { Readiness: Ready } = await import('./metrics/readiness.js');
+        const { MetricsServer: Server } = await import('./metrics/http.js');
+        metricsEvents.watchQueue(scheduler);
+        const dnssec = cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only';
+        const readiness = new Ready({
+          queueDir: cfg.queue_dir, spoolTtlMs: cfg.metrics.ready_cache, selfTestIntervalMs: cfg.metrics.selftest_interval,
+          selfTest: dnssec ? () => selfTest(resolver) : undefined, initialSelfTest: selfTestRun,
+        });
+        const server = await Server.start({ listen: cfg.metrics.listen, allowRemote: cfg.metrics.allow_remote, registry: metricsEvents.registry, readiness, log })
+          .catch((e) => { log.error({ err: e }, `METRICS NOT AVAILABLE: ${(e as Error).message}`); return undefined; });
+        if (server) metrics = { events: metricsEvents, readiness, server };
+      }
       ingress = await Ingress.start({
         config: { ...cfg.ingress, listen: cfg.listen, relayClients: cfg.relay_clients, hostname: cfg.hostname },
         spool,
         log,
         now,
         onQueued: (m) => scheduler.add(m),
+        events,
       });
       log.info({ listen: ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode }, 'dane-relay started');
       const relay = new Relay(cfg, log, spool, scheduler, ingress, resolver);
@@ -110,15 +144,19 @@ export class Relay {
       policy.watch();
       if (cfg.policy.danefail) {
         relay.prober = new ExceptionProber({
-          store: policy, intervalMs: cfg.policy.probe_interval, log, events: opts.events,
+          store: policy, intervalMs: cfg.policy.probe_interval, log, events,
           inspect: { resolver, selfNames: delivery.selfNames, heloName: delivery.heloName, port: delivery.port, timeouts: delivery.timeouts, digestPreference: delivery.digestPreference, now },
         });
         relay.prober.start();
       }
       log.info({ ...policy.counts(), tls_policy: cfg.policy.tls_policy, danefail: cfg.policy.danefail }, 'policy loaded');
+      relay.control = control;
+      relay.metrics = metrics;
       return relay;
     } catch (e) {
       policy.close();
+      await control?.close().catch(() => undefined);
+      await metrics?.server.close().catch(() => undefined);
       await ingress?.close().catch(() => undefined);
       await spool.close().catch(() => undefined);
       throw e;
@@ -134,11 +172,14 @@ export class Relay {
   /** SIGTERM: stop accepting, let deliveries finish within `graceMs`, leave the spool consistent. */
   async stop(graceMs = 10_000): Promise<void> {
     this.log.info({ grace_ms: graceMs }, 'stopping');
+    if (this.metrics) this.metrics.readiness.stopping = true;
     await this.ingress.stopAccepting();
     this.policy?.close();
     await this.prober?.stop();
+    await this.control?.close().catch(() => undefined);
     await this.scheduler.stop(graceMs);
     await this.ingress.close();
+    await this.metrics?.server.close().catch(() => undefined);
     await this.resolver.close();
     await this.spool.close();
     this.log.info('stopped');

@@ -94,6 +94,24 @@ export const configSchema = z.strictObject({
     /** send a "delayed" DSN after this long; 0 disables */
     delay_warning: duration.prefault('4h'),
   }).prefault({}),
+  /** queue control socket (issue 7): `dane-relay queue …` talks to the running relay here */
+  control: z.strictObject({
+    /** Unix socket path, relative to the config file; default <queue_dir>/control.sock */
+    socket: z.string().min(1).optional(),
+  }).prefault({}),
+  /** Prometheus /metrics, /healthz, /readyz (issue 7); off when absent */
+  metrics: z.strictObject({
+    listen: listenAddr,
+    /** a non-loopback listen address is refused unless this is true */
+    allow_remote: z.boolean().default(false),
+    /** seconds /readyz caches its spool write probe */
+    ready_cache: duration.prefault('5s'),
+    /** how often /readyz repeats the DNSSEC self-test (DANE-4) */
+    selftest_interval: duration.prefault('60s'),
+  }).refine((m) => m.allow_remote || isLoopbackHostPort(m.listen), {
+    message: 'metrics.listen must be a loopback address (127.0.0.0/8 or ::1) unless metrics.allow_remote is true',
+    path: ['listen'],
+  }).optional(),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   }).prefault({}),
@@ -131,4 +149,11 @@ export function parseCidr(s: string): { address: string; prefix: number; family:
   const prefix = p === undefined ? max : Number(p);
   if (!Number.isInteger(prefix) || prefix < 0 || prefix > max || (p !== undefined && !/^\d+$/.test(p))) return undefined;
   return { address: addr!, prefix, family: fam as 4 | 6 };
+}
+
+/** True for "127.x.y.z:port" and "[::1]:port": the only addresses metrics may listen on by default. */
+export function isLoopbackHostPort(s: string): boolean {
+  const hp = parseHostPort(s, true);
+  if (!hp) return false;
+  return isIP(hp.host) === 4 ? hp.host.startsWith('127.') : hp.host === '::1' || hp.host === '0:0:0:0:0:0:0:1';
 }

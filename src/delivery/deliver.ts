@@ -20,6 +20,7 @@ import { assessRollover } from '../policy/rollover.js';
 import type { MxFactsStore } from '../policy/mxFacts.js';
 import type { TlsRequirement, VerifyOutcome } from './types.js';
 import { enhancedOf, resultOf, type RecipientOutcome } from './outcome.js';
+import { daneStatusOf, deferralReason } from '../metrics/labels.js';
 
 export interface DeliveryDeps {
   resolver: Resolver;
@@ -105,6 +106,8 @@ export class DestinationRun {
   private sent = 0;
   private unreachable?: Unreachable;
   private readonly level: ReturnType<DeliveryDeps['tlsLevel']>;
+  /** the session of the current transaction, for metrics even after a failure dropped it */
+  private carrier?: { tls: boolean; verified: boolean; planKind: TlsPlan['kind'] };
 
   constructor(private readonly deps: DeliveryDeps, readonly domain: string) {
     this.level = deps.tlsLevel(domain);
@@ -155,6 +158,7 @@ export class DestinationRun {
             this.sent = 0;
             if (plan.kind !== 'none' && plan.kind !== 'may') this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: true });
             if (plan.kind === 'dane') this.rollover(h.host, session.tls?.verify);
+            if (session.tls) this.deps.events?.tlsHandshake?.({ result: 'ok' });
             return undefined;
           } catch (e) {
             const err = e instanceof SmtpError ? e : new SmtpError('connect', String((e as Error)?.message ?? e), { permanent: false });
@@ -162,6 +166,7 @@ export class DestinationRun {
             failures.push(`${where}: ${err.message}`);
             const rt = resultTypeOf(err, plan);
             if (rt) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: false, resultType: rt, reason: err.message });
+            if (err.stage === 'starttls' || err.stage === 'tls' || err.stage === 'verify') this.deps.events?.tlsHandshake?.({ result: err.stage === 'starttls' ? 'starttls-unsupported' : err.stage === 'tls' ? 'handshake-failed' : 'verify-failed' });
             codes.push(rt || err.stage === 'verify' || err.stage === 'starttls' || (err.stage === 'tls' && plan.kind !== 'may') ? '4.7.5' : err.stage === 'greeting' ? '4.4.2' : '4.4.1');
             this.deps.log.info({ domain: this.domain, relay: where, stage: err.stage, error: err.message, tls_plan: plan.kind }, 'connection attempt failed');
             // DANE-44: without DANE a failed handshake may be retried in cleartext, never with DANE (DANE-43).
@@ -207,6 +212,7 @@ export class DestinationRun {
     }
     const session = this.session!;
     const { host, address } = this.sessionPlan!;
+    this.carrier = { tls: !!session.tls, verified: !!session.tls?.verified, planKind: this.sessionPlan!.plan.kind };
     const relay = `${host.host}[${address}]:${this.deps.port}`;
     const extra = { relay, remoteMta: host.host };
     this.sent++;
@@ -258,6 +264,9 @@ export class DestinationRun {
     const tls = this.session?.tls;
     const plan = this.sessionPlan?.plan;
     for (const o of out) {
+      // Metrics: the one place every recipient's attempt ends.
+      this.deps.events?.deliveryOutcome?.({ domain: this.domain, outcome: o.result === 'sent' ? 'delivered' : o.result, dane: daneStatusOf({ connected: !!o.relay && !!this.carrier, planKind: this.carrier?.planKind, tls: !!this.carrier?.tls, verified: !!this.carrier?.verified }), reason: o.result === 'sent' ? undefined : o.reason });
+      if (o.result === 'deferred') this.deps.events?.deferral?.({ domain: this.domain, reason: deferralReason(o) });
       this.deps.log.info({
         queue_id: job.id,
         to: o.address,

@@ -26,6 +26,7 @@ import { checkMailbox } from './address.js';
 import { receivedHeader } from './received.js';
 import { SlidingWindow, type Reservation } from './limits.js';
 import { Users } from './users.js';
+import type { RelayEvents } from '../metrics/events.js';
 
 export interface IngressOptions {
   config: Config['ingress'] & { listen: string[]; relayClients: string[]; hostname: string };
@@ -34,6 +35,8 @@ export interface IngressOptions {
   now?: () => number;
   /** the relay hands the message to the scheduler here */
   onQueued?: (msg: QueuedMessage) => void;
+  /** metrics hooks (issue 7) */
+  events?: RelayEvents;
 }
 
 type SmtpConnection = SMTPServer['connections'] extends Set<infer C> ? C : never;
@@ -457,6 +460,7 @@ export class Ingress {
     if (st) st.reservation = undefined; // the slot now stands for a queued message
     this.log.info({ queue_id: msg.id, from: envelope.from, size: msg.size, nrcpt: envelope.recipients.length, client }, 'queued');
     try {
+      this.opts.events?.messageReceived?.({ recipients: msg.recipients.length, bytes: msg.size });
       this.opts.onQueued?.(msg);
     } catch (err) {
       // The message is durable; recovery will find it. A scheduler hiccup must not

@@ -26,3 +26,22 @@ export interface RelayEvents {
   /** delivery: a TLS handshake ended (success, or the failure stage) */
   tlsHandshake?(e: { result: 'ok' | 'starttls-unsupported' | 'handshake-failed' | 'verify-failed' }): void;
 }
+
+/** every hook name; `satisfies` makes a new member of RelayEvents a compile error here until listed */
+const HOOKS = Object.keys({
+  messageReceived: true, deliveryOutcome: true, deferral: true, exceptionDowngrade: true,
+  exceptionRecovered: true, rolloverWarning: true, dnsLookup: true, tlsHandshake: true,
+} satisfies Record<keyof RelayEvents, true>) as (keyof RelayEvents)[];
+
+/** Both listeners get every event (tests' own hooks beside the metrics registry); either may be absent. */
+export function fanOutEvents(a: RelayEvents | undefined, b: RelayEvents | undefined): RelayEvents | undefined {
+  if (!a || !b) return a ?? b;
+  const out: Record<string, (e: never) => void> = {};
+  for (const k of HOOKS) {
+    // class instances (RelayMetrics) keep their hooks on the prototype: look them up, don't enumerate
+    const fa = a[k] as ((e: never) => void) | undefined;
+    const fb = b[k] as ((e: never) => void) | undefined;
+    if (fa || fb) out[k] = (e: never) => { fa?.call(a, e); fb?.call(b, e); };
+  }
+  return out as RelayEvents;
+}

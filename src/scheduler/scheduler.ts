@@ -309,6 +309,20 @@ export class Scheduler {
     return true;
   }
 
+  /**
+   * Operator change of a message's recipients (control `requeue`): `change` maps the current
+   * recipients to new ones, which are made durable and scheduled. undefined if no such message.
+   */
+  async amend(id: string, change: (recipients: RecipientStatus[]) => RecipientStatus[]): Promise<QueuedMessage | undefined> {
+    const msg = this.messages.get(id);
+    if (!msg) return undefined;
+    msg.recipients = change(msg.recipients);
+    await this.deps.spool.updateRecipients(msg.id, msg.recipients.map((r) => ({ ...r })));
+    this.schedule(msg);
+    this.run();
+    return msg;
+  }
+
   private checkIdle(): void {
     if (this.active > 0) return;
     const now = this.deps.now();

@@ -1,0 +1,50 @@
+/**
+ * `dane-relay queue SUBCOMMAND [ARG] [--config FILE] [--json]` (argv starts at SUBCOMMAND).
+ * Exit codes as the rest of the CLI: 0 ok, 1 runtime failure (no such message, spool locked
+ * by an unresponsive relay, unreadable spool files), 2 usage or configuration error.
+ */
+import { loadConfig } from '../config/load.js';
+import { formatListing } from '../spool/inspect.js';
+import { COMMANDS, ControlError, formatResult, parseRequest } from './commands.js';
+import { runQueueCommand } from './client.js';
+
+const OPTIONS_WITH_VALUE = new Set(['--config']);
+
+export async function queueCli(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  const positional: string[] = [];
+  let configFile = 'config.example.yml';
+  let json = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--json') json = true;
+    else if (OPTIONS_WITH_VALUE.has(a)) configFile = argv[++i] ?? '';
+    else if (a.startsWith('--config=')) configFile = a.slice('--config='.length);
+    else if (a.startsWith('--')) { err.write(`dane-relay queue: unknown option ${a}\n`); return 2; }
+    else positional.push(a);
+  }
+  const [sub, arg, extra] = positional;
+  if (!sub || !(COMMANDS as readonly string[]).includes(sub) || extra !== undefined || !configFile) {
+    err.write(`usage: dane-relay queue ${COMMANDS.join('|')} [ID|DOMAIN] [--config FILE] [--json]\n`);
+    return 2;
+  }
+  let req;
+  try {
+    req = parseRequest(sub === 'list' || sub === 'flush' ? (arg === undefined ? { cmd: sub } : sub === 'flush' ? { cmd: sub, domain: arg } : { cmd: sub, id: arg }) : { cmd: sub, id: arg });
+  } catch (e) {
+    if (e instanceof ControlError) { err.write(`dane-relay queue ${sub}: ${e.message}\n`); return 2; }
+    throw e;
+  }
+  const config = loadConfig(configFile);
+  const r = await runQueueCommand(config, req);
+  if (r.warning) err.write(`dane-relay queue ${sub}: warning: ${r.warning}\n`);
+  if (!r.response.ok) {
+    if (json) out.write(`${JSON.stringify(r.response, null, 2)}\n`);
+    err.write(`dane-relay queue ${sub}: ${r.response.error}\n`);
+    return r.response.code === 'EINVAL' ? 2 : 1;
+  }
+  const res = r.response.result;
+  // `queue list --json` keeps its shape: the listing itself ({messages, unreadable}).
+  if (json) out.write(`${JSON.stringify(res.cmd === 'list' ? res.listing : res.cmd === 'show' ? res.message : res, null, 2)}\n`);
+  else out.write(formatResult(res, Date.now(), formatListing));
+  return res.cmd === 'list' && res.listing.unreadable.length ? 1 : 0;
+}
