@@ -9,7 +9,10 @@ const USAGE = `usage:
   dane-relay serve --config FILE        run the relay
   dane-relay config check FILE          validate a configuration file
   dane-relay hash-password              read a password on stdin, print a users-file hash
-  dane-relay queue list [--config FILE] [--json]   show queued messages and why they wait (read-only)`;
+  dane-relay queue list [--config FILE] [--json]   show queued messages and why they wait (read-only)
+  dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]   what would be reported (RFC 8460)
+  dane-relay tlsrpt send --day YYYY-MM-DD [--config FILE] [--domain D] [--dry-run] [--out DIR]   send a day's reports now
+  dane-relay dkim keygen [--selector S] [--domain D] [--out FILE]   DKIM key for TLSRPT reports and its DNS record`;
 
 function argValue(args: string[], name: string): string | undefined {
   const i = args.indexOf(name);
@@ -55,6 +58,10 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
       const listing = await listSpool(config.queue_dir);
       out.write(argv.includes('--json') ? `${JSON.stringify(listing, null, 2)}\n` : formatListing(listing, Date.now()));
       return listing.unreadable.length ? 1 : 0;
+    }
+    if (cmd === 'tlsrpt' || (cmd === 'dkim' && sub === 'keygen')) {
+      const { tlsrptCli } = await import('./reporting/tlsrpt/cli.js');
+      return await tlsrptCli(argv, out, err);
     }
     if (cmd === 'hash-password') {
       const { hashPassword } = await import('./ingress/users.js');

@@ -13,6 +13,8 @@ import type { Resolver } from './dns/types.js';
 import type { DeliveryDeps } from './delivery/deliver.js';
 import { makeLogger } from './log.js';
 import { selfTest } from './dns/selftest.js';
+import type { TlsrptService } from './reporting/tlsrpt/daily.js';
+import type { HttpsOptions } from './reporting/tlsrpt/https.js';
 
 export interface RelayOptions {
   config: LoadedConfig;
@@ -21,9 +23,14 @@ export interface RelayOptions {
   now?: () => number;
   resolver?: Resolver;
   rand?: () => number;
+  /** TLSRPT https endpoints: extra CA and timeout (tests; private endpoints) */
+  tlsrptHttps?: HttpsOptions;
 }
 
 export class Relay {
+  /** TLSRPT (issue 6): recorder on the delivery seam and the daily report job; undefined when disabled */
+  tlsrpt?: TlsrptService;
+
   private constructor(
     readonly config: LoadedConfig,
     readonly log: Logger,
@@ -46,7 +53,12 @@ export class Relay {
 
     const spool = await Spool.open(cfg.queue_dir, { now, log });
     let ingress: Ingress | undefined;
+    let tlsrpt: TlsrptService | undefined;
     try {
+      if (cfg.tlsrpt.enabled) {
+        const { TlsrptService: Service, tlsrptSettings } = await import('./reporting/tlsrpt/daily.js');
+        tlsrpt = await Service.open({ settings: tlsrptSettings(cfg), resolver, log, now, rand: opts.rand, https: opts.tlsrptHttps });
+      }
       const recovered = await spool.recover();
       if (cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only') {
         // DANE-4: a resolver that does not validate turns DANE silently off; say so loudly.
@@ -66,6 +78,7 @@ export class Relay {
         maxMessagesPerConnection: cfg.delivery.max_messages_per_connection,
         log,
         now,
+        onTlsResult: tlsrpt?.recorder.record,
       };
       const scheduler = new Scheduler({
         spool,
@@ -79,6 +92,12 @@ export class Relay {
       for (const m of recovered) scheduler.add(m);
       log.info({ recovered: recovered.length, queue_dir: cfg.queue_dir }, 'spool recovered');
       scheduler.start();
+      // TLSRPT-34: the daily job queues mailed reports in this spool as Envelope.kind 'tlsrpt'.
+      tlsrpt?.start(async (envelope, message) => {
+        const queued = await spool.enqueue(envelope, message);
+        scheduler.add(queued);
+        return queued.id;
+      });
       ingress = await Ingress.start({
         config: { ...cfg.ingress, listen: cfg.listen, relayClients: cfg.relay_clients, hostname: cfg.hostname },
         spool,
@@ -87,9 +106,12 @@ export class Relay {
         onQueued: (m) => scheduler.add(m),
       });
       log.info({ listen: ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode }, 'dane-relay started');
-      return new Relay(cfg, log, spool, scheduler, ingress, resolver);
+      const relay = new Relay(cfg, log, spool, scheduler, ingress, resolver);
+      relay.tlsrpt = tlsrpt;
+      return relay;
     } catch (e) {
       await ingress?.close().catch(() => undefined);
+      await tlsrpt?.stop().catch(() => undefined);
       await spool.close().catch(() => undefined);
       throw e;
     }
@@ -100,6 +122,7 @@ export class Relay {
     this.log.info({ grace_ms: graceMs }, 'stopping');
     await this.ingress.stopAccepting();
     await this.scheduler.stop(graceMs);
+    await this.tlsrpt?.stop(); // flushes the last second of TLSRPT counts
     await this.ingress.close();
     await this.resolver.close();
     await this.spool.close();

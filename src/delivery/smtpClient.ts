@@ -346,10 +346,11 @@ export class SmtpSession {
   get tls(): TlsInfo | undefined {
     return this._tls;
   }
-  /** our end of the connection (TLSRPT sending-mta-ip) */
+  /** our end of the connection (TLSRPT sending-mta-ip), kept from the TCP connect */
   get localAddress(): string | undefined {
-    return this.sock?.localAddress;
+    return this._localAddress;
   }
+  private _localAddress?: string;
   get usable(): boolean {
     return !this.closed && !this.broken && !this.busy && !this.sock.destroyed && !this.reader.hasPending();
   }
@@ -367,7 +368,7 @@ export class SmtpSession {
       await s.open();
     } catch (err) {
       if (err instanceof SmtpError) {
-        err.localAddress ??= s.sock?.localAddress;
+        err.localAddress ??= s._localAddress;
         err.greeting ??= s._greeting?.text;
       }
       s.destroy();
@@ -451,6 +452,7 @@ export class SmtpSession {
     });
     this.sock = sock;
     this.attach(sock);
+    sock.once('connect', () => { this._localAddress = sock.localAddress; });
     return awaitEvent(sock, 'connect', ms, false, (why, err) => {
       sock.destroy();
       return why === 'timeout'

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { parseConfigText, type LoadedConfig } from '../../src/config/load.js';
-import { Relay } from '../../src/relay.js';
+import { Relay, type RelayOptions } from '../../src/relay.js';
 import { startDnsServer, type TestDns } from './dnsServer.js';
 import { startReceiver, type Receiver, type ReceiverOptions } from './receiver.js';
 
@@ -81,7 +81,8 @@ export class World {
     return { ...cfg, baseDir: this.dir, resolvedResolvers: cfg.dns.resolvers!, queue_dir: cfg.queue_dir };
   }
 
-  async start(patch: Patch = {}): Promise<Relay> {
+  /** `extra`: further RelayOptions (e.g. tlsrptHttps with the test CA) */
+  async start(patch: Patch = {}, extra: Partial<RelayOptions> = {}): Promise<Relay> {
     const sink = new Writable({
       write: (chunk, _e, cb) => {
         for (const line of chunk.toString().split('\n')) if (line) this.logs.push(JSON.parse(line));
@@ -89,7 +90,7 @@ export class World {
       },
     });
     const log = pino({ level: (patch.log?.level as string | undefined) ?? 'debug' }, sink);
-    this.relay = await Relay.start({ config: this.config(patch), log, now: this.clock.now, rand: () => 0.5 });
+    this.relay = await Relay.start({ config: this.config(patch), log, now: this.clock.now, rand: () => 0.5, ...extra });
     return this.relay;
   }
 
