@@ -47,7 +47,7 @@ function dkimSetup() {
 }
 
 describe('TLSRPT end to end', () => {
-  it('TLSRPT-45 TLSRPT-42 TLSRPT-43 TLSRPT-44 (cases 7, 9): a DANE failure is counted, reported after midnight by DKIM-signed mail over the same failing MX, and the report adds no session', async () => {
+  it('TLSRPT-45 TLSRPT-42 TLSRPT-43 TLSRPT-44 TLSRPT-34 TLSRPT-41 TLSRPT-50 (cases 7, 9): a DANE failure is counted, reported after midnight by DKIM-signed mail over the same failing MX, and the report adds no session', async () => {
     const { rx, tlsa } = await failingDaneDomain('v=TLSRPTv1; rua=mailto:tlsrpt@fail.test');
     const dkim = dkimSetup();
     await w.start({ tlsrpt: { organization_name: 'Test Relay', contact_info: 'tlsrpt@relay.test', max_delay: '1h', dkim } });
@@ -113,6 +113,12 @@ describe('TLSRPT end to end', () => {
       'failure-details': [{ 'result-type': 'certificate-not-trusted', 'sending-mta-ip': '127.0.0.1', 'receiving-mx-hostname': 'mx.fail.test', 'receiving-mx-helo': 'mx.test.invalid', 'receiving-ip': rx.host, 'failed-session-count': 1, 'failure-reason-code': 'dane-no-match' }],
     }]);
 
+    // TLSRPT-50: a receiver ignores a report whose signature does not verify (one changed byte).
+    const tampered = Buffer.from(got.body);
+    const at = tampered.indexOf('Sessions: 0 successful');
+    tampered[at + 10] = '9'.charCodeAt(0);
+    expect((await readMailedReport(tampered, w.dns)).dkim.results[0]!.status.result).not.toBe('pass');
+
     // TLSRPT-45: the report's own session is not counted; the day's report is never sent twice.
     await relay.tlsrpt!.store.flush();
     expect((await relay.tlsrpt!.store.read(day2)).size).toBe(0);
@@ -122,7 +128,7 @@ describe('TLSRPT end to end', () => {
     expect(relay.scheduler.size).toBe(0);
   });
 
-  it('TLSRPT-6 TLSRPT-46 (case 8 through the relay): a domain without a record is not counted; an https rua gets the gzip POST', async () => {
+  it('TLSRPT-6 TLSRPT-46 TLSRPT-41 (case 8 through the relay): a domain without a record is not counted; an https rua gets the gzip POST', async () => {
     const ep = await startHttpsEndpoint(201);
     endpoints.push(ep);
     const { rx } = await failingDaneDomain(`v=TLSRPTv1; rua=${ep.url('/v1/tlsrpt')}`);
@@ -147,5 +153,25 @@ describe('TLSRPT end to end', () => {
     expect(ep.requests[0]!.body.subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b]));
     expect(await relay.tlsrpt!.wasSent(day1, 'fail.test')).toBe(true);
     expect(existsSync(join(w.dir, 'queue', 'tlsrpt', 'pending')) ? readdirSync(join(w.dir, 'queue', 'tlsrpt', 'pending')) : []).toEqual([]);
+  });
+
+  it('TLSRPT-16 a session that never reached a policy decision (connection refused) is not counted; an MX whose TLSA lookup fails is (dnssec-invalid)', async () => {
+    w.dns.addZone({ name: 'dead.test', secure: true });
+    w.dns.add({ name: 'dead.test', type: 'MX', data: { preference: 10, exchange: 'mx1.dead.test' } });
+    w.dns.add({ name: 'dead.test', type: 'MX', data: { preference: 20, exchange: 'mx2.dead.test' } });
+    w.dns.add({ name: 'mx1.dead.test', type: 'A', data: w.deadHost() });
+    w.dns.add({ name: 'mx2.dead.test', type: 'A', data: w.deadHost() });
+    await w.receiver(); // fixes the world's port
+    w.dns.behave(`_${w.port}._tcp.mx2.dead.test`, 'TLSA', 'servfail');
+    w.dns.add({ name: '_smtp._tls.dead.test', type: 'TXT', data: 'v=TLSRPTv1; rua=mailto:r@dead.test' });
+    const relay = await w.start({ tlsrpt: { contact_info: 'tlsrpt@relay.test' } });
+    await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['user@dead.test'] });
+    await w.settle();
+    await relay.tlsrpt!.store.flush();
+    const counted = (await relay.tlsrpt!.store.read(dayOf(w.clock.t))).get('dead.test')!;
+    // mx1 refused the TCP connection: nothing. mx2 was skipped for its TLSA SERVFAIL: one dnssec-invalid.
+    expect(counted).toHaveLength(1);
+    expect(counted[0]).toMatchObject({ policy: { type: 'tlsa', strings: [], domain: 'mx2.dead.test' }, success: 0, failure: 1 });
+    expect(counted[0]!.details).toEqual([{ detail: { resultType: 'dnssec-invalid', receivingMx: 'mx2.dead.test', reasonCode: 'tlsa-lookup-servfail' }, count: 1 }]);
   });
 });

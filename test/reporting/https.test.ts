@@ -26,7 +26,7 @@ const body = gzipSync(JSON.stringify(report));
 const job = (urls: string[]) => ({ id: 'r1', day: '2025-03-01', domain: 'example.org', filename: 'relay.test!example.org!1740787200!1740873599.json.gz', urls, body: body.toString('base64') });
 
 describe('TLSRPT over https', () => {
-  it('TLSRPT-46 POST with Content-Type application/tlsrpt+gzip and a gzip body; 201 is success', async () => {
+  it('TLSRPT-46 TLSRPT-41 POST with Content-Type application/tlsrpt+gzip and a gzip body; 201 is success', async () => {
     const ep = await endpoint(201);
     const r = await postReport(ep.url(), body, { ca: ep.ca });
     expect(r).toEqual({ ok: true, status: 201 });

@@ -33,7 +33,7 @@ function everything(): PolicyCounts[] {
 }
 
 describe('RFC 8460 report document', () => {
-  it('TLSRPT-30 TLSRPT-25 every key of §4.4 and all 11 result types match the golden file and the §4.4 schema', () => {
+  it('TLSRPT-30 TLSRPT-25 TLSRPT-11 every key of §4.4 and all 11 result types match the golden file and the §4.4 schema', () => {
     const doc = buildReport({ organizationName: 'Example Relay Operator', contactInfo: 'tlsrpt@relay.example.net', reportId: '20250301.example.org.7f3a9c', day: '2025-03-01', policies: everything() });
     const golden = JSON.parse(readFileSync(join(FIX, 'golden-report.json'), 'utf8'));
     expect(doc).toEqual(golden);
@@ -42,6 +42,8 @@ describe('RFC 8460 report document', () => {
     const types = doc.policies.flatMap((p) => p['failure-details'] ?? []).map((d) => d['result-type']);
     expect(new Set(types)).toEqual(new Set(RESULT_TYPES));
     expect(RESULT_TYPES).toHaveLength(11);
+    // TLSRPT-11: policies is an array of groups, one per (type, strings, domain, mx-host).
+    expect(doc.policies.map((p) => p.policy['policy-type'])).toEqual(['no-policy-found', 'sts', 'tlsa']);
   });
 
   it('TLSRPT-30 the digest\'s minimal example is reproduced exactly and validates', () => {

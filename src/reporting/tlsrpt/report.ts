@@ -75,9 +75,15 @@ export function isDay(s: string): boolean {
   return !Number.isNaN(d.getTime()) && d.toISOString().slice(0, 10) === s;
 }
 
-/** UTC day of an epoch-ms instant (TLSRPT-31). */
+let lastDay = { start: 0, end: 0, day: '' };
+
+/** UTC day of an epoch-ms instant (TLSRPT-31). The current day is cached: it runs per session. */
 export function dayOf(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 10);
+  if (ms >= lastDay.start && ms < lastDay.end) return lastDay.day;
+  const day = new Date(ms).toISOString().slice(0, 10);
+  const start = Date.parse(`${day}T00:00:00Z`);
+  if (!Number.isNaN(start)) lastDay = { start, end: start + 86_400_000, day };
+  return day;
 }
 
 /** [start, end] of a UTC day in Unix seconds: 00:00:00 … 23:59:59 (TLSRPT-31, §5.1 filename). */
@@ -91,11 +97,17 @@ export function nextDay(day: string, n = 1): string {
   return dayOf(Date.parse(`${day}T00:00:00Z`) + n * 86_400_000);
 }
 
-/** A-label form of a domain (TLSRPT-15); lower case, no trailing dot. Throws on a name that has none. */
+const aLabels = new Map<string, string>();
+
+/** A-label form of a domain (TLSRPT-15); lower case, no trailing dot. Throws on a name that has none. Memoised: it runs per session. */
 export function aLabel(domain: string): string {
+  const hit = aLabels.get(domain);
+  if (hit !== undefined) return hit;
   const d = domain.replace(/\.$/, '');
   const a = domainToASCII(d);
   if (!a) throw new Error(`not a domain name: ${JSON.stringify(domain)}`);
+  if (aLabels.size >= 10_000) aLabels.clear();
+  aLabels.set(domain, a.toLowerCase());
   return a.toLowerCase();
 }
 
