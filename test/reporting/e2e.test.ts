@@ -99,6 +99,8 @@ describe('TLSRPT end to end', () => {
 
     // TLSRPT-43: both headers, the submitter equals the domain of contact-info; Subject grammar.
     expect(rep.parsed.headers.get('tls-report-domain')).toBe('fail.test');
+    expect(got.body.toString('latin1')).toMatch(/^TLS-Report-Domain: fail\.test\r$/m);
+    expect(got.body.toString('latin1')).toMatch(/^TLS-Report-Submitter: relay\.test\r$/m);
     expect(rep.parsed.headers.get('tls-report-submitter')).toBe('relay.test');
     expect(rep.parsed.headers.get('auto-submitted')).toBe('auto-generated');
     const json = rep.json as { 'report-id': string; 'contact-info': string; policies: { policy: object; summary: object; 'failure-details': object[] }[] };

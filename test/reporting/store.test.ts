@@ -11,6 +11,8 @@ import { TlsrptRecorder } from '../../src/reporting/tlsrpt/recorder.js';
 import { TlsrptDiscovery } from '../../src/reporting/tlsrpt/discovery.js';
 import { detailKey, policyKey } from '../../src/reporting/tlsrpt/report.js';
 import { StubResolver } from '../../src/dns/stub.js';
+import { spawn } from 'node:child_process';
+import { ROOT, ensureBuilt } from '../support/build.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 
 const dirs: string[] = [];
@@ -54,6 +56,23 @@ describe('TLSRPT store', () => {
     expect((await r.read('2025-03-01')).get('a.test')![0]!.success).toBe(2);
     expect(warnings).toEqual([{ day: '2025-03-01', skipped_lines: 1 }]);
   });
+
+  it('TLSRPT-10 SIGKILL loses at most the last second: every count older than one flush interval is on disk', async () => {
+    ensureBuilt();
+    const dir = tmp();
+    const child = spawn(process.execPath, [join(import.meta.dirname, 'fixtures', 'store-crash-child.mjs'), dir, join(ROOT, 'dist', 'src', 'reporting', 'tlsrpt', 'store.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((res, rej) => {
+      child.stdout.on('data', (b: Buffer) => { if (b.toString().includes('flushed 1000')) res(); });
+      child.on('exit', (c) => rej(new Error(`child exited ${c}`)));
+    });
+    await new Promise((r) => setTimeout(r, 700)); // more counts, some flushed, the last ones not
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    const s = await TlsrptStore.open(dir, { readOnly: true });
+    const n = (await s.read('2025-03-01')).get('a.test')![0]!.success;
+    expect(n).toBeGreaterThanOrEqual(1000);
+    expect(n % 100).toBe(0); // whole batches only: no torn line was counted
+  }, 60_000);
 
   it('TLSRPT-6 retention: days older than the window are removed', async () => {
     const dir = tmp();

@@ -107,6 +107,8 @@ export class TlsrptService {
   private ticking?: Promise<void>;
   private submit?: SubmitMail;
   private stopped = false;
+  /** closed days already planned: their count files are not read again every tick */
+  private readonly planned = new Set<string>();
 
   private constructor(readonly store: TlsrptStore, private readonly deps: ServiceDeps) {
     this.discovery = new TlsrptDiscovery(deps.resolver, deps.now);
@@ -173,9 +175,10 @@ export class TlsrptService {
     const oldest = nextDay(today, -this.deps.settings.retentionDays);
     await this.store.flush().catch(() => undefined);
     for (const day of await this.store.days()) {
-      if (day >= today || day < oldest) continue;
+      if (day >= today || day < oldest || this.planned.has(day)) continue;
       const plan = (await this.readPlan(day)) ?? {};
       const domains = [...(await this.store.read(day)).keys()].filter((d) => !(d in plan));
+      this.planned.add(day);
       if (domains.length === 0) continue;
       const end = Date.parse(`${nextDay(day)}T00:00:00Z`);
       const rand = this.deps.rand ?? Math.random;

@@ -89,7 +89,11 @@ export async function composeReportMail(i: ReportMailInput): Promise<{ envelope:
   const root = mail.compile();
   // RFC 6522 / RFC 8460 §5.3: the top level is multipart/report with report-type tlsrpt.
   root.setHeader('Content-Type', 'multipart/report; report-type="tlsrpt"');
-  const unsigned: Buffer = await root.build();
+  const built: Buffer = await root.build();
+  // MimeNode writes "Tls-Report-Domain"; names are case-insensitive (RFC 5322 §1.2.2), but RFC 8460 §5.3 spells
+  // them "TLS-Report-*" and simple consumers match literally. Fixed in the header block only, before signing.
+  const end = built.indexOf('\r\n\r\n');
+  const unsigned = Buffer.concat([Buffer.from(built.subarray(0, end).toString('latin1').replace(/^Tls-Report-/gim, 'TLS-Report-'), 'latin1'), built.subarray(end)]);
   const signer = new DKIM({
     domainName: aLabel(i.dkim.domain),
     keySelector: i.dkim.selector,
