@@ -176,4 +176,27 @@ describe('TLSRPT end to end', () => {
     expect(counted[0]).toMatchObject({ policy: { type: 'tlsa', strings: [], domain: 'mx2.dead.test' }, success: 0, failure: 1 });
     expect(counted[0]!.details).toEqual([{ detail: { resultType: 'dnssec-invalid', receivingMx: 'mx2.dead.test', reasonCode: 'tlsa-lookup-servfail' }, count: 1 }]);
   });
+
+  it('TLSRPT-45 loop guard in the scheduler: under dane-only, an ordinary message waits on a TLSA SERVFAIL while a tlsrpt-kind message to the same domain is delivered and not counted', async () => {
+    const rx = await w.receiver();
+    w.dns.addZone({ name: 'guard.test', secure: true });
+    w.dns.add({ name: 'guard.test', type: 'MX', data: { preference: 10, exchange: 'mx.guard.test' } });
+    w.dns.add({ name: 'mx.guard.test', type: 'A', data: rx.host });
+    w.dns.behave(`_${w.port}._tcp.mx.guard.test`, 'TLSA', 'servfail');
+    w.dns.add({ name: '_smtp._tls.guard.test', type: 'TXT', data: 'v=TLSRPTv1; rua=mailto:r@guard.test' });
+    const relay = await w.start({ delivery: { tls_level: 'dane-only' } });
+    const env = { from: '', recipients: ['r@guard.test'], smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: w.clock.t };
+    relay.scheduler.add(await relay.spool.enqueue({ ...env, kind: 'normal' }, Buffer.from('Subject: ordinary\r\n\r\nhello\r\n')));
+    relay.scheduler.add(await relay.spool.enqueue({ ...env, kind: 'tlsrpt' }, Buffer.from('Subject: report\r\n\r\nreport\r\n')));
+    await w.settle();
+    await rx.waitFor(1);
+    expect(rx.messages).toHaveLength(1);
+    expect(rx.messages[0]!.body.toString()).toContain('Subject: report');
+    expect(relay.scheduler.list().map((m) => m.envelope.kind)).toEqual(['normal']);
+    await relay.tlsrpt!.store.flush();
+    // Only the ordinary message's skipped host was counted; the report's session was not.
+    const counted = (await relay.tlsrpt!.store.read(dayOf(w.clock.t))).get('guard.test')!;
+    expect(counted.map((p) => [p.success, p.failure])).toEqual([[0, 1]]);
+    expect(counted[0]!.details[0]!.detail.resultType).toBe('dnssec-invalid');
+  });
 });

@@ -156,7 +156,9 @@ export class TlsrptService {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
-    await this.ticking?.catch(() => undefined);
+    // A pass may be waiting on a slow report endpoint: give it a moment, never the whole https timeout.
+    // Whatever it has not finished is on disk (plan, pending) and resumes at the next start.
+    await Promise.race([this.ticking?.catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
     await this.store.close();
   }
 
@@ -196,6 +198,7 @@ export class TlsrptService {
     for (const day of names.map((n) => n.replace(/\.json$/, '')).filter(isDay).sort()) {
       const plan = (await this.readPlan(day)) ?? {};
       for (const [domain, due] of Object.entries(plan)) {
+        if (this.stopped) return;
         if (due > now || (await this.wasSent(day, domain))) continue;
         await this.sendReport(day, domain);
       }
