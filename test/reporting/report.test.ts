@@ -150,6 +150,10 @@ describe('RFC 8460 report document', () => {
     expect(f('dane-required', 'dane-only: no TLSA')).toMatchObject({ resultType: 'dane-required', reasonCode: 'no-secure-tlsa' });
     expect(f('validation-failure', 'TLS handshake failed: ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION')).toMatchObject({ resultType: 'validation-failure', reasonCode: 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION' });
     expect(f('something-new')).toMatchObject({ resultType: 'validation-failure' });
+    // All TLSA records unusable: delivered over unauthenticated TLS (plan encrypt), reported as tlsa-invalid.
+    const enc = sessionCount({ domain: 'd.test', host: 'mx.d.test', address: '127.0.0.9', ok: true, plan: { kind: 'encrypt', why: 'no usable', sni: 'mx.d.test' }, tlsa: { baseDomain: 'mx.d.test', records: ['3 1 9 AA'] } });
+    expect(enc).toMatchObject({ ok: false, policy: { type: 'tlsa', strings: ['3 1 9 AA'] }, detail: { resultType: 'tlsa-invalid', reasonCode: 'no-usable-tlsa' } });
+    expect(sessionCount({ domain: 'd.test', host: 'mx.d.test', ok: true, plan: { kind: 'encrypt', why: 'tls_level encrypt' } }).ok).toBe(true);
     expect(f('starttls-not-supported', 'STARTTLS required').reasonCode).toBeUndefined();
     expect(reasonCode('certificate-host-mismatch', 'certificate-host-mismatch')).toBeUndefined();
     expect(reasonCode('certificate-expired', 'certificate-expired')).toBeUndefined();

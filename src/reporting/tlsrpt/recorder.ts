@@ -39,14 +39,17 @@ export function sessionCount(r: TlsSessionResult): SessionCount {
   const policy: Policy = r.tlsa
     ? { type: 'tlsa', strings: [...r.tlsa.records], domain: aLabel(r.tlsa.baseDomain) }
     : { type: 'no-policy-found', strings: [], domain: reportDomain };
-  if (r.ok) return { reportDomain, policy, ok: true };
-  const resultType = r.resultType && isResultType(r.resultType) ? r.resultType : 'validation-failure'; // TLSRPT-20
+  // TLSRPT-21: a TLSA RRset without a usable record is reported as tlsa-invalid, although RFC 7672 §2.2 lets the
+  // message go over unauthenticated TLS (plan 'encrypt'): the domain's DANE policy could not be applied.
+  const unusable = r.ok && r.plan?.kind === 'encrypt' && r.tlsa !== undefined;
+  if (r.ok && !unusable) return { reportDomain, policy, ok: true };
+  const resultType = unusable ? 'tlsa-invalid' : r.resultType && isResultType(r.resultType) ? r.resultType : 'validation-failure'; // TLSRPT-20
   const detail: FailureDetail = { resultType };
   if (r.sendingIp) detail.sendingIp = r.sendingIp;
   detail.receivingMx = aLabel(r.host);
   if (r.receivingHelo) detail.receivingHelo = r.receivingHelo;
   if (r.address) detail.receivingIp = r.address;
-  const code = reasonCode(resultType, r.reason);
+  const code = unusable ? 'no-usable-tlsa' : reasonCode(resultType, r.reason);
   if (code) detail.reasonCode = code;
   return { reportDomain, policy, ok: false, detail };
 }
