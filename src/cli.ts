@@ -13,7 +13,10 @@ const USAGE = `usage:
   dane-relay queue show ID | flush [DOMAIN] | hold ID | release ID | delete ID | requeue ID [--config FILE] [--json]
                                         queue control: via the running relay's control socket, or on the spool when it is stopped
   dane-relay check DOMAIN [--config FILE] [--json] what delivery to DOMAIN would do, without mail (exit 0 DANE, 1 defer/fail, 2 usage, 3 no DANE)
-  dane-relay tlsa --cert FILE [--host H]          TLSA records to publish for a certificate or PEM chain`;
+  dane-relay tlsa --cert FILE [--host H]          TLSA records to publish for a certificate or PEM chain
+  dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]   what would be reported (RFC 8460)
+  dane-relay tlsrpt send --day YYYY-MM-DD [--config FILE] [--domain D] [--dry-run] [--out DIR]   send a day's reports now
+  dane-relay dkim keygen [--selector S] [--domain D] [--out FILE]   DKIM key for TLSRPT reports and its DNS record`;
 
 function argValue(args: string[], name: string): string | undefined {
   const i = args.indexOf(name);
@@ -65,6 +68,10 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
     if (cmd === 'tlsa') {
       const { runTlsa } = await import('./check/cli.js');
       return await runTlsa(argv, out, err);
+    }
+    if (cmd === 'tlsrpt' || (cmd === 'dkim' && sub === 'keygen')) {
+      const { tlsrptCli } = await import('./reporting/tlsrpt/cli.js');
+      return await tlsrptCli(argv, out, err);
     }
     if (cmd === 'hash-password') {
       const { hashPassword } = await import('./ingress/users.js');

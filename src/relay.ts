@@ -23,6 +23,8 @@ import type { SelfTestResult } from './dns/selftest.js';
 import type { RelayMetrics } from './metrics/registry.js';
 import type { MetricsServer } from './metrics/http.js';
 import type { Readiness } from './metrics/readiness.js';
+import type { TlsrptService } from './reporting/tlsrpt/daily.js';
+import type { HttpsOptions } from './reporting/tlsrpt/https.js';
 
 export interface RelayOptions {
   config: LoadedConfig;
@@ -35,6 +37,8 @@ export interface RelayOptions {
   events?: RelayEvents;
   /** policy files' stat fallback period (tests shorten it) */
   policyStatIntervalMs?: number;
+  /** TLSRPT https endpoints: extra CA and timeout (tests; private endpoints) */
+  tlsrptHttps?: HttpsOptions;
 }
 
 export class Relay {
@@ -47,6 +51,9 @@ export class Relay {
   control?: ControlServer;
   /** metrics (src/metrics/), when `metrics` is configured */
   metrics?: { events: RelayMetrics; server: MetricsServer; readiness: Readiness };
+  /** TLSRPT (issue 6): recorder on the delivery seam and the daily report job; undefined when disabled */
+  tlsrpt?: TlsrptService;
+
   private constructor(
     readonly config: LoadedConfig,
     readonly log: Logger,
@@ -76,7 +83,12 @@ export class Relay {
     const metricsEvents = cfg.metrics ? new (await import('./metrics/registry.js')).RelayMetrics({ now }) : undefined;
     const events = fanOutEvents(opts.events, metricsEvents);
     const { TimedResolver } = await import('./metrics/timedResolver.js');
+    let tlsrpt: TlsrptService | undefined;
     try {
+      if (cfg.tlsrpt.enabled) {
+        const { TlsrptService: Service, tlsrptSettings } = await import('./reporting/tlsrpt/daily.js');
+        tlsrpt = await Service.open({ settings: tlsrptSettings(cfg), resolver, log, now, rand: opts.rand, https: opts.tlsrptHttps });
+      }
       const recovered = await spool.recover();
       if (cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only' || policy.mentionsDane()) {
         // DANE-4: a resolver that does not validate turns DANE silently off; say so loudly.
@@ -99,6 +111,7 @@ export class Relay {
         now,
         rolloverWarnMs: cfg.policy.rollover_warn,
         mxFacts: new MxFactsStore(cfg.policy.rollover_warn),
+        onTlsResult: tlsrpt?.recorder.record,
       };
       const scheduler = new Scheduler({
         spool,
@@ -130,6 +143,12 @@ export class Relay {
           .catch((e) => { log.error({ err: e }, `METRICS NOT AVAILABLE: ${(e as Error).message}`); return undefined; });
         if (server) metrics = { events: metricsEvents, readiness, server };
       }
+      // TLSRPT-34: the daily job queues mailed reports in this spool as Envelope.kind 'tlsrpt'.
+      tlsrpt?.start(async (envelope, message) => {
+        const queued = await spool.enqueue(envelope, message);
+        scheduler.add(queued);
+        return queued.id;
+      });
       ingress = await Ingress.start({
         config: { ...cfg.ingress, listen: cfg.listen, relayClients: cfg.relay_clients, hostname: cfg.hostname },
         spool,
@@ -152,12 +171,14 @@ export class Relay {
       log.info({ ...policy.counts(), tls_policy: cfg.policy.tls_policy, danefail: cfg.policy.danefail }, 'policy loaded');
       relay.control = control;
       relay.metrics = metrics;
+      relay.tlsrpt = tlsrpt;
       return relay;
     } catch (e) {
       policy.close();
       await control?.close().catch(() => undefined);
       await metrics?.server.close().catch(() => undefined);
       await ingress?.close().catch(() => undefined);
+      await tlsrpt?.stop().catch(() => undefined);
       await spool.close().catch(() => undefined);
       throw e;
     }
@@ -178,6 +199,7 @@ export class Relay {
     await this.prober?.stop();
     await this.control?.close().catch(() => undefined);
     await this.scheduler.stop(graceMs);
+    await this.tlsrpt?.stop(); // flushes the last second of TLSRPT counts
     await this.ingress.close();
     await this.metrics?.server.close().catch(() => undefined);
     await this.resolver.close();

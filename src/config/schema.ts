@@ -112,6 +112,27 @@ export const configSchema = z.strictObject({
     message: 'metrics.listen must be a loopback address (127.0.0.0/8 or ::1) unless metrics.allow_remote is true',
     path: ['listen'],
   }).optional(),
+  /** SMTP TLS Reporting, RFC 8460 (issue 6); see src/reporting/tlsrpt/ */
+  tlsrpt: z.strictObject({
+    enabled: z.boolean().default(true),
+    /** report `organization-name`; default: hostname */
+    organization_name: z.string().min(1).optional(),
+    /** report `contact-info` (an addr-spec); default: postmaster@hostname */
+    contact_info: z.string().regex(/^[^\s@<>]+@[A-Za-z0-9.-]+$/, 'expected an address such as tlsrpt@relay.example.net').optional(),
+    /** TLS-Report-Submitter and the filename's sender; default: the domain of contact_info */
+    submitter: hostname.optional(),
+    /** default: <queue_dir>/tlsrpt */
+    dir: z.string().min(1).optional(),
+    retention_days: z.number().int().min(2).max(3650).default(30),
+    /** random delay before a day's reports go out (RFC 8460 §4.1) */
+    max_delay: duration.prefault('4h'),
+    /** DKIM key for mailed reports (RFC 8460 §3: MUST be signed); `dane-relay dkim keygen` makes one */
+    dkim: z.strictObject({
+      domain: hostname,
+      selector: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, 'expected a DKIM selector').default('tlsrpt'),
+      key_file: z.string().min(1),
+    }).optional(),
+  }).prefault({}),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   }).prefault({}),

@@ -6,7 +6,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import type { Resolver } from '../dns/types.js';
+import type { Resolver, TlsaRecord } from '../dns/types.js';
 import type { Envelope } from '../spool/types.js';
 import type { TlsLevel } from '../config/schema.js';
 import { addressLiteral, type MxDecision } from '../route/mx.js';
@@ -21,6 +21,21 @@ import type { MxFactsStore } from '../policy/mxFacts.js';
 import type { TlsRequirement, VerifyOutcome } from './types.js';
 import { enhancedOf, resultOf, type RecipientOutcome } from './outcome.js';
 import { daneStatusOf, deferralReason } from '../metrics/labels.js';
+import { formatTlsa } from '../dane/tlsa.js';
+
+/** The TLSA RRset behind a plan or a skipped host, for TLSRPT policy-string/policy-domain (RFC 8460 §4.4). */
+function tlsaOf(records: TlsaRecord[] | undefined, baseDomain: string | undefined): TlsSessionResult['tlsa'] {
+  return baseDomain ? { baseDomain, records: (records ?? []).map(formatTlsa) } : undefined;
+}
+
+/** First word of a 220 greeting: the server's own name (RFC 5321 §4.2), for receiving-mx-helo. */
+function heloOf(text: string | undefined): string | undefined {
+  const w = text?.trim().split(/\s+/)[0];
+  return w && /^[A-Za-z0-9.-]+$/.test(w) ? w : undefined;
+}
+
+/** The destination's TLS level for a relay-generated TLSRPT report: opportunistic at most (RFC 8460 §3, digest TLSRPT-45). */
+export const REPORT_TLS_LEVEL = { level: 'may' as TlsLevel, rule: 'tlsrpt report: no DANE/MTA-STS enforcement (RFC 8460 §3)' };
 
 export interface DeliveryDeps {
   resolver: Resolver;
@@ -52,6 +67,12 @@ export interface TlsSessionResult {
   ok: boolean;
   resultType?: string;
   reason?: string;
+  /** TLSRPT (issue 6): the TLSA RRset in presentation form ("u s m HEX") and its base domain, when one was retrieved */
+  tlsa?: { baseDomain: string; records: string[] };
+  /** TLSRPT sending-mta-ip: our end of the connection, when a connection was made */
+  sendingIp?: string;
+  /** TLSRPT receiving-mx-helo: the name in the peer's 220 greeting, when one was read */
+  receivingHelo?: string;
 }
 
 export interface DeliveryJob {
@@ -109,13 +130,20 @@ export class DestinationRun {
   /** the session of the current transaction, for metrics even after a failure dropped it */
   private carrier?: { tls: boolean; verified: boolean; planKind: TlsPlan['kind'] };
 
-  constructor(private readonly deps: DeliveryDeps, readonly domain: string) {
-    this.level = deps.tlsLevel(domain);
+  /**
+   * `opts.report`: this run carries relay-generated TLSRPT reports (Envelope.kind 'tlsrpt'). They are
+   * delivered at most opportunistically and never counted (RFC 8460 §3, digest TLSRPT-45): no reporting loop.
+   */
+  constructor(private readonly deps: DeliveryDeps, readonly domain: string, opts: { report?: boolean } = {}) {
+    if (opts.report) this.deps = { ...deps, onTlsResult: undefined };
+    this.level = opts.report ? REPORT_TLS_LEVEL : deps.tlsLevel(domain);
   }
 
   private async resolveMx(): Promise<MxDecision> {
     if (this.mx) return this.mx;
     this.mx = await lookupMx(this.deps.resolver, this.domain, this.deps.selfNames);
+    // TLSRPT-21: an MX lookup error is reported as dnssec-invalid (once per run, not per message).
+    if (this.mx.kind === 'defer' && this.mx.code === '4.4.3') this.deps.onTlsResult?.({ domain: this.domain, host: this.domain, ok: false, resultType: 'dnssec-invalid', reason: this.mx.reason });
     if (!addressLiteral(this.domain)) {
       if (this.mx.kind === 'hosts' && this.mx.status !== 'secure') {
         // DANE-16: an insecure MX RRset is logged as such; never claimed secure.
@@ -142,7 +170,7 @@ export class DestinationRun {
         failures.push(`${h.host}: ${reason}`);
         codes.push(hp.skip?.code ?? '4.4.1');
         this.deps.log.info({ domain: this.domain, mx: h.host, skipped: reason, mx_status: hp.mxStatus, address_status: hp.addressStatus, tlsa_status: hp.tlsaStatus }, 'MX host skipped');
-        if (hp.skip?.resultType) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, ok: false, resultType: hp.skip.resultType, reason });
+        if (hp.skip?.resultType) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, ok: false, resultType: hp.skip.resultType, reason, tlsa: tlsaOf(hp.tlsaRecords, hp.tlsaName?.replace(/^_\d+\._tcp\./, '')) });
         continue;
       }
       for (const address of hp.addresses) {
@@ -156,7 +184,8 @@ export class DestinationRun {
             this.session = session;
             this.sessionPlan = { host: hp, plan, address };
             this.sent = 0;
-            if (plan.kind !== 'none' && plan.kind !== 'may') this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: true });
+            // Every session that got this far is one TLSRPT success (no-policy-found for none/may plans).
+            this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: true, tlsa: 'baseDomain' in plan ? tlsaOf(plan.records, plan.baseDomain) : undefined, sendingIp: session.localAddress, receivingHelo: heloOf(session.greeting?.text) });
             if (plan.kind === 'dane') this.rollover(h.host, session.tls?.verify);
             if (session.tls) this.deps.events?.tlsHandshake?.({ result: 'ok' });
             return undefined;
@@ -165,7 +194,7 @@ export class DestinationRun {
             const where = `${h.host}[${address}]:${this.deps.port}`;
             failures.push(`${where}: ${err.message}`);
             const rt = resultTypeOf(err, plan);
-            if (rt) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: false, resultType: rt, reason: err.message });
+            if (rt) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: false, resultType: rt, reason: err.verify?.reason ?? err.message, tlsa: 'baseDomain' in plan ? tlsaOf(plan.records, plan.baseDomain) : undefined, sendingIp: err.localAddress, receivingHelo: heloOf(err.greeting) });
             if (err.stage === 'starttls' || err.stage === 'tls' || err.stage === 'verify') this.deps.events?.tlsHandshake?.({ result: err.stage === 'starttls' ? 'starttls-unsupported' : err.stage === 'tls' ? 'handshake-failed' : 'verify-failed' });
             codes.push(rt || err.stage === 'verify' || err.stage === 'starttls' || (err.stage === 'tls' && plan.kind !== 'may') ? '4.7.5' : err.stage === 'greeting' ? '4.4.2' : '4.4.1');
             this.deps.log.info({ domain: this.domain, relay: where, stage: err.stage, error: err.message, tls_plan: plan.kind }, 'connection attempt failed');

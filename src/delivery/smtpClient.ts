@@ -88,6 +88,9 @@ export class SmtpError extends Error {
   readonly timeout: boolean;
   /** the verifier's outcome, for stage 'verify' */
   readonly verify?: VerifyOutcome;
+  /** TLSRPT (issue 6): our address on the failed connection and the peer's greeting text, when known */
+  localAddress?: string;
+  greeting?: string;
 
   constructor(stage: SmtpStage, message: string, opts: SmtpErrorOptions = {}) {
     super(message, opts.cause !== undefined ? { cause: opts.cause } : undefined);
@@ -343,6 +346,11 @@ export class SmtpSession {
   get tls(): TlsInfo | undefined {
     return this._tls;
   }
+  /** our end of the connection (TLSRPT sending-mta-ip), kept from the TCP connect */
+  get localAddress(): string | undefined {
+    return this._localAddress;
+  }
+  private _localAddress?: string;
   get usable(): boolean {
     return !this.closed && !this.broken && !this.busy && !this.sock.destroyed && !this.reader.hasPending();
   }
@@ -359,6 +367,10 @@ export class SmtpSession {
     try {
       await s.open();
     } catch (err) {
+      if (err instanceof SmtpError) {
+        err.localAddress ??= s._localAddress;
+        err.greeting ??= s._greeting?.text;
+      }
       s.destroy();
       throw err;
     }
@@ -446,6 +458,7 @@ export class SmtpSession {
     });
     this.sock = sock;
     this.attach(sock);
+    sock.once('connect', () => { this._localAddress = sock.localAddress; });
     return awaitEvent(sock, 'connect', ms, false, (why, err) => {
       sock.destroy();
       return why === 'timeout'

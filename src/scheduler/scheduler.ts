@@ -38,6 +38,8 @@ export function domainOf(address: string): string {
 
 interface Destination {
   domain: string;
+  /** TLSRPT reports travel in their own runs: no DANE enforcement, never counted (digest TLSRPT-45) */
+  report?: boolean;
   jobs: { id: string; recipients: string[] }[];
   active: number;
 }
@@ -128,10 +130,12 @@ export class Scheduler {
       }
       for (const [domain, recipients] of byDomain) {
         for (const a of recipients) this.inflight.add(`${id}\0${a}`);
-        let dest = this.destinations.get(domain);
+        const report = msg.envelope.kind === 'tlsrpt';
+        const key = report ? `${domain}\0tlsrpt` : domain;
+        let dest = this.destinations.get(key);
         if (!dest) {
-          dest = { domain, jobs: [], active: 0 };
-          this.destinations.set(domain, dest);
+          dest = { domain, jobs: [], active: 0, ...(report ? { report } : {}) };
+          this.destinations.set(key, dest);
         }
         dest.jobs.push({ id, recipients });
       }
@@ -149,13 +153,13 @@ export class Scheduler {
         this.active++;
         void this.worker(dest);
       }
-      if (dest.jobs.length === 0 && dest.active === 0) this.destinations.delete(dest.domain);
+      if (dest.jobs.length === 0 && dest.active === 0) this.destinations.delete(dest.report ? `${dest.domain}\0tlsrpt` : dest.domain);
     }
     this.checkIdle();
   }
 
   private async worker(dest: Destination): Promise<void> {
-    const run = new DestinationRun(this.deps.delivery, dest.domain);
+    const run = new DestinationRun(this.deps.delivery, dest.domain, { report: dest.report });
     this.runs.add(run);
     try {
       for (let job = dest.jobs.shift(); job; job = this.stopping ? undefined : dest.jobs.shift()) {

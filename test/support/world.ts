@@ -81,6 +81,7 @@ export class World {
     return { ...cfg, baseDir: this.dir, resolvedResolvers: cfg.dns.resolvers!, queue_dir: cfg.queue_dir };
   }
 
+  /** `extra`: further RelayOptions (e.g. tlsrptHttps with the test CA) */
   async start(patch: Patch = {}, extra: Partial<RelayOptions> = {}): Promise<Relay> {
     const sink = new Writable({
       write: (chunk, _e, cb) => {

@@ -1,0 +1,109 @@
+/**
+ * `dane-relay tlsrpt show|send` and `dane-relay dkim keygen`.
+ *
+ * `tlsrpt send` works beside a running relay: it only reads the counts (what the relay flushed, at most
+ * a second old), POSTs https reports itself (failures go to `pending/`, which the relay retries), and
+ * writes mailed reports to `<tlsrpt.dir>/outbox/`, which the relay moves into its spool as
+ * Envelope.kind 'tlsrpt' within a minute (or at its next start). It never touches the spool or its lock,
+ * and never submits over SMTP (that would turn a report into an ordinary, DANE-enforced message).
+ */
+import { promises as fsp } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { loadConfig } from '../../config/load.js';
+import { StubResolver } from '../../dns/stub.js';
+import { TlsrptService, tlsrptSettings, type Log } from './daily.js';
+import { dayOf, isDay, nextDay, type ReportJson } from './report.js';
+import { dkimKeygen } from './mail.js';
+
+const USAGE = `usage:
+  dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]
+  dane-relay tlsrpt send --day YYYY-MM-DD [--config FILE] [--domain D] [--dry-run] [--out DIR]
+  dane-relay dkim keygen [--selector S] [--domain D] [--out FILE]`;
+
+function argValue(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  if (i >= 0) return args[i + 1];
+  const eq = args.find((a) => a.startsWith(`${name}=`));
+  return eq?.slice(name.length + 1);
+}
+
+const quiet = (err: NodeJS.WritableStream, verbose: boolean): Log => ({
+  info: (o, m) => { if (verbose) err.write(`${m} ${JSON.stringify(o)}\n`); },
+  warn: (o, m) => err.write(`warning: ${m} ${JSON.stringify(o)}\n`),
+  debug: () => undefined,
+});
+
+function summary(r: ReportJson, domain: string): string {
+  const lines = [`${domain}  (${r['date-range']['start-datetime']} – ${r['date-range']['end-datetime']})`];
+  for (const p of r.policies) {
+    const pol = p.policy;
+    lines.push(`  ${pol['policy-type']} ${pol['policy-domain']}${pol['policy-string'].length ? ` [${pol['policy-string'].join(', ')}]` : ''}`);
+    lines.push(`    successful ${p.summary['total-successful-session-count']}, failed ${p.summary['total-failure-session-count']}`);
+    for (const d of p['failure-details'] ?? []) {
+      lines.push(`    ${d['failed-session-count']} × ${d['result-type']}${d['failure-reason-code'] ? ` (${d['failure-reason-code']})` : ''} ${d['receiving-mx-hostname'] ?? ''}${d['receiving-ip'] ? `[${d['receiving-ip']}]` : ''}`);
+    }
+  }
+  return lines.join('\n') + '\n';
+}
+
+export async function tlsrptCli(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  const [cmd, sub] = argv;
+  if (cmd === 'dkim' && sub === 'keygen') {
+    const k = dkimKeygen({ selector: argValue(argv, '--selector'), domain: argValue(argv, '--domain') });
+    const file = argValue(argv, '--out');
+    if (file) {
+      // Never overwrite a key: a replaced key silently breaks the published DNS record.
+      await fsp.writeFile(resolve(file), k.privateKeyPem, { mode: 0o600, flag: 'wx' });
+      out.write(`private key written to ${file}\n`);
+    } else {
+      out.write(k.privateKeyPem);
+    }
+    out.write(`publish this DNS record:\n${k.zoneLine}\n`);
+    return 0;
+  }
+  if (cmd !== 'tlsrpt' || (sub !== 'show' && sub !== 'send')) { err.write(`${USAGE}\n`); return 2; }
+
+  const config = loadConfig(argValue(argv, '--config') ?? 'config.example.yml');
+  const day = argValue(argv, '--day') ?? (sub === 'show' ? nextDay(dayOf(Date.now()), -1) : undefined);
+  if (!day || !isDay(day)) { err.write(`--day YYYY-MM-DD is required and must be a date\n${USAGE}\n`); return 2; }
+  const domain = argValue(argv, '--domain');
+  const settings = tlsrptSettings(config);
+  const resolver = new StubResolver({ servers: config.resolvedResolvers, timeoutMs: config.dns.timeout, attempts: config.dns.attempts });
+  const svc = await TlsrptService.open({ settings, resolver, log: quiet(err, sub === 'send'), now: Date.now, readOnly: sub === 'show' });
+  try {
+    const reports = await svc.build(day, domain ? [domain] : undefined);
+    if (sub === 'show') {
+      if (argv.includes('--json')) out.write(`${JSON.stringify(reports.map((r) => r.json), null, 2)}\n`);
+      else out.write(reports.length ? reports.map((r) => summary(r.json, r.domain)).join('\n') : `no TLSRPT sessions counted for ${day}${domain ? ` and ${domain}` : ''}\n`);
+      return 0;
+    }
+    const outDir = argValue(argv, '--out');
+    if (outDir) {
+      await fsp.mkdir(outDir, { recursive: true });
+      for (const r of reports) {
+        await fsp.writeFile(join(outDir, r.filename), r.gz);
+        out.write(`${join(outDir, r.filename)}\n`);
+      }
+      return 0;
+    }
+    if (argv.includes('--dry-run')) {
+      for (const r of reports) {
+        const d = await svc.discovery.lookup(r.domain, { fresh: true });
+        const to = d.kind === 'ok' ? d.rua.map((u) => u.uri).join(', ') : `not sent (${d.kind}: ${d.why})`;
+        out.write(`${r.domain}: ${r.filename} → ${to}${(await svc.wasSent(day, r.domain)) ? ' (already sent)' : ''}\n`);
+      }
+      return 0;
+    }
+    let failed = 0;
+    for (const r of reports) {
+      const o = await svc.sendReport(day, r.domain, { submit: (env, msg) => svc.toOutbox(env, msg) });
+      out.write(`${r.domain}: ${o.result}: ${o.detail}\n`);
+      if (o.result === 'retry-later') failed++;
+    }
+    if (reports.length === 0) out.write(`no TLSRPT sessions counted for ${day}\n`);
+    return failed ? 1 : 0;
+  } finally {
+    await svc.stop();
+    await resolver.close();
+  }
+}

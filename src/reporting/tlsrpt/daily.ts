@@ -1,0 +1,325 @@
+/**
+ * TLSRPT inside the relay: the recorder on the delivery seam, the store, and the daily job that
+ * sends each closed UTC day's reports after a random delay (RFC 8460 §4.1, digest TLSRPT-34).
+ *
+ * On disk under `tlsrpt.dir` (default `<queue_dir>/tlsrpt`):
+ *   counts/<day>.jsonl     the counters (store.ts)
+ *   plan/<day>.json        when each domain's report for that day is due (random delay, fixed once chosen)
+ *   sent/<day>/<domain>    a report that went out (or was dropped, with why); never sent twice by the job
+ *   pending/<id>.json      https sends awaiting retry (https.ts)
+ *   outbox/<name>.msg      mailed reports composed by `dane-relay tlsrpt send` while the relay runs:
+ *                          the relay moves them into its spool as Envelope.kind 'tlsrpt'
+ */
+import { promises as fsp, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { randomBytes } from 'node:crypto';
+import type { LoadedConfig } from '../../config/load.js';
+import type { Resolver } from '../../dns/types.js';
+import type { Envelope } from '../../spool/types.js';
+import { TlsrptStore, writeFileDurable } from './store.js';
+import { TlsrptDiscovery } from './discovery.js';
+import { TlsrptRecorder } from './recorder.js';
+import { HttpsSender, type HttpsOptions } from './https.js';
+import { composeReportMail, type DkimKey } from './mail.js';
+import { aLabel, buildReport, dayOf, isDay, makeReportId, nextDay, reportFilename, submitterOf, type ReportJson } from './report.js';
+
+export interface TlsrptSettings {
+  dir: string;
+  organizationName: string;
+  contactInfo: string;
+  submitter: string;
+  retentionDays: number;
+  maxDelayMs: number;
+  dkim?: DkimKey;
+}
+
+/** The `tlsrpt:` config section with its defaults applied; reads the DKIM key (clear error if unreadable). */
+export function tlsrptSettings(cfg: LoadedConfig): TlsrptSettings {
+  const t = cfg.tlsrpt;
+  const contactInfo = t.contact_info ?? `postmaster@${cfg.hostname}`;
+  let dkim: DkimKey | undefined;
+  if (t.dkim) {
+    const file = resolve(cfg.baseDir, t.dkim.key_file);
+    let pem: string;
+    try { pem = readFileSync(file, 'utf8'); } catch (e) {
+      throw new Error(`tlsrpt.dkim.key_file: cannot read ${file}: ${(e as Error).message}`);
+    }
+    if (!/-----BEGIN (RSA |)PRIVATE KEY-----/.test(pem)) throw new Error(`tlsrpt.dkim.key_file: ${file} holds no PEM private key`);
+    dkim = { domain: t.dkim.domain, selector: t.dkim.selector, privateKey: pem };
+  }
+  return {
+    dir: t.dir ? resolve(cfg.baseDir, t.dir) : join(cfg.queue_dir, 'tlsrpt'),
+    organizationName: t.organization_name ?? cfg.hostname,
+    contactInfo,
+    submitter: t.submitter ? aLabel(t.submitter) : submitterOf(contactInfo),
+    retentionDays: t.retention_days,
+    maxDelayMs: t.max_delay,
+    dkim,
+  };
+}
+
+export interface Log {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
+}
+
+/** How a composed mailed report enters the relay: its spool (in the relay) or the outbox (CLI). */
+export type SubmitMail = (envelope: Envelope, message: Buffer) => Promise<string>;
+
+export interface BuiltReport {
+  day: string;
+  domain: string;
+  json: ReportJson;
+  gz: Buffer;
+  filename: string;
+}
+
+export interface SendOutcome {
+  day: string;
+  domain: string;
+  /** sent: handed to at least one endpoint (mail queued or https 2xx); pending: https retries scheduled */
+  result: 'sent' | 'pending' | 'dropped' | 'retry-later' | 'dry-run' | 'written';
+  detail: string;
+  reportId?: string;
+  file?: string;
+}
+
+export interface ServiceDeps {
+  settings: TlsrptSettings;
+  resolver: Resolver;
+  log: Log;
+  now: () => number;
+  rand?: () => number;
+  https?: HttpsOptions;
+  readOnly?: boolean;
+}
+
+const OUTBOX_SUFFIX = '.msg';
+const TICK_MS = 60_000;
+
+export class TlsrptService {
+  readonly recorder: TlsrptRecorder;
+  readonly discovery: TlsrptDiscovery;
+  readonly https: HttpsSender;
+  private timer?: NodeJS.Timeout;
+  private ticking?: Promise<void>;
+  private submit?: SubmitMail;
+  private stopped = false;
+  /** closed days already planned: their count files are not read again every tick */
+  private readonly planned = new Set<string>();
+
+  private constructor(readonly store: TlsrptStore, private readonly deps: ServiceDeps) {
+    this.discovery = new TlsrptDiscovery(deps.resolver, deps.now);
+    this.recorder = new TlsrptRecorder({ store, discovery: this.discovery, now: deps.now, log: deps.log });
+    this.https = new HttpsSender(deps.settings.dir, { ...deps.https, now: deps.now, log: deps.log });
+  }
+
+  static async open(deps: ServiceDeps): Promise<TlsrptService> {
+    const store = await TlsrptStore.open(deps.settings.dir, { log: deps.log, readOnly: deps.readOnly });
+    return new TlsrptService(store, deps);
+  }
+
+  get settings(): TlsrptSettings { return this.deps.settings; }
+  private get dir(): string { return this.deps.settings.dir; }
+
+  /** Starts the daily job; `submit` queues a mailed report in the relay's spool. */
+  start(submit: SubmitMail): void {
+    this.submit = submit;
+    const loop = () => {
+      if (this.stopped) return;
+      void this.tick();
+      this.timer = setTimeout(loop, TICK_MS);
+      this.timer.unref?.();
+    };
+    loop();
+  }
+
+  /** One pass of the job; concurrent calls share the running pass. */
+  tick(): Promise<void> {
+    if (!this.ticking) this.ticking = this.tickNow().finally(() => { this.ticking = undefined; });
+    return this.ticking;
+  }
+
+  private async tickNow(): Promise<void> {
+    const step = async (what: string, f: () => Promise<unknown>) => {
+      try { await f(); } catch (e) { this.deps.log.warn({ err: (e as Error).message, step: what }, 'tlsrpt: daily job step failed; will retry'); }
+    };
+    await step('outbox', () => this.drainOutbox());
+    await step('plan', () => this.planClosedDays());
+    await step('send', () => this.sendDue());
+    await step('https-retry', () => this.https.retryDue());
+    await step('retention', () => this.prune());
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    // A pass may be waiting on a slow report endpoint: give it a moment, never the whole https timeout.
+    // Whatever it has not finished is on disk (plan, pending) and resumes at the next start.
+    await Promise.race([this.ticking?.catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
+    await this.store.close();
+  }
+
+  // ---- the daily plan -------------------------------------------------------------------------
+
+  private planFile(day: string): string { return join(this.dir, 'plan', `${day}.json`); }
+  private sentFile(day: string, domain: string): string { return join(this.dir, 'sent', day, domain); }
+
+  async readPlan(day: string): Promise<Record<string, number> | undefined> {
+    try { return JSON.parse(await fsp.readFile(this.planFile(day), 'utf8')) as Record<string, number>; } catch { return undefined; }
+  }
+
+  /** Each closed day with counts gets, once, a due time per domain: the day's end plus a random delay (TLSRPT-34). */
+  private async planClosedDays(): Promise<void> {
+    const today = dayOf(this.deps.now());
+    const oldest = nextDay(today, -this.deps.settings.retentionDays);
+    await this.store.flush().catch(() => undefined);
+    for (const day of await this.store.days()) {
+      if (day >= today || day < oldest || this.planned.has(day)) continue;
+      const plan = (await this.readPlan(day)) ?? {};
+      const domains = [...(await this.store.read(day)).keys()].filter((d) => !(d in plan));
+      this.planned.add(day);
+      if (domains.length === 0) continue;
+      const end = Date.parse(`${nextDay(day)}T00:00:00Z`);
+      const rand = this.deps.rand ?? Math.random;
+      for (const d of domains) plan[d] = end + Math.floor(rand() * this.deps.settings.maxDelayMs);
+      await fsp.mkdir(join(this.dir, 'plan'), { recursive: true });
+      await writeFileDurable(this.planFile(day), JSON.stringify(plan));
+      this.deps.log.info({ day, domains: domains.length }, 'tlsrpt: reports planned');
+    }
+  }
+
+  private async sendDue(): Promise<void> {
+    let names: string[];
+    try { names = await fsp.readdir(join(this.dir, 'plan')); } catch { return; }
+    const now = this.deps.now();
+    for (const day of names.map((n) => n.replace(/\.json$/, '')).filter(isDay).sort()) {
+      const plan = (await this.readPlan(day)) ?? {};
+      for (const [domain, due] of Object.entries(plan)) {
+        if (this.stopped) return;
+        if (due > now || (await this.wasSent(day, domain))) continue;
+        await this.sendReport(day, domain);
+      }
+    }
+  }
+
+  async wasSent(day: string, domain: string): Promise<boolean> {
+    try { await fsp.access(this.sentFile(day, domain)); return true; } catch { return false; }
+  }
+
+  private async markSent(o: SendOutcome): Promise<void> {
+    await fsp.mkdir(join(this.dir, 'sent', o.day), { recursive: true });
+    await writeFileDurable(this.sentFile(o.day, o.domain), `${JSON.stringify({ ...o, at: new Date(this.deps.now()).toISOString() })}\n`);
+  }
+
+  private async prune(): Promise<void> {
+    const today = dayOf(this.deps.now());
+    const oldest = nextDay(today, -this.deps.settings.retentionDays);
+    const removed = await this.store.prune(today, this.deps.settings.retentionDays);
+    for (const sub of ['plan', 'sent']) {
+      let names: string[] = [];
+      try { names = await fsp.readdir(join(this.dir, sub)); } catch { /* none */ }
+      for (const n of names) {
+        const day = n.replace(/\.json$/, '');
+        if (isDay(day) && day < oldest) await fsp.rm(join(this.dir, sub, n), { recursive: true, force: true });
+      }
+    }
+    if (removed.length) this.deps.log.info({ days: removed }, 'tlsrpt: counts past retention removed');
+  }
+
+  // ---- building and sending ------------------------------------------------------------------
+
+  /** The reports of one day (all domains, or the given ones), built but not sent. */
+  async build(day: string, domains?: string[]): Promise<BuiltReport[]> {
+    const counts = await this.store.read(day);
+    const want = domains?.map(aLabel);
+    const out: BuiltReport[] = [];
+    for (const [domain, policies] of [...counts.entries()].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      if (want && !want.includes(domain)) continue;
+      const s = this.deps.settings;
+      const json = buildReport({ organizationName: s.organizationName, contactInfo: s.contactInfo, reportId: makeReportId(day, domain, randomBytes(6).toString('hex')), day, policies });
+      out.push({ day, domain, json, gz: gzipSync(JSON.stringify(json)), filename: reportFilename({ submitter: s.submitter, policyDomain: domain, day }) });
+    }
+    return out;
+  }
+
+  /**
+   * Sends one day's report for one domain: rua is looked up again now (TLSRPT-6); mailto reports
+   * are DKIM-signed and queued (TLSRPT-42…45), https reports POSTed and retried (TLSRPT-46…48).
+   */
+  async sendReport(day: string, domain: string, opts: { submit?: SubmitMail; mark?: boolean } = {}): Promise<SendOutcome> {
+    const mark = opts.mark ?? true;
+    const finish = async (o: SendOutcome) => {
+      if (mark && o.result !== 'retry-later') await this.markSent(o);
+      this.deps.log.info({ ...o }, 'tlsrpt: report');
+      return o;
+    };
+    const disc = await this.discovery.lookup(domain, { fresh: true });
+    if (disc.kind === 'tempfail') return finish({ day, domain, result: 'retry-later', detail: disc.why });
+    if (disc.kind === 'none') return finish({ day, domain, result: 'dropped', detail: `no TLSRPT policy now: ${disc.why}` });
+    const [r] = await this.build(day, [domain]);
+    if (!r) return finish({ day, domain, result: 'dropped', detail: 'no sessions counted' });
+    const reportId = r.json['report-id'];
+    const mailto = disc.rua.flatMap((u) => (u.scheme === 'mailto' ? [u.address] : []));
+    const urls = disc.rua.flatMap((u) => (u.scheme === 'https' ? [u.url] : []));
+    const done: string[] = [];
+    const problems: string[] = [];
+    const submit = opts.submit ?? this.submit;
+    if (mailto.length) {
+      if (!this.deps.settings.dkim) problems.push('mailto skipped: tlsrpt.dkim is not configured (RFC 8460 §3: reports MUST be DKIM-signed)');
+      else if (!submit) problems.push('mailto skipped: nowhere to queue the message');
+      else {
+        const mail = await composeReportMail({ report: r.json, gz: r.gz, filename: r.filename, policyDomain: domain, submitter: this.deps.settings.submitter, to: mailto, dkim: this.deps.settings.dkim, now: this.deps.now() });
+        const id = await submit(mail.envelope, mail.message);
+        done.push(`mail queued as ${id} to ${mailto.join(', ')}`);
+      }
+    }
+    if (urls.length) {
+      // TLSRPT-47: one accepting endpoint is enough; with mail already queued, no retries are kept.
+      const accepted = await this.https.send({ id: `${day}-${domain}-${reportId.split('.').pop()}`, day, domain, filename: r.filename, urls, body: r.gz.toString('base64') });
+      if (accepted) done.push(`https accepted (${urls.join(', ')})`);
+      else if (done.length) await fsp.rm(join(this.https.pendingDir, `${day}-${domain}-${reportId.split('.').pop()}.json`), { force: true });
+      else return finish({ day, domain, result: 'pending', detail: `https failed; retrying for 24 h (${urls.join(', ')})`, reportId });
+    }
+    if (done.length) return finish({ day, domain, result: 'sent', detail: [...done, ...problems].join('; '), reportId });
+    return finish({ day, domain, result: 'dropped', detail: problems.join('; ') || 'no usable rua', reportId });
+  }
+
+  // ---- the outbox (CLI → running relay) ------------------------------------------------------
+
+  /** Writes a composed mailed report for the relay to pick up (used by `dane-relay tlsrpt send`). */
+  async toOutbox(envelope: Envelope, message: Buffer): Promise<string> {
+    const dir = join(this.dir, 'outbox');
+    await fsp.mkdir(dir, { recursive: true });
+    const name = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+    await writeFileDurable(join(dir, `${name}${OUTBOX_SUFFIX}`), Buffer.concat([Buffer.from(`${JSON.stringify(envelope)}\n`), message]));
+    return `outbox/${name}`;
+  }
+
+  /** Moves outbox files into the spool. A crash between enqueue and unlink repeats a report, never loses one. */
+  private async drainOutbox(): Promise<void> {
+    if (!this.submit) return;
+    const dir = join(this.dir, 'outbox');
+    let names: string[];
+    try { names = await fsp.readdir(dir); } catch { return; }
+    for (const n of names.filter((x) => x.endsWith(OUTBOX_SUFFIX)).sort()) {
+      const file = join(dir, n);
+      const buf = await fsp.readFile(file);
+      const nl = buf.indexOf(0x0a);
+      let env: Envelope;
+      try {
+        env = JSON.parse(buf.subarray(0, nl).toString('utf8')) as Envelope;
+        if (env.kind !== 'tlsrpt' || !Array.isArray(env.recipients) || env.recipients.length === 0) throw new Error('not a tlsrpt envelope');
+      } catch (e) {
+        this.deps.log.warn({ file, err: (e as Error).message }, 'tlsrpt: outbox file is not a report; moved aside');
+        await fsp.rename(file, `${file}.bad`);
+        continue;
+      }
+      const id = await this.submit({ ...env, received: this.deps.now() }, buf.subarray(nl + 1));
+      await fsp.rm(file, { force: true });
+      this.deps.log.info({ queue_id: id, file: n }, 'tlsrpt: outbox report queued');
+    }
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * TLSRPT policy discovery (RFC 8460 §3, digest TLSRPT-1…6): TXT at `_smtp._tls.<domain>`
+ * through the relay's own Resolver, parsed by the pure `parseTlsrptTxt`, cached per TTL.
+ */
+import type { Resolver } from '../../dns/types.js';
+import { isAnswer } from '../../dns/types.js';
+import { aLabel } from './report.js';
+
+export type Rua = { scheme: 'mailto'; uri: string; address: string } | { scheme: 'https'; uri: string; url: string };
+
+export type TlsrptRecord = { ok: true; rua: Rua[] } | { ok: false; why: string };
+
+const WSP = '[ \\t]*';
+const EXT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
+const EXT_VALUE = /^[\x21-\x3a\x3c\x3e-\x7e]+$/;
+/** RFC 3986 URI, roughly: scheme ":" then no whitespace and none of the characters rua must percent-encode. */
+const URI = /^[A-Za-z][A-Za-z0-9+.-]*:[^\s,;!]+$/;
+
+/**
+ * One record (TXT strings already joined without spaces, TLSRPT-2) → its rua list.
+ * RFC 8460 §3 ABNF (TLSRPT-4): `v=TLSRPTv1` first (case-sensitive), fields separated by
+ * `*WSP ";" *WSP`, optional trailing `;`, `rua` required, extensions ignored.
+ */
+export function parseTlsrptRecord(record: string): TlsrptRecord {
+  if (!record.startsWith('v=TLSRPTv1')) return { ok: false, why: 'does not start with v=TLSRPTv1' };
+  const fields = record.slice('v=TLSRPTv1'.length).split(new RegExp(`${WSP};${WSP}`));
+  // fields[0] is what sat between the version and the first ';' (must be empty).
+  if (fields[0] !== '') return { ok: false, why: `unexpected text after v=TLSRPTv1: ${JSON.stringify(fields[0])}` };
+  if (fields.length < 2) return { ok: false, why: 'no fields after the version' };
+  let rua: string | undefined;
+  for (let i = 1; i < fields.length; i++) {
+    const f = fields[i]!;
+    if (f === '' && i === fields.length - 1) continue; // trailing ";"
+    const eq = f.indexOf('=');
+    if (eq <= 0) return { ok: false, why: `malformed field ${JSON.stringify(f)}` };
+    const name = f.slice(0, eq);
+    const value = f.slice(eq + 1);
+    if (name === 'rua') {
+      if (rua !== undefined) return { ok: false, why: 'rua given twice' };
+      rua = value;
+    } else if (!EXT_NAME.test(name) || !EXT_VALUE.test(value)) {
+      return { ok: false, why: `malformed extension field ${JSON.stringify(f)}` };
+    } // else: an extension, ignored (TLSRPT-4)
+  }
+  if (rua === undefined) return { ok: false, why: 'no rua field' };
+  const uris = rua.split(new RegExp(`${WSP},${WSP}`));
+  const out: Rua[] = [];
+  for (const uri of uris) {
+    if (!URI.test(uri)) return { ok: false, why: `rua: not a URI: ${JSON.stringify(uri)}` };
+    const scheme = uri.slice(0, uri.indexOf(':')).toLowerCase();
+    // TLSRPT-5: only mailto and https are used; other schemes are ignored.
+    if (scheme === 'mailto') {
+      let address: string;
+      try { address = decodeURIComponent(uri.slice(7).split('?')[0]!); } catch { continue; }
+      if (/^[^\s@<>(),;:"]+@[^\s@<>]+$/.test(address)) out.push({ scheme: 'mailto', uri, address });
+    } else if (scheme === 'https') {
+      try { out.push({ scheme: 'https', uri, url: new URL(uri).href }); } catch { /* not usable */ }
+    }
+  }
+  if (out.length === 0) return { ok: false, why: 'rua has no usable mailto: or https: URI' };
+  return { ok: true, rua: out };
+}
+
+/**
+ * The TXT RRset at `_smtp._tls.<domain>` → the policy (TLSRPT-3): records not starting with the
+ * literal `v=TLSRPTv1;` are dropped; exactly one must remain.
+ * Reading of the digest's trap: `v=TLSRPTv1 ;` fits the ABNF but fails the literal prefix of §3,
+ * so it is not a TLSRPT record at all (the prefix test comes first, as in the RFC's prose).
+ */
+export function parseTlsrptTxt(txts: string[]): TlsrptRecord {
+  const candidates = txts.filter((t) => t.startsWith('v=TLSRPTv1;'));
+  if (candidates.length === 0) return { ok: false, why: 'no v=TLSRPTv1 record' };
+  if (candidates.length > 1) return { ok: false, why: `${candidates.length} v=TLSRPTv1 records (exactly one allowed)` };
+  return parseTlsrptRecord(candidates[0]!);
+}
+
+export type Discovery = { kind: 'ok'; rua: Rua[] } | { kind: 'none'; why: string } | { kind: 'tempfail'; why: string };
+
+/** TTL bounds for the cache: short enough to follow changes, long enough to keep DNS off the hot path. */
+const MIN_TTL = 60_000;
+const MAX_TTL = 3_600_000;
+const TEMPFAIL_TTL = 60_000;
+
+export class TlsrptDiscovery {
+  private readonly cache = new Map<string, { until: number; result: Discovery }>();
+  private readonly inflight = new Map<string, Promise<Discovery>>();
+
+  constructor(private readonly resolver: Resolver, private readonly now: () => number = Date.now) {}
+
+  /** Cached answer, if fresh; undefined when a lookup is needed. Synchronous: the recorder's fast path. */
+  cached(domain: string): Discovery | undefined {
+    const c = this.cache.get(domain);
+    return c && c.until > this.now() ? c.result : undefined;
+  }
+
+  /** TLSRPT-1: TXT at `_smtp._tls.<D>`; DNS trouble is a tempfail, never "none" (TLSRPT-6). */
+  lookup(domain: string, opts: { fresh?: boolean } = {}): Promise<Discovery> {
+    let d: string;
+    try { d = aLabel(domain); } catch (e) { return Promise.resolve({ kind: 'none', why: (e as Error).message }); }
+    if (!opts.fresh) {
+      const c = this.cached(d);
+      if (c) return Promise.resolve(c);
+    }
+    const running = this.inflight.get(d);
+    if (running) return running;
+    const p = this.resolve(d).finally(() => this.inflight.delete(d));
+    this.inflight.set(d, p);
+    return p;
+  }
+
+  private async resolve(d: string): Promise<Discovery> {
+    const name = `_smtp._tls.${d}`;
+    let result: Discovery;
+    let ttl = TEMPFAIL_TTL;
+    try {
+      const ans = await this.resolver.lookup(name, 'TXT');
+      if (!isAnswer(ans)) {
+        result = { kind: 'tempfail', why: `TXT lookup for ${name}: ${ans.error?.message || ans.error?.kind || ans.status}` };
+      } else {
+        const rec = parseTlsrptTxt(ans.records);
+        result = rec.ok ? { kind: 'ok', rua: rec.rua } : { kind: 'none', why: `${name}: ${rec.why}` };
+        ttl = Math.min(MAX_TTL, Math.max(MIN_TTL, (ans.ttl || 0) * 1000));
+      }
+    } catch (e) {
+      result = { kind: 'tempfail', why: `TXT lookup for ${name}: ${(e as Error).message}` };
+    }
+    this.cache.set(d, { until: this.now() + ttl, result });
+    return result;
+  }
+}

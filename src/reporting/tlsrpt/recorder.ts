@@ -1,0 +1,91 @@
+/**
+ * The one place TLSRPT counts (digest TLSRPT-10, 16): `DeliveryDeps.onTlsResult` calls `record`
+ * once per TLS session attempt that reached a policy decision. A session is counted only for a
+ * domain that publishes a valid TLSRPT record (TLSRPT-6); the check is a cache hit on the hot
+ * path, a DNS lookup only on the first session to a domain per TTL.
+ */
+import type { TlsSessionResult } from '../../delivery/deliver.js';
+import type { TlsrptDiscovery } from './discovery.js';
+import type { TlsrptStore } from './store.js';
+import { aLabel, dayOf, detailKey, isResultType, policyKey, type FailureDetail, type Policy } from './report.js';
+
+export interface SessionCount {
+  /** the TLSRPT Policy Domain the report is about and sent for (TLSRPT-1) */
+  reportDomain: string;
+  policy: Policy;
+  ok: boolean;
+  detail?: FailureDetail;
+}
+
+/** A short, stable failure-reason-code from a delivery reason (TLSRPT-20), so identical failures merge (TLSRPT-26). */
+export function reasonCode(resultType: string, reason: string | undefined): string | undefined {
+  const r = (reason ?? '').trim();
+  if (resultType === 'certificate-not-trusted') return /^[a-z0-9-]+$/.test(r) && r !== resultType ? r : 'dane-no-match';
+  if (resultType === 'dane-required') return 'no-secure-tlsa';
+  if (resultType === 'dnssec-invalid') {
+    const m = /^(\w+) lookup for \S+: ?(\S+)/.exec(r);
+    return m ? `${m[1]!.toLowerCase()}-lookup-${m[2]!.toLowerCase().replace(/[^a-z0-9-]/g, '')}` : 'dns-lookup-failed';
+  }
+  const code = /\b((?:X509_V_)?ERR_[A-Z0-9_]+|SSL_R_[A-Z0-9_]+)\b/.exec(r)?.[1];
+  if (code) return code;
+  if (/^[a-z0-9-]{1,64}$/.test(r) && r !== resultType) return r;
+  if (resultType === 'validation-failure') return /alert|handshake/i.test(r) ? 'tls-handshake-failure' : 'dane-validation-failure';
+  return undefined;
+}
+
+/** Pure: a session result → what is counted, keyed by policy (TLSRPT-11…14, 21, 25). */
+export function sessionCount(r: TlsSessionResult): SessionCount {
+  const reportDomain = aLabel(r.domain);
+  const policy: Policy = r.tlsa
+    ? { type: 'tlsa', strings: [...r.tlsa.records], domain: aLabel(r.tlsa.baseDomain) }
+    : { type: 'no-policy-found', strings: [], domain: reportDomain };
+  // TLSRPT-21: a TLSA RRset without a usable record is reported as tlsa-invalid, although RFC 7672 §2.2 lets the
+  // message go over unauthenticated TLS (plan 'encrypt'): the domain's DANE policy could not be applied.
+  const unusable = r.ok && r.plan?.kind === 'encrypt' && r.tlsa !== undefined;
+  if (r.ok && !unusable) return { reportDomain, policy, ok: true };
+  const resultType = unusable ? 'tlsa-invalid' : r.resultType && isResultType(r.resultType) ? r.resultType : 'validation-failure'; // TLSRPT-20
+  const detail: FailureDetail = { resultType };
+  if (r.sendingIp) detail.sendingIp = r.sendingIp;
+  detail.receivingMx = aLabel(r.host);
+  if (r.receivingHelo) detail.receivingHelo = r.receivingHelo;
+  if (r.address) detail.receivingIp = r.address;
+  const code = unusable ? 'no-usable-tlsa' : reasonCode(resultType, r.reason);
+  if (code) detail.reasonCode = code;
+  return { reportDomain, policy, ok: false, detail };
+}
+
+export interface RecorderDeps {
+  store: TlsrptStore;
+  discovery: TlsrptDiscovery;
+  now: () => number;
+  log?: { debug(obj: object, msg: string): void; warn(obj: object, msg: string): void };
+}
+
+export class TlsrptRecorder {
+  constructor(private readonly deps: RecorderDeps) {}
+
+  /** The onTlsResult hook. Never throws: a counting problem must not disturb a delivery. */
+  readonly record = (r: TlsSessionResult): void => {
+    const at = this.deps.now();
+    let c: SessionCount;
+    try {
+      c = sessionCount(r);
+    } catch (e) {
+      this.deps.log?.warn({ err: (e as Error).message, domain: r.domain }, 'tlsrpt: session not countable');
+      return;
+    }
+    const known = this.deps.discovery.cached(c.reportDomain);
+    if (known) {
+      if (known.kind === 'ok') this.count(c, at);
+      return;
+    }
+    void this.deps.discovery.lookup(c.reportDomain).then((d) => {
+      if (d.kind === 'ok') this.count(c, at);
+      else this.deps.log?.debug({ domain: c.reportDomain, tlsrpt: d.kind, why: d.why }, 'tlsrpt: domain not reported');
+    });
+  };
+
+  private count(c: SessionCount, at: number): void {
+    this.deps.store.add(dayOf(at), c.reportDomain, policyKey(c.policy), c.ok, c.detail ? detailKey(c.detail) : undefined);
+  }
+}

@@ -1,0 +1,214 @@
+/**
+ * Durable TLSRPT counters. Recording is an in-memory increment; at most once per second the
+ * increments are appended as one JSON line per (day, report domain, policy) to
+ * `<dir>/counts/<YYYY-MM-DD>.jsonl` and fsynced, so a crash loses at most the last second.
+ * Files are append-only deltas: a torn last line (crash mid-write) is skipped on reading,
+ * every complete line counts. Days older than the retention window are deleted.
+ *
+ * Readers (the CLI beside a running relay) only read the files: they see everything up to
+ * the relay's last flush.
+ */
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { detailFromKey, isDay, nextDay, policyFromKey, type PolicyCounts } from './report.js';
+
+export interface StoreLog {
+  warn(obj: object, msg: string): void;
+}
+
+interface Pending { day: string; domain: string; policy: string; s: number; f: number; x: Map<string, number> }
+
+export const FLUSH_INTERVAL_MS = 1000;
+
+/** fsync a directory so a new file's entry survives a crash. */
+export async function syncDir(dir: string): Promise<void> {
+  const h = await fsp.open(dir, 'r');
+  try { await h.sync(); } finally { await h.close(); }
+}
+
+/** Atomic replace: tmp → fsync → rename → fsync(dir). */
+export async function writeFileDurable(path: string, data: string | Buffer): Promise<void> {
+  const dir = path.slice(0, path.lastIndexOf('/')) || '.';
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const h = await fsp.open(tmp, 'w', 0o640);
+  try {
+    await h.writeFile(data);
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+  try {
+    await fsp.rename(tmp, path);
+  } catch (e) {
+    await fsp.rm(tmp, { force: true });
+    throw e;
+  }
+  await syncDir(dir);
+}
+
+export class TlsrptStore {
+  private pending = new Map<string, Pending>();
+  private timer?: NodeJS.Timeout;
+  private flushing: Promise<void> = Promise.resolve();
+  private readonly countsDir: string;
+  private closed = false;
+
+  private constructor(readonly dir: string, private readonly log?: StoreLog) {
+    this.countsDir = join(dir, 'counts');
+  }
+
+  static async open(dir: string, opts: { log?: StoreLog; readOnly?: boolean } = {}): Promise<TlsrptStore> {
+    const s = new TlsrptStore(dir, opts.log);
+    if (!opts.readOnly) await fsp.mkdir(s.countsDir, { recursive: true });
+    return s;
+  }
+
+  /** Hot path: one session outcome. No I/O; a flush is armed for within a second. */
+  add(day: string, domain: string, policy: string, ok: boolean, detail?: string): void {
+    const k = `${day}\0${domain}\0${policy}`;
+    let p = this.pending.get(k);
+    if (!p) {
+      p = { day, domain, policy, s: 0, f: 0, x: new Map() };
+      this.pending.set(k, p);
+    }
+    if (ok) p.s++;
+    else {
+      p.f++;
+      if (detail !== undefined) p.x.set(detail, (p.x.get(detail) ?? 0) + 1);
+    }
+    if (!this.timer && !this.closed) {
+      this.timer = setTimeout(() => { this.timer = undefined; void this.flush(); }, FLUSH_INTERVAL_MS);
+      this.timer.unref?.();
+    }
+  }
+
+  /** Appends everything pending and fsyncs; concurrent calls are serialised. Never loses counts on error. */
+  flush(): Promise<void> {
+    const next = this.flushing.then(() => this.flushNow());
+    this.flushing = next.catch(() => undefined);
+    return next;
+  }
+
+  private async flushNow(): Promise<void> {
+    if (this.pending.size === 0) return;
+    const batch = this.pending;
+    this.pending = new Map();
+    const byDay = new Map<string, Pending[]>();
+    for (const p of batch.values()) byDay.set(p.day, [...(byDay.get(p.day) ?? []), p]);
+    let failure: unknown;
+    for (const [day, list] of byDay) {
+      const lines = list.map((p) => JSON.stringify({ d: p.domain, p: p.policy, s: p.s, f: p.f, x: Object.fromEntries(p.x) })).join('\n') + '\n';
+      const file = join(this.countsDir, `${day}.jsonl`);
+      try {
+        let created = false;
+        try { await fsp.access(file); } catch { created = true; }
+        const h = await fsp.open(file, 'a+', 0o640);
+        try {
+          // A previous torn write may have left a partial line: start ours on a fresh line.
+          const st = await h.stat();
+          const prefix = st.size > 0 && !(await endsWithNewline(h, st.size)) ? '\n' : '';
+          await h.write(prefix + lines);
+          await h.sync();
+        } finally {
+          await h.close();
+        }
+        if (created) await syncDir(this.countsDir);
+      } catch (e) {
+        // Keep the counts for the next flush: a full disk must not lose statistics silently.
+        for (const p of list) this.merge(p);
+        this.log?.warn({ err: (e as Error).message, file }, 'tlsrpt: could not write counts; will retry');
+        if (!this.timer && !this.closed) {
+          this.timer = setTimeout(() => { this.timer = undefined; void this.flush(); }, FLUSH_INTERVAL_MS);
+          this.timer.unref?.();
+        }
+        failure = e;
+      }
+    }
+    if (failure) throw failure;
+  }
+
+  private merge(p: Pending): void {
+    const k = `${p.day}\0${p.domain}\0${p.policy}`;
+    const cur = this.pending.get(k);
+    if (!cur) { this.pending.set(k, p); return; }
+    cur.s += p.s;
+    cur.f += p.f;
+    for (const [d, n] of p.x) cur.x.set(d, (cur.x.get(d) ?? 0) + n);
+  }
+
+  /** Days that have counts on disk, oldest first. */
+  async days(): Promise<string[]> {
+    let names: string[];
+    try { names = await fsp.readdir(this.countsDir); } catch { return []; }
+    return names.map((n) => n.replace(/\.jsonl$/, '')).filter(isDay).sort();
+  }
+
+  /** A day's counts per report domain (plus what is still pending in this process). */
+  async read(day: string): Promise<Map<string, PolicyCounts[]>> {
+    if (!isDay(day)) throw new Error(`not a day (YYYY-MM-DD): ${day}`);
+    const acc = new Map<string, Map<string, { s: number; f: number; x: Map<string, number> }>>();
+    const addTo = (domain: string, policy: string, s: number, f: number, x: Iterable<[string, number]>) => {
+      let d = acc.get(domain);
+      if (!d) acc.set(domain, (d = new Map()));
+      let p = d.get(policy);
+      if (!p) d.set(policy, (p = { s: 0, f: 0, x: new Map() }));
+      p.s += s;
+      p.f += f;
+      for (const [k, n] of x) p.x.set(k, (p.x.get(k) ?? 0) + n);
+    };
+    let text = '';
+    try { text = await fsp.readFile(join(this.countsDir, `${day}.jsonl`), 'utf8'); } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    let bad = 0;
+    for (const line of text.split('\n')) {
+      if (!line) continue;
+      try {
+        const j = JSON.parse(line) as { d: string; p: string; s: number; f: number; x: Record<string, number> };
+        policyFromKey(j.p);
+        for (const k of Object.keys(j.x)) detailFromKey(k);
+        if (typeof j.d !== 'string' || ![j.s, j.f, ...Object.values(j.x)].every((n) => Number.isSafeInteger(n) && n >= 0)) throw new Error('bad counts');
+        addTo(j.d, j.p, j.s, j.f, Object.entries(j.x));
+      } catch {
+        bad++; // a torn last line after a crash, or damage: skipped, everything else counts
+      }
+    }
+    if (bad) this.log?.warn({ day, skipped_lines: bad }, 'tlsrpt: skipped unreadable count lines');
+    for (const p of this.pending.values()) if (p.day === day) addTo(p.domain, p.policy, p.s, p.f, p.x);
+    const out = new Map<string, PolicyCounts[]>();
+    for (const [domain, policies] of acc) {
+      out.set(domain, [...policies.entries()].map(([k, v]) => ({
+        policy: policyFromKey(k),
+        success: v.s,
+        failure: v.f,
+        details: [...v.x.entries()].map(([dk, n]) => ({ detail: detailFromKey(dk), count: n })),
+      })));
+    }
+    return out;
+  }
+
+  /** Deletes count files of days before `today - retentionDays`. */
+  async prune(today: string, retentionDays: number): Promise<string[]> {
+    const oldest = nextDay(today, -retentionDays);
+    const removed: string[] = [];
+    for (const day of await this.days()) {
+      if (day < oldest) {
+        await fsp.rm(join(this.countsDir, `${day}.jsonl`), { force: true });
+        removed.push(day);
+      }
+    }
+    return removed;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
+    await this.flush();
+  }
+}
+
+async function endsWithNewline(h: fsp.FileHandle, size: number): Promise<boolean> {
+  const b = Buffer.alloc(1);
+  await h.read(b, 0, 1, size - 1);
+  return b[0] === 0x0a;
+}
