@@ -328,7 +328,8 @@ function errorAnswer<T extends QueryType>(
   };
 }
 
-function copyAnswer<T extends QueryType>(a: DnsAnswer<T>): DnsAnswer<T> {
+/** A deep copy, so one caller mutating an answer cannot affect another (also used by the validator). */
+export function copyAnswer<T extends QueryType>(a: DnsAnswer<T>): DnsAnswer<T> {
   return {
     ...a,
     chain: a.chain.map((h) => ({ ...h })),
