@@ -214,7 +214,7 @@ export class ChainWalker {
     if (dsSet) {
       const v = verifyRRset(dsSet, zk, ctx.nowSec, ctx.budget);
       if (!v.ok) return bad('bogus', `DS RRset does not validate with ${parent.zone}'s keys: ${v.reason}`);
-      ctx.trace.add('RRSIG', name, 'ok', `DS RRset signed by ${parent.zone} key ${v.key.keyTag}/${algorithmName(v.key.algorithm)}`);
+      ctx.trace.add('DS', name, 'ok', `DS RRset signed by ${parent.zone} key ${v.key.keyTag}/${algorithmName(v.key.algorithm)}`);
       const ds = dsSet.rrs.map((rr) => parseDs(rr.rdata)).filter((d): d is Ds => d !== undefined);
       if (!ds.some((d) => SUPPORTED_ALGORITHMS.has(d.algorithm) && SUPPORTED_DIGESTS.has(d.digestType))) {
         // RFC 4035 §5.2, RFC 6840 §5.2: only unsupported algorithms/digests → treat the zone as unsigned.
