@@ -9,7 +9,8 @@ const USAGE = `usage:
   dane-relay serve --config FILE        run the relay
   dane-relay config check FILE          validate a configuration file
   dane-relay hash-password              read a password on stdin, print a users-file hash
-  dane-relay queue list [--config FILE] [--json]   show queued messages and why they wait (read-only)`;
+  dane-relay queue list [--config FILE] [--json]   show queued messages and why they wait (read-only)
+  dane-relay dns lookup NAME TYPE [--config FILE] [--json]   resolve and validate, explaining the DNSSEC verdict`;
 
 function argValue(args: string[], name: string): string | undefined {
   const i = args.indexOf(name);
@@ -55,6 +56,13 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
       const listing = await listSpool(config.queue_dir);
       out.write(argv.includes('--json') ? `${JSON.stringify(listing, null, 2)}\n` : formatListing(listing, Date.now()));
       return listing.unreadable.length ? 1 : 0;
+    }
+    if (cmd === 'dns' && sub === 'lookup') {
+      const rest = argv.slice(2);
+      const [name, type] = rest.filter((a, i) => !a.startsWith('--') && rest[i - 1] !== '--config');
+      if (!name || !type) { err.write(`${USAGE}\n`); return 2; }
+      const { dnsLookupCommand } = await import('./dnssec/cli.js');
+      return await dnsLookupCommand({ name, type, configFile: argValue(argv, '--config'), json: argv.includes('--json'), out, err });
     }
     if (cmd === 'hash-password') {
       const { hashPassword } = await import('./ingress/users.js');

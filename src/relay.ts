@@ -14,6 +14,14 @@ import type { DeliveryDeps } from './delivery/deliver.js';
 import { makeLogger } from './log.js';
 import { selfTest } from './dns/selftest.js';
 
+/** dns.mode validate: DNSSEC checked in-process from the trust anchors (file, or the built-in IANA root). */
+async function validatingResolver(cfg: LoadedConfig): Promise<Resolver> {
+  const { ValidatingResolver } = await import('./dnssec/resolver.js');
+  const { readFileSync } = await import('node:fs');
+  const trustAnchors = cfg.dns.trust_anchors ? readFileSync(cfg.dns.trust_anchors, 'utf8') : undefined;
+  return new ValidatingResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts, trustAnchors });
+}
+
 export interface RelayOptions {
   config: LoadedConfig;
   log?: Logger;
@@ -39,10 +47,9 @@ export class Relay {
     const now = opts.now ?? Date.now;
     const problem = trustAdProblem(cfg);
     if (problem && !opts.resolver) throw new Error(problem);
-    if (cfg.dns.mode === 'validate' && !opts.resolver) {
-      throw new Error('dns.mode validate (in-process DNSSEC validation) is not available in this version; use dns.mode trust-ad with a validating resolver on loopback');
-    }
-    const resolver = opts.resolver ?? new StubResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts });
+    const resolver = opts.resolver ?? (cfg.dns.mode === 'validate'
+      ? await validatingResolver(cfg)
+      : new StubResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts }));
 
     const spool = await Spool.open(cfg.queue_dir, { now, log });
     let ingress: Ingress | undefined;
