@@ -220,22 +220,8 @@ export class ValidatingResolver implements Resolver {
   private async interpret(msg: WireMessage, name: string, qtype: QueryType, ctx: LookupContext): Promise<Step> {
     const answers = groupRRsets(msg.answers);
     const qcode = typeCode(qtype);
-    const data = answers.get(`${name}|${qcode}`);
-    if (data) {
-      const verdict = await this.validateRRset(data, msg, ctx);
-      const rrs = msg.answers.filter((rr) => rr.name === name && rr.typeCode === qcode && rr.class === 1);
-      return { kind: 'data', rrs, verdict };
-    }
-    if (qcode !== TYPE_CODES.CNAME) {
-      const cname = answers.get(`${name}|${TYPE_CODES.CNAME}`);
-      if (cname) {
-        const targets = new Set(msg.answers.filter((rr) => rr.name === name && rr.typeCode === TYPE_CODES.CNAME).map((rr) => rr.data as string));
-        if (targets.size !== 1) return { kind: 'alias', target: '', verdict: { kind: 'bogus', reason: `several CNAME targets at ${name}` } };
-        const verdict = await this.validateRRset(cname, msg, ctx);
-        return { kind: 'alias', target: [...targets][0]!, verdict };
-      }
-    }
-    // DNAME at the closest proper ancestor (RFC 6672 §3.2); the synthesised CNAME is unsigned and ignored.
+    // DNAME at the closest proper ancestor (RFC 6672 §3.2) comes first: the CNAME next to it is only its
+    // unsigned synthesis (RFC 6672 §3.4, RFC 4035 §3.2.3) and is ignored; we synthesise the target ourselves.
     let dname: RRset | undefined;
     for (const s of answers.values()) {
       if (s.typeCode !== TYPE_CODES.DNAME || s.name === name || !isAtOrBelow(name, s.name)) continue;
@@ -253,6 +239,21 @@ export class ValidatingResolver implements Resolver {
         return { kind: 'data', rrs: [synth], verdict };
       }
       return { kind: 'alias', target, verdict };
+    }
+    const data = answers.get(`${name}|${qcode}`);
+    if (data) {
+      const verdict = await this.validateRRset(data, msg, ctx);
+      const rrs = msg.answers.filter((rr) => rr.name === name && rr.typeCode === qcode && rr.class === 1);
+      return { kind: 'data', rrs, verdict };
+    }
+    if (qcode !== TYPE_CODES.CNAME) {
+      const cname = answers.get(`${name}|${TYPE_CODES.CNAME}`);
+      if (cname) {
+        const targets = new Set(msg.answers.filter((rr) => rr.name === name && rr.typeCode === TYPE_CODES.CNAME).map((rr) => rr.data as string));
+        if (targets.size !== 1) return { kind: 'alias', target: '', verdict: { kind: 'bogus', reason: `several CNAME targets at ${name}` } };
+        const verdict = await this.validateRRset(cname, msg, ctx);
+        return { kind: 'alias', target: [...targets][0]!, verdict };
+      }
     }
     const verdict = await this.validateDenial(msg, name, qcode, ctx);
     return { kind: 'negative', rcode: msg.rcodeName, verdict };
