@@ -148,9 +148,14 @@ export class ValidatingResolver implements Resolver {
   private async run<T extends QueryType>(qname: string, qtype: T, trace: Trace): Promise<DnsAnswer<T>> {
     const ctx: LookupContext = { budget: new Budget(), trace, nowSec: Math.floor(this.now() / 1000) };
     const chain: CnameHop[] = [];
+    const spent = (): void =>
+      trace.add('budget', qname, 'info', `${ctx.budget.verifications} signature verifications, ${ctx.budget.nsec3Hashes} NSEC3 hashes, ${ctx.budget.queries} upstream queries`);
     try {
-      return await this.resolve(qname, qtype, ctx, chain);
+      const a = await this.resolve(qname, qtype, ctx, chain);
+      spent();
+      return a;
     } catch (e) {
+      spent();
       if (e instanceof Failed) {
         trace.add('answer', qname, e.kind, e.message);
         return failure(qname, qtype, e.kind, e.message, chain);
