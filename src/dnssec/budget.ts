@@ -25,9 +25,11 @@ export const MAX_SIGNATURES_PER_RRSET = 8;
 /**
  * NSEC3 hash computations (each of `iterations + 1` SHA-1 rounds) per lookup.
  * A closest-encloser proof hashes each ancestor of the name once; names are
- * hashed at most once per lookup (memoised), so 128 covers deep names.
+ * hashed at most once per proof (memoised): the deepest legal name (127 labels)
+ * needs 127 for its closest encloser plus one for the wildcard, so 160 leaves
+ * room for a second, shallower proof in the same lookup.
  */
-export const MAX_NSEC3_HASHES = 128;
+export const MAX_NSEC3_HASHES = 160;
 /**
  * RFC 9276 §3.2: validators may treat NSEC3 with more iterations as insecure.
  * Unbound 1.17's `val-nsec3-keysize-iterations` default is "1024 150 2048 150
