@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { SmtpTestClient } from '../support/submit.js';
 import { World } from '../support/world.js';
 import { makeSelfSigned, tlsaData } from '../support/pki.js';
+import { benchDnssec } from './dnssec.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(here, '..', '..', '..');
@@ -229,6 +230,9 @@ async function main(): Promise<void> {
     rmSync(qdir, { recursive: true, force: true });
   }
   say();
+
+  // 5
+  await benchDnssec(say);
   say(`Whole run: ${((Date.now() - started) / 1000).toFixed(0)} s.`);
   writeFileSync(join(ROOT, 'BENCHMARKS.md'), out.join('\n') + '\n');
   console.log(`wrote ${join(ROOT, 'BENCHMARKS.md')}`);
