@@ -140,24 +140,3 @@ export function parseNsec3(rdata: Buffer): Nsec3 | undefined {
   if (!types) return undefined;
   return { hashAlgorithm: rdata[0]!, flags: rdata[1]!, iterations: rdata.readUInt16BE(2), salt: rdata.subarray(5, 5 + saltLen), nextHash, types };
 }
-
-/** Encode a set of type codes as an RFC 4034 §4.1.2 bitmap (used by tests' signer too). */
-export function encodeTypeBitmap(types: Iterable<number>): Buffer {
-  const byWindow = new Map<number, number[]>();
-  for (const t of types) {
-    const w = t >> 8;
-    if (!byWindow.has(w)) byWindow.set(w, []);
-    byWindow.get(w)!.push(t & 0xff);
-  }
-  const parts: Buffer[] = [];
-  for (const w of [...byWindow.keys()].sort((a, b) => a - b)) {
-    const bits = byWindow.get(w)!;
-    const len = Math.floor(Math.max(...bits) / 8) + 1;
-    const b = Buffer.alloc(2 + len);
-    b[0] = w;
-    b[1] = len;
-    for (const t of bits) b[2 + (t >> 3)]! |= 0x80 >> (t & 7);
-    parts.push(b);
-  }
-  return Buffer.concat(parts);
-}

@@ -14,7 +14,7 @@
  */
 import type { CnameHop, DnsAnswer, DnssecStatus, QueryType, RecordData, Resolver } from '../dns/types.js';
 import { DnsTransport } from '../dns/transport.js';
-import { TYPE_CODES, isAtOrBelow, normalizeName, toRecordData, typeCode, type WireMessage, type WireRr } from '../dns/wire.js';
+import { TYPE_CODES, isAtOrBelow, normalizeName, toRecordData, typeCode, typeName, type WireMessage, type WireRr } from '../dns/wire.js';
 import { MAX_ALIAS_DEPTH, MAX_CACHE_TTL, MAX_NEGATIVE_TTL, DEFAULT_NEGATIVE_TTL, copyAnswer } from '../dns/stub.js';
 import { algorithmName } from './algorithms.js';
 import { parseTrustAnchors, ROOT_TRUST_ANCHORS, type TrustAnchors } from './anchors.js';
@@ -389,10 +389,6 @@ export class ValidatingResolver implements Resolver {
 function errorVerdict(st: ZoneState): Verdict {
   if (st.kind === 'bogus' || st.kind === 'indeterminate') return { kind: st.kind, reason: st.detail };
   return { kind: 'bogus', reason: 'unexpected chain state' };
-}
-
-function typeName(code: number): string {
-  return Object.entries(TYPE_CODES).find(([, v]) => v === code)?.[0] ?? `TYPE${code}`;
 }
 
 function soaMinimum(soa: RRset): number {

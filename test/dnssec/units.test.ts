@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { compareNames, commonAncestor, labelCount, childToward, joinLabels } from '../../src/dnssec/names.js';
 import { base32hexDecode, base32hexEncode, nsec3Hash } from '../../src/dnssec/nsec3.js';
-import { keyTag, parseTypeBitmap, encodeTypeBitmap, parseRrsig } from '../../src/dnssec/records.js';
+import { keyTag, parseTypeBitmap, parseRrsig } from '../../src/dnssec/records.js';
 import { parseTrustAnchors, rootTrustAnchors, TrustAnchorError, closestAnchor } from '../../src/dnssec/anchors.js';
 import { serialDelta, windowProblem, CLOCK_SKEW_SECONDS } from '../../src/dnssec/verify.js';
 import { publicKeyFor, verifySignature, dsDigest } from '../../src/dnssec/algorithms.js';
@@ -49,10 +49,9 @@ describe('records', () => {
       expect(keyTag(k.rdata)).toBe(k.tag);
     }
   });
-  it('type bitmaps round-trip, and malformed ones are rejected', () => {
+  it('type bitmaps from the test signer parse back, and malformed ones are rejected', () => {
     const types = [1, 2, 6, 15, 16, 28, 46, 47, 48, 52, 257, 32769];
-    expect([...parseTypeBitmap(encodeTypeBitmap(types))!].sort((a, b) => a - b)).toEqual(types);
-    expect(encodeTypeBitmap(types)).toEqual(bitmap(types));
+    expect([...parseTypeBitmap(bitmap(types))!].sort((a, b) => a - b)).toEqual(types);
     expect(parseTypeBitmap(Buffer.from([0, 0]))).toBeUndefined(); // zero-length window
     expect(parseTypeBitmap(Buffer.from([1, 1, 0x40, 0, 1, 0x40]))).toBeUndefined(); // windows out of order
     expect(parseTypeBitmap(Buffer.from([0, 5, 0x40]))).toBeUndefined(); // runs past the end

@@ -13,7 +13,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
-import { TYPE, Zone, below, canonicalCompare, labels, norm, nsec3HashOf, wireName, type Rec } from './signer.js';
+import { TYPE, Zone, b32hex, below, canonicalCompare, labels, norm, nsec3HashOf, wireName, type Rec } from './signer.js';
 
 export interface Reply { rcode: number; answers: Rec[]; authorities: Rec[] }
 export interface QueryInfo { name: string; type: string; cd: boolean; do: boolean; rd: boolean; transport: 'udp' | 'tcp' }
@@ -29,8 +29,6 @@ export interface SignedDns {
   raw?: (q: QueryInfo, query: Buffer) => Buffer | undefined;
   close(): Promise<void>;
 }
-
-const typeName = (code: number): string => Object.entries(TYPE).find(([, v]) => v === code)?.[0] ?? `TYPE${code}`;
 
 function u16(n: number): Buffer { const b = Buffer.alloc(2); b.writeUInt16BE(n & 0xffff); return b; }
 
@@ -159,9 +157,9 @@ export class ZoneSet {
         const saltLen = r.rdata[4]!;
         const salt = r.rdata.subarray(5, 5 + saltLen);
         const next = r.rdata.subarray(6 + saltLen, 26 + saltLen);
-        const h = b32(nsec3HashOf(w, salt, it));
+        const h = b32hex(nsec3HashOf(w, salt, it));
         const own = labels(r.name)[0]!;
-        const nh = b32(next);
+        const nh = b32hex(next);
         const last = nh <= own;
         const covers = own < h ? last || h < nh : last && h < nh;
         if (own === h || covers) out.set(r.name + '|NSEC3', r);
@@ -171,17 +169,6 @@ export class ZoneSet {
     const sigs = z.signed.filter((s) => s.type === 'RRSIG' && recs.some((r) => r.name === s.name && TYPE[r.type] === s.rdata.readUInt16BE(0)));
     return [...recs, ...sigs];
   }
-}
-
-const B32 = '0123456789abcdefghijklmnopqrstuv';
-function b32(b: Buffer): string {
-  let bits = 0, v = 0, s = '';
-  for (const x of b) {
-    v = (v << 8) | x; bits += 8;
-    while (bits >= 5) { s += B32[(v >>> (bits - 5)) & 31]; bits -= 5; }
-  }
-  if (bits) s += B32[(v << (5 - bits)) & 31];
-  return s;
 }
 
 function readName(buf: Buffer, off: number): string {
@@ -263,4 +250,3 @@ export async function startSignedDns(zones: Zone[]): Promise<SignedDns> {
   throw new Error('could not bind UDP and TCP to one port');
 }
 
-export { typeName };

@@ -102,7 +102,8 @@ export interface Key {
   tag: number;
 }
 
-function tagOf(rdata: Buffer): number {
+/** RFC 4034 Appendix B key tag. */
+export function tagOf(rdata: Buffer): number {
   let ac = 0;
   for (let i = 0; i < rdata.length; i++) ac += i & 1 ? rdata[i]! : rdata[i]! << 8;
   ac += (ac >> 16) & 0xffff;
@@ -195,7 +196,8 @@ export function rrsig(rrs: Rec[], key: Key, signer: string, o: SigOptions): Rec 
 }
 
 const B32 = '0123456789abcdefghijklmnopqrstuv';
-function b32hex(b: Buffer): string {
+/** RFC 4648 §7 base32hex, lowercase, unpadded (NSEC3 owner labels). */
+export function b32hex(b: Buffer): string {
   let bits = 0, v = 0, s = '';
   for (const x of b) {
     v = (v << 8) | x; bits += 8;
@@ -341,10 +343,4 @@ export class Zone {
     this.signed = [...out, ...sigs];
     return this;
   }
-}
-
-/** RRSIG fields for tests that tamper with signatures. */
-export function rrsigCovers(r: Rec): string {
-  const t = r.rdata.readUInt16BE(0);
-  return Object.entries(TYPE).find(([, v]) => v === t)?.[0] ?? String(t);
 }
