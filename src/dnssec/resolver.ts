@@ -407,7 +407,8 @@ function failure<T extends QueryType>(qname: string, qtype: T, kind: 'bogus' | '
     qtype,
     rcode: kind === 'bogus' ? 'SERVFAIL' : '',
     status: kind,
-    firstStatus: chain.length ? chain[0]!.status : kind,
+    // As in the stub: an error is never an answer, so no part of it reads as secure (the hops keep their own status in `chain`).
+    firstStatus: kind,
     canonicalName: chain.length ? chain[chain.length - 1]!.target : qname,
     chain,
     records: [],

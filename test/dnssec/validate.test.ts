@@ -290,6 +290,29 @@ describe('validator: TTLs and cache', () => {
     expect(a.ttl).toBeGreaterThan(0);
   });
 
+  it('TTL is capped by the RRSIG original TTL (RFC 4035 §5.3.3), whatever the upstream says', async () => {
+    t.dns.mutate = (q, r) => (q.name === 'mx.alg16.test' ? { ...r, answers: r.answers.map((x) => ({ ...x, ttl: 86400 * 7 })) } : r);
+    try {
+      const a = await t.resolver().lookup('mx.alg16.test', 'A');
+      expect(a.status).toBe('secure');
+      expect(a.ttl).toBeLessThanOrEqual(3600);
+    } finally {
+      t.dns.mutate = undefined;
+    }
+  });
+
+  it('the answer cache is bounded: beyond maxCacheEntries the least recently used answer is asked again', async () => {
+    const r = t.resolver({ maxCacheEntries: 2 });
+    const count = () => t.dns.queries.filter((q) => q.name === 'mx.alg10.test' && q.type === 'A').length;
+    await r.lookup('mx.alg10.test', 'A');
+    const n = count();
+    await r.lookup('mx.alg10.test', 'AAAA');
+    await r.lookup('alg10.test', 'MX');
+    await r.lookup('_25._tcp.mx.alg10.test', 'TLSA');
+    await r.lookup('mx.alg10.test', 'A');
+    expect(count()).toBe(n + 1);
+  });
+
   it('a validated answer is cached (no new upstream query) and concurrent identical lookups share one flight', async () => {
     const r = t.resolver();
     const before = t.dns.queries.length;
