@@ -1,16 +1,19 @@
 /**
  * DNSSEC signature algorithms and DS digests with node:crypto.
  *
- * RFC 8624 §3.1 validation column: MUST RSASHA256 (8), ECDSAP256SHA256 (13),
- * ECDSAP384SHA384 (14), ED25519 (15); RECOMMENDED RSASHA512 (10), ED448 (16).
- * RSAMD5, DSA, RSASHA1 (5, 7) are MUST NOT / NOT RECOMMENDED and not supported
- * here: a zone signed only with them is insecure (RFC 4035 §5.2, RFC 6840 §5.2).
+ * RFC 8624 §3.1 validation column: MUST RSASHA1 (5), RSASHA1-NSEC3-SHA1 (7),
+ * RSASHA256 (8), RSASHA512 (10), ECDSAP256SHA256 (13); RECOMMENDED
+ * ECDSAP384SHA384 (14), ED25519 (15), ED448 (16). The issue listed only 8, 10
+ * and 13–16; the RFC's column also makes 5 and 7 MUST for validators (their
+ * deprecation drafts concern signing), so they are validated too — the RFC wins.
+ * RSAMD5 (1), DSA (3, 6) and ECC-GOST (12) are not supported: a zone signed only
+ * with them is insecure, not bogus (RFC 4035 §5.2, RFC 6840 §5.2).
  * DS digests (RFC 8624 §3.3): SHA-1 (1), SHA-256 (2), SHA-384 (4).
  */
 import { createHash, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import { canonicalWire } from './names.js';
 
-export const SUPPORTED_ALGORITHMS: ReadonlySet<number> = new Set([8, 10, 13, 14, 15, 16]);
+export const SUPPORTED_ALGORITHMS: ReadonlySet<number> = new Set([5, 7, 8, 10, 13, 14, 15, 16]);
 export const SUPPORTED_DIGESTS: ReadonlySet<number> = new Set([1, 2, 4]);
 
 export const ALGORITHM_NAMES: Record<number, string> = {
@@ -37,6 +40,8 @@ const b64u = (b: Buffer): string => b.toString('base64url');
 export function publicKeyFor(algorithm: number, key: Buffer): KeyObject | undefined {
   try {
     switch (algorithm) {
+      case 5:
+      case 7:
       case 8:
       case 10: {
         // RFC 3110 §2: exponent length (1 octet, or 0 then 2 octets), exponent, modulus.
@@ -98,6 +103,9 @@ export function verifySignature(algorithm: number, key: Buffer, data: Buffer, si
   if (!pub) return false;
   try {
     switch (algorithm) {
+      case 5:
+      case 7:
+        return cryptoVerify('sha1', data, pub, signature); // RFC 3110 §3
       case 8:
         return cryptoVerify('sha256', data, pub, signature);
       case 10:

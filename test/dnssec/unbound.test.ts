@@ -19,7 +19,7 @@ const have = unboundAvailable();
 beforeAll(async () => {
   if (!have) return;
   const zones: Zone[] = [];
-  for (const alg of [8, 10, 13, 14, 15, 16]) zones.push(mailZone(`u${alg}.test`, { keys: [key(`u${alg}`, alg)] }));
+  for (const alg of [5, 7, 8, 10, 13, 14, 15, 16]) zones.push(mailZone(`u${alg}.test`, { keys: [key(`u${alg}`, alg)] }));
   zones.push(mailZone('un3.test', { keys: [key('un3', 13)], denial: { nsec3: { iterations: 5, salt: 'beef' } } }));
   zones.push(mailZone('uopt.test', { keys: [key('uopt', 13)], denial: { nsec3: { iterations: 0, optOut: true } } }));
   zones.push(mailZone('island.uopt.test'));
@@ -39,7 +39,7 @@ afterAll(async () => {
 
 describe.skipIf(!have)('validator vs Unbound', () => {
   const cases: Array<[string, QueryType]> = [
-    ...[8, 10, 13, 14, 15, 16].flatMap((a) => [[`u${a}.test`, 'MX'], [`_25._tcp.mx.u${a}.test`, 'TLSA']] as Array<[string, QueryType]>),
+    ...[5, 7, 8, 10, 13, 14, 15, 16].flatMap((a) => [[`u${a}.test`, 'MX'], [`_25._tcp.mx.u${a}.test`, 'TLSA']] as Array<[string, QueryType]>),
     ['nope.u13.test', 'A'], ['mx.u13.test', 'TXT'], ['nope.un3.test', 'A'], ['mx.un3.test', 'TLSA'], ['_tcp.mx.un3.test', 'TLSA'],
     ['mx.island.uopt.test', 'A'], ['mx.uplain.test', 'A'], ['x.uwild.test', 'MX'], ['x.uwild.test', 'A'], ['mx.uexp.test', 'A'],
   ];

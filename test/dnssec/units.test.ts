@@ -44,7 +44,7 @@ describe('NSEC3 hashing (RFC 5155 §5, Appendix A)', () => {
 
 describe('records', () => {
   it('key tags agree with the independent test signer for every algorithm', () => {
-    for (const alg of [8, 10, 13, 14, 15, 16]) {
+    for (const alg of [5, 7, 8, 10, 13, 14, 15, 16]) {
       const k = makeKey(alg);
       expect(keyTag(k.rdata)).toBe(k.tag);
     }
@@ -63,8 +63,8 @@ describe('records', () => {
 });
 
 describe('algorithms (RFC 8624 validation column)', () => {
-  it('verifies signatures for 8, 10, 13, 14, 15, 16 and rejects a flipped bit', () => {
-    for (const alg of [8, 10, 13, 14, 15, 16]) {
+  it('verifies signatures for 5, 7, 8, 10, 13, 14, 15, 16 and rejects a flipped bit', () => {
+    for (const alg of [5, 7, 8, 10, 13, 14, 15, 16]) {
       const k = makeKey(alg);
       const data = Buffer.from(`data for ${alg}`);
       const sig = signBytes(k, data);
@@ -75,7 +75,8 @@ describe('algorithms (RFC 8624 validation column)', () => {
     }
   });
   it('rejects unsupported algorithms, wrong key sizes, and RSA moduli below 1024 bits', () => {
-    expect(publicKeyFor(5, makeKey(5).pub)).toBeUndefined();
+    expect(publicKeyFor(3, makeKey(3).pub)).toBeUndefined();
+    expect(publicKeyFor(12, makeKey(12).pub)).toBeUndefined();
     expect(publicKeyFor(13, Buffer.alloc(63))).toBeUndefined();
     expect(publicKeyFor(15, Buffer.alloc(31))).toBeUndefined();
     expect(publicKeyFor(8, makeKey(8, 257, 512).pub)).toBeUndefined();

@@ -116,7 +116,7 @@ const fromB64u = (s: string): Buffer => Buffer.from(s, 'base64url');
 export function makeKey(algorithm: number, flags = 257, rsaBits = 1024): Key {
   let priv: KeyObject;
   let pub: Buffer;
-  if (algorithm === 8 || algorithm === 10) {
+  if (algorithm === 5 || algorithm === 7 || algorithm === 8 || algorithm === 10) {
     const kp = generateKeyPairSync('rsa', { modulusLength: rsaBits, publicExponent: 65537 });
     const j = kp.publicKey.export({ format: 'jwk' });
     const e = fromB64u(j.e!);
@@ -133,7 +133,7 @@ export function makeKey(algorithm: number, flags = 257, rsaBits = 1024): Key {
     pub = fromB64u(kp.publicKey.export({ format: 'jwk' }).x!);
     priv = kp.privateKey;
   } else {
-    // Unsupported algorithms (e.g. 5 RSASHA1, 253 PRIVATEDNS): a key blob that is never used to verify.
+    // Unsupported algorithms (e.g. 3 DSA, 12 ECC-GOST, 253 PRIVATEDNS): an RSA key blob labelled with them.
     const kp = generateKeyPairSync('rsa', { modulusLength: 1024 });
     const j = kp.publicKey.export({ format: 'jwk' });
     pub = Buffer.concat([Buffer.from([3]), fromB64u(j.e!), fromB64u(j.n!)]);
@@ -145,6 +145,8 @@ export function makeKey(algorithm: number, flags = 257, rsaBits = 1024): Key {
 
 export function signBytes(k: Key, data: Buffer): Buffer {
   switch (k.algorithm) {
+    case 5:
+    case 7: return cryptoSign('sha1', data, k.priv);
     case 8: return cryptoSign('sha256', data, k.priv);
     case 10: return cryptoSign('sha512', data, k.priv);
     case 13: return cryptoSign('sha256', data, { key: k.priv, dsaEncoding: 'ieee-p1363' });
