@@ -124,7 +124,7 @@ export class ChainWalker {
           ctx.trace.add('anchor', anchor.zone, 'ok', `DNSKEY ${k.keyTag}/${algorithmName(k.algorithm)} is a configured anchor key`);
         }
       }
-      const viaDs = this.matchDs(anchor.zone, anchor.ds, res.keys, ctx);
+      const viaDs = this.matchDs(anchor.zone, anchor.ds, res.keys, ctx, 'anchor');
       trusted.push(...viaDs.filter((k) => !trusted.includes(k)));
       return this.trustKeys(anchor.zone, res.rrset, trusted, ctx, 'anchor');
     });
@@ -148,11 +148,11 @@ export class ChainWalker {
   }
 
   /** DNSKEYs whose digest matches a supported DS (RFC 4035 §5.2, RFC 4034 §5.1.4). */
-  private matchDs(zone: string, dsSet: Ds[], keys: Dnskey[], ctx: LookupContext): Dnskey[] {
+  private matchDs(zone: string, dsSet: Ds[], keys: Dnskey[], ctx: LookupContext, label = 'DS'): Dnskey[] {
     const out: Dnskey[] = [];
     for (const ds of dsSet) {
       if (!SUPPORTED_ALGORITHMS.has(ds.algorithm) || !SUPPORTED_DIGESTS.has(ds.digestType)) {
-        ctx.trace.add('DS', zone, 'info', `DS ${ds.keyTag}/${algorithmName(ds.algorithm)}/${DIGEST_NAMES[ds.digestType] ?? ds.digestType} ignored: unsupported`);
+        ctx.trace.add(label, zone, 'info', `DS ${ds.keyTag}/${algorithmName(ds.algorithm)}/${DIGEST_NAMES[ds.digestType] ?? ds.digestType} ignored: unsupported`);
         continue;
       }
       let tried = 0;
@@ -162,7 +162,7 @@ export class ChainWalker {
         const d = dsDigest(ds.digestType, zone, k.rdata);
         if (d && d.equals(ds.digest)) {
           if (!out.includes(k)) out.push(k);
-          ctx.trace.add('DS', zone, 'ok', `DS ${ds.keyTag}/${algorithmName(ds.algorithm)}/${DIGEST_NAMES[ds.digestType]} matches DNSKEY ${k.keyTag}`);
+          ctx.trace.add(label, zone, 'ok', `${label === 'anchor' ? 'trust anchor ' : ''}DS ${ds.keyTag}/${algorithmName(ds.algorithm)}/${DIGEST_NAMES[ds.digestType]} matches DNSKEY ${k.keyTag}`);
         }
       }
     }

@@ -59,6 +59,14 @@ describe('dane-relay dns lookup', () => {
     expect(out.text).toMatch(/bogus \(bogus: .*expired/);
   });
 
+  it('in dns.mode trust-ad it reports the resolver\'s AD bit instead of a chain', async () => {
+    writeFileSync(join(dir, 'ad.yml'), `dns:\n  mode: trust-ad\n  resolvers: ["${t.dns.server}"]\n  timeout: 2s\n  attempts: 1\n`);
+    const out = sink(), err = sink();
+    expect(await main(['dns', 'lookup', 'cli.test', 'MX', '--config', join(dir, 'ad.yml')], out, err)).toBe(0);
+    // The look-alike never sets AD: a trust-ad relay would call this insecure.
+    expect(out.text).toMatch(/trust-ad .* insecure .*AD bit/);
+  });
+
   it('exits 2 on a usage error', async () => {
     const out = sink(), err = sink();
     expect(await main(['dns', 'lookup', 'cli.test', 'SRV', '--config', cfg], out, err)).toBe(2);
