@@ -192,3 +192,33 @@ describe('validator: hostile input', () => {
   });
 });
 
+
+describe('validator: fuzzed replies (fast-check)', () => {
+  it('DANE-1 any single corrupted byte after the question never yields "insecure", nor "secure" with different data', async () => {
+    const fc = (await import('fast-check')).default;
+    const { ZoneSet, encodeReply } = await import('../support/signedDnsServer.js');
+    const zs = new ZoneSet(t.dns.zones);
+    const good = zs.resolve('mx.plain.test', 'A', true);
+    const probe = encodeReply(0, 'mx.plain.test', 1, { rd: true, cd: true, do: true, edns: true }, good);
+    const qEnd = 12 + 'mx.plain.test'.length + 2 + 4;
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: qEnd, max: probe.length - 1 }), fc.integer({ min: 1, max: 255 }), async (pos, xor) => {
+        t.dns.raw = (info, query) => {
+          if (info.name !== 'mx.plain.test' || info.type !== 'A') return undefined;
+          const id = query.readUInt16BE(0);
+          const out = encodeReply(id, 'mx.plain.test', 1, { rd: true, cd: true, do: true, edns: true }, good);
+          out[pos] = out[pos]! ^ xor;
+          return out;
+        };
+        try {
+          const a = await t.resolver().lookup('mx.plain.test', 'A');
+          expect(a.status).not.toBe('insecure');
+          if (a.status === 'secure' && !a.error) expect(a.records).toEqual(['192.0.2.25']);
+        } finally {
+          t.dns.raw = undefined;
+        }
+      }),
+      { numRuns: 150 },
+    );
+  }, 120_000);
+});
