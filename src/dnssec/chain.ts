@@ -7,9 +7,10 @@
  * only come from a signed proof — never from missing or broken data.
  */
 import { TYPE_CODES, type WireMessage } from '../dns/wire.js';
-import { SUPPORTED_ALGORITHMS, SUPPORTED_DIGESTS, algorithmName, dsDigest, DIGEST_NAMES } from './algorithms.js';
+import { SUPPORTED_ALGORITHMS, SUPPORTED_DIGESTS, algorithmName } from './algorithms.js';
+import { matchDs } from './dsmatch.js';
 import { closestAnchor, type TrustAnchors, type ZoneAnchor } from './anchors.js';
-import { BudgetExceeded, MAX_CHAIN_DEPTH, MAX_KEYS_PER_SIGNATURE, MAX_NSEC3_ITERATIONS, type Budget } from './budget.js';
+import { BudgetExceeded, MAX_CHAIN_DEPTH, MAX_NSEC3_ITERATIONS, type Budget } from './budget.js';
 import { TtlCache } from './cache.js';
 import { childToward, isAtOrBelow } from './names.js';
 import { nsecCut, type CutProof, type OwnedNsec } from './nsec.js';
@@ -147,26 +148,11 @@ export class ChainWalker {
     return { keys, rrset };
   }
 
-  /** DNSKEYs whose digest matches a supported DS (RFC 4035 §5.2, RFC 4034 §5.1.4). */
+  /** DNSKEYs matched by the DS set, each step traced. */
   private matchDs(zone: string, dsSet: Ds[], keys: Dnskey[], ctx: LookupContext, label = 'DS'): Dnskey[] {
-    const out: Dnskey[] = [];
-    for (const ds of dsSet) {
-      if (!SUPPORTED_ALGORITHMS.has(ds.algorithm) || !SUPPORTED_DIGESTS.has(ds.digestType)) {
-        ctx.trace.add(label, zone, 'info', `DS ${ds.keyTag}/${algorithmName(ds.algorithm)}/${DIGEST_NAMES[ds.digestType] ?? ds.digestType} ignored: unsupported`);
-        continue;
-      }
-      let tried = 0;
-      for (const k of keys) {
-        if (k.keyTag !== ds.keyTag || k.algorithm !== ds.algorithm || k.protocol !== 3) continue;
-        if (++tried > MAX_KEYS_PER_SIGNATURE) break;
-        const d = dsDigest(ds.digestType, zone, k.rdata);
-        if (d && d.equals(ds.digest)) {
-          if (!out.includes(k)) out.push(k);
-          ctx.trace.add(label, zone, 'ok', `${label === 'anchor' ? 'trust anchor ' : ''}DS ${ds.keyTag}/${algorithmName(ds.algorithm)}/${DIGEST_NAMES[ds.digestType]} matches DNSKEY ${k.keyTag}`);
-        }
-      }
-    }
-    return out;
+    const m = matchDs(zone, dsSet, keys);
+    for (const n of m.notes) ctx.trace.add(label, zone, n.ok ? 'ok' : 'info', `${label === 'anchor' ? 'trust anchor ' : ''}${n.text}`);
+    return m.keys;
   }
 
   /** Validate the DNSKEY RRset with one of the DS-matched keys: then all its keys are the zone's keys. */

@@ -159,3 +159,28 @@ describe('NSEC coverage (RFC 4035 §5.4, RFC 6840 §4.1)', () => {
     expect(nsecCovers(n('sub.example', 'z.example', [1]), 'a.sub.example', 'example')).toBe(true);
   });
 });
+
+describe('DS → DNSKEY matching (RFC 4035 §5.2, RFC 4509 §3)', () => {
+  it('matches by digest, ignores unsupported DS, and ignores SHA-1 when SHA-256 is present', async () => {
+    const { matchDs } = await import('../../src/dnssec/dsmatch.js');
+    const { parseDs, parseDnskey } = await import('../../src/dnssec/records.js');
+    const { dsRdata } = await import('../support/signer.js');
+    const k = makeKey(13);
+    const other = makeKey(13);
+    const dnskey = parseDnskey(k.rdata)!;
+    const ds = (r: Buffer) => parseDs(r)!;
+    expect(matchDs('z.test', [ds(dsRdata('z.test', k, 2))], [dnskey]).keys).toEqual([dnskey]);
+    expect(matchDs('z.test', [ds(dsRdata('z.test', k, 4))], [dnskey]).keys).toEqual([dnskey]);
+    expect(matchDs('z.test', [ds(dsRdata('z.test', k, 1))], [dnskey]).keys).toEqual([dnskey]);
+    // wrong owner name → no match
+    expect(matchDs('y.test', [ds(dsRdata('z.test', k, 2))], [dnskey]).keys).toEqual([]);
+    // SHA-1 for k, SHA-256 for another key: the SHA-1 DS is ignored (RFC 4509 §3)
+    const m = matchDs('z.test', [ds(dsRdata('z.test', k, 1)), ds(dsRdata('z.test', other, 2))], [dnskey]);
+    expect(m.keys).toEqual([]);
+    expect(m.notes.map((n) => n.text).join('\n')).toMatch(/RFC 4509/);
+    // unsupported digest type 3 (GOST): not usable
+    const gost = Buffer.from(dsRdata('z.test', k, 2));
+    gost[3] = 3;
+    expect(matchDs('z.test', [ds(gost)], [dnskey]).usable).toBe(false);
+  });
+});

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTree, key, mailZone, type Tree } from './fixture.js';
-import { Zone, dsRdata, rd, makeKey, type Rec } from '../support/signer.js';
+import { Zone, dsRdata, dsText, dnskeyText, rd, makeKey, type Rec } from '../support/signer.js';
 import { isAnswer } from '../../src/dns/types.js';
 
 const now = Math.floor(Date.now() / 1000);
@@ -88,6 +88,22 @@ describe('validator: algorithms and chains', () => {
       const a = await r.lookup(`mx.${z}`, 'AAAA');
       expect([z, a.status, a.records]).toEqual([z, 'secure', ['2001:db8::25']]);
     }
+  });
+
+  it('any zone may be an anchor point (DS or DNSKEY form); names under no anchor are insecure', async () => {
+    const z = t.zones.get('alg13.test')!;
+    for (const anchors of [dsText('alg13.test', z.ksks[0]!), dnskeyText('alg13.test', z.ksks[0]!)]) {
+      const r = t.resolver({ anchors });
+      const before = t.dns.queries.length;
+      expect((await r.lookup('mx.alg13.test', 'A')).status).toBe('secure');
+      // the chain starts at the anchor: nothing above it is asked for
+      expect(t.dns.queries.slice(before).some((q) => q.name === '.' || q.name === 'test')).toBe(false);
+      const outside = await r.lookup('mx.alg8.test', 'A');
+      expect([outside.status, outside.error]).toEqual(['insecure', undefined]);
+    }
+    // a wrong anchor makes the zone bogus
+    const wrong = await t.resolver({ anchors: dsText('alg13.test', key('not-alg13', 13)) }).lookup('mx.alg13.test', 'A');
+    expect(wrong.status).toBe('bogus');
   });
 
   it('DS digests SHA-1 and SHA-384 lead to a secure zone', async () => {
