@@ -277,10 +277,8 @@ function findAlias(answers: WireRr[], owner: string): AliasHop | undefined {
     if (!dname || rr.name.length > dname.name.length) dname = rr;
   }
   if (dname) {
-    const prefix = dname.name === '.' ? owner : owner.slice(0, owner.length - dname.name.length - 1);
-    const target = dname.data === '.' ? prefix : `${prefix}.${dname.data as string}`;
-    // RFC 6672 §2.2: a synthesised name that is too long is YXDOMAIN.
-    if (target.length > 253) return { error: `DNAME synthesis of ${owner} is too long` };
+    const target = dnameTarget(owner, dname.name, dname.data as string);
+    if (target === undefined) return { error: `DNAME synthesis of ${owner} is too long` };
     return { target, ttl: dname.ttl };
   }
   const cnames = answers.filter((rr) => rr.typeCode === TYPE_CODES.CNAME && rr.name === owner);
@@ -289,6 +287,17 @@ function findAlias(answers: WireRr[], owner: string): AliasHop | undefined {
   // RFC 2181 §10.1: at most one CNAME per owner.
   if (targets.size > 1) return { error: `several CNAME targets at ${owner}` };
   return { target: cnames[0]!.data as string, ttl: Math.min(...cnames.map((c) => c.ttl)) };
+}
+
+/**
+ * RFC 6672 §2.2: the name a DNAME at `dnameOwner` (pointing at `dnameData`)
+ * substitutes for `owner`; undefined when the result is too long (YXDOMAIN).
+ * Shared with the validator.
+ */
+export function dnameTarget(owner: string, dnameOwner: string, dnameData: string): string | undefined {
+  const prefix = dnameOwner === '.' ? owner : owner.slice(0, owner.length - dnameOwner.length - 1);
+  const target = dnameData === '.' ? prefix : `${prefix}.${dnameData}`;
+  return target.length > 253 ? undefined : target;
 }
 
 function soaFor(msg: WireMessage, name: string): WireRr | undefined {

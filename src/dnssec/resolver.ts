@@ -15,7 +15,7 @@
 import type { CnameHop, DnsAnswer, DnssecStatus, QueryType, RecordData, Resolver } from '../dns/types.js';
 import { DnsTransport } from '../dns/transport.js';
 import { TYPE_CODES, isAtOrBelow, normalizeName, toRecordData, typeCode, typeName, type WireMessage, type WireRr } from '../dns/wire.js';
-import { MAX_ALIAS_DEPTH, MAX_CACHE_TTL, MAX_NEGATIVE_TTL, DEFAULT_NEGATIVE_TTL, copyAnswer } from '../dns/stub.js';
+import { MAX_ALIAS_DEPTH, MAX_CACHE_TTL, MAX_NEGATIVE_TTL, DEFAULT_NEGATIVE_TTL, copyAnswer, dnameTarget } from '../dns/stub.js';
 import { algorithmName } from './algorithms.js';
 import { parseTrustAnchors, ROOT_TRUST_ANCHORS, type TrustAnchors } from './anchors.js';
 import { Budget, BudgetExceeded, MAX_NSEC3_ITERATIONS } from './budget.js';
@@ -234,10 +234,8 @@ export class ValidatingResolver implements Resolver {
     }
     if (dname) {
       const rr = msg.answers.find((r) => r.name === dname.name && r.typeCode === TYPE_CODES.DNAME);
-      const dtarget = rr!.data as string;
-      const prefix = dname.name === '.' ? name : name.slice(0, name.length - dname.name.length - 1);
-      const target = dtarget === '.' ? prefix : `${prefix}.${dtarget}`;
-      if (target.length > 253) return { kind: 'alias', target, verdict: { kind: 'bogus', reason: `DNAME synthesis of ${name} is too long` } };
+      const target = dnameTarget(name, dname.name, rr!.data as string);
+      if (target === undefined) return { kind: 'alias', target: '', verdict: { kind: 'bogus', reason: `DNAME synthesis of ${name} is too long` } };
       const verdict = await this.validateRRset(dname, msg, ctx);
       if (qcode === TYPE_CODES.CNAME) {
         const synth: WireRr = { name, type: 'CNAME', typeCode: TYPE_CODES.CNAME, class: 1, ttl: dname.rrs[0]!.ttl, data: target };
