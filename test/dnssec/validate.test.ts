@@ -47,6 +47,9 @@ beforeAll(async () => {
   alias.add('chain.alias.test', 'CNAME', rd.CNAME('mx.alg15.test'));
   alias.add('sub.alias.test', 'DNAME', rd.DNAME('alg8.test'));
   zones.push(alias);
+  const big = mailZone('big.test', { keys: [key('big', 10)] });
+  for (let i = 0; i < 30; i++) big.add('txt.big.test', 'TXT', rd.TXT(`v=record-${i}-${'x'.repeat(100)}`));
+  zones.push(big);
   const ualias = mailZone('ualias.unsigned.test');
   zones.push(ualias);
   t = await buildTree(zones);
@@ -295,6 +298,15 @@ describe('validator: aliases (DANE-5)', () => {
   it('DANE-5 a signed DNAME is followed (the unsigned synthesised CNAME is not trusted)', async () => {
     const a = await t.resolver().lookup('mx.sub.alias.test', 'A');
     expect([a.status, a.canonicalName, a.records]).toEqual(['secure', 'mx.alg8.test', ['192.0.2.25']]);
+  });
+});
+
+describe('validator: transport', () => {
+  it('a signed reply larger than the EDNS size is fetched again over TCP (TC=1, RFC 7766) and validates', async () => {
+    const a = await t.resolver().lookup('txt.big.test', 'TXT');
+    expect([a.status, a.records.length]).toEqual(['secure', 30]);
+    const q = t.dns.queries.filter((x) => x.name === 'txt.big.test');
+    expect(q.map((x) => x.transport)).toEqual(['udp', 'tcp']);
   });
 });
 
