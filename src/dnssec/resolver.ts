@@ -54,8 +54,10 @@ type Step =
   | { kind: 'data'; rrs: WireRr[]; verdict: Verdict }
   | { kind: 'negative'; rcode: string; verdict: Verdict };
 
+type ErrorKind = NonNullable<DnsAnswer['error']>['kind'];
+
 class Failed extends Error {
-  constructor(readonly kind: 'bogus' | 'indeterminate', message: string) {
+  constructor(readonly kind: 'bogus' | 'indeterminate', message: string, readonly errorKind: ErrorKind = kind) {
     super(message);
   }
 }
@@ -158,7 +160,7 @@ export class ValidatingResolver implements Resolver {
       spent();
       if (e instanceof Failed) {
         trace.add('answer', qname, e.kind, e.message);
-        return failure(qname, qtype, e.kind, e.message, chain);
+        return failure(qname, qtype, e.kind, e.message, chain, e.errorKind);
       }
       const msg = e instanceof BudgetExceeded ? e.message : `internal error: ${e instanceof Error ? e.message : String(e)}`;
       trace.add('answer', qname, 'indeterminate', msg);
@@ -188,8 +190,8 @@ export class ValidatingResolver implements Resolver {
       statuses.push(v.kind);
       ttl = Math.min(ttl, (v as Extract<Verdict, { ttl: number }>).ttl);
       if (step.kind === 'alias') {
-        if (seen.has(step.target)) throw new Failed('indeterminate', `alias loop at ${step.target}`);
-        if (chain.length >= MAX_ALIAS_DEPTH) throw new Failed('indeterminate', `more than ${MAX_ALIAS_DEPTH} aliases`);
+        if (seen.has(step.target)) throw new Failed('indeterminate', `alias loop at ${step.target}`, 'loop');
+        if (chain.length >= MAX_ALIAS_DEPTH) throw new Failed('indeterminate', `more than ${MAX_ALIAS_DEPTH} aliases`, 'depth');
         seen.add(step.target);
         chain.push({ owner: cur, target: step.target, status: v.kind });
         ctx.trace.add('alias', cur, v.kind, `-> ${step.target}`);
@@ -399,7 +401,14 @@ function mentions(msg: WireMessage, name: string): boolean {
   return msg.answers.some((rr) => rr.name === name || (rr.typeCode === TYPE_CODES.DNAME && rr.name !== name && isAtOrBelow(name, rr.name)));
 }
 
-function failure<T extends QueryType>(qname: string, qtype: T, kind: 'bogus' | 'indeterminate', message: string, chain: CnameHop[]): DnsAnswer<T> {
+function failure<T extends QueryType>(
+  qname: string,
+  qtype: T,
+  kind: 'bogus' | 'indeterminate',
+  message: string,
+  chain: CnameHop[],
+  errorKind: ErrorKind = kind,
+): DnsAnswer<T> {
   return {
     qname,
     qtype,
@@ -411,6 +420,6 @@ function failure<T extends QueryType>(qname: string, qtype: T, kind: 'bogus' | '
     chain,
     records: [],
     ttl: 0,
-    error: { kind, message },
+    error: { kind: errorKind, message },
   };
 }

@@ -46,6 +46,8 @@ beforeAll(async () => {
   alias.add('bad.alias.test', 'CNAME', rd.CNAME('mx.expired.test'));
   alias.add('chain.alias.test', 'CNAME', rd.CNAME('mx.alg15.test'));
   alias.add('sub.alias.test', 'DNAME', rd.DNAME('alg8.test'));
+  alias.add('loop1.alias.test', 'CNAME', rd.CNAME('loop2.alias.test'));
+  alias.add('loop2.alias.test', 'CNAME', rd.CNAME('loop1.alias.test'));
   zones.push(alias);
   const big = mailZone('big.test', { keys: [key('big', 10)] });
   for (let i = 0; i < 30; i++) big.add('txt.big.test', 'TXT', rd.TXT(`v=record-${i}-${'x'.repeat(100)}`));
@@ -293,6 +295,12 @@ describe('validator: aliases (DANE-5)', () => {
     expect(a.error?.kind).toBe('bogus');
     expect(a.records).toEqual([]);
     expect(a.chain[0]).toEqual({ owner: 'bad.alias.test', target: 'mx.expired.test', status: 'secure' });
+  });
+
+  it('a signed CNAME loop is an error of kind loop, not an answer', async () => {
+    const a = await t.resolver().lookup('loop1.alias.test', 'A');
+    expect(a.error?.kind).toBe('loop');
+    expect(a.records).toEqual([]);
   });
 
   it('DANE-5 a signed DNAME is followed (the unsigned synthesised CNAME is not trusted)', async () => {
