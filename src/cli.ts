@@ -16,7 +16,8 @@ const USAGE = `usage:
   dane-relay tlsa --cert FILE [--host H]          TLSA records to publish for a certificate or PEM chain
   dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]   what would be reported (RFC 8460)
   dane-relay tlsrpt send --day YYYY-MM-DD [--config FILE] [--domain D] [--dry-run] [--out DIR]   send a day's reports now
-  dane-relay dkim keygen [--selector S] [--domain D] [--out FILE]   DKIM key for TLSRPT reports and its DNS record`;
+  dane-relay dkim keygen [--selector S] [--domain D] [--out FILE]   DKIM key for TLSRPT reports and its DNS record
+  dane-relay dns lookup NAME TYPE [--config FILE] [--json]   resolve and validate, explaining the DNSSEC verdict`;
 
 function argValue(args: string[], name: string): string | undefined {
   const i = args.indexOf(name);
@@ -72,6 +73,13 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
     if (cmd === 'tlsrpt' || (cmd === 'dkim' && sub === 'keygen')) {
       const { tlsrptCli } = await import('./reporting/tlsrpt/cli.js');
       return await tlsrptCli(argv, out, err);
+    }
+    if (cmd === 'dns' && sub === 'lookup') {
+      const rest = argv.slice(2);
+      const [name, type] = rest.filter((a, i) => !a.startsWith('--') && rest[i - 1] !== '--config');
+      if (!name || !type) { err.write(`${USAGE}\n`); return 2; }
+      const { dnsLookupCommand } = await import('./dnssec/cli.js');
+      return await dnsLookupCommand({ name, type, configFile: argValue(argv, '--config'), json: argv.includes('--json'), out, err });
     }
     if (cmd === 'hash-password') {
       const { hashPassword } = await import('./ingress/users.js');

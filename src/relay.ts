@@ -26,6 +26,14 @@ import type { Readiness } from './metrics/readiness.js';
 import type { TlsrptService } from './reporting/tlsrpt/daily.js';
 import type { HttpsOptions } from './reporting/tlsrpt/https.js';
 
+/** dns.mode validate: DNSSEC checked in-process from the trust anchors (file, or the built-in IANA root). */
+async function validatingResolver(cfg: LoadedConfig): Promise<Resolver> {
+  const { ValidatingResolver } = await import('./dnssec/resolver.js');
+  const { readFileSync } = await import('node:fs');
+  const trustAnchors = cfg.dns.trust_anchors ? readFileSync(cfg.dns.trust_anchors, 'utf8') : undefined;
+  return new ValidatingResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts, trustAnchors });
+}
+
 export interface RelayOptions {
   config: LoadedConfig;
   log?: Logger;
@@ -69,10 +77,9 @@ export class Relay {
     const now = opts.now ?? Date.now;
     const problem = trustAdProblem(cfg);
     if (problem && !opts.resolver) throw new Error(problem);
-    if (cfg.dns.mode === 'validate' && !opts.resolver) {
-      throw new Error('dns.mode validate (in-process DNSSEC validation) is not available in this version; use dns.mode trust-ad with a validating resolver on loopback');
-    }
-    const resolver = opts.resolver ?? new StubResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts });
+    const resolver = opts.resolver ?? (cfg.dns.mode === 'validate'
+      ? await validatingResolver(cfg)
+      : new StubResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts }));
 
     const policy = policyStoreFor(cfg, log, opts.policyStatIntervalMs);
     const spool = await Spool.open(cfg.queue_dir, { now, log });

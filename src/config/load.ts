@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { configSchema, type Config } from './schema.js';
+import { parseTrustAnchors, TrustAnchorError } from '../dnssec/anchors.js';
 
 export class ConfigError extends Error {
   constructor(public readonly file: string, public readonly problems: string[]) {
@@ -103,6 +104,11 @@ export function loadConfig(file: string, opts: { resolvConf?: string } = {}): Lo
     if (resolvers.length === 0) throw new ConfigError(file, ['dns.resolvers: not set and /etc/resolv.conf lists no nameserver']);
   }
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  if (cfg.dns.mode === 'validate' && cfg.dns.trust_anchors) {
+    // A bad anchors file is a configuration error, reported with its line (dns.mode validate).
+    const problem = trustAnchorsProblem(abs(cfg.dns.trust_anchors));
+    if (problem) throw new ConfigError(file, [`dns.trust_anchors: ${problem}`]);
+  }
   return {
     ...cfg,
     queue_dir: abs(cfg.queue_dir),
@@ -115,4 +121,21 @@ export function loadConfig(file: string, opts: { resolvConf?: string } = {}): Lo
     baseDir,
     resolvedResolvers: resolvers,
   };
+}
+
+/** Why the trust anchor file cannot be used ("FILE line N: …"), or undefined. */
+export function trustAnchorsProblem(path: string): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    return `cannot read ${path}: ${(e as Error).message}`;
+  }
+  try {
+    parseTrustAnchors(text);
+  } catch (e) {
+    if (e instanceof TrustAnchorError) return `${path} line ${e.line}: ${e.message.replace(/^line \d+: /, '')}`;
+    return `${path}: ${(e as Error).message}`;
+  }
+  return undefined;
 }

@@ -38,14 +38,18 @@ export const configSchema = z.strictObject({
   queue_dir: z.string().min(1).default('queue'),
   hostname: hostname.default('localhost'),
   dns: z.strictObject({
-    /** trust-ad: believe the AD bit of a trusted (loopback) validating resolver. */
-    mode: z.enum(['trust-ad', 'validate']).default('trust-ad'),
+    /**
+     * validate: check DNSSEC in-process from the trust anchors (resolvers are only transport);
+     * trust-ad: believe the AD bit of a trusted (loopback) validating resolver.
+     */
+    mode: z.enum(['trust-ad', 'validate']).default('validate'),
     /** default: nameservers of /etc/resolv.conf */
     resolvers: z.array(hostPort).min(1).optional(),
     /** non-loopback resolvers whose AD bit the operator vouches for (secure channel), DANE-2 */
     trusted_resolvers: z.array(hostPort).default([]),
     timeout: duration.prefault(2000 / 1000),
     attempts: z.number().int().min(1).max(10).default(2),
+    /** validate mode: DS/DNSKEY trust anchors in presentation format (Unbound root.key); default the IANA root KSKs */
     trust_anchors: z.string().optional(),
   }).prefault({}),
   delivery: z.strictObject({

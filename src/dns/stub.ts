@@ -8,25 +8,22 @@
  * resolver validates and tells us the result (RFC 4035 §4.9.1–4.9.2, RFC 6840
  * §5.7; digest DANE-3).
  */
-import dgram from 'node:dgram';
 import net from 'node:net';
-import { randomInt } from 'node:crypto';
-import type { CnameHop, DnsAnswer, DnsErrorKind, DnssecStatus, QueryType, RecordData, Resolver } from './types.js';
+import type { CnameHop, DnsAnswer, DnssecStatus, QueryType, RecordData, Resolver } from './types.js';
 import {
   CLASS_IN,
-  encodeQuery,
   isAtOrBelow,
   normalizeName,
-  parseMessage,
-  parseQuestion,
   rcodeName,
-  sameName,
   toRecordData,
   typeCode,
   TYPE_CODES,
   type WireMessage,
   type WireRr,
 } from './wire.js';
+import { DnsTransport, parseServer, type ServerAddress } from './transport.js';
+
+export { parseServer, type ServerAddress };
 
 export interface StubResolverOptions {
   /** "ip", "ip:port" or "[v6]:port" (port defaults to 53) */
@@ -65,31 +62,6 @@ export function statusFromFlags(rcode: string | number, ad: boolean): DnssecStat
   return 'indeterminate';
 }
 
-export interface ServerAddress { host: string; port: number; family: 4 | 6; label: string }
-
-/** Parse "1.2.3.4", "1.2.3.4:53", "::1", "[::1]:53". Throws on anything else. */
-export function parseServer(s: string): ServerAddress {
-  const t = s.trim();
-  let host: string;
-  let port = 53;
-  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(t);
-  if (v6) {
-    host = v6[1]!;
-    if (v6[2] !== undefined) port = Number(v6[2]);
-  } else if (net.isIPv6(t)) {
-    host = t;
-  } else {
-    const m = /^([^:]+)(?::(\d+))?$/.exec(t);
-    if (!m) throw new Error(`bad DNS server address "${s}"`);
-    host = m[1]!;
-    if (m[2] !== undefined) port = Number(m[2]);
-  }
-  const family = net.isIP(host);
-  if (family === 0) throw new Error(`DNS server "${s}" is not an IP address`);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`bad port in DNS server "${s}"`);
-  return { host, port, family: family as 4 | 6, label: family === 6 ? `[${host}]:${port}` : `${host}:${port}` };
-}
-
 const LOOPBACK = new net.BlockList();
 LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
 LOOPBACK.addAddress('::1', 'ipv6');
@@ -110,68 +82,23 @@ export function isLoopbackServer(s: string): boolean {
 }
 
 // ---------------------------------------------------------------------------
-// Transport
-
-type Attempt =
-  | { kind: 'reply'; msg: WireMessage }
-  | { kind: 'truncated' }
-  | { kind: 'timeout'; message: string }
-  | { kind: 'malformed'; message: string }
-  | { kind: 'other'; message: string };
-
-type ExchangeFailure = { ok: false; kind: DnsErrorKind; message: string; rcode: string; server?: string };
-type Exchange = { ok: true; msg: WireMessage; server: string } | ExchangeFailure;
-
-/**
- * Decide what a received message means for our outstanding query. Anything
- * that is not a reply to it — wrong ID, not a response, another question —
- * is ignored (RFC 5452 §9.1: accept only matching ID, question, source), so
- * spoofed or stale datagrams cannot end the wait. Only a message that matches
- * but then fails to parse is `malformed`.
- */
-function classify(buf: Buffer, id: number, name: string, qtype: number): Attempt | 'ignore' {
-  const hq = parseQuestion(buf);
-  if (!hq) return 'ignore';
-  const h = hq.header;
-  if (h.id !== id || !h.qr || h.opcode !== 0) return 'ignore';
-  if (hq.question) {
-    const q = hq.question;
-    if (!sameName(q.name, name) || q.typeCode !== qtype || q.class !== CLASS_IN) return 'ignore';
-  } else if (h.qdcount !== 0 || h.rcode === 0 || h.rcode === 3) {
-    // Some servers omit the question in FORMERR/NOTIMP/REFUSED replies; an
-    // error without a question can only fail the query, never answer it.
-    return 'ignore';
-  }
-  if (h.tc) return { kind: 'truncated' };
-  const p = parseMessage(buf);
-  if (!p.ok) return { kind: 'malformed', message: p.error };
-  return { kind: 'reply', msg: p.message };
-}
-
-// ---------------------------------------------------------------------------
 // Resolver
 
 interface CacheEntry { answer: DnsAnswer; expires: number }
 
 export class StubResolver implements Resolver {
   readonly servers: ServerAddress[];
-  private readonly timeoutMs: number;
-  private readonly attempts: number;
+  private readonly transport: DnsTransport;
   private readonly cacheEnabled: boolean;
   private readonly maxCacheEntries: number;
   private readonly cache = new Map<string, CacheEntry>();
   private readonly inflight = new Map<string, Promise<DnsAnswer>>();
-  /** abort functions of exchanges in progress, so close() leaks no socket */
-  private readonly active = new Set<() => void>();
   private closed = false;
 
   constructor(opts: StubResolverOptions) {
     if (!opts.servers.length) throw new Error('StubResolver needs at least one server');
-    this.servers = opts.servers.map(parseServer);
-    if (!(opts.timeoutMs > 0)) throw new Error('timeoutMs must be positive');
-    if (!(Number.isInteger(opts.attempts) && opts.attempts >= 1)) throw new Error('attempts must be an integer >= 1');
-    this.timeoutMs = opts.timeoutMs;
-    this.attempts = opts.attempts;
+    this.transport = new DnsTransport(opts);
+    this.servers = this.transport.servers;
     this.cacheEnabled = opts.cache ?? true;
     this.maxCacheEntries = Math.max(1, opts.maxCacheEntries ?? 10_000);
   }
@@ -204,7 +131,7 @@ export class StubResolver implements Resolver {
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const abort of [...this.active]) abort();
+    this.transport.close();
     this.cache.clear();
   }
 
@@ -254,7 +181,7 @@ export class StubResolver implements Resolver {
     let cur = qname;
     let ttl = Infinity;
     for (;;) {
-      const ex = await this.exchange(cur, qtype);
+      const ex = await this.transport.exchange(cur, qtype);
       if (!ex.ok) return errorAnswer(qname, qtype, ex.kind, ex.message, ex.rcode, chain, cur, ex.server);
       const msg = ex.msg;
       const status = statusFromFlags(msg.rcode, msg.header.ad);
@@ -330,129 +257,6 @@ export class StubResolver implements Resolver {
     }
   }
 
-  /**
-   * Ask the servers, in order, `attempts` rounds. Timeouts move on to the next
-   * server; REFUSED/NOTIMP/FORMERR/malformed take that server out for this
-   * query; SERVFAIL is the validator's verdict (bogus or unreachable) and ends
-   * the query as an error at once (digest DANE-1/DANE-3).
-   */
-  private async exchange(name: string, qtype: string): Promise<Exchange> {
-    const excluded = new Set<number>();
-    const failures: string[] = [];
-    let last: ExchangeFailure | undefined;
-    for (let round = 0; round < this.attempts; round++) {
-      for (let i = 0; i < this.servers.length; i++) {
-        if (this.closed) return { ok: false, kind: 'other', message: 'resolver closed', rcode: '' };
-        if (excluded.has(i)) continue;
-        const srv = this.servers[i]!;
-        let r = await this.udp(srv, name, qtype);
-        // RFC 7766 §5 / RFC 1035 §4.2.2: TC=1 → repeat over TCP to the same server.
-        if (r.kind === 'truncated') r = await this.tcp(srv, name, qtype);
-        if (r.kind === 'reply') {
-          const rc = r.msg.rcodeName;
-          if (rc === 'NOERROR' || rc === 'NXDOMAIN') return { ok: true, msg: r.msg, server: srv.label };
-          if (rc === 'SERVFAIL') return { ok: false, kind: 'servfail', message: `SERVFAIL from ${srv.label}`, rcode: rc, server: srv.label };
-          const kind: DnsErrorKind = rc === 'REFUSED' ? 'refused' : rc === 'NOTIMP' ? 'notimp' : rc === 'FORMERR' ? 'formerr' : 'other';
-          excluded.add(i);
-          failures.push(`${srv.label}: ${rc}`);
-          last = { ok: false, kind, message: '', rcode: rc, server: srv.label };
-        } else if (r.kind === 'truncated') {
-          excluded.add(i);
-          failures.push(`${srv.label}: TC=1 over TCP`);
-          last = { ok: false, kind: 'malformed', message: '', rcode: '', server: srv.label };
-        } else {
-          if (r.kind === 'malformed') excluded.add(i);
-          failures.push(`${srv.label}: ${r.kind} (${r.message})`);
-          last = { ok: false, kind: r.kind, message: '', rcode: '', server: srv.label };
-        }
-      }
-    }
-    const base: ExchangeFailure = last ?? { ok: false, kind: 'other', message: '', rcode: '' };
-    return { ...base, message: `no usable reply for ${name}/${qtype}: ${failures.join('; ')}` };
-  }
-
-  private track(abort: () => void): () => void {
-    this.active.add(abort);
-    return () => this.active.delete(abort);
-  }
-
-  /** One UDP exchange on a fresh socket (fresh random source port and ID, RFC 5452 §9.2). */
-  private udp(srv: ServerAddress, name: string, qtype: string): Promise<Attempt> {
-    return new Promise((resolve) => {
-      const id = randomInt(0, 0x10000);
-      const qcode = typeCode(qtype);
-      const query = encodeQuery(id, name, qtype);
-      const sock = dgram.createSocket(srv.family === 6 ? 'udp6' : 'udp4');
-      let done = false;
-      const finish = (r: Attempt): void => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        untrack();
-        try {
-          sock.close();
-        } catch {
-          /* already closed */
-        }
-        resolve(r);
-      };
-      const untrack = this.track(() => finish({ kind: 'other', message: 'resolver closed' }));
-      const timer = setTimeout(() => finish({ kind: 'timeout', message: `no reply within ${this.timeoutMs} ms` }), this.timeoutMs);
-      sock.on('error', (e) => finish({ kind: 'other', message: e.message }));
-      sock.on('message', (buf) => {
-        const r = classify(buf, id, name, qcode);
-        if (r !== 'ignore') finish(r);
-      });
-      // connect(): the kernel then drops datagrams from any other source address/port.
-      sock.connect(srv.port, srv.host, () => {
-        if (done) return;
-        sock.send(query, (err) => {
-          if (err) finish({ kind: 'other', message: err.message });
-        });
-      });
-    });
-  }
-
-  /** One TCP exchange (RFC 1035 §4.2.2 two-octet length framing; RFC 7766). */
-  private tcp(srv: ServerAddress, name: string, qtype: string): Promise<Attempt> {
-    return new Promise((resolve) => {
-      const id = randomInt(0, 0x10000);
-      const qcode = typeCode(qtype);
-      const query = encodeQuery(id, name, qtype);
-      const frame = Buffer.alloc(2 + query.length);
-      frame.writeUInt16BE(query.length, 0);
-      query.copy(frame, 2);
-      const sock = net.connect({ host: srv.host, port: srv.port });
-      let pending: Buffer = Buffer.alloc(0);
-      let done = false;
-      const finish = (r: Attempt): void => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        untrack();
-        sock.destroy();
-        resolve(r);
-      };
-      const untrack = this.track(() => finish({ kind: 'other', message: 'resolver closed' }));
-      const timer = setTimeout(() => finish({ kind: 'timeout', message: `no TCP reply within ${this.timeoutMs} ms` }), this.timeoutMs);
-      sock.on('connect', () => sock.write(frame));
-      sock.on('data', (chunk: Buffer) => {
-        // Reads may split or merge frames; each frame is at most 2+65535 bytes.
-        pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
-        while (!done && pending.length >= 2) {
-          const len = pending.readUInt16BE(0);
-          if (pending.length < 2 + len) break;
-          const msg = pending.subarray(2, 2 + len);
-          pending = pending.subarray(2 + len);
-          const r = classify(msg, id, name, qcode);
-          if (r === 'ignore') continue;
-          finish(r.kind === 'truncated' ? { kind: 'malformed', message: 'TC=1 in a TCP reply' } : r);
-        }
-      });
-      sock.on('error', (e) => finish({ kind: 'other', message: `TCP: ${e.message}` }));
-      sock.on('close', () => finish({ kind: 'other', message: 'TCP connection closed before a reply' }));
-    });
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -473,10 +277,8 @@ function findAlias(answers: WireRr[], owner: string): AliasHop | undefined {
     if (!dname || rr.name.length > dname.name.length) dname = rr;
   }
   if (dname) {
-    const prefix = dname.name === '.' ? owner : owner.slice(0, owner.length - dname.name.length - 1);
-    const target = dname.data === '.' ? prefix : `${prefix}.${dname.data as string}`;
-    // RFC 6672 §2.2: a synthesised name that is too long is YXDOMAIN.
-    if (target.length > 253) return { error: `DNAME synthesis of ${owner} is too long` };
+    const target = dnameTarget(owner, dname.name, dname.data as string);
+    if (target === undefined) return { error: `DNAME synthesis of ${owner} is too long` };
     return { target, ttl: dname.ttl };
   }
   const cnames = answers.filter((rr) => rr.typeCode === TYPE_CODES.CNAME && rr.name === owner);
@@ -485,6 +287,17 @@ function findAlias(answers: WireRr[], owner: string): AliasHop | undefined {
   // RFC 2181 §10.1: at most one CNAME per owner.
   if (targets.size > 1) return { error: `several CNAME targets at ${owner}` };
   return { target: cnames[0]!.data as string, ttl: Math.min(...cnames.map((c) => c.ttl)) };
+}
+
+/**
+ * RFC 6672 §2.2: the name a DNAME at `dnameOwner` (pointing at `dnameData`)
+ * substitutes for `owner`; undefined when the result is too long (YXDOMAIN).
+ * Shared with the validator.
+ */
+export function dnameTarget(owner: string, dnameOwner: string, dnameData: string): string | undefined {
+  const prefix = dnameOwner === '.' ? owner : owner.slice(0, owner.length - dnameOwner.length - 1);
+  const target = dnameData === '.' ? prefix : `${prefix}.${dnameData}`;
+  return target.length > 253 ? undefined : target;
 }
 
 function soaFor(msg: WireMessage, name: string): WireRr | undefined {
@@ -524,7 +337,8 @@ function errorAnswer<T extends QueryType>(
   };
 }
 
-function copyAnswer<T extends QueryType>(a: DnsAnswer<T>): DnsAnswer<T> {
+/** A deep copy, so one caller mutating an answer cannot affect another (also used by the validator). */
+export function copyAnswer<T extends QueryType>(a: DnsAnswer<T>): DnsAnswer<T> {
   return {
     ...a,
     chain: a.chain.map((h) => ({ ...h })),

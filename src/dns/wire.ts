@@ -268,6 +268,12 @@ export interface WireRr {
   ttl: number;
   /** dns-packet-compatible shape; raw RDATA Buffer for types we do not decode */
   data: unknown;
+  /**
+   * RDATA in DNSSEC canonical form (RFC 4034 §6.2): embedded names of the
+   * RFC 1035 types we decode uncompressed and lowercased, other types verbatim.
+   * Set by `parseMessage`; what signatures are verified over.
+   */
+  rdata?: Buffer;
 }
 
 export interface WireHeader {
@@ -393,7 +399,8 @@ function parseStrict(buf: Buffer): WireMessage {
       // RFC 2181 §8: a TTL with the top bit set is treated as zero.
       const ttl = ttlRaw > 0x7fffffff ? 0 : ttlRaw;
       const data = decodeRdata(buf, o, rdlen, code);
-      sections[s]!.push({ name, type: typeName(code), typeCode: code, class: klass, ttl, data });
+      const rdata = canonicalRdata(buf, o, rdlen, code, data);
+      sections[s]!.push({ name, type: typeName(code), typeCode: code, class: klass, ttl, data, rdata });
       o += rdlen;
     }
   }
@@ -477,6 +484,37 @@ function decodeRdata(buf: Buffer, o: number, len: number, code: number): unknown
     default:
       return Buffer.from(buf.subarray(o, end)); // RFC 3597: opaque
   }
+}
+
+/**
+ * RFC 4034 §6.2 item 3 (and RFC 3597 §7): names inside the RDATA of the
+ * RFC 1035 types that may be compressed are expanded and lowercased; every
+ * other type is already uncompressed and is kept byte for byte.
+ */
+function canonicalRdata(buf: Buffer, o: number, len: number, code: number, data: unknown): Buffer {
+  switch (code) {
+    case TYPE_CODES.CNAME:
+    case TYPE_CODES.DNAME:
+    case TYPE_CODES.NS:
+    case TYPE_CODES.PTR:
+      return encodeName(data as string);
+    case TYPE_CODES.MX: {
+      const pref = Buffer.alloc(2);
+      pref.writeUInt16BE((data as { preference: number }).preference, 0);
+      return Buffer.concat([pref, encodeName((data as { exchange: string }).exchange)]);
+    }
+    case TYPE_CODES.SOA: {
+      const d = data as { mname: string; rname: string };
+      return Buffer.concat([encodeName(d.mname), encodeName(d.rname), buf.subarray(o + len - 20, o + len)]);
+    }
+    default:
+      return Buffer.from(buf.subarray(o, o + len));
+  }
+}
+
+/** Encode a presentation name as uncompressed wire format (exported for DNSSEC canonical forms). */
+export function nameToWire(name: string): Buffer {
+  return encodeName(name);
 }
 
 /** RFC 5952 §4 canonical text: lowercase, longest run (≥2) of zero groups as "::". */

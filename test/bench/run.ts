@@ -11,6 +11,7 @@ import { SmtpTestClient } from '../support/submit.js';
 import { World } from '../support/world.js';
 import { makeSelfSigned, tlsaData } from '../support/pki.js';
 import { tlsrptSection } from './tlsrpt.js';
+import { benchDnssec } from './dnssec.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(here, '..', '..', '..');
@@ -231,8 +232,9 @@ async function main(): Promise<void> {
   }
   say();
 
-  // 5
+  // 5, 6
   await tlsrptSection(say);
+  await benchDnssec(say);
   say(`Whole run: ${((Date.now() - started) / 1000).toFixed(0)} s.`);
   writeFileSync(join(ROOT, 'BENCHMARKS.md'), out.join('\n') + '\n');
   console.log(`wrote ${join(ROOT, 'BENCHMARKS.md')}`);

@@ -27,7 +27,7 @@ function sink(): { stream: Writable; text: () => string } {
 
 function configFile(extra = ''): string {
   const file = join(w.dir, 'relay.yml');
-  writeFileSync(file, `hostname: relay.test\nqueue_dir: queue\ndns:\n  resolvers: ["${w.dns.server}"]\n  timeout: 1s\n  attempts: 1\ndelivery:\n  port: ${w.port}\n  timeouts: { connect: 2s, greeting: 3s, ehlo: 3s, starttls: 3s }\n${extra}`);
+  writeFileSync(file, `hostname: relay.test\nqueue_dir: queue\ndns:\n  mode: trust-ad\n  resolvers: ["${w.dns.server}"]\n  timeout: 1s\n  attempts: 1\ndelivery:\n  port: ${w.port}\n  timeouts: { connect: 2s, greeting: 3s, ehlo: 3s, starttls: 3s }\n${extra}`);
   return file;
 }
 

@@ -54,7 +54,7 @@ describe('configuration', () => {
     expect(['10.0.0.1:53', '[fe80::1]:53', '128.0.0.1:53'].some(isLoopbackServer)).toBe(false);
   });
   it('DANE-2 a non-loopback resolver is not trusted for AD in a DANE level unless listed', () => {
-    const base = parseConfigText('dns:\n  resolvers: ["10.0.0.53:53"]\n');
+    const base = parseConfigText('dns:\n  mode: trust-ad\n  resolvers: ["10.0.0.53:53"]\n');
     expect(trustAdProblem({ ...base, resolvedResolvers: ['10.0.0.53:53'] })).toMatch(/not on loopback/);
     expect(trustAdProblem({ ...base, resolvedResolvers: ['127.0.0.1:53', '[::1]:53'] })).toBeUndefined();
     expect(trustAdProblem({ ...base, dns: { ...base.dns, trusted_resolvers: ['10.0.0.53:53'] }, resolvedResolvers: ['10.0.0.53:53'] })).toBeUndefined();
@@ -64,7 +64,7 @@ describe('configuration', () => {
     const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
     writeFileSync(join(dir, 'good.yml'), 'dns:\n  resolvers: ["127.0.0.1:53"]\n');
     writeFileSync(join(dir, 'bad.yml'), 'delivery:\n  prot: 25\n');
-    writeFileSync(join(dir, 'remote.yml'), 'dns:\n  resolvers: ["10.0.0.53:53"]\n');
+    writeFileSync(join(dir, 'remote.yml'), 'dns:\n  mode: trust-ad\n  resolvers: ["10.0.0.53:53"]\n');
     const out = sink(), err = sink();
     expect(await main(['config', 'check', join(dir, 'good.yml')], out, err)).toBe(0);
     expect(out.text).toContain('ok');
@@ -74,7 +74,11 @@ describe('configuration', () => {
     expect(err.text).toContain('not on loopback');
   });
   it('config.example.yml is valid', () => {
-    expect(loadConfig(join(__dirname, '../../config.example.yml'), { resolvConf: '/dev/null/none' }).resolvedResolvers).toEqual(['127.0.0.1:53']);
+    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    writeFileSync(join(dir, 'resolv.conf'), 'nameserver 127.0.0.53\n');
+    const ex = loadConfig(join(__dirname, '../../config.example.yml'), { resolvConf: join(dir, 'resolv.conf') });
+    expect(ex.resolvedResolvers).toEqual(['127.0.0.53:53']);
+    expect(ex.dns.mode).toBe('validate');
     const c = parseConfigText(readFileSync(join(__dirname, '../../config.example.yml'), 'utf8'));
     expect(c.listen).toEqual(['127.0.0.1:2525']);
   });

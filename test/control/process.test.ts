@@ -38,7 +38,7 @@ afterAll(async () => {
 function writeConfig(name: string, port: number): string {
   const f = join(dir, `${name}.yml`);
   writeFileSync(f, `listen: ["127.0.0.1:${port}"]\nhostname: relay.test\nqueue_dir: ${join(dir, name)}\n` +
-    `dns:\n  resolvers: ["${dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
+    `dns:\n  mode: trust-ad\n  resolvers: ["${dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
     `delivery:\n  port: ${rx.port}\n  tls_level: may\n  timeouts: { connect: 2s }\n` +
     `queue:\n  min_backoff: 1h\n  max_backoff: 2h\n  run_interval: 200ms\n` + `log:\n  level: info\n`);
   return f;

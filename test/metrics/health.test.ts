@@ -49,7 +49,7 @@ describe('health endpoints of a relay process', () => {
     if (as) chownSync(queue, as.uid, as.gid);
     const cfg = join(dir, 'relay.yml');
     writeFileSync(cfg, `listen: ["127.0.0.1:${port}"]\nhostname: relay.test\nqueue_dir: ${queue}\n` +
-      `dns:\n  resolvers: ["${dns.server}"]\n  timeout: 500ms\n  attempts: 1\n` +
+      `dns:\n  mode: trust-ad\n  resolvers: ["${dns.server}"]\n  timeout: 500ms\n  attempts: 1\n` +
       `delivery:\n  tls_level: dane\n` +
       `metrics:\n  listen: "127.0.0.1:${mport}"\n  ready_cache: 200ms\n  selftest_interval: 300ms\n`, { mode: 0o644 });
     const relay = new RelayProcess(cfg);

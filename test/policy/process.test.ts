@@ -30,7 +30,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'tls_policy'), 'dest.test dane-only\n');
   writeFileSync(join(dir, 'danefail'), '# none\n');
   config = join(dir, 'relay.yml');
-  writeFileSync(config, `listen: ["127.0.0.1:0"]\nhostname: relay.test\nqueue_dir: queue\ndns: { resolvers: ["${dns.server}"], timeout: 1s, attempts: 1 }\ndelivery: { port: ${rx.port} }\npolicy: { tls_policy: tls_policy, danefail: danefail, probe_interval: 0 }\n`);
+  writeFileSync(config, `listen: ["127.0.0.1:0"]\nhostname: relay.test\nqueue_dir: queue\ndns: { mode: trust-ad, resolvers: ["${dns.server}"], timeout: 1s, attempts: 1 }\ndelivery: { port: ${rx.port} }\npolicy: { tls_policy: tls_policy, danefail: danefail, probe_interval: 0 }\n`);
 });
 afterAll(async () => {
   await rx?.close();

@@ -40,7 +40,7 @@ function configFile(patch: Patch): string {
   const file = join(w.dir, 'relay.yml');
   const cfg = {
     listen: ['127.0.0.1:0'], hostname: 'relay.test', queue_dir: join(w.dir, 'queue'),
-    dns: { resolvers: [w.dns.server], timeout: '1s', attempts: 1 },
+    dns: { mode: 'trust-ad', resolvers: [w.dns.server], timeout: '1s', attempts: 1 },
     delivery: { port: w.port || 25 },
     ...patch,
   };

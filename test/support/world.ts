@@ -74,7 +74,7 @@ export class World {
     const t = '3s';
     const base: Patch = {
       listen: ['127.0.0.1:0'], hostname: 'relay.test', queue_dir: join(this.dir, 'queue'),
-      dns: { resolvers: [this.dns.server], timeout: '1s', attempts: 1 },
+      dns: { mode: 'trust-ad', resolvers: [this.dns.server], timeout: '1s', attempts: 1 },
       delivery: { port: this.port, timeouts: { connect: '2s', greeting: t, ehlo: t, starttls: t, mail: t, rcpt: t, data: t, data_block: t, data_done: t } },
     };
     const cfg = parseConfigText(JSON.stringify(merge(base, patch)));

@@ -1,0 +1,69 @@
+/**
+ * Work limits for one lookup. DNSSEC validation does expensive work (public
+ * key operations, iterated hashes) whose amount is chosen by whoever writes
+ * the zone; without limits one answer can pin a CPU for minutes (KeyTrap,
+ * CVE-2023-50387; NSEC3 closest-encloser, CVE-2023-50868). When a limit is
+ * hit the lookup ends `indeterminate` — an error, never "insecure", so an
+ * attacker cannot buy a downgrade by sending more junk.
+ */
+
+/**
+ * Public-key signature verifications per lookup, over the whole chain of
+ * trust and every alias. An honest MX+TLSA chain below the root needs about
+ * two per zone (DNSKEY, then DS or data), so 10 zones deep with aliases stays
+ * well below; KeyTrap needs thousands.
+ */
+export const MAX_SIGNATURE_VERIFICATIONS = 64;
+/**
+ * DNSKEYs tried for one RRSIG (same algorithm and key tag). Key tags are a
+ * 16-bit checksum, so honest collisions exist but are rare (RFC 4034 App. B);
+ * more than a handful of colliding keys is the KeyTrap pattern.
+ */
+export const MAX_KEYS_PER_SIGNATURE = 4;
+/** RRSIGs considered for one RRset: a rollover or multi-algorithm zone has 2–3. */
+export const MAX_SIGNATURES_PER_RRSET = 8;
+/**
+ * NSEC3 hash computations (each of `iterations + 1` SHA-1 rounds) per lookup.
+ * A closest-encloser proof hashes each ancestor of the name once; names are
+ * hashed at most once per proof (memoised): the deepest legal name (127 labels)
+ * needs 127 for its closest encloser plus one for the wildcard, so 160 leaves
+ * room for a second, shallower proof in the same lookup.
+ */
+export const MAX_NSEC3_HASHES = 160;
+/**
+ * RFC 9276 §3.2: validators may treat NSEC3 with more iterations as insecure.
+ * Unbound 1.17's `val-nsec3-keysize-iterations` default is "1024 150 2048 150
+ * 4096 150" — 150 for every key size — and it answers such a zone insecure
+ * (its NSEC3 proofs are not checked); we do the same.
+ */
+export const MAX_NSEC3_ITERATIONS = 150;
+/** Labels walked from a trust anchor down to a name (one DS question each). */
+export const MAX_CHAIN_DEPTH = 32;
+/** Upstream questions per lookup (chain of trust + aliases). */
+export const MAX_QUERIES = 96;
+
+export class BudgetExceeded extends Error {
+  constructor(what: string) {
+    super(`work limit reached: ${what}`);
+    this.name = 'BudgetExceeded';
+  }
+}
+
+/** Counters for one lookup; `spend*` throws BudgetExceeded when a limit is passed. */
+export class Budget {
+  verifications = 0;
+  nsec3Hashes = 0;
+  queries = 0;
+
+  spendVerification(): void {
+    if (++this.verifications > MAX_SIGNATURE_VERIFICATIONS) throw new BudgetExceeded(`more than ${MAX_SIGNATURE_VERIFICATIONS} signature verifications`);
+  }
+
+  spendNsec3Hash(): void {
+    if (++this.nsec3Hashes > MAX_NSEC3_HASHES) throw new BudgetExceeded(`more than ${MAX_NSEC3_HASHES} NSEC3 hashes`);
+  }
+
+  spendQuery(): void {
+    if (++this.queries > MAX_QUERIES) throw new BudgetExceeded(`more than ${MAX_QUERIES} upstream queries`);
+  }
+}

@@ -1,0 +1,282 @@
+/**
+ * The chain of trust (RFC 4035 §5.1–5.2): from the closest trust anchor down
+ * to a name, one label at a time, asking the upstream resolver for DS at each
+ * label. A validated DS RRset leads to the child's DNSKEY RRset (secure zone
+ * cut); a validated NSEC/NSEC3 proof of "NS but no DS" (or an opt-out span)
+ * ends the chain as insecure; anything unprovable is bogus. Insecurity can
+ * only come from a signed proof — never from missing or broken data.
+ */
+import { TYPE_CODES, type WireMessage } from '../dns/wire.js';
+import { SUPPORTED_ALGORITHMS, SUPPORTED_DIGESTS, algorithmName } from './algorithms.js';
+import { matchDs } from './dsmatch.js';
+import { closestAnchor, type TrustAnchors, type ZoneAnchor } from './anchors.js';
+import { BudgetExceeded, MAX_CHAIN_DEPTH, MAX_NSEC3_ITERATIONS, type Budget } from './budget.js';
+import { TtlCache } from './cache.js';
+import { childToward, isAtOrBelow } from './names.js';
+import { nsecCut, type CutProof, type OwnedNsec } from './nsec.js';
+import { Nsec3Set, nsec3Cut, type OwnedNsec3 } from './nsec3.js';
+import { parseDnskey, parseDs, parseNsec, parseNsec3, type Dnskey, type Ds } from './records.js';
+import { groupRRsets, rrsetsOfType } from './rrsets.js';
+import type { Trace } from './trace.js';
+import { verifyRRset, type RRset, type ZoneKeys } from './verify.js';
+
+export type ZoneState =
+  | { kind: 'secure'; zone: string; keys: Dnskey[]; ttl: number }
+  | { kind: 'insecure'; zone: string; detail: string; ttl: number }
+  | { kind: 'bogus'; detail: string }
+  | { kind: 'indeterminate'; detail: string };
+
+type Step = ({ kind: 'cut'; state: ZoneState } | { kind: 'not-a-cut' | 'nonexistent'; ttl: number }) & { detail?: string };
+
+export interface LookupContext {
+  budget: Budget;
+  trace: Trace;
+  /** seconds since the epoch (signature windows) */
+  nowSec: number;
+}
+
+export type QueryFn = (name: string, type: string, ctx: LookupContext) => Promise<{ ok: true; msg: WireMessage } | { ok: false; message: string }>;
+
+const T = TYPE_CODES;
+/** Cache lifetime of results that were proven (seconds, before TTL capping by the data). */
+const MAX_CHAIN_TTL = 86_400;
+
+export class ChainWalker {
+  private readonly zones: TtlCache<ZoneState>;
+  private readonly steps: TtlCache<Step>;
+  private readonly flights = new Map<string, Promise<unknown>>();
+
+  constructor(
+    private readonly anchors: TrustAnchors,
+    private readonly query: QueryFn,
+    private readonly nowMs: () => number,
+    maxEntries: number,
+  ) {
+    this.zones = new TtlCache(Math.max(16, Math.ceil(maxEntries / 4)));
+    this.steps = new TtlCache(Math.max(16, Math.ceil(maxEntries / 2)));
+  }
+
+  clear(): void {
+    this.zones.clear();
+    this.steps.clear();
+  }
+
+  get cacheSize(): number {
+    return this.zones.size + this.steps.size;
+  }
+
+  /**
+   * The security state of the deepest zone cut at or above `target` that the
+   * chain reaches: secure (with its keys), insecure (below an unsigned
+   * delegation or no anchor), or an error.
+   */
+  async walk(target: string, ctx: LookupContext): Promise<ZoneState> {
+    const anchor = closestAnchor(this.anchors, target);
+    if (!anchor) {
+      ctx.trace.add('anchor', target, 'insecure', 'no trust anchor at or above this name');
+      return { kind: 'insecure', zone: '.', detail: 'no trust anchor', ttl: MAX_CHAIN_TTL };
+    }
+    let state = await this.anchorKeys(anchor, ctx);
+    if (state.kind !== 'secure') return state;
+    let pos = anchor.zone;
+    for (let depth = 0; pos !== target; depth++) {
+      if (depth >= MAX_CHAIN_DEPTH) throw new BudgetExceeded(`chain deeper than ${MAX_CHAIN_DEPTH} labels`);
+      const next = childToward(target, pos);
+      const step = await this.step(next, state, ctx);
+      if (step.kind === 'cut') {
+        if (step.state.kind !== 'secure') return step.state;
+        state = step.state;
+      } else if (step.kind === 'nonexistent') {
+        return state; // nothing exists below: `target` can only be in `state.zone`
+      }
+      pos = next;
+    }
+    return state;
+  }
+
+  private async shared<V>(key: string, f: () => Promise<V>): Promise<V> {
+    const inflight = this.flights.get(key) as Promise<V> | undefined;
+    if (inflight) return inflight;
+    const p = f().finally(() => this.flights.delete(key));
+    this.flights.set(key, p);
+    return p;
+  }
+
+  /** The anchor zone's DNSKEY RRset, validated by a key the anchor names (RFC 4035 §5; RFC 5011 not implemented). */
+  private async anchorKeys(anchor: ZoneAnchor, ctx: LookupContext): Promise<ZoneState> {
+    const cached = this.zones.get(`anchor|${anchor.zone}`, this.nowMs());
+    if (cached) {
+      ctx.trace.add('anchor', anchor.zone, cached.value.kind === 'secure' ? 'secure' : cached.value.kind, 'trust anchor keys (cached)');
+      return cached.value;
+    }
+    const st = await this.shared(`anchor|${anchor.zone}`, async () => {
+      const usable = anchor.ds.some((d) => SUPPORTED_ALGORITHMS.has(d.algorithm) && SUPPORTED_DIGESTS.has(d.digestType)) ||
+        anchor.dnskeys.some((k) => SUPPORTED_ALGORITHMS.has(k.algorithm));
+      if (!usable) {
+        ctx.trace.add('anchor', anchor.zone, 'insecure', 'the trust anchor uses only unsupported algorithms/digests (RFC 4035 §5.2)');
+        return { kind: 'insecure', zone: anchor.zone, detail: 'anchor algorithms unsupported', ttl: MAX_CHAIN_TTL } as ZoneState;
+      }
+      const res = await this.fetchDnskeys(anchor.zone, ctx);
+      if ('error' in res) return res.error;
+      const trusted: Dnskey[] = [];
+      for (const k of res.keys) {
+        if (anchor.dnskeys.some((a) => a.rdata.equals(k.rdata))) {
+          trusted.push(k);
+          ctx.trace.add('anchor', anchor.zone, 'ok', `DNSKEY ${k.keyTag}/${algorithmName(k.algorithm)} is a configured anchor key`);
+        }
+      }
+      const viaDs = this.matchDs(anchor.zone, anchor.ds, res.keys, ctx, 'anchor');
+      trusted.push(...viaDs.filter((k) => !trusted.includes(k)));
+      return this.trustKeys(anchor.zone, res.rrset, trusted, ctx, 'anchor');
+    });
+    if (st.kind === 'secure' || st.kind === 'insecure') this.zones.set(`anchor|${anchor.zone}`, st, st.ttl, this.nowMs());
+    return st;
+  }
+
+  private async fetchDnskeys(zone: string, ctx: LookupContext): Promise<{ keys: Dnskey[]; rrset: RRset } | { error: ZoneState }> {
+    const r = await this.query(zone, 'DNSKEY', ctx);
+    if (!r.ok) {
+      ctx.trace.add('DNSKEY', zone, 'indeterminate', r.message);
+      return { error: { kind: 'indeterminate', detail: `DNSKEY ${zone}: ${r.message}` } };
+    }
+    const rrset = groupRRsets(r.msg.answers).get(`${zone}|${T.DNSKEY}`);
+    if (!rrset) {
+      ctx.trace.add('DNSKEY', zone, 'bogus', 'no DNSKEY RRset in the reply');
+      return { error: { kind: 'bogus', detail: `no DNSKEY RRset for ${zone}` } };
+    }
+    const keys = rrset.rrs.map((rr) => parseDnskey(rr.rdata)).filter((k): k is Dnskey => k !== undefined);
+    return { keys, rrset };
+  }
+
+  /** DNSKEYs matched by the DS set, each step traced. */
+  private matchDs(zone: string, dsSet: Ds[], keys: Dnskey[], ctx: LookupContext, label = 'DS'): Dnskey[] {
+    const m = matchDs(zone, dsSet, keys);
+    for (const n of m.notes) ctx.trace.add(label, zone, n.ok ? 'ok' : 'info', `${label === 'anchor' ? 'trust anchor ' : ''}${n.text}`);
+    return m.keys;
+  }
+
+  /** Validate the DNSKEY RRset with one of the DS-matched keys: then all its keys are the zone's keys. */
+  private trustKeys(zone: string, rrset: RRset, trusted: Dnskey[], ctx: LookupContext, via: string): ZoneState {
+    if (trusted.length === 0) {
+      ctx.trace.add('DNSKEY', zone, 'bogus', `no DNSKEY matches the ${via === 'anchor' ? 'trust anchor' : 'DS RRset'}`);
+      return { kind: 'bogus', detail: `no DNSKEY of ${zone} matches its ${via === 'anchor' ? 'trust anchor' : 'DS'}` };
+    }
+    const v = verifyRRset(rrset, { zone, keys: trusted }, ctx.nowSec, ctx.budget);
+    if (!v.ok) {
+      ctx.trace.add('DNSKEY', zone, 'bogus', `DNSKEY RRset not signed by a trusted key: ${v.reason}`);
+      return { kind: 'bogus', detail: `DNSKEY ${zone}: ${v.reason}` };
+    }
+    const keys = rrset.rrs.map((rr) => parseDnskey(rr.rdata)).filter((k): k is Dnskey => k !== undefined);
+    ctx.trace.add('DNSKEY', zone, 'secure', `RRSIG by key ${v.key.keyTag}/${algorithmName(v.key.algorithm)} validates the DNSKEY RRset (${keys.length} keys)`);
+    return { kind: 'secure', zone, keys, ttl: Math.min(v.ttl, MAX_CHAIN_TTL) };
+  }
+
+  /** One label below a secure zone: is `name` a secure cut, an insecure cut, not a cut, or nonexistent? */
+  private async step(name: string, parent: Extract<ZoneState, { kind: 'secure' }>, ctx: LookupContext): Promise<Step> {
+    const key = `${parent.zone}|${name}`;
+    const cached = this.steps.get(key, this.nowMs());
+    if (cached) {
+      const s = cached.value;
+      ctx.trace.add('DS', name, s.kind === 'cut' ? (s.state.kind === 'secure' ? 'secure' : s.state.kind) : 'info', `(cached) ${s.detail ?? s.kind}`);
+      return s;
+    }
+    const step = await this.shared(`step|${key}`, () => this.computeStep(name, parent, ctx));
+    const ttl = step.kind === 'cut' ? (step.state.kind === 'secure' || step.state.kind === 'insecure' ? step.state.ttl : 0) : step.ttl;
+    this.steps.set(key, step, ttl, this.nowMs());
+    return step;
+  }
+
+  private async computeStep(name: string, parent: Extract<ZoneState, { kind: 'secure' }>, ctx: LookupContext): Promise<Step> {
+    const bad = (kind: 'bogus' | 'indeterminate', detail: string): Step => {
+      ctx.trace.add('DS', name, kind, detail);
+      return { kind: 'cut', state: { kind, detail: `${name}: ${detail}` }, detail };
+    };
+    const r = await this.query(name, 'DS', ctx);
+    if (!r.ok) return bad('indeterminate', r.message);
+    const msg = r.msg;
+    const answers = groupRRsets(msg.answers);
+    const dsSet = answers.get(`${name}|${T.DS}`);
+    const zk: ZoneKeys = { zone: parent.zone, keys: parent.keys };
+    if (dsSet) {
+      const v = verifyRRset(dsSet, zk, ctx.nowSec, ctx.budget);
+      if (!v.ok) return bad('bogus', `DS RRset does not validate with ${parent.zone}'s keys: ${v.reason}`);
+      ctx.trace.add('DS', name, 'ok', `DS RRset signed by ${parent.zone} key ${v.key.keyTag}/${algorithmName(v.key.algorithm)}`);
+      const ds = dsSet.rrs.map((rr) => parseDs(rr.rdata)).filter((d): d is Ds => d !== undefined);
+      if (!ds.some((d) => SUPPORTED_ALGORITHMS.has(d.algorithm) && SUPPORTED_DIGESTS.has(d.digestType))) {
+        // RFC 4035 §5.2, RFC 6840 §5.2: only unsupported algorithms/digests → treat the zone as unsigned.
+        const detail = `DS only for unsupported algorithms/digests (${ds.map((d) => `${algorithmName(d.algorithm)}/${d.digestType}`).join(', ')}): insecure`;
+        ctx.trace.add('DS', name, 'insecure', detail);
+        return { kind: 'cut', state: { kind: 'insecure', zone: name, detail, ttl: v.ttl }, detail };
+      }
+      const res = await this.fetchDnskeys(name, ctx);
+      if ('error' in res) return { kind: 'cut', state: res.error };
+      const matched = this.matchDs(name, ds, res.keys, ctx);
+      const st = this.trustKeys(name, res.rrset, matched, ctx, 'ds');
+      if (st.kind === 'secure') st.ttl = Math.min(st.ttl, v.ttl);
+      return { kind: 'cut', state: st, detail: st.kind === 'secure' ? `secure zone cut, ${st.keys.length} DNSKEYs` : undefined };
+    }
+    if (answers.get(`${name}|${T.CNAME}`)) {
+      ctx.trace.add('DS', name, 'info', 'CNAME at this name: not a zone cut');
+      return { kind: 'not-a-cut', ttl: 60, detail: 'CNAME, not a zone cut' };
+    }
+    // No DS: the denial must be signed by the parent zone.
+    const proof = this.cutProof(msg, name, zk, ctx);
+    if (proof.kind === 'bogus') return bad('bogus', proof.detail);
+    if (proof.kind === 'insecure') {
+      ctx.trace.add('DS', name, 'insecure', proof.detail);
+      return { kind: 'cut', state: { kind: 'insecure', zone: name, detail: proof.detail, ttl: proof.ttl }, detail: proof.detail };
+    }
+    ctx.trace.add('DS', name, 'info', proof.detail);
+    return { kind: proof.kind, ttl: proof.ttl, detail: proof.detail };
+  }
+
+  private cutProof(msg: WireMessage, name: string, zk: ZoneKeys, ctx: LookupContext): CutProof & { ttl: number } {
+    const auth = groupRRsets(msg.authorities);
+    const den = validatedDenial(auth, zk, ctx);
+    if ('error' in den) return { kind: 'bogus', detail: den.error, ttl: 0 };
+    if (den.nsecs.length) return { ...nsecCut(den.nsecs, name, zk.zone), ttl: den.ttl };
+    if (den.nsec3s.length) {
+      const set = new Nsec3Set(den.nsec3s, zk.zone, ctx.budget);
+      if (set.records.length === 0) return { kind: 'bogus', detail: 'no usable NSEC3 record', ttl: 0 };
+      if (set.tooManyIterations) {
+        return { kind: 'insecure', detail: `NSEC3 with ${set.iterations} iterations (over ${MAX_NSEC3_ITERATIONS}, RFC 9276 §3.2): insecure`, ttl: den.ttl };
+      }
+      return { ...nsec3Cut(set, name), ttl: den.ttl };
+    }
+    return { kind: 'bogus', detail: `no signed NSEC/NSEC3 proves there is no DS for ${name}`, ttl: 0 };
+  }
+}
+
+export interface Denial { nsecs: OwnedNsec[]; nsec3s: OwnedNsec3[]; ttl: number }
+
+/**
+ * The NSEC and NSEC3 RRsets of an authority section that validate with the
+ * zone's keys. RRsets signed by another signer are ignored (they cannot prove
+ * anything about this zone); an RRset by this zone that fails is bogus.
+ */
+export function validatedDenial(auth: Map<string, RRset>, zk: ZoneKeys, ctx: LookupContext): Denial | { error: string } {
+  const nsecs: OwnedNsec[] = [];
+  const nsec3s: OwnedNsec3[] = [];
+  let ttl = MAX_CHAIN_TTL;
+  for (const set of [...rrsetsOfType(auth, T.NSEC), ...rrsetsOfType(auth, T.NSEC3)]) {
+    if (!isAtOrBelow(set.name, zk.zone)) continue;
+    if (!set.sigs.some((s) => s.signer === zk.zone)) continue;
+    const v = verifyRRset(set, zk, ctx.nowSec, ctx.budget);
+    const kind = set.typeCode === T.NSEC ? 'NSEC' : 'NSEC3';
+    if (!v.ok) {
+      ctx.trace.add(kind, set.name, 'bogus', `does not validate: ${v.reason}`);
+      return { error: `${kind} ${set.name} does not validate: ${v.reason}` };
+    }
+    ttl = Math.min(ttl, v.ttl);
+    for (const rr of set.rrs) {
+      if (set.typeCode === T.NSEC) {
+        const n = parseNsec(rr.rdata);
+        if (n) nsecs.push({ owner: set.name, nsec: n });
+      } else {
+        const n = parseNsec3(rr.rdata);
+        if (n) nsec3s.push({ owner: set.name, nsec3: n });
+      }
+    }
+  }
+  return { nsecs, nsec3s, ttl };
+}

@@ -1,0 +1,425 @@
+/**
+ * `dns.mode: validate` — a validating stub (RFC 4035 §4.9.3, §5): the
+ * upstream recursive resolvers are only a cache and transport, asked with
+ * RD=1, DO=1, CD=1 (RFC 4035 §3.2.2, §4.9.2) so they return the raw records
+ * and signatures even when they would consider them bogus; the relay builds
+ * and checks the chain of trust itself from its trust anchors. Because the
+ * verdict does not depend on the resolver, it may be off-host (digest DANE-2
+ * concerns only trust-ad).
+ *
+ * Aliases follow DANE-5 (RFC 7672 §2.1.3, §2.2.2): each hop has its own
+ * status; `status` is secure only if every hop and the final answer are;
+ * `firstStatus` is that of the first response (the first alias, or the
+ * answer itself).
+ */
+import type { CnameHop, DnsAnswer, DnssecStatus, QueryType, RecordData, Resolver } from '../dns/types.js';
+import { DnsTransport } from '../dns/transport.js';
+import { TYPE_CODES, isAtOrBelow, normalizeName, toRecordData, typeCode, typeName, type WireMessage, type WireRr } from '../dns/wire.js';
+import { MAX_ALIAS_DEPTH, MAX_CACHE_TTL, MAX_NEGATIVE_TTL, DEFAULT_NEGATIVE_TTL, copyAnswer, dnameTarget } from '../dns/stub.js';
+import { algorithmName } from './algorithms.js';
+import { parseTrustAnchors, ROOT_TRUST_ANCHORS, type TrustAnchors } from './anchors.js';
+import { Budget, BudgetExceeded, MAX_NSEC3_ITERATIONS } from './budget.js';
+import { TtlCache } from './cache.js';
+import { ChainWalker, validatedDenial, type LookupContext, type ZoneState } from './chain.js';
+import { labelCount } from './names.js';
+import { proveNodata, proveNxdomain, proveWildcardAnswer, type Proof } from './nsec.js';
+import { Nsec3Set, nsec3ProveNodata, nsec3ProveNxdomain, nsec3ProveWildcardAnswer } from './nsec3.js';
+import { groupRRsets } from './rrsets.js';
+import { Trace, type TraceStep } from './trace.js';
+import { verifyRRset, type RRset } from './verify.js';
+
+export { parseTrustAnchors, ROOT_TRUST_ANCHORS };
+
+export interface ValidatingResolverOptions {
+  servers: string[];
+  timeoutMs: number;
+  attempts: number;
+  /** presentation-format DS/DNSKEY records; default: the built-in IANA root anchors */
+  trustAnchors?: string;
+  /** clock in ms (signature windows, cache); default Date.now */
+  now?: () => number;
+  /** validated answers kept (positive and negative); default 10,000 */
+  maxCacheEntries?: number;
+}
+
+/** Bogus answers are remembered this long (Unbound's val-bogus-ttl is 60 s) so a broken zone is not re-validated per message. */
+export const BOGUS_TTL = 60;
+
+type Verdict =
+  | { kind: 'secure' | 'insecure'; ttl: number }
+  | { kind: 'bogus' | 'indeterminate'; reason: string };
+
+type Step =
+  | { kind: 'alias'; target: string; verdict: Verdict }
+  | { kind: 'data'; rrs: WireRr[]; verdict: Verdict }
+  | { kind: 'negative'; rcode: string; verdict: Verdict };
+
+type ErrorKind = NonNullable<DnsAnswer['error']>['kind'];
+
+class Failed extends Error {
+  constructor(readonly kind: 'bogus' | 'indeterminate', message: string, readonly errorKind: ErrorKind = kind) {
+    super(message);
+  }
+}
+
+export class ValidatingResolver implements Resolver {
+  private readonly transport: DnsTransport;
+  private readonly anchors: TrustAnchors;
+  private readonly now: () => number;
+  private readonly cache: TtlCache<DnsAnswer>;
+  private readonly walker: ChainWalker;
+  private readonly inflight = new Map<string, Promise<DnsAnswer>>();
+  private closed = false;
+
+  constructor(opts: ValidatingResolverOptions) {
+    this.transport = new DnsTransport(opts);
+    this.anchors = parseTrustAnchors(opts.trustAnchors ?? ROOT_TRUST_ANCHORS);
+    this.now = opts.now ?? Date.now;
+    const max = Math.max(1, opts.maxCacheEntries ?? 10_000);
+    this.cache = new TtlCache(max);
+    this.walker = new ChainWalker(this.anchors, (n, t, c) => this.query(n, t, c), this.now, max);
+  }
+
+  /** Entries held by the answer cache and the chain caches. */
+  get cacheSize(): number {
+    return this.cache.size + this.walker.cacheSize;
+  }
+
+  async lookup<T extends QueryType>(name: string, type: T): Promise<DnsAnswer<T>> {
+    let qname: string;
+    try {
+      qname = normalizeName(name);
+    } catch (e) {
+      return failure(name, type, 'indeterminate', (e as Error).message, []) as DnsAnswer<T>;
+    }
+    if (this.closed) return failure(qname, type, 'indeterminate', 'resolver closed', []) as DnsAnswer<T>;
+    const key = `${qname}|${type}`;
+    const hit = this.cache.get(key, this.now());
+    if (hit) return { ...copyAnswer(hit.value), ttl: hit.value.error ? 0 : hit.ttl } as DnsAnswer<T>;
+    let p = this.inflight.get(key);
+    if (!p) {
+      p = this.run(qname, type, new Trace(false))
+        .then((a) => {
+          if (!this.closed) this.remember(key, a);
+          return a;
+        })
+        .finally(() => this.inflight.delete(key));
+      this.inflight.set(key, p);
+    }
+    return copyAnswer(await p) as DnsAnswer<T>;
+  }
+
+  /** A fresh validation (no answer cache) with the steps that led to the verdict, for `dns lookup`. */
+  async lookupTrace<T extends QueryType>(name: string, type: T): Promise<{ answer: DnsAnswer<T>; trace: TraceStep[] }> {
+    const trace = new Trace(true);
+    let qname: string;
+    try {
+      qname = normalizeName(name);
+    } catch (e) {
+      return { answer: failure(name, type, 'indeterminate', (e as Error).message, []) as DnsAnswer<T>, trace: trace.steps };
+    }
+    const answer = await this.run(qname, type, trace);
+    return { answer, trace: trace.steps };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.transport.close();
+    this.cache.clear();
+    this.walker.clear();
+  }
+
+  private remember(key: string, a: DnsAnswer): void {
+    if (a.error) {
+      // Transport failures are not cached (the next try may work); bogus is, briefly.
+      if (a.status === 'bogus') this.cache.set(key, a, BOGUS_TTL, this.now());
+      return;
+    }
+    this.cache.set(key, a, Math.min(a.ttl, MAX_CACHE_TTL), this.now());
+  }
+
+  private async query(name: string, type: string, ctx: LookupContext): Promise<{ ok: true; msg: WireMessage } | { ok: false; message: string }> {
+    if (this.closed) return { ok: false, message: 'resolver closed' };
+    ctx.budget.spendQuery();
+    // CD=1: we validate; DO=1: we need the signatures (RFC 4035 §3.2.1–3.2.2).
+    const ex = await this.transport.exchange(name, type, { rd: true, dnssecOk: true, cd: true });
+    if (!ex.ok) return { ok: false, message: ex.message };
+    return { ok: true, msg: ex.msg };
+  }
+
+  private async run<T extends QueryType>(qname: string, qtype: T, trace: Trace): Promise<DnsAnswer<T>> {
+    const ctx: LookupContext = { budget: new Budget(), trace, nowSec: Math.floor(this.now() / 1000) };
+    const chain: CnameHop[] = [];
+    const spent = (): void =>
+      trace.add('budget', qname, 'info', `${ctx.budget.verifications} signature verifications, ${ctx.budget.nsec3Hashes} NSEC3 hashes, ${ctx.budget.queries} upstream queries`);
+    try {
+      const a = await this.resolve(qname, qtype, ctx, chain);
+      spent();
+      return a;
+    } catch (e) {
+      spent();
+      if (e instanceof Failed) {
+        trace.add('answer', qname, e.kind, e.message);
+        return failure(qname, qtype, e.kind, e.message, chain, e.errorKind);
+      }
+      const msg = e instanceof BudgetExceeded ? e.message : `internal error: ${e instanceof Error ? e.message : String(e)}`;
+      trace.add('answer', qname, 'indeterminate', msg);
+      return failure(qname, qtype, 'indeterminate', msg, chain);
+    }
+  }
+
+  private async resolve<T extends QueryType>(qname: string, qtype: T, ctx: LookupContext, chain: CnameHop[]): Promise<DnsAnswer<T>> {
+    const seen = new Set<string>([qname]);
+    const statuses: DnssecStatus[] = [];
+    let ttl = Infinity;
+    let cur = qname;
+    let msg: WireMessage | undefined;
+    for (;;) {
+      if (!msg) {
+        const r = await this.query(cur, qtype, ctx);
+        if (!r.ok) {
+          ctx.trace.add('query', `${cur}/${qtype}`, 'indeterminate', r.message);
+          throw new Failed('indeterminate', r.message);
+        }
+        msg = r.msg;
+        ctx.trace.add('query', `${cur}/${qtype}`, 'info', `${msg.rcodeName}, ${msg.answers.length} answer / ${msg.authorities.length} authority records`);
+      }
+      const step = await this.interpret(msg, cur, qtype, ctx);
+      const v = step.verdict;
+      if (v.kind === 'bogus' || v.kind === 'indeterminate') throw new Failed(v.kind, v.reason);
+      statuses.push(v.kind);
+      ttl = Math.min(ttl, (v as Extract<Verdict, { ttl: number }>).ttl);
+      if (step.kind === 'alias') {
+        if (seen.has(step.target)) throw new Failed('indeterminate', `alias loop at ${step.target}`, 'loop');
+        if (chain.length >= MAX_ALIAS_DEPTH) throw new Failed('indeterminate', `more than ${MAX_ALIAS_DEPTH} aliases`, 'depth');
+        seen.add(step.target);
+        chain.push({ owner: cur, target: step.target, status: v.kind });
+        ctx.trace.add('alias', cur, v.kind, `-> ${step.target}`);
+        cur = step.target;
+        // Reuse the reply if it carries the target's records; otherwise ask for the target.
+        if (!mentions(msg, cur)) msg = undefined;
+        continue;
+      }
+      const overall: DnssecStatus = statuses.every((s) => s === 'secure') ? 'secure' : 'insecure';
+      const records: RecordData[T][] = [];
+      if (step.kind === 'data') {
+        for (const rr of step.rrs) {
+          const d = toRecordData(qtype, rr);
+          if (d !== undefined) records.push(d);
+        }
+      }
+      ctx.trace.add('answer', qname, overall, `${step.kind === 'negative' ? step.rcode : 'NOERROR'}, ${records.length} record(s), ttl ${Number.isFinite(ttl) ? ttl : 0}`);
+      return {
+        qname,
+        qtype,
+        rcode: step.kind === 'negative' ? step.rcode : 'NOERROR',
+        status: overall,
+        firstStatus: statuses[0]!,
+        canonicalName: cur,
+        chain,
+        records,
+        ttl: Number.isFinite(ttl) ? Math.max(0, ttl) : DEFAULT_NEGATIVE_TTL,
+      };
+    }
+  }
+
+  /** What one reply says about (name, qtype): data, an alias, or a denial — each with its verdict. */
+  private async interpret(msg: WireMessage, name: string, qtype: QueryType, ctx: LookupContext): Promise<Step> {
+    const answers = groupRRsets(msg.answers);
+    const qcode = typeCode(qtype);
+    // DNAME at the closest proper ancestor (RFC 6672 §3.2) comes first: the CNAME next to it is only its
+    // unsigned synthesis (RFC 6672 §3.4, RFC 4035 §3.2.3) and is ignored; we synthesise the target ourselves.
+    let dname: RRset | undefined;
+    for (const s of answers.values()) {
+      if (s.typeCode !== TYPE_CODES.DNAME || s.name === name || !isAtOrBelow(name, s.name)) continue;
+      if (!dname || labelCount(s.name) > labelCount(dname.name)) dname = s;
+    }
+    if (dname) {
+      const rr = msg.answers.find((r) => r.name === dname.name && r.typeCode === TYPE_CODES.DNAME);
+      const target = dnameTarget(name, dname.name, rr!.data as string);
+      if (target === undefined) return { kind: 'alias', target: '', verdict: { kind: 'bogus', reason: `DNAME synthesis of ${name} is too long` } };
+      const verdict = await this.validateRRset(dname, msg, ctx);
+      if (qcode === TYPE_CODES.CNAME) {
+        const synth: WireRr = { name, type: 'CNAME', typeCode: TYPE_CODES.CNAME, class: 1, ttl: dname.rrs[0]!.ttl, data: target };
+        return { kind: 'data', rrs: [synth], verdict };
+      }
+      return { kind: 'alias', target, verdict };
+    }
+    const data = answers.get(`${name}|${qcode}`);
+    if (data) {
+      const verdict = await this.validateRRset(data, msg, ctx);
+      const rrs = msg.answers.filter((rr) => rr.name === name && rr.typeCode === qcode && rr.class === 1);
+      return { kind: 'data', rrs, verdict };
+    }
+    if (qcode !== TYPE_CODES.CNAME) {
+      const cname = answers.get(`${name}|${TYPE_CODES.CNAME}`);
+      if (cname) {
+        const targets = new Set(msg.answers.filter((rr) => rr.name === name && rr.typeCode === TYPE_CODES.CNAME).map((rr) => rr.data as string));
+        if (targets.size !== 1) return { kind: 'alias', target: '', verdict: { kind: 'bogus', reason: `several CNAME targets at ${name}` } };
+        const verdict = await this.validateRRset(cname, msg, ctx);
+        return { kind: 'alias', target: [...targets][0]!, verdict };
+      }
+    }
+    const verdict = await this.validateDenial(msg, name, qcode, ctx);
+    return { kind: 'negative', rcode: msg.rcodeName, verdict };
+  }
+
+  /**
+   * RFC 4035 §5.3: the RRset's signer must be a secure zone reached by the
+   * chain of trust, and one RRSIG must verify with its keys. An RRset with no
+   * RRSIG is insecure only if the chain proves its zone unsigned.
+   */
+  private async validateRRset(set: RRset, msg: WireMessage, ctx: LookupContext): Promise<Verdict> {
+    const what = `${set.name}/${typeName(set.typeCode)}`;
+    const signers = [...new Set(set.sigs.map((s) => s.signer).filter((s) => isAtOrBelow(set.name, s)))].slice(0, 2);
+    if (signers.length === 0) {
+      const st = await this.walker.walk(set.name, ctx);
+      if (st.kind === 'insecure') {
+        ctx.trace.add('RRSIG', what, 'insecure', `unsigned, below the insecure delegation ${st.zone}`);
+        return { kind: 'insecure', ttl: Math.min(...set.rrs.map((r) => r.ttl)) };
+      }
+      if (st.kind === 'secure') return this.bogus(ctx, 'RRSIG', what, `no RRSIG, but ${st.zone} is a secure zone`);
+      return errorVerdict(st);
+    }
+    let last: Verdict | undefined;
+    for (const signer of signers) {
+      const st = await this.walker.walk(signer, ctx);
+      if (st.kind === 'insecure') {
+        ctx.trace.add('RRSIG', what, 'insecure', `signer ${signer} is below the insecure delegation ${st.zone}`);
+        return { kind: 'insecure', ttl: Math.min(...set.rrs.map((r) => r.ttl)) };
+      }
+      if (st.kind !== 'secure') {
+        last = errorVerdict(st);
+        continue;
+      }
+      if (st.zone !== signer) {
+        last = this.bogus(ctx, 'RRSIG', what, `signer ${signer} is not a zone apex (the secure zone is ${st.zone})`);
+        continue;
+      }
+      const v = verifyRRset(set, { zone: st.zone, keys: st.keys }, ctx.nowSec, ctx.budget);
+      if (!v.ok) {
+        last = this.bogus(ctx, 'RRSIG', what, v.reason);
+        continue;
+      }
+      ctx.trace.add('RRSIG', what, 'secure', `RRSIG ${v.key.keyTag}/${algorithmName(v.key.algorithm)} by ${st.zone} validates${v.wildcard ? ' (wildcard expansion)' : ''}`);
+      let ttl = Math.min(v.ttl, st.ttl);
+      if (v.wildcard) {
+        // RFC 4035 §5.3.4 / RFC 5155 §8.8: the expansion needs a proof that no closer name exists.
+        const den = validatedDenial(groupRRsets(msg.authorities), { zone: st.zone, keys: st.keys }, ctx);
+        if ('error' in den) return this.bogus(ctx, 'NSEC', what, den.error);
+        let proof: Proof;
+        if (den.nsecs.length) proof = proveWildcardAnswer(den.nsecs, set.name, st.zone);
+        else if (den.nsec3s.length) {
+          const s3 = new Nsec3Set(den.nsec3s, st.zone, ctx.budget);
+          if (s3.tooManyIterations) {
+            ctx.trace.add('NSEC3', what, 'insecure', `wildcard proof uses ${s3.iterations} NSEC3 iterations: insecure (RFC 9276)`);
+            return { kind: 'insecure', ttl };
+          }
+          proof = nsec3ProveWildcardAnswer(s3, set.name, v.sig.labels);
+        } else proof = { ok: false, reason: `wildcard answer for ${set.name} without NSEC/NSEC3 proof` };
+        if (!proof.ok) return this.bogus(ctx, 'NSEC', what, proof.reason);
+        ctx.trace.add(den.nsecs.length ? 'NSEC' : 'NSEC3', what, 'ok', proof.detail);
+        ttl = Math.min(ttl, den.ttl);
+      }
+      return { kind: 'secure', ttl };
+    }
+    return last ?? { kind: 'bogus', reason: `${what}: no usable signature` };
+  }
+
+  /** RFC 4035 §5.4, RFC 5155 §8: NXDOMAIN and NODATA must be proven in a secure zone. */
+  private async validateDenial(msg: WireMessage, name: string, qcode: number, ctx: LookupContext): Promise<Verdict> {
+    const what = `${name}/${typeName(qcode)}`;
+    const rcode = msg.rcodeName;
+    if (rcode !== 'NOERROR' && rcode !== 'NXDOMAIN') return { kind: 'indeterminate', reason: `${rcode} for ${what}` };
+    const auth = groupRRsets(msg.authorities);
+    const soa = [...auth.values()].find((s) => s.typeCode === TYPE_CODES.SOA && isAtOrBelow(name, s.name));
+    const signer = [...auth.values()]
+      .filter((s) => s.typeCode === TYPE_CODES.NSEC || s.typeCode === TYPE_CODES.NSEC3 || s.typeCode === TYPE_CODES.SOA)
+      .flatMap((s) => s.sigs.map((g) => g.signer))
+      .filter((s) => isAtOrBelow(name, s))
+      .sort((a, b) => labelCount(b) - labelCount(a))[0];
+    const negTtl = soa ? Math.min(soa.rrs[0]!.ttl, soaMinimum(soa), MAX_NEGATIVE_TTL) : DEFAULT_NEGATIVE_TTL;
+    const st = await this.walker.walk(signer ?? name, ctx);
+    if (st.kind === 'insecure') {
+      ctx.trace.add('denial', what, 'insecure', `${rcode} in a zone below the insecure delegation ${st.zone}`);
+      return { kind: 'insecure', ttl: negTtl };
+    }
+    if (st.kind !== 'secure') return errorVerdict(st);
+    if (!signer) return this.bogus(ctx, 'denial', what, `${rcode} without signed NSEC/NSEC3, but ${st.zone} is a secure zone`);
+    if (st.zone !== signer) return this.bogus(ctx, 'denial', what, `signer ${signer} is not a zone apex (the secure zone is ${st.zone})`);
+    const zk = { zone: st.zone, keys: st.keys };
+    const den = validatedDenial(auth, zk, ctx);
+    if ('error' in den) return this.bogus(ctx, 'denial', what, den.error);
+    let ttl = Math.min(negTtl, den.ttl);
+    if (soa && soa.sigs.length) {
+      const v = verifyRRset(soa, zk, ctx.nowSec, ctx.budget);
+      if (v.ok) ttl = Math.min(ttl, v.ttl);
+    }
+    let proof: Proof & { insecure?: boolean };
+    let kind = 'NSEC';
+    if (den.nsecs.length) {
+      proof = rcode === 'NXDOMAIN' ? proveNxdomain(den.nsecs, name, st.zone) : proveNodata(den.nsecs, name, qcode, st.zone);
+    } else if (den.nsec3s.length) {
+      kind = 'NSEC3';
+      const s3 = new Nsec3Set(den.nsec3s, st.zone, ctx.budget);
+      if (s3.records.length === 0) return this.bogus(ctx, 'NSEC3', what, 'no usable NSEC3 record');
+      if (s3.tooManyIterations) {
+        ctx.trace.add('NSEC3', what, 'insecure', `${s3.iterations} NSEC3 iterations exceed ${MAX_NSEC3_ITERATIONS}: treated as insecure like Unbound 1.17 (RFC 9276 §3.2)`);
+        return { kind: 'insecure', ttl };
+      }
+      proof = rcode === 'NXDOMAIN' ? nsec3ProveNxdomain(s3, name) : nsec3ProveNodata(s3, name, qcode);
+    } else {
+      return this.bogus(ctx, 'denial', what, `${rcode} without NSEC/NSEC3 records in secure zone ${st.zone}`);
+    }
+    if (!proof.ok) return this.bogus(ctx, kind, what, `${rcode} not proven: ${proof.reason}`);
+    if (proof.insecure) {
+      ctx.trace.add(kind, what, 'insecure', `${proof.detail} (opt-out: an unsigned delegation may exist here)`);
+      return { kind: 'insecure', ttl };
+    }
+    ctx.trace.add(kind, what, 'secure', proof.detail);
+    return { kind: 'secure', ttl };
+  }
+
+  private bogus(ctx: LookupContext, kind: string, what: string, reason: string): Verdict {
+    ctx.trace.add(kind, what, 'bogus', reason);
+    return { kind: 'bogus', reason: `${what}: ${reason}` };
+  }
+}
+
+function errorVerdict(st: ZoneState): Verdict {
+  if (st.kind === 'bogus' || st.kind === 'indeterminate') return { kind: st.kind, reason: st.detail };
+  return { kind: 'bogus', reason: 'unexpected chain state' };
+}
+
+function soaMinimum(soa: RRset): number {
+  const r = soa.rrs[0]!.rdata;
+  return r.length >= 4 ? r.readUInt32BE(r.length - 4) : DEFAULT_NEGATIVE_TTL;
+}
+
+/** Does the reply carry anything owned by `name` (or a DNAME above it)? Then it answers for it too. */
+function mentions(msg: WireMessage, name: string): boolean {
+  return msg.answers.some((rr) => rr.name === name || (rr.typeCode === TYPE_CODES.DNAME && rr.name !== name && isAtOrBelow(name, rr.name)));
+}
+
+function failure<T extends QueryType>(
+  qname: string,
+  qtype: T,
+  kind: 'bogus' | 'indeterminate',
+  message: string,
+  chain: CnameHop[],
+  errorKind: ErrorKind = kind,
+): DnsAnswer<T> {
+  return {
+    qname,
+    qtype,
+    rcode: kind === 'bogus' ? 'SERVFAIL' : '',
+    status: kind,
+    // As in the stub: an error is never an answer, so no part of it reads as secure (the hops keep their own status in `chain`).
+    firstStatus: kind,
+    canonicalName: chain.length ? chain[chain.length - 1]!.target : qname,
+    chain,
+    records: [],
+    ttl: 0,
+    error: { kind: errorKind, message },
+  };
+}
