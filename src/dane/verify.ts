@@ -340,7 +340,16 @@ export function verifyDane(input: DaneVerifyInput): VerifyOutcome {
       if (typeof p !== 'string') seen.certs.push(p);
     }
   }
-  if (seen.certs.length > 0) out.facts = factsOf(input, seen.certs);
+  if (seen.certs.length > 0) {
+    // Facts are diagnostics (rollover warnings, `check`): a certificate that the verifier could skip
+    // but whose dates or names cannot be rendered (e.g. a junk extra certificate) must never turn
+    // the authentication result into an exception, i.e. a DANE success into a deferral.
+    try {
+      out.facts = factsOf(input, seen.certs);
+    } catch {
+      // the outcome stands without facts
+    }
+  }
   return out;
 }
 

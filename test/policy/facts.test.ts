@@ -54,3 +54,20 @@ describe('verifyDane facts', () => {
     expect(v.facts).toBeUndefined();
   });
 });
+
+describe('facts never change the outcome', () => {
+  it('DANE-52 a junk extra certificate whose dates cannot be rendered: DANE-EE still verifies, the outcome comes back without facts', async () => {
+    const leaf = await makeSelfSigned({ dnsNames: ['mx.f.test'] });
+    const other = await makeSelfSigned();
+    // A structurally valid certificate whose notBefore UTCTime is garbage: node parses it, its validFrom is not a date.
+    const junk = Buffer.from(other.der);
+    const at = junk.indexOf(Buffer.from([0x17, 0x0d]));
+    expect(at).toBeGreaterThan(0);
+    junk.fill(0x5a, at + 2, at + 15);
+    const v = verifyDane({ records: [rec(3, 1, 1, leaf)], chain: [leaf.der, junk], referenceNames: ['mx.f.test'], now });
+    expect(v).toMatchObject({ ok: true, matchedIndex: 0, matchedUsage: 3 });
+    expect(v.facts).toBeUndefined();
+    // without the junk certificate the same session has facts (the guard only drops what cannot be collected)
+    expect(verifyDane({ records: [rec(3, 1, 1, leaf)], chain: [leaf.der], referenceNames: ['mx.f.test'], now }).facts).toBeDefined();
+  });
+});
