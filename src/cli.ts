@@ -51,6 +51,9 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
       const config = loadConfig(file);
       const warn = trustAdProblem(config);
       if (warn) { err.write(`${file}: ${warn}\n`); return 2; }
+      // The policy files parse, and a DANE entry in them passes the same resolver trust check (DANE-2).
+      const { policyStoreFor } = await import('./policy/config.js');
+      policyStoreFor(config).close();
       out.write(`${file}: ok\n`);
       return 0;
     }

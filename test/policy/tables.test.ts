@@ -3,7 +3,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseDanefail, parseTlsPolicy, PolicyFileError, normalizeDomain } from '../../src/policy/tables.js';
-import { resolvePolicy, type PolicyInputs } from '../../src/policy/resolve.js';
+import { exceptionConflicts, resolvePolicy, type ExceptionLevel, type PolicyInputs } from '../../src/policy/resolve.js';
 import type { TlsLevel } from '../../src/config/schema.js';
 
 const table = parseTlsPolicy(
@@ -63,7 +63,7 @@ describe('tls_policy resolution (most specific wins)', () => {
 });
 
 describe('DANE-70 exception list in resolution', () => {
-  const p = (defaultLevel: TlsLevel, exceptionLevel: TlsLevel = 'may'): PolicyInputs => ({ defaultLevel, table, exceptions, exceptionLevel });
+  const p = (defaultLevel: TlsLevel, exceptionLevel: ExceptionLevel = 'may'): PolicyInputs => ({ defaultLevel, table, exceptions, exceptionLevel });
   // domain, default level, expected level, exception?
   const rows: [string, TlsLevel, TlsLevel, boolean][] = [
     ['broken.test', 'dane', 'may', true],
@@ -73,7 +73,7 @@ describe('DANE-70 exception list in resolution', () => {
     ['broken.test', 'encrypt', 'encrypt', false],
     ['broken2.test', 'dane', 'may', true],      // listed with upper case and trailing dot
     ['sub.broken.test', 'dane', 'dane', false], // exact match only, no wildcards
-    ['example.org', 'may', 'may', true],        // table says dane-only: the exception lowers it
+    ['example.org', 'may', 'dane-only', false], // explicit table dane-only: the operator's entry wins over the list
     ['legacy.test', 'dane', 'may', false],      // table says may already
     ['a.example.org', 'none', 'may', true],     // table .example.org dane → lowered
     ['mx.broken.test', 'dane', 'dane', false],  // "##" lines are comments
@@ -86,6 +86,19 @@ describe('DANE-70 exception list in resolution', () => {
       if (ex) expect(r.rule).toMatch(/^policy\/danefail:\d+ /);
     });
   }
+  it('DANE-70 an explicit .parent dane-only entry also wins; a .parent dane entry is lowered; the default dane-only is lowered', () => {
+    const t = parseTlsPolicy('.strict.test dane-only\n.soft.test dane\n', 'policy/tls_policy');
+    const ex = parseDanefail('a.strict.test\na.soft.test\nother.test\n', 'policy/danefail');
+    const q: PolicyInputs = { defaultLevel: 'dane-only', table: t, exceptions: ex, exceptionLevel: 'may' };
+    expect(resolvePolicy('a.strict.test', q)).toEqual({ level: 'dane-only', rule: 'policy/tls_policy:1 .strict.test dane-only' });
+    expect(resolvePolicy('a.soft.test', q)).toMatchObject({ level: 'may', exception: { underlying: 'dane', line: 2 } });
+    expect(resolvePolicy('other.test', q)).toMatchObject({ level: 'may', exception: { underlying: 'dane-only', underlyingRule: 'delivery.tls_level=dane-only', line: 3 } });
+    expect(exceptionConflicts(q)).toEqual([{ domain: 'a.strict.test', exception: 'policy/danefail:1', entry: 'policy/tls_policy:1 .strict.test dane-only' }]);
+  });
+  it('DANE-70 exceptionConflicts names both files and lines for every listed domain an explicit dane-only entry keeps strict', () => {
+    expect(exceptionConflicts(p('dane'))).toEqual([{ domain: 'example.org', exception: 'policy/danefail:5', entry: 'policy/tls_policy:2 example.org dane-only' }]);
+    expect(exceptionConflicts({ defaultLevel: 'dane', exceptionLevel: 'may', exceptions })).toEqual([]);
+  });
   it('DANE-70 the exception rule names the line and both levels', () => {
     expect(resolvePolicy('broken.test', p('dane'))).toEqual({
       level: 'may', rule: 'policy/danefail:2 broken.test exception dane→may',
