@@ -114,8 +114,8 @@ describe('issue7: half-written files are not installed', () => {
     store.watch();
     // An in-place writer that appends one complete line every 60 ms for a while.
     const start = Date.now();
-    for (let i = 0; i < 6; i++) { appendFileSync(file, `n${i}.test encrypt\n`); await sleep(60); }
-    const lastWrite = Date.now();
+    let lastWrite = 0;
+    for (let i = 0; i < 6; i++) { appendFileSync(file, `n${i}.test encrypt\n`); lastWrite = Date.now(); await sleep(60); }
     await until(() => loads.length > 0);
     await sleep(700);
     expect(loads).toHaveLength(1);
