@@ -99,18 +99,43 @@ function resultTypeOf(err: SmtpError, plan: TlsPlan): string | undefined {
   return undefined;
 }
 
+/** Everything of a resolved policy that changes how a destination is delivered. */
+function policyKey(p: ReturnType<DeliveryDeps['tlsLevel']>): string {
+  return JSON.stringify([p.level, p.rule, !!p.trustInsecureMx, !!p.audit, p.exception?.underlying ?? null]);
+}
+
 export class DestinationRun {
   private mx?: MxDecision;
   private session?: SmtpSession;
   private sessionPlan?: { host: HostPlan; plan: TlsPlan; address: string };
   private sent = 0;
   private unreachable?: Unreachable;
-  private readonly level: ReturnType<DeliveryDeps['tlsLevel']>;
+  private level: ReturnType<DeliveryDeps['tlsLevel']>;
+  /** what `level` was resolved to, to notice a policy reload between two messages */
+  private levelKey: string;
   /** the session of the current transaction, for metrics even after a failure dropped it */
   private carrier?: { tls: boolean; verified: boolean; planKind: TlsPlan['kind'] };
 
   constructor(private readonly deps: DeliveryDeps, readonly domain: string) {
     this.level = deps.tlsLevel(domain);
+    this.levelKey = policyKey(this.level);
+  }
+
+  /**
+   * A policy reload reaches a destination being delivered (the scheduler keeps a busy run
+   * alive): each message resolves the policy again, and when the level, rule or options
+   * changed, the session and the cached MX/unreachable state made under the old policy go.
+   */
+  private async refreshPolicy(): Promise<void> {
+    const next = this.deps.tlsLevel(this.domain);
+    const key = policyKey(next);
+    if (key === this.levelKey) return;
+    this.deps.log.info({ domain: this.domain, tls_rule: next.rule, previous_rule: this.level.rule }, 'policy changed while delivering: new session under the new rule');
+    this.level = next;
+    this.levelKey = key;
+    this.mx = undefined;
+    this.unreachable = undefined;
+    await this.dropSession();
   }
 
   private async resolveMx(): Promise<MxDecision> {
@@ -191,6 +216,7 @@ export class DestinationRun {
 
   async deliver(job: DeliveryJob): Promise<RecipientOutcome[]> {
     const started = this.deps.now();
+    await this.refreshPolicy();
     let mx: MxDecision;
     try {
       mx = await this.resolveMx();

@@ -239,6 +239,42 @@ describe('reload', () => {
     expect(w.deliveries()[0]).toMatchObject({ status: 'sent', tls_rule: `${file}:1 r.test encrypt`, dane: 'untrusted' });
   });
 
+  it('issue7: a reload reaches a backlog being drained: later messages of the same run follow the new level', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['mx.bl.test'] });
+    const file = join(w.dir, 'tls_policy');
+    let reloadAfterFirst = false;
+    const rx = await tlsReceiver(ee, {
+      data: () => {
+        // The first message of the backlog has arrived; the run still holds the rest: tighten the policy now.
+        if (reloadAfterFirst) {
+          reloadAfterFirst = false;
+          writeFile(file, 'bl.test dane-only\n');
+          expect(w.relay!.reload().loaded).toEqual([file]);
+        }
+        return undefined;
+      },
+    });
+    domain('bl.test', rx, []); // no TLSA: dane-only defers 4.7.5
+    writeFile(file, 'bl.test dane-only\n');
+    await w.start({ policy: { tls_policy: file }, delivery: { per_destination: 1 } });
+    for (let i = 0; i < 5; i++) await send(`m${i}@bl.test`);
+    await w.settle();
+    expect(rx.messages).toHaveLength(0);
+    // Relax, then make the whole deferred backlog due at once: one run (per_destination 1) drains it.
+    writeFile(file, 'bl.test may\n');
+    w.relay!.reload();
+    reloadAfterFirst = true;
+    const before = w.deliveries().length;
+    expect(w.relay!.scheduler.flush('bl.test')).toBe(5);
+    await w.settle();
+    const drained = w.deliveries().slice(before);
+    expect(drained).toHaveLength(5);
+    expect(rx.messages).toHaveLength(1);
+    expect(drained[0]).toMatchObject({ status: 'sent', tls_rule: `${file}:1 bl.test may` });
+    for (const d of drained.slice(1)) expect(d).toMatchObject({ status: 'deferred', dsn: '4.7.5', tls_rule: `${file}:1 bl.test dane-only` });
+    expect(w.logs.some((l) => l.msg.startsWith('policy changed while delivering') && l.previous_rule === `${file}:1 bl.test may`)).toBe(true);
+  });
+
   it('a bad file at start-up refuses to start, naming the line', async () => {
     await w.receiver(); // fixes the world's port
     const file = join(w.dir, 'danefail');
