@@ -1,8 +1,9 @@
 /**
  * Delivery to one destination domain: MX → hosts in order → one SMTP session,
- * reused for several messages. The only place where a TLS plan becomes a
- * TlsRequirement for the SMTP client, so the policy check runs after the handshake
- * and before any envelope command (RFC 7672 §2.2, digest DANE-41/43/63).
+ * reused for several messages. A TLS plan becomes a TlsRequirement for the SMTP client
+ * only in the shared attempt sequence (attempt.ts, also used by `check`), so the policy
+ * check runs after the handshake and before any envelope command (RFC 7672 §2.2, digest
+ * DANE-41/43/63).
  */
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -12,13 +13,13 @@ import type { TlsLevel } from '../config/schema.js';
 import { addressLiteral, type MxDecision } from '../route/mx.js';
 import { planHost, type HostPlan } from '../route/host.js';
 import type { TlsPlan } from '../dane/policy.js';
-import { verifyDane } from '../dane/verify.js';
 import { SmtpSession, SmtpError, type SmtpClientOptions } from './smtpClient.js';
+import { attemptAddress, requirementFor } from './attempt.js';
 import type { RelayEvents } from '../metrics/events.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
 import { assessRollover } from '../policy/rollover.js';
 import type { MxFactsStore } from '../policy/mxFacts.js';
-import type { TlsRequirement, VerifyOutcome } from './types.js';
+import type { VerifyOutcome } from './types.js';
 import { enhancedOf, resultOf, type RecipientOutcome } from './outcome.js';
 import { daneStatusOf, deferralReason } from '../metrics/labels.js';
 
@@ -71,24 +72,8 @@ function aggregateCode(codes: string[]): string {
   return codes[0] ?? '4.4.1';
 }
 
-export function requirementFor(plan: TlsPlan, digestPreference: ('sha512' | 'sha256')[], now: () => number): TlsRequirement {
-  switch (plan.kind) {
-    case 'none':
-      return { mode: 'none', label: 'cleartext' };
-    case 'may':
-      return { mode: 'may', servername: plan.sni, label: 'may' };
-    case 'encrypt':
-      return { mode: 'encrypt', servername: plan.sni, label: 'untrusted' };
-    case 'dane':
-      return {
-        mode: 'verify',
-        servername: plan.sni,
-        label: plan.label,
-        verify: (chain): VerifyOutcome =>
-          verifyDane({ records: plan.records, chain: chain.certificates, referenceNames: plan.referenceNames, now: new Date(now()), digestPreference }),
-      };
-  }
-}
+/** The TLS plan → client requirement mapping lives with the shared attempt sequence (attempt.ts). */
+export { requirementFor };
 
 /** TLSRPT-21 result type for an SMTP client failure under a plan. */
 function resultTypeOf(err: SmtpError, plan: TlsPlan): string | undefined {
@@ -171,44 +156,32 @@ export class DestinationRun {
         continue;
       }
       for (const address of hp.addresses) {
-        let plan: TlsPlan = hp.plan;
-        for (let tries = 0; tries < 2; tries++) {
-          try {
-            const session = await SmtpSession.connect(
-              { host: h.host, address, port: this.deps.port },
-              { heloName: this.deps.heloName, tls: requirementFor(plan, this.deps.digestPreference, this.deps.now), timeouts: this.deps.timeouts },
-            );
-            this.session = session;
-            this.sessionPlan = { host: hp, plan, address };
-            this.sent = 0;
-            if (plan.kind !== 'none' && plan.kind !== 'may') this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: true });
-            if (plan.kind === 'dane') this.rollover(h.host, session.tls?.verify);
-            if (session.tls) this.deps.events?.tlsHandshake?.({ result: 'ok' });
-            return undefined;
-          } catch (e) {
-            const err = e instanceof SmtpError ? e : new SmtpError('connect', String((e as Error)?.message ?? e), { permanent: false });
-            const where = `${h.host}[${address}]:${this.deps.port}`;
+        const where = `${h.host}[${address}]:${this.deps.port}`;
+        const opened = await attemptAddress({ host: h.host, address, port: this.deps.port }, hp.plan, {
+          heloName: this.deps.heloName, timeouts: this.deps.timeouts, digestPreference: this.deps.digestPreference, now: this.deps.now, audit: !!this.level.audit,
+        }, {
+          after: (r) => {
+            if (r.ok) return;
+            const { error: err, attempt: { plan } } = r;
             failures.push(`${where}: ${err.message}`);
             const rt = resultTypeOf(err, plan);
             if (rt) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: false, resultType: rt, reason: err.message });
             if (err.stage === 'starttls' || err.stage === 'tls' || err.stage === 'verify') this.deps.events?.tlsHandshake?.({ result: err.stage === 'starttls' ? 'starttls-unsupported' : err.stage === 'tls' ? 'handshake-failed' : 'verify-failed' });
             codes.push(rt || err.stage === 'verify' || err.stage === 'starttls' || (err.stage === 'tls' && plan.kind !== 'may') ? '4.7.5' : err.stage === 'greeting' ? '4.4.2' : '4.4.1');
             this.deps.log.info({ domain: this.domain, relay: where, stage: err.stage, error: err.message, tls_plan: plan.kind }, 'connection attempt failed');
-            // DANE-44: without DANE a failed handshake may be retried in cleartext, never with DANE (DANE-43).
-            if (err.cleartextRetryAllowed && plan.kind === 'may') {
-              plan = { kind: 'none', why: `cleartext retry after TLS failure: ${err.message}` };
-              continue;
-            }
-            // DANE-46 (RFC 7672 §9.1): audit-only, configured per destination: the failed authentication
-            // is logged, the message goes over TLS without it and is logged `untrusted`, never `verified`.
-            if (err.stage === 'verify' && plan.kind === 'dane' && this.level.audit) {
-              this.deps.log.warn({ domain: this.domain, relay: where, tls_rule: this.level.rule, error: err.message }, 'DANE audit: authentication failed, delivering over unauthenticated TLS (audit-only policy)');
-              plan = { kind: 'encrypt', why: `audit-only after DANE failure: ${err.message}`, sni: plan.sni };
-              continue;
-            }
-            break;
-          }
-        }
+            // DANE-46: the failed authentication is logged; the retry goes over TLS without it, logged `untrusted`.
+            if (r.next === 'audit') this.deps.log.warn({ domain: this.domain, relay: where, tls_rule: this.level.rule, error: err.message }, 'DANE audit: authentication failed, delivering over unauthenticated TLS (audit-only policy)');
+          },
+        });
+        if (!opened) continue;
+        const { session, plan } = opened;
+        this.session = session;
+        this.sessionPlan = { host: hp, plan, address };
+        this.sent = 0;
+        if (plan.kind !== 'none' && plan.kind !== 'may') this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: true });
+        if (plan.kind === 'dane') this.rollover(h.host, session.tls?.verify);
+        if (session.tls) this.deps.events?.tlsHandshake?.({ result: 'ok' });
+        return undefined;
       }
     }
     return { code: aggregateCode(codes), reason: failures.length ? failures.join('; ') : `no MX host for ${this.domain}` };
