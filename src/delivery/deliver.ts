@@ -98,6 +98,8 @@ export class DestinationRun {
   private level: ReturnType<DeliveryDeps['tlsLevel']>;
   /** what `level` was resolved to, to notice a policy reload between two messages */
   private levelKey: string;
+  /** the current message's hosts were planned (or its session opened) under the resolved level: DANE-70 counts it */
+  private planned = false;
   /** the session of the current transaction, for metrics even after a failure dropped it */
   private carrier?: { tls: boolean; verified: boolean; planKind: TlsPlan['kind'] };
 
@@ -146,6 +148,7 @@ export class DestinationRun {
     const failures: string[] = [];
     const codes: string[] = [];
     for (const h of mx.hosts) {
+      this.planned = true;
       const hp = await planHost(hostContext(this.deps.resolver, this.domain, mx, this.level, this.deps.port), h);
       if (hp.skip || !hp.plan) {
         const reason = hp.skip?.reason ?? 'no TLS plan';
@@ -190,6 +193,7 @@ export class DestinationRun {
   async deliver(job: DeliveryJob): Promise<RecipientOutcome[]> {
     const started = this.deps.now();
     await this.refreshPolicy();
+    this.planned = false;
     let mx: MxDecision;
     try {
       mx = await this.resolveMx();
@@ -198,7 +202,10 @@ export class DestinationRun {
     }
     if (mx.kind === 'fail') return this.log(job, started, this.everyone(job, 'bounced', mx.code, mx.reason));
     if (mx.kind === 'defer') return this.log(job, started, this.everyone(job, 'deferred', mx.code, mx.reason));
-    if (this.unreachable) return this.log(job, started, this.everyone(job, 'deferred', this.unreachable.code, this.unreachable.reason));
+    if (this.unreachable) {
+      this.planned = true; // the cached result was reached under the same level
+      return this.log(job, started, this.everyone(job, 'deferred', this.unreachable.code, this.unreachable.reason));
+    }
 
     if (this.session && (!this.session.usable || this.sent >= this.deps.maxMessagesPerConnection)) await this.dropSession();
     if (this.session) {
@@ -255,9 +262,13 @@ export class DestinationRun {
 
   private log(job: DeliveryJob, started: number, out: RecipientOutcome[]): RecipientOutcome[] {
     const ex = this.level.exception;
-    if (ex && out.some((o) => o.relay)) {
-      // DANE-70: every delivery under the exception list is logged and counted.
-      this.deps.log.warn({ queue_id: job.id, domain: this.domain, tls_rule: this.level.rule, level: this.level.level, instead_of: ex.underlying }, 'DANE exception applied: delivered without DANE (danefail list)');
+    const connected = out.some((o) => o.relay);
+    if (ex && (connected || this.planned)) {
+      // DANE-70: every attempt the exception list governed is logged and counted, also one that
+      // deferred before connecting (its hosts were planned without TLSA); not one that an MX
+      // failure stopped before the level mattered.
+      this.deps.log.warn({ queue_id: job.id, domain: this.domain, tls_rule: this.level.rule, level: this.level.level, instead_of: ex.underlying },
+        connected ? 'DANE exception applied: delivered without DANE (danefail list)' : 'DANE exception applied: attempted without DANE, deferred (danefail list)');
       this.deps.events?.exceptionDowngrade?.({ domain: this.domain, level: this.level.level });
     }
     const tls = this.session?.tls;

@@ -163,6 +163,25 @@ describe('DANE-70 danefail exception list', () => {
     expect(rec.of('exceptionDowngrade')).toEqual([]);
   });
 
+  it('DANE-70 an attempt under the exception that defers before connecting is still logged and counted (no TLSA query)', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['mx.down.test'] });
+    const rx = await tlsReceiver(ee);
+    domain('down.test', rx, [tlsa311(ee)]);
+    await rx.close(); // nothing listens any more: connection refused
+    const file = join(w.dir, 'danefail');
+    writeFile(file, 'down.test\n');
+    const rec = recorder();
+    await w.start({ policy: { danefail: file } }, { events: rec.events });
+    await send('a@down.test');
+    await w.settle();
+    expect(stateOf('a@down.test')).toMatchObject({ state: 'deferred' });
+    expect(w.dns.queriesFor(`_${w.port}._tcp.mx.down.test`, 'TLSA')).toBe(0);
+    const l = w.logs.filter((x) => x.msg.startsWith('DANE exception applied'));
+    expect(l).toHaveLength(1);
+    expect(l[0]).toMatchObject({ domain: 'down.test', level: 'may', instead_of: 'dane', msg: 'DANE exception applied: attempted without DANE, deferred (danefail list)' });
+    expect(rec.of('exceptionDowngrade')).toEqual([{ domain: 'down.test', level: 'may' }]);
+  });
+
   it('DANE-70 probe: a listed domain whose DANE verifies again is reported (log + exceptionRecovered), no mail sent; a still-broken one is not', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['mx.fixed.test'] });
     const rxFixed = await tlsReceiver(ee);
