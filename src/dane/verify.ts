@@ -363,7 +363,8 @@ function factsOf(input: DaneVerifyInput, certs: Parsed[]): DaneFacts {
     records: input.records.map((r, index) => {
       const u = usable.has(r);
       const hit = u ? certs.find((c) => certMatches(r, c)) : undefined;
-      return { index, usage: r.usage, selector: r.selector, matchingType: r.matchingType, usable: u, matchDepth: hit ? hit.index : null };
+      const id = `${r.usage} ${r.selector} ${r.matchingType} ${createHash('sha256').update(r.data).digest('hex').slice(0, 32)}`;
+      return { index, usage: r.usage, selector: r.selector, matchingType: r.matchingType, usable: u, matchDepth: hit ? hit.index : null, id };
     }),
     chain: certs.map((c) => ({
       depth: c.index,
