@@ -28,6 +28,11 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
     if (cmd === 'serve') {
       const file = argValue(argv, '--config') ?? 'config.example.yml';
       const config = loadConfig(file);
+      // SIGHUP's default action terminates: take it over before the (possibly slow) start and
+      // act on one that arrives meanwhile once the relay runs.
+      let hupDuringStart = false;
+      const hupEarly = () => { hupDuringStart = true; };
+      process.on('SIGHUP', hupEarly);
       const { Relay } = await import('./relay.js');
       const relay = await Relay.start({ config });
       let stopping = false;
@@ -43,6 +48,8 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGHUP', () => { relay.log.info({ signal: 'SIGHUP' }, 'signal received'); relay.reload(); });
+      process.off('SIGHUP', hupEarly);
+      if (hupDuringStart) { relay.log.info({ signal: 'SIGHUP', during: 'start-up' }, 'signal received'); relay.reload(); }
       await new Promise(() => undefined); // run until a signal
     }
     if (cmd === 'config' && sub === 'check') {

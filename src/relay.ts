@@ -67,7 +67,8 @@ export class Relay {
     }
     const resolver = opts.resolver ?? new StubResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts });
 
-    // DANE-2: a tls_policy DANE entry under an untrusted trust-ad resolver is refused like a DANE default (an injected resolver is the caller's).
+    // DANE-2: a tls_policy DANE entry under an untrusted trust-ad resolver is refused like a DANE default (an injected resolver
+    // is the caller's). The stub resolver opens sockets per query only: nothing has been sent when this throws.
     const policy = policyStoreFor(cfg, log, opts.policyStatIntervalMs, !opts.resolver);
     const spool = await Spool.open(cfg.queue_dir, { now, log });
     let ingress: Ingress | undefined;

@@ -129,7 +129,7 @@ describe('dane-relay check', () => {
     expect(j.policy).toEqual({ level: 'dane', rule: 'delivery.tls_level=dane' });
   });
 
-  it('3 1 1 on a certificate that expires in 3 days: ee-key-expiring advice', async () => {
+  it('issue7: 3 1 1 on a certificate that expires in 3 days: ee-key-expiring advice', async () => {
     const ee = await makeSelfSigned({ cn: 'mx.soon.test', dnsNames: ['mx.soon.test'], notAfter: new Date(Date.now() + 3 * DAY) });
     const rx = await rxFor([ee], ee);
     zone('soon.test', rx, [rec(3, 1, 1, ee)]);
@@ -221,7 +221,7 @@ describe('dane-relay check', () => {
 });
 
 describe('dane-relay tlsa --cert', () => {
-  it('prints 3 1 1 for a server certificate and 2 1 1 for each CA of a PEM chain, equal to node:crypto digests', async () => {
+  it('issue7: prints 3 1 1 for a server certificate and 2 1 1 for each CA of a PEM chain, equal to node:crypto digests', async () => {
     const root = await makeCa({ cn: 'Root T' });
     const int = await makeIntermediate(root, { cn: 'Int T', keyAlg: 'rsa' });
     const leaf = await makeLeaf(int, { cn: 'mx.t.test', dnsNames: ['mx.t.test'] });
@@ -252,7 +252,7 @@ describe('dane-relay tlsa --cert', () => {
     expect(o3.text()).toContain(`3 1 1 ${sha(leaf)}`);
   });
 
-  it('bad input: exit 2 with a clear message', async () => {
+  it('issue7: bad input: exit 2 with a clear message', async () => {
     const bad = join(w.dir, 'bad.pem');
     writeFileSync(bad, 'not a certificate\n');
     const e = sink();

@@ -51,7 +51,7 @@ describe('verifyDane facts', () => {
     expect(v.facts!.records[0]!.matchDepth).toBeNull();
   });
 
-  it('garbage chain: no facts, no exception', () => {
+  it('issue7: garbage chain: no facts, no exception', () => {
     const v = verifyDane({ records: [{ usage: 3, selector: 1, matchingType: 1, data: Buffer.alloc(32) }], chain: [Buffer.from('junk')], referenceNames: ['x'], now });
     expect(v.ok).toBe(false);
     expect(v.facts).toBeUndefined();

@@ -226,7 +226,7 @@ describe('DANE-70 periodic probe', () => {
 });
 
 describe('reload', () => {
-  it('fs.watch / stat: a good new file takes effect; a bad one is rejected with its line and the previous stays; SIGHUP path via reload()', async () => {
+  it('issue7: fs.watch / stat: a good new file takes effect; a bad one is rejected with its line and the previous stays; SIGHUP path via reload()', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['mx.r.test'] });
     const rx = await tlsReceiver(ee);
     domain('r.test', rx, []);
@@ -294,7 +294,35 @@ describe('reload', () => {
     expect(w.logs.some((l) => l.msg.startsWith('policy changed while delivering') && l.previous_rule === `${file}:1 bl.test may`)).toBe(true);
   });
 
-  it('a bad file at start-up refuses to start, naming the line', async () => {
+  it('DANE-2 the relay refuses to start when a tls_policy entry asks for DANE and the trust-ad resolver is off-host', async () => {
+    await w.receiver(); // fixes the world's port
+    const file = join(w.dir, 'tls_policy');
+    writeFile(file, 'ok.test may\nstrict.test dane-only\n');
+    // 192.0.2.53 (TEST-NET-1) is refused before any query is sent; no resolver is injected, so the real check runs.
+    const config = w.config({ dns: { resolvers: ['192.0.2.53:53'] }, delivery: { tls_level: 'may' }, policy: { tls_policy: file } });
+    const { Relay } = await import('../../src/relay.js');
+    await expect(Relay.start({ config, log: (await import('pino')).pino({ level: 'silent' }) })).rejects.toThrow(/a DANE entry in .*tls_policy: resolver\(s\) 192\.0\.2\.53:53 are not on loopback/);
+  });
+
+  it('DANE-4 a reload that brings in the first DANE entry re-runs the DNSSEC self-test; a later reload that keeps it does not', async () => {
+    await w.receiver();
+    const file = join(w.dir, 'tls_policy');
+    writeFile(file, 'x.test may\n');
+    await w.start({ delivery: { tls_level: 'may' }, policy: { tls_policy: file } });
+    const selftests = () => w.logs.filter((l) => l.msg === 'DNSSEC self-test passed' || (typeof l.msg === 'string' && l.msg.startsWith('DNSSEC SELF-TEST FAILED')));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(selftests()).toHaveLength(0); // nothing asks for DANE yet
+    writeFile(file, 'x.test may\ny.test dane\n');
+    expect(w.relay!.reload().loaded).toEqual([file]);
+    await until(() => selftests().length === 1);
+    expect(selftests()[0]).toMatchObject({ why: 'reload introduced DANE' });
+    writeFile(file, 'x.test encrypt\ny.test dane\n');
+    expect(w.relay!.reload().loaded).toEqual([file]);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(selftests()).toHaveLength(1);
+  });
+
+  it('issue7: a bad file at start-up refuses to start, naming the line', async () => {
     await w.receiver(); // fixes the world's port
     const file = join(w.dir, 'danefail');
     writeFile(file, 'ok.test\nnot a domain\n');
@@ -303,7 +331,7 @@ describe('reload', () => {
 });
 
 describe('rollover warnings while delivering', () => {
-  it('a single 3 1 1 on a leaf that expires in 5 days: delivered, then warned in the log and RelayEvents.rolloverWarning', async () => {
+  it('issue7: a single 3 1 1 on a leaf that expires in 5 days: delivered, then warned in the log and RelayEvents.rolloverWarning', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['mx.roll.test'], notAfter: new Date(Date.now() + 5 * 86_400_000) });
     const rx = await tlsReceiver(ee);
     domain('roll.test', rx, [tlsa311(ee)]);

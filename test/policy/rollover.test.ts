@@ -54,7 +54,7 @@ const rows: Row[] = [
 
 describe('assessRollover table', () => {
   for (const [name, f, kinds, severities] of rows) {
-    it(name, () => {
+    it(name.startsWith('DANE-') ? name : `issue7: ${name}`, () => {
       const out = assessRollover(f, NOW, WARN);
       expect(out.map((x) => x.kind)).toEqual(kinds);
       expect(out.map((x) => x.severity)).toEqual(severities);
@@ -66,7 +66,7 @@ describe('assessRollover table', () => {
       }
     });
   }
-  it('the window is a parameter: 3 1 1 at 20 days warns with 30 days, advises with 14', () => {
+  it('issue7: the window is a parameter: 3 1 1 at 20 days warns with 30 days, advises with 14', () => {
     const f = facts([20], [[3, 1, 0]]);
     expect(assessRollover(f, NOW, 30 * DAY).map((x) => x.kind)).toEqual(['ee-key-expiring']);
     expect(assessRollover(f, NOW, 14 * DAY).map((x) => x.kind)).toEqual(['ee-no-next-key']);

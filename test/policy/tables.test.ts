@@ -43,7 +43,7 @@ describe('tls_policy resolution (most specific wins)', () => {
     ['audited.test', 'dane', 'policy/tls_policy:9 audited.test dane audit'],
   ];
   for (const [domain, level, rule] of rows) {
-    it(`${domain} → ${level} by ${rule}`, () => {
+    it(`issue7: ${domain} → ${level} by ${rule}`, () => {
       expect(resolvePolicy(domain, base)).toMatchObject({ level, rule });
     });
   }
@@ -55,7 +55,7 @@ describe('tls_policy resolution (most specific wins)', () => {
     expect(resolvePolicy('audited.test', base).audit).toBe(true);
     expect(resolvePolicy('example.org', base).audit).toBeUndefined();
   });
-  it('no table: every domain gets the default', () => {
+  it('issue7: no table: every domain gets the default', () => {
     for (const l of ['none', 'may', 'encrypt', 'dane', 'dane-only'] as TlsLevel[]) {
       expect(resolvePolicy('any.test', { defaultLevel: l, exceptionLevel: 'may' })).toEqual({ level: l, rule: `delivery.tls_level=${l}` });
     }
@@ -125,7 +125,7 @@ describe('file errors name their line; the whole file is rejected', () => {
     ['danefail', 'x..test\n', 1, /not a domain name/],
   ];
   for (const [kind, text, line, re] of bad) {
-    it(`${kind}: ${JSON.stringify(text)} → line ${line}`, () => {
+    it(`issue7: ${kind}: ${JSON.stringify(text)} → line ${line}`, () => {
       let e: unknown;
       try { (kind === 'tls_policy' ? parseTlsPolicy : parseDanefail)(text, `policy/${kind}`); } catch (x) { e = x; }
       expect(e).toBeInstanceOf(PolicyFileError);
@@ -139,12 +139,12 @@ describe('file errors name their line; the whole file is rejected', () => {
     const l = parseDanefail('# c\r\n  Example.COM.  \r\n\r\n## mx.example.com\r\nother.test\t\r\nexample.com\r\n', 'f');
     expect([...l.domains.entries()]).toEqual([['example.com', 2], ['other.test', 5]]);
   });
-  it('the shipped files parse and are empty of entries', async () => {
+  it('issue7: the shipped files parse and are empty of entries', async () => {
     const { readFileSync } = await import('node:fs');
     expect(parseTlsPolicy(readFileSync('policy/tls_policy', 'utf8'), 'x').entries.size).toBe(0);
     expect(parseDanefail(readFileSync('policy/danefail', 'utf8'), 'x').domains.size).toBe(0);
   });
-  it('normalizeDomain table', () => {
+  it('issue7: normalizeDomain table', () => {
     expect(normalizeDomain('A.B.')).toBe('a.b');
     expect(normalizeDomain('')).toBeUndefined();
     expect(normalizeDomain('-a.b')).toBeUndefined();
