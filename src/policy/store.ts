@@ -152,9 +152,9 @@ export class PolicyStore {
     return resolveTable(domain, this.inputs);
   }
 
-  /** Destinations currently on the exception list. */
+  /** Destinations currently on the exception list whose level it actually lowers (an explicit dane-only entry wins). */
   exceptionDomains(): string[] {
-    return [...(this.inputs.exceptions?.domains.keys() ?? [])];
+    return [...(this.inputs.exceptions?.domains.keys() ?? [])].filter((d) => this.resolve(d).exception);
   }
 
   /** Some table entry asks for DANE (the DNSSEC self-test then matters even when the default does not). */

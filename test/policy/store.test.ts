@@ -152,6 +152,7 @@ describe('DANE-70 exception list and explicit dane-only entries', () => {
     expect(conflicts()[0]).toMatchObject({ level: 40, domain: 'strict.test', danefail: 'danefail:2', tls_policy: 'tls_policy:2 strict.test dane-only' });
     expect(store.resolve('strict.test')).toMatchObject({ level: 'dane-only' });
     expect(store.resolve('other.test')).toMatchObject({ level: 'may', exception: { underlying: 'dane' } });
+    expect(store.exceptionDomains()).toEqual(['other.test']); // nothing to probe for the domain the entry keeps strict
     replace(join(dir, 'danefail'), 'other.test\nstrict.test\nthird.test\n');
     store.reload('SIGHUP');
     expect(conflicts()).toHaveLength(2);
