@@ -32,6 +32,11 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
     if (cmd === 'serve') {
       const file = argValue(argv, '--config') ?? 'config.example.yml';
       const config = loadConfig(file);
+      // SIGHUP's default action terminates: take it over before the (possibly slow) start and
+      // act on one that arrives meanwhile once the relay runs.
+      let hupDuringStart = false;
+      const hupEarly = () => { hupDuringStart = true; };
+      process.on('SIGHUP', hupEarly);
       const { Relay } = await import('./relay.js');
       const relay = await Relay.start({ config });
       let stopping = false;
@@ -47,6 +52,8 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGHUP', () => { relay.log.info({ signal: 'SIGHUP' }, 'signal received'); relay.reload(); });
+      process.off('SIGHUP', hupEarly);
+      if (hupDuringStart) { relay.log.info({ signal: 'SIGHUP', during: 'start-up' }, 'signal received'); relay.reload(); }
       await new Promise(() => undefined); // run until a signal
     }
     if (cmd === 'config' && sub === 'check') {
@@ -55,6 +62,9 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
       const config = loadConfig(file);
       const warn = trustAdProblem(config);
       if (warn) { err.write(`${file}: ${warn}\n`); return 2; }
+      // The policy files parse, and a DANE entry in them passes the same resolver trust check (DANE-2).
+      const { policyStoreFor } = await import('./policy/config.js');
+      policyStoreFor(config).close();
       out.write(`${file}: ok\n`);
       return 0;
     }

@@ -81,7 +81,9 @@ export class Relay {
       ? await validatingResolver(cfg)
       : new StubResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts }));
 
-    const policy = policyStoreFor(cfg, log, opts.policyStatIntervalMs);
+    // DANE-2: a tls_policy DANE entry under an untrusted trust-ad resolver is refused like a DANE default (an injected resolver
+    // is the caller's). The stub resolver opens sockets per query only: nothing has been sent when this throws.
+    const policy = policyStoreFor(cfg, log, opts.policyStatIntervalMs, !opts.resolver);
     const spool = await Spool.open(cfg.queue_dir, { now, log });
     let ingress: Ingress | undefined;
     let control: ControlServer | undefined;
@@ -97,13 +99,24 @@ export class Relay {
         tlsrpt = await Service.open({ settings: tlsrptSettings(cfg), resolver, log, now, rand: opts.rand, https: opts.tlsrptHttps });
       }
       const recovered = await spool.recover();
-      if (cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only' || policy.mentionsDane()) {
+      const defaultDane = cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only';
+      const runSelfTest = (why: string): Promise<SelfTestResult> => {
         // DANE-4: a resolver that does not validate turns DANE silently off; say so loudly.
-        void (selfTestRun = selfTest(resolver)).then((r) => {
-          if (r.ok) log.info({ selftest: r }, 'DNSSEC self-test passed');
-          else log.warn({ selftest: r }, `DNSSEC SELF-TEST FAILED: ${r.detail} — DANE cannot protect deliveries until the resolver validates`);
-        });
-      }
+        const run = selfTest(resolver);
+        void run.then((r) => {
+          if (r.ok) log.info({ selftest: r, why }, 'DNSSEC self-test passed');
+          else log.warn({ selftest: r, why }, `DNSSEC SELF-TEST FAILED: ${r.detail} — DANE cannot protect deliveries until the resolver validates`);
+        }, (e) => log.warn({ err: (e as Error).message, why }, 'DNSSEC self-test could not run'));
+        return run;
+      };
+      if (defaultDane || policy.mentionsDane()) selfTestRun = runSelfTest('start');
+      // DANE-4 again when a reload brings the first DANE entry in (the start-up test did not run or did not cover it).
+      let daneInForce = defaultDane || policy.mentionsDane();
+      policy.onReload(() => {
+        const now = defaultDane || policy.mentionsDane();
+        if (now && !daneInForce) void runSelfTest('reload introduced DANE').catch(() => undefined);
+        daneInForce = now;
+      });
       const delivery: DeliveryDeps = {
         resolver: events ? new TimedResolver(resolver, events) : resolver,
         events,

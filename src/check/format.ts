@@ -33,7 +33,7 @@ export function formatReport(r: InspectReport, advice: Advice[]): string {
     if (h.skip) { L.push(`  skipped (${h.skip.code}): ${h.skip.reason}`); continue; }
     if (h.plan) L.push(`  plan: ${h.plan.kind}${h.plan.label ? ` (${h.plan.label})` : ''}${h.plan.sni ? `, SNI ${h.plan.sni}` : ''}: ${h.plan.why}${h.plan.referenceNames ? `; names ${h.plan.referenceNames.join(', ')}` : ''}`);
     for (const c of h.connections) {
-      const head = `  ${c.address}${c.cleartextRetry ? ' (cleartext retry)' : ''}: `;
+      const head = `  ${c.address}${c.cleartextRetry ? ' (cleartext retry)' : ''}${c.auditRetry ? ' (audit-only retry: TLS without authentication)' : ''}: `;
       if (c.ok) L.push(`${head}${c.tls ? `STARTTLS ok, ${c.tls.protocol} ${c.tls.cipher}` : 'no TLS'}`);
       else L.push(`${head}failed at ${c.stage}: ${c.error}`);
       for (const x of c.chain ?? []) {

@@ -2,7 +2,8 @@
  * `dane-relay check DOMAIN`: the delivery path's own resolution and verification, without mail.
  *
  * Same functions as delivery (route/nexthop.ts lookupMx + hostContext, route/host.ts planHost,
- * delivery/deliver.ts requirementFor, SmtpSession.connect with the real verify callback), then
+ * delivery/attempt.ts attemptAddress: requirementFor, SmtpSession.connect with the real verify
+ * callback, the cleartext and audit retries), then
  * QUIT. Every MX is examined (delivery stops at the first usable one); the verdict is what
  * delivery would reach: the first host, in MX order, whose session opens (RFC 7672 §2.2).
  * A few extra lookups are made for advice only and are marked `diagnostic`: they never
@@ -16,8 +17,8 @@ import { lookupMx, hostContext } from '../route/nexthop.js';
 import { planHost } from '../route/host.js';
 import type { TlsPlan } from '../dane/policy.js';
 import { formatTlsa, isUsable, spkiFromCertDer, usableRecords } from '../dane/tlsa.js';
-import { requirementFor } from '../delivery/deliver.js';
-import { SmtpSession, SmtpError, type SmtpTimeouts } from '../delivery/smtpClient.js';
+import { attemptAddress } from '../delivery/attempt.js';
+import type { SmtpTimeouts } from '../delivery/smtpClient.js';
 import type { PresentedChain, VerifyOutcome } from '../delivery/types.js';
 import type { ResolvedPolicy } from '../policy/resolve.js';
 
@@ -55,6 +56,8 @@ export interface ConnReport {
   verify?: VerifyOutcome;
   /** this attempt was the cleartext retry after a failed opportunistic handshake (DANE-44) */
   cleartextRetry?: boolean;
+  /** this attempt was the DANE-46 audit-only retry over unauthenticated TLS after a failed verification */
+  auditRetry?: boolean;
   /** DANE-46 audit-only: the next attempt is over unauthenticated TLS after this failed verification */
   auditRetryNext?: boolean;
 }
@@ -152,43 +155,40 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
       if (isAnswer(ans) && ans.records.length > 0) hr.diagnosticTlsa = { name, status: ans.status, records: ans.records.map(formatTlsa) };
     }
     for (const address of hp.addresses) {
-      let plan: TlsPlan = p;
-      for (let tries = 0; tries < 2; tries++) {
-        const conn: ConnReport = { address, plan: plan.kind, ok: false, ...(tries > 0 ? { cleartextRetry: true } : {}) };
-        hr.connections.push(conn);
-        const req = requirementFor(plan, deps.digestPreference, deps.now);
-        req.observe = (chain: PresentedChain) => {
-          conn.chain = chain.certificates.map((c, i) => certInfo(c, i)).filter((x): x is CertInfo => !!x);
-        };
-        try {
-          const s = await SmtpSession.connect({ host: h.host, address, port: deps.port }, { heloName: deps.heloName, tls: req, timeouts: deps.timeouts });
-          conn.ok = true;
-          if (s.tls) conn.tls = { protocol: s.tls.protocol, cipher: s.tls.cipher };
-          if (s.tls?.verify) conn.verify = s.tls.verify;
-          await s.quit();
-          if (report.verdict.detail === '') {
-            const kind: VerdictKind = plan.kind === 'dane' ? 'dane' : s.tls ? 'tls' : 'cleartext';
-            const label = plan.kind === 'dane' ? plan.label : s.tls ? 'untrusted' : 'cleartext';
-            report.verdict = { kind, host: h.host, address, label, detail: `${h.host}[${address}]:${deps.port} ${label}${conn.verify?.ok ? `: ${conn.verify.detail}` : ''}` };
-          }
-          break;
-        } catch (e) {
-          const err = e instanceof SmtpError ? e : new SmtpError('connect', String((e as Error)?.message ?? e), { permanent: false });
-          conn.stage = err.stage;
-          conn.error = err.message;
-          if (err.verify) conn.verify = err.verify;
-          failures.push(`${h.host}[${address}]:${deps.port}: ${err.message}`);
-          if (err.cleartextRetryAllowed && plan.kind === 'may') {
-            plan = { kind: 'none', why: `cleartext retry after TLS failure: ${err.message}` };
-            continue;
-          }
-          if (err.stage === 'verify' && plan.kind === 'dane' && policy.audit) { // DANE-46, as delivery does
-            plan = { kind: 'encrypt', why: `audit-only after DANE failure: ${err.message}`, sni: plan.sni };
-            conn.auditRetryNext = true;
-            continue;
-          }
-          break;
-        }
+      // The delivery path's own attempt sequence (delivery/attempt.ts); check only records what happens.
+      let conn: ConnReport | undefined;
+      const opened = await attemptAddress({ host: h.host, address, port: deps.port }, p, {
+        heloName: deps.heloName, timeouts: deps.timeouts, digestPreference: deps.digestPreference, now: deps.now, audit: !!policy.audit,
+      }, {
+        before: (a) => {
+          const c: ConnReport = { address, plan: a.plan.kind, ok: false, ...(a.retry === 'cleartext' ? { cleartextRetry: true } : {}), ...(a.retry === 'audit' ? { auditRetry: true } : {}) };
+          conn = c;
+          hr.connections.push(c);
+          a.requirement.observe = (chain: PresentedChain) => {
+            c.chain = chain.certificates.map((x, i) => certInfo(x, i)).filter((x): x is CertInfo => !!x);
+          };
+        },
+        after: (r) => {
+          const c = conn!;
+          if (r.ok) return;
+          c.stage = r.error.stage;
+          c.error = r.error.message;
+          if (r.error.verify) c.verify = r.error.verify;
+          if (r.next === 'audit') c.auditRetryNext = true;
+          failures.push(`${h.host}[${address}]:${deps.port}: ${r.error.message}`);
+        },
+      });
+      if (!opened) continue;
+      const { session: s, plan } = opened;
+      const c = conn!;
+      c.ok = true;
+      if (s.tls) c.tls = { protocol: s.tls.protocol, cipher: s.tls.cipher };
+      if (s.tls?.verify) c.verify = s.tls.verify;
+      await s.quit();
+      if (report.verdict.detail === '') {
+        const kind: VerdictKind = plan.kind === 'dane' ? 'dane' : s.tls ? 'tls' : 'cleartext';
+        const label = plan.kind === 'dane' ? plan.label : s.tls ? 'untrusted' : 'cleartext';
+        report.verdict = { kind, host: h.host, address, label, detail: `${h.host}[${address}]:${deps.port} ${label}${c.verify?.ok ? `: ${c.verify.detail}` : ''}` };
       }
     }
   }

@@ -147,7 +147,7 @@ export const configSchema = z.strictObject({
     /** danefail exception list (DANE-70): one domain per line */
     danefail: z.string().min(1).optional(),
     /** level for a listed destination; never a DANE level */
-    exception_level: z.enum(['none', 'may', 'encrypt']).default('may'),
+    exception_level: z.enum(['may', 'encrypt']).default('may'), // DANE-70: opportunistic TLS; `none` would strip TLS
     /** how often listed destinations are probed for working DANE; 0 disables */
     probe_interval: duration.prefault('6h'),
     /** rollover warning: a pinned certificate expiring within this window */

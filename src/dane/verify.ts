@@ -340,7 +340,16 @@ export function verifyDane(input: DaneVerifyInput): VerifyOutcome {
       if (typeof p !== 'string') seen.certs.push(p);
     }
   }
-  if (seen.certs.length > 0) out.facts = factsOf(input, seen.certs);
+  if (seen.certs.length > 0) {
+    // Facts are diagnostics (rollover warnings, `check`): a certificate that the verifier could skip
+    // but whose dates or names cannot be rendered (e.g. a junk extra certificate) must never turn
+    // the authentication result into an exception, i.e. a DANE success into a deferral.
+    try {
+      out.facts = factsOf(input, seen.certs);
+    } catch {
+      // the outcome stands without facts
+    }
+  }
   return out;
 }
 
@@ -354,7 +363,8 @@ function factsOf(input: DaneVerifyInput, certs: Parsed[]): DaneFacts {
     records: input.records.map((r, index) => {
       const u = usable.has(r);
       const hit = u ? certs.find((c) => certMatches(r, c)) : undefined;
-      return { index, usage: r.usage, selector: r.selector, matchingType: r.matchingType, usable: u, matchDepth: hit ? hit.index : null };
+      const id = `${r.usage} ${r.selector} ${r.matchingType} ${createHash('sha256').update(r.data).digest('hex').slice(0, 32)}`;
+      return { index, usage: r.usage, selector: r.selector, matchingType: r.matchingType, usable: u, matchDepth: hit ? hit.index : null, id };
     }),
     chain: certs.map((c) => ({
       depth: c.index,

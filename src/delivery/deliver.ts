@@ -1,8 +1,9 @@
 /**
  * Delivery to one destination domain: MX → hosts in order → one SMTP session,
- * reused for several messages. The only place where a TLS plan becomes a
- * TlsRequirement for the SMTP client, so the policy check runs after the handshake
- * and before any envelope command (RFC 7672 §2.2, digest DANE-41/43/63).
+ * reused for several messages. A TLS plan becomes a TlsRequirement for the SMTP client
+ * only in the shared attempt sequence (attempt.ts, also used by `check`), so the policy
+ * check runs after the handshake and before any envelope command (RFC 7672 §2.2, digest
+ * DANE-41/43/63).
  */
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -12,13 +13,13 @@ import type { TlsLevel } from '../config/schema.js';
 import { addressLiteral, type MxDecision } from '../route/mx.js';
 import { planHost, type HostPlan } from '../route/host.js';
 import type { TlsPlan } from '../dane/policy.js';
-import { verifyDane } from '../dane/verify.js';
 import { SmtpSession, SmtpError, type SmtpClientOptions } from './smtpClient.js';
+import { attemptAddress, requirementFor } from './attempt.js';
 import type { RelayEvents } from '../metrics/events.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
 import { assessRollover } from '../policy/rollover.js';
 import type { MxFactsStore } from '../policy/mxFacts.js';
-import type { TlsRequirement, VerifyOutcome } from './types.js';
+import type { VerifyOutcome } from './types.js';
 import { enhancedOf, resultOf, type RecipientOutcome } from './outcome.js';
 import { daneStatusOf, deferralReason } from '../metrics/labels.js';
 import { formatTlsa } from '../dane/tlsa.js';
@@ -92,24 +93,8 @@ function aggregateCode(codes: string[]): string {
   return codes[0] ?? '4.4.1';
 }
 
-export function requirementFor(plan: TlsPlan, digestPreference: ('sha512' | 'sha256')[], now: () => number): TlsRequirement {
-  switch (plan.kind) {
-    case 'none':
-      return { mode: 'none', label: 'cleartext' };
-    case 'may':
-      return { mode: 'may', servername: plan.sni, label: 'may' };
-    case 'encrypt':
-      return { mode: 'encrypt', servername: plan.sni, label: 'untrusted' };
-    case 'dane':
-      return {
-        mode: 'verify',
-        servername: plan.sni,
-        label: plan.label,
-        verify: (chain): VerifyOutcome =>
-          verifyDane({ records: plan.records, chain: chain.certificates, referenceNames: plan.referenceNames, now: new Date(now()), digestPreference }),
-      };
-  }
-}
+/** The TLS plan → client requirement mapping lives with the shared attempt sequence (attempt.ts). */
+export { requirementFor };
 
 /** TLSRPT-21 result type for an SMTP client failure under a plan. */
 function resultTypeOf(err: SmtpError, plan: TlsPlan): string | undefined {
@@ -120,13 +105,24 @@ function resultTypeOf(err: SmtpError, plan: TlsPlan): string | undefined {
   return undefined;
 }
 
+/** Everything of a resolved policy that changes how a destination is delivered. */
+function policyKey(p: ReturnType<DeliveryDeps['tlsLevel']>): string {
+  return JSON.stringify([p.level, p.rule, !!p.trustInsecureMx, !!p.audit, p.exception?.underlying ?? null]);
+}
+
 export class DestinationRun {
   private mx?: MxDecision;
   private session?: SmtpSession;
   private sessionPlan?: { host: HostPlan; plan: TlsPlan; address: string };
   private sent = 0;
   private unreachable?: Unreachable;
-  private readonly level: ReturnType<DeliveryDeps['tlsLevel']>;
+  private level: ReturnType<DeliveryDeps['tlsLevel']>;
+  /** what `level` was resolved to, to notice a policy reload between two messages */
+  private levelKey: string;
+  /** a run of relay-generated TLSRPT reports (TLSRPT-45) */
+  private readonly report: boolean;
+  /** the current message's hosts were planned (or its session opened) under the resolved level: DANE-70 counts it */
+  private planned = false;
   /** the session of the current transaction, for metrics even after a failure dropped it */
   private carrier?: { tls: boolean; verified: boolean; planKind: TlsPlan['kind'] };
 
@@ -135,8 +131,31 @@ export class DestinationRun {
    * delivered at most opportunistically and never counted (RFC 8460 §3, digest TLSRPT-45): no reporting loop.
    */
   constructor(private readonly deps: DeliveryDeps, readonly domain: string, opts: { report?: boolean } = {}) {
-    if (opts.report) this.deps = { ...deps, onTlsResult: undefined };
-    this.level = opts.report ? REPORT_TLS_LEVEL : deps.tlsLevel(domain);
+    this.report = !!opts.report;
+    if (this.report) this.deps = { ...deps, onTlsResult: undefined };
+    this.level = this.policyNow();
+    this.levelKey = policyKey(this.level);
+  }
+
+  private policyNow(): ReturnType<DeliveryDeps['tlsLevel']> {
+    return this.report ? REPORT_TLS_LEVEL : this.deps.tlsLevel(this.domain);
+  }
+
+  /**
+   * A policy reload reaches a destination being delivered (the scheduler keeps a busy run
+   * alive): each message resolves the policy again, and when the level, rule or options
+   * changed, the session and the cached MX/unreachable state made under the old policy go.
+   */
+  private async refreshPolicy(): Promise<void> {
+    const next = this.policyNow();
+    const key = policyKey(next);
+    if (key === this.levelKey) return;
+    this.deps.log.info({ domain: this.domain, tls_rule: next.rule, previous_rule: this.level.rule }, 'policy changed while delivering: new session under the new rule');
+    this.level = next;
+    this.levelKey = key;
+    this.mx = undefined;
+    this.unreachable = undefined;
+    await this.dropSession();
   }
 
   private async resolveMx(): Promise<MxDecision> {
@@ -164,6 +183,7 @@ export class DestinationRun {
     const failures: string[] = [];
     const codes: string[] = [];
     for (const h of mx.hosts) {
+      this.planned = true;
       const hp = await planHost(hostContext(this.deps.resolver, this.domain, mx, this.level, this.deps.port), h);
       if (hp.skip || !hp.plan) {
         const reason = hp.skip?.reason ?? 'no TLS plan';
@@ -174,45 +194,33 @@ export class DestinationRun {
         continue;
       }
       for (const address of hp.addresses) {
-        let plan: TlsPlan = hp.plan;
-        for (let tries = 0; tries < 2; tries++) {
-          try {
-            const session = await SmtpSession.connect(
-              { host: h.host, address, port: this.deps.port },
-              { heloName: this.deps.heloName, tls: requirementFor(plan, this.deps.digestPreference, this.deps.now), timeouts: this.deps.timeouts },
-            );
-            this.session = session;
-            this.sessionPlan = { host: hp, plan, address };
-            this.sent = 0;
-            // Every session that got this far is one TLSRPT success (no-policy-found for none/may plans).
-            this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: true, tlsa: 'baseDomain' in plan ? tlsaOf(plan.records, plan.baseDomain) : undefined, sendingIp: session.localAddress, receivingHelo: heloOf(session.greeting?.text) });
-            if (plan.kind === 'dane') this.rollover(h.host, session.tls?.verify);
-            if (session.tls) this.deps.events?.tlsHandshake?.({ result: 'ok' });
-            return undefined;
-          } catch (e) {
-            const err = e instanceof SmtpError ? e : new SmtpError('connect', String((e as Error)?.message ?? e), { permanent: false });
-            const where = `${h.host}[${address}]:${this.deps.port}`;
+        const where = `${h.host}[${address}]:${this.deps.port}`;
+        const opened = await attemptAddress({ host: h.host, address, port: this.deps.port }, hp.plan, {
+          heloName: this.deps.heloName, timeouts: this.deps.timeouts, digestPreference: this.deps.digestPreference, now: this.deps.now, audit: !!this.level.audit,
+        }, {
+          after: (r) => {
+            if (r.ok) return;
+            const { error: err, attempt: { plan } } = r;
             failures.push(`${where}: ${err.message}`);
             const rt = resultTypeOf(err, plan);
             if (rt) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: false, resultType: rt, reason: err.verify?.reason ?? err.message, tlsa: 'baseDomain' in plan ? tlsaOf(plan.records, plan.baseDomain) : undefined, sendingIp: err.localAddress, receivingHelo: heloOf(err.greeting) });
             if (err.stage === 'starttls' || err.stage === 'tls' || err.stage === 'verify') this.deps.events?.tlsHandshake?.({ result: err.stage === 'starttls' ? 'starttls-unsupported' : err.stage === 'tls' ? 'handshake-failed' : 'verify-failed' });
             codes.push(rt || err.stage === 'verify' || err.stage === 'starttls' || (err.stage === 'tls' && plan.kind !== 'may') ? '4.7.5' : err.stage === 'greeting' ? '4.4.2' : '4.4.1');
             this.deps.log.info({ domain: this.domain, relay: where, stage: err.stage, error: err.message, tls_plan: plan.kind }, 'connection attempt failed');
-            // DANE-44: without DANE a failed handshake may be retried in cleartext, never with DANE (DANE-43).
-            if (err.cleartextRetryAllowed && plan.kind === 'may') {
-              plan = { kind: 'none', why: `cleartext retry after TLS failure: ${err.message}` };
-              continue;
-            }
-            // DANE-46 (RFC 7672 §9.1): audit-only, configured per destination: the failed authentication
-            // is logged, the message goes over TLS without it and is logged `untrusted`, never `verified`.
-            if (err.stage === 'verify' && plan.kind === 'dane' && this.level.audit) {
-              this.deps.log.warn({ domain: this.domain, relay: where, tls_rule: this.level.rule, error: err.message }, 'DANE audit: authentication failed, delivering over unauthenticated TLS (audit-only policy)');
-              plan = { kind: 'encrypt', why: `audit-only after DANE failure: ${err.message}`, sni: plan.sni };
-              continue;
-            }
-            break;
-          }
-        }
+            // DANE-46: the failed authentication is logged; the retry goes over TLS without it, logged `untrusted`.
+            if (r.next === 'audit') this.deps.log.warn({ domain: this.domain, relay: where, tls_rule: this.level.rule, error: err.message }, 'DANE audit: authentication failed, delivering over unauthenticated TLS (audit-only policy)');
+          },
+        });
+        if (!opened) continue;
+        const { session, plan } = opened;
+        this.session = session;
+        this.sessionPlan = { host: hp, plan, address };
+        this.sent = 0;
+        // Every session that got this far is one TLSRPT success (no-policy-found for none/may plans).
+        this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: true, tlsa: 'baseDomain' in plan ? tlsaOf(plan.records, plan.baseDomain) : undefined, sendingIp: session.localAddress, receivingHelo: heloOf(session.greeting?.text) });
+        if (plan.kind === 'dane') this.rollover(h.host, session.tls?.verify);
+        if (session.tls) this.deps.events?.tlsHandshake?.({ result: 'ok' });
+        return undefined;
       }
     }
     return { code: aggregateCode(codes), reason: failures.length ? failures.join('; ') : `no MX host for ${this.domain}` };
@@ -220,6 +228,8 @@ export class DestinationRun {
 
   async deliver(job: DeliveryJob): Promise<RecipientOutcome[]> {
     const started = this.deps.now();
+    await this.refreshPolicy();
+    this.planned = false;
     let mx: MxDecision;
     try {
       mx = await this.resolveMx();
@@ -228,7 +238,10 @@ export class DestinationRun {
     }
     if (mx.kind === 'fail') return this.log(job, started, this.everyone(job, 'bounced', mx.code, mx.reason));
     if (mx.kind === 'defer') return this.log(job, started, this.everyone(job, 'deferred', mx.code, mx.reason));
-    if (this.unreachable) return this.log(job, started, this.everyone(job, 'deferred', this.unreachable.code, this.unreachable.reason));
+    if (this.unreachable) {
+      this.planned = true; // the cached result was reached under the same level
+      return this.log(job, started, this.everyone(job, 'deferred', this.unreachable.code, this.unreachable.reason));
+    }
 
     if (this.session && (!this.session.usable || this.sent >= this.deps.maxMessagesPerConnection)) await this.dropSession();
     if (this.session) {
@@ -285,9 +298,13 @@ export class DestinationRun {
 
   private log(job: DeliveryJob, started: number, out: RecipientOutcome[]): RecipientOutcome[] {
     const ex = this.level.exception;
-    if (ex && out.some((o) => o.relay)) {
-      // DANE-70: every delivery under the exception list is logged and counted.
-      this.deps.log.warn({ queue_id: job.id, domain: this.domain, tls_rule: this.level.rule, level: this.level.level, instead_of: ex.underlying }, 'DANE exception applied: delivered without DANE (danefail list)');
+    const connected = out.some((o) => o.relay);
+    if (ex && (connected || this.planned)) {
+      // DANE-70: every attempt the exception list governed is logged and counted, also one that
+      // deferred before connecting (its hosts were planned without TLSA); not one that an MX
+      // failure stopped before the level mattered.
+      this.deps.log.warn({ queue_id: job.id, domain: this.domain, tls_rule: this.level.rule, level: this.level.level, instead_of: ex.underlying },
+        connected ? 'DANE exception applied: delivered without DANE (danefail list)' : 'DANE exception applied: attempted without DANE, deferred (danefail list)');
       this.deps.events?.exceptionDowngrade?.({ domain: this.domain, level: this.level.level });
     }
     const tls = this.session?.tls;

@@ -3,8 +3,15 @@ import { isAbsolute, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { ConfigError, type LoadedConfig } from '../config/load.js';
 import { PolicyStore, type PolicyFile } from './store.js';
+import { trustAdProblem } from '../dns/trust.js';
+import { mentionsDane, type PolicyInputs } from './resolve.js';
 
-export function policyStoreFor(cfg: LoadedConfig, log?: Logger, statIntervalMs?: number): PolicyStore {
+/**
+ * `trustCheck` (default true): DANE-2, a tls_policy DANE entry under an untrusted trust-ad resolver
+ * is refused like a DANE default level: at start-up (ConfigError) and on reload (file rejected).
+ * Tests that inject their own resolver turn it off, as Relay.start does for the default level.
+ */
+export function policyStoreFor(cfg: LoadedConfig, log?: Logger, statIntervalMs?: number, trustCheck = true): PolicyStore {
   const file = (p: string | undefined): PolicyFile | undefined => (p ? { path: isAbsolute(p) ? p : resolve(cfg.baseDir, p), label: p } : undefined);
   const p = cfg.policy;
   try {
@@ -15,6 +22,7 @@ export function policyStoreFor(cfg: LoadedConfig, log?: Logger, statIntervalMs?:
       danefail: file(p.danefail),
       ...(log ? { log } : {}),
       ...(statIntervalMs !== undefined ? { statIntervalMs } : {}),
+      ...(trustCheck ? { admit: (c: PolicyInputs) => trustAdProblem(cfg, { dane: mentionsDane(c), source: c.table?.source }) } : {}),
     });
   } catch (e) {
     // At start-up there is no previous version to keep: refuse to run (exit 2).

@@ -4,7 +4,7 @@
  * kind instead of on every session, and so the latest facts can be looked up.
  */
 import type { DaneFacts } from '../delivery/types.js';
-import { assessRollover, type RolloverFinding } from './rollover.js';
+import { assessRollover, authenticates, type RolloverFinding } from './rollover.js';
 
 export interface MxFacts {
   domain: string;
@@ -14,7 +14,11 @@ export interface MxFacts {
   matchedUsage?: number;
   facts: DaneFacts;
   findings: RolloverFinding[];
+  /** ids of records that authenticated this MX in some session (to tell a retired record from a next one) */
+  matchedIds: string[];
 }
+
+const MAX_IDS = 32;
 
 export class MxFactsStore {
   private readonly byMx = new Map<string, MxFacts>();
@@ -24,10 +28,15 @@ export class MxFactsStore {
 
   /** Record a verified session's facts; returns the warnings that are new (or due again). */
   note(domain: string, host: string, v: { facts: DaneFacts; matchedIndex?: number; matchedUsage?: number }, now: number): RolloverFinding[] {
-    const findings = assessRollover(v.facts, now, this.warnMs);
     const key = `${domain}|${host}`;
+    const seen = new Set(this.byMx.get(key)?.matchedIds ?? []);
+    // A record that authenticated this MX before and matches nothing now is the old key's, left behind.
+    const retired = new Set(v.facts.records.filter((r) => r.id && r.matchDepth === null && seen.has(r.id)).map((r) => r.index));
+    const findings = assessRollover(v.facts, now, this.warnMs, { retired });
+    for (const r of v.facts.records) if (r.id && authenticates(r)) { seen.delete(r.id); seen.add(r.id); }
+    const matchedIds = [...seen].slice(-MAX_IDS);
     if (!this.byMx.has(key) && this.byMx.size >= this.max) this.byMx.delete(this.byMx.keys().next().value!);
-    this.byMx.set(key, { domain, host, at: now, matchedIndex: v.matchedIndex, matchedUsage: v.matchedUsage, facts: v.facts, findings });
+    this.byMx.set(key, { domain, host, at: now, matchedIndex: v.matchedIndex, matchedUsage: v.matchedUsage, facts: v.facts, findings, matchedIds });
     const due: RolloverFinding[] = [];
     for (const f of findings) {
       if (f.severity !== 'warning') continue;

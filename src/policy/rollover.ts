@@ -14,6 +14,15 @@
  *
  * `warning` findings are within `warnMs` of the expiry that forces the change (logged and counted
  * as RelayEvents.rolloverWarning); `advice` findings are structural (only `check` shows them).
+ *
+ * Which records count (our rule, RFC 7672 §3.1.1 / RFC 7671 §8):
+ * - a record authenticates now only as its usage allows: a DANE-EE (`3 x x`) record matches the
+ *   leaf or nothing; one whose data equals an intermediate's (depth ≥ 1) counts as non-matching;
+ * - a usable non-matching record is taken as the pre-published next key / CA (and suppresses the
+ *   warnings) only if it describes no presented certificate (a misplaced `3 x x` on an intermediate
+ *   is not a next key) and it is not stale: a record that this MX's certificates matched in an
+ *   earlier session and no longer match is the previous key's record left behind (`retired`, kept
+ *   by MxFactsStore), not a new one. Without history (one-shot `check`) nothing is retired.
  */
 import type { DaneFacts } from '../delivery/types.js';
 
@@ -43,9 +52,14 @@ export interface RolloverFinding {
 
 const DAY = 86_400_000;
 
-export function assessRollover(facts: DaneFacts, now: number, warnMs: number): RolloverFinding[] {
+/** Does this record authenticate the presented chain as its usage allows (DANE-EE: the leaf only)? */
+export function authenticates(r: DaneFacts['records'][number]): boolean {
+  return r.matchDepth !== null && !(r.usage === 3 && r.matchDepth > 0);
+}
+
+export function assessRollover(facts: DaneFacts, now: number, warnMs: number, opts: { retired?: ReadonlySet<number> } = {}): RolloverFinding[] {
   const usable = facts.records.filter((r) => r.usable);
-  const matching = usable.filter((r) => r.matchDepth !== null);
+  const matching = usable.filter(authenticates);
   if (matching.length === 0) return []; // nothing authenticates now: that is a failure, not a rollover risk
   const certAt = (d: number) => facts.chain.find((c) => c.depth === d);
   const expiresSoon = (d: number): boolean => {
@@ -58,7 +72,7 @@ export function assessRollover(facts: DaneFacts, now: number, warnMs: number): R
     const n = Math.floor((Date.parse(c.notAfter) - now) / DAY);
     return n < 0 ? `expired ${-n} day(s) ago` : `expires in ${n} day(s) (${c.notAfter})`;
   };
-  const spare = usable.some((r) => r.matchDepth === null);
+  const spare = usable.some((r) => r.matchDepth === null && !opts.retired?.has(r.index));
   if (spare) return []; // a pre-published record for the next key or CA exists
   const out: RolloverFinding[] = [];
   const tail = (r: { usage: number; selector: number; matchingType: number }) => `${r.usage} ${r.selector} ${r.matchingType}`;

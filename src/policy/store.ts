@@ -5,13 +5,21 @@
  * a file with an error is rejected with its line numbers and the previous version
  * stays in force. The swap is one assignment: a lookup sees the old or the new tables,
  * never a mix.
+ *
+ * Half-written files: operators should replace a file by rename (write a temporary file,
+ * fsync, rename over the old one), which is atomic. For editors and tools that write in
+ * place, a change seen by fs.watch or the stat fallback is only read once two stats at least
+ * `debounceMs` apart agree on inode, size and mtime; a file whose last non-empty line has no
+ * trailing newline is rejected as incomplete (with its line number); a file that is also
+ * changed while being read is not installed; and a file that had entries and now has none
+ * is installed (that may be intended) but logged as an error.
  */
 import { watch, readFileSync, statSync, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { TlsLevel } from '../config/schema.js';
 import { parseDanefail, parseTlsPolicy, PolicyFileError, type ExceptionList, type PolicyTable } from './tables.js';
-import { resolvePolicy, resolveTable, type PolicyInputs, type ResolvedPolicy } from './resolve.js';
+import { exceptionConflicts, mentionsDane, resolvePolicy, resolveTable, type ExceptionLevel, type PolicyInputs, type ResolvedPolicy } from './resolve.js';
 
 export interface PolicyFile {
   /** absolute path */
@@ -22,12 +30,20 @@ export interface PolicyFile {
 
 export interface PolicyStoreOptions {
   defaultLevel: TlsLevel;
-  exceptionLevel: TlsLevel;
+  exceptionLevel: ExceptionLevel;
   tlsPolicy?: PolicyFile;
   danefail?: PolicyFile;
   log?: Logger;
   /** stat fallback period; 0 = none */
   statIntervalMs?: number;
+  /** a changed file is read once two stats this far apart agree (default 100 ms) */
+  debounceMs?: number;
+  /**
+   * Admission check for a candidate set of tables: the reason they cannot be in force, if any
+   * (DANE-2: a DANE level under an untrusted trust-ad resolver). At start-up the store refuses to
+   * load; on reload the file that brought the problem is rejected whole and the previous stays.
+   */
+  admit?: (candidate: PolicyInputs) => string | undefined;
 }
 
 export interface ReloadResult {
@@ -49,6 +65,9 @@ export class PolicyStore {
   private timer?: NodeJS.Timeout;
   private debounce?: NodeJS.Timeout;
   private listeners: ((r: ReloadResult) => void)[] = [];
+  private watching = false;
+  /** the stats seen at the previous settle check */
+  private settling?: string;
 
   /** Loads both files; throws PolicyFileError (or a read error) at start-up: there is no previous version. */
   constructor(private readonly opts: PolicyStoreOptions) {
@@ -59,6 +78,9 @@ export class PolicyStore {
       this.install(kind, text);
       this.stamps.set(kind, this.stamp(f.path));
     }
+    const problem = opts.admit?.(this.inputs);
+    if (problem) throw new Error(problem);
+    this.warnConflicts('start');
   }
 
   private kinds(): Kind[] {
@@ -69,16 +91,46 @@ export class PolicyStore {
     return kind === 'tls_policy' ? this.opts.tlsPolicy : this.opts.danefail;
   }
 
+  /** Parse `text` as the new version of `kind`; throws (nothing installed) if it is incomplete, bad or not admitted. */
   private install(kind: Kind, text: string): void {
     const f = this.file(kind)!;
+    requireFinalNewline(text, f.label);
+    let next: PolicyInputs;
     if (kind === 'tls_policy') {
       const table: PolicyTable = parseTlsPolicy(text, f.label);
-      this.inputs = { ...this.inputs, table };
+      next = { ...this.inputs, table };
     } else {
       const exceptions: ExceptionList = parseDanefail(text, f.label);
-      this.inputs = { ...this.inputs, exceptions };
+      next = { ...this.inputs, exceptions };
     }
+    if (this.texts.has(kind)) {
+      // Only on reload: at start-up the constructor checks the whole set once both files are read.
+      const problem = this.opts.admit?.(next);
+      if (problem) {
+        const dane = [...(next.table?.entries.values() ?? [])].filter((e) => e.level === 'dane' || e.level === 'dane-only').map((e) => e.line);
+        throw new PolicyFileError(f.label, [{ line: kind === 'tls_policy' && dane.length ? Math.min(...dane) : 1, message: `DANE entry refused: ${problem}` }]);
+      }
+    }
+    const before = this.entriesOf(kind, this.inputs);
+    const after = this.entriesOf(kind, next);
+    if (this.texts.has(kind) && before > 0 && after === 0) {
+      // Installed (an operator may empty a file on purpose) but said loudly: a truncated write looks the same.
+      this.opts.log?.error({ file: f.label, had: before }, `POLICY FILE EMPTIED: ${f.label} had ${before} entr${before === 1 ? 'y' : 'ies'} and now has none (if it was not meant, restore it; replace policy files by rename)`);
+    }
+    this.inputs = next;
     this.texts.set(kind, text);
+  }
+
+  private entriesOf(kind: Kind, i: PolicyInputs): number {
+    return kind === 'tls_policy' ? i.table?.entries.size ?? 0 : i.exceptions?.domains.size ?? 0;
+  }
+
+  /** An explicit dane-only entry beats a danefail listing (resolve.ts): say so once per load. */
+  private warnConflicts(reason: string): void {
+    for (const c of exceptionConflicts(this.inputs)) {
+      this.opts.log?.warn({ domain: c.domain, danefail: c.exception, tls_policy: c.entry, reason },
+        `policy conflict: ${c.domain} is on the exception list (${c.exception}) but ${c.entry} requires DANE; the explicit dane-only entry wins, the exception is not applied`);
+    }
   }
 
   private stamp(path: string): string {
@@ -100,14 +152,14 @@ export class PolicyStore {
     return resolveTable(domain, this.inputs);
   }
 
-  /** Destinations currently on the exception list. */
+  /** Destinations currently on the exception list whose level it actually lowers (an explicit dane-only entry wins). */
   exceptionDomains(): string[] {
-    return [...(this.inputs.exceptions?.domains.keys() ?? [])];
+    return [...(this.inputs.exceptions?.domains.keys() ?? [])].filter((d) => this.resolve(d).exception);
   }
 
   /** Some table entry asks for DANE (the DNSSEC self-test then matters even when the default does not). */
   mentionsDane(): boolean {
-    return [...(this.inputs.table?.entries.values() ?? [])].some((e) => e.level === 'dane' || e.level === 'dane-only');
+    return mentionsDane(this.inputs);
   }
 
   counts(): { tls_policy_entries: number; danefail_entries: number } {
@@ -123,7 +175,8 @@ export class PolicyStore {
     const res: ReloadResult = { loaded: [], rejected: [], unchanged: [] };
     for (const kind of this.kinds()) {
       const f = this.file(kind)!;
-      this.stamps.set(kind, this.stamp(f.path));
+      const before = this.stamp(f.path);
+      this.stamps.set(kind, before);
       let text: string;
       try {
         text = readFileSync(f.path, 'utf8');
@@ -132,6 +185,13 @@ export class PolicyStore {
         continue;
       }
       if (text === this.texts.get(kind)) { res.unchanged.push(f.label); continue; }
+      if (this.stamp(f.path) !== before) {
+        // Still being written: try again once it has settled (the stat fallback also sees it).
+        res.rejected.push({ file: f.label, error: `${f.label}: changed while being read (still being written?); previous version stays in force, will retry (replace policy files by rename)` });
+        this.stamps.set(kind, 'changing');
+        if (this.watching) this.soon('changed while read');
+        continue;
+      }
       try {
         this.install(kind, text);
         res.loaded.push(f.label);
@@ -141,7 +201,10 @@ export class PolicyStore {
     }
     const log = this.opts.log;
     for (const r of res.rejected) log?.error({ file: r.file, reason }, r.error);
-    if (res.loaded.length) log?.info({ files: res.loaded, reason, ...this.counts() }, 'policy reloaded');
+    if (res.loaded.length) {
+      log?.info({ files: res.loaded, reason, ...this.counts() }, 'policy reloaded');
+      this.warnConflicts(reason);
+    }
     for (const l of this.listeners) l(res);
     return res;
   }
@@ -149,6 +212,7 @@ export class PolicyStore {
   /** Start watching: fs.watch on each file's directory plus a stat fallback. */
   watch(): void {
     if (this.kinds().length === 0) return;
+    this.watching = true;
     const dirs = new Map<string, Set<string>>();
     for (const kind of this.kinds()) {
       const p = this.file(kind)!.path;
@@ -171,27 +235,56 @@ export class PolicyStore {
     if (every > 0) {
       this.timer = setInterval(() => {
         const changed = this.kinds().some((k) => this.stamp(this.file(k)!.path) !== this.stamps.get(k));
-        if (changed) this.soon('stat');
+        // A settle already under way is not restarted (it would never finish with a short period).
+        if (changed && !this.debounce) this.soon('stat');
       }, every);
       this.timer.unref();
     }
   }
 
-  /** Editors write in several steps: wait for the burst to end before reading. */
+  /**
+   * Editors write in several steps: wait for the burst to end, then read only once two stats
+   * `debounceMs` apart agree on every file's inode, size and mtime.
+   */
   private soon(reason: string): void {
+    this.settling = undefined;
+    this.later(reason);
+  }
+
+  private later(reason: string): void {
     if (this.debounce) clearTimeout(this.debounce);
     this.debounce = setTimeout(() => {
       this.debounce = undefined;
+      const now = this.kinds().map((k) => this.stamp(this.file(k)!.path)).join('|');
+      if (now !== this.settling) {
+        this.settling = now;
+        this.later(reason);
+        return;
+      }
+      this.settling = undefined;
       this.reload(reason);
-    }, 100);
+    }, this.opts.debounceMs ?? 100);
     this.debounce.unref();
   }
 
   close(): void {
+    this.watching = false;
     for (const w of this.watchers) w.close();
     this.watchers = [];
     if (this.timer) clearInterval(this.timer);
     if (this.debounce) clearTimeout(this.debounce);
     this.timer = undefined;
   }
+}
+
+/**
+ * A file whose last non-empty line has no trailing newline is taken to be cut short (a write in
+ * progress, or an interrupted copy): rejected whole, naming that line.
+ */
+export function requireFinalNewline(text: string, source: string): void {
+  if (text === '' || text.endsWith('\n')) return;
+  const lines = text.split('\n');
+  const last = lines[lines.length - 1]!;
+  if (last.trim() === '') return;
+  throw new PolicyFileError(source, [{ line: lines.length, message: `no newline at the end of the last line ("${last.length > 40 ? `${last.slice(0, 40)}…` : last}"): the file looks incomplete (still being written?); end every line with a newline and replace the file by rename` }]);
 }

@@ -129,7 +129,7 @@ describe('dane-relay check', () => {
     expect(j.policy).toEqual({ level: 'dane', rule: 'delivery.tls_level=dane' });
   });
 
-  it('3 1 1 on a certificate that expires in 3 days: ee-key-expiring advice', async () => {
+  it('issue7: 3 1 1 on a certificate that expires in 3 days: ee-key-expiring advice', async () => {
     const ee = await makeSelfSigned({ cn: 'mx.soon.test', dnsNames: ['mx.soon.test'], notAfter: new Date(Date.now() + 3 * DAY) });
     const rx = await rxFor([ee], ee);
     zone('soon.test', rx, [rec(3, 1, 1, ee)]);
@@ -159,6 +159,50 @@ describe('dane-relay check', () => {
     golden('danefail-listed', t.out);
   });
 
+  it('DANE-46 an audit entry: the failed DANE attempt, then the audit-only retry over TLS (shown as such, not as a cleartext retry); exit 3', async () => {
+    const ee = await makeSelfSigned({ cn: 'mx.audit.test', dnsNames: ['mx.audit.test'] });
+    const old = await makeSelfSigned({ cn: 'old key' });
+    const rx = await rxFor([ee], ee);
+    zone('audit.test', rx, [rec(3, 1, 1, old)]);
+    writeFileSync(join(w.dir, 'tls_policy'), 'audit.test dane audit\n');
+    const o = sink();
+    const code = await main(['check', 'audit.test', '--config', configFile('policy:\n  tls_policy: tls_policy\n')], o.stream, sink().stream);
+    expect(code).toBe(3);
+    const lines = o.text().split('\n').filter((l) => l.startsWith(`  ${rx.host}`));
+    expect(lines).toEqual([
+      `  ${rx.host}: failed at verify: ${lines[0]!.split('failed at verify: ')[1]}`,
+      expect.stringMatching(new RegExp(`^  ${rx.host.replace(/\./g, '\\.')} \\(audit-only retry: TLS without authentication\\): STARTTLS ok, TLSv1\\.[23] `)),
+    ]);
+    expect(o.text()).not.toContain('cleartext retry');
+    expect(o.text()).toContain('verdict: deliverable without DANE (TLS, not authenticated)');
+    const j = JSON.parse((await (async () => { const x = sink(); await main(['check', 'audit.test', '--json', '--config', configFile('policy:\n  tls_policy: tls_policy\n')], x.stream, sink().stream); return x; })()).text());
+    expect(j.hosts[0].connections).toMatchObject([
+      { plan: 'dane', ok: false, stage: 'verify', auditRetryNext: true },
+      { plan: 'encrypt', ok: true, auditRetry: true },
+    ]);
+    expect(j.hosts[0].connections[1].cleartextRetry).toBeUndefined();
+    expect(rx.messages).toHaveLength(0);
+  });
+
+  it('DANE-2 check refuses a tls_policy DANE entry under an untrusted trust-ad resolver: exit 2, nothing looked up', async () => {
+    await w.receiver();
+    writeFileSync(join(w.dir, 'tls_policy'), 'strict.test dane-only\n');
+    const file = join(w.dir, 'untrusted.yml');
+    // 192.0.2.53 (TEST-NET-1) is refused before any query is sent to it.
+    writeFileSync(file, `hostname: relay.test\nqueue_dir: queue\ndns:\n  mode: trust-ad\n  resolvers: ["192.0.2.53:53"]\ndelivery:\n  tls_level: may\n  port: ${w.port}\npolicy:\n  tls_policy: tls_policy\n`);
+    const e = sink();
+    expect(await main(['check', 'strict.test', '--config', file], sink().stream, e.stream)).toBe(2);
+    expect(e.text()).toMatch(/a DANE entry in tls_policy: resolver\(s\) 192\.0\.2\.53:53 are not on loopback/);
+    // the same rule in `config check`
+    const e2 = sink();
+    expect(await main(['config', 'check', file], sink().stream, e2.stream)).toBe(2);
+    expect(e2.text()).toMatch(/a DANE entry in tls_policy/);
+    // dns.mode validate does not believe an AD bit: the rule does not apply (the file itself is fine)
+    writeFileSync(file, `hostname: relay.test\nqueue_dir: queue\ndns:\n  mode: validate\n  resolvers: ["192.0.2.53:53"]\ndelivery:\n  tls_level: may\n  port: ${w.port}\npolicy:\n  tls_policy: tls_policy\n`);
+    const o3 = sink();
+    expect(await main(['config', 'check', file], o3.stream, sink().stream)).toBe(0);
+  });
+
   it('DANE-11/13 NXDOMAIN and null MX: exit 1; usage errors: exit 2', async () => {
     await w.receiver();
     w.dns.addZone({ name: 'null.test', secure: true });
@@ -177,7 +221,7 @@ describe('dane-relay check', () => {
 });
 
 describe('dane-relay tlsa --cert', () => {
-  it('prints 3 1 1 for a server certificate and 2 1 1 for each CA of a PEM chain, equal to node:crypto digests', async () => {
+  it('issue7: prints 3 1 1 for a server certificate and 2 1 1 for each CA of a PEM chain, equal to node:crypto digests', async () => {
     const root = await makeCa({ cn: 'Root T' });
     const int = await makeIntermediate(root, { cn: 'Int T', keyAlg: 'rsa' });
     const leaf = await makeLeaf(int, { cn: 'mx.t.test', dnsNames: ['mx.t.test'] });
@@ -208,7 +252,7 @@ describe('dane-relay tlsa --cert', () => {
     expect(o3.text()).toContain(`3 1 1 ${sha(leaf)}`);
   });
 
-  it('bad input: exit 2 with a clear message', async () => {
+  it('issue7: bad input: exit 2 with a clear message', async () => {
     const bad = join(w.dir, 'bad.pem');
     writeFileSync(bad, 'not a certificate\n');
     const e = sink();

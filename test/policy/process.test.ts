@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, ensureBuilt } from '../support/build.js';
@@ -39,7 +39,7 @@ afterAll(async () => {
 });
 
 describe('policy on the real process', () => {
-  it('SIGHUP reloads the policy; a bad file is rejected with its line and the process keeps running', async () => {
+  it('issue7: SIGHUP reloads the policy; a bad file is rejected with its line and the process keeps running', async () => {
     const child: ChildProcess = spawn(process.execPath, [CLI, 'serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout!.on('data', (d) => { output += d; });
@@ -61,6 +61,8 @@ describe('policy on the real process', () => {
       writeFileSync(join(dir, 'danefail'), 'dest.test\n');
       child.kill('SIGHUP');
       await wait('"danefail_entries":1');
+      // DANE-70: the explicit dane-only entry wins over the list; the conflict is said, naming both files and lines
+      await wait('policy conflict: dest.test is on the exception list (danefail:1) but tls_policy:1 dest.test dane-only requires DANE');
       expect(child.exitCode).toBeNull();
     } finally {
       const exited = new Promise((r) => child.once('exit', r));
@@ -69,8 +71,42 @@ describe('policy on the real process', () => {
     }
   });
 
-  it('check exit codes on the real binary: 0 with DANE, 2 for usage; tlsa: 2 without --cert', async () => {
-    writeFileSync(join(dir, 'danefail'), '# none\n');
+  it('issue7: a SIGHUP during start-up neither kills the process nor is lost: it is acted on once the relay runs', async () => {
+    const child: ChildProcess = spawn(process.execPath, [CLI, 'serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout!.on('data', (d) => { output += d; });
+    child.stderr!.on('data', (d) => { output += d; });
+    try {
+      // Wait until the process catches SIGHUP (SigCgt bit 0 in /proc), then send it before start-up ends.
+      const caught = () => { try { return (BigInt(`0x${/SigCgt:\s*([0-9a-f]+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))![1]}`) & 1n) === 1n; } catch { return false; } };
+      const end = Date.now() + 15_000;
+      while (!caught()) {
+        if (Date.now() > end || child.exitCode !== null) throw new Error(`SIGHUP never caught: ${output}`);
+        await sleep(1);
+      }
+      expect(output).not.toContain('"msg":"policy loaded"');
+      child.kill('SIGHUP');
+      const until = async (s: string) => {
+        const stop = Date.now() + 15_000;
+        while (!output.includes(s)) {
+          if (Date.now() > stop || child.exitCode !== null) throw new Error(`no "${s}" in: ${output}`);
+          await sleep(20);
+        }
+      };
+      await until('"during":"start-up"');
+      await until('"msg":"policy loaded"');
+      expect(child.exitCode).toBeNull();
+      expect(child.signalCode).toBeNull();
+    } finally {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    }
+  });
+
+  it('issue7: check exit codes on the real binary: 0 with DANE, 2 for usage; tlsa: 2 without --cert', async () => {
+    // dest.test is listed, but its explicit dane-only entry wins: check still verifies DANE (exit 0)
+    writeFileSync(join(dir, 'danefail'), 'dest.test\n');
     // Not spawnSync: the test DNS server and receiver live in this process's event loop.
     const run = (args: string[]) => new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
       const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });

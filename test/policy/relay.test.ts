@@ -163,6 +163,25 @@ describe('DANE-70 danefail exception list', () => {
     expect(rec.of('exceptionDowngrade')).toEqual([]);
   });
 
+  it('DANE-70 an attempt under the exception that defers before connecting is still logged and counted (no TLSA query)', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['mx.down.test'] });
+    const rx = await tlsReceiver(ee);
+    domain('down.test', rx, [tlsa311(ee)]);
+    await rx.close(); // nothing listens any more: connection refused
+    const file = join(w.dir, 'danefail');
+    writeFile(file, 'down.test\n');
+    const rec = recorder();
+    await w.start({ policy: { danefail: file } }, { events: rec.events });
+    await send('a@down.test');
+    await w.settle();
+    expect(stateOf('a@down.test')).toMatchObject({ state: 'deferred' });
+    expect(w.dns.queriesFor(`_${w.port}._tcp.mx.down.test`, 'TLSA')).toBe(0);
+    const l = w.logs.filter((x) => x.msg.startsWith('DANE exception applied'));
+    expect(l).toHaveLength(1);
+    expect(l[0]).toMatchObject({ domain: 'down.test', level: 'may', instead_of: 'dane', msg: 'DANE exception applied: attempted without DANE, deferred (danefail list)' });
+    expect(rec.of('exceptionDowngrade')).toEqual([{ domain: 'down.test', level: 'may' }]);
+  });
+
   it('DANE-70 probe: a listed domain whose DANE verifies again is reported (log + exceptionRecovered), no mail sent; a still-broken one is not', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['mx.fixed.test'] });
     const rxFixed = await tlsReceiver(ee);
@@ -207,7 +226,7 @@ describe('DANE-70 periodic probe', () => {
 });
 
 describe('reload', () => {
-  it('fs.watch / stat: a good new file takes effect; a bad one is rejected with its line and the previous stays; SIGHUP path via reload()', async () => {
+  it('issue7: fs.watch / stat: a good new file takes effect; a bad one is rejected with its line and the previous stays; SIGHUP path via reload()', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['mx.r.test'] });
     const rx = await tlsReceiver(ee);
     domain('r.test', rx, []);
@@ -239,7 +258,71 @@ describe('reload', () => {
     expect(w.deliveries()[0]).toMatchObject({ status: 'sent', tls_rule: `${file}:1 r.test encrypt`, dane: 'untrusted' });
   });
 
-  it('a bad file at start-up refuses to start, naming the line', async () => {
+  it('issue7: a reload reaches a backlog being drained: later messages of the same run follow the new level', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['mx.bl.test'] });
+    const file = join(w.dir, 'tls_policy');
+    let reloadAfterFirst = false;
+    const rx = await tlsReceiver(ee, {
+      data: () => {
+        // The first message of the backlog has arrived; the run still holds the rest: tighten the policy now.
+        if (reloadAfterFirst) {
+          reloadAfterFirst = false;
+          writeFile(file, 'bl.test dane-only\n');
+          expect(w.relay!.reload().loaded).toEqual([file]);
+        }
+        return undefined;
+      },
+    });
+    domain('bl.test', rx, []); // no TLSA: dane-only defers 4.7.5
+    writeFile(file, 'bl.test dane-only\n');
+    await w.start({ policy: { tls_policy: file }, delivery: { per_destination: 1 } });
+    for (let i = 0; i < 5; i++) await send(`m${i}@bl.test`);
+    await w.settle();
+    expect(rx.messages).toHaveLength(0);
+    // Relax, then make the whole deferred backlog due at once: one run (per_destination 1) drains it.
+    writeFile(file, 'bl.test may\n');
+    w.relay!.reload();
+    reloadAfterFirst = true;
+    const before = w.deliveries().length;
+    expect(w.relay!.scheduler.flush('bl.test')).toBe(5);
+    await w.settle();
+    const drained = w.deliveries().slice(before);
+    expect(drained).toHaveLength(5);
+    expect(rx.messages).toHaveLength(1);
+    expect(drained[0]).toMatchObject({ status: 'sent', tls_rule: `${file}:1 bl.test may` });
+    for (const d of drained.slice(1)) expect(d).toMatchObject({ status: 'deferred', dsn: '4.7.5', tls_rule: `${file}:1 bl.test dane-only` });
+    expect(w.logs.some((l) => l.msg.startsWith('policy changed while delivering') && l.previous_rule === `${file}:1 bl.test may`)).toBe(true);
+  });
+
+  it('DANE-2 the relay refuses to start when a tls_policy entry asks for DANE and the trust-ad resolver is off-host', async () => {
+    await w.receiver(); // fixes the world's port
+    const file = join(w.dir, 'tls_policy');
+    writeFile(file, 'ok.test may\nstrict.test dane-only\n');
+    // 192.0.2.53 (TEST-NET-1) is refused before any query is sent; no resolver is injected, so the real check runs.
+    const config = w.config({ dns: { resolvers: ['192.0.2.53:53'] }, delivery: { tls_level: 'may' }, policy: { tls_policy: file } });
+    const { Relay } = await import('../../src/relay.js');
+    await expect(Relay.start({ config, log: (await import('pino')).pino({ level: 'silent' }) })).rejects.toThrow(/a DANE entry in .*tls_policy: resolver\(s\) 192\.0\.2\.53:53 are not on loopback/);
+  });
+
+  it('DANE-4 a reload that brings in the first DANE entry re-runs the DNSSEC self-test; a later reload that keeps it does not', async () => {
+    await w.receiver();
+    const file = join(w.dir, 'tls_policy');
+    writeFile(file, 'x.test may\n');
+    await w.start({ delivery: { tls_level: 'may' }, policy: { tls_policy: file } });
+    const selftests = () => w.logs.filter((l) => l.msg === 'DNSSEC self-test passed' || (typeof l.msg === 'string' && l.msg.startsWith('DNSSEC SELF-TEST FAILED')));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(selftests()).toHaveLength(0); // nothing asks for DANE yet
+    writeFile(file, 'x.test may\ny.test dane\n');
+    expect(w.relay!.reload().loaded).toEqual([file]);
+    await until(() => selftests().length === 1);
+    expect(selftests()[0]).toMatchObject({ why: 'reload introduced DANE' });
+    writeFile(file, 'x.test encrypt\ny.test dane\n');
+    expect(w.relay!.reload().loaded).toEqual([file]);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(selftests()).toHaveLength(1);
+  });
+
+  it('issue7: a bad file at start-up refuses to start, naming the line', async () => {
     await w.receiver(); // fixes the world's port
     const file = join(w.dir, 'danefail');
     writeFile(file, 'ok.test\nnot a domain\n');
@@ -248,7 +331,7 @@ describe('reload', () => {
 });
 
 describe('rollover warnings while delivering', () => {
-  it('a single 3 1 1 on a leaf that expires in 5 days: delivered, then warned in the log and RelayEvents.rolloverWarning', async () => {
+  it('issue7: a single 3 1 1 on a leaf that expires in 5 days: delivered, then warned in the log and RelayEvents.rolloverWarning', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['mx.roll.test'], notAfter: new Date(Date.now() + 5 * 86_400_000) });
     const rx = await tlsReceiver(ee);
     domain('roll.test', rx, [tlsa311(ee)]);

@@ -3,7 +3,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseDanefail, parseTlsPolicy, PolicyFileError, normalizeDomain } from '../../src/policy/tables.js';
-import { resolvePolicy, type PolicyInputs } from '../../src/policy/resolve.js';
+import { exceptionConflicts, resolvePolicy, type ExceptionLevel, type PolicyInputs } from '../../src/policy/resolve.js';
 import type { TlsLevel } from '../../src/config/schema.js';
 
 const table = parseTlsPolicy(
@@ -43,7 +43,7 @@ describe('tls_policy resolution (most specific wins)', () => {
     ['audited.test', 'dane', 'policy/tls_policy:9 audited.test dane audit'],
   ];
   for (const [domain, level, rule] of rows) {
-    it(`${domain} → ${level} by ${rule}`, () => {
+    it(`issue7: ${domain} → ${level} by ${rule}`, () => {
       expect(resolvePolicy(domain, base)).toMatchObject({ level, rule });
     });
   }
@@ -55,7 +55,7 @@ describe('tls_policy resolution (most specific wins)', () => {
     expect(resolvePolicy('audited.test', base).audit).toBe(true);
     expect(resolvePolicy('example.org', base).audit).toBeUndefined();
   });
-  it('no table: every domain gets the default', () => {
+  it('issue7: no table: every domain gets the default', () => {
     for (const l of ['none', 'may', 'encrypt', 'dane', 'dane-only'] as TlsLevel[]) {
       expect(resolvePolicy('any.test', { defaultLevel: l, exceptionLevel: 'may' })).toEqual({ level: l, rule: `delivery.tls_level=${l}` });
     }
@@ -63,7 +63,7 @@ describe('tls_policy resolution (most specific wins)', () => {
 });
 
 describe('DANE-70 exception list in resolution', () => {
-  const p = (defaultLevel: TlsLevel, exceptionLevel: TlsLevel = 'may'): PolicyInputs => ({ defaultLevel, table, exceptions, exceptionLevel });
+  const p = (defaultLevel: TlsLevel, exceptionLevel: ExceptionLevel = 'may'): PolicyInputs => ({ defaultLevel, table, exceptions, exceptionLevel });
   // domain, default level, expected level, exception?
   const rows: [string, TlsLevel, TlsLevel, boolean][] = [
     ['broken.test', 'dane', 'may', true],
@@ -73,7 +73,7 @@ describe('DANE-70 exception list in resolution', () => {
     ['broken.test', 'encrypt', 'encrypt', false],
     ['broken2.test', 'dane', 'may', true],      // listed with upper case and trailing dot
     ['sub.broken.test', 'dane', 'dane', false], // exact match only, no wildcards
-    ['example.org', 'may', 'may', true],        // table says dane-only: the exception lowers it
+    ['example.org', 'may', 'dane-only', false], // explicit table dane-only: the operator's entry wins over the list
     ['legacy.test', 'dane', 'may', false],      // table says may already
     ['a.example.org', 'none', 'may', true],     // table .example.org dane → lowered
     ['mx.broken.test', 'dane', 'dane', false],  // "##" lines are comments
@@ -86,6 +86,19 @@ describe('DANE-70 exception list in resolution', () => {
       if (ex) expect(r.rule).toMatch(/^policy\/danefail:\d+ /);
     });
   }
+  it('DANE-70 an explicit .parent dane-only entry also wins; a .parent dane entry is lowered; the default dane-only is lowered', () => {
+    const t = parseTlsPolicy('.strict.test dane-only\n.soft.test dane\n', 'policy/tls_policy');
+    const ex = parseDanefail('a.strict.test\na.soft.test\nother.test\n', 'policy/danefail');
+    const q: PolicyInputs = { defaultLevel: 'dane-only', table: t, exceptions: ex, exceptionLevel: 'may' };
+    expect(resolvePolicy('a.strict.test', q)).toEqual({ level: 'dane-only', rule: 'policy/tls_policy:1 .strict.test dane-only' });
+    expect(resolvePolicy('a.soft.test', q)).toMatchObject({ level: 'may', exception: { underlying: 'dane', line: 2 } });
+    expect(resolvePolicy('other.test', q)).toMatchObject({ level: 'may', exception: { underlying: 'dane-only', underlyingRule: 'delivery.tls_level=dane-only', line: 3 } });
+    expect(exceptionConflicts(q)).toEqual([{ domain: 'a.strict.test', exception: 'policy/danefail:1', entry: 'policy/tls_policy:1 .strict.test dane-only' }]);
+  });
+  it('DANE-70 exceptionConflicts names both files and lines for every listed domain an explicit dane-only entry keeps strict', () => {
+    expect(exceptionConflicts(p('dane'))).toEqual([{ domain: 'example.org', exception: 'policy/danefail:5', entry: 'policy/tls_policy:2 example.org dane-only' }]);
+    expect(exceptionConflicts({ defaultLevel: 'dane', exceptionLevel: 'may', exceptions })).toEqual([]);
+  });
   it('DANE-70 the exception rule names the line and both levels', () => {
     expect(resolvePolicy('broken.test', p('dane'))).toEqual({
       level: 'may', rule: 'policy/danefail:2 broken.test exception dane→may',
@@ -112,7 +125,7 @@ describe('file errors name their line; the whole file is rejected', () => {
     ['danefail', 'x..test\n', 1, /not a domain name/],
   ];
   for (const [kind, text, line, re] of bad) {
-    it(`${kind}: ${JSON.stringify(text)} → line ${line}`, () => {
+    it(`issue7: ${kind}: ${JSON.stringify(text)} → line ${line}`, () => {
       let e: unknown;
       try { (kind === 'tls_policy' ? parseTlsPolicy : parseDanefail)(text, `policy/${kind}`); } catch (x) { e = x; }
       expect(e).toBeInstanceOf(PolicyFileError);
@@ -126,12 +139,12 @@ describe('file errors name their line; the whole file is rejected', () => {
     const l = parseDanefail('# c\r\n  Example.COM.  \r\n\r\n## mx.example.com\r\nother.test\t\r\nexample.com\r\n', 'f');
     expect([...l.domains.entries()]).toEqual([['example.com', 2], ['other.test', 5]]);
   });
-  it('the shipped files parse and are empty of entries', async () => {
+  it('issue7: the shipped files parse and are empty of entries', async () => {
     const { readFileSync } = await import('node:fs');
     expect(parseTlsPolicy(readFileSync('policy/tls_policy', 'utf8'), 'x').entries.size).toBe(0);
     expect(parseDanefail(readFileSync('policy/danefail', 'utf8'), 'x').domains.size).toBe(0);
   });
-  it('normalizeDomain table', () => {
+  it('issue7: normalizeDomain table', () => {
     expect(normalizeDomain('A.B.')).toBe('a.b');
     expect(normalizeDomain('')).toBeUndefined();
     expect(normalizeDomain('-a.b')).toBeUndefined();

@@ -1,0 +1,106 @@
+/**
+ * The attempt sequence for one address of one MX host, shared by delivery (deliver.ts) and
+ * `dane-relay check` (check/inspect.ts) so both try the same things in the same order:
+ *
+ * 1. connect with requirementFor(plan) (the TLS plan becomes the client's TlsRequirement here);
+ * 2. after a failed opportunistic (`may`) handshake the client allows, a cleartext retry
+ *    (DANE-44, RFC 7672 §8.1 / RFC 7435) — never after a DANE or `encrypt` failure (DANE-43);
+ * 3. after a failed DANE verification under an audit-only policy, one retry over
+ *    unauthenticated TLS, logged `untrusted` by the caller (DANE-46, RFC 7672 §9.1).
+ *
+ * Every attempt is reported through `hooks.after` in order; what a report means (logs, metrics,
+ * the TLSRPT seam, a check report) is the caller's business. Returns the open session, if any.
+ */
+import { verifyDane } from '../dane/verify.js';
+import type { TlsPlan } from '../dane/policy.js';
+import { SmtpSession, SmtpError, type SmtpTimeouts } from './smtpClient.js';
+import type { Target, TlsRequirement, VerifyOutcome } from './types.js';
+
+export function requirementFor(plan: TlsPlan, digestPreference: ('sha512' | 'sha256')[], now: () => number): TlsRequirement {
+  switch (plan.kind) {
+    case 'none':
+      return { mode: 'none', label: 'cleartext' };
+    case 'may':
+      return { mode: 'may', servername: plan.sni, label: 'may' };
+    case 'encrypt':
+      return { mode: 'encrypt', servername: plan.sni, label: 'untrusted' };
+    case 'dane':
+      return {
+        mode: 'verify',
+        servername: plan.sni,
+        label: plan.label,
+        verify: (chain): VerifyOutcome =>
+          verifyDane({ records: plan.records, chain: chain.certificates, referenceNames: plan.referenceNames, now: new Date(now()), digestPreference }),
+      };
+  }
+}
+
+/** Why an attempt is a retry of the previous one at the same address. */
+export type RetryKind = 'cleartext' | 'audit';
+
+export interface Attempt {
+  address: string;
+  plan: TlsPlan;
+  /** unset for the first attempt at an address */
+  retry?: RetryKind;
+  /** what the client is asked for (a caller may set `observe` on it in `before`) */
+  requirement: TlsRequirement;
+}
+
+export type AttemptReport =
+  | { attempt: Attempt; ok: true; session: SmtpSession }
+  /** `next`: the retry that follows this failure, if any */
+  | { attempt: Attempt; ok: false; error: SmtpError; next?: RetryKind };
+
+export interface AttemptOptions {
+  heloName: string;
+  timeouts: SmtpTimeouts;
+  digestPreference: ('sha512' | 'sha256')[];
+  now: () => number;
+  /** DANE-46: the destination's policy is audit-only */
+  audit?: boolean;
+}
+
+export interface AttemptHooks {
+  /** before each connection (e.g. to observe the presented chain) */
+  before?: (a: Attempt) => void;
+  /** after each attempt, in order; a success is reported before it is returned */
+  after?: (r: AttemptReport) => void;
+}
+
+/** The retry, if any, that follows a failed attempt under `plan` (pure). */
+export function retryAfter(err: SmtpError, plan: TlsPlan, audit: boolean): { kind: RetryKind; plan: TlsPlan } | undefined {
+  // DANE-44: without DANE a failed handshake may be retried in cleartext, never with DANE (DANE-43).
+  if (err.cleartextRetryAllowed && plan.kind === 'may') return { kind: 'cleartext', plan: { kind: 'none', why: `cleartext retry after TLS failure: ${err.message}` } };
+  // DANE-46 (RFC 7672 §9.1): audit-only, configured per destination: TLS without authentication, never `verified`.
+  if (err.stage === 'verify' && plan.kind === 'dane' && audit) return { kind: 'audit', plan: { kind: 'encrypt', why: `audit-only after DANE failure: ${err.message}`, sni: plan.sni } };
+  return undefined;
+}
+
+export async function attemptAddress(
+  target: Target,
+  plan: TlsPlan,
+  opts: AttemptOptions,
+  hooks: AttemptHooks = {},
+): Promise<{ session: SmtpSession; plan: TlsPlan } | undefined> {
+  let current: TlsPlan = plan;
+  let retry: RetryKind | undefined;
+  // At most one retry: the first attempt, then a cleartext or an audit retry (a retry's plan allows no other).
+  for (let tries = 0; tries < 2; tries++) {
+    const attempt: Attempt = { address: target.address, plan: current, requirement: requirementFor(current, opts.digestPreference, opts.now), ...(retry ? { retry } : {}) };
+    hooks.before?.(attempt);
+    try {
+      const session = await SmtpSession.connect(target, { heloName: opts.heloName, tls: attempt.requirement, timeouts: opts.timeouts });
+      hooks.after?.({ attempt, ok: true, session });
+      return { session, plan: current };
+    } catch (e) {
+      const error = e instanceof SmtpError ? e : new SmtpError('connect', String((e as Error)?.message ?? e), { permanent: false });
+      const next = tries === 0 ? retryAfter(error, current, !!opts.audit) : undefined;
+      hooks.after?.({ attempt, ok: false, error, ...(next ? { next: next.kind } : {}) });
+      if (!next) return undefined;
+      current = next.plan;
+      retry = next.kind;
+    }
+  }
+  return undefined;
+}
