@@ -3,51 +3,14 @@
  * acknowledged with 250; SIGTERM stops cleanly with the spool consistent.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nodemailer from 'nodemailer';
-import { CLI, ensureBuilt } from '../support/build.js';
+import { ensureBuilt } from '../support/build.js';
+import { RelayProcess, freePort, sleep } from '../support/relayProcess.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { startReceiver, type Receiver } from '../support/receiver.js';
-
-async function freePort(host = '127.0.0.1'): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, host, r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-class RelayProcess {
-  child?: ChildProcess;
-  output = '';
-  constructor(readonly configFile: string, readonly port: number) {}
-  async start(env: Record<string, string> = {}): Promise<void> {
-    this.child = spawn(process.execPath, [CLI, 'serve', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-    this.child.stdout!.on('data', (d) => { this.output += d; });
-    this.child.stderr!.on('data', (d) => { this.output += d; });
-    const deadline = Date.now() + 15_000;
-    while (Date.now() < deadline) {
-      if (this.output.includes('dane-relay started')) return;
-      if (this.child.exitCode !== null) throw new Error(`relay exited: ${this.output}`);
-      await sleep(20);
-    }
-    throw new Error(`relay did not start: ${this.output}`);
-  }
-  kill(sig: NodeJS.Signals): Promise<number | null> {
-    const c = this.child!;
-    return new Promise((resolve) => {
-      if (c.exitCode !== null || c.signalCode !== null) return resolve(c.exitCode);
-      c.once('exit', (code) => resolve(code));
-      c.kill(sig);
-    });
-  }
-}
 
 let dns: TestDns;
 let rx: Receiver;

@@ -1,0 +1,72 @@
+/**
+ * The relay as a real child process (the compiled CLI), for tests that kill it: SIGKILL under
+ * load, SIGTERM, restarts on the same spool. `ensureBuilt()` (./build.ts) first.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { CLI } from './build.js';
+
+/** A port that was free a moment ago on `host` (the relay binds it next). */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, host, r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export class RelayProcess {
+  child?: ChildProcess;
+  output = '';
+  /** keep at most this much of stdout/stderr (a long soak at info level writes a lot) */
+  maxOutput = 1 << 20;
+  constructor(readonly configFile: string, readonly port: number) {}
+
+  async start(env: Record<string, string> = {}): Promise<void> {
+    this.output = '';
+    const child = spawn(process.execPath, [CLI, 'serve', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    this.child = child;
+    const keep = (d: Buffer) => {
+      this.output += d;
+      if (this.output.length > this.maxOutput) this.output = this.output.slice(-this.maxOutput / 2);
+    };
+    child.stdout!.on('data', keep);
+    child.stderr!.on('data', keep);
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
+      if (this.output.includes('dane-relay started')) return;
+      if (child.exitCode !== null) throw new Error(`relay exited: ${this.output}`);
+      await sleep(10);
+    }
+    throw new Error(`relay did not start: ${this.output}`);
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  /** Resident set size of the running process in bytes (Linux /proc), undefined when not running. */
+  rss(): number | undefined {
+    const pid = this.child?.pid;
+    if (!pid || this.child?.exitCode !== null) return undefined;
+    try {
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      return m ? Number(m[1]) * 1024 : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Sends `sig` and resolves with the exit code once the process is gone. */
+  kill(sig: NodeJS.Signals): Promise<number | null> {
+    const c = this.child!;
+    return new Promise((resolve) => {
+      if (c.exitCode !== null || c.signalCode !== null) return resolve(c.exitCode);
+      c.once('exit', (code) => resolve(code));
+      c.kill(sig);
+    });
+  }
+}
