@@ -112,7 +112,8 @@ export function isLoopbackServer(s: string): boolean {
 // ---------------------------------------------------------------------------
 // Transport
 
-type Attempt =
+/** What one exchange produced; exported for transports plugged in by tests (fault suite). */
+export type Attempt =
   | { kind: 'reply'; msg: WireMessage }
   | { kind: 'truncated' }
   | { kind: 'timeout'; message: string }
@@ -129,7 +130,7 @@ type Exchange = { ok: true; msg: WireMessage; server: string } | ExchangeFailure
  * spoofed or stale datagrams cannot end the wait. Only a message that matches
  * but then fails to parse is `malformed`.
  */
-function classify(buf: Buffer, id: number, name: string, qtype: number): Attempt | 'ignore' {
+export function classify(buf: Buffer, id: number, name: string, qtype: number): Attempt | 'ignore' {
   const hq = parseQuestion(buf);
   if (!hq) return 'ignore';
   const h = hq.header;
@@ -304,6 +305,10 @@ export class StubResolver implements Resolver {
         cur = end;
         continue;
       }
+      if (negative && status === 'secure') {
+        const why = secureDenialProblem(msg, answers, chain, end);
+        if (why) return errorAnswer(qname, qtype, 'malformed', why, msg.rcodeName, chain, end, ex.server);
+      }
       if (negative) ttl = Math.min(ttl, negativeTtl(msg, end));
 
       const overall: DnssecStatus = statuses.every((s) => s === 'secure') ? 'secure' : 'insecure';
@@ -376,8 +381,12 @@ export class StubResolver implements Resolver {
     return () => this.active.delete(abort);
   }
 
-  /** One UDP exchange on a fresh socket (fresh random source port and ID, RFC 5452 §9.2). */
-  private udp(srv: ServerAddress, name: string, qtype: string): Promise<Attempt> {
+  /**
+   * One UDP exchange on a fresh socket (fresh random source port and ID, RFC 5452 §9.2).
+   * Protected (like `tcp`) so the fault suite can drive the real decoding and answer
+   * selection with in-process transports at fuzzing speed.
+   */
+  protected udp(srv: ServerAddress, name: string, qtype: string): Promise<Attempt> {
     return new Promise((resolve) => {
       const id = randomInt(0, 0x10000);
       const qcode = typeCode(qtype);
@@ -414,7 +423,7 @@ export class StubResolver implements Resolver {
   }
 
   /** One TCP exchange (RFC 1035 §4.2.2 two-octet length framing; RFC 7766). */
-  private tcp(srv: ServerAddress, name: string, qtype: string): Promise<Attempt> {
+  protected tcp(srv: ServerAddress, name: string, qtype: string): Promise<Attempt> {
     return new Promise((resolve) => {
       const id = randomInt(0, 0x10000);
       const qcode = typeCode(qtype);
@@ -485,6 +494,26 @@ function findAlias(answers: WireRr[], owner: string): AliasHop | undefined {
   // RFC 2181 §10.1: at most one CNAME per owner.
   if (targets.size > 1) return { error: `several CNAME targets at ${owner}` };
   return { target: cnames[0]!.data as string, ttl: Math.min(...cnames.map((c) => c.ttl)) };
+}
+
+/**
+ * A secure denial (NXDOMAIN/NODATA with AD) is the one answer that switches DANE off for a name
+ * (RFC 7672 §2.2.3: no TLSA → no DANE), so it is taken only when it looks like one: the zone's
+ * SOA in the authority section (RFC 4035 §3.1.3.1–3.1.3.2, RFC 2308 §3) and nothing in the answer
+ * section but the alias chain that led here and signatures. Anything else — an RRset under
+ * another owner or of another type, a corrupted count that left the SOA out — denies nothing:
+ * the reply is malformed, and a lookup error never downgrades (digest DANE-1, DANE-33).
+ */
+function secureDenialProblem(msg: WireMessage, answers: WireRr[], chain: CnameHop[], end: string): string | undefined {
+  if (!soaFor(msg, end)) return `secure ${msg.rcodeName} for ${end} without the zone's SOA in the authority section`;
+  const owners = new Set([...chain.map((h) => h.owner), end]);
+  const onPath = (rr: WireRr): boolean =>
+    rr.typeCode === TYPE_CODES.RRSIG ||
+    (rr.typeCode === TYPE_CODES.CNAME && owners.has(rr.name)) ||
+    (rr.typeCode === TYPE_CODES.DNAME && [...owners].some((o) => o !== rr.name && isAtOrBelow(o, rr.name)));
+  const stray = answers.find((rr) => !onPath(rr));
+  if (stray) return `secure ${msg.rcodeName} for ${end} with an unrelated ${stray.type} record for ${stray.name} in the answer section`;
+  return undefined;
 }
 
 function soaFor(msg: WireMessage, name: string): WireRr | undefined {
