@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { CLI } from './build.js';
 
 /** A port that was free a moment ago on `host` (the relay binds it next). */
@@ -14,6 +14,15 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   const port = (s.address() as { port: number }).port;
   await new Promise((r) => s.close(r));
   return port;
+}
+
+/** True when something accepts TCP connections on 127.0.0.1:port. */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('error', () => resolve(false));
+  });
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -37,7 +46,8 @@ export class RelayProcess {
     child.stderr!.on('data', keep);
     const deadline = Date.now() + 15_000;
     while (Date.now() < deadline) {
-      if (this.output.includes('dane-relay started')) return;
+      // the start line is logged at info; at a quieter log level the open port says it
+      if (this.output.includes('dane-relay started') || (await listening(this.port))) return;
       if (child.exitCode !== null) throw new Error(`relay exited: ${this.output}`);
       await sleep(10);
     }
