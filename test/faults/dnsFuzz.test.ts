@@ -10,7 +10,6 @@ import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { makeSelfSigned, tlsaData, chainPem, type Issued } from '../support/pki.js';
 import { World } from '../support/world.js';
 import { submit } from '../support/mail.js';
-import type { Receiver } from '../support/receiver.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { fuzzResolver, judge, mutate, MUTATIONS, stubInProcess, type Rand, type ResolverFactory, type Target } from './support/dnsFuzz.js';
 import { record, SCALE } from './support/report.js';

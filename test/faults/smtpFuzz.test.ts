@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureBuilt } from '../support/build.js';
-import { RelayProcess, freePort, sleep } from '../support/relayProcess.js';
+import { RelayProcess, freePort } from '../support/relayProcess.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { startReceiver, type Receiver } from '../support/receiver.js';
 import { SmtpTestClient } from '../support/submit.js';
