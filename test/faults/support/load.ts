@@ -29,6 +29,8 @@ export interface LoadOptions {
   body: (id: string) => Buffer | string;
   /** called whenever a message is acknowledged */
   onAck?: (id: string) => void;
+  /** called for every refusal (code, enhanced code) */
+  onRefusal?: (code: number, enhanced: string | undefined) => void;
 }
 
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
@@ -55,6 +57,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
           if (mail!.code !== 250 || rcpt!.code !== 250 || data!.code !== 354) {
             const bad = [mail!, rcpt!, data!].find((r) => r.code !== 250 && r.code !== 354)!;
             res.refusals.set(bad.code, (res.refusals.get(bad.code) ?? 0) + 1);
+            o.onRefusal?.(bad.code, bad.enhanced);
             if (data!.code === 354) { c.write('.\r\n'); await c.reply(); }
             await c.cmd('RSET');
             await sleep(20);
@@ -69,6 +72,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
           }
           res.refusals.set(end.code, (res.refusals.get(end.code) ?? 0) + 1);
           if (end.enhanced) res.enhanced.add(`${end.code} ${end.enhanced}`);
+          o.onRefusal?.(end.code, end.enhanced);
           await sleep(20); // 4xx: try again (RFC 5321 §4.2.5: a transient condition)
         } catch {
           // connection refused, reset, or closed mid-transaction: not acknowledged, send again
