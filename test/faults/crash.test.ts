@@ -119,5 +119,5 @@ describe('crash: SIGKILL under load', () => {
     // A duplicate needs a delivery in flight at a kill (at most `concurrency` each) or a 250 lost in a kill.
     expect(duplicated).toBeLessThanOrEqual(kills * (CONCURRENCY + CLIENTS));
     expect(code).toBe(0);
-  }, 600_000);
+  }, 600_000 * SCALE);
 });

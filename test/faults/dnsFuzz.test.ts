@@ -84,7 +84,7 @@ describe(`garbage DNS (seed ${SEED})`, () => {
       expect(st.errors).toBeGreaterThan(LOOKUPS / 10);
       expect(st.secure).toBeGreaterThan(LOOKUPS / 20);
       for (const m of MUTATIONS) expect(st.byMutation[m] ?? 0).toBeGreaterThan(0);
-    }, 240_000);
+    }, 240_000 * SCALE);
   }
 });
 

@@ -125,7 +125,7 @@ describe(`hostile SMTP peers (seed ${SEED})`, () => {
     await w.settle();
     const dsnFor = sink.messages.map((m) => m.body.toString());
     for (const a of bounced) expect(dsnFor.some((b) => b.includes(a))).toBe(true);
-  }, 120_000);
+  }, 120_000 * SCALE);
 
   it('once the destinations behave, every deferred message is delivered; duplicates only from the peer that stalled after the dot', async () => {
     for (const p of [...stalled, ...raw]) {

@@ -62,6 +62,13 @@ function fmt(r: Stored): string {
   return parts.join(' ') + (r.notes ? ` (${r.notes})` : '');
 }
 
+function rangeOf(rows: Stored[]): string {
+  const ts = rows.map((r) => r.at).sort();
+  if (ts.length === 0) return 'never';
+  const f = (t: string) => t.slice(0, 16).replace('T', ' ');
+  return ts[0] === ts[ts.length - 1] || f(ts[0]!) === f(ts[ts.length - 1]!) ? `${f(ts[0]!)} UTC` : `${f(ts[0]!)} – ${f(ts[ts.length - 1]!)} UTC`;
+}
+
 function rank(name: string): number {
   const i = ORDER.findIndex((p) => name.startsWith(p));
   return i < 0 ? ORDER.length : i;
@@ -83,7 +90,10 @@ export function writeReport(): void {
     '',
     'Written by the fault suite (`test/faults/`, rows collected by `test/faults/support/report.ts`). Every row is a real run:',
     'real relay (in-process or as a child process that is SIGKILLed), real sockets on loopback, real TLS, real DNS messages,',
-    'real files with fsync. **Lost = 0 and leaked = 0 are the only passing values**; the tests fail otherwise.',
+    'real files with fsync (the crash and SMTP-fuzz spools live on a tmpfs when the machine allows it, for speed: a SIGKILL',
+    'does not drop the page cache, so they prove ordering, not power-loss durability; the full-disk case needs the tmpfs).',
+    '**Lost = 0 and leaked = 0 are the only passing values**; the tests fail otherwise. Cases with random inputs print',
+    'their seed; `FAULTS_SEED=<seed>` replays one.',
     '',
     'Command that produced this table:',
     '',
@@ -96,11 +106,12 @@ export function writeReport(): void {
     ...rows.map((r) => `| ${r.case} | ${cell(r.sent)} | ${cell(r.acknowledged)} | ${cell(r.delivered)} | ${cell(r.duplicated)} | **${r.lost}** | **${r.leaked}** | ${cell(r.fuzzed)} | ${cell(r.crashes)} | ${r.scale} | ${(r.notes ?? '').replace(/\|/g, '\\|')} |`),
     '',
     'Columns: *sent* = messages submitted (or attempts made); *acknowledged* = answered 250 by the relay; *delivered* =',
-    'distinct messages that reached the receiver; *duplicated* = extra copies (allowed only for deliveries in flight at a',
-    'kill); *lost* = acknowledged but never delivered nor still queued; *leaked* = envelope or body bytes seen by an attacker,',
+    'distinct messages that reached the receiver (or bounced with a DSN where the receiver refused them for good);',
+    '*duplicated* = extra copies at the receiver (allowed only for deliveries in flight at a kill, and for messages whose',
+    '250 was lost in a kill so that the client sent them again); *lost* = acknowledged but never delivered nor still queued; *leaked* = envelope or body bytes seen by an attacker,',
     'or a message accepted for relaying from someone not allowed to relay, or a delivery without the protection the',
     'destination demands; *inputs fuzzed* = mutated inputs fed to the code under test; *crashes* = relay process exits',
-    'or exceptions not caused by the test. Measured: ' + [...new Set(rows.map((r) => r.at.slice(0, 16).replace('T', ' ')))].join(', ') + ' UTC.',
+    'or exceptions not caused by the test. Measured ' + rangeOf(rows) + '.',
     '',
   ];
   writeFileSync(REPORT_FILE, lines.join('\n'));
