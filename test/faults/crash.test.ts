@@ -67,10 +67,19 @@ describe('crash: SIGKILL under load', () => {
     // MIN_KILLS kills at random moments while the load runs (and, if it is quick, during delivery).
     let kills = 0;
     const downMs: number[] = [];
+    let duringStartup = 0;
     while (kills < MIN_KILLS) {
       await sleep(200 + Math.random() * (loadDone ? 400 : 1300));
       await relay.kill('SIGKILL');
       kills++;
+      if (Math.random() < 0.25 && kills < MIN_KILLS) {
+        // and now and then in the middle of start-up: spool recovery, lock, listener
+        relay.launch();
+        await sleep(Math.random() * 400);
+        await relay.kill('SIGKILL');
+        kills++;
+        duringStartup++;
+      }
       const d0 = Date.now();
       await relay.start();
       downMs.push(Date.now() - d0);
@@ -111,7 +120,7 @@ describe('crash: SIGKILL under load', () => {
     record({
       case: 'crash: SIGKILL under load (relay process)',
       sent: MESSAGES, acknowledged: res.acked.size, delivered: distinct.size, duplicated, lost: lost.length, leaked: 0, crashes: 0,
-      notes: `${kills} SIGKILLs, restarts ${Math.round(downMs.reduce((a, b) => a + b, 0) / downMs.length)} ms on average; ${CLIENTS} clients (${res.reconnects} connection attempts); ${resent} messages sent again after a kill; all submitted in ${Math.round(submittedMs / 1000)} s, delivered ${Math.round((Date.now() - t0) / 1000)} s after start`,
+      notes: `${kills} SIGKILLs (${duringStartup} during start-up/recovery), restarts ${Math.round(downMs.reduce((a, b) => a + b, 0) / downMs.length)} ms on average; ${CLIENTS} clients (${res.reconnects} connection attempts); ${resent} messages sent again after a kill; all submitted in ${Math.round(submittedMs / 1000)} s, delivered ${Math.round((Date.now() - t0) / 1000)} s after start`,
     });
     expect(res.acked.size).toBe(MESSAGES);
     expect(lost).toEqual([]);

@@ -35,6 +35,19 @@ export class RelayProcess {
   constructor(readonly configFile: string, readonly port: number) {}
 
   async start(env: Record<string, string> = {}): Promise<void> {
+    const child = this.launch(env);
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
+      // the start line is logged at info; at a quieter log level the open port says it
+      if (this.output.includes('dane-relay started') || (await listening(this.port))) return;
+      if (child.exitCode !== null) throw new Error(`relay exited: ${this.output}`);
+      await sleep(10);
+    }
+    throw new Error(`relay did not start: ${this.output}`);
+  }
+
+  /** Spawns the relay without waiting for it to listen (to kill it during start-up and recovery). */
+  launch(env: Record<string, string> = {}): ChildProcess {
     this.output = '';
     const child = spawn(process.execPath, [CLI, 'serve', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     this.child = child;
@@ -44,14 +57,7 @@ export class RelayProcess {
     };
     child.stdout!.on('data', keep);
     child.stderr!.on('data', keep);
-    const deadline = Date.now() + 15_000;
-    while (Date.now() < deadline) {
-      // the start line is logged at info; at a quieter log level the open port says it
-      if (this.output.includes('dane-relay started') || (await listening(this.port))) return;
-      if (child.exitCode !== null) throw new Error(`relay exited: ${this.output}`);
-      await sleep(10);
-    }
-    throw new Error(`relay did not start: ${this.output}`);
+    return child;
   }
 
   get pid(): number | undefined {
