@@ -29,7 +29,7 @@ interface Scenario {
   starttls?: boolean;
 }
 
-const tlsa = (w: World, usage: number, selector: 0 | 1, mt: 0 | 1 | 2, cert: Issued) => ({ usage, selector, matchingType: mt, certificate: tlsaData(cert, selector, mt) });
+const tlsa = (_w: World, usage: number, selector: 0 | 1, mt: 0 | 1 | 2, cert: Issued) => ({ usage, selector, matchingType: mt, certificate: tlsaData(cert, selector, mt) });
 const raw = (usage: number, selector: number, mt: number, certificate: Buffer) => ({ usage, selector, matchingType: mt, certificate });
 
 function mxDomain(w: World, domain: string, host: string, address: string, tlsaRrs: object[], secure = true): void {

@@ -35,7 +35,8 @@ export interface Row {
 interface Stored extends Row { scale: number; at: string; ms?: number }
 
 const RESULTS = process.env.FAULTS_RESULTS_DIR ?? join(tmpdir(), 'dane-relay-faults-results');
-export const REPORT_FILE = join(ROOT, 'RELIABILITY.md');
+/** FAULTS_REPORT=<file> writes the table elsewhere (e.g. a soak run that must not replace the CI figures). */
+export const REPORT_FILE = process.env.FAULTS_REPORT ?? join(ROOT, 'RELIABILITY.md');
 
 /** Order of the table; cases not listed here follow in name order. */
 const ORDER = ['crash', 'full disk', 'hostile peers', 'garbage DNS', 'garbage SMTP', 'active attacker', 'open relay'];
