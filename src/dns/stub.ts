@@ -35,6 +35,8 @@ export interface StubResolverOptions {
   /** cache positive and negative answers for their TTL; default true */
   cache?: boolean;
   maxCacheEntries?: number;
+  /** the exchange with the servers; default a UDP/TCP DnsTransport (tests plug in others) */
+  transport?: DnsTransport;
 }
 
 /** RFC 7672 §2.1.3 leaves the limit to us; 8 alias hops is ample for real chains. */
@@ -97,7 +99,7 @@ export class StubResolver implements Resolver {
 
   constructor(opts: StubResolverOptions) {
     if (!opts.servers.length) throw new Error('StubResolver needs at least one server');
-    this.transport = new DnsTransport(opts);
+    this.transport = opts.transport ?? new DnsTransport(opts);
     this.servers = this.transport.servers;
     this.cacheEnabled = opts.cache ?? true;
     this.maxCacheEntries = Math.max(1, opts.maxCacheEntries ?? 10_000);
@@ -231,6 +233,10 @@ export class StubResolver implements Resolver {
         cur = end;
         continue;
       }
+      if (negative && status === 'secure') {
+        const why = secureDenialProblem(msg, answers, chain, end);
+        if (why) return errorAnswer(qname, qtype, 'malformed', why, msg.rcodeName, chain, end, ex.server);
+      }
       if (negative) ttl = Math.min(ttl, negativeTtl(msg, end));
 
       const overall: DnssecStatus = statuses.every((s) => s === 'secure') ? 'secure' : 'insecure';
@@ -298,6 +304,26 @@ export function dnameTarget(owner: string, dnameOwner: string, dnameData: string
   const prefix = dnameOwner === '.' ? owner : owner.slice(0, owner.length - dnameOwner.length - 1);
   const target = dnameData === '.' ? prefix : `${prefix}.${dnameData}`;
   return target.length > 253 ? undefined : target;
+}
+
+/**
+ * A secure denial (NXDOMAIN/NODATA with AD) is the one answer that switches DANE off for a name
+ * (RFC 7672 §2.2.3: no TLSA → no DANE), so it is taken only when it looks like one: the zone's
+ * SOA in the authority section (RFC 4035 §3.1.3.1–3.1.3.2, RFC 2308 §3) and nothing in the answer
+ * section but the alias chain that led here and signatures. Anything else — an RRset under
+ * another owner or of another type, a corrupted count that left the SOA out — denies nothing:
+ * the reply is malformed, and a lookup error never downgrades (digest DANE-1, DANE-33).
+ */
+function secureDenialProblem(msg: WireMessage, answers: WireRr[], chain: CnameHop[], end: string): string | undefined {
+  if (!soaFor(msg, end)) return `secure ${msg.rcodeName} for ${end} without the zone's SOA in the authority section`;
+  const owners = new Set([...chain.map((h) => h.owner), end]);
+  const onPath = (rr: WireRr): boolean =>
+    rr.typeCode === TYPE_CODES.RRSIG ||
+    (rr.typeCode === TYPE_CODES.CNAME && owners.has(rr.name)) ||
+    (rr.typeCode === TYPE_CODES.DNAME && [...owners].some((o) => o !== rr.name && isAtOrBelow(o, rr.name)));
+  const stray = answers.find((rr) => !onPath(rr));
+  if (stray) return `secure ${msg.rcodeName} for ${end} with an unrelated ${stray.type} record for ${stray.name} in the answer section`;
+  return undefined;
 }
 
 function soaFor(msg: WireMessage, name: string): WireRr | undefined {

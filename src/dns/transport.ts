@@ -38,7 +38,8 @@ export function parseServer(s: string): ServerAddress {
 // ---------------------------------------------------------------------------
 // Exchange
 
-type Attempt =
+/** What one exchange produced; exported for transports plugged in by tests (the fault suite's in-process fuzz). */
+export type Attempt =
   | { kind: 'reply'; msg: WireMessage }
   | { kind: 'truncated' }
   | { kind: 'timeout'; message: string }
@@ -55,7 +56,7 @@ export type Exchange = { ok: true; msg: WireMessage; server: string } | Exchange
  * spoofed or stale datagrams cannot end the wait. Only a message that matches
  * but then fails to parse is `malformed`.
  */
-function classify(buf: Buffer, id: number, name: string, qtype: number): Attempt | 'ignore' {
+export function classify(buf: Buffer, id: number, name: string, qtype: number): Attempt | 'ignore' {
   const hq = parseQuestion(buf);
   if (!hq) return 'ignore';
   const h = hq.header;
@@ -155,8 +156,12 @@ export class DnsTransport {
     return () => this.active.delete(abort);
   }
 
-  /** One UDP exchange on a fresh socket (fresh random source port and ID, RFC 5452 §9.2). */
-  private udp(srv: ServerAddress, name: string, qtype: string, opts: QueryOptions): Promise<Attempt> {
+  /**
+   * One UDP exchange on a fresh socket (fresh random source port and ID, RFC 5452 §9.2).
+   * Protected (like `tcp`) so the fault suite can drive the real decoding and answer
+   * selection through an in-process subclass at fuzzing speed.
+   */
+  protected udp(srv: ServerAddress, name: string, qtype: string, opts: QueryOptions): Promise<Attempt> {
     return new Promise((resolve) => {
       const id = randomInt(0, 0x10000);
       const qcode = typeCode(qtype);
@@ -193,7 +198,7 @@ export class DnsTransport {
   }
 
   /** One TCP exchange (RFC 1035 §4.2.2 two-octet length framing; RFC 7766). */
-  private tcp(srv: ServerAddress, name: string, qtype: string, opts: QueryOptions): Promise<Attempt> {
+  protected tcp(srv: ServerAddress, name: string, qtype: string, opts: QueryOptions): Promise<Attempt> {
     return new Promise((resolve) => {
       const id = randomInt(0, 0x10000);
       const qcode = typeCode(qtype);

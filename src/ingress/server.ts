@@ -309,6 +309,8 @@ export class Ingress {
   }
 
   private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const unknown = unsupportedParams(address, MAIL_PARAMS);
+    if (unknown) return cb(smtpError(555, `5.5.4 MAIL FROM parameter ${unknown} not recognized or not implemented`));
     const r = checkMailbox(address.address, { role: 'sender', smtputf8: !!session.envelope.smtpUtf8 });
     if (!r.ok) return cb(smtpError(r.code, `${r.enhanced} ${r.text}`));
     if (this.rate) {
@@ -327,6 +329,8 @@ export class Ingress {
   }
 
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const unknown = unsupportedParams(address, RCPT_PARAMS);
+    if (unknown) return cb(smtpError(555, `5.5.4 RCPT TO parameter ${unknown} not recognized or not implemented`));
     const r = checkMailbox(address.address, { role: 'recipient', smtputf8: !!session.envelope.smtpUtf8 });
     if (!r.ok) return cb(smtpError(r.code, `${r.enhanced} ${r.text}`));
     const decision = relayDecision({ address: session.remoteAddress, user: userOf(session) }, this.relayClients);
@@ -517,6 +521,22 @@ function parseListen(s: string): { host: string; port: number } | undefined {
   const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(s) ?? /^([^:[\]]+):(\d{1,5})$/.exec(s);
   if (!m || isIP(m[1]!) === 0 || Number(m[2]) > 65535) return undefined;
   return { host: m[1]!, port: Number(m[2]) };
+}
+
+/**
+ * ESMTP parameters we implement: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531), AUTH
+ * (RFC 4954 §5). smtp-server accepts others it knows even when their extension is not offered
+ * (REQUIRETLS, RET/ENVID/NOTIFY/ORCPT) and ignores unknown ones; either way the relay would
+ * silently drop what the client asked for — REQUIRETLS (RFC 8689) most of all, a protection the
+ * sender demanded. RFC 5321 §4.1.1.11: answer 555 instead.
+ */
+const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'AUTH']);
+const RCPT_PARAMS = new Set<string>();
+
+function unsupportedParams(address: SMTPServerAddress, allowed: Set<string>): string | undefined {
+  const args = address.args;
+  if (!args) return undefined;
+  return Object.keys(args).find((k) => !allowed.has(k.toUpperCase()));
 }
 
 function userOf(session: SMTPServerSession): string | undefined {

@@ -1,12 +1,11 @@
 /** Failures: injected ENOSPC/EIO at every step, state-update atomicity, and a real full tmpfs. */
 import { afterAll, describe, expect, it } from 'vitest';
-import { cpSync, mkdtempSync, readdirSync, rmdirSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { cpSync, readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Spool } from '../../src/spool/spool.js';
 import type { RecipientStatus } from '../../src/spool/types.js';
+import { mountTmpfs } from '../support/tmpfs.js';
 import { FaultFs, envelope, inDir, ls, makeTmpDir, sha256, type Op , quiet, spoolFixtures } from './support.js';
 
 const fx = spoolFixtures();
@@ -144,21 +143,8 @@ describe('recipient state updates', () => {
 });
 
 /** A 1 MB tmpfs, if this machine lets us mount one (we need root and CAP_SYS_ADMIN). */
-const tmpfs = (() => {
-  const mnt = mkdtempSync(join(tmpdir(), 'spool-tmpfs-'));
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt], { stdio: 'pipe' });
-    return { mnt, skip: '' };
-  } catch (e) {
-    rmdirSync(mnt);
-    return { mnt, skip: `cannot mount a tmpfs: ${String((e as Error).message).split('\n')[0]}` };
-  }
-})();
-afterAll(() => {
-  if (tmpfs.skip) return;
-  execFileSync('umount', [tmpfs.mnt]);
-  rmdirSync(tmpfs.mnt);
-});
+const tmpfs = mountTmpfs('1m', 'spool-tmpfs-');
+afterAll(() => tmpfs.unmount());
 
 describe('real ENOSPC', () => {
   const title = 'a full 1 MB tmpfs rejects with ENOSPC, keeps what was queued, and works again once space is freed';

@@ -71,6 +71,12 @@ export interface TestDns {
   behave(name: string, type: string | '*', b: Behaviour | undefined): void;
   queries: QueryLog[];
   queriesFor(name: string, type?: string): number;
+  /**
+   * The reply this server's data gives to `query` (raw bytes), ignoring behaviours and not
+   * logged: what a `raw` behaviour or an in-process fuzzer starts from before mutating it.
+   * Undefined for a query it would drop (garbage, not a query).
+   */
+  answer(query: Buffer, transport?: 'udp' | 'tcp'): Buffer | undefined;
   close(): Promise<void>;
 }
 
@@ -127,6 +133,20 @@ class DnsTestServer implements TestDns {
   queriesFor(name: string, type?: string): number {
     const n = norm(name);
     return this.queries.filter((q) => q.name === n && (type === undefined || q.type === type.toUpperCase())).length;
+  }
+
+  answer(query: Buffer, transport: 'udp' | 'tcp' = 'udp'): Buffer | undefined {
+    let q: dnsPacket.DecodedPacket;
+    try {
+      q = dnsPacket.decode(query);
+    } catch {
+      return undefined;
+    }
+    const question = q.questions?.[0];
+    if (q.type !== 'query' || !question) return undefined;
+    const opt = (q.additionals ?? []).find((a): a is dnsPacket.OptAnswer => a.type === 'OPT');
+    const flags = { rd: q.flag_rd, cd: q.flag_cd, ad: q.flag_ad, do: opt?.flag_do === true };
+    return this.respond(q, question, opt, flags, transport, undefined);
   }
 
   async start(): Promise<void> {
@@ -197,7 +217,8 @@ class DnsTestServer implements TestDns {
   }
 
   private behaviourFor(name: string, type: string): Behaviour | undefined {
-    return this.behaviours.get(`${name}|${type}`) ?? this.behaviours.get(`${name}|*`);
+    // behave('*', '*', b): every name and type (a hostile server in front of the whole zone data)
+    return this.behaviours.get(`${name}|${type}`) ?? this.behaviours.get(`${name}|*`) ?? this.behaviours.get('*|*');
   }
 
   private handle(buf: Buffer, transport: 'udp' | 'tcp', reply: (b: Buffer) => void): void {

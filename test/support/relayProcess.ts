@@ -1,13 +1,14 @@
 /**
- * The relay as a real child process (`bin/dane-relay.js serve`), and the CLI run as a real
- * process, for tests of operator surfaces (queue control, metrics). Needs ensureBuilt().
+ * The relay as a real child process (the compiled CLI), for tests that kill it (SIGKILL under
+ * load, SIGTERM, restarts on the same spool) and tests of operator surfaces (queue control,
+ * metrics); and the CLI run as a real process. `ensureBuilt()` (./build.ts) first.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
 import { CLI } from './build.js';
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
+/** A port that was free a moment ago on `host` (the relay binds it next). */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
   const s = createServer();
   await new Promise<void>((r) => s.listen(0, host, r));
@@ -16,37 +17,85 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   return port;
 }
 
+/** True when something accepts TCP connections on 127.0.0.1:port. */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 export class RelayProcess {
   child?: ChildProcess;
   output = '';
-  constructor(readonly configFile: string) {}
+  /** keep at most this much of stdout/stderr (a long soak at info level writes a lot) */
+  maxOutput = 1 << 20;
+  /** `port`: the SMTP listen port, when known: an open port also says "started" (quiet log levels) */
+  constructor(readonly configFile: string, readonly port?: number) {}
 
   /** `as`: run as another user (the tests run as root, for whom no file is read-only) */
   async start(env: Record<string, string> = {}, as?: { uid: number; gid: number }): Promise<void> {
-    this.output = '';
-    this.child = spawn(process.execPath, [CLI, 'serve', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, ...as });
-    this.child.stdout!.on('data', (d) => { this.output += d; });
-    this.child.stderr!.on('data', (d) => { this.output += d; });
+    const child = this.launch(env, as);
     const deadline = Date.now() + 15_000;
     while (Date.now() < deadline) {
-      if (this.output.includes('dane-relay started')) return;
-      if (this.child.exitCode !== null) throw new Error(`relay exited: ${this.output}`);
-      await sleep(20);
+      // the start line is logged at info; at a quieter log level the open port says it
+      if (this.output.includes('dane-relay started') || (this.port !== undefined && (await listening(this.port)))) return;
+      if (child.exitCode !== null) throw new Error(`relay exited: ${this.output}`);
+      await sleep(10);
     }
     throw new Error(`relay did not start: ${this.output}`);
+  }
+
+  /** Spawns the relay without waiting for it to listen (to kill it during start-up and recovery). */
+  launch(env: Record<string, string> = {}, as?: { uid: number; gid: number }): ChildProcess {
+    this.output = '';
+    const child = spawn(process.execPath, [CLI, 'serve', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, ...as });
+    this.child = child;
+    const keep = (d: Buffer) => {
+      this.output += d;
+      if (this.output.length > this.maxOutput) this.output = this.output.slice(-this.maxOutput / 2);
+    };
+    child.stdout!.on('data', keep);
+    child.stderr!.on('data', keep);
+    return child;
   }
 
   get running(): boolean {
     return !!this.child && this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  stop(sig: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  /** Resident set size of the running process in bytes (Linux /proc), undefined when not running. */
+  rss(): number | undefined {
+    const pid = this.child?.pid;
+    if (!pid || this.child?.exitCode !== null) return undefined;
+    try {
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      return m ? Number(m[1]) * 1024 : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Sends `sig` and resolves with the exit code once the process is gone. */
+  kill(sig: NodeJS.Signals): Promise<number | null> {
     const c = this.child;
     return new Promise((resolve) => {
       if (!c || c.exitCode !== null || c.signalCode !== null) return resolve(c?.exitCode ?? null);
       c.once('exit', (code) => resolve(code));
       c.kill(sig);
     });
+  }
+
+  /** SIGTERM (or `sig`) and wait for the exit */
+  stop(sig: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    return this.kill(sig);
   }
 }
 

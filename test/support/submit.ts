@@ -26,6 +26,8 @@ export interface ConnectOptions {
   timeout?: number;
   /** read the greeting on connect (default true) */
   greeting?: boolean;
+  /** source address, e.g. another 127.0.0.x to be a different client */
+  localAddress?: string;
 }
 
 export class SmtpTestClient {
@@ -48,7 +50,7 @@ export class SmtpTestClient {
   }
 
   static async connect(opts: ConnectOptions): Promise<SmtpTestClient> {
-    const socket = net.connect({ host: opts.host ?? '127.0.0.1', port: opts.port });
+    const socket = net.connect({ host: opts.host ?? '127.0.0.1', port: opts.port, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       socket.once('error', reject);
@@ -160,6 +162,12 @@ export class SmtpTestClient {
   async startTls(tlsOptions: tls.ConnectionOptions = {}): Promise<Reply> {
     const r = await this.cmd('STARTTLS');
     if (r.code !== 220) return r;
+    await this.handshake(tlsOptions);
+    return r;
+  }
+
+  /** The TLS handshake on the current connection (after a 220 to a STARTTLS sent some other way). */
+  async handshake(tlsOptions: tls.ConnectionOptions = {}): Promise<void> {
     const plain = this.socket as net.Socket;
     plain.removeAllListeners('data');
     plain.removeAllListeners('close');
@@ -170,7 +178,6 @@ export class SmtpTestClient {
     });
     this.socket = secure;
     this.attach(secure);
-    return r;
   }
 
   get tlsSocket(): tls.TLSSocket | undefined {
