@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SmtpTestClient } from '../support/submit.js';
 import { World } from '../support/world.js';
+import { connectClients, submitAll } from './load.js';
 import { makeSelfSigned, tlsaData } from '../support/pki.js';
 import { TlsrptStore } from '../../src/reporting/tlsrpt/store.js';
 import { TlsrptRecorder } from '../../src/reporting/tlsrpt/recorder.js';
@@ -29,25 +30,9 @@ async function run(tlsrpt: boolean, total: number, clients: number): Promise<{ m
     // One message per connection: every delivery is a TLS session, so every delivery is recorded.
     await w.start({ log: { level: 'info' }, delivery: { max_messages_per_connection: 1 }, tlsrpt: { enabled: tlsrpt } });
     const payload = SmtpTestClient.dataPayload(Buffer.from('From: a@sender.test\r\nSubject: bench\r\n\r\n' + 'x'.repeat(2000) + '\r\n'));
-    const conns = await Promise.all(Array.from({ length: clients }, async () => {
-      const c = await SmtpTestClient.connect({ port: w.ingressPort, timeout: 30_000 });
-      await c.ehlo('bench.client');
-      return c;
-    }));
-    let next = 0;
+    const conns = await connectClients(w.ingressPort, clients);
     const t0 = performance.now();
-    await Promise.all(conns.map(async (c) => {
-      while (next < total) {
-        const i = next++;
-        await c.cmd('MAIL FROM:<app@sender.test>');
-        await c.cmd(`RCPT TO:<user${i}@dest.test>`);
-        const d = await c.cmd('DATA');
-        if (d.code !== 354) throw new Error(`DATA: ${d.raw}`);
-        c.write(payload);
-        const end = await c.reply();
-        if (end.code !== 250) throw new Error(`end of data: ${end.raw}`);
-      }
-    }));
+    await submitAll(conns, total, payload);
     const deadline = Date.now() + 120_000;
     while (rx.messages.length < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
     const ms = performance.now() - t0;

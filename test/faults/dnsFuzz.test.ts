@@ -13,21 +13,11 @@ import { submit } from '../support/mail.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { fuzzResolver, judge, mutate, MUTATIONS, stubInProcess, type Rand, type ResolverFactory, type Target } from './support/dnsFuzz.js';
 import { record, SCALE } from './support/report.js';
+import { rng, SEED } from './support/rng.js';
 
 const LOOKUPS = 100_000 * SCALE;
 const SOCKET_LOOKUPS = 500 * SCALE;
-const SEED = Number(process.env.FAULTS_SEED ?? Date.now() % 1e9);
 
-function rng(seed: number): Rand {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Secure data with records for every target: MX, A (direct and through a secure CNAME), TLSA (direct and through a CNAME). */
 function populate(dns: TestDns, ee: Issued, port = 25): Target[] {

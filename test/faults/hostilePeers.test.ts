@@ -11,24 +11,13 @@ import { submit } from '../support/mail.js';
 import type { Receiver } from '../support/receiver.js';
 import { startHostilePeer, type HostileBehaviour, type HostilePeer } from './support/hostilePeer.js';
 import { record, SCALE } from './support/report.js';
+import { rng, SEED } from './support/rng.js';
 
 const STAGE_MS = 400;
 const STALLS = ['greeting', 'ehlo', 'mail', 'rcpt', 'data', 'dot'] as const;
 const RAW: HostileBehaviour[] = ['endless-greeting', 'endless-ehlo', 'trickle-greeting', 'endless-line', 'garbage', 'drop-mid-data', 'close-after-354'];
 const RANDOM_MESSAGES = 40 * SCALE;
 
-/** mulberry32: reproducible "random" replies; the seed is printed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const SEED = Number(process.env.FAULTS_SEED ?? Date.now() % 1e9);
 
 let w: World;
 let good: Receiver;

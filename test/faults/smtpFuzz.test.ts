@@ -19,24 +19,14 @@ import { submit } from '../support/mail.js';
 import { mountTmpfs, type Tmpfs } from '../support/tmpfs.js';
 import { generate, type Kind, type Rand } from './support/smtpFuzz.js';
 import { record, SCALE } from './support/report.js';
+import { rng, SEED } from './support/rng.js';
 
 const SEQUENCES = Number(process.env.FAULTS_SMTP_SEQUENCES ?? 100_000 * SCALE);
 const CONNECTIONS = 32;
 const MAX_SIZE = 50_000;
 /** RSS ceiling for the relay process: it holds no message in memory, whatever the input. */
 const RSS_LIMIT = 400 * 1024 * 1024;
-const SEED = Number(process.env.FAULTS_SEED ?? Date.now() % 1e9);
 
-function rng(seed: number): Rand {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 let dns: TestDns;
 let rx: Receiver;
