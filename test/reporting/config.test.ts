@@ -33,14 +33,14 @@ describe('tlsrpt config', () => {
     const s = tlsrptSettings(load(`tlsrpt:
   enabled: true
   organization_name: Example Operator
-  contact_info: tls-reports@example.net
+  contact_info: tls-reports@mta.example.net
   submitter: mta.example.net
   dir: reports
   retention_days: 7
   max_delay: 30m
   dkim: { domain: example.net, selector: s1, key_file: k.pem }
 `));
-    expect(s).toMatchObject({ dir: join(dir, 'reports'), organizationName: 'Example Operator', contactInfo: 'tls-reports@example.net', submitter: 'mta.example.net', retentionDays: 7, maxDelayMs: 1_800_000 });
+    expect(s).toMatchObject({ dir: join(dir, 'reports'), organizationName: 'Example Operator', contactInfo: 'tls-reports@mta.example.net', submitter: 'mta.example.net', retentionDays: 7, maxDelayMs: 1_800_000 });
     expect(s.dkim).toMatchObject({ domain: 'example.net', selector: 's1' });
     expect(s.dkim!.privateKey).toMatch(/BEGIN PRIVATE KEY/);
   });
