@@ -13,6 +13,10 @@ import { chainPem, makeCa, makeLeaf, makeSelfSigned, tlsaData, type Issued } fro
 import type { Receiver } from '../support/receiver.js';
 import { dayOf } from '../../src/reporting/tlsrpt/report.js';
 import type { Relay } from '../../src/relay.js';
+import { DestinationRun, type TlsSessionResult } from '../../src/delivery/deliver.js';
+import { StubResolver } from '../../src/dns/stub.js';
+import { Readable } from 'node:stream';
+import pino from 'pino';
 
 let w: World;
 beforeEach(async () => { w = await World.create(); });
@@ -113,7 +117,7 @@ describe('TLSRPT through the delivery code', () => {
     expect(c).toHaveLength(3);
   });
 
-  it('TLSRPT-21 dane-only without a secure TLSA RRset is dane-required, once per run however often the destination is retried', async () => {
+  it('TLSRPT-21 dane-only without a secure TLSA RRset is dane-required', async () => {
     const rx = await w.receiver({ name: 'mx1.nodane.test' });
     domain('nodane.test', [rx]); // unsigned zone: no DNSSEC, no TLSA
     const relay = await w.start({ tlsrpt: TLSRPT, delivery: { tls_level: 'dane-only' } });
@@ -171,5 +175,50 @@ describe('TLSRPT through the delivery code', () => {
       expect(r!.json['date-range']).toEqual({ 'start-datetime': `${day}T00:00:00Z`, 'end-datetime': `${day}T23:59:59Z` });
       expect(r!.json.policies.map((p) => p.summary)).toEqual([{ 'total-successful-session-count': 1, 'total-failure-session-count': 0 }]);
     }
+  });
+
+  it('TLSRPT-10 a skipped MX is recorded once per DestinationRun, not on every reconnect; each new connection is one success', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['mx2.skip.test'] });
+    const rx = await tlsRx(ee);
+    domain('skip.test', [await w.receiver(), rx], { secure: true });
+    w.dns.behave(`_${w.port}._tcp.mx1.skip.test`, 'TLSA', 'servfail'); // mx1 is skipped (dnssec-invalid)
+    const resolver = new StubResolver({ servers: [w.dns.server], timeoutMs: 1000, attempts: 1 });
+    const results: TlsSessionResult[] = [];
+    const t = 3000;
+    const run = new DestinationRun({
+      resolver, heloName: 'relay.test', selfNames: ['relay.test'], port: w.port, tlsLevel: () => ({ level: 'dane', rule: 'test' }),
+      timeouts: { connect: t, greeting: t, ehlo: t, starttls: t, mail: t, rcpt: t, data: t, data_block: t, data_done: t },
+      digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 1, log: pino({ level: 'silent' }), now: Date.now,
+      onTlsResult: (r) => results.push(r),
+    }, 'skip.test');
+    try {
+      for (let i = 0; i < 3; i++) {
+        const out = await run.deliver({ id: `m${i}`, envelope: { kind: 'normal', from: 'a@sender.test', recipients: [`u${i}@skip.test`], smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: Date.now() }, size: 20, recipients: [`u${i}@skip.test`], body: () => Readable.from([Buffer.from('Subject: x\r\n\r\nhi\r\n')]) });
+        expect(out.map((o) => o.result)).toEqual(['sent']);
+      }
+    } finally {
+      await run.close();
+      await resolver.close();
+    }
+    expect(rx.connections).toBe(3); // one message per connection: three opens, mx1 skipped each time
+    expect(results.filter((r) => !r.ok).map((r) => [r.host, r.resultType])).toEqual([['mx1.skip.test', 'dnssec-invalid']]);
+    expect(results.filter((r) => r.ok).map((r) => r.host)).toEqual(['mx2.skip.test', 'mx2.skip.test', 'mx2.skip.test']);
+  });
+
+  it('TLSRPT-48 a mailed report is retried for up to 24 hours and then dropped, while an ordinary message keeps the queue lifetime', async () => {
+    await w.receiver(); // fixes the world's port
+    w.dns.add({ name: 'down.test', type: 'MX', data: { preference: 10, exchange: 'mx.down.test' } });
+    w.dns.add({ name: 'mx.down.test', type: 'A', data: w.deadHost() }); // connection refused: deferred each time
+    const relay = await w.start({ tlsrpt: TLSRPT });
+    const env = { smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: w.clock.t };
+    relay.scheduler.add(await relay.spool.enqueue({ ...env, from: '', recipients: ['report@down.test'], kind: 'tlsrpt' }, Buffer.from('Subject: report\r\n\r\nr\r\n')));
+    relay.scheduler.add(await relay.spool.enqueue({ ...env, from: 'app@sender.test', recipients: ['user@down.test'], kind: 'normal' }, Buffer.from('Subject: normal\r\n\r\nn\r\n')));
+    await w.settle();
+    const state = (a: string) => relay.scheduler.list().flatMap((m) => m.recipients).find((r) => r.address === a)?.state;
+    for (let h = 4; h <= 20; h += 4) await w.advance(4 * 3_600_000);
+    expect(state('report@down.test')).toBe('deferred'); // 20 h: still retried
+    for (let h = 24; h <= 28; h += 4) await w.advance(4 * 3_600_000);
+    expect(state('report@down.test')).toBeUndefined(); // past 24 h: given up, no DSN (null reverse-path)
+    expect(state('user@down.test')).toBe('deferred'); // the ordinary queue lifetime (5 d) still runs
   });
 });
