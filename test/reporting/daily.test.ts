@@ -38,7 +38,7 @@ function setup(clock: { t: number }) {
   };
   const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
   const log = { info() {}, debug() {}, warn: (obj: object, msg: string) => { warnings.push({ obj: obj as Record<string, unknown>, msg }); } };
-  return { dir, warnings, open: () => TlsrptService.open({ settings, resolver, log, now: () => clock.t, rand: () => 0 }) };
+  return { dir, warnings, open: (maxReportBytes?: number) => TlsrptService.open({ settings, resolver, log, now: () => clock.t, rand: () => 0, maxReportBytes }) };
 }
 
 describe('TLSRPT daily job', () => {
@@ -104,6 +104,22 @@ describe('TLSRPT daily job', () => {
     expect(Object.keys((await svc.readPlan(DAY))!).sort()).toEqual(['a.test', 'b.test']);
     expect(existsSync(join(s.dir, 'plan'))).toBe(true);
     expect(readdirSync(join(s.dir, 'plan'))).toEqual([`${DAY}.json`]);
+    await svc.stop();
+  });
+
+  it('TLSRPT-41 a report over the receiver size limit is not sent: dropped with the reason, logged', async () => {
+    const clock = { t: END + SETTLE_MS + 60_000 };
+    const s = setup(clock);
+    const svc = await s.open(300);
+    svc.store.add(DAY, 'a.test', P, true);
+    for (let i = 0; i < 40; i++) svc.store.add(DAY, 'b.test', policyKey({ type: 'tlsa', strings: [`3 1 1 ${i.toString(16).padStart(64, '7')}`], domain: `mx${i}.b.test` }), true);
+    await svc.store.flush();
+    const queued: string[] = [];
+    svc.start(async (env: Envelope) => { queued.push(env.recipients[0]!); return 'q'; });
+    await svc.tick();
+    expect(queued).toEqual(['reports@a.test']);
+    expect(await svc.wasSent(DAY, 'b.test')).toBe(true); // recorded as dropped, not retried every minute
+    expect(s.warnings.find((w) => w.obj.domain === 'b.test')).toMatchObject({ msg: 'tlsrpt: report too large for receivers; not sent', obj: { limit: 300 } });
     await svc.stop();
   });
 });

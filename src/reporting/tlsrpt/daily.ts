@@ -94,9 +94,16 @@ export interface ServiceDeps {
   rand?: () => number;
   https?: HttpsOptions;
   readOnly?: boolean;
+  /** largest gzipped report sent (default MAX_REPORT_BYTES) */
+  maxReportBytes?: number;
 }
 
 const OUTBOX_SUFFIX = '.msg';
+/**
+ * Digest TLSRPT-41 (RFC 8460 §5.2, §6.5): receivers commonly accept about 10 MB. A larger report would be
+ * refused by every endpoint (and retried for a day), so it is not sent; the reason is logged and recorded.
+ */
+export const MAX_REPORT_BYTES = 10 * 1024 * 1024;
 const TICK_MS = 60_000;
 /**
  * A closed day is read again on every tick until this long after its end: a session that ended at
@@ -281,6 +288,11 @@ export class TlsrptService {
     const [r] = await this.build(day, [domain]);
     if (!r) return finish({ day, domain, result: 'dropped', detail: 'no sessions counted' });
     const reportId = r.json['report-id'];
+    const limit = this.deps.maxReportBytes ?? MAX_REPORT_BYTES;
+    if (r.gz.length > limit) {
+      this.deps.log.warn({ day, domain, bytes: r.gz.length, limit }, 'tlsrpt: report too large for receivers; not sent');
+      return finish({ day, domain, result: 'dropped', detail: `report is ${r.gz.length} bytes gzipped, over the ${limit} bytes receivers accept (RFC 8460 §5.2)`, reportId });
+    }
     const mailto = disc.rua.flatMap((u) => (u.scheme === 'mailto' ? [u.address] : []));
     const urls = disc.rua.flatMap((u) => (u.scheme === 'https' ? [u.url] : []));
     const done: string[] = [];
