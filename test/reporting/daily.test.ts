@@ -29,12 +29,12 @@ const DAY = '2025-03-01';
 const END = Date.parse('2025-03-02T00:00:00Z');
 const P = policyKey({ type: 'no-policy-found', strings: [], domain: 'x' });
 
-function setup(clock: { t: number }) {
+function setup(clock: { t: number }, opts: { dkim?: boolean } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tlsrpt-daily-'));
   dirs.push(dir);
   const settings: TlsrptSettings = {
     dir, organizationName: 'T', contactInfo: 'tlsrpt@relay.test', submitter: 'relay.test', retentionDays: 30, maxDelayMs: 0,
-    dkim: { domain: 'relay.test', selector: 'tlsrpt', privateKey: dkimKeygen({}).privateKeyPem },
+    dkim: opts.dkim === false ? undefined : { domain: 'relay.test', selector: 'tlsrpt', privateKey: dkimKeygen({}).privateKeyPem },
   };
   const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
   const log = { info() {}, debug() {}, warn: (obj: object, msg: string) => { warnings.push({ obj: obj as Record<string, unknown>, msg }); } };
@@ -121,5 +121,13 @@ describe('TLSRPT daily job', () => {
     expect(await svc.wasSent(DAY, 'b.test')).toBe(true); // recorded as dropped, not retried every minute
     expect(s.warnings.find((w) => w.obj.domain === 'b.test')).toMatchObject({ msg: 'tlsrpt: report too large for receivers; not sent', obj: { limit: 300 } });
     await svc.stop();
+  });
+
+  it('TLSRPT-44 without tlsrpt.dkim the job warns at start that mailto reports cannot be signed', async () => {
+    const s = setup({ t: END }, { dkim: false });
+    const svc = await s.open();
+    svc.start(async () => 'q');
+    await svc.stop();
+    expect(s.warnings.map((w) => w.msg)).toContain('tlsrpt: tlsrpt.dkim is not configured; reports to mailto: addresses cannot be signed and will not be sent (https reports are)');
   });
 });
