@@ -60,6 +60,21 @@ describe('TLSRPT through the delivery code', () => {
     }]);
   });
 
+  it('TLSRPT-21 TLSA present but no STARTTLS: starttls-not-supported under the tlsa policy, and the message is not sent in cleartext', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['mx1.nostarttls.test'] });
+    const rx = await w.receiver({ name: 'mx1.nostarttls.test' });
+    domain('nostarttls.test', [rx], { secure: true, tlsa: [tlsaData(ee, 1, 1)] });
+    const relay = await w.start({ tlsrpt: TLSRPT });
+    await send('u@nostarttls.test');
+    await w.settle();
+    expect(rx.messages).toHaveLength(0);
+    const c = await counts(relay, 'nostarttls.test');
+    expect(c).toEqual([{
+      policy: { type: 'tlsa', strings: [`3 1 1 ${tlsaData(ee, 1, 1).toString('hex').toUpperCase()}`], domain: 'mx1.nostarttls.test' }, success: 0, failure: 1,
+      details: [{ count: 1, detail: { resultType: 'starttls-not-supported', sendingIp: '127.0.0.1', receivingMx: 'mx1.nostarttls.test', receivingHelo: 'mx1.nostarttls.test', receivingIp: rx.host } }],
+    }]);
+  });
+
   it('TLSRPT-10 TLSRPT-20 a failed may handshake is recorded once (validation-failure + reason); its cleartext retry records nothing', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['mx1.old.test'] });
     // The receiver speaks only TLS 1.0, which the client refuses: the handshake fails, DANE-44 retries in cleartext.
