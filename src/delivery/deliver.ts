@@ -200,7 +200,10 @@ export class DestinationRun {
         this.deps.log.info({ domain: this.domain, mx: h.host, skipped: reason, mx_status: hp.mxStatus, address_status: hp.addressStatus, tlsa_status: hp.tlsaStatus }, 'MX host skipped');
         // TLSRPT: a skipped host is one result per DestinationRun, not one per open() (every reconnect).
         const skipKey = `${h.host}\0${hp.skip?.resultType}`;
-        if (hp.skip?.resultType && !this.skipsRecorded.has(skipKey)) this.skipsRecorded.add(skipKey), this.deps.onTlsResult?.({ domain: this.domain, host: h.host, ok: false, resultType: hp.skip.resultType, reason, tlsa: tlsaOf(hp.tlsaRecords, hp.tlsaName?.replace(/^_\d+\._tcp\./, '')) });
+        if (hp.skip?.resultType && !this.skipsRecorded.has(skipKey)) {
+          this.skipsRecorded.add(skipKey);
+          this.deps.onTlsResult?.({ domain: this.domain, host: h.host, ok: false, resultType: hp.skip.resultType, reason, tlsa: tlsaOf(hp.tlsaRecords, hp.tlsaName?.replace(/^_\d+\._tcp\./, '')) });
+        }
         continue;
       }
       for (const address of hp.addresses) {
