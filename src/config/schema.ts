@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { isIP } from 'node:net';
 import { parseDuration } from './duration.js';
+import { tlsrptConfigIssues } from '../reporting/tlsrpt/configRules.js';
 
 /** listen addresses may use port 0 (the OS picks one; tests and ephemeral setups) */
 const listenAddr = z.string().refine((s) => parseHostPort(s, true) !== undefined, {
@@ -153,6 +154,9 @@ export const configSchema = z.strictObject({
     /** rollover warning: a pinned certificate expiring within this window */
     rollover_warn: duration.prefault('14d'),
   }).prefault({}),
+}).superRefine((c, ctx) => {
+  // tlsrpt: submitter = contact-info's domain, DKIM from the reporting domain (RFC 8460 §3, §5.3)
+  for (const i of tlsrptConfigIssues(c.hostname, c.tlsrpt)) ctx.addIssue({ code: 'custom', path: i.path, message: i.message });
 });
 
 export type Config = z.output<typeof configSchema>;

@@ -14,7 +14,7 @@ import { addressLiteral, type MxDecision } from '../route/mx.js';
 import { planHost, type HostPlan } from '../route/host.js';
 import type { TlsPlan } from '../dane/policy.js';
 import { SmtpSession, SmtpError, type SmtpClientOptions } from './smtpClient.js';
-import { attemptAddress, requirementFor } from './attempt.js';
+import { attemptAddress, requirementFor, type Attempt } from './attempt.js';
 import type { RelayEvents } from '../metrics/events.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
 import { assessRollover } from '../policy/rollover.js';
@@ -62,7 +62,8 @@ export interface DeliveryDeps {
 
 export interface TlsSessionResult {
   domain: string;
-  host: string;
+  /** the MX host; absent when no host was reached (an MX lookup failure): receiving-mx-hostname is then omitted */
+  host?: string;
   address?: string;
   plan?: TlsPlan;
   ok: boolean;
@@ -96,9 +97,13 @@ function aggregateCode(codes: string[]): string {
 /** The TLS plan → client requirement mapping lives with the shared attempt sequence (attempt.ts). */
 export { requirementFor };
 
-/** TLSRPT-21 result type for an SMTP client failure under a plan. */
-function resultTypeOf(err: SmtpError, plan: TlsPlan): string | undefined {
-  if (plan.kind === 'none' || plan.kind === 'may') return undefined;
+/**
+ * TLSRPT-21 result type for an SMTP client failure under a plan (RFC 8460 §4.3). A failed `may`
+ * handshake is a failure too (validation-failure): its cleartext retry is no policy-compliant TLS
+ * session (§4.3), and the caller records nothing for a retry. `none`: no TLS was attempted.
+ */
+export function resultTypeOf(err: SmtpError, plan: TlsPlan): string | undefined {
+  if (plan.kind === 'none') return undefined;
   if (err.stage === 'starttls') return 'starttls-not-supported';
   if (err.stage === 'verify') { const r = err.verify?.reason; return r === 'dane-no-match' ? 'certificate-not-trusted' : r ?? 'validation-failure'; }
   if (err.stage === 'tls') return 'validation-failure';
@@ -123,6 +128,8 @@ export class DestinationRun {
   private readonly report: boolean;
   /** the current message's hosts were planned (or its session opened) under the resolved level: DANE-70 counts it */
   private planned = false;
+  /** TLSRPT: skipped hosts (host, result type) already recorded in this run */
+  private readonly skipsRecorded = new Set<string>();
   /** the session of the current transaction, for metrics even after a failure dropped it */
   private carrier?: { tls: boolean; verified: boolean; planKind: TlsPlan['kind'] };
 
@@ -162,7 +169,8 @@ export class DestinationRun {
     if (this.mx) return this.mx;
     this.mx = await lookupMx(this.deps.resolver, this.domain, this.deps.selfNames);
     // TLSRPT-21: an MX lookup error is reported as dnssec-invalid (once per run, not per message).
-    if (this.mx.kind === 'defer' && this.mx.code === '4.4.3') this.deps.onTlsResult?.({ domain: this.domain, host: this.domain, ok: false, resultType: 'dnssec-invalid', reason: this.mx.reason });
+    // No MX host was reached: `host` is left out, so receiving-mx-hostname is omitted rather than the recipient domain.
+    if (this.mx.kind === 'defer' && this.mx.code === '4.4.3') this.deps.onTlsResult?.({ domain: this.domain, ok: false, resultType: 'dnssec-invalid', reason: this.mx.reason });
     if (!addressLiteral(this.domain)) {
       if (this.mx.kind === 'hosts' && this.mx.status !== 'secure') {
         // DANE-16: an insecure MX RRset is logged as such; never claimed secure.
@@ -190,7 +198,12 @@ export class DestinationRun {
         failures.push(`${h.host}: ${reason}`);
         codes.push(hp.skip?.code ?? '4.4.1');
         this.deps.log.info({ domain: this.domain, mx: h.host, skipped: reason, mx_status: hp.mxStatus, address_status: hp.addressStatus, tlsa_status: hp.tlsaStatus }, 'MX host skipped');
-        if (hp.skip?.resultType) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, ok: false, resultType: hp.skip.resultType, reason, tlsa: tlsaOf(hp.tlsaRecords, hp.tlsaName?.replace(/^_\d+\._tcp\./, '')) });
+        // TLSRPT: a skipped host is one result per DestinationRun, not one per open() (every reconnect).
+        const skipKey = `${h.host}\0${hp.skip?.resultType}`;
+        if (hp.skip?.resultType && !this.skipsRecorded.has(skipKey)) {
+          this.skipsRecorded.add(skipKey);
+          this.deps.onTlsResult?.({ domain: this.domain, host: h.host, ok: false, resultType: hp.skip.resultType, reason, tlsa: tlsaOf(hp.tlsaRecords, hp.tlsaName?.replace(/^_\d+\._tcp\./, '')) });
+        }
         continue;
       }
       for (const address of hp.addresses) {
@@ -199,13 +212,14 @@ export class DestinationRun {
           heloName: this.deps.heloName, timeouts: this.deps.timeouts, digestPreference: this.deps.digestPreference, now: this.deps.now, audit: !!this.level.audit,
         }, {
           after: (r) => {
-            if (r.ok) return;
+            if (r.ok) return this.tlsrptSession(h.host, address, r.attempt, r.session);
             const { error: err, attempt: { plan } } = r;
             failures.push(`${where}: ${err.message}`);
             const rt = resultTypeOf(err, plan);
-            if (rt) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: false, resultType: rt, reason: err.verify?.reason ?? err.message, tlsa: 'baseDomain' in plan ? tlsaOf(plan.records, plan.baseDomain) : undefined, sendingIp: err.localAddress, receivingHelo: heloOf(err.greeting) });
+            // TLSRPT (RFC 8460 §4.3): a cleartext (DANE-44) or audit (DANE-46) retry is no TLS session of its own; the failure before it was recorded.
+            if (rt && !r.attempt.retry) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: false, resultType: rt, reason: err.verify?.reason ?? err.message, tlsa: 'baseDomain' in plan ? tlsaOf(plan.records, plan.baseDomain) : undefined, sendingIp: err.localAddress, receivingHelo: heloOf(err.greeting) });
             if (err.stage === 'starttls' || err.stage === 'tls' || err.stage === 'verify') this.deps.events?.tlsHandshake?.({ result: err.stage === 'starttls' ? 'starttls-unsupported' : err.stage === 'tls' ? 'handshake-failed' : 'verify-failed' });
-            codes.push(rt || err.stage === 'verify' || err.stage === 'starttls' || (err.stage === 'tls' && plan.kind !== 'may') ? '4.7.5' : err.stage === 'greeting' ? '4.4.2' : '4.4.1');
+            codes.push((rt && plan.kind !== 'may') || err.stage === 'verify' || err.stage === 'starttls' || (err.stage === 'tls' && plan.kind !== 'may') ? '4.7.5' : err.stage === 'greeting' ? '4.4.2' : '4.4.1');
             this.deps.log.info({ domain: this.domain, relay: where, stage: err.stage, error: err.message, tls_plan: plan.kind }, 'connection attempt failed');
             // DANE-46: the failed authentication is logged; the retry goes over TLS without it, logged `untrusted`.
             if (r.next === 'audit') this.deps.log.warn({ domain: this.domain, relay: where, tls_rule: this.level.rule, error: err.message }, 'DANE audit: authentication failed, delivering over unauthenticated TLS (audit-only policy)');
@@ -216,8 +230,6 @@ export class DestinationRun {
         this.session = session;
         this.sessionPlan = { host: hp, plan, address };
         this.sent = 0;
-        // Every session that got this far is one TLSRPT success (no-policy-found for none/may plans).
-        this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: true, tlsa: 'baseDomain' in plan ? tlsaOf(plan.records, plan.baseDomain) : undefined, sendingIp: session.localAddress, receivingHelo: heloOf(session.greeting?.text) });
         if (plan.kind === 'dane') this.rollover(h.host, session.tls?.verify);
         if (session.tls) this.deps.events?.tlsHandshake?.({ result: 'ok' });
         return undefined;
@@ -280,6 +292,23 @@ export class DestinationRun {
       // Connection trouble mid-transaction: nothing is marked delivered that was not acknowledged.
       return this.log(job, started, this.everyone(job, 'deferred', '4.4.2', `lost connection with ${relay} (${err.stage}): ${err.message}`, extra));
     }
+  }
+
+  /**
+   * TLSRPT for an opened session (one result per connection, however many messages it carries).
+   * RFC 8460 §4.3: a success is a policy-compliant TLS session, so a session without TLS never is:
+   * under `may` (no policy found) STARTTLS not offered or refused is starttls-not-supported (§4.3.1);
+   * a retry (cleartext after a failed `may` handshake, DANE-44; unauthenticated TLS under audit-only,
+   * DANE-46) records nothing, its first attempt's failure was recorded; `none` attempted no TLS.
+   */
+  private tlsrptSession(host: string, address: string, a: Attempt, session: SmtpSession): void {
+    const record = this.deps.onTlsResult;
+    if (!record || a.retry) return;
+    const plan = a.plan;
+    const base = { domain: this.domain, host, address, plan, tlsa: 'baseDomain' in plan ? tlsaOf(plan.records, plan.baseDomain) : undefined, sendingIp: session.localAddress, receivingHelo: heloOf(session.greeting?.text) };
+    if (session.tls) return record({ ...base, ok: true });
+    if (plan.kind === 'none') return;
+    record({ ...base, ok: false, resultType: 'starttls-not-supported', reason: session.extensions.has('STARTTLS') ? 'starttls-refused' : 'starttls-not-offered' });
   }
 
   /** Per-MX rollover facts of a DANE session that just verified: warn when one renewal away from failing. */

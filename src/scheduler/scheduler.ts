@@ -14,6 +14,7 @@ import type { RecipientOutcome } from '../delivery/outcome.js';
 import { composeDsn, dsnAllowed, headerBlock, type DsnRecipient } from '../dsn/compose.js';
 import { backoffDelay, delayWarningDue, expired, permanentCode, type BackoffConfig } from './backoff.js';
 import { MinHeap } from './heap.js';
+import { lifetimeFor } from '../reporting/tlsrpt/lifetime.js';
 
 export interface SchedulerConfig extends BackoffConfig {
   concurrency: number;
@@ -211,7 +212,7 @@ export class Scheduler {
       r.remoteMta = o.remoteMta;
       if (o.result === 'sent') {
         r.state = 'delivered';
-      } else if (o.result === 'bounced' || expired(msg.envelope.received, now, cfg)) {
+      } else if (o.result === 'bounced' || expired(msg.envelope.received, now, lifetimeFor(msg.envelope.kind, cfg))) {
         r.state = 'failed';
         if (o.result !== 'bounced') {
           r.dsnCode = permanentCode(o.code);

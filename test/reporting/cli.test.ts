@@ -132,4 +132,34 @@ describe('dane-relay tlsrpt', () => {
     // The job does not send the same day again: the CLI marked it.
     expect(await relay.tlsrpt!.wasSent(DAY, 'dest.test')).toBe(true);
   });
+
+  it('TLSRPT-34 TLSRPT-32 send refuses today and future days; a second send of a (day, domain) is skipped unless --force', async () => {
+    w.dns.add({ name: '_smtp._tls.dest.test', type: 'TXT', data: 'v=TLSRPTv1; rua=mailto:reports@dest.test' });
+    const keyFile = join(w.dir, 'dkim.pem');
+    expect((await cli(['dkim', 'keygen', '--domain', 'relay.test', '--out', keyFile])).code).toBe(0);
+    const file = configFile({ tlsrpt: { contact_info: 'tlsrpt@relay.test', dkim: { domain: 'relay.test', key_file: keyFile } } });
+    const today = dayOf(Date.now());
+    const yesterday = nextDay(today, -1);
+    const dir = join(w.dir, 'queue', 'tlsrpt');
+    await seed(dir, today);
+    await seed(dir, yesterday);
+    for (const day of [today, nextDay(today, 1)]) {
+      const r = await cli(['tlsrpt', 'send', '--config', file, '--day', day]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`--day ${day} is not a closed UTC day`);
+    }
+    expect(existsSync(join(dir, 'sent', today))).toBe(false); // the daily job will still send today's complete report
+    expect(existsSync(join(dir, 'outbox'))).toBe(false);
+
+    const first = await cli(['tlsrpt', 'send', '--config', file, '--day', yesterday]);
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/^dest\.test: sent: mail queued as outbox\//m);
+    const second = await cli(['tlsrpt', 'send', '--config', file, '--day', yesterday]);
+    expect(second.code).toBe(0);
+    expect(second.stdout).toContain(`dest.test: skipped: already sent for ${yesterday} (use --force to send again)`);
+    expect(readdirSync(join(dir, 'outbox'))).toHaveLength(1);
+    const forced = await cli(['tlsrpt', 'send', '--config', file, '--day', yesterday, '--force']);
+    expect(forced.stdout).toMatch(/^dest\.test: sent: mail queued as outbox\//m);
+    expect(readdirSync(join(dir, 'outbox'))).toHaveLength(2);
+  });
 });

@@ -8,6 +8,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig, parseConfigText, ConfigError } from '../../src/config/load.js';
 import { tlsrptSettings } from '../../src/reporting/tlsrpt/daily.js';
 import { dkimKeygen } from '../../src/reporting/tlsrpt/mail.js';
+import { TlsrptService } from '../../src/reporting/tlsrpt/daily.js';
+import { generateKeyPairSync } from 'node:crypto';
+import type { Resolver } from '../../src/dns/types.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tlsrpt-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -33,14 +36,14 @@ describe('tlsrpt config', () => {
     const s = tlsrptSettings(load(`tlsrpt:
   enabled: true
   organization_name: Example Operator
-  contact_info: tls-reports@example.net
+  contact_info: tls-reports@mta.example.net
   submitter: mta.example.net
   dir: reports
   retention_days: 7
   max_delay: 30m
   dkim: { domain: example.net, selector: s1, key_file: k.pem }
 `));
-    expect(s).toMatchObject({ dir: join(dir, 'reports'), organizationName: 'Example Operator', contactInfo: 'tls-reports@example.net', submitter: 'mta.example.net', retentionDays: 7, maxDelayMs: 1_800_000 });
+    expect(s).toMatchObject({ dir: join(dir, 'reports'), organizationName: 'Example Operator', contactInfo: 'tls-reports@mta.example.net', submitter: 'mta.example.net', retentionDays: 7, maxDelayMs: 1_800_000 });
     expect(s.dkim).toMatchObject({ domain: 'example.net', selector: 's1' });
     expect(s.dkim!.privateKey).toMatch(/BEGIN PRIVATE KEY/);
   });
@@ -49,5 +52,21 @@ describe('tlsrpt config', () => {
     expect(() => parseConfigText('tlsrpt: { enable: true }')).toThrow(/tlsrpt\.enable: unknown key/);
     expect(() => parseConfigText('tlsrpt: { contact_info: "not an address" }')).toThrow(ConfigError);
     expect(() => tlsrptSettings(load('tlsrpt: { dkim: { domain: example.net, key_file: missing.pem } }'))).toThrow(/tlsrpt\.dkim\.key_file: cannot read/);
+  });
+
+  it('TLSRPT-44 the DKIM key is test-signed when the service opens: a key nodemailer cannot sign with is a clear start-up error', async () => {
+    const noDns = {} as Resolver; // not reached: the key check comes first
+    const log = { info() {}, warn() {}, debug() {} };
+    const open = (pem: string) => {
+      const f = `k${Math.random().toString(36).slice(2)}.pem`;
+      writeFileSync(join(dir, f), pem);
+      const settings = tlsrptSettings(load(`tlsrpt: { contact_info: r@relay.example.net, dir: t-${f}, dkim: { domain: relay.example.net, key_file: ${f} } }`));
+      return TlsrptService.open({ settings, resolver: noDns, log, now: Date.now });
+    };
+    const ed = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    await expect(open(ed)).rejects.toThrow(/tlsrpt\.dkim\.key_file: the key cannot sign/);
+    await expect(open('-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n')).rejects.toThrow(/tlsrpt\.dkim\.key_file: the key cannot sign/);
+    const ok = await open(dkimKeygen({}).privateKeyPem);
+    await ok.stop();
   });
 });

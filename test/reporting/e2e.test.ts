@@ -130,11 +130,12 @@ describe('TLSRPT end to end', () => {
     expect(relay.scheduler.size).toBe(0);
   });
 
-  it('TLSRPT-6 TLSRPT-46 TLSRPT-41 (case 8 through the relay): a domain without a record is not counted; an https rua gets the gzip POST', async () => {
+  it('TLSRPT-6 TLSRPT-46 TLSRPT-41 (case 8 through the relay): a domain without a record gets no report (pruned when reports are sent); an https rua gets the gzip POST', async () => {
     const ep = await startHttpsEndpoint(201);
     endpoints.push(ep);
     const { rx } = await failingDaneDomain(`v=TLSRPTv1; rua=${ep.url('/v1/tlsrpt')}`);
-    // A second destination without TLSRPT record: delivered in cleartext-capable opportunistic mode, not counted.
+    // A second destination without TLSRPT record. Its first session is stored before discovery answers
+    // (a miss never drops a count); the report step looks rua up again and sends nothing for it.
     const plain = await w.receiver();
     w.dns.add({ name: 'plain.test', type: 'MX', data: { preference: 10, exchange: 'mx.plain.test' } });
     w.dns.add({ name: 'mx.plain.test', type: 'A', data: plain.host });
@@ -146,7 +147,7 @@ describe('TLSRPT end to end', () => {
     await plain.waitFor(1);
     expect(rx.messages).toHaveLength(0);
     await relay.tlsrpt!.store.flush();
-    expect([...(await relay.tlsrpt!.store.read(day1)).keys()]).toEqual(['fail.test']);
+    expect([...(await relay.tlsrpt!.store.read(day1)).keys()].sort()).toEqual(['fail.test', 'plain.test']);
     for (const m of relay.scheduler.list()) await relay.scheduler.remove(m.id);
     w.clock.t = dayRange(nextDay(day1)).begin * 1000 + 1000;
     await relay.tlsrpt!.tick();
@@ -154,6 +155,7 @@ describe('TLSRPT end to end', () => {
     expect(ep.requests[0]).toMatchObject({ path: '/v1/tlsrpt', contentType: 'application/tlsrpt+gzip' });
     expect(ep.requests[0]!.body.subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b]));
     expect(await relay.tlsrpt!.wasSent(day1, 'fail.test')).toBe(true);
+    expect(JSON.parse(readFileSync(join(w.dir, 'queue', 'tlsrpt', 'sent', day1, 'plain.test'), 'utf8'))).toMatchObject({ result: 'dropped', detail: expect.stringContaining('no TLSRPT policy now') });
     expect(existsSync(join(w.dir, 'queue', 'tlsrpt', 'pending')) ? readdirSync(join(w.dir, 'queue', 'tlsrpt', 'pending')) : []).toEqual([]);
   });
 

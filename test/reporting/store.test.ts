@@ -98,21 +98,70 @@ describe('TLSRPT recorder', () => {
   });
   afterAll(async () => { await resolver.close(); await dns.close(); });
 
-  it('TLSRPT-6 sessions are counted only for domains with a valid record; one DNS lookup per domain, then cache hits', async () => {
+  /** Waits on a condition (no fixed sleep): polls every 5 ms, fails after 5 s. */
+  async function until(cond: () => boolean, what: string): Promise<void> {
+    const limit = Date.now() + 5000;
+    while (!cond()) {
+      if (Date.now() > limit) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  it('TLSRPT-6 every session is counted at once; a domain known (cached) to publish no valid record is not; one DNS lookup per domain', async () => {
     const store = await TlsrptStore.open(tmp());
     const t = Date.parse('2025-03-01T12:00:00Z');
-    const rec = new TlsrptRecorder({ store, discovery: new TlsrptDiscovery(resolver, () => t), now: () => t });
+    const discovery = new TlsrptDiscovery(resolver, () => t);
+    const rec = new TlsrptRecorder({ store, discovery, now: () => t });
     const session = { host: 'mx.x.test', address: '127.0.0.9', ok: true, tlsa: { baseDomain: 'mx.x.test', records: ['3 1 1 AA'] } };
     rec.record({ ...session, domain: 'with.test' });
     rec.record({ ...session, domain: 'without.test' });
     rec.record({ ...session, domain: 'twice.test' });
-    await new Promise((r) => setTimeout(r, 200));
+    // First sessions are counted before discovery answers (a miss never drops a session).
+    expect([...(await store.read('2025-03-01')).keys()].sort()).toEqual(['twice.test', 'with.test', 'without.test']);
+    await until(() => ['with.test', 'without.test', 'twice.test'].every((d) => discovery.cached(d)), 'discovery of three domains');
+    expect(discovery.cached('without.test')!.kind).toBe('none'); // NXDOMAIN
+    expect(discovery.cached('twice.test')!.kind).toBe('none'); // two records: invalid
     for (let i = 0; i < 9; i++) rec.record({ ...session, domain: 'with.test' });
     rec.record({ ...session, domain: 'with.test', ok: false, resultType: 'certificate-not-trusted', reason: 'dane-no-match' });
+    rec.record({ ...session, domain: 'without.test' });
+    rec.record({ ...session, domain: 'twice.test' });
     const day = await store.read('2025-03-01');
-    expect([...day.keys()]).toEqual(['with.test']);
     expect(day.get('with.test')![0]).toMatchObject({ success: 10, failure: 1 });
+    expect(day.get('without.test')![0]).toMatchObject({ success: 1, failure: 0 });
+    expect(day.get('twice.test')![0]).toMatchObject({ success: 1, failure: 0 });
     expect(dns.queriesFor('_smtp._tls.with.test', 'TXT')).toBe(1);
     await store.close();
+  });
+
+  it('TLSRPT-6 a DNS temporary failure of the TXT lookup drops nothing: dnssec-invalid sessions during DNS trouble are counted', async () => {
+    dns.behave('_smtp._tls.flaky.test', 'TXT', 'servfail');
+    const store = await TlsrptStore.open(tmp());
+    const t = Date.parse('2025-03-01T12:00:00Z');
+    const discovery = new TlsrptDiscovery(resolver, () => t);
+    const rec = new TlsrptRecorder({ store, discovery, now: () => t });
+    const fail = { domain: 'flaky.test', host: 'mx.flaky.test', ok: false, resultType: 'dnssec-invalid', reason: 'TLSA lookup for _25._tcp.mx.flaky.test: SERVFAIL' };
+    rec.record(fail);
+    await until(() => discovery.cached('flaky.test') !== undefined, 'discovery of flaky.test');
+    expect(discovery.cached('flaky.test')!.kind).toBe('tempfail');
+    rec.record(fail);
+    rec.record(fail);
+    expect((await store.read('2025-03-01')).get('flaky.test')![0]).toMatchObject({ success: 0, failure: 3 });
+    await store.close();
+    dns.behave('_smtp._tls.flaky.test', 'TXT', undefined);
+  });
+
+  it('TLSRPT-10 a count recorded while discovery is still running is on disk after close, and one recorded after close is written too', async () => {
+    const dir = tmp();
+    const store = await TlsrptStore.open(dir);
+    const t = Date.parse('2025-03-01T12:00:00Z');
+    dns.behave('_smtp._tls.slow.test', 'TXT', 'timeout');
+    const rec = new TlsrptRecorder({ store, discovery: new TlsrptDiscovery(resolver, () => t), now: () => t });
+    rec.record({ domain: 'slow.test', host: 'mx.slow.test', ok: true });
+    await store.close(); // the TXT lookup has not answered yet
+    store.add('2025-03-01', 'slow.test', policyKey({ type: 'no-policy-found', strings: [], domain: 'slow.test' }), true);
+    const reopened = await TlsrptStore.open(dir, { readOnly: true });
+    await until(() => readFileSync(join(dir, 'counts', '2025-03-01.jsonl'), 'utf8').trim().split('\n').length === 2, 'the post-close append');
+    expect((await reopened.read('2025-03-01')).get('slow.test')![0]).toMatchObject({ success: 2 });
+    dns.behave('_smtp._tls.slow.test', 'TXT', undefined);
   });
 });

@@ -17,7 +17,7 @@ import { dkimKeygen } from './mail.js';
 
 const USAGE = `usage:
   dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]
-  dane-relay tlsrpt send --day YYYY-MM-DD [--config FILE] [--domain D] [--dry-run] [--out DIR]
+  dane-relay tlsrpt send --day YYYY-MM-DD [--config FILE] [--domain D] [--dry-run] [--out DIR] [--force]
   dane-relay dkim keygen [--selector S] [--domain D] [--out FILE]`;
 
 function argValue(args: string[], name: string): string | undefined {
@@ -66,6 +66,13 @@ export async function tlsrptCli(argv: string[], out: NodeJS.WritableStream, err:
   const config = loadConfig(argValue(argv, '--config') ?? 'config.example.yml');
   const day = argValue(argv, '--day') ?? (sub === 'show' ? nextDay(dayOf(Date.now()), -1) : undefined);
   if (!day || !isDay(day)) { err.write(`--day YYYY-MM-DD is required and must be a date\n${USAGE}\n`); return 2; }
+  // A report covers a closed UTC day (RFC 8460 §4.1, TLSRPT-31/34): sending today's or a future day would
+  // send a partial report and mark it sent, so the daily job would skip the complete one.
+  if (sub === 'send' && day >= dayOf(Date.now())) {
+    err.write(`--day ${day} is not a closed UTC day (today is ${dayOf(Date.now())}): a report can only be sent for a day that has ended\n`);
+    return 2;
+  }
+  const force = argv.includes('--force');
   const domain = argValue(argv, '--domain');
   const settings = tlsrptSettings(config);
   const resolver = new StubResolver({ servers: config.resolvedResolvers, timeoutMs: config.dns.timeout, attempts: config.dns.attempts });
@@ -96,6 +103,11 @@ export async function tlsrptCli(argv: string[], out: NodeJS.WritableStream, err:
     }
     let failed = 0;
     for (const r of reports) {
+      // TLSRPT-32: a second send would be a duplicate under a new report-id; only --force sends again.
+      if (!force && (await svc.wasSent(day, r.domain))) {
+        out.write(`${r.domain}: skipped: already sent for ${day} (use --force to send again)\n`);
+        continue;
+      }
       const o = await svc.sendReport(day, r.domain, { submit: (env, msg) => svc.toOutbox(env, msg) });
       out.write(`${r.domain}: ${o.result}: ${o.detail}\n`);
       if (o.result === 'retry-later') failed++;

@@ -21,7 +21,7 @@ import { TlsrptStore, writeFileDurable } from './store.js';
 import { TlsrptDiscovery } from './discovery.js';
 import { TlsrptRecorder } from './recorder.js';
 import { HttpsSender, type HttpsOptions } from './https.js';
-import { composeReportMail, type DkimKey } from './mail.js';
+import { checkDkimKey, composeReportMail, type DkimKey } from './mail.js';
 import { aLabel, buildReport, dayOf, isDay, makeReportId, nextDay, reportFilename, submitterOf, type ReportJson } from './report.js';
 
 export interface TlsrptSettings {
@@ -94,10 +94,22 @@ export interface ServiceDeps {
   rand?: () => number;
   https?: HttpsOptions;
   readOnly?: boolean;
+  /** largest gzipped report sent (default MAX_REPORT_BYTES) */
+  maxReportBytes?: number;
 }
 
 const OUTBOX_SUFFIX = '.msg';
+/**
+ * Digest TLSRPT-41 (RFC 8460 §5.2, §6.5): receivers commonly accept about 10 MB. A larger report would be
+ * refused by every endpoint (and retried for a day), so it is not sent; the reason is logged and recorded.
+ */
+export const MAX_REPORT_BYTES = 10 * 1024 * 1024;
 const TICK_MS = 60_000;
+/**
+ * A closed day is read again on every tick until this long after its end: a session that ended at
+ * 23:59:59.9 is flushed a second later, possibly after the tick that first planned the day.
+ */
+export const SETTLE_MS = 10 * 60_000;
 
 export class TlsrptService {
   readonly recorder: TlsrptRecorder;
@@ -117,6 +129,8 @@ export class TlsrptService {
   }
 
   static async open(deps: ServiceDeps): Promise<TlsrptService> {
+    // A key nodemailer cannot sign with is a start-up error (clear message), not a failure the next night.
+    if (deps.settings.dkim && !deps.readOnly) await checkDkimKey(deps.settings.dkim);
     const store = await TlsrptStore.open(deps.settings.dir, { log: deps.log, readOnly: deps.readOnly });
     return new TlsrptService(store, deps);
   }
@@ -127,6 +141,8 @@ export class TlsrptService {
   /** Starts the daily job; `submit` queues a mailed report in the relay's spool. */
   start(submit: SubmitMail): void {
     this.submit = submit;
+    // RFC 8460 §3: mailed reports MUST be DKIM-signed; without a key, mailto-only domains get no report.
+    if (!this.deps.settings.dkim) this.deps.log.warn({ submitter: this.deps.settings.submitter }, 'tlsrpt: tlsrpt.dkim is not configured; reports to mailto: addresses cannot be signed and will not be sent (https reports are)');
     const loop = () => {
       if (this.stopped) return;
       void this.tick();
@@ -180,14 +196,18 @@ export class TlsrptService {
       if (day >= today || day < oldest || this.planned.has(day)) continue;
       const plan = (await this.readPlan(day)) ?? {};
       const domains = [...(await this.store.read(day)).keys()].filter((d) => !(d in plan));
-      this.planned.add(day);
-      if (domains.length === 0) continue;
       const end = Date.parse(`${nextDay(day)}T00:00:00Z`);
-      const rand = this.deps.rand ?? Math.random;
-      for (const d of domains) plan[d] = end + Math.floor(rand() * this.deps.settings.maxDelayMs);
-      await fsp.mkdir(join(this.dir, 'plan'), { recursive: true });
-      await writeFileDurable(this.planFile(day), JSON.stringify(plan));
-      this.deps.log.info({ day, domains: domains.length }, 'tlsrpt: reports planned');
+      // Only a day read after it settled is done with; until then it is read again on later ticks.
+      const settled = this.deps.now() >= end + SETTLE_MS;
+      if (domains.length > 0) {
+        const rand = this.deps.rand ?? Math.random;
+        for (const d of domains) plan[d] = end + Math.floor(rand() * this.deps.settings.maxDelayMs);
+        await fsp.mkdir(join(this.dir, 'plan'), { recursive: true });
+        await writeFileDurable(this.planFile(day), JSON.stringify(plan));
+        this.deps.log.info({ day, domains: domains.length }, 'tlsrpt: reports planned');
+      }
+      // After the durable write: a failed write leaves the day to be planned on the next tick.
+      if (settled) this.planned.add(day);
     }
   }
 
@@ -200,7 +220,13 @@ export class TlsrptService {
       for (const [domain, due] of Object.entries(plan)) {
         if (this.stopped) return;
         if (due > now || (await this.wasSent(day, domain))) continue;
-        await this.sendReport(day, domain);
+        // One domain's failure (a bad endpoint, a signing error) must not hold back the others: it is
+        // logged and, not being marked sent, tried again on the next tick.
+        try {
+          await this.sendReport(day, domain);
+        } catch (e) {
+          this.deps.log.warn({ day, domain, err: (e as Error).message }, 'tlsrpt: report failed; will retry next tick');
+        }
       }
     }
   }
@@ -262,6 +288,11 @@ export class TlsrptService {
     const [r] = await this.build(day, [domain]);
     if (!r) return finish({ day, domain, result: 'dropped', detail: 'no sessions counted' });
     const reportId = r.json['report-id'];
+    const limit = this.deps.maxReportBytes ?? MAX_REPORT_BYTES;
+    if (r.gz.length > limit) {
+      this.deps.log.warn({ day, domain, bytes: r.gz.length, limit }, 'tlsrpt: report too large for receivers; not sent');
+      return finish({ day, domain, result: 'dropped', detail: `report is ${r.gz.length} bytes gzipped, over the ${limit} bytes receivers accept (RFC 8460 §5.2)`, reportId });
+    }
     const mailto = disc.rua.flatMap((u) => (u.scheme === 'mailto' ? [u.address] : []));
     const urls = disc.rua.flatMap((u) => (u.scheme === 'https' ? [u.url] : []));
     const done: string[] = [];

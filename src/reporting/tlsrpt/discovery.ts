@@ -80,12 +80,17 @@ export type Discovery = { kind: 'ok'; rua: Rua[] } | { kind: 'none'; why: string
 const MIN_TTL = 60_000;
 const MAX_TTL = 3_600_000;
 const TEMPFAIL_TTL = 60_000;
+/** Cache bound: a relay sending to very many domains keeps the most recently looked-up ones. */
+export const MAX_CACHED_DOMAINS = 10_000;
 
 export class TlsrptDiscovery {
   private readonly cache = new Map<string, { until: number; result: Discovery }>();
   private readonly inflight = new Map<string, Promise<Discovery>>();
 
-  constructor(private readonly resolver: Resolver, private readonly now: () => number = Date.now) {}
+  constructor(private readonly resolver: Resolver, private readonly now: () => number = Date.now, private readonly maxEntries = MAX_CACHED_DOMAINS) {}
+
+  /** Number of cached domains (bounded by maxEntries). */
+  get size(): number { return this.cache.size; }
 
   /** Cached answer, if fresh; undefined when a lookup is needed. Synchronous: the recorder's fast path. */
   cached(domain: string): Discovery | undefined {
@@ -124,7 +129,10 @@ export class TlsrptDiscovery {
     } catch (e) {
       result = { kind: 'tempfail', why: `TXT lookup for ${name}: ${(e as Error).message}` };
     }
+    // Map order is insertion order: re-inserting moves d to the end; the oldest entries go first.
+    this.cache.delete(d);
     this.cache.set(d, { until: this.now() + ttl, result });
+    while (this.cache.size > this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
     return result;
   }
 }

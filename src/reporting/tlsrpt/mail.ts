@@ -59,6 +59,21 @@ async function collect(stream: NodeJS.ReadableStream): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/**
+ * Signs a tiny message with the configured key, the way composeReportMail does, so a key nodemailer
+ * cannot use (wrong type, damaged) is reported when the relay starts, not at the first report a day later.
+ */
+export async function checkDkimKey(dkim: DkimKey): Promise<void> {
+  const msg = Buffer.from(`From: <t@${dkim.domain}>\r\nTLS-Report-Domain: example.org\r\nTLS-Report-Submitter: ${dkim.domain}\r\nSubject: key check\r\n\r\nkey check\r\n`);
+  let signed: Buffer;
+  try {
+    signed = await collect(new DKIM({ domainName: aLabel(dkim.domain), keySelector: dkim.selector, privateKey: dkim.privateKey, headerFieldNames: SIGNED_HEADERS }).sign(msg));
+  } catch (e) {
+    throw new Error(`tlsrpt.dkim.key_file: the key cannot sign (${(e as Error).message}); make one with \`dane-relay dkim keygen\``);
+  }
+  if (!/^DKIM-Signature:/im.test(signed.toString('latin1'))) throw new Error('tlsrpt.dkim.key_file: the key cannot sign (no DKIM-Signature was produced); make one with `dane-relay dkim keygen`');
+}
+
 /** The signed message and its envelope (kind 'tlsrpt': delivered opportunistically, never counted, no DSN). */
 export async function composeReportMail(i: ReportMailInput): Promise<{ envelope: Envelope; message: Buffer }> {
   if (i.to.length === 0) throw new Error('no mailto: recipient');

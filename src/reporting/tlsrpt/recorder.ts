@@ -1,9 +1,13 @@
 /**
  * The one place TLSRPT counts (digest TLSRPT-10, 16): `DeliveryDeps.onTlsResult` calls `record`
- * once per TLS session attempt that reached a policy decision. A session is counted only for a
- * domain that publishes a valid TLSRPT record (TLSRPT-6); the check is a cache hit on the hot
- * path, a DNS lookup only on the first session to a domain per TTL.
+ * once per TLS session attempt that reached a policy decision. Every session is stored at once
+ * (durable within a second), unless the domain is known (cached) to publish no valid TLSRPT
+ * record: NXDOMAIN, NODATA or an invalid record. A cache miss or a DNS temporary failure counts
+ * (a lookup is started to warm the cache): dnssec-invalid results happen exactly when DNS is in
+ * trouble, and they must not be lost. TLSRPT-6 "statistics only for domains with a valid record"
+ * is kept by the report step, which looks `rua` up again and drops a domain without one.
  */
+import { isIP } from 'node:net';
 import type { TlsSessionResult } from '../../delivery/deliver.js';
 import type { TlsrptDiscovery } from './discovery.js';
 import type { TlsrptStore } from './store.js';
@@ -33,6 +37,23 @@ export function reasonCode(resultType: string, reason: string | undefined): stri
   return undefined;
 }
 
+/**
+ * TLSRPT-25/26: one spelling per address, so the failure-details merge key does not split one peer in two:
+ * an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, what a dual-stack socket reports) becomes dotted
+ * decimal, IPv6 the RFC 5952 form (lower case, shortest), via the WHATWG URL parser (pure, no I/O).
+ */
+export function normalIp(ip: string): string {
+  const a = ip.trim().replace(/^\[|\]$/g, '').replace(/%.*$/, '');
+  if (isIP(a) === 4) return a;
+  if (isIP(a) !== 6) return ip;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(a);
+  if (mapped && isIP(mapped[1]!) === 4) return mapped[1]!;
+  const canon = new URL(`http://[${a}]/`).hostname.slice(1, -1);
+  const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(canon);
+  if (hex) { const n = (parseInt(hex[1]!, 16) << 16 >>> 0) + parseInt(hex[2]!, 16); return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.'); }
+  return canon;
+}
+
 /** Pure: a session result → what is counted, keyed by policy (TLSRPT-11…14, 21, 25). */
 export function sessionCount(r: TlsSessionResult): SessionCount {
   const reportDomain = aLabel(r.domain);
@@ -45,10 +66,10 @@ export function sessionCount(r: TlsSessionResult): SessionCount {
   if (r.ok && !unusable) return { reportDomain, policy, ok: true };
   const resultType = unusable ? 'tlsa-invalid' : r.resultType && isResultType(r.resultType) ? r.resultType : 'validation-failure'; // TLSRPT-20
   const detail: FailureDetail = { resultType };
-  if (r.sendingIp) detail.sendingIp = r.sendingIp;
-  detail.receivingMx = aLabel(r.host);
+  if (r.sendingIp) detail.sendingIp = normalIp(r.sendingIp);
+  if (r.host) detail.receivingMx = aLabel(r.host); // no host reached (MX lookup failure): receiving-mx-hostname omitted
   if (r.receivingHelo) detail.receivingHelo = r.receivingHelo;
-  if (r.address) detail.receivingIp = r.address;
+  if (r.address) detail.receivingIp = normalIp(r.address);
   const code = unusable ? 'no-usable-tlsa' : reasonCode(resultType, r.reason);
   if (code) detail.reasonCode = code;
   return { reportDomain, policy, ok: false, detail };
@@ -75,14 +96,12 @@ export class TlsrptRecorder {
       return;
     }
     const known = this.deps.discovery.cached(c.reportDomain);
-    if (known) {
-      if (known.kind === 'ok') this.count(c, at);
+    if (known?.kind === 'none') {
+      this.deps.log?.debug({ domain: c.reportDomain, tlsrpt: known.kind, why: known.why }, 'tlsrpt: domain publishes no TLSRPT record; session not counted');
       return;
     }
-    void this.deps.discovery.lookup(c.reportDomain).then((d) => {
-      if (d.kind === 'ok') this.count(c, at);
-      else this.deps.log?.debug({ domain: c.reportDomain, tlsrpt: d.kind, why: d.why }, 'tlsrpt: domain not reported');
-    });
+    this.count(c, at);
+    if (!known) void this.deps.discovery.lookup(c.reportDomain).catch(() => undefined);
   };
 
   private count(c: SessionCount, at: number): void {

@@ -76,7 +76,12 @@ export class TlsrptStore {
       p.f++;
       if (detail !== undefined) p.x.set(detail, (p.x.get(detail) ?? 0) + 1);
     }
-    if (!this.timer && !this.closed) {
+    if (this.closed) {
+      // A session that ended after close() (a delivery finishing during shutdown): written now, not left in memory.
+      this.flush().catch((e: unknown) => this.log?.warn({ err: (e as Error).message }, 'tlsrpt: could not write counts after close'));
+      return;
+    }
+    if (!this.timer) {
       this.timer = setTimeout(() => { this.timer = undefined; void this.flush(); }, FLUSH_INTERVAL_MS);
       this.timer.unref?.();
     }
