@@ -229,7 +229,11 @@ export class StubResolver implements Resolver {
 
       const negative = records.length === 0;
       if (negative && msg.rcodeName === 'NOERROR' && chain.length > 0 && end !== cur && !soaFor(msg, end)) {
-        // Incomplete chain: no data and no denial for the target. Ask for it.
+        // Incomplete chain: no data and no denial for the target. Ask for it — unless the answer
+        // section holds records off the chain: then the chain itself is suspect (a corrupted
+        // target), and following it could end in a "secure" denial for the wrong name.
+        const stray = strayRecord(answers, chain, end);
+        if (stray) return errorAnswer(qname, qtype, 'malformed', `alias chain of ${qname} ends at ${end}, but the answer section holds ${stray.type} for ${stray.name}`, msg.rcodeName, chain, end, ex.server);
         cur = end;
         continue;
       }
@@ -316,14 +320,19 @@ export function dnameTarget(owner: string, dnameOwner: string, dnameData: string
  */
 function secureDenialProblem(msg: WireMessage, answers: WireRr[], chain: CnameHop[], end: string): string | undefined {
   if (!soaFor(msg, end)) return `secure ${msg.rcodeName} for ${end} without the zone's SOA in the authority section`;
+  const stray = strayRecord(answers, chain, end);
+  if (stray) return `secure ${msg.rcodeName} for ${end} with an unrelated ${stray.type} record for ${stray.name} in the answer section`;
+  return undefined;
+}
+
+/** A record in the answer section that is neither the alias chain to `end` nor a signature. */
+function strayRecord(answers: WireRr[], chain: CnameHop[], end: string): WireRr | undefined {
   const owners = new Set([...chain.map((h) => h.owner), end]);
   const onPath = (rr: WireRr): boolean =>
     rr.typeCode === TYPE_CODES.RRSIG ||
     (rr.typeCode === TYPE_CODES.CNAME && owners.has(rr.name)) ||
     (rr.typeCode === TYPE_CODES.DNAME && [...owners].some((o) => o !== rr.name && isAtOrBelow(o, rr.name)));
-  const stray = answers.find((rr) => !onPath(rr));
-  if (stray) return `secure ${msg.rcodeName} for ${end} with an unrelated ${stray.type} record for ${stray.name} in the answer section`;
-  return undefined;
+  return answers.find((rr) => !onPath(rr));
 }
 
 function soaFor(msg: WireMessage, name: string): WireRr | undefined {

@@ -52,6 +52,29 @@ describe('secure denials must look like denials (DANE-1, DANE-33)', () => {
     expect((await r.lookup(NAME, 'TLSA')).error).toMatchObject({ kind: 'malformed' });
   });
 
+  it('DANE-33 a CNAME whose target was corrupted, next to records for the real target, is not followed (fuzz seed 549620057)', async () => {
+    const ALIAS = '_25._tcp.alias.dest.test';
+    // the corrupted target exists nowhere: following it would end in a "secure" NXDOMAIN → no TLSA
+    dns.behave(ALIAS, 'TLSA', { raw: (q) => reply(q, { ad: true, answers: [
+      { name: ALIAS, type: 'CNAME', ttl: 300, class: 'IN', data: '_25._tcp.ho\\000\\001.provider.test' },
+      { name: '_25._tcp.host.provider.test', type: 'TLSA', ttl: 300, class: 'IN', data: tlsa },
+    ] }) });
+    const a = await r.lookup(ALIAS, 'TLSA');
+    expect(a.error).toMatchObject({ kind: 'malformed' });
+    expect(a.error!.message).toMatch(/answer section holds TLSA for _25\._tcp\.host\.provider\.test/);
+    expect(dns.queriesFor('_25._tcp.ho\\000\\001.provider.test', 'TLSA')).toBe(0);
+  });
+
+  it('DANE-5 an incomplete but clean chain is still followed (the target asked for on its own)', async () => {
+    const ALIAS = '_25._tcp.alias2.dest.test';
+    dns.behave(ALIAS, 'TLSA', { raw: (q) => reply(q, { ad: true, answers: [{ name: ALIAS, type: 'CNAME', ttl: 300, class: 'IN', data: '_25._tcp.mx.provider.test' }] }) });
+    dns.behave('_25._tcp.mx.provider.test', 'TLSA', { raw: (q) => reply(q, { ad: true, answers: [{ name: '_25._tcp.mx.provider.test', type: 'TLSA', ttl: 300, class: 'IN', data: tlsa }] }) });
+    const a = await r.lookup(ALIAS, 'TLSA');
+    expect(a.error).toBeUndefined();
+    expect(a).toMatchObject({ status: 'secure', canonicalName: '_25._tcp.mx.provider.test' });
+    expect(a.records).toHaveLength(1);
+  });
+
   it('DANE-1 a real secure NODATA (SOA in authority, empty answer) is still a secure denial', async () => {
     dns.behave(NAME, 'TLSA', { raw: (q) => reply(q, { ad: true, authorities: [soa] }) });
     const a = await r.lookup(NAME, 'TLSA');
