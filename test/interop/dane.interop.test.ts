@@ -1,0 +1,130 @@
+/**
+ * RFC 7672 against the real thing: nsd serving zones signed under a private root, Unbound
+ * validating with that root as its only trust anchor, Postfix smtpd receivers with real
+ * certificate chains, our relay as a real process (dist/) in `dns.mode: trust-ad` pointed at the
+ * Unbound. Every case is submitted with swaks and judged by its OUTCOME: which listener got the
+ * message and whether over TLS (the receiver's Received header), or that it stays deferred
+ * (`dane-relay queue list --json`), or that a DSN came back to the sender.
+ *
+ * The differential runs Postfix 3.7 as a DANE relay (smtp_dns_support_level = dnssec,
+ * smtp_tls_security_level = dane) in the same world and requires the same verdict on every case,
+ * except where a case records that Postfix is wrong by the RFC, with the text that decides it.
+ *
+ * Modes: INTEROP_DNS_MODES (comma-separated, default "trust-ad") runs our relay once per
+ * `dns.mode`; "validate" gives it the private root's trust anchor instead of trusting AD.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildCases, type CaseWorld } from './support/cases.js';
+import { startDnsWorld, type DnsWorld } from './support/dnsworld.js';
+import { describeVerdict, rcptOf, settle, type Queued } from './support/outcome.js';
+import { startPostfixReceivers, startPostfixRelay, type PostfixReceivers, type PostfixRelay } from './support/postfix.js';
+import { startRelay, swaks, type DnsMode, type RelayProcessHandle } from './support/relay.js';
+import type { Verdict } from './support/cases.js';
+
+const MODES = (process.env.INTEROP_DNS_MODES ?? 'trust-ad').split(',').map((s) => s.trim()) as DnsMode[];
+
+// top-level await: the cases (with their fresh certificates) exist when the tests are declared
+const world: CaseWorld = await buildCases();
+let dns: DnsWorld | undefined;
+let rx: PostfixReceivers | undefined;
+const started: { stop(): Promise<void> }[] = [];
+
+beforeAll(async () => {
+  try {
+    dns = await startDnsWorld({ zones: world.zones });
+    rx = await startPostfixReceivers({ listeners: world.listeners, resolver: dns.unbound });
+  } catch (e) {
+    await rx?.stop();
+    await dns?.stop();
+    throw e;
+  }
+});
+
+afterAll(async () => {
+  // everything is stopped, even when a case or a start failed
+  for (const s of started.reverse()) await s.stop().catch(() => undefined);
+  await rx?.stop().catch(() => undefined);
+  await dns?.stop().catch(() => undefined);
+});
+
+async function submitAll(server: string, tag: string): Promise<void> {
+  // a few at a time: swaks is a process per message
+  const queue = [...world.cases];
+  await Promise.all(Array.from({ length: 6 }, async () => {
+    for (let c = queue.shift(); c; c = queue.shift()) {
+      await swaks({ server, from: `${tag}@${world.senderDomain}`, to: rcptOf(tag, c), headers: { 'X-Interop-Case': `${tag} ${c.id}`, Subject: `interop ${c.id}` } });
+    }
+  }));
+}
+
+const verdicts = new Map<string, Map<string, Verdict | undefined>>();
+
+for (const [i, mode] of MODES.entries()) {
+  const tag = `ours${i}`;
+  describe(`dane-relay (dns.mode ${mode}) against nsd + unbound + Postfix receivers`, () => {
+    let relay: RelayProcessHandle;
+    beforeAll(async () => {
+      relay = await startRelay({ resolver: dns!.unbound, mode, trustAnchorFile: dns!.trustAnchorFile, listen: `127.25.0.${3 + i}:2525` });
+      started.push(relay);
+      await submitAll(`${relay.host}:${relay.port}`, tag);
+      const read = async () => {
+        const l = await relay.queueList();
+        const queued: Queued = new Map();
+        for (const m of l.messages) for (const r of m.recipients) if (r.state !== 'delivered') queued.set(r.address.toLowerCase(), r.state === 'deferred' && r.attempts > 0 ? 'deferred' : r.state === 'failed' ? 'failed' : 'pending');
+        return { messages: rx!.messages(), queued };
+      };
+      verdicts.set(tag, await settle(world.cases, tag, read, world.senderListener));
+    });
+
+    it('every case reached a verdict', () => {
+      const open = world.cases.filter((c) => verdicts.get(tag)!.get(c.id) === undefined).map((c) => c.id);
+      if (open.length) {
+        // diagnostics for the cases without an outcome: what the relay and the receivers said
+        console.log(`relay output:\n${relay.output().slice(-20_000)}\nreceivers log:\n${rx!.log().slice(-20_000)}`);
+      }
+      expect(open).toEqual([]);
+    });
+
+    for (const c of world.cases) {
+      it(`${c.title} [${c.id}]`, () => {
+        expect(describeVerdict(verdicts.get(tag)!.get(c.id))).toBe(describeVerdict(c.expect));
+      });
+    }
+  });
+}
+
+describe('differential: Postfix 3.7 as a DANE relay in the same world', () => {
+  let pf: PostfixRelay;
+  const tag = 'pf';
+  beforeAll(async () => {
+    pf = await startPostfixRelay({ address: '127.25.0.2', resolver: dns!.unbound });
+    started.push(pf);
+    await submitAll(`${pf.address}:${pf.port}`, tag);
+    const read = async () => {
+      const queued: Queued = new Map();
+      for (const e of pf.queue()) {
+        for (const r of e.recipients) queued.set(r.address.toLowerCase(), e.queue_name === 'deferred' ? 'deferred' : 'pending');
+      }
+      return { messages: rx!.messages(), queued };
+    };
+    verdicts.set(tag, await settle(world.cases, tag, read, world.senderListener));
+  });
+
+  it('DANE-41 our relay reaches the same verdict as Postfix on every case, except where Postfix is wrong by RFC 7672', () => {
+    const ours = verdicts.get('ours0');
+    expect(ours, 'the first mode of our relay ran').toBeDefined();
+    const table: string[] = [];
+    const mismatches: string[] = [];
+    for (const c of world.cases) {
+      const p = verdicts.get(tag)!.get(c.id);
+      const o = ours!.get(c.id);
+      const postfixShould = c.postfixDiffers ? c.postfixDiffers.verdict : c.expect;
+      table.push(`${c.id.padEnd(34)} ours: ${describeVerdict(o).padEnd(70)} postfix: ${describeVerdict(p)}`);
+      if (describeVerdict(p) !== describeVerdict(postfixShould)) mismatches.push(`${c.id}: postfix ${describeVerdict(p)}, recorded ${describeVerdict(postfixShould)}`);
+      if (!c.postfixDiffers && describeVerdict(p) !== describeVerdict(o)) mismatches.push(`${c.id}: ours ${describeVerdict(o)} ≠ postfix ${describeVerdict(p)}`);
+    }
+    console.log(`interop verdicts:\n${table.join('\n')}`);
+    expect(mismatches).toEqual([]);
+  });
+});
+
