@@ -25,10 +25,10 @@ export interface InteropCase {
   domain: string;
   expect: Verdict;
   /**
-   * Where Postfix 3.7 reaches a different verdict and the RFC decides for ours: Postfix's verdict
-   * and the RFC text that settles it.
+   * Where Postfix 3.7 reaches a different verdict: Postfix's verdict, whether Postfix is wrong by
+   * the RFC or the RFC leaves the choice to the client, and the RFC text that settles it.
    */
-  postfixDiffers?: { verdict: Verdict; rfc: string };
+  postfixDiffers?: { verdict: Verdict; judgement: 'postfix-violates-rfc' | 'rfc-permits-both'; rfc: string };
 }
 
 export interface CaseWorld {
@@ -170,9 +170,14 @@ export async function buildCases(): Promise<CaseWorld> {
         tlsa(`real.${d}`, 3, 1, 1, other), tlsa(`mx.${d}`, 3, 1, 1, served)],
       listeners: [{ name: `real.${d}`, address: ip(1), tls: tlsOf(served, served) }],
     }));
-    add({ id: 'c07b-cname-original', title: 'DANE-22 case 7: secure CNAME, no TLSA at the expanded name → TLSA at the original name is used', expect: delivered('real.c07b-cname-original.tst') }, (d, ip) => ({
+    // Without SNI, or with any SNI but the TLSA base domain, the listener shows the wrong key.
+    add({ id: 'c07b-cname-original', title: 'DANE-22 case 7: secure CNAME, no TLSA at the expanded name → TLSA at the original name is used (SNI = that base domain, DANE-60)', expect: delivered('real.c07b-cname-original.tst') }, (d, ip) => ({
       records: [mx(d, 10, `mx.${d}`), `mx.${d}. 300 IN CNAME real.${d}.`, a(`real.${d}`, ip(1)), tlsa(`mx.${d}`, 3, 1, 1, served)],
-      listeners: [{ name: `real.${d}`, address: ip(1), tls: tlsOf(served, served) }],
+      listeners: [{ name: `real.${d}`, address: ip(1), tls: tlsOf(other, other), sni: { [`mx.${d}`]: tlsOf(served, served) } }],
+    }));
+    add({ id: 'c07d-cname-at-tlsa', title: 'DANE-31 case 7: a CNAME at _25._tcp is followed but keeps the base domain (SNI = the MX host)', expect: delivered('mx1.c07d-cname-at-tlsa.tst') }, (d, ip) => ({
+      records: [mx(d, 10, `mx1.${d}`), a(`mx1.${d}`, ip(1)), `_25._tcp.mx1.${d}. 300 IN CNAME tlsa-store.${d}.`, `tlsa-store.${d}. 300 IN TLSA 3 1 1 ${hex(tlsaData(served, 1, 1))}`],
+      listeners: [{ name: `mx1.${d}`, address: ip(1), tls: tlsOf(other, other), sni: { [`mx1.${d}`]: tlsOf(served, served) } }],
     }));
     const insecure = `c07c-insecure-alias.${TLD}`;
     add({
@@ -233,6 +238,32 @@ export async function buildCases(): Promise<CaseWorld> {
     }, (d, ip) => ({
       records: [mx(d, 10, `mx1.${insecure}`), mx(d, 20, `mx2.${d}`), a(`mx2.${d}`, ip(2)), tlsa(`mx2.${d}`, 3, 1, 1, ee2)],
       listeners: [{ name: `mx1.${insecure}`, address: '127.25.97.1', tls: tlsOf(ee, ee) }, { name: `mx2.${d}`, address: ip(2), tls: tlsOf(ee2, ee2) }],
+    }));
+  }
+
+  {
+    const ee = await makeSelfSigned({ dnsNames: ['mx1'] });
+    const other = await makeSelfSigned({ dnsNames: ['mx1'] });
+    const host = `c11-secure-host.${TLD}`;
+    add({
+      id: 'c11-insecure-mx-secure-host',
+      title: 'DANE-15 insecure MX RRset, MX host with a (mismatching) secure TLSA → opportunistic TLS by default, delivered',
+      expect: delivered(`mx1.${host}`),
+      postfixDiffers: {
+        verdict: deferred,
+        judgement: 'rfc-permits-both',
+        // RFC 7672 §2.2.1 (paraphrased): when the MX RRset is insecure, DANE need not apply and the
+        // client uses pre-DANE opportunistic TLS; it MAY still use secure TLSA records of the MX
+        // host, with the MX host name as the only reference identifier. Postfix 3.7 does the
+        // latter by default (smtp_tls_dane_insecure_mx_policy = dane); we do the former by default
+        // and the latter only on opt-in (digest DANE-15). Neither is wrong.
+        rfc: 'RFC 7672 §2.2.1: insecure MX RRset → DANE need not apply (opportunistic TLS); a client MAY still use the MX host\'s secure TLSA records',
+      },
+      zones: () => [{ name: host, records: [a(`mx1.${host}`, '127.25.96.1'), tlsa(`mx1.${host}`, 3, 1, 1, other)] }],
+    }, (d) => ({
+      records: [mx(d, 10, `mx1.${host}`)],
+      listeners: [{ name: `mx1.${host}`, address: '127.25.96.1', tls: tlsOf(ee, ee) }],
+      zone: { ds: 'missing' },
     }));
   }
 

@@ -28,6 +28,9 @@ export interface Listener {
   port?: number;
   /** PEM: private key, then leaf, then chain (Postfix smtpd_tls_chain_files); none = no STARTTLS */
   tls?: { keyPem: string; chainPem: string };
+  /** per-SNI chains (tls_server_sni_maps): a client sending one of these names gets that chain,
+   * any other name (or none) gets `tls`. Lets a case prove which SNI a relay sent by its outcome. */
+  sni?: Record<string, { keyPem: string; chainPem: string }>;
 }
 
 export interface ReceivedMessage {
@@ -207,6 +210,15 @@ export async function startPostfixReceivers(opts: { listeners: Listener[]; resol
       const f = join(certDir, `${l.name}.pem`);
       writeFileSync(f, l.tls.keyPem + l.tls.chainPem, { mode: 0o600 });
       o.push('-o smtpd_tls_security_level=may', `-o smtpd_tls_chain_files=${f}`);
+      if (l.sni) {
+        const map = join(certDir, `${l.name}.sni`);
+        writeFileSync(map, Object.entries(l.sni).map(([name, c]) => {
+          const cf = join(certDir, `${l.name}.sni.${name}.pem`);
+          writeFileSync(cf, c.keyPem + c.chainPem, { mode: 0o600 });
+          return `${name} ${cf}`;
+        }).join('\n') + '\n');
+        o.push(`-o tls_server_sni_maps=texthash:${map}`);
+      }
     } else {
       o.push('-o smtpd_tls_security_level=none');
     }
