@@ -20,6 +20,7 @@ import { describeVerdict, rcptOf, settle, type Queued } from './support/outcome.
 import { startPostfixReceivers, startPostfixRelay, type PostfixReceivers, type PostfixRelay } from './support/postfix.js';
 import { startRelay, swaks, type DnsMode, type RelayProcessHandle } from './support/relay.js';
 import type { Verdict } from './support/cases.js';
+import { ensureBuilt } from '../support/build.js';
 
 const MODES = (process.env.INTEROP_DNS_MODES ?? 'trust-ad').split(',').map((s) => s.trim()) as DnsMode[];
 
@@ -30,6 +31,7 @@ let rx: PostfixReceivers | undefined;
 const started: { stop(): Promise<void> }[] = [];
 
 beforeAll(async () => {
+  ensureBuilt(); // our relay runs from dist/
   try {
     dns = await startDnsWorld({ zones: world.zones });
     rx = await startPostfixReceivers({ listeners: world.listeners, resolver: dns.unbound });

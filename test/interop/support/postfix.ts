@@ -191,6 +191,10 @@ export interface PostfixReceivers {
   listeners: Listener[];
   /** every message delivered so far */
   messages(): ReceivedMessage[];
+  /** the Maildir's new/ directory (the benchmark counts files there) */
+  newDir: string;
+  /** the master's pid (the benchmark reads /proc for it and its children) */
+  pid: number;
   log(): string;
   stop(): Promise<void>;
 }
@@ -254,6 +258,8 @@ export async function startPostfixReceivers(opts: { listeners: Listener[]; resol
   return {
     dir: started.dir,
     listeners: opts.listeners,
+    newDir: join(mailBase, 'inbox', 'new'),
+    pid: started.proc.pid!,
     messages: () => {
       const d = join(mailBase, 'inbox', 'new');
       if (!existsSync(d)) return [];
@@ -289,6 +295,8 @@ export interface PostfixQueueEntry { queue_id: string; queue_name: string; sende
 export interface PostfixRelay {
   address: string;
   port: number;
+  /** the master's pid */
+  pid: number;
   /** `postqueue -j`: what is still queued, with Postfix's own reason */
   queue(): PostfixQueueEntry[];
   log(): string;
@@ -327,6 +335,7 @@ export async function startPostfixRelay(opts: { address: string; port?: number; 
   return {
     address: opts.address,
     port,
+    pid: inst.proc.pid!,
     queue: () => execFileSync(POSTQUEUE, ['-c', inst.etc, '-j'], { encoding: 'utf8' })
       .split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as PostfixQueueEntry),
     log: inst.log,

@@ -4,11 +4,25 @@
  * `dane-relay queue list --json` view the cases read their deferrals from.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { CLI, ensureBuilt } from '../../support/build.js';
+
+/** The repository root, from test/interop/support or from its compiled copy under dist/. */
+function repoRoot(): string {
+  let d = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(d, 'package.json')) || d.endsWith('/dist')) {
+    const up = dirname(d);
+    if (up === d) throw new Error('repository root not found');
+    d = up;
+  }
+  return d;
+}
+
+/** bin/dane-relay.js runs dist/src/cli.js: callers build first (npm run build, or ensureBuilt in tests). */
+export const CLI = join(repoRoot(), 'bin', 'dane-relay.js');
 
 const run = promisify(execFile);
 
@@ -25,6 +39,8 @@ export interface RelayOptions {
   /** extra YAML appended verbatim (top-level sections not otherwise written here) */
   extraYaml?: string;
   logLevel?: string;
+  /** production defaults instead of the interop's long backoff (benchmarks) */
+  queueYaml?: string;
 }
 
 export interface RelayProcessHandle {
@@ -44,7 +60,6 @@ export interface QueueListing {
 }
 
 export async function startRelay(o: RelayOptions): Promise<RelayProcessHandle> {
-  ensureBuilt();
   const dir = mkdtempSync(join(tmpdir(), 'dane-relay-interop-'));
   const [host, portStr] = [o.listen.slice(0, o.listen.lastIndexOf(':')), o.listen.slice(o.listen.lastIndexOf(':') + 1)];
   const mode = o.mode ?? 'trust-ad';
@@ -63,11 +78,13 @@ export async function startRelay(o: RelayOptions): Promise<RelayProcessHandle> {
     '  port: 25',
     '  tls_level: dane',
     '  timeouts: { connect: 10s, greeting: 30s, ehlo: 30s, starttls: 30s, mail: 30s, rcpt: 30s, data: 30s, data_block: 60s, data_done: 60s }',
-    'queue:',
-    // a verdict stays put during the run: the first attempt's outcome is what the cases read
-    '  min_backoff: 1h',
-    '  max_backoff: 2h',
-    '  run_interval: 200ms',
+    ...(o.queueYaml !== undefined ? [o.queueYaml] : [
+      'queue:',
+      // a verdict stays put during the run: the first attempt's outcome is what the cases read
+      '  min_backoff: 1h',
+      '  max_backoff: 2h',
+      '  run_interval: 200ms',
+    ]),
     'log:',
     `  level: ${o.logLevel ?? 'info'}`,
     o.extraYaml ?? '',
