@@ -60,6 +60,8 @@ async function submitAll(server: string, tag: string): Promise<void> {
 }
 
 const verdicts = new Map<string, Map<string, Verdict | undefined>>();
+/** our relay's enhanced status code per case: from `queue list --json` (deferred) or the DSN (bounced) */
+const codes = new Map<string, Map<string, string | undefined>>();
 
 for (const [i, mode] of MODES.entries()) {
   const tag = `ours${i}`;
@@ -76,6 +78,14 @@ for (const [i, mode] of MODES.entries()) {
         return { messages: rx!.messages(), queued };
       };
       verdicts.set(tag, await settle(world.cases, tag, read, world.senderListener));
+      const listing = await relay.queueList();
+      const byRcpt = new Map(listing.messages.flatMap((m) => m.recipients.map((r) => [r.address.toLowerCase(), r.dsnCode] as const)));
+      codes.set(tag, new Map(world.cases.map((c) => {
+        const rcpt = rcptOf(tag, c);
+        if (byRcpt.has(rcpt)) return [c.id, byRcpt.get(rcpt)];
+        const dsn = rx!.messages().find((m) => m.by === world.senderListener && m.raw.toLowerCase().includes(rcpt));
+        return [c.id, dsn ? /^Status:\s*(\d\.\d+\.\d+)/m.exec(dsn.raw)?.[1] : undefined];
+      })));
     });
 
     it('every case reached a verdict', () => {
@@ -90,6 +100,7 @@ for (const [i, mode] of MODES.entries()) {
     for (const c of world.cases) {
       it(`${c.title} [${c.id}]`, () => {
         expect(describeVerdict(verdicts.get(tag)!.get(c.id))).toBe(describeVerdict(c.expect));
+        if (c.code) expect(codes.get(tag)!.get(c.id), 'DANE-72 enhanced status code').toBe(c.code);
       });
     }
   });

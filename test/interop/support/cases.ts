@@ -24,6 +24,8 @@ export interface InteropCase {
   title: string;
   domain: string;
   expect: Verdict;
+  /** the enhanced status code our relay must give (DANE-72: DNS error 4.4.3, DANE/STARTTLS 4.7.5, null MX 5.1.10) */
+  code?: string;
   /**
    * Where Postfix 3.7 reaches a different verdict: Postfix's verdict, whether Postfix is wrong by
    * the RFC or the RFC leaves the choice to the client, and the RFC text that settles it.
@@ -51,6 +53,9 @@ const tlsOf = (key: Issued, ...chain: Issued[]) => ({ keyPem: key.keyPem, chainP
 const delivered = (via: string, tls = true): Verdict => ({ kind: 'delivered', via, tls });
 const deferred: Verdict = { kind: 'deferred' };
 
+/** DANE-72 codes for the deferred cases: lookups that fail (bogus) → 4.4.3, TLS/DANE failures → 4.7.5. */
+const DNS_FAILURES = new Set(['c01-bogus-mx', 'c02b-tlsa-servfail-both', 'b08-expired-rrsig', 'b09-wrong-ds']);
+
 export async function buildCases(): Promise<CaseWorld> {
   const zones: ZoneSpec[] = [];
   const listeners: Listener[] = [];
@@ -65,7 +70,8 @@ export async function buildCases(): Promise<CaseWorld> {
     zones.push({ name: domain, records: b.records, ...b.zone });
     if (c.zones) zones.push(...c.zones(domain));
     listeners.push(...b.listeners);
-    cases.push({ id: c.id, title: c.title, domain, expect: c.expect, postfixDiffers: c.postfixDiffers });
+    const code = c.code ?? (c.expect.kind === 'bounced' ? '5.1.10' : c.expect.kind === 'deferred' ? (DNS_FAILURES.has(c.id) ? '4.4.3' : '4.7.5') : undefined);
+    cases.push({ id: c.id, title: c.title, domain, expect: c.expect, code, postfixDiffers: c.postfixDiffers });
   };
   /** a DANE-EE destination: MX → mx1, self-signed leaf, 3 1 1 (the common, working setup) */
   const eeDomain = async (id: string, title: string, zone: Partial<ZoneSpec> = {}) => {

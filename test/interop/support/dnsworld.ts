@@ -19,6 +19,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
+import { own } from './reaper.js';
 
 export type DnssecAlgorithm = 'RSASHA256' | 'ECDSAP256SHA256' | 'ED25519';
 
@@ -292,11 +293,13 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
     run('nsd-checkconf', [join(dir, 'nsd.conf')], dir);
     const nsd = spawn(NSD_BIN, ['-d', '-c', join(dir, 'nsd.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
     procs.push(nsd);
+    own(nsd);
     nsd.stdout!.on('data', (d) => { logs.nsd += d; });
     nsd.stderr!.on('data', (d) => { logs.nsd += d; });
     await waitFor(async () => (await query(`${nsdIp}:${nsdPort}`, '.', 'SOA', false)).rcode === 'NOERROR', () => `nsd did not start: ${logs.nsd}${safeRead(join(dir, 'nsd.log'))}`, nsd);
     const unbound = spawn(UNBOUND_BIN, ['-d', '-c', join(dir, 'unbound.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
     procs.push(unbound);
+    own(unbound);
     unbound.stdout!.on('data', (d) => { logs.unbound += d; });
     unbound.stderr!.on('data', (d) => { logs.unbound += d; });
     await waitFor(async () => {

@@ -16,6 +16,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, 
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { own } from './reaper.js';
 
 const POSTFIX = '/usr/sbin/postfix';
 const POSTQUEUE = '/usr/sbin/postqueue';
@@ -150,6 +151,7 @@ async function startInstance(name: string, resolver: string, main: Record<string
   // (`postfix start-fg` forks master unless it is PID 1.)
   const script = `mount --bind "${resolvConf}" /etc/resolv.conf && exec ${MASTER} -c "${etc}" -d`;
   const proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  own(proc);
   let out = '';
   proc.stdout!.on('data', (d) => { out += d; });
   proc.stderr!.on('data', (d) => { out += d; });

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { own } from './reaper.js';
 
 /** The repository root, from test/interop/support or from its compiled copy under dist/. */
 function repoRoot(): string {
@@ -90,6 +91,7 @@ export async function startRelay(o: RelayOptions): Promise<RelayProcessHandle> {
     o.extraYaml ?? '',
   ].join('\n') + '\n');
   const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  own(child);
   let out = '';
   child.stdout!.on('data', (d) => { out += d; });
   child.stderr!.on('data', (d) => { out += d; });
