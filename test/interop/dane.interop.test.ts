@@ -21,11 +21,25 @@ import { startPostfixReceivers, startPostfixRelay, type PostfixReceivers, type P
 import { startRelay, swaks, type DnsMode, type RelayProcessHandle } from './support/relay.js';
 import type { Verdict } from './support/cases.js';
 import { ensureBuilt } from '../support/build.js';
+import { configSchema } from '../../src/config/schema.js';
+import { buildTlsrptWorld, type TlsrptWorld } from './support/tlsrptCases.js';
+import { readFileSync } from 'node:fs';
+import { Resolver as NodeResolver } from 'node:dns/promises';
+import { simpleParser } from 'mailparser';
+import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
+import type { ReceivedMessage } from './support/postfix.js';
 
 const MODES = (process.env.INTEROP_DNS_MODES ?? 'trust-ad').split(',').map((s) => s.trim()) as DnsMode[];
 
 // top-level await: the cases (with their fresh certificates) exist when the tests are declared
 const world: CaseWorld = await buildCases();
+/**
+ * TLSRPT (RFC 8460) cases run when the relay has reporting (a `tlsrpt` config section, issue 6):
+ * declared only then, never as skipped placeholders.
+ */
+const HAS_TLSRPT = 'tlsrpt' in configSchema.shape;
+if (HAS_TLSRPT) ensureBuilt(); // the world's DKIM key comes from `dane-relay dkim keygen`
+const rpt: TlsrptWorld | undefined = HAS_TLSRPT ? await buildTlsrptWorld() : undefined;
 let dns: DnsWorld | undefined;
 let rx: PostfixReceivers | undefined;
 const started: { stop(): Promise<void> }[] = [];
@@ -33,8 +47,8 @@ const started: { stop(): Promise<void> }[] = [];
 beforeAll(async () => {
   ensureBuilt(); // our relay runs from dist/
   try {
-    dns = await startDnsWorld({ zones: world.zones });
-    rx = await startPostfixReceivers({ listeners: world.listeners, resolver: dns.unbound });
+    dns = await startDnsWorld({ zones: [...world.zones, ...(rpt?.zones ?? [])] });
+    rx = await startPostfixReceivers({ listeners: [...world.listeners, ...(rpt?.listeners ?? [])], resolver: dns.unbound });
   } catch (e) {
     await rx?.stop();
     await dns?.stop();
@@ -141,3 +155,84 @@ describe('differential: Postfix 3.7 as a DANE relay in the same world', () => {
   });
 });
 
+
+if (rpt) {
+  describe('TLSRPT (RFC 8460) reports as the receivers get them', () => {
+    let relay: RelayProcessHandle;
+    const day = new Date().toISOString().slice(0, 10);
+    const policyDomains = [...rpt.reportedToGood, rpt.loopDomain, rpt.ambiguousDomain];
+    const reports = () => rx!.messages().filter((m) => m.header('tls-report-domain'));
+    const reportFor = (d: string) => reports().find((m) => m.header('tls-report-domain') === d);
+    beforeAll(async () => {
+      relay = await startRelay({ resolver: dns!.unbound, listen: '127.25.0.9:2525', extraYaml: rpt.yaml });
+      started.push(relay);
+      for (const d of policyDomains) await swaks({ server: `${relay.host}:${relay.port}`, from: `rpt@${world.senderDomain}`, to: `rpt@${d}` });
+      // every policy domain's MX fails DANE: one failed session each, message deferred
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        const l = await relay.queueList();
+        const deferredCount = l.messages.flatMap((m) => m.recipients).filter((r) => r.state === 'deferred' && r.attempts > 0).length;
+        if (deferredCount >= policyDomains.length || Date.now() > deadline) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      await new Promise((r) => setTimeout(r, 1500)); // the relay flushes its counts at most a second late
+      const sent = await relay.cli('tlsrpt', 'send', '--day', day);
+      if (sent.code !== 0) throw new Error(`tlsrpt send: ${sent.stdout}${sent.stderr}`);
+      await relay.restart(); // the outbox is taken into the spool at start
+      const until = Date.now() + 60_000;
+      while (Date.now() < until && !(reportFor(rpt.loopDomain) && rpt.reportedToGood.every((d) => reportFor(d)))) await new Promise((r) => setTimeout(r, 250));
+    });
+
+    it('TLSRPT-3 case 1: one v=TLSRPTv1 record among unrelated TXT records is used; a record split into two strings is joined without a space; an unknown extension is ignored', () => {
+      for (const d of rpt.reportedToGood) expect(reportFor(d)?.by, `report for ${d}`).toBe(rpt.goodRuaListener);
+    });
+
+    it('TLSRPT-3 case 1: two v=TLSRPTv1 records → the domain gets no report', () => {
+      expect(reportFor(rpt.loopDomain)).toBeDefined(); // the run got as far as delivering reports
+      expect(reportFor(rpt.ambiguousDomain)).toBeUndefined();
+    });
+
+    it('TLSRPT-42 TLSRPT-43 TLSRPT-44 case 7: multipart/report; report-type="tlsrpt", two parts, gzip JSON with the filename grammar, TLS-Report-* headers, Subject grammar, DKIM pass covering both headers without l=', async () => {
+      const m = reportFor(rpt.reportedToGood[0]!) as ReceivedMessage;
+      expect(m).toBeDefined();
+      const raw = readFileSync(m.file);
+      const ct = m.header('content-type') ?? '';
+      expect(ct).toMatch(/^multipart\/report;/i);
+      expect(ct).toMatch(/report-type="?tlsrpt"?/i);
+      const boundary = /boundary="?([^";]+)"?/i.exec(ct)![1]!;
+      // Maildir files have LF line ends (Postfix's virtual agent); count the delimiter lines
+      expect(raw.toString('latin1').split(/\r?\n/).filter((l) => l === `--${boundary}`).length, 'MIME parts').toBe(2);
+      expect(m.header('tls-report-domain')).toBe(rpt.reportedToGood[0]);
+      expect(m.header('tls-report-submitter')).toBe(rpt.submitter);
+      expect(m.header('subject')).toMatch(new RegExp(`^Report Domain: ${rpt.reportedToGood[0]!.replace(/\./g, '\\.')} Submitter: ${rpt.submitter.replace(/\./g, '\\.')} Report-ID: <[^>]+>$`));
+      const parsed = await simpleParser(raw);
+      expect(parsed.attachments).toHaveLength(1);
+      const att = parsed.attachments[0]!;
+      expect(att.contentType).toBe('application/tlsrpt+gzip');
+      // RFC 8460 §5.3: sender "!" policy-domain "!" begin "!" end [ "!" unique-id ] "." extension
+      expect(att.filename).toMatch(new RegExp(`^${rpt.submitter.replace(/\./g, '\\.')}!${rpt.reportedToGood[0]!.replace(/\./g, '\\.')}!\\d+!\\d+(![A-Za-z0-9._-]+)?\\.json\\.gz$`));
+      const { gunzipSync } = await import('node:zlib');
+      const json = JSON.parse(gunzipSync(att.content).toString('utf8')) as { policies: { summary: Record<string, number> }[] };
+      expect(json.policies.reduce((n, p) => n + p.summary['total-failure-session-count']!, 0)).toBeGreaterThanOrEqual(1);
+      const r = new NodeResolver({ timeout: 2000, tries: 1 });
+      r.setServers([dns!.unbound]);
+      const dkim = await dkimVerify(raw, { resolver: (name: string, rr: string) => r.resolve(name, rr as 'TXT') as Promise<never> });
+      const pass = dkim.results.find((x: { status: { result: string }; signingDomain?: string }) => x.status.result === 'pass' && x.signingDomain === rpt.dkimDomain);
+      expect(pass, JSON.stringify(dkim.results.map((x: { status: unknown }) => x.status))).toBeDefined();
+      const sig = (m.header('dkim-signature') ?? '').replace(/\s+/g, '');
+      const h = /(?:^|;)h=([^;]+)/.exec(sig)![1]!.toLowerCase().split(':');
+      expect(h).toEqual(expect.arrayContaining(['tls-report-domain', 'tls-report-submitter', 'subject']));
+      expect(sig).not.toMatch(/(?:^|;)l=/);
+    });
+
+    it('TLSRPT-45 case 9: a report whose rua MX fails DANE is still delivered (no DANE for reports) and adds no session to the next report', async () => {
+      const m = reportFor(rpt.loopDomain);
+      expect(m?.by).toBe(rpt.brokenRuaListener);
+      const show = await relay.cli('tlsrpt', 'show', '--day', day, '--json');
+      const next = JSON.parse(show.stdout) as { policies: { policy: { 'policy-domain': string } }[] }[];
+      const domains = next.flatMap((rep) => rep.policies.map((p) => p.policy['policy-domain']));
+      expect(domains.some((d) => d.endsWith('rua-broken.tst'))).toBe(false);
+      expect(domains.some((d) => d.endsWith(rpt.loopDomain))).toBe(true); // the report for the failing domain is still there
+    });
+  });
+}

@@ -51,7 +51,11 @@ export interface RelayProcessHandle {
   dir: string;
   child: ChildProcess;
   output(): string;
+  /** run `dane-relay <args> --config <this relay's config>` */
+  cli(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }>;
   queueList(): Promise<QueueListing>;
+  /** SIGTERM and start again on the same config and queue */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -90,38 +94,54 @@ export async function startRelay(o: RelayOptions): Promise<RelayProcessHandle> {
     `  level: ${o.logLevel ?? 'info'}`,
     o.extraYaml ?? '',
   ].join('\n') + '\n');
-  const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-  own(child);
+  let child!: ChildProcess;
   let out = '';
-  child.stdout!.on('data', (d) => { out += d; });
-  child.stderr!.on('data', (d) => { out += d; });
+  const kill = () => new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    child.once('exit', () => { clearTimeout(t); resolve(); });
+    child.kill('SIGTERM');
+  });
   const stop = async () => {
-    await new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      child.once('exit', () => { clearTimeout(t); resolve(); });
-      child.kill('SIGTERM');
-    });
+    await kill();
     rmSync(dir, { recursive: true, force: true });
   };
-  const deadline = Date.now() + 20_000;
-  while (!out.includes('dane-relay started')) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      await stop();
-      throw new Error(`relay did not start: ${out}`);
+  const launch = async () => {
+    child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    own(child);
+    const mark = out.length;
+    child.stdout!.on('data', (d) => { out += d; });
+    child.stderr!.on('data', (d) => { out += d; });
+    const deadline = Date.now() + 20_000;
+    while (!out.slice(mark).includes('dane-relay started')) {
+      if (child.exitCode !== null || Date.now() > deadline) {
+        await stop();
+        throw new Error(`relay did not start: ${out.slice(mark)}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
     }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return {
+  };
+  await launch();
+  const handle: RelayProcessHandle = {
     host, port: Number(portStr), configFile, dir, child,
     output: () => out,
+    cli: async (...args: string[]) => {
+      const r = await run(process.execPath, [CLI, ...args, '--config', configFile]).catch((e: { stdout?: string; stderr?: string; code?: number }) => ({ stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: e.code }));
+      return { stdout: r.stdout, stderr: r.stderr, code: (r as { code?: number }).code ?? 0 };
+    },
     queueList: async () => {
       // exit 1 = some file unreadable (mid-update): the listing is still printed
       const r = await run(process.execPath, [CLI, 'queue', 'list', '--config', configFile, '--json']).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }));
       return JSON.parse(r.stdout) as QueueListing;
     },
+    restart: async () => {
+      await kill();
+      await launch();
+      handle.child = child;
+    },
     stop,
   };
+  return handle;
 }
 
 /** Submit one message with swaks (a real SMTP client, as an application would). */
