@@ -8,7 +8,8 @@
  *
  * The differential runs Postfix 3.7 as a DANE relay (smtp_dns_support_level = dnssec,
  * smtp_tls_security_level = dane) in the same world and requires the same verdict on every case,
- * except where a case records that Postfix is wrong by the RFC, with the text that decides it.
+ * except where a case records a difference (`postfixDiffers`) with the RFC text that decides it:
+ * Postfix wrong by the RFC, or the RFC leaving the choice to the client.
  *
  * Modes: INTEROP_DNS_MODES (comma-separated, default "trust-ad") runs our relay once per
  * `dns.mode`; "validate" gives it the private root's trust anchor instead of trusting AD.

@@ -23,13 +23,13 @@ describe('dnsworld: nsd + unbound under a private root', () => {
     expect(Object.values(seen)).toEqual(expect.arrayContaining(['secure', 'insecure', 'bogus']));
   });
 
-  it('a broken signature on one RRset makes only that RRset bogus', async () => {
+  it('DANE-1 a broken signature on one RRset makes only that RRset bogus', async () => {
     expect((await w.query('www.badsig.dnssec', 'A')).rcode).toBe('SERVFAIL');
     const ok = await w.query('txt.badsig.dnssec', 'TXT');
     expect(ok).toMatchObject({ rcode: 'NOERROR', ad: true });
   });
 
-  it('NSEC3 opt-out: an unsigned delegation is proven insecure, a missing name is proven absent', async () => {
+  it('DANE-1 NSEC3 opt-out: an unsigned delegation is proven insecure, a missing name is proven absent', async () => {
     const nx = await w.query('nope.nsec3.dnssec', 'A');
     expect(nx).toMatchObject({ rcode: 'NXDOMAIN', ad: true });
     const nodata = await w.query('www.optout.dnssec', 'TLSA');

@@ -42,6 +42,8 @@ export interface RelayOptions {
   logLevel?: string;
   /** production defaults instead of the interop's long backoff (benchmarks) */
   queueYaml?: string;
+  /** delivery.per_destination (default: the relay's own default) */
+  perDestination?: number;
 }
 
 export interface RelayProcessHandle {
@@ -82,6 +84,7 @@ export async function startRelay(o: RelayOptions): Promise<RelayProcessHandle> {
     'delivery:',
     '  port: 25',
     '  tls_level: dane',
+    ...(o.perDestination ? [`  per_destination: ${o.perDestination}`] : []),
     '  timeouts: { connect: 10s, greeting: 30s, ehlo: 30s, starttls: 30s, mail: 30s, rcpt: 30s, data: 30s, data_block: 60s, data_done: 60s }',
     ...(o.queueYaml !== undefined ? [o.queueYaml] : [
       'queue:',
