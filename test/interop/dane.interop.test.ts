@@ -24,7 +24,9 @@ import type { Verdict } from './support/cases.js';
 import { ensureBuilt } from '../support/build.js';
 import { configSchema } from '../../src/config/schema.js';
 import { buildTlsrptWorld, type TlsrptWorld } from './support/tlsrptCases.js';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Resolver as NodeResolver } from 'node:dns/promises';
 import { simpleParser } from 'mailparser';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
@@ -32,8 +34,18 @@ import type { ReceivedMessage } from './support/postfix.js';
 
 const MODES = (process.env.INTEROP_DNS_MODES ?? 'trust-ad').split(',').map((s) => s.trim()) as DnsMode[];
 
+/** per-destination policy cases run when the relay has policy tables (a `policy` config section, issue 7) */
+const HAS_POLICY = 'policy' in configSchema.shape;
 // top-level await: the cases (with their fresh certificates) exist when the tests are declared
-const world: CaseWorld = await buildCases();
+const world: CaseWorld = await buildCases({ policy: HAS_POLICY });
+const policyDir = mkdtempSync(join(tmpdir(), 'dane-relay-interop-policy-'));
+/** our relay's policy section and Postfix's smtp_tls_policy_maps, when the world has policy cases */
+const policyYaml = world.policy ? (() => {
+  writeFileSync(join(policyDir, 'tls_policy'), world.policy.tlsPolicy.join('\n') + '\n');
+  writeFileSync(join(policyDir, 'danefail'), world.policy.danefail.join('\n') + '\n');
+  writeFileSync(join(policyDir, 'postfix_tls_policy'), world.policy.postfix.join('\n') + '\n');
+  return `policy:\n  tls_policy: ${join(policyDir, 'tls_policy')}\n  danefail: ${join(policyDir, 'danefail')}\n  probe_interval: 0\n`;
+})() : '';
 /**
  * TLSRPT (RFC 8460) cases run when the relay has reporting (a `tlsrpt` config section, issue 6):
  * declared only then, never as skipped placeholders.
@@ -62,6 +74,7 @@ afterAll(async () => {
   for (const s of started.reverse()) await s.stop().catch(() => undefined);
   await rx?.stop().catch(() => undefined);
   await dns?.stop().catch(() => undefined);
+  rmSync(policyDir, { recursive: true, force: true });
 });
 
 async function submitAll(server: string, tag: string): Promise<void> {
@@ -83,7 +96,7 @@ for (const [i, mode] of MODES.entries()) {
   describe(`dane-relay (dns.mode ${mode}) against nsd + unbound + Postfix receivers`, () => {
     let relay: RelayProcessHandle;
     beforeAll(async () => {
-      relay = await startRelay({ resolver: dns!.unbound, mode, trustAnchorFile: dns!.trustAnchorFile, listen: `127.25.0.${3 + i}:2525` });
+      relay = await startRelay({ resolver: dns!.unbound, mode, trustAnchorFile: dns!.trustAnchorFile, listen: `127.25.0.${3 + i}:2525`, extraYaml: policyYaml });
       started.push(relay);
       await submitAll(`${relay.host}:${relay.port}`, tag);
       const read = async () => {
@@ -125,7 +138,7 @@ describe('differential: Postfix 3.7 as a DANE relay in the same world', () => {
   let pf: PostfixRelay;
   const tag = 'pf';
   beforeAll(async () => {
-    pf = await startPostfixRelay({ address: '127.25.0.2', resolver: dns!.unbound });
+    pf = await startPostfixRelay({ address: '127.25.0.2', resolver: dns!.unbound, extra: world.policy ? { smtp_tls_policy_maps: `texthash:${join(policyDir, 'postfix_tls_policy')}` } : {} });
     started.push(pf);
     await submitAll(`${pf.address}:${pf.port}`, tag);
     const read = async () => {

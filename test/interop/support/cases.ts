@@ -40,6 +40,11 @@ export interface CaseWorld {
   /** the sender domain: DSNs come back to its listener */
   senderDomain: string;
   senderListener: string;
+  /**
+   * Per-destination policy (issue 7), when built with `policy: true`: our relay's `policy.tls_policy`
+   * and `policy.danefail` lines, and the Postfix smtp_tls_policy_maps lines that mean the same.
+   */
+  policy?: { tlsPolicy: string[]; danefail: string[]; postfix: string[] };
 }
 
 export const TLD = 'tst';
@@ -56,7 +61,7 @@ const deferred: Verdict = { kind: 'deferred' };
 /** DANE-72 codes for the deferred cases: lookups that fail (bogus) → 4.4.3, TLS/DANE failures → 4.7.5. */
 const DNS_FAILURES = new Set(['c01-bogus-mx', 'c02b-tlsa-servfail-both', 'b08-expired-rrsig', 'b09-wrong-ds']);
 
-export async function buildCases(): Promise<CaseWorld> {
+export async function buildCases(opts: { policy?: boolean } = {}): Promise<CaseWorld> {
   const zones: ZoneSpec[] = [];
   const listeners: Listener[] = [];
   const cases: InteropCase[] = [];
@@ -70,6 +75,7 @@ export async function buildCases(): Promise<CaseWorld> {
     zones.push({ name: domain, records: b.records, ...b.zone });
     if (c.zones) zones.push(...c.zones(domain));
     listeners.push(...b.listeners);
+    // code '' = no code asserted
     const code = c.code ?? (c.expect.kind === 'bounced' ? '5.1.10' : c.expect.kind === 'deferred' ? (DNS_FAILURES.has(c.id) ? '4.4.3' : '4.7.5') : undefined);
     cases.push({ id: c.id, title: c.title, domain, expect: c.expect, code, postfixDiffers: c.postfixDiffers });
   };
@@ -333,5 +339,46 @@ export async function buildCases(): Promise<CaseWorld> {
       listeners: [{ name: `mx1.${d}`, address: ip(1), tls: tlsOf(leaf2, leaf2, newInter) }],
     }));
   }
-  return { zones, listeners, cases, senderDomain, senderListener: `mx.${senderDomain}` };
+  // ---- per-destination policy (issue 7): declared only when the relay's config has `policy` ----
+  let policy: CaseWorld['policy'];
+  if (opts.policy) {
+    policy = { tlsPolicy: [], danefail: [], postfix: [] };
+    const served = await makeSelfSigned({ dnsNames: ['mx1'] });
+    const other = await makeSelfSigned({ dnsNames: ['mx1'] });
+    const mismatching = (d: string, ip: (k: number) => string) => ({
+      records: [mx(d, 10, `mx1.${d}`), a(`mx1.${d}`, ip(1)), tlsa(`mx1.${d}`, 3, 1, 1, other)],
+      listeners: [{ name: `mx1.${d}`, address: ip(1), tls: tlsOf(served, served) }],
+    });
+    add({ id: 'p01-danefail', title: 'DANE-70 case 10: an exception-listed (danefail) domain gets no DANE: its mismatching TLSA is not used, delivered over opportunistic TLS', expect: delivered('mx1.p01-danefail.tst') }, mismatching);
+    policy.danefail.push('p01-danefail.tst');
+    policy.postfix.push('p01-danefail.tst may');
+    add({ id: 'p02-danefail-bogus-mx', title: 'DANE-70 the exception list cannot cure a bogus MX → deferred 4.4.3', expect: deferred, code: '4.4.3' }, (d, ip) => ({
+      ...mismatching(d, ip), zone: { breakSignatures: [{ owner: d, type: 'MX' }] },
+    }));
+    policy.danefail.push('p02-danefail-bogus-mx.tst');
+    policy.postfix.push('p02-danefail-bogus-mx.tst may');
+    const host = `p03-secure-host.${TLD}`;
+    add({
+      id: 'p03-trust-insecure-mx',
+      title: 'DANE-15 opt-in (tls_policy dane trust-insecure-mx): the MX host\'s TLSA is used under an insecure MX → mismatch → deferred',
+      expect: deferred,
+      zones: () => [{ name: host, records: [a(`mx1.${host}`, '127.25.95.1'), tlsa(`mx1.${host}`, 3, 1, 1, other)] }],
+    }, (d) => ({
+      records: [mx(d, 10, `mx1.${host}`)],
+      listeners: [{ name: `mx1.${host}`, address: '127.25.95.1', tls: tlsOf(served, served) }],
+      zone: { ds: 'missing' },
+    }));
+    policy.tlsPolicy.push('p03-trust-insecure-mx.tst dane trust-insecure-mx');
+    // Postfix 3.7 does this by default (smtp_tls_dane_insecure_mx_policy = dane): no entry needed
+    add({ id: 'p04-audit', title: 'DANE-46 audit-only (tls_policy dane audit): a failed DANE check is logged and the message goes over TLS anyway', expect: delivered('mx1.p04-audit.tst') }, mismatching);
+    policy.tlsPolicy.push('p04-audit.tst dane audit');
+    policy.postfix.push('p04-audit.tst may'); // Postfix has no audit mode; "may" is its nearest outcome
+    add({ id: 'p05-dane-only-insecure', title: 'DANE-45 mandatory DANE (tls_policy dane-only) for a destination without DNSSEC → deferred, never sent', expect: deferred, code: '' }, (d, ip) => ({
+      ...mismatching(d, ip), zone: { ds: 'missing' },
+    }));
+    policy.tlsPolicy.push('p05-dane-only-insecure.tst dane-only');
+    policy.postfix.push('p05-dane-only-insecure.tst dane-only');
+  }
+
+  return { zones, listeners, cases, senderDomain, senderListener: `mx.${senderDomain}`, policy };
 }
