@@ -75,6 +75,7 @@ afterAll(async () => {
   await rx?.stop().catch(() => undefined);
   await dns?.stop().catch(() => undefined);
   rmSync(policyDir, { recursive: true, force: true });
+  if (rpt) rmSync(rpt.dir, { recursive: true, force: true });
 });
 
 async function submitAll(server: string, tag: string): Promise<void> {

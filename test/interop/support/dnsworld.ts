@@ -201,50 +201,56 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
   const keys = new Map<string, Keys>();
   const now = Date.now();
 
-  // Children first: a parent needs its children's DS before it is signed.
-  for (const z of zones) {
-    const origin = fqdn(z.name);
-    const lines = [`$ORIGIN ${origin}`, '$TTL 300',
-      `@ 300 IN SOA ${NS_NAME} hostmaster.${origin === '.' ? '' : origin} ${Math.floor(now / 1000)} 3600 600 86400 300`,
-      `@ 300 IN NS ${NS_NAME}`];
-    if (z.name === '.') lines.push(`${NS_NAME} 300 IN A ${nsdIp}`);
-    lines.push(...(z.records ?? []));
-    for (const c of childrenOf.get(z.name) ?? []) {
-      lines.push(`${fqdn(c.name)} 300 IN NS ${NS_NAME}`);
-      const ck = keys.get(c.name);
-      const mode = c.ds ?? 'valid';
-      if (!ck || mode === 'missing') continue;
-      if (mode === 'wrong') lines.push(...ck.dsLines.map(corruptDs));
-      else lines.push(...ck.dsLines, ...(mode === 'rollover' ? ck.nextDs : []));
+  try {
+    // Children first: a parent needs its children's DS before it is signed.
+    for (const z of zones) {
+      const origin = fqdn(z.name);
+      const lines = [`$ORIGIN ${origin}`, '$TTL 300',
+        `@ 300 IN SOA ${NS_NAME} hostmaster.${origin === '.' ? '' : origin} ${Math.floor(now / 1000)} 3600 600 86400 300`,
+        `@ 300 IN NS ${NS_NAME}`];
+      if (z.name === '.') lines.push(`${NS_NAME} 300 IN A ${nsdIp}`);
+      lines.push(...(z.records ?? []));
+      for (const c of childrenOf.get(z.name) ?? []) {
+        lines.push(`${fqdn(c.name)} 300 IN NS ${NS_NAME}`);
+        const ck = keys.get(c.name);
+        const mode = c.ds ?? 'valid';
+        if (!ck || mode === 'missing') continue;
+        if (mode === 'wrong') lines.push(...ck.dsLines.map(corruptDs));
+        else lines.push(...ck.dsLines, ...(mode === 'rollover' ? ck.nextDs : []));
+      }
+      const file = join(zonesDir, `${z.name === '.' ? 'root' : z.name}.zone`);
+      writeFileSync(file, `${lines.join('\n')}\n`);
+      if (z.sign === false) {
+        writeFileSync(`${file}.signed`, readFileSync(file));
+        continue;
+      }
+      const spec = z.sign ?? {};
+      const algs = spec.algorithms ?? ['ECDSAP256SHA256'];
+      const k: Keys = { ksk: [], zsk: [], dsLines: [], nextDs: [] };
+      for (const alg of algs) {
+        const ksk = keygen(keysDir, z.name, alg, true);
+        k.ksk.push(ksk);
+        k.zsk.push(keygen(keysDir, z.name, alg, false));
+        k.dsLines.push(dsOf(keysDir, ksk));
+      }
+      if (z.ds === 'rollover') k.nextDs.push(dsOf(keysDir, keygen(keysDir, z.name, algs[0]!, true)));
+      keys.set(z.name, k);
+      const args: string[] = ['-f', `${file}.signed`, '-o', origin];
+      if (spec.expired) args.push('-i', timestamp(new Date(now - 60 * 86400_000)), '-e', timestamp(new Date(now - 30 * 86400_000)));
+      else args.push('-i', timestamp(new Date(now - 3600_000)), '-e', timestamp(new Date(now + 30 * 86400_000)));
+      if (spec.nsec3) {
+        // RFC 9276 §3.1: zero extra iterations, no salt (Unbound treats high counts as insecure)
+        args.push('-n', '-t', '0');
+        if (typeof spec.nsec3 === 'object' && spec.nsec3.optOut) args.push('-p');
+      }
+      args.push(file, ...k.ksk.map((b) => join(keysDir, b)), ...k.zsk.map((b) => join(keysDir, b)));
+      run('ldns-signzone', args, keysDir);
+      if (z.breakSignatures?.length) writeFileSync(`${file}.signed`, breakSignatures(readFileSync(`${file}.signed`, 'utf8'), z.breakSignatures));
     }
-    const file = join(zonesDir, `${z.name === '.' ? 'root' : z.name}.zone`);
-    writeFileSync(file, `${lines.join('\n')}\n`);
-    if (z.sign === false) {
-      writeFileSync(`${file}.signed`, readFileSync(file));
-      continue;
-    }
-    const spec = z.sign ?? {};
-    const algs = spec.algorithms ?? ['ECDSAP256SHA256'];
-    const k: Keys = { ksk: [], zsk: [], dsLines: [], nextDs: [] };
-    for (const alg of algs) {
-      const ksk = keygen(keysDir, z.name, alg, true);
-      k.ksk.push(ksk);
-      k.zsk.push(keygen(keysDir, z.name, alg, false));
-      k.dsLines.push(dsOf(keysDir, ksk));
-    }
-    if (z.ds === 'rollover') k.nextDs.push(dsOf(keysDir, keygen(keysDir, z.name, algs[0]!, true)));
-    keys.set(z.name, k);
-    const args: string[] = ['-f', `${file}.signed`, '-o', origin];
-    if (spec.expired) args.push('-i', timestamp(new Date(now - 60 * 86400_000)), '-e', timestamp(new Date(now - 30 * 86400_000)));
-    else args.push('-i', timestamp(new Date(now - 3600_000)), '-e', timestamp(new Date(now + 30 * 86400_000)));
-    if (spec.nsec3) {
-      // RFC 9276 §3.1: zero extra iterations, no salt (Unbound treats high counts as insecure)
-      args.push('-n', '-t', '0');
-      if (typeof spec.nsec3 === 'object' && spec.nsec3.optOut) args.push('-p');
-    }
-    args.push(file, ...k.ksk.map((b) => join(keysDir, b)), ...k.zsk.map((b) => join(keysDir, b)));
-    run('ldns-signzone', args, keysDir);
-    if (z.breakSignatures?.length) writeFileSync(`${file}.signed`, breakSignatures(readFileSync(`${file}.signed`, 'utf8'), z.breakSignatures));
+
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true }); // a key or signing failure leaves nothing behind
+    throw e;
   }
 
   const root = keys.get('.')!;

@@ -97,8 +97,8 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 `;
 
-async function startInstance(name: string, resolver: string, main: Record<string, string>, listeners: string[]): Promise<Instance> {
-  const dir = mkdtempSync(join(tmpdir(), `dane-relay-postfix-${name}-`));
+async function startInstance(name: string, resolver: string, main: Record<string, string>, listeners: string[], baseDir = tmpdir()): Promise<Instance> {
+  const dir = mkdtempSync(join(baseDir, `dane-relay-postfix-${name}-`));
   const etc = join(dir, 'etc');
   const spool = join(dir, 'spool');
   const data = join(dir, 'data');
@@ -202,12 +202,18 @@ export interface PostfixReceivers {
 }
 
 /** One Postfix instance with one smtpd per listener; all mail lands in one Maildir. */
-export async function startPostfixReceivers(opts: { listeners: Listener[]; resolver: string }): Promise<PostfixReceivers> {
+export async function startPostfixReceivers(opts: {
+  listeners: Listener[];
+  resolver: string;
+  /** where the receiver's queue and Maildir live (default the OS temp dir). The benchmark puts them
+   * on tmpfs (/dev/shm) so that the receiver's own fsyncs do not cap what the relays can show. */
+  baseDir?: string;
+}): Promise<PostfixReceivers> {
   for (const l of opts.listeners) await assertFree(l.address, l.port ?? 25);
   const lines: string[] = [];
   let inst: Instance | undefined;
   const certDir = mkdtempSync(join(tmpdir(), 'dane-relay-postfix-certs-'));
-  const mailBase = mkdtempSync(join(tmpdir(), 'dane-relay-postfix-mail-'));
+  const mailBase = mkdtempSync(join(opts.baseDir ?? tmpdir(), 'dane-relay-postfix-mail-'));
   const { uid, gid } = postfixIds();
   chownSync(mailBase, uid, gid);
   for (const l of opts.listeners) {
@@ -247,7 +253,7 @@ export async function startPostfixReceivers(opts: { listeners: Listener[]; resol
       // throughput for the benchmark: deliver as soon as the queue file is in
       default_process_limit: '200',
       virtual_destination_concurrency_limit: '50',
-    }, lines);
+    }, lines, opts.baseDir);
     await waitListening(inst, opts.listeners.map((l) => ({ host: l.address, port: l.port ?? 25 })));
   } catch (e) {
     await inst?.stop();

@@ -31,6 +31,8 @@ export interface TlsrptWorld {
   goodRuaListener: string;
   brokenRuaListener: string;
   submitter: string;
+  /** holds the DKIM key; remove after the run */
+  dir: string;
 }
 
 const hex = (c: Issued) => tlsaData(c, 1, 1).toString('hex').toUpperCase();
@@ -69,7 +71,7 @@ export async function buildTlsrptWorld(): Promise<TlsrptWorld> {
     `  dkim: { domain: ${dkimDomain}, selector: tlsrpt, key_file: ${keyFile} }`,
   ].join('\n');
   return {
-    zones, listeners, yaml, dkimDomain, submitter: dkimDomain,
+    zones, listeners, yaml, dkimDomain, submitter: dkimDomain, dir,
     reportedToGood: ['rpt-plain.tst', 'rpt-multi.tst'], loopDomain: 'rpt-loop.tst', ambiguousDomain: 'rpt-two.tst',
     goodRuaListener, brokenRuaListener,
   };
