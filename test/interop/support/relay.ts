@@ -55,6 +55,8 @@ export interface RelayProcessHandle {
   output(): string;
   /** run `dane-relay <args> --config <this relay's config>` */
   cli(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }>;
+  /** the CLI with its clock shifted by libfaketime (`faketime -f SPEC`, e.g. "+1d"): a closed day without waiting for midnight */
+  cliAt(spec: string, ...args: string[]): Promise<{ stdout: string; stderr: string; code: number }>;
   queueList(): Promise<QueueListing>;
   /** SIGTERM and start again on the same config and queue */
   restart(): Promise<void>;
@@ -64,6 +66,11 @@ export interface RelayProcessHandle {
 export interface QueueListing {
   messages: { id: string; envelope: { from: string; to: string[] }; recipients: { address: string; state: string; attempts: number; lastReason?: string; dsnCode?: string }[] }[];
   unreadable: { id: string; reason: string }[];
+}
+
+async function runCli(cmd: string, args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  const r = await run(cmd, args).catch((e: { stdout?: string; stderr?: string; code?: number }) => ({ stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: e.code }));
+  return { stdout: r.stdout, stderr: r.stderr, code: (r as { code?: number }).code ?? 0 };
 }
 
 export async function startRelay(o: RelayOptions): Promise<RelayProcessHandle> {
@@ -128,10 +135,8 @@ export async function startRelay(o: RelayOptions): Promise<RelayProcessHandle> {
   const handle: RelayProcessHandle = {
     host, port: Number(portStr), configFile, dir, child,
     output: () => out,
-    cli: async (...args: string[]) => {
-      const r = await run(process.execPath, [CLI, ...args, '--config', configFile]).catch((e: { stdout?: string; stderr?: string; code?: number }) => ({ stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: e.code }));
-      return { stdout: r.stdout, stderr: r.stderr, code: (r as { code?: number }).code ?? 0 };
-    },
+    cli: (...args: string[]) => runCli(process.execPath, [CLI, ...args, '--config', configFile]),
+    cliAt: (spec: string, ...args: string[]) => runCli('faketime', ['-f', spec, process.execPath, CLI, ...args, '--config', configFile]),
     queueList: async () => {
       // exit 1 = some file unreadable (mid-update): the listing is still printed
       const r = await run(process.execPath, [CLI, 'queue', 'list', '--config', configFile, '--json']).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }));
