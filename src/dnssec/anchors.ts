@@ -4,7 +4,8 @@
  * per line or spread over lines with parentheses, `;` comments, optional TTL
  * and class. Any zone may be an anchor point (private roots, tests).
  */
-import { normalizeName } from '../dns/wire.js';
+import { isAtOrBelow, normalizeName } from '../dns/wire.js';
+import { labelCount } from './names.js';
 import { keyTag, parseDnskey, type Dnskey, type Ds } from './records.js';
 
 export interface ZoneAnchor { zone: string; ds: Ds[]; dnskeys: Dnskey[] }
@@ -136,9 +137,9 @@ export function rootTrustAnchors(): TrustAnchors {
 /** The deepest anchor at or above `name`. */
 export function closestAnchor(anchors: TrustAnchors, name: string): ZoneAnchor | undefined {
   let best: ZoneAnchor | undefined;
+  // Label-wise (isAtOrBelow, labelCount): an escaped dot inside a label is not a boundary.
   for (const a of anchors.values()) {
-    const inside = a.zone === '.' || name === a.zone || name.endsWith('.' + a.zone);
-    if (inside && (!best || best.zone === '.' || a.zone.length > best.zone.length)) best = a;
+    if (isAtOrBelow(name, a.zone) && (!best || labelCount(a.zone) > labelCount(best.zone))) best = a;
   }
   return best;
 }

@@ -106,7 +106,7 @@ export class ChainWalker {
   private async anchorKeys(anchor: ZoneAnchor, ctx: LookupContext): Promise<ZoneState> {
     const cached = this.zones.get(`anchor|${anchor.zone}`, this.nowMs());
     if (cached) {
-      ctx.trace.add('anchor', anchor.zone, cached.value.kind === 'secure' ? 'secure' : cached.value.kind, 'trust anchor keys (cached)');
+      ctx.trace.add('anchor', anchor.zone, cached.value.kind === 'secure' ? 'ok' : cached.value.kind, 'trust anchor keys (cached)');
       return cached.value;
     }
     const st = await this.shared(`anchor|${anchor.zone}`, async () => {
@@ -167,7 +167,7 @@ export class ChainWalker {
       return { kind: 'bogus', detail: `DNSKEY ${zone}: ${v.reason}` };
     }
     const keys = rrset.rrs.map((rr) => parseDnskey(rr.rdata)).filter((k): k is Dnskey => k !== undefined);
-    ctx.trace.add('DNSKEY', zone, 'secure', `RRSIG by key ${v.key.keyTag}/${algorithmName(v.key.algorithm)} validates the DNSKEY RRset (${keys.length} keys)`);
+    ctx.trace.add('DNSKEY', zone, 'ok', `RRSIG by key ${v.key.keyTag}/${algorithmName(v.key.algorithm)} validates the DNSKEY RRset (${keys.length} keys)`);
     return { kind: 'secure', zone, keys, ttl: Math.min(v.ttl, MAX_CHAIN_TTL) };
   }
 
@@ -177,7 +177,7 @@ export class ChainWalker {
     const cached = this.steps.get(key, this.nowMs());
     if (cached) {
       const s = cached.value;
-      ctx.trace.add('DS', name, s.kind === 'cut' ? (s.state.kind === 'secure' ? 'secure' : s.state.kind) : 'info', `(cached) ${s.detail ?? s.kind}`);
+      ctx.trace.add('DS', name, s.kind === 'cut' ? (s.state.kind === 'secure' ? 'ok' : s.state.kind) : 'info', `(cached) ${s.detail ?? s.kind}`);
       return s;
     }
     const step = await this.shared(`step|${key}`, () => this.computeStep(name, parent, ctx));
@@ -215,9 +215,28 @@ export class ChainWalker {
       if (st.kind === 'secure') st.ttl = Math.min(st.ttl, v.ttl);
       return { kind: 'cut', state: st, detail: st.kind === 'secure' ? `secure zone cut, ${st.keys.length} DNSKEYs` : undefined };
     }
-    if (answers.get(`${name}|${T.CNAME}`)) {
-      ctx.trace.add('DS', name, 'info', 'CNAME at this name: not a zone cut');
-      return { kind: 'not-a-cut', ttl: 60, detail: 'CNAME, not a zone cut' };
+    // A recursive resolver follows a CNAME (or DNAME) for a DS question. It shows the name is no zone
+    // cut only when the parent zone signed it; an unsigned or unverifiable one (anyone on the path can
+    // add it) falls through to the NSEC/NSEC3 proof below, which it then needs.
+    const cname = answers.get(`${name}|${T.CNAME}`);
+    if (cname) {
+      const v = verifyRRset(cname, zk, ctx.nowSec, ctx.budget);
+      if (v.ok && !v.wildcard) {
+        const detail = `CNAME signed by ${parent.zone}: not a zone cut`;
+        ctx.trace.add('DS', name, 'ok', detail);
+        return { kind: 'not-a-cut', ttl: v.ttl, detail };
+      }
+      ctx.trace.add('DS', name, 'info', `CNAME at this name does not validate with ${parent.zone}'s keys${v.ok ? ' (wildcard)' : `: ${v.reason}`}; a signed denial is needed`);
+    }
+    for (const d of answers.values()) {
+      if (d.typeCode !== T.DNAME || d.name === name || !isAtOrBelow(name, d.name) || !isAtOrBelow(d.name, parent.zone)) continue;
+      const v = verifyRRset(d, zk, ctx.nowSec, ctx.budget);
+      if (v.ok) {
+        // RFC 6672 §2.3: nothing exists below a DNAME owner in its zone.
+        const detail = `DNAME at ${d.name} signed by ${parent.zone}: ${name} does not exist in this zone`;
+        ctx.trace.add('DS', name, 'ok', detail);
+        return { kind: 'nonexistent', ttl: v.ttl, detail };
+      }
     }
     // No DS: the denial must be signed by the parent zone.
     const proof = this.cutProof(msg, name, zk, ctx);
