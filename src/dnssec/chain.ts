@@ -33,11 +33,20 @@ export interface LookupContext {
   trace: Trace;
   /** seconds since the epoch (signature windows) */
   nowSec: number;
+  /** wall-clock ms (Date.now) after which no further upstream question is asked */
+  deadline?: number;
 }
 
 export type QueryFn = (name: string, type: string, ctx: LookupContext) => Promise<{ ok: true; msg: WireMessage } | { ok: false; message: string }>;
 
 const T = TYPE_CODES;
+/** Approximate bytes of DNSKEYs held by each chain cache (zone keys, and secure cuts in the step cache). */
+export const MAX_KEY_CACHE_BYTES = 16 * 1024 * 1024;
+
+function stateBytes(s: ZoneState): number {
+  return 128 + (s.kind === 'secure' ? s.keys.reduce((n, k) => n + 96 + k.rdata.length, 0) : 0);
+}
+
 /** Cache lifetime of results that were proven (seconds, before TTL capping by the data). */
 const MAX_CHAIN_TTL = 86_400;
 
@@ -52,8 +61,9 @@ export class ChainWalker {
     private readonly nowMs: () => number,
     maxEntries: number,
   ) {
-    this.zones = new TtlCache(Math.max(16, Math.ceil(maxEntries / 4)));
-    this.steps = new TtlCache(Math.max(16, Math.ceil(maxEntries / 2)));
+    // Zone keys are the large entries (a DNSKEY RRset may be tens of KiB): bounded by bytes too.
+    this.zones = new TtlCache(Math.max(16, Math.ceil(maxEntries / 4)), MAX_KEY_CACHE_BYTES, stateBytes);
+    this.steps = new TtlCache(Math.max(16, Math.ceil(maxEntries / 2)), MAX_KEY_CACHE_BYTES, (s) => (s.kind === 'cut' ? stateBytes(s.state) : 64));
   }
 
   clear(): void {
@@ -94,6 +104,14 @@ export class ChainWalker {
     return state;
   }
 
+  /**
+   * Concurrent lookups that need the same step share one computation. It runs
+   * with the context of the lookup that started it: its queries and
+   * verifications are charged to that lookup's budget and deadline, not to the
+   * later callers', and if that lookup runs out of budget the later callers
+   * get the same indeterminate result (never a verdict, so nothing is weakened;
+   * the failed step is not cached and the next lookup computes it afresh).
+   */
   private async shared<V>(key: string, f: () => Promise<V>): Promise<V> {
     const inflight = this.flights.get(key) as Promise<V> | undefined;
     if (inflight) return inflight;

@@ -19,7 +19,7 @@ import { MAX_ALIAS_DEPTH, MAX_CACHE_TTL, MAX_NEGATIVE_TTL, DEFAULT_NEGATIVE_TTL,
 import { algorithmName } from './algorithms.js';
 import { parseTrustAnchors, ROOT_TRUST_ANCHORS, type TrustAnchors } from './anchors.js';
 import { Budget, BudgetExceeded, MAX_NSEC3_ITERATIONS } from './budget.js';
-import { TtlCache } from './cache.js';
+import { TtlCache, approxBytes } from './cache.js';
 import { ChainWalker, validatedDenial, type LookupContext, type ZoneState } from './chain.js';
 import { labelCount } from './names.js';
 import { proveNodata, proveNxdomain, proveWildcardAnswer, type Proof } from './nsec.js';
@@ -42,6 +42,23 @@ export interface ValidatingResolverOptions {
   /** validated answers kept (positive and negative); default 10,000 */
   maxCacheEntries?: number;
 }
+
+/**
+ * One lookup (chain of trust, aliases, proofs: up to MAX_QUERIES upstream
+ * questions) may take at most this many times what one upstream exchange may
+ * take (timeoutMs × attempts). An honest lookup needs a few round trips, most
+ * of them cached; an upstream that answers every question just before its
+ * timeout would otherwise hold a delivery for MAX_QUERIES × timeout. Not a
+ * config key: it scales with dns.timeout/attempts, and three slow exchanges in
+ * a row are already a failing resolver. Past it the lookup is indeterminate.
+ */
+export const LOOKUP_DEADLINE_EXCHANGES = 3;
+
+/**
+ * Approximate bytes of validated answers kept, besides the entry count: a TXT
+ * or TLSA answer can be 64 KiB, so 10,000 entries alone could hold 640 MiB.
+ */
+export const MAX_ANSWER_CACHE_BYTES = 64 * 1024 * 1024;
 
 /** Bogus answers are remembered this long (Unbound's val-bogus-ttl is 60 s) so a broken zone is not re-validated per message. */
 export const BOGUS_TTL = 60;
@@ -70,14 +87,16 @@ export class ValidatingResolver implements Resolver {
   private readonly cache: TtlCache<DnsAnswer>;
   private readonly walker: ChainWalker;
   private readonly inflight = new Map<string, Promise<DnsAnswer>>();
+  private readonly deadlineMs: number;
   private closed = false;
 
   constructor(opts: ValidatingResolverOptions) {
     this.transport = new DnsTransport(opts);
+    this.deadlineMs = LOOKUP_DEADLINE_EXCHANGES * opts.timeoutMs * opts.attempts;
     this.anchors = parseTrustAnchors(opts.trustAnchors ?? ROOT_TRUST_ANCHORS);
     this.now = opts.now ?? Date.now;
     const max = Math.max(1, opts.maxCacheEntries ?? 10_000);
-    this.cache = new TtlCache(max);
+    this.cache = new TtlCache(max, MAX_ANSWER_CACHE_BYTES, (a) => approxBytes(a));
     this.walker = new ChainWalker(this.anchors, (n, t, c) => this.query(n, t, c), this.now, max);
   }
 
@@ -141,6 +160,7 @@ export class ValidatingResolver implements Resolver {
 
   private async query(name: string, type: string, ctx: LookupContext): Promise<{ ok: true; msg: WireMessage } | { ok: false; message: string }> {
     if (this.closed) return { ok: false, message: 'resolver closed' };
+    if (ctx.deadline !== undefined && Date.now() >= ctx.deadline) return { ok: false, message: `lookup deadline of ${this.deadlineMs} ms passed` };
     ctx.budget.spendQuery();
     // CD=1: we validate; DO=1: we need the signatures (RFC 4035 §3.2.1–3.2.2).
     const ex = await this.transport.exchange(name, type, { rd: true, dnssecOk: true, cd: true });
@@ -149,12 +169,18 @@ export class ValidatingResolver implements Resolver {
   }
 
   private async run<T extends QueryType>(qname: string, qtype: T, trace: Trace): Promise<DnsAnswer<T>> {
-    const ctx: LookupContext = { budget: new Budget(), trace, nowSec: Math.floor(this.now() / 1000) };
+    // The deadline is wall-clock time (Date.now), not the injectable validation clock `now`.
+    const ctx: LookupContext = { budget: new Budget(), trace, nowSec: Math.floor(this.now() / 1000), deadline: Date.now() + this.deadlineMs };
     const chain: CnameHop[] = [];
     const spent = (): void =>
       trace.add('budget', qname, 'info', `${ctx.budget.verifications} signature verifications, ${ctx.budget.nsec3Hashes} NSEC3 hashes, ${ctx.budget.queries} upstream queries`);
+    let timer: NodeJS.Timeout | undefined;
+    const overdue = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Failed('indeterminate', `lookup took longer than ${this.deadlineMs} ms (${LOOKUP_DEADLINE_EXCHANGES} × timeout × attempts)`, 'timeout')), this.deadlineMs);
+      timer.unref();
+    });
     try {
-      const a = await this.resolve(qname, qtype, ctx, chain);
+      const a = await Promise.race([this.resolve(qname, qtype, ctx, chain), overdue]);
       spent();
       return a;
     } catch (e) {
@@ -166,6 +192,8 @@ export class ValidatingResolver implements Resolver {
       const msg = e instanceof BudgetExceeded ? e.message : `internal error: ${e instanceof Error ? e.message : String(e)}`;
       trace.add('answer', qname, 'indeterminate', msg);
       return failure(qname, qtype, 'indeterminate', msg, chain);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
