@@ -223,7 +223,7 @@ export class ValidatingResolver implements Resolver {
         if (chain.length >= MAX_ALIAS_DEPTH) throw new Failed('indeterminate', `more than ${MAX_ALIAS_DEPTH} aliases`, 'depth');
         seen.add(step.target);
         chain.push({ owner: cur, target: step.target, status: v.kind });
-        ctx.trace.add('alias', cur, v.kind, `-> ${step.target}`);
+        ctx.trace.add('alias', cur, v.kind === 'secure' ? 'ok' : v.kind, `-> ${step.target}`); // the hop's own status is in chain[]
         cur = step.target;
         // Reuse the reply if it carries the target's records; otherwise ask for the target.
         if (!mentions(msg, cur)) msg = undefined;

@@ -28,6 +28,8 @@ beforeAll(async () => {
   const alias = mailZone('alias.test', { keys: [key('rv-alias', 13)] });
   alias.add('sub.alias.test', 'DNAME', rd.DNAME('dst.test'));
   alias.add('www.alias.test', 'CNAME', rd.CNAME('mx.dst.test'));
+  alias.add('ins.alias.test', 'CNAME', rd.CNAME('mx.plain.test'));
+  const plain = mailZone('plain.test'); // unsigned
   const island = mailZone('island.test', { keys: [key('rv-island', 13)] });
   const wc = mailZone('wc.test', { keys: [key('rv-wc', 13)] });
   wc.add('*.wc.test', 'MX', rd.MX(10, 'any.wc.test'));
@@ -37,7 +39,7 @@ beforeAll(async () => {
   const cut = mailZone('cut.test', { keys: [key('rv-cut', 13)] });
   const ent = mailZone('ent.test', { keys: [key('rv-ent', 13)] });
   const n3p = mailZone('n3p.test', { keys: [key('rv-n3p', 13)], denial: { nsec3: { iterations: 0 } } });
-  t = await buildTree([dst, evil, alias, island, wc, wco, cut, ent, n3p]);
+  t = await buildTree([dst, evil, alias, island, wc, wco, cut, ent, n3p, plain]);
 }, 60_000);
 afterAll(async () => t?.close());
 
@@ -228,5 +230,10 @@ describe('review: trace', () => {
     expect(answer.status).toBe('secure');
     const secure = trace.filter((s) => s.result === 'secure');
     expect(secure.map((s) => s.kind)).toEqual(['answer']);
+    // A secure CNAME hop into an unsigned zone: the verdict is insecure and no line says "secure".
+    const ins = await t.resolver().lookupTrace('ins.alias.test', 'A');
+    expect([ins.answer.status, ins.answer.firstStatus, ins.answer.records]).toEqual(['insecure', 'secure', ['192.0.2.25']]);
+    expect(ins.trace.filter((s) => s.result === 'secure')).toEqual([]);
+    expect(ins.trace.some((s) => s.kind === 'alias' && s.result === 'ok')).toBe(true);
   });
 });
