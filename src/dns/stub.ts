@@ -13,7 +13,9 @@ import type { CnameHop, DnsAnswer, DnssecStatus, QueryType, RecordData, Resolver
 import {
   CLASS_IN,
   isAtOrBelow,
+  nameToWire,
   normalizeName,
+  splitName,
   rcodeName,
   toRecordData,
   typeCode,
@@ -305,9 +307,21 @@ function findAlias(answers: WireRr[], owner: string): AliasHop | undefined {
  * Shared with the validator.
  */
 export function dnameTarget(owner: string, dnameOwner: string, dnameData: string): string | undefined {
+  // Labels, not characters: an escaped dot inside a label (`a\.b`) is not a label boundary.
+  const ownerLabels = splitName(owner);
+  const keep = ownerLabels.length - splitName(dnameOwner).length;
+  if (keep <= 0 || !isAtOrBelow(owner, dnameOwner)) return undefined;
+  if (dnameOwner !== '.' && !owner.endsWith('.' + dnameOwner)) return undefined; // not canonical text: refuse rather than guess
+  // Names here are canonical presentation strings, so the first `keep` labels are the text before
+  // the owner's suffix "." + dnameOwner (isAtOrBelow has just checked that suffix label-wise).
   const prefix = dnameOwner === '.' ? owner : owner.slice(0, owner.length - dnameOwner.length - 1);
   const target = dnameData === '.' ? prefix : `${prefix}.${dnameData}`;
-  return target.length > 253 ? undefined : target;
+  try {
+    nameToWire(target); // RFC 6672 §2.2: longer than 255 octets on the wire → YXDOMAIN
+  } catch {
+    return undefined;
+  }
+  return target;
 }
 
 /**

@@ -107,10 +107,26 @@ function stripDot(s: string): string {
   return s.length > 1 && s.endsWith('.') && !s.endsWith('\\.') ? s.slice(0, -1) : s;
 }
 
-/** True when `name` equals `ancestor` or is below it. Both canonical. */
+/**
+ * True when `name` equals `ancestor` or is below it. Both canonical. Compared
+ * label by label: a label may contain an escaped dot (`evil\.example.com` is
+ * one label "evil.example" under "com", not a name below example.com), so a
+ * plain string suffix test is only trusted when neither name has an escape.
+ */
 export function isAtOrBelow(name: string, ancestor: string): boolean {
   if (ancestor === '' || ancestor === '.') return true;
-  return name === ancestor || name.endsWith('.' + ancestor);
+  if (name === ancestor) return true;
+  if (!name.endsWith('.' + ancestor)) return !name.includes('\\') && !ancestor.includes('\\') ? false : labelsAtOrBelow(name, ancestor);
+  if (!name.includes('\\') && !ancestor.includes('\\')) return true;
+  return labelsAtOrBelow(name, ancestor);
+}
+
+function labelsAtOrBelow(name: string, ancestor: string): boolean {
+  const a = splitName(name);
+  const b = splitName(ancestor);
+  if (b.length > a.length) return false;
+  for (let i = 1; i <= b.length; i++) if (asciiLower(a[a.length - i]!) !== asciiLower(b[b.length - i]!)) return false;
+  return true;
 }
 
 /**

@@ -33,6 +33,13 @@ export function algorithmName(a: number): string {
  */
 const RSA_MIN_BITS = 1024;
 const RSA_MAX_BITS = 4096;
+/**
+ * Public exponent octets accepted. RFC 3110 §2 allows up to 4096 bits, but
+ * every signer uses 3 or 65537; a huge exponent only makes each verification
+ * cost more (a KeyTrap-style lever), so such a key is treated as unsupported:
+ * it validates nothing, like Unbound/OpenSSL's limits on RSA exponents.
+ */
+const RSA_MAX_EXPONENT_OCTETS = 4;
 
 const b64u = (b: Buffer): string => b.toString('base64url');
 
@@ -52,9 +59,10 @@ export function publicKeyFor(algorithm: number, key: Buffer): KeyObject | undefi
           elen = key.readUInt16BE(1);
           p = 3;
         }
-        if (elen === 0 || p + elen >= key.length) return undefined;
+        if (elen === 0 || elen > RSA_MAX_EXPONENT_OCTETS || p + elen >= key.length) return undefined;
         const e = key.subarray(p, p + elen);
         const n = key.subarray(p + elen);
+        if (n[0] === 0) return undefined; // leading zero octets would misstate the modulus size
         const bits = n.length * 8 - Math.clz32(n[0]!) + 24;
         if (bits < RSA_MIN_BITS || bits > RSA_MAX_BITS) return undefined;
         return createPublicKey({ key: { kty: 'RSA', n: b64u(n), e: b64u(e) }, format: 'jwk' });

@@ -4,8 +4,13 @@
  * per line or spread over lines with parentheses, `;` comments, optional TTL
  * and class. Any zone may be an anchor point (private roots, tests).
  */
-import { normalizeName } from '../dns/wire.js';
+import { isAtOrBelow, normalizeName } from '../dns/wire.js';
+import { labelCount } from './names.js';
+import { DIGEST_NAMES, SUPPORTED_ALGORITHMS, algorithmName, publicKeyFor } from './algorithms.js';
 import { keyTag, parseDnskey, type Dnskey, type Ds } from './records.js';
+
+/** Digest length per DS digest type: SHA-1, SHA-256, GOST R 34.11-94, SHA-384. */
+const DS_DIGEST_OCTETS: Record<number, number> = { 1: 20, 2: 32, 3: 32, 4: 48 };
 
 export interface ZoneAnchor { zone: string; ds: Ds[]; dnskeys: Dnskey[] }
 export type TrustAnchors = Map<string, ZoneAnchor>;
@@ -104,6 +109,11 @@ export function parseTrustAnchors(text: string): TrustAnchors {
         throw new TrustAnchorError(line, 'DS needs "key-tag algorithm digest-type digest"');
       }
       if (!/^[0-9a-fA-F]+$/.test(digest) || digest.length % 2) throw new TrustAnchorError(line, 'DS digest is not hexadecimal');
+      // RFC 4034 §5.1.4, RFC 4509 §2.2, RFC 6605 §2: a digest of the wrong length can never match a key.
+      const want = DS_DIGEST_OCTETS[Number(dt)];
+      if (want !== undefined && digest.length / 2 !== want) {
+        throw new TrustAnchorError(line, `DS digest type ${dt} (${DIGEST_NAMES[Number(dt)] ?? dt}) needs ${want} octets, found ${digest.length / 2}`);
+      }
       za.ds.push({ keyTag: Number(tag), algorithm: Number(alg), digestType: Number(dt), digest: Buffer.from(digest, 'hex') });
     } else if (type === 'DNSKEY') {
       const [flags, proto, alg, ...b64] = rdata;
@@ -119,6 +129,10 @@ export function parseTrustAnchors(text: string): TrustAnchors {
       const rd = Buffer.concat([head, Buffer.from(key, 'base64')]);
       const k = parseDnskey(rd);
       if (!k) throw new TrustAnchorError(line, 'DNSKEY record too short');
+      // Key material of a supported algorithm must make a usable key now, not fail silently at the first lookup.
+      if (SUPPORTED_ALGORITHMS.has(k.algorithm) && !publicKeyFor(k.algorithm, k.publicKey)) {
+        throw new TrustAnchorError(line, `DNSKEY public key is not a valid ${algorithmName(k.algorithm)} key (or outside the supported sizes)`);
+      }
       za.dnskeys.push({ ...k, keyTag: keyTag(rd) });
     } else {
       throw new TrustAnchorError(line, `expected a DS or DNSKEY record, found "${type || tokens.join(' ')}"`);
@@ -136,9 +150,9 @@ export function rootTrustAnchors(): TrustAnchors {
 /** The deepest anchor at or above `name`. */
 export function closestAnchor(anchors: TrustAnchors, name: string): ZoneAnchor | undefined {
   let best: ZoneAnchor | undefined;
+  // Label-wise (isAtOrBelow, labelCount): an escaped dot inside a label is not a boundary.
   for (const a of anchors.values()) {
-    const inside = a.zone === '.' || name === a.zone || name.endsWith('.' + a.zone);
-    if (inside && (!best || best.zone === '.' || a.zone.length > best.zone.length)) best = a;
+    if (isAtOrBelow(name, a.zone) && (!best || labelCount(a.zone) > labelCount(best.zone))) best = a;
   }
   return best;
 }

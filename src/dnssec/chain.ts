@@ -33,11 +33,20 @@ export interface LookupContext {
   trace: Trace;
   /** seconds since the epoch (signature windows) */
   nowSec: number;
+  /** wall-clock ms (Date.now) after which no further upstream question is asked */
+  deadline?: number;
 }
 
 export type QueryFn = (name: string, type: string, ctx: LookupContext) => Promise<{ ok: true; msg: WireMessage } | { ok: false; message: string }>;
 
 const T = TYPE_CODES;
+/** Approximate bytes of DNSKEYs held by each chain cache (zone keys, and secure cuts in the step cache). */
+export const MAX_KEY_CACHE_BYTES = 16 * 1024 * 1024;
+
+function stateBytes(s: ZoneState): number {
+  return 128 + (s.kind === 'secure' ? s.keys.reduce((n, k) => n + 96 + k.rdata.length, 0) : 0);
+}
+
 /** Cache lifetime of results that were proven (seconds, before TTL capping by the data). */
 const MAX_CHAIN_TTL = 86_400;
 
@@ -52,8 +61,9 @@ export class ChainWalker {
     private readonly nowMs: () => number,
     maxEntries: number,
   ) {
-    this.zones = new TtlCache(Math.max(16, Math.ceil(maxEntries / 4)));
-    this.steps = new TtlCache(Math.max(16, Math.ceil(maxEntries / 2)));
+    // Zone keys are the large entries (a DNSKEY RRset may be tens of KiB): bounded by bytes too.
+    this.zones = new TtlCache(Math.max(16, Math.ceil(maxEntries / 4)), MAX_KEY_CACHE_BYTES, stateBytes);
+    this.steps = new TtlCache(Math.max(16, Math.ceil(maxEntries / 2)), MAX_KEY_CACHE_BYTES, (s) => (s.kind === 'cut' ? stateBytes(s.state) : 64));
   }
 
   clear(): void {
@@ -94,6 +104,14 @@ export class ChainWalker {
     return state;
   }
 
+  /**
+   * Concurrent lookups that need the same step share one computation. It runs
+   * with the context of the lookup that started it: its queries and
+   * verifications are charged to that lookup's budget and deadline, not to the
+   * later callers', and if that lookup runs out of budget the later callers
+   * get the same indeterminate result (never a verdict, so nothing is weakened;
+   * the failed step is not cached and the next lookup computes it afresh).
+   */
   private async shared<V>(key: string, f: () => Promise<V>): Promise<V> {
     const inflight = this.flights.get(key) as Promise<V> | undefined;
     if (inflight) return inflight;
@@ -106,7 +124,7 @@ export class ChainWalker {
   private async anchorKeys(anchor: ZoneAnchor, ctx: LookupContext): Promise<ZoneState> {
     const cached = this.zones.get(`anchor|${anchor.zone}`, this.nowMs());
     if (cached) {
-      ctx.trace.add('anchor', anchor.zone, cached.value.kind === 'secure' ? 'secure' : cached.value.kind, 'trust anchor keys (cached)');
+      ctx.trace.add('anchor', anchor.zone, cached.value.kind === 'secure' ? 'ok' : cached.value.kind, 'trust anchor keys (cached)');
       return cached.value;
     }
     const st = await this.shared(`anchor|${anchor.zone}`, async () => {
@@ -167,7 +185,7 @@ export class ChainWalker {
       return { kind: 'bogus', detail: `DNSKEY ${zone}: ${v.reason}` };
     }
     const keys = rrset.rrs.map((rr) => parseDnskey(rr.rdata)).filter((k): k is Dnskey => k !== undefined);
-    ctx.trace.add('DNSKEY', zone, 'secure', `RRSIG by key ${v.key.keyTag}/${algorithmName(v.key.algorithm)} validates the DNSKEY RRset (${keys.length} keys)`);
+    ctx.trace.add('DNSKEY', zone, 'ok', `RRSIG by key ${v.key.keyTag}/${algorithmName(v.key.algorithm)} validates the DNSKEY RRset (${keys.length} keys)`);
     return { kind: 'secure', zone, keys, ttl: Math.min(v.ttl, MAX_CHAIN_TTL) };
   }
 
@@ -177,7 +195,7 @@ export class ChainWalker {
     const cached = this.steps.get(key, this.nowMs());
     if (cached) {
       const s = cached.value;
-      ctx.trace.add('DS', name, s.kind === 'cut' ? (s.state.kind === 'secure' ? 'secure' : s.state.kind) : 'info', `(cached) ${s.detail ?? s.kind}`);
+      ctx.trace.add('DS', name, s.kind === 'cut' ? (s.state.kind === 'secure' ? 'ok' : s.state.kind) : 'info', `(cached) ${s.detail ?? s.kind}`);
       return s;
     }
     const step = await this.shared(`step|${key}`, () => this.computeStep(name, parent, ctx));
@@ -215,9 +233,28 @@ export class ChainWalker {
       if (st.kind === 'secure') st.ttl = Math.min(st.ttl, v.ttl);
       return { kind: 'cut', state: st, detail: st.kind === 'secure' ? `secure zone cut, ${st.keys.length} DNSKEYs` : undefined };
     }
-    if (answers.get(`${name}|${T.CNAME}`)) {
-      ctx.trace.add('DS', name, 'info', 'CNAME at this name: not a zone cut');
-      return { kind: 'not-a-cut', ttl: 60, detail: 'CNAME, not a zone cut' };
+    // A recursive resolver follows a CNAME (or DNAME) for a DS question. It shows the name is no zone
+    // cut only when the parent zone signed it; an unsigned or unverifiable one (anyone on the path can
+    // add it) falls through to the NSEC/NSEC3 proof below, which it then needs.
+    const cname = answers.get(`${name}|${T.CNAME}`);
+    if (cname) {
+      const v = verifyRRset(cname, zk, ctx.nowSec, ctx.budget);
+      if (v.ok && !v.wildcard) {
+        const detail = `CNAME signed by ${parent.zone}: not a zone cut`;
+        ctx.trace.add('DS', name, 'ok', detail);
+        return { kind: 'not-a-cut', ttl: v.ttl, detail };
+      }
+      ctx.trace.add('DS', name, 'info', `CNAME at this name does not validate with ${parent.zone}'s keys${v.ok ? ' (wildcard)' : `: ${v.reason}`}; a signed denial is needed`);
+    }
+    for (const d of answers.values()) {
+      if (d.typeCode !== T.DNAME || d.name === name || !isAtOrBelow(name, d.name) || !isAtOrBelow(d.name, parent.zone)) continue;
+      const v = verifyRRset(d, zk, ctx.nowSec, ctx.budget);
+      if (v.ok) {
+        // RFC 6672 §2.3: nothing exists below a DNAME owner in its zone.
+        const detail = `DNAME at ${d.name} signed by ${parent.zone}: ${name} does not exist in this zone`;
+        ctx.trace.add('DS', name, 'ok', detail);
+        return { kind: 'nonexistent', ttl: v.ttl, detail };
+      }
     }
     // No DS: the denial must be signed by the parent zone.
     const proof = this.cutProof(msg, name, zk, ctx);

@@ -3,7 +3,7 @@
  * Inputs are NSEC records already validated as signed by `zone`.
  */
 import { TYPE_CODES } from '../dns/wire.js';
-import { commonAncestor, compareNames, isAtOrBelow, labelCount } from './names.js';
+import { commonAncestor, compareNames, isAtOrBelow, labelCount, suffix } from './names.js';
 import type { Nsec } from './records.js';
 
 export interface OwnedNsec { owner: string; nsec: Nsec }
@@ -60,7 +60,10 @@ function deniesType(n: OwnedNsec, qtype: number, name: string, zone: string): st
 export function proveNxdomain(nsecs: OwnedNsec[], qname: string, zone: string): Proof {
   const cover = nsecs.find((n) => nsecCovers(n, qname, zone));
   if (!cover) return { ok: false, reason: `no NSEC covers ${qname}` };
+  // A next name below qname means qname is an empty non-terminal: it exists, so this is no NXDOMAIN proof.
+  if (isAtOrBelow(cover.nsec.next, qname)) return { ok: false, reason: `${show(cover)}: ${qname} is an empty non-terminal, it exists` };
   const ce = closestEncloser(cover, qname);
+  if (ce === qname || !isAtOrBelow(qname, ce)) return { ok: false, reason: `closest encloser ${ce} is not a proper ancestor of ${qname}` };
   if (!isAtOrBelow(ce, zone)) return { ok: false, reason: `closest encloser ${ce} is outside ${zone}` };
   const wc = wildcardOf(ce);
   const wcover = nsecs.find((n) => nsecCovers(n, wc, zone));
@@ -93,12 +96,21 @@ export function proveNodata(nsecs: OwnedNsec[], qname: string, qtype: number, zo
 
 /**
  * RFC 4035 §5.3.4: an answer synthesised from a wildcard is only valid with
- * an NSEC proving that `qname` itself does not exist (no closer match).
+ * an NSEC proving that `qname` itself does not exist (no closer match), and
+ * the wildcard the RRSIG's Labels field names must be the one at the closest
+ * encloser that NSEC implies (as Unbound's val_nsec_proves_positive_wildcard):
+ * otherwise an expansion of `*.example.com` could be replayed for a name
+ * under `b.example.com`, which has its own wildcard or names.
  */
-export function proveWildcardAnswer(nsecs: OwnedNsec[], qname: string, zone: string): Proof {
-  const cover = nsecs.find((n) => nsecCovers(n, qname, zone));
+export function proveWildcardAnswer(nsecs: OwnedNsec[], qname: string, zone: string, sigLabels: number): Proof {
+  if (sigLabels < labelCount(zone)) return { ok: false, reason: `RRSIG labels ${sigLabels} put the wildcard above the zone ${zone}` };
+  if (sigLabels >= labelCount(qname)) return { ok: false, reason: `RRSIG labels ${sigLabels} do not make ${qname} a wildcard expansion` };
+  const wce = suffix(qname, sigLabels);
+  const cover = nsecs.find((n) => nsecCovers(n, qname, zone) && !isAtOrBelow(n.nsec.next, qname));
   if (!cover) return { ok: false, reason: `wildcard answer for ${qname} without an NSEC covering it` };
-  return { ok: true, detail: `${show(cover)} covers ${qname}: wildcard expansion is legitimate` };
+  const ce = closestEncloser(cover, qname);
+  if (ce !== wce) return { ok: false, reason: `${show(cover)} puts the closest encloser of ${qname} at ${ce}, but the RRSIG is from the wildcard at ${wce}` };
+  return { ok: true, detail: `${show(cover)} covers ${qname}, closest encloser ${ce}: wildcard expansion of ${wildcardOf(ce)} is legitimate` };
 }
 
 export type CutProof = { kind: 'insecure' | 'not-a-cut' | 'nonexistent'; detail: string } | { kind: 'bogus'; detail: string };

@@ -69,18 +69,31 @@ export class Nsec3Set {
   private readonly memo = new Map<string, Buffer>();
 
   constructor(input: OwnedNsec3[], readonly zone: string, private readonly budget: Budget) {
+    // Records may carry different parameters (a parameter change in progress, or an old signed record
+    // replayed next to the real proof). The parameter set is not taken from whichever record comes
+    // first: sets within the iteration limit are preferred, then the set with the most records — so a
+    // replayed high-iteration record cannot turn a provable answer into "insecure" (RFC 9276 §3.2).
+    const groups = new Map<string, N3[]>();
     for (const { owner, nsec3 } of input) {
       if (nsec3.hashAlgorithm !== 1 || (nsec3.flags & ~NSEC3_OPT_OUT) !== 0) continue;
       if (parentOf(owner) !== zone) continue;
       const hash = base32hexDecode(labelsOf(owner)[0]!);
       if (!hash || hash.length !== 20 || nsec3.nextHash.length !== 20) continue;
-      if (this.records.length === 0) {
-        this.iterations = nsec3.iterations;
-        this.salt = nsec3.salt;
-      } else if (nsec3.iterations !== this.iterations || !nsec3.salt.equals(this.salt)) {
-        continue;
-      }
-      this.records.push({ hash, rec: nsec3, owner });
+      const k = `${nsec3.iterations}|${nsec3.salt.toString('hex')}`;
+      const g = groups.get(k) ?? [];
+      g.push({ hash, rec: nsec3, owner });
+      groups.set(k, g);
+    }
+    const ranked = [...groups.values()].sort((a, b) => {
+      const la = a[0]!.rec.iterations <= MAX_NSEC3_ITERATIONS ? 0 : 1;
+      const lb = b[0]!.rec.iterations <= MAX_NSEC3_ITERATIONS ? 0 : 1;
+      return la - lb || b.length - a.length || a[0]!.rec.iterations - b[0]!.rec.iterations;
+    });
+    const chosen = ranked[0];
+    if (chosen) {
+      this.iterations = chosen[0]!.rec.iterations;
+      this.salt = chosen[0]!.rec.salt;
+      this.records.push(...chosen);
     }
   }
 
@@ -189,10 +202,16 @@ export function nsec3ProveNodata(s: Nsec3Set, qname: string, qtype: number): Nse
 
 /** RFC 5155 §8.8: the next closer name of the wildcard's closest encloser must be covered. */
 export function nsec3ProveWildcardAnswer(s: Nsec3Set, qname: string, sigLabels: number): Nsec3Proof {
+  // The wildcard *.<suffix(qname, labels)> must be inside the zone, and qname must be longer than it.
+  if (sigLabels < labelCount(s.zone)) return { ok: false, reason: `RRSIG labels ${sigLabels} put the wildcard above the zone ${s.zone}` };
+  if (sigLabels >= labelCount(qname)) return { ok: false, reason: `RRSIG labels ${sigLabels} do not make ${qname} a wildcard expansion` };
   const nc = suffix(qname, sigLabels + 1);
   const c = s.cover(nc);
   if (!c) return { ok: false, reason: `wildcard answer for ${qname} without an NSEC3 covering ${nc}` };
-  return { ok: true, detail: `${show(c)} covers ${nc}: wildcard expansion is legitimate` };
+  // Opt-out span: an unsigned delegation may exist at the next closer name, so the expansion is only
+  // insecure (Unbound's nsec3_prove_wildcard does the same), never secure.
+  const optOut = (c.rec.flags & NSEC3_OPT_OUT) !== 0;
+  return { ok: true, optOut, insecure: optOut, detail: `${show(c)} covers ${nc}: wildcard expansion is legitimate` };
 }
 
 /** A DS query for `name` came back without DS: what the NSEC3 records prove (RFC 5155 §8.5–8.6). */

@@ -14,16 +14,17 @@
  */
 import type { CnameHop, DnsAnswer, DnssecStatus, QueryType, RecordData, Resolver } from '../dns/types.js';
 import { DnsTransport } from '../dns/transport.js';
-import { TYPE_CODES, isAtOrBelow, normalizeName, toRecordData, typeCode, typeName, type WireMessage, type WireRr } from '../dns/wire.js';
+import { CLASS_IN, TYPE_CODES, isAtOrBelow, normalizeName, toRecordData, typeCode, typeName, type WireMessage, type WireRr } from '../dns/wire.js';
 import { MAX_ALIAS_DEPTH, MAX_CACHE_TTL, MAX_NEGATIVE_TTL, DEFAULT_NEGATIVE_TTL, copyAnswer, dnameTarget } from '../dns/stub.js';
 import { algorithmName } from './algorithms.js';
 import { parseTrustAnchors, ROOT_TRUST_ANCHORS, type TrustAnchors } from './anchors.js';
 import { Budget, BudgetExceeded, MAX_NSEC3_ITERATIONS } from './budget.js';
-import { TtlCache } from './cache.js';
+import { TtlCache, approxBytes } from './cache.js';
 import { ChainWalker, validatedDenial, type LookupContext, type ZoneState } from './chain.js';
 import { labelCount } from './names.js';
 import { proveNodata, proveNxdomain, proveWildcardAnswer, type Proof } from './nsec.js';
 import { Nsec3Set, nsec3ProveNodata, nsec3ProveNxdomain, nsec3ProveWildcardAnswer } from './nsec3.js';
+import { readPlainName } from './records.js';
 import { groupRRsets } from './rrsets.js';
 import { Trace, type TraceStep } from './trace.js';
 import { verifyRRset, type RRset } from './verify.js';
@@ -41,6 +42,23 @@ export interface ValidatingResolverOptions {
   /** validated answers kept (positive and negative); default 10,000 */
   maxCacheEntries?: number;
 }
+
+/**
+ * One lookup (chain of trust, aliases, proofs: up to MAX_QUERIES upstream
+ * questions) may take at most this many times what one upstream exchange may
+ * take (timeoutMs × attempts). An honest lookup needs a few round trips, most
+ * of them cached; an upstream that answers every question just before its
+ * timeout would otherwise hold a delivery for MAX_QUERIES × timeout. Not a
+ * config key: it scales with dns.timeout/attempts, and three slow exchanges in
+ * a row are already a failing resolver. Past it the lookup is indeterminate.
+ */
+export const LOOKUP_DEADLINE_EXCHANGES = 3;
+
+/**
+ * Approximate bytes of validated answers kept, besides the entry count: a TXT
+ * or TLSA answer can be 64 KiB, so 10,000 entries alone could hold 640 MiB.
+ */
+export const MAX_ANSWER_CACHE_BYTES = 64 * 1024 * 1024;
 
 /** Bogus answers are remembered this long (Unbound's val-bogus-ttl is 60 s) so a broken zone is not re-validated per message. */
 export const BOGUS_TTL = 60;
@@ -69,14 +87,16 @@ export class ValidatingResolver implements Resolver {
   private readonly cache: TtlCache<DnsAnswer>;
   private readonly walker: ChainWalker;
   private readonly inflight = new Map<string, Promise<DnsAnswer>>();
+  private readonly deadlineMs: number;
   private closed = false;
 
   constructor(opts: ValidatingResolverOptions) {
     this.transport = new DnsTransport(opts);
+    this.deadlineMs = LOOKUP_DEADLINE_EXCHANGES * opts.timeoutMs * opts.attempts;
     this.anchors = parseTrustAnchors(opts.trustAnchors ?? ROOT_TRUST_ANCHORS);
     this.now = opts.now ?? Date.now;
     const max = Math.max(1, opts.maxCacheEntries ?? 10_000);
-    this.cache = new TtlCache(max);
+    this.cache = new TtlCache(max, MAX_ANSWER_CACHE_BYTES, (a) => approxBytes(a));
     this.walker = new ChainWalker(this.anchors, (n, t, c) => this.query(n, t, c), this.now, max);
   }
 
@@ -140,6 +160,7 @@ export class ValidatingResolver implements Resolver {
 
   private async query(name: string, type: string, ctx: LookupContext): Promise<{ ok: true; msg: WireMessage } | { ok: false; message: string }> {
     if (this.closed) return { ok: false, message: 'resolver closed' };
+    if (ctx.deadline !== undefined && Date.now() >= ctx.deadline) return { ok: false, message: `lookup deadline of ${this.deadlineMs} ms passed` };
     ctx.budget.spendQuery();
     // CD=1: we validate; DO=1: we need the signatures (RFC 4035 §3.2.1–3.2.2).
     const ex = await this.transport.exchange(name, type, { rd: true, dnssecOk: true, cd: true });
@@ -148,12 +169,18 @@ export class ValidatingResolver implements Resolver {
   }
 
   private async run<T extends QueryType>(qname: string, qtype: T, trace: Trace): Promise<DnsAnswer<T>> {
-    const ctx: LookupContext = { budget: new Budget(), trace, nowSec: Math.floor(this.now() / 1000) };
+    // The deadline is wall-clock time (Date.now), not the injectable validation clock `now`.
+    const ctx: LookupContext = { budget: new Budget(), trace, nowSec: Math.floor(this.now() / 1000), deadline: Date.now() + this.deadlineMs };
     const chain: CnameHop[] = [];
     const spent = (): void =>
       trace.add('budget', qname, 'info', `${ctx.budget.verifications} signature verifications, ${ctx.budget.nsec3Hashes} NSEC3 hashes, ${ctx.budget.queries} upstream queries`);
+    let timer: NodeJS.Timeout | undefined;
+    const overdue = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Failed('indeterminate', `lookup took longer than ${this.deadlineMs} ms (${LOOKUP_DEADLINE_EXCHANGES} × timeout × attempts)`, 'timeout')), this.deadlineMs);
+      timer.unref();
+    });
     try {
-      const a = await this.resolve(qname, qtype, ctx, chain);
+      const a = await Promise.race([this.resolve(qname, qtype, ctx, chain), overdue]);
       spent();
       return a;
     } catch (e) {
@@ -165,6 +192,8 @@ export class ValidatingResolver implements Resolver {
       const msg = e instanceof BudgetExceeded ? e.message : `internal error: ${e instanceof Error ? e.message : String(e)}`;
       trace.add('answer', qname, 'indeterminate', msg);
       return failure(qname, qtype, 'indeterminate', msg, chain);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -194,7 +223,7 @@ export class ValidatingResolver implements Resolver {
         if (chain.length >= MAX_ALIAS_DEPTH) throw new Failed('indeterminate', `more than ${MAX_ALIAS_DEPTH} aliases`, 'depth');
         seen.add(step.target);
         chain.push({ owner: cur, target: step.target, status: v.kind });
-        ctx.trace.add('alias', cur, v.kind, `-> ${step.target}`);
+        ctx.trace.add('alias', cur, v.kind === 'secure' ? 'ok' : v.kind, `-> ${step.target}`); // the hop's own status is in chain[]
         cur = step.target;
         // Reuse the reply if it carries the target's records; otherwise ask for the target.
         if (!mentions(msg, cur)) msg = undefined;
@@ -235,8 +264,11 @@ export class ValidatingResolver implements Resolver {
       if (!dname || labelCount(s.name) > labelCount(dname.name)) dname = s;
     }
     if (dname) {
-      const rr = msg.answers.find((r) => r.name === dname.name && r.typeCode === TYPE_CODES.DNAME);
-      const target = dnameTarget(name, dname.name, rr!.data as string);
+      // The target comes from the RRset that is validated (IN class only, exactly one record), never from
+      // whichever DNAME-typed record comes first in the section: a CH-class or unsigned one is ignored.
+      const t = singleTarget(dname);
+      if ('error' in t) return { kind: 'alias', target: '', verdict: { kind: 'bogus', reason: `DNAME at ${dname.name}: ${t.error}` } };
+      const target = dnameTarget(name, dname.name, t.target);
       if (target === undefined) return { kind: 'alias', target: '', verdict: { kind: 'bogus', reason: `DNAME synthesis of ${name} is too long` } };
       const verdict = await this.validateRRset(dname, msg, ctx);
       if (qcode === TYPE_CODES.CNAME) {
@@ -248,16 +280,16 @@ export class ValidatingResolver implements Resolver {
     const data = answers.get(`${name}|${qcode}`);
     if (data) {
       const verdict = await this.validateRRset(data, msg, ctx);
-      const rrs = msg.answers.filter((rr) => rr.name === name && rr.typeCode === qcode && rr.class === 1);
+      const rrs = msg.answers.filter((rr) => rr.name === name && rr.typeCode === qcode && rr.class === CLASS_IN);
       return { kind: 'data', rrs, verdict };
     }
     if (qcode !== TYPE_CODES.CNAME) {
       const cname = answers.get(`${name}|${TYPE_CODES.CNAME}`);
       if (cname) {
-        const targets = new Set(msg.answers.filter((rr) => rr.name === name && rr.typeCode === TYPE_CODES.CNAME).map((rr) => rr.data as string));
-        if (targets.size !== 1) return { kind: 'alias', target: '', verdict: { kind: 'bogus', reason: `several CNAME targets at ${name}` } };
+        const t = singleTarget(cname);
+        if ('error' in t) return { kind: 'alias', target: '', verdict: { kind: 'bogus', reason: `CNAME at ${name}: ${t.error}` } };
         const verdict = await this.validateRRset(cname, msg, ctx);
-        return { kind: 'alias', target: [...targets][0]!, verdict };
+        return { kind: 'alias', target: t.target, verdict };
       }
     }
     const verdict = await this.validateDenial(msg, name, qcode, ctx);
@@ -271,59 +303,51 @@ export class ValidatingResolver implements Resolver {
    */
   private async validateRRset(set: RRset, msg: WireMessage, ctx: LookupContext): Promise<Verdict> {
     const what = `${set.name}/${typeName(set.typeCode)}`;
-    const signers = [...new Set(set.sigs.map((s) => s.signer).filter((s) => isAtOrBelow(set.name, s)))].slice(0, 2);
-    if (signers.length === 0) {
-      const st = await this.walker.walk(set.name, ctx);
-      if (st.kind === 'insecure') {
-        ctx.trace.add('RRSIG', what, 'insecure', `unsigned, below the insecure delegation ${st.zone}`);
-        return { kind: 'insecure', ttl: Math.min(...set.rrs.map((r) => r.ttl)) };
-      }
-      if (st.kind === 'secure') return this.bogus(ctx, 'RRSIG', what, `no RRSIG, but ${st.zone} is a secure zone`);
-      return errorVerdict(st);
+    // The chain is walked to the RRset's owner, from the anchor the owner lies under: the RRSIG's signer
+    // field (attacker-supplied) neither picks the anchor nor where the walk stops; it must name the zone found.
+    const st = await this.walker.walk(set.name, ctx);
+    if (st.kind === 'insecure') {
+      ctx.trace.add('RRSIG', what, 'insecure', `${set.name} is at or below the insecure delegation ${st.zone}`);
+      return { kind: 'insecure', ttl: Math.min(...set.rrs.map((r) => r.ttl)) };
     }
-    let last: Verdict | undefined;
-    for (const signer of signers) {
-      const st = await this.walker.walk(signer, ctx);
-      if (st.kind === 'insecure') {
-        ctx.trace.add('RRSIG', what, 'insecure', `signer ${signer} is below the insecure delegation ${st.zone}`);
-        return { kind: 'insecure', ttl: Math.min(...set.rrs.map((r) => r.ttl)) };
-      }
-      if (st.kind !== 'secure') {
-        last = errorVerdict(st);
-        continue;
-      }
-      if (st.zone !== signer) {
-        last = this.bogus(ctx, 'RRSIG', what, `signer ${signer} is not a zone apex (the secure zone is ${st.zone})`);
-        continue;
-      }
-      const v = verifyRRset(set, { zone: st.zone, keys: st.keys }, ctx.nowSec, ctx.budget);
-      if (!v.ok) {
-        last = this.bogus(ctx, 'RRSIG', what, v.reason);
-        continue;
-      }
-      ctx.trace.add('RRSIG', what, 'secure', `RRSIG ${v.key.keyTag}/${algorithmName(v.key.algorithm)} by ${st.zone} validates${v.wildcard ? ' (wildcard expansion)' : ''}`);
-      let ttl = Math.min(v.ttl, st.ttl);
-      if (v.wildcard) {
-        // RFC 4035 §5.3.4 / RFC 5155 §8.8: the expansion needs a proof that no closer name exists.
-        const den = validatedDenial(groupRRsets(msg.authorities), { zone: st.zone, keys: st.keys }, ctx);
-        if ('error' in den) return this.bogus(ctx, 'NSEC', what, den.error);
-        let proof: Proof;
-        if (den.nsecs.length) proof = proveWildcardAnswer(den.nsecs, set.name, st.zone);
-        else if (den.nsec3s.length) {
-          const s3 = new Nsec3Set(den.nsec3s, st.zone, ctx.budget);
-          if (s3.tooManyIterations) {
-            ctx.trace.add('NSEC3', what, 'insecure', `wildcard proof uses ${s3.iterations} NSEC3 iterations: insecure (RFC 9276)`);
-            return { kind: 'insecure', ttl };
-          }
-          proof = nsec3ProveWildcardAnswer(s3, set.name, v.sig.labels);
-        } else proof = { ok: false, reason: `wildcard answer for ${set.name} without NSEC/NSEC3 proof` };
-        if (!proof.ok) return this.bogus(ctx, 'NSEC', what, proof.reason);
-        ctx.trace.add(den.nsecs.length ? 'NSEC' : 'NSEC3', what, 'ok', proof.detail);
-        ttl = Math.min(ttl, den.ttl);
-      }
+    if (st.kind !== 'secure') return errorVerdict(st);
+    if (set.sigs.length === 0) return this.bogus(ctx, 'RRSIG', what, `no RRSIG, but ${st.zone} is a secure zone`);
+    if (!set.sigs.some((s) => s.signer === st.zone)) {
+      const others = [...new Set(set.sigs.map((s) => s.signer))].slice(0, 3).join(', ');
+      return this.bogus(ctx, 'RRSIG', what, `no RRSIG by ${st.zone}, the zone ${set.name} is in (signers: ${others})`);
+    }
+    const v = verifyRRset(set, { zone: st.zone, keys: st.keys }, ctx.nowSec, ctx.budget);
+    if (!v.ok) return this.bogus(ctx, 'RRSIG', what, v.reason);
+    let ttl = Math.min(v.ttl, st.ttl);
+    if (!v.wildcard) {
+      ctx.trace.add('RRSIG', what, 'ok', `RRSIG ${v.key.keyTag}/${algorithmName(v.key.algorithm)} by ${st.zone} validates`);
       return { kind: 'secure', ttl };
     }
-    return last ?? { kind: 'bogus', reason: `${what}: no usable signature` };
+    ctx.trace.add('RRSIG', what, 'ok', `RRSIG ${v.key.keyTag}/${algorithmName(v.key.algorithm)} by ${st.zone} validates (wildcard expansion, labels ${v.sig.labels})`);
+    // RFC 4035 §5.3.4 / RFC 5155 §8.8: the expansion needs a proof that no closer name exists.
+    const den = validatedDenial(groupRRsets(msg.authorities), { zone: st.zone, keys: st.keys }, ctx);
+    if ('error' in den) return this.bogus(ctx, 'NSEC', what, den.error);
+    let proof: Proof & { insecure?: boolean };
+    if (den.nsecs.length) proof = proveWildcardAnswer(den.nsecs, set.name, st.zone, v.sig.labels);
+    else if (den.nsec3s.length) {
+      const s3 = new Nsec3Set(den.nsec3s, st.zone, ctx.budget);
+      if (s3.records.length === 0) return this.bogus(ctx, 'NSEC3', what, 'no usable NSEC3 record');
+      if (s3.tooManyIterations) {
+        ctx.trace.add('NSEC3', what, 'insecure', `wildcard proof uses ${s3.iterations} NSEC3 iterations: insecure (RFC 9276)`);
+        return { kind: 'insecure', ttl };
+      }
+      proof = nsec3ProveWildcardAnswer(s3, set.name, v.sig.labels);
+    } else proof = { ok: false, reason: `wildcard answer for ${set.name} without NSEC/NSEC3 proof` };
+    const kind = den.nsecs.length ? 'NSEC' : 'NSEC3';
+    if (!proof.ok) return this.bogus(ctx, kind, what, proof.reason);
+    ttl = Math.min(ttl, den.ttl);
+    if (proof.insecure) {
+      // RFC 5155 §8.8 with opt-out: an unsigned delegation may sit at the next closer name (Unbound: insecure).
+      ctx.trace.add(kind, what, 'insecure', `${proof.detail} (opt-out: an unsigned delegation may exist there)`);
+      return { kind: 'insecure', ttl };
+    }
+    ctx.trace.add(kind, what, 'ok', proof.detail);
+    return { kind: 'secure', ttl };
   }
 
   /** RFC 4035 §5.4, RFC 5155 §8: NXDOMAIN and NODATA must be proven in a secure zone. */
@@ -332,29 +356,28 @@ export class ValidatingResolver implements Resolver {
     const rcode = msg.rcodeName;
     if (rcode !== 'NOERROR' && rcode !== 'NXDOMAIN') return { kind: 'indeterminate', reason: `${rcode} for ${what}` };
     const auth = groupRRsets(msg.authorities);
-    const soa = [...auth.values()].find((s) => s.typeCode === TYPE_CODES.SOA && isAtOrBelow(name, s.name));
-    const signer = [...auth.values()]
-      .filter((s) => s.typeCode === TYPE_CODES.NSEC || s.typeCode === TYPE_CODES.NSEC3 || s.typeCode === TYPE_CODES.SOA)
-      .flatMap((s) => s.sigs.map((g) => g.signer))
-      .filter((s) => isAtOrBelow(name, s))
-      .sort((a, b) => labelCount(b) - labelCount(a))[0];
-    const negTtl = soa ? Math.min(soa.rrs[0]!.ttl, soaMinimum(soa), MAX_NEGATIVE_TTL) : DEFAULT_NEGATIVE_TTL;
-    const st = await this.walker.walk(signer ?? name, ctx);
+    // The zone comes from walking to the queried name, not from the signer names in the reply.
+    const st = await this.walker.walk(name, ctx);
     if (st.kind === 'insecure') {
+      const soa = [...auth.values()].find((s) => s.typeCode === TYPE_CODES.SOA && isAtOrBelow(name, s.name));
+      const negTtl = soa ? Math.min(soa.rrs[0]!.ttl, soaMinimum(soa), MAX_NEGATIVE_TTL) : DEFAULT_NEGATIVE_TTL;
       ctx.trace.add('denial', what, 'insecure', `${rcode} in a zone below the insecure delegation ${st.zone}`);
       return { kind: 'insecure', ttl: negTtl };
     }
     if (st.kind !== 'secure') return errorVerdict(st);
-    if (!signer) return this.bogus(ctx, 'denial', what, `${rcode} without signed NSEC/NSEC3, but ${st.zone} is a secure zone`);
-    if (st.zone !== signer) return this.bogus(ctx, 'denial', what, `signer ${signer} is not a zone apex (the secure zone is ${st.zone})`);
     const zk = { zone: st.zone, keys: st.keys };
     const den = validatedDenial(auth, zk, ctx);
     if ('error' in den) return this.bogus(ctx, 'denial', what, den.error);
-    let ttl = Math.min(negTtl, den.ttl);
-    if (soa && soa.sigs.length) {
-      const v = verifyRRset(soa, zk, ctx.nowSec, ctx.budget);
-      if (v.ok) ttl = Math.min(ttl, v.ttl);
+    if (den.nsecs.length === 0 && den.nsec3s.length === 0) {
+      return this.bogus(ctx, 'denial', what, `${rcode} without NSEC/NSEC3 records signed by ${st.zone}, a secure zone`);
     }
+    // RFC 2308 §5 / RFC 4035 §5.4: the negative TTL is the smaller of the validated SOA's TTL and MINIMUM,
+    // capped by the validated NSEC/NSEC3 TTLs; an SOA that does not validate only lowers it to the default.
+    let ttl = Math.min(den.ttl, MAX_NEGATIVE_TTL);
+    const soa = auth.get(`${st.zone}|${TYPE_CODES.SOA}`);
+    const sv = soa && soa.rrs.length === 1 ? verifyRRset(soa, zk, ctx.nowSec, ctx.budget) : undefined;
+    if (soa && sv?.ok) ttl = Math.min(ttl, sv.ttl, soaMinimum(soa));
+    else ttl = Math.min(ttl, DEFAULT_NEGATIVE_TTL);
     let proof: Proof & { insecure?: boolean };
     let kind = 'NSEC';
     if (den.nsecs.length) {
@@ -376,7 +399,7 @@ export class ValidatingResolver implements Resolver {
       ctx.trace.add(kind, what, 'insecure', `${proof.detail} (opt-out: an unsigned delegation may exist here)`);
       return { kind: 'insecure', ttl };
     }
-    ctx.trace.add(kind, what, 'secure', proof.detail);
+    ctx.trace.add(kind, what, 'ok', proof.detail);
     return { kind: 'secure', ttl };
   }
 
@@ -398,7 +421,18 @@ function soaMinimum(soa: RRset): number {
 
 /** Does the reply carry anything owned by `name` (or a DNAME above it)? Then it answers for it too. */
 function mentions(msg: WireMessage, name: string): boolean {
-  return msg.answers.some((rr) => rr.name === name || (rr.typeCode === TYPE_CODES.DNAME && rr.name !== name && isAtOrBelow(name, rr.name)));
+  return msg.answers.some(
+    (rr) => rr.class === CLASS_IN && (rr.name === name || (rr.typeCode === TYPE_CODES.DNAME && rr.name !== name && isAtOrBelow(name, rr.name))),
+  );
+}
+
+/** The one target of a CNAME or DNAME RRset (RFC 2181 §10.1, RFC 6672 §2.4: a singleton RRset), from its RDATA. */
+function singleTarget(set: RRset): { target: string } | { error: string } {
+  const distinct = [...new Map(set.rrs.map((r) => [r.rdata.toString('hex'), r.rdata])).values()];
+  if (distinct.length !== 1) return { error: `${distinct.length} records in a singleton RRset` };
+  const n = readPlainName(distinct[0]!, 0);
+  if (!n || n.end !== distinct[0]!.length) return { error: 'target name does not parse' };
+  return { target: n.name };
 }
 
 function failure<T extends QueryType>(

@@ -124,7 +124,10 @@ describe('trust anchors', () => {
       }
     };
     bad('; ok\n. IN DS 20326 8 2 zz\n', 2, /hexadecimal/);
-    bad('. IN DS 20326 8 2 AA\n. IN A 192.0.2.1\n', 2, /DS or DNSKEY/);
+    bad(`. IN DS 20326 8 2 ${'AA'.repeat(32)}\n. IN A 192.0.2.1\n`, 2, /DS or DNSKEY/);
+    bad(`; ok\n. IN DS 20326 8 2 ${'AA'.repeat(32)}\n. IN DS 20326 8 2 AA\n`, 3, /SHA-256\) needs 32 octets, found 1/);
+    bad(`. IN DS 20326 8 4 ${'AA'.repeat(32)}\n`, 1, /needs 48 octets/);
+    bad('\n. IN DNSKEY 257 3 13 AAAA\n', 2, /not a valid ECDSAP256SHA256 key/);
     bad('\n\n. IN DNSKEY 257 3 8\n', 3, /base64/);
     bad('. IN DS ( 1 8 2\n AA\n', 1, /not closed/);
     bad('; nothing\n', 1, /no DS or DNSKEY/);

@@ -27,6 +27,8 @@ export interface SignedDns {
   mutate?: (q: QueryInfo, r: Reply) => Reply | undefined;
   /** answer a query with raw bytes instead */
   raw?: (q: QueryInfo, query: Buffer) => Buffer | undefined;
+  /** hold the reply to a query this many ms (a slow upstream) */
+  delay?: (q: QueryInfo) => number;
   close(): Promise<void>;
 }
 
@@ -36,7 +38,7 @@ export function encodeReply(id: number, qname: string, qtype: number, flags: { r
   const rr = (x: Rec): Buffer => {
     const h = Buffer.alloc(10);
     h.writeUInt16BE(TYPE[x.type] ?? Number(x.type.replace(/^TYPE/, '')), 0);
-    h.writeUInt16BE(1, 2);
+    h.writeUInt16BE(x.class ?? 1, 2);
     h.writeUInt32BE(x.ttl >>> 0, 4);
     h.writeUInt16BE(x.rdata.length, 8);
     return Buffer.concat([wireName(x.name), h, x.rdata]);
@@ -185,7 +187,15 @@ export async function startSignedDns(zones: Zone[]): Promise<SignedDns> {
   const set = new ZoneSet(zones);
   const conns = new Set<net.Socket>();
   const state: SignedDns = { server: '', port: 0, zones, queries: [], close: async () => undefined };
+  let lastInfo: QueryInfo | undefined;
+  /** Run `send` now, or after `state.delay` ms for the query just handled. */
+  const later = (send: () => void): void => {
+    const ms = lastInfo && state.delay ? state.delay(lastInfo) : 0;
+    if (ms > 0) setTimeout(send, ms).unref();
+    else send();
+  };
   const handle = (buf: Buffer, transport: 'udp' | 'tcp'): Buffer | undefined => {
+    lastInfo = undefined;
     let q: dnsPacket.DecodedPacket;
     try {
       q = dnsPacket.decode(buf);
@@ -199,6 +209,7 @@ export async function startSignedDns(zones: Zone[]): Promise<SignedDns> {
       name: norm(question.name), type: String(question.type).toUpperCase(), cd: q.flag_cd, do: opt?.flag_do === true, rd: q.flag_rd, transport,
     };
     state.queries.push(info);
+    lastInfo = info;
     if (state.raw) {
       const r = state.raw(info, buf);
       if (r) return r;
@@ -228,7 +239,7 @@ export async function startSignedDns(zones: Zone[]): Promise<SignedDns> {
           const m = pending.subarray(2, 2 + pending.readUInt16BE(0));
           pending = pending.subarray(2 + m.length);
           const out = handle(m, 'tcp');
-          if (out && !sock.destroyed) sock.write(Buffer.concat([u16(out.length), out]));
+          if (out) later(() => { if (!sock.destroyed) sock.write(Buffer.concat([u16(out.length), out])); });
         }
       });
     });
@@ -236,7 +247,7 @@ export async function startSignedDns(zones: Zone[]): Promise<SignedDns> {
     if (!ok) { udp.close(); continue; }
     udp.on('message', (m, rinfo) => {
       const out = handle(m, 'udp');
-      if (out) udp.send(out, rinfo.port, rinfo.address);
+      if (out) later(() => { try { udp.send(out, rinfo.port, rinfo.address, () => undefined); } catch { /* closed meanwhile */ } });
     });
     udp.on('error', () => undefined);
     state.port = port;

@@ -13,7 +13,7 @@ export const TYPE: Record<string, number> = {
 };
 
 /** One record with its RDATA already in wire form (uncompressed, as signed). */
-export interface Rec { name: string; type: string; ttl: number; rdata: Buffer }
+export interface Rec { name: string; type: string; ttl: number; rdata: Buffer; /** RR class, default 1 (IN); tests put CH (3) records into replies */ class?: number }
 
 // ---------------------------------------------------------------------------
 // names
