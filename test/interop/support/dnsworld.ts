@@ -43,12 +43,35 @@ export interface ZoneSpec {
    * what the parent publishes for this zone:
    * valid (DS for the KSK), missing (signed zone, insecure delegation), wrong (a DS whose digest
    * matches no key: bogus), rollover (DS for the current KSK and for a next KSK not yet in the
-   * DNSKEY RRset — double-DS KSK rollover, RFC 6781 §4.1.2)
+   * DNSKEY RRset — double-DS KSK rollover, RFC 6781 §4.1.2),
+   * extra-alg (DS for the KSK plus a DS for an unpublished key of an algorithm the zone does not
+   * use: still secure, RFC 6840 §5.11), unknown-alg (the only DS names algorithm 253, which no
+   * validator implements: insecure, RFC 4035 §5.2)
    */
-  ds?: 'valid' | 'missing' | 'wrong' | 'rollover';
+  ds?: 'valid' | 'missing' | 'wrong' | 'rollover' | 'extra-alg' | 'unknown-alg';
   /** RRsets whose RRSIGs are corrupted after signing (bogus answers for exactly these) */
   breakSignatures?: { owner: string; type: string }[];
+  /** RRsets whose RRSIGs are removed after signing (a secure zone serving unsigned data: bogus) */
+  stripSignatures?: { owner: string; type: string }[];
+  /**
+   * Questions a differential asks about this zone (`DnsWorld.probes`): owner relative to the apex
+   * unless it ends in ".", and what a correct validator says — by default the zone's verdict.
+   */
+  probes?: ProbeSpec[];
 }
+
+export type ProbeType = 'A' | 'MX' | 'TLSA' | 'TXT';
+export type Expect = 'secure' | 'insecure' | 'bogus';
+
+export interface ProbeSpec {
+  name: string;
+  type: ProbeType;
+  expect?: Expect;
+  /** what the question exercises, e.g. "NSEC3 NXDOMAIN" */
+  note?: string;
+}
+
+export interface Probe { name: string; type: ProbeType; zone: string; expect: Expect; note: string }
 
 export interface DnsWorld {
   /** "ip:port" of the validating resolver */
@@ -63,6 +86,8 @@ export interface DnsWorld {
   zones: ZoneSpec[];
   /** for each zone: its apex and what a correct validator must say about names in it */
   names: Record<string, { zone: string; expect: 'secure' | 'insecure' | 'bogus' }>;
+  /** every question the zones' `probes` ask (absolute names without the trailing dot), with the verdict expected */
+  probes: Probe[];
   query(name: string, type: string, server?: string): Promise<DnsAnswer>;
   stop(): Promise<void>;
 }
@@ -156,6 +181,30 @@ function timestamp(d: Date): string {
   return d.toISOString().replace(/[-:T]/g, '').slice(0, 14);
 }
 
+/** Remove every RRSIG covering owner/type. */
+function stripSignatures(signed: string, targets: { owner: string; type: string }[]): string {
+  const want = new Set(targets.map((t) => `${fqdn(t.owner).toLowerCase()}|${t.type.toUpperCase()}`));
+  const seen = new Set<string>();
+  const out = signed.split('\n').filter((line) => {
+    const f = line.split(/\s+/);
+    if (f.length < 13 || f[3] !== 'RRSIG') return true;
+    const key = `${f[0]!.toLowerCase()}|${f[4]!.toUpperCase()}`;
+    if (!want.has(key)) return true;
+    seen.add(key);
+    return false;
+  });
+  if (seen.size < want.size) throw new Error(`stripSignatures: no RRSIG for ${[...want].filter((k) => !seen.has(k)).join(', ')}`);
+  return out.join('\n');
+}
+
+/** The DS line with its algorithm field replaced (RFC 4034 §5.3: tag, algorithm, digest type, digest). */
+function withDsAlgorithm(line: string, alg: number): string {
+  const parts = line.split(/\s+/);
+  const i = parts.indexOf('DS');
+  parts[i + 2] = String(alg);
+  return parts.join('\t');
+}
+
 /** Flip bits in the signature of every RRSIG covering owner/type (it stays valid base64). */
 function breakSignatures(signed: string, targets: { owner: string; type: string }[]): string {
   const want = new Set(targets.map((t) => `${fqdn(t.owner).toLowerCase()}|${t.type.toUpperCase()}`));
@@ -216,7 +265,8 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
         const mode = c.ds ?? 'valid';
         if (!ck || mode === 'missing') continue;
         if (mode === 'wrong') lines.push(...ck.dsLines.map(corruptDs));
-        else lines.push(...ck.dsLines, ...(mode === 'rollover' ? ck.nextDs : []));
+        else if (mode === 'unknown-alg') lines.push(...ck.dsLines.map((l) => withDsAlgorithm(l, 253)));
+        else lines.push(...ck.dsLines, ...(mode === 'rollover' || mode === 'extra-alg' ? ck.nextDs : []));
       }
       const file = join(zonesDir, `${z.name === '.' ? 'root' : z.name}.zone`);
       writeFileSync(file, `${lines.join('\n')}\n`);
@@ -234,6 +284,10 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
         k.dsLines.push(dsOf(keysDir, ksk));
       }
       if (z.ds === 'rollover') k.nextDs.push(dsOf(keysDir, keygen(keysDir, z.name, algs[0]!, true)));
+      if (z.ds === 'extra-alg') {
+        const other = (['ED25519', 'ECDSAP256SHA256', 'RSASHA256'] as const).find((a) => !algs.includes(a))!;
+        k.nextDs.push(dsOf(keysDir, keygen(keysDir, z.name, other, true)));
+      }
       keys.set(z.name, k);
       const args: string[] = ['-f', `${file}.signed`, '-o', origin];
       if (spec.expired) args.push('-i', timestamp(new Date(now - 60 * 86400_000)), '-e', timestamp(new Date(now - 30 * 86400_000)));
@@ -246,6 +300,7 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
       args.push(file, ...k.ksk.map((b) => join(keysDir, b)), ...k.zsk.map((b) => join(keysDir, b)));
       run('ldns-signzone', args, keysDir);
       if (z.breakSignatures?.length) writeFileSync(`${file}.signed`, breakSignatures(readFileSync(`${file}.signed`, 'utf8'), z.breakSignatures));
+      if (z.stripSignatures?.length) writeFileSync(`${file}.signed`, stripSignatures(readFileSync(`${file}.signed`, 'utf8'), z.stripSignatures));
     }
 
   } catch (e) {
@@ -323,13 +378,18 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
     const parent = expectOf(zones.find((p) => p.name === parentOf(z.name, all))!);
     if (parent !== 'secure') return parent;
     if (z.sign === false || z.ds === 'missing') return 'insecure';
+    if (z.ds === 'unknown-alg') return 'insecure';
     if (z.ds === 'wrong' || (z.sign && z.sign.expired)) return 'bogus';
     return 'secure';
   };
   for (const z of zones) names[z.name] = { zone: z.name, expect: expectOf(z) };
+  const probes: Probe[] = zones.flatMap((z) => (z.probes ?? []).map((p) => ({
+    name: bare(p.name.endsWith('.') ? p.name : p.name === '@' ? fqdn(z.name) : `${p.name}.${z.name === '.' ? '' : fqdn(z.name)}`),
+    type: p.type, zone: z.name, expect: p.expect ?? expectOf(z), note: p.note ?? '',
+  })));
 
   return {
-    unbound: `${unboundIp}:${port}`, nsd: `${nsdIp}:${nsdPort}`, trustAnchorFile, rootKeysFile, dir, zones, names,
+    unbound: `${unboundIp}:${port}`, nsd: `${nsdIp}:${nsdPort}`, trustAnchorFile, rootKeysFile, dir, zones, names, probes,
     query: (name, type, server = `${unboundIp}:${port}`) => query(server, name, type),
     stop,
   };
@@ -376,25 +436,74 @@ export function query(server: string, name: string, type: string, rd = true, tim
 }
 
 /**
- * The zones a DNSSEC differential needs, under the TLD `dnssec.` (one name each; expectation in
- * `names`): NSEC, NSEC3, NSEC3 opt-out, Ed25519, ECDSA, RSA, mixed algorithms, a KSK rollover in
- * progress, a missing DS, expired signatures, a wrong DS, an RRset with a broken signature.
+ * The zones a DNSSEC differential needs, under the TLD `dnssec.` (expectation per zone in `names`,
+ * per question in `probes`): NSEC, NSEC3, NSEC3 opt-out (with an unsigned delegation), Ed25519,
+ * ECDSA, RSA, mixed algorithms, a KSK rollover in progress, a missing DS, an unsigned zone, a DS for
+ * an extra algorithm the zone does not use, a DS for an algorithm no validator implements, expired
+ * signatures, a wrong DS, an RRset with a broken signature, an RRset stripped of its signature, and
+ * aliases from a secure zone into insecure and bogus ones.
+ *
+ * Every zone holds an A, MX, TLSA, TXT and a wildcard, and is asked for each of them, for a name
+ * that does not exist (NXDOMAIN), for types the names do not have (NODATA, also at the empty
+ * non-terminal `_tcp.www`) and for a wildcard expansion and a wildcard NODATA.
  */
 export function standardZones(tld = 'dnssec'): ZoneSpec[] {
-  const host = (extra: string[] = []) => ['@ A 127.0.99.1', 'www A 127.0.99.2', 'txt TXT "hello"', ...extra];
+  const tlsa = `_25._tcp.www TLSA 3 1 1 ${'ab'.repeat(32)}`;
+  const host = (extra: string[] = []) => ['@ A 127.0.99.1', 'www A 127.0.99.2', 'txt TXT "hello"', '@ MX 10 www', tlsa, '*.wild A 127.0.99.3', ...extra];
+  const ask = (extra: ProbeSpec[] = []): ProbeSpec[] => [
+    { name: '@', type: 'A' }, { name: 'www', type: 'A' }, { name: '@', type: 'MX', note: 'MX' },
+    { name: '_25._tcp.www', type: 'TLSA', note: 'TLSA' }, { name: 'txt', type: 'TXT' },
+    { name: 'nope', type: 'A', note: 'NXDOMAIN' }, { name: '_25._tcp.nope', type: 'TLSA', note: 'NXDOMAIN' },
+    { name: 'www', type: 'TLSA', note: 'NODATA' }, { name: 'www', type: 'MX', note: 'NODATA' },
+    { name: '_tcp.www', type: 'TLSA', note: 'NODATA at an empty non-terminal' },
+    { name: 'x.wild', type: 'A', note: 'wildcard expansion' }, { name: 'x.wild', type: 'TLSA', note: 'wildcard NODATA' },
+    ...extra,
+  ];
+  /** `except`: probes ("name" or "name|type") whose verdict differs from the zone's, and why */
+  const zone = (z: ZoneSpec, extraProbes: ProbeSpec[] = [], except: Record<string, Expect> = {}, why = ''): ZoneSpec => ({
+    records: host(), ...z,
+    probes: ask(extraProbes).map((p) => {
+      const e = except[`${p.name}|${p.type}`] ?? except[p.name];
+      return e ? { ...p, expect: e, note: `${p.note ?? ''} ${why}`.trim() } : p;
+    }),
+  });
+  const abs = (n: string) => `${n}.${tld}.`;
   return [
-    { name: `nsec.${tld}`, records: host() },
-    { name: `nsec3.${tld}`, records: host(), sign: { nsec3: true } },
-    { name: `optout.${tld}`, records: [...host(), 'unsigned-child NS ns.'], sign: { nsec3: { optOut: true } } },
-    { name: `ed25519.${tld}`, records: host(), sign: { algorithms: ['ED25519'] } },
-    { name: `ecdsa.${tld}`, records: host(), sign: { algorithms: ['ECDSAP256SHA256'] } },
-    { name: `rsa.${tld}`, records: host(), sign: { algorithms: ['RSASHA256'] } },
-    { name: `mixed.${tld}`, records: host(), sign: { algorithms: ['ECDSAP256SHA256', 'ED25519'] } },
-    { name: `rollover.${tld}`, records: host(), ds: 'rollover' },
-    { name: `missing-ds.${tld}`, records: host(), ds: 'missing' },
-    { name: `unsigned.${tld}`, records: host(), sign: false },
-    { name: `expired.${tld}`, records: host(), sign: { expired: true } },
-    { name: `wrong-ds.${tld}`, records: host(), ds: 'wrong' },
-    { name: `badsig.${tld}`, records: host(), breakSignatures: [{ owner: `www.badsig.${tld}`, type: 'A' }] },
+    zone({ name: `nsec.${tld}`, records: host([
+      `to-insecure CNAME ${abs('www.missing-ds')}`, `to-unsigned CNAME ${abs('www.unsigned')}`,
+      `to-bogus CNAME ${abs('www.wrong-ds')}`, `to-badsig CNAME ${abs('www.badsig')}`,
+      `to-nxdomain CNAME ${abs('nope.nsec3')}`, `to-secure CNAME ${abs('www.nsec3')}`,
+    ]) }, [
+      { name: 'to-insecure', type: 'A', expect: 'insecure', note: 'CNAME into an insecure delegation' },
+      { name: 'to-unsigned', type: 'A', expect: 'insecure', note: 'CNAME into an unsigned zone' },
+      { name: 'to-bogus', type: 'A', expect: 'bogus', note: 'CNAME into a bogus zone (wrong DS)' },
+      { name: 'to-badsig', type: 'A', expect: 'bogus', note: 'CNAME to a bogus RRset' },
+      { name: 'to-nxdomain', type: 'A', expect: 'secure', note: 'CNAME to a secure NXDOMAIN' },
+      { name: 'to-secure', type: 'TLSA', expect: 'secure', note: 'CNAME to a secure NODATA' },
+    ]),
+    zone({ name: `nsec3.${tld}`, sign: { nsec3: true } }),
+    // ldns-signzone -p sets opt-out on every NSEC3, so the next closer name of anything absent is
+    // in an opt-out span: it may be an unsigned delegation, so neither its absence nor a wildcard
+    // expansion at it is authenticated (RFC 5155 §12.2: "this also includes signed wildcard
+    // expansions ... its expanded name is an unsigned name") — insecure, as Unbound says.
+    zone({ name: `optout.${tld}`, sign: { nsec3: { optOut: true } } }, [
+      { name: 'www.unsigned-child', type: 'A', expect: 'insecure', note: 'below an opt-out unsigned delegation' },
+    ], { 'nope': 'insecure', '_25._tcp.nope': 'insecure', 'x.wild': 'insecure' }, 'over an opt-out span'),
+    { name: `unsigned-child.optout.${tld}`, records: host(), sign: false },
+    zone({ name: `ed25519.${tld}`, sign: { algorithms: ['ED25519'] } }),
+    zone({ name: `ecdsa.${tld}`, sign: { algorithms: ['ECDSAP256SHA256'] } }),
+    zone({ name: `rsa.${tld}`, sign: { algorithms: ['RSASHA256'] } }),
+    zone({ name: `mixed.${tld}`, sign: { algorithms: ['ECDSAP256SHA256', 'ED25519'] } }),
+    zone({ name: `rollover.${tld}`, ds: 'rollover' }),
+    zone({ name: `extra-alg.${tld}`, ds: 'extra-alg' }),
+    zone({ name: `unknown-alg.${tld}`, ds: 'unknown-alg' }),
+    zone({ name: `missing-ds.${tld}`, ds: 'missing' }),
+    zone({ name: `unsigned.${tld}`, sign: false, records: host([`to-secure CNAME ${abs('www.nsec')}`]) }, [
+      { name: 'to-secure', type: 'A', expect: 'insecure', note: 'insecure CNAME to a secure name' },
+    ]),
+    zone({ name: `expired.${tld}`, sign: { expired: true } }),
+    zone({ name: `wrong-ds.${tld}`, ds: 'wrong' }),
+    zone({ name: `badsig.${tld}`, breakSignatures: [{ owner: `www.badsig.${tld}`, type: 'A' }] }, [], { 'www|A': 'bogus' }, '(RRSIG damaged)'),
+    zone({ name: `nosig.${tld}`, stripSignatures: [{ owner: `www.nosig.${tld}`, type: 'A' }] }, [], { 'www|A': 'bogus' }, '(RRSIG removed)'),
   ];
 }
