@@ -27,9 +27,11 @@ export interface SigningSpec {
   /** one KSK + ZSK pair per algorithm; two or more = a mixed-algorithm zone (RFC 6840 §5.11) */
   algorithms?: DnssecAlgorithm[];
   /** NSEC3 instead of NSEC (RFC 5155); optOut sets the opt-out flag on every NSEC3 RR */
-  nsec3?: boolean | { optOut: boolean };
+  nsec3?: boolean | { optOut?: boolean; iterations?: number };
   /** signatures whose validity period ended in the past: the zone is bogus (RFC 4035 §5.3.1) */
   expired?: boolean;
+  /** signatures whose validity period starts in the future: bogus too (RFC 4035 §5.3.1) */
+  notYetValid?: boolean;
 }
 
 export interface ZoneSpec {
@@ -46,19 +48,23 @@ export interface ZoneSpec {
    * DNSKEY RRset — double-DS KSK rollover, RFC 6781 §4.1.2),
    * extra-alg (DS for the KSK plus a DS for an unpublished key of an algorithm the zone does not
    * use: still secure, RFC 6840 §5.11), unknown-alg (the only DS names algorithm 253, which no
-   * validator implements: insecure, RFC 4035 §5.2)
+   * validator implements: insecure, RFC 4035 §5.2), unknown-digest (the only DS uses digest type
+   * 200, unassigned: insecure, RFC 6840 §5.2)
    */
-  ds?: 'valid' | 'missing' | 'wrong' | 'rollover' | 'extra-alg' | 'unknown-alg';
+  ds?: 'valid' | 'missing' | 'wrong' | 'rollover' | 'extra-alg' | 'unknown-alg' | 'unknown-digest';
   /** RRsets whose RRSIGs are corrupted after signing (bogus answers for exactly these) */
   breakSignatures?: { owner: string; type: string }[];
   /** RRsets whose RRSIGs are removed after signing (a secure zone serving unsigned data: bogus) */
-  stripSignatures?: { owner: string; type: string }[];
+  stripSignatures?: SignatureTarget[];
   /**
    * Questions a differential asks about this zone (`DnsWorld.probes`): owner relative to the apex
    * unless it ends in ".", and what a correct validator says — by default the zone's verdict.
    */
   probes?: ProbeSpec[];
 }
+
+/** RRSIGs covering owner/type ("*" = any owner), optionally only those of one algorithm number */
+export interface SignatureTarget { owner: string; type: string; algorithm?: number }
 
 export type ProbeType = 'A' | 'MX' | 'TLSA' | 'TXT';
 export type Expect = 'secure' | 'insecure' | 'bogus';
@@ -181,27 +187,28 @@ function timestamp(d: Date): string {
   return d.toISOString().replace(/[-:T]/g, '').slice(0, 14);
 }
 
-/** Remove every RRSIG covering owner/type. */
-function stripSignatures(signed: string, targets: { owner: string; type: string }[]): string {
-  const want = new Set(targets.map((t) => `${fqdn(t.owner).toLowerCase()}|${t.type.toUpperCase()}`));
-  const seen = new Set<string>();
+/** Remove every RRSIG a target names; each target must remove at least one. */
+function stripSignatures(signed: string, targets: SignatureTarget[]): string {
+  const hits = targets.map(() => 0);
   const out = signed.split('\n').filter((line) => {
     const f = line.split(/\s+/);
     if (f.length < 13 || f[3] !== 'RRSIG') return true;
-    const key = `${f[0]!.toLowerCase()}|${f[4]!.toUpperCase()}`;
-    if (!want.has(key)) return true;
-    seen.add(key);
+    const t = targets.findIndex((x) => (x.owner === '*' || fqdn(x.owner).toLowerCase() === f[0]!.toLowerCase()) &&
+      x.type.toUpperCase() === f[4]!.toUpperCase() && (x.algorithm === undefined || Number(f[5]) === x.algorithm));
+    if (t < 0) return true;
+    hits[t]!++;
     return false;
   });
-  if (seen.size < want.size) throw new Error(`stripSignatures: no RRSIG for ${[...want].filter((k) => !seen.has(k)).join(', ')}`);
+  const missed = targets.filter((_, i) => hits[i] === 0);
+  if (missed.length) throw new Error(`stripSignatures: no RRSIG for ${missed.map((m) => `${m.owner}/${m.type}`).join(', ')}`);
   return out.join('\n');
 }
 
-/** The DS line with its algorithm field replaced (RFC 4034 §5.3: tag, algorithm, digest type, digest). */
-function withDsAlgorithm(line: string, alg: number): string {
+/** The DS line with one RDATA field replaced (RFC 4034 §5.3: 0 key tag, 1 algorithm, 2 digest type, 3 digest). */
+function withDsField(line: string, field: number, value: number): string {
   const parts = line.split(/\s+/);
   const i = parts.indexOf('DS');
-  parts[i + 2] = String(alg);
+  parts[i + 1 + field] = String(value);
   return parts.join('\t');
 }
 
@@ -265,7 +272,8 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
         const mode = c.ds ?? 'valid';
         if (!ck || mode === 'missing') continue;
         if (mode === 'wrong') lines.push(...ck.dsLines.map(corruptDs));
-        else if (mode === 'unknown-alg') lines.push(...ck.dsLines.map((l) => withDsAlgorithm(l, 253)));
+        else if (mode === 'unknown-alg') lines.push(...ck.dsLines.map((l) => withDsField(l, 1, 253)));
+        else if (mode === 'unknown-digest') lines.push(...ck.dsLines.map((l) => withDsField(l, 2, 200)));
         else lines.push(...ck.dsLines, ...(mode === 'rollover' || mode === 'extra-alg' ? ck.nextDs : []));
       }
       const file = join(zonesDir, `${z.name === '.' ? 'root' : z.name}.zone`);
@@ -290,11 +298,12 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
       }
       keys.set(z.name, k);
       const args: string[] = ['-f', `${file}.signed`, '-o', origin];
-      if (spec.expired) args.push('-i', timestamp(new Date(now - 60 * 86400_000)), '-e', timestamp(new Date(now - 30 * 86400_000)));
+      if (spec.notYetValid) args.push('-i', timestamp(new Date(now + 30 * 86400_000)), '-e', timestamp(new Date(now + 60 * 86400_000)));
+      else if (spec.expired) args.push('-i', timestamp(new Date(now - 60 * 86400_000)), '-e', timestamp(new Date(now - 30 * 86400_000)));
       else args.push('-i', timestamp(new Date(now - 3600_000)), '-e', timestamp(new Date(now + 30 * 86400_000)));
       if (spec.nsec3) {
         // RFC 9276 §3.1: zero extra iterations, no salt (Unbound treats high counts as insecure)
-        args.push('-n', '-t', '0');
+        args.push('-n', '-t', String(typeof spec.nsec3 === 'object' ? spec.nsec3.iterations ?? 0 : 0));
         if (typeof spec.nsec3 === 'object' && spec.nsec3.optOut) args.push('-p');
       }
       args.push(file, ...k.ksk.map((b) => join(keysDir, b)), ...k.zsk.map((b) => join(keysDir, b)));
@@ -379,7 +388,10 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
     if (parent !== 'secure') return parent;
     if (z.sign === false || z.ds === 'missing') return 'insecure';
     if (z.ds === 'unknown-alg') return 'insecure';
-    if (z.ds === 'wrong' || (z.sign && z.sign.expired)) return 'bogus';
+    if (z.ds === 'unknown-digest') return 'insecure';
+    // no trusted DNSKEY RRset, no trusted key: everything in the zone is bogus (RFC 4035 §5.2)
+    if (z.breakSignatures?.some((t) => bare(t.owner) === z.name && t.type.toUpperCase() === 'DNSKEY')) return 'bogus';
+    if (z.ds === 'wrong' || (z.sign && (z.sign.expired || z.sign.notYetValid))) return 'bogus';
     return 'secure';
   };
   for (const z of zones) names[z.name] = { zone: z.name, expect: expectOf(z) };
@@ -440,8 +452,10 @@ export function query(server: string, name: string, type: string, rd = true, tim
  * per question in `probes`): NSEC, NSEC3, NSEC3 opt-out (with an unsigned delegation), Ed25519,
  * ECDSA, RSA, mixed algorithms, a KSK rollover in progress, a missing DS, an unsigned zone, a DS for
  * an extra algorithm the zone does not use, a DS for an algorithm no validator implements, expired
- * signatures, a wrong DS, an RRset with a broken signature, an RRset stripped of its signature, and
- * aliases from a secure zone into insecure and bogus ones.
+ * signatures, signatures not yet valid, a wrong DS, a DS with an unknown digest type, NSEC3 at 150
+ * and 151 iterations, a broken DNSKEY signature, unsigned NSEC records, an RRset with a broken
+ * signature, an RRset stripped of its signature (and one stripped of one of its two algorithms),
+ * and aliases from a secure zone into insecure and bogus ones.
  *
  * Every zone holds an A, MX, TLSA, TXT and a wildcard, and is asked for each of them, for a name
  * that does not exist (NXDOMAIN), for types the names do not have (NODATA, also at the empty
@@ -502,6 +516,21 @@ export function standardZones(tld = 'dnssec'): ZoneSpec[] {
       { name: 'to-secure', type: 'A', expect: 'insecure', note: 'insecure CNAME to a secure name' },
     ]),
     zone({ name: `expired.${tld}`, sign: { expired: true } }),
+    zone({ name: `not-yet-valid.${tld}`, sign: { notYetValid: true } }),
+    zone({ name: `unknown-digest.${tld}`, ds: 'unknown-digest' }),
+    // RFC 9276 §3.2 / Unbound 1.17: up to 150 extra iterations are validated, above that the
+    // denial is treated as insecure (positive answers stay secure)
+    zone({ name: `iter150.${tld}`, sign: { nsec3: { iterations: 150 } } }),
+    zone({ name: `iter151.${tld}`, sign: { nsec3: { iterations: 151 } } }, [],
+      { 'nope': 'insecure', '_25._tcp.nope': 'insecure', 'www|TLSA': 'insecure', 'www|MX': 'insecure', '_tcp.www': 'insecure', 'x.wild': 'insecure' }, '(NSEC3 iterations above 150)'),
+    // the DNSKEY RRset's own signature is broken: no key of the zone is trusted
+    zone({ name: `bad-dnskey-sig.${tld}`, breakSignatures: [{ owner: `bad-dnskey-sig.${tld}`, type: 'DNSKEY' }] }),
+    // every NSEC unsigned: no denial and no wildcard expansion can be proven (RFC 4035 §5.4)
+    zone({ name: `unsigned-nsec.${tld}`, stripSignatures: [{ owner: '*', type: 'NSEC' }] }, [],
+      { 'nope': 'bogus', '_25._tcp.nope': 'bogus', 'www|TLSA': 'bogus', 'www|MX': 'bogus', '_tcp.www': 'bogus', 'x.wild': 'bogus' }, '(NSEC RRSIGs removed)'),
+    // mixed algorithms, one algorithm's signature missing on one RRset: any valid path is enough
+    // (RFC 6840 §5.11; Unbound's harden-algo-downgrade is off by default)
+    zone({ name: `mixed-half.${tld}`, sign: { algorithms: ['ECDSAP256SHA256', 'ED25519'] }, stripSignatures: [{ owner: `www.mixed-half.${tld}`, type: 'A', algorithm: 15 }] }),
     zone({ name: `wrong-ds.${tld}`, ds: 'wrong' }),
     zone({ name: `badsig.${tld}`, breakSignatures: [{ owner: `www.badsig.${tld}`, type: 'A' }] }, [], { 'www|A': 'bogus' }, '(RRSIG damaged)'),
     zone({ name: `nosig.${tld}`, stripSignatures: [{ owner: `www.nosig.${tld}`, type: 'A' }] }, [], { 'www|A': 'bogus' }, '(RRSIG removed)'),
