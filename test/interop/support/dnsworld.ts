@@ -27,9 +27,11 @@ export interface SigningSpec {
   /** one KSK + ZSK pair per algorithm; two or more = a mixed-algorithm zone (RFC 6840 §5.11) */
   algorithms?: DnssecAlgorithm[];
   /** NSEC3 instead of NSEC (RFC 5155); optOut sets the opt-out flag on every NSEC3 RR */
-  nsec3?: boolean | { optOut: boolean };
+  nsec3?: boolean | { optOut?: boolean; iterations?: number };
   /** signatures whose validity period ended in the past: the zone is bogus (RFC 4035 §5.3.1) */
   expired?: boolean;
+  /** signatures whose validity period starts in the future: bogus too (RFC 4035 §5.3.1) */
+  notYetValid?: boolean;
 }
 
 export interface ZoneSpec {
@@ -43,12 +45,39 @@ export interface ZoneSpec {
    * what the parent publishes for this zone:
    * valid (DS for the KSK), missing (signed zone, insecure delegation), wrong (a DS whose digest
    * matches no key: bogus), rollover (DS for the current KSK and for a next KSK not yet in the
-   * DNSKEY RRset — double-DS KSK rollover, RFC 6781 §4.1.2)
+   * DNSKEY RRset — double-DS KSK rollover, RFC 6781 §4.1.2),
+   * extra-alg (DS for the KSK plus a DS for an unpublished key of an algorithm the zone does not
+   * use: still secure, RFC 6840 §5.11), unknown-alg (the only DS names algorithm 253, which no
+   * validator implements: insecure, RFC 4035 §5.2), unknown-digest (the only DS uses digest type
+   * 200, unassigned: insecure, RFC 6840 §5.2)
    */
-  ds?: 'valid' | 'missing' | 'wrong' | 'rollover';
+  ds?: 'valid' | 'missing' | 'wrong' | 'rollover' | 'extra-alg' | 'unknown-alg' | 'unknown-digest';
   /** RRsets whose RRSIGs are corrupted after signing (bogus answers for exactly these) */
   breakSignatures?: { owner: string; type: string }[];
+  /** RRsets whose RRSIGs are removed after signing (a secure zone serving unsigned data: bogus) */
+  stripSignatures?: SignatureTarget[];
+  /**
+   * Questions a differential asks about this zone (`DnsWorld.probes`): owner relative to the apex
+   * unless it ends in ".", and what a correct validator says — by default the zone's verdict.
+   */
+  probes?: ProbeSpec[];
 }
+
+/** RRSIGs covering owner/type ("*" = any owner), optionally only those of one algorithm number */
+export interface SignatureTarget { owner: string; type: string; algorithm?: number }
+
+export type ProbeType = 'A' | 'MX' | 'TLSA' | 'TXT';
+export type Expect = 'secure' | 'insecure' | 'bogus';
+
+export interface ProbeSpec {
+  name: string;
+  type: ProbeType;
+  expect?: Expect;
+  /** what the question exercises, e.g. "NSEC3 NXDOMAIN" */
+  note?: string;
+}
+
+export interface Probe { name: string; type: ProbeType; zone: string; expect: Expect; note: string }
 
 export interface DnsWorld {
   /** "ip:port" of the validating resolver */
@@ -63,6 +92,8 @@ export interface DnsWorld {
   zones: ZoneSpec[];
   /** for each zone: its apex and what a correct validator must say about names in it */
   names: Record<string, { zone: string; expect: 'secure' | 'insecure' | 'bogus' }>;
+  /** every question the zones' `probes` ask (absolute names without the trailing dot), with the verdict expected */
+  probes: Probe[];
   query(name: string, type: string, server?: string): Promise<DnsAnswer>;
   stop(): Promise<void>;
 }
@@ -156,6 +187,31 @@ function timestamp(d: Date): string {
   return d.toISOString().replace(/[-:T]/g, '').slice(0, 14);
 }
 
+/** Remove every RRSIG a target names; each target must remove at least one. */
+function stripSignatures(signed: string, targets: SignatureTarget[]): string {
+  const hits = targets.map(() => 0);
+  const out = signed.split('\n').filter((line) => {
+    const f = line.split(/\s+/);
+    if (f.length < 13 || f[3] !== 'RRSIG') return true;
+    const t = targets.findIndex((x) => (x.owner === '*' || fqdn(x.owner).toLowerCase() === f[0]!.toLowerCase()) &&
+      x.type.toUpperCase() === f[4]!.toUpperCase() && (x.algorithm === undefined || Number(f[5]) === x.algorithm));
+    if (t < 0) return true;
+    hits[t]!++;
+    return false;
+  });
+  const missed = targets.filter((_, i) => hits[i] === 0);
+  if (missed.length) throw new Error(`stripSignatures: no RRSIG for ${missed.map((m) => `${m.owner}/${m.type}`).join(', ')}`);
+  return out.join('\n');
+}
+
+/** The DS line with one RDATA field replaced (RFC 4034 §5.3: 0 key tag, 1 algorithm, 2 digest type, 3 digest). */
+function withDsField(line: string, field: number, value: number): string {
+  const parts = line.split(/\s+/);
+  const i = parts.indexOf('DS');
+  parts[i + 1 + field] = String(value);
+  return parts.join('\t');
+}
+
 /** Flip bits in the signature of every RRSIG covering owner/type (it stays valid base64). */
 function breakSignatures(signed: string, targets: { owner: string; type: string }[]): string {
   const want = new Set(targets.map((t) => `${fqdn(t.owner).toLowerCase()}|${t.type.toUpperCase()}`));
@@ -216,7 +272,9 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
         const mode = c.ds ?? 'valid';
         if (!ck || mode === 'missing') continue;
         if (mode === 'wrong') lines.push(...ck.dsLines.map(corruptDs));
-        else lines.push(...ck.dsLines, ...(mode === 'rollover' ? ck.nextDs : []));
+        else if (mode === 'unknown-alg') lines.push(...ck.dsLines.map((l) => withDsField(l, 1, 253)));
+        else if (mode === 'unknown-digest') lines.push(...ck.dsLines.map((l) => withDsField(l, 2, 200)));
+        else lines.push(...ck.dsLines, ...(mode === 'rollover' || mode === 'extra-alg' ? ck.nextDs : []));
       }
       const file = join(zonesDir, `${z.name === '.' ? 'root' : z.name}.zone`);
       writeFileSync(file, `${lines.join('\n')}\n`);
@@ -234,18 +292,24 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
         k.dsLines.push(dsOf(keysDir, ksk));
       }
       if (z.ds === 'rollover') k.nextDs.push(dsOf(keysDir, keygen(keysDir, z.name, algs[0]!, true)));
+      if (z.ds === 'extra-alg') {
+        const other = (['ED25519', 'ECDSAP256SHA256', 'RSASHA256'] as const).find((a) => !algs.includes(a))!;
+        k.nextDs.push(dsOf(keysDir, keygen(keysDir, z.name, other, true)));
+      }
       keys.set(z.name, k);
       const args: string[] = ['-f', `${file}.signed`, '-o', origin];
-      if (spec.expired) args.push('-i', timestamp(new Date(now - 60 * 86400_000)), '-e', timestamp(new Date(now - 30 * 86400_000)));
+      if (spec.notYetValid) args.push('-i', timestamp(new Date(now + 30 * 86400_000)), '-e', timestamp(new Date(now + 60 * 86400_000)));
+      else if (spec.expired) args.push('-i', timestamp(new Date(now - 60 * 86400_000)), '-e', timestamp(new Date(now - 30 * 86400_000)));
       else args.push('-i', timestamp(new Date(now - 3600_000)), '-e', timestamp(new Date(now + 30 * 86400_000)));
       if (spec.nsec3) {
         // RFC 9276 §3.1: zero extra iterations, no salt (Unbound treats high counts as insecure)
-        args.push('-n', '-t', '0');
+        args.push('-n', '-t', String(typeof spec.nsec3 === 'object' ? spec.nsec3.iterations ?? 0 : 0));
         if (typeof spec.nsec3 === 'object' && spec.nsec3.optOut) args.push('-p');
       }
       args.push(file, ...k.ksk.map((b) => join(keysDir, b)), ...k.zsk.map((b) => join(keysDir, b)));
       run('ldns-signzone', args, keysDir);
       if (z.breakSignatures?.length) writeFileSync(`${file}.signed`, breakSignatures(readFileSync(`${file}.signed`, 'utf8'), z.breakSignatures));
+      if (z.stripSignatures?.length) writeFileSync(`${file}.signed`, stripSignatures(readFileSync(`${file}.signed`, 'utf8'), z.stripSignatures));
     }
 
   } catch (e) {
@@ -323,13 +387,21 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
     const parent = expectOf(zones.find((p) => p.name === parentOf(z.name, all))!);
     if (parent !== 'secure') return parent;
     if (z.sign === false || z.ds === 'missing') return 'insecure';
-    if (z.ds === 'wrong' || (z.sign && z.sign.expired)) return 'bogus';
+    if (z.ds === 'unknown-alg') return 'insecure';
+    if (z.ds === 'unknown-digest') return 'insecure';
+    // no trusted DNSKEY RRset, no trusted key: everything in the zone is bogus (RFC 4035 §5.2)
+    if (z.breakSignatures?.some((t) => bare(t.owner) === z.name && t.type.toUpperCase() === 'DNSKEY')) return 'bogus';
+    if (z.ds === 'wrong' || (z.sign && (z.sign.expired || z.sign.notYetValid))) return 'bogus';
     return 'secure';
   };
   for (const z of zones) names[z.name] = { zone: z.name, expect: expectOf(z) };
+  const probes: Probe[] = zones.flatMap((z) => (z.probes ?? []).map((p) => ({
+    name: bare(p.name.endsWith('.') ? p.name : p.name === '@' ? fqdn(z.name) : `${p.name}.${z.name === '.' ? '' : fqdn(z.name)}`),
+    type: p.type, zone: z.name, expect: p.expect ?? expectOf(z), note: p.note ?? '',
+  })));
 
   return {
-    unbound: `${unboundIp}:${port}`, nsd: `${nsdIp}:${nsdPort}`, trustAnchorFile, rootKeysFile, dir, zones, names,
+    unbound: `${unboundIp}:${port}`, nsd: `${nsdIp}:${nsdPort}`, trustAnchorFile, rootKeysFile, dir, zones, names, probes,
     query: (name, type, server = `${unboundIp}:${port}`) => query(server, name, type),
     stop,
   };
@@ -376,25 +448,91 @@ export function query(server: string, name: string, type: string, rd = true, tim
 }
 
 /**
- * The zones a DNSSEC differential needs, under the TLD `dnssec.` (one name each; expectation in
- * `names`): NSEC, NSEC3, NSEC3 opt-out, Ed25519, ECDSA, RSA, mixed algorithms, a KSK rollover in
- * progress, a missing DS, expired signatures, a wrong DS, an RRset with a broken signature.
+ * The zones a DNSSEC differential needs, under the TLD `dnssec.` (expectation per zone in `names`,
+ * per question in `probes`): NSEC, NSEC3, NSEC3 opt-out (with an unsigned delegation), Ed25519,
+ * ECDSA, RSA, mixed algorithms, a KSK rollover in progress, a missing DS, an unsigned zone, a DS for
+ * an extra algorithm the zone does not use, a DS for an algorithm no validator implements, expired
+ * signatures, signatures not yet valid, a wrong DS, a DS with an unknown digest type, NSEC3 at 150
+ * and 151 iterations, a broken DNSKEY signature, unsigned NSEC records, an RRset with a broken
+ * signature, an RRset stripped of its signature (and one stripped of one of its two algorithms),
+ * and aliases from a secure zone into insecure and bogus ones.
+ *
+ * Every zone holds an A, MX, TLSA, TXT and a wildcard, and is asked for each of them, for a name
+ * that does not exist (NXDOMAIN), for types the names do not have (NODATA, also at the empty
+ * non-terminal `_tcp.www`) and for a wildcard expansion and a wildcard NODATA.
  */
 export function standardZones(tld = 'dnssec'): ZoneSpec[] {
-  const host = (extra: string[] = []) => ['@ A 127.0.99.1', 'www A 127.0.99.2', 'txt TXT "hello"', ...extra];
+  const tlsa = `_25._tcp.www TLSA 3 1 1 ${'ab'.repeat(32)}`;
+  const host = (extra: string[] = []) => ['@ A 127.0.99.1', 'www A 127.0.99.2', 'txt TXT "hello"', '@ MX 10 www', tlsa, '*.wild A 127.0.99.3', ...extra];
+  const ask = (extra: ProbeSpec[] = []): ProbeSpec[] => [
+    { name: '@', type: 'A' }, { name: 'www', type: 'A' }, { name: '@', type: 'MX', note: 'MX' },
+    { name: '_25._tcp.www', type: 'TLSA', note: 'TLSA' }, { name: 'txt', type: 'TXT' },
+    { name: 'nope', type: 'A', note: 'NXDOMAIN' }, { name: '_25._tcp.nope', type: 'TLSA', note: 'NXDOMAIN' },
+    { name: 'www', type: 'TLSA', note: 'NODATA' }, { name: 'www', type: 'MX', note: 'NODATA' },
+    { name: '_tcp.www', type: 'TLSA', note: 'NODATA at an empty non-terminal' },
+    { name: 'x.wild', type: 'A', note: 'wildcard expansion' }, { name: 'x.wild', type: 'TLSA', note: 'wildcard NODATA' },
+    ...extra,
+  ];
+  /** `except`: probes ("name" or "name|type") whose verdict differs from the zone's, and why */
+  const zone = (z: ZoneSpec, extraProbes: ProbeSpec[] = [], except: Record<string, Expect> = {}, why = ''): ZoneSpec => ({
+    records: host(), ...z,
+    probes: ask(extraProbes).map((p) => {
+      const e = except[`${p.name}|${p.type}`] ?? except[p.name];
+      return e ? { ...p, expect: e, note: `${p.note ?? ''} ${why}`.trim() } : p;
+    }),
+  });
+  const abs = (n: string) => `${n}.${tld}.`;
   return [
-    { name: `nsec.${tld}`, records: host() },
-    { name: `nsec3.${tld}`, records: host(), sign: { nsec3: true } },
-    { name: `optout.${tld}`, records: [...host(), 'unsigned-child NS ns.'], sign: { nsec3: { optOut: true } } },
-    { name: `ed25519.${tld}`, records: host(), sign: { algorithms: ['ED25519'] } },
-    { name: `ecdsa.${tld}`, records: host(), sign: { algorithms: ['ECDSAP256SHA256'] } },
-    { name: `rsa.${tld}`, records: host(), sign: { algorithms: ['RSASHA256'] } },
-    { name: `mixed.${tld}`, records: host(), sign: { algorithms: ['ECDSAP256SHA256', 'ED25519'] } },
-    { name: `rollover.${tld}`, records: host(), ds: 'rollover' },
-    { name: `missing-ds.${tld}`, records: host(), ds: 'missing' },
-    { name: `unsigned.${tld}`, records: host(), sign: false },
-    { name: `expired.${tld}`, records: host(), sign: { expired: true } },
-    { name: `wrong-ds.${tld}`, records: host(), ds: 'wrong' },
-    { name: `badsig.${tld}`, records: host(), breakSignatures: [{ owner: `www.badsig.${tld}`, type: 'A' }] },
+    zone({ name: `nsec.${tld}`, records: host([
+      `to-insecure CNAME ${abs('www.missing-ds')}`, `to-unsigned CNAME ${abs('www.unsigned')}`,
+      `to-bogus CNAME ${abs('www.wrong-ds')}`, `to-badsig CNAME ${abs('www.badsig')}`,
+      `to-nxdomain CNAME ${abs('nope.nsec3')}`, `to-secure CNAME ${abs('www.nsec3')}`,
+    ]) }, [
+      { name: 'to-insecure', type: 'A', expect: 'insecure', note: 'CNAME into an insecure delegation' },
+      { name: 'to-unsigned', type: 'A', expect: 'insecure', note: 'CNAME into an unsigned zone' },
+      { name: 'to-bogus', type: 'A', expect: 'bogus', note: 'CNAME into a bogus zone (wrong DS)' },
+      { name: 'to-badsig', type: 'A', expect: 'bogus', note: 'CNAME to a bogus RRset' },
+      { name: 'to-nxdomain', type: 'A', expect: 'secure', note: 'CNAME to a secure NXDOMAIN' },
+      { name: 'to-secure', type: 'TLSA', expect: 'secure', note: 'CNAME to a secure NODATA' },
+    ]),
+    zone({ name: `nsec3.${tld}`, sign: { nsec3: true } }),
+    // ldns-signzone -p sets opt-out on every NSEC3, so the next closer name of anything absent is
+    // in an opt-out span: it may be an unsigned delegation, so neither its absence nor a wildcard
+    // expansion at it is authenticated (RFC 5155 §12.2: "this also includes signed wildcard
+    // expansions ... its expanded name is an unsigned name") — insecure, as Unbound says.
+    zone({ name: `optout.${tld}`, sign: { nsec3: { optOut: true } } }, [
+      { name: 'www.unsigned-child', type: 'A', expect: 'insecure', note: 'below an opt-out unsigned delegation' },
+    ], { 'nope': 'insecure', '_25._tcp.nope': 'insecure', 'x.wild': 'insecure' }, 'over an opt-out span'),
+    { name: `unsigned-child.optout.${tld}`, records: host(), sign: false },
+    zone({ name: `ed25519.${tld}`, sign: { algorithms: ['ED25519'] } }),
+    zone({ name: `ecdsa.${tld}`, sign: { algorithms: ['ECDSAP256SHA256'] } }),
+    zone({ name: `rsa.${tld}`, sign: { algorithms: ['RSASHA256'] } }),
+    zone({ name: `mixed.${tld}`, sign: { algorithms: ['ECDSAP256SHA256', 'ED25519'] } }),
+    zone({ name: `rollover.${tld}`, ds: 'rollover' }),
+    zone({ name: `extra-alg.${tld}`, ds: 'extra-alg' }),
+    zone({ name: `unknown-alg.${tld}`, ds: 'unknown-alg' }),
+    zone({ name: `missing-ds.${tld}`, ds: 'missing' }),
+    zone({ name: `unsigned.${tld}`, sign: false, records: host([`to-secure CNAME ${abs('www.nsec')}`]) }, [
+      { name: 'to-secure', type: 'A', expect: 'insecure', note: 'insecure CNAME to a secure name' },
+    ]),
+    zone({ name: `expired.${tld}`, sign: { expired: true } }),
+    zone({ name: `not-yet-valid.${tld}`, sign: { notYetValid: true } }),
+    zone({ name: `unknown-digest.${tld}`, ds: 'unknown-digest' }),
+    // RFC 9276 §3.2 / Unbound 1.17: up to 150 extra iterations are validated, above that the
+    // denial is treated as insecure (positive answers stay secure)
+    zone({ name: `iter150.${tld}`, sign: { nsec3: { iterations: 150 } } }),
+    zone({ name: `iter151.${tld}`, sign: { nsec3: { iterations: 151 } } }, [],
+      { 'nope': 'insecure', '_25._tcp.nope': 'insecure', 'www|TLSA': 'insecure', 'www|MX': 'insecure', '_tcp.www': 'insecure', 'x.wild': 'insecure' }, '(NSEC3 iterations above 150)'),
+    // the DNSKEY RRset's own signature is broken: no key of the zone is trusted
+    zone({ name: `bad-dnskey-sig.${tld}`, breakSignatures: [{ owner: `bad-dnskey-sig.${tld}`, type: 'DNSKEY' }] }),
+    // every NSEC unsigned: no denial and no wildcard expansion can be proven (RFC 4035 §5.4)
+    zone({ name: `unsigned-nsec.${tld}`, stripSignatures: [{ owner: '*', type: 'NSEC' }] }, [],
+      { 'nope': 'bogus', '_25._tcp.nope': 'bogus', 'www|TLSA': 'bogus', 'www|MX': 'bogus', '_tcp.www': 'bogus', 'x.wild': 'bogus' }, '(NSEC RRSIGs removed)'),
+    // mixed algorithms, one algorithm's signature missing on one RRset: any valid path is enough
+    // (RFC 6840 §5.11; Unbound's harden-algo-downgrade is off by default)
+    zone({ name: `mixed-half.${tld}`, sign: { algorithms: ['ECDSAP256SHA256', 'ED25519'] }, stripSignatures: [{ owner: `www.mixed-half.${tld}`, type: 'A', algorithm: 15 }] }),
+    zone({ name: `wrong-ds.${tld}`, ds: 'wrong' }),
+    zone({ name: `badsig.${tld}`, breakSignatures: [{ owner: `www.badsig.${tld}`, type: 'A' }] }, [], { 'www|A': 'bogus' }, '(RRSIG damaged)'),
+    zone({ name: `nosig.${tld}`, stripSignatures: [{ owner: `www.nosig.${tld}`, type: 'A' }] }, [], { 'www|A': 'bogus' }, '(RRSIG removed)'),
   ];
 }
