@@ -456,6 +456,9 @@ export class SmtpSession {
       port,
       ...(this.opts.localAddress ? { localAddress: this.opts.localAddress } : {}),
     });
+    // No Nagle: the client writes a command (or the end-of-data dot) and waits for its reply; held
+    // back behind the peer's delayed ACK, each small write would cost ~40 ms per message.
+    sock.setNoDelay(true);
     this.sock = sock;
     this.attach(sock);
     sock.once('connect', () => { this._localAddress = sock.localAddress; });
