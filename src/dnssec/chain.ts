@@ -22,7 +22,11 @@ import { verifyRRset, type RRset, type ZoneKeys } from './verify.js';
 
 export type ZoneState =
   | { kind: 'secure'; zone: string; keys: Dnskey[]; ttl: number }
-  | { kind: 'insecure'; zone: string; detail: string; ttl: number }
+  /**
+   * `weak`: insecure only because a DS denial used NSEC3 over the iteration limit (RFC 9276 §3.2), not
+   * because a signed proof showed an unsigned delegation: it says nothing about whether `zone` is a cut.
+   */
+  | { kind: 'insecure'; zone: string; detail: string; ttl: number; weak?: boolean }
   | { kind: 'bogus'; detail: string }
   | { kind: 'indeterminate'; detail: string };
 
@@ -102,6 +106,11 @@ export class ChainWalker {
       pos = next;
     }
     return state;
+  }
+
+  /** The trust anchor the chain to `name` starts from (the closest at or above it), if any. */
+  anchorFor(name: string): string | undefined {
+    return closestAnchor(this.anchors, name)?.zone;
   }
 
   /**
@@ -261,13 +270,14 @@ export class ChainWalker {
     if (proof.kind === 'bogus') return bad('bogus', proof.detail);
     if (proof.kind === 'insecure') {
       ctx.trace.add('DS', name, 'insecure', proof.detail);
-      return { kind: 'cut', state: { kind: 'insecure', zone: name, detail: proof.detail, ttl: proof.ttl }, detail: proof.detail };
+      const state: ZoneState = { kind: 'insecure', zone: name, detail: proof.detail, ttl: proof.ttl, ...(proof.weak ? { weak: true } : {}) };
+      return { kind: 'cut', state, detail: proof.detail };
     }
     ctx.trace.add('DS', name, 'info', proof.detail);
     return { kind: proof.kind, ttl: proof.ttl, detail: proof.detail };
   }
 
-  private cutProof(msg: WireMessage, name: string, zk: ZoneKeys, ctx: LookupContext): CutProof & { ttl: number } {
+  private cutProof(msg: WireMessage, name: string, zk: ZoneKeys, ctx: LookupContext): CutProof & { ttl: number; weak?: boolean } {
     const auth = groupRRsets(msg.authorities);
     const den = validatedDenial(auth, zk, ctx);
     if ('error' in den) return { kind: 'bogus', detail: den.error, ttl: 0 };
@@ -276,7 +286,9 @@ export class ChainWalker {
       const set = new Nsec3Set(den.nsec3s, zk.zone, ctx.budget);
       if (set.records.length === 0) return { kind: 'bogus', detail: 'no usable NSEC3 record', ttl: 0 };
       if (set.tooManyIterations) {
-        return { kind: 'insecure', detail: `NSEC3 with ${set.iterations} iterations (over ${MAX_NSEC3_ITERATIONS}, RFC 9276 §3.2): insecure`, ttl: den.ttl };
+        // As Unbound (nsec3_prove_nods): the proof is not checked, so whether `name` is a cut is unknown.
+        // Callers reach here only when walking below a zone for an RRset or denial that zone did not sign.
+        return { kind: 'insecure', weak: true, detail: `NSEC3 with ${set.iterations} iterations (over ${MAX_NSEC3_ITERATIONS}, RFC 9276 §3.2): insecure`, ttl: den.ttl };
       }
       return { ...nsec3Cut(set, name), ttl: den.ttl };
     }

@@ -197,7 +197,10 @@ export function nsec3ProveNodata(s: Nsec3Set, qname: string, qtype: number): Nse
   if (!wm) return { ok: false, reason: `no NSEC3 matches ${qname} or the wildcard ${wc}` };
   const why = denies(wm, qtype, wc, s.zone);
   if (why) return { ok: false, reason: why };
-  return { ok: true, detail: `closest encloser ${ce.ce}; ${show(ce.ncCover)} covers ${ce.nc}; ${show(wm)} at ${wc} does not list the type` };
+  // Next closer name in an opt-out span: an unsigned delegation may exist there, so the wildcard NODATA
+  // is only insecure (RFC 5155 §12.2; Unbound's nsec3_do_prove_nodata does the same).
+  const optOut = (ce.ncCover.rec.flags & NSEC3_OPT_OUT) !== 0;
+  return { ok: true, optOut, insecure: optOut, detail: `closest encloser ${ce.ce}; ${show(ce.ncCover)} covers ${ce.nc}; ${show(wm)} at ${wc} does not list the type` };
 }
 
 /** RFC 5155 §8.8: the next closer name of the wildcard's closest encloser must be covered. */

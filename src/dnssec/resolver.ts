@@ -27,7 +27,7 @@ import { Nsec3Set, nsec3ProveNodata, nsec3ProveNxdomain, nsec3ProveWildcardAnswe
 import { readPlainName } from './records.js';
 import { groupRRsets } from './rrsets.js';
 import { Trace, type TraceStep } from './trace.js';
-import { verifyRRset, type RRset } from './verify.js';
+import { verifyRRset, type RRset, type VerifyResult } from './verify.js';
 
 export { parseTrustAnchors, ROOT_TRUST_ANCHORS };
 
@@ -62,6 +62,12 @@ export const MAX_ANSWER_CACHE_BYTES = 64 * 1024 * 1024;
 
 /** Bogus answers are remembered this long (Unbound's val-bogus-ttl is 60 s) so a broken zone is not re-validated per message. */
 export const BOGUS_TTL = 60;
+
+/**
+ * Distinct RRSIG signer names tried for one RRset or denial (each costs a chain walk). Honest data has
+ * one; a second covers a signer-name change in progress; more is an attacker adding junk.
+ */
+export const MAX_SIGNER_CANDIDATES = 3;
 
 type Verdict =
   | { kind: 'secure' | 'insecure'; ttl: number }
@@ -297,27 +303,85 @@ export class ValidatingResolver implements Resolver {
   }
 
   /**
-   * RFC 4035 §5.3: the RRset's signer must be a secure zone reached by the
-   * chain of trust, and one RRSIG must verify with its keys. An RRset with no
-   * RRSIG is insecure only if the chain proves its zone unsigned.
+   * Signer names that may count for data owned by `owner` (RFC 4035 §5.3.1): the owner itself or an
+   * ancestor, and at or below the trust anchor chosen by the OWNER (the closest at or above it) — so a
+   * signer field (attacker-supplied) above that anchor or beside the owner's ancestry is ignored, and
+   * never picks the anchor. Deepest first, at most MAX_SIGNER_CANDIDATES distinct names.
+   */
+  private candidateSigners(owner: string, signers: string[]): string[] {
+    const anchor = this.walker.anchorFor(owner);
+    if (anchor === undefined) return [];
+    return [...new Set(signers)]
+      .filter((s) => isAtOrBelow(owner, s) && isAtOrBelow(s, anchor))
+      .sort((a, b) => labelCount(b) - labelCount(a))
+      .slice(0, MAX_SIGNER_CANDIDATES);
+  }
+
+  /**
+   * The keys of `signer` if the chain of trust, walked from the anchor down to the SIGNER (as Unbound
+   * does), ends in a secure zone whose apex is exactly `signer`. A forged signer deeper than the real
+   * zone meets "no zone cut here" proofs on the way: the walk ends in the real zone, and that RRSIG
+   * does not count. DS denials below the signer (names that are no zone cut) are never asked.
+   */
+  private async signerZone(signer: string, what: string, ctx: LookupContext): Promise<Extract<ZoneState, { kind: 'secure' }> | { why: string }> {
+    const st = await this.walker.walk(signer, ctx);
+    if (st.kind === 'secure' && st.zone === signer) return st;
+    const why =
+      st.kind === 'secure' ? `signer ${signer} is not a zone apex (the chain of trust ends in ${st.zone})`
+      : st.kind === 'insecure' ? `signer ${signer} is at or below the insecure delegation ${st.zone}`
+      : `signer ${signer}: ${st.detail}`;
+    ctx.trace.add('RRSIG', what, 'info', `${why}: its signatures do not count`);
+    return { why };
+  }
+
+  /**
+   * RFC 4035 §5.3: an RRset is secure when an RRSIG by a signer that is a secure zone reached by the
+   * chain of trust (and an ancestor-or-self of the owner) verifies with that zone's keys. The signer
+   * field names the zone that holds the RRset (§5.3.1), so the chain is walked to the signer, not to the
+   * owner: DS denials at names between the zone apex and the owner (no zone cuts) are irrelevant to it.
+   * When no RRSIG counts, the owner's own zone decides: insecure only if the walk down to the owner
+   * proves an unsigned delegation, bogus if the owner is in a secure zone.
    */
   private async validateRRset(set: RRset, msg: WireMessage, ctx: LookupContext): Promise<Verdict> {
     const what = `${set.name}/${typeName(set.typeCode)}`;
-    // The chain is walked to the RRset's owner, from the anchor the owner lies under: the RRSIG's signer
-    // field (attacker-supplied) neither picks the anchor nor where the walk stops; it must name the zone found.
-    const st = await this.walker.walk(set.name, ctx);
-    if (st.kind === 'insecure') {
-      ctx.trace.add('RRSIG', what, 'insecure', `${set.name} is at or below the insecure delegation ${st.zone}`);
+    const failures: string[] = [];
+    let signedBySecureZone = false; // a secure signer zone was reached but its RRSIG did not verify
+    for (const signer of this.candidateSigners(set.name, set.sigs.map((s) => s.signer))) {
+      const st = await this.signerZone(signer, what, ctx);
+      if ('why' in st) {
+        failures.push(st.why);
+        continue;
+      }
+      const v = verifyRRset(set, { zone: st.zone, keys: st.keys }, ctx.nowSec, ctx.budget);
+      if (!v.ok) {
+        signedBySecureZone = true;
+        failures.push(v.reason);
+        ctx.trace.add('RRSIG', what, 'info', `RRSIG by ${signer}: ${v.reason}`);
+        continue;
+      }
+      return this.securePositive(set, msg, ctx, st, v);
+    }
+    const ignored = set.sigs.map((s) => s.signer).filter((s, i, a) => a.indexOf(s) === i);
+    const why = failures.length ? ` (${failures.slice(0, 3).join('; ')})` : ignored.length ? ` (signers: ${ignored.slice(0, 3).join(', ')})` : '';
+    const own = await this.walker.walk(set.name, ctx);
+    // A proven unsigned delegation between the signer and the owner makes signatures from above it
+    // irrelevant. An iteration-limit "insecure" (weak) is no such proof: it never overrides a secure
+    // signer zone whose RRSIG failed (RFC 9276 §3.2 allows insecure only for the NSEC3 zone's own proof).
+    if (own.kind === 'insecure' && !(own.weak && signedBySecureZone)) {
+      ctx.trace.add('RRSIG', what, 'insecure', `${set.name} is at or below the insecure delegation ${own.zone}`);
       return { kind: 'insecure', ttl: Math.min(...set.rrs.map((r) => r.ttl)) };
     }
-    if (st.kind !== 'secure') return errorVerdict(st);
-    if (set.sigs.length === 0) return this.bogus(ctx, 'RRSIG', what, `no RRSIG, but ${st.zone} is a secure zone`);
-    if (!set.sigs.some((s) => s.signer === st.zone)) {
-      const others = [...new Set(set.sigs.map((s) => s.signer))].slice(0, 3).join(', ');
-      return this.bogus(ctx, 'RRSIG', what, `no RRSIG by ${st.zone}, the zone ${set.name} is in (signers: ${others})`);
+    if (own.kind === 'secure') {
+      if (set.sigs.length === 0) return this.bogus(ctx, 'RRSIG', what, `no RRSIG, but ${own.zone} is a secure zone`);
+      return this.bogus(ctx, 'RRSIG', what, `no RRSIG by ${own.zone}, the zone ${set.name} is in, validates${why}`);
     }
-    const v = verifyRRset(set, { zone: st.zone, keys: st.keys }, ctx.nowSec, ctx.budget);
-    if (!v.ok) return this.bogus(ctx, 'RRSIG', what, v.reason);
+    if (signedBySecureZone) return this.bogus(ctx, 'RRSIG', what, `no RRSIG by a secure signer zone validates${why}`);
+    return errorVerdict(own);
+  }
+
+  /** A verified RRset: secure, unless it is a wildcard expansion (RFC 4035 §5.3.4) whose proof fails or is opt-out. */
+  private securePositive(set: RRset, msg: WireMessage, ctx: LookupContext, st: Extract<ZoneState, { kind: 'secure' }>, v: Extract<VerifyResult, { ok: true }>): Verdict {
+    const what = `${set.name}/${typeName(set.typeCode)}`;
     let ttl = Math.min(v.ttl, st.ttl);
     if (!v.wildcard) {
       ctx.trace.add('RRSIG', what, 'ok', `RRSIG ${v.key.keyTag}/${algorithmName(v.key.algorithm)} by ${st.zone} validates`);
@@ -350,27 +414,64 @@ export class ValidatingResolver implements Resolver {
     return { kind: 'secure', ttl };
   }
 
-  /** RFC 4035 §5.4, RFC 5155 §8: NXDOMAIN and NODATA must be proven in a secure zone. */
+  /**
+   * RFC 4035 §5.4, RFC 5155 §8: NXDOMAIN and NODATA must be proven in a secure zone. As for RRsets,
+   * the zone is the signer of the SOA/NSEC/NSEC3 records, reached by walking the chain to that signer
+   * (a candidate only if it is an ancestor-or-self of the queried name below the name's anchor).
+   */
   private async validateDenial(msg: WireMessage, name: string, qcode: number, ctx: LookupContext): Promise<Verdict> {
     const what = `${name}/${typeName(qcode)}`;
     const rcode = msg.rcodeName;
     if (rcode !== 'NOERROR' && rcode !== 'NXDOMAIN') return { kind: 'indeterminate', reason: `${rcode} for ${what}` };
     const auth = groupRRsets(msg.authorities);
-    // The zone comes from walking to the queried name, not from the signer names in the reply.
-    const st = await this.walker.walk(name, ctx);
-    if (st.kind === 'insecure') {
+    const signers = [...auth.values()]
+      .filter((s) => s.typeCode === TYPE_CODES.NSEC || s.typeCode === TYPE_CODES.NSEC3 || s.typeCode === TYPE_CODES.SOA)
+      .flatMap((s) => s.sigs.map((g) => g.signer));
+    const failures: string[] = [];
+    let signedBySecureZone = false;
+    let insecure: Verdict | undefined;
+    for (const signer of this.candidateSigners(name, signers)) {
+      const st = await this.signerZone(signer, what, ctx);
+      if ('why' in st) {
+        failures.push(st.why);
+        continue;
+      }
+      const r = this.proveDenial(auth, rcode, name, qcode, st, what, ctx);
+      if (r.kind === 'secure') return r;
+      if (!('reason' in r)) insecure ??= r;
+      else {
+        signedBySecureZone = true;
+        failures.push(r.reason);
+        ctx.trace.add('denial', what, 'info', `by ${signer}: ${r.reason}`);
+      }
+    }
+    // The zone's own signed proof said insecure (opt-out span, or its NSEC3 over the iteration limit).
+    if (insecure) return insecure;
+    const own = await this.walker.walk(name, ctx);
+    if (own.kind === 'insecure' && !(own.weak && signedBySecureZone)) {
       const soa = [...auth.values()].find((s) => s.typeCode === TYPE_CODES.SOA && isAtOrBelow(name, s.name));
       const negTtl = soa ? Math.min(soa.rrs[0]!.ttl, soaMinimum(soa), MAX_NEGATIVE_TTL) : DEFAULT_NEGATIVE_TTL;
-      ctx.trace.add('denial', what, 'insecure', `${rcode} in a zone below the insecure delegation ${st.zone}`);
+      ctx.trace.add('denial', what, 'insecure', `${rcode} in a zone below the insecure delegation ${own.zone}`);
       return { kind: 'insecure', ttl: negTtl };
     }
-    if (st.kind !== 'secure') return errorVerdict(st);
+    if (signedBySecureZone) return this.bogus(ctx, 'denial', what, failures[0]!);
+    if (own.kind === 'secure') {
+      const why = failures.length ? ` (${failures.slice(0, 3).join('; ')})` : '';
+      return this.bogus(ctx, 'denial', what, `${rcode} without NSEC/NSEC3 records signed by ${own.zone}, a secure zone${why}`);
+    }
+    return errorVerdict(own);
+  }
+
+  /** The denial proof by one secure signer zone `st` (its SOA, NSEC/NSEC3 records); failures are returned, not traced as the verdict. */
+  private proveDenial(
+    auth: Map<string, RRset>, rcode: string, name: string, qcode: number,
+    st: Extract<ZoneState, { kind: 'secure' }>, what: string, ctx: LookupContext,
+  ): Verdict {
+    const fail = (reason: string): Verdict => ({ kind: 'bogus', reason });
     const zk = { zone: st.zone, keys: st.keys };
     const den = validatedDenial(auth, zk, ctx);
-    if ('error' in den) return this.bogus(ctx, 'denial', what, den.error);
-    if (den.nsecs.length === 0 && den.nsec3s.length === 0) {
-      return this.bogus(ctx, 'denial', what, `${rcode} without NSEC/NSEC3 records signed by ${st.zone}, a secure zone`);
-    }
+    if ('error' in den) return fail(den.error);
+    if (den.nsecs.length === 0 && den.nsec3s.length === 0) return fail(`${rcode} without NSEC/NSEC3 records signed by ${st.zone}, a secure zone`);
     // RFC 2308 §5 / RFC 4035 §5.4: the negative TTL is the smaller of the validated SOA's TTL and MINIMUM,
     // capped by the validated NSEC/NSEC3 TTLs; an SOA that does not validate only lowers it to the default.
     let ttl = Math.min(den.ttl, MAX_NEGATIVE_TTL);
@@ -382,19 +483,18 @@ export class ValidatingResolver implements Resolver {
     let kind = 'NSEC';
     if (den.nsecs.length) {
       proof = rcode === 'NXDOMAIN' ? proveNxdomain(den.nsecs, name, st.zone) : proveNodata(den.nsecs, name, qcode, st.zone);
-    } else if (den.nsec3s.length) {
+    } else {
       kind = 'NSEC3';
       const s3 = new Nsec3Set(den.nsec3s, st.zone, ctx.budget);
-      if (s3.records.length === 0) return this.bogus(ctx, 'NSEC3', what, 'no usable NSEC3 record');
+      if (s3.records.length === 0) return fail('no usable NSEC3 record');
       if (s3.tooManyIterations) {
+        // The NSEC3 zone's own answer rests on this proof: insecure as Unbound 1.17 (RFC 9276 §3.2).
         ctx.trace.add('NSEC3', what, 'insecure', `${s3.iterations} NSEC3 iterations exceed ${MAX_NSEC3_ITERATIONS}: treated as insecure like Unbound 1.17 (RFC 9276 §3.2)`);
         return { kind: 'insecure', ttl };
       }
       proof = rcode === 'NXDOMAIN' ? nsec3ProveNxdomain(s3, name) : nsec3ProveNodata(s3, name, qcode);
-    } else {
-      return this.bogus(ctx, 'denial', what, `${rcode} without NSEC/NSEC3 records in secure zone ${st.zone}`);
     }
-    if (!proof.ok) return this.bogus(ctx, kind, what, `${rcode} not proven: ${proof.reason}`);
+    if (!proof.ok) return fail(`${rcode} not proven: ${proof.reason}`);
     if (proof.insecure) {
       ctx.trace.add(kind, what, 'insecure', `${proof.detail} (opt-out: an unsigned delegation may exist here)`);
       return { kind: 'insecure', ttl };

@@ -163,8 +163,8 @@ describe('review: wildcard proofs', () => {
   });
 
   it('DANE-1 a wildcard expansion whose next-closer NSEC3 is opt-out is insecure (as Unbound), not secure', async () => {
-    // The walk to the owner already meets the opt-out span (the DS question for anything.wco.test);
-    // nsec3ProveWildcardAnswer gives insecure on its own too (reviewUnits.test.ts).
+    // The walk ends at the signer wco.test; nsec3ProveWildcardAnswer finds the next closer name in an
+    // opt-out span and gives insecure (reviewUnits.test.ts).
     const { answer, trace } = await t.resolver().lookupTrace('anything.wco.test', 'MX');
     expect(answer.error).toBeUndefined();
     expect([answer.status, answer.records]).toEqual(['insecure', [{ preference: 10, exchange: 'mx.wco.test' }]]);
@@ -217,10 +217,22 @@ describe('review: zone cuts', () => {
     expect([a.status, a.records]).toEqual(['secure', ['2001:db8::25']]);
   });
 
-  it('DANE-5 a CNAME signed by the parent zone, met while walking to its owner, is a validated "not a zone cut"', async () => {
-    const { answer, trace } = await t.resolver().lookupTrace('www.alias.test', 'A');
-    expect([answer.status, answer.records]).toEqual(['secure', ['192.0.2.25']]);
-    expect(trace.some((s) => s.kind === 'DS' && s.name === 'www.alias.test' && s.result === 'ok' && /CNAME signed by alias\.test/.test(s.detail))).toBe(true);
+  it('DANE-5 a CNAME signed by the parent zone, met while walking to a signer named at its owner, is a validated "not a zone cut"', async () => {
+    // The honest CNAME is signed by alias.test: the walk stops there. A second RRSIG naming the owner
+    // itself as signer makes the walk go one label further, where the DS question meets the signed CNAME.
+    t.dns.mutate = (q, r) => {
+      if (q.name !== 'www.alias.test' || q.type !== 'A') return r;
+      const real = r.answers.find((x) => x.type === 'RRSIG' && x.name === 'www.alias.test')!;
+      return { ...r, answers: [junkSig(real, 'www.alias.test'), ...r.answers] };
+    };
+    try {
+      const { answer, trace } = await t.resolver().lookupTrace('www.alias.test', 'A');
+      expect([answer.status, answer.records]).toEqual(['secure', ['192.0.2.25']]);
+      expect(trace.some((s) => s.kind === 'DS' && s.name === 'www.alias.test' && s.result === 'ok' && /CNAME signed by alias\.test/.test(s.detail))).toBe(true);
+      expect(trace.some((s) => s.kind === 'RRSIG' && /signer www\.alias\.test is not a zone apex/.test(s.detail))).toBe(true);
+    } finally {
+      t.dns.mutate = undefined;
+    }
   });
 });
 
