@@ -41,16 +41,18 @@ interface Row {
 
 /**
  * Differences the RFCs allow either way: "name|type" → the RFC text that leaves the choice open.
- * Empty: every difference found so far is a defect on our side, reported and not excused:
+ * Empty: every difference found so far was a defect on our side, fixed rather than excused (each has
+ * a regression test in test/dnssec/):
  * - x.wild.optout.dnssec A / TLSA (main 0be529f): a wildcard answer / wildcard NODATA whose next
  *   closer name is covered by an opt-out NSEC3 is insecure (RFC 5155 §12.2: over an opt-out span
  *   "signed wildcard expansions" have an unsigned, unauthenticated name — the reasoning §8.4 NXDOMAIN
- *   already gets); we said secure.
- * - www / txt / _25._tcp.www in iter151.dnssec and unsigned-nsec.dnssec (branch dnssecfix 8b4518f,
- *   which walks DS from the signer down to the owner): a positive answer whose RRSIG by the zone
+ *   already gets); we said secure. Fixed in nsec3.ts.
+ * - www / txt / _25._tcp.www in iter151.dnssec and unsigned-nsec.dnssec (commit 8b4518f,
+ *   which walked DS down to the owner): a positive answer whose RRSIG by the zone
  *   apex verifies is secure (RFC 4035 §5.3.1–5.3.3; the signer names the zone holding the RRset);
  *   an unprovable DS denial at a name that is no zone cut neither downgrades it to insecure (151
- *   NSEC3 iterations) nor makes it bogus (unsigned NSEC).
+ *   NSEC3 iterations) nor makes it bogus (unsigned NSEC). Fixed: the walk stops at the signer
+ *   (test/dnssec/walk.test.ts).
  */
 const EXCEPTIONS: Record<string, string> = {};
 
