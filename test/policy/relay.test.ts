@@ -4,8 +4,8 @@
  * the recovery probe, DANE-15 opt-in and rollover warnings. Real DNS messages, real TLS, real files.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../support/files.js';
 import { World } from '../support/world.js';
 import { submit } from '../support/mail.js';
 import { chainPem, makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';
@@ -16,15 +16,6 @@ let w: World;
 beforeEach(async () => { w = await World.create(); });
 afterEach(async () => { await w.close(); });
 
-/** Write durably and atomically, as an operator's tooling would (temp file, fsync, rename). */
-function writeFile(path: string, text: string): void {
-  const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, 'w');
-  writeSync(fd, text);
-  fsyncSync(fd);
-  closeSync(fd);
-  renameSync(tmp, path);
-}
 
 const tlsa311 = (cert: Issued) => ({ usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(cert, 1, 1) });
 
@@ -70,7 +61,7 @@ describe('tls_policy through the relay', () => {
     domain('strict.test', rx, []);
     domain('sub.loose.test', rx, []);
     const file = join(w.dir, 'tls_policy');
-    writeFile(file, '# test\nstrict.test dane-only\n.loose.test may\n');
+    writeFileAtomic(file, '# test\nstrict.test dane-only\n.loose.test may\n');
     await w.start({ policy: { tls_policy: file } });
     await send('a@strict.test');
     await send('b@sub.loose.test');
@@ -88,7 +79,7 @@ describe('tls_policy through the relay', () => {
     domain('opt.test', rx, [tlsa311(ee)], { mxSecure: false, hostSecure: true });
     domain('noopt.test', rx, [tlsa311(ee)], { mxSecure: false, hostSecure: true });
     const file = join(w.dir, 'tls_policy');
-    writeFile(file, 'opt.test dane trust-insecure-mx\n');
+    writeFileAtomic(file, 'opt.test dane trust-insecure-mx\n');
     await w.start({ policy: { tls_policy: file } });
     await send('a@opt.test');
     await send('b@noopt.test');
@@ -110,7 +101,7 @@ describe('DANE-46 audit-only', () => {
     domain('audit.test', rx, [tlsa311(stale)]);
     domain('strict.test', rx, [tlsa311(stale)]);
     const file = join(w.dir, 'tls_policy');
-    writeFile(file, 'audit.test dane audit\n');
+    writeFileAtomic(file, 'audit.test dane audit\n');
     await w.start({ policy: { tls_policy: file } });
     await send('a@audit.test');
     await send('b@strict.test');
@@ -130,7 +121,7 @@ describe('DANE-70 danefail exception list', () => {
     const rx = await tlsReceiver(ee);
     domain('broken.test', rx, [tlsa311(other)]); // the record matches a key the server no longer has
     const file = join(w.dir, 'danefail');
-    writeFile(file, '# shared list\n\n  BROKEN.test.  \n');
+    writeFileAtomic(file, '# shared list\n\n  BROKEN.test.  \n');
     const rec = recorder();
     await w.start({ policy: { danefail: file } }, { events: rec.events });
     await send('a@broken.test');
@@ -153,7 +144,7 @@ describe('DANE-70 danefail exception list', () => {
     domain('bogus.test', rx, [tlsa311(ee)]);
     w.dns.behave('bogus.test', 'MX', 'servfail');
     const file = join(w.dir, 'danefail');
-    writeFile(file, 'bogus.test\n');
+    writeFileAtomic(file, 'bogus.test\n');
     const rec = recorder();
     await w.start({ policy: { danefail: file } }, { events: rec.events });
     await send('a@bogus.test');
@@ -169,7 +160,7 @@ describe('DANE-70 danefail exception list', () => {
     domain('down.test', rx, [tlsa311(ee)]);
     await rx.close(); // nothing listens any more: connection refused
     const file = join(w.dir, 'danefail');
-    writeFile(file, 'down.test\n');
+    writeFileAtomic(file, 'down.test\n');
     const rec = recorder();
     await w.start({ policy: { danefail: file } }, { events: rec.events });
     await send('a@down.test');
@@ -191,7 +182,7 @@ describe('DANE-70 danefail exception list', () => {
     const rxStill = await tlsReceiver(ee2);
     domain('still.test', rxStill, [tlsa311(stale)]);
     const file = join(w.dir, 'danefail');
-    writeFile(file, 'fixed.test\nstill.test\n');
+    writeFileAtomic(file, 'fixed.test\nstill.test\n');
     const rec = recorder();
     await w.start({ policy: { danefail: file, probe_interval: 0 } }, { events: rec.events });
     expect(await w.relay!.prober!.probe('fixed.test')).toMatchObject({ ok: true, host: 'mx.fixed.test' });
@@ -216,7 +207,7 @@ describe('DANE-70 periodic probe', () => {
     const rx = await tlsReceiver(ee);
     domain('healed.test', rx, [tlsa311(ee)]);
     const file = join(w.dir, 'danefail');
-    writeFile(file, 'healed.test\n');
+    writeFileAtomic(file, 'healed.test\n');
     const rec = recorder();
     await w.start({ policy: { danefail: file, probe_interval: '300ms' } }, { events: rec.events });
     await until(() => rec.of('exceptionRecovered').length > 0);
@@ -231,15 +222,15 @@ describe('reload', () => {
     const rx = await tlsReceiver(ee);
     domain('r.test', rx, []);
     const file = join(w.dir, 'tls_policy');
-    writeFile(file, 'r.test may\n');
+    writeFileAtomic(file, 'r.test may\n');
     await w.start({ policy: { tls_policy: file } }, { policyStatIntervalMs: 200 });
     expect(w.relay!.policy!.resolve('r.test')).toMatchObject({ level: 'may' });
 
-    writeFile(file, '# now strict\nr.test dane-only\n');
+    writeFileAtomic(file, '# now strict\nr.test dane-only\n');
     await until(() => w.relay!.policy!.resolve('r.test').level === 'dane-only');
     expect(w.logs.some((l) => l.msg === 'policy reloaded')).toBe(true);
 
-    writeFile(file, 'r.test may\nother.test sometimes\n');
+    writeFileAtomic(file, 'r.test may\nother.test sometimes\n');
     await until(() => w.logs.some((l) => typeof l.msg === 'string' && l.msg.includes('rejected')));
     const err = w.logs.find((l) => l.msg.includes('rejected'))!;
     expect(err.msg).toContain('line 2: unknown TLS level "sometimes"');
@@ -249,7 +240,7 @@ describe('reload', () => {
     expect(w.relay!.reload().rejected[0]!.error).toContain('line 2');
     const p = w.relay!.policy!;
     p.close(); // stop watching so only the explicit reload can pick the next version up
-    writeFile(file, 'r.test encrypt\n');
+    writeFileAtomic(file, 'r.test encrypt\n');
     expect(p.resolve('r.test').level).toBe('dane-only');
     expect(w.relay!.reload()).toMatchObject({ loaded: [file], rejected: [] });
     expect(p.resolve('r.test')).toMatchObject({ level: 'encrypt', rule: `${file}:1 r.test encrypt` });
@@ -267,20 +258,20 @@ describe('reload', () => {
         // The first message of the backlog has arrived; the run still holds the rest: tighten the policy now.
         if (reloadAfterFirst) {
           reloadAfterFirst = false;
-          writeFile(file, 'bl.test dane-only\n');
+          writeFileAtomic(file, 'bl.test dane-only\n');
           expect(w.relay!.reload().loaded).toEqual([file]);
         }
         return undefined;
       },
     });
     domain('bl.test', rx, []); // no TLSA: dane-only defers 4.7.5
-    writeFile(file, 'bl.test dane-only\n');
+    writeFileAtomic(file, 'bl.test dane-only\n');
     await w.start({ policy: { tls_policy: file }, delivery: { per_destination: 1 } });
     for (let i = 0; i < 5; i++) await send(`m${i}@bl.test`);
     await w.settle();
     expect(rx.messages).toHaveLength(0);
     // Relax, then make the whole deferred backlog due at once: one run (per_destination 1) drains it.
-    writeFile(file, 'bl.test may\n');
+    writeFileAtomic(file, 'bl.test may\n');
     w.relay!.reload();
     reloadAfterFirst = true;
     const before = w.deliveries().length;
@@ -297,7 +288,7 @@ describe('reload', () => {
   it('DANE-2 the relay refuses to start when a tls_policy entry asks for DANE and the trust-ad resolver is off-host', async () => {
     await w.receiver(); // fixes the world's port
     const file = join(w.dir, 'tls_policy');
-    writeFile(file, 'ok.test may\nstrict.test dane-only\n');
+    writeFileAtomic(file, 'ok.test may\nstrict.test dane-only\n');
     // 192.0.2.53 (TEST-NET-1) is refused before any query is sent; no resolver is injected, so the real check runs.
     const config = w.config({ dns: { resolvers: ['192.0.2.53:53'] }, delivery: { tls_level: 'may' }, policy: { tls_policy: file } });
     const { Relay } = await import('../../src/relay.js');
@@ -307,16 +298,16 @@ describe('reload', () => {
   it('DANE-4 a reload that brings in the first DANE entry re-runs the DNSSEC self-test; a later reload that keeps it does not', async () => {
     await w.receiver();
     const file = join(w.dir, 'tls_policy');
-    writeFile(file, 'x.test may\n');
+    writeFileAtomic(file, 'x.test may\n');
     await w.start({ delivery: { tls_level: 'may' }, policy: { tls_policy: file } });
     const selftests = () => w.logs.filter((l) => l.msg === 'DNSSEC self-test passed' || (typeof l.msg === 'string' && l.msg.startsWith('DNSSEC SELF-TEST FAILED')));
     await new Promise((r) => setTimeout(r, 200));
     expect(selftests()).toHaveLength(0); // nothing asks for DANE yet
-    writeFile(file, 'x.test may\ny.test dane\n');
+    writeFileAtomic(file, 'x.test may\ny.test dane\n');
     expect(w.relay!.reload().loaded).toEqual([file]);
     await until(() => selftests().length === 1);
     expect(selftests()[0]).toMatchObject({ why: 'reload introduced DANE' });
-    writeFile(file, 'x.test encrypt\ny.test dane\n');
+    writeFileAtomic(file, 'x.test encrypt\ny.test dane\n');
     expect(w.relay!.reload().loaded).toEqual([file]);
     await new Promise((r) => setTimeout(r, 300));
     expect(selftests()).toHaveLength(1);
@@ -325,7 +316,7 @@ describe('reload', () => {
   it('issue7: a bad file at start-up refuses to start, naming the line', async () => {
     await w.receiver(); // fixes the world's port
     const file = join(w.dir, 'danefail');
-    writeFile(file, 'ok.test\nnot a domain\n');
+    writeFileAtomic(file, 'ok.test\nnot a domain\n');
     await expect(w.start({ policy: { danefail: file } })).rejects.toThrow(/line 2: one bare domain per line/);
   });
 });

@@ -3,7 +3,8 @@
  * settled stats, emptied files) and what it reports (DANE-70 conflicts).
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { closeSync, fsyncSync, mkdtempSync, openSync, renameSync, rmSync, writeSync, appendFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, appendFileSync } from 'node:fs';
+import { writeFileAtomic } from '../support/files.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -29,15 +30,6 @@ async function until(cond: () => boolean, ms = 5000): Promise<void> {
   }
 }
 
-/** Durable atomic replace, as documented (temp file, fsync, rename). */
-function replace(path: string, text: string): void {
-  const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, 'w');
-  writeSync(fd, text);
-  fsyncSync(fd);
-  closeSync(fd);
-  renameSync(tmp, path);
-}
 
 function config(yaml: Record<string, unknown>): LoadedConfig {
   const base = { listen: ['127.0.0.1:0'], hostname: 'relay.test', queue_dir: join(dir, 'queue'), dns: { resolvers: ['127.0.0.1:53'] }, ...yaml };
@@ -60,7 +52,7 @@ describe('DANE-2 resolver trust covers tls_policy entries', () => {
   });
 
   it('DANE-2 start-up with a dane entry under an untrusted trust-ad resolver is refused (ConfigError, names the problem)', () => {
-    replace(join(dir, 'tls_policy'), 'ok.test may\nstrict.test dane-only\n');
+    writeFileAtomic(join(dir, 'tls_policy'), 'ok.test may\nstrict.test dane-only\n');
     const cfg = config({ dns: offHost, delivery: { tls_level: 'may' }, policy: { tls_policy: 'tls_policy' } });
     expect(() => policyStoreFor(cfg)).toThrow(ConfigError);
     expect(() => policyStoreFor(cfg)).toThrow(/a DANE entry in tls_policy: resolver\(s\) 192\.0\.2\.53:53 are not on loopback/);
@@ -70,10 +62,10 @@ describe('DANE-2 resolver trust covers tls_policy entries', () => {
 
   it('DANE-2 a reload that brings a DANE entry in under an untrusted resolver is rejected whole, logged with the reason; the previous version stays', () => {
     const file = join(dir, 'tls_policy');
-    replace(file, 'a.test encrypt\n');
+    writeFileAtomic(file, 'a.test encrypt\n');
     const store = policyStoreFor(config({ dns: offHost, delivery: { tls_level: 'may' }, policy: { tls_policy: 'tls_policy' } }), log());
     stores.push(store);
-    replace(file, 'a.test may\nb.test none\nstrict.test dane\n');
+    writeFileAtomic(file, 'a.test may\nb.test none\nstrict.test dane\n');
     const r = store.reload('test');
     expect(r.loaded).toEqual([]);
     expect(r.rejected[0]!.error).toMatch(/line 3: DANE entry refused: dns\.mode trust-ad with a DANE entry in tls_policy/);
@@ -87,26 +79,26 @@ describe('DANE-2 resolver trust covers tls_policy entries', () => {
 describe('issue7: half-written files are not installed', () => {
   it('issue7: a file whose last line has no newline is rejected naming that line; the previous version stays', () => {
     const file = join(dir, 'tls_policy');
-    replace(file, 'a.test encrypt\n');
+    writeFileAtomic(file, 'a.test encrypt\n');
     const store = policyStoreFor(config({ policy: { tls_policy: 'tls_policy' } }), log());
     stores.push(store);
-    replace(file, '# new\na.test may\nb.test dan');
+    writeFileAtomic(file, '# new\na.test may\nb.test dan');
     const r = store.reload('test');
     expect(r.rejected[0]!.error).toMatch(/line 3: no newline at the end of the last line \("b\.test dan"\)/);
     expect(store.resolve('a.test').level).toBe('encrypt');
-    replace(file, '# new\na.test may\n   '); // trailing blanks without newline: the last non-empty line is complete
+    writeFileAtomic(file, '# new\na.test may\n   '); // trailing blanks without newline: the last non-empty line is complete
     expect(store.reload('test').loaded).toEqual(['tls_policy']);
     expect(store.resolve('a.test').level).toBe('may');
   });
 
   it('issue7: at start-up an incomplete file refuses to start', () => {
-    replace(join(dir, 'danefail'), 'a.test\nb.te');
+    writeFileAtomic(join(dir, 'danefail'), 'a.test\nb.te');
     expect(() => policyStoreFor(config({ policy: { danefail: 'danefail' } }))).toThrow(/line 2: no newline/);
   });
 
   it('issue7: a watched change is installed only after two stats debounceMs apart agree, then once, with the final text', async () => {
     const file = join(dir, 'tls_policy');
-    replace(file, 'a.test may\n');
+    writeFileAtomic(file, 'a.test may\n');
     const store = new PolicyStore({ defaultLevel: 'dane', exceptionLevel: 'may', tlsPolicy: { path: file, label: 'tls_policy' }, log: log(), statIntervalMs: 50, debounceMs: 250 });
     stores.push(store);
     const loads: { at: number; count: number }[] = [];
@@ -127,15 +119,15 @@ describe('issue7: half-written files are not installed', () => {
 
   it('issue7: a file that had entries and now has none is installed but logged as an error', () => {
     const file = join(dir, 'danefail');
-    replace(file, 'a.test\nb.test\n');
+    writeFileAtomic(file, 'a.test\nb.test\n');
     const store = policyStoreFor(config({ policy: { danefail: 'danefail' } }), log());
     stores.push(store);
-    replace(file, '# emptied\n');
+    writeFileAtomic(file, '# emptied\n');
     expect(store.reload('test').loaded).toEqual(['danefail']);
     expect(store.exceptionDomains()).toEqual([]);
     const e = logs.find((l) => l.msg.startsWith('POLICY FILE EMPTIED'));
     expect(e).toMatchObject({ level: 50, file: 'danefail', had: 2 });
-    replace(file, '# still empty, nothing to say\n');
+    writeFileAtomic(file, '# still empty, nothing to say\n');
     store.reload('test');
     expect(logs.filter((l) => l.msg.startsWith('POLICY FILE EMPTIED'))).toHaveLength(1);
   });
@@ -143,8 +135,8 @@ describe('issue7: half-written files are not installed', () => {
 
 describe('DANE-70 exception list and explicit dane-only entries', () => {
   it('DANE-70 the conflict is warned at load and once per reload, naming both files and lines; the dane-only entry stays in force', () => {
-    replace(join(dir, 'tls_policy'), '# strict\nstrict.test dane-only\n');
-    replace(join(dir, 'danefail'), 'other.test\nstrict.test\n');
+    writeFileAtomic(join(dir, 'tls_policy'), '# strict\nstrict.test dane-only\n');
+    writeFileAtomic(join(dir, 'danefail'), 'other.test\nstrict.test\n');
     const store = policyStoreFor(config({ policy: { tls_policy: 'tls_policy', danefail: 'danefail' } }), log());
     stores.push(store);
     const conflicts = () => logs.filter((l) => l.msg.startsWith('policy conflict'));
@@ -153,7 +145,7 @@ describe('DANE-70 exception list and explicit dane-only entries', () => {
     expect(store.resolve('strict.test')).toMatchObject({ level: 'dane-only' });
     expect(store.resolve('other.test')).toMatchObject({ level: 'may', exception: { underlying: 'dane' } });
     expect(store.exceptionDomains()).toEqual(['other.test']); // nothing to probe for the domain the entry keeps strict
-    replace(join(dir, 'danefail'), 'other.test\nstrict.test\nthird.test\n');
+    writeFileAtomic(join(dir, 'danefail'), 'other.test\nstrict.test\nthird.test\n');
     store.reload('SIGHUP');
     expect(conflicts()).toHaveLength(2);
     expect(conflicts()[1]).toMatchObject({ reason: 'SIGHUP' });
