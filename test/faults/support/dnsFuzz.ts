@@ -25,7 +25,7 @@ export type Responder = (query: Buffer, transport: 'udp' | 'tcp') => Buffer | un
 export type ResolverFactory = (respond: Responder) => Resolver;
 
 /** A transport that answers in process: one responder call per exchange, through the real `classify`. */
-class InProcessTransport extends DnsTransport {
+export class InProcessTransport extends DnsTransport {
   constructor(private readonly respond: Responder) {
     super({ servers: ['127.0.0.1:53'], timeoutMs: 1000, attempts: 2 });
   }
