@@ -225,10 +225,14 @@ export function signedResponder(world: SignedWorld, r: Rand, c: FuzzCounters, p:
   };
 }
 
-/** The validator with its exchanges answered in process (the real classify, wire decoder, exchange logic). */
-export function validatorInProcess(anchors: string): ResolverFactory {
+/**
+ * The validator with its exchanges answered in process (the real classify, wire decoder, exchange
+ * logic). `ids` seeds the query IDs: a byte mutation that lands on the ID then hits the same value
+ * again, so a run replays exactly from its seed.
+ */
+export function validatorInProcess(anchors: string, ids?: Rand): ResolverFactory {
   return (respond) =>
-    new ValidatingResolver({ servers: ['127.0.0.1:53'], timeoutMs: 1000, attempts: 2, trustAnchors: anchors, transport: new InProcessTransport(respond) });
+    new ValidatingResolver({ servers: ['127.0.0.1:53'], timeoutMs: 1000, attempts: 2, trustAnchors: anchors, transport: new InProcessTransport(respond, ids) });
 }
 
 // ---------------------------------------------------------------------------
