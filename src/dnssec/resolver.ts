@@ -41,6 +41,8 @@ export interface ValidatingResolverOptions {
   now?: () => number;
   /** validated answers kept (positive and negative); default 10,000 */
   maxCacheEntries?: number;
+  /** the exchange layer (default: UDP/TCP to `servers`); the fault suite plugs in an in-process one, as with StubResolver */
+  transport?: DnsTransport;
 }
 
 /**
@@ -97,7 +99,7 @@ export class ValidatingResolver implements Resolver {
   private closed = false;
 
   constructor(opts: ValidatingResolverOptions) {
-    this.transport = new DnsTransport(opts);
+    this.transport = opts.transport ?? new DnsTransport(opts);
     this.deadlineMs = LOOKUP_DEADLINE_EXCHANGES * opts.timeoutMs * opts.attempts;
     this.anchors = parseTrustAnchors(opts.trustAnchors ?? ROOT_TRUST_ANCHORS);
     this.now = opts.now ?? Date.now;

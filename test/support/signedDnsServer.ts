@@ -183,6 +183,50 @@ function readName(buf: Buffer, off: number): string {
   return ls.length ? ls.join('.') : '.';
 }
 
+/**
+ * The server's answering function without sockets: query bytes in, reply bytes out (undefined = no
+ * reply). The fault suite's DNS fuzz calls it in process at fuzzing speed; the server calls it for
+ * every UDP datagram and TCP frame. `seen` observes each parsed query, `raw` and `mutate` are the
+ * server's hooks of the same names.
+ */
+export function answerQuery(
+  set: ZoneSet,
+  buf: Buffer,
+  transport: 'udp' | 'tcp',
+  hooks: {
+    seen?: (q: QueryInfo) => void;
+    raw?: (q: QueryInfo, query: Buffer) => Buffer | undefined;
+    mutate?: (q: QueryInfo, r: Reply) => Reply | undefined;
+  } = {},
+): Buffer | undefined {
+  let q: dnsPacket.DecodedPacket;
+  try {
+    q = dnsPacket.decode(buf);
+  } catch {
+    return undefined;
+  }
+  const question = q.questions?.[0];
+  if (!question) return undefined;
+  const opt = (q.additionals ?? []).find((a): a is dnsPacket.OptAnswer => a.type === 'OPT');
+  const info: QueryInfo = {
+    name: norm(question.name), type: String(question.type).toUpperCase(), cd: q.flag_cd, do: opt?.flag_do === true, rd: q.flag_rd, transport,
+  };
+  hooks.seen?.(info);
+  if (hooks.raw) {
+    const r = hooks.raw(info, buf);
+    if (r) return r;
+  }
+  let reply: Reply | undefined = set.resolve(info.name, info.type, info.do);
+  if (hooks.mutate) reply = hooks.mutate(info, reply);
+  if (!reply) return undefined;
+  const qtype = TYPE[info.type] ?? 0;
+  const flags = { rd: info.rd, cd: info.cd, do: info.do, edns: opt !== undefined };
+  let out = encodeReply(q.id ?? 0, info.name, qtype, flags, reply);
+  const limit = opt ? Math.max(512, opt.udpPayloadSize) : 512;
+  if (transport === 'udp' && out.length > limit) out = encodeReply(q.id ?? 0, info.name, qtype, { ...flags, tc: true }, reply);
+  return out;
+}
+
 export async function startSignedDns(zones: Zone[]): Promise<SignedDns> {
   const set = new ZoneSet(zones);
   const conns = new Set<net.Socket>();
@@ -196,33 +240,14 @@ export async function startSignedDns(zones: Zone[]): Promise<SignedDns> {
   };
   const handle = (buf: Buffer, transport: 'udp' | 'tcp'): Buffer | undefined => {
     lastInfo = undefined;
-    let q: dnsPacket.DecodedPacket;
-    try {
-      q = dnsPacket.decode(buf);
-    } catch {
-      return undefined;
-    }
-    const question = q.questions?.[0];
-    if (!question) return undefined;
-    const opt = (q.additionals ?? []).find((a): a is dnsPacket.OptAnswer => a.type === 'OPT');
-    const info: QueryInfo = {
-      name: norm(question.name), type: String(question.type).toUpperCase(), cd: q.flag_cd, do: opt?.flag_do === true, rd: q.flag_rd, transport,
-    };
-    state.queries.push(info);
-    lastInfo = info;
-    if (state.raw) {
-      const r = state.raw(info, buf);
-      if (r) return r;
-    }
-    let reply: Reply | undefined = set.resolve(info.name, info.type, info.do);
-    if (state.mutate) reply = state.mutate(info, reply);
-    if (!reply) return undefined;
-    const qtype = TYPE[info.type] ?? 0;
-    const flags = { rd: info.rd, cd: info.cd, do: info.do, edns: opt !== undefined };
-    let out = encodeReply(q.id ?? 0, info.name, qtype, flags, reply);
-    const limit = opt ? Math.max(512, opt.udpPayloadSize) : 512;
-    if (transport === 'udp' && out.length > limit) out = encodeReply(q.id ?? 0, info.name, qtype, { ...flags, tc: true }, reply);
-    return out;
+    return answerQuery(set, buf, transport, {
+      seen: (info) => {
+        state.queries.push(info);
+        lastInfo = info;
+      },
+      raw: state.raw && ((info, query) => state.raw?.(info, query)),
+      mutate: state.mutate && ((info, reply) => (state.mutate ? state.mutate(info, reply) : reply)),
+    });
   };
   for (let i = 0; i < 20; i++) {
     const udp = dgram.createSocket('udp4');

@@ -5,8 +5,8 @@
  * reply bytes out, or nothing), it returns a `Resolver`. `stubInProcess` plugs in the trust-AD stub
  * (src/dns/stub.ts) with its UDP/TCP exchanges replaced by calls to the responder — everything
  * after the socket (classify, the strict wire decoder, exchange's rcode handling, alias walking,
- * record selection) is the resolver's own code. The DNSSEC validator can be plugged in the same
- * way once it exists.
+ * record selection) is the resolver's own code. The DNSSEC validator is plugged in the same way
+ * (dnssecFuzz.ts), with signed zones upstream and its own oracle.
  *
  * The oracle is independent of the relay's decoder: dns-packet decides whether a mutated reply is
  * still a well-formed reply to the query. "Never a downgrade" then means: a lookup of a name that
@@ -25,8 +25,9 @@ export type Responder = (query: Buffer, transport: 'udp' | 'tcp') => Buffer | un
 export type ResolverFactory = (respond: Responder) => Resolver;
 
 /** A transport that answers in process: one responder call per exchange, through the real `classify`. */
-class InProcessTransport extends DnsTransport {
-  constructor(private readonly respond: Responder) {
+export class InProcessTransport extends DnsTransport {
+  /** `ids`: where query IDs come from (default random); a seeded one makes a fuzz run replay exactly from its seed */
+  constructor(private readonly respond: Responder, private readonly ids: Rand = () => randomInt(0, 0x10000) / 0x10000) {
     super({ servers: ['127.0.0.1:53'], timeoutMs: 1000, attempts: 2 });
   }
   protected override async udp(_srv: ServerAddress, name: string, qtype: string, opts: QueryOptions): Promise<Attempt> {
@@ -37,7 +38,7 @@ class InProcessTransport extends DnsTransport {
     return r.kind === 'truncated' ? { kind: 'malformed', message: 'TC=1 in a TCP reply' } : r;
   }
   private once(name: string, qtype: string, transport: 'udp' | 'tcp', opts: QueryOptions): Attempt {
-    const id = randomInt(0, 0x10000);
+    const id = Math.floor(this.ids() * 0x10000) & 0xffff;
     const reply = this.respond(encodeQuery(id, name, qtype, opts), transport);
     // No reply, or only replies the resolver ignores (wrong ID/question): what a timeout gives.
     if (!reply) return { kind: 'timeout', message: 'no reply (in-process)' };
