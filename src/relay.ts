@@ -27,11 +27,11 @@ import type { TlsrptService } from './reporting/tlsrpt/daily.js';
 import type { HttpsOptions } from './reporting/tlsrpt/https.js';
 
 /** dns.mode validate: DNSSEC checked in-process from the trust anchors (file, or the built-in IANA root). */
-async function validatingResolver(cfg: LoadedConfig): Promise<Resolver> {
+async function validatingResolver(cfg: LoadedConfig, now: () => number): Promise<Resolver> {
   const { ValidatingResolver } = await import('./dnssec/resolver.js');
   const { readFileSync } = await import('node:fs');
   const trustAnchors = cfg.dns.trust_anchors ? readFileSync(cfg.dns.trust_anchors, 'utf8') : undefined;
-  return new ValidatingResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts, trustAnchors });
+  return new ValidatingResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts, trustAnchors, now });
 }
 
 export interface RelayOptions {
@@ -78,7 +78,7 @@ export class Relay {
     const problem = trustAdProblem(cfg);
     if (problem && !opts.resolver) throw new Error(problem);
     const resolver = opts.resolver ?? (cfg.dns.mode === 'validate'
-      ? await validatingResolver(cfg)
+      ? await validatingResolver(cfg, now) // the relay's clock: signature windows and cache ages follow it
       : new StubResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts }));
 
     // DANE-2: a tls_policy DANE entry under an untrusted trust-ad resolver is refused like a DANE default (an injected resolver
