@@ -88,6 +88,11 @@ export const configSchema = z.strictObject({
     users_file: z.string().optional(),
     banner: z.string().default('dane-relay ESMTP'),
     timeout: duration.prefault(300),
+    /**
+     * RFC 5321 §4.5.1: where mail to the reserved mailbox goes — `RCPT TO:<Postmaster>` (no domain,
+     * §4.1.1.3) and postmaster@<hostname>, accepted from any client. Unset: such RCPTs get 550 naming this key.
+     */
+    postmaster: z.string().regex(/^[^\s@<>]+@[^\s@<>]+$/, 'expected an address such as ops@example.org').optional(),
   }).prefault({}),
   queue: z.strictObject({
     /** RFC 5321 §4.5.4.1: retry interval SHOULD be at least 30 minutes */

@@ -64,7 +64,7 @@ export function checkMailbox(address: string, opts: { role: 'sender' | 'recipien
   if (address === '') return opts.role === 'sender' ? { ok: true, address: '' } : bad;
   const at = address.lastIndexOf('@');
   // A recipient must be local@domain: a bare "postmaster" (RFC 5321 §4.1.1.3) names a
-  // mailbox on this host, and a relay has no local mailboxes to deliver it to.
+  // mailbox on this host; the ingress maps it to ingress.postmaster before this check.
   if (at <= 0 || at === address.length - 1) return bad;
   const local = address.slice(0, at);
   const domain = address.slice(at + 1);

@@ -331,10 +331,13 @@ export class Ingress {
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const unknown = unsupportedParams(address, RCPT_PARAMS);
     if (unknown) return cb(smtpError(555, `5.5.4 RCPT TO parameter ${unknown} not recognized or not implemented`));
-    const r = checkMailbox(address.address, { role: 'recipient', smtputf8: !!session.envelope.smtpUtf8 });
+    const pm = postmasterTarget(address.address, this.opts.config.hostname);
+    if (pm && !this.opts.config.postmaster) return cb(smtpError(550, '5.1.1 No postmaster address is configured here (ingress.postmaster)'));
+    const r = checkMailbox(pm ? this.opts.config.postmaster! : address.address, { role: 'recipient', smtputf8: !!session.envelope.smtpUtf8 });
     if (!r.ok) return cb(smtpError(r.code, `${r.enhanced} ${r.text}`));
     const decision = relayDecision({ address: session.remoteAddress, user: userOf(session) }, this.relayClients);
-    if (!decision.allowed) {
+    // RFC 5321 §4.5.1: mail to Postmaster is accepted from anyone; it can only reach the configured address.
+    if (!decision.allowed && !pm) {
       this.log.info({ client: session.remoteAddress, rcpt: r.address }, 'relay denied');
       return cb(smtpError(554, '5.7.1 Relay access denied'));
     }
@@ -545,4 +548,15 @@ function userOf(session: SMTPServerSession): string | undefined {
 
 async function pemOrFile(v: string): Promise<string> {
   return v.trimStart().startsWith('-----BEGIN') ? v : readFile(v, 'utf8');
+}
+
+/**
+ * RFC 5321 §4.5.1, §4.1.1.3: the reserved mailbox — a bare "Postmaster" (any case) or
+ * postmaster@<our hostname> — names this host's postmaster, not a destination to relay to.
+ */
+export function postmasterTarget(address: string, hostname: string): boolean {
+  const at = address.lastIndexOf('@');
+  const local = at < 0 ? address : address.slice(0, at);
+  if (local.toLowerCase() !== 'postmaster') return false;
+  return at < 0 || address.slice(at + 1).toLowerCase().replace(/\.$/, '') === hostname.toLowerCase();
 }

@@ -30,7 +30,7 @@ describe('checkMailbox', () => {
   const bad: [string, boolean, number, string][] = [
     ['a@', false, 501, '5.1.3'],
     ['@example.com', false, 501, '5.1.3'],
-    ['postmaster', false, 501, '5.1.3'], // a relay has no local mailboxes
+    ['postmaster', false, 501, '5.1.3'], // not a relayable mailbox; the ingress maps it to ingress.postmaster first
     ['noatsign', false, 501, '5.1.3'],
     ['.lead@example.com', false, 501, '5.1.3'],
     ['trail.@example.com', false, 501, '5.1.3'],

@@ -149,6 +149,32 @@ describe('relay access', () => {
   });
 });
 
+describe('postmaster (RFC 5321 §4.5.1)', () => {
+  it('a bare <Postmaster> and postmaster@<hostname> are accepted from any client and go to ingress.postmaster; other postmasters are relayed as usual', async () => {
+    const h = await start({ relayClients: ['10.0.0.0/8'], postmaster: 'ops@example.org' });
+    const c = await h.connect();
+    await c.ehlo();
+    const r = await c.sendMail('someone@example.net', ['Postmaster', 'POSTMASTER@relay.test'], 'Subject: hello postmaster\r\n\r\nhi\r\n');
+    expect(r.rcpts.map((x) => x.code)).toEqual([250, 250]);
+    expect(r.end!.code).toBe(250);
+    expect(h.queued[0]!.envelope.recipients).toEqual(['ops@example.org']);
+    await c.cmd('MAIL FROM:<someone@example.net>');
+    expect((await c.cmd('RCPT TO:<postmaster@example.org>')).code).toBe(554); // someone else's postmaster: relaying
+    await c.quit();
+  });
+
+  it('without ingress.postmaster such a RCPT gets 550 5.1.1 naming the key', async () => {
+    const h = await start();
+    const c = await h.connect();
+    await c.ehlo();
+    await c.cmd('MAIL FROM:<someone@example.net>');
+    const r = await c.cmd('RCPT TO:<Postmaster>');
+    expect(r.code).toBe(550);
+    expect(r.lines[0]).toBe('5.1.1 No postmaster address is configured here (ingress.postmaster)');
+    await c.quit();
+  });
+});
+
 describe('listeners', () => {
   it('listens on IPv4 and IPv6 loopback at once; an IPv6 client is judged against IPv6 prefixes', async () => {
     const h = await start({ listen: ['127.0.0.1:0', '[::1]:0'], relayClients: ['127.0.0.0/8'] });
@@ -348,8 +374,8 @@ describe('malformed input', () => {
     expect((await c.cmd('MAIL FROM:<a@example.com>')).code).toBe(503); // nested MAIL
     const noDomain = await c.cmd('RCPT TO:<a@>');
     expect([noDomain.code, noDomain.enhanced]).toEqual([501, '5.1.3']);
-    const pm = await c.cmd('RCPT TO:<postmaster>');
-    expect([pm.code, pm.enhanced]).toEqual([501, '5.1.3']);
+    const pm = await c.cmd('RCPT TO:<postmaster>'); // no ingress.postmaster configured
+    expect([pm.code, pm.enhanced]).toEqual([550, '5.1.1']);
     const badDomain = await c.cmd('RCPT TO:<a@-bad-.example>');
     expect([badDomain.code, badDomain.enhanced]).toEqual([501, '5.1.3']);
     const data = await c.cmd('DATA');
