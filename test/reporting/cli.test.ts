@@ -133,7 +133,7 @@ describe('dane-relay tlsrpt', () => {
     expect(await relay.tlsrpt!.wasSent(DAY, 'dest.test')).toBe(true);
   });
 
-  it('TLSRPT-34 TLSRPT-32 send refuses today and future days; a second send of a (day, domain) is skipped unless --force', async () => {
+  it('TLSRPT-32 TLSRPT-34 send refuses today and future days; a second send of a (day, domain) is skipped unless --force', async () => {
     w.dns.add({ name: '_smtp._tls.dest.test', type: 'TXT', data: 'v=TLSRPTv1; rua=mailto:reports@dest.test' });
     const keyFile = join(w.dir, 'dkim.pem');
     expect((await cli(['dkim', 'keygen', '--domain', 'relay.test', '--out', keyFile])).code).toBe(0);

@@ -65,7 +65,7 @@ describe('TLSRPT discovery over DNS', () => {
   });
   afterAll(async () => { await resolver.close(); await dns.close(); });
 
-  it('TLSRPT-1 TXT at _smtp._tls.<domain>; TLSRPT-2 a multi-string record is joined without spaces', async () => {
+  it('TLSRPT-1 TLSRPT-2 TXT at _smtp._tls.<domain>; a multi-string record is joined without spaces', async () => {
     dns.add({ name: '_smtp._tls.multi.test', type: 'TXT', data: ['v=TLSRPTv1; rua=mailto:tlsrpt@mul', 'ti.test'] });
     dns.add({ name: '_smtp._tls.multi.test', type: 'TXT', data: 'v=spf1 -all' });
     const d = new TlsrptDiscovery(resolver);

@@ -143,7 +143,7 @@ describe('RFC 8460 report document', () => {
     expect(submitterOf('tlsrpt@Relay.Example.NET')).toBe('relay.example.net');
   });
 
-  it('TLSRPT-21 TLSRPT-20 result types and reason codes per the DANE mapping', () => {
+  it('TLSRPT-20 TLSRPT-21 result types and reason codes per the DANE mapping', () => {
     const f = (resultType: string, reason?: string) => sessionCount({ domain: 'd.test', host: 'mx.d.test', address: '127.0.0.9', ok: false, resultType, reason }).detail!;
     expect(f('certificate-not-trusted', 'dane-no-match')).toMatchObject({ resultType: 'certificate-not-trusted', reasonCode: 'dane-no-match' });
     expect(f('dnssec-invalid', 'TLSA lookup for _25._tcp.mx.d.test: SERVFAIL')).toMatchObject({ resultType: 'dnssec-invalid', reasonCode: 'tlsa-lookup-servfail' });
