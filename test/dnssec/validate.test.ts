@@ -224,6 +224,15 @@ describe('validator: bogus', () => {
     }
   });
 
+  it('DANE-1 an NSEC3 opt-out proof stripped of its signatures proves nothing: the unsigned delegation is bogus, not insecure', async () => {
+    t.dns.mutate = (q, r) => (q.name === 'island.optout.test' && q.type === 'DS' ? { ...r, authorities: stripSigs(r.authorities) } : r);
+    try {
+      await bogus('mx.island.optout.test', 'A');
+    } finally {
+      t.dns.mutate = undefined;
+    }
+  });
+
   it('DANE-1 a NODATA claim contradicted by the NSEC bitmap is bogus', async () => {
     t.dns.mutate = (q, r) => {
       if (q.name !== 'mx.alg13.test' || q.type !== 'A') return r;

@@ -241,6 +241,36 @@ if (rpt) {
       expect(sig).not.toMatch(/(?:^|;)l=/);
     });
 
+    it('TLSRPT-30 TLSRPT-10 TLSRPT-26 cases 3, 4, 10 as received: every report matches the §4.4 schema; a tlsa policy-string is one "u s m HEX" per RR and its policy-domain is the TLSA base domain (the MX host), not the recipient domain; totals are integers and equal the failure-details sums', async () => {
+      const { Ajv } = await import('ajv');
+      const schema = JSON.parse(readFileSync(join(process.cwd(), 'test/reporting/fixtures/rfc8460-report.schema.json'), 'utf8'));
+      const validate = new Ajv({ allErrors: true, strict: true }).compile(schema);
+      const { gunzipSync } = await import('node:zlib');
+      const received = reports();
+      expect(received.length).toBeGreaterThanOrEqual(rpt.reportedToGood.length);
+      let tlsaPolicies = 0;
+      for (const m of received) {
+        const att = (await simpleParser(readFileSync(m.file))).attachments[0]!;
+        const json = JSON.parse(gunzipSync(att.content).toString('utf8')) as {
+          policies: { policy: { 'policy-type': string; 'policy-string'?: string[]; 'policy-domain': string }; summary: Record<string, number>; 'failure-details'?: { 'failed-session-count': number; 'receiving-mx-hostname'?: string }[] }[];
+        };
+        expect(validate(json), JSON.stringify(validate.errors)).toBe(true);
+        const recipientDomain = m.header('tls-report-domain')!;
+        for (const p of json.policies) {
+          const details = p['failure-details'] ?? [];
+          for (const n of Object.values(p.summary)) expect(Number.isInteger(n)).toBe(true);
+          expect(p.summary['total-failure-session-count']).toBe(details.reduce((n, d) => n + d['failed-session-count'], 0));
+          if (p.policy['policy-type'] !== 'tlsa') continue;
+          tlsaPolicies++;
+          expect(p.policy['policy-string']?.length).toBeGreaterThan(0);
+          for (const rr of p.policy['policy-string'] ?? []) expect(rr).toMatch(/^[0-3] [01] [0-2] [0-9A-Fa-f]+$/);
+          expect(p.policy['policy-domain']).not.toBe(recipientDomain);
+          for (const d of details) if (d['receiving-mx-hostname']) expect(d['receiving-mx-hostname'].replace(/\.$/, '').toLowerCase()).toBe(p.policy['policy-domain']);
+        }
+      }
+      expect(tlsaPolicies).toBeGreaterThan(0);
+    });
+
     it('TLSRPT-45 case 9: a report whose rua MX fails DANE is still delivered (no DANE for reports) and adds no session to the next report', async () => {
       const m = reportFor(rpt.loopDomain);
       expect(m?.by).toBe(rpt.brokenRuaListener);
