@@ -90,7 +90,7 @@ const ATTEMPTS: Attempt[] = [
   // a syntax refusal, not a relay decision; a relay client cannot send to it either.
   { name: '"@" in a quoted local part <"victim@dest.test"@relay.test>', run: async () => rcpt(await client(), '"victim@dest.test"@relay.test'), ...badRcpt },
   { name: 'bang path <dest.test!victim>', run: async () => rcpt(await client(), 'dest.test!victim'), ...badRcpt },
-  { name: 'bare local part <postmaster>', run: async () => rcpt(await client(), 'postmaster'), ...badRcpt },
+  { name: 'bare local part <postmaster> with no ingress.postmaster (RFC 5321 §4.5.1 mailbox, nowhere to go)', run: async () => rcpt(await client(), 'postmaster'), code: 550, enhanced: '5.1.1' },
   { name: 'address literal <victim@[127.0.0.1]>', run: async () => rcpt(await client(), 'victim@[127.0.0.1]'), ...relayDenied },
   { name: 'relay host\'s own name <victim@relay.test>', run: async () => rcpt(await client(), 'victim@relay.test'), ...relayDenied },
   { name: 'bare CR smuggling a second RCPT (read as an unknown parameter)', run: async () => { const c = await client(); await c.cmd(MAIL); return c.cmd('RCPT TO:<victim@dest.test>\rRCPT TO:<x@dest.test>'); }, code: 555, enhanced: '5.5.4' },
