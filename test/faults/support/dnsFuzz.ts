@@ -232,6 +232,24 @@ export interface FuzzStats {
 }
 
 /**
+ * One lookup on a fresh resolver, closed afterwards: the answer, `undefined` when it did not finish
+ * within `hangMs` (a hang), or the exception it threw (a crash). Shared by the stub and validator fuzzes.
+ */
+export async function lookupOnce(resolver: Resolver, target: Target, hangMs = 5000): Promise<{ answer: DnsAnswer | undefined } | { crash: Error }> {
+  try {
+    const answer = await Promise.race([
+      resolver.lookup(target.name, target.type),
+      new Promise<undefined>((res) => setTimeout(() => res(undefined), hangMs).unref()),
+    ]);
+    return { answer };
+  } catch (e) {
+    return { crash: e as Error };
+  } finally {
+    await resolver.close();
+  }
+}
+
+/**
  * Runs `lookups` lookups of the targets (all secure, with records) through `factory`, each reply
  * replaced by a mutation of the correct one (`answer` produces the correct reply to a query).
  */
@@ -264,20 +282,13 @@ export async function fuzzResolver(
       if (out) seen.push({ reply: out, judged: judge(out, query) });
       return out;
     };
-    const resolver = factory(respond);
-    let a: DnsAnswer | undefined;
-    try {
-      a = await Promise.race([
-        resolver.lookup(target.name, target.type),
-        new Promise<undefined>((res) => setTimeout(() => res(undefined), opts.hangMs ?? 5000).unref()),
-      ]);
-    } catch (e) {
+    const once = await lookupOnce(factory(respond), target, opts.hangMs);
+    if ('crash' in once) {
       st.crashes++;
-      if (st.examples.length < 5) st.examples.push(`crash on ${target.name}/${target.type}: ${(e as Error).stack}`);
+      if (st.examples.length < 5) st.examples.push(`crash on ${target.name}/${target.type}: ${once.crash.stack}`);
       continue;
-    } finally {
-      await resolver.close();
     }
+    const a = once.answer;
     st.lookups++;
     if (!a) { st.hangs++; continue; }
     if (a.error || (a.status !== 'secure' && a.status !== 'insecure')) {

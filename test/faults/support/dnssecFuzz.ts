@@ -19,7 +19,7 @@ import { ValidatingResolver } from '../../../src/dnssec/resolver.js';
 import type { DnsAnswer, QueryType, Resolver } from '../../../src/dns/types.js';
 import { Zone, dsText, makeKey, norm, rd, type Key, type Rec } from '../../support/signer.js';
 import { ZoneSet, answerQuery, type QueryInfo, type Reply } from '../../support/signedDnsServer.js';
-import { InProcessTransport, MUTATIONS, mutate, type Mutation, type Rand, type Responder, type ResolverFactory, type Target } from './dnsFuzz.js';
+import { InProcessTransport, MUTATIONS, lookupOnce, mutate, type Mutation, type Rand, type Responder, type ResolverFactory, type Target } from './dnsFuzz.js';
 
 export const DNSSEC_MUTATIONS = ['rrsig-byte', 'dnskey-byte', 'ds-byte', 'nsec-byte', 'drop-rrsig', 'drop-proof', 'nsec3-params'] as const;
 export type DnssecMutation = (typeof DNSSEC_MUTATIONS)[number];
@@ -280,20 +280,13 @@ export async function fuzzValidator(
   const respond = (opts.respond ?? ((rr, cc) => signedResponder(world, rr, cc, opts.p ?? 0.25)))(r, c);
   for (let i = 0; i < opts.lookups; i++) {
     const target = world.targets[int(r, world.targets.length)]!;
-    const resolver = factory(respond);
-    let a: DnsAnswer | undefined;
-    try {
-      a = await Promise.race([
-        resolver.lookup(target.name, target.type),
-        new Promise<undefined>((res) => setTimeout(() => res(undefined), opts.hangMs ?? 5000).unref()),
-      ]);
-    } catch (e) {
+    const once = await lookupOnce(factory(respond), target, opts.hangMs);
+    if ('crash' in once) {
       st.crashes++;
-      if (st.examples.length < 5) st.examples.push(`crash on ${target.name}/${target.type} (lookup ${i}): ${(e as Error).stack}`);
+      if (st.examples.length < 5) st.examples.push(`crash on ${target.name}/${target.type} (lookup ${i}): ${once.crash.stack}`);
       continue;
-    } finally {
-      await resolver.close();
     }
+    const a = once.answer;
     st.lookups++;
     if (!a) { st.hangs++; continue; }
     if (a.error && /internal error/.test(a.error.message)) {
