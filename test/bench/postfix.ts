@@ -133,16 +133,16 @@ async function main(): Promise<void> {
   try {
     dns = await startDnsWorld({
       zones: [
-        { name: 'bench.tst', records: ['@ MX 10 mx1', 'mx1 A 127.25.200.1', `_25._tcp.mx1 TLSA 3 1 1 ${hex}`] },
-        { name: 'sender.tst', records: ['@ MX 10 mx1', 'mx1 A 127.25.200.1', `_25._tcp.mx1 TLSA 3 1 1 ${hex}`] },
+        { name: 'bench.tst', records: ['@ MX 10 mx1', 'mx1 A 127.0.200.1', `_25._tcp.mx1 TLSA 3 1 1 ${hex}`] },
+        { name: 'sender.tst', records: ['@ MX 10 mx1', 'mx1 A 127.0.200.1', `_25._tcp.mx1 TLSA 3 1 1 ${hex}`] },
       ],
     });
     // the receiver's queue and Maildir on tmpfs: its fsyncs are not what is being measured
-    rx = await startPostfixReceivers({ baseDir: existsSync('/dev/shm') ? '/dev/shm' : undefined, resolver: dns.unbound, listeners: [{ name: 'mx1.bench.tst', address: '127.25.200.1', tls: { keyPem: ee.keyPem, chainPem: ee.certPem } }] });
+    rx = await startPostfixReceivers({ baseDir: existsSync('/dev/shm') ? '/dev/shm' : undefined, resolver: dns.unbound, listeners: [{ name: 'mx1.bench.tst', address: '127.0.200.1', tls: { keyPem: ee.keyPem, chainPem: ee.certPem } }] });
     for (const size of SIZES) {
       // Postfix first, then ours: each relay starts fresh (empty queue) for each size.
       const pf = await startPostfixRelay({
-        address: '127.25.0.2', resolver: dns.unbound,
+        address: '127.0.0.2', resolver: dns.unbound,
         // production-like: normal retry timers, TLS session cache as Debian ships it
         extra: { queue_run_delay: '300s', minimal_backoff_time: '300s', maximal_backoff_time: '4000s', smtp_tls_session_cache_database: 'btree:${data_directory}/smtp_scache' },
       });
@@ -152,7 +152,7 @@ async function main(): Promise<void> {
         await pf.stop();
       }
       for (const v of OURS) {
-        const ours = await startRelay({ resolver: dns.unbound, listen: '127.25.0.3:2525', queueYaml: '', perDestination: v.perDestination });
+        const ours = await startRelay({ resolver: dns.unbound, listen: '127.0.0.3:2525', queueYaml: '', perDestination: v.perDestination });
         try {
           results.push(await runOne(v.label, ours.child.pid!, `${ours.host}:${ours.port}`, rx, size, 'ours@bench.tst'));
         } finally {

@@ -97,7 +97,7 @@ for (const [i, mode] of MODES.entries()) {
   describe(`dane-relay (dns.mode ${mode}) against nsd + unbound + Postfix receivers`, () => {
     let relay: RelayProcessHandle;
     beforeAll(async () => {
-      relay = await startRelay({ resolver: dns!.unbound, mode, trustAnchorFile: dns!.trustAnchorFile, listen: `127.25.0.${3 + i}:2525`, extraYaml: policyYaml });
+      relay = await startRelay({ resolver: dns!.unbound, mode, trustAnchorFile: dns!.trustAnchorFile, listen: `127.0.0.${3 + i}:2525`, extraYaml: policyYaml });
       started.push(relay);
       await submitAll(`${relay.host}:${relay.port}`, tag);
       const read = async () => {
@@ -139,7 +139,7 @@ describe('differential: Postfix 3.7 as a DANE relay in the same world', () => {
   let pf: PostfixRelay;
   const tag = 'pf';
   beforeAll(async () => {
-    pf = await startPostfixRelay({ address: '127.25.0.2', resolver: dns!.unbound, extra: world.policy ? { smtp_tls_policy_maps: `texthash:${join(policyDir, 'postfix_tls_policy')}` } : {} });
+    pf = await startPostfixRelay({ address: '127.0.0.2', resolver: dns!.unbound, extra: world.policy ? { smtp_tls_policy_maps: `texthash:${join(policyDir, 'postfix_tls_policy')}` } : {} });
     started.push(pf);
     await submitAll(`${pf.address}:${pf.port}`, tag);
     const read = async () => {
@@ -179,7 +179,7 @@ if (rpt) {
     const reports = () => rx!.messages().filter((m) => m.header('tls-report-domain'));
     const reportFor = (d: string) => reports().find((m) => m.header('tls-report-domain') === d);
     beforeAll(async () => {
-      relay = await startRelay({ resolver: dns!.unbound, listen: '127.25.0.9:2525', extraYaml: rpt.yaml });
+      relay = await startRelay({ resolver: dns!.unbound, listen: '127.0.0.9:2525', extraYaml: rpt.yaml });
       started.push(relay);
       for (const d of policyDomains) await swaks({ server: `${relay.host}:${relay.port}`, from: `rpt@${world.senderDomain}`, to: `rpt@${d}` });
       // every policy domain's MX fails DANE: one failed session each, message deferred

@@ -66,11 +66,13 @@ export async function buildCases(opts: { policy?: boolean } = {}): Promise<CaseW
   const listeners: Listener[] = [];
   const cases: InteropCase[] = [];
   let n = 0;
-  /** a case: its own domain `<id>.tst` and listener addresses 127.25.<n>.<k> */
+  /** a case: its own domain `<id>.tst` and listener addresses 127.0.<n>.<k> */
   const add = (c: Omit<InteropCase, 'domain'> & { zones?: (d: string) => ZoneSpec[] }, build: (d: string, ip: (k: number) => string) => { records: string[]; listeners: Listener[]; zone?: Partial<ZoneSpec> }) => {
     n++;
+    if (n === 53) n++; // 127.0.53.x is the DNS world's (nsd, Unbound)
+    if (n >= 90) throw new Error('interop cases: 127.0.90 and up are fixed addresses; renumber'); // see the fixed 127.0.9x/200 listeners
     const domain = `${c.id}.${TLD}`;
-    const ip = (k: number) => `127.25.${n}.${k}`;
+    const ip = (k: number) => `127.0.${n}.${k}`;
     const b = build(domain, ip);
     zones.push({ name: domain, records: b.records, ...b.zone });
     if (c.zones) zones.push(...c.zones(domain));
@@ -92,8 +94,8 @@ export async function buildCases(opts: { policy?: boolean } = {}): Promise<CaseW
   // The sender's own domain, so DSNs (null MX bounce) arrive somewhere we can read.
   const senderDomain = `sender.${TLD}`;
   const senderEe = await makeSelfSigned({ dnsNames: [`mx.${senderDomain}`] });
-  zones.push({ name: senderDomain, records: [mx(senderDomain, 10, `mx.${senderDomain}`), a(`mx.${senderDomain}`, '127.25.0.10'), tlsa(`mx.${senderDomain}`, 3, 1, 1, senderEe)] });
-  listeners.push({ name: `mx.${senderDomain}`, address: '127.25.0.10', tls: tlsOf(senderEe, senderEe) });
+  zones.push({ name: senderDomain, records: [mx(senderDomain, 10, `mx.${senderDomain}`), a(`mx.${senderDomain}`, '127.0.0.10'), tlsa(`mx.${senderDomain}`, 3, 1, 1, senderEe)] });
+  listeners.push({ name: `mx.${senderDomain}`, address: '127.0.0.10', tls: tlsOf(senderEe, senderEe) });
 
   // ---- the DANE digest's ten cases -------------------------------------------------------------
   {
@@ -209,14 +211,14 @@ export async function buildCases(opts: { policy?: boolean } = {}): Promise<CaseW
       id: 'c08-insecure-address',
       title: 'DANE-21 case 8: MX host in a signed zone without DS (insecure A) → TLSA ignored, cleartext allowed without STARTTLS',
       expect: delivered(`mx1.${insecure}`, false),
-      zones: () => [{ name: insecure, ds: 'missing', records: [a(`mx1.${insecure}`, '127.25.99.1'), tlsa(`mx1.${insecure}`, 3, 1, 1, other)] }],
+      zones: () => [{ name: insecure, ds: 'missing', records: [a(`mx1.${insecure}`, '127.0.99.1'), tlsa(`mx1.${insecure}`, 3, 1, 1, other)] }],
     }, (d) => ({
       records: [mx(d, 10, `mx1.${insecure}`)],
-      listeners: [{ name: `mx1.${insecure}`, address: '127.25.99.1' }],
+      listeners: [{ name: `mx1.${insecure}`, address: '127.0.99.1' }],
     }));
   }
   add({ id: 'c09a-null-mx', title: 'DANE-13 case 9: null MX → bounced at once with 5.1.10', expect: { kind: 'bounced' } }, (d) => ({
-    records: [`${d}. 300 IN MX 0 .`, a(d, '127.25.98.1')],
+    records: [`${d}. 300 IN MX 0 .`, a(d, '127.0.98.1')],
     listeners: [],
   }));
   for (const match of [true, false]) {
@@ -246,10 +248,10 @@ export async function buildCases(opts: { policy?: boolean } = {}): Promise<CaseW
       id: 'c10b-mx-order',
       title: 'DANE-14 case 10: MX order is not changed by security: MX10 without DANE is used before MX20 with DANE',
       expect: delivered(`mx1.${insecure}`),
-      zones: () => [{ name: insecure, ds: 'missing', records: [a(`mx1.${insecure}`, '127.25.97.1')] }],
+      zones: () => [{ name: insecure, ds: 'missing', records: [a(`mx1.${insecure}`, '127.0.97.1')] }],
     }, (d, ip) => ({
       records: [mx(d, 10, `mx1.${insecure}`), mx(d, 20, `mx2.${d}`), a(`mx2.${d}`, ip(2)), tlsa(`mx2.${d}`, 3, 1, 1, ee2)],
-      listeners: [{ name: `mx1.${insecure}`, address: '127.25.97.1', tls: tlsOf(ee, ee) }, { name: `mx2.${d}`, address: ip(2), tls: tlsOf(ee2, ee2) }],
+      listeners: [{ name: `mx1.${insecure}`, address: '127.0.97.1', tls: tlsOf(ee, ee) }, { name: `mx2.${d}`, address: ip(2), tls: tlsOf(ee2, ee2) }],
     }));
   }
 
@@ -271,10 +273,10 @@ export async function buildCases(opts: { policy?: boolean } = {}): Promise<CaseW
         // and the latter only on opt-in (digest DANE-15). Neither is wrong.
         rfc: 'RFC 7672 §2.2.1: insecure MX RRset → DANE need not apply (opportunistic TLS); a client MAY still use the MX host\'s secure TLSA records',
       },
-      zones: () => [{ name: host, records: [a(`mx1.${host}`, '127.25.96.1'), tlsa(`mx1.${host}`, 3, 1, 1, other)] }],
+      zones: () => [{ name: host, records: [a(`mx1.${host}`, '127.0.96.1'), tlsa(`mx1.${host}`, 3, 1, 1, other)] }],
     }, (d) => ({
       records: [mx(d, 10, `mx1.${host}`)],
-      listeners: [{ name: `mx1.${host}`, address: '127.25.96.1', tls: tlsOf(ee, ee) }],
+      listeners: [{ name: `mx1.${host}`, address: '127.0.96.1', tls: tlsOf(ee, ee) }],
       zone: { ds: 'missing' },
     }));
   }
@@ -362,10 +364,10 @@ export async function buildCases(opts: { policy?: boolean } = {}): Promise<CaseW
       id: 'p03-trust-insecure-mx',
       title: 'DANE-15 opt-in (tls_policy dane trust-insecure-mx): the MX host\'s TLSA is used under an insecure MX → mismatch → deferred',
       expect: deferred,
-      zones: () => [{ name: host, records: [a(`mx1.${host}`, '127.25.95.1'), tlsa(`mx1.${host}`, 3, 1, 1, other)] }],
+      zones: () => [{ name: host, records: [a(`mx1.${host}`, '127.0.95.1'), tlsa(`mx1.${host}`, 3, 1, 1, other)] }],
     }, (d) => ({
       records: [mx(d, 10, `mx1.${host}`)],
-      listeners: [{ name: `mx1.${host}`, address: '127.25.95.1', tls: tlsOf(served, served) }],
+      listeners: [{ name: `mx1.${host}`, address: '127.0.95.1', tls: tlsOf(served, served) }],
       zone: { ds: 'missing' },
     }));
     policy.tlsPolicy.push('p03-trust-insecure-mx.tst dane trust-insecure-mx');

@@ -51,7 +51,7 @@ export async function buildTlsrptWorld(): Promise<TlsrptWorld> {
   const listeners: Listener[] = [];
   let k = 0;
   const host = (domain: string, matching: boolean, txt: string[] = []) => {
-    const ip = `127.25.90.${++k}`;
+    const ip = `127.0.90.${++k}`;
     zones.push({ name: domain, records: [`@ MX 10 mx1`, `mx1 A ${ip}`, `_25._tcp.mx1 TLSA 3 1 1 ${hex(matching ? served : other)}`, ...txt.map((t) => `_smtp._tls TXT ${t}`)] });
     listeners.push({ name: `mx1.${domain}`, address: ip, tls: { keyPem: served.keyPem, chainPem: served.certPem } });
     return `mx1.${domain}`;
