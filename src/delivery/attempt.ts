@@ -89,10 +89,9 @@ export async function attemptAddress(
   for (let tries = 0; tries < 2; tries++) {
     const attempt: Attempt = { address: target.address, plan: current, requirement: requirementFor(current, opts.digestPreference, opts.now), ...(retry ? { retry } : {}) };
     hooks.before?.(attempt);
+    let session: SmtpSession;
     try {
-      const session = await SmtpSession.connect(target, { heloName: opts.heloName, tls: attempt.requirement, timeouts: opts.timeouts });
-      hooks.after?.({ attempt, ok: true, session });
-      return { session, plan: current };
+      session = await SmtpSession.connect(target, { heloName: opts.heloName, tls: attempt.requirement, timeouts: opts.timeouts });
     } catch (e) {
       const error = e instanceof SmtpError ? e : new SmtpError('connect', String((e as Error)?.message ?? e), { permanent: false });
       const next = tries === 0 ? retryAfter(error, current, !!opts.audit) : undefined;
@@ -100,7 +99,17 @@ export async function attemptAddress(
       if (!next) return undefined;
       current = next.plan;
       retry = next.kind;
+      continue;
     }
+    // Outside the connect try: a throwing hook is the caller's bug, never a connection failure
+    // that could lead to a retry under another plan; the session it was given is closed.
+    try {
+      hooks.after?.({ attempt, ok: true, session });
+    } catch (e) {
+      await session.quit().catch(() => undefined);
+      throw e;
+    }
+    return { session, plan: current };
   }
   return undefined;
 }
