@@ -154,10 +154,10 @@ export class Relay {
         const { Readiness: Ready } = await import('./metrics/readiness.js');
         const { MetricsServer: Server } = await import('./metrics/http.js');
         metricsEvents.watchQueue(scheduler);
-        const dnssec = cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only';
         const readiness = new Ready({
           queueDir: cfg.queue_dir, spoolTtlMs: cfg.metrics.ready_cache, selfTestIntervalMs: cfg.metrics.selftest_interval,
-          selfTest: dnssec ? () => selfTest(resolver) : undefined, initialSelfTest: selfTestRun,
+          // the same condition as the start-up self-test: DANE by default or by a tls_policy entry
+          selfTest: daneInForce ? () => selfTest(resolver) : undefined, initialSelfTest: selfTestRun,
         });
         const server = await Server.start({ listen: cfg.metrics.listen, allowRemote: cfg.metrics.allow_remote, registry: metricsEvents.registry, readiness, log })
           .catch((e) => { log.error({ err: e }, `METRICS NOT AVAILABLE: ${(e as Error).message}`); return undefined; });
