@@ -29,6 +29,11 @@ function tlsaOf(records: TlsaRecord[] | undefined, baseDomain: string | undefine
   return baseDomain ? { baseDomain, records: (records ?? []).map(formatTlsa) } : undefined;
 }
 
+/** The TLSA RRset a plan was made from (DANE plans only), for TLSRPT. */
+function tlsaOfPlan(plan: TlsPlan): TlsSessionResult['tlsa'] {
+  return 'baseDomain' in plan ? tlsaOf(plan.records, plan.baseDomain) : undefined;
+}
+
 /** First word of a 220 greeting: the server's own name (RFC 5321 §4.2), for receiving-mx-helo. */
 function heloOf(text: string | undefined): string | undefined {
   const w = text?.trim().split(/\s+/)[0];
@@ -217,7 +222,7 @@ export class DestinationRun {
             failures.push(`${where}: ${err.message}`);
             const rt = resultTypeOf(err, plan);
             // TLSRPT (RFC 8460 §4.3): a cleartext (DANE-44) or audit (DANE-46) retry is no TLS session of its own; the failure before it was recorded.
-            if (rt && !r.attempt.retry) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: false, resultType: rt, reason: err.verify?.reason ?? err.message, tlsa: 'baseDomain' in plan ? tlsaOf(plan.records, plan.baseDomain) : undefined, sendingIp: err.localAddress, receivingHelo: heloOf(err.greeting) });
+            if (rt && !r.attempt.retry) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: false, resultType: rt, reason: err.verify?.reason ?? err.message, tlsa: tlsaOfPlan(plan), sendingIp: err.localAddress, receivingHelo: heloOf(err.greeting) });
             if (err.stage === 'starttls' || err.stage === 'tls' || err.stage === 'verify') this.deps.events?.tlsHandshake?.({ result: err.stage === 'starttls' ? 'starttls-unsupported' : err.stage === 'tls' ? 'handshake-failed' : 'verify-failed' });
             codes.push((rt && plan.kind !== 'may') || err.stage === 'verify' || err.stage === 'starttls' || (err.stage === 'tls' && plan.kind !== 'may') ? '4.7.5' : err.stage === 'greeting' ? '4.4.2' : '4.4.1');
             this.deps.log.info({ domain: this.domain, relay: where, stage: err.stage, error: err.message, tls_plan: plan.kind }, 'connection attempt failed');
@@ -305,7 +310,7 @@ export class DestinationRun {
     const record = this.deps.onTlsResult;
     if (!record || a.retry) return;
     const plan = a.plan;
-    const base = { domain: this.domain, host, address, plan, tlsa: 'baseDomain' in plan ? tlsaOf(plan.records, plan.baseDomain) : undefined, sendingIp: session.localAddress, receivingHelo: heloOf(session.greeting?.text) };
+    const base = { domain: this.domain, host, address, plan, tlsa: tlsaOfPlan(plan), sendingIp: session.localAddress, receivingHelo: heloOf(session.greeting?.text) };
     if (session.tls) return record({ ...base, ok: true });
     if (plan.kind === 'none') return;
     record({ ...base, ok: false, resultType: 'starttls-not-supported', reason: session.extensions.has('STARTTLS') ? 'starttls-refused' : 'starttls-not-offered' });

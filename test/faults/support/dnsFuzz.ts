@@ -215,7 +215,8 @@ export function judge(reply: Buffer, query: Buffer): Judged {
 
 export interface Target { name: string; type: QueryType }
 
-export interface FuzzStats {
+/** What every DNS fuzz run counts, whichever resolver and mutation set it drives. */
+export interface FuzzCounts<M extends string = Mutation> {
   fuzzed: number;
   lookups: number;
   crashes: number;
@@ -225,10 +226,13 @@ export interface FuzzStats {
   errors: number;
   /** lookups that still produced the secure records */
   secure: number;
+  byMutation: Partial<Record<M, number>>;
+  examples: string[];
+}
+
+export interface FuzzStats extends FuzzCounts {
   /** "insecure"/"no records" explained by a well-formed reply that says so */
   wellFormedDenials: number;
-  byMutation: Partial<Record<Mutation, number>>;
-  examples: string[];
 }
 
 /**

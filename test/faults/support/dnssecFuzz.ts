@@ -19,7 +19,7 @@ import { ValidatingResolver } from '../../../src/dnssec/resolver.js';
 import type { DnsAnswer, QueryType, Resolver } from '../../../src/dns/types.js';
 import { Zone, dsText, makeKey, norm, rd, type Key, type Rec } from '../../support/signer.js';
 import { ZoneSet, answerQuery, type QueryInfo, type Reply } from '../../support/signedDnsServer.js';
-import { InProcessTransport, MUTATIONS, lookupOnce, mutate, type Mutation, type Rand, type Responder, type ResolverFactory, type Target } from './dnsFuzz.js';
+import { InProcessTransport, MUTATIONS, lookupOnce, type FuzzCounts, mutate, type Mutation, type Rand, type Responder, type ResolverFactory, type Target } from './dnsFuzz.js';
 
 export const DNSSEC_MUTATIONS = ['rrsig-byte', 'dnskey-byte', 'ds-byte', 'nsec-byte', 'drop-rrsig', 'drop-proof', 'nsec3-params'] as const;
 export type DnssecMutation = (typeof DNSSEC_MUTATIONS)[number];
@@ -238,20 +238,11 @@ export function validatorInProcess(anchors: string, ids?: Rand): ResolverFactory
 // ---------------------------------------------------------------------------
 // The run
 
-export interface ValidatorFuzzStats {
-  fuzzed: number;
-  lookups: number;
-  crashes: number;
-  hangs: number;
-  downgrades: number;
-  /** error outcomes by status (bogus, indeterminate) */
-  errors: number;
+export interface ValidatorFuzzStats extends FuzzCounts<AnyMutation> {
+  /** of `errors` (bogus or indeterminate), the bogus ones */
   bogus: number;
-  secure: number;
   /** secure outcomes per target ("name|type"): every target must be reachable */
   secureByTarget: Record<string, number>;
-  byMutation: Partial<Record<AnyMutation, number>>;
-  examples: string[];
   ms: number;
 }
 
