@@ -9,6 +9,7 @@ import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { respond, type ControlResponse, type QueueBackend } from './commands.js';
+import { printableJson } from '../text/printable.js';
 
 /** A request is a few hundred bytes; anything longer is not ours. */
 const MAX_REQUEST = 64 * 1024;
@@ -77,7 +78,8 @@ export class ControlServer {
     s.setTimeout(REQUEST_TIMEOUT_MS, () => s.destroy());
     let buf = '';
     let done = false;
-    const reply = (r: ControlResponse) => { s.end(`${JSON.stringify(r)}\n`); };
+    // Addresses and reasons in a listing are outside text: a client reading the socket directly gets them printable too.
+    const reply = (r: ControlResponse) => { s.end(`${printableJson(r)}\n`); };
     s.setEncoding('utf8');
     s.on('data', (chunk: string) => {
       if (done) return;

@@ -33,6 +33,7 @@ import {
   isDone, parseHeader, parseState, recipientProblem, sizeField, Interner, type ParsedHeader,
 } from './format.js';
 import type { Draft, Envelope, QueuedMessage, RecipientStatus, SpoolWriter } from './types.js';
+import { printableJson } from '../text/printable.js';
 
 export { SpoolError } from './errors.js';
 export { nodeSpoolFs, type SpoolFs, type SpoolHandle } from './fs.js';
@@ -56,7 +57,7 @@ const RECOVERY_PARALLEL = 16;
 
 const stderrLog: SpoolLog = {
   warn(obj, msg) {
-    process.stderr.write(`${JSON.stringify({ level: 'warn', component: 'spool', msg, ...obj })}\n`);
+    process.stderr.write(`${printableJson({ level: 'warn', component: 'spool', msg, ...obj })}\n`);
   },
 };
 

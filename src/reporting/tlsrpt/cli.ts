@@ -14,6 +14,7 @@ import { StubResolver } from '../../dns/stub.js';
 import { TlsrptService, tlsrptSettings, type Log } from './daily.js';
 import { dayOf, isDay, nextDay, type ReportJson } from './report.js';
 import { dkimKeygen } from './mail.js';
+import { printableJson } from '../../text/printable.js';
 
 const USAGE = `usage:
   dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]
@@ -28,8 +29,8 @@ function argValue(args: string[], name: string): string | undefined {
 }
 
 const quiet = (err: NodeJS.WritableStream, verbose: boolean): Log => ({
-  info: (o, m) => { if (verbose) err.write(`${m} ${JSON.stringify(o)}\n`); },
-  warn: (o, m) => err.write(`warning: ${m} ${JSON.stringify(o)}\n`),
+  info: (o, m) => { if (verbose) err.write(`${m} ${printableJson(o)}\n`); },
+  warn: (o, m) => err.write(`warning: ${m} ${printableJson(o)}\n`),
   debug: () => undefined,
 });
 
@@ -80,7 +81,7 @@ export async function tlsrptCli(argv: string[], out: NodeJS.WritableStream, err:
   try {
     const reports = await svc.build(day, domain ? [domain] : undefined);
     if (sub === 'show') {
-      if (argv.includes('--json')) out.write(`${JSON.stringify(reports.map((r) => r.json), null, 2)}\n`);
+      if (argv.includes('--json')) out.write(`${printableJson(reports.map((r) => r.json), 2)}\n`);
       else out.write(reports.length ? reports.map((r) => summary(r.json, r.domain)).join('\n') : `no TLSRPT sessions counted for ${day}${domain ? ` and ${domain}` : ''}\n`);
       return 0;
     }
