@@ -276,7 +276,7 @@ export class Spool implements SpoolWriter {
     }
     const lock = await acquireSpoolLock(root, { fs, log });
     try {
-      for (const sub of ['tmp', 'msg', 'state', 'corrupt']) await fs.mkdir(join(root, sub));
+      for (const sub of ['tmp', 'msg', 'state', 'corrupt']) await fs.mkdir(join(root, sub), root);
       // The directories must survive a crash too: a durable file in a vanished msg/ is no use.
       await fs.fsyncDir(root);
       await fs.fsyncDir(dirname(root));

@@ -7,8 +7,8 @@
  * Envelope.kind 'tlsrpt' within a minute (or at its next start). It never touches the spool or its lock,
  * and never submits over SMTP (that would turn a report into an ordinary, DANE-enforced message).
  */
-import { promises as fsp } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { ensurePrivateDir, writePrivateFileNew } from '../../files/private.js';
 import { loadConfig } from '../../config/load.js';
 import { StubResolver } from '../../dns/stub.js';
 import { TlsrptService, tlsrptSettings, type Log } from './daily.js';
@@ -53,8 +53,9 @@ export async function tlsrptCli(argv: string[], out: NodeJS.WritableStream, err:
     const k = dkimKeygen({ selector: argValue(argv, '--selector'), domain: argValue(argv, '--domain') });
     const file = argValue(argv, '--out');
     if (file) {
-      // Never overwrite a key: a replaced key silently breaks the published DNS record.
-      await fsp.writeFile(resolve(file), k.privateKeyPem, { mode: 0o600, flag: 'wx' });
+      // Never overwrite a key: a replaced key silently breaks the published DNS record. 0600 whatever
+      // the umask, never through a link (files/private.ts).
+      await writePrivateFileNew(resolve(file), k.privateKeyPem);
       out.write(`private key written to ${file}\n`);
     } else {
       out.write(k.privateKeyPem);
@@ -87,9 +88,11 @@ export async function tlsrptCli(argv: string[], out: NodeJS.WritableStream, err:
     }
     const outDir = argValue(argv, '--out');
     if (outDir) {
-      await fsp.mkdir(outDir, { recursive: true });
+      // Reports name the destinations the relay talks to: 0700 for a directory made here, 0600 files,
+      // never written through a link and never over an existing file.
+      await ensurePrivateDir(outDir);
       for (const r of reports) {
-        await fsp.writeFile(join(outDir, r.filename), r.gz);
+        await writePrivateFileNew(join(outDir, r.filename), r.gz);
         out.write(`${join(outDir, r.filename)}\n`);
       }
       return 0;
