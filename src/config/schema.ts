@@ -38,6 +38,10 @@ export const configSchema = z.strictObject({
   relay_clients: z.array(cidr).default(['127.0.0.0/8', '::1/128']),
   queue_dir: z.string().min(1).default('queue'),
   hostname: hostname.default('localhost'),
+  /** started as root: bind the listeners, then drop to this (unprivileged) user for good; src/privileges.ts */
+  user: z.string().regex(/^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d+)$/, 'expected a user name or number').optional(),
+  /** false: refuse to run as root without `user:` (default: run, with a loud warning at every start) */
+  allow_root: z.boolean().default(true),
   dns: z.strictObject({
     /**
      * validate: check DNSSEC in-process from the trust anchors (resolvers are only transport);

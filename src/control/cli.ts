@@ -7,6 +7,7 @@ import { loadConfig } from '../config/load.js';
 import { formatListing } from '../spool/inspect.js';
 import { COMMANDS, ControlError, formatResult, parseRequest } from './commands.js';
 import { runQueueCommand } from './client.js';
+import { dropForCli } from '../privileges.js';
 import { printableJson } from '../text/printable.js';
 
 const OPTIONS_WITH_VALUE = new Set(['--config']);
@@ -36,6 +37,9 @@ export async function queueCli(argv: string[], out: NodeJS.WritableStream, err: 
     throw e;
   }
   const config = loadConfig(configFile);
+  // Root with `user:` set: work as the relay's user, so what this creates in the spool stays the relay's
+  // (and its control socket, 0600, is reachable).
+  dropForCli(config);
   const r = await runQueueCommand(config, req);
   if (r.warning) err.write(`dane-relay queue ${sub}: warning: ${r.warning}\n`);
   if (!r.response.ok) {

@@ -37,8 +37,9 @@ const errno = (e: unknown) => (e as NodeJS.ErrnoException)?.code;
  * path belongs to, when given) every existing component must be a real directory: a symbolic link
  * there is refused, whoever planted it. The configured directory itself, and anything above `root`,
  * may be an operator's link (a spool moved to another disk) if it leads to a directory.
+ * Returns the directories it created, outermost first.
  */
-export async function ensurePrivateDir(path: string, root?: string): Promise<void> {
+export async function ensurePrivateDir(path: string, root?: string): Promise<string[]> {
   const abs = resolve(path);
   const top = root === undefined ? undefined : resolve(root);
   const missing: string[] = [];
@@ -62,6 +63,7 @@ export async function ensurePrivateDir(path: string, root?: string): Promise<voi
   if (st.isSymbolicLink()) {
     if (!(await fsp.stat(cur)).isDirectory()) throw new UnsafePathError(cur, 'is a symbolic link to something that is not a directory');
   } else if (!st.isDirectory()) throw new UnsafePathError(cur, 'exists and is not a directory');
+  const created: string[] = [];
   for (const d of missing) {
     try {
       await fsp.mkdir(d, { mode: DIR_MODE });
@@ -72,7 +74,9 @@ export async function ensurePrivateDir(path: string, root?: string): Promise<voi
       continue;
     }
     await fsp.chmod(d, DIR_MODE); // exact: the umask may have taken bits away (it cannot add any)
+    created.push(d);
   }
+  return created;
 }
 
 async function lstatOrUndefined(p: string) {

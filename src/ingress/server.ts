@@ -41,6 +41,12 @@ export interface IngressOptions {
   onQueued?: (msg: QueuedMessage) => void;
   /** metrics hooks (issue 7) */
   events?: RelayEvents;
+  /**
+   * Listen now, serve once this resolves (src/privileges.ts: the listeners are bound as root, the
+   * relay drops privileges and opens its spool, then opens the gate). Clients that connect before
+   * wait for the greeting, as they would in the kernel's backlog; a rejected gate closes them.
+   */
+  gate?: Promise<void>;
 }
 
 type SmtpConnection = SMTPServer['connections'] extends Set<infer C> ? C : never;
@@ -78,14 +84,30 @@ function remapLibraryReply(code: number, text: string): string | undefined {
 }
 
 class AdaptedServer extends SMTPServer {
+  /** sockets accepted before the gate opened (destroyed by close()) */
+  readonly waiting = new Set<{ destroy(): void; destroyed: boolean }>();
+  private open: boolean;
+
   constructor(
     options: SMTPServerOptions,
     private readonly adapt: (conn: SmtpConnection) => void,
+    private readonly gate?: Promise<void>,
   ) {
     super(options);
+    this.open = gate === undefined;
+    void gate?.then(() => { this.open = true; }, () => undefined);
   }
 
   override connect(...args: Parameters<SMTPServer['connect']>): void {
+    if (!this.open && this.gate) {
+      const socket = args[0] as unknown as { destroy(): void; destroyed: boolean };
+      this.waiting.add(socket);
+      this.gate.then(() => {
+        this.waiting.delete(socket);
+        if (!socket.destroyed) this.connect(...args);
+      }, () => { this.waiting.delete(socket); socket.destroy(); });
+      return;
+    }
     super.connect(...args);
     // connect() has just added the new connection (Set keeps insertion order); nothing
     // has been sent on it yet: the greeting waits for the reverse lookup, >= 100 ms.
@@ -215,7 +237,7 @@ export class Ingress {
   private async listen(entry: string): Promise<void> {
     const hp = parseListen(entry);
     if (!hp) throw new Error(`ingress: invalid listen address ${JSON.stringify(entry)}`);
-    const server = new AdaptedServer(this.serverOptions(), (c) => this.adapt(c));
+    const server = new AdaptedServer(this.serverOptions(), (c) => this.adapt(c), this.opts.gate);
     server.on('error', (err: Error & { code?: string }) => {
       // Connection-level errors (a client resetting mid-transaction) land here too;
       // without a listener they would crash the process.
@@ -561,6 +583,7 @@ export class Ingress {
       this.stopping = true;
       for (const s of this.servers) s.close();
     }
+    for (const s of this.servers) for (const w of [...s.waiting]) w.destroy();
     const conns = this.servers.flatMap((s) => [...s.connections]);
     for (const c of conns) {
       c.send(421, '4.3.2 Service shutting down');

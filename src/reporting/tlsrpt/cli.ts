@@ -14,6 +14,7 @@ import { StubResolver } from '../../dns/stub.js';
 import { TlsrptService, tlsrptSettings, type Log } from './daily.js';
 import { dayOf, isDay, nextDay, type ReportJson } from './report.js';
 import { dkimKeygen } from './mail.js';
+import { dropForCli } from '../../privileges.js';
 import { printableJson } from '../../text/printable.js';
 
 const USAGE = `usage:
@@ -66,6 +67,7 @@ export async function tlsrptCli(argv: string[], out: NodeJS.WritableStream, err:
   if (cmd !== 'tlsrpt' || (sub !== 'show' && sub !== 'send')) { err.write(`${USAGE}\n`); return 2; }
 
   const config = loadConfig(argValue(argv, '--config') ?? 'config.example.yml');
+  dropForCli(config); // root with `user:`: what `send` writes under tlsrpt.dir stays the relay's
   const day = argValue(argv, '--day') ?? (sub === 'show' ? nextDay(dayOf(Date.now()), -1) : undefined);
   if (!day || !isDay(day)) { err.write(`--day YYYY-MM-DD is required and must be a date\n${USAGE}\n`); return 2; }
   // A report covers a closed UTC day (RFC 8460 §4.1, TLSRPT-31/34): sending today's or a future day would
