@@ -13,7 +13,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, promises as fsp } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { ensurePrivateDir, isWithin } from './files/private.js';
+import { ensurePrivateDir, isWithin, syncDir } from './files/private.js';
 
 export interface RunAs {
   name: string;
@@ -122,7 +122,10 @@ export async function handOverState(dirs: StateDir[], u: RunAs): Promise<number>
   };
   for (const d of dirs) {
     const created = await ensurePrivateDir(d.path);
-    for (const c of created) await give(c, 0);
+    for (const c of created) {
+      await give(c, 0);
+      await syncDir(dirname(c)); // durable now: the user may not be able to open the parent later
+    }
     if (!d.walk) continue;
     const real = await fsp.realpath(d.path); // an operator's link to the spool: hand over its target
     const foreign = (await fsp.readdir(real)).filter((n) => d.known && !d.known.includes(n) && !/^lock\./.test(n));

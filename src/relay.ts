@@ -136,6 +136,12 @@ export class Relay {
         config: { ...cfg.ingress, listen: cfg.listen, relayClients: cfg.relay_clients, hostname: cfg.hostname },
         spool: lateSpool, log, now, onQueued: (m) => late.onQueued?.(m), events: { messageReceived: (e) => late.events?.messageReceived?.(e) }, gate,
       });
+      // What the start imports lazily, imported while root can still read it (a root-only install, a
+      // clone under /root, then still starts; the installation should be readable by `user` anyway).
+      await Promise.all([
+        import('./dnssec/resolver.js'), import('./metrics/registry.js'), import('./metrics/timedResolver.js'), import('./metrics/readiness.js'),
+        import('./metrics/http.js'), import('./reporting/tlsrpt/daily.js'), import('./control/backends.js'),
+      ]);
       try {
         dropPrivileges(u);
       } catch (e) {

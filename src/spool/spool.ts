@@ -279,7 +279,9 @@ export class Spool implements SpoolWriter {
       for (const sub of ['tmp', 'msg', 'state', 'corrupt']) await fs.mkdir(join(root, sub), root);
       // The directories must survive a crash too: a durable file in a vanished msg/ is no use.
       await fs.fsyncDir(root);
-      await fs.fsyncDir(dirname(root));
+      // The parent may be one the relay cannot read after dropping to `user:` (privileges.ts created
+      // queue_dir as root and synced its parent then); anything else is a real failure.
+      await fs.fsyncDir(dirname(root)).catch((e: unknown) => { if (errno(e) !== 'EACCES') throw e; });
       // Temp files of lock attempts by processes that died mid-way.
       for (const name of await fs.readdir(root)) {
         const m = /^lock\.(?:stale\.)?(\d+)\./.exec(name);

@@ -8,7 +8,7 @@
  * and never submits over SMTP (that would turn a report into an ordinary, DANE-enforced message).
  */
 import { join, resolve } from 'node:path';
-import { ensurePrivateDir, writePrivateFileNew } from '../../files/private.js';
+import { ensurePrivateDir, writePrivateFileAtomic, writePrivateFileNew } from '../../files/private.js';
 import { loadConfig } from '../../config/load.js';
 import { StubResolver } from '../../dns/stub.js';
 import { TlsrptService, tlsrptSettings, type Log } from './daily.js';
@@ -91,10 +91,10 @@ export async function tlsrptCli(argv: string[], out: NodeJS.WritableStream, err:
     const outDir = argValue(argv, '--out');
     if (outDir) {
       // Reports name the destinations the relay talks to: 0700 for a directory made here, 0600 files,
-      // never written through a link and never over an existing file.
+      // written to a new file and renamed into place (a link there is replaced, never written through).
       await ensurePrivateDir(outDir);
       for (const r of reports) {
-        await writePrivateFileNew(join(outDir, r.filename), r.gz);
+        await writePrivateFileAtomic(join(outDir, r.filename), r.gz);
         out.write(`${join(outDir, r.filename)}\n`);
       }
       return 0;
