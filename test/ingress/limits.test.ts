@@ -11,15 +11,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
-import { configSchema } from '../../src/config/schema.js';
-import { Ingress, AUTH_FAILURE_LIMIT, type IngressOptions } from '../../src/ingress/server.js';
+import { AUTH_FAILURE_LIMIT, type IngressOptions } from '../../src/ingress/server.js';
 import { clientKey } from '../../src/ingress/access.js';
 import { AuthLimiter, Concurrency } from '../../src/ingress/limits.js';
 import { hashPassword } from '../../src/ingress/users.js';
-import { Spool } from '../../src/spool/spool.js';
-import type { QueuedMessage } from '../../src/spool/types.js';
 import { SmtpTestClient, type Reply } from '../support/submit.js';
+import { closeIngresses, startIngress, type IngressHarness } from '../support/ingress.js';
 import { makeSelfSigned } from '../support/pki.js';
 
 const root = mkdtempSync(join(tmpdir(), 'ingress-limits-'));
@@ -32,33 +29,8 @@ const GOOD = plain('alice', 'wonderland');
 /** a user whose hash takes long to check (p=8): many AUTH lines arrive while the first checks run */
 const SLOW = plain('slow', 'tortoise');
 
-interface Harness {
-  ingress: Ingress;
-  spool: Spool;
-  port: number;
-  queued: QueuedMessage[];
-  logs: Record<string, unknown>[];
-  clock: { t: number };
-}
-const open: Harness[] = [];
-let seq = 0;
-
-async function start(patch: Partial<IngressOptions['config']> = {}): Promise<Harness> {
-  const dir = join(root, `spool-${++seq}`);
-  const logs: Record<string, unknown>[] = [];
-  const log = pino({ level: 'debug' }, { write: (s: string) => void logs.push(JSON.parse(s)) });
-  const spool = await Spool.open(dir, { log });
-  await spool.recover();
-  const queued: QueuedMessage[] = [];
-  const clock = { t: Date.UTC(2026, 10, 24, 12, 0, 0) };
-  const ingress = await Ingress.start({
-    config: { ...configSchema.parse({}).ingress, listen: ['127.0.0.1:0', '[::1]:0'], relayClients: ['127.0.0.0/8', '::1/128'], hostname: 'relay.test', ...patch },
-    spool, log, now: () => clock.t, onQueued: (m) => queued.push(m),
-  });
-  const h: Harness = { ingress, spool, port: ingress.addresses[0]!.port, queued, logs, clock };
-  open.push(h);
-  return h;
-}
+type Harness = IngressHarness;
+const start = (patch: Partial<IngressOptions['config']> = {}): Promise<Harness> => startIngress(root, { listen: ['127.0.0.1:0', '[::1]:0'], ...patch });
 
 const tlsCfg = (patch: Partial<IngressOptions['config']> = {}) => ({ tls: { cert: certFile, key: keyFile }, users_file: usersFile, relayClients: [], ...patch });
 
@@ -89,13 +61,7 @@ beforeAll(async () => {
   usersFile = join(root, 'users');
   writeFileSync(usersFile, `alice:${await hashPassword('wonderland')}\nslow:${await hashPassword('tortoise', { N: 16384, r: 8, p: 8 })}\n`, { mode: 0o600 });
 }, 60_000);
-afterEach(async () => {
-  while (open.length) {
-    const h = open.pop()!;
-    await h.ingress.close();
-    await h.spool.close();
-  }
-});
+afterEach(closeIngresses);
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 describe('AUTH under parallel attack', () => {
