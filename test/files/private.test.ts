@@ -19,6 +19,7 @@ import { probeWritable } from '../../src/metrics/readiness.js';
 import { TlsrptStore } from '../../src/reporting/tlsrpt/store.js';
 import { HttpsSender } from '../../src/reporting/tlsrpt/https.js';
 import { skipReason, throwawayUser, removeThrowawayUsers } from '../support/users.js';
+import { hashPassword, Users } from '../../src/ingress/users.js';
 
 const root = mkdtempSync(join(tmpdir(), 'dr-files-'));
 let n = 0;
@@ -184,6 +185,14 @@ describe('start-up checks of state trees and trusted files', () => {
     expect(text).toContain(`${join(q, 'msg')} is writable by all users (mode 0703)`);
     expect(text).toContain(`${join(q, 'tmp', 'x.msg')} is a symbolic link`);
     expect(text).toContain(`${join(q, 'tmp', 'fifo')} is not a regular file, directory or socket`);
+  });
+
+  it('the users file is checked whenever it is loaded (start and SIGHUP): writable by others → refused, the previous users stay', async () => {
+    const f = join(fresh(), 'users');
+    writeFileSync(f, `alice:${await hashPassword('pw')}\n`, { mode: 0o600 });
+    expect((await Users.load(f)).size).toBe(1);
+    chmodSync(f, 0o646);
+    await expect(Users.load(f)).rejects.toThrow(/writable by all users \(mode 0646\)/);
   });
 
   it('the control socket\'s own directory outside the spool: a sticky shared directory is fine, a writable one is not', async () => {

@@ -180,6 +180,34 @@ describe('TLSRPT reports', () => {
   });
 });
 
+describe('tlsrpt show', () => {
+  let w: World;
+  let cfg = '';
+  beforeAll(async () => {
+    w = await World.create();
+    cfg = join(w.dir, 'tlsrpt.yml');
+    writeFileSync(cfg, `queue_dir: ${join(w.dir, 'queue')}\ndns:\n  mode: trust-ad\n  resolvers: ["${w.dns.server}"]\n`);
+  });
+  afterAll(async () => { await w?.close(); });
+
+  it('counts stored with outside text (an older relay, a hand-edited file) are shown printable, text and --json', async () => {
+    const { mkdirSync } = await import('node:fs');
+    const counts = join(w.dir, 'queue', 'tlsrpt', 'counts');
+    mkdirSync(counts, { recursive: true, mode: 0o700 });
+    const policy = JSON.stringify(['no-policy-found', [], 'dest.test', null]);
+    await fc.assert(fc.asyncProperty(hostileString, hostileString, async (helo, reason) => {
+      const detail = JSON.stringify(['validation-failure', '127.0.0.1', 'mx.dest.test', helo, '127.0.0.5', reason, reason]);
+      writeFileSync(join(counts, '2026-01-01.jsonl'), `${JSON.stringify({ d: 'dest.test', p: policy, s: 0, f: 1, x: { [detail]: 1 } })}\n`);
+      for (const json of [false, true]) {
+        const r = await cli(['tlsrpt', 'show', '--day', '2026-01-01', '--config', cfg, ...(json ? ['--json'] : [])]);
+        expect(r.code, r.stderr).toBe(0);
+        expectTerminalSafe(r.stdout, { newline: true });
+        if (json) expectValuesPrintable(JSON.parse(r.stdout));
+      }
+    }), { numRuns: 40 });
+  }, 60_000);
+});
+
 describe('metrics labels', () => {
   it('a destination name in a label is printable in the exposition text', async () => {
     const m = new RelayMetrics({ defaultMetrics: false });
