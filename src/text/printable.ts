@@ -12,8 +12,10 @@
  *   C1 controls (U+0080–U+009F)           → \u{HH}          (U+009B is a one-byte CSI)
  *   format characters (category Cf): bidi embeddings/overrides/isolates U+202A–U+202E and
  *   U+2066–U+2069, LRM/RLM/ALM, zero-width space/joiners, word joiner, BOM, soft hyphen,
- *   tag characters, interlinear annotations …; line/paragraph separators (Zl, Zp: U+2028,
- *   U+2029); lone surrogates                → \u{hex}
+ *   tag characters, interlinear annotations …; the other default-ignorable code points
+ *   (Unicode's "rendered as nothing": U+034F, Hangul fillers, reserved U+2065 …) except the
+ *   variation selectors; line/paragraph separators (Zl, Zp: U+2028, U+2029); lone
+ *   surrogates                              → \u{hex}
  *   bytes that are not UTF-8 (byte input)   → \xHH           (\x80–\xff: never a C0 escape)
  *   with `ascii`, every other code point above U+007E too → \u{hex} (7-bit header fields)
  * Everything else passes unchanged, including the backslash itself: the function is
@@ -25,13 +27,19 @@
  */
 import { isUtf8 } from 'node:buffer';
 
-/** Everything the rule escapes (without `ascii`). */
-const UNSAFE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u;
-const UNSAFE_G = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu;
+/**
+ * Everything the rule escapes (without `ascii`): controls, format characters, separators, lone
+ * surrogates, and the other default-ignorable code points (rendered as nothing: U+034F, Hangul
+ * fillers, the reserved U+2065 and U+FFF0–FFF8, …) except the variation selectors, which only pick
+ * a glyph for the character before them (emoji need U+FE0F).
+ */
+const UNSAFE_SRC = '[\\p{Cc}\\p{Cf}\\p{Zl}\\p{Zp}\\p{Cs}]|(?![\\uFE00-\\uFE0F\\u{E0100}-\\u{E01EF}])\\p{Default_Ignorable_Code_Point}';
+const UNSAFE = new RegExp(UNSAFE_SRC, 'u');
+const UNSAFE_G = new RegExp(UNSAFE_SRC, 'gu');
 const UNSAFE_ASCII = /[^\x20-\x7e]/u;
 const UNSAFE_ASCII_G = /[^\x20-\x7e]/gu;
 /** printableText: the same, but LF stays a line break */
-const UNSAFE_TEXT_G = /(?!\n)[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu;
+const UNSAFE_TEXT_G = new RegExp(`(?!\\n)(?:${UNSAFE_SRC})`, 'gu');
 
 const hex2 = (n: number) => n.toString(16).padStart(2, '0');
 

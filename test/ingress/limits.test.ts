@@ -103,7 +103,7 @@ describe('AUTH under parallel attack', () => {
     await a.closed;
     // once the server has seen the close, b may authenticate; the abandoned attempt still counts
     let r: Reply | undefined;
-    for (let i = 0; i < 50; i++) {
+    for (let i = 0; i < 250; i++) {
       r = await b.cmd(`AUTH PLAIN ${GOOD}`);
       if (r.code === 235) break;
       await new Promise((res) => setTimeout(res, 20));

@@ -27,13 +27,14 @@ describe('printable: the rule', () => {
       ['a\u200bb\u200dc\u2060d\ufeffe\u00adf', 'a\\u{200b}b\\u{200d}c\\u{2060}d\\u{feff}e\\u{ad}f'],
       ['\u2028\u2029', '\\u{2028}\\u{2029}'],
       ['\u{e0041}\ufff9', '\\u{e0041}\\u{fff9}'],
+      ['a\u2065b\u034fc\u3164d\ufff0', 'a\\u{2065}b\\u{34f}c\\u{3164}d\\u{fff0}'], // other default-ignorables
       ['\ud800x\udfff', '\\u{d800}x\\u{dfff}'],
     ];
     for (const [input, want] of cases) expect(printable(input)).toBe(want);
   });
 
-  it('leaves ordinary text alone: ASCII, accents, scripts, emoji, the backslash, U+FFFD', () => {
-    for (const s of ['mx.example.org', 'Grüße, 東京, Ελλάδα, 🙂', 'C:\\path\\x41', '\ufffd', '']) expect(printable(s)).toBe(s);
+  it('leaves ordinary text alone: ASCII, accents, scripts, emoji (variation selector included), the backslash, U+FFFD', () => {
+    for (const s of ['mx.example.org', 'Grüße, 東京, Ελλάδα, 🙂, ❤\ufe0f', 'C:\\path\\x41', '\ufffd', '']) expect(printable(s)).toBe(s);
   });
 
   it('bytes that are not UTF-8 show as \\xHH; valid sequences decode (overlongs and encoded surrogates are not valid)', () => {
