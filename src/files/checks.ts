@@ -7,7 +7,8 @@
  *   others, and nothing in the tree may be a symbolic link, FIFO or device — otherwise another
  *   local user could have planted messages (which the relay would deliver) or links (which would
  *   make it write elsewhere). The relay refuses to start and says how to fix it. A directory of
- *   ours that others can merely read is tightened to 0700 (nothing can have been planted).
+ *   ours that others can merely read, or could write but that is empty, is tightened to 0700
+ *   (nothing can have been planted).
  * - Secrets (ingress.tls.key, ingress.users_file, tlsrpt.dkim.key_file): writable by group or
  *   others, or owned by another user than root or the relay's → refuse (whoever can write them
  *   can impersonate the relay or log in); readable by others → warning.
@@ -44,16 +45,29 @@ export function currentIdentity(): Identity {
 const mode = (st: Stats) => `0${(st.mode & 0o7777).toString(8)}`;
 const owner = (uid: number, me: Identity) => (uid === me.uid ? `${me.name} (uid ${uid})` : `uid ${uid}`);
 
-function dirProblems(path: string, st: Stats, me: Identity, fix: boolean): FileProblem[] {
-  const out: FileProblem[] = [];
+/** Entries that carry nothing (the repository keeps an empty queue/ with this file). */
+const INERT = new Set(['.gitkeep']);
+
+async function dirProblems(path: string, st: Stats, me: Identity, fix: boolean): Promise<FileProblem[]> {
   if (st.uid !== me.uid) {
-    out.push({ level: 'refuse', path, message: `${path} is owned by ${owner(st.uid, me)}, not by the relay's user ${me.name} (uid ${me.uid}): another user could change the relay's state. Fix: chown -R ${me.name} ${path} (or set \`user:\` to its owner)` });
-  } else if (st.mode & 0o022) {
-    out.push({ level: 'refuse', path, message: `${path} is writable by ${st.mode & 0o002 ? 'all users' : 'its group'} (mode ${mode(st)}): another local user could plant or replace files the relay trusts. Fix: chmod 700 ${path} (and check what is inside)` });
-  } else if (st.mode & 0o055 && fix) {
-    out.push({ level: 'fixed', path, message: `${path} was readable by other users (mode ${mode(st)}); set to 0700` });
+    return [{ level: 'refuse', path, message: `${path} is owned by ${owner(st.uid, me)}, not by the relay's user ${me.name} (uid ${me.uid}): another user could change the relay's state. Fix: chown -R ${me.name} ${path} (or set \`user:\` to its owner)` }];
   }
-  return out;
+  if (st.mode & 0o022) {
+    const refusal: FileProblem = { level: 'refuse', path, message: `${path} is writable by ${st.mode & 0o002 ? 'all users' : 'its group'} (mode ${mode(st)}): another local user could plant or replace files the relay trusts. Fix: chmod 700 ${path} (and check what is inside)` };
+    if (!fix) return [refusal];
+    // Closed first, then looked into: once it is 0700 nobody else can add anything, so an empty
+    // directory (a fresh clone's queue/ under umask 002 or 000) holds nothing planted and can be used.
+    await fsp.chmod(path, DIR_MODE);
+    if ((await fsp.readdir(path)).every((n) => INERT.has(n))) return [{ level: 'fixed', path, message: `${path} was writable by others (mode ${mode(st)}) and empty; set to 0700` }];
+    // Not empty: its mode goes back, so that the next start refuses too until someone has looked inside.
+    await fsp.chmod(path, st.mode & 0o7777);
+    return [refusal];
+  }
+  if (st.mode & 0o055 && fix) {
+    await fsp.chmod(path, DIR_MODE);
+    return [{ level: 'fixed', path, message: `${path} was readable by other users (mode ${mode(st)}); set to 0700` }];
+  }
+  return [];
 }
 
 /**
@@ -80,11 +94,8 @@ export async function checkStateTree(root: string, me: Identity, opts: { fix?: b
   }
   if (!st.isDirectory()) return [{ level: 'refuse', path: top, message: `${top} is not a directory` }];
   const walk = async (dir: string, dst: Stats): Promise<void> => {
-    const problems = dirProblems(dir, dst, me, fix);
-    for (const p of problems) {
-      if (p.level === 'fixed') await fsp.chmod(dir, DIR_MODE);
-      out.push(p);
-    }
+    const problems = await dirProblems(dir, dst, me, fix);
+    out.push(...problems);
     if (problems.some((p) => p.level === 'refuse')) return; // its contents cannot be trusted, nor need listing
     let entries: Dirent[];
     try {

@@ -248,6 +248,7 @@ describe.skipIf(skipReason !== undefined)('refusals and warnings at start', () =
 
     const b = relayConfig({ port: await freePort() });
     mkdirSync(join(b.queue, 'msg'), { recursive: true, mode: 0o700 });
+    writeFileSync(join(b.queue, 'msg', 'planted'), 'x'); // (an empty one would simply be closed and used)
     chmodSync(join(b.queue, 'msg'), 0o770);
     expect(await refused(b.cfg)).toContain(`${join(b.queue, 'msg')} is writable by its group (mode 0770)`);
   }, 60_000);

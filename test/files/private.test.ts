@@ -168,14 +168,29 @@ describe('start-up checks of state trees and trusted files', () => {
     expect(await checkStateTree(join(q, 'missing'), me)).toEqual([]);
   });
 
+  it('an empty directory of ours that others could write (a fresh clone\'s queue/ under umask 000) is closed and used; one with contents is refused, its mode left for the operator', async () => {
+    const q = fresh();
+    chmodSync(q, 0o777);
+    writeFileSync(join(q, '.gitkeep'), '');
+    expect(await checkStateTree(q, me)).toEqual([{ level: 'fixed', path: q, message: `${q} was writable by others (mode 0777) and empty; set to 0700` }]);
+    expect(modeOf(q)).toBe(0o700);
+    chmodSync(q, 0o777);
+    writeFileSync(join(q, 'planted'), '');
+    expect((await checkStateTree(q, me))[0]).toMatchObject({ level: 'refuse' });
+    expect(modeOf(q)).toBe(0o777);
+    expect((await checkStateTree(q, me))[0]).toMatchObject({ level: 'refuse' }); // and again at the next start
+  });
+
   it('refuses group/other-writable directories, links and FIFOs anywhere in the tree, saying how to fix it', async () => {
     const q = fresh();
     mkdirSync(join(q, 'state'), { mode: 0o700 });
+    writeFileSync(join(q, 'state', 'x.json'), '{}');
     chmodSync(join(q, 'state'), 0o770);
     mkdirSync(join(q, 'tmp'), { mode: 0o700 });
     symlinkSync(victim, join(q, 'tmp', 'x.msg'));
     execFileSync('mkfifo', [join(q, 'tmp', 'fifo')]);
     mkdirSync(join(q, 'msg'), { mode: 0o700 });
+    writeFileSync(join(q, 'msg', 'm'), 'x');
     chmodSync(join(q, 'msg'), 0o703);
     const p = await checkStateTree(q, me);
     expect(p.map((x) => x.level)).toEqual(['refuse', 'refuse', 'refuse', 'refuse']);
