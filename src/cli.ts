@@ -4,6 +4,7 @@
  */
 import { loadConfig, ConfigError } from './config/load.js';
 import { trustAdProblem } from './dns/trust.js';
+import { printableText } from './text/printable.js';
 
 const USAGE = `usage:
   dane-relay serve --config FILE        run the relay
@@ -26,8 +27,27 @@ function argValue(args: string[], name: string): string | undefined {
   return eq?.slice(name.length + 1);
 }
 
-export async function main(argv: string[], out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): Promise<number> {
+/**
+ * The terminal sink: everything a command writes passes through printableText (LF stays a line
+ * break), so outside text a command prints — a stored SMTP reply, a certificate subject, a DNS
+ * name, a TXT string — cannot drive the operator's terminal, whatever path it took to get here.
+ */
+export function terminalSafe(s: NodeJS.WritableStream): NodeJS.WritableStream {
+  const write = (chunk: unknown, ...rest: unknown[]): boolean =>
+    (s.write as (...a: unknown[]) => boolean)(typeof chunk === 'string' || Buffer.isBuffer(chunk) ? printableText(chunk) : chunk, ...rest);
+  return new Proxy(s, {
+    get(target, prop) {
+      if (prop === 'write') return write;
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+export async function main(argv: string[], rawOut: NodeJS.WritableStream = process.stdout, rawErr: NodeJS.WritableStream = process.stderr): Promise<number> {
   const [cmd, sub] = argv;
+  const out = terminalSafe(rawOut);
+  const err = terminalSafe(rawErr);
   try {
     if (cmd === 'serve') {
       const file = argValue(argv, '--config') ?? 'config.example.yml';

@@ -3,6 +3,7 @@
  * No policy lives here; this is start-up, shutdown and plumbing.
  */
 import type { Logger } from 'pino';
+import { resolve } from 'node:path';
 import type { LoadedConfig } from './config/load.js';
 import { Spool } from './spool/spool.js';
 import { Scheduler } from './scheduler/scheduler.js';
@@ -25,6 +26,41 @@ import type { MetricsServer } from './metrics/http.js';
 import type { Readiness } from './metrics/readiness.js';
 import type { TlsrptService } from './reporting/tlsrpt/daily.js';
 import type { HttpsOptions } from './reporting/tlsrpt/https.js';
+import { dropPrivileges, handOverState, privilegePlan, stateDirs } from './privileges.js';
+import { currentIdentity, startupFileProblems, UnsafeStateError } from './files/checks.js';
+import type { QueuedMessage, SpoolWriter } from './spool/types.js';
+
+/**
+ * Issue 23 §3: the files the relay trusts, checked before it trusts them (files/checks.ts). Refusals
+ * stop the start with every problem listed; warnings are logged at every start.
+ */
+async function checkFiles(cfg: LoadedConfig, log: Logger, tlsrptDir: string | undefined, controlSocket: string): Promise<void> {
+  const abs = (p: string) => resolve(cfg.baseDir, p);
+  const inlinePem = (v: string) => v.trimStart().startsWith('-----BEGIN');
+  const problems = await startupFileProblems({
+    queueDir: cfg.queue_dir,
+    tlsrptDir,
+    controlSocket,
+    configFile: cfg.file,
+    secrets: [
+      ...(cfg.ingress.tls && !inlinePem(cfg.ingress.tls.key) ? [abs(cfg.ingress.tls.key)] : []),
+      ...(cfg.ingress.users_file ? [abs(cfg.ingress.users_file)] : []),
+      ...(cfg.tlsrpt.dkim ? [abs(cfg.tlsrpt.dkim.key_file)] : []),
+    ],
+    configs: [
+      ...(cfg.ingress.tls && !inlinePem(cfg.ingress.tls.cert) ? [abs(cfg.ingress.tls.cert)] : []),
+      ...(cfg.policy.tls_policy ? [abs(cfg.policy.tls_policy)] : []),
+      ...(cfg.policy.danefail ? [abs(cfg.policy.danefail)] : []),
+      ...(cfg.dns.trust_anchors ? [abs(cfg.dns.trust_anchors)] : []),
+    ],
+  }, currentIdentity());
+  for (const p of problems) {
+    if (p.level === 'warn') log.warn({ file: p.path }, `UNSAFE FILE: ${p.message}`);
+    else if (p.level === 'fixed') log.info({ file: p.path }, p.message);
+  }
+  const refusals = problems.filter((p) => p.level === 'refuse');
+  if (refusals.length) throw new UnsafeStateError(refusals);
+}
 
 /** dns.mode validate: DNSSEC checked in-process from the trust anchors (file, or the built-in IANA root). */
 async function validatingResolver(cfg: LoadedConfig, now: () => number): Promise<Resolver> {
@@ -77,14 +113,62 @@ export class Relay {
     const now = opts.now ?? Date.now;
     const problem = trustAdProblem(cfg);
     if (problem && !opts.resolver) throw new Error(problem);
-    const resolver = opts.resolver ?? (cfg.dns.mode === 'validate'
-      ? await validatingResolver(cfg, now) // the relay's clock: signature windows and cache ages follow it
-      : new StubResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts }));
+    const { controlSocketPath } = await import('./control/server.js');
+    const tlsrptDir = cfg.tlsrpt.enabled ? (cfg.tlsrpt.dir ? resolve(cfg.baseDir, cfg.tlsrpt.dir) : undefined) : undefined;
 
-    // DANE-2: a tls_policy DANE entry under an untrusted trust-ad resolver is refused like a DANE default (an injected resolver
-    // is the caller's). The stub resolver opens sockets per query only: nothing has been sent when this throws.
-    const policy = policyStoreFor(cfg, log, opts.policyStatIntervalMs, !opts.resolver);
-    const spool = await Spool.open(cfg.queue_dir, { now, log });
+    // Issue 23 §3: root with `user:` binds the SMTP listeners, hands the state directories over
+    // and drops to that user before anything else; root without it says why that is risky.
+    const privileges = privilegePlan(cfg, process.geteuid?.() ?? -1);
+    if (privileges.rootWarning) log.warn({ uid: 0, allow_root: cfg.allow_root }, privileges.rootWarning);
+    type Late = { spool?: Spool; onQueued?: (m: QueuedMessage) => void; events?: RelayEvents };
+    let early: { ingress: Ingress; open: () => void; fail: () => void; late: Late } | undefined;
+    if (privileges.drop) {
+      const u = privileges.drop;
+      const handed = await handOverState(stateDirs(cfg.queue_dir, tlsrptDir, controlSocketPath(cfg)), u);
+      // Bound now, as root (ports below 1024); sessions wait at the gate until the relay is ready.
+      let open!: () => void;
+      let fail!: () => void;
+      const gate = new Promise<void>((res, rej) => { open = res; fail = () => rej(new Error('relay did not start')); });
+      gate.catch(() => undefined);
+      const late: Late = {};
+      const lateSpool: SpoolWriter = { begin: (e) => late.spool!.begin(e), enqueue: (e, b) => late.spool!.enqueue(e, b) };
+      const ingressEarly = await Ingress.start({
+        config: { ...cfg.ingress, listen: cfg.listen, relayClients: cfg.relay_clients, hostname: cfg.hostname },
+        spool: lateSpool, log, now, onQueued: (m) => late.onQueued?.(m), events: { messageReceived: (e) => late.events?.messageReceived?.(e) }, gate,
+      });
+      // What the start imports lazily, imported while root can still read it (a root-only install, a
+      // clone under /root, then still starts; the installation should be readable by `user` anyway).
+      await Promise.all([
+        import('./dnssec/resolver.js'), import('./metrics/registry.js'), import('./metrics/timedResolver.js'), import('./metrics/readiness.js'),
+        import('./metrics/http.js'), import('./reporting/tlsrpt/daily.js'), import('./control/backends.js'),
+      ]);
+      try {
+        dropPrivileges(u);
+      } catch (e) {
+        fail();
+        await ingressEarly.close();
+        throw e;
+      }
+      early = { ingress: ingressEarly, open, fail, late };
+      log.info({ user: u.name, uid: u.uid, gid: u.gid, state_entries_handed_over: handed }, 'privileges dropped: listeners bound as root, running as the configured user');
+    }
+    let resolver: Resolver;
+    let policy: PolicyStore;
+    let spool: Spool;
+    try {
+      await checkFiles(cfg, log, tlsrptDir, controlSocketPath(cfg));
+      resolver = opts.resolver ?? (cfg.dns.mode === 'validate'
+        ? await validatingResolver(cfg, now) // the relay's clock: signature windows and cache ages follow it
+        : new StubResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts }));
+      // DANE-2: a tls_policy DANE entry under an untrusted trust-ad resolver is refused like a DANE default (an injected resolver
+      // is the caller's). The stub resolver opens sockets per query only: nothing has been sent when this throws.
+      policy = policyStoreFor(cfg, log, opts.policyStatIntervalMs, !opts.resolver);
+      spool = await Spool.open(cfg.queue_dir, { now, log });
+    } catch (e) {
+      early?.fail();
+      await early?.ingress.close().catch(() => undefined);
+      throw e;
+    }
     let ingress: Ingress | undefined;
     let control: ControlServer | undefined;
     let metrics: Relay['metrics'];
@@ -145,7 +229,7 @@ export class Relay {
       for (const m of recovered) scheduler.add(m);
       log.info({ recovered: recovered.length, queue_dir: cfg.queue_dir }, 'spool recovered');
       scheduler.start();
-      const { ControlServer: Control, controlSocketPath } = await import('./control/server.js');
+      const { ControlServer: Control } = await import('./control/server.js');
       const { schedulerBackend } = await import('./control/backends.js');
       // Operator surfaces must never stop mail: if one cannot start, say so loudly and run without it.
       control = await Control.start({ path: controlSocketPath(cfg), backend: schedulerBackend(scheduler), now, log })
@@ -169,14 +253,21 @@ export class Relay {
         scheduler.add(queued);
         return queued.id;
       });
-      ingress = await Ingress.start({
-        config: { ...cfg.ingress, listen: cfg.listen, relayClients: cfg.relay_clients, hostname: cfg.hostname },
-        spool,
-        log,
-        now,
-        onQueued: (m) => scheduler.add(m),
-        events,
-      });
+      if (early) {
+        // bound before the privilege drop: now the spool and scheduler exist, let the sessions in
+        Object.assign(early.late, { spool, onQueued: (m: QueuedMessage) => scheduler.add(m), events });
+        ingress = early.ingress;
+        early.open();
+      } else {
+        ingress = await Ingress.start({
+          config: { ...cfg.ingress, listen: cfg.listen, relayClients: cfg.relay_clients, hostname: cfg.hostname },
+          spool,
+          log,
+          now,
+          onQueued: (m) => scheduler.add(m),
+          events,
+        });
+      }
       log.info({ listen: ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode }, 'dane-relay started');
       const relay = new Relay(cfg, log, spool, scheduler, ingress, resolver);
       relay.policy = policy;
@@ -197,7 +288,8 @@ export class Relay {
       policy.close();
       await control?.close().catch(() => undefined);
       await metrics?.server.close().catch(() => undefined);
-      await ingress?.close().catch(() => undefined);
+      early?.fail();
+      await (ingress ?? early?.ingress)?.close().catch(() => undefined);
       await tlsrpt?.stop().catch(() => undefined);
       await spool.close().catch(() => undefined);
       throw e;

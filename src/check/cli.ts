@@ -15,6 +15,7 @@ import { formatReport } from './format.js';
 import { certificatesFrom, formatSuggestions, suggestTlsa } from './tlsaCert.js';
 import { normalizeDomain } from '../policy/tables.js';
 import { addressLiteral } from '../route/mx.js';
+import { printableJson } from '../text/printable.js';
 
 function argValue(args: string[], name: string): string | undefined {
   const i = args.indexOf(name);
@@ -50,7 +51,7 @@ export async function runCheck(argv: string[], out: NodeJS.WritableStream, err: 
       });
     }
     if (args.includes('--json')) {
-      out.write(`${JSON.stringify({ ...report, advice, exitCode: code, ...(without ? { withoutException: { ...without, advice: adviceFor(without, now(), config.policy.rollover_warn) } } : {}) }, null, 2)}\n`);
+      out.write(`${printableJson({ ...report, advice, exitCode: code, ...(without ? { withoutException: { ...without, advice: adviceFor(without, now(), config.policy.rollover_warn) } } : {}) }, 2)}\n`);
     } else {
       out.write(formatReport(report, advice));
       if (without) out.write(`\n--- without the danefail exception (what the recovery probe checks) ---\n${formatReport(without, adviceFor(without, now(), config.policy.rollover_warn))}`);

@@ -18,6 +18,8 @@ export class ConfigError extends Error {
 export interface LoadedConfig extends Config {
   /** directory the config file is in; relative paths in it are resolved against it */
   baseDir: string;
+  /** the config file (absolute), when it came from one: the start-up checks look at its mode */
+  file?: string;
   /** resolvers after defaulting from /etc/resolv.conf */
   resolvedResolvers: string[];
 }
@@ -119,6 +121,7 @@ export function loadConfig(file: string, opts: { resolvConf?: string } = {}): Lo
     },
     dns: { ...cfg.dns, trust_anchors: cfg.dns.trust_anchors ? abs(cfg.dns.trust_anchors) : undefined },
     baseDir,
+    file: resolve(file),
     resolvedResolvers: resolvers,
   };
 }

@@ -38,6 +38,10 @@ export const configSchema = z.strictObject({
   relay_clients: z.array(cidr).default(['127.0.0.0/8', '::1/128']),
   queue_dir: z.string().min(1).default('queue'),
   hostname: hostname.default('localhost'),
+  /** started as root: bind the listeners, then drop to this (unprivileged) user for good; src/privileges.ts */
+  user: z.string().regex(/^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d+)$/, 'expected a user name or number').optional(),
+  /** false: refuse to run as root without `user:` (default: run, with a loud warning at every start) */
+  allow_root: z.boolean().default(true),
   dns: z.strictObject({
     /**
      * validate: check DNSSEC in-process from the trust anchors (resolvers are only transport);
@@ -83,6 +87,12 @@ export const configSchema = z.strictObject({
     max_connections: z.number().int().min(1).default(200),
     /** messages accepted per client address per minute; 0 = unlimited */
     rate_per_minute: z.number().int().min(0).default(0),
+    /** open connections per client (an IPv4 address or IPv6 /client_ipv6_prefix); 0 = no limit beyond max_connections */
+    max_connections_per_client: z.number().int().min(0).default(0),
+    /** AUTH exchanges in progress at once per client (each is a scrypt run); more get 454 4.7.0 */
+    max_auth_per_client: z.number().int().min(1).max(1000).default(3),
+    /** per-client limits count IPv6 clients per network of this prefix length (one host usually holds a /64) */
+    client_ipv6_prefix: z.number().int().min(1).max(128).default(64),
     tls: z.strictObject({ cert: z.string(), key: z.string() }).optional(),
     /** users file: "user:$scrypt$N=16384,r=8,p=1$<salt>$<hash>" per line; enables AUTH PLAIN/LOGIN over TLS */
     users_file: z.string().optional(),

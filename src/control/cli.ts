@@ -7,6 +7,8 @@ import { loadConfig } from '../config/load.js';
 import { formatListing } from '../spool/inspect.js';
 import { COMMANDS, ControlError, formatResult, parseRequest } from './commands.js';
 import { runQueueCommand } from './client.js';
+import { dropForCli } from '../privileges.js';
+import { printableJson } from '../text/printable.js';
 
 const OPTIONS_WITH_VALUE = new Set(['--config']);
 
@@ -35,16 +37,19 @@ export async function queueCli(argv: string[], out: NodeJS.WritableStream, err: 
     throw e;
   }
   const config = loadConfig(configFile);
+  // Root with `user:` set: work as the relay's user, so what this creates in the spool stays the relay's
+  // (and its control socket, 0600, is reachable).
+  dropForCli(config);
   const r = await runQueueCommand(config, req);
   if (r.warning) err.write(`dane-relay queue ${sub}: warning: ${r.warning}\n`);
   if (!r.response.ok) {
-    if (json) out.write(`${JSON.stringify(r.response, null, 2)}\n`);
+    if (json) out.write(`${printableJson(r.response, 2)}\n`);
     err.write(`dane-relay queue ${sub}: ${r.response.error}\n`);
     return r.response.code === 'EINVAL' ? 2 : 1;
   }
   const res = r.response.result;
   // `queue list --json` keeps its shape: the listing itself ({messages, unreadable}).
-  if (json) out.write(`${JSON.stringify(res.cmd === 'list' ? res.listing : res.cmd === 'show' ? res.message : res, null, 2)}\n`);
+  if (json) out.write(`${printableJson(res.cmd === 'list' ? res.listing : res.cmd === 'show' ? res.message : res, 2)}\n`);
   else out.write(formatResult(res, Date.now(), formatListing));
   return res.cmd === 'list' && res.listing.unreadable.length ? 1 : 0;
 }

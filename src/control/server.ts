@@ -5,10 +5,12 @@
  * (commands.ts has the shapes), then the server closes the connection.
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
+import { chmod, lstat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { respond, type ControlResponse, type QueueBackend } from './commands.js';
+import { printableJson } from '../text/printable.js';
+import { ensurePrivateDir } from '../files/private.js';
 
 /** A request is a few hundred bytes; anything longer is not ours. */
 const MAX_REQUEST = 64 * 1024;
@@ -46,10 +48,12 @@ export class ControlServer {
       throw new Error(`control.socket ${path} is longer than ${MAX_SOCKET_PATH} bytes (the Unix socket limit); set a shorter control.socket`);
     }
     // Owner-only directory: the socket's own mode is not honoured by every system, a directory's is.
-    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    // (An existing directory was checked at start: owned by us, not writable by others; files/checks.ts.)
+    await ensurePrivateDir(dirname(path));
     const st = await lstat(path).catch(() => undefined);
     if (st) {
-      if (!st.isSocket()) throw new Error(`control.socket ${path} exists and is not a socket; refusing to replace it`);
+      // lstat: a link planted here is "not a socket", never followed, never removed.
+      if (!st.isSocket()) throw new Error(`control.socket ${path} exists and is not a socket${st.isSymbolicLink() ? ' (a symbolic link)' : ''}; refusing to replace it`);
       if (await answers(path)) throw new Error(`control socket ${path} is in use by another process`);
       await unlink(path); // left by a relay that was killed
     }
@@ -65,7 +69,8 @@ export class ControlServer {
     } finally {
       process.umask(old);
     }
-    await chmod(path, 0o600);
+    // The umask above made it 0600 at bind(); chmod follows links, so only after checking it is still our socket.
+    if ((await lstat(path)).isSocket()) await chmod(path, 0o600);
     opts.log.info({ control_socket: path }, 'control socket listening');
     return srv;
   }
@@ -77,7 +82,8 @@ export class ControlServer {
     s.setTimeout(REQUEST_TIMEOUT_MS, () => s.destroy());
     let buf = '';
     let done = false;
-    const reply = (r: ControlResponse) => { s.end(`${JSON.stringify(r)}\n`); };
+    // Addresses and reasons in a listing are outside text: a client reading the socket directly gets them printable too.
+    const reply = (r: ControlResponse) => { s.end(`${printableJson(r)}\n`); };
     s.setEncoding('utf8');
     s.on('data', (chunk: string) => {
       if (done) return;

@@ -20,7 +20,7 @@ import { lookupMx, hostContext } from '../route/nexthop.js';
 import { assessRollover } from '../policy/rollover.js';
 import type { MxFactsStore } from '../policy/mxFacts.js';
 import type { VerifyOutcome } from './types.js';
-import { enhancedOf, resultOf, type RecipientOutcome } from './outcome.js';
+import { enhancedOf, replyLine, resultOf, type RecipientOutcome } from './outcome.js';
 import { daneStatusOf, deferralReason } from '../metrics/labels.js';
 import { formatTlsa } from '../dane/tlsa.js';
 
@@ -279,15 +279,15 @@ export class DestinationRun {
       const res = await session.send({ from: job.envelope.from, recipients: job.recipients, size: job.size, eightBit: job.envelope.eightBit, smtputf8: job.envelope.smtputf8, body: job.body });
       if (res.mail.code >= 300) {
         const r = resultOf(res.mail.code);
-        return this.log(job, started, this.everyone(job, r === 'sent' ? 'deferred' : r, enhancedOf(res.mail.code, res.mail.enhanced), `host ${relay} said: ${res.mail.code} ${res.mail.text} (in reply to MAIL FROM)`, { ...extra, reply: `${res.mail.code} ${res.mail.text}` }));
+        return this.log(job, started, this.everyone(job, r === 'sent' ? 'deferred' : r, enhancedOf(res.mail.code, res.mail.enhanced), `host ${relay} said: ${replyLine(res.mail)} (in reply to MAIL FROM)`, { ...extra, reply: replyLine(res.mail) }));
       }
       const out: RecipientOutcome[] = res.rcpts.map((r) => {
         if (!r.accepted) {
-          return { address: r.address, result: resultOf(r.reply.code), code: enhancedOf(r.reply.code, r.reply.enhanced), reason: `host ${relay} said: ${r.reply.code} ${r.reply.text} (in reply to RCPT TO)`, reply: `${r.reply.code} ${r.reply.text}`, ...extra };
+          return { address: r.address, result: resultOf(r.reply.code), code: enhancedOf(r.reply.code, r.reply.enhanced), reason: `host ${relay} said: ${replyLine(r.reply)} (in reply to RCPT TO)`, reply: replyLine(r.reply), ...extra };
         }
         const d = res.data!;
         const result = resultOf(d.code);
-        return { address: r.address, result, code: enhancedOf(d.code, d.enhanced), reason: result === 'sent' ? `${d.code} ${d.text}` : `host ${relay} said: ${d.code} ${d.text} (in reply to end of DATA)`, reply: `${d.code} ${d.text}`, ...extra };
+        return { address: r.address, result, code: enhancedOf(d.code, d.enhanced), reason: result === 'sent' ? replyLine(d) : `host ${relay} said: ${replyLine(d)} (in reply to end of DATA)`, reply: replyLine(d), ...extra };
       });
       return this.log(job, started, out);
     } catch (e) {

@@ -1,6 +1,8 @@
 /**
  * Classification of SMTP replies and connection failures into per-recipient outcomes. Pure.
  */
+import { printable } from '../text/printable.js';
+
 export type RecipientResult = 'sent' | 'deferred' | 'bounced';
 
 export interface RecipientOutcome {
@@ -15,6 +17,28 @@ export interface RecipientOutcome {
   remoteMta?: string;
   /** the remote reply as received */
   reply?: string;
+}
+
+/**
+ * A reply as one line for reasons, logs and DSNs: the lines of a multi-line reply joined with
+ * " / ", and the peer's text made printable (src/text/printable.ts) — the reply parser keeps
+ * the text as received for protocol use; everything stored or shown comes from here.
+ */
+export function replyLine(r: { code: number; text: string }): string {
+  return printable(`${r.code} ${r.text.replace(/\n/g, ' / ')}`);
+}
+
+/**
+ * The outcome as the relay keeps it (recipient state, DSN, logs): every text field printable. The
+ * boundary where outside text enters the queue's state; reasons also carry error messages of the
+ * TLS stack and DNS names, which can hold a peer's bytes too.
+ */
+export function printableOutcome(o: RecipientOutcome): RecipientOutcome {
+  const p: RecipientOutcome = { ...o, reason: printable(o.reason) };
+  if (o.reply !== undefined) p.reply = printable(o.reply);
+  if (o.relay !== undefined) p.relay = printable(o.relay);
+  if (o.remoteMta !== undefined) p.remoteMta = printable(o.remoteMta);
+  return p;
 }
 
 /** RFC 3463 code carried by a reply, or the default class code for its basic code. */

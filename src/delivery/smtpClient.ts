@@ -15,6 +15,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Readable } from 'node:stream';
 import type { PresentedChain, Target, TlsRequirement, VerifyOutcome } from './types.js';
+import { replyLine } from './outcome.js';
+import { decodeUtf8 } from '../text/printable.js';
 
 export interface SmtpTimeouts {
   /** TCP connect */
@@ -147,9 +149,8 @@ export const MAX_LINE_BYTES = 8 * 1024;
 
 const CRLF = '\r\n';
 
-function describe(reply: Reply): string {
-  return `${reply.code} ${reply.text.replace(/\n/g, ' / ')}`;
-}
+/** A reply in an error message: one printable line (outcome.ts replyLine), never the peer's raw bytes. */
+const describe = replyLine;
 
 /**
  * Incremental reply parser for one socket (RFC 5321 §4.2). Complete replies are
@@ -170,7 +171,8 @@ class ReplyReader {
     let nl: number;
     while ((nl = this.buf.indexOf(0x0a)) !== -1) {
       const end = nl > 0 && this.buf[nl - 1] === 0x0d ? nl - 1 : nl;
-      const line = this.buf.subarray(0, end).toString('utf8');
+      // As received, except that bytes which are not UTF-8 read as \xHH instead of U+FFFD (what was sent stays visible).
+      const line = decodeUtf8(this.buf.subarray(0, end));
       this.bytes += nl + 1;
       this.buf = this.buf.subarray(nl + 1);
       if (!this.line(line)) return;

@@ -188,8 +188,11 @@ export class DnsTransport {
         if (r !== 'ignore') finish(r);
       });
       // connect(): the kernel then drops datagrams from any other source address/port.
-      sock.connect(srv.port, srv.host, () => {
+      sock.connect(srv.port, srv.host, (cerr?: Error) => {
         if (done) return;
+        // connect() fails at once when there is no route (ENETUNREACH): send() on the unconnected
+        // socket would then throw outside any handler and take the relay down.
+        if (cerr) return finish({ kind: 'other', message: cerr.message });
         sock.send(query, (err) => {
           if (err) finish({ kind: 'other', message: err.message });
         });

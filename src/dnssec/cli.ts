@@ -11,6 +11,7 @@ import { StubResolver } from '../dns/stub.js';
 import type { DnsAnswer, QueryType } from '../dns/types.js';
 import { ValidatingResolver } from './resolver.js';
 import { formatTrace, type TraceStep } from './trace.js';
+import { printableJson } from '../text/printable.js';
 
 const TYPES: QueryType[] = ['MX', 'A', 'AAAA', 'TLSA', 'TXT', 'CNAME'];
 
@@ -50,12 +51,13 @@ export async function dnsLookupCommand(a: DnsLookupArgs): Promise<number> {
     }
   }
   if (a.json) {
-    a.out.write(`${JSON.stringify({ mode: cfg.dns.mode, answer: jsonAnswer(answer), trace }, null, 2)}\n`);
+    a.out.write(`${printableJson({ mode: cfg.dns.mode, answer: jsonAnswer(answer), trace }, 2)}\n`);
   } else {
     a.out.write(`${formatTrace(trace)}\n`);
     a.out.write(`; ${answer.qname} ${answer.qtype}: ${answer.status}${answer.error ? ` (${answer.error.kind}: ${answer.error.message})` : ''}, rcode ${answer.rcode || '-'}, first response ${answer.firstStatus}\n`);
     for (const h of answer.chain) a.out.write(`; alias ${h.owner} -> ${h.target} (${h.status})\n`);
-    for (const rec of answer.records) a.out.write(`${answer.canonicalName}\t${answer.ttl}\tIN\t${answer.qtype}\t${showRecord(rec)}\n`);
+    // Space-separated (zone file syntax allows it): the terminal sink escapes every control character, tab included.
+    for (const rec of answer.records) a.out.write(`${answer.canonicalName} ${answer.ttl} IN ${answer.qtype} ${showRecord(rec)}\n`);
   }
   return answer.error ? 1 : 0;
 }

@@ -8,6 +8,7 @@
  */
 import MimeNode from 'nodemailer/lib/mime-node';
 import type { Envelope } from '../spool/types.js';
+import { clip, printable } from '../text/printable.js';
 
 export interface DsnRecipient {
   address: string;
@@ -56,9 +57,23 @@ function rfc5322Date(ms: number): string {
   return new Date(ms).toUTCString().replace(/GMT$/, '+0000');
 }
 
-/** Keeps a header field single-line and printable (diagnostics may carry remote text). */
-function oneLine(s: string): string {
-  return s.replace(/[\r\n]+/g, ' ').replace(/[^\x20-\x7e\u00a0-\uffff]/g, '?').slice(0, 900);
+/**
+ * One line of possibly remote text (a reply, a reason): escaped by the relay's printable rule
+ * (src/text/printable.ts), bounded. `ascii` for the delivery-status fields: RFC 3464 §2.1 makes
+ * them RFC 822 header fields, 7-bit `text` without CR/LF (UTF-8 belongs only in RFC 6533's
+ * message/global-delivery-status); the human-readable part is charset=utf-8.
+ */
+function oneLine(s: string, ascii = true): string {
+  return clip(printable(s, { ascii }), 900);
+}
+
+/**
+ * RFC 3464 §2.3.6: `diagnostic-type ";" *text`. A remote reply comes as "smtp; …"; the relay's
+ * own reasons (DNS, TLS, DANE, expiry) get the X- type Postfix also uses for its own ("X-Postfix; …").
+ */
+function diagnosticCode(d: string): string {
+  const line = oneLine(d);
+  return /^[A-Za-z][A-Za-z0-9-]*; /.test(line) ? line : clip(`X-dane-relay; ${line}`, 900);
 }
 
 export function deliveryStatusBody(input: DsnInput): string {
@@ -73,7 +88,7 @@ export function deliveryStatusBody(input: DsnInput): string {
     lines.push(`Action: ${r.action}`);
     lines.push(`Status: ${r.status}`);
     if (r.remoteMta) lines.push(`Remote-MTA: dns; ${oneLine(r.remoteMta)}`);
-    if (r.diagnostic) lines.push(`Diagnostic-Code: ${oneLine(r.diagnostic)}`);
+    if (r.diagnostic) lines.push(`Diagnostic-Code: ${diagnosticCode(r.diagnostic)}`);
     if (r.lastAttempt) lines.push(`Last-Attempt-Date: ${rfc5322Date(r.lastAttempt)}`);
     if (r.action === 'delayed' && r.willRetryUntil) lines.push(`Will-Retry-Until: ${rfc5322Date(r.willRetryUntil)}`);
     lines.push('');
@@ -87,14 +102,14 @@ function humanText(input: DsnInput): string {
   const out: string[] = [`This is the mail system at host ${input.reportingMta}.`, ''];
   if (failed.length) {
     out.push('Your message could not be delivered to one or more recipients.', 'It has been returned with this report. The reason is given for each:', '');
-    for (const r of failed) out.push(`<${r.address}>: ${oneLine(r.diagnostic ?? r.status)}`);
+    for (const r of failed) out.push(`<${oneLine(r.address, false)}>: ${oneLine(r.diagnostic ?? r.status, false)}`);
     out.push('');
   }
   if (delayed.length) {
     out.push('Your message has not been delivered yet to the recipients below. The mail system will keep trying.', 'You do not need to send it again.', '');
     for (const r of delayed) {
       const until = r.willRetryUntil ? ` (will retry until ${rfc5322Date(r.willRetryUntil)})` : '';
-      out.push(`<${r.address}>: ${oneLine(r.diagnostic ?? r.status)}${until}`);
+      out.push(`<${oneLine(r.address, false)}>: ${oneLine(r.diagnostic ?? r.status, false)}${until}`);
     }
     out.push('');
   }

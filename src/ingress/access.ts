@@ -104,3 +104,23 @@ export function relayDecision(client: { address: string; user?: string | undefin
   if (typeof client.user === 'string' && client.user.length > 0) return { allowed: true, reason: 'authenticated', user: client.user };
   return { allowed: false, reason: 'not_permitted' };
 }
+
+/**
+ * The key per-client limits count under (AUTH failures and concurrency, message rate, connections
+ * per client): an IPv4 address (also when a dual-stack socket reports it IPv4-mapped), or the
+ * /`v6Prefix` network of an IPv6 address. One IPv6 host usually holds a whole /64 (RFC 6177 §2:
+ * sites get /48 to /64), so counting per address would let it take 2^64 fresh addresses, each with
+ * a fresh budget. Anything that is not an address counts as itself.
+ */
+export function clientKey(address: string, v6Prefix: number): string {
+  const bits = ipToBits(address);
+  if (bits === undefined) return address;
+  if (bits >> 32n === 0xffffn) {
+    const v4 = Number(bits & 0xffffffffn);
+    return [v4 >>> 24, (v4 >>> 16) & 255, (v4 >>> 8) & 255, v4 & 255].join('.');
+  }
+  const net = bits & mask(v6Prefix);
+  const groups: string[] = [];
+  for (let i = 7; i >= 0; i--) groups.push(((net >> BigInt(i * 16)) & 0xffffn).toString(16));
+  return `${groups.join(':')}/${v6Prefix}`;
+}

@@ -75,6 +75,10 @@ export function checkMailbox(address: string, opts: { role: 'sender' | 'recipien
   }
   // U+FFFD is what undecodable bytes became: RFC 6531 §3.3 requires well-formed UTF-8.
   if (local.includes('\uFFFD')) return bad;
+  // The UTF8-non-ascii range would admit the C1 controls U+0080–U+009F (U+009B is a one-byte CSI
+  // that drives terminals); RFC 5198 §2 keeps them out of network text. Other outside text in an
+  // address (bidi controls …) is escaped wherever it is shown (src/text/printable.ts).
+  if (/\p{Cc}/u.test(local)) return bad;
   const utf8 = opts.smtputf8;
   const localOk = local.startsWith('"') ? (utf8 ? QUOTED_UTF8 : QUOTED_ASCII).test(local) : (utf8 ? DOT_STRING_UTF8 : DOT_STRING_ASCII).test(local);
   if (!localOk) return bad;

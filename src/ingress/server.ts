@@ -12,7 +12,11 @@
  *   would say 554 5.6.0 for a relay refusal; RFC 3463 §3.8 wants 5.7.1);
  * - AUTH is neither advertised nor accepted without TLS (RFC 4954 §4: 538 5.7.11),
  *   even when STARTTLS is not configured (smtp-server would then accept it);
- * - failed AUTH attempts are rate limited per client address.
+ * - AUTH attempts are limited per client: counted when they arrive (not after the slow
+ *   password check, which let parallel sessions through), and bounded in concurrency.
+ *
+ * Per-client limits count under clientKey() (./access.ts): an IPv4 address or an IPv6 /64
+ * (`ingress.client_ipv6_prefix`). Every check and its increment are one synchronous step.
  */
 import { readFile } from 'node:fs/promises';
 import dns from 'node:dns';
@@ -21,10 +25,10 @@ import type { Logger } from 'pino';
 import { isIP } from 'node:net';
 import type { Config } from '../config/schema.js';
 import type { Draft, Envelope, QueuedMessage, SpoolWriter } from '../spool/types.js';
-import { cidrContains, compileCidr, compileCidrs, relayDecision, type Cidr } from './access.js';
+import { cidrContains, clientKey, compileCidr, compileCidrs, relayDecision, type Cidr } from './access.js';
 import { checkMailbox } from './address.js';
 import { receivedHeader } from './received.js';
-import { SlidingWindow, type Reservation } from './limits.js';
+import { AuthLimiter, Concurrency, SlidingWindow, type AuthAttempt, type Reservation } from './limits.js';
 import { Users } from './users.js';
 import type { RelayEvents } from '../metrics/events.js';
 
@@ -37,6 +41,12 @@ export interface IngressOptions {
   onQueued?: (msg: QueuedMessage) => void;
   /** metrics hooks (issue 7) */
   events?: RelayEvents;
+  /**
+   * Listen now, serve once this resolves (src/privileges.ts: the listeners are bound as root, the
+   * relay drops privileges and opens its spool, then opens the gate). Clients that connect before
+   * wait for the greeting, as they would in the kernel's backlog; a rejected gate closes them.
+   */
+  gate?: Promise<void>;
 }
 
 type SmtpConnection = SMTPServer['connections'] extends Set<infer C> ? C : never;
@@ -50,6 +60,8 @@ const RATE_WINDOW_MS = 60_000;
 const CLOSE_GRACE_MS = 1000;
 
 const LOOPBACK = [compileCidr('127.0.0.0/8'), compileCidr('::1/128')];
+/** the `perClient` key that counts every admitted connection (no client key has this form) */
+const ALL_CLIENTS = '*';
 /** "d.d.d text": the reply carries its own RFC 3463 enhanced status code. */
 const EXPLICIT_ENHANCED = /^[245]\.\d{1,3}\.\d{1,3}(?: |$)/;
 
@@ -72,14 +84,30 @@ function remapLibraryReply(code: number, text: string): string | undefined {
 }
 
 class AdaptedServer extends SMTPServer {
+  /** sockets accepted before the gate opened (destroyed by close()) */
+  readonly waiting = new Set<{ destroy(): void; destroyed: boolean }>();
+  private open: boolean;
+
   constructor(
     options: SMTPServerOptions,
     private readonly adapt: (conn: SmtpConnection) => void,
+    private readonly gate?: Promise<void>,
   ) {
     super(options);
+    this.open = gate === undefined;
+    void gate?.then(() => { this.open = true; }, () => undefined);
   }
 
   override connect(...args: Parameters<SMTPServer['connect']>): void {
+    if (!this.open && this.gate) {
+      const socket = args[0] as unknown as { destroy(): void; destroyed: boolean };
+      this.waiting.add(socket);
+      this.gate.then(() => {
+        this.waiting.delete(socket);
+        if (!socket.destroyed) this.connect(...args);
+      }, () => { this.waiting.delete(socket); socket.destroy(); });
+      return;
+    }
     super.connect(...args);
     // connect() has just added the new connection (Set keeps insertion order); nothing
     // has been sent on it yet: the greeting waits for the reverse lookup, >= 100 ms.
@@ -91,6 +119,10 @@ class AdaptedServer extends SMTPServer {
 
 interface SessionState {
   reservation?: Reservation | undefined;
+  /** the AUTH exchange in progress on this connection */
+  auth?: AuthAttempt | undefined;
+  /** counted in `perClient` under this key (an admitted connection) */
+  admitted?: string | undefined;
 }
 
 export class Ingress {
@@ -101,7 +133,9 @@ export class Ingress {
   private readonly sessions = new WeakMap<SMTPServerSession, SessionState>();
   private readonly relayClients: Cidr[];
   private readonly rate: SlidingWindow | undefined;
-  private readonly authFailures = new SlidingWindow(AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW_MS);
+  private readonly auth: AuthLimiter;
+  /** open connections per client key (`ingress.max_connections_per_client`) */
+  private readonly perClient = new Concurrency();
   private readonly now: () => number;
   private readonly log: Logger;
   private stopping = false;
@@ -115,6 +149,7 @@ export class Ingress {
   ) {
     this.relayClients = compileCidrs(opts.config.relayClients);
     this.rate = opts.config.rate_per_minute > 0 ? new SlidingWindow(opts.config.rate_per_minute, RATE_WINDOW_MS) : undefined;
+    this.auth = new AuthLimiter(AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW_MS, opts.config.max_auth_per_client);
     this.now = opts.now ?? Date.now;
     this.log = opts.log.child({ component: 'ingress' });
   }
@@ -202,7 +237,7 @@ export class Ingress {
   private async listen(entry: string): Promise<void> {
     const hp = parseListen(entry);
     if (!hp) throw new Error(`ingress: invalid listen address ${JSON.stringify(entry)}`);
-    const server = new AdaptedServer(this.serverOptions(), (c) => this.adapt(c));
+    const server = new AdaptedServer(this.serverOptions(), (c) => this.adapt(c), this.opts.gate);
     server.on('error', (err: Error & { code?: string }) => {
       // Connection-level errors (a client resetting mid-transaction) land here too;
       // without a listener they would crash the process.
@@ -222,8 +257,9 @@ export class Ingress {
     if (a && typeof a === 'object') this.addresses.push({ address: a.address, port: a.port });
   }
 
-  private connectionCount(): number {
-    return this.servers.reduce((n, s) => n + s.connections.size, 0);
+  /** The key a client's per-client limits count under (IPv6: its /client_ipv6_prefix). */
+  private clientKey(address: string): string {
+    return clientKey(address, this.opts.config.client_ipv6_prefix);
   }
 
   /** See the module comment: the per-connection bridge between smtp-server and our replies. */
@@ -246,15 +282,36 @@ export class Ingress {
         conn.send(538, '5.7.11 Encryption required for requested authentication mechanism');
         return callback();
       }
-      if (this.authFailures.count(conn.remoteAddress, this.now()) >= AUTH_FAILURE_LIMIT) {
+      // What smtp-server answers itself (already authenticated: 503; unknown mechanism: 504)
+      // checks no password and is not counted.
+      const mech = String(command).trim().split(/\s+/)[1]?.toUpperCase() ?? '';
+      if (conn.session.user || (mech !== 'PLAIN' && mech !== 'LOGIN')) return auth(command, callback);
+      const st = this.state(conn.session);
+      this.endAuth(st); // an earlier exchange on this connection that was aborted ("*") is over
+      const key = this.clientKey(conn.remoteAddress);
+      const admitted = this.auth.begin(key, this.now());
+      if (!admitted.ok) {
         // RFC 4954 §6: 454 4.7.0 temporary authentication failure. Refused before the
         // SASL exchange, so a guesser learns nothing more until the window passes.
-        this.log.warn({ client: conn.remoteAddress }, 'AUTH refused: too many failures');
-        conn.send(454, '4.7.0 Too many failed authentication attempts, try again later');
+        this.log.warn({ client: conn.remoteAddress, client_key: key, why: admitted.why }, admitted.why === 'failures' ? 'AUTH refused: too many failures' : 'AUTH refused: too many concurrent attempts');
+        conn.send(454, admitted.why === 'failures' ? '4.7.0 Too many failed authentication attempts, try again later' : '4.7.0 Too many concurrent authentication attempts, try again later');
         return callback();
       }
-      return auth(command, callback);
+      // Counted now, as a failure until onAuth says otherwise. It ends when the password check is
+      // done (onAuth), when the exchange ends without one, or with the connection. smtp-server calls
+      // this callback after each step; a multi-step exchange (AUTH LOGIN, 334 …) is still running
+      // while the connection has a `_nextHandler` for the client's next line.
+      st.auth = admitted.attempt;
+      return auth(command, (...args: unknown[]) => {
+        if (!(conn as unknown as { _nextHandler?: unknown })._nextHandler && st.auth === admitted.attempt) this.endAuth(st);
+        (callback as (...a: unknown[]) => void)(...args);
+      });
     };
+  }
+
+  private endAuth(st: SessionState): void {
+    if (st.auth) this.auth.end(st.auth);
+    st.auth = undefined;
   }
 
   private state(session: SMTPServerSession): SessionState {
@@ -272,12 +329,23 @@ export class Ingress {
   }
 
   private onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    // Admission counts admitted connections, checked and counted in one synchronous step: a burst
+    // gets exactly max_connections in (counting smtp-server's set, which also holds connections
+    // still in their greeting delay, refused whole bursts), and never more.
     const max = this.opts.config.max_connections;
-    if (this.connectionCount() > max) {
+    if (!this.perClient.tryEnter(ALL_CLIENTS, max)) {
       this.log.warn({ client: session.remoteAddress, max_connections: max }, 'connection refused: too many connections');
       // RFC 5321 §3.8 / §4.2.2: 421 closes the channel; RFC 3463 §3.8 4.7.0.
       return cb(smtpError(421, '4.7.0 Too many connections, try again later'));
     }
+    const perClient = this.opts.config.max_connections_per_client;
+    const key = this.clientKey(session.remoteAddress);
+    if (!this.perClient.tryEnter(key, perClient)) {
+      this.perClient.leave(ALL_CLIENTS);
+      this.log.warn({ client: session.remoteAddress, client_key: key, max_connections_per_client: perClient }, 'connection refused: too many connections from this client');
+      return cb(smtpError(421, '4.7.0 Too many connections from your address, try again later'));
+    }
+    this.state(session).admitted = key;
     cb();
   }
 
@@ -287,22 +355,29 @@ export class Ingress {
     cb: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void,
   ): Promise<void> {
     const client = session.remoteAddress;
+    const st = this.state(session);
+    const attempt = st.auth;
     const fail = (why: string) => {
-      this.authFailures.record(client, this.now());
+      // Already counted as a failure when the attempt arrived (handler_AUTH in adapt()).
+      this.endAuth(st);
       this.log.warn({ client, user: auth.username, method: auth.method, why }, 'AUTH failed');
       cb(null, { responseCode: 535, message: '5.7.8 Authentication credentials invalid' });
     };
     try {
-      if (!session.secure || !this.users) return cb(null, { responseCode: 538, message: '5.7.11 Encryption required for requested authentication mechanism' });
+      if (!session.secure || !this.users) { this.endAuth(st); return cb(null, { responseCode: 538, message: '5.7.11 Encryption required for requested authentication mechanism' }); }
       if (auth.method !== 'PLAIN' && auth.method !== 'LOGIN') return fail('mechanism');
       // RFC 4616 §2: an authzid different from the authcid asks to act as someone else;
       // we have no such authorisation, so it fails like a wrong password.
       if (auth.method === 'PLAIN' && auth.authzid && auth.authcid && auth.authzid !== auth.authcid) return fail('authzid');
       const user = auth.username ?? '';
       if (!(await this.users.verify(user, auth.password ?? ''))) return fail('credentials');
+      if (attempt) this.auth.forgive(attempt);
+      this.endAuth(st);
       this.log.info({ client, user, method: auth.method }, 'AUTH ok');
       cb(null, { user });
     } catch (err) {
+      if (attempt) this.auth.forgive(attempt); // our failure, not the client's
+      this.endAuth(st);
       this.log.error({ err, client }, 'AUTH error');
       cb(null, { responseCode: 454, message: '4.7.0 Temporary authentication failure' });
     }
@@ -316,7 +391,7 @@ export class Ingress {
     if (this.rate) {
       // A previous MAIL on this session that never reached "queued" gives its slot back.
       this.release(session);
-      const res = this.rate.tryAcquire(session.remoteAddress, this.now());
+      const res = this.rate.tryAcquire(this.clientKey(session.remoteAddress), this.now());
       if (!res) {
         this.log.warn({ client: session.remoteAddress, rate_per_minute: this.rate.limit }, 'message refused: rate limit');
         // RFC 3463 §3.8 4.7.1: delivery not authorized (now); the client retries later.
@@ -479,6 +554,12 @@ export class Ingress {
 
   private onClose(session: SMTPServerSession): void {
     this.release(session);
+    const st = this.sessions.get(session);
+    if (st) this.endAuth(st); // gone mid-exchange: the attempt stays counted as a failure
+    if (st?.admitted !== undefined) {
+      this.perClient.leave(st.admitted);
+      this.perClient.leave(ALL_CLIENTS);
+    }
     this.sessions.delete(session);
   }
 
@@ -502,6 +583,7 @@ export class Ingress {
       this.stopping = true;
       for (const s of this.servers) s.close();
     }
+    for (const s of this.servers) for (const w of [...s.waiting]) w.destroy();
     const conns = this.servers.flatMap((s) => [...s.connections]);
     for (const c of conns) {
       c.send(421, '4.3.2 Service shutting down');

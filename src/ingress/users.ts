@@ -15,6 +15,7 @@
  */
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { checkReadFile, currentIdentity } from '../files/checks.js';
 
 export const SCRYPT_DEFAULTS = { N: 16384, r: 8, p: 1 } as const;
 const SALT_BYTES = 16;
@@ -115,7 +116,10 @@ export class Users {
     return new Users(map);
   }
 
+  /** Reads and parses; a file others can write (or owned by a third user) is refused (files/checks.ts), at start and on SIGHUP. */
   static async load(path: string): Promise<Users> {
+    const unsafe = (await checkReadFile(path, 'secret', currentIdentity())).filter((p) => p.level === 'refuse');
+    if (unsafe.length) throw new UsersFileError(path, unsafe.map((p) => p.message));
     return Users.parse(await readFile(path, 'utf8'), path);
   }
 

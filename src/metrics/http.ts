@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { isLoopbackHostPort, parseHostPort } from '../config/schema.js';
 import type { Readiness } from './readiness.js';
+import { printable } from '../text/printable.js';
 
 export class MetricsServer {
   private constructor(private readonly server: Server) {}
@@ -62,7 +63,8 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: { registr
   }
   if (path === '/readyz') {
     const r = await opts.readiness.check();
-    const body = r.checks.map((c) => `${c.name}: ${c.ok ? 'ok' : 'FAIL'}: ${c.detail}`).join('\n') + '\n';
+    // Details carry error texts (DNS, file system): printable, as every operator-facing sink.
+    const body = r.checks.map((c) => `${c.name}: ${c.ok ? 'ok' : 'FAIL'}: ${printable(c.detail)}`).join('\n') + '\n';
     res.writeHead(r.ready ? 200 : 503, { 'content-type': 'text/plain' }).end(`${r.ready ? 'ready' : 'not ready'}\n${body}`);
     return;
   }

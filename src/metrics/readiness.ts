@@ -8,9 +8,10 @@
  * - selftest: the DNSSEC self-test (DANE-4) passed, when the TLS level relies on DNSSEC. A
  *   failed test is repeated every `selfTestIntervalMs` in the background, a passed one too.
  */
-import { access, constants, open, unlink } from 'node:fs/promises';
+import { access, constants, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SelfTestResult } from '../dns/selftest.js';
+import { createPrivateFile } from '../files/private.js';
 
 export interface Check { name: string; ok: boolean; detail: string }
 export interface ReadyReport { ready: boolean; checks: Check[] }
@@ -33,7 +34,8 @@ let probeSeq = 0;
 export async function probeWritable(dir: string): Promise<void> {
   const path = join(dir, `readyz.${process.pid}.${++probeSeq}.probe`);
   let step = 'create';
-  const h = await open(path, 'w', 0o600).catch((e) => { throw Object.assign(new Error(`create ${path}: ${(e as Error).message}`), { code: (e as { code?: string }).code }); });
+  // A new file, never through a link: the name is predictable, and a link planted there must not make a root relay truncate its target.
+  const h = await createPrivateFile(path).catch((e) => { throw Object.assign(new Error(`create ${path}: ${(e as Error).message}`), { code: (e as { code?: string }).code }); });
   try {
     step = 'write';
     await h.write(Buffer.from('dane-relay readiness probe\n'));

@@ -6,6 +6,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { QueuedMessage } from '../spool/types.js';
 import type { DaneStatus, DeliveryOutcomeKind, RelayEvents } from './events.js';
+import { printable } from '../text/printable.js';
 
 /** What the queue gauges read at scrape time (the scheduler). */
 export interface QueueView {
@@ -86,10 +87,10 @@ export class RelayMetrics implements RelayEvents {
     this.deferrals.inc({ reason: e.reason });
   }
   exceptionDowngrade(e: { domain: string; level: string }): void {
-    this.downgrades.inc({ domain: e.domain, level: e.level });
+    this.downgrades.inc({ domain: printable(e.domain), level: e.level });
   }
   exceptionRecovered(e: { domain: string; host: string }): void {
-    this.recovered.inc({ domain: e.domain });
+    this.recovered.inc({ domain: printable(e.domain) });
   }
   rolloverWarning(e: { domain: string; host: string; kind: string; detail: string }): void {
     this.rollovers.inc({ kind: e.kind });

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { Spool } from '../spool/spool.js';
 import type { QueuedMessage, RecipientStatus } from '../spool/types.js';
 import { DestinationRun, type DeliveryDeps, type DeliveryJob } from '../delivery/deliver.js';
-import type { RecipientOutcome } from '../delivery/outcome.js';
+import { printableOutcome, type RecipientOutcome } from '../delivery/outcome.js';
 import { composeDsn, dsnAllowed, headerBlock, type DsnRecipient } from '../dsn/compose.js';
 import { backoffDelay, delayWarningDue, expired, permanentCode, type BackoffConfig } from './backoff.js';
 import { MinHeap } from './heap.js';
@@ -201,7 +201,8 @@ export class Scheduler {
     // Copies of the recipients this job touched; merged back after the awaits below, because a
     // worker for another domain of the same message may settle in between.
     const next = new Map<string, RecipientStatus>();
-    for (const o of outcomes) {
+    for (const raw of outcomes) {
+      const o = printableOutcome(raw); // outside text enters the queue's state (and DSNs) only printable
       const cur = msg.recipients.find((x) => x.address === o.address);
       if (!cur || !isOpen(cur)) continue;
       const r = { ...cur };

@@ -8,6 +8,7 @@
  * file per message.
  */
 import * as fs from 'node:fs';
+import { CREATE_NEW, FILE_MODE, READ, READ_DIR, ensurePrivateDir } from '../files/private.js';
 
 /** An open file. */
 export interface SpoolHandle {
@@ -15,9 +16,9 @@ export interface SpoolHandle {
 }
 
 export interface SpoolFs {
-  /** mkdir -p */
-  mkdir(path: string): Promise<void>;
-  /** 'wx': create, fail with EEXIST if present; 'r': read only */
+  /** mkdir -p, 0700; below `root` no component may be a symbolic link (files/private.ts) */
+  mkdir(path: string, root?: string): Promise<void>;
+  /** 'wx': create 0600, fail with EEXIST if anything is there (a link too); 'r': read only, ELOOP for a link */
   open(path: string, flags: 'wx' | 'r'): Promise<SpoolHandle>;
   /** one write(2) at `position`; may write fewer bytes than asked (callers loop) */
   write(h: SpoolHandle, buf: Buffer, offset: number, length: number, position: number): Promise<number>;
@@ -28,10 +29,11 @@ export interface SpoolFs {
   fsync(h: SpoolHandle): Promise<void>;
   close(h: SpoolHandle): Promise<void>;
   rename(from: string, to: string): Promise<void>;
-  /** hard link; fails with EEXIST if `to` exists (used where rename would overwrite) */
+  /** hard link; fails with EEXIST if `to` exists (used where rename would overwrite); never follows `from` */
   link(from: string, to: string): Promise<void>;
   unlink(path: string): Promise<void>;
   readdir(path: string): Promise<string[]>;
+  /** the whole file; ELOOP for a symbolic link */
   readFile(path: string): Promise<Buffer>;
   /** fsync of a directory, making the names created/removed/renamed in it durable */
   fsyncDir(path: string): Promise<void>;
@@ -46,12 +48,25 @@ function call<T>(fn: (cb: (err: NodeJS.ErrnoException | null, value: T) => void)
 
 const handle = (fd: number): SpoolHandle => ({ fd });
 
+/**
+ * Every file the spool creates is 0600 whatever the umask (fchmod after O_CREAT|O_EXCL; one cheap
+ * call next to the fsync), and no open follows a symbolic link: a link planted in tmp/, msg/ or
+ * state/ (or at `lock`) makes the operation fail instead of writing or reading elsewhere.
+ */
 export const nodeSpoolFs: SpoolFs = {
-  async mkdir(path) {
-    await call<string | undefined>((cb) => fs.mkdir(path, { recursive: true, mode: 0o700 }, cb));
+  async mkdir(path, root) {
+    await ensurePrivateDir(path, root);
   },
   async open(path, flags) {
-    return handle(await call<number>((cb) => fs.open(path, flags, 0o600, cb)));
+    if (flags === 'r') return handle(await call<number>((cb) => fs.open(path, READ, cb)));
+    const fd = await call<number>((cb) => fs.open(path, CREATE_NEW, FILE_MODE, cb));
+    try {
+      await call<void>((cb) => fs.fchmod(fd, FILE_MODE, cb));
+    } catch (e) {
+      await call<void>((cb) => fs.close(fd, cb)).catch(() => undefined);
+      throw e;
+    }
+    return handle(fd);
   },
   write(h, buf, offset, length, position) {
     return call<number>((cb) => fs.write(h.fd, buf, offset, length, position, cb));
@@ -65,12 +80,20 @@ export const nodeSpoolFs: SpoolFs = {
   fsync: (h) => call<void>((cb) => fs.fsync(h.fd, cb)),
   close: (h) => call<void>((cb) => fs.close(h.fd, cb)),
   rename: (from, to) => call<void>((cb) => fs.rename(from, to, cb)),
+  // link(2) does not follow a link at `from` on Linux (it links the link itself)
   link: (from, to) => call<void>((cb) => fs.link(from, to, cb)),
   unlink: (path) => call<void>((cb) => fs.unlink(path, cb)),
   readdir: (path) => call<string[]>((cb) => fs.readdir(path, cb)),
-  readFile: (path) => call<Buffer>((cb) => fs.readFile(path, cb)),
+  async readFile(path) {
+    const fd = await call<number>((cb) => fs.open(path, READ, cb));
+    try {
+      return await call<Buffer>((cb) => fs.readFile(fd, cb));
+    } finally {
+      await call<void>((cb) => fs.close(fd, cb));
+    }
+  },
   async fsyncDir(path) {
-    const fd = await call<number>((cb) => fs.open(path, 'r', cb));
+    const fd = await call<number>((cb) => fs.open(path, READ_DIR, cb));
     try {
       await call<void>((cb) => fs.fsync(fd, cb));
     } finally {

@@ -3,7 +3,8 @@
  * changes nothing, so it works beside a running relay. Files that are mid-update or
  * unreadable are reported, never repaired here (recovery does that).
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { lstat, readdir } from 'node:fs/promises';
+import { READ, readFileNoFollow } from '../files/private.js';
 import { join } from 'node:path';
 import { initialRecipients, parseHeader, parseState } from './format.js';
 import type { QueuedMessage } from './types.js';
@@ -22,13 +23,16 @@ export async function listSpool(dir: string): Promise<SpoolListing> {
   for (const id of ids) {
     try {
       const file = join(dir, 'msg', id);
-      const size = (await stat(file)).size;
+      // Never through a link: the CLI may run as root, and a planted msg/ link must not show another file's head.
+      const st = await lstat(file);
+      if (!st.isFile()) throw new Error(st.isSymbolicLink() ? 'is a symbolic link, not a message file' : 'is not a regular file');
+      const size = st.size;
       const head = await readHead(file);
       const h = parseHeader(head, size);
       let recipients = initialRecipients(h.envelope);
       let held = false;
       try {
-        const st = parseState(await readFile(join(dir, 'state', `${id}.json`)), h.envelope);
+        const st = parseState(await readFileNoFollow(join(dir, 'state', `${id}.json`)), h.envelope);
         recipients = st.recipients;
         held = st.held;
       } catch (e) {
@@ -45,7 +49,7 @@ export async function listSpool(dir: string): Promise<SpoolListing> {
 
 async function readHead(file: string): Promise<Buffer> {
   const { open } = await import('node:fs/promises');
-  const fh = await open(file, 'r');
+  const fh = await open(file, READ);
   try {
     const chunks: Buffer[] = [];
     let pos = 0;

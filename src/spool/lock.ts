@@ -83,6 +83,8 @@ async function readOrUndefined(fs: SpoolFs, path: string): Promise<string | unde
     return (await fs.readFile(path)).toString('utf8');
   } catch (e) {
     if (errno(e) === 'ENOENT') return undefined;
+    // The spool fs never follows links: a link at the lock path was planted, not made by a relay.
+    if (errno(e) === 'ELOOP') throw new SpoolError(`${path} is a symbolic link, not a spool lock; remove it (and find out who put it there)`, 'ELOOP');
     throw e;
   }
 }

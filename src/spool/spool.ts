@@ -33,6 +33,7 @@ import {
   isDone, parseHeader, parseState, recipientProblem, sizeField, Interner, type ParsedHeader,
 } from './format.js';
 import type { Draft, Envelope, QueuedMessage, RecipientStatus, SpoolWriter } from './types.js';
+import { printableJson } from '../text/printable.js';
 
 export { SpoolError } from './errors.js';
 export { nodeSpoolFs, type SpoolFs, type SpoolHandle } from './fs.js';
@@ -56,7 +57,7 @@ const RECOVERY_PARALLEL = 16;
 
 const stderrLog: SpoolLog = {
   warn(obj, msg) {
-    process.stderr.write(`${JSON.stringify({ level: 'warn', component: 'spool', msg, ...obj })}\n`);
+    process.stderr.write(`${printableJson({ level: 'warn', component: 'spool', msg, ...obj })}\n`);
   },
 };
 
@@ -275,10 +276,12 @@ export class Spool implements SpoolWriter {
     }
     const lock = await acquireSpoolLock(root, { fs, log });
     try {
-      for (const sub of ['tmp', 'msg', 'state', 'corrupt']) await fs.mkdir(join(root, sub));
+      for (const sub of ['tmp', 'msg', 'state', 'corrupt']) await fs.mkdir(join(root, sub), root);
       // The directories must survive a crash too: a durable file in a vanished msg/ is no use.
       await fs.fsyncDir(root);
-      await fs.fsyncDir(dirname(root));
+      // The parent may be one the relay cannot read after dropping to `user:` (privileges.ts created
+      // queue_dir as root and synced its parent then); anything else is a real failure.
+      await fs.fsyncDir(dirname(root)).catch((e: unknown) => { if (errno(e) !== 'EACCES') throw e; });
       // Temp files of lock attempts by processes that died mid-way.
       for (const name of await fs.readdir(root)) {
         const m = /^lock\.(?:stale\.)?(\d+)\./.exec(name);

@@ -13,8 +13,8 @@ import { configSchema } from '../../src/config/schema.js';
 import { Ingress, AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW_MS, type IngressOptions } from '../../src/ingress/server.js';
 import { hashPassword } from '../../src/ingress/users.js';
 import { Spool } from '../../src/spool/spool.js';
-import type { QueuedMessage } from '../../src/spool/types.js';
 import { SmtpTestClient } from '../support/submit.js';
+import { closeIngresses, startIngress, type IngressHarness } from '../support/ingress.js';
 import { makeSelfSigned } from '../support/pki.js';
 
 const root = mkdtempSync(join(tmpdir(), 'ingress-smtp-'));
@@ -24,44 +24,9 @@ let usersFile = '';
 const PLAIN_OK = Buffer.from('\0alice\0wonderland').toString('base64');
 const PLAIN_BAD = Buffer.from('\0alice\0looking-glass').toString('base64');
 
-interface Harness {
-  ingress: Ingress;
-  spool: Spool;
-  port: number;
-  queued: QueuedMessage[];
-  logs: Record<string, unknown>[];
-  clock: { t: number };
-  connect(): Promise<SmtpTestClient>;
-}
-const open: Harness[] = [];
+type Harness = IngressHarness;
 let seq = 0;
-
-async function start(patch: Partial<IngressOptions['config']> = {}): Promise<Harness> {
-  const dir = join(root, `spool-${++seq}`);
-  const logs: Record<string, unknown>[] = [];
-  const log = pino({ level: 'debug' }, { write: (s: string) => void logs.push(JSON.parse(s)) });
-  const spool = await Spool.open(dir, { log });
-  await spool.recover();
-  const queued: QueuedMessage[] = [];
-  const clock = { t: Date.UTC(2026, 10, 24, 12, 0, 0) };
-  const ingress = await Ingress.start({
-    config: {
-      ...configSchema.parse({}).ingress,
-      listen: ['127.0.0.1:0'],
-      relayClients: ['127.0.0.0/8', '::1/128'],
-      hostname: 'relay.test',
-      ...patch,
-    },
-    spool,
-    log,
-    now: () => clock.t,
-    onQueued: (m) => queued.push(m),
-  });
-  const port = ingress.addresses[0]!.port;
-  const h: Harness = { ingress, spool, port, queued, logs, clock, connect: () => SmtpTestClient.connect({ port }) };
-  open.push(h);
-  return h;
-}
+const start = (patch: Partial<IngressOptions['config']> = {}): Promise<Harness> => startIngress(root, patch);
 
 beforeAll(async () => {
   const { certPem, keyPem } = await makeSelfSigned({ dnsNames: ['relay.test'] });
@@ -73,13 +38,7 @@ beforeAll(async () => {
   writeFileSync(usersFile, `# test users\nalice:${await hashPassword('wonderland')}\n`);
 });
 
-afterEach(async () => {
-  while (open.length) {
-    const h = open.pop()!;
-    await h.ingress.close();
-    await h.spool.close();
-  }
-});
+afterEach(closeIngresses);
 
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
@@ -191,7 +150,7 @@ describe('listeners', () => {
 
   it('start() fails cleanly when an address is taken, releasing the listeners it had opened', async () => {
     const h = await start();
-    const spool = await Spool.open(join(root, `spool-${++seq}`), { log: pino({ level: 'silent' }) });
+    const spool = await Spool.open(join(root, `spool-own-${++seq}`), { log: pino({ level: 'silent' }) });
     const free = await new Promise<number>((r) => {
       const s = net.createServer().listen(0, '127.0.0.1', () => {
         const p = (s.address() as net.AddressInfo).port;

@@ -145,7 +145,8 @@ describe('metrics', () => {
     const m = new RelayMetrics({ defaultMetrics: false });
     m.exceptionDowngrade({ domain: 'we"ird\\dom\nain', level: 'may' });
     const s: Scrape = parsePrometheus(await m.registry.metrics());
-    expect(value(s, 'dane_relay_exception_downgrades_total', { domain: 'we"ird\\dom\nain' })).toBe(1);
+    // The label value is printable (a newline in outside text is shown as \n); prom-client escapes " and \ on top.
+    expect(value(s, 'dane_relay_exception_downgrades_total', { domain: 'we"ird\\dom\\nain' })).toBe(1);
     expect(() => parsePrometheus('garbage line here x')).toThrow('not a Prometheus sample line');
   });
 });

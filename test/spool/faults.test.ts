@@ -66,13 +66,16 @@ describe('injected failures on the enqueue path', () => {
   it('a failed directory fsync fails every message of its batch, none of which is recovered', async () => {
     const dir = tmp();
     const fs = new FaultFs();
-    fs.delays.fsyncDir = 20;
     const spool = await open(dir, fs);
+    // No timing: the first message's directory fsync is held until the five others are renamed into
+    // msg/ (and so waiting for the next fsync, which they share); that second fsync fails.
+    const renamed = () => fs.events.filter((e) => e.op === 'rename' && e.phase === 'end' && inDir('msg')(e.path)).length;
+    const until = async (ok: () => boolean) => { while (!ok()) await new Promise((r) => setTimeout(r, 1)); };
+    fs.before('fsyncDir', inDir('msg'), async () => { await until(() => renamed() >= 6); await new Promise((r) => setImmediate(r)); });
+    let msgSyncs = 0;
+    fs.failNext('fsyncDir', 'EIO', (p) => inDir('msg')(p) && ++msgSyncs === 2);
     const first = spool.enqueue(envelope(), Buffer.from('first')); // takes the first dir fsync alone
-    await new Promise((r) => setTimeout(r, 5));
-    fs.failNext('fsyncDir', 'EIO', inDir('msg'));
-    // these queue up behind the first fsync and share the second, which fails
-    fs.delays.fsyncDir = 0;
+    await until(() => renamed() >= 1);
     const batch = await Promise.allSettled(Array.from({ length: 5 }, (_, i) => spool.enqueue(envelope(), Buffer.from(`b${i}`))));
     const ok = await first;
     expect(batch.map((b) => b.status)).toEqual(Array(5).fill('rejected'));

@@ -104,7 +104,7 @@ export class FaultFs implements SpoolFs {
     return this.paths.get(h) ?? '?';
   }
 
-  mkdir(path: string) { return this.run('mkdir', path, () => this.inner.mkdir(path)); }
+  mkdir(path: string, root?: string) { return this.run('mkdir', path, () => this.inner.mkdir(path, root)); }
   async open(path: string, flags: 'wx' | 'r') {
     const h = await this.run('open', path, () => this.inner.open(path, flags));
     this.paths.set(h, path);

@@ -7,13 +7,15 @@
  * Envelope.kind 'tlsrpt' within a minute (or at its next start). It never touches the spool or its lock,
  * and never submits over SMTP (that would turn a report into an ordinary, DANE-enforced message).
  */
-import { promises as fsp } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { ensurePrivateDir, writePrivateFileAtomic, writePrivateFileNew } from '../../files/private.js';
 import { loadConfig } from '../../config/load.js';
 import { StubResolver } from '../../dns/stub.js';
 import { TlsrptService, tlsrptSettings, type Log } from './daily.js';
 import { dayOf, isDay, nextDay, type ReportJson } from './report.js';
 import { dkimKeygen } from './mail.js';
+import { dropForCli } from '../../privileges.js';
+import { printableJson } from '../../text/printable.js';
 
 const USAGE = `usage:
   dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]
@@ -28,8 +30,8 @@ function argValue(args: string[], name: string): string | undefined {
 }
 
 const quiet = (err: NodeJS.WritableStream, verbose: boolean): Log => ({
-  info: (o, m) => { if (verbose) err.write(`${m} ${JSON.stringify(o)}\n`); },
-  warn: (o, m) => err.write(`warning: ${m} ${JSON.stringify(o)}\n`),
+  info: (o, m) => { if (verbose) err.write(`${m} ${printableJson(o)}\n`); },
+  warn: (o, m) => err.write(`warning: ${m} ${printableJson(o)}\n`),
   debug: () => undefined,
 });
 
@@ -52,8 +54,9 @@ export async function tlsrptCli(argv: string[], out: NodeJS.WritableStream, err:
     const k = dkimKeygen({ selector: argValue(argv, '--selector'), domain: argValue(argv, '--domain') });
     const file = argValue(argv, '--out');
     if (file) {
-      // Never overwrite a key: a replaced key silently breaks the published DNS record.
-      await fsp.writeFile(resolve(file), k.privateKeyPem, { mode: 0o600, flag: 'wx' });
+      // Never overwrite a key: a replaced key silently breaks the published DNS record. 0600 whatever
+      // the umask, never through a link (files/private.ts).
+      await writePrivateFileNew(resolve(file), k.privateKeyPem);
       out.write(`private key written to ${file}\n`);
     } else {
       out.write(k.privateKeyPem);
@@ -64,6 +67,7 @@ export async function tlsrptCli(argv: string[], out: NodeJS.WritableStream, err:
   if (cmd !== 'tlsrpt' || (sub !== 'show' && sub !== 'send')) { err.write(`${USAGE}\n`); return 2; }
 
   const config = loadConfig(argValue(argv, '--config') ?? 'config.example.yml');
+  dropForCli(config); // root with `user:`: what `send` writes under tlsrpt.dir stays the relay's
   const day = argValue(argv, '--day') ?? (sub === 'show' ? nextDay(dayOf(Date.now()), -1) : undefined);
   if (!day || !isDay(day)) { err.write(`--day YYYY-MM-DD is required and must be a date\n${USAGE}\n`); return 2; }
   // A report covers a closed UTC day (RFC 8460 §4.1, TLSRPT-31/34): sending today's or a future day would
@@ -80,15 +84,17 @@ export async function tlsrptCli(argv: string[], out: NodeJS.WritableStream, err:
   try {
     const reports = await svc.build(day, domain ? [domain] : undefined);
     if (sub === 'show') {
-      if (argv.includes('--json')) out.write(`${JSON.stringify(reports.map((r) => r.json), null, 2)}\n`);
+      if (argv.includes('--json')) out.write(`${printableJson(reports.map((r) => r.json), 2)}\n`);
       else out.write(reports.length ? reports.map((r) => summary(r.json, r.domain)).join('\n') : `no TLSRPT sessions counted for ${day}${domain ? ` and ${domain}` : ''}\n`);
       return 0;
     }
     const outDir = argValue(argv, '--out');
     if (outDir) {
-      await fsp.mkdir(outDir, { recursive: true });
+      // Reports name the destinations the relay talks to: 0700 for a directory made here, 0600 files,
+      // written to a new file and renamed into place (a link there is replaced, never written through).
+      await ensurePrivateDir(outDir);
       for (const r of reports) {
-        await fsp.writeFile(join(outDir, r.filename), r.gz);
+        await writePrivateFileAtomic(join(outDir, r.filename), r.gz);
         out.write(`${join(outDir, r.filename)}\n`);
       }
       return 0;

@@ -18,6 +18,7 @@ import type { LoadedConfig } from '../../config/load.js';
 import type { Resolver } from '../../dns/types.js';
 import type { Envelope } from '../../spool/types.js';
 import { TlsrptStore, writeFileDurable } from './store.js';
+import { ensurePrivateSubdir, readFileNoFollow } from '../../files/private.js';
 import { TlsrptDiscovery } from './discovery.js';
 import { TlsrptRecorder } from './recorder.js';
 import { HttpsSender, type HttpsOptions } from './https.js';
@@ -184,7 +185,7 @@ export class TlsrptService {
   private sentFile(day: string, domain: string): string { return join(this.dir, 'sent', day, domain); }
 
   async readPlan(day: string): Promise<Record<string, number> | undefined> {
-    try { return JSON.parse(await fsp.readFile(this.planFile(day), 'utf8')) as Record<string, number>; } catch { return undefined; }
+    try { return JSON.parse(await readFileNoFollow(this.planFile(day), 'utf8')) as Record<string, number>; } catch { return undefined; }
   }
 
   /** Each closed day with counts gets, once, a due time per domain: the day's end plus a random delay (TLSRPT-34). */
@@ -202,7 +203,7 @@ export class TlsrptService {
       if (domains.length > 0) {
         const rand = this.deps.rand ?? Math.random;
         for (const d of domains) plan[d] = end + Math.floor(rand() * this.deps.settings.maxDelayMs);
-        await fsp.mkdir(join(this.dir, 'plan'), { recursive: true });
+        await ensurePrivateSubdir(this.dir, 'plan');
         await writeFileDurable(this.planFile(day), JSON.stringify(plan));
         this.deps.log.info({ day, domains: domains.length }, 'tlsrpt: reports planned');
       }
@@ -236,7 +237,7 @@ export class TlsrptService {
   }
 
   private async markSent(o: SendOutcome): Promise<void> {
-    await fsp.mkdir(join(this.dir, 'sent', o.day), { recursive: true });
+    await ensurePrivateSubdir(this.dir, 'sent', o.day);
     await writeFileDurable(this.sentFile(o.day, o.domain), `${JSON.stringify({ ...o, at: new Date(this.deps.now()).toISOString() })}\n`);
   }
 
@@ -322,8 +323,7 @@ export class TlsrptService {
 
   /** Writes a composed mailed report for the relay to pick up (used by `dane-relay tlsrpt send`). */
   async toOutbox(envelope: Envelope, message: Buffer): Promise<string> {
-    const dir = join(this.dir, 'outbox');
-    await fsp.mkdir(dir, { recursive: true });
+    const dir = await ensurePrivateSubdir(this.dir, 'outbox');
     const name = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
     await writeFileDurable(join(dir, `${name}${OUTBOX_SUFFIX}`), Buffer.concat([Buffer.from(`${JSON.stringify(envelope)}\n`), message]));
     return `outbox/${name}`;
@@ -337,7 +337,8 @@ export class TlsrptService {
     try { names = await fsp.readdir(dir); } catch { return; }
     for (const n of names.filter((x) => x.endsWith(OUTBOX_SUFFIX)).sort()) {
       const file = join(dir, n);
-      const buf = await fsp.readFile(file);
+      // never through a link: an outbox entry becomes mail the relay sends
+      const buf = await readFileNoFollow(file);
       const nl = buf.indexOf(0x0a);
       let env: Envelope;
       try {

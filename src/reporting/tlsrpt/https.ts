@@ -11,6 +11,7 @@ import https from 'node:https';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileDurable } from './store.js';
+import { ensurePrivateSubdir, readFileNoFollow } from '../../files/private.js';
 
 export interface PostResult { ok: boolean; status?: number; error?: string }
 
@@ -81,7 +82,7 @@ export interface HttpsLog {
 export class HttpsSender {
   readonly pendingDir: string;
 
-  constructor(dir: string, private readonly opts: HttpsOptions & { now: () => number; log?: HttpsLog }) {
+  constructor(private readonly dir: string, private readonly opts: HttpsOptions & { now: () => number; log?: HttpsLog }) {
     this.pendingDir = join(dir, 'pending');
   }
 
@@ -121,7 +122,7 @@ export class HttpsSender {
       return false;
     }
     this.opts.log?.warn({ day: p.day, domain: p.domain, attempts: p.attempts, error: r.error, next: new Date(p.next).toISOString() }, 'tlsrpt: https report failed; will retry');
-    await fsp.mkdir(this.pendingDir, { recursive: true });
+    await ensurePrivateSubdir(this.dir, 'pending');
     await writeFileDurable(file, JSON.stringify(p));
     return false;
   }
@@ -131,7 +132,7 @@ export class HttpsSender {
     try { names = await fsp.readdir(this.pendingDir); } catch { return []; }
     const out: PendingSend[] = [];
     for (const n of names.filter((x) => x.endsWith('.json'))) {
-      try { out.push(JSON.parse(await fsp.readFile(join(this.pendingDir, n), 'utf8')) as PendingSend); } catch (e) {
+      try { out.push(JSON.parse(await readFileNoFollow(join(this.pendingDir, n), 'utf8')) as PendingSend); } catch (e) {
         this.opts.log?.warn({ file: n, err: (e as Error).message }, 'tlsrpt: unreadable pending send left in place');
       }
     }

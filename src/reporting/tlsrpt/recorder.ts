@@ -12,6 +12,7 @@ import type { TlsSessionResult } from '../../delivery/deliver.js';
 import type { TlsrptDiscovery } from './discovery.js';
 import type { TlsrptStore } from './store.js';
 import { aLabel, dayOf, detailKey, isResultType, policyKey, type FailureDetail, type Policy } from './report.js';
+import { printable } from '../../text/printable.js';
 
 export interface SessionCount {
   /** the TLSRPT Policy Domain the report is about and sent for (TLSRPT-1) */
@@ -68,10 +69,10 @@ export function sessionCount(r: TlsSessionResult): SessionCount {
   const detail: FailureDetail = { resultType };
   if (r.sendingIp) detail.sendingIp = normalIp(r.sendingIp);
   if (r.host) detail.receivingMx = aLabel(r.host); // no host reached (MX lookup failure): receiving-mx-hostname omitted
-  if (r.receivingHelo) detail.receivingHelo = r.receivingHelo;
+  if (r.receivingHelo) detail.receivingHelo = printable(r.receivingHelo);
   if (r.address) detail.receivingIp = normalIp(r.address);
   const code = unusable ? 'no-usable-tlsa' : reasonCode(resultType, r.reason);
-  if (code) detail.reasonCode = code;
+  if (code) detail.reasonCode = printable(code);
   return { reportDomain, policy, ok: false, detail };
 }
 

@@ -5,6 +5,7 @@
  */
 import { domainToASCII } from 'node:url';
 import { isIP } from 'node:net';
+import { printable } from '../../text/printable.js';
 
 /** IANA "STARTTLS Validation Result Types" (RFC 8460 §6.6), exact strings (TLSRPT-C). */
 export const RESULT_TYPES = [
@@ -150,11 +151,12 @@ function detailJson(d: FailureDetail, count: number): Record<string, string | nu
   const o: Record<string, string | number> = { 'result-type': d.resultType };
   if (d.sendingIp) o['sending-mta-ip'] = canonicalIp(d.sendingIp);
   if (d.receivingMx) o['receiving-mx-hostname'] = aLabel(d.receivingMx);
-  if (d.receivingHelo) o['receiving-mx-helo'] = d.receivingHelo;
+  // Free text a peer or a TLS stack produced: printable in the document, whatever the stored counts hold.
+  if (d.receivingHelo) o['receiving-mx-helo'] = printable(d.receivingHelo);
   if (d.receivingIp) o['receiving-ip'] = canonicalIp(d.receivingIp);
   o['failed-session-count'] = count;
-  if (d.additionalInformation) o['additional-information'] = d.additionalInformation;
-  if (d.reasonCode) o['failure-reason-code'] = d.reasonCode;
+  if (d.additionalInformation) o['additional-information'] = printable(d.additionalInformation);
+  if (d.reasonCode) o['failure-reason-code'] = printable(d.reasonCode);
   return o;
 }
 

@@ -10,6 +10,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
+import { ensurePrivateDir, ensurePrivateSubdir, openPrivateAppend, readFileNoFollow, syncDir } from '../../files/private.js';
 import { detailFromKey, isDay, nextDay, policyFromKey, type PolicyCounts } from './report.js';
 
 export interface StoreLog {
@@ -20,31 +21,8 @@ interface Pending { day: string; domain: string; policy: string; s: number; f: n
 
 export const FLUSH_INTERVAL_MS = 1000;
 
-/** fsync a directory so a new file's entry survives a crash. */
-export async function syncDir(dir: string): Promise<void> {
-  const h = await fsp.open(dir, 'r');
-  try { await h.sync(); } finally { await h.close(); }
-}
-
-/** Atomic replace: tmp → fsync → rename → fsync(dir). */
-export async function writeFileDurable(path: string, data: string | Buffer): Promise<void> {
-  const dir = path.slice(0, path.lastIndexOf('/')) || '.';
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  const h = await fsp.open(tmp, 'w', 0o640);
-  try {
-    await h.writeFile(data);
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-  try {
-    await fsp.rename(tmp, path);
-  } catch (e) {
-    await fsp.rm(tmp, { force: true });
-    throw e;
-  }
-  await syncDir(dir);
-}
+/** Atomic replace with a private file (0600, never through a link): files/private.ts. */
+export { writePrivateFileAtomic as writeFileDurable } from '../../files/private.js';
 
 export class TlsrptStore {
   private pending = new Map<string, Pending>();
@@ -59,7 +37,11 @@ export class TlsrptStore {
 
   static async open(dir: string, opts: { log?: StoreLog; readOnly?: boolean } = {}): Promise<TlsrptStore> {
     const s = new TlsrptStore(dir, opts.log);
-    if (!opts.readOnly) await fsp.mkdir(s.countsDir, { recursive: true });
+    if (!opts.readOnly) {
+      // 0700, no link below the TLSRPT directory (files/private.ts): counts are the relay's state.
+      await ensurePrivateDir(dir);
+      await ensurePrivateSubdir(dir, 'counts');
+    }
     return s;
   }
 
@@ -105,9 +87,7 @@ export class TlsrptStore {
       const lines = list.map((p) => JSON.stringify({ d: p.domain, p: p.policy, s: p.s, f: p.f, x: Object.fromEntries(p.x) })).join('\n') + '\n';
       const file = join(this.countsDir, `${day}.jsonl`);
       try {
-        let created = false;
-        try { await fsp.access(file); } catch { created = true; }
-        const h = await fsp.open(file, 'a+', 0o640);
+        const { handle: h, created } = await openPrivateAppend(file);
         try {
           // A previous torn write may have left a partial line: start ours on a fresh line.
           const st = await h.stat();
@@ -162,7 +142,7 @@ export class TlsrptStore {
       for (const [k, n] of x) p.x.set(k, (p.x.get(k) ?? 0) + n);
     };
     let text = '';
-    try { text = await fsp.readFile(join(this.countsDir, `${day}.jsonl`), 'utf8'); } catch (e) {
+    try { text = await readFileNoFollow(join(this.countsDir, `${day}.jsonl`), 'utf8'); } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
     let bad = 0;
