@@ -20,7 +20,7 @@ import { lookupMx, hostContext } from '../route/nexthop.js';
 import { assessRollover } from '../policy/rollover.js';
 import type { MxFactsStore } from '../policy/mxFacts.js';
 import type { VerifyOutcome } from './types.js';
-import { enhancedOf, replyLine, resultOf, type RecipientOutcome } from './outcome.js';
+import { INTERNAL_ERROR, oneOutcomeEach, outcomeOf, PROTOCOL_ERROR, type RecipientOutcome } from './outcome.js';
 import { daneStatusOf, deferralReason } from '../metrics/labels.js';
 import { formatTlsa } from '../dane/tlsa.js';
 
@@ -277,24 +277,19 @@ export class DestinationRun {
     this.sent++;
     try {
       const res = await session.send({ from: job.envelope.from, recipients: job.recipients, size: job.size, eightBit: job.envelope.eightBit, smtputf8: job.envelope.smtputf8, body: job.body });
-      if (res.mail.code >= 300) {
-        const r = resultOf(res.mail.code);
-        return this.log(job, started, this.everyone(job, r === 'sent' ? 'deferred' : r, enhancedOf(res.mail.code, res.mail.enhanced), `host ${relay} said: ${replyLine(res.mail)} (in reply to MAIL FROM)`, { ...extra, reply: replyLine(res.mail) }));
-      }
-      const out: RecipientOutcome[] = res.rcpts.map((r) => {
-        if (!r.accepted) {
-          return { address: r.address, result: resultOf(r.reply.code), code: enhancedOf(r.reply.code, r.reply.enhanced), reason: `host ${relay} said: ${replyLine(r.reply)} (in reply to RCPT TO)`, reply: replyLine(r.reply), ...extra };
-        }
-        const d = res.data!;
-        const result = resultOf(d.code);
-        return { address: r.address, result, code: enhancedOf(d.code, d.enhanced), reason: result === 'sent' ? replyLine(d) : `host ${relay} said: ${replyLine(d)} (in reply to end of DATA)`, reply: replyLine(d), ...extra };
-      });
+      // The client classified every reply (RecipientVerdict); only `delivered` becomes `sent`.
+      const out = res.recipients.map((v) => outcomeOf(v, relay, host.host));
       return this.log(job, started, out);
     } catch (e) {
       await this.dropSession();
-      const err = e instanceof SmtpError ? e : new SmtpError('protocol', String((e as Error)?.message ?? e), { permanent: false });
+      if (!(e instanceof SmtpError)) {
+        this.deps.log.error({ err: e, queue_id: job.id, domain: this.domain }, 'delivery failed unexpectedly');
+        return this.log(job, started, this.everyone(job, 'deferred', INTERNAL_ERROR, `internal error while delivering to ${relay}: ${(e as Error)?.message ?? e}`, extra));
+      }
+      const err = e;
       if (err.permanent && err.stage === 'mail') return this.log(job, started, this.everyone(job, 'bounced', err.reply?.enhanced ?? '5.6.7', `${relay}: ${err.message}`, extra));
-      // Connection trouble mid-transaction: nothing is marked delivered that was not acknowledged.
+      // Connection trouble or a peer out of step mid-transaction: nothing is marked delivered that was not acknowledged.
+      if (err.stage === 'protocol' && !err.timeout) return this.log(job, started, this.everyone(job, 'deferred', PROTOCOL_ERROR, `protocol error with ${relay}: ${err.message}`, extra));
       return this.log(job, started, this.everyone(job, 'deferred', '4.4.2', `lost connection with ${relay} (${err.stage}): ${err.message}`, extra));
     }
   }
@@ -330,7 +325,10 @@ export class DestinationRun {
     }
   }
 
-  private log(job: DeliveryJob, started: number, out: RecipientOutcome[]): RecipientOutcome[] {
+  /** Every attempt ends here: exactly one outcome per recipient of the job (issue 13), then logs and metrics. */
+  private log(job: DeliveryJob, started: number, given: RecipientOutcome[]): RecipientOutcome[] {
+    const { outcomes: out, breaches } = oneOutcomeEach(job.recipients, given);
+    if (breaches.length) this.deps.log.error({ queue_id: job.id, domain: this.domain, breaches }, 'internal invariant breach: not exactly one outcome per recipient (repaired: deferred)');
     const ex = this.level.exception;
     const connected = out.some((o) => o.relay);
     if (ex && (connected || this.planned)) {
