@@ -63,6 +63,11 @@ export interface DeliveryDeps {
   rolloverWarnMs?: number;
   /** per-MX DANE facts; warns once a day per MX and risk instead of per session */
   mxFacts?: MxFactsStore;
+  /**
+   * This relay's own listen endpoints (route/self.ts): an MX host with an address among them, at
+   * the delivery port, is this relay — a mail loop (RFC 5321 §5.1). Absent: no address check.
+   */
+  ownEndpoints?: () => { has(address: string, port: number): boolean } | undefined;
 }
 
 export interface TlsSessionResult {
@@ -91,7 +96,8 @@ export interface DeliveryJob {
   body: () => Readable;
 }
 
-interface Unreachable { code: string; reason: string }
+/** No host could take the message: deferred, or bounced (`permanent`) when the next hop is this relay itself. */
+interface Unreachable { code: string; reason: string; permanent?: boolean }
 
 /** Code for a deferral when no host could be used: DANE/TLS failures dominate, then DNS, then connection trouble. */
 function aggregateCode(codes: string[]): string {
@@ -189,15 +195,32 @@ export class DestinationRun {
     return job.recipients.map((address) => ({ address, result, code, reason, ...extra }));
   }
 
+  private unreachableFor(job: DeliveryJob, u: Unreachable): RecipientOutcome[] {
+    return this.everyone(job, u.permanent ? 'bounced' : 'deferred', u.code, u.reason);
+  }
+
   /** Open a session to the first usable host, in MX order. */
   private async open(): Promise<Unreachable | undefined> {
     const mx = this.mx!;
     if (mx.kind !== 'hosts') throw new Error('unreachable');
     const failures: string[] = [];
     const codes: string[] = [];
+    const own = this.deps.ownEndpoints?.();
     for (const h of mx.hosts) {
       this.planned = true;
       const hp = await planHost(hostContext(this.deps.resolver, this.domain, mx, this.level, this.deps.port), h);
+      const self = own && hp.addresses.find((a) => own.has(a, this.deps.port));
+      if (self) {
+        // RFC 5321 §5.1: MUST NOT deliver to itself. Like the MX-name rule (DANE-14, route/mx.ts): hosts at our
+        // preference or worse are dropped; a better one was tried before us and failed (defer), none at all is a loop.
+        const where = `${h.host}[${self}]:${this.deps.port}`;
+        this.deps.log.warn({ domain: this.domain, mx: h.host, address: self, port: this.deps.port }, 'MX host is this relay (own listen address): hosts at its preference or worse dropped');
+        if (mx.hosts.some((x) => x.preference < h.preference)) {
+          failures.push(`${where} is this relay: hosts at preference ${h.preference} or worse dropped`);
+          break;
+        }
+        return { code: '5.4.6', reason: `mail for ${this.domain} loops back to myself: ${where} is this relay's own listen address`, permanent: true };
+      }
       if (hp.skip || !hp.plan) {
         const reason = hp.skip?.reason ?? 'no TLS plan';
         failures.push(`${h.host}: ${reason}`);
@@ -257,7 +280,7 @@ export class DestinationRun {
     if (mx.kind === 'defer') return this.log(job, started, this.everyone(job, 'deferred', mx.code, mx.reason));
     if (this.unreachable) {
       this.planned = true; // the cached result was reached under the same level
-      return this.log(job, started, this.everyone(job, 'deferred', this.unreachable.code, this.unreachable.reason));
+      return this.log(job, started, this.unreachableFor(job, this.unreachable));
     }
 
     if (this.session && (!this.session.usable || this.sent >= this.deps.maxMessagesPerConnection)) await this.dropSession();
@@ -267,7 +290,7 @@ export class DestinationRun {
     }
     if (!this.session) {
       this.unreachable = await this.open();
-      if (this.unreachable) return this.log(job, started, this.everyone(job, 'deferred', this.unreachable.code, this.unreachable.reason));
+      if (this.unreachable) return this.log(job, started, this.unreachableFor(job, this.unreachable));
     }
     const session = this.session!;
     const { host, address } = this.sessionPlan!;
