@@ -26,8 +26,12 @@ export interface PeerTransaction {
   dataPhase: boolean;
   /** the end-of-data dot arrived */
   dot: boolean;
-  /** the dot was answered with a well-formed 2xx: the message is delivered (server's truth) */
+  /** RCPTs answered with a well-formed 2xx */
+  accepted: string[];
+  /** the dot was answered with a well-formed 2xx: the message is delivered to `accepted` (server's truth) */
   delivered: boolean;
+  /** each reply of this transaction (MAIL, RCPT…, DATA, 'dot'): its code when well-formed, else undefined */
+  replies: { step: string; code?: number }[];
   /** the body bytes as received (dot-stuffed wire form), when the dot arrived */
   body?: Buffer;
 }
@@ -75,17 +79,32 @@ export function wellFormed(reply: string, cls?: number): number | undefined {
   return cls === undefined || Math.floor(n / 100) === cls ? n : undefined;
 }
 
-export async function startScriptedPeer(o: { host?: string; port?: number; script: (c: PeerConnection) => ConnectionScript }): Promise<ScriptedPeer> {
+export interface ScriptedPeerOptions {
+  host?: string;
+  port?: number;
+  script: (c: PeerConnection) => ConnectionScript;
+  /** keep every connection in `connections` (default true); long fuzz runs use the hooks instead */
+  retain?: boolean;
+  /** a transaction begins (MAIL); the object is updated as it goes on */
+  onTransaction?: (t: PeerTransaction, c: PeerConnection) => void;
+  /** the connection is gone */
+  onClose?: (c: PeerConnection) => void;
+}
+
+export async function startScriptedPeer(o: ScriptedPeerOptions): Promise<ScriptedPeer> {
   const host = o.host ?? '127.0.0.1';
   const connections: PeerConnection[] = [];
   const sockets = new Set<net.Socket>();
+  let ids = 0;
 
   const server = net.createServer((raw) => {
+    // Replies are small and each waits for the client: without this, Nagle + delayed ACK add ~40 ms each.
+    raw.setNoDelay(true);
     sockets.add(raw);
-    raw.on('close', () => sockets.delete(raw));
+    const conn: PeerConnection = { id: ids++, commands: [], tls: false, transactions: [] };
+    raw.on('close', () => { sockets.delete(raw); o.onClose?.(conn); });
     raw.on('error', () => undefined);
-    const conn: PeerConnection = { id: connections.length, commands: [], tls: false, transactions: [] };
-    connections.push(conn);
+    if (o.retain !== false) connections.push(conn);
     const script = o.script(conn);
     let sock: net.Socket = raw;
     let buf: Buffer = Buffer.alloc(0);
@@ -118,7 +137,9 @@ export async function startScriptedPeer(o: { host?: string; port?: number; scrip
           inData = false;
           const a = script.endOfData(conn, t);
           current = undefined;
-          if ('reply' in a && wellFormed(a.reply, 2) !== undefined) t.delivered = true;
+          const code = 'reply' in a ? wellFormed(a.reply) : undefined;
+          t.replies.push({ step: 'dot', ...(code !== undefined ? { code } : {}) });
+          if (code !== undefined && Math.floor(code / 100) === 2) t.delivered = true;
           if (!act(a)) return;
           continue;
         }
@@ -132,14 +153,20 @@ export async function startScriptedPeer(o: { host?: string; port?: number; scrip
         conn.commands.push(line);
         const verb = line.split(' ')[0]!.toUpperCase();
         if (verb === 'MAIL') {
-          current = { from: /<([^>]*)>/.exec(line)?.[1] ?? '', rcpts: [], dataPhase: false, dot: false, delivered: false };
-          conn.transactions.push(current);
+          current = { from: /<([^>]*)>/.exec(line)?.[1] ?? '', rcpts: [], accepted: [], dataPhase: false, dot: false, delivered: false, replies: [] };
+          if (o.retain !== false) conn.transactions.push(current);
+          o.onTransaction?.(current, conn);
         } else if (verb === 'RCPT' && current) {
           current.rcpts.push(/<([^>]*)>/.exec(line)?.[1] ?? '');
         } else if (verb === 'RSET') {
           current = undefined;
         }
         const a = script.command(line, conn);
+        if (current && (verb === 'MAIL' || verb === 'RCPT' || verb === 'DATA')) {
+          const code = 'reply' in a ? wellFormed(a.reply) : undefined;
+          current.replies.push({ step: verb, ...(code !== undefined ? { code } : {}) });
+          if (verb === 'RCPT' && code !== undefined && Math.floor(code / 100) === 2) current.accepted.push(current.rcpts[current.rcpts.length - 1]!);
+        }
         if (verb === 'DATA' && 'reply' in a && wellFormed(a.reply) === 354 && current) {
           current.dataPhase = true;
           inData = true;
