@@ -738,6 +738,13 @@ export class SmtpSession {
       }
       const reply = this.note(await this.read('rcpt', timeouts.rcpt, 'RCPT'));
       const cls = replyClass(reply.code);
+      if (reply.code === 421) {
+        // RFC 5321 §3.8: the peer is closing the channel; no DATA can follow. Every recipient still
+        // open (accepted ones too) gets this temporary refusal.
+        every(all.filter((j) => !verdicts.has(j)), (address) => ({ address, kind: 'refused', step: 'RCPT TO', reply, permanent: false }));
+        this.abandon();
+        return done();
+      }
       if (cls === 2) {
         accepted.push(i);
       } else if (cls === 3) {

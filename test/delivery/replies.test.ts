@@ -195,14 +195,16 @@ describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354
     expect(txs(early)[0]!.dot).toBe(false); // the dot was never sent
   });
 
-  it('RFC 5321 §3.8 421 to RCPT: that recipient deferred, the others delivered, the connection not reused', async () => {
+  it('RFC 5321 §3.8 421 to RCPT: the peer is closing, so the transaction ends there (every recipient deferred, no DATA) and the connection is not reused', async () => {
     const p = await peer(normalScript({ answer: (verb, line) => (verb === 'RCPT' && line.includes('<b@') ? { reply: '421 4.3.2 shutting down\r\n' } : undefined) }));
     const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
     const first = await deliverOnce(p, ['a', 'b'], run);
     const second = await deliverOnce(p, ['c'], run);
     await run.close();
-    expect([...first, ...second].map((o) => [o.address.split('@')[0], o.result])).toEqual([['a', 'sent'], ['b', 'deferred'], ['c', 'sent']]);
+    expect([...first, ...second].map((o) => [o.address.split('@')[0], o.result])).toEqual([['a', 'deferred'], ['b', 'deferred'], ['c', 'sent']]);
+    expect(first[0]!.reason).toContain('421 4.3.2 shutting down (in reply to RCPT TO)');
     expect(p.connections).toHaveLength(2);
+    expect(p.connections[0]!.commands).not.toContain('DATA');
     expect(p.connections[0]!.commands).not.toContain('RSET');
   });
 
