@@ -36,12 +36,13 @@ import { record, SCALE } from './support/report.js';
 import { rng, SEED, type Rand } from './support/rng.js';
 
 /**
- * Sessions per run: 20,000 × FAULTS_SCALE (`npm run soak`, scale 10: 200,000); FAULTS_REPLY_SESSIONS overrides.
- * Measured on the shared 2-core machine (load average 7): 10,000 sessions in 27 s wall, 17 s CPU — about
- * 1 ms of CPU per plain session and 3.5 ms per DANE session (TLS handshake and certificate parsing on
- * each new connection). 100,000 in `npm test` would take 4–5 minutes there; 20,000 keep it near a minute.
+ * Sessions per run: 15,000 × FAULTS_SCALE (`npm run soak`, scale 10: 150,000); FAULTS_REPLY_SESSIONS overrides.
+ * Measured on the shared 2-core machine: 10,000 sessions in 27 s wall / 17 s CPU (load average 7), 20,000 in
+ * 47 s alone and 77 s inside the full `npm test` (load average 13) — about 1 ms of CPU per plain session and
+ * 3.5 ms per DANE session (TLS handshake and certificate parsing on each new connection). 100,000 in `npm test`
+ * would take 4–6 minutes there; 15,000 keep it near a minute under that load.
  */
-const SESSIONS = Number(process.env.FAULTS_REPLY_SESSIONS ?? 20_000 * SCALE);
+const SESSIONS = Number(process.env.FAULTS_REPLY_SESSIONS ?? 15_000 * SCALE);
 const KINDS = ['may', 'none', 'encrypt', 'dane'] as const;
 type Kind = (typeof KINDS)[number];
 /** parallel lanes: one peer and one DestinationRun at a time each, like one scheduler worker per destination */
