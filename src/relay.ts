@@ -13,6 +13,8 @@ import { trustAdProblem } from './dns/trust.js';
 import type { Resolver } from './dns/types.js';
 import type { DeliveryDeps } from './delivery/deliver.js';
 import { makeLogger } from './log.js';
+import { OwnEndpoints, type Endpoint } from './route/self.js';
+import { parseHostPort } from './config/schema.js';
 import { selfTest } from './dns/selftest.js';
 import { fanOutEvents, type RelayEvents } from './metrics/events.js';
 import type { PolicyStore, ReloadResult } from './policy/store.js';
@@ -201,8 +203,18 @@ export class Relay {
         if (now && !daneInForce) void runSelfTest('reload introduced DANE').catch(() => undefined);
         daneInForce = now;
       });
+      // RFC 5321 §5.1 loop check by address (route/self.ts): ingress's bound addresses (port 0 is known only then;
+      // before it has bound, the configured ones); rebuilt each minute, interfaces come and go.
+      let listening: Endpoint[] = early ? [...early.ingress.addresses]
+        : cfg.listen.map((l) => parseHostPort(l, true)).filter((h): h is { host: string; port: number } => !!h && h.port > 0).map((h) => ({ address: h.host, port: h.port }));
+      let own: { set: OwnEndpoints; at: number } | undefined;
+      const ownEndpoints = (): OwnEndpoints => {
+        if (!own || Date.now() - own.at > 60_000) own = { set: new OwnEndpoints(listening), at: Date.now() };
+        return own.set;
+      };
       const delivery: DeliveryDeps = {
         resolver: events ? new TimedResolver(resolver, events) : resolver,
+        ownEndpoints,
         events,
         heloName: cfg.hostname,
         selfNames: [cfg.hostname],
@@ -268,6 +280,8 @@ export class Relay {
           events,
         });
       }
+      listening = [...ingress.addresses];
+      own = undefined;
       log.info({ listen: ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode }, 'dane-relay started');
       const relay = new Relay(cfg, log, spool, scheduler, ingress, resolver);
       relay.policy = policy;

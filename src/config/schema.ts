@@ -96,6 +96,11 @@ export const configSchema = z.strictObject({
     tls: z.strictObject({ cert: z.string(), key: z.string() }).optional(),
     /** users file: "user:$scrypt$N=16384,r=8,p=1$<salt>$<hash>" per line; enables AUTH PLAIN/LOGIN over TLS */
     users_file: z.string().optional(),
+    /**
+     * RFC 5321 §6.3 loop detection: a message that arrives with more Received: header fields than this is
+     * refused with 554 5.4.6 at the end of DATA (the relay's own Received line is not counted). Postfix: hopcount_limit.
+     */
+    max_hops: z.number().int().min(1).default(50),
     banner: z.string().default('dane-relay ESMTP'),
     timeout: duration.prefault(300),
     /**

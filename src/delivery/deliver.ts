@@ -20,7 +20,7 @@ import { lookupMx, hostContext } from '../route/nexthop.js';
 import { assessRollover } from '../policy/rollover.js';
 import type { MxFactsStore } from '../policy/mxFacts.js';
 import type { VerifyOutcome } from './types.js';
-import { enhancedOf, replyLine, resultOf, type RecipientOutcome } from './outcome.js';
+import { INTERNAL_ERROR, oneOutcomeEach, outcomeOf, PROTOCOL_ERROR, type RecipientOutcome } from './outcome.js';
 import { daneStatusOf, deferralReason } from '../metrics/labels.js';
 import { formatTlsa } from '../dane/tlsa.js';
 
@@ -63,6 +63,11 @@ export interface DeliveryDeps {
   rolloverWarnMs?: number;
   /** per-MX DANE facts; warns once a day per MX and risk instead of per session */
   mxFacts?: MxFactsStore;
+  /**
+   * This relay's own listen endpoints (route/self.ts): an MX host with an address among them, at
+   * the delivery port, is this relay — a mail loop (RFC 5321 §5.1). Absent: no address check.
+   */
+  ownEndpoints?: () => { has(address: string, port: number): boolean } | undefined;
 }
 
 export interface TlsSessionResult {
@@ -91,7 +96,8 @@ export interface DeliveryJob {
   body: () => Readable;
 }
 
-interface Unreachable { code: string; reason: string }
+/** No host could take the message: deferred, or bounced (`permanent`) when the next hop is this relay itself. */
+interface Unreachable { code: string; reason: string; permanent?: boolean }
 
 /** Code for a deferral when no host could be used: DANE/TLS failures dominate, then DNS, then connection trouble. */
 function aggregateCode(codes: string[]): string {
@@ -189,15 +195,32 @@ export class DestinationRun {
     return job.recipients.map((address) => ({ address, result, code, reason, ...extra }));
   }
 
+  private unreachableFor(job: DeliveryJob, u: Unreachable): RecipientOutcome[] {
+    return this.everyone(job, u.permanent ? 'bounced' : 'deferred', u.code, u.reason);
+  }
+
   /** Open a session to the first usable host, in MX order. */
   private async open(): Promise<Unreachable | undefined> {
     const mx = this.mx!;
     if (mx.kind !== 'hosts') throw new Error('unreachable');
     const failures: string[] = [];
     const codes: string[] = [];
+    const own = this.deps.ownEndpoints?.();
     for (const h of mx.hosts) {
       this.planned = true;
       const hp = await planHost(hostContext(this.deps.resolver, this.domain, mx, this.level, this.deps.port), h);
+      const self = own && hp.addresses.find((a) => own.has(a, this.deps.port));
+      if (self) {
+        // RFC 5321 §5.1: MUST NOT deliver to itself. Like the MX-name rule (DANE-14, route/mx.ts): hosts at our
+        // preference or worse are dropped; a better one was tried before us and failed (defer), none at all is a loop.
+        const where = `${h.host}[${self}]:${this.deps.port}`;
+        this.deps.log.warn({ domain: this.domain, mx: h.host, address: self, port: this.deps.port }, 'MX host is this relay (own listen address): hosts at its preference or worse dropped');
+        if (mx.hosts.some((x) => x.preference < h.preference)) {
+          failures.push(`${where} is this relay: hosts at preference ${h.preference} or worse dropped`);
+          break;
+        }
+        return { code: '5.4.6', reason: `mail for ${this.domain} loops back to myself: ${where} is this relay's own listen address`, permanent: true };
+      }
       if (hp.skip || !hp.plan) {
         const reason = hp.skip?.reason ?? 'no TLS plan';
         failures.push(`${h.host}: ${reason}`);
@@ -257,7 +280,7 @@ export class DestinationRun {
     if (mx.kind === 'defer') return this.log(job, started, this.everyone(job, 'deferred', mx.code, mx.reason));
     if (this.unreachable) {
       this.planned = true; // the cached result was reached under the same level
-      return this.log(job, started, this.everyone(job, 'deferred', this.unreachable.code, this.unreachable.reason));
+      return this.log(job, started, this.unreachableFor(job, this.unreachable));
     }
 
     if (this.session && (!this.session.usable || this.sent >= this.deps.maxMessagesPerConnection)) await this.dropSession();
@@ -267,7 +290,7 @@ export class DestinationRun {
     }
     if (!this.session) {
       this.unreachable = await this.open();
-      if (this.unreachable) return this.log(job, started, this.everyone(job, 'deferred', this.unreachable.code, this.unreachable.reason));
+      if (this.unreachable) return this.log(job, started, this.unreachableFor(job, this.unreachable));
     }
     const session = this.session!;
     const { host, address } = this.sessionPlan!;
@@ -277,24 +300,19 @@ export class DestinationRun {
     this.sent++;
     try {
       const res = await session.send({ from: job.envelope.from, recipients: job.recipients, size: job.size, eightBit: job.envelope.eightBit, smtputf8: job.envelope.smtputf8, body: job.body });
-      if (res.mail.code >= 300) {
-        const r = resultOf(res.mail.code);
-        return this.log(job, started, this.everyone(job, r === 'sent' ? 'deferred' : r, enhancedOf(res.mail.code, res.mail.enhanced), `host ${relay} said: ${replyLine(res.mail)} (in reply to MAIL FROM)`, { ...extra, reply: replyLine(res.mail) }));
-      }
-      const out: RecipientOutcome[] = res.rcpts.map((r) => {
-        if (!r.accepted) {
-          return { address: r.address, result: resultOf(r.reply.code), code: enhancedOf(r.reply.code, r.reply.enhanced), reason: `host ${relay} said: ${replyLine(r.reply)} (in reply to RCPT TO)`, reply: replyLine(r.reply), ...extra };
-        }
-        const d = res.data!;
-        const result = resultOf(d.code);
-        return { address: r.address, result, code: enhancedOf(d.code, d.enhanced), reason: result === 'sent' ? replyLine(d) : `host ${relay} said: ${replyLine(d)} (in reply to end of DATA)`, reply: replyLine(d), ...extra };
-      });
+      // The client classified every reply (RecipientVerdict); only `delivered` becomes `sent`.
+      const out = res.recipients.map((v) => outcomeOf(v, relay, host.host));
       return this.log(job, started, out);
     } catch (e) {
       await this.dropSession();
-      const err = e instanceof SmtpError ? e : new SmtpError('protocol', String((e as Error)?.message ?? e), { permanent: false });
+      if (!(e instanceof SmtpError)) {
+        this.deps.log.error({ err: e, queue_id: job.id, domain: this.domain }, 'delivery failed unexpectedly');
+        return this.log(job, started, this.everyone(job, 'deferred', INTERNAL_ERROR, `internal error while delivering to ${relay}: ${(e as Error)?.message ?? e}`, extra));
+      }
+      const err = e;
       if (err.permanent && err.stage === 'mail') return this.log(job, started, this.everyone(job, 'bounced', err.reply?.enhanced ?? '5.6.7', `${relay}: ${err.message}`, extra));
-      // Connection trouble mid-transaction: nothing is marked delivered that was not acknowledged.
+      // Connection trouble or a peer out of step mid-transaction: nothing is marked delivered that was not acknowledged.
+      if (err.stage === 'protocol' && !err.timeout) return this.log(job, started, this.everyone(job, 'deferred', PROTOCOL_ERROR, `protocol error with ${relay}: ${err.message}`, extra));
       return this.log(job, started, this.everyone(job, 'deferred', '4.4.2', `lost connection with ${relay} (${err.stage}): ${err.message}`, extra));
     }
   }
@@ -330,7 +348,10 @@ export class DestinationRun {
     }
   }
 
-  private log(job: DeliveryJob, started: number, out: RecipientOutcome[]): RecipientOutcome[] {
+  /** Every attempt ends here: exactly one outcome per recipient of the job (issue 13), then logs and metrics. */
+  private log(job: DeliveryJob, started: number, given: RecipientOutcome[]): RecipientOutcome[] {
+    const { outcomes: out, breaches } = oneOutcomeEach(job.recipients, given);
+    if (breaches.length) this.deps.log.error({ queue_id: job.id, domain: this.domain, breaches }, 'internal invariant breach: not exactly one outcome per recipient (repaired: deferred)');
     const ex = this.level.exception;
     const connected = out.some((o) => o.relay);
     if (ex && (connected || this.planned)) {

@@ -123,22 +123,31 @@ export interface SendInput {
   body: () => NodeJS.ReadableStream | Readable;
 }
 
-export interface RcptResult {
-  address: string;
-  reply: Reply;
-  accepted: boolean;
-}
+/** The step of a mail transaction a reply answers (RFC 5321 §4.3.2). */
+export type TransactionStep = 'MAIL FROM' | 'RCPT TO' | 'DATA' | 'end of DATA';
+
+/**
+ * The client's verdict on one recipient of one transaction (issue 13): exactly one per recipient,
+ * classified here from the replies so that no caller reads raw codes.
+ *
+ * - `delivered`: its RCPT got a 2xx, DATA a 354, the end of data a 2xx (RFC 5321 §4.3.2) — the
+ *   only way to delivery; `reply` is the reply to the end of data;
+ * - `refused`: a 4xx (temporary) or 5xx (permanent) at `step` (RFC 5321 §4.2.1);
+ * - `protocol-error`: a reply the step does not allow (a 3xx to MAIL/RCPT/end of data, anything
+ *   but 354 at DATA except 4xx/5xx): the peer's state is unknown, so the recipient is not
+ *   delivered and the connection is not reused.
+ *
+ * Transport failures (close, timeout, malformed or over-long replies) are thrown as SmtpError:
+ * they end the connection and leave every recipient of the transaction undecided.
+ */
+export type RecipientVerdict =
+  | { address: string; kind: 'delivered'; reply: Reply }
+  | { address: string; kind: 'refused'; step: TransactionStep; reply: Reply; permanent: boolean }
+  | { address: string; kind: 'protocol-error'; step: TransactionStep; reply: Reply; detail: string };
 
 export interface SendResult {
-  mail: Reply;
-  /**
-   * One entry per recipient actually sent. When MAIL is rejected without
-   * PIPELINING no RCPT is sent and this is empty; with PIPELINING the RCPTs were
-   * already on the wire and their (usually 503) replies are reported.
-   */
-  rcpts: RcptResult[];
-  /** reply to DATA (if not 354) or to the final "."; undefined when no rcpt was accepted or MAIL failed */
-  data?: Reply;
+  /** one verdict per recipient of the input, in its order */
+  recipients: RecipientVerdict[];
 }
 
 /** Bounds for one reply: a hostile peer must not make us buffer without end. */
@@ -151,6 +160,15 @@ const CRLF = '\r\n';
 
 /** A reply in an error message: one printable line (outcome.ts replyLine), never the peer's raw bytes. */
 const describe = replyLine;
+
+/** RFC 5321 §4.2.1: the first digit says what happened (2 done, 3 go on, 4 try again, 5 never). */
+function replyClass(code: number): 2 | 3 | 4 | 5 {
+  return Math.floor(code / 100) as 2 | 3 | 4 | 5; // the reader admits only 2xx–5xx (§4.2)
+}
+
+function protocolError(address: string, step: TransactionStep, reply: Reply, why: string): RecipientVerdict {
+  return { address, kind: 'protocol-error', step, reply, detail: `${describe(reply)} in reply to ${step}: ${why} (RFC 5321 §4.3.2)` };
+}
 
 /**
  * Incremental reply parser for one socket (RFC 5321 §4.2). Complete replies are
@@ -672,51 +690,142 @@ export class SmtpSession {
     if (input.eightBit && ext.has('8BITMIME')) mailCmd += ' BODY=8BITMIME'; // RFC 6152 §2
     if (input.smtputf8) mailCmd += ' SMTPUTF8'; // RFC 6531 §3.4
     const rcptCmds = input.recipients.map((a) => `RCPT TO:<${a}>`);
-    const rcpts: RcptResult[] = [];
-    let mail: Reply;
+    const pipelining = ext.has('PIPELINING');
+    const verdicts = new Map<number, RecipientVerdict>();
+    const every = (which: number[], v: (address: string) => RecipientVerdict): void => {
+      for (const i of which) verdicts.set(i, v(input.recipients[i]!));
+    };
+    const all = input.recipients.map((_, i) => i);
+    const done = (): SendResult => ({
+      recipients: input.recipients.map((address, i) => {
+        const v = verdicts.get(i);
+        if (!v) throw new Error(`SmtpSession: no verdict for ${address} (internal error)`);
+        return v;
+      }),
+    });
 
-    if (ext.has('PIPELINING')) {
-      // RFC 2920 §3.1: MAIL and RCPT may be sent in one batch; DATA only after the replies.
-      this.sock.write([mailCmd, ...rcptCmds].join(CRLF) + CRLF);
-      mail = await this.read('mail', timeouts.mail, 'MAIL');
-      for (const address of input.recipients) {
-        let reply: Reply;
+    // RFC 2920 §3.1: with PIPELINING, MAIL and every RCPT go in one batch; DATA only after their replies.
+    if (pipelining) this.sock.write([mailCmd, ...rcptCmds].join(CRLF) + CRLF);
+    else this.write(mailCmd);
+    const mail = this.note(await this.read('mail', timeouts.mail, 'MAIL'));
+    const mailClass = replyClass(mail.code);
+    if (mailClass === 3) {
+      // RFC 5321 §4.3.2: MAIL allows no intermediate reply; what the peer thinks now is unknown.
+      every(all, (address) => protocolError(address, 'MAIL FROM', mail, 'a 3xx reply is not allowed for MAIL'));
+      this.abandon();
+      return done();
+    }
+    if (mailClass !== 2) {
+      every(all, (address) => ({ address, kind: 'refused', step: 'MAIL FROM', reply: mail, permanent: mailClass === 5 }));
+      if (pipelining) {
+        // The pipelined RCPTs are answered too (usually 503); a peer that closes after a refused MAIL
+        // (e.g. 421) leaves the MAIL reply as the verdict, and a connection that is not reused.
         try {
-          reply = await this.read('rcpt', timeouts.rcpt, 'RCPT');
-        } catch (err) {
-          // A refused MAIL (e.g. 421) may be followed by the server closing: the MAIL reply is the result.
-          if (mail.code !== 250) return { mail, rcpts };
-          throw err;
+          for (let i = 0; i < rcptCmds.length; i++) this.note(await this.read('rcpt', timeouts.rcpt, 'RCPT'));
+        } catch {
+          this.abandon();
         }
-        rcpts.push({ address, reply, accepted: mail.code === 250 && reply.code >= 200 && reply.code < 300 });
       }
-      if (mail.code !== 250) return { mail, rcpts };
-    } else {
-      this.write(mailCmd);
-      mail = await this.read('mail', timeouts.mail, 'MAIL');
-      if (mail.code !== 250) return { mail, rcpts };
-      for (let i = 0; i < rcptCmds.length; i++) {
+      return done();
+    }
+
+    // RFC 5321 §4.2.1: the first digit decides; any 2xx to MAIL is positive completion.
+    const accepted: number[] = [];
+    for (let i = 0; i < rcptCmds.length; i++) {
+      if (!pipelining) {
+        this.expectNothingPending('RCPT TO');
         this.write(rcptCmds[i]!);
-        const reply = await this.read('rcpt', timeouts.rcpt, 'RCPT');
-        rcpts.push({ address: input.recipients[i]!, reply, accepted: reply.code >= 200 && reply.code < 300 });
+      }
+      const reply = this.note(await this.read('rcpt', timeouts.rcpt, 'RCPT'));
+      const cls = replyClass(reply.code);
+      if (reply.code === 421) {
+        // RFC 5321 §3.8: the peer is closing the channel; no DATA can follow. Every recipient still
+        // open (accepted ones too) gets this temporary refusal.
+        every(all.filter((j) => !verdicts.has(j)), (address) => ({ address, kind: 'refused', step: 'RCPT TO', reply, permanent: false }));
+        this.abandon();
+        return done();
+      }
+      if (cls === 2) {
+        accepted.push(i);
+      } else if (cls === 3) {
+        // An intermediate reply to RCPT: the peer may count this recipient as accepted or not. Nothing
+        // decided so far goes to DATA: the transaction is abandoned and every open recipient retried.
+        every(all.filter((j) => !verdicts.has(j)), (address) => protocolError(address, 'RCPT TO', reply, `a 3xx reply to RCPT TO:<${input.recipients[i]}> is not allowed; transaction abandoned`));
+        this.abandon();
+        return done();
+      } else {
+        // RFC 5321 §4.5.3.1.10: 552 to RCPT is the old "too many recipients"; clients treat it as 452.
+        verdicts.set(i, { address: input.recipients[i]!, kind: 'refused', step: 'RCPT TO', reply, permanent: cls === 5 && reply.code !== 552 });
       }
     }
 
-    if (!rcpts.some((r) => r.accepted)) {
+    if (accepted.length === 0) {
       // No accepted recipient: DATA would only earn a 554; end the transaction instead.
-      await this.rset();
-      return { mail, rcpts };
+      await this.rsetOrAbandon();
+      return done();
     }
 
+    this.expectNothingPending('DATA');
     this.write('DATA');
-    const go = await this.read('data', timeouts.data, 'DATA');
+    const go = this.note(await this.read('data', timeouts.data, 'DATA'));
     if (go.code !== 354) {
-      await this.rset();
-      return { mail, rcpts, data: go };
+      const cls = replyClass(go.code);
+      if (cls === 4 || cls === 5) {
+        every(accepted, (address) => ({ address, kind: 'refused', step: 'DATA', reply: go, permanent: cls === 5 }));
+        await this.rsetOrAbandon();
+      } else {
+        // RFC 5321 §4.3.2: only 354 opens the data phase. A 2xx here is no delivery (no body was
+        // sent) and another 3xx may have the peer waiting for a body we will never send: close
+        // without the end-of-data dot, so nothing half-sent can be taken for a message.
+        every(accepted, (address) => protocolError(address, 'DATA', go, 'only 354 opens the data phase'));
+        this.abandon();
+      }
+      return done();
     }
     await this.streamBody(input.body());
-    const data = await this.read('data', timeouts.data_done, 'end of data');
-    return { mail, rcpts, data };
+    const end = this.note(await this.read('data', timeouts.data_done, 'end of data'));
+    const cls = replyClass(end.code);
+    if (cls === 2) every(accepted, (address) => ({ address, kind: 'delivered', reply: end }));
+    else if (cls === 3) {
+      every(accepted, (address) => protocolError(address, 'end of DATA', end, 'only a 2xx after the end of data is delivery'));
+      this.abandon();
+    } else every(accepted, (address) => ({ address, kind: 'refused', step: 'end of DATA', reply: end, permanent: cls === 5 }));
+    return done();
+  }
+
+  /**
+   * RFC 5321 §3.8: a 421 means the peer is closing the channel; the session is not reused,
+   * whatever else the reply decided.
+   */
+  private note(reply: Reply): Reply {
+    if (reply.code === 421) this.broken = true;
+    return reply;
+  }
+
+  /**
+   * Before a command that waits for its own reply: a reply already received would be taken for
+   * its answer (a peer that answered one command twice, or answered before being asked).
+   */
+  private expectNothingPending(before: string): void {
+    if (this.reader.hasPending()) {
+      this.destroy();
+      throw new SmtpError('protocol', `reply received before ${before} was sent: the peer is out of step`);
+    }
+  }
+
+  /** The peer's state is unknown: no further command on this connection. */
+  private abandon(): void {
+    this.broken = true;
+    this.destroy();
+  }
+
+  /** RSET after a transaction that ended without a message; a failed RSET only costs the connection. */
+  private async rsetOrAbandon(): Promise<void> {
+    try {
+      await this.rset();
+    } catch {
+      this.abandon();
+    }
   }
 
   private async streamBody(stream: NodeJS.ReadableStream | Readable): Promise<void> {
@@ -734,6 +843,9 @@ export class SmtpSession {
       if (err instanceof SmtpError) throw err;
       throw new SmtpError('data', `message body stream failed: ${(err as Error).message}`, { cause: err });
     }
+    // A reply before the end-of-data dot answers no command of ours: it must not be read as the
+    // reply to the dot (that would make an unfinished message look delivered).
+    this.expectNothingPending('the end of data');
     if (!sock.write(enc.end())) await this.drain();
   }
 
@@ -765,8 +877,8 @@ export class SmtpSession {
 
   private async rset(): Promise<void> {
     this.write('RSET');
-    const r = await this.read('mail', this.opts.timeouts.mail, 'RSET');
-    if (r.code !== 250) {
+    const r = this.note(await this.read('mail', this.opts.timeouts.mail, 'RSET'));
+    if (replyClass(r.code) !== 2) {
       this.broken = true;
       throw new SmtpError('protocol', `RSET rejected: ${describe(r)}`, { reply: r });
     }

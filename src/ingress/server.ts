@@ -28,6 +28,7 @@ import type { Draft, Envelope, QueuedMessage, SpoolWriter } from '../spool/types
 import { cidrContains, clientKey, compileCidr, compileCidrs, relayDecision, type Cidr } from './access.js';
 import { checkMailbox } from './address.js';
 import { receivedHeader } from './received.js';
+import { HopCounter } from './hops.js';
 import { AuthLimiter, Concurrency, SlidingWindow, type AuthAttempt, type Reservation } from './limits.js';
 import { Users } from './users.js';
 import type { RelayEvents } from '../metrics/events.js';
@@ -461,6 +462,10 @@ export class Ingress {
     let failure: unknown;
     let oversized = false;
     let size = 0;
+    // RFC 5321 §6.3 loop detection: the client's Received: fields, counted as they stream past.
+    const hops = new HopCounter();
+    const maxHops = this.opts.config.max_hops;
+    let looped = false;
     let aborted = false;
     const abort = async () => {
       if (draft && !aborted) {
@@ -494,9 +499,17 @@ export class Ingress {
     try {
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         size += chunk.length;
-        // After a failure or once over the limit the rest is read and dropped: the
+        // After a failure or once over a limit the rest is read and dropped: the
         // client is still sending and the protocol must stay in step until "." (RFC 5321 §4.1.1.4).
-        if (failure !== undefined || oversized) continue;
+        if (failure !== undefined || oversized || looped) continue;
+        if (!hops.done) {
+          hops.push(chunk);
+          if (hops.count > maxHops) {
+            looped = true;
+            await abort();
+            continue;
+          }
+        }
         if (size > max) {
           oversized = true;
           await abort();
@@ -521,6 +534,12 @@ export class Ingress {
       this.log.info({ client, queue_id: draft?.id, bytes: size, max_message_size: max }, 'message refused: too large');
       // RFC 1870 §6.3 / RFC 5321 §4.5.3.1.10, RFC 3463 §3.4 5.3.4
       throw smtpError(552, '5.3.4 Message size exceeds fixed maximum message size');
+    }
+    if (looped) {
+      this.release(session);
+      this.log.warn({ client, queue_id: draft?.id, from: envelope.from, received_fields: hops.count, max_hops: maxHops }, 'message refused: too many hops (mail loop?)');
+      // RFC 5321 §6.3 (and Postfix's hopcount_limit): refuse rather than relay a looping message; RFC 3463 §3.5 5.4.6 routing loop.
+      throw smtpError(554, `5.4.6 Too many hops: ${hops.count} Received: header fields, more than ${maxHops} (mail loop?)`);
     }
     let msg: QueuedMessage | undefined;
     if (failure === undefined) {

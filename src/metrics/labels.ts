@@ -14,17 +14,19 @@ export function daneStatusOf(s: { connected: boolean; planKind?: 'none' | 'may' 
 
 export const DEFERRAL_REASONS = [
   'dns-bogus', 'dns-lookup-failed', 'tlsa-lookup-failed', 'dane-required', 'dane-no-match', 'tls-verify-failed',
-  'starttls-failed', 'tls-handshake-failed', 'no-address', 'connect', 'connection-lost', 'remote-temporary', 'internal', 'other',
+  'starttls-failed', 'tls-handshake-failed', 'no-address', 'connect', 'connection-lost', 'protocol-error', 'remote-temporary', 'internal', 'other',
 ] as const;
 export type DeferralReason = (typeof DEFERRAL_REASONS)[number];
 
 /**
  * A deferral's reason label, from its RFC 3463 code and its one-line reason. The code says
- * the class (4.4.3 DNS, 4.7.5 TLS/DANE policy, 4.4.1 connect, 4.4.2 lost connection);
+ * the class (4.4.3 DNS, 4.7.5 TLS/DANE policy, 4.4.1 connect, 4.4.2 lost connection, 4.5.0 a
+ * peer that broke the protocol);
  * the text refines it.
  */
 export function deferralReason(o: { code: string; reason: string; reply?: string }): DeferralReason {
   const t = o.reason;
+  if (o.code === '4.5.0') return 'protocol-error';
   if (o.reply) return 'remote-temporary';
   if (/internal error/i.test(t) || o.code === '4.3.0') return 'internal';
   if (/TLSA lookup/i.test(t)) return 'tlsa-lookup-failed';

@@ -10,11 +10,11 @@ import type { Logger } from 'pino';
 import type { Spool } from '../spool/spool.js';
 import type { QueuedMessage, RecipientStatus } from '../spool/types.js';
 import { DestinationRun, type DeliveryDeps, type DeliveryJob } from '../delivery/deliver.js';
-import { printableOutcome, type RecipientOutcome } from '../delivery/outcome.js';
+import { oneOutcomeEach, printableOutcome, type RecipientOutcome } from '../delivery/outcome.js';
 import { composeDsn, dsnAllowed, headerBlock, type DsnRecipient } from '../dsn/compose.js';
-import { backoffDelay, delayWarningDue, expired, permanentCode, type BackoffConfig } from './backoff.js';
+import type { BackoffConfig } from './backoff.js';
+import { applyOutcome } from './settle.js';
 import { MinHeap } from './heap.js';
-import { lifetimeFor } from '../reporting/tlsrpt/lifetime.js';
 
 export interface SchedulerConfig extends BackoffConfig {
   concurrency: number;
@@ -175,7 +175,11 @@ export class Scheduler {
           this.deps.log.error({ err: e, queue_id: msg.id, domain: dest.domain }, 'delivery failed unexpectedly');
           outcomes = job.recipients.map((address) => ({ address, result: 'deferred', code: '4.3.0', reason: `internal error: ${(e as Error)?.message ?? e}` }));
         }
-        await this.settle(msg, outcomes);
+        // Exactly one outcome per recipient handed out (issue 13): one left without an outcome would stay
+        // due and be retried at every queue run, without backoff and without ever expiring.
+        const checked = oneOutcomeEach(job.recipients, outcomes);
+        if (checked.breaches.length) this.deps.log.error({ queue_id: msg.id, domain: dest.domain, breaches: checked.breaches }, 'internal invariant breach: not exactly one outcome per recipient (repaired: deferred)');
+        await this.settle(msg, checked.outcomes);
         this.release(job.id, job.recipients);
       }
     } finally {
@@ -205,29 +209,9 @@ export class Scheduler {
       const o = printableOutcome(raw); // outside text enters the queue's state (and DSNs) only printable
       const cur = msg.recipients.find((x) => x.address === o.address);
       if (!cur || !isOpen(cur)) continue;
-      const r = { ...cur };
+      const { next: r, dsn } = applyOutcome(cur, o, msg.envelope, now, cfg, this.rand);
       next.set(r.address, r);
-      r.attempts++;
-      r.lastReason = o.reason;
-      r.dsnCode = o.code;
-      r.remoteMta = o.remoteMta;
-      if (o.result === 'sent') {
-        r.state = 'delivered';
-      } else if (o.result === 'bounced' || expired(msg.envelope.received, now, lifetimeFor(msg.envelope.kind, cfg))) {
-        r.state = 'failed';
-        if (o.result !== 'bounced') {
-          r.dsnCode = permanentCode(o.code);
-          r.lastReason = `delivery time expired: ${o.reason}`;
-        }
-        failed.push({ address: r.address, action: 'failed', status: r.dsnCode, remoteMta: o.remoteMta, diagnostic: o.reply ? `smtp; ${o.reply}` : r.lastReason, lastAttempt: now });
-      } else {
-        r.state = 'deferred';
-        r.nextAttempt = now + backoffDelay(r.attempts, cfg, this.rand);
-        if (delayWarningDue(msg.envelope.received, now, r.delayNotified, cfg)) {
-          r.delayNotified = now;
-          delayed.push({ address: r.address, action: 'delayed', status: o.code, remoteMta: o.remoteMta, diagnostic: o.reply ? `smtp; ${o.reply}` : o.reason, lastAttempt: now, willRetryUntil: msg.envelope.received + cfg.lifetime });
-        }
-      }
+      if (dsn) (dsn.action === 'failed' ? failed : delayed).push(dsn);
     }
     for (const list of [failed, delayed]) {
       if (list.length === 0 || !dsnAllowed(msg.envelope)) continue;

@@ -209,10 +209,9 @@ describe('SmtpSession: plain SMTP', () => {
     expect(sess.tls).toBeUndefined();
     const res = await deliver(sess, 'alice@src.test', ['bob@dst.test'], 'Subject: hi\r\n\r\nbody\r\n');
     await sess.quit();
-    expect(res.mail.code).toBe(250);
-    expect(res.rcpts).toEqual([expect.objectContaining({ address: 'bob@dst.test', accepted: true })]);
-    expect(res.data?.code).toBe(250);
-    expect(res.data?.enhanced).toMatch(/^2\.\d+\.\d+$/);
+    expect(res.recipients).toEqual([expect.objectContaining({ address: 'bob@dst.test', kind: 'delivered' })]);
+    expect(res.recipients[0]!.reply.code).toBe(250);
+    expect(res.recipients[0]!.reply.enhanced).toMatch(/^2\.\d+\.\d+$/);
     expect(r.messages).toHaveLength(1);
     const m = r.messages[0]!;
     expect(m.from).toBe('alice@src.test');
@@ -231,17 +230,16 @@ describe('SmtpSession: plain SMTP', () => {
     const sess = await SmtpSession.connect(target(r), options({ mode: 'none' }));
     const res = await deliver(sess, 'a@src.test', ['ok@dst.test', 'later@dst.test', 'gone@dst.test', 'ok2@dst.test']);
     await sess.quit();
-    expect(res.rcpts.map((x) => [x.address, x.reply.code, x.accepted])).toEqual([
-      ['ok@dst.test', 250, true],
-      ['later@dst.test', 450, false],
-      ['gone@dst.test', 550, false],
-      ['ok2@dst.test', 250, true],
+    expect(res.recipients.map((x) => [x.address, x.kind, x.reply.code, x.kind === 'refused' ? [x.step, x.permanent] : null])).toEqual([
+      ['ok@dst.test', 'delivered', 250, null],
+      ['later@dst.test', 'refused', 450, ['RCPT TO', false]],
+      ['gone@dst.test', 'refused', 550, ['RCPT TO', true]],
+      ['ok2@dst.test', 'delivered', 250, null],
     ]);
     // RFC 3463 codes are parsed and their class matches the reply class.
-    expect(res.rcpts[1]!.reply.enhanced).toMatch(/^4\.\d+\.\d+$/);
-    expect(res.rcpts[2]!.reply.enhanced).toMatch(/^5\.\d+\.\d+$/);
-    expect(res.rcpts[2]!.reply.text).toContain('no such user');
-    expect(res.data?.code).toBe(250);
+    expect(res.recipients[1]!.reply.enhanced).toMatch(/^4\.\d+\.\d+$/);
+    expect(res.recipients[2]!.reply.enhanced).toMatch(/^5\.\d+\.\d+$/);
+    expect(res.recipients[2]!.reply.text).toContain('no such user');
     expect(r.messages[0]!.to).toEqual(['ok@dst.test', 'ok2@dst.test']);
   });
 
@@ -256,9 +254,7 @@ describe('SmtpSession: plain SMTP', () => {
     const sess = await SmtpSession.connect(target(peer), options({ mode: 'none' }, { ...T, mail: 1500 }));
     const res = await deliver(sess, 'a@src.test', ['x@dst.test', 'y@dst.test']);
     await sess.quit();
-    expect(res.mail.code).toBe(250);
-    expect(res.rcpts.map((x) => x.accepted)).toEqual([true, false]);
-    expect(res.data?.code).toBe(250);
+    expect(res.recipients.map((x) => [x.kind, x.reply.code])).toEqual([['delivered', 250], ['refused', 550]]);
     // DATA only after the RCPT replies (RFC 2920 §3.1), and exactly once.
     expect(peer.lines.filter((l) => l === 'DATA')).toHaveLength(1);
   });
@@ -281,7 +277,7 @@ describe('SmtpSession: plain SMTP', () => {
     const sess = await SmtpSession.connect(target(peer), options({ mode: 'none' }));
     const res = await deliver(sess);
     await sess.quit();
-    expect(res.data?.code).toBe(250);
+    expect(res.recipients.map((x) => x.kind)).toEqual(['delivered']);
     expect(rcptSeenAt).toBeGreaterThan(mailAnsweredAt);
     expect(mailAnsweredAt).toBeGreaterThan(0);
   });
@@ -306,7 +302,7 @@ describe('SmtpSession: plain SMTP', () => {
     // An empty body is just the terminating dot line.
     await sess.send({ from: 'a@src.test', recipients: ['b@dst.test'], body: text('') });
     await sess.quit();
-    expect(res.data?.code).toBe(250);
+    expect(res.recipients.map((x) => x.kind)).toEqual(['delivered']);
     expect(peer.bodies.map((b) => b.toString('latin1'))).toEqual(['a\r\n..b\r\n..\r\nc\r\nd\r\ne\r\n.\r\n', '.\r\n']);
   });
 
@@ -357,7 +353,7 @@ describe('SmtpSession: plain SMTP', () => {
     const sess = await SmtpSession.connect(target({ port: (server.address() as net.AddressInfo).port }), options({ mode: 'none' }));
     const res = await sess.send({ from: 'a@src.test', recipients: ['b@dst.test'], size, body: () => Readable.from(body()) });
     await sess.quit();
-    expect(res.data?.code).toBe(250);
+    expect(res.recipients.map((x) => x.kind)).toEqual(['delivered']);
     expect(received).toBe(size + 3);
     expect(hash.digest('hex')).toBe(expected.digest('hex'));
     // Without backpressure the whole 32 MB would be queued before the peer read any
@@ -387,13 +383,11 @@ describe('SmtpSession: plain SMTP', () => {
     const r = await receiver({ pipelining: false, mail: (f) => (f.startsWith('bad') ? { code: 553, message: 'sender refused' } : undefined) });
     const sess = await SmtpSession.connect(target(r), options({ mode: 'none' }));
     const res = await deliver(sess, 'bad@src.test');
-    expect(res.mail.code).toBe(553);
-    expect(res.rcpts).toEqual([]);
-    expect(res.data).toBeUndefined();
+    expect(res.recipients).toEqual([expect.objectContaining({ kind: 'refused', step: 'MAIL FROM', permanent: true, reply: expect.objectContaining({ code: 553 }) })]);
     expect(sess.usable).toBe(true);
     const ok = await deliver(sess, 'good@src.test');
     await sess.quit();
-    expect(ok.data?.code).toBe(250);
+    expect(ok.recipients.map((x) => x.kind)).toEqual(['delivered']);
     expect(r.commands.filter((c) => c.startsWith('RCPT'))).toHaveLength(1);
     expect(r.messages.map((m) => m.from)).toEqual(['good@src.test']);
   });
@@ -402,8 +396,7 @@ describe('SmtpSession: plain SMTP', () => {
     const r = await receiver({ rcpt: () => ({ code: 550, message: 'no' }) });
     const sess = await SmtpSession.connect(target(r), options({ mode: 'none' }));
     const res = await deliver(sess, 'a@src.test', ['x@dst.test', 'y@dst.test']);
-    expect(res.rcpts.every((x) => !x.accepted && x.reply.code === 550)).toBe(true);
-    expect(res.data).toBeUndefined();
+    expect(res.recipients.every((x) => x.kind === 'refused' && x.step === 'RCPT TO' && x.reply.code === 550)).toBe(true);
     expect(sess.usable).toBe(true);
     await sess.quit();
     expect(r.commands).not.toContain('DATA');
@@ -441,7 +434,7 @@ describe('SmtpSession: plain SMTP', () => {
     expect(sess.tls).toBeUndefined();
     const res = await deliver(sess);
     await sess.quit();
-    expect(res.data?.code).toBe(250);
+    expect(res.recipients.map((x) => x.kind)).toEqual(['delivered']);
     expect(peer.lines.slice(0, 2)).toEqual(['EHLO relay.test.invalid', 'HELO relay.test.invalid']);
   });
 

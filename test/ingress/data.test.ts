@@ -225,6 +225,54 @@ describe('message size (RFC 1870)', () => {
   });
 });
 
+describe('hop count (RFC 5321 §6.3, issue 13)', () => {
+  const received = (n: number) => Array.from({ length: n }, (_, i) => `Received: from hop${i}.example by hop${i + 1}.example; Tue, 24 Nov 2026 11:00:00 +0000\r\n`).join('');
+  const message = (n: number, extra = '') => Buffer.from(`${received(n)}${extra}Subject: hops\r\n\r\nbody\r\n`);
+
+  it('issue13-4 51 Received: header fields (ingress.max_hops 50): 554 5.4.6 at the end of DATA, nothing queued, the session goes on', async () => {
+    const h = await start();
+    const c = await openData(h);
+    c.write(SmtpTestClient.dataPayload(message(51)));
+    const r = await c.reply();
+    expect([r.code, r.enhanced]).toEqual([554, '5.4.6']);
+    expect(r.lines[0]).toMatch(/Too many hops: 51 Received: header fields, more than 50/);
+    expect(tmpFiles(h)).toEqual([]);
+    expect(h.queued).toHaveLength(0);
+    expect((await c.cmd('NOOP')).code).toBe(250);
+    await c.quit();
+    expect(await onDisk(h)).toEqual([]);
+    expect(h.logs.some((l) => l.msg === 'message refused: too many hops (mail loop?)' && l.received_fields === 51)).toBe(true);
+  });
+
+  it('issue13-4 50 Received: header fields pass; the relay\'s own Received line is added after the check (51 stored)', async () => {
+    const h = await start();
+    const c = await openData(h);
+    c.write(SmtpTestClient.dataPayload(message(50)));
+    expect((await c.reply()).code).toBe(250);
+    const stored = (await h.spool.readBody(h.queued[0]!.id)).toString('latin1').split('\r\n\r\n')[0]!;
+    expect(stored.match(/^Received:/gm)).toHaveLength(51);
+    expect(stored.startsWith('Received: from client.example')).toBe(true);
+    await c.quit();
+  });
+
+  it('issue13-4 only the header section counts (Received: lines in the body do not), whatever the segmentation; ingress.max_hops is configurable', async () => {
+    const h = await start({ config: { max_hops: 3 } });
+    const c = await openData(h);
+    // Folded Received fields, odd case, WSP before the colon, a look-alike field, and 100 in the body.
+    const head = 'Received: from a\r\n\tby b; x\r\nRECEIVED : from c; x\r\nreceived:\r\nReceived-SPF: pass\r\nX-Received: x\r\n';
+    const body = Buffer.from(`${head}Subject: s\r\n\r\n${received(100)}`);
+    const payload = SmtpTestClient.dataPayload(body);
+    for (let i = 0; i < payload.length; i += 7) c.write(payload.subarray(i, i + 7)); // 7-byte writes
+    expect((await c.reply()).code).toBe(250); // 3 fields, limit 3
+    expect((await c.cmd('MAIL FROM:<sender@example.com>')).code).toBe(250);
+    expect((await c.cmd('RCPT TO:<rcpt@example.org>')).code).toBe(250);
+    expect((await c.cmd('DATA')).code).toBe(354);
+    c.write(SmtpTestClient.dataPayload(Buffer.from(`Received: x\n${head}\nbody\n`))); // bare LF lines: 4 fields
+    expect((await c.reply()).code).toBe(554);
+    await c.quit();
+  });
+});
+
 describe('spool failures: 452 4.3.1 and nothing queued', () => {
   it('commit throwing ENOSPC (SpoolWriter seam): 452 4.3.1, draft aborted, then the next message goes through', async () => {
     const aborted: string[] = [];

@@ -18,6 +18,8 @@ describe('deferralReason', () => {
     [{ code: '4.4.4', reason: 'mx.a.test: no A/AAAA records for mx.a.test' }, 'no-address'],
     [{ code: '4.4.1', reason: 'mx.a.test[127.0.0.5]:25: connect ECONNREFUSED' }, 'connect'],
     [{ code: '4.4.2', reason: 'lost connection with mx.a.test (data): socket closed' }, 'connection-lost'],
+    [{ code: '4.5.0', reason: 'host x: protocol error: 250 ok in reply to DATA: only 354 opens the data phase', reply: '250 ok' }, 'protocol-error'],
+    [{ code: '4.5.0', reason: 'protocol error with x (protocol): malformed reply line' }, 'protocol-error'],
     [{ code: '4.2.2', reason: 'host x said: 452 4.2.2 mailbox full', reply: '452 4.2.2 mailbox full' }, 'remote-temporary'],
     [{ code: '4.3.0', reason: 'internal error: boom' }, 'internal'],
     [{ code: '4.9.9', reason: 'something new' }, 'other'],

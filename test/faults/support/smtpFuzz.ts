@@ -23,9 +23,10 @@ export interface Sequence {
   mayBeInData: boolean;
 }
 
-const int = (r: Rand, n: number) => Math.floor(r() * n);
-const pick = <T>(r: Rand, xs: readonly T[]): T => xs[int(r, xs.length)]!;
-const bytes = (r: Rand, n: number, avoid: number[] = []) => {
+// Shared with the reply-script fuzz of the delivery client (./replyFuzz.ts).
+export const int = (r: Rand, n: number) => Math.floor(r() * n);
+export const pick = <T>(r: Rand, xs: readonly T[]): T => xs[int(r, xs.length)]!;
+export const bytes = (r: Rand, n: number, avoid: number[] = []) => {
   const b = Buffer.allocUnsafe(n);
   for (let i = 0; i < n; i++) {
     let c = int(r, 256);

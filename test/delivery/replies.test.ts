@@ -1,0 +1,220 @@
+/**
+ * Issue 13, defects 1–3: every reply a peer can give at each step of a transaction ends in exactly
+ * one outcome per recipient, and `sent` only when the peer answered DATA with 354 and the end of
+ * data with a 2xx (RFC 5321 §4.2.1, §4.3.2). Real DestinationRun.deliver over real loopback
+ * sockets against a scripted peer (test/support/scriptedPeer.ts) that keeps the server's truth.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { Readable } from 'node:stream';
+import { pino } from 'pino';
+import { DestinationRun, type DeliveryDeps } from '../../src/delivery/deliver.js';
+import type { RecipientOutcome } from '../../src/delivery/outcome.js';
+import { StubResolver } from '../../src/dns/stub.js';
+import { normalScript, startScriptedPeer, type PeerAction, type PeerTransaction, type ScriptedPeer } from '../support/scriptedPeer.js';
+
+const cleanups: (() => Promise<void>)[] = [];
+afterAll(async () => { for (const c of cleanups.reverse()) await c(); });
+
+const T = 2000;
+const resolver = new StubResolver({ servers: ['127.0.0.1:9'], timeoutMs: 100, attempts: 1 }); // never asked: address literals
+cleanups.push(() => resolver.close());
+
+function deps(port: number, over: Partial<DeliveryDeps> = {}): DeliveryDeps {
+  return {
+    resolver, heloName: 'relay.test', selfNames: ['relay.test'], port, tlsLevel: () => ({ level: 'may', rule: 'test' }),
+    timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
+    digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 10, log: pino({ level: 'silent' }), now: Date.now, ...over,
+  };
+}
+
+async function peer(script: Parameters<typeof startScriptedPeer>[0]['script']): Promise<ScriptedPeer> {
+  const p = await startScriptedPeer({ script });
+  cleanups.push(() => p.close());
+  return p;
+}
+
+let n = 0;
+/** One message to `recipients` (in domain [127.0.0.1]) through a fresh DestinationRun. */
+async function deliverOnce(p: ScriptedPeer, recipients: string[], given?: DestinationRun): Promise<RecipientOutcome[]> {
+  const run = given ?? new DestinationRun(deps(p.port), '[127.0.0.1]');
+  const rcpts = recipients.map((r) => `${r}@[127.0.0.1]`);
+  const id = `m${n++}`;
+  try {
+    return await run.deliver({
+      id, size: 30, recipients: rcpts,
+      envelope: { kind: 'normal', from: `${id}@sender.test`, recipients: rcpts, smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: Date.now() },
+      body: () => Readable.from([Buffer.from('Subject: t\r\n\r\nbody\r\n')]),
+    });
+  } finally {
+    if (!given) await run.close();
+  }
+}
+
+/** All transactions the peer saw. */
+const txs = (p: ScriptedPeer): PeerTransaction[] => p.connections.flatMap((c) => c.transactions);
+
+/** The invariant of issue 13, per call: one outcome per recipient; sent ⇔ the peer's truth says delivered. */
+function expectOneEach(out: RecipientOutcome[], recipients: string[], p: ScriptedPeer): void {
+  expect(out.map((o) => o.address).sort()).toEqual(recipients.map((r) => `${r}@[127.0.0.1]`).sort());
+  const delivered = new Set(txs(p).filter((t) => t.delivered).flatMap((t) => t.rcpts));
+  for (const o of out) if (o.result === 'sent') expect({ address: o.address, deliveredByPeer: delivered.has(o.address) }).toEqual({ address: o.address, deliveredByPeer: true });
+}
+
+const answer = (over: Record<string, string>) => (verb: string): PeerAction | undefined => (over[verb] !== undefined ? { reply: over[verb]! } : undefined);
+
+describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354 and a 2xx to the end of data', () => {
+  it('issue13-1 RFC 5321 §4.2.1 a 2xx to MAIL FROM that is not 250, with PIPELINING: never `sent` without DATA; the transaction goes on (first digit 2 = positive completion)', async () => {
+    const p = await peer(normalScript({ ext: ['PIPELINING'], answer: answer({ MAIL: '251 2.1.0 sender ok, will forward\r\n' }) }));
+    const out = await deliverOnce(p, ['a', 'b']);
+    expectOneEach(out, ['a', 'b'], p);
+    // The peer saw DATA, answered 354 and 250 to the dot: delivered is the truth, and the outcome.
+    expect(txs(p)).toHaveLength(1);
+    expect(txs(p)[0]!.delivered).toBe(true);
+    expect(out.map((o) => o.result)).toEqual(['sent', 'sent']);
+  });
+
+  it('issue13-1 PIPELINING: MAIL 252 and RCPT 250 but the connection closes before DATA → deferred, not sent', async () => {
+    const p = await peer(normalScript({ ext: ['PIPELINING'], answer: (verb) => (verb === 'MAIL' ? { reply: '252 ok\r\n' } : verb === 'DATA' ? { close: true } : undefined) }));
+    const out = await deliverOnce(p, ['a']);
+    expectOneEach(out, ['a'], p);
+    expect(out.map((o) => o.result)).toEqual(['deferred']);
+  });
+
+  it.each([
+    ['250 2.0.0 ok, no body needed'],
+    ['251 2.0.0 forwarded'],
+    ['220 ready'],
+    ['221 bye'],
+    ['334 go on'],
+    ['350 not quite 354'],
+  ])('issue13-2 RFC 5321 §4.3.2 DATA answered %j: only 354 opens the data phase → deferred (protocol error), never sent', async (reply) => {
+    const p = await peer(normalScript({ ext: ['PIPELINING', 'ENHANCEDSTATUSCODES'], answer: answer({ DATA: `${reply}\r\n` }) }));
+    const out = await deliverOnce(p, ['a', 'b']);
+    expectOneEach(out, ['a', 'b'], p);
+    expect(out.map((o) => o.result)).toEqual(['deferred', 'deferred']);
+    expect(out[0]!.code).toBe('4.5.0');
+    expect(out[0]!.reason).toMatch(/DATA/);
+    expect(txs(p).some((t) => t.dot)).toBe(false); // no body went out
+  });
+
+  it('issue13-2 RFC 5321 §4.3.2 a 3xx to the end of data is no delivery → deferred; a 4xx deferred, a 5xx bounced', async () => {
+    for (const [reply, result] of [['354 again?', 'deferred'], ['452 4.3.1 full', 'deferred'], ['554 5.6.0 rejected', 'bounced']] as const) {
+      const p = await peer(normalScript({ endOfData: () => ({ reply: `${reply}\r\n` }) }));
+      const out = await deliverOnce(p, ['a']);
+      expectOneEach(out, ['a'], p);
+      expect({ reply, result: out[0]!.result }).toEqual({ reply, result });
+    }
+  });
+
+  it('issue13-3 RFC 5321 §4.2.1 MAIL answered 251 by a peer without PIPELINING: exactly one outcome per recipient', async () => {
+    const p = await peer(normalScript({ answer: answer({ MAIL: '251 2.1.0 ok\r\n' }) }));
+    const out = await deliverOnce(p, ['a', 'b', 'c']);
+    expectOneEach(out, ['a', 'b', 'c'], p);
+    expect(out.map((o) => o.result)).toEqual(['sent', 'sent', 'sent']);
+  });
+
+  it('issue13-3 MAIL answered with a 3xx (not allowed for MAIL), with and without PIPELINING → every recipient deferred (protocol error), no DATA', async () => {
+    for (const ext of [[], ['PIPELINING']]) {
+      const p = await peer(normalScript({ ext, answer: answer({ MAIL: '354 what?\r\n' }) }));
+      const out = await deliverOnce(p, ['a', 'b']);
+      expectOneEach(out, ['a', 'b'], p);
+      expect(out.map((o) => [o.result, o.code])).toEqual([['deferred', '4.5.0'], ['deferred', '4.5.0']]);
+      expect(p.connections[0]!.commands).not.toContain('DATA');
+    }
+  });
+
+  it('issue13-3 RCPT answered with a 3xx: that recipient deferred, the transaction is abandoned before DATA (the peer\'s view of it is unknown)', async () => {
+    const p = await peer(normalScript({ answer: (verb, line) => (verb === 'RCPT' && line.includes('<b@') ? { reply: '354 eh\r\n' } : undefined) }));
+    const out = await deliverOnce(p, ['a', 'b', 'c']);
+    expectOneEach(out, ['a', 'b', 'c'], p);
+    expect(out.every((o) => o.result === 'deferred')).toBe(true);
+    expect(p.connections[0]!.commands).not.toContain('DATA');
+  });
+
+  it('RFC 5321 §4.2.1 MAIL 4xx / 5xx: every recipient deferred / bounced with the peer\'s words', async () => {
+    for (const [reply, result] of [['451 4.3.0 try later', 'deferred'], ['553 5.1.8 bad sender', 'bounced']] as const) {
+      for (const ext of [[], ['PIPELINING']]) {
+        const p = await peer(normalScript({ ext, answer: answer({ MAIL: `${reply}\r\n`, RCPT: '503 5.5.1 no MAIL\r\n' }) }));
+        const out = await deliverOnce(p, ['a', 'b']);
+        expectOneEach(out, ['a', 'b'], p);
+        expect(out.map((o) => o.result)).toEqual([result, result]);
+        expect(out[0]!.reason).toContain(reply);
+        expect(out[0]!.reason).toContain('MAIL FROM');
+      }
+    }
+  });
+
+  it('RFC 5321 §4.2.1 RCPT 2xx other than 250 (251, 252) counts as accepted; a 4xx/5xx is that recipient\'s own outcome', async () => {
+    const p = await peer(normalScript({
+      ext: ['PIPELINING'],
+      answer: (verb, line) => {
+        if (verb !== 'RCPT') return undefined;
+        const who = /<(\w)@/.exec(line)![1];
+        return { reply: { a: '251 2.1.5 will forward\r\n', b: '252 2.1.5 cannot verify, will try\r\n', c: '450 4.2.1 busy\r\n', d: '550 5.1.1 no such user\r\n' }[who!] ?? '250 ok\r\n' };
+      },
+    }));
+    const out = await deliverOnce(p, ['a', 'b', 'c', 'd']);
+    expectOneEach(out, ['a', 'b', 'c', 'd'], p);
+    expect(out.map((o) => o.result)).toEqual(['sent', 'sent', 'deferred', 'bounced']);
+    expect(txs(p)[0]!.rcpts).toHaveLength(4);
+  });
+
+  it('RFC 5321 §4.2 multi-line replies with changing codes, garbage, out-of-range codes, close and stall at each step → deferred, never sent', async () => {
+    const faults: PeerAction[] = [
+      { reply: '250-ok\r\n354 mixed\r\n' }, { reply: 'garbage line\r\n' }, { reply: '199 too low\r\n' }, { reply: '650 too high\r\n' }, { close: true }, { stall: true },
+    ];
+    for (const step of ['MAIL', 'RCPT', 'DATA', 'dot']) {
+      for (const f of faults) {
+        const p = await peer(normalScript({ answer: (verb) => (verb === step ? f : undefined), endOfData: () => (step === 'dot' ? f : undefined) }));
+        const run = new DestinationRun(deps(p.port, { timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: 300, rcpt: 300, data: 300, data_block: 300, data_done: 300 } }), '[127.0.0.1]');
+        const out = await deliverOnce(p, ['a', 'b'], run);
+        await run.close();
+        expectOneEach(out, ['a', 'b'], p);
+        expect({ step, f, results: out.map((o) => o.result) }).toEqual({ step, f, results: ['deferred', 'deferred'] });
+      }
+    }
+  }, 60_000);
+
+  it('RFC 5321 §4.5.3.1.10 552 to RCPT is the old "too many recipients": treated as 452, deferred (4.x.x), not bounced', async () => {
+    const p = await peer(normalScript({ answer: (verb, line) => (verb === 'RCPT' && line.includes('<b@') ? { reply: '552 5.5.3 too many recipients\r\n' } : undefined) }));
+    const out = await deliverOnce(p, ['a', 'b']);
+    expectOneEach(out, ['a', 'b'], p);
+    expect(out.map((o) => [o.result, o.code])).toEqual([['sent', '2.0.0'], ['deferred', '4.5.3']]);
+  });
+
+  it('RFC 5321 §4.2 a peer out of step — MAIL answered twice, or a reply before the end-of-data dot — is never read as success: deferred 4.5.0', async () => {
+    const twice = await peer(normalScript({ answer: answer({ MAIL: '250 ok\r\n250 ok\r\n' }) }));
+    const a = await deliverOnce(twice, ['a']);
+    expectOneEach(a, ['a'], twice);
+    expect(a.map((o) => [o.result, o.code])).toEqual([['deferred', '4.5.0']]);
+    expect(twice.connections[0]!.commands.filter((c) => c.startsWith('RCPT'))).toEqual([]);
+    const early = await peer(normalScript({ answer: answer({ DATA: '354 go\r\n250 2.0.0 queued before the body\r\n' }) }));
+    const b = await deliverOnce(early, ['a']);
+    expectOneEach(b, ['a'], early);
+    expect(b.map((o) => [o.result, o.code])).toEqual([['deferred', '4.5.0']]);
+    expect(txs(early)[0]!.dot).toBe(false); // the dot was never sent
+  });
+
+  it('RFC 5321 §3.8 421 to RCPT: the peer is closing, so the transaction ends there (every recipient deferred, no DATA) and the connection is not reused', async () => {
+    const p = await peer(normalScript({ answer: (verb, line) => (verb === 'RCPT' && line.includes('<b@') ? { reply: '421 4.3.2 shutting down\r\n' } : undefined) }));
+    const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
+    const first = await deliverOnce(p, ['a', 'b'], run);
+    const second = await deliverOnce(p, ['c'], run);
+    await run.close();
+    expect([...first, ...second].map((o) => [o.address.split('@')[0], o.result])).toEqual([['a', 'deferred'], ['b', 'deferred'], ['c', 'sent']]);
+    expect(first[0]!.reason).toContain('421 4.3.2 shutting down (in reply to RCPT TO)');
+    expect(p.connections).toHaveLength(2);
+    expect(p.connections[0]!.commands).not.toContain('DATA');
+    expect(p.connections[0]!.commands).not.toContain('RSET');
+  });
+
+  it('RFC 5321 §4.1.1.5 RSET refused on a reused connection: the next message goes over a new connection and is delivered', async () => {
+    const p = await peer(normalScript({ answer: (verb) => (verb === 'RSET' ? { reply: '500 what\r\n' } : undefined) }));
+    const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
+    const a = await deliverOnce(p, ['a'], run);
+    const b = await deliverOnce(p, ['b'], run);
+    await run.close();
+    expect([...a, ...b].map((o) => o.result)).toEqual(['sent', 'sent']);
+    expect(p.connections).toHaveLength(2);
+  });
+});
