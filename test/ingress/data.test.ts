@@ -284,6 +284,7 @@ describe('spool failures: 452 4.3.1 and nothing queued', () => {
           const d = await spool.begin(env);
           const wrapped: Draft = {
             id: d.id,
+            get facts() { return d.facts; },
             write: (chunk) => d.write(chunk),
             commit: async () => {
               if (failCommit) throw Object.assign(new Error('No space left on device'), { code: 'ENOSPC' });
@@ -345,6 +346,7 @@ describe('streaming', () => {
           const d = await spool.begin(env);
           return {
             id: d.id,
+            get facts() { return d.facts; },
             abort: () => d.abort(),
             commit: () => d.commit(),
             write: async (chunk) => {
@@ -390,6 +392,7 @@ describe('when the 250 is sent', () => {
           const d = await spool.begin(env);
           return {
             id: d.id,
+            get facts() { return d.facts; },
             write: (chunk) => d.write(chunk),
             abort: () => d.abort(),
             commit: async () => {
