@@ -164,3 +164,54 @@ export function rcptDsnProblem(v: unknown): string | undefined {
 function isObj(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
+
+/**
+ * The ESMTP parameters of a MAIL or RCPT command line as the client sent it (after the path),
+ * keyword upper-cased, value still xtext. smtp-server decodes values before the relay sees them,
+ * so the DSN parameters are checked on the raw line (ingress/server.ts).
+ */
+export function commandParams(line: string): [string, string | undefined][] {
+  const close = line.indexOf('>');
+  if (close < 0) return [];
+  return line.slice(close + 1).trim().split(/\s+/).filter(Boolean).map((p) => {
+    const eq = p.indexOf('=');
+    return eq < 0 ? [p.toUpperCase(), undefined] : [p.slice(0, eq).toUpperCase(), p.slice(eq + 1)];
+  });
+}
+
+/** RET and ENVID of a MAIL command; undefined value = the client gave neither. */
+export function mailDsnOf(params: [string, string | undefined][]): ParamResult<MailDsn | undefined> {
+  const out: MailDsn = {};
+  const seen = new Set<string>();
+  for (const [k, v] of params) {
+    if (k !== 'RET' && k !== 'ENVID') continue;
+    if (seen.has(k)) return { ok: false, text: `${k} given more than once (RFC 3461 §4)` };
+    seen.add(k);
+    const r = k === 'RET' ? parseRet(v ?? '') : parseEnvid(v ?? '');
+    if (!r.ok) return r;
+    if (k === 'RET') out.ret = r.value as 'FULL' | 'HDRS';
+    else out.envid = r.value;
+  }
+  return { ok: true, value: seen.size ? out : undefined };
+}
+
+/** NOTIFY and ORCPT of a RCPT command. */
+export function rcptDsnOf(params: [string, string | undefined][], smtputf8: boolean): ParamResult<RcptDsn | undefined> {
+  const out: RcptDsn = {};
+  const seen = new Set<string>();
+  for (const [k, v] of params) {
+    if (k !== 'NOTIFY' && k !== 'ORCPT') continue;
+    if (seen.has(k)) return { ok: false, text: `${k} given more than once (RFC 3461 §4)` };
+    seen.add(k);
+    if (k === 'NOTIFY') {
+      const r = parseNotify(v ?? '');
+      if (!r.ok) return r;
+      out.notify = r.value;
+    } else {
+      const r = parseOrcpt(v ?? '', smtputf8);
+      if (!r.ok) return r;
+      out.orcpt = r.value;
+    }
+  }
+  return { ok: true, value: seen.size ? out : undefined };
+}
