@@ -156,7 +156,7 @@ export function rcptDsnProblem(v: unknown): string | undefined {
     const n = d.notify;
     if (n !== undefined && (!Array.isArray(n) || !n.every((x) => ['NEVER', 'SUCCESS', 'FAILURE', 'DELAY'].includes(x as string)))) return `envelope.rcptDsn[${addr}].notify is malformed`;
     const o = d.orcpt;
-    if (o !== undefined && (!isObj(o) || typeof o.type !== 'string' || typeof o.address !== 'string')) return `envelope.rcptDsn[${addr}].orcpt is malformed`;
+    if (o !== undefined && (!isObj(o) || typeof o.type !== 'string' || !ADDR_TYPE.test(o.type) || typeof o.address !== 'string')) return `envelope.rcptDsn[${addr}].orcpt is malformed`;
   }
   return undefined;
 }

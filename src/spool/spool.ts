@@ -430,6 +430,23 @@ export class Spool implements SpoolWriter {
     return Readable.from(chunks(), { objectMode: false });
   }
 
+  /** At most `max` octets from the start of the body (DSN composition: the header, or a small message whole). */
+  async readBodyPrefix(id: string, max: number): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    let n = 0;
+    const stream = this.openBody(id);
+    try {
+      for await (const c of stream as AsyncIterable<Buffer>) {
+        parts.push(c.length > max - n ? c.subarray(0, max - n) : c);
+        n += Math.min(c.length, max - n);
+        if (n >= max) break;
+      }
+    } finally {
+      stream.destroy();
+    }
+    return Buffer.concat(parts, n);
+  }
+
   /** The whole body in memory: for small messages only (DSN composition). */
   async readBody(id: string): Promise<Buffer> {
     this.checkId(id);
