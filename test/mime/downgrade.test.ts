@@ -77,6 +77,36 @@ describe('leaf parts (RFC 2045 §6.7, §6.8)', () => {
   });
 });
 
+describe('streaming', () => {
+  it('50 MB of 8-bit text in 64 KiB chunks: each chunk is converted and handed on before the next is read', async () => {
+    const para = Buffer.from('Grüße, Ärger und Öl — eine Zeile mit Umlauten.\r\n'.repeat(1200), 'utf8').subarray(0, 64 * 1024);
+    const head = Buffer.from('MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n');
+    const N = Math.ceil(50e6 / para.length);
+    let pulled = 0;
+    async function* source(): AsyncGenerator<Buffer> {
+      yield head;
+      for (let i = 0; i < N; i++) {
+        pulled++;
+        yield para;
+      }
+    }
+    const plan = await planDowngrade(source(), SEVEN);
+    expect(plan.refusal).toBeUndefined();
+    pulled = 0;
+    let outputs = 0;
+    let bytes = 0;
+    let maxLag = 0;
+    for await (const c of downgrade(source(), plan, SEVEN)) {
+      outputs++;
+      bytes += c.length;
+      maxLag = Math.max(maxLag, pulled - outputs);
+    }
+    expect(pulled).toBe(N);
+    expect(maxLag).toBeLessThanOrEqual(1); // never more than the chunk being worked on
+    expect(bytes).toBeGreaterThan(N * para.length);
+  }, 120_000);
+});
+
 describe('structure (RFC 2046)', () => {
   it('multipart and message/rfc822 labelled 8bit are relabelled 7bit; the enclosed message is converted inside', async () => {
     const msg = 'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="o"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n--o\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n\r\nSubject: inner\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nüber\r\n--o--\r\n';
