@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: measures the disk's fsync-bound rate, ingest throughput/latency, end-to-end
- * delivery (opportunistic TLS vs DANE-EE) and RSS with a large queue; writes BENCHMARKS.md.
+ * delivery (opportunistic TLS vs DANE-EE), RSS with a large queue, TLSRPT and DNSSEC costs, and
+ * what 8BITMIME handling costs 7-bit mail; writes BENCHMARKS.md.
  */
 import { spawnSync } from 'node:child_process';
 import { closeSync, fsyncSync, mkdtempSync, openSync, constants, renameSync, rmSync, writeSync, writeFileSync, statfsSync } from 'node:fs';
@@ -13,6 +14,7 @@ import { connectClients, submitAll } from './load.js';
 import { makeSelfSigned, tlsaData } from '../support/pki.js';
 import { tlsrptSection } from './tlsrpt.js';
 import { benchDnssec } from './dnssec.js';
+import { mimeSection } from './mime.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(here, '..', '..', '..');
@@ -220,6 +222,7 @@ async function main(): Promise<void> {
   // 5, 6
   await tlsrptSection(say);
   await benchDnssec(say);
+  await mimeSection(say, fs1.rate);
   say(`Whole run: ${((Date.now() - started) / 1000).toFixed(0)} s.`);
   writeFileSync(join(ROOT, 'BENCHMARKS.md'), out.join('\n') + '\n');
   console.log(`wrote ${join(ROOT, 'BENCHMARKS.md')}`);
