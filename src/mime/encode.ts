@@ -7,6 +7,7 @@
 
 const CRLF = Buffer.from('\r\n');
 const HEX = '0123456789ABCDEF';
+const HEX_CODES = Buffer.from(HEX, 'latin1');
 /** RFC 2045 §6.7 (5): encoded lines are at most 76 characters, the soft break's "=" included. */
 const QP_LINE = 76;
 /** RFC 2045 §6.8: at most 76 characters per line: 57 octets. */
@@ -44,24 +45,34 @@ export class QpEncoder implements ContentEncoder {
     this.started = true;
     const buf = Buffer.allocUnsafe(data.length * 3 + Math.ceil((data.length * 3) / (QP_LINE - 1)) * 3 + 8);
     let o = 0;
-    const token = (a: number, len: 1 | 3, b = 0, c = 0): void => {
-      if (this.col + len > QP_LINE - 1) {
-        buf[o++] = 0x3d; buf[o++] = 0x0d; buf[o++] = 0x0a; // soft line break
-        this.col = 0;
+    let col = this.col;
+    let ws = this.ws;
+    // A token of `len` characters goes on the current line if the soft break's "=" still fits after it.
+    for (let i = 0; i < data.length; i++) {
+      const x = data[i]!;
+      if (ws >= 0) {
+        // followed by something on the same line: literal
+        if (col + 1 > QP_LINE - 1) { buf[o++] = 0x3d; buf[o++] = 0x0d; buf[o++] = 0x0a; col = 0; }
+        buf[o++] = ws;
+        col++;
+        ws = -1;
       }
-      buf[o++] = a;
-      if (len === 3) { buf[o++] = b; buf[o++] = c; }
-      this.col += len;
-    };
-    for (const x of data) {
-      if (this.ws >= 0) {
-        token(this.ws, 1); // followed by something on the same line: literal
-        this.ws = -1;
+      if (x === 0x20 || x === 0x09) {
+        ws = x;
+      } else if (x >= 0x21 && x <= 0x7e && x !== 0x3d) {
+        if (col + 1 > QP_LINE - 1) { buf[o++] = 0x3d; buf[o++] = 0x0d; buf[o++] = 0x0a; col = 0; }
+        buf[o++] = x;
+        col++;
+      } else {
+        if (col + 3 > QP_LINE - 1) { buf[o++] = 0x3d; buf[o++] = 0x0d; buf[o++] = 0x0a; col = 0; }
+        buf[o++] = 0x3d;
+        buf[o++] = HEX_CODES[x >> 4]!;
+        buf[o++] = HEX_CODES[x & 15]!;
+        col += 3;
       }
-      if (x === 0x20 || x === 0x09) this.ws = x;
-      else if (x >= 0x21 && x <= 0x7e && x !== 0x3d) token(x, 1);
-      else token(0x3d, 3, HEX.charCodeAt(x >> 4), HEX.charCodeAt(x & 15));
     }
+    this.col = col;
+    this.ws = ws;
     this.out(buf.subarray(0, o));
   }
 
