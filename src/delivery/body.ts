@@ -55,14 +55,14 @@ export async function outboundBody(src: BodySource, ext: ReadonlyMap<string, str
   if (!plan.changed) return as;
   return {
     ok: true,
-    body: () => Readable.from(guarded(downgrade(src.body(), plan, opts), opts.target)),
+    body: () => Readable.from(guardedBody(downgrade(src.body(), plan, opts), opts.target)),
     eightBit: opts.target === '8bit' && facts.eightBit,
     converted: opts.target,
   };
 }
 
 /** The converted body, checked as it goes: a chunk that breaks the agreement is never handed on. */
-async function* guarded(chunks: AsyncGenerator<Buffer>, target: DowngradeOptions['target']): AsyncGenerator<Buffer> {
+export async function* guardedBody(chunks: AsyncIterable<Buffer>, target: DowngradeOptions['target']): AsyncGenerator<Buffer> {
   const s = new BodyScanner();
   for await (const c of chunks) {
     s.push(c);
