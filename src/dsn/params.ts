@@ -179,39 +179,53 @@ export function commandParams(line: string): [string, string | undefined][] {
   });
 }
 
+/** The given parameters among `keys` (raw values); each at most once (RFC 3461 §4). */
+function pick(params: [string, string | undefined][], keys: string[]): ParamResult<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const [k, v] of params) {
+    if (!keys.includes(k)) continue;
+    if (out.has(k)) return { ok: false, text: `${k} given more than once (RFC 3461 §4)` };
+    out.set(k, v ?? '');
+  }
+  return { ok: true, value: out };
+}
+
 /** RET and ENVID of a MAIL command; undefined value = the client gave neither. */
 export function mailDsnOf(params: [string, string | undefined][]): ParamResult<MailDsn | undefined> {
+  const p = pick(params, ['RET', 'ENVID']);
+  if (!p.ok) return p;
   const out: MailDsn = {};
-  const seen = new Set<string>();
-  for (const [k, v] of params) {
-    if (k !== 'RET' && k !== 'ENVID') continue;
-    if (seen.has(k)) return { ok: false, text: `${k} given more than once (RFC 3461 §4)` };
-    seen.add(k);
-    const r = k === 'RET' ? parseRet(v ?? '') : parseEnvid(v ?? '');
+  const ret = p.value.get('RET');
+  const envid = p.value.get('ENVID');
+  if (ret !== undefined) {
+    const r = parseRet(ret);
     if (!r.ok) return r;
-    if (k === 'RET') out.ret = r.value as 'FULL' | 'HDRS';
-    else out.envid = r.value;
+    out.ret = r.value;
   }
-  return { ok: true, value: seen.size ? out : undefined };
+  if (envid !== undefined) {
+    const r = parseEnvid(envid);
+    if (!r.ok) return r;
+    out.envid = r.value;
+  }
+  return { ok: true, value: p.value.size ? out : undefined };
 }
 
 /** NOTIFY and ORCPT of a RCPT command. */
 export function rcptDsnOf(params: [string, string | undefined][], smtputf8: boolean): ParamResult<RcptDsn | undefined> {
+  const p = pick(params, ['NOTIFY', 'ORCPT']);
+  if (!p.ok) return p;
   const out: RcptDsn = {};
-  const seen = new Set<string>();
-  for (const [k, v] of params) {
-    if (k !== 'NOTIFY' && k !== 'ORCPT') continue;
-    if (seen.has(k)) return { ok: false, text: `${k} given more than once (RFC 3461 §4)` };
-    seen.add(k);
-    if (k === 'NOTIFY') {
-      const r = parseNotify(v ?? '');
-      if (!r.ok) return r;
-      out.notify = r.value;
-    } else {
-      const r = parseOrcpt(v ?? '', smtputf8);
-      if (!r.ok) return r;
-      out.orcpt = r.value;
-    }
+  const notify = p.value.get('NOTIFY');
+  const orcpt = p.value.get('ORCPT');
+  if (notify !== undefined) {
+    const r = parseNotify(notify);
+    if (!r.ok) return r;
+    out.notify = r.value;
   }
-  return { ok: true, value: seen.size ? out : undefined };
+  if (orcpt !== undefined) {
+    const r = parseOrcpt(orcpt, smtputf8);
+    if (!r.ok) return r;
+    out.orcpt = r.value;
+  }
+  return { ok: true, value: p.value.size ? out : undefined };
 }

@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { SmtpTestClient } from '../support/submit.js';
 import { World } from '../support/world.js';
-import { connectClients, submitAll } from './load.js';
+import { timedDelivery } from './load.js';
 import { BodyScanner } from '../../src/mime/scan.js';
 import { outboundBody } from '../../src/delivery/body.js';
 import { downgrade, planDowngrade } from '../../src/mime/downgrade.js';
@@ -32,14 +32,7 @@ async function e2e(eight: boolean, peer8: boolean, total: number, clients: numbe
     w.dns.addZone({ name: 'dest.test', secure: false });
     w.dns.add({ name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.dest.test' } }, { name: 'mx.dest.test', type: 'A', data: rx.host });
     await w.start({ log: { level: 'info' } });
-    const payload = SmtpTestClient.dataPayload(message(size, eight));
-    const conns = await connectClients(w.ingressPort, clients);
-    const t0 = performance.now();
-    await submitAll(conns, total, payload);
-    const deadline = Date.now() + 120_000;
-    while (rx.messages.length < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-    const ms = performance.now() - t0;
-    await Promise.all(conns.map((c) => c.quit()));
+    const ms = await timedDelivery(w.ingressPort, rx, clients, total, SmtpTestClient.dataPayload(message(size, eight)), 120_000);
     const converted = w.logs.filter((l) => String(l.msg).startsWith('message body converted')).length;
     return { rate: rx.messages.length / (ms / 1000), got: rx.messages.length, converted };
   } finally {

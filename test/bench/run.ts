@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SmtpTestClient } from '../support/submit.js';
 import { World } from '../support/world.js';
-import { connectClients, submitAll } from './load.js';
+import { timedDelivery } from './load.js';
 import { makeSelfSigned, tlsaData } from '../support/pki.js';
 import { tlsrptSection } from './tlsrpt.js';
 import { benchDnssec } from './dnssec.js';
@@ -98,15 +98,7 @@ async function e2e(dane: boolean, total: number, clients: number, size: number):
     w.dns.add({ name: mx, type: 'A', data: rx.host });
     if (dane) w.dns.add({ name: `_${w.port}._tcp.${mx}`, type: 'TLSA', data: { usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(ee, 1, 1) } });
     await w.start({ log: { level: 'info' } });
-    const msg = body(size, 0);
-    const payload = SmtpTestClient.dataPayload(msg);
-    const conns = await connectClients(w.ingressPort, clients);
-    const t0 = performance.now();
-    await submitAll(conns, total, payload);
-    const deadline = Date.now() + 90_000;
-    while (rx.messages.length < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-    const ms = performance.now() - t0;
-    await Promise.all(conns.map((c) => c.quit()));
+    const ms = await timedDelivery(w.ingressPort, rx, clients, total, SmtpTestClient.dataPayload(body(size, 0)), 90_000);
     const verified = w.deliveries().filter((l) => l.dane === 'verified').length;
     return { ms, got: rx.messages.length, secure: rx.messages.filter((m) => m.secure).length, verified };
   } finally {

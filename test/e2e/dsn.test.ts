@@ -14,11 +14,7 @@ let w: World;
 beforeEach(async () => { w = await World.create(); });
 afterEach(async () => { await w.close(); });
 
-async function mx(domain: string, opts: ReceiverOptions = {}): Promise<Receiver> {
-  const r = await w.receiver(opts);
-  w.dns.add({ name: domain, type: 'MX', data: { preference: 10, exchange: `mx.${domain}` } }, { name: `mx.${domain}`, type: 'A', data: r.host });
-  return r;
-}
+const mx = (domain: string, opts: ReceiverOptions = {}): Promise<Receiver> => w.mx(domain, opts);
 
 /** MAIL with `mailParams`, one RCPT line per entry ("addr PARAMS"), the body; returns the queue id. */
 async function send(mail: string, rcpts: string[], body = 'Subject: dsn test\r\nMessage-ID: <m1@sender.test>\r\n\r\nthe body text\r\n'): Promise<string> {

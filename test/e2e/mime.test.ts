@@ -15,11 +15,7 @@ let w: World;
 beforeEach(async () => { w = await World.create(); });
 afterEach(async () => { await w.close(); });
 
-async function mx(domain: string, opts: ReceiverOptions = {}): Promise<Receiver> {
-  const r = await w.receiver(opts);
-  w.dns.add({ name: domain, type: 'MX', data: { preference: 10, exchange: `mx.${domain}` } }, { name: `mx.${domain}`, type: 'A', data: r.host });
-  return r;
-}
+const mx = (domain: string, opts: ReceiverOptions = {}): Promise<Receiver> => w.mx(domain, opts);
 
 /** One message over a raw connection: exact bytes, exact parameters. */
 async function send(from: string, rcpts: string[], body: Buffer | string, mailParams = ''): Promise<string> {

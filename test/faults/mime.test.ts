@@ -24,10 +24,8 @@ let inbox: Receiver;
 
 beforeAll(async () => {
   w = await World.create();
-  rx = await w.receiver({ eightBitMime: false, dsn: false });
-  inbox = await w.receiver();
-  w.dns.add({ name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.dest.test' } }, { name: 'mx.dest.test', type: 'A', data: rx.host });
-  w.dns.add({ name: 'sender.test', type: 'MX', data: { preference: 10, exchange: 'mx.sender.test' } }, { name: 'mx.sender.test', type: 'A', data: inbox.host });
+  rx = await w.mx('dest.test', { eightBitMime: false, dsn: false });
+  inbox = await w.mx('sender.test');
   await w.start({ log: { level: 'info' } });
 }, 60_000);
 afterAll(async () => { await w?.close(); });
