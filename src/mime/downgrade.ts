@@ -302,7 +302,8 @@ class Walker {
         hasCt = true;
         ct = parseContentType(fieldValue(f));
       } else if (f.name === 'content-transfer-encoding' && e.cte === '') {
-        e.cte = fieldValue(f).toLowerCase();
+        // RFC 2045 §6.1: a token; RFC 822 comments around it carry nothing
+        e.cte = fieldValue(f).replace(/\([^()]*\)/g, '').trim().toLowerCase();
       } else if (f.name === 'mime-version') {
         hasVersion = true;
       }

@@ -60,6 +60,11 @@ describe('leaf parts (RFC 2045 §6.7, §6.8)', () => {
     expect((await simpleParser(Buffer.from(out, 'latin1'))).attachments[0]!.content.toString('latin1')).toBe(`caf\u00e9 = ${'x'.repeat(1200)}end\r\n`);
   });
 
+  it('a Content-Transfer-Encoding with an RFC 822 comment is still the token it names', async () => {
+    const out = await convert('MIME-Version: 1.0\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: 8bit (raw UTF-8)\r\n\r\nü\r\n');
+    expect(out).toContain('Content-Transfer-Encoding: quoted-printable\r\n\r\n=C3=BC\r\n');
+  });
+
   it('bare LF line ends are line breaks of the content, as on the wire', async () => {
     expect(await convert('Subject: x\r\nContent-Type: text/plain\r\n\r\n\u00e4\na\n')).toContain('\r\n\r\n=C3=A4\r\na\r\n');
   });
