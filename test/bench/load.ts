@@ -13,17 +13,17 @@ export async function connectClients(port: number, clients: number): Promise<Smt
   }));
 }
 
-/** Submits messages 0…total-1 (recipient user<i>@dest.test) over the open connections; throws on any refusal. */
-export async function submitAll(conns: SmtpTestClient[], total: number, payload: Buffer): Promise<void> {
+/** Submits messages 0…total-1 (recipient `rcpt(i)`, default user<i>@dest.test) over the open connections; throws on any refusal. */
+export async function submitAll(conns: SmtpTestClient[], total: number, payload: Buffer | ((i: number) => Buffer), rcpt: (i: number) => string = (i) => `user${i}@dest.test`): Promise<void> {
   let next = 0;
   await Promise.all(conns.map(async (c) => {
     while (next < total) {
       const i = next++;
       await c.cmd('MAIL FROM:<app@sender.test>');
-      await c.cmd(`RCPT TO:<user${i}@dest.test>`);
+      await c.cmd(`RCPT TO:<${rcpt(i)}>`);
       const d = await c.cmd('DATA');
       if (d.code !== 354) throw new Error(`DATA: ${d.raw}`);
-      c.write(payload);
+      c.write(typeof payload === 'function' ? payload(i) : payload);
       const end = await c.reply();
       if (end.code !== 250) throw new Error(`end of data: ${end.raw}`);
     }
