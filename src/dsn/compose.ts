@@ -136,7 +136,7 @@ function humanText(input: DsnInput, returned: 'full' | 'headers' | 'headers-too-
   if (relayed.length) {
     out.push('Your message was delivered to the mail system of the recipients below, as you asked to be told.',
       'That system does not support delivery status notifications, so you will hear no more of this message from there.', '');
-    for (const r of relayed) out.push(`<${r.address}>: relayed to ${oneLine(r.remoteMta ?? 'the next hop')}: ${oneLine(r.diagnostic ?? r.status)}`);
+    for (const r of relayed) out.push(`<${oneLine(r.address, false)}>: relayed to ${oneLine(r.remoteMta ?? 'the next hop', false)}: ${oneLine(r.diagnostic ?? r.status, false)}`);
     out.push('');
   }
   if (returned === 'full') out.push('The message is returned in full below.', '');
