@@ -228,6 +228,7 @@ export class Relay {
         rolloverWarnMs: cfg.policy.rollover_warn,
         mxFacts: new MxFactsStore(cfg.policy.rollover_warn),
         onTlsResult: tlsrpt?.recorder.record,
+        mimeConversion: cfg.delivery.mime_conversion,
       };
       const scheduler = new Scheduler({
         spool,

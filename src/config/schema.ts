@@ -80,6 +80,13 @@ export const configSchema = z.strictObject({
     }).prefault({}),
     /** digest preference for RFC 7671 §9 agility: first is strongest */
     digest_preference: z.array(z.enum(['sha512', 'sha256'])).default(['sha512', 'sha256']),
+    /**
+     * A body the next hop did not agree to (8-bit octets without 8BITMIME, RFC 6152 §3; a line over
+     * 998 octets, RFC 5321 §4.5.3.1.6): `convert` re-encodes the MIME parts that need it
+     * (quoted-printable / base64, src/mime/), `refuse` bounces with 5.6.3 (Postfix's
+     * disable_mime_output_conversion). Either way such bytes never go out.
+     */
+    mime_conversion: z.enum(['convert', 'refuse']).default('convert'),
   }).prefault({}),
   ingress: z.strictObject({
     max_message_size: z.number().int().min(1024).default(50 * 1024 * 1024),
@@ -108,6 +115,11 @@ export const configSchema = z.strictObject({
      * §4.1.1.3) and postmaster@<hostname>, accepted from any client. Unset: such RCPTs get 550 naming this key.
      */
     postmaster: z.string().regex(/^[^\s@<>]+@[^\s@<>]+$/, 'expected an address such as ops@example.org').optional(),
+    /**
+     * A message with a line over 998 octets (RFC 5322 §2.1.1): `encode` accepts it and the part is
+     * sent quoted-printable/base64 (delivery.mime_conversion); `refuse` answers 550 5.6.0 at the end of DATA.
+     */
+    long_lines: z.enum(['encode', 'refuse']).default('encode'),
   }).prefault({}),
   queue: z.strictObject({
     /** RFC 5321 §4.5.4.1: retry interval SHOULD be at least 30 minutes */

@@ -23,6 +23,9 @@ import type { VerifyOutcome } from './types.js';
 import { INTERNAL_ERROR, oneOutcomeEach, outcomeOf, PROTOCOL_ERROR, type RecipientOutcome } from './outcome.js';
 import { daneStatusOf, deferralReason } from '../metrics/labels.js';
 import { formatTlsa } from '../dane/tlsa.js';
+import { outboundBody, type MimeConversion, type OutboundBody } from './body.js';
+import type { BodyFacts } from '../mime/scan.js';
+import type { RcptDsn } from '../dsn/params.js';
 
 /** The TLSA RRset behind a plan or a skipped host, for TLSRPT policy-string/policy-domain (RFC 8460 §4.4). */
 function tlsaOf(records: TlsaRecord[] | undefined, baseDomain: string | undefined): TlsSessionResult['tlsa'] {
@@ -68,6 +71,8 @@ export interface DeliveryDeps {
    * the delivery port, is this relay — a mail loop (RFC 5321 §5.1). Absent: no address check.
    */
   ownEndpoints?: () => { has(address: string, port: number): boolean } | undefined;
+  /** delivery.mime_conversion: a body the next hop did not agree to is converted (default) or bounced (5.6.3) */
+  mimeConversion?: MimeConversion;
 }
 
 export interface TlsSessionResult {
@@ -94,7 +99,12 @@ export interface DeliveryJob {
   /** recipients of this message in this destination to attempt now */
   recipients: string[];
   body: () => Readable;
+  /** what the body holds (spool format 2); undefined for a v1 spool message: scanned before sending */
+  bodyFacts?: BodyFacts;
 }
+
+/** RFC 3461 §6.1: the relay's own DSNs, and TLSRPT reports, ask for no notification about themselves. */
+const NOTIFY_NEVER: RcptDsn = { notify: ['NEVER'] };
 
 /** No host could take the message: deferred, or bounced (`permanent`) when the next hop is this relay itself. */
 interface Unreachable { code: string; reason: string; permanent?: boolean }
@@ -296,12 +306,29 @@ export class DestinationRun {
     const { host, address } = this.sessionPlan!;
     this.carrier = { tls: !!session.tls, verified: !!session.tls?.verified, planKind: this.sessionPlan!.plan.kind };
     const relay = `${host.host}[${address}]:${this.deps.port}`;
-    const extra = { relay, remoteMta: host.host };
+    // nextHopDsn: the server took NOTIFY/ORCPT along, so a success is its to report (RFC 3461 §5.2.1)
+    const nextHopDsn = session.extensions.has('DSN');
+    const extra = { relay, remoteMta: host.host, nextHopDsn };
+    // What this server agreed to receive (8BITMIME, 998-octet lines): as it is, converted, or refused here,
+    // before any command of the transaction is sent.
+    let body: OutboundBody;
+    try {
+      body = await outboundBody({ envelope: job.envelope, size: job.size, facts: job.bodyFacts, body: job.body }, session.extensions, this.deps.mimeConversion ?? 'convert');
+    } catch (e) {
+      // The spool file could not be read for the decision (v1 scan, conversion plan): nothing was sent, the session stays.
+      this.deps.log.error({ err: e, queue_id: job.id, domain: this.domain }, 'could not read the message body to decide what the next hop gets');
+      return this.log(job, started, this.everyone(job, 'deferred', INTERNAL_ERROR, `internal error: could not read the message body for ${relay}: ${(e as Error)?.message ?? e}`, extra));
+    }
+    // A refusal (5.6.3) is the attempt's outcome for every recipient, checked by log() like any other.
+    if (!body.ok) return this.log(job, started, this.everyone(job, 'bounced', body.code, `${relay}: ${body.reason}`, extra));
+    if (body.converted) this.deps.log.info({ queue_id: job.id, relay, target: body.converted }, 'message body converted for the next hop (RFC 6152, RFC 2045)');
+    const own = job.envelope.kind !== 'normal';
+    const dsn = { mail: job.envelope.dsn, rcpt: job.recipients.map((a) => (own ? NOTIFY_NEVER : job.envelope.rcptDsn?.[a])) };
     this.sent++;
     try {
-      const res = await session.send({ from: job.envelope.from, recipients: job.recipients, size: job.size, eightBit: job.envelope.eightBit, smtputf8: job.envelope.smtputf8, body: job.body });
+      const res = await session.send({ from: job.envelope.from, recipients: job.recipients, size: body.size, eightBit: body.eightBit, smtputf8: job.envelope.smtputf8, dsn, body: body.body });
       // The client classified every reply (RecipientVerdict); only `delivered` becomes `sent`.
-      const out = res.recipients.map((v) => outcomeOf(v, relay, host.host));
+      const out = res.recipients.map((v) => ({ ...outcomeOf(v, relay, host.host), nextHopDsn }));
       return this.log(job, started, out);
     } catch (e) {
       await this.dropSession();

@@ -21,6 +21,8 @@ export interface RecipientOutcome {
   remoteMta?: string;
   /** the remote reply as received */
   reply?: string;
+  /** the server advertised DSN, so the NOTIFY/ORCPT parameters went along (RFC 3461 §5.2.1) */
+  nextHopDsn?: boolean;
 }
 
 /**

@@ -17,6 +17,7 @@ import type { Readable } from 'node:stream';
 import type { PresentedChain, Target, TlsRequirement, VerifyOutcome } from './types.js';
 import { replyLine } from './outcome.js';
 import { decodeUtf8 } from '../text/printable.js';
+import { mailDsnParams, rcptDsnParams, type MailDsn, type RcptDsn } from '../dsn/params.js';
 
 export interface SmtpTimeouts {
   /** TCP connect */
@@ -118,8 +119,14 @@ export interface SendInput {
   from: string;
   recipients: string[];
   size?: number;
+  /**
+   * The body holds 8-bit octets: sent with BODY=8BITMIME, and only to a server that advertises
+   * 8BITMIME (RFC 6152 §3); the caller converts for one that does not (delivery/body.ts).
+   */
   eightBit?: boolean;
   smtputf8?: boolean;
+  /** RFC 3461 parameters, sent only to a server that advertises DSN; `rcpt` parallels `recipients` */
+  dsn?: { mail?: MailDsn; rcpt?: (RcptDsn | undefined)[] };
   body: () => NodeJS.ReadableStream | Readable;
 }
 
@@ -144,6 +151,24 @@ export type RecipientVerdict =
   | { address: string; kind: 'delivered'; reply: Reply }
   | { address: string; kind: 'refused'; step: TransactionStep; reply: Reply; permanent: boolean }
   | { address: string; kind: 'protocol-error'; step: TransactionStep; reply: Reply; detail: string };
+
+/**
+ * The MAIL command for this server: SIZE (RFC 1870), BODY=8BITMIME (RFC 6152 §2), SMTPUTF8
+ * (RFC 6531 §3.4), RET/ENVID (RFC 3461 §4.3, §4.4) — each only when the server offers it.
+ */
+export function mailCommand(input: SendInput, ext: ReadonlyMap<string, string>): string {
+  let cmd = `MAIL FROM:<${input.from}>`;
+  if (ext.has('SIZE') && input.size !== undefined) cmd += ` SIZE=${Math.max(0, Math.floor(input.size))}`;
+  if (input.eightBit && ext.has('8BITMIME')) cmd += ' BODY=8BITMIME';
+  if (input.smtputf8) cmd += ' SMTPUTF8';
+  if (ext.has('DSN')) cmd += mailDsnParams(input.dsn?.mail);
+  return cmd;
+}
+
+/** A RCPT command: NOTIFY/ORCPT (RFC 3461 §4.1, §4.2) only for a server that offers DSN. */
+export function rcptCommand(address: string, dsn: RcptDsn | undefined, ext: ReadonlyMap<string, string>): string {
+  return `RCPT TO:<${address}>${ext.has('DSN') ? rcptDsnParams(dsn) : ''}`;
+}
 
 export interface SendResult {
   /** one verdict per recipient of the input, in its order */
@@ -661,6 +686,12 @@ export class SmtpSession {
         permanent: true,
       });
     }
+    if (input.eightBit && !this._extensions.has('8BITMIME')) {
+      // RFC 6152 §3: 8-bit data MUST NOT go to a server that did not advertise 8BITMIME. The caller
+      // converts first; this is the last line of defence, before anything of the transaction is sent.
+      const text = '5.6.3 8-bit message body but the server does not advertise 8BITMIME (RFC 6152 section 3)';
+      throw new SmtpError('mail', `${this.target.host}: ${text}`, { reply: { code: 554, enhanced: '5.6.3', text }, permanent: true });
+    }
 
     return this.exclusive(() => this.transaction(input));
   }
@@ -685,11 +716,8 @@ export class SmtpSession {
   private async transaction(input: SendInput): Promise<SendResult> {
     const { timeouts } = this.opts;
     const ext = this._extensions;
-    let mailCmd = `MAIL FROM:<${input.from}>`;
-    if (ext.has('SIZE') && input.size !== undefined) mailCmd += ` SIZE=${Math.max(0, Math.floor(input.size))}`;
-    if (input.eightBit && ext.has('8BITMIME')) mailCmd += ' BODY=8BITMIME'; // RFC 6152 §2
-    if (input.smtputf8) mailCmd += ' SMTPUTF8'; // RFC 6531 §3.4
-    const rcptCmds = input.recipients.map((a) => `RCPT TO:<${a}>`);
+    const mailCmd = mailCommand(input, ext);
+    const rcptCmds = input.recipients.map((a, i) => rcptCommand(a, input.dsn?.rcpt?.[i], ext));
     const pipelining = ext.has('PIPELINING');
     const verdicts = new Map<number, RecipientVerdict>();
     const every = (which: number[], v: (address: string) => RecipientVerdict): void => {

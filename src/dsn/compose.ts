@@ -6,13 +6,21 @@
  * Composition uses nodemailer's MIME composer (MimeNode); this module only decides
  * what goes into the report.
  */
+import { isAscii } from 'node:buffer';
 import MimeNode from 'nodemailer/lib/mime-node';
 import type { Envelope } from '../spool/types.js';
 import { clip, printable } from '../text/printable.js';
 
+/**
+ * RFC 3461 §4.3 RET=FULL returns the whole message in a failed DSN; above this size only its
+ * header (RFC 3461 lets the MTA decide; Postfix's bounce_size_limit is 50,000 octets).
+ */
+export const DSN_RETURN_LIMIT = 1024 * 1024;
+
 export interface DsnRecipient {
   address: string;
-  action: 'failed' | 'delayed';
+  /** RFC 3464 §2.3.3; `relayed`: passed on to a server without DSN, which will report nothing (RFC 3461 §5.2.2) */
+  action: 'failed' | 'delayed' | 'relayed';
   /** RFC 3463 code, e.g. "5.1.1", "4.4.3" */
   status: string;
   /** host name of the MTA that gave the reply, if any */
@@ -30,6 +38,11 @@ export interface DsnInput {
   original: Envelope;
   /** the original message's header block (up to the first empty line) */
   originalHeaders: Buffer;
+  /**
+   * The whole original message, when RET=FULL asked for it and it is no larger than
+   * DSN_RETURN_LIMIT; returned (as message/rfc822) in a DSN about failures only (RFC 3461 §4.3).
+   */
+  originalFull?: Buffer;
   recipients: DsnRecipient[];
   now: number;
 }
@@ -77,13 +90,19 @@ function diagnosticCode(d: string): string {
 }
 
 export function deliveryStatusBody(input: DsnInput): string {
+  const envid = input.original.dsn?.envid;
   const lines: string[] = [
+    // RFC 3464 §2.2.1, RFC 3461 §6.3 (a): the ENVID as given, xtext-decoded
+    ...(envid !== undefined ? [`Original-Envelope-Id: ${oneLine(envid)}`] : []),
     `Reporting-MTA: dns; ${input.reportingMta}`,
     `X-Queue-ID: ${input.queueId}`,
     `Arrival-Date: ${rfc5322Date(input.original.received)}`,
     '',
   ];
   for (const r of input.recipients) {
+    // RFC 3464 §2.3.1, RFC 3461 §6.3 (d): only when ORCPT was given, with its value
+    const orcpt = input.original.rcptDsn?.[r.address]?.orcpt;
+    if (orcpt) lines.push(`Original-Recipient: ${oneLine(orcpt.type)}; ${oneLine(orcpt.address)}`);
     lines.push(`Final-Recipient: ${addressType(r.address)}`);
     lines.push(`Action: ${r.action}`);
     lines.push(`Status: ${r.status}`);
@@ -96,9 +115,10 @@ export function deliveryStatusBody(input: DsnInput): string {
   return lines.join('\r\n');
 }
 
-function humanText(input: DsnInput): string {
+function humanText(input: DsnInput, returned: 'full' | 'headers' | 'headers-too-large'): string {
   const failed = input.recipients.filter((r) => r.action === 'failed');
   const delayed = input.recipients.filter((r) => r.action === 'delayed');
+  const relayed = input.recipients.filter((r) => r.action === 'relayed');
   const out: string[] = [`This is the mail system at host ${input.reportingMta}.`, ''];
   if (failed.length) {
     out.push('Your message could not be delivered to one or more recipients.', 'It has been returned with this report. The reason is given for each:', '');
@@ -113,6 +133,14 @@ function humanText(input: DsnInput): string {
     }
     out.push('');
   }
+  if (relayed.length) {
+    out.push('Your message was delivered to the mail system of the recipients below, as you asked to be told.',
+      'That system does not support delivery status notifications, so you will hear no more of this message from there.', '');
+    for (const r of relayed) out.push(`<${oneLine(r.address, false)}>: relayed to ${oneLine(r.remoteMta ?? 'the next hop', false)}: ${oneLine(r.diagnostic ?? r.status, false)}`);
+    out.push('');
+  }
+  if (returned === 'full') out.push('The message is returned in full below.', '');
+  if (returned === 'headers-too-large') out.push(`The message was larger than ${DSN_RETURN_LIMIT} octets; only its header is returned.`, '');
   out.push(`Queue ID: ${input.queueId}`);
   return out.join('\r\n') + '\r\n';
 }
@@ -123,17 +151,28 @@ export interface ComposedDsn { envelope: Envelope; message: Buffer }
 export async function composeDsn(input: DsnInput): Promise<ComposedDsn> {
   if (!dsnAllowed(input.original)) throw new Error('no DSN for the null sender or for relay-generated mail');
   const anyFailed = input.recipients.some((r) => r.action === 'failed');
+  const onlyFailed = input.recipients.every((r) => r.action === 'failed');
+  // RFC 3461 §4.3: RET=FULL is for failed DSNs; RET=HDRS, no RET, and delays/relays: the header only.
+  const full = input.original.dsn?.ret === 'FULL' && onlyFailed;
+  const returned = full && input.originalFull ? 'full' : full ? 'headers-too-large' : 'headers';
   const root = new MimeNode('multipart/report; report-type=delivery-status', { hostname: input.reportingMta });
   root.setHeader({
     From: `Mail Delivery System <MAILER-DAEMON@${input.reportingMta}>`,
     To: `<${input.original.from}>`,
-    Subject: anyFailed ? 'Undelivered Mail Returned to Sender' : 'Delayed Mail (still being retried)',
+    Subject: anyFailed ? 'Undelivered Mail Returned to Sender' : input.recipients.some((r) => r.action === 'delayed') ? 'Delayed Mail (still being retried)' : 'Successful Mail Delivery Report',
     Date: new Date(input.now),
     'Auto-Submitted': 'auto-replied',
   });
-  root.createChild('text/plain; charset=utf-8').setContent(humanText(input));
+  root.createChild('text/plain; charset=utf-8').setContent(humanText(input, returned));
   root.createChild('message/delivery-status').setContent(deliveryStatusBody(input));
-  root.createChild('text/rfc822-headers').setContent(input.originalHeaders);
+  if (returned === 'full') {
+    // RFC 2046 §5.2.1: message/rfc822 is 7bit, 8bit or binary, never encoded; the relay converts it
+    // for a next hop without 8BITMIME like any other message (src/mime/downgrade.ts).
+    const cte = isAscii(input.originalFull!) ? '7bit' : '8bit';
+    root.createChild('message/rfc822').setHeader('Content-Transfer-Encoding', cte).setContent(input.originalFull!);
+  } else {
+    root.createChild('text/rfc822-headers').setContent(input.originalHeaders);
+  }
   const message: Buffer = await root.build();
   return {
     envelope: {

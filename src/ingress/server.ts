@@ -13,10 +13,19 @@
  * - AUTH is neither advertised nor accepted without TLS (RFC 4954 §4: 538 5.7.11),
  *   even when STARTTLS is not configured (smtp-server would then accept it);
  * - AUTH attempts are limited per client: counted when they arrive (not after the slow
- *   password check, which let parallel sessions through), and bounded in concurrency.
+ *   password check, which let parallel sessions through), and bounded in concurrency;
+ * - the DSN parameters (RFC 3461) are checked on the command line as sent: smtp-server has
+ *   already xtext-decoded the values it hands on, so their syntax could not be judged there.
  *
  * Per-client limits count under clientKey() (./access.ts): an IPv4 address or an IPv6 /64
  * (`ingress.client_ipv6_prefix`). Every check and its increment are one synchronous step.
+ *
+ * Content: the spool learns while the body streams in whether it holds 8-bit octets, lines over
+ * 998 octets or NUL (src/mime/scan.ts). A client that declared BODY=7BIT (or nothing) and sent
+ * 8-bit octets anyway is not refused: the message is treated as 8-bit from then on (sent with
+ * BODY=8BITMIME, or converted for a server without 8BITMIME) and the mismatch is logged. Lines
+ * over 998 octets are accepted and encoded on the way out, or refused with 550 5.6.0 when
+ * `ingress.long_lines: refuse`.
  */
 import { readFile } from 'node:fs/promises';
 import dns from 'node:dns';
@@ -27,6 +36,8 @@ import type { Config } from '../config/schema.js';
 import type { Draft, Envelope, QueuedMessage, SpoolWriter } from '../spool/types.js';
 import { cidrContains, clientKey, compileCidr, compileCidrs, relayDecision, type Cidr } from './access.js';
 import { checkMailbox } from './address.js';
+import { commandParams, mailDsnOf, rcptDsnOf, type MailDsn, type RcptDsn } from '../dsn/params.js';
+import { MAX_LINE_OCTETS } from '../mime/scan.js';
 import { receivedHeader } from './received.js';
 import { HopCounter } from './hops.js';
 import { AuthLimiter, Concurrency, SlidingWindow, type AuthAttempt, type Reservation } from './limits.js';
@@ -124,7 +135,13 @@ interface SessionState {
   auth?: AuthAttempt | undefined;
   /** counted in `perClient` under this key (an admitted connection) */
   admitted?: string | undefined;
+  /** the DSN parameters of the MAIL/RCPT command being handled, checked on its raw line (adapt()) */
+  pendingDsn?: MailDsn | RcptDsn | undefined;
 }
+
+/** The DSN parameters we keep on smtp-server's parsed address objects, until envelopeOf(). */
+type MailFromWithDsn = SMTPServerAddress & { relayDsn?: MailDsn };
+type RcptToWithDsn = SMTPServerAddress & { relayDsn?: RcptDsn };
 
 export class Ingress {
   private readonly servers: AdaptedServer[] = [];
@@ -209,8 +226,8 @@ export class Ingress {
       // smtp-server hides ENHANCEDSTATUSCODES unless told otherwise; RFC 2034 §3 then
       // requires the code on every reply, which the library and adapt() provide.
       hideENHANCEDSTATUSCODES: false,
-      // The envelope has nowhere to keep NOTIFY/RET/ENVID, so DSN is not offered (RFC 3461 §4).
-      hideDSN: true,
+      // RFC 3461: NOTIFY/ORCPT/RET/ENVID are kept with the message (spool format 2) and passed on.
+      hideDSN: false,
       hideREQUIRETLS: true,
       authMethods: ['PLAIN', 'LOGIN'],
       authOptional: true,
@@ -308,6 +325,36 @@ export class Ingress {
         (callback as (...a: unknown[]) => void)(...args);
       });
     };
+    // RFC 3461 §4: the DSN parameters' syntax (xtext, lengths, NOTIFY combinations) on the raw
+    // line. A bad one is refused here with 501 5.5.4 before smtp-server decodes it.
+    const mail = conn.handler_MAIL.bind(conn);
+    conn.handler_MAIL = (command, callback) => {
+      const r = mailDsnOf(commandParams(command.toString('utf8')));
+      if (!r.ok) {
+        conn.send(501, `5.5.4 ${r.text}`);
+        return callback();
+      }
+      this.state(conn.session).pendingDsn = r.value;
+      return mail(command, callback);
+    };
+    const rcpt = conn.handler_RCPT.bind(conn);
+    conn.handler_RCPT = (command, callback) => {
+      const r = rcptDsnOf(commandParams(command.toString('utf8')), !!conn.session.envelope?.smtpUtf8);
+      if (!r.ok) {
+        conn.send(501, `5.5.4 ${r.text}`);
+        return callback();
+      }
+      this.state(conn.session).pendingDsn = r.value;
+      return rcpt(command, callback);
+    };
+  }
+
+  /** The DSN parameters adapt() checked for the command being handled (taken once). */
+  private takeDsn(session: SMTPServerSession): MailDsn | RcptDsn | undefined {
+    const st = this.sessions.get(session);
+    const d = st?.pendingDsn;
+    if (st) st.pendingDsn = undefined;
+    return d;
   }
 
   private endAuth(st: SessionState): void {
@@ -385,6 +432,7 @@ export class Ingress {
   }
 
   private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const dsn = this.takeDsn(session) as MailDsn | undefined;
     const unknown = unsupportedParams(address, MAIL_PARAMS);
     if (unknown) return cb(smtpError(555, `5.5.4 MAIL FROM parameter ${unknown} not recognized or not implemented`));
     const r = checkMailbox(address.address, { role: 'sender', smtputf8: !!session.envelope.smtpUtf8 });
@@ -401,10 +449,12 @@ export class Ingress {
       this.state(session).reservation = res;
     }
     address.address = r.address;
+    if (dsn) (address as MailFromWithDsn).relayDsn = dsn;
     cb();
   }
 
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const dsn = this.takeDsn(session) as RcptDsn | undefined;
     const unknown = unsupportedParams(address, RCPT_PARAMS);
     if (unknown) return cb(smtpError(555, `5.5.4 RCPT TO parameter ${unknown} not recognized or not implemented`));
     const pm = postmasterTarget(address.address, this.opts.config.hostname);
@@ -422,6 +472,7 @@ export class Ingress {
     // RFC 5321 §4.5.3.1.10: 452 for too many recipients, the client sends the rest in another transaction.
     if (rcpts.length >= max && !rcpts.some((x) => x.address === r.address)) return cb(smtpError(452, '4.5.3 Too many recipients'));
     address.address = r.address;
+    if (dsn) (address as RcptToWithDsn).relayDsn = dsn;
     cb();
   }
 
@@ -438,6 +489,10 @@ export class Ingress {
     const e = session.envelope;
     const rdns = session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined;
     const user = userOf(session);
+    const dsn = e.mailFrom ? (e.mailFrom as MailFromWithDsn).relayDsn : undefined;
+    // A repeated recipient keeps the parameters of its first RCPT, like its place in the list.
+    const rcptDsn: Record<string, RcptDsn> = {};
+    for (const r of e.rcptTo as RcptToWithDsn[]) if (r.relayDsn && !(r.address in rcptDsn)) rcptDsn[r.address] = r.relayDsn;
     return {
       from: e.mailFrom ? e.mailFrom.address : '',
       recipients: [...new Set(e.rcptTo.map((r) => r.address))],
@@ -446,6 +501,8 @@ export class Ingress {
       client: { address: session.remoteAddress, ...(rdns ? { name: rdns } : {}), ...(user ? { user } : {}) },
       received: this.now(),
       kind: 'normal',
+      ...(dsn ? { dsn } : {}),
+      ...(Object.keys(rcptDsn).length ? { rcptDsn } : {}),
     };
   }
 
@@ -541,6 +598,13 @@ export class Ingress {
       // RFC 5321 §6.3 (and Postfix's hopcount_limit): refuse rather than relay a looping message; RFC 3463 §3.5 5.4.6 routing loop.
       throw smtpError(554, `5.4.6 Too many hops: ${hops.count} Received: header fields, more than ${maxHops} (mail loop?)`);
     }
+    if (failure === undefined && draft!.facts.longLines && this.opts.config.long_lines === 'refuse') {
+      await abort();
+      this.release(session);
+      this.log.info({ client, queue_id: draft?.id, bytes: size }, 'message refused: a line longer than 998 octets (ingress.long_lines: refuse)');
+      // RFC 5322 §2.1.1, RFC 5321 §4.5.3.1.6; RFC 3463 §3.7 5.6.0 (media error)
+      throw smtpError(550, `5.6.0 Message has a line longer than ${MAX_LINE_OCTETS} octets (RFC 5322 section 2.1.1); encode it (quoted-printable or base64)`);
+    }
     let msg: QueuedMessage | undefined;
     if (failure === undefined) {
       try {
@@ -560,6 +624,10 @@ export class Ingress {
     const st = this.sessions.get(session);
     if (st) st.reservation = undefined; // the slot now stands for a queued message
     this.log.info({ queue_id: msg.id, from: envelope.from, size: msg.size, nrcpt: envelope.recipients.length, client }, 'queued');
+    if (msg.body?.eightBit && !envelope.eightBit && !envelope.smtputf8) {
+      // RFC 6152 §3: 8-bit octets without BODY=8BITMIME. Accepted and treated as 8-bit (see the module comment).
+      this.log.info({ queue_id: msg.id, client }, 'message has 8-bit octets but was not declared BODY=8BITMIME; treated as 8BITMIME');
+    }
     try {
       this.opts.events?.messageReceived?.({ recipients: msg.recipients.length, bytes: msg.size });
       this.opts.onQueued?.(msg);
@@ -629,13 +697,13 @@ function parseListen(s: string): { host: string; port: number } | undefined {
 
 /**
  * ESMTP parameters we implement: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531), AUTH
- * (RFC 4954 §5). smtp-server accepts others it knows even when their extension is not offered
- * (REQUIRETLS, RET/ENVID/NOTIFY/ORCPT) and ignores unknown ones; either way the relay would
+ * (RFC 4954 §5), RET/ENVID/NOTIFY/ORCPT (RFC 3461). smtp-server accepts others it knows even when
+ * their extension is not offered (REQUIRETLS) and ignores unknown ones; either way the relay would
  * silently drop what the client asked for — REQUIRETLS (RFC 8689) most of all, a protection the
  * sender demanded. RFC 5321 §4.1.1.11: answer 555 instead.
  */
-const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'AUTH']);
-const RCPT_PARAMS = new Set<string>();
+const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'AUTH', 'RET', 'ENVID']);
+const RCPT_PARAMS = new Set(['NOTIFY', 'ORCPT']);
 
 function unsupportedParams(address: SMTPServerAddress, allowed: Set<string>): string | undefined {
   const args = address.args;

@@ -11,7 +11,7 @@ import type { Spool } from '../spool/spool.js';
 import type { QueuedMessage, RecipientStatus } from '../spool/types.js';
 import { DestinationRun, type DeliveryDeps, type DeliveryJob } from '../delivery/deliver.js';
 import { oneOutcomeEach, printableOutcome, type RecipientOutcome } from '../delivery/outcome.js';
-import { composeDsn, dsnAllowed, headerBlock, type DsnRecipient } from '../dsn/compose.js';
+import { composeDsn, dsnAllowed, headerBlock, DSN_RETURN_LIMIT, type DsnRecipient } from '../dsn/compose.js';
 import type { BackoffConfig } from './backoff.js';
 import { applyOutcome } from './settle.js';
 import { MinHeap } from './heap.js';
@@ -166,7 +166,7 @@ export class Scheduler {
       for (let job = dest.jobs.shift(); job; job = this.stopping ? undefined : dest.jobs.shift()) {
         const msg = this.messages.get(job.id);
         if (!msg) { this.release(job.id, job.recipients); continue; }
-        const dj: DeliveryJob = { id: msg.id, envelope: msg.envelope, size: msg.size, recipients: job.recipients, body: () => this.deps.spool.openBody(msg.id) };
+        const dj: DeliveryJob = { id: msg.id, envelope: msg.envelope, size: msg.size, recipients: job.recipients, body: () => this.deps.spool.openBody(msg.id), ...(msg.body ? { bodyFacts: msg.body } : {}) };
         let outcomes: RecipientOutcome[];
         try {
           outcomes = await run.deliver(dj);
@@ -196,12 +196,19 @@ export class Scheduler {
     for (const a of recipients) this.inflight.delete(`${id}\0${a}`);
   }
 
-  /** Apply outcomes: DSNs first (queued durably), then the recipients' new states. */
+  /**
+   * Apply outcomes: DSNs first (queued durably), then the recipients' new states. The rule per
+   * recipient, including which DSN the sender's NOTIFY asks for (failed, delayed, or relayed for
+   * SUCCESS past a next hop without DSN), is scheduler/settle.ts applyOutcome; here the DSNs are
+   * queued. A failure without its DSN queued stays open; a relayed DSN that cannot be queued is
+   * only logged (the next hop has the message).
+   */
   private async settle(msg: QueuedMessage, outcomes: RecipientOutcome[]): Promise<void> {
     const now = this.deps.now();
     const cfg = this.deps.config;
     const failed: DsnRecipient[] = [];
     const delayed: DsnRecipient[] = [];
+    const relayed: DsnRecipient[] = [];
     // Copies of the recipients this job touched; merged back after the awaits below, because a
     // worker for another domain of the same message may settle in between.
     const next = new Map<string, RecipientStatus>();
@@ -211,13 +218,18 @@ export class Scheduler {
       if (!cur || !isOpen(cur)) continue;
       const { next: r, dsn } = applyOutcome(cur, o, msg.envelope, now, cfg, this.rand);
       next.set(r.address, r);
-      if (dsn) (dsn.action === 'failed' ? failed : delayed).push(dsn);
+      if (dsn) (dsn.action === 'failed' ? failed : dsn.action === 'delayed' ? delayed : relayed).push(dsn);
     }
-    for (const list of [failed, delayed]) {
+    for (const list of [failed, delayed, relayed]) {
       if (list.length === 0 || !dsnAllowed(msg.envelope)) continue;
       try {
         await this.sendDsn(msg, list);
       } catch (e) {
+        if (list === relayed) {
+          // The next hop has the message: sending it again for a lost notice would be worse than the loss.
+          this.deps.log.error({ err: e, queue_id: msg.id, to: list.map((d) => d.address) }, 'could not queue the relayed DSN (NOTIFY=SUCCESS); the recipients stay delivered');
+          continue;
+        }
         // Without its DSN a failure must not be recorded: keep the recipients open and retry later.
         this.deps.log.error({ err: e, queue_id: msg.id }, 'could not queue DSN; will retry');
         for (const d of list) {
@@ -244,8 +256,13 @@ export class Scheduler {
   }
 
   private async sendDsn(msg: QueuedMessage, recipients: DsnRecipient[]): Promise<void> {
-    const body = await this.deps.spool.readBody(msg.id).catch(() => Buffer.alloc(0));
-    const dsn = await composeDsn({ reportingMta: this.deps.hostname, queueId: msg.id, original: msg.envelope, originalHeaders: headerBlock(body), recipients, now: this.deps.now() });
+    // RET=FULL (RFC 3461 §4.3) returns the whole message up to DSN_RETURN_LIMIT; otherwise only the header is read.
+    const full = msg.envelope.dsn?.ret === 'FULL' && msg.size <= DSN_RETURN_LIMIT && recipients.every((r) => r.action === 'failed');
+    const body = await this.deps.spool.readBodyPrefix(msg.id, full ? DSN_RETURN_LIMIT : 64 * 1024).catch(() => Buffer.alloc(0));
+    const dsn = await composeDsn({
+      reportingMta: this.deps.hostname, queueId: msg.id, original: msg.envelope, originalHeaders: headerBlock(body),
+      ...(full && body.length === msg.size ? { originalFull: body } : {}), recipients, now: this.deps.now(),
+    });
     const queued = await this.deps.spool.enqueue(dsn.envelope, dsn.message);
     this.deps.log.info({ queue_id: queued.id, original: msg.id, to: msg.envelope.from, action: recipients[0]!.action, nrcpt: recipients.length }, 'DSN queued');
     this.add(queued);

@@ -2,23 +2,33 @@
  * On-disk formats.
  *
  * msg/<id>: one header line, then the message bytes exactly as received.
- *   {"v":1,"size":<15 chars>,"envelope":{...}}\n<body>
- * The size field is fixed-width (right-aligned, space padded, which JSON allows),
- * so it can be filled in at commit time with one positional write after the body
- * was streamed; recovery checks header length + size == file size, which catches
- * a truncated file. JSON.stringify never emits a raw newline, so the first "\n"
- * always ends the header.
+ *   v2 (written since issue 19): {"v":2,"size":<15 chars>,"body":<digit>,"envelope":{...}}\n<body>
+ *   v1 (still read):             {"v":1,"size":<15 chars>,"envelope":{...}}\n<body>
+ * The size field is fixed-width (right-aligned, space padded, which JSON allows) and `body` is
+ * one digit (src/mime/scan.ts: 1 = 8-bit octets, 2 = a line over 998 octets, 4 = NUL), so both
+ * are filled in at commit time with one positional write after the body was streamed; recovery
+ * checks header length + size == file size, which catches a truncated file. JSON.stringify never
+ * emits a raw newline, so the first "\n" always ends the header. A v1 message has no `body`
+ * digit: delivery scans it (QueuedMessage.body undefined). v2 envelopes may carry the DSN
+ * parameters (`dsn`, `rcptDsn`, RFC 3461); a v1 reader would ignore them, which is why the
+ * version changed.
  *
  * state/<id>.json: {"v":1,"held":false,"recipients":[RecipientStatus...]}
- * Absent means every recipient is pending and the message is not held.
+ * Absent means every recipient is pending and the message is not held. (Unchanged, still v1.)
  */
 import type { Envelope, RecipientStatus, RecipientState } from './types.js';
+import { factsFlags, factsOf, type BodyFacts } from '../mime/scan.js';
+import { mailDsnProblem, rcptDsnProblem } from '../dsn/params.js';
 
-export const FORMAT_VERSION = 1;
+/** the message file format written now */
+export const FORMAT_VERSION = 2;
+/** the state file format (unchanged by message format 2) */
+export const STATE_FORMAT_VERSION = 1;
 const HEADER_PREFIX = `{"v":${FORMAT_VERSION},"size":`;
 /** byte offset of the size field in the header */
 export const SIZE_OFFSET = Buffer.byteLength(HEADER_PREFIX);
 export const SIZE_WIDTH = 15;
+const BODY_KEY = ',"body":';
 /** refuse to believe a header longer than this (a runaway read of a corrupt file) */
 export const MAX_HEADER = 16 * 1024 * 1024;
 
@@ -27,13 +37,14 @@ export class CorruptError extends Error {
   override readonly name = 'CorruptError';
 }
 
-export function sizeField(size: number): Buffer {
-  return Buffer.from(String(size).padStart(SIZE_WIDTH, ' '), 'latin1');
+/** The bytes at SIZE_OFFSET that commit writes: the size, padded, and the body digit. */
+export function sizeField(size: number, facts: BodyFacts): Buffer {
+  return Buffer.from(`${String(size).padStart(SIZE_WIDTH, ' ')}${BODY_KEY}${factsFlags(facts)}`, 'latin1');
 }
 
-/** The header with a blank size field (filled in by `sizeField` at commit). */
+/** The header with a blank size field and body digit 0 (both filled in by `sizeField` at commit). */
 export function encodeHeader(envelope: Envelope): Buffer {
-  return Buffer.from(`${HEADER_PREFIX}${' '.repeat(SIZE_WIDTH)},"envelope":${JSON.stringify(envelope)}}\n`, 'utf8');
+  return Buffer.from(`${HEADER_PREFIX}${' '.repeat(SIZE_WIDTH)}${BODY_KEY}0,"envelope":${JSON.stringify(envelope)}}\n`, 'utf8');
 }
 
 const isStr = (v: unknown): v is string => typeof v === 'string';
@@ -53,7 +64,7 @@ export function envelopeProblem(v: unknown): string | undefined {
   if (!isNum(v.received)) return 'envelope.received is not a number';
   if (v.kind !== 'normal' && v.kind !== 'dsn' && v.kind !== 'tlsrpt') return 'envelope.kind is unknown';
   if (!optStr(v.messageId)) return 'envelope.messageId is not a string';
-  return undefined;
+  return mailDsnProblem(v.dsn) ?? rcptDsnProblem(v.rcptDsn);
 }
 
 /**
@@ -76,6 +87,8 @@ export class Interner {
 export interface ParsedHeader {
   envelope: Envelope;
   size: number;
+  /** undefined for a v1 file */
+  body?: BodyFacts;
   headerLength: number;
 }
 
@@ -89,8 +102,10 @@ export function parseHeader(head: Buffer, fileSize: number, intern?: Interner): 
   } catch (e) {
     throw new CorruptError(`header is not JSON: ${(e as Error).message}`);
   }
-  if (!isObj(h) || h.v !== FORMAT_VERSION) throw new CorruptError('header has an unknown format version');
+  if (!isObj(h) || (h.v !== FORMAT_VERSION && h.v !== 1)) throw new CorruptError('header has an unknown format version');
   if (!isNum(h.size) || !Number.isInteger(h.size) || h.size < 0) throw new CorruptError('header has no valid size');
+  const body = h.v === 1 ? undefined : factsOf(h.body as number);
+  if (h.v !== 1 && !body) throw new CorruptError('header has no valid body digit');
   const problem = envelopeProblem(h.envelope);
   if (problem) throw new CorruptError(`header: ${problem}`);
   const headerLength = nl + 1;
@@ -105,7 +120,7 @@ export function parseHeader(head: Buffer, fileSize: number, intern?: Interner): 
     if (envelope.client.name !== undefined) envelope.client.name = intern.get(envelope.client.name);
     if (envelope.client.user !== undefined) envelope.client.user = intern.get(envelope.client.user);
   }
-  return { envelope, size: h.size, headerLength };
+  return { envelope, size: h.size, ...(body ? { body } : {}), headerLength };
 }
 
 const STATES: ReadonlySet<string> = new Set<RecipientState>(['pending', 'deferred', 'delivered', 'failed']);
@@ -137,7 +152,7 @@ export interface ParsedState {
 }
 
 export function encodeState(held: boolean, recipients: RecipientStatus[]): Buffer {
-  return Buffer.from(JSON.stringify({ v: FORMAT_VERSION, held, recipients }), 'utf8');
+  return Buffer.from(JSON.stringify({ v: STATE_FORMAT_VERSION, held, recipients }), 'utf8');
 }
 
 /**
@@ -152,7 +167,7 @@ export function parseState(buf: Buffer, envelope: Envelope, intern?: Interner): 
   } catch (e) {
     throw new CorruptError(`state is not JSON: ${(e as Error).message}`);
   }
-  if (!isObj(s) || s.v !== FORMAT_VERSION) throw new CorruptError('state has an unknown format version');
+  if (!isObj(s) || s.v !== STATE_FORMAT_VERSION) throw new CorruptError('state has an unknown format version');
   if (typeof s.held !== 'boolean') throw new CorruptError('state.held is not a boolean');
   if (!Array.isArray(s.recipients)) throw new CorruptError('state.recipients is not an array');
   for (const r of s.recipients) {

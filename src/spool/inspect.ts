@@ -38,7 +38,7 @@ export async function listSpool(dir: string): Promise<SpoolListing> {
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       }
-      out.messages.push({ id, envelope: h.envelope, size: h.size, recipients, held });
+      out.messages.push({ id, envelope: h.envelope, size: h.size, ...(h.body ? { body: h.body } : {}), recipients, held });
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // delivered meanwhile
       out.unreadable.push({ id, reason: (e as Error).message });

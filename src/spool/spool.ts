@@ -34,6 +34,7 @@ import {
 } from './format.js';
 import type { Draft, Envelope, QueuedMessage, RecipientStatus, SpoolWriter } from './types.js';
 import { printableJson } from '../text/printable.js';
+import { BodyScanner, type BodyFacts } from '../mime/scan.js';
 
 export { SpoolError } from './errors.js';
 export { nodeSpoolFs, type SpoolFs, type SpoolHandle } from './fs.js';
@@ -99,6 +100,8 @@ class FileDraft implements Draft {
   /** file offset of the next write(2) */
   private filePos = 0;
   private bodySize = 0;
+  /** what the body holds (8-bit, long lines, NUL): kept in the header, so delivery need not scan */
+  private readonly scanner = new BodyScanner();
   private handle: SpoolHandle | undefined;
   private state: DraftState = 'open';
   private failure: SpoolError | undefined;
@@ -120,6 +123,10 @@ class FileDraft implements Draft {
     return this.spool.tmpPath(this.tmpName);
   }
 
+  get facts(): BodyFacts {
+    return this.scanner.facts;
+  }
+
   /** writes the header line (into the buffer, usually) */
   async start(header: Buffer): Promise<void> {
     try {
@@ -135,6 +142,7 @@ class FileDraft implements Draft {
       if (this.state !== 'open') throw new SpoolError(`draft ${this.id} is ${this.state}`, 'EINVAL');
       try {
         this.bodySize += chunk.length;
+        this.scanner.push(chunk);
         await this.append(chunk);
       } catch (e) {
         throw await this.fail('write', e);
@@ -193,8 +201,8 @@ class FileDraft implements Draft {
     this.state = 'committing';
     let step = 'write';
     try {
-      // The size is known only now; the header has a fixed-width slot for it.
-      const size = sizeField(this.bodySize);
+      // The size and the body facts are known only now; the header has fixed-width slots for them.
+      const size = sizeField(this.bodySize, this.scanner.facts);
       if (this.filePos === 0) size.copy(this.buf!, SIZE_OFFSET);
       else await writeAll(this.fs, this.handle!, size, 0, size.length, SIZE_OFFSET);
       await this.flush();
@@ -223,7 +231,7 @@ class FileDraft implements Draft {
     this.state = 'committed';
     // Parsed back from the JSON that is on disk, so it equals what recover() would return.
     const envelope = JSON.parse(this.envelopeJson) as Envelope;
-    return { id: this.id, envelope, size: this.bodySize, recipients: initialRecipients(envelope) };
+    return { id: this.id, envelope, size: this.bodySize, body: this.scanner.facts, recipients: initialRecipients(envelope) };
   }
 
   async abort(): Promise<void> {
@@ -420,6 +428,23 @@ export class Spool implements SpoolWriter {
       }
     }
     return Readable.from(chunks(), { objectMode: false });
+  }
+
+  /** At most `max` octets from the start of the body (DSN composition: the header, or a small message whole). */
+  async readBodyPrefix(id: string, max: number): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    let n = 0;
+    const stream = this.openBody(id);
+    try {
+      for await (const c of stream as AsyncIterable<Buffer>) {
+        parts.push(c.length > max - n ? c.subarray(0, max - n) : c);
+        n += Math.min(c.length, max - n);
+        if (n >= max) break;
+      }
+    } finally {
+      stream.destroy();
+    }
+    return Buffer.concat(parts, n);
   }
 
   /** The whole body in memory: for small messages only (DSN composition). */
@@ -708,7 +733,7 @@ export class Spool implements SpoolWriter {
         finished = true;
         continue;
       }
-      const m: QueuedMessage = { id, envelope: header.envelope, size: header.size, recipients };
+      const m: QueuedMessage = { id, envelope: header.envelope, size: header.size, ...(header.body ? { body: header.body } : {}), recipients };
       if (state?.held) {
         m.held = true;
         this.heldIds.add(id);

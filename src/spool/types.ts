@@ -7,6 +7,8 @@
  * instant leaves every recipient either pending or done (delivered/failed).
  */
 import type { Readable } from 'node:stream';
+import type { BodyFacts } from '../mime/scan.js';
+import type { MailDsn, RcptDsn } from '../dsn/params.js';
 
 export type RecipientState = 'pending' | 'deferred' | 'delivered' | 'failed';
 
@@ -32,7 +34,7 @@ export interface Envelope {
   recipients: string[];
   /** SMTPUTF8 requested by the client */
   smtputf8: boolean;
-  /** BODY=8BITMIME requested by the client */
+  /** BODY=8BITMIME declared by the client (what the body holds is in QueuedMessage.body) */
   eightBit: boolean;
   /** client address/name for the Received header and logs */
   client: { address: string; name?: string; user?: string };
@@ -42,12 +44,21 @@ export interface Envelope {
   kind: 'normal' | 'dsn' | 'tlsrpt';
   /** the ENVID / message-id for DSNs */
   messageId?: string;
+  /** RFC 3461 MAIL parameters RET and ENVID, as the client gave them (xtext-decoded) */
+  dsn?: MailDsn;
+  /** RFC 3461 RCPT parameters NOTIFY and ORCPT, by recipient address; only recipients that had any */
+  rcptDsn?: Record<string, RcptDsn>;
 }
 
 export interface QueuedMessage {
   id: string;
   envelope: Envelope;
   size: number;
+  /**
+   * What the body holds (8-bit octets, lines over 998 octets, NUL), learned while it was written;
+   * undefined for a message written before the spool kept it (format v1): delivery scans those.
+   */
+  body?: BodyFacts;
   recipients: RecipientStatus[];
   /** held by the operator: not scheduled */
   held?: boolean;
@@ -62,6 +73,8 @@ export interface SpoolError extends Error {
 export interface Draft {
   /** queue id assigned at begin() */
   readonly id: string;
+  /** what the body written so far holds (ingress refuses long lines with it before commit) */
+  readonly facts: BodyFacts;
   write(chunk: Buffer): Promise<void>;
   /** fsync + rename + (group-committed) directory fsync; resolves when durable. Throws SpoolError (code ENOSPC/EIO...) and leaves nothing behind. */
   commit(): Promise<QueuedMessage>;

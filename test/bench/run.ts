@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: measures the disk's fsync-bound rate, ingest throughput/latency, end-to-end
- * delivery (opportunistic TLS vs DANE-EE) and RSS with a large queue; writes BENCHMARKS.md.
+ * delivery (opportunistic TLS vs DANE-EE), RSS with a large queue, TLSRPT and DNSSEC costs, and
+ * what 8BITMIME handling costs 7-bit mail; writes BENCHMARKS.md.
  */
 import { spawnSync } from 'node:child_process';
 import { closeSync, fsyncSync, mkdtempSync, openSync, constants, renameSync, rmSync, writeSync, writeFileSync, statfsSync } from 'node:fs';
@@ -9,10 +10,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SmtpTestClient } from '../support/submit.js';
 import { World } from '../support/world.js';
-import { connectClients, submitAll } from './load.js';
+import { timedDelivery } from './load.js';
 import { makeSelfSigned, tlsaData } from '../support/pki.js';
 import { tlsrptSection } from './tlsrpt.js';
 import { benchDnssec } from './dnssec.js';
+import { mimeSection } from './mime.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(here, '..', '..', '..');
@@ -96,15 +98,7 @@ async function e2e(dane: boolean, total: number, clients: number, size: number):
     w.dns.add({ name: mx, type: 'A', data: rx.host });
     if (dane) w.dns.add({ name: `_${w.port}._tcp.${mx}`, type: 'TLSA', data: { usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(ee, 1, 1) } });
     await w.start({ log: { level: 'info' } });
-    const msg = body(size, 0);
-    const payload = SmtpTestClient.dataPayload(msg);
-    const conns = await connectClients(w.ingressPort, clients);
-    const t0 = performance.now();
-    await submitAll(conns, total, payload);
-    const deadline = Date.now() + 90_000;
-    while (rx.messages.length < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-    const ms = performance.now() - t0;
-    await Promise.all(conns.map((c) => c.quit()));
+    const ms = await timedDelivery(w.ingressPort, rx, clients, total, SmtpTestClient.dataPayload(body(size, 0)), 90_000);
     const verified = w.deliveries().filter((l) => l.dane === 'verified').length;
     return { ms, got: rx.messages.length, secure: rx.messages.filter((m) => m.secure).length, verified };
   } finally {
@@ -220,6 +214,7 @@ async function main(): Promise<void> {
   // 5, 6
   await tlsrptSection(say);
   await benchDnssec(say);
+  await mimeSection(say, fs1.rate);
   say(`Whole run: ${((Date.now() - started) / 1000).toFixed(0)} s.`);
   writeFileSync(join(ROOT, 'BENCHMARKS.md'), out.join('\n') + '\n');
   console.log(`wrote ${join(ROOT, 'BENCHMARKS.md')}`);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SmtpTestClient } from '../support/submit.js';
 import { World } from '../support/world.js';
-import { connectClients, submitAll } from './load.js';
+import { timedDelivery } from './load.js';
 import { makeSelfSigned, tlsaData } from '../support/pki.js';
 import { TlsrptStore } from '../../src/reporting/tlsrpt/store.js';
 import { TlsrptRecorder } from '../../src/reporting/tlsrpt/recorder.js';
@@ -30,13 +30,7 @@ async function run(tlsrpt: boolean, total: number, clients: number): Promise<{ m
     // One message per connection: every delivery is a TLS session, so every delivery is recorded.
     await w.start({ log: { level: 'info' }, delivery: { max_messages_per_connection: 1 }, tlsrpt: { enabled: tlsrpt } });
     const payload = SmtpTestClient.dataPayload(Buffer.from('From: a@sender.test\r\nSubject: bench\r\n\r\n' + 'x'.repeat(2000) + '\r\n'));
-    const conns = await connectClients(w.ingressPort, clients);
-    const t0 = performance.now();
-    await submitAll(conns, total, payload);
-    const deadline = Date.now() + 120_000;
-    while (rx.messages.length < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-    const ms = performance.now() - t0;
-    await Promise.all(conns.map((c) => c.quit()));
+    const ms = await timedDelivery(w.ingressPort, rx, clients, total, payload, 120_000);
     let counted = 0;
     const svc = w.relay!.tlsrpt;
     if (svc) {

@@ -35,15 +35,16 @@ async function peer(script: Parameters<typeof startScriptedPeer>[0]['script']): 
 
 let n = 0;
 /** One message to `recipients` (in domain [127.0.0.1]) through a fresh DestinationRun. */
-async function deliverOnce(p: ScriptedPeer, recipients: string[], given?: DestinationRun): Promise<RecipientOutcome[]> {
+async function deliverOnce(p: ScriptedPeer, recipients: string[], given?: DestinationRun, body: () => Readable = () => Readable.from([Buffer.from('Subject: t\r\n\r\nbody\r\n')])): Promise<RecipientOutcome[]> {
   const run = given ?? new DestinationRun(deps(p.port), '[127.0.0.1]');
   const rcpts = recipients.map((r) => `${r}@[127.0.0.1]`);
   const id = `m${n++}`;
   try {
+    // no bodyFacts: like a format 1 spool message, delivery scans the body before deciding
     return await run.deliver({
       id, size: 30, recipients: rcpts,
       envelope: { kind: 'normal', from: `${id}@sender.test`, recipients: rcpts, smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: Date.now() },
-      body: () => Readable.from([Buffer.from('Subject: t\r\n\r\nbody\r\n')]),
+      body,
     });
   } finally {
     if (!given) await run.close();
@@ -216,5 +217,35 @@ describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354
     await run.close();
     expect([...a, ...b].map((o) => o.result)).toEqual(['sent', 'sent']);
     expect(p.connections).toHaveLength(2);
+  });
+});
+
+describe('issue 19: the body decision before MAIL is an outcome like any other', () => {
+  it('RFC 6152 §3 an 8-bit header to a peer without 8BITMIME: every recipient bounced 5.6.3 once, no MAIL sent, and the same connection delivers the next message', async () => {
+    const p = await peer(normalScript({ ext: ['PIPELINING'] }));
+    const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
+    const refused = await deliverOnce(p, ['a', 'b', 'c'], run, () => Readable.from([Buffer.from('Subject: Grüße\r\n\r\nbody\r\n')]));
+    const next = await deliverOnce(p, ['d'], run);
+    await run.close();
+    expectOneEach(refused, ['a', 'b', 'c'], p);
+    expect(refused.map((o) => [o.result, o.code])).toEqual([['bounced', '5.6.3'], ['bounced', '5.6.3'], ['bounced', '5.6.3']]);
+    expect(refused[0]!.reason).toMatch(/8-bit octets .*cannot be converted/);
+    expect(next.map((o) => o.result)).toEqual(['sent']);
+    expect(p.connections).toHaveLength(1);
+    expect(p.connections[0]!.commands.filter((l) => l.startsWith('MAIL'))).toHaveLength(1); // the second message's only
+  });
+
+  it('the message cannot be read for the decision (a format 1 body that fails while scanned): every recipient deferred 4.3.0 once, nothing sent, the connection kept', async () => {
+    const p = await peer(normalScript({ ext: ['PIPELINING'] }));
+    const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
+    const broken = () => new Readable({ read() { this.destroy(Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' })); } });
+    const failed = await deliverOnce(p, ['a', 'b'], run, broken);
+    const next = await deliverOnce(p, ['c'], run);
+    await run.close();
+    expectOneEach(failed, ['a', 'b'], p);
+    expect(failed.map((o) => [o.result, o.code])).toEqual([['deferred', '4.3.0'], ['deferred', '4.3.0']]);
+    expect(failed[0]!.reason).toContain('EIO');
+    expect(next.map((o) => o.result)).toEqual(['sent']);
+    expect(p.connections).toHaveLength(1);
   });
 });

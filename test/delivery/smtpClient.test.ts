@@ -8,7 +8,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { SmtpError, SmtpSession, type SmtpClientOptions, type SmtpTimeouts } from '../../src/delivery/smtpClient.js';
+import { SmtpError, SmtpSession, mailCommand, rcptCommand, type SmtpClientOptions, type SmtpTimeouts } from '../../src/delivery/smtpClient.js';
 import type { PresentedChain, Target, TlsRequirement, VerifyOutcome } from '../../src/delivery/types.js';
 import { startReceiver, type Receiver, type ReceiverOptions } from '../support/receiver.js';
 import { chainPem, makeCa, makeIntermediate, makeLeaf, makeSelfSigned, type Issued } from '../support/pki.js';
@@ -422,6 +422,36 @@ describe('SmtpSession: plain SMTP', () => {
     expect(err.permanent).toBe(true);
     expect(err.reply?.enhanced).toBe('5.6.7');
     expect(r.commands.some((c) => c.startsWith('MAIL'))).toBe(false);
+  });
+
+  it('RFC 6152 §3 an 8-bit body to a server without 8BITMIME: permanent 5.6.3 at stage mail, nothing sent (the last guard)', async () => {
+    const r = await receiver({ eightBitMime: false });
+    const sess = await SmtpSession.connect(target(r), options({ mode: 'none' }));
+    const err = await expectSmtpError(sess.send({ from: 'a@src.test', recipients: ['b@dst.test'], eightBit: true, body: text('h\u00e9llo\r\n') }));
+    await sess.quit();
+    expect([err.stage, err.permanent, err.reply?.enhanced]).toEqual(['mail', true, '5.6.3']);
+    expect(r.commands.some((c) => c.startsWith('MAIL'))).toBe(false);
+  });
+
+  it('RFC 3461 §5.2.1 DSN parameters go only to a server that advertises DSN, re-encoded as xtext', async () => {
+    const input = {
+      from: 'a@src.test', recipients: ['b@dst.test', 'c@dst.test'], body: text('x\r\n'),
+      dsn: { mail: { ret: 'FULL' as const, envid: 'id 1+2' }, rcpt: [{ notify: ['SUCCESS' as const, 'DELAY' as const], orcpt: { type: 'rfc822', address: 'B@Src.test' } }, undefined] },
+    };
+    expect(mailCommand(input, new Map([['DSN', '']]))).toBe('MAIL FROM:<a@src.test> RET=FULL ENVID=id+201+2B2');
+    expect(mailCommand(input, new Map())).toBe('MAIL FROM:<a@src.test>');
+    expect(rcptCommand('b@dst.test', input.dsn.rcpt[0], new Map([['DSN', '']]))).toBe('RCPT TO:<b@dst.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;B@Src.test');
+    expect(rcptCommand('b@dst.test', input.dsn.rcpt[0], new Map())).toBe('RCPT TO:<b@dst.test>');
+    const withDsn = await receiver();
+    const sess = await SmtpSession.connect(target(withDsn), options({ mode: 'none' }));
+    await sess.send(input);
+    await sess.quit();
+    expect(withDsn.commands.filter((c) => /^(MAIL|RCPT)/.test(c))).toEqual(['MAIL FROM:<a@src.test> RET=FULL ENVID=id+201+2B2', 'RCPT TO:<b@dst.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;B@Src.test', 'RCPT TO:<c@dst.test>']);
+    const without = await receiver({ dsn: false });
+    const s2 = await SmtpSession.connect(target(without), options({ mode: 'none' }));
+    await s2.send(input);
+    await s2.quit();
+    expect(without.commands.filter((c) => /^(MAIL|RCPT)/.test(c))).toEqual(['MAIL FROM:<a@src.test>', 'RCPT TO:<b@dst.test>', 'RCPT TO:<c@dst.test>']);
   });
 
   it('RFC 5321 §4.1.4 EHLO rejected with 5xx: falls back to HELO, no extensions', async () => {

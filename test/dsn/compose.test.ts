@@ -76,6 +76,46 @@ describe('DSN composition (RFC 3464, RFC 6522)', () => {
     expect(dsn.message.toString()).not.toMatch(/^Action: delivered/m);
   });
 
+  it('RFC 3464 §2.2.1/§2.3.1: Original-Envelope-Id from ENVID, Original-Recipient only for recipients that gave ORCPT', async () => {
+    const withDsn: Envelope = { ...original, dsn: { envid: 'QQ+314159' }, rcptDsn: { 'bob@dest.example': { orcpt: { type: 'rfc822', address: 'Bob@Alias.example' } } } };
+    const dsn = await composeDsn({
+      reportingMta: 'relay.example.net', queueId: 'Q', original: withDsn, originalHeaders: headerBlock(body), now: 0,
+      recipients: [{ address: 'bob@dest.example', action: 'failed', status: '5.1.1' }, { address: 'carol@dest.example', action: 'failed', status: '5.1.1' }],
+    });
+    const [, status] = parts(dsn.message.toString());
+    const [perMessage, bob, carol] = status!.body.split('\r\n\r\n');
+    expect(perMessage).toMatch(/^Original-Envelope-Id: QQ\+314159\r\nReporting-MTA: dns; relay\.example\.net/);
+    expect(bob).toMatch(/^Original-Recipient: rfc822; Bob@Alias\.example\r\nFinal-Recipient: rfc822; bob@dest\.example/);
+    expect(carol).not.toContain('Original-Recipient');
+  });
+
+  it('RFC 3461 §5.2.2 relayed DSN: Action relayed, a subject that says so, the header returned', async () => {
+    const dsn = await composeDsn({
+      reportingMta: 'relay.example.net', queueId: 'Q', original, originalHeaders: headerBlock(body), now: 0,
+      recipients: [{ address: 'bob@dest.example', action: 'relayed', status: '2.0.0', remoteMta: 'mx.dest.example', diagnostic: 'smtp; 250 2.0.0 ok' }],
+    });
+    const raw = dsn.message.toString();
+    expect(raw).toContain('Action: relayed');
+    expect(raw).toContain('does not support delivery status notifications');
+    expect(raw).toContain('Content-Type: text/rfc822-headers');
+    expect((await simpleParser(dsn.message)).subject).toBe('Successful Mail Delivery Report');
+  });
+
+  it('RFC 3461 §4.3 RET=FULL: the whole message for failures (message/rfc822, 8bit when it is); the header only for a delay or when too large', async () => {
+    const full: Envelope = { ...original, dsn: { ret: 'FULL' } };
+    const eight = Buffer.from('Subject: ü\r\n\r\nGrüße\r\n', 'utf8');
+    const failed = await composeDsn({ reportingMta: 'r.example', queueId: 'Q', original: full, originalHeaders: headerBlock(eight), originalFull: eight, now: 0, recipients: [{ address: 'bob@dest.example', action: 'failed', status: '5.1.1' }] });
+    const [, , returned] = parts(failed.message.toString('utf8'));
+    expect(returned!.headers).toMatch(/Content-Type: message\/rfc822/);
+    expect(returned!.headers).toMatch(/Content-Transfer-Encoding: 8bit/);
+    expect(returned!.body).toBe('Subject: ü\r\n\r\nGrüße\r\n\r\n'); // + the CRLF that belongs to the boundary
+    const delayed = await composeDsn({ reportingMta: 'r.example', queueId: 'Q', original: full, originalHeaders: headerBlock(eight), originalFull: eight, now: 0, recipients: [{ address: 'bob@dest.example', action: 'delayed', status: '4.4.1' }] });
+    expect(delayed.message.toString()).toContain('Content-Type: text/rfc822-headers');
+    const big = await composeDsn({ reportingMta: 'r.example', queueId: 'Q', original: full, originalHeaders: headerBlock(body), now: 0, recipients: [{ address: 'bob@dest.example', action: 'failed', status: '5.1.1' }] });
+    expect(big.message.toString()).toContain('only its header is returned');
+    expect(big.message.toString()).toContain('Content-Type: text/rfc822-headers');
+  });
+
   it('headerBlock stops at the first empty line (CRLF or bare LF)', () => {
     expect(headerBlock(Buffer.from('A: 1\r\nB: 2\r\n\r\nbody')).toString()).toBe('A: 1\r\nB: 2\r\n');
     expect(headerBlock(Buffer.from('A: 1\n\nbody')).toString()).toBe('A: 1\n');

@@ -5,15 +5,27 @@
  * that answer every command with a reply drawn from all classes (./support/replyFuzz.ts: 2xx/3xx/
  * 4xx/5xx, codes legal and illegal for the step, multi-line, changing codes, garbage, over-long,
  * close, stall), with and without PIPELINING and STARTTLS, under the TLS levels none, may, encrypt
- * and dane (TLSA in a signed zone; the peer presents the pinned certificate or another one).
+ * and dane (TLSA in a signed zone; the peer presents the pinned certificate or another one). Issue 19:
+ * peers advertise 8BITMIME and DSN always, never or on some connections (per lane); messages carry
+ * 8-bit bodies, lines over 998 octets, 8-bit headers, signed parts (./support/replyFuzz.ts `message`)
+ * and DSN parameters, with and without the spool's body facts, under `delivery.mime_conversion`
+ * convert or (some lanes) refuse.
  *
  * Invariants, per session (one deliver() of one message to 1–3 recipients):
  * - every recipient gets exactly one outcome;
  * - `sent` only when the peer answered that recipient's RCPT with a 2xx, DATA with 354 and the end
  *   of data with a 2xx (the peer's own record says so);
- * - `bounced` only when the peer sent a 5xx for it (MAIL, its RCPT, DATA or the end of data);
+ * - `bounced` only when the peer sent a 5xx for it (MAIL, its RCPT, DATA or the end of data), or
+ *   with 5.6.3 before MAIL when the body oracle (`refusedFor`) says this peer may not get it;
  * - every outcome, fed through the scheduler's settle rule (scheduler/settle.ts), leaves the
- *   recipient delivered, failed, or deferred with its next attempt at least min_backoff ahead;
+ *   recipient delivered, failed, or deferred with its next attempt at least min_backoff ahead; a
+ *   `relayed` DSN only for NOTIFY=SUCCESS delivered through a peer that did not advertise DSN;
+ * - no 8-bit octet reaches a peer that did not advertise 8BITMIME and no line over 998 octets
+ *   reaches any peer (bodies checked as received, also when cut off mid-data); BODY=8BITMIME is
+ *   declared exactly when the peer advertised 8BITMIME and the body is 8-bit; nothing the oracle
+ *   refuses is ever sent (no MAIL for it);
+ * - NOTIFY/RET/ENVID/ORCPT only reach a peer that advertised DSN, and one that did gets exactly the
+ *   message's parameters (decoded by ingress's own parser: a round trip);
  * - nothing of the envelope before a required verification: under dane, MAIL/RCPT/DATA only on
  *   connections that presented the pinned certificate, and nothing but QUIT after a failed
  *   verification; under encrypt, only over TLS; under none, no STARTTLS;
@@ -28,10 +40,14 @@ import type { RecipientOutcome } from '../../src/delivery/outcome.js';
 import type { TlsLevel } from '../../src/config/schema.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { applyOutcome } from '../../src/scheduler/settle.js';
+import { BodyScanner } from '../../src/mime/scan.js';
+import { commandParams, mailDsnOf, rcptDsnOf, type MailDsn, type RcptDsn } from '../../src/dsn/params.js';
+import { isAscii } from 'node:buffer';
+import { isDeepStrictEqual } from 'node:util';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';
 import { multiline, startScriptedPeer, type ConnectionScript, type PeerConnection, type PeerTransaction, type ScriptedPeer } from '../support/scriptedPeer.js';
-import { draw, type Fault, type Step } from './support/replyFuzz.js';
+import { draw, dsnParams, longestLine, message, refusedFor, type BodyKind, type Fault, type FuzzMessage, type Step } from './support/replyFuzz.js';
 import { record, SCALE } from './support/report.js';
 import { rng, SEED, type Rand } from './support/rng.js';
 
@@ -94,13 +110,23 @@ interface Stats {
   daneFailedVerification: number;
   faults: Partial<Record<Fault, number>>;
   byKind: Record<Kind, number>;
+  /** issue 19: messages by body kind; refused before MAIL (5.6.3); delivered after conversion; bodies checked; DSN parameters passed on / withheld */
+  bodies: Partial<Record<BodyKind, number>>;
+  refused: number;
+  convertedDelivered: number;
+  bodiesChecked: number;
+  cutBodiesChecked: number;
+  dsnPassed: number;
+  dsnWithheld: number;
+  relayedDsns: number;
   violations: string[];
 }
 
 function newStats(): Stats {
   return {
     sessions: 0, recipients: 0, outcomes: { sent: 0, deferred: 0, bounced: 0 }, peerDelivered: 0, deferredAfterPeerDelivery: 0, connections: 0, tlsConnections: 0, daneFailedVerification: 0,
-    faults: {}, byKind: { may: 0, none: 0, encrypt: 0, dane: 0 }, violations: [],
+    faults: {}, byKind: { may: 0, none: 0, encrypt: 0, dane: 0 },
+    bodies: {}, refused: 0, convertedDelivered: 0, bodiesChecked: 0, cutBodiesChecked: 0, dsnPassed: 0, dsnWithheld: 0, relayedDsns: 0, violations: [],
   };
 }
 
@@ -112,20 +138,79 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
   const bySender = new Map<string, PeerTransaction[]>();
   const violation = (what: string) => { if (st.violations.length < 50) st.violations.push(`lane ${index} (${kind}): ${what}`); else st.violations.length++; };
   const note = (f: Fault) => { st.faults[f] = (st.faults[f] ?? 0) + 1; };
-  const act = (step: Step, normal: string) => { const d = draw(r, step, normal, P_NORMAL[step]); note(d.fault); return d.action; };
+  const act = (step: Step, normal: string) => { const d = draw(r, step, normal, P_NORMAL[step]); note(d.fault); return d; };
+  // Issue 19: what this lane's peers advertise (per connection, with these probabilities) and how the relay converts.
+  const p8 = [1, 0, 0.5][Math.floor(index / 4) % 3]!;
+  const pDsn = [0.5, 1, 0][index % 3]!;
+  const conversion = index % 5 === 3 ? 'refuse' : 'convert';
+  /** per connection: the extensions its latest EHLO reply advertised (none after a faulty one, or HELO) */
+  const advertised = new Map<number, Set<string>>();
+  /** the latest EHLO of the lane: the session a refusal before MAIL was decided on */
+  let lastAdvertised = new Set<string>();
+  const lastTx = new Map<number, PeerTransaction>();
+  /** the message being delivered (one at a time per lane), and what the peer its MAIL went to had advertised */
+  let cur: { sender: string; m: FuzzMessage; dsn?: MailDsn; rcptDsn?: Record<string, RcptDsn> } | undefined;
+  const mailPeer = new Map<string, Set<string>>();
+  const checkBody = (c: PeerConnection, t: PeerTransaction, cut: boolean): void => {
+    if (!t.body) return;
+    if (cut) st.cutBodiesChecked++; else st.bodiesChecked++;
+    const adv = advertised.get(c.id) ?? new Set();
+    if (!adv.has('8BITMIME') && !isAscii(t.body)) violation(`8-bit octets to a peer without 8BITMIME (${cut ? 'cut off' : 'complete'}): ${t.from}`);
+    const longest = longestLine(t.body);
+    if (longest > 998) violation(`a ${longest}-octet line reached the peer (${cut ? 'cut off' : 'complete'}): ${t.from}`);
+  };
+  const checkCommand = (c: PeerConnection, line: string, verb: string): void => {
+    const adv = advertised.get(c.id) ?? new Set();
+    const params = commandParams(line);
+    const dsnKeys = params.filter(([k]) => ['NOTIFY', 'RET', 'ENVID', 'ORCPT'].includes(k));
+    if (dsnKeys.length && !adv.has('DSN')) violation(`DSN parameters to a peer without DSN: ${line}`);
+    if (!cur) return;
+    if (verb === 'MAIL') {
+      mailPeer.set(cur.sender, adv);
+      const body8 = params.some(([k, v]) => k === 'BODY' && v?.toUpperCase() === '8BITMIME');
+      if (body8 !== (adv.has('8BITMIME') && cur.m.eightBit)) violation(`BODY=8BITMIME ${body8 ? 'declared' : 'missing'} (peer 8BITMIME ${adv.has('8BITMIME')}, 8-bit body ${cur.m.eightBit}): ${line}`);
+      if (refusedFor(cur.m, adv.has('8BITMIME'), conversion)) violation(`MAIL for a ${cur.m.kind} message the oracle refuses for this peer (8BITMIME ${adv.has('8BITMIME')}, ${conversion})`);
+      if (adv.has('DSN')) {
+        const got = mailDsnOf(params);
+        if (!got.ok || !isDeepStrictEqual(got.value, cur.dsn)) violation(`MAIL DSN parameters ${JSON.stringify(got)} for ${JSON.stringify(cur.dsn ?? null)}: ${line}`);
+      }
+      if (cur.dsn) st[adv.has('DSN') ? 'dsnPassed' : 'dsnWithheld']++;
+    } else if (verb === 'RCPT') {
+      const addr = /<([^>]*)>/.exec(line)?.[1] ?? '';
+      const want = cur.rcptDsn?.[addr];
+      if (adv.has('DSN')) {
+        const got = rcptDsnOf(params, false);
+        if (!got.ok || !isDeepStrictEqual(got.value, want)) violation(`RCPT DSN parameters ${JSON.stringify(got)} for ${JSON.stringify(want ?? null)}: ${line}`);
+      }
+      if (want) st[adv.has('DSN') ? 'dsnPassed' : 'dsnWithheld']++;
+    }
+  };
 
   const script = (c: PeerConnection): ConnectionScript => {
     st.connections++;
     const offerTls = kind !== 'none' && r() < (kind === 'may' ? 0.5 : 0.9);
-    const ext = ['ENHANCEDSTATUSCODES', ...(r() < 0.5 ? ['PIPELINING'] : []), '8BITMIME', ...(offerTls ? ['STARTTLS'] : [])];
+    const ext = ['ENHANCEDSTATUSCODES', ...(r() < 0.5 ? ['PIPELINING'] : []), ...(r() < p8 ? ['8BITMIME'] : []), ...(r() < pDsn ? ['DSN'] : []), ...(offerTls ? ['STARTTLS'] : [])];
     return {
-      greeting: () => act('greeting', NORMAL.greeting),
+      greeting: () => act('greeting', NORMAL.greeting).action,
       command: (line) => {
-        const step = STEP[line.split(' ')[0]!.toUpperCase()] ?? 'other';
-        if (step === 'ehlo') return act('ehlo', multiline(250, ['fuzz.test.invalid', ...ext.filter((e) => !(c.tls && e === 'STARTTLS'))]));
-        return act(step, NORMAL[step]);
+        const verb = line.split(' ')[0]!.toUpperCase();
+        const step = STEP[verb] ?? 'other';
+        if (step === 'ehlo') {
+          const offered = ext.filter((e) => !(c.tls && e === 'STARTTLS'));
+          const d = act('ehlo', multiline(250, ['fuzz.test.invalid', ...offered]));
+          // a faulty EHLO reply advertises nothing the client could rely on
+          lastAdvertised = new Set(d.fault === 'normal' ? offered : []);
+          advertised.set(c.id, lastAdvertised);
+          return d.action;
+        }
+        if (step === 'helo') advertised.set(c.id, lastAdvertised = new Set());
+        if (verb === 'MAIL' || verb === 'RCPT') checkCommand(c, line, verb);
+        return act(step, NORMAL[step]).action;
       },
-      endOfData: () => act('dot', NORMAL.dot),
+      endOfData: (_c, t) => {
+        checkBody(c, t, false);
+        return act('dot', NORMAL.dot).action;
+      },
       tlsContext: () => {
         const ok = kind !== 'dane' || r() < 0.8;
         certGood.set(c.id, ok);
@@ -136,6 +221,10 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
 
   const onClose = (c: PeerConnection): void => {
     if (c.tls) st.tlsConnections++;
+    const t = lastTx.get(c.id);
+    if (t && !t.dot) checkBody(c, t, true);
+    lastTx.delete(c.id);
+    advertised.delete(c.id);
     const envelope = c.commands.some((l) => /^(MAIL|RCPT|DATA)\b/i.test(l));
     if (kind === 'none' && c.commands.includes('STARTTLS')) violation(`STARTTLS under tls_level none: ${c.commands.join(' | ')}`);
     if (kind === 'encrypt' && envelope && !c.tls) violation(`envelope without TLS under encrypt: ${c.commands.join(' | ')}`);
@@ -152,7 +241,7 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
 
   const peer: ScriptedPeer = await startScriptedPeer({
     host: '127.0.0.1', retain: false, script, onClose,
-    onTransaction: (t) => bySender.set(t.from, [...(bySender.get(t.from) ?? []), t]),
+    onTransaction: (t, c) => { lastTx.set(c.id, t); bySender.set(t.from, [...(bySender.get(t.from) ?? []), t]); },
   });
   const domain = kind === 'dane' ? `d${index}.fuzz.test` : '[127.0.0.1]';
   if (kind === 'dane') {
@@ -163,7 +252,7 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
   const deps: DeliveryDeps = {
     resolver, heloName: 'relay.test', selfNames: ['relay.test'], port: peer.port, tlsLevel: () => ({ level, rule: 'fuzz' }),
     timeouts: { connect: T * 3, greeting: T, ehlo: T, starttls: T * 3, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-    digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 50, log: pino({ level: 'silent' }), now: Date.now,
+    digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 50, log: pino({ level: 'silent' }), now: Date.now, mimeConversion: conversion,
   };
 
   let run = new DestinationRun(deps, domain);
@@ -171,13 +260,19 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
     for (let k = 0; k < sessions; k++) {
       const sender = `s${index}x${k}@sender.test`;
       const recipients = Array.from({ length: 1 + Math.floor(r() * 3) }, (_, j) => `r${j}@${domain}`);
-      const body = r() < 0.1 ? '' : `Subject: s${k}\r\n\r\n${r() < 0.3 ? '.dot line\r\n' : ''}body ${k}\r\n`;
+      const m = message(r, k);
+      st.bodies[m.kind] = (st.bodies[m.kind] ?? 0) + 1;
+      const params = dsnParams(r, recipients);
+      cur = { sender, m, ...params };
+      // the spool's body facts (format 2) or none (a format 1 message: delivery scans it)
+      const facts = r() < 0.5 ? (() => { const s = new BodyScanner(); s.push(m.body); return { bodyFacts: s.facts }; })() : {};
       const now = Date.now();
+      const envelope = { kind: 'normal' as const, from: sender, recipients, smtputf8: false, eightBit: m.eightBit && r() < 0.8, client: { address: '127.0.0.1' }, received: now, ...params };
       const out = await run.deliver({
-        id: `q${index}x${k}`, size: body.length, recipients,
-        envelope: { kind: 'normal', from: sender, recipients, smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: now },
-        body: () => Readable.from([Buffer.from(body)]),
+        id: `q${index}x${k}`, size: m.body.length, recipients, envelope, ...facts,
+        body: () => Readable.from([m.body]),
       });
+      cur = undefined;
       st.sessions++;
       st.byKind[kind]++;
       st.recipients += recipients.length;
@@ -191,6 +286,13 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
       t?.replies.filter((x) => x.step === 'RCPT').forEach((x, i) => rcptCode.set(t.rcpts[i]!, x.code));
       const fivexx = (code?: number) => code !== undefined && code >= 500;
       const whole = t ? t.replies.filter((x) => x.step !== 'RCPT').some((x) => fivexx(x.code)) : false;
+      // refused by the body decision (5.6.3): before MAIL, on the session's latest EHLO, exactly as the oracle says
+      const refusedHere = !t && refusedFor(m, lastAdvertised.has('8BITMIME'), conversion);
+      if (out.some((o) => o.code === '5.6.3' && o.result === 'bounced')) st.refused++;
+      const peerExt = mailPeer.get(sender);
+      mailPeer.delete(sender);
+      if (t?.delivered && ((m.eightBit && !peerExt?.has('8BITMIME')) || m.longLines)) st.convertedDelivered++;
+      const toDsnPeer = peerExt?.has('DSN');
 
       const seen = out.map((o) => o.address);
       if (seen.length !== recipients.length || recipients.some((a) => seen.filter((s) => s === a).length !== 1)) violation(`not one outcome per recipient: ${JSON.stringify(seen)} for ${JSON.stringify(recipients)}`);
@@ -199,10 +301,17 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
         if (o.result === 'sent' && !delivered.has(o.address)) violation(`sent but not delivered by the peer: ${o.address} ${o.reason}; peer: ${JSON.stringify(t ?? null)}`);
         if (o.result !== 'sent' && delivered.has(o.address)) st.deferredAfterPeerDelivery++;
         const c = rcptCode.get(o.address);
-        if (o.result === 'bounced' && !(whole || (fivexx(c) && c !== 552))) violation(`bounced without a 5xx from the peer: ${o.address} ${o.reason}; peer: ${JSON.stringify(t?.replies ?? null)}`);
-        const { next } = applyOutcome({ address: o.address, state: 'pending', attempts: 0, nextAttempt: now }, o, { received: now, kind: 'normal' }, now, CFG, r);
+        if (o.result === 'bounced' && !(whole || (fivexx(c) && c !== 552) || (refusedHere && o.code === '5.6.3'))) violation(`bounced without a 5xx from the peer: ${o.address} ${o.code} ${o.reason}; peer: ${JSON.stringify(t?.replies ?? null)}`);
+        const { next, dsn } = applyOutcome({ address: o.address, state: 'pending', attempts: 0, nextAttempt: now }, o, envelope, now, CFG, r);
         const want = { sent: 'delivered', bounced: 'failed', deferred: 'deferred' }[o.result];
         if (next.state !== want || (want === 'deferred' && next.nextAttempt - now < CFG.min_backoff)) violation(`settle: ${o.result} → ${next.state} next in ${next.nextAttempt - now} ms`);
+        // RFC 3461 §5.2.2: a relayed DSN exactly when NOTIFY=SUCCESS went to a peer that did not advertise DSN
+        if (o.result === 'sent') {
+          if (o.nextHopDsn !== toDsnPeer) violation(`nextHopDsn ${o.nextHopDsn} but the peer ${toDsnPeer ? 'advertised' : 'did not advertise'} DSN: ${o.address}`);
+          const relayed = !toDsnPeer && !!envelope.rcptDsn?.[o.address]?.notify?.includes('SUCCESS');
+          if ((dsn?.action === 'relayed') !== relayed) violation(`settle: DSN ${dsn?.action ?? 'none'} for a delivery with NOTIFY ${JSON.stringify(envelope.rcptDsn?.[o.address]?.notify ?? null)} to a peer ${toDsnPeer ? 'with' : 'without'} DSN`);
+          if (relayed) st.relayedDsns++;
+        }
       }
       // A run that could not connect caches that for its lifetime (one scheduler batch); a new batch starts afresh.
       if (out.some((o) => !o.relay)) {
@@ -217,7 +326,7 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
 }
 
 describe(`garbage SMTP replies to the delivery client (seed ${SEED})`, () => {
-  it(`issue13 ${SESSIONS} sessions over ${LANES} lanes (none/may/encrypt/dane): one outcome per recipient, sent only after 354 and a 2xx to the dot, bounced only on a 5xx, every deferral backed off, no envelope before verification, no crash`, async () => {
+  it(`issue13 issue19 ${SESSIONS} sessions over ${LANES} lanes (none/may/encrypt/dane; peers with and without 8BITMIME and DSN): one outcome per recipient, sent only after 354 and a 2xx to the dot, bounced only on a 5xx or the body oracle's 5.6.3, every deferral backed off, no envelope before verification, no 8-bit or long line to a peer that did not agree, DSN parameters only to a DSN peer and exactly as received, no crash`, async () => {
     const st = newStats();
     const unhandled: unknown[] = [];
     const onUnhandled = (e: unknown) => { unhandled.push(e); };
@@ -237,15 +346,21 @@ describe(`garbage SMTP replies to the delivery client (seed ${SEED})`, () => {
     for (const v of st.violations.slice(0, 20)) console.log(v);
 
     const lost = st.violations.filter((v) => /sent but not delivered|not one outcome/.test(v)).length;
-    const leaked = st.violations.filter((v) => /envelope without|after a failed DANE|STARTTLS under/.test(v)).length;
+    const leaked = st.violations.filter((v) => /envelope without|after a failed DANE|STARTTLS under|8-bit octets to|line reached|DSN parameters to a peer without|oracle refuses/.test(v)).length;
     record({
       case: 'garbage SMTP replies to the delivery client (reply-script fuzz)',
       sent: st.recipients, delivered: st.outcomes.sent, lost, leaked, fuzzed: st.sessions, crashes: unhandled.length,
-      notes: `${st.sessions} sessions (${Object.entries(st.byKind).map(([k, n]) => `${k} ${n}`).join(', ')}) on ${st.connections} connections (${st.tlsConnections} TLS, ${st.daneFailedVerification} failed DANE verification); outcomes: ${st.outcomes.sent} sent, ${st.outcomes.deferred} deferred, ${st.outcomes.bounced} bounced; ${st.deferredAfterPeerDelivery} deferred although the peer took them (a retry may duplicate, never lose); replies: ${Object.entries(st.faults).map(([f, n]) => `${f} ${n}`).join(', ')}; violations ${st.violations.length}; ${Math.round(ms / 1000)} s wall, ${Math.round((cpu.user + cpu.system) / 1e6)} s CPU; seed ${SEED}`,
+      notes: `${st.sessions} sessions (${Object.entries(st.byKind).map(([k, n]) => `${k} ${n}`).join(', ')}) on ${st.connections} connections (${st.tlsConnections} TLS, ${st.daneFailedVerification} failed DANE verification); outcomes: ${st.outcomes.sent} sent, ${st.outcomes.deferred} deferred, ${st.outcomes.bounced} bounced; ${st.deferredAfterPeerDelivery} deferred although the peer took them (a retry may duplicate, never lose); bodies: ${Object.entries(st.bodies).map(([k, n]) => `${k} ${n}`).join(', ')}, ${st.refused} refused with 5.6.3 before MAIL, ${st.convertedDelivered} delivered converted, ${st.bodiesChecked} complete and ${st.cutBodiesChecked} cut-off bodies checked at the peer; DSN parameters ${st.dsnPassed} passed on, ${st.dsnWithheld} withheld, ${st.relayedDsns} relayed DSNs; replies: ${Object.entries(st.faults).map(([f, n]) => `${f} ${n}`).join(', ')}; violations ${st.violations.length}; ${Math.round(ms / 1000)} s wall, ${Math.round((cpu.user + cpu.system) / 1e6)} s CPU; seed ${SEED}`,
     });
     expect(unhandled).toEqual([]);
     expect(st.violations).toEqual([]);
     expect(st.sessions).toBe(SESSIONS);
     expect(st.outcomes.sent).toBeGreaterThan(0);
+    // the issue 19 paths were reached, not just allowed
+    expect(st.refused).toBeGreaterThan(0);
+    expect(st.convertedDelivered).toBeGreaterThan(0);
+    expect(st.dsnPassed).toBeGreaterThan(0);
+    expect(st.dsnWithheld).toBeGreaterThan(0);
+    expect(st.relayedDsns).toBeGreaterThan(0);
   }, 900_000 * SCALE);
 });

@@ -273,6 +273,60 @@ describe('hop count (RFC 5321 §6.3, issue 13)', () => {
   });
 });
 
+describe('what the body holds (issue 19): 8-bit octets and long lines', () => {
+  it('8-bit octets without BODY=8BITMIME: accepted, treated as 8-bit (kept in the spool), the mismatch logged', async () => {
+    const h = await start();
+    const c = await openData(h); // no BODY parameter: 7BIT declared
+    c.write(SmtpTestClient.dataPayload(Buffer.from('Subject: x\r\n\r\nGrüße\r\n')));
+    const end = await c.reply();
+    expect(end.code).toBe(250);
+    await c.quit();
+    expect(h.queued[0]!.envelope.eightBit).toBe(false); // what the client declared
+    expect(h.queued[0]!.body).toEqual({ eightBit: true, longLines: false, nul: false }); // what it sent
+    expect(h.logs.find((l) => l.msg === 'message has 8-bit octets but was not declared BODY=8BITMIME; treated as 8BITMIME')).toMatchObject({ queue_id: h.queued[0]!.id });
+    const [m] = await onDisk(h);
+    expect(m!.body).toEqual({ eightBit: true, longLines: false, nul: false });
+  });
+
+  it('7-bit mail is recorded as such; nothing is logged about it', async () => {
+    const h = await start();
+    const c = await openData(h, ['rcpt@example.org'], 'BODY=8BITMIME');
+    c.write(SmtpTestClient.dataPayload(Buffer.from(`Subject: x\r\n\r\n${'y'.repeat(998)}\r\n`)));
+    expect((await c.reply()).code).toBe(250);
+    await c.quit();
+    expect(h.queued[0]!.body).toEqual({ eightBit: false, longLines: false, nul: false });
+    expect(h.logs.some((l) => String(l.msg).includes('8-bit octets'))).toBe(false);
+  });
+
+  it('a 3000-octet line is accepted by default (encoded on the way out) and recorded', async () => {
+    const h = await start();
+    const c = await openData(h);
+    c.write(SmtpTestClient.dataPayload(Buffer.from(`Subject: x\r\n\r\n${'z'.repeat(3000)}\r\n`)));
+    expect((await c.reply()).code).toBe(250);
+    await c.quit();
+    expect(h.queued[0]!.body!.longLines).toBe(true);
+  });
+
+  it('ingress.long_lines: refuse → 550 5.6.0 naming the limit, nothing queued, the session goes on', async () => {
+    const h = await start({ config: { long_lines: 'refuse' } });
+    const c = await openData(h);
+    c.write(SmtpTestClient.dataPayload(Buffer.from(`Subject: x\r\n\r\n${'z'.repeat(999)}\r\n`)));
+    const r = await c.reply();
+    expect(r.code).toBe(550);
+    expect(r.lines[0]).toMatch(/^5\.6\.0 Message has a line longer than 998 octets \(RFC 5322 section 2\.1\.1\)/);
+    expect(tmpFiles(h)).toEqual([]);
+    expect(h.queued).toHaveLength(0);
+    // 998 octets is fine
+    expect((await c.cmd('MAIL FROM:<sender@example.com>')).code).toBe(250);
+    expect((await c.cmd('RCPT TO:<rcpt@example.org>')).code).toBe(250);
+    expect((await c.cmd('DATA')).code).toBe(354);
+    c.write(SmtpTestClient.dataPayload(Buffer.from(`Subject: x\r\n\r\n${'z'.repeat(998)}\r\n`)));
+    expect((await c.reply()).code).toBe(250);
+    await c.quit();
+    expect(await onDisk(h)).toHaveLength(1);
+  });
+});
+
 describe('spool failures: 452 4.3.1 and nothing queued', () => {
   it('commit throwing ENOSPC (SpoolWriter seam): 452 4.3.1, draft aborted, then the next message goes through', async () => {
     const aborted: string[] = [];
@@ -284,6 +338,7 @@ describe('spool failures: 452 4.3.1 and nothing queued', () => {
           const d = await spool.begin(env);
           const wrapped: Draft = {
             id: d.id,
+            get facts() { return d.facts; },
             write: (chunk) => d.write(chunk),
             commit: async () => {
               if (failCommit) throw Object.assign(new Error('No space left on device'), { code: 'ENOSPC' });
@@ -345,6 +400,7 @@ describe('streaming', () => {
           const d = await spool.begin(env);
           return {
             id: d.id,
+            get facts() { return d.facts; },
             abort: () => d.abort(),
             commit: () => d.commit(),
             write: async (chunk) => {
@@ -390,6 +446,7 @@ describe('when the 250 is sent', () => {
           const d = await spool.begin(env);
           return {
             id: d.id,
+            get facts() { return d.facts; },
             write: (chunk) => d.write(chunk),
             abort: () => d.abort(),
             commit: async () => {

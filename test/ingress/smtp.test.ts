@@ -53,7 +53,7 @@ describe('greeting and EHLO', () => {
     expect(extensions).toEqual(expect.arrayContaining(['PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'SIZE 123456']));
     expect(extensions.some((e) => e.startsWith('AUTH'))).toBe(false);
     expect(extensions).not.toContain('STARTTLS');
-    expect(extensions).not.toContain('DSN');
+    expect(extensions).toContain('DSN'); // RFC 3461, since issue 19
     // enhanced status codes on ordinary replies (RFC 2034 §3)
     expect((await c.cmd('NOOP')).enhanced).toBe('2.0.0');
     expect((await c.cmd('STARTTLS')).code).toBe(500);

@@ -77,6 +77,8 @@ describe('TLSRPT end to end', () => {
     const got = rx.messages[0]!;
     expect(got.from).toBe(''); // null reverse-path: bounces of reports go nowhere
     expect(got.to).toEqual(['tlsrpt@fail.test']);
+    // issue 19: and no DSN is asked for (RFC 3461, the receiver advertises DSN)
+    expect(rx.commands.filter((c) => c.startsWith('RCPT'))).toEqual(['RCPT TO:<tlsrpt@fail.test> NOTIFY=NEVER']);
     expect(got.secure).toBe(true); // opportunistic TLS was used, without DANE authentication
     const rep = await readMailedReport(got.body, w.dns);
 

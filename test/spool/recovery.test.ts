@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Spool, acquireSpoolLock } from '../../src/spool/spool.js';
 import { encodeHeader, sizeField, SIZE_OFFSET } from '../../src/spool/format.js';
+import { SEVEN_BIT_FACTS } from '../../src/mime/scan.js';
 import type { Envelope, RecipientStatus } from '../../src/spool/types.js';
 import { envelope, ls, makeTmpDir, quiet, spoolFixtures } from './support.js';
 
@@ -15,7 +16,7 @@ const open = (dir: string, log: { warn(obj: object, msg: string): void } = quiet
 /** A message file as the spool writes it, for hand-made spool directories. */
 function msgFile(env: Envelope, body: Buffer, size = body.length): Buffer {
   const h = encodeHeader(env);
-  sizeField(size).copy(h, SIZE_OFFSET);
+  sizeField(size, SEVEN_BIT_FACTS).copy(h, SIZE_OFFSET);
   return Buffer.concat([h, body]);
 }
 
@@ -205,5 +206,54 @@ describe('spool lock', () => {
     writeFileSync(join(dir, 'lock'), '1 - -\n'); // someone else's now (pid 1 is alive)
     await lock.release();
     expect(readFileSync(join(dir, 'lock'), 'utf8')).toBe('1 - -\n');
+  });
+});
+
+describe('message format versions (issue 19)', () => {
+  it('reads a message file written by the v1 spool (no body facts, no DSN parameters): delivery will scan it', async () => {
+    const dir = tmp();
+    mkdirSync(join(dir, 'msg'), { recursive: true });
+    const id = '01m8000000000abc';
+    const v1 = readFileSync(join(import.meta.dirname, 'fixtures', 'v1-message'));
+    expect(v1.subarray(0, 7).toString()).toBe('{"v":1,');
+    writeFileSync(join(dir, 'msg', id), v1);
+    const s = await open(dir);
+    const [m, ...rest] = await s.recover();
+    expect(rest).toEqual([]);
+    expect(m).toMatchObject({ id, size: 375, envelope: { from: 'sender@example.org', eightBit: true, recipients: ['a@example.com'] } });
+    expect(m!.body).toBeUndefined();
+    expect(m!.envelope.dsn).toBeUndefined();
+    expect((await s.readBody(id)).toString('utf8')).toContain('Grüße aus dem alten Spool.');
+    expect(ls(join(dir, 'corrupt'))).toEqual([]);
+  });
+
+  it('writes v2: the body facts and the DSN parameters survive commit and recovery', async () => {
+    const dir = tmp();
+    const s = await open(dir);
+    const env = envelope({ dsn: { ret: 'HDRS', envid: 'QQ+314159' }, rcptDsn: { 'a@example.com': { notify: ['SUCCESS', 'FAILURE'], orcpt: { type: 'rfc822', address: 'Alias@Client.example' } } } });
+    const plain = await s.enqueue(env, Buffer.from('Subject: x\r\n\r\nplain\r\n'));
+    const eight = await s.enqueue(env, Buffer.from(`Subject: x\r\n\r\nGrüße ${'x'.repeat(1200)}\r\n\0\r\n`));
+    expect(plain.body).toEqual({ eightBit: false, longLines: false, nul: false });
+    expect(eight.body).toEqual({ eightBit: true, longLines: true, nul: true });
+    expect(readFileSync(join(dir, 'msg', eight.id)).subarray(0, 7).toString()).toBe('{"v":2,');
+    await s.close();
+    const again = await open(dir);
+    const byId = new Map((await again.recover()).map((m) => [m.id, m]));
+    expect(byId.get(plain.id)!.body).toBe(plain.body); // the shared facts object
+    expect(byId.get(eight.id)!.body).toEqual(eight.body);
+    expect(byId.get(eight.id)!.envelope).toEqual(env);
+  });
+
+  it('quarantines a v2 header whose body digit is missing or out of range, and an unknown version', async () => {
+    const dir = tmp();
+    mkdirSync(join(dir, 'msg'), { recursive: true });
+    const body = Buffer.from('x\r\n');
+    const good = msgFile(envelope(), body).toString('latin1');
+    writeFileSync(join(dir, 'msg', '01m8000000000001'), good.replace('"body":0', '"body":9'), 'latin1');
+    writeFileSync(join(dir, 'msg', '01m8000000000002'), good.replace('"body":0,', ''), 'latin1');
+    writeFileSync(join(dir, 'msg', '01m8000000000003'), good.replace('{"v":2,', '{"v":3,'), 'latin1');
+    const s = await open(dir);
+    expect(await s.recover()).toEqual([]);
+    expect(ls(join(dir, 'corrupt'))).toEqual(['01m8000000000001', '01m8000000000002', '01m8000000000003']);
   });
 });

@@ -137,7 +137,10 @@ export const inDir = (sub: string) => (p: string) => p.includes(`/${sub}/`) || p
 export function ensureBuiltSpool(): string {
   const out = join(ROOT, 'dist', 'src', 'spool', 'spool.js');
   const srcDir = join(ROOT, 'src', 'spool');
-  const newest = Math.max(...readdirSync(srcDir).filter((f) => f.endsWith('.ts')).map((f) => statSync(join(srcDir, f)).mtimeMs));
+  // the spool and what it imports (body facts, DSN parameter checks)
+  const sources = [srcDir, join(ROOT, 'src', 'mime')].flatMap((d) => readdirSync(d).filter((f) => f.endsWith('.ts')).map((f) => join(d, f)));
+  sources.push(join(ROOT, 'src', 'dsn', 'params.ts'));
+  const newest = Math.max(...sources.map((f) => statSync(f).mtimeMs));
   if (!existsSync(out) || statSync(out).mtimeMs < newest) {
     execFileSync(join(ROOT, 'node_modules', '.bin', 'tsc'), [
       '--ignoreConfig', '--outDir', join(ROOT, 'dist'), '--rootDir', ROOT, '--module', 'nodenext', '--moduleResolution', 'nodenext',

@@ -55,6 +55,8 @@ export interface ReceiverOptions {
   smtputf8?: boolean;
   /** advertise 8BITMIME (default true) */
   eightBitMime?: boolean;
+  /** advertise DSN, RFC 3461 (default true, as smtp-server does) */
+  dsn?: boolean;
   /** advertise SIZE with this limit */
   size?: number;
   /** keep message bodies in memory (default true) */
@@ -106,6 +108,7 @@ export async function startReceiver(opts: ReceiverOptions = {}): Promise<Receive
     hidePIPELINING: opts.pipelining === false,
     hideSMTPUTF8: opts.smtputf8 === false,
     hide8BITMIME: opts.eightBitMime === false,
+    hideDSN: opts.dsn === false,
     // Real MTAs (Postfix, Exim) send RFC 3463 codes; let clients parse them.
     hideENHANCEDSTATUSCODES: false,
     ...(opts.size ? { size: opts.size } : {}),

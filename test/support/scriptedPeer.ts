@@ -32,7 +32,10 @@ export interface PeerTransaction {
   delivered: boolean;
   /** each reply of this transaction (MAIL, RCPT…, DATA, 'dot'): its code when well-formed, else undefined */
   replies: { step: string; code?: number }[];
-  /** the body bytes as received (dot-stuffed wire form), when the dot arrived */
+  /**
+   * the body bytes as received (dot-stuffed wire form), when the dot arrived; when the connection
+   * closed inside the data phase instead, what had arrived by then (`dot` false)
+   */
   body?: Buffer;
 }
 
@@ -102,8 +105,6 @@ export async function startScriptedPeer(o: ScriptedPeerOptions): Promise<Scripte
     raw.setNoDelay(true);
     sockets.add(raw);
     const conn: PeerConnection = { id: ids++, commands: [], tls: false, transactions: [] };
-    raw.on('close', () => { sockets.delete(raw); o.onClose?.(conn); });
-    raw.on('error', () => undefined);
     if (o.retain !== false) connections.push(conn);
     const script = o.script(conn);
     let sock: net.Socket = raw;
@@ -112,6 +113,13 @@ export async function startScriptedPeer(o: ScriptedPeerOptions): Promise<Scripte
     /** inside DATA: searching for the dot */
     let inData = false;
     let done = false;
+    raw.on('close', () => {
+      sockets.delete(raw);
+      // A data phase cut short: no message, but the bytes reached the peer all the same.
+      if (inData && current && !current.dot) current.body = Buffer.from(buf);
+      o.onClose?.(conn);
+    });
+    raw.on('error', () => undefined);
 
     /** Performs an action; false when the conversation is over (closed or stalled). */
     const act = (a: PeerAction): boolean => {

@@ -65,6 +65,13 @@ export class World {
     }
   }
 
+  /** A receiver that is `domain`'s MX (mx.<domain>). */
+  async mx(domain: string, opts: ReceiverOptions = {}): Promise<Receiver> {
+    const r = await this.receiver(opts);
+    this.dns.add({ name: domain, type: 'MX', data: { preference: 10, exchange: `mx.${domain}` } }, { name: `mx.${domain}`, type: 'A', data: r.host });
+    return r;
+  }
+
   /** An unused 127.0.0.x address (nothing listens there: connections are refused). */
   deadHost(): string {
     return `127.0.0.${this.nextHost++}`;

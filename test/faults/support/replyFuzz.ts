@@ -5,8 +5,13 @@
  * without an RFC 3463 enhanced code (matching its class or not), multi-line replies with one code
  * or with changing codes, out-of-range codes, garbage, an over-long line, the connection closed,
  * or no answer at all (stall). Helpers and the seeded generator are the ingress fuzz's.
+ * Also the messages the fuzz sends (issue 19: 8-bit bodies, long lines, DSN parameters) with the
+ * oracle for what a next hop without 8BITMIME may get.
  */
+import { isAscii } from 'node:buffer';
 import type { PeerAction } from '../../support/scriptedPeer.js';
+import { MAX_LINE_OCTETS } from '../../../src/mime/scan.js';
+import type { MailDsn, Notify, RcptDsn } from '../../../src/dsn/params.js';
 import { bytes, int, pick, type Rand } from './smtpFuzz.js';
 
 export type Step = 'greeting' | 'ehlo' | 'helo' | 'starttls' | 'mail' | 'rcpt' | 'data' | 'dot' | 'rset' | 'quit' | 'other';
@@ -103,4 +108,109 @@ export function draw(r: Rand, step: Step, normal: string, pNormal: number): Draw
     default:
       return { action: { reply: normal }, fault: 'normal' };
   }
+}
+
+/**
+ * Messages for the reply fuzz (issue 19): what the body holds decides whether a next hop without
+ * 8BITMIME may get it as it is, converted, or not at all — so each kind carries its own oracle.
+ *
+ * - `plain`: 7-bit, short lines (may be empty, may have lines starting with a dot);
+ * - `eight`: text/plain, 8bit, UTF-8: converted (quoted-printable) for a hop without 8BITMIME;
+ * - `long`: a line over 998 octets (7-bit or 8-bit): converted for every hop (RFC 5321 §4.5.3.1.6);
+ * - `eightHeader`: 8-bit octets in a header field: no conversion can make it 7-bit (5.6.3);
+ * - `signed`: an 8-bit part under multipart/signed: converting would break the signature (5.6.3).
+ */
+export type BodyKind = 'plain' | 'eight' | 'long' | 'eightHeader' | 'signed';
+const BODY_WEIGHTS: [BodyKind, number][] = [['plain', 60], ['eight', 16], ['long', 10], ['eightHeader', 6], ['signed', 8]];
+const BODY_TOTAL = BODY_WEIGHTS.reduce((n, [, w]) => n + w, 0);
+
+export interface FuzzMessage {
+  kind: BodyKind;
+  body: Buffer;
+  /** what the body needs of the next hop: 8-bit octets anywhere, a line over 998 octets */
+  eightBit: boolean;
+  longLines: boolean;
+}
+
+const UTF8 = ['Grüße', 'ĉu vi', 'наша почта', 'olá', '日本語', 'ß€'];
+
+export function message(r: Rand, k: number): FuzzMessage {
+  let x = r() * BODY_TOTAL;
+  let kind: BodyKind = 'plain';
+  for (const [b, w] of BODY_WEIGHTS) if ((x -= w) < 0) { kind = b; break; }
+  const dot = r() < 0.3 ? '.dot line\r\n' : '';
+  const mime = 'MIME-Version: 1.0\r\n';
+  let text: string;
+  switch (kind) {
+    case 'plain':
+      text = r() < 0.15 ? '' : `Subject: s${k}\r\n\r\n${dot}body ${k}\r\n`;
+      break;
+    case 'eight':
+      text = `Subject: s${k}\r\n${mime}Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n${dot}${pick(r, UTF8)} ${k}\r\n.${pick(r, UTF8)}\r\n`;
+      break;
+    case 'long': {
+      const eight = r() < 0.5;
+      const line = (eight ? `${pick(r, UTF8)} ` : '') + 'x'.repeat(999 + int(r, 1500));
+      text = `Subject: s${k}\r\n${mime}Content-Type: text/plain; charset=${eight ? 'utf-8' : 'us-ascii'}\r\n${eight ? 'Content-Transfer-Encoding: 8bit\r\n' : ''}\r\n${dot}${line}\r\nend\r\n`;
+      break;
+    }
+    case 'eightHeader':
+      text = `Subject: ${pick(r, UTF8)} ${k}\r\n\r\n${dot}body ${k}\r\n`;
+      break;
+    case 'signed': {
+      const b = `sig${k}`;
+      text = `Subject: s${k}\r\n${mime}Content-Type: multipart/signed; protocol="application/pgp-signature"; micalg=pgp-sha256; boundary="${b}"\r\n\r\n`
+        + `--${b}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n${pick(r, UTF8)} ${k}\r\n`
+        + `--${b}\r\nContent-Type: application/pgp-signature\r\n\r\n-----BEGIN PGP SIGNATURE-----\r\nAAAA\r\n-----END PGP SIGNATURE-----\r\n--${b}--\r\n`;
+      break;
+    }
+  }
+  const body = Buffer.from(text, 'utf8');
+  return { kind, body, eightBit: !isAscii(body), longLines: longestLine(body) > MAX_LINE_OCTETS };
+}
+
+/**
+ * The oracle: refused (5.6.3, before MAIL) for a next hop with or without 8BITMIME, under
+ * `delivery.mime_conversion` convert or refuse. A message that needs nothing is never refused.
+ */
+export function refusedFor(m: FuzzMessage, peer8: boolean, conversion: 'convert' | 'refuse'): boolean {
+  const needs = (m.eightBit && !peer8) || m.longLines;
+  if (!needs) return false;
+  if (conversion === 'refuse') return true;
+  return !peer8 && (m.kind === 'eightHeader' || m.kind === 'signed');
+}
+
+/** The longest line of a body as it reached a peer (dot-stuffed wire form: the transparency dot does not count, RFC 5321 §4.5.3.1.6). */
+export function longestLine(wire: Buffer): number {
+  let max = 0;
+  for (let start = 0; start < wire.length;) {
+    let end = wire.indexOf(0x0a, start);
+    if (end < 0) end = wire.length;
+    let len = end - start;
+    if (len > 0 && wire[end - 1] === 0x0d) len--;
+    if (len > 0 && wire[start] === 0x2e) len--;
+    max = Math.max(max, len);
+    start = end + 1;
+  }
+  return max;
+}
+
+/** RFC 3461 parameters for a message of the fuzz: RET/ENVID sometimes, NOTIFY/ORCPT per recipient sometimes. */
+export function dsnParams(r: Rand, recipients: string[]): { dsn?: MailDsn; rcptDsn?: Record<string, RcptDsn> } {
+  // printable US-ASCII with the characters xtext must encode (+, =, space)
+  const printable = (n: number) => Array.from({ length: n }, () => pick(r, ['a', 'Z', '0', '+', '=', ' ', '<', '>', ';', '~', '!'])).join('');
+  const out: { dsn?: MailDsn; rcptDsn?: Record<string, RcptDsn> } = {};
+  if (r() < 0.4) {
+    const ret = r() < 0.5 ? { ret: pick(r, ['FULL', 'HDRS'] as const) } : {};
+    const envid = r() < 0.6 ? { envid: `e${printable(int(r, 24))}` } : {};
+    if (ret.ret || envid.envid) out.dsn = { ...ret, ...envid };
+  }
+  for (const a of recipients) {
+    if (r() < 0.5) continue;
+    const n = r();
+    const notify: Notify[] | undefined = n < 0.2 ? ['NEVER'] : n < 0.8 ? (['SUCCESS', 'FAILURE', 'DELAY'] as const).filter(() => r() < 0.5) : undefined;
+    const d: RcptDsn = { ...(notify?.length ? { notify } : {}), ...(r() < 0.5 ? { orcpt: { type: 'rfc822', address: `o${printable(int(r, 20))}@x.test` } } : {}) };
+    if (d.notify || d.orcpt) (out.rcptDsn ??= {})[a] = d;
+  }
+  return out;
 }

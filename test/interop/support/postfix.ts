@@ -32,6 +32,8 @@ export interface Listener {
   /** per-SNI chains (tls_server_sni_maps): a client sending one of these names gets that chain,
    * any other name (or none) gets `tls`. Lets a case prove which SNI a relay sent by its outcome. */
   sni?: Record<string, { keyPem: string; chainPem: string }>;
+  /** further smtpd -o overrides for this listener, e.g. { smtpd_discard_ehlo_keywords: '8bitmime,dsn' } */
+  options?: Record<string, string>;
 }
 
 export interface ReceivedMessage {
@@ -234,6 +236,7 @@ export async function startPostfixReceivers(opts: {
     } else {
       o.push('-o smtpd_tls_security_level=none');
     }
+    for (const [k, v] of Object.entries(l.options ?? {})) o.push(`-o ${k}=${v}`);
     lines.push(`${l.address}:${l.port ?? 25} inet n - n - - smtpd ${o.join(' ')}`);
   }
   try {
