@@ -52,7 +52,7 @@ export interface DeliveryDeps {
   selfNames: string[];
   port: number;
   /** the destination's TLS level and the rule that chose it (one place decides it) */
-  tlsLevel: (domain: string) => { level: TlsLevel; rule: string; trustInsecureMx?: boolean; audit?: boolean; exception?: { underlying: TlsLevel } };
+  tlsLevel: (domain: string) => { level: TlsLevel; rule: string; trustInsecureMx?: boolean; audit?: boolean; nsec3IterationsInsecure?: boolean; exception?: { underlying: TlsLevel } };
   timeouts: SmtpClientOptions['timeouts'];
   digestPreference: ('sha512' | 'sha256')[];
   maxMessagesPerConnection: number;
@@ -133,7 +133,7 @@ export function resultTypeOf(err: SmtpError, plan: TlsPlan): string | undefined 
 
 /** Everything of a resolved policy that changes how a destination is delivered. */
 function policyKey(p: ReturnType<DeliveryDeps['tlsLevel']>): string {
-  return JSON.stringify([p.level, p.rule, !!p.trustInsecureMx, !!p.audit, p.exception?.underlying ?? null]);
+  return JSON.stringify([p.level, p.rule, !!p.trustInsecureMx, !!p.audit, !!p.nsec3IterationsInsecure, p.exception?.underlying ?? null]);
 }
 
 export class DestinationRun {
