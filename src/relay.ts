@@ -8,7 +8,7 @@ import type { LoadedConfig } from './config/load.js';
 import { Spool } from './spool/spool.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { Ingress } from './ingress/server.js';
-import { StubResolver } from './dns/stub.js';
+import { resolverFor } from './dns/factory.js';
 import { trustAdProblem } from './dns/trust.js';
 import type { Resolver } from './dns/types.js';
 import type { DeliveryDeps } from './delivery/deliver.js';
@@ -62,14 +62,6 @@ async function checkFiles(cfg: LoadedConfig, log: Logger, tlsrptDir: string | un
   }
   const refusals = problems.filter((p) => p.level === 'refuse');
   if (refusals.length) throw new UnsafeStateError(refusals);
-}
-
-/** dns.mode validate: DNSSEC checked in-process from the trust anchors (file, or the built-in IANA root). */
-async function validatingResolver(cfg: LoadedConfig, now: () => number): Promise<Resolver> {
-  const { ValidatingResolver } = await import('./dnssec/resolver.js');
-  const { readFileSync } = await import('node:fs');
-  const trustAnchors = cfg.dns.trust_anchors ? readFileSync(cfg.dns.trust_anchors, 'utf8') : undefined;
-  return new ValidatingResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts, trustAnchors, now });
 }
 
 export interface RelayOptions {
@@ -159,9 +151,8 @@ export class Relay {
     let spool: Spool;
     try {
       await checkFiles(cfg, log, tlsrptDir, controlSocketPath(cfg));
-      resolver = opts.resolver ?? (cfg.dns.mode === 'validate'
-        ? await validatingResolver(cfg, now) // the relay's clock: signature windows and cache ages follow it
-        : new StubResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts }));
+      // The relay's clock: signature windows and cache ages follow it.
+      resolver = opts.resolver ?? resolverFor(cfg, { now });
       // DANE-2: a tls_policy DANE entry under an untrusted trust-ad resolver is refused like a DANE default (an injected resolver
       // is the caller's). The stub resolver opens sockets per query only: nothing has been sent when this throws.
       policy = policyStoreFor(cfg, log, opts.policyStatIntervalMs, !opts.resolver);
