@@ -9,7 +9,7 @@ import { Spool } from './spool/spool.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { Ingress } from './ingress/server.js';
 import { resolverFor } from './dns/factory.js';
-import { trustAdProblem } from './dns/trust.js';
+import { assertStartable } from './config/preflight.js';
 import type { Resolver } from './dns/types.js';
 import type { DeliveryDeps } from './delivery/deliver.js';
 import { makeLogger } from './log.js';
@@ -105,8 +105,9 @@ export class Relay {
     const cfg = opts.config;
     const log = opts.log ?? makeLogger(cfg.log.level);
     const now = opts.now ?? Date.now;
-    const problem = trustAdProblem(cfg);
-    if (problem && !opts.resolver) throw new Error(problem);
+    // The same checks as `dane-relay config check` (config/preflight.ts), before anything is opened (an
+    // injected resolver is the caller's); the file checks run below, as the user the relay runs as.
+    await assertStartable(cfg, { trustCheck: !opts.resolver });
     const { controlSocketPath } = await import('./control/server.js');
     const tlsrptDir = cfg.tlsrpt.enabled ? (cfg.tlsrpt.dir ? resolve(cfg.baseDir, cfg.tlsrpt.dir) : undefined) : undefined;
 
