@@ -73,6 +73,11 @@ export interface DeliveryDeps {
   ownEndpoints?: () => { has(address: string, port: number): boolean } | undefined;
   /** delivery.mime_conversion: a body the next hop did not agree to is converted (default) or bounced (5.6.3) */
   mimeConversion?: MimeConversion;
+  /**
+   * DANE-4 / issue 13: why a delivery that needs DANE must wait now (trust-ad mode with a failing
+   * DNSSEC self-test: the resolver's AD bit cannot tell whether DANE applies), or undefined.
+   */
+  dnssecHold?: () => Promise<{ code: string; reason: string } | undefined>;
 }
 
 export interface TlsSessionResult {
@@ -280,6 +285,10 @@ export class DestinationRun {
     const started = this.deps.now();
     await this.refreshPolicy();
     this.planned = false;
+    if (this.level.level === 'dane' || this.level.level === 'dane-only') {
+      const hold = await this.deps.dnssecHold?.();
+      if (hold) return this.log(job, started, this.everyone(job, 'deferred', hold.code, hold.reason));
+    }
     let mx: MxDecision;
     try {
       mx = await this.resolveMx();
