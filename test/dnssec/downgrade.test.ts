@@ -136,6 +136,20 @@ async function withMutation<R>(m: NonNullable<Tree['dns']['mutate']>, f: () => P
 const isError = (a: DnsAnswer) => expect([a.status, a.error !== undefined, a.records, a.insecureReason]).toEqual([expect.stringMatching(/^(bogus|indeterminate)$/), true, [], undefined]);
 const stripAllSigs = (q: { name: string }, r: Reply): Reply => ({ ...r, answers: r.answers.filter((x) => x.type !== 'RRSIG'), authorities: r.authorities.filter((x) => x.type !== 'RRSIG') });
 
+/**
+ * The attacker's move against a cut proof: a forged, unsigned answer for `name` (in a signed zone),
+ * plus a genuine signed denial of another name (`replayOf`) replayed as "no DS at `names`".
+ */
+async function forgedBelowReplayedCut(name: string, type: 'A' | 'TLSA', replayOf: string, dsAt: (n: string) => boolean): Promise<void> {
+  const replay = genuine(replayOf, 'A');
+  const rdata = type === 'A' ? rd.A('192.0.2.66') : rd.TLSA(3, 1, 1, Buffer.alloc(32, 0xee));
+  await withMutation((q, r) => {
+    if (q.type === type && q.name === name) return { rcode: 0, answers: [{ name, type, ttl: 300, rdata }], authorities: [] };
+    if (q.type === 'DS' && dsAt(q.name)) return { rcode: 0, answers: [], authorities: replay.authorities };
+    return r;
+  }, async () => isError(await ask(name, type)));
+}
+
 describe('issue13 downgrade search: each insecure path, with and without its proof', () => {
   it('issue13-downgrade no-trust-anchor: DANE-1 a name outside every configured anchor is insecure; under its anchor the same unsigned answer is bogus', async () => {
     const dzOnly = dsText('dz.test', t.zones.get('dz.test')!.ksks[0]!);
@@ -165,34 +179,19 @@ describe('issue13 downgrade search: each insecure path, with and without its pro
     await withMutation((q, r) => (q.type === 'DS' ? { ...r, authorities: r.authorities.filter((x) => !sigOver(x, T.NSEC)) } : r),
       async () => isError(await ask('_25._tcp.mx.child.dz.test', 'TLSA')));
     // a forged unsigned TLSA in the signed zone, with a genuine signed NSEC of another name as "no DS at mx.dz.test"
-    const replay = genuine('nope.dz.test', 'A');
-    await withMutation((q, r) => {
-      if (q.type === 'TLSA') return { rcode: 0, answers: [{ name: q.name, type: 'TLSA', ttl: 300, rdata: rd.TLSA(3, 1, 1, Buffer.alloc(32, 0xee)) }], authorities: [] };
-      if (q.type === 'DS' && q.name.endsWith('.dz.test')) return { rcode: 0, answers: [], authorities: replay.authorities };
-      return r;
-    }, async () => isError(await ask('_25._tcp.mx.dz.test', 'TLSA')));
+    await forgedBelowReplayedCut('_25._tcp.mx.dz.test', 'TLSA', 'nope.dz.test', (n) => n.endsWith('.dz.test'));
   });
 
   it('issue13-downgrade nsec3-cut: DANE-15 DANE-33 an unsigned delegation proven by NSEC3 is insecure; a replayed NSEC3 proof of another name is bogus', async () => {
     const a = await ask('mx.child.dz3.test', 'A');
     expect([a.status, a.insecureReason]).toEqual(['insecure', 'unsigned-delegation']);
-    const replay = genuine('nope.dz3.test', 'A');
-    await withMutation((q, r) => {
-      if (q.type === 'A' && q.name === 'mx.dz3.test') return { rcode: 0, answers: [{ name: q.name, type: 'A', ttl: 300, rdata: rd.A('192.0.2.66') }], authorities: [] };
-      if (q.type === 'DS' && q.name === 'mx.dz3.test') return { rcode: 0, answers: [], authorities: replay.authorities };
-      return r;
-    }, async () => isError(await ask('mx.dz3.test', 'A')));
+    await forgedBelowReplayedCut('mx.dz3.test', 'A', 'nope.dz3.test', (n) => n === 'mx.dz3.test');
   });
 
   it('issue13-downgrade nsec3-opt-out-cut: DANE-15 a delegation in an opt-out span is insecure; a signed name claimed to be in one (replayed opt-out NSEC3) is bogus', async () => {
     const a = await ask('mx.island.oo.test', 'A');
     expect([a.status, a.insecureReason]).toEqual(['insecure', 'opt-out']);
-    const replay = genuine('nope.oo.test', 'A');
-    await withMutation((q, r) => {
-      if (q.type === 'A' && q.name === 'mx.oo.test') return { rcode: 0, answers: [{ name: q.name, type: 'A', ttl: 300, rdata: rd.A('192.0.2.66') }], authorities: [] };
-      if (q.type === 'DS' && q.name === 'mx.oo.test') return { rcode: 0, answers: [], authorities: replay.authorities };
-      return r;
-    }, async () => isError(await ask('mx.oo.test', 'A')));
+    await forgedBelowReplayedCut('mx.oo.test', 'A', 'nope.oo.test', (n) => n === 'mx.oo.test');
   });
 
   it('issue13-downgrade nsec3-opt-out-denial: DANE-32 an NXDOMAIN over an opt-out span is insecure; the same NSEC3 records unsigned, or for another name, are bogus', async () => {
