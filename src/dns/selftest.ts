@@ -5,7 +5,12 @@
  */
 import type { Resolver } from './types.js';
 
-export interface SelfTestResult { ok: boolean; detail: string; signed: string; broken: string }
+/**
+ * `notValidating`: the resolver answered and the answers show it does not validate (no AD on the signed
+ * name, or the broken name answered) — a downgrade risk. A resolver that did not answer the signed name
+ * fails the test too, but every lookup then fails on its own (deferred 4.4.3), nothing is downgraded.
+ */
+export interface SelfTestResult { ok: boolean; detail: string; signed: string; broken: string; notValidating?: boolean }
 
 export async function selfTest(resolver: Resolver, names = { signed: 'ietf.org', broken: 'dnssec-failed.org' }): Promise<SelfTestResult> {
   const [good, bad] = await Promise.all([resolver.lookup(names.signed, 'A'), resolver.lookup(names.broken, 'A')]);
@@ -13,8 +18,8 @@ export async function selfTest(resolver: Resolver, names = { signed: 'ietf.org',
   const broken = bad.error ? `error ${bad.error.kind}` : bad.status;
   if (good.status === 'secure' && !good.error && bad.error) return { ok: true, detail: 'resolver validates', signed, broken };
   if (good.error) return { ok: false, detail: `signed name ${names.signed} did not resolve (${signed}); resolver unreachable or broken`, signed, broken };
-  if (good.status !== 'secure') return { ok: false, detail: `signed name ${names.signed} came back ${signed}: the resolver does not set AD (not validating)`, signed, broken };
-  return { ok: false, detail: `broken name ${names.broken} came back ${broken}: the resolver does not reject bogus answers`, signed, broken };
+  if (good.status !== 'secure') return { ok: false, notValidating: true, detail: `signed name ${names.signed} came back ${signed}: the resolver does not set AD (not validating)`, signed, broken };
+  return { ok: false, notValidating: true, detail: `broken name ${names.broken} came back ${broken}: the resolver does not reject bogus answers`, signed, broken };
 }
 
 export interface SelfTestLog {
@@ -85,7 +90,7 @@ export class SelfTestMonitor {
 
   private report(r: SelfTestResult, why: string): void {
     const before = this.last;
-    const held = this.opts.holds ? `; deliveries that need DANE are held (${SELFTEST_HOLD_CODE}) until it passes` : '';
+    const held = this.opts.holds && r.notValidating ? `; deliveries that need DANE are held (${SELFTEST_HOLD_CODE}) until it passes` : '';
     if (!r.ok && (!before || before.ok)) {
       this.opts.log.warn({ selftest: r, why }, `DNSSEC SELF-TEST FAILED: ${r.detail} — DANE cannot protect deliveries until the resolver validates${held}`);
     } else if (r.ok && before && !before.ok) {
@@ -110,12 +115,14 @@ export class SelfTestMonitor {
   /**
    * trust-ad mode: why a delivery that needs DANE must wait, or undefined. Waits for a run in flight
    * (the one at start: bounded by dns.timeout × attempts), so mail recovered at start is not deferred
-   * before the resolver was even asked. Without any run (DANE not in force) nothing is held.
+   * before the resolver was even asked. Without any run (DANE not in force) nothing is held. Only a
+   * resolver shown not to validate holds mail: one that did not answer cannot downgrade anything (each
+   * lookup fails and defers by itself), and a transient timeout must not hold mail for a whole backoff.
    */
   async hold(): Promise<{ code: string; reason: string } | undefined> {
     if (!this.opts.holds) return undefined;
     const r = this.running ? await this.running : this.last;
-    if (!r || r.ok) return undefined;
+    if (!r || r.ok || !r.notValidating) return undefined;
     return { code: SELFTEST_HOLD_CODE, reason: `DNSSEC self-test failed (${r.detail}): the resolver's answers cannot show whether the destination requires DANE, so the message waits (dns.mode trust-ad)` };
   }
 

@@ -97,6 +97,20 @@ describe('issue13 DANE-4 a failing self-test holds DANE deliveries (dns.mode tru
     expect(daneRx.messages).toHaveLength(1);
   });
 
+  it('DANE-4 a self-test that got no answer (the signed name timed out) is logged but holds nothing: a resolver that does not answer cannot downgrade, each lookup defers on its own', async () => {
+    const { daneRx } = await destinations();
+    w.dns.behave('ietf.org', 'A', 'servfail');
+    await w.start();
+    await w.relay!.selfTests!.current('test');
+    expect(w.relay!.selfTests!.latest).toMatchObject({ ok: false, detail: expect.stringMatching(/did not resolve/) });
+    expect(w.relay!.selfTests!.latest!.notValidating).toBeUndefined();
+    expect(await w.relay!.selfTests!.hold()).toBeUndefined();
+    await send('a@dane.test');
+    await daneRx.waitFor(1);
+    await w.settle();
+    expect(w.deliveries().find((l) => l.to === 'a@dane.test')).toMatchObject({ status: 'sent', dane: 'verified' });
+  });
+
   it('DANE-4 dns.mode validate does not hold on the self-test (the relay validates itself; the trust-ad hold does not apply)', async () => {
     await destinations();
     stopValidating();

@@ -145,6 +145,28 @@ describe('issue13 defect 6: NSEC3 over the iteration limit through the relay (dn
     expect(w.logs.find((l) => l.msg === 'MX host skipped')?.skipped).toMatch(/the AAAA lookup for mx\.iter\.test is insecure only because/);
   });
 
+  it('DANE-12 DANE-16 an MX NODATA over the limit (implicit MX) skips the host 4.7.5 under dane; the opt-in takes it as an insecure MX (no TLSA asked)', async () => {
+    const ee = await makeSelfSigned({ dnsNames: ['implicit.iter.test'] });
+    const rx = await w.receiver({ tls: { key: ee.keyPem, cert: chainPem(ee) } });
+    const z = await iterZone(rx.host);
+    z.add('implicit.iter.test', 'A', rd.A(rx.host)); // no MX: the domain itself is the host (RFC 5321 §5.1)
+    await start([z], { policy: { tls_policy: policyFile('.iter.test dane nsec3-iterations-insecure\n') } });
+    const deps = {
+      resolver: t!.resolver(), selfNames: ['relay.test'], heloName: 'relay.test', port: w.port,
+      timeouts: w.config().delivery.timeouts, digestPreference: ['sha512', 'sha256'] as ('sha512' | 'sha256')[], now: Date.now, diagnose: false,
+    };
+    const strict = await inspectDomain('implicit.iter.test', { level: 'dane', rule: 'test' }, deps);
+    expect(strict.mx).toMatchObject({ kind: 'hosts', status: 'insecure', insecureReason: 'nsec3-iterations', implicit: true });
+    expect(strict.hosts[0]!.skip).toMatchObject({ code: '4.7.5', reason: expect.stringMatching(/the MX lookup for implicit\.iter\.test is insecure only because/) });
+    expect(strict.hosts[0]!.connections).toEqual([]);
+    // with the opt-in (the relay's own policy for .iter.test): an insecure MX, so no DANE and no TLSA query
+    const from = t!.dns.queries.length;
+    const optIn = await inspectDomain('implicit.iter.test', w.relay!.policy!.resolve('implicit.iter.test'), deps);
+    expect(optIn.hosts[0]!.skip).toBeUndefined();
+    expect(optIn.hosts[0]!.plan).toMatchObject({ kind: 'may' });
+    expect(t!.dns.queries.slice(from).some((q) => q.type === 'TLSA')).toBe(false);
+  });
+
   it('issue13-downgrade nsec3-iterations denial: DANE-33 a forged TLSA NODATA with replayed high-iteration NSEC3 is bogus: skipped 4.4.3 even with the opt-in, nothing sent', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['mx.iter.test'] });
     const rx = await w.receiver({ tls: { key: ee.keyPem, cert: chainPem(ee) } });
