@@ -9,7 +9,7 @@ import { Spool } from './spool/spool.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { Ingress } from './ingress/server.js';
 import { resolverFor } from './dns/factory.js';
-import { assertStartable } from './config/preflight.js';
+import { assertStartable, startupPaths } from './config/preflight.js';
 import type { Resolver } from './dns/types.js';
 import type { DeliveryDeps } from './delivery/deliver.js';
 import { makeLogger } from './log.js';
@@ -37,25 +37,7 @@ import type { QueuedMessage, SpoolWriter } from './spool/types.js';
  * stop the start with every problem listed; warnings are logged at every start.
  */
 async function checkFiles(cfg: LoadedConfig, log: Logger, tlsrptDir: string | undefined, controlSocket: string): Promise<void> {
-  const abs = (p: string) => resolve(cfg.baseDir, p);
-  const inlinePem = (v: string) => v.trimStart().startsWith('-----BEGIN');
-  const problems = await startupFileProblems({
-    queueDir: cfg.queue_dir,
-    tlsrptDir,
-    controlSocket,
-    configFile: cfg.file,
-    secrets: [
-      ...(cfg.ingress.tls && !inlinePem(cfg.ingress.tls.key) ? [abs(cfg.ingress.tls.key)] : []),
-      ...(cfg.ingress.users_file ? [abs(cfg.ingress.users_file)] : []),
-      ...(cfg.tlsrpt.dkim ? [abs(cfg.tlsrpt.dkim.key_file)] : []),
-    ],
-    configs: [
-      ...(cfg.ingress.tls && !inlinePem(cfg.ingress.tls.cert) ? [abs(cfg.ingress.tls.cert)] : []),
-      ...(cfg.policy.tls_policy ? [abs(cfg.policy.tls_policy)] : []),
-      ...(cfg.policy.danefail ? [abs(cfg.policy.danefail)] : []),
-      ...(cfg.dns.trust_anchors ? [abs(cfg.dns.trust_anchors)] : []),
-    ],
-  }, currentIdentity());
+  const problems = await startupFileProblems(startupPaths(cfg, tlsrptDir, controlSocket), currentIdentity());
   for (const p of problems) {
     if (p.level === 'warn') log.warn({ file: p.path }, `UNSAFE FILE: ${p.message}`);
     else if (p.level === 'fixed') log.info({ file: p.path }, p.message);
@@ -113,7 +95,7 @@ export class Relay {
     const now = opts.now ?? Date.now;
     // The same checks as `dane-relay config check` (config/preflight.ts), before anything is opened (an
     // injected resolver is the caller's); the file checks run below, as the user the relay runs as.
-    await assertStartable(cfg, { trustCheck: !opts.resolver });
+    await assertStartable(cfg, { trustCheck: !opts.resolver, files: false });
     const { controlSocketPath } = await import('./control/server.js');
     const tlsrptDir = cfg.tlsrpt.enabled ? (cfg.tlsrpt.dir ? resolve(cfg.baseDir, cfg.tlsrpt.dir) : undefined) : undefined;
 

@@ -17,6 +17,9 @@ import { policyStoreFor } from '../policy/config.js';
 import { Users } from '../ingress/users.js';
 import { tlsrptSettings } from '../reporting/tlsrpt/daily.js';
 import { checkDkimKey } from '../reporting/tlsrpt/mail.js';
+import { currentIdentity, startupFileProblems, type Identity, type StartupPaths } from '../files/checks.js';
+import { privilegePlan } from '../privileges.js';
+import { controlSocketPath } from '../control/server.js';
 
 export interface PreflightOptions {
   /**
@@ -24,6 +27,56 @@ export interface PreflightOptions {
    * them off, as Relay.start always has.
    */
   trustCheck?: boolean;
+  /**
+   * The file checks of files/checks.ts (default true). `serve` runs them itself after dropping
+   * privileges, tightening its own directories (`fix`); here they change nothing ('dry-run').
+   */
+  files?: boolean;
+}
+
+/** The files and directories the relay trusts (files/checks.ts), from the configuration. */
+export function startupPaths(cfg: LoadedConfig, tlsrptDir: string | undefined, controlSocket: string): StartupPaths {
+  const abs = (p: string) => resolve(cfg.baseDir, p);
+  const inlinePem = (v: string) => v.trimStart().startsWith('-----BEGIN');
+  return {
+    queueDir: cfg.queue_dir,
+    tlsrptDir,
+    controlSocket,
+    configFile: cfg.file,
+    secrets: [
+      ...(cfg.ingress.tls && !inlinePem(cfg.ingress.tls.key) ? [abs(cfg.ingress.tls.key)] : []),
+      ...(cfg.ingress.users_file ? [abs(cfg.ingress.users_file)] : []),
+      ...(cfg.tlsrpt.dkim ? [abs(cfg.tlsrpt.dkim.key_file)] : []),
+    ],
+    configs: [
+      ...(cfg.ingress.tls && !inlinePem(cfg.ingress.tls.cert) ? [abs(cfg.ingress.tls.cert)] : []),
+      ...(cfg.policy.tls_policy ? [abs(cfg.policy.tls_policy)] : []),
+      ...(cfg.policy.danefail ? [abs(cfg.policy.danefail)] : []),
+      ...(cfg.dns.trust_anchors ? [abs(cfg.dns.trust_anchors)] : []),
+    ],
+  };
+}
+
+/**
+ * The files the relay trusts, checked as `serve` would, changing nothing. As root with `user:` the
+ * relay hands its state directories over to that user before checking them, so only the files it
+ * reads are checked here (as that user); the state trees are checked at start.
+ */
+async function fileProblems(cfg: LoadedConfig): Promise<string[]> {
+  let me: Identity = currentIdentity();
+  let trees = true;
+  try {
+    const plan = privilegePlan(cfg, process.geteuid?.() ?? -1);
+    if (plan.drop) {
+      me = { uid: plan.drop.uid, name: plan.drop.name };
+      trees = false;
+    }
+  } catch (e) {
+    return [`user: ${(e as Error).message}`];
+  }
+  const tlsrptDir = cfg.tlsrpt.enabled ? (cfg.tlsrpt.dir ? resolve(cfg.baseDir, cfg.tlsrpt.dir) : undefined) : undefined;
+  const found = await startupFileProblems(startupPaths(cfg, tlsrptDir, controlSocketPath(cfg)), me, { fix: 'dry-run', stateTrees: trees });
+  return found.filter((p) => p.level === 'refuse').map((p) => `files: ${p.message}`);
 }
 
 /** Why `dir` could not be created or written by this process, or undefined. Creates nothing. */
@@ -63,6 +116,9 @@ export async function startupProblems(cfg: LoadedConfig, opts: PreflightOptions 
   // DANE-2: whose AD bit may be believed (incl. systemd-resolved's stub, issue 13).
   const trust = trustCheck ? trustAdProblem(cfg) : undefined;
   if (trust) problems.push(`dns.resolvers: ${trust}`);
+
+  // Issue 23: the files the relay trusts (ownership, modes, links) and who it runs as.
+  if (opts.files ?? true) problems.push(...(await fileProblems(cfg)));
 
   // dns.mode validate: the trust anchors the validator will start from.
   if (cfg.dns.mode === 'validate' && cfg.dns.trust_anchors) {

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -34,6 +34,11 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'users'), 'no-colon-here\n');
   writeFileSync(join(dir, 'anchors.key'), '. IN DS 12345 13 2 NOTHEX\n');
   writeFileSync(join(dir, 'a-file'), 'not a directory\n');
+  // issue 23's file checks: a secret others can write, and a spool others can write that holds something
+  writeFileSync(join(dir, 'users-0666'), '');
+  chmodSync(join(dir, 'users-0666'), 0o666);
+  mkdirSync(join(dir, 'open-spool', 'msg'), { recursive: true });
+  chmodSync(join(dir, 'open-spool'), 0o777);
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -82,6 +87,8 @@ const BAD: [string, string[], RegExp][] = [
   ['ingress key not matching the certificate', ['ingress:', '  tls: { cert: a.crt, key: b.key }'], /ingress\.tls: .*(mismatch|does not match)/i],
   ['users file with a bad line', ['ingress:', '  users_file: users'], /ingress\.users_file: .*line 1/],
   ['queue_dir below a regular file', ['queue_dir: a-file/q'], /queue_dir: .*a-file is not a directory/],
+  ['issue 23 a users file others can write', ['ingress:', '  users_file: users-0666'], /users-0666 is writable by all users/],
+  ['issue 23 a spool others can write, not empty', ['queue_dir: open-spool'], /open-spool is writable by all users/],
 ];
 
 describe('issue13 config check runs every check serve runs before listening', () => {
@@ -108,5 +115,18 @@ describe('issue13 config check runs every check serve runs before listening', ()
     expect(c.err).toBe('');
     expect(c.code).toBe(0);
     expect(await serve(file)).toEqual({ ok: true });
+  });
+
+  it('issue 23 an empty spool others can write (a fresh clone under umask 000) passes config check unchanged, and serve tightens it and starts', async () => {
+    const fresh = join(dir, 'fresh-spool');
+    mkdirSync(fresh);
+    chmodSync(fresh, 0o777);
+    const file = configFile([]);
+    writeFileSync(file, (await import('node:fs')).readFileSync(file, 'utf8').replace(/^queue_dir: .*$/m, 'queue_dir: fresh-spool'));
+    const c = await configCheck(file);
+    expect([c.code, c.err]).toEqual([0, '']);
+    expect(statSync(fresh).mode & 0o777).toBe(0o777); // config check changed nothing
+    expect(await serve(file)).toEqual({ ok: true });
+    expect(statSync(fresh).mode & 0o777).toBe(0o700);
   });
 });
