@@ -93,9 +93,6 @@ export class Relay {
     const cfg = opts.config;
     const log = opts.log ?? makeLogger(cfg.log.level);
     const now = opts.now ?? Date.now;
-    // The same checks as `dane-relay config check` (config/preflight.ts), before anything is opened (an
-    // injected resolver is the caller's); the file checks run below, as the user the relay runs as.
-    await assertStartable(cfg, { trustCheck: !opts.resolver, files: false });
     const { controlSocketPath } = await import('./control/server.js');
     const tlsrptDir = cfg.tlsrpt.enabled ? (cfg.tlsrpt.dir ? resolve(cfg.baseDir, cfg.tlsrpt.dir) : undefined) : undefined;
 
@@ -140,6 +137,9 @@ export class Relay {
     let spool: Spool;
     try {
       await checkFiles(cfg, log, tlsrptDir, controlSocketPath(cfg));
+      // The rest of what `dane-relay config check` checks (config/preflight.ts), as the user the relay runs
+      // as, before the spool, the resolver or any listener of ours is opened (an injected resolver is the caller's).
+      await assertStartable(cfg, { trustCheck: !opts.resolver, files: false, ingress: !early });
       // The relay's clock: signature windows and cache ages follow it.
       resolver = opts.resolver ?? resolverFor(cfg, { now });
       // DANE-2: a tls_policy DANE entry under an untrusted trust-ad resolver is refused like a DANE default (an injected resolver

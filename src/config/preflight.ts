@@ -32,6 +32,11 @@ export interface PreflightOptions {
    * privileges, tightening its own directories (`fix`); here they change nothing ('dry-run').
    */
   files?: boolean;
+  /**
+   * The ingress TLS pair and users file (default true). Started as root with `user:`, the relay reads
+   * them before it drops privileges (they may stay root-only), so it checks them there, not after.
+   */
+  ingress?: boolean;
 }
 
 /** The files and directories the relay trusts (files/checks.ts), from the configuration. */
@@ -149,7 +154,8 @@ export async function startupProblems(cfg: LoadedConfig, opts: PreflightOptions 
   }
 
   // STARTTLS on ingress: both files readable and the key matching the certificate.
-  if (cfg.ingress.tls) {
+  const ingress = opts.ingress ?? true;
+  if (ingress && cfg.ingress.tls) {
     try {
       const [cert, key] = await Promise.all([pem(cfg.ingress.tls.cert), pem(cfg.ingress.tls.key)]);
       createSecureContext({ cert, key });
@@ -157,7 +163,7 @@ export async function startupProblems(cfg: LoadedConfig, opts: PreflightOptions 
       problems.push(`ingress.tls: ${(e as Error).message}`);
     }
   }
-  if (cfg.ingress.users_file) {
+  if (ingress && cfg.ingress.users_file) {
     try {
       await Users.load(cfg.ingress.users_file);
     } catch (e) {
