@@ -3,7 +3,6 @@
  * Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
  */
 import { loadConfig, ConfigError } from './config/load.js';
-import { trustAdProblem } from './dns/trust.js';
 import { printableText } from './text/printable.js';
 
 const USAGE = `usage:
@@ -80,11 +79,13 @@ export async function main(argv: string[], rawOut: NodeJS.WritableStream = proce
       const file = argv[2];
       if (!file) { err.write(`${USAGE}\n`); return 2; }
       const config = loadConfig(file);
-      const warn = trustAdProblem(config);
-      if (warn) { err.write(`${file}: ${warn}\n`); return 2; }
-      // The policy files parse, and a DANE entry in them passes the same resolver trust check (DANE-2).
-      const { policyStoreFor } = await import('./policy/config.js');
-      policyStoreFor(config).close();
+      // Every check `serve` makes before it listens (config/preflight.ts): what passes here starts.
+      const { startupProblems } = await import('./config/preflight.js');
+      const problems = await startupProblems(config);
+      if (problems.length) {
+        err.write(`${file}: would not start\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);
+        return 2;
+      }
       out.write(`${file}: ok\n`);
       return 0;
     }

@@ -8,14 +8,14 @@ import type { LoadedConfig } from './config/load.js';
 import { Spool } from './spool/spool.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { Ingress } from './ingress/server.js';
-import { StubResolver } from './dns/stub.js';
-import { trustAdProblem } from './dns/trust.js';
+import { resolverFor } from './dns/factory.js';
+import { assertStartable, startupPaths } from './config/preflight.js';
 import type { Resolver } from './dns/types.js';
 import type { DeliveryDeps } from './delivery/deliver.js';
 import { makeLogger } from './log.js';
 import { OwnEndpoints, type Endpoint } from './route/self.js';
 import { parseHostPort } from './config/schema.js';
-import { selfTest } from './dns/selftest.js';
+import { SelfTestMonitor } from './dns/selftest.js';
 import { fanOutEvents, type RelayEvents } from './metrics/events.js';
 import type { PolicyStore, ReloadResult } from './policy/store.js';
 import { policyStoreFor } from './policy/config.js';
@@ -37,39 +37,13 @@ import type { QueuedMessage, SpoolWriter } from './spool/types.js';
  * stop the start with every problem listed; warnings are logged at every start.
  */
 async function checkFiles(cfg: LoadedConfig, log: Logger, tlsrptDir: string | undefined, controlSocket: string): Promise<void> {
-  const abs = (p: string) => resolve(cfg.baseDir, p);
-  const inlinePem = (v: string) => v.trimStart().startsWith('-----BEGIN');
-  const problems = await startupFileProblems({
-    queueDir: cfg.queue_dir,
-    tlsrptDir,
-    controlSocket,
-    configFile: cfg.file,
-    secrets: [
-      ...(cfg.ingress.tls && !inlinePem(cfg.ingress.tls.key) ? [abs(cfg.ingress.tls.key)] : []),
-      ...(cfg.ingress.users_file ? [abs(cfg.ingress.users_file)] : []),
-      ...(cfg.tlsrpt.dkim ? [abs(cfg.tlsrpt.dkim.key_file)] : []),
-    ],
-    configs: [
-      ...(cfg.ingress.tls && !inlinePem(cfg.ingress.tls.cert) ? [abs(cfg.ingress.tls.cert)] : []),
-      ...(cfg.policy.tls_policy ? [abs(cfg.policy.tls_policy)] : []),
-      ...(cfg.policy.danefail ? [abs(cfg.policy.danefail)] : []),
-      ...(cfg.dns.trust_anchors ? [abs(cfg.dns.trust_anchors)] : []),
-    ],
-  }, currentIdentity());
+  const problems = await startupFileProblems(startupPaths(cfg, tlsrptDir, controlSocket), currentIdentity());
   for (const p of problems) {
     if (p.level === 'warn') log.warn({ file: p.path }, `UNSAFE FILE: ${p.message}`);
     else if (p.level === 'fixed') log.info({ file: p.path }, p.message);
   }
   const refusals = problems.filter((p) => p.level === 'refuse');
   if (refusals.length) throw new UnsafeStateError(refusals);
-}
-
-/** dns.mode validate: DNSSEC checked in-process from the trust anchors (file, or the built-in IANA root). */
-async function validatingResolver(cfg: LoadedConfig, now: () => number): Promise<Resolver> {
-  const { ValidatingResolver } = await import('./dnssec/resolver.js');
-  const { readFileSync } = await import('node:fs');
-  const trustAnchors = cfg.dns.trust_anchors ? readFileSync(cfg.dns.trust_anchors, 'utf8') : undefined;
-  return new ValidatingResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts, trustAnchors, now });
 }
 
 export interface RelayOptions {
@@ -99,6 +73,12 @@ export class Relay {
   metrics?: { events: RelayMetrics; server: MetricsServer; readiness: Readiness };
   /** TLSRPT (issue 6): recorder on the delivery seam and the daily report job; undefined when disabled */
   tlsrpt?: TlsrptService;
+  /** the DNSSEC self-test (DANE-4), repeated while DANE is in force; in trust-ad mode a failure holds DANE deliveries */
+  selfTests?: SelfTestMonitor;
+  /** is a DANE level in force (default or a tls_policy entry)? */
+  private daneInForce: () => boolean = () => false;
+  /** closed at stop, besides the relay's resolver (the self-test's own, uncached one) */
+  private extraResolver?: Resolver;
 
   private constructor(
     readonly config: LoadedConfig,
@@ -113,8 +93,6 @@ export class Relay {
     const cfg = opts.config;
     const log = opts.log ?? makeLogger(cfg.log.level);
     const now = opts.now ?? Date.now;
-    const problem = trustAdProblem(cfg);
-    if (problem && !opts.resolver) throw new Error(problem);
     const { controlSocketPath } = await import('./control/server.js');
     const tlsrptDir = cfg.tlsrpt.enabled ? (cfg.tlsrpt.dir ? resolve(cfg.baseDir, cfg.tlsrpt.dir) : undefined) : undefined;
 
@@ -159,9 +137,11 @@ export class Relay {
     let spool: Spool;
     try {
       await checkFiles(cfg, log, tlsrptDir, controlSocketPath(cfg));
-      resolver = opts.resolver ?? (cfg.dns.mode === 'validate'
-        ? await validatingResolver(cfg, now) // the relay's clock: signature windows and cache ages follow it
-        : new StubResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts }));
+      // The rest of what `dane-relay config check` checks (config/preflight.ts), as the user the relay runs
+      // as, before the spool, the resolver or any listener of ours is opened (an injected resolver is the caller's).
+      await assertStartable(cfg, { trustCheck: !opts.resolver, files: false, ingress: !early });
+      // The relay's clock: signature windows and cache ages follow it.
+      resolver = opts.resolver ?? resolverFor(cfg, { now });
       // DANE-2: a tls_policy DANE entry under an untrusted trust-ad resolver is refused like a DANE default (an injected resolver
       // is the caller's). The stub resolver opens sockets per query only: nothing has been sent when this throws.
       policy = policyStoreFor(cfg, log, opts.policyStatIntervalMs, !opts.resolver);
@@ -179,6 +159,7 @@ export class Relay {
     const events = fanOutEvents(opts.events, metricsEvents);
     const { TimedResolver } = await import('./metrics/timedResolver.js');
     let tlsrpt: TlsrptService | undefined;
+    let extraResolver: Resolver | undefined;
     try {
       if (cfg.tlsrpt.enabled) {
         const { TlsrptService: Service, tlsrptSettings } = await import('./reporting/tlsrpt/daily.js');
@@ -186,21 +167,19 @@ export class Relay {
       }
       const recovered = await spool.recover();
       const defaultDane = cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only';
-      const runSelfTest = (why: string): Promise<SelfTestResult> => {
-        // DANE-4: a resolver that does not validate turns DANE silently off; say so loudly.
-        const run = selfTest(resolver);
-        void run.then((r) => {
-          if (r.ok) log.info({ selftest: r, why }, 'DNSSEC self-test passed');
-          else log.warn({ selftest: r, why }, `DNSSEC SELF-TEST FAILED: ${r.detail} — DANE cannot protect deliveries until the resolver validates`);
-        }, (e) => log.warn({ err: (e as Error).message, why }, 'DNSSEC self-test could not run'));
-        return run;
-      };
-      if (defaultDane || policy.mentionsDane()) selfTestRun = runSelfTest('start');
-      // DANE-4 again when a reload brings the first DANE entry in (the start-up test did not run or did not cover it).
+      // DANE-4: a resolver that does not validate turns DANE silently off. The self-test runs at start,
+      // every metrics.selftest_interval and on SIGHUP; in trust-ad mode it asks without an answer cache
+      // (a re-test must see the resolver as it is now), and while it fails the deliveries that need DANE
+      // are held (issue 13): an AD bit that proves nothing must not decide that DANE does not apply.
+      const trustAd = cfg.dns.mode === 'trust-ad';
+      extraResolver = trustAd && !opts.resolver ? resolverFor(cfg, { cache: false }) : undefined;
+      const selfTests = new SelfTestMonitor({ resolver: extraResolver ?? resolver, intervalMs: cfg.metrics?.selftest_interval ?? 60_000, log, holds: trustAd });
       let daneInForce = defaultDane || policy.mentionsDane();
+      if (daneInForce) selfTestRun = selfTests.start('start');
+      // Again when a reload brings the first DANE entry in (the start-up test did not run or did not cover it).
       policy.onReload(() => {
         const now = defaultDane || policy.mentionsDane();
-        if (now && !daneInForce) void runSelfTest('reload introduced DANE').catch(() => undefined);
+        if (now && !daneInForce) void selfTests.start('reload introduced DANE');
         daneInForce = now;
       });
       // RFC 5321 §5.1 loop check by address (route/self.ts): ingress's bound addresses (port 0 is known only then;
@@ -229,6 +208,7 @@ export class Relay {
         mxFacts: new MxFactsStore(cfg.policy.rollover_warn),
         onTlsResult: tlsrpt?.recorder.record,
         mimeConversion: cfg.delivery.mime_conversion,
+        dnssecHold: () => selfTests.hold(),
       };
       const scheduler = new Scheduler({
         spool,
@@ -254,7 +234,7 @@ export class Relay {
         const readiness = new Ready({
           queueDir: cfg.queue_dir, spoolTtlMs: cfg.metrics.ready_cache, selfTestIntervalMs: cfg.metrics.selftest_interval,
           // the same condition as the start-up self-test: DANE by default or by a tls_policy entry
-          selfTest: daneInForce ? () => selfTest(resolver) : undefined, initialSelfTest: selfTestRun,
+          selfTest: daneInForce ? () => selfTests.current('readyz') : undefined, initialSelfTest: selfTestRun,
         });
         const server = await Server.start({ listen: cfg.metrics.listen, allowRemote: cfg.metrics.allow_remote, registry: metricsEvents.registry, readiness, log })
           .catch((e) => { log.error({ err: e }, `METRICS NOT AVAILABLE: ${(e as Error).message}`); return undefined; });
@@ -298,9 +278,13 @@ export class Relay {
       relay.control = control;
       relay.metrics = metrics;
       relay.tlsrpt = tlsrpt;
+      relay.selfTests = selfTests;
+      relay.daneInForce = () => daneInForce;
+      relay.extraResolver = extraResolver;
       return relay;
     } catch (e) {
       policy.close();
+      await extraResolver?.close().catch(() => undefined);
       await control?.close().catch(() => undefined);
       await metrics?.server.close().catch(() => undefined);
       early?.fail();
@@ -314,7 +298,10 @@ export class Relay {
   /** SIGHUP: re-read the policy files and the users file (asynchronously); a file with an error is rejected whole, its previous version stays. */
   reload(): ReloadResult {
     void this.ingress.reloadUsers();
-    return this.policy ? this.policy.reload('SIGHUP') : { loaded: [], rejected: [], unchanged: [] };
+    const r = this.policy ? this.policy.reload('SIGHUP') : { loaded: [], rejected: [], unchanged: [] };
+    // DANE-4: re-test the resolver too (a reload that brought DANE in has started the monitor already).
+    if (this.daneInForce()) void this.selfTests?.run('SIGHUP');
+    return r;
   }
 
   /** SIGTERM: stop accepting, let deliveries finish within `graceMs`, leave the spool consistent. */
@@ -329,7 +316,9 @@ export class Relay {
     await this.tlsrpt?.stop(); // flushes the last second of TLSRPT counts
     await this.ingress.close();
     await this.metrics?.server.close().catch(() => undefined);
+    this.selfTests?.stop();
     await this.resolver.close();
+    await this.extraResolver?.close();
     await this.spool.close();
     this.log.info('stopped');
   }

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { loadConfig } from '../config/load.js';
 import { trustAdProblem } from '../dns/trust.js';
-import { StubResolver } from '../dns/stub.js';
+import { resolverFor } from '../dns/factory.js';
 import { policyStoreFor } from '../policy/config.js';
 import { inspectDomain, exitCodeOf, type InspectReport } from './inspect.js';
 import { adviceFor } from './advice.js';
@@ -33,7 +33,8 @@ export async function runCheck(argv: string[], out: NodeJS.WritableStream, err: 
   const problem = trustAdProblem(config);
   if (problem) { err.write(`dane-relay check: ${problem}\n`); return 2; }
   const store = policyStoreFor(config);
-  const resolver = new StubResolver({ servers: config.resolvedResolvers, timeoutMs: config.dns.timeout, attempts: config.dns.attempts });
+  // The relay's own resolver (validate: in-process DNSSEC; trust-ad: the trusted resolver's AD bit).
+  const resolver = resolverFor(config);
   try {
     const now = Date.now;
     const report = await inspectDomain(domain, store.resolve(domain), {

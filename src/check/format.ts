@@ -10,6 +10,11 @@ const VERDICT: Record<InspectReport['verdict']['kind'], string> = {
   fail: 'would fail permanently',
 };
 
+/** An insecure status's reason worth showing: trust-ad's `resolver` says nothing the mode does not. */
+function why(reason: string | undefined): string | undefined {
+  return reason && reason !== 'resolver' ? reason : undefined;
+}
+
 export function formatReport(r: InspectReport, advice: Advice[]): string {
   const L: string[] = [];
   L.push(`domain: ${r.domain}`);
@@ -17,14 +22,14 @@ export function formatReport(r: InspectReport, advice: Advice[]): string {
   if (r.mx.kind !== 'hosts') {
     L.push(`MX: ${r.mx.kind} ${r.mx.code}: ${r.mx.reason}`);
   } else {
-    L.push(`MX: ${r.mx.status}${r.mx.implicit ? ', implicit (no MX records: the domain itself)' : ''}${r.mx.expandedDomain ? `, CNAME → ${r.mx.expandedDomain}` : ''}`);
+    L.push(`MX: ${r.mx.status}${why(r.mx.insecureReason) ? ` (${why(r.mx.insecureReason)})` : ''}${r.mx.implicit ? ', implicit (no MX records: the domain itself)' : ''}${r.mx.expandedDomain ? `, CNAME → ${r.mx.expandedDomain}` : ''}`);
     for (const h of r.mx.hosts ?? []) L.push(`  ${h.preference} ${h.host}`);
   }
   for (const h of r.hosts) {
     L.push('');
     L.push(`host ${h.host} (preference ${h.preference})${h.literal ? ' IP literal: no DANE' : ''}`);
-    L.push(`  addresses: ${h.addresses.join(' ') || 'none'}${h.addressStatus ? ` (${h.addressStatus})` : ''}`);
-    if (h.tlsaName) L.push(`  TLSA ${h.tlsaName}: ${h.tlsaStatus ?? 'not looked up'}${h.tlsa ? `, ${h.tlsa.length} record(s), ${h.tlsa.filter((t) => t.selected).length} usable` : ''}`);
+    L.push(`  addresses: ${h.addresses.join(' ') || 'none'}${h.addressStatus ? ` (${h.addressStatus}${why(h.addressInsecureReason) ? `: ${why(h.addressInsecureReason)}` : ''})` : ''}`);
+    if (h.tlsaName) L.push(`  TLSA ${h.tlsaName}: ${h.tlsaStatus ?? 'not looked up'}${why(h.tlsaInsecureReason) ? ` (${why(h.tlsaInsecureReason)})` : ''}${h.tlsa ? `, ${h.tlsa.length} record(s), ${h.tlsa.filter((t) => t.selected).length} usable` : ''}`);
     for (const t of h.tlsa ?? []) L.push(`    ${t.record} ${t.selected ? 'usable' : t.usable ? 'not used (weaker digest, RFC 7671 §9)' : 'unusable'}`);
     if (h.diagnosticTlsa) {
       L.push(`  diagnostic (not used by delivery): TLSA ${h.diagnosticTlsa.name} is ${h.diagnosticTlsa.status}`);

@@ -10,7 +10,7 @@
  * influence the verdict.
  */
 import { createHash, X509Certificate } from 'node:crypto';
-import type { Resolver, DnssecStatus } from '../dns/types.js';
+import type { Resolver, DnssecStatus, InsecureReason } from '../dns/types.js';
 import { isAnswer } from '../dns/types.js';
 import type { MxDecision } from '../route/mx.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
@@ -68,8 +68,10 @@ export interface HostReport {
   literal?: boolean;
   addresses: string[];
   addressStatus?: DnssecStatus;
+  addressInsecureReason?: InsecureReason;
   tlsaName?: string;
   tlsaStatus?: DnssecStatus;
+  tlsaInsecureReason?: InsecureReason;
   tlsa?: { record: string; usable: boolean; selected: boolean }[];
   skip?: { reason: string; code: string };
   plan?: { kind: TlsPlan['kind']; why: string; sni?: string; label?: string; referenceNames?: string[] };
@@ -84,7 +86,7 @@ export interface InspectReport {
   domain: string;
   checkedAt: string;
   policy: ResolvedPolicy;
-  mx: { kind: MxDecision['kind']; status?: DnssecStatus; implicit?: boolean; expandedDomain?: string; code?: string; reason?: string; hosts?: { host: string; preference: number }[] };
+  mx: { kind: MxDecision['kind']; status?: DnssecStatus; insecureReason?: InsecureReason; implicit?: boolean; expandedDomain?: string; code?: string; reason?: string; hosts?: { host: string; preference: number }[] };
   hosts: HostReport[];
   verdict: { kind: VerdictKind; detail: string; host?: string; address?: string; label?: string; code?: string };
 }
@@ -126,7 +128,7 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
     report.verdict = { kind: mx.kind === 'fail' ? 'fail' : 'defer', detail: mx.reason, code: mx.code };
     return report;
   }
-  report.mx = { kind: 'hosts', status: mx.status, implicit: mx.implicit, hosts: mx.hosts.map((h) => ({ host: h.host, preference: h.preference })), ...(mx.expandedDomain ? { expandedDomain: mx.expandedDomain } : {}) };
+  report.mx = { kind: 'hosts', status: mx.status, ...(mx.insecureReason ? { insecureReason: mx.insecureReason } : {}), implicit: mx.implicit, hosts: mx.hosts.map((h) => ({ host: h.host, preference: h.preference })), ...(mx.expandedDomain ? { expandedDomain: mx.expandedDomain } : {}) };
 
   const failures: string[] = [];
   for (const h of mx.hosts) {
@@ -134,8 +136,10 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
     const hr: HostReport = { host: h.host, preference: h.preference, addresses: hp.addresses, connections: [] };
     if (h.literal) hr.literal = true;
     if (hp.addressStatus) hr.addressStatus = hp.addressStatus;
+    if (hp.addressInsecureReason) hr.addressInsecureReason = hp.addressInsecureReason;
     if (hp.tlsaName) hr.tlsaName = hp.tlsaName;
     if (hp.tlsaStatus) hr.tlsaStatus = hp.tlsaStatus;
+    if (hp.tlsaInsecureReason) hr.tlsaInsecureReason = hp.tlsaInsecureReason;
     if (hp.tlsaRecords) {
       const selected = new Set(usableRecords(hp.tlsaRecords, deps.digestPreference));
       hr.tlsa = hp.tlsaRecords.map((r) => ({ record: formatTlsa(r), usable: isUsable(r), selected: selected.has(r) }));

@@ -163,6 +163,11 @@ export const configSchema = z.strictObject({
     retention_days: z.number().int().min(2).max(3650).default(30),
     /** random delay before a day's reports go out (RFC 8460 §4.1) */
     max_delay: duration.prefault('4h'),
+    /**
+     * rua targets in the operator's own network: https to IP literals or to names resolving to loopback,
+     * private, link-local, CGNAT or other special-purpose addresses, mailto to address literals (issue 13)
+     */
+    allow_private_targets: z.boolean().default(false),
     /** DKIM key for mailed reports (RFC 8460 §3: MUST be signed); `dane-relay dkim keygen` makes one */
     dkim: z.strictObject({
       domain: hostname,

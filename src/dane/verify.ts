@@ -190,7 +190,8 @@ type Anchor =
 
 type Reason = 'dane-no-match' | 'certificate-host-mismatch' | 'certificate-expired' | 'tlsa-invalid' | 'validation-failure';
 
-interface Failure { reason: Reason; detail: string; matched?: string; depth?: number }
+/** `partial`: no complete signature-linked path reached the anchor (less informative than a path that failed a check). */
+interface Failure { reason: Reason; detail: string; matched?: string; depth?: number; partial?: boolean }
 
 /** Failures worth reporting first: the closer the peer came to authenticating, the more useful. */
 const FAILURE_RANK: Record<Reason, number> = {
@@ -202,20 +203,26 @@ const FAILURE_RANK: Record<Reason, number> = {
 };
 
 class IssuerGraph {
-  private readonly memo = new Map<string, boolean>();
+  /**
+   * Memo keyed by the two certificates' identities (the `Parsed` objects), never by
+   * their chain index: every certificate taken from DNS has index -1, and two `2 0 0`
+   * anchors (current and next CA, RFC 7671 §8) must not share one another's answers.
+   */
+  private readonly memo = new Map<Parsed, Map<Parsed, boolean>>();
   steps = 0;
 
   /** `child` names `issuer` as its issuer (name/AKI/keyUsage, per OpenSSL) and is signed by its key. */
   issued(child: Parsed, issuer: Parsed): boolean {
-    const key = `${child.index}>${issuer.index}`;
-    let v = this.memo.get(key);
+    let row = this.memo.get(child);
+    if (!row) this.memo.set(child, (row = new Map()));
+    let v = row.get(issuer);
     if (v === undefined) {
       try {
         v = child.node.checkIssued(issuer.node) && child.node.verify(issuer.node.publicKey);
       } catch {
         v = false; // unsupported or broken key/signature algorithm: not an issuer
       }
-      this.memo.set(key, v);
+      row.set(issuer, v);
     }
     return v;
   }
@@ -462,7 +469,10 @@ function verifyCore(input: DaneVerifyInput, seenOut: Seen): VerifyOutcome {
   // Holders, not `let`s: they are written from callbacks.
   const state: { best: Failure | null; success: VerifyOutcome | null } = { best: null, success: null };
   const note = (f: Failure): void => {
-    if (!state.best || FAILURE_RANK[f.reason] > FAILURE_RANK[state.best.reason]) state.best = f;
+    // Rank by reason, then a complete path over "does not chain": the reported failure is the
+    // same whatever the order of the RRset (only equally ranked failures keep the first).
+    const rank = (x: Failure): number => FAILURE_RANK[x.reason] * 2 + (x.partial ? 0 : 1);
+    if (!state.best || rank(f) > rank(state.best)) state.best = f;
   };
   const names = presentedNames(leaf);
   const refs = input.referenceNames;
@@ -508,7 +518,7 @@ function verifyCore(input: DaneVerifyInput, seenOut: Seen): VerifyOutcome {
       // dates and names are still checked (digest DANE-53 names the leaf).
       onPath([leaf]);
     } else if (g.steps > MAX_PATH_STEPS) {
-      note({ reason: 'validation-failure', detail: `path search abandoned after ${MAX_PATH_STEPS} steps`, matched: formatTlsa(a.record) });
+      note({ reason: 'validation-failure', detail: `path search abandoned after ${MAX_PATH_STEPS} steps`, matched: formatTlsa(a.record), partial: true });
     } else {
       searchPaths(g, leaf, pool, a, onPath);
       if (complete === 0) {
@@ -517,6 +527,7 @@ function verifyCore(input: DaneVerifyInput, seenOut: Seen): VerifyOutcome {
           detail: `${describeAnchor(a, a.kind === 'chain' ? a.cert.index : 0)}, but the leaf does not chain to it` +
             (g.steps > MAX_PATH_STEPS ? ` (search abandoned after ${MAX_PATH_STEPS} steps)` : ''),
           matched: formatTlsa(a.record),
+          partial: true,
         });
       }
     }

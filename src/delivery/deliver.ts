@@ -52,7 +52,7 @@ export interface DeliveryDeps {
   selfNames: string[];
   port: number;
   /** the destination's TLS level and the rule that chose it (one place decides it) */
-  tlsLevel: (domain: string) => { level: TlsLevel; rule: string; trustInsecureMx?: boolean; audit?: boolean; exception?: { underlying: TlsLevel } };
+  tlsLevel: (domain: string) => { level: TlsLevel; rule: string; trustInsecureMx?: boolean; audit?: boolean; nsec3IterationsInsecure?: boolean; exception?: { underlying: TlsLevel } };
   timeouts: SmtpClientOptions['timeouts'];
   digestPreference: ('sha512' | 'sha256')[];
   maxMessagesPerConnection: number;
@@ -73,6 +73,11 @@ export interface DeliveryDeps {
   ownEndpoints?: () => { has(address: string, port: number): boolean } | undefined;
   /** delivery.mime_conversion: a body the next hop did not agree to is converted (default) or bounced (5.6.3) */
   mimeConversion?: MimeConversion;
+  /**
+   * DANE-4 / issue 13: why a delivery that needs DANE must wait now (trust-ad mode with a failing
+   * DNSSEC self-test: the resolver's AD bit cannot tell whether DANE applies), or undefined.
+   */
+  dnssecHold?: () => Promise<{ code: string; reason: string } | undefined>;
 }
 
 export interface TlsSessionResult {
@@ -133,7 +138,7 @@ export function resultTypeOf(err: SmtpError, plan: TlsPlan): string | undefined 
 
 /** Everything of a resolved policy that changes how a destination is delivered. */
 function policyKey(p: ReturnType<DeliveryDeps['tlsLevel']>): string {
-  return JSON.stringify([p.level, p.rule, !!p.trustInsecureMx, !!p.audit, p.exception?.underlying ?? null]);
+  return JSON.stringify([p.level, p.rule, !!p.trustInsecureMx, !!p.audit, !!p.nsec3IterationsInsecure, p.exception?.underlying ?? null]);
 }
 
 export class DestinationRun {
@@ -280,6 +285,10 @@ export class DestinationRun {
     const started = this.deps.now();
     await this.refreshPolicy();
     this.planned = false;
+    if (this.level.level === 'dane' || this.level.level === 'dane-only') {
+      const hold = await this.deps.dnssecHold?.();
+      if (hold) return this.log(job, started, this.everyone(job, 'deferred', hold.code, hold.reason));
+    }
     let mx: MxDecision;
     try {
       mx = await this.resolveMx();

@@ -208,7 +208,7 @@ export class StubResolver implements Resolver {
             return errorAnswer(qname, qtype, 'depth', `more than ${MAX_ALIAS_DEPTH} aliases`, msg.rcodeName, chain, end, ex.server);
           }
           seen.add(hop.target);
-          chain.push({ owner: end, target: hop.target, status });
+          chain.push({ owner: end, target: hop.target, status, ...(status === 'insecure' ? { insecureReason: 'resolver' as const } : {}) });
           ttl = Math.min(ttl, hop.ttl);
           end = hop.target;
         }
@@ -253,6 +253,8 @@ export class StubResolver implements Resolver {
         const cn = await this.lookup(qname, 'CNAME');
         firstStatus = cn.error === undefined && (cn.status === 'secure' || cn.status === 'insecure') ? cn.status : 'indeterminate';
         chain[0]!.status = firstStatus;
+        if (firstStatus === 'insecure') chain[0]!.insecureReason = 'resolver';
+        else delete chain[0]!.insecureReason;
       }
       return {
         qname,
@@ -265,6 +267,8 @@ export class StubResolver implements Resolver {
         records,
         ttl: Number.isFinite(ttl) ? ttl : DEFAULT_NEGATIVE_TTL,
         server: ex.server,
+        // trust-ad: the trusted resolver left AD clear; it does not say why (InsecureReason 'resolver').
+        ...(overall === 'insecure' ? { insecureReason: 'resolver' as const } : {}),
       };
     }
   }

@@ -32,8 +32,34 @@ export interface RecordData {
 }
 export type QueryType = keyof RecordData;
 
+/**
+ * Why an answer is insecure: which proof (or configuration) made it so. Every producer of an
+ * `insecure` verdict names one (ARCHITECTURE.md "Where insecure comes from" lists them, and
+ * test/dnssec/downgrade.test.ts checks that list against the source).
+ *
+ * - `unsigned-delegation`: a signed NSEC/NSEC3 proof of a delegation without DS (RFC 4035 §5.2)
+ * - `opt-out`: an NSEC3 opt-out span covers the name (RFC 5155 §6, §9.2)
+ * - `unsupported-algorithm`: the DS RRset or trust anchor lists only algorithms/digests we do not implement (RFC 4035 §5.2, RFC 6840 §5.2)
+ * - `no-trust-anchor`: no configured trust anchor at or above the name
+ * - `nsec3-iterations`: the denial (or wildcard proof) uses NSEC3 over the iteration limit (RFC 9276 §3.2).
+ *   The proof itself was checked in full; only its iteration count keeps it from being secure. For DANE
+ *   this is a lookup failure unless the destination opts in (`nsec3-iterations-insecure`, route/host.ts).
+ * - `resolver`: trust-ad mode, the trusted resolver answered without AD (it does not say why)
+ */
+export type InsecureReason = 'unsigned-delegation' | 'opt-out' | 'unsupported-algorithm' | 'no-trust-anchor' | 'nsec3-iterations' | 'resolver';
+
 /** One hop of alias expansion seen while answering (CNAME, or DNAME's synthesised CNAME). */
-export interface CnameHop { owner: string; target: string; status: DnssecStatus }
+export interface CnameHop { owner: string; target: string; status: DnssecStatus; insecureReason?: InsecureReason }
+
+/**
+ * The reason an answer made of several insecure verdicts (alias hops, the answer) carries:
+ * `nsec3-iterations` when any of them rests on the iteration limit — the DANE decision could differ
+ * without the limit (e.g. an insecure first hop switches TLSA lookups off, DANE-21) — else the first.
+ */
+export function combineInsecureReasons(reasons: (InsecureReason | undefined)[]): InsecureReason | undefined {
+  const known = reasons.filter((r): r is InsecureReason => r !== undefined);
+  return known.includes('nsec3-iterations') ? 'nsec3-iterations' : known[0];
+}
 
 /**
  * The result of one lookup (name, type) after following aliases.
@@ -58,6 +84,8 @@ export interface DnsAnswer<T extends QueryType = QueryType> {
   /** smallest TTL of the records (seconds), for caching */
   ttl: number;
   error?: { kind: DnsErrorKind | 'bogus' | 'indeterminate' | 'loop' | 'depth'; message: string };
+  /** set when `status` (or any hop's) is insecure: why (see InsecureReason) */
+  insecureReason?: InsecureReason;
   /** resolver that answered, "ip:port" */
   server?: string;
 }

@@ -34,9 +34,21 @@ export const MAX_NSEC3_HASHES = 160;
  * RFC 9276 §3.2: validators may treat NSEC3 with more iterations as insecure.
  * Unbound 1.17's `val-nsec3-keysize-iterations` default is "1024 150 2048 150
  * 4096 150" — 150 for every key size — and it answers such a zone insecure
- * (its NSEC3 proofs are not checked); we do the same.
+ * WITHOUT checking the proof (so an on-path attacker can replay any signed
+ * high-iteration NSEC3 of the zone as a "denial"). We check the proof in full
+ * first (closest encloser, next closer, wildcard, signatures): a proof that
+ * does not cover the name is bogus; one that does is insecure with the reason
+ * `nsec3-iterations`, which DANE treats as a lookup failure (route/host.ts).
  */
 export const MAX_NSEC3_ITERATIONS = 150;
+/**
+ * SHA-1 rounds (iterations + 1 per NSEC3 hash) per lookup: what MAX_NSEC3_HASHES
+ * hashes at MAX_NSEC3_ITERATIONS cost. It bounds checking a proof over the
+ * iteration limit (CVE-2023-50868): 200 iterations still allow 120 hashes, 2,500
+ * (RFC 5155 §10.3's old maximum) 9 — a TLSA denial needs about 4 — and a
+ * 65,535-iteration chain none: such a lookup is indeterminate.
+ */
+export const MAX_NSEC3_HASH_ROUNDS = MAX_NSEC3_HASHES * (MAX_NSEC3_ITERATIONS + 1);
 /** Labels walked from a trust anchor down to a name (one DS question each). */
 export const MAX_CHAIN_DEPTH = 32;
 /** Upstream questions per lookup (chain of trust + aliases). */
@@ -53,14 +65,20 @@ export class BudgetExceeded extends Error {
 export class Budget {
   verifications = 0;
   nsec3Hashes = 0;
+  nsec3Rounds = 0;
   queries = 0;
 
   spendVerification(): void {
     if (++this.verifications > MAX_SIGNATURE_VERIFICATIONS) throw new BudgetExceeded(`more than ${MAX_SIGNATURE_VERIFICATIONS} signature verifications`);
   }
 
-  spendNsec3Hash(): void {
+  /** One NSEC3 hash of `iterations` extra iterations; charged before it is computed. */
+  spendNsec3Hash(iterations = 0): void {
     if (++this.nsec3Hashes > MAX_NSEC3_HASHES) throw new BudgetExceeded(`more than ${MAX_NSEC3_HASHES} NSEC3 hashes`);
+    this.nsec3Rounds += iterations + 1;
+    if (this.nsec3Rounds > MAX_NSEC3_HASH_ROUNDS) {
+      throw new BudgetExceeded(`more than ${MAX_NSEC3_HASH_ROUNDS} NSEC3 hash rounds (a chain of ${iterations} iterations)`);
+    }
   }
 
   spendQuery(): void {

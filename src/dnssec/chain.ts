@@ -18,15 +18,17 @@ import { Nsec3Set, nsec3Cut, type OwnedNsec3 } from './nsec3.js';
 import { parseDnskey, parseDs, parseNsec, parseNsec3, type Dnskey, type Ds } from './records.js';
 import { groupRRsets, rrsetsOfType } from './rrsets.js';
 import type { Trace } from './trace.js';
+import type { InsecureReason } from '../dns/types.js';
 import { verifyRRset, type RRset, type ZoneKeys } from './verify.js';
 
 export type ZoneState =
   | { kind: 'secure'; zone: string; keys: Dnskey[]; ttl: number }
   /**
-   * `weak`: insecure only because a DS denial used NSEC3 over the iteration limit (RFC 9276 §3.2), not
-   * because a signed proof showed an unsigned delegation: it says nothing about whether `zone` is a cut.
+   * Below `zone` nothing can be secure, for `reason`: a checked proof of an unsigned delegation or an
+   * opt-out span (NSEC3 over the iteration limit included: the proof is checked in full, RFC 9276 §3.2
+   * only concerns the cost), only unsupported algorithms, or no trust anchor. Never missing data.
    */
-  | { kind: 'insecure'; zone: string; detail: string; ttl: number; weak?: boolean }
+  | { kind: 'insecure'; zone: string; detail: string; ttl: number; reason: Exclude<InsecureReason, 'nsec3-iterations' | 'resolver'> }
   | { kind: 'bogus'; detail: string }
   | { kind: 'indeterminate'; detail: string };
 
@@ -88,7 +90,7 @@ export class ChainWalker {
     const anchor = closestAnchor(this.anchors, target);
     if (!anchor) {
       ctx.trace.add('anchor', target, 'insecure', 'no trust anchor at or above this name');
-      return { kind: 'insecure', zone: '.', detail: 'no trust anchor', ttl: MAX_CHAIN_TTL };
+      return { kind: 'insecure', zone: '.', detail: 'no trust anchor', ttl: MAX_CHAIN_TTL, reason: 'no-trust-anchor' };
     }
     let state = await this.anchorKeys(anchor, ctx);
     if (state.kind !== 'secure') return state;
@@ -141,7 +143,7 @@ export class ChainWalker {
         anchor.dnskeys.some((k) => SUPPORTED_ALGORITHMS.has(k.algorithm));
       if (!usable) {
         ctx.trace.add('anchor', anchor.zone, 'insecure', 'the trust anchor uses only unsupported algorithms/digests (RFC 4035 §5.2)');
-        return { kind: 'insecure', zone: anchor.zone, detail: 'anchor algorithms unsupported', ttl: MAX_CHAIN_TTL } as ZoneState;
+        return { kind: 'insecure', zone: anchor.zone, detail: 'anchor algorithms unsupported', ttl: MAX_CHAIN_TTL, reason: 'unsupported-algorithm' } as ZoneState;
       }
       const res = await this.fetchDnskeys(anchor.zone, ctx);
       if ('error' in res) return res.error;
@@ -233,7 +235,7 @@ export class ChainWalker {
         // RFC 4035 §5.2, RFC 6840 §5.2: only unsupported algorithms/digests → treat the zone as unsigned.
         const detail = `DS only for unsupported algorithms/digests (${ds.map((d) => `${algorithmName(d.algorithm)}/${d.digestType}`).join(', ')}): insecure`;
         ctx.trace.add('DS', name, 'insecure', detail);
-        return { kind: 'cut', state: { kind: 'insecure', zone: name, detail, ttl: v.ttl }, detail };
+        return { kind: 'cut', state: { kind: 'insecure', zone: name, detail, ttl: v.ttl, reason: 'unsupported-algorithm' }, detail };
       }
       const res = await this.fetchDnskeys(name, ctx);
       if ('error' in res) return { kind: 'cut', state: res.error };
@@ -270,14 +272,14 @@ export class ChainWalker {
     if (proof.kind === 'bogus') return bad('bogus', proof.detail);
     if (proof.kind === 'insecure') {
       ctx.trace.add('DS', name, 'insecure', proof.detail);
-      const state: ZoneState = { kind: 'insecure', zone: name, detail: proof.detail, ttl: proof.ttl, ...(proof.weak ? { weak: true } : {}) };
+      const state: ZoneState = { kind: 'insecure', zone: name, detail: proof.detail, ttl: proof.ttl, reason: proof.reason };
       return { kind: 'cut', state, detail: proof.detail };
     }
     ctx.trace.add('DS', name, 'info', proof.detail);
     return { kind: proof.kind, ttl: proof.ttl, detail: proof.detail };
   }
 
-  private cutProof(msg: WireMessage, name: string, zk: ZoneKeys, ctx: LookupContext): CutProof & { ttl: number; weak?: boolean } {
+  private cutProof(msg: WireMessage, name: string, zk: ZoneKeys, ctx: LookupContext): CutProof & { ttl: number } {
     const auth = groupRRsets(msg.authorities);
     const den = validatedDenial(auth, zk, ctx);
     if ('error' in den) return { kind: 'bogus', detail: den.error, ttl: 0 };
@@ -285,12 +287,13 @@ export class ChainWalker {
     if (den.nsec3s.length) {
       const set = new Nsec3Set(den.nsec3s, zk.zone, ctx.budget);
       if (set.records.length === 0) return { kind: 'bogus', detail: 'no usable NSEC3 record', ttl: 0 };
-      if (set.tooManyIterations) {
-        // As Unbound (nsec3_prove_nods): the proof is not checked, so whether `name` is a cut is unknown.
-        // Callers reach here only when walking below a zone for an RRset or denial that zone did not sign.
-        return { kind: 'insecure', weak: true, detail: `NSEC3 with ${set.iterations} iterations (over ${MAX_NSEC3_ITERATIONS}, RFC 9276 §3.2): insecure`, ttl: den.ttl };
-      }
-      return { ...nsec3Cut(set, name), ttl: den.ttl };
+      // Over the iteration limit the proof is still checked in full (unlike Unbound's nsec3_prove_nods,
+      // which answers insecure unchecked): any signed high-iteration NSEC3 of the zone, replayed as a
+      // "no DS here", would otherwise make everything below `name` insecure (issue 13). What a checked
+      // proof shows — an unsigned delegation, no cut, no such name — does not depend on the iteration count.
+      const proof = nsec3Cut(set, name);
+      const note = set.tooManyIterations ? ` (NSEC3 with ${set.iterations} iterations, over ${MAX_NSEC3_ITERATIONS}: proof checked in full)` : '';
+      return { ...proof, detail: proof.detail + note, ttl: den.ttl };
     }
     return { kind: 'bogus', detail: `no signed NSEC/NSEC3 proves there is no DS for ${name}`, ttl: 0 };
   }

@@ -5,9 +5,8 @@
  * which NSEC/NSEC3 proved an absence. Exit 0 for secure or insecure answers,
  * 1 for bogus/indeterminate, 2 for usage or configuration errors.
  */
-import { readFileSync } from 'node:fs';
 import { loadConfig } from '../config/load.js';
-import { StubResolver } from '../dns/stub.js';
+import { resolverFor } from '../dns/factory.js';
 import type { DnsAnswer, QueryType } from '../dns/types.js';
 import { ValidatingResolver } from './resolver.js';
 import { formatTrace, type TraceStep } from './trace.js';
@@ -33,28 +32,22 @@ export async function dnsLookupCommand(a: DnsLookupArgs): Promise<number> {
   const cfg = loadConfig(a.configFile ?? 'config.example.yml');
   let answer: DnsAnswer;
   let trace: TraceStep[] = [];
-  if (cfg.dns.mode === 'validate') {
-    const trustAnchors = cfg.dns.trust_anchors ? readFileSync(cfg.dns.trust_anchors, 'utf8') : undefined;
-    const r = new ValidatingResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts, trustAnchors });
-    try {
+  const r = resolverFor(cfg, { cache: false });
+  try {
+    if (r instanceof ValidatingResolver) {
       ({ answer, trace } = await r.lookupTrace(a.name, type));
-    } finally {
-      await r.close();
-    }
-  } else {
-    const r = new StubResolver({ servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts, cache: false });
-    try {
+    } else {
       answer = await r.lookup(a.name, type);
       trace = [{ kind: 'trust-ad', name: answer.qname, result: answer.status, detail: `status from the AD bit of ${answer.server ?? cfg.resolvedResolvers.join(', ')} (dns.mode trust-ad)` }];
-    } finally {
-      await r.close();
     }
+  } finally {
+    await r.close();
   }
   if (a.json) {
     a.out.write(`${printableJson({ mode: cfg.dns.mode, answer: jsonAnswer(answer), trace }, 2)}\n`);
   } else {
     a.out.write(`${formatTrace(trace)}\n`);
-    a.out.write(`; ${answer.qname} ${answer.qtype}: ${answer.status}${answer.error ? ` (${answer.error.kind}: ${answer.error.message})` : ''}, rcode ${answer.rcode || '-'}, first response ${answer.firstStatus}\n`);
+    a.out.write(`; ${answer.qname} ${answer.qtype}: ${answer.status}${answer.insecureReason ? ` (${answer.insecureReason})` : ''}${answer.error ? ` (${answer.error.kind}: ${answer.error.message})` : ''}, rcode ${answer.rcode || '-'}, first response ${answer.firstStatus}\n`);
     for (const h of answer.chain) a.out.write(`; alias ${h.owner} -> ${h.target} (${h.status})\n`);
     // Space-separated (zone file syntax allows it): the terminal sink escapes every control character, tab included.
     for (const rec of answer.records) a.out.write(`${answer.canonicalName} ${answer.ttl} IN ${answer.qtype} ${showRecord(rec)}\n`);

@@ -113,7 +113,10 @@ export function proveWildcardAnswer(nsecs: OwnedNsec[], qname: string, zone: str
   return { ok: true, detail: `${show(cover)} covers ${qname}, closest encloser ${ce}: wildcard expansion of ${wildcardOf(ce)} is legitimate` };
 }
 
-export type CutProof = { kind: 'insecure' | 'not-a-cut' | 'nonexistent'; detail: string } | { kind: 'bogus'; detail: string };
+export type CutProof =
+  | { kind: 'insecure'; detail: string; reason: 'unsigned-delegation' | 'opt-out' }
+  | { kind: 'not-a-cut' | 'nonexistent'; detail: string }
+  | { kind: 'bogus'; detail: string };
 
 /**
  * A DS query for `name` in `zone` came back without DS (RFC 4035 §5.2):
@@ -127,7 +130,7 @@ export function nsecCut(nsecs: OwnedNsec[], name: string, zone: string): CutProo
     const t = match.nsec.types;
     if (t.has(T.DS)) return { kind: 'bogus', detail: `${show(match)} lists DS but no DS was given` };
     if (t.has(T.SOA)) return { kind: 'bogus', detail: `${show(match)} is the child's apex NSEC, it cannot deny DS` };
-    if (t.has(T.NS)) return { kind: 'insecure', detail: `${show(match)}: delegation without DS` };
+    if (t.has(T.NS)) return { kind: 'insecure', reason: 'unsigned-delegation', detail: `${show(match)}: delegation without DS` };
     return { kind: 'not-a-cut', detail: `${show(match)}: no NS, not a zone cut` };
   }
   const cover = nsecs.find((n) => nsecCovers(n, name, zone));

@@ -97,7 +97,10 @@ export class Nsec3Set {
     }
   }
 
-  /** RFC 9276 §3.2 / Unbound 1.17: too many iterations → treat as insecure (MAX_NSEC3_ITERATIONS). */
+  /**
+   * RFC 9276 §3.2: over MAX_NSEC3_ITERATIONS a proof that passes is only insecure (`nsec3-iterations`).
+   * The proofs below are still checked in full (the work is bounded by Budget's hash rounds).
+   */
   get tooManyIterations(): boolean {
     return this.iterations > MAX_NSEC3_ITERATIONS;
   }
@@ -105,7 +108,7 @@ export class Nsec3Set {
   hash(name: string): Buffer {
     let h = this.memo.get(name);
     if (!h) {
-      this.budget.spendNsec3Hash();
+      this.budget.spendNsec3Hash(this.iterations);
       h = nsec3Hash(name, this.salt, this.iterations);
       this.memo.set(name, h);
     }
@@ -224,11 +227,11 @@ export function nsec3Cut(s: Nsec3Set, name: string): CutProof {
     const t = m.rec.types;
     if (t.has(T.DS)) return { kind: 'bogus', detail: `${show(m)} lists DS but no DS was given` };
     if (t.has(T.SOA)) return { kind: 'bogus', detail: `${show(m)} is the child's apex, it cannot deny DS` };
-    if (t.has(T.NS)) return { kind: 'insecure', detail: `${show(m)} matches ${name}: delegation without DS` };
+    if (t.has(T.NS)) return { kind: 'insecure', reason: 'unsigned-delegation', detail: `${show(m)} matches ${name}: delegation without DS` };
     return { kind: 'not-a-cut', detail: `${show(m)} matches ${name}: no NS, not a zone cut` };
   }
   const ce = s.closestEncloser(name);
   if ('error' in ce) return { kind: 'bogus', detail: ce.error };
-  if (ce.ncCover.rec.flags & NSEC3_OPT_OUT) return { kind: 'insecure', detail: `${show(ce.ncCover)} covers ${ce.nc}: opt-out span, insecure delegation` };
+  if (ce.ncCover.rec.flags & NSEC3_OPT_OUT) return { kind: 'insecure', reason: 'opt-out', detail: `${show(ce.ncCover)} covers ${ce.nc}: opt-out span, insecure delegation` };
   return { kind: 'nonexistent', detail: `${show(ce.ncCover)} covers ${ce.nc}: ${name} does not exist` };
 }

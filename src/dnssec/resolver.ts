@@ -12,7 +12,7 @@
  * `firstStatus` is that of the first response (the first alias, or the
  * answer itself).
  */
-import type { CnameHop, DnsAnswer, DnssecStatus, QueryType, RecordData, Resolver } from '../dns/types.js';
+import { combineInsecureReasons, type CnameHop, type DnsAnswer, type DnssecStatus, type InsecureReason, type QueryType, type RecordData, type Resolver } from '../dns/types.js';
 import { DnsTransport } from '../dns/transport.js';
 import { CLASS_IN, TYPE_CODES, isAtOrBelow, normalizeName, toRecordData, typeCode, typeName, type WireMessage, type WireRr } from '../dns/wire.js';
 import { MAX_ALIAS_DEPTH, MAX_CACHE_TTL, MAX_NEGATIVE_TTL, DEFAULT_NEGATIVE_TTL, copyAnswer, dnameTarget } from '../dns/stub.js';
@@ -72,7 +72,8 @@ export const BOGUS_TTL = 60;
 export const MAX_SIGNER_CANDIDATES = 3;
 
 type Verdict =
-  | { kind: 'secure' | 'insecure'; ttl: number }
+  | { kind: 'secure'; ttl: number }
+  | { kind: 'insecure'; ttl: number; why: InsecureReason }
   | { kind: 'bogus' | 'indeterminate'; reason: string };
 
 type Step =
@@ -208,6 +209,7 @@ export class ValidatingResolver implements Resolver {
   private async resolve<T extends QueryType>(qname: string, qtype: T, ctx: LookupContext, chain: CnameHop[]): Promise<DnsAnswer<T>> {
     const seen = new Set<string>([qname]);
     const statuses: DnssecStatus[] = [];
+    const reasons: (InsecureReason | undefined)[] = [];
     let ttl = Infinity;
     let cur = qname;
     let msg: WireMessage | undefined;
@@ -225,12 +227,14 @@ export class ValidatingResolver implements Resolver {
       const v = step.verdict;
       if (v.kind === 'bogus' || v.kind === 'indeterminate') throw new Failed(v.kind, v.reason);
       statuses.push(v.kind);
+      const why = v.kind === 'insecure' ? v.why : undefined;
+      reasons.push(why);
       ttl = Math.min(ttl, (v as Extract<Verdict, { ttl: number }>).ttl);
       if (step.kind === 'alias') {
         if (seen.has(step.target)) throw new Failed('indeterminate', `alias loop at ${step.target}`, 'loop');
         if (chain.length >= MAX_ALIAS_DEPTH) throw new Failed('indeterminate', `more than ${MAX_ALIAS_DEPTH} aliases`, 'depth');
         seen.add(step.target);
-        chain.push({ owner: cur, target: step.target, status: v.kind });
+        chain.push({ owner: cur, target: step.target, status: v.kind, ...(why ? { insecureReason: why } : {}) });
         ctx.trace.add('alias', cur, v.kind === 'secure' ? 'ok' : v.kind, `-> ${step.target}`); // the hop's own status is in chain[]
         cur = step.target;
         // Reuse the reply if it carries the target's records; otherwise ask for the target.
@@ -238,6 +242,7 @@ export class ValidatingResolver implements Resolver {
         continue;
       }
       const overall: DnssecStatus = statuses.every((s) => s === 'secure') ? 'secure' : 'insecure';
+      const insecureReason = overall === 'insecure' ? combineInsecureReasons(reasons) : undefined;
       const records: RecordData[T][] = [];
       if (step.kind === 'data') {
         for (const rr of step.rrs) {
@@ -245,7 +250,7 @@ export class ValidatingResolver implements Resolver {
           if (d !== undefined) records.push(d);
         }
       }
-      ctx.trace.add('answer', qname, overall, `${step.kind === 'negative' ? step.rcode : 'NOERROR'}, ${records.length} record(s), ttl ${Number.isFinite(ttl) ? ttl : 0}`);
+      ctx.trace.add('answer', qname, overall, `${step.kind === 'negative' ? step.rcode : 'NOERROR'}, ${records.length} record(s), ttl ${Number.isFinite(ttl) ? ttl : 0}${insecureReason ? ` (insecure: ${insecureReason})` : ''}`);
       return {
         qname,
         qtype,
@@ -256,6 +261,7 @@ export class ValidatingResolver implements Resolver {
         chain,
         records,
         ttl: Number.isFinite(ttl) ? Math.max(0, ttl) : DEFAULT_NEGATIVE_TTL,
+        ...(insecureReason ? { insecureReason } : {}),
       };
     }
   }
@@ -366,12 +372,11 @@ export class ValidatingResolver implements Resolver {
     const ignored = set.sigs.map((s) => s.signer).filter((s, i, a) => a.indexOf(s) === i);
     const why = failures.length ? ` (${failures.slice(0, 3).join('; ')})` : ignored.length ? ` (signers: ${ignored.slice(0, 3).join(', ')})` : '';
     const own = await this.walker.walk(set.name, ctx);
-    // A proven unsigned delegation between the signer and the owner makes signatures from above it
-    // irrelevant. An iteration-limit "insecure" (weak) is no such proof: it never overrides a secure
-    // signer zone whose RRSIG failed (RFC 9276 §3.2 allows insecure only for the NSEC3 zone's own proof).
-    if (own.kind === 'insecure' && !(own.weak && signedBySecureZone)) {
-      ctx.trace.add('RRSIG', what, 'insecure', `${set.name} is at or below the insecure delegation ${own.zone}`);
-      return { kind: 'insecure', ttl: Math.min(...set.rrs.map((r) => r.ttl)) };
+    // A checked proof of an unsigned delegation (or opt-out span, or unsupported algorithms) between
+    // the signer and the owner makes signatures from above it irrelevant: the owner's zone is unsigned.
+    if (own.kind === 'insecure') {
+      ctx.trace.add('RRSIG', what, 'insecure', `${set.name} is at or below the insecure delegation ${own.zone} (${own.reason})`);
+      return { kind: 'insecure', ttl: Math.min(...set.rrs.map((r) => r.ttl)), why: own.reason };
     }
     if (own.kind === 'secure') {
       if (set.sigs.length === 0) return this.bogus(ctx, 'RRSIG', what, `no RRSIG, but ${own.zone} is a secure zone`);
@@ -393,24 +398,34 @@ export class ValidatingResolver implements Resolver {
     // RFC 4035 §5.3.4 / RFC 5155 §8.8: the expansion needs a proof that no closer name exists.
     const den = validatedDenial(groupRRsets(msg.authorities), { zone: st.zone, keys: st.keys }, ctx);
     if ('error' in den) return this.bogus(ctx, 'NSEC', what, den.error);
-    let proof: Proof & { insecure?: boolean };
+    let proof: Proof;
+    let overLimit: number | undefined;
     if (den.nsecs.length) proof = proveWildcardAnswer(den.nsecs, set.name, st.zone, v.sig.labels);
     else if (den.nsec3s.length) {
       const s3 = new Nsec3Set(den.nsec3s, st.zone, ctx.budget);
       if (s3.records.length === 0) return this.bogus(ctx, 'NSEC3', what, 'no usable NSEC3 record');
-      if (s3.tooManyIterations) {
-        ctx.trace.add('NSEC3', what, 'insecure', `wildcard proof uses ${s3.iterations} NSEC3 iterations: insecure (RFC 9276)`);
-        return { kind: 'insecure', ttl };
-      }
       proof = nsec3ProveWildcardAnswer(s3, set.name, v.sig.labels);
+      overLimit = s3.tooManyIterations ? s3.iterations : undefined;
     } else proof = { ok: false, reason: `wildcard answer for ${set.name} without NSEC/NSEC3 proof` };
     const kind = den.nsecs.length ? 'NSEC' : 'NSEC3';
     if (!proof.ok) return this.bogus(ctx, kind, what, proof.reason);
     ttl = Math.min(ttl, den.ttl);
+    return this.provenVerdict(ctx, kind, what, proof, overLimit, ttl, 'there');
+  }
+
+  /**
+   * The verdict of a proof that passed every check: secure, or insecure for an opt-out span (RFC 5155
+   * §9.2: an unsigned delegation may exist there) or — after the same checks — for NSEC3 over the
+   * iteration limit (RFC 9276 §3.2, reason `nsec3-iterations`, which DANE treats as a lookup failure).
+   */
+  private provenVerdict(ctx: LookupContext, kind: string, what: string, proof: Extract<Proof, { ok: true }>, overLimit: number | undefined, ttl: number, where: string): Verdict {
     if (proof.insecure) {
-      // RFC 5155 §8.8 with opt-out: an unsigned delegation may sit at the next closer name (Unbound: insecure).
-      ctx.trace.add(kind, what, 'insecure', `${proof.detail} (opt-out: an unsigned delegation may exist there)`);
-      return { kind: 'insecure', ttl };
+      ctx.trace.add(kind, what, 'insecure', `${proof.detail} (opt-out: an unsigned delegation may exist ${where})`);
+      return { kind: 'insecure', ttl, why: 'opt-out' };
+    }
+    if (overLimit !== undefined) {
+      ctx.trace.add(kind, what, 'insecure', `${proof.detail}; but ${overLimit} NSEC3 iterations exceed ${MAX_NSEC3_ITERATIONS}: insecure (RFC 9276 §3.2, reason nsec3-iterations)`);
+      return { kind: 'insecure', ttl, why: 'nsec3-iterations' };
     }
     ctx.trace.add(kind, what, 'ok', proof.detail);
     return { kind: 'secure', ttl };
@@ -450,11 +465,11 @@ export class ValidatingResolver implements Resolver {
     // The zone's own signed proof said insecure (opt-out span, or its NSEC3 over the iteration limit).
     if (insecure) return insecure;
     const own = await this.walker.walk(name, ctx);
-    if (own.kind === 'insecure' && !(own.weak && signedBySecureZone)) {
+    if (own.kind === 'insecure') {
       const soa = [...auth.values()].find((s) => s.typeCode === TYPE_CODES.SOA && isAtOrBelow(name, s.name));
       const negTtl = soa ? Math.min(soa.rrs[0]!.ttl, soaMinimum(soa), MAX_NEGATIVE_TTL) : DEFAULT_NEGATIVE_TTL;
-      ctx.trace.add('denial', what, 'insecure', `${rcode} in a zone below the insecure delegation ${own.zone}`);
-      return { kind: 'insecure', ttl: negTtl };
+      ctx.trace.add('denial', what, 'insecure', `${rcode} in a zone below the insecure delegation ${own.zone} (${own.reason})`);
+      return { kind: 'insecure', ttl: negTtl, why: own.reason };
     }
     if (signedBySecureZone) return this.bogus(ctx, 'denial', what, failures[0]!);
     if (own.kind === 'secure') {
@@ -481,28 +496,23 @@ export class ValidatingResolver implements Resolver {
     const sv = soa && soa.rrs.length === 1 ? verifyRRset(soa, zk, ctx.nowSec, ctx.budget) : undefined;
     if (soa && sv?.ok) ttl = Math.min(ttl, sv.ttl, soaMinimum(soa));
     else ttl = Math.min(ttl, DEFAULT_NEGATIVE_TTL);
-    let proof: Proof & { insecure?: boolean };
+    let proof: Proof;
     let kind = 'NSEC';
+    let overLimit: number | undefined;
     if (den.nsecs.length) {
       proof = rcode === 'NXDOMAIN' ? proveNxdomain(den.nsecs, name, st.zone) : proveNodata(den.nsecs, name, qcode, st.zone);
     } else {
       kind = 'NSEC3';
       const s3 = new Nsec3Set(den.nsec3s, st.zone, ctx.budget);
       if (s3.records.length === 0) return fail('no usable NSEC3 record');
-      if (s3.tooManyIterations) {
-        // The NSEC3 zone's own answer rests on this proof: insecure as Unbound 1.17 (RFC 9276 §3.2).
-        ctx.trace.add('NSEC3', what, 'insecure', `${s3.iterations} NSEC3 iterations exceed ${MAX_NSEC3_ITERATIONS}: treated as insecure like Unbound 1.17 (RFC 9276 §3.2)`);
-        return { kind: 'insecure', ttl };
-      }
+      // Over the iteration limit the proof is checked exactly like any other (issue 13): an on-path
+      // attacker replaying genuine signed high-iteration NSEC3 records that do not cover the name gets
+      // bogus, never insecure. Unbound answers insecure here without looking (ARCHITECTURE.md).
       proof = rcode === 'NXDOMAIN' ? nsec3ProveNxdomain(s3, name) : nsec3ProveNodata(s3, name, qcode);
+      overLimit = s3.tooManyIterations ? s3.iterations : undefined;
     }
-    if (!proof.ok) return fail(`${rcode} not proven: ${proof.reason}`);
-    if (proof.insecure) {
-      ctx.trace.add(kind, what, 'insecure', `${proof.detail} (opt-out: an unsigned delegation may exist here)`);
-      return { kind: 'insecure', ttl };
-    }
-    ctx.trace.add(kind, what, 'ok', proof.detail);
-    return { kind: 'secure', ttl };
+    if (!proof.ok) return fail(`${rcode} not proven: ${proof.reason}${overLimit !== undefined ? ` (NSEC3 with ${overLimit} iterations)` : ''}`);
+    return this.provenVerdict(ctx, kind, what, proof, overLimit, ttl, 'here');
   }
 
   private bogus(ctx: LookupContext, kind: string, what: string, reason: string): Verdict {

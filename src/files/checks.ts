@@ -48,13 +48,23 @@ const owner = (uid: number, me: Identity) => (uid === me.uid ? `${me.name} (uid 
 /** Entries that carry nothing (the repository keeps an empty queue/ with this file). */
 const INERT = new Set(['.gitkeep']);
 
-async function dirProblems(path: string, st: Stats, me: Identity, fix: boolean): Promise<FileProblem[]> {
+/**
+ * `fix`: true tightens our own directories (serve); false reports what it finds; 'dry-run' (`config
+ * check`) reports what serve would find, a directory serve would tighten as `fixed`, changing nothing.
+ */
+export type FixMode = boolean | 'dry-run';
+
+async function dirProblems(path: string, st: Stats, me: Identity, fix: FixMode): Promise<FileProblem[]> {
   if (st.uid !== me.uid) {
     return [{ level: 'refuse', path, message: `${path} is owned by ${owner(st.uid, me)}, not by the relay's user ${me.name} (uid ${me.uid}): another user could change the relay's state. Fix: chown -R ${me.name} ${path} (or set \`user:\` to its owner)` }];
   }
   if (st.mode & 0o022) {
     const refusal: FileProblem = { level: 'refuse', path, message: `${path} is writable by ${st.mode & 0o002 ? 'all users' : 'its group'} (mode ${mode(st)}): another local user could plant or replace files the relay trusts. Fix: chmod 700 ${path} (and check what is inside)` };
     if (!fix) return [refusal];
+    if (fix === 'dry-run') {
+      const empty = (await fsp.readdir(path).catch(() => ['?'])).every((n) => INERT.has(n));
+      return [empty ? { level: 'fixed', path, message: `${path} is writable by others (mode ${mode(st)}) and empty: the relay sets it to 0700 at start` } : refusal];
+    }
     // Closed first, then looked into: once it is 0700 nobody else can add anything, so an empty
     // directory (a fresh clone's queue/ under umask 002 or 000) holds nothing planted and can be used.
     await fsp.chmod(path, DIR_MODE);
@@ -64,6 +74,7 @@ async function dirProblems(path: string, st: Stats, me: Identity, fix: boolean):
     return [refusal];
   }
   if (st.mode & 0o055 && fix) {
+    if (fix === 'dry-run') return [{ level: 'fixed', path, message: `${path} is readable by other users (mode ${mode(st)}): the relay sets it to 0700 at start` }];
     await fsp.chmod(path, DIR_MODE);
     return [{ level: 'fixed', path, message: `${path} was readable by other users (mode ${mode(st)}); set to 0700` }];
   }
@@ -75,7 +86,7 @@ async function dirProblems(path: string, st: Stats, me: Identity, fix: boolean):
  * the root itself may be an operator's symbolic link (to another disk) when the link is owned by
  * root or the relay's user; below it, no link. `fix`: tighten our own directories that others can read.
  */
-export async function checkStateTree(root: string, me: Identity, opts: { fix?: boolean } = {}): Promise<FileProblem[]> {
+export async function checkStateTree(root: string, me: Identity, opts: { fix?: FixMode } = {}): Promise<FileProblem[]> {
   const fix = opts.fix ?? true;
   const top = resolve(root);
   let st: Stats;
@@ -184,10 +195,11 @@ export interface StartupPaths {
 }
 
 /** Every check above for one relay's configuration; the caller refuses, warns and logs. */
-export async function startupFileProblems(p: StartupPaths, me: Identity): Promise<FileProblem[]> {
+export async function startupFileProblems(p: StartupPaths, me: Identity, opts: { fix?: FixMode; stateTrees?: boolean } = {}): Promise<FileProblem[]> {
   const out: FileProblem[] = [];
-  out.push(...(await checkStateTree(p.queueDir, me)));
-  if (p.tlsrptDir && !isWithin(p.tlsrptDir, p.queueDir)) out.push(...(await checkStateTree(p.tlsrptDir, me)));
+  const trees = opts.stateTrees ?? true;
+  if (trees) out.push(...(await checkStateTree(p.queueDir, me, { fix: opts.fix })));
+  if (trees && p.tlsrptDir && !isWithin(p.tlsrptDir, p.queueDir)) out.push(...(await checkStateTree(p.tlsrptDir, me, { fix: opts.fix })));
   const sockDir = dirname(p.controlSocket);
   if (!isWithin(sockDir, p.queueDir)) out.push(...(await checkParentDir(sockDir, me)));
   for (const f of p.secrets) out.push(...(await checkReadFile(f, 'secret', me)));

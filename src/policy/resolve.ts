@@ -32,6 +32,8 @@ export interface ResolvedPolicy {
   trustInsecureMx?: boolean;
   /** DANE-46 audit-only (explicit per destination) */
   audit?: boolean;
+  /** issue 13: answers insecure only by the NSEC3 iteration limit count as insecure (explicit per destination) */
+  nsec3IterationsInsecure?: boolean;
   /** set when the danefail list lowered a DANE level (DANE-70) */
   exception?: { underlying: TlsLevel; underlyingRule: string; line: number };
 }
@@ -57,9 +59,10 @@ export function resolveTable(domain: string, p: PolicyInputs): ResolvedPolicy {
   if (hit) {
     return {
       level: hit.level,
-      rule: `${p.table!.source}:${hit.line} ${hit.key} ${hit.level}${hit.trustInsecureMx ? ' trust-insecure-mx' : ''}${hit.audit ? ' audit' : ''}`,
+      rule: `${p.table!.source}:${hit.line} ${hit.key} ${hit.level}${hit.trustInsecureMx ? ' trust-insecure-mx' : ''}${hit.audit ? ' audit' : ''}${hit.nsec3IterationsInsecure ? ' nsec3-iterations-insecure' : ''}`,
       ...(hit.trustInsecureMx ? { trustInsecureMx: true } : {}),
       ...(hit.audit ? { audit: true } : {}),
+      ...(hit.nsec3IterationsInsecure ? { nsec3IterationsInsecure: true } : {}),
     };
   }
   return { level: p.defaultLevel, rule: `delivery.tls_level=${p.defaultLevel}` };

@@ -7,7 +7,10 @@
  * as in Postfix). Option `trust-insecure-mx` is the DANE-15 opt-in (RFC 7672 §2.2.1:
  * use the MX host's TLSA even when the MX RRset is insecure; logged `trusted`). Option `audit`
  * (level dane only) is DANE-46 (RFC 7672 §9.1): a failed DANE authentication is logged and the
- * message goes over TLS without it, logged `untrusted`.
+ * message goes over TLS without it, logged `untrusted`. Option `nsec3-iterations-insecure` (dane,
+ * dane-only) takes an MX, address or TLSA answer that is insecure only because the zone's NSEC3 uses
+ * more iterations than the validator's limit (RFC 9276 §3.2) as insecure, as Unbound does; without it
+ * such an answer is a lookup failure for DANE (host skipped, 4.7.5; issue 13).
  *
  * `danefail` — the exception list format operators share (digest DANE-70, RFC 7672 §9.1;
  * github.com/danefail/list `dane_fail_list.dat`): one bare domain per line, surrounding
@@ -26,6 +29,8 @@ export interface PolicyEntry {
   trustInsecureMx: boolean;
   /** DANE-46 audit-only: a failed DANE authentication is logged and the message delivered over TLS anyway */
   audit: boolean;
+  /** answers insecure only by the NSEC3 iteration limit count as insecure (issue 13; RFC 9276 §3.2) */
+  nsec3IterationsInsecure: boolean;
   line: number;
 }
 
@@ -58,7 +63,7 @@ export function normalizeDomain(raw: string): string | undefined {
   return d.split('.').every((l) => LABEL.test(l)) ? d : undefined;
 }
 
-const OPTIONS = new Set(['trust-insecure-mx', 'audit']);
+const OPTIONS = new Set(['trust-insecure-mx', 'audit', 'nsec3-iterations-insecure']);
 
 export function parseTlsPolicy(text: string, source: string): PolicyTable {
   const entries = new Map<string, PolicyEntry>();
@@ -80,10 +85,12 @@ export function parseTlsPolicy(text: string, source: string): PolicyTable {
     if (trustInsecureMx && level !== 'dane' && level !== 'dane-only') { problems.push({ line, message: `trust-insecure-mx only applies to dane and dane-only` }); return; }
     const audit = opts.some((o) => o.toLowerCase() === 'audit');
     if (audit && level !== 'dane') { problems.push({ line, message: `audit only applies to dane (dane-only means DANE or defer)` }); return; }
+    const nsec3IterationsInsecure = opts.some((o) => o.toLowerCase() === 'nsec3-iterations-insecure');
+    if (nsec3IterationsInsecure && level !== 'dane' && level !== 'dane-only') { problems.push({ line, message: `nsec3-iterations-insecure only applies to dane and dane-only` }); return; }
     const key = sub ? `.${domain}` : domain;
     const prev = entries.get(key);
     if (prev) { problems.push({ line, message: `"${key}" already given on line ${prev.line}` }); return; }
-    entries.set(key, { key, level, trustInsecureMx, audit, line });
+    entries.set(key, { key, level, trustInsecureMx, audit, nsec3IterationsInsecure, line });
   });
   if (problems.length) throw new PolicyFileError(source, problems);
   return { source, entries };

@@ -3,11 +3,12 @@
  * then the TLS plan. Resolution happens lazily, host by host, in MX order, so a host
  * that is never reached is never looked up.
  */
-import type { DnsAnswer, DnssecStatus, Resolver, TlsaRecord } from '../dns/types.js';
+import type { DnsAnswer, DnssecStatus, InsecureReason, Resolver, TlsaRecord } from '../dns/types.js';
 import { isAnswer } from '../dns/types.js';
 import type { TlsLevel } from '../config/schema.js';
 import { decideTls, referenceNames, tlsaCandidates, type TlsPlan, type TlsaOutcome } from '../dane/policy.js';
 import { isUsable } from '../dane/tlsa.js';
+import { MAX_NSEC3_ITERATIONS } from '../dnssec/budget.js';
 import type { MxHost } from './mx.js';
 
 export interface HostContext {
@@ -22,6 +23,14 @@ export interface HostContext {
   port: number;
   /** DANE-15 opt-in (per destination): use the MX host's TLSA after an insecure MX; the MX name is the only reference identifier and the plan is labelled `trusted` */
   trustInsecureMx?: boolean;
+  /** why the MX answer is insecure, when it is */
+  mxInsecureReason?: InsecureReason;
+  /**
+   * Per-destination opt-in (`nsec3-iterations-insecure` in tls_policy): an answer insecure only because
+   * its NSEC3 uses more iterations than the limit (RFC 9276 §3.2) is taken as insecure, as Unbound does.
+   * Without it such an answer is a lookup failure wherever it could switch DANE off (issue 13).
+   */
+  nsec3IterationsInsecure?: boolean;
 }
 
 export interface HostPlan {
@@ -33,6 +42,9 @@ export interface HostPlan {
   tlsaName?: string;
   tlsaStatus?: DnssecStatus;
   tlsaRecords?: TlsaRecord[];
+  /** why an insecure address / TLSA answer is insecure (for `check` and the log) */
+  addressInsecureReason?: InsecureReason;
+  tlsaInsecureReason?: InsecureReason;
   /** set when the host must not be contacted at all (DANE-20, 23, 33, 45) */
   skip?: { reason: string; code: string; resultType?: 'dnssec-invalid' | 'dane-required' };
   plan?: TlsPlan;
@@ -41,6 +53,26 @@ export interface HostPlan {
 function describe(a: DnsAnswer): string {
   if (a.error) return a.error.kind === 'servfail' ? 'SERVFAIL' : `${a.error.kind}${a.error.message ? ` (${a.error.message})` : ''}`;
   return a.status;
+}
+
+/** An insecure answer whose insecurity rests on NSEC3 over the iteration limit (InsecureReason `nsec3-iterations`). */
+function byIterationLimit(a: Pick<DnsAnswer, 'status' | 'firstStatus' | 'insecureReason'>): boolean {
+  return (a.status === 'insecure' || a.firstStatus === 'insecure') && a.insecureReason === 'nsec3-iterations';
+}
+
+/**
+ * Issue 13 / RFC 9276 §3.2: an answer that is insecure only because the zone's NSEC3 uses more
+ * iterations than we check is no proof that DANE does not apply. Where such an answer would switch
+ * DANE off (the MX RRset, the host's addresses — DANE-21 — or its TLSA RRset), it is a lookup failure:
+ * the host is skipped and the message deferred with 4.7.5, unless the destination opts in.
+ */
+function iterationLimitSkip(what: string): NonNullable<HostPlan['skip']> {
+  return {
+    reason: `${what} is insecure only because its NSEC3 uses more than ${MAX_NSEC3_ITERATIONS} iterations (RFC 9276 §3.2): ` +
+      'that does not prove DANE is absent, so the host is not used (per-destination opt-in: nsec3-iterations-insecure in tls_policy)',
+    code: '4.7.5',
+    resultType: 'dnssec-invalid',
+  };
 }
 
 const worst = (a: DnssecStatus, b: DnssecStatus): DnssecStatus => {
@@ -57,6 +89,12 @@ export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> 
     return { ...base, addresses: [mx.host], plan: 'plan' in d ? { ...d.plan, ...(d.plan.kind === 'may' ? { sni: undefined } : {}) } : undefined };
   }
 
+  const daneLevel = ctx.level === 'dane' || ctx.level === 'dane-only';
+  const limitFails = daneLevel && !ctx.nsec3IterationsInsecure;
+  if (limitFails && !ctx.trustInsecureMx && ctx.mxStatus === 'insecure' && ctx.mxInsecureReason === 'nsec3-iterations') {
+    return { ...base, skip: iterationLimitSkip(`the MX lookup for ${ctx.nextHop}`) };
+  }
+
   // DANE-20: addresses before TLSA.
   const [a, aaaa] = await Promise.all([ctx.resolver.lookup(mx.host, 'A'), ctx.resolver.lookup(mx.host, 'AAAA')]);
   const aOk = isAnswer(a);
@@ -68,16 +106,22 @@ export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> 
   }
   const addresses = [...a.records, ...aaaa.records];
   const addressStatus = worst(a.status, aaaa.status);
+  const limited = [a, aaaa].find(byIterationLimit);
+  const addressInsecureReason = limited ? 'nsec3-iterations' : (a.status === 'insecure' ? a : aaaa).insecureReason;
   if (addresses.length === 0) {
     return { ...base, addressStatus, skip: { reason: `no A/AAAA records for ${mx.host}`, code: '4.4.4' } };
   }
-  const withAddr: HostPlan = { ...base, addresses, addressStatus };
+  const withAddr: HostPlan = { ...base, addresses, addressStatus, ...(addressStatus === 'insecure' && addressInsecureReason ? { addressInsecureReason } : {}) };
+  // The addresses decide whether TLSA is looked up at all (DANE-21), once DANE applies to this MX.
+  if (limitFails && limited && (ctx.mxStatus === 'secure' || ctx.trustInsecureMx)) {
+    return { ...withAddr, skip: iterationLimitSkip(`the ${limited.qtype} lookup for ${mx.host}`) };
+  }
 
   let tlsa: TlsaOutcome;
-  const daneLevel = ctx.level === 'dane' || ctx.level === 'dane-only';
   let tlsaName: string | undefined;
   let tlsaStatus: DnssecStatus | undefined;
   let tlsaRecords: TlsaRecord[] | undefined;
+  let tlsaInsecureReason: InsecureReason | undefined;
   if (!daneLevel) {
     tlsa = { kind: 'none', why: `tls_level ${ctx.level}` };
   } else if (ctx.mxStatus !== 'secure' && !ctx.trustInsecureMx) {
@@ -98,20 +142,24 @@ export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> 
         tlsa = { kind: 'error', why: `TLSA lookup for ${name}: ${describe(ans)}` }; // DANE-33
         break;
       }
+      if (byIterationLimit(ans)) {
+        if (limitFails) return { ...withAddr, tlsaName, tlsaStatus, tlsaInsecureReason: 'nsec3-iterations', skip: iterationLimitSkip(`the TLSA lookup for ${name}`) };
+        tlsaInsecureReason = 'nsec3-iterations';
+      } else if (ans.status === 'insecure' && ans.insecureReason) tlsaInsecureReason = ans.insecureReason;
       if (ans.status === 'secure' && ans.records.length > 0) {
         // DANE-31: the candidate (not a CNAME target at the TLSA name) is the base domain.
         tlsaRecords = ans.records;
         tlsa = { kind: 'records', baseDomain: cand, records: ans.records, usable: ans.records.filter(isUsable).length };
         break;
       }
-      tlsa = { kind: 'none', why: ans.status === 'secure' ? `no TLSA records at ${name} (secure denial)` : `TLSA lookup for ${name} is insecure` };
+      tlsa = { kind: 'none', why: ans.status === 'secure' ? `no TLSA records at ${name} (secure denial)` : `TLSA lookup for ${name} is insecure${tlsaInsecureReason ? ` (${tlsaInsecureReason}${tlsaInsecureReason === 'nsec3-iterations' ? ', accepted by nsec3-iterations-insecure' : ''})` : ''}` };
     }
   }
   const refs = tlsa.kind === 'records'
     ? referenceNames({ baseDomain: tlsa.baseDomain, host: mx.host, nextHop: ctx.nextHop, expandedNextHop: ctx.expandedNextHop, mxStatus: ctx.mxStatus, implicit: ctx.implicit })
     : [];
   const d = decideTls({ level: ctx.level, host: mx.host, mxStatus: ctx.mxStatus, tlsa, references: refs });
-  const extra = { tlsaName, tlsaStatus, tlsaRecords };
+  const extra = { tlsaName, tlsaStatus, tlsaRecords, ...(tlsaInsecureReason && tlsaStatus === 'insecure' ? { tlsaInsecureReason } : {}) };
   if ('skip' in d) return { ...withAddr, ...extra, skip: { reason: d.skip, code: d.resultType === 'dnssec-invalid' ? '4.4.3' : '4.7.5', resultType: d.resultType } };
   return { ...withAddr, ...extra, plan: d.plan };
 }

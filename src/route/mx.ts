@@ -5,7 +5,7 @@
  * (security of the MX RRset decides DANE per host; MX order is never changed by
  * security, digest DANE-11…16).
  */
-import type { DnsAnswer, DnssecStatus, MxRecord } from '../dns/types.js';
+import type { DnsAnswer, DnssecStatus, InsecureReason, MxRecord } from '../dns/types.js';
 import { isAnswer } from '../dns/types.js';
 
 export interface MxHost {
@@ -16,7 +16,11 @@ export interface MxHost {
 }
 
 export type MxDecision =
-  | { kind: 'hosts'; hosts: MxHost[]; status: DnssecStatus; implicit: boolean; /** CNAME-expanded next hop (DANE-55) */ expandedDomain?: string }
+  | {
+      kind: 'hosts'; hosts: MxHost[]; status: DnssecStatus; implicit: boolean; /** CNAME-expanded next hop (DANE-55) */ expandedDomain?: string;
+      /** why the MX answer is insecure (route/host.ts: `nsec3-iterations` cannot switch DANE off) */
+      insecureReason?: InsecureReason;
+    }
   | { kind: 'fail'; code: string; reason: string }
   | { kind: 'defer'; code: string; reason: string };
 
@@ -48,6 +52,8 @@ export function orderMx(records: MxRecord[], rand: () => number = Math.random): 
 
 const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 
+const why = (a: DnsAnswer): { insecureReason?: InsecureReason } => (a.status === 'insecure' && a.insecureReason ? { insecureReason: a.insecureReason } : {});
+
 /**
  * Decide the MX hosts of `domain` from its MX answer.
  * `selfNames`: this relay's own names; when listed, entries at its preference or worse are dropped (DANE-14, RFC 5321 §5.1).
@@ -61,7 +67,7 @@ export function decideMx(domain: string, answer: DnsAnswer<'MX'>, selfNames: str
   const expandedDomain = answer.canonicalName !== answer.qname ? answer.canonicalName : undefined;
   if (answer.records.length === 0) {
     // DANE-12: implicit MX — the (CNAME-expanded) domain itself, preference 0.
-    return { kind: 'hosts', hosts: [{ host: domain, preference: 0 }], status: answer.status, implicit: true, expandedDomain };
+    return { kind: 'hosts', hosts: [{ host: domain, preference: 0 }], status: answer.status, implicit: true, expandedDomain, ...why(answer) };
   }
   // RFC 7505 §3: a single "0 ." is a null MX. A "." among real MX records is ignored (derived, DANE-13).
   const real = answer.records.filter((r) => r.exchange !== '' && r.exchange !== '.');
@@ -74,5 +80,5 @@ export function decideMx(domain: string, answer: DnsAnswer<'MX'>, selfNames: str
     if (ordered.length === 0) return { kind: 'fail', code: '5.4.6', reason: `mail for ${domain} loops back to myself` };
   }
   const hosts: MxHost[] = ordered.map((h) => (IPV4.test(h.host) || h.host.includes(':') ? { ...h, literal: true } : h));
-  return { kind: 'hosts', hosts, status: answer.status, implicit: false, expandedDomain };
+  return { kind: 'hosts', hosts, status: answer.status, implicit: false, expandedDomain, ...why(answer) };
 }

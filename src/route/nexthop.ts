@@ -21,11 +21,13 @@ export function hostContext(
   resolver: Resolver,
   domain: string,
   mx: Extract<MxDecision, { kind: 'hosts' }>,
-  policy: { level: TlsLevel; trustInsecureMx?: boolean },
+  policy: { level: TlsLevel; trustInsecureMx?: boolean; nsec3IterationsInsecure?: boolean },
   port: number,
 ): HostContext {
   return {
     resolver, nextHop: domain, expandedNextHop: mx.expandedDomain, mxStatus: mx.status, implicit: mx.implicit, level: policy.level, port,
+    ...(mx.insecureReason ? { mxInsecureReason: mx.insecureReason } : {}),
     ...(policy.trustInsecureMx ? { trustInsecureMx: true } : {}),
+    ...(policy.nsec3IterationsInsecure ? { nsec3IterationsInsecure: true } : {}),
   };
 }

@@ -60,6 +60,24 @@ describe('configuration', () => {
     expect(trustAdProblem({ ...base, dns: { ...base.dns, trusted_resolvers: ['10.0.0.53:53'] }, resolvedResolvers: ['10.0.0.53:53'] })).toBeUndefined();
     expect(trustAdProblem({ ...base, delivery: { ...base.delivery, tls_level: 'may' }, resolvedResolvers: ['10.0.0.53:53'] })).toBeUndefined();
   });
+  it('DANE-2 issue13 systemd-resolved (127.0.0.53, 127.0.0.54) is refused for trust-ad in a DANE level unless listed in trusted_resolvers, and the message says why', () => {
+    const base = parseConfigText('dns:\n  mode: trust-ad\n');
+    for (const stub of ['127.0.0.53:53', '127.0.0.54:53', '127.0.0.53']) {
+      const p = trustAdProblem({ ...base, resolvedResolvers: [stub] });
+      expect(p, stub).toMatch(/systemd-resolved's stub listener: for DNSSEC \(DO\) queries it passes the upstream resolver's AD bit through without validating \(systemd issue 34121\)/);
+      expect(p).toMatch(/dns\.mode: validate/);
+    }
+    // a second, good resolver does not make the stub acceptable: every listed resolver is asked
+    expect(trustAdProblem({ ...base, resolvedResolvers: ['127.0.0.1:53', '127.0.0.53:53'] })).toMatch(/127\.0\.0\.53:53 are systemd-resolved/);
+    // listed (with or without the port) → the operator vouches for it
+    expect(trustAdProblem({ ...base, dns: { ...base.dns, trusted_resolvers: ['127.0.0.53:53'] }, resolvedResolvers: ['127.0.0.53:53'] })).toBeUndefined();
+    expect(trustAdProblem({ ...base, dns: { ...base.dns, trusted_resolvers: ['127.0.0.53'] }, resolvedResolvers: ['127.0.0.53:53'] })).toBeUndefined();
+    // not a DANE level, or not trust-ad: no AD bit is believed, nothing to refuse
+    expect(trustAdProblem({ ...base, delivery: { ...base.delivery, tls_level: 'may' }, resolvedResolvers: ['127.0.0.53:53'] })).toBeUndefined();
+    expect(trustAdProblem({ ...base, dns: { ...base.dns, mode: 'validate' }, resolvedResolvers: ['127.0.0.53:53'] })).toBeUndefined();
+    // the rest of 127.0.0.0/8 stays trusted
+    expect(trustAdProblem({ ...base, resolvedResolvers: ['127.0.0.55:53', '127.0.0.1:53'] })).toBeUndefined();
+  });
   it('`dane-relay config check` exits 0 on a good file and 2 with the error on a bad one', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
     writeFileSync(join(dir, 'good.yml'), 'dns:\n  resolvers: ["127.0.0.1:53"]\n');

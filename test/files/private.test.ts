@@ -77,7 +77,8 @@ describe('under umask 000 everything created is owner-only', () => {
     store.add('2026-01-01', 'd.test', '["no-policy-found",[],"d.test",null]', true);
     await store.flush();
     await store.close();
-    const https = new HttpsSender(join(q, 'tlsrpt'), { now: Date.now, timeoutMs: 200 });
+    // a loopback target (nothing listens): allowed here, so the failure is retried and kept in pending/ (issue 13's target rules)
+    const https = new HttpsSender(join(q, 'tlsrpt'), { now: Date.now, timeoutMs: 200, allowPrivateTargets: true });
     await https.send({ id: 'r1', day: '2026-01-01', domain: 'd.test', filename: 'f', urls: ['https://127.0.0.1:1/'], body: '' });
     expect(existsSync(join(q, 'tlsrpt', 'pending', 'r1.json'))).toBe(true);
     expectPrivateTree(q);

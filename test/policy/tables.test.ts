@@ -51,6 +51,15 @@ describe('tls_policy resolution (most specific wins)', () => {
     expect(resolvePolicy('a.insecure.test', base).trustInsecureMx).toBe(true);
     expect(resolvePolicy('example.org', base).trustInsecureMx).toBeUndefined();
   });
+  it('issue13 nsec3-iterations-insecure: parsed for dane/dane-only, carried and named in the rule; refused for other levels', () => {
+    const t = parseTlsPolicy('hi.test dane nsec3-iterations-insecure\n.hi2.test dane-only NSEC3-iterations-insecure trust-insecure-mx\nlo.test dane\n', 'policy/tls_policy');
+    const p = { defaultLevel: 'dane' as TlsLevel, table: t, exceptionLevel: 'may' as ExceptionLevel };
+    expect(resolvePolicy('hi.test', p)).toMatchObject({ nsec3IterationsInsecure: true, rule: 'policy/tls_policy:1 hi.test dane nsec3-iterations-insecure' });
+    expect(resolvePolicy('a.hi2.test', p)).toMatchObject({ nsec3IterationsInsecure: true, trustInsecureMx: true });
+    expect(resolvePolicy('lo.test', p).nsec3IterationsInsecure).toBeUndefined();
+    expect(resolvePolicy('other.test', p).nsec3IterationsInsecure).toBeUndefined();
+    expect(() => parseTlsPolicy('x.test may nsec3-iterations-insecure\n', 'f')).toThrow(/line 1: nsec3-iterations-insecure only applies to dane and dane-only/);
+  });
   it('DANE-46 audit is carried only by entries that set it', () => {
     expect(resolvePolicy('audited.test', base).audit).toBe(true);
     expect(resolvePolicy('example.org', base).audit).toBeUndefined();

@@ -26,7 +26,7 @@ describe('tlsrpt config', () => {
     const s = tlsrptSettings(load(''));
     expect(s).toEqual({
       dir: join(dir, 'q', 'tlsrpt'), organizationName: 'relay.example.net', contactInfo: 'postmaster@relay.example.net',
-      submitter: 'relay.example.net', retentionDays: 30, maxDelayMs: 4 * 3600_000, dkim: undefined,
+      submitter: 'relay.example.net', retentionDays: 30, maxDelayMs: 4 * 3600_000, dkim: undefined, allowPrivateTargets: false,
     });
     expect(load('').tlsrpt.enabled).toBe(true);
   });

@@ -33,7 +33,7 @@ function setup(clock: { t: number }, opts: { dkim?: boolean } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tlsrpt-daily-'));
   dirs.push(dir);
   const settings: TlsrptSettings = {
-    dir, organizationName: 'T', contactInfo: 'tlsrpt@relay.test', submitter: 'relay.test', retentionDays: 30, maxDelayMs: 0,
+    dir, organizationName: 'T', contactInfo: 'tlsrpt@relay.test', submitter: 'relay.test', retentionDays: 30, maxDelayMs: 0, allowPrivateTargets: false,
     dkim: opts.dkim === false ? undefined : { domain: 'relay.test', selector: 'tlsrpt', privateKey: dkimKeygen({}).privateKeyPem },
   };
   const warnings: { obj: Record<string, unknown>; msg: string }[] = [];

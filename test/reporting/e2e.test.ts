@@ -141,7 +141,8 @@ describe('TLSRPT end to end', () => {
     const plain = await w.receiver();
     w.dns.add({ name: 'plain.test', type: 'MX', data: { preference: 10, exchange: 'mx.plain.test' } });
     w.dns.add({ name: 'mx.plain.test', type: 'A', data: plain.host });
-    const relay = await w.start({ tlsrpt: { contact_info: 'tlsrpt@relay.test', max_delay: 0 } }, { tlsrptHttps: { ca: ep.ca, timeoutMs: 2000 } });
+    // The endpoint is https://localhost:port on loopback: a test world, so private targets are allowed (issue 13).
+    const relay = await w.start({ tlsrpt: { contact_info: 'tlsrpt@relay.test', max_delay: 0, allow_private_targets: true } }, { tlsrptHttps: { ca: ep.ca, timeoutMs: 2000 } });
     const day1 = dayOf(w.clock.t);
     await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['user@fail.test'] });
     await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['user@plain.test'] });
@@ -159,6 +160,30 @@ describe('TLSRPT end to end', () => {
     expect(await relay.tlsrpt!.wasSent(day1, 'fail.test')).toBe(true);
     expect(JSON.parse(readFileSync(join(w.dir, 'queue', 'tlsrpt', 'sent', day1, 'plain.test'), 'utf8'))).toMatchObject({ result: 'dropped', detail: expect.stringContaining('no TLSRPT policy now') });
     expect(existsSync(join(w.dir, 'queue', 'tlsrpt', 'pending')) ? readdirSync(join(w.dir, 'queue', 'tlsrpt', 'pending')) : []).toEqual([]);
+  });
+
+  it('TLSRPT-46 issue13 (through the relay): a rua pointing into the operator\'s network (https name resolving to loopback, mailto to an address literal) is refused with a log line; nothing is POSTed or queued', async () => {
+    const ep = await startHttpsEndpoint(201);
+    endpoints.push(ep);
+    const port = new URL(ep.url()).port;
+    // The name resolves (through the relay's own DNS) to the loopback collector.
+    w.dns.add({ name: 'internal.test', type: 'A', data: '127.0.0.1' });
+    await failingDaneDomain(`v=TLSRPTv1; rua=https://internal.test:${port}/r,mailto:tlsrpt@[127.0.0.1]`);
+    const relay = await w.start({ tlsrpt: { contact_info: 'tlsrpt@relay.test', max_delay: 0, dkim: dkimSetup() } }, { tlsrptHttps: { ca: ep.ca, timeoutMs: 2000 } });
+    const day1 = dayOf(w.clock.t);
+    await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['user@fail.test'] });
+    await w.settle();
+    for (const m of relay.scheduler.list()) await relay.scheduler.remove(m.id);
+    w.clock.t = dayRange(nextDay(day1)).begin * 1000 + 1000;
+    await relay.tlsrpt!.tick();
+    expect(ep.requests).toHaveLength(0);
+    expect(relay.scheduler.size).toBe(0); // no mailed report queued either
+    const refused = w.logs.filter((l) => l.msg === 'tlsrpt: rua target refused');
+    expect(refused.map((l) => String(l.reason))).toEqual(expect.arrayContaining([
+      expect.stringMatching(/mailto:tlsrpt@\[127\.0\.0\.1\] is an address literal/),
+      expect.stringMatching(/internal\.test resolves to 127\.0\.0\.1 \(loopback\)/),
+    ]));
+    expect(JSON.parse(readFileSync(join(w.dir, 'queue', 'tlsrpt', 'sent', day1, 'fail.test'), 'utf8'))).toMatchObject({ result: 'dropped', detail: expect.stringContaining('refused') });
   });
 
   it('TLSRPT-16 a session that never reached a policy decision (connection refused) is not counted; an MX whose TLSA lookup fails is (dnssec-invalid)', async () => {

@@ -388,8 +388,19 @@ class DnsTestServer implements TestDns {
   }
 }
 
-export async function startDnsServer(opts: { zones?: Zone[]; records?: Rr[] } = {}): Promise<TestDns> {
+/**
+ * `selfTest` (default true): answer the relay's DNSSEC self-test (src/dns/selftest.ts) like a
+ * validating resolver — ietf.org secure, dnssec-failed.org SERVFAIL — so a relay in trust-ad mode
+ * does not hold its DANE deliveries (issue 13). Tests of a resolver that does not validate turn it
+ * off or override the names with `behave`/`remove`.
+ */
+export async function startDnsServer(opts: { zones?: Zone[]; records?: Rr[]; selfTest?: boolean } = {}): Promise<TestDns> {
   const s = new DnsTestServer();
+  if (opts.selfTest !== false) {
+    s.zones.push({ name: 'ietf.org', secure: true });
+    s.records.push({ name: 'ietf.org', type: 'A', data: '192.0.2.80' });
+    s.behave('dnssec-failed.org', 'A', 'servfail');
+  }
   s.zones.push(...(opts.zones ?? []));
   s.records.push(...(opts.records ?? []));
   await s.start();

@@ -208,9 +208,16 @@ export function b32hex(b: Buffer): string {
   if (bits) s += B32[(v << (5 - bits)) & 31];
   return s;
 }
+/** Memo of NSEC3 hashes: the test server hashes each wanted name once per NSEC3 record it looks at. */
+const NSEC3_MEMO = new Map<string, Buffer>();
 export function nsec3HashOf(name: string, salt: Buffer, iterations: number): Buffer {
+  const key = `${norm(name)}|${salt.toString('hex')}|${iterations}`;
+  const hit = NSEC3_MEMO.get(key);
+  if (hit) return hit;
   let h = createHash('sha1').update(wireName(name)).update(salt).digest();
   for (let i = 0; i < iterations; i++) h = createHash('sha1').update(h).update(salt).digest();
+  if (NSEC3_MEMO.size > 100_000) NSEC3_MEMO.clear();
+  NSEC3_MEMO.set(key, h);
   return h;
 }
 

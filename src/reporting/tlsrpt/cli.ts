@@ -10,7 +10,7 @@
 import { join, resolve } from 'node:path';
 import { ensurePrivateDir, writePrivateFileAtomic, writePrivateFileNew } from '../../files/private.js';
 import { loadConfig } from '../../config/load.js';
-import { StubResolver } from '../../dns/stub.js';
+import { resolverFor } from '../../dns/factory.js';
 import { TlsrptService, tlsrptSettings, type Log } from './daily.js';
 import { dayOf, isDay, nextDay, type ReportJson } from './report.js';
 import { dkimKeygen } from './mail.js';
@@ -79,7 +79,7 @@ export async function tlsrptCli(argv: string[], out: NodeJS.WritableStream, err:
   const force = argv.includes('--force');
   const domain = argValue(argv, '--domain');
   const settings = tlsrptSettings(config);
-  const resolver = new StubResolver({ servers: config.resolvedResolvers, timeoutMs: config.dns.timeout, attempts: config.dns.attempts });
+  const resolver = resolverFor(config);
   const svc = await TlsrptService.open({ settings, resolver, log: quiet(err, sub === 'send'), now: Date.now, readOnly: sub === 'show' });
   try {
     const reports = await svc.build(day, domain ? [domain] : undefined);

@@ -22,6 +22,7 @@ import { ensurePrivateSubdir, readFileNoFollow } from '../../files/private.js';
 import { TlsrptDiscovery } from './discovery.js';
 import { TlsrptRecorder } from './recorder.js';
 import { HttpsSender, type HttpsOptions } from './https.js';
+import { mailtoTargetProblem } from './targets.js';
 import { checkDkimKey, composeReportMail, type DkimKey } from './mail.js';
 import { aLabel, buildReport, dayOf, isDay, makeReportId, nextDay, reportFilename, submitterOf, type ReportJson } from './report.js';
 
@@ -33,6 +34,8 @@ export interface TlsrptSettings {
   retentionDays: number;
   maxDelayMs: number;
   dkim?: DkimKey;
+  /** `tlsrpt.allow_private_targets`: rua may point at special-purpose addresses and address literals (targets.ts) */
+  allowPrivateTargets: boolean;
 }
 
 /** The `tlsrpt:` config section with its defaults applied; reads the DKIM key (clear error if unreadable). */
@@ -57,6 +60,7 @@ export function tlsrptSettings(cfg: LoadedConfig): TlsrptSettings {
     retentionDays: t.retention_days,
     maxDelayMs: t.max_delay,
     dkim,
+    allowPrivateTargets: t.allow_private_targets,
   };
 }
 
@@ -126,7 +130,8 @@ export class TlsrptService {
   private constructor(readonly store: TlsrptStore, private readonly deps: ServiceDeps) {
     this.discovery = new TlsrptDiscovery(deps.resolver, deps.now);
     this.recorder = new TlsrptRecorder({ store, discovery: this.discovery, now: deps.now, log: deps.log });
-    this.https = new HttpsSender(deps.settings.dir, { ...deps.https, now: deps.now, log: deps.log });
+    // Report hosts are looked up through the relay's own resolver and checked (targets.ts, issue 13).
+    this.https = new HttpsSender(deps.settings.dir, { ...deps.https, now: deps.now, log: deps.log, resolver: deps.resolver, allowPrivateTargets: deps.settings.allowPrivateTargets });
   }
 
   static async open(deps: ServiceDeps): Promise<TlsrptService> {
@@ -294,10 +299,17 @@ export class TlsrptService {
       this.deps.log.warn({ day, domain, bytes: r.gz.length, limit }, 'tlsrpt: report too large for receivers; not sent');
       return finish({ day, domain, result: 'dropped', detail: `report is ${r.gz.length} bytes gzipped, over the ${limit} bytes receivers accept (RFC 8460 §5.2)`, reportId });
     }
-    const mailto = disc.rua.flatMap((u) => (u.scheme === 'mailto' ? [u.address] : []));
-    const urls = disc.rua.flatMap((u) => (u.scheme === 'https' ? [u.url] : []));
     const done: string[] = [];
     const problems: string[] = [];
+    const mailto = disc.rua.flatMap((u) => {
+      if (u.scheme !== 'mailto') return [];
+      const refused = mailtoTargetProblem(u.address, this.deps.settings.allowPrivateTargets);
+      if (!refused) return [u.address];
+      this.deps.log.warn({ day, domain, rua: u.uri, reason: refused }, 'tlsrpt: rua target refused');
+      problems.push(`refused: ${refused}`);
+      return [];
+    });
+    const urls = disc.rua.flatMap((u) => (u.scheme === 'https' ? [u.url] : []));
     const submit = opts.submit ?? this.submit;
     if (mailto.length) {
       if (!this.deps.settings.dkim) problems.push('mailto skipped: tlsrpt.dkim is not configured (RFC 8460 §3: reports MUST be DKIM-signed)');
@@ -310,10 +322,11 @@ export class TlsrptService {
     }
     if (urls.length) {
       // TLSRPT-47: one accepting endpoint is enough; with mail already queued, no retries are kept.
-      const accepted = await this.https.send({ id: `${day}-${domain}-${reportId.split('.').pop()}`, day, domain, filename: r.filename, urls, body: r.gz.toString('base64') });
-      if (accepted) done.push(`https accepted (${urls.join(', ')})`);
+      const sent = await this.https.send({ id: `${day}-${domain}-${reportId.split('.').pop()}`, day, domain, filename: r.filename, urls, body: r.gz.toString('base64') });
+      if (sent === 'accepted') done.push(`https accepted (${urls.join(', ')})`);
+      else if (sent === 'refused') problems.push(`https refused: every rua https target is one the relay must not send to (${urls.join(', ')})`);
       else if (done.length) await fsp.rm(join(this.https.pendingDir, `${day}-${domain}-${reportId.split('.').pop()}.json`), { force: true });
-      else return finish({ day, domain, result: 'pending', detail: `https failed; retrying for 24 h (${urls.join(', ')})`, reportId });
+      else if (sent === 'pending') return finish({ day, domain, result: 'pending', detail: `https failed; retrying for 24 h (${urls.join(', ')})`, reportId });
     }
     if (done.length) return finish({ day, domain, result: 'sent', detail: [...done, ...problems].join('; '), reportId });
     return finish({ day, domain, result: 'dropped', detail: problems.join('; ') || 'no usable rua', reportId });

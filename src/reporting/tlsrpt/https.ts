@@ -6,14 +6,20 @@
  *
  * node:https rather than the built-in fetch: fetch cannot take a per-request CA (tests, private
  * report endpoints) or a timeout per stage without undici, which is not a dependency here.
+ *
+ * The report host is resolved through the relay's Resolver and checked (targets.ts, issue 13); the
+ * connection goes to that checked address, with the URL's host as SNI, Host header and certificate name.
  */
 import https from 'node:https';
+import type { LookupFunction } from 'node:net';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
+import type { Resolver } from '../../dns/types.js';
 import { writeFileDurable } from './store.js';
 import { ensurePrivateSubdir, readFileNoFollow } from '../../files/private.js';
+import { httpsTarget, type HttpsTarget } from './targets.js';
 
-export interface PostResult { ok: boolean; status?: number; error?: string }
+export interface PostResult { ok: boolean; status?: number; error?: string; /** the target was not allowed (targets.ts): not retried */ refused?: boolean }
 
 export interface HttpsOptions {
   /** extra trust anchors for report endpoints (PEM); default: the system store */
@@ -21,8 +27,19 @@ export interface HttpsOptions {
   timeoutMs?: number;
 }
 
-/** One POST; resolves with the outcome, never rejects. */
-export function postReport(url: string, body: Buffer, opts: HttpsOptions & { gzip?: boolean; userAgent?: string } = {}): Promise<PostResult> {
+/** A lookup that only ever returns the checked address: node:https asks no resolver of its own. */
+function pinned(t: HttpsTarget): LookupFunction {
+  return ((_host: string, options: { all?: boolean }, cb: (...a: unknown[]) => void) => {
+    if (options?.all) cb(null, [{ address: t.address, family: t.family }]);
+    else cb(null, t.address, t.family);
+  }) as unknown as LookupFunction;
+}
+
+/**
+ * One POST to `target` (the checked address of the URL's host: `httpsTarget`); resolves with the
+ * outcome, never rejects. TLS is checked against the URL's host name, as for any https URL.
+ */
+export function postReport(url: string, body: Buffer, opts: HttpsOptions & { target: HttpsTarget; gzip?: boolean; userAgent?: string }): Promise<PostResult> {
   return new Promise((resolve) => {
     let u: URL;
     try { u = new URL(url); } catch { resolve({ ok: false, error: `bad URL ${url}` }); return; }
@@ -38,6 +55,7 @@ export function postReport(url: string, body: Buffer, opts: HttpsOptions & { gzi
         'User-Agent': opts.userAgent ?? 'dane-relay-tlsrpt',
       },
       ...(opts.ca ? { ca: opts.ca } : {}),
+      lookup: pinned(opts.target),
     }, (res) => {
       res.resume();
       res.on('end', () => finish({ ok: res.statusCode! >= 200 && res.statusCode! < 300, status: res.statusCode }));
@@ -48,6 +66,8 @@ export function postReport(url: string, body: Buffer, opts: HttpsOptions & { gzi
     req.end(body);
   });
 }
+
+export type SendOutcome = 'accepted' | 'pending' | 'refused' | 'dropped';
 
 export const RETRY_WINDOW_MS = 24 * 3600_000;
 const FIRST_RETRY_MS = 60_000;
@@ -78,53 +98,83 @@ export interface HttpsLog {
   warn(obj: object, msg: string): void;
 }
 
+export interface SenderOptions extends HttpsOptions {
+  now: () => number;
+  log?: HttpsLog;
+  /** the relay's Resolver: report hosts are looked up through it */
+  resolver?: Resolver;
+  /** `tlsrpt.allow_private_targets` */
+  allowPrivateTargets?: boolean;
+}
+
 /** Durable https sends: first attempt now, then retries from `<dir>/pending/<id>.json` until accepted or 24 h passed. */
 export class HttpsSender {
   readonly pendingDir: string;
 
-  constructor(private readonly dir: string, private readonly opts: HttpsOptions & { now: () => number; log?: HttpsLog }) {
+  constructor(private readonly dir: string, private readonly opts: SenderOptions) {
     this.pendingDir = join(dir, 'pending');
+  }
+
+  /** Resolve and check the target (targets.ts), then POST to it. */
+  async post(url: string, body: Buffer, what: { day?: string; domain?: string } = {}): Promise<PostResult> {
+    const t = await httpsTarget(url, { resolver: this.opts.resolver, allowPrivate: !!this.opts.allowPrivateTargets });
+    if (!t.ok) {
+      if (t.refused) this.opts.log?.warn({ ...what, url, reason: t.reason }, 'tlsrpt: rua target refused');
+      return { ok: false, error: t.reason, refused: t.refused };
+    }
+    return postReport(url, body, { ...this.opts, target: t });
   }
 
   private async tryAll(p: PendingSend): Promise<PostResult & { url?: string }> {
     const body = Buffer.from(p.body, 'base64');
     const errors: string[] = [];
+    let refused = 0;
     for (const url of p.urls) {
-      const r = await postReport(url, body, this.opts);
+      const r = await this.post(url, body, { day: p.day, domain: p.domain });
       if (r.ok) return { ...r, url };
-      errors.push(`${url}: ${r.status ? `HTTP ${r.status}` : r.error}`);
+      if (r.refused) refused++;
+      errors.push(r.refused ? `refused: ${r.error}` : `${url}: ${r.status ? `HTTP ${r.status}` : r.error}`);
     }
-    return { ok: false, error: errors.join('; ') };
+    return { ok: false, error: errors.join('; '), refused: refused === p.urls.length };
   }
 
-  /** First attempt; on failure the send is kept on disk for retries. Returns whether an endpoint accepted it. */
-  async send(p: Omit<PendingSend, 'created' | 'attempts' | 'next'>): Promise<boolean> {
+  /**
+   * First attempt; on failure the send is kept on disk for retries (`pending`). `refused`: every target
+   * is one the relay must not send to (targets.ts), nothing is kept; `dropped`: the retry window is over.
+   */
+  async send(p: Omit<PendingSend, 'created' | 'attempts' | 'next'>): Promise<SendOutcome> {
     const now = this.opts.now();
     const full: PendingSend = { ...p, created: now, attempts: 0, next: now };
     return this.attempt(full);
   }
 
-  private async attempt(p: PendingSend): Promise<boolean> {
+  private async attempt(p: PendingSend): Promise<SendOutcome> {
     const r = await this.tryAll(p);
     const file = join(this.pendingDir, `${p.id}.json`);
     p.attempts++;
     if (r.ok) {
       this.opts.log?.info({ day: p.day, domain: p.domain, url: r.url, status: r.status, attempts: p.attempts }, 'tlsrpt: report accepted over https');
       await fsp.rm(file, { force: true });
-      return true;
+      return 'accepted';
     }
     p.lastError = r.error;
+    if (r.refused) {
+      // Every target is one the relay must not send to: retrying cannot help.
+      this.opts.log?.warn({ day: p.day, domain: p.domain, error: r.error }, 'tlsrpt: https report not sent: every rua target refused');
+      await fsp.rm(file, { force: true });
+      return 'refused';
+    }
     p.next = this.opts.now() + retryDelay(p.attempts);
     if (p.next > p.created + RETRY_WINDOW_MS) {
       // TLSRPT-48: reports are optional; after 24 hours the report is dropped.
       this.opts.log?.warn({ day: p.day, domain: p.domain, attempts: p.attempts, error: r.error }, 'tlsrpt: https report given up after 24 hours');
       await fsp.rm(file, { force: true });
-      return false;
+      return 'dropped';
     }
     this.opts.log?.warn({ day: p.day, domain: p.domain, attempts: p.attempts, error: r.error, next: new Date(p.next).toISOString() }, 'tlsrpt: https report failed; will retry');
     await ensurePrivateSubdir(this.dir, 'pending');
     await writeFileDurable(file, JSON.stringify(p));
-    return false;
+    return 'pending';
   }
 
   async pending(): Promise<PendingSend[]> {

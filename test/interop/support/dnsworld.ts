@@ -102,6 +102,12 @@ export interface DnsAnswer { rcode: string; ad: boolean; answers: dnsPacket.Answ
 
 export interface DnsWorldOptions {
   zones: ZoneSpec[];
+  /**
+   * Also serve the names of the relay's DNSSEC self-test (src/dns/selftest.ts: ietf.org signed,
+   * dnssec-failed.org with a broken signature), as the real Internet does; default true. In trust-ad
+   * mode a failing self-test holds every delivery that needs DANE (issue 13).
+   */
+  selfTestZones?: boolean;
   /** default 127.0.53.1 port 10053 (Unbound reaches it through a stub zone for the root, so a
    * system nsd or resolver on a wildcard :53 does not collide with it) */
   nsdAddress?: string;
@@ -233,6 +239,12 @@ function breakSignatures(signed: string, targets: { owner: string; type: string 
 export const NS_NAME = 'ns.';
 
 /** Build, sign and serve the zones; resolve when Unbound answers a validated root query. */
+/** The self-test's names (SelfTestResult's defaults) under the private root: one signed, one with a broken signature. */
+export const SELFTEST_ZONES: ZoneSpec[] = [
+  { name: 'ietf.org', records: ['@ A 127.0.99.80', 'txt TXT "dane-relay self-test: signed"'] },
+  { name: 'dnssec-failed.org', records: ['@ A 127.0.99.81', 'txt TXT "dane-relay self-test: broken"'], breakSignatures: [{ owner: 'dnssec-failed.org', type: 'A' }] },
+];
+
 export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
   const nsdIp = opts.nsdAddress ?? '127.0.53.1';
   const unboundIp = opts.unboundAddress ?? '127.0.53.53';
@@ -246,7 +258,7 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
   const zonesDir = join(dir, 'zones');
   mkdirSync(keysDir);
   mkdirSync(zonesDir);
-  const zones = completeZones(opts.zones);
+  const zones = completeZones([...opts.zones, ...(opts.selfTestZones === false ? [] : SELFTEST_ZONES)]);
   const all = new Set(zones.map((z) => z.name));
   const childrenOf = new Map<string, ZoneSpec[]>();
   for (const z of zones) {
