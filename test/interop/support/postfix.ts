@@ -12,10 +12,10 @@
  * one Maildir we read back; the listener that took a message is in its Received header.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { own } from './reaper.js';
 
 const POSTFIX = '/usr/sbin/postfix';
@@ -62,6 +62,33 @@ function postfixIds(): { uid: number; gid: number } {
   return { uid, gid };
 }
 
+/** Can `ids` traverse `dir` and every directory above it (by the mode bits that apply to them)? */
+function traversable(dir: string, ids: { uid: number; gid: number }): boolean {
+  for (let d = dir; ; d = dirname(d)) {
+    const st = statSync(d);
+    const bit = st.uid === ids.uid ? 0o100 : st.gid === ids.gid ? 0o010 : 0o001;
+    if (!(st.mode & bit)) return false;
+    if (d === dirname(d)) return true;
+  }
+}
+
+/**
+ * Where Postfix's directories go. Its daemons run as the postfix user, who must traverse every
+ * directory above the queue, data and mailbox directories, and its config lists split on
+ * whitespace. TMPDIR may be neither (a private 0700 directory, a path with spaces: issue 20), and
+ * then the system's /tmp (mode 1777) is used; if that will not do either, the error says why.
+ */
+export function postfixTmpdir(): string {
+  const ids = postfixIds();
+  const tried: string[] = [];
+  for (const d of [tmpdir(), '/tmp']) {
+    if (/[\s,"'$]/.test(d)) { tried.push(`${d}: Postfix settings cannot hold its characters`); continue; }
+    if (!traversable(d, ids)) { tried.push(`${d}: the postfix user cannot traverse it`); continue; }
+    return d;
+  }
+  throw new Error(`no temp directory for Postfix (${tried.join('; ')}): set TMPDIR to a directory the postfix user can reach`);
+}
+
 async function assertFree(host: string, port: number): Promise<void> {
   const s = createServer();
   await new Promise<void>((resolve, reject) => {
@@ -99,7 +126,7 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 `;
 
-async function startInstance(name: string, resolver: string, main: Record<string, string>, listeners: string[], baseDir = tmpdir()): Promise<Instance> {
+async function startInstance(name: string, resolver: string, main: Record<string, string>, listeners: string[], baseDir = postfixTmpdir()): Promise<Instance> {
   const dir = mkdtempSync(join(baseDir, `dane-relay-postfix-${name}-`));
   const etc = join(dir, 'etc');
   const spool = join(dir, 'spool');
@@ -207,15 +234,15 @@ export interface PostfixReceivers {
 export async function startPostfixReceivers(opts: {
   listeners: Listener[];
   resolver: string;
-  /** where the receiver's queue and Maildir live (default the OS temp dir). The benchmark puts them
+  /** where the receiver's queue and Maildir live (default postfixTmpdir()). The benchmark puts them
    * on tmpfs (/dev/shm) so that the receiver's own fsyncs do not cap what the relays can show. */
   baseDir?: string;
 }): Promise<PostfixReceivers> {
   for (const l of opts.listeners) await assertFree(l.address, l.port ?? 25);
   const lines: string[] = [];
   let inst: Instance | undefined;
-  const certDir = mkdtempSync(join(tmpdir(), 'dane-relay-postfix-certs-'));
-  const mailBase = mkdtempSync(join(opts.baseDir ?? tmpdir(), 'dane-relay-postfix-mail-'));
+  const certDir = mkdtempSync(join(postfixTmpdir(), 'dane-relay-postfix-certs-'));
+  const mailBase = mkdtempSync(join(opts.baseDir ?? postfixTmpdir(), 'dane-relay-postfix-mail-'));
   const { uid, gid } = postfixIds();
   chownSync(mailBase, uid, gid);
   for (const l of opts.listeners) {
