@@ -68,8 +68,10 @@ describe('examples/dane-relay.service', () => {
     const dir = mkdtempSync(join(tmpdir(), 'dr-unit-'));
     try {
       // verify checks that ExecStart exists: point it at this checkout's launcher, change nothing else.
+      // Quoted as systemd unquotes it: the checkout may sit in a path with spaces.
+      const quoted = `"${CLI.replace(/[\\"]/g, '\\$&').replace(/%/g, '%%').replace(/\$/g, '$$$$')}"`;
       const unit = join(dir, 'dane-relay.service');
-      writeFileSync(unit, unitText.replace(/^ExecStart=\/usr\/local\/bin\/dane-relay /m, `ExecStart=${CLI} `));
+      writeFileSync(unit, unitText.replace(/^ExecStart=\/usr\/local\/bin\/dane-relay /m, () => `ExecStart=${quoted} `));
       const v = await run('systemd-analyze', ['verify', unit]);
       expect(v.stderr + v.stdout).toBe('');
       expect(v.code).toBe(0);
