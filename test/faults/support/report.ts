@@ -63,7 +63,7 @@ const started = Date.now();
 export function record(row: Row): void {
   const stored: Stored = { ...row, scale: SCALE, at: new Date().toISOString(), ms: Date.now() - started };
   console.log(`[faults] ${row.case}: ${fmt(stored)}`);
-  mkdirSync(RESULTS, { recursive: true });
+  mkdirSync(RESULTS, { recursive: true, mode: 0o700 });
   writeFileSync(join(RESULTS, `${slug(row.case)}.json`), JSON.stringify(stored));
   writeReport();
 }
