@@ -131,14 +131,18 @@ async function startInstance(name: string, resolver: string, main: Record<string
   const etc = join(dir, 'etc');
   const spool = join(dir, 'spool');
   const data = join(dir, 'data');
-  chmodSync(dir, 0o755); // the postfix user traverses it to data_directory and the queue
-  mkdirSync(etc);
-  mkdirSync(spool);
-  mkdirSync(data);
+  // Modes set explicitly, whatever the umask (a 077 one leaves all of these to root alone): the
+  // postfix user traverses dir to data_directory and the queue, and its libc reads resolv.conf.
+  chmodSync(dir, 0o755);
+  for (const d of [etc, spool, data]) {
+    mkdirSync(d);
+    chmodSync(d, 0o755);
+  }
   const { uid, gid } = postfixIds();
   chownSync(data, uid, gid);
   const resolvConf = join(dir, 'resolv.conf');
   writeFileSync(resolvConf, `# private to the ${name} Postfix namespace\nnameserver ${resolver.replace(/:53$/, '')}\noptions edns0 trust-ad\n`);
+  chmodSync(resolvConf, 0o644);
   const maillog = join(dir, 'maillog');
   const base: Record<string, string> = {
     compatibility_level: '3.6',
@@ -167,6 +171,7 @@ async function startInstance(name: string, resolver: string, main: Record<string
   };
   writeFileSync(join(etc, 'main.cf'), Object.entries(base).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
   writeFileSync(join(etc, 'master.cf'), MASTER_BASE + listeners.join('\n') + '\n');
+  for (const f of ['main.cf', 'master.cf']) chmodSync(join(etc, f), 0o644);
 
   // Validate first: a config error is clearer from postfix check than from a dead master.
   try {
