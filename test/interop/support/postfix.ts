@@ -12,11 +12,11 @@
  * one Maildir we read back; the listener that took a message is in its Received header.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { own } from './reaper.js';
+import { reachableTmpdir } from '../../support/reachable.js';
 
 const POSTFIX = '/usr/sbin/postfix';
 const POSTQUEUE = '/usr/sbin/postqueue';
@@ -62,31 +62,13 @@ function postfixIds(): { uid: number; gid: number } {
   return { uid, gid };
 }
 
-/** Can `ids` traverse `dir` and every directory above it (by the mode bits that apply to them)? */
-function traversable(dir: string, ids: { uid: number; gid: number }): boolean {
-  for (let d = dir; ; d = dirname(d)) {
-    const st = statSync(d);
-    const bit = st.uid === ids.uid ? 0o100 : st.gid === ids.gid ? 0o010 : 0o001;
-    if (!(st.mode & bit)) return false;
-    if (d === dirname(d)) return true;
-  }
-}
-
 /**
  * Where Postfix's directories go. Its daemons run as the postfix user, who must traverse every
  * directory above the queue, data and mailbox directories, and its config lists split on
- * whitespace. TMPDIR may be neither (a private 0700 directory, a path with spaces: issue 20), and
- * then the system's /tmp (mode 1777) is used; if that will not do either, the error says why.
+ * whitespace: TMPDIR may be neither (a private 0700 directory, a path with spaces: issue 20).
  */
 export function postfixTmpdir(): string {
-  const ids = postfixIds();
-  const tried: string[] = [];
-  for (const d of [tmpdir(), '/tmp']) {
-    if (/[\s,"'$]/.test(d)) { tried.push(`${d}: Postfix settings cannot hold its characters`); continue; }
-    if (!traversable(d, ids)) { tried.push(`${d}: the postfix user cannot traverse it`); continue; }
-    return d;
-  }
-  throw new Error(`no temp directory for Postfix (${tried.join('; ')}): set TMPDIR to a directory the postfix user can reach`);
+  return reachableTmpdir(postfixIds(), { plain: true });
 }
 
 async function assertFree(host: string, port: number): Promise<void> {
