@@ -30,11 +30,11 @@ const DAY = '2025-03-01';
 const END = Date.parse('2025-03-02T00:00:00Z');
 const P = policyKey({ type: 'no-policy-found', strings: [], domain: 'x' });
 
-function setup(clock: { t: number }, opts: { dkim?: boolean } = {}) {
+function setup(clock: { t: number }, opts: { dkim?: boolean; allowPrivateTargets?: boolean } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tlsrpt-daily-'));
   dirs.push(dir);
   const settings: TlsrptSettings = {
-    dir, organizationName: 'T', contactInfo: 'tlsrpt@relay.test', submitter: 'relay.test', retentionDays: 30, maxDelayMs: 0, allowPrivateTargets: false,
+    dir, organizationName: 'T', contactInfo: 'tlsrpt@relay.test', submitter: 'relay.test', retentionDays: 30, maxDelayMs: 0, allowPrivateTargets: opts.allowPrivateTargets ?? false,
     dkim: opts.dkim === false ? undefined : { domain: 'relay.test', selector: 'tlsrpt', privateKey: dkimKeygen({}).privateKeyPem },
   };
   const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
@@ -133,7 +133,7 @@ describe('TLSRPT daily job', () => {
   });
 
   it('under umask 000 nothing it creates is writable by group or others: an outbox anyone could fill would be mail sent from the null sender', async () => {
-    // an https rua where nothing listens: the report goes to pending/ for a retry
+    // an https rua on loopback (allowed for this test) where nothing listens: the report goes to pending/ for a retry
     const closed = createServer();
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
     const port = (closed.address() as { port: number }).port;
@@ -142,7 +142,7 @@ describe('TLSRPT daily job', () => {
     const old = process.umask(0);
     try {
       const clock = { t: END + SETTLE_MS + 60_000 };
-      const s = setup(clock);
+      const s = setup(clock, { allowPrivateTargets: true });
       rmSync(s.dir, { recursive: true }); // created from scratch under this umask, top directory too
       const svc = await s.open();
       for (const d of ['a.test', 'h.test']) svc.store.add(DAY, d, P, true);
