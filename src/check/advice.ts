@@ -1,6 +1,6 @@
 /**
  * Advice for a domain's owner (pure), from what `check` saw, after the breakage patterns of the
- * field reports (shared/background: USENIX'22 "DANE mismanagement" — missing DS, TLSA not updated
+ * field reports (USENIX'22 "DANE mismanagement" — missing DS, TLSA not updated
  * after renewal, Let's Encrypt intermediate rotation; Dukhovni "Real World DANE" — publish
  * current + next, monitor TLSA against the live chain) and RFC 7671 §8 (key rollover).
  */

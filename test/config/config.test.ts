@@ -1,11 +1,20 @@
-import { describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { afterAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, parseConfigText, resolvConfNameservers } from '../../src/config/load.js';
 import { trustAdProblem, isLoopbackServer } from '../../src/dns/trust.js';
 import { main } from '../../src/cli.js';
 import { Writable } from 'node:stream';
+
+const dirs: string[] = [];
+afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+/** a temp directory of this file's, removed at its end */
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'cfg-'));
+  dirs.push(d);
+  return d;
+}
 
 function errorsOf(text: string): string[] {
   try { parseConfigText(text); } catch (e) { if (e instanceof ConfigError) return e.problems; throw e; }
@@ -42,7 +51,7 @@ describe('configuration', () => {
   });
   it('resolvers default to /etc/resolv.conf nameservers', () => {
     expect(resolvConfNameservers('# c\nnameserver 10.1.2.3\nnameserver fe80::1%eth0\nsearch x\n')).toEqual(['10.1.2.3:53', '[fe80::1]:53']);
-    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    const dir = tempDir();
     writeFileSync(join(dir, 'c.yml'), 'queue_dir: spool\n');
     writeFileSync(join(dir, 'resolv.conf'), 'nameserver 127.0.0.53\n');
     const c = loadConfig(join(dir, 'c.yml'), { resolvConf: join(dir, 'resolv.conf') });
@@ -79,7 +88,7 @@ describe('configuration', () => {
     expect(trustAdProblem({ ...base, resolvedResolvers: ['127.0.0.55:53', '127.0.0.1:53'] })).toBeUndefined();
   });
   it('`dane-relay config check` exits 0 on a good file and 2 with the error on a bad one', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    const dir = tempDir();
     writeFileSync(join(dir, 'good.yml'), 'dns:\n  resolvers: ["127.0.0.1:53"]\n');
     writeFileSync(join(dir, 'bad.yml'), 'delivery:\n  prot: 25\n');
     writeFileSync(join(dir, 'remote.yml'), 'dns:\n  mode: trust-ad\n  resolvers: ["10.0.0.53:53"]\n');
@@ -92,7 +101,7 @@ describe('configuration', () => {
     expect(err.text).toContain('not on loopback');
   });
   it('config.example.yml is valid', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    const dir = tempDir();
     writeFileSync(join(dir, 'resolv.conf'), 'nameserver 127.0.0.53\n');
     const ex = loadConfig(join(__dirname, '../../config.example.yml'), { resolvConf: join(dir, 'resolv.conf') });
     expect(ex.resolvedResolvers).toEqual(['127.0.0.53:53']);

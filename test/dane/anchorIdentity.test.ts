@@ -120,7 +120,7 @@ describe('issue13 defect 5: each DNS-derived DANE-TA certificate has its own ide
           }
         },
       ),
-      { seed: 20261313, numRuns: 300 },
+      { seed: 20261313, numRuns: 80 },
     );
   });
 });

@@ -18,8 +18,9 @@ const MX = 'mx.example.test';
 const T: SmtpTimeouts = {
   connect: 3000, greeting: 3000, ehlo: 3000, starttls: 3000, mail: 3000, rcpt: 3000, data: 3000, data_block: 5000, data_done: 5000,
 };
-const SHORT: SmtpTimeouts = {
-  connect: 400, greeting: 400, ehlo: 400, starttls: 400, mail: 400, rcpt: 400, data: 400, data_block: 400, data_done: 400,
+/** for stages whose timeout is not under test */
+const PATIENT: SmtpTimeouts = {
+  connect: 60_000, greeting: 60_000, ehlo: 60_000, starttls: 60_000, mail: 60_000, rcpt: 60_000, data: 60_000, data_block: 60_000, data_done: 60_000,
 };
 
 let ca: Issued;
@@ -494,11 +495,10 @@ describe('SmtpSession: hostile and broken peers', () => {
       };
       flood();
     });
-    const t0 = performance.now();
     const err = await expectSmtpError(SmtpSession.connect(target(peer), options({ mode: 'none' })));
+    // the bound, not a timeout, ended it (a timeout would be stage ehlo)
     expect(err.stage).toBe('protocol');
     expect(err.message).toMatch(/exceeds 512 lines/);
-    expect(performance.now() - t0).toBeLessThan(2000); // the bound, not a timeout, ended it
   });
 
   it('RFC 5321 §4.2 malformed reply line: protocol error', async () => {
@@ -521,19 +521,21 @@ describe('SmtpSession: hostile and broken peers', () => {
     expect(peer.bytesAfter('STARTTLS')).toBe(0);
   });
 
-  const stalls: Array<[NonNullable<ReceiverOptions['stall']>, string]> = [
-    ['greeting', 'greeting'],
-    ['ehlo', 'ehlo'],
-    ['mail', 'mail'],
-    ['rcpt', 'rcpt'],
-    ['data', 'data'],
-    ['dot', 'data'],
+  // The stalled stage's timeout is short, every other one patient: a busy machine that delays a
+  // well-behaved stage must not make it time out first (the reply's "after 400 ms" names the timer).
+  const stalls: Array<[NonNullable<ReceiverOptions['stall']>, string, keyof SmtpTimeouts]> = [
+    ['greeting', 'greeting', 'greeting'],
+    ['ehlo', 'ehlo', 'ehlo'],
+    ['mail', 'mail', 'mail'],
+    ['rcpt', 'rcpt', 'rcpt'],
+    ['data', 'data', 'data'],
+    ['dot', 'data', 'data_done'],
   ];
-  it.each(stalls)('RFC 5321 §4.5.3.2 peer stalls at %s: timeout with stage %s, connection dropped', async (stall, stage) => {
+  it.each(stalls)('RFC 5321 §4.5.3.2 peer stalls at %s: timeout with stage %s, connection dropped', async (stall, stage, timer) => {
     const r = await receiver({ stall });
-    const t0 = performance.now();
+    const timeouts = { ...PATIENT, [timer]: 400 };
     const run = async (): Promise<void> => {
-      const sess = await SmtpSession.connect(target(r), options({ mode: 'none' }, SHORT));
+      const sess = await SmtpSession.connect(target(r), options({ mode: 'none' }, timeouts));
       try {
         await deliver(sess);
       } finally {
@@ -544,7 +546,6 @@ describe('SmtpSession: hostile and broken peers', () => {
     expect(err.stage).toBe(stage);
     expect(err.timeout).toBe(true);
     expect(err.message).toMatch(/timeout after 400 ms/);
-    expect(performance.now() - t0).toBeLessThan(3000);
     expect(r.messages).toHaveLength(0);
   });
 });

@@ -168,8 +168,9 @@ describe('old spool files (format v1)', () => {
   it('an 8-bit message written by the v1 spool is scanned and converted for a 7-bit server', async () => {
     const rx = await mx('example.com', { eightBitMime: false });
     const queue = join(w.dir, 'queue');
-    mkdirSync(join(queue, 'msg'), { recursive: true });
-    writeFileSync(join(queue, 'msg', '01m8000000000abc'), readFileSync(join(import.meta.dirname, '..', 'spool', 'fixtures', 'v1-message')));
+    // 0700/0600 whatever the umask, as the relay makes them: it refuses a spool others can write
+    mkdirSync(join(queue, 'msg'), { recursive: true, mode: 0o700 });
+    writeFileSync(join(queue, 'msg', '01m8000000000abc'), readFileSync(join(import.meta.dirname, '..', 'spool', 'fixtures', 'v1-message')), { mode: 0o600 });
     await w.start();
     await rx.waitFor(1);
     const got = rx.messages[0]!;

@@ -16,7 +16,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureBuilt, CLI } from '../support/build.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
@@ -24,12 +23,15 @@ import { submit } from '../support/mail.js';
 import { makeSelfSigned } from '../support/pki.js';
 import { freePort, runCli, sleep } from '../support/relayProcess.js';
 import { removeThrowawayUsers, skipReason, throwawayUser, type LocalUser } from '../support/users.js';
+import { publicRuntime, reachableTmpdir, type PublicRuntime } from '../support/reachable.js';
 import { hashPassword } from '../../src/ingress/users.js';
 
 if (skipReason) console.warn(`SKIPPED test/e2e/sharedHost.test.ts: ${skipReason}`);
 
 let dns: TestDns;
 let dir: string;
+/** the relay for processes started as a throwaway user, who may not be able to read this checkout */
+let runtime: PublicRuntime;
 const VICTIM = 'victim: must never change\n';
 let victim = '';
 
@@ -39,7 +41,9 @@ beforeAll(async () => {
   dns = await startDnsServer();
   // every destination is dead: messages stay deferred in the spool
   dns.add({ name: 'dead.test', type: 'MX', data: { preference: 10, exchange: 'mx.dead.test' } }, { name: 'mx.dead.test', type: 'A', data: '127.0.0.61' });
-  dir = mkdtempSync(join(tmpdir(), 'dr-shared-'));
+  runtime = publicRuntime();
+  // TMPDIR may be private (issue 20): the throwaway users must reach their directories below this one
+  dir = mkdtempSync(join(reachableTmpdir('anyone'), 'dr-shared-'));
   chmodSync(dir, 0o711); // throwaway users may pass through to their own directories, not list this one
   victim = join(dir, 'victim');
   writeFileSync(victim, VICTIM, { mode: 0o644 });
@@ -50,6 +54,7 @@ afterAll(async () => {
   await dns?.close();
   removeThrowawayUsers();
   rmSync(dir, { recursive: true, force: true });
+  runtime?.remove();
 });
 
 let seq = 0;
@@ -63,6 +68,7 @@ function relayConfig(opts: { port: number; listenHost?: string; extra?: string; 
   writeFileSync(cfg, `listen: ["${opts.listenHost ?? '127.0.0.1'}:${opts.port}"]\nhostname: relay.test\nqueue_dir: ${queue}\n` +
     `dns:\n  mode: trust-ad\n  resolvers: ["${dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
     `delivery:\n  tls_level: may\n  timeouts: { connect: 1s }\nqueue:\n  min_backoff: 1h\n  max_backoff: 2h\n  run_interval: 200ms\n${opts.extra ?? ''}`, { mode: 0o644 });
+  chmodSync(cfg, 0o644); // readable by the throwaway users whatever the umask (077 makes it 0600)
   return { cfg, base, queue };
 }
 
@@ -70,7 +76,7 @@ interface Proc { child: ChildProcess; output: () => string; exit: Promise<number
 
 /** The relay CLI as a process, optionally under `umask` or as another user; resolves once started (or exited). */
 async function serve(cfg: string, opts: { umask?: string; as?: LocalUser } = {}): Promise<Proc & { started: boolean }> {
-  const args = [CLI, 'serve', '--config', cfg];
+  const args = [opts.as ? runtime.cli : CLI, 'serve', '--config', cfg];
   const child = opts.umask
     ? spawn('sh', ['-c', `umask ${opts.umask} && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.as ? { uid: opts.as.uid, gid: opts.as.gid } : {}) });

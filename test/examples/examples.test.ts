@@ -5,7 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, CLI } from '../support/build.js';
@@ -68,8 +68,12 @@ describe('examples/dane-relay.service', () => {
     const dir = mkdtempSync(join(tmpdir(), 'dr-unit-'));
     try {
       // verify checks that ExecStart exists: point it at this checkout's launcher, change nothing else.
+      // Quoted as systemd unquotes it: the checkout may sit in a path with spaces.
+      const quoted = `"${CLI.replace(/[\\"]/g, '\\$&').replace(/%/g, '%%').replace(/\$/g, '$$$$')}"`;
       const unit = join(dir, 'dane-relay.service');
-      writeFileSync(unit, unitText.replace(/^ExecStart=\/usr\/local\/bin\/dane-relay /m, `ExecStart=${CLI} `));
+      // 0644 whatever the umask: systemd warns about a world-writable unit file.
+      writeFileSync(unit, unitText.replace(/^ExecStart=\/usr\/local\/bin\/dane-relay /m, () => `ExecStart=${quoted} `));
+      chmodSync(unit, 0o644);
       const v = await run('systemd-analyze', ['verify', unit]);
       expect(v.stderr + v.stdout).toBe('');
       expect(v.code).toBe(0);
@@ -78,7 +82,8 @@ describe('examples/dane-relay.service', () => {
       expect(score).toBeLessThan(2.5);
       // And verify is not a rubber stamp: a broken value is reported.
       const broken = join(dir, 'broken.service');
-      writeFileSync(broken, unitText.replace(/^ExecStart=\/usr\/local\/bin\/dane-relay /m, `ExecStart=${CLI} `).replace('ProtectSystem=strict', 'ProtectSystem=stricter'));
+      writeFileSync(broken, unitText.replace(/^ExecStart=\/usr\/local\/bin\/dane-relay /m, () => `ExecStart=${quoted} `).replace('ProtectSystem=strict', 'ProtectSystem=stricter'));
+      chmodSync(broken, 0o644);
       expect((await run('systemd-analyze', ['verify', broken])).stderr).toContain('Failed to parse protect system value');
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -38,7 +38,7 @@ beforeAll(async () => {
   // The spool on a tmpfs unless FAULTS_CRASH_DISK=1: a SIGKILL does not drop the page cache, so
   // what this proves — the order of rename, 250 and state writes — is the same on any file
   // system, and fsync costs nothing here. (Power loss is another matter, not tested here.)
-  fs = process.env.FAULTS_CRASH_DISK ? { mnt: '', skip: 'disk', unmount: () => undefined } : mountTmpfs('2g', 'dane-relay-crash-spool-');
+  fs = process.env.FAULTS_CRASH_DISK ? { mnt: '', skip: 'disk', unmount: () => undefined } : mountTmpfs('2g', 'dane-relay-crash-spool-', 'the spool is on disk (slower; it proves the same ordering)');
 }, 120_000);
 afterAll(async () => {
   await rx?.close();

@@ -32,6 +32,13 @@ const SOCKET_LOOKUPS = 500 * SCALE;
  */
 const VALIDATOR_LOOKUPS = 100_000 * SCALE;
 const VALIDATOR_SOCKET_LOOKUPS = 500 * SCALE;
+/**
+ * No wall-clock bound on the in-process fuzzes: each lookup is bounded (lookupOnce counts one that
+ * does not settle within its hangMs as a hang), so the run ends; how long 100,000 lookups take is a
+ * matter of the machine's load (over 300 s with two suites on a busy 2-core machine), a figure for the
+ * report and the benchmarks, not a pass mark.
+ */
+const UNBOUNDED = 0;
 
 
 /** Secure data with records for every target: MX, A (direct and through a secure CNAME), TLSA (direct and through a CNAME). */
@@ -109,7 +116,7 @@ describe(`garbage DNS (seed ${SEED})`, () => {
       expect(st.errors).toBeGreaterThan(LOOKUPS / 10);
       expect(st.secure).toBeGreaterThan(LOOKUPS / 20);
       for (const m of MUTATIONS) expect(st.byMutation[m] ?? 0).toBeGreaterThan(0);
-    }, 240_000 * SCALE);
+    }, UNBOUNDED);
   }
 
   it(`DANE-1, DANE-33 DNSSEC validator (src/dnssec/resolver.ts, dns.mode validate): ${VALIDATOR_LOOKUPS} lookups through signed zones with mutated replies, in process — no crash, no hang, never a downgrade`, async () => {
@@ -122,7 +129,7 @@ describe(`garbage DNS (seed ${SEED})`, () => {
     expect(st.bogus).toBeGreaterThan(VALIDATOR_LOOKUPS / 20);
     for (const t of world.targets) expect(st.secureByTarget[`${t.name}|${t.type}`] ?? 0).toBeGreaterThan(VALIDATOR_LOOKUPS / 100);
     for (const m of [...MUTATIONS, ...DNSSEC_MUTATIONS]) expect(st.byMutation[m] ?? 0).toBeGreaterThan(0);
-  }, 300_000 * SCALE);
+  }, UNBOUNDED);
 
   it('the validator oracle is not vacuous: a resolver that does not validate (the trust-AD stub behind an upstream that never sets AD) is counted as downgrading', async () => {
     const st = await fuzzValidator(

@@ -25,7 +25,7 @@ let dns: TestDns;
 let rx: Receiver;
 let dir: string;
 /** mounted when the file is collected, so a machine without mount rights skips with the reason */
-const fs: Tmpfs = mountTmpfs(DISK, 'dane-relay-fulldisk-');
+const fs: Tmpfs = mountTmpfs(DISK, 'dane-relay-fulldisk-', 'the full-disk case is SKIPPED (it needs a disk that really fills up)');
 
 beforeAll(async () => {
   ensureBuilt();

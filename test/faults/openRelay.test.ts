@@ -29,7 +29,7 @@ beforeAll(async () => {
   w.dns.add({ name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.dest.test' } }, { name: 'mx.dest.test', type: 'A', data: rx.host });
   const cert = await makeSelfSigned({ dnsNames: ['relay.test'] });
   const users = join(w.dir, 'users');
-  writeFileSync(users, `alice:${await hashPassword('wonderland')}\nbob:${await hashPassword('builder')}\n`);
+  writeFileSync(users, `alice:${await hashPassword('wonderland')}\nbob:${await hashPassword('builder')}\n`, { mode: 0o600 }); // 0600 whatever the umask
   await w.start({
     relay_clients: ['127.0.0.99/32'],
     delivery: { tls_level: 'may' },

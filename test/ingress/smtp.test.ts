@@ -33,9 +33,10 @@ beforeAll(async () => {
   certFile = join(root, 'cert.pem');
   keyFile = join(root, 'key.pem');
   writeFileSync(certFile, certPem);
-  writeFileSync(keyFile, keyPem);
+  // secrets 0600 whatever the umask: the relay refuses ones others can write (umask 000 makes 0666)
+  writeFileSync(keyFile, keyPem, { mode: 0o600 });
   usersFile = join(root, 'users');
-  writeFileSync(usersFile, `# test users\nalice:${await hashPassword('wonderland')}\n`);
+  writeFileSync(usersFile, `# test users\nalice:${await hashPassword('wonderland')}\n`, { mode: 0o600 });
 });
 
 afterEach(closeIngresses);
@@ -251,7 +252,7 @@ describe('AUTH', () => {
 
   it('SIGHUP reload of the users file: a good file takes effect at once, a bad one is rejected whole and the previous users stay', async () => {
     const file = join(root, `users-reload-${++seq}`);
-    writeFileSync(file, `alice:${await hashPassword('wonderland')}\n`);
+    writeFileSync(file, `alice:${await hashPassword('wonderland')}\n`, { mode: 0o600 });
     const h = await start({ ...tlsCfg(), users_file: file });
     const auth = async (b64: string) => {
       const c = await h.connect();

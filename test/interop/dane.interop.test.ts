@@ -18,14 +18,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildCases, type CaseWorld } from './support/cases.js';
 import { startDnsWorld, type DnsWorld } from './support/dnsworld.js';
 import { describeVerdict, rcptOf, settle, type Queued } from './support/outcome.js';
-import { startPostfixReceivers, startPostfixRelay, type PostfixReceivers, type PostfixRelay } from './support/postfix.js';
+import { postfixTmpdir, startPostfixReceivers, startPostfixRelay, type PostfixReceivers, type PostfixRelay } from './support/postfix.js';
 import { startRelay, swaks, type DnsMode, type RelayProcessHandle } from './support/relay.js';
 import type { Verdict } from './support/cases.js';
 import { ensureBuilt } from '../support/build.js';
 import { configSchema } from '../../src/config/schema.js';
 import { buildTlsrptWorld, type TlsrptWorld } from './support/tlsrptCases.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Resolver as NodeResolver } from 'node:dns/promises';
 import { simpleParser } from 'mailparser';
@@ -38,7 +37,8 @@ const MODES = (process.env.INTEROP_DNS_MODES ?? 'trust-ad,validate').split(',').
 const HAS_POLICY = 'policy' in configSchema.shape;
 // top-level await: the cases (with their fresh certificates) exist when the tests are declared
 const world: CaseWorld = await buildCases({ policy: HAS_POLICY });
-const policyDir = mkdtempSync(join(tmpdir(), 'dane-relay-interop-policy-'));
+// Postfix reads smtp_tls_policy_maps from here too (postfixTmpdir: a directory its user can reach)
+const policyDir = mkdtempSync(join(postfixTmpdir(), 'dane-relay-interop-policy-'));
 /** our relay's policy section and Postfix's smtp_tls_policy_maps, when the world has policy cases */
 const policyYaml = world.policy ? (() => {
   writeFileSync(join(policyDir, 'tls_policy'), world.policy.tlsPolicy.join('\n') + '\n');

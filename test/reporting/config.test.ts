@@ -32,7 +32,7 @@ describe('tlsrpt config', () => {
   });
 
   it('TLSRPT-44 every key named in the issue is accepted; the DKIM key file is read relative to the config', () => {
-    writeFileSync(join(dir, 'k.pem'), dkimKeygen({}).privateKeyPem);
+    writeFileSync(join(dir, 'k.pem'), dkimKeygen({}).privateKeyPem, { mode: 0o600 }); // a secret: 0600 whatever the umask
     const s = tlsrptSettings(load(`tlsrpt:
   enabled: true
   organization_name: Example Operator
@@ -59,7 +59,7 @@ describe('tlsrpt config', () => {
     const log = { info() {}, warn() {}, debug() {} };
     const open = (pem: string) => {
       const f = `k${Math.random().toString(36).slice(2)}.pem`;
-      writeFileSync(join(dir, f), pem);
+      writeFileSync(join(dir, f), pem, { mode: 0o600 });
       const settings = tlsrptSettings(load(`tlsrpt: { contact_info: r@relay.example.net, dir: t-${f}, dkim: { domain: relay.example.net, key_file: ${f} } }`));
       return TlsrptService.open({ settings, resolver: noDns, log, now: Date.now });
     };

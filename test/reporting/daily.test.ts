@@ -3,7 +3,8 @@
  * does not hold back the others, and a day is planned only after its plan is durably written, and
  * read again until it has settled.
  */
-import { mkdtempSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, existsSync, readdirSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -29,11 +30,11 @@ const DAY = '2025-03-01';
 const END = Date.parse('2025-03-02T00:00:00Z');
 const P = policyKey({ type: 'no-policy-found', strings: [], domain: 'x' });
 
-function setup(clock: { t: number }, opts: { dkim?: boolean } = {}) {
+function setup(clock: { t: number }, opts: { dkim?: boolean; allowPrivateTargets?: boolean } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tlsrpt-daily-'));
   dirs.push(dir);
   const settings: TlsrptSettings = {
-    dir, organizationName: 'T', contactInfo: 'tlsrpt@relay.test', submitter: 'relay.test', retentionDays: 30, maxDelayMs: 0, allowPrivateTargets: false,
+    dir, organizationName: 'T', contactInfo: 'tlsrpt@relay.test', submitter: 'relay.test', retentionDays: 30, maxDelayMs: 0, allowPrivateTargets: opts.allowPrivateTargets ?? false,
     dkim: opts.dkim === false ? undefined : { domain: 'relay.test', selector: 'tlsrpt', privateKey: dkimKeygen({}).privateKeyPem },
   };
   const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
@@ -129,5 +130,43 @@ describe('TLSRPT daily job', () => {
     svc.start(async () => 'q');
     await svc.stop();
     expect(s.warnings.map((w) => w.msg)).toContain('tlsrpt: tlsrpt.dkim is not configured; reports to mailto: addresses cannot be signed and will not be sent (https reports are)');
+  });
+
+  it('under umask 000 nothing it creates is writable by group or others: an outbox anyone could fill would be mail sent from the null sender', async () => {
+    // an https rua on loopback (allowed for this test) where nothing listens: the report goes to pending/ for a retry
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as { port: number }).port;
+    await new Promise((r) => closed.close(r));
+    dns.add({ name: '_smtp._tls.h.test', type: 'TXT', data: `v=TLSRPTv1; rua=https://127.0.0.1:${port}/tlsrpt` });
+    const old = process.umask(0);
+    try {
+      const clock = { t: END + SETTLE_MS + 60_000 };
+      const s = setup(clock, { allowPrivateTargets: true });
+      rmSync(s.dir, { recursive: true }); // created from scratch under this umask, top directory too
+      const svc = await s.open();
+      for (const d of ['a.test', 'h.test']) svc.store.add(DAY, d, P, true);
+      await svc.store.flush();
+      svc.start(async () => 'q');
+      await svc.tick();
+      await svc.toOutbox({ kind: 'tlsrpt', from: '', recipients: ['reports@a.test'], smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: clock.t }, Buffer.from('Subject: x\r\n\r\nx\r\n'));
+      await svc.stop();
+      const modes = new Map<string, string>();
+      const walk = (d: string) => {
+        for (const e of readdirSync(d, { withFileTypes: true })) {
+          const p = join(d, e.name);
+          modes.set(p.slice(s.dir.length) + (e.isDirectory() ? '/' : ''), (statSync(p).mode & 0o777).toString(8));
+          if (e.isDirectory()) walk(p);
+        }
+      };
+      modes.set('/', (statSync(s.dir).mode & 0o777).toString(8));
+      walk(s.dir);
+      // everything the job writes is there: counts, plan, sent, outbox, pending
+      expect([...modes.keys()].filter((k) => k.endsWith('/')).sort()).toEqual(['/', '/counts/', '/outbox/', '/pending/', '/plan/', '/sent/', `/sent/${DAY}/`]);
+      expect([...modes].filter(([, m]) => Number.parseInt(m, 8) & 0o022)).toEqual([]);
+    } finally {
+      process.umask(old);
+      dns.remove('_smtp._tls.h.test', 'TXT');
+    }
   });
 });

@@ -41,7 +41,7 @@ async function failingDaneDomain(txt: string) {
 function dkimSetup() {
   const k = dkimKeygen({ selector: 'tlsrpt', domain: 'relay.test' });
   const keyFile = join(w.dir, 'dkim.pem');
-  writeFileSync(keyFile, k.privateKeyPem);
+  writeFileSync(keyFile, k.privateKeyPem, { mode: 0o600 }); // a secret: 0600 whatever the umask
   publishDkim(w.dns, k.name, k.txt);
   return { domain: 'relay.test', selector: 'tlsrpt', key_file: keyFile };
 }

@@ -146,7 +146,7 @@ describe('recipient state updates', () => {
 });
 
 /** A 1 MB tmpfs, if this machine lets us mount one (we need root and CAP_SYS_ADMIN). */
-const tmpfs = mountTmpfs('1m', 'spool-tmpfs-');
+const tmpfs = mountTmpfs('1m', 'spool-tmpfs-', 'the real ENOSPC case is SKIPPED');
 afterAll(() => tmpfs.unmount());
 
 describe('real ENOSPC', () => {

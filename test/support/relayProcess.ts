@@ -36,9 +36,9 @@ export class RelayProcess {
   /** `port`: the SMTP listen port, when known: an open port also says "started" (quiet log levels) */
   constructor(readonly configFile: string, readonly port?: number) {}
 
-  /** `as`: run as another user (the tests run as root, for whom no file is read-only) */
-  async start(env: Record<string, string> = {}, as?: { uid: number; gid: number }): Promise<void> {
-    const child = this.launch(env, as);
+  /** `prefix`: a command the relay is started under (e.g. ./modes.ts's setpriv, so file modes bind root too) */
+  async start(env: Record<string, string> = {}, prefix: string[] = []): Promise<void> {
+    const child = this.launch(env, prefix);
     const deadline = Date.now() + 15_000;
     while (Date.now() < deadline) {
       // the start line is logged at info; at a quieter log level the open port says it
@@ -50,9 +50,10 @@ export class RelayProcess {
   }
 
   /** Spawns the relay without waiting for it to listen (to kill it during start-up and recovery). */
-  launch(env: Record<string, string> = {}, as?: { uid: number; gid: number }): ChildProcess {
+  launch(env: Record<string, string> = {}, prefix: string[] = []): ChildProcess {
     this.output = '';
-    const child = spawn(process.execPath, [CLI, 'serve', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, ...as });
+    const argv = [...prefix, process.execPath, CLI, 'serve', '--config', this.configFile];
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     this.child = child;
     const keep = (d: Buffer) => {
       this.output += d;

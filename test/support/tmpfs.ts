@@ -1,6 +1,7 @@
 /**
  * A private tmpfs of a given size, for tests that need a disk that really fills up (ENOSPC) or a
- * spool whose fsyncs cost nothing. Needs root and CAP_SYS_ADMIN; without them `skip` says why.
+ * spool whose fsyncs cost nothing. Needs root and CAP_SYS_ADMIN; without them `skip` says why, and
+ * so does the run's output (`without`: what the test does instead), so no test is skipped silently.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmdirSync } from 'node:fs';
@@ -17,13 +18,15 @@ export interface Tmpfs {
 }
 
 /** `size` as mount(8) takes it: "1m", "64m". */
-export function mountTmpfs(size: string, prefix = 'dane-relay-tmpfs-'): Tmpfs {
+export function mountTmpfs(size: string, prefix: string, without: string): Tmpfs {
   const mnt = mkdtempSync(join(tmpdir(), prefix));
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt], { stdio: 'pipe' });
   } catch (e) {
     rmdirSync(mnt);
-    return { mnt: '', skip: `cannot mount a tmpfs: ${String((e as Error).message).split('\n')[0]}`, unmount: () => undefined };
+    const skip = `cannot mount a tmpfs (needs root): ${String((e as { stderr?: unknown }).stderr ?? (e as Error).message).trim().split('\n')[0]}`;
+    console.warn(`${prefix.replace(/-$/, '')}: ${skip}; ${without}`);
+    return { mnt: '', skip, unmount: () => undefined };
   }
   let mounted = true;
   return {

@@ -35,9 +35,12 @@ export interface Row {
 
 interface Stored extends Row { scale: number; at: string; ms?: number }
 
-/** Rows of this checkout only: two clones running the suite at once must not mix their figures. */
+/**
+ * Rows of this checkout and user only: two clones running the suite at once must not mix their
+ * figures, and a directory another user left at the same path must not make the faults fail.
+ */
 const RESULTS = process.env.FAULTS_RESULTS_DIR
-  ?? join(tmpdir(), `dane-relay-faults-results-${createHash('sha256').update(ROOT).digest('hex').slice(0, 12)}`);
+  ?? join(tmpdir(), `dane-relay-faults-results-${createHash('sha256').update(`${process.getuid?.() ?? ''}:${ROOT}`).digest('hex').slice(0, 12)}`);
 /**
  * FAULTS_REPORT=<file> (`npm run reliability` sets RELIABILITY.md) rewrites the generated table in that
  * file. A plain `npm test` only prints the rows: a test run never modifies a tracked file.
@@ -60,7 +63,7 @@ const started = Date.now();
 export function record(row: Row): void {
   const stored: Stored = { ...row, scale: SCALE, at: new Date().toISOString(), ms: Date.now() - started };
   console.log(`[faults] ${row.case}: ${fmt(stored)}`);
-  mkdirSync(RESULTS, { recursive: true });
+  mkdirSync(RESULTS, { recursive: true, mode: 0o700 });
   writeFileSync(join(RESULTS, `${slug(row.case)}.json`), JSON.stringify(stored));
   writeReport();
 }

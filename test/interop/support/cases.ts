@@ -4,10 +4,10 @@
  * demands — where the message ends up (which listener, over TLS or not), or that it stays
  * deferred, or that it bounces. The same cases drive our relay and Postfix (the differential).
  *
- * Sources: the DANE digest's ten test cases (/work/shared/spec/dane-smtp.md) and the field
- * breakages in /work/shared/background (missing DS, stale 3 1 1 after a key change, 2 1 1 pinned to
- * a replaced intermediate, TLSA SERVFAIL on one MX, NSEC3 and Ed25519 zones, expired signatures,
- * wrong DS).
+ * Sources: the DANE digest's ten test cases (docs/spec/dane-smtp.md) and the breakages field
+ * reports describe (Dukhovni's "Real World DANE", USENIX Security '22 "DANE mismanagement"):
+ * missing DS, stale 3 1 1 after a key change, 2 1 1 pinned to a replaced intermediate, TLSA
+ * SERVFAIL on one MX, NSEC3 and Ed25519 zones, expired signatures, wrong DS.
  */
 import { chainPem, makeCa, makeIntermediate, makeLeaf, makeSelfSigned, tlsaData, type Issued } from '../../support/pki.js';
 import type { ZoneSpec } from './dnsworld.js';

@@ -14,9 +14,9 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { own } from './reaper.js';
+import { reachableTmpdir } from '../../support/reachable.js';
 
 const POSTFIX = '/usr/sbin/postfix';
 const POSTQUEUE = '/usr/sbin/postqueue';
@@ -62,6 +62,15 @@ function postfixIds(): { uid: number; gid: number } {
   return { uid, gid };
 }
 
+/**
+ * Where Postfix's directories go. Its daemons run as the postfix user, who must traverse every
+ * directory above the queue, data and mailbox directories, and its config lists split on
+ * whitespace: TMPDIR may be neither (a private 0700 directory, a path with spaces: issue 20).
+ */
+export function postfixTmpdir(): string {
+  return reachableTmpdir(postfixIds(), { plain: true });
+}
+
 async function assertFree(host: string, port: number): Promise<void> {
   const s = createServer();
   await new Promise<void>((resolve, reject) => {
@@ -99,19 +108,23 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 `;
 
-async function startInstance(name: string, resolver: string, main: Record<string, string>, listeners: string[], baseDir = tmpdir()): Promise<Instance> {
+async function startInstance(name: string, resolver: string, main: Record<string, string>, listeners: string[], baseDir = postfixTmpdir()): Promise<Instance> {
   const dir = mkdtempSync(join(baseDir, `dane-relay-postfix-${name}-`));
   const etc = join(dir, 'etc');
   const spool = join(dir, 'spool');
   const data = join(dir, 'data');
-  chmodSync(dir, 0o755); // the postfix user traverses it to data_directory and the queue
-  mkdirSync(etc);
-  mkdirSync(spool);
-  mkdirSync(data);
+  // Modes set explicitly, whatever the umask (a 077 one leaves all of these to root alone): the
+  // postfix user traverses dir to data_directory and the queue, and its libc reads resolv.conf.
+  chmodSync(dir, 0o755);
+  for (const d of [etc, spool, data]) {
+    mkdirSync(d);
+    chmodSync(d, 0o755);
+  }
   const { uid, gid } = postfixIds();
   chownSync(data, uid, gid);
   const resolvConf = join(dir, 'resolv.conf');
   writeFileSync(resolvConf, `# private to the ${name} Postfix namespace\nnameserver ${resolver.replace(/:53$/, '')}\noptions edns0 trust-ad\n`);
+  chmodSync(resolvConf, 0o644);
   const maillog = join(dir, 'maillog');
   const base: Record<string, string> = {
     compatibility_level: '3.6',
@@ -140,6 +153,7 @@ async function startInstance(name: string, resolver: string, main: Record<string
   };
   writeFileSync(join(etc, 'main.cf'), Object.entries(base).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
   writeFileSync(join(etc, 'master.cf'), MASTER_BASE + listeners.join('\n') + '\n');
+  for (const f of ['main.cf', 'master.cf']) chmodSync(join(etc, f), 0o644);
 
   // Validate first: a config error is clearer from postfix check than from a dead master.
   try {
@@ -207,15 +221,15 @@ export interface PostfixReceivers {
 export async function startPostfixReceivers(opts: {
   listeners: Listener[];
   resolver: string;
-  /** where the receiver's queue and Maildir live (default the OS temp dir). The benchmark puts them
+  /** where the receiver's queue and Maildir live (default postfixTmpdir()). The benchmark puts them
    * on tmpfs (/dev/shm) so that the receiver's own fsyncs do not cap what the relays can show. */
   baseDir?: string;
 }): Promise<PostfixReceivers> {
   for (const l of opts.listeners) await assertFree(l.address, l.port ?? 25);
   const lines: string[] = [];
   let inst: Instance | undefined;
-  const certDir = mkdtempSync(join(tmpdir(), 'dane-relay-postfix-certs-'));
-  const mailBase = mkdtempSync(join(opts.baseDir ?? tmpdir(), 'dane-relay-postfix-mail-'));
+  const certDir = mkdtempSync(join(postfixTmpdir(), 'dane-relay-postfix-certs-'));
+  const mailBase = mkdtempSync(join(opts.baseDir ?? postfixTmpdir(), 'dane-relay-postfix-mail-'));
   const { uid, gid } = postfixIds();
   chownSync(mailBase, uid, gid);
   for (const l of opts.listeners) {

@@ -1,5 +1,5 @@
 /**
- * The TLSRPT digest's cases that are about what reaches receivers (/work/shared/spec/tlsrpt.md,
+ * The TLSRPT digest's cases that are about what reaches receivers (docs/spec/tlsrpt.md,
  * cases 1, 7 and 9, and 3, 4, 10 checked on the reports as received), in the interop world: policy domains whose DANE fails (sessions counted as
  * failures), `_smtp._tls` TXT records served by nsd and validated by Unbound, rua mailboxes that
  * are Postfix listeners — one with good DANE, one whose DANE is broken (the loop guard) — and a
