@@ -79,8 +79,8 @@ export async function main(argv: string[], rawOut: NodeJS.WritableStream = proce
       const file = argv[2];
       if (!file) { err.write(`${USAGE}\n`); return 2; }
       const config = loadConfig(file);
-      // Every check `serve` makes before it listens (config/preflight.ts): what passes here starts.
-      const { startupProblems } = await import('./config/preflight.js');
+      // Every check `serve` makes before it listens (src/preflight.ts): what passes here starts.
+      const { startupProblems } = await import('./preflight.js');
       const problems = await startupProblems(config);
       if (problems.length) {
         err.write(`${file}: would not start\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);
@@ -90,26 +90,26 @@ export async function main(argv: string[], rawOut: NodeJS.WritableStream = proce
       return 0;
     }
     if (cmd === 'queue' && sub) {
-      const { queueCli } = await import('./control/cli.js');
+      const { queueCli } = await import('./commands/queue.js');
       return await queueCli(argv.slice(1), out, err);
     }
     if (cmd === 'check') {
-      const { runCheck } = await import('./check/cli.js');
+      const { runCheck } = await import('./commands/check.js');
       return await runCheck(argv, out, err);
     }
     if (cmd === 'tlsa') {
-      const { runTlsa } = await import('./check/cli.js');
+      const { runTlsa } = await import('./commands/check.js');
       return await runTlsa(argv, out, err);
     }
     if (cmd === 'tlsrpt' || (cmd === 'dkim' && sub === 'keygen')) {
-      const { tlsrptCli } = await import('./reporting/tlsrpt/cli.js');
+      const { tlsrptCli } = await import('./commands/tlsrpt.js');
       return await tlsrptCli(argv, out, err);
     }
     if (cmd === 'dns' && sub === 'lookup') {
       const rest = argv.slice(2);
       const [name, type] = rest.filter((a, i) => !a.startsWith('--') && rest[i - 1] !== '--config');
       if (!name || !type) { err.write(`${USAGE}\n`); return 2; }
-      const { dnsLookupCommand } = await import('./dnssec/cli.js');
+      const { dnsLookupCommand } = await import('./commands/dns.js');
       return await dnsLookupCommand({ name, type, configFile: argValue(argv, '--config'), json: argv.includes('--json'), out, err });
     }
     if (cmd === 'hash-password') {

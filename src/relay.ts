@@ -8,18 +8,18 @@ import type { LoadedConfig } from './config/load.js';
 import { Spool } from './spool/spool.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { Ingress } from './ingress/server.js';
-import { resolverFor } from './dns/factory.js';
-import { assertStartable, startupPaths } from './config/preflight.js';
+import { resolverFor } from './config/resolver.js';
+import { assertStartable, startupPaths } from './preflight.js';
 import type { Resolver } from './dns/types.js';
 import type { DeliveryDeps } from './delivery/deliver.js';
 import { makeLogger } from './log.js';
 import { OwnEndpoints, type Endpoint } from './route/self.js';
-import { parseHostPort } from './config/schema.js';
+import { metricsEndpoint, parseHostPort } from './config/schema.js';
 import { SelfTestMonitor } from './dns/selftest.js';
 import { fanOutEvents, type RelayEvents } from './metrics/events.js';
 import type { PolicyStore, ReloadResult } from './policy/store.js';
 import { policyStoreFor } from './policy/config.js';
-import { ExceptionProber } from './policy/probe.js';
+import { ExceptionProber } from './check/probe.js';
 import { MxFactsStore } from './policy/mxFacts.js';
 import type { ControlServer } from './control/server.js';
 import type { SelfTestResult } from './dns/selftest.js';
@@ -28,7 +28,7 @@ import type { MetricsServer } from './metrics/http.js';
 import type { Readiness } from './metrics/readiness.js';
 import type { TlsrptService } from './reporting/tlsrpt/daily.js';
 import type { HttpsOptions } from './reporting/tlsrpt/https.js';
-import { dropPrivileges, handOverState, privilegePlan, stateDirs } from './privileges.js';
+import { dropPrivileges, handOverState, privilegePlan, stateDirs } from './files/privileges.js';
 import { currentIdentity, startupFileProblems, UnsafeStateError } from './files/checks.js';
 import type { QueuedMessage, SpoolWriter } from './spool/types.js';
 
@@ -137,7 +137,7 @@ export class Relay {
     let spool: Spool;
     try {
       await checkFiles(cfg, log, tlsrptDir, controlSocketPath(cfg));
-      // The rest of what `dane-relay config check` checks (config/preflight.ts), as the user the relay runs
+      // The rest of what `dane-relay config check` checks (src/preflight.ts), as the user the relay runs
       // as, before the spool, the resolver or any listener of ours is opened (an injected resolver is the caller's).
       await assertStartable(cfg, { trustCheck: !opts.resolver, files: false, ingress: !early });
       // The relay's clock: signature windows and cache ages follow it.
@@ -236,7 +236,8 @@ export class Relay {
           // the same condition as the start-up self-test: DANE by default or by a tls_policy entry
           selfTest: daneInForce ? () => selfTests.current('readyz') : undefined, initialSelfTest: selfTestRun,
         });
-        const server = await Server.start({ listen: cfg.metrics.listen, allowRemote: cfg.metrics.allow_remote, registry: metricsEvents.registry, readiness, log })
+        const metricsCfg = cfg.metrics;
+        const server = await Promise.resolve().then(() => Server.start({ listen: metricsEndpoint(metricsCfg), registry: metricsEvents.registry, readiness, log }))
           .catch((e) => { log.error({ err: e }, `METRICS NOT AVAILABLE: ${(e as Error).message}`); return undefined; });
         if (server) metrics = { events: metricsEvents, readiness, server };
       }

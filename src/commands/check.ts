@@ -7,12 +7,12 @@
 import { readFileSync } from 'node:fs';
 import { loadConfig } from '../config/load.js';
 import { trustAdProblem } from '../dns/trust.js';
-import { resolverFor } from '../dns/factory.js';
+import { resolverFor } from '../config/resolver.js';
 import { policyStoreFor } from '../policy/config.js';
-import { inspectDomain, exitCodeOf, type InspectReport } from './inspect.js';
-import { adviceFor } from './advice.js';
-import { formatReport } from './format.js';
-import { certificatesFrom, formatSuggestions, suggestTlsa } from './tlsaCert.js';
+import { inspectDomain, exitCodeOf, type InspectReport } from '../check/inspect.js';
+import { adviceFor } from '../check/advice.js';
+import { formatReport } from '../check/format.js';
+import { certificatesFrom, formatSuggestions, suggestTlsa } from '../check/tlsaCert.js';
 import { normalizeDomain } from '../policy/tables.js';
 import { addressLiteral } from '../route/mx.js';
 import { printableJson } from '../text/printable.js';

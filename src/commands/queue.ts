@@ -5,9 +5,9 @@
  */
 import { loadConfig } from '../config/load.js';
 import { formatListing } from '../spool/inspect.js';
-import { COMMANDS, ControlError, formatResult, parseRequest } from './commands.js';
-import { runQueueCommand } from './client.js';
-import { dropForCli } from '../privileges.js';
+import { COMMANDS, ControlError, formatResult, parseRequest } from '../control/commands.js';
+import { runQueueCommand } from '../control/client.js';
+import { dropForCli } from '../files/privileges.js';
 import { printableJson } from '../text/printable.js';
 
 const OPTIONS_WITH_VALUE = new Set(['--config']);

@@ -8,14 +8,14 @@
  * and never submits over SMTP (that would turn a report into an ordinary, DANE-enforced message).
  */
 import { join, resolve } from 'node:path';
-import { ensurePrivateDir, writePrivateFileAtomic, writePrivateFileNew } from '../../files/private.js';
-import { loadConfig } from '../../config/load.js';
-import { resolverFor } from '../../dns/factory.js';
-import { TlsrptService, tlsrptSettings, type Log } from './daily.js';
-import { dayOf, isDay, nextDay, type ReportJson } from './report.js';
-import { dkimKeygen } from './mail.js';
-import { dropForCli } from '../../privileges.js';
-import { printableJson } from '../../text/printable.js';
+import { ensurePrivateDir, writePrivateFileAtomic, writePrivateFileNew } from '../files/private.js';
+import { loadConfig } from '../config/load.js';
+import { resolverFor } from '../config/resolver.js';
+import { TlsrptService, tlsrptSettings, type Log } from '../reporting/tlsrpt/daily.js';
+import { dayOf, isDay, nextDay, type ReportJson } from '../reporting/tlsrpt/report.js';
+import { dkimKeygen } from '../reporting/tlsrpt/mail.js';
+import { dropForCli } from '../files/privileges.js';
+import { printableJson } from '../text/printable.js';
 
 const USAGE = `usage:
   dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]

@@ -11,15 +11,15 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createSecureContext } from 'node:tls';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { ConfigError, trustAnchorsProblem, type LoadedConfig } from './load.js';
-import { trustAdProblem } from '../dns/trust.js';
-import { policyStoreFor } from '../policy/config.js';
-import { Users } from '../ingress/users.js';
-import { tlsrptSettings } from '../reporting/tlsrpt/daily.js';
-import { checkDkimKey } from '../reporting/tlsrpt/mail.js';
-import { currentIdentity, startupFileProblems, type Identity, type StartupPaths } from '../files/checks.js';
-import { privilegePlan } from '../privileges.js';
-import { controlSocketPath } from '../control/server.js';
+import { ConfigError, trustAnchorsProblem, type LoadedConfig } from './config/load.js';
+import { trustAdProblem } from './dns/trust.js';
+import { policyStoreFor } from './policy/config.js';
+import { Users } from './ingress/users.js';
+import { tlsrptSettings } from './reporting/tlsrpt/daily.js';
+import { checkDkimKey } from './reporting/tlsrpt/mail.js';
+import { currentIdentity, startupFileProblems, type Identity, type StartupPaths } from './files/checks.js';
+import { privilegePlan } from './files/privileges.js';
+import { controlSocketPath } from './control/server.js';
 
 export interface PreflightOptions {
   /**
