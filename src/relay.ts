@@ -3,8 +3,7 @@
  * No policy lives here; this is start-up, shutdown and plumbing.
  */
 import type { Logger } from 'pino';
-import { resolve } from 'node:path';
-import type { LoadedConfig } from './config/load.js';
+import { configuredTlsrptDir, type LoadedConfig } from './config/load.js';
 import { Spool } from './spool/spool.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { Ingress } from './ingress/server.js';
@@ -94,7 +93,7 @@ export class Relay {
     const log = opts.log ?? makeLogger(cfg.log.level);
     const now = opts.now ?? Date.now;
     const { controlSocketPath } = await import('./control/server.js');
-    const tlsrptDir = cfg.tlsrpt.enabled ? (cfg.tlsrpt.dir ? resolve(cfg.baseDir, cfg.tlsrpt.dir) : undefined) : undefined;
+    const tlsrptDir = configuredTlsrptDir(cfg);
 
     // Issue 23 §3: root with `user:` binds the SMTP listeners, hands the state directories over
     // and drops to that user before anything else; root without it says why that is risky.
