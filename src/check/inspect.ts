@@ -145,8 +145,8 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
       hr.tlsa = hp.tlsaRecords.map((r) => ({ record: formatTlsa(r), usable: isUsable(r), selected: selected.has(r) }));
     }
     report.hosts.push(hr);
-    if (hp.skip || !hp.plan) {
-      hr.skip = { reason: hp.skip?.reason ?? 'no TLS plan', code: hp.skip?.code ?? '4.4.1' };
+    if (hp.kind === 'skip') {
+      hr.skip = { reason: hp.skip.reason, code: hp.skip.code };
       failures.push(`${h.host}: ${hr.skip.reason}`);
       continue;
     }

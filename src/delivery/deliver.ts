@@ -236,14 +236,14 @@ export class DestinationRun {
         }
         return { code: '5.4.6', reason: `mail for ${this.domain} loops back to myself: ${where} is this relay's own listen address`, permanent: true };
       }
-      if (hp.skip || !hp.plan) {
-        const reason = hp.skip?.reason ?? 'no TLS plan';
+      if (hp.kind === 'skip') {
+        const reason = hp.skip.reason;
         failures.push(`${h.host}: ${reason}`);
-        codes.push(hp.skip?.code ?? '4.4.1');
+        codes.push(hp.skip.code);
         this.deps.log.info({ domain: this.domain, mx: h.host, skipped: reason, mx_status: hp.mxStatus, address_status: hp.addressStatus, tlsa_status: hp.tlsaStatus }, 'MX host skipped');
         // TLSRPT: a skipped host is one result per DestinationRun, not one per open() (every reconnect).
-        const skipKey = `${h.host}\0${hp.skip?.resultType}`;
-        if (hp.skip?.resultType && !this.skipsRecorded.has(skipKey)) {
+        const skipKey = `${h.host}\0${hp.skip.resultType}`;
+        if (hp.skip.resultType && !this.skipsRecorded.has(skipKey)) {
           this.skipsRecorded.add(skipKey);
           this.deps.onTlsResult?.({ domain: this.domain, host: h.host, ok: false, resultType: hp.skip.resultType, reason, tlsa: tlsaOf(hp.tlsaRecords, hp.tlsaName?.replace(/^_\d+\._tcp\./, '')) });
         }

@@ -6,7 +6,7 @@
  */
 export type DeliveryOutcomeKind = 'delivered' | 'deferred' | 'bounced';
 /** how the session that carried (or failed to carry) the message was protected */
-export type DaneStatus = 'dane-verified' | 'tls-unauthenticated' | 'tls-authenticated' | 'cleartext' | 'none';
+export type DaneStatus = 'dane-verified' | 'tls-unauthenticated' | 'cleartext' | 'none';
 
 export interface RelayEvents {
   /** ingress: a message was committed to the spool */
