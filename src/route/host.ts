@@ -57,7 +57,8 @@ export type SkipCause =
   | { kind: 'lookup-failed'; rrtype: 'A' | 'AAAA' | 'TLSA'; /** error kind (servfail, timeout, …) or DNSSEC status (bogus, indeterminate) */ problem: string }
   | { kind: 'nsec3-iterations'; rrtype: 'MX' | 'A' | 'AAAA' | 'TLSA' }
   | { kind: 'no-address' }
-  | { kind: 'dane-required' };
+  /** `tlsaInsecure`: the TLSA answer was insecure (a zone signed without DS below a secure MX, or a broken denial) */
+  | { kind: 'dane-required'; tlsaInsecure?: boolean };
 
 export interface HostSkip {
   reason: string;
@@ -189,7 +190,9 @@ export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> 
   const d = decideTls({ level: ctx.level, host: mx.host, mxStatus: ctx.mxStatus, tlsa, references: refs });
   const extra = { tlsaName, tlsaStatus, tlsaRecords, ...(tlsaInsecureReason && tlsaStatus === 'insecure' ? { tlsaInsecureReason } : {}) };
   if ('skip' in d) {
-    const cause: SkipCause = d.resultType === 'dnssec-invalid' ? { kind: 'lookup-failed', rrtype: 'TLSA', problem: tlsaProblem ?? 'error' } : { kind: 'dane-required' };
+    const cause: SkipCause = d.resultType === 'dnssec-invalid'
+      ? { kind: 'lookup-failed', rrtype: 'TLSA', problem: tlsaProblem ?? 'error' }
+      : { kind: 'dane-required', ...(tlsaStatus && tlsaStatus !== 'secure' ? { tlsaInsecure: true } : {}) };
     return { ...withAddr, ...extra, kind: 'skip', skip: { reason: d.skip, code: d.resultType === 'dnssec-invalid' ? '4.4.3' : '4.7.5', resultType: d.resultType, cause } };
   }
   return { ...withAddr, ...extra, kind: 'plan', plan: d.plan };

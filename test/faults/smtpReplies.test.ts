@@ -252,7 +252,7 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
   const deps: DeliveryDeps = {
     resolver, heloName: 'relay.test', selfNames: ['relay.test'], port: peer.port, tlsLevel: () => ({ level, rule: 'fuzz' }),
     timeouts: { connect: T * 3, greeting: T, ehlo: T, starttls: T * 3, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-    digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 50, log: pino({ level: 'silent' }), now: Date.now, mimeConversion: conversion,
+    digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 50, subscribers: [], now: Date.now, mimeConversion: conversion,
   };
 
   let run = new DestinationRun(deps, domain);
