@@ -12,7 +12,7 @@ import type { TlsLevel } from '../dane/levels.js';
 import { addressLiteral, type MxDecision } from '../route/mx.js';
 import { planHost, type HostFacts } from '../route/host.js';
 import type { TlsPlan } from '../dane/policy.js';
-import { SmtpSession, SmtpError, type SmtpClientOptions } from './smtpClient.js';
+import { SmtpSession, SmtpError, type Connector, type SmtpClientOptions } from './smtpClient.js';
 import { attemptAddress, requirementFor } from './attempt.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
 import { INTERNAL_ERROR, oneOutcomeEach, outcomeOf, PROTOCOL_ERROR, type RecipientOutcome } from './outcome.js';
@@ -32,6 +32,8 @@ export interface DeliveryDeps {
   /** the destination's TLS level and the rule that chose it (one place decides it) */
   tlsLevel: (domain: string) => { level: TlsLevel; rule: string; trustInsecureMx?: boolean; audit?: boolean; nsec3IterationsInsecure?: boolean; exception?: { underlying: TlsLevel } };
   timeouts: SmtpClientOptions['timeouts'];
+  /** how the SMTP client connects to a host's address (default: TCP, smtpClient.ts `dialTcp`); tests pass an in-process peer */
+  connector?: Connector;
   digestPreference: ('sha512' | 'sha256')[];
   maxMessagesPerConnection: number;
   now: () => number;
@@ -221,6 +223,7 @@ export class DestinationRun {
         const where = `${h.host}[${address}]:${this.deps.port}`;
         const opened = await attemptAddress({ host: h.host, address, port: this.deps.port }, hp.plan, {
           heloName: this.deps.heloName, timeouts: this.deps.timeouts, digestPreference: this.deps.digestPreference, now: this.deps.now, audit: !!this.level.audit,
+          ...(this.deps.connector ? { connector: this.deps.connector } : {}),
         }, {
           after: (r) => {
             const target = { host: h.host, address, port: this.deps.port };

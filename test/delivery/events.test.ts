@@ -13,7 +13,7 @@ import { deliveryMetrics } from '../../src/metrics/delivery.js';
 import type { RelayEvents } from '../../src/metrics/events.js';
 import { tlsrptResultOf, type TlsSessionResult } from '../../src/reporting/tlsrpt/results.js';
 import { RESULT_TYPES, type ResultType } from '../../src/reporting/tlsrpt/report.js';
-import { SmtpError } from '../../src/delivery/smtpClient.js';
+import { SmtpError, type SmtpFailure } from '../../src/delivery/smtpClient.js';
 import type { TlsPlan } from '../../src/dane/policy.js';
 import type { HostFacts } from '../../src/route/host.js';
 import { DEFERRAL_REASONS } from '../../src/metrics/labels.js';
@@ -28,10 +28,8 @@ const encryptUnusable: TlsPlan = { kind: 'encrypt', why: 'no usable', sni: 'mx.d
 const tls = { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384', verified: true };
 const host: HostFacts = { host: 'mx.d.test', preference: 10, addresses: [], mxStatus: 'secure', addressStatus: 'secure', tlsaName: '_25._tcp.mx.d.test', tlsaStatus: 'bogus' };
 const failed = (stage: SmtpError['stage'], verifyReason?: string): SmtpError => {
-  const e = new SmtpError(stage, `failed at ${stage}`, verifyReason ? { verify: { ok: false, reason: verifyReason, detail: verifyReason } } : {});
-  e.localAddress = '127.0.0.1';
-  e.greeting = 'mx.d.test ESMTP';
-  return e;
+  const failure: SmtpFailure = verifyReason ? { kind: 'unauthenticated', verify: { ok: false, reason: verifyReason, detail: verifyReason } } : { kind: stage === 'tls' ? 'tls-handshake' : 'connection', cleartextRetry: false, timedOut: false } as SmtpFailure;
+  return new SmtpError(stage, `failed at ${stage}`, failure, { peer: { localAddress: '127.0.0.1', greeting: 'mx.d.test ESMTP' } });
 };
 const recipient = (result: 'sent' | 'deferred' | 'bounced', code: string, cause?: DeferralCause, relay = true): Extract<DeliveryEvent, { kind: 'recipient' }> => ({
   ...run, kind: 'recipient', queueId: 'q1',

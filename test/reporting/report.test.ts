@@ -148,11 +148,11 @@ describe('RFC 8460 report document', () => {
 
   it('TLSRPT-20 TLSRPT-21 result types and reason codes per the DANE mapping, from typed facts', () => {
     const dane: TlsPlan = { kind: 'dane', why: 'x', sni: 'mx.d.test', baseDomain: 'mx.d.test', records: [], referenceNames: ['mx.d.test'], label: 'verified' };
-    const verify = (reason: string) => new SmtpError('verify', 'TLS peer authentication failed', { verify: { ok: false, reason, detail: reason } });
+    const verify = (reason: string) => new SmtpError('verify', 'TLS peer authentication failed', { kind: 'unauthenticated', verify: { ok: false, reason, detail: reason } });
     expect(attemptResult(verify('dane-no-match'), dane)).toEqual({ resultType: 'certificate-not-trusted', reasonCode: 'dane-no-match' });
     expect(skipResult('dnssec-invalid', { kind: 'lookup-failed', rrtype: 'TLSA', problem: 'servfail' })).toEqual({ resultType: 'dnssec-invalid', reasonCode: 'tlsa-lookup-servfail' });
     expect(skipResult('dane-required', { kind: 'dane-required' })).toEqual({ resultType: 'dane-required', reasonCode: 'no-secure-tlsa' });
-    expect(attemptResult(new SmtpError('tls', 'TLS handshake with mx.d.test failed: wrong version number'), dane)).toEqual({ resultType: 'validation-failure', reasonCode: 'tls-handshake-failure' });
+    expect(attemptResult(new SmtpError('tls', 'TLS handshake with mx.d.test failed: wrong version number', { kind: 'tls-handshake', cleartextRetry: false, timedOut: false }), dane)).toEqual({ resultType: 'validation-failure', reasonCode: 'tls-handshake-failure' });
     expect(attemptResult(verify('something-new'), dane)).toEqual({ resultType: 'validation-failure', reasonCode: 'something-new' });
     // All TLSA records unusable: delivered over unauthenticated TLS (plan encrypt), reported as tlsa-invalid.
     const target = { host: 'mx.d.test', address: '127.0.0.9', port: 25 };
@@ -161,7 +161,7 @@ describe('RFC 8460 report document', () => {
     const enc = sessionCount(opened({ kind: 'encrypt', why: 'no usable', sni: 'mx.d.test', baseDomain: 'mx.d.test', records: [{ usage: 3, selector: 1, matchingType: 9, data: Buffer.from([0xaa]) }] }));
     expect(enc).toMatchObject({ ok: false, policy: { type: 'tlsa', strings: ['3 1 9 AA'] }, detail: { resultType: 'tlsa-invalid', reasonCode: 'no-usable-tlsa' } });
     expect(sessionCount(opened({ kind: 'encrypt', why: 'tls_level encrypt', sni: 'mx.d.test' })).ok).toBe(true);
-    expect(attemptResult(new SmtpError('starttls', 'STARTTLS required'), dane)!.reasonCode).toBeUndefined();
+    expect(attemptResult(new SmtpError('starttls', 'STARTTLS required', { kind: 'tls-required' }), dane)!.reasonCode).toBeUndefined();
     expect(attemptResult(verify('certificate-host-mismatch'), dane)).toEqual({ resultType: 'certificate-host-mismatch' });
     expect(attemptResult(verify('certificate-expired'), dane)).toEqual({ resultType: 'certificate-expired' });
     expect(attemptResult(verify('tlsa-invalid'), dane)).toEqual({ resultType: 'tlsa-invalid' });

@@ -18,7 +18,7 @@ const dane: TlsPlan = { kind: 'dane', why: 'secure TLSA', sni: 'mx.d.test', base
 const encrypt: TlsPlan = { kind: 'encrypt', why: 'tls_level encrypt', sni: 'mx.d.test' };
 const may: TlsPlan = { kind: 'may', why: 'tls_level may', sni: 'mx.d.test' };
 const none: TlsPlan = { kind: 'none', why: 'tls_level none' };
-const err = (stage: SmtpStage, reason?: string) => new SmtpError(stage, `failed at ${stage}`, reason ? { verify: { ok: false, reason, detail: reason } } : {});
+const err = (stage: SmtpStage, reason?: string) => new SmtpError(stage, `failed at ${stage}`, reason ? { kind: 'unauthenticated', verify: { ok: false, reason, detail: reason } } : { kind: 'connection' });
 
 describe('TLSRPT-21 attemptResult: SMTP client failure → result type', () => {
   // [stage, verify reason, plan, expected]
