@@ -16,7 +16,7 @@ import { SmtpSession, SmtpError, type Connector, type SmtpClientOptions } from '
 import { attemptAddress, requirementFor } from './attempt.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
 import { INTERNAL_ERROR, oneOutcomeEach, outcomeOf, PROTOCOL_ERROR, type RecipientOutcome } from './outcome.js';
-import type { CarrierFacts, DeferralCause, DeliveryEvent, DeliverySubscriber, HostFailure } from './events.js';
+import { publish, type CarrierFacts, type DeferralCause, type DeliveryEvent, type DeliverySubscriber, type HostFailure } from './events.js';
 import { outboundBody, type MimeConversion, type OutboundBody } from './body.js';
 import type { BodyFacts } from '../mime/scan.js';
 import type { RcptDsn } from '../dsn/params.js';
@@ -135,9 +135,7 @@ export class DestinationRun {
 
   /** Every fact goes to every subscriber, in order (delivery/events.ts). */
   private readonly emit = (e: DistributiveOmit<DeliveryEvent, 'domain' | 'report'>): void => {
-    const event = { ...e, domain: this.domain, report: this.report } as DeliveryEvent;
-    const send = (x: DeliveryEvent): void => { for (const s of this.deps.subscribers) s(x, send); };
-    send(event);
+    publish(this.deps.subscribers, { ...e, domain: this.domain, report: this.report } as DeliveryEvent);
   };
 
   private policyNow(): ReturnType<DeliveryDeps['tlsLevel']> {

@@ -26,7 +26,7 @@ export interface TlsaFacts { baseDomain: string; records: string[] }
 export type DeferralCause =
   /** DANE-4 / issue 13: trust-ad mode with a failing DNSSEC self-test holds what needs DANE */
   | { kind: 'dnssec-hold' }
-  /** DANE-11: the MX lookup failed (`problem`: error kind or DNSSEC status; `thrown`: the resolver threw) */
+  /** DANE-11: the MX lookup failed (`problem`: the error kind or DNSSEC status; `error` when the resolver threw) */
   | { kind: 'mx-lookup'; problem: string }
   /** the MX answer says no mail (NXDOMAIN, null MX, a loop by name): a bounce */
   | { kind: 'mx-refused' }
@@ -103,22 +103,13 @@ export type DeliveryEventKind = DeliveryEvent['kind'];
 
 /**
  * A subscriber sees every event, in order, synchronously. `emit` lets it add events of its own
- * (rollover risk found from a session's facts). It must be cheap and must not throw; a throw is
- * contained by `DeliveryEvents` so one subscriber cannot disturb a delivery or the others.
+ * (rollover risk found from a session's facts), which every subscriber sees in turn. Like the
+ * `RelayEvents` hooks it must be cheap and must not throw (a throw is a bug and reaches the caller).
  */
 export type DeliverySubscriber = (e: DeliveryEvent, emit: (e: DeliveryEvent) => void) => void;
 
-/** The one subscriber list of a relay's deliveries. */
-export class DeliveryEvents {
-  constructor(private readonly subscribers: readonly DeliverySubscriber[], private readonly onError?: (err: unknown, e: DeliveryEvent) => void) {}
-
-  readonly emit = (e: DeliveryEvent): void => {
-    for (const s of this.subscribers) {
-      try {
-        s(e, this.emit);
-      } catch (err) {
-        this.onError?.(err, e);
-      }
-    }
-  };
+/** Hands `e` to every subscriber of the one list, in order. */
+export function publish(subscribers: readonly DeliverySubscriber[], e: DeliveryEvent): void {
+  const send = (x: DeliveryEvent): void => { for (const s of subscribers) s(x, send); };
+  send(e);
 }
