@@ -36,7 +36,7 @@ import { ExceptionProber } from './check/probe.js';
 import { MxFactsStore } from './policy/mxFacts.js';
 import { deliveryLog } from './delivery/log.js';
 import { rolloverWatch } from './delivery/rollover.js';
-import { deliveryMetrics } from './metrics/delivery.js';
+import { deliveryMetrics } from './delivery/metrics.js';
 import { tlsrptSubscriber } from './reporting/tlsrpt/results.js';
 import type { ControlServer } from './control/server.js';
 import type { RelayMetrics } from './metrics/registry.js';

@@ -39,7 +39,7 @@ export interface DeliveryDeps {
   now: () => number;
   /**
    * Who hears what a delivery does (delivery/events.ts): the log (delivery/log.ts), metrics
-   * (metrics/delivery.ts), TLSRPT (reporting/tlsrpt/results.ts), rollover warnings
+   * (delivery/metrics.ts), TLSRPT (reporting/tlsrpt/results.ts), rollover warnings
    * (delivery/rollover.ts). Called in order, synchronously; none may throw.
    */
   subscribers: readonly DeliverySubscriber[];

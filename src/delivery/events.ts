@@ -1,7 +1,7 @@
 /**
  * What a delivery run reports about itself: one typed `DeliveryEvent` per fact, in the order the
  * facts happen. `DestinationRun` (deliver.ts) only emits; logging (delivery/log.ts), metrics
- * (metrics/delivery.ts), TLSRPT (reporting/tlsrpt/results.ts) and rollover warnings
+ * (delivery/metrics.ts), TLSRPT (reporting/tlsrpt/results.ts) and rollover warnings
  * (delivery/rollover.ts) subscribe, each reading the facts it needs. No subscriber reads the
  * wording of a reason or an error message: the text fields are for the log and the DSN only
  * (issue 14, as mox's typed tlsrpt.Result and Postfix's failure enums).

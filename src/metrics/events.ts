@@ -1,7 +1,7 @@
 /**
  * What the relay's stages report about themselves, for metrics (issue 7) and logs.
  * Ingress, DNS and the exception probe take an optional `RelayEvents` and call the hook where the
- * fact happens; delivery emits typed `DeliveryEvent`s (delivery/events.ts) and `metrics/delivery.ts`
+ * fact happens; delivery emits typed `DeliveryEvent`s (delivery/events.ts) and `delivery/metrics.ts`
  * turns them into these calls. `src/metrics/` turns the calls into Prometheus series. Hooks must be
  * cheap and must not throw. TLSRPT does not count from here: it subscribes to the delivery events.
  */

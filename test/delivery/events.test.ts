@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import type { DeliveryEvent, DeliveryEventKind, DeferralCause } from '../../src/delivery/events.js';
 import { deliveryLog } from '../../src/delivery/log.js';
-import { deliveryMetrics } from '../../src/metrics/delivery.js';
+import { deliveryMetrics } from '../../src/delivery/metrics.js';
 import type { RelayEvents } from '../../src/metrics/events.js';
 import { tlsrptResultOf, type TlsSessionResult } from '../../src/reporting/tlsrpt/results.js';
 import { RESULT_TYPES, type ResultType } from '../../src/reporting/tlsrpt/report.js';

@@ -13,7 +13,7 @@ import { DestinationRun, type DeliveryDeps, type DeliveryJob } from '../../src/d
 import type { DeliveryEvent } from '../../src/delivery/events.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { tlsrptSubscriber, type TlsSessionResult } from '../../src/reporting/tlsrpt/results.js';
-import { deliveryMetrics } from '../../src/metrics/delivery.js';
+import { deliveryMetrics } from '../../src/delivery/metrics.js';
 import type { TlsLevel } from '../../src/config/schema.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';

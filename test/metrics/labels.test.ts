@@ -1,6 +1,7 @@
 /** The closed label sets: every deferral the relay produces maps to one of a few reasons. */
 import { describe, expect, it } from 'vitest';
-import { DEFERRAL_REASONS, daneStatusOf, deferralReason } from '../../src/metrics/labels.js';
+import { DEFERRAL_REASONS, daneStatusOf } from '../../src/metrics/labels.js';
+import { deferralReason } from '../../src/delivery/metrics.js';
 import { lookupStatus } from '../../src/metrics/timedResolver.js';
 import type { DnsAnswer } from '../../src/dns/types.js';
 import type { DeferralCause, HostFailure } from '../../src/delivery/events.js';
