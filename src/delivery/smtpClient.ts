@@ -58,7 +58,8 @@ export const dialTcp: Connector = (target, opts) => new Promise<Duplex>((resolve
   sock.setNoDelay(true);
   const onAbort = (): void => { sock.destroy(); reject(new Error('aborted')); };
   const done = (): void => { opts.signal.removeEventListener('abort', onAbort); sock.off('connect', onConnect); sock.off('error', onError); sock.off('close', onClose); };
-  const onConnect = (): void => { done(); resolve(sock); };
+  // Connected: the session's own listeners take over; until then an error after connect must not go unheard.
+  const onConnect = (): void => { done(); sock.on('error', () => undefined); resolve(sock); };
   const onError = (err: Error): void => { done(); sock.destroy(); reject(err); };
   const onClose = (): void => { done(); reject(new Error('closed')); };
   if (opts.signal.aborted) return onAbort();
@@ -558,9 +559,12 @@ export class SmtpSession {
         reject(this.fail('connect', `connect to ${address}:${port} timed out after ${ms} ms`, { kind: 'timeout' }));
       }, ms);
     });
+    const dialling = dial(this.target, { signal: abort.signal, ...(this.opts.localAddress ? { localAddress: this.opts.localAddress } : {}) });
+    // A connector that resolves after the timeout (one that ignores the signal) leaks nothing.
+    dialling.then((late) => { if (abort.signal.aborted) late.destroy(); }, () => undefined);
     let sock: Duplex;
     try {
-      sock = await Promise.race([dial(this.target, { signal: abort.signal, ...(this.opts.localAddress ? { localAddress: this.opts.localAddress } : {}) }), timeout]);
+      sock = await Promise.race([dialling, timeout]);
     } catch (err) {
       if (err instanceof SmtpError) throw err;
       throw this.fail('connect', `connect to ${address}:${port} failed: ${(err as Error | undefined)?.message ?? 'closed'}`, { kind: 'connection' }, err);
