@@ -14,7 +14,7 @@ import type { DeliveryEvent } from '../../src/delivery/events.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { tlsrptSubscriber, type TlsSessionResult } from '../../src/reporting/tlsrpt/results.js';
 import { deliveryMetrics } from '../../src/delivery/metrics.js';
-import type { TlsLevel } from '../../src/config/schema.js';
+import type { TlsLevel } from '../../src/dane/levels.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';
 import { normalScript, scriptedConnector, type ConnectionScript } from '../support/scriptedPeer.js';
