@@ -34,6 +34,10 @@ import type { PolicyStore } from './policy/store.js';
 import { policyStoreFor } from './policy/config.js';
 import { ExceptionProber } from './check/probe.js';
 import { MxFactsStore } from './policy/mxFacts.js';
+import { deliveryLog } from './delivery/log.js';
+import { rolloverWatch } from './delivery/rollover.js';
+import { deliveryMetrics } from './delivery/metrics.js';
+import { tlsrptSubscriber } from './reporting/tlsrpt/results.js';
 import type { ControlServer } from './control/server.js';
 import type { RelayMetrics } from './metrics/registry.js';
 import type { MetricsServer } from './metrics/http.js';
@@ -305,7 +309,6 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         delivery = {
           resolver: events ? new TimedResolver(resolver, events) : resolver,
           ownEndpoints,
-          events,
           heloName: cfg.hostname,
           selfNames: [cfg.hostname],
           port: cfg.delivery.port,
@@ -313,11 +316,14 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           timeouts: cfg.delivery.timeouts,
           digestPreference: cfg.delivery.digest_preference,
           maxMessagesPerConnection: cfg.delivery.max_messages_per_connection,
-          log,
           now,
-          rolloverWarnMs: cfg.policy.rollover_warn,
-          mxFacts: new MxFactsStore(cfg.policy.rollover_warn),
-          onTlsResult: parts.tlsrpt?.recorder.record,
+          // One subscriber list for what deliveries do (delivery/events.ts): log, rollover warnings, metrics, TLSRPT.
+          subscribers: [
+            deliveryLog(log),
+            rolloverWatch({ now, mxFacts: new MxFactsStore(cfg.policy.rollover_warn), warnMs: cfg.policy.rollover_warn }),
+            ...(events ? [deliveryMetrics(events)] : []),
+            ...(parts.tlsrpt ? [tlsrptSubscriber(parts.tlsrpt.recorder.record)] : []),
+          ],
           mimeConversion: cfg.delivery.mime_conversion,
           dnssecHold: () => selfTests.hold(),
         };

@@ -5,6 +5,7 @@
  * current + next, monitor TLSA against the live chain) and RFC 7671 §8 (key rollover).
  */
 import type { InspectReport } from './inspect.js';
+import type { SkipCause } from '../route/host.js';
 import { assessRollover, type RolloverKind } from '../policy/rollover.js';
 
 export type AdviceCode = 'no-ds' | 'mx-insecure' | 'tlsa-no-match' | 'tlsa-lookup-error' | 'no-starttls' | RolloverKind;
@@ -13,6 +14,15 @@ export interface Advice {
   code: AdviceCode;
   host?: string;
   text: string;
+}
+
+/** The host was skipped because of its TLSA lookup: it failed, or its answer was insecure (DANE-33, RFC 7672 §2.1.2). */
+function tlsaLookupTrouble(c: SkipCause): boolean {
+  switch (c.kind) {
+    case 'lookup-failed': case 'nsec3-iterations': return c.rrtype === 'TLSA';
+    case 'dane-required': return !!c.tlsaInsecure;
+    case 'no-address': return false;
+  }
 }
 
 export function adviceFor(r: InspectReport, now: number, warnMs: number): Advice[] {
@@ -29,7 +39,7 @@ export function adviceFor(r: InspectReport, now: number, warnMs: number): Advice
     } else if (d && d.status === 'secure' && r.mx.status !== 'secure') {
       add({ code: 'mx-insecure', host: h.host, text: `${d.name} has DNSSEC-signed TLSA records, but the MX RRset of ${r.domain} is ${r.mx.status}: senders ignore the TLSA records (RFC 7672 §2.2.1). Sign ${r.domain}'s zone and publish its DS record.` });
     }
-    if (h.skip && /TLSA lookup/.test(h.skip.reason)) {
+    if (h.skip && tlsaLookupTrouble(h.skip.cause)) {
       add({ code: 'tlsa-lookup-error', host: h.host, text: `${h.skip.reason}: DANE senders skip this host (RFC 7672 §2.1.2). Make the zone answer TLSA queries with data or a valid denial of existence (no REFUSED/NOTIMP, correct NSEC/NSEC3 for _tcp).` });
     }
     for (const c of h.connections) {

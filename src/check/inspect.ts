@@ -14,7 +14,7 @@ import type { Resolver, DnssecStatus, InsecureReason } from '../dns/types.js';
 import { isAnswer } from '../dns/types.js';
 import type { MxDecision } from '../route/mx.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
-import { planHost } from '../route/host.js';
+import { planHost, type SkipCause } from '../route/host.js';
 import type { TlsPlan } from '../dane/policy.js';
 import { formatTlsa, isUsable, spkiFromCertDer, usableRecords } from '../dane/tlsa.js';
 import { attemptAddress } from '../delivery/attempt.js';
@@ -73,7 +73,7 @@ export interface HostReport {
   tlsaStatus?: DnssecStatus;
   tlsaInsecureReason?: InsecureReason;
   tlsa?: { record: string; usable: boolean; selected: boolean }[];
-  skip?: { reason: string; code: string };
+  skip?: { reason: string; code: string; cause: SkipCause };
   plan?: { kind: TlsPlan['kind']; why: string; sni?: string; label?: string; referenceNames?: string[] };
   connections: ConnReport[];
   /** diagnostic TLSA lookup made only for advice (not by delivery) */
@@ -121,7 +121,7 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
   try {
     mx = await lookupMx(deps.resolver, domain, deps.selfNames);
   } catch (e) {
-    mx = { kind: 'defer', code: '4.4.3', reason: `MX lookup for ${domain} failed: ${(e as Error).message}` };
+    mx = { kind: 'defer', code: '4.4.3', reason: `MX lookup for ${domain} failed: ${(e as Error).message}`, problem: 'error' };
   }
   if (mx.kind !== 'hosts') {
     report.mx = { kind: mx.kind, code: mx.code, reason: mx.reason };
@@ -145,8 +145,8 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
       hr.tlsa = hp.tlsaRecords.map((r) => ({ record: formatTlsa(r), usable: isUsable(r), selected: selected.has(r) }));
     }
     report.hosts.push(hr);
-    if (hp.skip || !hp.plan) {
-      hr.skip = { reason: hp.skip?.reason ?? 'no TLS plan', code: hp.skip?.code ?? '4.4.1' };
+    if (hp.kind === 'skip') {
+      hr.skip = { reason: hp.skip.reason, code: hp.skip.code, cause: hp.skip.cause };
       failures.push(`${h.host}: ${hr.skip.reason}`);
       continue;
     }

@@ -13,7 +13,7 @@
  */
 import { verifyDane } from '../dane/verify.js';
 import type { TlsPlan } from '../dane/policy.js';
-import { SmtpSession, SmtpError, type SmtpTimeouts } from './smtpClient.js';
+import { SmtpSession, SmtpError, type Connector, type SmtpTimeouts } from './smtpClient.js';
 import type { Target, TlsRequirement } from './types.js';
 import type { VerifyOutcome } from '../dane/types.js';
 
@@ -60,6 +60,8 @@ export interface AttemptOptions {
   now: () => number;
   /** DANE-46: the destination's policy is audit-only */
   audit?: boolean;
+  /** how to connect (default: TCP to the address, smtpClient.ts `dialTcp`) */
+  connector?: Connector;
 }
 
 export interface AttemptHooks {
@@ -92,9 +94,9 @@ export async function attemptAddress(
     hooks.before?.(attempt);
     let session: SmtpSession;
     try {
-      session = await SmtpSession.connect(target, { heloName: opts.heloName, tls: attempt.requirement, timeouts: opts.timeouts });
+      session = await SmtpSession.connect(target, { heloName: opts.heloName, tls: attempt.requirement, timeouts: opts.timeouts, ...(opts.connector ? { connector: opts.connector } : {}) });
     } catch (e) {
-      const error = e instanceof SmtpError ? e : new SmtpError('connect', String((e as Error)?.message ?? e), { permanent: false });
+      const error = e instanceof SmtpError ? e : new SmtpError('connect', String((e as Error)?.message ?? e), { kind: 'connection' });
       const next = tries === 0 ? retryAfter(error, current, !!opts.audit) : undefined;
       hooks.after?.({ attempt, ok: false, error, ...(next ? { next: next.kind } : {}) });
       if (!next) return undefined;

@@ -6,42 +6,20 @@
  * DANE-41/43/63).
  */
 import type { Readable } from 'node:stream';
-import type { Logger } from 'pino';
-import type { Resolver, TlsaRecord } from '../dns/types.js';
+import type { Resolver } from '../dns/types.js';
 import type { Envelope } from '../spool/types.js';
 import type { TlsLevel } from '../dane/levels.js';
 import { addressLiteral, type MxDecision } from '../route/mx.js';
-import { planHost, type HostPlan } from '../route/host.js';
+import { planHost, type HostFacts } from '../route/host.js';
 import type { TlsPlan } from '../dane/policy.js';
-import { SmtpSession, SmtpError, type SmtpClientOptions } from './smtpClient.js';
-import { attemptAddress, requirementFor, type Attempt } from './attempt.js';
-import type { RelayEvents } from '../metrics/events.js';
+import { SmtpSession, SmtpError, type Connector, type SmtpClientOptions } from './smtpClient.js';
+import { attemptAddress, requirementFor } from './attempt.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
-import { assessRollover } from '../policy/rollover.js';
-import type { MxFactsStore } from '../policy/mxFacts.js';
-import type { VerifyOutcome } from '../dane/types.js';
 import { INTERNAL_ERROR, oneOutcomeEach, outcomeOf, PROTOCOL_ERROR, type RecipientOutcome } from './outcome.js';
-import { daneStatusOf, deferralReason } from '../metrics/labels.js';
-import { formatTlsa } from '../dane/tlsa.js';
+import { publish, type CarrierFacts, type DeferralCause, type DeliveryEvent, type DeliverySubscriber, type HostFailure } from './events.js';
 import { outboundBody, type MimeConversion, type OutboundBody } from './body.js';
 import type { BodyFacts } from '../mime/scan.js';
 import type { RcptDsn } from '../dsn/params.js';
-
-/** The TLSA RRset behind a plan or a skipped host, for TLSRPT policy-string/policy-domain (RFC 8460 §4.4). */
-function tlsaOf(records: TlsaRecord[] | undefined, baseDomain: string | undefined): TlsSessionResult['tlsa'] {
-  return baseDomain ? { baseDomain, records: (records ?? []).map(formatTlsa) } : undefined;
-}
-
-/** The TLSA RRset a plan was made from (DANE plans only), for TLSRPT. */
-function tlsaOfPlan(plan: TlsPlan): TlsSessionResult['tlsa'] {
-  return 'baseDomain' in plan ? tlsaOf(plan.records, plan.baseDomain) : undefined;
-}
-
-/** First word of a 220 greeting: the server's own name (RFC 5321 §4.2), for receiving-mx-helo. */
-function heloOf(text: string | undefined): string | undefined {
-  const w = text?.trim().split(/\s+/)[0];
-  return w && /^[A-Za-z0-9.-]+$/.test(w) ? w : undefined;
-}
 
 /** The destination's TLS level for a relay-generated TLSRPT report: opportunistic at most (RFC 8460 §3, digest TLSRPT-45). */
 export const REPORT_TLS_LEVEL = { level: 'may' as TlsLevel, rule: 'tlsrpt report: no DANE/MTA-STS enforcement (RFC 8460 §3)' };
@@ -54,18 +32,17 @@ export interface DeliveryDeps {
   /** the destination's TLS level and the rule that chose it (one place decides it) */
   tlsLevel: (domain: string) => { level: TlsLevel; rule: string; trustInsecureMx?: boolean; audit?: boolean; nsec3IterationsInsecure?: boolean; exception?: { underlying: TlsLevel } };
   timeouts: SmtpClientOptions['timeouts'];
+  /** how the SMTP client connects to a host's address (default: TCP, smtpClient.ts `dialTcp`); tests pass an in-process peer */
+  connector?: Connector;
   digestPreference: ('sha512' | 'sha256')[];
   maxMessagesPerConnection: number;
-  log: Logger;
   now: () => number;
-  /** TLSRPT seam: every TLS session attempt that reached a policy decision (issue 6) */
-  onTlsResult?: (r: TlsSessionResult) => void;
-  /** metrics hooks (src/metrics/events.ts) */
-  events?: RelayEvents;
-  /** rollover warning window: a pinned certificate expiring within this many ms (default 14 days) */
-  rolloverWarnMs?: number;
-  /** per-MX DANE facts; warns once a day per MX and risk instead of per session */
-  mxFacts?: MxFactsStore;
+  /**
+   * Who hears what a delivery does (delivery/events.ts): the log (delivery/log.ts), metrics
+   * (delivery/metrics.ts), TLSRPT (reporting/tlsrpt/results.ts), rollover warnings
+   * (delivery/rollover.ts). Called in order, synchronously; none may throw.
+   */
+  subscribers: readonly DeliverySubscriber[];
   /**
    * This relay's own listen endpoints (route/self.ts): an MX host with an address among them, at
    * the delivery port, is this relay — a mail loop (RFC 5321 §5.1). Absent: no address check.
@@ -78,23 +55,6 @@ export interface DeliveryDeps {
    * DNSSEC self-test: the resolver's AD bit cannot tell whether DANE applies), or undefined.
    */
   dnssecHold?: () => Promise<{ code: string; reason: string } | undefined>;
-}
-
-export interface TlsSessionResult {
-  domain: string;
-  /** the MX host; absent when no host was reached (an MX lookup failure): receiving-mx-hostname is then omitted */
-  host?: string;
-  address?: string;
-  plan?: TlsPlan;
-  ok: boolean;
-  resultType?: string;
-  reason?: string;
-  /** TLSRPT (issue 6): the TLSA RRset in presentation form ("u s m HEX") and its base domain, when one was retrieved */
-  tlsa?: { baseDomain: string; records: string[] };
-  /** TLSRPT sending-mta-ip: our end of the connection, when a connection was made */
-  sendingIp?: string;
-  /** TLSRPT receiving-mx-helo: the name in the peer's 220 greeting, when one was read */
-  receivingHelo?: string;
 }
 
 export interface DeliveryJob {
@@ -112,7 +72,7 @@ export interface DeliveryJob {
 const NOTIFY_NEVER: RcptDsn = { notify: ['NEVER'] };
 
 /** No host could take the message: deferred, or bounced (`permanent`) when the next hop is this relay itself. */
-interface Unreachable { code: string; reason: string; permanent?: boolean }
+interface Unreachable { code: string; reason: string; permanent?: boolean; cause: DeferralCause }
 
 /** Code for a deferral when no host could be used: DANE/TLS failures dominate, then DNS, then connection trouble. */
 function aggregateCode(codes: string[]): string {
@@ -124,17 +84,21 @@ function aggregateCode(codes: string[]): string {
 export { requirementFor };
 
 /**
- * TLSRPT-21 result type for an SMTP client failure under a plan (RFC 8460 §4.3). A failed `may`
- * handshake is a failure too (validation-failure): its cleartext retry is no policy-compliant TLS
- * session (§4.3), and the caller records nothing for a retry. `none`: no TLS was attempted.
+ * The RFC 3463 code one failed connection attempt contributes: TLS policy failures 4.7.5 (a
+ * failed opportunistic handshake is no policy failure: its cleartext retry follows), a lost
+ * greeting 4.4.2, anything else 4.4.1.
  */
-export function resultTypeOf(err: SmtpError, plan: TlsPlan): string | undefined {
-  if (plan.kind === 'none') return undefined;
-  if (err.stage === 'starttls') return 'starttls-not-supported';
-  if (err.stage === 'verify') { const r = err.verify?.reason; return r === 'dane-no-match' ? 'certificate-not-trusted' : r ?? 'validation-failure'; }
-  if (err.stage === 'tls') return 'validation-failure';
-  return undefined;
+function attemptCode(err: SmtpError, plan: TlsPlan): string {
+  if (err.stage === 'verify' || err.stage === 'starttls') return '4.7.5';
+  if (err.stage === 'tls' && plan.kind !== 'may') return '4.7.5';
+  return err.stage === 'greeting' ? '4.4.2' : '4.4.1';
 }
+
+/** The outcomes of one attempt and why each one that was not delivered failed. */
+interface Attempted { outcomes: RecipientOutcome[]; cause: (o: RecipientOutcome) => DeferralCause | undefined }
+
+/** Omit over each member of a union (the events without the run's own fields). */
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 /** Everything of a resolved policy that changes how a destination is delivered. */
 function policyKey(p: ReturnType<DeliveryDeps['tlsLevel']>): string {
@@ -144,7 +108,7 @@ function policyKey(p: ReturnType<DeliveryDeps['tlsLevel']>): string {
 export class DestinationRun {
   private mx?: MxDecision;
   private session?: SmtpSession;
-  private sessionPlan?: { host: HostPlan; plan: TlsPlan; address: string };
+  private sessionPlan?: { host: HostFacts; plan: TlsPlan; address: string };
   private sent = 0;
   private unreachable?: Unreachable;
   private level: ReturnType<DeliveryDeps['tlsLevel']>;
@@ -157,7 +121,7 @@ export class DestinationRun {
   /** TLSRPT: skipped hosts (host, result type) already recorded in this run */
   private readonly skipsRecorded = new Set<string>();
   /** the session of the current transaction, for metrics even after a failure dropped it */
-  private carrier?: { tls: boolean; verified: boolean; planKind: TlsPlan['kind'] };
+  private carrier?: CarrierFacts;
 
   /**
    * `opts.report`: this run carries relay-generated TLSRPT reports (Envelope.kind 'tlsrpt'). They are
@@ -165,10 +129,14 @@ export class DestinationRun {
    */
   constructor(private readonly deps: DeliveryDeps, readonly domain: string, opts: { report?: boolean } = {}) {
     this.report = !!opts.report;
-    if (this.report) this.deps = { ...deps, onTlsResult: undefined };
     this.level = this.policyNow();
     this.levelKey = policyKey(this.level);
   }
+
+  /** Every fact goes to every subscriber, in order (delivery/events.ts). */
+  private readonly emit = (e: DistributiveOmit<DeliveryEvent, 'domain' | 'report'>): void => {
+    publish(this.deps.subscribers, { ...e, domain: this.domain, report: this.report } as DeliveryEvent);
+  };
 
   private policyNow(): ReturnType<DeliveryDeps['tlsLevel']> {
     return this.report ? REPORT_TLS_LEVEL : this.deps.tlsLevel(this.domain);
@@ -183,7 +151,7 @@ export class DestinationRun {
     const next = this.policyNow();
     const key = policyKey(next);
     if (key === this.levelKey) return;
-    this.deps.log.info({ domain: this.domain, tls_rule: next.rule, previous_rule: this.level.rule }, 'policy changed while delivering: new session under the new rule');
+    this.emit({ kind: 'policy-changed', rule: next.rule, previousRule: this.level.rule });
     this.level = next;
     this.levelKey = key;
     this.mx = undefined;
@@ -195,23 +163,22 @@ export class DestinationRun {
     if (this.mx) return this.mx;
     this.mx = await lookupMx(this.deps.resolver, this.domain, this.deps.selfNames);
     // TLSRPT-21: an MX lookup error is reported as dnssec-invalid (once per run, not per message).
-    // No MX host was reached: `host` is left out, so receiving-mx-hostname is omitted rather than the recipient domain.
-    if (this.mx.kind === 'defer' && this.mx.code === '4.4.3') this.deps.onTlsResult?.({ domain: this.domain, ok: false, resultType: 'dnssec-invalid', reason: this.mx.reason });
+    if (this.mx.kind === 'defer' && this.mx.code === '4.4.3') this.emit({ kind: 'mx-lookup-failed', problem: this.mx.problem, reason: this.mx.reason });
     if (!addressLiteral(this.domain)) {
       if (this.mx.kind === 'hosts' && this.mx.status !== 'secure') {
         // DANE-16: an insecure MX RRset is logged as such; never claimed secure.
-        this.deps.log.debug({ domain: this.domain, mx: this.mx.hosts.map((h) => h.host), mx_status: this.mx.status }, 'MX lookup not secure');
+        this.emit({ kind: 'mx-insecure', hosts: this.mx.hosts.map((h) => h.host), status: this.mx.status });
       }
     }
     return this.mx;
   }
 
-  private everyone(job: DeliveryJob, result: 'deferred' | 'bounced', code: string, reason: string, extra: Partial<RecipientOutcome> = {}): RecipientOutcome[] {
-    return job.recipients.map((address) => ({ address, result, code, reason, ...extra }));
+  private everyone(job: DeliveryJob, result: 'deferred' | 'bounced', code: string, reason: string, cause: DeferralCause, extra: Partial<RecipientOutcome> = {}): Attempted {
+    return { outcomes: job.recipients.map((address) => ({ address, result, code, reason, ...extra })), cause: () => cause };
   }
 
-  private unreachableFor(job: DeliveryJob, u: Unreachable): RecipientOutcome[] {
-    return this.everyone(job, u.permanent ? 'bounced' : 'deferred', u.code, u.reason);
+  private unreachableFor(job: DeliveryJob, u: Unreachable): Attempted {
+    return this.everyone(job, u.permanent ? 'bounced' : 'deferred', u.code, u.reason, u.cause);
   }
 
   /** Open a session to the first usable host, in MX order. */
@@ -220,6 +187,7 @@ export class DestinationRun {
     if (mx.kind !== 'hosts') throw new Error('unreachable');
     const failures: string[] = [];
     const codes: string[] = [];
+    const hostFailures: HostFailure[] = [];
     const own = this.deps.ownEndpoints?.();
     for (const h of mx.hosts) {
       this.planned = true;
@@ -229,43 +197,46 @@ export class DestinationRun {
         // RFC 5321 §5.1: MUST NOT deliver to itself. Like the MX-name rule (DANE-14, route/mx.ts): hosts at our
         // preference or worse are dropped; a better one was tried before us and failed (defer), none at all is a loop.
         const where = `${h.host}[${self}]:${this.deps.port}`;
-        this.deps.log.warn({ domain: this.domain, mx: h.host, address: self, port: this.deps.port }, 'MX host is this relay (own listen address): hosts at its preference or worse dropped');
+        this.emit({ kind: 'host-is-self', host: h.host, address: self, port: this.deps.port });
         if (mx.hosts.some((x) => x.preference < h.preference)) {
           failures.push(`${where} is this relay: hosts at preference ${h.preference} or worse dropped`);
+          hostFailures.push({ kind: 'self' });
           break;
         }
-        return { code: '5.4.6', reason: `mail for ${this.domain} loops back to myself: ${where} is this relay's own listen address`, permanent: true };
+        return { code: '5.4.6', reason: `mail for ${this.domain} loops back to myself: ${where} is this relay's own listen address`, permanent: true, cause: { kind: 'self-loop' } };
       }
-      if (hp.skip || !hp.plan) {
-        const reason = hp.skip?.reason ?? 'no TLS plan';
-        failures.push(`${h.host}: ${reason}`);
-        codes.push(hp.skip?.code ?? '4.4.1');
-        this.deps.log.info({ domain: this.domain, mx: h.host, skipped: reason, mx_status: hp.mxStatus, address_status: hp.addressStatus, tlsa_status: hp.tlsaStatus }, 'MX host skipped');
+      if (hp.kind === 'skip') {
+        const { skip, kind: _kind, ...facts } = hp;
+        failures.push(`${h.host}: ${skip.reason}`);
+        codes.push(skip.code);
+        hostFailures.push({ kind: 'skipped', code: skip.code, cause: skip.cause });
         // TLSRPT: a skipped host is one result per DestinationRun, not one per open() (every reconnect).
-        const skipKey = `${h.host}\0${hp.skip?.resultType}`;
-        if (hp.skip?.resultType && !this.skipsRecorded.has(skipKey)) {
-          this.skipsRecorded.add(skipKey);
-          this.deps.onTlsResult?.({ domain: this.domain, host: h.host, ok: false, resultType: hp.skip.resultType, reason, tlsa: tlsaOf(hp.tlsaRecords, hp.tlsaName?.replace(/^_\d+\._tcp\./, '')) });
-        }
+        const skipKey = `${h.host}\0${skip.resultType}`;
+        const repeat = this.skipsRecorded.has(skipKey);
+        this.skipsRecorded.add(skipKey);
+        this.emit({ kind: 'host-skipped', host: facts satisfies HostFacts, skip, repeat });
         continue;
       }
       for (const address of hp.addresses) {
         const where = `${h.host}[${address}]:${this.deps.port}`;
         const opened = await attemptAddress({ host: h.host, address, port: this.deps.port }, hp.plan, {
           heloName: this.deps.heloName, timeouts: this.deps.timeouts, digestPreference: this.deps.digestPreference, now: this.deps.now, audit: !!this.level.audit,
+          ...(this.deps.connector ? { connector: this.deps.connector } : {}),
         }, {
           after: (r) => {
-            if (r.ok) return this.tlsrptSession(h.host, address, r.attempt, r.session);
-            const { error: err, attempt: { plan } } = r;
+            const target = { host: h.host, address, port: this.deps.port };
+            const { plan, retry } = r.attempt;
+            if (r.ok) {
+              const s = r.session;
+              this.emit({ kind: 'session-opened', target, plan, ...(retry ? { retry } : {}), ...(s.tls ? { tls: s.tls } : {}), starttlsOffered: s.extensions.has('STARTTLS'), localAddress: s.localAddress, greeting: s.greeting?.text });
+              return;
+            }
+            const err = r.error;
             failures.push(`${where}: ${err.message}`);
-            const rt = resultTypeOf(err, plan);
-            // TLSRPT (RFC 8460 §4.3): a cleartext (DANE-44) or audit (DANE-46) retry is no TLS session of its own; the failure before it was recorded.
-            if (rt && !r.attempt.retry) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: false, resultType: rt, reason: err.verify?.reason ?? err.message, tlsa: tlsaOfPlan(plan), sendingIp: err.localAddress, receivingHelo: heloOf(err.greeting) });
-            if (err.stage === 'starttls' || err.stage === 'tls' || err.stage === 'verify') this.deps.events?.tlsHandshake?.({ result: err.stage === 'starttls' ? 'starttls-unsupported' : err.stage === 'tls' ? 'handshake-failed' : 'verify-failed' });
-            codes.push((rt && plan.kind !== 'may') || err.stage === 'verify' || err.stage === 'starttls' || (err.stage === 'tls' && plan.kind !== 'may') ? '4.7.5' : err.stage === 'greeting' ? '4.4.2' : '4.4.1');
-            this.deps.log.info({ domain: this.domain, relay: where, stage: err.stage, error: err.message, tls_plan: plan.kind }, 'connection attempt failed');
-            // DANE-46: the failed authentication is logged; the retry goes over TLS without it, logged `untrusted`.
-            if (r.next === 'audit') this.deps.log.warn({ domain: this.domain, relay: where, tls_rule: this.level.rule, error: err.message }, 'DANE audit: authentication failed, delivering over unauthenticated TLS (audit-only policy)');
+            const code = attemptCode(err, plan);
+            codes.push(code);
+            hostFailures.push({ kind: 'attempt', code, stage: err.stage, planKind: plan.kind, ...(err.verify?.reason ? { verifyReason: err.verify.reason } : {}) });
+            this.emit({ kind: 'attempt-failed', target, plan, ...(retry ? { retry } : {}), ...(r.next ? { next: r.next } : {}), error: err, rule: this.level.rule });
           },
         });
         if (!opened) continue;
@@ -273,12 +244,10 @@ export class DestinationRun {
         this.session = session;
         this.sessionPlan = { host: hp, plan, address };
         this.sent = 0;
-        if (plan.kind === 'dane') this.rollover(h.host, session.tls?.verify);
-        if (session.tls) this.deps.events?.tlsHandshake?.({ result: 'ok' });
         return undefined;
       }
     }
-    return { code: aggregateCode(codes), reason: failures.length ? failures.join('; ') : `no MX host for ${this.domain}` };
+    return { code: aggregateCode(codes), reason: failures.length ? failures.join('; ') : `no MX host for ${this.domain}`, cause: { kind: 'unreachable', hosts: hostFailures } };
   }
 
   async deliver(job: DeliveryJob): Promise<RecipientOutcome[]> {
@@ -287,16 +256,16 @@ export class DestinationRun {
     this.planned = false;
     if (this.level.level === 'dane' || this.level.level === 'dane-only') {
       const hold = await this.deps.dnssecHold?.();
-      if (hold) return this.log(job, started, this.everyone(job, 'deferred', hold.code, hold.reason));
+      if (hold) return this.log(job, started, this.everyone(job, 'deferred', hold.code, hold.reason, { kind: 'dnssec-hold' }));
     }
     let mx: MxDecision;
     try {
       mx = await this.resolveMx();
     } catch (e) {
-      return this.log(job, started, this.everyone(job, 'deferred', '4.4.3', `MX lookup for ${this.domain} failed: ${(e as Error).message}`));
+      return this.log(job, started, this.everyone(job, 'deferred', '4.4.3', `MX lookup for ${this.domain} failed: ${(e as Error).message}`, { kind: 'mx-lookup', problem: 'error' }));
     }
-    if (mx.kind === 'fail') return this.log(job, started, this.everyone(job, 'bounced', mx.code, mx.reason));
-    if (mx.kind === 'defer') return this.log(job, started, this.everyone(job, 'deferred', mx.code, mx.reason));
+    if (mx.kind === 'fail') return this.log(job, started, this.everyone(job, 'bounced', mx.code, mx.reason, { kind: 'mx-refused' }));
+    if (mx.kind === 'defer') return this.log(job, started, this.everyone(job, 'deferred', mx.code, mx.reason, { kind: 'mx-lookup', problem: mx.problem }));
     if (this.unreachable) {
       this.planned = true; // the cached result was reached under the same level
       return this.log(job, started, this.unreachableFor(job, this.unreachable));
@@ -325,101 +294,62 @@ export class DestinationRun {
       body = await outboundBody({ envelope: job.envelope, size: job.size, facts: job.bodyFacts, body: job.body }, session.extensions, this.deps.mimeConversion ?? 'convert');
     } catch (e) {
       // The spool file could not be read for the decision (v1 scan, conversion plan): nothing was sent, the session stays.
-      this.deps.log.error({ err: e, queue_id: job.id, domain: this.domain }, 'could not read the message body to decide what the next hop gets');
-      return this.log(job, started, this.everyone(job, 'deferred', INTERNAL_ERROR, `internal error: could not read the message body for ${relay}: ${(e as Error)?.message ?? e}`, extra));
+      this.emit({ kind: 'internal-error', queueId: job.id, what: 'body-unreadable', err: e });
+      return this.log(job, started, this.everyone(job, 'deferred', INTERNAL_ERROR, `internal error: could not read the message body for ${relay}: ${(e as Error)?.message ?? e}`, { kind: 'internal' }, extra));
     }
     // A refusal (5.6.3) is the attempt's outcome for every recipient, checked by log() like any other.
-    if (!body.ok) return this.log(job, started, this.everyone(job, 'bounced', body.code, `${relay}: ${body.reason}`, extra));
-    if (body.converted) this.deps.log.info({ queue_id: job.id, relay, target: body.converted }, 'message body converted for the next hop (RFC 6152, RFC 2045)');
+    if (!body.ok) return this.log(job, started, this.everyone(job, 'bounced', body.code, `${relay}: ${body.reason}`, { kind: 'body-refused' }, extra));
+    if (body.converted) this.emit({ kind: 'body-converted', queueId: job.id, relay, target: body.converted });
     const own = job.envelope.kind !== 'normal';
     const dsn = { mail: job.envelope.dsn, rcpt: job.recipients.map((a) => (own ? NOTIFY_NEVER : job.envelope.rcptDsn?.[a])) };
     this.sent++;
     try {
       const res = await session.send({ from: job.envelope.from, recipients: job.recipients, size: body.size, eightBit: body.eightBit, smtputf8: job.envelope.smtputf8, dsn, body: body.body });
       // The client classified every reply (RecipientVerdict); only `delivered` becomes `sent`.
-      const out = res.recipients.map((v) => ({ ...outcomeOf(v, relay, host.host), nextHopDsn }));
-      return this.log(job, started, out);
+      const causes = new Map<RecipientOutcome, DeferralCause>();
+      const out = res.recipients.map((v) => {
+        const o = { ...outcomeOf(v, relay, host.host), nextHopDsn };
+        if (v.kind !== 'delivered') causes.set(o, { kind: v.kind === 'refused' ? 'reply' : 'protocol' });
+        return o;
+      });
+      return this.log(job, started, { outcomes: out, cause: (o) => causes.get(o) });
     } catch (e) {
       await this.dropSession();
       if (!(e instanceof SmtpError)) {
-        this.deps.log.error({ err: e, queue_id: job.id, domain: this.domain }, 'delivery failed unexpectedly');
-        return this.log(job, started, this.everyone(job, 'deferred', INTERNAL_ERROR, `internal error while delivering to ${relay}: ${(e as Error)?.message ?? e}`, extra));
+        this.emit({ kind: 'internal-error', queueId: job.id, what: 'unexpected', err: e });
+        return this.log(job, started, this.everyone(job, 'deferred', INTERNAL_ERROR, `internal error while delivering to ${relay}: ${(e as Error)?.message ?? e}`, { kind: 'internal' }, extra));
       }
       const err = e;
-      if (err.permanent && err.stage === 'mail') return this.log(job, started, this.everyone(job, 'bounced', err.reply?.enhanced ?? '5.6.7', `${relay}: ${err.message}`, extra));
+      if (err.permanent && err.stage === 'mail') return this.log(job, started, this.everyone(job, 'bounced', err.reply?.enhanced ?? '5.6.7', `${relay}: ${err.message}`, { kind: 'reply' }, extra));
       // Connection trouble or a peer out of step mid-transaction: nothing is marked delivered that was not acknowledged.
-      if (err.stage === 'protocol' && !err.timeout) return this.log(job, started, this.everyone(job, 'deferred', PROTOCOL_ERROR, `protocol error with ${relay}: ${err.message}`, extra));
-      return this.log(job, started, this.everyone(job, 'deferred', '4.4.2', `lost connection with ${relay} (${err.stage}): ${err.message}`, extra));
+      if (err.stage === 'protocol' && !err.timeout) return this.log(job, started, this.everyone(job, 'deferred', PROTOCOL_ERROR, `protocol error with ${relay}: ${err.message}`, { kind: 'protocol' }, extra));
+      return this.log(job, started, this.everyone(job, 'deferred', '4.4.2', `lost connection with ${relay} (${err.stage}): ${err.message}`, { kind: 'connection-lost', stage: err.stage }, extra));
     }
   }
 
-  /**
-   * TLSRPT for an opened session (one result per connection, however many messages it carries).
-   * RFC 8460 §4.3: a success is a policy-compliant TLS session, so a session without TLS never is:
-   * under `may` (no policy found) STARTTLS not offered or refused is starttls-not-supported (§4.3.1);
-   * a retry (cleartext after a failed `may` handshake, DANE-44; unauthenticated TLS under audit-only,
-   * DANE-46) records nothing, its first attempt's failure was recorded; `none` attempted no TLS.
-   */
-  private tlsrptSession(host: string, address: string, a: Attempt, session: SmtpSession): void {
-    const record = this.deps.onTlsResult;
-    if (!record || a.retry) return;
-    const plan = a.plan;
-    const base = { domain: this.domain, host, address, plan, tlsa: tlsaOfPlan(plan), sendingIp: session.localAddress, receivingHelo: heloOf(session.greeting?.text) };
-    if (session.tls) return record({ ...base, ok: true });
-    if (plan.kind === 'none') return;
-    record({ ...base, ok: false, resultType: 'starttls-not-supported', reason: session.extensions.has('STARTTLS') ? 'starttls-refused' : 'starttls-not-offered' });
-  }
-
-  /** Per-MX rollover facts of a DANE session that just verified: warn when one renewal away from failing. */
-  private rollover(host: string, v: VerifyOutcome | undefined): void {
-    if (!v?.ok || !v.facts) return;
-    const now = this.deps.now();
-    const due = this.deps.mxFacts
-      ? this.deps.mxFacts.note(this.domain, host, { facts: v.facts, matchedIndex: v.matchedIndex, matchedUsage: v.matchedUsage }, now)
-      : assessRollover(v.facts, now, this.deps.rolloverWarnMs ?? 14 * 86_400_000);
-    for (const f of due) {
-      if (f.severity !== 'warning') continue;
-      this.deps.log.warn({ domain: this.domain, mx: host, rollover: f.kind, record: f.record, depth: f.depth, expires: f.expires }, `DANE rollover risk: ${f.detail}`);
-      this.deps.events?.rolloverWarning?.({ domain: this.domain, host, kind: f.kind, detail: f.detail });
-    }
-  }
-
-  /** Every attempt ends here: exactly one outcome per recipient of the job (issue 13), then logs and metrics. */
-  private log(job: DeliveryJob, started: number, given: RecipientOutcome[]): RecipientOutcome[] {
-    const { outcomes: out, breaches } = oneOutcomeEach(job.recipients, given);
-    if (breaches.length) this.deps.log.error({ queue_id: job.id, domain: this.domain, breaches }, 'internal invariant breach: not exactly one outcome per recipient (repaired: deferred)');
+  /** Every attempt ends here: exactly one outcome per recipient of the job (issue 13), then one `recipient` event each. */
+  private log(job: DeliveryJob, started: number, given: Attempted): RecipientOutcome[] {
+    const { outcomes: out, breaches } = oneOutcomeEach(job.recipients, given.outcomes);
+    if (breaches.length) this.emit({ kind: 'invariant-breach', queueId: job.id, breaches });
     const ex = this.level.exception;
     const connected = out.some((o) => o.relay);
     if (ex && (connected || this.planned)) {
       // DANE-70: every attempt the exception list governed is logged and counted, also one that
       // deferred before connecting (its hosts were planned without TLSA); not one that an MX
       // failure stopped before the level mattered.
-      this.deps.log.warn({ queue_id: job.id, domain: this.domain, tls_rule: this.level.rule, level: this.level.level, instead_of: ex.underlying },
-        connected ? 'DANE exception applied: delivered without DANE (danefail list)' : 'DANE exception applied: attempted without DANE, deferred (danefail list)');
-      this.deps.events?.exceptionDowngrade?.({ domain: this.domain, level: this.level.level });
+      this.emit({ kind: 'exception-applied', queueId: job.id, rule: this.level.rule, level: this.level.level, underlying: ex.underlying, connected });
     }
     const tls = this.session?.tls;
     const plan = this.sessionPlan?.plan;
+    const session = plan ? { plan, ...(tls ? { tls } : {}) } : undefined;
+    const now = this.deps.now();
     for (const o of out) {
-      // Metrics: the one place every recipient's attempt ends.
-      this.deps.events?.deliveryOutcome?.({ domain: this.domain, outcome: o.result === 'sent' ? 'delivered' : o.result, dane: daneStatusOf({ connected: !!o.relay && !!this.carrier, planKind: this.carrier?.planKind, tls: !!this.carrier?.tls, verified: !!this.carrier?.verified }), reason: o.result === 'sent' ? undefined : o.reason });
-      if (o.result === 'deferred') this.deps.events?.deferral?.({ domain: this.domain, reason: deferralReason(o) });
-      this.deps.log.info({
-        queue_id: job.id,
-        to: o.address,
-        relay: o.relay ?? 'none',
-        delay: (this.deps.now() - job.envelope.received) / 1000,
-        attempt_ms: this.deps.now() - started,
-        status: o.result === 'sent' ? 'sent' : o.result,
-        dsn: o.code,
-        reply: o.reply,
-        reason: o.result === 'sent' ? undefined : o.reason,
-        tls: o.relay && tls ? { version: tls.protocol, cipher: tls.cipher, verified: tls.verified } : undefined,
-        dane: o.relay ? (plan?.kind === 'dane' ? plan.label : tls ? 'untrusted' : 'cleartext') : undefined,
-        matched: o.relay ? tls?.verify?.matched : undefined,
-        tls_rule: this.level.rule,
-        dane_exception: ex ? true : undefined,
-      }, 'delivery');
+      // A kept outcome is the object given; one oneOutcomeEach made in its place is a repaired breach (internal).
+      const cause = o.result === 'sent' ? undefined : given.cause(o) ?? { kind: 'internal' as const };
+      this.emit({
+        kind: 'recipient', queueId: job.id, outcome: o, ...(cause ? { cause } : {}), ...(this.carrier ? { carrier: this.carrier } : {}), ...(session ? { session } : {}),
+        delayMs: now - job.envelope.received, attemptMs: now - started, rule: this.level.rule, exception: !!ex,
+      });
     }
     return out;
   }

@@ -13,7 +13,7 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { Target, TlsRequirement } from './types.js';
 import type { PresentedChain, VerifyOutcome } from '../dane/types.js';
 import { replyLine } from './outcome.js';
@@ -41,11 +41,41 @@ export interface SmtpTimeouts {
   data_done: number;
 }
 
+/**
+ * Makes the connection a session speaks over (as mox's smtpclient.New(conn) and nodemailer's
+ * `socket` option): resolves with a connected duplex, or rejects. `signal` aborts a dial the
+ * session gave up on (connect timeout). The default, `dialTcp`, connects over TCP to the target's
+ * address (already resolved by the relay's resolver: never getaddrinfo). A test passes one that
+ * hands out its end of an in-process pair speaking a scripted SMTP peer.
+ */
+export type Connector = (target: Target, opts: { signal: AbortSignal; localAddress?: string }) => Promise<Duplex>;
+
+/** The default connector: TCP to `target.address:port`, Nagle off. */
+export const dialTcp: Connector = (target, opts) => new Promise<Duplex>((resolve, reject) => {
+  const sock = net.connect({ host: target.address, port: target.port, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
+  // No Nagle: the client writes a command (or the end-of-data dot) and waits for its reply; held
+  // back behind the peer's delayed ACK, each small write would cost ~40 ms per message.
+  sock.setNoDelay(true);
+  const onAbort = (): void => { sock.destroy(); reject(new Error('aborted')); };
+  const done = (): void => { opts.signal.removeEventListener('abort', onAbort); sock.off('connect', onConnect); sock.off('error', onError); sock.off('close', onClose); };
+  // Connected: the session's own listeners take over; until then an error after connect must not go unheard.
+  const onConnect = (): void => { done(); sock.on('error', () => undefined); resolve(sock); };
+  const onError = (err: Error): void => { done(); sock.destroy(); reject(err); };
+  const onClose = (): void => { done(); reject(new Error('closed')); };
+  if (opts.signal.aborted) return onAbort();
+  opts.signal.addEventListener('abort', onAbort, { once: true });
+  sock.once('connect', onConnect);
+  sock.once('error', onError);
+  sock.once('close', onClose);
+});
+
 export interface SmtpClientOptions {
   heloName: string;
   tls: TlsRequirement;
   timeouts: SmtpTimeouts;
   localAddress?: string;
+  /** how to connect (default `dialTcp`) */
+  connector?: Connector;
 }
 
 export interface Reply {
@@ -68,43 +98,81 @@ export type SmtpStage =
   | 'data'
   | 'protocol';
 
-export interface SmtpErrorOptions {
-  reply?: Reply;
-  permanent?: boolean;
-  cleartextRetryAllowed?: boolean;
-  timeout?: boolean;
-  verify?: VerifyOutcome;
-  cause?: unknown;
+/**
+ * What went wrong, as one value (never flags that could contradict each other):
+ * - `refused`: the server's reply said no (`permanent`: a 5xx where RFC 5321 makes it final);
+ * - `timeout`: a stage timer ran out (RFC 5321 §4.5.3.2);
+ * - `connection`: the connection could not be made, or was closed or broken;
+ * - `tls-handshake`: the TLS handshake failed (`cleartextRetry`: mode `may`, DANE-44; `timedOut`: by the timer);
+ * - `tls-required`: TLS is mandatory and STARTTLS was not offered or was refused (DANE-41/42/43);
+ * - `unauthenticated`: the verifier rejected the peer's chain (DANE-63: nothing of the envelope was sent);
+ * - `protocol`: the peer broke the protocol (a malformed or unexpected reply, data out of step);
+ * - `local`: this side refused to go on (a command with CR/LF, a body the server did not agree to,
+ *   the body stream failing); `permanent` when the message can never go as it is.
+ */
+export type SmtpFailure =
+  | { kind: 'refused'; reply: Reply; permanent: boolean }
+  | { kind: 'timeout' }
+  | { kind: 'connection' }
+  | { kind: 'tls-handshake'; cleartextRetry: boolean; timedOut: boolean }
+  | { kind: 'tls-required'; reply?: Reply }
+  | { kind: 'unauthenticated'; verify: VerifyOutcome }
+  | { kind: 'protocol'; reply?: Reply }
+  | { kind: 'local'; permanent: boolean; reply?: Reply };
+
+export type SmtpErrorKind = SmtpFailure['kind'];
+
+/** What the session knew of the peer when it failed (TLSRPT sending-mta-ip, receiving-mx-helo). */
+export interface PeerFacts {
+  /** our end of the connection, once connected */
+  localAddress?: string;
+  /** the 220 greeting's text, once read */
+  greeting?: string;
 }
 
 export class SmtpError extends Error {
   readonly stage: SmtpStage;
-  readonly reply?: Reply;
-  /**
-   * True only for a 5xx reply to greeting/EHLO/MAIL/RCPT/DATA (or a local 5.x.x
-   * decision such as a missing SMTPUTF8). TLS policy failures (stages starttls,
-   * tls, verify) are never permanent: RFC 7672 §2.2 says try the next MX or defer.
-   */
-  readonly permanent: boolean;
-  /** mode 'may' and the TLS handshake failed: the caller may reconnect with mode 'none' (DANE-44) */
-  readonly cleartextRetryAllowed: boolean;
-  /** a stage timeout (RFC 5321 §4.5.3.2) ended the connection */
-  readonly timeout: boolean;
-  /** the verifier's outcome, for stage 'verify' */
-  readonly verify?: VerifyOutcome;
+  readonly failure: SmtpFailure;
   /** TLSRPT (issue 6): our address on the failed connection and the peer's greeting text, when known */
-  localAddress?: string;
-  greeting?: string;
+  readonly localAddress?: string;
+  readonly greeting?: string;
 
-  constructor(stage: SmtpStage, message: string, opts: SmtpErrorOptions = {}) {
+  constructor(stage: SmtpStage, message: string, failure: SmtpFailure, opts: { cause?: unknown; peer?: PeerFacts } = {}) {
     super(message, opts.cause !== undefined ? { cause: opts.cause } : undefined);
     this.name = 'SmtpError';
     this.stage = stage;
-    if (opts.reply) this.reply = opts.reply;
-    this.permanent = opts.permanent ?? false;
-    this.cleartextRetryAllowed = opts.cleartextRetryAllowed ?? false;
-    this.timeout = opts.timeout ?? false;
-    if (opts.verify) this.verify = opts.verify;
+    this.failure = failure;
+    if (opts.peer?.localAddress !== undefined) this.localAddress = opts.peer.localAddress;
+    if (opts.peer?.greeting !== undefined) this.greeting = opts.peer.greeting;
+  }
+
+  get kind(): SmtpErrorKind {
+    return this.failure.kind;
+  }
+  /** the server's reply that ended it, when one did */
+  get reply(): Reply | undefined {
+    const f = this.failure;
+    return f.kind === 'refused' || f.kind === 'tls-required' || f.kind === 'protocol' || f.kind === 'local' ? f.reply : undefined;
+  }
+  /**
+   * True only for a 5xx reply to greeting/EHLO/MAIL/RCPT/DATA (or a local 5.x.x decision such as a
+   * missing SMTPUTF8). TLS policy failures are never permanent: RFC 7672 §2.2 says try the next MX or defer.
+   */
+  get permanent(): boolean {
+    const f = this.failure;
+    return (f.kind === 'refused' || f.kind === 'local') && f.permanent;
+  }
+  /** mode 'may' and the TLS handshake failed: the caller may reconnect with mode 'none' (DANE-44) */
+  get cleartextRetryAllowed(): boolean {
+    return this.failure.kind === 'tls-handshake' && this.failure.cleartextRetry;
+  }
+  /** a stage timeout (RFC 5321 §4.5.3.2) ended the connection */
+  get timeout(): boolean {
+    return this.failure.kind === 'timeout' || (this.failure.kind === 'tls-handshake' && this.failure.timedOut);
+  }
+  /** the verifier's outcome, for stage 'verify' */
+  get verify(): VerifyOutcome | undefined {
+    return this.failure.kind === 'unauthenticated' ? this.failure.verify : undefined;
   }
 }
 
@@ -353,16 +421,8 @@ function presentedChain(sock: tls.TLSSocket): Buffer[] {
   return out;
 }
 
-function assertCommandSafe(value: string, stage: SmtpStage): void {
-  // A CR or LF inside an address would let a caller smuggle extra SMTP commands.
-  if (/[\r\n\0]/.test(value)) {
-    throw new SmtpError(stage, `refusing to send a command containing CR, LF or NUL: ${JSON.stringify(value)}`, {
-      permanent: true,
-    });
-  }
-}
-
-type AnySocket = net.Socket | tls.TLSSocket;
+/** The connection a session speaks over: a TCP socket, later the TLS socket on top of it, or any duplex (tests). */
+type AnySocket = Duplex;
 
 export class SmtpSession {
   readonly target: Target;
@@ -407,16 +467,12 @@ export class SmtpSession {
    */
   static async connect(target: Target, opts: SmtpClientOptions): Promise<SmtpSession> {
     if (opts.tls.mode === 'verify' && typeof opts.tls.verify !== 'function') {
-      throw new SmtpError('verify', "TLS mode 'verify' without a verify function");
+      throw new SmtpError('verify', "TLS mode 'verify' without a verify function", { kind: 'local', permanent: false });
     }
     const s = new SmtpSession(target, opts);
     try {
       await s.open();
     } catch (err) {
-      if (err instanceof SmtpError) {
-        err.localAddress ??= s._localAddress;
-        err.greeting ??= s._greeting?.text;
-      }
       s.destroy();
       throw err;
     }
@@ -425,7 +481,7 @@ export class SmtpSession {
 
   private async open(): Promise<void> {
     const { timeouts } = this.opts;
-    await this.tcpConnect();
+    await this.connect();
 
     const greeting = await this.read('greeting', timeouts.greeting);
     this._greeting = greeting;
@@ -433,12 +489,9 @@ export class SmtpSession {
       // RFC 5321 §3.1: after a 554 (or other refusal) greeting the client sends QUIT.
       await this.politeQuit();
       if (greeting.code >= 400) {
-        throw new SmtpError('greeting', `server refused the session: ${describe(greeting)}`, {
-          reply: greeting,
-          permanent: greeting.code >= 500,
-        });
+        throw this.fail('greeting', `server refused the session: ${describe(greeting)}`, { kind: 'refused', reply: greeting, permanent: greeting.code >= 500 });
       }
-      throw new SmtpError('protocol', `unexpected greeting ${describe(greeting)}`, { reply: greeting });
+      throw this.fail('protocol', `unexpected greeting ${describe(greeting)}`, { kind: 'protocol', reply: greeting });
     }
 
     await this.hello();
@@ -449,7 +502,7 @@ export class SmtpSession {
       if (mode === 'may') return; // opportunistic: cleartext is acceptable (RFC 7672 §2.2, DANE-44)
       // DANE-41/42/43: TLS is mandatory; no cleartext, no envelope.
       await this.politeQuit();
-      throw new SmtpError('starttls', `STARTTLS required (mode ${mode}) but not offered by ${this.target.host}`);
+      throw this.fail('starttls', `STARTTLS required (mode ${mode}) but not offered by ${this.target.host}`, { kind: 'tls-required' });
     }
 
     this.write(`STARTTLS`);
@@ -457,13 +510,13 @@ export class SmtpSession {
     if (r.code !== 220) {
       if (mode === 'may') return; // RFC 3207 §4: the client may continue without TLS
       await this.politeQuit();
-      throw new SmtpError('starttls', `STARTTLS rejected (mode ${mode}): ${describe(r)}`, { reply: r });
+      throw this.fail('starttls', `STARTTLS rejected (mode ${mode}): ${describe(r)}`, { kind: 'tls-required', reply: r });
     }
     // CVE-2011-0411 class: bytes after the 220 and before the handshake were not
     // protected by TLS and must never be read as replies inside the TLS session.
     if (this.reader.hasPending()) {
       this.destroy();
-      throw new SmtpError('protocol', 'server sent data after 220 to STARTTLS before the TLS handshake (injection)');
+      throw this.fail('protocol', 'server sent data after 220 to STARTTLS before the TLS handshake (injection)', { kind: 'protocol' });
     }
 
     await this.handshake();
@@ -480,11 +533,7 @@ export class SmtpSession {
       if (!outcome.ok) {
         // DANE-63: QUIT and leave; not even EHLO reaches an unauthenticated peer.
         await this.politeQuit();
-        throw new SmtpError(
-          'verify',
-          `TLS peer authentication failed: ${outcome.reason ?? 'rejected'}: ${outcome.detail}`,
-          { verify: outcome },
-        );
+        throw this.fail('verify', `TLS peer authentication failed: ${outcome.reason ?? 'rejected'}: ${outcome.detail}`, { kind: 'unauthenticated', verify: outcome });
       }
       this._tls!.verified = true;
     }
@@ -494,26 +543,52 @@ export class SmtpSession {
     await this.hello();
   }
 
-  private tcpConnect(): Promise<void> {
+  /**
+   * The connection, from the connector (default: a TCP connection to the target's address, `dialTcp`).
+   * The connect timeout covers the connector; on timeout its dial is aborted.
+   */
+  private async connect(): Promise<void> {
     const { address, port } = this.target;
     const ms = this.opts.timeouts.connect;
-    const sock = net.connect({
-      host: address,
-      port,
-      ...(this.opts.localAddress ? { localAddress: this.opts.localAddress } : {}),
+    const dial = this.opts.connector ?? dialTcp;
+    const abort = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        abort.abort();
+        reject(this.fail('connect', `connect to ${address}:${port} timed out after ${ms} ms`, { kind: 'timeout' }));
+      }, ms);
     });
-    // No Nagle: the client writes a command (or the end-of-data dot) and waits for its reply; held
-    // back behind the peer's delayed ACK, each small write would cost ~40 ms per message.
-    sock.setNoDelay(true);
+    const dialling = dial(this.target, { signal: abort.signal, ...(this.opts.localAddress ? { localAddress: this.opts.localAddress } : {}) });
+    // A connector that resolves after the timeout (one that ignores the signal) leaks nothing.
+    dialling.then((late) => { if (abort.signal.aborted) late.destroy(); }, () => undefined);
+    let sock: Duplex;
+    try {
+      sock = await Promise.race([dialling, timeout]);
+    } catch (err) {
+      if (err instanceof SmtpError) throw err;
+      throw this.fail('connect', `connect to ${address}:${port} failed: ${(err as Error | undefined)?.message ?? 'closed'}`, { kind: 'connection' }, err);
+    } finally {
+      clearTimeout(timer);
+    }
     this.sock = sock;
+    this._localAddress = (sock as Partial<net.Socket>).localAddress;
     this.attach(sock);
-    sock.once('connect', () => { this._localAddress = sock.localAddress; });
-    return awaitEvent(sock, 'connect', ms, false, (why, err) => {
-      sock.destroy();
-      return why === 'timeout'
-        ? new SmtpError('connect', `connect to ${address}:${port} timed out after ${ms} ms`, { timeout: true })
-        : new SmtpError('connect', `connect to ${address}:${port} failed: ${err?.message ?? 'closed'}`, { cause: err });
+  }
+
+  /** An SmtpError of this session: with what it knew of the peer (TLSRPT) when it failed. */
+  private fail(stage: SmtpStage, message: string, failure: SmtpFailure, cause?: unknown): SmtpError {
+    return new SmtpError(stage, message, failure, {
+      ...(cause !== undefined ? { cause } : {}),
+      peer: { ...(this._localAddress !== undefined ? { localAddress: this._localAddress } : {}), ...(this._greeting ? { greeting: this._greeting.text } : {}) },
     });
+  }
+
+  /** A CR or LF inside an address would let a caller smuggle extra SMTP commands. */
+  private assertCommandSafe(value: string, stage: SmtpStage): void {
+    if (/[\r\n\0]/.test(value)) {
+      throw this.fail(stage, `refusing to send a command containing CR, LF or NUL: ${JSON.stringify(value)}`, { kind: 'local', permanent: true });
+    }
   }
 
   /** Binds a fresh reply reader to the socket. */
@@ -550,9 +625,7 @@ export class SmtpSession {
       timer = setTimeout(() => {
         this.reader.cancel();
         reject(
-          new SmtpError(stage, `timeout after ${ms} ms waiting for ${what ?? stage} reply from ${this.target.host}`, {
-            timeout: true,
-          }),
+          this.fail(stage, `timeout after ${ms} ms waiting for ${what ?? stage} reply from ${this.target.host}`, { kind: 'timeout' }),
         );
       }, ms);
     });
@@ -562,7 +635,7 @@ export class SmtpSession {
       this.destroy();
       if (err instanceof SmtpError) throw err;
       const f = err as { protocol: boolean; message: string };
-      throw new SmtpError(f.protocol ? 'protocol' : stage, `${f.message} (${what ?? stage})`);
+      throw this.fail(f.protocol ? 'protocol' : stage, `${f.message} (${what ?? stage})`, { kind: f.protocol ? 'protocol' : 'connection' });
     } finally {
       clearTimeout(timer);
     }
@@ -571,7 +644,7 @@ export class SmtpSession {
   /** EHLO, falling back to HELO on 5xx (RFC 5321 §4.1.4). Sets extensions. */
   private async hello(): Promise<void> {
     const { heloName, timeouts } = this.opts;
-    assertCommandSafe(heloName, 'ehlo');
+    this.assertCommandSafe(heloName, 'ehlo');
     this.write(`EHLO ${heloName}`);
     const r = await this.read('ehlo', timeouts.ehlo);
     if (r.code === 250) {
@@ -591,10 +664,10 @@ export class SmtpSession {
         return;
       }
       await this.politeQuit();
-      throw new SmtpError('ehlo', `HELO rejected: ${describe(h)}`, { reply: h, permanent: h.code >= 500 });
+      throw this.fail('ehlo', `HELO rejected: ${describe(h)}`, { kind: 'refused', reply: h, permanent: h.code >= 500 });
     }
     await this.politeQuit();
-    throw new SmtpError('ehlo', `EHLO rejected: ${describe(r)}`, { reply: r, permanent: false });
+    throw this.fail('ehlo', `EHLO rejected: ${describe(r)}`, { kind: 'refused', reply: r, permanent: false });
   }
 
   private async handshake(): Promise<void> {
@@ -629,7 +702,7 @@ export class SmtpSession {
         why === 'timeout' ? `TLS handshake with ${host} timed out after ${timeouts.starttls} ms`
         : why === 'error' ? `TLS handshake with ${host} failed: ${err?.message}`
         : `connection closed during TLS handshake with ${host}`;
-      return new SmtpError('tls', message, { cleartextRetryAllowed: may, timeout: why === 'timeout', ...(err !== undefined ? { cause: err } : {}) });
+      return this.fail('tls', message, { kind: 'tls-handshake', cleartextRetry: may, timedOut: why === 'timeout' }, err);
     });
     const cipher = sock.getCipher();
     this._tls = {
@@ -669,29 +742,26 @@ export class SmtpSession {
   async send(input: SendInput): Promise<SendResult> {
     if (this.busy) throw new Error('SmtpSession.send: a transaction is already running');
     if (this.closed || this.broken || this.sock.destroyed) {
-      throw new SmtpError('protocol', 'session is not usable (closed or in an unknown state)');
+      throw this.fail('protocol', 'session is not usable (closed or in an unknown state)', { kind: 'connection' });
     }
     if (this.reader.hasPending()) {
       // Unsolicited bytes (e.g. a 421 idle-timeout notice) would desynchronise replies.
       this.destroy();
-      throw new SmtpError('protocol', 'server sent unsolicited data between transactions');
+      throw this.fail('protocol', 'server sent unsolicited data between transactions', { kind: 'protocol' });
     }
-    assertCommandSafe(input.from, 'mail');
-    for (const r of input.recipients) assertCommandSafe(r, 'rcpt');
+    this.assertCommandSafe(input.from, 'mail');
+    for (const r of input.recipients) this.assertCommandSafe(r, 'rcpt');
     if (input.recipients.length === 0) throw new Error('SmtpSession.send: no recipients');
     if (input.smtputf8 && !this._extensions.has('SMTPUTF8')) {
       // RFC 6531 §3.4: without SMTPUTF8 support the message cannot be sent as is.
       const text = '5.6.7 SMTPUTF8 required but not supported by the server (RFC 6531 §3.4)';
-      throw new SmtpError('mail', `${this.target.host}: ${text}`, {
-        reply: { code: 550, enhanced: '5.6.7', text },
-        permanent: true,
-      });
+      throw this.fail('mail', `${this.target.host}: ${text}`, { kind: 'local', reply: { code: 550, enhanced: '5.6.7', text }, permanent: true });
     }
     if (input.eightBit && !this._extensions.has('8BITMIME')) {
       // RFC 6152 §3: 8-bit data MUST NOT go to a server that did not advertise 8BITMIME. The caller
       // converts first; this is the last line of defence, before anything of the transaction is sent.
       const text = '5.6.3 8-bit message body but the server does not advertise 8BITMIME (RFC 6152 section 3)';
-      throw new SmtpError('mail', `${this.target.host}: ${text}`, { reply: { code: 554, enhanced: '5.6.3', text }, permanent: true });
+      throw this.fail('mail', `${this.target.host}: ${text}`, { kind: 'local', reply: { code: 554, enhanced: '5.6.3', text }, permanent: true });
     }
 
     return this.exclusive(() => this.transaction(input));
@@ -838,7 +908,7 @@ export class SmtpSession {
   private expectNothingPending(before: string): void {
     if (this.reader.hasPending()) {
       this.destroy();
-      throw new SmtpError('protocol', `reply received before ${before} was sent: the peer is out of step`);
+      throw this.fail('protocol', `reply received before ${before} was sent: the peer is out of step`, { kind: 'protocol' });
     }
   }
 
@@ -862,7 +932,7 @@ export class SmtpSession {
     const sock = this.sock;
     try {
       for await (const chunk of stream as AsyncIterable<Buffer | string>) {
-        if (sock.destroyed || this.closed) throw new SmtpError('data', 'connection lost while sending the message body');
+        if (sock.destroyed || this.closed) throw this.fail('data', 'connection lost while sending the message body', { kind: 'connection' });
         const out = enc.push(typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk);
         // Respect backpressure: never let the socket buffer grow with the message size.
         if (out.length > 0 && !sock.write(out)) await this.drain();
@@ -870,7 +940,7 @@ export class SmtpSession {
     } catch (err) {
       (stream as Readable).destroy?.();
       if (err instanceof SmtpError) throw err;
-      throw new SmtpError('data', `message body stream failed: ${(err as Error).message}`, { cause: err });
+      throw this.fail('data', `message body stream failed: ${(err as Error).message}`, { kind: 'local', permanent: false }, err);
     }
     // A reply before the end-of-data dot answers no command of ours: it must not be read as the
     // reply to the dot (that would make an unfinished message look delivered).
@@ -884,7 +954,7 @@ export class SmtpSession {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         cleanup();
-        reject(new SmtpError('data', `timeout after ${ms} ms writing the message body (data block)`, { timeout: true }));
+        reject(this.fail('data', `timeout after ${ms} ms writing the message body (data block)`, { kind: 'timeout' }));
       }, ms);
       const onDrain = (): void => {
         cleanup();
@@ -892,7 +962,7 @@ export class SmtpSession {
       };
       const onClose = (): void => {
         cleanup();
-        reject(new SmtpError('data', 'connection closed while sending the message body'));
+        reject(this.fail('data', 'connection closed while sending the message body', { kind: 'connection' }));
       };
       const cleanup = (): void => {
         clearTimeout(timer);
@@ -909,17 +979,17 @@ export class SmtpSession {
     const r = this.note(await this.read('mail', this.opts.timeouts.mail, 'RSET'));
     if (replyClass(r.code) !== 2) {
       this.broken = true;
-      throw new SmtpError('protocol', `RSET rejected: ${describe(r)}`, { reply: r });
+      throw this.fail('protocol', `RSET rejected: ${describe(r)}`, { kind: 'refused', reply: r, permanent: false });
     }
   }
 
   /** RSET between messages on a reused connection (RFC 5321 §4.1.1.5). */
   async reset(): Promise<void> {
     if (this.busy) throw new Error('SmtpSession.reset: a transaction is running');
-    if (this.closed || this.broken || this.sock.destroyed) throw new SmtpError('protocol', 'session is not usable');
+    if (this.closed || this.broken || this.sock.destroyed) throw this.fail('protocol', 'session is not usable', { kind: 'connection' });
     if (this.reader.hasPending()) {
       this.destroy();
-      throw new SmtpError('protocol', 'server sent unsolicited data between transactions');
+      throw this.fail('protocol', 'server sent unsolicited data between transactions', { kind: 'protocol' });
     }
     await this.exclusive(() => this.rset());
   }

@@ -3,7 +3,6 @@
  * for one connection, decided before connecting and enforced by the client
  * after the TLS handshake and before any envelope command (RFC 7672 §2.2, digest DANE-63).
  */
-import type { PeerCertificate } from 'node:tls';
 import type { PresentedChain, VerifyOutcome } from '../dane/types.js';
 
 /**
@@ -33,5 +32,3 @@ export interface Target {
   address: string;
   port: number;
 }
-
-export type TlsPeerCert = PeerCertificate;

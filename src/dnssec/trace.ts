@@ -23,9 +23,6 @@ export class Trace {
   }
 }
 
-/** Trace that records nothing (lookups not asked to explain themselves). */
-export const noTrace = (): Trace => new Trace(false);
-
 export function formatTrace(steps: TraceStep[]): string {
   return steps.map((s) => `;; ${s.kind.padEnd(7)} ${s.name.padEnd(28)} ${s.result.padEnd(8)} ${s.detail}`).join('\n');
 }

@@ -1,12 +1,13 @@
 /**
  * What the relay's stages report about themselves, for metrics (issue 7) and logs.
- * Every stage takes an optional `RelayEvents` and calls the hook where the fact happens;
- * `src/metrics/` turns the calls into Prometheus series. Hooks must be cheap and must not throw.
- * TLSRPT does not count from here: it has its own seam (`DeliveryDeps.onTlsResult`).
+ * Ingress, DNS and the exception probe take an optional `RelayEvents` and call the hook where the
+ * fact happens; delivery emits typed `DeliveryEvent`s (delivery/events.ts) and `delivery/metrics.ts`
+ * turns them into these calls. `src/metrics/` turns the calls into Prometheus series. Hooks must be
+ * cheap and must not throw. TLSRPT does not count from here: it subscribes to the delivery events.
  */
 export type DeliveryOutcomeKind = 'delivered' | 'deferred' | 'bounced';
 /** how the session that carried (or failed to carry) the message was protected */
-export type DaneStatus = 'dane-verified' | 'tls-unauthenticated' | 'tls-authenticated' | 'cleartext' | 'none';
+export type DaneStatus = 'dane-verified' | 'tls-unauthenticated' | 'cleartext' | 'none';
 
 export interface RelayEvents {
   /** ingress: a message was committed to the spool */

@@ -33,7 +33,8 @@ export interface HostContext {
   nsec3IterationsInsecure?: boolean;
 }
 
-export interface HostPlan {
+/** What was learnt about a host on the way to its plan (or to skipping it). */
+export interface HostFacts {
   host: string;
   preference: number;
   addresses: string[];
@@ -45,9 +46,33 @@ export interface HostPlan {
   /** why an insecure address / TLSA answer is insecure (for `check` and the log) */
   addressInsecureReason?: InsecureReason;
   tlsaInsecureReason?: InsecureReason;
-  /** set when the host must not be contacted at all (DANE-20, 23, 33, 45) */
-  skip?: { reason: string; code: string; resultType?: 'dnssec-invalid' | 'dane-required' };
-  plan?: TlsPlan;
+}
+
+/**
+ * Why a host is not contacted, as facts (the `reason` text is for logs and DSNs only; nothing
+ * reads it back): a failed lookup (DANE-20/23/33), an answer insecure only by the NSEC3 iteration
+ * limit (issue 13), no address at all, or a dane-only destination without usable DANE (DANE-45).
+ */
+export type SkipCause =
+  | { kind: 'lookup-failed'; rrtype: 'A' | 'AAAA' | 'TLSA'; /** error kind (servfail, timeout, …) or DNSSEC status (bogus, indeterminate) */ problem: string }
+  | { kind: 'nsec3-iterations'; rrtype: 'MX' | 'A' | 'AAAA' | 'TLSA' }
+  | { kind: 'no-address' }
+  /** `tlsaInsecure`: the TLSA answer was insecure (a zone signed without DS below a secure MX, or a broken denial) */
+  | { kind: 'dane-required'; tlsaInsecure?: boolean };
+
+export interface HostSkip {
+  reason: string;
+  code: string;
+  resultType?: 'dnssec-invalid' | 'dane-required';
+  cause: SkipCause;
+}
+
+/** A host is either skipped (never contacted: DANE-20, 23, 33, 45) or has a TLS plan, never both or neither. */
+export type HostPlan = HostFacts & ({ kind: 'skip'; skip: HostSkip } | { kind: 'plan'; plan: TlsPlan });
+
+/** The lookup problem as one token: the error kind, or the DNSSEC status of a failed answer. */
+export function lookupProblem(a: DnsAnswer): string {
+  return a.error ? a.error.kind : a.status;
 }
 
 function describe(a: DnsAnswer): string {
@@ -66,8 +91,9 @@ function byIterationLimit(a: Pick<DnsAnswer, 'status' | 'firstStatus' | 'insecur
  * DANE off (the MX RRset, the host's addresses — DANE-21 — or its TLSA RRset), it is a lookup failure:
  * the host is skipped and the message deferred with 4.7.5, unless the destination opts in.
  */
-function iterationLimitSkip(what: string): NonNullable<HostPlan['skip']> {
+function iterationLimitSkip(what: string, rrtype: 'MX' | 'A' | 'AAAA' | 'TLSA'): HostSkip {
   return {
+    cause: { kind: 'nsec3-iterations', rrtype },
     reason: `${what} is insecure only because its NSEC3 uses more than ${MAX_NSEC3_ITERATIONS} iterations (RFC 9276 §3.2): ` +
       'that does not prove DANE is absent, so the host is not used (per-destination opt-in: nsec3-iterations-insecure in tls_policy)',
     code: '4.7.5',
@@ -81,18 +107,19 @@ const worst = (a: DnssecStatus, b: DnssecStatus): DnssecStatus => {
 };
 
 export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> {
-  const base: HostPlan = { host: mx.host, preference: mx.preference, addresses: [], mxStatus: ctx.mxStatus };
+  const base: HostFacts = { host: mx.host, preference: mx.preference, addresses: [], mxStatus: ctx.mxStatus };
   if (mx.literal) {
     // DANE-10: no DANE for an IP literal.
-    if (ctx.level === 'dane-only') return { ...base, addresses: [mx.host], skip: { reason: `dane-only: ${mx.host} is an IP literal, DANE does not apply`, code: '4.7.5', resultType: 'dane-required' } };
+    if (ctx.level === 'dane-only') return { ...base, addresses: [mx.host], kind: 'skip', skip: { reason: `dane-only: ${mx.host} is an IP literal, DANE does not apply`, code: '4.7.5', resultType: 'dane-required', cause: { kind: 'dane-required' } } };
     const d = decideTls({ level: ctx.level === 'dane' ? 'may' : ctx.level, host: mx.host, mxStatus: ctx.mxStatus, tlsa: { kind: 'none', why: 'IP literal' }, references: [] });
-    return { ...base, addresses: [mx.host], plan: 'plan' in d ? { ...d.plan, ...(d.plan.kind === 'may' ? { sni: undefined } : {}) } : undefined };
+    if ('skip' in d) return { ...base, addresses: [mx.host], kind: 'skip', skip: { reason: d.skip, code: '4.7.5', resultType: d.resultType, cause: { kind: 'dane-required' } } };
+    return { ...base, addresses: [mx.host], kind: 'plan', plan: { ...d.plan, ...(d.plan.kind === 'may' ? { sni: undefined } : {}) } };
   }
 
   const daneLevel = ctx.level === 'dane' || ctx.level === 'dane-only';
   const limitFails = daneLevel && !ctx.nsec3IterationsInsecure;
   if (limitFails && !ctx.trustInsecureMx && ctx.mxStatus === 'insecure' && ctx.mxInsecureReason === 'nsec3-iterations') {
-    return { ...base, skip: iterationLimitSkip(`the MX lookup for ${ctx.nextHop}`) };
+    return { ...base, kind: 'skip', skip: iterationLimitSkip(`the MX lookup for ${ctx.nextHop}`, 'MX') };
   }
 
   // DANE-20: addresses before TLSA.
@@ -102,19 +129,19 @@ export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> 
   if (!aOk || !aaaaOk) {
     // DANE-20/23: an address lookup error skips the host, even when the other family answered.
     const bad = !aOk ? a : aaaa;
-    return { ...base, addressStatus: bad.status, skip: { reason: `${bad.qtype} lookup for ${mx.host}: ${describe(bad)}`, code: '4.4.3', resultType: 'dnssec-invalid' } };
+    return { ...base, addressStatus: bad.status, kind: 'skip', skip: { reason: `${bad.qtype} lookup for ${mx.host}: ${describe(bad)}`, code: '4.4.3', resultType: 'dnssec-invalid', cause: { kind: 'lookup-failed', rrtype: bad.qtype, problem: lookupProblem(bad) } } };
   }
   const addresses = [...a.records, ...aaaa.records];
   const addressStatus = worst(a.status, aaaa.status);
   const limited = [a, aaaa].find(byIterationLimit);
   const addressInsecureReason = limited ? 'nsec3-iterations' : (a.status === 'insecure' ? a : aaaa).insecureReason;
   if (addresses.length === 0) {
-    return { ...base, addressStatus, skip: { reason: `no A/AAAA records for ${mx.host}`, code: '4.4.4' } };
+    return { ...base, addressStatus, kind: 'skip', skip: { reason: `no A/AAAA records for ${mx.host}`, code: '4.4.4', cause: { kind: 'no-address' } } };
   }
-  const withAddr: HostPlan = { ...base, addresses, addressStatus, ...(addressStatus === 'insecure' && addressInsecureReason ? { addressInsecureReason } : {}) };
+  const withAddr: HostFacts = { ...base, addresses, addressStatus, ...(addressStatus === 'insecure' && addressInsecureReason ? { addressInsecureReason } : {}) };
   // The addresses decide whether TLSA is looked up at all (DANE-21), once DANE applies to this MX.
   if (limitFails && limited && (ctx.mxStatus === 'secure' || ctx.trustInsecureMx)) {
-    return { ...withAddr, skip: iterationLimitSkip(`the ${limited.qtype} lookup for ${mx.host}`) };
+    return { ...withAddr, kind: 'skip', skip: iterationLimitSkip(`the ${limited.qtype} lookup for ${mx.host}`, limited.qtype) };
   }
 
   let tlsa: TlsaOutcome;
@@ -122,6 +149,7 @@ export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> 
   let tlsaStatus: DnssecStatus | undefined;
   let tlsaRecords: TlsaRecord[] | undefined;
   let tlsaInsecureReason: InsecureReason | undefined;
+  let tlsaProblem: string | undefined;
   if (!daneLevel) {
     tlsa = { kind: 'none', why: `tls_level ${ctx.level}` };
   } else if (ctx.mxStatus !== 'secure' && !ctx.trustInsecureMx) {
@@ -140,10 +168,11 @@ export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> 
       tlsaStatus = ans.status;
       if (!isAnswer(ans)) {
         tlsa = { kind: 'error', why: `TLSA lookup for ${name}: ${describe(ans)}` }; // DANE-33
+        tlsaProblem = lookupProblem(ans);
         break;
       }
       if (byIterationLimit(ans)) {
-        if (limitFails) return { ...withAddr, tlsaName, tlsaStatus, tlsaInsecureReason: 'nsec3-iterations', skip: iterationLimitSkip(`the TLSA lookup for ${name}`) };
+        if (limitFails) return { ...withAddr, tlsaName, tlsaStatus, tlsaInsecureReason: 'nsec3-iterations', kind: 'skip', skip: iterationLimitSkip(`the TLSA lookup for ${name}`, 'TLSA') };
         tlsaInsecureReason = 'nsec3-iterations';
       } else if (ans.status === 'insecure' && ans.insecureReason) tlsaInsecureReason = ans.insecureReason;
       if (ans.status === 'secure' && ans.records.length > 0) {
@@ -160,6 +189,11 @@ export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> 
     : [];
   const d = decideTls({ level: ctx.level, host: mx.host, mxStatus: ctx.mxStatus, tlsa, references: refs });
   const extra = { tlsaName, tlsaStatus, tlsaRecords, ...(tlsaInsecureReason && tlsaStatus === 'insecure' ? { tlsaInsecureReason } : {}) };
-  if ('skip' in d) return { ...withAddr, ...extra, skip: { reason: d.skip, code: d.resultType === 'dnssec-invalid' ? '4.4.3' : '4.7.5', resultType: d.resultType } };
-  return { ...withAddr, ...extra, plan: d.plan };
+  if ('skip' in d) {
+    const cause: SkipCause = d.resultType === 'dnssec-invalid'
+      ? { kind: 'lookup-failed', rrtype: 'TLSA', problem: tlsaProblem ?? 'error' }
+      : { kind: 'dane-required', ...(tlsaStatus && tlsaStatus !== 'secure' ? { tlsaInsecure: true } : {}) };
+    return { ...withAddr, ...extra, kind: 'skip', skip: { reason: d.skip, code: d.resultType === 'dnssec-invalid' ? '4.4.3' : '4.7.5', resultType: d.resultType, cause } };
+  }
+  return { ...withAddr, ...extra, kind: 'plan', plan: d.plan };
 }

@@ -22,7 +22,8 @@ export type MxDecision =
       insecureReason?: InsecureReason;
     }
   | { kind: 'fail'; code: string; reason: string }
-  | { kind: 'defer'; code: string; reason: string };
+  /** `problem`: the lookup's error kind or DNSSEC status, as a token (TLSRPT failure-reason-code, metrics) */
+  | { kind: 'defer'; code: string; reason: string; problem: string };
 
 /** "[192.0.2.1]" or "[IPv6:2001:db8::1]" → the address, else undefined. RFC 5321 §4.1.3. */
 export function addressLiteral(domain: string): string | undefined {
@@ -61,7 +62,7 @@ const why = (a: DnsAnswer): { insecureReason?: InsecureReason } => (a.status ===
 export function decideMx(domain: string, answer: DnsAnswer<'MX'>, selfNames: string[] = [], rand: () => number = Math.random): MxDecision {
   if (!isAnswer(answer)) {
     // DANE-11: a bogus or failed MX lookup defers; never falls back to A records.
-    return { kind: 'defer', code: '4.4.3', reason: `MX lookup for ${domain}: ${answer.error?.message ?? answer.status}` };
+    return { kind: 'defer', code: '4.4.3', reason: `MX lookup for ${domain}: ${answer.error?.message ?? answer.status}`, problem: answer.error ? answer.error.kind : answer.status };
   }
   if (answer.rcode === 'NXDOMAIN') return { kind: 'fail', code: '5.1.2', reason: `domain ${domain} does not exist (NXDOMAIN)` };
   const expandedDomain = answer.canonicalName !== answer.qname ? answer.canonicalName : undefined;

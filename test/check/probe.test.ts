@@ -20,11 +20,11 @@ describe('DANE-70 recovery rule', () => {
       host('mx2', { connections: [{ address: 'b', plan: 'dane', ok: true, verify: verified }] }),
     ]), false],
     ['an MX skipped for a TLSA lookup error', report({ kind: 'dane', host: 'mx2', detail: 'ok' }, [
-      host('mx1', { skip: { reason: 'TLSA lookup: SERVFAIL', code: '4.4.3' } }),
+      host('mx1', { skip: { reason: 'TLSA lookup: SERVFAIL', code: '4.4.3', cause: { kind: 'lookup-failed', rrtype: 'TLSA', problem: 'servfail' } } }),
       host('mx2', { connections: [{ address: 'b', plan: 'dane', ok: true, verify: verified }] }),
     ]), false],
     ['an MX without addresses does not block recovery', report({ kind: 'dane', host: 'mx2', detail: 'ok' }, [
-      host('mx1', { skip: { reason: 'no A/AAAA records', code: '4.4.4' } }),
+      host('mx1', { skip: { reason: 'no A/AAAA records', code: '4.4.4', cause: { kind: 'no-address' } } }),
       host('mx2', { connections: [{ address: 'b', plan: 'dane', ok: true, verify: verified }] }),
     ]), true],
   ];

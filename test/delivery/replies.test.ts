@@ -23,7 +23,7 @@ function deps(port: number, over: Partial<DeliveryDeps> = {}): DeliveryDeps {
   return {
     resolver, heloName: 'relay.test', selfNames: ['relay.test'], port, tlsLevel: () => ({ level: 'may', rule: 'test' }),
     timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-    digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 10, log: pino({ level: 'silent' }), now: Date.now, ...over,
+    digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 10, subscribers: [], now: Date.now, ...over,
   };
 }
 

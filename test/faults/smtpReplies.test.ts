@@ -148,8 +148,15 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
   /** the latest EHLO of the lane: the session a refusal before MAIL was decided on */
   let lastAdvertised = new Set<string>();
   const lastTx = new Map<number, PeerTransaction>();
-  /** the message being delivered (one at a time per lane), and what the peer its MAIL went to had advertised */
-  let cur: { sender: string; m: FuzzMessage; dsn?: MailDsn; rcptDsn?: Record<string, RcptDsn> } | undefined;
+  /**
+   * The lane's latest messages by sender (unique per message), and per connection the message its latest MAIL was
+   * for. Commands are matched to a message by the connection's own MAIL FROM, never by "the message being delivered
+   * now": a connection the client dropped mid-transaction may still have commands in the peer's receive buffer that
+   * it reads after the next message began (more often on a loaded machine).
+   */
+  type Msg = { sender: string; m: FuzzMessage; dsn?: MailDsn; rcptDsn?: Record<string, RcptDsn> };
+  const messages = new Map<string, Msg>();
+  const connMsg = new Map<number, Msg>();
   const mailPeer = new Map<string, Set<string>>();
   const checkBody = (c: PeerConnection, t: PeerTransaction, cut: boolean): void => {
     if (!t.body) return;
@@ -164,8 +171,10 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
     const params = commandParams(line);
     const dsnKeys = params.filter(([k]) => ['NOTIFY', 'RET', 'ENVID', 'ORCPT'].includes(k));
     if (dsnKeys.length && !adv.has('DSN')) violation(`DSN parameters to a peer without DSN: ${line}`);
-    if (!cur) return;
+    const cur = verb === 'MAIL' ? messages.get(/<([^>]*)>/.exec(line)?.[1] ?? '') : connMsg.get(c.id);
     if (verb === 'MAIL') {
+      if (!cur) { connMsg.delete(c.id); violation(`MAIL for no message of this lane: ${line}`); return; }
+      connMsg.set(c.id, cur);
       mailPeer.set(cur.sender, adv);
       const body8 = params.some(([k, v]) => k === 'BODY' && v?.toUpperCase() === '8BITMIME');
       if (body8 !== (adv.has('8BITMIME') && cur.m.eightBit)) violation(`BODY=8BITMIME ${body8 ? 'declared' : 'missing'} (peer 8BITMIME ${adv.has('8BITMIME')}, 8-bit body ${cur.m.eightBit}): ${line}`);
@@ -175,7 +184,7 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
         if (!got.ok || !isDeepStrictEqual(got.value, cur.dsn)) violation(`MAIL DSN parameters ${JSON.stringify(got)} for ${JSON.stringify(cur.dsn ?? null)}: ${line}`);
       }
       if (cur.dsn) st[adv.has('DSN') ? 'dsnPassed' : 'dsnWithheld']++;
-    } else if (verb === 'RCPT') {
+    } else if (verb === 'RCPT' && cur) {
       const addr = /<([^>]*)>/.exec(line)?.[1] ?? '';
       const want = cur.rcptDsn?.[addr];
       if (adv.has('DSN')) {
@@ -225,6 +234,7 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
     if (t && !t.dot) checkBody(c, t, true);
     lastTx.delete(c.id);
     advertised.delete(c.id);
+    connMsg.delete(c.id);
     const envelope = c.commands.some((l) => /^(MAIL|RCPT|DATA)\b/i.test(l));
     if (kind === 'none' && c.commands.includes('STARTTLS')) violation(`STARTTLS under tls_level none: ${c.commands.join(' | ')}`);
     if (kind === 'encrypt' && envelope && !c.tls) violation(`envelope without TLS under encrypt: ${c.commands.join(' | ')}`);
@@ -252,7 +262,7 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
   const deps: DeliveryDeps = {
     resolver, heloName: 'relay.test', selfNames: ['relay.test'], port: peer.port, tlsLevel: () => ({ level, rule: 'fuzz' }),
     timeouts: { connect: T * 3, greeting: T, ehlo: T, starttls: T * 3, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-    digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 50, log: pino({ level: 'silent' }), now: Date.now, mimeConversion: conversion,
+    digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 50, subscribers: [], now: Date.now, mimeConversion: conversion,
   };
 
   let run = new DestinationRun(deps, domain);
@@ -263,7 +273,9 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
       const m = message(r, k);
       st.bodies[m.kind] = (st.bodies[m.kind] ?? 0) + 1;
       const params = dsnParams(r, recipients);
-      cur = { sender, m, ...params };
+      messages.set(sender, { sender, m, ...params });
+      // a dropped connection's late commands belong to one of the last few messages
+      if (messages.size > 8) messages.delete(messages.keys().next().value!);
       // the spool's body facts (format 2) or none (a format 1 message: delivery scans it)
       const facts = r() < 0.5 ? (() => { const s = new BodyScanner(); s.push(m.body); return { bodyFacts: s.facts }; })() : {};
       const now = Date.now();
@@ -272,7 +284,6 @@ async function lane(index: number, sessions: number, st: Stats): Promise<void> {
         id: `q${index}x${k}`, size: m.body.length, recipients, envelope, ...facts,
         body: () => Readable.from([m.body]),
       });
-      cur = undefined;
       st.sessions++;
       st.byKind[kind]++;
       st.recipients += recipients.length;

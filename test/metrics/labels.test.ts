@@ -1,30 +1,45 @@
 /** The closed label sets: every deferral the relay produces maps to one of a few reasons. */
 import { describe, expect, it } from 'vitest';
-import { DEFERRAL_REASONS, daneStatusOf, deferralReason } from '../../src/metrics/labels.js';
+import { DEFERRAL_REASONS, daneStatusOf } from '../../src/metrics/labels.js';
+import { deferralReason } from '../../src/delivery/metrics.js';
 import { lookupStatus } from '../../src/metrics/timedResolver.js';
 import type { DnsAnswer } from '../../src/dns/types.js';
+import type { DeferralCause, HostFailure } from '../../src/delivery/events.js';
+import type { SmtpStage } from '../../src/delivery/smtpClient.js';
 
-describe('deferralReason', () => {
+describe('deferralReason: from typed causes, never from the wording', () => {
+  const att = (stage: SmtpStage, code: string, verifyReason?: string, planKind: 'dane' | 'may' | 'encrypt' = 'dane'): HostFailure =>
+    ({ kind: 'attempt', code, stage, planKind, ...(verifyReason ? { verifyReason } : {}) });
+  const skip = (code: string, cause: Extract<HostFailure, { kind: 'skipped' }>['cause']): HostFailure => ({ kind: 'skipped', code, cause });
+  const un = (...hosts: HostFailure[]): DeferralCause => ({ kind: 'unreachable', hosts });
   it.each([
-    [{ code: '4.4.3', reason: 'MX lookup for a.test: SERVFAIL' }, 'dns-lookup-failed'],
-    [{ code: '4.4.3', reason: 'MX lookup for a.test: bogus' }, 'dns-bogus'],
-    [{ code: '4.4.3', reason: 'mx.a.test: A lookup for mx.a.test: bogus (DNSSEC validation failed)' }, 'dns-bogus'],
-    [{ code: '4.4.3', reason: 'mx.a.test: TLSA lookup for _25._tcp.mx.a.test: SERVFAIL' }, 'tlsa-lookup-failed'],
-    [{ code: '4.7.5', reason: 'mx.a.test[127.0.0.5]:25: TLS peer authentication failed: dane-no-match: no TLSA record matched' }, 'dane-no-match'],
-    [{ code: '4.7.5', reason: 'mx.a.test: dane-only: no usable TLSA record at mx.a.test' }, 'dane-required'],
-    [{ code: '4.7.5', reason: 'mx.a.test[127.0.0.5]:25: TLS peer authentication failed: certificate-host-mismatch: leaf names x' }, 'tls-verify-failed'],
-    [{ code: '4.7.5', reason: 'mx.a.test[127.0.0.5]:25: STARTTLS rejected (mode encrypt): 454 no' }, 'starttls-failed'],
-    [{ code: '4.7.5', reason: 'mx.a.test[127.0.0.5]:25: handshake: wrong version number' }, 'tls-handshake-failed'],
-    [{ code: '4.4.4', reason: 'mx.a.test: no A/AAAA records for mx.a.test' }, 'no-address'],
-    [{ code: '4.4.1', reason: 'mx.a.test[127.0.0.5]:25: connect ECONNREFUSED' }, 'connect'],
-    [{ code: '4.4.2', reason: 'lost connection with mx.a.test (data): socket closed' }, 'connection-lost'],
-    [{ code: '4.5.0', reason: 'host x: protocol error: 250 ok in reply to DATA: only 354 opens the data phase', reply: '250 ok' }, 'protocol-error'],
-    [{ code: '4.5.0', reason: 'protocol error with x (protocol): malformed reply line' }, 'protocol-error'],
-    [{ code: '4.2.2', reason: 'host x said: 452 4.2.2 mailbox full', reply: '452 4.2.2 mailbox full' }, 'remote-temporary'],
-    [{ code: '4.3.0', reason: 'internal error: boom' }, 'internal'],
-    [{ code: '4.9.9', reason: 'something new' }, 'other'],
-  ] as const)('%j → %s', (o, want) => {
-    expect(deferralReason(o)).toBe(want);
+    ['MX SERVFAIL', { kind: 'mx-lookup', problem: 'servfail' }, '4.4.3', 'dns-lookup-failed'],
+    ['MX bogus', { kind: 'mx-lookup', problem: 'bogus' }, '4.4.3', 'dns-bogus'],
+    ['DNSSEC self-test hold', { kind: 'dnssec-hold' }, '4.4.3', 'dns-lookup-failed'],
+    ['A lookup bogus', un(skip('4.4.3', { kind: 'lookup-failed', rrtype: 'A', problem: 'bogus' })), '4.4.3', 'dns-bogus'],
+    ['AAAA lookup timeout', un(skip('4.4.3', { kind: 'lookup-failed', rrtype: 'AAAA', problem: 'timeout' })), '4.4.3', 'dns-lookup-failed'],
+    ['TLSA SERVFAIL', un(skip('4.4.3', { kind: 'lookup-failed', rrtype: 'TLSA', problem: 'servfail' })), '4.4.3', 'tlsa-lookup-failed'],
+    ['TLSA insecure only by NSEC3 iterations', un(skip('4.7.5', { kind: 'nsec3-iterations', rrtype: 'TLSA' })), '4.7.5', 'tlsa-lookup-failed'],
+    ['MX insecure only by NSEC3 iterations', un(skip('4.7.5', { kind: 'nsec3-iterations', rrtype: 'MX' })), '4.7.5', 'dane-required'],
+    ['dane-only without usable TLSA', un(skip('4.7.5', { kind: 'dane-required' })), '4.7.5', 'dane-required'],
+    ['no address', un(skip('4.4.4', { kind: 'no-address' })), '4.4.4', 'no-address'],
+    ['DANE mismatch', un(att('verify', '4.7.5', 'dane-no-match')), '4.7.5', 'dane-no-match'],
+    ['host name mismatch', un(att('verify', '4.7.5', 'certificate-host-mismatch')), '4.7.5', 'tls-verify-failed'],
+    ['STARTTLS rejected', un(att('starttls', '4.7.5')), '4.7.5', 'starttls-failed'],
+    ['handshake failed under DANE', un(att('tls', '4.7.5')), '4.7.5', 'tls-handshake-failed'],
+    ['handshake failed under may (cleartext retry)', un(att('tls', '4.4.1', undefined, 'may')), '4.4.1', 'connect'],
+    ['connection refused', un(att('connect', '4.4.1')), '4.4.1', 'connect'],
+    ['greeting lost', un(att('greeting', '4.4.2')), '4.4.2', 'connection-lost'],
+    ['no MX host at all', un(), '4.4.1', 'connect'],
+    ['own address at a worse preference only', un({ kind: 'self' }), '4.4.1', 'connect'],
+    ['the host that set the code names it: connect + DANE mismatch', un(att('connect', '4.4.1'), att('verify', '4.7.5', 'dane-no-match')), '4.7.5', 'dane-no-match'],
+    ['most specific among equal codes', un(att('tls', '4.7.5'), att('verify', '4.7.5', 'dane-no-match')), '4.7.5', 'dane-no-match'],
+    ['lost connection mid-transaction', { kind: 'connection-lost', stage: 'data' }, '4.4.2', 'connection-lost'],
+    ['peer broke the protocol', { kind: 'protocol' }, '4.5.0', 'protocol-error'],
+    ['remote 4xx', { kind: 'reply' }, '4.2.2', 'remote-temporary'],
+    ['internal', { kind: 'internal' }, '4.3.0', 'internal'],
+  ] as [string, DeferralCause, string, string][])('%s → %s', (_name, cause, code, want) => {
+    expect(deferralReason(cause, code)).toBe(want);
     expect(DEFERRAL_REASONS).toContain(want);
   });
 });

@@ -10,7 +10,10 @@ import {
   RESULT_TYPES, buildReport, dayOf, dayRange, makeReportId, parseReport, reportFilename, reportSubject, submitterOf,
   type PolicyCounts, type ResultType,
 } from '../../src/reporting/tlsrpt/report.js';
-import { sessionCount, reasonCode } from '../../src/reporting/tlsrpt/recorder.js';
+import { sessionCount } from '../../src/reporting/tlsrpt/recorder.js';
+import { attemptResult, skipResult, tlsrptResultOf } from '../../src/reporting/tlsrpt/results.js';
+import { SmtpError } from '../../src/delivery/smtpClient.js';
+import type { TlsPlan } from '../../src/dane/policy.js';
 
 const FIX = join(import.meta.dirname, 'fixtures');
 const schema = JSON.parse(readFileSync(join(FIX, 'rfc8460-report.schema.json'), 'utf8'));
@@ -66,7 +69,7 @@ describe('RFC 8460 report document', () => {
   });
 
   it('TLSRPT-12 a tlsa policy-string is one "u s m HEX" per RR and policy-domain is the TLSA base domain, not the recipient domain', () => {
-    const c = sessionCount({ domain: 'example.org', host: 'mx1.example.org', address: '198.51.100.10', ok: true, tlsa: { baseDomain: 'mx1.example.org', records: [TLSA, '3 1 2 0F'] } });
+    const c = sessionCount({ domain: 'example.org', host: 'mx1.example.org', address: '198.51.100.10', ok: true, policy: { type: 'tlsa', baseDomain: 'mx1.example.org', records: [TLSA, '3 1 2 0F'] } });
     expect(c.reportDomain).toBe('example.org');
     expect(c.policy).toEqual({ type: 'tlsa', strings: [TLSA, '3 1 2 0F'], domain: 'mx1.example.org' });
     const doc = buildReport({ organizationName: 'o', contactInfo: 'a@b.test', reportId: 'x', day: '2025-03-01', policies: [{ policy: c.policy, success: 1, failure: 0, details: [] }] });
@@ -123,7 +126,7 @@ describe('RFC 8460 report document', () => {
   });
 
   it('TLSRPT-15 domains are written as A-labels; TLSRPT-25 IPv6 in RFC 5952 form', () => {
-    const c = sessionCount({ domain: 'bücher.example', host: 'mx.bücher.example', address: '2001:DB8:0:0:0:0:0:1', ok: false, resultType: 'starttls-not-supported', tlsa: { baseDomain: 'mx.bücher.example', records: [TLSA] } });
+    const c = sessionCount({ domain: 'bücher.example', host: 'mx.bücher.example', address: '2001:DB8:0:0:0:0:0:1', ok: false, resultType: 'starttls-not-supported', policy: { type: 'tlsa', baseDomain: 'mx.bücher.example', records: [TLSA] } });
     const doc = buildReport({ organizationName: 'o', contactInfo: 'a@b.test', reportId: 'x', day: '2025-03-01', policies: [{ policy: c.policy, success: 0, failure: 1, details: [{ detail: c.detail!, count: 1 }] }] });
     expect(c.reportDomain).toBe('xn--bcher-kva.example');
     expect(doc.policies[0]!.policy['policy-domain']).toBe('mx.xn--bcher-kva.example');
@@ -143,20 +146,24 @@ describe('RFC 8460 report document', () => {
     expect(submitterOf('tlsrpt@Relay.Example.NET')).toBe('relay.example.net');
   });
 
-  it('TLSRPT-20 TLSRPT-21 result types and reason codes per the DANE mapping', () => {
-    const f = (resultType: string, reason?: string) => sessionCount({ domain: 'd.test', host: 'mx.d.test', address: '127.0.0.9', ok: false, resultType, reason }).detail!;
-    expect(f('certificate-not-trusted', 'dane-no-match')).toMatchObject({ resultType: 'certificate-not-trusted', reasonCode: 'dane-no-match' });
-    expect(f('dnssec-invalid', 'TLSA lookup for _25._tcp.mx.d.test: SERVFAIL')).toMatchObject({ resultType: 'dnssec-invalid', reasonCode: 'tlsa-lookup-servfail' });
-    expect(f('dane-required', 'dane-only: no TLSA')).toMatchObject({ resultType: 'dane-required', reasonCode: 'no-secure-tlsa' });
-    expect(f('validation-failure', 'TLS handshake failed: ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION')).toMatchObject({ resultType: 'validation-failure', reasonCode: 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION' });
-    expect(f('something-new')).toMatchObject({ resultType: 'validation-failure' });
+  it('TLSRPT-20 TLSRPT-21 result types and reason codes per the DANE mapping, from typed facts', () => {
+    const dane: TlsPlan = { kind: 'dane', why: 'x', sni: 'mx.d.test', baseDomain: 'mx.d.test', records: [], referenceNames: ['mx.d.test'], label: 'verified' };
+    const verify = (reason: string) => new SmtpError('verify', 'TLS peer authentication failed', { kind: 'unauthenticated', verify: { ok: false, reason, detail: reason } });
+    expect(attemptResult(verify('dane-no-match'), dane)).toEqual({ resultType: 'certificate-not-trusted', reasonCode: 'dane-no-match' });
+    expect(skipResult('dnssec-invalid', { kind: 'lookup-failed', rrtype: 'TLSA', problem: 'servfail' })).toEqual({ resultType: 'dnssec-invalid', reasonCode: 'tlsa-lookup-servfail' });
+    expect(skipResult('dane-required', { kind: 'dane-required' })).toEqual({ resultType: 'dane-required', reasonCode: 'no-secure-tlsa' });
+    expect(attemptResult(new SmtpError('tls', 'TLS handshake with mx.d.test failed: wrong version number', { kind: 'tls-handshake', cleartextRetry: false, timedOut: false }), dane)).toEqual({ resultType: 'validation-failure', reasonCode: 'tls-handshake-failure' });
+    expect(attemptResult(verify('something-new'), dane)).toEqual({ resultType: 'validation-failure', reasonCode: 'something-new' });
     // All TLSA records unusable: delivered over unauthenticated TLS (plan encrypt), reported as tlsa-invalid.
-    const enc = sessionCount({ domain: 'd.test', host: 'mx.d.test', address: '127.0.0.9', ok: true, plan: { kind: 'encrypt', why: 'no usable', sni: 'mx.d.test' }, tlsa: { baseDomain: 'mx.d.test', records: ['3 1 9 AA'] } });
+    const target = { host: 'mx.d.test', address: '127.0.0.9', port: 25 };
+    const tls = { protocol: 'TLSv1.3', cipher: 'x', verified: false };
+    const opened = (plan: TlsPlan) => tlsrptResultOf({ kind: 'session-opened', domain: 'd.test', report: false, target, plan, tls, starttlsOffered: true })!;
+    const enc = sessionCount(opened({ kind: 'encrypt', why: 'no usable', sni: 'mx.d.test', baseDomain: 'mx.d.test', records: [{ usage: 3, selector: 1, matchingType: 9, data: Buffer.from([0xaa]) }] }));
     expect(enc).toMatchObject({ ok: false, policy: { type: 'tlsa', strings: ['3 1 9 AA'] }, detail: { resultType: 'tlsa-invalid', reasonCode: 'no-usable-tlsa' } });
-    expect(sessionCount({ domain: 'd.test', host: 'mx.d.test', ok: true, plan: { kind: 'encrypt', why: 'tls_level encrypt' } }).ok).toBe(true);
-    expect(f('starttls-not-supported', 'STARTTLS required').reasonCode).toBeUndefined();
-    expect(reasonCode('certificate-host-mismatch', 'certificate-host-mismatch')).toBeUndefined();
-    expect(reasonCode('certificate-expired', 'certificate-expired')).toBeUndefined();
-    expect(reasonCode('tlsa-invalid', 'tlsa-invalid')).toBeUndefined();
+    expect(sessionCount(opened({ kind: 'encrypt', why: 'tls_level encrypt', sni: 'mx.d.test' })).ok).toBe(true);
+    expect(attemptResult(new SmtpError('starttls', 'STARTTLS required', { kind: 'tls-required' }), dane)!.reasonCode).toBeUndefined();
+    expect(attemptResult(verify('certificate-host-mismatch'), dane)).toEqual({ resultType: 'certificate-host-mismatch' });
+    expect(attemptResult(verify('certificate-expired'), dane)).toEqual({ resultType: 'certificate-expired' });
+    expect(attemptResult(verify('tlsa-invalid'), dane)).toEqual({ resultType: 'tlsa-invalid' });
   });
 });

@@ -13,7 +13,8 @@ import { chainPem, makeCa, makeLeaf, makeSelfSigned, tlsaData, type Issued } fro
 import type { Receiver } from '../support/receiver.js';
 import { dayOf } from '../../src/reporting/tlsrpt/report.js';
 import type { Relay } from '../../src/relay.js';
-import { DestinationRun, type TlsSessionResult } from '../../src/delivery/deliver.js';
+import { DestinationRun } from '../../src/delivery/deliver.js';
+import { tlsrptSubscriber, type TlsSessionResult } from '../../src/reporting/tlsrpt/results.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { Readable } from 'node:stream';
 import pino from 'pino';
@@ -203,8 +204,8 @@ describe('TLSRPT through the delivery code', () => {
     const run = new DestinationRun({
       resolver, heloName: 'relay.test', selfNames: ['relay.test'], port: w.port, tlsLevel: () => ({ level: 'dane', rule: 'test' }),
       timeouts: { connect: t, greeting: t, ehlo: t, starttls: t, mail: t, rcpt: t, data: t, data_block: t, data_done: t },
-      digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 1, log: pino({ level: 'silent' }), now: Date.now,
-      onTlsResult: (r) => results.push(r),
+      digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 1, now: Date.now,
+      subscribers: [tlsrptSubscriber((r) => results.push(r))],
     }, 'skip.test');
     try {
       for (let i = 0; i < 3; i++) {

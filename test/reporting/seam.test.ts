@@ -1,10 +1,10 @@
 /**
- * The delivery seam's pure parts: the SMTP client error → RFC 8460 result type mapping that
- * deliver.ts applies (resultTypeOf), what the recorder makes of a session result, address
+ * The delivery seam's pure parts: the SMTP client error → RFC 8460 result type mapping
+ * (reporting/tlsrpt/results.ts attemptResult), what the recorder makes of a session result, address
  * normalisation for the failure-details merge key, the discovery cache bound and the config rules.
  */
 import { describe, expect, it } from 'vitest';
-import { resultTypeOf } from '../../src/delivery/deliver.js';
+import { attemptResult, tlsrptResultOf } from '../../src/reporting/tlsrpt/results.js';
 import { SmtpError, type SmtpStage } from '../../src/delivery/smtpClient.js';
 import type { TlsPlan } from '../../src/dane/policy.js';
 import { normalIp, sessionCount } from '../../src/reporting/tlsrpt/recorder.js';
@@ -18,9 +18,9 @@ const dane: TlsPlan = { kind: 'dane', why: 'secure TLSA', sni: 'mx.d.test', base
 const encrypt: TlsPlan = { kind: 'encrypt', why: 'tls_level encrypt', sni: 'mx.d.test' };
 const may: TlsPlan = { kind: 'may', why: 'tls_level may', sni: 'mx.d.test' };
 const none: TlsPlan = { kind: 'none', why: 'tls_level none' };
-const err = (stage: SmtpStage, reason?: string) => new SmtpError(stage, `failed at ${stage}`, reason ? { verify: { ok: false, reason, detail: reason } } : {});
+const err = (stage: SmtpStage, reason?: string) => new SmtpError(stage, `failed at ${stage}`, reason ? { kind: 'unauthenticated', verify: { ok: false, reason, detail: reason } } : { kind: 'connection' });
 
-describe('TLSRPT-21 resultTypeOf: SMTP client failure → result type', () => {
+describe('TLSRPT-21 attemptResult: SMTP client failure → result type', () => {
   // [stage, verify reason, plan, expected]
   const table: [SmtpStage, string | undefined, TlsPlan, string | undefined][] = [
     ['starttls', undefined, dane, 'starttls-not-supported'],
@@ -45,7 +45,7 @@ describe('TLSRPT-21 resultTypeOf: SMTP client failure → result type', () => {
   ];
   for (const [stage, reason, plan, want] of table) {
     it(`TLSRPT-21 ${stage}${reason ? `/${reason}` : ''} under ${plan.kind} → ${want ?? 'not reported'}`, () => {
-      const got = resultTypeOf(err(stage, reason), plan);
+      const got = attemptResult(err(stage, reason), plan)?.resultType;
       expect(got).toBe(want);
       if (got) expect(RESULT_TYPES).toContain(got);
     });
@@ -56,13 +56,14 @@ describe('TLSRPT-21 resultTypeOf: SMTP client failure → result type', () => {
     for (const t of RESULT_TYPES) {
       expect(sessionCount({ domain: 'd.test', host: 'mx.d.test', ok: false, resultType: t }).detail!.resultType).toBe(t);
     }
-    expect(sessionCount({ domain: 'd.test', host: 'mx.d.test', ok: false, resultType: 'no-such-type' }).detail!.resultType).toBe('validation-failure');
+    // a verifier reason that is no registered type is validation-failure, the reason its code
+    expect(attemptResult(err('verify', 'no-such-type'), dane)).toEqual({ resultType: 'validation-failure', reasonCode: 'no-such-type' });
   });
 });
 
 describe('TLSRPT session results', () => {
   it('TLSRPT-25 an MX lookup failure (no host reached) omits receiving-mx-hostname instead of naming the recipient domain', () => {
-    const c = sessionCount({ domain: 'd.test', ok: false, resultType: 'dnssec-invalid', reason: 'MX lookup for d.test: SERVFAIL' });
+    const c = sessionCount(tlsrptResultOf({ kind: 'mx-lookup-failed', domain: 'd.test', report: false, problem: 'servfail', reason: 'MX lookup for d.test: SERVFAIL from 127.0.0.1:53' })!);
     expect(c.detail).toEqual({ resultType: 'dnssec-invalid', reasonCode: 'mx-lookup-servfail' });
     expect(c.detail!.receivingMx).toBeUndefined();
   });
@@ -78,8 +79,8 @@ describe('TLSRPT session results', () => {
       ['not an address', 'not an address'],
     ];
     for (const [input, want] of table) expect(normalIp(input), input).toBe(want);
-    const a = sessionCount({ domain: 'd.test', host: 'mx.d.test', address: '::ffff:127.0.0.9', sendingIp: '::ffff:127.0.0.1', ok: false, resultType: 'validation-failure', reason: 'x' });
-    const b = sessionCount({ domain: 'd.test', host: 'mx.d.test', address: '127.0.0.9', sendingIp: '127.0.0.1', ok: false, resultType: 'validation-failure', reason: 'x' });
+    const a = sessionCount({ domain: 'd.test', host: 'mx.d.test', address: '::ffff:127.0.0.9', sendingIp: '::ffff:127.0.0.1', ok: false, resultType: 'validation-failure', reasonCode: 'x' });
+    const b = sessionCount({ domain: 'd.test', host: 'mx.d.test', address: '127.0.0.9', sendingIp: '127.0.0.1', ok: false, resultType: 'validation-failure', reasonCode: 'x' });
     expect(detailKey(a.detail!)).toBe(detailKey(b.detail!));
   });
 });

@@ -112,7 +112,7 @@ describe('TLSRPT recorder', () => {
     const t = Date.parse('2025-03-01T12:00:00Z');
     const discovery = new TlsrptDiscovery(resolver, () => t);
     const rec = new TlsrptRecorder({ store, discovery, now: () => t });
-    const session = { host: 'mx.x.test', address: '127.0.0.9', ok: true, tlsa: { baseDomain: 'mx.x.test', records: ['3 1 1 AA'] } };
+    const session = { host: 'mx.x.test', address: '127.0.0.9', ok: true, policy: { type: 'tlsa' as const, baseDomain: 'mx.x.test', records: ['3 1 1 AA'] } };
     rec.record({ ...session, domain: 'with.test' });
     rec.record({ ...session, domain: 'without.test' });
     rec.record({ ...session, domain: 'twice.test' });
@@ -122,7 +122,7 @@ describe('TLSRPT recorder', () => {
     expect(discovery.cached('without.test')!.kind).toBe('none'); // NXDOMAIN
     expect(discovery.cached('twice.test')!.kind).toBe('none'); // two records: invalid
     for (let i = 0; i < 9; i++) rec.record({ ...session, domain: 'with.test' });
-    rec.record({ ...session, domain: 'with.test', ok: false, resultType: 'certificate-not-trusted', reason: 'dane-no-match' });
+    rec.record({ ...session, domain: 'with.test', ok: false, resultType: 'certificate-not-trusted', reasonCode: 'dane-no-match' });
     rec.record({ ...session, domain: 'without.test' });
     rec.record({ ...session, domain: 'twice.test' });
     const day = await store.read('2025-03-01');
@@ -139,7 +139,7 @@ describe('TLSRPT recorder', () => {
     const t = Date.parse('2025-03-01T12:00:00Z');
     const discovery = new TlsrptDiscovery(resolver, () => t);
     const rec = new TlsrptRecorder({ store, discovery, now: () => t });
-    const fail = { domain: 'flaky.test', host: 'mx.flaky.test', ok: false, resultType: 'dnssec-invalid', reason: 'TLSA lookup for _25._tcp.mx.flaky.test: SERVFAIL' };
+    const fail = { domain: 'flaky.test', host: 'mx.flaky.test', ok: false, resultType: 'dnssec-invalid' as const, reasonCode: 'tlsa-lookup-servfail' };
     rec.record(fail);
     await until(() => discovery.cached('flaky.test') !== undefined, 'discovery of flaky.test');
     expect(discovery.cached('flaky.test')!.kind).toBe('tempfail');

@@ -10,6 +10,9 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import { Duplex } from 'node:stream';
+import type { Connector } from '../../src/delivery/smtpClient.js';
+import type { Target } from '../../src/delivery/types.js';
 
 export type PeerAction =
   /** write these bytes (one or more reply lines, CRLF included; or garbage) */
@@ -94,27 +97,21 @@ export interface ScriptedPeerOptions {
   onClose?: (c: PeerConnection) => void;
 }
 
-export async function startScriptedPeer(o: ScriptedPeerOptions): Promise<ScriptedPeer> {
-  const host = o.host ?? '127.0.0.1';
-  const connections: PeerConnection[] = [];
-  const sockets = new Set<net.Socket>();
-  let ids = 0;
-
-  const server = net.createServer((raw) => {
-    // Replies are small and each waits for the client: without this, Nagle + delayed ACK add ~40 ms each.
-    raw.setNoDelay(true);
-    sockets.add(raw);
-    const conn: PeerConnection = { id: ids++, commands: [], tls: false, transactions: [] };
-    if (o.retain !== false) connections.push(conn);
+/**
+ * The peer's side of one connection: reads commands from `raw` and answers by the script. `raw` is a
+ * TCP socket (startScriptedPeer) or one end of an in-process pair (scriptedConnector).
+ */
+function serve(raw: Duplex, conn: PeerConnection, o: Pick<ScriptedPeerOptions, 'script' | 'onTransaction' | 'onClose' | 'retain'>, onGone: () => void): void {
+  {
     const script = o.script(conn);
-    let sock: net.Socket = raw;
+    let sock: Duplex = raw;
     let buf: Buffer = Buffer.alloc(0);
     let current: PeerTransaction | undefined;
     /** inside DATA: searching for the dot */
     let inData = false;
     let done = false;
     raw.on('close', () => {
-      sockets.delete(raw);
+      onGone();
       // A data phase cut short: no message, but the bytes reached the peer all the same.
       if (inData && current && !current.dot) current.body = Buffer.from(buf);
       o.onClose?.(conn);
@@ -204,6 +201,22 @@ export async function startScriptedPeer(o: ScriptedPeerOptions): Promise<Scripte
     };
     raw.on('data', onData);
     act(script.greeting(conn));
+  }
+}
+
+export async function startScriptedPeer(o: ScriptedPeerOptions): Promise<ScriptedPeer> {
+  const host = o.host ?? '127.0.0.1';
+  const connections: PeerConnection[] = [];
+  const sockets = new Set<net.Socket>();
+  let ids = 0;
+
+  const server = net.createServer((raw) => {
+    // Replies are small and each waits for the client: without this, Nagle + delayed ACK add ~40 ms each.
+    raw.setNoDelay(true);
+    sockets.add(raw);
+    const conn: PeerConnection = { id: ids++, commands: [], tls: false, transactions: [] };
+    if (o.retain !== false) connections.push(conn);
+    serve(raw, conn, o, () => sockets.delete(raw));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -245,4 +258,57 @@ export function normalScript(o: { ext?: string[]; answer?: (verb: string, line: 
     },
     endOfData: (c, t) => o.endOfData?.(c, t) ?? { reply: '250 2.0.0 queued\r\n' },
   });
+}
+
+/**
+ * Two connected in-process streams: what one writes, the other reads; ending one ends the other's
+ * reading side; destroying one closes both (as a TCP peer sees a reset). No socket, no port. Bytes
+ * arrive in a later turn of the event loop, in order, as from a network: delivered inside the
+ * writer's call stack, one TLS stack would run inside the other's write (Node's TLS over a
+ * JS stream does not survive that).
+ */
+export function duplexPair(): [Duplex, Duplex] {
+  const ends: Duplex[] = [];
+  const deliver = (to: number, chunk: Buffer | null): void => {
+    setImmediate(() => { const other = ends[to]!; if (!other.destroyed) other.push(chunk); });
+  };
+  const make = (i: number): Duplex => new Duplex({
+    read() {},
+    write(chunk: Buffer, _enc, cb) { deliver(1 - i, chunk); cb(); },
+    final(cb) { deliver(1 - i, null); cb(); },
+    destroy(err, cb) { setImmediate(() => { const other = ends[1 - i]!; if (!other.destroyed) other.destroy(); }); cb(err); },
+  });
+  ends.push(make(0), make(1));
+  return [ends[0]!, ends[1]!];
+}
+
+export interface ScriptedConnector {
+  /** the client's connector: each dial of a listed address gets a fresh in-process peer connection */
+  connector: Connector;
+  /** every connection, with the address it was dialled at */
+  readonly connections: (PeerConnection & { address: string })[];
+  /** every dial, in order, including refused ones */
+  readonly dials: string[];
+}
+
+/**
+ * A scripted SMTP peer behind a `Connector` instead of a port (issue 14): the client under test dials
+ * `target.address`; an address with a script gets an in-process connection to it, any other is refused
+ * like a closed port (ECONNREFUSED). The dialogue is the same real SMTP as over loopback.
+ */
+export function scriptedConnector(peers: Record<string, (c: PeerConnection) => ConnectionScript>, o: Pick<ScriptedPeerOptions, 'onTransaction' | 'onClose'> = {}): ScriptedConnector {
+  const connections: (PeerConnection & { address: string })[] = [];
+  const dials: string[] = [];
+  let ids = 0;
+  const connector: Connector = async (target: Target) => {
+    dials.push(target.address);
+    const script = peers[target.address];
+    if (!script) throw Object.assign(new Error(`connect ECONNREFUSED ${target.address}:${target.port}`), { code: 'ECONNREFUSED' });
+    const [client, server] = duplexPair();
+    const conn = { id: ids++, address: target.address, commands: [], tls: false, transactions: [] };
+    connections.push(conn);
+    serve(server, conn, { script, ...o }, () => undefined);
+    return client;
+  };
+  return { connector, connections, dials };
 }

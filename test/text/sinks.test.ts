@@ -171,7 +171,7 @@ describe('DSN composer', () => {
 describe('TLSRPT reports', () => {
   it('receiving-mx-helo, failure-reason-code and additional-information are printable in the JSON a receiver decodes', () => {
     fc.assert(fc.property(hostileString, hostileString, (helo, reason) => {
-      const c = sessionCount({ domain: 'dest.test', host: 'mx.dest.test', address: '127.0.0.5', ok: false, resultType: 'validation-failure', reason, receivingHelo: helo, sendingIp: '127.0.0.1' });
+      const c = sessionCount({ domain: 'dest.test', host: 'mx.dest.test', address: '127.0.0.5', ok: false, resultType: 'validation-failure', reasonCode: reason, receivingHelo: helo, sendingIp: '127.0.0.1' });
       const detail = { ...c.detail!, additionalInformation: reason };
       const json = JSON.stringify(buildReport({ organizationName: 'relay.test', contactInfo: 'postmaster@relay.test', reportId: 'r1', day: '2026-01-01', policies: [{ policy: c.policy, success: 0, failure: 1, details: [{ detail, count: 1 }] }] }));
       expectTerminalSafe(json);

@@ -1,6 +1,6 @@
 /**
- * The one place TLSRPT counts (digest TLSRPT-10, 16): `DeliveryDeps.onTlsResult` calls `record`
- * once per TLS session attempt that reached a policy decision. Every session is stored at once
+ * The one place TLSRPT counts (digest TLSRPT-10, 16): the delivery subscriber (results.ts) calls
+ * `record` once per TLS session attempt that reached a policy decision. Every session is stored at once
  * (durable within a second), unless the domain is known (cached) to publish no valid TLSRPT
  * record: NXDOMAIN, NODATA or an invalid record. A cache miss or a DNS temporary failure counts
  * (a lookup is started to warm the cache): dnssec-invalid results happen exactly when DNS is in
@@ -8,10 +8,10 @@
  * is kept by the report step, which looks `rua` up again and drops a domain without one.
  */
 import { isIP } from 'node:net';
-import type { TlsSessionResult } from '../../delivery/deliver.js';
+import type { TlsSessionResult } from './results.js';
 import type { TlsrptDiscovery } from './discovery.js';
 import type { TlsrptStore } from './store.js';
-import { aLabel, dayOf, detailKey, isResultType, policyKey, type FailureDetail, type Policy } from './report.js';
+import { aLabel, dayOf, detailKey, policyKey, type FailureDetail, type Policy } from './report.js';
 import { printable } from '../../text/printable.js';
 
 export interface SessionCount {
@@ -20,22 +20,6 @@ export interface SessionCount {
   policy: Policy;
   ok: boolean;
   detail?: FailureDetail;
-}
-
-/** A short, stable failure-reason-code from a delivery reason (TLSRPT-20), so identical failures merge (TLSRPT-26). */
-export function reasonCode(resultType: string, reason: string | undefined): string | undefined {
-  const r = (reason ?? '').trim();
-  if (resultType === 'certificate-not-trusted') return /^[a-z0-9-]+$/.test(r) && r !== resultType ? r : 'dane-no-match';
-  if (resultType === 'dane-required') return 'no-secure-tlsa';
-  if (resultType === 'dnssec-invalid') {
-    const m = /^(\w+) lookup for \S+: ?(\S+)/.exec(r);
-    return m ? `${m[1]!.toLowerCase()}-lookup-${m[2]!.toLowerCase().replace(/[^a-z0-9-]/g, '')}` : 'dns-lookup-failed';
-  }
-  const code = /\b((?:X509_V_)?ERR_[A-Z0-9_]+|SSL_R_[A-Z0-9_]+)\b/.exec(r)?.[1];
-  if (code) return code;
-  if (/^[a-z0-9-]{1,64}$/.test(r) && r !== resultType) return r;
-  if (resultType === 'validation-failure') return /alert|handshake/i.test(r) ? 'tls-handshake-failure' : 'dane-validation-failure';
-  return undefined;
 }
 
 /**
@@ -58,21 +42,16 @@ export function normalIp(ip: string): string {
 /** Pure: a session result → what is counted, keyed by policy (TLSRPT-11…14, 21, 25). */
 export function sessionCount(r: TlsSessionResult): SessionCount {
   const reportDomain = aLabel(r.domain);
-  const policy: Policy = r.tlsa
-    ? { type: 'tlsa', strings: [...r.tlsa.records], domain: aLabel(r.tlsa.baseDomain) }
+  const policy: Policy = r.policy
+    ? { type: 'tlsa', strings: [...r.policy.records], domain: aLabel(r.policy.baseDomain) }
     : { type: 'no-policy-found', strings: [], domain: reportDomain };
-  // TLSRPT-21: a TLSA RRset without a usable record is reported as tlsa-invalid, although RFC 7672 §2.2 lets the
-  // message go over unauthenticated TLS (plan 'encrypt'): the domain's DANE policy could not be applied.
-  const unusable = r.ok && r.plan?.kind === 'encrypt' && r.tlsa !== undefined;
-  if (r.ok && !unusable) return { reportDomain, policy, ok: true };
-  const resultType = unusable ? 'tlsa-invalid' : r.resultType && isResultType(r.resultType) ? r.resultType : 'validation-failure'; // TLSRPT-20
-  const detail: FailureDetail = { resultType };
+  if (r.ok) return { reportDomain, policy, ok: true };
+  const detail: FailureDetail = { resultType: r.resultType ?? 'validation-failure' }; // TLSRPT-20
   if (r.sendingIp) detail.sendingIp = normalIp(r.sendingIp);
   if (r.host) detail.receivingMx = aLabel(r.host); // no host reached (MX lookup failure): receiving-mx-hostname omitted
   if (r.receivingHelo) detail.receivingHelo = printable(r.receivingHelo);
   if (r.address) detail.receivingIp = normalIp(r.address);
-  const code = unusable ? 'no-usable-tlsa' : reasonCode(resultType, r.reason);
-  if (code) detail.reasonCode = printable(code);
+  if (r.reasonCode) detail.reasonCode = printable(r.reasonCode);
   return { reportDomain, policy, ok: false, detail };
 }
 
@@ -86,7 +65,7 @@ export interface RecorderDeps {
 export class TlsrptRecorder {
   constructor(private readonly deps: RecorderDeps) {}
 
-  /** The onTlsResult hook. Never throws: a counting problem must not disturb a delivery. */
+  /** Called by the delivery subscriber (results.ts). Never throws: a counting problem must not disturb a delivery. */
   readonly record = (r: TlsSessionResult): void => {
     const at = this.deps.now();
     let c: SessionCount;

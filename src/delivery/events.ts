@@ -1,0 +1,115 @@
+/**
+ * What a delivery run reports about itself: one typed `DeliveryEvent` per fact, in the order the
+ * facts happen. `DestinationRun` (deliver.ts) only emits; logging (delivery/log.ts), metrics
+ * (delivery/metrics.ts), TLSRPT (reporting/tlsrpt/results.ts) and rollover warnings
+ * (delivery/rollover.ts) subscribe, each reading the facts it needs. No subscriber reads the
+ * wording of a reason or an error message: the text fields are for the log and the DSN only
+ * (issue 14, as mox's typed tlsrpt.Result and Postfix's failure enums).
+ */
+import type { DnssecStatus } from '../dns/types.js';
+import type { TlsLevel } from '../dane/levels.js';
+import type { TlsPlan } from '../dane/policy.js';
+import type { HostFacts, HostSkip, SkipCause } from '../route/host.js';
+import type { RolloverFinding } from '../policy/rollover.js';
+import type { SmtpError, TlsInfo } from './smtpClient.js';
+import type { Target } from './types.js';
+import type { RetryKind } from './attempt.js';
+import type { RecipientOutcome } from './outcome.js';
+
+/** The TLSA RRset a plan or a skipped host was made from, in presentation form ("u s m HEX"), and its base domain. */
+export interface TlsaFacts { baseDomain: string; records: string[] }
+
+/**
+ * Why a recipient was not delivered (or bounced) by this attempt, as facts. One host failure of an
+ * unreachable destination is `host` (its code and cause); the destination's is `unreachable`.
+ */
+export type DeferralCause =
+  /** DANE-4 / issue 13: trust-ad mode with a failing DNSSEC self-test holds what needs DANE */
+  | { kind: 'dnssec-hold' }
+  /** DANE-11: the MX lookup failed (`problem`: the error kind or DNSSEC status; `error` when the resolver threw) */
+  | { kind: 'mx-lookup'; problem: string }
+  /** the MX answer says no mail (NXDOMAIN, null MX, a loop by name): a bounce */
+  | { kind: 'mx-refused' }
+  /** no MX host could be used: each host's failure in MX order (empty: no host at all) */
+  | { kind: 'unreachable'; hosts: HostFailure[] }
+  /** RFC 5321 §5.1: the next hop is this relay (bounce) */
+  | { kind: 'self-loop' }
+  /** the next hop refused the body as it is (RFC 6152 / 5.6.3): a bounce */
+  | { kind: 'body-refused' }
+  /** the server's reply to the transaction (4xx or 5xx), in `outcome.reply` */
+  | { kind: 'reply' }
+  /** the peer broke the protocol (4.5.0) */
+  | { kind: 'protocol' }
+  /** the connection was lost during the transaction */
+  | { kind: 'connection-lost'; stage: SmtpError['stage'] }
+  /** our own fault: an unreadable body, an unexpected exception, a repaired invariant breach */
+  | { kind: 'internal' };
+
+/** One MX host that could not be used, with the RFC 3463 code it contributes to the aggregate. */
+export type HostFailure =
+  | { kind: 'skipped'; code: string; cause: SkipCause }
+  | { kind: 'attempt'; code: string; stage: SmtpError['stage']; planKind: TlsPlan['kind']; verifyReason?: string }
+  /** this relay's own address at a worse preference: hosts from there on dropped (no code of its own) */
+  | { kind: 'self' };
+
+/** The session a recipient's transaction ran over, as the metrics label it (protection), and as the log shows it. */
+export interface CarrierFacts { tls: boolean; verified: boolean; planKind: TlsPlan['kind'] }
+
+interface Run {
+  domain: string;
+  /** a run of relay-generated TLSRPT reports (TLSRPT-45): logged and counted in metrics, never in TLSRPT */
+  report: boolean;
+}
+
+export type DeliveryEvent = Run & (
+  /** a policy reload reached a destination being delivered */
+  | { kind: 'policy-changed'; rule: string; previousRule: string }
+  /** DANE-16: an MX RRset that is not secure is logged as such */
+  | { kind: 'mx-insecure'; hosts: string[]; status: DnssecStatus }
+  /** DANE-11: the MX lookup failed (4.4.3); no host was reached (TLSRPT-21 dnssec-invalid) */
+  | { kind: 'mx-lookup-failed'; problem: string; reason: string }
+  /** RFC 5321 §5.1: an MX host's address is one of this relay's own listen endpoints */
+  | { kind: 'host-is-self'; host: string; address: string; port: number }
+  /** the host is not contacted (DANE-20, 23, 33, 45); `repeat`: already reported in this run */
+  | { kind: 'host-skipped'; host: HostFacts; skip: HostSkip; tlsa?: TlsaFacts; repeat: boolean }
+  /** one connection attempt failed (`next`: the retry that follows, DANE-44/46) */
+  | { kind: 'attempt-failed'; target: Target; plan: TlsPlan; retry?: RetryKind; next?: RetryKind; error: SmtpError; tlsa?: TlsaFacts; rule: string }
+  /** a session is open and ready for mail (after verification, DANE-63) */
+  | { kind: 'session-opened'; target: Target; plan: TlsPlan; retry?: RetryKind; tls?: TlsInfo; starttlsOffered: boolean; localAddress?: string; greeting?: string; tlsa?: TlsaFacts }
+  /** DANE rollover risk of a session that verified (delivery/rollover.ts) */
+  | { kind: 'rollover-risk'; host: string; finding: RolloverFinding }
+  /** the body was converted for the next hop (RFC 6152, RFC 2045) */
+  | { kind: 'body-converted'; queueId: string; relay: string; target: string }
+  /** our own fault, with the error behind it */
+  | { kind: 'internal-error'; queueId: string; what: 'body-unreadable' | 'unexpected'; err: unknown }
+  /** issue 13: the outcomes were not exactly one per recipient (repaired: deferred) */
+  | { kind: 'invariant-breach'; queueId: string; breaches: string[] }
+  /** DANE-70: the exception list governed this attempt */
+  | { kind: 'exception-applied'; queueId: string; rule: string; level: TlsLevel; underlying: TlsLevel; connected: boolean }
+  /** one recipient's attempt ended (exactly once per recipient of the job) */
+  | {
+      kind: 'recipient'; queueId: string; outcome: RecipientOutcome;
+      /** why it was not delivered; absent for `sent` */
+      cause?: DeferralCause;
+      /** the session that carried (or failed to carry) the transaction, for the protection label */
+      carrier?: CarrierFacts;
+      /** the session still open when the attempt ended, as the log line shows it */
+      session?: { tls?: TlsInfo; plan: TlsPlan };
+      delayMs: number; attemptMs: number; rule: string; exception: boolean;
+    }
+);
+
+export type DeliveryEventKind = DeliveryEvent['kind'];
+
+/**
+ * A subscriber sees every event, in order, synchronously. `emit` lets it add events of its own
+ * (rollover risk found from a session's facts), which every subscriber sees in turn. Like the
+ * `RelayEvents` hooks it must be cheap and must not throw (a throw is a bug and reaches the caller).
+ */
+export type DeliverySubscriber = (e: DeliveryEvent, emit: (e: DeliveryEvent) => void) => void;
+
+/** Hands `e` to every subscriber of the one list, in order. */
+export function publish(subscribers: readonly DeliverySubscriber[], e: DeliveryEvent): void {
+  const send = (x: DeliveryEvent): void => { for (const s of subscribers) s(x, send); };
+  send(e);
+}

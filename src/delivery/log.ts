@@ -1,0 +1,75 @@
+/**
+ * The delivery log: one subscriber (delivery/events.ts) turning delivery events into the
+ * relay's log lines. Field names and messages are what operators grep for (README, Postfix-like
+ * `delivery` lines); keep them stable.
+ */
+import type { Logger } from 'pino';
+import type { DeliveryEvent, DeliverySubscriber } from './events.js';
+
+/** How the transport of a recipient line is shown: the DANE label of the plan, or what TLS gave. */
+function daneLabel(e: Extract<DeliveryEvent, { kind: 'recipient' }>): string | undefined {
+  if (!e.outcome.relay) return undefined;
+  const plan = e.session?.plan;
+  return plan?.kind === 'dane' ? plan.label : e.session?.tls ? 'untrusted' : 'cleartext';
+}
+
+export function deliveryLog(log: Logger): DeliverySubscriber {
+  return (e) => {
+    const domain = e.domain;
+    switch (e.kind) {
+      case 'policy-changed':
+        return log.info({ domain, tls_rule: e.rule, previous_rule: e.previousRule }, 'policy changed while delivering: new session under the new rule');
+      case 'mx-insecure':
+        return log.debug({ domain, mx: e.hosts, mx_status: e.status }, 'MX lookup not secure');
+      case 'mx-lookup-failed':
+        return; // each recipient's line says why
+      case 'host-is-self':
+        return log.warn({ domain, mx: e.host, address: e.address, port: e.port }, 'MX host is this relay (own listen address): hosts at its preference or worse dropped');
+      case 'host-skipped':
+        return log.info({ domain, mx: e.host.host, skipped: e.skip.reason, mx_status: e.host.mxStatus, address_status: e.host.addressStatus, tlsa_status: e.host.tlsaStatus }, 'MX host skipped');
+      case 'attempt-failed': {
+        const relay = `${e.target.host}[${e.target.address}]:${e.target.port}`;
+        log.info({ domain, relay, stage: e.error.stage, error: e.error.message, tls_plan: e.plan.kind }, 'connection attempt failed');
+        // DANE-46: the failed authentication is logged; the retry goes over TLS without it, logged `untrusted`.
+        if (e.next === 'audit') log.warn({ domain, relay, tls_rule: e.rule, error: e.error.message }, 'DANE audit: authentication failed, delivering over unauthenticated TLS (audit-only policy)');
+        return;
+      }
+      case 'session-opened':
+        return;
+      case 'rollover-risk': {
+        const f = e.finding;
+        return log.warn({ domain, mx: e.host, rollover: f.kind, record: f.record, depth: f.depth, expires: f.expires }, `DANE rollover risk: ${f.detail}`);
+      }
+      case 'body-converted':
+        return log.info({ queue_id: e.queueId, relay: e.relay, target: e.target }, 'message body converted for the next hop (RFC 6152, RFC 2045)');
+      case 'internal-error':
+        return log.error({ err: e.err, queue_id: e.queueId, domain },
+          e.what === 'body-unreadable' ? 'could not read the message body to decide what the next hop gets' : 'delivery failed unexpectedly');
+      case 'invariant-breach':
+        return log.error({ queue_id: e.queueId, domain, breaches: e.breaches }, 'internal invariant breach: not exactly one outcome per recipient (repaired: deferred)');
+      case 'exception-applied':
+        return log.warn({ queue_id: e.queueId, domain, tls_rule: e.rule, level: e.level, instead_of: e.underlying },
+          e.connected ? 'DANE exception applied: delivered without DANE (danefail list)' : 'DANE exception applied: attempted without DANE, deferred (danefail list)');
+      case 'recipient': {
+        const o = e.outcome;
+        const tls = e.session?.tls;
+        return log.info({
+          queue_id: e.queueId,
+          to: o.address,
+          relay: o.relay ?? 'none',
+          delay: e.delayMs / 1000,
+          attempt_ms: e.attemptMs,
+          status: o.result === 'sent' ? 'sent' : o.result,
+          dsn: o.code,
+          reply: o.reply,
+          reason: o.result === 'sent' ? undefined : o.reason,
+          tls: o.relay && tls ? { version: tls.protocol, cipher: tls.cipher, verified: tls.verified } : undefined,
+          dane: daneLabel(e),
+          matched: o.relay ? tls?.verify?.matched : undefined,
+          tls_rule: e.rule,
+          dane_exception: e.exception ? true : undefined,
+        }, 'delivery');
+      }
+    }
+  };
+}

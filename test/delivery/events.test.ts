@@ -1,0 +1,161 @@
+/**
+ * Every kind of DeliveryEvent (delivery/events.ts), through the real subscribers: the TLSRPT
+ * result it stands for (reporting/tlsrpt/results.ts, RFC 8460 §4.3), the metric calls it makes
+ * (metrics/delivery.ts) and the log line it writes (delivery/log.ts). The table is keyed by the
+ * union's kinds (`satisfies Record<DeliveryEventKind, …>`): a new kind does not compile until it
+ * is listed here with what each subscriber makes of it.
+ */
+import { describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import type { DeliveryEvent, DeliveryEventKind, DeferralCause } from '../../src/delivery/events.js';
+import { deliveryLog } from '../../src/delivery/log.js';
+import { deliveryMetrics } from '../../src/delivery/metrics.js';
+import type { RelayEvents } from '../../src/metrics/events.js';
+import { tlsrptResultOf, type TlsSessionResult } from '../../src/reporting/tlsrpt/results.js';
+import { RESULT_TYPES, type ResultType } from '../../src/reporting/tlsrpt/report.js';
+import { SmtpError, type SmtpFailure } from '../../src/delivery/smtpClient.js';
+import type { TlsPlan } from '../../src/dane/policy.js';
+import type { HostFacts } from '../../src/route/host.js';
+import { DEFERRAL_REASONS } from '../../src/metrics/labels.js';
+
+const run = { domain: 'd.test', report: false };
+const target = { host: 'mx.d.test', address: '127.0.0.9', port: 25 };
+const record = { usage: 3, selector: 1, matchingType: 1, data: Buffer.from('ab', 'hex') };
+const dane: TlsPlan = { kind: 'dane', why: 'x', sni: 'mx.d.test', baseDomain: 'mx.d.test', records: [record], referenceNames: ['mx.d.test'], label: 'verified' };
+const may: TlsPlan = { kind: 'may', why: 'tls_level may', sni: 'mx.d.test' };
+const none: TlsPlan = { kind: 'none', why: 'tls_level none' };
+const encryptUnusable: TlsPlan = { kind: 'encrypt', why: 'no usable', sni: 'mx.d.test', baseDomain: 'mx.d.test', records: [record] };
+const tls = { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384', verified: true };
+const host: HostFacts = { host: 'mx.d.test', preference: 10, addresses: [], mxStatus: 'secure', addressStatus: 'secure', tlsaName: '_25._tcp.mx.d.test', tlsaStatus: 'bogus' };
+const failed = (stage: SmtpError['stage'], verifyReason?: string): SmtpError => {
+  const failure: SmtpFailure = verifyReason ? { kind: 'unauthenticated', verify: { ok: false, reason: verifyReason, detail: verifyReason } } : { kind: stage === 'tls' ? 'tls-handshake' : 'connection', cleartextRetry: false, timedOut: false } as SmtpFailure;
+  return new SmtpError(stage, `failed at ${stage}`, failure, { peer: { localAddress: '127.0.0.1', greeting: 'mx.d.test ESMTP' } });
+};
+const recipient = (result: 'sent' | 'deferred' | 'bounced', code: string, cause?: DeferralCause, relay = true): Extract<DeliveryEvent, { kind: 'recipient' }> => ({
+  ...run, kind: 'recipient', queueId: 'q1',
+  outcome: { address: 'u@d.test', result, code, reason: 'wording nobody parses', ...(relay ? { relay: 'mx.d.test[127.0.0.9]:25' } : {}) },
+  ...(cause ? { cause } : {}), ...(relay ? { carrier: { tls: true, verified: true, planKind: 'dane' as const }, session: { plan: dane, tls } } : {}),
+  delayMs: 1000, attemptMs: 5, rule: 'default', exception: false,
+});
+
+/** What each subscriber makes of one event. */
+interface Expect {
+  event: DeliveryEvent;
+  /** TLSRPT: the result type (undefined: not a counted session), 'ok' for a success */
+  tlsrpt: ResultType | 'ok' | undefined;
+  reasonCode?: string;
+  /** metric calls, as "hook:label" */
+  metrics: string[];
+  /** the log line's message, if any */
+  log?: string | RegExp;
+}
+
+const table = {
+  'policy-changed': [{ event: { ...run, kind: 'policy-changed', rule: 'new', previousRule: 'old' }, tlsrpt: undefined, metrics: [], log: 'policy changed while delivering: new session under the new rule' }],
+  'mx-insecure': [{ event: { ...run, kind: 'mx-insecure', hosts: ['mx.d.test'], status: 'insecure' }, tlsrpt: undefined, metrics: [], log: 'MX lookup not secure' }],
+  'mx-lookup-failed': [{ event: { ...run, kind: 'mx-lookup-failed', problem: 'servfail', reason: 'MX lookup for d.test: SERVFAIL' }, tlsrpt: 'dnssec-invalid', reasonCode: 'mx-lookup-servfail', metrics: [] }],
+  'host-is-self': [{ event: { ...run, kind: 'host-is-self', host: 'mx.d.test', address: '127.0.0.9', port: 25 }, tlsrpt: undefined, metrics: [], log: /MX host is this relay/ }],
+  'host-skipped': [
+    { event: { ...run, kind: 'host-skipped', host, skip: { reason: 'x', code: '4.4.3', resultType: 'dnssec-invalid', cause: { kind: 'lookup-failed', rrtype: 'TLSA', problem: 'bogus' } }, repeat: false }, tlsrpt: 'dnssec-invalid', reasonCode: 'tlsa-lookup-bogus', metrics: [], log: 'MX host skipped' },
+    { event: { ...run, kind: 'host-skipped', host, skip: { reason: 'x', code: '4.7.5', resultType: 'dnssec-invalid', cause: { kind: 'nsec3-iterations', rrtype: 'A' } }, repeat: false }, tlsrpt: 'dnssec-invalid', reasonCode: 'dns-lookup-failed', metrics: [], log: 'MX host skipped' },
+    { event: { ...run, kind: 'host-skipped', host, skip: { reason: 'x', code: '4.7.5', resultType: 'dane-required', cause: { kind: 'dane-required' } }, repeat: false }, tlsrpt: 'dane-required', reasonCode: 'no-secure-tlsa', metrics: [], log: 'MX host skipped' },
+    // TLSRPT-10: once per run; 4.4.4 is no TLS policy decision
+    { event: { ...run, kind: 'host-skipped', host, skip: { reason: 'x', code: '4.7.5', resultType: 'dane-required', cause: { kind: 'dane-required' } }, repeat: true }, tlsrpt: undefined, metrics: [], log: 'MX host skipped' },
+    { event: { ...run, kind: 'host-skipped', host, skip: { reason: 'x', code: '4.4.4', cause: { kind: 'no-address' } }, repeat: false }, tlsrpt: undefined, metrics: [], log: 'MX host skipped' },
+  ],
+  'attempt-failed': [
+    { event: { ...run, kind: 'attempt-failed', target, plan: dane, error: failed('verify', 'dane-no-match'), rule: 'r' }, tlsrpt: 'certificate-not-trusted', reasonCode: 'dane-no-match', metrics: ['tlsHandshake:verify-failed'], log: 'connection attempt failed' },
+    { event: { ...run, kind: 'attempt-failed', target, plan: dane, error: failed('verify', 'certificate-host-mismatch'), rule: 'r' }, tlsrpt: 'certificate-host-mismatch', metrics: ['tlsHandshake:verify-failed'], log: 'connection attempt failed' },
+    { event: { ...run, kind: 'attempt-failed', target, plan: dane, error: failed('starttls'), rule: 'r' }, tlsrpt: 'starttls-not-supported', metrics: ['tlsHandshake:starttls-unsupported'], log: 'connection attempt failed' },
+    { event: { ...run, kind: 'attempt-failed', target, plan: may, next: 'cleartext', error: failed('tls'), rule: 'r' }, tlsrpt: 'validation-failure', reasonCode: 'tls-handshake-failure', metrics: ['tlsHandshake:handshake-failed'], log: 'connection attempt failed' },
+    // DANE-46: the audit retry's own failure is no session of its own
+    { event: { ...run, kind: 'attempt-failed', target, plan: dane, next: 'audit', error: failed('verify', 'dane-no-match'), rule: 'r' }, tlsrpt: 'certificate-not-trusted', reasonCode: 'dane-no-match', metrics: ['tlsHandshake:verify-failed'], log: /DANE audit: authentication failed/ },
+    { event: { ...run, kind: 'attempt-failed', target, plan: encryptUnusable, retry: 'audit', error: failed('tls'), rule: 'r' }, tlsrpt: undefined, metrics: ['tlsHandshake:handshake-failed'], log: 'connection attempt failed' },
+    { event: { ...run, kind: 'attempt-failed', target, plan: dane, error: failed('connect'), rule: 'r' }, tlsrpt: undefined, metrics: [], log: 'connection attempt failed' },
+    { event: { ...run, kind: 'attempt-failed', target, plan: none, error: failed('tls'), rule: 'r' }, tlsrpt: undefined, metrics: ['tlsHandshake:handshake-failed'], log: 'connection attempt failed' },
+  ],
+  'session-opened': [
+    { event: { ...run, kind: 'session-opened', target, plan: dane, tls, starttlsOffered: true }, tlsrpt: 'ok', metrics: ['tlsHandshake:ok'] },
+    { event: { ...run, kind: 'session-opened', target, plan: encryptUnusable, tls, starttlsOffered: true }, tlsrpt: 'tlsa-invalid', reasonCode: 'no-usable-tlsa', metrics: ['tlsHandshake:ok'] },
+    { event: { ...run, kind: 'session-opened', target, plan: may, starttlsOffered: false }, tlsrpt: 'starttls-not-supported', reasonCode: 'starttls-not-offered', metrics: [] },
+    { event: { ...run, kind: 'session-opened', target, plan: may, starttlsOffered: true }, tlsrpt: 'starttls-not-supported', reasonCode: 'starttls-refused', metrics: [] },
+    { event: { ...run, kind: 'session-opened', target, plan: none, retry: 'cleartext', starttlsOffered: true }, tlsrpt: undefined, metrics: [] },
+  ],
+  'rollover-risk': [{ event: { ...run, kind: 'rollover-risk', host: 'mx.d.test', finding: { kind: 'ee-key-expiring', severity: 'warning', record: 0, depth: 0, expires: '2027-01-01T00:00:00Z', detail: 'soon' } }, tlsrpt: undefined, metrics: ['rolloverWarning:ee-key-expiring'], log: 'DANE rollover risk: soon' }],
+  'body-converted': [{ event: { ...run, kind: 'body-converted', queueId: 'q1', relay: 'r', target: '7bit' }, tlsrpt: undefined, metrics: [], log: /message body converted/ }],
+  'internal-error': [
+    { event: { ...run, kind: 'internal-error', queueId: 'q1', what: 'body-unreadable', err: new Error('EIO') }, tlsrpt: undefined, metrics: [], log: /could not read the message body/ },
+    { event: { ...run, kind: 'internal-error', queueId: 'q1', what: 'unexpected', err: new Error('bug') }, tlsrpt: undefined, metrics: [], log: 'delivery failed unexpectedly' },
+  ],
+  'invariant-breach': [{ event: { ...run, kind: 'invariant-breach', queueId: 'q1', breaches: ['x'] }, tlsrpt: undefined, metrics: [], log: /internal invariant breach/ }],
+  'exception-applied': [{ event: { ...run, kind: 'exception-applied', queueId: 'q1', rule: 'danefail', level: 'may', underlying: 'dane', connected: true }, tlsrpt: undefined, metrics: ['exceptionDowngrade:may'], log: /DANE exception applied: delivered/ }],
+  recipient: [
+    { event: recipient('sent', '2.0.0'), tlsrpt: undefined, metrics: ['deliveryOutcome:delivered/dane-verified'], log: 'delivery' },
+    { event: recipient('deferred', '4.7.5', { kind: 'unreachable', hosts: [{ kind: 'attempt', code: '4.7.5', stage: 'verify', planKind: 'dane', verifyReason: 'dane-no-match' }] }, false), tlsrpt: undefined, metrics: ['deliveryOutcome:deferred/none', 'deferral:dane-no-match'], log: 'delivery' },
+    { event: recipient('deferred', '4.2.2', { kind: 'reply' }), tlsrpt: undefined, metrics: ['deliveryOutcome:deferred/dane-verified', 'deferral:remote-temporary'], log: 'delivery' },
+    { event: recipient('bounced', '5.1.2', { kind: 'mx-refused' }, false), tlsrpt: undefined, metrics: ['deliveryOutcome:bounced/none'], log: 'delivery' },
+  ],
+} satisfies { [K in DeliveryEventKind]: (Expect & { event: Extract<DeliveryEvent, { kind: K }> })[] };
+
+function recorder(): { events: RelayEvents; calls: string[] } {
+  const calls: string[] = [];
+  return {
+    calls,
+    events: {
+      tlsHandshake: (e) => calls.push(`tlsHandshake:${e.result}`),
+      deferral: (e) => calls.push(`deferral:${e.reason}`),
+      deliveryOutcome: (e) => calls.push(`deliveryOutcome:${e.outcome}/${e.dane}`),
+      rolloverWarning: (e) => calls.push(`rolloverWarning:${e.kind}`),
+      exceptionDowngrade: (e) => calls.push(`exceptionDowngrade:${e.level}`),
+      exceptionRecovered: (e) => calls.push(`exceptionRecovered:${e.domain}`),
+      messageReceived: () => calls.push('messageReceived'),
+      dnsLookup: () => calls.push('dnsLookup'),
+    },
+  };
+}
+
+function logLines(e: DeliveryEvent): { msg: string }[] {
+  const lines: { msg: string }[] = [];
+  const log = pino({ level: 'debug' }, { write: (s: string) => { lines.push(JSON.parse(s)); } });
+  deliveryLog(log)(e, () => undefined);
+  return lines;
+}
+
+describe('DeliveryEvent → TLSRPT result type, metric labels, log line (every kind of the union)', () => {
+  for (const [kind, cases] of Object.entries(table) as [DeliveryEventKind, Expect[]][]) {
+    cases.forEach((c, i) => {
+      it(`TLSRPT-21 ${kind} #${i}: TLSRPT ${c.tlsrpt ?? 'not counted'}${c.reasonCode ? ` (${c.reasonCode})` : ''}, metrics [${c.metrics.join(', ')}]`, () => {
+        const r: TlsSessionResult | undefined = tlsrptResultOf(c.event);
+        if (c.tlsrpt === undefined) expect(r).toBeUndefined();
+        else if (c.tlsrpt === 'ok') expect(r).toMatchObject({ ok: true, domain: 'd.test' });
+        else {
+          expect(r).toMatchObject({ ok: false, resultType: c.tlsrpt });
+          expect(RESULT_TYPES).toContain(r!.resultType);
+          expect(r!.reasonCode).toBe(c.reasonCode);
+        }
+        // TLSRPT-45: a run of relay-generated reports is never counted, whatever happened
+        expect(tlsrptResultOf({ ...c.event, report: true })).toBeUndefined();
+
+        const m = recorder();
+        deliveryMetrics(m.events)(c.event, () => undefined);
+        expect(m.calls).toEqual(c.metrics);
+        for (const call of m.calls.filter((x) => x.startsWith('deferral:'))) expect(DEFERRAL_REASONS).toContain(call.slice('deferral:'.length));
+
+        const lines = logLines(c.event);
+        if (c.log === undefined) expect(lines).toEqual([]);
+        else expect(lines.map((l) => l.msg)).toContainEqual(typeof c.log === 'string' ? c.log : expect.stringMatching(c.log));
+      });
+    });
+  }
+
+  it('TLSRPT-20 failure details carry the connection facts: sending-mta-ip, receiving-mx-helo from the 220 greeting, receiving-ip, and the TLSA policy', () => {
+    const r = tlsrptResultOf({ ...run, kind: 'attempt-failed', target, plan: dane, error: failed('verify', 'dane-no-match'), rule: 'r' });
+    expect(r).toEqual({
+      domain: 'd.test', host: 'mx.d.test', address: '127.0.0.9', ok: false, resultType: 'certificate-not-trusted', reasonCode: 'dane-no-match',
+      policy: { type: 'tlsa', baseDomain: 'mx.d.test', records: ['3 1 1 AB'] }, sendingIp: '127.0.0.1', receivingHelo: 'mx.d.test',
+    });
+    const skipped = tlsrptResultOf(table['host-skipped'][0]!.event)!;
+    expect(skipped).toMatchObject({ host: 'mx.d.test', policy: { type: 'tlsa', baseDomain: 'mx.d.test', records: [] } });
+    expect(skipped.address).toBeUndefined();
+  });
+});
