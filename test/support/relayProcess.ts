@@ -65,7 +65,10 @@ export class RelayProcess {
       if (this.output.includes('dane-relay started') || (this.port !== undefined && (await listening(this.port)))) return;
       if (child.exitCode !== null || child.signalCode !== null) throw new Error(`relay exited: ${this.output}`);
       const cpu = cpuMsOf(child.pid) ?? 0;
-      if (cpu > START_CPU_MS) throw new Error(`relay did not start after ${Math.round(cpu)} ms of CPU time: ${this.output}`);
+      if (cpu > START_CPU_MS) {
+        await this.kill('SIGKILL'); // a failed start leaves no relay behind
+        throw new Error(`relay did not start after ${Math.round(cpu)} ms of CPU time: ${this.output}`);
+      }
       await sleep(10);
     }
   }
@@ -76,6 +79,11 @@ export class RelayProcess {
     const argv = [...prefix, process.execPath, CLI, 'serve', '--config', this.configFile];
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     this.child = child;
+    // A test that fails or times out between start and stop must not leave a relay running after its worker exits
+    // (one left from a failed crash.test.ts ran on for minutes, competing for the CPU).
+    const reap = () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); };
+    process.once('exit', reap);
+    child.once('exit', () => process.off('exit', reap));
     const keep = (d: Buffer) => {
       this.output += d;
       if (this.output.length > this.maxOutput) this.output = this.output.slice(-this.maxOutput / 2);
