@@ -416,7 +416,7 @@ describe(`garbage SMTP replies to the delivery client (seed ${SEED})`, () => {
    * the next message's. Every invariant of the first test holds, and late commands really happened.
    */
   it('issue13 issue19 with the event loop stalled after a MAIL batch (commands of an abandoned session read after the next one began): every command is checked against its own message, same invariants', async () => {
-    const { st, unhandled } = await runLanes(Math.min(SESSIONS, 1_600), 2);
+    const { st, unhandled } = await runLanes(1_600, 2);
     expect(unhandled).toEqual([]);
     expect(st.violations).toEqual([]);
     expect(st.stalls).toBeGreaterThan(0);
