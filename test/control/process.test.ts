@@ -47,21 +47,24 @@ function writeConfig(name: string, port: number): string {
 }
 
 const q = (cfg: string, ...args: string[]) => runCli(['queue', ...args, '--config', cfg]);
-const json = (r: CliResult) => { expect(r.stderr).toBe(''); expect(r.code).toBe(0); return JSON.parse(r.stdout); };
 
 /**
- * `queue list --json` run in this process (the CLI's own code, through the control socket): for polling. Each
- * spawned CLI costs a Node start-up (2-3 s of wall time on the busy 2-core machine), and polls that spawned one
- * each pushed the first test past its 120 s limit there; the commands compared below still run as processes.
+ * `dane-relay queue ARGS…` run in this process: the CLI's own queueCli, through the running relay's control socket or
+ * on the stopped spool's files, exactly as the process runs it. The sessions below make ~30 calls; as processes, one
+ * after the other, each Node start-up took 2-5 s of wall time on the busy 2-core machine and the test went past its
+ * 120 s limit there (three times, also with the two sessions side by side). A few calls stay real processes (`q`).
  */
-async function listNow(cfg: string): Promise<SpoolListing> {
-  let out = '';
-  let err = '';
+async function qIn(cfg: string, ...args: string[]): Promise<CliResult> {
+  let stdout = '';
+  let stderr = '';
   const sink = (f: (s: string) => void) => new Writable({ write: (c, _e, cb) => { f(String(c)); cb(); } });
-  const code = await queueCli(['list', '--json', '--config', cfg], sink((s) => { out += s; }), sink((s) => { err += s; }));
-  expect({ code, err }).toEqual({ code: 0, err: '' });
-  return JSON.parse(out) as SpoolListing;
+  const code = await queueCli([...args, '--config', cfg], sink((s) => { stdout += s; }), sink((s) => { stderr += s; }));
+  return { code, stdout, stderr };
 }
+const json = (r: CliResult) => { expect(r.stderr).toBe(''); expect(r.code).toBe(0); return JSON.parse(r.stdout); };
+
+/** `queue list --json` in this process, for polling. */
+const listNow = async (cfg: string): Promise<SpoolListing> => json(await qIn(cfg, 'list', '--json')) as SpoolListing;
 
 /** Polls until `ok` (the test's own timeout bounds it, not a wall-clock guess that gives up and returns). */
 async function waitFor<T>(f: () => Promise<T>, ok: (v: T) => boolean): Promise<T> {
@@ -76,22 +79,22 @@ async function waitFor<T>(f: () => Promise<T>, ok: (v: T) => boolean): Promise<T
 async function session(cfg: string, ids: string[]): Promise<Record<string, unknown>> {
   const [m1, m2, , m4] = ids as [string, string, string, string];
   const out: Record<string, unknown> = {};
-  out.list = json(await q(cfg, 'list', '--json'));
-  out.show = json(await q(cfg, 'show', m2, '--json'));
-  out.hold = json(await q(cfg, 'hold', m1, '--json'));
-  out.listAfterHold = json(await q(cfg, 'list', '--json'));
-  out.flush = json(await q(cfg, 'flush', 'gone.test', '--json'));
-  out.requeueHeld = json(await q(cfg, 'requeue', m1, '--json'));
-  out.delete = json(await q(cfg, 'delete', m4, '--json'));
-  const again = await q(cfg, 'delete', m4);
+  out.list = json(await qIn(cfg, 'list', '--json'));
+  out.show = json(await qIn(cfg, 'show', m2, '--json'));
+  out.hold = json(await qIn(cfg, 'hold', m1, '--json'));
+  out.listAfterHold = json(await qIn(cfg, 'list', '--json'));
+  out.flush = json(await qIn(cfg, 'flush', 'gone.test', '--json'));
+  out.requeueHeld = json(await qIn(cfg, 'requeue', m1, '--json'));
+  out.delete = json(await qIn(cfg, 'delete', m4, '--json'));
+  const again = await qIn(cfg, 'delete', m4);
   out.deleteAgain = { code: again.code, stderr: again.stderr };
-  const show = await q(cfg, 'show', m4);
+  const show = await qIn(cfg, 'show', m4);
   out.showDeleted = { code: show.code, stderr: show.stderr };
-  const bad = await q(cfg, 'hold', '../../etc/passwd');
+  const bad = await qIn(cfg, 'hold', '../../etc/passwd');
   out.badId = { code: bad.code, stderr: bad.stderr };
-  out.release = json(await q(cfg, 'release', m1, '--json'));
-  out.text = (await q(cfg, 'hold', m2)).stdout;
-  out.releaseText = (await q(cfg, 'release', m2)).stdout;
+  out.release = json(await qIn(cfg, 'release', m1, '--json'));
+  out.text = (await qIn(cfg, 'hold', m2)).stdout;
+  out.releaseText = (await qIn(cfg, 'release', m2)).stdout;
   return out;
 }
 
@@ -126,9 +129,7 @@ describe('queue control, running and stopped relay', () => {
     await relay.start();
 
     const expectedAttempts = (id: string, address: string) => (address.endsWith('@gone.test') || id === ids[0] ? 2 : 1);
-    // The two sessions touch different spools (A through the running relay, B's files under its lock), so they run
-    // side by side: each is ~15 CLI processes in a row, and one after the other they took the test past its 120 s
-    // limit on the busy 2-core machine (Node start-up is 2-3 s of wall time there).
+    // The two sessions touch different spools (A through the running relay, B's files under its lock): side by side.
     const [online, offline] = await Promise.all([session(cfgA, ids), session(cfgB, ids)]);
     const onlineAfter = await waitFor(() => listNow(cfgA),
       (l) => l.messages.every((m) => m.recipients.every((r) => r.attempts === expectedAttempts(m.id, r.address))));
