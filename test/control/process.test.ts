@@ -10,11 +10,10 @@ import { ensureBuilt } from '../support/build.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { startReceiver, type Receiver } from '../support/receiver.js';
 import { submit } from '../support/mail.js';
-import { RelayProcess, freePort, runCli, sleep, type CliResult } from '../support/relayProcess.js';
+import { RelayProcess, freePort, runCli, runCliIn, sleep, type CliResult } from '../support/relayProcess.js';
 import { acquireSpoolLock } from '../../src/spool/lock.js';
 import type { SpoolListing } from '../../src/spool/inspect.js';
 import { queueCli } from '../../src/control/cli.js';
-import { Writable } from 'node:stream';
 
 let dns: TestDns;
 let rx: Receiver;
@@ -54,13 +53,7 @@ const q = (cfg: string, ...args: string[]) => runCli(['queue', ...args, '--confi
  * after the other, each Node start-up took 2-5 s of wall time on the busy 2-core machine and the test went past its
  * 120 s limit there (three times, also with the two sessions side by side). A few calls stay real processes (`q`).
  */
-async function qIn(cfg: string, ...args: string[]): Promise<CliResult> {
-  let stdout = '';
-  let stderr = '';
-  const sink = (f: (s: string) => void) => new Writable({ write: (c, _e, cb) => { f(String(c)); cb(); } });
-  const code = await queueCli([...args, '--config', cfg], sink((s) => { stdout += s; }), sink((s) => { stderr += s; }));
-  return { code, stdout, stderr };
-}
+const qIn = (cfg: string, ...args: string[]): Promise<CliResult> => runCliIn(queueCli, [...args, '--config', cfg]);
 const json = (r: CliResult) => { expect(r.stderr).toBe(''); expect(r.code).toBe(0); return JSON.parse(r.stdout); };
 
 /** `queue list --json` in this process, for polling. */

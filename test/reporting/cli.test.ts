@@ -15,7 +15,7 @@ import { publishDkim, readMailedReport } from '../support/tlsrpt.js';
 import { TlsrptStore } from '../../src/reporting/tlsrpt/store.js';
 import { detailKey, policyKey, dayRange, dayOf, nextDay } from '../../src/reporting/tlsrpt/report.js';
 import { tlsrptCli } from '../../src/reporting/tlsrpt/cli.js';
-import { Writable } from 'node:stream';
+import { runCliIn } from '../support/relayProcess.js';
 
 const run = promisify(execFile);
 async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -33,13 +33,7 @@ async function cli(args: string[]): Promise<{ code: number; stdout: string; stde
  * makes many calls in a row. As processes, each Node start-up took 3-5 s of wall time on the busy 2-core machine and
  * the six calls of the refusal test went past the 30 s test limit there.
  */
-async function tlsrptIn(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const sink = (f: (s: string) => void) => new Writable({ write: (c, _e, cb) => { f(String(c)); cb(); } });
-  const code = await tlsrptCli(args, sink((s) => { stdout += s; }), sink((s) => { stderr += s; }));
-  return { code, stdout, stderr };
-}
+const tlsrptIn = (args: string[]) => runCliIn(tlsrptCli, args);
 
 beforeAll(() => ensureBuilt(), 120_000);
 
