@@ -13,7 +13,7 @@ import { submit } from '../support/mail.js';
 import { RelayProcess, freePort, runCli, runCliIn, sleep, type CliResult } from '../support/relayProcess.js';
 import { acquireSpoolLock } from '../../src/spool/lock.js';
 import type { SpoolListing } from '../../src/spool/inspect.js';
-import { queueCli } from '../../src/control/cli.js';
+import { main } from '../../src/cli.js';
 
 let dns: TestDns;
 let rx: Receiver;
@@ -48,12 +48,12 @@ function writeConfig(name: string, port: number): string {
 const q = (cfg: string, ...args: string[]) => runCli(['queue', ...args, '--config', cfg]);
 
 /**
- * `dane-relay queue ARGS…` run in this process: the CLI's own queueCli, through the running relay's control socket or
+ * `dane-relay queue ARGS…` run in this process: the CLI's own main(), through the running relay's control socket or
  * on the stopped spool's files, exactly as the process runs it. The sessions below make ~30 calls; as processes, one
  * after the other, each Node start-up took 2-5 s of wall time on the busy 2-core machine and the test went past its
  * 120 s limit there (three times, also with the two sessions side by side). A few calls stay real processes (`q`).
  */
-const qIn = (cfg: string, ...args: string[]): Promise<CliResult> => runCliIn(queueCli, [...args, '--config', cfg]);
+const qIn = (cfg: string, ...args: string[]): Promise<CliResult> => runCliIn(main, ['queue', ...args, '--config', cfg]);
 const json = (r: CliResult) => { expect(r.stderr).toBe(''); expect(r.code).toBe(0); return JSON.parse(r.stdout); };
 
 /** `queue list --json` in this process, for polling. */

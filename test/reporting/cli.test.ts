@@ -14,7 +14,7 @@ import { World, type Patch } from '../support/world.js';
 import { publishDkim, readMailedReport } from '../support/tlsrpt.js';
 import { TlsrptStore } from '../../src/reporting/tlsrpt/store.js';
 import { detailKey, policyKey, dayRange, dayOf, nextDay } from '../../src/reporting/tlsrpt/report.js';
-import { tlsrptCli } from '../../src/reporting/tlsrpt/cli.js';
+import { main } from '../../src/cli.js';
 import { runCliIn } from '../support/relayProcess.js';
 
 const run = promisify(execFile);
@@ -29,14 +29,14 @@ async function cli(args: string[]): Promise<{ code: number; stdout: string; stde
 }
 
 /**
- * `dane-relay tlsrpt ARGS…` run in this process (the CLI's own tlsrptCli, same files, same clock): for a test that
+ * `dane-relay tlsrpt ARGS…` run in this process (the CLI's own main(), same files, same clock): for a test that
  * makes many calls in a row. As processes, each Node start-up took 3-5 s of wall time on the busy 2-core machine and
  * the six calls of the refusal test went past the 30 s test limit there.
  */
 // Each test's first call, the refusal to overwrite a key (the process's error handling) and the send beside the
 // running relay stay real processes; the rest run in-process: as processes, a test's calls took 24-27 s of its 30 s
 // limit on the busy 2-core machine.
-const tlsrptIn = (args: string[]) => runCliIn(tlsrptCli, args);
+const tlsrptIn = (args: string[]) => runCliIn(main, args);
 
 beforeAll(() => ensureBuilt(), 120_000);
 

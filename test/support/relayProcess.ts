@@ -133,7 +133,7 @@ export class RelayProcess {
 export interface CliResult { code: number; stdout: string; stderr: string }
 
 /**
- * Runs one of the CLI's command functions (`queueCli`, `tlsrptCli`: argv, stdout, stderr → exit code) in this
+ * Runs the CLI's `main` (src/cli.ts: argv, stdout, stderr → exit code) or one of its command functions in this
  * process, with the same result shape as `runCli`: for tests that make many calls in a row, where a Node start-up
  * per call (2-5 s of wall time on a busy 2-core machine) would take them past their time limit.
  */
