@@ -11,7 +11,7 @@ import { SUPPORTED_ALGORITHMS, SUPPORTED_DIGESTS, algorithmName } from './algori
 import { matchDs } from './dsmatch.js';
 import { closestAnchor, type TrustAnchors, type ZoneAnchor } from './anchors.js';
 import { BudgetExceeded, MAX_CHAIN_DEPTH, MAX_NSEC3_ITERATIONS, type Budget } from './budget.js';
-import { TtlCache } from './cache.js';
+import { TtlCache } from '../dns/cache.js';
 import { childToward, isAtOrBelow } from './names.js';
 import { nsecCut, type CutProof, type OwnedNsec } from './nsec.js';
 import { Nsec3Set, nsec3Cut, type OwnedNsec3 } from './nsec3.js';

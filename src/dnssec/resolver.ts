@@ -12,14 +12,15 @@
  * `firstStatus` is that of the first response (the first alias, or the
  * answer itself).
  */
-import { combineInsecureReasons, type CnameHop, type DnsAnswer, type DnssecStatus, type InsecureReason, type QueryType, type RecordData, type Resolver } from '../dns/types.js';
+import { combineInsecureReasons, failedAnswer, usableAnswer, type CnameHop, type DnsAnswer, type DnssecStatus, type InsecureReason, type QueryType, type RecordData, type Resolver } from '../dns/types.js';
 import { DnsTransport } from '../dns/transport.js';
-import { CLASS_IN, TYPE_CODES, isAtOrBelow, normalizeName, toRecordData, typeCode, typeName, type WireMessage, type WireRr } from '../dns/wire.js';
-import { MAX_ALIAS_DEPTH, MAX_CACHE_TTL, MAX_NEGATIVE_TTL, DEFAULT_NEGATIVE_TTL, copyAnswer, dnameTarget } from '../dns/stub.js';
+import { CLASS_IN, TYPE_CODES, toRecordData, typeCode, typeName, type WireMessage, type WireRr } from '../dns/wire.js';
+import { isAtOrBelow, normalizeName } from '../dns/name.js';
+import { MAX_ALIAS_DEPTH, MAX_NEGATIVE_TTL, DEFAULT_NEGATIVE_TTL, dnameTarget } from '../dns/stub.js';
+import { CachingResolver, DEFAULT_CACHE_ENTRIES, type ResolverEngine } from '../dns/front.js';
 import { algorithmName } from './algorithms.js';
 import { parseTrustAnchors, ROOT_TRUST_ANCHORS, type TrustAnchors } from './anchors.js';
 import { Budget, BudgetExceeded, MAX_NSEC3_ITERATIONS } from './budget.js';
-import { TtlCache, approxBytes } from './cache.js';
 import { ChainWalker, validatedDenial, type LookupContext, type ZoneState } from './chain.js';
 import { labelCount } from './names.js';
 import { proveNodata, proveNxdomain, proveWildcardAnswer, type Proof } from './nsec.js';
@@ -56,14 +57,7 @@ export interface ValidatingResolverOptions {
  */
 export const LOOKUP_DEADLINE_EXCHANGES = 3;
 
-/**
- * Approximate bytes of validated answers kept, besides the entry count: a TXT
- * or TLSA answer can be 64 KiB, so 10,000 entries alone could hold 640 MiB.
- */
-export const MAX_ANSWER_CACHE_BYTES = 64 * 1024 * 1024;
-
-/** Bogus answers are remembered this long (Unbound's val-bogus-ttl is 60 s) so a broken zone is not re-validated per message. */
-export const BOGUS_TTL = 60;
+export { BOGUS_TTL, MAX_ANSWER_CACHE_BYTES } from '../dns/front.js';
 
 /**
  * Distinct RRSIG signer names tried for one RRset or denial (each costs a chain walk). Honest data has
@@ -89,53 +83,16 @@ class Failed extends Error {
   }
 }
 
-export class ValidatingResolver implements Resolver {
-  private readonly transport: DnsTransport;
-  private readonly anchors: TrustAnchors;
-  private readonly now: () => number;
-  private readonly cache: TtlCache<DnsAnswer>;
-  private readonly walker: ChainWalker;
-  private readonly inflight = new Map<string, Promise<DnsAnswer>>();
-  private readonly deadlineMs: number;
-  private closed = false;
-
+/** The validating resolver: the shared caching front end (dns/front.ts) over the validator engine. */
+export class ValidatingResolver extends CachingResolver<ValidatorEngine> {
   constructor(opts: ValidatingResolverOptions) {
-    this.transport = opts.transport ?? new DnsTransport(opts);
-    this.deadlineMs = LOOKUP_DEADLINE_EXCHANGES * opts.timeoutMs * opts.attempts;
-    this.anchors = parseTrustAnchors(opts.trustAnchors ?? ROOT_TRUST_ANCHORS);
-    this.now = opts.now ?? Date.now;
-    const max = Math.max(1, opts.maxCacheEntries ?? 10_000);
-    this.cache = new TtlCache(max, MAX_ANSWER_CACHE_BYTES, (a) => approxBytes(a));
-    this.walker = new ChainWalker(this.anchors, (n, t, c) => this.query(n, t, c), this.now, max);
+    const now = opts.now ?? Date.now;
+    super(new ValidatorEngine(opts, now), { now, ...(opts.maxCacheEntries !== undefined ? { maxCacheEntries: opts.maxCacheEntries } : {}) });
   }
 
   /** Entries held by the answer cache and the chain caches. */
   get cacheSize(): number {
-    return this.cache.size + this.walker.cacheSize;
-  }
-
-  async lookup<T extends QueryType>(name: string, type: T): Promise<DnsAnswer<T>> {
-    let qname: string;
-    try {
-      qname = normalizeName(name);
-    } catch (e) {
-      return failure(name, type, 'indeterminate', (e as Error).message, []) as DnsAnswer<T>;
-    }
-    if (this.closed) return failure(qname, type, 'indeterminate', 'resolver closed', []) as DnsAnswer<T>;
-    const key = `${qname}|${type}`;
-    const hit = this.cache.get(key, this.now());
-    if (hit) return { ...copyAnswer(hit.value), ttl: hit.value.error ? 0 : hit.ttl } as DnsAnswer<T>;
-    let p = this.inflight.get(key);
-    if (!p) {
-      p = this.run(qname, type, new Trace(false))
-        .then((a) => {
-          if (!this.closed) this.remember(key, a);
-          return a;
-        })
-        .finally(() => this.inflight.delete(key));
-      this.inflight.set(key, p);
-    }
-    return copyAnswer(await p) as DnsAnswer<T>;
+    return this.answersCached + this.engine.chainCacheSize;
   }
 
   /** A fresh validation (no answer cache) with the steps that led to the verdict, for `dns lookup`. */
@@ -145,26 +102,41 @@ export class ValidatingResolver implements Resolver {
     try {
       qname = normalizeName(name);
     } catch (e) {
-      return { answer: failure(name, type, 'indeterminate', (e as Error).message, []) as DnsAnswer<T>, trace: trace.steps };
+      return { answer: failure(name, type, 'indeterminate', (e as Error).message, []), trace: trace.steps };
     }
-    const answer = await this.run(qname, type, trace);
+    const answer = await this.engine.run(qname, type, trace);
     return { answer, trace: trace.steps };
   }
+}
 
-  async close(): Promise<void> {
-    this.closed = true;
-    this.transport.close();
-    this.cache.clear();
-    this.walker.clear();
+/** One fresh validation: chain of trust, aliases, proofs, under one lookup's work budget. */
+class ValidatorEngine implements ResolverEngine {
+  private readonly transport: DnsTransport;
+  private readonly anchors: TrustAnchors;
+  private readonly walker: ChainWalker;
+  private readonly deadlineMs: number;
+  private closed = false;
+
+  constructor(opts: ValidatingResolverOptions, private readonly now: () => number) {
+    this.transport = opts.transport ?? new DnsTransport(opts);
+    this.deadlineMs = LOOKUP_DEADLINE_EXCHANGES * opts.timeoutMs * opts.attempts;
+    this.anchors = parseTrustAnchors(opts.trustAnchors ?? ROOT_TRUST_ANCHORS);
+    const max = Math.max(1, opts.maxCacheEntries ?? DEFAULT_CACHE_ENTRIES);
+    this.walker = new ChainWalker(this.anchors, (n, t, c) => this.query(n, t, c), this.now, max);
   }
 
-  private remember(key: string, a: DnsAnswer): void {
-    if (a.error) {
-      // Transport failures are not cached (the next try may work); bogus is, briefly.
-      if (a.status === 'bogus') this.cache.set(key, a, BOGUS_TTL, this.now());
-      return;
-    }
-    this.cache.set(key, a, Math.min(a.ttl, MAX_CACHE_TTL), this.now());
+  get chainCacheSize(): number {
+    return this.walker.cacheSize;
+  }
+
+  resolve<T extends QueryType>(qname: string, qtype: T): Promise<DnsAnswer<T>> {
+    return this.run(qname, qtype, new Trace(false));
+  }
+
+  close(): void {
+    this.closed = true;
+    this.transport.close();
+    this.walker.clear();
   }
 
   private async query(name: string, type: string, ctx: LookupContext): Promise<{ ok: true; msg: WireMessage } | { ok: false; message: string }> {
@@ -177,7 +149,7 @@ export class ValidatingResolver implements Resolver {
     return { ok: true, msg: ex.msg };
   }
 
-  private async run<T extends QueryType>(qname: string, qtype: T, trace: Trace): Promise<DnsAnswer<T>> {
+  async run<T extends QueryType>(qname: string, qtype: T, trace: Trace): Promise<DnsAnswer<T>> {
     // The deadline is wall-clock time (Date.now), not the injectable validation clock `now`.
     const ctx: LookupContext = { budget: new Budget(), trace, nowSec: Math.floor(this.now() / 1000), deadline: Date.now() + this.deadlineMs };
     const chain: CnameHop[] = [];
@@ -189,7 +161,7 @@ export class ValidatingResolver implements Resolver {
       timer.unref();
     });
     try {
-      const a = await Promise.race([this.resolve(qname, qtype, ctx, chain), overdue]);
+      const a = await Promise.race([this.follow(qname, qtype, ctx, chain), overdue]);
       spent();
       return a;
     } catch (e) {
@@ -206,7 +178,8 @@ export class ValidatingResolver implements Resolver {
     }
   }
 
-  private async resolve<T extends QueryType>(qname: string, qtype: T, ctx: LookupContext, chain: CnameHop[]): Promise<DnsAnswer<T>> {
+  /** The answer to (qname, qtype), following aliases (DANE-5): each hop validated on its own. */
+  private async follow<T extends QueryType>(qname: string, qtype: T, ctx: LookupContext, chain: CnameHop[]): Promise<DnsAnswer<T>> {
     const seen = new Set<string>([qname]);
     const statuses: DnssecStatus[] = [];
     const reasons: (InsecureReason | undefined)[] = [];
@@ -251,18 +224,10 @@ export class ValidatingResolver implements Resolver {
         }
       }
       ctx.trace.add('answer', qname, overall, `${step.kind === 'negative' ? step.rcode : 'NOERROR'}, ${records.length} record(s), ttl ${Number.isFinite(ttl) ? ttl : 0}${insecureReason ? ` (insecure: ${insecureReason})` : ''}`);
-      return {
-        qname,
-        qtype,
-        rcode: step.kind === 'negative' ? step.rcode : 'NOERROR',
-        status: overall,
-        firstStatus: statuses[0]!,
-        canonicalName: cur,
-        chain,
-        records,
-        ttl: Number.isFinite(ttl) ? Math.max(0, ttl) : DEFAULT_NEGATIVE_TTL,
-        ...(insecureReason ? { insecureReason } : {}),
-      };
+      const rcode = step.kind === 'negative' ? step.rcode : 'NOERROR';
+      if (rcode !== 'NOERROR' && rcode !== 'NXDOMAIN') throw new Failed('indeterminate', `${rcode} for ${cur}/${qtype}`); // validateDenial already refuses these
+      const base = { qname, qtype, rcode, canonicalName: cur, chain, records, ttl: Number.isFinite(ttl) ? Math.max(0, ttl) : DEFAULT_NEGATIVE_TTL } as const;
+      return usableAnswer(base, overall, statuses[0]!, insecureReason);
     }
   }
 
@@ -555,17 +520,10 @@ function failure<T extends QueryType>(
   chain: CnameHop[],
   errorKind: ErrorKind = kind,
 ): DnsAnswer<T> {
-  return {
-    qname,
-    qtype,
+  // As in the stub: an error is never an answer, so no part of it reads as secure (the hops keep their own status in `chain`).
+  return failedAnswer(qname, qtype, kind, { kind: errorKind, message }, {
     rcode: kind === 'bogus' ? 'SERVFAIL' : '',
-    status: kind,
-    // As in the stub: an error is never an answer, so no part of it reads as secure (the hops keep their own status in `chain`).
-    firstStatus: kind,
-    canonicalName: chain.length ? chain[chain.length - 1]!.target : qname,
     chain,
-    records: [],
-    ttl: 0,
-    error: { kind: errorKind, message },
-  };
+    canonicalName: chain.length ? chain[chain.length - 1]!.target : qname,
+  });
 }

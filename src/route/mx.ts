@@ -7,6 +7,7 @@
  */
 import type { DnsAnswer, DnssecStatus, InsecureReason, MxRecord } from '../dns/types.js';
 import { isAnswer } from '../dns/types.js';
+import { lowerName } from '../dns/name.js';
 
 export interface MxHost {
   host: string;
@@ -72,8 +73,8 @@ export function decideMx(domain: string, answer: DnsAnswer<'MX'>, selfNames: str
   // RFC 7505 §3: a single "0 ." is a null MX. A "." among real MX records is ignored (derived, DANE-13).
   const real = answer.records.filter((r) => r.exchange !== '' && r.exchange !== '.');
   if (real.length === 0) return { kind: 'fail', code: '5.1.10', reason: `domain ${domain} does not accept mail (null MX, RFC 7505)` };
-  let ordered = orderMx(real, rand).map((r) => ({ host: r.exchange.toLowerCase().replace(/\.$/, ''), preference: r.preference }));
-  const self = new Set(selfNames.map((n) => n.toLowerCase().replace(/\.$/, '')));
+  let ordered = orderMx(real, rand).map((r) => ({ host: lowerName(r.exchange), preference: r.preference }));
+  const self = new Set(selfNames.map(lowerName));
   const mine = ordered.find((h) => self.has(h.host));
   if (mine) {
     ordered = ordered.filter((h) => h.preference < mine.preference);
