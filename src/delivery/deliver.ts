@@ -17,6 +17,8 @@ import { SmtpSession, SmtpError, type SmtpClientOptions } from './smtpClient.js'
 import { attemptAddress, requirementFor, type Attempt } from './attempt.js';
 import type { RelayEvents } from '../metrics/events.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
+import { PlanBudget } from '../route/budget.js';
+import { DEFAULT_MX_HOST_LIMIT } from '../route/mx.js';
 import { assessRollover } from '../policy/rollover.js';
 import type { MxFactsStore } from '../policy/mxFacts.js';
 import type { VerifyOutcome } from '../dane/types.js';
@@ -56,6 +58,8 @@ export interface DeliveryDeps {
   timeouts: SmtpClientOptions['timeouts'];
   digestPreference: ('sha512' | 'sha256')[];
   maxMessagesPerConnection: number;
+  /** delivery.mx_host_limit: MX hosts planned and tried per message (0: all; default 5) */
+  mxHostLimit?: number;
   log: Logger;
   now: () => number;
   /** TLSRPT seam: every TLS session attempt that reached a policy decision (issue 6) */
@@ -191,9 +195,12 @@ export class DestinationRun {
     await this.dropSession();
   }
 
-  private async resolveMx(): Promise<MxDecision> {
+  private async resolveMx(plan: PlanBudget): Promise<MxDecision> {
     if (this.mx) return this.mx;
-    this.mx = await lookupMx(this.deps.resolver, this.domain, this.deps.selfNames);
+    this.mx = await lookupMx(plan, this.domain, this.deps.selfNames, this.deps.mxHostLimit);
+    if (this.mx.kind === 'hosts' && this.mx.notTried) {
+      this.deps.log.info({ domain: this.domain, mx: this.mx.hosts.map((h) => h.host), not_tried: this.mx.notTried, mx_host_limit: this.deps.mxHostLimit ?? DEFAULT_MX_HOST_LIMIT }, 'MX hosts beyond delivery.mx_host_limit are not tried');
+    }
     // TLSRPT-21: an MX lookup error is reported as dnssec-invalid (once per run, not per message).
     // No MX host was reached: `host` is left out, so receiving-mx-hostname is omitted rather than the recipient domain.
     if (this.mx.kind === 'defer' && this.mx.code === '4.4.3') this.deps.onTlsResult?.({ domain: this.domain, ok: false, resultType: 'dnssec-invalid', reason: this.mx.reason });
@@ -214,16 +221,27 @@ export class DestinationRun {
     return this.everyone(job, u.permanent ? 'bounced' : 'deferred', u.code, u.reason);
   }
 
-  /** Open a session to the first usable host, in MX order. */
-  private async open(): Promise<Unreachable | undefined> {
+  /**
+   * Open a session to the first usable host, in MX order. Hosts are planned through `plan` (the
+   * message's work budget, route/budget.ts): once it is spent no further host is planned, and if none
+   * was usable the message is deferred (4.4.3) with the budget's reason.
+   */
+  private async open(plan: PlanBudget): Promise<Unreachable | undefined> {
     const mx = this.mx!;
     if (mx.kind !== 'hosts') throw new Error('unreachable');
     const failures: string[] = [];
     const codes: string[] = [];
     const own = this.deps.ownEndpoints?.();
     for (const h of mx.hosts) {
+      if (plan.exhausted) {
+        const rest = mx.hosts.slice(mx.hosts.indexOf(h)).map((x) => x.host);
+        failures.push(`${plan.exhausted}; not planned: ${rest.join(', ')}`);
+        codes.push('4.4.3');
+        this.deps.log.warn({ domain: this.domain, not_planned: rest, work: plan.spent }, 'DNSSEC work budget of the message spent: remaining MX hosts not planned');
+        break;
+      }
       this.planned = true;
-      const hp = await planHost(hostContext(this.deps.resolver, this.domain, mx, this.level, this.deps.port), h);
+      const hp = await planHost(hostContext(plan, this.domain, mx, this.level, this.deps.port), h);
       const self = own && hp.addresses.find((a) => own.has(a, this.deps.port));
       if (self) {
         // RFC 5321 §5.1: MUST NOT deliver to itself. Like the MX-name rule (DANE-14, route/mx.ts): hosts at our
@@ -289,9 +307,11 @@ export class DestinationRun {
       const hold = await this.deps.dnssecHold?.();
       if (hold) return this.log(job, started, this.everyone(job, 'deferred', hold.code, hold.reason));
     }
+    // One work budget for this message's plan: its MX lookup (once per run) and the hosts planned.
+    const plan = new PlanBudget(this.deps.resolver, this.domain);
     let mx: MxDecision;
     try {
-      mx = await this.resolveMx();
+      mx = await this.resolveMx(plan);
     } catch (e) {
       return this.log(job, started, this.everyone(job, 'deferred', '4.4.3', `MX lookup for ${this.domain} failed: ${(e as Error).message}`));
     }
@@ -308,7 +328,7 @@ export class DestinationRun {
       await this.session.reset().catch(() => this.dropSession());
     }
     if (!this.session) {
-      this.unreachable = await this.open();
+      this.unreachable = await this.open(plan);
       if (this.unreachable) return this.log(job, started, this.unreachableFor(job, this.unreachable));
     }
     const session = this.session!;

@@ -68,7 +68,10 @@ export class CachingResolver<E extends ResolverEngine = ResolverEngine> implemen
     const key = `${qname}|${type}`;
     const hit = this.cache.get(key, this.clock());
     // The remaining lifetime is the TTL a cached answer reports; a failure's stays 0.
-    if (hit) return { ...copyAnswer(hit.value), ...(hit.value.error ? {} : { ttl: hit.ttl }) } as DnsAnswer<T>;
+    if (hit) {
+      const { work: _none, ...copy } = copyAnswer(hit.value);
+      return { ...copy, ...(hit.value.error ? {} : { ttl: hit.ttl }) } as DnsAnswer<T>;
+    }
     let p = this.inflight.get(key);
     if (!p) {
       p = this.engine
@@ -94,7 +97,7 @@ export class CachingResolver<E extends ResolverEngine = ResolverEngine> implemen
   private remember(key: string, a: DnsAnswer): void {
     if (!this.cacheEnabled || this.closed) return;
     if (a.error) {
-      if (a.status === 'bogus') this.cache.set(key, a, BOGUS_TTL, this.clock());
+      if (a.status === 'bogus') this.cache.set(key, a, Math.min(BOGUS_TTL, a.retryAfter ?? BOGUS_TTL), this.clock());
       return;
     }
     this.cache.set(key, a, Math.min(a.ttl, MAX_CACHE_TTL), this.clock());

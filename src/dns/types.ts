@@ -61,6 +61,12 @@ export function combineInsecureReasons(reasons: (InsecureReason | undefined)[]):
   return known.includes('nsec3-iterations') ? 'nsec3-iterations' : known[0];
 }
 
+/**
+ * The validation work one lookup did (dnssec/budget.ts counts it). A cached answer did none; the
+ * trust-AD stub reports none (its resolver did the work). Per-plan budgets add these up (route/budget.ts).
+ */
+export interface LookupWork { verifications: number; nsec3Hashes: number; nsec3Rounds: number; queries: number; yields: number }
+
 /** What every answer carries, whatever its verdict. */
 interface AnswerBase<T extends QueryType> {
   qname: string;
@@ -70,6 +76,8 @@ interface AnswerBase<T extends QueryType> {
   chain: CnameHop[];
   /** resolver that answered, "ip:port" */
   server?: string;
+  /** work done to answer (absent: none, e.g. from the cache) */
+  work?: LookupWork;
 }
 
 /** NOERROR with empty `records` is NODATA; NXDOMAIN is a negative answer. */
@@ -106,7 +114,7 @@ export interface InsecureAnswer<T extends QueryType = QueryType> extends AnswerB
   insecureReason: InsecureReason;
 }
 
-export type DnsErrorAnswerKind = DnsErrorKind | 'bogus' | 'indeterminate' | 'loop' | 'depth';
+export type DnsErrorAnswerKind = DnsErrorKind | 'bogus' | 'indeterminate' | 'loop' | 'depth' | 'budget';
 
 /**
  * No usable answer (DANE-1): bogus data, or no verdict at all (transport failure, alias loop, work
@@ -122,6 +130,11 @@ export interface FailedAnswer<T extends QueryType = QueryType> extends AnswerBas
   ttl: 0;
   error: { kind: DnsErrorAnswerKind; message: string };
   insecureReason?: undefined;
+  /**
+   * A bogus verdict the validator will repeat for at most this many seconds (it rests on a remembered
+   * bad key set, forgotten then): the front end keeps it no longer. Absent: BOGUS_TTL.
+   */
+  retryAfter?: number;
 }
 
 /**

@@ -12,7 +12,7 @@
  * `firstStatus` is that of the first response (the first alias, or the
  * answer itself).
  */
-import { combineInsecureReasons, failedAnswer, usableAnswer, type CnameHop, type DnsAnswer, type DnssecStatus, type InsecureReason, type QueryType, type RecordData, type Resolver } from '../dns/types.js';
+import { combineInsecureReasons, failedAnswer, usableAnswer, type LookupWork, type CnameHop, type DnsAnswer, type DnssecStatus, type InsecureReason, type QueryType, type RecordData, type Resolver } from '../dns/types.js';
 import { DnsTransport } from '../dns/transport.js';
 import { CLASS_IN, TYPE_CODES, toRecordData, typeCode, typeName, type WireMessage, type WireRr } from '../dns/wire.js';
 import { isAtOrBelow, normalizeName } from '../dns/name.js';
@@ -154,25 +154,29 @@ class ValidatorEngine implements ResolverEngine {
     const ctx: LookupContext = { budget: new Budget(), trace, nowSec: Math.floor(this.now() / 1000), deadline: Date.now() + this.deadlineMs };
     const chain: CnameHop[] = [];
     const spent = (): void =>
-      trace.add('budget', qname, 'info', `${ctx.budget.verifications} signature verifications, ${ctx.budget.nsec3Hashes} NSEC3 hashes, ${ctx.budget.queries} upstream queries`);
+      trace.add('budget', qname, 'info', `${ctx.budget.verifications} signature verifications, ${ctx.budget.nsec3Hashes} NSEC3 hashes, ${ctx.budget.queries} upstream queries, ${ctx.budget.yields} yields`);
     let timer: NodeJS.Timeout | undefined;
     const overdue = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Failed('indeterminate', `lookup took longer than ${this.deadlineMs} ms (${LOOKUP_DEADLINE_EXCHANGES} × timeout × attempts)`, 'timeout')), this.deadlineMs);
       timer.unref();
     });
+    const work = (): LookupWork => ({ verifications: ctx.budget.verifications, nsec3Hashes: ctx.budget.nsec3Hashes, nsec3Rounds: ctx.budget.nsec3Rounds, queries: ctx.budget.queries, yields: ctx.budget.yields });
     try {
       const a = await Promise.race([this.follow(qname, qtype, ctx, chain), overdue]);
       spent();
-      return a;
+      return { ...a, work: work() };
     } catch (e) {
       spent();
       if (e instanceof Failed) {
         trace.add('answer', qname, e.kind, e.message);
-        return failure(qname, qtype, e.kind, e.message, chain, e.errorKind);
+        const f = failure(qname, qtype, e.kind, e.message, chain, e.errorKind);
+        // A bogus verdict resting on a remembered bad key set is repeated only while that is remembered.
+        const retryAfter = e.kind === 'bogus' && ctx.bogusUntil !== undefined ? Math.max(0, Math.ceil((ctx.bogusUntil - this.now()) / 1000)) : undefined;
+        return { ...f, work: work(), ...(retryAfter !== undefined ? { retryAfter } : {}) } as DnsAnswer<T>;
       }
       const msg = e instanceof BudgetExceeded ? e.message : `internal error: ${e instanceof Error ? e.message : String(e)}`;
       trace.add('answer', qname, 'indeterminate', msg);
-      return failure(qname, qtype, 'indeterminate', msg, chain);
+      return { ...failure(qname, qtype, 'indeterminate', msg, chain), work: work() };
     } finally {
       clearTimeout(timer);
     }
@@ -325,14 +329,14 @@ class ValidatorEngine implements ResolverEngine {
         failures.push(st.why);
         continue;
       }
-      const v = verifyRRset(set, { zone: st.zone, keys: st.keys }, ctx.nowSec, ctx.budget);
+      const v = await verifyRRset(set, { zone: st.zone, keys: st.keys }, ctx.nowSec, ctx.budget);
       if (!v.ok) {
         signedBySecureZone = true;
         failures.push(v.reason);
         ctx.trace.add('RRSIG', what, 'info', `RRSIG by ${signer}: ${v.reason}`);
         continue;
       }
-      return this.securePositive(set, msg, ctx, st, v);
+      return await this.securePositive(set, msg, ctx, st, v);
     }
     const ignored = set.sigs.map((s) => s.signer).filter((s, i, a) => a.indexOf(s) === i);
     const why = failures.length ? ` (${failures.slice(0, 3).join('; ')})` : ignored.length ? ` (signers: ${ignored.slice(0, 3).join(', ')})` : '';
@@ -352,7 +356,7 @@ class ValidatorEngine implements ResolverEngine {
   }
 
   /** A verified RRset: secure, unless it is a wildcard expansion (RFC 4035 §5.3.4) whose proof fails or is opt-out. */
-  private securePositive(set: RRset, msg: WireMessage, ctx: LookupContext, st: Extract<ZoneState, { kind: 'secure' }>, v: Extract<VerifyResult, { ok: true }>): Verdict {
+  private async securePositive(set: RRset, msg: WireMessage, ctx: LookupContext, st: Extract<ZoneState, { kind: 'secure' }>, v: Extract<VerifyResult, { ok: true }>): Promise<Verdict> {
     const what = `${set.name}/${typeName(set.typeCode)}`;
     let ttl = Math.min(v.ttl, st.ttl);
     if (!v.wildcard) {
@@ -361,7 +365,7 @@ class ValidatorEngine implements ResolverEngine {
     }
     ctx.trace.add('RRSIG', what, 'ok', `RRSIG ${v.key.keyTag}/${algorithmName(v.key.algorithm)} by ${st.zone} validates (wildcard expansion, labels ${v.sig.labels})`);
     // RFC 4035 §5.3.4 / RFC 5155 §8.8: the expansion needs a proof that no closer name exists.
-    const den = validatedDenial(groupRRsets(msg.authorities), { zone: st.zone, keys: st.keys }, ctx);
+    const den = await validatedDenial(groupRRsets(msg.authorities), { zone: st.zone, keys: st.keys }, ctx);
     if ('error' in den) return this.bogus(ctx, 'NSEC', what, den.error);
     let proof: Proof;
     let overLimit: number | undefined;
@@ -418,7 +422,7 @@ class ValidatorEngine implements ResolverEngine {
         failures.push(st.why);
         continue;
       }
-      const r = this.proveDenial(auth, rcode, name, qcode, st, what, ctx);
+      const r = await this.proveDenial(auth, rcode, name, qcode, st, what, ctx);
       if (r.kind === 'secure') return r;
       if (!('reason' in r)) insecure ??= r;
       else {
@@ -445,20 +449,20 @@ class ValidatorEngine implements ResolverEngine {
   }
 
   /** The denial proof by one secure signer zone `st` (its SOA, NSEC/NSEC3 records); failures are returned, not traced as the verdict. */
-  private proveDenial(
+  private async proveDenial(
     auth: Map<string, RRset>, rcode: string, name: string, qcode: number,
     st: Extract<ZoneState, { kind: 'secure' }>, what: string, ctx: LookupContext,
-  ): Verdict {
+  ): Promise<Verdict> {
     const fail = (reason: string): Verdict => ({ kind: 'bogus', reason });
     const zk = { zone: st.zone, keys: st.keys };
-    const den = validatedDenial(auth, zk, ctx);
+    const den = await validatedDenial(auth, zk, ctx);
     if ('error' in den) return fail(den.error);
     if (den.nsecs.length === 0 && den.nsec3s.length === 0) return fail(`${rcode} without NSEC/NSEC3 records signed by ${st.zone}, a secure zone`);
     // RFC 2308 §5 / RFC 4035 §5.4: the negative TTL is the smaller of the validated SOA's TTL and MINIMUM,
     // capped by the validated NSEC/NSEC3 TTLs; an SOA that does not validate only lowers it to the default.
     let ttl = Math.min(den.ttl, MAX_NEGATIVE_TTL);
     const soa = auth.get(`${st.zone}|${TYPE_CODES.SOA}`);
-    const sv = soa && soa.rrs.length === 1 ? verifyRRset(soa, zk, ctx.nowSec, ctx.budget) : undefined;
+    const sv = soa && soa.rrs.length === 1 ? await verifyRRset(soa, zk, ctx.nowSec, ctx.budget) : undefined;
     if (soa && sv?.ok) ttl = Math.min(ttl, sv.ttl, soaMinimum(soa));
     else ttl = Math.min(ttl, DEFAULT_NEGATIVE_TTL);
     let proof: Proof;
@@ -470,6 +474,7 @@ class ValidatorEngine implements ResolverEngine {
       kind = 'NSEC3';
       const s3 = new Nsec3Set(den.nsec3s, st.zone, ctx.budget);
       if (s3.records.length === 0) return fail('no usable NSEC3 record');
+      await s3.prepare(name);
       // Over the iteration limit the proof is checked exactly like any other (issue 13): an on-path
       // attacker replaying genuine signed high-iteration NSEC3 records that do not cover the name gets
       // bogus, never insecure. Unbound answers insecure here without looking (ARCHITECTURE.md).

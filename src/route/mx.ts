@@ -21,6 +21,8 @@ export type MxDecision =
       kind: 'hosts'; hosts: MxHost[]; status: DnssecStatus; implicit: boolean; /** CNAME-expanded next hop (DANE-55) */ expandedDomain?: string;
       /** why the MX answer is insecure (route/host.ts: `nsec3-iterations` cannot switch DANE off) */
       insecureReason?: InsecureReason;
+      /** MX hosts past `delivery.mx_host_limit`, in MX order: never planned nor tried (`capHosts`) */
+      notTried?: string[];
     }
   | { kind: 'fail'; code: string; reason: string }
   | { kind: 'defer'; code: string; reason: string };
@@ -29,6 +31,25 @@ export type MxDecision =
 export function addressLiteral(domain: string): string | undefined {
   const m = /^\[(?:ipv6:)?([0-9a-f.:]+)\]$/i.exec(domain);
   return m ? m[1]!.toLowerCase() : undefined;
+}
+
+/**
+ * Default of `delivery.mx_host_limit`: MX hosts planned (resolved, validated) and tried per message.
+ * Postfix's `smtp_mx_address_limit` (addresses) and Exim's `hosts_max_try` (hosts) are 5 too. Without a
+ * cap, a domain anyone can register lists as many hosts as it likes, each costing a full set of
+ * validated lookups (issue 22).
+ */
+export const DEFAULT_MX_HOST_LIMIT = 5;
+
+/**
+ * Keep the first `limit` hosts (0: all), after ordering — preference, then the random order within a
+ * preference (`orderMx`), as Postfix truncates after its shuffle — so the hosts beyond the cap differ from
+ * one run to the next when several share a preference, and a better-preference host is never dropped for
+ * a worse one.
+ */
+export function capHosts(d: MxDecision, limit: number): MxDecision {
+  if (d.kind !== 'hosts' || limit <= 0 || d.hosts.length <= limit) return d;
+  return { ...d, hosts: d.hosts.slice(0, limit), notTried: d.hosts.slice(limit).map((h) => h.host) };
 }
 
 /** Fisher–Yates shuffle of runs of equal preference; `rand` injectable for tests. */
