@@ -197,7 +197,8 @@ function floodZones(domain: string, hosts: number): Zone[] {
 
 describe('issue 22 through the relay: what a hostile domain can make one message cost', () => {
   it('delivery.mx_host_limit: hosts beyond it are never planned, and the log says which', async () => {
-    await start(floodZones('flood.test', 6), { delivery: { port: w.port, tls_level: 'dane', mx_host_limit: 2 } });
+    const rx = await w.receiver({});
+    await start(floodZones('flood.test', 6), { delivery: { tls_level: 'dane', mx_host_limit: 2 } });
     await send('user@flood.test');
     await w.settle();
     expect(queued()[0]!.recipients[0]).toMatchObject({ state: 'deferred' });
@@ -207,10 +208,12 @@ describe('issue 22 through the relay: what a hostile domain can make one message
     const asked = new Set(t!.dns.queries.filter((q) => q.type === 'A' || q.type === 'AAAA').map((q) => q.name.toLowerCase().replace(/\.$/, '')));
     for (const h of capped!.not_tried as string[]) expect(asked.has(h), h).toBe(false);
     expect(w.logs.filter((l) => l.msg === 'MX host skipped').length).toBe(2);
+    expect(rx.connections).toBe(0);
   });
 
   it('the message\'s work budget: with no host cap, planning stops once spent; deferred 4.4.3 with the reason, logged', async () => {
-    await start(floodZones('flood.test', 10), { delivery: { port: w.port, tls_level: 'dane', mx_host_limit: 0 } });
+    const rx = await w.receiver({});
+    await start(floodZones('flood.test', 10), { delivery: { tls_level: 'dane', mx_host_limit: 0 } });
     await send('user@flood.test');
     await w.settle();
     const r = queued()[0]!.recipients[0]!;
@@ -221,5 +224,6 @@ describe('issue 22 through the relay: what a hostile domain can make one message
     const planned = w.logs.filter((l) => l.msg === 'MX host skipped').length;
     expect(planned).toBeLessThan(10);
     expect((spent!.not_planned as string[]).length).toBe(10 - planned);
+    expect(rx.connections).toBe(0);
   });
 });
