@@ -316,6 +316,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           timeouts: cfg.delivery.timeouts,
           digestPreference: cfg.delivery.digest_preference,
           maxMessagesPerConnection: cfg.delivery.max_messages_per_connection,
+          mxHostLimit: cfg.delivery.mx_host_limit,
           now,
           // One subscriber list for what deliveries do (delivery/events.ts): log, rollover warnings, metrics, TLSRPT.
           subscribers: [
@@ -423,7 +424,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           const d = need(delivery, 'delivery');
           parts.prober = new ExceptionProber({
             store: policy, intervalMs: cfg.policy.probe_interval, log, events,
-            inspect: { resolver: need(parts.resolver, 'resolver'), selfNames: d.selfNames, heloName: d.heloName, port: d.port, timeouts: d.timeouts, digestPreference: d.digestPreference, now },
+            inspect: { resolver: need(parts.resolver, 'resolver'), selfNames: d.selfNames, mxHostLimit: cfg.delivery.mx_host_limit, heloName: d.heloName, port: d.port, timeouts: d.timeouts, digestPreference: d.digestPreference, now },
           });
           parts.prober.start();
         }

@@ -64,6 +64,11 @@ export const configSchema = z.strictObject({
     per_destination: z.number().int().min(1).max(1000).default(10),
     /** messages sent over one connection before it is closed */
     max_messages_per_connection: z.number().int().min(1).default(100),
+    /**
+     * MX hosts planned and tried per message, in MX order (preference, random within one); the rest are
+     * not looked up (Postfix smtp_mx_address_limit, Exim hosts_max_try). 0: no limit.
+     */
+    mx_host_limit: z.number().int().min(0).max(1000).default(5),
     /** RFC 5321 §4.5.3.2 stage timeouts */
     timeouts: z.strictObject({
       connect: duration.prefault(30),

@@ -43,6 +43,7 @@ import { HopCounter } from './hops.js';
 import { AuthLimiter, Concurrency, SlidingWindow, type AuthAttempt, type Reservation } from './limits.js';
 import { Users } from './users.js';
 import type { RelayEvents } from '../metrics/events.js';
+import { lowerName } from '../dns/name.js';
 
 export interface IngressOptions {
   config: Config['ingress'] & { listen: string[]; relayClients: string[]; hostname: string };
@@ -727,5 +728,5 @@ export function postmasterTarget(address: string, hostname: string): boolean {
   const at = address.lastIndexOf('@');
   const local = at < 0 ? address : address.slice(0, at);
   if (local.toLowerCase() !== 'postmaster') return false;
-  return at < 0 || address.slice(at + 1).toLowerCase().replace(/\.$/, '') === hostname.toLowerCase();
+  return at < 0 || lowerName(address.slice(at + 1)) === hostname.toLowerCase();
 }

@@ -411,7 +411,7 @@ describe('cache', () => {
     dns.add({ name: 'cache1.sec.test', type: 'A', ttl: 100, data: '192.0.2.60' });
     const r = mk();
     const first = await r.lookup('cache1.sec.test', 'A');
-    first.records.push('6.6.6.6'); // a caller mutating its copy must not poison the cache
+    (first.records as string[]).push('6.6.6.6'); // a caller mutating its copy must not poison the cache
     const second = await r.lookup('CACHE1.sec.test.', 'A');
     expect(dns.queriesFor('cache1.sec.test', 'A')).toBe(1);
     expect([second.records, second.status]).toEqual([['192.0.2.60'], 'secure']);
