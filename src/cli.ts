@@ -17,7 +17,9 @@ const USAGE = `usage:
   dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]   what would be reported (RFC 8460)
   dane-relay tlsrpt send --day YYYY-MM-DD [--config FILE] [--domain D] [--dry-run] [--out DIR]   send a day's reports now
   dane-relay dkim keygen [--selector S] [--domain D] [--out FILE]   DKIM key for TLSRPT reports and its DNS record
-  dane-relay dns lookup NAME TYPE [--config FILE] [--json]   resolve and validate, explaining the DNSSEC verdict`;
+  dane-relay dns lookup NAME TYPE [--config FILE] [--json]   resolve and validate, explaining the DNSSEC verdict
+  dane-relay db migrate [--config FILE]           create or update the shared queue's schema (spool.backend: postgres)
+  dane-relay nodes [--config FILE] [--json]       relay nodes on the shared queue and the leases they hold`;
 
 function argValue(args: string[], name: string): string | undefined {
   const i = args.indexOf(name);
@@ -111,6 +113,10 @@ export async function main(argv: string[], rawOut: NodeJS.WritableStream = proce
       if (!name || !type) { err.write(`${USAGE}\n`); return 2; }
       const { dnsLookupCommand } = await import('./dnssec/cli.js');
       return await dnsLookupCommand({ name, type, configFile: argValue(argv, '--config'), json: argv.includes('--json'), out, err });
+    }
+    if (cmd === 'db' || cmd === 'nodes') {
+      const { dbCli, nodesCli } = await import('./spool/postgres/cli.js');
+      return await (cmd === 'db' ? dbCli(argv, out, err) : nodesCli(argv, out, err));
     }
     if (cmd === 'hash-password') {
       const { hashPassword } = await import('./ingress/users.js');

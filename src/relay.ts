@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import { resolve } from 'node:path';
 import type { LoadedConfig } from './config/load.js';
-import { Spool } from './spool/spool.js';
+import { openQueue } from './spool/open.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { Ingress } from './ingress/server.js';
 import { resolverFor } from './dns/factory.js';
@@ -30,7 +30,7 @@ import type { TlsrptService } from './reporting/tlsrpt/daily.js';
 import type { HttpsOptions } from './reporting/tlsrpt/https.js';
 import { dropPrivileges, handOverState, privilegePlan, stateDirs } from './privileges.js';
 import { currentIdentity, startupFileProblems, UnsafeStateError } from './files/checks.js';
-import type { QueuedMessage, SpoolWriter } from './spool/types.js';
+import type { QueuedMessage, QueueStore, SpoolWriter } from './spool/types.js';
 
 /**
  * Issue 23 §3: the files the relay trusts, checked before it trusts them (files/checks.ts). Refusals
@@ -83,7 +83,7 @@ export class Relay {
   private constructor(
     readonly config: LoadedConfig,
     readonly log: Logger,
-    readonly spool: Spool,
+    readonly spool: QueueStore,
     readonly scheduler: Scheduler,
     readonly ingress: Ingress,
     readonly resolver: Resolver,
@@ -100,7 +100,7 @@ export class Relay {
     // and drops to that user before anything else; root without it says why that is risky.
     const privileges = privilegePlan(cfg, process.geteuid?.() ?? -1);
     if (privileges.rootWarning) log.warn({ uid: 0, allow_root: cfg.allow_root }, privileges.rootWarning);
-    type Late = { spool?: Spool; onQueued?: (m: QueuedMessage) => void; events?: RelayEvents };
+    type Late = { spool?: QueueStore; onQueued?: (m: QueuedMessage) => void; events?: RelayEvents };
     let early: { ingress: Ingress; open: () => void; fail: () => void; late: Late } | undefined;
     if (privileges.drop) {
       const u = privileges.drop;
@@ -134,7 +134,7 @@ export class Relay {
     }
     let resolver: Resolver;
     let policy: PolicyStore;
-    let spool: Spool;
+    let spool: QueueStore;
     try {
       await checkFiles(cfg, log, tlsrptDir, controlSocketPath(cfg));
       // The rest of what `dane-relay config check` checks (config/preflight.ts), as the user the relay runs
@@ -145,7 +145,7 @@ export class Relay {
       // DANE-2: a tls_policy DANE entry under an untrusted trust-ad resolver is refused like a DANE default (an injected resolver
       // is the caller's). The stub resolver opens sockets per query only: nothing has been sent when this throws.
       policy = policyStoreFor(cfg, log, opts.policyStatIntervalMs, !opts.resolver);
-      spool = await Spool.open(cfg.queue_dir, { now, log });
+      spool = await openQueue(cfg, log, now);
     } catch (e) {
       early?.fail();
       await early?.ingress.close().catch(() => undefined);

@@ -1,0 +1,70 @@
+/**
+ * `dane-relay db migrate` and `dane-relay nodes` (issue 16): the shared queue's schema, and which
+ * nodes are alive and what they hold.
+ */
+import { loadConfig } from '../../config/load.js';
+import { describeUrl, openPool } from './connect.js';
+import { migrate } from './migrate.js';
+
+function configFile(args: string[]): string {
+  const i = args.indexOf('--config');
+  return (i >= 0 ? args[i + 1] : args.find((a) => a.startsWith('--config='))?.slice(9)) ?? 'config.example.yml';
+}
+
+function poolFor(file: string, err: NodeJS.WritableStream) {
+  const cfg = loadConfig(file);
+  if (cfg.spool.backend !== 'postgres' || !cfg.spool.postgres) {
+    err.write(`${file}: spool.backend is ${cfg.spool.backend}: there is no queue database to talk to\n`);
+    return undefined;
+  }
+  return { cfg, pg: cfg.spool.postgres, pool: openPool({ ...cfg.spool.postgres, pool: 2 }, { application: 'dane-relay cli' }) };
+}
+
+export async function dbCli(args: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  if (args[1] !== 'migrate') { err.write('usage: dane-relay db migrate [--config FILE]\n'); return 2; }
+  const c = poolFor(configFile(args), err);
+  if (!c) return 2;
+  try {
+    const r = await migrate(c.pool);
+    if (r.applied.length === 0) out.write(`${describeUrl(c.pg.url)}: schema version ${r.to}, up to date\n`);
+    else for (const m of r.applied) out.write(`${describeUrl(c.pg.url)}: applied ${m.version} (${m.description})\n`);
+    out.write(`schema version ${r.to} (was ${r.from})\n`);
+    return 0;
+  } catch (e) {
+    err.write(`dane-relay: ${describeUrl(c.pg.url)}: ${(e as Error).message}\n`);
+    return 1;
+  } finally {
+    await c.pool.end().catch(() => undefined);
+  }
+}
+
+interface NodeRow { name: string; host: string; pid: number; started_at: Date; seen_at: Date; stopped_at: Date | null; live: boolean; leases: string; next_expiry: Date | null }
+
+export async function nodesCli(args: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  const c = poolFor(configFile(args), err);
+  if (!c) return 2;
+  try {
+    // live: seen within two lease periods (renewal runs every third of one) and not stopped
+    const r = await c.pool.query<NodeRow>(
+      `SELECT n.name, n.host, n.pid, n.started_at, n.seen_at, n.stopped_at,
+              (n.stopped_at IS NULL AND n.seen_at > now() - 2 * $1 * interval '1 millisecond') AS live,
+              count(m.id) AS leases, min(m.lease_expires_at) AS next_expiry
+         FROM relay_nodes n LEFT JOIN relay_messages m ON m.lease_owner = n.name AND m.lease_expires_at > now()
+        GROUP BY n.name ORDER BY n.name`, [c.pg.lease]);
+    if (args.includes('--json')) {
+      out.write(`${JSON.stringify(r.rows.map((n) => ({ ...n, leases: Number(n.leases) })), null, 2)}\n`);
+      return 0;
+    }
+    out.write('NODE\tSTATE\tLEASES\tHOST\tPID\tLAST SEEN\n');
+    for (const n of r.rows) {
+      const state = n.stopped_at ? 'stopped' : n.live ? 'live' : 'silent';
+      out.write(`${n.name}\t${state}\t${n.leases}\t${n.host}\t${n.pid}\t${n.seen_at.toISOString()}\n`);
+    }
+    return 0;
+  } catch (e) {
+    err.write(`dane-relay: ${describeUrl(c.pg.url)}: ${(e as Error).message}\n`);
+    return 1;
+  } finally {
+    await c.pool.end().catch(() => undefined);
+  }
+}
