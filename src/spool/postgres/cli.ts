@@ -55,11 +55,11 @@ export async function nodesCli(args: string[], out: NodeJS.WritableStream, err: 
       out.write(`${JSON.stringify(r.rows.map((n) => ({ ...n, leases: Number(n.leases) })), null, 2)}\n`);
       return 0;
     }
-    out.write('NODE\tSTATE\tLEASES\tHOST\tPID\tLAST SEEN\n');
-    for (const n of r.rows) {
-      const state = n.stopped_at ? 'stopped' : n.live ? 'live' : 'silent';
-      out.write(`${n.name}\t${state}\t${n.leases}\t${n.host}\t${n.pid}\t${n.seen_at.toISOString()}\n`);
-    }
+    // columns padded with spaces (the terminal sink shows a tab as \t)
+    const table = [['NODE', 'STATE', 'LEASES', 'HOST', 'PID', 'LAST SEEN']];
+    for (const n of r.rows) table.push([n.name, n.stopped_at ? 'stopped' : n.live ? 'live' : 'silent', String(n.leases), n.host, String(n.pid), n.seen_at.toISOString()]);
+    const width = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+    for (const row of table) out.write(`${row.map((v, i) => (i < row.length - 1 ? v.padEnd(width[i]!) : v)).join('  ')}\n`);
     return 0;
   } catch (e) {
     err.write(`dane-relay: ${describeUrl(c.pg.url)}: ${(e as Error).message}\n`);
