@@ -233,6 +233,7 @@ export class Relay {
         metricsEvents.watchQueue(scheduler);
         const readiness = new Ready({
           queueDir: cfg.queue_dir, spoolTtlMs: cfg.metrics.ready_cache, selfTestIntervalMs: cfg.metrics.selftest_interval,
+          ...(spool.shared ? { spoolProbe: () => spool.shared!.probe() } : {}),
           // the same condition as the start-up self-test: DANE by default or by a tls_policy entry
           selfTest: daneInForce ? () => selfTests.current('readyz') : undefined, initialSelfTest: selfTestRun,
         });

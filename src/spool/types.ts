@@ -128,4 +128,6 @@ export interface SharedQueue {
   holds(id: string): boolean;
   /** Called with the id of a message whose lease renewal found it taken by another node. */
   onLost(cb: (id: string) => void): void;
+  /** /readyz: a committed write to the database; resolves with what it proved, rejects when the database cannot take one. */
+  probe(): Promise<string>;
 }

@@ -11,6 +11,7 @@ import { openPool, describeUrl, dbPassword } from '../../src/spool/postgres/conn
 import { migrate, SCHEMA_VERSION } from '../../src/spool/postgres/migrate.js';
 import { PgQueue } from '../../src/spool/postgres/queue.js';
 import { parseConfigText } from '../../src/config/load.js';
+import { Readiness } from '../../src/metrics/readiness.js';
 import { pgSkipReason, startPostgres, type TestPostgres } from '../support/postgres.js';
 import { envelope } from '../spool/support.js';
 import type { RecipientStatus } from '../../src/spool/types.js';
@@ -188,6 +189,26 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     await a.close();
     expect(pg.sql("SELECT count(*) FROM relay_messages WHERE lease_owner IS NULL AND lease_token IS NULL").trim()).toBe('5');
     expect(pg.sql("SELECT stopped_at IS NOT NULL FROM relay_nodes WHERE name = 'g-a'").trim()).toBe('t');
+  });
+
+  it('/readyz: the spool check is a committed write to the database; it fails while the database is down and passes again after', async () => {
+    const a = await node('ready-a');
+    const ready = () => new Readiness({ queueDir: pg.dir, spoolTtlMs: 0, selfTestIntervalMs: 60_000, spoolProbe: () => a.probe() }).check();
+    const up = await ready();
+    expect(up.ready).toBe(true);
+    expect(up.checks.find((c) => c.name === 'spool')?.detail).toMatch(/queue database took a committed write/);
+    pg.stop('fast');
+    try {
+      const down = await ready();
+      expect(down.ready).toBe(false);
+      expect(down.checks.find((c) => c.name === 'spool')?.detail).toMatch(/^queue database not writable: /);
+    } finally {
+      pg.start();
+    }
+    // the pool reconnects by itself (a dead connection may fail one query first)
+    let again = await ready();
+    if (!again.ready) again = await ready();
+    expect(again.ready).toBe(true);
   });
 
   it('a commit while the database is down fails with EDB and queues nothing; after the restart commits work again', async () => {

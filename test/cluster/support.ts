@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { SMTPServer } from 'smtp-server';
-import { RelayProcess, freePort } from '../support/relayProcess.js';
+import { connect } from 'node:net';
+import { RelayProcess, freePort, sleep } from '../support/relayProcess.js';
 import type { TestDns } from '../support/dnsServer.js';
 import type { TestPostgres } from '../support/postgres.js';
 
@@ -75,6 +76,7 @@ export async function startClusterReceiver(opts: { host?: string; decide?: (d: D
       });
     },
   });
+  server.on('error', () => undefined); // a peer that was killed resets its connection: that is the point
   await new Promise<void>((res) => server.listen(0, host, res));
   const port = (server.server.address() as { port: number }).port;
   return Object.assign(r, {
@@ -82,6 +84,25 @@ export async function startClusterReceiver(opts: { host?: string; decide?: (d: D
     get maxConcurrent() { return r.maxConcurrent; },
     close: () => new Promise<void>((res) => server.close(() => res())),
   });
+}
+
+/**
+ * Starts a node and resolves once it listens; rejects if it exits first. No wall-clock bound: on a machine
+ * loaded many times over, loading the relay's modules alone can take longer than any fixed deadline would
+ * allow (the test's own timeout catches a start that never ends).
+ */
+export async function startNode(n: { relay: RelayProcess; port: number }): Promise<void> {
+  const child = n.relay.launch();
+  const listening = () => new Promise<boolean>((resolve) => {
+    const s = connect({ host: '127.0.0.1', port: n.port });
+    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('error', () => resolve(false));
+  });
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`relay exited (${child.exitCode ?? child.signalCode}): ${n.relay.output.slice(0, 4000)}`);
+    if (n.relay.output.includes('dane-relay started') || (await listening())) return;
+    await sleep(50);
+  }
 }
 
 export interface Node {
@@ -129,6 +150,6 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     const config = write(name, port);
     nodes.push({ name, port, config, relay: new RelayProcess(config, port) });
   }
-  for (const n of nodes) await n.relay.start();
+  for (const n of nodes) await startNode(n);
   return { dir, nodes, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }

@@ -6,7 +6,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import pg from 'pg';
-import { parseIntoClientConfig } from 'pg-connection-string';
+import { parse, parseIntoClientConfig } from 'pg-connection-string';
 
 export interface PostgresSettings {
   url: string;
@@ -39,12 +39,11 @@ export function dbPassword(s: PostgresSettings, env: NodeJS.ProcessEnv = process
   return v ? v : undefined;
 }
 
-/** The URL for logs: scheme, user, host, port, database; never a password. */
+/** The URL for logs: user, host (or socket directory), port, database; never a password. */
 export function describeUrl(url: string): string {
   try {
-    const u = new URL(url);
-    u.password = '';
-    return u.toString();
+    const c = parse(url);
+    return `postgresql://${c.user ? `${c.user}@` : ''}${c.host ?? ''}${c.port ? `:${c.port}` : ''}/${c.database ?? ''}`;
   } catch {
     return '(unparsable postgresql URL)';
   }

@@ -270,6 +270,12 @@ export class PgQueue implements QueueStore, SharedQueue {
     }
   }
 
+  async probe(): Promise<string> {
+    const r = await this.pool.query('UPDATE relay_nodes SET seen_at = now() WHERE name = $1', [this.node]);
+    if (r.rowCount !== 1) throw new Error(`node ${this.node} is not registered in relay_nodes`);
+    return `queue database took a committed write (node ${this.node})`;
+  }
+
   /** Runs `sql` (conditioned on this node's token for `id` as $2); rejects with ELEASE when it matched no row. */
   private async leased(id: string, step: string, sql: string, params: unknown[]): Promise<number> {
     const token = this.leases.get(id);
