@@ -2,7 +2,8 @@
  * `dane-relay db migrate` and `dane-relay nodes` (issue 16): the shared queue's schema, and which
  * nodes are alive and what they hold.
  */
-import { loadConfig } from '../../config/load.js';
+import type pg from 'pg';
+import { loadConfig, type LoadedConfig } from '../../config/load.js';
 import { describeUrl, openPool } from './connect.js';
 import { migrate } from './migrate.js';
 
@@ -11,25 +12,17 @@ function configFile(args: string[]): string {
   return (i >= 0 ? args[i + 1] : args.find((a) => a.startsWith('--config='))?.slice(9)) ?? 'config.example.yml';
 }
 
-function poolFor(file: string, err: NodeJS.WritableStream) {
+/** Runs `fn` with a small pool to the configured queue database; exit 2 when there is none, 1 on a database error. */
+async function withDb(args: string[], err: NodeJS.WritableStream, fn: (c: { pg: NonNullable<LoadedConfig['spool']['postgres']>; pool: pg.Pool }) => Promise<number>): Promise<number> {
+  const file = configFile(args);
   const cfg = loadConfig(file);
   if (cfg.spool.backend !== 'postgres' || !cfg.spool.postgres) {
     err.write(`${file}: spool.backend is ${cfg.spool.backend}: there is no queue database to talk to\n`);
-    return undefined;
+    return 2;
   }
-  return { cfg, pg: cfg.spool.postgres, pool: openPool({ ...cfg.spool.postgres, pool: 2 }, { application: 'dane-relay cli' }) };
-}
-
-export async function dbCli(args: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
-  if (args[1] !== 'migrate') { err.write('usage: dane-relay db migrate [--config FILE]\n'); return 2; }
-  const c = poolFor(configFile(args), err);
-  if (!c) return 2;
+  const c = { pg: cfg.spool.postgres, pool: openPool({ ...cfg.spool.postgres, pool: 2 }, { application: 'dane-relay cli' }) };
   try {
-    const r = await migrate(c.pool);
-    if (r.applied.length === 0) out.write(`${describeUrl(c.pg.url)}: schema version ${r.to}, up to date\n`);
-    else for (const m of r.applied) out.write(`${describeUrl(c.pg.url)}: applied ${m.version} (${m.description})\n`);
-    out.write(`schema version ${r.to} (was ${r.from})\n`);
-    return 0;
+    return await fn(c);
   } catch (e) {
     err.write(`dane-relay: ${describeUrl(c.pg.url)}: ${(e as Error).message}\n`);
     return 1;
@@ -38,12 +31,21 @@ export async function dbCli(args: string[], out: NodeJS.WritableStream, err: Nod
   }
 }
 
+export async function dbCli(args: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  if (args[1] !== 'migrate') { err.write('usage: dane-relay db migrate [--config FILE]\n'); return 2; }
+  return withDb(args, err, async (c) => {
+    const r = await migrate(c.pool);
+    if (r.applied.length === 0) out.write(`${describeUrl(c.pg.url)}: schema version ${r.to}, up to date\n`);
+    else for (const m of r.applied) out.write(`${describeUrl(c.pg.url)}: applied ${m.version} (${m.description})\n`);
+    out.write(`schema version ${r.to} (was ${r.from})\n`);
+    return 0;
+  });
+}
+
 interface NodeRow { name: string; host: string; pid: number; started_at: Date; seen_at: Date; stopped_at: Date | null; live: boolean; leases: string; next_expiry: Date | null }
 
 export async function nodesCli(args: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
-  const c = poolFor(configFile(args), err);
-  if (!c) return 2;
-  try {
+  return withDb(args, err, async (c) => {
     // live: seen within two lease periods (renewal runs every third of one) and not stopped
     const r = await c.pool.query<NodeRow>(
       `SELECT n.name, n.host, n.pid, n.started_at, n.seen_at, n.stopped_at,
@@ -61,10 +63,5 @@ export async function nodesCli(args: string[], out: NodeJS.WritableStream, err: 
     const width = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
     for (const row of table) out.write(`${row.map((v, i) => (i < row.length - 1 ? v.padEnd(width[i]!) : v)).join('  ')}\n`);
     return 0;
-  } catch (e) {
-    err.write(`dane-relay: ${describeUrl(c.pg.url)}: ${(e as Error).message}\n`);
-    return 1;
-  } finally {
-    await c.pool.end().catch(() => undefined);
-  }
+  });
 }

@@ -22,7 +22,7 @@ import { Readable } from 'node:stream';
 import type pg from 'pg';
 import { SpoolError } from '../errors.js';
 import { IdGenerator, isQueueId } from '../id.js';
-import { envelopeProblem, initialRecipients, isDone, recipientProblem } from '../format.js';
+import { envelopeProblem, initialRecipients, isDone, recipientsProblem } from '../format.js';
 import type { Draft, Envelope, QueuedMessage, QueueStore, RecipientStatus, SharedQueue } from '../types.js';
 import { BodyScanner, type BodyFacts } from '../../mime/scan.js';
 
@@ -297,11 +297,8 @@ export class PgQueue implements QueueStore, SharedQueue {
     try {
       this.assertOpen();
       this.checkId(id);
-      if (recipients.length === 0) throw new SpoolError(`no recipients for ${id}`, 'EINVAL');
-      for (const r of recipients) {
-        const p = recipientProblem(r);
-        if (p) throw new SpoolError(p, 'EINVAL');
-      }
+      const problem = recipientsProblem(id, recipients);
+      if (problem) throw new SpoolError(problem, 'EINVAL');
     } catch (e) {
       return Promise.reject(e);
     }
