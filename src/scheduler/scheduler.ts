@@ -45,7 +45,11 @@ interface Destination {
   report?: boolean;
   jobs: { id: string; recipients: string[] }[];
   active: number;
+  /** shared queue: no cluster-wide session slot was free; not tried again before this (node clock) */
+  slotWait?: number;
 }
+
+const destKey = (d: Destination) => (d.report ? `${d.domain}\0tlsrpt` : d.domain);
 
 const isOpen = (r: RecipientStatus) => r.state === 'pending' || r.state === 'deferred';
 
@@ -163,18 +167,38 @@ export class Scheduler {
   }
 
   private pump(): void {
+    const now = this.deps.now();
     for (const dest of this.destinations.values()) {
+      if (dest.slotWait !== undefined && dest.slotWait > now) continue;
       while (!this.stopping && dest.jobs.length > dest.active && dest.active < this.deps.config.per_destination && this.active < this.deps.config.concurrency) {
         dest.active++;
         this.active++;
         void this.worker(dest);
       }
-      if (dest.jobs.length === 0 && dest.active === 0) this.destinations.delete(dest.report ? `${dest.domain}\0tlsrpt` : dest.domain);
+      if (dest.jobs.length === 0 && dest.active === 0) this.destinations.delete(destKey(dest));
     }
     this.checkIdle();
   }
 
   private async worker(dest: Destination): Promise<void> {
+    // Shared queue: per_destination holds across all nodes; a session needs one of the destination's slots.
+    const shared = this.deps.spool.shared;
+    let slot: string | undefined;
+    if (shared) {
+      slot = await shared.acquireSlot(dest.report ? `tlsrpt:${dest.domain}` : dest.domain, this.deps.config.per_destination).catch((e: unknown) => {
+        this.deps.log.warn({ err: (e as Error).message, domain: dest.domain }, 'could not take a delivery slot from the queue database; will retry');
+        return undefined;
+      });
+      if (!slot) {
+        dest.active--;
+        this.active--;
+        // the next queue run tries again (pump() would otherwise ask the database in a loop)
+        dest.slotWait = this.deps.now() + this.deps.config.run_interval / 2;
+        this.checkIdle();
+        return;
+      }
+      dest.slotWait = undefined;
+    }
     const run = new DestinationRun(this.deps.delivery, dest.domain, { report: dest.report });
     this.runs.add(run);
     try {
@@ -200,6 +224,8 @@ export class Scheduler {
       }
     } finally {
       await run.close().catch(() => undefined);
+      // after QUIT's 221 (or the connection's end): the session is over, another node may open one
+      if (slot) await shared!.releaseSlot(slot);
       this.runs.delete(run);
       dest.active--;
       this.active--;

@@ -128,6 +128,13 @@ export interface SharedQueue {
   holds(id: string): boolean;
   /** Called with the id of a message whose lease renewal found it taken by another node. */
   onLost(cb: (id: string) => void): void;
+  /**
+   * A session slot for `destination` among `limit` shared by all nodes (the per-destination limit across
+   * the cluster): its token, or undefined when all are taken. Held under a lease renewed with the
+   * message leases; a dead node's slots expire.
+   */
+  acquireSlot(destination: string, limit: number): Promise<string | undefined>;
+  releaseSlot(token: string): Promise<void>;
   /** /readyz: a committed write to the database; resolves with what it proved, rejects when the database cannot take one. */
   probe(): Promise<string>;
 }

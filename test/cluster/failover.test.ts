@@ -99,9 +99,10 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     const m = await runCli(['db', 'migrate', '--config', cfg]);
     expect(m.code, m.stderr).toBe(0);
     expect(m.stdout).toMatch(/applied 1 /);
-    expect(m.stdout).toMatch(/schema version 1 \(was 0\)/);
+    expect(m.stdout).toMatch(/applied 2 /);
+    expect(m.stdout).toMatch(/schema version 2 \(was 0\)/);
     expect(m.stdout + m.stderr).not.toContain(pg.password);
-    expect(pg.sql('SELECT version FROM relay_schema_version').trim()).toBe('1');
+    expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n')).toEqual(['1', '2']);
     cluster = await startCluster({ pg, dns, rx, nodes: 3 });
     // each node accepts; deliveries happen (any node may make them)
     for (const [i, n] of cluster.nodes.entries()) {
@@ -214,6 +215,22 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     expect(b.relay.output).not.toMatch(/lease was lost/);
     expect(await stopAll(c)).toEqual([0, 0]);
   }, 240_000);
+
+  it('the per-destination session limit holds across nodes: three nodes with per_destination 2 never hold more than 2 sessions to the destination at once', async () => {
+    // each end of DATA is answered a little later, so that sessions overlap and the limit is what stops a third
+    rx = await startClusterReceiver({ decide: () => new Promise((r) => setTimeout(() => r(undefined), 30)) });
+    const c = cluster = await startCluster({ pg, dns, rx, nodes: 3, lease: '2s', perDestination: 2 });
+    const ids = Array.from({ length: 90 }, (_, i) => `c${i}`);
+    const one = (id: string) => `${id}@d0.test`;
+    const results = await Promise.all(c.nodes.map((n, i) => runLoad({ port: n.port, clients: 3, ids: ids.filter((_, j) => j % 3 === i), recipient: one, body })));
+    const acked = new Set(results.flatMap((r) => [...r.acked]));
+    await until(() => { const got = new Set(rx!.deliveries.map((d) => d.testId)); return [...acked].every((id) => got.has(id)); }, 'every message delivered');
+    console.log(`cluster per-destination limit: ${acked.size} messages, most sessions at once ${rx.maxConcurrent} (limit 2; 3 nodes × 2 without the shared slots)`);
+    expect(acked.size).toBe(ids.length);
+    expect(rx.maxConcurrent).toBeLessThanOrEqual(2);
+    expect(await stopAll(c)).toEqual([0, 0, 0]);
+    expect(pg.sql('SELECT count(*) FROM relay_slots').trim()).toBe('0');
+  }, 600_000);
 
   it('PostgreSQL restarted during ingress and delivery: 451 4.3.0 while it is down, never a 250 without a commit, nothing lost, the nodes recover by themselves', async () => {
     rx = await startClusterReceiver();

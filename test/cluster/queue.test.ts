@@ -48,7 +48,8 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     try {
       const again = await migrate(pool);
       expect(again).toEqual({ from: SCHEMA_VERSION, to: SCHEMA_VERSION, applied: [] });
-      expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim()).toBe(String(SCHEMA_VERSION));
+      expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n').map(Number)).toEqual([1, 2]);
+      expect(SCHEMA_VERSION).toBe(2);
       // several nodes starting at once: the advisory lock serialises them, nothing is applied twice
       const r = await Promise.all([migrate(pool), migrate(pool), migrate(pool)]);
       expect(r.every((x) => x.applied.length === 0)).toBe(true);
@@ -189,6 +190,29 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     await a.close();
     expect(pg.sql("SELECT count(*) FROM relay_messages WHERE lease_owner IS NULL AND lease_token IS NULL").trim()).toBe('5');
     expect(pg.sql("SELECT stopped_at IS NOT NULL FROM relay_nodes WHERE name = 'g-a'").trim()).toBe('t');
+  });
+
+  it('delivery slots: never more than the limit per destination across nodes, even when they race; given back, and a dead holder\'s expire', async () => {
+    const nodes = await Promise.all(['s1', 's2', 's3'].map((n) => node(n, 1500)));
+    // 3 nodes × 4 attempts at once for a limit of 2: exactly 2 granted (racing for one free slot may leave a free one for later, never a third)
+    const got = (await Promise.all(nodes.flatMap((q) => [0, 1, 2, 3].map(() => q.acquireSlot('race.test', 2))))).filter((t): t is string => !!t);
+    expect(got.length).toBeGreaterThanOrEqual(1);
+    expect(got.length).toBeLessThanOrEqual(2);
+    while (Number(pg.sql("SELECT count(*) FROM relay_slots WHERE destination = 'race.test'").trim()) < 2) {
+      const t = await nodes[0]!.acquireSlot('race.test', 2);
+      if (t) got.push(t);
+    }
+    expect(got).toHaveLength(2);
+    expect(await nodes[1]!.acquireSlot('race.test', 2)).toBeUndefined();
+    // given back: free again
+    const owner = nodes.find((q) => (q as unknown as { slots: Map<string, string> }).slots.has(got[0]!))!;
+    await owner.releaseSlot(got[0]!);
+    const again = await nodes[2]!.acquireSlot('race.test', 2);
+    expect(again).toBeDefined();
+    // a dead node's slot (nobody renews it): taken over once it has expired on the database clock
+    pg.sql(`UPDATE relay_slots SET owner = 'dead', token = gen_random_uuid(), expires_at = now() - interval '1 second' WHERE token = '${got[1]}'`);
+    expect(await nodes[1]!.acquireSlot('race.test', 2)).toBeDefined();
+    expect(pg.sql("SELECT count(*) FROM relay_slots WHERE destination = 'race.test'").trim()).toBe('2');
   });
 
   it('/readyz: the spool check is a committed write to the database; it fails while the database is down and passes again after', async () => {

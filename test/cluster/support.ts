@@ -30,7 +30,11 @@ export interface ClusterReceiver {
   quit: Set<string>;
   /** sessions whose connection has closed */
   closed: Set<string>;
-  /** most sessions open at once */
+  /**
+   * Most sessions open at once. A session is open from its connection until its QUIT (or its close, if it
+   * never says QUIT): the relay gives a session's slot back only after the 221 to its QUIT, so this count
+   * cannot be raised by a close that the receiver notices late.
+   */
   maxConcurrent: number;
   close(): Promise<void>;
 }
@@ -43,7 +47,7 @@ export async function startClusterReceiver(opts: { host?: string; decide?: (d: D
   const deliveries: Delivery[] = [];
   const quit = new Set<string>();
   const closed = new Set<string>();
-  let open = 0;
+  const open = new Set<string>();
   const r = { maxConcurrent: 0 };
   const never = (): void => undefined;
   const server = new SMTPServer({
@@ -51,12 +55,12 @@ export async function startClusterReceiver(opts: { host?: string; decide?: (d: D
     hideENHANCEDSTATUSCODES: false, closeTimeout: 200, socketTimeout: 120_000,
     logger: {
       debug: (entry: { tnx?: string; cid?: string; command?: string } | undefined) => {
-        if (entry?.tnx === 'command' && entry.command === 'QUIT' && entry.cid) quit.add(entry.cid);
+        if (entry?.tnx === 'command' && entry.command === 'QUIT' && entry.cid) { quit.add(entry.cid); open.delete(entry.cid); }
       },
       info: never, warn: never, error: never, trace: never, fatal: never,
     } as never,
-    onConnect(_s, cb) { open++; r.maxConcurrent = Math.max(r.maxConcurrent, open); cb(); },
-    onClose(s) { open--; closed.add(s.id); },
+    onConnect(s, cb) { open.add(s.id); r.maxConcurrent = Math.max(r.maxConcurrent, open.size); cb(); },
+    onClose(s) { open.delete(s.id); closed.add(s.id); },
     onData(stream, session, cb) {
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));

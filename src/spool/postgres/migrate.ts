@@ -51,6 +51,22 @@ export const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    description: 'delivery slots per destination, shared by all nodes',
+    sql: `
+      -- one row per session slot in use: a node holds a slot for each SMTP session to a destination, under a
+      -- lease like a message's, so the per-destination limit holds across nodes and survives a node's death
+      CREATE TABLE relay_slots (
+        destination text NOT NULL,
+        slot integer NOT NULL,
+        owner text NOT NULL,
+        token uuid NOT NULL,
+        expires_at timestamptz NOT NULL,
+        PRIMARY KEY (destination, slot)
+      );
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

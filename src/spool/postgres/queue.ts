@@ -104,6 +104,8 @@ export class PgQueue implements QueueStore, SharedQueue {
   private readonly ids = new IdGenerator();
   /** id → lease token of every message this node holds */
   private readonly leases = new Map<string, string>();
+  /** token → destination of every session slot this node holds */
+  private readonly slots = new Map<string, string>();
   private readonly lostListeners: ((id: string) => void)[] = [];
   private renewTimer?: NodeJS.Timeout;
   private renewing?: Promise<void>;
@@ -246,12 +248,67 @@ export class PgQueue implements QueueStore, SharedQueue {
     });
   }
 
+  /**
+   * One statement: the lowest slot below `limit` that no live lease holds, inserted or taken over from an
+   * expired holder. Two nodes racing for the same free slot: the second waits on the first's row and then
+   * matches nothing (the slot is live), so it gets none this time and tries again later — never a slot too many.
+   */
+  async acquireSlot(destination: string, limit: number): Promise<string | undefined> {
+    this.assertOpen();
+    for (let attempt = 0; attempt < 3; attempt++) {
+      let r: pg.QueryResult<{ token: string }>;
+      try {
+        r = await this.track(this.pool.query<{ token: string }>(
+          `INSERT INTO relay_slots (destination, slot, owner, token, expires_at)
+           SELECT $1, s, $3, gen_random_uuid(), now() + $4 * interval '1 millisecond'
+             FROM generate_series(0, $2::int - 1) AS s
+            WHERE NOT EXISTS (SELECT 1 FROM relay_slots x WHERE x.destination = $1 AND x.slot = s AND x.expires_at > now())
+            ORDER BY s LIMIT 1
+           ON CONFLICT (destination, slot) DO UPDATE
+              SET owner = EXCLUDED.owner, token = EXCLUDED.token, expires_at = EXCLUDED.expires_at
+            WHERE relay_slots.expires_at <= now()
+           RETURNING token`,
+          [destination, limit, this.node, this.opts.leaseMs],
+        ));
+      } catch (e) {
+        throw dbError('slot', e);
+      }
+      const token = r.rows[0]?.token;
+      if (token) {
+        this.slots.set(token, destination);
+        return token;
+      }
+    }
+    return undefined;
+  }
+
+  async releaseSlot(token: string): Promise<void> {
+    if (!this.slots.delete(token)) return;
+    try {
+      await this.track(this.pool.query('DELETE FROM relay_slots WHERE token = $1', [token]));
+    } catch (e) {
+      this.opts.log.warn({ err: (e as Error).message }, 'could not give a delivery slot back; it expires by itself');
+    }
+  }
+
   /** One statement renews every lease this node holds; the ones it no longer has are reported lost. */
   private async renew(): Promise<void> {
     if (this.closed) return;
     const held = [...this.leases];
     try {
       await this.pool.query('UPDATE relay_nodes SET seen_at = now() WHERE name = $1', [this.node]);
+      const slots = [...this.slots.keys()];
+      if (slots.length) {
+        const kept = await this.pool.query<{ token: string }>(
+          `UPDATE relay_slots SET expires_at = now() + $2 * interval '1 millisecond' WHERE token = ANY($1::uuid[]) RETURNING token`,
+          [slots, this.opts.leaseMs],
+        );
+        const live = new Set(kept.rows.map((x) => x.token));
+        for (const t of slots) {
+          // expired and taken over while this node could not renew (paused, cut off): its session runs on regardless
+          if (!live.has(t) && this.slots.delete(t)) this.opts.log.warn({ node: this.node }, 'a delivery slot expired before it could be renewed; the per-destination limit may be exceeded by this session');
+        }
+      }
       if (held.length === 0) { this.renewFailing = false; return; }
       const r = await this.pool.query<{ id: string }>(
         `UPDATE relay_messages m SET lease_expires_at = now() + $3 * interval '1 millisecond'
@@ -411,6 +468,8 @@ export class PgQueue implements QueueStore, SharedQueue {
           [held.map((h) => h[0]), held.map((h) => h[1])],
         );
       }
+      if (this.slots.size) await this.pool.query('DELETE FROM relay_slots WHERE token = ANY($1::uuid[])', [[...this.slots.keys()]]);
+      this.slots.clear();
       await this.pool.query('UPDATE relay_nodes SET stopped_at = now(), seen_at = now() WHERE name = $1', [this.node]);
       this.opts.log.info?.({ node: this.node, leases_returned: held.length }, 'leases given back');
     } catch (e) {
