@@ -12,6 +12,7 @@ import { migrate, SCHEMA_VERSION } from '../../src/spool/postgres/migrate.js';
 import { PgQueue } from '../../src/spool/postgres/queue.js';
 import { parseConfigText } from '../../src/config/load.js';
 import { Readiness } from '../../src/metrics/readiness.js';
+import { runQueueCommand } from '../../src/control/client.js';
 import { pgSkipReason, startPostgres, type TestPostgres } from '../support/postgres.js';
 import { envelope } from '../spool/support.js';
 import type { RecipientStatus } from '../../src/spool/types.js';
@@ -213,6 +214,36 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     pg.sql(`UPDATE relay_slots SET owner = 'dead', token = gen_random_uuid(), expires_at = now() - interval '1 second' WHERE token = '${got[1]}'`);
     expect(await nodes[1]!.acquireSlot('race.test', 2)).toBeDefined();
     expect(pg.sql("SELECT count(*) FROM relay_slots WHERE destination = 'race.test'").trim()).toBe('2');
+  });
+
+  it('dane-relay queue … acts on the database, with no relay running: list, show, hold, flush, requeue, delete', async () => {
+    const a = await node('ctl-a');
+    const m1 = await a.enqueue(envelope({ recipients: ['x@one.test'] }), Buffer.from('1\r\n'));
+    const m2 = await a.enqueue(envelope({ recipients: ['y@two.test'] }), Buffer.from('2\r\n'));
+    const later = Date.now() + 3_600_000;
+    await a.updateRecipients(m1.id, m1.recipients.map((r) => ({ ...r, state: 'deferred', attempts: 1, nextAttempt: later, lastReason: '4.4.1 no answer' })));
+    await a.close();
+    const view = { queue_dir: join(pg.dir, 'no-such-queue'), spool: { backend: 'postgres' as const, postgres: settings() } };
+    const run = async (req: Parameters<typeof runQueueCommand>[1]) => {
+      const r = await runQueueCommand(view, req);
+      expect(r.via).toBe('database');
+      return r.response;
+    };
+    const list = await run({ cmd: 'list' });
+    expect(JSON.stringify(list)).toContain(m1.id);
+    expect(JSON.stringify(list)).toContain(m2.id);
+    expect(JSON.stringify(await run({ cmd: 'show', id: m1.id }))).toContain('4.4.1 no answer');
+    expect(await run({ cmd: 'flush', domain: 'one.test' })).toMatchObject({ ok: true });
+    expect(Number(pg.sql(`SELECT next_due FROM relay_messages WHERE id = '${m1.id}'`))).toBeLessThan(later);
+    expect(await run({ cmd: 'hold', id: m2.id })).toMatchObject({ ok: true });
+    expect(pg.sql(`SELECT held FROM relay_messages WHERE id = '${m2.id}'`).trim()).toBe('t');
+    const b = await node('ctl-b');
+    expect((await b.claim(10)).map((m) => m.id)).toEqual([m1.id]); // flushed: due; held: not claimed
+    await b.close();
+    expect(await run({ cmd: 'requeue', id: m1.id })).toMatchObject({ ok: true });
+    expect(await run({ cmd: 'delete', id: m2.id })).toMatchObject({ ok: true });
+    expect(pg.sql(`SELECT count(*) FROM relay_messages WHERE id = '${m2.id}'`).trim()).toBe('0');
+    expect(await run({ cmd: 'show', id: m2.id })).toMatchObject({ ok: false, code: 'ENOENT' });
   });
 
   it('/readyz: the spool check is a committed write to the database; it fails while the database is down and passes again after', async () => {

@@ -51,7 +51,7 @@ function dbError(step: string, e: unknown): SpoolError {
 
 const isOpen = (r: RecipientStatus) => !isDone(r);
 /** The earliest due time of the open recipients; null when none is open. */
-function nextDue(recipients: RecipientStatus[]): number | null {
+export function nextDue(recipients: RecipientStatus[]): number | null {
   const open = recipients.filter(isOpen);
   return open.length ? Math.min(...open.map((r) => r.nextAttempt)) : null;
 }
