@@ -61,6 +61,8 @@ export class Scheduler {
   /** recipients in flight per message (shared queue: a message is given back only when none is) */
   private readonly inflightPerMsg = new Map<string, number>();
   private claiming = false;
+  /** shared queue: not before this (node clock), unless the last claim came back full */
+  private nextClaim = 0;
   private readonly destinations = new Map<string, Destination>();
   private readonly runs = new Set<DestinationRun>();
   private active = 0;
@@ -250,15 +252,19 @@ export class Scheduler {
     if (!shared || this.claiming || this.stopping) return;
     const waiting = [...this.destinations.values()].reduce((n, d) => n + d.jobs.length, 0);
     const room = this.deps.config.concurrency - this.active - waiting;
-    if (room <= 0) return;
+    const now = this.deps.now();
+    // run() comes with every message queued here; one claim per half queue run is enough, unless the last filled up
+    if (room <= 0 || now < this.nextClaim) return;
     this.claiming = true;
     try {
       const claimed = await shared.claim(room);
+      this.nextClaim = claimed.length >= room ? 0 : now + this.deps.config.run_interval / 2;
       for (const m of claimed) {
         if (this.stopping) { void shared.release(m.id); continue; }
         this.add(m);
       }
     } catch (e) {
+      this.nextClaim = now + this.deps.config.run_interval;
       this.deps.log.warn({ err: (e as Error).message }, 'could not claim work from the queue database; will retry');
     } finally {
       this.claiming = false;

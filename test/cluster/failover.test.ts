@@ -256,7 +256,10 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     const results = await loads;
     const acked = new Set(results.flatMap((r) => [...r.acked]));
     await until(() => { const got = new Set(rx!.deliveries.map((d) => d.testId)); return [...acked].every((id) => got.has(id)); }, 'every acknowledged message delivered');
-    await until(() => pg.sql('SELECT count(*) FROM relay_messages').trim() === '0', 'the queue is empty');
+    await until(() => pg.sql('SELECT count(*) FROM relay_messages').trim() === '0', 'the queue is empty').catch((e: Error) => {
+      const left = pg.sql("SELECT id, lease_owner, lease_expires_at > now(), held, next_due - (extract(epoch FROM now()) * 1000)::bigint, recipients FROM relay_messages LIMIT 5");
+      throw new Error(`${e.message}; left: ${left}; node logs: ${c.nodes.map((n) => n.relay.output.split('\n').filter((l) => /"level":(40|50)/.test(l)).slice(-8).join('\n')).join('\n---\n')}`);
+    });
     expect(acked.size).toBe(MESSAGES);
     // a 250 between the stop and the first refusal can only be for a commit that made it before the crash (it was delivered: checked above)
     expect(refusals.length).toBeGreaterThanOrEqual(5);

@@ -7,8 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { SMTPServer } from 'smtp-server';
-import { connect } from 'node:net';
-import { RelayProcess, freePort, sleep } from '../support/relayProcess.js';
+import { RelayProcess, freePort } from '../support/relayProcess.js';
 import type { TestDns } from '../support/dnsServer.js';
 import type { TestPostgres } from '../support/postgres.js';
 
@@ -90,23 +89,9 @@ export async function startClusterReceiver(opts: { host?: string; decide?: (d: D
   });
 }
 
-/**
- * Starts a node and resolves once it listens; rejects if it exits first. No wall-clock bound: on a machine
- * loaded many times over, loading the relay's modules alone can take longer than any fixed deadline would
- * allow (the test's own timeout catches a start that never ends).
- */
-export async function startNode(n: { relay: RelayProcess; port: number }): Promise<void> {
-  const child = n.relay.launch();
-  const listening = () => new Promise<boolean>((resolve) => {
-    const s = connect({ host: '127.0.0.1', port: n.port });
-    s.once('connect', () => { s.destroy(); resolve(true); });
-    s.once('error', () => resolve(false));
-  });
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`relay exited (${child.exitCode ?? child.signalCode}): ${n.relay.output.slice(0, 4000)}`);
-    if (n.relay.output.includes('dane-relay started') || (await listening())) return;
-    await sleep(50);
-  }
+/** Starts a node (RelayProcess.start: until it listens, or it exits). */
+export function startNode(n: { relay: RelayProcess }): Promise<void> {
+  return n.relay.start();
 }
 
 export interface Node {
