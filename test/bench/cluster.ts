@@ -12,6 +12,8 @@ import { startDnsServer } from '../support/dnsServer.js';
 import { startPostgres } from '../support/postgres.js';
 import { SmtpTestClient } from '../support/submit.js';
 import { startClusterReceiver, startNode } from '../cluster/support.js';
+import { openPool } from '../../src/spool/postgres/connect.js';
+import { migrate } from '../../src/spool/postgres/migrate.js';
 
 const MESSAGES = Number(process.env.CLUSTER_BENCH_MESSAGES ?? 3000);
 const CLIENTS = Number(process.env.CLUSTER_BENCH_CLIENTS ?? 24);
@@ -43,6 +45,9 @@ const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, 
 async function main(): Promise<void> {
   const pg = startPostgres('bench');
   const dbUid = statSync(join(pg.dir, 'data')).uid;
+  const pool = openPool({ url: pg.url, password_file: pg.passwordFile, password_env: 'PGPASSWORD', pool: 2 });
+  await migrate(pool);
+  await pool.end();
   const dns = await startDnsServer();
   dns.add({ name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.dest.test' } });
   dns.add({ name: 'mx.dest.test', type: 'A', data: '127.0.0.1' });
