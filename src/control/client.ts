@@ -60,7 +60,7 @@ export async function runQueueCommand(cfg: ControlConfigView, req: ControlReques
   if (cfg.spool?.backend === 'postgres' && cfg.spool.postgres) {
     // Shared queue (issue 16): the database is the truth for every node; no relay needs to run.
     const { openPool } = await import('../spool/postgres/connect.js');
-    const { databaseBackend } = await import('../spool/postgres/control.js');
+    const { databaseBackend } = await import('./database.js');
     const pool = openPool({ ...cfg.spool.postgres, pool: 2 }, { application: 'dane-relay queue' });
     try {
       return { response: await respond(req, databaseBackend(pool), now()), via: 'database' };

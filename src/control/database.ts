@@ -6,10 +6,10 @@
  * by that node's outcome, which is newer.
  */
 import type pg from 'pg';
-import { flushRecipients, requeueRecipients, type QueueBackend } from '../../control/commands.js';
-import type { Envelope, QueuedMessage, RecipientStatus } from '../types.js';
-import type { BodyFacts } from '../../mime/scan.js';
-import { nextDue } from './queue.js';
+import { flushRecipients, requeueRecipients, type QueueBackend } from './commands.js';
+import type { Envelope, QueuedMessage, RecipientStatus } from '../spool/types.js';
+import type { BodyFacts } from '../mime/scan.js';
+import { nextDue } from '../spool/postgres/queue.js';
 
 type Row = { id: string; envelope: Envelope; size: string; body_facts: BodyFacts | null; recipients: RecipientStatus[]; held: boolean };
 const COLUMNS = 'id, envelope, size, body_facts, recipients, held';

@@ -3,17 +3,16 @@
  * nodes are alive and what they hold.
  */
 import type pg from 'pg';
-import { loadConfig, type LoadedConfig } from '../../config/load.js';
-import { describeUrl, openPool } from './connect.js';
-import { migrate } from './migrate.js';
+import { loadConfig, type LoadedConfig } from '../config/load.js';
+import { describeUrl, openPool } from '../spool/postgres/connect.js';
+import { migrate } from '../spool/postgres/migrate.js';
 
-function configFile(args: string[]): string {
-  const i = args.indexOf('--config');
-  return (i >= 0 ? args[i + 1] : args.find((a) => a.startsWith('--config='))?.slice(9)) ?? 'config.example.yml';
-}
+import { flag, stringOpt, type ParsedArgs } from './args.js';
+
+const configFile = (p: ParsedArgs): string => stringOpt(p, 'config') ?? 'config.example.yml';
 
 /** Runs `fn` with a small pool to the configured queue database; exit 2 when there is none, 1 on a database error. */
-async function withDb(args: string[], err: NodeJS.WritableStream, fn: (c: { pg: NonNullable<LoadedConfig['spool']['postgres']>; pool: pg.Pool }) => Promise<number>): Promise<number> {
+async function withDb(args: ParsedArgs, err: NodeJS.WritableStream, fn: (c: { pg: NonNullable<LoadedConfig['spool']['postgres']>; pool: pg.Pool }) => Promise<number>): Promise<number> {
   const file = configFile(args);
   const cfg = loadConfig(file);
   if (cfg.spool.backend !== 'postgres' || !cfg.spool.postgres) {
@@ -31,8 +30,7 @@ async function withDb(args: string[], err: NodeJS.WritableStream, fn: (c: { pg: 
   }
 }
 
-export async function dbCli(args: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
-  if (args[1] !== 'migrate') { err.write('usage: dane-relay db migrate [--config FILE]\n'); return 2; }
+export async function dbCli(args: ParsedArgs, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
   return withDb(args, err, async (c) => {
     const r = await migrate(c.pool);
     if (r.applied.length === 0) out.write(`${describeUrl(c.pg.url)}: schema version ${r.to}, up to date\n`);
@@ -44,7 +42,7 @@ export async function dbCli(args: string[], out: NodeJS.WritableStream, err: Nod
 
 interface NodeRow { name: string; host: string; pid: number; started_at: Date; seen_at: Date; stopped_at: Date | null; live: boolean; leases: string; next_expiry: Date | null }
 
-export async function nodesCli(args: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+export async function nodesCli(args: ParsedArgs, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
   return withDb(args, err, async (c) => {
     // live: seen within two lease periods (renewal runs every third of one) and not stopped
     const r = await c.pool.query<NodeRow>(
@@ -53,7 +51,7 @@ export async function nodesCli(args: string[], out: NodeJS.WritableStream, err: 
               count(m.id) AS leases, min(m.lease_expires_at) AS next_expiry
          FROM relay_nodes n LEFT JOIN relay_messages m ON m.lease_owner = n.name AND m.lease_expires_at > now()
         GROUP BY n.name ORDER BY n.name`, [c.pg.lease]);
-    if (args.includes('--json')) {
+    if (flag(args, 'json')) {
       out.write(`${JSON.stringify(r.rows.map((n) => ({ ...n, leases: Number(n.leases) })), null, 2)}\n`);
       return 0;
     }
