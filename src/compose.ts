@@ -46,7 +46,9 @@ import type { TlsrptService } from './reporting/tlsrpt/daily.js';
 import type { HttpsOptions } from './reporting/tlsrpt/https.js';
 import { dropPrivileges, handOverState, privilegePlan, stateDirs } from './files/privileges.js';
 import { currentIdentity, startupFileProblems, UnsafeStateError } from './files/checks.js';
-import type { QueuedMessage, SpoolWriter } from './spool/types.js';
+import type { QueuedMessage, QueueStore, SpoolWriter } from './spool/types.js';
+import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
 
 /** One step of the relay's life: started in list order, drained and stopped in reverse. */
 export interface Component {
@@ -113,7 +115,7 @@ export interface Parts {
   log: Logger;
   resolver?: Resolver;
   policy?: PolicyStore;
-  spool?: Spool;
+  spool?: QueueStore;
   scheduler?: Scheduler;
   ingress?: Ingress;
   control?: ControlServer;
@@ -159,7 +161,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
   let running = false;
 
   // Root with `user:` binds the SMTP listeners early (sessions wait at the gate until the relay is ready).
-  type Late = { spool?: Spool; onQueued?: (m: QueuedMessage) => void; events?: RelayEvents };
+  type Late = { spool?: QueueStore; onQueued?: (m: QueuedMessage) => void; events?: RelayEvents };
   let early: { ingress: Ingress; open: () => void; fail: () => void; late: Late } | undefined;
   let recovered: QueuedMessage[] = [];
   let metricsEvents: RelayMetrics | undefined;
@@ -245,7 +247,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
     },
     {
       name: 'spool',
-      start: async () => { parts.spool = await Spool.open(cfg.queue_dir, { now, log }); },
+      start: async () => { parts.spool = await openQueue(cfg, log, now); },
       stop: async () => parts.spool?.close(),
     },
     {
@@ -368,6 +370,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         const selfTests = need(parts.selfTests, 'DNSSEC self-test');
         const readiness = new Ready({
           queueDir: cfg.queue_dir, spoolTtlMs: metricsCfg.ready_cache, selfTestIntervalMs: metricsCfg.selftest_interval,
+          ...(parts.spool?.shared ? { spoolProbe: () => parts.spool!.shared!.probe() } : {}),
           // the same condition as the start-up self-test: DANE by default or by a tls_policy entry
           selfTest: parts.daneInForce() ? () => selfTests.current('readyz') : undefined, initialSelfTest: selfTestRun,
         });
@@ -440,4 +443,33 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
     },
   ];
   return { components, parts };
+}
+
+/**
+ * Opens the queue backend the configuration names (`spool.backend`, issue 16): the embedded file spool under
+ * queue_dir (the default), or the queue shared with other nodes on PostgreSQL, whose schema is brought up to
+ * date first (the same migrations as `dane-relay db migrate`).
+ */
+/** This node's name in leases: `spool.postgres.node`, else hostname:pid (unique among live processes on a host). */
+export function nodeName(cfg: LoadedConfig): string {
+  return cfg.spool.postgres?.node ?? `${hostname()}:${process.pid}`;
+}
+
+export async function openQueue(cfg: LoadedConfig, log: Logger, now: () => number): Promise<QueueStore> {
+  if (cfg.spool.backend !== 'postgres') return Spool.open(cfg.queue_dir, { now, log });
+  const pgc = cfg.spool.postgres!;
+  const { openPool, describeUrl } = await import('./spool/postgres/connect.js');
+  const { migrate } = await import('./spool/postgres/migrate.js');
+  const { PgQueue } = await import('./spool/postgres/queue.js');
+  const pool = openPool(pgc, { application: `dane-relay ${nodeName(cfg)}` });
+  try {
+    const m = await migrate(pool);
+    log.info({ db: describeUrl(pgc.url), schema_from: m.from, schema_version: m.to, node: nodeName(cfg), lease_ms: pgc.lease }, 'queue database opened');
+    // queue_dir still holds the control socket (and TLSRPT's counts unless tlsrpt.dir says otherwise).
+    await mkdir(cfg.queue_dir, { recursive: true, mode: 0o700 });
+    return await PgQueue.open(pool, { node: nodeName(cfg), leaseMs: pgc.lease, now, log });
+  } catch (e) {
+    await pool.end().catch(() => undefined);
+    throw new Error(`queue database ${describeUrl(pgc.url)}: ${(e as Error).message}`, { cause: e });
+  }
 }

@@ -619,6 +619,9 @@ export class Ingress {
       this.release(session);
       const e = failure as { code?: string; message?: string } | undefined;
       this.log.error({ client, queue_id: draft?.id, err: { code: e?.code, message: e?.message } }, 'spool failure; message refused');
+      // Shared queue (issue 16): the database did not commit (down, failed over, refused): nothing is queued,
+      // the client tries again. RFC 5321 §4.2.5 451, RFC 3463 §3.3 4.3.0 (other or undefined mail system status).
+      if (e?.code === 'EDB') throw smtpError(451, '4.3.0 Queue database unavailable, try again later');
       // Never 250 for a message that is not durable. RFC 5321 §4.2.5 452, RFC 3463 §3.3 4.3.1.
       throw smtpError(452, '4.3.1 Insufficient system storage');
     }

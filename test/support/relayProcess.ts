@@ -56,6 +56,11 @@ export class RelayProcess {
   constructor(readonly configFile: string, readonly port?: number) {}
 
   /** `prefix`: a command the relay is started under (e.g. ./modes.ts's setpriv, so file modes bind root too) */
+  /**
+   * Resolves once the relay has started; rejects if it exits (or is killed) first. No wall-clock bound: on
+   * a machine loaded many times over, loading the relay's modules alone outlasted the 15 s this used to
+   * allow (a relay that never starts is caught by the test's own timeout).
+   */
   async start(env: Record<string, string> = {}, prefix: string[] = []): Promise<void> {
     const child = this.launch(env, prefix);
     // Bounded by the relay's CPU time, not the wall clock: on a busy machine a restart that recovers thousands of
@@ -64,7 +69,7 @@ export class RelayProcess {
     for (;;) {
       // the start line is logged at info; at a quieter log level the open port says it
       if (this.output.includes('dane-relay started') || (this.port !== undefined && (await listening(this.port)))) return;
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`relay exited: ${this.output}`);
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`relay exited (${child.exitCode ?? child.signalCode}): ${this.output}`);
       const cpu = cpuMsOf(child.pid) ?? 0;
       if (cpu > START_CPU_MS) {
         await this.kill('SIGKILL'); // a failed start leaves no relay behind
