@@ -8,7 +8,7 @@
  * counted (verifications, NSEC3 hashes, yields) and the verdict. Medians of BENCH_N runs (default 5).
  * Writes its own section of BENCHMARKS.md; `BENCH_NO_WRITE=1` only prints it.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeOwnSections } from './sections.js';
 import net from 'node:net';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
@@ -188,13 +188,7 @@ async function main(): Promise<void> {
   const text = lines.join('\n');
   console.log(text);
   if (process.env.BENCH_NO_WRITE) return;
-  const file = join(ROOT, 'BENCHMARKS.md');
-  const old = existsSync(file) ? readFileSync(file, 'utf8') : '# dane-relay benchmarks\n';
-  const start = old.indexOf('## Hostile domains: CPU and stalls per message');
-  let next = start < 0 ? -1 : old.indexOf('\n## ', start + 1);
-  if (next >= 0) next += 1;
-  const updated = start < 0 ? `${old.replace(/\n*$/, '\n\n')}${text}` : `${old.slice(0, start)}${text}${next >= 0 ? `\n${old.slice(next)}` : ''}`;
-  writeFileSync(file, updated.replace(/\n*$/, '\n'));
+  writeOwnSections(join(ROOT, 'BENCHMARKS.md'), text, (h) => h.startsWith('## Hostile domains'));
 }
 
 main().then(() => process.exit(0), (e: unknown) => { console.error(e); process.exit(1); });
