@@ -433,7 +433,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         }
         listening = [...parts.ingress.addresses];
         own = undefined;
-        log.info({ listen: parts.ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode }, 'dane-relay started');
+        log.info({ config: cfg.file, listen: parts.ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode }, 'dane-relay started');
       },
       // no new connections; messages being committed finish; sessions still open get 421 at the stop
       drain: async () => parts.ingress?.stopAccepting(),

@@ -17,6 +17,7 @@ import { normalizeDomain } from '../policy/tables.js';
 import { addressLiteral } from '../route/mx.js';
 import { printableJson } from '../text/printable.js';
 import { flag, stringOpt, type ParsedArgs } from './args.js';
+import { configFileFor } from '../config/path.js';
 
 /** The first line of `check`'s report: the configuration file it judges by, which a running relay may not be using yet. */
 export function configJudgedBy(file: string | undefined): string {
@@ -27,7 +28,7 @@ export async function runCheck(p: ParsedArgs, out: NodeJS.WritableStream, err: N
   const raw = p.operands[0];
   const domain = raw && (addressLiteral(raw) ? raw : normalizeDomain(raw));
   if (!domain) { err.write('usage: dane-relay check DOMAIN [--config FILE] [--json]\n'); return 2; }
-  const config = loadConfig(stringOpt(p, 'config') ?? 'config.example.yml');
+  const config = loadConfig(configFileFor(stringOpt(p, 'config'), err));
   const problem = trustAdProblem(config);
   if (problem) { err.write(`dane-relay check: ${problem}\n`); return 2; }
   const store = policyStoreFor(config);
