@@ -90,7 +90,15 @@ export class Relay {
   reload(): ReloadResult {
     void this.ingress.reloadUsers();
     const r = this.policy ? this.policy.reload('SIGHUP') : { loaded: [], rejected: [], unchanged: [] };
-    this.lastConfigReload = this.reloadConfig();
+    // One at a time, in signal order: each reads the file when its turn comes, so the last SIGHUP's file wins
+    // (two overlapping reloads could otherwise finish out of order and leave the older file in force).
+    const previous = this.lastConfigReload;
+    const run = () => this.reloadConfig().catch((e: unknown): ConfigReloadOutcome => {
+      // never an unhandled rejection (it would end the process): say it, keep running
+      this.log.error({ err: e, config: this.configInForce.file }, `CONFIG RELOAD FAILED: ${(e as Error).message}`);
+      return { file: this.configInForce.file!, ok: false, problems: [(e as Error).message] };
+    });
+    this.lastConfigReload = previous ? previous.then(run) : run();
     // DANE-4: re-test the resolver too (a reload that brought DANE in has started the monitor already).
     if (this.daneInForce()) void this.selfTests?.run('SIGHUP');
     return r;
