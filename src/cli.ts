@@ -8,6 +8,7 @@ import { loadConfig, ConfigError } from './config/load.js';
 import { printableText } from './text/printable.js';
 import { COMMANDS as QUEUE_COMMANDS } from './control/commands.js';
 import { flag, parseCommand, stringOpt, UsageError, wantsHelp, type CommandSpec, type ParsedArgs } from './commands/args.js';
+import { configFileFor } from './config/path.js';
 
 /**
  * The terminal sink: everything a command writes passes through printableText (LF stays a line
@@ -39,7 +40,7 @@ const QUEUE_OPERAND: Record<string, string> = { list: '', show: ' ID', flush: ' 
 export const COMMAND_TABLE: readonly Command[] = [
   {
     words: ['serve'], usage: 'dane-relay serve --config FILE        run the relay', options: CONFIG, operands: [0, 0],
-    run: (p, _out, err) => serve(stringOpt(p, 'config') ?? 'config.example.yml', err),
+    run: (p, _out, err) => serve(configFileFor(stringOpt(p, 'config'), err), err),
   },
   {
     words: ['config', 'check'], usage: 'dane-relay config check FILE          validate a configuration file', options: {}, operands: [1, 1],

@@ -125,6 +125,11 @@ export interface Parts {
   prober?: ExceptionProber;
   /** is a DANE level in force (default or a tls_policy entry)? */
   daneInForce: () => boolean;
+  /**
+   * SIGHUP (issue 21): puts the reloadable keys of `next` in force in the running components (src/config/reload.ts
+   * decides which keys those are; `next` carries the old value of every other key).
+   */
+  applyConfig: (next: LoadedConfig) => void;
 }
 
 export interface Composition {
@@ -152,7 +157,9 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
   const now = opts.now ?? Date.now;
   const { controlSocketPath } = await import('./control/server.js');
   const tlsrptDir = configuredTlsrptDir(cfg);
-  const parts: Parts = { log, daneInForce: () => false };
+  const parts: Parts = { log, daneInForce: () => false, applyConfig: () => undefined };
+  /** the delivery policy level in force (a config reload changes it) */
+  let defaultLevel = cfg.delivery.tls_level;
   const need = <T>(v: T | undefined, what: string): T => {
     if (v === undefined) throw new Error(`compose: ${what} used before it started`);
     return v;
@@ -278,17 +285,17 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       name: 'DNSSEC self-test',
       start: async () => {
         const policy = need(parts.policy, 'policy');
-        const defaultDane = cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only';
+        const defaultDane = () => defaultLevel === 'dane' || defaultLevel === 'dane-only';
         const trustAd = cfg.dns.mode === 'trust-ad';
         extraResolver = trustAd && !opts.resolver ? resolverFor(cfg, { cache: false }) : undefined;
         const selfTests = new SelfTestMonitor({ resolver: extraResolver ?? need(parts.resolver, 'resolver'), intervalMs: cfg.metrics?.selftest_interval ?? 60_000, log, holds: trustAd });
         parts.selfTests = selfTests;
-        let daneInForce = defaultDane || policy.mentionsDane();
+        let daneInForce = defaultDane() || policy.mentionsDane();
         parts.daneInForce = () => daneInForce;
         if (daneInForce) selfTestRun = selfTests.start('start');
         // Again when a reload brings the first DANE entry in (the start-up test did not run or did not cover it).
         policy.onReload(() => {
-          const now = defaultDane || policy.mentionsDane();
+          const now = defaultDane() || policy.mentionsDane();
           if (now && !daneInForce) void selfTests.start('reload introduced DANE');
           daneInForce = now;
         });
@@ -330,16 +337,34 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           mimeConversion: cfg.delivery.mime_conversion,
           dnssecHold: () => selfTests.hold(),
         };
+        const schedulerConfig = { ...cfg.queue, concurrency: cfg.delivery.concurrency, per_destination: cfg.delivery.per_destination };
         const scheduler = new Scheduler({
           spool,
           delivery,
-          config: { ...cfg.queue, concurrency: cfg.delivery.concurrency, per_destination: cfg.delivery.per_destination },
+          config: schedulerConfig,
           hostname: cfg.hostname,
           log,
           now,
           rand: opts.rand,
         });
         parts.scheduler = scheduler;
+        // The live objects read per delivery, per scheduling pass and per connection: a config reload writes
+        // the reloadable keys (src/config/reload.ts RELOADABLE) into them.
+        const live = delivery;
+        parts.applyConfig = (next) => {
+          defaultLevel = next.delivery.tls_level;
+          policy.setLevels({ defaultLevel: next.delivery.tls_level, exceptionLevel: next.policy.exception_level });
+          Object.assign(live, {
+            timeouts: next.delivery.timeouts, digestPreference: next.delivery.digest_preference, maxMessagesPerConnection: next.delivery.max_messages_per_connection,
+            mxHostLimit: next.delivery.mx_host_limit, mimeConversion: next.delivery.mime_conversion,
+          });
+          Object.assign(schedulerConfig, { ...next.queue, concurrency: next.delivery.concurrency, per_destination: next.delivery.per_destination });
+          const i = next.ingress;
+          Object.assign(ingressConfig, {
+            max_recipients: i.max_recipients, max_connections: i.max_connections, max_connections_per_client: i.max_connections_per_client,
+            max_hops: i.max_hops, postmaster: i.postmaster, long_lines: i.long_lines,
+          });
+        };
         for (const m of recovered) scheduler.add(m);
         log.info({ recovered: recovered.length, queue_dir: cfg.queue_dir }, 'spool recovered');
         scheduler.start();
@@ -408,7 +433,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         }
         listening = [...parts.ingress.addresses];
         own = undefined;
-        log.info({ listen: parts.ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode }, 'dane-relay started');
+        log.info({ config: cfg.file, listen: parts.ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode }, 'dane-relay started');
       },
       // no new connections; messages being committed finish; sessions still open get 421 at the stop
       drain: async () => parts.ingress?.stopAccepting(),

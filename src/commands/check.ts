@@ -17,12 +17,18 @@ import { normalizeDomain } from '../policy/tables.js';
 import { addressLiteral } from '../route/mx.js';
 import { printableJson } from '../text/printable.js';
 import { flag, stringOpt, type ParsedArgs } from './args.js';
+import { configFileFor } from '../config/path.js';
+
+/** The first line of `check`'s report: the configuration file it judges by, which a running relay may not be using yet. */
+export function configJudgedBy(file: string | undefined): string {
+  return `config: ${file ?? '(built in)'} (this file as it is now; a running relay uses its changes after a SIGHUP reload, some only after a restart)`;
+}
 
 export async function runCheck(p: ParsedArgs, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
   const raw = p.operands[0];
   const domain = raw && (addressLiteral(raw) ? raw : normalizeDomain(raw));
   if (!domain) { err.write('usage: dane-relay check DOMAIN [--config FILE] [--json]\n'); return 2; }
-  const config = loadConfig(stringOpt(p, 'config') ?? 'config.example.yml');
+  const config = loadConfig(configFileFor(stringOpt(p, 'config'), err));
   const problem = trustAdProblem(config);
   if (problem) { err.write(`dane-relay check: ${problem}\n`); return 2; }
   const store = policyStoreFor(config);
@@ -45,8 +51,10 @@ export async function runCheck(p: ParsedArgs, out: NodeJS.WritableStream, err: N
       });
     }
     if (flag(p, 'json')) {
-      out.write(`${printableJson({ ...report, advice, exitCode: code, ...(without ? { withoutException: { ...without, advice: adviceFor(without, now(), config.policy.rollover_warn) } } : {}) }, 2)}\n`);
+      out.write(`${printableJson({ config: config.file, ...report, advice, exitCode: code, ...(without ? { withoutException: { ...without, advice: adviceFor(without, now(), config.policy.rollover_warn) } } : {}) }, 2)}\n`);
     } else {
+      // Issue 21: the file judged by, which a running relay may not be using yet.
+      out.write(`${configJudgedBy(config.file)}\n`);
       out.write(formatReport(report, advice));
       if (without) out.write(`\n--- without the danefail exception (what the recovery probe checks) ---\n${formatReport(without, adviceFor(without, now(), config.policy.rollover_warn))}`);
     }

@@ -8,12 +8,13 @@ import { describeUrl, openPool } from '../spool/postgres/connect.js';
 import { migrate } from '../spool/postgres/migrate.js';
 
 import { flag, stringOpt, type ParsedArgs } from './args.js';
+import { configFileFor } from '../config/path.js';
 
-const configFile = (p: ParsedArgs): string => stringOpt(p, 'config') ?? 'config.example.yml';
+const configFile = (p: ParsedArgs, err: NodeJS.WritableStream): string => configFileFor(stringOpt(p, 'config'), err);
 
 /** Runs `fn` with a small pool to the configured queue database; exit 2 when there is none, 1 on a database error. */
 async function withDb(args: ParsedArgs, err: NodeJS.WritableStream, fn: (c: { pg: NonNullable<LoadedConfig['spool']['postgres']>; pool: pg.Pool }) => Promise<number>): Promise<number> {
-  const file = configFile(args);
+  const file = configFile(args, err);
   const cfg = loadConfig(file);
   if (cfg.spool.backend !== 'postgres' || !cfg.spool.postgres) {
     err.write(`${file}: spool.backend is ${cfg.spool.backend}: there is no queue database to talk to\n`);

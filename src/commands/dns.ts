@@ -11,6 +11,7 @@ import type { DnsAnswer, QueryType } from '../dns/types.js';
 import { ValidatingResolver } from '../dnssec/resolver.js';
 import { formatTrace, type TraceStep } from '../dnssec/trace.js';
 import { printableJson } from '../text/printable.js';
+import { configFileFor } from '../config/path.js';
 
 const TYPES: QueryType[] = ['MX', 'A', 'AAAA', 'TLSA', 'TXT', 'CNAME'];
 
@@ -29,7 +30,7 @@ export async function dnsLookupCommand(a: DnsLookupArgs): Promise<number> {
     a.err.write(`dns lookup: TYPE must be one of ${TYPES.join(', ')}\n`);
     return 2;
   }
-  const cfg = loadConfig(a.configFile ?? 'config.example.yml');
+  const cfg = loadConfig(configFileFor(a.configFile, a.err));
   let answer: DnsAnswer;
   let trace: TraceStep[] = [];
   const r = resolverFor(cfg, { cache: false });

@@ -10,10 +10,11 @@ import { runQueueCommand } from '../control/client.js';
 import { dropForCli } from '../files/privileges.js';
 import { printableJson } from '../text/printable.js';
 import { flag, stringOpt, type ParsedArgs } from './args.js';
+import { configFileFor } from '../config/path.js';
 
 /** `sub`: one of COMMANDS (the dispatcher's table has one entry per subcommand); at most one operand. */
 export async function queueCli(sub: CommandName, p: ParsedArgs, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
-  const configFile = stringOpt(p, 'config') ?? 'config.example.yml';
+  const configFile = configFileFor(stringOpt(p, 'config'), err);
   const json = flag(p, 'json');
   const [arg] = p.operands;
   if (!configFile) {

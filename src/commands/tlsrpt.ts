@@ -17,6 +17,7 @@ import { dkimKeygen } from '../reporting/tlsrpt/mail.js';
 import { dropForCli } from '../files/privileges.js';
 import { printableJson } from '../text/printable.js';
 import { flag, stringOpt, type ParsedArgs } from './args.js';
+import { configFileFor } from '../config/path.js';
 
 const USAGE = `usage:
   dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]
@@ -58,7 +59,7 @@ export async function dkimKeygenCommand(p: ParsedArgs, out: NodeJS.WritableStrea
 }
 
 export async function tlsrptCli(sub: 'show' | 'send', p: ParsedArgs, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
-  const config = loadConfig(stringOpt(p, 'config') ?? 'config.example.yml');
+  const config = loadConfig(configFileFor(stringOpt(p, 'config'), err));
   dropForCli(config); // root with `user:`: what `send` writes under tlsrpt.dir stays the relay's
   const day = stringOpt(p, 'day') ?? (sub === 'show' ? nextDay(dayOf(Date.now()), -1) : undefined);
   if (!day || !isDay(day)) { err.write(`--day YYYY-MM-DD is required and must be a date\n${USAGE}\n`); return 2; }

@@ -166,6 +166,18 @@ export class PolicyStore {
     return { tls_policy_entries: this.inputs.table?.entries.size ?? 0, danefail_entries: this.inputs.exceptions?.domains.size ?? 0 };
   }
 
+  /**
+   * The configured levels changed on a config reload (issue 21): `delivery.tls_level`, `policy.exception_level`.
+   * The caller has validated the new configuration (src/preflight.ts), resolver trust rules included. The reload
+   * listeners run (a new DANE default starts the DNSSEC self-test).
+   */
+  setLevels(levels: { defaultLevel: TlsLevel; exceptionLevel: ExceptionLevel }): void {
+    if (levels.defaultLevel === this.inputs.defaultLevel && levels.exceptionLevel === this.inputs.exceptionLevel) return;
+    this.inputs = { ...this.inputs, ...levels };
+    this.warnConflicts('config reload');
+    for (const fn of this.listeners) fn({ loaded: [], rejected: [], unchanged: [] });
+  }
+
   onReload(fn: (r: ReloadResult) => void): void {
     this.listeners.push(fn);
   }

@@ -120,6 +120,8 @@ describe('policy on the real process', () => {
     expect(ok.stdout + ok.stderr).toContain('verdict: deliverable with DANE');
     expect(ok.status).toBe(0);
     expect(ok.stdout).toContain('policy: dane-only (rule: tls_policy:1 dest.test dane-only)');
+    // issue21: check says which configuration it judges by (the file, not the running relay)
+    expect(ok.stdout.split('\n')[0]).toBe(`config: ${config} (this file as it is now; a running relay uses its changes after a SIGHUP reload, some only after a restart)`);
     expect(usage.status).toBe(2);
     expect(tlsa.status).toBe(2);
   });
