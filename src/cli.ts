@@ -17,7 +17,8 @@ const USAGE = `usage:
   dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]   what would be reported (RFC 8460)
   dane-relay tlsrpt send --day YYYY-MM-DD [--config FILE] [--domain D] [--dry-run] [--out DIR]   send a day's reports now
   dane-relay dkim keygen [--selector S] [--domain D] [--out FILE]   DKIM key for TLSRPT reports and its DNS record
-  dane-relay dns lookup NAME TYPE [--config FILE] [--json]   resolve and validate, explaining the DNSSEC verdict`;
+  dane-relay dns lookup NAME TYPE [--config FILE] [--json]   resolve and validate, explaining the DNSSEC verdict
+  dane-relay mta-sts show|refresh|purge DOMAIN [--config FILE] [--json]   the cached MTA-STS policy (RFC 8461)`;
 
 function argValue(args: string[], name: string): string | undefined {
   const i = args.indexOf(name);
@@ -104,6 +105,10 @@ export async function main(argv: string[], rawOut: NodeJS.WritableStream = proce
     if (cmd === 'tlsrpt' || (cmd === 'dkim' && sub === 'keygen')) {
       const { tlsrptCli } = await import('./reporting/tlsrpt/cli.js');
       return await tlsrptCli(argv, out, err);
+    }
+    if (cmd === 'mta-sts') {
+      const { mtastsCli } = await import('./mtasts/cli.js');
+      return await mtastsCli(argv.slice(1), out, err);
     }
     if (cmd === 'dns' && sub === 'lookup') {
       const rest = argv.slice(2);

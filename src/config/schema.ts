@@ -181,6 +181,8 @@ export const configSchema = z.strictObject({
     ca_file: z.string().min(1).optional(),
     /** the whole policy fetch: DNS, connect, TLS, body (RFC 8461 §3.3 suggests a minute) */
     fetch_timeout: duration.prefault('60s'),
+    /** the policy hosts' https port: 443 (RFC 8461 §3.3); another only for test worlds on loopback */
+    port: z.number().int().min(1).max(65535).default(443),
   }).prefault({}),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -6,6 +6,10 @@ import { readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { resolve } from 'node:path';
 import type { LoadedConfig } from '../config/load.js';
+import type { Resolver } from '../dns/types.js';
+import { fetchPolicy } from './fetch.js';
+import { StsPolicies, type StsLog } from './policies.js';
+import { PolicyStore } from './store.js';
 
 /**
  * `mta_sts.ca_file` read and checked (at least one PEM certificate, every one readable), or undefined
@@ -23,4 +27,15 @@ export function stsTrustAnchors(cfg: Pick<LoadedConfig, 'mta_sts' | 'baseDir'>):
     try { new X509Certificate(b); } catch (e) { throw new Error(`mta_sts.ca_file: ${path}: certificate ${i + 1} is unreadable: ${(e as Error).message}`); }
   }
   return pem;
+}
+
+/** The relay's policy state (`serve`, `mta-sts` commands, `check`): fetches as configured, the cache under queue_dir. */
+export function stsPoliciesFor(cfg: Pick<LoadedConfig, 'mta_sts' | 'baseDir' | 'queue_dir'>, resolver: Resolver, log?: StsLog): StsPolicies {
+  const ca = stsTrustAnchors(cfg);
+  return new StsPolicies({
+    store: new PolicyStore(cfg.queue_dir),
+    resolver,
+    log,
+    fetch: (domain) => fetchPolicy(domain, { resolver, ca, timeoutMs: cfg.mta_sts.fetch_timeout, port: cfg.mta_sts.port }),
+  });
 }

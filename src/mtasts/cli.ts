@@ -1,0 +1,79 @@
+/**
+ * `dane-relay mta-sts show|refresh|purge DOMAIN` (issue 15): the durable policy cache, inspected and
+ * changed by hand. It works beside a running relay: the relay stats a domain's file at every lookup,
+ * so a refresh or purge here counts from its next delivery to that domain.
+ * Exit codes: 0 done, 1 nothing cached (`show`) or the fetch failed (`refresh`), 2 usage.
+ */
+import { parseArgs } from 'node:util';
+import { domainToASCII } from 'node:url';
+import { loadConfig } from '../config/load.js';
+import { resolverFor } from '../dns/factory.js';
+import { dropForCli } from '../privileges.js';
+import { printableJson } from '../text/printable.js';
+import { stsPoliciesFor } from './settings.js';
+import { PolicyStore, fileNameOf, type CachedPolicy } from './store.js';
+
+const USAGE = `usage:
+  dane-relay mta-sts show DOMAIN [--config FILE] [--json]   the cached MTA-STS policy (exit 1: none cached)
+  dane-relay mta-sts refresh DOMAIN [--config FILE] [--json]   fetch the policy now (a failure keeps the cached one)
+  dane-relay mta-sts purge DOMAIN [--config FILE]   forget the cached policy`;
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/** The human form of one cached policy. */
+export function describePolicy(e: CachedPolicy, now: number): string {
+  const lines = [
+    `${e.domain}: MTA-STS policy${e.id ? ` id ${e.id}` : ' (fetched without a TXT record)'}`,
+    `  mode ${e.policy.mode}, max_age ${e.policy.maxAge}`,
+    ...e.policy.mx.map((m) => `  mx ${m}`),
+    `  fetched ${iso(e.fetchedAt)}, ${e.expiresAt > now ? 'expires' : 'EXPIRED'} ${iso(e.expiresAt)}, last used ${iso(e.lastUsed)}`,
+  ];
+  if (e.refreshFailure) lines.push(`  last refresh FAILED ${iso(e.refreshFailure.at)}: ${e.refreshFailure.resultType}: ${e.refreshFailure.reason} (the policy above stays in force until it expires)`);
+  return `${lines.join('\n')}\n`;
+}
+
+export async function mtastsCli(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string' }, json: { type: 'boolean' } } });
+  } catch (e) {
+    err.write(`${(e as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  const [sub, raw, ...extra] = parsed.positionals;
+  if (!sub || !['show', 'refresh', 'purge'].includes(sub) || !raw || extra.length) { err.write(`${USAGE}\n`); return 2; }
+  const domain = domainToASCII(raw.replace(/\.$/, '')).toLowerCase();
+  if (!domain || !fileNameOf(domain)) { err.write(`not a domain name: ${raw}\n`); return 2; }
+  const json = parsed.values.json === true;
+  const config = loadConfig(parsed.values.config ?? 'config.example.yml');
+  dropForCli(config); // root with `user:`: the cache files stay the relay's
+  const store = new PolicyStore(config.queue_dir);
+
+  if (sub === 'show') {
+    const r = await store.read(domain);
+    if (!r) {
+      if (json) out.write('null\n');
+      else out.write(`${domain}: no cached MTA-STS policy\n`);
+      return 1;
+    }
+    out.write(json ? `${printableJson(r.entry, 2)}\n` : describePolicy(r.entry, Date.now()));
+    return 0;
+  }
+  if (sub === 'purge') {
+    const gone = await store.remove(domain);
+    out.write(gone ? `${domain}: cached MTA-STS policy removed\n` : `${domain}: nothing cached\n`);
+    return 0;
+  }
+  const resolver = resolverFor(config);
+  try {
+    const warn = (o: object, m: string) => err.write(`${m} ${printableJson(o)}\n`);
+    const policies = stsPoliciesFor(config, resolver, { info: () => undefined, warn });
+    const r = await policies.refresh(domain);
+    if (json) out.write(`${printableJson(r, 2)}\n`);
+    else if (r.ok) out.write(describePolicy(r.entry, Date.now()));
+    else out.write(`${domain}: fetch failed: ${r.failure.resultType}: ${r.failure.reason}\n${r.kept ? `the cached policy stays in force:\n${describePolicy(r.kept, Date.now())}` : 'no cached policy: delivery goes on as without MTA-STS\n'}`);
+    return r.ok ? 0 : 1;
+  } finally {
+    await resolver.close();
+  }
+}
