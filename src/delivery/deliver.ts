@@ -46,6 +46,22 @@ function heloOf(text: string | undefined): string | undefined {
 /** The destination's TLS level for a relay-generated TLSRPT report: opportunistic at most (RFC 8460 §3, digest TLSRPT-45). */
 export const REPORT_TLS_LEVEL = { level: 'may' as TlsLevel, rule: 'tlsrpt report: no DANE/MTA-STS enforcement (RFC 8460 §3)' };
 
+/**
+ * The level of a run of REQUIRETLS messages (RFC 8689 §4.2.1, digest RT-21…25): only a DNSSEC-secure MX
+ * whose certificate DANE authenticates (`dane-only`: no usable TLSA → the host is not used), whatever
+ * `tls_policy` or the danefail list say for the destination (RT-25: no downgrade for such a message).
+ * The RFC's other routes (MX matched by an MTA-STS enforce policy, or a secure MX with a WebPKI
+ * certificate) are not implemented yet: such a message waits rather than going out less protected.
+ */
+export const REQUIRETLS_LEVEL = { level: 'dane-only' as TlsLevel, rule: 'REQUIRETLS (RFC 8689): DNSSEC MX and DANE only; tls_policy and danefail do not apply' };
+
+/** RFC 8689 §4.2.1 (RT-27): why no host took a REQUIRETLS message, as the code its final DSN will carry (5.7.30 / 5.7.10). */
+function requireTlsCode(codes: string[]): string {
+  if (codes.includes('4.7.30')) return '4.7.30';
+  if (codes.includes('4.7.5') || codes.includes('4.7.10')) return '4.7.10';
+  return aggregateCode(codes);
+}
+
 export interface DeliveryDeps {
   resolver: Resolver;
   heloName: string;
@@ -152,6 +168,8 @@ export class DestinationRun {
   private levelKey: string;
   /** a run of relay-generated TLSRPT reports (TLSRPT-45) */
   private readonly report: boolean;
+  /** a run of messages tagged REQUIRETLS (RFC 8689): REQUIRETLS_LEVEL, REQUIRETLS after STARTTLS, passed on */
+  private readonly requireTls: boolean;
   /** the current message's hosts were planned (or its session opened) under the resolved level: DANE-70 counts it */
   private planned = false;
   /** TLSRPT: skipped hosts (host, result type) already recorded in this run */
@@ -163,15 +181,18 @@ export class DestinationRun {
    * `opts.report`: this run carries relay-generated TLSRPT reports (Envelope.kind 'tlsrpt'). They are
    * delivered at most opportunistically and never counted (RFC 8460 §3, digest TLSRPT-45): no reporting loop.
    */
-  constructor(private readonly deps: DeliveryDeps, readonly domain: string, opts: { report?: boolean } = {}) {
+  constructor(private readonly deps: DeliveryDeps, readonly domain: string, opts: { report?: boolean; requireTls?: boolean } = {}) {
     this.report = !!opts.report;
-    if (this.report) this.deps = { ...deps, onTlsResult: undefined };
+    this.requireTls = !!opts.requireTls && !this.report;
+    // A REQUIRETLS run is judged by the sender's demand, not the destination's policy: TLSRPT counts the
+    // destination's own sessions (the ordinary runs), never failures our stricter level produced.
+    if (this.report || this.requireTls) this.deps = { ...deps, onTlsResult: undefined };
     this.level = this.policyNow();
     this.levelKey = policyKey(this.level);
   }
 
   private policyNow(): ReturnType<DeliveryDeps['tlsLevel']> {
-    return this.report ? REPORT_TLS_LEVEL : this.deps.tlsLevel(this.domain);
+    return this.report ? REPORT_TLS_LEVEL : this.requireTls ? REQUIRETLS_LEVEL : this.deps.tlsLevel(this.domain);
   }
 
   /**
@@ -270,6 +291,15 @@ export class DestinationRun {
         });
         if (!opened) continue;
         const { session, plan } = opened;
+        if (this.requireTls && !(session.tls?.verified && session.extensions.has('REQUIRETLS'))) {
+          // RFC 8689 §4.2.1 step 5 (RT-23, RT-25): QUIT and try the next host; never a weaker delivery.
+          const why = session.tls?.verified ? 'does not advertise REQUIRETLS after STARTTLS' : 'no authenticated TLS session';
+          failures.push(`${where}: ${why}`);
+          codes.push(session.tls?.verified ? '4.7.30' : '4.7.10');
+          this.deps.log.info({ domain: this.domain, relay: where, tls_plan: plan.kind, why }, 'REQUIRETLS: host not used');
+          await session.quit();
+          continue;
+        }
         this.session = session;
         this.sessionPlan = { host: hp, plan, address };
         this.sent = 0;
@@ -278,11 +308,16 @@ export class DestinationRun {
         return undefined;
       }
     }
-    return { code: aggregateCode(codes), reason: failures.length ? failures.join('; ') : `no MX host for ${this.domain}` };
+    return { code: this.requireTls ? requireTlsCode(codes) : aggregateCode(codes), reason: failures.length ? failures.join('; ') : `no MX host for ${this.domain}` };
   }
 
   async deliver(job: DeliveryJob): Promise<RecipientOutcome[]> {
     const started = this.deps.now();
+    if (!!job.envelope.requireTls !== this.requireTls) {
+      // The scheduler keeps REQUIRETLS messages in runs of their own; a mix-up must not send one less protected.
+      this.deps.log.error({ queue_id: job.id, domain: this.domain, require_tls: !!job.envelope.requireTls }, 'REQUIRETLS message in the wrong delivery run (internal error)');
+      return this.log(job, started, this.everyone(job, 'deferred', INTERNAL_ERROR, 'internal error: REQUIRETLS message in the wrong delivery run'));
+    }
     await this.refreshPolicy();
     this.planned = false;
     if (this.level.level === 'dane' || this.level.level === 'dane-only') {
@@ -335,7 +370,7 @@ export class DestinationRun {
     const dsn = { mail: job.envelope.dsn, rcpt: job.recipients.map((a) => (own ? NOTIFY_NEVER : job.envelope.rcptDsn?.[a])) };
     this.sent++;
     try {
-      const res = await session.send({ from: job.envelope.from, recipients: job.recipients, size: body.size, eightBit: body.eightBit, smtputf8: job.envelope.smtputf8, dsn, body: body.body });
+      const res = await session.send({ from: job.envelope.from, recipients: job.recipients, size: body.size, eightBit: body.eightBit, smtputf8: job.envelope.smtputf8, ...(this.requireTls ? { requireTls: true } : {}), dsn, body: body.body });
       // The client classified every reply (RecipientVerdict); only `delivered` becomes `sent`.
       const out = res.recipients.map((v) => ({ ...outcomeOf(v, relay, host.host), nextHopDsn }));
       return this.log(job, started, out);

@@ -125,6 +125,12 @@ export interface SendInput {
    */
   eightBit?: boolean;
   smtputf8?: boolean;
+  /**
+   * RFC 8689 §4.2.1 (RT-23, RT-26): MAIL FROM carries REQUIRETLS, which only a server that advertised
+   * REQUIRETLS after STARTTLS, over an authenticated session, may receive. The caller chooses such a
+   * session (delivery/deliver.ts); `send` refuses anything else before a command is sent.
+   */
+  requireTls?: boolean;
   /** RFC 3461 parameters, sent only to a server that advertises DSN; `rcpt` parallels `recipients` */
   dsn?: { mail?: MailDsn; rcpt?: (RcptDsn | undefined)[] };
   body: () => NodeJS.ReadableStream | Readable;
@@ -161,6 +167,7 @@ export function mailCommand(input: SendInput, ext: ReadonlyMap<string, string>):
   if (ext.has('SIZE') && input.size !== undefined) cmd += ` SIZE=${Math.max(0, Math.floor(input.size))}`;
   if (input.eightBit && ext.has('8BITMIME')) cmd += ' BODY=8BITMIME';
   if (input.smtputf8) cmd += ' SMTPUTF8';
+  if (input.requireTls) cmd += ' REQUIRETLS';
   if (ext.has('DSN')) cmd += mailDsnParams(input.dsn?.mail);
   return cmd;
 }
@@ -691,6 +698,13 @@ export class SmtpSession {
       // converts first; this is the last line of defence, before anything of the transaction is sent.
       const text = '5.6.3 8-bit message body but the server does not advertise 8BITMIME (RFC 6152 section 3)';
       throw new SmtpError('mail', `${this.target.host}: ${text}`, { reply: { code: 554, enhanced: '5.6.3', text }, permanent: true });
+    }
+
+    if (input.requireTls && !(this._tls?.verified && this._extensions.has('REQUIRETLS'))) {
+      // RFC 8689 §4.2.1 steps 4-5: an authenticated TLS session whose EHLO advertised REQUIRETLS. The last
+      // line of defence: nothing of the transaction is sent; the message waits (never a cleartext or weaker copy).
+      const text = `4.7.${this._tls?.verified ? '30 REQUIRETLS support required: the server does not advertise REQUIRETLS' : '10 Encryption needed: no authenticated TLS session'} (RFC 8689)`;
+      throw new SmtpError('mail', `${this.target.host}: ${text}`, { reply: { code: 450, enhanced: text.slice(0, text.indexOf(' ')), text } });
     }
 
     return this.exclusive(() => this.transaction(input));
