@@ -79,6 +79,8 @@ export class Relay {
   private daneInForce: () => boolean = () => false;
   /** closed at stop, besides the relay's resolver (the self-test's own, uncached one) */
   private extraResolver?: Resolver;
+  /** MTA-STS refresh and pruning (hourly) */
+  private stsTimer?: NodeJS.Timeout;
 
   private constructor(
     readonly config: LoadedConfig,
@@ -191,6 +193,11 @@ export class Relay {
         if (!own || Date.now() - own.at > 60_000) own = { set: new OwnEndpoints(listening), at: Date.now() };
         return own.set;
       };
+      // MTA-STS (issue 15): the durable policy cache, read at start; refreshed and pruned hourly (mtasts/policies.ts).
+      const { stsPoliciesFor, stsTrustAnchors } = await import('./mtasts/settings.js');
+      const sts = cfg.mta_sts.enabled ? stsPoliciesFor(cfg, resolver, log, now) : undefined;
+      if (sts) log.info({ policies: await sts.load() }, 'mta-sts: cached policies loaded');
+      const stsCa = stsTrustAnchors(cfg);
       const delivery: DeliveryDeps = {
         resolver: events ? new TimedResolver(resolver, events) : resolver,
         ownEndpoints,
@@ -209,6 +216,7 @@ export class Relay {
         onTlsResult: tlsrpt?.recorder.record,
         mimeConversion: cfg.delivery.mime_conversion,
         dnssecHold: () => selfTests.hold(),
+        ...(sts ? { sts: (domain: string) => sts.lookup(domain), ...(stsCa ? { stsRoots: [stsCa] } : {}) } : {}),
       };
       const scheduler = new Scheduler({
         spool,
@@ -281,6 +289,15 @@ export class Relay {
       relay.selfTests = selfTests;
       relay.daneInForce = () => daneInForce;
       relay.extraResolver = extraResolver;
+      if (sts) {
+        relay.stsTimer = setInterval(() => {
+          sts.maintain().then(
+            (m) => { if (m.refreshed.length + m.failed.length + m.dropped.length) log.info(m, 'mta-sts: maintenance'); },
+            (e) => log.error({ err: e }, 'mta-sts: maintenance failed'),
+          );
+        }, 3600_000);
+        relay.stsTimer.unref();
+      }
       return relay;
     } catch (e) {
       policy.close();
@@ -311,6 +328,7 @@ export class Relay {
     await this.ingress.stopAccepting();
     this.policy?.close();
     await this.prober?.stop();
+    if (this.stsTimer) clearInterval(this.stsTimer);
     await this.control?.close().catch(() => undefined);
     await this.scheduler.stop(graceMs);
     await this.tlsrpt?.stop(); // flushes the last second of TLSRPT counts

@@ -177,6 +177,8 @@ export const configSchema = z.strictObject({
   }).prefault({}),
   /** MTA-STS, RFC 8461 (issue 15); see src/mtasts/ */
   mta_sts: z.strictObject({
+    /** enforce and cache MTA-STS policies where no DANE applies (RFC 8461) */
+    enabled: z.boolean().default(true),
     /** PEM trust anchors for policy hosts (and MX certificates under a policy) instead of the system store */
     ca_file: z.string().min(1).optional(),
     /** the whole policy fetch: DNS, connect, TLS, body (RFC 8461 §3.3 suggests a minute) */

@@ -15,6 +15,10 @@ import { planHost, type HostPlan } from '../route/host.js';
 import type { TlsPlan } from '../dane/policy.js';
 import { SmtpSession, SmtpError, type SmtpClientOptions } from './smtpClient.js';
 import { attemptAddress, requirementFor, type Attempt } from './attempt.js';
+import tls from 'node:tls';
+import { matchingPattern } from '../mtasts/policy.js';
+import type { StsLookup } from '../mtasts/policies.js';
+import type { CachedPolicy } from '../mtasts/store.js';
 import type { RelayEvents } from '../metrics/events.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
 import { assessRollover } from '../policy/rollover.js';
@@ -68,7 +72,13 @@ export interface DeliveryDeps {
   selfNames: string[];
   port: number;
   /** the destination's TLS level and the rule that chose it (one place decides it) */
-  tlsLevel: (domain: string) => { level: TlsLevel; rule: string; trustInsecureMx?: boolean; audit?: boolean; nsec3IterationsInsecure?: boolean; exception?: { underlying: TlsLevel } };
+  tlsLevel: (domain: string) => { level: TlsLevel; rule: string; trustInsecureMx?: boolean; audit?: boolean; nsec3IterationsInsecure?: boolean; exception?: { underlying: TlsLevel }; explicit?: true };
+  /**
+   * MTA-STS (RFC 8461, issue 15): the policy in force for a Policy Domain (mtasts/policies.ts), asked once
+   * per run; absent: no MTA-STS. `stsRoots`: the WebPKI trust anchors MX certificates are checked against.
+   */
+  sts?: (domain: string) => Promise<StsLookup>;
+  stsRoots?: readonly (string | Buffer)[];
   timeouts: SmtpClientOptions['timeouts'];
   digestPreference: ('sha512' | 'sha256')[];
   maxMessagesPerConnection: number;
@@ -174,6 +184,8 @@ export class DestinationRun {
   private planned = false;
   /** TLSRPT: skipped hosts (host, result type) already recorded in this run */
   private readonly skipsRecorded = new Set<string>();
+  /** the MTA-STS policy this run applies (enforce or testing), looked up once per run; null = none */
+  private sts?: { policy: CachedPolicy } | null;
   /** the session of the current transaction, for metrics even after a failure dropped it */
   private carrier?: { tls: boolean; verified: boolean; planKind: TlsPlan['kind'] };
 
@@ -208,6 +220,7 @@ export class DestinationRun {
     this.level = next;
     this.levelKey = key;
     this.mx = undefined;
+    this.sts = undefined;
     this.unreachable = undefined;
     await this.dropSession();
   }
@@ -225,6 +238,31 @@ export class DestinationRun {
       }
     }
     return this.mx;
+  }
+
+  /**
+   * The MTA-STS policy this run applies (STS-31…34 in mtasts/policies.ts: the TXT id is checked at every
+   * run, so a deferred message sees a new policy before it could fail, STS-44). None for TLSRPT reports and
+   * REQUIRETLS runs (their own levels), for `tls_level none`, and where an explicit tls_policy entry decides
+   * (it wins; logged when a policy would have applied).
+   */
+  private async resolveSts(): Promise<{ policy: CachedPolicy } | null> {
+    if (!this.deps.sts || this.report || this.requireTls || this.level.level === 'none' || addressLiteral(this.domain)) return null;
+    let r: StsLookup;
+    try {
+      r = await this.deps.sts(this.domain);
+    } catch (e) {
+      // STS-16: no policy could be had: delivery goes on as without MTA-STS (a cached one would have been returned).
+      this.deps.log.warn({ domain: this.domain, err: (e as Error).message }, 'MTA-STS lookup failed; delivering as without MTA-STS');
+      return null;
+    }
+    const p = r.applied;
+    if (!p || p.policy.mode === 'none') return null;
+    if (this.level.explicit) {
+      this.deps.log.warn({ domain: this.domain, tls_rule: this.level.rule, sts_id: p.id, sts_mode: p.policy.mode }, 'MTA-STS exception applied: tls_policy entry wins over the MTA-STS policy');
+      return null;
+    }
+    return { policy: p };
   }
 
   private everyone(job: DeliveryJob, result: 'deferred' | 'bounced', code: string, reason: string, extra: Partial<RecipientOutcome> = {}): RecipientOutcome[] {
@@ -270,9 +308,30 @@ export class DestinationRun {
         }
         continue;
       }
+      let hostPlan: TlsPlan = hp.plan;
+      if (this.sts && hostPlan.kind !== 'dane') {
+        // STS-50…52: a host with usable TLSA is DANE's alone (and a DANE lookup failure skipped it above);
+        // only here, without DANE, does the MTA-STS policy apply.
+        const p = this.sts.policy;
+        const pattern = matchingPattern(p.policy, h.host);
+        if (p.policy.mode === 'enforce') {
+          if (pattern === undefined) {
+            // STS-40, STS-43: not in the policy's mx patterns → not used; none left is a temporary failure.
+            const reason = `MTA-STS policy of ${p.domain} (id ${p.id}, enforce): ${h.host} matches no mx pattern (${p.policy.mx.join(', ')})`;
+            failures.push(`${h.host}: ${reason}`);
+            codes.push('4.7.5');
+            this.deps.log.info({ domain: this.domain, mx: h.host, skipped: reason }, 'MX host skipped');
+            continue;
+          }
+          hostPlan = { kind: 'sts', why: `MTA-STS enforce (${p.domain} id ${p.id}, mx ${pattern})`, sni: h.host, policyDomain: p.domain, pattern, roots: this.deps.stsRoots ?? tls.rootCertificates };
+        } else if (pattern === undefined) {
+          // STS-45 testing: delivered as without a policy; the failure is logged (TLSRPT sts reporting: not yet).
+          this.deps.log.warn({ domain: this.domain, mx: h.host, sts_id: p.id, mx_patterns: p.policy.mx }, 'MTA-STS testing: MX host matches no mx pattern (delivered anyway)');
+        }
+      }
       for (const address of hp.addresses) {
         const where = `${h.host}[${address}]:${this.deps.port}`;
-        const opened = await attemptAddress({ host: h.host, address, port: this.deps.port }, hp.plan, {
+        const opened = await attemptAddress({ host: h.host, address, port: this.deps.port }, hostPlan, {
           heloName: this.deps.heloName, timeouts: this.deps.timeouts, digestPreference: this.deps.digestPreference, now: this.deps.now, audit: !!this.level.audit,
         }, {
           after: (r) => {
@@ -281,7 +340,7 @@ export class DestinationRun {
             failures.push(`${where}: ${err.message}`);
             const rt = resultTypeOf(err, plan);
             // TLSRPT (RFC 8460 §4.3): a cleartext (DANE-44) or audit (DANE-46) retry is no TLS session of its own; the failure before it was recorded.
-            if (rt && !r.attempt.retry) this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: false, resultType: rt, reason: err.verify?.reason ?? err.message, tlsa: tlsaOfPlan(plan), sendingIp: err.localAddress, receivingHelo: heloOf(err.greeting) });
+            if (rt && !r.attempt.retry && plan.kind !== 'sts') this.deps.onTlsResult?.({ domain: this.domain, host: h.host, address, plan, ok: false, resultType: rt, reason: err.verify?.reason ?? err.message, tlsa: tlsaOfPlan(plan), sendingIp: err.localAddress, receivingHelo: heloOf(err.greeting) });
             if (err.stage === 'starttls' || err.stage === 'tls' || err.stage === 'verify') this.deps.events?.tlsHandshake?.({ result: err.stage === 'starttls' ? 'starttls-unsupported' : err.stage === 'tls' ? 'handshake-failed' : 'verify-failed' });
             codes.push((rt && plan.kind !== 'may') || err.stage === 'verify' || err.stage === 'starttls' || (err.stage === 'tls' && plan.kind !== 'may') ? '4.7.5' : err.stage === 'greeting' ? '4.4.2' : '4.4.1');
             this.deps.log.info({ domain: this.domain, relay: where, stage: err.stage, error: err.message, tls_plan: plan.kind }, 'connection attempt failed');
@@ -332,6 +391,7 @@ export class DestinationRun {
     }
     if (mx.kind === 'fail') return this.log(job, started, this.everyone(job, 'bounced', mx.code, mx.reason));
     if (mx.kind === 'defer') return this.log(job, started, this.everyone(job, 'deferred', mx.code, mx.reason));
+    if (this.sts === undefined) this.sts = await this.resolveSts();
     if (this.unreachable) {
       this.planned = true; // the cached result was reached under the same level
       return this.log(job, started, this.unreachableFor(job, this.unreachable));
@@ -397,7 +457,8 @@ export class DestinationRun {
    */
   private tlsrptSession(host: string, address: string, a: Attempt, session: SmtpSession): void {
     const record = this.deps.onTlsResult;
-    if (!record || a.retry) return;
+    // An MTA-STS session is no TLSA/no-policy session; TLSRPT `sts` results are not recorded yet (issue 15).
+    if (!record || a.retry || a.plan.kind === 'sts') return;
     const plan = a.plan;
     const base = { domain: this.domain, host, address, plan, tlsa: tlsaOfPlan(plan), sendingIp: session.localAddress, receivingHelo: heloOf(session.greeting?.text) };
     if (session.tls) return record({ ...base, ok: true });
@@ -450,7 +511,7 @@ export class DestinationRun {
         reply: o.reply,
         reason: o.result === 'sent' ? undefined : o.reason,
         tls: o.relay && tls ? { version: tls.protocol, cipher: tls.cipher, verified: tls.verified } : undefined,
-        dane: o.relay ? (plan?.kind === 'dane' ? plan.label : tls ? 'untrusted' : 'cleartext') : undefined,
+        dane: o.relay ? (plan?.kind === 'dane' ? plan.label : plan?.kind === 'sts' ? 'sts-webpki' : tls ? 'untrusted' : 'cleartext') : undefined,
         matched: o.relay ? tls?.verify?.matched : undefined,
         tls_rule: this.level.rule,
         dane_exception: ex ? true : undefined,

@@ -618,8 +618,12 @@ export class SmtpSession {
       // We authenticate ourselves (DANE, RFC 7672 §3); the WebPKI verdict is irrelevant.
       rejectUnauthorized: false,
       // Empty trust store: getPeerCertificate(true) must report only what the peer
-      // presented, never a root completed from the local store (DANE-53).
-      ca: [],
+      // presented, never a root completed from the local store (DANE-53). Under an MTA-STS policy
+      // the WebPKI roots instead: OpenSSL validates the chain, `verify` judges its verdict and the name.
+      ca: req.webpkiRoots ? [...req.webpkiRoots] : [],
+      // `authorized` is then the chain's verdict alone: names are judged by `verify` (SAN only, RFC 6125),
+      // not by node's default check, which falls back to the CN.
+      checkServerIdentity: () => undefined,
       // DANE-61, RFC 7672 §8.1: TLS 1.2 is our floor.
       minVersion: 'TLSv1.2',
       // DANE-62: no `session` is ever passed, so nothing is resumed; each
@@ -660,6 +664,7 @@ export class SmtpSession {
       certificates,
       protocol: sock.getProtocol(),
       cipher: sock.getCipher()?.name ?? null,
+      ...(this.opts.tls.webpkiRoots ? { pkix: { authorized: sock.authorized, ...(sock.authorizationError ? { error: String(sock.authorizationError) } : {}) } } : {}),
     };
     try {
       return await this.opts.tls.verify!(chain);

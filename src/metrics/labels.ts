@@ -5,7 +5,7 @@
 import type { DaneStatus } from './events.js';
 
 /** How a session was protected, from the plan it ran under and what the handshake gave. */
-export function daneStatusOf(s: { connected: boolean; planKind?: 'none' | 'may' | 'encrypt' | 'dane'; tls: boolean; verified: boolean }): DaneStatus {
+export function daneStatusOf(s: { connected: boolean; planKind?: 'none' | 'may' | 'encrypt' | 'dane' | 'sts'; tls: boolean; verified: boolean }): DaneStatus {
   if (!s.connected) return 'none';
   if (!s.tls) return 'cleartext';
   if (s.planKind === 'dane' && s.verified) return 'dane-verified';

@@ -30,12 +30,13 @@ export function stsTrustAnchors(cfg: Pick<LoadedConfig, 'mta_sts' | 'baseDir'>):
 }
 
 /** The relay's policy state (`serve`, `mta-sts` commands, `check`): fetches as configured, the cache under queue_dir. */
-export function stsPoliciesFor(cfg: Pick<LoadedConfig, 'mta_sts' | 'baseDir' | 'queue_dir'>, resolver: Resolver, log?: StsLog): StsPolicies {
+export function stsPoliciesFor(cfg: Pick<LoadedConfig, 'mta_sts' | 'baseDir' | 'queue_dir'>, resolver: Resolver, log?: StsLog, now?: () => number): StsPolicies {
   const ca = stsTrustAnchors(cfg);
   return new StsPolicies({
     store: new PolicyStore(cfg.queue_dir),
     resolver,
     log,
+    ...(now ? { now } : {}),
     fetch: (domain) => fetchPolicy(domain, { resolver, ca, timeoutMs: cfg.mta_sts.fetch_timeout, port: cfg.mta_sts.port }),
   });
 }
