@@ -35,18 +35,14 @@ function destination(hosts: { name: string; rx: Receiver; tlsa?: object[] }[], s
   });
 }
 
-/** Submits from loopback (relay_clients: REQUIRETLS is offered in cleartext there, RT-11). */
-async function send(mail: string, to = 'user@dest.test', body = 'Subject: secret\r\n\r\nthe secret body\r\n'): Promise<string> {
+/** Submits from loopback (relay_clients: REQUIRETLS is offered in cleartext there, RT-11); `params` go on MAIL FROM. */
+async function send(params: string, to = 'user@dest.test', body = 'Subject: secret\r\n\r\nthe secret body\r\n'): Promise<string> {
   const c = await SmtpTestClient.connect({ port: w.ingressPort });
   await c.ehlo();
-  expect((await c.cmd(`MAIL FROM:${mail}`)).code).toBe(250);
-  expect((await c.cmd(`RCPT TO:<${to}>`)).code).toBe(250);
-  expect((await c.cmd('DATA')).code).toBe(354);
-  c.write(SmtpTestClient.dataPayload(body));
-  const end = await c.reply();
+  const r = await c.sendMail('app@sender.test', [to], body, params);
   await c.quit();
-  expect(end.code).toBe(250);
-  return /queued as (\S+)/.exec(end.lines[0]!)![1]!;
+  expect(r.end?.code).toBe(250);
+  return /queued as (\S+)/.exec(r.end!.lines[0]!)![1]!;
 }
 
 const recipient = (id: string) => w.relay!.scheduler.get(id)?.recipients[0];
@@ -56,7 +52,7 @@ describe('REQUIRETLS delivery', () => {
     const { rx, cert } = await tlsRx('mx1.dest.test', { requireTls: true });
     destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(cert)] }]);
     await w.start();
-    await send('<app@sender.test> REQUIRETLS');
+    await send('REQUIRETLS');
     await rx.waitFor(1);
     await w.settle();
     expect(rx.messages[0]).toMatchObject({ secure: true, requireTls: true });
@@ -68,7 +64,7 @@ describe('REQUIRETLS delivery', () => {
     const two = await tlsRx('mx2.dest.test', { requireTls: true });
     destination([{ name: 'mx1.dest.test', rx: one.rx, tlsa: [daneEe(one.cert)] }, { name: 'mx2.dest.test', rx: two.rx, tlsa: [daneEe(two.cert)] }]);
     await w.start();
-    await send('<app@sender.test> REQUIRETLS');
+    await send('REQUIRETLS');
     await two.rx.waitFor(1);
     await w.settle();
     expect(one.rx.commands.some((c) => c.startsWith('MAIL'))).toBe(false);
@@ -82,7 +78,7 @@ describe('REQUIRETLS delivery', () => {
     const { rx, cert } = await tlsRx('mx1.dest.test');
     destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(cert)] }]);
     await w.start({ queue: { min_backoff: '30m', max_backoff: '1h', lifetime: '3h' } });
-    const id = await send('<app@sender.test> REQUIRETLS RET=FULL');
+    const id = await send('REQUIRETLS RET=FULL');
     await w.settle();
     expect(recipient(id)).toMatchObject({ state: 'deferred', dsnCode: '4.7.30' });
     expect(rx.commands.some((c) => c.startsWith('MAIL'))).toBe(false);
@@ -101,7 +97,7 @@ describe('REQUIRETLS delivery', () => {
     const { rx, cert } = await tlsRx('mx1.dest.test', { requireTls: true });
     destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(cert)] }], false);
     await w.start();
-    const id = await send('<app@sender.test> REQUIRETLS');
+    const id = await send('REQUIRETLS');
     await w.settle();
     expect(recipient(id)).toMatchObject({ state: 'deferred', dsnCode: '4.7.10' });
     expect(rx.commands.some((c) => c.startsWith('MAIL'))).toBe(false);
@@ -114,8 +110,8 @@ describe('REQUIRETLS delivery', () => {
     writeFileSync(join(w.dir, 'tls_policy'), 'dest.test may\n');
     writeFileSync(join(w.dir, 'danefail'), 'dest.test\n');
     await w.start({ policy: { tls_policy: join(w.dir, 'tls_policy'), danefail: join(w.dir, 'danefail') } });
-    const tagged = await send('<app@sender.test> REQUIRETLS', 'a@dest.test', 'Subject: tagged\r\n\r\nx\r\n');
-    const plain = await send('<app@sender.test>', 'b@dest.test', 'Subject: plain\r\n\r\ny\r\n');
+    const tagged = await send('REQUIRETLS', 'a@dest.test', 'Subject: tagged\r\n\r\nx\r\n');
+    const plain = await send('', 'b@dest.test', 'Subject: plain\r\n\r\ny\r\n');
     await rx.waitFor(1);
     await w.settle();
     expect(rx.messages.map((m) => m.to)).toEqual([['b@dest.test']]);
