@@ -1,31 +1,13 @@
 /**
  * Command line: `dane-relay serve --config FILE`, `dane-relay config check FILE`, …
- * Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+ * Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error (`check` adds 3: no DANE).
+ * Every command and subcommand takes `--help`/`-h` (usage on stdout, exit 0); its options are read
+ * by `util.parseArgs` (src/commands/args.ts), so an unknown option is a usage error naming it.
  */
 import { loadConfig, ConfigError } from './config/load.js';
 import { printableText } from './text/printable.js';
-
-const USAGE = `usage:
-  dane-relay serve --config FILE        run the relay
-  dane-relay config check FILE          validate a configuration file
-  dane-relay hash-password              read a password on stdin, print a users-file hash
-  dane-relay queue list [--config FILE] [--json]   show queued messages and why they wait
-  dane-relay queue show ID | flush [DOMAIN] | hold ID | release ID | delete ID | requeue ID [--config FILE] [--json]
-                                        queue control: via the running relay's control socket, or on the spool when it is stopped
-  dane-relay check DOMAIN [--config FILE] [--json] what delivery to DOMAIN would do, without mail (exit 0 DANE, 1 defer/fail, 2 usage, 3 no DANE)
-  dane-relay tlsa --cert FILE [--host H]          TLSA records to publish for a certificate or PEM chain
-  dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]   what would be reported (RFC 8460)
-  dane-relay tlsrpt send --day YYYY-MM-DD [--config FILE] [--domain D] [--dry-run] [--out DIR]   send a day's reports now
-  dane-relay dkim keygen [--selector S] [--domain D] [--out FILE]   DKIM key for TLSRPT reports and its DNS record
-  dane-relay dns lookup NAME TYPE [--config FILE] [--json]   resolve and validate, explaining the DNSSEC verdict
-  dane-relay mta-sts show|refresh|purge DOMAIN [--config FILE] [--json]   the cached MTA-STS policy (RFC 8461)`;
-
-function argValue(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  if (i >= 0) return args[i + 1];
-  const eq = args.find((a) => a.startsWith(`${name}=`));
-  return eq?.slice(name.length + 1);
-}
+import { COMMANDS as QUEUE_COMMANDS } from './control/commands.js';
+import { flag, parseCommand, stringOpt, UsageError, wantsHelp, type CommandSpec, type ParsedArgs } from './commands/args.js';
 
 /**
  * The terminal sink: everything a command writes passes through printableText (LF stays a line
@@ -44,93 +26,157 @@ export function terminalSafe(s: NodeJS.WritableStream): NodeJS.WritableStream {
   });
 }
 
-export async function main(argv: string[], rawOut: NodeJS.WritableStream = process.stdout, rawErr: NodeJS.WritableStream = process.stderr): Promise<number> {
-  const [cmd, sub] = argv;
+type Out = NodeJS.WritableStream;
+
+interface Command extends CommandSpec {
+  run(p: ParsedArgs, out: Out, err: Out): Promise<number>;
+}
+
+const CONFIG = { config: 'string' } as const;
+const QUEUE_OPERAND: Record<string, string> = { list: '', show: ' ID', flush: ' [DOMAIN]', hold: ' ID', release: ' ID', delete: ' ID', requeue: ' ID' };
+
+/** Every command, in the order `--help` lists them. The words, options and exit codes are a contract (README, examples/). */
+export const COMMAND_TABLE: readonly Command[] = [
+  {
+    words: ['serve'], usage: 'dane-relay serve --config FILE        run the relay', options: CONFIG, operands: [0, 0],
+    run: (p, _out, err) => serve(stringOpt(p, 'config') ?? 'config.example.yml', err),
+  },
+  {
+    words: ['config', 'check'], usage: 'dane-relay config check FILE          validate a configuration file', options: {}, operands: [1, 1],
+    run: (p, out, err) => configCheck(p.operands[0]!, out, err),
+  },
+  {
+    words: ['hash-password'], usage: 'dane-relay hash-password              read a password on stdin, print a users-file hash', options: {}, operands: [0, 0],
+    run: (_p, out, err) => hashPasswordCommand(out, err),
+  },
+  ...QUEUE_COMMANDS.map((sub): Command => ({
+    words: ['queue', sub],
+    usage: `dane-relay queue ${sub}${QUEUE_OPERAND[sub] ?? ' [ID|DOMAIN]'} [--config FILE] [--json]${sub === 'list' ? '   show queued messages and why they wait' : ''}`,
+    options: { ...CONFIG, json: 'boolean' }, operands: [0, 1],
+    run: async (p, out, err) => (await import('./commands/queue.js')).queueCli(sub, p, out, err),
+  })),
+  {
+    words: ['check'], usage: 'dane-relay check DOMAIN [--config FILE] [--json] what delivery to DOMAIN would do, without mail (exit 0 DANE, 1 defer/fail, 2 usage, 3 no DANE)',
+    options: { ...CONFIG, json: 'boolean' }, operands: [1, 1],
+    run: async (p, out, err) => (await import('./commands/check.js')).runCheck(p, out, err),
+  },
+  {
+    words: ['tlsa'], usage: 'dane-relay tlsa --cert FILE [--host MXHOST] [--port 25]   TLSA records to publish for a certificate or PEM chain',
+    options: { cert: 'string', host: 'string', port: 'string' }, operands: [0, 0],
+    run: async (p, out, err) => (await import('./commands/check.js')).runTlsa(p, out, err),
+  },
+  {
+    words: ['tlsrpt', 'show'], usage: 'dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]   what would be reported (RFC 8460)',
+    options: { ...CONFIG, day: 'string', domain: 'string', json: 'boolean' }, operands: [0, 0],
+    run: async (p, out, err) => (await import('./commands/tlsrpt.js')).tlsrptCli('show', p, out, err),
+  },
+  {
+    words: ['tlsrpt', 'send'], usage: 'dane-relay tlsrpt send --day YYYY-MM-DD [--config FILE] [--domain D] [--dry-run] [--out DIR] [--force]   send a day\'s reports now',
+    options: { ...CONFIG, day: 'string', domain: 'string', 'dry-run': 'boolean', out: 'string', force: 'boolean' }, operands: [0, 0],
+    run: async (p, out, err) => (await import('./commands/tlsrpt.js')).tlsrptCli('send', p, out, err),
+  },
+  {
+    words: ['dkim', 'keygen'], usage: 'dane-relay dkim keygen [--selector S] [--domain D] [--out FILE]   DKIM key for TLSRPT reports and its DNS record',
+    options: { selector: 'string', domain: 'string', out: 'string' }, operands: [0, 0],
+    run: async (p, out) => (await import('./commands/tlsrpt.js')).dkimKeygenCommand(p, out),
+  },
+  ...(['show', 'refresh', 'purge'] as const).map((sub): Command => ({
+    words: ['mta-sts', sub],
+    usage: `dane-relay mta-sts ${sub} DOMAIN [--config FILE]${sub === 'purge' ? '' : ' [--json]'}   ${{ show: 'the cached MTA-STS policy (exit 1: none cached)', refresh: 'fetch the MTA-STS policy now (a failure keeps the cached one)', purge: 'forget the cached MTA-STS policy' }[sub]}`,
+    options: sub === 'purge' ? CONFIG : { ...CONFIG, json: 'boolean' }, operands: [1, 1],
+    run: async (p, out, err) => (await import('./commands/mtasts.js')).mtastsCli(sub, p, out, err),
+  })),
+  {
+    words: ['dns', 'lookup'], usage: 'dane-relay dns lookup NAME TYPE [--config FILE] [--json]   resolve and validate, explaining the DNSSEC verdict',
+    options: { ...CONFIG, json: 'boolean' }, operands: [2, 2],
+    run: async (p, out, err) => (await import('./commands/dns.js')).dnsLookupCommand({
+      name: p.operands[0]!, type: p.operands[1]!, configFile: stringOpt(p, 'config'), json: flag(p, 'json'), out, err,
+    }),
+  },
+];
+
+/** The usage of the commands whose words begin with `prefix` (all of them for an empty prefix). */
+export function usageOf(prefix: string[]): string {
+  const lines = COMMAND_TABLE.filter((c) => prefix.every((w, i) => c.words[i] === w)).map((c) => `  ${c.usage}`);
+  return `usage:\n${lines.join('\n')}`;
+}
+
+export async function main(argv: string[], rawOut: Out = process.stdout, rawErr: Out = process.stderr): Promise<number> {
   const out = terminalSafe(rawOut);
   const err = terminalSafe(rawErr);
-  try {
-    if (cmd === 'serve') {
-      const file = argValue(argv, '--config') ?? 'config.example.yml';
-      const config = loadConfig(file);
-      // SIGHUP's default action terminates: take it over before the (possibly slow) start and
-      // act on one that arrives meanwhile once the relay runs.
-      let hupDuringStart = false;
-      const hupEarly = () => { hupDuringStart = true; };
-      process.on('SIGHUP', hupEarly);
-      const { Relay } = await import('./relay.js');
-      const relay = await Relay.start({ config });
-      let stopping = false;
-      const stop = (sig: string) => {
-        if (stopping) return;
-        stopping = true;
-        relay.log.info({ signal: sig }, 'signal received');
-        relay.stop(Number(process.env.DANE_RELAY_STOP_GRACE_MS ?? 10_000)).then(
-          () => process.exit(0),
-          (e) => { err.write(`dane-relay: stop failed: ${(e as Error).message}\n`); process.exit(1); },
-        );
-      };
-      process.on('SIGTERM', () => stop('SIGTERM'));
-      process.on('SIGINT', () => stop('SIGINT'));
-      process.on('SIGHUP', () => { relay.log.info({ signal: 'SIGHUP' }, 'signal received'); relay.reload(); });
-      process.off('SIGHUP', hupEarly);
-      if (hupDuringStart) { relay.log.info({ signal: 'SIGHUP', during: 'start-up' }, 'signal received'); relay.reload(); }
-      await new Promise(() => undefined); // run until a signal
-    }
-    if (cmd === 'config' && sub === 'check') {
-      const file = argv[2];
-      if (!file) { err.write(`${USAGE}\n`); return 2; }
-      const config = loadConfig(file);
-      // Every check `serve` makes before it listens (config/preflight.ts): what passes here starts.
-      const { startupProblems } = await import('./config/preflight.js');
-      const problems = await startupProblems(config);
-      if (problems.length) {
-        err.write(`${file}: would not start\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);
-        return 2;
-      }
-      out.write(`${file}: ok\n`);
+  const command = COMMAND_TABLE.find((c) => c.words.every((w, i) => argv[i] === w));
+  if (!command) {
+    // `dane-relay --help`, `dane-relay queue --help`: the usage of what was named so far
+    const known = argv[0] !== undefined && COMMAND_TABLE.some((c) => c.words[0] === argv[0]) ? [argv[0]] : [];
+    if (wantsHelp(argv.slice(known.length)) && (known.length > 0 || argv[0]?.startsWith('-'))) {
+      out.write(`${usageOf(known)}\n`);
       return 0;
     }
-    if (cmd === 'queue' && sub) {
-      const { queueCli } = await import('./control/cli.js');
-      return await queueCli(argv.slice(1), out, err);
-    }
-    if (cmd === 'check') {
-      const { runCheck } = await import('./check/cli.js');
-      return await runCheck(argv, out, err);
-    }
-    if (cmd === 'tlsa') {
-      const { runTlsa } = await import('./check/cli.js');
-      return await runTlsa(argv, out, err);
-    }
-    if (cmd === 'tlsrpt' || (cmd === 'dkim' && sub === 'keygen')) {
-      const { tlsrptCli } = await import('./reporting/tlsrpt/cli.js');
-      return await tlsrptCli(argv, out, err);
-    }
-    if (cmd === 'mta-sts') {
-      const { mtastsCli } = await import('./mtasts/cli.js');
-      return await mtastsCli(argv.slice(1), out, err);
-    }
-    if (cmd === 'dns' && sub === 'lookup') {
-      const rest = argv.slice(2);
-      const [name, type] = rest.filter((a, i) => !a.startsWith('--') && rest[i - 1] !== '--config');
-      if (!name || !type) { err.write(`${USAGE}\n`); return 2; }
-      const { dnsLookupCommand } = await import('./dnssec/cli.js');
-      return await dnsLookupCommand({ name, type, configFile: argValue(argv, '--config'), json: argv.includes('--json'), out, err });
-    }
-    if (cmd === 'hash-password') {
-      const { hashPassword } = await import('./ingress/users.js');
-      const chunks: Buffer[] = [];
-      for await (const c of process.stdin) chunks.push(c as Buffer);
-      const pw = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
-      if (!pw) { err.write('no password on stdin\n'); return 2; }
-      out.write(`${await hashPassword(pw)}\n`);
-      return 0;
-    }
-    err.write(`${USAGE}\n`);
+    err.write(`${usageOf(known)}\n`);
     return 2;
+  }
+  const args = argv.slice(command.words.length);
+  const name = `dane-relay ${command.words.join(' ')}`;
+  if (wantsHelp(args)) {
+    out.write(`usage:\n  ${command.usage}\n`);
+    return 0;
+  }
+  try {
+    return await command.run(parseCommand(command, args), out, err);
   } catch (e) {
+    if (e instanceof UsageError) { err.write(`${name}: ${e.message}\nusage:\n  ${command.usage}\n`); return 2; }
     if (e instanceof ConfigError) { err.write(`${e.message}\n`); return 2; }
     err.write(`dane-relay: ${(e as Error).message}\n`);
     return 1;
   }
+}
+
+async function serve(file: string, err: Out): Promise<number> {
+  const config = loadConfig(file);
+  // SIGHUP's default action terminates: take it over before the (possibly slow) start and
+  // act on one that arrives meanwhile once the relay runs.
+  let hupDuringStart = false;
+  const hupEarly = () => { hupDuringStart = true; };
+  process.on('SIGHUP', hupEarly);
+  const { Relay } = await import('./relay.js');
+  const relay = await Relay.start({ config });
+  let stopping = false;
+  const stop = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    relay.log.info({ signal: sig }, 'signal received');
+    relay.stop(Number(process.env.DANE_RELAY_STOP_GRACE_MS ?? 10_000)).then(
+      () => process.exit(0),
+      (e) => { err.write(`dane-relay: stop failed: ${(e as Error).message}\n`); process.exit(1); },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => { relay.log.info({ signal: 'SIGHUP' }, 'signal received'); relay.reload(); });
+  process.off('SIGHUP', hupEarly);
+  if (hupDuringStart) { relay.log.info({ signal: 'SIGHUP', during: 'start-up' }, 'signal received'); relay.reload(); }
+  return await new Promise<number>(() => undefined); // run until a signal
+}
+
+async function configCheck(file: string, out: Out, err: Out): Promise<number> {
+  const config = loadConfig(file);
+  // Every check `serve` makes before it listens (src/preflight.ts): what passes here starts.
+  const { startupProblems } = await import('./preflight.js');
+  const problems = await startupProblems(config);
+  if (problems.length) {
+    err.write(`${file}: would not start\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);
+    return 2;
+  }
+  out.write(`${file}: ok\n`);
+  return 0;
+}
+
+async function hashPasswordCommand(out: Out, err: Out): Promise<number> {
+  const { hashPassword } = await import('./ingress/users.js');
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  const pw = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  if (!pw) { err.write('no password on stdin\n'); return 2; }
+  out.write(`${await hashPassword(pw)}\n`);
+  return 0;
 }

@@ -19,7 +19,7 @@ import type { TlsPlan } from '../dane/policy.js';
 import { formatTlsa, isUsable, spkiFromCertDer, usableRecords } from '../dane/tlsa.js';
 import { attemptAddress } from '../delivery/attempt.js';
 import type { SmtpTimeouts } from '../delivery/smtpClient.js';
-import type { PresentedChain, VerifyOutcome } from '../delivery/types.js';
+import type { PresentedChain, VerifyOutcome } from '../dane/types.js';
 import type { ResolvedPolicy } from '../policy/resolve.js';
 
 export interface InspectDeps {

@@ -105,7 +105,7 @@ export function loadConfig(file: string, opts: { resolvConf?: string } = {}): Lo
     resolvers = resolvConfNameservers(rc);
     if (resolvers.length === 0) throw new ConfigError(file, ['dns.resolvers: not set and /etc/resolv.conf lists no nameserver']);
   }
-  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const abs = (p: string) => configPath({ baseDir }, p);
   if (cfg.dns.mode === 'validate' && cfg.dns.trust_anchors) {
     // A bad anchors file is a configuration error, reported with its line (dns.mode validate).
     const problem = trustAnchorsProblem(abs(cfg.dns.trust_anchors));
@@ -124,6 +124,20 @@ export function loadConfig(file: string, opts: { resolvConf?: string } = {}): Lo
     file: resolve(file),
     resolvedResolvers: resolvers,
   };
+}
+
+/**
+ * A path named in the configuration: a relative one is relative to the config file's directory. The
+ * one place such paths are resolved (loadConfig, the start-up checks, the policy files, TLSRPT, the
+ * control socket); a path given on the command line is the operator's, relative to where the command runs.
+ */
+export function configPath(cfg: { baseDir: string }, p: string): string {
+  return isAbsolute(p) ? p : resolve(cfg.baseDir, p);
+}
+
+/** `tlsrpt.dir` when TLSRPT is on and the key is set (its default, under queue_dir, is checked with queue_dir). */
+export function configuredTlsrptDir(cfg: LoadedConfig): string | undefined {
+  return cfg.tlsrpt.enabled && cfg.tlsrpt.dir ? configPath(cfg, cfg.tlsrpt.dir) : undefined;
 }
 
 /** Why the trust anchor file cannot be used ("FILE line N: …"), or undefined. */

@@ -6,7 +6,8 @@
 import { z } from 'zod';
 import { isIP } from 'node:net';
 import { parseDuration } from './duration.js';
-import { tlsrptConfigIssues } from '../reporting/tlsrpt/configRules.js';
+import { tlsrptConfigIssues } from './tlsrpt.js';
+import { tlsLevels } from '../dane/levels.js';
 
 /** listen addresses may use port 0 (the OS picks one; tests and ephemeral setups) */
 const listenAddr = z.string().refine((s) => parseHostPort(s, true) !== undefined, {
@@ -30,15 +31,12 @@ const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
 
 const hostname = z.string().regex(/^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/, 'expected a DNS host name');
 
-export const tlsLevels = ['none', 'may', 'encrypt', 'dane', 'dane-only'] as const;
-export type TlsLevel = (typeof tlsLevels)[number];
-
 export const configSchema = z.strictObject({
   listen: z.array(listenAddr).min(1).default(['127.0.0.1:2525']),
   relay_clients: z.array(cidr).default(['127.0.0.0/8', '::1/128']),
   queue_dir: z.string().min(1).default('queue'),
   hostname: hostname.default('localhost'),
-  /** started as root: bind the listeners, then drop to this (unprivileged) user for good; src/privileges.ts */
+  /** started as root: bind the listeners, then drop to this (unprivileged) user for good; src/files/privileges.ts */
   user: z.string().regex(/^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d+)$/, 'expected a user name or number').optional(),
   /** false: refuse to run as root without `user:` (default: run, with a loud warning at every start) */
   allow_root: z.boolean().default(true),
@@ -233,4 +231,18 @@ export function isLoopbackHostPort(s: string): boolean {
   const hp = parseHostPort(s, true);
   if (!hp) return false;
   return isIP(hp.host) === 4 ? hp.host.startsWith('127.') : hp.host === '::1' || hp.host === '0:0:0:0:0:0:0:1';
+}
+
+/**
+ * Where the metrics listener binds: `metrics.listen`, refused off loopback unless `metrics.allow_remote`
+ * (the series name destinations and the queue's state). The schema refuses such a file already; this is
+ * the check at the listener, for a configuration built in code.
+ */
+export function metricsEndpoint(m: { listen: string; allow_remote: boolean }): { host: string; port: number } {
+  const hp = parseHostPort(m.listen, true);
+  if (!hp) throw new Error(`metrics.listen ${m.listen}: expected "address:port"`);
+  if (!m.allow_remote && !isLoopbackHostPort(m.listen)) {
+    throw new Error(`metrics.listen ${m.listen} is not a loopback address; set metrics.allow_remote: true to expose metrics beyond this host`);
+  }
+  return hp;
 }

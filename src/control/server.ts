@@ -6,7 +6,8 @@
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { chmod, lstat, unlink } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
+import { configPath } from '../config/load.js';
 import type { Logger } from 'pino';
 import { respond, type ControlResponse, type QueueBackend } from './commands.js';
 import { printableJson } from '../text/printable.js';
@@ -27,7 +28,7 @@ export interface ControlConfigView {
 /** Where the control socket is: `control.socket` (relative to the config file's directory) or `<queue_dir>/control.sock`. */
 export function controlSocketPath(cfg: ControlConfigView): string {
   const s = cfg.control?.socket;
-  return s ? resolve(cfg.baseDir ?? process.cwd(), s) : join(cfg.queue_dir, 'control.sock');
+  return s ? configPath({ baseDir: cfg.baseDir ?? process.cwd() }, s) : join(cfg.queue_dir, 'control.sock');
 }
 
 function answers(path: string): Promise<boolean> {

@@ -3,7 +3,7 @@
  * applied to lookups that were already made (digest DANE-15, 21, 22, 32, 40–45).
  */
 import type { DnsAnswer, DnssecStatus, TlsaRecord } from '../dns/types.js';
-import type { TlsLevel } from '../config/schema.js';
+import type { TlsLevel } from './levels.js';
 
 /** How a connection is to be protected; decided before connecting. */
 export type TlsPlan =

@@ -15,7 +15,7 @@ import 'reflect-metadata';
 import { X509Certificate as NodeCert, createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import type { TlsaRecord } from '../dns/types.js';
-import type { DaneFacts, VerifyOutcome } from '../delivery/types.js';
+import type { DaneFacts, VerifyOutcome } from './types.js';
 import {
   DEFAULT_DIGEST_PREFERENCE,
   MATCHING_TYPE_DIGEST,

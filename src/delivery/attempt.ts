@@ -15,7 +15,8 @@ import { verifyDane } from '../dane/verify.js';
 import { webpkiVerdict } from '../mtasts/webpki.js';
 import type { TlsPlan } from '../dane/policy.js';
 import { SmtpSession, SmtpError, type SmtpTimeouts } from './smtpClient.js';
-import type { Target, TlsRequirement, VerifyOutcome } from './types.js';
+import type { Target, TlsRequirement } from './types.js';
+import type { VerifyOutcome } from '../dane/types.js';
 
 export function requirementFor(plan: TlsPlan, digestPreference: ('sha512' | 'sha256')[], now: () => number): TlsRequirement {
   switch (plan.kind) {

@@ -14,7 +14,8 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Readable } from 'node:stream';
-import type { PresentedChain, Target, TlsRequirement, VerifyOutcome } from './types.js';
+import type { Target, TlsRequirement } from './types.js';
+import type { PresentedChain, VerifyOutcome } from '../dane/types.js';
 import { replyLine } from './outcome.js';
 import { decodeUtf8 } from '../text/printable.js';
 import { mailDsnParams, rcptDsnParams, type MailDsn, type RcptDsn } from '../dsn/params.js';

@@ -8,7 +8,6 @@
  * Their AD bit is then whatever the network path to the upstream says.
  */
 import { isLoopbackServer, parseServer } from './stub.js';
-import type { Config } from '../config/schema.js';
 
 export { isLoopbackServer };
 
@@ -35,6 +34,17 @@ export function isSystemdResolvedStub(s: string): boolean {
 }
 
 /**
+ * The settings the trust rules read: the loaded configuration is one (dns sits below config, so the
+ * configuration passes itself in rather than being imported here).
+ */
+export interface TrustAdSettings {
+  dns: { mode: string; trusted_resolvers: string[] };
+  delivery: { tls_level: string };
+  /** dns.resolvers, or resolv.conf's nameservers when none are configured */
+  resolvedResolvers: string[];
+}
+
+/**
  * The reason the relay must not run a DANE level with these resolvers, if any. A DANE level is in
  * force when `delivery.tls_level` is dane/dane-only or, with `policy.dane`, when some tls_policy
  * entry asks for DANE (pass PolicyStore.mentionsDane()). Only `dns.mode: trust-ad` believes the
@@ -42,7 +52,7 @@ export function isSystemdResolvedStub(s: string): boolean {
  * listed in `dns.trusted_resolvers` is always believed (the operator vouches for it).
  */
 export function trustAdProblem(
-  cfg: Pick<Config, 'dns' | 'delivery'> & { resolvedResolvers: string[] },
+  cfg: TrustAdSettings,
   policy?: { dane: boolean; source?: string },
 ): string | undefined {
   if (cfg.dns.mode !== 'trust-ad') return undefined;

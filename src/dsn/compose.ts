@@ -8,7 +8,7 @@
  */
 import { isAscii } from 'node:buffer';
 import MimeNode from 'nodemailer/lib/mime-node';
-import type { Envelope } from '../spool/types.js';
+import type { MailDsn, RcptDsn } from './params.js';
 import { clip, printable } from '../text/printable.js';
 
 /**
@@ -32,10 +32,38 @@ export interface DsnRecipient {
   willRetryUntil?: number;
 }
 
+/**
+ * What a report reads of the original message's envelope. The spool's `Envelope` is one: dsn sits
+ * below the spool (whose records carry the RFC 3461 parameters of params.ts), so it names the fields
+ * it uses instead of importing the spool's type.
+ */
+export interface DsnOriginal {
+  /** "" for the null sender */
+  from: string;
+  smtputf8: boolean;
+  received: number;
+  kind: 'normal' | 'dsn' | 'tlsrpt';
+  dsn?: MailDsn;
+  rcptDsn?: Record<string, RcptDsn>;
+  /** RFC 8689: MAIL FROM carried REQUIRETLS (the report then returns the header only, RT-51) */
+  requireTls?: true;
+}
+
+/** The report's own envelope, queued in the spool as an `Envelope` of kind 'dsn'. */
+export interface DsnEnvelope {
+  from: '';
+  recipients: string[];
+  smtputf8: boolean;
+  eightBit: false;
+  client: { address: string; name: string };
+  received: number;
+  kind: 'dsn';
+}
+
 export interface DsnInput {
   reportingMta: string;
   queueId: string;
-  original: Envelope;
+  original: DsnOriginal;
   /** the original message's header block (up to the first empty line) */
   originalHeaders: Buffer;
   /**
@@ -48,7 +76,7 @@ export interface DsnInput {
 }
 
 /** Nothing is sent to the null sender, and never a DSN about a DSN or a TLSRPT report. */
-export function dsnAllowed(env: Envelope): boolean {
+export function dsnAllowed(env: Pick<DsnOriginal, 'from' | 'kind'>): boolean {
   return env.from !== '' && env.kind === 'normal';
 }
 
@@ -145,14 +173,14 @@ function humanText(input: DsnInput, returned: 'full' | 'headers' | 'headers-too-
   return out.join('\r\n') + '\r\n';
 }
 
-export interface ComposedDsn { envelope: Envelope; message: Buffer }
+export interface ComposedDsn { envelope: DsnEnvelope; message: Buffer }
 
 /**
  * Whether a DSN returns the whole message: RFC 3461 §4.3, RET=FULL and a DSN about failures only;
  * RET=HDRS, no RET, and delays/relays get the header. RFC 8689 §5 (RT-51): a REQUIRETLS message is
  * treated as RET=HDRS whatever it asked, so its content never travels in a bounce less protected.
  */
-export function returnsFull(original: Envelope, onlyFailed: boolean): boolean {
+export function returnsFull(original: Pick<DsnOriginal, 'dsn' | 'requireTls'>, onlyFailed: boolean): boolean {
   return original.dsn?.ret === 'FULL' && onlyFailed && !original.requireTls;
 }
 

@@ -58,7 +58,7 @@ export interface IngressOptions {
   /** metrics hooks (issue 7) */
   events?: RelayEvents;
   /**
-   * Listen now, serve once this resolves (src/privileges.ts: the listeners are bound as root, the
+   * Listen now, serve once this resolves (src/files/privileges.ts: the listeners are bound as root, the
    * relay drops privileges and opens its spool, then opens the gate). Clients that connect before
    * wait for the greeting, as they would in the kernel's backlog; a rejected gate closes them.
    */

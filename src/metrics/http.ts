@@ -8,19 +8,15 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { isLoopbackHostPort, parseHostPort } from '../config/schema.js';
 import type { Readiness } from './readiness.js';
 import { printable } from '../text/printable.js';
 
 export class MetricsServer {
   private constructor(private readonly server: Server) {}
 
-  static async start(opts: { listen: string; allowRemote: boolean; registry: Registry; readiness: Readiness; log: Logger }): Promise<MetricsServer> {
-    const hp = parseHostPort(opts.listen, true);
-    if (!hp) throw new Error(`metrics.listen ${opts.listen}: expected "address:port"`);
-    if (!opts.allowRemote && !isLoopbackHostPort(opts.listen)) {
-      throw new Error(`metrics.listen ${opts.listen} is not a loopback address; set metrics.allow_remote: true to expose metrics beyond this host`);
-    }
+  /** `listen`: the endpoint the configuration allows (`metricsEndpoint` in config/schema.ts: loopback unless allow_remote). */
+  static async start(opts: { listen: { host: string; port: number }; registry: Registry; readiness: Readiness; log: Logger }): Promise<MetricsServer> {
+    const hp = opts.listen;
     const server = createServer((req, res) => { void handle(req, res, opts).catch((e) => { opts.log.error({ err: e }, 'metrics request failed'); if (!res.headersSent) res.writeHead(500); res.end(); }); });
     server.keepAliveTimeout = 5000;
     server.headersTimeout = 10_000;

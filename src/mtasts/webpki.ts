@@ -3,7 +3,7 @@
  * validated by OpenSSL against the configured roots during the handshake (`PresentedChain.pkix`),
  * then the MX host name (from DNS, never a policy pattern) as a SAN DNS-ID (RFC 6125, `webpkiNameProblem`).
  */
-import type { PresentedChain, VerifyOutcome } from '../delivery/types.js';
+import type { PresentedChain, VerifyOutcome } from '../dane/types.js';
 import { webpkiNameProblem } from './fetch.js';
 
 export function webpkiVerdict(chain: PresentedChain, mxHost: string): VerifyOutcome {

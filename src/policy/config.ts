@@ -1,7 +1,6 @@
 /** Policy store and prober from the `policy:` config section (paths relative to the config file). */
-import { isAbsolute, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { ConfigError, type LoadedConfig } from '../config/load.js';
+import { ConfigError, configPath, type LoadedConfig } from '../config/load.js';
 import { PolicyStore, type PolicyFile } from './store.js';
 import { trustAdProblem } from '../dns/trust.js';
 import { mentionsDane, type PolicyInputs } from './resolve.js';
@@ -12,7 +11,7 @@ import { mentionsDane, type PolicyInputs } from './resolve.js';
  * Tests that inject their own resolver turn it off, as Relay.start does for the default level.
  */
 export function policyStoreFor(cfg: LoadedConfig, log?: Logger, statIntervalMs?: number, trustCheck = true): PolicyStore {
-  const file = (p: string | undefined): PolicyFile | undefined => (p ? { path: isAbsolute(p) ? p : resolve(cfg.baseDir, p), label: p } : undefined);
+  const file = (p: string | undefined): PolicyFile | undefined => (p ? { path: configPath(cfg, p), label: p } : undefined);
   const p = cfg.policy;
   try {
     return new PolicyStore({

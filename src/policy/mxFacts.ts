@@ -3,7 +3,7 @@
  * record for the next key exists), so a rollover risk is warned about once per day per MX and
  * kind instead of on every session, and so the latest facts can be looked up.
  */
-import type { DaneFacts } from '../delivery/types.js';
+import type { DaneFacts } from '../dane/types.js';
 import { assessRollover, authenticates, type RolloverFinding } from './rollover.js';
 
 export interface MxFacts {

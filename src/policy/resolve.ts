@@ -10,7 +10,7 @@
  * (`exceptionConflicts`). The returned `rule` names what decided, for the delivery log line
  * (e.g. `policy/tls_policy:12 .example.org dane-only`).
  */
-import type { TlsLevel } from '../config/schema.js';
+import type { TlsLevel } from '../dane/levels.js';
 
 /** The levels the exception list may lower DANE to (DANE-70: opportunistic TLS; `none` would strip TLS). */
 export type ExceptionLevel = 'may' | 'encrypt';

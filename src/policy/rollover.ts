@@ -24,7 +24,7 @@
  *   earlier session and no longer match is the previous key's record left behind (`retired`, kept
  *   by MxFactsStore), not a new one. Without history (one-shot `check`) nothing is retired.
  */
-import type { DaneFacts } from '../delivery/types.js';
+import type { DaneFacts } from '../dane/types.js';
 
 export type RolloverKind =
   /** only DANE-EE records on the current key (3 1 x); leaf expires soon */

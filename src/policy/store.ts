@@ -17,7 +17,7 @@
 import { watch, readFileSync, statSync, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { Logger } from 'pino';
-import type { TlsLevel } from '../config/schema.js';
+import type { TlsLevel } from '../dane/levels.js';
 import { parseDanefail, parseTlsPolicy, PolicyFileError, type ExceptionList, type PolicyTable } from './tables.js';
 import { exceptionConflicts, mentionsDane, resolvePolicy, resolveTable, type ExceptionLevel, type PolicyInputs, type ResolvedPolicy } from './resolve.js';
 

@@ -19,7 +19,7 @@
  *
  * A file with any error is rejected as a whole (the caller keeps the previous version).
  */
-import { tlsLevels, type TlsLevel } from '../config/schema.js';
+import { tlsLevels, type TlsLevel } from '../dane/levels.js';
 
 export interface PolicyEntry {
   /** lowercase, no trailing dot; a leading "." means "every subdomain of" */

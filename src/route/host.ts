@@ -5,7 +5,7 @@
  */
 import type { DnsAnswer, DnssecStatus, InsecureReason, Resolver, TlsaRecord } from '../dns/types.js';
 import { isAnswer } from '../dns/types.js';
-import type { TlsLevel } from '../config/schema.js';
+import type { TlsLevel } from '../dane/levels.js';
 import { decideTls, referenceNames, tlsaCandidates, type TlsPlan, type TlsaOutcome } from '../dane/policy.js';
 import { isUsable } from '../dane/tlsa.js';
 import { MAX_NSEC3_ITERATIONS } from '../dnssec/budget.js';

@@ -4,7 +4,7 @@
  * same code. RFC 5321 §5.1, RFC 7672 §2.2.1.
  */
 import type { Resolver } from '../dns/types.js';
-import type { TlsLevel } from '../config/schema.js';
+import type { TlsLevel } from '../dane/levels.js';
 import { addressLiteral, decideMx, type MxDecision } from './mx.js';
 import type { HostContext } from './host.js';
 

@@ -1,5 +1,5 @@
 /**
- * Issue 13: one resolver factory (src/dns/factory.ts) for `serve`, `check` and `dns lookup`. Under
+ * Issue 13: one resolver factory (src/config/resolver.ts) for `serve`, `check` and `dns lookup`. Under
  * `dns.mode: validate`, `dane-relay check` must validate in-process like the relay, not read the AD bit
  * of whatever resolver is configured. The signed test DNS server (test/support/signedDnsServer.ts)
  * behaves like a non-validating recursive resolver: it never sets AD. A check that trusted AD would

@@ -1,6 +1,6 @@
 /**
  * Issue 13: `dane-relay config check` runs every check `serve` runs before it listens
- * (src/config/preflight.ts, called by both), so a configuration that passes the check cannot fail
+ * (src/preflight.ts, called by both), so a configuration that passes the check cannot fail
  * at start. Over a table of bad configurations both must refuse, with the same reason; a good one
  * passes both (the relay really starts, on loopback, and stops).
  */

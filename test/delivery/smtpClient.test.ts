@@ -9,7 +9,8 @@ import tls from 'node:tls';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { SmtpError, SmtpSession, mailCommand, rcptCommand, type SmtpClientOptions, type SmtpTimeouts } from '../../src/delivery/smtpClient.js';
-import type { PresentedChain, Target, TlsRequirement, VerifyOutcome } from '../../src/delivery/types.js';
+import type { Target, TlsRequirement } from '../../src/delivery/types.js';
+import type { PresentedChain, VerifyOutcome } from '../../src/dane/types.js';
 import { startReceiver, type Receiver, type ReceiverOptions } from '../support/receiver.js';
 import { chainPem, makeCa, makeIntermediate, makeLeaf, makeSelfSigned, type Issued } from '../support/pki.js';
 

@@ -5,13 +5,14 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, CLI } from '../support/build.js';
 import { World } from '../support/world.js';
 import { parseConfigText } from '../../src/config/load.js';
 import { parseHostPort } from '../../src/config/schema.js';
+import { findTool } from '../support/tools.js';
 
 const EX = join(ROOT, 'examples');
 const run = (cmd: string, args: string[], env: Record<string, string> = {}) =>
@@ -20,7 +21,7 @@ const run = (cmd: string, args: string[], env: Record<string, string> = {}) =>
       resolve({ code: e ? (typeof (e as { code?: unknown }).code === 'number' ? (e as { code: number }).code : 1) : 0, stdout, stderr });
     });
   });
-const which = (bin: string) => ['/usr/bin', '/usr/sbin', '/bin', '/sbin', '/usr/local/bin'].map((d) => join(d, bin)).find(existsSync);
+const which = findTool;
 
 /** systemd unit file → section → key → values (a key may repeat; an empty assignment resets). */
 function parseUnit(text: string): Map<string, Map<string, string[]>> {

@@ -37,7 +37,7 @@ import tls from 'node:tls';
 import { pino } from 'pino';
 import { DestinationRun, type DeliveryDeps } from '../../src/delivery/deliver.js';
 import type { RecipientOutcome } from '../../src/delivery/outcome.js';
-import type { TlsLevel } from '../../src/config/schema.js';
+import type { TlsLevel } from '../../src/dane/levels.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { applyOutcome } from '../../src/scheduler/settle.js';
 import { BodyScanner } from '../../src/mime/scan.js';

@@ -13,7 +13,7 @@ import {
   createPrivateFile, ensurePrivateDir, ensurePrivateSubdir, openPrivateAppend, readFileNoFollow, writePrivateFileAtomic, writePrivateFileNew,
 } from '../../src/files/private.js';
 import { checkParentDir, checkReadFile, checkStateTree, type Identity } from '../../src/files/checks.js';
-import { privilegePlan, handOverState, SPOOL_NAMES } from '../../src/privileges.js';
+import { privilegePlan, handOverState, SPOOL_NAMES } from '../../src/files/privileges.js';
 import { nodeSpoolFs, Spool } from '../../src/spool/spool.js';
 import { probeWritable } from '../../src/metrics/readiness.js';
 import { TlsrptStore } from '../../src/reporting/tlsrpt/store.js';

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { assessRollover, type RolloverKind } from '../../src/policy/rollover.js';
 import { MxFactsStore } from '../../src/policy/mxFacts.js';
-import type { DaneFacts } from '../../src/delivery/types.js';
+import type { DaneFacts } from '../../src/dane/types.js';
 
 const NOW = Date.parse('2026-06-01T00:00:00Z');
 const DAY = 86_400_000;

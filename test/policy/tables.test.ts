@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseDanefail, parseTlsPolicy, PolicyFileError, normalizeDomain } from '../../src/policy/tables.js';
 import { exceptionConflicts, resolvePolicy, type ExceptionLevel, type PolicyInputs } from '../../src/policy/resolve.js';
-import type { TlsLevel } from '../../src/config/schema.js';
+import type { TlsLevel } from '../../src/dane/levels.js';
 
 const table = parseTlsPolicy(
   [

@@ -10,7 +10,7 @@ import type { TlsPlan } from '../../src/dane/policy.js';
 import { normalIp, sessionCount } from '../../src/reporting/tlsrpt/recorder.js';
 import { detailKey, RESULT_TYPES } from '../../src/reporting/tlsrpt/report.js';
 import { TlsrptDiscovery } from '../../src/reporting/tlsrpt/discovery.js';
-import { tlsrptConfigIssues } from '../../src/reporting/tlsrpt/configRules.js';
+import { tlsrptConfigIssues } from '../../src/config/tlsrpt.js';
 import { parseConfigText } from '../../src/config/load.js';
 import type { Resolver } from '../../src/dns/types.js';
 

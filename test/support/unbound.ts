@@ -4,6 +4,7 @@
  * an independent validator for differential tests and the benchmark.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { findTool } from './tools.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import dgram from 'node:dgram';
 import { tmpdir } from 'node:os';
@@ -12,7 +13,8 @@ import { join } from 'node:path';
 export interface Unbound { server: string; port: number; close(): Promise<void> }
 
 export function unboundAvailable(): boolean {
-  return spawnSync('unbound', ['-V'], { encoding: 'utf8' }).status === 0;
+  const bin = findTool('unbound');
+  return bin !== undefined && spawnSync(bin, ['-V'], { encoding: 'utf8' }).status === 0;
 }
 
 async function freeUdpPort(): Promise<number> {
@@ -54,7 +56,7 @@ stub-zone:
   name: "."
   stub-addr: 127.0.0.1@${o.upstreamPort}
 `);
-    const child: ChildProcess = spawn('unbound', ['-d', '-c', join(dir, 'unbound.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child: ChildProcess = spawn(findTool('unbound') ?? 'unbound', ['-d', '-c', join(dir, 'unbound.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const ready = await waitReady(port, child);

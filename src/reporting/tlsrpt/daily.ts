@@ -11,10 +11,10 @@
  *                          the relay moves them into its spool as Envelope.kind 'tlsrpt'
  */
 import { promises as fsp, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
-import type { LoadedConfig } from '../../config/load.js';
+import { configPath, type LoadedConfig } from '../../config/load.js';
 import type { Resolver } from '../../dns/types.js';
 import type { Envelope } from '../../spool/types.js';
 import { TlsrptStore, writeFileDurable } from './store.js';
@@ -44,7 +44,7 @@ export function tlsrptSettings(cfg: LoadedConfig): TlsrptSettings {
   const contactInfo = t.contact_info ?? `postmaster@${cfg.hostname}`;
   let dkim: DkimKey | undefined;
   if (t.dkim) {
-    const file = resolve(cfg.baseDir, t.dkim.key_file);
+    const file = configPath(cfg, t.dkim.key_file);
     let pem: string;
     try { pem = readFileSync(file, 'utf8'); } catch (e) {
       throw new Error(`tlsrpt.dkim.key_file: cannot read ${file}: ${(e as Error).message}`);
@@ -53,7 +53,7 @@ export function tlsrptSettings(cfg: LoadedConfig): TlsrptSettings {
     dkim = { domain: t.dkim.domain, selector: t.dkim.selector, privateKey: pem };
   }
   return {
-    dir: t.dir ? resolve(cfg.baseDir, t.dir) : join(cfg.queue_dir, 'tlsrpt'),
+    dir: t.dir ? configPath(cfg, t.dir) : join(cfg.queue_dir, 'tlsrpt'),
     organizationName: t.organization_name ?? cfg.hostname,
     contactInfo,
     submitter: t.submitter ? aLabel(t.submitter) : submitterOf(contactInfo),

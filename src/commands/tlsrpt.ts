@@ -8,26 +8,19 @@
  * and never submits over SMTP (that would turn a report into an ordinary, DANE-enforced message).
  */
 import { join, resolve } from 'node:path';
-import { ensurePrivateDir, writePrivateFileAtomic, writePrivateFileNew } from '../../files/private.js';
-import { loadConfig } from '../../config/load.js';
-import { resolverFor } from '../../dns/factory.js';
-import { TlsrptService, tlsrptSettings, type Log } from './daily.js';
-import { dayOf, isDay, nextDay, type ReportJson } from './report.js';
-import { dkimKeygen } from './mail.js';
-import { dropForCli } from '../../privileges.js';
-import { printableJson } from '../../text/printable.js';
+import { ensurePrivateDir, writePrivateFileAtomic, writePrivateFileNew } from '../files/private.js';
+import { loadConfig } from '../config/load.js';
+import { resolverFor } from '../config/resolver.js';
+import { TlsrptService, tlsrptSettings, type Log } from '../reporting/tlsrpt/daily.js';
+import { dayOf, isDay, nextDay, type ReportJson } from '../reporting/tlsrpt/report.js';
+import { dkimKeygen } from '../reporting/tlsrpt/mail.js';
+import { dropForCli } from '../files/privileges.js';
+import { printableJson } from '../text/printable.js';
+import { flag, stringOpt, type ParsedArgs } from './args.js';
 
 const USAGE = `usage:
   dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]
-  dane-relay tlsrpt send --day YYYY-MM-DD [--config FILE] [--domain D] [--dry-run] [--out DIR] [--force]
-  dane-relay dkim keygen [--selector S] [--domain D] [--out FILE]`;
-
-function argValue(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  if (i >= 0) return args[i + 1];
-  const eq = args.find((a) => a.startsWith(`${name}=`));
-  return eq?.slice(name.length + 1);
-}
+  dane-relay tlsrpt send --day YYYY-MM-DD [--config FILE] [--domain D] [--dry-run] [--out DIR] [--force]`;
 
 const quiet = (err: NodeJS.WritableStream, verbose: boolean): Log => ({
   info: (o, m) => { if (verbose) err.write(`${m} ${printableJson(o)}\n`); },
@@ -48,27 +41,26 @@ function summary(r: ReportJson, domain: string): string {
   return lines.join('\n') + '\n';
 }
 
-export async function tlsrptCli(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
-  const [cmd, sub] = argv;
-  if (cmd === 'dkim' && sub === 'keygen') {
-    const k = dkimKeygen({ selector: argValue(argv, '--selector'), domain: argValue(argv, '--domain') });
-    const file = argValue(argv, '--out');
-    if (file) {
-      // Never overwrite a key: a replaced key silently breaks the published DNS record. 0600 whatever
-      // the umask, never through a link (files/private.ts).
-      await writePrivateFileNew(resolve(file), k.privateKeyPem);
-      out.write(`private key written to ${file}\n`);
-    } else {
-      out.write(k.privateKeyPem);
-    }
-    out.write(`publish this DNS record:\n${k.zoneLine}\n`);
-    return 0;
+/** `dane-relay dkim keygen [--selector S] [--domain D] [--out FILE]` */
+export async function dkimKeygenCommand(p: ParsedArgs, out: NodeJS.WritableStream): Promise<number> {
+  const k = dkimKeygen({ selector: stringOpt(p, 'selector'), domain: stringOpt(p, 'domain') });
+  const file = stringOpt(p, 'out');
+  if (file) {
+    // Never overwrite a key: a replaced key silently breaks the published DNS record. 0600 whatever
+    // the umask, never through a link (files/private.ts).
+    await writePrivateFileNew(resolve(file), k.privateKeyPem);
+    out.write(`private key written to ${file}\n`);
+  } else {
+    out.write(k.privateKeyPem);
   }
-  if (cmd !== 'tlsrpt' || (sub !== 'show' && sub !== 'send')) { err.write(`${USAGE}\n`); return 2; }
+  out.write(`publish this DNS record:\n${k.zoneLine}\n`);
+  return 0;
+}
 
-  const config = loadConfig(argValue(argv, '--config') ?? 'config.example.yml');
+export async function tlsrptCli(sub: 'show' | 'send', p: ParsedArgs, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  const config = loadConfig(stringOpt(p, 'config') ?? 'config.example.yml');
   dropForCli(config); // root with `user:`: what `send` writes under tlsrpt.dir stays the relay's
-  const day = argValue(argv, '--day') ?? (sub === 'show' ? nextDay(dayOf(Date.now()), -1) : undefined);
+  const day = stringOpt(p, 'day') ?? (sub === 'show' ? nextDay(dayOf(Date.now()), -1) : undefined);
   if (!day || !isDay(day)) { err.write(`--day YYYY-MM-DD is required and must be a date\n${USAGE}\n`); return 2; }
   // A report covers a closed UTC day (RFC 8460 §4.1, TLSRPT-31/34): sending today's or a future day would
   // send a partial report and mark it sent, so the daily job would skip the complete one.
@@ -76,19 +68,19 @@ export async function tlsrptCli(argv: string[], out: NodeJS.WritableStream, err:
     err.write(`--day ${day} is not a closed UTC day (today is ${dayOf(Date.now())}): a report can only be sent for a day that has ended\n`);
     return 2;
   }
-  const force = argv.includes('--force');
-  const domain = argValue(argv, '--domain');
+  const force = flag(p, 'force');
+  const domain = stringOpt(p, 'domain');
   const settings = tlsrptSettings(config);
   const resolver = resolverFor(config);
   const svc = await TlsrptService.open({ settings, resolver, log: quiet(err, sub === 'send'), now: Date.now, readOnly: sub === 'show' });
   try {
     const reports = await svc.build(day, domain ? [domain] : undefined);
     if (sub === 'show') {
-      if (argv.includes('--json')) out.write(`${printableJson(reports.map((r) => r.json), 2)}\n`);
+      if (flag(p, 'json')) out.write(`${printableJson(reports.map((r) => r.json), 2)}\n`);
       else out.write(reports.length ? reports.map((r) => summary(r.json, r.domain)).join('\n') : `no TLSRPT sessions counted for ${day}${domain ? ` and ${domain}` : ''}\n`);
       return 0;
     }
-    const outDir = argValue(argv, '--out');
+    const outDir = stringOpt(p, 'out');
     if (outDir) {
       // Reports name the destinations the relay talks to: 0700 for a directory made here, 0600 files,
       // written to a new file and renamed into place (a link there is replaced, never written through).
@@ -99,7 +91,7 @@ export async function tlsrptCli(argv: string[], out: NodeJS.WritableStream, err:
       }
       return 0;
     }
-    if (argv.includes('--dry-run')) {
+    if (flag(p, 'dry-run')) {
       for (const r of reports) {
         const d = await svc.discovery.lookup(r.domain, { fresh: true });
         const to = d.kind === 'ok' ? d.rua.map((u) => u.uri).join(', ') : `not sent (${d.kind}: ${d.why})`;

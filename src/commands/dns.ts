@@ -6,10 +6,10 @@
  * 1 for bogus/indeterminate, 2 for usage or configuration errors.
  */
 import { loadConfig } from '../config/load.js';
-import { resolverFor } from '../dns/factory.js';
+import { resolverFor } from '../config/resolver.js';
 import type { DnsAnswer, QueryType } from '../dns/types.js';
-import { ValidatingResolver } from './resolver.js';
-import { formatTrace, type TraceStep } from './trace.js';
+import { ValidatingResolver } from '../dnssec/resolver.js';
+import { formatTrace, type TraceStep } from '../dnssec/trace.js';
 import { printableJson } from '../text/printable.js';
 
 const TYPES: QueryType[] = ['MX', 'A', 'AAAA', 'TLSA', 'TXT', 'CNAME'];

@@ -4,19 +4,14 @@
  * so a refresh or purge here counts from its next delivery to that domain.
  * Exit codes: 0 done, 1 nothing cached (`show`) or the fetch failed (`refresh`), 2 usage.
  */
-import { parseArgs } from 'node:util';
 import { domainToASCII } from 'node:url';
 import { loadConfig } from '../config/load.js';
-import { resolverFor } from '../dns/factory.js';
-import { dropForCli } from '../privileges.js';
+import { resolverFor } from '../config/resolver.js';
+import { dropForCli } from '../files/privileges.js';
 import { printableJson } from '../text/printable.js';
-import { stsPoliciesFor } from './settings.js';
-import { PolicyStore, fileNameOf, type CachedPolicy } from './store.js';
-
-const USAGE = `usage:
-  dane-relay mta-sts show DOMAIN [--config FILE] [--json]   the cached MTA-STS policy (exit 1: none cached)
-  dane-relay mta-sts refresh DOMAIN [--config FILE] [--json]   fetch the policy now (a failure keeps the cached one)
-  dane-relay mta-sts purge DOMAIN [--config FILE]   forget the cached policy`;
+import { stsPoliciesFor } from '../mtasts/settings.js';
+import { PolicyStore, fileNameOf, type CachedPolicy } from '../mtasts/store.js';
+import { flag, stringOpt, UsageError, type ParsedArgs } from './args.js';
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -32,20 +27,12 @@ export function describePolicy(e: CachedPolicy, now: number): string {
   return `${lines.join('\n')}\n`;
 }
 
-export async function mtastsCli(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string' }, json: { type: 'boolean' } } });
-  } catch (e) {
-    err.write(`${(e as Error).message}\n${USAGE}\n`);
-    return 2;
-  }
-  const [sub, raw, ...extra] = parsed.positionals;
-  if (!sub || !['show', 'refresh', 'purge'].includes(sub) || !raw || extra.length) { err.write(`${USAGE}\n`); return 2; }
+export async function mtastsCli(sub: 'show' | 'refresh' | 'purge', p: ParsedArgs, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  const raw = p.operands[0]!;
   const domain = domainToASCII(raw.replace(/\.$/, '')).toLowerCase();
-  if (!domain || !fileNameOf(domain)) { err.write(`not a domain name: ${raw}\n`); return 2; }
-  const json = parsed.values.json === true;
-  const config = loadConfig(parsed.values.config ?? 'config.example.yml');
+  if (!domain || !fileNameOf(domain)) throw new UsageError(`not a domain name: ${raw}`);
+  const json = flag(p, 'json');
+  const config = loadConfig(stringOpt(p, 'config') ?? 'config.example.yml');
   dropForCli(config); // root with `user:`: the cache files stay the relay's
   const store = new PolicyStore(config.queue_dir);
 

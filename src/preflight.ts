@@ -10,17 +10,17 @@
 import { accessSync, constants, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createSecureContext } from 'node:tls';
-import { dirname, isAbsolute, resolve } from 'node:path';
-import { ConfigError, trustAnchorsProblem, type LoadedConfig } from './load.js';
-import { trustAdProblem } from '../dns/trust.js';
-import { policyStoreFor } from '../policy/config.js';
-import { Users } from '../ingress/users.js';
-import { tlsrptSettings } from '../reporting/tlsrpt/daily.js';
-import { checkDkimKey } from '../reporting/tlsrpt/mail.js';
-import { currentIdentity, startupFileProblems, type Identity, type StartupPaths } from '../files/checks.js';
-import { privilegePlan } from '../privileges.js';
-import { controlSocketPath } from '../control/server.js';
-import { stsTrustAnchors } from '../mtasts/settings.js';
+import { dirname } from 'node:path';
+import { ConfigError, configPath, configuredTlsrptDir, trustAnchorsProblem, type LoadedConfig } from './config/load.js';
+import { trustAdProblem } from './dns/trust.js';
+import { policyStoreFor } from './policy/config.js';
+import { Users } from './ingress/users.js';
+import { tlsrptSettings } from './reporting/tlsrpt/daily.js';
+import { checkDkimKey } from './reporting/tlsrpt/mail.js';
+import { currentIdentity, startupFileProblems, type Identity, type StartupPaths } from './files/checks.js';
+import { privilegePlan } from './files/privileges.js';
+import { controlSocketPath } from './control/server.js';
+import { stsTrustAnchors } from './mtasts/settings.js';
 
 export interface PreflightOptions {
   /**
@@ -42,7 +42,7 @@ export interface PreflightOptions {
 
 /** The files and directories the relay trusts (files/checks.ts), from the configuration. */
 export function startupPaths(cfg: LoadedConfig, tlsrptDir: string | undefined, controlSocket: string): StartupPaths {
-  const abs = (p: string) => resolve(cfg.baseDir, p);
+  const abs = (p: string) => configPath(cfg, p);
   const inlinePem = (v: string) => v.trimStart().startsWith('-----BEGIN');
   return {
     queueDir: cfg.queue_dir,
@@ -81,7 +81,7 @@ async function fileProblems(cfg: LoadedConfig): Promise<string[]> {
   } catch (e) {
     return [`user: ${(e as Error).message}`];
   }
-  const tlsrptDir = cfg.tlsrpt.enabled ? (cfg.tlsrpt.dir ? resolve(cfg.baseDir, cfg.tlsrpt.dir) : undefined) : undefined;
+  const tlsrptDir = configuredTlsrptDir(cfg);
   const found = await startupFileProblems(startupPaths(cfg, tlsrptDir, controlSocketPath(cfg)), me, { fix: 'dry-run', stateTrees: trees });
   return found.filter((p) => p.level === 'refuse').map((p) => `files: ${p.message}`);
 }
@@ -129,7 +129,7 @@ export async function startupProblems(cfg: LoadedConfig, opts: PreflightOptions 
 
   // dns.mode validate: the trust anchors the validator will start from.
   if (cfg.dns.mode === 'validate' && cfg.dns.trust_anchors) {
-    const p = trustAnchorsProblem(isAbsolute(cfg.dns.trust_anchors) ? cfg.dns.trust_anchors : resolve(cfg.baseDir, cfg.dns.trust_anchors));
+    const p = trustAnchorsProblem(configPath(cfg, cfg.dns.trust_anchors));
     if (p) problems.push(`dns.trust_anchors: ${p}`);
   }
 

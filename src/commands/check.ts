@@ -7,29 +7,22 @@
 import { readFileSync } from 'node:fs';
 import { loadConfig } from '../config/load.js';
 import { trustAdProblem } from '../dns/trust.js';
-import { resolverFor } from '../dns/factory.js';
+import { resolverFor } from '../config/resolver.js';
 import { policyStoreFor } from '../policy/config.js';
-import { inspectDomain, exitCodeOf, type InspectReport } from './inspect.js';
-import { adviceFor } from './advice.js';
-import { formatReport } from './format.js';
-import { certificatesFrom, formatSuggestions, suggestTlsa } from './tlsaCert.js';
+import { inspectDomain, exitCodeOf, type InspectReport } from '../check/inspect.js';
+import { adviceFor } from '../check/advice.js';
+import { formatReport } from '../check/format.js';
+import { certificatesFrom, formatSuggestions, suggestTlsa } from '../check/tlsaCert.js';
 import { normalizeDomain } from '../policy/tables.js';
 import { addressLiteral } from '../route/mx.js';
 import { printableJson } from '../text/printable.js';
+import { flag, stringOpt, type ParsedArgs } from './args.js';
 
-function argValue(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  if (i >= 0) return args[i + 1];
-  return args.find((a) => a.startsWith(`${name}=`))?.slice(name.length + 1);
-}
-
-export async function runCheck(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
-  const args = argv.slice(1);
-  const positional = args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--config');
-  const raw = positional[0];
+export async function runCheck(p: ParsedArgs, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  const raw = p.operands[0];
   const domain = raw && (addressLiteral(raw) ? raw : normalizeDomain(raw));
-  if (!domain || positional.length > 1) { err.write('usage: dane-relay check DOMAIN [--config FILE] [--json]\n'); return 2; }
-  const config = loadConfig(argValue(args, '--config') ?? 'config.example.yml');
+  if (!domain) { err.write('usage: dane-relay check DOMAIN [--config FILE] [--json]\n'); return 2; }
+  const config = loadConfig(stringOpt(p, 'config') ?? 'config.example.yml');
   const problem = trustAdProblem(config);
   if (problem) { err.write(`dane-relay check: ${problem}\n`); return 2; }
   const store = policyStoreFor(config);
@@ -51,7 +44,7 @@ export async function runCheck(argv: string[], out: NodeJS.WritableStream, err: 
         timeouts: config.delivery.timeouts, digestPreference: config.delivery.digest_preference, now,
       });
     }
-    if (args.includes('--json')) {
+    if (flag(p, 'json')) {
       out.write(`${printableJson({ ...report, advice, exitCode: code, ...(without ? { withoutException: { ...without, advice: adviceFor(without, now(), config.policy.rollover_warn) } } : {}) }, 2)}\n`);
     } else {
       out.write(formatReport(report, advice));
@@ -64,8 +57,8 @@ export async function runCheck(argv: string[], out: NodeJS.WritableStream, err: 
   }
 }
 
-export async function runTlsa(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
-  const file = argValue(argv, '--cert');
+export async function runTlsa(p: ParsedArgs, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  const file = stringOpt(p, 'cert');
   if (!file) { err.write('usage: dane-relay tlsa --cert FILE [--host MXHOST] [--port 25]\n'); return 2; }
   let bytes: Buffer;
   try { bytes = readFileSync(file); } catch (e) { err.write(`dane-relay tlsa: cannot read ${file}: ${(e as Error).message}\n`); return 2; }
@@ -73,8 +66,8 @@ export async function runTlsa(argv: string[], out: NodeJS.WritableStream, err: N
   if (ders.length === 0) { err.write(`dane-relay tlsa: ${file}: no certificate found (PEM or DER expected)\n`); return 2; }
   let s;
   try { s = suggestTlsa(ders); } catch (e) { err.write(`dane-relay tlsa: ${file}: ${(e as Error).message}\n`); return 2; }
-  const host = argValue(argv, '--host');
-  const port = Number(argValue(argv, '--port') ?? 25);
+  const host = stringOpt(p, 'host');
+  const port = Number(stringOpt(p, 'port') ?? 25);
   out.write(formatSuggestions(s, host ? `_${port}._tcp.${host.replace(/\.$/, '')}` : undefined));
   return 0;
 }

@@ -13,7 +13,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, promises as fsp } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { ensurePrivateDir, isWithin, syncDir } from './files/private.js';
+import { ensurePrivateDir, isWithin, syncDir } from './private.js';
 
 export interface RunAs {
   name: string;

@@ -12,10 +12,10 @@
  * returned Resolver rather than add options here.
  */
 import { readFileSync } from 'node:fs';
-import type { Config } from '../config/schema.js';
+import type { Config } from './schema.js';
 import { ValidatingResolver } from '../dnssec/resolver.js';
-import { StubResolver } from './stub.js';
-import type { DnsTransport } from './transport.js';
+import { StubResolver } from '../dns/stub.js';
+import type { DnsTransport } from '../dns/transport.js';
 
 export interface ResolverDeps {
   /** validation clock (signature windows, cache ages): the relay passes its own */

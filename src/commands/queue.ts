@@ -1,31 +1,22 @@
 /**
- * `dane-relay queue SUBCOMMAND [ARG] [--config FILE] [--json]` (argv starts at SUBCOMMAND).
+ * `dane-relay queue SUBCOMMAND [ARG] [--config FILE] [--json]`.
  * Exit codes as the rest of the CLI: 0 ok, 1 runtime failure (no such message, spool locked
  * by an unresponsive relay, unreadable spool files), 2 usage or configuration error.
  */
 import { loadConfig } from '../config/load.js';
 import { formatListing } from '../spool/inspect.js';
-import { COMMANDS, ControlError, formatResult, parseRequest } from './commands.js';
-import { runQueueCommand } from './client.js';
-import { dropForCli } from '../privileges.js';
+import { COMMANDS, ControlError, formatResult, parseRequest, type CommandName } from '../control/commands.js';
+import { runQueueCommand } from '../control/client.js';
+import { dropForCli } from '../files/privileges.js';
 import { printableJson } from '../text/printable.js';
+import { flag, stringOpt, type ParsedArgs } from './args.js';
 
-const OPTIONS_WITH_VALUE = new Set(['--config']);
-
-export async function queueCli(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
-  const positional: string[] = [];
-  let configFile = 'config.example.yml';
-  let json = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--json') json = true;
-    else if (OPTIONS_WITH_VALUE.has(a)) configFile = argv[++i] ?? '';
-    else if (a.startsWith('--config=')) configFile = a.slice('--config='.length);
-    else if (a.startsWith('--')) { err.write(`dane-relay queue: unknown option ${a}\n`); return 2; }
-    else positional.push(a);
-  }
-  const [sub, arg, extra] = positional;
-  if (!sub || !(COMMANDS as readonly string[]).includes(sub) || extra !== undefined || !configFile) {
+/** `sub`: one of COMMANDS (the dispatcher's table has one entry per subcommand); at most one operand. */
+export async function queueCli(sub: CommandName, p: ParsedArgs, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  const configFile = stringOpt(p, 'config') ?? 'config.example.yml';
+  const json = flag(p, 'json');
+  const [arg] = p.operands;
+  if (!configFile) {
     err.write(`usage: dane-relay queue ${COMMANDS.join('|')} [ID|DOMAIN] [--config FILE] [--json]\n`);
     return 2;
   }

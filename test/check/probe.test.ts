@@ -1,6 +1,6 @@
 /** The probe's recovery rule (pure) as a table over inspection reports. */
 import { describe, expect, it } from 'vitest';
-import { recovered } from '../../src/policy/probe.js';
+import { recovered } from '../../src/check/probe.js';
 import type { HostReport, InspectReport } from '../../src/check/inspect.js';
 
 const host = (name: string, extra: Partial<HostReport> = {}): HostReport => ({ host: name, preference: 10, addresses: ['127.0.0.1'], connections: [], ...extra });

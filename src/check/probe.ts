@@ -6,8 +6,8 @@
  */
 import type { Logger } from 'pino';
 import type { RelayEvents } from '../metrics/events.js';
-import { inspectDomain, type InspectDeps, type InspectReport } from '../check/inspect.js';
-import type { PolicyStore } from './store.js';
+import { inspectDomain, type InspectDeps, type InspectReport } from './inspect.js';
+import type { PolicyStore } from '../policy/store.js';
 
 /**
  * Pure: the exception is no longer needed when delivery under the real level would reach a

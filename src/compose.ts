@@ -1,0 +1,464 @@
+/**
+ * The relay's composition (issue 14 item 6): `compose(options)` returns its components in start order;
+ * `startAll` starts them in that order and `stopAll` stops them in reverse, from the same list, also when
+ * a start fails half-way (the components already started are stopped, in reverse, before the error is
+ * rethrown). No policy lives here: this is start-up, shutdown and plumbing.
+ *
+ * A stop has two passes over the list, both in reverse start order: `drain` stops taking new work (the
+ * readiness probe says "stopping", the listeners close, the control socket closes, deliveries get the
+ * grace period), then `stop` releases what `start` took (sessions still open get 421, counts are flushed,
+ * the resolver and the spool are closed). So the SMTP sessions and the deliveries share the grace period,
+ * and nothing is released while something started after it still runs.
+ *
+ * Start order (what each step relies on is above it): the privilege drop (root with `user:`: listeners
+ * bound, state handed over, then setuid), the start-up checks as the run-as user (issue 23's file checks,
+ * then src/preflight.ts), the resolver, the policy tables, the spool, TLSRPT, recovery, the DNSSEC
+ * self-test, the scheduler, the operator surfaces, the TLSRPT daily job, ingress (the gate opens: the
+ * relay is ready), the policy file watch, the danefail probe.
+ */
+import type { Logger } from 'pino';
+import { configuredTlsrptDir, type LoadedConfig } from './config/load.js';
+import { Spool } from './spool/spool.js';
+import { Scheduler } from './scheduler/scheduler.js';
+import { Ingress } from './ingress/server.js';
+import { resolverFor } from './config/resolver.js';
+import { assertStartable, startupPaths } from './preflight.js';
+import type { Resolver } from './dns/types.js';
+import type { DeliveryDeps } from './delivery/deliver.js';
+import { makeLogger } from './log.js';
+import { OwnEndpoints, type Endpoint } from './route/self.js';
+import { metricsEndpoint, parseHostPort } from './config/schema.js';
+import { SelfTestMonitor, type SelfTestResult } from './dns/selftest.js';
+import { fanOutEvents, type RelayEvents } from './metrics/events.js';
+import type { PolicyStore } from './policy/store.js';
+import { policyStoreFor } from './policy/config.js';
+import { ExceptionProber } from './check/probe.js';
+import { MxFactsStore } from './policy/mxFacts.js';
+import type { ControlServer } from './control/server.js';
+import type { RelayMetrics } from './metrics/registry.js';
+import type { MetricsServer } from './metrics/http.js';
+import type { Readiness } from './metrics/readiness.js';
+import type { TlsrptService } from './reporting/tlsrpt/daily.js';
+import type { HttpsOptions } from './reporting/tlsrpt/https.js';
+import { dropPrivileges, handOverState, privilegePlan, stateDirs } from './files/privileges.js';
+import { currentIdentity, startupFileProblems, UnsafeStateError } from './files/checks.js';
+import type { QueuedMessage, SpoolWriter } from './spool/types.js';
+import type { StsPolicies } from './mtasts/policies.js';
+
+/** One step of the relay's life: started in list order, drained and stopped in reverse. */
+export interface Component {
+  readonly name: string;
+  start(): Promise<void>;
+  /** first pass of a stop: take no new work (listeners, sockets, timers); deliveries get `graceMs` */
+  drain?(graceMs: number): Promise<void>;
+  /** second pass: release what start took */
+  stop?(): Promise<void>;
+}
+
+/**
+ * Starts the components in order. When one fails, the ones already started are stopped in reverse
+ * (drained with no grace, then stopped) and the start's error is rethrown; a failing start cleans up
+ * after itself. Returns the started list (all of them).
+ */
+export async function startAll(components: readonly Component[]): Promise<Component[]> {
+  const started: Component[] = [];
+  for (const c of components) {
+    try {
+      await c.start();
+    } catch (e) {
+      await stopAll(started, 0, { rollback: true });
+      throw e;
+    }
+    started.push(c);
+  }
+  return started;
+}
+
+/**
+ * Stops started components in reverse order: every `drain`, then every `stop`. A failing step does not
+ * keep the rest from running; on a rollback its error is dropped (the start's error is the one that
+ * matters), otherwise the first one is rethrown at the end.
+ */
+export async function stopAll(started: readonly Component[], graceMs: number, opts: { rollback?: boolean } = {}): Promise<void> {
+  const reversed = [...started].reverse();
+  let first: unknown;
+  const step = async (f: () => Promise<void>) => {
+    try { await f(); } catch (e) { first ??= e; }
+  };
+  for (const c of reversed) if (c.drain) await step(() => c.drain!(graceMs));
+  for (const c of reversed) if (c.stop) await step(() => c.stop!());
+  if (first !== undefined && !opts.rollback) throw first;
+}
+
+export interface RelayOptions {
+  config: LoadedConfig;
+  log?: Logger;
+  /** clock; tests pass a controllable one */
+  now?: () => number;
+  resolver?: Resolver;
+  rand?: () => number;
+  /** metrics hooks */
+  events?: RelayEvents;
+  /** policy files' stat fallback period (tests shorten it) */
+  policyStatIntervalMs?: number;
+  /** TLSRPT https endpoints: extra CA and timeout (tests; private endpoints) */
+  tlsrptHttps?: HttpsOptions;
+}
+
+/** What the components made, filled in as they start (a component reads only what started before it). */
+export interface Parts {
+  log: Logger;
+  resolver?: Resolver;
+  policy?: PolicyStore;
+  spool?: Spool;
+  scheduler?: Scheduler;
+  ingress?: Ingress;
+  control?: ControlServer;
+  metrics?: { events: RelayMetrics; server: MetricsServer; readiness: Readiness };
+  tlsrpt?: TlsrptService;
+  selfTests?: SelfTestMonitor;
+  prober?: ExceptionProber;
+  /** MTA-STS policies (issue 15): the durable cache, loaded at start, maintained hourly */
+  sts?: StsPolicies;
+  /** WebPKI roots for MX certificates under an MTA-STS policy (`mta_sts.ca_file`); undefined = the system store */
+  stsRoots?: readonly (string | Buffer)[];
+  /** is a DANE level in force (default or a tls_policy entry)? */
+  daneInForce: () => boolean;
+}
+
+export interface Composition {
+  components: Component[];
+  parts: Parts;
+}
+
+/**
+ * Issue 23 §3: the files the relay trusts, checked before it trusts them (files/checks.ts). Refusals
+ * stop the start with every problem listed; warnings are logged at every start.
+ */
+async function checkFiles(cfg: LoadedConfig, log: Logger, tlsrptDir: string | undefined, controlSocket: string): Promise<void> {
+  const problems = await startupFileProblems(startupPaths(cfg, tlsrptDir, controlSocket), currentIdentity());
+  for (const p of problems) {
+    if (p.level === 'warn') log.warn({ file: p.path }, `UNSAFE FILE: ${p.message}`);
+    else if (p.level === 'fixed') log.info({ file: p.path }, p.message);
+  }
+  const refusals = problems.filter((p) => p.level === 'refuse');
+  if (refusals.length) throw new UnsafeStateError(refusals);
+}
+
+export async function compose(opts: RelayOptions): Promise<Composition> {
+  const cfg = opts.config;
+  const log = opts.log ?? makeLogger(cfg.log.level);
+  const now = opts.now ?? Date.now;
+  const { controlSocketPath } = await import('./control/server.js');
+  const tlsrptDir = configuredTlsrptDir(cfg);
+  const parts: Parts = { log, daneInForce: () => false };
+  const need = <T>(v: T | undefined, what: string): T => {
+    if (v === undefined) throw new Error(`compose: ${what} used before it started`);
+    return v;
+  };
+  /** true once every component has started: an injected resolver is then the relay's to close */
+  let running = false;
+
+  // Root with `user:` binds the SMTP listeners early (sessions wait at the gate until the relay is ready).
+  type Late = { spool?: Spool; onQueued?: (m: QueuedMessage) => void; events?: RelayEvents };
+  let early: { ingress: Ingress; open: () => void; fail: () => void; late: Late } | undefined;
+  let recovered: QueuedMessage[] = [];
+  let metricsEvents: RelayMetrics | undefined;
+  let events: RelayEvents | undefined;
+  let extraResolver: Resolver | undefined;
+  let selfTestRun: Promise<SelfTestResult> | undefined;
+  let stsTimer: NodeJS.Timeout | undefined;
+  let delivery: DeliveryDeps | undefined;
+  // RFC 5321 §5.1 loop check by address (route/self.ts): ingress's bound addresses (port 0 is known only then;
+  // before it has bound, the configured ones); rebuilt each minute, interfaces come and go.
+  let listening: Endpoint[] = [];
+  let own: { set: OwnEndpoints; at: number } | undefined;
+  const ownEndpoints = (): OwnEndpoints => {
+    if (!own || Date.now() - own.at > 60_000) own = { set: new OwnEndpoints(listening), at: Date.now() };
+    return own.set;
+  };
+  const ingressConfig = { ...cfg.ingress, listen: cfg.listen, relayClients: cfg.relay_clients, hostname: cfg.hostname };
+
+  const components: Component[] = [
+    {
+      // Issue 23 §3: root with `user:` binds the SMTP listeners, hands the state directories over and drops
+      // to that user before anything else; root without it says why that is risky.
+      name: 'privileges',
+      start: async () => {
+        const privileges = privilegePlan(cfg, process.geteuid?.() ?? -1);
+        if (privileges.rootWarning) log.warn({ uid: 0, allow_root: cfg.allow_root }, privileges.rootWarning);
+        if (!privileges.drop) return;
+        const u = privileges.drop;
+        const handed = await handOverState(stateDirs(cfg.queue_dir, tlsrptDir, controlSocketPath(cfg)), u);
+        // Bound now, as root (ports below 1024); sessions wait at the gate until the relay is ready.
+        let open!: () => void;
+        let fail!: () => void;
+        const gate = new Promise<void>((res, rej) => { open = res; fail = () => rej(new Error('relay did not start')); });
+        gate.catch(() => undefined);
+        const late: Late = {};
+        const lateSpool: SpoolWriter = { begin: (e) => late.spool!.begin(e), enqueue: (e, b) => late.spool!.enqueue(e, b) };
+        const ingressEarly = await Ingress.start({
+          config: ingressConfig,
+          spool: lateSpool, log, now, onQueued: (m) => late.onQueued?.(m), events: { messageReceived: (e) => late.events?.messageReceived?.(e) }, gate,
+        });
+        // What the start imports lazily, imported while root can still read it (a root-only install, a
+        // clone under /root, then still starts; the installation should be readable by `user` anyway).
+        await Promise.all([
+          import('./dnssec/resolver.js'), import('./metrics/registry.js'), import('./metrics/timedResolver.js'), import('./metrics/readiness.js'),
+          import('./metrics/http.js'), import('./reporting/tlsrpt/daily.js'), import('./control/backends.js'),
+        ]);
+        try {
+          dropPrivileges(u);
+        } catch (e) {
+          fail();
+          await ingressEarly.close();
+          throw e;
+        }
+        early = { ingress: ingressEarly, open, fail, late };
+        log.info({ user: u.name, uid: u.uid, gid: u.gid, state_entries_handed_over: handed }, 'privileges dropped: listeners bound as root, running as the configured user');
+      },
+      stop: async () => {
+        // the listeners bound as root, when the start did not get as far as opening them (idempotent)
+        early?.fail();
+        await early?.ingress.close().catch(() => undefined);
+      },
+    },
+    {
+      // The rest of what `dane-relay config check` checks (src/preflight.ts), as the user the relay runs as,
+      // before the spool, the resolver or any listener of ours is opened (an injected resolver is the caller's).
+      name: 'start-up checks',
+      start: async () => {
+        await checkFiles(cfg, log, tlsrptDir, controlSocketPath(cfg));
+        await assertStartable(cfg, { trustCheck: !opts.resolver, files: false, ingress: !early });
+      },
+    },
+    {
+      name: 'resolver',
+      // The relay's clock: signature windows and cache ages follow it.
+      start: async () => { parts.resolver = opts.resolver ?? resolverFor(cfg, { now }); },
+      stop: async () => { if (!opts.resolver || running) await parts.resolver?.close(); },
+    },
+    {
+      // DANE-2: a tls_policy DANE entry under an untrusted trust-ad resolver is refused like a DANE default (an injected resolver
+      // is the caller's). The stub resolver opens sockets per query only: nothing has been sent when this throws.
+      name: 'policy',
+      start: async () => { parts.policy = policyStoreFor(cfg, log, opts.policyStatIntervalMs, !opts.resolver); },
+      stop: async () => parts.policy?.close(),
+    },
+    {
+      name: 'spool',
+      start: async () => { parts.spool = await Spool.open(cfg.queue_dir, { now, log }); },
+      stop: async () => parts.spool?.close(),
+    },
+    {
+      name: 'events',
+      start: async () => {
+        metricsEvents = cfg.metrics ? new (await import('./metrics/registry.js')).RelayMetrics({ now }) : undefined;
+        events = fanOutEvents(opts.events, metricsEvents);
+      },
+    },
+    {
+      name: 'tlsrpt',
+      start: async () => {
+        if (!cfg.tlsrpt.enabled) return;
+        const { TlsrptService: Service, tlsrptSettings } = await import('./reporting/tlsrpt/daily.js');
+        parts.tlsrpt = await Service.open({ settings: tlsrptSettings(cfg), resolver: need(parts.resolver, 'resolver'), log, now, rand: opts.rand, https: opts.tlsrptHttps });
+      },
+      stop: async () => parts.tlsrpt?.stop(), // flushes the last second of TLSRPT counts
+    },
+    {
+      name: 'recovery',
+      start: async () => { recovered = await need(parts.spool, 'spool').recover(); },
+    },
+    {
+      // DANE-4: a resolver that does not validate turns DANE silently off. The self-test runs at start,
+      // every metrics.selftest_interval and on SIGHUP; in trust-ad mode it asks without an answer cache
+      // (a re-test must see the resolver as it is now), and while it fails the deliveries that need DANE
+      // are held (issue 13): an AD bit that proves nothing must not decide that DANE does not apply.
+      name: 'DNSSEC self-test',
+      start: async () => {
+        const policy = need(parts.policy, 'policy');
+        const defaultDane = cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only';
+        const trustAd = cfg.dns.mode === 'trust-ad';
+        extraResolver = trustAd && !opts.resolver ? resolverFor(cfg, { cache: false }) : undefined;
+        const selfTests = new SelfTestMonitor({ resolver: extraResolver ?? need(parts.resolver, 'resolver'), intervalMs: cfg.metrics?.selftest_interval ?? 60_000, log, holds: trustAd });
+        parts.selfTests = selfTests;
+        let daneInForce = defaultDane || policy.mentionsDane();
+        parts.daneInForce = () => daneInForce;
+        if (daneInForce) selfTestRun = selfTests.start('start');
+        // Again when a reload brings the first DANE entry in (the start-up test did not run or did not cover it).
+        policy.onReload(() => {
+          const now = defaultDane || policy.mentionsDane();
+          if (now && !daneInForce) void selfTests.start('reload introduced DANE');
+          daneInForce = now;
+        });
+      },
+      stop: async () => {
+        parts.selfTests?.stop();
+        await extraResolver?.close();
+      },
+    },
+    {
+      // MTA-STS (RFC 8461): the cache under queue_dir is read before the first delivery (STS-30) and refreshed/pruned hourly.
+      name: 'mta-sts',
+      start: async () => {
+        if (!cfg.mta_sts.enabled) return;
+        const { stsPoliciesFor, stsTrustAnchors } = await import('./mtasts/settings.js');
+        const sts = stsPoliciesFor(cfg, need(parts.resolver, 'resolver'), log, now);
+        log.info({ policies: await sts.load() }, 'mta-sts: cached policies loaded');
+        const ca = stsTrustAnchors(cfg);
+        parts.sts = sts;
+        if (ca) parts.stsRoots = [ca];
+        stsTimer = setInterval(() => {
+          sts.maintain().then(
+            (m) => { if (m.refreshed.length + m.failed.length + m.dropped.length) log.info(m, 'mta-sts: maintenance'); },
+            (e) => log.error({ err: e }, 'mta-sts: maintenance failed'),
+          );
+        }, 3600_000);
+        stsTimer.unref();
+      },
+      drain: async () => { if (stsTimer) clearInterval(stsTimer); },
+    },
+    {
+      name: 'scheduler',
+      start: async () => {
+        const { TimedResolver } = await import('./metrics/timedResolver.js');
+        const resolver = need(parts.resolver, 'resolver');
+        const policy = need(parts.policy, 'policy');
+        const spool = need(parts.spool, 'spool');
+        const selfTests = need(parts.selfTests, 'DNSSEC self-test');
+        listening = early ? [...early.ingress.addresses]
+          : cfg.listen.map((l) => parseHostPort(l, true)).filter((h): h is { host: string; port: number } => !!h && h.port > 0).map((h) => ({ address: h.host, port: h.port }));
+        delivery = {
+          resolver: events ? new TimedResolver(resolver, events) : resolver,
+          ownEndpoints,
+          events,
+          heloName: cfg.hostname,
+          selfNames: [cfg.hostname],
+          port: cfg.delivery.port,
+          tlsLevel: (domain) => policy.resolve(domain),
+          timeouts: cfg.delivery.timeouts,
+          digestPreference: cfg.delivery.digest_preference,
+          maxMessagesPerConnection: cfg.delivery.max_messages_per_connection,
+          log,
+          now,
+          rolloverWarnMs: cfg.policy.rollover_warn,
+          mxFacts: new MxFactsStore(cfg.policy.rollover_warn),
+          onTlsResult: parts.tlsrpt?.recorder.record,
+          mimeConversion: cfg.delivery.mime_conversion,
+          dnssecHold: () => selfTests.hold(),
+          ...(parts.sts ? { sts: (domain: string) => parts.sts!.lookup(domain), ...(parts.stsRoots ? { stsRoots: parts.stsRoots } : {}) } : {}),
+        };
+        const scheduler = new Scheduler({
+          spool,
+          delivery,
+          config: { ...cfg.queue, concurrency: cfg.delivery.concurrency, per_destination: cfg.delivery.per_destination },
+          hostname: cfg.hostname,
+          log,
+          now,
+          rand: opts.rand,
+        });
+        parts.scheduler = scheduler;
+        for (const m of recovered) scheduler.add(m);
+        log.info({ recovered: recovered.length, queue_dir: cfg.queue_dir }, 'spool recovered');
+        scheduler.start();
+      },
+      // deliveries under way get the grace period, then are cut; the queue's state is written
+      drain: async (graceMs) => parts.scheduler?.stop(graceMs),
+    },
+    {
+      // Operator surfaces must never stop mail: if one cannot start, say so loudly and run without it.
+      name: 'control socket',
+      start: async () => {
+        const { ControlServer: Control } = await import('./control/server.js');
+        const { schedulerBackend } = await import('./control/backends.js');
+        parts.control = await Control.start({ path: controlSocketPath(cfg), backend: schedulerBackend(need(parts.scheduler, 'scheduler')), now, log })
+          .catch((e) => { log.error({ err: e }, `CONTROL SOCKET NOT AVAILABLE: ${(e as Error).message}; queue commands need the relay stopped`); return undefined; });
+      },
+      drain: async () => { await parts.control?.close().catch(() => undefined); },
+    },
+    {
+      name: 'metrics',
+      start: async () => {
+        if (!cfg.metrics || !metricsEvents) return;
+        const metricsCfg = cfg.metrics;
+        const registry = metricsEvents;
+        const { Readiness: Ready } = await import('./metrics/readiness.js');
+        const { MetricsServer: Server } = await import('./metrics/http.js');
+        registry.watchQueue(need(parts.scheduler, 'scheduler'));
+        const selfTests = need(parts.selfTests, 'DNSSEC self-test');
+        const readiness = new Ready({
+          queueDir: cfg.queue_dir, spoolTtlMs: metricsCfg.ready_cache, selfTestIntervalMs: metricsCfg.selftest_interval,
+          // the same condition as the start-up self-test: DANE by default or by a tls_policy entry
+          selfTest: parts.daneInForce() ? () => selfTests.current('readyz') : undefined, initialSelfTest: selfTestRun,
+        });
+        const server = await Promise.resolve().then(() => Server.start({ listen: metricsEndpoint(metricsCfg), registry: registry.registry, readiness, log }))
+          .catch((e) => { log.error({ err: e }, `METRICS NOT AVAILABLE: ${(e as Error).message}`); return undefined; });
+        if (server) parts.metrics = { events: registry, readiness, server };
+      },
+      stop: async () => { await parts.metrics?.server.close().catch(() => undefined); },
+    },
+    {
+      // TLSRPT-34: the daily job queues mailed reports in this spool as Envelope.kind 'tlsrpt' (stopped with TLSRPT).
+      name: 'TLSRPT daily job',
+      start: async () => {
+        const spool = need(parts.spool, 'spool');
+        const scheduler = need(parts.scheduler, 'scheduler');
+        parts.tlsrpt?.start(async (envelope, message) => {
+          const queued = await spool.enqueue(envelope, message);
+          scheduler.add(queued);
+          return queued.id;
+        });
+      },
+    },
+    {
+      name: 'ingress',
+      start: async () => {
+        const spool = need(parts.spool, 'spool');
+        const scheduler = need(parts.scheduler, 'scheduler');
+        if (early) {
+          // bound before the privilege drop: now the spool and scheduler exist, let the sessions in
+          Object.assign(early.late, { spool, onQueued: (m: QueuedMessage) => scheduler.add(m), events });
+          parts.ingress = early.ingress;
+          early.open();
+        } else {
+          parts.ingress = await Ingress.start({ config: ingressConfig, spool, log, now, onQueued: (m) => scheduler.add(m), events });
+        }
+        listening = [...parts.ingress.addresses];
+        own = undefined;
+        log.info({ listen: parts.ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode }, 'dane-relay started');
+      },
+      // no new connections; messages being committed finish; sessions still open get 421 at the stop
+      drain: async () => parts.ingress?.stopAccepting(),
+      stop: async () => parts.ingress?.close(),
+    },
+    {
+      name: 'policy file watch',
+      start: async () => need(parts.policy, 'policy').watch(),
+      drain: async () => parts.policy?.close(),
+    },
+    {
+      name: 'danefail probe',
+      start: async () => {
+        const policy = need(parts.policy, 'policy');
+        if (cfg.policy.danefail) {
+          const d = need(delivery, 'delivery');
+          parts.prober = new ExceptionProber({
+            store: policy, intervalMs: cfg.policy.probe_interval, log, events,
+            inspect: { resolver: need(parts.resolver, 'resolver'), selfNames: d.selfNames, heloName: d.heloName, port: d.port, timeouts: d.timeouts, digestPreference: d.digestPreference, now },
+          });
+          parts.prober.start();
+        }
+        log.info({ ...policy.counts(), tls_policy: cfg.policy.tls_policy, danefail: cfg.policy.danefail }, 'policy loaded');
+      },
+      drain: async () => parts.prober?.stop(),
+    },
+    {
+      // Last to start, first to drain: /readyz says "stopping" before anything else stops.
+      name: 'readiness',
+      start: async () => { running = true; },
+      drain: async () => { if (parts.metrics) parts.metrics.readiness.stopping = true; },
+    },
+  ];
+  return { components, parts };
+}
