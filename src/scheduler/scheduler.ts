@@ -11,7 +11,7 @@ import type { Spool } from '../spool/spool.js';
 import type { QueuedMessage, RecipientStatus } from '../spool/types.js';
 import { DestinationRun, type DeliveryDeps, type DeliveryJob } from '../delivery/deliver.js';
 import { oneOutcomeEach, printableOutcome, type RecipientOutcome } from '../delivery/outcome.js';
-import { composeDsn, dsnAllowed, headerBlock, DSN_RETURN_LIMIT, type DsnRecipient } from '../dsn/compose.js';
+import { composeDsn, dsnAllowed, headerBlock, returnsFull, DSN_RETURN_LIMIT, type DsnRecipient } from '../dsn/compose.js';
 import type { BackoffConfig } from './backoff.js';
 import { applyOutcome } from './settle.js';
 import { MinHeap } from './heap.js';
@@ -41,8 +41,15 @@ interface Destination {
   domain: string;
   /** TLSRPT reports travel in their own runs: no DANE enforcement, never counted (digest TLSRPT-45) */
   report?: boolean;
+  /** REQUIRETLS messages (RFC 8689) too: DANE only, REQUIRETLS passed on (delivery/deliver.ts REQUIRETLS_LEVEL) */
+  requireTls?: boolean;
   jobs: { id: string; recipients: string[] }[];
   active: number;
+}
+
+/** One run per destination and kind of protection: a REQUIRETLS message never shares a weaker session. */
+function destinationKey(domain: string, report: boolean, requireTls: boolean): string {
+  return report ? `${domain}\0tlsrpt` : requireTls ? `${domain}\0requiretls` : domain;
 }
 
 const isOpen = (r: RecipientStatus) => r.state === 'pending' || r.state === 'deferred';
@@ -132,10 +139,11 @@ export class Scheduler {
       for (const [domain, recipients] of byDomain) {
         for (const a of recipients) this.inflight.add(`${id}\0${a}`);
         const report = msg.envelope.kind === 'tlsrpt';
-        const key = report ? `${domain}\0tlsrpt` : domain;
+        const requireTls = !report && msg.envelope.requireTls === true;
+        const key = destinationKey(domain, report, requireTls);
         let dest = this.destinations.get(key);
         if (!dest) {
-          dest = { domain, jobs: [], active: 0, ...(report ? { report } : {}) };
+          dest = { domain, jobs: [], active: 0, ...(report ? { report } : {}), ...(requireTls ? { requireTls } : {}) };
           this.destinations.set(key, dest);
         }
         dest.jobs.push({ id, recipients });
@@ -154,13 +162,13 @@ export class Scheduler {
         this.active++;
         void this.worker(dest);
       }
-      if (dest.jobs.length === 0 && dest.active === 0) this.destinations.delete(dest.report ? `${dest.domain}\0tlsrpt` : dest.domain);
+      if (dest.jobs.length === 0 && dest.active === 0) this.destinations.delete(destinationKey(dest.domain, !!dest.report, !!dest.requireTls));
     }
     this.checkIdle();
   }
 
   private async worker(dest: Destination): Promise<void> {
-    const run = new DestinationRun(this.deps.delivery, dest.domain, { report: dest.report });
+    const run = new DestinationRun(this.deps.delivery, dest.domain, { report: dest.report, requireTls: dest.requireTls });
     this.runs.add(run);
     try {
       for (let job = dest.jobs.shift(); job; job = this.stopping ? undefined : dest.jobs.shift()) {
@@ -257,7 +265,7 @@ export class Scheduler {
 
   private async sendDsn(msg: QueuedMessage, recipients: DsnRecipient[]): Promise<void> {
     // RET=FULL (RFC 3461 §4.3) returns the whole message up to DSN_RETURN_LIMIT; otherwise only the header is read.
-    const full = msg.envelope.dsn?.ret === 'FULL' && msg.size <= DSN_RETURN_LIMIT && recipients.every((r) => r.action === 'failed');
+    const full = returnsFull(msg.envelope, recipients.every((r) => r.action === 'failed')) && msg.size <= DSN_RETURN_LIMIT;
     const body = await this.deps.spool.readBodyPrefix(msg.id, full ? DSN_RETURN_LIMIT : 64 * 1024).catch(() => Buffer.alloc(0));
     const dsn = await composeDsn({
       reportingMta: this.deps.hostname, queueId: msg.id, original: msg.envelope, originalHeaders: headerBlock(body),

@@ -205,4 +205,29 @@ describe('DestinationRun decisions over an in-process SMTP peer (connector)', ()
     expect(deferrals).toEqual(['connection-lost']);
     expect(peers.connections[0]!.commands).toEqual(['QUIT']);
   });
+
+  it('RT-23 RT-25 a REQUIRETLS run: a DANE failure at MX1, MX2 verified but without REQUIRETLS is QUIT before MAIL (4.7.30); every event says requireTls and TLSRPT counts none of them', async () => {
+    const peers = scriptedConnector({ '127.0.0.4': tlsPeer(wrong), '127.0.0.5': tlsPeer(good) });
+    const events: DeliveryEvent[] = [];
+    const tlsrpt: TlsSessionResult[] = [];
+    const deferrals: string[] = [];
+    // tls_level may for the destination: a REQUIRETLS run ignores it (REQUIRETLS_LEVEL, dane-only)
+    const run = new DestinationRun(deps('may', peers.connector, events, tlsrpt, deferrals), 'dane.test', { requireTls: true });
+    const j = job('dane.test');
+    j.envelope.requireTls = true;
+    try {
+      expect(await run.deliver(j)).toMatchObject([{ result: 'deferred', code: '4.7.30' }]);
+    } finally {
+      await run.close();
+    }
+    const [mx1, mx2] = peers.connections;
+    expect(mx1!.commands.slice(mx1!.commands.indexOf('STARTTLS') + 1)).toEqual(['QUIT']);
+    expect(mx2!.tls).toBe(true);
+    expect(mx2!.commands.some((c) => c.startsWith('MAIL'))).toBe(false);
+    expect(kinds(events)).toEqual(['attempt-failed', 'session-opened', 'requiretls-host-refused']);
+    expect(events.find((e) => e.kind === 'requiretls-host-refused')).toMatchObject({ problem: 'not-advertised', target: { host: 'mx2.dane.test' } });
+    expect(events.every((e) => e.requireTls === true)).toBe(true);
+    expect(tlsrpt).toEqual([]);
+    expect(deferrals).toEqual(['requiretls-unsupported']);
+  });
 });

@@ -103,7 +103,8 @@ export function skipResult(resultType: 'dnssec-invalid' | 'dane-required', cause
  * before it was counted; a skipped host counts once per run.
  */
 export function tlsrptResultOf(e: DeliveryEvent): TlsSessionResult | undefined {
-  if (e.report) return undefined;
+  // TLSRPT-45: reports are never counted; a REQUIRETLS run (RFC 8689) is judged by the sender's demand, not the destination's policy.
+  if (e.report || e.requireTls) return undefined;
   switch (e.kind) {
     case 'mx-lookup-failed':
       // No MX host was reached: `host` is left out, so receiving-mx-hostname is omitted rather than the recipient domain.
@@ -114,7 +115,8 @@ export function tlsrptResultOf(e: DeliveryEvent): TlsSessionResult | undefined {
       return { domain: e.domain, host: e.host.host, ok: false, ...skipResult(e.skip.resultType, e.skip.cause), ...(policy ? { policy } : {}) };
     }
     case 'attempt-failed': {
-      if (e.retry) return undefined;
+      // An MTA-STS session is no TLSA/no-policy session; TLSRPT `sts` results are not recorded yet (issue 15).
+      if (e.retry || e.plan.kind === 'sts') return undefined;
       const r = attemptResult(e.error, e.plan);
       if (!r) return undefined;
       const policy = planPolicy(e.plan);
@@ -125,7 +127,7 @@ export function tlsrptResultOf(e: DeliveryEvent): TlsSessionResult | undefined {
       };
     }
     case 'session-opened': {
-      if (e.retry || e.plan.kind === 'none') return undefined;
+      if (e.retry || e.plan.kind === 'none' || e.plan.kind === 'sts') return undefined;
       const policy = planPolicy(e.plan);
       const helo = heloOf(e.greeting);
       const base = { domain: e.domain, host: e.target.host, address: e.target.address, ...(policy ? { policy } : {}), ...(e.localAddress ? { sendingIp: e.localAddress } : {}), ...(helo ? { receivingHelo: helo } : {}) };
@@ -139,6 +141,7 @@ export function tlsrptResultOf(e: DeliveryEvent): TlsSessionResult | undefined {
     }
     case 'policy-changed': case 'mx-insecure': case 'host-is-self': case 'rollover-risk': case 'body-converted':
     case 'internal-error': case 'invariant-breach': case 'exception-applied': case 'recipient':
+    case 'sts-lookup-failed': case 'sts-exception-applied': case 'sts-mx-mismatch': case 'requiretls-host-refused': case 'requiretls-run-mismatch':
       return undefined;
   }
 }
