@@ -26,7 +26,11 @@ export type TlsPlan =
    * the chain valid under WebPKI (`roots`), the MX host name a SAN DNS-ID. Made by delivery from the
    * policy (mtasts/), never over a DANE plan (§2, STS-50…52).
    */
-  | { kind: 'sts'; why: string; sni: string; policyDomain: string; pattern: string; roots: readonly (string | Buffer)[] };
+  | {
+      kind: 'sts'; why: string; sni: string; policyDomain: string; pattern: string; roots: readonly (string | Buffer)[];
+      /** the policy as TLSRPT reports it (RFC 8460 §4.4, STS-61): its lines and its mx patterns */
+      policyLines: readonly string[]; mxPatterns: readonly string[];
+    };
 
 /** DANE-22: TLSA base-domain candidates from the host's address lookup; [] = no DANE (DANE-21). */
 export function tlsaCandidates(host: string, addr: Pick<DnsAnswer, 'status' | 'firstStatus' | 'canonicalName' | 'chain'>): string[] {

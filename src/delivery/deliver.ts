@@ -224,6 +224,8 @@ export class DestinationRun {
       return null;
     }
     const p = r.applied;
+    // STS-60, STS-62: a fetch made now that failed (a valid TXT record, a new id) is reported, also when a cached policy stays in force.
+    if (r.fetch === 'failed' && r.failure) this.emit({ kind: 'sts-fetch-failed', resultType: r.failure.resultType, reason: r.failure.reason, ...(p ? { cached: p } : {}) });
     if (!p || p.policy.mode === 'none') return null;
     if (this.level.explicit) {
       this.emit({ kind: 'sts-exception-applied', rule: this.level.rule, policy: p });
@@ -297,7 +299,8 @@ export class DestinationRun {
           }
           // STS-45 testing: delivered as without a policy; the failure is reported.
         } else if (p.policy.mode === 'enforce') {
-          hostPlan = { kind: 'sts', why: `MTA-STS enforce (${p.domain} id ${p.id}, mx ${pattern})`, sni: h.host, policyDomain: p.domain, pattern, roots: this.deps.stsRoots ?? tls.rootCertificates };
+          hostPlan = { kind: 'sts', why: `MTA-STS enforce (${p.domain} id ${p.id}, mx ${pattern})`, sni: h.host, policyDomain: p.domain, pattern, roots: this.deps.stsRoots ?? tls.rootCertificates,
+            policyLines: p.policy.lines, mxPatterns: p.policy.mx };
         }
       }
       for (const address of hp.addresses) {

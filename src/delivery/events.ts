@@ -16,6 +16,7 @@ import type { Target } from './types.js';
 import type { RetryKind } from './attempt.js';
 import type { RecipientOutcome } from './outcome.js';
 import type { CachedPolicy } from '../mtasts/store.js';
+import type { FetchFailureType } from '../mtasts/fetch.js';
 
 /** The TLSA RRset a plan or a skipped host was made from, in presentation form ("u s m HEX"), and its base domain. */
 export interface TlsaFacts { baseDomain: string; records: string[] }
@@ -108,6 +109,11 @@ export type DeliveryEvent = Run & (
   | { kind: 'exception-applied'; queueId: string; rule: string; level: TlsLevel; underlying: TlsLevel; connected: boolean }
   /** STS-16: no MTA-STS policy could be had (none cached): delivered as without MTA-STS */
   | { kind: 'sts-lookup-failed'; error: string }
+  /**
+   * STS-16, STS-60: fetching the destination's MTA-STS policy (a valid TXT record with a new id) failed
+   * now; `cached`: the unexpired policy that stays in force (STS-33), if any
+   */
+  | { kind: 'sts-fetch-failed'; resultType: FetchFailureType; reason: string; cached?: CachedPolicy }
   /** an explicit tls_policy entry decides the destination: it wins over its MTA-STS policy (issue 15) */
   | { kind: 'sts-exception-applied'; rule: string; policy: CachedPolicy }
   /**

@@ -52,6 +52,8 @@ export function deliveryLog(log: Logger): DeliverySubscriber {
           e.connected ? 'DANE exception applied: delivered without DANE (danefail list)' : 'DANE exception applied: attempted without DANE, deferred (danefail list)');
       case 'sts-lookup-failed':
         return log.warn({ domain, err: e.error }, 'MTA-STS lookup failed; delivering as without MTA-STS');
+      case 'sts-fetch-failed':
+        return; // mtasts/policies.ts logs the failed fetch where it happens
       case 'sts-exception-applied':
         return log.warn({ domain, tls_rule: e.rule, sts_id: e.policy.id, sts_mode: e.policy.policy.mode }, 'MTA-STS exception applied: tls_policy entry wins over the MTA-STS policy');
       case 'sts-mx-mismatch':
