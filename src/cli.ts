@@ -93,6 +93,16 @@ export const COMMAND_TABLE: readonly Command[] = [
       name: p.operands[0]!, type: p.operands[1]!, configFile: stringOpt(p, 'config'), json: flag(p, 'json'), out, err,
     }),
   },
+  {
+    words: ['db', 'migrate'], usage: 'dane-relay db migrate [--config FILE]           create or update the shared queue\'s schema (spool.backend: postgres)',
+    options: CONFIG, operands: [0, 0],
+    run: async (p, out, err) => (await import('./commands/db.js')).dbCli(p, out, err),
+  },
+  {
+    words: ['nodes'], usage: 'dane-relay nodes [--config FILE] [--json]       relay nodes on the shared queue and the leases they hold',
+    options: { ...CONFIG, json: 'boolean' }, operands: [0, 0],
+    run: async (p, out, err) => (await import('./commands/db.js')).nodesCli(p, out, err),
+  },
 ];
 
 /** The usage of the commands whose words begin with `prefix` (all of them for an empty prefix). */

@@ -46,8 +46,10 @@ import type { TlsrptService } from './reporting/tlsrpt/daily.js';
 import type { HttpsOptions } from './reporting/tlsrpt/https.js';
 import { dropPrivileges, handOverState, privilegePlan, stateDirs } from './files/privileges.js';
 import { currentIdentity, startupFileProblems, UnsafeStateError } from './files/checks.js';
-import type { QueuedMessage, SpoolWriter } from './spool/types.js';
+import type { QueuedMessage, QueueStore, SpoolWriter } from './spool/types.js';
 import type { StsPolicies } from './mtasts/policies.js';
+import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
 
 /** One step of the relay's life: started in list order, drained and stopped in reverse. */
 export interface Component {
@@ -114,7 +116,7 @@ export interface Parts {
   log: Logger;
   resolver?: Resolver;
   policy?: PolicyStore;
-  spool?: Spool;
+  spool?: QueueStore;
   scheduler?: Scheduler;
   ingress?: Ingress;
   control?: ControlServer;
@@ -164,7 +166,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
   let running = false;
 
   // Root with `user:` binds the SMTP listeners early (sessions wait at the gate until the relay is ready).
-  type Late = { spool?: Spool; onQueued?: (m: QueuedMessage) => void; events?: RelayEvents };
+  type Late = { spool?: QueueStore; onQueued?: (m: QueuedMessage) => void; events?: RelayEvents };
   let early: { ingress: Ingress; open: () => void; fail: () => void; late: Late } | undefined;
   let recovered: QueuedMessage[] = [];
   let metricsEvents: RelayMetrics | undefined;
@@ -251,7 +253,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
     },
     {
       name: 'spool',
-      start: async () => { parts.spool = await Spool.open(cfg.queue_dir, { now, log }); },
+      start: async () => { parts.spool = await openQueue(cfg, log, now); },
       stop: async () => parts.spool?.close(),
     },
     {
@@ -343,6 +345,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           timeouts: cfg.delivery.timeouts,
           digestPreference: cfg.delivery.digest_preference,
           maxMessagesPerConnection: cfg.delivery.max_messages_per_connection,
+          mxHostLimit: cfg.delivery.mx_host_limit,
           now,
           // One subscriber list for what deliveries do (delivery/events.ts): log, rollover warnings, metrics, TLSRPT.
           subscribers: [
@@ -395,6 +398,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         const selfTests = need(parts.selfTests, 'DNSSEC self-test');
         const readiness = new Ready({
           queueDir: cfg.queue_dir, spoolTtlMs: metricsCfg.ready_cache, selfTestIntervalMs: metricsCfg.selftest_interval,
+          ...(parts.spool?.shared ? { spoolProbe: () => parts.spool!.shared!.probe() } : {}),
           // the same condition as the start-up self-test: DANE by default or by a tls_policy entry
           selfTest: parts.daneInForce() ? () => selfTests.current('readyz') : undefined, initialSelfTest: selfTestRun,
         });
@@ -451,7 +455,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           const d = need(delivery, 'delivery');
           parts.prober = new ExceptionProber({
             store: policy, intervalMs: cfg.policy.probe_interval, log, events,
-            inspect: { resolver: need(parts.resolver, 'resolver'), selfNames: d.selfNames, heloName: d.heloName, port: d.port, timeouts: d.timeouts, digestPreference: d.digestPreference, now },
+            inspect: { resolver: need(parts.resolver, 'resolver'), selfNames: d.selfNames, mxHostLimit: cfg.delivery.mx_host_limit, heloName: d.heloName, port: d.port, timeouts: d.timeouts, digestPreference: d.digestPreference, now },
           });
           parts.prober.start();
         }
@@ -467,4 +471,33 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
     },
   ];
   return { components, parts };
+}
+
+/**
+ * Opens the queue backend the configuration names (`spool.backend`, issue 16): the embedded file spool under
+ * queue_dir (the default), or the queue shared with other nodes on PostgreSQL, whose schema is brought up to
+ * date first (the same migrations as `dane-relay db migrate`).
+ */
+/** This node's name in leases: `spool.postgres.node`, else hostname:pid (unique among live processes on a host). */
+export function nodeName(cfg: LoadedConfig): string {
+  return cfg.spool.postgres?.node ?? `${hostname()}:${process.pid}`;
+}
+
+export async function openQueue(cfg: LoadedConfig, log: Logger, now: () => number): Promise<QueueStore> {
+  if (cfg.spool.backend !== 'postgres') return Spool.open(cfg.queue_dir, { now, log });
+  const pgc = cfg.spool.postgres!;
+  const { openPool, describeUrl } = await import('./spool/postgres/connect.js');
+  const { migrate } = await import('./spool/postgres/migrate.js');
+  const { PgQueue } = await import('./spool/postgres/queue.js');
+  const pool = openPool(pgc, { application: `dane-relay ${nodeName(cfg)}` });
+  try {
+    const m = await migrate(pool);
+    log.info({ db: describeUrl(pgc.url), schema_from: m.from, schema_version: m.to, node: nodeName(cfg), lease_ms: pgc.lease }, 'queue database opened');
+    // queue_dir still holds the control socket (and TLSRPT's counts unless tlsrpt.dir says otherwise).
+    await mkdir(cfg.queue_dir, { recursive: true, mode: 0o700 });
+    return await PgQueue.open(pool, { node: nodeName(cfg), leaseMs: pgc.lease, now, log });
+  } catch (e) {
+    await pool.end().catch(() => undefined);
+    throw new Error(`queue database ${describeUrl(pgc.url)}: ${(e as Error).message}`, { cause: e });
+  }
 }

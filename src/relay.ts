@@ -4,7 +4,7 @@
  */
 import type { Logger } from 'pino';
 import type { LoadedConfig } from './config/load.js';
-import type { Spool } from './spool/spool.js';
+import type { QueueStore } from './spool/types.js';
 import type { Scheduler } from './scheduler/scheduler.js';
 import type { Ingress } from './ingress/server.js';
 import type { Resolver } from './dns/types.js';
@@ -31,7 +31,7 @@ export class Relay {
   /** the DNSSEC self-test (DANE-4), repeated while DANE is in force; in trust-ad mode a failure holds DANE deliveries */
   readonly selfTests?: SelfTestMonitor;
   readonly log: Logger;
-  readonly spool: Spool;
+  readonly spool: QueueStore;
   readonly scheduler: Scheduler;
   readonly ingress: Ingress;
   readonly resolver: Resolver;

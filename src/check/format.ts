@@ -24,6 +24,7 @@ export function formatReport(r: InspectReport, advice: Advice[]): string {
   } else {
     L.push(`MX: ${r.mx.status}${why(r.mx.insecureReason) ? ` (${why(r.mx.insecureReason)})` : ''}${r.mx.implicit ? ', implicit (no MX records: the domain itself)' : ''}${r.mx.expandedDomain ? `, CNAME → ${r.mx.expandedDomain}` : ''}`);
     for (const h of r.mx.hosts ?? []) L.push(`  ${h.preference} ${h.host}`);
+    if (r.mx.notTried?.length) L.push(`  not tried (beyond delivery.mx_host_limit): ${r.mx.notTried.join(', ')}`);
   }
   for (const h of r.hosts) {
     L.push('');
@@ -49,6 +50,10 @@ export function formatReport(r: InspectReport, advice: Advice[]): string {
       }
       if (c.verify) L.push(`    DANE: ${c.verify.ok ? 'verified' : `FAILED (${c.verify.reason})`}: ${c.verify.detail}${c.verify.matchedIndex !== undefined ? ` [record #${c.verify.matchedIndex + 1}]` : ''}`);
     }
+  }
+  if (r.budget) {
+    L.push('');
+    L.push(`work budget spent (deferred 4.4.3): ${r.budget.reason}; not planned: ${r.budget.notPlanned.join(', ')}`);
   }
   L.push('');
   L.push(`verdict: ${VERDICT[r.verdict.kind]}${r.verdict.code ? ` (${r.verdict.code})` : ''}: ${r.verdict.detail}`);

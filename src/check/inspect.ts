@@ -15,6 +15,7 @@ import { isAnswer } from '../dns/types.js';
 import type { MxDecision } from '../route/mx.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
 import { planHost, type SkipCause } from '../route/host.js';
+import { PlanBudget } from '../route/budget.js';
 import type { TlsPlan } from '../dane/policy.js';
 import { formatTlsa, isUsable, spkiFromCertDer, usableRecords } from '../dane/tlsa.js';
 import { attemptAddress } from '../delivery/attempt.js';
@@ -25,6 +26,8 @@ import type { ResolvedPolicy } from '../policy/resolve.js';
 export interface InspectDeps {
   resolver: Resolver;
   selfNames: string[];
+  /** delivery.mx_host_limit (default 5; 0: all) */
+  mxHostLimit?: number;
   heloName: string;
   port: number;
   timeouts: SmtpTimeouts;
@@ -86,7 +89,13 @@ export interface InspectReport {
   domain: string;
   checkedAt: string;
   policy: ResolvedPolicy;
-  mx: { kind: MxDecision['kind']; status?: DnssecStatus; insecureReason?: InsecureReason; implicit?: boolean; expandedDomain?: string; code?: string; reason?: string; hosts?: { host: string; preference: number }[] };
+  mx: {
+    kind: MxDecision['kind']; status?: DnssecStatus; insecureReason?: InsecureReason; implicit?: boolean; expandedDomain?: string; code?: string; reason?: string; hosts?: { host: string; preference: number }[];
+    /** MX hosts past delivery.mx_host_limit: delivery never plans nor tries them */
+    notTried?: string[];
+  };
+  /** the message's DNSSEC work budget was spent: why, and the hosts left unplanned (issue 22) */
+  budget?: { reason: string; notPlanned: string[] };
   hosts: HostReport[];
   verdict: { kind: VerdictKind; detail: string; host?: string; address?: string; label?: string; code?: string };
 }
@@ -117,9 +126,11 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
     domain, checkedAt: new Date(deps.now()).toISOString(), policy,
     mx: { kind: 'defer' }, hosts: [], verdict: { kind: 'defer', detail: '' },
   };
+  // The same work budget as one delivery attempt (route/budget.ts): check stops where delivery would.
+  const plan = new PlanBudget(deps.resolver, domain);
   let mx: MxDecision;
   try {
-    mx = await lookupMx(deps.resolver, domain, deps.selfNames);
+    mx = await lookupMx(plan, domain, deps.selfNames, deps.mxHostLimit);
   } catch (e) {
     mx = { kind: 'defer', code: '4.4.3', reason: `MX lookup for ${domain} failed: ${(e as Error).message}`, problem: 'error' };
   }
@@ -128,11 +139,17 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
     report.verdict = { kind: mx.kind === 'fail' ? 'fail' : 'defer', detail: mx.reason, code: mx.code };
     return report;
   }
-  report.mx = { kind: 'hosts', status: mx.status, ...(mx.insecureReason ? { insecureReason: mx.insecureReason } : {}), implicit: mx.implicit, hosts: mx.hosts.map((h) => ({ host: h.host, preference: h.preference })), ...(mx.expandedDomain ? { expandedDomain: mx.expandedDomain } : {}) };
+  report.mx = { kind: 'hosts', status: mx.status, ...(mx.insecureReason ? { insecureReason: mx.insecureReason } : {}), implicit: mx.implicit, hosts: mx.hosts.map((h) => ({ host: h.host, preference: h.preference })), ...(mx.expandedDomain ? { expandedDomain: mx.expandedDomain } : {}), ...(mx.notTried ? { notTried: mx.notTried } : {}) };
 
   const failures: string[] = [];
   for (const h of mx.hosts) {
-    const hp = await planHost(hostContext(deps.resolver, domain, mx, policy, deps.port), h);
+    if (plan.exhausted) {
+      const notPlanned = mx.hosts.slice(mx.hosts.indexOf(h)).map((x) => x.host);
+      report.budget = { reason: plan.exhausted, notPlanned };
+      failures.push(`${plan.exhausted}; not planned: ${notPlanned.join(', ')}`);
+      break;
+    }
+    const hp = await planHost(hostContext(plan, domain, mx, policy, deps.port), h);
     const hr: HostReport = { host: h.host, preference: h.preference, addresses: hp.addresses, connections: [] };
     if (h.literal) hr.literal = true;
     if (hp.addressStatus) hr.addressStatus = hp.addressStatus;

@@ -31,7 +31,7 @@ export async function runCheck(p: ParsedArgs, out: NodeJS.WritableStream, err: N
   try {
     const now = Date.now;
     const report = await inspectDomain(domain, store.resolve(domain), {
-      resolver, selfNames: [config.hostname], heloName: config.hostname, port: config.delivery.port,
+      resolver, selfNames: [config.hostname], mxHostLimit: config.delivery.mx_host_limit, heloName: config.hostname, port: config.delivery.port,
       timeouts: config.delivery.timeouts, digestPreference: config.delivery.digest_preference, now,
     });
     const advice = adviceFor(report, now(), config.policy.rollover_warn);
@@ -40,7 +40,7 @@ export async function runCheck(p: ParsedArgs, out: NodeJS.WritableStream, err: N
     let without: InspectReport | undefined;
     if (report.policy.exception) {
       without = await inspectDomain(domain, store.resolveWithoutException(domain), {
-        resolver, selfNames: [config.hostname], heloName: config.hostname, port: config.delivery.port,
+        resolver, selfNames: [config.hostname], mxHostLimit: config.delivery.mx_host_limit, heloName: config.hostname, port: config.delivery.port,
         timeouts: config.delivery.timeouts, digestPreference: config.delivery.digest_preference, now,
       });
     }

@@ -119,6 +119,7 @@ export function loadConfig(file: string, opts: { resolvConf?: string } = {}): Lo
       tls: cfg.ingress.tls ? { cert: abs(cfg.ingress.tls.cert), key: abs(cfg.ingress.tls.key) } : undefined,
       users_file: cfg.ingress.users_file ? abs(cfg.ingress.users_file) : undefined,
     },
+    spool: cfg.spool.postgres?.password_file ? { ...cfg.spool, postgres: { ...cfg.spool.postgres, password_file: abs(cfg.spool.postgres.password_file) } } : cfg.spool,
     dns: { ...cfg.dns, trust_anchors: cfg.dns.trust_anchors ? abs(cfg.dns.trust_anchors) : undefined },
     baseDir,
     file: resolve(file),

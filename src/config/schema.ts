@@ -64,6 +64,11 @@ export const configSchema = z.strictObject({
     per_destination: z.number().int().min(1).max(1000).default(10),
     /** messages sent over one connection before it is closed */
     max_messages_per_connection: z.number().int().min(1).default(100),
+    /**
+     * MX hosts planned and tried per message, in MX order (preference, random within one); the rest are
+     * not looked up (Postfix smtp_mx_address_limit, Exim hosts_max_try). 0: no limit.
+     */
+    mx_host_limit: z.number().int().min(0).max(1000).default(5),
     /** RFC 5321 §4.5.3.2 stage timeouts */
     timeouts: z.strictObject({
       connect: duration.prefault(30),
@@ -129,6 +134,30 @@ export const configSchema = z.strictObject({
     /** send a "delayed" DSN after this long; 0 disables */
     delay_warning: duration.prefault('4h'),
   }).prefault({}),
+  /**
+   * Where the queue lives (issue 16): `file` is the embedded spool under queue_dir (the default, nothing
+   * else needed); `postgres` shares one queue between several relay nodes on a PostgreSQL database.
+   */
+  spool: z.strictObject({
+    backend: z.enum(['file', 'postgres']).default('file'),
+    postgres: z.strictObject({
+      /** libpq connection URL, e.g. "postgresql://relay@db.internal/relay" or "postgresql://relay@/relay?host=/run/postgresql"; no password in it */
+      url: z.string().min(1).refine((u) => /^postgres(?:ql)?:\/\//.test(u), { message: 'expected a postgresql:// URL' })
+        .refine((u) => !/^postgres(?:ql)?:\/\/[^/@]*:[^/@]*@/.test(u), { message: 'put the password in password_file or the environment (password_env), not in the URL: URLs end up in logs and ps' }),
+      /** file holding the password (first line), relative to the config file; must not be readable by others */
+      password_file: z.string().min(1).optional(),
+      /** name of the environment variable holding the password (default PGPASSWORD, as libpq) */
+      password_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name').default('PGPASSWORD'),
+      /** this node's name in leases and `dane-relay nodes`; default hostname:pid */
+      node: z.string().regex(/^[\x21-\x7e]{1,100}$/, 'expected up to 100 printable characters without spaces').optional(),
+      /** a claimed message is this node's for this long (database time) unless renewed; a dead node's work waits at most this */
+      lease: duration.prefault('30s'),
+      /** connections per node */
+      pool: z.number().int().min(2).max(200).default(10),
+    }).optional(),
+  }).prefault({}).refine((s) => s.backend !== 'postgres' || s.postgres !== undefined, {
+    message: 'spool.backend is postgres: spool.postgres.url is required', path: ['postgres'],
+  }),
   /** queue control socket (issue 7): `dane-relay queue …` talks to the running relay here */
   control: z.strictObject({
     /** Unix socket path, relative to the config file; default <queue_dir>/control.sock */

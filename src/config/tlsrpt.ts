@@ -8,9 +8,10 @@
  *   organisational-domain signature), and reject any other domain, whose signature would not be one of
  *   the reporting domain.
  */
+import { lowerName } from '../dns/name.js';
 export interface TlsrptConfigIssue { path: (string | number)[]; message: string }
 
-function norm(d: string): string { return d.toLowerCase().replace(/\.$/, ''); }
+const norm = lowerName;
 
 export function tlsrptConfigIssues(hostname: string, t: { contact_info?: string; submitter?: string; dkim?: { domain: string } }): TlsrptConfigIssue[] {
   const issues: TlsrptConfigIssue[] = [];

@@ -51,12 +51,23 @@ export function request(path: string, req: ControlRequest, timeoutMs = 30_000): 
 export interface QueueCommandResult {
   response: ControlResponse;
   /** socket: the running relay answered; spool: the stopped relay's files, under the spool lock; read-only: a listing without the lock */
-  via: 'socket' | 'spool' | 'read-only';
+  via: 'socket' | 'spool' | 'read-only' | 'database';
   /** for stderr */
   warning?: string;
 }
 
 export async function runQueueCommand(cfg: ControlConfigView, req: ControlRequest, now: () => number = Date.now): Promise<QueueCommandResult> {
+  if (cfg.spool?.backend === 'postgres' && cfg.spool.postgres) {
+    // Shared queue (issue 16): the database is the truth for every node; no relay needs to run.
+    const { openPool } = await import('../spool/postgres/connect.js');
+    const { databaseBackend } = await import('./database.js');
+    const pool = openPool({ ...cfg.spool.postgres, pool: 2 }, { application: 'dane-relay queue' });
+    try {
+      return { response: await respond(req, databaseBackend(pool), now()), via: 'database' };
+    } finally {
+      await pool.end().catch(() => undefined);
+    }
+  }
   const path = controlSocketPath(cfg);
   let noRelay: NoRelayError;
   try {

@@ -16,6 +16,7 @@
 import type { QueuedMessage, RecipientStatus } from '../spool/types.js';
 import type { SpoolListing } from '../spool/inspect.js';
 import { isQueueId } from '../spool/id.js';
+import { lowerName } from '../dns/name.js';
 
 export const COMMANDS = ['list', 'show', 'flush', 'hold', 'release', 'delete', 'requeue'] as const;
 export type CommandName = (typeof COMMANDS)[number];
@@ -68,7 +69,7 @@ export function parseRequest(v: unknown): ControlRequest {
   }
   const req: ControlRequest = { cmd };
   if (needsId) req.id = o.id as string;
-  if (typeof o.domain === 'string') req.domain = o.domain.toLowerCase().replace(/\.$/, '');
+  if (typeof o.domain === 'string') req.domain = lowerName(o.domain);
   return req;
 }
 

@@ -23,6 +23,8 @@ export interface ControlConfigView {
   queue_dir: string;
   baseDir?: string;
   control?: { socket?: string };
+  /** spool.backend postgres: queue commands go to the database */
+  spool?: { backend: 'file' | 'postgres'; postgres?: import('../spool/postgres/connect.js').PostgresSettings };
 }
 
 /** Where the control socket is: `control.socket` (relative to the config file's directory) or `<queue_dir>/control.sock`. */

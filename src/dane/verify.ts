@@ -25,6 +25,7 @@ import {
   usableRecords,
   type DigestName,
 } from './tlsa.js';
+import { lowerName } from '../dns/name.js';
 
 export interface DaneVerifyInput {
   records: TlsaRecord[];              // the whole secure TLSA RRset (verify applies usability + agility itself)
@@ -138,10 +139,7 @@ function certMatches(r: TlsaRecord, c: Parsed): boolean {
 
 const HOSTNAME_CHARS = /^[a-z0-9_.*-]+$/;
 
-function normalizeName(n: string): string {
-  const lower = n.toLowerCase();
-  return lower.endsWith('.') ? lower.slice(0, -1) : lower;
-}
+const normalizeName = lowerName;
 
 /**
  * One presented identifier against one reference identifier, RFC 7672 §3.2.3:

@@ -19,6 +19,8 @@ import { matchingPattern } from '../mtasts/policy.js';
 import type { StsLookup } from '../mtasts/policies.js';
 import type { CachedPolicy } from '../mtasts/store.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
+import { PlanBudget } from '../route/budget.js';
+import { DEFAULT_MX_HOST_LIMIT } from '../route/mx.js';
 import { INTERNAL_ERROR, oneOutcomeEach, outcomeOf, PROTOCOL_ERROR, type RecipientOutcome } from './outcome.js';
 import { publish, REQUIRETLS_PROBLEM, type CarrierFacts, type DeferralCause, type DeliveryEvent, type DeliverySubscriber, type HostFailure, type RequireTlsProblem } from './events.js';
 import { outboundBody, type MimeConversion, type OutboundBody } from './body.js';
@@ -62,6 +64,8 @@ export interface DeliveryDeps {
   connector?: Connector;
   digestPreference: ('sha512' | 'sha256')[];
   maxMessagesPerConnection: number;
+  /** delivery.mx_host_limit: MX hosts planned and tried per message (0: all; default 5) */
+  mxHostLimit?: number;
   now: () => number;
   /**
    * Who hears what a delivery does (delivery/events.ts): the log (delivery/log.ts), metrics
@@ -193,9 +197,12 @@ export class DestinationRun {
     await this.dropSession();
   }
 
-  private async resolveMx(): Promise<MxDecision> {
+  private async resolveMx(plan: PlanBudget): Promise<MxDecision> {
     if (this.mx) return this.mx;
-    this.mx = await lookupMx(this.deps.resolver, this.domain, this.deps.selfNames);
+    this.mx = await lookupMx(plan, this.domain, this.deps.selfNames, this.deps.mxHostLimit);
+    if (this.mx.kind === 'hosts' && this.mx.notTried) {
+      this.emit({ kind: 'mx-capped', hosts: this.mx.hosts.map((h) => h.host), notTried: this.mx.notTried, limit: this.deps.mxHostLimit ?? DEFAULT_MX_HOST_LIMIT });
+    }
     // TLSRPT-21: an MX lookup error is reported as dnssec-invalid (once per run, not per message).
     if (this.mx.kind === 'defer' && this.mx.code === '4.4.3') this.emit({ kind: 'mx-lookup-failed', problem: this.mx.problem, reason: this.mx.reason });
     if (!addressLiteral(this.domain)) {
@@ -242,8 +249,12 @@ export class DestinationRun {
     return this.everyone(job, u.permanent ? 'bounced' : 'deferred', u.code, u.reason, u.cause);
   }
 
-  /** Open a session to the first usable host, in MX order. */
-  private async open(): Promise<Unreachable | undefined> {
+  /**
+   * Open a session to the first usable host, in MX order. Hosts are planned through `plan` (the
+   * message's work budget, route/budget.ts): once it is spent no further host is planned, and if none
+   * was usable the message is deferred (4.4.3) with the budget's reason.
+   */
+  private async open(plan: PlanBudget): Promise<Unreachable | undefined> {
     const mx = this.mx!;
     if (mx.kind !== 'hosts') throw new Error('unreachable');
     const failures: string[] = [];
@@ -251,8 +262,16 @@ export class DestinationRun {
     const hostFailures: HostFailure[] = [];
     const own = this.deps.ownEndpoints?.();
     for (const h of mx.hosts) {
+      if (plan.exhausted) {
+        const rest = mx.hosts.slice(mx.hosts.indexOf(h)).map((x) => x.host);
+        failures.push(`${plan.exhausted}; not planned: ${rest.join(', ')}`);
+        codes.push('4.4.3');
+        hostFailures.push({ kind: 'budget', code: '4.4.3' });
+        this.emit({ kind: 'budget-spent', notPlanned: rest, work: { ...plan.spent } });
+        break;
+      }
       this.planned = true;
-      const hp = await planHost(hostContext(this.deps.resolver, this.domain, mx, this.level, this.deps.port), h);
+      const hp = await planHost(hostContext(plan, this.domain, mx, this.level, this.deps.port), h);
       const self = own && hp.addresses.find((a) => own.has(a, this.deps.port));
       if (self) {
         // RFC 5321 §5.1: MUST NOT deliver to itself. Like the MX-name rule (DANE-14, route/mx.ts): hosts at our
@@ -360,9 +379,11 @@ export class DestinationRun {
       const hold = await this.deps.dnssecHold?.();
       if (hold) return this.log(job, started, this.everyone(job, 'deferred', hold.code, hold.reason, { kind: 'dnssec-hold' }));
     }
+    // One work budget for this message's plan: its MX lookup (once per run) and the hosts planned.
+    const plan = new PlanBudget(this.deps.resolver, this.domain);
     let mx: MxDecision;
     try {
-      mx = await this.resolveMx();
+      mx = await this.resolveMx(plan);
     } catch (e) {
       return this.log(job, started, this.everyone(job, 'deferred', '4.4.3', `MX lookup for ${this.domain} failed: ${(e as Error).message}`, { kind: 'mx-lookup', problem: 'error' }));
     }
@@ -380,7 +401,7 @@ export class DestinationRun {
       await this.session.reset().catch(() => this.dropSession());
     }
     if (!this.session) {
-      this.unreachable = await this.open();
+      this.unreachable = await this.open(plan);
       if (this.unreachable) return this.log(job, started, this.unreachableFor(job, this.unreachable));
     }
     const session = this.session!;

@@ -6,7 +6,7 @@
  * wording of a reason or an error message: the text fields are for the log and the DSN only
  * (issue 14, as mox's typed tlsrpt.Result and Postfix's failure enums).
  */
-import type { DnssecStatus } from '../dns/types.js';
+import type { DnssecStatus, LookupWork } from '../dns/types.js';
 import type { TlsLevel } from '../dane/levels.js';
 import type { TlsPlan } from '../dane/policy.js';
 import type { HostFacts, HostSkip, SkipCause } from '../route/host.js';
@@ -51,6 +51,8 @@ export type DeferralCause =
 export type HostFailure =
   | { kind: 'skipped'; code: string; cause: SkipCause }
   | { kind: 'attempt'; code: string; stage: SmtpError['stage']; planKind: TlsPlan['kind']; verifyReason?: string }
+  /** issue 22: the message's DNSSEC work budget ran out before this host could be planned */
+  | { kind: 'budget'; code: string }
   /** this relay's own address at a worse preference: hosts from there on dropped (no code of its own) */
   | { kind: 'self' }
   /** STS-40, STS-43: an MTA-STS `enforce` policy's mx patterns do not match the host (4.7.5) */
@@ -89,6 +91,10 @@ export type DeliveryEvent = Run & (
   | { kind: 'mx-insecure'; hosts: string[]; status: DnssecStatus }
   /** DANE-11: the MX lookup failed (4.4.3); no host was reached (TLSRPT-21 dnssec-invalid) */
   | { kind: 'mx-lookup-failed'; problem: string; reason: string }
+  /** issue 22: `delivery.mx_host_limit` cut the MX list (after ordering); `notTried` are never planned */
+  | { kind: 'mx-capped'; hosts: string[]; notTried: string[]; limit: number }
+  /** issue 22: the message's DNSSEC work budget (route/budget.ts) ran out; `notPlanned` hosts were not looked up */
+  | { kind: 'budget-spent'; notPlanned: string[]; work: LookupWork }
   /** RFC 5321 §5.1: an MX host's address is one of this relay's own listen endpoints */
   | { kind: 'host-is-self'; host: string; address: string; port: number }
   /** the host is not contacted (DANE-20, 23, 33, 45); `repeat`: already reported in this run */

@@ -23,6 +23,10 @@ export function deliveryLog(log: Logger): DeliverySubscriber {
         return log.debug({ domain, mx: e.hosts, mx_status: e.status }, 'MX lookup not secure');
       case 'mx-lookup-failed':
         return; // each recipient's line says why
+      case 'mx-capped':
+        return log.info({ domain, mx: e.hosts, not_tried: e.notTried, mx_host_limit: e.limit }, 'MX hosts beyond delivery.mx_host_limit are not tried');
+      case 'budget-spent':
+        return log.warn({ domain, not_planned: e.notPlanned, work: e.work }, 'DNSSEC work budget of the message spent: remaining MX hosts not planned');
       case 'host-is-self':
         return log.warn({ domain, mx: e.host, address: e.address, port: e.port }, 'MX host is this relay (own listen address): hosts at its preference or worse dropped');
       case 'host-skipped':

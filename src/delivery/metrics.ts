@@ -37,6 +37,7 @@ function attemptReason(f: Extract<HostFailure, { kind: 'attempt' }>): DeferralRe
 export function hostFailureReason(f: HostFailure): DeferralReason | undefined {
   switch (f.kind) {
     case 'self': return undefined;
+    case 'budget': return 'dns-lookup-failed';
     case 'skipped': return skipReason(f.cause);
     case 'attempt': return attemptReason(f);
     case 'sts-mx-mismatch': return 'sts-mx-mismatch';

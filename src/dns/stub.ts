@@ -9,20 +9,10 @@
  * §5.7; digest DANE-3).
  */
 import net from 'node:net';
-import type { CnameHop, DnsAnswer, DnssecStatus, QueryType, RecordData, Resolver } from './types.js';
-import {
-  CLASS_IN,
-  isAtOrBelow,
-  nameToWire,
-  normalizeName,
-  splitName,
-  rcodeName,
-  toRecordData,
-  typeCode,
-  TYPE_CODES,
-  type WireMessage,
-  type WireRr,
-} from './wire.js';
+import { failedAnswer, isAnswer, usableAnswer, type CnameHop, type DnsAnswer, type DnssecStatus, type FailedAnswer, type QueryType, type RecordData, type Resolver } from './types.js';
+import { CachingResolver, type ResolverEngine } from './front.js';
+import { CLASS_IN, nameToWire, rcodeName, toRecordData, typeCode, TYPE_CODES, type WireMessage, type WireRr } from './wire.js';
+import { isAtOrBelow, splitName } from './name.js';
 import { DnsTransport, parseServer, type ServerAddress } from './transport.js';
 
 export { parseServer, type ServerAddress };
@@ -43,8 +33,6 @@ export interface StubResolverOptions {
 
 /** RFC 7672 §2.1.3 leaves the limit to us; 8 alias hops is ample for real chains. */
 export const MAX_ALIAS_DEPTH = 8;
-/** Cap for cached answers (seconds). */
-export const MAX_CACHE_TTL = 86_400;
 /** RFC 2308 §5: negative TTL = min(SOA TTL, SOA MINIMUM); we cap it at one hour. */
 export const MAX_NEGATIVE_TTL = 3600;
 export const DEFAULT_NEGATIVE_TTL = 300;
@@ -88,86 +76,29 @@ export function isLoopbackServer(s: string): boolean {
 // ---------------------------------------------------------------------------
 // Resolver
 
-interface CacheEntry { answer: DnsAnswer; expires: number }
-
-export class StubResolver implements Resolver {
+/** The trust-AD resolver: the shared caching front end over the stub engine. */
+export class StubResolver extends CachingResolver<StubEngine> {
   readonly servers: ServerAddress[];
-  private readonly transport: DnsTransport;
-  private readonly cacheEnabled: boolean;
-  private readonly maxCacheEntries: number;
-  private readonly cache = new Map<string, CacheEntry>();
-  private readonly inflight = new Map<string, Promise<DnsAnswer>>();
-  private closed = false;
 
   constructor(opts: StubResolverOptions) {
     if (!opts.servers.length) throw new Error('StubResolver needs at least one server');
+    const engine = new StubEngine(opts, (n, t) => this.lookup(n, t));
+    super(engine, { ...(opts.cache !== undefined ? { cache: opts.cache } : {}), ...(opts.maxCacheEntries !== undefined ? { maxCacheEntries: opts.maxCacheEntries } : {}) });
+    this.servers = engine.transport.servers;
+  }
+}
+
+/** One fresh trust-AD resolution (the front end normalises, caches and shares it). */
+class StubEngine implements ResolverEngine {
+  readonly transport: DnsTransport;
+
+  /** `lookup`: the front end, for the first alias's own status (cached like any lookup) */
+  constructor(opts: StubResolverOptions, private readonly lookup: Resolver['lookup']) {
     this.transport = opts.transport ?? new DnsTransport(opts);
-    this.servers = this.transport.servers;
-    this.cacheEnabled = opts.cache ?? true;
-    this.maxCacheEntries = Math.max(1, opts.maxCacheEntries ?? 10_000);
   }
 
-  async lookup<T extends QueryType>(name: string, type: T): Promise<DnsAnswer<T>> {
-    let qname: string;
-    try {
-      qname = normalizeName(name);
-    } catch (e) {
-      return errorAnswer(name, type, 'other', (e as Error).message, '');
-    }
-    if (this.closed) return errorAnswer(qname, type, 'other', 'resolver closed', '');
-    const key = `${qname}|${type}`;
-    const hit = this.cacheGet(key);
-    if (hit) return hit as DnsAnswer<T>;
-    let p = this.inflight.get(key);
-    if (!p) {
-      p = this.resolve(qname, type)
-        .catch((e: unknown) => errorAnswer(qname, type, 'other', e instanceof Error ? e.message : String(e), ''))
-        .then((a) => {
-          this.cachePut(key, a);
-          return a;
-        })
-        .finally(() => this.inflight.delete(key));
-      this.inflight.set(key, p);
-    }
-    // Callers get their own copy: one caller mutating arrays must not affect others.
-    return copyAnswer(await p) as DnsAnswer<T>;
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
+  close(): void {
     this.transport.close();
-    this.cache.clear();
-  }
-
-  // -- cache ---------------------------------------------------------------
-
-  private cacheGet(key: string): DnsAnswer | undefined {
-    const e = this.cache.get(key);
-    if (!e) return undefined;
-    const now = Date.now();
-    if (e.expires <= now) {
-      this.cache.delete(key);
-      return undefined;
-    }
-    // LRU: re-insert so Map iteration order is least-recently-used first.
-    this.cache.delete(key);
-    this.cache.set(key, e);
-    const a = copyAnswer(e.answer);
-    a.ttl = Math.max(0, Math.ceil((e.expires - now) / 1000));
-    return a;
-  }
-
-  private cachePut(key: string, a: DnsAnswer): void {
-    // Errors are never cached: the next attempt must ask again (the
-    // scheduler's retry interval already limits the rate).
-    if (!this.cacheEnabled || this.closed || a.error || a.ttl <= 0) return;
-    const ttl = Math.min(a.ttl, MAX_CACHE_TTL);
-    this.cache.delete(key);
-    this.cache.set(key, { answer: copyAnswer(a), expires: Date.now() + ttl * 1000 });
-    while (this.cache.size > this.maxCacheEntries) {
-      const oldest = this.cache.keys().next().value as string;
-      this.cache.delete(oldest);
-    }
   }
 
   // -- resolution ------------------------------------------------------------
@@ -177,7 +108,7 @@ export class StubResolver implements Resolver {
    * resolver normally returns the whole chain in one response; if it stops
    * at a target with neither data nor a denial we ask for the target ourselves.
    */
-  private async resolve<T extends QueryType>(qname: string, qtype: T): Promise<DnsAnswer<T>> {
+  async resolve<T extends QueryType>(qname: string, qtype: T): Promise<DnsAnswer<T>> {
     const qcode = typeCode(qtype);
     const chain: CnameHop[] = [];
     const statuses: DnssecStatus[] = [];
@@ -251,25 +182,15 @@ export class StubResolver implements Resolver {
         // Digest DANE-5 / RFC 7672 §2.2.2: the first response's AD bit covers
         // the whole chain; the first alias on its own needs its own query.
         const cn = await this.lookup(qname, 'CNAME');
-        firstStatus = cn.error === undefined && (cn.status === 'secure' || cn.status === 'insecure') ? cn.status : 'indeterminate';
+        firstStatus = isAnswer(cn) ? cn.status : 'indeterminate';
         chain[0]!.status = firstStatus;
         if (firstStatus === 'insecure') chain[0]!.insecureReason = 'resolver';
         else delete chain[0]!.insecureReason;
       }
-      return {
-        qname,
-        qtype,
-        rcode: msg.rcodeName,
-        status: overall,
-        firstStatus,
-        canonicalName: end,
-        chain,
-        records,
-        ttl: Number.isFinite(ttl) ? ttl : DEFAULT_NEGATIVE_TTL,
-        server: ex.server,
-        // trust-ad: the trusted resolver left AD clear; it does not say why (InsecureReason 'resolver').
-        ...(overall === 'insecure' ? { insecureReason: 'resolver' as const } : {}),
-      };
+      // trust-ad: the trusted resolver left AD clear; it does not say why (InsecureReason 'resolver').
+      const rcode = msg.rcodeName === 'NXDOMAIN' ? 'NXDOMAIN' : 'NOERROR'; // statusFromFlags: only these two are answers
+      const base = { qname, qtype, rcode, canonicalName: end, chain, records, ttl: Number.isFinite(ttl) ? ttl : DEFAULT_NEGATIVE_TTL, server: ex.server } as const;
+      return usableAnswer(base, overall, firstStatus, overall === 'insecure' ? 'resolver' : undefined);
     }
   }
 
@@ -287,22 +208,22 @@ type AliasHop = { target: string; ttl: number } | { error: string };
  * we synthesise the same target ourselves.
  */
 function findAlias(answers: WireRr[], owner: string): AliasHop | undefined {
-  let dname: WireRr | undefined;
+  let dname: { name: string; data: string; ttl: number } | undefined;
   for (const rr of answers) {
-    if (rr.typeCode !== TYPE_CODES.DNAME || rr.name === owner || !isAtOrBelow(owner, rr.name)) continue;
-    if (!dname || rr.name.length > dname.name.length) dname = rr;
+    if (rr.type !== 'DNAME' || rr.name === owner || !isAtOrBelow(owner, rr.name)) continue;
+    if (!dname || rr.name.length > dname.name.length) dname = { name: rr.name, data: rr.data, ttl: rr.ttl };
   }
   if (dname) {
-    const target = dnameTarget(owner, dname.name, dname.data as string);
+    const target = dnameTarget(owner, dname.name, dname.data);
     if (target === undefined) return { error: `DNAME synthesis of ${owner} is too long` };
     return { target, ttl: dname.ttl };
   }
-  const cnames = answers.filter((rr) => rr.typeCode === TYPE_CODES.CNAME && rr.name === owner);
+  const cnames = answers.filter((rr): rr is WireRr & { type: 'CNAME'; data: string } => rr.type === 'CNAME' && rr.name === owner);
   if (cnames.length === 0) return undefined;
-  const targets = new Set(cnames.map((rr) => rr.data as string));
+  const targets = new Set(cnames.map((rr) => rr.data));
   // RFC 2181 §10.1: at most one CNAME per owner.
   if (targets.size > 1) return { error: `several CNAME targets at ${owner}` };
-  return { target: cnames[0]!.data as string, ttl: Math.min(...cnames.map((c) => c.ttl)) };
+  return { target: cnames[0]!.data, ttl: Math.min(...cnames.map((c) => c.ttl)) };
 }
 
 /**
@@ -361,43 +282,19 @@ function soaFor(msg: WireMessage, name: string): WireRr | undefined {
 function negativeTtl(msg: WireMessage, name: string): number {
   const soa = soaFor(msg, name) ?? msg.authorities.find((rr) => rr.typeCode === TYPE_CODES.SOA);
   if (!soa) return DEFAULT_NEGATIVE_TTL;
-  const min = (soa.data as { minimum: number }).minimum;
+  const min = soa.type === 'SOA' ? soa.data.minimum : DEFAULT_NEGATIVE_TTL;
   return Math.min(soa.ttl, min, MAX_NEGATIVE_TTL);
 }
 
 function errorAnswer<T extends QueryType>(
   qname: string,
   qtype: T,
-  kind: NonNullable<DnsAnswer['error']>['kind'],
+  kind: FailedAnswer['error']['kind'],
   message: string,
   rcode: string,
   chain: CnameHop[] = [],
   canonicalName?: string,
   server?: string,
 ): DnsAnswer<T> {
-  return {
-    qname,
-    qtype,
-    rcode,
-    status: 'indeterminate',
-    firstStatus: 'indeterminate',
-    canonicalName: canonicalName ?? qname,
-    chain,
-    records: [],
-    ttl: 0,
-    error: { kind, message },
-    ...(server !== undefined ? { server } : {}),
-  };
-}
-
-/** A deep copy, so one caller mutating an answer cannot affect another (also used by the validator). */
-export function copyAnswer<T extends QueryType>(a: DnsAnswer<T>): DnsAnswer<T> {
-  return {
-    ...a,
-    chain: a.chain.map((h) => ({ ...h })),
-    records: a.records.map((r) =>
-      r !== null && typeof r === 'object' ? { ...(r as object), ...('data' in r ? { data: Buffer.from(r.data) } : {}) } : r,
-    ) as RecordData[T][],
-    ...(a.error ? { error: { ...a.error } } : {}),
-  };
+  return failedAnswer(qname, qtype, 'indeterminate', { kind, message }, { rcode, chain, ...(canonicalName !== undefined ? { canonicalName } : {}), ...(server !== undefined ? { server } : {}) });
 }

@@ -8,7 +8,8 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { randomInt } from 'node:crypto';
 import type { DnsErrorKind } from './types.js';
-import { CLASS_IN, encodeQuery, parseMessage, parseQuestion, sameName, typeCode, type QueryOptions, type WireMessage } from './wire.js';
+import { CLASS_IN, encodeQuery, parseMessage, parseQuestion, typeCode, type QueryOptions, type WireMessage } from './wire.js';
+import { sameName } from './name.js';
 
 export interface ServerAddress { host: string; port: number; family: 4 | 6; label: string }
 

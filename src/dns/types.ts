@@ -62,37 +62,139 @@ export function combineInsecureReasons(reasons: (InsecureReason | undefined)[]):
 }
 
 /**
- * The result of one lookup (name, type) after following aliases.
- *
- * - `rcode` NOERROR with empty `records` is NODATA; NXDOMAIN is a negative answer.
- * - `status` is the status of the whole chain (DANE-5: one insecure hop makes
- *   everything after it insecure; any error makes the lookup an error).
- * - `firstStatus` is the status of the first response (the first alias, or the
- *   answer itself when there is no alias) — DANE-21/22 need it.
- * - `error` is set when there is no usable answer (`status` is then bogus or indeterminate).
+ * The validation work one lookup did (dnssec/budget.ts counts it). A cached answer did none; the
+ * trust-AD stub reports none (its resolver did the work). Per-plan budgets add these up (route/budget.ts).
  */
-export interface DnsAnswer<T extends QueryType = QueryType> {
+export interface LookupWork { verifications: number; nsec3Hashes: number; nsec3Rounds: number; queries: number; yields: number }
+
+/** What every answer carries, whatever its verdict. */
+interface AnswerBase<T extends QueryType> {
   qname: string;
   qtype: T;
-  rcode: 'NOERROR' | 'NXDOMAIN' | string;
-  status: DnssecStatus;
-  firstStatus: DnssecStatus;
   /** name the records are owned by, after expanding aliases (== qname when no alias) */
   canonicalName: string;
   chain: CnameHop[];
+  /** resolver that answered, "ip:port" */
+  server?: string;
+  /** work done to answer (absent: none, e.g. from the cache) */
+  work?: LookupWork;
+}
+
+/** NOERROR with empty `records` is NODATA; NXDOMAIN is a negative answer. */
+export type AnswerRcode = 'NOERROR' | 'NXDOMAIN';
+
+/**
+ * A secure answer (RFC 4035 §4.3): every hop and the answer itself validated. Its first response
+ * is then secure too.
+ */
+export interface SecureAnswer<T extends QueryType = QueryType> extends AnswerBase<T> {
+  status: 'secure';
+  firstStatus: 'secure';
+  rcode: AnswerRcode;
   records: RecordData[T][];
   /** smallest TTL of the records (seconds), for caching */
   ttl: number;
-  error?: { kind: DnsErrorKind | 'bogus' | 'indeterminate' | 'loop' | 'depth'; message: string };
-  /** set when `status` (or any hop's) is insecure: why (see InsecureReason) */
-  insecureReason?: InsecureReason;
-  /** resolver that answered, "ip:port" */
-  server?: string;
+  error?: undefined;
+  insecureReason?: undefined;
+}
+
+/**
+ * An insecure answer: usable, but some hop or the answer itself is provably unsigned — and the
+ * proof (or configuration) that made it so is named (DANE-5: one insecure hop makes everything
+ * after it insecure). `firstStatus` is that of the first response (DANE-21/22 need it); it is
+ * `indeterminate` when the first alias could not be checked on its own (trust-ad).
+ */
+export interface InsecureAnswer<T extends QueryType = QueryType> extends AnswerBase<T> {
+  status: 'insecure';
+  firstStatus: DnssecStatus;
+  rcode: AnswerRcode;
+  records: RecordData[T][];
+  ttl: number;
+  error?: undefined;
+  insecureReason: InsecureReason;
+}
+
+export type DnsErrorAnswerKind = DnsErrorKind | 'bogus' | 'indeterminate' | 'loop' | 'depth' | 'budget';
+
+/**
+ * No usable answer (DANE-1): bogus data, or no verdict at all (transport failure, alias loop, work
+ * limit). Never "no records": it has none, a TTL of 0, and `firstStatus` equal to `status` so no
+ * part of it reads as secure (the hops keep their own status in `chain`). `rcode` is the reply's
+ * when one came (SERVFAIL, REFUSED, ...), else ''.
+ */
+export interface FailedAnswer<T extends QueryType = QueryType> extends AnswerBase<T> {
+  status: 'bogus' | 'indeterminate';
+  firstStatus: 'bogus' | 'indeterminate';
+  rcode: string;
+  records: never[];
+  ttl: 0;
+  error: { kind: DnsErrorAnswerKind; message: string };
+  insecureReason?: undefined;
+  /**
+   * A bogus verdict the validator will repeat for at most this many seconds (it rests on a remembered
+   * bad key set, forgotten then): the front end keeps it no longer. Absent: BOGUS_TTL.
+   */
+  retryAfter?: number;
+}
+
+/**
+ * The result of one lookup (name, type) after following aliases: a secure or insecure answer, or a
+ * failure. `status` decides which, so an answer with an error, or a failure with records, cannot be
+ * built.
+ */
+export type DnsAnswer<T extends QueryType = QueryType> = SecureAnswer<T> | InsecureAnswer<T> | FailedAnswer<T>;
+
+/** A failure for (qname, qtype): `status` bogus for data that does not validate, else indeterminate. */
+export function failedAnswer<T extends QueryType>(
+  qname: string,
+  qtype: T,
+  status: 'bogus' | 'indeterminate',
+  error: FailedAnswer['error'],
+  more: { rcode?: string; chain?: CnameHop[]; canonicalName?: string; server?: string } = {},
+): FailedAnswer<T> {
+  const chain = more.chain ?? [];
+  return {
+    qname,
+    qtype,
+    rcode: more.rcode ?? '',
+    status,
+    firstStatus: status,
+    canonicalName: more.canonicalName ?? qname,
+    chain,
+    records: [],
+    ttl: 0,
+    error,
+    ...(more.server !== undefined ? { server: more.server } : {}),
+  };
+}
+
+/**
+ * A usable answer with its verdict. `firstStatus` only matters when insecure (a secure answer's
+ * first response is secure); an insecure verdict without a reason is a bug upstream and throws,
+ * which the caching front end turns into an indeterminate failure, never a downgrade.
+ */
+export function usableAnswer<T extends QueryType>(
+  a: AnswerBase<T> & { rcode: AnswerRcode; records: RecordData[T][]; ttl: number },
+  status: 'secure' | 'insecure',
+  firstStatus: DnssecStatus,
+  insecureReason: InsecureReason | undefined,
+): SecureAnswer<T> | InsecureAnswer<T> {
+  if (status === 'secure') return { ...a, status, firstStatus: 'secure' };
+  if (insecureReason === undefined) throw new Error(`insecure answer for ${a.qname}/${a.qtype} without a reason`);
+  return { ...a, status, firstStatus, insecureReason };
 }
 
 /** True when the answer may be used as an answer (possibly empty). */
-export function isAnswer(a: DnsAnswer): boolean {
-  return a.error === undefined && (a.status === 'secure' || a.status === 'insecure');
+export function isAnswer<T extends QueryType>(a: DnsAnswer<T>): a is SecureAnswer<T> | InsecureAnswer<T> {
+  return a.status === 'secure' || a.status === 'insecure';
+}
+
+/** A deep copy, so one caller mutating an answer cannot affect another (the caching front end hands out copies). */
+export function copyAnswer<T extends QueryType>(a: DnsAnswer<T>): DnsAnswer<T> {
+  const chain = a.chain.map((h) => ({ ...h }));
+  if (!isAnswer(a)) return { ...a, chain, records: [], error: { ...a.error } };
+  const records = a.records.map((r) => (r !== null && typeof r === 'object' ? { ...r, ...('data' in r ? { data: Buffer.from(r.data) } : {}) } : r)) as RecordData[T][];
+  return { ...a, chain, records };
 }
 
 /**

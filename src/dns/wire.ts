@@ -13,12 +13,13 @@
  * decoded name can never be mistaken for a different name. Anything that does
  * not parse is reported as `malformed`; it never throws to callers.
  *
- * Record data is returned in the same shapes dns-packet uses (MX
- * `{preference, exchange}`, TLSA `{usage, selector, matchingType, certificate}`,
- * TXT `Buffer[]`, SOA `{mname, rname, serial, ...}`, names as strings), so
- * `toRecordData` converts either our records or dns-packet's to `RecordData`.
+ * Record data is a union discriminated by type (`WireRdata`), in the same shapes
+ * dns-packet uses (MX `{preference, exchange}`, TLSA `{usage, selector,
+ * matchingType, certificate}`, TXT `Buffer[]`, SOA `{mname, rname, serial, ...}`,
+ * names as strings), so tests compare the two decoders field by field;
+ * `toRecordData` converts a record to the relay's `RecordData`.
  */
-import { domainToASCII } from 'node:url';
+import { asciiLower, splitName, stripDot } from './name.js';
 import type { QueryType, RecordData } from './types.js';
 
 /** RR type codes we deal with (IANA DNS parameters). */
@@ -51,114 +52,6 @@ export function rcodeName(code: number): string {
 export const CLASS_IN = 1;
 /** RFC 8020-era default: 1232 avoids IP fragmentation (DNS flag day 2020). */
 export const EDNS_UDP_PAYLOAD = 1232;
-
-// ---------------------------------------------------------------------------
-// Names
-
-/**
- * Canonical form used throughout the resolver: lowercase, no trailing dot,
- * A-labels. Non-ASCII labels are converted with `domainToASCII` label by label
- * (so `_25._tcp` prefixes are left alone). Throws on names that cannot be
- * sent: empty labels, labels over 63 octets, names over 253 characters
- * (RFC 1035 §2.3.4).
- */
-export function normalizeName(input: string): string {
-  let n = input.trim();
-  if (n.endsWith('.') && !n.endsWith('\\.')) n = n.slice(0, -1);
-  if (n === '') throw new Error('empty domain name');
-  // eslint-disable-next-line no-control-regex
-  if (/[^\x00-\x7f]/.test(n)) {
-    n = n
-      .split('.')
-      .map((label) => {
-        // eslint-disable-next-line no-control-regex
-        if (!/[^\x00-\x7f]/.test(label)) return label;
-        const a = domainToASCII(label);
-        if (a === '') throw new Error(`cannot convert label "${label}" to an A-label`);
-        return a;
-      })
-      .join('.');
-  }
-  n = asciiLower(n);
-  // eslint-disable-next-line no-control-regex
-  if (/[\x00-\x20\x7f]/.test(n)) throw new Error(`whitespace or control character in domain name "${input}"`);
-  const labels = splitName(n);
-  let wire = 1;
-  for (const l of labels) {
-    if (l.length === 0) throw new Error(`empty label in "${input}"`);
-    if (l.length > 63) throw new Error(`label longer than 63 octets in "${input}"`);
-    wire += l.length + 1;
-  }
-  if (wire > 255) throw new Error(`domain name too long: "${input}"`);
-  return n;
-}
-
-/** Lowercase ASCII letters only (RFC 4343: DNS case-insensitivity is ASCII only). */
-export function asciiLower(s: string): string {
-  return s.replace(/[A-Z]/g, (c) => c.toLowerCase());
-}
-
-/** Case-insensitive, trailing-dot-insensitive comparison of presentation names. */
-export function sameName(a: string, b: string): boolean {
-  return stripDot(asciiLower(a)) === stripDot(asciiLower(b));
-}
-
-function stripDot(s: string): string {
-  return s.length > 1 && s.endsWith('.') && !s.endsWith('\\.') ? s.slice(0, -1) : s;
-}
-
-/**
- * True when `name` equals `ancestor` or is below it. Both canonical. Compared
- * label by label: a label may contain an escaped dot (`evil\.example.com` is
- * one label "evil.example" under "com", not a name below example.com), so a
- * plain string suffix test is only trusted when neither name has an escape.
- */
-export function isAtOrBelow(name: string, ancestor: string): boolean {
-  if (ancestor === '' || ancestor === '.') return true;
-  if (name === ancestor) return true;
-  if (!name.endsWith('.' + ancestor)) return !name.includes('\\') && !ancestor.includes('\\') ? false : labelsAtOrBelow(name, ancestor);
-  if (!name.includes('\\') && !ancestor.includes('\\')) return true;
-  return labelsAtOrBelow(name, ancestor);
-}
-
-function labelsAtOrBelow(name: string, ancestor: string): boolean {
-  const a = splitName(name);
-  const b = splitName(ancestor);
-  if (b.length > a.length) return false;
-  for (let i = 1; i <= b.length; i++) if (asciiLower(a[a.length - i]!) !== asciiLower(b[b.length - i]!)) return false;
-  return true;
-}
-
-/**
- * Split a presentation-format name into raw label bytes, honouring `\.` and
- * `\DDD` escapes (RFC 1035 §5.1). Returns labels as latin1 strings (one char
- * per octet).
- */
-export function splitName(name: string): string[] {
-  if (name === '' || name === '.') return [];
-  const labels: string[] = [];
-  let cur = '';
-  for (let i = 0; i < name.length; i++) {
-    const c = name[i]!;
-    if (c === '\\') {
-      const d = /^\d{3}/.exec(name.slice(i + 1));
-      if (d) {
-        cur += String.fromCharCode(Number(d[0]) & 0xff);
-        i += 3;
-      } else if (i + 1 < name.length) {
-        cur += name[i + 1];
-        i += 1;
-      }
-    } else if (c === '.') {
-      labels.push(cur);
-      cur = '';
-    } else {
-      cur += c;
-    }
-  }
-  labels.push(cur);
-  return labels;
-}
 
 function encodeName(name: string): Buffer {
   const parts: Buffer[] = [];
@@ -275,22 +168,40 @@ export function encodeQuery(id: number, name: string, type: string, opts: QueryO
 
 export interface WireQuestion { name: string; type: string; typeCode: number; class: number }
 
-export interface WireRr {
+/** RR types whose RDATA is a single domain name. */
+export type NameRdataType = 'CNAME' | 'DNAME' | 'NS' | 'PTR';
+export interface MxRdata { preference: number; exchange: string }
+export interface SoaRdata { mname: string; rname: string; serial: number; refresh: number; retry: number; expire: number; minimum: number }
+export interface TlsaRdata { usage: number; selector: number; matchingType: number; certificate: Buffer }
+/** Types we keep as opaque RDATA (RFC 3597): the DNSSEC types (parsed from `rdata` by dnssec/records.ts) and unknown ones. */
+export type OpaqueRdataType = Exclude<KnownType, 'A' | 'AAAA' | NameRdataType | 'MX' | 'SOA' | 'TXT' | 'TLSA'> | `TYPE${number}`;
+
+/**
+ * Decoded record data, discriminated by `type`, in the shapes dns-packet uses (so tests can compare
+ * the two decoders): addresses and names as text, TXT as its character-strings, opaque types as bytes.
+ */
+export type WireRdata =
+  | { type: 'A' | 'AAAA'; data: string }
+  | { type: NameRdataType; data: string }
+  | { type: 'MX'; data: MxRdata }
+  | { type: 'SOA'; data: SoaRdata }
+  | { type: 'TXT'; data: Buffer[] }
+  | { type: 'TLSA'; data: TlsaRdata }
+  | { type: OpaqueRdataType; data: Buffer };
+
+export type WireRr = WireRdata & {
   /** canonical owner name (lowercase, no trailing dot; "." for the root) */
   name: string;
-  type: string;
   typeCode: number;
   class: number;
   ttl: number;
-  /** dns-packet-compatible shape; raw RDATA Buffer for types we do not decode */
-  data: unknown;
   /**
    * RDATA in DNSSEC canonical form (RFC 4034 §6.2): embedded names of the
    * RFC 1035 types we decode uncompressed and lowercased, other types verbatim.
    * Set by `parseMessage`; what signatures are verified over.
    */
   rdata?: Buffer;
-}
+};
 
 export interface WireHeader {
   id: number;
@@ -414,9 +325,9 @@ function parseStrict(buf: Buffer): WireMessage {
       }
       // RFC 2181 §8: a TTL with the top bit set is treated as zero.
       const ttl = ttlRaw > 0x7fffffff ? 0 : ttlRaw;
-      const data = decodeRdata(buf, o, rdlen, code);
-      const rdata = canonicalRdata(buf, o, rdlen, code, data);
-      sections[s]!.push({ name, type: typeName(code), typeCode: code, class: klass, ttl, data, rdata });
+      const rd = decodeRdata(buf, o, rdlen, code);
+      const rdata = canonicalRdata(buf, o, rdlen, rd);
+      sections[s]!.push({ ...rd, name, typeCode: code, class: klass, ttl, rdata });
       o += rdlen;
     }
   }
@@ -435,7 +346,7 @@ function parseStrict(buf: Buffer): WireMessage {
   };
 }
 
-function decodeRdata(buf: Buffer, o: number, len: number, code: number): unknown {
+function decodeRdata(buf: Buffer, o: number, len: number, code: number): WireRdata {
   const end = o + len;
   const nameAt = (at: number): { name: string; bytes: number } => {
     const r = readName(buf, at);
@@ -448,34 +359,34 @@ function decodeRdata(buf: Buffer, o: number, len: number, code: number): unknown
   switch (code) {
     case TYPE_CODES.A:
       exact(4, 'A');
-      return `${buf[o]}.${buf[o + 1]}.${buf[o + 2]}.${buf[o + 3]}`;
+      return { type: 'A', data: `${buf[o]}.${buf[o + 1]}.${buf[o + 2]}.${buf[o + 3]}` };
     case TYPE_CODES.AAAA:
       exact(16, 'AAAA');
-      return ipv6ToText(buf.subarray(o, end));
+      return { type: 'AAAA', data: ipv6ToText(buf.subarray(o, end)) };
     case TYPE_CODES.CNAME:
     case TYPE_CODES.DNAME:
     case TYPE_CODES.NS:
     case TYPE_CODES.PTR: {
       const r = nameAt(o);
       exact(r.bytes, typeName(code));
-      return r.name;
+      return { type: typeName(code) as NameRdataType, data: r.name };
     }
     case TYPE_CODES.MX: {
       if (len < 3) throw new Malformed('MX RDATA too short');
       const r = nameAt(o + 2);
       exact(2 + r.bytes, 'MX');
-      return { preference: buf.readUInt16BE(o), exchange: r.name };
+      return { type: 'MX', data: { preference: buf.readUInt16BE(o), exchange: r.name } };
     }
     case TYPE_CODES.SOA: {
       const m = nameAt(o);
       const r = nameAt(o + m.bytes);
       const at = o + m.bytes + r.bytes;
       exact(m.bytes + r.bytes + 20, 'SOA');
-      return {
+      return { type: 'SOA', data: {
         mname: m.name, rname: r.name,
         serial: buf.readUInt32BE(at), refresh: buf.readUInt32BE(at + 4), retry: buf.readUInt32BE(at + 8),
         expire: buf.readUInt32BE(at + 12), minimum: buf.readUInt32BE(at + 16),
-      };
+      } };
     }
     case TYPE_CODES.TXT: {
       // RFC 1035 §3.3.14: one or more <character-string>s filling RDATA exactly.
@@ -488,17 +399,17 @@ function decodeRdata(buf: Buffer, o: number, len: number, code: number): unknown
         strings.push(Buffer.from(buf.subarray(p + 1, p + 1 + l)));
         p += 1 + l;
       }
-      return strings;
+      return { type: 'TXT', data: strings };
     }
     case TYPE_CODES.TLSA:
       // RFC 6698 §2.1: usage, selector, matching type (one octet each), then data.
       if (len < 3) throw new Malformed('TLSA RDATA too short');
-      return {
+      return { type: 'TLSA', data: {
         usage: buf[o]!, selector: buf[o + 1]!, matchingType: buf[o + 2]!,
         certificate: Buffer.from(buf.subarray(o + 3, end)),
-      };
+      } };
     default:
-      return Buffer.from(buf.subarray(o, end)); // RFC 3597: opaque
+      return { type: typeName(code) as OpaqueRdataType, data: Buffer.from(buf.subarray(o, end)) }; // RFC 3597: opaque
   }
 }
 
@@ -507,22 +418,20 @@ function decodeRdata(buf: Buffer, o: number, len: number, code: number): unknown
  * RFC 1035 types that may be compressed are expanded and lowercased; every
  * other type is already uncompressed and is kept byte for byte.
  */
-function canonicalRdata(buf: Buffer, o: number, len: number, code: number, data: unknown): Buffer {
-  switch (code) {
-    case TYPE_CODES.CNAME:
-    case TYPE_CODES.DNAME:
-    case TYPE_CODES.NS:
-    case TYPE_CODES.PTR:
-      return encodeName(data as string);
-    case TYPE_CODES.MX: {
+function canonicalRdata(buf: Buffer, o: number, len: number, rd: WireRdata): Buffer {
+  switch (rd.type) {
+    case 'CNAME':
+    case 'DNAME':
+    case 'NS':
+    case 'PTR':
+      return encodeName(rd.data);
+    case 'MX': {
       const pref = Buffer.alloc(2);
-      pref.writeUInt16BE((data as { preference: number }).preference, 0);
-      return Buffer.concat([pref, encodeName((data as { exchange: string }).exchange)]);
+      pref.writeUInt16BE(rd.data.preference, 0);
+      return Buffer.concat([pref, encodeName(rd.data.exchange)]);
     }
-    case TYPE_CODES.SOA: {
-      const d = data as { mname: string; rname: string };
-      return Buffer.concat([encodeName(d.mname), encodeName(d.rname), buf.subarray(o + len - 20, o + len)]);
-    }
+    case 'SOA':
+      return Buffer.concat([encodeName(rd.data.mname), encodeName(rd.data.rname), buf.subarray(o + len - 20, o + len)]);
     default:
       return Buffer.from(buf.subarray(o, o + len));
   }
@@ -554,60 +463,40 @@ export function ipv6ToText(b: Uint8Array): string {
 // ---------------------------------------------------------------------------
 // Conversion to the relay's record types
 
-function txtToString(d: unknown): string | undefined {
-  const parts = Array.isArray(d) ? d : [d];
-  const bufs: Buffer[] = [];
-  for (const p of parts) {
-    if (Buffer.isBuffer(p)) bufs.push(p);
-    else if (typeof p === 'string') bufs.push(Buffer.from(p));
-    else if (p instanceof Uint8Array) bufs.push(Buffer.from(p));
-    else return undefined;
-  }
-  // RFC 8460 §3 / RFC 7208 §3.3: the strings of one RR are concatenated with no separator.
-  return Buffer.concat(bufs).toString('utf8');
+/** RFC 8460 §3 / RFC 7208 §3.3: the strings of one TXT RR are concatenated with no separator. */
+function txtToString(strings: Buffer[]): string {
+  return Buffer.concat(strings).toString('utf8');
 }
 
-function cleanName(s: unknown): string | undefined {
-  if (typeof s !== 'string') return undefined;
+function cleanName(s: string): string {
   return stripDot(asciiLower(s)) || '.';
 }
 
-/**
- * Convert one record (ours, or as decoded by dns-packet) to the relay's
- * `RecordData` shape. Returns undefined if the record is not of `type` or its
- * data does not have the expected shape.
- */
-export function toRecordData<T extends QueryType>(type: T, rr: { type: string; data: unknown }): RecordData[T] | undefined {
-  if (rr.type.toUpperCase() !== type) return undefined;
-  const d = rr.data as Record<string, unknown> | string | undefined;
-  let out: unknown;
-  switch (type) {
+/** The relay's view of one decoded record, whatever its type; undefined for types it never asks for. */
+function recordDataOf(rr: WireRdata): RecordData[QueryType] | undefined {
+  switch (rr.type) {
     case 'A':
     case 'AAAA':
-      out = typeof d === 'string' ? d.toLowerCase() : undefined;
-      break;
+      return rr.data.toLowerCase();
     case 'CNAME':
-      out = cleanName(d);
-      break;
-    case 'MX': {
-      if (!d || typeof d !== 'object') return undefined;
-      const exchange = cleanName(d.exchange);
-      const preference = d.preference ?? 0;
-      if (exchange === undefined || typeof preference !== 'number') return undefined;
-      out = { preference, exchange };
-      break;
-    }
+      return cleanName(rr.data);
+    case 'MX':
+      return { preference: rr.data.preference, exchange: cleanName(rr.data.exchange) };
     case 'TXT':
-      out = txtToString(d);
-      break;
+      return txtToString(rr.data);
     case 'TLSA': {
-      if (!d || typeof d !== 'object') return undefined;
-      const { usage, selector, matchingType, certificate } = d as Record<string, unknown>;
-      if (typeof usage !== 'number' || typeof selector !== 'number' || typeof matchingType !== 'number') return undefined;
-      if (!(certificate instanceof Uint8Array)) return undefined;
-      out = { usage, selector, matchingType, data: Buffer.from(certificate) };
-      break;
+      const { usage, selector, matchingType, certificate } = rr.data;
+      return { usage, selector, matchingType, data: Buffer.from(certificate) };
     }
+    default:
+      return undefined;
   }
-  return out as RecordData[T] | undefined;
+}
+
+/**
+ * One decoded record as the relay's `RecordData` of `type`; undefined when the record is of another type.
+ * (The one cast: TypeScript cannot tie the generic `T` to the narrowing on `rr.type`.)
+ */
+export function toRecordData<T extends QueryType>(type: T, rr: WireRdata): RecordData[T] | undefined {
+  return rr.type === type ? (recordDataOf(rr) as RecordData[T] | undefined) : undefined;
 }

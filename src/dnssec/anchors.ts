@@ -4,7 +4,7 @@
  * per line or spread over lines with parentheses, `;` comments, optional TTL
  * and class. Any zone may be an anchor point (private roots, tests).
  */
-import { isAtOrBelow, normalizeName } from '../dns/wire.js';
+import { isAtOrBelow, normalizeName } from '../dns/name.js';
 import { labelCount } from './names.js';
 import { DIGEST_NAMES, SUPPORTED_ALGORITHMS, algorithmName, publicKeyFor } from './algorithms.js';
 import { keyTag, parseDnskey, type Dnskey, type Ds } from './records.js';

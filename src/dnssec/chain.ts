@@ -6,12 +6,14 @@
  * ends the chain as insecure; anything unprovable is bogus. Insecurity can
  * only come from a signed proof — never from missing or broken data.
  */
+import { createHash } from 'node:crypto';
 import { TYPE_CODES, type WireMessage } from '../dns/wire.js';
 import { SUPPORTED_ALGORITHMS, SUPPORTED_DIGESTS, algorithmName } from './algorithms.js';
 import { matchDs } from './dsmatch.js';
 import { closestAnchor, type TrustAnchors, type ZoneAnchor } from './anchors.js';
 import { BudgetExceeded, MAX_CHAIN_DEPTH, MAX_NSEC3_ITERATIONS, type Budget } from './budget.js';
-import { TtlCache } from './cache.js';
+import { TtlCache } from '../dns/cache.js';
+import { BOGUS_TTL } from '../dns/front.js';
 import { childToward, isAtOrBelow } from './names.js';
 import { nsecCut, type CutProof, type OwnedNsec } from './nsec.js';
 import { Nsec3Set, nsec3Cut, type OwnedNsec3 } from './nsec3.js';
@@ -41,6 +43,12 @@ export interface LookupContext {
   nowSec: number;
   /** wall-clock ms (Date.now) after which no further upstream question is asked */
   deadline?: number;
+  /**
+   * When the earliest remembered bad key set this lookup relied on is forgotten (validation clock, ms):
+   * a bogus verdict resting on it is kept no longer (FailedAnswer.retryAfter), so a fixed zone is believed
+   * within BOGUS_TTL of the failure that was remembered, never a second BOGUS_TTL later.
+   */
+  bogusUntil?: number;
 }
 
 export type QueryFn = (name: string, type: string, ctx: LookupContext) => Promise<{ ok: true; msg: WireMessage } | { ok: false; message: string }>;
@@ -60,6 +68,15 @@ export class ChainWalker {
   private readonly zones: TtlCache<ZoneState>;
   private readonly steps: TtlCache<Step>;
   private readonly flights = new Map<string, Promise<unknown>>();
+  /**
+   * Key sets that failed (issue 22): (zone, the keys its DS set or anchor selected) → why, for BOGUS_TTL
+   * (Unbound's val-bogus-ttl, BIND's bad cache). The next name below the zone costs no signature check of
+   * the key set, whatever else the zone's DNSKEY replies vary (the selected keys are fixed by the
+   * parent's signed DS). A zone fixed by new DS records has another key and is checked at once; one fixed
+   * by re-signing is believed BOGUS_TTL after the failure at the latest. Only key-set failures are kept:
+   * a failed step (a forged DS reply, say) is asked again by the next lookup.
+   */
+  private readonly badKeys: TtlCache<string>;
 
   constructor(
     private readonly anchors: TrustAnchors,
@@ -70,11 +87,13 @@ export class ChainWalker {
     // Zone keys are the large entries (a DNSKEY RRset may be tens of KiB): bounded by bytes too.
     this.zones = new TtlCache(Math.max(16, Math.ceil(maxEntries / 4)), MAX_KEY_CACHE_BYTES, stateBytes);
     this.steps = new TtlCache(Math.max(16, Math.ceil(maxEntries / 2)), MAX_KEY_CACHE_BYTES, (s) => (s.kind === 'cut' ? stateBytes(s.state) : 64));
+    this.badKeys = new TtlCache(Math.max(16, Math.ceil(maxEntries / 4)), MAX_KEY_CACHE_BYTES, (why) => 128 + why.length * 2);
   }
 
   clear(): void {
     this.zones.clear();
     this.steps.clear();
+    this.badKeys.clear();
   }
 
   get cacheSize(): number {
@@ -185,13 +204,21 @@ export class ChainWalker {
   }
 
   /** Validate the DNSKEY RRset with one of the DS-matched keys: then all its keys are the zone's keys. */
-  private trustKeys(zone: string, rrset: RRset, trusted: Dnskey[], ctx: LookupContext, via: string): ZoneState {
+  private async trustKeys(zone: string, rrset: RRset, trusted: Dnskey[], ctx: LookupContext, via: string): Promise<ZoneState> {
     if (trusted.length === 0) {
       ctx.trace.add('DNSKEY', zone, 'bogus', `no DNSKEY matches the ${via === 'anchor' ? 'trust anchor' : 'DS RRset'}`);
       return { kind: 'bogus', detail: `no DNSKEY of ${zone} matches its ${via === 'anchor' ? 'trust anchor' : 'DS'}` };
     }
-    const v = verifyRRset(rrset, { zone, keys: trusted }, ctx.nowSec, ctx.budget);
+    const digest = keySetDigest(zone, trusted);
+    const known = this.badKeys.get(digest, this.nowMs());
+    if (known) {
+      ctx.bogusUntil = Math.min(ctx.bogusUntil ?? Infinity, this.nowMs() + known.ttl * 1000);
+      ctx.trace.add('DNSKEY', zone, 'bogus', `DNSKEY RRset not signed by a trusted key (the same key set failed ${BOGUS_TTL - known.ttl} s ago): ${known.value}`);
+      return { kind: 'bogus', detail: `DNSKEY ${zone}: ${known.value}` };
+    }
+    const v = await verifyRRset(rrset, { zone, keys: trusted }, ctx.nowSec, ctx.budget);
     if (!v.ok) {
+      this.badKeys.set(digest, v.reason, BOGUS_TTL, this.nowMs());
       ctx.trace.add('DNSKEY', zone, 'bogus', `DNSKEY RRset not signed by a trusted key: ${v.reason}`);
       return { kind: 'bogus', detail: `DNSKEY ${zone}: ${v.reason}` };
     }
@@ -210,6 +237,9 @@ export class ChainWalker {
       return s;
     }
     const step = await this.shared(`step|${key}`, () => this.computeStep(name, parent, ctx));
+    // A failed step is not kept: the next lookup asks again, so one forged reply leaves nothing behind.
+    // What makes a bad zone expensive — its key set's signature checks — is remembered by content instead
+    // (`badKeys`, trustKeys).
     const ttl = step.kind === 'cut' ? (step.state.kind === 'secure' || step.state.kind === 'insecure' ? step.state.ttl : 0) : step.ttl;
     this.steps.set(key, step, ttl, this.nowMs());
     return step;
@@ -227,7 +257,7 @@ export class ChainWalker {
     const dsSet = answers.get(`${name}|${T.DS}`);
     const zk: ZoneKeys = { zone: parent.zone, keys: parent.keys };
     if (dsSet) {
-      const v = verifyRRset(dsSet, zk, ctx.nowSec, ctx.budget);
+      const v = await verifyRRset(dsSet, zk, ctx.nowSec, ctx.budget);
       if (!v.ok) return bad('bogus', `DS RRset does not validate with ${parent.zone}'s keys: ${v.reason}`);
       ctx.trace.add('DS', name, 'ok', `DS RRset signed by ${parent.zone} key ${v.key.keyTag}/${algorithmName(v.key.algorithm)}`);
       const ds = dsSet.rrs.map((rr) => parseDs(rr.rdata)).filter((d): d is Ds => d !== undefined);
@@ -240,7 +270,7 @@ export class ChainWalker {
       const res = await this.fetchDnskeys(name, ctx);
       if ('error' in res) return { kind: 'cut', state: res.error };
       const matched = this.matchDs(name, ds, res.keys, ctx);
-      const st = this.trustKeys(name, res.rrset, matched, ctx, 'ds');
+      const st = await this.trustKeys(name, res.rrset, matched, ctx, 'ds');
       if (st.kind === 'secure') st.ttl = Math.min(st.ttl, v.ttl);
       return { kind: 'cut', state: st, detail: st.kind === 'secure' ? `secure zone cut, ${st.keys.length} DNSKEYs` : undefined };
     }
@@ -249,7 +279,7 @@ export class ChainWalker {
     // add it) falls through to the NSEC/NSEC3 proof below, which it then needs.
     const cname = answers.get(`${name}|${T.CNAME}`);
     if (cname) {
-      const v = verifyRRset(cname, zk, ctx.nowSec, ctx.budget);
+      const v = await verifyRRset(cname, zk, ctx.nowSec, ctx.budget);
       if (v.ok && !v.wildcard) {
         const detail = `CNAME signed by ${parent.zone}: not a zone cut`;
         ctx.trace.add('DS', name, 'ok', detail);
@@ -259,7 +289,7 @@ export class ChainWalker {
     }
     for (const d of answers.values()) {
       if (d.typeCode !== T.DNAME || d.name === name || !isAtOrBelow(name, d.name) || !isAtOrBelow(d.name, parent.zone)) continue;
-      const v = verifyRRset(d, zk, ctx.nowSec, ctx.budget);
+      const v = await verifyRRset(d, zk, ctx.nowSec, ctx.budget);
       if (v.ok) {
         // RFC 6672 §2.3: nothing exists below a DNAME owner in its zone.
         const detail = `DNAME at ${d.name} signed by ${parent.zone}: ${name} does not exist in this zone`;
@@ -268,7 +298,7 @@ export class ChainWalker {
       }
     }
     // No DS: the denial must be signed by the parent zone.
-    const proof = this.cutProof(msg, name, zk, ctx);
+    const proof = await this.cutProof(msg, name, zk, ctx);
     if (proof.kind === 'bogus') return bad('bogus', proof.detail);
     if (proof.kind === 'insecure') {
       ctx.trace.add('DS', name, 'insecure', proof.detail);
@@ -279,14 +309,15 @@ export class ChainWalker {
     return { kind: proof.kind, ttl: proof.ttl, detail: proof.detail };
   }
 
-  private cutProof(msg: WireMessage, name: string, zk: ZoneKeys, ctx: LookupContext): CutProof & { ttl: number } {
+  private async cutProof(msg: WireMessage, name: string, zk: ZoneKeys, ctx: LookupContext): Promise<CutProof & { ttl: number }> {
     const auth = groupRRsets(msg.authorities);
-    const den = validatedDenial(auth, zk, ctx);
+    const den = await validatedDenial(auth, zk, ctx);
     if ('error' in den) return { kind: 'bogus', detail: den.error, ttl: 0 };
     if (den.nsecs.length) return { ...nsecCut(den.nsecs, name, zk.zone), ttl: den.ttl };
     if (den.nsec3s.length) {
       const set = new Nsec3Set(den.nsec3s, zk.zone, ctx.budget);
       if (set.records.length === 0) return { kind: 'bogus', detail: 'no usable NSEC3 record', ttl: 0 };
+      await set.prepare(name);
       // Over the iteration limit the proof is still checked in full (unlike Unbound's nsec3_prove_nods,
       // which answers insecure unchecked): any signed high-iteration NSEC3 of the zone, replayed as a
       // "no DS here", would otherwise make everything below `name` insecure (issue 13). What a checked
@@ -299,6 +330,13 @@ export class ChainWalker {
   }
 }
 
+/** The bad-key cache's key: the zone and the keys its DS set (or trust anchor) selected. */
+function keySetDigest(zone: string, trusted: Dnskey[]): string {
+  const h = createHash('sha256').update(zone).update('\0');
+  for (const b of trusted.map((k) => k.rdata.toString('hex')).sort()) h.update(b).update(',');
+  return h.digest('hex');
+}
+
 export interface Denial { nsecs: OwnedNsec[]; nsec3s: OwnedNsec3[]; ttl: number }
 
 /**
@@ -306,14 +344,14 @@ export interface Denial { nsecs: OwnedNsec[]; nsec3s: OwnedNsec3[]; ttl: number 
  * zone's keys. RRsets signed by another signer are ignored (they cannot prove
  * anything about this zone); an RRset by this zone that fails is bogus.
  */
-export function validatedDenial(auth: Map<string, RRset>, zk: ZoneKeys, ctx: LookupContext): Denial | { error: string } {
+export async function validatedDenial(auth: Map<string, RRset>, zk: ZoneKeys, ctx: LookupContext): Promise<Denial | { error: string }> {
   const nsecs: OwnedNsec[] = [];
   const nsec3s: OwnedNsec3[] = [];
   let ttl = MAX_CHAIN_TTL;
   for (const set of [...rrsetsOfType(auth, T.NSEC), ...rrsetsOfType(auth, T.NSEC3)]) {
     if (!isAtOrBelow(set.name, zk.zone)) continue;
     if (!set.sigs.some((s) => s.signer === zk.zone)) continue;
-    const v = verifyRRset(set, zk, ctx.nowSec, ctx.budget);
+    const v = await verifyRRset(set, zk, ctx.nowSec, ctx.budget);
     const kind = set.typeCode === T.NSEC ? 'NSEC' : 'NSEC3';
     if (!v.ok) {
       ctx.trace.add(kind, set.name, 'bogus', `does not validate: ${v.reason}`);

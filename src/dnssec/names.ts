@@ -4,7 +4,8 @@
  * canonical presentation strings of src/dns/wire.ts (lowercase, no trailing
  * dot, "." for the root).
  */
-import { asciiLower, isAtOrBelow, nameToWire, splitName } from '../dns/wire.js';
+import { nameToWire } from '../dns/wire.js';
+import { asciiLower, isAtOrBelow, splitName } from '../dns/name.js';
 
 export { isAtOrBelow };
 

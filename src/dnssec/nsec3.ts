@@ -115,6 +115,23 @@ export class Nsec3Set {
     return h;
   }
 
+  /**
+   * Compute, in slices that yield to the event loop (`Budget.pace`), the hashes a proof about `qname`
+   * needs most: its ancestors from the deepest up to the first that an NSEC3 record matches — the
+   * closest-encloser search of RFC 5155 §8.3, where a long nonexistent name costs up to 127 hashes. The
+   * proofs then find them memoised and compute at most the name itself and the wildcard synchronously.
+   * Charges the same hashes the proof would (each name once).
+   */
+  async prepare(qname: string): Promise<void> {
+    if (!isAtOrBelow(qname, this.zone)) return;
+    for (let n = labelCount(qname) - 1; n >= labelCount(this.zone); n--) {
+      const name = suffix(qname, n);
+      if (!this.memo.has(name)) await this.budget.pace();
+      const h = this.hash(name);
+      if (this.records.some((r) => r.hash.equals(h))) return;
+    }
+  }
+
   match(name: string): N3 | undefined {
     const h = this.hash(name);
     return this.records.find((r) => r.hash.equals(h));

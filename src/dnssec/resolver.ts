@@ -12,14 +12,15 @@
  * `firstStatus` is that of the first response (the first alias, or the
  * answer itself).
  */
-import { combineInsecureReasons, type CnameHop, type DnsAnswer, type DnssecStatus, type InsecureReason, type QueryType, type RecordData, type Resolver } from '../dns/types.js';
+import { combineInsecureReasons, failedAnswer, usableAnswer, type LookupWork, type CnameHop, type DnsAnswer, type DnssecStatus, type InsecureReason, type QueryType, type RecordData, type Resolver } from '../dns/types.js';
 import { DnsTransport } from '../dns/transport.js';
-import { CLASS_IN, TYPE_CODES, isAtOrBelow, normalizeName, toRecordData, typeCode, typeName, type WireMessage, type WireRr } from '../dns/wire.js';
-import { MAX_ALIAS_DEPTH, MAX_CACHE_TTL, MAX_NEGATIVE_TTL, DEFAULT_NEGATIVE_TTL, copyAnswer, dnameTarget } from '../dns/stub.js';
+import { CLASS_IN, TYPE_CODES, toRecordData, typeCode, typeName, type WireMessage, type WireRr } from '../dns/wire.js';
+import { isAtOrBelow, normalizeName } from '../dns/name.js';
+import { MAX_ALIAS_DEPTH, MAX_NEGATIVE_TTL, DEFAULT_NEGATIVE_TTL, dnameTarget } from '../dns/stub.js';
+import { CachingResolver, DEFAULT_CACHE_ENTRIES, type ResolverEngine } from '../dns/front.js';
 import { algorithmName } from './algorithms.js';
 import { parseTrustAnchors, ROOT_TRUST_ANCHORS, type TrustAnchors } from './anchors.js';
 import { Budget, BudgetExceeded, MAX_NSEC3_ITERATIONS } from './budget.js';
-import { TtlCache, approxBytes } from './cache.js';
 import { ChainWalker, validatedDenial, type LookupContext, type ZoneState } from './chain.js';
 import { labelCount } from './names.js';
 import { proveNodata, proveNxdomain, proveWildcardAnswer, type Proof } from './nsec.js';
@@ -56,14 +57,7 @@ export interface ValidatingResolverOptions {
  */
 export const LOOKUP_DEADLINE_EXCHANGES = 3;
 
-/**
- * Approximate bytes of validated answers kept, besides the entry count: a TXT
- * or TLSA answer can be 64 KiB, so 10,000 entries alone could hold 640 MiB.
- */
-export const MAX_ANSWER_CACHE_BYTES = 64 * 1024 * 1024;
-
-/** Bogus answers are remembered this long (Unbound's val-bogus-ttl is 60 s) so a broken zone is not re-validated per message. */
-export const BOGUS_TTL = 60;
+export { BOGUS_TTL, MAX_ANSWER_CACHE_BYTES } from '../dns/front.js';
 
 /**
  * Distinct RRSIG signer names tried for one RRset or denial (each costs a chain walk). Honest data has
@@ -89,53 +83,16 @@ class Failed extends Error {
   }
 }
 
-export class ValidatingResolver implements Resolver {
-  private readonly transport: DnsTransport;
-  private readonly anchors: TrustAnchors;
-  private readonly now: () => number;
-  private readonly cache: TtlCache<DnsAnswer>;
-  private readonly walker: ChainWalker;
-  private readonly inflight = new Map<string, Promise<DnsAnswer>>();
-  private readonly deadlineMs: number;
-  private closed = false;
-
+/** The validating resolver: the shared caching front end (dns/front.ts) over the validator engine. */
+export class ValidatingResolver extends CachingResolver<ValidatorEngine> {
   constructor(opts: ValidatingResolverOptions) {
-    this.transport = opts.transport ?? new DnsTransport(opts);
-    this.deadlineMs = LOOKUP_DEADLINE_EXCHANGES * opts.timeoutMs * opts.attempts;
-    this.anchors = parseTrustAnchors(opts.trustAnchors ?? ROOT_TRUST_ANCHORS);
-    this.now = opts.now ?? Date.now;
-    const max = Math.max(1, opts.maxCacheEntries ?? 10_000);
-    this.cache = new TtlCache(max, MAX_ANSWER_CACHE_BYTES, (a) => approxBytes(a));
-    this.walker = new ChainWalker(this.anchors, (n, t, c) => this.query(n, t, c), this.now, max);
+    const now = opts.now ?? Date.now;
+    super(new ValidatorEngine(opts, now), { now, ...(opts.maxCacheEntries !== undefined ? { maxCacheEntries: opts.maxCacheEntries } : {}) });
   }
 
   /** Entries held by the answer cache and the chain caches. */
   get cacheSize(): number {
-    return this.cache.size + this.walker.cacheSize;
-  }
-
-  async lookup<T extends QueryType>(name: string, type: T): Promise<DnsAnswer<T>> {
-    let qname: string;
-    try {
-      qname = normalizeName(name);
-    } catch (e) {
-      return failure(name, type, 'indeterminate', (e as Error).message, []) as DnsAnswer<T>;
-    }
-    if (this.closed) return failure(qname, type, 'indeterminate', 'resolver closed', []) as DnsAnswer<T>;
-    const key = `${qname}|${type}`;
-    const hit = this.cache.get(key, this.now());
-    if (hit) return { ...copyAnswer(hit.value), ttl: hit.value.error ? 0 : hit.ttl } as DnsAnswer<T>;
-    let p = this.inflight.get(key);
-    if (!p) {
-      p = this.run(qname, type, new Trace(false))
-        .then((a) => {
-          if (!this.closed) this.remember(key, a);
-          return a;
-        })
-        .finally(() => this.inflight.delete(key));
-      this.inflight.set(key, p);
-    }
-    return copyAnswer(await p) as DnsAnswer<T>;
+    return this.answersCached + this.engine.chainCacheSize;
   }
 
   /** A fresh validation (no answer cache) with the steps that led to the verdict, for `dns lookup`. */
@@ -145,26 +102,41 @@ export class ValidatingResolver implements Resolver {
     try {
       qname = normalizeName(name);
     } catch (e) {
-      return { answer: failure(name, type, 'indeterminate', (e as Error).message, []) as DnsAnswer<T>, trace: trace.steps };
+      return { answer: failure(name, type, 'indeterminate', (e as Error).message, []), trace: trace.steps };
     }
-    const answer = await this.run(qname, type, trace);
+    const answer = await this.engine.run(qname, type, trace);
     return { answer, trace: trace.steps };
   }
+}
 
-  async close(): Promise<void> {
-    this.closed = true;
-    this.transport.close();
-    this.cache.clear();
-    this.walker.clear();
+/** One fresh validation: chain of trust, aliases, proofs, under one lookup's work budget. */
+class ValidatorEngine implements ResolverEngine {
+  private readonly transport: DnsTransport;
+  private readonly anchors: TrustAnchors;
+  private readonly walker: ChainWalker;
+  private readonly deadlineMs: number;
+  private closed = false;
+
+  constructor(opts: ValidatingResolverOptions, private readonly now: () => number) {
+    this.transport = opts.transport ?? new DnsTransport(opts);
+    this.deadlineMs = LOOKUP_DEADLINE_EXCHANGES * opts.timeoutMs * opts.attempts;
+    this.anchors = parseTrustAnchors(opts.trustAnchors ?? ROOT_TRUST_ANCHORS);
+    const max = Math.max(1, opts.maxCacheEntries ?? DEFAULT_CACHE_ENTRIES);
+    this.walker = new ChainWalker(this.anchors, (n, t, c) => this.query(n, t, c), this.now, max);
   }
 
-  private remember(key: string, a: DnsAnswer): void {
-    if (a.error) {
-      // Transport failures are not cached (the next try may work); bogus is, briefly.
-      if (a.status === 'bogus') this.cache.set(key, a, BOGUS_TTL, this.now());
-      return;
-    }
-    this.cache.set(key, a, Math.min(a.ttl, MAX_CACHE_TTL), this.now());
+  get chainCacheSize(): number {
+    return this.walker.cacheSize;
+  }
+
+  resolve<T extends QueryType>(qname: string, qtype: T): Promise<DnsAnswer<T>> {
+    return this.run(qname, qtype, new Trace(false));
+  }
+
+  close(): void {
+    this.closed = true;
+    this.transport.close();
+    this.walker.clear();
   }
 
   private async query(name: string, type: string, ctx: LookupContext): Promise<{ ok: true; msg: WireMessage } | { ok: false; message: string }> {
@@ -177,36 +149,41 @@ export class ValidatingResolver implements Resolver {
     return { ok: true, msg: ex.msg };
   }
 
-  private async run<T extends QueryType>(qname: string, qtype: T, trace: Trace): Promise<DnsAnswer<T>> {
+  async run<T extends QueryType>(qname: string, qtype: T, trace: Trace): Promise<DnsAnswer<T>> {
     // The deadline is wall-clock time (Date.now), not the injectable validation clock `now`.
     const ctx: LookupContext = { budget: new Budget(), trace, nowSec: Math.floor(this.now() / 1000), deadline: Date.now() + this.deadlineMs };
     const chain: CnameHop[] = [];
     const spent = (): void =>
-      trace.add('budget', qname, 'info', `${ctx.budget.verifications} signature verifications, ${ctx.budget.nsec3Hashes} NSEC3 hashes, ${ctx.budget.queries} upstream queries`);
+      trace.add('budget', qname, 'info', `${ctx.budget.verifications} signature verifications, ${ctx.budget.nsec3Hashes} NSEC3 hashes, ${ctx.budget.queries} upstream queries, ${ctx.budget.yields} yields`);
     let timer: NodeJS.Timeout | undefined;
     const overdue = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Failed('indeterminate', `lookup took longer than ${this.deadlineMs} ms (${LOOKUP_DEADLINE_EXCHANGES} × timeout × attempts)`, 'timeout')), this.deadlineMs);
       timer.unref();
     });
+    const work = (): LookupWork => ({ verifications: ctx.budget.verifications, nsec3Hashes: ctx.budget.nsec3Hashes, nsec3Rounds: ctx.budget.nsec3Rounds, queries: ctx.budget.queries, yields: ctx.budget.yields });
     try {
-      const a = await Promise.race([this.resolve(qname, qtype, ctx, chain), overdue]);
+      const a = await Promise.race([this.follow(qname, qtype, ctx, chain), overdue]);
       spent();
-      return a;
+      return { ...a, work: work() };
     } catch (e) {
       spent();
       if (e instanceof Failed) {
         trace.add('answer', qname, e.kind, e.message);
-        return failure(qname, qtype, e.kind, e.message, chain, e.errorKind);
+        const f = failure(qname, qtype, e.kind, e.message, chain, e.errorKind);
+        // A bogus verdict resting on a remembered bad key set is repeated only while that is remembered.
+        const retryAfter = e.kind === 'bogus' && ctx.bogusUntil !== undefined ? Math.max(0, Math.ceil((ctx.bogusUntil - this.now()) / 1000)) : undefined;
+        return { ...f, work: work(), ...(retryAfter !== undefined ? { retryAfter } : {}) } as DnsAnswer<T>;
       }
       const msg = e instanceof BudgetExceeded ? e.message : `internal error: ${e instanceof Error ? e.message : String(e)}`;
       trace.add('answer', qname, 'indeterminate', msg);
-      return failure(qname, qtype, 'indeterminate', msg, chain);
+      return { ...failure(qname, qtype, 'indeterminate', msg, chain), work: work() };
     } finally {
       clearTimeout(timer);
     }
   }
 
-  private async resolve<T extends QueryType>(qname: string, qtype: T, ctx: LookupContext, chain: CnameHop[]): Promise<DnsAnswer<T>> {
+  /** The answer to (qname, qtype), following aliases (DANE-5): each hop validated on its own. */
+  private async follow<T extends QueryType>(qname: string, qtype: T, ctx: LookupContext, chain: CnameHop[]): Promise<DnsAnswer<T>> {
     const seen = new Set<string>([qname]);
     const statuses: DnssecStatus[] = [];
     const reasons: (InsecureReason | undefined)[] = [];
@@ -251,18 +228,10 @@ export class ValidatingResolver implements Resolver {
         }
       }
       ctx.trace.add('answer', qname, overall, `${step.kind === 'negative' ? step.rcode : 'NOERROR'}, ${records.length} record(s), ttl ${Number.isFinite(ttl) ? ttl : 0}${insecureReason ? ` (insecure: ${insecureReason})` : ''}`);
-      return {
-        qname,
-        qtype,
-        rcode: step.kind === 'negative' ? step.rcode : 'NOERROR',
-        status: overall,
-        firstStatus: statuses[0]!,
-        canonicalName: cur,
-        chain,
-        records,
-        ttl: Number.isFinite(ttl) ? Math.max(0, ttl) : DEFAULT_NEGATIVE_TTL,
-        ...(insecureReason ? { insecureReason } : {}),
-      };
+      const rcode = step.kind === 'negative' ? step.rcode : 'NOERROR';
+      if (rcode !== 'NOERROR' && rcode !== 'NXDOMAIN') throw new Failed('indeterminate', `${rcode} for ${cur}/${qtype}`); // validateDenial already refuses these
+      const base = { qname, qtype, rcode, canonicalName: cur, chain, records, ttl: Number.isFinite(ttl) ? Math.max(0, ttl) : DEFAULT_NEGATIVE_TTL } as const;
+      return usableAnswer(base, overall, statuses[0]!, insecureReason);
     }
   }
 
@@ -360,14 +329,14 @@ export class ValidatingResolver implements Resolver {
         failures.push(st.why);
         continue;
       }
-      const v = verifyRRset(set, { zone: st.zone, keys: st.keys }, ctx.nowSec, ctx.budget);
+      const v = await verifyRRset(set, { zone: st.zone, keys: st.keys }, ctx.nowSec, ctx.budget);
       if (!v.ok) {
         signedBySecureZone = true;
         failures.push(v.reason);
         ctx.trace.add('RRSIG', what, 'info', `RRSIG by ${signer}: ${v.reason}`);
         continue;
       }
-      return this.securePositive(set, msg, ctx, st, v);
+      return await this.securePositive(set, msg, ctx, st, v);
     }
     const ignored = set.sigs.map((s) => s.signer).filter((s, i, a) => a.indexOf(s) === i);
     const why = failures.length ? ` (${failures.slice(0, 3).join('; ')})` : ignored.length ? ` (signers: ${ignored.slice(0, 3).join(', ')})` : '';
@@ -387,7 +356,7 @@ export class ValidatingResolver implements Resolver {
   }
 
   /** A verified RRset: secure, unless it is a wildcard expansion (RFC 4035 §5.3.4) whose proof fails or is opt-out. */
-  private securePositive(set: RRset, msg: WireMessage, ctx: LookupContext, st: Extract<ZoneState, { kind: 'secure' }>, v: Extract<VerifyResult, { ok: true }>): Verdict {
+  private async securePositive(set: RRset, msg: WireMessage, ctx: LookupContext, st: Extract<ZoneState, { kind: 'secure' }>, v: Extract<VerifyResult, { ok: true }>): Promise<Verdict> {
     const what = `${set.name}/${typeName(set.typeCode)}`;
     let ttl = Math.min(v.ttl, st.ttl);
     if (!v.wildcard) {
@@ -396,7 +365,7 @@ export class ValidatingResolver implements Resolver {
     }
     ctx.trace.add('RRSIG', what, 'ok', `RRSIG ${v.key.keyTag}/${algorithmName(v.key.algorithm)} by ${st.zone} validates (wildcard expansion, labels ${v.sig.labels})`);
     // RFC 4035 §5.3.4 / RFC 5155 §8.8: the expansion needs a proof that no closer name exists.
-    const den = validatedDenial(groupRRsets(msg.authorities), { zone: st.zone, keys: st.keys }, ctx);
+    const den = await validatedDenial(groupRRsets(msg.authorities), { zone: st.zone, keys: st.keys }, ctx);
     if ('error' in den) return this.bogus(ctx, 'NSEC', what, den.error);
     let proof: Proof;
     let overLimit: number | undefined;
@@ -453,7 +422,7 @@ export class ValidatingResolver implements Resolver {
         failures.push(st.why);
         continue;
       }
-      const r = this.proveDenial(auth, rcode, name, qcode, st, what, ctx);
+      const r = await this.proveDenial(auth, rcode, name, qcode, st, what, ctx);
       if (r.kind === 'secure') return r;
       if (!('reason' in r)) insecure ??= r;
       else {
@@ -480,20 +449,20 @@ export class ValidatingResolver implements Resolver {
   }
 
   /** The denial proof by one secure signer zone `st` (its SOA, NSEC/NSEC3 records); failures are returned, not traced as the verdict. */
-  private proveDenial(
+  private async proveDenial(
     auth: Map<string, RRset>, rcode: string, name: string, qcode: number,
     st: Extract<ZoneState, { kind: 'secure' }>, what: string, ctx: LookupContext,
-  ): Verdict {
+  ): Promise<Verdict> {
     const fail = (reason: string): Verdict => ({ kind: 'bogus', reason });
     const zk = { zone: st.zone, keys: st.keys };
-    const den = validatedDenial(auth, zk, ctx);
+    const den = await validatedDenial(auth, zk, ctx);
     if ('error' in den) return fail(den.error);
     if (den.nsecs.length === 0 && den.nsec3s.length === 0) return fail(`${rcode} without NSEC/NSEC3 records signed by ${st.zone}, a secure zone`);
     // RFC 2308 §5 / RFC 4035 §5.4: the negative TTL is the smaller of the validated SOA's TTL and MINIMUM,
     // capped by the validated NSEC/NSEC3 TTLs; an SOA that does not validate only lowers it to the default.
     let ttl = Math.min(den.ttl, MAX_NEGATIVE_TTL);
     const soa = auth.get(`${st.zone}|${TYPE_CODES.SOA}`);
-    const sv = soa && soa.rrs.length === 1 ? verifyRRset(soa, zk, ctx.nowSec, ctx.budget) : undefined;
+    const sv = soa && soa.rrs.length === 1 ? await verifyRRset(soa, zk, ctx.nowSec, ctx.budget) : undefined;
     if (soa && sv?.ok) ttl = Math.min(ttl, sv.ttl, soaMinimum(soa));
     else ttl = Math.min(ttl, DEFAULT_NEGATIVE_TTL);
     let proof: Proof;
@@ -505,6 +474,7 @@ export class ValidatingResolver implements Resolver {
       kind = 'NSEC3';
       const s3 = new Nsec3Set(den.nsec3s, st.zone, ctx.budget);
       if (s3.records.length === 0) return fail('no usable NSEC3 record');
+      await s3.prepare(name);
       // Over the iteration limit the proof is checked exactly like any other (issue 13): an on-path
       // attacker replaying genuine signed high-iteration NSEC3 records that do not cover the name gets
       // bogus, never insecure. Unbound answers insecure here without looking (ARCHITECTURE.md).
@@ -555,17 +525,10 @@ function failure<T extends QueryType>(
   chain: CnameHop[],
   errorKind: ErrorKind = kind,
 ): DnsAnswer<T> {
-  return {
-    qname,
-    qtype,
+  // As in the stub: an error is never an answer, so no part of it reads as secure (the hops keep their own status in `chain`).
+  return failedAnswer(qname, qtype, kind, { kind: errorKind, message }, {
     rcode: kind === 'bogus' ? 'SERVFAIL' : '',
-    status: kind,
-    // As in the stub: an error is never an answer, so no part of it reads as secure (the hops keep their own status in `chain`).
-    firstStatus: kind,
-    canonicalName: chain.length ? chain[chain.length - 1]!.target : qname,
     chain,
-    records: [],
-    ttl: 0,
-    error: { kind: errorKind, message },
-  };
+    canonicalName: chain.length ? chain[chain.length - 1]!.target : qname,
+  });
 }

@@ -46,7 +46,8 @@ export function candidateKeys(zone: ZoneKeys, sig: Rrsig): Dnskey[] {
   );
 }
 
-export function verifyRRset(rrset: RRset, zone: ZoneKeys, now: number, budget: Budget): VerifyResult {
+/** RFC 4035 §5.3.1–5.3.3; yields every YIELD_EVERY verifications (`Budget.pace`). */
+export async function verifyRRset(rrset: RRset, zone: ZoneKeys, now: number, budget: Budget): Promise<VerifyResult> {
   if (rrset.sigs.length === 0) return { ok: false, reason: 'no RRSIG' };
   const reasons: string[] = [];
   let considered = 0;
@@ -89,6 +90,7 @@ export function verifyRRset(rrset: RRset, zone: ZoneKeys, now: number, budget: B
         reasons.push(`more than ${MAX_KEYS_PER_SIGNATURE} keys share tag ${sig.keyTag}`);
         break;
       }
+      await budget.pace();
       budget.spendVerification();
       if (verifySignature(sig.algorithm, key.publicKey, data, sig.signature)) {
         const untilExpiry = Math.max(0, serialDelta(sig.expiration, now));

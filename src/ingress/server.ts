@@ -47,6 +47,7 @@ import { HopCounter } from './hops.js';
 import { AuthLimiter, Concurrency, SlidingWindow, type AuthAttempt, type Reservation } from './limits.js';
 import { Users } from './users.js';
 import type { RelayEvents } from '../metrics/events.js';
+import { lowerName } from '../dns/name.js';
 
 export interface IngressOptions {
   config: Config['ingress'] & { listen: string[]; relayClients: string[]; hostname: string };
@@ -656,6 +657,9 @@ export class Ingress {
       this.release(session);
       const e = failure as { code?: string; message?: string } | undefined;
       this.log.error({ client, queue_id: draft?.id, err: { code: e?.code, message: e?.message } }, 'spool failure; message refused');
+      // Shared queue (issue 16): the database did not commit (down, failed over, refused): nothing is queued,
+      // the client tries again. RFC 5321 §4.2.5 451, RFC 3463 §3.3 4.3.0 (other or undefined mail system status).
+      if (e?.code === 'EDB') throw smtpError(451, '4.3.0 Queue database unavailable, try again later');
       // Never 250 for a message that is not durable. RFC 5321 §4.2.5 452, RFC 3463 §3.3 4.3.1.
       throw smtpError(452, '4.3.1 Insufficient system storage');
     }
@@ -765,5 +769,5 @@ export function postmasterTarget(address: string, hostname: string): boolean {
   const at = address.lastIndexOf('@');
   const local = at < 0 ? address : address.slice(0, at);
   if (local.toLowerCase() !== 'postmaster') return false;
-  return at < 0 || address.slice(at + 1).toLowerCase().replace(/\.$/, '') === hostname.toLowerCase();
+  return at < 0 || lowerName(address.slice(at + 1)) === hostname.toLowerCase();
 }

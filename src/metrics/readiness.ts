@@ -5,6 +5,8 @@
  *   msg/ and state/ where commits rename to (access(2): EACCES, EROFS; no file is created
  *   there, since a stray file in msg/ would be quarantined as corrupt). Cached for `spoolTtlMs`
  *   so a scraper hammering /readyz does not hammer the disk.
+ *   With a shared queue (spool.backend: postgres) the probe is a committed write to the database
+ *   instead (`spoolProbe`): /readyz fails while the database is unreachable (issue 16).
  * - selftest: the DNSSEC self-test (DANE-4) passed, when the TLS level relies on DNSSEC. A
  *   failed test is repeated every `selfTestIntervalMs` in the background, a passed one too.
  */
@@ -24,6 +26,8 @@ export interface ReadinessOptions {
   /** the relay's start-up run, so the test is not run twice at start */
   initialSelfTest?: Promise<SelfTestResult>;
   selfTestIntervalMs: number;
+  /** shared queue: a committed write to the database, resolving with what it proved; replaces the file probe */
+  spoolProbe?: () => Promise<string>;
   /** a stuck disk must not hang /readyz */
   probeTimeoutMs?: number;
 }
@@ -86,20 +90,22 @@ export class Readiness {
       const dir = join(this.opts.queueDir, 'tmp');
       let check: Check;
       let timer: NodeJS.Timeout | undefined;
+      const probe = this.opts.spoolProbe;
       try {
-        await Promise.race([
-          (async () => {
+        const proved = await Promise.race([
+          probe ? probe() : (async () => {
             for (const sub of ['msg', 'state']) {
               const d = join(this.opts.queueDir, sub);
               await access(d, constants.W_OK | constants.X_OK).catch((e) => { throw new Error(`${d}: ${(e as Error).message}`); });
             }
             await probeWritable(dir);
+            return `${dir} writable (write+fsync+unlink), msg/ and state/ writable`;
           })(),
-          new Promise((_, rej) => { timer = setTimeout(() => rej(new Error(`no answer from the disk within ${this.opts.probeTimeoutMs ?? 5000} ms`)), this.opts.probeTimeoutMs ?? 5000); }),
+          new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error(`no answer from the ${probe ? 'queue database' : 'disk'} within ${this.opts.probeTimeoutMs ?? 5000} ms`)), this.opts.probeTimeoutMs ?? 5000); }),
         ]);
-        check = { name: 'spool', ok: true, detail: `${dir} writable (write+fsync+unlink), msg/ and state/ writable` };
+        check = { name: 'spool', ok: true, detail: proved };
       } catch (e) {
-        check = { name: 'spool', ok: false, detail: `spool not writable: ${(e as Error).message}` };
+        check = { name: 'spool', ok: false, detail: `${probe ? 'queue database not writable' : 'spool not writable'}: ${(e as Error).message}` };
       } finally {
         clearTimeout(timer);
       }

@@ -16,6 +16,7 @@ import type { TlsLevel } from '../dane/levels.js';
 export type ExceptionLevel = 'may' | 'encrypt';
 import type { ExceptionList, PolicyEntry, PolicyTable } from './tables.js';
 import { addressLiteral } from '../route/mx.js';
+import { lowerName } from '../dns/name.js';
 
 export interface PolicyInputs {
   defaultLevel: TlsLevel;
@@ -44,7 +45,7 @@ const isDane = (l: TlsLevel): boolean => l === 'dane' || l === 'dane-only';
 
 /** The table entry that decides `domain` (exact, then nearest `.parent`), if any. */
 function tableEntry(domain: string, t: PolicyTable | undefined): PolicyEntry | undefined {
-  const d = domain.toLowerCase().replace(/\.$/, '');
+  const d = lowerName(domain);
   if (!t || addressLiteral(d)) return undefined;
   const exact = t.entries.get(d);
   if (exact) return exact;
@@ -73,7 +74,7 @@ export function resolveTable(domain: string, p: PolicyInputs): ResolvedPolicy {
 
 export function resolvePolicy(domain: string, p: PolicyInputs): ResolvedPolicy {
   const base = resolveTable(domain, p);
-  const d = domain.toLowerCase().replace(/\.$/, '');
+  const d = lowerName(domain);
   const line = p.exceptions?.domains.get(d);
   // An exception only lowers a DANE level; it never raises none/may/encrypt (it "switches DANE off").
   if (line === undefined || !isDane(base.level) || isDane(p.exceptionLevel)) return base;

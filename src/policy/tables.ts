@@ -20,6 +20,7 @@
  * A file with any error is rejected as a whole (the caller keeps the previous version).
  */
 import { tlsLevels, type TlsLevel } from '../dane/levels.js';
+import { lowerName } from '../dns/name.js';
 
 export interface PolicyEntry {
   /** lowercase, no trailing dot; a leading "." means "every subdomain of" */
@@ -57,8 +58,7 @@ const LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/;
 
 /** Lowercase, drop one trailing dot; undefined if not a plausible DNS name (A-labels). */
 export function normalizeDomain(raw: string): string | undefined {
-  let d = raw.toLowerCase();
-  if (d.endsWith('.')) d = d.slice(0, -1);
+  const d = lowerName(raw);
   if (d.length === 0 || d.length > 253) return undefined;
   return d.split('.').every((l) => LABEL.test(l)) ? d : undefined;
 }

@@ -5,15 +5,18 @@
  */
 import type { Resolver } from '../dns/types.js';
 import type { TlsLevel } from '../dane/levels.js';
-import { addressLiteral, decideMx, type MxDecision } from './mx.js';
+import { addressLiteral, capHosts, decideMx, DEFAULT_MX_HOST_LIMIT, type MxDecision } from './mx.js';
 import type { HostContext } from './host.js';
 
-/** MX lookup and decision for `domain` (an address literal needs no lookup, DANE-10). */
-export async function lookupMx(resolver: Resolver, domain: string, selfNames: string[]): Promise<MxDecision> {
+/**
+ * MX lookup and decision for `domain` (an address literal needs no lookup, DANE-10), with at most
+ * `hostLimit` hosts (`delivery.mx_host_limit`, 0: no limit; the rest are listed in `notTried`).
+ */
+export async function lookupMx(resolver: Resolver, domain: string, selfNames: string[], hostLimit = DEFAULT_MX_HOST_LIMIT): Promise<MxDecision> {
   const lit = addressLiteral(domain);
   if (lit) return { kind: 'hosts', hosts: [{ host: lit, preference: 0, literal: true }], status: 'insecure', implicit: true };
   const ans = await resolver.lookup(domain, 'MX');
-  return decideMx(domain, ans, selfNames);
+  return capHosts(decideMx(domain, ans, selfNames), hostLimit);
 }
 
 /** The planHost context for one host of a `hosts` decision. */

@@ -4,11 +4,13 @@
  * global and per-destination concurrency, applies outcomes durably, and turns
  * permanent failures and expiry into DSNs.
  *
- * State lives in the spool; this keeps only an in-memory index of it.
+ * State lives in the spool; this keeps only an in-memory index of it. On a shared queue
+ * (spool.shared, issue 16) the index holds only the messages this node has leased: due work is
+ * claimed every run_interval up to what the node can start, and a message whose deliveries have
+ * all settled is given back (its retry may be claimed by any node).
  */
 import type { Logger } from 'pino';
-import type { Spool } from '../spool/spool.js';
-import type { QueuedMessage, RecipientStatus } from '../spool/types.js';
+import type { QueuedMessage, QueueStore, RecipientStatus } from '../spool/types.js';
 import { DestinationRun, type DeliveryDeps, type DeliveryJob } from '../delivery/deliver.js';
 import { oneOutcomeEach, printableOutcome, type RecipientOutcome } from '../delivery/outcome.js';
 import { composeDsn, dsnAllowed, headerBlock, returnsFull, DSN_RETURN_LIMIT, type DsnRecipient } from '../dsn/compose.js';
@@ -23,7 +25,7 @@ export interface SchedulerConfig extends BackoffConfig {
 }
 
 export interface SchedulerDeps {
-  spool: Spool;
+  spool: QueueStore;
   delivery: DeliveryDeps;
   config: SchedulerConfig;
   hostname: string;
@@ -45,12 +47,15 @@ interface Destination {
   requireTls?: boolean;
   jobs: { id: string; recipients: string[] }[];
   active: number;
+  /** shared queue: no cluster-wide session slot was free; not tried again before this (node clock) */
+  slotWait?: number;
 }
 
 /** One run per destination and kind of protection: a REQUIRETLS message never shares a weaker session. */
 function destinationKey(domain: string, report: boolean, requireTls: boolean): string {
   return report ? `${domain}\0tlsrpt` : requireTls ? `${domain}\0requiretls` : domain;
 }
+const destKey = (d: Destination) => destinationKey(d.domain, !!d.report, !!d.requireTls);
 
 const isOpen = (r: RecipientStatus) => r.state === 'pending' || r.state === 'deferred';
 
@@ -59,6 +64,11 @@ export class Scheduler {
   private readonly timetable = new MinHeap<string>();
   /** "id\0address" of recipients handed to a worker and not yet settled */
   private readonly inflight = new Set<string>();
+  /** recipients in flight per message (shared queue: a message is given back only when none is) */
+  private readonly inflightPerMsg = new Map<string, number>();
+  private claiming = false;
+  /** shared queue: not before this (node clock), unless the last claim came back full */
+  private nextClaim = 0;
   private readonly destinations = new Map<string, Destination>();
   private readonly runs = new Set<DestinationRun>();
   private active = 0;
@@ -70,6 +80,14 @@ export class Scheduler {
 
   constructor(private readonly deps: SchedulerDeps) {
     this.rand = deps.rand ?? Math.random;
+    // Another node took a message over (our lease expired): forget it unless a delivery is running,
+    // whose outcome write will be refused by the token.
+    deps.spool.shared?.onLost((id) => {
+      if (this.inflightPerMsg.has(id)) return;
+      this.messages.delete(id);
+      this.dirty.delete(id);
+      this.deps.log.warn({ queue_id: id, node: deps.spool.shared?.node }, 'lease lost: another node has the message');
+    });
   }
 
   get size(): number { return this.messages.size; }
@@ -125,6 +143,7 @@ export class Scheduler {
   private run(): void {
     if (this.stopping) return;
     void this.persistDirty();
+    void this.claim();
     const now = this.deps.now();
     while ((this.timetable.peekKey() ?? Infinity) <= now) {
       const id = this.timetable.pop()!;
@@ -138,6 +157,7 @@ export class Scheduler {
       }
       for (const [domain, recipients] of byDomain) {
         for (const a of recipients) this.inflight.add(`${id}\0${a}`);
+        this.inflightPerMsg.set(id, (this.inflightPerMsg.get(id) ?? 0) + recipients.length);
         const report = msg.envelope.kind === 'tlsrpt';
         const requireTls = !report && msg.envelope.requireTls === true;
         const key = destinationKey(domain, report, requireTls);
@@ -156,18 +176,38 @@ export class Scheduler {
   }
 
   private pump(): void {
+    const now = this.deps.now();
     for (const dest of this.destinations.values()) {
+      if (dest.slotWait !== undefined && dest.slotWait > now) continue;
       while (!this.stopping && dest.jobs.length > dest.active && dest.active < this.deps.config.per_destination && this.active < this.deps.config.concurrency) {
         dest.active++;
         this.active++;
         void this.worker(dest);
       }
-      if (dest.jobs.length === 0 && dest.active === 0) this.destinations.delete(destinationKey(dest.domain, !!dest.report, !!dest.requireTls));
+      if (dest.jobs.length === 0 && dest.active === 0) this.destinations.delete(destKey(dest));
     }
     this.checkIdle();
   }
 
   private async worker(dest: Destination): Promise<void> {
+    // Shared queue: per_destination holds across all nodes; a session needs one of the destination's slots.
+    const shared = this.deps.spool.shared;
+    let slot: string | undefined;
+    if (shared) {
+      slot = await shared.acquireSlot(dest.report ? `tlsrpt:${dest.domain}` : dest.domain, this.deps.config.per_destination).catch((e: unknown) => {
+        this.deps.log.warn({ err: (e as Error).message, domain: dest.domain }, 'could not take a delivery slot from the queue database; will retry');
+        return undefined;
+      });
+      if (!slot) {
+        dest.active--;
+        this.active--;
+        // the next queue run tries again (pump() would otherwise ask the database in a loop)
+        dest.slotWait = this.deps.now() + this.deps.config.run_interval / 2;
+        this.checkIdle();
+        return;
+      }
+      dest.slotWait = undefined;
+    }
     const run = new DestinationRun(this.deps.delivery, dest.domain, { report: dest.report, requireTls: dest.requireTls });
     this.runs.add(run);
     try {
@@ -189,9 +229,12 @@ export class Scheduler {
         if (checked.breaches.length) this.deps.log.error({ queue_id: msg.id, domain: dest.domain, breaches: checked.breaches }, 'internal invariant breach: not exactly one outcome per recipient (repaired: deferred)');
         await this.settle(msg, checked.outcomes);
         this.release(job.id, job.recipients);
+        await this.giveBack(msg.id);
       }
     } finally {
       await run.close().catch(() => undefined);
+      // after QUIT's 221 (or the connection's end): the session is over, another node may open one
+      if (slot) await shared!.releaseSlot(slot);
       this.runs.delete(run);
       dest.active--;
       this.active--;
@@ -202,6 +245,55 @@ export class Scheduler {
 
   private release(id: string, recipients: string[]): void {
     for (const a of recipients) this.inflight.delete(`${id}\0${a}`);
+    const left = (this.inflightPerMsg.get(id) ?? 0) - recipients.length;
+    if (left > 0) this.inflightPerMsg.set(id, left);
+    else this.inflightPerMsg.delete(id);
+  }
+
+  /**
+   * Shared queue: claims due messages up to what this node can start now (free delivery slots, less
+   * what is already waiting here), so the work spreads over the nodes that have room for it.
+   */
+  private async claim(): Promise<void> {
+    const shared = this.deps.spool.shared;
+    if (!shared || this.claiming || this.stopping) return;
+    const waiting = [...this.destinations.values()].reduce((n, d) => n + d.jobs.length, 0);
+    const room = this.deps.config.concurrency - this.active - waiting;
+    const now = this.deps.now();
+    // run() comes with every message queued here; one claim per half queue run is enough, unless the last filled up
+    if (room <= 0 || now < this.nextClaim) return;
+    this.claiming = true;
+    try {
+      const claimed = await shared.claim(room);
+      this.nextClaim = claimed.length >= room ? 0 : now + this.deps.config.run_interval / 2;
+      for (const m of claimed) {
+        if (this.stopping) { void shared.release(m.id); continue; }
+        this.add(m);
+      }
+    } catch (e) {
+      this.nextClaim = now + this.deps.config.run_interval;
+      this.deps.log.warn({ err: (e as Error).message }, 'could not claim work from the queue database; will retry');
+    } finally {
+      this.claiming = false;
+    }
+  }
+
+  /**
+   * Shared queue: once no delivery of a message is running here and its state is written, the lease
+   * goes back and the message leaves this node's index; its next attempt is claimed by whichever node
+   * is free when it is due. (A message all of whose recipients are done was deleted by the write.)
+   */
+  private async giveBack(id: string): Promise<void> {
+    const shared = this.deps.spool.shared;
+    if (!shared || this.inflightPerMsg.has(id) || this.dirty.has(id)) return;
+    const msg = this.messages.get(id);
+    if (msg) {
+      const now = this.deps.now();
+      // something of it is due right now (a flush, a quick retry): keep it and let run() hand it out
+      if (!msg.held && msg.recipients.some((r) => isOpen(r) && r.nextAttempt <= now)) return;
+      this.messages.delete(id);
+    }
+    await shared.release(id);
   }
 
   /**
@@ -292,6 +384,14 @@ export class Scheduler {
       await this.deps.spool.updateRecipients(msg.id, msg.recipients.map((r) => ({ ...r })));
       this.dirty.delete(msg.id);
     } catch (e) {
+      if ((e as { code?: string }).code === 'ELEASE') {
+        // Shared queue: another node took the message over when our lease expired (we were paused,
+        // cut off, too slow). The token refused the write; the message is that node's now.
+        this.dirty.delete(msg.id);
+        this.messages.delete(msg.id);
+        this.deps.log.warn({ queue_id: msg.id, node: this.deps.spool.shared?.node, err: (e as Error).message }, 'outcome not recorded: the lease was lost to another node');
+        return;
+      }
       // In memory the state is right; on disk it is older, which at worst repeats a delivery.
       this.dirty.add(msg.id);
       this.deps.log.error({ err: e, queue_id: msg.id }, 'could not record recipient state; will retry');
@@ -304,6 +404,7 @@ export class Scheduler {
       if (!msg) { this.dirty.delete(id); continue; }
       await this.persist(msg);
       this.forgetIfDone(msg);
+      await this.giveBack(id);
     }
   }
 

@@ -146,6 +146,16 @@ export function recipientProblem(r: unknown): string | undefined {
   return undefined;
 }
 
+/** What is wrong with a recipient-state update of message `id` (none, or a malformed one), or undefined. */
+export function recipientsProblem(id: string, recipients: unknown[]): string | undefined {
+  if (recipients.length === 0) return `no recipients for ${id}`;
+  for (const r of recipients) {
+    const p = recipientProblem(r);
+    if (p) return p;
+  }
+  return undefined;
+}
+
 export function isDone(r: RecipientStatus): boolean {
   return r.state === 'delivered' || r.state === 'failed';
 }

@@ -30,7 +30,7 @@ import { IdGenerator, isQueueId } from './id.js';
 import { acquireSpoolLock, isOwnerAlive, type SpoolLock } from './lock.js';
 import {
   CorruptError, MAX_HEADER, SIZE_OFFSET, encodeHeader, encodeState, envelopeProblem, initialRecipients,
-  isDone, parseHeader, parseState, recipientProblem, sizeField, Interner, type ParsedHeader,
+  isDone, parseHeader, parseState, recipientsProblem, sizeField, Interner, type ParsedHeader,
 } from './format.js';
 import type { Draft, Envelope, QueuedMessage, RecipientStatus, SpoolWriter } from './types.js';
 import { printableJson } from '../text/printable.js';
@@ -466,11 +466,8 @@ export class Spool implements SpoolWriter {
     try {
       this.assertOpen();
       this.checkId(id);
-      if (recipients.length === 0) throw new SpoolError(`no recipients for ${id}`, 'EINVAL');
-      for (const r of recipients) {
-        const p = recipientProblem(r);
-        if (p) throw new SpoolError(p, 'EINVAL');
-      }
+      const problem = recipientsProblem(id, recipients);
+      if (problem) throw new SpoolError(problem, 'EINVAL');
     } catch (e) {
       return Promise.reject(e);
     }

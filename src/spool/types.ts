@@ -93,3 +93,53 @@ export interface SpoolWriter {
   /** convenience: begin + write + commit */
   enqueue(envelope: Envelope, body: Buffer): Promise<QueuedMessage>;
 }
+
+/**
+ * Everything the scheduler and the relay need from a queue backend: the embedded file spool
+ * (spool.ts) or the shared PostgreSQL queue (postgres/queue.ts).
+ */
+export interface QueueStore extends SpoolWriter {
+  /** The message bytes as received. */
+  openBody(id: string): Readable;
+  /** At most `max` octets from the start of the body. */
+  readBodyPrefix(id: string, max: number): Promise<Buffer>;
+  /** The whole body in memory (small messages: DSN composition, tests). */
+  readBody(id: string): Promise<Buffer>;
+  /** Durably replaces a message's recipient states; removes it when all are delivered/failed. */
+  updateRecipients(id: string, recipients: RecipientStatus[]): Promise<void>;
+  setHeld(id: string, held: boolean): Promise<void>;
+  /** Operator delete; rejects with ENOENT if there is no such message. */
+  remove(id: string): Promise<void>;
+  /** Messages to schedule at start (the file spool: all of them; a shared queue: none, work is claimed). */
+  recover(): Promise<QueuedMessage[]>;
+  close(): Promise<void>;
+  /** Set for a queue shared by several nodes: work is claimed under leases (issue 16). */
+  readonly shared?: SharedQueue;
+}
+
+/**
+ * A queue several relay nodes share. A node works only on messages it holds a lease on; every
+ * outcome write is conditioned on the lease's token, and one made after the lease was lost
+ * (expired and taken by another node) rejects with a SpoolError of code ELEASE and changes nothing.
+ */
+export interface SharedQueue {
+  /** This node's name in leases. */
+  readonly node: string;
+  /** Claims up to `max` due messages no live lease holds (their due recipients made due on this node's clock). */
+  claim(max: number): Promise<QueuedMessage[]>;
+  /** Gives back the lease on a message this node is done with for now (its retry is due later). */
+  release(id: string): Promise<void>;
+  /** Does this node hold a lease on `id`? */
+  holds(id: string): boolean;
+  /** Called with the id of a message whose lease renewal found it taken by another node. */
+  onLost(cb: (id: string) => void): void;
+  /**
+   * A session slot for `destination` among `limit` shared by all nodes (the per-destination limit across
+   * the cluster): its token, or undefined when all are taken. Held under a lease renewed with the
+   * message leases; a dead node's slots expire.
+   */
+  acquireSlot(destination: string, limit: number): Promise<string | undefined>;
+  releaseSlot(token: string): Promise<void>;
+  /** /readyz: a committed write to the database; resolves with what it proved, rejects when the database cannot take one. */
+  probe(): Promise<string>;
+}

@@ -10,7 +10,8 @@
  * Needs root (port 25/53 on 127.x, mount namespaces) and the README's Debian packages.
  */
 import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { writeOwnSections } from './sections.js';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -204,13 +205,7 @@ function writeSection(results: Result[]): void {
     'runs, so compare several runs (`BENCH_N` smaller for quick ones) before drawing conclusions.',
     '',
   ];
-  const file = join(ROOT, 'BENCHMARKS.md');
-  const text = existsSync(file) ? readFileSync(file, 'utf8') : '# dane-relay benchmarks\n';
-  const start = text.indexOf('## vs Postfix 3.7');
-  let next = start < 0 ? -1 : text.indexOf('\n## ', start + 1);
-  if (next >= 0) next += 1;
-  const updated = start < 0 ? `${text.replace(/\n*$/, '\n\n')}${lines.join('\n')}` : `${text.slice(0, start)}${lines.join('\n')}${next >= 0 ? `\n${text.slice(next)}` : ''}`;
-  writeFileSync(file, updated);
+  writeOwnSections(join(ROOT, 'BENCHMARKS.md'), lines.join('\n'), (h) => h.startsWith('## vs Postfix 3.7'));
   console.log(lines.join('\n'));
 }
 

@@ -49,7 +49,7 @@ export async function recordCost(n: number): Promise<number> {
   try {
     const store = await TlsrptStore.open(dir);
     const resolver: Resolver = {
-      lookup: async (name, qtype) => ({ qname: name, qtype, rcode: 'NOERROR', status: 'insecure', firstStatus: 'insecure', canonicalName: name, chain: [], records: ['v=TLSRPTv1; rua=mailto:r@dest.test'] as never[], ttl: 3600 }),
+      lookup: async (name, qtype) => ({ qname: name, qtype, rcode: 'NOERROR', status: 'insecure', firstStatus: 'insecure', canonicalName: name, chain: [], records: ['v=TLSRPTv1; rua=mailto:r@dest.test'] as never[], ttl: 3600, insecureReason: 'unsigned-delegation' }),
       close: async () => undefined,
     };
     const rec = new TlsrptRecorder({ store, discovery: new TlsrptDiscovery(resolver), now: Date.now });

@@ -26,6 +26,7 @@ async function run(argv: string[]): Promise<{ code: number; out: string; err: st
 const CONTRACT = [
   'serve', 'config check', 'hash-password', 'queue list', 'queue show', 'queue flush', 'queue hold', 'queue release',
   'queue delete', 'queue requeue', 'check', 'tlsa', 'tlsrpt show', 'tlsrpt send', 'dkim keygen', 'dns lookup',
+  'db migrate', 'nodes', // issue 16
 ];
 
 describe('CLI: --help, unknown options (issue 14 item 7)', () => {

@@ -63,6 +63,8 @@ const table = {
   'policy-changed': [{ event: { ...run, kind: 'policy-changed', rule: 'new', previousRule: 'old' }, tlsrpt: undefined, metrics: [], log: 'policy changed while delivering: new session under the new rule' }],
   'mx-insecure': [{ event: { ...run, kind: 'mx-insecure', hosts: ['mx.d.test'], status: 'insecure' }, tlsrpt: undefined, metrics: [], log: 'MX lookup not secure' }],
   'mx-lookup-failed': [{ event: { ...run, kind: 'mx-lookup-failed', problem: 'servfail', reason: 'MX lookup for d.test: SERVFAIL' }, tlsrpt: 'dnssec-invalid', reasonCode: 'mx-lookup-servfail', metrics: [] }],
+  'mx-capped': [{ event: { ...run, kind: 'mx-capped', hosts: ['mx1.d.test'], notTried: ['mx2.d.test'], limit: 1 }, tlsrpt: undefined, metrics: [], log: 'MX hosts beyond delivery.mx_host_limit are not tried' }],
+  'budget-spent': [{ event: { ...run, kind: 'budget-spent', notPlanned: ['mx2.d.test'], work: { verifications: 256, nsec3Hashes: 0, nsec3Rounds: 0, queries: 9, yields: 32 } }, tlsrpt: undefined, metrics: [], log: /DNSSEC work budget of the message spent/ }],
   'host-is-self': [{ event: { ...run, kind: 'host-is-self', host: 'mx.d.test', address: '127.0.0.9', port: 25 }, tlsrpt: undefined, metrics: [], log: /MX host is this relay/ }],
   'host-skipped': [
     { event: { ...run, kind: 'host-skipped', host, skip: { reason: 'x', code: '4.4.3', resultType: 'dnssec-invalid', cause: { kind: 'lookup-failed', rrtype: 'TLSA', problem: 'bogus' } }, repeat: false }, tlsrpt: 'dnssec-invalid', reasonCode: 'tlsa-lookup-bogus', metrics: [], log: 'MX host skipped' },

@@ -411,7 +411,7 @@ describe('cache', () => {
     dns.add({ name: 'cache1.sec.test', type: 'A', ttl: 100, data: '192.0.2.60' });
     const r = mk();
     const first = await r.lookup('cache1.sec.test', 'A');
-    first.records.push('6.6.6.6'); // a caller mutating its copy must not poison the cache
+    (first.records as string[]).push('6.6.6.6'); // a caller mutating its copy must not poison the cache
     const second = await r.lookup('CACHE1.sec.test.', 'A');
     expect(dns.queriesFor('cache1.sec.test', 'A')).toBe(1);
     expect([second.records, second.status]).toEqual([['192.0.2.60'], 'secure']);
@@ -512,14 +512,13 @@ describe('names, DANE-2 and lifecycle', () => {
   it('close() ends in-flight lookups at once with an error and later lookups fail', async () => {
     dns.behave('hang.sec.test', 'A', 'timeout');
     const r = mk({ timeoutMs: 10_000 });
-    const t0 = Date.now();
     const p = r.lookup('hang.sec.test', 'A');
     await new Promise((res) => setTimeout(res, 50));
     await r.close();
     const a = await p;
-    expect(Date.now() - t0).toBeLessThan(2000);
+    // ended by close(), not by the 10 s timeout (the reason says which; an elapsed-time bound would depend on the machine's load)
     expect([a.status, isAnswer(a)]).toEqual(['indeterminate', false]);
-    expect(a.error).toBeDefined();
+    expect(a.error?.message).toMatch(/resolver closed/);
     expect((await r.lookup('a.sec.test', 'A')).error?.message).toMatch(/closed/);
   });
 });

@@ -9,12 +9,12 @@ import dnsPacket from 'dns-packet';
 import {
   encodeQuery,
   ipv6ToText,
-  normalizeName,
   parseMessage,
   parseQuestion,
   toRecordData,
   type WireRr,
 } from '../../src/dns/wire.js';
+import { normalizeName } from '../../src/dns/name.js';
 
 function response(answers: dnsPacket.Answer[], extra: Partial<dnsPacket.Packet> = {}): Buffer {
   return dnsPacket.encode({

@@ -37,7 +37,7 @@ const PRODUCERS: { file: string; fn: string; lines: number; reasons: string[]; p
   { file: 'src/dnssec/nsec3.ts', fn: 'nsec3ProveNxdomain', lines: 1, reasons: ['opt-out'], proof: 'closest encloser, next closer covered by an opt-out NSEC3, wildcard covered (RFC 5155 §8.4)', tests: ['issue13-downgrade nsec3-opt-out-denial'] },
   { file: 'src/dnssec/nsec3.ts', fn: 'nsec3ProveNodata', lines: 2, reasons: ['opt-out'], proof: 'DS NODATA under an opt-out span (§8.6) or wildcard NODATA whose next closer is in one (§8.7)', tests: ['issue13-downgrade nsec3-opt-out-denial'] },
   { file: 'src/dnssec/nsec3.ts', fn: 'nsec3ProveWildcardAnswer', lines: 1, reasons: ['opt-out'], proof: 'the next closer name of the expansion covered by an opt-out NSEC3 (§8.8)', tests: ['issue13-downgrade nsec3-opt-out-wildcard'] },
-  { file: 'src/dnssec/resolver.ts', fn: 'resolve', lines: 1, reasons: ['(any hop\'s)'], proof: 'every hop (alias, answer) validated; one insecure hop makes the answer insecure (DANE-5)', tests: ['issue13-downgrade alias'] },
+  { file: 'src/dnssec/resolver.ts', fn: 'follow', lines: 1, reasons: ['(any hop\'s)'], proof: 'every hop (alias, answer) validated; one insecure hop makes the answer insecure (DANE-5)', tests: ['issue13-downgrade alias'] },
   { file: 'src/dnssec/resolver.ts', fn: 'validateRRset', lines: 1, reasons: ['(the walk\'s)'], proof: 'no RRSIG counts and the walk to the owner ends below a proven insecure cut', tests: ['issue13-downgrade rrset-below-insecure-cut'] },
   { file: 'src/dnssec/resolver.ts', fn: 'provenVerdict', lines: 2, reasons: ['opt-out', 'nsec3-iterations'], proof: 'a denial or wildcard proof that passed every check; then opt-out, or NSEC3 over the iteration limit (RFC 9276 §3.2)', tests: ['issue13-downgrade nsec3-opt-out-denial', 'issue13-downgrade nsec3-opt-out-wildcard', 'issue13-downgrade nsec3-iterations denial', 'issue13-downgrade nsec3-iterations wildcard'] },
   { file: 'src/dnssec/resolver.ts', fn: 'validateDenial', lines: 1, reasons: ['(the walk\'s)'], proof: 'no denial by a secure signer counts and the walk to the name ends below a proven insecure cut', tests: ['issue13-downgrade denial-below-insecure-cut'] },
@@ -63,7 +63,8 @@ function producersInSource(): Map<string, number> {
       const h = HEADER.exec(line);
       if (h && !KEYWORDS.has(h[1]!)) fn = h[1]!;
       const code = line.replace(/\/\/.*$/, '');
-      if (/^\s*(\*|\/\*|\/\/)/.test(line) || /^\s*\|/.test(line) || /\btype\b.*=/.test(code)) continue;
+      // Comments, table rows, type aliases and interface members (`status: 'insecure';` declares, it produces nothing).
+      if (/^\s*(\*|\/\*|\/\/)/.test(line) || /^\s*\|/.test(line) || /\btype\b.*=/.test(code) || /^\s*\w+\??: [^,=]*;\s*$/.test(code)) continue;
       if (PRODUCING.some((p) => p.test(code))) out.set(`${file}#${fn}`, (out.get(`${file}#${fn}`) ?? 0) + 1);
     }
   }

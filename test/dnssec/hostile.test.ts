@@ -32,7 +32,7 @@ function collidingKey(tag: number, seed: number): Key {
 
 function spent(trace: TraceStep[]): { verifications: number; hashes: number; queries: number } {
   const s = trace.find((x) => x.kind === 'budget')!;
-  const m = /^(\d+) signature verifications, (\d+) NSEC3 hashes, (\d+) upstream queries$/.exec(s.detail)!;
+  const m = /^(\d+) signature verifications, (\d+) NSEC3 hashes, (\d+) upstream queries, (\d+) yields$/.exec(s.detail)!;
   const [v, h, q] = [m[1], m[2], m[3]].map(Number);
   return { verifications: v!, hashes: h!, queries: q! };
 }

@@ -180,3 +180,50 @@ describe('issue13 defect 6: NSEC3 over the iteration limit through the relay (dn
     expect(w.logs.find((l) => l.msg === 'MX host skipped')).toMatchObject({ tlsa_status: 'bogus' });
   });
 });
+
+/** A nonexistent name of 100 labels: its NXDOMAIN proof hashes every ancestor (RFC 5155 §8.3). */
+const longName = (zone: string): string => `${Array.from({ length: 100 }, (_, i) => String.fromCharCode(97 + (i % 26))).join('.')}.${zone}`;
+
+/** `hosts` MX hosts, each a long nonexistent name in its own NSEC3-150 zone (issue 22's attack). */
+function floodZones(domain: string, hosts: number): Zone[] {
+  const flood = new Zone({ name: domain, keys: [key('relay-flood', 13)] });
+  const zones = [flood];
+  for (let i = 0; i < hosts; i++) {
+    zones.push(new Zone({ name: `f${i}.test`, keys: [key('relay-flood-z', 13)], denial: { nsec3: { iterations: 150, salt: 'ab' } } }));
+    flood.add(domain, 'MX', rd.MX(10 + i, longName(`f${i}.test`)));
+  }
+  return zones;
+}
+
+describe('issue 22 through the relay: what a hostile domain can make one message cost', () => {
+  it('delivery.mx_host_limit: hosts beyond it are never planned, and the log says which', async () => {
+    const rx = await w.receiver({});
+    await start(floodZones('flood.test', 6), { delivery: { tls_level: 'dane', mx_host_limit: 2 } });
+    await send('user@flood.test');
+    await w.settle();
+    expect(queued()[0]!.recipients[0]).toMatchObject({ state: 'deferred' });
+    const capped = w.logs.find((l) => l.msg === 'MX hosts beyond delivery.mx_host_limit are not tried');
+    expect(capped).toMatchObject({ domain: 'flood.test', mx_host_limit: 2 });
+    expect((capped!.not_tried as string[]).length).toBe(4);
+    const asked = new Set(t!.dns.queries.filter((q) => q.type === 'A' || q.type === 'AAAA').map((q) => q.name.toLowerCase().replace(/\.$/, '')));
+    for (const h of capped!.not_tried as string[]) expect(asked.has(h), h).toBe(false);
+    expect(w.logs.filter((l) => l.msg === 'MX host skipped').length).toBe(2);
+    expect(rx.connections).toBe(0);
+  });
+
+  it('the message\'s work budget: with no host cap, planning stops once spent; deferred 4.4.3 with the reason, logged', async () => {
+    const rx = await w.receiver({});
+    await start(floodZones('flood.test', 10), { delivery: { tls_level: 'dane', mx_host_limit: 0 } });
+    await send('user@flood.test');
+    await w.settle();
+    const r = queued()[0]!.recipients[0]!;
+    expect(r).toMatchObject({ state: 'deferred', dsnCode: '4.4.3' });
+    expect(r.lastReason).toMatch(/DNSSEC work budget for flood\.test spent \(more than \d+ NSEC3 hash rounds/);
+    const spent = w.logs.find((l) => l.msg === 'DNSSEC work budget of the message spent: remaining MX hosts not planned');
+    expect(spent).toBeDefined();
+    const planned = w.logs.filter((l) => l.msg === 'MX host skipped').length;
+    expect(planned).toBeLessThan(10);
+    expect((spent!.not_planned as string[]).length).toBe(10 - planned);
+    expect(rx.connections).toBe(0);
+  });
+});

@@ -4,14 +4,14 @@
  * (real signed zones on loopback). The forgery tests are in review.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isAtOrBelow, normalizeName } from '../../src/dns/wire.js';
+import { isAtOrBelow, normalizeName } from '../../src/dns/name.js';
 import { dnameTarget } from '../../src/dns/stub.js';
 import { closestAnchor, parseTrustAnchors } from '../../src/dnssec/anchors.js';
 import { proveNxdomain, proveWildcardAnswer, type OwnedNsec } from '../../src/dnssec/nsec.js';
 import { Nsec3Set, nsec3Hash, nsec3ProveWildcardAnswer, base32hexEncode } from '../../src/dnssec/nsec3.js';
 import { Budget } from '../../src/dnssec/budget.js';
 import { publicKeyFor } from '../../src/dnssec/algorithms.js';
-import { TtlCache, approxBytes } from '../../src/dnssec/cache.js';
+import { TtlCache, approxBytes } from '../../src/dns/cache.js';
 import { ValidatingResolver, LOOKUP_DEADLINE_EXCHANGES } from '../../src/dnssec/resolver.js';
 import { buildTree, key, mailZone, type Tree } from './fixture.js';
 import { dsText, makeKey, rd } from '../support/signer.js';

@@ -21,7 +21,7 @@ import { ensureBuilt, CLI } from '../support/build.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { submit } from '../support/mail.js';
 import { makeSelfSigned } from '../support/pki.js';
-import { freePort, runCli, sleep } from '../support/relayProcess.js';
+import { cpuMsOf, freePort, runCli, sleep } from '../support/relayProcess.js';
 import { removeThrowawayUsers, skipReason, throwawayUser, type LocalUser } from '../support/users.js';
 import { publicRuntime, reachableTmpdir, type PublicRuntime } from '../support/reachable.js';
 import { hashPassword } from '../../src/ingress/users.js';
@@ -84,8 +84,8 @@ async function serve(cfg: string, opts: { umask?: string; as?: LocalUser } = {})
   child.stdout!.on('data', (d) => { out += d; });
   child.stderr!.on('data', (d) => { out += d; });
   const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const deadline = Date.now() + 20_000;
-  while (!out.includes('dane-relay started') && child.exitCode === null && Date.now() < deadline) await sleep(20);
+  // until it started or exited, or spun 15 s of CPU without starting (a wall-clock bound failed on a busy machine)
+  while (!out.includes('dane-relay started') && child.exitCode === null && (cpuMsOf(child.pid) ?? 0) < 15_000) await sleep(20);
   if (child.exitCode === null && !out.includes('dane-relay started')) await sleep(200);
   return { child, output: () => out, exit, started: out.includes('dane-relay started') && child.exitCode === null };
 }

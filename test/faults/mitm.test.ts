@@ -141,6 +141,12 @@ beforeAll(async () => {
   await w.start({ log: { level: 'info' } });
   await Promise.all(cells.map((c) => submit({ port: w.ingressPort, from: 'app@sender.test', to: [`user@${c.domain}`], raw: `Subject: ${c.marker}\r\nX-Test-Id: ${c.marker}\r\n\r\nbody ${c.marker}\r\n` })));
   await w.settle();
+  // A first attempt whose DNS lookups timed out (the relay's resolver waits 1 s here; one stall of this busy process
+  // times out every lookup in flight) deferred without reaching the attacker, and "the attack was really tried" failed
+  // for cases 3-10 at once. Such cells are retried after the backoff, as the relay itself would: rounds are counted,
+  // nothing waits on the wall clock. Cells already attacked are attempted again too, which only adds attacks.
+  const untried = (c: Cell) => c.s.protect !== 'no-connection' && c.mitm.connections === 0;
+  for (let round = 0; round < 5 && cells.some(untried); round++) await w.advance(5 * 3_600_000);
 }, 120_000);
 
 afterAll(async () => {
@@ -161,7 +167,7 @@ describe('active attacker between relay and MX, per DANE case', () => {
         expect(c.genuine.messages.filter((m) => m.body.toString().includes(c.marker))).toEqual([]);
         expect(queuedFor(c)).toMatchObject({ state: 'deferred' });
         if (s.protect === 'no-connection') expect(c.mitm.connections).toBe(0);
-        else expect(c.mitm.connections).toBeGreaterThan(0); // the attack was really tried
+        else expect(c.mitm.connections, JSON.stringify(queuedFor(c))).toBeGreaterThan(0); // the attack was really tried
         // the impostor got as far as a TLS handshake: the relay refused its certificate, not the connection
         if (s.protect === 'dane' && c.mode === 'terminate') expect(c.mitm.handshakes).toBeGreaterThan(0);
       }

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { DEFERRAL_REASONS, daneStatusOf } from '../../src/metrics/labels.js';
 import { deferralReason } from '../../src/delivery/metrics.js';
 import { lookupStatus } from '../../src/metrics/timedResolver.js';
-import type { DnsAnswer } from '../../src/dns/types.js';
+import { failedAnswer, usableAnswer, type DnsAnswer, type FailedAnswer } from '../../src/dns/types.js';
 import type { DeferralCause, HostFailure } from '../../src/delivery/events.js';
 import type { SmtpStage } from '../../src/delivery/smtpClient.js';
 
@@ -58,7 +58,11 @@ describe('daneStatusOf', () => {
 });
 
 describe('lookupStatus (DNS lookup label)', () => {
-  const a = (p: Partial<DnsAnswer>): DnsAnswer => ({ qname: 'a.test', qtype: 'A', rcode: 'NOERROR', status: 'secure', firstStatus: 'secure', canonicalName: 'a.test', chain: [], records: [], ttl: 0, ...p });
+  const a = (p: { status?: DnsAnswer['status']; rcode?: 'NOERROR' | 'NXDOMAIN'; error?: FailedAnswer['error'] }): DnsAnswer => {
+    const status = p.status ?? 'secure';
+    if (status === 'bogus' || status === 'indeterminate') return failedAnswer('a.test', 'A', status, p.error!);
+    return usableAnswer({ qname: 'a.test', qtype: 'A', rcode: p.rcode ?? 'NOERROR', canonicalName: 'a.test', chain: [], records: [], ttl: 0 }, status, status, status === 'insecure' ? 'unsigned-delegation' : undefined);
+  };
   it.each([
     [a({}), 'secure'],
     [a({ status: 'insecure' }), 'insecure'],

@@ -1,9 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { addressLiteral, decideMx, orderMx } from '../../src/route/mx.js';
-import type { DnsAnswer, MxRecord } from '../../src/dns/types.js';
+import { failedAnswer, usableAnswer, type DnsAnswer, type FailedAnswer, type MxRecord, type SecureAnswer } from '../../src/dns/types.js';
 
-function mxAnswer(records: MxRecord[], over: Partial<DnsAnswer<'MX'>> = {}): DnsAnswer<'MX'> {
-  return { qname: 'example.org', qtype: 'MX', rcode: 'NOERROR', status: 'secure', firstStatus: 'secure', canonicalName: 'example.org', chain: [], records, ttl: 300, ...over };
+type Over = Partial<Pick<SecureAnswer<'MX'>, 'qname' | 'rcode' | 'canonicalName' | 'chain'>> & { status?: 'secure' | 'insecure' | 'bogus' | 'indeterminate'; error?: FailedAnswer['error'] };
+function mxAnswer(records: MxRecord[], over: Over = {}): DnsAnswer<'MX'> {
+  const { status = 'secure', error, ...rest } = over;
+  const qname = rest.qname ?? 'example.org';
+  if (status === 'bogus' || status === 'indeterminate') return failedAnswer(qname, 'MX', status, error!);
+  const base = { qname, qtype: 'MX' as const, rcode: 'NOERROR' as const, canonicalName: qname, chain: [], records, ttl: 300, ...rest };
+  return usableAnswer(base, status, status, status === 'insecure' ? 'unsigned-delegation' : undefined);
 }
 
 describe('MX decision (RFC 5321 §5.1, RFC 7505, RFC 7672 §2.2.1)', () => {
@@ -23,7 +28,7 @@ describe('MX decision (RFC 5321 §5.1, RFC 7505, RFC 7672 §2.2.1)', () => {
     expect(d).toMatchObject({ kind: 'hosts', expandedDomain: 'target.example', hosts: [{ host: 'mx.target.example' }] });
   });
   it('DANE-12 NODATA → implicit MX: the domain itself at preference 0, with the answer status', () => {
-    expect(decideMx('example.org', mxAnswer([], { status: 'insecure' }))).toEqual({ kind: 'hosts', hosts: [{ host: 'example.org', preference: 0 }], status: 'insecure', implicit: true, expandedDomain: undefined });
+    expect(decideMx('example.org', mxAnswer([], { status: 'insecure' }))).toEqual({ kind: 'hosts', hosts: [{ host: 'example.org', preference: 0 }], status: 'insecure', implicit: true, expandedDomain: undefined, insecureReason: 'unsigned-delegation' });
   });
   it('DANE-13 single "0 ." → 5.1.10 at once', () => {
     expect(decideMx('example.org', mxAnswer([{ preference: 0, exchange: '.' }]))).toMatchObject({ kind: 'fail', code: '5.1.10' });

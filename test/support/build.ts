@@ -1,9 +1,12 @@
 /** Tests that run the relay as a real process need the compiled CLI; build it once if it is stale. */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
-export const ROOT = join(__dirname, '..', '..');
+// test/support under vitest; dist/test/support when a compiled benchmark (npm run bench:cluster) imports it
+const up = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const ROOT = basename(up) === 'dist' ? dirname(up) : up;
 export const CLI = join(ROOT, 'bin', 'dane-relay.js');
 
 function newest(dir: string): number {

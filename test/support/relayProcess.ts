@@ -3,9 +3,10 @@
  * load, SIGTERM, restarts on the same spool) and tests of operator surfaces (queue control,
  * metrics); and the CLI run as a real process. `ensureBuilt()` (./build.ts) first.
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
+import { Writable } from 'node:stream';
 import { CLI } from './build.js';
 
 /** A port that was free a moment ago on `host` (the relay binds it next). */
@@ -28,6 +29,24 @@ function listening(port: number): Promise<boolean> {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+let clockTicks: number | undefined;
+/** CPU time (user + system) a process has used so far, in ms (Linux /proc/PID/stat), or undefined. */
+export function cpuMsOf(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // fields after "(comm)": state is field 3, utime 14, stime 15
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / clockTicks;
+  } catch {
+    return undefined;
+  }
+}
+
+/** How much CPU time a start may take before it counts as stuck (recovering a large spool included). */
+const START_CPU_MS = 15_000;
+
 export class RelayProcess {
   child?: ChildProcess;
   output = '';
@@ -37,16 +56,27 @@ export class RelayProcess {
   constructor(readonly configFile: string, readonly port?: number) {}
 
   /** `prefix`: a command the relay is started under (e.g. ./modes.ts's setpriv, so file modes bind root too) */
+  /**
+   * Resolves once the relay has started; rejects if it exits (or is killed) first. No wall-clock bound: on
+   * a machine loaded many times over, loading the relay's modules alone outlasted the 15 s this used to
+   * allow (a relay that never starts is caught by the test's own timeout).
+   */
   async start(env: Record<string, string> = {}, prefix: string[] = []): Promise<void> {
     const child = this.launch(env, prefix);
-    const deadline = Date.now() + 15_000;
-    while (Date.now() < deadline) {
+    // Bounded by the relay's CPU time, not the wall clock: on a busy machine a restart that recovers thousands of
+    // spooled messages took over 15 s of wall time (crash.test.ts: "relay did not start"), using a fraction of that.
+    // A relay that waits on nothing but never listens ends at the test's own timeout.
+    for (;;) {
       // the start line is logged at info; at a quieter log level the open port says it
       if (this.output.includes('dane-relay started') || (this.port !== undefined && (await listening(this.port)))) return;
-      if (child.exitCode !== null) throw new Error(`relay exited: ${this.output}`);
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`relay exited (${child.exitCode ?? child.signalCode}): ${this.output}`);
+      const cpu = cpuMsOf(child.pid) ?? 0;
+      if (cpu > START_CPU_MS) {
+        await this.kill('SIGKILL'); // a failed start leaves no relay behind
+        throw new Error(`relay did not start after ${Math.round(cpu)} ms of CPU time: ${this.output}`);
+      }
       await sleep(10);
     }
-    throw new Error(`relay did not start: ${this.output}`);
   }
 
   /** Spawns the relay without waiting for it to listen (to kill it during start-up and recovery). */
@@ -55,6 +85,11 @@ export class RelayProcess {
     const argv = [...prefix, process.execPath, CLI, 'serve', '--config', this.configFile];
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     this.child = child;
+    // A test that fails or times out between start and stop must not leave a relay running after its worker exits
+    // (one left from a failed crash.test.ts ran on for minutes, competing for the CPU).
+    const reap = () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); };
+    process.once('exit', reap);
+    child.once('exit', () => process.off('exit', reap));
     const keep = (d: Buffer) => {
       this.output += d;
       if (this.output.length > this.maxOutput) this.output = this.output.slice(-this.maxOutput / 2);
@@ -101,6 +136,19 @@ export class RelayProcess {
 }
 
 export interface CliResult { code: number; stdout: string; stderr: string }
+
+/**
+ * Runs the CLI's `main` (src/cli.ts: argv, stdout, stderr → exit code) or one of its command functions in this
+ * process, with the same result shape as `runCli`: for tests that make many calls in a row, where a Node start-up
+ * per call (2-5 s of wall time on a busy 2-core machine) would take them past their time limit.
+ */
+export async function runCliIn(main: (argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream) => Promise<number>, argv: string[]): Promise<CliResult> {
+  let stdout = '';
+  let stderr = '';
+  const sink = (f: (s: string) => void) => new Writable({ write: (c, _e, cb) => { f(String(c)); cb(); } });
+  const code = await main(argv, sink((s) => { stdout += s; }), sink((s) => { stderr += s; }));
+  return { code, stdout, stderr };
+}
 
 /** Runs `dane-relay ARGS…` as its own process. */
 export function runCli(args: string[]): Promise<CliResult> {

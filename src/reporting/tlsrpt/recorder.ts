@@ -7,12 +7,12 @@
  * trouble, and they must not be lost. TLSRPT-6 "statistics only for domains with a valid record"
  * is kept by the report step, which looks `rua` up again and drops a domain without one.
  */
-import { isIP } from 'node:net';
 import type { TlsSessionResult } from './results.js';
 import type { TlsrptDiscovery } from './discovery.js';
 import type { TlsrptStore } from './store.js';
 import { aLabel, dayOf, detailKey, policyKey, type FailureDetail, type Policy } from './report.js';
 import { printable } from '../../text/printable.js';
+import { canonicalIp } from '../../dns/name.js';
 
 export interface SessionCount {
   /** the TLSRPT Policy Domain the report is about and sent for (TLSRPT-1) */
@@ -22,22 +22,8 @@ export interface SessionCount {
   detail?: FailureDetail;
 }
 
-/**
- * TLSRPT-25/26: one spelling per address, so the failure-details merge key does not split one peer in two:
- * an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, what a dual-stack socket reports) becomes dotted
- * decimal, IPv6 the RFC 5952 form (lower case, shortest), via the WHATWG URL parser (pure, no I/O).
- */
-export function normalIp(ip: string): string {
-  const a = ip.trim().replace(/^\[|\]$/g, '').replace(/%.*$/, '');
-  if (isIP(a) === 4) return a;
-  if (isIP(a) !== 6) return ip;
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(a);
-  if (mapped && isIP(mapped[1]!) === 4) return mapped[1]!;
-  const canon = new URL(`http://[${a}]/`).hostname.slice(1, -1);
-  const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(canon);
-  if (hex) { const n = (parseInt(hex[1]!, 16) << 16 >>> 0) + parseInt(hex[2]!, 16); return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.'); }
-  return canon;
-}
+/** TLSRPT-25/26: one spelling per address (dns/name.ts `canonicalIp`), so the failure-details merge key does not split one peer in two. */
+export const normalIp = canonicalIp;
 
 /** Pure: a session result → what is counted, keyed by policy (TLSRPT-11…14, 21, 25). */
 export function sessionCount(r: TlsSessionResult): SessionCount {

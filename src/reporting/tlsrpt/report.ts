@@ -4,8 +4,8 @@
  * Key names and order follow the digest's section E (TLSRPT-25, 30).
  */
 import { domainToASCII } from 'node:url';
-import { isIP } from 'node:net';
 import { printable } from '../../text/printable.js';
+import { canonicalIp } from '../../dns/name.js';
 
 /** IANA "STARTTLS Validation Result Types" (RFC 8460 §6.6), exact strings (TLSRPT-C). */
 export const RESULT_TYPES = [
@@ -112,12 +112,6 @@ export function aLabel(domain: string): string {
   return a.toLowerCase();
 }
 
-/** RFC 5952 text for IPv6 (lower case, compressed), dotted decimal for IPv4 (TLSRPT-25). */
-export function canonicalIp(ip: string): string {
-  const v = ip.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i, '$1');
-  if (isIP(v) === 6) return new URL(`http://[${v}]/`).hostname.slice(1, -1);
-  return v;
-}
 
 /** The merge key of a failure-details entry: every field except the count (TLSRPT-26). */
 export function detailKey(d: FailureDetail): string {

@@ -16,6 +16,7 @@
 import net from 'node:net';
 import type { Resolver } from '../../dns/types.js';
 import { hostAddresses } from '../../dns/addresses.js';
+import { lowerName } from '../../dns/name.js';
 
 /** Special-purpose blocks a report must not be sent to (IANA IPv4/IPv6 Special-Purpose Address Registries, RFC 6890). */
 const SPECIAL: [string, number, 'ipv4' | 'ipv6', string][] = [
@@ -108,7 +109,7 @@ export async function httpsTarget(url: string, o: { resolver?: Resolver; allowPr
   let u: URL;
   try { u = new URL(url); } catch { return { ok: false, refused: true, reason: `bad URL ${url}` }; }
   if (u.protocol !== 'https:') return { ok: false, refused: true, reason: `not https: ${url}` };
-  const host = u.hostname.replace(/^\[(.*)\]$/, '$1').toLowerCase().replace(/\.$/, '');
+  const host = lowerName(u.hostname.replace(/^\[(.*)\]$/, '$1'));
   const ipFamily = net.isIP(host);
   if (ipFamily !== 0) {
     if (!o.allowPrivate) return { ok: false, refused: true, reason: `${url}: the host is an IP literal (tlsrpt.allow_private_targets is not set)` };

@@ -173,7 +173,7 @@ export function message(r: Rand, k: number): FuzzMessage {
  * The oracle: refused (5.6.3, before MAIL) for a next hop with or without 8BITMIME, under
  * `delivery.mime_conversion` convert or refuse. A message that needs nothing is never refused.
  */
-export function refusedFor(m: FuzzMessage, peer8: boolean, conversion: 'convert' | 'refuse'): boolean {
+export function refusedFor(m: Pick<FuzzMessage, 'kind' | 'eightBit' | 'longLines'>, peer8: boolean, conversion: 'convert' | 'refuse'): boolean {
   const needs = (m.eightBit && !peer8) || m.longLines;
   if (!needs) return false;
   if (conversion === 'refuse') return true;

@@ -95,7 +95,8 @@ export function writeReport(): void {
   } catch {
     return;
   }
-  rows.sort((a, b) => rank(a.case) - rank(b.case) || a.case.localeCompare(b.case));
+  // code-point order, not localeCompare: the table's order must not depend on the locale of whoever ran it (LANG=tr_TR orders i/I differently)
+  rows.sort((a, b) => rank(a.case) - rank(b.case) || (a.case < b.case ? -1 : a.case > b.case ? 1 : 0));
   const cell = (v: number | undefined) => (v === undefined ? '–' : String(v));
   const scales = [...new Set(rows.map((r) => r.scale))];
   const command = scales.length === 1 && scales[0]! > 1 ? `FAULTS_REPORT=RELIABILITY.md npm run soak   # FAULTS_SCALE=${scales[0]}` : 'npm run reliability   # the fault suite alone; npm test runs it too, printing the rows without writing this file';

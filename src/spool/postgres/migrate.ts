@@ -1,0 +1,115 @@
+/**
+ * The queue database's schema and its migrations (`dane-relay db migrate`; `serve` runs the same
+ * before it starts). Versions are applied in order, each in its own transaction together with its
+ * row in relay_schema_version; an advisory lock keeps nodes that start together from racing.
+ * A database with a version this relay does not know is refused: it was migrated by a newer relay.
+ */
+import type pg from 'pg';
+
+export interface Migration {
+  version: number;
+  description: string;
+  sql: string;
+}
+
+/** arbitrary constant: the advisory lock the migrations hold ("dane-mig" in ASCII) */
+const MIGRATION_LOCK = 0x64616e652d6d6967n;
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    description: 'messages with recipient states and leases; nodes',
+    sql: `
+      CREATE TABLE relay_messages (
+        id text PRIMARY KEY,
+        envelope jsonb NOT NULL,
+        size bigint NOT NULL,
+        body_facts jsonb,
+        body bytea NOT NULL,
+        -- the recipient states (RecipientStatus[], as in the file spool's state file)
+        recipients jsonb NOT NULL,
+        held boolean NOT NULL DEFAULT false,
+        -- epoch ms at which the earliest open recipient is due; NULL when none is open
+        next_due bigint,
+        lease_owner text,
+        lease_token uuid,
+        lease_expires_at timestamptz,
+        created_at timestamptz NOT NULL DEFAULT now()
+      );
+      -- bodies are mostly read in pieces (DSN headers, delivery in chunks): stored uncompressed out of line,
+      -- substring() reads only the pieces it needs
+      ALTER TABLE relay_messages ALTER COLUMN body SET STORAGE EXTERNAL;
+      CREATE INDEX relay_messages_due ON relay_messages (next_due) WHERE NOT held AND next_due IS NOT NULL;
+      CREATE INDEX relay_messages_lease_owner ON relay_messages (lease_owner) WHERE lease_owner IS NOT NULL;
+      CREATE TABLE relay_nodes (
+        name text PRIMARY KEY,
+        host text NOT NULL,
+        pid integer NOT NULL,
+        started_at timestamptz NOT NULL,
+        seen_at timestamptz NOT NULL,
+        stopped_at timestamptz
+      );
+    `,
+  },
+  {
+    version: 2,
+    description: 'delivery slots per destination, shared by all nodes',
+    sql: `
+      -- one row per session slot in use: a node holds a slot for each SMTP session to a destination, under a
+      -- lease like a message's, so the per-destination limit holds across nodes and survives a node's death
+      CREATE TABLE relay_slots (
+        destination text NOT NULL,
+        slot integer NOT NULL,
+        owner text NOT NULL,
+        token uuid NOT NULL,
+        expires_at timestamptz NOT NULL,
+        PRIMARY KEY (destination, slot)
+      );
+    `,
+  },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+
+export interface MigrateResult {
+  from: number;
+  to: number;
+  applied: Migration[];
+}
+
+async function currentVersion(c: pg.ClientBase): Promise<number> {
+  const r = await c.query<{ v: number | null }>('SELECT max(version) AS v FROM relay_schema_version');
+  return r.rows[0]?.v ?? 0;
+}
+
+/** Brings the schema to SCHEMA_VERSION. */
+export async function migrate(pool: pg.Pool): Promise<MigrateResult> {
+  const c = await pool.connect();
+  try {
+    await c.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK.toString()]);
+    try {
+      await c.query(`CREATE TABLE IF NOT EXISTS relay_schema_version (
+        version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+      const from = await currentVersion(c);
+      if (from > SCHEMA_VERSION) throw new Error(`the queue database has schema version ${from}, newer than this relay's ${SCHEMA_VERSION}: upgrade the relay`);
+      const applied: Migration[] = [];
+      for (const m of MIGRATIONS.filter((x) => x.version > from)) {
+        await c.query('BEGIN');
+        try {
+          await c.query(m.sql);
+          await c.query('INSERT INTO relay_schema_version (version, description) VALUES ($1, $2)', [m.version, m.description]);
+          await c.query('COMMIT');
+        } catch (e) {
+          await c.query('ROLLBACK').catch(() => undefined);
+          throw new Error(`migration ${m.version} (${m.description}) failed: ${(e as Error).message}`, { cause: e });
+        }
+        applied.push(m);
+      }
+      return { from, to: SCHEMA_VERSION, applied };
+    } finally {
+      await c.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK.toString()]).catch(() => undefined);
+    }
+  } finally {
+    c.release();
+  }
+}
