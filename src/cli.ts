@@ -81,6 +81,12 @@ export const COMMAND_TABLE: readonly Command[] = [
     options: { selector: 'string', domain: 'string', out: 'string' }, operands: [0, 0],
     run: async (p, out) => (await import('./commands/tlsrpt.js')).dkimKeygenCommand(p, out),
   },
+  ...(['show', 'refresh', 'purge'] as const).map((sub): Command => ({
+    words: ['mta-sts', sub],
+    usage: `dane-relay mta-sts ${sub} DOMAIN [--config FILE]${sub === 'purge' ? '' : ' [--json]'}   ${{ show: 'the cached MTA-STS policy (exit 1: none cached)', refresh: 'fetch the MTA-STS policy now (a failure keeps the cached one)', purge: 'forget the cached MTA-STS policy' }[sub]}`,
+    options: sub === 'purge' ? CONFIG : { ...CONFIG, json: 'boolean' }, operands: [1, 1],
+    run: async (p, out, err) => (await import('./commands/mtasts.js')).mtastsCli(sub, p, out, err),
+  })),
   {
     words: ['dns', 'lookup'], usage: 'dane-relay dns lookup NAME TYPE [--config FILE] [--json]   resolve and validate, explaining the DNSSEC verdict',
     options: { ...CONFIG, json: 'boolean' }, operands: [2, 2],

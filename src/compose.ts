@@ -47,6 +47,7 @@ import type { HttpsOptions } from './reporting/tlsrpt/https.js';
 import { dropPrivileges, handOverState, privilegePlan, stateDirs } from './files/privileges.js';
 import { currentIdentity, startupFileProblems, UnsafeStateError } from './files/checks.js';
 import type { QueuedMessage, QueueStore, SpoolWriter } from './spool/types.js';
+import type { StsPolicies } from './mtasts/policies.js';
 import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
 
@@ -123,6 +124,10 @@ export interface Parts {
   tlsrpt?: TlsrptService;
   selfTests?: SelfTestMonitor;
   prober?: ExceptionProber;
+  /** MTA-STS policies (issue 15): the durable cache, loaded at start, maintained hourly */
+  sts?: StsPolicies;
+  /** WebPKI roots for MX certificates under an MTA-STS policy (`mta_sts.ca_file`); undefined = the system store */
+  stsRoots?: readonly (string | Buffer)[];
   /** is a DANE level in force (default or a tls_policy entry)? */
   daneInForce: () => boolean;
   /**
@@ -175,6 +180,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
   let events: RelayEvents | undefined;
   let extraResolver: Resolver | undefined;
   let selfTestRun: Promise<SelfTestResult> | undefined;
+  let stsTimer: NodeJS.Timeout | undefined;
   let delivery: DeliveryDeps | undefined;
   // RFC 5321 §5.1 loop check by address (route/self.ts): ingress's bound addresses (port 0 is known only then;
   // before it has bound, the configured ones); rebuilt each minute, interfaces come and go.
@@ -306,6 +312,27 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       },
     },
     {
+      // MTA-STS (RFC 8461): the cache under queue_dir is read before the first delivery (STS-30) and refreshed/pruned hourly.
+      name: 'mta-sts',
+      start: async () => {
+        if (!cfg.mta_sts.enabled) return;
+        const { stsPoliciesFor, stsTrustAnchors } = await import('./mtasts/settings.js');
+        const sts = stsPoliciesFor(cfg, need(parts.resolver, 'resolver'), log, now);
+        log.info({ policies: await sts.load() }, 'mta-sts: cached policies loaded');
+        const ca = stsTrustAnchors(cfg);
+        parts.sts = sts;
+        if (ca) parts.stsRoots = [ca];
+        stsTimer = setInterval(() => {
+          sts.maintain().then(
+            (m) => { if (m.refreshed.length + m.failed.length + m.dropped.length) log.info(m, 'mta-sts: maintenance'); },
+            (e) => log.error({ err: e }, 'mta-sts: maintenance failed'),
+          );
+        }, 3600_000);
+        stsTimer.unref();
+      },
+      drain: async () => { if (stsTimer) clearInterval(stsTimer); },
+    },
+    {
       name: 'scheduler',
       start: async () => {
         const { TimedResolver } = await import('./metrics/timedResolver.js');
@@ -336,6 +363,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           ],
           mimeConversion: cfg.delivery.mime_conversion,
           dnssecHold: () => selfTests.hold(),
+          ...(parts.sts ? { sts: (domain: string) => parts.sts!.lookup(domain), ...(parts.stsRoots ? { stsRoots: parts.stsRoots } : {}) } : {}),
         };
         const schedulerConfig = { ...cfg.queue, concurrency: cfg.delivery.concurrency, per_destination: cfg.delivery.per_destination };
         const scheduler = new Scheduler({

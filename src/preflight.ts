@@ -20,6 +20,7 @@ import { checkDkimKey } from './reporting/tlsrpt/mail.js';
 import { currentIdentity, startupFileProblems, type Identity, type StartupPaths } from './files/checks.js';
 import { privilegePlan } from './files/privileges.js';
 import { controlSocketPath } from './control/server.js';
+import { stsTrustAnchors } from './mtasts/settings.js';
 
 export interface PreflightOptions {
   /**
@@ -58,6 +59,7 @@ export function startupPaths(cfg: LoadedConfig, tlsrptDir: string | undefined, c
       ...(cfg.policy.tls_policy ? [abs(cfg.policy.tls_policy)] : []),
       ...(cfg.policy.danefail ? [abs(cfg.policy.danefail)] : []),
       ...(cfg.dns.trust_anchors ? [abs(cfg.dns.trust_anchors)] : []),
+      ...(cfg.mta_sts.ca_file ? [abs(cfg.mta_sts.ca_file)] : []),
     ],
   };
 }
@@ -136,6 +138,13 @@ export async function startupProblems(cfg: LoadedConfig, opts: PreflightOptions 
     policyStoreFor(cfg, undefined, undefined, trustCheck).close();
   } catch (e) {
     problems.push(`policy: ${e instanceof ConfigError ? e.problems.join('; ') : (e as Error).message}`);
+  }
+
+  // MTA-STS: the trust anchors policy hosts are checked against.
+  try {
+    stsTrustAnchors(cfg);
+  } catch (e) {
+    problems.push((e as Error).message);
   }
 
   // The spool (and TLSRPT's directory): created at start if missing.

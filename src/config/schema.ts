@@ -202,6 +202,17 @@ export const configSchema = z.strictObject({
       key_file: z.string().min(1),
     }).optional(),
   }).prefault({}),
+  /** MTA-STS, RFC 8461 (issue 15); see src/mtasts/ */
+  mta_sts: z.strictObject({
+    /** enforce and cache MTA-STS policies where no DANE applies (RFC 8461) */
+    enabled: z.boolean().default(true),
+    /** PEM trust anchors for policy hosts (and MX certificates under a policy) instead of the system store */
+    ca_file: z.string().min(1).optional(),
+    /** the whole policy fetch: DNS, connect, TLS, body (RFC 8461 §3.3 suggests a minute) */
+    fetch_timeout: duration.prefault('60s'),
+    /** the policy hosts' https port: 443 (RFC 8461 §3.3); another only for test worlds on loopback */
+    port: z.number().int().min(1).max(65535).default(443),
+  }).prefault({}),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   }).prefault({}),

@@ -20,6 +20,16 @@ export type TlsPlan =
       referenceNames: string[];
       /** 'verified' after a secure MX, 'trusted' after an insecure MX with opt-in (DANE-15/71) */
       label: 'verified' | 'trusted';
+    }
+  /**
+   * MTA-STS `enforce` for a host without usable TLSA (RFC 8461 §4, §5; STS-41…43): STARTTLS mandatory,
+   * the chain valid under WebPKI (`roots`), the MX host name a SAN DNS-ID. Made by delivery from the
+   * policy (mtasts/), never over a DANE plan (§2, STS-50…52).
+   */
+  | {
+      kind: 'sts'; why: string; sni: string; policyDomain: string; pattern: string; roots: readonly (string | Buffer)[];
+      /** the policy as TLSRPT reports it (RFC 8460 §4.4, STS-61): its lines and its mx patterns */
+      policyLines: readonly string[]; mxPatterns: readonly string[];
     };
 
 /** DANE-22: TLSA base-domain candidates from the host's address lookup; [] = no DANE (DANE-21). */

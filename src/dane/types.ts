@@ -9,6 +9,11 @@ export interface PresentedChain {
   certificates: Buffer[];
   protocol: string | null;
   cipher: string | null;
+  /**
+   * OpenSSL's chain validation against `TlsRequirement.webpkiRoots` (MTA-STS, RFC 8461 §4.2), names not
+   * checked; set only when the requirement gave roots.
+   */
+  pkix?: { authorized: boolean; error?: string };
 }
 
 export interface VerifyOutcome {

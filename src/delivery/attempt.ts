@@ -12,6 +12,7 @@
  * the TLSRPT seam, a check report) is the caller's business. Returns the open session, if any.
  */
 import { verifyDane } from '../dane/verify.js';
+import { webpkiVerdict } from '../mtasts/webpki.js';
 import type { TlsPlan } from '../dane/policy.js';
 import { SmtpSession, SmtpError, type Connector, type SmtpTimeouts } from './smtpClient.js';
 import type { Target, TlsRequirement } from './types.js';
@@ -33,6 +34,8 @@ export function requirementFor(plan: TlsPlan, digestPreference: ('sha512' | 'sha
         verify: (chain): VerifyOutcome =>
           verifyDane({ records: plan.records, chain: chain.certificates, referenceNames: plan.referenceNames, now: new Date(now()), digestPreference }),
       };
+    case 'sts':
+      return { mode: 'verify', servername: plan.sni, label: 'sts', webpkiRoots: plan.roots, verify: (chain) => webpkiVerdict(chain, plan.sni) };
   }
 }
 

@@ -6,6 +6,7 @@
  * DANE-41/43/63).
  */
 import type { Readable } from 'node:stream';
+import tls from 'node:tls';
 import type { Resolver } from '../dns/types.js';
 import type { Envelope } from '../spool/types.js';
 import type { TlsLevel } from '../dane/levels.js';
@@ -14,11 +15,14 @@ import { planHost, type HostFacts } from '../route/host.js';
 import type { TlsPlan } from '../dane/policy.js';
 import { SmtpSession, SmtpError, type Connector, type SmtpClientOptions } from './smtpClient.js';
 import { attemptAddress, requirementFor } from './attempt.js';
+import { matchingPattern } from '../mtasts/policy.js';
+import type { StsLookup } from '../mtasts/policies.js';
+import type { CachedPolicy } from '../mtasts/store.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
 import { PlanBudget } from '../route/budget.js';
 import { DEFAULT_MX_HOST_LIMIT } from '../route/mx.js';
 import { INTERNAL_ERROR, oneOutcomeEach, outcomeOf, PROTOCOL_ERROR, type RecipientOutcome } from './outcome.js';
-import { publish, type CarrierFacts, type DeferralCause, type DeliveryEvent, type DeliverySubscriber, type HostFailure } from './events.js';
+import { publish, REQUIRETLS_PROBLEM, type CarrierFacts, type DeferralCause, type DeliveryEvent, type DeliverySubscriber, type HostFailure, type RequireTlsProblem } from './events.js';
 import { outboundBody, type MimeConversion, type OutboundBody } from './body.js';
 import type { BodyFacts } from '../mime/scan.js';
 import type { RcptDsn } from '../dsn/params.js';
@@ -26,13 +30,35 @@ import type { RcptDsn } from '../dsn/params.js';
 /** The destination's TLS level for a relay-generated TLSRPT report: opportunistic at most (RFC 8460 §3, digest TLSRPT-45). */
 export const REPORT_TLS_LEVEL = { level: 'may' as TlsLevel, rule: 'tlsrpt report: no DANE/MTA-STS enforcement (RFC 8460 §3)' };
 
+/**
+ * The level of a run of REQUIRETLS messages (RFC 8689 §4.2.1, digest RT-21…25): only a DNSSEC-secure MX
+ * whose certificate DANE authenticates (`dane-only`: no usable TLSA → the host is not used), whatever
+ * `tls_policy` or the danefail list say for the destination (RT-25: no downgrade for such a message).
+ * The RFC's other routes (MX matched by an MTA-STS enforce policy, or a secure MX with a WebPKI
+ * certificate) are not implemented yet: such a message waits rather than going out less protected.
+ */
+export const REQUIRETLS_LEVEL = { level: 'dane-only' as TlsLevel, rule: 'REQUIRETLS (RFC 8689): DNSSEC MX and DANE only; tls_policy and danefail do not apply' };
+
+/** RFC 8689 §4.2.1 (RT-27): why no host took a REQUIRETLS message, as the code its final DSN will carry (5.7.30 / 5.7.10). */
+function requireTlsCode(codes: string[]): string {
+  if (codes.includes('4.7.30')) return '4.7.30';
+  if (codes.includes('4.7.5') || codes.includes('4.7.10')) return '4.7.10';
+  return aggregateCode(codes);
+}
+
 export interface DeliveryDeps {
   resolver: Resolver;
   heloName: string;
   selfNames: string[];
   port: number;
   /** the destination's TLS level and the rule that chose it (one place decides it) */
-  tlsLevel: (domain: string) => { level: TlsLevel; rule: string; trustInsecureMx?: boolean; audit?: boolean; nsec3IterationsInsecure?: boolean; exception?: { underlying: TlsLevel } };
+  tlsLevel: (domain: string) => { level: TlsLevel; rule: string; trustInsecureMx?: boolean; audit?: boolean; nsec3IterationsInsecure?: boolean; exception?: { underlying: TlsLevel }; explicit?: true };
+  /**
+   * MTA-STS (RFC 8461, issue 15): the policy in force for a Policy Domain (mtasts/policies.ts), asked once
+   * per run; absent: no MTA-STS. `stsRoots`: the WebPKI trust anchors MX certificates are checked against.
+   */
+  sts?: (domain: string) => Promise<StsLookup>;
+  stsRoots?: readonly (string | Buffer)[];
   timeouts: SmtpClientOptions['timeouts'];
   /** how the SMTP client connects to a host's address (default: TCP, smtpClient.ts `dialTcp`); tests pass an in-process peer */
   connector?: Connector;
@@ -120,10 +146,14 @@ export class DestinationRun {
   private levelKey: string;
   /** a run of relay-generated TLSRPT reports (TLSRPT-45) */
   private readonly report: boolean;
+  /** a run of messages tagged REQUIRETLS (RFC 8689): REQUIRETLS_LEVEL, REQUIRETLS after STARTTLS, passed on */
+  private readonly requireTls: boolean;
   /** the current message's hosts were planned (or its session opened) under the resolved level: DANE-70 counts it */
   private planned = false;
   /** TLSRPT: skipped hosts (host, result type) already recorded in this run */
   private readonly skipsRecorded = new Set<string>();
+  /** the MTA-STS policy this run applies (enforce or testing), looked up once per run; null = none */
+  private sts?: { policy: CachedPolicy } | null;
   /** the session of the current transaction, for metrics even after a failure dropped it */
   private carrier?: CarrierFacts;
 
@@ -131,19 +161,22 @@ export class DestinationRun {
    * `opts.report`: this run carries relay-generated TLSRPT reports (Envelope.kind 'tlsrpt'). They are
    * delivered at most opportunistically and never counted (RFC 8460 §3, digest TLSRPT-45): no reporting loop.
    */
-  constructor(private readonly deps: DeliveryDeps, readonly domain: string, opts: { report?: boolean } = {}) {
+  constructor(private readonly deps: DeliveryDeps, readonly domain: string, opts: { report?: boolean; requireTls?: boolean } = {}) {
     this.report = !!opts.report;
+    // A REQUIRETLS run is judged by the sender's demand, not the destination's policy: its events say so
+    // (`requireTls`), and TLSRPT counts only the destination's own sessions (reporting/tlsrpt/results.ts).
+    this.requireTls = !!opts.requireTls && !this.report;
     this.level = this.policyNow();
     this.levelKey = policyKey(this.level);
   }
 
   /** Every fact goes to every subscriber, in order (delivery/events.ts). */
-  private readonly emit = (e: DistributiveOmit<DeliveryEvent, 'domain' | 'report'>): void => {
-    publish(this.deps.subscribers, { ...e, domain: this.domain, report: this.report } as DeliveryEvent);
+  private readonly emit = (e: DistributiveOmit<DeliveryEvent, 'domain' | 'report' | 'requireTls'>): void => {
+    publish(this.deps.subscribers, { ...e, domain: this.domain, report: this.report, requireTls: this.requireTls } as DeliveryEvent);
   };
 
   private policyNow(): ReturnType<DeliveryDeps['tlsLevel']> {
-    return this.report ? REPORT_TLS_LEVEL : this.deps.tlsLevel(this.domain);
+    return this.report ? REPORT_TLS_LEVEL : this.requireTls ? REQUIRETLS_LEVEL : this.deps.tlsLevel(this.domain);
   }
 
   /**
@@ -159,6 +192,7 @@ export class DestinationRun {
     this.level = next;
     this.levelKey = key;
     this.mx = undefined;
+    this.sts = undefined;
     this.unreachable = undefined;
     await this.dropSession();
   }
@@ -178,6 +212,33 @@ export class DestinationRun {
       }
     }
     return this.mx;
+  }
+
+  /**
+   * The MTA-STS policy this run applies (STS-31…34 in mtasts/policies.ts: the TXT id is checked at every
+   * run, so a deferred message sees a new policy before it could fail, STS-44). None for TLSRPT reports and
+   * REQUIRETLS runs (their own levels), for `tls_level none`, and where an explicit tls_policy entry decides
+   * (it wins; reported when a policy would have applied).
+   */
+  private async resolveSts(): Promise<{ policy: CachedPolicy } | null> {
+    if (!this.deps.sts || this.report || this.requireTls || this.level.level === 'none' || addressLiteral(this.domain)) return null;
+    let r: StsLookup;
+    try {
+      r = await this.deps.sts(this.domain);
+    } catch (e) {
+      // STS-16: no policy could be had: delivery goes on as without MTA-STS (a cached one would have been returned).
+      this.emit({ kind: 'sts-lookup-failed', error: (e as Error).message });
+      return null;
+    }
+    const p = r.applied;
+    // STS-60, STS-62: a fetch made now that failed (a valid TXT record, a new id) is reported, also when a cached policy stays in force.
+    if (r.fetch === 'failed' && r.failure) this.emit({ kind: 'sts-fetch-failed', resultType: r.failure.resultType, reason: r.failure.reason, ...(p ? { cached: p } : {}) });
+    if (!p || p.policy.mode === 'none') return null;
+    if (this.level.explicit) {
+      this.emit({ kind: 'sts-exception-applied', rule: this.level.rule, policy: p });
+      return null;
+    }
+    return { policy: p };
   }
 
   private everyone(job: DeliveryJob, result: 'deferred' | 'bounced', code: string, reason: string, cause: DeferralCause, extra: Partial<RecipientOutcome> = {}): Attempted {
@@ -236,9 +297,34 @@ export class DestinationRun {
         this.emit({ kind: 'host-skipped', host: facts satisfies HostFacts, skip, repeat });
         continue;
       }
+      let hostPlan: TlsPlan = hp.plan;
+      if (this.sts && hostPlan.kind !== 'dane') {
+        // STS-50…52: a host with usable TLSA is DANE's alone (and a DANE lookup failure skipped it above);
+        // only here, without DANE, does the MTA-STS policy apply.
+        const p = this.sts.policy;
+        const pattern = matchingPattern(p.policy, h.host);
+        if (pattern === undefined) {
+          const reason = `MTA-STS policy of ${p.domain} (id ${p.id}, ${p.policy.mode}): ${h.host} matches no mx pattern (${p.policy.mx.join(', ')})`;
+          const key = `${h.host}\0sts-mx-mismatch`;
+          const repeat = this.skipsRecorded.has(key);
+          this.skipsRecorded.add(key);
+          this.emit({ kind: 'sts-mx-mismatch', host: h.host, policy: p, reason, repeat });
+          if (p.policy.mode === 'enforce') {
+            // STS-40, STS-43: not in the policy's mx patterns → not used; none left is a temporary failure.
+            failures.push(`${h.host}: ${reason}`);
+            codes.push('4.7.5');
+            hostFailures.push({ kind: 'sts-mx-mismatch', code: '4.7.5' });
+            continue;
+          }
+          // STS-45 testing: delivered as without a policy; the failure is reported.
+        } else if (p.policy.mode === 'enforce') {
+          hostPlan = { kind: 'sts', why: `MTA-STS enforce (${p.domain} id ${p.id}, mx ${pattern})`, sni: h.host, policyDomain: p.domain, pattern, roots: this.deps.stsRoots ?? tls.rootCertificates,
+            policyLines: p.policy.lines, mxPatterns: p.policy.mx };
+        }
+      }
       for (const address of hp.addresses) {
         const where = `${h.host}[${address}]:${this.deps.port}`;
-        const opened = await attemptAddress({ host: h.host, address, port: this.deps.port }, hp.plan, {
+        const opened = await attemptAddress({ host: h.host, address, port: this.deps.port }, hostPlan, {
           heloName: this.deps.heloName, timeouts: this.deps.timeouts, digestPreference: this.deps.digestPreference, now: this.deps.now, audit: !!this.level.audit,
           ...(this.deps.connector ? { connector: this.deps.connector } : {}),
         }, {
@@ -260,17 +346,33 @@ export class DestinationRun {
         });
         if (!opened) continue;
         const { session, plan } = opened;
+        if (this.requireTls && !(session.tls?.verified && session.extensions.has('REQUIRETLS'))) {
+          // RFC 8689 §4.2.1 step 5 (RT-23, RT-25): QUIT and try the next host; never a weaker delivery.
+          const problem: RequireTlsProblem = session.tls?.verified ? 'not-advertised' : 'unauthenticated';
+          const code = problem === 'not-advertised' ? '4.7.30' : '4.7.10';
+          failures.push(`${where}: ${REQUIRETLS_PROBLEM[problem]}`);
+          codes.push(code);
+          hostFailures.push({ kind: 'requiretls', code, problem });
+          this.emit({ kind: 'requiretls-host-refused', target: { host: h.host, address, port: this.deps.port }, plan, problem });
+          await session.quit();
+          continue;
+        }
         this.session = session;
         this.sessionPlan = { host: hp, plan, address };
         this.sent = 0;
         return undefined;
       }
     }
-    return { code: aggregateCode(codes), reason: failures.length ? failures.join('; ') : `no MX host for ${this.domain}`, cause: { kind: 'unreachable', hosts: hostFailures } };
+    return { code: this.requireTls ? requireTlsCode(codes) : aggregateCode(codes), reason: failures.length ? failures.join('; ') : `no MX host for ${this.domain}`, cause: { kind: 'unreachable', hosts: hostFailures } };
   }
 
   async deliver(job: DeliveryJob): Promise<RecipientOutcome[]> {
     const started = this.deps.now();
+    if (!!job.envelope.requireTls !== this.requireTls) {
+      // The scheduler keeps REQUIRETLS messages in runs of their own; a mix-up must not send one less protected.
+      this.emit({ kind: 'requiretls-run-mismatch', queueId: job.id, messageRequireTls: !!job.envelope.requireTls });
+      return this.log(job, started, this.everyone(job, 'deferred', INTERNAL_ERROR, 'internal error: REQUIRETLS message in the wrong delivery run', { kind: 'internal' }));
+    }
     await this.refreshPolicy();
     this.planned = false;
     if (this.level.level === 'dane' || this.level.level === 'dane-only') {
@@ -287,6 +389,7 @@ export class DestinationRun {
     }
     if (mx.kind === 'fail') return this.log(job, started, this.everyone(job, 'bounced', mx.code, mx.reason, { kind: 'mx-refused' }));
     if (mx.kind === 'defer') return this.log(job, started, this.everyone(job, 'deferred', mx.code, mx.reason, { kind: 'mx-lookup', problem: mx.problem }));
+    if (this.sts === undefined) this.sts = await this.resolveSts();
     if (this.unreachable) {
       this.planned = true; // the cached result was reached under the same level
       return this.log(job, started, this.unreachableFor(job, this.unreachable));
@@ -325,7 +428,7 @@ export class DestinationRun {
     const dsn = { mail: job.envelope.dsn, rcpt: job.recipients.map((a) => (own ? NOTIFY_NEVER : job.envelope.rcptDsn?.[a])) };
     this.sent++;
     try {
-      const res = await session.send({ from: job.envelope.from, recipients: job.recipients, size: body.size, eightBit: body.eightBit, smtputf8: job.envelope.smtputf8, dsn, body: body.body });
+      const res = await session.send({ from: job.envelope.from, recipients: job.recipients, size: body.size, eightBit: body.eightBit, smtputf8: job.envelope.smtputf8, ...(this.requireTls ? { requireTls: true } : {}), dsn, body: body.body });
       // The client classified every reply (RecipientVerdict); only `delivered` becomes `sent`.
       const causes = new Map<RecipientOutcome, DeferralCause>();
       const out = res.recipients.map((v) => {

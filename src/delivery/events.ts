@@ -15,6 +15,8 @@ import type { SmtpError, TlsInfo } from './smtpClient.js';
 import type { Target } from './types.js';
 import type { RetryKind } from './attempt.js';
 import type { RecipientOutcome } from './outcome.js';
+import type { CachedPolicy } from '../mtasts/store.js';
+import type { FetchFailureType } from '../mtasts/fetch.js';
 
 /** The TLSA RRset a plan or a skipped host was made from, in presentation form ("u s m HEX"), and its base domain. */
 export interface TlsaFacts { baseDomain: string; records: string[] }
@@ -52,7 +54,20 @@ export type HostFailure =
   /** issue 22: the message's DNSSEC work budget ran out before this host could be planned */
   | { kind: 'budget'; code: string }
   /** this relay's own address at a worse preference: hosts from there on dropped (no code of its own) */
-  | { kind: 'self' };
+  | { kind: 'self' }
+  /** STS-40, STS-43: an MTA-STS `enforce` policy's mx patterns do not match the host (4.7.5) */
+  | { kind: 'sts-mx-mismatch'; code: string }
+  /** RFC 8689 §4.2.1: a REQUIRETLS message cannot go over this session (4.7.30 / 4.7.10) */
+  | { kind: 'requiretls'; code: string; problem: RequireTlsProblem };
+
+/** Why a host's session cannot carry a REQUIRETLS message (RFC 8689 §4.2.1 steps 4-5). */
+export type RequireTlsProblem = 'not-advertised' | 'unauthenticated';
+
+/** The wording of a REQUIRETLS refusal, for the reason and the log. */
+export const REQUIRETLS_PROBLEM: Record<RequireTlsProblem, string> = {
+  'not-advertised': 'does not advertise REQUIRETLS after STARTTLS',
+  unauthenticated: 'no authenticated TLS session',
+};
 
 /** The session a recipient's transaction ran over, as the metrics label it (protection), and as the log shows it. */
 export interface CarrierFacts { tls: boolean; verified: boolean; planKind: TlsPlan['kind'] }
@@ -61,6 +76,12 @@ interface Run {
   domain: string;
   /** a run of relay-generated TLSRPT reports (TLSRPT-45): logged and counted in metrics, never in TLSRPT */
   report: boolean;
+  /**
+   * a run of REQUIRETLS messages (RFC 8689): logged and counted in metrics, never in TLSRPT — it is
+   * judged by the sender's demand, not the destination's policy, so its failures are not the destination's;
+   * absent: false
+   */
+  requireTls?: boolean;
 }
 
 export type DeliveryEvent = Run & (
@@ -92,6 +113,25 @@ export type DeliveryEvent = Run & (
   | { kind: 'invariant-breach'; queueId: string; breaches: string[] }
   /** DANE-70: the exception list governed this attempt */
   | { kind: 'exception-applied'; queueId: string; rule: string; level: TlsLevel; underlying: TlsLevel; connected: boolean }
+  /** STS-16: no MTA-STS policy could be had (none cached): delivered as without MTA-STS */
+  | { kind: 'sts-lookup-failed'; error: string }
+  /**
+   * STS-16, STS-60: fetching the destination's MTA-STS policy (a valid TXT record with a new id) failed
+   * now; `cached`: the unexpired policy that stays in force (STS-33), if any
+   */
+  | { kind: 'sts-fetch-failed'; resultType: FetchFailureType; reason: string; cached?: CachedPolicy }
+  /** an explicit tls_policy entry decides the destination: it wins over its MTA-STS policy (issue 15) */
+  | { kind: 'sts-exception-applied'; rule: string; policy: CachedPolicy }
+  /**
+   * STS-40: the host matches none of the policy's mx patterns. `enforce`: the host is not used
+   * (STS-43); `testing`: delivered as without a policy, the failure reported (STS-45).
+   * `repeat`: already reported in this run.
+   */
+  | { kind: 'sts-mx-mismatch'; host: string; policy: CachedPolicy; reason: string; repeat: boolean }
+  /** RFC 8689 §4.2.1 step 5 (RT-23, RT-25): the session cannot carry a REQUIRETLS message: QUIT, next host */
+  | { kind: 'requiretls-host-refused'; target: Target; plan: TlsPlan; problem: RequireTlsProblem }
+  /** the scheduler put a message in a run of the wrong REQUIRETLS kind (a bug; the message waits) */
+  | { kind: 'requiretls-run-mismatch'; queueId: string; messageRequireTls: boolean }
   /** one recipient's attempt ended (exactly once per recipient of the job) */
   | {
       kind: 'recipient'; queueId: string; outcome: RecipientOutcome;

@@ -4,13 +4,13 @@
  * `delivery` lines); keep them stable.
  */
 import type { Logger } from 'pino';
-import type { DeliveryEvent, DeliverySubscriber } from './events.js';
+import { REQUIRETLS_PROBLEM, type DeliveryEvent, type DeliverySubscriber } from './events.js';
 
 /** How the transport of a recipient line is shown: the DANE label of the plan, or what TLS gave. */
 function daneLabel(e: Extract<DeliveryEvent, { kind: 'recipient' }>): string | undefined {
   if (!e.outcome.relay) return undefined;
   const plan = e.session?.plan;
-  return plan?.kind === 'dane' ? plan.label : e.session?.tls ? 'untrusted' : 'cleartext';
+  return plan?.kind === 'dane' ? plan.label : plan?.kind === 'sts' ? 'sts-webpki' : e.session?.tls ? 'untrusted' : 'cleartext';
 }
 
 export function deliveryLog(log: Logger): DeliverySubscriber {
@@ -54,6 +54,19 @@ export function deliveryLog(log: Logger): DeliverySubscriber {
       case 'exception-applied':
         return log.warn({ queue_id: e.queueId, domain, tls_rule: e.rule, level: e.level, instead_of: e.underlying },
           e.connected ? 'DANE exception applied: delivered without DANE (danefail list)' : 'DANE exception applied: attempted without DANE, deferred (danefail list)');
+      case 'sts-lookup-failed':
+        return log.warn({ domain, err: e.error }, 'MTA-STS lookup failed; delivering as without MTA-STS');
+      case 'sts-fetch-failed':
+        return; // mtasts/policies.ts logs the failed fetch where it happens
+      case 'sts-exception-applied':
+        return log.warn({ domain, tls_rule: e.rule, sts_id: e.policy.id, sts_mode: e.policy.policy.mode }, 'MTA-STS exception applied: tls_policy entry wins over the MTA-STS policy');
+      case 'sts-mx-mismatch':
+        if (e.policy.policy.mode === 'enforce') return log.info({ domain, mx: e.host, skipped: e.reason }, 'MX host skipped');
+        return log.warn({ domain, mx: e.host, sts_id: e.policy.id, mx_patterns: e.policy.policy.mx }, 'MTA-STS testing: MX host matches no mx pattern (delivered anyway)');
+      case 'requiretls-host-refused':
+        return log.info({ domain, relay: `${e.target.host}[${e.target.address}]:${e.target.port}`, tls_plan: e.plan.kind, why: REQUIRETLS_PROBLEM[e.problem] }, 'REQUIRETLS: host not used');
+      case 'requiretls-run-mismatch':
+        return log.error({ queue_id: e.queueId, domain, require_tls: e.messageRequireTls }, 'REQUIRETLS message in the wrong delivery run (internal error)');
       case 'recipient': {
         const o = e.outcome;
         const tls = e.session?.tls;

@@ -40,6 +40,8 @@ export function hostFailureReason(f: HostFailure): DeferralReason | undefined {
     case 'budget': return 'dns-lookup-failed';
     case 'skipped': return skipReason(f.cause);
     case 'attempt': return attemptReason(f);
+    case 'sts-mx-mismatch': return 'sts-mx-mismatch';
+    case 'requiretls': return f.problem === 'not-advertised' ? 'requiretls-unsupported' : 'tls-verify-failed';
   }
 }
 
@@ -49,7 +51,7 @@ export function hostFailureReason(f: HostFailure): DeferralReason | undefined {
  */
 const HOST_PRIORITY: readonly DeferralReason[] = [
   'tlsa-lookup-failed', 'dns-bogus', 'dns-lookup-failed', 'dane-no-match', 'dane-required', 'tls-verify-failed',
-  'starttls-failed', 'tls-handshake-failed', 'no-address', 'connection-lost', 'connect',
+  'starttls-failed', 'tls-handshake-failed', 'sts-mx-mismatch', 'requiretls-unsupported', 'no-address', 'connection-lost', 'connect',
 ];
 
 /**

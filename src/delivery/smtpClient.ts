@@ -194,6 +194,12 @@ export interface SendInput {
    */
   eightBit?: boolean;
   smtputf8?: boolean;
+  /**
+   * RFC 8689 §4.2.1 (RT-23, RT-26): MAIL FROM carries REQUIRETLS, which only a server that advertised
+   * REQUIRETLS after STARTTLS, over an authenticated session, may receive. The caller chooses such a
+   * session (delivery/deliver.ts); `send` refuses anything else before a command is sent.
+   */
+  requireTls?: boolean;
   /** RFC 3461 parameters, sent only to a server that advertises DSN; `rcpt` parallels `recipients` */
   dsn?: { mail?: MailDsn; rcpt?: (RcptDsn | undefined)[] };
   body: () => NodeJS.ReadableStream | Readable;
@@ -230,6 +236,7 @@ export function mailCommand(input: SendInput, ext: ReadonlyMap<string, string>):
   if (ext.has('SIZE') && input.size !== undefined) cmd += ` SIZE=${Math.max(0, Math.floor(input.size))}`;
   if (input.eightBit && ext.has('8BITMIME')) cmd += ' BODY=8BITMIME';
   if (input.smtputf8) cmd += ' SMTPUTF8';
+  if (input.requireTls) cmd += ' REQUIRETLS';
   if (ext.has('DSN')) cmd += mailDsnParams(input.dsn?.mail);
   return cmd;
 }
@@ -685,8 +692,12 @@ export class SmtpSession {
       // We authenticate ourselves (DANE, RFC 7672 §3); the WebPKI verdict is irrelevant.
       rejectUnauthorized: false,
       // Empty trust store: getPeerCertificate(true) must report only what the peer
-      // presented, never a root completed from the local store (DANE-53).
-      ca: [],
+      // presented, never a root completed from the local store (DANE-53). Under an MTA-STS policy
+      // the WebPKI roots instead: OpenSSL validates the chain, `verify` judges its verdict and the name.
+      ca: req.webpkiRoots ? [...req.webpkiRoots] : [],
+      // `authorized` is then the chain's verdict alone: names are judged by `verify` (SAN only, RFC 6125),
+      // not by node's default check, which falls back to the CN.
+      checkServerIdentity: () => undefined,
       // DANE-61, RFC 7672 §8.1: TLS 1.2 is our floor.
       minVersion: 'TLSv1.2',
       // DANE-62: no `session` is ever passed, so nothing is resumed; each
@@ -727,6 +738,7 @@ export class SmtpSession {
       certificates,
       protocol: sock.getProtocol(),
       cipher: sock.getCipher()?.name ?? null,
+      ...(this.opts.tls.webpkiRoots ? { pkix: { authorized: sock.authorized, ...(sock.authorizationError ? { error: String(sock.authorizationError) } : {}) } } : {}),
     };
     try {
       return await this.opts.tls.verify!(chain);
@@ -762,6 +774,13 @@ export class SmtpSession {
       // converts first; this is the last line of defence, before anything of the transaction is sent.
       const text = '5.6.3 8-bit message body but the server does not advertise 8BITMIME (RFC 6152 section 3)';
       throw this.fail('mail', `${this.target.host}: ${text}`, { kind: 'local', reply: { code: 554, enhanced: '5.6.3', text }, permanent: true });
+    }
+
+    if (input.requireTls && !(this._tls?.verified && this._extensions.has('REQUIRETLS'))) {
+      // RFC 8689 §4.2.1 steps 4-5: an authenticated TLS session whose EHLO advertised REQUIRETLS. The last
+      // line of defence: nothing of the transaction is sent; the message waits (never a cleartext or weaker copy).
+      const text = `4.7.${this._tls?.verified ? '30 REQUIRETLS support required: the server does not advertise REQUIRETLS' : '10 Encryption needed: no authenticated TLS session'} (RFC 8689)`;
+      throw this.fail('mail', `${this.target.host}: ${text}`, { kind: 'local', permanent: false, reply: { code: 450, enhanced: text.slice(0, text.indexOf(' ')), text } });
     }
 
     return this.exclusive(() => this.transaction(input));

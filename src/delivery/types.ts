@@ -21,6 +21,12 @@ export interface TlsRequirement {
   verify?: (chain: PresentedChain) => VerifyOutcome | Promise<VerifyOutcome>;
   /** label for logs: dane=verified|untrusted|cleartext|... */
   label?: string;
+  /**
+   * WebPKI trust anchors (PEM): the handshake validates the chain against them and reports the result in
+   * `PresentedChain.pkix` for `verify` to judge. Unset (DANE): an empty store, so the presented chain is
+   * exactly what the peer sent (DANE-53).
+   */
+  webpkiRoots?: readonly (string | Buffer)[];
   /** sees the presented chain after every handshake, in any mode (diagnostics: `dane-relay check`); decides nothing */
   observe?: (chain: PresentedChain) => void;
 }

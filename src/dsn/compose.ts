@@ -45,6 +45,8 @@ export interface DsnOriginal {
   kind: 'normal' | 'dsn' | 'tlsrpt';
   dsn?: MailDsn;
   rcptDsn?: Record<string, RcptDsn>;
+  /** RFC 8689: MAIL FROM carried REQUIRETLS (the report then returns the header only, RT-51) */
+  requireTls?: true;
 }
 
 /** The report's own envelope, queued in the spool as an `Envelope` of kind 'dsn'. */
@@ -173,13 +175,21 @@ function humanText(input: DsnInput, returned: 'full' | 'headers' | 'headers-too-
 
 export interface ComposedDsn { envelope: DsnEnvelope; message: Buffer }
 
+/**
+ * Whether a DSN returns the whole message: RFC 3461 §4.3, RET=FULL and a DSN about failures only;
+ * RET=HDRS, no RET, and delays/relays get the header. RFC 8689 §5 (RT-51): a REQUIRETLS message is
+ * treated as RET=HDRS whatever it asked, so its content never travels in a bounce less protected.
+ */
+export function returnsFull(original: Pick<DsnOriginal, 'dsn' | 'requireTls'>, onlyFailed: boolean): boolean {
+  return original.dsn?.ret === 'FULL' && onlyFailed && !original.requireTls;
+}
+
 /** Builds the DSN message and its envelope (from <>, to the original sender, kind 'dsn'). */
 export async function composeDsn(input: DsnInput): Promise<ComposedDsn> {
   if (!dsnAllowed(input.original)) throw new Error('no DSN for the null sender or for relay-generated mail');
   const anyFailed = input.recipients.some((r) => r.action === 'failed');
   const onlyFailed = input.recipients.every((r) => r.action === 'failed');
-  // RFC 3461 §4.3: RET=FULL is for failed DSNs; RET=HDRS, no RET, and delays/relays: the header only.
-  const full = input.original.dsn?.ret === 'FULL' && onlyFailed;
+  const full = returnsFull(input.original, onlyFailed);
   const returned = full && input.originalFull ? 'full' : full ? 'headers-too-large' : 'headers';
   const root = new MimeNode('multipart/report; report-type=delivery-status', { hostname: input.reportingMta });
   root.setHeader({

@@ -91,7 +91,7 @@ export interface StateDir {
 }
 
 /** Names at the top of a spool and of a TLSRPT directory (anything else: the operator hands it over). */
-export const SPOOL_NAMES = ['tmp', 'msg', 'state', 'corrupt', 'lock', 'control.sock', 'tlsrpt', '.gitkeep'] as const;
+export const SPOOL_NAMES = ['tmp', 'msg', 'state', 'corrupt', 'lock', 'control.sock', 'tlsrpt', 'mta-sts', '.gitkeep'] as const;
 export const TLSRPT_NAMES = ['counts', 'plan', 'sent', 'pending', 'outbox'] as const;
 
 /**

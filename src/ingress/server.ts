@@ -15,7 +15,11 @@
  * - AUTH attempts are limited per client: counted when they arrive (not after the slow
  *   password check, which let parallel sessions through), and bounded in concurrency;
  * - the DSN parameters (RFC 3461) are checked on the command line as sent: smtp-server has
- *   already xtext-decoded the values it hands on, so their syntax could not be judged there.
+ *   already xtext-decoded the values it hands on, so their syntax could not be judged there;
+ * - REQUIRETLS (RFC 8689) is advertised after STARTTLS, and, outside the RFC's letter, without TLS
+ *   to `relay_clients` on loopback (digest RT-11); the MAIL parameter is judged on the raw line
+ *   (no value, once, only where advertised: else 555 5.5.4) and taken off it before smtp-server
+ *   sees it (smtp-server would refuse it in cleartext with 530), then kept with the envelope.
  *
  * Per-client limits count under clientKey() (./access.ts): an IPv4 address or an IPv6 /64
  * (`ingress.client_ipv6_prefix`). Every check and its increment are one synchronous step.
@@ -138,10 +142,12 @@ interface SessionState {
   admitted?: string | undefined;
   /** the DSN parameters of the MAIL/RCPT command being handled, checked on its raw line (adapt()) */
   pendingDsn?: MailDsn | RcptDsn | undefined;
+  /** the MAIL command being handled carried REQUIRETLS (adapt()) */
+  pendingRequireTls?: boolean;
 }
 
 /** The DSN parameters we keep on smtp-server's parsed address objects, until envelopeOf(). */
-type MailFromWithDsn = SMTPServerAddress & { relayDsn?: MailDsn };
+type MailFromWithDsn = SMTPServerAddress & { relayDsn?: MailDsn; relayRequireTls?: true };
 type RcptToWithDsn = SMTPServerAddress & { relayDsn?: RcptDsn };
 
 export class Ingress {
@@ -229,7 +235,8 @@ export class Ingress {
       hideENHANCEDSTATUSCODES: false,
       // RFC 3461: NOTIFY/ORCPT/RET/ENVID are kept with the message (spool format 2) and passed on.
       hideDSN: false,
-      hideREQUIRETLS: true,
+      // RFC 8689: the tag is stored (spool format 3) and delivery honours it (delivery/deliver.ts REQUIRETLS_LEVEL).
+      hideREQUIRETLS: false,
       authMethods: ['PLAIN', 'LOGIN'],
       authOptional: true,
       allowInsecureAuth: false,
@@ -292,6 +299,8 @@ export class Ingress {
       } else if (Array.isArray(data) && code === 250 && !conn.secure) {
         // EHLO reply in cleartext: never advertise AUTH (RFC 4954 §4, RFC 8314 §3).
         data = data.filter((line, i) => i === 0 || !/^AUTH\b/i.test(line));
+        // RT-11: REQUIRETLS without TLS only to relay_clients on loopback (smtp-server offers it after STARTTLS).
+        if (this.offersRequireTls(conn)) data = [...data, 'REQUIRETLS'];
       }
       return send(code, data, context);
     };
@@ -330,13 +339,29 @@ export class Ingress {
     // line. A bad one is refused here with 501 5.5.4 before smtp-server decodes it.
     const mail = conn.handler_MAIL.bind(conn);
     conn.handler_MAIL = (command, callback) => {
-      const r = mailDsnOf(commandParams(command.toString('utf8')));
+      const line = command.toString('utf8');
+      const params = commandParams(line);
+      const r = mailDsnOf(params);
       if (!r.ok) {
         conn.send(501, `5.5.4 ${r.text}`);
         return callback();
       }
-      this.state(conn.session).pendingDsn = r.value;
-      return mail(command, callback);
+      // RFC 8689 §2 (RT-2): REQUIRETLS takes no value, comes once, and only where it was advertised.
+      const rt = params.filter(([k]) => k === 'REQUIRETLS');
+      const refuse = rt.length === 0 ? undefined
+        : rt.length > 1 ? 'REQUIRETLS given more than once'
+        : rt[0]![1] !== undefined ? 'REQUIRETLS takes no value (RFC 8689 section 2)'
+        : !this.offersRequireTls(conn) ? 'REQUIRETLS is offered only after STARTTLS (RFC 8689 section 2)'
+        : undefined;
+      if (refuse) {
+        conn.send(555, `5.5.4 ${refuse}`);
+        return callback();
+      }
+      const st = this.state(conn.session);
+      st.pendingDsn = r.value;
+      st.pendingRequireTls = rt.length === 1;
+      // Taken off the line: smtp-server would refuse it without TLS (530), and we keep it ourselves.
+      return mail(rt.length ? Buffer.from(line.replace(/[ \t]+REQUIRETLS(?=[ \t]|\r?\n?$)/i, ''), 'utf8') : command, callback);
     };
     const rcpt = conn.handler_RCPT.bind(conn);
     conn.handler_RCPT = (command, callback) => {
@@ -348,6 +373,13 @@ export class Ingress {
       this.state(conn.session).pendingDsn = r.value;
       return rcpt(command, callback);
     };
+  }
+
+  /** RT-10/11: REQUIRETLS is offered after STARTTLS, and in cleartext only to relay_clients on loopback. */
+  private offersRequireTls(conn: SmtpConnection): boolean {
+    if (conn.secure) return true;
+    const address = conn.remoteAddress;
+    return LOOPBACK.some((c) => cidrContains(c, address)) && relayDecision({ address }, this.relayClients).reason === 'relay_clients';
   }
 
   /** The DSN parameters adapt() checked for the command being handled (taken once). */
@@ -434,6 +466,9 @@ export class Ingress {
 
   private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const dsn = this.takeDsn(session) as MailDsn | undefined;
+    const st = this.state(session);
+    const requireTls = st.pendingRequireTls === true;
+    st.pendingRequireTls = undefined;
     const unknown = unsupportedParams(address, MAIL_PARAMS);
     if (unknown) return cb(smtpError(555, `5.5.4 MAIL FROM parameter ${unknown} not recognized or not implemented`));
     const r = checkMailbox(address.address, { role: 'sender', smtputf8: !!session.envelope.smtpUtf8 });
@@ -451,6 +486,7 @@ export class Ingress {
     }
     address.address = r.address;
     if (dsn) (address as MailFromWithDsn).relayDsn = dsn;
+    if (requireTls) (address as MailFromWithDsn).relayRequireTls = true;
     cb();
   }
 
@@ -491,6 +527,7 @@ export class Ingress {
     const rdns = session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined;
     const user = userOf(session);
     const dsn = e.mailFrom ? (e.mailFrom as MailFromWithDsn).relayDsn : undefined;
+    const requireTls = e.mailFrom ? (e.mailFrom as MailFromWithDsn).relayRequireTls : undefined;
     // A repeated recipient keeps the parameters of its first RCPT, like its place in the list.
     const rcptDsn: Record<string, RcptDsn> = {};
     for (const r of e.rcptTo as RcptToWithDsn[]) if (r.relayDsn && !(r.address in rcptDsn)) rcptDsn[r.address] = r.relayDsn;
@@ -504,6 +541,7 @@ export class Ingress {
       kind: 'normal',
       ...(dsn ? { dsn } : {}),
       ...(Object.keys(rcptDsn).length ? { rcptDsn } : {}),
+      ...(requireTls ? { requireTls } : {}),
     };
   }
 
@@ -627,7 +665,7 @@ export class Ingress {
     }
     const st = this.sessions.get(session);
     if (st) st.reservation = undefined; // the slot now stands for a queued message
-    this.log.info({ queue_id: msg.id, from: envelope.from, size: msg.size, nrcpt: envelope.recipients.length, client }, 'queued');
+    this.log.info({ queue_id: msg.id, from: envelope.from, size: msg.size, nrcpt: envelope.recipients.length, client, ...(envelope.requireTls ? { require_tls: true } : {}) }, 'queued');
     if (msg.body?.eightBit && !envelope.eightBit && !envelope.smtputf8) {
       // RFC 6152 §3: 8-bit octets without BODY=8BITMIME. Accepted and treated as 8-bit (see the module comment).
       this.log.info({ queue_id: msg.id, client }, 'message has 8-bit octets but was not declared BODY=8BITMIME; treated as 8BITMIME');

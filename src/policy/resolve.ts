@@ -37,6 +37,8 @@ export interface ResolvedPolicy {
   nsec3IterationsInsecure?: boolean;
   /** set when the danefail list lowered a DANE level (DANE-70) */
   exception?: { underlying: TlsLevel; underlyingRule: string; line: number };
+  /** a tls_policy entry (or the danefail list) decided, not `delivery.tls_level`: it wins over an MTA-STS policy */
+  explicit?: true;
 }
 
 const isDane = (l: TlsLevel): boolean => l === 'dane' || l === 'dane-only';
@@ -59,6 +61,7 @@ export function resolveTable(domain: string, p: PolicyInputs): ResolvedPolicy {
   const hit = tableEntry(domain, p.table);
   if (hit) {
     return {
+      explicit: true,
       level: hit.level,
       rule: `${p.table!.source}:${hit.line} ${hit.key} ${hit.level}${hit.trustInsecureMx ? ' trust-insecure-mx' : ''}${hit.audit ? ' audit' : ''}${hit.nsec3IterationsInsecure ? ' nsec3-iterations-insecure' : ''}`,
       ...(hit.trustInsecureMx ? { trustInsecureMx: true } : {}),

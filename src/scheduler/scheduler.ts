@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import type { QueuedMessage, QueueStore, RecipientStatus } from '../spool/types.js';
 import { DestinationRun, type DeliveryDeps, type DeliveryJob } from '../delivery/deliver.js';
 import { oneOutcomeEach, printableOutcome, type RecipientOutcome } from '../delivery/outcome.js';
-import { composeDsn, dsnAllowed, headerBlock, DSN_RETURN_LIMIT, type DsnRecipient } from '../dsn/compose.js';
+import { composeDsn, dsnAllowed, headerBlock, returnsFull, DSN_RETURN_LIMIT, type DsnRecipient } from '../dsn/compose.js';
 import type { BackoffConfig } from './backoff.js';
 import { applyOutcome } from './settle.js';
 import { MinHeap } from './heap.js';
@@ -43,13 +43,19 @@ interface Destination {
   domain: string;
   /** TLSRPT reports travel in their own runs: no DANE enforcement, never counted (digest TLSRPT-45) */
   report?: boolean;
+  /** REQUIRETLS messages (RFC 8689) too: DANE only, REQUIRETLS passed on (delivery/deliver.ts REQUIRETLS_LEVEL) */
+  requireTls?: boolean;
   jobs: { id: string; recipients: string[] }[];
   active: number;
   /** shared queue: no cluster-wide session slot was free; not tried again before this (node clock) */
   slotWait?: number;
 }
 
-const destKey = (d: Destination) => (d.report ? `${d.domain}\0tlsrpt` : d.domain);
+/** One run per destination and kind of protection: a REQUIRETLS message never shares a weaker session. */
+function destinationKey(domain: string, report: boolean, requireTls: boolean): string {
+  return report ? `${domain}\0tlsrpt` : requireTls ? `${domain}\0requiretls` : domain;
+}
+const destKey = (d: Destination) => destinationKey(d.domain, !!d.report, !!d.requireTls);
 
 const isOpen = (r: RecipientStatus) => r.state === 'pending' || r.state === 'deferred';
 
@@ -153,10 +159,11 @@ export class Scheduler {
         for (const a of recipients) this.inflight.add(`${id}\0${a}`);
         this.inflightPerMsg.set(id, (this.inflightPerMsg.get(id) ?? 0) + recipients.length);
         const report = msg.envelope.kind === 'tlsrpt';
-        const key = report ? `${domain}\0tlsrpt` : domain;
+        const requireTls = !report && msg.envelope.requireTls === true;
+        const key = destinationKey(domain, report, requireTls);
         let dest = this.destinations.get(key);
         if (!dest) {
-          dest = { domain, jobs: [], active: 0, ...(report ? { report } : {}) };
+          dest = { domain, jobs: [], active: 0, ...(report ? { report } : {}), ...(requireTls ? { requireTls } : {}) };
           this.destinations.set(key, dest);
         }
         dest.jobs.push({ id, recipients });
@@ -201,7 +208,7 @@ export class Scheduler {
       }
       dest.slotWait = undefined;
     }
-    const run = new DestinationRun(this.deps.delivery, dest.domain, { report: dest.report });
+    const run = new DestinationRun(this.deps.delivery, dest.domain, { report: dest.report, requireTls: dest.requireTls });
     this.runs.add(run);
     try {
       for (let job = dest.jobs.shift(); job; job = this.stopping ? undefined : dest.jobs.shift()) {
@@ -350,7 +357,7 @@ export class Scheduler {
 
   private async sendDsn(msg: QueuedMessage, recipients: DsnRecipient[]): Promise<void> {
     // RET=FULL (RFC 3461 §4.3) returns the whole message up to DSN_RETURN_LIMIT; otherwise only the header is read.
-    const full = msg.envelope.dsn?.ret === 'FULL' && msg.size <= DSN_RETURN_LIMIT && recipients.every((r) => r.action === 'failed');
+    const full = returnsFull(msg.envelope, recipients.every((r) => r.action === 'failed')) && msg.size <= DSN_RETURN_LIMIT;
     const body = await this.deps.spool.readBodyPrefix(msg.id, full ? DSN_RETURN_LIMIT : 64 * 1024).catch(() => Buffer.alloc(0));
     const dsn = await composeDsn({
       reportingMta: this.deps.hostname, queueId: msg.id, original: msg.envelope, originalHeaders: headerBlock(body),

@@ -2,6 +2,10 @@
  * On-disk formats.
  *
  * msg/<id>: one header line, then the message bytes exactly as received.
+ *   v3 (issue 15, written for a message that carries REQUIRETLS): as v2, the envelope with
+ *       `"requireTls":true` (RFC 8689 §4.1: the tag is kept with the message). A v2 reader would
+ *       ignore the field and deliver without the protection the sender demanded, so such a file
+ *       must be unreadable to it; every other message is still written as v2.
  *   v2 (written since issue 19): {"v":2,"size":<15 chars>,"body":<digit>,"envelope":{...}}\n<body>
  *   v1 (still read):             {"v":1,"size":<15 chars>,"envelope":{...}}\n<body>
  * The size field is fixed-width (right-aligned, space padded, which JSON allows) and `body` is
@@ -20,12 +24,14 @@ import type { Envelope, RecipientStatus, RecipientState } from './types.js';
 import { factsFlags, factsOf, type BodyFacts } from '../mime/scan.js';
 import { mailDsnProblem, rcptDsnProblem } from '../dsn/params.js';
 
-/** the message file format written now */
+/** the message file format written now (v3 only for a message tagged REQUIRETLS, see above) */
 export const FORMAT_VERSION = 2;
+export const REQUIRETLS_FORMAT_VERSION = 3;
 /** the state file format (unchanged by message format 2) */
 export const STATE_FORMAT_VERSION = 1;
 const HEADER_PREFIX = `{"v":${FORMAT_VERSION},"size":`;
-/** byte offset of the size field in the header */
+const headerPrefix = (e: Envelope) => (e.requireTls ? `{"v":${REQUIRETLS_FORMAT_VERSION},"size":` : HEADER_PREFIX);
+/** byte offset of the size field in the header (the same for v2 and v3: one version digit) */
 export const SIZE_OFFSET = Buffer.byteLength(HEADER_PREFIX);
 export const SIZE_WIDTH = 15;
 const BODY_KEY = ',"body":';
@@ -44,7 +50,7 @@ export function sizeField(size: number, facts: BodyFacts): Buffer {
 
 /** The header with a blank size field and body digit 0 (both filled in by `sizeField` at commit). */
 export function encodeHeader(envelope: Envelope): Buffer {
-  return Buffer.from(`${HEADER_PREFIX}${' '.repeat(SIZE_WIDTH)}${BODY_KEY}0,"envelope":${JSON.stringify(envelope)}}\n`, 'utf8');
+  return Buffer.from(`${headerPrefix(envelope)}${' '.repeat(SIZE_WIDTH)}${BODY_KEY}0,"envelope":${JSON.stringify(envelope)}}\n`, 'utf8');
 }
 
 const isStr = (v: unknown): v is string => typeof v === 'string';
@@ -64,6 +70,7 @@ export function envelopeProblem(v: unknown): string | undefined {
   if (!isNum(v.received)) return 'envelope.received is not a number';
   if (v.kind !== 'normal' && v.kind !== 'dsn' && v.kind !== 'tlsrpt') return 'envelope.kind is unknown';
   if (!optStr(v.messageId)) return 'envelope.messageId is not a string';
+  if (v.requireTls !== undefined && v.requireTls !== true) return 'envelope.requireTls is not true';
   return mailDsnProblem(v.dsn) ?? rcptDsnProblem(v.rcptDsn);
 }
 
@@ -102,12 +109,14 @@ export function parseHeader(head: Buffer, fileSize: number, intern?: Interner): 
   } catch (e) {
     throw new CorruptError(`header is not JSON: ${(e as Error).message}`);
   }
-  if (!isObj(h) || (h.v !== FORMAT_VERSION && h.v !== 1)) throw new CorruptError('header has an unknown format version');
+  if (!isObj(h) || (h.v !== REQUIRETLS_FORMAT_VERSION && h.v !== FORMAT_VERSION && h.v !== 1)) throw new CorruptError('header has an unknown format version');
   if (!isNum(h.size) || !Number.isInteger(h.size) || h.size < 0) throw new CorruptError('header has no valid size');
   const body = h.v === 1 ? undefined : factsOf(h.body as number);
   if (h.v !== 1 && !body) throw new CorruptError('header has no valid body digit');
   const problem = envelopeProblem(h.envelope);
   if (problem) throw new CorruptError(`header: ${problem}`);
+  // The tag and the version go together: a v3 file without it, or the tag in an older format, was not written by us.
+  if ((h.v === REQUIRETLS_FORMAT_VERSION) !== ((h.envelope as Envelope).requireTls === true)) throw new CorruptError(`header: format ${h.v} ${h.v === REQUIRETLS_FORMAT_VERSION ? 'without' : 'with'} requireTls`);
   const headerLength = nl + 1;
   if (headerLength + h.size !== fileSize) {
     throw new CorruptError(`size mismatch: header says ${h.size} body bytes, file has ${fileSize - headerLength}`);

@@ -48,6 +48,11 @@ export interface Envelope {
   dsn?: MailDsn;
   /** RFC 3461 RCPT parameters NOTIFY and ORCPT, by recipient address; only recipients that had any */
   rcptDsn?: Record<string, RcptDsn>;
+  /**
+   * RFC 8689 §4.1: MAIL FROM carried REQUIRETLS. Every copy keeps it (RT-13); delivery only over an
+   * authenticated route to a server that offers REQUIRETLS, passing it on (RT-21…26). Spool format 3.
+   */
+  requireTls?: true;
 }
 
 export interface QueuedMessage {

@@ -27,6 +27,7 @@ const CONTRACT = [
   'serve', 'config check', 'hash-password', 'queue list', 'queue show', 'queue flush', 'queue hold', 'queue release',
   'queue delete', 'queue requeue', 'check', 'tlsa', 'tlsrpt show', 'tlsrpt send', 'dkim keygen', 'dns lookup',
   'db migrate', 'nodes', // issue 16
+  'mta-sts show', 'mta-sts refresh', 'mta-sts purge', // issue 15
 ];
 
 describe('CLI: --help, unknown options (issue 14 item 7)', () => {

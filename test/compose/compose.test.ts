@@ -79,7 +79,7 @@ describe('the relay composition (real components)', () => {
     await w.receiver(); // the delivery port the configuration names
     const { components } = await compose({ config: w.config(), log: pino({ level: 'silent' }) });
     expect(components.map((c) => c.name)).toEqual([
-      'privileges', 'start-up checks', 'resolver', 'policy', 'spool', 'events', 'tlsrpt', 'recovery', 'DNSSEC self-test',
+      'privileges', 'start-up checks', 'resolver', 'policy', 'spool', 'events', 'tlsrpt', 'recovery', 'DNSSEC self-test', 'mta-sts',
       'scheduler', 'control socket', 'metrics', 'TLSRPT daily job', 'ingress', 'policy file watch', 'danefail probe', 'readiness',
     ]);
   });

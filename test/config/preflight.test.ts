@@ -86,6 +86,8 @@ const BAD: [string, string[], RegExp][] = [
   ['ingress certificate missing', ['ingress:', '  tls: { cert: missing.crt, key: a.key }'], /ingress\.tls: .*missing\.crt/],
   ['ingress key not matching the certificate', ['ingress:', '  tls: { cert: a.crt, key: b.key }'], /ingress\.tls: .*(mismatch|does not match)/i],
   ['users file with a bad line', ['ingress:', '  users_file: users'], /ingress\.users_file: .*line 1/],
+  ['mta_sts.ca_file missing', ['mta_sts:', '  ca_file: no-such-ca.pem'], /mta_sts\.ca_file: .*no-such-ca\.pem/],
+  ['mta_sts.ca_file without a certificate', ['mta_sts:', '  ca_file: a-file'], /mta_sts\.ca_file: .*no PEM certificate/],
   ['queue_dir below a regular file', ['queue_dir: a-file/q'], /a-file.*not a directory/],
   ['issue 23 a users file others can write', ['ingress:', '  users_file: users-0666'], /users-0666 is writable by all users/],
   ['issue 23 a spool others can write, not empty', ['queue_dir: open-spool'], /open-spool is writable by all users/],

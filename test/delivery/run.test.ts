@@ -16,7 +16,8 @@ import { tlsrptSubscriber, type TlsSessionResult } from '../../src/reporting/tls
 import { deliveryMetrics } from '../../src/delivery/metrics.js';
 import type { TlsLevel } from '../../src/dane/levels.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
-import { makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';
+import { makeCa, makeLeaf, makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';
+import type { CachedPolicy } from '../../src/mtasts/store.js';
 import { normalScript, scriptedConnector, type ConnectionScript } from '../support/scriptedPeer.js';
 
 /** The delivery port: the connector intercepts every dial, so nothing listens or is ever dialled there. */
@@ -204,5 +205,83 @@ describe('DestinationRun decisions over an in-process SMTP peer (connector)', ()
     }
     expect(deferrals).toEqual(['connection-lost']);
     expect(peers.connections[0]!.commands).toEqual(['QUIT']);
+  });
+
+  it('RT-23 RT-25 a REQUIRETLS run: a DANE failure at MX1, MX2 verified but without REQUIRETLS is QUIT before MAIL (4.7.30); every event says requireTls and TLSRPT counts none of them', async () => {
+    const peers = scriptedConnector({ '127.0.0.4': tlsPeer(wrong), '127.0.0.5': tlsPeer(good) });
+    const events: DeliveryEvent[] = [];
+    const tlsrpt: TlsSessionResult[] = [];
+    const deferrals: string[] = [];
+    // tls_level may for the destination: a REQUIRETLS run ignores it (REQUIRETLS_LEVEL, dane-only)
+    const run = new DestinationRun(deps('may', peers.connector, events, tlsrpt, deferrals), 'dane.test', { requireTls: true });
+    const j = job('dane.test');
+    j.envelope.requireTls = true;
+    try {
+      expect(await run.deliver(j)).toMatchObject([{ result: 'deferred', code: '4.7.30' }]);
+    } finally {
+      await run.close();
+    }
+    const [mx1, mx2] = peers.connections;
+    expect(mx1!.commands.slice(mx1!.commands.indexOf('STARTTLS') + 1)).toEqual(['QUIT']);
+    expect(mx2!.tls).toBe(true);
+    expect(mx2!.commands.some((c) => c.startsWith('MAIL'))).toBe(false);
+    expect(kinds(events)).toEqual(['attempt-failed', 'session-opened', 'requiretls-host-refused']);
+    expect(events.find((e) => e.kind === 'requiretls-host-refused')).toMatchObject({ problem: 'not-advertised', target: { host: 'mx2.dane.test' } });
+    expect(events.every((e) => e.requireTls === true)).toBe(true);
+    expect(tlsrpt).toEqual([]);
+    expect(deferrals).toEqual(['requiretls-unsupported']);
+  });
+
+  it('STS-40 STS-41 STS-43 STS-60 STS-61 an MTA-STS enforce run: MX outside the patterns skipped, a WebPKI certificate for another name refused, the matching MX delivers; TLSRPT counts each under the sts policy', async () => {
+    const ca = await makeCa({ cn: 'STS test root' });
+    const otherName = await makeLeaf(ca, { dnsNames: ['mx9.sts.test'] });
+    const right = await makeLeaf(ca, { dnsNames: ['mx2.sts.test'] });
+    dns.add({ name: 'sts.test', type: 'MX', data: { preference: 5, exchange: 'mx0.elsewhere.test' } }, { name: 'sts.test', type: 'MX', data: { preference: 10, exchange: 'mx1.sts.test' } },
+      { name: 'sts.test', type: 'MX', data: { preference: 20, exchange: 'mx2.sts.test' } },
+      { name: 'mx0.elsewhere.test', type: 'A', data: '127.0.0.6' }, { name: 'mx1.sts.test', type: 'A', data: '127.0.0.7' }, { name: 'mx2.sts.test', type: 'A', data: '127.0.0.8' });
+    const lines = ['version: STSv1', 'mode: enforce', 'mx: *.sts.test', 'max_age: 86400'];
+    const policy: CachedPolicy = { domain: 'sts.test', id: 'id1', fetchedAt: Date.now(), expiresAt: Date.now() + 86_400_000, lastUsed: Date.now(), policy: { mode: 'enforce', maxAge: 86_400, mx: ['*.sts.test'], lines } };
+    const peers = scriptedConnector({ '127.0.0.6': tlsPeer(right), '127.0.0.7': tlsPeer(otherName), '127.0.0.8': tlsPeer(right) });
+    const events: DeliveryEvent[] = [];
+    const tlsrpt: TlsSessionResult[] = [];
+    const run = new DestinationRun(deps('may', peers.connector, events, tlsrpt, [], {
+      sts: async () => ({ applied: policy, discovery: { kind: 'record', id: 'id1', name: '_mta-sts.sts.test' }, fetch: 'cached' }),
+      stsRoots: [ca.certPem],
+    }), 'sts.test');
+    try {
+      expect(await run.deliver(job('sts.test'))).toMatchObject([{ result: 'sent', relay: `mx2.sts.test[127.0.0.8]:${PORT}` }]);
+    } finally {
+      await run.close();
+    }
+    expect(peers.dials).toEqual(['127.0.0.7', '127.0.0.8']);
+    expect(peers.connections[0]!.commands.slice(peers.connections[0]!.commands.indexOf('STARTTLS') + 1)).toEqual(['QUIT']);
+    const sts = { type: 'sts', policyDomain: 'sts.test', lines, mx: ['*.sts.test'] };
+    expect(tlsrpt.map((r) => [r.host, r.ok, r.resultType ?? null, r.reasonCode ?? null])).toEqual([
+      ['mx0.elsewhere.test', false, 'validation-failure', 'mx-mismatch'],
+      ['mx1.sts.test', false, 'certificate-host-mismatch', null],
+      ['mx2.sts.test', true, null, null],
+    ]);
+    for (const r of tlsrpt) expect(r.policy).toEqual(sts);
+  });
+
+  it('STS-16 STS-60 STS-62 a policy fetch that failed with nothing cached: delivered as without MTA-STS; TLSRPT counts sts-policy-fetch-error under an empty sts policy', async () => {
+    const peers = scriptedConnector({ '127.0.0.2': normalScript() });
+    const events: DeliveryEvent[] = [];
+    const tlsrpt: TlsSessionResult[] = [];
+    const run = new DestinationRun(deps('may', peers.connector, events, tlsrpt, [], {
+      sts: async () => ({ discovery: { kind: 'record', id: 'id2', name: '_mta-sts.fallback.test' }, fetch: 'failed', failure: { resultType: 'sts-policy-fetch-error', reason: 'HTTP 404' } }),
+    }), 'fallback.test');
+    try {
+      expect(await run.deliver(job('fallback.test'))).toMatchObject([{ result: 'sent', relay: `mx1.fallback.test[127.0.0.2]:${PORT}` }]);
+    } finally {
+      await run.close();
+    }
+    expect(events.find((e) => e.kind === 'sts-fetch-failed')).toMatchObject({ resultType: 'sts-policy-fetch-error', reason: 'HTTP 404' });
+    expect(tlsrpt.map((r) => [r.host ?? null, r.ok, r.resultType ?? null, r.policy?.type ?? null])).toEqual([
+      [null, false, 'sts-policy-fetch-error', 'sts'],
+      // the session itself: no policy applied, STARTTLS not offered by this peer
+      ['mx1.fallback.test', false, 'starttls-not-supported', null],
+    ]);
+    expect(tlsrpt[0]!.policy).toEqual({ type: 'sts', policyDomain: 'fallback.test', lines: [], mx: [] });
   });
 });

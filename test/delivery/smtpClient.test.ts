@@ -720,3 +720,28 @@ describe('SmtpSession: TLS policy', () => {
     expect(accepted).toBe(0);
   });
 });
+
+describe('SmtpSession: REQUIRETLS (RFC 8689 §4.2.1)', () => {
+  it('RT-26 RT-23 REQUIRETLS goes on MAIL FROM only over an authenticated session whose EHLO advertised it; anything else is refused before MAIL', async () => {
+    expect(mailCommand({ from: 'a@src.test', recipients: ['b@dst.test'], requireTls: true, body: text('') }, new Map())).toBe('MAIL FROM:<a@src.test> REQUIRETLS');
+    const yes = await receiver({ tls: tlsChain, requireTls: true });
+    const s1 = await SmtpSession.connect(target(yes), options({ mode: 'verify', servername: MX, verify: accept }));
+    expect(s1.extensions.has('REQUIRETLS')).toBe(true);
+    await s1.send({ from: 'a@src.test', recipients: ['b@dst.test'], requireTls: true, body: text('Subject: x\r\n\r\nhi\r\n') });
+    await s1.quit();
+    expect(yes.messages[0]).toMatchObject({ requireTls: true, secure: true });
+    // the server does not advertise it: 4.7.30, nothing of the transaction sent
+    const no = await receiver({ tls: tlsChain });
+    const s2 = await SmtpSession.connect(target(no), options({ mode: 'verify', servername: MX, verify: accept }));
+    const e2 = await expectSmtpError(s2.send({ from: 'a@src.test', recipients: ['b@dst.test'], requireTls: true, body: text('x\r\n') }));
+    expect(e2.reply?.enhanced).toBe('4.7.30');
+    await s2.quit();
+    expect(no.commands.some((c) => c.startsWith('MAIL'))).toBe(false);
+    // advertised, but TLS without authentication (opportunistic): 4.7.10
+    const s3 = await SmtpSession.connect(target(yes), options({ mode: 'encrypt' }));
+    const e3 = await expectSmtpError(s3.send({ from: 'a@src.test', recipients: ['b@dst.test'], requireTls: true, body: text('x\r\n') }));
+    expect(e3.reply?.enhanced).toBe('4.7.10');
+    await s3.quit();
+    expect(yes.messages).toHaveLength(1);
+  });
+});

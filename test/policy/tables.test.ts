@@ -99,7 +99,7 @@ describe('DANE-70 exception list in resolution', () => {
     const t = parseTlsPolicy('.strict.test dane-only\n.soft.test dane\n', 'policy/tls_policy');
     const ex = parseDanefail('a.strict.test\na.soft.test\nother.test\n', 'policy/danefail');
     const q: PolicyInputs = { defaultLevel: 'dane-only', table: t, exceptions: ex, exceptionLevel: 'may' };
-    expect(resolvePolicy('a.strict.test', q)).toEqual({ level: 'dane-only', rule: 'policy/tls_policy:1 .strict.test dane-only' });
+    expect(resolvePolicy('a.strict.test', q)).toEqual({ explicit: true, level: 'dane-only', rule: 'policy/tls_policy:1 .strict.test dane-only' });
     expect(resolvePolicy('a.soft.test', q)).toMatchObject({ level: 'may', exception: { underlying: 'dane', line: 2 } });
     expect(resolvePolicy('other.test', q)).toMatchObject({ level: 'may', exception: { underlying: 'dane-only', underlyingRule: 'delivery.tls_level=dane-only', line: 3 } });
     expect(exceptionConflicts(q)).toEqual([{ domain: 'a.strict.test', exception: 'policy/danefail:1', entry: 'policy/tls_policy:1 .strict.test dane-only' }]);

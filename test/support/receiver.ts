@@ -21,6 +21,8 @@ export interface ReceivedMessage {
   size: number;
   sha256: string;
   secure: boolean;
+  /** MAIL FROM carried REQUIRETLS (RFC 8689) */
+  requireTls: boolean;
   servername?: string;
   tlsProtocol?: string;
   clientAddress: string;
@@ -57,6 +59,8 @@ export interface ReceiverOptions {
   eightBitMime?: boolean;
   /** advertise DSN, RFC 3461 (default true, as smtp-server does) */
   dsn?: boolean;
+  /** advertise REQUIRETLS after STARTTLS, RFC 8689 (default false) */
+  requireTls?: boolean;
   /** advertise SIZE with this limit */
   size?: number;
   /** keep message bodies in memory (default true) */
@@ -109,6 +113,7 @@ export async function startReceiver(opts: ReceiverOptions = {}): Promise<Receive
     hideSMTPUTF8: opts.smtputf8 === false,
     hide8BITMIME: opts.eightBitMime === false,
     hideDSN: opts.dsn === false,
+    hideREQUIRETLS: opts.requireTls !== true,
     // Real MTAs (Postfix, Exim) send RFC 3463 codes; let clients parse them.
     hideENHANCEDSTATUSCODES: false,
     ...(opts.size ? { size: opts.size } : {}),
@@ -187,6 +192,7 @@ export async function startReceiver(opts: ReceiverOptions = {}): Promise<Receive
           size,
           sha256: hash.digest('hex'),
           secure: session.secure,
+          requireTls: !!(session.envelope as { requireTLS?: boolean }).requireTLS,
           ...(session.servername ? { servername: session.servername } : {}),
           ...(tlsProtocols.get(session.id) ? { tlsProtocol: tlsProtocols.get(session.id)! } : {}),
           clientAddress: session.remoteAddress,

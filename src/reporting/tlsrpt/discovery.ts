@@ -5,45 +5,28 @@
 import type { Resolver } from '../../dns/types.js';
 import { isAnswer } from '../../dns/types.js';
 import { aLabel } from './report.js';
+import { parseTxtFields, pickVersionedRecord } from '../../dns/txtFields.js';
 
 export type Rua = { scheme: 'mailto'; uri: string; address: string } | { scheme: 'https'; uri: string; url: string };
 
 export type TlsrptRecord = { ok: true; rua: Rua[] } | { ok: false; why: string };
 
 const WSP = '[ \\t]*';
-const EXT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
-const EXT_VALUE = /^[\x21-\x3a\x3c\x3e-\x7e]+$/;
 /** RFC 3986 URI, roughly: scheme ":" then no whitespace and none of the characters rua must percent-encode. */
 const URI = /^[A-Za-z][A-Za-z0-9+.-]*:[^\s,;!]+$/;
 
 /**
  * One record (TXT strings already joined without spaces, TLSRPT-2) → its rua list.
  * RFC 8460 §3 ABNF (TLSRPT-4): `v=TLSRPTv1` first (case-sensitive), fields separated by
- * `*WSP ";" *WSP`, optional trailing `;`, `rua` required, extensions ignored.
+ * `*WSP ";" *WSP`, optional trailing `;`, `rua` required, extensions ignored (dns/txtFields.ts).
  */
 export function parseTlsrptRecord(record: string): TlsrptRecord {
-  if (!record.startsWith('v=TLSRPTv1')) return { ok: false, why: 'does not start with v=TLSRPTv1' };
-  const fields = record.slice('v=TLSRPTv1'.length).split(new RegExp(`${WSP};${WSP}`));
-  // fields[0] is what sat between the version and the first ';' (must be empty).
-  if (fields[0] !== '') return { ok: false, why: `unexpected text after v=TLSRPTv1: ${JSON.stringify(fields[0])}` };
-  if (fields.length < 2) return { ok: false, why: 'no fields after the version' };
-  let rua: string | undefined;
-  for (let i = 1; i < fields.length; i++) {
-    const f = fields[i]!;
-    if (f === '' && i === fields.length - 1) continue; // trailing ";"
-    const eq = f.indexOf('=');
-    if (eq <= 0) return { ok: false, why: `malformed field ${JSON.stringify(f)}` };
-    const name = f.slice(0, eq);
-    const value = f.slice(eq + 1);
-    if (name === 'rua') {
-      if (rua !== undefined) return { ok: false, why: 'rua given twice' };
-      rua = value;
-    } else if (!EXT_NAME.test(name) || !EXT_VALUE.test(value)) {
-      return { ok: false, why: `malformed extension field ${JSON.stringify(f)}` };
-    } // else: an extension, ignored (TLSRPT-4)
-  }
-  if (rua === undefined) return { ok: false, why: 'no rua field' };
-  const uris = rua.split(new RegExp(`${WSP},${WSP}`));
+  const parsed = parseTxtFields(record, 'v=TLSRPTv1', ['rua']);
+  if (!parsed.ok) return parsed;
+  const ruas = parsed.fields.filter((f) => f.name === 'rua');
+  if (ruas.length > 1) return { ok: false, why: 'rua given twice' };
+  if (ruas.length === 0) return { ok: false, why: 'no rua field' };
+  const uris = ruas[0]!.value.split(new RegExp(`${WSP},${WSP}`));
   const out: Rua[] = [];
   for (const uri of uris) {
     if (!URI.test(uri)) return { ok: false, why: `rua: not a URI: ${JSON.stringify(uri)}` };
@@ -68,10 +51,8 @@ export function parseTlsrptRecord(record: string): TlsrptRecord {
  * so it is not a TLSRPT record at all (the prefix test comes first, as in the RFC's prose).
  */
 export function parseTlsrptTxt(txts: string[]): TlsrptRecord {
-  const candidates = txts.filter((t) => t.startsWith('v=TLSRPTv1;'));
-  if (candidates.length === 0) return { ok: false, why: 'no v=TLSRPTv1 record' };
-  if (candidates.length > 1) return { ok: false, why: `${candidates.length} v=TLSRPTv1 records (exactly one allowed)` };
-  return parseTlsrptRecord(candidates[0]!);
+  const one = pickVersionedRecord(txts, 'v=TLSRPTv1;');
+  return one.ok ? parseTlsrptRecord(one.record) : one;
 }
 
 export type Discovery = { kind: 'ok'; rua: Rua[] } | { kind: 'none'; why: string } | { kind: 'tempfail'; why: string };

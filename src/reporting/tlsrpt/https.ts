@@ -11,10 +11,10 @@
  * connection goes to that checked address, with the URL's host as SNI, Host header and certificate name.
  */
 import https from 'node:https';
-import type { LookupFunction } from 'node:net';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { Resolver } from '../../dns/types.js';
+import { pinnedLookup } from '../../dns/addresses.js';
 import { writeFileDurable } from './store.js';
 import { ensurePrivateSubdir, readFileNoFollow } from '../../files/private.js';
 import { httpsTarget, type HttpsTarget } from './targets.js';
@@ -25,14 +25,6 @@ export interface HttpsOptions {
   /** extra trust anchors for report endpoints (PEM); default: the system store */
   ca?: string | Buffer;
   timeoutMs?: number;
-}
-
-/** A lookup that only ever returns the checked address: node:https asks no resolver of its own. */
-function pinned(t: HttpsTarget): LookupFunction {
-  return ((_host: string, options: { all?: boolean }, cb: (...a: unknown[]) => void) => {
-    if (options?.all) cb(null, [{ address: t.address, family: t.family }]);
-    else cb(null, t.address, t.family);
-  }) as unknown as LookupFunction;
 }
 
 /**
@@ -55,7 +47,7 @@ export function postReport(url: string, body: Buffer, opts: HttpsOptions & { tar
         'User-Agent': opts.userAgent ?? 'dane-relay-tlsrpt',
       },
       ...(opts.ca ? { ca: opts.ca } : {}),
-      lookup: pinned(opts.target),
+      lookup: pinnedLookup(opts.target.address, opts.target.family),
     }, (res) => {
       res.resume();
       res.on('end', () => finish({ ok: res.statusCode! >= 200 && res.statusCode! < 300, status: res.statusCode }));

@@ -28,9 +28,13 @@ export const normalIp = canonicalIp;
 /** Pure: a session result → what is counted, keyed by policy (TLSRPT-11…14, 21, 25). */
 export function sessionCount(r: TlsSessionResult): SessionCount {
   const reportDomain = aLabel(r.domain);
-  const policy: Policy = r.policy
-    ? { type: 'tlsa', strings: [...r.policy.records], domain: aLabel(r.policy.baseDomain) }
-    : { type: 'no-policy-found', strings: [], domain: reportDomain };
+  const p = r.policy;
+  const policy: Policy = !p
+    ? { type: 'no-policy-found', strings: [], domain: reportDomain }
+    : p.type === 'tlsa'
+      ? { type: 'tlsa', strings: [...p.records], domain: aLabel(p.baseDomain) }
+      // STS-61: policy-string = the policy lines, mx-host = the patterns (an array)
+      : { type: 'sts', strings: [...p.lines], domain: aLabel(p.policyDomain), mxHost: [...p.mx] };
   if (r.ok) return { reportDomain, policy, ok: true };
   const detail: FailureDetail = { resultType: r.resultType ?? 'validation-failure' }; // TLSRPT-20
   if (r.sendingIp) detail.sendingIp = normalIp(r.sendingIp);

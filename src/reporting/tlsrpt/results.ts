@@ -5,8 +5,8 @@
  * reads the wording of a delivery reason: result type and reason code come from the typed facts
  * (SMTP stage, verifier reason, skip cause, lookup problem).
  *
- * To add a policy mechanism (MTA-STS, RFC 8461): a `PolicyFacts` member and its result types
- * (the `sts-*` members of ResultType), and a case in `tlsrptResultOf` for its events.
+ * MTA-STS (RFC 8461, STS-60…62): `PolicyFacts` `sts`; sessions under an `sts` plan, an MX outside the
+ * policy's patterns (`validation-failure` / `mx-mismatch`) and a failed policy fetch (`sts-*` result types).
  */
 import type { TlsaRecord } from '../../dns/types.js';
 import type { TlsPlan } from '../../dane/policy.js';
@@ -15,11 +15,17 @@ import type { HostFacts, SkipCause } from '../../route/host.js';
 import type { DeliveryEvent, DeliverySubscriber } from '../../delivery/events.js';
 import type { SmtpError } from '../../delivery/smtpClient.js';
 import { isResultType, type ResultType } from './report.js';
+import type { CachedPolicy } from '../../mtasts/store.js';
 
 /** The policy a session was evaluated against (RFC 8460 §4.4 policy-type, policy-string, policy-domain). */
 export type PolicyFacts =
   /** DANE: the TLSA RRset in presentation form ("u s m HEX") and its base domain */
-  { type: 'tlsa'; baseDomain: string; records: string[] };
+  | { type: 'tlsa'; baseDomain: string; records: string[] }
+  /**
+   * MTA-STS (STS-61): the Policy Domain, the policy's lines (policy-string) and its mx patterns
+   * (mx-host); both empty when a fetch failed with nothing cached (STS-62, derived)
+   */
+  | { type: 'sts'; policyDomain: string; lines: string[]; mx: string[] };
 
 /** One counted TLS session attempt. */
 export interface TlsSessionResult {
@@ -46,9 +52,15 @@ function tlsaPolicy(records: TlsaRecord[] | undefined, baseDomain: string | unde
   return baseDomain ? { type: 'tlsa', baseDomain, records: (records ?? []).map(formatTlsa) } : undefined;
 }
 
-/** The TLSA RRset a plan was made from (DANE plans and unusable-RRset `encrypt` plans). */
+/** The policy a plan was made from: the TLSA RRset (DANE plans and unusable-RRset `encrypt` plans), the MTA-STS policy. */
 function planPolicy(plan: TlsPlan): PolicyFacts | undefined {
+  if (plan.kind === 'sts') return { type: 'sts', policyDomain: plan.policyDomain, lines: [...plan.policyLines], mx: [...plan.mxPatterns] };
   return 'baseDomain' in plan ? tlsaPolicy(plan.records, plan.baseDomain) : undefined;
+}
+
+/** An MTA-STS policy as TLSRPT reports it (STS-61). */
+function stsPolicy(p: CachedPolicy): PolicyFacts {
+  return { type: 'sts', policyDomain: p.domain, lines: [...p.policy.lines], mx: [...p.policy.mx] };
 }
 
 /** The TLSA RRset a skipped host was looked up at: the base domain is the owner name without `_port._tcp.`. */
@@ -83,7 +95,7 @@ export function attemptResult(err: Pick<SmtpError, 'stage' | 'verify'>, plan: Tl
       if (r === 'dane-no-match') return { resultType: 'certificate-not-trusted', reasonCode: 'dane-no-match' };
       const resultType: ResultType = r && isResultType(r) ? r : 'validation-failure';
       if (token(r) && r !== resultType) return { resultType, reasonCode: r };
-      return resultType === 'validation-failure' ? { resultType, reasonCode: 'dane-validation-failure' } : { resultType };
+      return resultType === 'validation-failure' ? { resultType, reasonCode: plan.kind === 'sts' ? 'webpki-validation-failure' : 'dane-validation-failure' } : { resultType };
     }
     case 'connect': case 'greeting': case 'ehlo': case 'mail': case 'rcpt': case 'data': case 'protocol':
       return undefined;
@@ -103,7 +115,8 @@ export function skipResult(resultType: 'dnssec-invalid' | 'dane-required', cause
  * before it was counted; a skipped host counts once per run.
  */
 export function tlsrptResultOf(e: DeliveryEvent): TlsSessionResult | undefined {
-  if (e.report) return undefined;
+  // TLSRPT-45: reports are never counted; a REQUIRETLS run (RFC 8689) is judged by the sender's demand, not the destination's policy.
+  if (e.report || e.requireTls) return undefined;
   switch (e.kind) {
     case 'mx-lookup-failed':
       // No MX host was reached: `host` is left out, so receiving-mx-hostname is omitted rather than the recipient domain.
@@ -139,7 +152,18 @@ export function tlsrptResultOf(e: DeliveryEvent): TlsSessionResult | undefined {
     }
     case 'policy-changed': case 'mx-insecure': case 'host-is-self': case 'rollover-risk': case 'body-converted':
     case 'internal-error': case 'invariant-breach': case 'exception-applied': case 'recipient':
+    case 'sts-lookup-failed': case 'sts-exception-applied': case 'requiretls-host-refused': case 'requiretls-run-mismatch':
       return undefined;
+    case 'sts-fetch-failed': {
+      // STS-60, STS-62: with the policy still cached, under that policy; with nothing cached, `sts` with an empty policy-string
+      if (e.cached?.policy.mode === 'none') return undefined;
+      const policy = e.cached ? stsPolicy(e.cached) : { type: 'sts' as const, policyDomain: e.domain, lines: [], mx: [] };
+      return { domain: e.domain, ok: false, resultType: e.resultType, policy };
+    }
+    case 'sts-mx-mismatch':
+      // STS-60: RFC 8460 has no result type for an MX outside the policy's patterns; enforce and testing alike (STS-45, STS-62)
+      if (e.repeat || e.policy.policy.mode === 'none') return undefined;
+      return { domain: e.domain, host: e.host, ok: false, resultType: 'validation-failure', reasonCode: 'mx-mismatch', policy: stsPolicy(e.policy) };
   }
 }
 

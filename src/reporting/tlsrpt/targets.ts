@@ -15,7 +15,7 @@
  */
 import net from 'node:net';
 import type { Resolver } from '../../dns/types.js';
-import { isAnswer } from '../../dns/types.js';
+import { hostAddresses } from '../../dns/addresses.js';
 import { lowerName } from '../../dns/name.js';
 
 /** Special-purpose blocks a report must not be sent to (IANA IPv4/IPv6 Special-Purpose Address Registries, RFC 6890). */
@@ -121,13 +121,10 @@ export async function httpsTarget(url: string, o: { resolver?: Resolver; allowPr
     return { ok: true, host, address: '127.0.0.1', family: 4 };
   }
   if (!o.resolver) return { ok: false, refused: false, reason: `${url}: no resolver to look up ${host}` };
-  const [a, aaaa] = await Promise.all([o.resolver.lookup(host, 'A'), o.resolver.lookup(host, 'AAAA')]);
-  for (const ans of [a, aaaa]) {
-    if (!isAnswer(ans)) return { ok: false, refused: false, reason: `${url}: ${ans.qtype} lookup for ${host}: ${ans.error?.message ?? ans.status}` };
-  }
-  const v4 = a.records;
-  const v6 = aaaa.records;
-  if (v4.length + v6.length === 0) return { ok: false, refused: false, reason: `${url}: ${host} has no A/AAAA records` };
+  const found = await hostAddresses(o.resolver, host);
+  if (!found.ok) return { ok: false, refused: false, reason: `${url}: ${found.why}` };
+  const v4 = found.v4;
+  const v6 = found.v6;
   if (!o.allowPrivate) {
     // Every address counts: a name that mixes a public and a private address would otherwise reach
     // the private one whenever the public one fails.

@@ -1,0 +1,122 @@
+/**
+ * REQUIRETLS delivery end to end (RFC 8689 §4.2.1, §5; digest RT-20…27, RT-51): messages submitted
+ * with the MAIL parameter leave only over a DNSSEC-secure MX whose certificate DANE authenticates, to
+ * a server that advertises REQUIRETLS after STARTTLS, with REQUIRETLS on MAIL FROM; otherwise they
+ * wait (4.7.30 / 4.7.10) and bounce with 5.7.30 / 5.7.10, headers only. Real loopback receivers with
+ * and without REQUIRETLS, DANE-EE certificates, the loopback DNS server with AD per zone.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { World } from '../support/world.js';
+import { SmtpTestClient } from '../support/submit.js';
+import { chainPem, makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';
+import type { Receiver, ReceiverOptions } from '../support/receiver.js';
+
+let w: World;
+beforeEach(async () => { w = await World.create(); });
+afterEach(async () => { await w.close(); });
+
+const daneEe = (cert: Issued) => ({ usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(cert, 1, 1) });
+
+/** A receiver with a DANE-EE certificate for `name`. */
+async function tlsRx(name: string, extra: ReceiverOptions = {}): Promise<{ rx: Receiver; cert: Issued }> {
+  const cert = await makeSelfSigned({ dnsNames: [name] });
+  const rx = await w.receiver({ tls: { key: cert.keyPem, cert: chainPem(cert) }, ...extra });
+  return { rx, cert };
+}
+
+/** dest.test (secure or not) with MX hosts in order, each with its address and TLSA records. */
+function destination(hosts: { name: string; rx: Receiver; tlsa?: object[] }[], secure = true, domain = 'dest.test'): void {
+  w.dns.addZone({ name: domain, secure });
+  hosts.forEach((h, i) => {
+    w.dns.add({ name: domain, type: 'MX', data: { preference: 10 * (i + 1), exchange: h.name } }, { name: h.name, type: 'A', data: h.rx.host });
+    for (const t of h.tlsa ?? []) w.dns.add({ name: `_${w.port}._tcp.${h.name}`, type: 'TLSA', data: t });
+  });
+}
+
+/** Submits from loopback (relay_clients: REQUIRETLS is offered in cleartext there, RT-11); `params` go on MAIL FROM. */
+async function send(params: string, to = 'user@dest.test', body = 'Subject: secret\r\n\r\nthe secret body\r\n'): Promise<string> {
+  const c = await SmtpTestClient.connect({ port: w.ingressPort });
+  await c.ehlo();
+  const r = await c.sendMail('app@sender.test', [to], body, params);
+  await c.quit();
+  expect(r.end?.code).toBe(250);
+  return /queued as (\S+)/.exec(r.end!.lines[0]!)![1]!;
+}
+
+const recipient = (id: string) => w.relay!.scheduler.get(id)?.recipients[0];
+
+describe('REQUIRETLS delivery', () => {
+  it('RT-22 RT-23 RT-26 secure MX, DANE-EE authenticated, REQUIRETLS advertised: delivered with REQUIRETLS on MAIL FROM', async () => {
+    const { rx, cert } = await tlsRx('mx1.dest.test', { requireTls: true });
+    destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(cert)] }]);
+    await w.start();
+    await send('REQUIRETLS');
+    await rx.waitFor(1);
+    await w.settle();
+    expect(rx.messages[0]).toMatchObject({ secure: true, requireTls: true });
+    expect(rx.commands.find((c) => c.startsWith('MAIL'))).toMatch(/^MAIL FROM:<app@sender\.test>.* REQUIRETLS/);
+  });
+
+  it('RT-20 RT-23 RT-25 an MX without REQUIRETLS after STARTTLS gets QUIT before MAIL, the next MX delivers', async () => {
+    const one = await tlsRx('mx1.dest.test'); // authenticates, no REQUIRETLS
+    const two = await tlsRx('mx2.dest.test', { requireTls: true });
+    destination([{ name: 'mx1.dest.test', rx: one.rx, tlsa: [daneEe(one.cert)] }, { name: 'mx2.dest.test', rx: two.rx, tlsa: [daneEe(two.cert)] }]);
+    await w.start();
+    await send('REQUIRETLS');
+    await two.rx.waitFor(1);
+    await w.settle();
+    expect(one.rx.commands.some((c) => c.startsWith('MAIL'))).toBe(false);
+    expect(one.rx.commands).toContain('QUIT');
+    expect(two.rx.messages[0]).toMatchObject({ requireTls: true });
+    expect(w.logs.find((l) => l.msg === 'REQUIRETLS: host not used')).toMatchObject({ why: 'does not advertise REQUIRETLS after STARTTLS' });
+  });
+
+  it('RT-27 RT-3 RT-51 no host offers REQUIRETLS: deferred 4.7.30, then at the end of the lifetime bounced 5.7.30 with the header only, although RET=FULL', async () => {
+    const inbox = await w.mx('sender.test');
+    const { rx, cert } = await tlsRx('mx1.dest.test');
+    destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(cert)] }]);
+    await w.start({ queue: { min_backoff: '30m', max_backoff: '1h', lifetime: '3h' } });
+    const id = await send('REQUIRETLS RET=FULL');
+    await w.settle();
+    expect(recipient(id)).toMatchObject({ state: 'deferred', dsnCode: '4.7.30' });
+    expect(rx.commands.some((c) => c.startsWith('MAIL'))).toBe(false);
+    await w.advance(4 * 3600_000);
+    await inbox.waitFor(1);
+    await w.settle();
+    const dsn = inbox.messages[0]!.body.toString();
+    expect(dsn).toMatch(/Status: 5\.7\.30/);
+    expect(dsn).toContain('Content-Type: text/rfc822-headers');
+    expect(dsn).toContain('Subject: secret');
+    expect(dsn).not.toContain('the secret body');
+    expect(rx.messages).toHaveLength(0);
+  });
+
+  it('RT-21 RT-25 an insecure MX (no DNSSEC) is never used, even over TLS to a server with REQUIRETLS: deferred 4.7.10, no MAIL sent', async () => {
+    const { rx, cert } = await tlsRx('mx1.dest.test', { requireTls: true });
+    destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(cert)] }], false);
+    await w.start();
+    const id = await send('REQUIRETLS');
+    await w.settle();
+    expect(recipient(id)).toMatchObject({ state: 'deferred', dsnCode: '4.7.10' });
+    expect(rx.commands.some((c) => c.startsWith('MAIL'))).toBe(false);
+  });
+
+  it('RT-25 tls_policy and danefail do not downgrade a REQUIRETLS message: with DANE failing and the destination at `may`, ordinary mail goes, the REQUIRETLS message waits', async () => {
+    const { rx } = await tlsRx('mx1.dest.test', { requireTls: true });
+    const other = await makeSelfSigned({ dnsNames: ['mx1.dest.test'] });
+    destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(other)] }]); // TLSA matches no certificate the server has
+    writeFileSync(join(w.dir, 'tls_policy'), 'dest.test may\n');
+    writeFileSync(join(w.dir, 'danefail'), 'dest.test\n');
+    await w.start({ policy: { tls_policy: join(w.dir, 'tls_policy'), danefail: join(w.dir, 'danefail') } });
+    const tagged = await send('REQUIRETLS', 'a@dest.test', 'Subject: tagged\r\n\r\nx\r\n');
+    const plain = await send('', 'b@dest.test', 'Subject: plain\r\n\r\ny\r\n');
+    await rx.waitFor(1);
+    await w.settle();
+    expect(rx.messages.map((m) => m.to)).toEqual([['b@dest.test']]);
+    expect(rx.messages[0]).toMatchObject({ requireTls: false });
+    expect(recipient(tagged)).toMatchObject({ state: 'deferred', dsnCode: '4.7.10' });
+    expect(recipient(plain)).toBeUndefined(); // delivered and forgotten
+  });
+});

@@ -1,0 +1,251 @@
+/**
+ * The durable MTA-STS policy cache and its refresh rules (RFC 8461 §3.3, §5.1, §10.2): real files
+ * (0700/0600, fsync, rename), real HTTPS policy hosts on loopback with a test CA, the relay's
+ * StubResolver against the loopback test DNS server; time is a clock the test moves.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fetchPolicy } from '../../src/mtasts/fetch.js';
+import { FETCH_BACKOFF_MS, RECENTLY_USED_MS, REFRESH_INTERVAL_MS, StsPolicies } from '../../src/mtasts/policies.js';
+import { PolicyStore } from '../../src/mtasts/store.js';
+import { StubResolver } from '../../src/dns/stub.js';
+import { startDnsServer, type TestDns } from '../support/dnsServer.js';
+import { chainPem, makeCa, makeLeaf, type Issued } from '../support/pki.js';
+import { startPolicyHost, type PolicyHost } from '../support/stsHost.js';
+
+const policy = (mode: string, maxAge = 604800, mx = ['mail.example.test']) => `version: STSv1\nmode: ${mode}\n${mx.map((m) => `mx: ${m}\n`).join('')}max_age: ${maxAge}\n`;
+
+let ca: Issued;
+let dns: TestDns;
+let resolver: StubResolver;
+const hosts: PolicyHost[] = [];
+const dirs: string[] = [];
+let n = 0;
+let clock = Date.UTC(2026, 11, 7);
+const logs: { level: string; obj: Record<string, unknown>; msg: string }[] = [];
+const log = {
+  info: (obj: object, msg: string) => { logs.push({ level: 'info', obj: obj as Record<string, unknown>, msg }); },
+  warn: (obj: object, msg: string) => { logs.push({ level: 'warn', obj: obj as Record<string, unknown>, msg }); },
+};
+
+/** A Policy Domain with a TXT id and a loopback policy host. */
+async function site(id: string | undefined, body: string) {
+  const domain = `cache${++n}.test`;
+  const leaf = await makeLeaf(ca, { dnsNames: [`mta-sts.${domain}`] });
+  const host = await startPolicyHost({ key: leaf.keyPem, cert: chainPem(leaf) }, { body });
+  hosts.push(host);
+  dns.add({ name: `mta-sts.${domain}`, type: 'A', data: '127.0.0.1' });
+  if (id) dns.add({ name: `_mta-sts.${domain}`, type: 'TXT', data: `v=STSv1; id=${id}` });
+  return { domain, host, setId: (v: string | undefined) => { dns.remove(`_mta-sts.${domain}`, 'TXT'); if (v) dns.add({ name: `_mta-sts.${domain}`, type: 'TXT', data: `v=STSv1; id=${v}` }); } };
+}
+
+function queueDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'sts-cache-'));
+  dirs.push(d);
+  return d;
+}
+
+function policies(q: string, port: number): StsPolicies {
+  return new StsPolicies({
+    store: new PolicyStore(q), resolver, log, now: () => clock, random: () => 0.5,
+    fetch: (d) => fetchPolicy(d, { resolver, ca: ca.certPem, port, timeoutMs: 20_000 }),
+  });
+}
+
+beforeAll(async () => {
+  ca = await makeCa({ cn: 'MTA-STS cache test CA' });
+  dns = await startDnsServer();
+  resolver = new StubResolver({ servers: [dns.server], timeoutMs: 1000, attempts: 1, cache: false });
+});
+afterEach(() => { logs.length = 0; });
+afterAll(async () => {
+  await Promise.all(hosts.map((h) => h.close()));
+  await resolver.close();
+  await dns.close();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+describe('MTA-STS policy cache', () => {
+  it('STS-30 the policy survives a restart: stored 0600 in a 0700 queue_dir/mta-sts, used after restart without a fetch', async () => {
+    const s = await site('one', policy('enforce'));
+    const q = queueDir();
+    const first = await policies(q, s.host.port).lookup(s.domain);
+    expect(first).toMatchObject({ fetch: 'fetched', applied: { id: 'one', policy: { mode: 'enforce', mx: ['mail.example.test'] }, fetchedAt: clock, expiresAt: clock + 604800_000 } });
+    expect(statSync(join(q, 'mta-sts')).mode & 0o777).toBe(0o700);
+    expect(statSync(join(q, 'mta-sts', `${s.domain}.json`)).mode & 0o777).toBe(0o600);
+    expect(readdirSync(join(q, 'mta-sts'))).toEqual([`${s.domain}.json`]); // no temp file left
+    // "restart": a new instance over the same directory, the policy host gone
+    s.host.set({ status: 500 });
+    const again = policies(q, s.host.port);
+    expect(await again.load()).toBe(1);
+    const r = await again.lookup(s.domain);
+    expect(r).toMatchObject({ fetch: 'cached', applied: { id: 'one', policy: { mode: 'enforce' } } });
+    expect(s.host.requests).toHaveLength(1);
+  });
+
+  it('STS-31 same id and unexpired: no fetch; a new TXT id fetches and replaces the policy', async () => {
+    const s = await site('v1', policy('testing'));
+    const p = policies(queueDir(), s.host.port);
+    expect((await p.lookup(s.domain)).applied?.policy.mode).toBe('testing');
+    expect(await p.lookup(s.domain)).toMatchObject({ fetch: 'cached', applied: { id: 'v1' } });
+    expect(s.host.requests).toHaveLength(1);
+    s.setId('v2');
+    s.host.set({ body: policy('enforce', 86400, ['mx.cache.test']) });
+    expect(await p.lookup(s.domain)).toMatchObject({ fetch: 'fetched', applied: { id: 'v2', policy: { mode: 'enforce', mx: ['mx.cache.test'], maxAge: 86400 } } });
+    expect(s.host.requests).toHaveLength(2);
+  });
+
+  it('STS-33 STS-16 no downgrade: enforce cached, new id but HTTPS 404 → still enforced and said so; TXT gone → still enforced', async () => {
+    const s = await site('a', policy('enforce'));
+    const q = queueDir();
+    const p = policies(q, s.host.port);
+    await p.lookup(s.domain);
+    s.setId('b');
+    s.host.set({ status: 404 });
+    const r = await p.lookup(s.domain);
+    expect(r).toMatchObject({ fetch: 'failed', failure: { resultType: 'sts-policy-fetch-error' }, applied: { id: 'a', policy: { mode: 'enforce' } } });
+    expect(logs.find((l) => l.msg === 'mta-sts: policy fetch failed; keeping the cached policy')).toMatchObject({ level: 'warn', obj: { domain: s.domain, id: 'b', cachedId: 'a' } });
+    // the failure is recorded with the kept policy (show says so)
+    expect((await new PolicyStore(q).read(s.domain))?.entry.refreshFailure).toMatchObject({ resultType: 'sts-policy-fetch-error', at: clock });
+    s.setId(undefined); // NXDOMAIN
+    expect(await p.lookup(s.domain)).toMatchObject({ fetch: 'cached', discovery: { kind: 'none' }, applied: { policy: { mode: 'enforce' } } });
+    dns.behave(`_mta-sts.${s.domain}`, 'TXT', 'servfail');
+    expect(await p.lookup(s.domain)).toMatchObject({ fetch: 'cached', discovery: { kind: 'error' }, applied: { policy: { mode: 'enforce' } } });
+    dns.behave(`_mta-sts.${s.domain}`, 'TXT', undefined);
+  });
+
+  it('STS-33 an invalid policy or a WebPKI failure never replaces a valid one either', async () => {
+    const s = await site('a', policy('enforce'));
+    const p = policies(queueDir(), s.host.port);
+    await p.lookup(s.domain);
+    s.setId('b');
+    s.host.set({ body: 'version: STSv1\nmode: enforce\nmax_age: 1\n' });
+    expect(await p.lookup(s.domain)).toMatchObject({ fetch: 'failed', failure: { resultType: 'sts-policy-invalid' }, applied: { id: 'a' } });
+  });
+
+  it('STS-16 a failed first fetch: no policy, then no fetch for 5 minutes under that id (not one per message); a new id or the end of the wait fetches again', async () => {
+    const s = await site('x1', policy('enforce'));
+    s.host.set({ status: 503 });
+    const p = policies(queueDir(), s.host.port);
+    expect(await p.lookup(s.domain)).toMatchObject({ fetch: 'failed', applied: undefined });
+    expect(logs.some((l) => l.msg === 'mta-sts: policy fetch failed; no cached policy, delivering as without MTA-STS')).toBe(true);
+    s.host.set({ body: policy('enforce') });
+    for (let i = 0; i < 5; i++) expect(await p.lookup(s.domain)).toMatchObject({ fetch: 'backoff', applied: undefined, failure: { reason: expect.stringContaining('HTTP 503') } });
+    expect(s.host.requests).toHaveLength(1);
+    clock += FETCH_BACKOFF_MS - 1;
+    expect((await p.lookup(s.domain)).fetch).toBe('backoff');
+    clock += 1;
+    expect(await p.lookup(s.domain)).toMatchObject({ fetch: 'fetched', applied: { policy: { mode: 'enforce' } } });
+    // a new id is a new policy: no wait for it
+    const t = await site('y1', policy('enforce'));
+    t.host.set({ status: 503 });
+    const p2 = policies(queueDir(), t.host.port);
+    await p2.lookup(t.domain);
+    t.setId('y2');
+    t.host.set({ body: policy('testing') });
+    expect(await p2.lookup(t.domain)).toMatchObject({ fetch: 'fetched', applied: { id: 'y2' } });
+  });
+
+  it('STS-16 one fetch per domain at a time: concurrent deliveries share it', async () => {
+    const s = await site('c1', policy('enforce'));
+    const p = policies(queueDir(), s.host.port);
+    const all = await Promise.all(Array.from({ length: 10 }, () => p.lookup(s.domain)));
+    expect(all.every((r) => r.applied?.id === 'c1')).toBe(true);
+    expect(s.host.requests).toHaveLength(1);
+  });
+
+  it('STS-34 an expired, unrefreshed policy stops applying; max_age 0 applies only to the delivery that fetched it', async () => {
+    const s = await site('e1', policy('enforce', 3600));
+    const p = policies(queueDir(), s.host.port);
+    await p.lookup(s.domain);
+    s.setId(undefined);
+    clock += 3600_000 - 1;
+    expect((await p.lookup(s.domain)).applied?.policy.mode).toBe('enforce');
+    clock += 1;
+    expect((await p.lookup(s.domain)).applied).toBeUndefined();
+    const z = await site('z1', policy('enforce', 0));
+    const pz = policies(queueDir(), z.host.port);
+    expect((await pz.lookup(z.domain)).applied?.policy.maxAge).toBe(0);
+    z.setId(undefined);
+    expect((await pz.lookup(z.domain)).applied).toBeUndefined();
+  });
+
+  it('STS-46 a fetched mode none replaces an older enforce (the way out for owners)', async () => {
+    const s = await site('n1', policy('enforce'));
+    const p = policies(queueDir(), s.host.port);
+    await p.lookup(s.domain);
+    s.setId('n2');
+    s.host.set({ body: 'version: STSv1\nmode: none\nmax_age: 86400\n' });
+    expect(await p.lookup(s.domain)).toMatchObject({ fetch: 'fetched', applied: { id: 'n2', policy: { mode: 'none', mx: [] } } });
+  });
+
+  it('STS-32 proactive refresh: a used policy is refetched before expiry (about daily, jittered) whatever the TXT says; unused ones are not, and go at expiry', async () => {
+    const used = await site('u1', policy('enforce', 10 * 86400));
+    const idle = await site('i1', policy('enforce', 40 * 86400));
+    const q = queueDir();
+    const pu = policies(q, used.host.port);
+    const pi = policies(q, idle.host.port);
+    const t0 = clock;
+    await pu.lookup(used.domain);
+    await pi.lookup(idle.domain);
+    // before the refresh time (jitter 0.5 → exactly one interval): nothing
+    clock = t0 + REFRESH_INTERVAL_MS - 1;
+    expect(await pu.maintain()).toEqual({ refreshed: [], failed: [], dropped: [] });
+    clock = t0 + REFRESH_INTERVAL_MS;
+    used.setId(undefined); // refresh does not need the TXT record
+    used.host.set({ body: policy('enforce', 10 * 86400, ['mx2.example.test']) });
+    expect((await pu.maintain()).refreshed).toEqual([used.domain]);
+    const stored = (await new PolicyStore(q).read(used.domain))!.entry;
+    expect(stored).toMatchObject({ id: 'u1', fetchedAt: clock, expiresAt: clock + 10 * 86400_000, policy: { mx: ['mx2.example.test'] } });
+    expect(used.host.requests).toHaveLength(2);
+    // idle: not used for RECENTLY_USED_MS → not refreshed; at expiry dropped
+    clock = t0 + RECENTLY_USED_MS + 1;
+    const m = await pi.maintain();
+    expect(m.refreshed).not.toContain(idle.domain);
+    expect(idle.host.requests).toHaveLength(1);
+    clock = t0 + 40 * 86400_000;
+    expect((await pi.maintain()).dropped).toContain(idle.domain);
+    expect(await new PolicyStore(q).read(idle.domain)).toBeUndefined();
+    expect(logs.some((l) => l.msg === 'mta-sts: expired policy dropped' && l.obj.domain === idle.domain)).toBe(true);
+  });
+
+  it('STS-32 STS-34 a failed proactive refresh keeps the policy, warns, and is recorded; mode none does not warn', async () => {
+    const s = await site('r1', policy('enforce', 10 * 86400));
+    const q = queueDir();
+    const p = policies(q, s.host.port);
+    const t0 = clock;
+    await p.lookup(s.domain);
+    clock = t0 + REFRESH_INTERVAL_MS;
+    s.host.set({ status: 500 });
+    expect((await p.maintain()).failed).toEqual([s.domain]);
+    expect(logs.filter((l) => l.msg === 'mta-sts: policy fetch failed; keeping the cached policy').map((l) => l.level)).toEqual(['warn']);
+    expect((await p.lookup(s.domain)).applied).toMatchObject({ fetchedAt: t0, policy: { mode: 'enforce' } });
+    const none = await site('o1', 'version: STSv1\nmode: none\nmax_age: 864000\n');
+    const pn = policies(queueDir(), none.host.port);
+    await pn.lookup(none.domain);
+    logs.length = 0;
+    clock += REFRESH_INTERVAL_MS;
+    none.host.set({ status: 500 });
+    expect((await pn.maintain()).failed).toEqual([none.domain]);
+    expect(logs.filter((l) => l.msg === 'mta-sts: policy fetch failed; keeping the cached policy').map((l) => l.level)).toEqual(['info']);
+  });
+
+  it('STS-30 a purge or refresh by another process (the CLI) is seen at the next lookup; a malformed file is ignored with a warning and replaced', async () => {
+    const s = await site('p1', policy('enforce'));
+    const q = queueDir();
+    const p = policies(q, s.host.port);
+    await p.lookup(s.domain);
+    expect(await new PolicyStore(q).remove(s.domain)).toBe(true);
+    s.setId(undefined);
+    expect((await p.lookup(s.domain)).applied).toBeUndefined();
+    // malformed file
+    s.setId('p2');
+    writeFileSync(join(q, 'mta-sts', `${s.domain}.json`), '{"format":1,"domain":"x', { mode: 0o600 });
+    const r = await p.lookup(s.domain);
+    expect(logs.some((l) => l.msg.startsWith('mta-sts: unreadable cached policy ignored'))).toBe(true);
+    expect(r).toMatchObject({ fetch: 'fetched', applied: { id: 'p2' } });
+    expect((await new PolicyStore(q).read(s.domain))?.entry.id).toBe('p2');
+  });
+});
