@@ -64,6 +64,7 @@ export const RESTART_NEEDED: Readonly<Record<string, string>> = {
   control: 'the control socket is bound at start',
   metrics: 'the metrics listener is bound at start',
   tlsrpt: 'the TLSRPT service is opened at start',
+  mta_sts: 'the MTA-STS policy service (its fetcher, cache and refresh timer) is built at start',
   log: 'loggers are made at start',
   'policy.tls_policy': 'the path is fixed at start (the file\'s contents are reloaded on SIGHUP)',
   'policy.danefail': 'the path is fixed at start (the file\'s contents are reloaded on SIGHUP)',
