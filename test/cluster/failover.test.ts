@@ -97,14 +97,15 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     const cfgDir = mkdtempSync(join(tmpdir(), 'dane-relay-cluster-cli-'));
     const cfg = join(cfgDir, 'cli.yml');
     writeFileSync(cfg, `spool:\n  backend: postgres\n  postgres:\n    url: "${pg.url}"\n    password_file: ${pg.passwordFile}\n`);
-    pg.sql('DROP TABLE IF EXISTS relay_messages, relay_nodes, relay_schema_version');
+    pg.sql('DROP TABLE IF EXISTS relay_messages, relay_nodes, relay_slots, relay_tlsrpt_counts, relay_tlsrpt_details, relay_tlsrpt_sends, relay_schema_version');
     const m = await runCli(['db', 'migrate', '--config', cfg]);
     expect(m.code, m.stderr).toBe(0);
     expect(m.stdout).toMatch(/applied 1 /);
     expect(m.stdout).toMatch(/applied 2 /);
-    expect(m.stdout).toMatch(/schema version 2 \(was 0\)/);
+    expect(m.stdout).toMatch(/applied 3 /);
+    expect(m.stdout).toMatch(/schema version 3 \(was 0\)/);
     expect(m.stdout + m.stderr).not.toContain(pg.password);
-    expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n')).toEqual(['1', '2']);
+    expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n')).toEqual(['1', '2', '3']);
     cluster = await startCluster({ pg, dns, rx, nodes: 3 });
     // each node accepts; deliveries happen (any node may make them)
     for (const [i, n] of cluster.nodes.entries()) {
