@@ -175,11 +175,9 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
   // spool.backend postgres (issue 16): TLSRPT counts and sends in the queue database, on a small pool of their own
   let tlsrptPool: import('pg').Pool | undefined;
   const sharedTlsrpt = async () => {
-    if (cfg.spool.backend !== 'postgres') return undefined;
-    const { openPool } = await import('./spool/postgres/connect.js');
-    const { PgTlsrptStore, PgSendClaims, SEND_LEASE_MS } = await import('./reporting/tlsrpt/pgStore.js');
-    tlsrptPool = openPool({ ...cfg.spool.postgres!, pool: 2 }, { application: `dane-relay ${nodeName(cfg)} tlsrpt` });
-    return { store: new PgTlsrptStore(tlsrptPool, log), sends: new PgSendClaims(tlsrptPool, nodeName(cfg), SEND_LEASE_MS) };
+    const shared = await (await import('./reporting/tlsrpt/pgStore.js')).openSharedTlsrpt(cfg, nodeName(cfg), log);
+    tlsrptPool = shared?.pool;
+    return shared;
   };
   let events: RelayEvents | undefined;
   let extraResolver: Resolver | undefined;

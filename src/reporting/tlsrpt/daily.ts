@@ -241,8 +241,7 @@ export class TlsrptService {
         let claim: SendClaim | undefined;
         if (sends && !(claim = await sends.claim(day, domain))) continue;
         try {
-          const o = await this.sendReport(day, domain, { claim });
-          if (claim && o.result === 'retry-later') await sends?.release(claim);
+          await this.sendReport(day, domain, { claim });
         } catch (e) {
           if (claim) await sends?.release(claim).catch(() => undefined);
           this.deps.log.warn({ day, domain, err: (e as Error).message }, 'tlsrpt: report failed; will retry next tick');
@@ -305,8 +304,13 @@ export class TlsrptService {
    */
   async sendReport(day: string, domain: string, opts: { submit?: SubmitMail; mark?: boolean; claim?: SendClaim } = {}): Promise<SendOutcome> {
     const mark = opts.mark ?? true;
+    // In a cluster a send outside the job (the CLI) claims the report too, so no node sends it as well.
+    const sends = this.deps.shared?.sends;
+    const claim = opts.claim ?? (mark && sends ? await sends.claim(day, domain) : undefined);
+    if (mark && sends && !claim) return { day, domain, result: 'retry-later', detail: 'another node is sending this report or has sent it' };
     const finish = async (o: SendOutcome) => {
-      if (mark && o.result !== 'retry-later') await this.markSent(o, opts.claim);
+      if (claim && o.result === 'retry-later') await sends?.release(claim);
+      if (mark && o.result !== 'retry-later') await this.markSent(o, claim);
       this.deps.log.info({ ...o }, 'tlsrpt: report');
       return o;
     };

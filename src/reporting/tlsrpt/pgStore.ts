@@ -15,6 +15,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
+import type { LoadedConfig } from '../../config/load.js';
 import { addPending, type PendingCounts, type StoreLog, FLUSH_INTERVAL_MS, countsFromTotals } from './store.js';
 import { isDay, nextDay, type PolicyCounts } from './report.js';
 
@@ -158,4 +159,15 @@ export class PgSendClaims {
     const r = await this.pool.query('SELECT 1 FROM relay_tlsrpt_sends WHERE day = $1 AND domain = $2 AND sent_at IS NOT NULL', [day, domain]);
     return (r.rowCount ?? 0) > 0;
   }
+}
+
+/**
+ * The cluster's TLSRPT for a config with `spool.backend: postgres` (the relay and the `tlsrpt` CLI), on a
+ * small pool of its own; undefined for the file backend. The caller ends `pool` after the service stopped.
+ */
+export async function openSharedTlsrpt(cfg: LoadedConfig, node: string, log?: StoreLog): Promise<{ store: PgTlsrptStore; sends: PgSendClaims; pool: pg.Pool } | undefined> {
+  if (cfg.spool.backend !== 'postgres' || !cfg.spool.postgres) return undefined;
+  const { openPool } = await import('../../spool/postgres/connect.js');
+  const pool = openPool({ ...cfg.spool.postgres, pool: 2 }, { application: `dane-relay ${node} tlsrpt` });
+  return { store: new PgTlsrptStore(pool, log), sends: new PgSendClaims(pool, node, SEND_LEASE_MS), pool };
 }
