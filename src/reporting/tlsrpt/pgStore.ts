@@ -16,52 +16,25 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { LoadedConfig } from '../../config/load.js';
-import { addPending, type PendingCounts, type StoreLog, FLUSH_INTERVAL_MS, countsFromTotals } from './store.js';
+import { addPending, BufferedCounts, countsFromTotals, type PendingCounts, type StoreLog } from './store.js';
 import { isDay, nextDay, type PolicyCounts } from './report.js';
 
-export class PgTlsrptStore {
-  private pending: PendingCounts = new Map();
-  private timer?: NodeJS.Timeout;
-  private flushing: Promise<void> = Promise.resolve();
-  private closed = false;
+export class PgTlsrptStore extends BufferedCounts {
+  constructor(private readonly pool: pg.Pool, log?: StoreLog) { super(log); }
 
-  constructor(private readonly pool: pg.Pool, private readonly log?: StoreLog) {}
-
-  /** Hot path, as TlsrptStore.add: no I/O, a flush armed within a second. */
-  add(day: string, domain: string, policy: string, ok: boolean, detail?: string): void {
-    addPending(this.pending, day, domain, policy, ok ? 1 : 0, ok ? 0 : 1, !ok && detail !== undefined ? [[detail, 1]] : []);
-    if (this.closed) {
-      this.flush().catch((e: unknown) => this.log?.warn({ err: (e as Error).message }, 'tlsrpt: could not write counts after close'));
-      return;
-    }
-    this.arm();
-  }
-
-  private arm(): void {
-    if (this.timer || this.closed) return;
-    this.timer = setTimeout(() => { this.timer = undefined; void this.flush().catch(() => undefined); }, FLUSH_INTERVAL_MS);
-    this.timer.unref?.();
-  }
-
-  flush(): Promise<void> {
-    const next = this.flushing.then(() => this.flushNow());
-    this.flushing = next.catch(() => undefined);
-    return next;
-  }
-
-  /** All pending deltas in one transaction: either every row is added or none (kept for the next flush). */
-  private async flushNow(): Promise<void> {
-    if (this.pending.size === 0) return;
-    const batch = this.pending;
-    this.pending = new Map();
-    const c = await this.pool.connect().catch((e: unknown) => { this.restore(batch); throw e; });
+  /** All of a batch's deltas in one transaction: either every row is added or none (kept for the next flush). */
+  protected async write(batch: PendingCounts): Promise<void> {
+    const keepAll = () => { for (const p of batch.values()) this.keep(p); };
+    const c = await this.pool.connect().catch((e: unknown) => { keepAll(); throw e; });
     try {
       await c.query('BEGIN');
-      for (const p of batch.values()) {
+      // Every node takes the row locks in the same order (sorted keys): concurrent flushes of the same rows
+      // wait for each other instead of deadlocking.
+      for (const p of [...batch.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, v]) => v)) {
         await c.query(`INSERT INTO relay_tlsrpt_counts (day, domain, policy, success, failure) VALUES ($1, $2, $3, $4, $5)
           ON CONFLICT (day, domain, policy) DO UPDATE SET success = relay_tlsrpt_counts.success + EXCLUDED.success,
             failure = relay_tlsrpt_counts.failure + EXCLUDED.failure`, [p.day, p.domain, p.policy, p.s, p.f]);
-        for (const [detail, n] of p.x) {
+        for (const [detail, n] of [...p.x.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
           await c.query(`INSERT INTO relay_tlsrpt_details (day, domain, policy, detail, count) VALUES ($1, $2, $3, $4, $5)
             ON CONFLICT (day, domain, policy, detail) DO UPDATE SET count = relay_tlsrpt_details.count + EXCLUDED.count`, [p.day, p.domain, p.policy, detail, n]);
         }
@@ -69,17 +42,12 @@ export class PgTlsrptStore {
       await c.query('COMMIT');
     } catch (e) {
       await c.query('ROLLBACK').catch(() => undefined);
-      this.restore(batch);
+      keepAll();
       this.log?.warn({ err: (e as Error).message }, 'tlsrpt: could not write counts to the database; will retry');
-      this.arm();
       throw e;
     } finally {
       c.release();
     }
-  }
-
-  private restore(batch: PendingCounts): void {
-    for (const p of batch.values()) addPending(this.pending, p.day, p.domain, p.policy, p.s, p.f, p.x);
   }
 
   async days(): Promise<string[]> {
@@ -108,12 +76,6 @@ export class PgTlsrptStore {
     await this.pool.query('DELETE FROM relay_tlsrpt_details WHERE day < $1', [oldest]);
     await this.pool.query('DELETE FROM relay_tlsrpt_sends WHERE day < $1', [oldest]);
     return r.rows.map((x) => x.day).sort();
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
-    await this.flush();
   }
 }
 

@@ -59,14 +59,73 @@ export type CountStore = Pick<TlsrptStore, 'add' | 'flush' | 'days' | 'read' | '
 /** Atomic replace with a private file (0600, never through a link): files/private.ts. */
 export { writePrivateFileAtomic as writeFileDurable } from '../../files/private.js';
 
-export class TlsrptStore {
-  private pending = new Map<string, Pending>();
+/**
+ * The counting half both stores share: `add` is an in-memory increment, a flush is armed for within a
+ * second, flushes are serialised, and what a failed write did not store is kept for the next one (`keep`).
+ */
+export abstract class BufferedCounts {
+  protected pending: PendingCounts = new Map();
   private timer?: NodeJS.Timeout;
   private flushing: Promise<void> = Promise.resolve();
-  private readonly countsDir: string;
-  private closed = false;
+  protected closed = false;
 
-  private constructor(readonly dir: string, private readonly log?: StoreLog) {
+  constructor(protected readonly log?: StoreLog) {}
+
+  /** Hot path: one session outcome. No I/O; a flush is armed for within a second. */
+  add(day: string, domain: string, policy: string, ok: boolean, detail?: string): void {
+    addPending(this.pending, day, domain, policy, ok ? 1 : 0, ok ? 0 : 1, !ok && detail !== undefined ? [[detail, 1]] : []);
+    if (this.closed) {
+      // A session that ended after close() (a delivery finishing during shutdown): written now, not left in memory.
+      this.flush().catch((e: unknown) => this.log?.warn({ err: (e as Error).message }, 'tlsrpt: could not write counts after close'));
+      return;
+    }
+    this.arm();
+  }
+
+  private arm(): void {
+    if (this.timer || this.closed) return;
+    this.timer = setTimeout(() => { this.timer = undefined; this.flush().catch(() => undefined); }, FLUSH_INTERVAL_MS);
+    this.timer.unref?.();
+  }
+
+  /** Writes everything pending; concurrent calls are serialised. Never loses counts on error: they are retried. */
+  flush(): Promise<void> {
+    const next = this.flushing.then(() => this.flushNow());
+    this.flushing = next.catch(() => undefined);
+    return next;
+  }
+
+  private async flushNow(): Promise<void> {
+    if (this.pending.size === 0) return;
+    const batch = this.pending;
+    this.pending = new Map();
+    try {
+      await this.write(batch);
+    } catch (e) {
+      this.arm();
+      throw e;
+    }
+  }
+
+  /** Stores a batch; whatever it could not store it hands to `keep` before it throws. */
+  protected abstract write(batch: PendingCounts): Promise<void>;
+
+  protected keep(p: Pending): void {
+    addPending(this.pending, p.day, p.domain, p.policy, p.s, p.f, p.x);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
+    await this.flush();
+  }
+}
+
+export class TlsrptStore extends BufferedCounts {
+  private readonly countsDir: string;
+
+  private constructor(readonly dir: string, log?: StoreLog) {
+    super(log);
     this.countsDir = join(dir, 'counts');
   }
 
@@ -80,31 +139,8 @@ export class TlsrptStore {
     return s;
   }
 
-  /** Hot path: one session outcome. No I/O; a flush is armed for within a second. */
-  add(day: string, domain: string, policy: string, ok: boolean, detail?: string): void {
-    addPending(this.pending, day, domain, policy, ok ? 1 : 0, ok ? 0 : 1, !ok && detail !== undefined ? [[detail, 1]] : []);
-    if (this.closed) {
-      // A session that ended after close() (a delivery finishing during shutdown): written now, not left in memory.
-      this.flush().catch((e: unknown) => this.log?.warn({ err: (e as Error).message }, 'tlsrpt: could not write counts after close'));
-      return;
-    }
-    if (!this.timer) {
-      this.timer = setTimeout(() => { this.timer = undefined; void this.flush(); }, FLUSH_INTERVAL_MS);
-      this.timer.unref?.();
-    }
-  }
-
-  /** Appends everything pending and fsyncs; concurrent calls are serialised. Never loses counts on error. */
-  flush(): Promise<void> {
-    const next = this.flushing.then(() => this.flushNow());
-    this.flushing = next.catch(() => undefined);
-    return next;
-  }
-
-  private async flushNow(): Promise<void> {
-    if (this.pending.size === 0) return;
-    const batch = this.pending;
-    this.pending = new Map();
+  /** Appends one JSON line per (domain, policy) to each day's file and fsyncs it. */
+  protected async write(batch: PendingCounts): Promise<void> {
     const byDay = new Map<string, Pending[]>();
     for (const p of batch.values()) byDay.set(p.day, [...(byDay.get(p.day) ?? []), p]);
     let failure: unknown;
@@ -125,20 +161,12 @@ export class TlsrptStore {
         if (created) await syncDir(this.countsDir);
       } catch (e) {
         // Keep the counts for the next flush: a full disk must not lose statistics silently.
-        for (const p of list) this.merge(p);
+        for (const p of list) this.keep(p);
         this.log?.warn({ err: (e as Error).message, file }, 'tlsrpt: could not write counts; will retry');
-        if (!this.timer && !this.closed) {
-          this.timer = setTimeout(() => { this.timer = undefined; void this.flush(); }, FLUSH_INTERVAL_MS);
-          this.timer.unref?.();
-        }
         failure = e;
       }
     }
     if (failure) throw failure;
-  }
-
-  private merge(p: Pending): void {
-    addPending(this.pending, p.day, p.domain, p.policy, p.s, p.f, p.x);
   }
 
   /** Days that have counts on disk, oldest first. */
@@ -186,12 +214,6 @@ export class TlsrptStore {
       }
     }
     return removed;
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
-    await this.flush();
   }
 }
 
