@@ -177,6 +177,13 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
   let early: { ingress: Ingress; open: () => void; fail: () => void; late: Late } | undefined;
   let recovered: QueuedMessage[] = [];
   let metricsEvents: RelayMetrics | undefined;
+  // spool.backend postgres (issue 16): TLSRPT counts and sends in the queue database, on a small pool of their own
+  let tlsrptPool: import('pg').Pool | undefined;
+  const sharedTlsrpt = async () => {
+    const shared = await (await import('./reporting/tlsrpt/pgStore.js')).openSharedTlsrpt(cfg, nodeName(cfg), log);
+    tlsrptPool = shared?.pool;
+    return shared;
+  };
   let events: RelayEvents | undefined;
   let extraResolver: Resolver | undefined;
   let selfTestRun: Promise<SelfTestResult> | undefined;
@@ -266,7 +273,8 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
     {
       name: 'events',
       start: async () => {
-        metricsEvents = cfg.metrics ? new (await import('./metrics/registry.js')).RelayMetrics({ now }) : undefined;
+        // issue 16: in a cluster every series carries the node's name (file backend: label sets unchanged)
+        metricsEvents = cfg.metrics ? new (await import('./metrics/registry.js')).RelayMetrics({ now, node: cfg.spool.backend === 'postgres' ? nodeName(cfg) : undefined }) : undefined;
         events = fanOutEvents(opts.events, metricsEvents);
       },
     },
@@ -275,9 +283,10 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       start: async () => {
         if (!cfg.tlsrpt.enabled) return;
         const { TlsrptService: Service, tlsrptSettings } = await import('./reporting/tlsrpt/daily.js');
-        parts.tlsrpt = await Service.open({ settings: tlsrptSettings(cfg), resolver: need(parts.resolver, 'resolver'), log, now, rand: opts.rand, https: opts.tlsrptHttps });
+        parts.tlsrpt = await Service.open({ settings: tlsrptSettings(cfg), resolver: need(parts.resolver, 'resolver'), log, now, rand: opts.rand, https: opts.tlsrptHttps, shared: await sharedTlsrpt() });
       },
-      stop: async () => parts.tlsrpt?.stop(), // flushes the last second of TLSRPT counts
+      // flushes the last second of TLSRPT counts (to the database in a cluster: its pool ends after)
+      stop: async () => { await parts.tlsrpt?.stop(); await tlsrptPool?.end().catch(() => undefined); },
     },
     {
       name: 'recovery',

@@ -12,6 +12,8 @@ import { ensurePrivateDir, writePrivateFileAtomic, writePrivateFileNew } from '.
 import { loadConfig } from '../config/load.js';
 import { resolverFor } from '../config/resolver.js';
 import { TlsrptService, tlsrptSettings, type Log } from '../reporting/tlsrpt/daily.js';
+import { openSharedTlsrpt } from '../reporting/tlsrpt/pgStore.js';
+import { hostname } from 'node:os';
 import { dayOf, isDay, nextDay, type ReportJson } from '../reporting/tlsrpt/report.js';
 import { dkimKeygen } from '../reporting/tlsrpt/mail.js';
 import { dropForCli } from '../files/privileges.js';
@@ -73,7 +75,9 @@ export async function tlsrptCli(sub: 'show' | 'send', p: ParsedArgs, out: NodeJS
   const domain = stringOpt(p, 'domain');
   const settings = tlsrptSettings(config);
   const resolver = resolverFor(config);
-  const svc = await TlsrptService.open({ settings, resolver, log: quiet(err, sub === 'send'), now: Date.now, readOnly: sub === 'show' });
+  // spool.backend postgres (issue 16): the cluster's counts and send claims, in the database
+  const shared = await openSharedTlsrpt(config, `cli:${hostname()}:${process.pid}`);
+  const svc = await TlsrptService.open({ settings, resolver, log: quiet(err, sub === 'send'), now: Date.now, readOnly: sub === 'show', shared });
   try {
     const reports = await svc.build(day, domain ? [domain] : undefined);
     if (sub === 'show') {
@@ -107,7 +111,8 @@ export async function tlsrptCli(sub: 'show' | 'send', p: ParsedArgs, out: NodeJS
         out.write(`${r.domain}: skipped: already sent for ${day} (use --force to send again)\n`);
         continue;
       }
-      const o = await svc.sendReport(day, r.domain, { submit: (env, msg) => svc.toOutbox(env, msg) });
+      // --force in a cluster sends again without touching the cluster's record of the first send
+      const o = await svc.sendReport(day, r.domain, { submit: (env, msg) => svc.toOutbox(env, msg), ...(force && shared ? { mark: false } : {}) });
       out.write(`${r.domain}: ${o.result}: ${o.detail}\n`);
       if (o.result === 'retry-later') failed++;
     }
@@ -115,6 +120,7 @@ export async function tlsrptCli(sub: 'show' | 'send', p: ParsedArgs, out: NodeJS
     return failed ? 1 : 0;
   } finally {
     await svc.stop();
+    await shared?.pool.end().catch(() => undefined);
     await resolver.close();
   }
 }

@@ -28,8 +28,10 @@ export class RelayMetrics implements RelayEvents {
   private readonly tls: Counter<'result'>;
   private queue?: QueueView;
 
-  constructor(opts: { now?: () => number; defaultMetrics?: boolean } = {}) {
+  /** `node`: in a cluster (spool.backend postgres, issue 16), every series carries `node="<name>"`. */
+  constructor(opts: { now?: () => number; defaultMetrics?: boolean; node?: string } = {}) {
     const registers = [this.registry];
+    if (opts.node !== undefined) this.registry.setDefaultLabels({ node: opts.node });
     const now = opts.now ?? Date.now;
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'dane_relay_' });
     this.received = new Counter({ name: 'dane_relay_messages_received_total', help: 'Messages accepted and committed to the spool (250 sent)', registers });

@@ -20,6 +20,7 @@ import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { SmtpTestClient } from '../support/submit.js';
 import { pgSkipReason, startPostgres, type TestPostgres } from '../support/postgres.js';
 import { runLoad, type LoadResult } from '../faults/support/load.js';
+import { scrape } from '../support/prom.js';
 import { startCluster, startClusterReceiver, startNode, type Cluster, type ClusterReceiver, type Delivery, type Node, type Reply } from './support.js';
 
 const DOMAINS = 4;
@@ -74,6 +75,8 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     dns = await startDnsServer();
     for (let d = 0; d < DOMAINS; d++) dns.add({ name: `d${d}.test`, type: 'MX', data: { preference: 10, exchange: 'mx.dest.test' } });
     dns.add({ name: 'mx.dest.test', type: 'A', data: '127.0.0.1' });
+    // TLSRPT policies (counted only by the case that turns TLSRPT on)
+    for (let d = 0; d < DOMAINS; d++) dns.add({ name: `_smtp._tls.d${d}.test`, type: 'TXT', data: `v=TLSRPTv1; rua=mailto:tlsrpt@d${d}.test` });
   }, 180_000);
   afterAll(async () => {
     if (cluster) { await stopAll(cluster).catch(() => undefined); cluster.remove(); }
@@ -88,7 +91,7 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     restarting.clear();
     busy.clear();
     // each case starts from an empty queue (a case's own leftovers, e.g. a deliberately deferred message, are not the next one's)
-    if (pg) pg.sql("DO $$ BEGIN IF to_regclass('relay_slots') IS NOT NULL THEN DELETE FROM relay_messages; DELETE FROM relay_slots; END IF; END $$");
+    if (pg) pg.sql("DO $$ BEGIN IF to_regclass('relay_slots') IS NOT NULL THEN DELETE FROM relay_messages; DELETE FROM relay_slots; END IF; IF to_regclass('relay_tlsrpt_counts') IS NOT NULL THEN DELETE FROM relay_tlsrpt_counts; DELETE FROM relay_tlsrpt_details; END IF; END $$");
   });
 
   it('db migrate creates the schema with its version table; three nodes share the queue; `dane-relay nodes` lists them live, then stopped', async () => {
@@ -97,14 +100,15 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     const cfgDir = mkdtempSync(join(tmpdir(), 'dane-relay-cluster-cli-'));
     const cfg = join(cfgDir, 'cli.yml');
     writeFileSync(cfg, `spool:\n  backend: postgres\n  postgres:\n    url: "${pg.url}"\n    password_file: ${pg.passwordFile}\n`);
-    pg.sql('DROP TABLE IF EXISTS relay_messages, relay_nodes, relay_schema_version');
+    pg.sql('DROP TABLE IF EXISTS relay_messages, relay_nodes, relay_slots, relay_tlsrpt_counts, relay_tlsrpt_details, relay_tlsrpt_sends, relay_schema_version');
     const m = await runCli(['db', 'migrate', '--config', cfg]);
     expect(m.code, m.stderr).toBe(0);
     expect(m.stdout).toMatch(/applied 1 /);
     expect(m.stdout).toMatch(/applied 2 /);
-    expect(m.stdout).toMatch(/schema version 2 \(was 0\)/);
+    expect(m.stdout).toMatch(/applied 3 /);
+    expect(m.stdout).toMatch(/schema version 3 \(was 0\)/);
     expect(m.stdout + m.stderr).not.toContain(pg.password);
-    expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n')).toEqual(['1', '2']);
+    expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n')).toEqual(['1', '2', '3']);
     cluster = await startCluster({ pg, dns, rx, nodes: 3 });
     // each node accepts; deliveries happen (any node may make them)
     for (const [i, n] of cluster.nodes.entries()) {
@@ -123,6 +127,33 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     const after = await runCli(['nodes', '--config', cfg]);
     for (const n of ['n0', 'n1', 'n2']) expect(after.stdout).toMatch(new RegExp(`^${n} +stopped +0 `, 'm'));
     expect(pg.sql('SELECT count(*) FROM relay_messages').trim()).toBe('0');
+  }, 240_000);
+
+  it('TLSRPT-10 three relay processes count into the database: the sum of the nodes\' counts equals the sessions the receiver saw; metrics carry node=<name>', async () => {
+    rx = await startClusterReceiver();
+    cluster = await startCluster({ pg, dns, rx, nodes: 3, tlsrpt: true, metrics: true });
+    const MESSAGES = 60;
+    const c = cluster;
+    await Promise.all(c.nodes.map(async (n, k) => {
+      const cl = await SmtpTestClient.connect({ port: n.port });
+      await cl.cmd('EHLO app.test');
+      for (let i = k; i < MESSAGES; i += c.nodes.length) expect((await cl.sendMail('app@sender.test', [recipient(`t${i}`)], body(`t${i}`))).end?.code).toBe(250);
+      await cl.quit();
+    }));
+    await until(() => new Set(rx!.deliveries.map((d) => d.testId)).size === MESSAGES, 'every message delivered');
+    for (const n of c.nodes) {
+      const s = await scrape('127.0.0.1', n.metricsPort!);
+      expect(s.samples.length).toBeGreaterThan(10);
+      expect(s.samples.filter((x) => x.labels.node !== n.name)).toEqual([]);
+    }
+    // SIGTERM flushes each node's last second of counts; then every session the receiver saw is counted once
+    expect(await stopAll(c)).toEqual([0, 0, 0]);
+    const sessions = rx.closed.size;
+    expect(sessions).toBeGreaterThan(0);
+    // the receiver offers no STARTTLS: every session under `may` is a starttls-not-supported failure (RFC 8460 §4.3.1)
+    expect(Number(pg.sql('SELECT coalesce(sum(failure), 0) FROM relay_tlsrpt_counts').trim())).toBe(sessions);
+    expect(Number(pg.sql('SELECT coalesce(sum(success), 0) FROM relay_tlsrpt_counts').trim())).toBe(0);
+    expect(Number(pg.sql('SELECT coalesce(sum(count), 0) FROM relay_tlsrpt_details').trim())).toBe(sessions);
   }, 240_000);
 
   it('kill -9 at random moments under load and right after a remote 250: every acknowledged message is delivered; duplicates only from sessions cut by a kill', async () => {

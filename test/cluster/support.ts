@@ -99,6 +99,7 @@ export interface Node {
   port: number;
   relay: RelayProcess;
   config: string;
+  metricsPort?: number;
 }
 
 export interface ClusterOptions {
@@ -111,6 +112,10 @@ export interface ClusterOptions {
   perDestination?: number;
   concurrency?: number;
   logLevel?: string;
+  /** TLSRPT on (counts in the database); default off */
+  tlsrpt?: boolean;
+  /** a metrics listener per node (Node.metricsPort) */
+  metrics?: boolean;
 }
 
 export interface Cluster {
@@ -123,21 +128,23 @@ export interface Cluster {
 export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   const dir = mkdtempSync(join(tmpdir(), 'dane-relay-cluster-'));
   const nodes: Node[] = [];
-  const write = (name: string, port: number) => {
+  const write = (name: string, port: number, metricsPort?: number) => {
     const f = join(dir, `${name}.yml`);
     writeFileSync(f, `listen: ["127.0.0.1:${port}"]\nhostname: relay.test\nqueue_dir: ${join(dir, name)}\n` +
       `spool:\n  backend: postgres\n  postgres:\n    url: "${o.pg.url}"\n    password_file: ${o.pg.passwordFile}\n    node: ${name}\n    lease: ${o.lease ?? '2s'}\n` +
       `dns:\n  mode: trust-ad\n  resolvers: ["${o.dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
       `delivery:\n  port: ${o.rx.port}\n  tls_level: may\n  concurrency: ${o.concurrency ?? 20}\n  per_destination: ${o.perDestination ?? 5}\n` +
       `queue:\n  min_backoff: ${o.minBackoff ?? '1s'}\n  max_backoff: ${o.minBackoff ?? '2s'}\n  run_interval: 200ms\n` +
-      `tlsrpt:\n  enabled: false\nlog:\n  level: ${o.logLevel ?? 'warn'}\n`, { mode: 0o644 });
+      `tlsrpt:\n  enabled: ${o.tlsrpt ? 'true' : 'false'}\n` + (metricsPort ? `metrics:\n  listen: "127.0.0.1:${metricsPort}"\n` : '') +
+      `log:\n  level: ${o.logLevel ?? 'warn'}\n`, { mode: 0o644 });
     return f;
   };
   for (let i = 0; i < o.nodes; i++) {
     const name = `n${i}`;
     const port = await freePort();
-    const config = write(name, port);
-    nodes.push({ name, port, config, relay: new RelayProcess(config, port) });
+    const metricsPort = o.metrics ? await freePort() : undefined;
+    const config = write(name, port, metricsPort);
+    nodes.push({ name, port, config, relay: new RelayProcess(config, port), ...(metricsPort ? { metricsPort } : {}) });
   }
   for (const n of nodes) await startNode(n);
   return { dir, nodes, remove: () => rmSync(dir, { recursive: true, force: true }) };

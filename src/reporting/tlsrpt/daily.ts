@@ -17,7 +17,8 @@ import { randomBytes } from 'node:crypto';
 import { configPath, type LoadedConfig } from '../../config/load.js';
 import type { Resolver } from '../../dns/types.js';
 import type { Envelope } from '../../spool/types.js';
-import { TlsrptStore, writeFileDurable } from './store.js';
+import { TlsrptStore, writeFileDurable, type CountStore } from './store.js';
+import type { PgSendClaims, SendClaim } from './pgStore.js';
 import { ensurePrivateSubdir, readFileNoFollow } from '../../files/private.js';
 import { TlsrptDiscovery } from './discovery.js';
 import { TlsrptRecorder } from './recorder.js';
@@ -101,6 +102,12 @@ export interface ServiceDeps {
   readOnly?: boolean;
   /** largest gzipped report sent (default MAX_REPORT_BYTES) */
   maxReportBytes?: number;
+  /**
+   * `spool.backend: postgres` (issue 16): counts and report sends shared by the cluster's nodes
+   * (pgStore.ts) instead of the files under `dir`; plans stay per node (each node's own random delay,
+   * the first due node claims the send).
+   */
+  shared?: { store: CountStore; sends: PgSendClaims };
 }
 
 const OUTBOX_SUFFIX = '.msg';
@@ -127,7 +134,7 @@ export class TlsrptService {
   /** closed days already planned: their count files are not read again every tick */
   private readonly planned = new Set<string>();
 
-  private constructor(readonly store: TlsrptStore, private readonly deps: ServiceDeps) {
+  private constructor(readonly store: CountStore, private readonly deps: ServiceDeps) {
     this.discovery = new TlsrptDiscovery(deps.resolver, deps.now);
     this.recorder = new TlsrptRecorder({ store, discovery: this.discovery, now: deps.now, log: deps.log });
     // Report hosts are looked up through the relay's own resolver and checked (targets.ts, issue 13).
@@ -137,6 +144,7 @@ export class TlsrptService {
   static async open(deps: ServiceDeps): Promise<TlsrptService> {
     // A key nodemailer cannot sign with is a start-up error (clear message), not a failure the next night.
     if (deps.settings.dkim && !deps.readOnly) await checkDkimKey(deps.settings.dkim);
+    if (deps.shared) return new TlsrptService(deps.shared.store, deps);
     const store = await TlsrptStore.open(deps.settings.dir, { log: deps.log, readOnly: deps.readOnly });
     return new TlsrptService(store, deps);
   }
@@ -228,9 +236,14 @@ export class TlsrptService {
         if (due > now || (await this.wasSent(day, domain))) continue;
         // One domain's failure (a bad endpoint, a signing error) must not hold back the others: it is
         // logged and, not being marked sent, tried again on the next tick.
+        // In a cluster, exactly one node sends: the one whose claim on (day, domain) succeeds.
+        const sends = this.deps.shared?.sends;
+        let claim: SendClaim | undefined;
+        if (sends && !(claim = await sends.claim(day, domain))) continue;
         try {
-          await this.sendReport(day, domain);
+          await this.sendReport(day, domain, { claim });
         } catch (e) {
+          if (claim) await sends?.release(claim).catch(() => undefined);
           this.deps.log.warn({ day, domain, err: (e as Error).message }, 'tlsrpt: report failed; will retry next tick');
         }
       }
@@ -238,10 +251,18 @@ export class TlsrptService {
   }
 
   async wasSent(day: string, domain: string): Promise<boolean> {
+    if (this.deps.shared) return this.deps.shared.sends.wasSent(day, domain);
     try { await fsp.access(this.sentFile(day, domain)); return true; } catch { return false; }
   }
 
-  private async markSent(o: SendOutcome): Promise<void> {
+  private async markSent(o: SendOutcome, claim?: SendClaim): Promise<void> {
+    if (this.deps.shared) {
+      // without a claim (the CLI's explicit send) there is nothing to record in the cluster's table
+      if (claim && !(await this.deps.shared.sends.done(claim, { ...o, at: new Date(this.deps.now()).toISOString() }))) {
+        this.deps.log.warn({ day: o.day, domain: o.domain }, 'tlsrpt: send claim had expired before the outcome was recorded (lease too short for this send?)');
+      }
+      return;
+    }
     await ensurePrivateSubdir(this.dir, 'sent', o.day);
     await writeFileDurable(this.sentFile(o.day, o.domain), `${JSON.stringify({ ...o, at: new Date(this.deps.now()).toISOString() })}\n`);
   }
@@ -281,10 +302,15 @@ export class TlsrptService {
    * Sends one day's report for one domain: rua is looked up again now (TLSRPT-6); mailto reports
    * are DKIM-signed and queued (TLSRPT-42…45), https reports POSTed and retried (TLSRPT-46…48).
    */
-  async sendReport(day: string, domain: string, opts: { submit?: SubmitMail; mark?: boolean } = {}): Promise<SendOutcome> {
+  async sendReport(day: string, domain: string, opts: { submit?: SubmitMail; mark?: boolean; claim?: SendClaim } = {}): Promise<SendOutcome> {
     const mark = opts.mark ?? true;
+    // In a cluster a send outside the job (the CLI) claims the report too, so no node sends it as well.
+    const sends = this.deps.shared?.sends;
+    const claim = opts.claim ?? (mark && sends ? await sends.claim(day, domain) : undefined);
+    if (mark && sends && !claim) return { day, domain, result: 'retry-later', detail: 'another node is sending this report or has sent it' };
     const finish = async (o: SendOutcome) => {
-      if (mark && o.result !== 'retry-later') await this.markSent(o);
+      if (claim && o.result === 'retry-later') await sends?.release(claim);
+      if (mark && o.result !== 'retry-later') await this.markSent(o, claim);
       this.deps.log.info({ ...o }, 'tlsrpt: report');
       return o;
     };

@@ -9,7 +9,7 @@
  */
 import type { TlsSessionResult } from './results.js';
 import type { TlsrptDiscovery } from './discovery.js';
-import type { TlsrptStore } from './store.js';
+import type { CountStore } from './store.js';
 import { aLabel, dayOf, detailKey, policyKey, type FailureDetail, type Policy } from './report.js';
 import { printable } from '../../text/printable.js';
 import { canonicalIp } from '../../dns/name.js';
@@ -46,7 +46,7 @@ export function sessionCount(r: TlsSessionResult): SessionCount {
 }
 
 export interface RecorderDeps {
-  store: TlsrptStore;
+  store: CountStore;
   discovery: TlsrptDiscovery;
   now: () => number;
   log?: { debug(obj: object, msg: string): void; warn(obj: object, msg: string): void };

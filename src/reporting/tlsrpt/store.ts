@@ -19,19 +19,113 @@ export interface StoreLog {
 
 interface Pending { day: string; domain: string; policy: string; s: number; f: number; x: Map<string, number> }
 
+/** Counts being summed, keyed by (day, report domain, policy key); shared with the database store (pgStore.ts). */
+export type PendingCounts = Map<string, Pending>;
+
+/** Adds successes, failures and failure-detail counts to one (day, domain, policy) entry. */
+export function addPending(m: PendingCounts, day: string, domain: string, policy: string, s: number, f: number, x: Iterable<[string, number]>): void {
+  const k = `${day}\0${domain}\0${policy}`;
+  let p = m.get(k);
+  if (!p) m.set(k, (p = { day, domain, policy, s: 0, f: 0, x: new Map() }));
+  p.s += s;
+  p.f += f;
+  for (const [d, n] of x) p.x.set(d, (p.x.get(d) ?? 0) + n);
+}
+
+/**
+ * Summed counts → PolicyCounts per report domain (what report.ts builds from). An entry whose policy or
+ * detail key does not parse (damage) is reported through `bad` and skipped.
+ */
+export function countsFromTotals(totals: PendingCounts, bad?: (err: string, domain: string) => void): Map<string, PolicyCounts[]> {
+  const out = new Map<string, PolicyCounts[]>();
+  for (const p of totals.values()) {
+    let pc: PolicyCounts;
+    try {
+      pc = { policy: policyFromKey(p.policy), success: p.s, failure: p.f, details: [...p.x.entries()].map(([dk, n]) => ({ detail: detailFromKey(dk), count: n })) };
+    } catch (e) {
+      bad?.((e as Error).message, p.domain);
+      continue;
+    }
+    out.set(p.domain, [...(out.get(p.domain) ?? []), pc]);
+  }
+  return out;
+}
+
 export const FLUSH_INTERVAL_MS = 1000;
+
+/** What the recorder and the daily job need of a counts store: this file store, or the database's (pgStore.ts). */
+export type CountStore = Pick<TlsrptStore, 'add' | 'flush' | 'days' | 'read' | 'prune' | 'close'>;
 
 /** Atomic replace with a private file (0600, never through a link): files/private.ts. */
 export { writePrivateFileAtomic as writeFileDurable } from '../../files/private.js';
 
-export class TlsrptStore {
-  private pending = new Map<string, Pending>();
+/**
+ * The counting half both stores share: `add` is an in-memory increment, a flush is armed for within a
+ * second, flushes are serialised, and what a failed write did not store is kept for the next one (`keep`).
+ */
+export abstract class BufferedCounts {
+  protected pending: PendingCounts = new Map();
   private timer?: NodeJS.Timeout;
   private flushing: Promise<void> = Promise.resolve();
-  private readonly countsDir: string;
-  private closed = false;
+  protected closed = false;
 
-  private constructor(readonly dir: string, private readonly log?: StoreLog) {
+  constructor(protected readonly log?: StoreLog) {}
+
+  /** Hot path: one session outcome. No I/O; a flush is armed for within a second. */
+  add(day: string, domain: string, policy: string, ok: boolean, detail?: string): void {
+    addPending(this.pending, day, domain, policy, ok ? 1 : 0, ok ? 0 : 1, !ok && detail !== undefined ? [[detail, 1]] : []);
+    if (this.closed) {
+      // A session that ended after close() (a delivery finishing during shutdown): written now, not left in memory.
+      this.flush().catch((e: unknown) => this.log?.warn({ err: (e as Error).message }, 'tlsrpt: could not write counts after close'));
+      return;
+    }
+    this.arm();
+  }
+
+  private arm(): void {
+    if (this.timer || this.closed) return;
+    this.timer = setTimeout(() => { this.timer = undefined; this.flush().catch(() => undefined); }, FLUSH_INTERVAL_MS);
+    this.timer.unref?.();
+  }
+
+  /** Writes everything pending; concurrent calls are serialised. Never loses counts on error: they are retried. */
+  flush(): Promise<void> {
+    const next = this.flushing.then(() => this.flushNow());
+    this.flushing = next.catch(() => undefined);
+    return next;
+  }
+
+  private async flushNow(): Promise<void> {
+    if (this.pending.size === 0) return;
+    const batch = this.pending;
+    this.pending = new Map();
+    try {
+      await this.write(batch);
+    } catch (e) {
+      this.arm();
+      throw e;
+    }
+  }
+
+  /** Stores a batch; whatever it could not store it hands to `keep` before it throws. */
+  protected abstract write(batch: PendingCounts): Promise<void>;
+
+  protected keep(p: Pending): void {
+    addPending(this.pending, p.day, p.domain, p.policy, p.s, p.f, p.x);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
+    await this.flush();
+  }
+}
+
+export class TlsrptStore extends BufferedCounts {
+  private readonly countsDir: string;
+
+  private constructor(readonly dir: string, log?: StoreLog) {
+    super(log);
     this.countsDir = join(dir, 'counts');
   }
 
@@ -45,41 +139,8 @@ export class TlsrptStore {
     return s;
   }
 
-  /** Hot path: one session outcome. No I/O; a flush is armed for within a second. */
-  add(day: string, domain: string, policy: string, ok: boolean, detail?: string): void {
-    const k = `${day}\0${domain}\0${policy}`;
-    let p = this.pending.get(k);
-    if (!p) {
-      p = { day, domain, policy, s: 0, f: 0, x: new Map() };
-      this.pending.set(k, p);
-    }
-    if (ok) p.s++;
-    else {
-      p.f++;
-      if (detail !== undefined) p.x.set(detail, (p.x.get(detail) ?? 0) + 1);
-    }
-    if (this.closed) {
-      // A session that ended after close() (a delivery finishing during shutdown): written now, not left in memory.
-      this.flush().catch((e: unknown) => this.log?.warn({ err: (e as Error).message }, 'tlsrpt: could not write counts after close'));
-      return;
-    }
-    if (!this.timer) {
-      this.timer = setTimeout(() => { this.timer = undefined; void this.flush(); }, FLUSH_INTERVAL_MS);
-      this.timer.unref?.();
-    }
-  }
-
-  /** Appends everything pending and fsyncs; concurrent calls are serialised. Never loses counts on error. */
-  flush(): Promise<void> {
-    const next = this.flushing.then(() => this.flushNow());
-    this.flushing = next.catch(() => undefined);
-    return next;
-  }
-
-  private async flushNow(): Promise<void> {
-    if (this.pending.size === 0) return;
-    const batch = this.pending;
-    this.pending = new Map();
+  /** Appends one JSON line per (domain, policy) to each day's file and fsyncs it. */
+  protected async write(batch: PendingCounts): Promise<void> {
     const byDay = new Map<string, Pending[]>();
     for (const p of batch.values()) byDay.set(p.day, [...(byDay.get(p.day) ?? []), p]);
     let failure: unknown;
@@ -100,25 +161,12 @@ export class TlsrptStore {
         if (created) await syncDir(this.countsDir);
       } catch (e) {
         // Keep the counts for the next flush: a full disk must not lose statistics silently.
-        for (const p of list) this.merge(p);
+        for (const p of list) this.keep(p);
         this.log?.warn({ err: (e as Error).message, file }, 'tlsrpt: could not write counts; will retry');
-        if (!this.timer && !this.closed) {
-          this.timer = setTimeout(() => { this.timer = undefined; void this.flush(); }, FLUSH_INTERVAL_MS);
-          this.timer.unref?.();
-        }
         failure = e;
       }
     }
     if (failure) throw failure;
-  }
-
-  private merge(p: Pending): void {
-    const k = `${p.day}\0${p.domain}\0${p.policy}`;
-    const cur = this.pending.get(k);
-    if (!cur) { this.pending.set(k, p); return; }
-    cur.s += p.s;
-    cur.f += p.f;
-    for (const [d, n] of p.x) cur.x.set(d, (cur.x.get(d) ?? 0) + n);
   }
 
   /** Days that have counts on disk, oldest first. */
@@ -131,16 +179,8 @@ export class TlsrptStore {
   /** A day's counts per report domain (plus what is still pending in this process). */
   async read(day: string): Promise<Map<string, PolicyCounts[]>> {
     if (!isDay(day)) throw new Error(`not a day (YYYY-MM-DD): ${day}`);
-    const acc = new Map<string, Map<string, { s: number; f: number; x: Map<string, number> }>>();
-    const addTo = (domain: string, policy: string, s: number, f: number, x: Iterable<[string, number]>) => {
-      let d = acc.get(domain);
-      if (!d) acc.set(domain, (d = new Map()));
-      let p = d.get(policy);
-      if (!p) d.set(policy, (p = { s: 0, f: 0, x: new Map() }));
-      p.s += s;
-      p.f += f;
-      for (const [k, n] of x) p.x.set(k, (p.x.get(k) ?? 0) + n);
-    };
+    const acc: PendingCounts = new Map();
+    const addTo = (domain: string, policy: string, sc: number, f: number, x: Iterable<[string, number]>) => addPending(acc, day, domain, policy, sc, f, x);
     let text = '';
     try { text = await readFileNoFollow(join(this.countsDir, `${day}.jsonl`), 'utf8'); } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
@@ -160,16 +200,7 @@ export class TlsrptStore {
     }
     if (bad) this.log?.warn({ day, skipped_lines: bad }, 'tlsrpt: skipped unreadable count lines');
     for (const p of this.pending.values()) if (p.day === day) addTo(p.domain, p.policy, p.s, p.f, p.x);
-    const out = new Map<string, PolicyCounts[]>();
-    for (const [domain, policies] of acc) {
-      out.set(domain, [...policies.entries()].map(([k, v]) => ({
-        policy: policyFromKey(k),
-        success: v.s,
-        failure: v.f,
-        details: [...v.x.entries()].map(([dk, n]) => ({ detail: detailFromKey(dk), count: n })),
-      })));
-    }
-    return out;
+    return countsFromTotals(acc);
   }
 
   /** Deletes count files of days before `today - retentionDays`. */
@@ -183,12 +214,6 @@ export class TlsrptStore {
       }
     }
     return removed;
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
-    await this.flush();
   }
 }
 

@@ -67,6 +67,42 @@ export const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 3,
+    description: 'TLSRPT counts and report sends, shared by all nodes',
+    sql: `
+      -- the file store's JSON lines as rows: each node adds its deltas (INSERT ... ON CONFLICT DO UPDATE),
+      -- keyed as reporting/tlsrpt/store.ts keys them (day, report domain, policy key, failure-detail key)
+      CREATE TABLE relay_tlsrpt_counts (
+        day text NOT NULL,
+        domain text NOT NULL,
+        policy text NOT NULL,
+        success bigint NOT NULL DEFAULT 0,
+        failure bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, domain, policy)
+      );
+      CREATE TABLE relay_tlsrpt_details (
+        day text NOT NULL,
+        domain text NOT NULL,
+        policy text NOT NULL,
+        detail text NOT NULL,
+        count bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, domain, policy, detail)
+      );
+      -- one row per (day, domain) report: claimed under a lease by the node that sends it; sent_at set once
+      -- it went out (or was dropped), after which no node sends it again
+      CREATE TABLE relay_tlsrpt_sends (
+        day text NOT NULL,
+        domain text NOT NULL,
+        owner text NOT NULL,
+        token uuid NOT NULL,
+        expires_at timestamptz NOT NULL,
+        sent_at timestamptz,
+        outcome jsonb,
+        PRIMARY KEY (day, domain)
+      );
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
