@@ -72,7 +72,7 @@ export async function runTlsa(p: ParsedArgs, out: NodeJS.WritableStream, err: No
   try { bytes = readFileSync(file); } catch (e) { err.write(`dane-relay tlsa: cannot read ${file}: ${(e as Error).message}\n`); return 2; }
   const ders = certificatesFrom(bytes);
   if (ders.length === 0) { err.write(`dane-relay tlsa: ${file}: no certificate found (PEM or DER expected)\n`); return 2; }
-  let s;
+  let s: ReturnType<typeof suggestTlsa>;
   try { s = suggestTlsa(ders); } catch (e) { err.write(`dane-relay tlsa: ${file}: ${(e as Error).message}\n`); return 2; }
   const host = stringOpt(p, 'host');
   const port = Number(stringOpt(p, 'port') ?? 25);

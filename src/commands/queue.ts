@@ -21,7 +21,7 @@ export async function queueCli(sub: CommandName, p: ParsedArgs, out: NodeJS.Writ
     err.write(`usage: dane-relay queue ${COMMANDS.join('|')} [ID|DOMAIN] [--config FILE] [--json]\n`);
     return 2;
   }
-  let req;
+  let req: ReturnType<typeof parseRequest>;
   try {
     req = parseRequest(sub === 'list' || sub === 'flush' ? (arg === undefined ? { cmd: sub } : sub === 'flush' ? { cmd: sub, domain: arg } : { cmd: sub, id: arg }) : { cmd: sub, id: arg });
   } catch (e) {

@@ -13,7 +13,7 @@ import type { TlsLevel } from '../dane/levels.js';
 import { addressLiteral, type MxDecision } from '../route/mx.js';
 import { planHost, type HostFacts } from '../route/host.js';
 import type { TlsPlan } from '../dane/policy.js';
-import { SmtpSession, SmtpError, type Connector, type SmtpClientOptions } from './smtpClient.js';
+import { type SmtpSession, SmtpError, type Connector, type SmtpClientOptions } from './smtpClient.js';
 import { attemptAddress, requirementFor } from './attempt.js';
 import { matchingPattern } from '../mtasts/policy.js';
 import type { StsLookup } from '../mtasts/policies.js';

@@ -419,7 +419,7 @@ function presentedChain(sock: tls.TLSSocket): Buffer[] {
   const seen = new Set<object>();
   const fingerprints = new Set<string>();
   // A self-signed top certificate has issuerCertificate === itself: stop on any repeat.
-  while (cert && cert.raw && !seen.has(cert) && !fingerprints.has(cert.fingerprint256)) {
+  while (cert?.raw && !seen.has(cert) && !fingerprints.has(cert.fingerprint256)) {
     seen.add(cert);
     fingerprints.add(cert.fingerprint256);
     out.push(Buffer.from(cert.raw));

@@ -121,7 +121,7 @@ export class SelfTestMonitor {
    */
   async hold(): Promise<{ code: string; reason: string } | undefined> {
     if (!this.opts.holds) return undefined;
-    const r = this.running ? await this.running : this.last;
+    const r = this.running !== undefined ? await this.running : this.last;
     if (!r || r.ok || !r.notValidating) return undefined;
     return { code: SELFTEST_HOLD_CODE, reason: `DNSSEC self-test failed (${r.detail}): the resolver's answers cannot show whether the destination requires DANE, so the message waits (dns.mode trust-ad)` };
   }

@@ -25,7 +25,7 @@ export function signedData(rrs: RawRr[], sig: Rrsig, owner: string): Buffer {
   const parts: Buffer[] = [sig.signedPrefix];
   let prev: Buffer | undefined;
   for (const rdata of sorted) {
-    if (prev && prev.equals(rdata)) continue;
+    if (prev?.equals(rdata)) continue;
     prev = rdata;
     const fixed = Buffer.alloc(10);
     fixed.writeUInt16BE(rrs[0]!.typeCode, 0);

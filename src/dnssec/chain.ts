@@ -144,7 +144,7 @@ export class ChainWalker {
    */
   private async shared<V>(key: string, f: () => Promise<V>): Promise<V> {
     const inflight = this.flights.get(key) as Promise<V> | undefined;
-    if (inflight) return inflight;
+    if (inflight !== undefined) return inflight;
     const p = f().finally(() => this.flights.delete(key));
     this.flights.set(key, p);
     return p;

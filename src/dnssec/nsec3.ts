@@ -78,7 +78,7 @@ export class Nsec3Set {
       if (nsec3.hashAlgorithm !== 1 || (nsec3.flags & ~NSEC3_OPT_OUT) !== 0) continue;
       if (parentOf(owner) !== zone) continue;
       const hash = base32hexDecode(labelsOf(owner)[0]!);
-      if (!hash || hash.length !== 20 || nsec3.nextHash.length !== 20) continue;
+      if (hash?.length !== 20 || nsec3.nextHash.length !== 20) continue;
       const k = `${nsec3.iterations}|${nsec3.salt.toString('hex')}`;
       const g = groups.get(k) ?? [];
       g.push({ hash, rec: nsec3, owner });

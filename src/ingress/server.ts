@@ -116,7 +116,7 @@ class AdaptedServer extends SMTPServer {
   }
 
   override connect(...args: Parameters<SMTPServer['connect']>): void {
-    if (!this.open && this.gate) {
+    if (!this.open && this.gate !== undefined) {
       const socket = args[0] as unknown as { destroy(): void; destroyed: boolean };
       this.waiting.add(socket);
       this.gate.then(() => {

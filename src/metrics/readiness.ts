@@ -61,7 +61,7 @@ export class Readiness {
   private selfRun?: Promise<void>;
 
   constructor(private readonly opts: ReadinessOptions) {
-    if (opts.selfTest || opts.initialSelfTest) this.selfRun = this.runSelfTest(opts.initialSelfTest);
+    if (opts.selfTest !== undefined || opts.initialSelfTest !== undefined) this.selfRun = this.runSelfTest(opts.initialSelfTest);
   }
 
   private async runSelfTest(p?: Promise<SelfTestResult>): Promise<void> {

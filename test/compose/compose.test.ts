@@ -11,7 +11,6 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { compose, startAll, stopAll, type Component } from '../../src/compose.js';
-import { Relay } from '../../src/relay.js';
 import { Spool } from '../../src/spool/spool.js';
 import { World } from '../support/world.js';
 

@@ -6,7 +6,6 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
-import { pino } from 'pino';
 import { DestinationRun, type DeliveryDeps } from '../../src/delivery/deliver.js';
 import type { RecipientOutcome } from '../../src/delivery/outcome.js';
 import { StubResolver } from '../../src/dns/stub.js';

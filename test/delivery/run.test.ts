@@ -160,7 +160,7 @@ describe('DestinationRun decisions over an in-process SMTP peer (connector)', ()
     const events: DeliveryEvent[] = [];
     const deferrals: string[] = [];
     const run = new DestinationRun(deps('dane', peers.connector, events, [], deferrals), 'dane.test');
-    let out;
+    let out: Awaited<ReturnType<DestinationRun['deliver']>>;
     try {
       out = await run.deliver(job('dane.test'));
     } finally {

@@ -135,7 +135,7 @@ async function withMutation<R>(m: NonNullable<Tree['dns']['mutate']>, f: () => P
   try { return await f(); } finally { t.dns.mutate = undefined; }
 }
 const isError = (a: DnsAnswer) => expect([a.status, a.error !== undefined, a.records, a.insecureReason]).toEqual([expect.stringMatching(/^(bogus|indeterminate)$/), true, [], undefined]);
-const stripAllSigs = (q: { name: string }, r: Reply): Reply => ({ ...r, answers: r.answers.filter((x) => x.type !== 'RRSIG'), authorities: r.authorities.filter((x) => x.type !== 'RRSIG') });
+const stripAllSigs = (_q: { name: string }, r: Reply): Reply => ({ ...r, answers: r.answers.filter((x) => x.type !== 'RRSIG'), authorities: r.authorities.filter((x) => x.type !== 'RRSIG') });
 
 /**
  * The attacker's move against a cut proof: a forged, unsigned answer for `name` (in a signed zone),
@@ -198,7 +198,7 @@ describe('issue13 downgrade search: each insecure path, with and without its pro
   it('issue13-downgrade nsec3-opt-out-denial: DANE-32 an NXDOMAIN over an opt-out span is insecure; the same NSEC3 records unsigned, or for another name, are bogus', async () => {
     const a = await ask('nothing.oo.test', 'A');
     expect([a.rcode, a.status, a.insecureReason]).toEqual(['NXDOMAIN', 'insecure', 'opt-out']);
-    await withMutation((q, r) => ({ ...r, authorities: r.authorities.filter((x) => !sigOver(x, T.NSEC3)) }), async () => isError(await ask('nothing.oo.test', 'A')));
+    await withMutation((_q, r) => ({ ...r, authorities: r.authorities.filter((x) => !sigOver(x, T.NSEC3)) }), async () => isError(await ask('nothing.oo.test', 'A')));
     // a TLSA NODATA for a name that exists, "proven" by the opt-out records of another name's denial
     const replay = genuine('nothing.oo.test', 'A');
     await withMutation((q, r) => (q.type === 'TLSA' ? { rcode: 0, answers: [], authorities: replay.authorities } : r),

@@ -183,7 +183,7 @@ describe('validator: hostile input', () => {
   });
 
   it('DANE-1 an unsigned answer stripped of everything in a secure zone is bogus (no downgrade)', async () => {
-    t.dns.mutate = (q, r) => ({ ...r, answers: r.answers.filter((x) => x.type !== 'RRSIG'), authorities: r.authorities.filter((x) => x.type !== 'RRSIG') });
+    t.dns.mutate = (_q, r) => ({ ...r, answers: r.answers.filter((x) => x.type !== 'RRSIG'), authorities: r.authorities.filter((x) => x.type !== 'RRSIG') });
     try {
       await expectError('mx.plain.test');
     } finally {

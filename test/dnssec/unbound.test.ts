@@ -11,7 +11,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTree, key, mailZone, type Tree } from './fixture.js';
-import { rd, Zone } from '../support/signer.js';
+import { rd, type Zone } from '../support/signer.js';
 import { startUnbound, unboundAvailable, type Unbound } from '../support/unbound.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import type { QueryType } from '../../src/dns/types.js';

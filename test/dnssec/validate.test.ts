@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTree, key, mailZone, type Tree } from './fixture.js';
-import { Zone, dsRdata, dsText, dnskeyText, rd, makeKey, type Rec } from '../support/signer.js';
+import { type Zone, dsRdata, dsText, dnskeyText, rd, makeKey, type Rec } from '../support/signer.js';
 import { isAnswer } from '../../src/dns/types.js';
 
 const now = Math.floor(Date.now() / 1000);

@@ -14,7 +14,7 @@ import { World } from '../support/world.js';
 import { submit } from '../support/mail.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { ValidatingResolver } from '../../src/dnssec/resolver.js';
-import { fuzzResolver, InProcessTransport, judge, mutate, MUTATIONS, stubInProcess, type Rand, type ResolverFactory, type Target } from './support/dnsFuzz.js';
+import { fuzzResolver, InProcessTransport, judge, mutate, MUTATIONS, stubInProcess, type ResolverFactory, type Target } from './support/dnsFuzz.js';
 import { DNSSEC_MUTATIONS, fuzzValidator, signedResponder, signedWorld, validatorInProcess, type FuzzCounters, type SignedWorld, type ValidatorFuzzStats } from './support/dnssecFuzz.js';
 import { startSignedDns } from '../support/signedDnsServer.js';
 import { writeFileSync } from 'node:fs';

@@ -17,7 +17,7 @@ import { startReceiver, type Receiver } from '../support/receiver.js';
 import { SmtpTestClient } from '../support/submit.js';
 import { submit } from '../support/mail.js';
 import { mountTmpfs, type Tmpfs } from '../support/tmpfs.js';
-import { generate, type Kind, type Rand } from './support/smtpFuzz.js';
+import { generate, type Kind, } from './support/smtpFuzz.js';
 import { record, SCALE } from './support/report.js';
 import { rng, SEED } from './support/rng.js';
 

@@ -40,7 +40,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
 import tls from 'node:tls';
-import { pino } from 'pino';
 import { DestinationRun, type DeliveryDeps } from '../../src/delivery/deliver.js';
 import type { RecipientOutcome } from '../../src/delivery/outcome.js';
 import type { TlsLevel } from '../../src/dane/levels.js';
@@ -320,7 +319,7 @@ async function lane(index: number, sessions: number, st: Stats, stalls = 0): Pro
       const delivered = new Set(t?.delivered ? t.accepted : []);
       st.peerDelivered += delivered.size;
       const rcptCode = new Map<string, number | undefined>();
-      t?.replies.filter((x) => x.step === 'RCPT').forEach((x, i) => rcptCode.set(t.rcpts[i]!, x.code));
+      for (const [i, x] of (t?.replies.filter((r) => r.step === 'RCPT') ?? []).entries()) rcptCode.set(t!.rcpts[i]!, x.code);
       const fivexx = (code?: number) => code !== undefined && code >= 500;
       const whole = t ? t.replies.filter((x) => x.step !== 'RCPT').some((x) => fivexx(x.code)) : false;
       // refused by the body decision (5.6.3): before MAIL, on the session's latest EHLO, exactly as the oracle says

@@ -10,8 +10,6 @@ import { httpGet, parsePrometheus, scrape, value, type Scrape } from '../support
 import { parseConfigText } from '../../src/config/load.js';
 import { metricsEndpoint } from '../../src/config/schema.js';
 import { RelayMetrics } from '../../src/metrics/registry.js';
-import { Readiness } from '../../src/metrics/readiness.js';
-import { pino } from 'pino';
 
 let w: World;
 beforeEach(async () => { w = await World.create(); });

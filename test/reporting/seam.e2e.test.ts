@@ -17,7 +17,6 @@ import { DestinationRun } from '../../src/delivery/deliver.js';
 import { tlsrptSubscriber, type TlsSessionResult } from '../../src/reporting/tlsrpt/results.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { Readable } from 'node:stream';
-import pino from 'pino';
 
 let w: World;
 beforeEach(async () => { w = await World.create(); });

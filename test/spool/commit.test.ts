@@ -3,8 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { cpSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { Spool, idTime } from '../../src/spool/spool.js';
-import { FaultFs, envelope, inDir, ls, makeTmpDir, sha256 , quiet, spoolFixtures } from './support.js';
+import { type Spool, idTime } from '../../src/spool/spool.js';
+import { FaultFs, envelope, inDir, ls, spoolFixtures } from './support.js';
 
 const fx = spoolFixtures();
 const tmp = fx.tmp;

@@ -3,10 +3,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { cpSync, readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { Spool } from '../../src/spool/spool.js';
+import type { Spool } from '../../src/spool/spool.js';
 import type { RecipientStatus } from '../../src/spool/types.js';
 import { mountTmpfs } from '../support/tmpfs.js';
-import { FaultFs, envelope, inDir, ls, makeTmpDir, sha256, type Op , quiet, spoolFixtures } from './support.js';
+import { FaultFs, envelope, inDir, ls, sha256, type Op , spoolFixtures } from './support.js';
 
 const fx = spoolFixtures();
 const tmp = fx.tmp;

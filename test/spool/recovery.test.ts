@@ -7,7 +7,7 @@ import { Spool, acquireSpoolLock } from '../../src/spool/spool.js';
 import { encodeHeader, sizeField, SIZE_OFFSET } from '../../src/spool/format.js';
 import { SEVEN_BIT_FACTS } from '../../src/mime/scan.js';
 import type { Envelope, RecipientStatus } from '../../src/spool/types.js';
-import { envelope, ls, makeTmpDir, quiet, spoolFixtures } from './support.js';
+import { envelope, ls, quiet, spoolFixtures } from './support.js';
 
 const fx = spoolFixtures();
 const tmp = fx.tmp;

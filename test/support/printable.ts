@@ -60,7 +60,10 @@ export function expectValuesPrintable(v: unknown, path = '$'): void {
     if (bad) throw new Error(`${path}: ${bad}`);
     return;
   }
-  if (Array.isArray(v)) return v.forEach((x, i) => expectValuesPrintable(x, `${path}[${i}]`));
+  if (Array.isArray(v)) {
+    for (const [i, x] of v.entries()) expectValuesPrintable(x, `${path}[${i}]`);
+    return;
+  }
   if (v && typeof v === 'object') {
     for (const [k, x] of Object.entries(v)) {
       const bad = firstUnsafe(k);

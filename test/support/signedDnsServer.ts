@@ -13,7 +13,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
-import { TYPE, Zone, b32hex, below, canonicalCompare, labels, norm, nsec3HashOf, wireName, type Rec } from './signer.js';
+import { TYPE, type Zone, b32hex, below, canonicalCompare, labels, norm, nsec3HashOf, wireName, type Rec } from './signer.js';
 
 export interface Reply { rcode: number; answers: Rec[]; authorities: Rec[] }
 export interface QueryInfo { name: string; type: string; cd: boolean; do: boolean; rd: boolean; transport: 'udp' | 'tcp' }

@@ -116,7 +116,7 @@ export function testTitles(src: string): string[] {
 /** Files under `dir` (recursively) whose names match `ext`, skipping node_modules/dist/.git. */
 export function filesUnder(dir: string, ext: RegExp): string[] {
   const out: string[] = [];
-  let entries;
+  let entries: import('node:fs').Dirent[];
   try {
     entries = readdirSync(dir, { withFileTypes: true });
   } catch {

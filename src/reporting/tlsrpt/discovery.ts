@@ -88,7 +88,7 @@ export class TlsrptDiscovery {
       if (c) return Promise.resolve(c);
     }
     const running = this.inflight.get(d);
-    if (running) return running;
+    if (running !== undefined) return running;
     const p = this.resolve(d).finally(() => this.inflight.delete(d));
     this.inflight.set(d, p);
     return p;
