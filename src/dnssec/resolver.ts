@@ -12,7 +12,7 @@
  * `firstStatus` is that of the first response (the first alias, or the
  * answer itself).
  */
-import { combineInsecureReasons, failedAnswer, usableAnswer, type LookupWork, type CnameHop, type DnsAnswer, type DnssecStatus, type InsecureReason, type QueryType, type RecordData, type Resolver } from '../dns/types.js';
+import { combineInsecureReasons, failedAnswer, usableAnswer, type LookupWork, type CnameHop, type DnsAnswer, type DnssecStatus, type InsecureReason, type QueryType, type RecordData, } from '../dns/types.js';
 import { DnsTransport } from '../dns/transport.js';
 import { CLASS_IN, TYPE_CODES, toRecordData, typeCode, typeName, type WireMessage, type WireRr } from '../dns/wire.js';
 import { isAtOrBelow, normalizeName } from '../dns/name.js';
