@@ -98,7 +98,7 @@ export class Relay {
       this.log.error({ err: e, config: this.configInForce.file }, `CONFIG RELOAD FAILED: ${(e as Error).message}`);
       return { file: this.configInForce.file!, ok: false, problems: [(e as Error).message] };
     });
-    this.lastConfigReload = previous ? previous.then(run) : run();
+    this.lastConfigReload = previous !== undefined ? previous.then(run) : run();
     // DANE-4: re-test the resolver too (a reload that brought DANE in has started the monitor already).
     if (this.daneInForce()) void this.selfTests?.run('SIGHUP');
     return r;

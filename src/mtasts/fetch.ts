@@ -71,7 +71,7 @@ export function isTextPlain(contentType: string | undefined): boolean {
 export async function fetchPolicy(policyDomain: string, opts: FetchOptions): Promise<FetchResult> {
   const host = policyHost(policyDomain);
   const deadline = Date.now() + (opts.timeoutMs ?? FETCH_TIMEOUT_MS);
-  let found;
+  let found: Awaited<ReturnType<typeof hostAddresses>>;
   try {
     found = await hostAddresses(opts.resolver, host);
   } catch (e) {

@@ -11,7 +11,7 @@
 import type { Resolver } from '../dns/types.js';
 import { discoverSts, type Discovery } from './discover.js';
 import type { FetchFailureType, FetchResult } from './fetch.js';
-import { PolicyStore, type CachedPolicy } from './store.js';
+import type { PolicyStore, CachedPolicy } from './store.js';
 
 export interface StsLog {
   info(obj: object, msg: string): void;
@@ -80,7 +80,7 @@ export class StsPolicies {
   lookup(domain: string): Promise<StsLookup> {
     const d = domain.toLowerCase().replace(/\.$/, '');
     const running = this.inflight.get(d);
-    if (running) return running;
+    if (running !== undefined) return running;
     const p = this.doLookup(d).finally(() => this.inflight.delete(d));
     this.inflight.set(d, p);
     return p;

@@ -148,7 +148,7 @@ describe('MTA-STS policy fetch over HTTPS', () => {
   });
 
   it('STS-12 TLS below 1.2 is refused: a host offering at most TLS 1.1 gives no policy', async () => {
-    let c;
+    let c: Awaited<ReturnType<typeof policyDomain>>;
     try {
       c = await policyDomain({ body: POLICY }, { tls: { maxVersion: 'TLSv1.1' } });
     } catch (e) {
