@@ -162,10 +162,7 @@ export function isUsable(r: TlsaRecord): boolean {
  * Example from RFC 7671 §9: {3 1 0, 3 1 1, 3 1 2} → the key must match 3 1 0 or
  * 3 1 2; a match only against the weaker 3 1 1 is not accepted.
  */
-export function usableRecords(
-  records: readonly TlsaRecord[],
-  digestPreference: readonly DigestName[] = DEFAULT_DIGEST_PREFERENCE,
-): TlsaRecord[] {
+export function usableRecords(records: readonly TlsaRecord[], digestPreference: readonly DigestName[] = DEFAULT_DIGEST_PREFERENCE): TlsaRecord[] {
   const rank = (mt: number): number => {
     const name = MATCHING_TYPE_DIGEST[mt];
     return name === undefined ? -1 : digestPreference.indexOf(name);

@@ -9,7 +9,13 @@
 import { canonicalWire, labelCount, suffix } from './names.js';
 import type { Rrsig } from './records.js';
 
-export interface RawRr { name: string; typeCode: number; class: number; ttl: number; rdata: Buffer }
+export interface RawRr {
+  name: string;
+  typeCode: number;
+  class: number;
+  ttl: number;
+  rdata: Buffer;
+}
 
 /** The owner name the signature was made over, or undefined if Labels is impossible for this owner. */
 export function signedOwner(owner: string, sig: Rrsig): string | undefined {

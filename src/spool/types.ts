@@ -1,4 +1,3 @@
-
 import type { Readable } from 'node:stream';
 import type { BodyFacts } from '../mime/scan.js';
 import type { MailDsn, RcptDsn } from '../dsn/params.js';
