@@ -39,69 +39,106 @@ const QUEUE_OPERAND: Record<string, string> = { list: '', show: ' ID', flush: ' 
 /** Every command, in the order `--help` lists them. The words, options and exit codes are a contract (README, examples/). */
 export const COMMAND_TABLE: readonly Command[] = [
   {
-    words: ['serve'], usage: 'dane-relay serve --config FILE        run the relay', options: CONFIG, operands: [0, 0],
+    words: ['serve'],
+    usage: 'dane-relay serve --config FILE        run the relay',
+    options: CONFIG,
+    operands: [0, 0],
     run: (p, _out, err) => serve(configFileFor(stringOpt(p, 'config'), err), err),
   },
   {
-    words: ['config', 'check'], usage: 'dane-relay config check FILE          validate a configuration file', options: {}, operands: [1, 1],
+    words: ['config', 'check'],
+    usage: 'dane-relay config check FILE          validate a configuration file',
+    options: {},
+    operands: [1, 1],
     run: (p, out, err) => configCheck(p.operands[0]!, out, err),
   },
   {
-    words: ['hash-password'], usage: 'dane-relay hash-password              read a password on stdin, print a users-file hash', options: {}, operands: [0, 0],
+    words: ['hash-password'],
+    usage: 'dane-relay hash-password              read a password on stdin, print a users-file hash',
+    options: {},
+    operands: [0, 0],
     run: (_p, out, err) => hashPasswordCommand(out, err),
   },
-  ...QUEUE_COMMANDS.map((sub): Command => ({
-    words: ['queue', sub],
-    usage: `dane-relay queue ${sub}${QUEUE_OPERAND[sub] ?? ' [ID|DOMAIN]'} [--config FILE] [--json]${sub === 'list' ? '   show queued messages and why they wait' : ''}`,
-    options: { ...CONFIG, json: 'boolean' }, operands: [0, 1],
-    run: async (p, out, err) => (await import('./commands/queue.js')).queueCli(sub, p, out, err),
-  })),
+  ...QUEUE_COMMANDS.map(
+    (sub): Command => ({
+      words: ['queue', sub],
+      usage: `dane-relay queue ${sub}${QUEUE_OPERAND[sub] ?? ' [ID|DOMAIN]'} [--config FILE] [--json]${sub === 'list' ? '   show queued messages and why they wait' : ''}`,
+      options: { ...CONFIG, json: 'boolean' },
+      operands: [0, 1],
+      run: async (p, out, err) => (await import('./commands/queue.js')).queueCli(sub, p, out, err),
+    }),
+  ),
   {
-    words: ['check'], usage: 'dane-relay check DOMAIN [--config FILE] [--json] what delivery to DOMAIN would do, without mail (exit 0 DANE, 1 defer/fail, 2 usage, 3 no DANE)',
-    options: { ...CONFIG, json: 'boolean' }, operands: [1, 1],
+    words: ['check'],
+    usage: 'dane-relay check DOMAIN [--config FILE] [--json] what delivery to DOMAIN would do, without mail (exit 0 DANE, 1 defer/fail, 2 usage, 3 no DANE)',
+    options: { ...CONFIG, json: 'boolean' },
+    operands: [1, 1],
     run: async (p, out, err) => (await import('./commands/check.js')).runCheck(p, out, err),
   },
   {
-    words: ['tlsa'], usage: 'dane-relay tlsa --cert FILE [--host MXHOST] [--port 25]   TLSA records to publish for a certificate or PEM chain',
-    options: { cert: 'string', host: 'string', port: 'string' }, operands: [0, 0],
+    words: ['tlsa'],
+    usage: 'dane-relay tlsa --cert FILE [--host MXHOST] [--port 25]   TLSA records to publish for a certificate or PEM chain',
+    options: { cert: 'string', host: 'string', port: 'string' },
+    operands: [0, 0],
     run: async (p, out, err) => (await import('./commands/check.js')).runTlsa(p, out, err),
   },
   {
-    words: ['tlsrpt', 'show'], usage: 'dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]   what would be reported (RFC 8460)',
-    options: { ...CONFIG, day: 'string', domain: 'string', json: 'boolean' }, operands: [0, 0],
+    words: ['tlsrpt', 'show'],
+    usage: 'dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]   what would be reported (RFC 8460)',
+    options: { ...CONFIG, day: 'string', domain: 'string', json: 'boolean' },
+    operands: [0, 0],
     run: async (p, out, err) => (await import('./commands/tlsrpt.js')).tlsrptCli('show', p, out, err),
   },
   {
-    words: ['tlsrpt', 'send'], usage: 'dane-relay tlsrpt send --day YYYY-MM-DD [--config FILE] [--domain D] [--dry-run] [--out DIR] [--force]   send a day\'s reports now',
-    options: { ...CONFIG, day: 'string', domain: 'string', 'dry-run': 'boolean', out: 'string', force: 'boolean' }, operands: [0, 0],
+    words: ['tlsrpt', 'send'],
+    usage: "dane-relay tlsrpt send --day YYYY-MM-DD [--config FILE] [--domain D] [--dry-run] [--out DIR] [--force]   send a day's reports now",
+    options: { ...CONFIG, day: 'string', domain: 'string', 'dry-run': 'boolean', out: 'string', force: 'boolean' },
+    operands: [0, 0],
     run: async (p, out, err) => (await import('./commands/tlsrpt.js')).tlsrptCli('send', p, out, err),
   },
   {
-    words: ['dkim', 'keygen'], usage: 'dane-relay dkim keygen [--selector S] [--domain D] [--out FILE]   DKIM key for TLSRPT reports and its DNS record',
-    options: { selector: 'string', domain: 'string', out: 'string' }, operands: [0, 0],
+    words: ['dkim', 'keygen'],
+    usage: 'dane-relay dkim keygen [--selector S] [--domain D] [--out FILE]   DKIM key for TLSRPT reports and its DNS record',
+    options: { selector: 'string', domain: 'string', out: 'string' },
+    operands: [0, 0],
     run: async (p, out) => (await import('./commands/tlsrpt.js')).dkimKeygenCommand(p, out),
   },
-  ...(['show', 'refresh', 'purge'] as const).map((sub): Command => ({
-    words: ['mta-sts', sub],
-    usage: `dane-relay mta-sts ${sub} DOMAIN [--config FILE]${sub === 'purge' ? '' : ' [--json]'}   ${{ show: 'the cached MTA-STS policy (exit 1: none cached)', refresh: 'fetch the MTA-STS policy now (a failure keeps the cached one)', purge: 'forget the cached MTA-STS policy' }[sub]}`,
-    options: sub === 'purge' ? CONFIG : { ...CONFIG, json: 'boolean' }, operands: [1, 1],
-    run: async (p, out, err) => (await import('./commands/mtasts.js')).mtastsCli(sub, p, out, err),
-  })),
-  {
-    words: ['dns', 'lookup'], usage: 'dane-relay dns lookup NAME TYPE [--config FILE] [--json]   resolve and validate, explaining the DNSSEC verdict',
-    options: { ...CONFIG, json: 'boolean' }, operands: [2, 2],
-    run: async (p, out, err) => (await import('./commands/dns.js')).dnsLookupCommand({
-      name: p.operands[0]!, type: p.operands[1]!, configFile: stringOpt(p, 'config'), json: flag(p, 'json'), out, err,
+  ...(['show', 'refresh', 'purge'] as const).map(
+    (sub): Command => ({
+      words: ['mta-sts', sub],
+      usage: `dane-relay mta-sts ${sub} DOMAIN [--config FILE]${sub === 'purge' ? '' : ' [--json]'}   ${{ show: 'the cached MTA-STS policy (exit 1: none cached)', refresh: 'fetch the MTA-STS policy now (a failure keeps the cached one)', purge: 'forget the cached MTA-STS policy' }[sub]}`,
+      options: sub === 'purge' ? CONFIG : { ...CONFIG, json: 'boolean' },
+      operands: [1, 1],
+      run: async (p, out, err) => (await import('./commands/mtasts.js')).mtastsCli(sub, p, out, err),
     }),
+  ),
+  {
+    words: ['dns', 'lookup'],
+    usage: 'dane-relay dns lookup NAME TYPE [--config FILE] [--json]   resolve and validate, explaining the DNSSEC verdict',
+    options: { ...CONFIG, json: 'boolean' },
+    operands: [2, 2],
+    run: async (p, out, err) =>
+      (await import('./commands/dns.js')).dnsLookupCommand({
+        name: p.operands[0]!,
+        type: p.operands[1]!,
+        configFile: stringOpt(p, 'config'),
+        json: flag(p, 'json'),
+        out,
+        err,
+      }),
   },
   {
-    words: ['db', 'migrate'], usage: 'dane-relay db migrate [--config FILE]           create or update the shared queue\'s schema (spool.backend: postgres)',
-    options: CONFIG, operands: [0, 0],
+    words: ['db', 'migrate'],
+    usage: "dane-relay db migrate [--config FILE]           create or update the shared queue's schema (spool.backend: postgres)",
+    options: CONFIG,
+    operands: [0, 0],
     run: async (p, out, err) => (await import('./commands/db.js')).dbCli(p, out, err),
   },
   {
-    words: ['nodes'], usage: 'dane-relay nodes [--config FILE] [--json]       relay nodes on the shared queue and the leases they hold',
-    options: { ...CONFIG, json: 'boolean' }, operands: [0, 0],
+    words: ['nodes'],
+    usage: 'dane-relay nodes [--config FILE] [--json]       relay nodes on the shared queue and the leases they hold',
+    options: { ...CONFIG, json: 'boolean' },
+    operands: [0, 0],
     run: async (p, out, err) => (await import('./commands/db.js')).nodesCli(p, out, err),
   },
 ];
@@ -135,8 +172,14 @@ export async function main(argv: string[], rawOut: Out = process.stdout, rawErr:
   try {
     return await command.run(parseCommand(command, args), out, err);
   } catch (e) {
-    if (e instanceof UsageError) { err.write(`${name}: ${e.message}\nusage:\n  ${command.usage}\n`); return 2; }
-    if (e instanceof ConfigError) { err.write(`${e.message}\n`); return 2; }
+    if (e instanceof UsageError) {
+      err.write(`${name}: ${e.message}\nusage:\n  ${command.usage}\n`);
+      return 2;
+    }
+    if (e instanceof ConfigError) {
+      err.write(`${e.message}\n`);
+      return 2;
+    }
     err.write(`dane-relay: ${(e as Error).message}\n`);
     return 1;
   }
@@ -147,7 +190,9 @@ async function serve(file: string, err: Out): Promise<number> {
   // SIGHUP's default action terminates: take it over before the (possibly slow) start and
   // act on one that arrives meanwhile once the relay runs.
   let hupDuringStart = false;
-  const hupEarly = () => { hupDuringStart = true; };
+  const hupEarly = () => {
+    hupDuringStart = true;
+  };
   process.on('SIGHUP', hupEarly);
   const { Relay } = await import('./relay.js');
   const relay = await Relay.start({ config });
@@ -158,14 +203,23 @@ async function serve(file: string, err: Out): Promise<number> {
     relay.log.info({ signal: sig }, 'signal received');
     relay.stop(Number(process.env.DANE_RELAY_STOP_GRACE_MS ?? 10_000)).then(
       () => process.exit(0),
-      (e) => { err.write(`dane-relay: stop failed: ${(e as Error).message}\n`); process.exit(1); },
+      (e) => {
+        err.write(`dane-relay: stop failed: ${(e as Error).message}\n`);
+        process.exit(1);
+      },
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => { relay.log.info({ signal: 'SIGHUP' }, 'signal received'); relay.reload(); });
+  process.on('SIGHUP', () => {
+    relay.log.info({ signal: 'SIGHUP' }, 'signal received');
+    relay.reload();
+  });
   process.off('SIGHUP', hupEarly);
-  if (hupDuringStart) { relay.log.info({ signal: 'SIGHUP', during: 'start-up' }, 'signal received'); relay.reload(); }
+  if (hupDuringStart) {
+    relay.log.info({ signal: 'SIGHUP', during: 'start-up' }, 'signal received');
+    relay.reload();
+  }
   return await new Promise<number>(() => undefined); // run until a signal
 }
 
@@ -186,8 +240,13 @@ async function hashPasswordCommand(out: Out, err: Out): Promise<number> {
   const { hashPassword } = await import('./ingress/users.js');
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
-  const pw = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
-  if (!pw) { err.write('no password on stdin\n'); return 2; }
+  const pw = Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
+  if (!pw) {
+    err.write('no password on stdin\n');
+    return 2;
+  }
   out.write(`${await hashPassword(pw)}\n`);
   return 0;
 }

@@ -89,7 +89,11 @@ export async function stopAll(started: readonly Component[], graceMs: number, op
   const reversed = [...started].reverse();
   let first: unknown;
   const step = async (f: () => Promise<void>) => {
-    try { await f(); } catch (e) { first ??= e; }
+    try {
+      await f();
+    } catch (e) {
+      first ??= e;
+    }
   };
   for (const c of reversed) if (c.drain) await step(() => c.drain!(graceMs));
   for (const c of reversed) if (c.stop) await step(() => c.stop!());
@@ -213,19 +217,32 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         // Bound now, as root (ports below 1024); sessions wait at the gate until the relay is ready.
         let open!: () => void;
         let fail!: () => void;
-        const gate = new Promise<void>((res, rej) => { open = res; fail = () => rej(new Error('relay did not start')); });
+        const gate = new Promise<void>((res, rej) => {
+          open = res;
+          fail = () => rej(new Error('relay did not start'));
+        });
         gate.catch(() => undefined);
         const late: Late = {};
         const lateSpool: SpoolWriter = { begin: (e) => late.spool!.begin(e), enqueue: (e, b) => late.spool!.enqueue(e, b) };
         const ingressEarly = await Ingress.start({
           config: ingressConfig,
-          spool: lateSpool, log, now, onQueued: (m) => late.onQueued?.(m), events: { messageReceived: (e) => late.events?.messageReceived?.(e) }, gate,
+          spool: lateSpool,
+          log,
+          now,
+          onQueued: (m) => late.onQueued?.(m),
+          events: { messageReceived: (e) => late.events?.messageReceived?.(e) },
+          gate,
         });
         // What the start imports lazily, imported while root can still read it (a root-only install, a
         // clone under /root, then still starts; the installation should be readable by `user` anyway).
         await Promise.all([
-          import('./dnssec/resolver.js'), import('./metrics/registry.js'), import('./metrics/timedResolver.js'), import('./metrics/readiness.js'),
-          import('./metrics/http.js'), import('./reporting/tlsrpt/daily.js'), import('./control/backends.js'),
+          import('./dnssec/resolver.js'),
+          import('./metrics/registry.js'),
+          import('./metrics/timedResolver.js'),
+          import('./metrics/readiness.js'),
+          import('./metrics/http.js'),
+          import('./reporting/tlsrpt/daily.js'),
+          import('./control/backends.js'),
         ]);
         try {
           dropPrivileges(u);
@@ -235,7 +252,10 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           throw e;
         }
         early = { ingress: ingressEarly, open, fail, late };
-        log.info({ user: u.name, uid: u.uid, gid: u.gid, state_entries_handed_over: handed }, 'privileges dropped: listeners bound as root, running as the configured user');
+        log.info(
+          { user: u.name, uid: u.uid, gid: u.gid, state_entries_handed_over: handed },
+          'privileges dropped: listeners bound as root, running as the configured user',
+        );
       },
       stop: async () => {
         // the listeners bound as root, when the start did not get as far as opening them (idempotent)
@@ -255,26 +275,36 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
     {
       name: 'resolver',
       // The relay's clock: signature windows and cache ages follow it.
-      start: async () => { parts.resolver = opts.resolver ?? resolverFor(cfg, { now }); },
-      stop: async () => { if (!opts.resolver || running) await parts.resolver?.close(); },
+      start: async () => {
+        parts.resolver = opts.resolver ?? resolverFor(cfg, { now });
+      },
+      stop: async () => {
+        if (!opts.resolver || running) await parts.resolver?.close();
+      },
     },
     {
       // DANE-2: a tls_policy DANE entry under an untrusted trust-ad resolver is refused like a DANE default (an injected resolver
       // is the caller's). The stub resolver opens sockets per query only: nothing has been sent when this throws.
       name: 'policy',
-      start: async () => { parts.policy = policyStoreFor(cfg, log, opts.policyStatIntervalMs, !opts.resolver); },
+      start: async () => {
+        parts.policy = policyStoreFor(cfg, log, opts.policyStatIntervalMs, !opts.resolver);
+      },
       stop: async () => parts.policy?.close(),
     },
     {
       name: 'spool',
-      start: async () => { parts.spool = await openQueue(cfg, log, now); },
+      start: async () => {
+        parts.spool = await openQueue(cfg, log, now);
+      },
       stop: async () => parts.spool?.close(),
     },
     {
       name: 'events',
       start: async () => {
         // issue 16: in a cluster every series carries the node's name (file backend: label sets unchanged)
-        metricsEvents = cfg.metrics ? new (await import('./metrics/registry.js')).RelayMetrics({ now, node: cfg.spool.backend === 'postgres' ? nodeName(cfg) : undefined }) : undefined;
+        metricsEvents = cfg.metrics
+          ? new (await import('./metrics/registry.js')).RelayMetrics({ now, node: cfg.spool.backend === 'postgres' ? nodeName(cfg) : undefined })
+          : undefined;
         events = fanOutEvents(opts.events, metricsEvents);
       },
     },
@@ -283,14 +313,27 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       start: async () => {
         if (!cfg.tlsrpt.enabled) return;
         const { TlsrptService: Service, tlsrptSettings } = await import('./reporting/tlsrpt/daily.js');
-        parts.tlsrpt = await Service.open({ settings: tlsrptSettings(cfg), resolver: need(parts.resolver, 'resolver'), log, now, rand: opts.rand, https: opts.tlsrptHttps, shared: await sharedTlsrpt() });
+        parts.tlsrpt = await Service.open({
+          settings: tlsrptSettings(cfg),
+          resolver: need(parts.resolver, 'resolver'),
+          log,
+          now,
+          rand: opts.rand,
+          https: opts.tlsrptHttps,
+          shared: await sharedTlsrpt(),
+        });
       },
       // flushes the last second of TLSRPT counts (to the database in a cluster: its pool ends after)
-      stop: async () => { await parts.tlsrpt?.stop(); await tlsrptPool?.end().catch(() => undefined); },
+      stop: async () => {
+        await parts.tlsrpt?.stop();
+        await tlsrptPool?.end().catch(() => undefined);
+      },
     },
     {
       name: 'recovery',
-      start: async () => { recovered = await need(parts.spool, 'spool').recover(); },
+      start: async () => {
+        recovered = await need(parts.spool, 'spool').recover();
+      },
     },
     {
       // DANE-4: a resolver that does not validate turns DANE silently off. The self-test runs at start,
@@ -303,7 +346,12 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         const defaultDane = () => defaultLevel === 'dane' || defaultLevel === 'dane-only';
         const trustAd = cfg.dns.mode === 'trust-ad';
         extraResolver = trustAd && !opts.resolver ? resolverFor(cfg, { cache: false }) : undefined;
-        const selfTests = new SelfTestMonitor({ resolver: extraResolver ?? need(parts.resolver, 'resolver'), intervalMs: cfg.metrics?.selftest_interval ?? 60_000, log, holds: trustAd });
+        const selfTests = new SelfTestMonitor({
+          resolver: extraResolver ?? need(parts.resolver, 'resolver'),
+          intervalMs: cfg.metrics?.selftest_interval ?? 60_000,
+          log,
+          holds: trustAd,
+        });
         parts.selfTests = selfTests;
         let daneInForce = defaultDane() || policy.mentionsDane();
         parts.daneInForce = () => daneInForce;
@@ -333,13 +381,17 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         if (ca) parts.stsRoots = [ca];
         stsTimer = setInterval(() => {
           sts.maintain().then(
-            (m) => { if (m.refreshed.length + m.failed.length + m.dropped.length) log.info(m, 'mta-sts: maintenance'); },
+            (m) => {
+              if (m.refreshed.length + m.failed.length + m.dropped.length) log.info(m, 'mta-sts: maintenance');
+            },
             (e) => log.error({ err: e }, 'mta-sts: maintenance failed'),
           );
         }, 3600_000);
         stsTimer.unref();
       },
-      drain: async () => { if (stsTimer) clearInterval(stsTimer); },
+      drain: async () => {
+        if (stsTimer) clearInterval(stsTimer);
+      },
     },
     {
       name: 'scheduler',
@@ -349,8 +401,12 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         const policy = need(parts.policy, 'policy');
         const spool = need(parts.spool, 'spool');
         const selfTests = need(parts.selfTests, 'DNSSEC self-test');
-        listening = early ? [...early.ingress.addresses]
-          : cfg.listen.map((l) => parseHostPort(l, true)).filter((h): h is { host: string; port: number } => !!h && h.port > 0).map((h) => ({ address: h.host, port: h.port }));
+        listening = early
+          ? [...early.ingress.addresses]
+          : cfg.listen
+              .map((l) => parseHostPort(l, true))
+              .filter((h): h is { host: string; port: number } => !!h && h.port > 0)
+              .map((h) => ({ address: h.host, port: h.port }));
         delivery = {
           resolver: events ? new TimedResolver(resolver, events) : resolver,
           ownEndpoints,
@@ -392,14 +448,21 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           defaultLevel = next.delivery.tls_level;
           policy.setLevels({ defaultLevel: next.delivery.tls_level, exceptionLevel: next.policy.exception_level });
           Object.assign(live, {
-            timeouts: next.delivery.timeouts, digestPreference: next.delivery.digest_preference, maxMessagesPerConnection: next.delivery.max_messages_per_connection,
-            mxHostLimit: next.delivery.mx_host_limit, mimeConversion: next.delivery.mime_conversion,
+            timeouts: next.delivery.timeouts,
+            digestPreference: next.delivery.digest_preference,
+            maxMessagesPerConnection: next.delivery.max_messages_per_connection,
+            mxHostLimit: next.delivery.mx_host_limit,
+            mimeConversion: next.delivery.mime_conversion,
           });
           Object.assign(schedulerConfig, { ...next.queue, concurrency: next.delivery.concurrency, per_destination: next.delivery.per_destination });
           const i = next.ingress;
           Object.assign(ingressConfig, {
-            max_recipients: i.max_recipients, max_connections: i.max_connections, max_connections_per_client: i.max_connections_per_client,
-            max_hops: i.max_hops, postmaster: i.postmaster, long_lines: i.long_lines,
+            max_recipients: i.max_recipients,
+            max_connections: i.max_connections,
+            max_connections_per_client: i.max_connections_per_client,
+            max_hops: i.max_hops,
+            postmaster: i.postmaster,
+            long_lines: i.long_lines,
           });
         };
         for (const m of recovered) scheduler.add(m);
@@ -415,10 +478,16 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       start: async () => {
         const { ControlServer: Control } = await import('./control/server.js');
         const { schedulerBackend } = await import('./control/backends.js');
-        parts.control = await Control.start({ path: controlSocketPath(cfg), backend: schedulerBackend(need(parts.scheduler, 'scheduler')), now, log })
-          .catch((e) => { log.error({ err: e }, `CONTROL SOCKET NOT AVAILABLE: ${(e as Error).message}; queue commands need the relay stopped`); return undefined; });
+        parts.control = await Control.start({ path: controlSocketPath(cfg), backend: schedulerBackend(need(parts.scheduler, 'scheduler')), now, log }).catch(
+          (e) => {
+            log.error({ err: e }, `CONTROL SOCKET NOT AVAILABLE: ${(e as Error).message}; queue commands need the relay stopped`);
+            return undefined;
+          },
+        );
       },
-      drain: async () => { await parts.control?.close().catch(() => undefined); },
+      drain: async () => {
+        await parts.control?.close().catch(() => undefined);
+      },
     },
     {
       name: 'metrics',
@@ -431,16 +500,25 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         registry.watchQueue(need(parts.scheduler, 'scheduler'));
         const selfTests = need(parts.selfTests, 'DNSSEC self-test');
         const readiness = new Ready({
-          queueDir: cfg.queue_dir, spoolTtlMs: metricsCfg.ready_cache, selfTestIntervalMs: metricsCfg.selftest_interval,
+          queueDir: cfg.queue_dir,
+          spoolTtlMs: metricsCfg.ready_cache,
+          selfTestIntervalMs: metricsCfg.selftest_interval,
           ...(parts.spool?.shared ? { spoolProbe: () => parts.spool!.shared!.probe() } : {}),
           // the same condition as the start-up self-test: DANE by default or by a tls_policy entry
-          selfTest: parts.daneInForce() ? () => selfTests.current('readyz') : undefined, initialSelfTest: selfTestRun,
+          selfTest: parts.daneInForce() ? () => selfTests.current('readyz') : undefined,
+          initialSelfTest: selfTestRun,
         });
-        const server = await Promise.resolve().then(() => Server.start({ listen: metricsEndpoint(metricsCfg), registry: registry.registry, readiness, log }))
-          .catch((e) => { log.error({ err: e }, `METRICS NOT AVAILABLE: ${(e as Error).message}`); return undefined; });
+        const server = await Promise.resolve()
+          .then(() => Server.start({ listen: metricsEndpoint(metricsCfg), registry: registry.registry, readiness, log }))
+          .catch((e) => {
+            log.error({ err: e }, `METRICS NOT AVAILABLE: ${(e as Error).message}`);
+            return undefined;
+          });
         if (server) parts.metrics = { events: registry, readiness, server };
       },
-      stop: async () => { await parts.metrics?.server.close().catch(() => undefined); },
+      stop: async () => {
+        await parts.metrics?.server.close().catch(() => undefined);
+      },
     },
     {
       // TLSRPT-34: the daily job queues mailed reports in this spool as Envelope.kind 'tlsrpt' (stopped with TLSRPT).
@@ -470,7 +548,10 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         }
         listening = [...parts.ingress.addresses];
         own = undefined;
-        log.info({ config: cfg.file, listen: parts.ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode }, 'dane-relay started');
+        log.info(
+          { config: cfg.file, listen: parts.ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode },
+          'dane-relay started',
+        );
       },
       // no new connections; messages being committed finish; sessions still open get 421 at the stop
       drain: async () => parts.ingress?.stopAccepting(),
@@ -488,8 +569,20 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         if (cfg.policy.danefail) {
           const d = need(delivery, 'delivery');
           parts.prober = new ExceptionProber({
-            store: policy, intervalMs: cfg.policy.probe_interval, log, events,
-            inspect: { resolver: need(parts.resolver, 'resolver'), selfNames: d.selfNames, mxHostLimit: cfg.delivery.mx_host_limit, heloName: d.heloName, port: d.port, timeouts: d.timeouts, digestPreference: d.digestPreference, now },
+            store: policy,
+            intervalMs: cfg.policy.probe_interval,
+            log,
+            events,
+            inspect: {
+              resolver: need(parts.resolver, 'resolver'),
+              selfNames: d.selfNames,
+              mxHostLimit: cfg.delivery.mx_host_limit,
+              heloName: d.heloName,
+              port: d.port,
+              timeouts: d.timeouts,
+              digestPreference: d.digestPreference,
+              now,
+            },
           });
           parts.prober.start();
         }
@@ -500,8 +593,12 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
     {
       // Last to start, first to drain: /readyz says "stopping" before anything else stops.
       name: 'readiness',
-      start: async () => { running = true; },
-      drain: async () => { if (parts.metrics) parts.metrics.readiness.stopping = true; },
+      start: async () => {
+        running = true;
+      },
+      drain: async () => {
+        if (parts.metrics) parts.metrics.readiness.stopping = true;
+      },
     },
   ];
   return { components, parts };

@@ -23,11 +23,14 @@ export function printableLogLine(line: string): string {
 }
 
 export function makeLogger(level: string, dest?: DestinationStream): Logger {
-  return pino({
-    level,
-    base: { svc: 'dane-relay' },
-    timestamp: pino.stdTimeFunctions.isoTime,
-    hooks: { streamWrite: printableLogLine },
-  }, dest ?? pino.destination({ dest: 1, sync: false }));
+  return pino(
+    {
+      level,
+      base: { svc: 'dane-relay' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      hooks: { streamWrite: printableLogLine },
+    },
+    dest ?? pino.destination({ dest: 1, sync: false }),
+  );
 }
 export type { Logger };

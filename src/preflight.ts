@@ -90,7 +90,7 @@ async function fileProblems(cfg: LoadedConfig): Promise<string[]> {
 export function dirProblem(dir: string): string | undefined {
   let d = dir;
   for (;;) {
-    let st;
+    let st: ReturnType<typeof statSync>;
     try {
       st = statSync(d);
     } catch (e) {

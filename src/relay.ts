@@ -50,7 +50,12 @@ export class Relay {
   /** the config reload the last SIGHUP started (tests wait on it; the process logs its outcome) */
   lastConfigReload?: Promise<ConfigReloadOutcome>;
 
-  private constructor(config: LoadedConfig, parts: Parts, private readonly started: readonly Component[], private readonly trustCheck: boolean) {
+  private constructor(
+    config: LoadedConfig,
+    parts: Parts,
+    private readonly started: readonly Component[],
+    private readonly trustCheck: boolean,
+  ) {
     this.configInForce = config;
     const need = <T>(v: T | undefined, what: string): T => {
       if (v === undefined) throw new Error(`relay: ${what} did not start`);
@@ -93,12 +98,13 @@ export class Relay {
     // One at a time, in signal order: each reads the file when its turn comes, so the last SIGHUP's file wins
     // (two overlapping reloads could otherwise finish out of order and leave the older file in force).
     const previous = this.lastConfigReload;
-    const run = () => this.reloadConfig().catch((e: unknown): ConfigReloadOutcome => {
-      // never an unhandled rejection (it would end the process): say it, keep running
-      this.log.error({ err: e, config: this.configInForce.file }, `CONFIG RELOAD FAILED: ${(e as Error).message}`);
-      return { file: this.configInForce.file!, ok: false, problems: [(e as Error).message] };
-    });
-    this.lastConfigReload = previous ? previous.then(run) : run();
+    const run = () =>
+      this.reloadConfig().catch((e: unknown): ConfigReloadOutcome => {
+        // never an unhandled rejection (it would end the process): say it, keep running
+        this.log.error({ err: e, config: this.configInForce.file }, `CONFIG RELOAD FAILED: ${(e as Error).message}`);
+        return { file: this.configInForce.file!, ok: false, problems: [(e as Error).message] };
+      });
+    this.lastConfigReload = previous !== undefined ? previous.then(run) : run();
     // DANE-4: re-test the resolver too (a reload that brought DANE in has started the monitor already).
     if (this.daneInForce()) void this.selfTests?.run('SIGHUP');
     return r;
@@ -128,13 +134,19 @@ export class Relay {
     }
     const plan = planReload(this.configInForce, next);
     for (const r of plan.restartNeeded) {
-      this.log.warn({ config: file, config_key: r.key, reason: r.reason }, `config reload: ${r.key} changed, restart needed (${r.reason}); the old value stays in force until then`);
+      this.log.warn(
+        { config: file, config_key: r.key, reason: r.reason },
+        `config reload: ${r.key} changed, restart needed (${r.reason}); the old value stays in force until then`,
+      );
     }
     if (plan.applied.length) {
       this.applyConfig(plan.config);
       this.configInForce = plan.config;
     }
-    this.log.info({ config: file, applied: plan.applied, restart_needed: plan.restartNeeded.map((r) => r.key), tls_level: plan.config.delivery.tls_level }, 'config reloaded');
+    this.log.info(
+      { config: file, applied: plan.applied, restart_needed: plan.restartNeeded.map((r) => r.key), tls_level: plan.config.delivery.tls_level },
+      'config reloaded',
+    );
     return { file, ok: true, plan };
   }
 

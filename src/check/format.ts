@@ -18,26 +18,41 @@ function why(reason: string | undefined): string | undefined {
 export function formatReport(r: InspectReport, advice: Advice[]): string {
   const L: string[] = [];
   L.push(`domain: ${r.domain}`);
-  L.push(`policy: ${r.policy.level} (rule: ${r.policy.rule})${r.policy.exception ? ` — on the danefail list: no TLSA lookup, ${r.policy.exception.underlying} lowered to ${r.policy.level}` : ''}`);
+  L.push(
+    `policy: ${r.policy.level} (rule: ${r.policy.rule})${r.policy.exception ? ` — on the danefail list: no TLSA lookup, ${r.policy.exception.underlying} lowered to ${r.policy.level}` : ''}`,
+  );
   if (r.mx.kind !== 'hosts') {
     L.push(`MX: ${r.mx.kind} ${r.mx.code}: ${r.mx.reason}`);
   } else {
-    L.push(`MX: ${r.mx.status}${why(r.mx.insecureReason) ? ` (${why(r.mx.insecureReason)})` : ''}${r.mx.implicit ? ', implicit (no MX records: the domain itself)' : ''}${r.mx.expandedDomain ? `, CNAME → ${r.mx.expandedDomain}` : ''}`);
+    L.push(
+      `MX: ${r.mx.status}${why(r.mx.insecureReason) ? ` (${why(r.mx.insecureReason)})` : ''}${r.mx.implicit ? ', implicit (no MX records: the domain itself)' : ''}${r.mx.expandedDomain ? `, CNAME → ${r.mx.expandedDomain}` : ''}`,
+    );
     for (const h of r.mx.hosts ?? []) L.push(`  ${h.preference} ${h.host}`);
     if (r.mx.notTried?.length) L.push(`  not tried (beyond delivery.mx_host_limit): ${r.mx.notTried.join(', ')}`);
   }
   for (const h of r.hosts) {
     L.push('');
     L.push(`host ${h.host} (preference ${h.preference})${h.literal ? ' IP literal: no DANE' : ''}`);
-    L.push(`  addresses: ${h.addresses.join(' ') || 'none'}${h.addressStatus ? ` (${h.addressStatus}${why(h.addressInsecureReason) ? `: ${why(h.addressInsecureReason)}` : ''})` : ''}`);
-    if (h.tlsaName) L.push(`  TLSA ${h.tlsaName}: ${h.tlsaStatus ?? 'not looked up'}${why(h.tlsaInsecureReason) ? ` (${why(h.tlsaInsecureReason)})` : ''}${h.tlsa ? `, ${h.tlsa.length} record(s), ${h.tlsa.filter((t) => t.selected).length} usable` : ''}`);
+    L.push(
+      `  addresses: ${h.addresses.join(' ') || 'none'}${h.addressStatus ? ` (${h.addressStatus}${why(h.addressInsecureReason) ? `: ${why(h.addressInsecureReason)}` : ''})` : ''}`,
+    );
+    if (h.tlsaName)
+      L.push(
+        `  TLSA ${h.tlsaName}: ${h.tlsaStatus ?? 'not looked up'}${why(h.tlsaInsecureReason) ? ` (${why(h.tlsaInsecureReason)})` : ''}${h.tlsa ? `, ${h.tlsa.length} record(s), ${h.tlsa.filter((t) => t.selected).length} usable` : ''}`,
+      );
     for (const t of h.tlsa ?? []) L.push(`    ${t.record} ${t.selected ? 'usable' : t.usable ? 'not used (weaker digest, RFC 7671 §9)' : 'unusable'}`);
     if (h.diagnosticTlsa) {
       L.push(`  diagnostic (not used by delivery): TLSA ${h.diagnosticTlsa.name} is ${h.diagnosticTlsa.status}`);
       for (const t of h.diagnosticTlsa.records) L.push(`    ${t}`);
     }
-    if (h.skip) { L.push(`  skipped (${h.skip.code}): ${h.skip.reason}`); continue; }
-    if (h.plan) L.push(`  plan: ${h.plan.kind}${h.plan.label ? ` (${h.plan.label})` : ''}${h.plan.sni ? `, SNI ${h.plan.sni}` : ''}: ${h.plan.why}${h.plan.referenceNames ? `; names ${h.plan.referenceNames.join(', ')}` : ''}`);
+    if (h.skip) {
+      L.push(`  skipped (${h.skip.code}): ${h.skip.reason}`);
+      continue;
+    }
+    if (h.plan)
+      L.push(
+        `  plan: ${h.plan.kind}${h.plan.label ? ` (${h.plan.label})` : ''}${h.plan.sni ? `, SNI ${h.plan.sni}` : ''}: ${h.plan.why}${h.plan.referenceNames ? `; names ${h.plan.referenceNames.join(', ')}` : ''}`,
+      );
     for (const c of h.connections) {
       const head = `  ${c.address}${c.cleartextRetry ? ' (cleartext retry)' : ''}${c.auditRetry ? ' (audit-only retry: TLS without authentication)' : ''}: `;
       if (c.ok) L.push(`${head}${c.tls ? `STARTTLS ok, ${c.tls.protocol} ${c.tls.cipher}` : 'no TLS'}`);
@@ -48,7 +63,10 @@ export function formatReport(r: InspectReport, advice: Advice[]): string {
         L.push(`        SPKI SHA-256 ${x.spkiSha256}`);
         L.push(`        valid ${x.notBefore} .. ${x.notAfter}`);
       }
-      if (c.verify) L.push(`    DANE: ${c.verify.ok ? 'verified' : `FAILED (${c.verify.reason})`}: ${c.verify.detail}${c.verify.matchedIndex !== undefined ? ` [record #${c.verify.matchedIndex + 1}]` : ''}`);
+      if (c.verify)
+        L.push(
+          `    DANE: ${c.verify.ok ? 'verified' : `FAILED (${c.verify.reason})`}: ${c.verify.detail}${c.verify.matchedIndex !== undefined ? ` [record #${c.verify.matchedIndex + 1}]` : ''}`,
+        );
     }
   }
   if (r.budget) {

@@ -90,7 +90,14 @@ export interface InspectReport {
   checkedAt: string;
   policy: ResolvedPolicy;
   mx: {
-    kind: MxDecision['kind']; status?: DnssecStatus; insecureReason?: InsecureReason; implicit?: boolean; expandedDomain?: string; code?: string; reason?: string; hosts?: { host: string; preference: number }[];
+    kind: MxDecision['kind'];
+    status?: DnssecStatus;
+    insecureReason?: InsecureReason;
+    implicit?: boolean;
+    expandedDomain?: string;
+    code?: string;
+    reason?: string;
+    hosts?: { host: string; preference: number }[];
     /** MX hosts past delivery.mx_host_limit: delivery never plans nor tries them */
     notTried?: string[];
   };
@@ -123,8 +130,12 @@ function certInfo(der: Buffer, depth: number): CertInfo | undefined {
 export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps: InspectDeps): Promise<InspectReport> {
   const diagnose = deps.diagnose ?? true;
   const report: InspectReport = {
-    domain, checkedAt: new Date(deps.now()).toISOString(), policy,
-    mx: { kind: 'defer' }, hosts: [], verdict: { kind: 'defer', detail: '' },
+    domain,
+    checkedAt: new Date(deps.now()).toISOString(),
+    policy,
+    mx: { kind: 'defer' },
+    hosts: [],
+    verdict: { kind: 'defer', detail: '' },
   };
   // The same work budget as one delivery attempt (route/budget.ts): check stops where delivery would.
   const plan = new PlanBudget(deps.resolver, domain);
@@ -139,7 +150,15 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
     report.verdict = { kind: mx.kind === 'fail' ? 'fail' : 'defer', detail: mx.reason, code: mx.code };
     return report;
   }
-  report.mx = { kind: 'hosts', status: mx.status, ...(mx.insecureReason ? { insecureReason: mx.insecureReason } : {}), implicit: mx.implicit, hosts: mx.hosts.map((h) => ({ host: h.host, preference: h.preference })), ...(mx.expandedDomain ? { expandedDomain: mx.expandedDomain } : {}), ...(mx.notTried ? { notTried: mx.notTried } : {}) };
+  report.mx = {
+    kind: 'hosts',
+    status: mx.status,
+    ...(mx.insecureReason ? { insecureReason: mx.insecureReason } : {}),
+    implicit: mx.implicit,
+    hosts: mx.hosts.map((h) => ({ host: h.host, preference: h.preference })),
+    ...(mx.expandedDomain ? { expandedDomain: mx.expandedDomain } : {}),
+    ...(mx.notTried ? { notTried: mx.notTried } : {}),
+  };
 
   const failures: string[] = [];
   for (const h of mx.hosts) {
@@ -168,7 +187,12 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
       continue;
     }
     const p = hp.plan;
-    hr.plan = { kind: p.kind, why: p.why, ...('sni' in p && p.sni ? { sni: p.sni } : {}), ...(p.kind === 'dane' ? { label: p.label, referenceNames: p.referenceNames } : {}) };
+    hr.plan = {
+      kind: p.kind,
+      why: p.why,
+      ...('sni' in p && p.sni ? { sni: p.sni } : {}),
+      ...(p.kind === 'dane' ? { label: p.label, referenceNames: p.referenceNames } : {}),
+    };
     // DANE-70: a listed destination gets no TLSA query, not even a diagnostic one.
     if (diagnose && !policy.exception && !h.literal && p.kind !== 'dane' && !hp.tlsaRecords) {
       const name = `_${deps.port}._tcp.${h.host}`;
@@ -178,27 +202,42 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
     for (const address of hp.addresses) {
       // The delivery path's own attempt sequence (delivery/attempt.ts); check only records what happens.
       let conn: ConnReport | undefined;
-      const opened = await attemptAddress({ host: h.host, address, port: deps.port }, p, {
-        heloName: deps.heloName, timeouts: deps.timeouts, digestPreference: deps.digestPreference, now: deps.now, audit: !!policy.audit,
-      }, {
-        before: (a) => {
-          const c: ConnReport = { address, plan: a.plan.kind, ok: false, ...(a.retry === 'cleartext' ? { cleartextRetry: true } : {}), ...(a.retry === 'audit' ? { auditRetry: true } : {}) };
-          conn = c;
-          hr.connections.push(c);
-          a.requirement.observe = (chain: PresentedChain) => {
-            c.chain = chain.certificates.map((x, i) => certInfo(x, i)).filter((x): x is CertInfo => !!x);
-          };
+      const opened = await attemptAddress(
+        { host: h.host, address, port: deps.port },
+        p,
+        {
+          heloName: deps.heloName,
+          timeouts: deps.timeouts,
+          digestPreference: deps.digestPreference,
+          now: deps.now,
+          audit: !!policy.audit,
         },
-        after: (r) => {
-          const c = conn!;
-          if (r.ok) return;
-          c.stage = r.error.stage;
-          c.error = r.error.message;
-          if (r.error.verify) c.verify = r.error.verify;
-          if (r.next === 'audit') c.auditRetryNext = true;
-          failures.push(`${h.host}[${address}]:${deps.port}: ${r.error.message}`);
+        {
+          before: (a) => {
+            const c: ConnReport = {
+              address,
+              plan: a.plan.kind,
+              ok: false,
+              ...(a.retry === 'cleartext' ? { cleartextRetry: true } : {}),
+              ...(a.retry === 'audit' ? { auditRetry: true } : {}),
+            };
+            conn = c;
+            hr.connections.push(c);
+            a.requirement.observe = (chain: PresentedChain) => {
+              c.chain = chain.certificates.map((x, i) => certInfo(x, i)).filter((x): x is CertInfo => !!x);
+            };
+          },
+          after: (r) => {
+            const c = conn!;
+            if (r.ok) return;
+            c.stage = r.error.stage;
+            c.error = r.error.message;
+            if (r.error.verify) c.verify = r.error.verify;
+            if (r.next === 'audit') c.auditRetryNext = true;
+            failures.push(`${h.host}[${address}]:${deps.port}: ${r.error.message}`);
+          },
         },
-      });
+      );
       if (!opened) continue;
       const { session: s, plan } = opened;
       const c = conn!;
@@ -209,7 +248,13 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
       if (report.verdict.detail === '') {
         const kind: VerdictKind = plan.kind === 'dane' ? 'dane' : s.tls ? 'tls' : 'cleartext';
         const label = plan.kind === 'dane' ? plan.label : s.tls ? 'untrusted' : 'cleartext';
-        report.verdict = { kind, host: h.host, address, label, detail: `${h.host}[${address}]:${deps.port} ${label}${c.verify?.ok ? `: ${c.verify.detail}` : ''}` };
+        report.verdict = {
+          kind,
+          host: h.host,
+          address,
+          label,
+          detail: `${h.host}[${address}]:${deps.port} ${label}${c.verify?.ok ? `: ${c.verify.detail}` : ''}`,
+        };
       }
     }
   }

@@ -63,7 +63,10 @@ export class ExceptionProber {
   start(): void {
     if (this.opts.intervalMs <= 0) return;
     const round = () => {
-      if (!this.running) this.running = this.probeAll().finally(() => { this.running = undefined; });
+      if (!this.running)
+        this.running = this.probeAll().finally(() => {
+          this.running = undefined;
+        });
     };
     this.first = setTimeout(round, Math.min(60_000, this.opts.intervalMs));
     this.first.unref();

@@ -44,6 +44,6 @@ export function formatSuggestions(s: TlsaSuggestion[], owner?: string): string {
     lines.push(`; ${x.usage === 3 ? 'DANE-EE (server key)' : 'DANE-TA (CA key)'}: ${x.subject}, expires ${x.notAfter}`);
     lines.push(owner ? `${owner}. IN TLSA ${x.record}` : x.record);
   }
-  if (s.some((x) => x.usage === 3)) lines.push('; publish the next key\'s 3 1 1 as well, before the next renewal (RFC 7671 §8.1)');
+  if (s.some((x) => x.usage === 3)) lines.push("; publish the next key's 3 1 1 as well, before the next renewal (RFC 7671 §8.1)");
   return lines.join('\n') + '\n';
 }

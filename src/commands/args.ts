@@ -49,7 +49,8 @@ export function parseCommand(spec: CommandSpec, args: string[]): ParsedArgs {
     throw new UsageError(usageMessage(e as Error & { code?: string }, args));
   }
   const [fewest, most] = spec.operands;
-  if (parsed.positionals.length < fewest) throw new UsageError(fewest === most && fewest > 0 ? `expected ${fewest} operand${fewest > 1 ? 's' : ''}` : 'missing operand');
+  if (parsed.positionals.length < fewest)
+    throw new UsageError(fewest === most && fewest > 0 ? `expected ${fewest} operand${fewest > 1 ? 's' : ''}` : 'missing operand');
   if (parsed.positionals.length > most) throw new UsageError(`unexpected operand ${parsed.positionals[most]}`);
   return { values: parsed.values, operands: parsed.positionals };
 }

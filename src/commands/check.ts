@@ -27,18 +27,30 @@ export function configJudgedBy(file: string | undefined): string {
 export async function runCheck(p: ParsedArgs, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
   const raw = p.operands[0];
   const domain = raw && (addressLiteral(raw) ? raw : normalizeDomain(raw));
-  if (!domain) { err.write('usage: dane-relay check DOMAIN [--config FILE] [--json]\n'); return 2; }
+  if (!domain) {
+    err.write('usage: dane-relay check DOMAIN [--config FILE] [--json]\n');
+    return 2;
+  }
   const config = loadConfig(configFileFor(stringOpt(p, 'config'), err));
   const problem = trustAdProblem(config);
-  if (problem) { err.write(`dane-relay check: ${problem}\n`); return 2; }
+  if (problem) {
+    err.write(`dane-relay check: ${problem}\n`);
+    return 2;
+  }
   const store = policyStoreFor(config);
   // The relay's own resolver (validate: in-process DNSSEC; trust-ad: the trusted resolver's AD bit).
   const resolver = resolverFor(config);
   try {
     const now = Date.now;
     const report = await inspectDomain(domain, store.resolve(domain), {
-      resolver, selfNames: [config.hostname], mxHostLimit: config.delivery.mx_host_limit, heloName: config.hostname, port: config.delivery.port,
-      timeouts: config.delivery.timeouts, digestPreference: config.delivery.digest_preference, now,
+      resolver,
+      selfNames: [config.hostname],
+      mxHostLimit: config.delivery.mx_host_limit,
+      heloName: config.hostname,
+      port: config.delivery.port,
+      timeouts: config.delivery.timeouts,
+      digestPreference: config.delivery.digest_preference,
+      now,
     });
     const advice = adviceFor(report, now(), config.policy.rollover_warn);
     const code = exitCodeOf(report.verdict.kind);
@@ -46,17 +58,28 @@ export async function runCheck(p: ParsedArgs, out: NodeJS.WritableStream, err: N
     let without: InspectReport | undefined;
     if (report.policy.exception) {
       without = await inspectDomain(domain, store.resolveWithoutException(domain), {
-        resolver, selfNames: [config.hostname], mxHostLimit: config.delivery.mx_host_limit, heloName: config.hostname, port: config.delivery.port,
-        timeouts: config.delivery.timeouts, digestPreference: config.delivery.digest_preference, now,
+        resolver,
+        selfNames: [config.hostname],
+        mxHostLimit: config.delivery.mx_host_limit,
+        heloName: config.hostname,
+        port: config.delivery.port,
+        timeouts: config.delivery.timeouts,
+        digestPreference: config.delivery.digest_preference,
+        now,
       });
     }
     if (flag(p, 'json')) {
-      out.write(`${printableJson({ config: config.file, ...report, advice, exitCode: code, ...(without ? { withoutException: { ...without, advice: adviceFor(without, now(), config.policy.rollover_warn) } } : {}) }, 2)}\n`);
+      out.write(
+        `${printableJson({ config: config.file, ...report, advice, exitCode: code, ...(without ? { withoutException: { ...without, advice: adviceFor(without, now(), config.policy.rollover_warn) } } : {}) }, 2)}\n`,
+      );
     } else {
       // Issue 21: the file judged by, which a running relay may not be using yet.
       out.write(`${configJudgedBy(config.file)}\n`);
       out.write(formatReport(report, advice));
-      if (without) out.write(`\n--- without the danefail exception (what the recovery probe checks) ---\n${formatReport(without, adviceFor(without, now(), config.policy.rollover_warn))}`);
+      if (without)
+        out.write(
+          `\n--- without the danefail exception (what the recovery probe checks) ---\n${formatReport(without, adviceFor(without, now(), config.policy.rollover_warn))}`,
+        );
     }
     return code;
   } finally {
@@ -67,13 +90,29 @@ export async function runCheck(p: ParsedArgs, out: NodeJS.WritableStream, err: N
 
 export async function runTlsa(p: ParsedArgs, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
   const file = stringOpt(p, 'cert');
-  if (!file) { err.write('usage: dane-relay tlsa --cert FILE [--host MXHOST] [--port 25]\n'); return 2; }
+  if (!file) {
+    err.write('usage: dane-relay tlsa --cert FILE [--host MXHOST] [--port 25]\n');
+    return 2;
+  }
   let bytes: Buffer;
-  try { bytes = readFileSync(file); } catch (e) { err.write(`dane-relay tlsa: cannot read ${file}: ${(e as Error).message}\n`); return 2; }
+  try {
+    bytes = readFileSync(file);
+  } catch (e) {
+    err.write(`dane-relay tlsa: cannot read ${file}: ${(e as Error).message}\n`);
+    return 2;
+  }
   const ders = certificatesFrom(bytes);
-  if (ders.length === 0) { err.write(`dane-relay tlsa: ${file}: no certificate found (PEM or DER expected)\n`); return 2; }
-  let s;
-  try { s = suggestTlsa(ders); } catch (e) { err.write(`dane-relay tlsa: ${file}: ${(e as Error).message}\n`); return 2; }
+  if (ders.length === 0) {
+    err.write(`dane-relay tlsa: ${file}: no certificate found (PEM or DER expected)\n`);
+    return 2;
+  }
+  let s: ReturnType<typeof suggestTlsa>;
+  try {
+    s = suggestTlsa(ders);
+  } catch (e) {
+    err.write(`dane-relay tlsa: ${file}: ${(e as Error).message}\n`);
+    return 2;
+  }
   const host = stringOpt(p, 'host');
   const port = Number(stringOpt(p, 'port') ?? 25);
   out.write(formatSuggestions(s, host ? `_${port}._tcp.${host.replace(/\.$/, '')}` : undefined));

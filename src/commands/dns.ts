@@ -39,7 +39,14 @@ export async function dnsLookupCommand(a: DnsLookupArgs): Promise<number> {
       ({ answer, trace } = await r.lookupTrace(a.name, type));
     } else {
       answer = await r.lookup(a.name, type);
-      trace = [{ kind: 'trust-ad', name: answer.qname, result: answer.status, detail: `status from the AD bit of ${answer.server ?? cfg.resolvedResolvers.join(', ')} (dns.mode trust-ad)` }];
+      trace = [
+        {
+          kind: 'trust-ad',
+          name: answer.qname,
+          result: answer.status,
+          detail: `status from the AD bit of ${answer.server ?? cfg.resolvedResolvers.join(', ')} (dns.mode trust-ad)`,
+        },
+      ];
     }
   } finally {
     await r.close();
@@ -48,7 +55,9 @@ export async function dnsLookupCommand(a: DnsLookupArgs): Promise<number> {
     a.out.write(`${printableJson({ mode: cfg.dns.mode, answer: jsonAnswer(answer), trace }, 2)}\n`);
   } else {
     a.out.write(`${formatTrace(trace)}\n`);
-    a.out.write(`; ${answer.qname} ${answer.qtype}: ${answer.status}${answer.insecureReason ? ` (${answer.insecureReason})` : ''}${answer.error ? ` (${answer.error.kind}: ${answer.error.message})` : ''}, rcode ${answer.rcode || '-'}, first response ${answer.firstStatus}\n`);
+    a.out.write(
+      `; ${answer.qname} ${answer.qtype}: ${answer.status}${answer.insecureReason ? ` (${answer.insecureReason})` : ''}${answer.error ? ` (${answer.error.kind}: ${answer.error.message})` : ''}, rcode ${answer.rcode || '-'}, first response ${answer.firstStatus}\n`,
+    );
     for (const h of answer.chain) a.out.write(`; alias ${h.owner} -> ${h.target} (${h.status})\n`);
     // Space-separated (zone file syntax allows it): the terminal sink escapes every control character, tab included.
     for (const rec of answer.records) a.out.write(`${answer.canonicalName} ${answer.ttl} IN ${answer.qtype} ${showRecord(rec)}\n`);

@@ -23,7 +23,10 @@ export function describePolicy(e: CachedPolicy, now: number): string {
     ...e.policy.mx.map((m) => `  mx ${m}`),
     `  fetched ${iso(e.fetchedAt)}, ${e.expiresAt > now ? 'expires' : 'EXPIRED'} ${iso(e.expiresAt)}, last used ${iso(e.lastUsed)}`,
   ];
-  if (e.refreshFailure) lines.push(`  last refresh FAILED ${iso(e.refreshFailure.at)}: ${e.refreshFailure.resultType}: ${e.refreshFailure.reason} (the policy above stays in force until it expires)`);
+  if (e.refreshFailure)
+    lines.push(
+      `  last refresh FAILED ${iso(e.refreshFailure.at)}: ${e.refreshFailure.resultType}: ${e.refreshFailure.reason} (the policy above stays in force until it expires)`,
+    );
   return `${lines.join('\n')}\n`;
 }
 
@@ -58,7 +61,10 @@ export async function mtastsCli(sub: 'show' | 'refresh' | 'purge', p: ParsedArgs
     const r = await policies.refresh(domain);
     if (json) out.write(`${printableJson(r, 2)}\n`);
     else if (r.ok) out.write(describePolicy(r.entry, Date.now()));
-    else out.write(`${domain}: fetch failed: ${r.failure.resultType}: ${r.failure.reason}\n${r.kept ? `the cached policy stays in force:\n${describePolicy(r.kept, Date.now())}` : 'no cached policy: delivery goes on as without MTA-STS\n'}`);
+    else
+      out.write(
+        `${domain}: fetch failed: ${r.failure.resultType}: ${r.failure.reason}\n${r.kept ? `the cached policy stays in force:\n${describePolicy(r.kept, Date.now())}` : 'no cached policy: delivery goes on as without MTA-STS\n'}`,
+      );
     return r.ok ? 0 : 1;
   } finally {
     await resolver.close();

@@ -21,11 +21,22 @@ export async function queueCli(sub: CommandName, p: ParsedArgs, out: NodeJS.Writ
     err.write(`usage: dane-relay queue ${COMMANDS.join('|')} [ID|DOMAIN] [--config FILE] [--json]\n`);
     return 2;
   }
-  let req;
+  let req: ReturnType<typeof parseRequest>;
   try {
-    req = parseRequest(sub === 'list' || sub === 'flush' ? (arg === undefined ? { cmd: sub } : sub === 'flush' ? { cmd: sub, domain: arg } : { cmd: sub, id: arg }) : { cmd: sub, id: arg });
+    req = parseRequest(
+      sub === 'list' || sub === 'flush'
+        ? arg === undefined
+          ? { cmd: sub }
+          : sub === 'flush'
+            ? { cmd: sub, domain: arg }
+            : { cmd: sub, id: arg }
+        : { cmd: sub, id: arg },
+    );
   } catch (e) {
-    if (e instanceof ControlError) { err.write(`dane-relay queue ${sub}: ${e.message}\n`); return 2; }
+    if (e instanceof ControlError) {
+      err.write(`dane-relay queue ${sub}: ${e.message}\n`);
+      return 2;
+    }
     throw e;
   }
   const config = loadConfig(configFile);

@@ -26,7 +26,9 @@ const USAGE = `usage:
   dane-relay tlsrpt send --day YYYY-MM-DD [--config FILE] [--domain D] [--dry-run] [--out DIR] [--force]`;
 
 const quiet = (err: NodeJS.WritableStream, verbose: boolean): Log => ({
-  info: (o, m) => { if (verbose) err.write(`${m} ${printableJson(o)}\n`); },
+  info: (o, m) => {
+    if (verbose) err.write(`${m} ${printableJson(o)}\n`);
+  },
   warn: (o, m) => err.write(`warning: ${m} ${printableJson(o)}\n`),
   debug: () => undefined,
 });
@@ -38,7 +40,9 @@ function summary(r: ReportJson, domain: string): string {
     lines.push(`  ${pol['policy-type']} ${pol['policy-domain']}${pol['policy-string'].length ? ` [${pol['policy-string'].join(', ')}]` : ''}`);
     lines.push(`    successful ${p.summary['total-successful-session-count']}, failed ${p.summary['total-failure-session-count']}`);
     for (const d of p['failure-details'] ?? []) {
-      lines.push(`    ${d['failed-session-count']} × ${d['result-type']}${d['failure-reason-code'] ? ` (${d['failure-reason-code']})` : ''} ${d['receiving-mx-hostname'] ?? ''}${d['receiving-ip'] ? `[${d['receiving-ip']}]` : ''}`);
+      lines.push(
+        `    ${d['failed-session-count']} × ${d['result-type']}${d['failure-reason-code'] ? ` (${d['failure-reason-code']})` : ''} ${d['receiving-mx-hostname'] ?? ''}${d['receiving-ip'] ? `[${d['receiving-ip']}]` : ''}`,
+      );
     }
   }
   return lines.join('\n') + '\n';
@@ -64,7 +68,10 @@ export async function tlsrptCli(sub: 'show' | 'send', p: ParsedArgs, out: NodeJS
   const config = loadConfig(configFileFor(stringOpt(p, 'config'), err));
   dropForCli(config); // root with `user:`: what `send` writes under tlsrpt.dir stays the relay's
   const day = stringOpt(p, 'day') ?? (sub === 'show' ? nextDay(dayOf(Date.now()), -1) : undefined);
-  if (!day || !isDay(day)) { err.write(`--day YYYY-MM-DD is required and must be a date\n${USAGE}\n`); return 2; }
+  if (!day || !isDay(day)) {
+    err.write(`--day YYYY-MM-DD is required and must be a date\n${USAGE}\n`);
+    return 2;
+  }
   // A report covers a closed UTC day (RFC 8460 §4.1, TLSRPT-31/34): sending today's or a future day would
   // send a partial report and mark it sent, so the daily job would skip the complete one.
   if (sub === 'send' && day >= dayOf(Date.now())) {
@@ -81,8 +88,19 @@ export async function tlsrptCli(sub: 'show' | 'send', p: ParsedArgs, out: NodeJS
   try {
     const reports = await svc.build(day, domain ? [domain] : undefined);
     if (sub === 'show') {
-      if (flag(p, 'json')) out.write(`${printableJson(reports.map((r) => r.json), 2)}\n`);
-      else out.write(reports.length ? reports.map((r) => summary(r.json, r.domain)).join('\n') : `no TLSRPT sessions counted for ${day}${domain ? ` and ${domain}` : ''}\n`);
+      if (flag(p, 'json'))
+        out.write(
+          `${printableJson(
+            reports.map((r) => r.json),
+            2,
+          )}\n`,
+        );
+      else
+        out.write(
+          reports.length
+            ? reports.map((r) => summary(r.json, r.domain)).join('\n')
+            : `no TLSRPT sessions counted for ${day}${domain ? ` and ${domain}` : ''}\n`,
+        );
       return 0;
     }
     const outDir = stringOpt(p, 'out');

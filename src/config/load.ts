@@ -9,7 +9,10 @@ import { configSchema, type Config } from './schema.js';
 import { parseTrustAnchors, TrustAnchorError } from '../dnssec/anchors.js';
 
 export class ConfigError extends Error {
-  constructor(public readonly file: string, public readonly problems: string[]) {
+  constructor(
+    public readonly file: string,
+    public readonly problems: string[],
+  ) {
     super(`${file}: invalid configuration\n` + problems.map((p) => `  - ${p}`).join('\n'));
     this.name = 'ConfigError';
   }
@@ -101,7 +104,11 @@ export function loadConfig(file: string, opts: { resolvConf?: string } = {}): Lo
   let resolvers = cfg.dns.resolvers;
   if (!resolvers) {
     let rc = '';
-    try { rc = readFileSync(opts.resolvConf ?? '/etc/resolv.conf', 'utf8'); } catch { /* none */ }
+    try {
+      rc = readFileSync(opts.resolvConf ?? '/etc/resolv.conf', 'utf8');
+    } catch {
+      /* none */
+    }
     resolvers = resolvConfNameservers(rc);
     if (resolvers.length === 0) throw new ConfigError(file, ['dns.resolvers: not set and /etc/resolv.conf lists no nameserver']);
   }
@@ -119,7 +126,9 @@ export function loadConfig(file: string, opts: { resolvConf?: string } = {}): Lo
       tls: cfg.ingress.tls ? { cert: abs(cfg.ingress.tls.cert), key: abs(cfg.ingress.tls.key) } : undefined,
       users_file: cfg.ingress.users_file ? abs(cfg.ingress.users_file) : undefined,
     },
-    spool: cfg.spool.postgres?.password_file ? { ...cfg.spool, postgres: { ...cfg.spool.postgres, password_file: abs(cfg.spool.postgres.password_file) } } : cfg.spool,
+    spool: cfg.spool.postgres?.password_file
+      ? { ...cfg.spool, postgres: { ...cfg.spool.postgres, password_file: abs(cfg.spool.postgres.password_file) } }
+      : cfg.spool,
     dns: { ...cfg.dns, trust_anchors: cfg.dns.trust_anchors ? abs(cfg.dns.trust_anchors) : undefined },
     baseDir,
     file: resolve(file),

@@ -41,6 +41,9 @@ export function packageDir(): string {
 /** The file a command reads (see chooseConfig); when `--config` was not given, one line on `err` names it and why. */
 export function configFileFor(flag: string | undefined, err?: NodeJS.WritableStream): string {
   const c = chooseConfig({ flag, env: process.env[CONFIG_ENV], exists: existsSync, packageDir: packageDir() });
-  if (c.source !== '--config') err?.write(`dane-relay: config ${c.file} (${c.source === 'package example' ? 'no --config, $DANE_RELAY_CONFIG or /etc/dane-relay/config.yml: the package example' : `from ${c.source}`})\n`);
+  if (c.source !== '--config')
+    err?.write(
+      `dane-relay: config ${c.file} (${c.source === 'package example' ? 'no --config, $DANE_RELAY_CONFIG or /etc/dane-relay/config.yml: the package example' : `from ${c.source}`})\n`,
+    );
   return c.file;
 }

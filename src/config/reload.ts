@@ -66,8 +66,8 @@ export const RESTART_NEEDED: Readonly<Record<string, string>> = {
   tlsrpt: 'the TLSRPT service is opened at start',
   mta_sts: 'the MTA-STS policy service (its fetcher, cache and refresh timer) is built at start',
   log: 'loggers are made at start',
-  'policy.tls_policy': 'the path is fixed at start (the file\'s contents are reloaded on SIGHUP)',
-  'policy.danefail': 'the path is fixed at start (the file\'s contents are reloaded on SIGHUP)',
+  'policy.tls_policy': "the path is fixed at start (the file's contents are reloaded on SIGHUP)",
+  'policy.danefail': "the path is fixed at start (the file's contents are reloaded on SIGHUP)",
   'policy.probe_interval': 'the prober is started at start',
   'policy.rollover_warn': 'the rollover watch is set up at start',
   // derived by loadConfig, not keys of the file: they follow the keys above
@@ -107,7 +107,9 @@ export function isReloadable(key: string): boolean {
 
 /** Why `key` needs a restart (the most specific rule), or a generic reason for a key no rule names. */
 export function restartReason(key: string): string {
-  const rule = Object.keys(RESTART_NEEDED).filter((r) => covers(r, key)).sort((x, y) => y.length - x.length)[0];
+  const rule = Object.keys(RESTART_NEEDED)
+    .filter((r) => covers(r, key))
+    .sort((x, y) => y.length - x.length)[0];
   return rule ? RESTART_NEEDED[rule]! : 'not reloadable';
 }
 

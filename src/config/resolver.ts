@@ -29,7 +29,12 @@ export interface ResolverDeps {
 export type ConfiguredResolver = ValidatingResolver | StubResolver;
 
 export function resolverFor(cfg: Pick<Config, 'dns'> & { resolvedResolvers: string[] }, deps: ResolverDeps = {}): ConfiguredResolver {
-  const common = { servers: cfg.resolvedResolvers, timeoutMs: cfg.dns.timeout, attempts: cfg.dns.attempts, ...(deps.transport ? { transport: deps.transport } : {}) };
+  const common = {
+    servers: cfg.resolvedResolvers,
+    timeoutMs: cfg.dns.timeout,
+    attempts: cfg.dns.attempts,
+    ...(deps.transport ? { transport: deps.transport } : {}),
+  };
   if (cfg.dns.mode === 'validate') {
     const trustAnchors = cfg.dns.trust_anchors ? readFileSync(cfg.dns.trust_anchors, 'utf8') : undefined;
     // The validator's answer cache cannot be switched off (its chain caches make it affordable); a

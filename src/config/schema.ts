@@ -29,210 +29,272 @@ const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   return ms;
 });
 
-const hostname = z.string().regex(/^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/, 'expected a DNS host name');
+const hostname = z
+  .string()
+  .regex(/^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/, 'expected a DNS host name');
 
-export const configSchema = z.strictObject({
-  listen: z.array(listenAddr).min(1).default(['127.0.0.1:2525']),
-  relay_clients: z.array(cidr).default(['127.0.0.0/8', '::1/128']),
-  queue_dir: z.string().min(1).default('queue'),
-  hostname: hostname.default('localhost'),
-  /** started as root: bind the listeners, then drop to this (unprivileged) user for good; src/files/privileges.ts */
-  user: z.string().regex(/^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d+)$/, 'expected a user name or number').optional(),
-  /** false: refuse to run as root without `user:` (default: run, with a loud warning at every start) */
-  allow_root: z.boolean().default(true),
-  dns: z.strictObject({
+export const configSchema = z
+  .strictObject({
+    listen: z.array(listenAddr).min(1).default(['127.0.0.1:2525']),
+    relay_clients: z.array(cidr).default(['127.0.0.0/8', '::1/128']),
+    queue_dir: z.string().min(1).default('queue'),
+    hostname: hostname.default('localhost'),
+    /** started as root: bind the listeners, then drop to this (unprivileged) user for good; src/files/privileges.ts */
+    user: z
+      .string()
+      .regex(/^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d+)$/, 'expected a user name or number')
+      .optional(),
+    /** false: refuse to run as root without `user:` (default: run, with a loud warning at every start) */
+    allow_root: z.boolean().default(true),
+    dns: z
+      .strictObject({
+        /**
+         * validate: check DNSSEC in-process from the trust anchors (resolvers are only transport);
+         * trust-ad: believe the AD bit of a trusted (loopback) validating resolver.
+         */
+        mode: z.enum(['trust-ad', 'validate']).default('validate'),
+        /** default: nameservers of /etc/resolv.conf */
+        resolvers: z.array(hostPort).min(1).optional(),
+        /** non-loopback resolvers whose AD bit the operator vouches for (secure channel), DANE-2 */
+        trusted_resolvers: z.array(hostPort).default([]),
+        timeout: duration.prefault(2000 / 1000),
+        attempts: z.number().int().min(1).max(10).default(2),
+        /** validate mode: DS/DNSKEY trust anchors in presentation format (Unbound root.key); default the IANA root KSKs */
+        trust_anchors: z.string().optional(),
+      })
+      .prefault({}),
+    delivery: z
+      .strictObject({
+        port: z.number().int().min(1).max(65535).default(25),
+        tls_level: z.enum(tlsLevels).default('dane'),
+        /** outbound connections, all destinations */
+        concurrency: z.number().int().min(1).max(10000).default(50),
+        /** outbound connections to one destination domain */
+        per_destination: z.number().int().min(1).max(1000).default(10),
+        /** messages sent over one connection before it is closed */
+        max_messages_per_connection: z.number().int().min(1).default(100),
+        /**
+         * MX hosts planned and tried per message, in MX order (preference, random within one); the rest are
+         * not looked up (Postfix smtp_mx_address_limit, Exim hosts_max_try). 0: no limit.
+         */
+        mx_host_limit: z.number().int().min(0).max(1000).default(5),
+        /** RFC 5321 §4.5.3.2 stage timeouts */
+        timeouts: z
+          .strictObject({
+            connect: duration.prefault(30),
+            greeting: duration.prefault(300),
+            ehlo: duration.prefault(300),
+            starttls: duration.prefault(120),
+            mail: duration.prefault(300),
+            rcpt: duration.prefault(300),
+            data: duration.prefault(120),
+            data_block: duration.prefault(180),
+            data_done: duration.prefault(600),
+          })
+          .prefault({}),
+        /** digest preference for RFC 7671 §9 agility: first is strongest */
+        digest_preference: z.array(z.enum(['sha512', 'sha256'])).default(['sha512', 'sha256']),
+        /**
+         * A body the next hop did not agree to (8-bit octets without 8BITMIME, RFC 6152 §3; a line over
+         * 998 octets, RFC 5321 §4.5.3.1.6): `convert` re-encodes the MIME parts that need it
+         * (quoted-printable / base64, src/mime/), `refuse` bounces with 5.6.3 (Postfix's
+         * disable_mime_output_conversion). Either way such bytes never go out.
+         */
+        mime_conversion: z.enum(['convert', 'refuse']).default('convert'),
+      })
+      .prefault({}),
+    ingress: z
+      .strictObject({
+        max_message_size: z
+          .number()
+          .int()
+          .min(1024)
+          .default(50 * 1024 * 1024),
+        max_recipients: z.number().int().min(1).default(1000),
+        max_connections: z.number().int().min(1).default(200),
+        /** messages accepted per client address per minute; 0 = unlimited */
+        rate_per_minute: z.number().int().min(0).default(0),
+        /** open connections per client (an IPv4 address or IPv6 /client_ipv6_prefix); 0 = no limit beyond max_connections */
+        max_connections_per_client: z.number().int().min(0).default(0),
+        /** AUTH exchanges in progress at once per client (each is a scrypt run); more get 454 4.7.0 */
+        max_auth_per_client: z.number().int().min(1).max(1000).default(3),
+        /** per-client limits count IPv6 clients per network of this prefix length (one host usually holds a /64) */
+        client_ipv6_prefix: z.number().int().min(1).max(128).default(64),
+        tls: z.strictObject({ cert: z.string(), key: z.string() }).optional(),
+        /** users file: "user:$scrypt$N=16384,r=8,p=1$<salt>$<hash>" per line; enables AUTH PLAIN/LOGIN over TLS */
+        users_file: z.string().optional(),
+        /**
+         * RFC 5321 §6.3 loop detection: a message that arrives with more Received: header fields than this is
+         * refused with 554 5.4.6 at the end of DATA (the relay's own Received line is not counted). Postfix: hopcount_limit.
+         */
+        max_hops: z.number().int().min(1).default(50),
+        banner: z.string().default('dane-relay ESMTP'),
+        timeout: duration.prefault(300),
+        /**
+         * RFC 5321 §4.5.1: where mail to the reserved mailbox goes — `RCPT TO:<Postmaster>` (no domain,
+         * §4.1.1.3) and postmaster@<hostname>, accepted from any client. Unset: such RCPTs get 550 naming this key.
+         */
+        postmaster: z
+          .string()
+          .regex(/^[^\s@<>]+@[^\s@<>]+$/, 'expected an address such as ops@example.org')
+          .optional(),
+        /**
+         * A message with a line over 998 octets (RFC 5322 §2.1.1): `encode` accepts it and the part is
+         * sent quoted-printable/base64 (delivery.mime_conversion); `refuse` answers 550 5.6.0 at the end of DATA.
+         */
+        long_lines: z.enum(['encode', 'refuse']).default('encode'),
+      })
+      .prefault({}),
+    queue: z
+      .strictObject({
+        /** RFC 5321 §4.5.4.1: retry interval SHOULD be at least 30 minutes */
+        min_backoff: duration.prefault('30m'),
+        max_backoff: duration.prefault('4h'),
+        /** how often the scheduler looks at the queue when idle */
+        run_interval: duration.prefault('10s'),
+        lifetime: duration.prefault('5d'),
+        /** send a "delayed" DSN after this long; 0 disables */
+        delay_warning: duration.prefault('4h'),
+      })
+      .prefault({}),
     /**
-     * validate: check DNSSEC in-process from the trust anchors (resolvers are only transport);
-     * trust-ad: believe the AD bit of a trusted (loopback) validating resolver.
+     * Where the queue lives (issue 16): `file` is the embedded spool under queue_dir (the default, nothing
+     * else needed); `postgres` shares one queue between several relay nodes on a PostgreSQL database.
      */
-    mode: z.enum(['trust-ad', 'validate']).default('validate'),
-    /** default: nameservers of /etc/resolv.conf */
-    resolvers: z.array(hostPort).min(1).optional(),
-    /** non-loopback resolvers whose AD bit the operator vouches for (secure channel), DANE-2 */
-    trusted_resolvers: z.array(hostPort).default([]),
-    timeout: duration.prefault(2000 / 1000),
-    attempts: z.number().int().min(1).max(10).default(2),
-    /** validate mode: DS/DNSKEY trust anchors in presentation format (Unbound root.key); default the IANA root KSKs */
-    trust_anchors: z.string().optional(),
-  }).prefault({}),
-  delivery: z.strictObject({
-    port: z.number().int().min(1).max(65535).default(25),
-    tls_level: z.enum(tlsLevels).default('dane'),
-    /** outbound connections, all destinations */
-    concurrency: z.number().int().min(1).max(10000).default(50),
-    /** outbound connections to one destination domain */
-    per_destination: z.number().int().min(1).max(1000).default(10),
-    /** messages sent over one connection before it is closed */
-    max_messages_per_connection: z.number().int().min(1).default(100),
-    /**
-     * MX hosts planned and tried per message, in MX order (preference, random within one); the rest are
-     * not looked up (Postfix smtp_mx_address_limit, Exim hosts_max_try). 0: no limit.
-     */
-    mx_host_limit: z.number().int().min(0).max(1000).default(5),
-    /** RFC 5321 §4.5.3.2 stage timeouts */
-    timeouts: z.strictObject({
-      connect: duration.prefault(30),
-      greeting: duration.prefault(300),
-      ehlo: duration.prefault(300),
-      starttls: duration.prefault(120),
-      mail: duration.prefault(300),
-      rcpt: duration.prefault(300),
-      data: duration.prefault(120),
-      data_block: duration.prefault(180),
-      data_done: duration.prefault(600),
-    }).prefault({}),
-    /** digest preference for RFC 7671 §9 agility: first is strongest */
-    digest_preference: z.array(z.enum(['sha512', 'sha256'])).default(['sha512', 'sha256']),
-    /**
-     * A body the next hop did not agree to (8-bit octets without 8BITMIME, RFC 6152 §3; a line over
-     * 998 octets, RFC 5321 §4.5.3.1.6): `convert` re-encodes the MIME parts that need it
-     * (quoted-printable / base64, src/mime/), `refuse` bounces with 5.6.3 (Postfix's
-     * disable_mime_output_conversion). Either way such bytes never go out.
-     */
-    mime_conversion: z.enum(['convert', 'refuse']).default('convert'),
-  }).prefault({}),
-  ingress: z.strictObject({
-    max_message_size: z.number().int().min(1024).default(50 * 1024 * 1024),
-    max_recipients: z.number().int().min(1).default(1000),
-    max_connections: z.number().int().min(1).default(200),
-    /** messages accepted per client address per minute; 0 = unlimited */
-    rate_per_minute: z.number().int().min(0).default(0),
-    /** open connections per client (an IPv4 address or IPv6 /client_ipv6_prefix); 0 = no limit beyond max_connections */
-    max_connections_per_client: z.number().int().min(0).default(0),
-    /** AUTH exchanges in progress at once per client (each is a scrypt run); more get 454 4.7.0 */
-    max_auth_per_client: z.number().int().min(1).max(1000).default(3),
-    /** per-client limits count IPv6 clients per network of this prefix length (one host usually holds a /64) */
-    client_ipv6_prefix: z.number().int().min(1).max(128).default(64),
-    tls: z.strictObject({ cert: z.string(), key: z.string() }).optional(),
-    /** users file: "user:$scrypt$N=16384,r=8,p=1$<salt>$<hash>" per line; enables AUTH PLAIN/LOGIN over TLS */
-    users_file: z.string().optional(),
-    /**
-     * RFC 5321 §6.3 loop detection: a message that arrives with more Received: header fields than this is
-     * refused with 554 5.4.6 at the end of DATA (the relay's own Received line is not counted). Postfix: hopcount_limit.
-     */
-    max_hops: z.number().int().min(1).default(50),
-    banner: z.string().default('dane-relay ESMTP'),
-    timeout: duration.prefault(300),
-    /**
-     * RFC 5321 §4.5.1: where mail to the reserved mailbox goes — `RCPT TO:<Postmaster>` (no domain,
-     * §4.1.1.3) and postmaster@<hostname>, accepted from any client. Unset: such RCPTs get 550 naming this key.
-     */
-    postmaster: z.string().regex(/^[^\s@<>]+@[^\s@<>]+$/, 'expected an address such as ops@example.org').optional(),
-    /**
-     * A message with a line over 998 octets (RFC 5322 §2.1.1): `encode` accepts it and the part is
-     * sent quoted-printable/base64 (delivery.mime_conversion); `refuse` answers 550 5.6.0 at the end of DATA.
-     */
-    long_lines: z.enum(['encode', 'refuse']).default('encode'),
-  }).prefault({}),
-  queue: z.strictObject({
-    /** RFC 5321 §4.5.4.1: retry interval SHOULD be at least 30 minutes */
-    min_backoff: duration.prefault('30m'),
-    max_backoff: duration.prefault('4h'),
-    /** how often the scheduler looks at the queue when idle */
-    run_interval: duration.prefault('10s'),
-    lifetime: duration.prefault('5d'),
-    /** send a "delayed" DSN after this long; 0 disables */
-    delay_warning: duration.prefault('4h'),
-  }).prefault({}),
-  /**
-   * Where the queue lives (issue 16): `file` is the embedded spool under queue_dir (the default, nothing
-   * else needed); `postgres` shares one queue between several relay nodes on a PostgreSQL database.
-   */
-  spool: z.strictObject({
-    backend: z.enum(['file', 'postgres']).default('file'),
-    postgres: z.strictObject({
-      /** libpq connection URL, e.g. "postgresql://relay@db.internal/relay" or "postgresql://relay@/relay?host=/run/postgresql"; no password in it */
-      url: z.string().min(1).refine((u) => /^postgres(?:ql)?:\/\//.test(u), { message: 'expected a postgresql:// URL' })
-        .refine((u) => !/^postgres(?:ql)?:\/\/[^/@]*:[^/@]*@/.test(u), { message: 'put the password in password_file or the environment (password_env), not in the URL: URLs end up in logs and ps' }),
-      /** file holding the password (first line), relative to the config file; must not be readable by others */
-      password_file: z.string().min(1).optional(),
-      /** name of the environment variable holding the password (default PGPASSWORD, as libpq) */
-      password_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name').default('PGPASSWORD'),
-      /** this node's name in leases and `dane-relay nodes`; default hostname:pid */
-      node: z.string().regex(/^[\x21-\x7e]{1,100}$/, 'expected up to 100 printable characters without spaces').optional(),
-      /** a claimed message is this node's for this long (database time) unless renewed; a dead node's work waits at most this */
-      lease: duration.prefault('30s'),
-      /** connections per node */
-      pool: z.number().int().min(2).max(200).default(10),
-    }).optional(),
-  }).prefault({}).refine((s) => s.backend !== 'postgres' || s.postgres !== undefined, {
-    message: 'spool.backend is postgres: spool.postgres.url is required', path: ['postgres'],
-  }),
-  /** queue control socket (issue 7): `dane-relay queue …` talks to the running relay here */
-  control: z.strictObject({
-    /** Unix socket path, relative to the config file; default <queue_dir>/control.sock */
-    socket: z.string().min(1).optional(),
-  }).prefault({}),
-  /** Prometheus /metrics, /healthz, /readyz (issue 7); off when absent */
-  metrics: z.strictObject({
-    listen: listenAddr,
-    /** a non-loopback listen address is refused unless this is true */
-    allow_remote: z.boolean().default(false),
-    /** seconds /readyz caches its spool write probe */
-    ready_cache: duration.prefault('5s'),
-    /** how often /readyz repeats the DNSSEC self-test (DANE-4) */
-    selftest_interval: duration.prefault('60s'),
-  }).refine((m) => m.allow_remote || isLoopbackHostPort(m.listen), {
-    message: 'metrics.listen must be a loopback address (127.0.0.0/8 or ::1) unless metrics.allow_remote is true',
-    path: ['listen'],
-  }).optional(),
-  /** SMTP TLS Reporting, RFC 8460 (issue 6); see src/reporting/tlsrpt/ */
-  tlsrpt: z.strictObject({
-    enabled: z.boolean().default(true),
-    /** report `organization-name`; default: hostname */
-    organization_name: z.string().min(1).optional(),
-    /** report `contact-info` (an addr-spec); default: postmaster@hostname */
-    contact_info: z.string().regex(/^[^\s@<>]+@[A-Za-z0-9.-]+$/, 'expected an address such as tlsrpt@relay.example.net').optional(),
-    /** TLS-Report-Submitter and the filename's sender; default: the domain of contact_info */
-    submitter: hostname.optional(),
-    /** default: <queue_dir>/tlsrpt */
-    dir: z.string().min(1).optional(),
-    retention_days: z.number().int().min(2).max(3650).default(30),
-    /** random delay before a day's reports go out (RFC 8460 §4.1) */
-    max_delay: duration.prefault('4h'),
-    /**
-     * rua targets in the operator's own network: https to IP literals or to names resolving to loopback,
-     * private, link-local, CGNAT or other special-purpose addresses, mailto to address literals (issue 13)
-     */
-    allow_private_targets: z.boolean().default(false),
-    /** DKIM key for mailed reports (RFC 8460 §3: MUST be signed); `dane-relay dkim keygen` makes one */
-    dkim: z.strictObject({
-      domain: hostname,
-      selector: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, 'expected a DKIM selector').default('tlsrpt'),
-      key_file: z.string().min(1),
-    }).optional(),
-  }).prefault({}),
-  /** MTA-STS, RFC 8461 (issue 15); see src/mtasts/ */
-  mta_sts: z.strictObject({
-    /** enforce and cache MTA-STS policies where no DANE applies (RFC 8461) */
-    enabled: z.boolean().default(true),
-    /** PEM trust anchors for policy hosts (and MX certificates under a policy) instead of the system store */
-    ca_file: z.string().min(1).optional(),
-    /** the whole policy fetch: DNS, connect, TLS, body (RFC 8461 §3.3 suggests a minute) */
-    fetch_timeout: duration.prefault('60s'),
-    /** the policy hosts' https port: 443 (RFC 8461 §3.3); another only for test worlds on loopback */
-    port: z.number().int().min(1).max(65535).default(443),
-  }).prefault({}),
-  log: z.strictObject({
-    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  }).prefault({}),
-  /** per-destination TLS policy (issue 7): files relative to the config file; a missing key = no table */
-  policy: z.strictObject({
-    /** lines "DOMAIN|.PARENT LEVEL [trust-insecure-mx]" (Postfix level names) */
-    tls_policy: z.string().min(1).optional(),
-    /** danefail exception list (DANE-70): one domain per line */
-    danefail: z.string().min(1).optional(),
-    /** level for a listed destination; never a DANE level */
-    exception_level: z.enum(['may', 'encrypt']).default('may'), // DANE-70: opportunistic TLS; `none` would strip TLS
-    /** how often listed destinations are probed for working DANE; 0 disables */
-    probe_interval: duration.prefault('6h'),
-    /** rollover warning: a pinned certificate expiring within this window */
-    rollover_warn: duration.prefault('14d'),
-  }).prefault({}),
-}).superRefine((c, ctx) => {
-  // tlsrpt: submitter = contact-info's domain, DKIM from the reporting domain (RFC 8460 §3, §5.3)
-  for (const i of tlsrptConfigIssues(c.hostname, c.tlsrpt)) ctx.addIssue({ code: 'custom', path: i.path, message: i.message });
-});
+    spool: z
+      .strictObject({
+        backend: z.enum(['file', 'postgres']).default('file'),
+        postgres: z
+          .strictObject({
+            /** libpq connection URL, e.g. "postgresql://relay@db.internal/relay" or "postgresql://relay@/relay?host=/run/postgresql"; no password in it */
+            url: z
+              .string()
+              .min(1)
+              .refine((u) => /^postgres(?:ql)?:\/\//.test(u), { message: 'expected a postgresql:// URL' })
+              .refine((u) => !/^postgres(?:ql)?:\/\/[^/@]*:[^/@]*@/.test(u), {
+                message: 'put the password in password_file or the environment (password_env), not in the URL: URLs end up in logs and ps',
+              }),
+            /** file holding the password (first line), relative to the config file; must not be readable by others */
+            password_file: z.string().min(1).optional(),
+            /** name of the environment variable holding the password (default PGPASSWORD, as libpq) */
+            password_env: z
+              .string()
+              .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name')
+              .default('PGPASSWORD'),
+            /** this node's name in leases and `dane-relay nodes`; default hostname:pid */
+            node: z
+              .string()
+              .regex(/^[\x21-\x7e]{1,100}$/, 'expected up to 100 printable characters without spaces')
+              .optional(),
+            /** a claimed message is this node's for this long (database time) unless renewed; a dead node's work waits at most this */
+            lease: duration.prefault('30s'),
+            /** connections per node */
+            pool: z.number().int().min(2).max(200).default(10),
+          })
+          .optional(),
+      })
+      .prefault({})
+      .refine((s) => s.backend !== 'postgres' || s.postgres !== undefined, {
+        message: 'spool.backend is postgres: spool.postgres.url is required',
+        path: ['postgres'],
+      }),
+    /** queue control socket (issue 7): `dane-relay queue …` talks to the running relay here */
+    control: z
+      .strictObject({
+        /** Unix socket path, relative to the config file; default <queue_dir>/control.sock */
+        socket: z.string().min(1).optional(),
+      })
+      .prefault({}),
+    /** Prometheus /metrics, /healthz, /readyz (issue 7); off when absent */
+    metrics: z
+      .strictObject({
+        listen: listenAddr,
+        /** a non-loopback listen address is refused unless this is true */
+        allow_remote: z.boolean().default(false),
+        /** seconds /readyz caches its spool write probe */
+        ready_cache: duration.prefault('5s'),
+        /** how often /readyz repeats the DNSSEC self-test (DANE-4) */
+        selftest_interval: duration.prefault('60s'),
+      })
+      .refine((m) => m.allow_remote || isLoopbackHostPort(m.listen), {
+        message: 'metrics.listen must be a loopback address (127.0.0.0/8 or ::1) unless metrics.allow_remote is true',
+        path: ['listen'],
+      })
+      .optional(),
+    /** SMTP TLS Reporting, RFC 8460 (issue 6); see src/reporting/tlsrpt/ */
+    tlsrpt: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        /** report `organization-name`; default: hostname */
+        organization_name: z.string().min(1).optional(),
+        /** report `contact-info` (an addr-spec); default: postmaster@hostname */
+        contact_info: z
+          .string()
+          .regex(/^[^\s@<>]+@[A-Za-z0-9.-]+$/, 'expected an address such as tlsrpt@relay.example.net')
+          .optional(),
+        /** TLS-Report-Submitter and the filename's sender; default: the domain of contact_info */
+        submitter: hostname.optional(),
+        /** default: <queue_dir>/tlsrpt */
+        dir: z.string().min(1).optional(),
+        retention_days: z.number().int().min(2).max(3650).default(30),
+        /** random delay before a day's reports go out (RFC 8460 §4.1) */
+        max_delay: duration.prefault('4h'),
+        /**
+         * rua targets in the operator's own network: https to IP literals or to names resolving to loopback,
+         * private, link-local, CGNAT or other special-purpose addresses, mailto to address literals (issue 13)
+         */
+        allow_private_targets: z.boolean().default(false),
+        /** DKIM key for mailed reports (RFC 8460 §3: MUST be signed); `dane-relay dkim keygen` makes one */
+        dkim: z
+          .strictObject({
+            domain: hostname,
+            selector: z
+              .string()
+              .regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, 'expected a DKIM selector')
+              .default('tlsrpt'),
+            key_file: z.string().min(1),
+          })
+          .optional(),
+      })
+      .prefault({}),
+    /** MTA-STS, RFC 8461 (issue 15); see src/mtasts/ */
+    mta_sts: z
+      .strictObject({
+        /** enforce and cache MTA-STS policies where no DANE applies (RFC 8461) */
+        enabled: z.boolean().default(true),
+        /** PEM trust anchors for policy hosts (and MX certificates under a policy) instead of the system store */
+        ca_file: z.string().min(1).optional(),
+        /** the whole policy fetch: DNS, connect, TLS, body (RFC 8461 §3.3 suggests a minute) */
+        fetch_timeout: duration.prefault('60s'),
+        /** the policy hosts' https port: 443 (RFC 8461 §3.3); another only for test worlds on loopback */
+        port: z.number().int().min(1).max(65535).default(443),
+      })
+      .prefault({}),
+    log: z
+      .strictObject({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .prefault({}),
+    /** per-destination TLS policy (issue 7): files relative to the config file; a missing key = no table */
+    policy: z
+      .strictObject({
+        /** lines "DOMAIN|.PARENT LEVEL [trust-insecure-mx]" (Postfix level names) */
+        tls_policy: z.string().min(1).optional(),
+        /** danefail exception list (DANE-70): one domain per line */
+        danefail: z.string().min(1).optional(),
+        /** level for a listed destination; never a DANE level */
+        exception_level: z.enum(['may', 'encrypt']).default('may'), // DANE-70: opportunistic TLS; `none` would strip TLS
+        /** how often listed destinations are probed for working DANE; 0 disables */
+        probe_interval: duration.prefault('6h'),
+        /** rollover warning: a pinned certificate expiring within this window */
+        rollover_warn: duration.prefault('14d'),
+      })
+      .prefault({}),
+  })
+  .superRefine((c, ctx) => {
+    // tlsrpt: submitter = contact-info's domain, DKIM from the reporting domain (RFC 8460 §3, §5.3)
+    for (const i of tlsrptConfigIssues(c.hostname, c.tlsrpt)) ctx.addIssue({ code: 'custom', path: i.path, message: i.message });
+  });
 
 export type Config = z.output<typeof configSchema>;
 

@@ -9,7 +9,10 @@
  *   the reporting domain.
  */
 import { lowerName } from '../dns/name.js';
-export interface TlsrptConfigIssue { path: (string | number)[]; message: string }
+export interface TlsrptConfigIssue {
+  path: (string | number)[];
+  message: string;
+}
 
 const norm = lowerName;
 

@@ -13,11 +13,17 @@ const isENOENT = (e: unknown) => (e as { code?: unknown })?.code === 'ENOENT';
 /** Online: the scheduler's index is the newest truth (it may be ahead of the disk by one write in flight). */
 export function schedulerBackend(scheduler: Scheduler): QueueBackend {
   return {
-    async list() { return { messages: scheduler.list(), unreadable: [] }; },
-    async get(id) { return scheduler.get(id); },
+    async list() {
+      return { messages: scheduler.list(), unreadable: [] };
+    },
+    async get(id) {
+      return scheduler.get(id);
+    },
     setHeld: (id, held) => scheduler.setHeld(id, held),
     remove: (id) => scheduler.remove(id),
-    async flush(domain) { return scheduler.flush(domain); },
+    async flush(domain) {
+      return scheduler.flush(domain);
+    },
     async requeue(id, now) {
       let changed = 0;
       const msg = await scheduler.amend(id, (rs) => {

@@ -17,7 +17,10 @@ import { controlSocketPath, type ControlConfigView } from './server.js';
 
 /** No relay listens (no socket file, or nobody behind it). */
 export class NoRelayError extends Error {
-  constructor(readonly path: string, readonly reason: string) {
+  constructor(
+    readonly path: string,
+    readonly reason: string,
+  ) {
     super(`no relay answers on ${path} (${reason})`);
   }
 }
@@ -28,10 +31,18 @@ export function request(path: string, req: ControlRequest, timeoutMs = 30_000): 
     const s = createConnection(path);
     let buf = '';
     let connected = false;
-    const timer = setTimeout(() => { s.destroy(); reject(new Error(`control socket ${path} did not answer within ${timeoutMs} ms`)); }, timeoutMs);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`control socket ${path} did not answer within ${timeoutMs} ms`));
+    }, timeoutMs);
     s.setEncoding('utf8');
-    s.on('connect', () => { connected = true; s.write(`${JSON.stringify(req)}\n`); });
-    s.on('data', (d: string) => { buf += d; });
+    s.on('connect', () => {
+      connected = true;
+      s.write(`${JSON.stringify(req)}\n`);
+    });
+    s.on('data', (d: string) => {
+      buf += d;
+    });
     s.on('end', () => {
       clearTimeout(timer);
       try {
@@ -78,19 +89,35 @@ export async function runQueueCommand(cfg: ControlConfigView, req: ControlReques
   }
   if (!existsSync(join(cfg.queue_dir, 'msg'))) {
     // Never created: an empty queue. Nothing to lock, and a typo in --config must not create directories.
-    const empty = { list: async () => ({ messages: [], unreadable: [] }), get: async () => undefined, setHeld: async () => false, remove: async () => false, flush: async () => 0, requeue: async () => undefined };
+    const empty = {
+      list: async () => ({ messages: [], unreadable: [] }),
+      get: async () => undefined,
+      setHeld: async () => false,
+      remove: async () => false,
+      flush: async () => 0,
+      requeue: async () => undefined,
+    };
     return { response: await respond(req, empty, now()), via: 'spool' };
   }
-  const lockedBy = (pid?: number) => `the spool ${cfg.queue_dir} is locked by ${pid ? `running process ${pid}` : 'another process'}, but its control socket ${path} does not answer (${noRelay.reason}); the relay may be starting, stopping or stuck, or runs with a different control.socket`;
+  const lockedBy = (pid?: number) =>
+    `the spool ${cfg.queue_dir} is locked by ${pid ? `running process ${pid}` : 'another process'}, but its control socket ${path} does not answer (${noRelay.reason}); the relay may be starting, stopping or stuck, or runs with a different control.socket`;
   if (req.cmd === 'list' || req.cmd === 'show') {
     // Reading needs no lock (inspect.ts reads what is on disk and changes nothing), so a
     // `queue list` can never make a starting relay fail on a held lock. A live lock owner
     // that does not answer is still reported.
     const owner = await readFile(join(cfg.queue_dir, 'lock'), 'utf8').then(parseLock, () => undefined);
     const listing = await listSpool(cfg.queue_dir);
-    const ro = { list: async () => listing, get: async (id: string) => listing.messages.find((m) => m.id === id), setHeld: async () => false, remove: async () => false, flush: async () => 0, requeue: async () => undefined };
+    const ro = {
+      list: async () => listing,
+      get: async (id: string) => listing.messages.find((m) => m.id === id),
+      setHeld: async () => false,
+      remove: async () => false,
+      flush: async () => 0,
+      requeue: async () => undefined,
+    };
     const response = await respond(req, ro, now());
-    if (owner && owner.pid !== process.pid && isOwnerAlive(owner)) return { response, via: 'read-only', warning: `${lockedBy(owner.pid)}; showing the spool files read-only` };
+    if (owner && owner.pid !== process.pid && isOwnerAlive(owner))
+      return { response, via: 'read-only', warning: `${lockedBy(owner.pid)}; showing the spool files read-only` };
     return { response, via: 'spool' };
   }
   let spool: Spool;

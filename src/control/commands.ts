@@ -40,7 +40,10 @@ export type ControlResult =
 export type ControlResponse = { ok: true; result: ControlResult } | { ok: false; code: string; error: string };
 
 export class ControlError extends Error {
-  constructor(readonly code: string, message: string) {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'ControlError';
   }
@@ -56,7 +59,8 @@ export function parseRequest(v: unknown): ControlRequest {
     throw new ControlError('EINVAL', `unknown command ${JSON.stringify(o.cmd)}; expected one of ${COMMANDS.join(', ')}`);
   }
   const cmd = o.cmd as CommandName;
-  for (const k of Object.keys(o)) if (k !== 'cmd' && k !== 'id' && k !== 'domain') throw new ControlError('EINVAL', `unknown request field ${JSON.stringify(k)}`);
+  for (const k of Object.keys(o))
+    if (k !== 'cmd' && k !== 'id' && k !== 'domain') throw new ControlError('EINVAL', `unknown request field ${JSON.stringify(k)}`);
   const needsId = cmd !== 'list' && cmd !== 'flush';
   if (needsId) {
     if (typeof o.id !== 'string' || o.id === '') throw new ControlError('EINVAL', `${cmd} needs a queue id`);
@@ -187,7 +191,11 @@ export function formatResult(r: ControlResult, now: number, formatListing: (l: S
       const text = formatListing({ messages: [m], unreadable: [] }, now).split('\n');
       const client = `${m.envelope.client.address}${m.envelope.client.name ? ` (${m.envelope.client.name})` : ''}${m.envelope.client.user ? ` user ${m.envelope.client.user}` : ''}`;
       // Drop the "-- n message(s)" summary: this is one message.
-      return [...text.slice(0, -2), `    kind ${m.envelope.kind}  client ${client}${m.envelope.messageId ? `  message-id ${m.envelope.messageId}` : ''}`].join('\n') + '\n';
+      return (
+        [...text.slice(0, -2), `    kind ${m.envelope.kind}  client ${client}${m.envelope.messageId ? `  message-id ${m.envelope.messageId}` : ''}`].join(
+          '\n',
+        ) + '\n'
+      );
     }
     case 'flush':
       return `flush${r.domain ? ` ${r.domain}` : ''}: ${r.messages} message(s) due now\n`;

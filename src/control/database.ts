@@ -15,7 +15,14 @@ type Row = { id: string; envelope: Envelope; size: string; body_facts: BodyFacts
 const COLUMNS = 'id, envelope, size, body_facts, recipients, held';
 
 function message(row: Row): QueuedMessage {
-  return { id: row.id, envelope: row.envelope, size: Number(row.size), ...(row.body_facts ? { body: row.body_facts } : {}), recipients: row.recipients, ...(row.held ? { held: true } : {}) };
+  return {
+    id: row.id,
+    envelope: row.envelope,
+    size: Number(row.size),
+    ...(row.body_facts ? { body: row.body_facts } : {}),
+    recipients: row.recipients,
+    ...(row.held ? { held: true } : {}),
+  };
 }
 
 /** Runs `fn` in one transaction on one connection (the rows it reads FOR UPDATE stay as read until it commits). */
@@ -53,22 +60,24 @@ export function databaseBackend(pool: pg.Pool): QueueBackend {
     async remove(id) {
       return ((await pool.query('DELETE FROM relay_messages WHERE id = $1', [id])).rowCount ?? 0) > 0;
     },
-    flush: (domain, now) => inTransaction(pool, async (c) => {
-      let n = 0;
-      for (const row of (await c.query<Row>(`SELECT ${COLUMNS} FROM relay_messages WHERE NOT held AND next_due IS NOT NULL ORDER BY id FOR UPDATE`)).rows) {
-        const next = flushRecipients(message(row), domain, now);
-        if (!next) continue;
-        await write(c, row.id, next);
-        n++;
-      }
-      return n;
-    }),
-    requeue: (id, now) => inTransaction(pool, async (c) => {
-      const row = (await c.query<Row>(`SELECT ${COLUMNS} FROM relay_messages WHERE id = $1 FOR UPDATE`, [id])).rows[0];
-      if (!row) return undefined;
-      const r = requeueRecipients(row.recipients, now);
-      if (r.changed) await write(c, id, r.recipients);
-      return { changed: r.changed, held: row.held };
-    }),
+    flush: (domain, now) =>
+      inTransaction(pool, async (c) => {
+        let n = 0;
+        for (const row of (await c.query<Row>(`SELECT ${COLUMNS} FROM relay_messages WHERE NOT held AND next_due IS NOT NULL ORDER BY id FOR UPDATE`)).rows) {
+          const next = flushRecipients(message(row), domain, now);
+          if (!next) continue;
+          await write(c, row.id, next);
+          n++;
+        }
+        return n;
+      }),
+    requeue: (id, now) =>
+      inTransaction(pool, async (c) => {
+        const row = (await c.query<Row>(`SELECT ${COLUMNS} FROM relay_messages WHERE id = $1 FOR UPDATE`, [id])).rows[0];
+        if (!row) return undefined;
+        const r = requeueRecipients(row.recipients, now);
+        if (r.changed) await write(c, id, r.recipients);
+        return { changed: r.changed, held: row.held };
+      }),
   };
 }

@@ -36,14 +36,20 @@ export function controlSocketPath(cfg: ControlConfigView): string {
 function answers(path: string): Promise<boolean> {
   return new Promise((res) => {
     const c = createConnection(path);
-    c.once('connect', () => { c.destroy(); res(true); });
+    c.once('connect', () => {
+      c.destroy();
+      res(true);
+    });
     c.once('error', () => res(false));
   });
 }
 
 export class ControlServer {
   private readonly sockets = new Set<Socket>();
-  private constructor(readonly path: string, private readonly server: Server) {}
+  private constructor(
+    readonly path: string,
+    private readonly server: Server,
+  ) {}
 
   static async start(opts: { path: string; backend: QueueBackend; now: () => number; log: Logger }): Promise<ControlServer> {
     const path = opts.path;
@@ -56,7 +62,8 @@ export class ControlServer {
     const st = await lstat(path).catch(() => undefined);
     if (st) {
       // lstat: a link planted here is "not a socket", never followed, never removed.
-      if (!st.isSocket()) throw new Error(`control.socket ${path} exists and is not a socket${st.isSymbolicLink() ? ' (a symbolic link)' : ''}; refusing to replace it`);
+      if (!st.isSocket())
+        throw new Error(`control.socket ${path} exists and is not a socket${st.isSymbolicLink() ? ' (a symbolic link)' : ''}; refusing to replace it`);
       if (await answers(path)) throw new Error(`control socket ${path} is in use by another process`);
       await unlink(path); // left by a relay that was killed
     }
@@ -67,7 +74,10 @@ export class ControlServer {
     try {
       await new Promise<void>((res, rej) => {
         srv.server.once('error', rej);
-        srv.server.listen(path, () => { srv.server.off('error', rej); res(); });
+        srv.server.listen(path, () => {
+          srv.server.off('error', rej);
+          res();
+        });
       });
     } finally {
       process.umask(old);
@@ -86,14 +96,19 @@ export class ControlServer {
     let buf = '';
     let done = false;
     // Addresses and reasons in a listing are outside text: a client reading the socket directly gets them printable too.
-    const reply = (r: ControlResponse) => { s.end(`${printableJson(r)}\n`); };
+    const reply = (r: ControlResponse) => {
+      s.end(`${printableJson(r)}\n`);
+    };
     s.setEncoding('utf8');
     s.on('data', (chunk: string) => {
       if (done) return;
       buf += chunk;
       const nl = buf.indexOf('\n');
       if (nl < 0) {
-        if (buf.length > MAX_REQUEST) { done = true; reply({ ok: false, code: 'EINVAL', error: 'request too long' }); }
+        if (buf.length > MAX_REQUEST) {
+          done = true;
+          reply({ ok: false, code: 'EINVAL', error: 'request too long' });
+        }
         return;
       }
       done = true;
@@ -107,8 +122,9 @@ export class ControlServer {
       void respond(raw, opts.backend, opts.now()).then((r) => {
         const req = raw as { cmd?: unknown; id?: unknown; domain?: unknown };
         const fields = { cmd: req?.cmd, queue_id: req?.id, domain: req?.domain };
-        if (r.ok) { if (req.cmd !== 'list' && req.cmd !== 'show') opts.log.info(fields, 'queue control'); }
-        else opts.log.warn({ ...fields, code: r.code, error: r.error }, 'queue control refused');
+        if (r.ok) {
+          if (req.cmd !== 'list' && req.cmd !== 'show') opts.log.info(fields, 'queue control');
+        } else opts.log.warn({ ...fields, code: r.code, error: r.error }, 'queue control refused');
         reply(r);
       });
     });

@@ -27,9 +27,15 @@ export type TlsPlan =
    * policy (mtasts/), never over a DANE plan (§2, STS-50…52).
    */
   | {
-      kind: 'sts'; why: string; sni: string; policyDomain: string; pattern: string; roots: readonly (string | Buffer)[];
+      kind: 'sts';
+      why: string;
+      sni: string;
+      policyDomain: string;
+      pattern: string;
+      roots: readonly (string | Buffer)[];
       /** the policy as TLSRPT reports it (RFC 8460 §4.4, STS-61): its lines and its mx patterns */
-      policyLines: readonly string[]; mxPatterns: readonly string[];
+      policyLines: readonly string[];
+      mxPatterns: readonly string[];
     };
 
 /** DANE-22: TLSA base-domain candidates from the host's address lookup; [] = no DANE (DANE-21). */
@@ -94,7 +100,15 @@ export function decideTls(opts: {
   if (tlsa.usable === 0) {
     // DANE-42: secure, non-empty RRset without a usable record → TLS required, no authentication.
     if (level === 'dane-only') return { skip: `dane-only: no usable TLSA record at ${tlsa.baseDomain}`, resultType: 'dane-required' };
-    return { plan: { kind: 'encrypt', why: `TLSA RRset at ${tlsa.baseDomain} has no usable record`, sni: tlsa.baseDomain, records: tlsa.records, baseDomain: tlsa.baseDomain } };
+    return {
+      plan: {
+        kind: 'encrypt',
+        why: `TLSA RRset at ${tlsa.baseDomain} has no usable record`,
+        sni: tlsa.baseDomain,
+        records: tlsa.records,
+        baseDomain: tlsa.baseDomain,
+      },
+    };
   }
   return {
     plan: {

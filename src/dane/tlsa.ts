@@ -90,7 +90,7 @@ export function spkiFromCertDer(der: Uint8Array): Buffer | null {
   const cert = isSingleSequence(der);
   if (!cert) return null;
   const top = children(der, cert, 3);
-  if (!top || top.length !== 3 || top[0]!.tag !== 0x30) return null;
+  if (top?.length !== 3 || top[0]!.tag !== 0x30) return null;
   const tbs = children(der, top[0]!, 16);
   if (!tbs) return null;
   let i = tbs[0]?.tag === 0xa0 ? 1 : 0; // [0] EXPLICIT version, absent for v1
@@ -109,7 +109,7 @@ function isSpkiStructure(buf: Uint8Array): boolean {
   const seq = isSingleSequence(buf);
   if (!seq) return false;
   const kids = children(buf, seq, 2);
-  if (!kids || kids.length !== 2 || kids[0]!.tag !== 0x30 || kids[1]!.tag !== 0x03) return false;
+  if (kids?.length !== 2 || kids[0]!.tag !== 0x30 || kids[1]!.tag !== 0x03) return false;
   const alg = children(buf, kids[0]!, 2);
   return !!alg && alg.length >= 1 && alg[0]!.tag === 0x06;
 }
@@ -162,10 +162,7 @@ export function isUsable(r: TlsaRecord): boolean {
  * Example from RFC 7671 §9: {3 1 0, 3 1 1, 3 1 2} → the key must match 3 1 0 or
  * 3 1 2; a match only against the weaker 3 1 1 is not accepted.
  */
-export function usableRecords(
-  records: readonly TlsaRecord[],
-  digestPreference: readonly DigestName[] = DEFAULT_DIGEST_PREFERENCE,
-): TlsaRecord[] {
+export function usableRecords(records: readonly TlsaRecord[], digestPreference: readonly DigestName[] = DEFAULT_DIGEST_PREFERENCE): TlsaRecord[] {
   const rank = (mt: number): number => {
     const name = MATCHING_TYPE_DIGEST[mt];
     return name === undefined ? -1 : digestPreference.indexOf(name);

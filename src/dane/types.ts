@@ -35,6 +35,14 @@ export interface VerifyOutcome {
 
 /** What the verifier saw: which record matches which presented certificate, and the certificates' dates. */
 export interface DaneFacts {
-  records: { index: number; usage: number; selector: number; matchingType: number; usable: boolean; /** depth of the presented certificate it matches, null = none */ matchDepth: number | null; /** stable identity of the record ("u s m sha256(data)"), to recognise it across sessions */ id?: string }[];
+  records: {
+    index: number;
+    usage: number;
+    selector: number;
+    matchingType: number;
+    usable: boolean /** depth of the presented certificate it matches, null = none */;
+    matchDepth: number | null /** stable identity of the record ("u s m sha256(data)"), to recognise it across sessions */;
+    id?: string;
+  }[];
   chain: { depth: number; subject: string; issuer: string; notBefore: string; notAfter: string; spkiSha256: string; ca: boolean }[];
 }

@@ -16,21 +16,13 @@ import { X509Certificate as NodeCert, createHash, createPublicKey, type KeyObjec
 import * as x509 from '@peculiar/x509';
 import type { TlsaRecord } from '../dns/types.js';
 import type { DaneFacts, VerifyOutcome } from './types.js';
-import {
-  DEFAULT_DIGEST_PREFERENCE,
-  MATCHING_TYPE_DIGEST,
-  formatTlsa,
-  shortTlsa,
-  spkiFromCertDer,
-  usableRecords,
-  type DigestName,
-} from './tlsa.js';
+import { DEFAULT_DIGEST_PREFERENCE, MATCHING_TYPE_DIGEST, formatTlsa, shortTlsa, spkiFromCertDer, usableRecords, type DigestName } from './tlsa.js';
 import { lowerName } from '../dns/name.js';
 
 export interface DaneVerifyInput {
-  records: TlsaRecord[];              // the whole secure TLSA RRset (verify applies usability + agility itself)
-  chain: Buffer[];                    // presented chain, DER, leaf first (as received; may be unordered/contain junk)
-  referenceNames: string[];           // DANE-55: TLSA base domain first, plus allowed extras; lowercase A-labels
+  records: TlsaRecord[]; // the whole secure TLSA RRset (verify applies usability + agility itself)
+  chain: Buffer[]; // presented chain, DER, leaf first (as received; may be unordered/contain junk)
+  referenceNames: string[]; // DANE-55: TLSA base domain first, plus allowed extras; lowercase A-labels
   now: Date;
   digestPreference?: DigestName[];
 }
@@ -189,7 +181,13 @@ type Anchor =
 type Reason = 'dane-no-match' | 'certificate-host-mismatch' | 'certificate-expired' | 'tlsa-invalid' | 'validation-failure';
 
 /** `partial`: no complete signature-linked path reached the anchor (less informative than a path that failed a check). */
-interface Failure { reason: Reason; detail: string; matched?: string; depth?: number; partial?: boolean }
+interface Failure {
+  reason: Reason;
+  detail: string;
+  matched?: string;
+  depth?: number;
+  partial?: boolean;
+}
 
 /** Failures worth reporting first: the closer the peer came to authenticating, the more useful. */
 const FAILURE_RANK: Record<Reason, number> = {
@@ -359,7 +357,10 @@ export function verifyDane(input: DaneVerifyInput): VerifyOutcome {
 }
 
 /** What verifyCore parsed and which record authenticated, for the outcome's facts. */
-interface Seen { certs: Parsed[]; record?: TlsaRecord }
+interface Seen {
+  certs: Parsed[];
+  record?: TlsaRecord;
+}
 
 /** Additive facts for rollover warnings and `check` (RFC 7671 §8: publish current and next). */
 function factsOf(input: DaneVerifyInput, certs: Parsed[]): DaneFacts {
@@ -428,13 +429,19 @@ function verifyCore(input: DaneVerifyInput, seenOut: Seen): VerifyOutcome {
   const seen = new Set<string>([leaf.der.toString('base64')]);
   for (let i = 1; i < chain.length; i++) {
     const der = chain[i];
-    if (!der) { junk++; continue; }
+    if (!der) {
+      junk++;
+      continue;
+    }
     const key = der.toString('base64');
     if (seen.has(key)) continue;
     seen.add(key);
     const p = parseCert(der, i);
     if (typeof p === 'string') junk++;
-    else { pool.push(p); seenOut.certs.push(p); }
+    else {
+      pool.push(p);
+      seenOut.certs.push(p);
+    }
   }
 
   // DANE-53/54: collect the trust anchors the 2-records designate.
@@ -522,7 +529,8 @@ function verifyCore(input: DaneVerifyInput, seenOut: Seen): VerifyOutcome {
       if (complete === 0) {
         note({
           reason: 'validation-failure',
-          detail: `${describeAnchor(a, a.kind === 'chain' ? a.cert.index : 0)}, but the leaf does not chain to it` +
+          detail:
+            `${describeAnchor(a, a.kind === 'chain' ? a.cert.index : 0)}, but the leaf does not chain to it` +
             (g.steps > MAX_PATH_STEPS ? ` (search abandoned after ${MAX_PATH_STEPS} steps)` : ''),
           matched: formatTlsa(a.record),
           partial: true,

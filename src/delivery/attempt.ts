@@ -77,9 +77,11 @@ export interface AttemptHooks {
 /** The retry, if any, that follows a failed attempt under `plan` (pure). */
 export function retryAfter(err: SmtpError, plan: TlsPlan, audit: boolean): { kind: RetryKind; plan: TlsPlan } | undefined {
   // DANE-44: without DANE a failed handshake may be retried in cleartext, never with DANE (DANE-43).
-  if (err.cleartextRetryAllowed && plan.kind === 'may') return { kind: 'cleartext', plan: { kind: 'none', why: `cleartext retry after TLS failure: ${err.message}` } };
+  if (err.cleartextRetryAllowed && plan.kind === 'may')
+    return { kind: 'cleartext', plan: { kind: 'none', why: `cleartext retry after TLS failure: ${err.message}` } };
   // DANE-46 (RFC 7672 §9.1): audit-only, configured per destination: TLS without authentication, never `verified`.
-  if (err.stage === 'verify' && plan.kind === 'dane' && audit) return { kind: 'audit', plan: { kind: 'encrypt', why: `audit-only after DANE failure: ${err.message}`, sni: plan.sni } };
+  if (err.stage === 'verify' && plan.kind === 'dane' && audit)
+    return { kind: 'audit', plan: { kind: 'encrypt', why: `audit-only after DANE failure: ${err.message}`, sni: plan.sni } };
   return undefined;
 }
 
@@ -93,11 +95,21 @@ export async function attemptAddress(
   let retry: RetryKind | undefined;
   // At most one retry: the first attempt, then a cleartext or an audit retry (a retry's plan allows no other).
   for (let tries = 0; tries < 2; tries++) {
-    const attempt: Attempt = { address: target.address, plan: current, requirement: requirementFor(current, opts.digestPreference, opts.now), ...(retry ? { retry } : {}) };
+    const attempt: Attempt = {
+      address: target.address,
+      plan: current,
+      requirement: requirementFor(current, opts.digestPreference, opts.now),
+      ...(retry ? { retry } : {}),
+    };
     hooks.before?.(attempt);
     let session: SmtpSession;
     try {
-      session = await SmtpSession.connect(target, { heloName: opts.heloName, tls: attempt.requirement, timeouts: opts.timeouts, ...(opts.connector ? { connector: opts.connector } : {}) });
+      session = await SmtpSession.connect(target, {
+        heloName: opts.heloName,
+        tls: attempt.requirement,
+        timeouts: opts.timeouts,
+        ...(opts.connector ? { connector: opts.connector } : {}),
+      });
     } catch (e) {
       const error = e instanceof SmtpError ? e : new SmtpError('connect', String((e as Error)?.message ?? e), { kind: 'connection' });
       const next = tries === 0 ? retryAfter(error, current, !!opts.audit) : undefined;

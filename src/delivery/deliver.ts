@@ -13,7 +13,7 @@ import type { TlsLevel } from '../dane/levels.js';
 import { addressLiteral, type MxDecision } from '../route/mx.js';
 import { planHost, type HostFacts } from '../route/host.js';
 import type { TlsPlan } from '../dane/policy.js';
-import { SmtpSession, SmtpError, type Connector, type SmtpClientOptions } from './smtpClient.js';
+import { type SmtpSession, SmtpError, type Connector, type SmtpClientOptions } from './smtpClient.js';
 import { attemptAddress, requirementFor } from './attempt.js';
 import { matchingPattern } from '../mtasts/policy.js';
 import type { StsLookup } from '../mtasts/policies.js';
@@ -22,7 +22,16 @@ import { lookupMx, hostContext } from '../route/nexthop.js';
 import { PlanBudget } from '../route/budget.js';
 import { DEFAULT_MX_HOST_LIMIT } from '../route/mx.js';
 import { INTERNAL_ERROR, oneOutcomeEach, outcomeOf, PROTOCOL_ERROR, type RecipientOutcome } from './outcome.js';
-import { publish, REQUIRETLS_PROBLEM, type CarrierFacts, type DeferralCause, type DeliveryEvent, type DeliverySubscriber, type HostFailure, type RequireTlsProblem } from './events.js';
+import {
+  publish,
+  REQUIRETLS_PROBLEM,
+  type CarrierFacts,
+  type DeferralCause,
+  type DeliveryEvent,
+  type DeliverySubscriber,
+  type HostFailure,
+  type RequireTlsProblem,
+} from './events.js';
 import { outboundBody, type MimeConversion, type OutboundBody } from './body.js';
 import type { BodyFacts } from '../mime/scan.js';
 import type { RcptDsn } from '../dsn/params.js';
@@ -37,7 +46,10 @@ export const REPORT_TLS_LEVEL = { level: 'may' as TlsLevel, rule: 'tlsrpt report
  * The RFC's other routes (MX matched by an MTA-STS enforce policy, or a secure MX with a WebPKI
  * certificate) are not implemented yet: such a message waits rather than going out less protected.
  */
-export const REQUIRETLS_LEVEL = { level: 'dane-only' as TlsLevel, rule: 'REQUIRETLS (RFC 8689): DNSSEC MX and DANE only; tls_policy and danefail do not apply' };
+export const REQUIRETLS_LEVEL = {
+  level: 'dane-only' as TlsLevel,
+  rule: 'REQUIRETLS (RFC 8689): DNSSEC MX and DANE only; tls_policy and danefail do not apply',
+};
 
 /** RFC 8689 §4.2.1 (RT-27): why no host took a REQUIRETLS message, as the code its final DSN will carry (5.7.30 / 5.7.10). */
 function requireTlsCode(codes: string[]): string {
@@ -52,7 +64,15 @@ export interface DeliveryDeps {
   selfNames: string[];
   port: number;
   /** the destination's TLS level and the rule that chose it (one place decides it) */
-  tlsLevel: (domain: string) => { level: TlsLevel; rule: string; trustInsecureMx?: boolean; audit?: boolean; nsec3IterationsInsecure?: boolean; exception?: { underlying: TlsLevel }; explicit?: true };
+  tlsLevel: (domain: string) => {
+    level: TlsLevel;
+    rule: string;
+    trustInsecureMx?: boolean;
+    audit?: boolean;
+    nsec3IterationsInsecure?: boolean;
+    exception?: { underlying: TlsLevel };
+    explicit?: true;
+  };
   /**
    * MTA-STS (RFC 8461, issue 15): the policy in force for a Policy Domain (mtasts/policies.ts), asked once
    * per run; absent: no MTA-STS. `stsRoots`: the WebPKI trust anchors MX certificates are checked against.
@@ -102,7 +122,12 @@ export interface DeliveryJob {
 const NOTIFY_NEVER: RcptDsn = { notify: ['NEVER'] };
 
 /** No host could take the message: deferred, or bounced (`permanent`) when the next hop is this relay itself. */
-interface Unreachable { code: string; reason: string; permanent?: boolean; cause: DeferralCause }
+interface Unreachable {
+  code: string;
+  reason: string;
+  permanent?: boolean;
+  cause: DeferralCause;
+}
 
 /** Code for a deferral when no host could be used: DANE/TLS failures dominate, then DNS, then connection trouble. */
 function aggregateCode(codes: string[]): string {
@@ -125,7 +150,10 @@ function attemptCode(err: SmtpError, plan: TlsPlan): string {
 }
 
 /** The outcomes of one attempt and why each one that was not delivered failed. */
-interface Attempted { outcomes: RecipientOutcome[]; cause: (o: RecipientOutcome) => DeferralCause | undefined }
+interface Attempted {
+  outcomes: RecipientOutcome[];
+  cause: (o: RecipientOutcome) => DeferralCause | undefined;
+}
 
 /** Omit over each member of a union (the events without the run's own fields). */
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -161,7 +189,11 @@ export class DestinationRun {
    * `opts.report`: this run carries relay-generated TLSRPT reports (Envelope.kind 'tlsrpt'). They are
    * delivered at most opportunistically and never counted (RFC 8460 §3, digest TLSRPT-45): no reporting loop.
    */
-  constructor(private readonly deps: DeliveryDeps, readonly domain: string, opts: { report?: boolean; requireTls?: boolean } = {}) {
+  constructor(
+    private readonly deps: DeliveryDeps,
+    readonly domain: string,
+    opts: { report?: boolean; requireTls?: boolean } = {},
+  ) {
     this.report = !!opts.report;
     // A REQUIRETLS run is judged by the sender's demand, not the destination's policy: its events say so
     // (`requireTls`), and TLSRPT counts only the destination's own sessions (reporting/tlsrpt/results.ts).
@@ -201,7 +233,12 @@ export class DestinationRun {
     if (this.mx) return this.mx;
     this.mx = await lookupMx(plan, this.domain, this.deps.selfNames, this.deps.mxHostLimit);
     if (this.mx.kind === 'hosts' && this.mx.notTried) {
-      this.emit({ kind: 'mx-capped', hosts: this.mx.hosts.map((h) => h.host), notTried: this.mx.notTried, limit: this.deps.mxHostLimit ?? DEFAULT_MX_HOST_LIMIT });
+      this.emit({
+        kind: 'mx-capped',
+        hosts: this.mx.hosts.map((h) => h.host),
+        notTried: this.mx.notTried,
+        limit: this.deps.mxHostLimit ?? DEFAULT_MX_HOST_LIMIT,
+      });
     }
     // TLSRPT-21: an MX lookup error is reported as dnssec-invalid (once per run, not per message).
     if (this.mx.kind === 'defer' && this.mx.code === '4.4.3') this.emit({ kind: 'mx-lookup-failed', problem: this.mx.problem, reason: this.mx.reason });
@@ -232,7 +269,8 @@ export class DestinationRun {
     }
     const p = r.applied;
     // STS-60, STS-62: a fetch made now that failed (a valid TXT record, a new id) is reported, also when a cached policy stays in force.
-    if (r.fetch === 'failed' && r.failure) this.emit({ kind: 'sts-fetch-failed', resultType: r.failure.resultType, reason: r.failure.reason, ...(p ? { cached: p } : {}) });
+    if (r.fetch === 'failed' && r.failure)
+      this.emit({ kind: 'sts-fetch-failed', resultType: r.failure.resultType, reason: r.failure.reason, ...(p ? { cached: p } : {}) });
     if (!p || p.policy.mode === 'none') return null;
     if (this.level.explicit) {
       this.emit({ kind: 'sts-exception-applied', rule: this.level.rule, policy: p });
@@ -241,7 +279,14 @@ export class DestinationRun {
     return { policy: p };
   }
 
-  private everyone(job: DeliveryJob, result: 'deferred' | 'bounced', code: string, reason: string, cause: DeferralCause, extra: Partial<RecipientOutcome> = {}): Attempted {
+  private everyone(
+    job: DeliveryJob,
+    result: 'deferred' | 'bounced',
+    code: string,
+    reason: string,
+    cause: DeferralCause,
+    extra: Partial<RecipientOutcome> = {},
+  ): Attempted {
     return { outcomes: job.recipients.map((address) => ({ address, result, code, reason, ...extra })), cause: () => cause };
   }
 
@@ -283,7 +328,12 @@ export class DestinationRun {
           hostFailures.push({ kind: 'self' });
           break;
         }
-        return { code: '5.4.6', reason: `mail for ${this.domain} loops back to myself: ${where} is this relay's own listen address`, permanent: true, cause: { kind: 'self-loop' } };
+        return {
+          code: '5.4.6',
+          reason: `mail for ${this.domain} loops back to myself: ${where} is this relay's own listen address`,
+          permanent: true,
+          cause: { kind: 'self-loop' },
+        };
       }
       if (hp.kind === 'skip') {
         const { skip, kind: _kind, ...facts } = hp;
@@ -318,32 +368,72 @@ export class DestinationRun {
           }
           // STS-45 testing: delivered as without a policy; the failure is reported.
         } else if (p.policy.mode === 'enforce') {
-          hostPlan = { kind: 'sts', why: `MTA-STS enforce (${p.domain} id ${p.id}, mx ${pattern})`, sni: h.host, policyDomain: p.domain, pattern, roots: this.deps.stsRoots ?? tls.rootCertificates,
-            policyLines: p.policy.lines, mxPatterns: p.policy.mx };
+          hostPlan = {
+            kind: 'sts',
+            why: `MTA-STS enforce (${p.domain} id ${p.id}, mx ${pattern})`,
+            sni: h.host,
+            policyDomain: p.domain,
+            pattern,
+            roots: this.deps.stsRoots ?? tls.rootCertificates,
+            policyLines: p.policy.lines,
+            mxPatterns: p.policy.mx,
+          };
         }
       }
       for (const address of hp.addresses) {
         const where = `${h.host}[${address}]:${this.deps.port}`;
-        const opened = await attemptAddress({ host: h.host, address, port: this.deps.port }, hostPlan, {
-          heloName: this.deps.heloName, timeouts: this.deps.timeouts, digestPreference: this.deps.digestPreference, now: this.deps.now, audit: !!this.level.audit,
-          ...(this.deps.connector ? { connector: this.deps.connector } : {}),
-        }, {
-          after: (r) => {
-            const target = { host: h.host, address, port: this.deps.port };
-            const { plan, retry } = r.attempt;
-            if (r.ok) {
-              const s = r.session;
-              this.emit({ kind: 'session-opened', target, plan, ...(retry ? { retry } : {}), ...(s.tls ? { tls: s.tls } : {}), starttlsOffered: s.extensions.has('STARTTLS'), localAddress: s.localAddress, greeting: s.greeting?.text });
-              return;
-            }
-            const err = r.error;
-            failures.push(`${where}: ${err.message}`);
-            const code = attemptCode(err, plan);
-            codes.push(code);
-            hostFailures.push({ kind: 'attempt', code, stage: err.stage, planKind: plan.kind, ...(err.verify?.reason ? { verifyReason: err.verify.reason } : {}) });
-            this.emit({ kind: 'attempt-failed', target, plan, ...(retry ? { retry } : {}), ...(r.next ? { next: r.next } : {}), error: err, rule: this.level.rule });
+        const opened = await attemptAddress(
+          { host: h.host, address, port: this.deps.port },
+          hostPlan,
+          {
+            heloName: this.deps.heloName,
+            timeouts: this.deps.timeouts,
+            digestPreference: this.deps.digestPreference,
+            now: this.deps.now,
+            audit: !!this.level.audit,
+            ...(this.deps.connector ? { connector: this.deps.connector } : {}),
           },
-        });
+          {
+            after: (r) => {
+              const target = { host: h.host, address, port: this.deps.port };
+              const { plan, retry } = r.attempt;
+              if (r.ok) {
+                const s = r.session;
+                this.emit({
+                  kind: 'session-opened',
+                  target,
+                  plan,
+                  ...(retry ? { retry } : {}),
+                  ...(s.tls ? { tls: s.tls } : {}),
+                  starttlsOffered: s.extensions.has('STARTTLS'),
+                  localAddress: s.localAddress,
+                  greeting: s.greeting?.text,
+                });
+                return;
+              }
+              const err = r.error;
+              failures.push(`${where}: ${err.message}`);
+              const code = attemptCode(err, plan);
+              codes.push(code);
+              hostFailures.push({
+                kind: 'attempt',
+                code,
+                stage: err.stage,
+                planKind: plan.kind,
+                ...(err.verify?.reason ? { verifyReason: err.verify.reason } : {}),
+              });
+              this.emit({
+                kind: 'attempt-failed',
+                target,
+                plan,
+                ...(retry ? { retry } : {}),
+                ...(r.next ? { next: r.next } : {}),
+                error: err,
+                rule: this.level.rule,
+              });
+            },
+          },
+        );
         if (!opened) continue;
         const { session, plan } = opened;
         if (this.requireTls && !(session.tls?.verified && session.extensions.has('REQUIRETLS'))) {
@@ -363,7 +453,11 @@ export class DestinationRun {
         return undefined;
       }
     }
-    return { code: this.requireTls ? requireTlsCode(codes) : aggregateCode(codes), reason: failures.length ? failures.join('; ') : `no MX host for ${this.domain}`, cause: { kind: 'unreachable', hosts: hostFailures } };
+    return {
+      code: this.requireTls ? requireTlsCode(codes) : aggregateCode(codes),
+      reason: failures.length ? failures.join('; ') : `no MX host for ${this.domain}`,
+      cause: { kind: 'unreachable', hosts: hostFailures },
+    };
   }
 
   async deliver(job: DeliveryJob): Promise<RecipientOutcome[]> {
@@ -371,7 +465,11 @@ export class DestinationRun {
     if (!!job.envelope.requireTls !== this.requireTls) {
       // The scheduler keeps REQUIRETLS messages in runs of their own; a mix-up must not send one less protected.
       this.emit({ kind: 'requiretls-run-mismatch', queueId: job.id, messageRequireTls: !!job.envelope.requireTls });
-      return this.log(job, started, this.everyone(job, 'deferred', INTERNAL_ERROR, 'internal error: REQUIRETLS message in the wrong delivery run', { kind: 'internal' }));
+      return this.log(
+        job,
+        started,
+        this.everyone(job, 'deferred', INTERNAL_ERROR, 'internal error: REQUIRETLS message in the wrong delivery run', { kind: 'internal' }),
+      );
     }
     await this.refreshPolicy();
     this.planned = false;
@@ -385,7 +483,11 @@ export class DestinationRun {
     try {
       mx = await this.resolveMx(plan);
     } catch (e) {
-      return this.log(job, started, this.everyone(job, 'deferred', '4.4.3', `MX lookup for ${this.domain} failed: ${(e as Error).message}`, { kind: 'mx-lookup', problem: 'error' }));
+      return this.log(
+        job,
+        started,
+        this.everyone(job, 'deferred', '4.4.3', `MX lookup for ${this.domain} failed: ${(e as Error).message}`, { kind: 'mx-lookup', problem: 'error' }),
+      );
     }
     if (mx.kind === 'fail') return this.log(job, started, this.everyone(job, 'bounced', mx.code, mx.reason, { kind: 'mx-refused' }));
     if (mx.kind === 'defer') return this.log(job, started, this.everyone(job, 'deferred', mx.code, mx.reason, { kind: 'mx-lookup', problem: mx.problem }));
@@ -415,11 +517,26 @@ export class DestinationRun {
     // before any command of the transaction is sent.
     let body: OutboundBody;
     try {
-      body = await outboundBody({ envelope: job.envelope, size: job.size, facts: job.bodyFacts, body: job.body }, session.extensions, this.deps.mimeConversion ?? 'convert');
+      body = await outboundBody(
+        { envelope: job.envelope, size: job.size, facts: job.bodyFacts, body: job.body },
+        session.extensions,
+        this.deps.mimeConversion ?? 'convert',
+      );
     } catch (e) {
       // The spool file could not be read for the decision (v1 scan, conversion plan): nothing was sent, the session stays.
       this.emit({ kind: 'internal-error', queueId: job.id, what: 'body-unreadable', err: e });
-      return this.log(job, started, this.everyone(job, 'deferred', INTERNAL_ERROR, `internal error: could not read the message body for ${relay}: ${(e as Error)?.message ?? e}`, { kind: 'internal' }, extra));
+      return this.log(
+        job,
+        started,
+        this.everyone(
+          job,
+          'deferred',
+          INTERNAL_ERROR,
+          `internal error: could not read the message body for ${relay}: ${(e as Error)?.message ?? e}`,
+          { kind: 'internal' },
+          extra,
+        ),
+      );
     }
     // A refusal (5.6.3) is the attempt's outcome for every recipient, checked by log() like any other.
     if (!body.ok) return this.log(job, started, this.everyone(job, 'bounced', body.code, `${relay}: ${body.reason}`, { kind: 'body-refused' }, extra));
@@ -428,7 +545,16 @@ export class DestinationRun {
     const dsn = { mail: job.envelope.dsn, rcpt: job.recipients.map((a) => (own ? NOTIFY_NEVER : job.envelope.rcptDsn?.[a])) };
     this.sent++;
     try {
-      const res = await session.send({ from: job.envelope.from, recipients: job.recipients, size: body.size, eightBit: body.eightBit, smtputf8: job.envelope.smtputf8, ...(this.requireTls ? { requireTls: true } : {}), dsn, body: body.body });
+      const res = await session.send({
+        from: job.envelope.from,
+        recipients: job.recipients,
+        size: body.size,
+        eightBit: body.eightBit,
+        smtputf8: job.envelope.smtputf8,
+        ...(this.requireTls ? { requireTls: true } : {}),
+        dsn,
+        body: body.body,
+      });
       // The client classified every reply (RecipientVerdict); only `delivered` becomes `sent`.
       const causes = new Map<RecipientOutcome, DeferralCause>();
       const out = res.recipients.map((v) => {
@@ -441,13 +567,41 @@ export class DestinationRun {
       await this.dropSession();
       if (!(e instanceof SmtpError)) {
         this.emit({ kind: 'internal-error', queueId: job.id, what: 'unexpected', err: e });
-        return this.log(job, started, this.everyone(job, 'deferred', INTERNAL_ERROR, `internal error while delivering to ${relay}: ${(e as Error)?.message ?? e}`, { kind: 'internal' }, extra));
+        return this.log(
+          job,
+          started,
+          this.everyone(
+            job,
+            'deferred',
+            INTERNAL_ERROR,
+            `internal error while delivering to ${relay}: ${(e as Error)?.message ?? e}`,
+            { kind: 'internal' },
+            extra,
+          ),
+        );
       }
       const err = e;
-      if (err.permanent && err.stage === 'mail') return this.log(job, started, this.everyone(job, 'bounced', err.reply?.enhanced ?? '5.6.7', `${relay}: ${err.message}`, { kind: 'reply' }, extra));
+      if (err.permanent && err.stage === 'mail')
+        return this.log(job, started, this.everyone(job, 'bounced', err.reply?.enhanced ?? '5.6.7', `${relay}: ${err.message}`, { kind: 'reply' }, extra));
       // Connection trouble or a peer out of step mid-transaction: nothing is marked delivered that was not acknowledged.
-      if (err.stage === 'protocol' && !err.timeout) return this.log(job, started, this.everyone(job, 'deferred', PROTOCOL_ERROR, `protocol error with ${relay}: ${err.message}`, { kind: 'protocol' }, extra));
-      return this.log(job, started, this.everyone(job, 'deferred', '4.4.2', `lost connection with ${relay} (${err.stage}): ${err.message}`, { kind: 'connection-lost', stage: err.stage }, extra));
+      if (err.stage === 'protocol' && !err.timeout)
+        return this.log(
+          job,
+          started,
+          this.everyone(job, 'deferred', PROTOCOL_ERROR, `protocol error with ${relay}: ${err.message}`, { kind: 'protocol' }, extra),
+        );
+      return this.log(
+        job,
+        started,
+        this.everyone(
+          job,
+          'deferred',
+          '4.4.2',
+          `lost connection with ${relay} (${err.stage}): ${err.message}`,
+          { kind: 'connection-lost', stage: err.stage },
+          extra,
+        ),
+      );
     }
   }
 
@@ -469,10 +623,18 @@ export class DestinationRun {
     const now = this.deps.now();
     for (const o of out) {
       // A kept outcome is the object given; one oneOutcomeEach made in its place is a repaired breach (internal).
-      const cause = o.result === 'sent' ? undefined : given.cause(o) ?? { kind: 'internal' as const };
+      const cause = o.result === 'sent' ? undefined : (given.cause(o) ?? { kind: 'internal' as const });
       this.emit({
-        kind: 'recipient', queueId: job.id, outcome: o, ...(cause ? { cause } : {}), ...(this.carrier ? { carrier: this.carrier } : {}), ...(session ? { session } : {}),
-        delayMs: now - job.envelope.received, attemptMs: now - started, rule: this.level.rule, exception: !!ex,
+        kind: 'recipient',
+        queueId: job.id,
+        outcome: o,
+        ...(cause ? { cause } : {}),
+        ...(this.carrier ? { carrier: this.carrier } : {}),
+        ...(session ? { session } : {}),
+        delayMs: now - job.envelope.received,
+        attemptMs: now - started,
+        rule: this.level.rule,
+        exception: !!ex,
       });
     }
     return out;

@@ -19,7 +19,10 @@ import type { CachedPolicy } from '../mtasts/store.js';
 import type { FetchFailureType } from '../mtasts/fetch.js';
 
 /** The TLSA RRset a plan or a skipped host was made from, in presentation form ("u s m HEX"), and its base domain. */
-export interface TlsaFacts { baseDomain: string; records: string[] }
+export interface TlsaFacts {
+  baseDomain: string;
+  records: string[];
+}
 
 /**
  * Why a recipient was not delivered (or bounced) by this attempt, as facts. One host failure of an
@@ -70,7 +73,11 @@ export const REQUIRETLS_PROBLEM: Record<RequireTlsProblem, string> = {
 };
 
 /** The session a recipient's transaction ran over, as the metrics label it (protection), and as the log shows it. */
-export interface CarrierFacts { tls: boolean; verified: boolean; planKind: TlsPlan['kind'] }
+export interface CarrierFacts {
+  tls: boolean;
+  verified: boolean;
+  planKind: TlsPlan['kind'];
+}
 
 interface Run {
   domain: string;
@@ -84,66 +91,82 @@ interface Run {
   requireTls?: boolean;
 }
 
-export type DeliveryEvent = Run & (
+export type DeliveryEvent = Run &
   /** a policy reload reached a destination being delivered */
-  | { kind: 'policy-changed'; rule: string; previousRule: string }
-  /** DANE-16: an MX RRset that is not secure is logged as such */
-  | { kind: 'mx-insecure'; hosts: string[]; status: DnssecStatus }
-  /** DANE-11: the MX lookup failed (4.4.3); no host was reached (TLSRPT-21 dnssec-invalid) */
-  | { kind: 'mx-lookup-failed'; problem: string; reason: string }
-  /** issue 22: `delivery.mx_host_limit` cut the MX list (after ordering); `notTried` are never planned */
-  | { kind: 'mx-capped'; hosts: string[]; notTried: string[]; limit: number }
-  /** issue 22: the message's DNSSEC work budget (route/budget.ts) ran out; `notPlanned` hosts were not looked up */
-  | { kind: 'budget-spent'; notPlanned: string[]; work: LookupWork }
-  /** RFC 5321 §5.1: an MX host's address is one of this relay's own listen endpoints */
-  | { kind: 'host-is-self'; host: string; address: string; port: number }
-  /** the host is not contacted (DANE-20, 23, 33, 45); `repeat`: already reported in this run */
-  | { kind: 'host-skipped'; host: HostFacts; skip: HostSkip; tlsa?: TlsaFacts; repeat: boolean }
-  /** one connection attempt failed (`next`: the retry that follows, DANE-44/46) */
-  | { kind: 'attempt-failed'; target: Target; plan: TlsPlan; retry?: RetryKind; next?: RetryKind; error: SmtpError; tlsa?: TlsaFacts; rule: string }
-  /** a session is open and ready for mail (after verification, DANE-63) */
-  | { kind: 'session-opened'; target: Target; plan: TlsPlan; retry?: RetryKind; tls?: TlsInfo; starttlsOffered: boolean; localAddress?: string; greeting?: string; tlsa?: TlsaFacts }
-  /** DANE rollover risk of a session that verified (delivery/rollover.ts) */
-  | { kind: 'rollover-risk'; host: string; finding: RolloverFinding }
-  /** the body was converted for the next hop (RFC 6152, RFC 2045) */
-  | { kind: 'body-converted'; queueId: string; relay: string; target: string }
-  /** our own fault, with the error behind it */
-  | { kind: 'internal-error'; queueId: string; what: 'body-unreadable' | 'unexpected'; err: unknown }
-  /** issue 13: the outcomes were not exactly one per recipient (repaired: deferred) */
-  | { kind: 'invariant-breach'; queueId: string; breaches: string[] }
-  /** DANE-70: the exception list governed this attempt */
-  | { kind: 'exception-applied'; queueId: string; rule: string; level: TlsLevel; underlying: TlsLevel; connected: boolean }
-  /** STS-16: no MTA-STS policy could be had (none cached): delivered as without MTA-STS */
-  | { kind: 'sts-lookup-failed'; error: string }
-  /**
-   * STS-16, STS-60: fetching the destination's MTA-STS policy (a valid TXT record with a new id) failed
-   * now; `cached`: the unexpired policy that stays in force (STS-33), if any
-   */
-  | { kind: 'sts-fetch-failed'; resultType: FetchFailureType; reason: string; cached?: CachedPolicy }
-  /** an explicit tls_policy entry decides the destination: it wins over its MTA-STS policy (issue 15) */
-  | { kind: 'sts-exception-applied'; rule: string; policy: CachedPolicy }
-  /**
-   * STS-40: the host matches none of the policy's mx patterns. `enforce`: the host is not used
-   * (STS-43); `testing`: delivered as without a policy, the failure reported (STS-45).
-   * `repeat`: already reported in this run.
-   */
-  | { kind: 'sts-mx-mismatch'; host: string; policy: CachedPolicy; reason: string; repeat: boolean }
-  /** RFC 8689 §4.2.1 step 5 (RT-23, RT-25): the session cannot carry a REQUIRETLS message: QUIT, next host */
-  | { kind: 'requiretls-host-refused'; target: Target; plan: TlsPlan; problem: RequireTlsProblem }
-  /** the scheduler put a message in a run of the wrong REQUIRETLS kind (a bug; the message waits) */
-  | { kind: 'requiretls-run-mismatch'; queueId: string; messageRequireTls: boolean }
-  /** one recipient's attempt ended (exactly once per recipient of the job) */
-  | {
-      kind: 'recipient'; queueId: string; outcome: RecipientOutcome;
-      /** why it was not delivered; absent for `sent` */
-      cause?: DeferralCause;
-      /** the session that carried (or failed to carry) the transaction, for the protection label */
-      carrier?: CarrierFacts;
-      /** the session still open when the attempt ended, as the log line shows it */
-      session?: { tls?: TlsInfo; plan: TlsPlan };
-      delayMs: number; attemptMs: number; rule: string; exception: boolean;
-    }
-);
+  (
+    | { kind: 'policy-changed'; rule: string; previousRule: string }
+    /** DANE-16: an MX RRset that is not secure is logged as such */
+    | { kind: 'mx-insecure'; hosts: string[]; status: DnssecStatus }
+    /** DANE-11: the MX lookup failed (4.4.3); no host was reached (TLSRPT-21 dnssec-invalid) */
+    | { kind: 'mx-lookup-failed'; problem: string; reason: string }
+    /** issue 22: `delivery.mx_host_limit` cut the MX list (after ordering); `notTried` are never planned */
+    | { kind: 'mx-capped'; hosts: string[]; notTried: string[]; limit: number }
+    /** issue 22: the message's DNSSEC work budget (route/budget.ts) ran out; `notPlanned` hosts were not looked up */
+    | { kind: 'budget-spent'; notPlanned: string[]; work: LookupWork }
+    /** RFC 5321 §5.1: an MX host's address is one of this relay's own listen endpoints */
+    | { kind: 'host-is-self'; host: string; address: string; port: number }
+    /** the host is not contacted (DANE-20, 23, 33, 45); `repeat`: already reported in this run */
+    | { kind: 'host-skipped'; host: HostFacts; skip: HostSkip; tlsa?: TlsaFacts; repeat: boolean }
+    /** one connection attempt failed (`next`: the retry that follows, DANE-44/46) */
+    | { kind: 'attempt-failed'; target: Target; plan: TlsPlan; retry?: RetryKind; next?: RetryKind; error: SmtpError; tlsa?: TlsaFacts; rule: string }
+    /** a session is open and ready for mail (after verification, DANE-63) */
+    | {
+        kind: 'session-opened';
+        target: Target;
+        plan: TlsPlan;
+        retry?: RetryKind;
+        tls?: TlsInfo;
+        starttlsOffered: boolean;
+        localAddress?: string;
+        greeting?: string;
+        tlsa?: TlsaFacts;
+      }
+    /** DANE rollover risk of a session that verified (delivery/rollover.ts) */
+    | { kind: 'rollover-risk'; host: string; finding: RolloverFinding }
+    /** the body was converted for the next hop (RFC 6152, RFC 2045) */
+    | { kind: 'body-converted'; queueId: string; relay: string; target: string }
+    /** our own fault, with the error behind it */
+    | { kind: 'internal-error'; queueId: string; what: 'body-unreadable' | 'unexpected'; err: unknown }
+    /** issue 13: the outcomes were not exactly one per recipient (repaired: deferred) */
+    | { kind: 'invariant-breach'; queueId: string; breaches: string[] }
+    /** DANE-70: the exception list governed this attempt */
+    | { kind: 'exception-applied'; queueId: string; rule: string; level: TlsLevel; underlying: TlsLevel; connected: boolean }
+    /** STS-16: no MTA-STS policy could be had (none cached): delivered as without MTA-STS */
+    | { kind: 'sts-lookup-failed'; error: string }
+    /**
+     * STS-16, STS-60: fetching the destination's MTA-STS policy (a valid TXT record with a new id) failed
+     * now; `cached`: the unexpired policy that stays in force (STS-33), if any
+     */
+    | { kind: 'sts-fetch-failed'; resultType: FetchFailureType; reason: string; cached?: CachedPolicy }
+    /** an explicit tls_policy entry decides the destination: it wins over its MTA-STS policy (issue 15) */
+    | { kind: 'sts-exception-applied'; rule: string; policy: CachedPolicy }
+    /**
+     * STS-40: the host matches none of the policy's mx patterns. `enforce`: the host is not used
+     * (STS-43); `testing`: delivered as without a policy, the failure reported (STS-45).
+     * `repeat`: already reported in this run.
+     */
+    | { kind: 'sts-mx-mismatch'; host: string; policy: CachedPolicy; reason: string; repeat: boolean }
+    /** RFC 8689 §4.2.1 step 5 (RT-23, RT-25): the session cannot carry a REQUIRETLS message: QUIT, next host */
+    | { kind: 'requiretls-host-refused'; target: Target; plan: TlsPlan; problem: RequireTlsProblem }
+    /** the scheduler put a message in a run of the wrong REQUIRETLS kind (a bug; the message waits) */
+    | { kind: 'requiretls-run-mismatch'; queueId: string; messageRequireTls: boolean }
+    /** one recipient's attempt ended (exactly once per recipient of the job) */
+    | {
+        kind: 'recipient';
+        queueId: string;
+        outcome: RecipientOutcome;
+        /** why it was not delivered; absent for `sent` */
+        cause?: DeferralCause;
+        /** the session that carried (or failed to carry) the transaction, for the protection label */
+        carrier?: CarrierFacts;
+        /** the session still open when the attempt ended, as the log line shows it */
+        session?: { tls?: TlsInfo; plan: TlsPlan };
+        delayMs: number;
+        attemptMs: number;
+        rule: string;
+        exception: boolean;
+      }
+  );
 
 export type DeliveryEventKind = DeliveryEvent['kind'];
 
@@ -156,6 +179,8 @@ export type DeliverySubscriber = (e: DeliveryEvent, emit: (e: DeliveryEvent) => 
 
 /** Hands `e` to every subscriber of the one list, in order. */
 export function publish(subscribers: readonly DeliverySubscriber[], e: DeliveryEvent): void {
-  const send = (x: DeliveryEvent): void => { for (const s of subscribers) s(x, send); };
+  const send = (x: DeliveryEvent): void => {
+    for (const s of subscribers) s(x, send);
+  };
   send(e);
 }

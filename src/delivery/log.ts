@@ -28,14 +28,24 @@ export function deliveryLog(log: Logger): DeliverySubscriber {
       case 'budget-spent':
         return log.warn({ domain, not_planned: e.notPlanned, work: e.work }, 'DNSSEC work budget of the message spent: remaining MX hosts not planned');
       case 'host-is-self':
-        return log.warn({ domain, mx: e.host, address: e.address, port: e.port }, 'MX host is this relay (own listen address): hosts at its preference or worse dropped');
+        return log.warn(
+          { domain, mx: e.host, address: e.address, port: e.port },
+          'MX host is this relay (own listen address): hosts at its preference or worse dropped',
+        );
       case 'host-skipped':
-        return log.info({ domain, mx: e.host.host, skipped: e.skip.reason, mx_status: e.host.mxStatus, address_status: e.host.addressStatus, tlsa_status: e.host.tlsaStatus }, 'MX host skipped');
+        return log.info(
+          { domain, mx: e.host.host, skipped: e.skip.reason, mx_status: e.host.mxStatus, address_status: e.host.addressStatus, tlsa_status: e.host.tlsaStatus },
+          'MX host skipped',
+        );
       case 'attempt-failed': {
         const relay = `${e.target.host}[${e.target.address}]:${e.target.port}`;
         log.info({ domain, relay, stage: e.error.stage, error: e.error.message, tls_plan: e.plan.kind }, 'connection attempt failed');
         // DANE-46: the failed authentication is logged; the retry goes over TLS without it, logged `untrusted`.
-        if (e.next === 'audit') log.warn({ domain, relay, tls_rule: e.rule, error: e.error.message }, 'DANE audit: authentication failed, delivering over unauthenticated TLS (audit-only policy)');
+        if (e.next === 'audit')
+          log.warn(
+            { domain, relay, tls_rule: e.rule, error: e.error.message },
+            'DANE audit: authentication failed, delivering over unauthenticated TLS (audit-only policy)',
+          );
         return;
       }
       case 'session-opened':
@@ -47,45 +57,66 @@ export function deliveryLog(log: Logger): DeliverySubscriber {
       case 'body-converted':
         return log.info({ queue_id: e.queueId, relay: e.relay, target: e.target }, 'message body converted for the next hop (RFC 6152, RFC 2045)');
       case 'internal-error':
-        return log.error({ err: e.err, queue_id: e.queueId, domain },
-          e.what === 'body-unreadable' ? 'could not read the message body to decide what the next hop gets' : 'delivery failed unexpectedly');
+        return log.error(
+          { err: e.err, queue_id: e.queueId, domain },
+          e.what === 'body-unreadable' ? 'could not read the message body to decide what the next hop gets' : 'delivery failed unexpectedly',
+        );
       case 'invariant-breach':
-        return log.error({ queue_id: e.queueId, domain, breaches: e.breaches }, 'internal invariant breach: not exactly one outcome per recipient (repaired: deferred)');
+        return log.error(
+          { queue_id: e.queueId, domain, breaches: e.breaches },
+          'internal invariant breach: not exactly one outcome per recipient (repaired: deferred)',
+        );
       case 'exception-applied':
-        return log.warn({ queue_id: e.queueId, domain, tls_rule: e.rule, level: e.level, instead_of: e.underlying },
-          e.connected ? 'DANE exception applied: delivered without DANE (danefail list)' : 'DANE exception applied: attempted without DANE, deferred (danefail list)');
+        return log.warn(
+          { queue_id: e.queueId, domain, tls_rule: e.rule, level: e.level, instead_of: e.underlying },
+          e.connected
+            ? 'DANE exception applied: delivered without DANE (danefail list)'
+            : 'DANE exception applied: attempted without DANE, deferred (danefail list)',
+        );
       case 'sts-lookup-failed':
         return log.warn({ domain, err: e.error }, 'MTA-STS lookup failed; delivering as without MTA-STS');
       case 'sts-fetch-failed':
         return; // mtasts/policies.ts logs the failed fetch where it happens
       case 'sts-exception-applied':
-        return log.warn({ domain, tls_rule: e.rule, sts_id: e.policy.id, sts_mode: e.policy.policy.mode }, 'MTA-STS exception applied: tls_policy entry wins over the MTA-STS policy');
+        return log.warn(
+          { domain, tls_rule: e.rule, sts_id: e.policy.id, sts_mode: e.policy.policy.mode },
+          'MTA-STS exception applied: tls_policy entry wins over the MTA-STS policy',
+        );
       case 'sts-mx-mismatch':
         if (e.policy.policy.mode === 'enforce') return log.info({ domain, mx: e.host, skipped: e.reason }, 'MX host skipped');
-        return log.warn({ domain, mx: e.host, sts_id: e.policy.id, mx_patterns: e.policy.policy.mx }, 'MTA-STS testing: MX host matches no mx pattern (delivered anyway)');
+        return log.warn(
+          { domain, mx: e.host, sts_id: e.policy.id, mx_patterns: e.policy.policy.mx },
+          'MTA-STS testing: MX host matches no mx pattern (delivered anyway)',
+        );
       case 'requiretls-host-refused':
-        return log.info({ domain, relay: `${e.target.host}[${e.target.address}]:${e.target.port}`, tls_plan: e.plan.kind, why: REQUIRETLS_PROBLEM[e.problem] }, 'REQUIRETLS: host not used');
+        return log.info(
+          { domain, relay: `${e.target.host}[${e.target.address}]:${e.target.port}`, tls_plan: e.plan.kind, why: REQUIRETLS_PROBLEM[e.problem] },
+          'REQUIRETLS: host not used',
+        );
       case 'requiretls-run-mismatch':
         return log.error({ queue_id: e.queueId, domain, require_tls: e.messageRequireTls }, 'REQUIRETLS message in the wrong delivery run (internal error)');
       case 'recipient': {
         const o = e.outcome;
         const tls = e.session?.tls;
-        return log.info({
-          queue_id: e.queueId,
-          to: o.address,
-          relay: o.relay ?? 'none',
-          delay: e.delayMs / 1000,
-          attempt_ms: e.attemptMs,
-          status: o.result === 'sent' ? 'sent' : o.result,
-          dsn: o.code,
-          reply: o.reply,
-          reason: o.result === 'sent' ? undefined : o.reason,
-          tls: o.relay && tls ? { version: tls.protocol, cipher: tls.cipher, verified: tls.verified } : undefined,
-          dane: daneLabel(e),
-          matched: o.relay ? tls?.verify?.matched : undefined,
-          tls_rule: e.rule,
-          dane_exception: e.exception ? true : undefined,
-        }, 'delivery');
+        return log.info(
+          {
+            queue_id: e.queueId,
+            to: o.address,
+            relay: o.relay ?? 'none',
+            delay: e.delayMs / 1000,
+            attempt_ms: e.attemptMs,
+            status: o.result === 'sent' ? 'sent' : o.result,
+            dsn: o.code,
+            reply: o.reply,
+            reason: o.result === 'sent' ? undefined : o.reason,
+            tls: o.relay && tls ? { version: tls.protocol, cipher: tls.cipher, verified: tls.verified } : undefined,
+            dane: daneLabel(e),
+            matched: o.relay ? tls?.verify?.matched : undefined,
+            tls_rule: e.rule,
+            dane_exception: e.exception ? true : undefined,
+          },
+          'delivery',
+        );
       }
     }
   };

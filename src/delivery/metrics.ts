@@ -13,35 +13,55 @@ import { daneStatusOf, type DeferralReason } from '../metrics/labels.js';
 /** The label of a skipped host. */
 function skipReason(c: SkipCause): DeferralReason {
   switch (c.kind) {
-    case 'lookup-failed': return c.rrtype === 'TLSA' ? 'tlsa-lookup-failed' : c.problem === 'bogus' ? 'dns-bogus' : 'dns-lookup-failed';
+    case 'lookup-failed':
+      return c.rrtype === 'TLSA' ? 'tlsa-lookup-failed' : c.problem === 'bogus' ? 'dns-bogus' : 'dns-lookup-failed';
     // an answer insecure only by the NSEC3 iteration limit: under DANE no proof that DANE is absent (issue 13)
-    case 'nsec3-iterations': return c.rrtype === 'TLSA' ? 'tlsa-lookup-failed' : 'dane-required';
-    case 'no-address': return 'no-address';
-    case 'dane-required': return 'dane-required';
+    case 'nsec3-iterations':
+      return c.rrtype === 'TLSA' ? 'tlsa-lookup-failed' : 'dane-required';
+    case 'no-address':
+      return 'no-address';
+    case 'dane-required':
+      return 'dane-required';
   }
 }
 
 /** The label of a failed connection attempt. */
 function attemptReason(f: Extract<HostFailure, { kind: 'attempt' }>): DeferralReason {
   switch (f.stage) {
-    case 'verify': return f.verifyReason === 'dane-no-match' ? 'dane-no-match' : 'tls-verify-failed';
-    case 'starttls': return 'starttls-failed';
+    case 'verify':
+      return f.verifyReason === 'dane-no-match' ? 'dane-no-match' : 'tls-verify-failed';
+    case 'starttls':
+      return 'starttls-failed';
     // a failed opportunistic handshake is followed by a cleartext retry: no policy failure
-    case 'tls': return f.code === '4.7.5' ? 'tls-handshake-failed' : 'connect';
-    case 'greeting': return 'connection-lost';
-    case 'connect': case 'ehlo': case 'mail': case 'rcpt': case 'data': case 'protocol': return 'connect';
+    case 'tls':
+      return f.code === '4.7.5' ? 'tls-handshake-failed' : 'connect';
+    case 'greeting':
+      return 'connection-lost';
+    case 'connect':
+    case 'ehlo':
+    case 'mail':
+    case 'rcpt':
+    case 'data':
+    case 'protocol':
+      return 'connect';
   }
 }
 
 /** The label of one MX host's failure (its share of an `unreachable` deferral). */
 export function hostFailureReason(f: HostFailure): DeferralReason | undefined {
   switch (f.kind) {
-    case 'self': return undefined;
-    case 'budget': return 'dns-lookup-failed';
-    case 'skipped': return skipReason(f.cause);
-    case 'attempt': return attemptReason(f);
-    case 'sts-mx-mismatch': return 'sts-mx-mismatch';
-    case 'requiretls': return f.problem === 'not-advertised' ? 'requiretls-unsupported' : 'tls-verify-failed';
+    case 'self':
+      return undefined;
+    case 'budget':
+      return 'dns-lookup-failed';
+    case 'skipped':
+      return skipReason(f.cause);
+    case 'attempt':
+      return attemptReason(f);
+    case 'sts-mx-mismatch':
+      return 'sts-mx-mismatch';
+    case 'requiretls':
+      return f.problem === 'not-advertised' ? 'requiretls-unsupported' : 'tls-verify-failed';
   }
 }
 
@@ -50,8 +70,19 @@ export function hostFailureReason(f: HostFailure): DeferralReason | undefined {
  * deferral's code (delivery's aggregate: TLS/DANE, then DNS, then connection), the most specific.
  */
 const HOST_PRIORITY: readonly DeferralReason[] = [
-  'tlsa-lookup-failed', 'dns-bogus', 'dns-lookup-failed', 'dane-no-match', 'dane-required', 'tls-verify-failed',
-  'starttls-failed', 'tls-handshake-failed', 'sts-mx-mismatch', 'requiretls-unsupported', 'no-address', 'connection-lost', 'connect',
+  'tlsa-lookup-failed',
+  'dns-bogus',
+  'dns-lookup-failed',
+  'dane-no-match',
+  'dane-required',
+  'tls-verify-failed',
+  'starttls-failed',
+  'tls-handshake-failed',
+  'sts-mx-mismatch',
+  'requiretls-unsupported',
+  'no-address',
+  'connection-lost',
+  'connect',
 ];
 
 /**
@@ -60,18 +91,27 @@ const HOST_PRIORITY: readonly DeferralReason[] = [
  */
 export function deferralReason(cause: DeferralCause, code: string): DeferralReason {
   switch (cause.kind) {
-    case 'dnssec-hold': return 'dns-lookup-failed';
-    case 'mx-lookup': return cause.problem === 'bogus' ? 'dns-bogus' : 'dns-lookup-failed';
+    case 'dnssec-hold':
+      return 'dns-lookup-failed';
+    case 'mx-lookup':
+      return cause.problem === 'bogus' ? 'dns-bogus' : 'dns-lookup-failed';
     case 'unreachable': {
       const labels = cause.hosts.filter((h) => h.kind !== 'self' && h.code === code).map(hostFailureReason);
       return HOST_PRIORITY.find((r) => labels.includes(r)) ?? 'connect';
     }
-    case 'reply': return 'remote-temporary';
-    case 'protocol': return 'protocol-error';
-    case 'connection-lost': return 'connection-lost';
-    case 'internal': return 'internal';
+    case 'reply':
+      return 'remote-temporary';
+    case 'protocol':
+      return 'protocol-error';
+    case 'connection-lost':
+      return 'connection-lost';
+    case 'internal':
+      return 'internal';
     // bounces: never a deferral
-    case 'mx-refused': case 'self-loop': case 'body-refused': return 'other';
+    case 'mx-refused':
+    case 'self-loop':
+    case 'body-refused':
+      return 'other';
   }
 }
 
@@ -100,7 +140,8 @@ export function deliveryMetrics(events: RelayEvents): DeliverySubscriber {
         const o = e.outcome;
         const c = e.carrier;
         events.deliveryOutcome?.({
-          domain: e.domain, outcome: o.result === 'sent' ? 'delivered' : o.result,
+          domain: e.domain,
+          outcome: o.result === 'sent' ? 'delivered' : o.result,
           dane: daneStatusOf({ connected: !!o.relay && !!c, planKind: c?.planKind, tls: !!c?.tls, verified: !!c?.verified }),
           reason: o.result === 'sent' ? undefined : o.reason,
         });

@@ -69,7 +69,12 @@ export function outcomeOf(v: RecipientVerdict, relay: string, remoteMta?: string
       return { ...base, result: 'sent', code: enhancedOf(v.reply.code, v.reply.enhanced), reason: reply };
     case 'refused':
       // A 5xx the client took as temporary (552 to RCPT, RFC 5321 §4.5.3.1.10) keeps its detail, class 4.
-      return { ...base, result: v.permanent ? 'bounced' : 'deferred', code: v.permanent ? enhancedOf(v.reply.code, v.reply.enhanced) : enhancedOf(v.reply.code, v.reply.enhanced).replace(/^5/, '4'), reason: `host ${relay} said: ${reply} (in reply to ${v.step})` };
+      return {
+        ...base,
+        result: v.permanent ? 'bounced' : 'deferred',
+        code: v.permanent ? enhancedOf(v.reply.code, v.reply.enhanced) : enhancedOf(v.reply.code, v.reply.enhanced).replace(/^5/, '4'),
+        reason: `host ${relay} said: ${reply} (in reply to ${v.step})`,
+      };
     case 'protocol-error':
       return { ...base, result: 'deferred', code: PROTOCOL_ERROR, reason: `host ${relay}: protocol error: ${v.detail}` };
   }
@@ -91,7 +96,10 @@ export function oneOutcomeEach(recipients: readonly string[], outcomes: readonly
   const out: RecipientOutcome[] = [];
   for (const address of wanted) {
     const got = byAddress.get(address) ?? [];
-    if (got.length === 1) { out.push(got[0]!); continue; }
+    if (got.length === 1) {
+      out.push(got[0]!);
+      continue;
+    }
     if (got.length > 1 && got.every((o) => o.result === got[0]!.result)) {
       breaches.push(`${got.length} outcomes for ${address}, all ${got[0]!.result}: the first kept`);
       out.push(got[0]!);
@@ -100,7 +108,14 @@ export function oneOutcomeEach(recipients: readonly string[], outcomes: readonly
     const why = got.length === 0 ? 'the delivery attempt gave no outcome' : `conflicting outcomes (${got.map((o) => o.result).join(', ')})`;
     breaches.push(`${why} for ${address}: deferred`);
     const relayed = got.find((o) => o.relay);
-    out.push({ address, result: 'deferred', code: INTERNAL_ERROR, reason: `internal error: ${why}; deferred`, ...(relayed?.relay ? { relay: relayed.relay } : {}), ...(relayed?.remoteMta ? { remoteMta: relayed.remoteMta } : {}) });
+    out.push({
+      address,
+      result: 'deferred',
+      code: INTERNAL_ERROR,
+      reason: `internal error: ${why}; deferred`,
+      ...(relayed?.relay ? { relay: relayed.relay } : {}),
+      ...(relayed?.remoteMta ? { remoteMta: relayed.remoteMta } : {}),
+    });
   }
   return { outcomes: out, breaches };
 }

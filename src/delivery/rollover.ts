@@ -22,7 +22,8 @@ export function rolloverWatch(o: { now: () => number; mxFacts?: MxFactsStore; wa
       ? o.mxFacts.note(e.domain, host, { facts: v.facts, matchedIndex: v.matchedIndex, matchedUsage: v.matchedUsage }, now)
       : assessRollover(v.facts, now, o.warnMs ?? ROLLOVER_WARN_MS);
     for (const finding of due) {
-      if (finding.severity === 'warning') emit({ kind: 'rollover-risk', domain: e.domain, report: e.report, ...(e.requireTls ? { requireTls: true } : {}), host, finding });
+      if (finding.severity === 'warning')
+        emit({ kind: 'rollover-risk', domain: e.domain, report: e.report, ...(e.requireTls ? { requireTls: true } : {}), host, finding });
     }
   };
 }

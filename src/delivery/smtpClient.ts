@@ -51,23 +51,43 @@ export interface SmtpTimeouts {
 export type Connector = (target: Target, opts: { signal: AbortSignal; localAddress?: string }) => Promise<Duplex>;
 
 /** The default connector: TCP to `target.address:port`, Nagle off. */
-export const dialTcp: Connector = (target, opts) => new Promise<Duplex>((resolve, reject) => {
-  const sock = net.connect({ host: target.address, port: target.port, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
-  // No Nagle: the client writes a command (or the end-of-data dot) and waits for its reply; held
-  // back behind the peer's delayed ACK, each small write would cost ~40 ms per message.
-  sock.setNoDelay(true);
-  const onAbort = (): void => { sock.destroy(); reject(new Error('aborted')); };
-  const done = (): void => { opts.signal.removeEventListener('abort', onAbort); sock.off('connect', onConnect); sock.off('error', onError); sock.off('close', onClose); };
-  // Connected: the session's own listeners take over; until then an error after connect must not go unheard.
-  const onConnect = (): void => { done(); sock.on('error', () => undefined); resolve(sock); };
-  const onError = (err: Error): void => { done(); sock.destroy(); reject(err); };
-  const onClose = (): void => { done(); reject(new Error('closed')); };
-  if (opts.signal.aborted) return onAbort();
-  opts.signal.addEventListener('abort', onAbort, { once: true });
-  sock.once('connect', onConnect);
-  sock.once('error', onError);
-  sock.once('close', onClose);
-});
+export const dialTcp: Connector = (target, opts) =>
+  new Promise<Duplex>((resolve, reject) => {
+    const sock = net.connect({ host: target.address, port: target.port, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
+    // No Nagle: the client writes a command (or the end-of-data dot) and waits for its reply; held
+    // back behind the peer's delayed ACK, each small write would cost ~40 ms per message.
+    sock.setNoDelay(true);
+    const onAbort = (): void => {
+      sock.destroy();
+      reject(new Error('aborted'));
+    };
+    const done = (): void => {
+      opts.signal.removeEventListener('abort', onAbort);
+      sock.off('connect', onConnect);
+      sock.off('error', onError);
+      sock.off('close', onClose);
+    };
+    // Connected: the session's own listeners take over; until then an error after connect must not go unheard.
+    const onConnect = (): void => {
+      done();
+      sock.on('error', () => undefined);
+      resolve(sock);
+    };
+    const onError = (err: Error): void => {
+      done();
+      sock.destroy();
+      reject(err);
+    };
+    const onClose = (): void => {
+      done();
+      reject(new Error('closed'));
+    };
+    if (opts.signal.aborted) return onAbort();
+    opts.signal.addEventListener('abort', onAbort, { once: true });
+    sock.once('connect', onConnect);
+    sock.once('error', onError);
+    sock.once('close', onClose);
+  });
 
 export interface SmtpClientOptions {
   heloName: string;
@@ -86,17 +106,7 @@ export interface Reply {
   text: string;
 }
 
-export type SmtpStage =
-  | 'connect'
-  | 'greeting'
-  | 'ehlo'
-  | 'starttls'
-  | 'tls'
-  | 'verify'
-  | 'mail'
-  | 'rcpt'
-  | 'data'
-  | 'protocol';
+export type SmtpStage = 'connect' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'verify' | 'mail' | 'rcpt' | 'data' | 'protocol';
 
 /**
  * What went wrong, as one value (never flags that could contradict each other):
@@ -419,7 +429,7 @@ function presentedChain(sock: tls.TLSSocket): Buffer[] {
   const seen = new Set<object>();
   const fingerprints = new Set<string>();
   // A self-signed top certificate has issuerCertificate === itself: stop on any repeat.
-  while (cert && cert.raw && !seen.has(cert) && !fingerprints.has(cert.fingerprint256)) {
+  while (cert?.raw && !seen.has(cert) && !fingerprints.has(cert.fingerprint256)) {
     seen.add(cert);
     fingerprints.add(cert.fingerprint256);
     out.push(Buffer.from(cert.raw));
@@ -531,7 +541,9 @@ export class SmtpSession {
       const sock = this.sock as tls.TLSSocket;
       try {
         this.opts.tls.observe({ certificates: presentedChain(sock), protocol: sock.getProtocol(), cipher: sock.getCipher()?.name ?? null });
-      } catch { /* an observer never changes the outcome */ }
+      } catch {
+        /* an observer never changes the outcome */
+      }
     }
 
     if (mode === 'verify') {
@@ -540,7 +552,10 @@ export class SmtpSession {
       if (!outcome.ok) {
         // DANE-63: QUIT and leave; not even EHLO reaches an unauthenticated peer.
         await this.politeQuit();
-        throw this.fail('verify', `TLS peer authentication failed: ${outcome.reason ?? 'rejected'}: ${outcome.detail}`, { kind: 'unauthenticated', verify: outcome });
+        throw this.fail('verify', `TLS peer authentication failed: ${outcome.reason ?? 'rejected'}: ${outcome.detail}`, {
+          kind: 'unauthenticated',
+          verify: outcome,
+        });
       }
       this._tls!.verified = true;
     }
@@ -568,7 +583,12 @@ export class SmtpSession {
     });
     const dialling = dial(this.target, { signal: abort.signal, ...(this.opts.localAddress ? { localAddress: this.opts.localAddress } : {}) });
     // A connector that resolves after the timeout (one that ignores the signal) leaks nothing.
-    dialling.then((late) => { if (abort.signal.aborted) late.destroy(); }, () => undefined);
+    dialling.then(
+      (late) => {
+        if (abort.signal.aborted) late.destroy();
+      },
+      () => undefined,
+    );
     let sock: Duplex;
     try {
       sock = await Promise.race([dialling, timeout]);
@@ -631,9 +651,7 @@ export class SmtpSession {
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         this.reader.cancel();
-        reject(
-          this.fail(stage, `timeout after ${ms} ms waiting for ${what ?? stage} reply from ${this.target.host}`, { kind: 'timeout' }),
-        );
+        reject(this.fail(stage, `timeout after ${ms} ms waiting for ${what ?? stage} reply from ${this.target.host}`, { kind: 'timeout' }));
       }, ms);
     });
     try {
@@ -710,9 +728,11 @@ export class SmtpSession {
       sock.destroy();
       raw.destroy();
       const message =
-        why === 'timeout' ? `TLS handshake with ${host} timed out after ${timeouts.starttls} ms`
-        : why === 'error' ? `TLS handshake with ${host} failed: ${err?.message}`
-        : `connection closed during TLS handshake with ${host}`;
+        why === 'timeout'
+          ? `TLS handshake with ${host} timed out after ${timeouts.starttls} ms`
+          : why === 'error'
+            ? `TLS handshake with ${host} failed: ${err?.message}`
+            : `connection closed during TLS handshake with ${host}`;
       return this.fail('tls', message, { kind: 'tls-handshake', cleartextRetry: may, timedOut: why === 'timeout' }, err);
     });
     const cipher = sock.getCipher();
@@ -738,7 +758,9 @@ export class SmtpSession {
       certificates,
       protocol: sock.getProtocol(),
       cipher: sock.getCipher()?.name ?? null,
-      ...(this.opts.tls.webpkiRoots ? { pkix: { authorized: sock.authorized, ...(sock.authorizationError ? { error: String(sock.authorizationError) } : {}) } } : {}),
+      ...(this.opts.tls.webpkiRoots
+        ? { pkix: { authorized: sock.authorized, ...(sock.authorizationError ? { error: String(sock.authorizationError) } : {}) } }
+        : {}),
     };
     try {
       return await this.opts.tls.verify!(chain);
@@ -780,7 +802,11 @@ export class SmtpSession {
       // RFC 8689 §4.2.1 steps 4-5: an authenticated TLS session whose EHLO advertised REQUIRETLS. The last
       // line of defence: nothing of the transaction is sent; the message waits (never a cleartext or weaker copy).
       const text = `4.7.${this._tls?.verified ? '30 REQUIRETLS support required: the server does not advertise REQUIRETLS' : '10 Encryption needed: no authenticated TLS session'} (RFC 8689)`;
-      throw this.fail('mail', `${this.target.host}: ${text}`, { kind: 'local', permanent: false, reply: { code: 450, enhanced: text.slice(0, text.indexOf(' ')), text } });
+      throw this.fail('mail', `${this.target.host}: ${text}`, {
+        kind: 'local',
+        permanent: false,
+        reply: { code: 450, enhanced: text.slice(0, text.indexOf(' ')), text },
+      });
     }
 
     return this.exclusive(() => this.transaction(input));
@@ -859,7 +885,10 @@ export class SmtpSession {
       if (reply.code === 421) {
         // RFC 5321 §3.8: the peer is closing the channel; no DATA can follow. Every recipient still
         // open (accepted ones too) gets this temporary refusal.
-        every(all.filter((j) => !verdicts.has(j)), (address) => ({ address, kind: 'refused', step: 'RCPT TO', reply, permanent: false }));
+        every(
+          all.filter((j) => !verdicts.has(j)),
+          (address) => ({ address, kind: 'refused', step: 'RCPT TO', reply, permanent: false }),
+        );
         this.abandon();
         return done();
       }
@@ -868,7 +897,10 @@ export class SmtpSession {
       } else if (cls === 3) {
         // An intermediate reply to RCPT: the peer may count this recipient as accepted or not. Nothing
         // decided so far goes to DATA: the transaction is abandoned and every open recipient retried.
-        every(all.filter((j) => !verdicts.has(j)), (address) => protocolError(address, 'RCPT TO', reply, `a 3xx reply to RCPT TO:<${input.recipients[i]}> is not allowed; transaction abandoned`));
+        every(
+          all.filter((j) => !verdicts.has(j)),
+          (address) => protocolError(address, 'RCPT TO', reply, `a 3xx reply to RCPT TO:<${input.recipients[i]}> is not allowed; transaction abandoned`),
+        );
         this.abandon();
         return done();
       } else {

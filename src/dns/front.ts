@@ -46,7 +46,10 @@ export class CachingResolver<E extends ResolverEngine = ResolverEngine> implemen
   protected readonly clock: () => number;
   private closed = false;
 
-  constructor(protected readonly engine: E, opts: FrontOptions = {}) {
+  constructor(
+    protected readonly engine: E,
+    opts: FrontOptions = {},
+  ) {
     this.cacheEnabled = opts.cache ?? true;
     this.clock = opts.now ?? Date.now;
     this.cache = new TtlCache(Math.max(1, opts.maxCacheEntries ?? DEFAULT_CACHE_ENTRIES), MAX_ANSWER_CACHE_BYTES, (a) => approxBytes(a));
@@ -76,7 +79,10 @@ export class CachingResolver<E extends ResolverEngine = ResolverEngine> implemen
     if (!p) {
       p = this.engine
         .resolve(qname, type)
-        .catch((e: unknown): DnsAnswer => failedAnswer(qname, type, 'indeterminate', { kind: 'other', message: `internal error: ${e instanceof Error ? e.message : String(e)}` }))
+        .catch(
+          (e: unknown): DnsAnswer =>
+            failedAnswer(qname, type, 'indeterminate', { kind: 'other', message: `internal error: ${e instanceof Error ? e.message : String(e)}` }),
+        )
         .then((a) => {
           this.remember(key, a);
           return a;

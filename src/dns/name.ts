@@ -137,7 +137,10 @@ export function lowerName(name: string): string {
  * not an address is returned unchanged.
  */
 export function canonicalIp(ip: string): string {
-  const a = ip.trim().replace(/^\[|\]$/g, '').replace(/%.*$/, '');
+  const a = ip
+    .trim()
+    .replace(/^\[|\]$/g, '')
+    .replace(/%.*$/, '');
   if (isIP(a) === 4) return a;
   if (isIP(a) !== 6) return ip;
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(a);

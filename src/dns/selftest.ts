@@ -10,7 +10,13 @@ import type { Resolver } from './types.js';
  * name, or the broken name answered) — a downgrade risk. A resolver that did not answer the signed name
  * fails the test too, but every lookup then fails on its own (deferred 4.4.3), nothing is downgraded.
  */
-export interface SelfTestResult { ok: boolean; detail: string; signed: string; broken: string; notValidating?: boolean }
+export interface SelfTestResult {
+  ok: boolean;
+  detail: string;
+  signed: string;
+  broken: string;
+  notValidating?: boolean;
+}
 
 export async function selfTest(resolver: Resolver, names = { signed: 'ietf.org', broken: 'dnssec-failed.org' }): Promise<SelfTestResult> {
   const [good, bad] = await Promise.all([resolver.lookup(names.signed, 'A'), resolver.lookup(names.broken, 'A')]);
@@ -18,8 +24,21 @@ export async function selfTest(resolver: Resolver, names = { signed: 'ietf.org',
   const broken = bad.error ? `error ${bad.error.kind}` : bad.status;
   if (good.status === 'secure' && !good.error && bad.error) return { ok: true, detail: 'resolver validates', signed, broken };
   if (good.error) return { ok: false, detail: `signed name ${names.signed} did not resolve (${signed}); resolver unreachable or broken`, signed, broken };
-  if (good.status !== 'secure') return { ok: false, notValidating: true, detail: `signed name ${names.signed} came back ${signed}: the resolver does not set AD (not validating)`, signed, broken };
-  return { ok: false, notValidating: true, detail: `broken name ${names.broken} came back ${broken}: the resolver does not reject bogus answers`, signed, broken };
+  if (good.status !== 'secure')
+    return {
+      ok: false,
+      notValidating: true,
+      detail: `signed name ${names.signed} came back ${signed}: the resolver does not set AD (not validating)`,
+      signed,
+      broken,
+    };
+  return {
+    ok: false,
+    notValidating: true,
+    detail: `broken name ${names.broken} came back ${broken}: the resolver does not reject bogus answers`,
+    signed,
+    broken,
+  };
 }
 
 export interface SelfTestLog {
@@ -84,7 +103,9 @@ export class SelfTestMonitor {
       this.report(r, why);
       this.last = r;
       return r;
-    })().finally(() => { this.running = undefined; });
+    })().finally(() => {
+      this.running = undefined;
+    });
     return this.running;
   }
 
@@ -94,7 +115,10 @@ export class SelfTestMonitor {
     if (!r.ok && (!before || before.ok)) {
       this.opts.log.warn({ selftest: r, why }, `DNSSEC SELF-TEST FAILED: ${r.detail} — DANE cannot protect deliveries until the resolver validates${held}`);
     } else if (r.ok && before && !before.ok) {
-      this.opts.log.warn({ selftest: r, why }, `DNSSEC self-test passed again: ${r.detail}${this.opts.holds ? '; held DANE deliveries go out at their next attempt (`dane-relay queue flush` sends them now)' : ''}`);
+      this.opts.log.warn(
+        { selftest: r, why },
+        `DNSSEC self-test passed again: ${r.detail}${this.opts.holds ? '; held DANE deliveries go out at their next attempt (`dane-relay queue flush` sends them now)' : ''}`,
+      );
     } else if (r.ok && !before) {
       this.opts.log.info({ selftest: r, why }, 'DNSSEC self-test passed');
     } else {
@@ -121,9 +145,12 @@ export class SelfTestMonitor {
    */
   async hold(): Promise<{ code: string; reason: string } | undefined> {
     if (!this.opts.holds) return undefined;
-    const r = this.running ? await this.running : this.last;
+    const r = this.running !== undefined ? await this.running : this.last;
     if (!r || r.ok || !r.notValidating) return undefined;
-    return { code: SELFTEST_HOLD_CODE, reason: `DNSSEC self-test failed (${r.detail}): the resolver's answers cannot show whether the destination requires DANE, so the message waits (dns.mode trust-ad)` };
+    return {
+      code: SELFTEST_HOLD_CODE,
+      reason: `DNSSEC self-test failed (${r.detail}): the resolver's answers cannot show whether the destination requires DANE, so the message waits (dns.mode trust-ad)`,
+    };
   }
 
   stop(): void {

@@ -9,7 +9,18 @@
  * §5.7; digest DANE-3).
  */
 import net from 'node:net';
-import { failedAnswer, isAnswer, usableAnswer, type CnameHop, type DnsAnswer, type DnssecStatus, type FailedAnswer, type QueryType, type RecordData, type Resolver } from './types.js';
+import {
+  failedAnswer,
+  isAnswer,
+  usableAnswer,
+  type CnameHop,
+  type DnsAnswer,
+  type DnssecStatus,
+  type FailedAnswer,
+  type QueryType,
+  type RecordData,
+  type Resolver,
+} from './types.js';
 import { CachingResolver, type ResolverEngine } from './front.js';
 import { CLASS_IN, nameToWire, rcodeName, toRecordData, typeCode, TYPE_CODES, type WireMessage, type WireRr } from './wire.js';
 import { isAtOrBelow, splitName } from './name.js';
@@ -83,7 +94,10 @@ export class StubResolver extends CachingResolver<StubEngine> {
   constructor(opts: StubResolverOptions) {
     if (!opts.servers.length) throw new Error('StubResolver needs at least one server');
     const engine = new StubEngine(opts, (n, t) => this.lookup(n, t));
-    super(engine, { ...(opts.cache !== undefined ? { cache: opts.cache } : {}), ...(opts.maxCacheEntries !== undefined ? { maxCacheEntries: opts.maxCacheEntries } : {}) });
+    super(engine, {
+      ...(opts.cache !== undefined ? { cache: opts.cache } : {}),
+      ...(opts.maxCacheEntries !== undefined ? { maxCacheEntries: opts.maxCacheEntries } : {}),
+    });
     this.servers = engine.transport.servers;
   }
 }
@@ -93,7 +107,10 @@ class StubEngine implements ResolverEngine {
   readonly transport: DnsTransport;
 
   /** `lookup`: the front end, for the first alias's own status (cached like any lookup) */
-  constructor(opts: StubResolverOptions, private readonly lookup: Resolver['lookup']) {
+  constructor(
+    opts: StubResolverOptions,
+    private readonly lookup: Resolver['lookup'],
+  ) {
     this.transport = opts.transport ?? new DnsTransport(opts);
   }
 
@@ -166,7 +183,17 @@ class StubEngine implements ResolverEngine {
         // section holds records off the chain: then the chain itself is suspect (a corrupted
         // target), and following it could end in a "secure" denial for the wrong name.
         const stray = strayRecord(answers, chain, end);
-        if (stray) return errorAnswer(qname, qtype, 'malformed', `alias chain of ${qname} ends at ${end}, but the answer section holds ${stray.type} for ${stray.name}`, msg.rcodeName, chain, end, ex.server);
+        if (stray)
+          return errorAnswer(
+            qname,
+            qtype,
+            'malformed',
+            `alias chain of ${qname} ends at ${end}, but the answer section holds ${stray.type} for ${stray.name}`,
+            msg.rcodeName,
+            chain,
+            end,
+            ex.server,
+          );
         cur = end;
         continue;
       }
@@ -189,11 +216,19 @@ class StubEngine implements ResolverEngine {
       }
       // trust-ad: the trusted resolver left AD clear; it does not say why (InsecureReason 'resolver').
       const rcode = msg.rcodeName === 'NXDOMAIN' ? 'NXDOMAIN' : 'NOERROR'; // statusFromFlags: only these two are answers
-      const base = { qname, qtype, rcode, canonicalName: end, chain, records, ttl: Number.isFinite(ttl) ? ttl : DEFAULT_NEGATIVE_TTL, server: ex.server } as const;
+      const base = {
+        qname,
+        qtype,
+        rcode,
+        canonicalName: end,
+        chain,
+        records,
+        ttl: Number.isFinite(ttl) ? ttl : DEFAULT_NEGATIVE_TTL,
+        server: ex.server,
+      } as const;
       return usableAnswer(base, overall, firstStatus, overall === 'insecure' ? 'resolver' : undefined);
     }
   }
-
 }
 
 // ---------------------------------------------------------------------------
@@ -296,5 +331,11 @@ function errorAnswer<T extends QueryType>(
   canonicalName?: string,
   server?: string,
 ): DnsAnswer<T> {
-  return failedAnswer(qname, qtype, 'indeterminate', { kind, message }, { rcode, chain, ...(canonicalName !== undefined ? { canonicalName } : {}), ...(server !== undefined ? { server } : {}) });
+  return failedAnswer(
+    qname,
+    qtype,
+    'indeterminate',
+    { kind, message },
+    { rcode, chain, ...(canonicalName !== undefined ? { canonicalName } : {}), ...(server !== undefined ? { server } : {}) },
+  );
 }

@@ -11,7 +11,12 @@ import type { DnsErrorKind } from './types.js';
 import { CLASS_IN, encodeQuery, parseMessage, parseQuestion, typeCode, type QueryOptions, type WireMessage } from './wire.js';
 import { sameName } from './name.js';
 
-export interface ServerAddress { host: string; port: number; family: 4 | 6; label: string }
+export interface ServerAddress {
+  host: string;
+  port: number;
+  family: 4 | 6;
+  label: string;
+}
 
 /** Parse "1.2.3.4", "1.2.3.4:53", "::1", "[::1]:53". Throws on anything else. */
 export function parseServer(s: string): ServerAddress {

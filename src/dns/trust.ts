@@ -51,10 +51,7 @@ export interface TrustAdSettings {
  * resolver's AD bit; other modes (validate) do not depend on the path to the resolver. A resolver
  * listed in `dns.trusted_resolvers` is always believed (the operator vouches for it).
  */
-export function trustAdProblem(
-  cfg: TrustAdSettings,
-  policy?: { dane: boolean; source?: string },
-): string | undefined {
+export function trustAdProblem(cfg: TrustAdSettings, policy?: { dane: boolean; source?: string }): string | undefined {
   if (cfg.dns.mode !== 'trust-ad') return undefined;
   const defaultDane = cfg.delivery.tls_level === 'dane' || cfg.delivery.tls_level === 'dane-only';
   if (!defaultDane && !policy?.dane) return undefined;
@@ -72,7 +69,7 @@ export function trustAdProblem(
   if (resolved.length) {
     problems.push(
       `resolver(s) ${resolved.join(', ')} are systemd-resolved's stub listener: for DNSSEC (DO) queries it passes the upstream ` +
-      `resolver's AD bit through without validating (systemd issue 34121), so the AD bit proves nothing`,
+        `resolver's AD bit through without validating (systemd issue 34121), so the AD bit proves nothing`,
     );
   }
   return (

@@ -9,7 +9,10 @@ const FIELD_DELIM = /[ \t]*;[ \t]*/;
 const EXT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
 const EXT_VALUE = /^[\x21-\x3a\x3c\x3e-\x7e]+$/;
 
-export interface TxtField { name: string; value: string }
+export interface TxtField {
+  name: string;
+  value: string;
+}
 export type TxtFields = { ok: true; fields: TxtField[] } | { ok: false; why: string };
 
 /**

@@ -12,7 +12,10 @@ export type DnssecStatus = 'secure' | 'insecure' | 'bogus' | 'indeterminate';
 /** A transport or server failure: no answer at all. Treated like bogus by callers. */
 export type DnsErrorKind = 'servfail' | 'refused' | 'timeout' | 'malformed' | 'notimp' | 'formerr' | 'other';
 
-export interface MxRecord { preference: number; exchange: string }
+export interface MxRecord {
+  preference: number;
+  exchange: string;
+}
 export interface TlsaRecord {
   usage: number;
   selector: number;
@@ -49,7 +52,12 @@ export type QueryType = keyof RecordData;
 export type InsecureReason = 'unsigned-delegation' | 'opt-out' | 'unsupported-algorithm' | 'no-trust-anchor' | 'nsec3-iterations' | 'resolver';
 
 /** One hop of alias expansion seen while answering (CNAME, or DNAME's synthesised CNAME). */
-export interface CnameHop { owner: string; target: string; status: DnssecStatus; insecureReason?: InsecureReason }
+export interface CnameHop {
+  owner: string;
+  target: string;
+  status: DnssecStatus;
+  insecureReason?: InsecureReason;
+}
 
 /**
  * The reason an answer made of several insecure verdicts (alias hops, the answer) carries:
@@ -65,7 +73,13 @@ export function combineInsecureReasons(reasons: (InsecureReason | undefined)[]):
  * The validation work one lookup did (dnssec/budget.ts counts it). A cached answer did none; the
  * trust-AD stub reports none (its resolver did the work). Per-plan budgets add these up (route/budget.ts).
  */
-export interface LookupWork { verifications: number; nsec3Hashes: number; nsec3Rounds: number; queries: number; yields: number }
+export interface LookupWork {
+  verifications: number;
+  nsec3Hashes: number;
+  nsec3Rounds: number;
+  queries: number;
+  yields: number;
+}
 
 /** What every answer carries, whatever its verdict. */
 interface AnswerBase<T extends QueryType> {
@@ -193,7 +207,9 @@ export function isAnswer<T extends QueryType>(a: DnsAnswer<T>): a is SecureAnswe
 export function copyAnswer<T extends QueryType>(a: DnsAnswer<T>): DnsAnswer<T> {
   const chain = a.chain.map((h) => ({ ...h }));
   if (!isAnswer(a)) return { ...a, chain, records: [], error: { ...a.error } };
-  const records = a.records.map((r) => (r !== null && typeof r === 'object' ? { ...r, ...('data' in r ? { data: Buffer.from(r.data) } : {}) } : r)) as RecordData[T][];
+  const records = a.records.map((r) =>
+    r !== null && typeof r === 'object' ? { ...r, ...('data' in r ? { data: Buffer.from(r.data) } : {}) } : r,
+  ) as RecordData[T][];
   return { ...a, chain, records };
 }
 

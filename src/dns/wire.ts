@@ -24,8 +24,23 @@ import type { QueryType, RecordData } from './types.js';
 
 /** RR type codes we deal with (IANA DNS parameters). */
 export const TYPE_CODES = {
-  A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, DNAME: 39, OPT: 41, DS: 43,
-  RRSIG: 46, NSEC: 47, DNSKEY: 48, NSEC3: 50, TLSA: 52, ANY: 255,
+  A: 1,
+  NS: 2,
+  CNAME: 5,
+  SOA: 6,
+  PTR: 12,
+  MX: 15,
+  TXT: 16,
+  AAAA: 28,
+  DNAME: 39,
+  OPT: 41,
+  DS: 43,
+  RRSIG: 46,
+  NSEC: 47,
+  DNSKEY: 48,
+  NSEC3: 50,
+  TLSA: 52,
+  ANY: 255,
 } as const;
 export type KnownType = keyof typeof TYPE_CODES;
 
@@ -71,7 +86,8 @@ function labelToText(buf: Buffer, start: number, end: number): string {
   let s = '';
   for (let i = start; i < end; i++) {
     const b = buf[i]!;
-    if (b === 0x2e || b === 0x5c) s += '\\' + String.fromCharCode(b); // '.' and '\'
+    if (b === 0x2e || b === 0x5c)
+      s += '\\' + String.fromCharCode(b); // '.' and '\'
     else if (b > 0x20 && b < 0x7f) s += String.fromCharCode(b);
     else s += '\\' + String(b).padStart(3, '0');
   }
@@ -166,13 +182,34 @@ export function encodeQuery(id: number, name: string, type: string, opts: QueryO
 // ---------------------------------------------------------------------------
 // Response
 
-export interface WireQuestion { name: string; type: string; typeCode: number; class: number }
+export interface WireQuestion {
+  name: string;
+  type: string;
+  typeCode: number;
+  class: number;
+}
 
 /** RR types whose RDATA is a single domain name. */
 export type NameRdataType = 'CNAME' | 'DNAME' | 'NS' | 'PTR';
-export interface MxRdata { preference: number; exchange: string }
-export interface SoaRdata { mname: string; rname: string; serial: number; refresh: number; retry: number; expire: number; minimum: number }
-export interface TlsaRdata { usage: number; selector: number; matchingType: number; certificate: Buffer }
+export interface MxRdata {
+  preference: number;
+  exchange: string;
+}
+export interface SoaRdata {
+  mname: string;
+  rname: string;
+  serial: number;
+  refresh: number;
+  retry: number;
+  expire: number;
+  minimum: number;
+}
+export interface TlsaRdata {
+  usage: number;
+  selector: number;
+  matchingType: number;
+  certificate: Buffer;
+}
 /** Types we keep as opaque RDATA (RFC 3597): the DNSSEC types (parsed from `rdata` by dnssec/records.ts) and unknown ones. */
 export type OpaqueRdataType = Exclude<KnownType, 'A' | 'AAAA' | NameRdataType | 'MX' | 'SOA' | 'TXT' | 'TLSA'> | `TYPE${number}`;
 
@@ -382,11 +419,18 @@ function decodeRdata(buf: Buffer, o: number, len: number, code: number): WireRda
       const r = nameAt(o + m.bytes);
       const at = o + m.bytes + r.bytes;
       exact(m.bytes + r.bytes + 20, 'SOA');
-      return { type: 'SOA', data: {
-        mname: m.name, rname: r.name,
-        serial: buf.readUInt32BE(at), refresh: buf.readUInt32BE(at + 4), retry: buf.readUInt32BE(at + 8),
-        expire: buf.readUInt32BE(at + 12), minimum: buf.readUInt32BE(at + 16),
-      } };
+      return {
+        type: 'SOA',
+        data: {
+          mname: m.name,
+          rname: r.name,
+          serial: buf.readUInt32BE(at),
+          refresh: buf.readUInt32BE(at + 4),
+          retry: buf.readUInt32BE(at + 8),
+          expire: buf.readUInt32BE(at + 12),
+          minimum: buf.readUInt32BE(at + 16),
+        },
+      };
     }
     case TYPE_CODES.TXT: {
       // RFC 1035 §3.3.14: one or more <character-string>s filling RDATA exactly.
@@ -404,10 +448,15 @@ function decodeRdata(buf: Buffer, o: number, len: number, code: number): WireRda
     case TYPE_CODES.TLSA:
       // RFC 6698 §2.1: usage, selector, matching type (one octet each), then data.
       if (len < 3) throw new Malformed('TLSA RDATA too short');
-      return { type: 'TLSA', data: {
-        usage: buf[o]!, selector: buf[o + 1]!, matchingType: buf[o + 2]!,
-        certificate: Buffer.from(buf.subarray(o + 3, end)),
-      } };
+      return {
+        type: 'TLSA',
+        data: {
+          usage: buf[o]!,
+          selector: buf[o + 1]!,
+          matchingType: buf[o + 2]!,
+          certificate: Buffer.from(buf.subarray(o + 3, end)),
+        },
+      };
     default:
       return { type: typeName(code) as OpaqueRdataType, data: Buffer.from(buf.subarray(o, end)) }; // RFC 3597: opaque
   }
@@ -449,10 +498,16 @@ export function ipv6ToText(b: Uint8Array): string {
   let bestStart = -1;
   let bestLen = 0;
   for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) { i++; continue; }
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) { bestStart = i; bestLen = j - i; }
+    if (j - i > bestLen && j - i >= 2) {
+      bestStart = i;
+      bestLen = j - i;
+    }
     i = j;
   }
   const hex = (xs: number[]): string => xs.map((x) => x.toString(16)).join(':');

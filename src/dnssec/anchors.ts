@@ -12,7 +12,11 @@ import { keyTag, parseDnskey, type Dnskey, type Ds } from './records.js';
 /** Digest length per DS digest type: SHA-1, SHA-256, GOST R 34.11-94, SHA-384. */
 const DS_DIGEST_OCTETS: Record<number, number> = { 1: 20, 2: 32, 3: 32, 4: 48 };
 
-export interface ZoneAnchor { zone: string; ds: Ds[]; dnskeys: Dnskey[] }
+export interface ZoneAnchor {
+  zone: string;
+  ds: Ds[];
+  dnskeys: Dnskey[];
+}
 export type TrustAnchors = Map<string, ZoneAnchor>;
 
 /**
@@ -25,7 +29,10 @@ export const ROOT_TRUST_ANCHORS = `. IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C6
 `;
 
 export class TrustAnchorError extends Error {
-  constructor(readonly line: number, message: string) {
+  constructor(
+    readonly line: number,
+    message: string,
+  ) {
     super(`line ${line}: ${message}`);
     this.name = 'TrustAnchorError';
   }
@@ -51,7 +58,10 @@ function logicalRecords(text: string): Array<{ line: number; tokens: string[] }>
     const ln = i + 1;
     const body = stripComment(raw);
     const tokens: string[] = [];
-    for (const t of body.replace(/[()]/g, (p) => ` ${p} `).split(/\s+/).filter(Boolean)) {
+    for (const t of body
+      .replace(/[()]/g, (p) => ` ${p} `)
+      .split(/\s+/)
+      .filter(Boolean)) {
       if (t === '(') depth++;
       else if (t === ')') {
         depth--;
@@ -117,7 +127,14 @@ export function parseTrustAnchors(text: string): TrustAnchors {
       za.ds.push({ keyTag: Number(tag), algorithm: Number(alg), digestType: Number(dt), digest: Buffer.from(digest, 'hex') });
     } else if (type === 'DNSKEY') {
       const [flags, proto, alg, ...b64] = rdata;
-      if (!/^\d+$/.test(flags ?? '') || !/^\d+$/.test(proto ?? '') || !/^\d+$/.test(alg ?? '') || Number(flags) > 65535 || Number(proto) > 255 || Number(alg) > 255) {
+      if (
+        !/^\d+$/.test(flags ?? '') ||
+        !/^\d+$/.test(proto ?? '') ||
+        !/^\d+$/.test(alg ?? '') ||
+        Number(flags) > 65535 ||
+        Number(proto) > 255 ||
+        Number(alg) > 255
+      ) {
         throw new TrustAnchorError(line, 'DNSKEY needs "flags protocol algorithm public-key"');
       }
       const key = b64.join('');

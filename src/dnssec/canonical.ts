@@ -9,7 +9,13 @@
 import { canonicalWire, labelCount, suffix } from './names.js';
 import type { Rrsig } from './records.js';
 
-export interface RawRr { name: string; typeCode: number; class: number; ttl: number; rdata: Buffer }
+export interface RawRr {
+  name: string;
+  typeCode: number;
+  class: number;
+  ttl: number;
+  rdata: Buffer;
+}
 
 /** The owner name the signature was made over, or undefined if Labels is impossible for this owner. */
 export function signedOwner(owner: string, sig: Rrsig): string | undefined {
@@ -25,7 +31,7 @@ export function signedData(rrs: RawRr[], sig: Rrsig, owner: string): Buffer {
   const parts: Buffer[] = [sig.signedPrefix];
   let prev: Buffer | undefined;
   for (const rdata of sorted) {
-    if (prev && prev.equals(rdata)) continue;
+    if (prev?.equals(rdata)) continue;
     prev = rdata;
     const fixed = Buffer.alloc(10);
     fixed.writeUInt16BE(rrs[0]!.typeCode, 0);

@@ -144,7 +144,7 @@ export class ChainWalker {
    */
   private async shared<V>(key: string, f: () => Promise<V>): Promise<V> {
     const inflight = this.flights.get(key) as Promise<V> | undefined;
-    if (inflight) return inflight;
+    if (inflight !== undefined) return inflight;
     const p = f().finally(() => this.flights.delete(key));
     this.flights.set(key, p);
     return p;
@@ -158,11 +158,18 @@ export class ChainWalker {
       return cached.value;
     }
     const st = await this.shared(`anchor|${anchor.zone}`, async () => {
-      const usable = anchor.ds.some((d) => SUPPORTED_ALGORITHMS.has(d.algorithm) && SUPPORTED_DIGESTS.has(d.digestType)) ||
+      const usable =
+        anchor.ds.some((d) => SUPPORTED_ALGORITHMS.has(d.algorithm) && SUPPORTED_DIGESTS.has(d.digestType)) ||
         anchor.dnskeys.some((k) => SUPPORTED_ALGORITHMS.has(k.algorithm));
       if (!usable) {
         ctx.trace.add('anchor', anchor.zone, 'insecure', 'the trust anchor uses only unsupported algorithms/digests (RFC 4035 §5.2)');
-        return { kind: 'insecure', zone: anchor.zone, detail: 'anchor algorithms unsupported', ttl: MAX_CHAIN_TTL, reason: 'unsupported-algorithm' } as ZoneState;
+        return {
+          kind: 'insecure',
+          zone: anchor.zone,
+          detail: 'anchor algorithms unsupported',
+          ttl: MAX_CHAIN_TTL,
+          reason: 'unsupported-algorithm',
+        } as ZoneState;
       }
       const res = await this.fetchDnskeys(anchor.zone, ctx);
       if ('error' in res) return res.error;
@@ -213,7 +220,12 @@ export class ChainWalker {
     const known = this.badKeys.get(digest, this.nowMs());
     if (known) {
       ctx.bogusUntil = Math.min(ctx.bogusUntil ?? Infinity, this.nowMs() + known.ttl * 1000);
-      ctx.trace.add('DNSKEY', zone, 'bogus', `DNSKEY RRset not signed by a trusted key (the same key set failed ${BOGUS_TTL - known.ttl} s ago): ${known.value}`);
+      ctx.trace.add(
+        'DNSKEY',
+        zone,
+        'bogus',
+        `DNSKEY RRset not signed by a trusted key (the same key set failed ${BOGUS_TTL - known.ttl} s ago): ${known.value}`,
+      );
       return { kind: 'bogus', detail: `DNSKEY ${zone}: ${known.value}` };
     }
     const v = await verifyRRset(rrset, { zone, keys: trusted }, ctx.nowSec, ctx.budget);
@@ -285,7 +297,12 @@ export class ChainWalker {
         ctx.trace.add('DS', name, 'ok', detail);
         return { kind: 'not-a-cut', ttl: v.ttl, detail };
       }
-      ctx.trace.add('DS', name, 'info', `CNAME at this name does not validate with ${parent.zone}'s keys${v.ok ? ' (wildcard)' : `: ${v.reason}`}; a signed denial is needed`);
+      ctx.trace.add(
+        'DS',
+        name,
+        'info',
+        `CNAME at this name does not validate with ${parent.zone}'s keys${v.ok ? ' (wildcard)' : `: ${v.reason}`}; a signed denial is needed`,
+      );
     }
     for (const d of answers.values()) {
       if (d.typeCode !== T.DNAME || d.name === name || !isAtOrBelow(name, d.name) || !isAtOrBelow(d.name, parent.zone)) continue;
@@ -337,7 +354,11 @@ function keySetDigest(zone: string, trusted: Dnskey[]): string {
   return h.digest('hex');
 }
 
-export interface Denial { nsecs: OwnedNsec[]; nsec3s: OwnedNsec3[]; ttl: number }
+export interface Denial {
+  nsecs: OwnedNsec[];
+  nsec3s: OwnedNsec3[];
+  ttl: number;
+}
 
 /**
  * The NSEC and NSEC3 RRsets of an authority section that validate with the

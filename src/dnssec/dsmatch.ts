@@ -42,7 +42,7 @@ export function matchDs(zone: string, dsSet: Ds[], keys: Dnskey[]): DsMatch {
       if (k.keyTag !== ds.keyTag || k.algorithm !== ds.algorithm || k.protocol !== 3) continue;
       if (++tried > MAX_KEYS_PER_SIGNATURE) break;
       const d = dsDigest(ds.digestType, zone, k.rdata);
-      if (d && d.equals(ds.digest)) {
+      if (d?.equals(ds.digest)) {
         matched = true;
         if (!out.includes(k)) out.push(k);
         notes.push({ ok: true, text: `${show(ds)} matches DNSKEY ${k.keyTag}` });

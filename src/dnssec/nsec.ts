@@ -6,7 +6,10 @@ import { TYPE_CODES } from '../dns/wire.js';
 import { commonAncestor, compareNames, isAtOrBelow, labelCount, suffix } from './names.js';
 import type { Nsec } from './records.js';
 
-export interface OwnedNsec { owner: string; nsec: Nsec }
+export interface OwnedNsec {
+  owner: string;
+  nsec: Nsec;
+}
 export type Proof = { ok: true; detail: string; insecure?: boolean } | { ok: false; reason: string };
 
 const T = TYPE_CODES;

@@ -52,8 +52,15 @@ export function nsec3Hash(name: string, salt: Buffer, iterations: number): Buffe
   return h;
 }
 
-export interface OwnedNsec3 { owner: string; nsec3: Nsec3 }
-interface N3 { hash: Buffer; rec: Nsec3; owner: string }
+export interface OwnedNsec3 {
+  owner: string;
+  nsec3: Nsec3;
+}
+interface N3 {
+  hash: Buffer;
+  rec: Nsec3;
+  owner: string;
+}
 
 export type Nsec3Proof = Proof & { optOut?: boolean };
 
@@ -68,7 +75,11 @@ export class Nsec3Set {
   private readonly salt: Buffer = Buffer.alloc(0);
   private readonly memo = new Map<string, Buffer>();
 
-  constructor(input: OwnedNsec3[], readonly zone: string, private readonly budget: Budget) {
+  constructor(
+    input: OwnedNsec3[],
+    readonly zone: string,
+    private readonly budget: Budget,
+  ) {
     // Records may carry different parameters (a parameter change in progress, or an old signed record
     // replayed next to the real proof). The parameter set is not taken from whichever record comes
     // first: sets within the iteration limit are preferred, then the set with the most records — so a
@@ -78,7 +89,7 @@ export class Nsec3Set {
       if (nsec3.hashAlgorithm !== 1 || (nsec3.flags & ~NSEC3_OPT_OUT) !== 0) continue;
       if (parentOf(owner) !== zone) continue;
       const hash = base32hexDecode(labelsOf(owner)[0]!);
-      if (!hash || hash.length !== 20 || nsec3.nextHash.length !== 20) continue;
+      if (hash?.length !== 20 || nsec3.nextHash.length !== 20) continue;
       const k = `${nsec3.iterations}|${nsec3.salt.toString('hex')}`;
       const g = groups.get(k) ?? [];
       g.push({ hash, rec: nsec3, owner });
@@ -220,7 +231,12 @@ export function nsec3ProveNodata(s: Nsec3Set, qname: string, qtype: number): Nse
   // Next closer name in an opt-out span: an unsigned delegation may exist there, so the wildcard NODATA
   // is only insecure (RFC 5155 §12.2; Unbound's nsec3_do_prove_nodata does the same).
   const optOut = (ce.ncCover.rec.flags & NSEC3_OPT_OUT) !== 0;
-  return { ok: true, optOut, insecure: optOut, detail: `closest encloser ${ce.ce}; ${show(ce.ncCover)} covers ${ce.nc}; ${show(wm)} at ${wc} does not list the type` };
+  return {
+    ok: true,
+    optOut,
+    insecure: optOut,
+    detail: `closest encloser ${ce.ce}; ${show(ce.ncCover)} covers ${ce.nc}; ${show(wm)} at ${wc} does not list the type`,
+  };
 }
 
 /** RFC 5155 §8.8: the next closer name of the wildcard's closest encloser must be covered. */
@@ -249,6 +265,7 @@ export function nsec3Cut(s: Nsec3Set, name: string): CutProof {
   }
   const ce = s.closestEncloser(name);
   if ('error' in ce) return { kind: 'bogus', detail: ce.error };
-  if (ce.ncCover.rec.flags & NSEC3_OPT_OUT) return { kind: 'insecure', reason: 'opt-out', detail: `${show(ce.ncCover)} covers ${ce.nc}: opt-out span, insecure delegation` };
+  if (ce.ncCover.rec.flags & NSEC3_OPT_OUT)
+    return { kind: 'insecure', reason: 'opt-out', detail: `${show(ce.ncCover)} covers ${ce.nc}: opt-out span, insecure delegation` };
   return { kind: 'nonexistent', detail: `${show(ce.ncCover)} covers ${ce.nc}: ${name} does not exist` };
 }

@@ -6,8 +6,20 @@
 import { nameToWire } from '../dns/wire.js';
 import { joinLabels } from './names.js';
 
-export interface Dnskey { flags: number; protocol: number; algorithm: number; publicKey: Buffer; keyTag: number; rdata: Buffer }
-export interface Ds { keyTag: number; algorithm: number; digestType: number; digest: Buffer }
+export interface Dnskey {
+  flags: number;
+  protocol: number;
+  algorithm: number;
+  publicKey: Buffer;
+  keyTag: number;
+  rdata: Buffer;
+}
+export interface Ds {
+  keyTag: number;
+  algorithm: number;
+  digestType: number;
+  digest: Buffer;
+}
 export interface Rrsig {
   typeCovered: number;
   algorithm: number;
@@ -21,8 +33,18 @@ export interface Rrsig {
   /** RRSIG RDATA without the signature, signer in canonical form (RFC 4034 §3.1.8.1) */
   signedPrefix: Buffer;
 }
-export interface Nsec { next: string; types: Set<number> }
-export interface Nsec3 { hashAlgorithm: number; flags: number; iterations: number; salt: Buffer; nextHash: Buffer; types: Set<number> }
+export interface Nsec {
+  next: string;
+  types: Set<number>;
+}
+export interface Nsec3 {
+  hashAlgorithm: number;
+  flags: number;
+  iterations: number;
+  salt: Buffer;
+  nextHash: Buffer;
+  types: Set<number>;
+}
 
 export const DNSKEY_ZONE = 0x0100; // RFC 4034 §2.1.1
 export const DNSKEY_REVOKE = 0x0080; // RFC 5011 §3
@@ -70,7 +92,12 @@ export function readPlainName(buf: Buffer, offset: number): { name: string; end:
     if (p + 1 + len > buf.length) return undefined;
     total += len + 1;
     if (total > 255) return undefined;
-    labels.push(buf.subarray(p + 1, p + 1 + len).toString('latin1').replace(/[A-Z]/g, (c) => c.toLowerCase()));
+    labels.push(
+      buf
+        .subarray(p + 1, p + 1 + len)
+        .toString('latin1')
+        .replace(/[A-Z]/g, (c) => c.toLowerCase()),
+    );
     p += 1 + len;
   }
   return { name: joinLabels(labels), end: p + 1 };

@@ -12,7 +12,18 @@
  * `firstStatus` is that of the first response (the first alias, or the
  * answer itself).
  */
-import { combineInsecureReasons, failedAnswer, usableAnswer, type LookupWork, type CnameHop, type DnsAnswer, type DnssecStatus, type InsecureReason, type QueryType, type RecordData, type Resolver } from '../dns/types.js';
+import {
+  combineInsecureReasons,
+  failedAnswer,
+  usableAnswer,
+  type LookupWork,
+  type CnameHop,
+  type DnsAnswer,
+  type DnssecStatus,
+  type InsecureReason,
+  type QueryType,
+  type RecordData,
+} from '../dns/types.js';
 import { DnsTransport } from '../dns/transport.js';
 import { CLASS_IN, TYPE_CODES, toRecordData, typeCode, typeName, type WireMessage, type WireRr } from '../dns/wire.js';
 import { isAtOrBelow, normalizeName } from '../dns/name.js';
@@ -65,10 +76,7 @@ export { BOGUS_TTL, MAX_ANSWER_CACHE_BYTES } from '../dns/front.js';
  */
 export const MAX_SIGNER_CANDIDATES = 3;
 
-type Verdict =
-  | { kind: 'secure'; ttl: number }
-  | { kind: 'insecure'; ttl: number; why: InsecureReason }
-  | { kind: 'bogus' | 'indeterminate'; reason: string };
+type Verdict = { kind: 'secure'; ttl: number } | { kind: 'insecure'; ttl: number; why: InsecureReason } | { kind: 'bogus' | 'indeterminate'; reason: string };
 
 type Step =
   | { kind: 'alias'; target: string; verdict: Verdict }
@@ -78,7 +86,11 @@ type Step =
 type ErrorKind = NonNullable<DnsAnswer['error']>['kind'];
 
 class Failed extends Error {
-  constructor(readonly kind: 'bogus' | 'indeterminate', message: string, readonly errorKind: ErrorKind = kind) {
+  constructor(
+    readonly kind: 'bogus' | 'indeterminate',
+    message: string,
+    readonly errorKind: ErrorKind = kind,
+  ) {
     super(message);
   }
 }
@@ -117,7 +129,10 @@ class ValidatorEngine implements ResolverEngine {
   private readonly deadlineMs: number;
   private closed = false;
 
-  constructor(opts: ValidatingResolverOptions, private readonly now: () => number) {
+  constructor(
+    opts: ValidatingResolverOptions,
+    private readonly now: () => number,
+  ) {
     this.transport = opts.transport ?? new DnsTransport(opts);
     this.deadlineMs = LOOKUP_DEADLINE_EXCHANGES * opts.timeoutMs * opts.attempts;
     this.anchors = parseTrustAnchors(opts.trustAnchors ?? ROOT_TRUST_ANCHORS);
@@ -154,13 +169,28 @@ class ValidatorEngine implements ResolverEngine {
     const ctx: LookupContext = { budget: new Budget(), trace, nowSec: Math.floor(this.now() / 1000), deadline: Date.now() + this.deadlineMs };
     const chain: CnameHop[] = [];
     const spent = (): void =>
-      trace.add('budget', qname, 'info', `${ctx.budget.verifications} signature verifications, ${ctx.budget.nsec3Hashes} NSEC3 hashes, ${ctx.budget.queries} upstream queries, ${ctx.budget.yields} yields`);
+      trace.add(
+        'budget',
+        qname,
+        'info',
+        `${ctx.budget.verifications} signature verifications, ${ctx.budget.nsec3Hashes} NSEC3 hashes, ${ctx.budget.queries} upstream queries, ${ctx.budget.yields} yields`,
+      );
     let timer: NodeJS.Timeout | undefined;
     const overdue = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Failed('indeterminate', `lookup took longer than ${this.deadlineMs} ms (${LOOKUP_DEADLINE_EXCHANGES} × timeout × attempts)`, 'timeout')), this.deadlineMs);
+      timer = setTimeout(
+        () =>
+          reject(new Failed('indeterminate', `lookup took longer than ${this.deadlineMs} ms (${LOOKUP_DEADLINE_EXCHANGES} × timeout × attempts)`, 'timeout')),
+        this.deadlineMs,
+      );
       timer.unref();
     });
-    const work = (): LookupWork => ({ verifications: ctx.budget.verifications, nsec3Hashes: ctx.budget.nsec3Hashes, nsec3Rounds: ctx.budget.nsec3Rounds, queries: ctx.budget.queries, yields: ctx.budget.yields });
+    const work = (): LookupWork => ({
+      verifications: ctx.budget.verifications,
+      nsec3Hashes: ctx.budget.nsec3Hashes,
+      nsec3Rounds: ctx.budget.nsec3Rounds,
+      queries: ctx.budget.queries,
+      yields: ctx.budget.yields,
+    });
     try {
       const a = await Promise.race([this.follow(qname, qtype, ctx, chain), overdue]);
       spent();
@@ -227,7 +257,12 @@ class ValidatorEngine implements ResolverEngine {
           if (d !== undefined) records.push(d);
         }
       }
-      ctx.trace.add('answer', qname, overall, `${step.kind === 'negative' ? step.rcode : 'NOERROR'}, ${records.length} record(s), ttl ${Number.isFinite(ttl) ? ttl : 0}${insecureReason ? ` (insecure: ${insecureReason})` : ''}`);
+      ctx.trace.add(
+        'answer',
+        qname,
+        overall,
+        `${step.kind === 'negative' ? step.rcode : 'NOERROR'}, ${records.length} record(s), ttl ${Number.isFinite(ttl) ? ttl : 0}${insecureReason ? ` (insecure: ${insecureReason})` : ''}`,
+      );
       const rcode = step.kind === 'negative' ? step.rcode : 'NOERROR';
       if (rcode !== 'NOERROR' && rcode !== 'NXDOMAIN') throw new Failed('indeterminate', `${rcode} for ${cur}/${qtype}`); // validateDenial already refuses these
       const base = { qname, qtype, rcode, canonicalName: cur, chain, records, ttl: Number.isFinite(ttl) ? Math.max(0, ttl) : DEFAULT_NEGATIVE_TTL } as const;
@@ -304,9 +339,11 @@ class ValidatorEngine implements ResolverEngine {
     const st = await this.walker.walk(signer, ctx);
     if (st.kind === 'secure' && st.zone === signer) return st;
     const why =
-      st.kind === 'secure' ? `signer ${signer} is not a zone apex (the chain of trust ends in ${st.zone})`
-      : st.kind === 'insecure' ? `signer ${signer} is at or below the insecure delegation ${st.zone}`
-      : `signer ${signer}: ${st.detail}`;
+      st.kind === 'secure'
+        ? `signer ${signer} is not a zone apex (the chain of trust ends in ${st.zone})`
+        : st.kind === 'insecure'
+          ? `signer ${signer} is at or below the insecure delegation ${st.zone}`
+          : `signer ${signer}: ${st.detail}`;
     ctx.trace.add('RRSIG', what, 'info', `${why}: its signatures do not count`);
     return { why };
   }
@@ -323,7 +360,10 @@ class ValidatorEngine implements ResolverEngine {
     const what = `${set.name}/${typeName(set.typeCode)}`;
     const failures: string[] = [];
     let signedBySecureZone = false; // a secure signer zone was reached but its RRSIG did not verify
-    for (const signer of this.candidateSigners(set.name, set.sigs.map((s) => s.signer))) {
+    for (const signer of this.candidateSigners(
+      set.name,
+      set.sigs.map((s) => s.signer),
+    )) {
       const st = await this.signerZone(signer, what, ctx);
       if ('why' in st) {
         failures.push(st.why);
@@ -356,14 +396,25 @@ class ValidatorEngine implements ResolverEngine {
   }
 
   /** A verified RRset: secure, unless it is a wildcard expansion (RFC 4035 §5.3.4) whose proof fails or is opt-out. */
-  private async securePositive(set: RRset, msg: WireMessage, ctx: LookupContext, st: Extract<ZoneState, { kind: 'secure' }>, v: Extract<VerifyResult, { ok: true }>): Promise<Verdict> {
+  private async securePositive(
+    set: RRset,
+    msg: WireMessage,
+    ctx: LookupContext,
+    st: Extract<ZoneState, { kind: 'secure' }>,
+    v: Extract<VerifyResult, { ok: true }>,
+  ): Promise<Verdict> {
     const what = `${set.name}/${typeName(set.typeCode)}`;
     let ttl = Math.min(v.ttl, st.ttl);
     if (!v.wildcard) {
       ctx.trace.add('RRSIG', what, 'ok', `RRSIG ${v.key.keyTag}/${algorithmName(v.key.algorithm)} by ${st.zone} validates`);
       return { kind: 'secure', ttl };
     }
-    ctx.trace.add('RRSIG', what, 'ok', `RRSIG ${v.key.keyTag}/${algorithmName(v.key.algorithm)} by ${st.zone} validates (wildcard expansion, labels ${v.sig.labels})`);
+    ctx.trace.add(
+      'RRSIG',
+      what,
+      'ok',
+      `RRSIG ${v.key.keyTag}/${algorithmName(v.key.algorithm)} by ${st.zone} validates (wildcard expansion, labels ${v.sig.labels})`,
+    );
     // RFC 4035 §5.3.4 / RFC 5155 §8.8: the expansion needs a proof that no closer name exists.
     const den = await validatedDenial(groupRRsets(msg.authorities), { zone: st.zone, keys: st.keys }, ctx);
     if ('error' in den) return this.bogus(ctx, 'NSEC', what, den.error);
@@ -387,13 +438,26 @@ class ValidatorEngine implements ResolverEngine {
    * §9.2: an unsigned delegation may exist there) or — after the same checks — for NSEC3 over the
    * iteration limit (RFC 9276 §3.2, reason `nsec3-iterations`, which DANE treats as a lookup failure).
    */
-  private provenVerdict(ctx: LookupContext, kind: string, what: string, proof: Extract<Proof, { ok: true }>, overLimit: number | undefined, ttl: number, where: string): Verdict {
+  private provenVerdict(
+    ctx: LookupContext,
+    kind: string,
+    what: string,
+    proof: Extract<Proof, { ok: true }>,
+    overLimit: number | undefined,
+    ttl: number,
+    where: string,
+  ): Verdict {
     if (proof.insecure) {
       ctx.trace.add(kind, what, 'insecure', `${proof.detail} (opt-out: an unsigned delegation may exist ${where})`);
       return { kind: 'insecure', ttl, why: 'opt-out' };
     }
     if (overLimit !== undefined) {
-      ctx.trace.add(kind, what, 'insecure', `${proof.detail}; but ${overLimit} NSEC3 iterations exceed ${MAX_NSEC3_ITERATIONS}: insecure (RFC 9276 §3.2, reason nsec3-iterations)`);
+      ctx.trace.add(
+        kind,
+        what,
+        'insecure',
+        `${proof.detail}; but ${overLimit} NSEC3 iterations exceed ${MAX_NSEC3_ITERATIONS}: insecure (RFC 9276 §3.2, reason nsec3-iterations)`,
+      );
       return { kind: 'insecure', ttl, why: 'nsec3-iterations' };
     }
     ctx.trace.add(kind, what, 'ok', proof.detail);
@@ -450,8 +514,13 @@ class ValidatorEngine implements ResolverEngine {
 
   /** The denial proof by one secure signer zone `st` (its SOA, NSEC/NSEC3 records); failures are returned, not traced as the verdict. */
   private async proveDenial(
-    auth: Map<string, RRset>, rcode: string, name: string, qcode: number,
-    st: Extract<ZoneState, { kind: 'secure' }>, what: string, ctx: LookupContext,
+    auth: Map<string, RRset>,
+    rcode: string,
+    name: string,
+    qcode: number,
+    st: Extract<ZoneState, { kind: 'secure' }>,
+    what: string,
+    ctx: LookupContext,
   ): Promise<Verdict> {
     const fail = (reason: string): Verdict => ({ kind: 'bogus', reason });
     const zk = { zone: st.zone, keys: st.keys };
@@ -526,9 +595,15 @@ function failure<T extends QueryType>(
   errorKind: ErrorKind = kind,
 ): DnsAnswer<T> {
   // As in the stub: an error is never an answer, so no part of it reads as secure (the hops keep their own status in `chain`).
-  return failedAnswer(qname, qtype, kind, { kind: errorKind, message }, {
-    rcode: kind === 'bogus' ? 'SERVFAIL' : '',
-    chain,
-    canonicalName: chain.length ? chain[chain.length - 1]!.target : qname,
-  });
+  return failedAnswer(
+    qname,
+    qtype,
+    kind,
+    { kind: errorKind, message },
+    {
+      rcode: kind === 'bogus' ? 'SERVFAIL' : '',
+      chain,
+      canonicalName: chain.length ? chain[chain.length - 1]!.target : qname,
+    },
+  );
 }

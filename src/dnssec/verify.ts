@@ -16,12 +16,19 @@ import { DNSKEY_REVOKE, DNSKEY_ZONE, type Dnskey, type Rrsig } from './records.j
  */
 export const CLOCK_SKEW_SECONDS = 300;
 
-export interface RRset { name: string; typeCode: number; class: number; rrs: RawRr[]; sigs: Rrsig[] }
-export interface ZoneKeys { zone: string; keys: Dnskey[] }
+export interface RRset {
+  name: string;
+  typeCode: number;
+  class: number;
+  rrs: RawRr[];
+  sigs: Rrsig[];
+}
+export interface ZoneKeys {
+  zone: string;
+  keys: Dnskey[];
+}
 
-export type VerifyResult =
-  | { ok: true; ttl: number; sig: Rrsig; key: Dnskey; wildcard: boolean }
-  | { ok: false; reason: string };
+export type VerifyResult = { ok: true; ttl: number; sig: Rrsig; key: Dnskey; wildcard: boolean } | { ok: false; reason: string };
 
 /** RFC 4034 §3.1.5 / RFC 1982: signed difference of two 32-bit serial times. */
 export function serialDelta(t: number, now: number): number {

@@ -162,9 +162,13 @@ function humanText(input: DsnInput, returned: 'full' | 'headers' | 'headers-too-
     out.push('');
   }
   if (relayed.length) {
-    out.push('Your message was delivered to the mail system of the recipients below, as you asked to be told.',
-      'That system does not support delivery status notifications, so you will hear no more of this message from there.', '');
-    for (const r of relayed) out.push(`<${oneLine(r.address, false)}>: relayed to ${oneLine(r.remoteMta ?? 'the next hop', false)}: ${oneLine(r.diagnostic ?? r.status, false)}`);
+    out.push(
+      'Your message was delivered to the mail system of the recipients below, as you asked to be told.',
+      'That system does not support delivery status notifications, so you will hear no more of this message from there.',
+      '',
+    );
+    for (const r of relayed)
+      out.push(`<${oneLine(r.address, false)}>: relayed to ${oneLine(r.remoteMta ?? 'the next hop', false)}: ${oneLine(r.diagnostic ?? r.status, false)}`);
     out.push('');
   }
   if (returned === 'full') out.push('The message is returned in full below.', '');
@@ -173,7 +177,10 @@ function humanText(input: DsnInput, returned: 'full' | 'headers' | 'headers-too-
   return out.join('\r\n') + '\r\n';
 }
 
-export interface ComposedDsn { envelope: DsnEnvelope; message: Buffer }
+export interface ComposedDsn {
+  envelope: DsnEnvelope;
+  message: Buffer;
+}
 
 /**
  * Whether a DSN returns the whole message: RFC 3461 §4.3, RET=FULL and a DSN about failures only;
@@ -195,7 +202,11 @@ export async function composeDsn(input: DsnInput): Promise<ComposedDsn> {
   root.setHeader({
     From: `Mail Delivery System <MAILER-DAEMON@${input.reportingMta}>`,
     To: `<${input.original.from}>`,
-    Subject: anyFailed ? 'Undelivered Mail Returned to Sender' : input.recipients.some((r) => r.action === 'delayed') ? 'Delayed Mail (still being retried)' : 'Successful Mail Delivery Report',
+    Subject: anyFailed
+      ? 'Undelivered Mail Returned to Sender'
+      : input.recipients.some((r) => r.action === 'delayed')
+        ? 'Delayed Mail (still being retried)'
+        : 'Successful Mail Delivery Report',
     Date: new Date(input.now),
     'Auto-Submitted': 'auto-replied',
   });

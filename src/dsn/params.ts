@@ -84,7 +84,8 @@ export function parseRet(value: string): ParamResult<'FULL' | 'HDRS'> {
 export function parseEnvid(value: string): ParamResult<string> {
   if (value.length > MAX_ENVID) return { ok: false, text: `ENVID longer than ${MAX_ENVID} characters (RFC 3461 §4.4)` };
   const d = decodeXtext(value);
-  if (d === undefined || d.length === 0 || !PRINTABLE.test(d)) return { ok: false, text: 'Bad ENVID parameter syntax (RFC 3461 §4.4: xtext of printable US-ASCII)' };
+  if (d === undefined || d.length === 0 || !PRINTABLE.test(d))
+    return { ok: false, text: 'Bad ENVID parameter syntax (RFC 3461 §4.4: xtext of printable US-ASCII)' };
   return { ok: true, value: d };
 }
 
@@ -107,7 +108,8 @@ export function parseOrcpt(value: string, smtputf8: boolean): ParamResult<{ type
   const semi = value.indexOf(';');
   const type = value.slice(0, Math.max(0, semi));
   const address = semi > 0 && ADDR_TYPE.test(type) ? decodeXtext(value.slice(semi + 1), smtputf8 && type.toLowerCase() === 'utf-8') : undefined;
-  if (!address || !PRINTABLE.test(address.replace(/[^\x00-\x7f]/gu, ''))) return { ok: false, text: 'Bad ORCPT parameter syntax (RFC 3461 §4.2: addr-type;xtext)' };
+  if (!address || !PRINTABLE.test(address.replace(/[^\x00-\x7f]/gu, '')))
+    return { ok: false, text: 'Bad ORCPT parameter syntax (RFC 3461 §4.2: addr-type;xtext)' };
   return { ok: true, value: { type, address } };
 }
 
@@ -154,9 +156,11 @@ export function rcptDsnProblem(v: unknown): string | undefined {
   for (const [addr, d] of Object.entries(v)) {
     if (!isObj(d)) return `envelope.rcptDsn[${addr}] is not an object`;
     const n = d.notify;
-    if (n !== undefined && (!Array.isArray(n) || !n.every((x) => ['NEVER', 'SUCCESS', 'FAILURE', 'DELAY'].includes(x as string)))) return `envelope.rcptDsn[${addr}].notify is malformed`;
+    if (n !== undefined && (!Array.isArray(n) || !n.every((x) => ['NEVER', 'SUCCESS', 'FAILURE', 'DELAY'].includes(x as string))))
+      return `envelope.rcptDsn[${addr}].notify is malformed`;
     const o = d.orcpt;
-    if (o !== undefined && (!isObj(o) || typeof o.type !== 'string' || !ADDR_TYPE.test(o.type) || typeof o.address !== 'string')) return `envelope.rcptDsn[${addr}].orcpt is malformed`;
+    if (o !== undefined && (!isObj(o) || typeof o.type !== 'string' || !ADDR_TYPE.test(o.type) || typeof o.address !== 'string'))
+      return `envelope.rcptDsn[${addr}].orcpt is malformed`;
   }
   return undefined;
 }
@@ -173,10 +177,15 @@ function isObj(v: unknown): v is Record<string, unknown> {
 export function commandParams(line: string): [string, string | undefined][] {
   const close = line.indexOf('>');
   if (close < 0) return [];
-  return line.slice(close + 1).trim().split(/\s+/).filter(Boolean).map((p) => {
-    const eq = p.indexOf('=');
-    return eq < 0 ? [p.toUpperCase(), undefined] : [p.slice(0, eq).toUpperCase(), p.slice(eq + 1)];
-  });
+  return line
+    .slice(close + 1)
+    .trim()
+    .split(/\s+/)
+    .filter(Boolean)
+    .map((p) => {
+      const eq = p.indexOf('=');
+      return eq < 0 ? [p.toUpperCase(), undefined] : [p.slice(0, eq).toUpperCase(), p.slice(eq + 1)];
+    });
 }
 
 /** The given parameters among `keys` (raw values); each at most once (RFC 3461 §4). */

@@ -38,7 +38,11 @@ export interface Identity {
 export function currentIdentity(): Identity {
   const uid = process.geteuid?.() ?? 0;
   let name = String(uid);
-  try { name = userInfo().username; } catch { /* no passwd entry (a container's random uid) */ }
+  try {
+    name = userInfo().username;
+  } catch {
+    /* no passwd entry (a container's random uid) */
+  }
   return { uid, name };
 }
 
@@ -56,25 +60,39 @@ export type FixMode = boolean | 'dry-run';
 
 async function dirProblems(path: string, st: Stats, me: Identity, fix: FixMode): Promise<FileProblem[]> {
   if (st.uid !== me.uid) {
-    return [{ level: 'refuse', path, message: `${path} is owned by ${owner(st.uid, me)}, not by the relay's user ${me.name} (uid ${me.uid}): another user could change the relay's state. Fix: chown -R ${me.name} ${path} (or set \`user:\` to its owner)` }];
+    return [
+      {
+        level: 'refuse',
+        path,
+        message: `${path} is owned by ${owner(st.uid, me)}, not by the relay's user ${me.name} (uid ${me.uid}): another user could change the relay's state. Fix: chown -R ${me.name} ${path} (or set \`user:\` to its owner)`,
+      },
+    ];
   }
   if (st.mode & 0o022) {
-    const refusal: FileProblem = { level: 'refuse', path, message: `${path} is writable by ${st.mode & 0o002 ? 'all users' : 'its group'} (mode ${mode(st)}): another local user could plant or replace files the relay trusts. Fix: chmod 700 ${path} (and check what is inside)` };
+    const refusal: FileProblem = {
+      level: 'refuse',
+      path,
+      message: `${path} is writable by ${st.mode & 0o002 ? 'all users' : 'its group'} (mode ${mode(st)}): another local user could plant or replace files the relay trusts. Fix: chmod 700 ${path} (and check what is inside)`,
+    };
     if (!fix) return [refusal];
     if (fix === 'dry-run') {
       const empty = (await fsp.readdir(path).catch(() => ['?'])).every((n) => INERT.has(n));
-      return [empty ? { level: 'fixed', path, message: `${path} is writable by others (mode ${mode(st)}) and empty: the relay sets it to 0700 at start` } : refusal];
+      return [
+        empty ? { level: 'fixed', path, message: `${path} is writable by others (mode ${mode(st)}) and empty: the relay sets it to 0700 at start` } : refusal,
+      ];
     }
     // Closed first, then looked into: once it is 0700 nobody else can add anything, so an empty
     // directory (a fresh clone's queue/ under umask 002 or 000) holds nothing planted and can be used.
     await fsp.chmod(path, DIR_MODE);
-    if ((await fsp.readdir(path)).every((n) => INERT.has(n))) return [{ level: 'fixed', path, message: `${path} was writable by others (mode ${mode(st)}) and empty; set to 0700` }];
+    if ((await fsp.readdir(path)).every((n) => INERT.has(n)))
+      return [{ level: 'fixed', path, message: `${path} was writable by others (mode ${mode(st)}) and empty; set to 0700` }];
     // Not empty: its mode goes back, so that the next start refuses too until someone has looked inside.
     await fsp.chmod(path, st.mode & 0o7777);
     return [refusal];
   }
   if (st.mode & 0o055 && fix) {
-    if (fix === 'dry-run') return [{ level: 'fixed', path, message: `${path} is readable by other users (mode ${mode(st)}): the relay sets it to 0700 at start` }];
+    if (fix === 'dry-run')
+      return [{ level: 'fixed', path, message: `${path} is readable by other users (mode ${mode(st)}): the relay sets it to 0700 at start` }];
     await fsp.chmod(path, DIR_MODE);
     return [{ level: 'fixed', path, message: `${path} was readable by other users (mode ${mode(st)}); set to 0700` }];
   }
@@ -99,7 +117,13 @@ export async function checkStateTree(root: string, me: Identity, opts: { fix?: F
   const out: FileProblem[] = [];
   if (st.isSymbolicLink()) {
     if (st.uid !== 0 && st.uid !== me.uid) {
-      return [{ level: 'refuse', path: top, message: `${top} is a symbolic link owned by uid ${st.uid}, who can point the relay's state anywhere. Fix: replace it with a directory or a link owned by root or ${me.name}` }];
+      return [
+        {
+          level: 'refuse',
+          path: top,
+          message: `${top} is a symbolic link owned by uid ${st.uid}, who can point the relay's state anywhere. Fix: replace it with a directory or a link owned by root or ${me.name}`,
+        },
+      ];
     }
     st = await fsp.stat(top);
   }
@@ -118,11 +142,19 @@ export async function checkStateTree(root: string, me: Identity, opts: { fix?: F
     for (const e of entries) {
       const p = join(dir, e.name);
       if (e.isSymbolicLink()) {
-        out.push({ level: 'refuse', path: p, message: `${p} is a symbolic link; the relay never writes or reads its state through links (did someone plant it?). Fix: remove it` });
+        out.push({
+          level: 'refuse',
+          path: p,
+          message: `${p} is a symbolic link; the relay never writes or reads its state through links (did someone plant it?). Fix: remove it`,
+        });
       } else if (e.isDirectory()) {
         await walk(p, await fsp.lstat(p));
       } else if (!e.isFile() && !e.isSocket()) {
-        out.push({ level: 'refuse', path: p, message: `${p} is not a regular file, directory or socket (a FIFO or device in the relay's state can block or redirect it). Fix: remove it` });
+        out.push({
+          level: 'refuse',
+          path: p,
+          message: `${p} is not a regular file, directory or socket (a FIFO or device in the relay's state can block or redirect it). Fix: remove it`,
+        });
       }
     }
   };
@@ -144,10 +176,22 @@ export async function checkParentDir(dir: string, me: Identity): Promise<FilePro
     return [{ level: 'refuse', path: dir, message: `${dir}: ${(e as Error).message}` }];
   }
   if (st.uid !== 0 && st.uid !== me.uid) {
-    return [{ level: 'refuse', path: dir, message: `${dir} is owned by uid ${st.uid}, who could replace what the relay creates there. Fix: use a directory owned by root or ${me.name}` }];
+    return [
+      {
+        level: 'refuse',
+        path: dir,
+        message: `${dir} is owned by uid ${st.uid}, who could replace what the relay creates there. Fix: use a directory owned by root or ${me.name}`,
+      },
+    ];
   }
   if (st.mode & 0o022 && !(st.mode & 0o1000)) {
-    return [{ level: 'refuse', path: dir, message: `${dir} is writable by others and not sticky (mode ${mode(st)}): another user could replace what the relay creates there. Fix: chmod go-w ${dir}` }];
+    return [
+      {
+        level: 'refuse',
+        path: dir,
+        message: `${dir} is writable by others and not sticky (mode ${mode(st)}): another user could replace what the relay creates there. Fix: chmod go-w ${dir}`,
+      },
+    ];
   }
   return [];
 }
@@ -177,10 +221,22 @@ export async function checkReadFile(path: string, role: FileRole, me: Identity):
     return [{ level, path, message: `${path} is owned by uid ${st.uid} (not root, not ${me.name}): ${ROLE_WORDS[role]}. Fix: ${fixHint}` }];
   }
   if (st.mode & 0o022) {
-    return [{ level, path, message: `${path} is writable by ${st.mode & 0o002 ? 'all users' : 'its group'} (mode ${mode(st)}): ${ROLE_WORDS[role]}. Fix: ${fixHint}` }];
+    return [
+      {
+        level,
+        path,
+        message: `${path} is writable by ${st.mode & 0o002 ? 'all users' : 'its group'} (mode ${mode(st)}): ${ROLE_WORDS[role]}. Fix: ${fixHint}`,
+      },
+    ];
   }
   if (role === 'secret' && st.mode & 0o044) {
-    return [{ level: 'warn', path, message: `${path} is readable by ${st.mode & 0o004 ? 'all users' : 'its group'} (mode ${mode(st)}); it holds a secret. Fix: chmod 600 ${path}` }];
+    return [
+      {
+        level: 'warn',
+        path,
+        message: `${path} is readable by ${st.mode & 0o004 ? 'all users' : 'its group'} (mode ${mode(st)}); it holds a secret. Fix: chmod 600 ${path}`,
+      },
+    ];
   }
   return [];
 }

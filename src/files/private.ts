@@ -24,7 +24,11 @@ export const READ = O_RDONLY | O_NOFOLLOW;
 export const READ_DIR = O_RDONLY | O_DIRECTORY | O_NOFOLLOW;
 
 export class UnsafePathError extends Error {
-  constructor(readonly path: string, why: string, readonly code = 'EUNSAFE') {
+  constructor(
+    readonly path: string,
+    why: string,
+    readonly code = 'EUNSAFE',
+  ) {
     super(`${path}: ${why}`);
     this.name = 'UnsafePathError';
   }
@@ -138,7 +142,11 @@ export async function openPrivateAppend(path: string): Promise<{ handle: fsp.Fil
 /** fsync a directory so names created, renamed or removed in it survive a crash. */
 export async function syncDir(dir: string): Promise<void> {
   const h = await fsp.open(dir, READ_DIR);
-  try { await h.sync(); } finally { await h.close(); }
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
 }
 
 /** Atomic replace with a private file: new 0600 temp (never through a link) → fsync → rename → fsync(dir). */

@@ -52,7 +52,9 @@ export function lookupUser(user: string): RunAs | undefined {
       const r = parse(line);
       if (r && (r.name === user || String(r.uid) === user)) return r;
     }
-  } catch { /* no passwd file */ }
+  } catch {
+    /* no passwd file */
+  }
   return undefined;
 }
 
@@ -67,17 +69,24 @@ export function privilegePlan(cfg: { user?: string | undefined; allow_root: bool
   const want = cfg.user;
   if (euid === 0) {
     if (want === undefined) {
-      if (!cfg.allow_root) throw new PrivilegeError('refusing to run as root (allow_root: false): set `user:` to an unprivileged account the relay can drop to after binding, or start it as that user');
+      if (!cfg.allow_root)
+        throw new PrivilegeError(
+          'refusing to run as root (allow_root: false): set `user:` to an unprivileged account the relay can drop to after binding, or start it as that user',
+        );
       return { rootWarning: ROOT_WARNING };
     }
     const u = lookup(want);
-    if (!u) throw new PrivilegeError(`user: ${want}: no such user (create it, e.g. useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin ${want})`);
+    if (!u)
+      throw new PrivilegeError(`user: ${want}: no such user (create it, e.g. useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin ${want})`);
     if (u.uid === 0) throw new PrivilegeError(`user: ${want} is uid 0; name an unprivileged account (or remove \`user:\` to run as root)`);
     return { drop: u };
   }
   if (want !== undefined) {
     const u = lookup(want);
-    if (!u || u.uid !== euid) throw new PrivilegeError(`user: ${want} is set, but the relay runs as uid ${euid} and cannot switch users without root; start it as root (it drops to ${want}) or as ${want} itself`);
+    if (!u || u.uid !== euid)
+      throw new PrivilegeError(
+        `user: ${want} is set, but the relay runs as uid ${euid} and cannot switch users without root; start it as root (it drops to ${want}) or as ${want} itself`,
+      );
   }
   return {};
 }
@@ -130,7 +139,9 @@ export async function handOverState(dirs: StateDir[], u: RunAs): Promise<number>
     const real = await fsp.realpath(d.path); // an operator's link to the spool: hand over its target
     const foreign = (await fsp.readdir(real)).filter((n) => d.known && !d.known.includes(n) && !/^lock\./.test(n));
     if (foreign.length) {
-      throw new PrivilegeError(`${d.path} holds files the relay does not make (${foreign.slice(0, 5).join(', ')}${foreign.length > 5 ? ', …' : ''}); it will not hand such a directory to ${u.name}. Use a directory of its own, or: chown -R ${u.name}: ${d.path}`);
+      throw new PrivilegeError(
+        `${d.path} holds files the relay does not make (${foreign.slice(0, 5).join(', ')}${foreign.length > 5 ? ', …' : ''}); it will not hand such a directory to ${u.name}. Use a directory of its own, or: chown -R ${u.name}: ${d.path}`,
+      );
     }
     await walk(real);
   }
@@ -161,7 +172,9 @@ export function dropPrivileges(u: RunAs): void {
   try {
     process.setuid!(0);
     regained = true;
-  } catch { /* EPERM: as it must be */ }
+  } catch {
+    /* EPERM: as it must be */
+  }
   if (regained) throw new PrivilegeError(`privilege drop to ${u.name} is reversible (setuid(0) succeeded); refusing to run`);
 }
 

@@ -15,9 +15,7 @@
 import { domainToASCII } from 'node:url';
 import { isIPv4, isIPv6 } from 'node:net';
 
-export type MailboxResult =
-  | { ok: true; address: string }
-  | { ok: false; code: 501 | 553; enhanced: string; text: string };
+export type MailboxResult = { ok: true; address: string } | { ok: false; code: 501 | 553; enhanced: string; text: string };
 
 // RFC 5322 §3.2.3 atext, as RFC 5321 §4.1.2 uses it for Atom.
 const ATEXT = "A-Za-z0-9!#$%&'*+\\-/=?^_`{|}~";

@@ -34,7 +34,10 @@ export class HopCounter {
   private byte(b: number): void {
     if (b === 0x0a) {
       // End of line: an empty line (LF or CRLF alone) ends the header section.
-      if (this.atLineStart || this.onlyCR) { this.done = true; return; }
+      if (this.atLineStart || this.onlyCR) {
+        this.done = true;
+        return;
+      }
       this.atLineStart = true;
       this.prefix = '';
       this.settled = false;
@@ -43,18 +46,34 @@ export class HopCounter {
     }
     const first = this.atLineStart;
     this.atLineStart = false;
-    if (first && b === 0x0d) { this.onlyCR = true; return; }
+    if (first && b === 0x0d) {
+      this.onlyCR = true;
+      return;
+    }
     this.onlyCR = false;
     if (this.settled) return;
-    if (first && (b === 0x20 || b === 0x09)) { this.settled = true; return; } // folded continuation
+    if (first && (b === 0x20 || b === 0x09)) {
+      this.settled = true;
+      return;
+    } // folded continuation
     const c = String.fromCharCode(b).toLowerCase();
     if (this.prefix.length < NAME.length) {
-      if (c !== NAME[this.prefix.length]) { this.settled = true; return; }
+      if (c !== NAME[this.prefix.length]) {
+        this.settled = true;
+        return;
+      }
       this.prefix += c;
       return;
     }
-    if (c === ':') { this.count++; this.settled = true; return; }
-    if ((c === ' ' || c === '\t') && this.prefix.length < MAX_PREFIX) { this.prefix += c; return; }
+    if (c === ':') {
+      this.count++;
+      this.settled = true;
+      return;
+    }
+    if ((c === ' ' || c === '\t') && this.prefix.length < MAX_PREFIX) {
+      this.prefix += c;
+      return;
+    }
     this.settled = true; // "Received-SPF:", "ReceivedX:" ...
   }
 }

@@ -62,11 +62,14 @@ function sanitizeToken(s: string): string {
 export function receivedHeader(r: ReceivedInfo): string {
   const lit = addressLiteral(r.address);
   const tcpInfo = r.rdns ? `${sanitizeToken(r.rdns)} ${lit}` : lit;
-  const tls = r.tls && (r.tls.version || r.tls.cipher) ? ` (${[r.tls.version, r.tls.cipher].filter(Boolean).map((v) => sanitizeToken(v!)).join(' ')})` : '';
-  const lines = [
-    `Received: from ${sanitizeToken(r.helo ?? '')} (${tcpInfo})`,
-    `\tby ${r.hostname} with ${r.protocol}${tls} id ${r.id}`,
-  ];
+  const tls =
+    r.tls && (r.tls.version || r.tls.cipher)
+      ? ` (${[r.tls.version, r.tls.cipher]
+          .filter(Boolean)
+          .map((v) => sanitizeToken(v!))
+          .join(' ')})`
+      : '';
+  const lines = [`Received: from ${sanitizeToken(r.helo ?? '')} (${tcpInfo})`, `\tby ${r.hostname} with ${r.protocol}${tls} id ${r.id}`];
   const date = rfc5322Date(r.date);
   if (r.recipients.length === 1) lines.push(`\tfor <${r.recipients[0]}>; ${date}`);
   else lines[lines.length - 1] += `; ${date}`;

@@ -33,7 +33,15 @@
  */
 import { readFile } from 'node:fs/promises';
 import dns from 'node:dns';
-import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerAuthenticationResponse, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import {
+  SMTPServer,
+  type SMTPServerAddress,
+  type SMTPServerAuthentication,
+  type SMTPServerAuthenticationResponse,
+  type SMTPServerDataStream,
+  type SMTPServerOptions,
+  type SMTPServerSession,
+} from 'smtp-server';
 import type { Logger } from 'pino';
 import { isIP } from 'node:net';
 import type { Config } from '../config/schema.js';
@@ -112,17 +120,28 @@ class AdaptedServer extends SMTPServer {
   ) {
     super(options);
     this.open = gate === undefined;
-    void gate?.then(() => { this.open = true; }, () => undefined);
+    void gate?.then(
+      () => {
+        this.open = true;
+      },
+      () => undefined,
+    );
   }
 
   override connect(...args: Parameters<SMTPServer['connect']>): void {
-    if (!this.open && this.gate) {
+    if (!this.open && this.gate !== undefined) {
       const socket = args[0] as unknown as { destroy(): void; destroyed: boolean };
       this.waiting.add(socket);
-      this.gate.then(() => {
-        this.waiting.delete(socket);
-        if (!socket.destroyed) this.connect(...args);
-      }, () => { this.waiting.delete(socket); socket.destroy(); });
+      this.gate.then(
+        () => {
+          this.waiting.delete(socket);
+          if (!socket.destroyed) this.connect(...args);
+        },
+        () => {
+          this.waiting.delete(socket);
+          socket.destroy();
+        },
+      );
       return;
     }
     super.connect(...args);
@@ -321,8 +340,16 @@ export class Ingress {
       if (!admitted.ok) {
         // RFC 4954 §6: 454 4.7.0 temporary authentication failure. Refused before the
         // SASL exchange, so a guesser learns nothing more until the window passes.
-        this.log.warn({ client: conn.remoteAddress, client_key: key, why: admitted.why }, admitted.why === 'failures' ? 'AUTH refused: too many failures' : 'AUTH refused: too many concurrent attempts');
-        conn.send(454, admitted.why === 'failures' ? '4.7.0 Too many failed authentication attempts, try again later' : '4.7.0 Too many concurrent authentication attempts, try again later');
+        this.log.warn(
+          { client: conn.remoteAddress, client_key: key, why: admitted.why },
+          admitted.why === 'failures' ? 'AUTH refused: too many failures' : 'AUTH refused: too many concurrent attempts',
+        );
+        conn.send(
+          454,
+          admitted.why === 'failures'
+            ? '4.7.0 Too many failed authentication attempts, try again later'
+            : '4.7.0 Too many concurrent authentication attempts, try again later',
+        );
         return callback();
       }
       // Counted now, as a failure until onAuth says otherwise. It ends when the password check is
@@ -348,11 +375,16 @@ export class Ingress {
       }
       // RFC 8689 §2 (RT-2): REQUIRETLS takes no value, comes once, and only where it was advertised.
       const rt = params.filter(([k]) => k === 'REQUIRETLS');
-      const refuse = rt.length === 0 ? undefined
-        : rt.length > 1 ? 'REQUIRETLS given more than once'
-        : rt[0]![1] !== undefined ? 'REQUIRETLS takes no value (RFC 8689 section 2)'
-        : !this.offersRequireTls(conn) ? 'REQUIRETLS is offered only after STARTTLS (RFC 8689 section 2)'
-        : undefined;
+      const refuse =
+        rt.length === 0
+          ? undefined
+          : rt.length > 1
+            ? 'REQUIRETLS given more than once'
+            : rt[0]![1] !== undefined
+              ? 'REQUIRETLS takes no value (RFC 8689 section 2)'
+              : !this.offersRequireTls(conn)
+                ? 'REQUIRETLS is offered only after STARTTLS (RFC 8689 section 2)'
+                : undefined;
       if (refuse) {
         conn.send(555, `5.5.4 ${refuse}`);
         return callback();
@@ -423,7 +455,10 @@ export class Ingress {
     const key = this.clientKey(session.remoteAddress);
     if (!this.perClient.tryEnter(key, perClient)) {
       this.perClient.leave(ALL_CLIENTS);
-      this.log.warn({ client: session.remoteAddress, client_key: key, max_connections_per_client: perClient }, 'connection refused: too many connections from this client');
+      this.log.warn(
+        { client: session.remoteAddress, client_key: key, max_connections_per_client: perClient },
+        'connection refused: too many connections from this client',
+      );
       return cb(smtpError(421, '4.7.0 Too many connections from your address, try again later'));
     }
     this.state(session).admitted = key;
@@ -445,7 +480,10 @@ export class Ingress {
       cb(null, { responseCode: 535, message: '5.7.8 Authentication credentials invalid' });
     };
     try {
-      if (!session.secure || !this.users) { this.endAuth(st); return cb(null, { responseCode: 538, message: '5.7.11 Encryption required for requested authentication mechanism' }); }
+      if (!session.secure || !this.users) {
+        this.endAuth(st);
+        return cb(null, { responseCode: 538, message: '5.7.11 Encryption required for requested authentication mechanism' });
+      }
       if (auth.method !== 'PLAIN' && auth.method !== 'LOGIN') return fail('mechanism');
       // RFC 4616 §2: an authzid different from the authcid asks to act as someone else;
       // we have no such authorisation, so it fails like a wrong password.
@@ -633,7 +671,10 @@ export class Ingress {
     }
     if (looped) {
       this.release(session);
-      this.log.warn({ client, queue_id: draft?.id, from: envelope.from, received_fields: hops.count, max_hops: maxHops }, 'message refused: too many hops (mail loop?)');
+      this.log.warn(
+        { client, queue_id: draft?.id, from: envelope.from, received_fields: hops.count, max_hops: maxHops },
+        'message refused: too many hops (mail loop?)',
+      );
       // RFC 5321 §6.3 (and Postfix's hopcount_limit): refuse rather than relay a looping message; RFC 3463 §3.5 5.4.6 routing loop.
       throw smtpError(554, `5.4.6 Too many hops: ${hops.count} Received: header fields, more than ${maxHops} (mail loop?)`);
     }
@@ -665,7 +706,17 @@ export class Ingress {
     }
     const st = this.sessions.get(session);
     if (st) st.reservation = undefined; // the slot now stands for a queued message
-    this.log.info({ queue_id: msg.id, from: envelope.from, size: msg.size, nrcpt: envelope.recipients.length, client, ...(envelope.requireTls ? { require_tls: true } : {}) }, 'queued');
+    this.log.info(
+      {
+        queue_id: msg.id,
+        from: envelope.from,
+        size: msg.size,
+        nrcpt: envelope.recipients.length,
+        client,
+        ...(envelope.requireTls ? { require_tls: true } : {}),
+      },
+      'queued',
+    );
     if (msg.body?.eightBit && !envelope.eightBit && !envelope.smtputf8) {
       // RFC 6152 §3: 8-bit octets without BODY=8BITMIME. Accepted and treated as 8-bit (see the module comment).
       this.log.info({ queue_id: msg.id, client }, 'message has 8-bit octets but was not declared BODY=8BITMIME; treated as 8BITMIME');

@@ -80,7 +80,10 @@ export async function verifyPassword(password: string, encoded: string): Promise
 }
 
 export class UsersFileError extends Error {
-  constructor(readonly source: string, readonly problems: string[]) {
+  constructor(
+    readonly source: string,
+    readonly problems: string[],
+  ) {
     super(`${source}: invalid users file\n${problems.map((p) => `  - ${p}`).join('\n')}`);
     this.name = 'UsersFileError';
   }
@@ -89,7 +92,8 @@ export class UsersFileError extends Error {
 export class Users {
   // Hash checked for unknown users, so that "no such user" costs the same scrypt
   // run as "wrong password" and the reply time does not reveal which user exists.
-  private static readonly decoy = `$scrypt$N=${SCRYPT_DEFAULTS.N},r=${SCRYPT_DEFAULTS.r},p=${SCRYPT_DEFAULTS.p}$${Buffer.alloc(SALT_BYTES, 0x5a).toString('base64')}$${Buffer.alloc(KEY_BYTES).toString('base64')}`;
+  private static readonly decoy =
+    `$scrypt$N=${SCRYPT_DEFAULTS.N},r=${SCRYPT_DEFAULTS.r},p=${SCRYPT_DEFAULTS.p}$${Buffer.alloc(SALT_BYTES, 0x5a).toString('base64')}$${Buffer.alloc(KEY_BYTES).toString('base64')}`;
 
   private constructor(private readonly byName: ReadonlyMap<string, string>) {}
 
@@ -119,7 +123,11 @@ export class Users {
   /** Reads and parses; a file others can write (or owned by a third user) is refused (files/checks.ts), at start and on SIGHUP. */
   static async load(path: string): Promise<Users> {
     const unsafe = (await checkReadFile(path, 'secret', currentIdentity())).filter((p) => p.level === 'refuse');
-    if (unsafe.length) throw new UsersFileError(path, unsafe.map((p) => p.message));
+    if (unsafe.length)
+      throw new UsersFileError(
+        path,
+        unsafe.map((p) => p.message),
+      );
     return Users.parse(await readFile(path, 'utf8'), path);
   }
 

@@ -30,8 +30,14 @@ export interface RelayEvents {
 
 /** every hook name; `satisfies` makes a new member of RelayEvents a compile error here until listed */
 const HOOKS = Object.keys({
-  messageReceived: true, deliveryOutcome: true, deferral: true, exceptionDowngrade: true,
-  exceptionRecovered: true, rolloverWarning: true, dnsLookup: true, tlsHandshake: true,
+  messageReceived: true,
+  deliveryOutcome: true,
+  deferral: true,
+  exceptionDowngrade: true,
+  exceptionRecovered: true,
+  rolloverWarning: true,
+  dnsLookup: true,
+  tlsHandshake: true,
 } satisfies Record<keyof RelayEvents, true>) as (keyof RelayEvents)[];
 
 /** Both listeners get every event (tests' own hooks beside the metrics registry); either may be absent. */
@@ -42,7 +48,11 @@ export function fanOutEvents(a: RelayEvents | undefined, b: RelayEvents | undefi
     // class instances (RelayMetrics) keep their hooks on the prototype: look them up, don't enumerate
     const fa = a[k] as ((e: never) => void) | undefined;
     const fb = b[k] as ((e: never) => void) | undefined;
-    if (fa || fb) out[k] = (e: never) => { fa?.call(a, e); fb?.call(b, e); };
+    if (fa || fb)
+      out[k] = (e: never) => {
+        fa?.call(a, e);
+        fb?.call(b, e);
+      };
   }
   return out as RelayEvents;
 }

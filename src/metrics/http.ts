@@ -17,13 +17,22 @@ export class MetricsServer {
   /** `listen`: the endpoint the configuration allows (`metricsEndpoint` in config/schema.ts: loopback unless allow_remote). */
   static async start(opts: { listen: { host: string; port: number }; registry: Registry; readiness: Readiness; log: Logger }): Promise<MetricsServer> {
     const hp = opts.listen;
-    const server = createServer((req, res) => { void handle(req, res, opts).catch((e) => { opts.log.error({ err: e }, 'metrics request failed'); if (!res.headersSent) res.writeHead(500); res.end(); }); });
+    const server = createServer((req, res) => {
+      void handle(req, res, opts).catch((e) => {
+        opts.log.error({ err: e }, 'metrics request failed');
+        if (!res.headersSent) res.writeHead(500);
+        res.end();
+      });
+    });
     server.keepAliveTimeout = 5000;
     server.headersTimeout = 10_000;
     server.requestTimeout = 10_000;
     await new Promise<void>((res, rej) => {
       server.once('error', rej);
-      server.listen(hp.port, hp.host, () => { server.off('error', rej); res(); });
+      server.listen(hp.port, hp.host, () => {
+        server.off('error', rej);
+        res();
+      });
     });
     const s = new MetricsServer(server);
     opts.log.info({ metrics_listen: `${hp.host.includes(':') ? `[${s.address.address}]` : s.address.address}:${s.address.port}` }, 'metrics listening');

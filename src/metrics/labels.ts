@@ -13,7 +13,22 @@ export function daneStatusOf(s: { connected: boolean; planKind?: 'none' | 'may' 
 }
 
 export const DEFERRAL_REASONS = [
-  'dns-bogus', 'dns-lookup-failed', 'tlsa-lookup-failed', 'dane-required', 'dane-no-match', 'tls-verify-failed',
-  'starttls-failed', 'tls-handshake-failed', 'sts-mx-mismatch', 'requiretls-unsupported', 'no-address', 'connect', 'connection-lost', 'protocol-error', 'remote-temporary', 'internal', 'other',
+  'dns-bogus',
+  'dns-lookup-failed',
+  'tlsa-lookup-failed',
+  'dane-required',
+  'dane-no-match',
+  'tls-verify-failed',
+  'starttls-failed',
+  'tls-handshake-failed',
+  'sts-mx-mismatch',
+  'requiretls-unsupported',
+  'no-address',
+  'connect',
+  'connection-lost',
+  'protocol-error',
+  'remote-temporary',
+  'internal',
+  'other',
 ] as const;
 export type DeferralReason = (typeof DEFERRAL_REASONS)[number];

@@ -15,8 +15,15 @@ import { join } from 'node:path';
 import type { SelfTestResult } from '../dns/selftest.js';
 import { createPrivateFile } from '../files/private.js';
 
-export interface Check { name: string; ok: boolean; detail: string }
-export interface ReadyReport { ready: boolean; checks: Check[] }
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+export interface ReadyReport {
+  ready: boolean;
+  checks: Check[];
+}
 
 export interface ReadinessOptions {
   queueDir: string;
@@ -39,7 +46,9 @@ export async function probeWritable(dir: string): Promise<void> {
   const path = join(dir, `readyz.${process.pid}.${++probeSeq}.probe`);
   let step = 'create';
   // A new file, never through a link: the name is predictable, and a link planted there must not make a root relay truncate its target.
-  const h = await createPrivateFile(path).catch((e) => { throw Object.assign(new Error(`create ${path}: ${(e as Error).message}`), { code: (e as { code?: string }).code }); });
+  const h = await createPrivateFile(path).catch((e) => {
+    throw Object.assign(new Error(`create ${path}: ${(e as Error).message}`), { code: (e as { code?: string }).code });
+  });
   try {
     step = 'write';
     await h.write(Buffer.from('dane-relay readiness probe\n'));
@@ -61,7 +70,7 @@ export class Readiness {
   private selfRun?: Promise<void>;
 
   constructor(private readonly opts: ReadinessOptions) {
-    if (opts.selfTest || opts.initialSelfTest) this.selfRun = this.runSelfTest(opts.initialSelfTest);
+    if (opts.selfTest !== undefined || opts.initialSelfTest !== undefined) this.selfRun = this.runSelfTest(opts.initialSelfTest);
   }
 
   private async runSelfTest(p?: Promise<SelfTestResult>): Promise<void> {
@@ -93,15 +102,24 @@ export class Readiness {
       const probe = this.opts.spoolProbe;
       try {
         const proved = await Promise.race([
-          probe ? probe() : (async () => {
-            for (const sub of ['msg', 'state']) {
-              const d = join(this.opts.queueDir, sub);
-              await access(d, constants.W_OK | constants.X_OK).catch((e) => { throw new Error(`${d}: ${(e as Error).message}`); });
-            }
-            await probeWritable(dir);
-            return `${dir} writable (write+fsync+unlink), msg/ and state/ writable`;
-          })(),
-          new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error(`no answer from the ${probe ? 'queue database' : 'disk'} within ${this.opts.probeTimeoutMs ?? 5000} ms`)), this.opts.probeTimeoutMs ?? 5000); }),
+          probe
+            ? probe()
+            : (async () => {
+                for (const sub of ['msg', 'state']) {
+                  const d = join(this.opts.queueDir, sub);
+                  await access(d, constants.W_OK | constants.X_OK).catch((e) => {
+                    throw new Error(`${d}: ${(e as Error).message}`);
+                  });
+                }
+                await probeWritable(dir);
+                return `${dir} writable (write+fsync+unlink), msg/ and state/ writable`;
+              })(),
+          new Promise<never>((_, rej) => {
+            timer = setTimeout(
+              () => rej(new Error(`no answer from the ${probe ? 'queue database' : 'disk'} within ${this.opts.probeTimeoutMs ?? 5000} ms`)),
+              this.opts.probeTimeoutMs ?? 5000,
+            );
+          }),
         ]);
         check = { name: 'spool', ok: true, detail: proved };
       } catch (e) {

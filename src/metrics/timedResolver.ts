@@ -12,7 +12,10 @@ export function lookupStatus(a: DnsAnswer): string {
 }
 
 export class TimedResolver implements Resolver {
-  constructor(private readonly inner: Resolver, private readonly events: RelayEvents) {}
+  constructor(
+    private readonly inner: Resolver,
+    private readonly events: RelayEvents,
+  ) {}
 
   async lookup<T extends QueryType>(name: string, type: T): Promise<DnsAnswer<T>> {
     const t0 = process.hrtime.bigint();

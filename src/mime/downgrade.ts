@@ -172,9 +172,30 @@ class Walker {
       this.actions = bigger;
     }
     return {
-      index, depth, signed, root, inDigest, kind: 'pending', fields: [], headerBytes: 0, blank: false, header8: false,
-      mediaType: '', cte: '', cteClass: 'identity', composite: false, closed: false, isMime: !root, region: 'content',
-      eight: false, nul: false, long: false, lineLen: 0, action: Action.Pass, planned8: false, pendingBreak: false,
+      index,
+      depth,
+      signed,
+      root,
+      inDigest,
+      kind: 'pending',
+      fields: [],
+      headerBytes: 0,
+      blank: false,
+      header8: false,
+      mediaType: '',
+      cte: '',
+      cteClass: 'identity',
+      composite: false,
+      closed: false,
+      isMime: !root,
+      region: 'content',
+      eight: false,
+      nul: false,
+      long: false,
+      lineLen: 0,
+      action: Action.Pass,
+      planned8: false,
+      pendingBreak: false,
     };
   }
 
@@ -303,7 +324,10 @@ class Walker {
         ct = parseContentType(fieldValue(f));
       } else if (f.name === 'content-transfer-encoding' && e.cte === '') {
         // RFC 2045 §6.1: a token; RFC 822 comments around it carry nothing
-        e.cte = fieldValue(f).replace(/\([^()]*\)/g, '').trim().toLowerCase();
+        e.cte = fieldValue(f)
+          .replace(/\([^()]*\)/g, '')
+          .trim()
+          .toLowerCase();
       } else if (f.name === 'mime-version') {
         hasVersion = true;
       }
@@ -371,7 +395,8 @@ class Walker {
 
   private writeHeader(e: Entity): void {
     const enc = e.action === Action.QuotedPrintable || e.action === Action.Base64;
-    const label = e.action === Action.Relabel7bit ? '7bit' : e.action === Action.QuotedPrintable ? 'quoted-printable' : e.action === Action.Base64 ? 'base64' : undefined;
+    const label =
+      e.action === Action.Relabel7bit ? '7bit' : e.action === Action.QuotedPrintable ? 'quoted-printable' : e.action === Action.Base64 ? 'base64' : undefined;
     const lines: Buffer[] = [];
     let labelled = false;
     for (const f of e.fields) {
@@ -489,7 +514,10 @@ class Walker {
     if (!this.needs(e)) return this.opts.target === '7bit' && !e.signed && (e.cte === '8bit' || e.cte === 'binary') ? Action.Relabel7bit : Action.Pass;
     const what = this.what(e);
     if (e.signed) this.refuse(`${what} in a part of a multipart/signed (RFC 1847 §2.1): re-encoding it would invalidate the signature`);
-    if (e.composite) this.refuse(`${what} in a ${e.mediaType}${e.depth >= this.maxDepth ? ` nested deeper than ${this.maxDepth} levels` : ''}, which may not be re-encoded (RFC 2045 §6.4, RFC 2046 §5.2)`);
+    if (e.composite)
+      this.refuse(
+        `${what} in a ${e.mediaType}${e.depth >= this.maxDepth ? ` nested deeper than ${this.maxDepth} levels` : ''}, which may not be re-encoded (RFC 2045 §6.4, RFC 2046 §5.2)`,
+      );
     switch (e.cteClass) {
       case 'identity':
         return e.mediaType.startsWith('text/') ? Action.QuotedPrintable : Action.Base64;

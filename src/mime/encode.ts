@@ -52,7 +52,12 @@ export class QpEncoder implements ContentEncoder {
       const x = data[i]!;
       if (ws >= 0) {
         // followed by something on the same line: literal
-        if (col + 1 > QP_LINE - 1) { buf[o++] = 0x3d; buf[o++] = 0x0d; buf[o++] = 0x0a; col = 0; }
+        if (col + 1 > QP_LINE - 1) {
+          buf[o++] = 0x3d;
+          buf[o++] = 0x0d;
+          buf[o++] = 0x0a;
+          col = 0;
+        }
         buf[o++] = ws;
         col++;
         ws = -1;
@@ -60,11 +65,21 @@ export class QpEncoder implements ContentEncoder {
       if (x === 0x20 || x === 0x09) {
         ws = x;
       } else if (x >= 0x21 && x <= 0x7e && x !== 0x3d) {
-        if (col + 1 > QP_LINE - 1) { buf[o++] = 0x3d; buf[o++] = 0x0d; buf[o++] = 0x0a; col = 0; }
+        if (col + 1 > QP_LINE - 1) {
+          buf[o++] = 0x3d;
+          buf[o++] = 0x0d;
+          buf[o++] = 0x0a;
+          col = 0;
+        }
         buf[o++] = x;
         col++;
       } else {
-        if (col + 3 > QP_LINE - 1) { buf[o++] = 0x3d; buf[o++] = 0x0d; buf[o++] = 0x0a; col = 0; }
+        if (col + 3 > QP_LINE - 1) {
+          buf[o++] = 0x3d;
+          buf[o++] = 0x0d;
+          buf[o++] = 0x0a;
+          col = 0;
+        }
         buf[o++] = 0x3d;
         buf[o++] = HEX_CODES[x >> 4]!;
         buf[o++] = HEX_CODES[x & 15]!;
@@ -167,7 +182,8 @@ export class Base64Rewrap implements ContentEncoder {
     for (const x of data) {
       if (!B64_ALPHABET[x]) continue;
       if (this.col === 76) {
-        buf[o++] = 0x0d; buf[o++] = 0x0a;
+        buf[o++] = 0x0d;
+        buf[o++] = 0x0a;
         this.col = 0;
       }
       buf[o++] = x;
@@ -221,7 +237,9 @@ export class QpRequote implements ContentEncoder {
     let o = 0;
     const put = (bytes: number[]): void => {
       if (this.col + bytes.length > QP_LINE - 1) {
-        buf[o++] = 0x3d; buf[o++] = 0x0d; buf[o++] = 0x0a;
+        buf[o++] = 0x3d;
+        buf[o++] = 0x0d;
+        buf[o++] = 0x0a;
         this.col = 0;
       }
       for (const b of bytes) buf[o++] = b;

@@ -2,7 +2,7 @@
  * MTA-STS discovery through the relay's own Resolver (RFC 8461 §3.1, digest STS-1, 2, 5): TXT at
  * `_mta-sts.<Policy Domain>`, aliases followed by the resolver, the parent zone never asked.
  */
-import type { Resolver } from '../dns/types.js';
+import type { DnsAnswer, Resolver } from '../dns/types.js';
 import { isAnswer } from '../dns/types.js';
 import { parseStsTxt, stsRecordName } from './record.js';
 
@@ -19,7 +19,7 @@ export type Discovery =
 
 export async function discoverSts(resolver: Resolver, policyDomain: string): Promise<Discovery> {
   const name = stsRecordName(policyDomain);
-  let ans;
+  let ans: DnsAnswer<'TXT'>;
   try {
     ans = await resolver.lookup(name, 'TXT');
   } catch (e) {

@@ -22,7 +22,7 @@ import { parsePolicy, type StsPolicy } from './policy.js';
 export type FetchFailureType = 'sts-policy-fetch-error' | 'sts-policy-invalid' | 'sts-webpki-invalid';
 
 export type FetchResult =
-  | { ok: true; policy: StsPolicy; notes: string[]; /** the body as fetched (UTF-8) */ body: string; address: string }
+  | { ok: true; policy: StsPolicy; notes: string[] /** the body as fetched (UTF-8) */; body: string; address: string }
   | { ok: false; resultType: FetchFailureType; reason: string; address?: string };
 
 export interface FetchOptions {
@@ -52,14 +52,19 @@ export function policyHost(policyDomain: string): string {
  */
 export function webpkiNameProblem(host: string, certDer: Buffer): string | undefined {
   let cert: X509Certificate;
-  try { cert = new X509Certificate(certDer); } catch (e) { return `unreadable certificate: ${(e as Error).message}`; }
+  try {
+    cert = new X509Certificate(certDer);
+  } catch (e) {
+    return `unreadable certificate: ${(e as Error).message}`;
+  }
   const ok = cert.checkHost(host, { subject: 'never', wildcards: true, partialWildcards: false, multiLabelWildcards: false });
   if (ok !== undefined) return undefined;
   return `certificate not valid for ${host} (subjectAltName: ${cert.subjectAltName ?? 'none'})`;
 }
 
 /** Certificate verification failures node:tls reports by OpenSSL's names, plus our name check. */
-const WEBPKI_CODES = /^(CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_(GET_ISSUER|VERIFY_LEAF|DECRYPT_CERT|DECODE_ISSUER)|INVALID_CA|PATH_LENGTH_EXCEEDED|INVALID_PURPOSE|HOSTNAME_MISMATCH|ERR_TLS_CERT_ALTNAME_INVALID)/;
+const WEBPKI_CODES =
+  /^(CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_(GET_ISSUER|VERIFY_LEAF|DECRYPT_CERT|DECODE_ISSUER)|INVALID_CA|PATH_LENGTH_EXCEEDED|INVALID_PURPOSE|HOSTNAME_MISMATCH|ERR_TLS_CERT_ALTNAME_INVALID)/;
 
 /** STS-14: `text/plain`, any case, parameters (charset) ignored; a missing type is no policy. */
 export function isTextPlain(contentType: string | undefined): boolean {
@@ -71,7 +76,7 @@ export function isTextPlain(contentType: string | undefined): boolean {
 export async function fetchPolicy(policyDomain: string, opts: FetchOptions): Promise<FetchResult> {
   const host = policyHost(policyDomain);
   const deadline = Date.now() + (opts.timeoutMs ?? FETCH_TIMEOUT_MS);
-  let found;
+  let found: Awaited<ReturnType<typeof hostAddresses>>;
   try {
     found = await hostAddresses(opts.resolver, host);
   } catch (e) {
@@ -99,7 +104,8 @@ function getOnce(host: string, t: { address: string; family: 4 | 6 }, timeoutMs:
   return new Promise((resolve) => {
     let done = false;
     let secured = false;
-    const fail = (resultType: FetchFailureType, reason: string, unreachable = false) => finish({ ok: false, unreachable, result: { ok: false, resultType, reason: `${where}: ${reason}`, address: t.address } });
+    const fail = (resultType: FetchFailureType, reason: string, unreachable = false) =>
+      finish({ ok: false, unreachable, result: { ok: false, resultType, reason: `${where}: ${reason}`, address: t.address } });
     const finish = (r: Once) => {
       if (done) return;
       done = true;
@@ -107,56 +113,86 @@ function getOnce(host: string, t: { address: string; family: 4 | 6 }, timeoutMs:
       req.destroy();
       resolve(r);
     };
-    const req = https.request({
-      host,
-      port: opts.port ?? 443,
-      path: WELL_KNOWN_PATH,
-      method: 'GET',
-      headers: { Accept: 'text/plain', 'User-Agent': 'dane-relay-mta-sts' },
-      servername: host, // STS-11: SNI mta-sts.<D>
-      minVersion: 'TLSv1.2', // STS-12
-      ...(opts.ca ? { ca: opts.ca } : {}),
-      rejectUnauthorized: true,
-      checkServerIdentity: (name: string, cert: PeerCertificate) => {
-        const why = webpkiNameProblem(name, cert.raw);
-        if (!why) return undefined;
-        return Object.assign(new Error(why), { code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+    const req = https.request(
+      {
+        host,
+        port: opts.port ?? 443,
+        path: WELL_KNOWN_PATH,
+        method: 'GET',
+        headers: { Accept: 'text/plain', 'User-Agent': 'dane-relay-mta-sts' },
+        servername: host, // STS-11: SNI mta-sts.<D>
+        minVersion: 'TLSv1.2', // STS-12
+        ...(opts.ca ? { ca: opts.ca } : {}),
+        rejectUnauthorized: true,
+        checkServerIdentity: (name: string, cert: PeerCertificate) => {
+          const why = webpkiNameProblem(name, cert.raw);
+          if (!why) return undefined;
+          return Object.assign(new Error(why), { code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+        },
+        lookup: pinnedLookup(t.address, t.family),
+        agent: false, // no pooled socket to an address another lookup gave
       },
-      lookup: pinnedLookup(t.address, t.family),
-      agent: false, // no pooled socket to an address another lookup gave
-    }, (res) => {
-      const status = res.statusCode ?? 0;
-      // STS-13: only 200 is a policy; a redirect is never followed.
-      if (status !== 200) { fail('sts-policy-fetch-error', `HTTP ${status}${status >= 300 && status < 400 && res.headers.location ? ` (redirect to ${JSON.stringify(res.headers.location)} not followed)` : ''}`); return; }
-      const type = res.headers['content-type'];
-      if (!isTextPlain(type)) { fail('sts-policy-fetch-error', `Content-Type ${type === undefined ? 'missing' : JSON.stringify(type)}, not text/plain`); return; }
-      const declared = Number(res.headers['content-length']);
-      if (Number.isFinite(declared) && declared > maxBytes) { fail('sts-policy-fetch-error', `body of ${declared} bytes is over ${maxBytes}`); return; }
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on('data', (c: Buffer) => {
-        size += c.length;
-        if (size > maxBytes) { fail('sts-policy-fetch-error', `body over ${maxBytes} bytes`); return; }
-        chunks.push(c);
-      });
-      res.on('error', (e) => fail('sts-policy-fetch-error', e.message));
-      res.on('end', () => {
-        let body: string;
-        try { body = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks)); } catch {
-          fail('sts-policy-invalid', 'body is not UTF-8');
+      (res) => {
+        const status = res.statusCode ?? 0;
+        // STS-13: only 200 is a policy; a redirect is never followed.
+        if (status !== 200) {
+          fail(
+            'sts-policy-fetch-error',
+            `HTTP ${status}${status >= 300 && status < 400 && res.headers.location ? ` (redirect to ${JSON.stringify(res.headers.location)} not followed)` : ''}`,
+          );
           return;
         }
-        const p = parsePolicy(body);
-        if (!p.ok) { fail('sts-policy-invalid', p.why); return; }
-        finish({ ok: true, result: { ok: true, policy: p.policy, notes: p.notes, body, address: t.address } });
-      });
-    });
-    req.on('socket', (s) => s.once('secureConnect', () => { secured = true; }));
+        const type = res.headers['content-type'];
+        if (!isTextPlain(type)) {
+          fail('sts-policy-fetch-error', `Content-Type ${type === undefined ? 'missing' : JSON.stringify(type)}, not text/plain`);
+          return;
+        }
+        const declared = Number(res.headers['content-length']);
+        if (Number.isFinite(declared) && declared > maxBytes) {
+          fail('sts-policy-fetch-error', `body of ${declared} bytes is over ${maxBytes}`);
+          return;
+        }
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size > maxBytes) {
+            fail('sts-policy-fetch-error', `body over ${maxBytes} bytes`);
+            return;
+          }
+          chunks.push(c);
+        });
+        res.on('error', (e) => fail('sts-policy-fetch-error', e.message));
+        res.on('end', () => {
+          let body: string;
+          try {
+            body = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
+          } catch {
+            fail('sts-policy-invalid', 'body is not UTF-8');
+            return;
+          }
+          const p = parsePolicy(body);
+          if (!p.ok) {
+            fail('sts-policy-invalid', p.why);
+            return;
+          }
+          finish({ ok: true, result: { ok: true, policy: p.policy, notes: p.notes, body, address: t.address } });
+        });
+      },
+    );
+    req.on('socket', (s) =>
+      s.once('secureConnect', () => {
+        secured = true;
+      }),
+    );
     req.on('error', (e: NodeJS.ErrnoException) => {
       if (e.code && WEBPKI_CODES.test(e.code)) fail('sts-webpki-invalid', `${e.code}: ${e.message}`);
       else fail('sts-policy-fetch-error', e.message, !secured && /^(ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|EADDRNOTAVAIL)$/.test(e.code ?? ''));
     });
-    const timer = setTimeout(() => fail('sts-policy-fetch-error', `timed out after ${timeoutMs} ms${secured ? '' : ' (before TLS was established)'}`), timeoutMs);
+    const timer = setTimeout(
+      () => fail('sts-policy-fetch-error', `timed out after ${timeoutMs} ms${secured ? '' : ' (before TLS was established)'}`),
+      timeoutMs,
+    );
     req.end();
   });
 }

@@ -11,7 +11,7 @@
 import type { Resolver } from '../dns/types.js';
 import { discoverSts, type Discovery } from './discover.js';
 import type { FetchFailureType, FetchResult } from './fetch.js';
-import { PolicyStore, type CachedPolicy } from './store.js';
+import type { PolicyStore, CachedPolicy } from './store.js';
 
 export interface StsLog {
   info(obj: object, msg: string): void;
@@ -49,7 +49,12 @@ export interface StsPoliciesOptions {
   log?: StsLog;
 }
 
-interface Mem { entry: CachedPolicy; mtimeMs: number; refreshAt: number; lastUsedWritten: number }
+interface Mem {
+  entry: CachedPolicy;
+  mtimeMs: number;
+  refreshAt: number;
+  lastUsedWritten: number;
+}
 
 export class StsPolicies {
   private readonly mem = new Map<string, Mem>();
@@ -64,7 +69,9 @@ export class StsPolicies {
   }
 
   /** Number of policies held in memory. */
-  get size(): number { return this.mem.size; }
+  get size(): number {
+    return this.mem.size;
+  }
 
   /** Reads every stored policy (at start): the cache survives restarts (STS-30). */
   async load(): Promise<number> {
@@ -80,7 +87,7 @@ export class StsPolicies {
   lookup(domain: string): Promise<StsLookup> {
     const d = domain.toLowerCase().replace(/\.$/, '');
     const running = this.inflight.get(d);
-    if (running) return running;
+    if (running !== undefined) return running;
     const p = this.doLookup(d).finally(() => this.inflight.delete(d));
     this.inflight.set(d, p);
     return p;
@@ -93,7 +100,8 @@ export class StsPolicies {
     if (mem) mem.entry.lastUsed = this.now();
     if (discovery.kind !== 'record') {
       // STS-5, STS-33: no live record (or DNS could not tell) never removes a cached policy.
-      if (live && discovery.kind === 'none') this.o.log?.info({ domain: d, id: live.id, why: discovery.why }, 'mta-sts: no TXT record; the cached policy stays in force');
+      if (live && discovery.kind === 'none')
+        this.o.log?.info({ domain: d, id: live.id, why: discovery.why }, 'mta-sts: no TXT record; the cached policy stays in force');
       return { applied: live, discovery, fetch: 'cached' };
     }
     if (live && live.id === discovery.id) return { applied: live, discovery, fetch: 'cached' };
@@ -108,11 +116,13 @@ export class StsPolicies {
    * A fetch now, whatever the cache holds (`mta-sts refresh`, proactive refresh: STS-32). The id is the
    * TXT record's, else the cached one: §3.3 lets a sender refresh regardless of the TXT record.
    */
-  async refresh(domain: string): Promise<{ ok: true; entry: CachedPolicy } | { ok: false; failure: { resultType: FetchFailureType; reason: string }; kept?: CachedPolicy }> {
+  async refresh(
+    domain: string,
+  ): Promise<{ ok: true; entry: CachedPolicy } | { ok: false; failure: { resultType: FetchFailureType; reason: string }; kept?: CachedPolicy }> {
     const d = domain.toLowerCase().replace(/\.$/, '');
     const discovery = await discoverSts(this.o.resolver, d);
     const mem = await this.current(d);
-    const id = discovery.kind === 'record' ? discovery.id : mem?.entry.id ?? '';
+    const id = discovery.kind === 'record' ? discovery.id : (mem?.entry.id ?? '');
     const r = await this.fetchAndStore(d, id, mem?.entry);
     return r.ok ? r : { ...r, kept: mem && this.inForce(mem.entry) ? mem.entry : undefined };
   }
@@ -156,16 +166,24 @@ export class StsPolicies {
   /** The cached entry for `domain` as on disk now, read again when the file changed or went. */
   private async current(d: string): Promise<Mem | undefined> {
     let mtime: number | undefined;
-    try { mtime = await this.o.store.mtimeOf(d); } catch (e) {
+    try {
+      mtime = await this.o.store.mtimeOf(d);
+    } catch (e) {
       this.o.log?.warn({ domain: d, err: (e as Error).message }, 'mta-sts: cannot read the cached policy');
       return this.mem.get(d);
     }
     const m = this.mem.get(d);
-    if (mtime === undefined) { this.mem.delete(d); return undefined; }
+    if (mtime === undefined) {
+      this.mem.delete(d);
+      return undefined;
+    }
     if (m && m.mtimeMs === mtime) return m;
     try {
       const r = await this.o.store.read(d);
-      if (!r) { this.mem.delete(d); return undefined; }
+      if (!r) {
+        this.mem.delete(d);
+        return undefined;
+      }
       const lastUsed = Math.max(r.entry.lastUsed, m?.entry.lastUsed ?? 0);
       const fresh: Mem = { entry: { ...r.entry, lastUsed }, mtimeMs: r.mtimeMs, refreshAt: this.refreshTime(r.entry), lastUsedWritten: r.entry.lastUsed };
       this.mem.set(d, fresh);
@@ -185,7 +203,11 @@ export class StsPolicies {
     return e.fetchedAt + interval * (0.9 + 0.2 * this.random());
   }
 
-  private async fetchAndStore(d: string, id: string, old: CachedPolicy | undefined): Promise<{ ok: true; entry: CachedPolicy } | { ok: false; failure: { resultType: FetchFailureType; reason: string } }> {
+  private async fetchAndStore(
+    d: string,
+    id: string,
+    old: CachedPolicy | undefined,
+  ): Promise<{ ok: true; entry: CachedPolicy } | { ok: false; failure: { resultType: FetchFailureType; reason: string } }> {
     const r = await this.o.fetch(d);
     const now = this.now();
     if (!r.ok) {
@@ -197,9 +219,24 @@ export class StsPolicies {
         const mem = this.mem.get(d);
         if (mem) await this.writeBack(d, mem);
         const log = old.policy.mode === 'none' ? this.o.log?.info : this.o.log?.warn;
-        log?.call(this.o.log, { domain: d, id, cachedId: old.id, mode: old.policy.mode, expires: new Date(old.expiresAt).toISOString(), resultType: r.resultType, reason: r.reason }, 'mta-sts: policy fetch failed; keeping the cached policy');
+        log?.call(
+          this.o.log,
+          {
+            domain: d,
+            id,
+            cachedId: old.id,
+            mode: old.policy.mode,
+            expires: new Date(old.expiresAt).toISOString(),
+            resultType: r.resultType,
+            reason: r.reason,
+          },
+          'mta-sts: policy fetch failed; keeping the cached policy',
+        );
       } else {
-        this.o.log?.warn({ domain: d, id, resultType: r.resultType, reason: r.reason, retryAfter: new Date(now + FETCH_BACKOFF_MS).toISOString() }, 'mta-sts: policy fetch failed; no cached policy, delivering as without MTA-STS');
+        this.o.log?.warn(
+          { domain: d, id, resultType: r.resultType, reason: r.reason, retryAfter: new Date(now + FETCH_BACKOFF_MS).toISOString() },
+          'mta-sts: policy fetch failed; no cached policy, delivering as without MTA-STS',
+        );
       }
       return { ok: false, failure };
     }
@@ -215,7 +252,10 @@ export class StsPolicies {
   /** Rewrites the entry unless the file changed under us (the CLI purged or refreshed it): then it is read again. */
   private async writeBack(d: string, mem: Mem): Promise<void> {
     const onDisk = await this.o.store.mtimeOf(d);
-    if (onDisk !== mem.mtimeMs) { await this.current(d); return; }
+    if (onDisk !== mem.mtimeMs) {
+      await this.current(d);
+      return;
+    }
     mem.mtimeMs = await this.o.store.write(mem.entry);
     mem.lastUsedWritten = mem.entry.lastUsed;
   }

@@ -71,8 +71,13 @@ export function parsePolicy(body: string): ParsedPolicy {
     if (!m) return { ok: false, why: `line ${n}: not "key: value": ${JSON.stringify(line)}` };
     const [, key, value] = m as unknown as [string, string, string];
     switch (key) {
-      case 'version': case 'mode': case 'max_age':
-        if (seen.has(key)) { notes.push(`line ${n}: ${key} repeated; the first one counts`); continue; }
+      case 'version':
+      case 'mode':
+      case 'max_age':
+        if (seen.has(key)) {
+          notes.push(`line ${n}: ${key} repeated; the first one counts`);
+          continue;
+        }
         seen.set(key, value);
         lines.push(`${key}: ${value}`);
         break;

@@ -20,17 +20,30 @@ export function stsTrustAnchors(cfg: Pick<LoadedConfig, 'mta_sts' | 'baseDir'>):
   if (file === undefined) return undefined;
   const path = resolve(cfg.baseDir, file);
   let pem: Buffer;
-  try { pem = readFileSync(path); } catch (e) { throw new Error(`mta_sts.ca_file: ${path}: ${(e as Error).message}`); }
+  try {
+    pem = readFileSync(path);
+  } catch (e) {
+    throw new Error(`mta_sts.ca_file: ${path}: ${(e as Error).message}`);
+  }
   const blocks = pem.toString('latin1').match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
   if (blocks.length === 0) throw new Error(`mta_sts.ca_file: ${path}: no PEM certificate in it`);
   for (const [i, b] of blocks.entries()) {
-    try { new X509Certificate(b); } catch (e) { throw new Error(`mta_sts.ca_file: ${path}: certificate ${i + 1} is unreadable: ${(e as Error).message}`); }
+    try {
+      new X509Certificate(b);
+    } catch (e) {
+      throw new Error(`mta_sts.ca_file: ${path}: certificate ${i + 1} is unreadable: ${(e as Error).message}`);
+    }
   }
   return pem;
 }
 
 /** The relay's policy state (`serve`, `mta-sts` commands, `check`): fetches as configured, the cache under queue_dir. */
-export function stsPoliciesFor(cfg: Pick<LoadedConfig, 'mta_sts' | 'baseDir' | 'queue_dir'>, resolver: Resolver, log?: StsLog, now?: () => number): StsPolicies {
+export function stsPoliciesFor(
+  cfg: Pick<LoadedConfig, 'mta_sts' | 'baseDir' | 'queue_dir'>,
+  resolver: Resolver,
+  log?: StsLog,
+  now?: () => number,
+): StsPolicies {
   const ca = stsTrustAnchors(cfg);
   return new StsPolicies({
     store: new PolicyStore(cfg.queue_dir),

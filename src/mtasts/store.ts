@@ -40,17 +40,33 @@ const MODES: readonly StsMode[] = ['enforce', 'testing', 'none'];
 /** A stored entry read back; anything malformed is refused with the reason (the file is left for the operator). */
 export function decodeEntry(text: string, domain: string): CachedPolicy | string {
   let o: Record<string, unknown>;
-  try { o = JSON.parse(text) as Record<string, unknown>; } catch (e) { return `not JSON: ${(e as Error).message}`; }
+  try {
+    o = JSON.parse(text) as Record<string, unknown>;
+  } catch (e) {
+    return `not JSON: ${(e as Error).message}`;
+  }
   if (o === null || typeof o !== 'object') return 'not an object';
   if (o.format !== STORE_FORMAT) return `unknown format ${JSON.stringify(o.format)}`;
   const p = o.policy as Record<string, unknown> | undefined;
   const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
   if (o.domain !== domain) return `holds ${JSON.stringify(o.domain)}, not ${domain}`;
   if (typeof o.id !== 'string' || !num(o.fetchedAt) || !num(o.expiresAt) || !num(o.lastUsed)) return 'missing or malformed id/fetchedAt/expiresAt/lastUsed';
-  if (!p || !MODES.includes(p.mode as StsMode) || !num(p.maxAge) || !Array.isArray(p.mx) || !p.mx.every((m) => typeof m === 'string' && parseMxPattern(m) === m)
-    || !Array.isArray(p.lines) || !p.lines.every((l) => typeof l === 'string')) return 'malformed policy';
+  if (
+    !p ||
+    !MODES.includes(p.mode as StsMode) ||
+    !num(p.maxAge) ||
+    !Array.isArray(p.mx) ||
+    !p.mx.every((m) => typeof m === 'string' && parseMxPattern(m) === m) ||
+    !Array.isArray(p.lines) ||
+    !p.lines.every((l) => typeof l === 'string')
+  )
+    return 'malformed policy';
   const e: CachedPolicy = {
-    domain, id: o.id, fetchedAt: o.fetchedAt as number, expiresAt: o.expiresAt as number, lastUsed: o.lastUsed as number,
+    domain,
+    id: o.id,
+    fetchedAt: o.fetchedAt as number,
+    expiresAt: o.expiresAt as number,
+    lastUsed: o.lastUsed as number,
     policy: { mode: p.mode as StsMode, maxAge: p.maxAge as number, mx: p.mx as string[], lines: p.lines as string[] },
   };
   const f = o.refreshFailure as CachedPolicy['refreshFailure'];
@@ -91,7 +107,9 @@ export class PolicyStore {
 
   /** mtime of the stored file, or undefined when there is none (purged by the CLI, say). */
   async mtimeOf(domain: string): Promise<number | undefined> {
-    try { return (await fsp.lstat(this.pathOf(domain))).mtimeMs; } catch (e) {
+    try {
+      return (await fsp.lstat(this.pathOf(domain))).mtimeMs;
+    } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw e;
     }
@@ -120,10 +138,15 @@ export class PolicyStore {
   /** Every stored domain (file names that are domains; temp files and strangers skipped). */
   async domains(): Promise<string[]> {
     let names: string[];
-    try { names = await fsp.readdir(this.dir); } catch (e) {
+    try {
+      names = await fsp.readdir(this.dir);
+    } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw e;
     }
-    return names.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)).filter((d) => fileNameOf(d) !== undefined);
+    return names
+      .filter((n) => n.endsWith('.json'))
+      .map((n) => n.slice(0, -5))
+      .filter((d) => fileNameOf(d) !== undefined);
   }
 }

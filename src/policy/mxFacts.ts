@@ -24,7 +24,11 @@ export class MxFactsStore {
   private readonly byMx = new Map<string, MxFacts>();
   private readonly warned = new Map<string, number>();
 
-  constructor(private readonly warnMs: number, private readonly repeatMs = 86_400_000, private readonly max = 10_000) {}
+  constructor(
+    private readonly warnMs: number,
+    private readonly repeatMs = 86_400_000,
+    private readonly max = 10_000,
+  ) {}
 
   /** Record a verified session's facts; returns the warnings that are new (or due again). */
   note(domain: string, host: string, v: { facts: DaneFacts; matchedIndex?: number; matchedUsage?: number }, now: number): RolloverFinding[] {
@@ -33,7 +37,11 @@ export class MxFactsStore {
     // A record that authenticated this MX before and matches nothing now is the old key's, left behind.
     const retired = new Set(v.facts.records.filter((r) => r.id && r.matchDepth === null && seen.has(r.id)).map((r) => r.index));
     const findings = assessRollover(v.facts, now, this.warnMs, { retired });
-    for (const r of v.facts.records) if (r.id && authenticates(r)) { seen.delete(r.id); seen.add(r.id); }
+    for (const r of v.facts.records)
+      if (r.id && authenticates(r)) {
+        seen.delete(r.id);
+        seen.add(r.id);
+      }
     const matchedIds = [...seen].slice(-MAX_IDS);
     if (!this.byMx.has(key) && this.byMx.size >= this.max) this.byMx.delete(this.byMx.keys().next().value!);
     this.byMx.set(key, { domain, host, at: now, matchedIndex: v.matchedIndex, matchedUsage: v.matchedUsage, facts: v.facts, findings, matchedIds });

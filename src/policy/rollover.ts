@@ -89,14 +89,21 @@ export function assessRollover(facts: DaneFacts, now: number, warnMs: number, op
       if (soon) {
         out.push({
           kind: keyPinned ? 'ee-key-expiring' : 'ee-cert-expiring',
-          severity: 'warning', record: r.index, depth: 0, expires: c.notAfter,
+          severity: 'warning',
+          record: r.index,
+          depth: 0,
+          expires: c.notAfter,
           detail: keyPinned
             ? `only ${tail(r)} on the current key matches and the certificate ${days(0)}: a renewal with a new key fails DANE unless the next key's record is published first`
             : `only ${tail(r)} on the whole certificate matches and it ${days(0)}: every renewal fails DANE unless the new record is published first`,
         });
       } else if (ee.every((x) => x.usage === 3)) {
         out.push({
-          kind: 'ee-no-next-key', severity: 'advice', record: r.index, depth: 0, expires: c.notAfter,
+          kind: 'ee-no-next-key',
+          severity: 'advice',
+          record: r.index,
+          depth: 0,
+          expires: c.notAfter,
           detail: `only ${ee.map(tail).join(', ')} matching the current ${keyPinned ? 'key' : 'certificate'}, no second record for the next key (publish current + next, RFC 7671 §8.1)`,
         });
       }
@@ -113,12 +120,20 @@ export function assessRollover(facts: DaneFacts, now: number, warnMs: number, op
     if (!c) continue;
     if (expiresSoon(d)) {
       out.push({
-        kind: 'ta-expiring', severity: 'warning', record: r.index, depth: d, expires: c.notAfter,
+        kind: 'ta-expiring',
+        severity: 'warning',
+        record: r.index,
+        depth: d,
+        expires: c.notAfter,
         detail: `${tail(r)} pins the issuer at depth ${d} (${c.subject}), which ${days(d)}: its successor matches no record`,
       });
     } else if (!c.subject || c.subject !== c.issuer) {
       out.push({
-        kind: 'ta-no-successor', severity: 'advice', record: r.index, depth: d, expires: c.notAfter,
+        kind: 'ta-no-successor',
+        severity: 'advice',
+        record: r.index,
+        depth: d,
+        expires: c.notAfter,
         detail: `${tail(r)} pins the intermediate at depth ${d} (${c.subject}) only: when the CA rotates intermediates, nothing matches (publish the next intermediate or the root too, or a 3 1 1 for the server key)`,
       });
     }

@@ -115,21 +115,26 @@ export class PolicyStore {
     const after = this.entriesOf(kind, next);
     if (this.texts.has(kind) && before > 0 && after === 0) {
       // Installed (an operator may empty a file on purpose) but said loudly: a truncated write looks the same.
-      this.opts.log?.error({ file: f.label, had: before }, `POLICY FILE EMPTIED: ${f.label} had ${before} entr${before === 1 ? 'y' : 'ies'} and now has none (if it was not meant, restore it; replace policy files by rename)`);
+      this.opts.log?.error(
+        { file: f.label, had: before },
+        `POLICY FILE EMPTIED: ${f.label} had ${before} entr${before === 1 ? 'y' : 'ies'} and now has none (if it was not meant, restore it; replace policy files by rename)`,
+      );
     }
     this.inputs = next;
     this.texts.set(kind, text);
   }
 
   private entriesOf(kind: Kind, i: PolicyInputs): number {
-    return kind === 'tls_policy' ? i.table?.entries.size ?? 0 : i.exceptions?.domains.size ?? 0;
+    return kind === 'tls_policy' ? (i.table?.entries.size ?? 0) : (i.exceptions?.domains.size ?? 0);
   }
 
   /** An explicit dane-only entry beats a danefail listing (resolve.ts): say so once per load. */
   private warnConflicts(reason: string): void {
     for (const c of exceptionConflicts(this.inputs)) {
-      this.opts.log?.warn({ domain: c.domain, danefail: c.exception, tls_policy: c.entry, reason },
-        `policy conflict: ${c.domain} is on the exception list (${c.exception}) but ${c.entry} requires DANE; the explicit dane-only entry wins, the exception is not applied`);
+      this.opts.log?.warn(
+        { domain: c.domain, danefail: c.exception, tls_policy: c.entry, reason },
+        `policy conflict: ${c.domain} is on the exception list (${c.exception}) but ${c.entry} requires DANE; the explicit dane-only entry wins, the exception is not applied`,
+      );
     }
   }
 
@@ -196,10 +201,16 @@ export class PolicyStore {
         res.rejected.push({ file: f.label, error: `${f.label}: cannot read (${(e as Error).message}); previous version stays in force` });
         continue;
       }
-      if (text === this.texts.get(kind)) { res.unchanged.push(f.label); continue; }
+      if (text === this.texts.get(kind)) {
+        res.unchanged.push(f.label);
+        continue;
+      }
       if (this.stamp(f.path) !== before) {
         // Still being written: try again once it has settled (the stat fallback also sees it).
-        res.rejected.push({ file: f.label, error: `${f.label}: changed while being read (still being written?); previous version stays in force, will retry (replace policy files by rename)` });
+        res.rejected.push({
+          file: f.label,
+          error: `${f.label}: changed while being read (still being written?); previous version stays in force, will retry (replace policy files by rename)`,
+        });
         this.stamps.set(kind, 'changing');
         if (this.watching) this.soon('changed while read');
         continue;
@@ -267,7 +278,9 @@ export class PolicyStore {
     if (this.debounce) clearTimeout(this.debounce);
     this.debounce = setTimeout(() => {
       this.debounce = undefined;
-      const now = this.kinds().map((k) => this.stamp(this.file(k)!.path)).join('|');
+      const now = this.kinds()
+        .map((k) => this.stamp(this.file(k)!.path))
+        .join('|');
       if (now !== this.settling) {
         this.settling = now;
         this.later(reason);
@@ -298,5 +311,10 @@ export function requireFinalNewline(text: string, source: string): void {
   const lines = text.split('\n');
   const last = lines[lines.length - 1]!;
   if (last.trim() === '') return;
-  throw new PolicyFileError(source, [{ line: lines.length, message: `no newline at the end of the last line ("${last.length > 40 ? `${last.slice(0, 40)}…` : last}"): the file looks incomplete (still being written?); end every line with a newline and replace the file by rename` }]);
+  throw new PolicyFileError(source, [
+    {
+      line: lines.length,
+      message: `no newline at the end of the last line ("${last.length > 40 ? `${last.slice(0, 40)}…` : last}"): the file looks incomplete (still being written?); end every line with a newline and replace the file by rename`,
+    },
+  ]);
 }

@@ -48,7 +48,10 @@ export interface ExceptionList {
 }
 
 export class PolicyFileError extends Error {
-  constructor(readonly source: string, readonly problems: { line: number; message: string }[]) {
+  constructor(
+    readonly source: string,
+    readonly problems: { line: number; message: string }[],
+  ) {
     super(`${source}: rejected (previous version stays in force)\n` + problems.map((p) => `  - line ${p.line}: ${p.message}`).join('\n'));
     this.name = 'PolicyFileError';
   }
@@ -75,21 +78,45 @@ export function parseTlsPolicy(text: string, source: string): PolicyTable {
     const [rawKey, rawLevel, ...opts] = s.split(/\s+/);
     const sub = rawKey!.startsWith('.');
     const domain = normalizeDomain(sub ? rawKey!.slice(1) : rawKey!);
-    if (!domain) { problems.push({ line, message: `"${rawKey}" is not a domain or .parent-domain` }); return; }
-    if (rawLevel === undefined) { problems.push({ line, message: `no TLS level after "${rawKey}" (expected one of ${tlsLevels.join(', ')})` }); return; }
+    if (!domain) {
+      problems.push({ line, message: `"${rawKey}" is not a domain or .parent-domain` });
+      return;
+    }
+    if (rawLevel === undefined) {
+      problems.push({ line, message: `no TLS level after "${rawKey}" (expected one of ${tlsLevels.join(', ')})` });
+      return;
+    }
     const level = rawLevel.toLowerCase() as TlsLevel;
-    if (!tlsLevels.includes(level)) { problems.push({ line, message: `unknown TLS level "${rawLevel}" (expected one of ${tlsLevels.join(', ')})` }); return; }
+    if (!tlsLevels.includes(level)) {
+      problems.push({ line, message: `unknown TLS level "${rawLevel}" (expected one of ${tlsLevels.join(', ')})` });
+      return;
+    }
     const bad = opts.filter((o) => !OPTIONS.has(o.toLowerCase()));
-    if (bad.length) { problems.push({ line, message: `unknown option ${bad.map((b) => `"${b}"`).join(', ')} (known: ${[...OPTIONS].join(', ')})` }); return; }
+    if (bad.length) {
+      problems.push({ line, message: `unknown option ${bad.map((b) => `"${b}"`).join(', ')} (known: ${[...OPTIONS].join(', ')})` });
+      return;
+    }
     const trustInsecureMx = opts.some((o) => o.toLowerCase() === 'trust-insecure-mx');
-    if (trustInsecureMx && level !== 'dane' && level !== 'dane-only') { problems.push({ line, message: `trust-insecure-mx only applies to dane and dane-only` }); return; }
+    if (trustInsecureMx && level !== 'dane' && level !== 'dane-only') {
+      problems.push({ line, message: `trust-insecure-mx only applies to dane and dane-only` });
+      return;
+    }
     const audit = opts.some((o) => o.toLowerCase() === 'audit');
-    if (audit && level !== 'dane') { problems.push({ line, message: `audit only applies to dane (dane-only means DANE or defer)` }); return; }
+    if (audit && level !== 'dane') {
+      problems.push({ line, message: `audit only applies to dane (dane-only means DANE or defer)` });
+      return;
+    }
     const nsec3IterationsInsecure = opts.some((o) => o.toLowerCase() === 'nsec3-iterations-insecure');
-    if (nsec3IterationsInsecure && level !== 'dane' && level !== 'dane-only') { problems.push({ line, message: `nsec3-iterations-insecure only applies to dane and dane-only` }); return; }
+    if (nsec3IterationsInsecure && level !== 'dane' && level !== 'dane-only') {
+      problems.push({ line, message: `nsec3-iterations-insecure only applies to dane and dane-only` });
+      return;
+    }
     const key = sub ? `.${domain}` : domain;
     const prev = entries.get(key);
-    if (prev) { problems.push({ line, message: `"${key}" already given on line ${prev.line}` }); return; }
+    if (prev) {
+      problems.push({ line, message: `"${key}" already given on line ${prev.line}` });
+      return;
+    }
     entries.set(key, { key, level, trustInsecureMx, audit, nsec3IterationsInsecure, line });
   });
   if (problems.length) throw new PolicyFileError(source, problems);
@@ -103,10 +130,19 @@ export function parseDanefail(text: string, source: string): ExceptionList {
     const line = i + 1;
     const s = rawLine.replace(/\r$/, '').trim();
     if (s === '' || s.startsWith('#')) return;
-    if (/\s/.test(s)) { problems.push({ line, message: `one bare domain per line expected, got "${s}"` }); return; }
-    if (s.startsWith('.') || s.includes('*')) { problems.push({ line, message: `"${s}": entries are exact domains, no wildcards or .parent (DANE-70)` }); return; }
+    if (/\s/.test(s)) {
+      problems.push({ line, message: `one bare domain per line expected, got "${s}"` });
+      return;
+    }
+    if (s.startsWith('.') || s.includes('*')) {
+      problems.push({ line, message: `"${s}": entries are exact domains, no wildcards or .parent (DANE-70)` });
+      return;
+    }
     const d = normalizeDomain(s);
-    if (!d) { problems.push({ line, message: `"${s}" is not a domain name` }); return; }
+    if (!d) {
+      problems.push({ line, message: `"${s}" is not a domain name` });
+      return;
+    }
     if (!domains.has(d)) domains.set(d, line); // a repeat is harmless in a shared list: first line wins
   });
   if (problems.length) throw new PolicyFileError(source, problems);

@@ -34,7 +34,10 @@ export class PlanBudget implements Resolver {
   /** why further lookups are refused, once a limit is passed */
   exhausted?: string;
 
-  constructor(private readonly inner: Resolver, readonly domain: string) {}
+  constructor(
+    private readonly inner: Resolver,
+    readonly domain: string,
+  ) {}
 
   async lookup<T extends QueryType>(name: string, type: T): Promise<DnsAnswer<T>> {
     if (this.exhausted) return failedAnswer(name, type, 'indeterminate', { kind: 'budget', message: this.exhausted });

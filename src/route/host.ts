@@ -54,7 +54,7 @@ export interface HostFacts {
  * limit (issue 13), no address at all, or a dane-only destination without usable DANE (DANE-45).
  */
 export type SkipCause =
-  | { kind: 'lookup-failed'; rrtype: 'A' | 'AAAA' | 'TLSA'; /** error kind (servfail, timeout, …) or DNSSEC status (bogus, indeterminate) */ problem: string }
+  | { kind: 'lookup-failed'; rrtype: 'A' | 'AAAA' | 'TLSA' /** error kind (servfail, timeout, …) or DNSSEC status (bogus, indeterminate) */; problem: string }
   | { kind: 'nsec3-iterations'; rrtype: 'MX' | 'A' | 'AAAA' | 'TLSA' }
   | { kind: 'no-address' }
   /** `tlsaInsecure`: the TLSA answer was insecure (a zone signed without DS below a secure MX, or a broken denial) */
@@ -94,7 +94,8 @@ function byIterationLimit(a: Pick<DnsAnswer, 'status' | 'firstStatus' | 'insecur
 function iterationLimitSkip(what: string, rrtype: 'MX' | 'A' | 'AAAA' | 'TLSA'): HostSkip {
   return {
     cause: { kind: 'nsec3-iterations', rrtype },
-    reason: `${what} is insecure only because its NSEC3 uses more than ${MAX_NSEC3_ITERATIONS} iterations (RFC 9276 §3.2): ` +
+    reason:
+      `${what} is insecure only because its NSEC3 uses more than ${MAX_NSEC3_ITERATIONS} iterations (RFC 9276 §3.2): ` +
       'that does not prove DANE is absent, so the host is not used (per-destination opt-in: nsec3-iterations-insecure in tls_policy)',
     code: '4.7.5',
     resultType: 'dnssec-invalid',
@@ -110,9 +111,32 @@ export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> 
   const base: HostFacts = { host: mx.host, preference: mx.preference, addresses: [], mxStatus: ctx.mxStatus };
   if (mx.literal) {
     // DANE-10: no DANE for an IP literal.
-    if (ctx.level === 'dane-only') return { ...base, addresses: [mx.host], kind: 'skip', skip: { reason: `dane-only: ${mx.host} is an IP literal, DANE does not apply`, code: '4.7.5', resultType: 'dane-required', cause: { kind: 'dane-required' } } };
-    const d = decideTls({ level: ctx.level === 'dane' ? 'may' : ctx.level, host: mx.host, mxStatus: ctx.mxStatus, tlsa: { kind: 'none', why: 'IP literal' }, references: [] });
-    if ('skip' in d) return { ...base, addresses: [mx.host], kind: 'skip', skip: { reason: d.skip, code: '4.7.5', resultType: d.resultType, cause: { kind: 'dane-required' } } };
+    if (ctx.level === 'dane-only')
+      return {
+        ...base,
+        addresses: [mx.host],
+        kind: 'skip',
+        skip: {
+          reason: `dane-only: ${mx.host} is an IP literal, DANE does not apply`,
+          code: '4.7.5',
+          resultType: 'dane-required',
+          cause: { kind: 'dane-required' },
+        },
+      };
+    const d = decideTls({
+      level: ctx.level === 'dane' ? 'may' : ctx.level,
+      host: mx.host,
+      mxStatus: ctx.mxStatus,
+      tlsa: { kind: 'none', why: 'IP literal' },
+      references: [],
+    });
+    if ('skip' in d)
+      return {
+        ...base,
+        addresses: [mx.host],
+        kind: 'skip',
+        skip: { reason: d.skip, code: '4.7.5', resultType: d.resultType, cause: { kind: 'dane-required' } },
+      };
     return { ...base, addresses: [mx.host], kind: 'plan', plan: { ...d.plan, ...(d.plan.kind === 'may' ? { sni: undefined } : {}) } };
   }
 
@@ -129,7 +153,17 @@ export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> 
   if (!aOk || !aaaaOk) {
     // DANE-20/23: an address lookup error skips the host, even when the other family answered.
     const bad = !aOk ? a : aaaa;
-    return { ...base, addressStatus: bad.status, kind: 'skip', skip: { reason: `${bad.qtype} lookup for ${mx.host}: ${describe(bad)}`, code: '4.4.3', resultType: 'dnssec-invalid', cause: { kind: 'lookup-failed', rrtype: bad.qtype, problem: lookupProblem(bad) } } };
+    return {
+      ...base,
+      addressStatus: bad.status,
+      kind: 'skip',
+      skip: {
+        reason: `${bad.qtype} lookup for ${mx.host}: ${describe(bad)}`,
+        code: '4.4.3',
+        resultType: 'dnssec-invalid',
+        cause: { kind: 'lookup-failed', rrtype: bad.qtype, problem: lookupProblem(bad) },
+      },
+    };
   }
   const addresses = [...a.records, ...aaaa.records];
   const addressStatus = worst(a.status, aaaa.status);
@@ -138,7 +172,12 @@ export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> 
   if (addresses.length === 0) {
     return { ...base, addressStatus, kind: 'skip', skip: { reason: `no A/AAAA records for ${mx.host}`, code: '4.4.4', cause: { kind: 'no-address' } } };
   }
-  const withAddr: HostFacts = { ...base, addresses, addressStatus, ...(addressStatus === 'insecure' && addressInsecureReason ? { addressInsecureReason } : {}) };
+  const withAddr: HostFacts = {
+    ...base,
+    addresses,
+    addressStatus,
+    ...(addressStatus === 'insecure' && addressInsecureReason ? { addressInsecureReason } : {}),
+  };
   // The addresses decide whether TLSA is looked up at all (DANE-21), once DANE applies to this MX.
   if (limitFails && limited && (ctx.mxStatus === 'secure' || ctx.trustInsecureMx)) {
     return { ...withAddr, kind: 'skip', skip: iterationLimitSkip(`the ${limited.qtype} lookup for ${mx.host}`, limited.qtype) };
@@ -172,7 +211,15 @@ export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> 
         break;
       }
       if (byIterationLimit(ans)) {
-        if (limitFails) return { ...withAddr, tlsaName, tlsaStatus, tlsaInsecureReason: 'nsec3-iterations', kind: 'skip', skip: iterationLimitSkip(`the TLSA lookup for ${name}`, 'TLSA') };
+        if (limitFails)
+          return {
+            ...withAddr,
+            tlsaName,
+            tlsaStatus,
+            tlsaInsecureReason: 'nsec3-iterations',
+            kind: 'skip',
+            skip: iterationLimitSkip(`the TLSA lookup for ${name}`, 'TLSA'),
+          };
         tlsaInsecureReason = 'nsec3-iterations';
       } else if (ans.status === 'insecure' && ans.insecureReason) tlsaInsecureReason = ans.insecureReason;
       if (ans.status === 'secure' && ans.records.length > 0) {
@@ -181,19 +228,39 @@ export async function planHost(ctx: HostContext, mx: MxHost): Promise<HostPlan> 
         tlsa = { kind: 'records', baseDomain: cand, records: ans.records, usable: ans.records.filter(isUsable).length };
         break;
       }
-      tlsa = { kind: 'none', why: ans.status === 'secure' ? `no TLSA records at ${name} (secure denial)` : `TLSA lookup for ${name} is insecure${tlsaInsecureReason ? ` (${tlsaInsecureReason}${tlsaInsecureReason === 'nsec3-iterations' ? ', accepted by nsec3-iterations-insecure' : ''})` : ''}` };
+      tlsa = {
+        kind: 'none',
+        why:
+          ans.status === 'secure'
+            ? `no TLSA records at ${name} (secure denial)`
+            : `TLSA lookup for ${name} is insecure${tlsaInsecureReason ? ` (${tlsaInsecureReason}${tlsaInsecureReason === 'nsec3-iterations' ? ', accepted by nsec3-iterations-insecure' : ''})` : ''}`,
+      };
     }
   }
-  const refs = tlsa.kind === 'records'
-    ? referenceNames({ baseDomain: tlsa.baseDomain, host: mx.host, nextHop: ctx.nextHop, expandedNextHop: ctx.expandedNextHop, mxStatus: ctx.mxStatus, implicit: ctx.implicit })
-    : [];
+  const refs =
+    tlsa.kind === 'records'
+      ? referenceNames({
+          baseDomain: tlsa.baseDomain,
+          host: mx.host,
+          nextHop: ctx.nextHop,
+          expandedNextHop: ctx.expandedNextHop,
+          mxStatus: ctx.mxStatus,
+          implicit: ctx.implicit,
+        })
+      : [];
   const d = decideTls({ level: ctx.level, host: mx.host, mxStatus: ctx.mxStatus, tlsa, references: refs });
   const extra = { tlsaName, tlsaStatus, tlsaRecords, ...(tlsaInsecureReason && tlsaStatus === 'insecure' ? { tlsaInsecureReason } : {}) };
   if ('skip' in d) {
-    const cause: SkipCause = d.resultType === 'dnssec-invalid'
-      ? { kind: 'lookup-failed', rrtype: 'TLSA', problem: tlsaProblem ?? 'error' }
-      : { kind: 'dane-required', ...(tlsaStatus && tlsaStatus !== 'secure' ? { tlsaInsecure: true } : {}) };
-    return { ...withAddr, ...extra, kind: 'skip', skip: { reason: d.skip, code: d.resultType === 'dnssec-invalid' ? '4.4.3' : '4.7.5', resultType: d.resultType, cause } };
+    const cause: SkipCause =
+      d.resultType === 'dnssec-invalid'
+        ? { kind: 'lookup-failed', rrtype: 'TLSA', problem: tlsaProblem ?? 'error' }
+        : { kind: 'dane-required', ...(tlsaStatus && tlsaStatus !== 'secure' ? { tlsaInsecure: true } : {}) };
+    return {
+      ...withAddr,
+      ...extra,
+      kind: 'skip',
+      skip: { reason: d.skip, code: d.resultType === 'dnssec-invalid' ? '4.4.3' : '4.7.5', resultType: d.resultType, cause },
+    };
   }
   return { ...withAddr, ...extra, kind: 'plan', plan: d.plan };
 }

@@ -18,7 +18,11 @@ export interface MxHost {
 
 export type MxDecision =
   | {
-      kind: 'hosts'; hosts: MxHost[]; status: DnssecStatus; implicit: boolean; /** CNAME-expanded next hop (DANE-55) */ expandedDomain?: string;
+      kind: 'hosts';
+      hosts: MxHost[];
+      status: DnssecStatus;
+      implicit: boolean /** CNAME-expanded next hop (DANE-55) */;
+      expandedDomain?: string;
       /** why the MX answer is insecure (route/host.ts: `nsec3-iterations` cannot switch DANE off) */
       insecureReason?: InsecureReason;
       /** MX hosts past `delivery.mx_host_limit`, in MX order: never planned nor tried (`capHosts`) */

@@ -28,7 +28,13 @@ export function hostContext(
   port: number,
 ): HostContext {
   return {
-    resolver, nextHop: domain, expandedNextHop: mx.expandedDomain, mxStatus: mx.status, implicit: mx.implicit, level: policy.level, port,
+    resolver,
+    nextHop: domain,
+    expandedNextHop: mx.expandedDomain,
+    mxStatus: mx.status,
+    implicit: mx.implicit,
+    level: policy.level,
+    port,
     ...(mx.insecureReason ? { mxInsecureReason: mx.insecureReason } : {}),
     ...(policy.trustInsecureMx ? { trustInsecureMx: true } : {}),
     ...(policy.nsec3IterationsInsecure ? { nsec3IterationsInsecure: true } : {}),

@@ -27,7 +27,12 @@ export function expired(received: number, now: number, cfg: Pick<BackoffConfig, 
 }
 
 /** A "delayed" DSN is due once per recipient after delay_warning, if enabled and not yet sent. */
-export function delayWarningDue(received: number, now: number, alreadyNotified: number | undefined, cfg: Pick<BackoffConfig, 'delay_warning' | 'lifetime'>): boolean {
+export function delayWarningDue(
+  received: number,
+  now: number,
+  alreadyNotified: number | undefined,
+  cfg: Pick<BackoffConfig, 'delay_warning' | 'lifetime'>,
+): boolean {
   return cfg.delay_warning > 0 && cfg.delay_warning < cfg.lifetime && alreadyNotified === undefined && now - received >= cfg.delay_warning;
 }
 

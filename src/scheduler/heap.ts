@@ -1,7 +1,9 @@
 /** A binary min-heap on a numeric key; the scheduler's timetable. */
 export class MinHeap<T> {
   private items: { k: number; v: T }[] = [];
-  get size(): number { return this.items.length; }
+  get size(): number {
+    return this.items.length;
+  }
   push(k: number, v: T): void {
     const a = this.items;
     a.push({ k, v });
@@ -13,7 +15,9 @@ export class MinHeap<T> {
       i = p;
     }
   }
-  peekKey(): number | undefined { return this.items[0]?.k; }
+  peekKey(): number | undefined {
+    return this.items[0]?.k;
+  }
   pop(): T | undefined {
     const a = this.items;
     if (a.length === 0) return undefined;
@@ -23,7 +27,8 @@ export class MinHeap<T> {
       a[0] = last;
       let i = 0;
       for (;;) {
-        const l = 2 * i + 1, r = l + 1;
+        const l = 2 * i + 1,
+          r = l + 1;
         let m = i;
         if (l < a.length && a[l]!.k < a[m]!.k) m = l;
         if (r < a.length && a[r]!.k < a[m]!.k) m = r;

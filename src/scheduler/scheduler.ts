@@ -90,10 +90,18 @@ export class Scheduler {
     });
   }
 
-  get size(): number { return this.messages.size; }
-  get activeDeliveries(): number { return this.active; }
-  list(): QueuedMessage[] { return [...this.messages.values()]; }
-  get(id: string): QueuedMessage | undefined { return this.messages.get(id); }
+  get size(): number {
+    return this.messages.size;
+  }
+  get activeDeliveries(): number {
+    return this.active;
+  }
+  list(): QueuedMessage[] {
+    return [...this.messages.values()];
+  }
+  get(id: string): QueuedMessage | undefined {
+    return this.messages.get(id);
+  }
 
   /** A message is queued (ingress, DSN, recovery). */
   add(msg: QueuedMessage): void {
@@ -131,14 +139,19 @@ export class Scheduler {
           touched = true;
         }
       }
-      if (touched) { n++; this.schedule(msg); }
+      if (touched) {
+        n++;
+        this.schedule(msg);
+      }
     }
     this.run();
     return n;
   }
 
   /** Look at the timetable now (after a clock change in tests, or on demand). */
-  kick(): void { this.run(); }
+  kick(): void {
+    this.run();
+  }
 
   private run(): void {
     if (this.stopping) return;
@@ -213,8 +226,18 @@ export class Scheduler {
     try {
       for (let job = dest.jobs.shift(); job; job = this.stopping ? undefined : dest.jobs.shift()) {
         const msg = this.messages.get(job.id);
-        if (!msg) { this.release(job.id, job.recipients); continue; }
-        const dj: DeliveryJob = { id: msg.id, envelope: msg.envelope, size: msg.size, recipients: job.recipients, body: () => this.deps.spool.openBody(msg.id), ...(msg.body ? { bodyFacts: msg.body } : {}) };
+        if (!msg) {
+          this.release(job.id, job.recipients);
+          continue;
+        }
+        const dj: DeliveryJob = {
+          id: msg.id,
+          envelope: msg.envelope,
+          size: msg.size,
+          recipients: job.recipients,
+          body: () => this.deps.spool.openBody(msg.id),
+          ...(msg.body ? { bodyFacts: msg.body } : {}),
+        };
         let outcomes: RecipientOutcome[];
         try {
           outcomes = await run.deliver(dj);
@@ -226,7 +249,11 @@ export class Scheduler {
         // Exactly one outcome per recipient handed out (issue 13): one left without an outcome would stay
         // due and be retried at every queue run, without backoff and without ever expiring.
         const checked = oneOutcomeEach(job.recipients, outcomes);
-        if (checked.breaches.length) this.deps.log.error({ queue_id: msg.id, domain: dest.domain, breaches: checked.breaches }, 'internal invariant breach: not exactly one outcome per recipient (repaired: deferred)');
+        if (checked.breaches.length)
+          this.deps.log.error(
+            { queue_id: msg.id, domain: dest.domain, breaches: checked.breaches },
+            'internal invariant breach: not exactly one outcome per recipient (repaired: deferred)',
+          );
         await this.settle(msg, checked.outcomes);
         this.release(job.id, job.recipients);
         await this.giveBack(msg.id);
@@ -267,7 +294,10 @@ export class Scheduler {
       const claimed = await shared.claim(room);
       this.nextClaim = claimed.length >= room ? 0 : now + this.deps.config.run_interval / 2;
       for (const m of claimed) {
-        if (this.stopping) { void shared.release(m.id); continue; }
+        if (this.stopping) {
+          void shared.release(m.id);
+          continue;
+        }
         this.add(m);
       }
     } catch (e) {
@@ -327,15 +357,20 @@ export class Scheduler {
       } catch (e) {
         if (list === relayed) {
           // The next hop has the message: sending it again for a lost notice would be worse than the loss.
-          this.deps.log.error({ err: e, queue_id: msg.id, to: list.map((d) => d.address) }, 'could not queue the relayed DSN (NOTIFY=SUCCESS); the recipients stay delivered');
+          this.deps.log.error(
+            { err: e, queue_id: msg.id, to: list.map((d) => d.address) },
+            'could not queue the relayed DSN (NOTIFY=SUCCESS); the recipients stay delivered',
+          );
           continue;
         }
         // Without its DSN a failure must not be recorded: keep the recipients open and retry later.
         this.deps.log.error({ err: e, queue_id: msg.id }, 'could not queue DSN; will retry');
         for (const d of list) {
           const r = next.get(d.address)!;
-          if (d.action === 'failed') { r.state = 'deferred'; r.nextAttempt = now + cfg.min_backoff; }
-          else r.delayNotified = undefined;
+          if (d.action === 'failed') {
+            r.state = 'deferred';
+            r.nextAttempt = now + cfg.min_backoff;
+          } else r.delayNotified = undefined;
         }
       }
     }
@@ -357,11 +392,20 @@ export class Scheduler {
 
   private async sendDsn(msg: QueuedMessage, recipients: DsnRecipient[]): Promise<void> {
     // RET=FULL (RFC 3461 §4.3) returns the whole message up to DSN_RETURN_LIMIT; otherwise only the header is read.
-    const full = returnsFull(msg.envelope, recipients.every((r) => r.action === 'failed')) && msg.size <= DSN_RETURN_LIMIT;
+    const full =
+      returnsFull(
+        msg.envelope,
+        recipients.every((r) => r.action === 'failed'),
+      ) && msg.size <= DSN_RETURN_LIMIT;
     const body = await this.deps.spool.readBodyPrefix(msg.id, full ? DSN_RETURN_LIMIT : 64 * 1024).catch(() => Buffer.alloc(0));
     const dsn = await composeDsn({
-      reportingMta: this.deps.hostname, queueId: msg.id, original: msg.envelope, originalHeaders: headerBlock(body),
-      ...(full && body.length === msg.size ? { originalFull: body } : {}), recipients, now: this.deps.now(),
+      reportingMta: this.deps.hostname,
+      queueId: msg.id,
+      original: msg.envelope,
+      originalHeaders: headerBlock(body),
+      ...(full && body.length === msg.size ? { originalFull: body } : {}),
+      recipients,
+      now: this.deps.now(),
     });
     const queued = await this.deps.spool.enqueue(dsn.envelope, dsn.message);
     this.deps.log.info({ queue_id: queued.id, original: msg.id, to: msg.envelope.from, action: recipients[0]!.action, nrcpt: recipients.length }, 'DSN queued');
@@ -375,13 +419,18 @@ export class Scheduler {
     const prev = this.persisting.get(msg.id) ?? Promise.resolve();
     const p = prev.then(() => this.persistNow(msg));
     this.persisting.set(msg.id, p);
-    void p.finally(() => { if (this.persisting.get(msg.id) === p) this.persisting.delete(msg.id); });
+    void p.finally(() => {
+      if (this.persisting.get(msg.id) === p) this.persisting.delete(msg.id);
+    });
     return p;
   }
 
   private async persistNow(msg: QueuedMessage): Promise<void> {
     try {
-      await this.deps.spool.updateRecipients(msg.id, msg.recipients.map((r) => ({ ...r })));
+      await this.deps.spool.updateRecipients(
+        msg.id,
+        msg.recipients.map((r) => ({ ...r })),
+      );
       this.dirty.delete(msg.id);
     } catch (e) {
       if ((e as { code?: string }).code === 'ELEASE') {
@@ -389,7 +438,10 @@ export class Scheduler {
         // cut off, too slow). The token refused the write; the message is that node's now.
         this.dirty.delete(msg.id);
         this.messages.delete(msg.id);
-        this.deps.log.warn({ queue_id: msg.id, node: this.deps.spool.shared?.node, err: (e as Error).message }, 'outcome not recorded: the lease was lost to another node');
+        this.deps.log.warn(
+          { queue_id: msg.id, node: this.deps.spool.shared?.node, err: (e as Error).message },
+          'outcome not recorded: the lease was lost to another node',
+        );
         return;
       }
       // In memory the state is right; on disk it is older, which at worst repeats a delivery.
@@ -401,7 +453,10 @@ export class Scheduler {
   private async persistDirty(): Promise<void> {
     for (const id of [...this.dirty]) {
       const msg = this.messages.get(id);
-      if (!msg) { this.dirty.delete(id); continue; }
+      if (!msg) {
+        this.dirty.delete(id);
+        continue;
+      }
       await this.persist(msg);
       this.forgetIfDone(msg);
       await this.giveBack(id);
@@ -414,7 +469,10 @@ export class Scheduler {
     if (!msg) return false;
     await this.deps.spool.setHeld(id, held);
     msg.held = held;
-    if (!held) { this.schedule(msg); this.run(); }
+    if (!held) {
+      this.schedule(msg);
+      this.run();
+    }
     return true;
   }
 
@@ -433,7 +491,10 @@ export class Scheduler {
     const msg = this.messages.get(id);
     if (!msg) return undefined;
     msg.recipients = change(msg.recipients);
-    await this.deps.spool.updateRecipients(msg.id, msg.recipients.map((r) => ({ ...r })));
+    await this.deps.spool.updateRecipients(
+      msg.id,
+      msg.recipients.map((r) => ({ ...r })),
+    );
     this.schedule(msg);
     this.run();
     return msg;

@@ -36,7 +36,17 @@ export function applyOutcome(
   if (o.result === 'sent') {
     const next: RecipientStatus = { ...r, state: 'delivered' };
     if (o.nextHopDsn || !notifyAllows(asked, 'success')) return { next };
-    return { next, dsn: { address: r.address, action: 'relayed', status: o.code, remoteMta: o.remoteMta, diagnostic: o.reply ? `smtp; ${o.reply}` : undefined, lastAttempt: now } };
+    return {
+      next,
+      dsn: {
+        address: r.address,
+        action: 'relayed',
+        status: o.code,
+        remoteMta: o.remoteMta,
+        diagnostic: o.reply ? `smtp; ${o.reply}` : undefined,
+        lastAttempt: now,
+      },
+    };
   }
   if (o.result === 'bounced' || expired(envelope.received, now, lifetimeFor(envelope.kind, cfg))) {
     r.state = 'failed';
@@ -45,11 +55,32 @@ export function applyOutcome(
       r.lastReason = `delivery time expired: ${o.reason}`;
     }
     if (!notifyAllows(asked, 'failure')) return { next: r };
-    return { next: r, dsn: { address: r.address, action: 'failed', status: r.dsnCode!, remoteMta: o.remoteMta, diagnostic: o.reply ? `smtp; ${o.reply}` : r.lastReason, lastAttempt: now } };
+    return {
+      next: r,
+      dsn: {
+        address: r.address,
+        action: 'failed',
+        status: r.dsnCode!,
+        remoteMta: o.remoteMta,
+        diagnostic: o.reply ? `smtp; ${o.reply}` : r.lastReason,
+        lastAttempt: now,
+      },
+    };
   }
   r.state = 'deferred';
   r.nextAttempt = now + backoffDelay(r.attempts, cfg, rand);
   if (!notifyAllows(asked, 'delay') || !delayWarningDue(envelope.received, now, r.delayNotified, cfg)) return { next: r };
   r.delayNotified = now;
-  return { next: r, dsn: { address: r.address, action: 'delayed', status: o.code, remoteMta: o.remoteMta, diagnostic: o.reply ? `smtp; ${o.reply}` : o.reason, lastAttempt: now, willRetryUntil: envelope.received + cfg.lifetime } };
+  return {
+    next: r,
+    dsn: {
+      address: r.address,
+      action: 'delayed',
+      status: o.code,
+      remoteMta: o.remoteMta,
+      diagnostic: o.reply ? `smtp; ${o.reply}` : o.reason,
+      lastAttempt: now,
+      willRetryUntil: envelope.received + cfg.lifetime,
+    },
+  };
 }

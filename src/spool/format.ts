@@ -116,7 +116,8 @@ export function parseHeader(head: Buffer, fileSize: number, intern?: Interner): 
   const problem = envelopeProblem(h.envelope);
   if (problem) throw new CorruptError(`header: ${problem}`);
   // The tag and the version go together: a v3 file without it, or the tag in an older format, was not written by us.
-  if ((h.v === REQUIRETLS_FORMAT_VERSION) !== ((h.envelope as Envelope).requireTls === true)) throw new CorruptError(`header: format ${h.v} ${h.v === REQUIRETLS_FORMAT_VERSION ? 'without' : 'with'} requireTls`);
+  if ((h.v === REQUIRETLS_FORMAT_VERSION) !== ((h.envelope as Envelope).requireTls === true))
+    throw new CorruptError(`header: format ${h.v} ${h.v === REQUIRETLS_FORMAT_VERSION ? 'without' : 'with'} requireTls`);
   const headerLength = nl + 1;
   if (headerLength + h.size !== fileSize) {
     throw new CorruptError(`size mismatch: header says ${h.size} body bytes, file has ${fileSize - headerLength}`);

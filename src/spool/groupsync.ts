@@ -27,12 +27,18 @@ export class GroupSync {
     const batch = this.waiting;
     this.waiting = [];
     this.running = true;
-    this.syncOnce().then(
-      () => { for (const w of batch) w.resolve(); },
-      (e) => { for (const w of batch) w.reject(e); },
-    ).finally(() => {
-      this.running = false;
-      if (this.waiting.length > 0) this.start();
-    });
+    this.syncOnce()
+      .then(
+        () => {
+          for (const w of batch) w.resolve();
+        },
+        (e) => {
+          for (const w of batch) w.reject(e);
+        },
+      )
+      .finally(() => {
+        this.running = false;
+        if (this.waiting.length > 0) this.start();
+      });
   }
 }

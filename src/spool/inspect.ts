@@ -9,7 +9,10 @@ import { join } from 'node:path';
 import { initialRecipients, parseHeader, parseState } from './format.js';
 import type { QueuedMessage } from './types.js';
 
-export interface SpoolListing { messages: QueuedMessage[]; unreadable: { id: string; reason: string }[] }
+export interface SpoolListing {
+  messages: QueuedMessage[];
+  unreadable: { id: string; reason: string }[];
+}
 
 export async function listSpool(dir: string): Promise<SpoolListing> {
   const out: SpoolListing = { messages: [], unreadable: [] };

@@ -29,8 +29,20 @@ import { GroupSync } from './groupsync.js';
 import { IdGenerator, isQueueId } from './id.js';
 import { acquireSpoolLock, isOwnerAlive, type SpoolLock } from './lock.js';
 import {
-  CorruptError, MAX_HEADER, SIZE_OFFSET, encodeHeader, encodeState, envelopeProblem, initialRecipients,
-  isDone, parseHeader, parseState, recipientsProblem, sizeField, Interner, type ParsedHeader,
+  CorruptError,
+  MAX_HEADER,
+  SIZE_OFFSET,
+  encodeHeader,
+  encodeState,
+  envelopeProblem,
+  initialRecipients,
+  isDone,
+  parseHeader,
+  parseState,
+  recipientsProblem,
+  sizeField,
+  Interner,
+  type ParsedHeader,
 } from './format.js';
 import type { Draft, Envelope, QueuedMessage, RecipientStatus, SpoolWriter } from './types.js';
 import { printableJson } from '../text/printable.js';
@@ -289,7 +301,9 @@ export class Spool implements SpoolWriter {
       await fs.fsyncDir(root);
       // The parent may be one the relay cannot read after dropping to `user:` (privileges.ts created
       // queue_dir as root and synced its parent then); anything else is a real failure.
-      await fs.fsyncDir(dirname(root)).catch((e: unknown) => { if (errno(e) !== 'EACCES') throw e; });
+      await fs.fsyncDir(dirname(root)).catch((e: unknown) => {
+        if (errno(e) !== 'EACCES') throw e;
+      });
       // Temp files of lock attempts by processes that died mid-way.
       for (const name of await fs.readdir(root)) {
         const m = /^lock\.(?:stale\.)?(\d+)\./.exec(name);
@@ -322,7 +336,9 @@ export class Spool implements SpoolWriter {
   /** @internal keeps close() waiting for operations in flight */
   track<T>(p: Promise<T>): Promise<T> {
     this.ops.add(p);
-    const done = () => { this.ops.delete(p); };
+    const done = () => {
+      this.ops.delete(p);
+    };
     p.then(done, done);
     return p;
   }
@@ -338,7 +354,9 @@ export class Spool implements SpoolWriter {
     const p = prev.then(fn);
     const tail = p.catch(() => undefined);
     this.chains.set(id, tail);
-    void tail.then(() => { if (this.chains.get(id) === tail) this.chains.delete(id); });
+    void tail.then(() => {
+      if (this.chains.get(id) === tail) this.chains.delete(id);
+    });
     return this.track(p);
   }
 

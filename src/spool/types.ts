@@ -1,11 +1,3 @@
-/**
- * The spool's contract with ingress and the scheduler.
- *
- * Invariant: `enqueue` resolves only after the message file and its directory
- * entry are durable (fsync of file, rename, fsync of directory). Recipient
- * state changes are durable when `updateRecipients` resolves. A crash at any
- * instant leaves every recipient either pending or done (delivered/failed).
- */
 import type { Readable } from 'node:stream';
 import type { BodyFacts } from '../mime/scan.js';
 import type { MailDsn, RcptDsn } from '../dsn/params.js';

@@ -21,7 +21,11 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const srcDir = join(root, 'src');
 const ROOT_LAYER = '(src)';
 
-export interface ImportRef { from: string; specifier: string; line: number }
+export interface ImportRef {
+  from: string;
+  specifier: string;
+  line: number;
+}
 
 /** Static declarations: the clause between the keyword and `from` holds only names, braces, commas, `*`, `as`, `type`. */
 const STATIC = /^[ \t]*(?:import|export)\s+(?:type\s+)?(?:[\w$\s{},*]*?\s*from\s*)?(['"])([^'"\n]+)\1/gm;
@@ -87,7 +91,11 @@ export function parseLayers(markdown: string): Map<string, number> {
   return ranks;
 }
 
-export interface Edge { from: string; to: string; where: string }
+export interface Edge {
+  from: string;
+  to: string;
+  where: string;
+}
 
 /** Imports that run sideways or up: the target's layer is not strictly below the importer's. */
 export function layerViolations(edges: Edge[], ranks: Map<string, number>): string[] {
@@ -169,7 +177,10 @@ function srcEdges(): { edges: Edge[]; problems: string[]; units: Set<string> } {
     problems.push(...r.problems);
     for (const ref of r.refs) {
       const target = relative(srcDir, resolve(dirname(file), ref.specifier));
-      if (target.startsWith('..')) { problems.push(`src/${rel}:${ref.line}: imports ${ref.specifier}, outside src/`); continue; }
+      if (target.startsWith('..')) {
+        problems.push(`src/${rel}:${ref.line}: imports ${ref.specifier}, outside src/`);
+        continue;
+      }
       edges.push({ from: unitOf(rel), to: unitOf(target), where: `src/${rel}:${ref.line} (${ref.specifier})` });
     }
   }
@@ -205,30 +216,42 @@ describe('the layer checker itself (what it must catch)', () => {
   const ranks = parseLayers('<!-- layers:begin -->\n1. `text`, `files` — leaves\n2. `dns` — wire\n3. `config` — c\n4. `(src)` — top\n<!-- layers:end -->');
 
   it('parses the numbered list, lowest first', () => {
-    expect([...ranks]).toEqual([['text', 0], ['files', 0], ['dns', 1], ['config', 2], ['(src)', 3]]);
+    expect([...ranks]).toEqual([
+      ['text', 0],
+      ['files', 0],
+      ['dns', 1],
+      ['config', 2],
+      ['(src)', 3],
+    ]);
   });
 
   it('reads every shape of import declaration, including multi-line and type-only ones, and no look-alike', () => {
     const text = [
       "import 'reflect-metadata';",
-      "import { a,",
+      'import { a,',
       "  b } from '../dns/wire.js';",
-      "import type { C } from \"../config/schema.js\";",
+      'import type { C } from "../config/schema.js";',
       "export * from './x.js';",
       "export { d } from '../text/printable.js';",
       "const m = await import('../files/private.js');",
       "// a comment that mentions import and from 'nowhere'",
-      "const s = 'import x from \"../config/load.js\"';",
+      'const s = \'import x from "../config/load.js"\';',
     ].join('\n');
     const r = importsOf('f.ts', text);
     expect(r.problems).toEqual([]);
     expect(r.refs.map((x) => [x.specifier, x.line])).toEqual([
-      ['../dns/wire.js', 2], ['../config/schema.js', 4], ['./x.js', 5], ['../text/printable.js', 6], ['../files/private.js', 7],
+      ['../dns/wire.js', 2],
+      ['../config/schema.js', 4],
+      ['./x.js', 5],
+      ['../text/printable.js', 6],
+      ['../files/private.js', 7],
     ]);
   });
 
   it('refuses what it cannot read: a computed dynamic import, a declaration of an unknown shape', () => {
-    expect(importsOf('f.ts', 'const m = await import(name);').problems).toEqual(['f.ts:1: dynamic import with a computed specifier (the layers cannot be checked)']);
+    expect(importsOf('f.ts', 'const m = await import(name);').problems).toEqual([
+      'f.ts:1: dynamic import with a computed specifier (the layers cannot be checked)',
+    ]);
     expect(importsOf('f.ts', "import x = require('../config/load.js');").problems).toHaveLength(1);
   });
 

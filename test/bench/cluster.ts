@@ -35,7 +35,11 @@ function cpuOfUser(uid: number): number {
   let s = 0;
   for (const p of readdirSync('/proc')) {
     if (!/^\d+$/.test(p)) continue;
-    try { if (statSync(`/proc/${p}`).uid === uid) s += cpuOf(Number(p)); } catch { /* gone */ }
+    try {
+      if (statSync(`/proc/${p}`).uid === uid) s += cpuOf(Number(p));
+    } catch {
+      /* gone */
+    }
   }
   return s;
 }
@@ -54,47 +58,64 @@ async function main(): Promise<void> {
   const rx = await startClusterReceiver();
   const dir = mkdtempSync(join(tmpdir(), 'dane-relay-bench-cluster-'));
   const rows: string[] = [];
-  const payload = SmtpTestClient.dataPayload(`From: app@sender.test\r\nTo: u@dest.test\r\nSubject: bench\r\nX-Test-Id: b\r\n\r\n${'abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkl\r\n'.repeat(50)}`);
+  const payload = SmtpTestClient.dataPayload(
+    `From: app@sender.test\r\nTo: u@dest.test\r\nSubject: bench\r\nX-Test-Id: b\r\n\r\n${'abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkl\r\n'.repeat(50)}`,
+  );
   let base: { rate: number; cpu: number } | undefined;
   try {
-    for (const [backend, n] of [['file', 1], ['postgres', 1], ['postgres', 2], ['postgres', 3]] as const) {
+    for (const [backend, n] of [
+      ['file', 1],
+      ['postgres', 1],
+      ['postgres', 2],
+      ['postgres', 3],
+    ] as const) {
       pg.sql('DELETE FROM relay_messages; DELETE FROM relay_slots');
       const nodes: { relay: RelayProcess; port: number }[] = [];
       for (let i = 0; i < n; i++) {
         const port = await freePort();
         const f = join(dir, `${backend}${n}-${i}.yml`);
-        writeFileSync(f, `listen: ["127.0.0.1:${port}"]\nhostname: relay.test\nqueue_dir: ${join(dir, `${backend}${n}-${i}`)}\n` +
-          (backend === 'postgres' ? `spool:\n  backend: postgres\n  postgres:\n    url: "${pg.url}"\n    password_file: ${pg.passwordFile}\n    node: b${i}\n` : '') +
-          `dns:\n  mode: trust-ad\n  resolvers: ["${dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
-          `delivery:\n  port: ${rx.port}\n  tls_level: may\n  per_destination: 20\n  concurrency: 50\nqueue:\n  run_interval: 200ms\ntlsrpt:\n  enabled: false\nlog:\n  level: warn\n`, { mode: 0o644 });
+        writeFileSync(
+          f,
+          `listen: ["127.0.0.1:${port}"]\nhostname: relay.test\nqueue_dir: ${join(dir, `${backend}${n}-${i}`)}\n` +
+            (backend === 'postgres'
+              ? `spool:\n  backend: postgres\n  postgres:\n    url: "${pg.url}"\n    password_file: ${pg.passwordFile}\n    node: b${i}\n`
+              : '') +
+            `dns:\n  mode: trust-ad\n  resolvers: ["${dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
+            `delivery:\n  port: ${rx.port}\n  tls_level: may\n  per_destination: 20\n  concurrency: 50\nqueue:\n  run_interval: 200ms\ntlsrpt:\n  enabled: false\nlog:\n  level: warn\n`,
+          { mode: 0o644 },
+        );
         const node = { relay: new RelayProcess(f, port), port };
         await startNode(node);
         nodes.push(node);
       }
       const before = rx.deliveries.length;
-      const conns = await Promise.all(Array.from({ length: CLIENTS }, async (_, i) => {
-        const c = await SmtpTestClient.connect({ port: nodes[i % n]!.port, timeout: 60_000 });
-        await c.ehlo('bench.client');
-        return c;
-      }));
+      const conns = await Promise.all(
+        Array.from({ length: CLIENTS }, async (_, i) => {
+          const c = await SmtpTestClient.connect({ port: nodes[i % n]!.port, timeout: 60_000 });
+          await c.ehlo('bench.client');
+          return c;
+        }),
+      );
       const cpu0 = nodes.map((x) => cpuOf(x.relay.pid!));
       const db0 = cpuOfUser(dbUid);
       const lat: number[] = [];
       let next = 0;
       const t0 = performance.now();
-      await Promise.all(conns.map(async (c) => {
-        while (next < MESSAGES) {
-          next++;
-          c.write('MAIL FROM:<app@sender.test>\r\nRCPT TO:<u@dest.test>\r\nDATA\r\n');
-          const [m, r, d] = await c.replies(3);
-          if (m!.code !== 250 || r!.code !== 250 || d!.code !== 354) throw new Error(`refused: ${m!.raw} ${r!.raw} ${d!.raw}`);
-          const s = performance.now();
-          c.write(payload);
-          const end = await c.reply();
-          if (end.code !== 250) throw new Error(`end of data: ${end.raw}`);
-          lat.push(performance.now() - s);
-        }
-      }));
+      await Promise.all(
+        conns.map(async (c) => {
+          while (next < MESSAGES) {
+            next++;
+            c.write('MAIL FROM:<app@sender.test>\r\nRCPT TO:<u@dest.test>\r\nDATA\r\n');
+            const [m, r, d] = await c.replies(3);
+            if (m!.code !== 250 || r!.code !== 250 || d!.code !== 354) throw new Error(`refused: ${m!.raw} ${r!.raw} ${d!.raw}`);
+            const s = performance.now();
+            c.write(payload);
+            const end = await c.reply();
+            if (end.code !== 250) throw new Error(`end of data: ${end.raw}`);
+            lat.push(performance.now() - s);
+          }
+        }),
+      );
       const ingestMs = performance.now() - t0;
       while (rx.deliveries.length - before < MESSAGES) await new Promise((r) => setTimeout(r, 20));
       const totalMs = performance.now() - t0;
@@ -106,7 +127,9 @@ async function main(): Promise<void> {
       const rate = MESSAGES / (totalMs / 1000);
       const cpuPerMsg = (cpu.reduce((a, b) => a + b, 0) / MESSAGES) * 1000;
       base ??= { rate, cpu: cpuPerMsg };
-      rows.push(`| ${backend} | ${n} | ${Math.round(rate)} | ${(MESSAGES / (ingestMs / 1000)).toFixed(0)} | ${pct(lat, 0.5).toFixed(1)} | ${pct(lat, 0.99).toFixed(1)} | ${cpu.map((c) => ((c / MESSAGES) * 1000).toFixed(2)).join(' / ')} | ${backend === 'postgres' ? ((db / MESSAGES) * 1000).toFixed(2) : '–'} | ${(rate / base.rate).toFixed(2)}× | ${(cpuPerMsg / base.cpu).toFixed(2)}× |`);
+      rows.push(
+        `| ${backend} | ${n} | ${Math.round(rate)} | ${(MESSAGES / (ingestMs / 1000)).toFixed(0)} | ${pct(lat, 0.5).toFixed(1)} | ${pct(lat, 0.99).toFixed(1)} | ${cpu.map((c) => ((c / MESSAGES) * 1000).toFixed(2)).join(' / ')} | ${backend === 'postgres' ? ((db / MESSAGES) * 1000).toFixed(2) : '–'} | ${(rate / base.rate).toFixed(2)}× | ${(cpuPerMsg / base.cpu).toFixed(2)}× |`,
+      );
       console.error(rows[rows.length - 1]);
     }
   } finally {
@@ -123,7 +146,9 @@ async function main(): Promise<void> {
     '```',
     '',
     `${MESSAGES} messages of ~4 KB from ${CLIENTS} SMTP clients spread over the nodes, delivered to one receiver on loopback (tls_level may);`,
-    `PostgreSQL 15 on a Unix socket, synchronous_commit on, fsync on; ${cpus().length} CPUs, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end (other work on the machine).`,
+    `PostgreSQL 15 on a Unix socket, synchronous_commit on, fsync on; ${cpus().length} CPUs, load average ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')} at the end (other work on the machine).`,
     'End to end = first submission until the receiver has every message. CPU = user+system of each relay process (/proc), and of every process of the database cluster, per message.',
     '',
     '| spool | nodes | end to end msg/s | ingest msg/s | ingest p50 ms | ingest p99 ms | relay CPU ms/msg per node | database CPU ms/msg | vs file: throughput | vs file: relay CPU/msg (all nodes) |',

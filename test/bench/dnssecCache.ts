@@ -20,14 +20,16 @@ async function main(): Promise<void> {
   const t0 = Date.now();
   let next = 0;
   let secure = 0;
-  await Promise.all(Array.from({ length: 32 }, async () => {
-    while (next < names) {
-      const i = next++;
-      const a = await r.lookup(`h${i}.many.test`, 'A');
-      if (a.status === 'secure' && !a.error) secure++;
-      if ((i & 1023) === 0) t.dns.queries.length = 0; // the test server's query log is not the cache
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: 32 }, async () => {
+      while (next < names) {
+        const i = next++;
+        const a = await r.lookup(`h${i}.many.test`, 'A');
+        if (a.status === 'secure' && !a.error) secure++;
+        if ((i & 1023) === 0) t.dns.queries.length = 0; // the test server's query log is not the cache
+      }
+    }),
+  );
   const ms = Date.now() - t0;
   t.dns.queries.length = 0;
   gc();

@@ -6,28 +6,37 @@ import { SmtpTestClient } from '../support/submit.js';
 import type { Receiver } from '../support/receiver.js';
 
 export async function connectClients(port: number, clients: number): Promise<SmtpTestClient[]> {
-  return Promise.all(Array.from({ length: clients }, async () => {
-    const c = await SmtpTestClient.connect({ port, timeout: 30_000 });
-    await c.ehlo('bench.client');
-    return c;
-  }));
+  return Promise.all(
+    Array.from({ length: clients }, async () => {
+      const c = await SmtpTestClient.connect({ port, timeout: 30_000 });
+      await c.ehlo('bench.client');
+      return c;
+    }),
+  );
 }
 
 /** Submits messages 0…total-1 (recipient `rcpt(i)`, default user<i>@dest.test) over the open connections; throws on any refusal. */
-export async function submitAll(conns: SmtpTestClient[], total: number, payload: Buffer | ((i: number) => Buffer), rcpt: (i: number) => string = (i) => `user${i}@dest.test`): Promise<void> {
+export async function submitAll(
+  conns: SmtpTestClient[],
+  total: number,
+  payload: Buffer | ((i: number) => Buffer),
+  rcpt: (i: number) => string = (i) => `user${i}@dest.test`,
+): Promise<void> {
   let next = 0;
-  await Promise.all(conns.map(async (c) => {
-    while (next < total) {
-      const i = next++;
-      await c.cmd('MAIL FROM:<app@sender.test>');
-      await c.cmd(`RCPT TO:<${rcpt(i)}>`);
-      const d = await c.cmd('DATA');
-      if (d.code !== 354) throw new Error(`DATA: ${d.raw}`);
-      c.write(typeof payload === 'function' ? payload(i) : payload);
-      const end = await c.reply();
-      if (end.code !== 250) throw new Error(`end of data: ${end.raw}`);
-    }
-  }));
+  await Promise.all(
+    conns.map(async (c) => {
+      while (next < total) {
+        const i = next++;
+        await c.cmd('MAIL FROM:<app@sender.test>');
+        await c.cmd(`RCPT TO:<${rcpt(i)}>`);
+        const d = await c.cmd('DATA');
+        if (d.code !== 354) throw new Error(`DATA: ${d.raw}`);
+        c.write(typeof payload === 'function' ? payload(i) : payload);
+        const end = await c.reply();
+        if (end.code !== 250) throw new Error(`end of data: ${end.raw}`);
+      }
+    }),
+  );
 }
 
 /**

@@ -67,20 +67,40 @@ function nsPer(n: number, f: () => void): number {
 
 /** `fsyncRate`: section (1)'s messages per second, to put the per-message cost in proportion. */
 export async function mimeSection(say: (s?: string) => void, fsyncRate?: number): Promise<void> {
-  const TOTAL = 2000, CLIENTS = 20, SIZE = 2048, RUNS = 3;
+  const TOTAL = 2000,
+    CLIENTS = 20,
+    SIZE = 2048,
+    RUNS = 3;
   say('## 7. 8BITMIME conversion and line limits: what 7-bit mail pays');
   say();
-  say('Every body is scanned once while it streams into the spool (8-bit octets, lines over 998 octets, NUL; `src/mime/scan.ts`) and the answer is kept in the message file\'s header, so delivery decides per next hop without reading the body; only 8-bit mail to a server without 8BITMIME (or a long line, or NUL) is read again and converted (`src/mime/downgrade.ts`).');
+  say(
+    "Every body is scanned once while it streams into the spool (8-bit octets, lines over 998 octets, NUL; `src/mime/scan.ts`) and the answer is kept in the message file's header, so delivery decides per next hop without reading the body; only 8-bit mail to a server without 8BITMIME (or a long line, or NUL) is read again and converted (`src/mime/downgrade.ts`).",
+  );
   say();
   const small = message(SIZE, false);
-  const scanSmall = nsPer(200_000, () => { const s = new BodyScanner(); s.push(small); void s.facts; });
+  const scanSmall = nsPer(200_000, () => {
+    const s = new BodyScanner();
+    s.push(small);
+    void s.facts;
+  });
   const big = Buffer.concat(Array.from({ length: 800 }, () => message(64 * 1024, false).subarray(200)));
   const t0 = performance.now();
   const s = new BodyScanner();
   for (let i = 0; i < big.length; i += 64 * 1024) s.push(big.subarray(i, i + 64 * 1024));
   const scanMBs = big.length / 1e6 / ((performance.now() - t0) / 1000);
-  const env: Envelope = { from: 'a@sender.test', recipients: ['u@dest.test'], smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: 0, kind: 'normal' };
-  const ext = new Map([['PIPELINING', ''], ['SIZE', '']]);
+  const env: Envelope = {
+    from: 'a@sender.test',
+    recipients: ['u@dest.test'],
+    smtputf8: false,
+    eightBit: false,
+    client: { address: '127.0.0.1' },
+    received: 0,
+    kind: 'normal',
+  };
+  const ext = new Map([
+    ['PIPELINING', ''],
+    ['SIZE', ''],
+  ]);
   const src = { envelope: env, size: small.length, facts: s.facts, body: () => Readable.from([small]) };
   let decide = 0;
   {
@@ -104,9 +124,13 @@ export async function mimeSection(say: (s?: string) => void, fsyncRate?: number)
   say(`| ingest: scan of a ${SIZE}-byte 7-bit message (once, while it is written to the spool) | ${(scanSmall / 1000).toFixed(2)} µs |`);
   say(`| ingest: scan of a ${(big.length / 1e6).toFixed(0)} MB 7-bit body in 64 KiB chunks | ${scanMBs.toFixed(0)} MB/s |`);
   say(`| delivery: the body decision for 7-bit mail (no read, no copy: the spool stream as it is) | ${(decide / 1000).toFixed(2)} µs |`);
-  say(`| for contrast, 8-bit mail to a server without 8BITMIME: plan + convert of ${(eight.length / 1e6).toFixed(0)} MB of UTF-8 text to quoted-printable | ${(eight.length / 1e6 / (planMs / 1000)).toFixed(0)} MB/s + ${(eight.length / 1e6 / (convMs / 1000)).toFixed(0)} MB/s (${(out / eight.length).toFixed(2)}× the size) |`);
+  say(
+    `| for contrast, 8-bit mail to a server without 8BITMIME: plan + convert of ${(eight.length / 1e6).toFixed(0)} MB of UTF-8 text to quoted-printable | ${(eight.length / 1e6 / (planMs / 1000)).toFixed(0)} MB/s + ${(eight.length / 1e6 / (convMs / 1000)).toFixed(0)} MB/s (${(out / eight.length).toFixed(2)}× the size) |`,
+  );
   say();
-  say(`End to end, one relay delivering to two destinations side by side (no TLS: insecure zone, receivers without STARTTLS, bodies hashed not kept): ${TOTAL} messages of 2 KB by ${CLIENTS} clients, alternating between a receiver with 8BITMIME and one without. Both halves share the machine, the spool and the scheduler, so the ratio of their throughputs is the cost of the missing 8BITMIME for that mail. ${RUNS} runs of 7-bit mail (median reported), then one of 8-bit mail, where the half without 8BITMIME is converted, for contrast.`);
+  say(
+    `End to end, one relay delivering to two destinations side by side (no TLS: insecure zone, receivers without STARTTLS, bodies hashed not kept): ${TOTAL} messages of 2 KB by ${CLIENTS} clients, alternating between a receiver with 8BITMIME and one without. Both halves share the machine, the spool and the scheduler, so the ratio of their throughputs is the cost of the missing 8BITMIME for that mail. ${RUNS} runs of 7-bit mail (median reported), then one of 8-bit mail, where the half without 8BITMIME is converted, for contrast.`,
+  );
   say();
   say('| run | mail | with 8BITMIME msgs/s | without 8BITMIME msgs/s | ratio without/with | messages converted |');
   say('|---:|---|---:|---:|---:|---:|');
@@ -122,10 +146,18 @@ export async function mimeSection(say: (s?: string) => void, fsyncRate?: number)
   const median = ratios[Math.floor(ratios.length / 2)]!;
   say();
   say(`- Median ratio without/with 8BITMIME for 7-bit mail: **${median.toFixed(3)}** → target ≥ 0.97 (no cost) → **${median >= 0.97 ? 'PASS' : 'MISS'}**`);
-  say(`- Per 7-bit message the relay spends ${((scanSmall + decide) / 1000).toFixed(2)} µs on it in all${fsyncRate ? `, against ~${(1e6 / fsyncRate).toFixed(0)} µs of fsync per message at (1)'s rate` : ''}.`);
+  say(
+    `- Per 7-bit message the relay spends ${((scanSmall + decide) / 1000).toFixed(2)} µs on it in all${fsyncRate ? `, against ~${(1e6 / fsyncRate).toFixed(0)} µs of fsync per message at (1)'s rate` : ''}.`,
+  );
   say();
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  mimeSection((s = '') => console.log(s)).then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
+  mimeSection((s = '') => console.log(s)).then(
+    () => process.exit(0),
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
 }

@@ -34,7 +34,13 @@ const OURS: { label: string; perDestination?: number }[] = [
 ];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface ProcStat { pid: number; ppid: number; cpu: number; childCpu: number; rss: number }
+interface ProcStat {
+  pid: number;
+  ppid: number;
+  cpu: number;
+  childCpu: number;
+  rss: number;
+}
 
 function stat(pid: number): ProcStat | undefined {
   try {
@@ -60,7 +66,10 @@ function pss(pid: number): number {
 
 /** A process and its descendants: CPU (own + reaped children) and summed PSS. */
 function tree(root: number, memory = false): { cpu: number; rss: number } {
-  const all = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map((d) => stat(Number(d))).filter((s): s is ProcStat => !!s);
+  const all = readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .map((d) => stat(Number(d)))
+    .filter((s): s is ProcStat => !!s);
   const kids = new Map<number, ProcStat[]>();
   for (const s of all) kids.set(s.ppid, [...(kids.get(s.ppid) ?? []), s]);
   let cpu = 0;
@@ -75,7 +84,19 @@ function tree(root: number, memory = false): { cpu: number; rss: number } {
   return { cpu, rss };
 }
 
-interface Result { relay: string; size: number; n: number; delivered: number; e2eRate: number; ingestRate: number; ingestSecs: number; e2eSecs: number; cpu: number; peakRss: number; lost: number }
+interface Result {
+  relay: string;
+  size: number;
+  n: number;
+  delivered: number;
+  e2eRate: number;
+  ingestRate: number;
+  ingestSecs: number;
+  e2eSecs: number;
+  cpu: number;
+  peakRss: number;
+  lost: number;
+}
 
 function count(dir: string): number {
   return existsSync(dir) ? readdirSync(dir).length : 0;
@@ -95,11 +116,15 @@ async function runOne(relay: string, pid: number, server: string, rx: PostfixRec
   })();
   const t0 = performance.now();
   const ingest = await new Promise<number>((resolve, reject) => {
-    execFile('/usr/sbin/smtp-source', ['-d', '-s', String(SESSIONS), '-m', String(N), '-l', String(size), '-M', 'bench.client.invalid',
-      '-f', 'bench@sender.tst', '-t', rcpt, server], { maxBuffer: 64 * 1024 * 1024 }, (err, _out, errOut) => {
-      if (err) reject(new Error(`smtp-source: ${err.message} ${errOut}`));
-      else resolve(performance.now());
-    });
+    execFile(
+      '/usr/sbin/smtp-source',
+      ['-d', '-s', String(SESSIONS), '-m', String(N), '-l', String(size), '-M', 'bench.client.invalid', '-f', 'bench@sender.tst', '-t', rcpt, server],
+      { maxBuffer: 64 * 1024 * 1024 },
+      (err, _out, errOut) => {
+        if (err) reject(new Error(`smtp-source: ${err.message} ${errOut}`));
+        else resolve(performance.now());
+      },
+    );
   });
   const deadline = Date.now() + Math.max(300_000, N * 60);
   let last = count(rx.newDir);
@@ -107,7 +132,10 @@ async function runOne(relay: string, pid: number, server: string, rx: PostfixRec
   while (count(rx.newDir) - base < N && Date.now() < deadline) {
     await sleep(50);
     const c = count(rx.newDir);
-    if (c !== last) { last = c; lastChange = Date.now(); }
+    if (c !== last) {
+      last = c;
+      lastChange = Date.now();
+    }
     if (Date.now() - lastChange > 120_000) break; // stalled: report what arrived
   }
   const t1 = performance.now();
@@ -116,10 +144,17 @@ async function runOne(relay: string, pid: number, server: string, rx: PostfixRec
   const delivered = count(rx.newDir) - base;
   const cpu = tree(pid).cpu - cpu0;
   const r: Result = {
-    relay, size, n: N, delivered,
-    e2eSecs: (t1 - t0) / 1000, ingestSecs: (ingest - t0) / 1000,
-    e2eRate: delivered / ((t1 - t0) / 1000), ingestRate: N / ((ingest - t0) / 1000),
-    cpu, peakRss: peak, lost: N - delivered,
+    relay,
+    size,
+    n: N,
+    delivered,
+    e2eSecs: (t1 - t0) / 1000,
+    ingestSecs: (ingest - t0) / 1000,
+    e2eRate: delivered / ((t1 - t0) / 1000),
+    ingestRate: N / ((ingest - t0) / 1000),
+    cpu,
+    peakRss: peak,
+    lost: N - delivered,
   };
   console.log(JSON.stringify(r));
   return r;
@@ -139,13 +174,23 @@ async function main(): Promise<void> {
       ],
     });
     // the receiver's queue and Maildir on tmpfs: its fsyncs are not what is being measured
-    rx = await startPostfixReceivers({ baseDir: existsSync('/dev/shm') ? '/dev/shm' : undefined, resolver: dns.unbound, listeners: [{ name: 'mx1.bench.tst', address: '127.0.200.1', tls: { keyPem: ee.keyPem, chainPem: ee.certPem } }] });
+    rx = await startPostfixReceivers({
+      baseDir: existsSync('/dev/shm') ? '/dev/shm' : undefined,
+      resolver: dns.unbound,
+      listeners: [{ name: 'mx1.bench.tst', address: '127.0.200.1', tls: { keyPem: ee.keyPem, chainPem: ee.certPem } }],
+    });
     for (const size of SIZES) {
       // Postfix first, then ours: each relay starts fresh (empty queue) for each size.
       const pf = await startPostfixRelay({
-        address: '127.0.0.2', resolver: dns.unbound,
+        address: '127.0.0.2',
+        resolver: dns.unbound,
         // production-like: normal retry timers, TLS session cache as Debian ships it
-        extra: { queue_run_delay: '300s', minimal_backoff_time: '300s', maximal_backoff_time: '4000s', smtp_tls_session_cache_database: 'btree:${data_directory}/smtp_scache' },
+        extra: {
+          queue_run_delay: '300s',
+          minimal_backoff_time: '300s',
+          maximal_backoff_time: '4000s',
+          smtp_tls_session_cache_database: 'btree:${data_directory}/smtp_scache',
+        },
       });
       try {
         results.push(await runOne('postfix', pf.pid, `${pf.address}:${pf.port}`, rx, size, 'pf@bench.tst'));
@@ -176,30 +221,34 @@ function writeSection(results: Result[]): void {
     '## vs Postfix 3.7 (`npm run bench:postfix`)',
     '',
     `Command: \`npm run bench:postfix\` (N = ${N.toLocaleString('en-US')} per size; \`BENCH_N=1000 npm run bench:postfix\` for a quick run). ` +
-    `Measured ${new Date().toISOString().slice(0, 16)}Z on ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'CPU'} (shared machine).`,
+      `Measured ${new Date().toISOString().slice(0, 16)}Z on ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'CPU'} (shared machine).`,
     '',
     'Same world for both, one relay after the other: nsd + Unbound under a private root, one Postfix receiver (queue and Maildir on tmpfs, so its',
-    'own fsyncs do not cap the relays; the relays\' spools are on the disk of section 1) with a',
+    "own fsyncs do not cap the relays; the relays' spools are on the disk of section 1) with a",
     `valid DANE-EE \`3 1 1\` record. Load: \`smtp-source -d -s ${SESSIONS} -m N -l SIZE\` into the relay. Postfix: \`smtp_tls_security_level = dane\`,`,
     '`smtp_dns_support_level = dnssec`, TLS session cache, otherwise defaults (20 connections per destination). dane-relay: `dns.mode: trust-ad`,',
     'defaults (10 connections per destination), and once more with `delivery.per_destination: 20` to match Postfix. End to end = submission',
-    'start → last message in the receiver\'s Maildir; ingest = smtp-source\'s run; CPU = utime+stime of the relay\'s processes (Postfix: master and',
+    "start → last message in the receiver's Maildir; ingest = smtp-source's run; CPU = utime+stime of the relay's processes (Postfix: master and",
     'all its children, reaped ones included); peak memory = largest sum of PSS (/proc/PID/smaps_rollup: resident pages, shared ones divided among',
-    'their sharers, so Postfix\'s shared libraries are not counted once per process) over those processes, sampled every 100 ms. The receiver is the same for both',
+    "their sharers, so Postfix's shared libraries are not counted once per process) over those processes, sampled every 100 ms. The receiver is the same for both",
     '(the ratio is what it is under this receiver).',
     '',
     '| size | relay | delivered / N | end-to-end msg/s | ingest msg/s | CPU s | peak PSS MB |',
     '| --- | --- | --- | --- | --- | --- | --- |',
-    ...results.map((r) => `| ${r.size / 1024} KB | ${r.relay} | ${r.delivered} / ${r.n} | ${f1(r.e2eRate)} | ${f1(r.ingestRate)} | ${f1(r.cpu)} | ${mb(r.peakRss)} |`),
+    ...results.map(
+      (r) => `| ${r.size / 1024} KB | ${r.relay} | ${r.delivered} / ${r.n} | ${f1(r.e2eRate)} | ${f1(r.ingestRate)} | ${f1(r.cpu)} | ${mb(r.peakRss)} |`,
+    ),
     '',
     '| size | ours | end-to-end ratio (ours / Postfix) | ingest ratio | CPU ratio | peak PSS ratio | loss (ours, Postfix) |',
     '| --- | --- | --- | --- | --- | --- | --- |',
-    ...SIZES.flatMap((size) => OURS.map((v) => {
-      const p = results.find((r) => r.size === size && r.relay === 'postfix');
-      const o = results.find((r) => r.size === size && r.relay === v.label);
-      if (!p || !o) return `| ${size / 1024} KB | ${v.label} | (incomplete run) | | | | |`;
-      return `| ${size / 1024} KB | ${v.label} | ${f2(o.e2eRate / p.e2eRate)}× | ${f2(o.ingestRate / p.ingestRate)}× | ${f2(o.cpu / p.cpu)}× | ${f2(o.peakRss / p.peakRss)}× | ${o.lost}, ${p.lost} |`;
-    })),
+    ...SIZES.flatMap((size) =>
+      OURS.map((v) => {
+        const p = results.find((r) => r.size === size && r.relay === 'postfix');
+        const o = results.find((r) => r.size === size && r.relay === v.label);
+        if (!p || !o) return `| ${size / 1024} KB | ${v.label} | (incomplete run) | | | | |`;
+        return `| ${size / 1024} KB | ${v.label} | ${f2(o.e2eRate / p.e2eRate)}× | ${f2(o.ingestRate / p.ingestRate)}× | ${f2(o.cpu / p.cpu)}× | ${f2(o.peakRss / p.peakRss)}× | ${o.lost}, ${p.lost} |`;
+      }),
+    ),
     '',
     'Goal: ≥ 1.5× Postfix end to end with no loss. One run on a machine shared with other jobs: rates move by tens of percent between',
     'runs, so compare several runs (`BENCH_N` smaller for quick ones) before drawing conclusions.',

@@ -21,8 +21,13 @@ async function write(): Promise<void> {
     while (next < count && Date.now() - t0 < maxMs) {
       const i = next++;
       const env: Envelope = {
-        from: `app${i % 100}@sender.test`, recipients: [`user${i}@dest${i % 50}.test`], smtputf8: false, eightBit: false,
-        client: { address: '127.0.0.1', name: 'bench.client' }, received: Date.now(), kind: 'normal',
+        from: `app${i % 100}@sender.test`,
+        recipients: [`user${i}@dest${i % 50}.test`],
+        smtputf8: false,
+        eightBit: false,
+        client: { address: '127.0.0.1', name: 'bench.client' },
+        received: Date.now(),
+        kind: 'normal',
       };
       const body = Buffer.from(`From: app@sender.test\r\nTo: user${i}@dest.test\r\nSubject: bench ${i}\r\n\r\n${'x'.repeat(400)}\r\n`);
       await spool.enqueue(env, body);
@@ -50,7 +55,15 @@ async function load(): Promise<void> {
     spool,
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     delivery: {} as any,
-    config: { concurrency: 50, per_destination: 10, run_interval: 10_000, min_backoff: 1_800_000, max_backoff: 14_400_000, lifetime: 5 * 86_400_000, delay_warning: 4 * 3_600_000 },
+    config: {
+      concurrency: 50,
+      per_destination: 10,
+      run_interval: 10_000,
+      min_backoff: 1_800_000,
+      max_backoff: 14_400_000,
+      lifetime: 5 * 86_400_000,
+      delay_warning: 4 * 3_600_000,
+    },
     hostname: 'relay.test',
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     log: log as any,
@@ -62,7 +75,9 @@ async function load(): Promise<void> {
   await new Promise((r) => setTimeout(r, 100));
   gc?.();
   const mu = process.memoryUsage();
-  process.stdout.write(JSON.stringify({ recovered: recovered.length, inScheduler: scheduler.size, recoverMs, rss: mu.rss, heapUsed: mu.heapUsed, baseRss: base }) + '\n');
+  process.stdout.write(
+    JSON.stringify({ recovered: recovered.length, inScheduler: scheduler.size, recoverMs, rss: mu.rss, heapUsed: mu.heapUsed, baseRss: base }) + '\n',
+  );
   await spool.close();
 }
 

@@ -20,10 +20,13 @@ import { mimeSection } from './mime.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(here, '..', '..', '..');
 const out: string[] = [];
-const say = (s = '') => { out.push(s); console.log(s); };
+const say = (s = '') => {
+  out.push(s);
+  console.log(s);
+};
 const f1 = (n: number) => n.toFixed(1);
 const f0 = (n: number) => Math.round(n).toLocaleString('en-US');
-const pct = (sorted: number[], p: number) => sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! : NaN;
+const pct = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! : NaN);
 
 function body(size: number, i: number): Buffer {
   let s = `From: app@sender.test\r\nTo: user@dest.test\r\nSubject: bench ${i}\r\nMessage-ID: <${i}.${Date.now()}@sender.test>\r\n\r\n`;
@@ -58,29 +61,40 @@ function fsyncRate(ms: number): { rate: number; n: number; dir: string } {
 
 // ---- 2. ingest ---------------------------------------------------------------------------
 async function ingestLevel(w: World, clients: number, ms: number, msg: Buffer): Promise<{ rate: number; n: number; p50: number; p99: number; errors: number }> {
-  const conns = await Promise.all(Array.from({ length: clients }, async () => {
-    const c = await SmtpTestClient.connect({ port: w.ingressPort, timeout: 30_000 });
-    await c.ehlo('bench.client');
-    return c;
-  }));
+  const conns = await Promise.all(
+    Array.from({ length: clients }, async () => {
+      const c = await SmtpTestClient.connect({ port: w.ingressPort, timeout: 30_000 });
+      await c.ehlo('bench.client');
+      return c;
+    }),
+  );
   const lat: number[] = [];
   let errors = 0;
   const payload = SmtpTestClient.dataPayload(msg);
   const t0 = performance.now();
-  await Promise.all(conns.map(async (c, k) => {
-    let i = 0;
-    while (performance.now() - t0 < ms) {
-      const s = performance.now();
-      const mail = await c.cmd('MAIL FROM:<app@sender.test>');
-      const rcpt = await c.cmd(`RCPT TO:<user${k}.${i++}@nowhere.test>`);
-      const data = await c.cmd('DATA');
-      if (mail.code !== 250 || rcpt.code !== 250 || data.code !== 354) { errors++; await c.cmd('RSET'); continue; }
-      c.write(payload);
-      const end = await c.reply();
-      if (end.code !== 250) { errors++; continue; }
-      lat.push(performance.now() - s);
-    }
-  }));
+  await Promise.all(
+    conns.map(async (c, k) => {
+      let i = 0;
+      while (performance.now() - t0 < ms) {
+        const s = performance.now();
+        const mail = await c.cmd('MAIL FROM:<app@sender.test>');
+        const rcpt = await c.cmd(`RCPT TO:<user${k}.${i++}@nowhere.test>`);
+        const data = await c.cmd('DATA');
+        if (mail.code !== 250 || rcpt.code !== 250 || data.code !== 354) {
+          errors++;
+          await c.cmd('RSET');
+          continue;
+        }
+        c.write(payload);
+        const end = await c.reply();
+        if (end.code !== 250) {
+          errors++;
+          continue;
+        }
+        lat.push(performance.now() - s);
+      }
+    }),
+  );
   const secs = (performance.now() - t0) / 1000;
   await Promise.all(conns.map((c) => c.quit()));
   lat.sort((a, b) => a - b);
@@ -144,7 +158,9 @@ async function main(): Promise<void> {
   // 2
   say('## 2. Ingest throughput and latency (4 KB messages)');
   say();
-  say('Relay in-process (test World: loopback DNS, fake clock, log level warn as a quiet production relay would run), scheduler stopped right after start so nothing is delivered: pure ingest (SMTP → spool, durable before 250). Each client has its own persistent SMTP connection: EHLO once, then MAIL/RCPT/DATA/body per message, no pipelining. Latency = MAIL sent → 250 after the final dot. ~3 s per level.');
+  say(
+    'Relay in-process (test World: loopback DNS, fake clock, log level warn as a quiet production relay would run), scheduler stopped right after start so nothing is delivered: pure ingest (SMTP → spool, durable before 250). Each client has its own persistent SMTP connection: EHLO once, then MAIL/RCPT/DATA/body per message, no pipelining. Latency = MAIL sent → 250 after the final dot. ~3 s per level.',
+  );
   say();
   say('| clients | msgs/s | ratio to (1) | p50 ms | p99 ms | messages | errors |');
   say('|---:|---:|---:|---:|---:|---:|---:|');
@@ -169,29 +185,40 @@ async function main(): Promise<void> {
   say(`- Target: throughput ≥ 0.80 × (1) at 50 clients → ${ratio.toFixed(2)} × → **${ratio >= 0.8 ? 'PASS' : 'MISS'}**`);
   say(`- Target: p99 ≤ 10 ms at 50 clients → ${l50.p99.toFixed(2)} ms → **${l50.p99 <= 10 ? 'PASS' : 'MISS'}**`);
   // 50 closed-loop clients: mean latency = clients / throughput (Little's law), so the p99 target needs the rate to go up, not the wait down.
-  say(`- Why: with 50 clients each waiting for its 250, mean latency is 50 / ${Math.round(l50.rate)} msgs/s = ${(50_000 / l50.rate).toFixed(1)} ms (Little's law); a 10 ms p99 needs ≥ ~5,000 msgs/s here, where the 50 clients and the relay share 2 cores.`);
-  say('- Note: (1) is one serial create/fsync/rename/dir-fsync per message; the spool group-commits directory fsyncs across concurrent messages, so ratios above 1 are possible with many clients. Client and relay share the same CPUs here.');
+  say(
+    `- Why: with 50 clients each waiting for its 250, mean latency is 50 / ${Math.round(l50.rate)} msgs/s = ${(50_000 / l50.rate).toFixed(1)} ms (Little's law); a 10 ms p99 needs ≥ ~5,000 msgs/s here, where the 50 clients and the relay share 2 cores.`,
+  );
+  say(
+    '- Note: (1) is one serial create/fsync/rename/dir-fsync per message; the spool group-commits directory fsyncs across concurrent messages, so ratios above 1 are possible with many clients. Client and relay share the same CPUs here.',
+  );
   say();
 
   // 3
-  const TOTAL = 2000, CLIENTS = 20, SIZE = 2048;
+  const TOTAL = 2000,
+    CLIENTS = 20,
+    SIZE = 2048;
   say('## 3. End to end to a STARTTLS receiver on loopback');
   say();
-  say(`${TOTAL} messages of 2 KB submitted by ${CLIENTS} clients (persistent connections); time from the first submission until the receiver (smtp-server, self-signed cert, bodies hashed not kept) has accepted all of them. Default delivery config (tls_level dane, concurrency 50, per_destination 10, 100 messages per connection). Fresh relay per scenario.`);
+  say(
+    `${TOTAL} messages of 2 KB submitted by ${CLIENTS} clients (persistent connections); time from the first submission until the receiver (smtp-server, self-signed cert, bodies hashed not kept) has accepted all of them. Default delivery config (tls_level dane, concurrency 50, per_destination 10, 100 messages per connection). Fresh relay per scenario.`,
+  );
   say();
   const opp = await e2e(false, TOTAL, CLIENTS, SIZE);
   const dn = await e2e(true, TOTAL, CLIENTS, SIZE);
   say('| destination | delivered | over TLS | DANE verified | seconds | msgs/s |');
   say('|---|---:|---:|---:|---:|---:|');
-  say(`| opportunistic TLS (insecure zone) | ${opp.got}/${TOTAL} | ${opp.secure} | ${opp.verified} | ${(opp.ms / 1000).toFixed(2)} | ${f0(opp.got / (opp.ms / 1000))} |`);
+  say(
+    `| opportunistic TLS (insecure zone) | ${opp.got}/${TOTAL} | ${opp.secure} | ${opp.verified} | ${(opp.ms / 1000).toFixed(2)} | ${f0(opp.got / (opp.ms / 1000))} |`,
+  );
   say(`| DANE-EE 3 1 1 (secure zone) | ${dn.got}/${TOTAL} | ${dn.secure} | ${dn.verified} | ${(dn.ms / 1000).toFixed(2)} | ${f0(dn.got / (dn.ms / 1000))} |`);
   say();
-  const cost = (dn.got / dn.ms) / (opp.got / opp.ms);
+  const cost = dn.got / dn.ms / (opp.got / opp.ms);
   say(`- DANE / opportunistic throughput ratio: **${cost.toFixed(2)}** (1.00 = DANE costs nothing)`);
   say();
 
   // 4
-  const N = 100_000, WRITE_MS = 120_000;
+  const N = 100_000,
+    WRITE_MS = 120_000;
   say('## 4. RSS with 100,000 messages queued');
   say();
   const qdir = mkdtempSync(join(os.tmpdir(), 'dane-relay-bench-rss-'));
@@ -199,8 +226,12 @@ async function main(): Promise<void> {
     const wr = child(['write', qdir, String(N), String(WRITE_MS)], WRITE_MS + 60_000);
     const ld = child(['load', qdir], 180_000);
     const mb = ld.rss! / 2 ** 20;
-    say(`Child process 1 enqueued messages (~460-byte body, 1 recipient) with \`Spool.enqueue\`, 64 concurrent, into a spool under \`${os.tmpdir()}\`, capped at ${WRITE_MS / 1000} s: **${f0(wr.written!)} written** in ${(wr.ms! / 1000).toFixed(1)} s (${f0(wr.written! / (wr.ms! / 1000))} msgs/s)${wr.written! < N ? ` — the cap was hit, so this is ${wr.written} messages, not ${N}` : ''}.`);
-    say(`A fresh \`node --expose-gc\` process then ran \`Spool.open\` + \`recover()\` (${(ld.recoverMs! / 1000).toFixed(1)} s) and added every message to a (stopped) \`Scheduler\`; after \`gc()\`:`);
+    say(
+      `Child process 1 enqueued messages (~460-byte body, 1 recipient) with \`Spool.enqueue\`, 64 concurrent, into a spool under \`${os.tmpdir()}\`, capped at ${WRITE_MS / 1000} s: **${f0(wr.written!)} written** in ${(wr.ms! / 1000).toFixed(1)} s (${f0(wr.written! / (wr.ms! / 1000))} msgs/s)${wr.written! < N ? ` — the cap was hit, so this is ${wr.written} messages, not ${N}` : ''}.`,
+    );
+    say(
+      `A fresh \`node --expose-gc\` process then ran \`Spool.open\` + \`recover()\` (${(ld.recoverMs! / 1000).toFixed(1)} s) and added every message to a (stopped) \`Scheduler\`; after \`gc()\`:`,
+    );
     say();
     say(`- Messages held: ${f0(ld.inScheduler!)}`);
     say(`- **RSS: ${f1(mb)} MB** (heap used ${f1(ld.heapUsed! / 2 ** 20)} MB; RSS before opening the spool ${f1(ld.baseRss! / 2 ** 20)} MB)`);

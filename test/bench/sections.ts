@@ -4,7 +4,10 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 
-interface Section { heading: string; text: string }
+interface Section {
+  heading: string;
+  text: string;
+}
 
 function split(doc: string): { head: string; sections: Section[] } {
   const parts = doc.split(/\n(?=## )/);
@@ -23,8 +26,14 @@ export function writeOwnSections(file: string, text: string, owns: (heading: str
   const out: string[] = [mine.head || old.head];
   let placed = false;
   for (const s of old.sections) {
-    if (!owns(s.heading)) { out.push(s.text); continue; }
-    if (!placed) { out.push(...mine.sections.map((m) => m.text)); placed = true; }
+    if (!owns(s.heading)) {
+      out.push(s.text);
+      continue;
+    }
+    if (!placed) {
+      out.push(...mine.sections.map((m) => m.text));
+      placed = true;
+    }
   }
   if (!placed) out.push(...mine.sections.map((m) => m.text));
   writeFileSync(file, out.map((p) => p.replace(/\n*$/, '\n')).join('\n'));

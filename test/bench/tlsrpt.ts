@@ -49,11 +49,29 @@ export async function recordCost(n: number): Promise<number> {
   try {
     const store = await TlsrptStore.open(dir);
     const resolver: Resolver = {
-      lookup: async (name, qtype) => ({ qname: name, qtype, rcode: 'NOERROR', status: 'insecure', firstStatus: 'insecure', canonicalName: name, chain: [], records: ['v=TLSRPTv1; rua=mailto:r@dest.test'] as never[], ttl: 3600, insecureReason: 'unsigned-delegation' }),
+      lookup: async (name, qtype) => ({
+        qname: name,
+        qtype,
+        rcode: 'NOERROR',
+        status: 'insecure',
+        firstStatus: 'insecure',
+        canonicalName: name,
+        chain: [],
+        records: ['v=TLSRPTv1; rua=mailto:r@dest.test'] as never[],
+        ttl: 3600,
+        insecureReason: 'unsigned-delegation',
+      }),
       close: async () => undefined,
     };
     const rec = new TlsrptRecorder({ store, discovery: new TlsrptDiscovery(resolver), now: Date.now });
-    const r = { domain: 'dest.test', host: 'mx.dest.test', address: '127.0.0.10', ok: true, tlsa: { baseDomain: 'mx.dest.test', records: ['3 1 1 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF'] }, sendingIp: '127.0.0.1' };
+    const r = {
+      domain: 'dest.test',
+      host: 'mx.dest.test',
+      address: '127.0.0.10',
+      ok: true,
+      tlsa: { baseDomain: 'mx.dest.test', records: ['3 1 1 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF'] },
+      sendingIp: '127.0.0.1',
+    };
     rec.record(r);
     await new Promise((res) => setTimeout(res, 50)); // discovery answer cached
     const t0 = process.hrtime.bigint();
@@ -67,10 +85,14 @@ export async function recordCost(n: number): Promise<number> {
 }
 
 export async function tlsrptSection(say: (s?: string) => void): Promise<void> {
-  const TOTAL = 600, CLIENTS = 20, PAIRS = 4;
+  const TOTAL = 600,
+    CLIENTS = 20,
+    PAIRS = 4;
   say('## 5. TLSRPT recording on vs off');
   say();
-  say(`End to end as in (3) to a DANE-EE destination that publishes a TLSRPT record, but with \`delivery.max_messages_per_connection: 1\`, so each of the ${TOTAL} messages is its own TLS session and its own TLSRPT result. ${PAIRS} pairs, fresh relay each, the order inside a pair alternating (off→on, on→off) so warm-up and drift cancel; the ratio is on/off throughput per pair, median reported (the machine is shared, single runs are noisy).`);
+  say(
+    `End to end as in (3) to a DANE-EE destination that publishes a TLSRPT record, but with \`delivery.max_messages_per_connection: 1\`, so each of the ${TOTAL} messages is its own TLS session and its own TLSRPT result. ${PAIRS} pairs, fresh relay each, the order inside a pair alternating (off→on, on→off) so warm-up and drift cancel; the ratio is on/off throughput per pair, median reported (the machine is shared, single runs are noisy).`,
+  );
   say();
   say('| pair | off msgs/s | on msgs/s | on/off | sessions counted (on) |');
   say('|---:|---:|---:|---:|---:|');
@@ -94,5 +116,11 @@ export async function tlsrptSection(say: (s?: string) => void): Promise<void> {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  tlsrptSection((s = '') => console.log(s)).then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
+  tlsrptSection((s = '') => console.log(s)).then(
+    () => process.exit(0),
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
 }

@@ -14,27 +14,52 @@ import type { Receiver } from '../support/receiver.js';
 import { main } from '../../src/cli.js';
 
 let w: World;
-beforeEach(async () => { w = await World.create(); });
-afterEach(async () => { await w.close(); });
+beforeEach(async () => {
+  w = await World.create();
+});
+afterEach(async () => {
+  await w.close();
+});
 
 const GOLDEN = join(__dirname, 'golden');
 const DAY = 86_400_000;
 
 function sink(): { stream: Writable; text: () => string } {
   const chunks: string[] = [];
-  return { stream: new Writable({ write(c, _e, cb) { chunks.push(c.toString()); cb(); } }), text: () => chunks.join('') };
+  return {
+    stream: new Writable({
+      write(c, _e, cb) {
+        chunks.push(c.toString());
+        cb();
+      },
+    }),
+    text: () => chunks.join(''),
+  };
 }
 
 function configFile(extra = ''): string {
   const file = join(w.dir, 'relay.yml');
-  writeFileSync(file, `hostname: relay.test\nqueue_dir: queue\ndns:\n  mode: trust-ad\n  resolvers: ["${w.dns.server}"]\n  timeout: 1s\n  attempts: 1\ndelivery:\n  port: ${w.port}\n  timeouts: { connect: 2s, greeting: 3s, ehlo: 3s, starttls: 3s }\n${extra}`);
+  writeFileSync(
+    file,
+    `hostname: relay.test\nqueue_dir: queue\ndns:\n  mode: trust-ad\n  resolvers: ["${w.dns.server}"]\n  timeout: 1s\n  attempts: 1\ndelivery:\n  port: ${w.port}\n  timeouts: { connect: 2s, greeting: 3s, ehlo: 3s, starttls: 3s }\n${extra}`,
+  );
   return file;
 }
 
 async function check(domain: string, ...flags: string[]): Promise<{ code: number; out: string; err: string }> {
   const o = sink();
   const e = sink();
-  const code = await main(['check', domain, '--config', configFile(flags.includes('--danefail') ? 'policy:\n  danefail: danefail\n' : ''), ...flags.filter((f) => f !== '--danefail')], o.stream, e.stream);
+  const code = await main(
+    [
+      'check',
+      domain,
+      '--config',
+      configFile(flags.includes('--danefail') ? 'policy:\n  danefail: danefail\n' : ''),
+      ...flags.filter((f) => f !== '--danefail'),
+    ],
+    o.stream,
+    e.stream,
+  );
   return { code, out: o.text(), err: e.text() };
 }
 
@@ -82,7 +107,10 @@ describe('dane-relay check', () => {
     const r = await check('good.test');
     expect(r.code).toBe(0);
     golden('good-311', r.out);
-    const spki = createHash('sha256').update(new X509Certificate(ee.der).publicKey.export({ type: 'spki', format: 'der' })).digest('hex').toUpperCase();
+    const spki = createHash('sha256')
+      .update(new X509Certificate(ee.der).publicKey.export({ type: 'spki', format: 'der' }))
+      .digest('hex')
+      .toUpperCase();
     expect(r.out).toContain(`SPKI SHA-256 ${spki}`);
     expect(r.out).toContain('[ee-no-next-key]');
     expect(rx.messages).toHaveLength(0);
@@ -168,14 +196,25 @@ describe('dane-relay check', () => {
     const o = sink();
     const code = await main(['check', 'audit.test', '--config', configFile('policy:\n  tls_policy: tls_policy\n')], o.stream, sink().stream);
     expect(code).toBe(3);
-    const lines = o.text().split('\n').filter((l) => l.startsWith(`  ${rx.host}`));
+    const lines = o
+      .text()
+      .split('\n')
+      .filter((l) => l.startsWith(`  ${rx.host}`));
     expect(lines).toEqual([
       `  ${rx.host}: failed at verify: ${lines[0]!.split('failed at verify: ')[1]}`,
       expect.stringMatching(new RegExp(`^  ${rx.host.replace(/\./g, '\\.')} \\(audit-only retry: TLS without authentication\\): STARTTLS ok, TLSv1\\.[23] `)),
     ]);
     expect(o.text()).not.toContain('cleartext retry');
     expect(o.text()).toContain('verdict: deliverable without DANE (TLS, not authenticated)');
-    const j = JSON.parse((await (async () => { const x = sink(); await main(['check', 'audit.test', '--json', '--config', configFile('policy:\n  tls_policy: tls_policy\n')], x.stream, sink().stream); return x; })()).text());
+    const j = JSON.parse(
+      (
+        await (async () => {
+          const x = sink();
+          await main(['check', 'audit.test', '--json', '--config', configFile('policy:\n  tls_policy: tls_policy\n')], x.stream, sink().stream);
+          return x;
+        })()
+      ).text(),
+    );
     expect(j.hosts[0].connections).toMatchObject([
       { plan: 'dane', ok: false, stage: 'verify', auditRetryNext: true },
       { plan: 'encrypt', ok: true, auditRetry: true },
@@ -189,7 +228,10 @@ describe('dane-relay check', () => {
     writeFileSync(join(w.dir, 'tls_policy'), 'strict.test dane-only\n');
     const file = join(w.dir, 'untrusted.yml');
     // 192.0.2.53 (TEST-NET-1) is refused before any query is sent to it.
-    writeFileSync(file, `hostname: relay.test\nqueue_dir: queue\ndns:\n  mode: trust-ad\n  resolvers: ["192.0.2.53:53"]\ndelivery:\n  tls_level: may\n  port: ${w.port}\npolicy:\n  tls_policy: tls_policy\n`);
+    writeFileSync(
+      file,
+      `hostname: relay.test\nqueue_dir: queue\ndns:\n  mode: trust-ad\n  resolvers: ["192.0.2.53:53"]\ndelivery:\n  tls_level: may\n  port: ${w.port}\npolicy:\n  tls_policy: tls_policy\n`,
+    );
     const e = sink();
     expect(await main(['check', 'strict.test', '--config', file], sink().stream, e.stream)).toBe(2);
     expect(e.text()).toMatch(/a DANE entry in tls_policy: resolver\(s\) 192\.0\.2\.53:53 are not on loopback/);
@@ -198,7 +240,10 @@ describe('dane-relay check', () => {
     expect(await main(['config', 'check', file], sink().stream, e2.stream)).toBe(2);
     expect(e2.text()).toMatch(/a DANE entry in tls_policy/);
     // dns.mode validate does not believe an AD bit: the rule does not apply (the file itself is fine)
-    writeFileSync(file, `hostname: relay.test\nqueue_dir: queue\ndns:\n  mode: validate\n  resolvers: ["192.0.2.53:53"]\ndelivery:\n  tls_level: may\n  port: ${w.port}\npolicy:\n  tls_policy: tls_policy\n`);
+    writeFileSync(
+      file,
+      `hostname: relay.test\nqueue_dir: queue\ndns:\n  mode: validate\n  resolvers: ["192.0.2.53:53"]\ndelivery:\n  tls_level: may\n  port: ${w.port}\npolicy:\n  tls_policy: tls_policy\n`,
+    );
     const o3 = sink();
     expect(await main(['config', 'check', file], o3.stream, sink().stream)).toBe(0);
   });
@@ -229,8 +274,15 @@ describe('dane-relay tlsa --cert', () => {
     writeFileSync(file, chainPem(leaf, int, root));
     const o = sink();
     expect(await main(['tlsa', '--cert', file, '--host', 'mx.t.test'], o.stream, sink().stream)).toBe(0);
-    const sha = (i: Issued) => createHash('sha256').update(new X509Certificate(i.certPem).publicKey.export({ type: 'spki', format: 'der' })).digest('hex').toUpperCase();
-    const lines = o.text().split('\n').filter((l) => l.startsWith('_25._tcp'));
+    const sha = (i: Issued) =>
+      createHash('sha256')
+        .update(new X509Certificate(i.certPem).publicKey.export({ type: 'spki', format: 'der' }))
+        .digest('hex')
+        .toUpperCase();
+    const lines = o
+      .text()
+      .split('\n')
+      .filter((l) => l.startsWith('_25._tcp'));
     expect(lines).toEqual([
       `_25._tcp.mx.t.test. IN TLSA 3 1 1 ${sha(leaf)}`,
       `_25._tcp.mx.t.test. IN TLSA 2 1 1 ${sha(int)}`,
@@ -243,7 +295,12 @@ describe('dane-relay tlsa --cert', () => {
     writeFileSync(single, leaf.certPem);
     const o2 = sink();
     expect(await main(['tlsa', '--cert', single], o2.stream, sink().stream)).toBe(0);
-    expect(o2.text().split('\n').filter((l) => /^\d/.test(l))).toEqual([`3 1 1 ${sha(leaf)}`]);
+    expect(
+      o2
+        .text()
+        .split('\n')
+        .filter((l) => /^\d/.test(l)),
+    ).toEqual([`3 1 1 ${sha(leaf)}`]);
 
     const der = join(w.dir, 'leaf.der');
     writeFileSync(der, leaf.der);

@@ -19,7 +19,9 @@ import { main } from '../../src/cli.js';
 
 let w: World;
 let t: Tree | undefined;
-beforeEach(async () => { w = await World.create(); });
+beforeEach(async () => {
+  w = await World.create();
+});
 afterEach(async () => {
   await w.close();
   await t?.close();
@@ -28,7 +30,15 @@ afterEach(async () => {
 
 function sink(): { stream: Writable; text: () => string } {
   const chunks: string[] = [];
-  return { stream: new Writable({ write(c, _e, cb) { chunks.push(c.toString()); cb(); } }), text: () => chunks.join('') };
+  return {
+    stream: new Writable({
+      write(c, _e, cb) {
+        chunks.push(c.toString());
+        cb();
+      },
+    }),
+    text: () => chunks.join(''),
+  };
 }
 
 async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -49,11 +59,23 @@ async function setUp(): Promise<{ file: string; anchors: string }> {
   const anchors = join(w.dir, 'anchors.key');
   writeFileSync(anchors, t.anchors);
   const file = join(w.dir, 'relay.yml');
-  writeFileSync(file, [
-    'hostname: relay.test', 'queue_dir: queue',
-    'dns:', '  mode: validate', `  resolvers: ["${t.dns.server}"]`, `  trust_anchors: ${anchors}`, '  timeout: 2s', '  attempts: 1',
-    'delivery:', `  port: ${w.port}`, '  timeouts: { connect: 2s, greeting: 3s, ehlo: 3s, starttls: 3s }', '',
-  ].join('\n'));
+  writeFileSync(
+    file,
+    [
+      'hostname: relay.test',
+      'queue_dir: queue',
+      'dns:',
+      '  mode: validate',
+      `  resolvers: ["${t.dns.server}"]`,
+      `  trust_anchors: ${anchors}`,
+      '  timeout: 2s',
+      '  attempts: 1',
+      'delivery:',
+      `  port: ${w.port}`,
+      '  timeouts: { connect: 2s, greeting: 3s, ehlo: 3s, starttls: 3s }',
+      '',
+    ].join('\n'),
+  );
   return { file, anchors };
 }
 

@@ -53,12 +53,18 @@ const startFailures: string[] = [];
 function bounce(n: Node, downMs: number): Promise<void> {
   busy.add(n.name);
   const prev = restarting.get(n.name) ?? Promise.resolve();
-  const p = prev.then(async () => {
-    await n.relay.kill('SIGKILL');
-    if (downMs > 0) await sleep(downMs);
-    await startNode(n);
-  }).catch((e: unknown) => { startFailures.push(`${n.name}: ${(e as Error).message.slice(0, 4000)}`); })
-    .finally(() => { busy.delete(n.name); });
+  const p = prev
+    .then(async () => {
+      await n.relay.kill('SIGKILL');
+      if (downMs > 0) await sleep(downMs);
+      await startNode(n);
+    })
+    .catch((e: unknown) => {
+      startFailures.push(`${n.name}: ${(e as Error).message.slice(0, 4000)}`);
+    })
+    .finally(() => {
+      busy.delete(n.name);
+    });
   restarting.set(n.name, p);
   return p;
 }
@@ -79,19 +85,29 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     for (let d = 0; d < DOMAINS; d++) dns.add({ name: `_smtp._tls.d${d}.test`, type: 'TXT', data: `v=TLSRPTv1; rua=mailto:tlsrpt@d${d}.test` });
   }, 180_000);
   afterAll(async () => {
-    if (cluster) { await stopAll(cluster).catch(() => undefined); cluster.remove(); }
+    if (cluster) {
+      await stopAll(cluster).catch(() => undefined);
+      cluster.remove();
+    }
     await rx?.close();
     await dns?.close();
     pg?.destroy();
   });
   beforeEach(async () => {
-    if (cluster) { await stopAll(cluster); cluster.remove(); cluster = undefined; }
+    if (cluster) {
+      await stopAll(cluster);
+      cluster.remove();
+      cluster = undefined;
+    }
     await rx?.close();
     rx = undefined;
     restarting.clear();
     busy.clear();
     // each case starts from an empty queue (a case's own leftovers, e.g. a deliberately deferred message, are not the next one's)
-    if (pg) pg.sql("DO $$ BEGIN IF to_regclass('relay_slots') IS NOT NULL THEN DELETE FROM relay_messages; DELETE FROM relay_slots; END IF; IF to_regclass('relay_tlsrpt_counts') IS NOT NULL THEN DELETE FROM relay_tlsrpt_counts; DELETE FROM relay_tlsrpt_details; END IF; END $$");
+    if (pg)
+      pg.sql(
+        "DO $$ BEGIN IF to_regclass('relay_slots') IS NOT NULL THEN DELETE FROM relay_messages; DELETE FROM relay_slots; END IF; IF to_regclass('relay_tlsrpt_counts') IS NOT NULL THEN DELETE FROM relay_tlsrpt_counts; DELETE FROM relay_tlsrpt_details; END IF; END $$",
+      );
   });
 
   it('db migrate creates the schema with its version table; three nodes share the queue; `dane-relay nodes` lists them live, then stopped', async () => {
@@ -100,7 +116,9 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     const cfgDir = mkdtempSync(join(tmpdir(), 'dane-relay-cluster-cli-'));
     const cfg = join(cfgDir, 'cli.yml');
     writeFileSync(cfg, `spool:\n  backend: postgres\n  postgres:\n    url: "${pg.url}"\n    password_file: ${pg.passwordFile}\n`);
-    pg.sql('DROP TABLE IF EXISTS relay_messages, relay_nodes, relay_slots, relay_tlsrpt_counts, relay_tlsrpt_details, relay_tlsrpt_sends, relay_schema_version');
+    pg.sql(
+      'DROP TABLE IF EXISTS relay_messages, relay_nodes, relay_slots, relay_tlsrpt_counts, relay_tlsrpt_details, relay_tlsrpt_sends, relay_schema_version',
+    );
     const m = await runCli(['db', 'migrate', '--config', cfg]);
     expect(m.code, m.stderr).toBe(0);
     expect(m.stdout).toMatch(/applied 1 /);
@@ -129,17 +147,20 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     expect(pg.sql('SELECT count(*) FROM relay_messages').trim()).toBe('0');
   }, 240_000);
 
-  it('TLSRPT-10 three relay processes count into the database: the sum of the nodes\' counts equals the sessions the receiver saw; metrics carry node=<name>', async () => {
+  it("TLSRPT-10 three relay processes count into the database: the sum of the nodes' counts equals the sessions the receiver saw; metrics carry node=<name>", async () => {
     rx = await startClusterReceiver();
     cluster = await startCluster({ pg, dns, rx, nodes: 3, tlsrpt: true, metrics: true });
     const MESSAGES = 60;
     const c = cluster;
-    await Promise.all(c.nodes.map(async (n, k) => {
-      const cl = await SmtpTestClient.connect({ port: n.port });
-      await cl.cmd('EHLO app.test');
-      for (let i = k; i < MESSAGES; i += c.nodes.length) expect((await cl.sendMail('app@sender.test', [recipient(`t${i}`)], body(`t${i}`))).end?.code).toBe(250);
-      await cl.quit();
-    }));
+    await Promise.all(
+      c.nodes.map(async (n, k) => {
+        const cl = await SmtpTestClient.connect({ port: n.port });
+        await cl.cmd('EHLO app.test');
+        for (let i = k; i < MESSAGES; i += c.nodes.length)
+          expect((await cl.sendMail('app@sender.test', [recipient(`t${i}`)], body(`t${i}`))).end?.code).toBe(250);
+        await cl.quit();
+      }),
+    );
     await until(() => new Set(rx!.deliveries.map((d) => d.testId)).size === MESSAGES, 'every message delivered');
     for (const n of c.nodes) {
       const s = await scrape('127.0.0.1', n.metricsPort!);
@@ -170,15 +191,20 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
         if (!n?.relay.running || busy.has(n.name)) return undefined;
         aimed++;
         busy.add(n.name);
-        setImmediate(() => { void bounce(n, 0); });
+        setImmediate(() => {
+          void bounce(n, 0);
+        });
         return undefined;
       },
     });
     c = cluster = await startCluster({ pg, dns, rx, nodes: 3, lease: '2s', logLevel: process.env.CLUSTER_LOG ?? 'warn' });
     const ids = Array.from({ length: MESSAGES }, (_, i) => `k${i}`);
     let loadDone = false;
-    const loads = Promise.all(c.nodes.map((n, i) => runLoad({ port: n.port, clients: 4, ids: ids.filter((_, j) => j % 3 === i), recipient, body })))
-      .finally(() => { loadDone = true; });
+    const loads = Promise.all(c.nodes.map((n, i) => runLoad({ port: n.port, clients: 4, ids: ids.filter((_, j) => j % 3 === i), recipient, body }))).finally(
+      () => {
+        loadDone = true;
+      },
+    );
     let kills = 0;
     while (kills < MIN_KILLS || !loadDone) {
       await sleep(150 + Math.random() * 700);
@@ -193,7 +219,10 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     const acked = new Set(results.flatMap((r) => [...r.acked]));
     await Promise.all([...restarting.values()]);
     expect(startFailures).toEqual([]);
-    await until(() => { const got = new Set(rx!.deliveries.map((d) => d.testId)); return [...acked].every((id) => got.has(id)); }, 'every acknowledged message delivered');
+    await until(() => {
+      const got = new Set(rx!.deliveries.map((d) => d.testId));
+      return [...acked].every((id) => got.has(id));
+    }, 'every acknowledged message delivered');
     // and the queue drains completely: what was committed without an acknowledgement (250 lost in a kill) is delivered too
     await until(() => pg.sql('SELECT count(*) FROM relay_messages').trim() === '0', 'the queue is empty');
 
@@ -203,7 +232,9 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     // The window: a copy followed by another was delivered over a session that never said QUIT (its node died).
     const outsideWindow = redelivered.flatMap((l) => l.slice(0, -1)).filter((d) => rx!.quit.has(d.session));
     const resentByClient = new Set(rx.deliveries.map((d) => d.testId)).size < byQueueId.size;
-    console.log(`cluster kill -9: ${kills} random kills + ${aimed} aimed after a remote 250; ${acked.size}/${MESSAGES} acknowledged; ${byQueueId.size} queue ids delivered, ${redelivered.length} delivered again (node killed before recording); client resends after a lost 250: ${resentByClient}`);
+    console.log(
+      `cluster kill -9: ${kills} random kills + ${aimed} aimed after a remote 250; ${acked.size}/${MESSAGES} acknowledged; ${byQueueId.size} queue ids delivered, ${redelivered.length} delivered again (node killed before recording); client resends after a lost 250: ${resentByClient}`,
+    );
     expect(acked.size).toBe(MESSAGES);
     expect(kills).toBeGreaterThanOrEqual(MIN_KILLS);
     expect(outsideWindow).toEqual([]);
@@ -212,7 +243,9 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
 
   it('SIGSTOP past the lease, another node takes the message over, SIGCONT: the late outcome is refused by the token and changes nothing', async () => {
     let releaseFirst!: (r: Reply) => void;
-    const firstHeld = new Promise<Reply>((res) => { releaseFirst = res; });
+    const firstHeld = new Promise<Reply>((res) => {
+      releaseFirst = res;
+    });
     const seen: Delivery[] = [];
     rx = await startClusterReceiver({
       decide: (d) => {
@@ -221,7 +254,7 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
         return { code: 451, message: '4.3.2 try later (second attempt)' }; // node B's attempt: deferred
       },
     });
-    const c = cluster = await startCluster({ pg, dns, rx, nodes: 2, lease: '2s', minBackoff: '1h' });
+    const c = (cluster = await startCluster({ pg, dns, rx, nodes: 2, lease: '2s', minBackoff: '1h' }));
     const [a, b] = c.nodes as [Node, Node];
     const client = await SmtpTestClient.connect({ port: a.port });
     await client.cmd('EHLO app.test');
@@ -235,12 +268,18 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     try {
       // A cannot renew: its lease expires on the database's clock and B claims the message, tries, is deferred, writes that.
       await until(() => seen.length === 2, 'node B taking the message over');
-      await until(() => pg.sql(`SELECT recipients->0->>'state', lease_owner IS NULL FROM relay_messages WHERE id = '${qid}'`).trim() === 'deferred\tt', 'node B recorded its deferral');
+      await until(
+        () => pg.sql(`SELECT recipients->0->>'state', lease_owner IS NULL FROM relay_messages WHERE id = '${qid}'`).trim() === 'deferred\tt',
+        'node B recorded its deferral',
+      );
       releaseFirst({ code: 250, message: 'Ok' }); // A's remote 250 is waiting in its socket
     } finally {
       process.kill(a.relay.pid!, 'SIGCONT');
     }
-    await until(() => /outcome not recorded: the lease was lost|lease lost: another node has the message/.test(a.relay.output), 'node A noticing it lost the lease');
+    await until(
+      () => /outcome not recorded: the lease was lost|lease lost: another node has the message/.test(a.relay.output),
+      'node A noticing it lost the lease',
+    );
     const row = JSON.parse(pg.sql(`SELECT recipients FROM relay_messages WHERE id = '${qid}'`)) as { state: string; attempts: number; lastReason?: string }[];
     expect(row).toHaveLength(1);
     expect(row[0]).toMatchObject({ state: 'deferred', attempts: 1 });
@@ -252,13 +291,20 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
   it('the per-destination session limit holds across nodes: three nodes with per_destination 2 never hold more than 2 sessions to the destination at once', async () => {
     // each end of DATA is answered a little later, so that sessions overlap and the limit is what stops a third
     rx = await startClusterReceiver({ decide: () => new Promise((r) => setTimeout(() => r(undefined), 30)) });
-    const c = cluster = await startCluster({ pg, dns, rx, nodes: 3, lease: '2s', perDestination: 2 });
+    const c = (cluster = await startCluster({ pg, dns, rx, nodes: 3, lease: '2s', perDestination: 2 }));
     const ids = Array.from({ length: 90 }, (_, i) => `c${i}`);
     const one = (id: string) => `${id}@d0.test`;
-    const results = await Promise.all(c.nodes.map((n, i) => runLoad({ port: n.port, clients: 3, ids: ids.filter((_, j) => j % 3 === i), recipient: one, body })));
+    const results = await Promise.all(
+      c.nodes.map((n, i) => runLoad({ port: n.port, clients: 3, ids: ids.filter((_, j) => j % 3 === i), recipient: one, body })),
+    );
     const acked = new Set(results.flatMap((r) => [...r.acked]));
-    await until(() => { const got = new Set(rx!.deliveries.map((d) => d.testId)); return [...acked].every((id) => got.has(id)); }, 'every message delivered');
-    console.log(`cluster per-destination limit: ${acked.size} messages, most sessions at once ${rx.maxConcurrent} (limit 2; 3 nodes × 2 without the shared slots)`);
+    await until(() => {
+      const got = new Set(rx!.deliveries.map((d) => d.testId));
+      return [...acked].every((id) => got.has(id));
+    }, 'every message delivered');
+    console.log(
+      `cluster per-destination limit: ${acked.size} messages, most sessions at once ${rx.maxConcurrent} (limit 2; 3 nodes × 2 without the shared slots)`,
+    );
     expect(acked.size).toBe(ids.length);
     expect(rx.maxConcurrent).toBeLessThanOrEqual(2);
     expect(await stopAll(c)).toEqual([0, 0, 0]);
@@ -268,18 +314,31 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
 
   it('PostgreSQL restarted during ingress and delivery: 451 4.3.0 while it is down, never a 250 without a commit, nothing lost, the nodes recover by themselves', async () => {
     rx = await startClusterReceiver();
-    const c = cluster = await startCluster({ pg, dns, rx, nodes: 2, lease: '2s' });
+    const c = (cluster = await startCluster({ pg, dns, rx, nodes: 2, lease: '2s' }));
     const MESSAGES = 200;
     const ids = Array.from({ length: MESSAGES }, (_, i) => `p${i}`);
     let acks = 0;
     const refusals: string[] = [];
     let down = false;
     let ackedWhileDown = 0;
-    const loads = Promise.all(c.nodes.map((n, i) => runLoad({
-      port: n.port, clients: 4, ids: ids.filter((_, j) => j % 2 === i), recipient, body,
-      onAck: () => { acks++; if (down) ackedWhileDown++; },
-      onRefusal: (code, enh) => { refusals.push(`${code} ${enh ?? ''}`.trim()); },
-    })));
+    const loads = Promise.all(
+      c.nodes.map((n, i) =>
+        runLoad({
+          port: n.port,
+          clients: 4,
+          ids: ids.filter((_, j) => j % 2 === i),
+          recipient,
+          body,
+          onAck: () => {
+            acks++;
+            if (down) ackedWhileDown++;
+          },
+          onRefusal: (code, enh) => {
+            refusals.push(`${code} ${enh ?? ''}`.trim());
+          },
+        }),
+      ),
+    );
     await until(() => acks >= 40, 'some messages accepted');
     pg.stop('immediate'); // a crash: no checkpoint, WAL replayed at the start
     down = true;
@@ -289,17 +348,37 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     pg.start();
     const results = await loads;
     const acked = new Set(results.flatMap((r) => [...r.acked]));
-    await until(() => { const got = new Set(rx!.deliveries.map((d) => d.testId)); return [...acked].every((id) => got.has(id)); }, 'every acknowledged message delivered');
+    await until(() => {
+      const got = new Set(rx!.deliveries.map((d) => d.testId));
+      return [...acked].every((id) => got.has(id));
+    }, 'every acknowledged message delivered');
     await until(() => pg.sql('SELECT count(*) FROM relay_messages').trim() === '0', 'the queue is empty').catch((e: Error) => {
-      const left = pg.sql("SELECT id, lease_owner, lease_expires_at > now(), held, next_due - (extract(epoch FROM now()) * 1000)::bigint, recipients FROM relay_messages LIMIT 5");
-      throw new Error(`${e.message}; left: ${left}; node logs: ${c.nodes.map((n) => n.relay.output.split('\n').filter((l) => /"level":(40|50)/.test(l)).slice(-8).join('\n')).join('\n---\n')}`);
+      const left = pg.sql(
+        'SELECT id, lease_owner, lease_expires_at > now(), held, next_due - (extract(epoch FROM now()) * 1000)::bigint, recipients FROM relay_messages LIMIT 5',
+      );
+      throw new Error(
+        `${e.message}; left: ${left}; node logs: ${c.nodes
+          .map((n) =>
+            n.relay.output
+              .split('\n')
+              .filter((l) => /"level":(40|50)/.test(l))
+              .slice(-8)
+              .join('\n'),
+          )
+          .join('\n---\n')}`,
+      );
     });
     expect(acked.size).toBe(MESSAGES);
     // a 250 between the stop and the first refusal can only be for a commit that made it before the crash (it was delivered: checked above)
     expect(refusals.length).toBeGreaterThanOrEqual(5);
-    expect(refusals.every((r) => /^(451 4\.3\.0|421 4\.3\.2|421)/.test(r)), refusals.join(', ')).toBe(true);
+    expect(
+      refusals.every((r) => /^(451 4\.3\.0|421 4\.3\.2|421)/.test(r)),
+      refusals.join(', '),
+    ).toBe(true);
     expect(refusals).toContain('451 4.3.0');
-    console.log(`cluster PostgreSQL restart: ${refusals.length} refusals while down (${[...new Set(refusals)].join(', ')}), ${ackedWhileDown} acknowledged while down (committed before the crash), all ${acked.size} delivered`);
+    console.log(
+      `cluster PostgreSQL restart: ${refusals.length} refusals while down (${[...new Set(refusals)].join(', ')}), ${ackedWhileDown} acknowledged while down (committed before the crash), all ${acked.size} delivered`,
+    );
     expect(await stopAll(c)).toEqual([0, 0]);
   }, 600_000);
 });

@@ -20,7 +20,14 @@ import type { RecipientStatus } from '../../src/spool/types.js';
 let pg: TestPostgres;
 const queues: PgQueue[] = [];
 const logs: { obj: object; msg: string }[] = [];
-const log = { warn: (obj: object, msg: string) => { logs.push({ obj, msg }); }, info: (obj: object, msg: string) => { logs.push({ obj, msg }); } };
+const log = {
+  warn: (obj: object, msg: string) => {
+    logs.push({ obj, msg });
+  },
+  info: (obj: object, msg: string) => {
+    logs.push({ obj, msg });
+  },
+};
 
 const settings = () => ({ url: pg.url, password_file: pg.passwordFile, password_env: 'PGPASSWORD', pool: 4 });
 async function node(name: string, leaseMs = 30_000): Promise<PgQueue> {
@@ -42,7 +49,9 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     for (const q of queues) await q.close().catch(() => undefined);
     pg?.destroy();
   });
-  beforeEach(() => { pg.sql('DELETE FROM relay_messages'); });
+  beforeEach(() => {
+    pg.sql('DELETE FROM relay_messages');
+  });
 
   it('db migrate: a version table, each migration once, a second run applies nothing', async () => {
     const pool = openPool(settings());
@@ -147,24 +156,36 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     const b = await node('t-b', 60_000);
     const claimed = await b.claim(10);
     expect(claimed.map((x) => x.id)).toEqual([m.id]);
-    const bState: RecipientStatus[] = m.recipients.map((r) => ({ ...r, state: 'deferred', attempts: 1, nextAttempt: Date.now() + 3_600_000, lastReason: 'by b' }));
+    const bState: RecipientStatus[] = m.recipients.map((r) => ({
+      ...r,
+      state: 'deferred',
+      attempts: 1,
+      nextAttempt: Date.now() + 3_600_000,
+      lastReason: 'by b',
+    }));
     await b.updateRecipients(m.id, bState);
     // A comes back with its outcome: delivered to everyone. Refused; the row is B's.
     const aDone: RecipientStatus[] = m.recipients.map((r) => ({ ...r, state: 'delivered', attempts: 1 }));
     await expect(a.updateRecipients(m.id, aDone)).rejects.toMatchObject({ code: 'ELEASE' });
     expect(a.holds(m.id)).toBe(false);
     const row = JSON.parse(pg.sql(`SELECT recipients FROM relay_messages WHERE id = '${m.id}'`)) as RecipientStatus[];
-    expect(row.map((r) => [r.state, r.lastReason])).toEqual([['deferred', 'by b'], ['deferred', 'by b']]);
+    expect(row.map((r) => [r.state, r.lastReason])).toEqual([
+      ['deferred', 'by b'],
+      ['deferred', 'by b'],
+    ]);
     // nor can it give B's lease back
     await a.release(m.id);
     expect(pg.sql(`SELECT lease_owner FROM relay_messages WHERE id = '${m.id}'`).trim()).toBe('t-b');
   });
 
-  it('an expired lease nobody took is still the holder\'s: its write lands (nothing was done twice)', async () => {
+  it("an expired lease nobody took is still the holder's: its write lands (nothing was done twice)", async () => {
     const a = await node('e-a', 60_000);
     const m = await a.enqueue(envelope(), Buffer.from('x\r\n'));
     pg.sql(`UPDATE relay_messages SET lease_expires_at = now() - interval '1 second' WHERE id = '${m.id}'`);
-    await a.updateRecipients(m.id, m.recipients.map((r) => ({ ...r, state: 'delivered', attempts: 1 })));
+    await a.updateRecipients(
+      m.id,
+      m.recipients.map((r) => ({ ...r, state: 'delivered', attempts: 1 })),
+    );
     expect(pg.sql(`SELECT count(*) FROM relay_messages WHERE id = '${m.id}'`).trim()).toBe('0');
   });
 
@@ -189,11 +210,11 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     for (let i = 0; i < 5; i++) await a.enqueue(envelope(), Buffer.from(`${i}\r\n`));
     expect(pg.sql("SELECT count(*) FROM relay_messages WHERE lease_owner = 'g-a'").trim()).toBe('5');
     await a.close();
-    expect(pg.sql("SELECT count(*) FROM relay_messages WHERE lease_owner IS NULL AND lease_token IS NULL").trim()).toBe('5');
+    expect(pg.sql('SELECT count(*) FROM relay_messages WHERE lease_owner IS NULL AND lease_token IS NULL').trim()).toBe('5');
     expect(pg.sql("SELECT stopped_at IS NOT NULL FROM relay_nodes WHERE name = 'g-a'").trim()).toBe('t');
   });
 
-  it('delivery slots: never more than the limit per destination across nodes, even when they race; given back, and a dead holder\'s expire', async () => {
+  it("delivery slots: never more than the limit per destination across nodes, even when they race; given back, and a dead holder's expire", async () => {
     const nodes = await Promise.all(['s1', 's2', 's3'].map((n) => node(n, 1500)));
     // 3 nodes × 4 attempts at once for a limit of 2: exactly 2 granted (racing for one free slot may leave a free one for later, never a third)
     const got = (await Promise.all(nodes.flatMap((q) => [0, 1, 2, 3].map(() => q.acquireSlot('race.test', 2))))).filter((t): t is string => !!t);
@@ -221,7 +242,10 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     const m1 = await a.enqueue(envelope({ recipients: ['x@one.test'] }), Buffer.from('1\r\n'));
     const m2 = await a.enqueue(envelope({ recipients: ['y@two.test'] }), Buffer.from('2\r\n'));
     const later = Date.now() + 3_600_000;
-    await a.updateRecipients(m1.id, m1.recipients.map((r) => ({ ...r, state: 'deferred', attempts: 1, nextAttempt: later, lastReason: '4.4.1 no answer' })));
+    await a.updateRecipients(
+      m1.id,
+      m1.recipients.map((r) => ({ ...r, state: 'deferred', attempts: 1, nextAttempt: later, lastReason: '4.4.1 no answer' })),
+    );
     await a.close();
     const view = { queue_dir: join(pg.dir, 'no-such-queue'), spool: { backend: 'postgres' as const, postgres: settings() } };
     const run = async (req: Parameters<typeof runQueueCommand>[1]) => {

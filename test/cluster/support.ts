@@ -38,10 +38,15 @@ export interface ClusterReceiver {
   close(): Promise<void>;
 }
 
-export interface Reply { code: number; message: string }
+export interface Reply {
+  code: number;
+  message: string;
+}
 
 /** `decide` answers the end of DATA (undefined = 250); it may wait. */
-export async function startClusterReceiver(opts: { host?: string; decide?: (d: Delivery) => Promise<Reply | undefined> | Reply | undefined } = {}): Promise<ClusterReceiver> {
+export async function startClusterReceiver(
+  opts: { host?: string; decide?: (d: Delivery) => Promise<Reply | undefined> | Reply | undefined } = {},
+): Promise<ClusterReceiver> {
   const host = opts.host ?? '127.0.0.1';
   const deliveries: Delivery[] = [];
   const quit = new Set<string>();
@@ -50,16 +55,36 @@ export async function startClusterReceiver(opts: { host?: string; decide?: (d: D
   const r = { maxConcurrent: 0 };
   const never = (): void => undefined;
   const server = new SMTPServer({
-    name: 'mx.cluster.test', disableReverseLookup: true, authOptional: true, disabledCommands: ['AUTH', 'STARTTLS'], hideSTARTTLS: true,
-    hideENHANCEDSTATUSCODES: false, closeTimeout: 200, socketTimeout: 120_000,
+    name: 'mx.cluster.test',
+    disableReverseLookup: true,
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    hideSTARTTLS: true,
+    hideENHANCEDSTATUSCODES: false,
+    closeTimeout: 200,
+    socketTimeout: 120_000,
     logger: {
       debug: (entry: { tnx?: string; cid?: string; command?: string } | undefined) => {
-        if (entry?.tnx === 'command' && entry.command === 'QUIT' && entry.cid) { quit.add(entry.cid); open.delete(entry.cid); }
+        if (entry?.tnx === 'command' && entry.command === 'QUIT' && entry.cid) {
+          quit.add(entry.cid);
+          open.delete(entry.cid);
+        }
       },
-      info: never, warn: never, error: never, trace: never, fatal: never,
+      info: never,
+      warn: never,
+      error: never,
+      trace: never,
+      fatal: never,
     } as never,
-    onConnect(s, cb) { open.add(s.id); r.maxConcurrent = Math.max(r.maxConcurrent, open.size); cb(); },
-    onClose(s) { open.delete(s.id); closed.add(s.id); },
+    onConnect(s, cb) {
+      open.add(s.id);
+      r.maxConcurrent = Math.max(r.maxConcurrent, open.size);
+      cb();
+    },
+    onClose(s) {
+      open.delete(s.id);
+      closed.add(s.id);
+    },
     onData(stream, session, cb) {
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
@@ -83,8 +108,14 @@ export async function startClusterReceiver(opts: { host?: string; decide?: (d: D
   await new Promise<void>((res) => server.listen(0, host, res));
   const port = (server.server.address() as { port: number }).port;
   return Object.assign(r, {
-    host, port, deliveries, quit, closed,
-    get maxConcurrent() { return r.maxConcurrent; },
+    host,
+    port,
+    deliveries,
+    quit,
+    closed,
+    get maxConcurrent() {
+      return r.maxConcurrent;
+    },
     close: () => new Promise<void>((res) => server.close(() => res())),
   });
 }
@@ -130,13 +161,18 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   const nodes: Node[] = [];
   const write = (name: string, port: number, metricsPort?: number) => {
     const f = join(dir, `${name}.yml`);
-    writeFileSync(f, `listen: ["127.0.0.1:${port}"]\nhostname: relay.test\nqueue_dir: ${join(dir, name)}\n` +
-      `spool:\n  backend: postgres\n  postgres:\n    url: "${o.pg.url}"\n    password_file: ${o.pg.passwordFile}\n    node: ${name}\n    lease: ${o.lease ?? '2s'}\n` +
-      `dns:\n  mode: trust-ad\n  resolvers: ["${o.dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
-      `delivery:\n  port: ${o.rx.port}\n  tls_level: may\n  concurrency: ${o.concurrency ?? 20}\n  per_destination: ${o.perDestination ?? 5}\n` +
-      `queue:\n  min_backoff: ${o.minBackoff ?? '1s'}\n  max_backoff: ${o.minBackoff ?? '2s'}\n  run_interval: 200ms\n` +
-      `tlsrpt:\n  enabled: ${o.tlsrpt ? 'true' : 'false'}\n` + (metricsPort ? `metrics:\n  listen: "127.0.0.1:${metricsPort}"\n` : '') +
-      `log:\n  level: ${o.logLevel ?? 'warn'}\n`, { mode: 0o644 });
+    writeFileSync(
+      f,
+      `listen: ["127.0.0.1:${port}"]\nhostname: relay.test\nqueue_dir: ${join(dir, name)}\n` +
+        `spool:\n  backend: postgres\n  postgres:\n    url: "${o.pg.url}"\n    password_file: ${o.pg.passwordFile}\n    node: ${name}\n    lease: ${o.lease ?? '2s'}\n` +
+        `dns:\n  mode: trust-ad\n  resolvers: ["${o.dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
+        `delivery:\n  port: ${o.rx.port}\n  tls_level: may\n  concurrency: ${o.concurrency ?? 20}\n  per_destination: ${o.perDestination ?? 5}\n` +
+        `queue:\n  min_backoff: ${o.minBackoff ?? '1s'}\n  max_backoff: ${o.minBackoff ?? '2s'}\n  run_interval: 200ms\n` +
+        `tlsrpt:\n  enabled: ${o.tlsrpt ? 'true' : 'false'}\n` +
+        (metricsPort ? `metrics:\n  listen: "127.0.0.1:${metricsPort}"\n` : '') +
+        `log:\n  level: ${o.logLevel ?? 'warn'}\n`,
+      { mode: 0o644 },
+    );
     return f;
   };
   for (let i = 0; i < o.nodes; i++) {

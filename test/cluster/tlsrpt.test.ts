@@ -43,14 +43,34 @@ function pool(): pg.Pool {
 async function node(name: string, clock: { t: number }, opts: { sendLeaseMs?: number; file?: boolean } = {}) {
   const dir = mkdtempSync(join(tmpdir(), `tlsrpt-cluster-${name}-`));
   dirs.push(dir);
-  const settings: TlsrptSettings = { dir, organizationName: 'T', contactInfo: 'tlsrpt@relay.test', submitter: 'relay.test', retentionDays: 30, maxDelayMs: 0, allowPrivateTargets: false, dkim };
+  const settings: TlsrptSettings = {
+    dir,
+    organizationName: 'T',
+    contactInfo: 'tlsrpt@relay.test',
+    submitter: 'relay.test',
+    retentionDays: 30,
+    maxDelayMs: 0,
+    allowPrivateTargets: false,
+    dkim,
+  };
   const p = opts.file ? undefined : pool();
   const sends = p ? new PgSendClaims(p, name, opts.sendLeaseMs ?? 60_000) : undefined;
-  const svc = await TlsrptService.open({ settings, resolver, log, now: () => clock.t, rand: () => 0, ...(p && sends ? { shared: { store: new PgTlsrptStore(p), sends } } : {}) });
+  const svc = await TlsrptService.open({
+    settings,
+    resolver,
+    log,
+    now: () => clock.t,
+    rand: () => 0,
+    ...(p && sends ? { shared: { store: new PgTlsrptStore(p), sends } } : {}),
+  });
   services.push(svc);
   const queued: string[] = [];
   // the job starts (with a first pass) only when the test says so: what it finds is then what the test set up
-  const start = () => svc.start(async (env) => { queued.push(env.recipients[0]!); return `${name}-${queued.length}`; });
+  const start = () =>
+    svc.start(async (env) => {
+      queued.push(env.recipients[0]!);
+      return `${name}-${queued.length}`;
+    });
   return { svc, sends, pool: p, queued, start };
 }
 
@@ -58,7 +78,16 @@ async function node(name: string, clock: { t: number }, opts: { sendLeaseMs?: nu
 function session(i: number): TlsSessionResult {
   const domain = DOMAINS[i % DOMAINS.length]!;
   if (i % 4 === 0) return { domain, host: `mx.${domain}`, address: '192.0.2.1', ok: true };
-  if (i % 4 === 1) return { domain, host: `mx.${domain}`, address: '192.0.2.1', ok: false, resultType: 'starttls-not-supported', sendingIp: '127.0.0.1', reasonCode: 'no STARTTLS' };
+  if (i % 4 === 1)
+    return {
+      domain,
+      host: `mx.${domain}`,
+      address: '192.0.2.1',
+      ok: false,
+      resultType: 'starttls-not-supported',
+      sendingIp: '127.0.0.1',
+      reasonCode: 'no STARTTLS',
+    };
   if (i % 4 === 2) return { domain, host: `mx.${domain}`, address: '2001:db8::1', ok: false, resultType: 'validation-failure', reasonCode: 'x' };
   return { domain, host: `mx.${domain}`, ok: true, policy: { type: 'tlsa', baseDomain: `mx.${domain}`, records: ['3 1 1 abcd'] } };
 }
@@ -85,21 +114,25 @@ describe.skipIf(pgSkipReason !== undefined)('TLSRPT shared by the cluster (Postg
     await dns?.close();
     pgc?.destroy();
   });
-  beforeEach(() => { pgc.sql('DELETE FROM relay_tlsrpt_counts; DELETE FROM relay_tlsrpt_details; DELETE FROM relay_tlsrpt_sends'); });
+  beforeEach(() => {
+    pgc.sql('DELETE FROM relay_tlsrpt_counts; DELETE FROM relay_tlsrpt_details; DELETE FROM relay_tlsrpt_sends');
+  });
 
-  it('TLSRPT-10 3 nodes add their counts concurrently: the sums equal the sessions, and the report is the file store\'s', async () => {
+  it("TLSRPT-10 3 nodes add their counts concurrently: the sums equal the sessions, and the report is the file store's", async () => {
     const clock = { t: Date.parse(`${DAY}T12:00:00Z`) };
     const nodes = await Promise.all(['n0', 'n1', 'n2'].map((n) => node(n, clock)));
     const file = await node('file', clock, { file: true });
     const N = 300;
     // every node records its share, flushing in between, all at once: the upserts race on the same rows
-    await Promise.all(nodes.map(async (n, k) => {
-      for (let i = k; i < N; i += nodes.length) {
-        n.svc.recorder.record(session(i));
-        if (i % 10 === 0) await n.svc.store.flush();
-      }
-      await n.svc.store.flush();
-    }));
+    await Promise.all(
+      nodes.map(async (n, k) => {
+        for (let i = k; i < N; i += nodes.length) {
+          n.svc.recorder.record(session(i));
+          if (i % 10 === 0) await n.svc.store.flush();
+        }
+        await n.svc.store.flush();
+      }),
+    );
     for (let i = 0; i < N; i++) file.svc.recorder.record(session(i));
     await file.svc.store.flush();
     const rows = pgc.sql('SELECT sum(success) + sum(failure) FROM relay_tlsrpt_counts').trim();
@@ -110,7 +143,14 @@ describe.skipIf(pgSkipReason !== undefined)('TLSRPT shared by the cluster (Postg
     for (const n of nodes) {
       const shared = await n.svc.build(DAY);
       const local = await file.svc.build(DAY);
-      const norm = (rs: typeof shared) => rs.map((r) => ({ domain: r.domain, filename: r.filename, policies: r.json.policies.map((p) => ({ ...p, 'failure-details': [...(p['failure-details'] ?? [])].sort((a, b) => JSON.stringify(a) < JSON.stringify(b) ? -1 : 1) })).sort((a, b) => JSON.stringify(a.policy) < JSON.stringify(b.policy) ? -1 : 1) }));
+      const norm = (rs: typeof shared) =>
+        rs.map((r) => ({
+          domain: r.domain,
+          filename: r.filename,
+          policies: r.json.policies
+            .map((p) => ({ ...p, 'failure-details': [...(p['failure-details'] ?? [])].sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1)) }))
+            .sort((a, b) => (JSON.stringify(a.policy) < JSON.stringify(b.policy) ? -1 : 1)),
+        }));
       expect(norm(shared)).toEqual(norm(local));
       expect(shared.map((r) => r.domain)).toEqual(DOMAINS);
     }
@@ -119,7 +159,10 @@ describe.skipIf(pgSkipReason !== undefined)('TLSRPT shared by the cluster (Postg
   it('TLSRPT-34 two nodes running the daily job for the same day: exactly one report per domain', async () => {
     const clock = { t: END + SETTLE_MS + 60_000 };
     const [a, b] = await Promise.all([node('n0', clock), node('n1', clock)]);
-    for (const d of DOMAINS) { a.svc.store.add(DAY, d, P, true); b.svc.store.add(DAY, d, P, true); }
+    for (const d of DOMAINS) {
+      a.svc.store.add(DAY, d, P, true);
+      b.svc.store.add(DAY, d, P, true);
+    }
     await Promise.all([a.svc.store.flush(), b.svc.store.flush()]);
     a.start();
     b.start();
@@ -150,7 +193,8 @@ describe.skipIf(pgSkipReason !== undefined)('TLSRPT shared by the cluster (Postg
     expect(await b.svc.wasSent(DAY, 'a.test')).toBe(false);
     expect(await b.sends!.claim(DAY, 'a.test')).toBeUndefined();
     // the lease ends on the database's clock: wait for that, not for a guessed time
-    while (pgc.sql(`SELECT expires_at < now() FROM relay_tlsrpt_sends WHERE day = '${DAY}' AND domain = 'a.test'`).trim() !== 't') await new Promise((r) => setTimeout(r, 50));
+    while (pgc.sql(`SELECT expires_at < now() FROM relay_tlsrpt_sends WHERE day = '${DAY}' AND domain = 'a.test'`).trim() !== 't')
+      await new Promise((r) => setTimeout(r, 50));
     await b.svc.tick();
     expect(b.queued).toEqual(['reports@a.test']);
     expect(await b.svc.wasSent(DAY, 'a.test')).toBe(true);

@@ -11,7 +11,12 @@ import { CLI, ensureBuilt } from '../support/build.js';
 
 function sink(): { stream: Writable; text: () => string } {
   const chunks: Buffer[] = [];
-  const stream = new Writable({ write(c, _e, cb) { chunks.push(Buffer.from(c)); cb(); } });
+  const stream = new Writable({
+    write(c, _e, cb) {
+      chunks.push(Buffer.from(c));
+      cb();
+    },
+  });
   return { stream, text: () => Buffer.concat(chunks).toString('utf8') };
 }
 
@@ -24,10 +29,27 @@ async function run(argv: string[]): Promise<{ code: number; out: string; err: st
 
 /** The words of every command README and examples/ use; the table must still hold each of them. */
 const CONTRACT = [
-  'serve', 'config check', 'hash-password', 'queue list', 'queue show', 'queue flush', 'queue hold', 'queue release',
-  'queue delete', 'queue requeue', 'check', 'tlsa', 'tlsrpt show', 'tlsrpt send', 'dkim keygen', 'dns lookup',
-  'db migrate', 'nodes', // issue 16
-  'mta-sts show', 'mta-sts refresh', 'mta-sts purge', // issue 15
+  'serve',
+  'config check',
+  'hash-password',
+  'queue list',
+  'queue show',
+  'queue flush',
+  'queue hold',
+  'queue release',
+  'queue delete',
+  'queue requeue',
+  'check',
+  'tlsa',
+  'tlsrpt show',
+  'tlsrpt send',
+  'dkim keygen',
+  'dns lookup',
+  'db migrate',
+  'nodes', // issue 16
+  'mta-sts show',
+  'mta-sts refresh',
+  'mta-sts purge', // issue 15
 ];
 
 describe('CLI: --help, unknown options (issue 14 item 7)', () => {
@@ -57,13 +79,20 @@ describe('CLI: --help, unknown options (issue 14 item 7)', () => {
   }
 
   it('every option a command names takes its value both as "--opt VALUE" and "--opt=VALUE"; a missing value is exit 2', async () => {
-    for (const argv of [['tlsa', '--cert'], ['check', 'example.com', '--config'], ['queue', 'list', '--config']]) {
+    for (const argv of [
+      ['tlsa', '--cert'],
+      ['check', 'example.com', '--config'],
+      ['queue', 'list', '--config'],
+    ]) {
       const r = await run(argv);
       expect(r.code, argv.join(' ')).toBe(2);
       expect(r.err).toContain(`option ${argv.at(-1)} needs a value`);
     }
     const missing = '/nonexistent/dane-relay-cli-test.yml';
-    for (const argv of [['check', 'example.com', '--config', missing], ['check', 'example.com', `--config=${missing}`]]) {
+    for (const argv of [
+      ['check', 'example.com', '--config', missing],
+      ['check', 'example.com', `--config=${missing}`],
+    ]) {
       const r = await run(argv);
       expect(r.code, argv.join(' ')).toBe(2);
       expect(r.err).toContain(`cannot read: ENOENT`);
@@ -82,8 +111,15 @@ describe('CLI: --help, unknown options (issue 14 item 7)', () => {
   });
 
   it('the command groups and the bare command answer --help with the usage of what was named (exit 0)', async () => {
-    for (const [argv, first] of [[['--help'], 'serve'], [['-h'], 'serve'], [['queue', '--help'], 'queue list'], [['tlsrpt', '-h'], 'tlsrpt show'],
-      [['config', '--help'], 'config check'], [['dns', '--help'], 'dns lookup'], [['dkim', '--help'], 'dkim keygen']] as const) {
+    for (const [argv, first] of [
+      [['--help'], 'serve'],
+      [['-h'], 'serve'],
+      [['queue', '--help'], 'queue list'],
+      [['tlsrpt', '-h'], 'tlsrpt show'],
+      [['config', '--help'], 'config check'],
+      [['dns', '--help'], 'dns lookup'],
+      [['dkim', '--help'], 'dkim keygen'],
+    ] as const) {
       const r = await run([...argv]);
       expect(r.code, argv.join(' ')).toBe(0);
       expect(r.out).toContain(`usage:\n  dane-relay ${first}`);

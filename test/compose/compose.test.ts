@@ -11,7 +11,6 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { compose, startAll, stopAll, type Component } from '../../src/compose.js';
-import { Relay } from '../../src/relay.js';
 import { Spool } from '../../src/spool/spool.js';
 import { World } from '../support/world.js';
 
@@ -25,7 +24,13 @@ function recorder(): { log: string[]; component: (name: string, o?: { failStart?
         log.push(`start ${name}`);
         if (o.failStart) throw new Error(`${name} failed`);
       },
-      ...(o.drain ? { drain: async (grace: number) => { log.push(`drain ${name} ${grace}`); } } : {}),
+      ...(o.drain
+        ? {
+            drain: async (grace: number) => {
+              log.push(`drain ${name} ${grace}`);
+            },
+          }
+        : {}),
       stop: async () => {
         log.push(`stop ${name}`);
         if (o.failStop) throw new Error(`${name} stop failed`);
@@ -79,8 +84,24 @@ describe('the relay composition (real components)', () => {
     await w.receiver(); // the delivery port the configuration names
     const { components } = await compose({ config: w.config(), log: pino({ level: 'silent' }) });
     expect(components.map((c) => c.name)).toEqual([
-      'privileges', 'start-up checks', 'resolver', 'policy', 'spool', 'events', 'tlsrpt', 'recovery', 'DNSSEC self-test', 'mta-sts',
-      'scheduler', 'control socket', 'metrics', 'TLSRPT daily job', 'ingress', 'policy file watch', 'danefail probe', 'readiness',
+      'privileges',
+      'start-up checks',
+      'resolver',
+      'policy',
+      'spool',
+      'events',
+      'tlsrpt',
+      'recovery',
+      'DNSSEC self-test',
+      'mta-sts',
+      'scheduler',
+      'control socket',
+      'metrics',
+      'TLSRPT daily job',
+      'ingress',
+      'policy file watch',
+      'danefail probe',
+      'readiness',
     ]);
   });
 
@@ -100,7 +121,10 @@ describe('the relay composition (real components)', () => {
     await spool.close();
     // nothing listens on the SMTP port any more
     blocker = createServer();
-    await new Promise<void>((res, rej) => { blocker!.once('error', rej); blocker!.listen(port, '127.0.0.1', () => res()); });
+    await new Promise<void>((res, rej) => {
+      blocker!.once('error', rej);
+      blocker!.listen(port, '127.0.0.1', () => res());
+    });
   });
 
   it('a start that fails at ingress (port taken) stops what had started, in reverse: the spool lock is free, the control socket gone, and a second start works', async () => {

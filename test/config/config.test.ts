@@ -8,7 +8,9 @@ import { main } from '../../src/cli.js';
 import { Writable } from 'node:stream';
 
 const dirs: string[] = [];
-afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 /** a temp directory of this file's, removed at its end */
 function tempDir(): string {
   const d = mkdtempSync(join(tmpdir(), 'cfg-'));
@@ -17,19 +19,31 @@ function tempDir(): string {
 }
 
 function errorsOf(text: string): string[] {
-  try { parseConfigText(text); } catch (e) { if (e instanceof ConfigError) return e.problems; throw e; }
+  try {
+    parseConfigText(text);
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
   return [];
 }
 
 function sink(): Writable & { text: string } {
-  const w = new Writable({ write(c, _e, cb) { (w as any).text += c.toString(); cb(); } }) as Writable & { text: string };
+  const w = new Writable({
+    write(c, _e, cb) {
+      (w as any).text += c.toString();
+      cb();
+    },
+  }) as Writable & { text: string };
   w.text = '';
   return w;
 }
 
 describe('configuration', () => {
   it('the contract keys parse with their documented meaning', () => {
-    const c = parseConfigText(`listen: ["127.0.0.1:2525", "[::1]:2525"]\nrelay_clients: ["127.0.0.0/8", "::1/128"]\nqueue_dir: q\nhostname: relay.example.net\ndns:\n  resolvers: ["127.0.0.1:53"]\ndelivery:\n  port: 2526\n`);
+    const c = parseConfigText(
+      `listen: ["127.0.0.1:2525", "[::1]:2525"]\nrelay_clients: ["127.0.0.0/8", "::1/128"]\nqueue_dir: q\nhostname: relay.example.net\ndns:\n  resolvers: ["127.0.0.1:53"]\ndelivery:\n  port: 2526\n`,
+    );
     expect(c.listen).toEqual(['127.0.0.1:2525', '[::1]:2525']);
     expect(c.dns.resolvers).toEqual(['127.0.0.1:53']);
     expect(c.delivery.port).toBe(2526);
@@ -73,7 +87,9 @@ describe('configuration', () => {
     const base = parseConfigText('dns:\n  mode: trust-ad\n');
     for (const stub of ['127.0.0.53:53', '127.0.0.54:53', '127.0.0.53']) {
       const p = trustAdProblem({ ...base, resolvedResolvers: [stub] });
-      expect(p, stub).toMatch(/systemd-resolved's stub listener: for DNSSEC \(DO\) queries it passes the upstream resolver's AD bit through without validating \(systemd issue 34121\)/);
+      expect(p, stub).toMatch(
+        /systemd-resolved's stub listener: for DNSSEC \(DO\) queries it passes the upstream resolver's AD bit through without validating \(systemd issue 34121\)/,
+      );
       expect(p).toMatch(/dns\.mode: validate/);
     }
     // a second, good resolver does not make the stub acceptable: every listed resolver is asked
@@ -92,7 +108,8 @@ describe('configuration', () => {
     writeFileSync(join(dir, 'good.yml'), 'dns:\n  resolvers: ["127.0.0.1:53"]\n');
     writeFileSync(join(dir, 'bad.yml'), 'delivery:\n  prot: 25\n');
     writeFileSync(join(dir, 'remote.yml'), 'dns:\n  mode: trust-ad\n  resolvers: ["10.0.0.53:53"]\n');
-    const out = sink(), err = sink();
+    const out = sink(),
+      err = sink();
     expect(await main(['config', 'check', join(dir, 'good.yml')], out, err)).toBe(0);
     expect(out.text).toContain('ok');
     expect(await main(['config', 'check', join(dir, 'bad.yml')], out, err)).toBe(2);

@@ -27,7 +27,15 @@ describe('default config path (issue 21 item 2)', () => {
     [undefined, '', false, example, 'package example'],
   ] as const)('issue21: --config %s, $DANE_RELAY_CONFIG %s, /etc file exists %s → %s (%s)', (flag, env, etc, file, source) => {
     const asked: string[] = [];
-    const c = chooseConfig({ flag, env, exists: (f) => { asked.push(f); return etc && f === SYSTEM_CONFIG; }, packageDir: pkg });
+    const c = chooseConfig({
+      flag,
+      env,
+      exists: (f) => {
+        asked.push(f);
+        return etc && f === SYSTEM_CONFIG;
+      },
+      packageDir: pkg,
+    });
     expect(c).toEqual({ file, source });
     // /etc is looked at only when neither the flag nor the variable says
     expect(asked.length > 0).toBe(!flag && !env);
@@ -50,8 +58,12 @@ describe('default config path (issue 21 item 2)', () => {
         const c = spawn(process.execPath, [CLI, 'queue', 'list', '--json'], { cwd: elsewhere, env, stdio: ['ignore', 'pipe', 'pipe'] });
         let stdout = '';
         let stderr = '';
-        c.stdout.on('data', (d) => { stdout += d; });
-        c.stderr.on('data', (d) => { stderr += d; });
+        c.stdout.on('data', (d) => {
+          stdout += d;
+        });
+        c.stderr.on('data', (d) => {
+          stderr += d;
+        });
         c.on('close', (code) => res({ code, stdout, stderr }));
       });
       expect(r.stderr).toContain(`dane-relay: config ${cfg} (from $DANE_RELAY_CONFIG)`);

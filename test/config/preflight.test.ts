@@ -44,7 +44,15 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function sink(): { stream: Writable; text: () => string } {
   const chunks: string[] = [];
-  return { stream: new Writable({ write(c, _e, cb) { chunks.push(c.toString()); cb(); } }), text: () => chunks.join('') };
+  return {
+    stream: new Writable({
+      write(c, _e, cb) {
+        chunks.push(c.toString());
+        cb();
+      },
+    }),
+    text: () => chunks.join(''),
+  };
 }
 
 let n = 0;
@@ -79,10 +87,22 @@ const BAD: [string, string[], RegExp][] = [
   ['DKIM key that cannot sign', ['tlsrpt:', '  dkim: { domain: relay.test, key_file: junk.key }'], /tlsrpt\.dkim\.key_file: the key cannot sign/],
   ['tls_policy with a bad level', ['policy:', '  tls_policy: bad_policy'], /line 1: unknown TLS level "paranoid"/],
   ['danefail file missing', ['policy:', '  danefail: no_such_list'], /no_such_list/],
-  ['trust anchors that do not parse (validate)', ['dns:', '  mode: validate', '  resolvers: ["127.0.0.1:53"]', '  trust_anchors: anchors.key'], /dns\.trust_anchors: .*line 1/],
-  ['DANE-2 trust-ad with an off-host resolver under dane', ['dns:', '  mode: trust-ad', '  resolvers: ["192.0.2.53:53"]'], /192\.0\.2\.53:53 are not on loopback/],
+  [
+    'trust anchors that do not parse (validate)',
+    ['dns:', '  mode: validate', '  resolvers: ["127.0.0.1:53"]', '  trust_anchors: anchors.key'],
+    /dns\.trust_anchors: .*line 1/,
+  ],
+  [
+    'DANE-2 trust-ad with an off-host resolver under dane',
+    ['dns:', '  mode: trust-ad', '  resolvers: ["192.0.2.53:53"]'],
+    /192\.0\.2\.53:53 are not on loopback/,
+  ],
   ['DANE-2 trust-ad with systemd-resolved under dane', ['dns:', '  mode: trust-ad', '  resolvers: ["127.0.0.53:53"]'], /systemd-resolved's stub listener/],
-  ['DANE-2 a tls_policy dane entry with an off-host trust-ad resolver', ['dns:', '  mode: trust-ad', '  resolvers: ["192.0.2.53:53"]', 'delivery:', '  tls_level: may', 'policy:', '  tls_policy: dane_policy'], /a DANE entry in dane_policy/],
+  [
+    'DANE-2 a tls_policy dane entry with an off-host trust-ad resolver',
+    ['dns:', '  mode: trust-ad', '  resolvers: ["192.0.2.53:53"]', 'delivery:', '  tls_level: may', 'policy:', '  tls_policy: dane_policy'],
+    /a DANE entry in dane_policy/,
+  ],
   ['ingress certificate missing', ['ingress:', '  tls: { cert: missing.crt, key: a.key }'], /ingress\.tls: .*missing\.crt/],
   ['ingress key not matching the certificate', ['ingress:', '  tls: { cert: a.crt, key: b.key }'], /ingress\.tls: .*(mismatch|does not match)/i],
   ['users file with a bad line', ['ingress:', '  users_file: users'], /ingress\.users_file: .*line 1/],
@@ -96,7 +116,10 @@ const BAD: [string, string[], RegExp][] = [
 describe('issue13 config check runs every check serve runs before listening', () => {
   for (const [name, extra, why] of BAD) {
     it(`${name}: config check refuses (exit 2) and serve refuses to start, for the same reason`, async () => {
-      const file = configFile(extra.filter((l) => !l.startsWith('queue_dir')), ['dns:', '  mode: trust-ad', '  resolvers: ["127.0.0.1:53"]']);
+      const file = configFile(
+        extra.filter((l) => !l.startsWith('queue_dir')),
+        ['dns:', '  mode: trust-ad', '  resolvers: ["127.0.0.1:53"]'],
+      );
       if (extra.some((l) => l.startsWith('queue_dir'))) {
         // replace the default spool line with the table's
         const text = (await import('node:fs')).readFileSync(file, 'utf8').replace(/^queue_dir: .*$/m, extra.find((l) => l.startsWith('queue_dir'))!);
@@ -112,7 +135,14 @@ describe('issue13 config check runs every check serve runs before listening', ()
   }
 
   it('a good configuration (DKIM key, ingress TLS, policy file, loopback trust-ad resolver) passes config check and starts', async () => {
-    const file = configFile(['tlsrpt:', '  dkim: { domain: relay.test, key_file: dkim.key }', 'ingress:', '  tls: { cert: a.crt, key: a.key }', 'policy:', '  tls_policy: dane_policy']);
+    const file = configFile([
+      'tlsrpt:',
+      '  dkim: { domain: relay.test, key_file: dkim.key }',
+      'ingress:',
+      '  tls: { cert: a.crt, key: a.key }',
+      'policy:',
+      '  tls_policy: dane_policy',
+    ]);
     const c = await configCheck(file);
     expect(c.err).toBe('');
     expect(c.code).toBe(0);

@@ -87,7 +87,10 @@ function changed(c: LoadedConfig, key: string, salt = 1): LoadedConfig {
 }
 
 function deepFreeze<T>(o: T): T {
-  if (typeof o === 'object' && o !== null) { for (const v of Object.values(o)) deepFreeze(v); Object.freeze(o); }
+  if (typeof o === 'object' && o !== null) {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
   return o;
 }
 
@@ -96,7 +99,19 @@ const KEYS = leaves(full());
 describe('config reload plan (issue 21 item 1)', () => {
   it('issue21: the full configuration names every key of the schema (nothing optional is left out of this test)', () => {
     // every top-level section of the schema, and the optional keys the defaults leave out
-    for (const k of ['user', 'dns.trust_anchors', 'ingress.tls.cert', 'ingress.users_file', 'ingress.postmaster', 'spool.postgres.url', 'control.socket', 'metrics.listen', 'tlsrpt.dkim.key_file', 'policy.tls_policy', 'policy.danefail']) {
+    for (const k of [
+      'user',
+      'dns.trust_anchors',
+      'ingress.tls.cert',
+      'ingress.users_file',
+      'ingress.postmaster',
+      'spool.postgres.url',
+      'control.socket',
+      'metrics.listen',
+      'tlsrpt.dkim.key_file',
+      'policy.tls_policy',
+      'policy.danefail',
+    ]) {
       expect(KEYS).toContain(k);
     }
     expect(KEYS.length).toBeGreaterThan(80);
@@ -109,7 +124,11 @@ describe('config reload plan (issue 21 item 1)', () => {
       expect(reload !== restart, `${key}: reloadable ${reload}, restart rule ${restart}`).toBe(true);
     }
     // no rule names a key that does not exist
-    for (const r of [...RELOADABLE, ...Object.keys(RESTART_NEEDED)]) expect(KEYS.some((k) => k === r || k.startsWith(`${r}.`)), r).toBe(true);
+    for (const r of [...RELOADABLE, ...Object.keys(RESTART_NEEDED)])
+      expect(
+        KEYS.some((k) => k === r || k.startsWith(`${r}.`)),
+        r,
+      ).toBe(true);
   });
 
   it.each(KEYS)('issue21: %s changed alone: applied with its new value, or named as needing a restart and kept', (key) => {
@@ -130,8 +149,18 @@ describe('config reload plan (issue 21 item 1)', () => {
   });
 
   it('issue21: the keys the issue names: tls_level and the delivery limits are applied; listen, queue_dir, spool, user, control, metrics, dns need a restart', () => {
-    for (const k of ['delivery.tls_level', 'delivery.timeouts.connect', 'delivery.concurrency', 'delivery.mx_host_limit', 'queue.min_backoff', 'ingress.max_recipients', 'ingress.max_connections']) expect(isReloadable(k), k).toBe(true);
-    for (const k of ['listen', 'queue_dir', 'spool.backend', 'user', 'control.socket', 'metrics.listen', 'dns.mode', 'dns.resolvers']) expect(isReloadable(k), k).toBe(false);
+    for (const k of [
+      'delivery.tls_level',
+      'delivery.timeouts.connect',
+      'delivery.concurrency',
+      'delivery.mx_host_limit',
+      'queue.min_backoff',
+      'ingress.max_recipients',
+      'ingress.max_connections',
+    ])
+      expect(isReloadable(k), k).toBe(true);
+    for (const k of ['listen', 'queue_dir', 'spool.backend', 'user', 'control.socket', 'metrics.listen', 'dns.mode', 'dns.resolvers'])
+      expect(isReloadable(k), k).toBe(false);
   });
 
   it('issue21: a section added or removed is one change, decided by its rule', () => {
@@ -149,16 +178,19 @@ describe('config reload plan (issue 21 item 1)', () => {
   });
 
   it('issue21: any set of changed keys: applied and restart-needed partition the changes; the result has exactly the new reloadable values and the old rest; inputs untouched', () => {
-    fc.assert(fc.property(fc.uniqueArray(fc.constantFrom(...KEYS), { maxLength: 20 }), fc.integer({ min: 1, max: 9 }), (keys, salt) => {
-      const old = deepFreeze(full());
-      let next = full();
-      for (const k of keys) next = changed(next, k, salt);
-      deepFreeze(next);
-      const plan = planReload(old, next);
-      expect([...plan.applied, ...plan.restartNeeded.map((r) => r.key)].sort()).toEqual([...keys].sort());
-      for (const k of KEYS) expect(get(plan.config, k)).toEqual(get(isReloadable(k) ? next : old, k));
-      // the result is a config the plan leaves alone: planning it against itself changes nothing
-      expect(planReload(plan.config, plan.config)).toEqual({ config: plan.config, applied: [], restartNeeded: [] });
-    }), { numRuns: 200 });
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.constantFrom(...KEYS), { maxLength: 20 }), fc.integer({ min: 1, max: 9 }), (keys, salt) => {
+        const old = deepFreeze(full());
+        let next = full();
+        for (const k of keys) next = changed(next, k, salt);
+        deepFreeze(next);
+        const plan = planReload(old, next);
+        expect([...plan.applied, ...plan.restartNeeded.map((r) => r.key)].sort()).toEqual([...keys].sort());
+        for (const k of KEYS) expect(get(plan.config, k)).toEqual(get(isReloadable(k) ? next : old, k));
+        // the result is a config the plan leaves alone: planning it against itself changes nothing
+        expect(planReload(plan.config, plan.config)).toEqual({ config: plan.config, applied: [], restartNeeded: [] });
+      }),
+      { numRuns: 200 },
+    );
   });
 });

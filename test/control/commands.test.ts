@@ -14,17 +14,37 @@ import { submit } from '../support/mail.js';
 const now = 1_000_000;
 const rcpt = (address: string, state: RecipientStatus['state'], nextAttempt: number): RecipientStatus => ({ address, state, attempts: 1, nextAttempt });
 const msg = (recipients: RecipientStatus[], held = false): QueuedMessage => ({
-  id: 'x', size: 1, held, recipients,
-  envelope: { from: 'a@b.test', recipients: recipients.map((r) => r.address), smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: 0, kind: 'normal' },
+  id: 'x',
+  size: 1,
+  held,
+  recipients,
+  envelope: {
+    from: 'a@b.test',
+    recipients: recipients.map((r) => r.address),
+    smtputf8: false,
+    eightBit: false,
+    client: { address: '127.0.0.1' },
+    received: 0,
+    kind: 'normal',
+  },
 });
 
 describe('parseRequest', () => {
   it.each([
     [{ cmd: 'list' }, { cmd: 'list' }],
     [{ cmd: 'flush' }, { cmd: 'flush' }],
-    [{ cmd: 'flush', domain: 'Example.COM.' }, { cmd: 'flush', domain: 'example.com' }],
-    [{ cmd: 'flush', domain: '[127.0.0.1]' }, { cmd: 'flush', domain: '[127.0.0.1]' }],
-    [{ cmd: 'hold', id: '0123456789abcdef' }, { cmd: 'hold', id: '0123456789abcdef' }],
+    [
+      { cmd: 'flush', domain: 'Example.COM.' },
+      { cmd: 'flush', domain: 'example.com' },
+    ],
+    [
+      { cmd: 'flush', domain: '[127.0.0.1]' },
+      { cmd: 'flush', domain: '[127.0.0.1]' },
+    ],
+    [
+      { cmd: 'hold', id: '0123456789abcdef' },
+      { cmd: 'hold', id: '0123456789abcdef' },
+    ],
   ])('accepts %j', (raw, want) => {
     expect(parseRequest(raw)).toEqual(want);
   });
@@ -41,12 +61,22 @@ describe('parseRequest', () => {
     [{ cmd: 'list', extra: 1 }, 'unknown request field'],
   ])('refuses %j (%s)', (raw, why) => {
     expect(() => parseRequest(raw)).toThrow(why);
-    try { parseRequest(raw); } catch (e) { expect((e as { code: string }).code).toBe('EINVAL'); }
+    try {
+      parseRequest(raw);
+    } catch (e) {
+      expect((e as { code: string }).code).toBe('EINVAL');
+    }
   });
 });
 
 describe('flushRecipients (the rule of Scheduler.flush, for the stopped spool)', () => {
-  const rs = [rcpt('a@x.test', 'deferred', now + 10), rcpt('b@y.test', 'deferred', now + 10), rcpt('c@x.test', 'delivered', now + 10), rcpt('d@x.test', 'pending', now - 5), rcpt('e@X.TEST', 'failed', now + 10)];
+  const rs = [
+    rcpt('a@x.test', 'deferred', now + 10),
+    rcpt('b@y.test', 'deferred', now + 10),
+    rcpt('c@x.test', 'delivered', now + 10),
+    rcpt('d@x.test', 'pending', now - 5),
+    rcpt('e@X.TEST', 'failed', now + 10),
+  ];
   it('makes open recipients waiting for later due now; leaves done, already due, other domains alone', () => {
     expect(flushRecipients(msg(rs), undefined, now)!.map((r) => r.nextAttempt)).toEqual([now, now, now + 10, now - 5, now + 10]);
     expect(flushRecipients(msg(rs), 'x.test', now)!.map((r) => r.nextAttempt)).toEqual([now, now + 10, now + 10, now - 5, now + 10]);
@@ -66,7 +96,15 @@ describe('flushRecipients (the rule of Scheduler.flush, for the stopped spool)',
 
 describe('requeueRecipients', () => {
   it('every deferred recipient is due now, whatever its domain; counts only those', () => {
-    const r = requeueRecipients([rcpt('a@x.test', 'deferred', now + 10), rcpt('b@y.test', 'deferred', now - 10), rcpt('c@x.test', 'delivered', now + 10), rcpt('d@x.test', 'pending', now)], now);
+    const r = requeueRecipients(
+      [
+        rcpt('a@x.test', 'deferred', now + 10),
+        rcpt('b@y.test', 'deferred', now - 10),
+        rcpt('c@x.test', 'delivered', now + 10),
+        rcpt('d@x.test', 'pending', now),
+      ],
+      now,
+    );
     expect(r.changed).toBe(2);
     expect(r.recipients.map((x) => x.nextAttempt)).toEqual([now, now - 10, now + 10, now]);
     expect(r.recipients.map((x) => x.attempts)).toEqual([1, 1, 1, 1]);
@@ -75,16 +113,22 @@ describe('requeueRecipients', () => {
 
 describe('control socket protocol (in-process relay)', () => {
   let w: World | undefined;
-  afterEach(async () => { await w?.close(); w = undefined; });
-
-  const raw = (path: string, line: string) => new Promise<string>((resolve, reject) => {
-    const s = createConnection(path);
-    let buf = '';
-    s.on('connect', () => s.write(line));
-    s.on('data', (d) => { buf += d; });
-    s.on('end', () => resolve(buf));
-    s.on('error', reject);
+  afterEach(async () => {
+    await w?.close();
+    w = undefined;
   });
+
+  const raw = (path: string, line: string) =>
+    new Promise<string>((resolve, reject) => {
+      const s = createConnection(path);
+      let buf = '';
+      s.on('connect', () => s.write(line));
+      s.on('data', (d) => {
+        buf += d;
+      });
+      s.on('end', () => resolve(buf));
+      s.on('error', reject);
+    });
 
   it('one JSON line in, one out; bad input gets an EINVAL answer and changes nothing', async () => {
     w = await World.create();
@@ -106,7 +150,9 @@ describe('control socket protocol (in-process relay)', () => {
     // Durable: the state file says held.
     expect(JSON.parse(readFileSync(join(w.dir, 'queue', 'state', `${queueId}.json`), 'utf8')).held).toBe(true);
     const list = await request(path, { cmd: 'list' });
-    expect(list.ok && list.result.cmd === 'list' && list.result.listing.messages.map((m) => [m.id, m.held, m.recipients[0]!.state])).toEqual([[queueId, true, 'deferred']]);
+    expect(list.ok && list.result.cmd === 'list' && list.result.listing.messages.map((m) => [m.id, m.held, m.recipients[0]!.state])).toEqual([
+      [queueId, true, 'deferred'],
+    ]);
   });
 
   it('a socket file left by a killed relay is replaced; a live one or a non-socket file is never taken over', async () => {
@@ -114,7 +160,14 @@ describe('control socket protocol (in-process relay)', () => {
     await w.receiver();
     const relay = await w.start({ delivery: { tls_level: 'may' } });
     const path = relay.control!.path;
-    const backend = { list: async () => ({ messages: [], unreadable: [] }), get: async () => undefined, setHeld: async () => false, remove: async () => false, flush: async () => 0, requeue: async () => undefined };
+    const backend = {
+      list: async () => ({ messages: [], unreadable: [] }),
+      get: async () => undefined,
+      setHeld: async () => false,
+      remove: async () => false,
+      flush: async () => 0,
+      requeue: async () => undefined,
+    };
     await expect(ControlServer.start({ path, backend, now: Date.now, log: relay.log })).rejects.toThrow('in use by another process');
     const other = join(w.dir, 'plain-file');
     writeFileSync(other, 'keep me');
@@ -123,9 +176,14 @@ describe('control socket protocol (in-process relay)', () => {
     await expect(ControlServer.start({ path: join(w.dir, 'x'.repeat(120)), backend, now: Date.now, log: relay.log })).rejects.toThrow('Unix socket limit');
     // A socket whose owner was SIGKILLed: the file stays, nobody answers; the next relay takes the path.
     const stale = join(w.dir, 'stale.sock');
-    const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)}, () => console.log('up'))`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)}, () => console.log('up'))`], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     await new Promise((r) => child.stdout!.once('data', r));
-    await new Promise((r) => { child.once('exit', r); child.kill('SIGKILL'); });
+    await new Promise((r) => {
+      child.once('exit', r);
+      child.kill('SIGKILL');
+    });
     expect(statSync(stale).isSocket()).toBe(true);
     const srv = await ControlServer.start({ path: stale, backend, now: Date.now, log: relay.log });
     expect(await request(stale, { cmd: 'flush' })).toEqual({ ok: true, result: { cmd: 'flush', messages: 0 } });

@@ -25,8 +25,10 @@ beforeAll(async () => {
   rx = await startReceiver({ host: '127.0.0.30' });
   // Both destinations point at an address where nothing listens: every attempt is refused and deferred.
   dns.add(
-    { name: 'dead.test', type: 'MX', data: { preference: 10, exchange: 'mx.dead.test' } }, { name: 'mx.dead.test', type: 'A', data: '127.0.0.31' },
-    { name: 'gone.test', type: 'MX', data: { preference: 10, exchange: 'mx.gone.test' } }, { name: 'mx.gone.test', type: 'A', data: '127.0.0.32' },
+    { name: 'dead.test', type: 'MX', data: { preference: 10, exchange: 'mx.dead.test' } },
+    { name: 'mx.dead.test', type: 'A', data: '127.0.0.31' },
+    { name: 'gone.test', type: 'MX', data: { preference: 10, exchange: 'mx.gone.test' } },
+    { name: 'mx.gone.test', type: 'A', data: '127.0.0.32' },
   );
   dir = mkdtempSync(join(tmpdir(), 'dr-ctl-'));
 }, 120_000);
@@ -38,10 +40,14 @@ afterAll(async () => {
 
 function writeConfig(name: string, port: number): string {
   const f = join(dir, `${name}.yml`);
-  writeFileSync(f, `listen: ["127.0.0.1:${port}"]\nhostname: relay.test\nqueue_dir: ${join(dir, name)}\n` +
-    `dns:\n  mode: trust-ad\n  resolvers: ["${dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
-    `delivery:\n  port: ${rx.port}\n  tls_level: may\n  timeouts: { connect: 2s }\n` +
-    `queue:\n  min_backoff: 1h\n  max_backoff: 2h\n  run_interval: 200ms\n` + `log:\n  level: info\n`);
+  writeFileSync(
+    f,
+    `listen: ["127.0.0.1:${port}"]\nhostname: relay.test\nqueue_dir: ${join(dir, name)}\n` +
+      `dns:\n  mode: trust-ad\n  resolvers: ["${dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
+      `delivery:\n  port: ${rx.port}\n  tls_level: may\n  timeouts: { connect: 2s }\n` +
+      `queue:\n  min_backoff: 1h\n  max_backoff: 2h\n  run_interval: 200ms\n` +
+      `log:\n  level: info\n`,
+  );
   return f;
 }
 
@@ -54,7 +60,11 @@ const q = (cfg: string, ...args: string[]) => runCli(['queue', ...args, '--confi
  * 120 s limit there (three times, also with the two sessions side by side). A few calls stay real processes (`q`).
  */
 const qIn = (cfg: string, ...args: string[]): Promise<CliResult> => runCliIn(main, ['queue', ...args, '--config', cfg]);
-const json = (r: CliResult) => { expect(r.stderr).toBe(''); expect(r.code).toBe(0); return JSON.parse(r.stdout); };
+const json = (r: CliResult) => {
+  expect(r.stderr).toBe('');
+  expect(r.code).toBe(0);
+  return JSON.parse(r.stdout);
+};
 
 /** `queue list --json` in this process, for polling. */
 const listNow = async (cfg: string): Promise<SpoolListing> => json(await qIn(cfg, 'list', '--json')) as SpoolListing;
@@ -107,8 +117,10 @@ describe('queue control, running and stopped relay', () => {
       ids.push((await submit({ port, from: 'app@sender.test', to, subject: `to ${to.join(',')}` })).queueId);
     }
     // Every recipient was tried once and deferred for an hour.
-    const listing = await waitFor(() => listNow(cfgA),
-      (l) => l.messages.length === 4 && l.messages.every((m) => m.recipients.every((r) => r.state === 'deferred' && r.attempts === 1)));
+    const listing = await waitFor(
+      () => listNow(cfgA),
+      (l) => l.messages.length === 4 && l.messages.every((m) => m.recipients.every((r) => r.state === 'deferred' && r.attempts === 1)),
+    );
     expect(listing.messages.map((m) => m.id)).toEqual([...ids].sort());
     expect(listing.messages.flatMap((m) => m.recipients.map((r) => r.lastReason))).toEqual(Array(5).fill(expect.stringMatching(/refused|ECONNREFUSED/i)));
     const text = await q(cfgA, 'list');
@@ -124,8 +136,10 @@ describe('queue control, running and stopped relay', () => {
     const expectedAttempts = (id: string, address: string) => (address.endsWith('@gone.test') || id === ids[0] ? 2 : 1);
     // The two sessions touch different spools (A through the running relay, B's files under its lock): side by side.
     const [online, offline] = await Promise.all([session(cfgA, ids), session(cfgB, ids)]);
-    const onlineAfter = await waitFor(() => listNow(cfgA),
-      (l) => l.messages.every((m) => m.recipients.every((r) => r.attempts === expectedAttempts(m.id, r.address))));
+    const onlineAfter = await waitFor(
+      () => listNow(cfgA),
+      (l) => l.messages.every((m) => m.recipients.every((r) => r.attempts === expectedAttempts(m.id, r.address))),
+    );
     expect(await relay.stop()).toBe(0);
 
     // Identical answers, including the listing before any change and the error texts.
@@ -141,11 +155,12 @@ describe('queue control, running and stopped relay', () => {
     for (const m of onlineAfter.messages) for (const r of m.recipients) expect(r.attempts).toBe(expectedAttempts(m.id, r.address));
     // The stopped spool recorded the flush durably: due now, not attempted.
     const b = json(await q(cfgB, 'list', '--json')) as SpoolListing;
-    for (const m of b.messages) for (const r of m.recipients) {
-      expect(r.attempts).toBe(1);
-      if (r.address.endsWith('@gone.test') || m.id === ids[0]) expect(r.nextAttempt).toBeLessThanOrEqual(Date.now());
-      else expect(r.nextAttempt).toBeGreaterThan(Date.now() + 30 * 60_000);
-    }
+    for (const m of b.messages)
+      for (const r of m.recipients) {
+        expect(r.attempts).toBe(1);
+        if (r.address.endsWith('@gone.test') || m.id === ids[0]) expect(r.nextAttempt).toBeLessThanOrEqual(Date.now());
+        else expect(r.nextAttempt).toBeGreaterThan(Date.now() + 30 * 60_000);
+      }
     // Both relays' spools end with the same messages, nothing held, m4 gone for good.
     const a = json(await q(cfgA, 'list', '--json')) as SpoolListing;
     expect(a.messages.map((m) => [m.id, m.held])).toEqual(b.messages.map((m) => [m.id, m.held]));
@@ -164,7 +179,9 @@ describe('queue control, running and stopped relay', () => {
     try {
       const hold = await q(cfg, 'hold', queueId);
       expect(hold.code).toBe(1);
-      expect(hold.stderr).toContain(`is locked by running process ${process.pid}, but its control socket ${join(dir, 'locked', 'control.sock')} does not answer`);
+      expect(hold.stderr).toContain(
+        `is locked by running process ${process.pid}, but its control socket ${join(dir, 'locked', 'control.sock')} does not answer`,
+      );
       expect(hold.stderr).toContain('nothing was changed');
       const list = await q(cfg, 'list', '--json');
       expect(list.code).toBe(0);

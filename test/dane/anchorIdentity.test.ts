@@ -77,14 +77,27 @@ describe('issue13 defect 5: each DNS-derived DANE-TA certificate has its own ide
     // Every record kind the verifier treats differently: DNS certificates (2 0 0), DNS keys (2 1 0),
     // in-chain anchors (2 0 1 / 2 1 1), DANE-EE (3 1 1) that match or not.
     const pool: TlsaRecord[] = [
-      of(oldRoot, 2, 0, 0), of(newRoot, 2, 0, 0), of(tightRoot, 2, 0, 0), of(stranger, 2, 0, 0),
-      of(oldRoot, 2, 1, 0), of(newRoot, 2, 1, 0), of(stranger, 2, 1, 0),
-      of(oldInter, 2, 1, 1), of(newInter, 2, 0, 1), of(tightInter, 2, 1, 1),
-      of(selfSigned, 3, 1, 1), of(stranger, 3, 1, 1),
+      of(oldRoot, 2, 0, 0),
+      of(newRoot, 2, 0, 0),
+      of(tightRoot, 2, 0, 0),
+      of(stranger, 2, 0, 0),
+      of(oldRoot, 2, 1, 0),
+      of(newRoot, 2, 1, 0),
+      of(stranger, 2, 1, 0),
+      of(oldInter, 2, 1, 1),
+      of(newInter, 2, 0, 1),
+      of(tightInter, 2, 1, 1),
+      of(selfSigned, 3, 1, 1),
+      of(stranger, 3, 1, 1),
     ];
     const chains: Issued[][] = [
-      [newLeaf, newInter], [oldLeaf, oldInter], [tightLeaf, tightInter], [newInter, newLeaf],
-      [newLeaf], [newLeaf, oldInter, newInter], [selfSigned],
+      [newLeaf, newInter],
+      [oldLeaf, oldInter],
+      [tightLeaf, tightInter],
+      [newInter, newLeaf],
+      [newLeaf],
+      [newLeaf, oldInter, newInter],
+      [selfSigned],
     ];
     const alone = new Map<string, boolean>();
     const aloneOk = (r: TlsaRecord, ci: number): boolean => {
@@ -95,7 +108,10 @@ describe('issue13 defect 5: each DNS-derived DANE-TA certificate has its own ide
     };
     fc.assert(
       fc.property(
-        fc.subarray(pool.map((_, i) => i), { minLength: 1 }),
+        fc.subarray(
+          pool.map((_, i) => i),
+          { minLength: 1 },
+        ),
         fc.integer({ min: 0, max: chains.length - 1 }),
         fc.infiniteStream(fc.nat()),
         (picked, ci, rand) => {

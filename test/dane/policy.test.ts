@@ -13,7 +13,10 @@ describe('TLSA candidates (RFC 7672 §2.2.2)', () => {
   });
   it('DANE-22 secure CNAME chain → [expanded, original]', () => {
     const chain = [{ owner: 'mx.example', target: 'host.provider.example', status: 'secure' as const }];
-    expect(tlsaCandidates('mx.example', { status: 'secure', firstStatus: 'secure', canonicalName: 'host.provider.example', chain })).toEqual(['host.provider.example', 'mx.example']);
+    expect(tlsaCandidates('mx.example', { status: 'secure', firstStatus: 'secure', canonicalName: 'host.provider.example', chain })).toEqual([
+      'host.provider.example',
+      'mx.example',
+    ]);
   });
   it('DANE-22 secure first CNAME, insecure end → [original]', () => {
     const chain = [{ owner: 'mx.example', target: 'host.unsigned.example', status: 'secure' as const }];
@@ -27,13 +30,27 @@ describe('TLSA candidates (RFC 7672 §2.2.2)', () => {
 
 describe('reference identifiers (RFC 7672 §3.2.2)', () => {
   it('DANE-55 secure MX: base domain first, then next hop and its CNAME expansion', () => {
-    expect(referenceNames({ baseDomain: 'mx.provider.example', host: 'mx.provider.example', nextHop: 'example.org', expandedNextHop: 'example.net', mxStatus: 'secure', implicit: false })).toEqual(['mx.provider.example', 'example.org', 'example.net']);
+    expect(
+      referenceNames({
+        baseDomain: 'mx.provider.example',
+        host: 'mx.provider.example',
+        nextHop: 'example.org',
+        expandedNextHop: 'example.net',
+        mxStatus: 'secure',
+        implicit: false,
+      }),
+    ).toEqual(['mx.provider.example', 'example.org', 'example.net']);
   });
   it('DANE-55 insecure MX (trusted opt-in): only the MX host name', () => {
-    expect(referenceNames({ baseDomain: 'mx.example', host: 'mx.example', nextHop: 'example.org', mxStatus: 'insecure', implicit: false })).toEqual(['mx.example']);
+    expect(referenceNames({ baseDomain: 'mx.example', host: 'mx.example', nextHop: 'example.org', mxStatus: 'insecure', implicit: false })).toEqual([
+      'mx.example',
+    ]);
   });
   it('DANE-55 non-MX host whose base domain came from CNAME expansion adds the original next hop', () => {
-    expect(referenceNames({ baseDomain: 'server.hosting.example', host: 'example.org', nextHop: 'example.org', mxStatus: 'secure', implicit: true })).toEqual(['server.hosting.example', 'example.org']);
+    expect(referenceNames({ baseDomain: 'server.hosting.example', host: 'example.org', nextHop: 'example.org', mxStatus: 'secure', implicit: true })).toEqual([
+      'server.hosting.example',
+      'example.org',
+    ]);
   });
 });
 

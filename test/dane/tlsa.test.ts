@@ -22,10 +22,12 @@ beforeAll(async () => {
 
 describe('DANE-40 usability', () => {
   it('DANE-40 usages 2 and 3 with selector 0/1 and matching type 0/1/2 and well-formed data are usable', () => {
-    for (const u of [2, 3]) for (const s of [0, 1] as const) for (const m of [0, 1, 2] as const) {
-      expect(isUsable(of(ec, u, s, m)), `${u} ${s} ${m}`).toBe(true);
-      expect(isUsable(of(rsa, u, s, m)), `rsa ${u} ${s} ${m}`).toBe(true);
-    }
+    for (const u of [2, 3])
+      for (const s of [0, 1] as const)
+        for (const m of [0, 1, 2] as const) {
+          expect(isUsable(of(ec, u, s, m)), `${u} ${s} ${m}`).toBe(true);
+          expect(isUsable(of(rsa, u, s, m)), `rsa ${u} ${s} ${m}`).toBe(true);
+        }
   });
 
   it('DANE-40 PKIX usages 0 and 1, private 255 and unassigned 4 are unusable even with correct data', () => {

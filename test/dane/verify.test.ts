@@ -45,11 +45,19 @@ beforeAll(async () => {
 });
 
 /** CPU milliseconds the process spent since `since` (work done; a busy machine stretches wall time, not this) */
-const cpuMs = (since: NodeJS.CpuUsage): number => { const d = process.cpuUsage(since); return (d.user + d.system) / 1000; };
+const cpuMs = (since: NodeJS.CpuUsage): number => {
+  const d = process.cpuUsage(since);
+  return (d.user + d.system) / 1000;
+};
 
 describe('DANE-52 DANE-EE (usage 3)', () => {
   it('DANE-52 3 1 1 matches an expired self-signed leaf with a wrong name (case 5)', async () => {
-    const stale = await makeSelfSigned({ cn: 'wrong.invalid', dnsNames: ['wrong.invalid'], notBefore: new Date('2015-01-01'), notAfter: new Date('2016-01-01') });
+    const stale = await makeSelfSigned({
+      cn: 'wrong.invalid',
+      dnsNames: ['wrong.invalid'],
+      notBefore: new Date('2015-01-01'),
+      notAfter: new Date('2016-01-01'),
+    });
     const r = verify([of(stale, 3, 1, 1)], [stale]);
     expect(r.ok).toBe(true);
     expect(r.matched).toBe(formatTlsa(of(stale, 3, 1, 1)));
@@ -64,15 +72,19 @@ describe('DANE-52 DANE-EE (usage 3)', () => {
     expect(r.ok).toBe(false);
     expect(r.reason).toBe('dane-no-match');
     const spkiHex = tlsaData(mine, 1, 1).toString('hex').toUpperCase();
-    expect(r.detail).toBe(`no TLSA record matched: leaf SPKI sha256 ${spkiHex}, cert sha256 ${tlsaData(mine, 0, 1).toString('hex').toUpperCase()}, 2 usable records tried`);
+    expect(r.detail).toBe(
+      `no TLSA record matched: leaf SPKI sha256 ${spkiHex}, cert sha256 ${tlsaData(mine, 0, 1).toString('hex').toUpperCase()}, 2 usable records tried`,
+    );
   });
 
   it('DANE-50 every selector and matching type matches the leaf, for EC and RSA keys', async () => {
     const rsa = await makeSelfSigned({ keyAlg: 'rsa' });
-    for (const c of [leaf, rsa]) for (const s of [0, 1] as const) for (const m of [0, 1, 2] as const) {
-      const r = verify([of(c, 3, s, m)], [c]);
-      expect(r.ok, `3 ${s} ${m}`).toBe(true);
-    }
+    for (const c of [leaf, rsa])
+      for (const s of [0, 1] as const)
+        for (const m of [0, 1, 2] as const) {
+          const r = verify([of(c, 3, s, m)], [c]);
+          expect(r.ok, `3 ${s} ${m}`).toBe(true);
+        }
   });
 
   it('DANE-50 selector 0 is the whole certificate: a re-issued certificate with the same key matches 3 1 1 but not 3 0 1', async () => {
@@ -230,7 +242,7 @@ describe('DANE-53 DANE-TA (usage 2), anchor in the chain', () => {
     expect(r.detail).toContain('not valid before');
   });
 
-  it('DANE-53 the anchor certificate\'s own dates are not checked (RFC 5280 §6.1: the anchor is not in the path)', async () => {
+  it("DANE-53 the anchor certificate's own dates are not checked (RFC 5280 §6.1: the anchor is not in the path)", async () => {
     const oldRoot = await makeCa({ notBefore: new Date(NOW.getTime() - 400 * DAY), notAfter: new Date(NOW.getTime() - DAY) });
     const l = await makeLeaf(oldRoot, { dnsNames: [MX] });
     expect(verify([of(oldRoot, 2, 0, 1)], [l, oldRoot]).ok).toBe(true);
@@ -251,7 +263,7 @@ describe('DANE-53 DANE-TA (usage 2), anchor in the chain', () => {
     expect(r2.detail).toContain('is not a CA');
   });
 
-  it('DANE-53 an intermediate\'s pathLen is enforced', async () => {
+  it("DANE-53 an intermediate's pathLen is enforced", async () => {
     const i1 = await makeIntermediate(root, { pathLen: 0 });
     const i2 = await makeIntermediate(i1);
     const l = await makeLeaf(i2, { dnsNames: [MX] });
@@ -410,7 +422,12 @@ describe('hostile certificates and chains', () => {
   });
 
   it('a garbage, truncated or empty leaf fails with validation-failure, no exception', () => {
-    for (const bad of [Buffer.from('hello world'), leaf.der.subarray(0, leaf.der.length - 10), Buffer.alloc(0), Buffer.from([0x30, 0x84, 0x7f, 0xff, 0xff, 0xff])]) {
+    for (const bad of [
+      Buffer.from('hello world'),
+      leaf.der.subarray(0, leaf.der.length - 10),
+      Buffer.alloc(0),
+      Buffer.from([0x30, 0x84, 0x7f, 0xff, 0xff, 0xff]),
+    ]) {
       const r = verify([of(leaf, 3, 0, 1), of(root, 2, 0, 1)], [bad, inter, root]);
       expect(r.ok).toBe(false);
       expect(r.reason).toBe('validation-failure');

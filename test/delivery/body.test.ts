@@ -5,12 +5,28 @@ import { guardedBody, outboundBody, type BodySource } from '../../src/delivery/b
 import { factsOf, SEVEN_BIT_FACTS } from '../../src/mime/scan.js';
 import type { Envelope } from '../../src/spool/types.js';
 
-const env: Envelope = { from: 'a@src.test', recipients: ['b@dst.test'], smtputf8: false, eightBit: true, client: { address: '127.0.0.1' }, received: 0, kind: 'normal' };
+const env: Envelope = {
+  from: 'a@src.test',
+  recipients: ['b@dst.test'],
+  smtputf8: false,
+  eightBit: true,
+  client: { address: '127.0.0.1' },
+  received: 0,
+  kind: 'normal',
+};
 const EIGHT = new Map([['8BITMIME', '']]);
 const SEVEN = new Map<string, string>();
 let reads = 0;
 function source(body: string, facts = factsOf(1)): BodySource {
-  return { envelope: env, size: Buffer.byteLength(body), facts, body: () => { reads++; return Readable.from([Buffer.from(body, 'utf8')]); } };
+  return {
+    envelope: env,
+    size: Buffer.byteLength(body),
+    facts,
+    body: () => {
+      reads++;
+      return Readable.from([Buffer.from(body, 'utf8')]);
+    },
+  };
 }
 async function text(r: Readable): Promise<string> {
   const parts: Buffer[] = [];
@@ -40,7 +56,11 @@ describe('outboundBody', () => {
   });
 
   it('mime_conversion refuse: 5.6.3 naming what the body has and what the server lacks', async () => {
-    expect(await outboundBody(source('Subject: x\r\n\r\nGrüße\r\n'), SEVEN, 'refuse')).toEqual({ ok: false, code: '5.6.3', reason: 'the message has 8-bit octets (the next hop does not advertise 8BITMIME) and delivery.mime_conversion is refuse' });
+    expect(await outboundBody(source('Subject: x\r\n\r\nGrüße\r\n'), SEVEN, 'refuse')).toEqual({
+      ok: false,
+      code: '5.6.3',
+      reason: 'the message has 8-bit octets (the next hop does not advertise 8BITMIME) and delivery.mime_conversion is refuse',
+    });
   });
 
   it('an SMTPUTF8 message to a server without SMTPUTF8 is left for the 5.6.7 refusal, not converted', async () => {
@@ -58,11 +78,17 @@ describe('outboundBody', () => {
 });
 
 describe('guardedBody: the converted output is checked on its way out', () => {
-  const gen = async function* (...c: string[]) { for (const x of c) yield Buffer.from(x, 'utf8'); };
+  const gen = async function* (...c: string[]) {
+    for (const x of c) yield Buffer.from(x, 'utf8');
+  };
   it('passes 7-bit short lines, stops before an 8-bit chunk, a long line or a NUL', async () => {
     expect(await text(Readable.from(guardedBody(gen('a\r\n', 'b\r\n'), '7bit')))).toBe('a\r\nb\r\n');
     const sent: string[] = [];
-    await expect((async () => { for await (const c of guardedBody(gen('ok\r\n', 'ü\r\n'), '7bit')) sent.push(c.toString()); })()).rejects.toThrow(/8-bit octets/);
+    await expect(
+      (async () => {
+        for await (const c of guardedBody(gen('ok\r\n', 'ü\r\n'), '7bit')) sent.push(c.toString());
+      })(),
+    ).rejects.toThrow(/8-bit octets/);
     expect(sent).toEqual(['ok\r\n']);
     await expect(text(Readable.from(guardedBody(gen('x'.repeat(999)), '8bit')))).rejects.toThrow(/longer than 998/);
     await expect(text(Readable.from(guardedBody(gen('\0'), '8bit')))).rejects.toThrow(/NUL/);

@@ -6,14 +6,15 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
-import { pino } from 'pino';
 import { DestinationRun, type DeliveryDeps } from '../../src/delivery/deliver.js';
 import type { RecipientOutcome } from '../../src/delivery/outcome.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { normalScript, startScriptedPeer, type PeerAction, type PeerTransaction, type ScriptedPeer } from '../support/scriptedPeer.js';
 
 const cleanups: (() => Promise<void>)[] = [];
-afterAll(async () => { for (const c of cleanups.reverse()) await c(); });
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
 
 const T = 2000;
 const resolver = new StubResolver({ servers: ['127.0.0.1:9'], timeoutMs: 100, attempts: 1 }); // never asked: address literals
@@ -21,9 +22,17 @@ cleanups.push(() => resolver.close());
 
 function deps(port: number, over: Partial<DeliveryDeps> = {}): DeliveryDeps {
   return {
-    resolver, heloName: 'relay.test', selfNames: ['relay.test'], port, tlsLevel: () => ({ level: 'may', rule: 'test' }),
+    resolver,
+    heloName: 'relay.test',
+    selfNames: ['relay.test'],
+    port,
+    tlsLevel: () => ({ level: 'may', rule: 'test' }),
     timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-    digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 10, subscribers: [], now: Date.now, ...over,
+    digestPreference: ['sha512', 'sha256'],
+    maxMessagesPerConnection: 10,
+    subscribers: [],
+    now: Date.now,
+    ...over,
   };
 }
 
@@ -35,15 +44,30 @@ async function peer(script: Parameters<typeof startScriptedPeer>[0]['script']): 
 
 let n = 0;
 /** One message to `recipients` (in domain [127.0.0.1]) through a fresh DestinationRun. */
-async function deliverOnce(p: ScriptedPeer, recipients: string[], given?: DestinationRun, body: () => Readable = () => Readable.from([Buffer.from('Subject: t\r\n\r\nbody\r\n')])): Promise<RecipientOutcome[]> {
+async function deliverOnce(
+  p: ScriptedPeer,
+  recipients: string[],
+  given?: DestinationRun,
+  body: () => Readable = () => Readable.from([Buffer.from('Subject: t\r\n\r\nbody\r\n')]),
+): Promise<RecipientOutcome[]> {
   const run = given ?? new DestinationRun(deps(p.port), '[127.0.0.1]');
   const rcpts = recipients.map((r) => `${r}@[127.0.0.1]`);
   const id = `m${n++}`;
   try {
     // no bodyFacts: like a format 1 spool message, delivery scans the body before deciding
     return await run.deliver({
-      id, size: 30, recipients: rcpts,
-      envelope: { kind: 'normal', from: `${id}@sender.test`, recipients: rcpts, smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: Date.now() },
+      id,
+      size: 30,
+      recipients: rcpts,
+      envelope: {
+        kind: 'normal',
+        from: `${id}@sender.test`,
+        recipients: rcpts,
+        smtputf8: false,
+        eightBit: false,
+        client: { address: '127.0.0.1' },
+        received: Date.now(),
+      },
       body,
     });
   } finally {
@@ -57,11 +81,19 @@ const txs = (p: ScriptedPeer): PeerTransaction[] => p.connections.flatMap((c) =>
 /** The invariant of issue 13, per call: one outcome per recipient; sent ⇔ the peer's truth says delivered. */
 function expectOneEach(out: RecipientOutcome[], recipients: string[], p: ScriptedPeer): void {
   expect(out.map((o) => o.address).sort()).toEqual(recipients.map((r) => `${r}@[127.0.0.1]`).sort());
-  const delivered = new Set(txs(p).filter((t) => t.delivered).flatMap((t) => t.rcpts));
-  for (const o of out) if (o.result === 'sent') expect({ address: o.address, deliveredByPeer: delivered.has(o.address) }).toEqual({ address: o.address, deliveredByPeer: true });
+  const delivered = new Set(
+    txs(p)
+      .filter((t) => t.delivered)
+      .flatMap((t) => t.rcpts),
+  );
+  for (const o of out)
+    if (o.result === 'sent') expect({ address: o.address, deliveredByPeer: delivered.has(o.address) }).toEqual({ address: o.address, deliveredByPeer: true });
 }
 
-const answer = (over: Record<string, string>) => (verb: string): PeerAction | undefined => (over[verb] !== undefined ? { reply: over[verb]! } : undefined);
+const answer =
+  (over: Record<string, string>) =>
+  (verb: string): PeerAction | undefined =>
+    over[verb] !== undefined ? { reply: over[verb]! } : undefined;
 
 describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354 and a 2xx to the end of data', () => {
   it('issue13-1 RFC 5321 §4.2.1 a 2xx to MAIL FROM that is not 250, with PIPELINING: never `sent` without DATA; the transaction goes on (first digit 2 = positive completion)', async () => {
@@ -75,31 +107,33 @@ describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354
   });
 
   it('issue13-1 PIPELINING: MAIL 252 and RCPT 250 but the connection closes before DATA → deferred, not sent', async () => {
-    const p = await peer(normalScript({ ext: ['PIPELINING'], answer: (verb) => (verb === 'MAIL' ? { reply: '252 ok\r\n' } : verb === 'DATA' ? { close: true } : undefined) }));
+    const p = await peer(
+      normalScript({ ext: ['PIPELINING'], answer: (verb) => (verb === 'MAIL' ? { reply: '252 ok\r\n' } : verb === 'DATA' ? { close: true } : undefined) }),
+    );
     const out = await deliverOnce(p, ['a']);
     expectOneEach(out, ['a'], p);
     expect(out.map((o) => o.result)).toEqual(['deferred']);
   });
 
-  it.each([
-    ['250 2.0.0 ok, no body needed'],
-    ['251 2.0.0 forwarded'],
-    ['220 ready'],
-    ['221 bye'],
-    ['334 go on'],
-    ['350 not quite 354'],
-  ])('issue13-2 RFC 5321 §4.3.2 DATA answered %j: only 354 opens the data phase → deferred (protocol error), never sent', async (reply) => {
-    const p = await peer(normalScript({ ext: ['PIPELINING', 'ENHANCEDSTATUSCODES'], answer: answer({ DATA: `${reply}\r\n` }) }));
-    const out = await deliverOnce(p, ['a', 'b']);
-    expectOneEach(out, ['a', 'b'], p);
-    expect(out.map((o) => o.result)).toEqual(['deferred', 'deferred']);
-    expect(out[0]!.code).toBe('4.5.0');
-    expect(out[0]!.reason).toMatch(/DATA/);
-    expect(txs(p).some((t) => t.dot)).toBe(false); // no body went out
-  });
+  it.each([['250 2.0.0 ok, no body needed'], ['251 2.0.0 forwarded'], ['220 ready'], ['221 bye'], ['334 go on'], ['350 not quite 354']])(
+    'issue13-2 RFC 5321 §4.3.2 DATA answered %j: only 354 opens the data phase → deferred (protocol error), never sent',
+    async (reply) => {
+      const p = await peer(normalScript({ ext: ['PIPELINING', 'ENHANCEDSTATUSCODES'], answer: answer({ DATA: `${reply}\r\n` }) }));
+      const out = await deliverOnce(p, ['a', 'b']);
+      expectOneEach(out, ['a', 'b'], p);
+      expect(out.map((o) => o.result)).toEqual(['deferred', 'deferred']);
+      expect(out[0]!.code).toBe('4.5.0');
+      expect(out[0]!.reason).toMatch(/DATA/);
+      expect(txs(p).some((t) => t.dot)).toBe(false); // no body went out
+    },
+  );
 
   it('issue13-2 RFC 5321 §4.3.2 a 3xx to the end of data is no delivery → deferred; a 4xx deferred, a 5xx bounced', async () => {
-    for (const [reply, result] of [['354 again?', 'deferred'], ['452 4.3.1 full', 'deferred'], ['554 5.6.0 rejected', 'bounced']] as const) {
+    for (const [reply, result] of [
+      ['354 again?', 'deferred'],
+      ['452 4.3.1 full', 'deferred'],
+      ['554 5.6.0 rejected', 'bounced'],
+    ] as const) {
       const p = await peer(normalScript({ endOfData: () => ({ reply: `${reply}\r\n` }) }));
       const out = await deliverOnce(p, ['a']);
       expectOneEach(out, ['a'], p);
@@ -119,12 +153,15 @@ describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354
       const p = await peer(normalScript({ ext, answer: answer({ MAIL: '354 what?\r\n' }) }));
       const out = await deliverOnce(p, ['a', 'b']);
       expectOneEach(out, ['a', 'b'], p);
-      expect(out.map((o) => [o.result, o.code])).toEqual([['deferred', '4.5.0'], ['deferred', '4.5.0']]);
+      expect(out.map((o) => [o.result, o.code])).toEqual([
+        ['deferred', '4.5.0'],
+        ['deferred', '4.5.0'],
+      ]);
       expect(p.connections[0]!.commands).not.toContain('DATA');
     }
   });
 
-  it('issue13-3 RCPT answered with a 3xx: that recipient deferred, the transaction is abandoned before DATA (the peer\'s view of it is unknown)', async () => {
+  it("issue13-3 RCPT answered with a 3xx: that recipient deferred, the transaction is abandoned before DATA (the peer's view of it is unknown)", async () => {
     const p = await peer(normalScript({ answer: (verb, line) => (verb === 'RCPT' && line.includes('<b@') ? { reply: '354 eh\r\n' } : undefined) }));
     const out = await deliverOnce(p, ['a', 'b', 'c']);
     expectOneEach(out, ['a', 'b', 'c'], p);
@@ -132,8 +169,11 @@ describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354
     expect(p.connections[0]!.commands).not.toContain('DATA');
   });
 
-  it('RFC 5321 §4.2.1 MAIL 4xx / 5xx: every recipient deferred / bounced with the peer\'s words', async () => {
-    for (const [reply, result] of [['451 4.3.0 try later', 'deferred'], ['553 5.1.8 bad sender', 'bounced']] as const) {
+  it("RFC 5321 §4.2.1 MAIL 4xx / 5xx: every recipient deferred / bounced with the peer's words", async () => {
+    for (const [reply, result] of [
+      ['451 4.3.0 try later', 'deferred'],
+      ['553 5.1.8 bad sender', 'bounced'],
+    ] as const) {
       for (const ext of [[], ['PIPELINING']]) {
         const p = await peer(normalScript({ ext, answer: answer({ MAIL: `${reply}\r\n`, RCPT: '503 5.5.1 no MAIL\r\n' }) }));
         const out = await deliverOnce(p, ['a', 'b']);
@@ -145,15 +185,21 @@ describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354
     }
   });
 
-  it('RFC 5321 §4.2.1 RCPT 2xx other than 250 (251, 252) counts as accepted; a 4xx/5xx is that recipient\'s own outcome', async () => {
-    const p = await peer(normalScript({
-      ext: ['PIPELINING'],
-      answer: (verb, line) => {
-        if (verb !== 'RCPT') return undefined;
-        const who = /<(\w)@/.exec(line)![1];
-        return { reply: { a: '251 2.1.5 will forward\r\n', b: '252 2.1.5 cannot verify, will try\r\n', c: '450 4.2.1 busy\r\n', d: '550 5.1.1 no such user\r\n' }[who!] ?? '250 ok\r\n' };
-      },
-    }));
+  it("RFC 5321 §4.2.1 RCPT 2xx other than 250 (251, 252) counts as accepted; a 4xx/5xx is that recipient's own outcome", async () => {
+    const p = await peer(
+      normalScript({
+        ext: ['PIPELINING'],
+        answer: (verb, line) => {
+          if (verb !== 'RCPT') return undefined;
+          const who = /<(\w)@/.exec(line)![1];
+          return {
+            reply:
+              { a: '251 2.1.5 will forward\r\n', b: '252 2.1.5 cannot verify, will try\r\n', c: '450 4.2.1 busy\r\n', d: '550 5.1.1 no such user\r\n' }[who!] ??
+              '250 ok\r\n',
+          };
+        },
+      }),
+    );
     const out = await deliverOnce(p, ['a', 'b', 'c', 'd']);
     expectOneEach(out, ['a', 'b', 'c', 'd'], p);
     expect(out.map((o) => o.result)).toEqual(['sent', 'sent', 'deferred', 'bounced']);
@@ -162,12 +208,20 @@ describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354
 
   it('RFC 5321 §4.2 multi-line replies with changing codes, garbage, out-of-range codes, close and stall at each step → deferred, never sent', async () => {
     const faults: PeerAction[] = [
-      { reply: '250-ok\r\n354 mixed\r\n' }, { reply: 'garbage line\r\n' }, { reply: '199 too low\r\n' }, { reply: '650 too high\r\n' }, { close: true }, { stall: true },
+      { reply: '250-ok\r\n354 mixed\r\n' },
+      { reply: 'garbage line\r\n' },
+      { reply: '199 too low\r\n' },
+      { reply: '650 too high\r\n' },
+      { close: true },
+      { stall: true },
     ];
     for (const step of ['MAIL', 'RCPT', 'DATA', 'dot']) {
       for (const f of faults) {
         const p = await peer(normalScript({ answer: (verb) => (verb === step ? f : undefined), endOfData: () => (step === 'dot' ? f : undefined) }));
-        const run = new DestinationRun(deps(p.port, { timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: 300, rcpt: 300, data: 300, data_block: 300, data_done: 300 } }), '[127.0.0.1]');
+        const run = new DestinationRun(
+          deps(p.port, { timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: 300, rcpt: 300, data: 300, data_block: 300, data_done: 300 } }),
+          '[127.0.0.1]',
+        );
         const out = await deliverOnce(p, ['a', 'b'], run);
         await run.close();
         expectOneEach(out, ['a', 'b'], p);
@@ -177,10 +231,15 @@ describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354
   }, 60_000);
 
   it('RFC 5321 §4.5.3.1.10 552 to RCPT is the old "too many recipients": treated as 452, deferred (4.x.x), not bounced', async () => {
-    const p = await peer(normalScript({ answer: (verb, line) => (verb === 'RCPT' && line.includes('<b@') ? { reply: '552 5.5.3 too many recipients\r\n' } : undefined) }));
+    const p = await peer(
+      normalScript({ answer: (verb, line) => (verb === 'RCPT' && line.includes('<b@') ? { reply: '552 5.5.3 too many recipients\r\n' } : undefined) }),
+    );
     const out = await deliverOnce(p, ['a', 'b']);
     expectOneEach(out, ['a', 'b'], p);
-    expect(out.map((o) => [o.result, o.code])).toEqual([['sent', '2.0.0'], ['deferred', '4.5.3']]);
+    expect(out.map((o) => [o.result, o.code])).toEqual([
+      ['sent', '2.0.0'],
+      ['deferred', '4.5.3'],
+    ]);
   });
 
   it('RFC 5321 §4.2 a peer out of step — MAIL answered twice, or a reply before the end-of-data dot — is never read as success: deferred 4.5.0', async () => {
@@ -197,12 +256,18 @@ describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354
   });
 
   it('RFC 5321 §3.8 421 to RCPT: the peer is closing, so the transaction ends there (every recipient deferred, no DATA) and the connection is not reused', async () => {
-    const p = await peer(normalScript({ answer: (verb, line) => (verb === 'RCPT' && line.includes('<b@') ? { reply: '421 4.3.2 shutting down\r\n' } : undefined) }));
+    const p = await peer(
+      normalScript({ answer: (verb, line) => (verb === 'RCPT' && line.includes('<b@') ? { reply: '421 4.3.2 shutting down\r\n' } : undefined) }),
+    );
     const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
     const first = await deliverOnce(p, ['a', 'b'], run);
     const second = await deliverOnce(p, ['c'], run);
     await run.close();
-    expect([...first, ...second].map((o) => [o.address.split('@')[0], o.result])).toEqual([['a', 'deferred'], ['b', 'deferred'], ['c', 'sent']]);
+    expect([...first, ...second].map((o) => [o.address.split('@')[0], o.result])).toEqual([
+      ['a', 'deferred'],
+      ['b', 'deferred'],
+      ['c', 'sent'],
+    ]);
     expect(first[0]!.reason).toContain('421 4.3.2 shutting down (in reply to RCPT TO)');
     expect(p.connections).toHaveLength(2);
     expect(p.connections[0]!.commands).not.toContain('DATA');
@@ -228,7 +293,11 @@ describe('issue 19: the body decision before MAIL is an outcome like any other',
     const next = await deliverOnce(p, ['d'], run);
     await run.close();
     expectOneEach(refused, ['a', 'b', 'c'], p);
-    expect(refused.map((o) => [o.result, o.code])).toEqual([['bounced', '5.6.3'], ['bounced', '5.6.3'], ['bounced', '5.6.3']]);
+    expect(refused.map((o) => [o.result, o.code])).toEqual([
+      ['bounced', '5.6.3'],
+      ['bounced', '5.6.3'],
+      ['bounced', '5.6.3'],
+    ]);
     expect(refused[0]!.reason).toMatch(/8-bit octets .*cannot be converted/);
     expect(next.map((o) => o.result)).toEqual(['sent']);
     expect(p.connections).toHaveLength(1);
@@ -238,12 +307,20 @@ describe('issue 19: the body decision before MAIL is an outcome like any other',
   it('the message cannot be read for the decision (a format 1 body that fails while scanned): every recipient deferred 4.3.0 once, nothing sent, the connection kept', async () => {
     const p = await peer(normalScript({ ext: ['PIPELINING'] }));
     const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
-    const broken = () => new Readable({ read() { this.destroy(Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' })); } });
+    const broken = () =>
+      new Readable({
+        read() {
+          this.destroy(Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' }));
+        },
+      });
     const failed = await deliverOnce(p, ['a', 'b'], run, broken);
     const next = await deliverOnce(p, ['c'], run);
     await run.close();
     expectOneEach(failed, ['a', 'b'], p);
-    expect(failed.map((o) => [o.result, o.code])).toEqual([['deferred', '4.3.0'], ['deferred', '4.3.0']]);
+    expect(failed.map((o) => [o.result, o.code])).toEqual([
+      ['deferred', '4.3.0'],
+      ['deferred', '4.3.0'],
+    ]);
     expect(failed[0]!.reason).toContain('EIO');
     expect(next.map((o) => o.result)).toEqual(['sent']);
     expect(p.connections).toHaveLength(1);

@@ -34,25 +34,54 @@ beforeAll(async () => {
   good = await makeSelfSigned({ dnsNames: ['mx1.dane.test', 'mx2.dane.test'] });
   wrong = await makeSelfSigned({ dnsNames: ['mx1.dane.test'] });
   // fallback.test: two MX hosts on loopback addresses (never dialled: the connector answers)
-  dns.add({ name: 'fallback.test', type: 'MX', data: { preference: 10, exchange: 'mx1.fallback.test' } }, { name: 'fallback.test', type: 'MX', data: { preference: 20, exchange: 'mx2.fallback.test' } },
-    { name: 'mx1.fallback.test', type: 'A', data: '127.0.0.2' }, { name: 'mx2.fallback.test', type: 'A', data: '127.0.0.3' });
+  dns.add(
+    { name: 'fallback.test', type: 'MX', data: { preference: 10, exchange: 'mx1.fallback.test' } },
+    { name: 'fallback.test', type: 'MX', data: { preference: 20, exchange: 'mx2.fallback.test' } },
+    { name: 'mx1.fallback.test', type: 'A', data: '127.0.0.2' },
+    { name: 'mx2.fallback.test', type: 'A', data: '127.0.0.3' },
+  );
   // dane.test: a secure zone, both hosts pinned to `good` with 3 1 1
   dns.addZone({ name: 'dane.test', secure: true });
-  dns.add({ name: 'dane.test', type: 'MX', data: { preference: 10, exchange: 'mx1.dane.test' } }, { name: 'dane.test', type: 'MX', data: { preference: 20, exchange: 'mx2.dane.test' } },
-    { name: 'mx1.dane.test', type: 'A', data: '127.0.0.4' }, { name: 'mx2.dane.test', type: 'A', data: '127.0.0.5' });
-  for (const h of ['mx1', 'mx2']) dns.add({ name: `_${PORT}._tcp.${h}.dane.test`, type: 'TLSA', data: { usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(good, 1, 1) } });
+  dns.add(
+    { name: 'dane.test', type: 'MX', data: { preference: 10, exchange: 'mx1.dane.test' } },
+    { name: 'dane.test', type: 'MX', data: { preference: 20, exchange: 'mx2.dane.test' } },
+    { name: 'mx1.dane.test', type: 'A', data: '127.0.0.4' },
+    { name: 'mx2.dane.test', type: 'A', data: '127.0.0.5' },
+  );
+  for (const h of ['mx1', 'mx2'])
+    dns.add({ name: `_${PORT}._tcp.${h}.dane.test`, type: 'TLSA', data: { usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(good, 1, 1) } });
 });
 afterAll(async () => {
   await resolver.close();
   await dns.close();
 });
 
-function deps(level: TlsLevel, connector: DeliveryDeps['connector'], events: DeliveryEvent[], tlsrpt: TlsSessionResult[], deferrals: string[] = [], over: Partial<DeliveryDeps> = {}): DeliveryDeps {
+function deps(
+  level: TlsLevel,
+  connector: DeliveryDeps['connector'],
+  events: DeliveryEvent[],
+  tlsrpt: TlsSessionResult[],
+  deferrals: string[] = [],
+  over: Partial<DeliveryDeps> = {},
+): DeliveryDeps {
   return {
-    resolver, heloName: 'relay.test', selfNames: ['relay.test'], port: PORT, tlsLevel: () => ({ level, rule: 'test' }),
+    resolver,
+    heloName: 'relay.test',
+    selfNames: ['relay.test'],
+    port: PORT,
+    tlsLevel: () => ({ level, rule: 'test' }),
     timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-    digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 10, now: Date.now, connector,
-    subscribers: [(e) => { events.push(e); }, tlsrptSubscriber((r) => tlsrpt.push(r)), deliveryMetrics({ deferral: (e) => deferrals.push(e.reason) })],
+    digestPreference: ['sha512', 'sha256'],
+    maxMessagesPerConnection: 10,
+    now: Date.now,
+    connector,
+    subscribers: [
+      (e) => {
+        events.push(e);
+      },
+      tlsrptSubscriber((r) => tlsrpt.push(r)),
+      deliveryMetrics({ deferral: (e) => deferrals.push(e.reason) }),
+    ],
     ...over,
   };
 }
@@ -61,7 +90,9 @@ let n = 0;
 function job(domain: string, recipients = [`u@${domain}`]): DeliveryJob {
   const id = `m${n++}`;
   return {
-    id, size: 30, recipients,
+    id,
+    size: 30,
+    recipients,
     envelope: { kind: 'normal', from: 'a@sender.test', recipients, smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: Date.now() },
     body: () => Readable.from([Buffer.from(`Subject: ${id}\r\n\r\nhello\r\n`)]),
   };
@@ -93,7 +124,10 @@ describe('DestinationRun decisions over an in-process SMTP peer (connector)', ()
     }
     expect(peers.dials).toEqual(['127.0.0.2', '127.0.0.3']);
     expect(peers.connections).toHaveLength(1);
-    expect(peers.connections[0]!.transactions.map((t) => [t.rcpts, t.delivered])).toEqual([[['u@fallback.test'], true], [['v@fallback.test', 'w@fallback.test'], true]]);
+    expect(peers.connections[0]!.transactions.map((t) => [t.rcpts, t.delivered])).toEqual([
+      [['u@fallback.test'], true],
+      [['v@fallback.test', 'w@fallback.test'], true],
+    ]);
     expect(kinds(events)).toEqual(['attempt-failed', 'session-opened']);
     const failed = events.find((e) => e.kind === 'attempt-failed');
     expect(failed).toMatchObject({ target: { host: 'mx1.fallback.test', address: '127.0.0.2' }, plan: { kind: 'may' } });
@@ -128,9 +162,22 @@ describe('DestinationRun decisions over an in-process SMTP peer (connector)', ()
     expect(peers.connections[1]!.transactions[0]!.delivered).toBe(true);
     const failed = events.find((e) => e.kind === 'attempt-failed');
     expect(failed).toMatchObject({ next: 'cleartext', plan: { kind: 'may' } });
-    expect(failed?.kind === 'attempt-failed' && [failed.error.stage, failed.error.kind, failed.error.cleartextRetryAllowed]).toEqual(['tls', 'tls-handshake', true]);
+    expect(failed?.kind === 'attempt-failed' && [failed.error.stage, failed.error.kind, failed.error.cleartextRetryAllowed]).toEqual([
+      'tls',
+      'tls-handshake',
+      true,
+    ]);
     expect(events.find((e) => e.kind === 'session-opened')).toMatchObject({ retry: 'cleartext', plan: { kind: 'none' } });
-    expect(tlsrpt).toEqual([expect.objectContaining({ ok: false, resultType: 'validation-failure', reasonCode: 'tls-handshake-failure', host: 'mx1.fallback.test', address: '127.0.0.2', receivingHelo: 'peer.test.invalid' })]);
+    expect(tlsrpt).toEqual([
+      expect.objectContaining({
+        ok: false,
+        resultType: 'validation-failure',
+        reasonCode: 'tls-handshake-failure',
+        host: 'mx1.fallback.test',
+        address: '127.0.0.2',
+        receivingHelo: 'peer.test.invalid',
+      }),
+    ]);
   });
 
   it('DANE-41 DANE-63 a mismatching certificate at the first MX: QUIT right after the handshake, nothing of the envelope; the second MX verifies and delivers', async () => {
@@ -148,10 +195,17 @@ describe('DestinationRun decisions over an in-process SMTP peer (connector)', ()
     expect(mx1!.commands.slice(mx1!.commands.indexOf('STARTTLS') + 1)).toEqual(['QUIT']);
     expect(mx2!.transactions[0]!.delivered).toBe(true);
     const failed = events.find((e) => e.kind === 'attempt-failed');
-    expect(failed?.kind === 'attempt-failed' && [failed.error.stage, failed.error.kind, failed.error.verify?.reason]).toEqual(['verify', 'unauthenticated', 'dane-no-match']);
+    expect(failed?.kind === 'attempt-failed' && [failed.error.stage, failed.error.kind, failed.error.verify?.reason]).toEqual([
+      'verify',
+      'unauthenticated',
+      'dane-no-match',
+    ]);
     const opened = events.find((e) => e.kind === 'session-opened');
     expect(opened?.kind === 'session-opened' && opened.tls?.verified).toBe(true);
-    expect(tlsrpt.map((r) => [r.host, r.ok, r.resultType ?? null, r.reasonCode ?? null])).toEqual([['mx1.dane.test', false, 'certificate-not-trusted', 'dane-no-match'], ['mx2.dane.test', true, null, null]]);
+    expect(tlsrpt.map((r) => [r.host, r.ok, r.resultType ?? null, r.reasonCode ?? null])).toEqual([
+      ['mx1.dane.test', false, 'certificate-not-trusted', 'dane-no-match'],
+      ['mx2.dane.test', true, null, null],
+    ]);
     expect(tlsrpt[0]!.policy).toEqual({ type: 'tlsa', baseDomain: 'mx1.dane.test', records: [expect.stringMatching(/^3 1 1 [0-9A-F]{64}$/)] });
   });
 
@@ -160,7 +214,7 @@ describe('DestinationRun decisions over an in-process SMTP peer (connector)', ()
     const events: DeliveryEvent[] = [];
     const deferrals: string[] = [];
     const run = new DestinationRun(deps('dane', peers.connector, events, [], deferrals), 'dane.test');
-    let out;
+    let out: Awaited<ReturnType<DestinationRun['deliver']>>;
     try {
       out = await run.deliver(job('dane.test'));
     } finally {
@@ -173,21 +227,35 @@ describe('DestinationRun decisions over an in-process SMTP peer (connector)', ()
     const r = events.find((e) => e.kind === 'recipient');
     expect(r?.kind === 'recipient' && r.cause).toEqual({
       kind: 'unreachable',
-      hosts: [{ kind: 'attempt', code: '4.7.5', stage: 'verify', planKind: 'dane', verifyReason: 'dane-no-match' }, { kind: 'attempt', code: '4.4.1', stage: 'connect', planKind: 'dane' }],
+      hosts: [
+        { kind: 'attempt', code: '4.7.5', stage: 'verify', planKind: 'dane', verifyReason: 'dane-no-match' },
+        { kind: 'attempt', code: '4.4.1', stage: 'connect', planKind: 'dane' },
+      ],
     });
   });
 
   it('RFC 5321 §4.2.5 a 452 to RCPT defers that recipient (remote-temporary), a 550 bounces the other, the third is delivered', async () => {
     const peers = scriptedConnector({
       '127.0.0.2': normalScript({
-        answer: (verb, line) => verb !== 'RCPT' ? undefined : line.includes('<full@') ? { reply: '452 4.2.2 mailbox full\r\n' } : line.includes('<gone@') ? { reply: '550 5.1.1 no such user\r\n' } : undefined,
+        answer: (verb, line) =>
+          verb !== 'RCPT'
+            ? undefined
+            : line.includes('<full@')
+              ? { reply: '452 4.2.2 mailbox full\r\n' }
+              : line.includes('<gone@')
+                ? { reply: '550 5.1.1 no such user\r\n' }
+                : undefined,
       }),
     });
     const deferrals: string[] = [];
     const run = new DestinationRun(deps('may', peers.connector, [], [], deferrals), 'fallback.test');
     try {
       const out = await run.deliver(job('fallback.test', ['full@fallback.test', 'gone@fallback.test', 'ok@fallback.test']));
-      expect(out.map((o) => [o.address, o.result, o.code])).toEqual([['full@fallback.test', 'deferred', '4.2.2'], ['gone@fallback.test', 'bounced', '5.1.1'], ['ok@fallback.test', 'sent', '2.0.0']]);
+      expect(out.map((o) => [o.address, o.result, o.code])).toEqual([
+        ['full@fallback.test', 'deferred', '4.2.2'],
+        ['gone@fallback.test', 'bounced', '5.1.1'],
+        ['ok@fallback.test', 'sent', '2.0.0'],
+      ]);
     } finally {
       await run.close();
     }
@@ -236,18 +304,33 @@ describe('DestinationRun decisions over an in-process SMTP peer (connector)', ()
     const ca = await makeCa({ cn: 'STS test root' });
     const otherName = await makeLeaf(ca, { dnsNames: ['mx9.sts.test'] });
     const right = await makeLeaf(ca, { dnsNames: ['mx2.sts.test'] });
-    dns.add({ name: 'sts.test', type: 'MX', data: { preference: 5, exchange: 'mx0.elsewhere.test' } }, { name: 'sts.test', type: 'MX', data: { preference: 10, exchange: 'mx1.sts.test' } },
+    dns.add(
+      { name: 'sts.test', type: 'MX', data: { preference: 5, exchange: 'mx0.elsewhere.test' } },
+      { name: 'sts.test', type: 'MX', data: { preference: 10, exchange: 'mx1.sts.test' } },
       { name: 'sts.test', type: 'MX', data: { preference: 20, exchange: 'mx2.sts.test' } },
-      { name: 'mx0.elsewhere.test', type: 'A', data: '127.0.0.6' }, { name: 'mx1.sts.test', type: 'A', data: '127.0.0.7' }, { name: 'mx2.sts.test', type: 'A', data: '127.0.0.8' });
+      { name: 'mx0.elsewhere.test', type: 'A', data: '127.0.0.6' },
+      { name: 'mx1.sts.test', type: 'A', data: '127.0.0.7' },
+      { name: 'mx2.sts.test', type: 'A', data: '127.0.0.8' },
+    );
     const lines = ['version: STSv1', 'mode: enforce', 'mx: *.sts.test', 'max_age: 86400'];
-    const policy: CachedPolicy = { domain: 'sts.test', id: 'id1', fetchedAt: Date.now(), expiresAt: Date.now() + 86_400_000, lastUsed: Date.now(), policy: { mode: 'enforce', maxAge: 86_400, mx: ['*.sts.test'], lines } };
+    const policy: CachedPolicy = {
+      domain: 'sts.test',
+      id: 'id1',
+      fetchedAt: Date.now(),
+      expiresAt: Date.now() + 86_400_000,
+      lastUsed: Date.now(),
+      policy: { mode: 'enforce', maxAge: 86_400, mx: ['*.sts.test'], lines },
+    };
     const peers = scriptedConnector({ '127.0.0.6': tlsPeer(right), '127.0.0.7': tlsPeer(otherName), '127.0.0.8': tlsPeer(right) });
     const events: DeliveryEvent[] = [];
     const tlsrpt: TlsSessionResult[] = [];
-    const run = new DestinationRun(deps('may', peers.connector, events, tlsrpt, [], {
-      sts: async () => ({ applied: policy, discovery: { kind: 'record', id: 'id1', name: '_mta-sts.sts.test' }, fetch: 'cached' }),
-      stsRoots: [ca.certPem],
-    }), 'sts.test');
+    const run = new DestinationRun(
+      deps('may', peers.connector, events, tlsrpt, [], {
+        sts: async () => ({ applied: policy, discovery: { kind: 'record', id: 'id1', name: '_mta-sts.sts.test' }, fetch: 'cached' }),
+        stsRoots: [ca.certPem],
+      }),
+      'sts.test',
+    );
     try {
       expect(await run.deliver(job('sts.test'))).toMatchObject([{ result: 'sent', relay: `mx2.sts.test[127.0.0.8]:${PORT}` }]);
     } finally {
@@ -268,9 +351,16 @@ describe('DestinationRun decisions over an in-process SMTP peer (connector)', ()
     const peers = scriptedConnector({ '127.0.0.2': normalScript() });
     const events: DeliveryEvent[] = [];
     const tlsrpt: TlsSessionResult[] = [];
-    const run = new DestinationRun(deps('may', peers.connector, events, tlsrpt, [], {
-      sts: async () => ({ discovery: { kind: 'record', id: 'id2', name: '_mta-sts.fallback.test' }, fetch: 'failed', failure: { resultType: 'sts-policy-fetch-error', reason: 'HTTP 404' } }),
-    }), 'fallback.test');
+    const run = new DestinationRun(
+      deps('may', peers.connector, events, tlsrpt, [], {
+        sts: async () => ({
+          discovery: { kind: 'record', id: 'id2', name: '_mta-sts.fallback.test' },
+          fetch: 'failed',
+          failure: { resultType: 'sts-policy-fetch-error', reason: 'HTTP 404' },
+        }),
+      }),
+      'fallback.test',
+    );
     try {
       expect(await run.deliver(job('fallback.test'))).toMatchObject([{ result: 'sent', relay: `mx1.fallback.test[127.0.0.2]:${PORT}` }]);
     } finally {

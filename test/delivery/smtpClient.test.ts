@@ -17,11 +17,27 @@ import { chainPem, makeCa, makeIntermediate, makeLeaf, makeSelfSigned, type Issu
 const MX = 'mx.example.test';
 
 const T: SmtpTimeouts = {
-  connect: 3000, greeting: 3000, ehlo: 3000, starttls: 3000, mail: 3000, rcpt: 3000, data: 3000, data_block: 5000, data_done: 5000,
+  connect: 3000,
+  greeting: 3000,
+  ehlo: 3000,
+  starttls: 3000,
+  mail: 3000,
+  rcpt: 3000,
+  data: 3000,
+  data_block: 5000,
+  data_done: 5000,
 };
 /** for stages whose timeout is not under test */
 const PATIENT: SmtpTimeouts = {
-  connect: 60_000, greeting: 60_000, ehlo: 60_000, starttls: 60_000, mail: 60_000, rcpt: 60_000, data: 60_000, data_block: 60_000, data_done: 60_000,
+  connect: 60_000,
+  greeting: 60_000,
+  ehlo: 60_000,
+  starttls: 60_000,
+  mail: 60_000,
+  rcpt: 60_000,
+  data: 60_000,
+  data_block: 60_000,
+  data_done: 60_000,
 };
 
 let ca: Issued;
@@ -226,8 +242,7 @@ describe('SmtpSession: plain SMTP', () => {
 
   it('RFC 5321 §3.3 multi-recipient: per-RCPT 250/450/550 results, only accepted recipients get the message', async () => {
     const r = await receiver({
-      rcpt: (a) =>
-        a.startsWith('later') ? { code: 450, message: 'mailbox busy' } : a.startsWith('gone') ? { code: 550, message: 'no such user' } : undefined,
+      rcpt: (a) => (a.startsWith('later') ? { code: 450, message: 'mailbox busy' } : a.startsWith('gone') ? { code: 550, message: 'no such user' } : undefined),
     });
     const sess = await SmtpSession.connect(target(r), options({ mode: 'none' }));
     const res = await deliver(sess, 'a@src.test', ['ok@dst.test', 'later@dst.test', 'gone@dst.test', 'ok2@dst.test']);
@@ -256,7 +271,10 @@ describe('SmtpSession: plain SMTP', () => {
     const sess = await SmtpSession.connect(target(peer), options({ mode: 'none' }, { ...T, mail: 1500 }));
     const res = await deliver(sess, 'a@src.test', ['x@dst.test', 'y@dst.test']);
     await sess.quit();
-    expect(res.recipients.map((x) => [x.kind, x.reply.code])).toEqual([['delivered', 250], ['refused', 550]]);
+    expect(res.recipients.map((x) => [x.kind, x.reply.code])).toEqual([
+      ['delivered', 250],
+      ['refused', 550],
+    ]);
     // DATA only after the RCPT replies (RFC 2920 §3.1), and exactly once.
     expect(peer.lines.filter((l) => l === 'DATA')).toHaveLength(1);
   });
@@ -385,7 +403,9 @@ describe('SmtpSession: plain SMTP', () => {
     const r = await receiver({ pipelining: false, mail: (f) => (f.startsWith('bad') ? { code: 553, message: 'sender refused' } : undefined) });
     const sess = await SmtpSession.connect(target(r), options({ mode: 'none' }));
     const res = await deliver(sess, 'bad@src.test');
-    expect(res.recipients).toEqual([expect.objectContaining({ kind: 'refused', step: 'MAIL FROM', permanent: true, reply: expect.objectContaining({ code: 553 }) })]);
+    expect(res.recipients).toEqual([
+      expect.objectContaining({ kind: 'refused', step: 'MAIL FROM', permanent: true, reply: expect.objectContaining({ code: 553 }) }),
+    ]);
     expect(sess.usable).toBe(true);
     const ok = await deliver(sess, 'good@src.test');
     await sess.quit();
@@ -437,8 +457,13 @@ describe('SmtpSession: plain SMTP', () => {
 
   it('RFC 3461 §5.2.1 DSN parameters go only to a server that advertises DSN, re-encoded as xtext', async () => {
     const input = {
-      from: 'a@src.test', recipients: ['b@dst.test', 'c@dst.test'], body: text('x\r\n'),
-      dsn: { mail: { ret: 'FULL' as const, envid: 'id 1+2' }, rcpt: [{ notify: ['SUCCESS' as const, 'DELAY' as const], orcpt: { type: 'rfc822', address: 'B@Src.test' } }, undefined] },
+      from: 'a@src.test',
+      recipients: ['b@dst.test', 'c@dst.test'],
+      body: text('x\r\n'),
+      dsn: {
+        mail: { ret: 'FULL' as const, envid: 'id 1+2' },
+        rcpt: [{ notify: ['SUCCESS' as const, 'DELAY' as const], orcpt: { type: 'rfc822', address: 'B@Src.test' } }, undefined],
+      },
     };
     expect(mailCommand(input, new Map([['DSN', '']]))).toBe('MAIL FROM:<a@src.test> RET=FULL ENVID=id+201+2B2');
     expect(mailCommand(input, new Map())).toBe('MAIL FROM:<a@src.test>');
@@ -448,7 +473,11 @@ describe('SmtpSession: plain SMTP', () => {
     const sess = await SmtpSession.connect(target(withDsn), options({ mode: 'none' }));
     await sess.send(input);
     await sess.quit();
-    expect(withDsn.commands.filter((c) => /^(MAIL|RCPT)/.test(c))).toEqual(['MAIL FROM:<a@src.test> RET=FULL ENVID=id+201+2B2', 'RCPT TO:<b@dst.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;B@Src.test', 'RCPT TO:<c@dst.test>']);
+    expect(withDsn.commands.filter((c) => /^(MAIL|RCPT)/.test(c))).toEqual([
+      'MAIL FROM:<a@src.test> RET=FULL ENVID=id+201+2B2',
+      'RCPT TO:<b@dst.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;B@Src.test',
+      'RCPT TO:<c@dst.test>',
+    ]);
     const without = await receiver({ dsn: false });
     const s2 = await SmtpSession.connect(target(without), options({ mode: 'none' }));
     await s2.send(input);
@@ -617,9 +646,7 @@ describe('SmtpSession: TLS policy', () => {
   it('DANE-63/43 verify + verifier rejects: QUIT, receiver never saw MAIL FROM nor a second EHLO', async () => {
     const r = await receiver({ tls: tlsChain });
     const outcome: VerifyOutcome = { ok: false, reason: 'dane-no-match', detail: 'no TLSA record matched' };
-    const err = await expectSmtpError(
-      SmtpSession.connect(target(r), options({ mode: 'verify', servername: MX, verify: () => outcome })),
-    );
+    const err = await expectSmtpError(SmtpSession.connect(target(r), options({ mode: 'verify', servername: MX, verify: () => outcome })));
     expect(err.stage).toBe('verify');
     expect(err.verify).toEqual(outcome);
     expect(err.message).toContain('dane-no-match');
@@ -633,7 +660,16 @@ describe('SmtpSession: TLS policy', () => {
   it('DANE-63 verify: a throwing verifier counts as a failure', async () => {
     const r = await receiver({ tls: tlsChain });
     const err = await expectSmtpError(
-      SmtpSession.connect(target(r), options({ mode: 'verify', servername: MX, verify: () => { throw new Error('boom'); } })),
+      SmtpSession.connect(
+        target(r),
+        options({
+          mode: 'verify',
+          servername: MX,
+          verify: () => {
+            throw new Error('boom');
+          },
+        }),
+      ),
     );
     expect(err.stage).toBe('verify');
     expect(err.verify?.reason).toBe('verifier-error');
@@ -723,7 +759,9 @@ describe('SmtpSession: TLS policy', () => {
 
 describe('SmtpSession: REQUIRETLS (RFC 8689 §4.2.1)', () => {
   it('RT-26 RT-23 REQUIRETLS goes on MAIL FROM only over an authenticated session whose EHLO advertised it; anything else is refused before MAIL', async () => {
-    expect(mailCommand({ from: 'a@src.test', recipients: ['b@dst.test'], requireTls: true, body: text('') }, new Map())).toBe('MAIL FROM:<a@src.test> REQUIRETLS');
+    expect(mailCommand({ from: 'a@src.test', recipients: ['b@dst.test'], requireTls: true, body: text('') }, new Map())).toBe(
+      'MAIL FROM:<a@src.test> REQUIRETLS',
+    );
     const yes = await receiver({ tls: tlsChain, requireTls: true });
     const s1 = await SmtpSession.connect(target(yes), options({ mode: 'verify', servername: MX, verify: accept }));
     expect(s1.extensions.has('REQUIRETLS')).toBe(true);

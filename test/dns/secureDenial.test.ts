@@ -18,22 +18,36 @@ const tlsa = { usage: 3, selector: 1, matchingType: 1, certificate: Buffer.alloc
 function reply(q: Buffer, p: { ad: boolean; rcode?: number; answers?: dnsPacket.Answer[]; authorities?: dnsPacket.Answer[] }): Buffer {
   const query = dnsPacket.decode(q);
   return dnsPacket.encode({
-    type: 'response', id: query.id,
+    type: 'response',
+    id: query.id,
     flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE | (p.ad ? dnsPacket.AUTHENTIC_DATA : 0) | (p.rcode ?? 0),
-    questions: query.questions, answers: p.answers ?? [], authorities: p.authorities ?? [],
+    questions: query.questions,
+    answers: p.answers ?? [],
+    authorities: p.authorities ?? [],
   });
 }
-const soa: dnsPacket.Answer = { name: 'dest.test', type: 'SOA', ttl: 300, class: 'IN', data: { mname: 'ns.dest.test', rname: 'hostmaster.dest.test', serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum: 300 } };
+const soa: dnsPacket.Answer = {
+  name: 'dest.test',
+  type: 'SOA',
+  ttl: 300,
+  class: 'IN',
+  data: { mname: 'ns.dest.test', rname: 'hostmaster.dest.test', serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum: 300 },
+};
 
 beforeAll(async () => {
   dns = await startDnsServer();
   r = new StubResolver({ servers: [dns.server], timeoutMs: 500, attempts: 1, cache: false });
 });
-afterAll(async () => { await r.close(); await dns.close(); });
+afterAll(async () => {
+  await r.close();
+  await dns.close();
+});
 
 describe('secure denials must look like denials (DANE-1, DANE-33)', () => {
   it('DANE-33 AD=1, TLSA record under another owner, no record for the question → error, not "no TLSA"', async () => {
-    dns.behave(NAME, 'TLSA', { raw: (q) => reply(q, { ad: true, answers: [{ name: '_25._tcp.mx.dext.test', type: 'TLSA', ttl: 300, class: 'IN', data: tlsa }], authorities: [soa] }) });
+    dns.behave(NAME, 'TLSA', {
+      raw: (q) => reply(q, { ad: true, answers: [{ name: '_25._tcp.mx.dext.test', type: 'TLSA', ttl: 300, class: 'IN', data: tlsa }], authorities: [soa] }),
+    });
     const a = await r.lookup(NAME, 'TLSA');
     expect(a.error).toMatchObject({ kind: 'malformed' });
     expect(a.error!.message).toMatch(/unrelated TLSA record/);
@@ -55,10 +69,16 @@ describe('secure denials must look like denials (DANE-1, DANE-33)', () => {
   it('DANE-33 a CNAME whose target was corrupted, next to records for the real target, is not followed (fuzz seed 549620057)', async () => {
     const ALIAS = '_25._tcp.alias.dest.test';
     // the corrupted target exists nowhere: following it would end in a "secure" NXDOMAIN → no TLSA
-    dns.behave(ALIAS, 'TLSA', { raw: (q) => reply(q, { ad: true, answers: [
-      { name: ALIAS, type: 'CNAME', ttl: 300, class: 'IN', data: '_25._tcp.ho\\000\\001.provider.test' },
-      { name: '_25._tcp.host.provider.test', type: 'TLSA', ttl: 300, class: 'IN', data: tlsa },
-    ] }) });
+    dns.behave(ALIAS, 'TLSA', {
+      raw: (q) =>
+        reply(q, {
+          ad: true,
+          answers: [
+            { name: ALIAS, type: 'CNAME', ttl: 300, class: 'IN', data: '_25._tcp.ho\\000\\001.provider.test' },
+            { name: '_25._tcp.host.provider.test', type: 'TLSA', ttl: 300, class: 'IN', data: tlsa },
+          ],
+        }),
+    });
     const a = await r.lookup(ALIAS, 'TLSA');
     expect(a.error).toMatchObject({ kind: 'malformed' });
     expect(a.error!.message).toMatch(/answer section holds TLSA for _25\._tcp\.host\.provider\.test/);
@@ -67,8 +87,12 @@ describe('secure denials must look like denials (DANE-1, DANE-33)', () => {
 
   it('DANE-5 an incomplete but clean chain is still followed (the target asked for on its own)', async () => {
     const ALIAS = '_25._tcp.alias2.dest.test';
-    dns.behave(ALIAS, 'TLSA', { raw: (q) => reply(q, { ad: true, answers: [{ name: ALIAS, type: 'CNAME', ttl: 300, class: 'IN', data: '_25._tcp.mx.provider.test' }] }) });
-    dns.behave('_25._tcp.mx.provider.test', 'TLSA', { raw: (q) => reply(q, { ad: true, answers: [{ name: '_25._tcp.mx.provider.test', type: 'TLSA', ttl: 300, class: 'IN', data: tlsa }] }) });
+    dns.behave(ALIAS, 'TLSA', {
+      raw: (q) => reply(q, { ad: true, answers: [{ name: ALIAS, type: 'CNAME', ttl: 300, class: 'IN', data: '_25._tcp.mx.provider.test' }] }),
+    });
+    dns.behave('_25._tcp.mx.provider.test', 'TLSA', {
+      raw: (q) => reply(q, { ad: true, answers: [{ name: '_25._tcp.mx.provider.test', type: 'TLSA', ttl: 300, class: 'IN', data: tlsa }] }),
+    });
     const a = await r.lookup(ALIAS, 'TLSA');
     expect(a.error).toBeUndefined();
     expect(a).toMatchObject({ status: 'secure', canonicalName: '_25._tcp.mx.provider.test' });

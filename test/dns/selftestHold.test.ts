@@ -13,11 +13,19 @@ import { chainPem, makeSelfSigned, tlsaData } from '../support/pki.js';
 import type { Receiver } from '../support/receiver.js';
 
 let w: World;
-beforeEach(async () => { w = await World.create(); });
-afterEach(async () => { await w.close(); });
+beforeEach(async () => {
+  w = await World.create();
+});
+afterEach(async () => {
+  await w.close();
+});
 
 const send = (to: string) => submit({ port: w.ingressPort, from: 'app@sender.test', to: [to] });
-const stateOf = (to: string) => w.relay!.scheduler.list().flatMap((m) => m.recipients).find((r) => r.address === to);
+const stateOf = (to: string) =>
+  w
+    .relay!.scheduler.list()
+    .flatMap((m) => m.recipients)
+    .find((r) => r.address === to);
 
 /** The resolver stops validating: the signed name comes back without AD, the broken one with data. */
 function stopValidating(): void {
@@ -62,7 +70,11 @@ describe('issue13 DANE-4 a failing self-test holds DANE deliveries (dns.mode tru
     await mayRx.waitFor(1);
     await w.settle();
     expect(daneRx.connections).toBe(0);
-    expect(stateOf('a@dane.test')).toMatchObject({ state: 'deferred', dsnCode: '4.4.3', lastReason: expect.stringMatching(/DNSSEC self-test failed \(signed name ietf\.org came back insecure/) });
+    expect(stateOf('a@dane.test')).toMatchObject({
+      state: 'deferred',
+      dsnCode: '4.4.3',
+      lastReason: expect.stringMatching(/DNSSEC self-test failed \(signed name ietf\.org came back insecure/),
+    });
     expect(w.deliveries().find((l) => l.to === 'a@dane.test')).toMatchObject({ status: 'deferred' });
     expect(mayRx.messages.map((m) => m.to[0])).toEqual(['b@plain.test']);
     // The DANE destination was not even looked up: nothing about it was decided on an AD bit that proves nothing.
@@ -77,7 +89,12 @@ describe('issue13 DANE-4 a failing self-test holds DANE deliveries (dns.mode tru
     await w.advance(31 * 60_000);
     await daneRx.waitFor(1);
     await w.settle();
-    expect(w.deliveries().filter((l) => l.to === 'a@dane.test').at(-1)).toMatchObject({ status: 'sent', dane: 'verified' });
+    expect(
+      w
+        .deliveries()
+        .filter((l) => l.to === 'a@dane.test')
+        .at(-1),
+    ).toMatchObject({ status: 'sent', dane: 'verified' });
   });
 
   it('DANE-4 the self-test is repeated periodically: a resolver that starts validating releases the hold without SIGHUP', async () => {

@@ -73,10 +73,7 @@ describe('DANE-1 status of answers', () => {
   });
 
   it('DANE-1 secure/insecure answers and denials are answers; SERVFAIL is an error, not "no records"', async () => {
-    dns.add(
-      { name: 'a.sec.test', type: 'A', data: '192.0.2.1' },
-      { name: 'a.insec.test', type: 'A', data: '192.0.2.2' },
-    );
+    dns.add({ name: 'a.sec.test', type: 'A', data: '192.0.2.1' }, { name: 'a.insec.test', type: 'A', data: '192.0.2.2' });
     dns.behave('bogus.sec.test', 'A', 'servfail');
     const r = mk();
     const sec = await r.lookup('a.sec.test', 'A');
@@ -160,7 +157,7 @@ describe('transport', () => {
     expect([dns.queriesFor('allref.sec.test'), dns2.queriesFor('allref.sec.test')]).toEqual([1, 1]);
   });
 
-  it('DANE-1 SERVFAIL is the validator\'s verdict: error at once, the next server is not asked', async () => {
+  it("DANE-1 SERVFAIL is the validator's verdict: error at once, the next server is not asked", async () => {
     dns.behave('sf.sec.test', 'A', 'servfail');
     dns2.add({ name: 'sf.sec.test', type: 'A', data: '192.0.2.33' });
     const a = await mk({ servers: [dns.server, dns2.server] }).lookup('sf.sec.test', 'A');
@@ -265,10 +262,7 @@ describe('DANE-5 CNAME and DNAME', () => {
   });
 
   it('DANE-5 secure first CNAME into an insecure zone: whole result insecure, firstStatus secure from a CNAME-type query', async () => {
-    dns.add(
-      { name: 'm1.sec.test', type: 'CNAME', data: 'm2.insec.test' },
-      { name: 'm2.insec.test', type: 'A', data: '192.0.2.51' },
-    );
+    dns.add({ name: 'm1.sec.test', type: 'CNAME', data: 'm2.insec.test' }, { name: 'm2.insec.test', type: 'A', data: '192.0.2.51' });
     const a = await mk().lookup('m1.sec.test', 'A');
     expect([a.status, a.firstStatus, a.canonicalName, a.records]).toEqual(['insecure', 'secure', 'm2.insec.test', ['192.0.2.51']]);
     expect(a.chain[0]).toEqual({ owner: 'm1.sec.test', target: 'm2.insec.test', status: 'secure' });
@@ -276,20 +270,14 @@ describe('DANE-5 CNAME and DNAME', () => {
   });
 
   it('DANE-5 insecure first CNAME into a secure zone: everything after it is insecure, firstStatus insecure', async () => {
-    dns.add(
-      { name: 'i1.insec.test', type: 'CNAME', data: 'i2.sec.test' },
-      { name: 'i2.sec.test', type: 'A', data: '192.0.2.52' },
-    );
+    dns.add({ name: 'i1.insec.test', type: 'CNAME', data: 'i2.sec.test' }, { name: 'i2.sec.test', type: 'A', data: '192.0.2.52' });
     const a = await mk().lookup('i1.insec.test', 'A');
     expect([a.status, a.firstStatus, a.canonicalName]).toEqual(['insecure', 'insecure', 'i2.sec.test']);
     expect(a.chain[0]!.status).toBe('insecure');
   });
 
   it('DANE-5 DNAME counts via its synthesised CNAME', async () => {
-    dns.add(
-      { name: 'old.sec.test', type: 'DNAME', data: 'new.sec.test' },
-      { name: 'mx.new.sec.test', type: 'A', data: '192.0.2.53' },
-    );
+    dns.add({ name: 'old.sec.test', type: 'DNAME', data: 'new.sec.test' }, { name: 'mx.new.sec.test', type: 'A', data: '192.0.2.53' });
     const a = await mk().lookup('mx.old.sec.test', 'A');
     expect([a.status, a.firstStatus, a.canonicalName, a.records]).toEqual(['secure', 'secure', 'mx.new.sec.test', ['192.0.2.53']]);
     expect(a.chain).toEqual([{ owner: 'mx.old.sec.test', target: 'mx.new.sec.test', status: 'secure' }]);
@@ -324,10 +312,7 @@ describe('DANE-5 CNAME and DNAME', () => {
   });
 
   it('DANE-5 a CNAME loop is an error "loop"', async () => {
-    dns.add(
-      { name: 'l1.sec.test', type: 'CNAME', data: 'l2.sec.test' },
-      { name: 'l2.sec.test', type: 'CNAME', data: 'l1.sec.test' },
-    );
+    dns.add({ name: 'l1.sec.test', type: 'CNAME', data: 'l2.sec.test' }, { name: 'l2.sec.test', type: 'CNAME', data: 'l1.sec.test' });
     const a = await mk().lookup('l1.sec.test', 'A');
     expect([a.error?.kind, a.status, a.records]).toEqual(['loop', 'indeterminate', []]);
   });
@@ -352,10 +337,20 @@ describe('DANE-5 CNAME and DNAME', () => {
 describe('negative answers and record types', () => {
   it('DANE-1 NXDOMAIN vs NODATA (also at an empty non-terminal), with the SOA-derived negative TTL', async () => {
     dns.add(
-      { name: 'neg.test', type: 'SOA', ttl: 900, data: { mname: 'ns.neg.test', rname: 'h.neg.test', serial: 1, refresh: 1, retry: 1, expire: 1, minimum: 120 } },
+      {
+        name: 'neg.test',
+        type: 'SOA',
+        ttl: 900,
+        data: { mname: 'ns.neg.test', rname: 'h.neg.test', serial: 1, refresh: 1, retry: 1, expire: 1, minimum: 120 },
+      },
       { name: 'txtonly.neg.test', type: 'TXT', data: 'hello' },
       { name: '_25._tcp.mx.neg.test', type: 'TLSA', data: { usage: 3, selector: 1, matchingType: 1, certificate: randomBytes(32) } },
-      { name: 'longneg.test', type: 'SOA', ttl: 86400, data: { mname: 'ns.longneg.test', rname: 'h.longneg.test', serial: 1, refresh: 1, retry: 1, expire: 1, minimum: 86400 } },
+      {
+        name: 'longneg.test',
+        type: 'SOA',
+        ttl: 86400,
+        data: { mname: 'ns.longneg.test', rname: 'h.longneg.test', serial: 1, refresh: 1, retry: 1, expire: 1, minimum: 86400 },
+      },
     );
     const r = mk();
     const nodata = await r.lookup('txtonly.neg.test', 'A');
@@ -468,7 +463,12 @@ describe('names, DANE-2 and lifecycle', () => {
   it('input case and trailing dot do not matter; outputs are lowercase without the dot', async () => {
     dns.add({ name: 'case.sec.test', type: 'CNAME', data: 'Case-Target.Sec.Test.' }, { name: 'case-target.sec.test', type: 'A', data: '192.0.2.70' });
     const a = await mk().lookup('CaSe.SEC.test.', 'A');
-    expect([a.qname, a.canonicalName, a.chain[0]?.target, a.records]).toEqual(['case.sec.test', 'case-target.sec.test', 'case-target.sec.test', ['192.0.2.70']]);
+    expect([a.qname, a.canonicalName, a.chain[0]?.target, a.records]).toEqual([
+      'case.sec.test',
+      'case-target.sec.test',
+      'case-target.sec.test',
+      ['192.0.2.70'],
+    ]);
   });
 
   it('IDNA: a U-label name is asked for as its A-label', async () => {

@@ -6,14 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import dnsPacket from 'dns-packet';
-import {
-  encodeQuery,
-  ipv6ToText,
-  parseMessage,
-  parseQuestion,
-  toRecordData,
-  type WireRr,
-} from '../../src/dns/wire.js';
+import { encodeQuery, ipv6ToText, parseMessage, parseQuestion, toRecordData, type WireRr } from '../../src/dns/wire.js';
 import { normalizeName } from '../../src/dns/name.js';
 
 function response(answers: dnsPacket.Answer[], extra: Partial<dnsPacket.Packet> = {}): Buffer {
@@ -68,9 +61,7 @@ describe('wire: record data', () => {
   });
 
   it('TXT: the strings of one RR are joined with no separator (RFC 8460 §3)', () => {
-    const m = parseOk(
-      response([{ name: 'example.test', type: 'TXT', ttl: 60, data: ['v=TLSRPTv1; ', 'rua=mailto:tls@', 'example.test'] }]),
-    );
+    const m = parseOk(response([{ name: 'example.test', type: 'TXT', ttl: 60, data: ['v=TLSRPTv1; ', 'rua=mailto:tls@', 'example.test'] }]));
     expect(toRecordData('TXT', m.answers[0]!)).toBe('v=TLSRPTv1; rua=mailto:tls@example.test');
   });
 

@@ -14,7 +14,12 @@ let dir: string;
 let cfg: string;
 
 function sink(): Writable & { text: string } {
-  const w = new Writable({ write(c, _e, cb) { (w as unknown as { text: string }).text += c.toString(); cb(); } }) as Writable & { text: string };
+  const w = new Writable({
+    write(c, _e, cb) {
+      (w as unknown as { text: string }).text += c.toString();
+      cb();
+    },
+  }) as Writable & { text: string };
   w.text = '';
   return w;
 }
@@ -36,7 +41,8 @@ afterAll(async () => {
 
 describe('dane-relay dns lookup', () => {
   it('DANE-1 prints the verdict and the chain walked: anchor, DS→DNSKEY matches, the RRSIG that validated', async () => {
-    const out = sink(), err = sink();
+    const out = sink(),
+      err = sink();
     expect(await main(['dns', 'lookup', '_25._tcp.mx.cli.test', 'TLSA', '--config', cfg], out, err)).toBe(0);
     expect(out.text).toMatch(/DS\s+cli\.test\s+ok\s+DS \d+\/ECDSAP256SHA256\/SHA-256 matches DNSKEY \d+/);
     expect(out.text).toMatch(/RRSIG\s+_25\._tcp\.mx\.cli\.test\/TLSA\s+ok/);
@@ -45,7 +51,8 @@ describe('dane-relay dns lookup', () => {
   });
 
   it('explains a denial with the NSEC3 proof, as JSON', async () => {
-    const out = sink(), err = sink();
+    const out = sink(),
+      err = sink();
     expect(await main(['dns', 'lookup', 'nothing.cli.test', 'MX', '--json', '--config', cfg], out, err)).toBe(0);
     const j = JSON.parse(out.text);
     expect(j.mode).toBe('validate');
@@ -54,21 +61,24 @@ describe('dane-relay dns lookup', () => {
   });
 
   it('exits 1 for a bogus answer and says why', async () => {
-    const out = sink(), err = sink();
+    const out = sink(),
+      err = sink();
     expect(await main(['dns', 'lookup', 'mx.broken.test', 'A', '--config', cfg], out, err)).toBe(1);
     expect(out.text).toMatch(/bogus \(bogus: .*expired/);
   });
 
-  it('in dns.mode trust-ad it reports the resolver\'s AD bit instead of a chain', async () => {
+  it("in dns.mode trust-ad it reports the resolver's AD bit instead of a chain", async () => {
     writeFileSync(join(dir, 'ad.yml'), `dns:\n  mode: trust-ad\n  resolvers: ["${t.dns.server}"]\n  timeout: 2s\n  attempts: 1\n`);
-    const out = sink(), err = sink();
+    const out = sink(),
+      err = sink();
     expect(await main(['dns', 'lookup', 'cli.test', 'MX', '--config', join(dir, 'ad.yml')], out, err)).toBe(0);
     // The look-alike never sets AD: a trust-ad relay would call this insecure.
     expect(out.text).toMatch(/trust-ad .* insecure .*AD bit/);
   });
 
   it('exits 2 on a usage error', async () => {
-    const out = sink(), err = sink();
+    const out = sink(),
+      err = sink();
     expect(await main(['dns', 'lookup', 'cli.test', 'SRV', '--config', cfg], out, err)).toBe(2);
     expect(await main(['dns', 'lookup', 'cli.test'], out, err)).toBe(2);
   });
@@ -79,7 +89,8 @@ describe('config: dns.mode validate', () => {
     writeFileSync(join(dir, 'bad.key'), '; comment\n. IN DS 20326 8 2 NOTHEX\n');
     writeFileSync(join(dir, 'bad.yml'), 'dns:\n  trust_anchors: bad.key\n  resolvers: ["127.0.0.1:53"]\n');
     writeFileSync(join(dir, 'missing.yml'), 'dns:\n  trust_anchors: nowhere.key\n  resolvers: ["127.0.0.1:53"]\n');
-    const out = sink(), err = sink();
+    const out = sink(),
+      err = sink();
     expect(await main(['config', 'check', join(dir, 'bad.yml')], out, err)).toBe(2);
     expect(err.text).toMatch(/dns\.trust_anchors: .*bad\.key line 2: DS digest is not hexadecimal/);
     expect(await main(['config', 'check', join(dir, 'missing.yml')], out, err)).toBe(2);
@@ -89,7 +100,8 @@ describe('config: dns.mode validate', () => {
 
   it('DANE-2 an off-host resolver is accepted in validate mode (the relay validates itself)', async () => {
     writeFileSync(join(dir, 'remote.yml'), 'dns:\n  resolvers: ["192.0.2.53:53"]\n');
-    const out = sink(), err = sink();
+    const out = sink(),
+      err = sink();
     expect(await main(['config', 'check', join(dir, 'remote.yml')], out, err)).toBe(0);
   });
 

@@ -36,7 +36,10 @@ export async function buildTree(children: Zone[], rootOpts: Partial<ZoneOptions>
   const root = new Zone({ name: '.', keys: [key('root', 13)], ...rootOpts });
   const tld = new Zone({ name: 'test', keys: [key('tld', 13)] });
   root.delegate('test', tld.ksks);
-  const zones = new Map<string, Zone>([['.', root], ['test', tld]]);
+  const zones = new Map<string, Zone>([
+    ['.', root],
+    ['test', tld],
+  ]);
   for (const c of children) {
     zones.set(c.name, c);
     const parent = [...zones.values()]
@@ -48,9 +51,21 @@ export async function buildTree(children: Zone[], rootOpts: Partial<ZoneOptions>
   const dns = await startSignedDns([...zones.values()]);
   const anchors = root.ksks.map((k) => dsText('.', k)).join('\n') + '\n';
   const t: Tree = {
-    root, tld, zones, dns, anchors, resolvers: [],
+    root,
+    tld,
+    zones,
+    dns,
+    anchors,
+    resolvers: [],
     resolver(o = {}) {
-      const r = new ValidatingResolver({ servers: [dns.server], timeoutMs: 2000, attempts: 1, trustAnchors: o.anchors ?? anchors, now: o.now, maxCacheEntries: o.maxCacheEntries });
+      const r = new ValidatingResolver({
+        servers: [dns.server],
+        timeoutMs: 2000,
+        attempts: 1,
+        trustAnchors: o.anchors ?? anchors,
+        now: o.now,
+        maxCacheEntries: o.maxCacheEntries,
+      });
       t.resolvers.push(r);
       return r;
     },

@@ -81,7 +81,11 @@ describe('validator: hostile input', () => {
       // truncated in the middle of the answer
       (q) => Buffer.concat([header(q.id!, 1), question('mx.plain.test', 1), Buffer.from([0xc0, 0x0c, 0, 1, 0])]),
       // compression pointer to itself in the answer owner
-      (q) => { const h = Buffer.concat([header(q.id!, 1), question('mx.plain.test', 1)]); const p = h.length; return Buffer.concat([h, Buffer.from([0xc0 | (p >> 8), p & 0xff, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 1, 2, 3, 4])]); },
+      (q) => {
+        const h = Buffer.concat([header(q.id!, 1), question('mx.plain.test', 1)]);
+        const p = h.length;
+        return Buffer.concat([h, Buffer.from([0xc0 | (p >> 8), p & 0xff, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 1, 2, 3, 4])]);
+      },
       // 65535 answers announced, one present
       (q) => Buffer.concat([header(q.id!, 65535), question('mx.plain.test', 1), Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 1, 2, 3, 4])]),
       // RDATA length beyond the message
@@ -183,7 +187,7 @@ describe('validator: hostile input', () => {
   });
 
   it('DANE-1 an unsigned answer stripped of everything in a secure zone is bogus (no downgrade)', async () => {
-    t.dns.mutate = (q, r) => ({ ...r, answers: r.answers.filter((x) => x.type !== 'RRSIG'), authorities: r.authorities.filter((x) => x.type !== 'RRSIG') });
+    t.dns.mutate = (_q, r) => ({ ...r, answers: r.answers.filter((x) => x.type !== 'RRSIG'), authorities: r.authorities.filter((x) => x.type !== 'RRSIG') });
     try {
       await expectError('mx.plain.test');
     } finally {
@@ -191,7 +195,6 @@ describe('validator: hostile input', () => {
     }
   });
 });
-
 
 describe('validator: fuzzed replies (fast-check)', () => {
   it('DANE-1 any single corrupted byte after the question never yields "insecure", nor "secure" with different data', async () => {

@@ -56,7 +56,13 @@ function breakDnskeySignature(): void {
 
 function inspectDeps(resolver: InspectDeps['resolver'], mxHostLimit?: number): InspectDeps {
   return {
-    resolver, selfNames: ['relay.invalid'], heloName: 'relay.invalid', port: 25, digestPreference: ['sha512', 'sha256'], now: Date.now, diagnose: false,
+    resolver,
+    selfNames: ['relay.invalid'],
+    heloName: 'relay.invalid',
+    port: 25,
+    digestPreference: ['sha512', 'sha256'],
+    now: Date.now,
+    diagnose: false,
     timeouts: { connect: 1000, greeting: 1000, ehlo: 1000, starttls: 1000, mail: 1000, rcpt: 1000, data: 1000, data_block: 1000, data_done: 1000 },
     ...(mxHostLimit !== undefined ? { mxHostLimit } : {}),
   };
@@ -67,9 +73,14 @@ const policy = { level: 'dane' as const, rule: 'test' };
 describe('issue 22: MX host cap (delivery.mx_host_limit)', () => {
   it('caps after ordering: every better preference is kept, the random order within one decides the rest', () => {
     const records = [30, 10, 20, 10, 10, 20, 40].map((p, i) => ({ preference: p, exchange: `h${i}.example` }));
-    const answer = usableAnswer({ qname: 'example', qtype: 'MX', rcode: 'NOERROR', canonicalName: 'example', chain: [], records, ttl: 60 }, 'secure', 'secure', undefined);
+    const answer = usableAnswer(
+      { qname: 'example', qtype: 'MX', rcode: 'NOERROR', canonicalName: 'example', chain: [], records, ttl: 60 },
+      'secure',
+      'secure',
+      undefined,
+    );
     let seed = 7;
-    const rand = (): number => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+    const rand = (): number => (seed = (seed * 48271) % 2147483647) / 2147483647;
     for (let run = 0; run < 20; run++) {
       const d = capHosts(decideMx('example', answer, [], rand), 4);
       if (d.kind !== 'hosts') throw new Error('hosts expected');
@@ -87,7 +98,12 @@ describe('issue 22: MX host cap (delivery.mx_host_limit)', () => {
     const report = await inspectDomain('many.test', policy, inspectDeps(r));
     expect(report.hosts).toHaveLength(DEFAULT_MX_HOST_LIMIT);
     expect(report.mx.notTried).toHaveLength(8 - DEFAULT_MX_HOST_LIMIT);
-    const asked = new Set(t.dns.queries.slice(before).filter((q) => q.type === 'A').map((q) => q.name.toLowerCase().replace(/\.$/, '')));
+    const asked = new Set(
+      t.dns.queries
+        .slice(before)
+        .filter((q) => q.type === 'A')
+        .map((q) => q.name.toLowerCase().replace(/\.$/, '')),
+    );
     for (const h of report.mx.notTried!) expect(asked.has(h), h).toBe(false);
     for (const h of report.hosts) expect(asked.has(h.host), h.host).toBe(true);
     expect(formatReport(report, [])).toContain(`not tried (beyond delivery.mx_host_limit): ${report.mx.notTried!.join(', ')}`);
@@ -135,7 +151,10 @@ describe('issue 22: validation yields in slices', () => {
     const h = nsec3Hash('example.com', Buffer.from('ab', 'hex'), 150);
     const next = Buffer.from(h);
     next[19] = (next[19]! + 1) & 0xff;
-    const apex = { owner: `${base32hexEncode(h)}.${zone}`, nsec3: { hashAlgorithm: 1, flags: 0, iterations: 150, salt: Buffer.from('ab', 'hex'), nextHash: next, types: new Set([TYPE.SOA]) } };
+    const apex = {
+      owner: `${base32hexEncode(h)}.${zone}`,
+      nsec3: { hashAlgorithm: 1, flags: 0, iterations: 150, salt: Buffer.from('ab', 'hex'), nextHash: next, types: new Set([TYPE.SOA]) },
+    };
     const budget = new Budget();
     const s = new Nsec3Set([apex], zone, budget);
     await s.prepare(longName(zone));
@@ -174,7 +193,10 @@ describe('issue 22: bad keys are cached for BOGUS_TTL, and no longer', () => {
       expect(answer.status, n).toBe('bogus');
       expect(answer.work!.verifications, n).toBeLessThanOrEqual(2);
       expect(answer.work!.verifications, n).toBeLessThan(first.work!.verifications);
-      expect(trace.some((s) => s.kind === 'DNSKEY' && /the same key set failed/.test(s.detail)), n).toBe(true);
+      expect(
+        trace.some((s) => s.kind === 'DNSKEY' && /the same key set failed/.test(s.detail)),
+        n,
+      ).toBe(true);
     }
     // Half-way through BOGUS_TTL a new name is bogus from the remembered key set; its answer is kept only as long.
     clock += (BOGUS_TTL / 2) * 1000;

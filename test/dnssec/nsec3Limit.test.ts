@@ -38,8 +38,7 @@ afterAll(async () => t?.close());
 function genuine(name: string, type: string): Reply {
   return new ZoneSet(t.dns.zones).resolve(name, type, true);
 }
-const nsec3Of = (r: Reply): Rec[] =>
-  r.authorities.filter((x) => x.type === 'NSEC3' || (x.type === 'RRSIG' && x.rdata.readUInt16BE(0) === 50));
+const nsec3Of = (r: Reply): Rec[] => r.authorities.filter((x) => x.type === 'NSEC3' || (x.type === 'RRSIG' && x.rdata.readUInt16BE(0) === 50));
 const soaOf = (r: Reply): Rec[] => r.authorities.filter((x) => x.type === 'SOA' || (x.type === 'RRSIG' && x.rdata.readUInt16BE(0) === 6));
 
 async function lookup(name: string, type: 'A' | 'AAAA' | 'MX' | 'TLSA') {
@@ -54,8 +53,7 @@ describe('issue13 defect 6: NSEC3 over the iteration limit is checked before it 
 
   it('issue13-downgrade nsec3-iterations denial: DANE-32 NODATA for an existing TLSA RRset with genuine high-iteration NSEC3 that do not cover the name is bogus, not insecure', async () => {
     const replay = genuine(`nope.${ZONE}`, 'A'); // a real NXDOMAIN proof for another name
-    t.dns.mutate = (q, r) =>
-      q.name === TLSA_OWNER && q.type === 'TLSA' ? { rcode: 0, answers: [], authorities: [...soaOf(replay), ...nsec3Of(replay)] } : r;
+    t.dns.mutate = (q, r) => (q.name === TLSA_OWNER && q.type === 'TLSA' ? { rcode: 0, answers: [], authorities: [...soaOf(replay), ...nsec3Of(replay)] } : r);
     try {
       const { answer, trace } = await lookup(TLSA_OWNER, 'TLSA');
       expect([answer.status, answer.records, isAnswer(answer)]).toEqual(['bogus', [], false]);

@@ -18,7 +18,9 @@ import { formatReport } from '../../src/check/format.js';
 
 let w: World;
 let t: Tree | undefined;
-beforeEach(async () => { w = await World.create(); });
+beforeEach(async () => {
+  w = await World.create();
+});
 afterEach(async () => {
   await w.close();
   await t?.close();
@@ -113,8 +115,13 @@ describe('issue13 defect 6: NSEC3 over the iteration limit through the relay (dn
     expect(skipped?.tlsa_status).toBe('insecure');
     // `check` runs the same planHost: the same skip and the same code.
     const report = await inspectDomain('iter.test', w.relay!.policy!.resolve('iter.test'), {
-      resolver: t!.resolver(), selfNames: ['relay.test'], heloName: 'relay.test', port: w.port,
-      timeouts: w.config().delivery.timeouts, digestPreference: ['sha512', 'sha256'], now: Date.now,
+      resolver: t!.resolver(),
+      selfNames: ['relay.test'],
+      heloName: 'relay.test',
+      port: w.port,
+      timeouts: w.config().delivery.timeouts,
+      digestPreference: ['sha512', 'sha256'],
+      now: Date.now,
     });
     expect(report.verdict.kind).toBe('defer');
     expect(report.hosts[0]!.skip).toMatchObject({ code: '4.7.5', reason: expect.stringMatching(/NSEC3 uses more than 150 iterations/) });
@@ -129,7 +136,11 @@ describe('issue13 defect 6: NSEC3 over the iteration limit through the relay (dn
     await send('user@iter.test');
     await rx.waitFor(1);
     await w.settle();
-    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'untrusted', tls_rule: expect.stringMatching(/iter\.test dane nsec3-iterations-insecure$/) });
+    expect(w.deliveries()[0]).toMatchObject({
+      status: 'sent',
+      dane: 'untrusted',
+      tls_rule: expect.stringMatching(/iter\.test dane nsec3-iterations-insecure$/),
+    });
   });
 
   it('DANE-20 a host with A only: its AAAA NODATA over the limit decides DANE-21 too, so it is skipped (4.7.5) under dane-only', async () => {
@@ -152,12 +163,21 @@ describe('issue13 defect 6: NSEC3 over the iteration limit through the relay (dn
     z.add('implicit.iter.test', 'A', rd.A(rx.host)); // no MX: the domain itself is the host (RFC 5321 §5.1)
     await start([z], { policy: { tls_policy: policyFile('.iter.test dane nsec3-iterations-insecure\n') } });
     const deps = {
-      resolver: t!.resolver(), selfNames: ['relay.test'], heloName: 'relay.test', port: w.port,
-      timeouts: w.config().delivery.timeouts, digestPreference: ['sha512', 'sha256'] as ('sha512' | 'sha256')[], now: Date.now, diagnose: false,
+      resolver: t!.resolver(),
+      selfNames: ['relay.test'],
+      heloName: 'relay.test',
+      port: w.port,
+      timeouts: w.config().delivery.timeouts,
+      digestPreference: ['sha512', 'sha256'] as ('sha512' | 'sha256')[],
+      now: Date.now,
+      diagnose: false,
     };
     const strict = await inspectDomain('implicit.iter.test', { level: 'dane', rule: 'test' }, deps);
     expect(strict.mx).toMatchObject({ kind: 'hosts', status: 'insecure', insecureReason: 'nsec3-iterations', implicit: true });
-    expect(strict.hosts[0]!.skip).toMatchObject({ code: '4.7.5', reason: expect.stringMatching(/the MX lookup for implicit\.iter\.test is insecure only because/) });
+    expect(strict.hosts[0]!.skip).toMatchObject({
+      code: '4.7.5',
+      reason: expect.stringMatching(/the MX lookup for implicit\.iter\.test is insecure only because/),
+    });
     expect(strict.hosts[0]!.connections).toEqual([]);
     // with the opt-in (the relay's own policy for .iter.test): an insecure MX, so no DANE and no TLSA query
     const from = t!.dns.queries.length;
@@ -211,7 +231,7 @@ describe('issue 22 through the relay: what a hostile domain can make one message
     expect(rx.connections).toBe(0);
   });
 
-  it('the message\'s work budget: with no host cap, planning stops once spent; deferred 4.4.3 with the reason, logged', async () => {
+  it("the message's work budget: with no host cap, planning stops once spent; deferred 4.4.3 with the reason, logged", async () => {
     const rx = await w.receiver({});
     await start(floodZones('flood.test', 10), { delivery: { tls_level: 'dane', mx_host_limit: 0 } });
     await send('user@flood.test');

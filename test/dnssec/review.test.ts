@@ -121,7 +121,9 @@ describe('review: the attacker does not choose where the chain walk ends', () =>
     const anchors = dsText('island.test', island.ksks[0]!);
     const soa = island.signed.filter((x) => x.name === 'island.test' && (x.type === 'SOA' || sigOver(x, TYPE_SOA)));
     t.dns.mutate = (q, r) =>
-      q.type === 'TLSA' ? { rcode: 3, answers: [], authorities: [...soa.filter((x) => x.type === 'SOA'), junkSig(soa.find((x) => x.type === 'RRSIG')!, 'test')] } : r;
+      q.type === 'TLSA'
+        ? { rcode: 3, answers: [], authorities: [...soa.filter((x) => x.type === 'SOA'), junkSig(soa.find((x) => x.type === 'RRSIG')!, 'test')] }
+        : r;
     try {
       const { answer } = await expectError('_25._tcp.mx.island.test', 'TLSA', { anchors });
       expect(answer.status).toBe('bogus');
@@ -130,7 +132,7 @@ describe('review: the attacker does not choose where the chain walk ends', () =>
     }
   });
 
-  it('DANE-1 an RRSIG naming the parent zone as signer does not move the walk: the owner\'s zone must have signed', async () => {
+  it("DANE-1 an RRSIG naming the parent zone as signer does not move the walk: the owner's zone must have signed", async () => {
     t.dns.mutate = (q, r) => {
       if (q.name !== 'mx.dst.test' || q.type !== 'A') return r;
       const real = r.answers.find((x) => x.type === 'RRSIG')!;
@@ -174,7 +176,7 @@ describe('review: wildcard proofs', () => {
 });
 
 describe('review: denial of existence', () => {
-  it('DANE-32 an NXDOMAIN for an empty non-terminal (the covering NSEC\'s next name is below it) is bogus', async () => {
+  it("DANE-32 an NXDOMAIN for an empty non-terminal (the covering NSEC's next name is below it) is bogus", async () => {
     const honest = await t.resolver().lookup('_tcp.mx.ent.test', 'TLSA');
     expect([honest.rcode, honest.status]).toEqual(['NOERROR', 'secure']);
     t.dns.mutate = (q, r) => (q.name === '_tcp.mx.ent.test' && q.type === 'TLSA' ? { ...r, rcode: 3 } : r);
@@ -204,7 +206,9 @@ describe('review: zone cuts', () => {
   it('DANE-1 an unsigned CNAME in a DS reply is not taken as "no zone cut", and the failed step is not cached', async () => {
     const r = t.resolver();
     t.dns.mutate = (q, rep) =>
-      q.name === 'cut.test' && q.type === 'DS' ? { rcode: 0, answers: [{ name: 'cut.test', type: 'CNAME', ttl: 3600, rdata: wireName('elsewhere.test') }], authorities: [] } : rep;
+      q.name === 'cut.test' && q.type === 'DS'
+        ? { rcode: 0, answers: [{ name: 'cut.test', type: 'CNAME', ttl: 3600, rdata: wireName('elsewhere.test') }], authorities: [] }
+        : rep;
     try {
       const { answer, trace } = await r.lookupTrace('mx.cut.test', 'A');
       expect(answer.status).toBe('bogus');

@@ -86,8 +86,17 @@ describe('NSEC3 proofs', () => {
   const spanAll = (name: string, flags: number, iterations = 0) => {
     const h = nsec3Hash(name, Buffer.alloc(0), iterations);
     const next = Buffer.from(h);
-    for (let i = 19; i >= 0; i--) { if (next[i]! > 0) { next[i]! -= 1; break; } next[i] = 255; }
-    return { owner: `${base32hexEncode(h)}.${zone}`, nsec3: { hashAlgorithm: 1, flags, iterations, salt: Buffer.alloc(0), nextHash: next, types: new Set([T.A]) } };
+    for (let i = 19; i >= 0; i--) {
+      if (next[i]! > 0) {
+        next[i]! -= 1;
+        break;
+      }
+      next[i] = 255;
+    }
+    return {
+      owner: `${base32hexEncode(h)}.${zone}`,
+      nsec3: { hashAlgorithm: 1, flags, iterations, salt: Buffer.alloc(0), nextHash: next, types: new Set([T.A]) },
+    };
   };
 
   it('DANE-1 nsec3ProveWildcardAnswer: opt-out cover → insecure; labels outside the zone → not proven', () => {

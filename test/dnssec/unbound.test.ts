@@ -11,7 +11,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTree, key, mailZone, type Tree } from './fixture.js';
-import { rd, Zone } from '../support/signer.js';
+import { rd, type Zone } from '../support/signer.js';
 import { startUnbound, unboundAvailable, type Unbound } from '../support/unbound.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import type { QueryType } from '../../src/dns/types.js';
@@ -25,7 +25,9 @@ const have = optedOut ? false : unboundAvailable();
 beforeAll(async () => {
   if (optedOut) return;
   if (!have) {
-    throw new Error('unbound is not installed: `apt-get install unbound` (the test command does), or set DANE_RELAY_NO_UNBOUND=1 to skip this differential test on purpose');
+    throw new Error(
+      'unbound is not installed: `apt-get install unbound` (the test command does), or set DANE_RELAY_NO_UNBOUND=1 to skip this differential test on purpose',
+    );
   }
   const zones: Zone[] = [];
   for (const alg of [5, 7, 8, 10, 13, 14, 15, 16]) zones.push(mailZone(`u${alg}.test`, { keys: [key(`u${alg}`, alg)] }));
@@ -57,10 +59,27 @@ afterAll(async () => {
 
 describe.skipIf(optedOut)('validator vs Unbound', () => {
   const cases: Array<[string, QueryType]> = [
-    ...[5, 7, 8, 10, 13, 14, 15, 16].flatMap((a) => [[`u${a}.test`, 'MX'], [`_25._tcp.mx.u${a}.test`, 'TLSA']] as Array<[string, QueryType]>),
-    ['nope.u13.test', 'A'], ['mx.u13.test', 'TXT'], ['nope.un3.test', 'A'], ['mx.un3.test', 'TLSA'], ['_tcp.mx.un3.test', 'TLSA'],
-    ['mx.island.uopt.test', 'A'], ['mx.uplain.test', 'A'], ['x.uwild.test', 'MX'], ['x.uwild.test', 'A'], ['mx.uexp.test', 'A'],
-    ['x.uwo.test', 'MX'], ['x.b.uwild2.test', 'MX'], ['x.uwild2.test', 'MX'], ['nope.uwo.test', 'A'],
+    ...[5, 7, 8, 10, 13, 14, 15, 16].flatMap(
+      (a) =>
+        [
+          [`u${a}.test`, 'MX'],
+          [`_25._tcp.mx.u${a}.test`, 'TLSA'],
+        ] as Array<[string, QueryType]>,
+    ),
+    ['nope.u13.test', 'A'],
+    ['mx.u13.test', 'TXT'],
+    ['nope.un3.test', 'A'],
+    ['mx.un3.test', 'TLSA'],
+    ['_tcp.mx.un3.test', 'TLSA'],
+    ['mx.island.uopt.test', 'A'],
+    ['mx.uplain.test', 'A'],
+    ['x.uwild.test', 'MX'],
+    ['x.uwild.test', 'A'],
+    ['mx.uexp.test', 'A'],
+    ['x.uwo.test', 'MX'],
+    ['x.b.uwild2.test', 'MX'],
+    ['x.uwild2.test', 'MX'],
+    ['nope.uwo.test', 'A'],
   ];
   it('DANE-1 same verdict as Unbound for every algorithm, proof type, insecure and bogus case', async () => {
     const unbound = new StubResolver({ servers: [ub.server], timeoutMs: 3000, attempts: 1, cache: false });
@@ -72,7 +91,11 @@ describe.skipIf(optedOut)('validator vs Unbound', () => {
         const verdict = (a: typeof o) => (a.error ? 'error' : a.status);
         // Unbound with SERVFAIL = bogus; AD = secure; no AD = insecure.
         expect([name, type, verdict(o), o.rcode === '' ? 'SERVFAIL' : o.error ? 'SERVFAIL' : o.rcode, o.records]).toEqual([
-          name, type, verdict(u), u.error ? 'SERVFAIL' : u.rcode, u.records,
+          name,
+          type,
+          verdict(u),
+          u.error ? 'SERVFAIL' : u.rcode,
+          u.records,
         ]);
       }
     } finally {

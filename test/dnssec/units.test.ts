@@ -11,7 +11,17 @@ import { makeKey, dnskeyText, dsText, signBytes, bitmap, canonicalCompare } from
 
 describe('names (RFC 4034 §6.1)', () => {
   it('canonical order matches the RFC 4034 §6.1 example', () => {
-    const ordered = ['example', 'a.example', 'yljkjljk.a.example', 'z.a.example', 'zabc.a.example', 'z.example', '\\001.z.example', '*.z.example', '\\200.z.example'];
+    const ordered = [
+      'example',
+      'a.example',
+      'yljkjljk.a.example',
+      'z.a.example',
+      'zabc.a.example',
+      'z.example',
+      '\\001.z.example',
+      '*.z.example',
+      '\\200.z.example',
+    ];
     const shuffled = [...ordered].reverse();
     expect(shuffled.sort(compareNames)).toEqual(ordered);
     // the test signer's independent implementation agrees on plain names
@@ -135,7 +145,7 @@ describe('trust anchors', () => {
 });
 
 describe('signature time windows (RFC 4034 §3.1.5, RFC 4035 §5.3.1)', () => {
-  const sig = (inception: number, expiration: number) => ({ inception, expiration } as Parameters<typeof windowProblem>[0]);
+  const sig = (inception: number, expiration: number) => ({ inception, expiration }) as Parameters<typeof windowProblem>[0];
   it('uses serial-number arithmetic across the 2106 wrap and allows a small skew', () => {
     expect(serialDelta(5, 0xfffffff0)).toBe(21);
     expect(serialDelta(0xfffffff0, 5)).toBe(-21);

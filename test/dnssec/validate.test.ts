@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTree, key, mailZone, type Tree } from './fixture.js';
-import { Zone, dsRdata, dsText, dnskeyText, rd, makeKey, type Rec } from '../support/signer.js';
+import { type Zone, dsRdata, dsText, dnskeyText, rd, makeKey, type Rec } from '../support/signer.js';
 import { isAnswer } from '../../src/dns/types.js';
 
 const now = Math.floor(Date.now() / 1000);
@@ -18,7 +18,9 @@ beforeAll(async () => {
   for (const alg of [5, 7, 8, 10, 13, 14, 15, 16]) zones.push(mailZone(`alg${alg}.test`, { keys: [key(`alg${alg}`, alg)] }));
   zones.push(mailZone('split.test', { keys: [key('split-ksk', 13, 257), key('split-zsk', 13, 256)] }));
   zones.push(mailZone('mixed.test', { keys: [key('mixed-rsa', 8), key('mixed-ed', 15)] }));
-  const oldK = key('roll-old', 13, 257), newK = key('roll-new', 13, 257), zsk = key('roll-zsk', 13, 256);
+  const oldK = key('roll-old', 13, 257),
+    newK = key('roll-new', 13, 257),
+    zsk = key('roll-zsk', 13, 256);
   zones.push(mailZone('rollover.test', { keys: [oldK, newK, zsk], ksks: [newK], zsks: [zsk] }));
   zones.push(mailZone('sha1.test', { keys: [key('sha1', 13)] }));
   zones.push(mailZone('sha384.test', { keys: [key('sha384', 13)] }));
@@ -216,7 +218,9 @@ describe('validator: bogus', () => {
     const z = t.zones.get('alg13.test')!;
     const unrelated = z.signed.filter((r) => r.name === 'alg13.test' && (r.type === 'NSEC' || (r.type === 'RRSIG' && r.rdata.readUInt16BE(0) === 47)));
     t.dns.mutate = (q, r) =>
-      q.name === 'zzz.mx.alg13.test' && q.type !== 'DS' ? { ...r, authorities: [...r.authorities.filter((x) => x.type !== 'NSEC' && !(x.type === 'RRSIG' && x.rdata.readUInt16BE(0) === 47)), ...unrelated] } : r;
+      q.name === 'zzz.mx.alg13.test' && q.type !== 'DS'
+        ? { ...r, authorities: [...r.authorities.filter((x) => x.type !== 'NSEC' && !(x.type === 'RRSIG' && x.rdata.readUInt16BE(0) === 47)), ...unrelated] }
+        : r;
     try {
       await bogus('zzz.mx.alg13.test', 'A', /not proven/);
     } finally {

@@ -26,7 +26,10 @@ beforeAll(async () => {
 afterAll(async () => t?.close());
 
 function dsQuestionsBelow(zone: string, from: number): string[] {
-  return t.dns.queries.slice(from).filter((q) => q.type === 'DS' && q.name.endsWith(`.${zone}`)).map((q) => q.name);
+  return t.dns.queries
+    .slice(from)
+    .filter((q) => q.type === 'DS' && q.name.endsWith(`.${zone}`))
+    .map((q) => q.name);
 }
 
 describe('walk to the signer: NSEC3 over the iteration limit', () => {
@@ -42,7 +45,7 @@ describe('walk to the signer: NSEC3 over the iteration limit', () => {
     expect(dsQuestionsBelow('it151.test', from)).toEqual([]);
   });
 
-  it('DANE-32 the zone\'s own denial that rests on its 151-iteration NSEC3 is insecure (RFC 9276 §3.2, as Unbound)', async () => {
+  it("DANE-32 the zone's own denial that rests on its 151-iteration NSEC3 is insecure (RFC 9276 §3.2, as Unbound)", async () => {
     const a = await t.resolver().lookup('nope.it151.test', 'A');
     expect([a.rcode, a.status, a.error]).toEqual(['NXDOMAIN', 'insecure', undefined]);
     const n = await t.resolver().lookup('mx.it151.test', 'TLSA');
@@ -120,7 +123,9 @@ describe('walk to the signer: a forged signer deeper than the real zone', () => 
           const { answer, trace } = await t.resolver().lookupTrace(owner, 'TLSA');
           expect([answer.status, answer.records]).toEqual(['bogus', []]);
           expect(answer.error!.message).toMatch(new RegExp(`no RRSIG by ${zone.replace(/\./g, '\\.')}`));
-          expect(trace.some((s) => s.kind === 'RRSIG' && s.detail.includes(`signer ${signer} is not a zone apex (the chain of trust ends in ${zone})`))).toBe(true);
+          expect(trace.some((s) => s.kind === 'RRSIG' && s.detail.includes(`signer ${signer} is not a zone apex (the chain of trust ends in ${zone})`))).toBe(
+            true,
+          );
           expect(t.dns.queries.some((q) => q.name === signer && q.type === 'DNSKEY')).toBe(false);
         } finally {
           t.dns.mutate = undefined;
@@ -145,4 +150,3 @@ describe('walk to the signer: a forged signer deeper than the real zone', () => 
     }
   });
 });
-

@@ -8,12 +8,12 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { ROOT } from '../support/build.js';
-import {
-  citations, citedIn, definedIds, exceptionBullets, filesUnder, leadingList, namedIds, testTitles,
-} from '../support/specIds.js';
+import { citations, citedIn, definedIds, exceptionBullets, filesUnder, leadingList, namedIds, testTitles } from '../support/specIds.js';
 
 const SPEC = join(ROOT, 'docs', 'spec');
-const digests = readdirSync(SPEC).filter((f) => f.endsWith('.md')).sort();
+const digests = readdirSync(SPEC)
+  .filter((f) => f.endsWith('.md'))
+  .sort();
 const defined = new Map<string, string>(); // ID → digest
 for (const d of digests) for (const id of definedIds(readFileSync(join(SPEC, d), 'utf8'))) defined.set(id, d);
 const known = new Set(defined.keys());
@@ -21,7 +21,9 @@ const known = new Set(defined.keys());
 /** Everything that may cite an ID: code, tests, examples, scripts and the top-level documents. */
 const citing = [
   ...['src', 'test', 'bin', 'examples', '.ci', 'docs'].flatMap((d) => filesUnder(join(ROOT, d), /\.(ts|js|md|sh|yml|service)$|^run$/)),
-  ...readdirSync(ROOT).filter((f) => f.endsWith('.md')).map((f) => join(ROOT, f)),
+  ...readdirSync(ROOT)
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => join(ROOT, f)),
 ];
 
 describe('the citation rules (so the checks below are not rubber stamps)', () => {
@@ -34,18 +36,18 @@ describe('the citation rules (so the checks below are not rubber stamps)', () =>
     expect(citations('SHA-256, UTF-8, START-1, SORT-2').exact).toEqual([]);
   });
 
-  it('a test\'s ID list is the IDs its name starts with, in any call form', () => {
+  it("a test's ID list is the IDs its name starts with, in any call form", () => {
     const src = [
       "it('TLSRPT-45 TLSRPT-42 loop guard; TLSRPT-10 later', async () => {});",
-      'it.skipIf(!which(\'x\'))(`DANE-4 ready${why ? ` (skipped: ${why})` : \'\'}`, () => {});',
+      "it.skipIf(!which('x'))(`DANE-4 ready${why ? ` (skipped: ${why})` : ''}`, () => {});",
       "describe.skipIf(off)('DANE-1 vs Unbound', () => {}); test('plain', () => {}); x.it('DANE-2 no');",
       "if (/re/.test('DANE-3 no')) {}",
     ].join('\n');
     const titles = testTitles(src);
-    expect(titles).toEqual(['TLSRPT-45 TLSRPT-42 loop guard; TLSRPT-10 later', 'DANE-4 ready${why ? ` (skipped: ${why})` : \'\'}', 'DANE-1 vs Unbound', 'plain']);
+    expect(titles).toEqual(['TLSRPT-45 TLSRPT-42 loop guard; TLSRPT-10 later', "DANE-4 ready${why ? ` (skipped: ${why})` : ''}", 'DANE-1 vs Unbound', 'plain']);
     expect(titles.flatMap((t) => leadingList(t).exact)).toEqual(['TLSRPT-45', 'TLSRPT-42', 'DANE-4', 'DANE-1']);
-    expect(leadingList("DANE-80, DANE-81 (MTA-STS): not implemented").exact).toEqual(['DANE-80', 'DANE-81']);
-    expect(leadingList("TLSRPT-12 / 14: mx-host is omitted").exact).toEqual(['TLSRPT-12', 'TLSRPT-14']);
+    expect(leadingList('DANE-80, DANE-81 (MTA-STS): not implemented').exact).toEqual(['DANE-80', 'DANE-81']);
+    expect(leadingList('TLSRPT-12 / 14: mx-host is omitted').exact).toEqual(['TLSRPT-12', 'TLSRPT-14']);
     expect(leadingList("Digest vs RFC: DANE-34's retry").exact).toEqual([]);
   });
 });
@@ -81,7 +83,9 @@ describe('requirement IDs live in docs/spec', () => {
       for (const id of namedIds(leadingList(b), known)) excused.add(id);
     }
     const missing = [...known].filter((id) => !tested.has(id) && !excused.has(id)).map((id) => `${id} (${defined.get(id)})`);
-    expect(missing, 'name a test after it (it(\'ID …\')) or add a bullet "- ID: why" under a "without a test of their own" heading of ARCHITECTURE.md').toEqual([]);
+    expect(missing, 'name a test after it (it(\'ID …\')) or add a bullet "- ID: why" under a "without a test of their own" heading of ARCHITECTURE.md').toEqual(
+      [],
+    );
     expect(tested.size).toBeGreaterThan(60);
   });
 });

@@ -4,25 +4,46 @@ import { composeDsn, dsnAllowed, headerBlock } from '../../src/dsn/compose.js';
 import type { Envelope } from '../../src/spool/types.js';
 
 const original: Envelope = {
-  from: 'alice@sender.example', recipients: ['bob@dest.example', 'carol@dest.example'], smtputf8: false, eightBit: false,
-  client: { address: '127.0.0.1' }, received: Date.UTC(2026, 0, 2, 3, 4, 5), kind: 'normal',
+  from: 'alice@sender.example',
+  recipients: ['bob@dest.example', 'carol@dest.example'],
+  smtputf8: false,
+  eightBit: false,
+  client: { address: '127.0.0.1' },
+  received: Date.UTC(2026, 0, 2, 3, 4, 5),
+  kind: 'normal',
 };
 const body = Buffer.from('Subject: hello\r\nFrom: alice@sender.example\r\nMessage-ID: <m1@sender.example>\r\n\r\nsecret body\r\n');
 
 /** Splits a multipart body by its boundary, without trusting our own composer. */
 function parts(raw: string): { headers: string; body: string }[] {
   const boundary = /boundary="?([^";\r\n]+)"?/.exec(raw)![1]!;
-  return raw.split(`--${boundary}`).slice(1, -1).map((p) => {
-    const i = p.indexOf('\r\n\r\n');
-    return { headers: p.slice(2, i), body: p.slice(i + 4) };
-  });
+  return raw
+    .split(`--${boundary}`)
+    .slice(1, -1)
+    .map((p) => {
+      const i = p.indexOf('\r\n\r\n');
+      return { headers: p.slice(2, i), body: p.slice(i + 4) };
+    });
 }
 
 describe('DSN composition (RFC 3464, RFC 6522)', () => {
   it('DANE-72 failed DSN: multipart/report with text, message/delivery-status and the original headers', async () => {
     const dsn = await composeDsn({
-      reportingMta: 'relay.example.net', queueId: 'Q123', original, originalHeaders: headerBlock(body), now: Date.UTC(2026, 0, 3),
-      recipients: [{ address: 'bob@dest.example', action: 'failed', status: '5.1.1', remoteMta: 'mx.dest.example', diagnostic: 'smtp; 550 5.1.1 no such user', lastAttempt: Date.UTC(2026, 0, 3) }],
+      reportingMta: 'relay.example.net',
+      queueId: 'Q123',
+      original,
+      originalHeaders: headerBlock(body),
+      now: Date.UTC(2026, 0, 3),
+      recipients: [
+        {
+          address: 'bob@dest.example',
+          action: 'failed',
+          status: '5.1.1',
+          remoteMta: 'mx.dest.example',
+          diagnostic: 'smtp; 550 5.1.1 no such user',
+          lastAttempt: Date.UTC(2026, 0, 3),
+        },
+      ],
     });
     expect(dsn.envelope).toMatchObject({ from: '', recipients: ['alice@sender.example'], kind: 'dsn' });
     const raw = dsn.message.toString('utf8');
@@ -50,8 +71,20 @@ describe('DSN composition (RFC 3464, RFC 6522)', () => {
 
   it('DANE-72 delayed DSN carries Action delayed and Will-Retry-Until', async () => {
     const dsn = await composeDsn({
-      reportingMta: 'relay.example.net', queueId: 'Q124', original, originalHeaders: headerBlock(body), now: Date.UTC(2026, 0, 2, 8),
-      recipients: [{ address: 'carol@dest.example', action: 'delayed', status: '4.7.5', diagnostic: 'TLSA lookup for _25._tcp.mx1.dest.example: SERVFAIL', willRetryUntil: Date.UTC(2026, 0, 7, 3, 4, 5) }],
+      reportingMta: 'relay.example.net',
+      queueId: 'Q124',
+      original,
+      originalHeaders: headerBlock(body),
+      now: Date.UTC(2026, 0, 2, 8),
+      recipients: [
+        {
+          address: 'carol@dest.example',
+          action: 'delayed',
+          status: '4.7.5',
+          diagnostic: 'TLSA lookup for _25._tcp.mx1.dest.example: SERVFAIL',
+          willRetryUntil: Date.UTC(2026, 0, 7, 3, 4, 5),
+        },
+      ],
     });
     const raw = dsn.message.toString();
     expect(raw).toContain('Action: delayed');
@@ -65,22 +98,39 @@ describe('DSN composition (RFC 3464, RFC 6522)', () => {
     expect(dsnAllowed({ ...original, from: '' })).toBe(false);
     expect(dsnAllowed({ ...original, kind: 'dsn' })).toBe(false);
     expect(dsnAllowed({ ...original, kind: 'tlsrpt' })).toBe(false);
-    await expect(composeDsn({ reportingMta: 'r', queueId: 'q', original: { ...original, from: '' }, originalHeaders: Buffer.alloc(0), recipients: [], now: 0 })).rejects.toThrow();
+    await expect(
+      composeDsn({ reportingMta: 'r', queueId: 'q', original: { ...original, from: '' }, originalHeaders: Buffer.alloc(0), recipients: [], now: 0 }),
+    ).rejects.toThrow();
   });
 
   it('remote text with CR/LF cannot inject DSN fields', async () => {
     const dsn = await composeDsn({
-      reportingMta: 'relay.example.net', queueId: 'Q', original, originalHeaders: headerBlock(body), now: 0,
+      reportingMta: 'relay.example.net',
+      queueId: 'Q',
+      original,
+      originalHeaders: headerBlock(body),
+      now: 0,
       recipients: [{ address: 'bob@dest.example', action: 'failed', status: '5.0.0', diagnostic: 'smtp; 550 bad\r\nAction: delivered' }],
     });
     expect(dsn.message.toString()).not.toMatch(/^Action: delivered/m);
   });
 
   it('RFC 3464 §2.2.1/§2.3.1: Original-Envelope-Id from ENVID, Original-Recipient only for recipients that gave ORCPT', async () => {
-    const withDsn: Envelope = { ...original, dsn: { envid: 'QQ+314159' }, rcptDsn: { 'bob@dest.example': { orcpt: { type: 'rfc822', address: 'Bob@Alias.example' } } } };
+    const withDsn: Envelope = {
+      ...original,
+      dsn: { envid: 'QQ+314159' },
+      rcptDsn: { 'bob@dest.example': { orcpt: { type: 'rfc822', address: 'Bob@Alias.example' } } },
+    };
     const dsn = await composeDsn({
-      reportingMta: 'relay.example.net', queueId: 'Q', original: withDsn, originalHeaders: headerBlock(body), now: 0,
-      recipients: [{ address: 'bob@dest.example', action: 'failed', status: '5.1.1' }, { address: 'carol@dest.example', action: 'failed', status: '5.1.1' }],
+      reportingMta: 'relay.example.net',
+      queueId: 'Q',
+      original: withDsn,
+      originalHeaders: headerBlock(body),
+      now: 0,
+      recipients: [
+        { address: 'bob@dest.example', action: 'failed', status: '5.1.1' },
+        { address: 'carol@dest.example', action: 'failed', status: '5.1.1' },
+      ],
     });
     const [, status] = parts(dsn.message.toString());
     const [perMessage, bob, carol] = status!.body.split('\r\n\r\n');
@@ -91,7 +141,11 @@ describe('DSN composition (RFC 3464, RFC 6522)', () => {
 
   it('RFC 3461 §5.2.2 relayed DSN: Action relayed, a subject that says so, the header returned', async () => {
     const dsn = await composeDsn({
-      reportingMta: 'relay.example.net', queueId: 'Q', original, originalHeaders: headerBlock(body), now: 0,
+      reportingMta: 'relay.example.net',
+      queueId: 'Q',
+      original,
+      originalHeaders: headerBlock(body),
+      now: 0,
       recipients: [{ address: 'bob@dest.example', action: 'relayed', status: '2.0.0', remoteMta: 'mx.dest.example', diagnostic: 'smtp; 250 2.0.0 ok' }],
     });
     const raw = dsn.message.toString();
@@ -104,14 +158,37 @@ describe('DSN composition (RFC 3464, RFC 6522)', () => {
   it('RFC 3461 §4.3 RET=FULL: the whole message for failures (message/rfc822, 8bit when it is); the header only for a delay or when too large', async () => {
     const full: Envelope = { ...original, dsn: { ret: 'FULL' } };
     const eight = Buffer.from('Subject: ü\r\n\r\nGrüße\r\n', 'utf8');
-    const failed = await composeDsn({ reportingMta: 'r.example', queueId: 'Q', original: full, originalHeaders: headerBlock(eight), originalFull: eight, now: 0, recipients: [{ address: 'bob@dest.example', action: 'failed', status: '5.1.1' }] });
+    const failed = await composeDsn({
+      reportingMta: 'r.example',
+      queueId: 'Q',
+      original: full,
+      originalHeaders: headerBlock(eight),
+      originalFull: eight,
+      now: 0,
+      recipients: [{ address: 'bob@dest.example', action: 'failed', status: '5.1.1' }],
+    });
     const [, , returned] = parts(failed.message.toString('utf8'));
     expect(returned!.headers).toMatch(/Content-Type: message\/rfc822/);
     expect(returned!.headers).toMatch(/Content-Transfer-Encoding: 8bit/);
     expect(returned!.body).toBe('Subject: ü\r\n\r\nGrüße\r\n\r\n'); // + the CRLF that belongs to the boundary
-    const delayed = await composeDsn({ reportingMta: 'r.example', queueId: 'Q', original: full, originalHeaders: headerBlock(eight), originalFull: eight, now: 0, recipients: [{ address: 'bob@dest.example', action: 'delayed', status: '4.4.1' }] });
+    const delayed = await composeDsn({
+      reportingMta: 'r.example',
+      queueId: 'Q',
+      original: full,
+      originalHeaders: headerBlock(eight),
+      originalFull: eight,
+      now: 0,
+      recipients: [{ address: 'bob@dest.example', action: 'delayed', status: '4.4.1' }],
+    });
     expect(delayed.message.toString()).toContain('Content-Type: text/rfc822-headers');
-    const big = await composeDsn({ reportingMta: 'r.example', queueId: 'Q', original: full, originalHeaders: headerBlock(body), now: 0, recipients: [{ address: 'bob@dest.example', action: 'failed', status: '5.1.1' }] });
+    const big = await composeDsn({
+      reportingMta: 'r.example',
+      queueId: 'Q',
+      original: full,
+      originalHeaders: headerBlock(body),
+      now: 0,
+      recipients: [{ address: 'bob@dest.example', action: 'failed', status: '5.1.1' }],
+    });
     expect(big.message.toString()).toContain('only its header is returned');
     expect(big.message.toString()).toContain('Content-Type: text/rfc822-headers');
   });

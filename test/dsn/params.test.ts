@@ -2,7 +2,21 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
-  commandParams, decodeXtext, encodeXtext, mailDsnOf, mailDsnParams, rcptDsnOf, notifyAllows, parseEnvid, parseNotify, parseOrcpt, parseRet, rcptDsnParams, MAX_ENVID, MAX_ORCPT, type RcptDsn,
+  commandParams,
+  decodeXtext,
+  encodeXtext,
+  mailDsnOf,
+  mailDsnParams,
+  rcptDsnOf,
+  notifyAllows,
+  parseEnvid,
+  parseNotify,
+  parseOrcpt,
+  parseRet,
+  rcptDsnParams,
+  MAX_ENVID,
+  MAX_ORCPT,
+  type RcptDsn,
 } from '../../src/dsn/params.js';
 
 describe('xtext (RFC 3461 §4)', () => {
@@ -21,11 +35,13 @@ describe('xtext (RFC 3461 §4)', () => {
   for (const [raw, decoded] of rows) it(`${JSON.stringify(raw)} → ${JSON.stringify(decoded)}`, () => expect(decodeXtext(raw)).toBe(decoded));
 
   it('encode then decode is the identity for any string; the encoding is xtext', () => {
-    fc.assert(fc.property(fc.string({ unit: 'grapheme-ascii' }), (s) => {
-      const e = encodeXtext(s);
-      expect(e).toMatch(/^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*$/);
-      expect(decodeXtext(e)).toBe(s);
-    }));
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme-ascii' }), (s) => {
+        const e = encodeXtext(s);
+        expect(e).toMatch(/^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*$/);
+        expect(decodeXtext(e)).toBe(s);
+      }),
+    );
   });
 });
 
@@ -55,7 +71,11 @@ describe('RCPT parameters', () => {
     ['NOTIFY=SOMETIMES refused', () => parseNotify('SOMETIMES').ok, false],
     ['NOTIFY=SUCCESS, (empty item) refused', () => parseNotify('SUCCESS,').ok, false],
     ['NOTIFY repeated value collapses', () => parseNotify('DELAY,DELAY'), { ok: true, value: ['DELAY'] }],
-    ['ORCPT=rfc822;a+40b.example', () => parseOrcpt('rfc822;Alias+40Client.example', false), { ok: true, value: { type: 'rfc822', address: 'Alias@Client.example' } }],
+    [
+      'ORCPT=rfc822;a+40b.example',
+      () => parseOrcpt('rfc822;Alias+40Client.example', false),
+      { ok: true, value: { type: 'rfc822', address: 'Alias@Client.example' } },
+    ],
     ['ORCPT without ";" refused', () => parseOrcpt('rfc822', false).ok, false],
     ['ORCPT with an empty address refused', () => parseOrcpt('rfc822;', false).ok, false],
     ['ORCPT with an empty type refused', () => parseOrcpt(';a@b', false).ok, false],
@@ -63,7 +83,11 @@ describe('RCPT parameters', () => {
     ['ORCPT address must be printable US-ASCII', () => parseOrcpt('rfc822;a+0Ab@c', false).ok, false],
     ['ORCPT of 500 characters accepted', () => parseOrcpt(`rfc822;${'a'.repeat(MAX_ORCPT - 9)}@b`, false).ok, true],
     ['ORCPT of 501 characters refused', () => parseOrcpt(`rfc822;${'a'.repeat(MAX_ORCPT - 8)}@b`, false).ok, false],
-    ['ORCPT utf-8 type carries UTF-8 in an SMTPUTF8 session (RFC 6533 §3)', () => parseOrcpt('utf-8;jörg@bücher.example', true), { ok: true, value: { type: 'utf-8', address: 'jörg@bücher.example' } }],
+    [
+      'ORCPT utf-8 type carries UTF-8 in an SMTPUTF8 session (RFC 6533 §3)',
+      () => parseOrcpt('utf-8;jörg@bücher.example', true),
+      { ok: true, value: { type: 'utf-8', address: 'jörg@bücher.example' } },
+    ],
     ['ORCPT raw UTF-8 refused without SMTPUTF8', () => parseOrcpt('utf-8;jörg@b.example', false).ok, false],
     ['ORCPT raw UTF-8 refused for the rfc822 type', () => parseOrcpt('rfc822;jörg@b.example', true).ok, false],
   ];
@@ -112,7 +136,10 @@ describe('a command line as the client sent it', () => {
   for (const [line, want] of rows) it(line, () => expect(mailDsnOf(commandParams(line))).toEqual(want));
 
   const rcpt: [string, unknown][] = [
-    ['RCPT TO:<x@y> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x@y', { ok: true, value: { notify: ['SUCCESS', 'FAILURE'], orcpt: { type: 'rfc822', address: 'x@y' } } }],
+    [
+      'RCPT TO:<x@y> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x@y',
+      { ok: true, value: { notify: ['SUCCESS', 'FAILURE'], orcpt: { type: 'rfc822', address: 'x@y' } } },
+    ],
     ['RCPT TO:<x@y>', { ok: true, value: undefined }],
     ['RCPT TO:<x@y> NOTIFY=NEVER NOTIFY=NEVER', { ok: false, text: 'NOTIFY given more than once (RFC 3461 §4)' }],
     ['RCPT TO:<x@y> ORCPT=rfc822;x@y ORCPT=rfc822;z@y', { ok: false, text: 'ORCPT given more than once (RFC 3461 §4)' }],

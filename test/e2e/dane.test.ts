@@ -11,10 +11,19 @@ import { chainPem, makeCa, makeIntermediate, makeLeaf, makeSelfSigned, tlsaData,
 import type { Receiver } from '../support/receiver.js';
 
 let w: World;
-beforeEach(async () => { w = await World.create(); });
-afterEach(async () => { await w.close(); });
+beforeEach(async () => {
+  w = await World.create();
+});
+afterEach(async () => {
+  await w.close();
+});
 
-const tlsa = (usage: number, selector: 0 | 1, matchingType: 0 | 1 | 2, cert: Issued) => ({ usage, selector, matchingType, certificate: tlsaData(cert, selector, matchingType) });
+const tlsa = (usage: number, selector: 0 | 1, matchingType: 0 | 1 | 2, cert: Issued) => ({
+  usage,
+  selector,
+  matchingType,
+  certificate: tlsaData(cert, selector, matchingType),
+});
 const raw = (usage: number, selector: number, matchingType: number, certificate: Buffer) => ({ usage, selector, matchingType, certificate });
 
 async function tlsReceiver(chain: Issued[], key: Issued, extra: Parameters<World['receiver']>[0] = {}): Promise<Receiver> {
@@ -32,7 +41,10 @@ function signedDomain(hosts: { name: string; pref: number; rx?: Receiver; addres
 }
 
 const queued = () => w.relay!.scheduler.list();
-const reasonOf = (addr: string) => queued().flatMap((m) => m.recipients).find((r) => r.address === addr)?.lastReason ?? '';
+const reasonOf = (addr: string) =>
+  queued()
+    .flatMap((m) => m.recipients)
+    .find((r) => r.address === addr)?.lastReason ?? '';
 const send = (to = 'user@dest.test') => submit({ port: w.ingressPort, from: 'app@sender.test', to: [to] });
 
 describe('RFC 7672 through the relay (digest ten cases)', () => {
@@ -69,10 +81,13 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     expect(w.logs.find((l) => l.msg === 'MX host skipped')).toMatchObject({ skipped: `TLSA lookup for _${w.port}._tcp.mx1.dest.test: SERVFAIL` });
 
     // Both hosts failing their TLSA lookups (another domain, so no cached answer helps).
-    signedDomain([
-      { name: 'mx1.both.test', pref: 10, rx: rx1, tlsa: [tlsa(3, 1, 1, ee1)] },
-      { name: 'mx2.both.test', pref: 20, rx: rx2, tlsa: [tlsa(3, 1, 1, ee2)] },
-    ], 'both.test');
+    signedDomain(
+      [
+        { name: 'mx1.both.test', pref: 10, rx: rx1, tlsa: [tlsa(3, 1, 1, ee1)] },
+        { name: 'mx2.both.test', pref: 20, rx: rx2, tlsa: [tlsa(3, 1, 1, ee2)] },
+      ],
+      'both.test',
+    );
     w.dns.behave(`_${w.port}._tcp.mx1.both.test`, 'TLSA', 'servfail');
     w.dns.behave(`_${w.port}._tcp.mx2.both.test`, 'TLSA', 'timeout');
     await send('second@both.test');
@@ -117,7 +132,11 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
   });
 
   it('DANE-52 (case 5): 3 1 1 matches an expired self-signed leaf with a wrong name; a different key fails', async () => {
-    const ee = await makeSelfSigned({ dnsNames: ['wrong.example'], notBefore: new Date(Date.now() - 400 * 86_400_000), notAfter: new Date(Date.now() - 30 * 86_400_000) });
+    const ee = await makeSelfSigned({
+      dnsNames: ['wrong.example'],
+      notBefore: new Date(Date.now() - 400 * 86_400_000),
+      notAfter: new Date(Date.now() - 30 * 86_400_000),
+    });
     const rx = await tlsReceiver([ee], ee);
     signedDomain([{ name: 'mx.dest.test', pref: 10, rx, tlsa: [tlsa(3, 1, 1, ee)] }]);
     const other = await makeSelfSigned({ dnsNames: ['mx.other.test'] });
@@ -211,7 +230,10 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     const rx = await w.receiver({ starttls: false });
     w.dns.addZone({ name: 'dest.test', secure: true });
     w.dns.addZone({ name: 'unsigned.test', secure: false });
-    w.dns.add({ name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.unsigned.test' } }, { name: 'mx.unsigned.test', type: 'A', data: rx.host });
+    w.dns.add(
+      { name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.unsigned.test' } },
+      { name: 'mx.unsigned.test', type: 'A', data: rx.host },
+    );
     await w.start();
     await send();
     await rx.waitFor(1);
@@ -242,7 +264,13 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     // MX10 without TLSA, MX20 with TLSA → MX10 first.
     const plain = await w.receiver();
     const dane = await tlsReceiver([ee], ee);
-    signedDomain([{ name: 'mx10.order.test', pref: 10, rx: plain }, { name: 'mx20.order.test', pref: 20, rx: dane, tlsa: [tlsa(3, 1, 1, ee)] }], 'order.test');
+    signedDomain(
+      [
+        { name: 'mx10.order.test', pref: 10, rx: plain },
+        { name: 'mx20.order.test', pref: 20, rx: dane, tlsa: [tlsa(3, 1, 1, ee)] },
+      ],
+      'order.test',
+    );
     await w.start();
     await send();
     await send('user@order.test');
@@ -285,7 +313,10 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
   it('DANE-23 one address family errors while the other answers → the host is skipped', async () => {
     const rx1 = await w.receiver();
     const rx2 = await w.receiver();
-    signedDomain([{ name: 'mx1.dest.test', pref: 10, rx: rx1 }, { name: 'mx2.dest.test', pref: 20, rx: rx2 }]);
+    signedDomain([
+      { name: 'mx1.dest.test', pref: 10, rx: rx1 },
+      { name: 'mx2.dest.test', pref: 20, rx: rx2 },
+    ]);
     w.dns.behave('mx1.dest.test', 'AAAA', 'servfail');
     await w.start();
     await send();
@@ -350,7 +381,12 @@ describe('queue listing', () => {
     const cfgFile = join(w.dir, 'list.yml');
     writeFileSync(cfgFile, `queue_dir: ${w.relay!.config.queue_dir}\ndns:\n  resolvers: ["127.0.0.1:53"]\n`);
     let text = '';
-    const out = new Writable({ write(c, _e, cb) { text += c.toString(); cb(); } });
+    const out = new Writable({
+      write(c, _e, cb) {
+        text += c.toString();
+        cb();
+      },
+    });
     expect(await main(['queue', 'list', '--config', cfgFile], out, out)).toBe(0);
     expect(text).toContain(queueId);
     expect(text).toContain('<user@dest.test>  deferred  attempts 1');

@@ -9,8 +9,12 @@ import { submit } from '../support/mail.js';
 import { makeSelfSigned } from '../support/pki.js';
 
 let w: World;
-beforeEach(async () => { w = await World.create(); });
-afterEach(async () => { await w.close(); });
+beforeEach(async () => {
+  w = await World.create();
+});
+afterEach(async () => {
+  await w.close();
+});
 
 const MIN = 60_000;
 
@@ -102,7 +106,14 @@ describe('delivery path (issue 3)', () => {
   it('per-recipient results: 250 delivered, 450 deferred with backoff, 550 bounced with a DSN', async () => {
     const inbox = await senderMailbox();
     let busy = true; // the mailbox is busy on the first attempt only
-    const rx = await w.receiver({ rcpt: (a) => (a.startsWith('later') && busy ? { code: 450, message: '4.2.1 mailbox busy' } : a.startsWith('nobody') ? { code: 550, message: '5.1.1 no such user' } : undefined) });
+    const rx = await w.receiver({
+      rcpt: (a) =>
+        a.startsWith('later') && busy
+          ? { code: 450, message: '4.2.1 mailbox busy' }
+          : a.startsWith('nobody')
+            ? { code: 550, message: '5.1.1 no such user' }
+            : undefined,
+    });
     w.dns.add({ name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.dest.test' } }, { name: 'mx.dest.test', type: 'A', data: rx.host });
     await w.start();
     const { queueId } = await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['ok@dest.test', 'later@dest.test', 'nobody@dest.test'] });
@@ -154,7 +165,10 @@ describe('delivery path (issue 3)', () => {
     expect(delayed.status).toContain('Action: delayed');
     expect(delayed.status).toContain('Will-Retry-Until:');
     // Run out the lifetime.
-    while (r()) { w.clock.t = Math.max(w.clock.t, r()!.nextAttempt); await w.settle(); }
+    while (r()) {
+      w.clock.t = Math.max(w.clock.t, r()!.nextAttempt);
+      await w.settle();
+    }
     await inbox.waitFor(2);
     const bounce = await dsnFrom(inbox, 1);
     expect(bounce.status).toContain('Action: failed');

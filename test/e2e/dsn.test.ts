@@ -11,8 +11,12 @@ import { SmtpTestClient } from '../support/submit.js';
 import type { Receiver, ReceiverOptions } from '../support/receiver.js';
 
 let w: World;
-beforeEach(async () => { w = await World.create(); });
-afterEach(async () => { await w.close(); });
+beforeEach(async () => {
+  w = await World.create();
+});
+afterEach(async () => {
+  await w.close();
+});
 
 const mx = (domain: string, opts: ReceiverOptions = {}): Promise<Receiver> => w.mx(domain, opts);
 
@@ -46,7 +50,9 @@ describe('passed on to a next hop that advertises DSN (RFC 3461 §5.2.1)', () =>
     await send('<app@sender.test> RET=HDRS ENVID=QQ+2B314159', ['a@dest.test NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Alias+40Client.example', 'b@dest.test']);
     await rx.waitFor(1);
     await w.settle();
-    expect(rx.commands.find((c) => c.startsWith('MAIL'))).toMatch(/^MAIL FROM:<app@sender\.test> SIZE=\d+ RET=HDRS ENVID=QQ\+2B314159$|^MAIL FROM:<app@sender\.test> RET=HDRS ENVID=QQ\+2B314159$/);
+    expect(rx.commands.find((c) => c.startsWith('MAIL'))).toMatch(
+      /^MAIL FROM:<app@sender\.test> SIZE=\d+ RET=HDRS ENVID=QQ\+2B314159$|^MAIL FROM:<app@sender\.test> RET=HDRS ENVID=QQ\+2B314159$/,
+    );
     const rcpts = rx.commands.filter((c) => c.startsWith('RCPT'));
     expect(rcpts).toContain('RCPT TO:<a@dest.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Alias@Client.example');
     expect(rcpts).toContain('RCPT TO:<b@dest.test>'); // §5.2.1 (c): no NOTIFY made up
@@ -101,7 +107,12 @@ describe('what NOTIFY suppresses (RFC 3461 §5.2.5, §5.2.6)', () => {
     const status = statusPart(inbox.messages[0]!.body.toString());
     expect(status).toContain('Final-Recipient: rfc822; plain@dest.test');
     expect(status).not.toContain('never@dest.test');
-    expect(w.deliveries().filter((l) => String(l.to).endsWith('@dest.test')).map((l) => l.status)).toEqual(['bounced', 'bounced']);
+    expect(
+      w
+        .deliveries()
+        .filter((l) => String(l.to).endsWith('@dest.test'))
+        .map((l) => l.status),
+    ).toEqual(['bounced', 'bounced']);
   });
 
   it('NOTIFY=FAILURE: no delayed DSN; NOTIFY=DELAY: a delayed DSN but no failed one when it expires', async () => {
@@ -112,7 +123,12 @@ describe('what NOTIFY suppresses (RFC 3461 §5.2.5, §5.2.6)', () => {
     await w.settle();
     const msg = () => w.relay!.scheduler.get(id);
     while (msg()) {
-      w.clock.t = Math.max(w.clock.t, ...msg()!.recipients.filter((r) => r.state !== 'failed').map((r) => r.nextAttempt));
+      w.clock.t = Math.max(
+        w.clock.t,
+        ...msg()!
+          .recipients.filter((r) => r.state !== 'failed')
+          .map((r) => r.nextAttempt),
+      );
       await w.settle();
     }
     await w.settle();

@@ -40,8 +40,11 @@ async function settleWithin(ms: number): Promise<boolean> {
 }
 
 describe('mail loops (RFC 5321 §5.1, issue 13 defect 4)', () => {
-  it('issue13-4 DANE-14 an MX (under another name) that resolves to the relay\'s own listen address: bounced 5.4.6 with a DSN, accepted once, no loop', async () => {
-    w.dns.add({ name: 'loop.test', type: 'MX', data: { preference: 10, exchange: 'mx.elsewhere.test' } }, { name: 'mx.elsewhere.test', type: 'A', data: '127.0.0.1' });
+  it("issue13-4 DANE-14 an MX (under another name) that resolves to the relay's own listen address: bounced 5.4.6 with a DSN, accepted once, no loop", async () => {
+    w.dns.add(
+      { name: 'loop.test', type: 'MX', data: { preference: 10, exchange: 'mx.elsewhere.test' } },
+      { name: 'mx.elsewhere.test', type: 'A', data: '127.0.0.1' },
+    );
     await start();
     expect(w.ingressPort).toBe(w.port);
     await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['user@loop.test'], text: 'loop?' });
@@ -91,7 +94,10 @@ describe('mail loops (RFC 5321 §5.1, issue 13 defect 4)', () => {
     peers.push(local);
     await w.start({ log: { level: 'info' }, delivery: { port: local.port } }); // relay on 127.0.0.1:<random>, deliveries to 127.0.0.1:<local.port>
     expect(w.ingressPort).not.toBe(local.port);
-    w.dns.add({ name: 'side.test', type: 'MX', data: { preference: 10, exchange: 'localhost.side.test' } }, { name: 'localhost.side.test', type: 'A', data: '127.0.0.1' });
+    w.dns.add(
+      { name: 'side.test', type: 'MX', data: { preference: 10, exchange: 'localhost.side.test' } },
+      { name: 'localhost.side.test', type: 'A', data: '127.0.0.1' },
+    );
     await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['u@side.test'], text: 'beside' });
     expect(await settleWithin(10_000)).toBe(true);
     expect(w.deliveries().find((l) => l.to === 'u@side.test')).toMatchObject({ status: 'sent' });
@@ -101,7 +107,11 @@ describe('mail loops (RFC 5321 §5.1, issue 13 defect 4)', () => {
 
 describe('no hot loop (issue 13 defect 3)', () => {
   it('issue13-3 a peer without PIPELINING answering MAIL with 251: the recipient is settled once (delivered), not retried at every queue run', async () => {
-    const p = await startScriptedPeer({ host: '127.0.0.7', port: w.port, script: normalScript({ answer: (verb) => (verb === 'MAIL' ? { reply: '251 2.1.0 ok\r\n' } : undefined) }) });
+    const p = await startScriptedPeer({
+      host: '127.0.0.7',
+      port: w.port,
+      script: normalScript({ answer: (verb) => (verb === 'MAIL' ? { reply: '251 2.1.0 ok\r\n' } : undefined) }),
+    });
     peers.push(p);
     w.dns.add({ name: 'odd.test', type: 'MX', data: { preference: 10, exchange: 'mx.odd.test' } }, { name: 'mx.odd.test', type: 'A', data: p.host });
     await w.start({ listen: [`127.0.0.1:${w.port}`], log: { level: 'info' }, queue: { run_interval: '50ms' } });
@@ -111,7 +121,12 @@ describe('no hot loop (issue 13 defect 3)', () => {
     await settleWithin(5000);
     const mails = p.connections.flatMap((c) => c.commands).filter((c) => c.startsWith('MAIL'));
     expect(mails).toHaveLength(1);
-    expect(w.deliveries().filter((l) => l.to === 'u@odd.test').map((l) => l.status)).toEqual(['sent']);
+    expect(
+      w
+        .deliveries()
+        .filter((l) => l.to === 'u@odd.test')
+        .map((l) => l.status),
+    ).toEqual(['sent']);
     expect(w.relay!.scheduler.size).toBe(0);
   });
 });

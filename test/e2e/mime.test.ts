@@ -12,8 +12,12 @@ import { SmtpTestClient } from '../support/submit.js';
 import type { Receiver, ReceiverOptions } from '../support/receiver.js';
 
 let w: World;
-beforeEach(async () => { w = await World.create(); });
-afterEach(async () => { await w.close(); });
+beforeEach(async () => {
+  w = await World.create();
+});
+afterEach(async () => {
+  await w.close();
+});
 
 const mx = (domain: string, opts: ReceiverOptions = {}): Promise<Receiver> => w.mx(domain, opts);
 
@@ -28,10 +32,19 @@ async function send(from: string, rcpts: string[], body: Buffer | string, mailPa
 }
 
 function wireFacts(body: Buffer): { eight: boolean; longest: number } {
-  return { eight: body.some((b) => b >= 0x80), longest: Math.max(...body.toString('latin1').split('\r\n').map((l) => l.length)) };
+  return {
+    eight: body.some((b) => b >= 0x80),
+    longest: Math.max(
+      ...body
+        .toString('latin1')
+        .split('\r\n')
+        .map((l) => l.length),
+    ),
+  };
 }
 
-const MSG_8BIT = 'From: app@sender.test\r\nTo: x@dest.test\r\nSubject: hello\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="blob.bin"\r\n\r\n\u00ff\u00fe raw\r\n--b--\r\n';
+const MSG_8BIT =
+  'From: app@sender.test\r\nTo: x@dest.test\r\nSubject: hello\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="blob.bin"\r\n\r\n\u00ff\u00fe raw\r\n--b--\r\n';
 
 describe('8BITMIME (RFC 6152 §3)', () => {
   it('an 8-bit message to a server without 8BITMIME arrives converted to 7 bit: no BODY=8BITMIME, no SIZE, same content', async () => {
@@ -104,7 +117,8 @@ describe('8BITMIME (RFC 6152 §3)', () => {
     const seven = await mx('seven.test', { eightBitMime: false });
     const eight = await mx('eight.test');
     await w.start();
-    const signed = 'From: app@sender.test\r\nSubject: signed\r\nMIME-Version: 1.0\r\nContent-Type: multipart/signed; boundary="s"; protocol="application/pgp-signature"; micalg=pgp-sha256\r\n\r\n--s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nunterschrieben: Grüße\r\n--s\r\nContent-Type: application/pgp-signature\r\n\r\n-----BEGIN PGP SIGNATURE-----\r\nabc\r\n-----END PGP SIGNATURE-----\r\n--s--\r\n';
+    const signed =
+      'From: app@sender.test\r\nSubject: signed\r\nMIME-Version: 1.0\r\nContent-Type: multipart/signed; boundary="s"; protocol="application/pgp-signature"; micalg=pgp-sha256\r\n\r\n--s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nunterschrieben: Grüße\r\n--s\r\nContent-Type: application/pgp-signature\r\n\r\n-----BEGIN PGP SIGNATURE-----\r\nabc\r\n-----END PGP SIGNATURE-----\r\n--s--\r\n';
     await send('app@sender.test', ['x@seven.test', 'y@eight.test'], Buffer.from(signed, 'utf8'), 'BODY=8BITMIME');
     await eight.waitFor(1);
     await inbox.waitFor(1);
@@ -155,7 +169,10 @@ describe('line length (RFC 5321 §4.5.3.1.6, RFC 5322 §2.1.1)', () => {
     const rx = await mx('dest.test', { eightBitMime: false, keepBody: false });
     await w.start();
     const para = 'Grüße, Ärger, Öl und Übermut — ein Absatz mit Umlauten, der sich oft wiederholt.\r\n';
-    const body = Buffer.from(`Subject: big\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n${para.repeat(Math.ceil(20e6 / Buffer.byteLength(para)))}`, 'utf8');
+    const body = Buffer.from(
+      `Subject: big\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n${para.repeat(Math.ceil(20e6 / Buffer.byteLength(para)))}`,
+      'utf8',
+    );
     await send('app@sender.test', ['x@dest.test'], body, 'BODY=8BITMIME');
     await rx.waitFor(1, 120_000);
     await w.settle();

@@ -64,7 +64,10 @@ describe('MTA-STS enforce', () => {
   it('STS-40 STS-43 an MX outside the mx patterns is never contacted; the next one, matching a wildcard, gets the mail over WebPKI-valid TLS', async () => {
     const rogue = await webpkiRx('mx1.backup.test');
     const good = await webpkiRx('mail.sts.test');
-    mxs('sts.test', [{ name: 'mx1.backup.test', rx: rogue }, { name: 'mail.sts.test', rx: good }]);
+    mxs('sts.test', [
+      { name: 'mx1.backup.test', rx: rogue },
+      { name: 'mail.sts.test', rx: good },
+    ]);
     await publish('sts.test', 'p1', policy('enforce', ['*.sts.test']));
     await w.start(stsConfig());
     await send('user@sts.test');
@@ -80,8 +83,20 @@ describe('MTA-STS enforce', () => {
     const other = await makeCa({ cn: 'not trusted' });
     const cases: [string, () => Promise<Receiver>][] = [
       ['valid for another name of the domain only', () => webpkiRx('mx.a.test', ['other.a.test'])],
-      ['expired', async () => { const l = await makeLeaf(ca, { dnsNames: ['mx.b.test'], notBefore: new Date(Date.now() - 2 * 86400_000), notAfter: new Date(Date.now() - 3600_000) }); return w.receiver({ tls: { key: l.keyPem, cert: chainPem(l) } }); }],
-      ['untrusted root', async () => { const l = await makeLeaf(other, { dnsNames: ['mx.c.test'] }); return w.receiver({ tls: { key: l.keyPem, cert: chainPem(l) } }); }],
+      [
+        'expired',
+        async () => {
+          const l = await makeLeaf(ca, { dnsNames: ['mx.b.test'], notBefore: new Date(Date.now() - 2 * 86400_000), notAfter: new Date(Date.now() - 3600_000) });
+          return w.receiver({ tls: { key: l.keyPem, cert: chainPem(l) } });
+        },
+      ],
+      [
+        'untrusted root',
+        async () => {
+          const l = await makeLeaf(other, { dnsNames: ['mx.c.test'] });
+          return w.receiver({ tls: { key: l.keyPem, cert: chainPem(l) } });
+        },
+      ],
     ];
     const domains = ['a.test', 'b.test', 'c.test'];
     const rxs: Receiver[] = [];
@@ -93,7 +108,12 @@ describe('MTA-STS enforce', () => {
     // one policy host serves all three domains' policies (each names its own MX)
     const leaf = await makeLeaf(ca, { dnsNames: domains.map((d) => `mta-sts.${d}`) });
     host = await startPolicyHost({ key: leaf.keyPem, cert: chainPem(leaf) });
-    host.set((req, res) => { const d = String(req.headers.host).replace(/^mta-sts\./, '').replace(/:\d+$/, ''); res.writeHead(200, { 'Content-Type': 'text/plain' }).end(policy('enforce', [`mx.${d}`])); });
+    host.set((req, res) => {
+      const d = String(req.headers.host)
+        .replace(/^mta-sts\./, '')
+        .replace(/:\d+$/, '');
+      res.writeHead(200, { 'Content-Type': 'text/plain' }).end(policy('enforce', [`mx.${d}`]));
+    });
     for (const d of domains) w.dns.add({ name: `_mta-sts.${d}`, type: 'TXT', data: 'v=STSv1; id=x' }, { name: `mta-sts.${d}`, type: 'A', data: '127.0.0.1' });
     await w.start(stsConfig());
     const ids = [];
@@ -101,7 +121,10 @@ describe('MTA-STS enforce', () => {
     await w.settle();
     for (const [i, [what]] of cases.entries()) {
       expect(recipient(ids[i]!), what).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
-      expect(rxs[i]!.commands.some((c) => c.startsWith('MAIL')), what).toBe(false);
+      expect(
+        rxs[i]!.commands.some((c) => c.startsWith('MAIL')),
+        what,
+      ).toBe(false);
     }
     expect(recipient(ids[0]!)!.lastReason).toMatch(/not valid for mx\.a\.test/);
   });
@@ -146,7 +169,9 @@ describe('MTA-STS enforce', () => {
     await w.settle();
     expect(rx.messages).toHaveLength(1);
     expect(rx2.messages).toHaveLength(1);
-    expect(w.logs.some((l) => l.msg === 'mta-sts: policy fetch failed; no cached policy, delivering as without MTA-STS' && l.domain === 'fail.test')).toBe(true);
+    expect(w.logs.some((l) => l.msg === 'mta-sts: policy fetch failed; no cached policy, delivering as without MTA-STS' && l.domain === 'fail.test')).toBe(
+      true,
+    );
   });
 
   it('tls_policy: an explicit entry wins over the policy, logged as an exception', async () => {
@@ -158,7 +183,10 @@ describe('MTA-STS enforce', () => {
     await send('user@override.test');
     await rx.waitFor(1);
     await w.settle();
-    expect(w.logs.find((l) => l.msg === 'MTA-STS exception applied: tls_policy entry wins over the MTA-STS policy')).toMatchObject({ domain: 'override.test', sts_mode: 'enforce' });
+    expect(w.logs.find((l) => l.msg === 'MTA-STS exception applied: tls_policy entry wins over the MTA-STS policy')).toMatchObject({
+      domain: 'override.test',
+      sts_mode: 'enforce',
+    });
   });
 });
 

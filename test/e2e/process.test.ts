@@ -31,10 +31,15 @@ afterAll(async () => {
 
 function writeConfig(name: string, port: number, extra = ''): string {
   const f = join(dir, `${name}.yml`);
-  writeFileSync(f, `listen: ["127.0.0.1:${port}"]\nhostname: relay.test\nqueue_dir: ${join(dir, name)}\n` +
-    `dns:\n  mode: trust-ad\n  resolvers: ["${dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
-    `delivery:\n  port: ${rx.port}\n  tls_level: may\n` +
-    `queue:\n  min_backoff: 1s\n  max_backoff: 2s\n  run_interval: 200ms\n` + `log:\n  level: info\n` + extra);
+  writeFileSync(
+    f,
+    `listen: ["127.0.0.1:${port}"]\nhostname: relay.test\nqueue_dir: ${join(dir, name)}\n` +
+      `dns:\n  mode: trust-ad\n  resolvers: ["${dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
+      `delivery:\n  port: ${rx.port}\n  tls_level: may\n` +
+      `queue:\n  min_backoff: 1s\n  max_backoff: 2s\n  run_interval: 200ms\n` +
+      `log:\n  level: info\n` +
+      extra,
+  );
   return f;
 }
 

@@ -44,7 +44,11 @@ describe('SIGHUP re-reads the configuration (issue 21 item 1)', () => {
     writeFileSync(file, config('dane'));
     const relay = new RelayProcess(file, port);
     await relay.start();
-    const lines = () => relay.output.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = () =>
+      relay.output
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
     const until = async <T>(what: string, find: () => T | undefined): Promise<T> => {
       for (;;) {
         const v = find();

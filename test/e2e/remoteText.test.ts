@@ -34,8 +34,10 @@ beforeAll(async () => {
   inbox = await startReceiver({ host: '127.0.0.40' });
   mx = await startRawMx('127.0.0.41', inbox.port, `${REPLY}\r\n`);
   dns.add(
-    { name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.dest.test' } }, { name: 'mx.dest.test', type: 'A', data: mx.host },
-    { name: 'sender.test', type: 'MX', data: { preference: 10, exchange: 'mx.sender.test' } }, { name: 'mx.sender.test', type: 'A', data: inbox.host },
+    { name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.dest.test' } },
+    { name: 'mx.dest.test', type: 'A', data: mx.host },
+    { name: 'sender.test', type: 'MX', data: { preference: 10, exchange: 'mx.sender.test' } },
+    { name: 'mx.sender.test', type: 'A', data: inbox.host },
   );
   dir = mkdtempSync(join(tmpdir(), 'dr-remote-text-'));
 }, 120_000);
@@ -50,11 +52,14 @@ describe('a remote reply with terminal escape sequences (issue 23 §1)', () => {
   it('queue list, queue show (online and offline), the log line and the DSN after expiry show it escaped', async () => {
     const port = await freePort();
     const cfg = join(dir, 'relay.yml');
-    writeFileSync(cfg, `listen: ["127.0.0.1:${port}"]\nhostname: relay.test\nqueue_dir: ${join(dir, 'queue')}\n` +
-      `dns:\n  mode: trust-ad\n  resolvers: ["${dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
-      `delivery:\n  port: ${inbox.port}\n  tls_level: may\n` +
-      `queue:\n  min_backoff: 1h\n  max_backoff: 2h\n  lifetime: 1h\n  delay_warning: 0\n  run_interval: 200ms\n` +
-      `tlsrpt:\n  enabled: false\n`);
+    writeFileSync(
+      cfg,
+      `listen: ["127.0.0.1:${port}"]\nhostname: relay.test\nqueue_dir: ${join(dir, 'queue')}\n` +
+        `dns:\n  mode: trust-ad\n  resolvers: ["${dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
+        `delivery:\n  port: ${inbox.port}\n  tls_level: may\n` +
+        `queue:\n  min_backoff: 1h\n  max_backoff: 2h\n  lifetime: 1h\n  delay_warning: 0\n  run_interval: 200ms\n` +
+        `tlsrpt:\n  enabled: false\n`,
+    );
     const relay = new RelayProcess(cfg);
     await relay.start();
     let id: string;
@@ -66,7 +71,10 @@ describe('a remote reply with terminal escape sequences (issue 23 §1)', () => {
 
       // online: through the control socket
       let list = await runCli(['queue', 'list', '--config', cfg]);
-      for (let i = 0; i < 50 && !list.stdout.includes('deferred'); i++) { await sleep(100); list = await runCli(['queue', 'list', '--config', cfg]); }
+      for (let i = 0; i < 50 && !list.stdout.includes('deferred'); i++) {
+        await sleep(100);
+        list = await runCli(['queue', 'list', '--config', cfg]);
+      }
       expectTerminalSafe(list.stdout, { newline: true });
       expect(list.stdout).toContain(SHOWN);
       const show = await runCli(['queue', 'show', id, '--config', cfg]);
@@ -84,7 +92,12 @@ describe('a remote reply with terminal escape sequences (issue 23 §1)', () => {
     }
 
     // the log line of the attempt (the relay's stdout)
-    const lines = expectJsonLinesSafe(relay.output.split('\n').filter((l) => l.startsWith('{')).join('\n') + '\n') as Record<string, unknown>[];
+    const lines = expectJsonLinesSafe(
+      relay.output
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .join('\n') + '\n',
+    ) as Record<string, unknown>[];
     const delivery = lines.find((l) => l.msg === 'delivery' && l.queue_id === id)!;
     expect(delivery.reply).toBe(SHOWN);
     expect(delivery.reason).toContain(SHOWN);
@@ -123,8 +136,11 @@ describe('a remote reply with terminal escape sequences (issue 23 §1)', () => {
     try {
       dns.add({ name: 'dest2.test', type: 'MX', data: { preference: 10, exchange: 'mx.dest2.test' } }, { name: 'mx.dest2.test', type: 'A', data: rx.host });
       const cfg = join(dir, 'check.yml');
-      writeFileSync(cfg, `hostname: relay.test\nqueue_dir: ${join(dir, 'q2')}\ndns:\n  mode: trust-ad\n  resolvers: ["${dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
-        `delivery:\n  port: ${inbox.port}\n  tls_level: may\n`);
+      writeFileSync(
+        cfg,
+        `hostname: relay.test\nqueue_dir: ${join(dir, 'q2')}\ndns:\n  mode: trust-ad\n  resolvers: ["${dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
+          `delivery:\n  port: ${inbox.port}\n  tls_level: may\n`,
+      );
       const text = await runCli(['check', 'dest2.test', '--config', cfg]);
       expect(text.code, text.stderr).toBe(3); // deliverable without DANE
       expectTerminalSafe(text.stdout, { newline: true });

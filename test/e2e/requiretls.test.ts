@@ -14,8 +14,12 @@ import { chainPem, makeSelfSigned, tlsaData, type Issued } from '../support/pki.
 import type { Receiver, ReceiverOptions } from '../support/receiver.js';
 
 let w: World;
-beforeEach(async () => { w = await World.create(); });
-afterEach(async () => { await w.close(); });
+beforeEach(async () => {
+  w = await World.create();
+});
+afterEach(async () => {
+  await w.close();
+});
 
 const daneEe = (cert: Issued) => ({ usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(cert, 1, 1) });
 
@@ -62,7 +66,10 @@ describe('REQUIRETLS delivery', () => {
   it('RT-20 RT-23 RT-25 an MX without REQUIRETLS after STARTTLS gets QUIT before MAIL, the next MX delivers', async () => {
     const one = await tlsRx('mx1.dest.test'); // authenticates, no REQUIRETLS
     const two = await tlsRx('mx2.dest.test', { requireTls: true });
-    destination([{ name: 'mx1.dest.test', rx: one.rx, tlsa: [daneEe(one.cert)] }, { name: 'mx2.dest.test', rx: two.rx, tlsa: [daneEe(two.cert)] }]);
+    destination([
+      { name: 'mx1.dest.test', rx: one.rx, tlsa: [daneEe(one.cert)] },
+      { name: 'mx2.dest.test', rx: two.rx, tlsa: [daneEe(two.cert)] },
+    ]);
     await w.start();
     await send('REQUIRETLS');
     await two.rx.waitFor(1);

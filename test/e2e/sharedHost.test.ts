@@ -14,7 +14,20 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ensureBuilt, CLI } from '../support/build.js';
@@ -65,14 +78,22 @@ function relayConfig(opts: { port: number; listenHost?: string; extra?: string; 
   chmodSync(base, 0o711);
   const queue = join(base, 'queue');
   const cfg = join(base, 'relay.yml');
-  writeFileSync(cfg, `listen: ["${opts.listenHost ?? '127.0.0.1'}:${opts.port}"]\nhostname: relay.test\nqueue_dir: ${queue}\n` +
-    `dns:\n  mode: trust-ad\n  resolvers: ["${dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
-    `delivery:\n  tls_level: may\n  timeouts: { connect: 1s }\nqueue:\n  min_backoff: 1h\n  max_backoff: 2h\n  run_interval: 200ms\n${opts.extra ?? ''}`, { mode: 0o644 });
+  writeFileSync(
+    cfg,
+    `listen: ["${opts.listenHost ?? '127.0.0.1'}:${opts.port}"]\nhostname: relay.test\nqueue_dir: ${queue}\n` +
+      `dns:\n  mode: trust-ad\n  resolvers: ["${dns.server}"]\n  timeout: 1s\n  attempts: 1\n` +
+      `delivery:\n  tls_level: may\n  timeouts: { connect: 1s }\nqueue:\n  min_backoff: 1h\n  max_backoff: 2h\n  run_interval: 200ms\n${opts.extra ?? ''}`,
+    { mode: 0o644 },
+  );
   chmodSync(cfg, 0o644); // readable by the throwaway users whatever the umask (077 makes it 0600)
   return { cfg, base, queue };
 }
 
-interface Proc { child: ChildProcess; output: () => string; exit: Promise<number | null> }
+interface Proc {
+  child: ChildProcess;
+  output: () => string;
+  exit: Promise<number | null>;
+}
 
 /** The relay CLI as a process, optionally under `umask` or as another user; resolves once started (or exited). */
 async function serve(cfg: string, opts: { umask?: string; as?: LocalUser } = {}): Promise<Proc & { started: boolean }> {
@@ -81,8 +102,12 @@ async function serve(cfg: string, opts: { umask?: string; as?: LocalUser } = {})
     ? spawn('sh', ['-c', `umask ${opts.umask} && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.as ? { uid: opts.as.uid, gid: opts.as.gid } : {}) });
   let out = '';
-  child.stdout!.on('data', (d) => { out += d; });
-  child.stderr!.on('data', (d) => { out += d; });
+  child.stdout!.on('data', (d) => {
+    out += d;
+  });
+  child.stderr!.on('data', (d) => {
+    out += d;
+  });
   const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   // until it started or exited, or spun 15 s of CPU without starting (a wall-clock bound failed on a busy machine)
   while (!out.includes('dane-relay started') && child.exitCode === null && (cpuMsOf(child.pid) ?? 0) < 15_000) await sleep(20);
@@ -99,7 +124,10 @@ async function stop(p: Proc): Promise<number | null> {
 async function refused(cfg: string, as?: LocalUser): Promise<string> {
   const p = await serve(cfg, { as });
   const code = await (p.child.exitCode !== null ? p.exit : Promise.race([p.exit, sleep(15_000).then(() => 'timeout' as const)]));
-  if (code === 'timeout') { await stop(p); throw new Error(`expected a refusal; the relay started:\n${p.output()}`); }
+  if (code === 'timeout') {
+    await stop(p);
+    throw new Error(`expected a refusal; the relay started:\n${p.output()}`);
+  }
   expect(code).toBe(1);
   return p.output();
 }
@@ -108,7 +136,11 @@ async function refused(cfg: string, as?: LocalUser): Promise<string> {
 async function privilegedPort(host: string): Promise<number> {
   for (let i = 0; i < 50; i++) {
     const port = 600 + Math.floor(Math.random() * 400);
-    const ok = await new Promise<boolean>((r) => { const s = createServer(); s.once('error', () => r(false)); s.listen(port, host, () => s.close(() => r(true))); });
+    const ok = await new Promise<boolean>((r) => {
+      const s = createServer();
+      s.once('error', () => r(false));
+      s.listen(port, host, () => s.close(() => r(true)));
+    });
     if (ok) return port;
   }
   throw new Error('no free privileged port');
@@ -145,12 +177,16 @@ async function queuedMessage(port: number, host = '127.0.0.1'): Promise<string> 
 }
 
 describe.skipIf(skipReason !== undefined)('user: the relay drops root after binding (throwaway user)', () => {
-  it('binds a privileged port as root, then runs as the user; spool, socket and CLI-made files are the user\'s', async () => {
+  it("binds a privileged port as root, then runs as the user; spool, socket and CLI-made files are the user's", async () => {
     const u = throwawayUser('relay');
     const host = '127.0.0.62';
     const port = await privilegedPort(host);
     const { certPem, keyPem } = await makeSelfSigned({ dnsNames: ['relay.test'] });
-    const { cfg, base, queue } = relayConfig({ port, listenHost: host, extra: `user: ${u.name}\ningress:\n  tls: { cert: cert.pem, key: key.pem }\n  users_file: users\n` });
+    const { cfg, base, queue } = relayConfig({
+      port,
+      listenHost: host,
+      extra: `user: ${u.name}\ningress:\n  tls: { cert: cert.pem, key: key.pem }\n  users_file: users\n`,
+    });
     // keys and users file stay root-only: they are read before the drop
     writeFileSync(join(base, 'cert.pem'), certPem, { mode: 0o644 });
     writeFileSync(join(base, 'key.pem'), keyPem, { mode: 0o600 });
@@ -179,7 +215,7 @@ describe.skipIf(skipReason !== undefined)('user: the relay drops root after bind
       expect(await stop(relay)).toBe(0);
     }
     // …and on the files while it is stopped: the state file it writes belongs to the user
-    const rel = await runCli(['queue', 'release', (readdirSync(join(queue, 'msg'))[0])!, '--config', cfg]);
+    const rel = await runCli(['queue', 'release', readdirSync(join(queue, 'msg'))[0]!, '--config', cfg]);
     expect(rel.code, rel.stderr).toBe(0);
     expectPrivate(queue, u.uid);
   }, 90_000);
@@ -299,7 +335,9 @@ describe.skipIf(skipReason !== undefined)('refusals and warnings at start', () =
     writeFileSync(join(a.base, 'users'), `alice:${await hashPassword('pw')}\n`, { mode: 0o600 });
     chmodSync(join(a.base, 'users'), 0o666);
     const out = await refused(a.cfg);
-    expect(out).toContain(`${join(a.base, 'users')} is writable by all users (mode 0666): whoever can write it can impersonate the relay or log in through it. Fix: chown root ${join(a.base, 'users')} && chmod 600`);
+    expect(out).toContain(
+      `${join(a.base, 'users')} is writable by all users (mode 0666): whoever can write it can impersonate the relay or log in through it. Fix: chown root ${join(a.base, 'users')} && chmod 600`,
+    );
     expect(out).toContain(`${join(a.base, 'key.pem')} is owned by uid ${u.uid} (not root, not root)`);
 
     const b = relayConfig({ port: await freePort(), extra: 'policy:\n  tls_policy: tls_policy\n' });
@@ -348,7 +386,11 @@ describe.skipIf(skipReason !== undefined)('under umask 000', () => {
     expect((statSync(key).mode & 0o777).toString(8)).toBe('600');
     // a closed day with one counted session, then its report written to a new directory
     const day = new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
-    writeFileSync(join(queue, 'tlsrpt', 'counts', `${day}.jsonl`), `${JSON.stringify({ d: 'dead.test', p: JSON.stringify(['no-policy-found', [], 'dead.test', null]), s: 1, f: 0, x: {} })}\n`, { mode: 0o600 });
+    writeFileSync(
+      join(queue, 'tlsrpt', 'counts', `${day}.jsonl`),
+      `${JSON.stringify({ d: 'dead.test', p: JSON.stringify(['no-policy-found', [], 'dead.test', null]), s: 1, f: 0, x: {} })}\n`,
+      { mode: 0o600 },
+    );
     const out = join(base, 'reports', 'new');
     sh(`"${process.execPath}" "${CLI}" tlsrpt send --day ${day} --out "${out}" --config "${cfg}"`);
     expect((statSync(join(base, 'reports')).mode & 0o777).toString(8)).toBe('700');

@@ -31,7 +31,11 @@ function parseUnit(text: string): Map<string, Map<string, string[]>> {
     const line = raw.trim();
     if (!line || line.startsWith('#') || line.startsWith(';')) continue;
     const s = /^\[(.+)\]$/.exec(line);
-    if (s) { section = new Map(); out.set(s[1]!, section); continue; }
+    if (s) {
+      section = new Map();
+      out.set(s[1]!, section);
+      continue;
+    }
     const kv = /^([A-Za-z]+)=(.*)$/.exec(line);
     if (!kv || !section) throw new Error(`not a unit file line: ${line}`);
     const [, k, v] = kv as unknown as [string, string, string];
@@ -43,9 +47,14 @@ function parseUnit(text: string): Map<string, Map<string, string[]>> {
 describe('examples/dane-relay.service', () => {
   const unitText = readFileSync(join(EX, 'dane-relay.service'), 'utf8');
   const svc = parseUnit(unitText).get('Service')!;
-  const one = (k: string) => { const v = svc.get(k); expect(v, k).toBeDefined(); expect(v!.length, k).toBe(1); return v![0]!; };
+  const one = (k: string) => {
+    const v = svc.get(k);
+    expect(v, k).toBeDefined();
+    expect(v!.length, k).toBe(1);
+    return v![0]!;
+  };
 
-  it('has the hardening the issue asks for, and a stop timeout above the relay\'s grace', () => {
+  it("has the hardening the issue asks for, and a stop timeout above the relay's grace", () => {
     expect(one('ProtectSystem')).toBe('strict');
     expect(one('NoNewPrivileges')).toBe('yes');
     expect(one('RestrictAddressFamilies').split(/\s+/).sort()).toEqual(['AF_INET', 'AF_INET6', 'AF_UNIX']);
@@ -73,7 +82,10 @@ describe('examples/dane-relay.service', () => {
       const quoted = `"${CLI.replace(/[\\"]/g, '\\$&').replace(/%/g, '%%').replace(/\$/g, '$$$$')}"`;
       const unit = join(dir, 'dane-relay.service');
       // 0644 whatever the umask: systemd warns about a world-writable unit file.
-      writeFileSync(unit, unitText.replace(/^ExecStart=\/usr\/local\/bin\/dane-relay /m, () => `ExecStart=${quoted} `));
+      writeFileSync(
+        unit,
+        unitText.replace(/^ExecStart=\/usr\/local\/bin\/dane-relay /m, () => `ExecStart=${quoted} `),
+      );
       chmodSync(unit, 0o644);
       const v = await run('systemd-analyze', ['verify', unit]);
       expect(v.stderr + v.stdout).toBe('');
@@ -83,7 +95,10 @@ describe('examples/dane-relay.service', () => {
       expect(score).toBeLessThan(2.5);
       // And verify is not a rubber stamp: a broken value is reported.
       const broken = join(dir, 'broken.service');
-      writeFileSync(broken, unitText.replace(/^ExecStart=\/usr\/local\/bin\/dane-relay /m, () => `ExecStart=${quoted} `).replace('ProtectSystem=strict', 'ProtectSystem=stricter'));
+      writeFileSync(
+        broken,
+        unitText.replace(/^ExecStart=\/usr\/local\/bin\/dane-relay /m, () => `ExecStart=${quoted} `).replace('ProtectSystem=strict', 'ProtectSystem=stricter'),
+      );
       chmodSync(broken, 0o644);
       expect((await run('systemd-analyze', ['verify', broken])).stderr).toContain('Failed to parse protect system value');
     } finally {
@@ -94,8 +109,12 @@ describe('examples/dane-relay.service', () => {
 
 describe('smarthost snippets against a running relay', () => {
   let w: World;
-  beforeEach(async () => { w = await World.create(); });
-  afterEach(async () => { await w.close(); });
+  beforeEach(async () => {
+    w = await World.create();
+  });
+  afterEach(async () => {
+    await w.close();
+  });
 
   async function destination() {
     const rx = await w.receiver();
@@ -106,7 +125,11 @@ describe('smarthost snippets against a running relay', () => {
 
   it('examples/nodemailer-smarthost.js: queued with 250 and delivered', async () => {
     const rx = await destination();
-    const r = await run(process.execPath, [join(EX, 'nodemailer-smarthost.js')], { SMARTHOST_PORT: String(w.ingressPort), MAIL_TO: 'user@dest.test', MAIL_FROM: 'app@sender.test' });
+    const r = await run(process.execPath, [join(EX, 'nodemailer-smarthost.js')], {
+      SMARTHOST_PORT: String(w.ingressPort),
+      MAIL_TO: 'user@dest.test',
+      MAIL_FROM: 'app@sender.test',
+    });
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const id = /^250 2\.0\.0 Ok: queued as (\S+)$/m.exec(r.stdout)?.[1];
@@ -143,7 +166,12 @@ describe('examples/postfix-sidecar.md', () => {
       const r = await run(which('postconf')!, ['-c', dir, '-n']);
       expect(r.stderr).toBe(''); // postconf warns about any unknown or misspelt parameter
       expect(r.code).toBe(0);
-      const set = new Map(r.stdout.trim().split('\n').map((l) => l.split(' = ') as [string, string]));
+      const set = new Map(
+        r.stdout
+          .trim()
+          .split('\n')
+          .map((l) => l.split(' = ') as [string, string]),
+      );
       expect(set.get('relayhost')).toBe(`[${listen.host}]:${listen.port}`);
       expect(set.get('smtp_tls_security_level')).toBe('none');
       expect(Number(set.get('message_size_limit'))).toBeLessThanOrEqual(relayCfg.ingress.max_message_size);

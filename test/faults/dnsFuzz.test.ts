@@ -14,8 +14,17 @@ import { World } from '../support/world.js';
 import { submit } from '../support/mail.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { ValidatingResolver } from '../../src/dnssec/resolver.js';
-import { fuzzResolver, InProcessTransport, judge, mutate, MUTATIONS, stubInProcess, type Rand, type ResolverFactory, type Target } from './support/dnsFuzz.js';
-import { DNSSEC_MUTATIONS, fuzzValidator, signedResponder, signedWorld, validatorInProcess, type FuzzCounters, type SignedWorld, type ValidatorFuzzStats } from './support/dnssecFuzz.js';
+import { fuzzResolver, InProcessTransport, judge, mutate, MUTATIONS, stubInProcess, type ResolverFactory, type Target } from './support/dnsFuzz.js';
+import {
+  DNSSEC_MUTATIONS,
+  fuzzValidator,
+  signedResponder,
+  signedWorld,
+  validatorInProcess,
+  type FuzzCounters,
+  type SignedWorld,
+  type ValidatorFuzzStats,
+} from './support/dnssecFuzz.js';
 import { startSignedDns } from '../support/signedDnsServer.js';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -39,7 +48,6 @@ const VALIDATOR_SOCKET_LOOKUPS = 500 * SCALE;
  * report and the benchmarks, not a pass mark.
  */
 const UNBOUNDED = 0;
-
 
 /** Secure data with records for every target: MX, A (direct and through a secure CNAME), TLSA (direct and through a CNAME). */
 function populate(dns: TestDns, ee: Issued, port = 25): Target[] {
@@ -91,7 +99,9 @@ beforeAll(async () => {
   targets = populate(dns, ee);
   world = signedWorld({ tlsa: tlsaData(ee, 1, 1) });
 });
-afterAll(async () => { await dns?.close(); });
+afterAll(async () => {
+  await dns?.close();
+});
 
 /**
  * The trust-AD stub judged by the AD bit; the DNSSEC validator (dns.mode validate) has its own cases
@@ -101,35 +111,43 @@ const RESOLVERS: [string, ResolverFactory][] = [['trust-AD stub (src/dns/stub.ts
 
 describe(`garbage DNS (seed ${SEED})`, () => {
   for (const [name, factory] of RESOLVERS) {
-    it(`DANE-1, DANE-33 ${name}: ${LOOKUPS} lookups with mutated replies, in process — no crash, no hang, no downgrade`, async () => {
-      const st = await fuzzResolver(factory, { answer: (q, t) => dns.answer(q, t), targets, lookups: LOOKUPS, rand: rng(SEED) });
-      console.log(`[dns fuzz] ${name}: ${JSON.stringify({ ...st, examples: undefined })}`);
-      for (const e of st.examples) console.log(e);
-      totals.fuzzed += st.fuzzed;
-      totals.crashes += st.crashes;
-      totals.hangs += st.hangs;
-      totals.downgrades += st.downgrades;
-      expect(st.fuzzed).toBeGreaterThanOrEqual(LOOKUPS);
-      expect(st.lookups).toBe(LOOKUPS);
-      expect({ crashes: st.crashes, hangs: st.hangs, downgrades: st.downgrades }).toEqual({ crashes: 0, hangs: 0, downgrades: 0 });
-      // the fuzzer reached every outcome: garbage rejected, records still found, and legitimate denials
-      expect(st.errors).toBeGreaterThan(LOOKUPS / 10);
-      expect(st.secure).toBeGreaterThan(LOOKUPS / 20);
-      for (const m of MUTATIONS) expect(st.byMutation[m] ?? 0).toBeGreaterThan(0);
-    }, UNBOUNDED);
+    it(
+      `DANE-1, DANE-33 ${name}: ${LOOKUPS} lookups with mutated replies, in process — no crash, no hang, no downgrade`,
+      async () => {
+        const st = await fuzzResolver(factory, { answer: (q, t) => dns.answer(q, t), targets, lookups: LOOKUPS, rand: rng(SEED) });
+        console.log(`[dns fuzz] ${name}: ${JSON.stringify({ ...st, examples: undefined })}`);
+        for (const e of st.examples) console.log(e);
+        totals.fuzzed += st.fuzzed;
+        totals.crashes += st.crashes;
+        totals.hangs += st.hangs;
+        totals.downgrades += st.downgrades;
+        expect(st.fuzzed).toBeGreaterThanOrEqual(LOOKUPS);
+        expect(st.lookups).toBe(LOOKUPS);
+        expect({ crashes: st.crashes, hangs: st.hangs, downgrades: st.downgrades }).toEqual({ crashes: 0, hangs: 0, downgrades: 0 });
+        // the fuzzer reached every outcome: garbage rejected, records still found, and legitimate denials
+        expect(st.errors).toBeGreaterThan(LOOKUPS / 10);
+        expect(st.secure).toBeGreaterThan(LOOKUPS / 20);
+        for (const m of MUTATIONS) expect(st.byMutation[m] ?? 0).toBeGreaterThan(0);
+      },
+      UNBOUNDED,
+    );
   }
 
-  it(`DANE-1, DANE-33 DNSSEC validator (src/dnssec/resolver.ts, dns.mode validate): ${VALIDATOR_LOOKUPS} lookups through signed zones with mutated replies, in process — no crash, no hang, never a downgrade`, async () => {
-    const st = await fuzzValidator(validatorInProcess(world.anchors, rng(SEED + 20)), world, { lookups: VALIDATOR_LOOKUPS, rand: rng(SEED + 10) });
-    console.log(`[dns fuzz] validator: ${JSON.stringify({ ...st, examples: undefined })}`);
-    validatorChecks(st, VALIDATOR_LOOKUPS);
-    expect(st.fuzzed).toBeGreaterThanOrEqual(VALIDATOR_LOOKUPS);
-    // every outcome reached: garbage rejected (bogus among it), and every target, aliases included, still validated
-    expect(st.errors).toBeGreaterThan(VALIDATOR_LOOKUPS / 10);
-    expect(st.bogus).toBeGreaterThan(VALIDATOR_LOOKUPS / 20);
-    for (const t of world.targets) expect(st.secureByTarget[`${t.name}|${t.type}`] ?? 0).toBeGreaterThan(VALIDATOR_LOOKUPS / 100);
-    for (const m of [...MUTATIONS, ...DNSSEC_MUTATIONS]) expect(st.byMutation[m] ?? 0).toBeGreaterThan(0);
-  }, UNBOUNDED);
+  it(
+    `DANE-1, DANE-33 DNSSEC validator (src/dnssec/resolver.ts, dns.mode validate): ${VALIDATOR_LOOKUPS} lookups through signed zones with mutated replies, in process — no crash, no hang, never a downgrade`,
+    async () => {
+      const st = await fuzzValidator(validatorInProcess(world.anchors, rng(SEED + 20)), world, { lookups: VALIDATOR_LOOKUPS, rand: rng(SEED + 10) });
+      console.log(`[dns fuzz] validator: ${JSON.stringify({ ...st, examples: undefined })}`);
+      validatorChecks(st, VALIDATOR_LOOKUPS);
+      expect(st.fuzzed).toBeGreaterThanOrEqual(VALIDATOR_LOOKUPS);
+      // every outcome reached: garbage rejected (bogus among it), and every target, aliases included, still validated
+      expect(st.errors).toBeGreaterThan(VALIDATOR_LOOKUPS / 10);
+      expect(st.bogus).toBeGreaterThan(VALIDATOR_LOOKUPS / 20);
+      for (const t of world.targets) expect(st.secureByTarget[`${t.name}|${t.type}`] ?? 0).toBeGreaterThan(VALIDATOR_LOOKUPS / 100);
+      for (const m of [...MUTATIONS, ...DNSSEC_MUTATIONS]) expect(st.byMutation[m] ?? 0).toBeGreaterThan(0);
+    },
+    UNBOUNDED,
+  );
 
   it('the validator oracle is not vacuous: a resolver that does not validate (the trust-AD stub behind an upstream that never sets AD) is counted as downgrading', async () => {
     const st = await fuzzValidator(
@@ -169,27 +187,31 @@ describe(`garbage DNS over real sockets (seed ${SEED})`, () => {
     }
   }, 240_000);
 
-  it(`DANE-1, DANE-33 DNSSEC validator over UDP/TCP: ${VALIDATOR_SOCKET_LOOKUPS} lookups against a signed upstream whose replies are mutated — no crash, no hang, never a downgrade`, async () => {
-    let current: ((q: Buffer, t: 'udp' | 'tcp') => Buffer | undefined) | undefined;
-    const upstream = await startSignedDns(world.zones);
-    // every query of the chain walk gets its reply from the fuzzing responder (an empty datagram = no reply)
-    upstream.raw = (info, q) => current?.(q, info.transport) ?? Buffer.alloc(0);
-    const overSockets = () => new ValidatingResolver({ servers: [upstream.server], timeoutMs: 100, attempts: 1, trustAnchors: world.anchors });
-    try {
-      const st = await fuzzValidator(overSockets, world, {
-        lookups: VALIDATOR_SOCKET_LOOKUPS,
-        rand: rng(SEED + 11),
-        respond: (r, c) => (current = signedResponder(world, r, c, 0.25)),
-      });
-      console.log(`[dns fuzz] validator over sockets: ${JSON.stringify({ ...st, examples: undefined })}`);
-      validatorChecks(st, VALIDATOR_SOCKET_LOOKUPS);
-      expect(st.errors).toBeGreaterThan(0);
-      expect(st.secure).toBeGreaterThan(0);
-      expect(upstream.queries.some((q) => q.transport === 'tcp')).toBe(true); // TC=1 mutations reached the TCP path
-    } finally {
-      await upstream.close();
-    }
-  }, 240_000 * SCALE);
+  it(
+    `DANE-1, DANE-33 DNSSEC validator over UDP/TCP: ${VALIDATOR_SOCKET_LOOKUPS} lookups against a signed upstream whose replies are mutated — no crash, no hang, never a downgrade`,
+    async () => {
+      let current: ((q: Buffer, t: 'udp' | 'tcp') => Buffer | undefined) | undefined;
+      const upstream = await startSignedDns(world.zones);
+      // every query of the chain walk gets its reply from the fuzzing responder (an empty datagram = no reply)
+      upstream.raw = (info, q) => current?.(q, info.transport) ?? Buffer.alloc(0);
+      const overSockets = () => new ValidatingResolver({ servers: [upstream.server], timeoutMs: 100, attempts: 1, trustAnchors: world.anchors });
+      try {
+        const st = await fuzzValidator(overSockets, world, {
+          lookups: VALIDATOR_SOCKET_LOOKUPS,
+          rand: rng(SEED + 11),
+          respond: (r, c) => (current = signedResponder(world, r, c, 0.25)),
+        });
+        console.log(`[dns fuzz] validator over sockets: ${JSON.stringify({ ...st, examples: undefined })}`);
+        validatorChecks(st, VALIDATOR_SOCKET_LOOKUPS);
+        expect(st.errors).toBeGreaterThan(0);
+        expect(st.secure).toBeGreaterThan(0);
+        expect(upstream.queries.some((q) => q.transport === 'tcp')).toBe(true); // TC=1 mutations reached the TCP path
+      } finally {
+        await upstream.close();
+      }
+    },
+    240_000 * SCALE,
+  );
 
   it('DANE-33, DANE-41 through the relay in dns.mode validate: mutated signed replies never get a message to a destination with TLSA records without DANE (judged at the receiver)', async () => {
     const w = await World.create();
@@ -198,23 +220,35 @@ describe(`garbage DNS over real sockets (seed ${SEED})`, () => {
       // trap receivers: no STARTTLS, and a certificate the TLSA records do not match
       const clear = await w.receiver({});
       const badCert = await w.receiver({ tls: { key: wrong.keyPem, cert: chainPem(wrong) } });
-      const zones = signedWorld({ dests: [{ name: 'vtrap.test', a: clear.host }, { name: 'vtrap2.test', a: badCert.host }], port: w.port, tlsa: tlsaData(ee, 1, 1) });
+      const zones = signedWorld({
+        dests: [
+          { name: 'vtrap.test', a: clear.host },
+          { name: 'vtrap2.test', a: badCert.host },
+        ],
+        port: w.port,
+        tlsa: tlsaData(ee, 1, 1),
+      });
       const upstream = await startSignedDns(zones.zones);
       const c: FuzzCounters = { fuzzed: 0, byMutation: {} };
       // every reply about the trap destinations is mutated (byte-level or DNSSEC: dropped/flipped RRSIGs, keys, DS, proofs)
       const respond = signedResponder(zones, rng(SEED + 12), c, 1);
-      upstream.raw = (info, q) => (/(^|\.)vtrap2?\.test$/.test(info.name) ? respond(q, info.transport) ?? Buffer.alloc(0) : undefined);
+      upstream.raw = (info, q) => (/(^|\.)vtrap2?\.test$/.test(info.name) ? (respond(q, info.transport) ?? Buffer.alloc(0)) : undefined);
       const anchors = join(w.dir, 'anchors.key');
       writeFileSync(anchors, zones.anchors);
       try {
         await w.start({ log: { level: 'info' }, dns: { mode: 'validate', resolvers: [upstream.server], trust_anchors: anchors, timeout: '100ms' } });
         const n = 10 * SCALE;
         const domains = ['vtrap.test', 'vtrap2.test'];
-        for (const d of domains) for (let i = 0; i < n; i++) await submit({ port: w.ingressPort, from: 'app@sender.test', to: [`u${i}@${d}`], raw: `Subject: t\r\n\r\nsecret ${i}\r\n` });
+        for (const d of domains)
+          for (let i = 0; i < n; i++)
+            await submit({ port: w.ingressPort, from: 'app@sender.test', to: [`u${i}@${d}`], raw: `Subject: t\r\n\r\nsecret ${i}\r\n` });
         await w.settle();
         for (let round = 0; round < 4 * SCALE; round++) await w.advance(5 * 3600_000);
         const leaked = clear.messages.length + badCert.messages.length;
-        const queued = w.relay!.scheduler.list().flatMap((m) => m.recipients).filter((r) => r.state === 'deferred').length;
+        const queued = w
+          .relay!.scheduler.list()
+          .flatMap((m) => m.recipients)
+          .filter((r) => r.state === 'deferred').length;
         expect(leaked).toBe(0);
         expect(clear.commands.filter((x) => x.startsWith('MAIL'))).toEqual([]);
         expect(badCert.commands.filter((x) => x.startsWith('MAIL'))).toEqual([]);
@@ -222,8 +256,13 @@ describe(`garbage DNS over real sockets (seed ${SEED})`, () => {
         expect(c.fuzzed).toBeGreaterThan(2 * n);
         record({
           case: 'garbage DNS, dns.mode validate (mutated signed replies: DNSSEC validator fuzz in process + over sockets + through the relay)',
-          sent: 2 * n, acknowledged: 2 * n, delivered: 0, lost: 2 * n - queued, leaked,
-          fuzzed: vtotals.fuzzed + c.fuzzed, crashes: vtotals.crashes,
+          sent: 2 * n,
+          acknowledged: 2 * n,
+          delivered: 0,
+          lost: 2 * n - queued,
+          leaked,
+          fuzzed: vtotals.fuzzed + c.fuzzed,
+          crashes: vtotals.crashes,
           notes: `downgrades ${vtotals.downgrades}, hangs ${vtotals.hangs}; ${VALIDATOR_LOOKUPS} in-process + ${VALIDATOR_SOCKET_LOOKUPS} socket lookups, each a fresh validator walking the chain from the root (${vtotals.secure} ended secure with exactly the true records, ${vtotals.errors} in bogus/indeterminate; ${Math.round(vtotals.ms / 1000)} s), byte-level and DNSSEC mutations (RRSIG/DNSKEY/DS/NSEC/NSEC3 bytes, RRSIGs or proofs dropped, NSEC3 salt/iterations); ${c.fuzzed} mutated replies to the relay, messages to 2 TLSA destinations all still deferred; seed ${SEED}`,
         });
       } finally {
@@ -272,11 +311,16 @@ describe(`garbage DNS over real sockets (seed ${SEED})`, () => {
       }
       await w.start({ log: { level: 'info' }, dns: { timeout: '100ms' } });
       const n = 10 * SCALE;
-      for (const d of dests) for (let i = 0; i < n; i++) await submit({ port: w.ingressPort, from: 'app@sender.test', to: [`u${i}@${d.domain}`], raw: `Subject: t\r\n\r\nsecret ${i}\r\n` });
+      for (const d of dests)
+        for (let i = 0; i < n; i++)
+          await submit({ port: w.ingressPort, from: 'app@sender.test', to: [`u${i}@${d.domain}`], raw: `Subject: t\r\n\r\nsecret ${i}\r\n` });
       await w.settle();
       for (let round = 0; round < 4 * SCALE; round++) await w.advance(5 * 3600_000);
       const leaked = clear.messages.length + badCert.messages.length;
-      const queued = w.relay!.scheduler.list().flatMap((m) => m.recipients).filter((r) => r.state === 'deferred').length;
+      const queued = w
+        .relay!.scheduler.list()
+        .flatMap((m) => m.recipients)
+        .filter((r) => r.state === 'deferred').length;
       expect(leaked).toBe(0);
       expect(clear.commands.filter((c) => c.startsWith('MAIL'))).toEqual([]);
       expect(badCert.commands.filter((c) => c.startsWith('MAIL'))).toEqual([]);
@@ -285,8 +329,13 @@ describe(`garbage DNS over real sockets (seed ${SEED})`, () => {
       totals.fuzzed += replies;
       record({
         case: 'garbage DNS (mutated replies: resolver fuzz in process + over sockets + through the relay)',
-        sent: 2 * n, acknowledged: 2 * n, delivered: 0, lost: 2 * n - queued, leaked,
-        fuzzed: totals.fuzzed, crashes: totals.crashes,
+        sent: 2 * n,
+        acknowledged: 2 * n,
+        delivered: 0,
+        lost: 2 * n - queued,
+        leaked,
+        fuzzed: totals.fuzzed,
+        crashes: totals.crashes,
         notes: `downgrades ${totals.downgrades}, hangs ${totals.hangs}; ${LOOKUPS} in-process + ${SOCKET_LOOKUPS} socket lookups, ${replies} malformed replies to the relay, messages to 2 TLSA destinations all still deferred; seed ${SEED}`,
       });
     } finally {

@@ -23,7 +23,6 @@ const RANDOM_MESSAGES = 40 * SCALE;
  */
 const PATIENT = Object.fromEntries(['connect', 'greeting', 'ehlo', 'starttls', 'mail', 'rcpt', 'data', 'data_block', 'data_done'].map((k) => [k, '60s']));
 
-
 let w: World;
 /**
  * The random-refusal receiver has a relay of its own with ordinary (seconds) stage timeouts: it tests
@@ -42,7 +41,11 @@ const ids = new Map<string, string>(); // marker → domain
 const rand = rng(SEED);
 
 const marker = (m: { body: Buffer }) => /X-Test-Id: (\S+)/.exec(m.body.toString())?.[1];
-const open = (world = w) => world.relay!.scheduler.list().filter((m) => m.envelope.from !== '').flatMap((m) => m.recipients.filter((r) => r.state !== 'delivered' && r.state !== 'failed').map((r) => ({ id: m.id, ...r })));
+const open = (world = w) =>
+  world
+    .relay!.scheduler.list()
+    .filter((m) => m.envelope.from !== '')
+    .flatMap((m) => m.recipients.filter((r) => r.state !== 'delivered' && r.state !== 'failed').map((r) => ({ id: m.id, ...r })));
 
 beforeAll(async () => {
   w = await World.create();
@@ -50,7 +53,11 @@ beforeAll(async () => {
   sink = await w.receiver(); // DSNs to sender.test
   w.dns.add({ name: 'sender.test', type: 'MX', data: { preference: 10, exchange: 'mx.sender.test' } }, { name: 'mx.sender.test', type: 'A', data: sink.host });
   // TTL 0: the relay's resolver must not cache them, the last test points them elsewhere.
-  const point = (domain: string, host: string) => w.dns.add({ name: domain, type: 'MX', ttl: 0, data: { preference: 10, exchange: `mx.${domain}` } }, { name: `mx.${domain}`, type: 'A', ttl: 0, data: host });
+  const point = (domain: string, host: string) =>
+    w.dns.add(
+      { name: domain, type: 'MX', ttl: 0, data: { preference: 10, exchange: `mx.${domain}` } },
+      { name: `mx.${domain}`, type: 'A', ttl: 0, data: host },
+    );
   for (const s of STALLS) {
     const rx = await w.receiver({ stall: s });
     stalled.push({ name: `stall at ${s}`, domain: `stall-${s}.test`, rx });
@@ -71,8 +78,14 @@ beforeAll(async () => {
   wr = await World.create();
   rsink = await wr.receiver();
   random = await wr.receiver({ mail: () => roll('MAIL'), rcpt: () => roll('RCPT'), data: () => roll('DATA') });
-  wr.dns.add({ name: 'sender.test', type: 'MX', data: { preference: 10, exchange: 'mx.sender.test' } }, { name: 'mx.sender.test', type: 'A', data: rsink.host });
-  wr.dns.add({ name: 'random.test', type: 'MX', data: { preference: 10, exchange: 'mx.random.test' } }, { name: 'mx.random.test', type: 'A', data: random.host });
+  wr.dns.add(
+    { name: 'sender.test', type: 'MX', data: { preference: 10, exchange: 'mx.sender.test' } },
+    { name: 'mx.sender.test', type: 'A', data: rsink.host },
+  );
+  wr.dns.add(
+    { name: 'random.test', type: 'MX', data: { preference: 10, exchange: 'mx.random.test' } },
+    { name: 'mx.random.test', type: 'A', data: random.host },
+  );
   await wr.start({ log: { level: 'info' }, delivery: { tls_level: 'may' } });
   const t = `${STAGE_MS}ms`;
   await w.start({
@@ -91,7 +104,12 @@ async function send(domain: string, n: number, world = w): Promise<void> {
   for (let i = 0; i < n; i++) {
     const id = `${domain}-${i}`;
     ids.set(id, domain);
-    await submit({ port: world.ingressPort, from: 'app@sender.test', to: [`user${i}@${domain}`], raw: `Subject: ${id}\r\nX-Test-Id: ${id}\r\n\r\nbody ${id}\r\n` });
+    await submit({
+      port: world.ingressPort,
+      from: 'app@sender.test',
+      to: [`user${i}@${domain}`],
+      raw: `Subject: ${id}\r\nX-Test-Id: ${id}\r\n\r\nbody ${id}\r\n`,
+    });
   }
 }
 
@@ -119,22 +137,32 @@ describe(`hostile SMTP peers (seed ${SEED})`, () => {
     expect(open().filter((r) => r.address.endsWith('@stall-dot.test'))).toHaveLength(2);
   }, 60_000);
 
-  it('random 4xx/5xx: a message is marked delivered exactly when the receiver accepted it; the rest bounce with a DSN', async () => {
-    await send('random.test', RANDOM_MESSAGES, wr);
-    for (let round = 0; round < 30 && open(wr).some((r) => r.address.endsWith('@random.test')); round++) await wr.advance(5 * 3600_000);
-    const sent = wr.deliveries().filter((l) => String(l.to).endsWith('@random.test') && l.status === 'sent').map((l) => String(l.to));
-    const bounced = wr.deliveries().filter((l) => String(l.to).endsWith('@random.test') && l.status === 'bounced').map((l) => String(l.to));
-    const accepted = random.messages.flatMap((m) => m.to);
-    expect(open(wr).filter((r) => r.address.endsWith('@random.test'))).toEqual([]);
-    expect([...sent].sort()).toEqual([...accepted].sort()); // marked delivered ⇔ acknowledged by the receiver
-    expect(new Set(sent).size).toBe(sent.length); // each at most once
-    expect(sent.filter((a) => bounced.includes(a))).toEqual([]);
-    expect(sent.length + bounced.length).toBe(RANDOM_MESSAGES);
-    // every bounce produced a DSN to the sender
-    await wr.settle();
-    const dsnFor = rsink.messages.map((m) => m.body.toString());
-    for (const a of bounced) expect(dsnFor.some((b) => b.includes(a))).toBe(true);
-  }, 120_000 * SCALE);
+  it(
+    'random 4xx/5xx: a message is marked delivered exactly when the receiver accepted it; the rest bounce with a DSN',
+    async () => {
+      await send('random.test', RANDOM_MESSAGES, wr);
+      for (let round = 0; round < 30 && open(wr).some((r) => r.address.endsWith('@random.test')); round++) await wr.advance(5 * 3600_000);
+      const sent = wr
+        .deliveries()
+        .filter((l) => String(l.to).endsWith('@random.test') && l.status === 'sent')
+        .map((l) => String(l.to));
+      const bounced = wr
+        .deliveries()
+        .filter((l) => String(l.to).endsWith('@random.test') && l.status === 'bounced')
+        .map((l) => String(l.to));
+      const accepted = random.messages.flatMap((m) => m.to);
+      expect(open(wr).filter((r) => r.address.endsWith('@random.test'))).toEqual([]);
+      expect([...sent].sort()).toEqual([...accepted].sort()); // marked delivered ⇔ acknowledged by the receiver
+      expect(new Set(sent).size).toBe(sent.length); // each at most once
+      expect(sent.filter((a) => bounced.includes(a))).toEqual([]);
+      expect(sent.length + bounced.length).toBe(RANDOM_MESSAGES);
+      // every bounce produced a DSN to the sender
+      await wr.settle();
+      const dsnFor = rsink.messages.map((m) => m.body.toString());
+      for (const a of bounced) expect(dsnFor.some((b) => b.includes(a))).toBe(true);
+    },
+    120_000 * SCALE,
+  );
 
   it('once the destinations behave, every deferred message is delivered; duplicates only from the peer that stalled after the dot', async () => {
     // No timeout is under test any more: the relay restarts on its spool with patient ones.
@@ -162,7 +190,12 @@ describe(`hostile SMTP peers (seed ${SEED})`, () => {
     const dotDuplicates = stalled.find((p) => p.name === 'stall at dot')!.rx.messages.length; // 0: it never said 250
     record({
       case: 'hostile peers (stalls, endless replies, drops, random 4xx/5xx)',
-      sent: ids.size, acknowledged: ids.size, delivered: got.length + sentRandom, duplicated: dotDuplicates, lost: 0, leaked: 0,
+      sent: ids.size,
+      acknowledged: ids.size,
+      delivered: got.length + sentRandom,
+      duplicated: dotDuplicates,
+      lost: 0,
+      leaked: 0,
       notes: `${STALLS.length} stall stages + ${RAW.length} raw behaviours all failed within ${firstPassMs} ms of submission (stage timeout ${STAGE_MS} ms); the peer stalling after the dot got bodies it never acknowledged, redelivered elsewhere; random.test: ${sentRandom} delivered, ${bouncedRandom} bounced with DSN; seed ${SEED}`,
     });
   }, 120_000);

@@ -28,7 +28,9 @@ beforeAll(async () => {
   inbox = await w.mx('sender.test');
   await w.start({ log: { level: 'info' } });
 }, 60_000);
-afterAll(async () => { await w?.close(); });
+afterAll(async () => {
+  await w?.close();
+});
 
 describe(`a 7-bit-only next hop and generated MIME (seed ${SEED})`, () => {
   it('every message is delivered 7-bit and intact, or bounced with 5.6.3 exactly when it cannot be converted; none leaks, none is lost', async () => {
@@ -40,25 +42,33 @@ describe(`a 7-bit-only next hop and generated MIME (seed ${SEED})`, () => {
     });
     let acknowledged = 0;
     const queue = [...cases];
-    await Promise.all(Array.from({ length: 4 }, async () => {
-      const c = await SmtpTestClient.connect({ port: w.ingressPort, timeout: 30_000 });
-      await c.ehlo('fault.client');
-      for (let k = queue.shift(); k; k = queue.shift()) {
-        const r = await c.sendMail('app@sender.test', [`x${k.i}@dest.test`], k.raw, 'BODY=8BITMIME');
-        if (r.end?.code === 250) {
-          acknowledged++;
-          k.queueId = /queued as (\S+)/.exec(r.end.lines[0]!)![1]!;
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        const c = await SmtpTestClient.connect({ port: w.ingressPort, timeout: 30_000 });
+        await c.ehlo('fault.client');
+        for (let k = queue.shift(); k; k = queue.shift()) {
+          const r = await c.sendMail('app@sender.test', [`x${k.i}@dest.test`], k.raw, 'BODY=8BITMIME');
+          if (r.end?.code === 250) {
+            acknowledged++;
+            k.queueId = /queued as (\S+)/.exec(r.end.lines[0]!)![1]!;
+          }
         }
-      }
-      await c.quit();
-    }));
+        await c.quit();
+      }),
+    );
     const expectBounced = cases.filter((k) => k.refuse).length;
     const deadline = Date.now() + 120_000;
-    while ((rx.messages.length < N - expectBounced || inbox.messages.length < expectBounced) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    while ((rx.messages.length < N - expectBounced || inbox.messages.length < expectBounced) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
     await w.settle();
 
     const byCase = new Map(rx.messages.map((m) => [Number(/X-Fault-Case: (\d+)/.exec(m.body.toString('latin1'))?.[1]), m]));
-    const status = new Map(w.deliveries().filter((l) => String(l.to).endsWith('@dest.test')).map((l) => [String(l.queue_id), l]));
+    const status = new Map(
+      w
+        .deliveries()
+        .filter((l) => String(l.to).endsWith('@dest.test'))
+        .map((l) => [String(l.queue_id), l]),
+    );
     let leaked = 0;
     let lost = 0;
     let delivered = 0;
@@ -70,9 +80,20 @@ describe(`a 7-bit-only next hop and generated MIME (seed ${SEED})`, () => {
       const line = status.get(k.queueId);
       if (got) {
         const b = got.body;
-        const longest = Math.max(...b.toString('latin1').split('\n').map((l) => l.replace(/\r$/, '').length));
-        if (b.some((x) => x >= 0x80 || x === 0) || longest > 998) { leaked++; problems.push(`case ${k.i}: not 7-bit/short lines`); }
-        if (k.refuse) { leaked++; problems.push(`case ${k.i}: unconvertible but delivered`); }
+        const longest = Math.max(
+          ...b
+            .toString('latin1')
+            .split('\n')
+            .map((l) => l.replace(/\r$/, '').length),
+        );
+        if (b.some((x) => x >= 0x80 || x === 0) || longest > 998) {
+          leaked++;
+          problems.push(`case ${k.i}: not 7-bit/short lines`);
+        }
+        if (k.refuse) {
+          leaked++;
+          problems.push(`case ${k.i}: unconvertible but delivered`);
+        }
         try {
           await sameContent(k.raw, b.subarray(b.indexOf('X-Fault-Case:')));
           delivered++;
@@ -84,14 +105,20 @@ describe(`a 7-bit-only next hop and generated MIME (seed ${SEED})`, () => {
         bounced++;
       } else {
         lost++;
-        problems.push(`case ${k.i}: ${line ? `${line.status} ${line.dsn} ${String(line.reason).slice(0, 200)}` : 'no outcome'} (oracle: ${k.refuse ? 'refuse' : 'convert'})`);
+        problems.push(
+          `case ${k.i}: ${line ? `${line.status} ${line.dsn} ${String(line.reason).slice(0, 200)}` : 'no outcome'} (oracle: ${k.refuse ? 'refuse' : 'convert'})`,
+        );
       }
     }
     const dsns = inbox.messages.filter((m) => m.body.toString().includes('Status: 5.6.3')).length;
     lost += mismatched;
     record({
       case: 'minimal next hop (no 8BITMIME, no DSN): generated MIME messages',
-      sent: N, acknowledged, delivered: delivered + bounced, lost, leaked,
+      sent: N,
+      acknowledged,
+      delivered: delivered + bounced,
+      lost,
+      leaked,
       notes: `${delivered} delivered converted and intact (mailparser), ${bounced} bounced with 5.6.3 as the oracle said (${dsns} DSNs to the sender), content mismatches ${mismatched}; ${Math.round((Date.now() - t0) / 1000)} s; seed ${SEED}`,
     });
     expect(problems).toEqual([]);

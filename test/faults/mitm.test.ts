@@ -29,7 +29,12 @@ interface Scenario {
   starttls?: boolean;
 }
 
-const tlsa = (_w: World, usage: number, selector: 0 | 1, mt: 0 | 1 | 2, cert: Issued) => ({ usage, selector, matchingType: mt, certificate: tlsaData(cert, selector, mt) });
+const tlsa = (_w: World, usage: number, selector: 0 | 1, mt: 0 | 1 | 2, cert: Issued) => ({
+  usage,
+  selector,
+  matchingType: mt,
+  certificate: tlsaData(cert, selector, mt),
+});
 const raw = (usage: number, selector: number, mt: number, certificate: Buffer) => ({ usage, selector, matchingType: mt, certificate });
 
 function mxDomain(w: World, domain: string, host: string, address: string, tlsaRrs: object[], secure = true): void {
@@ -47,11 +52,20 @@ async function eePair(name: (d: string) => string = () => 'mx.placeholder') {
 
 const SCENARIOS: Scenario[] = [
   {
-    id: 'case1', title: 'bogus MX', protect: 'no-connection', certs: eePair,
-    dns: (w, d, a, g) => { mxDomain(w, d, `mx.${d}`, a, [tlsa(w, 3, 1, 1, g!.key)]); w.dns.behave(d, 'MX', 'servfail'); },
+    id: 'case1',
+    title: 'bogus MX',
+    protect: 'no-connection',
+    certs: eePair,
+    dns: (w, d, a, g) => {
+      mxDomain(w, d, `mx.${d}`, a, [tlsa(w, 3, 1, 1, g!.key)]);
+      w.dns.behave(d, 'MX', 'servfail');
+    },
   },
   {
-    id: 'case2', title: 'TLSA SERVFAIL on MX1, DANE on MX2', protect: 'dane', certs: eePair,
+    id: 'case2',
+    title: 'TLSA SERVFAIL on MX1, DANE on MX2',
+    protect: 'dane',
+    certs: eePair,
     dns: (w, d, a, g) => {
       mxDomain(w, d, `mx2.${d}`, a, [tlsa(w, 3, 1, 1, g!.key)]);
       w.dns.add({ name: d, type: 'MX', data: { preference: 5, exchange: `mx1.${d}` } }, { name: `mx1.${d}`, type: 'A', data: a });
@@ -59,22 +73,40 @@ const SCENARIOS: Scenario[] = [
       w.dns.behave(`_${w.port}._tcp.mx1.${d}`, 'TLSA', 'servfail');
     },
   },
-  { id: 'case3', title: 'usable TLSA, genuine MX without STARTTLS', protect: 'dane', certs: eePair, starttls: false, dns: (w, d, a, g) => mxDomain(w, d, `mx.${d}`, a, [tlsa(w, 3, 1, 1, g!.key)]) },
   {
-    id: 'case4', title: 'only unusable TLSA records (TLS required, no authentication)', protect: 'tls', certs: eePair,
+    id: 'case3',
+    title: 'usable TLSA, genuine MX without STARTTLS',
+    protect: 'dane',
+    certs: eePair,
+    starttls: false,
+    dns: (w, d, a, g) => mxDomain(w, d, `mx.${d}`, a, [tlsa(w, 3, 1, 1, g!.key)]),
+  },
+  {
+    id: 'case4',
+    title: 'only unusable TLSA records (TLS required, no authentication)',
+    protect: 'tls',
+    certs: eePair,
     dns: (w, d, a, g) => mxDomain(w, d, `mx.${d}`, a, [raw(1, 1, 1, tlsaData(g!.key, 1, 1)), raw(3, 9, 1, tlsaData(g!.key, 1, 1))]),
   },
   {
-    id: 'case5', title: '3 1 1, expired genuine leaf with a wrong name', protect: 'dane',
+    id: 'case5',
+    title: '3 1 1, expired genuine leaf with a wrong name',
+    protect: 'dane',
     certs: async () => {
-      const genuine = await makeSelfSigned({ dnsNames: ['wrong.example'], notBefore: new Date(Date.now() - 400 * 86_400_000), notAfter: new Date(Date.now() - 30 * 86_400_000) });
+      const genuine = await makeSelfSigned({
+        dnsNames: ['wrong.example'],
+        notBefore: new Date(Date.now() - 400 * 86_400_000),
+        notAfter: new Date(Date.now() - 30 * 86_400_000),
+      });
       const fake = await makeSelfSigned({ dnsNames: ['wrong.example'] });
       return { genuine: { key: genuine, chain: [genuine] }, attacker: { key: fake, chain: [fake, genuine] } };
     },
     dns: (w, d, a, g) => mxDomain(w, d, `mx.${d}`, a, [tlsa(w, 3, 1, 1, g!.key)]),
   },
   {
-    id: 'case6', title: '2 0 1 trust anchor', protect: 'dane',
+    id: 'case6',
+    title: '2 0 1 trust anchor',
+    protect: 'dane',
     certs: async () => {
       // The attacker's leaf names the destination and is issued by its own CA; its chain also
       // carries the genuine anchor (public), so the 2 0 1 record matches a chain element.
@@ -87,7 +119,10 @@ const SCENARIOS: Scenario[] = [
     dns: (w, d, a, g) => mxDomain(w, d, `mx.${d}`, a, [tlsa(w, 2, 0, 1, g!.chain[1]!)]),
   },
   {
-    id: 'case7', title: 'secure CNAME to the MX host, TLSA at the expanded name', protect: 'dane', certs: eePair,
+    id: 'case7',
+    title: 'secure CNAME to the MX host, TLSA at the expanded name',
+    protect: 'dane',
+    certs: eePair,
     dns: (w, d, a, g) => {
       w.dns.addZone({ name: d, secure: true });
       w.dns.add(
@@ -100,7 +135,10 @@ const SCENARIOS: Scenario[] = [
     },
   },
   {
-    id: 'case8', title: 'insecure address records (opportunistic; control)', protect: 'none', certs: eePair,
+    id: 'case8',
+    title: 'insecure address records (opportunistic; control)',
+    protect: 'none',
+    certs: eePair,
     dns: (w, d, a) => {
       w.dns.addZone({ name: d, secure: true });
       w.dns.addZone({ name: `unsigned-${d}`, secure: false });
@@ -108,19 +146,32 @@ const SCENARIOS: Scenario[] = [
     },
   },
   {
-    id: 'case9', title: 'implicit MX, TLSA at the domain', protect: 'dane', certs: eePair,
+    id: 'case9',
+    title: 'implicit MX, TLSA at the domain',
+    protect: 'dane',
+    certs: eePair,
     dns: (w, d, a, g) => {
       w.dns.addZone({ name: d, secure: true });
       w.dns.add({ name: d, type: 'A', data: a }, { name: `_${w.port}._tcp.${d}`, type: 'TLSA', data: tlsa(w, 3, 1, 1, g!.key) });
     },
   },
   {
-    id: 'case10', title: '3 1 1 match next to 3 1 2 mismatch', protect: 'dane', certs: eePair,
+    id: 'case10',
+    title: '3 1 1 match next to 3 1 2 mismatch',
+    protect: 'dane',
+    certs: eePair,
     dns: (w, d, a, g) => mxDomain(w, d, `mx.${d}`, a, [tlsa(w, 3, 1, 1, g!.key), { usage: 3, selector: 1, matchingType: 2, certificate: Buffer.alloc(64, 7) }]),
   },
 ];
 
-interface Cell { s: Scenario; mode: MitmMode; domain: string; mitm: Mitm; marker: string; genuine: Receiver }
+interface Cell {
+  s: Scenario;
+  mode: MitmMode;
+  domain: string;
+  mitm: Mitm;
+  marker: string;
+  genuine: Receiver;
+}
 
 let w: World;
 const cells: Cell[] = [];
@@ -133,13 +184,29 @@ beforeAll(async () => {
     const genuine = await w.receiver(g ? { tls: { key: g.key.keyPem, cert: chainPem(...g.chain) }, starttls: s.starttls ?? true } : {});
     for (const mode of MITM_MODES) {
       const domain = `${s.id}-${mode}.test`;
-      const mitm = await startMitm({ host: w.deadHost(), port: w.port, mode, upstream: { host: genuine.host, port: genuine.port }, tls: { key: certs.attacker.key.keyPem, cert: chainPem(...certs.attacker.chain) }, name: `mx.${domain}` });
+      const mitm = await startMitm({
+        host: w.deadHost(),
+        port: w.port,
+        mode,
+        upstream: { host: genuine.host, port: genuine.port },
+        tls: { key: certs.attacker.key.keyPem, cert: chainPem(...certs.attacker.chain) },
+        name: `mx.${domain}`,
+      });
       s.dns(w, domain, mitm.host, g);
       cells.push({ s, mode, domain, mitm, genuine, marker: `secret-${domain}-${Math.random().toString(36).slice(2)}` });
     }
   }
   await w.start({ log: { level: 'info' } });
-  await Promise.all(cells.map((c) => submit({ port: w.ingressPort, from: 'app@sender.test', to: [`user@${c.domain}`], raw: `Subject: ${c.marker}\r\nX-Test-Id: ${c.marker}\r\n\r\nbody ${c.marker}\r\n` })));
+  await Promise.all(
+    cells.map((c) =>
+      submit({
+        port: w.ingressPort,
+        from: 'app@sender.test',
+        to: [`user@${c.domain}`],
+        raw: `Subject: ${c.marker}\r\nX-Test-Id: ${c.marker}\r\n\r\nbody ${c.marker}\r\n`,
+      }),
+    ),
+  );
   await w.settle();
   // A first attempt whose DNS lookups timed out (the relay's resolver waits 1 s here; one stall of this busy process
   // times out every lookup in flight) deferred without reaching the attacker, and "the attack was really tried" failed
@@ -155,11 +222,16 @@ afterAll(async () => {
 });
 
 const markers = (c: Cell) => [c.marker, `user@${c.domain}`, 'app@sender.test', 'MAIL FROM', 'RCPT TO'];
-const queuedFor = (c: Cell) => w.relay!.scheduler.list().flatMap((m) => m.recipients).find((r) => r.address === `user@${c.domain}`);
+const queuedFor = (c: Cell) =>
+  w
+    .relay!.scheduler.list()
+    .flatMap((m) => m.recipients)
+    .find((r) => r.address === `user@${c.domain}`);
 
 describe('active attacker between relay and MX, per DANE case', () => {
   for (const s of SCENARIOS) {
-    const protectedModes = s.protect === 'dane' || s.protect === 'no-connection' ? MITM_MODES : s.protect === 'tls' ? MITM_MODES.filter((m) => m !== 'terminate') : [];
+    const protectedModes =
+      s.protect === 'dane' || s.protect === 'no-connection' ? MITM_MODES : s.protect === 'tls' ? MITM_MODES.filter((m) => m !== 'terminate') : [];
     if (protectedModes.length === 0) continue;
     it(`DANE-41, DANE-43, DANE-63 ${s.id} (${s.title}): ${protectedModes.join(', ')} see nothing of the envelope; the message stays queued`, () => {
       for (const c of cells.filter((x) => x.s === s && protectedModes.includes(x.mode))) {
@@ -195,7 +267,11 @@ describe('active attacker between relay and MX, per DANE case', () => {
     const lost = prot.filter((c) => !queuedFor(c) && !c.genuine.messages.some((m) => m.body.toString().includes(c.marker))).length;
     record({
       case: 'active attacker (MITM: terminate, strip, 454, inject × 10 DANE cases)',
-      sent: prot.length, acknowledged: prot.length, delivered, lost, leaked,
+      sent: prot.length,
+      acknowledged: prot.length,
+      delivered,
+      lost,
+      leaked,
       notes: `${prot.length} protected attacks (attacker connections ${prot.reduce((n, c) => n + c.mitm.connections, 0)}); unprotected control cells: ${cells.length - prot.length}`,
     });
     expect(leaked).toBe(0);

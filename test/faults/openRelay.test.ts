@@ -36,7 +36,9 @@ beforeAll(async () => {
     ingress: { tls: { cert: cert.certPem, key: cert.keyPem }, users_file: users },
   });
 }, 60_000);
-afterAll(async () => { await w?.close(); });
+afterAll(async () => {
+  await w?.close();
+});
 
 /** A fresh client from its own loopback address (AUTH failures are counted per address). */
 async function client(from?: string): Promise<SmtpTestClient> {
@@ -70,30 +72,106 @@ const badRcpt = { code: 501, enhanced: '5.1.3' };
 const ATTEMPTS: Attempt[] = [
   { name: 'no AUTH, client not in relay_clients', run: async () => rcpt(await client()), ...relayDenied },
   { name: 'no AUTH over TLS either', run: async () => rcpt(await tlsClient()), ...relayDenied },
-  { name: 'AUTH PLAIN in cleartext (valid credentials)', run: async () => (await client()).cmd(`AUTH PLAIN ${plain('', 'alice', 'wonderland')}`), code: 538, enhanced: '5.7.11' },
-  { name: 'RCPT after AUTH PLAIN in cleartext', run: async () => { const c = await client(); await c.cmd(`AUTH PLAIN ${plain('', 'alice', 'wonderland')}`); return rcpt(c); }, ...relayDenied },
+  {
+    name: 'AUTH PLAIN in cleartext (valid credentials)',
+    run: async () => (await client()).cmd(`AUTH PLAIN ${plain('', 'alice', 'wonderland')}`),
+    code: 538,
+    enhanced: '5.7.11',
+  },
+  {
+    name: 'RCPT after AUTH PLAIN in cleartext',
+    run: async () => {
+      const c = await client();
+      await c.cmd(`AUTH PLAIN ${plain('', 'alice', 'wonderland')}`);
+      return rcpt(c);
+    },
+    ...relayDenied,
+  },
   { name: 'AUTH LOGIN in cleartext', run: async () => (await client()).cmd('AUTH LOGIN'), code: 538, enhanced: '5.7.11' },
   { name: 'AUTH PLAIN wrong password', run: async () => (await tlsClient()).cmd(`AUTH PLAIN ${plain('', 'alice', 'alice')}`), code: 535, enhanced: '5.7.8' },
-  { name: 'RCPT after a failed AUTH', run: async () => { const c = await tlsClient(); await c.cmd(`AUTH PLAIN ${plain('', 'alice', 'x')}`); return rcpt(c); }, ...relayDenied },
-  { name: 'AUTH PLAIN unknown user', run: async () => (await tlsClient()).cmd(`AUTH PLAIN ${plain('', 'mallory', 'wonderland')}`), code: 535, enhanced: '5.7.8' },
-  { name: 'AUTH PLAIN authzid forgery (bob acting as alice)', run: async () => (await tlsClient()).cmd(`AUTH PLAIN ${plain('alice', 'bob', 'builder')}`), code: 535, enhanced: '5.7.8' },
+  {
+    name: 'RCPT after a failed AUTH',
+    run: async () => {
+      const c = await tlsClient();
+      await c.cmd(`AUTH PLAIN ${plain('', 'alice', 'x')}`);
+      return rcpt(c);
+    },
+    ...relayDenied,
+  },
+  {
+    name: 'AUTH PLAIN unknown user',
+    run: async () => (await tlsClient()).cmd(`AUTH PLAIN ${plain('', 'mallory', 'wonderland')}`),
+    code: 535,
+    enhanced: '5.7.8',
+  },
+  {
+    name: 'AUTH PLAIN authzid forgery (bob acting as alice)',
+    run: async () => (await tlsClient()).cmd(`AUTH PLAIN ${plain('alice', 'bob', 'builder')}`),
+    code: 535,
+    enhanced: '5.7.8',
+  },
   { name: 'AUTH PLAIN empty password', run: async () => (await tlsClient()).cmd(`AUTH PLAIN ${plain('', 'alice', '')}`), code: 535, enhanced: '5.7.8' },
-  { name: 'AUTH PLAIN with an extra NUL field (malformed SASL message)', run: async () => (await tlsClient()).cmd(`AUTH PLAIN ${b64('\0alice\0wonder\0land')}`), code: 501 },
-  { name: 'AUTH LOGIN wrong password', run: async () => { const c = await tlsClient(); expect((await c.cmd('AUTH LOGIN')).code).toBe(334); expect((await c.cmd(b64('alice'))).code).toBe(334); return c.cmd(b64('nope')); }, code: 535, enhanced: '5.7.8' },
+  {
+    name: 'AUTH PLAIN with an extra NUL field (malformed SASL message)',
+    run: async () => (await tlsClient()).cmd(`AUTH PLAIN ${b64('\0alice\0wonder\0land')}`),
+    code: 501,
+  },
+  {
+    name: 'AUTH LOGIN wrong password',
+    run: async () => {
+      const c = await tlsClient();
+      expect((await c.cmd('AUTH LOGIN')).code).toBe(334);
+      expect((await c.cmd(b64('alice'))).code).toBe(334);
+      return c.cmd(b64('nope'));
+    },
+    code: 535,
+    enhanced: '5.7.8',
+  },
   { name: 'AUTH CRAM-MD5 (not offered)', run: async () => (await tlsClient()).cmd('AUTH CRAM-MD5'), code: 504 },
-  { name: 'MAIL … AUTH=<alice> without authenticating', run: async () => { const c = await client(); await c.cmd(`${MAIL} AUTH=<alice@relay.test>`); return c.cmd('RCPT TO:<victim@dest.test>'); }, ...relayDenied },
+  {
+    name: 'MAIL … AUTH=<alice> without authenticating',
+    run: async () => {
+      const c = await client();
+      await c.cmd(`${MAIL} AUTH=<alice@relay.test>`);
+      return c.cmd('RCPT TO:<victim@dest.test>');
+    },
+    ...relayDenied,
+  },
   { name: 'XCLIENT ADDR=127.0.0.99 (claim a relay client address)', run: async () => (await client()).cmd('XCLIENT ADDR=127.0.0.99'), code: 500 },
-  { name: 'RCPT after XCLIENT', run: async () => { const c = await client(); await c.cmd('XCLIENT ADDR=127.0.0.99'); await c.ehlo(); return rcpt(c); }, ...relayDenied },
+  {
+    name: 'RCPT after XCLIENT',
+    run: async () => {
+      const c = await client();
+      await c.cmd('XCLIENT ADDR=127.0.0.99');
+      await c.ehlo();
+      return rcpt(c);
+    },
+    ...relayDenied,
+  },
   { name: 'source route <@relay.test:victim@dest.test>', run: async () => rcpt(await client(), '@relay.test:victim@dest.test'), ...relayDenied },
   { name: 'percent hack <victim%dest.test@relay.test>', run: async () => rcpt(await client(), 'victim%dest.test@relay.test'), ...relayDenied },
   // smtp-server's path parser refuses this (valid RFC 5321) form before our checks see it:
   // a syntax refusal, not a relay decision; a relay client cannot send to it either.
   { name: '"@" in a quoted local part <"victim@dest.test"@relay.test>', run: async () => rcpt(await client(), '"victim@dest.test"@relay.test'), ...badRcpt },
   { name: 'bang path <dest.test!victim>', run: async () => rcpt(await client(), 'dest.test!victim'), ...badRcpt },
-  { name: 'bare local part <postmaster> with no ingress.postmaster (RFC 5321 §4.5.1 mailbox, nowhere to go)', run: async () => rcpt(await client(), 'postmaster'), code: 550, enhanced: '5.1.1' },
+  {
+    name: 'bare local part <postmaster> with no ingress.postmaster (RFC 5321 §4.5.1 mailbox, nowhere to go)',
+    run: async () => rcpt(await client(), 'postmaster'),
+    code: 550,
+    enhanced: '5.1.1',
+  },
   { name: 'address literal <victim@[127.0.0.1]>', run: async () => rcpt(await client(), 'victim@[127.0.0.1]'), ...relayDenied },
-  { name: 'relay host\'s own name <victim@relay.test>', run: async () => rcpt(await client(), 'victim@relay.test'), ...relayDenied },
-  { name: 'bare CR smuggling a second RCPT (read as an unknown parameter)', run: async () => { const c = await client(); await c.cmd(MAIL); return c.cmd('RCPT TO:<victim@dest.test>\rRCPT TO:<x@dest.test>'); }, code: 555, enhanced: '5.5.4' },
+  { name: "relay host's own name <victim@relay.test>", run: async () => rcpt(await client(), 'victim@relay.test'), ...relayDenied },
+  {
+    name: 'bare CR smuggling a second RCPT (read as an unknown parameter)',
+    run: async () => {
+      const c = await client();
+      await c.cmd(MAIL);
+      return c.cmd('RCPT TO:<victim@dest.test>\rRCPT TO:<x@dest.test>');
+    },
+    code: 555,
+    enhanced: '5.5.4',
+  },
   {
     name: 'STARTTLS command injection (RFC 3207 §5 / CVE-2011-0411): pipelined AUTH after STARTTLS is not run inside TLS',
     run: async () => {
@@ -117,7 +195,8 @@ const ATTEMPTS: Attempt[] = [
       for (let i = 0; i < 5; i++) expect((await c.cmd(`AUTH PLAIN ${plain('', 'alice', `guess${i}`)}`)).code).toBe(535);
       return c.cmd(`AUTH PLAIN ${plain('', 'alice', 'wonderland')}`);
     },
-    code: 454, enhanced: '4.7.0',
+    code: 454,
+    enhanced: '4.7.0',
   },
 ];
 
@@ -147,7 +226,11 @@ describe('open relay: unauthorised clients and forged AUTH cannot relay', () => 
     const leaked = results.filter((x) => !x.ok && x.code >= 200 && x.code < 400).length + (rx.messages.length - 2);
     record({
       case: 'open relay (forged AUTH, relay tricks)',
-      sent: ATTEMPTS.length, acknowledged: 0, delivered: rx.messages.length - 2, lost: 0, leaked,
+      sent: ATTEMPTS.length,
+      acknowledged: 0,
+      delivered: rx.messages.length - 2,
+      lost: 0,
+      leaked,
       notes: `${results.filter((x) => x.ok).length}/${ATTEMPTS.length} attempts refused with the expected code; 2 control messages relayed`,
     });
     expect(leaked).toBe(0);

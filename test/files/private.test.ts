@@ -6,11 +6,30 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  createPrivateFile, ensurePrivateDir, ensurePrivateSubdir, openPrivateAppend, readFileNoFollow, writePrivateFileAtomic, writePrivateFileNew,
+  createPrivateFile,
+  ensurePrivateDir,
+  ensurePrivateSubdir,
+  openPrivateAppend,
+  readFileNoFollow,
+  writePrivateFileAtomic,
+  writePrivateFileNew,
 } from '../../src/files/private.js';
 import { checkParentDir, checkReadFile, checkStateTree, type Identity } from '../../src/files/checks.js';
 import { privilegePlan, handOverState, SPOOL_NAMES } from '../../src/files/privileges.js';
@@ -23,7 +42,11 @@ import { hashPassword, Users } from '../../src/ingress/users.js';
 
 const root = mkdtempSync(join(tmpdir(), 'dr-files-'));
 let n = 0;
-const fresh = () => { const d = join(root, `t${++n}`); mkdirSync(d, { mode: 0o700 }); return d; };
+const fresh = () => {
+  const d = join(root, `t${++n}`);
+  mkdirSync(d, { mode: 0o700 });
+  return d;
+};
 const modeOf = (p: string) => lstatSync(p).mode & 0o7777;
 const me: Identity = { uid: process.geteuid!(), name: 'me' };
 /** a file outside every tree that a planted link points at: it must stay exactly as it is */
@@ -47,8 +70,10 @@ afterEach(() => expect(readFileSync(victim, 'utf8')).toBe(VICTIM));
 function expectPrivateTree(dir: string): void {
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);
-    if (e.isDirectory()) { expect([p, modeOf(p)]).toEqual([p, 0o700]); expectPrivateTree(p); }
-    else expect([p, modeOf(p)]).toEqual([p, 0o600]);
+    if (e.isDirectory()) {
+      expect([p, modeOf(p)]).toEqual([p, 0o700]);
+      expectPrivateTree(p);
+    } else expect([p, modeOf(p)]).toEqual([p, 0o600]);
   }
 }
 
@@ -70,7 +95,10 @@ describe('under umask 000 everything created is owner-only', () => {
     const q = join(fresh(), 'queue');
     const spool = await Spool.open(q, { log: { warn: () => undefined } });
     await spool.recover();
-    const m = await spool.enqueue({ from: 'a@b.test', recipients: ['c@d.test'], smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: Date.now(), kind: 'normal' }, Buffer.from('x\r\n'));
+    const m = await spool.enqueue(
+      { from: 'a@b.test', recipients: ['c@d.test'], smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: Date.now(), kind: 'normal' },
+      Buffer.from('x\r\n'),
+    );
     await spool.setHeld(m.id, true);
     await probeWritable(join(q, 'tmp'));
     const store = await TlsrptStore.open(join(q, 'tlsrpt'));
@@ -169,7 +197,7 @@ describe('start-up checks of state trees and trusted files', () => {
     expect(await checkStateTree(join(q, 'missing'), me)).toEqual([]);
   });
 
-  it('an empty directory of ours that others could write (a fresh clone\'s queue/ under umask 000) is closed and used; one with contents is refused, its mode left for the operator', async () => {
+  it("an empty directory of ours that others could write (a fresh clone's queue/ under umask 000) is closed and used; one with contents is refused, its mode left for the operator", async () => {
     const q = fresh();
     chmodSync(q, 0o777);
     writeFileSync(join(q, '.gitkeep'), '');
@@ -211,7 +239,7 @@ describe('start-up checks of state trees and trusted files', () => {
     await expect(Users.load(f)).rejects.toThrow(/writable by all users \(mode 0646\)/);
   });
 
-  it('the control socket\'s own directory outside the spool: a sticky shared directory is fine, a writable one is not', async () => {
+  it("the control socket's own directory outside the spool: a sticky shared directory is fine, a writable one is not", async () => {
     const d = fresh();
     chmodSync(d, 0o1777);
     expect(await checkParentDir(d, me)).toEqual([]);
@@ -227,7 +255,10 @@ describe('start-up checks of state trees and trusted files', () => {
     chmodSync(key, 0o640);
     expect((await checkReadFile(key, 'secret', me))[0]).toMatchObject({ level: 'warn', message: expect.stringContaining('readable by its group') });
     chmodSync(key, 0o666);
-    expect((await checkReadFile(key, 'secret', me))[0]).toMatchObject({ level: 'refuse', message: expect.stringContaining('writable by all users (mode 0666)') });
+    expect((await checkReadFile(key, 'secret', me))[0]).toMatchObject({
+      level: 'refuse',
+      message: expect.stringContaining('writable by all users (mode 0666)'),
+    });
     expect((await checkReadFile(key, 'config', me))[0]).toMatchObject({ level: 'warn' });
     expect(await checkReadFile(join(d, 'missing'), 'secret', me)).toEqual([]);
   });
@@ -236,11 +267,16 @@ describe('start-up checks of state trees and trusted files', () => {
     const u = throwawayUser('own');
     const q = fresh();
     chownSync(q, u.uid, u.gid);
-    expect((await checkStateTree(q, { uid: 0, name: 'root' }))[0]!.message).toBe(`${q} is owned by uid ${u.uid}, not by the relay's user root (uid 0): another user could change the relay's state. Fix: chown -R root ${q} (or set \`user:\` to its owner)`);
+    expect((await checkStateTree(q, { uid: 0, name: 'root' }))[0]!.message).toBe(
+      `${q} is owned by uid ${u.uid}, not by the relay's user root (uid 0): another user could change the relay's state. Fix: chown -R root ${q} (or set \`user:\` to its owner)`,
+    );
     const users = join(fresh(), 'users');
     writeFileSync(users, 'x', { mode: 0o600 });
     chownSync(users, u.uid, u.gid);
-    expect((await checkReadFile(users, 'secret', { uid: 0, name: 'root' }))[0]).toMatchObject({ level: 'refuse', message: expect.stringContaining(`owned by uid ${u.uid} (not root, not root)`) });
+    expect((await checkReadFile(users, 'secret', { uid: 0, name: 'root' }))[0]).toMatchObject({
+      level: 'refuse',
+      message: expect.stringContaining(`owned by uid ${u.uid} (not root, not root)`),
+    });
   });
 });
 
@@ -261,22 +297,25 @@ describe('privileges', () => {
     expect(() => privilegePlan({ user: 'mail', allow_root: true }, 1000, lookup)).toThrow(/runs as uid 1000 and cannot switch users without root/);
   });
 
-  it.skipIf(skipReason !== undefined)('handing the state over: root-owned entries go to the user, links are not followed, a directory with foreign files is not walked', async () => {
-    const u = throwawayUser('hand');
-    const q = fresh();
-    mkdirSync(join(q, 'msg'), { mode: 0o700 });
-    writeFileSync(join(q, 'msg', 'm1'), 'x', { mode: 0o600 });
-    symlinkSync(victim, join(q, 'lock'));
-    const before = statSync(victim);
-    expect(await handOverState([{ path: q, walk: true, known: SPOOL_NAMES }], u)).toBe(4);
-    for (const p of [q, join(q, 'msg'), join(q, 'msg', 'm1')]) expect(statSync(p).uid).toBe(u.uid);
-    expect(lstatSync(join(q, 'lock')).uid).toBe(u.uid);
-    expect(statSync(victim).uid).toBe(before.uid); // the link's target kept its owner
-    const mixed = fresh();
-    writeFileSync(join(mixed, 'passwd'), 'x');
-    await expect(handOverState([{ path: mixed, walk: true, known: SPOOL_NAMES }], u)).rejects.toThrow(/holds files the relay does not make \(passwd\)/);
-    expect(statSync(join(mixed, 'passwd')).uid).toBe(0);
-  });
+  it.skipIf(skipReason !== undefined)(
+    'handing the state over: root-owned entries go to the user, links are not followed, a directory with foreign files is not walked',
+    async () => {
+      const u = throwawayUser('hand');
+      const q = fresh();
+      mkdirSync(join(q, 'msg'), { mode: 0o700 });
+      writeFileSync(join(q, 'msg', 'm1'), 'x', { mode: 0o600 });
+      symlinkSync(victim, join(q, 'lock'));
+      const before = statSync(victim);
+      expect(await handOverState([{ path: q, walk: true, known: SPOOL_NAMES }], u)).toBe(4);
+      for (const p of [q, join(q, 'msg'), join(q, 'msg', 'm1')]) expect(statSync(p).uid).toBe(u.uid);
+      expect(lstatSync(join(q, 'lock')).uid).toBe(u.uid);
+      expect(statSync(victim).uid).toBe(before.uid); // the link's target kept its owner
+      const mixed = fresh();
+      writeFileSync(join(mixed, 'passwd'), 'x');
+      await expect(handOverState([{ path: mixed, walk: true, known: SPOOL_NAMES }], u)).rejects.toThrow(/holds files the relay does not make \(passwd\)/);
+      expect(statSync(join(mixed, 'passwd')).uid).toBe(0);
+    },
+  );
 });
 
 if (skipReason) console.warn(`test/files/private.test.ts: throwaway-user cases skipped: ${skipReason}`);

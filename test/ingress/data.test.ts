@@ -226,7 +226,8 @@ describe('message size (RFC 1870)', () => {
 });
 
 describe('hop count (RFC 5321 §6.3, issue 13)', () => {
-  const received = (n: number) => Array.from({ length: n }, (_, i) => `Received: from hop${i}.example by hop${i + 1}.example; Tue, 24 Nov 2026 11:00:00 +0000\r\n`).join('');
+  const received = (n: number) =>
+    Array.from({ length: n }, (_, i) => `Received: from hop${i}.example by hop${i + 1}.example; Tue, 24 Nov 2026 11:00:00 +0000\r\n`).join('');
   const message = (n: number, extra = '') => Buffer.from(`${received(n)}${extra}Subject: hops\r\n\r\nbody\r\n`);
 
   it('issue13-4 51 Received: header fields (ingress.max_hops 50): 554 5.4.6 at the end of DATA, nothing queued, the session goes on', async () => {
@@ -244,7 +245,7 @@ describe('hop count (RFC 5321 §6.3, issue 13)', () => {
     expect(h.logs.some((l) => l.msg === 'message refused: too many hops (mail loop?)' && l.received_fields === 51)).toBe(true);
   });
 
-  it('issue13-4 50 Received: header fields pass; the relay\'s own Received line is added after the check (51 stored)', async () => {
+  it("issue13-4 50 Received: header fields pass; the relay's own Received line is added after the check (51 stored)", async () => {
     const h = await start();
     const c = await openData(h);
     c.write(SmtpTestClient.dataPayload(message(50)));
@@ -283,7 +284,9 @@ describe('what the body holds (issue 19): 8-bit octets and long lines', () => {
     await c.quit();
     expect(h.queued[0]!.envelope.eightBit).toBe(false); // what the client declared
     expect(h.queued[0]!.body).toEqual({ eightBit: true, longLines: false, nul: false }); // what it sent
-    expect(h.logs.find((l) => l.msg === 'message has 8-bit octets but was not declared BODY=8BITMIME; treated as 8BITMIME')).toMatchObject({ queue_id: h.queued[0]!.id });
+    expect(h.logs.find((l) => l.msg === 'message has 8-bit octets but was not declared BODY=8BITMIME; treated as 8BITMIME')).toMatchObject({
+      queue_id: h.queued[0]!.id,
+    });
     const [m] = await onDisk(h);
     expect(m!.body).toEqual({ eightBit: true, longLines: false, nul: false });
   });
@@ -338,7 +341,9 @@ describe('spool failures: 452 4.3.1 and nothing queued', () => {
           const d = await spool.begin(env);
           const wrapped: Draft = {
             id: d.id,
-            get facts() { return d.facts; },
+            get facts() {
+              return d.facts;
+            },
             write: (chunk) => d.write(chunk),
             commit: async () => {
               if (failCommit) throw Object.assign(new Error('No space left on device'), { code: 'ENOSPC' });
@@ -400,7 +405,9 @@ describe('streaming', () => {
           const d = await spool.begin(env);
           return {
             id: d.id,
-            get facts() { return d.facts; },
+            get facts() {
+              return d.facts;
+            },
             abort: () => d.abort(),
             commit: () => d.commit(),
             write: async (chunk) => {
@@ -446,7 +453,9 @@ describe('when the 250 is sent', () => {
           const d = await spool.begin(env);
           return {
             id: d.id,
-            get facts() { return d.facts; },
+            get facts() {
+              return d.facts;
+            },
             write: (chunk) => d.write(chunk),
             abort: () => d.abort(),
             commit: async () => {

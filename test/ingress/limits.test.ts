@@ -32,7 +32,12 @@ const SLOW = plain('slow', 'tortoise');
 type Harness = IngressHarness;
 const start = (patch: Partial<IngressOptions['config']> = {}): Promise<Harness> => startIngress(root, { listen: ['127.0.0.1:0', '[::1]:0'], ...patch });
 
-const tlsCfg = (patch: Partial<IngressOptions['config']> = {}) => ({ tls: { cert: certFile, key: keyFile }, users_file: usersFile, relayClients: [], ...patch });
+const tlsCfg = (patch: Partial<IngressOptions['config']> = {}) => ({
+  tls: { cert: certFile, key: keyFile },
+  users_file: usersFile,
+  relayClients: [],
+  ...patch,
+});
 
 /** A session over TLS, after EHLO: ready for AUTH. */
 async function tlsSession(h: Harness, host = '127.0.0.1'): Promise<SmtpTestClient> {
@@ -50,7 +55,8 @@ async function fire(clients: SmtpTestClient[], line: string): Promise<Reply[]> {
 }
 
 const codes = (rs: Reply[]) => rs.reduce<Record<number, number>>((o, r) => ({ ...o, [r.code]: (o[r.code] ?? 0) + 1 }), {});
-const checks = (h: Harness) => h.logs.filter((l) => l.msg === 'AUTH failed' && l.why === 'credentials').length + h.logs.filter((l) => l.msg === 'AUTH ok').length;
+const checks = (h: Harness) =>
+  h.logs.filter((l) => l.msg === 'AUTH failed' && l.why === 'credentials').length + h.logs.filter((l) => l.msg === 'AUTH ok').length;
 
 beforeAll(async () => {
   const { certPem, keyPem } = await makeSelfSigned({ dnsNames: ['relay.test'] });
@@ -125,7 +131,13 @@ describe('AUTH under parallel attack', () => {
 describe('the other per-client limits under parallel sessions', () => {
   it('message rate: 30 sessions send MAIL at the same moment, rate_per_minute 5 → exactly 5 accepted', async () => {
     const h = await start({ rate_per_minute: 5 });
-    const clients = await Promise.all(Array.from({ length: 30 }, async () => { const c = await SmtpTestClient.connect({ port: h.port }); await c.ehlo(); return c; }));
+    const clients = await Promise.all(
+      Array.from({ length: 30 }, async () => {
+        const c = await SmtpTestClient.connect({ port: h.port });
+        await c.ehlo();
+        return c;
+      }),
+    );
     const replies = await fire(clients, 'MAIL FROM:<a@sender.test>');
     expect(codes(replies)).toEqual({ 250: 5, 450: 25 });
     // the five finish their messages; still five in the window
@@ -156,7 +168,8 @@ describe('the other per-client limits under parallel sessions', () => {
 
   it('connections per client: max_connections_per_client 3 admits 3 of a burst of 20 from one address, and 3 more from another', async () => {
     const h = await start({ max_connections_per_client: 3 });
-    const burst = (localAddress: string) => Promise.all(Array.from({ length: 20 }, () => SmtpTestClient.connect({ port: h.port, localAddress, timeout: 10_000 })));
+    const burst = (localAddress: string) =>
+      Promise.all(Array.from({ length: 20 }, () => SmtpTestClient.connect({ port: h.port, localAddress, timeout: 10_000 })));
     const [a, b] = await Promise.all([burst('127.0.0.1'), burst('127.0.0.2')]);
     expect(codes(a.map((c) => c.greeting!))).toEqual({ 220: 3, 421: 17 });
     expect(codes(b.map((c) => c.greeting!))).toEqual({ 220: 3, 421: 17 });
@@ -166,11 +179,19 @@ describe('the other per-client limits under parallel sessions', () => {
 
   it('recipients: 30 RCPTs pipelined in one write against max_recipients 10 → exactly 10 accepted, in 5 sessions at once', async () => {
     const h = await start({ max_recipients: 10 });
-    const clients = await Promise.all(Array.from({ length: 5 }, async () => { const c = await SmtpTestClient.connect({ port: h.port }); await c.ehlo(); return c; }));
-    const all = await Promise.all(clients.map(async (c) => {
-      c.write(['MAIL FROM:<a@sender.test>', ...Array.from({ length: 30 }, (_x, i) => `RCPT TO:<r${i}@dest.test>`)].map((l) => `${l}\r\n`).join(''));
-      return c.replies(31);
-    }));
+    const clients = await Promise.all(
+      Array.from({ length: 5 }, async () => {
+        const c = await SmtpTestClient.connect({ port: h.port });
+        await c.ehlo();
+        return c;
+      }),
+    );
+    const all = await Promise.all(
+      clients.map(async (c) => {
+        c.write(['MAIL FROM:<a@sender.test>', ...Array.from({ length: 30 }, (_x, i) => `RCPT TO:<r${i}@dest.test>`)].map((l) => `${l}\r\n`).join(''));
+        return c.replies(31);
+      }),
+    );
     for (const rs of all) {
       expect(rs[0]!.code).toBe(250);
       expect(codes(rs.slice(1))).toEqual({ 250: 10, 452: 20 });
@@ -198,10 +219,18 @@ describe('limit units (pure)', () => {
     const b = l.begin('k', 0);
     expect(a.ok && b.ok).toBe(true);
     expect(l.begin('k', 0)).toEqual({ ok: false, why: 'concurrency' });
-    if (a.ok) { l.forgive(a.attempt); l.end(a.attempt); l.end(a.attempt); }
+    if (a.ok) {
+      l.forgive(a.attempt);
+      l.end(a.attempt);
+      l.end(a.attempt);
+    }
     expect(l.count('k', 0)).toBe(1);
     if (b.ok) l.end(b.attempt);
-    for (let i = 0; i < 4; i++) { const r = l.begin('k', 1); expect(r.ok).toBe(true); if (r.ok) l.end(r.attempt); }
+    for (let i = 0; i < 4; i++) {
+      const r = l.begin('k', 1);
+      expect(r.ok).toBe(true);
+      if (r.ok) l.end(r.attempt);
+    }
     expect(l.begin('k', 2)).toEqual({ ok: false, why: 'failures' });
     expect(l.begin('k', 60_001).ok).toBe(true); // the window slid
     expect(l.begin('other', 2).ok).toBe(true);

@@ -23,7 +23,8 @@ function netnsProblem(): string | undefined {
   }
 }
 const problem = netnsProblem();
-if (problem) console.warn(`SKIPPED test/ingress/netns.test.ts: ${problem}; the /64 key is still covered by the clientKey unit and the ::1 session in limits.test.ts`);
+if (problem)
+  console.warn(`SKIPPED test/ingress/netns.test.ts: ${problem}; the /64 key is still covered by the clientKey unit and the ::1 session in limits.test.ts`);
 
 const SAME_64 = ['fd00::2', 'fd00::3', 'fd00::4', 'fd00::a:5', 'fd00::ffff:6', 'fd00::1:0:0:7', 'fd00::8', 'fd00::9'];
 const OTHER_64 = ['fd00:0:0:1::2'];
@@ -37,14 +38,32 @@ async function run(prefix: number | undefined): Promise<{ waves: { from: string;
     writeFileSync(join(dir, 'key.pem'), keyPem, { mode: 0o600 });
     writeFileSync(join(dir, 'users'), `alice:${await hashPassword('wonderland')}\n`, { mode: 0o600 });
     const cfg = join(dir, 'relay.yml');
-    writeFileSync(cfg, `listen: ["[fd00::1]:2525"]\nrelay_clients: []\nhostname: relay.test\nqueue_dir: ${join(dir, 'queue')}\n` +
-      `dns:\n  mode: trust-ad\n  resolvers: ["[fd00::1]:53"]\n  timeout: 1s\n  attempts: 1\ndelivery:\n  tls_level: may\ntlsrpt:\n  enabled: false\n` +
-      `ingress:\n  tls: { cert: cert.pem, key: key.pem }\n  users_file: users\n  max_auth_per_client: 100\n${prefix ? `  client_ipv6_prefix: ${prefix}\n` : ''}`);
+    writeFileSync(
+      cfg,
+      `listen: ["[fd00::1]:2525"]\nrelay_clients: []\nhostname: relay.test\nqueue_dir: ${join(dir, 'queue')}\n` +
+        `dns:\n  mode: trust-ad\n  resolvers: ["[fd00::1]:53"]\n  timeout: 1s\n  attempts: 1\ndelivery:\n  tls_level: may\ntlsrpt:\n  enabled: false\n` +
+        `ingress:\n  tls: { cert: cert.pem, key: key.pem }\n  users_file: users\n  max_auth_per_client: 100\n${prefix ? `  client_ipv6_prefix: ${prefix}\n` : ''}`,
+    );
     const addrs = [...SAME_64, ...OTHER_64, 'fd00::1'];
     const setup = ['ip link set lo up', ...addrs.map((a) => `ip addr add ${a}/64 dev lo nodad`)].join(' && ');
     const bad = Buffer.from('\0alice\0looking-glass').toString('base64');
-    const out = execFileSync('unshare', ['--net', 'sh', '-c', `${setup} && exec "$0" "$@"`, process.execPath, join(ROOT, 'test', 'support', 'netnsAuth.mjs'),
-      CLI, cfg, 'fd00::1', bad, JSON.stringify([SAME_64, OTHER_64])], { encoding: 'utf8', timeout: 60_000 });
+    const out = execFileSync(
+      'unshare',
+      [
+        '--net',
+        'sh',
+        '-c',
+        `${setup} && exec "$0" "$@"`,
+        process.execPath,
+        join(ROOT, 'test', 'support', 'netnsAuth.mjs'),
+        CLI,
+        cfg,
+        'fd00::1',
+        bad,
+        JSON.stringify([SAME_64, OTHER_64]),
+      ],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
     return JSON.parse(out.trim().split('\n').pop()!);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -19,7 +19,9 @@ beforeAll(async () => {
   const cert = await makeSelfSigned({ dnsNames: ['relay.test'] });
   await w.start({ ingress: { tls: { cert: cert.certPem, key: cert.keyPem } } });
 });
-afterAll(async () => { await w.close(); });
+afterAll(async () => {
+  await w.close();
+});
 
 async function tlsClient(): Promise<SmtpTestClient> {
   const c = await SmtpTestClient.connect({ port: w.ingressPort });

@@ -18,7 +18,9 @@ beforeAll(async () => {
   const cert = await makeSelfSigned({ dnsNames: ['relay.test'] });
   await w.start({ relay_clients: [`${RELAY_CLIENT}/32`], ingress: { tls: { cert: cert.certPem, key: cert.keyPem } } });
 });
-afterAll(async () => { await w.close(); });
+afterAll(async () => {
+  await w.close();
+});
 
 async function client(o: { from?: string; tls?: boolean } = {}): Promise<{ c: SmtpTestClient; extensions: string[] }> {
   const c = await SmtpTestClient.connect({ port: w.ingressPort, ...(o.from ? { localAddress: o.from } : {}) });

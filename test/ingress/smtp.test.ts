@@ -159,7 +159,9 @@ describe('listeners', () => {
       });
     });
     const opts = { ...configSchema.parse({}).ingress, relayClients: [], hostname: 'relay.test' };
-    const err = await Ingress.start({ config: { ...opts, listen: [`127.0.0.1:${free}`, `127.0.0.1:${h.port}`] }, spool, log: pino({ level: 'silent' }) }).catch((e: unknown) => e);
+    const err = await Ingress.start({ config: { ...opts, listen: [`127.0.0.1:${free}`, `127.0.0.1:${h.port}`] }, spool, log: pino({ level: 'silent' }) }).catch(
+      (e: unknown) => e,
+    );
     expect((err as { code?: string }).code).toBe('EADDRINUSE');
     // the first listener was closed again: the port can be bound anew
     const again = await Ingress.start({ config: { ...opts, listen: [`127.0.0.1:${free}`] }, spool, log: pino({ level: 'silent' }) });

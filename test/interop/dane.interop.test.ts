@@ -40,12 +40,14 @@ const world: CaseWorld = await buildCases({ policy: HAS_POLICY });
 // Postfix reads smtp_tls_policy_maps from here too (postfixTmpdir: a directory its user can reach)
 const policyDir = mkdtempSync(join(postfixTmpdir(), 'dane-relay-interop-policy-'));
 /** our relay's policy section and Postfix's smtp_tls_policy_maps, when the world has policy cases */
-const policyYaml = world.policy ? (() => {
-  writeFileSync(join(policyDir, 'tls_policy'), world.policy.tlsPolicy.join('\n') + '\n');
-  writeFileSync(join(policyDir, 'danefail'), world.policy.danefail.join('\n') + '\n');
-  writeFileSync(join(policyDir, 'postfix_tls_policy'), world.policy.postfix.join('\n') + '\n');
-  return `policy:\n  tls_policy: ${join(policyDir, 'tls_policy')}\n  danefail: ${join(policyDir, 'danefail')}\n  probe_interval: 0\n`;
-})() : '';
+const policyYaml = world.policy
+  ? (() => {
+      writeFileSync(join(policyDir, 'tls_policy'), world.policy.tlsPolicy.join('\n') + '\n');
+      writeFileSync(join(policyDir, 'danefail'), world.policy.danefail.join('\n') + '\n');
+      writeFileSync(join(policyDir, 'postfix_tls_policy'), world.policy.postfix.join('\n') + '\n');
+      return `policy:\n  tls_policy: ${join(policyDir, 'tls_policy')}\n  danefail: ${join(policyDir, 'danefail')}\n  probe_interval: 0\n`;
+    })()
+  : '';
 /**
  * TLSRPT (RFC 8460) cases run when the relay has reporting (a `tlsrpt` config section, issue 6):
  * declared only then, never as skipped placeholders.
@@ -81,11 +83,18 @@ afterAll(async () => {
 async function submitAll(server: string, tag: string): Promise<void> {
   // a few at a time: swaks is a process per message
   const queue = [...world.cases];
-  await Promise.all(Array.from({ length: 6 }, async () => {
-    for (let c = queue.shift(); c; c = queue.shift()) {
-      await swaks({ server, from: `${tag}@${world.senderDomain}`, to: rcptOf(tag, c), headers: { 'X-Interop-Case': `${tag} ${c.id}`, Subject: `interop ${c.id}` } });
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: 6 }, async () => {
+      for (let c = queue.shift(); c; c = queue.shift()) {
+        await swaks({
+          server,
+          from: `${tag}@${world.senderDomain}`,
+          to: rcptOf(tag, c),
+          headers: { 'X-Interop-Case': `${tag} ${c.id}`, Subject: `interop ${c.id}` },
+        });
+      }
+    }),
+  );
 }
 
 const verdicts = new Map<string, Map<string, Verdict | undefined>>();
@@ -103,18 +112,26 @@ for (const [i, mode] of MODES.entries()) {
       const read = async () => {
         const l = await relay.queueList();
         const queued: Queued = new Map();
-        for (const m of l.messages) for (const r of m.recipients) if (r.state !== 'delivered') queued.set(r.address.toLowerCase(), r.state === 'deferred' && r.attempts > 0 ? 'deferred' : r.state === 'failed' ? 'failed' : 'pending');
+        for (const m of l.messages)
+          for (const r of m.recipients)
+            if (r.state !== 'delivered')
+              queued.set(r.address.toLowerCase(), r.state === 'deferred' && r.attempts > 0 ? 'deferred' : r.state === 'failed' ? 'failed' : 'pending');
         return { messages: rx!.messages(), queued };
       };
       verdicts.set(tag, await settle(world.cases, tag, read, world.senderListener));
       const listing = await relay.queueList();
       const byRcpt = new Map(listing.messages.flatMap((m) => m.recipients.map((r) => [r.address.toLowerCase(), r.dsnCode] as const)));
-      codes.set(tag, new Map(world.cases.map((c) => {
-        const rcpt = rcptOf(tag, c);
-        if (byRcpt.has(rcpt)) return [c.id, byRcpt.get(rcpt)];
-        const dsn = rx!.messages().find((m) => m.by === world.senderListener && m.raw.toLowerCase().includes(rcpt));
-        return [c.id, dsn ? /^Status:\s*(\d\.\d+\.\d+)/m.exec(dsn.raw)?.[1] : undefined];
-      })));
+      codes.set(
+        tag,
+        new Map(
+          world.cases.map((c) => {
+            const rcpt = rcptOf(tag, c);
+            if (byRcpt.has(rcpt)) return [c.id, byRcpt.get(rcpt)];
+            const dsn = rx!.messages().find((m) => m.by === world.senderListener && m.raw.toLowerCase().includes(rcpt));
+            return [c.id, dsn ? /^Status:\s*(\d\.\d+\.\d+)/m.exec(dsn.raw)?.[1] : undefined];
+          }),
+        ),
+      );
     });
 
     it('every case reached a verdict', () => {
@@ -139,7 +156,11 @@ describe('differential: Postfix 3.7 as a DANE relay in the same world', () => {
   let pf: PostfixRelay;
   const tag = 'pf';
   beforeAll(async () => {
-    pf = await startPostfixRelay({ address: '127.0.0.2', resolver: dns!.unbound, extra: world.policy ? { smtp_tls_policy_maps: `texthash:${join(policyDir, 'postfix_tls_policy')}` } : {} });
+    pf = await startPostfixRelay({
+      address: '127.0.0.2',
+      resolver: dns!.unbound,
+      extra: world.policy ? { smtp_tls_policy_maps: `texthash:${join(policyDir, 'postfix_tls_policy')}` } : {},
+    });
     started.push(pf);
     await submitAll(`${pf.address}:${pf.port}`, tag);
     const read = async () => {
@@ -161,15 +182,18 @@ describe('differential: Postfix 3.7 as a DANE relay in the same world', () => {
       const p = verdicts.get(tag)!.get(c.id);
       const o = ours!.get(c.id);
       const postfixShould = c.postfixDiffers ? c.postfixDiffers.verdict : c.expect;
-      table.push(`${c.id.padEnd(34)} ours: ${describeVerdict(o).padEnd(70)} postfix: ${describeVerdict(p)}${c.postfixDiffers ? `  [${c.postfixDiffers.judgement}: ${c.postfixDiffers.rfc}]` : ''}`);
-      if (describeVerdict(p) !== describeVerdict(postfixShould)) mismatches.push(`${c.id}: postfix ${describeVerdict(p)}, recorded ${describeVerdict(postfixShould)}`);
-      if (!c.postfixDiffers && describeVerdict(p) !== describeVerdict(o)) mismatches.push(`${c.id}: ours ${describeVerdict(o)} ≠ postfix ${describeVerdict(p)}`);
+      table.push(
+        `${c.id.padEnd(34)} ours: ${describeVerdict(o).padEnd(70)} postfix: ${describeVerdict(p)}${c.postfixDiffers ? `  [${c.postfixDiffers.judgement}: ${c.postfixDiffers.rfc}]` : ''}`,
+      );
+      if (describeVerdict(p) !== describeVerdict(postfixShould))
+        mismatches.push(`${c.id}: postfix ${describeVerdict(p)}, recorded ${describeVerdict(postfixShould)}`);
+      if (!c.postfixDiffers && describeVerdict(p) !== describeVerdict(o))
+        mismatches.push(`${c.id}: ours ${describeVerdict(o)} ≠ postfix ${describeVerdict(p)}`);
     }
     console.log(`interop verdicts:\n${table.join('\n')}`);
     expect(mismatches).toEqual([]);
   });
 });
-
 
 if (rpt) {
   describe('TLSRPT (RFC 8460) reports as the receivers get them', () => {
@@ -217,23 +241,35 @@ if (rpt) {
       expect(ct).toMatch(/report-type="?tlsrpt"?/i);
       const boundary = /boundary="?([^";]+)"?/i.exec(ct)![1]!;
       // Maildir files have LF line ends (Postfix's virtual agent); count the delimiter lines
-      expect(raw.toString('latin1').split(/\r?\n/).filter((l) => l === `--${boundary}`).length, 'MIME parts').toBe(2);
+      expect(
+        raw
+          .toString('latin1')
+          .split(/\r?\n/)
+          .filter((l) => l === `--${boundary}`).length,
+        'MIME parts',
+      ).toBe(2);
       expect(m.header('tls-report-domain')).toBe(rpt.reportedToGood[0]);
       expect(m.header('tls-report-submitter')).toBe(rpt.submitter);
-      expect(m.header('subject')).toMatch(new RegExp(`^Report Domain: ${rpt.reportedToGood[0]!.replace(/\./g, '\\.')} Submitter: ${rpt.submitter.replace(/\./g, '\\.')} Report-ID: <[^>]+>$`));
+      expect(m.header('subject')).toMatch(
+        new RegExp(`^Report Domain: ${rpt.reportedToGood[0]!.replace(/\./g, '\\.')} Submitter: ${rpt.submitter.replace(/\./g, '\\.')} Report-ID: <[^>]+>$`),
+      );
       const parsed = await simpleParser(raw);
       expect(parsed.attachments).toHaveLength(1);
       const att = parsed.attachments[0]!;
       expect(att.contentType).toBe('application/tlsrpt+gzip');
       // RFC 8460 §5.3: sender "!" policy-domain "!" begin "!" end [ "!" unique-id ] "." extension
-      expect(att.filename).toMatch(new RegExp(`^${rpt.submitter.replace(/\./g, '\\.')}!${rpt.reportedToGood[0]!.replace(/\./g, '\\.')}!\\d+!\\d+(![A-Za-z0-9._-]+)?\\.json\\.gz$`));
+      expect(att.filename).toMatch(
+        new RegExp(`^${rpt.submitter.replace(/\./g, '\\.')}!${rpt.reportedToGood[0]!.replace(/\./g, '\\.')}!\\d+!\\d+(![A-Za-z0-9._-]+)?\\.json\\.gz$`),
+      );
       const { gunzipSync } = await import('node:zlib');
       const json = JSON.parse(gunzipSync(att.content).toString('utf8')) as { policies: { summary: Record<string, number> }[] };
       expect(json.policies.reduce((n, p) => n + p.summary['total-failure-session-count']!, 0)).toBeGreaterThanOrEqual(1);
       const r = new NodeResolver({ timeout: 2000, tries: 1 });
       r.setServers([dns!.unbound]);
       const dkim = await dkimVerify(raw, { resolver: (name: string, rr: string) => r.resolve(name, rr as 'TXT') as Promise<never> });
-      const pass = dkim.results.find((x: { status: { result: string }; signingDomain?: string }) => x.status.result === 'pass' && x.signingDomain === rpt.dkimDomain);
+      const pass = dkim.results.find(
+        (x: { status: { result: string }; signingDomain?: string }) => x.status.result === 'pass' && x.signingDomain === rpt.dkimDomain,
+      );
       expect(pass, JSON.stringify(dkim.results.map((x: { status: unknown }) => x.status))).toBeDefined();
       const sig = (m.header('dkim-signature') ?? '').replace(/\s+/g, '');
       const h = /(?:^|;)h=([^;]+)/.exec(sig)![1]!.toLowerCase().split(':');
@@ -252,7 +288,11 @@ if (rpt) {
       for (const m of received) {
         const att = (await simpleParser(readFileSync(m.file))).attachments[0]!;
         const json = JSON.parse(gunzipSync(att.content).toString('utf8')) as {
-          policies: { policy: { 'policy-type': string; 'policy-string'?: string[]; 'policy-domain': string }; summary: Record<string, number>; 'failure-details'?: { 'failed-session-count': number; 'receiving-mx-hostname'?: string }[] }[];
+          policies: {
+            policy: { 'policy-type': string; 'policy-string'?: string[]; 'policy-domain': string };
+            summary: Record<string, number>;
+            'failure-details'?: { 'failed-session-count': number; 'receiving-mx-hostname'?: string }[];
+          }[];
         };
         expect(validate(json), JSON.stringify(validate.errors)).toBe(true);
         const recipientDomain = m.header('tls-report-domain')!;
@@ -265,7 +305,8 @@ if (rpt) {
           expect(p.policy['policy-string']?.length).toBeGreaterThan(0);
           for (const rr of p.policy['policy-string'] ?? []) expect(rr).toMatch(/^[0-3] [01] [0-2] [0-9A-Fa-f]+$/);
           expect(p.policy['policy-domain']).not.toBe(recipientDomain);
-          for (const d of details) if (d['receiving-mx-hostname']) expect(d['receiving-mx-hostname'].replace(/\.$/, '').toLowerCase()).toBe(p.policy['policy-domain']);
+          for (const d of details)
+            if (d['receiving-mx-hostname']) expect(d['receiving-mx-hostname'].replace(/\.$/, '').toLowerCase()).toBe(p.policy['policy-domain']);
         }
       }
       expect(tlsaPolicies).toBeGreaterThan(0);

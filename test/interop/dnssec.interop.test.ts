@@ -80,23 +80,39 @@ beforeAll(async () => {
       const uv = unboundVerdict(u);
       // indeterminate is "cannot decide": it equals Unbound's SERVFAIL, nothing else
       const ov = answer.status === 'indeterminate' && uv === 'bogus' ? 'bogus' : answer.status;
-      rows.push({ probe: p, unbound: uv, unboundRcode: u.rcode, ours: ov, oursRaw: answer.status, oursRcode: answer.rcode, unboundRecords: u.records.length, oursRecords: answer.records.length, trace });
+      rows.push({
+        probe: p,
+        unbound: uv,
+        unboundRcode: u.rcode,
+        ours: ov,
+        oursRaw: answer.status,
+        oursRcode: answer.rcode,
+        unboundRecords: u.records.length,
+        oursRecords: answer.records.length,
+        trace,
+      });
     }
   } finally {
     await stub.close();
     await ours.close();
   }
   const pad = (s: string, n: number) => s.padEnd(n);
-  const lines = rows.map((r) => `${pad(r.probe.name, 34)} ${pad(r.probe.type, 5)} ${pad(`${r.unbound} (${r.unboundRcode || '-'})`, 22)} ${pad(`${r.oursRaw} (${r.oursRcode || '-'})`, 26)} ${pad(r.probe.expect, 9)} ${r.unbound === r.ours ? '' : EXCEPTIONS[`${r.probe.name}|${r.probe.type}`] ? 'DIFF (documented)' : 'DIFF'} ${r.probe.note}`);
+  const lines = rows.map(
+    (r) =>
+      `${pad(r.probe.name, 34)} ${pad(r.probe.type, 5)} ${pad(`${r.unbound} (${r.unboundRcode || '-'})`, 22)} ${pad(`${r.oursRaw} (${r.oursRcode || '-'})`, 26)} ${pad(r.probe.expect, 9)} ${r.unbound === r.ours ? '' : EXCEPTIONS[`${r.probe.name}|${r.probe.type}`] ? 'DIFF (documented)' : 'DIFF'} ${r.probe.note}`,
+  );
   console.log([`${pad('name', 34)} ${pad('type', 5)} ${pad('unbound', 22)} ${pad('ours', 26)} ${pad('expected', 9)}`, ...lines].join('\n'));
 }, 120_000);
 
-afterAll(async () => { await w?.stop(); });
+afterAll(async () => {
+  await w?.stop();
+});
 
 describe('DNSSEC differential: ValidatingResolver vs Unbound through the same upstream', () => {
   it('DANE-1 the world asks every kind of question issue 5 lists', () => {
     const notes = new Set(w.probes.map((p) => p.note));
-    for (const n of ['NXDOMAIN', 'NODATA', 'wildcard expansion', 'wildcard NODATA', 'CNAME into an insecure delegation', 'CNAME into a bogus zone (wrong DS)']) expect(notes).toContain(n);
+    for (const n of ['NXDOMAIN', 'NODATA', 'wildcard expansion', 'wildcard NODATA', 'CNAME into an insecure delegation', 'CNAME into a bogus zone (wrong DS)'])
+      expect(notes).toContain(n);
     const types = new Set(w.probes.map((p) => p.type));
     for (const t of ['A', 'MX', 'TLSA']) expect(types).toContain(t);
     const verdicts = new Set(rows.map((r) => r.unbound));
@@ -105,14 +121,19 @@ describe('DNSSEC differential: ValidatingResolver vs Unbound through the same up
   });
 
   it('DANE-1 Unbound validates every question as the world says it must (the ground truth is what we think it is)', () => {
-    const wrong = rows.filter((r) => r.unbound !== r.probe.expect).map((r) => `${r.probe.name}/${r.probe.type}: unbound ${r.unbound}, expected ${r.probe.expect} (${r.probe.note})`);
+    const wrong = rows
+      .filter((r) => r.unbound !== r.probe.expect)
+      .map((r) => `${r.probe.name}/${r.probe.type}: unbound ${r.unbound}, expected ${r.probe.expect} (${r.probe.note})`);
     expect(wrong).toEqual([]);
   });
 
-  it('DANE-1 our validator reaches Unbound\'s verdict on every question (secure / insecure / bogus)', () => {
+  it("DANE-1 our validator reaches Unbound's verdict on every question (secure / insecure / bogus)", () => {
     const diffs = rows
       .filter((r) => r.unbound !== r.ours && !EXCEPTIONS[`${r.probe.name}|${r.probe.type}`])
-      .map((r) => `${r.probe.name}/${r.probe.type} (${r.probe.note}): unbound ${r.unbound} ${r.unboundRcode}, ours ${r.oursRaw} ${r.oursRcode}\n${formatTrace(r.trace)}`);
+      .map(
+        (r) =>
+          `${r.probe.name}/${r.probe.type} (${r.probe.note}): unbound ${r.unbound} ${r.unboundRcode}, ours ${r.oursRaw} ${r.oursRcode}\n${formatTrace(r.trace)}`,
+      );
     expect(diffs.join('\n\n')).toBe('');
   });
 

@@ -6,8 +6,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { standardZones, startDnsWorld, type DnsWorld } from './support/dnsworld.js';
 
 let w: DnsWorld;
-beforeAll(async () => { w = await startDnsWorld({ zones: standardZones() }); });
-afterAll(async () => { await w?.stop(); });
+beforeAll(async () => {
+  w = await startDnsWorld({ zones: standardZones() });
+});
+afterAll(async () => {
+  await w?.stop();
+});
 
 describe('dnsworld: nsd + unbound under a private root', () => {
   it('DANE-1 every zone validates as expected: secure → AD, insecure → no AD, bogus → SERVFAIL', async () => {
@@ -16,7 +20,14 @@ describe('dnsworld: nsd + unbound under a private root', () => {
     for (const [zone, info] of Object.entries(w.names)) {
       if (zone === '.' || !zone.includes('.') || zone.startsWith('badsig.')) continue;
       const a = await w.query(`txt.${zone}`, 'TXT');
-      seen[zone] = a.rcode === 'SERVFAIL' ? 'bogus' : a.ad && a.answers.some((r) => r.type === 'TXT') ? 'secure' : a.answers.some((r) => r.type === 'TXT') ? 'insecure' : `${a.rcode} without data`;
+      seen[zone] =
+        a.rcode === 'SERVFAIL'
+          ? 'bogus'
+          : a.ad && a.answers.some((r) => r.type === 'TXT')
+            ? 'secure'
+            : a.answers.some((r) => r.type === 'TXT')
+              ? 'insecure'
+              : `${a.rcode} without data`;
       want[zone] = info.expect;
     }
     expect(seen).toEqual(want);

@@ -26,11 +26,7 @@ const zones: ZoneSpec[] = [
   { name: 'eight.tst', records: ['@ MX 10 mx', `mx A ${EIGHT.address}`] },
   { name: 'sender.tst', records: ['@ MX 10 mx', `mx A ${SENDER.address}`] },
 ];
-const listeners: Listener[] = [
-  { ...SEVEN, options: { smtpd_discard_ehlo_keywords: '8bitmime,dsn' } },
-  EIGHT,
-  SENDER,
-];
+const listeners: Listener[] = [{ ...SEVEN, options: { smtpd_discard_ehlo_keywords: '8bitmime,dsn' } }, EIGHT, SENDER];
 
 let dns: DnsWorld | undefined;
 let rx: PostfixReceivers | undefined;
@@ -45,11 +41,16 @@ beforeAll(async () => {
     relay = await startRelay({ resolver: dns.unbound, listen: '127.0.0.21:2525' });
     // Postfix in front: everything to our relay, no TLS on that hop (our ingress has none here)
     front = await startPostfixRelay({
-      address: '127.0.0.22', resolver: dns.unbound, hostname: 'front.tst',
+      address: '127.0.0.22',
+      resolver: dns.unbound,
+      hostname: 'front.tst',
       extra: { relayhost: '[127.0.0.21]:2525', smtp_tls_security_level: 'none', smtp_dns_support_level: 'enabled' },
     });
   } catch (e) {
-    await front?.stop(); await relay?.stop(); await rx?.stop(); await dns?.stop();
+    await front?.stop();
+    await relay?.stop();
+    await rx?.stop();
+    await dns?.stop();
     throw e;
   }
 });
@@ -82,7 +83,10 @@ async function waitFor(what: string, find: () => ReceivedMessage | undefined, ms
   for (;;) {
     const m = find();
     if (m) return m;
-    if (Date.now() > deadline) throw new Error(`${what}: not delivered within ${ms} ms\n--- relay ---\n${relay!.output().slice(-4000)}\n--- postfix ---\n${rx!.log().slice(-4000)}\n--- front ---\n${front?.log().slice(-3000)}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `${what}: not delivered within ${ms} ms\n--- relay ---\n${relay!.output().slice(-4000)}\n--- postfix ---\n${rx!.log().slice(-4000)}\n--- front ---\n${front?.log().slice(-3000)}`,
+      );
     await new Promise((r) => setTimeout(r, 200));
   }
 }
@@ -106,12 +110,31 @@ describe('8BITMIME and line length: a Postfix next hop with smtpd_discard_ehlo_k
   });
 
   it('8-bit mail arrives converted: 7-bit, lines ≤ 998, same content after decoding', async () => {
-    const body = Buffer.from([
-      'From: app@sender.tst', 'To: a@seven.tst', 'Subject: interop 8bit', 'Message-ID: <i8@sender.tst>', 'MIME-Version: 1.0',
-      'Content-Type: multipart/mixed; boundary="b"', '', '--b', 'Content-Type: text/plain; charset=utf-8', 'Content-Transfer-Encoding: 8bit', '',
-      'Grüße aus Köln, ein Satz mit Umlauten: ÄÖÜ äöü ß.', `${'lang '.repeat(700)}`, '--b',
-      'Content-Type: application/octet-stream', 'Content-Disposition: attachment; filename="b.bin"', '', '\u00ff\u00fe\u00fd raw octets', '--b--', '',
-    ].join('\r\n'), 'utf8');
+    const body = Buffer.from(
+      [
+        'From: app@sender.tst',
+        'To: a@seven.tst',
+        'Subject: interop 8bit',
+        'Message-ID: <i8@sender.tst>',
+        'MIME-Version: 1.0',
+        'Content-Type: multipart/mixed; boundary="b"',
+        '',
+        '--b',
+        'Content-Type: text/plain; charset=utf-8',
+        'Content-Transfer-Encoding: 8bit',
+        '',
+        'Grüße aus Köln, ein Satz mit Umlauten: ÄÖÜ äöü ß.',
+        `${'lang '.repeat(700)}`,
+        '--b',
+        'Content-Type: application/octet-stream',
+        'Content-Disposition: attachment; filename="b.bin"',
+        '',
+        '\u00ff\u00fe\u00fd raw octets',
+        '--b--',
+        '',
+      ].join('\r\n'),
+      'utf8',
+    );
     await submit(relay!, '<app@sender.tst> BODY=8BITMIME', ['<a@seven.tst>'], body);
     const m = await waitFor('a@seven.tst', () => rx!.messages().find((x) => x.to === 'a@seven.tst'));
     expect(m.by).toBe(SEVEN.name);
@@ -136,13 +159,16 @@ describe('8BITMIME and line length: a Postfix next hop with smtpd_discard_ehlo_k
 
 describe('DSN round trip: Postfix in front, relaying through us with DSN requests', () => {
   it('RET/ENVID/NOTIFY/ORCPT reach a Postfix with DSN, whose "delivered" report names them; the hop without DSN gets none and we send "relayed"', async () => {
-    await submit({ host: front!.address, port: front!.port }, '<app@sender.tst> RET=HDRS ENVID=interop+2Benvid-1', [
-      '<u@eight.tst> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Orig-U@eight.tst',
-      '<v@seven.tst> NOTIFY=SUCCESS ORCPT=rfc822;Orig-V@seven.tst',
-    ], 'From: app@sender.tst\r\nSubject: interop dsn\r\nMessage-ID: <dsn1@sender.tst>\r\n\r\nasking for notifications\r\n');
+    await submit(
+      { host: front!.address, port: front!.port },
+      '<app@sender.tst> RET=HDRS ENVID=interop+2Benvid-1',
+      ['<u@eight.tst> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Orig-U@eight.tst', '<v@seven.tst> NOTIFY=SUCCESS ORCPT=rfc822;Orig-V@seven.tst'],
+      'From: app@sender.tst\r\nSubject: interop dsn\r\nMessage-ID: <dsn1@sender.tst>\r\n\r\nasking for notifications\r\n',
+    );
     await waitFor('u@eight.tst', () => rx!.messages().find((x) => x.to === 'u@eight.tst'));
     await waitFor('v@seven.tst', () => rx!.messages().find((x) => x.to === 'v@seven.tst'));
-    const reports = () => rx!.messages().filter((x) => x.to === 'app@sender.tst' && x.raw.includes('message/delivery-status') && x.raw.includes('interop+envid-1'));
+    const reports = () =>
+      rx!.messages().filter((x) => x.to === 'app@sender.tst' && x.raw.includes('message/delivery-status') && x.raw.includes('interop+envid-1'));
     const delivered = await waitFor('the "delivered" DSN from Postfix', () => reports().find((x) => /^Action: delivered/m.test(x.raw)));
     expect(delivered.raw).toMatch(/^Original-Envelope-Id: interop\+envid-1/m);
     expect(delivered.raw).toMatch(/^Original-Recipient: rfc822; ?Orig-U@eight\.tst/m);

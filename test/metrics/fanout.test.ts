@@ -8,7 +8,7 @@ import { RelayMetrics } from '../../src/metrics/registry.js';
 import { parsePrometheus, value } from '../support/prom.js';
 
 describe('fanOutEvents', () => {
-  it('DANE-70 an exception downgrade reaches both the metrics registry and the caller\'s hooks', async () => {
+  it("DANE-70 an exception downgrade reaches both the metrics registry and the caller's hooks", async () => {
     const metrics = new RelayMetrics({ defaultMetrics: false });
     const seen: string[] = [];
     const mine: RelayEvents = { exceptionDowngrade: (e) => seen.push(`${e.domain}/${e.level}`) };

@@ -8,8 +8,13 @@ import type { DeferralCause, HostFailure } from '../../src/delivery/events.js';
 import type { SmtpStage } from '../../src/delivery/smtpClient.js';
 
 describe('deferralReason: from typed causes, never from the wording', () => {
-  const att = (stage: SmtpStage, code: string, verifyReason?: string, planKind: 'dane' | 'may' | 'encrypt' = 'dane'): HostFailure =>
-    ({ kind: 'attempt', code, stage, planKind, ...(verifyReason ? { verifyReason } : {}) });
+  const att = (stage: SmtpStage, code: string, verifyReason?: string, planKind: 'dane' | 'may' | 'encrypt' = 'dane'): HostFailure => ({
+    kind: 'attempt',
+    code,
+    stage,
+    planKind,
+    ...(verifyReason ? { verifyReason } : {}),
+  });
   const skip = (code: string, cause: Extract<HostFailure, { kind: 'skipped' }>['cause']): HostFailure => ({ kind: 'skipped', code, cause });
   const un = (...hosts: HostFailure[]): DeferralCause => ({ kind: 'unreachable', hosts });
   it.each([
@@ -32,7 +37,12 @@ describe('deferralReason: from typed causes, never from the wording', () => {
     ['greeting lost', un(att('greeting', '4.4.2')), '4.4.2', 'connection-lost'],
     ['no MX host at all', un(), '4.4.1', 'connect'],
     ['own address at a worse preference only', un({ kind: 'self' }), '4.4.1', 'connect'],
-    ['the host that set the code names it: connect + DANE mismatch', un(att('connect', '4.4.1'), att('verify', '4.7.5', 'dane-no-match')), '4.7.5', 'dane-no-match'],
+    [
+      'the host that set the code names it: connect + DANE mismatch',
+      un(att('connect', '4.4.1'), att('verify', '4.7.5', 'dane-no-match')),
+      '4.7.5',
+      'dane-no-match',
+    ],
     ['most specific among equal codes', un(att('tls', '4.7.5'), att('verify', '4.7.5', 'dane-no-match')), '4.7.5', 'dane-no-match'],
     ['lost connection mid-transaction', { kind: 'connection-lost', stage: 'data' }, '4.4.2', 'connection-lost'],
     ['peer broke the protocol', { kind: 'protocol' }, '4.5.0', 'protocol-error'],
@@ -61,7 +71,12 @@ describe('lookupStatus (DNS lookup label)', () => {
   const a = (p: { status?: DnsAnswer['status']; rcode?: 'NOERROR' | 'NXDOMAIN'; error?: FailedAnswer['error'] }): DnsAnswer => {
     const status = p.status ?? 'secure';
     if (status === 'bogus' || status === 'indeterminate') return failedAnswer('a.test', 'A', status, p.error!);
-    return usableAnswer({ qname: 'a.test', qtype: 'A', rcode: p.rcode ?? 'NOERROR', canonicalName: 'a.test', chain: [], records: [], ttl: 0 }, status, status, status === 'insecure' ? 'unsigned-delegation' : undefined);
+    return usableAnswer(
+      { qname: 'a.test', qtype: 'A', rcode: p.rcode ?? 'NOERROR', canonicalName: 'a.test', chain: [], records: [], ttl: 0 },
+      status,
+      status,
+      status === 'insecure' ? 'unsigned-delegation' : undefined,
+    );
   };
   it.each([
     [a({}), 'secure'],

@@ -10,12 +10,14 @@ import { httpGet, parsePrometheus, scrape, value, type Scrape } from '../support
 import { parseConfigText } from '../../src/config/load.js';
 import { metricsEndpoint } from '../../src/config/schema.js';
 import { RelayMetrics } from '../../src/metrics/registry.js';
-import { Readiness } from '../../src/metrics/readiness.js';
-import { pino } from 'pino';
 
 let w: World;
-beforeEach(async () => { w = await World.create(); });
-afterEach(async () => { await w.close(); });
+beforeEach(async () => {
+  w = await World.create();
+});
+afterEach(async () => {
+  await w.close();
+});
 
 const tlsa311 = (c: Issued) => ({ usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(c, 1, 1) });
 
@@ -33,9 +35,17 @@ describe('metrics', () => {
     const rxGood = await w.receiver({ tls: { key: good.keyPem, cert: good.certPem } });
     const rxBad = await w.receiver({ tls: { key: other.keyPem, cert: other.certPem } });
     validatingSelfTestNames();
-    for (const [d, rx, t] of [['secure.test', rxGood, tlsa311(good)], ['bad.test', rxBad, tlsa311(good)], ['tlsafail.test', rxGood, tlsa311(good)]] as const) {
+    for (const [d, rx, t] of [
+      ['secure.test', rxGood, tlsa311(good)],
+      ['bad.test', rxBad, tlsa311(good)],
+      ['tlsafail.test', rxGood, tlsa311(good)],
+    ] as const) {
       w.dns.addZone({ name: d, secure: true });
-      w.dns.add({ name: d, type: 'MX', data: { preference: 10, exchange: `mx.${d}` } }, { name: `mx.${d}`, type: 'A', data: rx.host }, { name: `_${w.port}._tcp.mx.${d}`, type: 'TLSA', data: t });
+      w.dns.add(
+        { name: d, type: 'MX', data: { preference: 10, exchange: `mx.${d}` } },
+        { name: `mx.${d}`, type: 'A', data: rx.host },
+        { name: `_${w.port}._tcp.mx.${d}`, type: 'TLSA', data: t },
+      );
     }
     w.dns.behave(`_${w.port}._tcp.mx.tlsafail.test`, 'TLSA', 'servfail');
     w.dns.add({ name: 'dead.test', type: 'MX', data: { preference: 10, exchange: 'mx.dead.test' } }, { name: 'mx.dead.test', type: 'A', data: w.deadHost() });
@@ -47,7 +57,8 @@ describe('metrics', () => {
     expect(value(before, 'dane_relay_messages_received_total')).toBe(0);
     expect(before.types.get('dane_relay_dns_lookup_duration_seconds')).toBe('histogram');
 
-    for (const d of ['secure.test', 'bad.test', 'tlsafail.test', 'dead.test']) await submit({ port: w.ingressPort, from: 'app@sender.test', to: [`u@${d}`, ...(d === 'secure.test' ? ['v@secure.test'] : [])] });
+    for (const d of ['secure.test', 'bad.test', 'tlsafail.test', 'dead.test'])
+      await submit({ port: w.ingressPort, from: 'app@sender.test', to: [`u@${d}`, ...(d === 'secure.test' ? ['v@secure.test'] : [])] });
     await w.settle();
     expect(rxGood.messages).toHaveLength(1);
 
@@ -87,7 +98,10 @@ describe('metrics', () => {
     const rxTls = await w.receiver({ tls: { key: cert.keyPem, cert: cert.certPem }, data: () => ({ code: 451, message: '4.3.0 try later' }) });
     const rxPlain = await w.receiver();
     w.dns.add({ name: 'tls.test', type: 'MX', data: { preference: 10, exchange: 'mx.tls.test' } }, { name: 'mx.tls.test', type: 'A', data: rxTls.host });
-    w.dns.add({ name: 'plain.test', type: 'MX', data: { preference: 10, exchange: 'mx.plain.test' } }, { name: 'mx.plain.test', type: 'A', data: rxPlain.host });
+    w.dns.add(
+      { name: 'plain.test', type: 'MX', data: { preference: 10, exchange: 'mx.plain.test' } },
+      { name: 'mx.plain.test', type: 'A', data: rxPlain.host },
+    );
     const relay = await w.start({ delivery: { tls_level: 'may' }, metrics: { listen: '127.0.0.1:0' } });
     await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['u@tls.test'] });
     await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['u@plain.test'] });

@@ -15,7 +15,8 @@ import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { chainPem, makeCa, makeLeaf, type Issued } from '../support/pki.js';
 import { startPolicyHost, type PolicyHost } from '../support/stsHost.js';
 
-const policy = (mode: string, maxAge = 604800, mx = ['mail.example.test']) => `version: STSv1\nmode: ${mode}\n${mx.map((m) => `mx: ${m}\n`).join('')}max_age: ${maxAge}\n`;
+const policy = (mode: string, maxAge = 604800, mx = ['mail.example.test']) =>
+  `version: STSv1\nmode: ${mode}\n${mx.map((m) => `mx: ${m}\n`).join('')}max_age: ${maxAge}\n`;
 
 let ca: Issued;
 let dns: TestDns;
@@ -26,8 +27,12 @@ let n = 0;
 let clock = Date.UTC(2026, 11, 7);
 const logs: { level: string; obj: Record<string, unknown>; msg: string }[] = [];
 const log = {
-  info: (obj: object, msg: string) => { logs.push({ level: 'info', obj: obj as Record<string, unknown>, msg }); },
-  warn: (obj: object, msg: string) => { logs.push({ level: 'warn', obj: obj as Record<string, unknown>, msg }); },
+  info: (obj: object, msg: string) => {
+    logs.push({ level: 'info', obj: obj as Record<string, unknown>, msg });
+  },
+  warn: (obj: object, msg: string) => {
+    logs.push({ level: 'warn', obj: obj as Record<string, unknown>, msg });
+  },
 };
 
 /** A Policy Domain with a TXT id and a loopback policy host. */
@@ -38,7 +43,14 @@ async function site(id: string | undefined, body: string) {
   hosts.push(host);
   dns.add({ name: `mta-sts.${domain}`, type: 'A', data: '127.0.0.1' });
   if (id) dns.add({ name: `_mta-sts.${domain}`, type: 'TXT', data: `v=STSv1; id=${id}` });
-  return { domain, host, setId: (v: string | undefined) => { dns.remove(`_mta-sts.${domain}`, 'TXT'); if (v) dns.add({ name: `_mta-sts.${domain}`, type: 'TXT', data: `v=STSv1; id=${v}` }); } };
+  return {
+    domain,
+    host,
+    setId: (v: string | undefined) => {
+      dns.remove(`_mta-sts.${domain}`, 'TXT');
+      if (v) dns.add({ name: `_mta-sts.${domain}`, type: 'TXT', data: `v=STSv1; id=${v}` });
+    },
+  };
 }
 
 function queueDir(): string {
@@ -49,7 +61,11 @@ function queueDir(): string {
 
 function policies(q: string, port: number): StsPolicies {
   return new StsPolicies({
-    store: new PolicyStore(q), resolver, log, now: () => clock, random: () => 0.5,
+    store: new PolicyStore(q),
+    resolver,
+    log,
+    now: () => clock,
+    random: () => 0.5,
     fetch: (d) => fetchPolicy(d, { resolver, ca: ca.certPem, port, timeoutMs: 20_000 }),
   });
 }
@@ -59,7 +75,9 @@ beforeAll(async () => {
   dns = await startDnsServer();
   resolver = new StubResolver({ servers: [dns.server], timeoutMs: 1000, attempts: 1, cache: false });
 });
-afterEach(() => { logs.length = 0; });
+afterEach(() => {
+  logs.length = 0;
+});
 afterAll(async () => {
   await Promise.all(hosts.map((h) => h.close()));
   await resolver.close();
@@ -72,7 +90,10 @@ describe('MTA-STS policy cache', () => {
     const s = await site('one', policy('enforce'));
     const q = queueDir();
     const first = await policies(q, s.host.port).lookup(s.domain);
-    expect(first).toMatchObject({ fetch: 'fetched', applied: { id: 'one', policy: { mode: 'enforce', mx: ['mail.example.test'] }, fetchedAt: clock, expiresAt: clock + 604800_000 } });
+    expect(first).toMatchObject({
+      fetch: 'fetched',
+      applied: { id: 'one', policy: { mode: 'enforce', mx: ['mail.example.test'] }, fetchedAt: clock, expiresAt: clock + 604800_000 },
+    });
     expect(statSync(join(q, 'mta-sts')).mode & 0o777).toBe(0o700);
     expect(statSync(join(q, 'mta-sts', `${s.domain}.json`)).mode & 0o777).toBe(0o600);
     expect(readdirSync(join(q, 'mta-sts'))).toEqual([`${s.domain}.json`]); // no temp file left
@@ -93,7 +114,10 @@ describe('MTA-STS policy cache', () => {
     expect(s.host.requests).toHaveLength(1);
     s.setId('v2');
     s.host.set({ body: policy('enforce', 86400, ['mx.cache.test']) });
-    expect(await p.lookup(s.domain)).toMatchObject({ fetch: 'fetched', applied: { id: 'v2', policy: { mode: 'enforce', mx: ['mx.cache.test'], maxAge: 86400 } } });
+    expect(await p.lookup(s.domain)).toMatchObject({
+      fetch: 'fetched',
+      applied: { id: 'v2', policy: { mode: 'enforce', mx: ['mx.cache.test'], maxAge: 86400 } },
+    });
     expect(s.host.requests).toHaveLength(2);
   });
 
@@ -106,7 +130,10 @@ describe('MTA-STS policy cache', () => {
     s.host.set({ status: 404 });
     const r = await p.lookup(s.domain);
     expect(r).toMatchObject({ fetch: 'failed', failure: { resultType: 'sts-policy-fetch-error' }, applied: { id: 'a', policy: { mode: 'enforce' } } });
-    expect(logs.find((l) => l.msg === 'mta-sts: policy fetch failed; keeping the cached policy')).toMatchObject({ level: 'warn', obj: { domain: s.domain, id: 'b', cachedId: 'a' } });
+    expect(logs.find((l) => l.msg === 'mta-sts: policy fetch failed; keeping the cached policy')).toMatchObject({
+      level: 'warn',
+      obj: { domain: s.domain, id: 'b', cachedId: 'a' },
+    });
     // the failure is recorded with the kept policy (show says so)
     expect((await new PolicyStore(q).read(s.domain))?.entry.refreshFailure).toMatchObject({ resultType: 'sts-policy-fetch-error', at: clock });
     s.setId(undefined); // NXDOMAIN
@@ -132,7 +159,8 @@ describe('MTA-STS policy cache', () => {
     expect(await p.lookup(s.domain)).toMatchObject({ fetch: 'failed', applied: undefined });
     expect(logs.some((l) => l.msg === 'mta-sts: policy fetch failed; no cached policy, delivering as without MTA-STS')).toBe(true);
     s.host.set({ body: policy('enforce') });
-    for (let i = 0; i < 5; i++) expect(await p.lookup(s.domain)).toMatchObject({ fetch: 'backoff', applied: undefined, failure: { reason: expect.stringContaining('HTTP 503') } });
+    for (let i = 0; i < 5; i++)
+      expect(await p.lookup(s.domain)).toMatchObject({ fetch: 'backoff', applied: undefined, failure: { reason: expect.stringContaining('HTTP 503') } });
     expect(s.host.requests).toHaveLength(1);
     clock += FETCH_BACKOFF_MS - 1;
     expect((await p.lookup(s.domain)).fetch).toBe('backoff');

@@ -22,7 +22,14 @@ let n = 0;
 async function policyDomain(answer: PolicyAnswer, o: { leaf?: (d: string) => Promise<Issued>; tls?: { maxVersion?: 'TLSv1.1' }; addresses?: string[] } = {}) {
   const domain = `case${++n}.test`;
   const leaf = await (o.leaf ?? ((d: string) => makeLeaf(ca, { dnsNames: [`mta-sts.${d}`] })))(domain);
-  const host = await startPolicyHost({ key: leaf.keyPem, cert: chainPem(leaf), ...(o.tls?.maxVersion ? { minVersion: 'TLSv1' as const, maxVersion: o.tls.maxVersion, ciphers: 'DEFAULT@SECLEVEL=0' } : {}) }, answer);
+  const host = await startPolicyHost(
+    {
+      key: leaf.keyPem,
+      cert: chainPem(leaf),
+      ...(o.tls?.maxVersion ? { minVersion: 'TLSv1' as const, maxVersion: o.tls.maxVersion, ciphers: 'DEFAULT@SECLEVEL=0' } : {}),
+    },
+    answer,
+  );
   hosts.push(host);
   for (const a of o.addresses ?? ['127.0.0.1']) dns.add({ name: `mta-sts.${domain}`, type: 'A', data: a });
   return { domain, host };
@@ -44,13 +51,22 @@ describe('MTA-STS policy fetch over HTTPS', () => {
   it('STS-10 STS-11 GET https://mta-sts.<D>/.well-known/mta-sts.txt with SNI and Host mta-sts.<D>; 200 text/plain gives the policy', async () => {
     const { domain, host } = await policyDomain({ body: POLICY });
     const r = await fetchPolicy(domain, opts(host));
-    expect(r).toMatchObject({ ok: true, policy: { mode: 'enforce', maxAge: 604800, mx: ['mail.example.test', '*.example.test'] }, body: POLICY, address: '127.0.0.1' });
+    expect(r).toMatchObject({
+      ok: true,
+      policy: { mode: 'enforce', maxAge: 604800, mx: ['mail.example.test', '*.example.test'] },
+      body: POLICY,
+      address: '127.0.0.1',
+    });
     expect(host.requests).toEqual([{ host: `mta-sts.${domain}:${host.port}`, servername: `mta-sts.${domain}`, path: '/.well-known/mta-sts.txt' }]);
   });
 
   it('STS-13 only 200 is a policy: 301 to a valid policy is not followed, 404 and 500 give none', async () => {
     const target = await policyDomain({ body: POLICY });
-    const moved = await policyDomain({ status: 301, headers: { Location: `https://mta-sts.${target.domain}:${target.host.port}/.well-known/mta-sts.txt` }, body: POLICY });
+    const moved = await policyDomain({
+      status: 301,
+      headers: { Location: `https://mta-sts.${target.domain}:${target.host.port}/.well-known/mta-sts.txt` },
+      body: POLICY,
+    });
     const r = await fetchPolicy(moved.domain, opts(moved.host));
     expect(r).toMatchObject({ ok: false, resultType: 'sts-policy-fetch-error' });
     expect(!r.ok && r.reason).toMatch(/HTTP 301 \(redirect to .* not followed\)/);
@@ -70,8 +86,13 @@ describe('MTA-STS policy fetch over HTTPS', () => {
 
   it('STS-14 the media type must be text/plain (any case, parameters ignored); text/html or none is no policy', async () => {
     const table: [string | null, boolean][] = [
-      ['text/plain', true], ['text/plain; charset=utf-8', true], ['TEXT/Plain ;charset="us-ascii"', true],
-      ['text/html', false], ['text/plain-x', false], ['application/octet-stream', false], [null, false],
+      ['text/plain', true],
+      ['text/plain; charset=utf-8', true],
+      ['TEXT/Plain ;charset="us-ascii"', true],
+      ['text/html', false],
+      ['text/plain-x', false],
+      ['application/octet-stream', false],
+      [null, false],
     ];
     for (const [contentType, ok] of table) {
       const c = await policyDomain({ body: POLICY, contentType });
@@ -90,16 +111,32 @@ describe('MTA-STS policy fetch over HTTPS', () => {
   });
 
   it('STS-15 the body stops at 64 KiB: exactly 65,536 bytes is read, one more (declared or chunked) is no policy', async () => {
-    const pad = (total: number) => { const head = `${POLICY}x: `; return `${head}${'a'.repeat(total - head.length - 1)}\n`; };
+    const pad = (total: number) => {
+      const head = `${POLICY}x: `;
+      return `${head}${'a'.repeat(total - head.length - 1)}\n`;
+    };
     expect(Buffer.byteLength(pad(65_536))).toBe(65_536);
     const exact = await policyDomain({ body: pad(65_536) });
     expect(await fetchPolicy(exact.domain, opts(exact.host))).toMatchObject({ ok: true });
     const over = await policyDomain({ body: pad(70 * 1024) });
-    expect(await fetchPolicy(over.domain, opts(over.host))).toMatchObject({ ok: false, resultType: 'sts-policy-fetch-error', reason: expect.stringContaining('over 65536') });
+    expect(await fetchPolicy(over.domain, opts(over.host))).toMatchObject({
+      ok: false,
+      resultType: 'sts-policy-fetch-error',
+      reason: expect.stringContaining('over 65536'),
+    });
     // no Content-Length: the limit is counted as the body arrives
     const chunked = await policyDomain({});
-    chunked.host.set((_req, res) => { res.writeHead(200, { 'Content-Type': 'text/plain' }); res.write(POLICY); for (let i = 0; i < 70; i++) res.write('x: '.padEnd(1023, 'b') + '\n'); res.end(); });
-    expect(await fetchPolicy(chunked.domain, opts(chunked.host))).toMatchObject({ ok: false, resultType: 'sts-policy-fetch-error', reason: expect.stringContaining('body over 65536 bytes') });
+    chunked.host.set((_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'text/plain' });
+      res.write(POLICY);
+      for (let i = 0; i < 70; i++) res.write('x: '.padEnd(1023, 'b') + '\n');
+      res.end();
+    });
+    expect(await fetchPolicy(chunked.domain, opts(chunked.host))).toMatchObject({
+      ok: false,
+      resultType: 'sts-policy-fetch-error',
+      reason: expect.stringContaining('body over 65536 bytes'),
+    });
   });
 
   it('STS-15 one deadline for the whole fetch: a host that never answers, or stops in the body, gives no policy', async () => {
@@ -117,8 +154,16 @@ describe('MTA-STS policy fetch over HTTPS', () => {
     const table: [string, (d: string) => Promise<Issued>, boolean][] = [
       ['wrong name (the domain itself)', (d) => makeLeaf(ca, { dnsNames: [d] }), false],
       ['wrong name (an MX name)', (d) => makeLeaf(ca, { dnsNames: [`mail.${d}`] }), false],
-      ['expired', (d) => makeLeaf(ca, { dnsNames: [`mta-sts.${d}`], notBefore: new Date(Date.now() - 48 * hour), notAfter: new Date(Date.now() - hour) }), false],
-      ['not yet valid', (d) => makeLeaf(ca, { dnsNames: [`mta-sts.${d}`], notBefore: new Date(Date.now() + 24 * hour), notAfter: new Date(Date.now() + 48 * hour) }), false],
+      [
+        'expired',
+        (d) => makeLeaf(ca, { dnsNames: [`mta-sts.${d}`], notBefore: new Date(Date.now() - 48 * hour), notAfter: new Date(Date.now() - hour) }),
+        false,
+      ],
+      [
+        'not yet valid',
+        (d) => makeLeaf(ca, { dnsNames: [`mta-sts.${d}`], notBefore: new Date(Date.now() + 24 * hour), notAfter: new Date(Date.now() + 48 * hour) }),
+        false,
+      ],
       ['untrusted root', (d) => makeLeaf(other, { dnsNames: [`mta-sts.${d}`] }), false],
       ['self-signed', (d) => makeSelfSigned({ dnsNames: [`mta-sts.${d}`] }), false],
       ['CN only, no SAN', (d) => makeLeaf(ca, { cn: `mta-sts.${d}` }), false],
@@ -148,7 +193,7 @@ describe('MTA-STS policy fetch over HTTPS', () => {
   });
 
   it('STS-12 TLS below 1.2 is refused: a host offering at most TLS 1.1 gives no policy', async () => {
-    let c;
+    let c: Awaited<ReturnType<typeof policyDomain>>;
     try {
       c = await policyDomain({ body: POLICY }, { tls: { maxVersion: 'TLSv1.1' } });
     } catch (e) {
@@ -162,12 +207,20 @@ describe('MTA-STS policy fetch over HTTPS', () => {
     expect(c.host.requests).toEqual([]);
   });
 
-  it('STS-10 the host is resolved through the relay\'s resolver: no address or a DNS failure is a fetch error; an unreachable address is skipped for the next', async () => {
+  it("STS-10 the host is resolved through the relay's resolver: no address or a DNS failure is a fetch error; an unreachable address is skipped for the next", async () => {
     const none = `noaddr${++n}.test`;
-    expect(await fetchPolicy(none, { resolver, ca: ca.certPem })).toMatchObject({ ok: false, resultType: 'sts-policy-fetch-error', reason: `mta-sts.${none} has no A/AAAA records` });
+    expect(await fetchPolicy(none, { resolver, ca: ca.certPem })).toMatchObject({
+      ok: false,
+      resultType: 'sts-policy-fetch-error',
+      reason: `mta-sts.${none} has no A/AAAA records`,
+    });
     const broken = `servfail${++n}.test`;
     dns.behave(`mta-sts.${broken}`, 'A', 'servfail');
-    expect(await fetchPolicy(broken, { resolver, ca: ca.certPem })).toMatchObject({ ok: false, resultType: 'sts-policy-fetch-error', reason: expect.stringContaining(`A lookup for mta-sts.${broken}`) });
+    expect(await fetchPolicy(broken, { resolver, ca: ca.certPem })).toMatchObject({
+      ok: false,
+      resultType: 'sts-policy-fetch-error',
+      reason: expect.stringContaining(`A lookup for mta-sts.${broken}`),
+    });
     // 127.0.0.2 has nothing listening on the port (the host binds 127.0.0.1 only)
     const two = await policyDomain({ body: POLICY }, { addresses: ['127.0.0.2', '127.0.0.1'] });
     expect(await fetchPolicy(two.domain, opts(two.host))).toMatchObject({ ok: true, address: '127.0.0.1' });
@@ -175,7 +228,11 @@ describe('MTA-STS policy fetch over HTTPS', () => {
 
   it('STS-21 a fetched policy that does not validate is sts-policy-invalid', async () => {
     const c = await policyDomain({ body: 'version: STSv1\nmode: enforce\nmax_age: 86400\n' });
-    expect(await fetchPolicy(c.domain, opts(c.host))).toMatchObject({ ok: false, resultType: 'sts-policy-invalid', reason: expect.stringContaining('without any mx') });
+    expect(await fetchPolicy(c.domain, opts(c.host))).toMatchObject({
+      ok: false,
+      resultType: 'sts-policy-invalid',
+      reason: expect.stringContaining('without any mx'),
+    });
     const html = await policyDomain({ body: '<html><body>It works!</body></html>' });
     expect(await fetchPolicy(html.domain, opts(html.host))).toMatchObject({ ok: false, resultType: 'sts-policy-invalid' });
   });

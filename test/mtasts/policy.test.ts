@@ -7,8 +7,15 @@ import fc from 'fast-check';
 import { MAX_MAX_AGE, matchingPattern, mxMatches, parseMxPattern, parsePolicy } from '../../src/mtasts/policy.js';
 
 const good = 'version: STSv1\nmode: enforce\nmx: mail.example.com\nmx: *.example.net\nmax_age: 604800\n';
-const parse = (s: string) => { const r = parsePolicy(s); if (!r.ok) throw new Error(r.why); return r.policy; };
-const invalid = (s: string) => { const r = parsePolicy(s); return r.ok ? undefined : r.why; };
+const parse = (s: string) => {
+  const r = parsePolicy(s);
+  if (!r.ok) throw new Error(r.why);
+  return r.policy;
+};
+const invalid = (s: string) => {
+  const r = parsePolicy(s);
+  return r.ok ? undefined : r.why;
+};
 
 describe('MTA-STS policy syntax', () => {
   it('STS-20 line ends: LF, CRLF, mixed, last line end optional; trailing whitespace allowed; leading whitespace not', () => {
@@ -36,18 +43,34 @@ describe('MTA-STS policy syntax', () => {
     expect(invalid('version: STSv1\nmode: enforce\nmx: a.example')).toBe('no max_age field');
     expect(invalid('version: STSv1\nmode: enforce\nmax_age: 1')).toBe('mode enforce without any mx field');
     expect(invalid('version: STSv1\nmode: testing\nmax_age: 1')).toBe('mode testing without any mx field');
-    expect(parse('version: STSv1\nmode: none\nmax_age: 86400')).toEqual({ mode: 'none', maxAge: 86400, mx: [], lines: ['version: STSv1', 'mode: none', 'max_age: 86400'] });
+    expect(parse('version: STSv1\nmode: none\nmax_age: 86400')).toEqual({
+      mode: 'none',
+      maxAge: 86400,
+      mx: [],
+      lines: ['version: STSv1', 'mode: none', 'max_age: 86400'],
+    });
     expect(parse('version: STSv1\nmode: testing\nmx: a.example\nmax_age: 1').mode).toBe('testing');
     expect(invalid('')).toBe('no version field');
     expect(invalid('<html><body>policy</body></html>')).toMatch(/not "key: value"/);
   });
 
   it('STS-22 a repeated key other than mx: the first wins; unknown keys are ignored and left out of policy-string', () => {
-    const r = parsePolicy('version: STSv1\nmode: enforce\nmode: none\nmx: a.example\nmx: b.example\nmax_age: 100\nmax_age: 5\nfoo_bar.x-1: some value ü\nversion: STSv2\n');
+    const r = parsePolicy(
+      'version: STSv1\nmode: enforce\nmode: none\nmx: a.example\nmx: b.example\nmax_age: 100\nmax_age: 5\nfoo_bar.x-1: some value ü\nversion: STSv2\n',
+    );
     expect(r.ok).toBe(true);
     if (!r.ok) return;
-    expect(r.policy).toEqual({ mode: 'enforce', maxAge: 100, mx: ['a.example', 'b.example'], lines: ['version: STSv1', 'mode: enforce', 'mx: a.example', 'mx: b.example', 'max_age: 100'] });
-    expect(r.notes).toEqual(['line 3: mode repeated; the first one counts', 'line 7: max_age repeated; the first one counts', 'line 9: version repeated; the first one counts']);
+    expect(r.policy).toEqual({
+      mode: 'enforce',
+      maxAge: 100,
+      mx: ['a.example', 'b.example'],
+      lines: ['version: STSv1', 'mode: enforce', 'mx: a.example', 'mx: b.example', 'max_age: 100'],
+    });
+    expect(r.notes).toEqual([
+      'line 3: mode repeated; the first one counts',
+      'line 7: max_age repeated; the first one counts',
+      'line 9: version repeated; the first one counts',
+    ]);
     // extension syntax still applies
     expect(invalid(`${good}_x: 1`)).toMatch(/malformed field/);
     expect(invalid(`${good}${'e'.repeat(33)}: 1`)).toMatch(/malformed field/);
@@ -89,7 +112,10 @@ describe('MTA-STS policy syntax', () => {
   });
 
   it('STS-24 max_age: 0…31557600, up to 10 digits (errata 7282), larger values capped (never a smaller cap)', () => {
-    const age = (v: string) => { const r = parsePolicy(`version: STSv1\nmode: enforce\nmx: a.example\nmax_age: ${v}`); return r.ok ? [r.policy.maxAge, r.notes.length] : r.why; };
+    const age = (v: string) => {
+      const r = parsePolicy(`version: STSv1\nmode: enforce\nmx: a.example\nmax_age: ${v}`);
+      return r.ok ? [r.policy.maxAge, r.notes.length] : r.why;
+    };
     expect(age('0')).toEqual([0, 0]);
     expect(age('86400')).toEqual([86400, 0]);
     expect(age(String(MAX_MAX_AGE))).toEqual([31557600, 0]);
@@ -107,19 +133,27 @@ describe('MTA-STS policy syntax', () => {
     const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?$/);
     const host = fc.array(label, { minLength: 2, maxLength: 4 }).map((l) => l.join('.'));
     const pattern = fc.tuple(fc.boolean(), host).map(([w, h]) => (w ? `*.${h}` : h));
-    const ext = fc.tuple(fc.stringMatching(/^[a-z0-9][a-z0-9_.-]{0,10}$/), fc.stringMatching(/^[!-~]{1,10}$/))
-      .filter(([k]) => !['version', 'mode', 'max_age', 'mx'].includes(k)).map(([k, v]) => `${k}: ${v}`);
-    fc.assert(fc.property(
-      fc.constantFrom('enforce', 'testing', 'none'), fc.integer({ min: 0, max: MAX_MAX_AGE }), fc.array(pattern, { minLength: 1, maxLength: 5 }),
-      fc.array(ext, { maxLength: 3 }), fc.constantFrom('\n', '\r\n'), fc.boolean(),
-      (mode, maxAge, mx, exts, eol, lastEol) => {
-        const lines = ['version: STSv1', `mode: ${mode}`, ...mx.map((m) => `mx: ${m}`), `max_age: ${maxAge}`];
-        const body = [...lines, ...exts].join(eol) + (lastEol ? eol : '');
-        const r = parsePolicy(body);
-        expect(r.ok).toBe(true);
-        if (r.ok) expect(r.policy).toEqual({ mode, maxAge, mx, lines });
-      },
-    ));
+    const ext = fc
+      .tuple(fc.stringMatching(/^[a-z0-9][a-z0-9_.-]{0,10}$/), fc.stringMatching(/^[!-~]{1,10}$/))
+      .filter(([k]) => !['version', 'mode', 'max_age', 'mx'].includes(k))
+      .map(([k, v]) => `${k}: ${v}`);
+    fc.assert(
+      fc.property(
+        fc.constantFrom('enforce', 'testing', 'none'),
+        fc.integer({ min: 0, max: MAX_MAX_AGE }),
+        fc.array(pattern, { minLength: 1, maxLength: 5 }),
+        fc.array(ext, { maxLength: 3 }),
+        fc.constantFrom('\n', '\r\n'),
+        fc.boolean(),
+        (mode, maxAge, mx, exts, eol, lastEol) => {
+          const lines = ['version: STSv1', `mode: ${mode}`, ...mx.map((m) => `mx: ${m}`), `max_age: ${maxAge}`];
+          const body = [...lines, ...exts].join(eol) + (lastEol ? eol : '');
+          const r = parsePolicy(body);
+          expect(r.ok).toBe(true);
+          if (r.ok) expect(r.policy).toEqual({ mode, maxAge, mx, lines });
+        },
+      ),
+    );
   });
 });
 

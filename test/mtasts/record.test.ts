@@ -8,7 +8,10 @@ import { discoverSts } from '../../src/mtasts/discover.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 
-const id = (txts: string[]) => { const r = parseStsTxt(txts); return r.ok ? r.id : undefined; };
+const id = (txts: string[]) => {
+  const r = parseStsTxt(txts);
+  return r.ok ? r.id : undefined;
+};
 
 describe('MTA-STS TXT record (pure)', () => {
   it('STS-3 exactly one v=STSv1 record: unrelated TXT records are dropped; none or two mean no policy', () => {
@@ -73,7 +76,10 @@ describe('MTA-STS discovery over DNS', () => {
     dns = await startDnsServer();
     resolver = new StubResolver({ servers: [dns.server], timeoutMs: 1000, attempts: 1 });
   });
-  afterAll(async () => { await resolver.close(); await dns.close(); });
+  afterAll(async () => {
+    await resolver.close();
+    await dns.close();
+  });
 
   it('STS-1 STS-2 TXT at _mta-sts.<domain>; a multi-string record is joined without spaces ("v=STSv1; id=20" "25" → 2025)', async () => {
     dns.add({ name: '_mta-sts.split.test', type: 'TXT', data: ['v=STSv1; id=20', '25'] });

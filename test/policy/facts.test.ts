@@ -25,7 +25,10 @@ describe('verifyDane facts', () => {
       { index: 2, usage: 1, selector: 1, matchingType: 1, usable: false, matchDepth: null },
       { index: 3, usage: 2, selector: 1, matchingType: 1, usable: true, matchDepth: 1 },
     ]);
-    expect(v.facts!.chain.map((c) => [c.depth, c.subject, c.ca])).toEqual([[0, 'CN=mx.f.test', false], [1, 'CN=Facts CA', true]]);
+    expect(v.facts!.chain.map((c) => [c.depth, c.subject, c.ca])).toEqual([
+      [0, 'CN=mx.f.test', false],
+      [1, 'CN=Facts CA', true],
+    ]);
     // a stable record identity (usage, selector, matching type, digest of the data) for MxFactsStore's history
     expect(v.facts!.records[1]!.id).toBe(`3 1 1 ${createHash('sha256').update(records[1]!.data).digest('hex').slice(0, 32)}`);
     expect(new Set(v.facts!.records.map((r) => r.id)).size).toBe(4);
@@ -52,7 +55,12 @@ describe('verifyDane facts', () => {
   });
 
   it('issue7: garbage chain: no facts, no exception', () => {
-    const v = verifyDane({ records: [{ usage: 3, selector: 1, matchingType: 1, data: Buffer.alloc(32) }], chain: [Buffer.from('junk')], referenceNames: ['x'], now });
+    const v = verifyDane({
+      records: [{ usage: 3, selector: 1, matchingType: 1, data: Buffer.alloc(32) }],
+      chain: [Buffer.from('junk')],
+      referenceNames: ['x'],
+      now,
+    });
     expect(v.ok).toBe(false);
     expect(v.facts).toBeUndefined();
   });

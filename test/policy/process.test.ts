@@ -31,7 +31,10 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'tls_policy'), 'dest.test dane-only\n');
   writeFileSync(join(dir, 'danefail'), '# none\n');
   config = join(dir, 'relay.yml');
-  writeFileSync(config, `listen: ["127.0.0.1:0"]\nhostname: relay.test\nqueue_dir: queue\ndns: { mode: trust-ad, resolvers: ["${dns.server}"], timeout: 1s, attempts: 1 }\ndelivery: { port: ${rx.port} }\npolicy: { tls_policy: tls_policy, danefail: danefail, probe_interval: 0 }\n`);
+  writeFileSync(
+    config,
+    `listen: ["127.0.0.1:0"]\nhostname: relay.test\nqueue_dir: queue\ndns: { mode: trust-ad, resolvers: ["${dns.server}"], timeout: 1s, attempts: 1 }\ndelivery: { port: ${rx.port} }\npolicy: { tls_policy: tls_policy, danefail: danefail, probe_interval: 0 }\n`,
+  );
 });
 afterAll(async () => {
   await rx?.close();
@@ -43,8 +46,12 @@ describe('policy on the real process', () => {
   it('issue7: SIGHUP reloads the policy; a bad file is rejected with its line and the process keeps running', async () => {
     const child: ChildProcess = spawn(process.execPath, [CLI, 'serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
-    child.stdout!.on('data', (d) => { output += d; });
-    child.stderr!.on('data', (d) => { output += d; });
+    child.stdout!.on('data', (d) => {
+      output += d;
+    });
+    child.stderr!.on('data', (d) => {
+      output += d;
+    });
     const wait = async (s: string) => {
       while (!output.includes(s)) {
         if ((cpuMsOf(child.pid) ?? 0) > 15_000 || child.exitCode !== null) throw new Error(`no "${s}" in: ${output}`);
@@ -74,11 +81,21 @@ describe('policy on the real process', () => {
   it('issue7: a SIGHUP during start-up neither kills the process nor is lost: it is acted on once the relay runs', async () => {
     const child: ChildProcess = spawn(process.execPath, [CLI, 'serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
-    child.stdout!.on('data', (d) => { output += d; });
-    child.stderr!.on('data', (d) => { output += d; });
+    child.stdout!.on('data', (d) => {
+      output += d;
+    });
+    child.stderr!.on('data', (d) => {
+      output += d;
+    });
     try {
       // Wait until the process catches SIGHUP (SigCgt bit 0 in /proc), then send it before start-up ends.
-      const caught = () => { try { return (BigInt(`0x${/SigCgt:\s*([0-9a-f]+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))![1]}`) & 1n) === 1n; } catch { return false; } };
+      const caught = () => {
+        try {
+          return (BigInt(`0x${/SigCgt:\s*([0-9a-f]+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))![1]}`) & 1n) === 1n;
+        } catch {
+          return false;
+        }
+      };
       while (!caught()) {
         if ((cpuMsOf(child.pid) ?? 0) > 15_000 || child.exitCode !== null) throw new Error(`SIGHUP never caught: ${output}`);
         await sleep(1);
@@ -106,14 +123,19 @@ describe('policy on the real process', () => {
     // dest.test is listed, but its explicit dane-only entry wins: check still verifies DANE (exit 0)
     writeFileSync(join(dir, 'danefail'), 'dest.test\n');
     // Not spawnSync: the test DNS server and receiver live in this process's event loop.
-    const run = (args: string[]) => new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-      const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      c.stdout.on('data', (d) => { stdout += d; });
-      c.stderr.on('data', (d) => { stderr += d; });
-      c.on('close', (status) => resolve({ status, stdout, stderr }));
-    });
+    const run = (args: string[]) =>
+      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+        const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        c.stdout.on('data', (d) => {
+          stdout += d;
+        });
+        c.stderr.on('data', (d) => {
+          stderr += d;
+        });
+        c.on('close', (status) => resolve({ status, stdout, stderr }));
+      });
     // The three processes run side by side: one after the other, their start-ups took the test past its 30 s limit
     // on the busy 2-core machine (30.3 s; 19.5 s in another run).
     const [ok, usage, tlsa] = await Promise.all([run(['check', 'dest.test', '--config', config]), run(['check', '--config', config]), run(['tlsa'])]);
@@ -121,7 +143,9 @@ describe('policy on the real process', () => {
     expect(ok.status).toBe(0);
     expect(ok.stdout).toContain('policy: dane-only (rule: tls_policy:1 dest.test dane-only)');
     // issue21: check says which configuration it judges by (the file, not the running relay)
-    expect(ok.stdout.split('\n')[0]).toBe(`config: ${config} (this file as it is now; a running relay uses its changes after a SIGHUP reload, some only after a restart)`);
+    expect(ok.stdout.split('\n')[0]).toBe(
+      `config: ${config} (this file as it is now; a running relay uses its changes after a SIGHUP reload, some only after a restart)`,
+    );
     expect(usage.status).toBe(2);
     expect(tlsa.status).toBe(2);
   });

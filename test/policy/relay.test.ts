@@ -13,9 +13,12 @@ import type { Receiver } from '../support/receiver.js';
 import type { RelayEvents } from '../../src/metrics/events.js';
 
 let w: World;
-beforeEach(async () => { w = await World.create(); });
-afterEach(async () => { await w.close(); });
-
+beforeEach(async () => {
+  w = await World.create();
+});
+afterEach(async () => {
+  await w.close();
+});
 
 const tlsa311 = (cert: Issued) => ({ usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(cert, 1, 1) });
 
@@ -44,7 +47,11 @@ function recorder() {
 }
 
 const send = (to: string) => submit({ port: w.ingressPort, from: 'app@sender.test', to: [to] });
-const stateOf = (addr: string) => w.relay!.scheduler.list().flatMap((m) => m.recipients).find((r) => r.address === addr);
+const stateOf = (addr: string) =>
+  w
+    .relay!.scheduler.list()
+    .flatMap((m) => m.recipients)
+    .find((r) => r.address === addr);
 
 async function until(cond: () => boolean, ms = 5000): Promise<void> {
   const end = Date.now() + ms;
@@ -108,7 +115,11 @@ describe('DANE-46 audit-only', () => {
     await w.settle();
     expect(rx.messages.map((m) => m.to[0])).toEqual(['a@audit.test']);
     expect(rx.messages[0]!.secure).toBe(true);
-    expect(w.deliveries().find((l) => l.to === 'a@audit.test')).toMatchObject({ status: 'sent', dane: 'untrusted', tls_rule: `${file}:1 audit.test dane audit` });
+    expect(w.deliveries().find((l) => l.to === 'a@audit.test')).toMatchObject({
+      status: 'sent',
+      dane: 'untrusted',
+      tls_rule: `${file}:1 audit.test dane audit`,
+    });
     expect(w.logs.find((l) => l.msg.startsWith('DANE audit'))).toMatchObject({ domain: 'audit.test', error: expect.stringContaining('dane-no-match') });
     expect(stateOf('b@strict.test')).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
   });
@@ -135,7 +146,10 @@ describe('DANE-70 danefail exception list', () => {
       expect(d).toMatchObject({ status: 'sent', dane: 'untrusted', dane_exception: true, tls_rule: `${file}:3 broken.test exception dane→may` });
     }
     expect(w.logs.filter((l) => l.msg.startsWith('DANE exception applied'))).toHaveLength(2);
-    expect(rec.of('exceptionDowngrade')).toEqual([{ domain: 'broken.test', level: 'may' }, { domain: 'broken.test', level: 'may' }]);
+    expect(rec.of('exceptionDowngrade')).toEqual([
+      { domain: 'broken.test', level: 'may' },
+      { domain: 'broken.test', level: 'may' },
+    ]);
   });
 
   it('DANE-70 the exception cannot cure a bogus MX: still deferred 4.4.3, nothing counted', async () => {
@@ -169,7 +183,12 @@ describe('DANE-70 danefail exception list', () => {
     expect(w.dns.queriesFor(`_${w.port}._tcp.mx.down.test`, 'TLSA')).toBe(0);
     const l = w.logs.filter((x) => x.msg.startsWith('DANE exception applied'));
     expect(l).toHaveLength(1);
-    expect(l[0]).toMatchObject({ domain: 'down.test', level: 'may', instead_of: 'dane', msg: 'DANE exception applied: attempted without DANE, deferred (danefail list)' });
+    expect(l[0]).toMatchObject({
+      domain: 'down.test',
+      level: 'may',
+      instead_of: 'dane',
+      msg: 'DANE exception applied: attempted without DANE, deferred (danefail list)',
+    });
     expect(rec.of('exceptionDowngrade')).toEqual([{ domain: 'down.test', level: 'may' }]);
   });
 
@@ -292,7 +311,9 @@ describe('reload', () => {
     // 192.0.2.53 (TEST-NET-1) is refused before any query is sent; no resolver is injected, so the real check runs.
     const config = w.config({ dns: { resolvers: ['192.0.2.53:53'] }, delivery: { tls_level: 'may' }, policy: { tls_policy: file } });
     const { Relay } = await import('../../src/relay.js');
-    await expect(Relay.start({ config, log: (await import('pino')).pino({ level: 'silent' }) })).rejects.toThrow(/a DANE entry in .*tls_policy: resolver\(s\) 192\.0\.2\.53:53 are not on loopback/);
+    await expect(Relay.start({ config, log: (await import('pino')).pino({ level: 'silent' }) })).rejects.toThrow(
+      /a DANE entry in .*tls_policy: resolver\(s\) 192\.0\.2\.53:53 are not on loopback/,
+    );
   });
 
   it('DANE-4 a reload that brings in the first DANE entry re-runs the DNSSEC self-test; a later SIGHUP re-tests too (issue 13)', async () => {
@@ -300,7 +321,8 @@ describe('reload', () => {
     const file = join(w.dir, 'tls_policy');
     writeFileAtomic(file, 'x.test may\n');
     await w.start({ delivery: { tls_level: 'may' }, policy: { tls_policy: file } });
-    const selftests = () => w.logs.filter((l) => l.msg === 'DNSSEC self-test passed' || (typeof l.msg === 'string' && l.msg.startsWith('DNSSEC SELF-TEST FAILED')));
+    const selftests = () =>
+      w.logs.filter((l) => l.msg === 'DNSSEC self-test passed' || (typeof l.msg === 'string' && l.msg.startsWith('DNSSEC SELF-TEST FAILED')));
     await new Promise((r) => setTimeout(r, 200));
     expect(selftests()).toHaveLength(0); // nothing asks for DANE yet
     writeFileAtomic(file, 'x.test may\ny.test dane\n');

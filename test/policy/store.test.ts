@@ -17,10 +17,26 @@ import { trustAdProblem } from '../../src/dns/trust.js';
 let dir: string;
 let logs: { level: number; msg: string; [k: string]: unknown }[];
 let stores: PolicyStore[];
-beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'dane-relay-store-')); logs = []; stores = []; });
-afterEach(() => { for (const s of stores) s.close(); rmSync(dir, { recursive: true, force: true }); });
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'dane-relay-store-'));
+  logs = [];
+  stores = [];
+});
+afterEach(() => {
+  for (const s of stores) s.close();
+  rmSync(dir, { recursive: true, force: true });
+});
 
-const log = () => pino({ level: 'debug' }, new Writable({ write: (c, _e, cb) => { for (const l of c.toString().split('\n')) if (l) logs.push(JSON.parse(l)); cb(); } }));
+const log = () =>
+  pino(
+    { level: 'debug' },
+    new Writable({
+      write: (c, _e, cb) => {
+        for (const l of c.toString().split('\n')) if (l) logs.push(JSON.parse(l));
+        cb();
+      },
+    }),
+  );
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function until(cond: () => boolean, ms = 5000): Promise<void> {
   const end = Date.now() + ms;
@@ -29,7 +45,6 @@ async function until(cond: () => boolean, ms = 5000): Promise<void> {
     await sleep(20);
   }
 }
-
 
 function config(yaml: Record<string, unknown>): LoadedConfig {
   const base = { listen: ['127.0.0.1:0'], hostname: 'relay.test', queue_dir: join(dir, 'queue'), dns: { resolvers: ['127.0.0.1:53'] }, ...yaml };
@@ -44,7 +59,9 @@ describe('DANE-2 resolver trust covers tls_policy entries', () => {
   it('DANE-2 trustAdProblem: a DANE entry counts like a DANE default; only in trust-ad mode; loopback or trusted_resolvers pass', () => {
     const c = (dns: Record<string, unknown>, tls_level = 'may') => config({ dns, delivery: { tls_level } });
     expect(trustAdProblem(c(offHost))).toBeUndefined();
-    expect(trustAdProblem(c(offHost), { dane: true, source: 'tls_policy' })).toMatch(/a DANE entry in tls_policy: resolver\(s\) 192\.0\.2\.53:53 are not on loopback/);
+    expect(trustAdProblem(c(offHost), { dane: true, source: 'tls_policy' })).toMatch(
+      /a DANE entry in tls_policy: resolver\(s\) 192\.0\.2\.53:53 are not on loopback/,
+    );
     expect(trustAdProblem(c(offHost, 'dane'))).toMatch(/delivery\.tls_level dane/);
     expect(trustAdProblem(c({ ...offHost, mode: 'validate' }), { dane: true })).toBeUndefined();
     expect(trustAdProblem(c({ resolvers: ['127.0.0.1:53'] }), { dane: true })).toBeUndefined();
@@ -99,14 +116,27 @@ describe('issue7: half-written files are not installed', () => {
   it('issue7: a watched change is installed only after two stats debounceMs apart agree, then once, with the final text', async () => {
     const file = join(dir, 'tls_policy');
     writeFileAtomic(file, 'a.test may\n');
-    const store = new PolicyStore({ defaultLevel: 'dane', exceptionLevel: 'may', tlsPolicy: { path: file, label: 'tls_policy' }, log: log(), statIntervalMs: 50, debounceMs: 250 });
+    const store = new PolicyStore({
+      defaultLevel: 'dane',
+      exceptionLevel: 'may',
+      tlsPolicy: { path: file, label: 'tls_policy' },
+      log: log(),
+      statIntervalMs: 50,
+      debounceMs: 250,
+    });
     stores.push(store);
     const loads: { at: number; count: number }[] = [];
-    store.onReload((r) => { if (r.loaded.length) loads.push({ at: Date.now(), count: store.counts().tls_policy_entries }); });
+    store.onReload((r) => {
+      if (r.loaded.length) loads.push({ at: Date.now(), count: store.counts().tls_policy_entries });
+    });
     store.watch();
     // An in-place writer that appends one complete line every 60 ms for a while.
     const writes: number[] = [];
-    for (let i = 0; i < 6; i++) { appendFileSync(file, `n${i}.test encrypt\n`); writes.push(Date.now()); await sleep(60); }
+    for (let i = 0; i < 6; i++) {
+      appendFileSync(file, `n${i}.test encrypt\n`);
+      writes.push(Date.now());
+      await sleep(60);
+    }
     const lastWrite = writes.at(-1)!;
     await until(() => loads.at(-1)?.count === 7);
     await sleep(700);

@@ -9,19 +9,22 @@ import type { TlsLevel } from '../../src/dane/levels.js';
 const table = parseTlsPolicy(
   [
     '# header',
-    'example.org        dane-only',     // 2
-    '.example.org       dane',          // 3
-    '.deep.example.org  encrypt',       // 4
-    'x.deep.example.org none',          // 5
-    'legacy.test        may',           // 6
-    '  Mixed.Case.TEST.   ENCRYPT  ',   // 7
+    'example.org        dane-only', // 2
+    '.example.org       dane', // 3
+    '.deep.example.org  encrypt', // 4
+    'x.deep.example.org none', // 5
+    'legacy.test        may', // 6
+    '  Mixed.Case.TEST.   ENCRYPT  ', // 7
     '.insecure.test     dane  trust-insecure-mx', // 8
-    'audited.test       dane  audit',   // 9
+    'audited.test       dane  audit', // 9
     '',
   ].join('\n'),
   'policy/tls_policy',
 );
-const exceptions = parseDanefail(['# list', '  broken.test  ', 'BROKEN2.test.', '## mx.broken.test', 'example.org', 'legacy.test', 'a.example.org'].join('\n'), 'policy/danefail');
+const exceptions = parseDanefail(
+  ['# list', '  broken.test  ', 'BROKEN2.test.', '## mx.broken.test', 'example.org', 'legacy.test', 'a.example.org'].join('\n'),
+  'policy/danefail',
+);
 
 describe('tls_policy resolution (most specific wins)', () => {
   const base: PolicyInputs = { defaultLevel: 'dane', table, exceptions: undefined, exceptionLevel: 'may' };
@@ -52,7 +55,10 @@ describe('tls_policy resolution (most specific wins)', () => {
     expect(resolvePolicy('example.org', base).trustInsecureMx).toBeUndefined();
   });
   it('issue13 nsec3-iterations-insecure: parsed for dane/dane-only, carried and named in the rule; refused for other levels', () => {
-    const t = parseTlsPolicy('hi.test dane nsec3-iterations-insecure\n.hi2.test dane-only NSEC3-iterations-insecure trust-insecure-mx\nlo.test dane\n', 'policy/tls_policy');
+    const t = parseTlsPolicy(
+      'hi.test dane nsec3-iterations-insecure\n.hi2.test dane-only NSEC3-iterations-insecure trust-insecure-mx\nlo.test dane\n',
+      'policy/tls_policy',
+    );
     const p = { defaultLevel: 'dane' as TlsLevel, table: t, exceptionLevel: 'may' as ExceptionLevel };
     expect(resolvePolicy('hi.test', p)).toMatchObject({ nsec3IterationsInsecure: true, rule: 'policy/tls_policy:1 hi.test dane nsec3-iterations-insecure' });
     expect(resolvePolicy('a.hi2.test', p)).toMatchObject({ nsec3IterationsInsecure: true, trustInsecureMx: true });
@@ -77,15 +83,15 @@ describe('DANE-70 exception list in resolution', () => {
   const rows: [string, TlsLevel, TlsLevel, boolean][] = [
     ['broken.test', 'dane', 'may', true],
     ['broken.test', 'dane-only', 'may', true],
-    ['broken.test', 'may', 'may', false],       // DANE not asked for: nothing to lower
-    ['broken.test', 'none', 'none', false],     // never raised
+    ['broken.test', 'may', 'may', false], // DANE not asked for: nothing to lower
+    ['broken.test', 'none', 'none', false], // never raised
     ['broken.test', 'encrypt', 'encrypt', false],
-    ['broken2.test', 'dane', 'may', true],      // listed with upper case and trailing dot
+    ['broken2.test', 'dane', 'may', true], // listed with upper case and trailing dot
     ['sub.broken.test', 'dane', 'dane', false], // exact match only, no wildcards
     ['example.org', 'may', 'dane-only', false], // explicit table dane-only: the operator's entry wins over the list
-    ['legacy.test', 'dane', 'may', false],      // table says may already
-    ['a.example.org', 'none', 'may', true],     // table .example.org dane → lowered
-    ['mx.broken.test', 'dane', 'dane', false],  // "##" lines are comments
+    ['legacy.test', 'dane', 'may', false], // table says may already
+    ['a.example.org', 'none', 'may', true], // table .example.org dane → lowered
+    ['mx.broken.test', 'dane', 'dane', false], // "##" lines are comments
   ];
   for (const [domain, def, level, ex] of rows) {
     it(`DANE-70 ${domain} with default ${def} → ${level}${ex ? ' (exception)' : ''}`, () => {
@@ -101,16 +107,22 @@ describe('DANE-70 exception list in resolution', () => {
     const q: PolicyInputs = { defaultLevel: 'dane-only', table: t, exceptions: ex, exceptionLevel: 'may' };
     expect(resolvePolicy('a.strict.test', q)).toEqual({ explicit: true, level: 'dane-only', rule: 'policy/tls_policy:1 .strict.test dane-only' });
     expect(resolvePolicy('a.soft.test', q)).toMatchObject({ level: 'may', exception: { underlying: 'dane', line: 2 } });
-    expect(resolvePolicy('other.test', q)).toMatchObject({ level: 'may', exception: { underlying: 'dane-only', underlyingRule: 'delivery.tls_level=dane-only', line: 3 } });
+    expect(resolvePolicy('other.test', q)).toMatchObject({
+      level: 'may',
+      exception: { underlying: 'dane-only', underlyingRule: 'delivery.tls_level=dane-only', line: 3 },
+    });
     expect(exceptionConflicts(q)).toEqual([{ domain: 'a.strict.test', exception: 'policy/danefail:1', entry: 'policy/tls_policy:1 .strict.test dane-only' }]);
   });
   it('DANE-70 exceptionConflicts names both files and lines for every listed domain an explicit dane-only entry keeps strict', () => {
-    expect(exceptionConflicts(p('dane'))).toEqual([{ domain: 'example.org', exception: 'policy/danefail:5', entry: 'policy/tls_policy:2 example.org dane-only' }]);
+    expect(exceptionConflicts(p('dane'))).toEqual([
+      { domain: 'example.org', exception: 'policy/danefail:5', entry: 'policy/tls_policy:2 example.org dane-only' },
+    ]);
     expect(exceptionConflicts({ defaultLevel: 'dane', exceptionLevel: 'may', exceptions })).toEqual([]);
   });
   it('DANE-70 the exception rule names the line and both levels', () => {
     expect(resolvePolicy('broken.test', p('dane'))).toEqual({
-      level: 'may', rule: 'policy/danefail:2 broken.test exception dane→may',
+      level: 'may',
+      rule: 'policy/danefail:2 broken.test exception dane→may',
       exception: { underlying: 'dane', underlyingRule: 'delivery.tls_level=dane', line: 2 },
     });
     expect(resolvePolicy('broken.test', p('dane', 'encrypt')).level).toBe('encrypt');
@@ -136,7 +148,11 @@ describe('file errors name their line; the whole file is rejected', () => {
   for (const [kind, text, line, re] of bad) {
     it(`issue7: ${kind}: ${JSON.stringify(text)} → line ${line}`, () => {
       let e: unknown;
-      try { (kind === 'tls_policy' ? parseTlsPolicy : parseDanefail)(text, `policy/${kind}`); } catch (x) { e = x; }
+      try {
+        (kind === 'tls_policy' ? parseTlsPolicy : parseDanefail)(text, `policy/${kind}`);
+      } catch (x) {
+        e = x;
+      }
       expect(e).toBeInstanceOf(PolicyFileError);
       const pe = e as PolicyFileError;
       expect(pe.problems[0]!.line).toBe(line);
@@ -146,7 +162,10 @@ describe('file errors name their line; the whole file is rejected', () => {
   }
   it('DANE-70 danefail format: trims, skips # and blank lines, lowercases, drops a trailing dot, CRLF tolerated', () => {
     const l = parseDanefail('# c\r\n  Example.COM.  \r\n\r\n## mx.example.com\r\nother.test\t\r\nexample.com\r\n', 'f');
-    expect([...l.domains.entries()]).toEqual([['example.com', 2], ['other.test', 5]]);
+    expect([...l.domains.entries()]).toEqual([
+      ['example.com', 2],
+      ['other.test', 5],
+    ]);
   });
   it('issue7: the shipped files parse and are empty of entries', async () => {
     const { readFileSync } = await import('node:fs');

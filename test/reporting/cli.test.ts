@@ -41,8 +41,12 @@ const tlsrptIn = (args: string[]) => runCliIn(main, args);
 beforeAll(() => ensureBuilt(), 120_000);
 
 let w: World;
-beforeEach(async () => { w = await World.create(); });
-afterEach(async () => { await w.close(); });
+beforeEach(async () => {
+  w = await World.create();
+});
+afterEach(async () => {
+  await w.close();
+});
 
 const DAY = '2025-03-01';
 const TLSA = '3 1 1 AABB';
@@ -51,7 +55,9 @@ const TLSA = '3 1 1 AABB';
 function configFile(patch: Patch): string {
   const file = join(w.dir, 'relay.yml');
   const cfg = {
-    listen: ['127.0.0.1:0'], hostname: 'relay.test', queue_dir: join(w.dir, 'queue'),
+    listen: ['127.0.0.1:0'],
+    hostname: 'relay.test',
+    queue_dir: join(w.dir, 'queue'),
     dns: { mode: 'trust-ad', resolvers: [w.dns.server], timeout: '1s', attempts: 1 },
     delivery: { port: w.port || 25 },
     ...patch,
@@ -64,7 +70,13 @@ async function seed(dir: string, DAY = '2025-03-01'): Promise<void> {
   const s = await TlsrptStore.open(dir);
   const p = policyKey({ type: 'tlsa', strings: [TLSA], domain: 'mx.dest.test' });
   for (let i = 0; i < 3; i++) s.add(DAY, 'dest.test', p, true);
-  s.add(DAY, 'dest.test', p, false, detailKey({ resultType: 'certificate-not-trusted', receivingMx: 'mx.dest.test', receivingIp: '192.0.2.1', reasonCode: 'dane-no-match' }));
+  s.add(
+    DAY,
+    'dest.test',
+    p,
+    false,
+    detailKey({ resultType: 'certificate-not-trusted', receivingMx: 'mx.dest.test', receivingIp: '192.0.2.1', reasonCode: 'dane-no-match' }),
+  );
   await s.close();
 }
 
@@ -94,7 +106,11 @@ describe('dane-relay tlsrpt', () => {
     const json = await tlsrptIn(['tlsrpt', 'show', '--config', file, '--day', DAY, '--domain', 'dest.test', '--json']);
     const reports = JSON.parse(json.stdout);
     expect(reports).toHaveLength(1);
-    expect(reports[0]).toMatchObject({ 'organization-name': 'CLI Test', 'contact-info': 'tlsrpt@relay.test', policies: [{ summary: { 'total-successful-session-count': 3, 'total-failure-session-count': 1 } }] });
+    expect(reports[0]).toMatchObject({
+      'organization-name': 'CLI Test',
+      'contact-info': 'tlsrpt@relay.test',
+      policies: [{ summary: { 'total-successful-session-count': 3, 'total-failure-session-count': 1 } }],
+    });
     expect((await tlsrptIn(['tlsrpt', 'show', '--config', file, '--day', '2025-02-30'])).code).toBe(2);
     expect((await tlsrptIn(['tlsrpt', 'send', '--config', file])).code).toBe(2);
 
@@ -107,7 +123,7 @@ describe('dane-relay tlsrpt', () => {
     expect(JSON.parse(gunzipSync(gz).toString()).policies[0].policy['policy-string']).toEqual([TLSA]);
   });
 
-  it('TLSRPT-45 send beside a running relay: the mailed report goes through the outbox into the relay\'s spool (kind tlsrpt) and is delivered', async () => {
+  it("TLSRPT-45 send beside a running relay: the mailed report goes through the outbox into the relay's spool (kind tlsrpt) and is delivered", async () => {
     const rx = await w.receiver();
     w.dns.add({ name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.dest.test' } });
     w.dns.add({ name: 'mx.dest.test', type: 'A', data: rx.host });

@@ -25,15 +25,22 @@ describe('tlsrpt config', () => {
   it('TLSRPT-33 defaults: enabled, 30 days, 4 h delay, contact postmaster@hostname, submitter = its domain, dir under queue_dir', () => {
     const s = tlsrptSettings(load(''));
     expect(s).toEqual({
-      dir: join(dir, 'q', 'tlsrpt'), organizationName: 'relay.example.net', contactInfo: 'postmaster@relay.example.net',
-      submitter: 'relay.example.net', retentionDays: 30, maxDelayMs: 4 * 3600_000, dkim: undefined, allowPrivateTargets: false,
+      dir: join(dir, 'q', 'tlsrpt'),
+      organizationName: 'relay.example.net',
+      contactInfo: 'postmaster@relay.example.net',
+      submitter: 'relay.example.net',
+      retentionDays: 30,
+      maxDelayMs: 4 * 3600_000,
+      dkim: undefined,
+      allowPrivateTargets: false,
     });
     expect(load('').tlsrpt.enabled).toBe(true);
   });
 
   it('TLSRPT-44 every key named in the issue is accepted; the DKIM key file is read relative to the config', () => {
     writeFileSync(join(dir, 'k.pem'), dkimKeygen({}).privateKeyPem, { mode: 0o600 }); // a secret: 0600 whatever the umask
-    const s = tlsrptSettings(load(`tlsrpt:
+    const s = tlsrptSettings(
+      load(`tlsrpt:
   enabled: true
   organization_name: Example Operator
   contact_info: tls-reports@mta.example.net
@@ -42,8 +49,16 @@ describe('tlsrpt config', () => {
   retention_days: 7
   max_delay: 30m
   dkim: { domain: example.net, selector: s1, key_file: k.pem }
-`));
-    expect(s).toMatchObject({ dir: join(dir, 'reports'), organizationName: 'Example Operator', contactInfo: 'tls-reports@mta.example.net', submitter: 'mta.example.net', retentionDays: 7, maxDelayMs: 1_800_000 });
+`),
+    );
+    expect(s).toMatchObject({
+      dir: join(dir, 'reports'),
+      organizationName: 'Example Operator',
+      contactInfo: 'tls-reports@mta.example.net',
+      submitter: 'mta.example.net',
+      retentionDays: 7,
+      maxDelayMs: 1_800_000,
+    });
     expect(s.dkim).toMatchObject({ domain: 'example.net', selector: 's1' });
     expect(s.dkim!.privateKey).toMatch(/BEGIN PRIVATE KEY/);
   });

@@ -23,8 +23,13 @@ beforeAll(async () => {
   resolver = new StubResolver({ servers: [dns.server], timeoutMs: 1000, attempts: 1 });
   for (const d of ['a.test', 'b.test', 'c.test']) dns.add({ name: `_smtp._tls.${d}`, type: 'TXT', data: `v=TLSRPTv1; rua=mailto:reports@${d}` });
 });
-afterAll(async () => { await resolver.close(); await dns.close(); });
-afterEach(() => { for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true }); });
+afterAll(async () => {
+  await resolver.close();
+  await dns.close();
+});
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
 
 const DAY = '2025-03-01';
 const END = Date.parse('2025-03-02T00:00:00Z');
@@ -34,12 +39,28 @@ function setup(clock: { t: number }, opts: { dkim?: boolean; allowPrivateTargets
   const dir = mkdtempSync(join(tmpdir(), 'tlsrpt-daily-'));
   dirs.push(dir);
   const settings: TlsrptSettings = {
-    dir, organizationName: 'T', contactInfo: 'tlsrpt@relay.test', submitter: 'relay.test', retentionDays: 30, maxDelayMs: 0, allowPrivateTargets: opts.allowPrivateTargets ?? false,
+    dir,
+    organizationName: 'T',
+    contactInfo: 'tlsrpt@relay.test',
+    submitter: 'relay.test',
+    retentionDays: 30,
+    maxDelayMs: 0,
+    allowPrivateTargets: opts.allowPrivateTargets ?? false,
     dkim: opts.dkim === false ? undefined : { domain: 'relay.test', selector: 'tlsrpt', privateKey: dkimKeygen({}).privateKeyPem },
   };
   const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
-  const log = { info() {}, debug() {}, warn: (obj: object, msg: string) => { warnings.push({ obj: obj as Record<string, unknown>, msg }); } };
-  return { dir, warnings, open: (maxReportBytes?: number) => TlsrptService.open({ settings, resolver, log, now: () => clock.t, rand: () => 0, maxReportBytes }) };
+  const log = {
+    info() {},
+    debug() {},
+    warn: (obj: object, msg: string) => {
+      warnings.push({ obj: obj as Record<string, unknown>, msg });
+    },
+  };
+  return {
+    dir,
+    warnings,
+    open: (maxReportBytes?: number) => TlsrptService.open({ settings, resolver, log, now: () => clock.t, rand: () => 0, maxReportBytes }),
+  };
 }
 
 describe('TLSRPT daily job', () => {
@@ -59,7 +80,10 @@ describe('TLSRPT daily job', () => {
     });
     await svc.tick();
     expect(queued.sort()).toEqual(['reports@a.test', 'reports@c.test']);
-    expect(s.warnings.find((w) => w.obj.domain === 'b.test')).toMatchObject({ msg: 'tlsrpt: report failed; will retry next tick', obj: { day: DAY, err: 'spool write failed' } });
+    expect(s.warnings.find((w) => w.obj.domain === 'b.test')).toMatchObject({
+      msg: 'tlsrpt: report failed; will retry next tick',
+      obj: { day: DAY, err: 'spool write failed' },
+    });
     expect(await svc.wasSent(DAY, 'b.test')).toBe(false);
     broken = false;
     await svc.tick();
@@ -113,10 +137,14 @@ describe('TLSRPT daily job', () => {
     const s = setup(clock);
     const svc = await s.open(300);
     svc.store.add(DAY, 'a.test', P, true);
-    for (let i = 0; i < 40; i++) svc.store.add(DAY, 'b.test', policyKey({ type: 'tlsa', strings: [`3 1 1 ${i.toString(16).padStart(64, '7')}`], domain: `mx${i}.b.test` }), true);
+    for (let i = 0; i < 40; i++)
+      svc.store.add(DAY, 'b.test', policyKey({ type: 'tlsa', strings: [`3 1 1 ${i.toString(16).padStart(64, '7')}`], domain: `mx${i}.b.test` }), true);
     await svc.store.flush();
     const queued: string[] = [];
-    svc.start(async (env: Envelope) => { queued.push(env.recipients[0]!); return 'q'; });
+    svc.start(async (env: Envelope) => {
+      queued.push(env.recipients[0]!);
+      return 'q';
+    });
     await svc.tick();
     expect(queued).toEqual(['reports@a.test']);
     expect(await svc.wasSent(DAY, 'b.test')).toBe(true); // recorded as dropped, not retried every minute
@@ -129,7 +157,9 @@ describe('TLSRPT daily job', () => {
     const svc = await s.open();
     svc.start(async () => 'q');
     await svc.stop();
-    expect(s.warnings.map((w) => w.msg)).toContain('tlsrpt: tlsrpt.dkim is not configured; reports to mailto: addresses cannot be signed and will not be sent (https reports are)');
+    expect(s.warnings.map((w) => w.msg)).toContain(
+      'tlsrpt: tlsrpt.dkim is not configured; reports to mailto: addresses cannot be signed and will not be sent (https reports are)',
+    );
   });
 
   it('under umask 000 nothing it creates is writable by group or others: an outbox anyone could fill would be mail sent from the null sender', async () => {
@@ -149,7 +179,10 @@ describe('TLSRPT daily job', () => {
       await svc.store.flush();
       svc.start(async () => 'q');
       await svc.tick();
-      await svc.toOutbox({ kind: 'tlsrpt', from: '', recipients: ['reports@a.test'], smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: clock.t }, Buffer.from('Subject: x\r\n\r\nx\r\n'));
+      await svc.toOutbox(
+        { kind: 'tlsrpt', from: '', recipients: ['reports@a.test'], smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: clock.t },
+        Buffer.from('Subject: x\r\n\r\nx\r\n'),
+      );
       await svc.stop();
       const modes = new Map<string, string>();
       const walk = (d: string) => {

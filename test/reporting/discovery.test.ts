@@ -7,11 +7,18 @@ import { parseTlsrptRecord, parseTlsrptTxt, TlsrptDiscovery } from '../../src/re
 import { StubResolver } from '../../src/dns/stub.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 
-const ok = (s: string) => { const r = parseTlsrptRecord(s); if (!r.ok) throw new Error(r.why); return r.rua.map((u) => u.uri); };
+const ok = (s: string) => {
+  const r = parseTlsrptRecord(s);
+  if (!r.ok) throw new Error(r.why);
+  return r.rua.map((u) => u.uri);
+};
 
 describe('TLSRPT record parsing (pure)', () => {
   it('TLSRPT-3 one valid record next to unrelated TXT records is used; two valid records mean no TLSRPT', () => {
-    expect(parseTlsrptTxt(['v=spf1 -all', 'v=TLSRPTv1; rua=mailto:r@example.org', 'google-site-verification=x'])).toEqual({ ok: true, rua: [{ scheme: 'mailto', uri: 'mailto:r@example.org', address: 'r@example.org' }] });
+    expect(parseTlsrptTxt(['v=spf1 -all', 'v=TLSRPTv1; rua=mailto:r@example.org', 'google-site-verification=x'])).toEqual({
+      ok: true,
+      rua: [{ scheme: 'mailto', uri: 'mailto:r@example.org', address: 'r@example.org' }],
+    });
     const two = parseTlsrptTxt(['v=TLSRPTv1; rua=mailto:a@example.org', 'v=TLSRPTv1; rua=mailto:b@example.org']);
     expect(two.ok).toBe(false);
     expect(parseTlsrptTxt(['v=spf1 -all']).ok).toBe(false);
@@ -63,7 +70,10 @@ describe('TLSRPT discovery over DNS', () => {
     dns = await startDnsServer();
     resolver = new StubResolver({ servers: [dns.server], timeoutMs: 1000, attempts: 1 });
   });
-  afterAll(async () => { await resolver.close(); await dns.close(); });
+  afterAll(async () => {
+    await resolver.close();
+    await dns.close();
+  });
 
   it('TLSRPT-1 TLSRPT-2 TXT at _smtp._tls.<domain>; a multi-string record is joined without spaces', async () => {
     dns.add({ name: '_smtp._tls.multi.test', type: 'TXT', data: ['v=TLSRPTv1; rua=mailto:tlsrpt@mul', 'ti.test'] });

@@ -20,8 +20,14 @@ const validate = new Ajv({ allErrors: true }).compile(schema);
 
 let w: World;
 let endpoints: HttpsEndpoint[] = [];
-beforeEach(async () => { w = await World.create(); });
-afterEach(async () => { await w.close(); await Promise.all(endpoints.map((e) => e.close())); endpoints = []; });
+beforeEach(async () => {
+  w = await World.create();
+});
+afterEach(async () => {
+  await w.close();
+  await Promise.all(endpoints.map((e) => e.close()));
+  endpoints = [];
+});
 
 const HOUR = 3_600_000;
 
@@ -60,7 +66,13 @@ describe('TLSRPT end to end', () => {
     const counted = (await relay.tlsrpt!.store.read(day1)).get('fail.test')!;
     expect(counted).toHaveLength(1);
     expect(counted[0]).toMatchObject({ policy: { type: 'tlsa', strings: [tlsa], domain: 'mx.fail.test' }, success: 0, failure: 1 });
-    expect(counted[0]!.details[0]!.detail).toMatchObject({ resultType: 'certificate-not-trusted', reasonCode: 'dane-no-match', receivingIp: rx.host, receivingMx: 'mx.fail.test', sendingIp: '127.0.0.1' });
+    expect(counted[0]!.details[0]!.detail).toMatchObject({
+      resultType: 'certificate-not-trusted',
+      reasonCode: 'dane-no-match',
+      receivingIp: rx.host,
+      receivingMx: 'mx.fail.test',
+      sendingIp: '127.0.0.1',
+    });
 
     // Keep day 2 free of ordinary traffic, so anything counted then would come from the report itself.
     for (const m of relay.scheduler.list()) await relay.scheduler.remove(m.id);
@@ -111,11 +123,23 @@ describe('TLSRPT end to end', () => {
 
     // The report content: validates against §4.4 and shows the failure with the right result type.
     expect(validate(json), JSON.stringify(validate.errors)).toBe(true);
-    expect(json.policies).toEqual([{
-      policy: { 'policy-type': 'tlsa', 'policy-string': [tlsa], 'policy-domain': 'mx.fail.test' },
-      summary: { 'total-successful-session-count': 0, 'total-failure-session-count': 1 },
-      'failure-details': [{ 'result-type': 'certificate-not-trusted', 'sending-mta-ip': '127.0.0.1', 'receiving-mx-hostname': 'mx.fail.test', 'receiving-mx-helo': 'mx.test.invalid', 'receiving-ip': rx.host, 'failed-session-count': 1, 'failure-reason-code': 'dane-no-match' }],
-    }]);
+    expect(json.policies).toEqual([
+      {
+        policy: { 'policy-type': 'tlsa', 'policy-string': [tlsa], 'policy-domain': 'mx.fail.test' },
+        summary: { 'total-successful-session-count': 0, 'total-failure-session-count': 1 },
+        'failure-details': [
+          {
+            'result-type': 'certificate-not-trusted',
+            'sending-mta-ip': '127.0.0.1',
+            'receiving-mx-hostname': 'mx.fail.test',
+            'receiving-mx-helo': 'mx.test.invalid',
+            'receiving-ip': rx.host,
+            'failed-session-count': 1,
+            'failure-reason-code': 'dane-no-match',
+          },
+        ],
+      },
+    ]);
 
     // TLSRPT-50: a receiver ignores a report whose signature does not verify (one changed byte).
     const tampered = Buffer.from(got.body);
@@ -142,7 +166,10 @@ describe('TLSRPT end to end', () => {
     w.dns.add({ name: 'plain.test', type: 'MX', data: { preference: 10, exchange: 'mx.plain.test' } });
     w.dns.add({ name: 'mx.plain.test', type: 'A', data: plain.host });
     // The endpoint is https://localhost:port on loopback: a test world, so private targets are allowed (issue 13).
-    const relay = await w.start({ tlsrpt: { contact_info: 'tlsrpt@relay.test', max_delay: 0, allow_private_targets: true } }, { tlsrptHttps: { ca: ep.ca, timeoutMs: 2000 } });
+    const relay = await w.start(
+      { tlsrpt: { contact_info: 'tlsrpt@relay.test', max_delay: 0, allow_private_targets: true } },
+      { tlsrptHttps: { ca: ep.ca, timeoutMs: 2000 } },
+    );
     const day1 = dayOf(w.clock.t);
     await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['user@fail.test'] });
     await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['user@plain.test'] });
@@ -158,18 +185,24 @@ describe('TLSRPT end to end', () => {
     expect(ep.requests[0]).toMatchObject({ path: '/v1/tlsrpt', contentType: 'application/tlsrpt+gzip' });
     expect(ep.requests[0]!.body.subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b]));
     expect(await relay.tlsrpt!.wasSent(day1, 'fail.test')).toBe(true);
-    expect(JSON.parse(readFileSync(join(w.dir, 'queue', 'tlsrpt', 'sent', day1, 'plain.test'), 'utf8'))).toMatchObject({ result: 'dropped', detail: expect.stringContaining('no TLSRPT policy now') });
+    expect(JSON.parse(readFileSync(join(w.dir, 'queue', 'tlsrpt', 'sent', day1, 'plain.test'), 'utf8'))).toMatchObject({
+      result: 'dropped',
+      detail: expect.stringContaining('no TLSRPT policy now'),
+    });
     expect(existsSync(join(w.dir, 'queue', 'tlsrpt', 'pending')) ? readdirSync(join(w.dir, 'queue', 'tlsrpt', 'pending')) : []).toEqual([]);
   });
 
-  it('TLSRPT-46 issue13 (through the relay): a rua pointing into the operator\'s network (https name resolving to loopback, mailto to an address literal) is refused with a log line; nothing is POSTed or queued', async () => {
+  it("TLSRPT-46 issue13 (through the relay): a rua pointing into the operator's network (https name resolving to loopback, mailto to an address literal) is refused with a log line; nothing is POSTed or queued", async () => {
     const ep = await startHttpsEndpoint(201);
     endpoints.push(ep);
     const port = new URL(ep.url()).port;
     // The name resolves (through the relay's own DNS) to the loopback collector.
     w.dns.add({ name: 'internal.test', type: 'A', data: '127.0.0.1' });
     await failingDaneDomain(`v=TLSRPTv1; rua=https://internal.test:${port}/r,mailto:tlsrpt@[127.0.0.1]`);
-    const relay = await w.start({ tlsrpt: { contact_info: 'tlsrpt@relay.test', max_delay: 0, dkim: dkimSetup() } }, { tlsrptHttps: { ca: ep.ca, timeoutMs: 2000 } });
+    const relay = await w.start(
+      { tlsrpt: { contact_info: 'tlsrpt@relay.test', max_delay: 0, dkim: dkimSetup() } },
+      { tlsrptHttps: { ca: ep.ca, timeoutMs: 2000 } },
+    );
     const day1 = dayOf(w.clock.t);
     await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['user@fail.test'] });
     await w.settle();
@@ -179,11 +212,16 @@ describe('TLSRPT end to end', () => {
     expect(ep.requests).toHaveLength(0);
     expect(relay.scheduler.size).toBe(0); // no mailed report queued either
     const refused = w.logs.filter((l) => l.msg === 'tlsrpt: rua target refused');
-    expect(refused.map((l) => String(l.reason))).toEqual(expect.arrayContaining([
-      expect.stringMatching(/mailto:tlsrpt@\[127\.0\.0\.1\] is an address literal/),
-      expect.stringMatching(/internal\.test resolves to 127\.0\.0\.1 \(loopback\)/),
-    ]));
-    expect(JSON.parse(readFileSync(join(w.dir, 'queue', 'tlsrpt', 'sent', day1, 'fail.test'), 'utf8'))).toMatchObject({ result: 'dropped', detail: expect.stringContaining('refused') });
+    expect(refused.map((l) => String(l.reason))).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/mailto:tlsrpt@\[127\.0\.0\.1\] is an address literal/),
+        expect.stringMatching(/internal\.test resolves to 127\.0\.0\.1 \(loopback\)/),
+      ]),
+    );
+    expect(JSON.parse(readFileSync(join(w.dir, 'queue', 'tlsrpt', 'sent', day1, 'fail.test'), 'utf8'))).toMatchObject({
+      result: 'dropped',
+      detail: expect.stringContaining('refused'),
+    });
   });
 
   it('TLSRPT-16 a session that never reached a policy decision (connection refused) is not counted; an MX whose TLSA lookup fails is (dnssec-invalid)', async () => {
@@ -203,7 +241,9 @@ describe('TLSRPT end to end', () => {
     // mx1 refused the TCP connection: nothing. mx2 was skipped for its TLSA SERVFAIL: one dnssec-invalid.
     expect(counted).toHaveLength(1);
     expect(counted[0]).toMatchObject({ policy: { type: 'tlsa', strings: [], domain: 'mx2.dead.test' }, success: 0, failure: 1 });
-    expect(counted[0]!.details).toEqual([{ detail: { resultType: 'dnssec-invalid', receivingMx: 'mx2.dead.test', reasonCode: 'tlsa-lookup-servfail' }, count: 1 }]);
+    expect(counted[0]!.details).toEqual([
+      { detail: { resultType: 'dnssec-invalid', receivingMx: 'mx2.dead.test', reasonCode: 'tlsa-lookup-servfail' }, count: 1 },
+    ]);
   });
 
   it('TLSRPT-45 loop guard in the scheduler: under dane-only, an ordinary message waits on a TLSA SERVFAIL while a tlsrpt-kind message to the same domain is delivered and not counted', async () => {

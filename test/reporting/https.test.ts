@@ -19,14 +19,29 @@ afterEach(async () => {
   eps = [];
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
-const endpoint = async (mode: HttpsEndpoint['mode']) => { const e = await startHttpsEndpoint(mode); eps.push(e); return e; };
-const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'tlsrpt-https-')); dirs.push(d); return d; };
+const endpoint = async (mode: HttpsEndpoint['mode']) => {
+  const e = await startHttpsEndpoint(mode);
+  eps.push(e);
+  return e;
+};
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), 'tlsrpt-https-'));
+  dirs.push(d);
+  return d;
+};
 
 /** The endpoints listen on loopback; the checked target (targets.ts) is given explicitly here. */
 const target: HttpsTarget = { host: 'localhost', address: '127.0.0.1', family: 4 };
 const report = { 'organization-name': 'o', 'report-id': 'r1' };
 const body = gzipSync(JSON.stringify(report));
-const job = (urls: string[]) => ({ id: 'r1', day: '2025-03-01', domain: 'example.org', filename: 'relay.test!example.org!1740787200!1740873599.json.gz', urls, body: body.toString('base64') });
+const job = (urls: string[]) => ({
+  id: 'r1',
+  day: '2025-03-01',
+  domain: 'example.org',
+  filename: 'relay.test!example.org!1740787200!1740873599.json.gz',
+  urls,
+  body: body.toString('base64'),
+});
 
 describe('TLSRPT over https', () => {
   it('TLSRPT-46 TLSRPT-41 POST with Content-Type application/tlsrpt+gzip and a gzip body; 201 is success', async () => {

@@ -17,11 +17,14 @@ import { DestinationRun } from '../../src/delivery/deliver.js';
 import { tlsrptSubscriber, type TlsSessionResult } from '../../src/reporting/tlsrpt/results.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { Readable } from 'node:stream';
-import pino from 'pino';
 
 let w: World;
-beforeEach(async () => { w = await World.create(); });
-afterEach(async () => { await w.close(); });
+beforeEach(async () => {
+  w = await World.create();
+});
+afterEach(async () => {
+  await w.close();
+});
 
 const TLSRPT = { contact_info: 'tlsrpt@relay.test' };
 
@@ -55,10 +58,26 @@ describe('TLSRPT through the delivery code', () => {
     await w.settle();
     expect(rx.messages).toHaveLength(1); // delivered in cleartext, as `may` allows
     const c = await counts(relay, 'plain.test');
-    expect(c).toEqual([{
-      policy: { type: 'no-policy-found', strings: [], domain: 'plain.test' }, success: 0, failure: 1,
-      details: [{ count: 1, detail: { resultType: 'starttls-not-supported', sendingIp: '127.0.0.1', receivingMx: 'mx1.plain.test', receivingHelo: 'mx1.plain.test', receivingIp: rx.host, reasonCode: 'starttls-not-offered' } }],
-    }]);
+    expect(c).toEqual([
+      {
+        policy: { type: 'no-policy-found', strings: [], domain: 'plain.test' },
+        success: 0,
+        failure: 1,
+        details: [
+          {
+            count: 1,
+            detail: {
+              resultType: 'starttls-not-supported',
+              sendingIp: '127.0.0.1',
+              receivingMx: 'mx1.plain.test',
+              receivingHelo: 'mx1.plain.test',
+              receivingIp: rx.host,
+              reasonCode: 'starttls-not-offered',
+            },
+          },
+        ],
+      },
+    ]);
   });
 
   it('TLSRPT-21 TLSA present but no STARTTLS: starttls-not-supported under the tlsa policy, and the message is not sent in cleartext', async () => {
@@ -70,10 +89,25 @@ describe('TLSRPT through the delivery code', () => {
     await w.settle();
     expect(rx.messages).toHaveLength(0);
     const c = await counts(relay, 'nostarttls.test');
-    expect(c).toEqual([{
-      policy: { type: 'tlsa', strings: [`3 1 1 ${tlsaData(ee, 1, 1).toString('hex').toUpperCase()}`], domain: 'mx1.nostarttls.test' }, success: 0, failure: 1,
-      details: [{ count: 1, detail: { resultType: 'starttls-not-supported', sendingIp: '127.0.0.1', receivingMx: 'mx1.nostarttls.test', receivingHelo: 'mx1.nostarttls.test', receivingIp: rx.host } }],
-    }]);
+    expect(c).toEqual([
+      {
+        policy: { type: 'tlsa', strings: [`3 1 1 ${tlsaData(ee, 1, 1).toString('hex').toUpperCase()}`], domain: 'mx1.nostarttls.test' },
+        success: 0,
+        failure: 1,
+        details: [
+          {
+            count: 1,
+            detail: {
+              resultType: 'starttls-not-supported',
+              sendingIp: '127.0.0.1',
+              receivingMx: 'mx1.nostarttls.test',
+              receivingHelo: 'mx1.nostarttls.test',
+              receivingIp: rx.host,
+            },
+          },
+        ],
+      },
+    ]);
   });
 
   it('TLSRPT-10 TLSRPT-20 a failed may handshake is recorded once (validation-failure + reason); its cleartext retry records nothing', async () => {
@@ -102,20 +136,27 @@ describe('TLSRPT through the delivery code', () => {
     const relay = await w.start({ tlsrpt: TLSRPT, delivery: { tls_level: 'may' } });
     const env = { from: 'app@sender.test', smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: w.clock.t, kind: 'normal' as const };
     const msgs = [];
-    for (let i = 0; i < 4; i++) msgs.push(await relay.spool.enqueue({ ...env, recipients: [`u${i}@many.test`] }, Buffer.from(`Subject: ${i}\r\n\r\nhello\r\n`)));
+    for (let i = 0; i < 4; i++)
+      msgs.push(await relay.spool.enqueue({ ...env, recipients: [`u${i}@many.test`] }, Buffer.from(`Subject: ${i}\r\n\r\nhello\r\n`)));
     for (const m of msgs) relay.scheduler.add(m);
     await w.settle();
     await rx.waitFor(4);
     // The scheduler may open more than one connection; at least one carried several messages.
     expect(rx.connections).toBeLessThan(4);
     expect(rx.tlsHandshakes).toBe(rx.connections);
-    expect(await counts(relay, 'many.test')).toEqual([{ policy: { type: 'no-policy-found', strings: [], domain: 'many.test' }, success: rx.connections, failure: 0, details: [] }]);
+    expect(await counts(relay, 'many.test')).toEqual([
+      { policy: { type: 'no-policy-found', strings: [], domain: 'many.test' }, success: rx.connections, failure: 0, details: [] },
+    ]);
   });
 
   it('TLSRPT-21 DANE-TA: a leaf whose name does not match is certificate-host-mismatch; an expired chain is certificate-expired; the next MX is a success (MX fallback)', async () => {
     const ca = await makeCa();
     const wrongName = await makeLeaf(ca, { dnsNames: ['elsewhere.test'] });
-    const expired = await makeLeaf(ca, { dnsNames: ['mx2.ta.test'], notBefore: new Date(Date.now() - 10 * 86_400_000), notAfter: new Date(Date.now() - 86_400_000) });
+    const expired = await makeLeaf(ca, {
+      dnsNames: ['mx2.ta.test'],
+      notBefore: new Date(Date.now() - 10 * 86_400_000),
+      notAfter: new Date(Date.now() - 86_400_000),
+    });
     const good = await makeLeaf(ca, { dnsNames: ['mx3.ta.test'] });
     const rxs = [await tlsRx(wrongName, ca), await tlsRx(expired, ca), await tlsRx(good, ca)];
     const ta = tlsaData(ca, 1, 1);
@@ -127,8 +168,17 @@ describe('TLSRPT through the delivery code', () => {
     const c = await counts(relay, 'ta.test');
     const by = (mx: string) => c.find((p) => p.policy.domain === mx)!;
     const rr = `2 1 1 ${ta.toString('hex').toUpperCase()}`;
-    expect(by('mx1.ta.test')).toMatchObject({ policy: { type: 'tlsa', strings: [rr] }, success: 0, failure: 1, details: [{ count: 1, detail: { resultType: 'certificate-host-mismatch', receivingMx: 'mx1.ta.test' } }] });
-    expect(by('mx2.ta.test')).toMatchObject({ success: 0, failure: 1, details: [{ count: 1, detail: { resultType: 'certificate-expired', receivingMx: 'mx2.ta.test' } }] });
+    expect(by('mx1.ta.test')).toMatchObject({
+      policy: { type: 'tlsa', strings: [rr] },
+      success: 0,
+      failure: 1,
+      details: [{ count: 1, detail: { resultType: 'certificate-host-mismatch', receivingMx: 'mx1.ta.test' } }],
+    });
+    expect(by('mx2.ta.test')).toMatchObject({
+      success: 0,
+      failure: 1,
+      details: [{ count: 1, detail: { resultType: 'certificate-expired', receivingMx: 'mx2.ta.test' } }],
+    });
     expect(by('mx3.ta.test')).toMatchObject({ policy: { type: 'tlsa', strings: [rr] }, success: 1, failure: 0 });
     expect(c).toHaveLength(3);
   });
@@ -158,7 +208,12 @@ describe('TLSRPT through the delivery code', () => {
     expect(rx.messages).toHaveLength(1); // delivered over unauthenticated TLS (DANE-46)
     const c = await counts(relay, 'audit.test');
     expect(c).toHaveLength(1);
-    expect(c[0]).toMatchObject({ policy: { type: 'tlsa', domain: 'mx1.audit.test' }, success: 0, failure: 1, details: [{ count: 1, detail: { resultType: 'certificate-not-trusted', reasonCode: 'dane-no-match' } }] });
+    expect(c[0]).toMatchObject({
+      policy: { type: 'tlsa', domain: 'mx1.audit.test' },
+      success: 0,
+      failure: 1,
+      details: [{ count: 1, detail: { resultType: 'certificate-not-trusted', reasonCode: 'dane-no-match' } }],
+    });
   });
 
   it('TLSRPT-25 an MX lookup failure is dnssec-invalid without receiving-mx-hostname (not the recipient domain)', async () => {
@@ -169,7 +224,14 @@ describe('TLSRPT through the delivery code', () => {
     await send('u@mxfail.test');
     await w.settle();
     const c = await counts(relay, 'mxfail.test');
-    expect(c).toEqual([{ policy: { type: 'no-policy-found', strings: [], domain: 'mxfail.test' }, success: 0, failure: 1, details: [{ count: 1, detail: { resultType: 'dnssec-invalid', reasonCode: expect.stringMatching(/^mx-lookup-/) } }] }]);
+    expect(c).toEqual([
+      {
+        policy: { type: 'no-policy-found', strings: [], domain: 'mxfail.test' },
+        success: 0,
+        failure: 1,
+        details: [{ count: 1, detail: { resultType: 'dnssec-invalid', reasonCode: expect.stringMatching(/^mx-lookup-/) } }],
+      },
+    ]);
   });
 
   it('TLSRPT-31 a day boundary through recorder → store → report: sessions at 23:59:59Z and 00:00:00Z land in two reports', async () => {
@@ -187,7 +249,10 @@ describe('TLSRPT through the delivery code', () => {
     await relay.tlsrpt!.store.flush();
     const [d1] = await relay.tlsrpt!.build('2025-03-01', ['days.test']);
     const [d2] = await relay.tlsrpt!.build('2025-03-02', ['days.test']);
-    for (const [r, day] of [[d1, '2025-03-01'], [d2, '2025-03-02']] as const) {
+    for (const [r, day] of [
+      [d1, '2025-03-01'],
+      [d2, '2025-03-02'],
+    ] as const) {
       expect(r!.json['date-range']).toEqual({ 'start-datetime': `${day}T00:00:00Z`, 'end-datetime': `${day}T23:59:59Z` });
       expect(r!.json.policies.map((p) => p.summary)).toEqual([{ 'total-successful-session-count': 1, 'total-failure-session-count': 0 }]);
     }
@@ -201,15 +266,38 @@ describe('TLSRPT through the delivery code', () => {
     const resolver = new StubResolver({ servers: [w.dns.server], timeoutMs: 1000, attempts: 1 });
     const results: TlsSessionResult[] = [];
     const t = 3000;
-    const run = new DestinationRun({
-      resolver, heloName: 'relay.test', selfNames: ['relay.test'], port: w.port, tlsLevel: () => ({ level: 'dane', rule: 'test' }),
-      timeouts: { connect: t, greeting: t, ehlo: t, starttls: t, mail: t, rcpt: t, data: t, data_block: t, data_done: t },
-      digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 1, now: Date.now,
-      subscribers: [tlsrptSubscriber((r) => results.push(r))],
-    }, 'skip.test');
+    const run = new DestinationRun(
+      {
+        resolver,
+        heloName: 'relay.test',
+        selfNames: ['relay.test'],
+        port: w.port,
+        tlsLevel: () => ({ level: 'dane', rule: 'test' }),
+        timeouts: { connect: t, greeting: t, ehlo: t, starttls: t, mail: t, rcpt: t, data: t, data_block: t, data_done: t },
+        digestPreference: ['sha512', 'sha256'],
+        maxMessagesPerConnection: 1,
+        now: Date.now,
+        subscribers: [tlsrptSubscriber((r) => results.push(r))],
+      },
+      'skip.test',
+    );
     try {
       for (let i = 0; i < 3; i++) {
-        const out = await run.deliver({ id: `m${i}`, envelope: { kind: 'normal', from: 'a@sender.test', recipients: [`u${i}@skip.test`], smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: Date.now() }, size: 20, recipients: [`u${i}@skip.test`], body: () => Readable.from([Buffer.from('Subject: x\r\n\r\nhi\r\n')]) });
+        const out = await run.deliver({
+          id: `m${i}`,
+          envelope: {
+            kind: 'normal',
+            from: 'a@sender.test',
+            recipients: [`u${i}@skip.test`],
+            smtputf8: false,
+            eightBit: false,
+            client: { address: '127.0.0.1' },
+            received: Date.now(),
+          },
+          size: 20,
+          recipients: [`u${i}@skip.test`],
+          body: () => Readable.from([Buffer.from('Subject: x\r\n\r\nhi\r\n')]),
+        });
         expect(out.map((o) => o.result)).toEqual(['sent']);
       }
     } finally {
@@ -227,10 +315,21 @@ describe('TLSRPT through the delivery code', () => {
     w.dns.add({ name: 'mx.down.test', type: 'A', data: w.deadHost() }); // connection refused: deferred each time
     const relay = await w.start({ tlsrpt: TLSRPT });
     const env = { smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: w.clock.t };
-    relay.scheduler.add(await relay.spool.enqueue({ ...env, from: '', recipients: ['report@down.test'], kind: 'tlsrpt' }, Buffer.from('Subject: report\r\n\r\nr\r\n')));
-    relay.scheduler.add(await relay.spool.enqueue({ ...env, from: 'app@sender.test', recipients: ['user@down.test'], kind: 'normal' }, Buffer.from('Subject: normal\r\n\r\nn\r\n')));
+    relay.scheduler.add(
+      await relay.spool.enqueue({ ...env, from: '', recipients: ['report@down.test'], kind: 'tlsrpt' }, Buffer.from('Subject: report\r\n\r\nr\r\n')),
+    );
+    relay.scheduler.add(
+      await relay.spool.enqueue(
+        { ...env, from: 'app@sender.test', recipients: ['user@down.test'], kind: 'normal' },
+        Buffer.from('Subject: normal\r\n\r\nn\r\n'),
+      ),
+    );
     await w.settle();
-    const state = (a: string) => relay.scheduler.list().flatMap((m) => m.recipients).find((r) => r.address === a)?.state;
+    const state = (a: string) =>
+      relay.scheduler
+        .list()
+        .flatMap((m) => m.recipients)
+        .find((r) => r.address === a)?.state;
     for (let h = 4; h <= 20; h += 4) await w.advance(4 * 3_600_000);
     expect(state('report@down.test')).toBe('deferred'); // 20 h: still retried
     for (let h = 24; h <= 28; h += 4) await w.advance(4 * 3_600_000);

@@ -14,11 +14,20 @@ import { tlsrptConfigIssues } from '../../src/config/tlsrpt.js';
 import { parseConfigText } from '../../src/config/load.js';
 import type { Resolver } from '../../src/dns/types.js';
 
-const dane: TlsPlan = { kind: 'dane', why: 'secure TLSA', sni: 'mx.d.test', baseDomain: 'mx.d.test', records: [], referenceNames: ['mx.d.test'], label: 'verified' };
+const dane: TlsPlan = {
+  kind: 'dane',
+  why: 'secure TLSA',
+  sni: 'mx.d.test',
+  baseDomain: 'mx.d.test',
+  records: [],
+  referenceNames: ['mx.d.test'],
+  label: 'verified',
+};
 const encrypt: TlsPlan = { kind: 'encrypt', why: 'tls_level encrypt', sni: 'mx.d.test' };
 const may: TlsPlan = { kind: 'may', why: 'tls_level may', sni: 'mx.d.test' };
 const none: TlsPlan = { kind: 'none', why: 'tls_level none' };
-const err = (stage: SmtpStage, reason?: string) => new SmtpError(stage, `failed at ${stage}`, reason ? { kind: 'unauthenticated', verify: { ok: false, reason, detail: reason } } : { kind: 'connection' });
+const err = (stage: SmtpStage, reason?: string) =>
+  new SmtpError(stage, `failed at ${stage}`, reason ? { kind: 'unauthenticated', verify: { ok: false, reason, detail: reason } } : { kind: 'connection' });
 
 describe('TLSRPT-21 attemptResult: SMTP client failure → result type', () => {
   // [stage, verify reason, plan, expected]
@@ -63,7 +72,15 @@ describe('TLSRPT-21 attemptResult: SMTP client failure → result type', () => {
 
 describe('TLSRPT session results', () => {
   it('TLSRPT-25 an MX lookup failure (no host reached) omits receiving-mx-hostname instead of naming the recipient domain', () => {
-    const c = sessionCount(tlsrptResultOf({ kind: 'mx-lookup-failed', domain: 'd.test', report: false, problem: 'servfail', reason: 'MX lookup for d.test: SERVFAIL from 127.0.0.1:53' })!);
+    const c = sessionCount(
+      tlsrptResultOf({
+        kind: 'mx-lookup-failed',
+        domain: 'd.test',
+        report: false,
+        problem: 'servfail',
+        reason: 'MX lookup for d.test: SERVFAIL from 127.0.0.1:53',
+      })!,
+    );
     expect(c.detail).toEqual({ resultType: 'dnssec-invalid', reasonCode: 'mx-lookup-servfail' });
     expect(c.detail!.receivingMx).toBeUndefined();
   });
@@ -79,15 +96,40 @@ describe('TLSRPT session results', () => {
       ['not an address', 'not an address'],
     ];
     for (const [input, want] of table) expect(normalIp(input), input).toBe(want);
-    const a = sessionCount({ domain: 'd.test', host: 'mx.d.test', address: '::ffff:127.0.0.9', sendingIp: '::ffff:127.0.0.1', ok: false, resultType: 'validation-failure', reasonCode: 'x' });
-    const b = sessionCount({ domain: 'd.test', host: 'mx.d.test', address: '127.0.0.9', sendingIp: '127.0.0.1', ok: false, resultType: 'validation-failure', reasonCode: 'x' });
+    const a = sessionCount({
+      domain: 'd.test',
+      host: 'mx.d.test',
+      address: '::ffff:127.0.0.9',
+      sendingIp: '::ffff:127.0.0.1',
+      ok: false,
+      resultType: 'validation-failure',
+      reasonCode: 'x',
+    });
+    const b = sessionCount({
+      domain: 'd.test',
+      host: 'mx.d.test',
+      address: '127.0.0.9',
+      sendingIp: '127.0.0.1',
+      ok: false,
+      resultType: 'validation-failure',
+      reasonCode: 'x',
+    });
     expect(detailKey(a.detail!)).toBe(detailKey(b.detail!));
   });
 });
 
 describe('TLSRPT discovery cache', () => {
   it('TLSRPT-6 the cache is bounded: the oldest domains are evicted first', async () => {
-    const resolver = { lookup: async () => ({ records: ['v=TLSRPTv1; rua=mailto:r@x.test'], status: 'insecure', firstStatus: 'insecure', ttl: 300, chain: [], canonicalName: 'x' }) } as unknown as Resolver;
+    const resolver = {
+      lookup: async () => ({
+        records: ['v=TLSRPTv1; rua=mailto:r@x.test'],
+        status: 'insecure',
+        firstStatus: 'insecure',
+        ttl: 300,
+        chain: [],
+        canonicalName: 'x',
+      }),
+    } as unknown as Resolver;
     const d = new TlsrptDiscovery(resolver, () => 0, 3);
     for (const n of ['a', 'b', 'c', 'd', 'e']) await d.lookup(`${n}.test`);
     expect(d.size).toBe(3);
@@ -115,8 +157,12 @@ describe('tlsrpt config rules', () => {
 
   it('TLSRPT-43 a config whose submitter disagrees with contact_info, or whose DKIM domain is not the reporting domain, is rejected with a clear message', () => {
     const base = 'dns: { resolvers: ["127.0.0.1:53"] }\nhostname: relay.example.net\n';
-    expect(() => parseConfigText(`${base}tlsrpt: { contact_info: r@example.net, submitter: mta.example.net }`)).toThrow(/tlsrpt\.submitter.*must be the domain of contact-info r@example\.net.*RFC 8460 §5\.3/s);
-    expect(() => parseConfigText(`${base}tlsrpt: { dkim: { domain: example.org, key_file: k.pem } }`)).toThrow(/tlsrpt\.dkim\.domain.*must be the report submitter relay\.example\.net or a parent/s);
+    expect(() => parseConfigText(`${base}tlsrpt: { contact_info: r@example.net, submitter: mta.example.net }`)).toThrow(
+      /tlsrpt\.submitter.*must be the domain of contact-info r@example\.net.*RFC 8460 §5\.3/s,
+    );
+    expect(() => parseConfigText(`${base}tlsrpt: { dkim: { domain: example.org, key_file: k.pem } }`)).toThrow(
+      /tlsrpt\.dkim\.domain.*must be the report submitter relay\.example\.net or a parent/s,
+    );
     expect(parseConfigText(`${base}tlsrpt: { dkim: { domain: example.net, key_file: k.pem } }`).tlsrpt.dkim?.domain).toBe('example.net');
   });
 });

@@ -16,8 +16,14 @@ import { ROOT, ensureBuilt } from '../support/build.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 
 const dirs: string[] = [];
-const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'tlsrpt-store-')); dirs.push(d); return d; };
-afterEach(() => { for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true }); });
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), 'tlsrpt-store-'));
+  dirs.push(d);
+  return d;
+};
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
 
 const P = policyKey({ type: 'tlsa', strings: ['3 1 1 AA'], domain: 'mx.a.test' });
 const D = detailKey({ resultType: 'certificate-not-trusted', receivingMx: 'mx.a.test', receivingIp: '127.0.0.9', reasonCode: 'dane-no-match' });
@@ -33,12 +39,25 @@ describe('TLSRPT store', () => {
     // Not yet on disk: the flush is batched.
     expect(existsSync(join(dir, 'counts', '2025-03-01.jsonl'))).toBe(false);
     await new Promise((r) => setTimeout(r, FLUSH_INTERVAL_MS + 300));
-    expect(readFileSync(join(dir, 'counts', '2025-03-01.jsonl'), 'utf8').trim().split('\n')).toHaveLength(1);
+    expect(
+      readFileSync(join(dir, 'counts', '2025-03-01.jsonl'), 'utf8')
+        .trim()
+        .split('\n'),
+    ).toHaveLength(1);
     s.add('2025-03-01', 'a.test', P, true);
     await s.close();
     const again = await TlsrptStore.open(dir, { readOnly: true });
     const day = await again.read('2025-03-01');
-    expect(day.get('a.test')).toEqual([{ policy: { type: 'tlsa', strings: ['3 1 1 AA'], domain: 'mx.a.test' }, success: 6, failure: 2, details: [{ detail: { resultType: 'certificate-not-trusted', receivingMx: 'mx.a.test', receivingIp: '127.0.0.9', reasonCode: 'dane-no-match' }, count: 2 }] }]);
+    expect(day.get('a.test')).toEqual([
+      {
+        policy: { type: 'tlsa', strings: ['3 1 1 AA'], domain: 'mx.a.test' },
+        success: 6,
+        failure: 2,
+        details: [
+          { detail: { resultType: 'certificate-not-trusted', receivingMx: 'mx.a.test', receivingIp: '127.0.0.9', reasonCode: 'dane-no-match' }, count: 2 },
+        ],
+      },
+    ]);
     expect((await again.read('2025-03-02')).get('a.test')![0]!.success).toBe(1);
     expect(await again.days()).toEqual(['2025-03-01', '2025-03-02']);
   });
@@ -60,9 +79,15 @@ describe('TLSRPT store', () => {
   it('TLSRPT-10 SIGKILL loses at most the last second: every count older than one flush interval is on disk', async () => {
     ensureBuilt();
     const dir = tmp();
-    const child = spawn(process.execPath, [join(import.meta.dirname, 'fixtures', 'store-crash-child.mjs'), dir, join(ROOT, 'dist', 'src', 'reporting', 'tlsrpt', 'store.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(
+      process.execPath,
+      [join(import.meta.dirname, 'fixtures', 'store-crash-child.mjs'), dir, join(ROOT, 'dist', 'src', 'reporting', 'tlsrpt', 'store.js')],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     await new Promise<void>((res, rej) => {
-      child.stdout.on('data', (b: Buffer) => { if (b.toString().includes('flushed 1000')) res(); });
+      child.stdout.on('data', (b: Buffer) => {
+        if (b.toString().includes('flushed 1000')) res();
+      });
       child.on('exit', (c) => rej(new Error(`child exited ${c}`)));
     });
     await new Promise((r) => setTimeout(r, 700)); // more counts, some flushed, the last ones not
@@ -77,7 +102,9 @@ describe('TLSRPT store', () => {
   it('TLSRPT-6 retention: days older than the window are removed', async () => {
     const dir = tmp();
     const s = await TlsrptStore.open(dir);
-    for (const d of ['2025-01-01', '2025-02-28', '2025-03-01']) { s.add(d, 'a.test', P, true); }
+    for (const d of ['2025-01-01', '2025-02-28', '2025-03-01']) {
+      s.add(d, 'a.test', P, true);
+    }
     await s.flush();
     writeFileSync(join(dir, 'counts', 'notes.txt'), 'operator file');
     expect(await s.prune('2025-03-02', 30)).toEqual(['2025-01-01']);
@@ -96,7 +123,10 @@ describe('TLSRPT recorder', () => {
     dns.add({ name: '_smtp._tls.twice.test', type: 'TXT', data: 'v=TLSRPTv1; rua=mailto:a@twice.test' });
     dns.add({ name: '_smtp._tls.twice.test', type: 'TXT', data: 'v=TLSRPTv1; rua=mailto:b@twice.test' });
   });
-  afterAll(async () => { await resolver.close(); await dns.close(); });
+  afterAll(async () => {
+    await resolver.close();
+    await dns.close();
+  });
 
   /** Waits on a condition (no fixed sleep): polls every 5 ms, fails after 5 s. */
   async function until(cond: () => boolean, what: string): Promise<void> {
@@ -160,7 +190,13 @@ describe('TLSRPT recorder', () => {
     await store.close(); // the TXT lookup has not answered yet
     store.add('2025-03-01', 'slow.test', policyKey({ type: 'no-policy-found', strings: [], domain: 'slow.test' }), true);
     const reopened = await TlsrptStore.open(dir, { readOnly: true });
-    await until(() => readFileSync(join(dir, 'counts', '2025-03-01.jsonl'), 'utf8').trim().split('\n').length === 2, 'the post-close append');
+    await until(
+      () =>
+        readFileSync(join(dir, 'counts', '2025-03-01.jsonl'), 'utf8')
+          .trim()
+          .split('\n').length === 2,
+      'the post-close append',
+    );
     expect((await reopened.read('2025-03-01')).get('slow.test')![0]).toMatchObject({ success: 2 });
     dns.behave('_smtp._tls.slow.test', 'TXT', undefined);
   });

@@ -18,7 +18,11 @@ import { StubResolver } from '../../src/dns/stub.js';
 import { HttpsSender } from '../../src/reporting/tlsrpt/https.js';
 import { httpsTarget, mailtoTargetProblem, specialPurpose } from '../../src/reporting/tlsrpt/targets.js';
 
-interface Collector { port: number; requests: { host?: string; servername?: string; path?: string }[]; close(): Promise<void> }
+interface Collector {
+  port: number;
+  requests: { host?: string; servername?: string; path?: string }[];
+  close(): Promise<void>;
+}
 
 let ca: Issued;
 let dns: TestDns;
@@ -37,20 +41,35 @@ async function collector(names: string[]): Promise<Collector> {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   c.port = (server.address() as AddressInfo).port;
-  c.close = async () => { server.closeAllConnections(); await new Promise<void>((r) => server.close(() => r())); };
+  c.close = async () => {
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  };
   servers.push(c);
   return c;
 }
 
 const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
-const log = { info() {}, warn: (obj: object, msg: string) => { warnings.push({ obj: obj as Record<string, unknown>, msg }); } };
+const log = {
+  info() {},
+  warn: (obj: object, msg: string) => {
+    warnings.push({ obj: obj as Record<string, unknown>, msg });
+  },
+};
 
 function sender(allowPrivateTargets: boolean): HttpsSender {
   const dir = mkdtempSync(join(tmpdir(), 'tlsrpt-targets-'));
   dirs.push(dir);
   return new HttpsSender(dir, { ca: ca.certPem, now: Date.now, log, resolver, allowPrivateTargets, timeoutMs: 3000 });
 }
-const job = (urls: string[]) => ({ id: `r${Math.random().toString(36).slice(2)}`, day: '2026-01-01', domain: 'dest.test', filename: 'x.json.gz', urls, body: gzipSync('{}').toString('base64') });
+const job = (urls: string[]) => ({
+  id: `r${Math.random().toString(36).slice(2)}`,
+  day: '2026-01-01',
+  domain: 'dest.test',
+  filename: 'x.json.gz',
+  urls,
+  body: gzipSync('{}').toString('base64'),
+});
 
 beforeAll(async () => {
   ca = await makeCa({ cn: 'TLSRPT targets test CA' });
@@ -66,7 +85,9 @@ beforeAll(async () => {
   );
   resolver = new StubResolver({ servers: [dns.server], timeoutMs: 1000, attempts: 1 });
 });
-afterEach(() => { warnings.length = 0; });
+afterEach(() => {
+  warnings.length = 0;
+});
 afterAll(async () => {
   await Promise.all(servers.map((s) => s.close()));
   await resolver.close();
@@ -76,10 +97,33 @@ afterAll(async () => {
 
 describe('issue13 TLSRPT rua targets', () => {
   it('special-purpose addresses: loopback, RFC 1918, fc00::/7, link-local, unspecified, multicast, CGNAT, documentation, mapped and NAT64 forms', () => {
-    const special = ['127.0.0.1', '10.0.0.1', '172.16.5.4', '192.168.0.1', '169.254.169.254', '0.0.0.0', '224.0.0.1', '255.255.255.255', '100.64.1.1',
-      '192.0.2.1', '198.18.0.1', '::1', '::', 'fc00::1', 'fd12:3456::1', 'fe80::1', 'ff02::1', '2001:db8::1', '::ffff:10.0.0.1', '::ffff:7f00:1', '64:ff9b::a00:1', '2002:c0a8:101::1'];
+    const special = [
+      '127.0.0.1',
+      '10.0.0.1',
+      '172.16.5.4',
+      '192.168.0.1',
+      '169.254.169.254',
+      '0.0.0.0',
+      '224.0.0.1',
+      '255.255.255.255',
+      '100.64.1.1',
+      '192.0.2.1',
+      '198.18.0.1',
+      '::1',
+      '::',
+      'fc00::1',
+      'fd12:3456::1',
+      'fe80::1',
+      'ff02::1',
+      '2001:db8::1',
+      '::ffff:10.0.0.1',
+      '::ffff:7f00:1',
+      '64:ff9b::a00:1',
+      '2002:c0a8:101::1',
+    ];
     for (const ip of special) expect(specialPurpose(ip), ip).toBeDefined();
-    for (const ip of ['8.8.8.8', '1.1.1.1', '2a00:1450:4001::1', '64:ff9b::808:808', '100.128.0.1', '172.32.0.1']) expect(specialPurpose(ip), ip).toBeUndefined();
+    for (const ip of ['8.8.8.8', '1.1.1.1', '2a00:1450:4001::1', '64:ff9b::808:808', '100.128.0.1', '172.32.0.1'])
+      expect(specialPurpose(ip), ip).toBeUndefined();
     expect(specialPurpose('100.64.1.1')).toMatch(/carrier-grade NAT/);
     expect(specialPurpose('169.254.169.254')).toMatch(/link-local/);
   });
@@ -104,10 +148,15 @@ describe('issue13 TLSRPT rua targets', () => {
     expect(await t('https://broken.test/r')).toMatchObject({ ok: false, refused: false });
     expect(await t('https://nothing.test/r')).toMatchObject({ ok: false, refused: false, reason: expect.stringMatching(/no A\/AAAA records/) });
     // allowed: the address comes from the relay's resolver
-    expect(await httpsTarget('https://collector.test/r', { resolver, allowPrivate: true })).toEqual({ ok: true, host: 'collector.test', address: '127.0.0.1', family: 4 });
+    expect(await httpsTarget('https://collector.test/r', { resolver, allowPrivate: true })).toEqual({
+      ok: true,
+      host: 'collector.test',
+      address: '127.0.0.1',
+      family: 4,
+    });
   });
 
-  it('TLSRPT-46 a name only the relay\'s DNS knows is looked up through its Resolver and POSTed to the checked address with SNI, Host and certificate name of the URL (allow_private_targets: the collector is on loopback)', async () => {
+  it("TLSRPT-46 a name only the relay's DNS knows is looked up through its Resolver and POSTed to the checked address with SNI, Host and certificate name of the URL (allow_private_targets: the collector is on loopback)", async () => {
     const c = await collector(['fresh-collector.test']);
     expect(dns.queriesFor('fresh-collector.test', 'A')).toBe(0);
     const url = `https://fresh-collector.test:${c.port}/v1/tlsrpt`;
@@ -116,7 +165,7 @@ describe('issue13 TLSRPT rua targets', () => {
     expect(c.requests).toEqual([{ host: `fresh-collector.test:${c.port}`, servername: 'fresh-collector.test', path: '/v1/tlsrpt' }]);
   });
 
-  it('TLSRPT-46 the certificate is still checked against the URL\'s host: a collector whose certificate names another host fails (and is retried, not refused)', async () => {
+  it("TLSRPT-46 the certificate is still checked against the URL's host: a collector whose certificate names another host fails (and is retried, not refused)", async () => {
     const c = await collector(['somewhere-else.test']);
     const s = sender(true);
     expect(await s.send(job([`https://collector.test:${c.port}/r`]))).toBe('pending');

@@ -2,7 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { addressLiteral, decideMx, orderMx } from '../../src/route/mx.js';
 import { failedAnswer, usableAnswer, type DnsAnswer, type FailedAnswer, type MxRecord, type SecureAnswer } from '../../src/dns/types.js';
 
-type Over = Partial<Pick<SecureAnswer<'MX'>, 'qname' | 'rcode' | 'canonicalName' | 'chain'>> & { status?: 'secure' | 'insecure' | 'bogus' | 'indeterminate'; error?: FailedAnswer['error'] };
+type Over = Partial<Pick<SecureAnswer<'MX'>, 'qname' | 'rcode' | 'canonicalName' | 'chain'>> & {
+  status?: 'secure' | 'insecure' | 'bogus' | 'indeterminate';
+  error?: FailedAnswer['error'];
+};
 function mxAnswer(records: MxRecord[], over: Over = {}): DnsAnswer<'MX'> {
   const { status = 'secure', error, ...rest } = over;
   const qname = rest.qname ?? 'example.org';
@@ -24,34 +27,70 @@ describe('MX decision (RFC 5321 §5.1, RFC 7505, RFC 7672 §2.2.1)', () => {
     expect(decideMx('nx.example', mxAnswer([], { rcode: 'NXDOMAIN', status: 'insecure' }))).toMatchObject({ kind: 'fail', code: '5.1.2' });
   });
   it('DANE-11 a CNAME at the MX name: hosts come from its target and the expansion is kept', () => {
-    const d = decideMx('alias.example', mxAnswer([{ preference: 10, exchange: 'mx.target.example' }], { qname: 'alias.example', canonicalName: 'target.example', chain: [{ owner: 'alias.example', target: 'target.example', status: 'secure' }] }));
+    const d = decideMx(
+      'alias.example',
+      mxAnswer([{ preference: 10, exchange: 'mx.target.example' }], {
+        qname: 'alias.example',
+        canonicalName: 'target.example',
+        chain: [{ owner: 'alias.example', target: 'target.example', status: 'secure' }],
+      }),
+    );
     expect(d).toMatchObject({ kind: 'hosts', expandedDomain: 'target.example', hosts: [{ host: 'mx.target.example' }] });
   });
   it('DANE-12 NODATA → implicit MX: the domain itself at preference 0, with the answer status', () => {
-    expect(decideMx('example.org', mxAnswer([], { status: 'insecure' }))).toEqual({ kind: 'hosts', hosts: [{ host: 'example.org', preference: 0 }], status: 'insecure', implicit: true, expandedDomain: undefined, insecureReason: 'unsigned-delegation' });
+    expect(decideMx('example.org', mxAnswer([], { status: 'insecure' }))).toEqual({
+      kind: 'hosts',
+      hosts: [{ host: 'example.org', preference: 0 }],
+      status: 'insecure',
+      implicit: true,
+      expandedDomain: undefined,
+      insecureReason: 'unsigned-delegation',
+    });
   });
   it('DANE-13 single "0 ." → 5.1.10 at once', () => {
     expect(decideMx('example.org', mxAnswer([{ preference: 0, exchange: '.' }]))).toMatchObject({ kind: 'fail', code: '5.1.10' });
     expect(decideMx('example.org', mxAnswer([{ preference: 0, exchange: '' }]))).toMatchObject({ kind: 'fail', code: '5.1.10' });
   });
   it('DANE-13 a "." mixed with real MX records is ignored', () => {
-    const d = decideMx('example.org', mxAnswer([{ preference: 0, exchange: '.' }, { preference: 10, exchange: 'mx.example.org' }]));
+    const d = decideMx(
+      'example.org',
+      mxAnswer([
+        { preference: 0, exchange: '.' },
+        { preference: 10, exchange: 'mx.example.org' },
+      ]),
+    );
     expect(d).toMatchObject({ kind: 'hosts', hosts: [{ host: 'mx.example.org', preference: 10 }] });
   });
   it('DANE-14 sorted by preference; ties shuffled; security never reorders', () => {
-    const recs = [{ preference: 20, exchange: 'b.example' }, { preference: 10, exchange: 'a.example' }, { preference: 20, exchange: 'c.example' }];
+    const recs = [
+      { preference: 20, exchange: 'b.example' },
+      { preference: 10, exchange: 'a.example' },
+      { preference: 20, exchange: 'c.example' },
+    ];
     const d = decideMx('example.org', mxAnswer(recs), [], () => 0);
     expect(d.kind === 'hosts' && d.hosts.map((h) => h.host)).toEqual(['a.example', 'c.example', 'b.example']);
     const seen = new Set<string>();
-    for (let i = 0; i < 50; i++) seen.add(orderMx(recs).map((r) => r.exchange).join(','));
+    for (let i = 0; i < 50; i++)
+      seen.add(
+        orderMx(recs)
+          .map((r) => r.exchange)
+          .join(','),
+      );
     expect([...seen].every((s) => s.startsWith('a.example,'))).toBe(true);
     expect(seen.size).toBe(2);
   });
   it('DANE-14 this relay listed: entries at its preference or worse are dropped; only itself → 5.4.6', () => {
-    const recs = [{ preference: 10, exchange: 'a.example' }, { preference: 20, exchange: 'relay.example.net' }, { preference: 30, exchange: 'c.example' }];
+    const recs = [
+      { preference: 10, exchange: 'a.example' },
+      { preference: 20, exchange: 'relay.example.net' },
+      { preference: 30, exchange: 'c.example' },
+    ];
     const d = decideMx('example.org', mxAnswer(recs), ['relay.example.net']);
     expect(d.kind === 'hosts' && d.hosts.map((h) => h.host)).toEqual(['a.example']);
-    expect(decideMx('example.org', mxAnswer([{ preference: 5, exchange: 'relay.example.net.' }]), ['relay.example.net'])).toMatchObject({ kind: 'fail', code: '5.4.6' });
+    expect(decideMx('example.org', mxAnswer([{ preference: 5, exchange: 'relay.example.net.' }]), ['relay.example.net'])).toMatchObject({
+      kind: 'fail',
+      code: '5.4.6',
+    });
   });
   it('DANE-10 an IP literal as MX target is flagged literal (no DANE); address literal next hops parse', () => {
     const d = decideMx('example.org', mxAnswer([{ preference: 10, exchange: '192.0.2.1' }]));

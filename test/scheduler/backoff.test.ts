@@ -33,7 +33,7 @@ describe('backoff and expiry (RFC 5321 §4.5.4.1)', () => {
   it('the timetable pops in time order', () => {
     const h = new MinHeap<number>();
     const keys = Array.from({ length: 500 }, (_, i) => (i * 7919) % 1000);
-    keys.forEach((k) => h.push(k, k));
+    for (const k of keys) h.push(k, k);
     const out: number[] = [];
     for (let v = h.pop(); v !== undefined; v = h.pop()) out.push(v);
     expect(out).toEqual([...keys].sort((a, b) => a - b));

@@ -15,7 +15,15 @@ import { normalScript, scriptedConnector } from '../support/scriptedPeer.js';
 import { makeTmpDir, envelope, quiet } from '../spool/support.js';
 
 const T = 3000;
-const CFG: SchedulerConfig = { min_backoff: 600_000, max_backoff: 4 * 3600_000, lifetime: 5 * 86_400_000, delay_warning: 0, concurrency: 4, per_destination: 2, run_interval: 3600_000 };
+const CFG: SchedulerConfig = {
+  min_backoff: 600_000,
+  max_backoff: 4 * 3600_000,
+  lifetime: 5 * 86_400_000,
+  delay_warning: 0,
+  concurrency: 4,
+  per_destination: 2,
+  run_interval: 3600_000,
+};
 const log = pino({ level: 'silent' });
 
 let tmp: { dir: string; cleanup: () => void };
@@ -23,7 +31,9 @@ let spool: Spool;
 let scheduler: Scheduler | undefined;
 // never asked: every domain here is an address literal (DANE-10)
 const resolver = new StubResolver({ servers: ['127.0.0.1:9'], timeoutMs: 100, attempts: 1 });
-beforeEach(async () => { tmp = makeTmpDir('scheduler-test-'); });
+beforeEach(async () => {
+  tmp = makeTmpDir('scheduler-test-');
+});
 afterEach(async () => {
   await scheduler?.stop(1000);
   await spool?.close();
@@ -35,21 +45,37 @@ describe('Scheduler decisions over in-process SMTP peers (connector)', () => {
     let clock = 1_800_000_000_000;
     let full = true; // the mailbox of full@ is full at the first attempt only
     const peers = scriptedConnector({
-      '127.0.0.2': normalScript({ answer: (verb, line) => (verb === 'RCPT' && line.includes('<full@') && full ? { reply: '452 4.2.2 mailbox full\r\n' } : undefined) }),
+      '127.0.0.2': normalScript({
+        answer: (verb, line) => (verb === 'RCPT' && line.includes('<full@') && full ? { reply: '452 4.2.2 mailbox full\r\n' } : undefined),
+      }),
       '127.0.0.3': normalScript({ answer: (verb, line) => (verb === 'RCPT' && line.includes('<gone@') ? { reply: '550 5.1.1 no such user\r\n' } : undefined) }),
       '127.0.0.4': normalScript(), // the sender's own domain: takes the DSN
     });
     const events: DeliveryEvent[] = [];
     spool = await Spool.open(tmp.dir, { now: () => clock, log: quiet });
     const delivery: DeliveryDeps = {
-      resolver, heloName: 'relay.test', selfNames: ['relay.test'], port: 9, tlsLevel: () => ({ level: 'may', rule: 'test' }),
+      resolver,
+      heloName: 'relay.test',
+      selfNames: ['relay.test'],
+      port: 9,
+      tlsLevel: () => ({ level: 'may', rule: 'test' }),
       timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-      digestPreference: ['sha512', 'sha256'], maxMessagesPerConnection: 10, now: () => clock, connector: peers.connector,
-      subscribers: [(e) => { events.push(e); }],
+      digestPreference: ['sha512', 'sha256'],
+      maxMessagesPerConnection: 10,
+      now: () => clock,
+      connector: peers.connector,
+      subscribers: [
+        (e) => {
+          events.push(e);
+        },
+      ],
     };
     scheduler = new Scheduler({ spool, delivery, config: CFG, hostname: 'relay.test', log, now: () => clock, rand: () => 0.5 });
     const recipients = ['ok@[127.0.0.2]', 'full@[127.0.0.2]', 'gone@[127.0.0.3]'];
-    const msg = await spool.enqueue(envelope({ from: 'a@[127.0.0.4]', recipients, eightBit: false, received: clock }), Buffer.from('Subject: t\r\nMessage-ID: <t1@sender.test>\r\n\r\nhello\r\n'));
+    const msg = await spool.enqueue(
+      envelope({ from: 'a@[127.0.0.4]', recipients, eightBit: false, received: clock }),
+      Buffer.from('Subject: t\r\nMessage-ID: <t1@sender.test>\r\n\r\nhello\r\n'),
+    );
     scheduler.add(msg);
     await scheduler.whenIdle();
 
@@ -57,7 +83,8 @@ describe('Scheduler decisions over in-process SMTP peers (connector)', () => {
     const at = (a: string) => peers.connections.filter((c) => c.address === a);
     expect(at('127.0.0.2').flatMap((c) => c.transactions.map((t) => t.rcpts))).toEqual([['ok@[127.0.0.2]', 'full@[127.0.0.2]']]);
     expect(at('127.0.0.3').flatMap((c) => c.transactions.map((t) => t.rcpts))).toEqual([['gone@[127.0.0.3]']]);
-    const state = () => Object.fromEntries(scheduler!.get(msg.id)?.recipients.map((r) => [r.address, [r.state, r.attempts, r.nextAttempt - clock, r.dsnCode]]) ?? []);
+    const state = () =>
+      Object.fromEntries(scheduler!.get(msg.id)?.recipients.map((r) => [r.address, [r.state, r.attempts, r.nextAttempt - clock, r.dsnCode]]) ?? []);
     expect(state()).toEqual({
       'ok@[127.0.0.2]': ['delivered', 1, expect.any(Number), '2.0.0'],
       'full@[127.0.0.2]': ['deferred', 1, CFG.min_backoff, '4.2.2'], // rand 0.5: no jitter
@@ -68,9 +95,14 @@ describe('Scheduler decisions over in-process SMTP peers (connector)', () => {
     expect(dsn.map((t) => [t.from, t.rcpts, t.delivered])).toEqual([['', ['a@[127.0.0.4]'], true]]);
     expect(dsn[0]!.body!.toString('latin1')).toMatch(/Final-Recipient: rfc822; ?gone@\[127\.0\.0\.3\][\s\S]*Status: 5\.1\.1/);
     // what the run reported: one recipient event per recipient attempt (and one for the DSN)
-    expect(events.filter((e) => e.kind === 'recipient').map((e) => e.kind === 'recipient' && [e.outcome.address, e.outcome.result])).toEqual(expect.arrayContaining([
-      ['ok@[127.0.0.2]', 'sent'], ['full@[127.0.0.2]', 'deferred'], ['gone@[127.0.0.3]', 'bounced'], ['a@[127.0.0.4]', 'sent'],
-    ]));
+    expect(events.filter((e) => e.kind === 'recipient').map((e) => e.kind === 'recipient' && [e.outcome.address, e.outcome.result])).toEqual(
+      expect.arrayContaining([
+        ['ok@[127.0.0.2]', 'sent'],
+        ['full@[127.0.0.2]', 'deferred'],
+        ['gone@[127.0.0.3]', 'bounced'],
+        ['a@[127.0.0.4]', 'sent'],
+      ]),
+    );
 
     // Not due yet: nothing happens. Due: the retry delivers and the message is done.
     full = false;
@@ -81,7 +113,10 @@ describe('Scheduler decisions over in-process SMTP peers (connector)', () => {
     clock += 1;
     scheduler.kick();
     await scheduler.whenIdle();
-    expect(at('127.0.0.2').flatMap((c) => c.transactions.map((t) => [t.rcpts, t.delivered]))).toEqual([[['ok@[127.0.0.2]', 'full@[127.0.0.2]'], true], [['full@[127.0.0.2]'], true]]);
+    expect(at('127.0.0.2').flatMap((c) => c.transactions.map((t) => [t.rcpts, t.delivered]))).toEqual([
+      [['ok@[127.0.0.2]', 'full@[127.0.0.2]'], true],
+      [['full@[127.0.0.2]'], true],
+    ]);
     expect(scheduler.get(msg.id)).toBeUndefined();
     expect(scheduler.size).toBe(0);
   });

@@ -3,8 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { cpSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { Spool, idTime } from '../../src/spool/spool.js';
-import { FaultFs, envelope, inDir, ls, makeTmpDir, sha256 , quiet, spoolFixtures } from './support.js';
+import { type Spool, idTime } from '../../src/spool/spool.js';
+import { FaultFs, envelope, inDir, ls, spoolFixtures } from './support.js';
 
 const fx = spoolFixtures();
 const tmp = fx.tmp;
@@ -57,15 +57,24 @@ describe('commit durability ordering', () => {
     await d.write(Buffer.from('part two\r\n'));
     let beforeRename = '';
     let beforeDirSync = '';
-    fs.before('rename', inDir('msg'), () => { beforeRename = snapshot(dir); });
-    fs.before('fsyncDir', inDir('msg'), () => { beforeDirSync = snapshot(dir); });
+    fs.before('rename', inDir('msg'), () => {
+      beforeRename = snapshot(dir);
+    });
+    fs.before('fsyncDir', inDir('msg'), () => {
+      beforeDirSync = snapshot(dir);
+    });
     let resolved = false;
-    const committing = d.commit().then((m) => { resolved = true; return m; });
+    const committing = d.commit().then((m) => {
+      resolved = true;
+      return m;
+    });
     // a crash image taken while commit runs: the temp file is cleaned up, no message appears
-    const crashed = await recoverCopy(await new Promise<string>((r) => {
-      const poll = () => (beforeRename ? r(beforeRename) : setImmediate(poll));
-      poll();
-    }));
+    const crashed = await recoverCopy(
+      await new Promise<string>((r) => {
+        const poll = () => (beforeRename ? r(beforeRename) : setImmediate(poll));
+        poll();
+      }),
+    );
     expect(crashed.ids).toEqual([]);
     expect(crashed.tmp).toEqual([]);
     const m = await committing;
@@ -111,10 +120,14 @@ describe('group commit', () => {
     const spool = await open(dir, fs);
     fs.events.length = 0;
     const body = Buffer.alloc(4096, 0x41);
-    const msgs = await Promise.all(Array.from({ length: 50 }, () => spool.enqueue(envelope(), body).then((m) => {
-      fs.mark('resolved', m.id);
-      return m;
-    })));
+    const msgs = await Promise.all(
+      Array.from({ length: 50 }, () =>
+        spool.enqueue(envelope(), body).then((m) => {
+          fs.mark('resolved', m.id);
+          return m;
+        }),
+      ),
+    );
     const dirSyncs = fs.count('fsyncDir', inDir('msg'));
     expect(dirSyncs).toBeGreaterThan(0);
     expect(dirSyncs).toBeLessThan(50);
@@ -127,8 +140,13 @@ describe('group commit', () => {
       const resolved = ev.findIndex((e) => e.op === 'resolved' && e.path === m.id);
       expect(renamed).toBeGreaterThanOrEqual(0);
       // a dir fsync that started after the rename and finished before the resolution
-      const covered = ev.some((s, i) => s.op === 'fsyncDir' && s.phase === 'start' && i > renamed &&
-        ev.some((e, j) => e.op === 'fsyncDir' && e.phase === 'end' && j > i && j < resolved && e.seq > s.seq));
+      const covered = ev.some(
+        (s, i) =>
+          s.op === 'fsyncDir' &&
+          s.phase === 'start' &&
+          i > renamed &&
+          ev.some((e, j) => e.op === 'fsyncDir' && e.phase === 'end' && j > i && j < resolved && e.seq > s.seq),
+      );
       expect(covered, `message ${m.id} resolved without a covering directory fsync`).toBe(true);
     }
     expect((await spool.recover()).map((m) => m.id).sort()).toEqual(msgs.map((m) => m.id).sort());
@@ -141,10 +159,13 @@ describe('body bytes', () => {
     const spool = await open(dir);
     const all = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
     const body = Buffer.concat([
-      Buffer.from('From: x\n\nbare LF\nbare CR\r.\r\n..\r\n\0\0NUL'), all, Buffer.from('\xff\xfe', 'latin1'), all,
+      Buffer.from('From: x\n\nbare LF\nbare CR\r.\r\n..\r\n\0\0NUL'),
+      all,
+      Buffer.from('\xff\xfe', 'latin1'),
+      all,
       Buffer.from('\n'), // ends with a newline, like a header line would
     ]);
-    const d = await spool.begin(envelope({ from: '' , smtputf8: true, recipients: ['ü@exämple.de'] }));
+    const d = await spool.begin(envelope({ from: '', smtputf8: true, recipients: ['ü@exämple.de'] }));
     // odd chunk sizes, so chunks straddle the coalescing buffer's edges
     for (let i = 0, n = 1; i < body.length; i += n, n = n * 3 + 1) await d.write(body.subarray(i, i + n));
     const m = await d.commit();
@@ -160,7 +181,10 @@ describe('body bytes', () => {
     await spool.close();
     const again = await open(dir);
     const rec = await again.recover();
-    expect(rec.map((r) => [r.id, r.size])).toEqual([[m.id, body.length], [empty.id, 0]]);
+    expect(rec.map((r) => [r.id, r.size])).toEqual([
+      [m.id, body.length],
+      [empty.id, 0],
+    ]);
     expect(rec[0]!.envelope.recipients).toEqual(['ü@exämple.de']);
     expect(rec[0]!.envelope.from).toBe('');
     expect((await again.readBody(m.id)).equals(body)).toBe(true);
@@ -205,7 +229,10 @@ describe('body bytes', () => {
     await spool.close();
     const again = await open(dir);
     const rec = await again.recover();
-    expect(rec.map((m) => [m.id, m.size, m.recipients.length])).toEqual([[small.id, 5, 3000], [big.id, 100_000, 3000]]);
+    expect(rec.map((m) => [m.id, m.size, m.recipients.length])).toEqual([
+      [small.id, 5, 3000],
+      [big.id, 100_000, 3000],
+    ]);
     expect(rec[1]!.recipients[2999]!.address).toBe('recipient-number-2999@example.com');
     expect((await again.readBody(big.id)).equals(Buffer.alloc(100_000, 0x0a))).toBe(true);
     expect(ls(join(dir, 'corrupt'))).toEqual([]);
@@ -215,7 +242,9 @@ describe('body bytes', () => {
     const dir = tmp();
     const spool = await open(dir);
     const s = spool.openBody('0000000000000000');
-    await expect(async () => { for await (const _ of s) void _; }).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(async () => {
+      for await (const _ of s) void _;
+    }).rejects.toMatchObject({ code: 'ENOENT' });
     await expect(spool.readBody('../../etc/passwd')).rejects.toMatchObject({ code: 'EINVAL' });
   });
 });
@@ -232,6 +261,10 @@ describe('queue ids', () => {
     // the time part is the clock (ms); with the clock frozen only the sequence part moves
     expect(idTime(ids[0]!)).toBe(1_700_000_000_000);
     expect(ids.every((id) => id.slice(0, 10) === ids[0]!.slice(0, 10))).toBe(true);
-    expect(readFileSync(join(dir, 'msg', ids[3]!)).subarray(-1).toString()).toBe('3');
+    expect(
+      readFileSync(join(dir, 'msg', ids[3]!))
+        .subarray(-1)
+        .toString(),
+    ).toBe('3');
   });
 });

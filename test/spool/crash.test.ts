@@ -12,7 +12,9 @@ import { ensureBuiltSpool, ls, makeTmpDir, sha256 } from './support.js';
 const FIXTURE = join(import.meta.dirname, 'fixtures', 'crash-child.mjs');
 let modulePath = '';
 const t = makeTmpDir('spool-crash-');
-beforeAll(() => { modulePath = ensureBuiltSpool(); }, 120_000);
+beforeAll(() => {
+  modulePath = ensureBuiltSpool();
+}, 120_000);
 afterAll(() => t.cleanup());
 
 /** Runs the child until it has worked for `ms` after recovering, then kills it hard. */
@@ -29,7 +31,9 @@ function runAndKill(dir: string, ms: number): Promise<{ lines: string[]; ready: 
         setTimeout(() => child.kill('SIGKILL'), ms);
       }
     });
-    child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
+    child.stderr.setEncoding('utf8').on('data', (s: string) => {
+      stderr += s;
+    });
     // safety net: a child that never gets ready is killed too (and the test fails on `ready`)
     const guard = setTimeout(() => child.kill('SIGKILL'), 15_000);
     child.on('error', reject);

@@ -3,10 +3,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { cpSync, readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { Spool } from '../../src/spool/spool.js';
+import type { Spool } from '../../src/spool/spool.js';
 import type { RecipientStatus } from '../../src/spool/types.js';
 import { mountTmpfs } from '../support/tmpfs.js';
-import { FaultFs, envelope, inDir, ls, makeTmpDir, sha256, type Op , quiet, spoolFixtures } from './support.js';
+import { FaultFs, envelope, inDir, ls, sha256, type Op, spoolFixtures } from './support.js';
 
 const fx = spoolFixtures();
 const tmp = fx.tmp;
@@ -70,8 +70,13 @@ describe('injected failures on the enqueue path', () => {
     // No timing: the first message's directory fsync is held until the five others are renamed into
     // msg/ (and so waiting for the next fsync, which they share); that second fsync fails.
     const renamed = () => fs.events.filter((e) => e.op === 'rename' && e.phase === 'end' && inDir('msg')(e.path)).length;
-    const until = async (ok: () => boolean) => { while (!ok()) await new Promise((r) => setTimeout(r, 1)); };
-    fs.before('fsyncDir', inDir('msg'), async () => { await until(() => renamed() >= 6); await new Promise((r) => setImmediate(r)); });
+    const until = async (ok: () => boolean) => {
+      while (!ok()) await new Promise((r) => setTimeout(r, 1));
+    };
+    fs.before('fsyncDir', inDir('msg'), async () => {
+      await until(() => renamed() >= 6);
+      await new Promise((r) => setImmediate(r));
+    });
     let msgSyncs = 0;
     fs.failNext('fsyncDir', 'EIO', (p) => inDir('msg')(p) && ++msgSyncs === 2);
     const first = spool.enqueue(envelope(), Buffer.from('first')); // takes the first dir fsync alone
@@ -87,10 +92,20 @@ describe('injected failures on the enqueue path', () => {
 
 describe('recipient state updates', () => {
   const deferred = (addr: string, n: number): RecipientStatus => ({
-    address: addr, state: 'deferred', attempts: n, nextAttempt: 1_700_000_600_000 + n, lastReason: `4.4.1 try ${n}`, dsnCode: '4.4.1',
+    address: addr,
+    state: 'deferred',
+    attempts: n,
+    nextAttempt: 1_700_000_600_000 + n,
+    lastReason: `4.4.1 try ${n}`,
+    dsnCode: '4.4.1',
   });
 
-  for (const [op, code] of [['write', 'ENOSPC'], ['fsync', 'EIO'], ['rename', 'EIO'], ['fsyncDir', 'EIO']] as const) {
+  for (const [op, code] of [
+    ['write', 'ENOSPC'],
+    ['fsync', 'EIO'],
+    ['rename', 'EIO'],
+    ['fsyncDir', 'EIO'],
+  ] as const) {
     it(`a failure at state ${op} rejects with ${code}; recovery sees the old state or the new, never a mix`, async () => {
       const dir = tmp();
       const fs = new FaultFs();
@@ -116,7 +131,9 @@ describe('recipient state updates', () => {
     const old = [deferred('a@example.com', 1), deferred('b@example.net', 1)];
     await spool.updateRecipients(m.id, old);
     const image = tmp();
-    fs.before('rename', inDir('state'), () => { cpSync(dir, image, { recursive: true, filter: (s) => !s.endsWith('/lock') }); });
+    fs.before('rename', inDir('state'), () => {
+      cpSync(dir, image, { recursive: true, filter: (s) => !s.endsWith('/lock') });
+    });
     await spool.updateRecipients(m.id, [deferred('a@example.com', 2), deferred('b@example.net', 2)]);
     expect(readdirSync(join(image, 'tmp'))).toHaveLength(1); // the crash image does hold the new state, in tmp/
     const crashed = await open(image);
@@ -131,7 +148,9 @@ describe('recipient state updates', () => {
     const m = await spool.enqueue(envelope(), Buffer.from('x'));
     await spool.updateRecipients(m.id, [deferred('a@example.com', 1), deferred('b@example.net', 1)]);
     const image = tmp();
-    fs.before('unlink', inDir('state'), () => { cpSync(dir, image, { recursive: true, filter: (s) => !s.endsWith('/lock') }); });
+    fs.before('unlink', inDir('state'), () => {
+      cpSync(dir, image, { recursive: true, filter: (s) => !s.endsWith('/lock') });
+    });
     fs.events.length = 0;
     const done = (a: string): RecipientStatus => ({ address: a, state: 'delivered', attempts: 2, nextAttempt: 0 });
     await spool.updateRecipients(m.id, [done('a@example.com'), { ...done('b@example.net'), state: 'failed', dsnCode: '5.1.1' }]);

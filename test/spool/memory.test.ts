@@ -11,7 +11,9 @@ import { join, dirname } from 'node:path';
 import { ensureBuiltSpool } from './support.js';
 
 let formatUrl = '';
-beforeAll(() => { formatUrl = pathToFileURL(join(dirname(ensureBuiltSpool()), 'format.js')).href; }, 120_000);
+beforeAll(() => {
+  formatUrl = pathToFileURL(join(dirname(ensureBuiltSpool()), 'format.js')).href;
+}, 120_000);
 
 const script = (url: string) => `
 const { encodeHeader, parseHeader, parseState, encodeState, initialRecipients, sizeField, SIZE_OFFSET, Interner } = await import(${JSON.stringify(url)});

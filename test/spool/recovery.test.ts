@@ -7,7 +7,7 @@ import { Spool, acquireSpoolLock } from '../../src/spool/spool.js';
 import { encodeHeader, sizeField, SIZE_OFFSET } from '../../src/spool/format.js';
 import { SEVEN_BIT_FACTS } from '../../src/mime/scan.js';
 import type { Envelope, RecipientStatus } from '../../src/spool/types.js';
-import { envelope, ls, makeTmpDir, quiet, spoolFixtures } from './support.js';
+import { envelope, ls, quiet, spoolFixtures } from './support.js';
 
 const fx = spoolFixtures();
 const tmp = fx.tmp;
@@ -56,14 +56,21 @@ describe('recovery', () => {
     writeFileSync(join(dir, 'msg', 'README'), 'not ours');
 
     const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
-    const spool = await open(dir, { warn: (obj, msg) => { warnings.push({ obj: obj as Record<string, unknown>, msg }); } });
+    const spool = await open(dir, {
+      warn: (obj, msg) => {
+        warnings.push({ obj: obj as Record<string, unknown>, msg });
+      },
+    });
     const msgs = await spool.recover();
 
     expect(msgs.map((m) => m.id)).toEqual([good, withBadState]);
     expect(msgs[0]).toMatchObject({ id: good, size: 7, held: true, recipients: st });
     expect(msgs[0]!.envelope).toEqual(envelope());
     // its state was unreadable: everybody pending again (maybe a repeat, never a loss)
-    expect(msgs[1]!.recipients.map((r) => [r.address, r.state])).toEqual([['a@example.com', 'pending'], ['b@example.net', 'pending']]);
+    expect(msgs[1]!.recipients.map((r) => [r.address, r.state])).toEqual([
+      ['a@example.com', 'pending'],
+      ['b@example.net', 'pending'],
+    ]);
     expect(msgs[1]!.held).toBeUndefined();
 
     expect(ls(join(dir, 'tmp'))).toEqual([]);
@@ -120,13 +127,22 @@ describe('operator controls', () => {
     const m = await s1.enqueue(envelope(), Buffer.from('held one'));
     const other = await s1.enqueue(envelope(), Buffer.from('other'));
     await s1.setHeld(m.id, true);
-    await s1.updateRecipients(m.id, m.recipients.map((r) => ({ ...r, state: 'deferred', attempts: 1 })));
-    await s1.updateRecipients(other.id, other.recipients.map((r) => ({ ...r, state: 'deferred', attempts: 1 })));
+    await s1.updateRecipients(
+      m.id,
+      m.recipients.map((r) => ({ ...r, state: 'deferred', attempts: 1 })),
+    );
+    await s1.updateRecipients(
+      other.id,
+      other.recipients.map((r) => ({ ...r, state: 'deferred', attempts: 1 })),
+    );
     await s1.close();
 
     const s2 = await open(dir);
     const rec = await s2.recover();
-    expect(rec.map((r) => [r.id, r.held ?? false, r.recipients[0]!.attempts])).toEqual([[m.id, true, 1], [other.id, false, 1]]);
+    expect(rec.map((r) => [r.id, r.held ?? false, r.recipients[0]!.attempts])).toEqual([
+      [m.id, true, 1],
+      [other.id, false, 1],
+    ]);
     await s2.setHeld(m.id, false);
     await s2.remove(other.id);
     await expect(s2.remove(other.id)).rejects.toMatchObject({ code: 'ENOENT' });
@@ -146,8 +162,9 @@ describe('operator controls', () => {
     const dir = tmp();
     const s = await open(dir);
     const m = await s.enqueue(envelope({ recipients: ['a@example.com'] }), Buffer.from('x'));
-    await Promise.all(Array.from({ length: 20 }, (_, i) =>
-      s.updateRecipients(m.id, [{ address: 'a@example.com', state: 'deferred', attempts: i + 1, nextAttempt: i }])));
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) => s.updateRecipients(m.id, [{ address: 'a@example.com', state: 'deferred', attempts: i + 1, nextAttempt: i }])),
+    );
     const state = JSON.parse(readFileSync(join(dir, 'state', `${m.id}.json`), 'utf8'));
     expect(state.recipients[0].attempts).toBe(20);
   });
@@ -230,12 +247,19 @@ describe('message format versions (issue 19)', () => {
   it('writes v2: the body facts and the DSN parameters survive commit and recovery', async () => {
     const dir = tmp();
     const s = await open(dir);
-    const env = envelope({ dsn: { ret: 'HDRS', envid: 'QQ+314159' }, rcptDsn: { 'a@example.com': { notify: ['SUCCESS', 'FAILURE'], orcpt: { type: 'rfc822', address: 'Alias@Client.example' } } } });
+    const env = envelope({
+      dsn: { ret: 'HDRS', envid: 'QQ+314159' },
+      rcptDsn: { 'a@example.com': { notify: ['SUCCESS', 'FAILURE'], orcpt: { type: 'rfc822', address: 'Alias@Client.example' } } },
+    });
     const plain = await s.enqueue(env, Buffer.from('Subject: x\r\n\r\nplain\r\n'));
     const eight = await s.enqueue(env, Buffer.from(`Subject: x\r\n\r\nGrüße ${'x'.repeat(1200)}\r\n\0\r\n`));
     expect(plain.body).toEqual({ eightBit: false, longLines: false, nul: false });
     expect(eight.body).toEqual({ eightBit: true, longLines: true, nul: true });
-    expect(readFileSync(join(dir, 'msg', eight.id)).subarray(0, 7).toString()).toBe('{"v":2,');
+    expect(
+      readFileSync(join(dir, 'msg', eight.id))
+        .subarray(0, 7)
+        .toString(),
+    ).toBe('{"v":2,');
     await s.close();
     const again = await open(dir);
     const byId = new Map((await again.recover()).map((m) => [m.id, m]));

@@ -17,7 +17,10 @@ describe('REQUIRETLS in the spool', () => {
     const dir = fx.tmp();
     const s1 = await fx.open(dir, { log: quiet });
     await s1.recover();
-    const tagged = await s1.enqueue(envelope({ requireTls: true, recipients: ['a@one.example', 'b@two.example'] }), Buffer.from('Subject: x\r\n\r\nsecret\r\n'));
+    const tagged = await s1.enqueue(
+      envelope({ requireTls: true, recipients: ['a@one.example', 'b@two.example'] }),
+      Buffer.from('Subject: x\r\n\r\nsecret\r\n'),
+    );
     const plain = await s1.enqueue(envelope(), Buffer.from('plain\r\n'));
     await s1.close();
     expect(readFileSync(join(dir, 'msg', tagged.id), 'latin1')).toMatch(/^\{"v":3,"size":/);
@@ -44,7 +47,13 @@ describe('REQUIRETLS in the spool', () => {
     writeFileSync(join(dir, 'msg', '01m8000000000001'), forge(envelope({ requireTls: true }), '2'), { mode: 0o600 });
     writeFileSync(join(dir, 'msg', '01m8000000000002'), forge(envelope(), '3'), { mode: 0o600 });
     const warnings: string[] = [];
-    const s2 = await fx.open(dir, { log: { warn: (o: object, m: string) => { warnings.push(`${m} ${JSON.stringify(o)}`); } } });
+    const s2 = await fx.open(dir, {
+      log: {
+        warn: (o: object, m: string) => {
+          warnings.push(`${m} ${JSON.stringify(o)}`);
+        },
+      },
+    });
     expect(await s2.recover()).toEqual([]);
     expect(readdirSync(join(dir, 'corrupt')).sort()).toEqual(['01m8000000000001', '01m8000000000002']);
     expect(warnings.join('\n')).toMatch(/format 2 with requireTls/);

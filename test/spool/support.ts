@@ -104,7 +104,9 @@ export class FaultFs implements SpoolFs {
     return this.paths.get(h) ?? '?';
   }
 
-  mkdir(path: string, root?: string) { return this.run('mkdir', path, () => this.inner.mkdir(path, root)); }
+  mkdir(path: string, root?: string) {
+    return this.run('mkdir', path, () => this.inner.mkdir(path, root));
+  }
   async open(path: string, flags: 'wx' | 'r') {
     const h = await this.run('open', path, () => this.inner.open(path, flags));
     this.paths.set(h, path);
@@ -116,15 +118,33 @@ export class FaultFs implements SpoolFs {
   read(h: SpoolHandle, buf: Buffer, offset: number, length: number, position: number) {
     return this.run('read', this.p(h), () => this.inner.read(h, buf, offset, length, position));
   }
-  size(h: SpoolHandle) { return this.run('size', this.p(h), () => this.inner.size(h)); }
-  fsync(h: SpoolHandle) { return this.run('fsync', this.p(h), () => this.inner.fsync(h)); }
-  close(h: SpoolHandle) { return this.run('close', this.p(h), () => this.inner.close(h)); }
-  rename(from: string, to: string) { return this.run('rename', to, () => this.inner.rename(from, to)); }
-  link(from: string, to: string) { return this.run('link', to, () => this.inner.link(from, to)); }
-  unlink(path: string) { return this.run('unlink', path, () => this.inner.unlink(path)); }
-  readdir(path: string) { return this.run('readdir', path, () => this.inner.readdir(path)); }
-  readFile(path: string) { return this.run('readFile', path, () => this.inner.readFile(path)); }
-  fsyncDir(path: string) { return this.run('fsyncDir', path, () => this.inner.fsyncDir(path)); }
+  size(h: SpoolHandle) {
+    return this.run('size', this.p(h), () => this.inner.size(h));
+  }
+  fsync(h: SpoolHandle) {
+    return this.run('fsync', this.p(h), () => this.inner.fsync(h));
+  }
+  close(h: SpoolHandle) {
+    return this.run('close', this.p(h), () => this.inner.close(h));
+  }
+  rename(from: string, to: string) {
+    return this.run('rename', to, () => this.inner.rename(from, to));
+  }
+  link(from: string, to: string) {
+    return this.run('link', to, () => this.inner.link(from, to));
+  }
+  unlink(path: string) {
+    return this.run('unlink', path, () => this.inner.unlink(path));
+  }
+  readdir(path: string) {
+    return this.run('readdir', path, () => this.inner.readdir(path));
+  }
+  readFile(path: string) {
+    return this.run('readFile', path, () => this.inner.readFile(path));
+  }
+  fsyncDir(path: string) {
+    return this.run('fsyncDir', path, () => this.inner.fsyncDir(path));
+  }
 }
 
 export const inDir = (sub: string) => (p: string) => p.includes(`/${sub}/`) || p.endsWith(`/${sub}`);
@@ -138,15 +158,37 @@ export function ensureBuiltSpool(): string {
   const out = join(ROOT, 'dist', 'src', 'spool', 'spool.js');
   const srcDir = join(ROOT, 'src', 'spool');
   // the spool and what it imports (body facts, DSN parameter checks)
-  const sources = [srcDir, join(ROOT, 'src', 'mime')].flatMap((d) => readdirSync(d).filter((f) => f.endsWith('.ts')).map((f) => join(d, f)));
+  const sources = [srcDir, join(ROOT, 'src', 'mime')].flatMap((d) =>
+    readdirSync(d)
+      .filter((f) => f.endsWith('.ts'))
+      .map((f) => join(d, f)),
+  );
   sources.push(join(ROOT, 'src', 'dsn', 'params.ts'));
   const newest = Math.max(...sources.map((f) => statSync(f).mtimeMs));
   if (!existsSync(out) || statSync(out).mtimeMs < newest) {
-    execFileSync(join(ROOT, 'node_modules', '.bin', 'tsc'), [
-      '--ignoreConfig', '--outDir', join(ROOT, 'dist'), '--rootDir', ROOT, '--module', 'nodenext', '--moduleResolution', 'nodenext',
-      '--target', 'es2022', '--strict', '--types', 'node', '--skipLibCheck', '--sourceMap',
-      join(srcDir, 'spool.ts'),
-    ], { cwd: ROOT, stdio: 'pipe' });
+    execFileSync(
+      join(ROOT, 'node_modules', '.bin', 'tsc'),
+      [
+        '--ignoreConfig',
+        '--outDir',
+        join(ROOT, 'dist'),
+        '--rootDir',
+        ROOT,
+        '--module',
+        'nodenext',
+        '--moduleResolution',
+        'nodenext',
+        '--target',
+        'es2022',
+        '--strict',
+        '--types',
+        'node',
+        '--skipLibCheck',
+        '--sourceMap',
+        join(srcDir, 'spool.ts'),
+      ],
+      { cwd: ROOT, stdio: 'pipe' },
+    );
   }
   return out;
 }
@@ -154,7 +196,10 @@ export function ensureBuiltSpool(): string {
 export const quiet = { warn(): void {} };
 
 /** Temp dirs and spools that a test file opens, closed and removed after each test. */
-export function spoolFixtures(): { tmp(): string; open(dir: string, opts?: { fs?: SpoolFs; now?: () => number; log?: { warn(obj: object, msg: string): void } }): Promise<Spool> } {
+export function spoolFixtures(): {
+  tmp(): string;
+  open(dir: string, opts?: { fs?: SpoolFs; now?: () => number; log?: { warn(obj: object, msg: string): void } }): Promise<Spool>;
+} {
   const cleanups: (() => void)[] = [];
   const spools: Spool[] = [];
   afterEach(async () => {

@@ -33,22 +33,17 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
 
-export interface Zone { name: string; secure: boolean } // AD=1 for answers entirely inside secure zones
+export interface Zone {
+  name: string;
+  secure: boolean;
+} // AD=1 for answers entirely inside secure zones
 export type Rr = {
   name: string;
   type: 'MX' | 'A' | 'AAAA' | 'TLSA' | 'TXT' | 'CNAME' | 'DNAME' | 'SOA' | 'NS';
   ttl?: number;
   data: any; // eslint-disable-line @typescript-eslint/no-explicit-any
 };
-export type Behaviour =
-  | 'servfail'
-  | 'refused'
-  | 'timeout'
-  | 'truncate'
-  | 'formerr'
-  | 'notimp'
-  | { delayMs: number }
-  | { raw: (query: Buffer) => Buffer };
+export type Behaviour = 'servfail' | 'refused' | 'timeout' | 'truncate' | 'formerr' | 'notimp' | { delayMs: number } | { raw: (query: Buffer) => Buffer };
 
 export interface QueryLog {
   name: string;
@@ -280,7 +275,20 @@ class DnsTestServer implements TestDns {
       questions: [question],
       answers: [],
       authorities: [],
-      additionals: opt ? [{ type: 'OPT', name: '.', udpPayloadSize: 1232, extendedRcode: 0, ednsVersion: 0, flags: flags.do ? dnsPacket.DNSSEC_OK : 0, flag_do: flags.do, options: [] }] : [],
+      additionals: opt
+        ? [
+            {
+              type: 'OPT',
+              name: '.',
+              udpPayloadSize: 1232,
+              extendedRcode: 0,
+              ednsVersion: 0,
+              flags: flags.do ? dnsPacket.DNSSEC_OK : 0,
+              flag_do: flags.do,
+              options: [],
+            },
+          ]
+        : [],
     });
     if (b === 'servfail') return dnsPacket.encode(base(RCODE.SERVFAIL, false, false));
     if (b === 'refused') return dnsPacket.encode(base(RCODE.REFUSED, false, false));

@@ -15,9 +15,27 @@ import type { Target } from '../../src/mime/downgrade.js';
 export const MAX_DEPTH = 3;
 
 type Cte = 'none' | '7bit' | '8bit' | 'binary' | 'quoted-printable' | 'qp-long' | 'qp-raw8' | 'base64' | 'base64-long' | 'x-uuencode';
-interface Leaf { kind: 'leaf'; type: string; charset?: string; cte: Cte; content: Buffer; name8: boolean }
-interface Multi { kind: 'multipart'; subtype: 'mixed' | 'alternative' | 'signed' | 'related'; parts: Node[]; preamble: 'none' | 'ascii' | '8bit'; label8: boolean }
-interface Msg { kind: 'message'; subject8: boolean; inner: Node; label8: boolean }
+interface Leaf {
+  kind: 'leaf';
+  type: string;
+  charset?: string;
+  cte: Cte;
+  content: Buffer;
+  name8: boolean;
+}
+interface Multi {
+  kind: 'multipart';
+  subtype: 'mixed' | 'alternative' | 'signed' | 'related';
+  parts: Node[];
+  preamble: 'none' | 'ascii' | '8bit';
+  label8: boolean;
+}
+interface Msg {
+  kind: 'message';
+  subject8: boolean;
+  inner: Node;
+  label8: boolean;
+}
 type Node = Leaf | Multi | Msg;
 
 /** Content lines: ASCII, 8-bit (UTF-8 or Latin-1), long, NUL; never a line that starts with "--". */
@@ -30,18 +48,31 @@ const lineArb = fc.oneof(
 );
 const linesArb = fc.array(lineArb, { minLength: 1, maxLength: 6 }).map((ls) => Buffer.concat(ls.flatMap((l, i) => (i ? [Buffer.from('\r\n'), l] : [l]))));
 
-const leafArb: fc.Arbitrary<Leaf> = fc.record({
-  kind: fc.constant('leaf' as const),
-  type: fc.constantFrom('text/plain', 'text/html', 'application/octet-stream', 'image/png'),
-  charset: fc.option(fc.constantFrom('utf-8', 'iso-8859-1', 'us-ascii'), { nil: undefined }),
-  cte: fc.constantFrom<Cte>('none', '7bit', '8bit', 'binary', 'quoted-printable', 'qp-long', 'qp-raw8', 'base64', 'base64-long', 'x-uuencode'),
-  content: fc.oneof(linesArb, fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a))),
-  name8: fc.integer({ min: 0, max: 9 }).map((i) => i === 0),
-}).map((l) => (l.cte.startsWith('base64') || l.cte.startsWith('q') ? l : { ...l, content: noCrLf(l.content) }));
+const leafArb: fc.Arbitrary<Leaf> = fc
+  .record({
+    kind: fc.constant('leaf' as const),
+    type: fc.constantFrom('text/plain', 'text/html', 'application/octet-stream', 'image/png'),
+    charset: fc.option(fc.constantFrom('utf-8', 'iso-8859-1', 'us-ascii'), { nil: undefined }),
+    cte: fc.constantFrom<Cte>('none', '7bit', '8bit', 'binary', 'quoted-printable', 'qp-long', 'qp-raw8', 'base64', 'base64-long', 'x-uuencode'),
+    content: fc.oneof(
+      linesArb,
+      fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
+    ),
+    name8: fc.integer({ min: 0, max: 9 }).map((i) => i === 0),
+  })
+  .map((l) => (l.cte.startsWith('base64') || l.cte.startsWith('q') ? l : { ...l, content: noCrLf(l.content) }));
 
 /** identity-encoded content is lines: CR and LF only as CRLF */
 function noCrLf(b: Buffer): Buffer {
-  return Buffer.from(b.toString('latin1').replace(/\r\n/g, '\u0001').replace(/[\r\n]/g, 'r').replace(/\u0001/g, '\r\n').replace(/(^|\r\n)--/g, '$1-x'), 'latin1');
+  return Buffer.from(
+    b
+      .toString('latin1')
+      .replace(/\r\n/g, '\u0001')
+      .replace(/[\r\n]/g, 'r')
+      .replace(/\u0001/g, '\r\n')
+      .replace(/(^|\r\n)--/g, '$1-x'),
+    'latin1',
+  );
 }
 
 const treeArb: fc.Arbitrary<Node> = fc.letrec<{ node: Node }>((tie) => ({
@@ -58,7 +89,15 @@ const treeArb: fc.Arbitrary<Node> = fc.letrec<{ node: Node }>((tie) => ({
         label8: fc.boolean(),
       }) as fc.Arbitrary<Multi>,
     },
-    { weight: 1, arbitrary: fc.record({ kind: fc.constant('message' as const), subject8: fc.integer({ min: 0, max: 5 }).map((i) => i === 0), inner: tie('node'), label8: fc.boolean() }) as fc.Arbitrary<Msg> },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        kind: fc.constant('message' as const),
+        subject8: fc.integer({ min: 0, max: 5 }).map((i) => i === 0),
+        inner: tie('node'),
+        label8: fc.boolean(),
+      }) as fc.Arbitrary<Msg>,
+    },
   ),
 })).node;
 
@@ -71,8 +110,16 @@ function qpTest(content: Buffer, wrap: boolean, raw8: boolean): string {
   let out = '';
   let col = 0;
   for (const b of content) {
-    const t = (b >= 0x21 && b <= 0x7e && b !== 0x3d) ? String.fromCharCode(b) : raw8 && b >= 0x80 ? String.fromCharCode(b) : `=${b.toString(16).toUpperCase().padStart(2, '0')}`;
-    if (wrap && col + t.length > 75) { out += '=\r\n'; col = 0; }
+    const t =
+      b >= 0x21 && b <= 0x7e && b !== 0x3d
+        ? String.fromCharCode(b)
+        : raw8 && b >= 0x80
+          ? String.fromCharCode(b)
+          : `=${b.toString(16).toUpperCase().padStart(2, '0')}`;
+    if (wrap && col + t.length > 75) {
+      out += '=\r\n';
+      col = 0;
+    }
     out += t;
     col += t.length;
   }
@@ -80,7 +127,12 @@ function qpTest(content: Buffer, wrap: boolean, raw8: boolean): string {
 }
 
 let seq = 0;
-interface Ctx { refuse: boolean; target: Target; signedBlocks: Buffer[]; maxDepth: number }
+interface Ctx {
+  refuse: boolean;
+  target: Target;
+  signedBlocks: Buffer[];
+  maxDepth: number;
+}
 
 /** A leaf's content needs work for this target; the oracle, from the tree. */
 function leafNeeds(l: Leaf, target: Target): boolean {
@@ -88,12 +140,30 @@ function leafNeeds(l: Leaf, target: Target): boolean {
   const eight = c.some((b) => b >= 0x80);
   const nul = c.includes(0);
   switch (l.cte) {
-    case 'base64': return false;
-    case 'base64-long': return c.length > 0 && Math.ceil(c.length / 3) * 4 > 998;
-    case 'quoted-printable': return false;
-    case 'qp-long': return qpTest(c, false, false).length > 998;
-    case 'qp-raw8': return (target === '7bit' && eight) || qpTest(c, true, true).split('\r\n').some((x) => x.length > 998);
-    default: return (target === '7bit' && eight) || nul || c.toString('latin1').split('\r\n').some((x) => x.length > 998);
+    case 'base64':
+      return false;
+    case 'base64-long':
+      return c.length > 0 && Math.ceil(c.length / 3) * 4 > 998;
+    case 'quoted-printable':
+      return false;
+    case 'qp-long':
+      return qpTest(c, false, false).length > 998;
+    case 'qp-raw8':
+      return (
+        (target === '7bit' && eight) ||
+        qpTest(c, true, true)
+          .split('\r\n')
+          .some((x) => x.length > 998)
+      );
+    default:
+      return (
+        (target === '7bit' && eight) ||
+        nul ||
+        c
+          .toString('latin1')
+          .split('\r\n')
+          .some((x) => x.length > 998)
+      );
   }
 }
 
@@ -112,14 +182,26 @@ function serialize(n: Node, depth: number, signed: boolean, ctx: Ctx): Buffer {
     let cteLine = '';
     let body: Buffer;
     switch (n.cte) {
-      case 'none': body = n.content; break;
-      case 'quoted-printable': case 'qp-long': case 'qp-raw8':
+      case 'none':
+        body = n.content;
+        break;
+      case 'quoted-printable':
+      case 'qp-long':
+      case 'qp-raw8':
         cteLine = 'Content-Transfer-Encoding: quoted-printable\r\n';
         body = Buffer.from(qpTest(n.content, n.cte !== 'qp-long', n.cte === 'qp-raw8'), 'latin1');
         break;
-      case 'base64': cteLine = 'Content-Transfer-Encoding: base64\r\n'; body = Buffer.from(n.content.toString('base64').replace(/.{76}/g, '$&\r\n').replace(/\r\n$/, '')); break;
-      case 'base64-long': cteLine = 'Content-Transfer-Encoding: base64\r\n'; body = Buffer.from(n.content.toString('base64')); break;
-      default: cteLine = `Content-Transfer-Encoding: ${n.cte}\r\n`; body = n.content;
+      case 'base64':
+        cteLine = 'Content-Transfer-Encoding: base64\r\n';
+        body = Buffer.from(n.content.toString('base64').replace(/.{76}/g, '$&\r\n').replace(/\r\n$/, ''));
+        break;
+      case 'base64-long':
+        cteLine = 'Content-Transfer-Encoding: base64\r\n';
+        body = Buffer.from(n.content.toString('base64'));
+        break;
+      default:
+        cteLine = `Content-Transfer-Encoding: ${n.cte}\r\n`;
+        body = n.content;
     }
     return Buffer.concat([Buffer.from(ct + disp + cteLine + '\r\n', 'utf8'), body]);
   }
@@ -134,7 +216,13 @@ function serialize(n: Node, depth: number, signed: boolean, ctx: Ctx): Buffer {
     }
     if (n.subject8 && ctx.target === '7bit') ctx.refuse = true;
     const inner = serialize(n.inner, depth + 1, signed, ctx);
-    return Buffer.concat([Buffer.from(`Content-Type: message/rfc822\r\nContent-Disposition: attachment\r\n${b8(n.label8)}\r\nSubject: ${n.subject8 ? 'ünter' : 'inner'}\r\nMIME-Version: 1.0\r\n`, 'utf8'), inner]);
+    return Buffer.concat([
+      Buffer.from(
+        `Content-Type: message/rfc822\r\nContent-Disposition: attachment\r\n${b8(n.label8)}\r\nSubject: ${n.subject8 ? 'ünter' : 'inner'}\r\nMIME-Version: 1.0\r\n`,
+        'utf8',
+      ),
+      inner,
+    ]);
   }
   const boundary = `=_b${seq++}_${depth}`;
   const isSigned = n.subtype === 'signed';
@@ -143,8 +231,17 @@ function serialize(n: Node, depth: number, signed: boolean, ctx: Ctx): Buffer {
   const partCtx = deep ? { ...ctx, refuse: false } : ctx;
   const parts = n.parts.map((p) => serialize(p, depth + 1, signed || isSigned || deep, partCtx));
   if (deep && partCtx.refuse) ctx.refuse = true;
-  const pre = n.preamble === 'none' ? '' : n.preamble === 'ascii' ? 'This is a multi-part message in MIME format.\r\n' : 'Dies ist eine mehrteilige Nachricht: Grüße.\r\n';
-  const body = Buffer.concat([Buffer.from(pre, 'utf8'), ...parts.flatMap((p) => [Buffer.from(`--${boundary}\r\n`), p, Buffer.from('\r\n')]), Buffer.from(`--${boundary}--\r\n`)]);
+  const pre =
+    n.preamble === 'none'
+      ? ''
+      : n.preamble === 'ascii'
+        ? 'This is a multi-part message in MIME format.\r\n'
+        : 'Dies ist eine mehrteilige Nachricht: Grüße.\r\n';
+  const body = Buffer.concat([
+    Buffer.from(pre, 'utf8'),
+    ...parts.flatMap((p) => [Buffer.from(`--${boundary}\r\n`), p, Buffer.from('\r\n')]),
+    Buffer.from(`--${boundary}--\r\n`),
+  ]);
   if (isSigned && !signed) ctx.signedBlocks.push(body);
   return Buffer.concat([Buffer.from(`Content-Type: multipart/${n.subtype}; boundary="${boundary}"${proto}\r\n${b8(n.label8)}\r\n`), body]);
 }
@@ -155,7 +252,10 @@ export function message(top: { tree: Node; subject: string }, target: Target, ma
   let subject = top.subject === 'grüße' ? 'Grüße' : 'plain';
   if (top.subject === 'grüße' && target === '7bit') ctx.refuse = true;
   if (top.subject === 'long-foldable') subject = Array.from({ length: 300 }, (_, i) => `word${i}`).join(' ');
-  if (top.subject === 'long-unfoldable') { subject = 'x'.repeat(1200); ctx.refuse = true; }
+  if (top.subject === 'long-unfoldable') {
+    subject = 'x'.repeat(1200);
+    ctx.refuse = true;
+  }
   const body = serialize(top.tree, 0, false, ctx);
   const raw = Buffer.concat([Buffer.from(`From: a@example.org\r\nSubject: ${subject}\r\nMIME-Version: 1.0\r\n`, 'utf8'), body, Buffer.from('\r\n')]);
   return { raw, refuse: ctx.refuse, signedBlocks: ctx.signedBlocks };
@@ -174,4 +274,3 @@ export async function sameContent(a: Buffer, b: Buffer, depth = 0): Promise<void
     else expect(y[i]!.content.equals(x[i]!.content), `leaf ${i} (${x[i]!.contentType})`).toBe(true);
   }
 }
-

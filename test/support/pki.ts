@@ -27,17 +27,21 @@ const crypto = webcrypto;
 x509.cryptoProvider.set(crypto);
 
 export interface Issued {
-  certPem: string; keyPem: string;           // PEM cert, PKCS#8 PEM private key (usable directly in node:tls key/cert)
-  der: Buffer; spki: Buffer;                  // certificate DER, SubjectPublicKeyInfo DER
+  certPem: string;
+  keyPem: string; // PEM cert, PKCS#8 PEM private key (usable directly in node:tls key/cert)
+  der: Buffer;
+  spki: Buffer; // certificate DER, SubjectPublicKeyInfo DER
   cert: x509.X509Certificate;
   keys: CryptoKeyPair;
 }
 
 export interface CertOptions {
-  cn?: string; dnsNames?: string[];           // SAN dNSNames
-  notBefore?: Date; notAfter?: Date;          // default: now-1h .. now+30d
-  keyAlg?: 'ec' | 'rsa';                      // default 'ec' (P-256); rsa = RSA-2048 PKCS#1 v1.5 SHA-256
-  pathLen?: number;                           // for CAs
+  cn?: string;
+  dnsNames?: string[]; // SAN dNSNames
+  notBefore?: Date;
+  notAfter?: Date; // default: now-1h .. now+30d
+  keyAlg?: 'ec' | 'rsa'; // default 'ec' (P-256); rsa = RSA-2048 PKCS#1 v1.5 SHA-256
+  pathLen?: number; // for CAs
   serial?: string;
 }
 
@@ -57,9 +61,7 @@ async function generateKeys(alg: KeyAlg): Promise<CryptoKeyPair> {
 
 /** The signature algorithm is chosen by the *signer's* key, not the subject's. */
 function signingAlgorithm(signer: CryptoKeyPair): Algorithm | EcdsaParams {
-  return signer.privateKey.algorithm.name === 'ECDSA'
-    ? ({ name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams)
-    : { name: 'RSASSA-PKCS1-v1_5' };
+  return signer.privateKey.algorithm.name === 'ECDSA' ? ({ name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams) : { name: 'RSASSA-PKCS1-v1_5' };
 }
 
 function randomSerial(): string {
@@ -71,11 +73,17 @@ function randomSerial(): string {
 
 function escapeDnValue(v: string): string {
   // RFC 4514 §2.4 escaping, enough for test names.
-  return v.replace(/([,+"\\<>;=])/g, '\\$1').replace(/^([ #])/, '\\$1').replace(/ $/, '\\ ');
+  return v
+    .replace(/([,+"\\<>;=])/g, '\\$1')
+    .replace(/^([ #])/, '\\$1')
+    .replace(/ $/, '\\ ');
 }
 
 function pem(label: string, der: ArrayBuffer | Buffer): string {
-  const b64 = Buffer.from(der as ArrayBuffer).toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
+  const b64 = Buffer.from(der as ArrayBuffer)
+    .toString('base64')
+    .replace(/(.{64})/g, '$1\n')
+    .replace(/\n$/, '');
   return `-----BEGIN ${label}-----\n${b64}\n-----END ${label}-----\n`;
 }
 
@@ -120,7 +128,12 @@ async function build({ opts, ca, defaultCn, issuer }: BuildParams): Promise<Issu
   ];
   if (!ca) extensions.push(new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false));
   if (opts.dnsNames && opts.dnsNames.length > 0) {
-    extensions.push(new x509.SubjectAlternativeNameExtension(opts.dnsNames.map((value) => ({ type: 'dns' as const, value })), false));
+    extensions.push(
+      new x509.SubjectAlternativeNameExtension(
+        opts.dnsNames.map((value) => ({ type: 'dns' as const, value })),
+        false,
+      ),
+    );
   }
 
   const cert = await x509.X509CertificateGenerator.create(
@@ -180,5 +193,7 @@ export function chainPem(...certs: Issued[]): string {
 export function tlsaData(cert: Issued, selector: 0 | 1, matchingType: 0 | 1 | 2): Buffer {
   const bytes = selector === 0 ? cert.der : cert.spki;
   if (matchingType === 0) return Buffer.from(bytes);
-  return createHash(matchingType === 1 ? 'sha256' : 'sha512').update(bytes).digest();
+  return createHash(matchingType === 1 ? 'sha256' : 'sha512')
+    .update(bytes)
+    .digest();
 }

@@ -14,7 +14,9 @@ import { removeThrowawayUsers, skipReason as userSkip, throwawayUser, type Local
 function binDir(): string | undefined {
   const base = '/usr/lib/postgresql';
   if (!existsSync(base)) return undefined;
-  const versions = readdirSync(base).filter((v) => existsSync(join(base, v, 'bin', 'pg_ctl'))).sort((a, b) => Number(b) - Number(a));
+  const versions = readdirSync(base)
+    .filter((v) => existsSync(join(base, v, 'bin', 'pg_ctl')))
+    .sort((a, b) => Number(b) - Number(a));
   return versions[0] ? join(base, versions[0], 'bin') : undefined;
 }
 
@@ -24,7 +26,9 @@ const isRoot = process.getuid?.() === 0;
 /** Why a cluster cannot be started here, or undefined when it can. */
 export const pgSkipReason: string | undefined = !BIN
   ? 'PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin (apt-get install postgresql)'
-  : isRoot && userSkip ? `PostgreSQL refuses to run as root and no throwaway user can be made: ${userSkip}` : undefined;
+  : isRoot && userSkip
+    ? `PostgreSQL refuses to run as root and no throwaway user can be made: ${userSkip}`
+    : undefined;
 
 export interface TestPostgres {
   /** libpq URL over the Unix socket, without the password */
@@ -54,7 +58,10 @@ export function startPostgres(tag = 'pg'): TestPostgres {
   const pwInit = join(dir, 'initpw');
   writeFileSync(pwInit, `${password}\n`, { mode: 0o600 });
   chmodSync(pwInit, 0o600);
-  if (user) { chownSync(dir, user.uid, user.gid); chownSync(pwInit, user.uid, user.gid); }
+  if (user) {
+    chownSync(dir, user.uid, user.gid);
+    chownSync(pwInit, user.uid, user.gid);
+  }
   chmodSync(dir, 0o755);
   const as = user ? { uid: user.uid, gid: user.gid } : {};
   const run = (cmd: string, args: string[]) => {
@@ -67,22 +74,40 @@ export function startPostgres(tag = 'pg'): TestPostgres {
   // The relay connects as root or as the test user: the socket is for anyone, the password is the gate.
   const opts = `-k ${dir} -c listen_addresses='' -p ${PORT} -c unix_socket_permissions=0777 -c fsync=on -c synchronous_commit=on -c max_connections=200`;
   const logFile = join(dir, 'log');
-  const start = () => { run('pg_ctl', ['-D', data, '-l', logFile, '-o', opts, '-w', '-t', '120', 'start']); };
-  const stop = (mode: 'fast' | 'immediate' = 'fast') => { run('pg_ctl', ['-D', data, '-m', mode, '-w', '-t', '120', 'stop']); };
+  const start = () => {
+    run('pg_ctl', ['-D', data, '-l', logFile, '-o', opts, '-w', '-t', '120', 'start']);
+  };
+  const stop = (mode: 'fast' | 'immediate' = 'fast') => {
+    run('pg_ctl', ['-D', data, '-m', mode, '-w', '-t', '120', 'stop']);
+  };
   start();
   const passwordFile = join(dir, 'password');
   writeFileSync(passwordFile, `${password}\n`, { mode: 0o600 });
   chmodSync(passwordFile, 0o600);
   const url = `postgresql://dane@/postgres?host=${encodeURIComponent(dir)}&port=${PORT}`;
-  const sql = (query: string) => execFileSync(join(BIN!, 'psql'), ['-X', '-A', '-t', '-F', '\t', '-v', 'ON_ERROR_STOP=1', '-h', dir, '-p', String(PORT), '-U', 'dane', '-d', 'postgres', '-c', query],
-    { encoding: 'utf8', env: { ...process.env, PGPASSWORD: password } });
+  const sql = (query: string) =>
+    execFileSync(
+      join(BIN!, 'psql'),
+      ['-X', '-A', '-t', '-F', '\t', '-v', 'ON_ERROR_STOP=1', '-h', dir, '-p', String(PORT), '-U', 'dane', '-d', 'postgres', '-c', query],
+      { encoding: 'utf8', env: { ...process.env, PGPASSWORD: password } },
+    );
   let destroyed = false;
   return {
-    url, password, passwordFile, dir, sql, stop, start,
+    url,
+    password,
+    passwordFile,
+    dir,
+    sql,
+    stop,
+    start,
     destroy() {
       if (destroyed) return;
       destroyed = true;
-      try { stop('immediate'); } catch { /* not running */ }
+      try {
+        stop('immediate');
+      } catch {
+        /* not running */
+      }
       rmSync(dir, { recursive: true, force: true });
       if (user) removeThrowawayUsers();
     },

@@ -60,7 +60,10 @@ export function expectValuesPrintable(v: unknown, path = '$'): void {
     if (bad) throw new Error(`${path}: ${bad}`);
     return;
   }
-  if (Array.isArray(v)) return v.forEach((x, i) => expectValuesPrintable(x, `${path}[${i}]`));
+  if (Array.isArray(v)) {
+    for (const [i, x] of v.entries()) expectValuesPrintable(x, `${path}[${i}]`);
+    return;
+  }
   if (v && typeof v === 'object') {
     for (const [k, x] of Object.entries(v)) {
       const bad = firstUnsafe(k);
@@ -90,7 +93,12 @@ const ESCAPE = /\\(?:([tnr])|x([0-9a-f]{2})|u\{([0-9a-f]+)\})/g;
  */
 export function unescapeToString(s: string): string {
   return s.replace(ESCAPE, (_m, c: string | undefined, x: string | undefined, u: string | undefined) =>
-    c ? ({ t: '\t', n: '\n', r: '\r' } as Record<string, string>)[c]! : x ? String.fromCharCode(parseInt(x, 16)) : String.fromCharCode(...utf16(parseInt(u!, 16))));
+    c
+      ? ({ t: '\t', n: '\n', r: '\r' } as Record<string, string>)[c]!
+      : x
+        ? String.fromCharCode(parseInt(x, 16))
+        : String.fromCharCode(...utf16(parseInt(u!, 16))),
+  );
 }
 
 function utf16(cp: number): number[] {
@@ -121,7 +129,42 @@ const codePoint = fc.oneof(
   { weight: 4, arbitrary: range(0x20, 0x7e) },
   { weight: 2, arbitrary: range(0x00, 0x1f) },
   { weight: 2, arbitrary: range(0x7f, 0x9f) },
-  { weight: 1, arbitrary: fc.constantFrom(0xad, 0x34f, 0x115f, 0x3164, 0x2065, 0xfff0, 0xfe0f, 0x61c, 0x180e, 0x200b, 0x200c, 0x200d, 0x200e, 0x200f, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2060, 0x2066, 0x2067, 0x2068, 0x2069, 0x2028, 0x2029, 0xfeff, 0xfff9, 0xfffb, 0xe0001, 0xe0041) },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom(
+      0xad,
+      0x34f,
+      0x115f,
+      0x3164,
+      0x2065,
+      0xfff0,
+      0xfe0f,
+      0x61c,
+      0x180e,
+      0x200b,
+      0x200c,
+      0x200d,
+      0x200e,
+      0x200f,
+      0x202a,
+      0x202b,
+      0x202c,
+      0x202d,
+      0x202e,
+      0x2060,
+      0x2066,
+      0x2067,
+      0x2068,
+      0x2069,
+      0x2028,
+      0x2029,
+      0xfeff,
+      0xfff9,
+      0xfffb,
+      0xe0001,
+      0xe0041,
+    ),
+  },
   { weight: 1, arbitrary: range(0xa0, 0xffff).filter((c) => c < 0xd800 || c > 0xdfff) },
   { weight: 1, arbitrary: range(0x10000, 0x10ffff) },
 );
@@ -129,7 +172,18 @@ const codePoint = fc.oneof(
 /** Text as a JS string may carry it (JSON from an old spool can hold lone surrogates too). */
 export const hostileString = fc.oneof(
   { weight: 6, arbitrary: fc.array(codePoint, { maxLength: 60 }).map((cps) => String.fromCodePoint(...cps)) },
-  { weight: 1, arbitrary: fc.array(fc.oneof(codePoint, range(0xd800, 0xdfff).map((c) => -c)), { maxLength: 20 }).map((cps) => cps.map((c) => (c < 0 ? String.fromCharCode(-c) : String.fromCodePoint(c))).join('')) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .array(
+        fc.oneof(
+          codePoint,
+          range(0xd800, 0xdfff).map((c) => -c),
+        ),
+        { maxLength: 20 },
+      )
+      .map((cps) => cps.map((c) => (c < 0 ? String.fromCharCode(-c) : String.fromCodePoint(c))).join('')),
+  },
   { weight: 1, arbitrary: fc.constantFrom(OWNED, OWNED_REPLY, '\u202egnp.exe', '\x9b2J', 'a\u2028b', '\ud800') },
 );
 
@@ -137,7 +191,12 @@ export const hostileString = fc.oneof(
 export const hostileBytes = fc.oneof(
   { weight: 3, arbitrary: fc.uint8Array({ maxLength: 120 }).map((u) => Buffer.from(u)) },
   { weight: 3, arbitrary: hostileString.map((s) => Buffer.from(s, 'utf8')) },
-  { weight: 1, arbitrary: fc.tuple(hostileString, fc.uint8Array({ maxLength: 8 }), hostileString).map(([a, b, c]) => Buffer.concat([Buffer.from(a), Buffer.from(b), Buffer.from(c)])) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .tuple(hostileString, fc.uint8Array({ maxLength: 8 }), hostileString)
+      .map(([a, b, c]) => Buffer.concat([Buffer.from(a), Buffer.from(b), Buffer.from(c)])),
+  },
 );
 
 /** Bytes that can stand in one SMTP reply line (no CR, LF or NUL: the reply parser refuses those as malformed). */

@@ -5,8 +5,16 @@
  */
 import { request } from 'node:http';
 
-export interface Sample { name: string; labels: Record<string, string>; value: number }
-export interface Scrape { samples: Sample[]; types: Map<string, string>; help: Map<string, string> }
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+export interface Scrape {
+  samples: Sample[];
+  types: Map<string, string>;
+  help: Map<string, string>;
+}
 
 function unescapeLabel(s: string): string {
   return s.replace(/\\(["\\n])/g, (_, c: string) => (c === 'n' ? '\n' : c));
@@ -17,7 +25,10 @@ export function parsePrometheus(text: string): Scrape {
   for (const line of text.split('\n')) {
     if (line.trim() === '') continue;
     let m = /^# (HELP|TYPE) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.*)$/.exec(line);
-    if (m) { (m[1] === 'TYPE' ? out.types : out.help).set(m[2]!, m[3]!); continue; }
+    if (m) {
+      (m[1] === 'TYPE' ? out.types : out.help).set(m[2]!, m[3]!);
+      continue;
+    }
     if (line.startsWith('#')) continue;
     m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ([^ ]+)(?: (-?\d+))?$/.exec(line);
     if (!m) throw new Error(`not a Prometheus sample line: ${JSON.stringify(line)}`);
@@ -48,14 +59,20 @@ export function value(s: Scrape, name: string, labels: Record<string, string> = 
   return hits.reduce((a, x) => a + x.value, 0);
 }
 
-export interface HttpReply { status: number; body: string; headers: Record<string, string | string[] | undefined> }
+export interface HttpReply {
+  status: number;
+  body: string;
+  headers: Record<string, string | string[] | undefined>;
+}
 
 export function httpGet(host: string, port: number, path: string): Promise<HttpReply> {
   return new Promise((resolve, reject) => {
     const req = request({ host, port, path, method: 'GET', timeout: 10_000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
-      res.on('data', (d) => { body += d; });
+      res.on('data', (d) => {
+        body += d;
+      });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
     });
     req.on('error', reject);

@@ -20,10 +20,16 @@ export interface RawMx {
 export async function startRawMx(host: string, port: number, rcptReply: Buffer | string): Promise<RawMx> {
   const sockets = new Set<net.Socket>();
   const mx: RawMx = {
-    host, port, rcpts: 0,
+    host,
+    port,
+    rcpts: 0,
     rcptReply: Buffer.from(rcptReply),
     greeting: Buffer.from('220 mx.dest.test ESMTP\r\n'),
-    close: () => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }),
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
   };
   const server = net.createServer((s) => {
     sockets.add(s);
@@ -39,13 +45,19 @@ export async function startRawMx(host: string, port: number, rcptReply: Buffer |
         const verb = line.slice(0, 4).toUpperCase();
         if (verb === 'EHLO' || verb === 'HELO') s.write('250 mx.dest.test\r\n');
         else if (verb === 'MAIL' || verb === 'RSET' || verb === 'NOOP') s.write('250 2.0.0 ok\r\n');
-        else if (verb === 'RCPT') { mx.rcpts++; s.write(mx.rcptReply); }
-        else if (verb === 'QUIT') { s.end('221 2.0.0 bye\r\n'); }
-        else s.write('502 5.5.2 not here\r\n');
+        else if (verb === 'RCPT') {
+          mx.rcpts++;
+          s.write(mx.rcptReply);
+        } else if (verb === 'QUIT') {
+          s.end('221 2.0.0 bye\r\n');
+        } else s.write('502 5.5.2 not here\r\n');
       }
     });
   });
-  await new Promise<void>((res, rej) => { server.once('error', rej); server.listen(port, host, () => res()); });
+  await new Promise<void>((res, rej) => {
+    server.once('error', rej);
+    server.listen(port, host, () => res());
+  });
   mx.port = (server.address() as net.AddressInfo).port;
   return mx;
 }

@@ -31,8 +31,14 @@ export function traversable(dir: string, who: Who): boolean {
 export function reachableTmpdir(who: Who, opts: { plain?: boolean } = {}): string {
   const tried: string[] = [];
   for (const d of [tmpdir(), '/tmp']) {
-    if (opts.plain && /[\s,"'$]/.test(d)) { tried.push(`${d}: its characters cannot be written in the settings`); continue; }
-    if (!traversable(d, who)) { tried.push(`${d}: ${who === 'anyone' ? 'other users' : `uid ${who.uid}`} cannot traverse it`); continue; }
+    if (opts.plain && /[\s,"'$]/.test(d)) {
+      tried.push(`${d}: its characters cannot be written in the settings`);
+      continue;
+    }
+    if (!traversable(d, who)) {
+      tried.push(`${d}: ${who === 'anyone' ? 'other users' : `uid ${who.uid}`} cannot traverse it`);
+      continue;
+    }
     return d;
   }
   throw new Error(`no temp directory that ${who === 'anyone' ? 'other users' : `uid ${who.uid}`} can reach (${tried.join('; ')}): set TMPDIR to one`);
@@ -48,7 +54,10 @@ function runtimePackages(): string[] {
       if (existsSync(join(p, 'package.json'))) {
         if (found.has(p)) return;
         found.add(p);
-        const pkg = JSON.parse(readFileSync(join(p, 'package.json'), 'utf8')) as { dependencies?: Record<string, string>; optionalDependencies?: Record<string, string> };
+        const pkg = JSON.parse(readFileSync(join(p, 'package.json'), 'utf8')) as {
+          dependencies?: Record<string, string>;
+          optionalDependencies?: Record<string, string>;
+        };
         for (const dep of Object.keys(pkg.dependencies ?? {})) visit(p, dep, false);
         for (const dep of Object.keys(pkg.optionalDependencies ?? {})) visit(p, dep, true);
         return;

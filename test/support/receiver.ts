@@ -99,8 +99,7 @@ export async function startReceiver(opts: ReceiverOptions = {}): Promise<Receive
   const keepBody = opts.keepBody ?? true;
   const never = (): void => {};
 
-  const reject = (r: Rejection): Error & { responseCode: number } =>
-    Object.assign(new Error(r.message), { responseCode: r.code });
+  const reject = (r: Rejection): Error & { responseCode: number } => Object.assign(new Error(r.message), { responseCode: r.code });
 
   const serverOptions: SMTPServerOptions = {
     name: opts.name ?? 'mx.test.invalid',

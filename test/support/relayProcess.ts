@@ -22,7 +22,10 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
 function listening(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect({ host: '127.0.0.1', port });
-    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
     s.once('error', () => resolve(false));
   });
 }
@@ -53,7 +56,10 @@ export class RelayProcess {
   /** keep at most this much of stdout/stderr (a long soak at info level writes a lot) */
   maxOutput = 1 << 20;
   /** `port`: the SMTP listen port, when known: an open port also says "started" (quiet log levels) */
-  constructor(readonly configFile: string, readonly port?: number) {}
+  constructor(
+    readonly configFile: string,
+    readonly port?: number,
+  ) {}
 
   /** `prefix`: a command the relay is started under (e.g. ./modes.ts's setpriv, so file modes bind root too) */
   /**
@@ -87,7 +93,9 @@ export class RelayProcess {
     this.child = child;
     // A test that fails or times out between start and stop must not leave a relay running after its worker exits
     // (one left from a failed crash.test.ts ran on for minutes, competing for the CPU).
-    const reap = () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); };
+    const reap = () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    };
     process.once('exit', reap);
     child.once('exit', () => process.off('exit', reap));
     const keep = (d: Buffer) => {
@@ -135,18 +143,39 @@ export class RelayProcess {
   }
 }
 
-export interface CliResult { code: number; stdout: string; stderr: string }
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 /**
  * Runs the CLI's `main` (src/cli.ts: argv, stdout, stderr → exit code) or one of its command functions in this
  * process, with the same result shape as `runCli`: for tests that make many calls in a row, where a Node start-up
  * per call (2-5 s of wall time on a busy 2-core machine) would take them past their time limit.
  */
-export async function runCliIn(main: (argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream) => Promise<number>, argv: string[]): Promise<CliResult> {
+export async function runCliIn(
+  main: (argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream) => Promise<number>,
+  argv: string[],
+): Promise<CliResult> {
   let stdout = '';
   let stderr = '';
-  const sink = (f: (s: string) => void) => new Writable({ write: (c, _e, cb) => { f(String(c)); cb(); } });
-  const code = await main(argv, sink((s) => { stdout += s; }), sink((s) => { stderr += s; }));
+  const sink = (f: (s: string) => void) =>
+    new Writable({
+      write: (c, _e, cb) => {
+        f(String(c));
+        cb();
+      },
+    });
+  const code = await main(
+    argv,
+    sink((s) => {
+      stdout += s;
+    }),
+    sink((s) => {
+      stderr += s;
+    }),
+  );
   return { code, stdout, stderr };
 }
 

@@ -121,8 +121,15 @@ function serve(raw: Duplex, conn: PeerConnection, o: Pick<ScriptedPeerOptions, '
     /** Performs an action; false when the conversation is over (closed or stalled). */
     const act = (a: PeerAction): boolean => {
       if (done) return false;
-      if ('close' in a) { done = true; sock.destroy(); return false; }
-      if ('stall' in a) { done = true; return false; }
+      if ('close' in a) {
+        done = true;
+        sock.destroy();
+        return false;
+      }
+      if ('stall' in a) {
+        done = true;
+        return false;
+      }
       sock.write(a.reply);
       return true;
     };
@@ -150,7 +157,10 @@ function serve(raw: Duplex, conn: PeerConnection, o: Pick<ScriptedPeerOptions, '
         }
         const nl = buf.indexOf('\n');
         if (nl < 0) {
-          if (buf.length > 64 * 1024) { done = true; sock.destroy(); }
+          if (buf.length > 64 * 1024) {
+            done = true;
+            sock.destroy();
+          }
           return;
         }
         const line = buf.subarray(0, nl > 0 && buf[nl - 1] === 0x0d ? nl - 1 : nl).toString('utf8');
@@ -184,8 +194,13 @@ function serve(raw: Duplex, conn: PeerConnection, o: Pick<ScriptedPeerOptions, '
           sock.off('data', onData);
           buf = Buffer.alloc(0);
           const t = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx });
-          t.on('error', () => { done = true; raw.destroy(); });
-          t.once('secure', () => { conn.tls = true; });
+          t.on('error', () => {
+            done = true;
+            raw.destroy();
+          });
+          t.once('secure', () => {
+            conn.tls = true;
+          });
           t.on('data', onData);
           sock = t;
           return;
@@ -220,16 +235,20 @@ export async function startScriptedPeer(o: ScriptedPeerOptions): Promise<Scripte
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(o.port ?? 0, host, () => { server.off('error', reject); resolve(); });
+    server.listen(o.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
   return {
     host,
     port: (server.address() as net.AddressInfo).port,
     connections,
-    close: () => new Promise<void>((resolve) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
   };
 }
 
@@ -242,7 +261,14 @@ export function multiline(code: number, lines: string[]): string {
  * A well-behaved script with per-command overrides: `answer(verb, line, c)` returns an action to
  * use instead of the normal reply, or undefined for the normal one.
  */
-export function normalScript(o: { ext?: string[]; answer?: (verb: string, line: string, c: PeerConnection) => PeerAction | undefined; endOfData?: (c: PeerConnection, t: PeerTransaction) => PeerAction | undefined; greeting?: PeerAction } = {}): () => ConnectionScript {
+export function normalScript(
+  o: {
+    ext?: string[];
+    answer?: (verb: string, line: string, c: PeerConnection) => PeerAction | undefined;
+    endOfData?: (c: PeerConnection, t: PeerTransaction) => PeerAction | undefined;
+    greeting?: PeerAction;
+  } = {},
+): () => ConnectionScript {
   return () => ({
     greeting: () => o.greeting ?? { reply: '220 peer.test.invalid ESMTP\r\n' },
     command(line, c) {
@@ -250,10 +276,14 @@ export function normalScript(o: { ext?: string[]; answer?: (verb: string, line: 
       const over = o.answer?.(verb, line, c);
       if (over) return over;
       switch (verb) {
-        case 'EHLO': return { reply: multiline(250, ['peer.test.invalid', ...(o.ext ?? [])]) };
-        case 'DATA': return { reply: '354 go ahead\r\n' };
-        case 'QUIT': return { reply: '221 2.0.0 bye\r\n' };
-        default: return { reply: '250 2.0.0 ok\r\n' };
+        case 'EHLO':
+          return { reply: multiline(250, ['peer.test.invalid', ...(o.ext ?? [])]) };
+        case 'DATA':
+          return { reply: '354 go ahead\r\n' };
+        case 'QUIT':
+          return { reply: '221 2.0.0 bye\r\n' };
+        default:
+          return { reply: '250 2.0.0 ok\r\n' };
       }
     },
     endOfData: (c, t) => o.endOfData?.(c, t) ?? { reply: '250 2.0.0 queued\r\n' },
@@ -270,14 +300,30 @@ export function normalScript(o: { ext?: string[]; answer?: (verb: string, line: 
 export function duplexPair(): [Duplex, Duplex] {
   const ends: Duplex[] = [];
   const deliver = (to: number, chunk: Buffer | null): void => {
-    setImmediate(() => { const other = ends[to]!; if (!other.destroyed) other.push(chunk); });
+    setImmediate(() => {
+      const other = ends[to]!;
+      if (!other.destroyed) other.push(chunk);
+    });
   };
-  const make = (i: number): Duplex => new Duplex({
-    read() {},
-    write(chunk: Buffer, _enc, cb) { deliver(1 - i, chunk); cb(); },
-    final(cb) { deliver(1 - i, null); cb(); },
-    destroy(err, cb) { setImmediate(() => { const other = ends[1 - i]!; if (!other.destroyed) other.destroy(); }); cb(err); },
-  });
+  const make = (i: number): Duplex =>
+    new Duplex({
+      read() {},
+      write(chunk: Buffer, _enc, cb) {
+        deliver(1 - i, chunk);
+        cb();
+      },
+      final(cb) {
+        deliver(1 - i, null);
+        cb();
+      },
+      destroy(err, cb) {
+        setImmediate(() => {
+          const other = ends[1 - i]!;
+          if (!other.destroyed) other.destroy();
+        });
+        cb(err);
+      },
+    });
   ends.push(make(0), make(1));
   return [ends[0]!, ends[1]!];
 }
@@ -296,7 +342,10 @@ export interface ScriptedConnector {
  * `target.address`; an address with a script gets an in-process connection to it, any other is refused
  * like a closed port (ECONNREFUSED). The dialogue is the same real SMTP as over loopback.
  */
-export function scriptedConnector(peers: Record<string, (c: PeerConnection) => ConnectionScript>, o: Pick<ScriptedPeerOptions, 'onTransaction' | 'onClose'> = {}): ScriptedConnector {
+export function scriptedConnector(
+  peers: Record<string, (c: PeerConnection) => ConnectionScript>,
+  o: Pick<ScriptedPeerOptions, 'onTransaction' | 'onClose'> = {},
+): ScriptedConnector {
   const connections: (PeerConnection & { address: string })[] = [];
   const dials: string[] = [];
   let ids = 0;

@@ -13,10 +13,21 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
-import { TYPE, Zone, b32hex, below, canonicalCompare, labels, norm, nsec3HashOf, wireName, type Rec } from './signer.js';
+import { TYPE, type Zone, b32hex, below, canonicalCompare, labels, norm, nsec3HashOf, wireName, type Rec } from './signer.js';
 
-export interface Reply { rcode: number; answers: Rec[]; authorities: Rec[] }
-export interface QueryInfo { name: string; type: string; cd: boolean; do: boolean; rd: boolean; transport: 'udp' | 'tcp' }
+export interface Reply {
+  rcode: number;
+  answers: Rec[];
+  authorities: Rec[];
+}
+export interface QueryInfo {
+  name: string;
+  type: string;
+  cd: boolean;
+  do: boolean;
+  rd: boolean;
+  transport: 'udp' | 'tcp';
+}
 
 export interface SignedDns {
   server: string;
@@ -32,9 +43,19 @@ export interface SignedDns {
   close(): Promise<void>;
 }
 
-function u16(n: number): Buffer { const b = Buffer.alloc(2); b.writeUInt16BE(n & 0xffff); return b; }
+function u16(n: number): Buffer {
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(n & 0xffff);
+  return b;
+}
 
-export function encodeReply(id: number, qname: string, qtype: number, flags: { rd: boolean; cd: boolean; do: boolean; edns: boolean; tc?: boolean }, r: Reply): Buffer {
+export function encodeReply(
+  id: number,
+  qname: string,
+  qtype: number,
+  flags: { rd: boolean; cd: boolean; do: boolean; edns: boolean; tc?: boolean },
+  r: Reply,
+): Buffer {
   const rr = (x: Rec): Buffer => {
     const h = Buffer.alloc(10);
     h.writeUInt16BE(TYPE[x.type] ?? Number(x.type.replace(/^TYPE/, '')), 0);
@@ -44,7 +65,14 @@ export function encodeReply(id: number, qname: string, qtype: number, flags: { r
     return Buffer.concat([wireName(x.name), h, x.rdata]);
   };
   const f = 0x8000 | (flags.rd ? 0x0100 : 0) | 0x0080 | (flags.cd ? 0x0010 : 0) | (flags.tc ? 0x0200 : 0) | (r.rcode & 0xf);
-  const head = Buffer.concat([u16(id), u16(f), u16(1), u16(flags.tc ? 0 : r.answers.length), u16(flags.tc ? 0 : r.authorities.length), u16(flags.edns ? 1 : 0)]);
+  const head = Buffer.concat([
+    u16(id),
+    u16(f),
+    u16(1),
+    u16(flags.tc ? 0 : r.answers.length),
+    u16(flags.tc ? 0 : r.authorities.length),
+    u16(flags.edns ? 1 : 0),
+  ]);
   const q = Buffer.concat([wireName(qname), u16(qtype), u16(1)]);
   const opt = flags.edns ? Buffer.from([0, 0, 41, 0x04, 0xd0, 0, 0, flags.do ? 0x80 : 0, 0, 0, 0]) : Buffer.alloc(0);
   if (flags.tc) return Buffer.concat([head, q, opt]);
@@ -177,7 +205,12 @@ function readName(buf: Buffer, off: number): string {
   const ls: string[] = [];
   let p = off;
   while (buf[p]! !== 0) {
-    ls.push(buf.subarray(p + 1, p + 1 + buf[p]!).toString('latin1').toLowerCase());
+    ls.push(
+      buf
+        .subarray(p + 1, p + 1 + buf[p]!)
+        .toString('latin1')
+        .toLowerCase(),
+    );
     p += 1 + buf[p]!;
   }
   return ls.length ? ls.join('.') : '.';
@@ -209,7 +242,12 @@ export function answerQuery(
   if (!question) return undefined;
   const opt = (q.additionals ?? []).find((a): a is dnsPacket.OptAnswer => a.type === 'OPT');
   const info: QueryInfo = {
-    name: norm(question.name), type: String(question.type).toUpperCase(), cd: q.flag_cd, do: opt?.flag_do === true, rd: q.flag_rd, transport,
+    name: norm(question.name),
+    type: String(question.type).toUpperCase(),
+    cd: q.flag_cd,
+    do: opt?.flag_do === true,
+    rd: q.flag_rd,
+    transport,
   };
   hooks.seen?.(info);
   if (hooks.raw) {
@@ -251,7 +289,10 @@ export async function startSignedDns(zones: Zone[]): Promise<SignedDns> {
   };
   for (let i = 0; i < 20; i++) {
     const udp = dgram.createSocket('udp4');
-    await new Promise<void>((res, rej) => { udp.once('error', rej); udp.bind(0, '127.0.0.1', () => res()); });
+    await new Promise<void>((res, rej) => {
+      udp.once('error', rej);
+      udp.bind(0, '127.0.0.1', () => res());
+    });
     const port = udp.address().port;
     const tcp = net.createServer((sock) => {
       conns.add(sock);
@@ -264,15 +305,31 @@ export async function startSignedDns(zones: Zone[]): Promise<SignedDns> {
           const m = pending.subarray(2, 2 + pending.readUInt16BE(0));
           pending = pending.subarray(2 + m.length);
           const out = handle(m, 'tcp');
-          if (out) later(() => { if (!sock.destroyed) sock.write(Buffer.concat([u16(out.length), out])); });
+          if (out)
+            later(() => {
+              if (!sock.destroyed) sock.write(Buffer.concat([u16(out.length), out]));
+            });
         }
       });
     });
-    const ok = await new Promise<boolean>((res) => { tcp.once('error', () => res(false)); tcp.listen(port, '127.0.0.1', () => res(true)); });
-    if (!ok) { udp.close(); continue; }
+    const ok = await new Promise<boolean>((res) => {
+      tcp.once('error', () => res(false));
+      tcp.listen(port, '127.0.0.1', () => res(true));
+    });
+    if (!ok) {
+      udp.close();
+      continue;
+    }
     udp.on('message', (m, rinfo) => {
       const out = handle(m, 'udp');
-      if (out) later(() => { try { udp.send(out, rinfo.port, rinfo.address, () => undefined); } catch { /* closed meanwhile */ } });
+      if (out)
+        later(() => {
+          try {
+            udp.send(out, rinfo.port, rinfo.address, () => undefined);
+          } catch {
+            /* closed meanwhile */
+          }
+        });
     });
     udp.on('error', () => undefined);
     state.port = port;
@@ -285,4 +342,3 @@ export async function startSignedDns(zones: Zone[]): Promise<SignedDns> {
   }
   throw new Error('could not bind UDP and TCP to one port');
 }
-

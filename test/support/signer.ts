@@ -9,11 +9,31 @@
 import { createHash, generateKeyPairSync, sign as cryptoSign, type KeyObject } from 'node:crypto';
 
 export const TYPE: Record<string, number> = {
-  A: 1, NS: 2, CNAME: 5, SOA: 6, MX: 15, TXT: 16, AAAA: 28, DNAME: 39, DS: 43, RRSIG: 46, NSEC: 47, DNSKEY: 48, NSEC3: 50, NSEC3PARAM: 51, TLSA: 52,
+  A: 1,
+  NS: 2,
+  CNAME: 5,
+  SOA: 6,
+  MX: 15,
+  TXT: 16,
+  AAAA: 28,
+  DNAME: 39,
+  DS: 43,
+  RRSIG: 46,
+  NSEC: 47,
+  DNSKEY: 48,
+  NSEC3: 50,
+  NSEC3PARAM: 51,
+  TLSA: 52,
 };
 
 /** One record with its RDATA already in wire form (uncompressed, as signed). */
-export interface Rec { name: string; type: string; ttl: number; rdata: Buffer; /** RR class, default 1 (IN); tests put CH (3) records into replies */ class?: number }
+export interface Rec {
+  name: string;
+  type: string;
+  ttl: number;
+  rdata: Buffer /** RR class, default 1 (IN); tests put CH (3) records into replies */;
+  class?: number;
+}
 
 // ---------------------------------------------------------------------------
 // names
@@ -48,8 +68,16 @@ export function canonicalCompare(a: string, b: string): number {
 // ---------------------------------------------------------------------------
 // RDATA encoders
 
-const u16 = (n: number): Buffer => { const b = Buffer.alloc(2); b.writeUInt16BE(n); return b; };
-const u32 = (n: number): Buffer => { const b = Buffer.alloc(4); b.writeUInt32BE(n >>> 0); return b; };
+const u16 = (n: number): Buffer => {
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(n);
+  return b;
+};
+const u32 = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+};
 
 export const rd = {
   A: (ip: string) => Buffer.from(ip.split('.').map(Number)),
@@ -146,14 +174,21 @@ export function makeKey(algorithm: number, flags = 257, rsaBits = 1024): Key {
 export function signBytes(k: Key, data: Buffer): Buffer {
   switch (k.algorithm) {
     case 5:
-    case 7: return cryptoSign('sha1', data, k.priv);
-    case 8: return cryptoSign('sha256', data, k.priv);
-    case 10: return cryptoSign('sha512', data, k.priv);
-    case 13: return cryptoSign('sha256', data, { key: k.priv, dsaEncoding: 'ieee-p1363' });
-    case 14: return cryptoSign('sha384', data, { key: k.priv, dsaEncoding: 'ieee-p1363' });
+    case 7:
+      return cryptoSign('sha1', data, k.priv);
+    case 8:
+      return cryptoSign('sha256', data, k.priv);
+    case 10:
+      return cryptoSign('sha512', data, k.priv);
+    case 13:
+      return cryptoSign('sha256', data, { key: k.priv, dsaEncoding: 'ieee-p1363' });
+    case 14:
+      return cryptoSign('sha384', data, { key: k.priv, dsaEncoding: 'ieee-p1363' });
     case 15:
-    case 16: return cryptoSign(null, data, k.priv);
-    default: return cryptoSign('sha1', data, k.priv);
+    case 16:
+      return cryptoSign(null, data, k.priv);
+    default:
+      return cryptoSign('sha1', data, k.priv);
   }
 }
 
@@ -177,7 +212,10 @@ export function dnskeyText(owner: string, key: Key): string {
 // ---------------------------------------------------------------------------
 // signing
 
-export interface SigOptions { inception: number; expiration: number }
+export interface SigOptions {
+  inception: number;
+  expiration: number;
+}
 
 /** RRSIG RDATA over one RRset (RFC 4034 §3.1.8.1). `owner` may start with "*." (wildcard). */
 export function rrsig(rrs: Rec[], key: Key, signer: string, o: SigOptions): Rec {
@@ -187,23 +225,32 @@ export function rrsig(rrs: Rec[], key: Key, signer: string, o: SigOptions): Rec 
   const ls = labels(owner);
   const nlabels = ls[0] === '*' ? ls.length - 1 : ls.length;
   const prefix = Buffer.concat([
-    u16(TYPE[type]!), Buffer.from([key.algorithm, nlabels]), u32(ttl), u32(o.expiration), u32(o.inception), u16(key.tag), wireName(signer),
+    u16(TYPE[type]!),
+    Buffer.from([key.algorithm, nlabels]),
+    u32(ttl),
+    u32(o.expiration),
+    u32(o.inception),
+    u16(key.tag),
+    wireName(signer),
   ]);
   const sorted = [...new Map(rrs.map((r) => [r.rdata.toString('hex'), r.rdata])).values()].sort(Buffer.compare);
-  const data = Buffer.concat([
-    prefix,
-    ...sorted.map((r) => Buffer.concat([wireName(owner), u16(TYPE[type]!), u16(1), u32(ttl), u16(r.length), r])),
-  ]);
+  const data = Buffer.concat([prefix, ...sorted.map((r) => Buffer.concat([wireName(owner), u16(TYPE[type]!), u16(1), u32(ttl), u16(r.length), r]))]);
   return { name: owner, type: 'RRSIG', ttl, rdata: Buffer.concat([prefix, signBytes(key, data)]) };
 }
 
 const B32 = '0123456789abcdefghijklmnopqrstuv';
 /** RFC 4648 §7 base32hex, lowercase, unpadded (NSEC3 owner labels). */
 export function b32hex(b: Buffer): string {
-  let bits = 0, v = 0, s = '';
+  let bits = 0,
+    v = 0,
+    s = '';
   for (const x of b) {
-    v = (v << 8) | x; bits += 8;
-    while (bits >= 5) { s += B32[(v >>> (bits - 5)) & 31]; bits -= 5; }
+    v = (v << 8) | x;
+    bits += 8;
+    while (bits >= 5) {
+      s += B32[(v >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
   }
   if (bits) s += B32[(v << (5 - bits)) & 31];
   return s;

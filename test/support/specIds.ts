@@ -80,9 +80,19 @@ function literalAt(src: string, i: number): string | undefined {
   let depth = 0; // inside ${ … } of a template
   for (; j < src.length; j++) {
     const c = src[j];
-    if (c === '\\') { j++; continue; }
-    if (q === '`' && c === '$' && src[j + 1] === '{') { depth++; j++; continue; }
-    if (depth > 0 && c === '}') { depth--; continue; }
+    if (c === '\\') {
+      j++;
+      continue;
+    }
+    if (q === '`' && c === '$' && src[j + 1] === '{') {
+      depth++;
+      j++;
+      continue;
+    }
+    if (depth > 0 && c === '}') {
+      depth--;
+      continue;
+    }
     if (depth === 0 && c === q) return src.slice(i + 1, j);
   }
   return undefined;
@@ -99,12 +109,18 @@ export function testTitles(src: string): string[] {
     if (m.index! > 0 && /[\w.$]/.test(src[m.index! - 1]!)) continue; // x.it, $test
     for (;;) {
       const mod = /^\.\w+/.exec(src.slice(i));
-      if (mod) { i += mod[0].length; continue; }
+      if (mod) {
+        i += mod[0].length;
+        continue;
+      }
       if (src[i] !== '(') break;
       // A literal first argument is the title; anything else is a modifier's arguments
       // (it.skipIf(cond)(title, …), it.each(rows)(title, …)), which short expressions are.
       const title = literalAt(src, i + 1 + /^\s*/.exec(src.slice(i + 1))![0].length);
-      if (title !== undefined) { titles.push(title); break; }
+      if (title !== undefined) {
+        titles.push(title);
+        break;
+      }
       const end = skipParens(src, i);
       if (end < 0 || src[end] !== '(') break;
       i = end;
@@ -116,7 +132,7 @@ export function testTitles(src: string): string[] {
 /** Files under `dir` (recursively) whose names match `ext`, skipping node_modules/dist/.git. */
 export function filesUnder(dir: string, ext: RegExp): string[] {
   const out: string[] = [];
-  let entries;
+  let entries: import('node:fs').Dirent[];
   try {
     entries = readdirSync(dir, { withFileTypes: true });
   } catch {
@@ -142,15 +158,20 @@ export function exceptionBullets(architecture: string): string[] {
   return bullets;
 }
 
-export interface Where { file: string; line: number }
+export interface Where {
+  file: string;
+  line: number;
+}
 
 /** Each ID cited in `files` (paths relative to `root`), with the first place it appears. */
 export function citedIn(root: string, files: string[], known: Set<string>): Map<string, Where> {
   const at = new Map<string, Where>();
   for (const f of files) {
-    readFileSync(f, 'utf8').split('\n').forEach((text, i) => {
-      for (const id of namedIds(citations(text), known)) if (!at.has(id)) at.set(id, { file: relative(root, f), line: i + 1 });
-    });
+    readFileSync(f, 'utf8')
+      .split('\n')
+      .forEach((text, i) => {
+        for (const id of namedIds(citations(text), known)) if (!at.has(id)) at.set(id, { file: relative(root, f), line: i + 1 });
+      });
   }
   return at;
 }

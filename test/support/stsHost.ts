@@ -27,15 +27,21 @@ export interface PolicyHost {
   close(): Promise<void>;
 }
 
-export async function startPolicyHost(tls: { key: string; cert: string; minVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2'; maxVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'; ciphers?: string }, answer: PolicyAnswer = {}): Promise<PolicyHost> {
+export async function startPolicyHost(
+  tls: { key: string; cert: string; minVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2'; maxVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'; ciphers?: string },
+  answer: PolicyAnswer = {},
+): Promise<PolicyHost> {
   let current: PolicyAnswer | ((req: IncomingMessage, res: ServerResponse) => void) = answer;
   const requests: PolicyHost['requests'] = [];
   const server = https.createServer(tls, (req, res) => {
     requests.push({ host: req.headers.host, servername: (req.socket as TLSSocket).servername || undefined, path: req.url });
-    if (typeof current === 'function') { current(req, res); return; }
+    if (typeof current === 'function') {
+      current(req, res);
+      return;
+    }
     const a = current;
     if (a.stall) return;
-    const body = typeof a.body === 'string' ? Buffer.from(a.body) : a.body ?? Buffer.alloc(0);
+    const body = typeof a.body === 'string' ? Buffer.from(a.body) : (a.body ?? Buffer.alloc(0));
     const headers: Record<string, string> = { ...(a.contentType === null ? {} : { 'Content-Type': a.contentType ?? 'text/plain' }), ...a.headers };
     if (a.stallAfterBytes !== undefined) {
       res.writeHead(a.status ?? 200, headers);
@@ -48,7 +54,12 @@ export async function startPolicyHost(tls: { key: string; cert: string; minVersi
   return {
     port: (server.address() as AddressInfo).port,
     requests,
-    set(a) { current = a; },
-    async close() { server.closeAllConnections(); await new Promise<void>((r) => server.close(() => r())); },
+    set(a) {
+      current = a;
+    },
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
   };
 }

@@ -56,7 +56,10 @@ export interface HttpsEndpoint {
 let pki: Promise<{ ca: Issued; leaf: Issued }> | undefined;
 
 export async function startHttpsEndpoint(mode: EndpointMode = 201): Promise<HttpsEndpoint> {
-  pki ??= (async () => { const ca = await makeCa({ cn: 'TLSRPT test CA' }); return { ca, leaf: await makeLeaf(ca, { dnsNames: ['localhost'], cn: 'localhost' }) }; })();
+  pki ??= (async () => {
+    const ca = await makeCa({ cn: 'TLSRPT test CA' });
+    return { ca, leaf: await makeLeaf(ca, { dnsNames: ['localhost'], cn: 'localhost' }) };
+  })();
   const { ca, leaf } = await pki;
   const stalled = new Set<import('node:http').ServerResponse>();
   const ep: HttpsEndpoint = {
@@ -75,7 +78,10 @@ export async function startHttpsEndpoint(mode: EndpointMode = 201): Promise<Http
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       ep.requests.push({ path: req.url ?? '', contentType: req.headers['content-type'], body: Buffer.concat(chunks), at: Date.now() });
-      if (ep.mode === 'stall') { stalled.add(res); return; }
+      if (ep.mode === 'stall') {
+        stalled.add(res);
+        return;
+      }
       res.writeHead(ep.mode).end();
     });
   });

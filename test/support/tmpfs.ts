@@ -24,7 +24,11 @@ export function mountTmpfs(size: string, prefix: string, without: string): Tmpfs
     execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt], { stdio: 'pipe' });
   } catch (e) {
     rmdirSync(mnt);
-    const skip = `cannot mount a tmpfs (needs root): ${String((e as { stderr?: unknown }).stderr ?? (e as Error).message).trim().split('\n')[0]}`;
+    const skip = `cannot mount a tmpfs (needs root): ${
+      String((e as { stderr?: unknown }).stderr ?? (e as Error).message)
+        .trim()
+        .split('\n')[0]
+    }`;
     console.warn(`${prefix.replace(/-$/, '')}: ${skip}; ${without}`);
     return { mnt: '', skip, unmount: () => undefined };
   }

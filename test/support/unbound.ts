@@ -10,7 +10,11 @@ import dgram from 'node:dgram';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export interface Unbound { server: string; port: number; close(): Promise<void> }
+export interface Unbound {
+  server: string;
+  port: number;
+  close(): Promise<void>;
+}
 
 export function unboundAvailable(): boolean {
   const bin = findTool('unbound');
@@ -30,7 +34,9 @@ export async function startUnbound(o: { anchors: string; upstreamPort: number; c
   writeFileSync(join(dir, 'anchors.key'), o.anchors);
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freeUdpPort();
-    writeFileSync(join(dir, 'unbound.conf'), `server:
+    writeFileSync(
+      join(dir, 'unbound.conf'),
+      `server:
   interface: 127.0.0.1
   port: ${port}
   do-daemonize: no
@@ -55,7 +61,8 @@ export async function startUnbound(o: { anchors: string; upstreamPort: number; c
 stub-zone:
   name: "."
   stub-addr: 127.0.0.1@${o.upstreamPort}
-`);
+`,
+    );
     const child: ChildProcess = spawn(findTool('unbound') ?? 'unbound', ['-d', '-c', join(dir, 'unbound.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -89,9 +96,20 @@ async function waitReady(port: number, child: ChildProcess): Promise<boolean> {
     if (child.exitCode !== null) return false;
     const ok = await new Promise<boolean>((resolve) => {
       const s = dgram.createSocket('udp4');
-      const timer = setTimeout(() => { s.close(); resolve(false); }, 200);
-      s.on('message', () => { clearTimeout(timer); s.close(); resolve(true); });
-      s.on('error', () => { clearTimeout(timer); s.close(); resolve(false); });
+      const timer = setTimeout(() => {
+        s.close();
+        resolve(false);
+      }, 200);
+      s.on('message', () => {
+        clearTimeout(timer);
+        s.close();
+        resolve(true);
+      });
+      s.on('error', () => {
+        clearTimeout(timer);
+        s.close();
+        resolve(false);
+      });
       s.send(q, port, '127.0.0.1');
     });
     if (ok) return true;

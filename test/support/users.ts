@@ -26,7 +26,9 @@ function hasUseradd(): boolean {
 /** Why throwaway users cannot be made here, or undefined when they can. */
 export const skipReason: string | undefined = !isRoot
   ? `not running as root (uid ${process.getuid?.()}): throwaway users cannot be created`
-  : !hasUseradd() ? 'useradd/userdel not found' : undefined;
+  : !hasUseradd()
+    ? 'useradd/userdel not found'
+    : undefined;
 
 const made: LocalUser[] = [];
 
@@ -34,7 +36,9 @@ const made: LocalUser[] = [];
 export function throwawayUser(tag: string): LocalUser {
   if (skipReason) throw new Error(skipReason);
   const name = `dr23-${tag}-${randomBytes(3).toString('hex')}`.slice(0, 31);
-  execFileSync('useradd', ['--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', name], { stdio: 'pipe' });
+  execFileSync('useradd', ['--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', name], {
+    stdio: 'pipe',
+  });
   const uid = Number(execFileSync('id', ['-u', name], { encoding: 'utf8' }).trim());
   const gid = Number(execFileSync('id', ['-g', name], { encoding: 'utf8' }).trim());
   const u = { name, uid, gid };
@@ -45,7 +49,15 @@ export function throwawayUser(tag: string): LocalUser {
 /** Removes every user this process made (and their groups). The tests stop their own processes first, by pid. */
 export function removeThrowawayUsers(): void {
   for (const u of made.splice(0)) {
-    try { execFileSync('userdel', [u.name], { stdio: 'pipe' }); } catch { /* already gone */ }
-    try { execFileSync('groupdel', [u.name], { stdio: 'pipe' }); } catch { /* removed with the user */ }
+    try {
+      execFileSync('userdel', [u.name], { stdio: 'pipe' });
+    } catch {
+      /* already gone */
+    }
+    try {
+      execFileSync('groupdel', [u.name], { stdio: 'pipe' });
+    } catch {
+      /* removed with the user */
+    }
   }
 }

@@ -28,10 +28,16 @@ export class Clock {
   // Starts at the real time: certificates made by the tests are valid "now".
   constructor(public t = Date.now()) {}
   now = (): number => this.t;
-  advance(ms: number): void { this.t += ms; }
+  advance(ms: number): void {
+    this.t += ms;
+  }
 }
 
-export interface LogLine { level: number; msg: string; [k: string]: unknown }
+export interface LogLine {
+  level: number;
+  msg: string;
+  [k: string]: unknown;
+}
 
 export class World {
   dns!: TestDns;
@@ -80,7 +86,9 @@ export class World {
   config(patch: Patch = {}): LoadedConfig {
     const t = '3s';
     const base: Patch = {
-      listen: ['127.0.0.1:0'], hostname: 'relay.test', queue_dir: join(this.dir, 'queue'),
+      listen: ['127.0.0.1:0'],
+      hostname: 'relay.test',
+      queue_dir: join(this.dir, 'queue'),
       dns: { mode: 'trust-ad', resolvers: [this.dns.server], timeout: '1s', attempts: 1 },
       delivery: { port: this.port, timeouts: { connect: '2s', greeting: t, ehlo: t, starttls: t, mail: t, rcpt: t, data: t, data_block: t, data_done: t } },
     };

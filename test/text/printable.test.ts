@@ -7,7 +7,16 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { clip, decodeUtf8, isPrintable, printable, printableDeep, printableJson, printableText } from '../../src/text/printable.js';
-import { expectTerminalSafe, expectValuesPrintable, firstUnsafe, hostileBytes, hostileString, OWNED_REPLY, unescapeToBytes, unescapeToString } from '../support/printable.js';
+import {
+  expectTerminalSafe,
+  expectValuesPrintable,
+  firstUnsafe,
+  hostileBytes,
+  hostileString,
+  OWNED_REPLY,
+  unescapeToBytes,
+  unescapeToString,
+} from '../support/printable.js';
 
 describe('printable: the rule', () => {
   it('escapes the terminal-title/clear-screen reply of the issue so it is visible and inert', () => {
@@ -67,49 +76,64 @@ describe('printable: the rule', () => {
 
 describe('printable: properties over generated input', () => {
   it('over arbitrary bytes: the output is safe on a terminal, idempotent, and gives back exactly the bytes sent', () => {
-    fc.assert(fc.property(hostileBytes, (b) => {
-      const out = printable(b);
-      expectTerminalSafe(out);
-      expect(isPrintable(out)).toBe(true);
-      expect(printable(out)).toBe(out);
-      if (!b.includes(0x5c)) expect(unescapeToBytes(out).equals(b)).toBe(true);
-    }), { numRuns: 3000 });
+    fc.assert(
+      fc.property(hostileBytes, (b) => {
+        const out = printable(b);
+        expectTerminalSafe(out);
+        expect(isPrintable(out)).toBe(true);
+        expect(printable(out)).toBe(out);
+        if (!b.includes(0x5c)) expect(unescapeToBytes(out).equals(b)).toBe(true);
+      }),
+      { numRuns: 3000 },
+    );
   });
 
   it('over arbitrary strings (lone surrogates included): safe, idempotent, exact round trip', () => {
-    fc.assert(fc.property(hostileString, (s) => {
-      const out = printable(s);
-      expect(firstUnsafe(out)).toBeUndefined();
-      expect(printable(out)).toBe(out);
-      if (!s.includes('\\')) expect(unescapeToString(out)).toBe(s);
-    }), { numRuns: 3000 });
+    fc.assert(
+      fc.property(hostileString, (s) => {
+        const out = printable(s);
+        expect(firstUnsafe(out)).toBeUndefined();
+        expect(printable(out)).toBe(out);
+        if (!s.includes('\\')) expect(unescapeToString(out)).toBe(s);
+      }),
+      { numRuns: 3000 },
+    );
   });
 
   it('ascii mode: 7-bit printable output, still an exact round trip', () => {
-    fc.assert(fc.property(hostileString, (s) => {
-      const out = printable(s, { ascii: true });
-      expect(out).toMatch(/^[\x20-\x7e]*$/);
-      if (!s.includes('\\')) expect(unescapeToString(out)).toBe(s);
-    }), { numRuns: 2000 });
+    fc.assert(
+      fc.property(hostileString, (s) => {
+        const out = printable(s, { ascii: true });
+        expect(out).toMatch(/^[\x20-\x7e]*$/);
+        if (!s.includes('\\')) expect(unescapeToString(out)).toBe(s);
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('printableText: no control byte except LF, and LF exactly where the input had one', () => {
-    fc.assert(fc.property(hostileString, (s) => {
-      const out = printableText(s);
-      expectTerminalSafe(out, { newline: true });
-      expect(out.split('\n').length).toBe(s.split('\n').length);
-    }), { numRuns: 2000 });
+    fc.assert(
+      fc.property(hostileString, (s) => {
+        const out = printableText(s);
+        expectTerminalSafe(out, { newline: true });
+        expect(out.split('\n').length).toBe(s.split('\n').length);
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('printableJson: every decoded value printable, whatever the input', () => {
-    fc.assert(fc.property(fc.dictionary(hostileString, fc.oneof(hostileString, fc.array(hostileString, { maxLength: 3 })), { maxKeys: 4 }), (o) => {
-      const out = printableJson(o);
-      expectTerminalSafe(out);
-      expectValuesPrintable(JSON.parse(out));
-    }), { numRuns: 1000 });
+    fc.assert(
+      fc.property(fc.dictionary(hostileString, fc.oneof(hostileString, fc.array(hostileString, { maxLength: 3 })), { maxKeys: 4 }), (o) => {
+        const out = printableJson(o);
+        expectTerminalSafe(out);
+        expectValuesPrintable(JSON.parse(out));
+      }),
+      { numRuns: 1000 },
+    );
   });
 
-  it('the issue\'s reply, escaped, reads back as the original', () => {
+  it("the issue's reply, escaped, reads back as the original", () => {
     expect(unescapeToString(printable(OWNED_REPLY))).toBe(OWNED_REPLY);
   });
 });

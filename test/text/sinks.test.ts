@@ -29,13 +29,25 @@ import { World } from '../support/world.js';
 import { startRawMx, type RawMx } from '../support/rawMx.js';
 import type { Receiver } from '../support/receiver.js';
 import {
-  expectJsonLinesSafe, expectTerminalSafe, expectValuesPrintable, hostileBytes, hostileReplyText, hostileString, OWNED, unescapeToBytes,
+  expectJsonLinesSafe,
+  expectTerminalSafe,
+  expectValuesPrintable,
+  hostileBytes,
+  hostileReplyText,
+  hostileString,
+  OWNED,
+  unescapeToBytes,
 } from '../support/printable.js';
 
 /** A writable that keeps what was written, for main()'s stdout/stderr. */
 function collector(): Writable & { text: () => string } {
   const chunks: Buffer[] = [];
-  const w = new Writable({ write(c, _e, cb) { chunks.push(Buffer.from(c)); cb(); } }) as Writable & { text: () => string };
+  const w = new Writable({
+    write(c, _e, cb) {
+      chunks.push(Buffer.from(c));
+      cb();
+    },
+  }) as Writable & { text: () => string };
   w.text = () => Buffer.concat(chunks).toString('utf8');
   return w;
 }
@@ -47,26 +59,33 @@ async function cli(args: string[]): Promise<{ code: number; stdout: string; stde
   return { code, stdout: out.text(), stderr: err.text() };
 }
 
-describe('logs (the relay\'s pino logger)', () => {
+describe("logs (the relay's pino logger)", () => {
   it('every line is JSON whose decoded values are printable, whatever the message, fields, bindings or error carry', () => {
     const lines: string[] = [];
-    const log = makeLogger('debug', { write: (s: string) => { lines.push(s); } });
-    fc.assert(fc.property(hostileString, hostileString, hostileString, hostileString, (msg, reply, user, errText) => {
-      lines.length = 0;
-      const child = log.child({ component: 'ingress', peer: user });
-      child.warn({ reply, client: { helo: user, nested: [reply] }, err: new Error(errText) }, msg);
-      log.info({ [reply]: 1 }, 'key from outside');
-      const parsed = expectJsonLinesSafe(lines.join('')) as Record<string, unknown>[];
-      expect(parsed).toHaveLength(2);
-      // still visible: what was sent, escaped
-      expect(parsed[0]!.reply).toBe(printable(reply));
-      expect(parsed[0]!.msg).toBe(printable(msg));
-      expect((parsed[0]!.err as { message: string }).message).toBe(printable(errText));
-    }), { numRuns: 400 });
+    const log = makeLogger('debug', {
+      write: (s: string) => {
+        lines.push(s);
+      },
+    });
+    fc.assert(
+      fc.property(hostileString, hostileString, hostileString, hostileString, (msg, reply, user, errText) => {
+        lines.length = 0;
+        const child = log.child({ component: 'ingress', peer: user });
+        child.warn({ reply, client: { helo: user, nested: [reply] }, err: new Error(errText) }, msg);
+        log.info({ [reply]: 1 }, 'key from outside');
+        const parsed = expectJsonLinesSafe(lines.join('')) as Record<string, unknown>[];
+        expect(parsed).toHaveLength(2);
+        // still visible: what was sent, escaped
+        expect(parsed[0]!.reply).toBe(printable(reply));
+        expect(parsed[0]!.msg).toBe(printable(msg));
+        expect((parsed[0]!.err as { message: string }).message).toBe(printable(errText));
+      }),
+      { numRuns: 400 },
+    );
   });
 });
 
-describe('a destination\'s reply through the real relay: queue list/show (online and offline), delivery log, DSN', () => {
+describe("a destination's reply through the real relay: queue list/show (online and offline), delivery log, DSN", () => {
   let w: World;
   let mx: RawMx;
   let inbox: Receiver;
@@ -79,12 +98,21 @@ describe('a destination\'s reply through the real relay: queue list/show (online
     inbox = await w.receiver(); // the sender's domain: DSNs arrive here
     mx = await startRawMx(w.deadHost(), w.port, '250 2.1.5 ok\r\n');
     w.dns.add(
-      { name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.dest.test' } }, { name: 'mx.dest.test', type: 'A', data: mx.host },
-      { name: 'sender.test', type: 'MX', data: { preference: 10, exchange: 'mx.sender.test' } }, { name: 'mx.sender.test', type: 'A', data: inbox.host },
+      { name: 'dest.test', type: 'MX', data: { preference: 10, exchange: 'mx.dest.test' } },
+      { name: 'mx.dest.test', type: 'A', data: mx.host },
+      { name: 'sender.test', type: 'MX', data: { preference: 10, exchange: 'mx.sender.test' } },
+      { name: 'mx.sender.test', type: 'A', data: inbox.host },
     );
-    await w.start({ delivery: { tls_level: 'may' }, queue: { delay_warning: '1s', min_backoff: '1h', max_backoff: '2h' }, tlsrpt: { enabled: false } }, {
-      log: makeLogger('info', { write: (s: string) => { logLines.push(s); } }),
-    });
+    await w.start(
+      { delivery: { tls_level: 'may' }, queue: { delay_warning: '1s', min_backoff: '1h', max_backoff: '2h' }, tlsrpt: { enabled: false } },
+      {
+        log: makeLogger('info', {
+          write: (s: string) => {
+            logLines.push(s);
+          },
+        }),
+      },
+    );
     const base = `queue_dir: ${join(w.dir, 'queue')}\ndns:\n  mode: trust-ad\n  resolvers: ["${w.dns.server}"]\n`;
     cfgOnline = join(w.dir, 'online.yml');
     writeFileSync(cfgOnline, base);
@@ -96,87 +124,137 @@ describe('a destination\'s reply through the real relay: queue list/show (online
     await w?.close();
   });
 
-  it('the peer\'s bytes are escaped in every sink and read back exactly', async () => {
+  it("the peer's bytes are escaped in every sink and read back exactly", async () => {
     let n = 0;
-    await fc.assert(fc.asyncProperty(hostileReplyText, async (text) => {
-      n++;
-      mx.rcptReply = Buffer.concat([Buffer.from('450 4.2.0 '), text, Buffer.from('\r\n')]);
-      logLines.length = 0;
-      const dsnsBefore = inbox.messages.length;
-      const envelope: Envelope = { from: 'app@sender.test', recipients: [`r${n}@dest.test`], smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: w.clock.t - 10_000, kind: 'normal' };
-      const queued = await w.relay!.spool.enqueue(envelope, Buffer.from(`Subject: t${n}\r\n\r\nbody\r\n`));
-      w.relay!.scheduler.add(queued);
-      await w.settle();
-      await inbox.waitFor(dsnsBefore + 1);
+    await fc.assert(
+      fc.asyncProperty(hostileReplyText, async (text) => {
+        n++;
+        mx.rcptReply = Buffer.concat([Buffer.from('450 4.2.0 '), text, Buffer.from('\r\n')]);
+        logLines.length = 0;
+        const dsnsBefore = inbox.messages.length;
+        const envelope: Envelope = {
+          from: 'app@sender.test',
+          recipients: [`r${n}@dest.test`],
+          smtputf8: false,
+          eightBit: false,
+          client: { address: '127.0.0.1' },
+          received: w.clock.t - 10_000,
+          kind: 'normal',
+        };
+        const queued = await w.relay!.spool.enqueue(envelope, Buffer.from(`Subject: t${n}\r\n\r\nbody\r\n`));
+        w.relay!.scheduler.add(queued);
+        await w.settle();
+        await inbox.waitFor(dsnsBefore + 1);
 
-      const escaped = printable(`450 4.2.0 ${decodeUtf8(text)}`);
-      const visible = (s: string) => expect(s).toContain(escaped);
+        const escaped = printable(`450 4.2.0 ${decodeUtf8(text)}`);
+        const visible = (s: string) => expect(s).toContain(escaped);
 
-      // the delivery log line: safe bytes, safe decoded values, the reply visible
-      const logs = expectJsonLinesSafe(logLines.join('')) as Record<string, unknown>[];
-      const delivery = logs.find((l) => l.msg === 'delivery' && l.queue_id === queued.id)!;
-      expect(delivery.reply).toBe(escaped);
-      if (!text.includes(0x5c)) expect(unescapeToBytes(delivery.reply as string).equals(Buffer.concat([Buffer.from('450 4.2.0 '), text]))).toBe(true);
+        // the delivery log line: safe bytes, safe decoded values, the reply visible
+        const logs = expectJsonLinesSafe(logLines.join('')) as Record<string, unknown>[];
+        const delivery = logs.find((l) => l.msg === 'delivery' && l.queue_id === queued.id)!;
+        expect(delivery.reply).toBe(escaped);
+        if (!text.includes(0x5c)) expect(unescapeToBytes(delivery.reply as string).equals(Buffer.concat([Buffer.from('450 4.2.0 '), text]))).toBe(true);
 
-      for (const cfg of [cfgOnline, cfgOffline]) {
-        const list = await cli(['queue', 'list', '--config', cfg]);
-        expect(list.code, list.stderr).toBe(0);
-        expectTerminalSafe(list.stdout, { newline: true });
-        visible(list.stdout);
-        const show = await cli(['queue', 'show', queued.id, '--config', cfg]);
-        expectTerminalSafe(show.stdout, { newline: true });
-        visible(show.stdout);
-        for (const args of [['list'], ['show', queued.id]]) {
-          const j = await cli(['queue', ...args, '--json', '--config', cfg]);
-          expectTerminalSafe(j.stdout, { newline: true });
-          const v = JSON.parse(j.stdout) as unknown;
-          expectValuesPrintable(v);
-          expect(JSON.stringify(v)).toContain(JSON.stringify(escaped).slice(1, -1)); // the decoded value shows the escaped reply
+        for (const cfg of [cfgOnline, cfgOffline]) {
+          const list = await cli(['queue', 'list', '--config', cfg]);
+          expect(list.code, list.stderr).toBe(0);
+          expectTerminalSafe(list.stdout, { newline: true });
+          visible(list.stdout);
+          const show = await cli(['queue', 'show', queued.id, '--config', cfg]);
+          expectTerminalSafe(show.stdout, { newline: true });
+          visible(show.stdout);
+          for (const args of [['list'], ['show', queued.id]]) {
+            const j = await cli(['queue', ...args, '--json', '--config', cfg]);
+            expectTerminalSafe(j.stdout, { newline: true });
+            const v = JSON.parse(j.stdout) as unknown;
+            expectValuesPrintable(v);
+            expect(JSON.stringify(v)).toContain(JSON.stringify(escaped).slice(1, -1)); // the decoded value shows the escaped reply
+          }
         }
-      }
 
-      // the "delayed" DSN: Diagnostic-Code 7-bit printable, human part printable
-      const dsn = inbox.messages[inbox.messages.length - 1]!;
-      for (const b of dsn.body) if ((b < 0x20 && b !== 0x0d && b !== 0x0a && b !== 0x09) || b === 0x7f) throw new Error(`byte 0x${b.toString(16)} in the DSN`);
-      const raw = dsn.body.toString('utf8');
-      const diag = /^Diagnostic-Code: (.*)$/m.exec(raw)?.[1]?.replace(/\r$/, '');
-      expect(diag).toBeDefined();
-      expect(diag!).toMatch(/^smtp; [\x20-\x7e]*$/);
-      const parsed = await simpleParser(dsn.body);
-      expectTerminalSafe((parsed.text ?? '').replace(/\r\n/g, '\n'), { newline: true });
-      expect(parsed.text).toContain(escaped.slice(0, 200));
-    }), { numRuns: 25 });
+        // the "delayed" DSN: Diagnostic-Code 7-bit printable, human part printable
+        const dsn = inbox.messages[inbox.messages.length - 1]!;
+        for (const b of dsn.body)
+          if ((b < 0x20 && b !== 0x0d && b !== 0x0a && b !== 0x09) || b === 0x7f) throw new Error(`byte 0x${b.toString(16)} in the DSN`);
+        const raw = dsn.body.toString('utf8');
+        const diag = /^Diagnostic-Code: (.*)$/m.exec(raw)?.[1]?.replace(/\r$/, '');
+        expect(diag).toBeDefined();
+        expect(diag!).toMatch(/^smtp; [\x20-\x7e]*$/);
+        const parsed = await simpleParser(dsn.body);
+        expectTerminalSafe((parsed.text ?? '').replace(/\r\n/g, '\n'), { newline: true });
+        expect(parsed.text).toContain(escaped.slice(0, 200));
+      }),
+      { numRuns: 25 },
+    );
   }, 120_000);
 });
 
 describe('DSN composer', () => {
   it('Diagnostic-Code is 7-bit printable with a diagnostic-type; the human part carries no control or bidi character', async () => {
-    await fc.assert(fc.asyncProperty(hostileString, hostileString, async (diag, mta) => {
-      const original: Envelope = { from: 'a@sender.test', recipients: ['x@dest.test'], smtputf8: false, eightBit: false, client: { address: '127.0.0.1' }, received: Date.UTC(2026, 0, 1), kind: 'normal' };
-      const d = await composeDsn({ reportingMta: 'relay.test', queueId: 'Q1', original, originalHeaders: Buffer.from('Subject: x\r\n'), now: Date.UTC(2026, 0, 2), recipients: [
-        { address: 'x@dest.test', action: 'failed', status: '5.0.0', diagnostic: `smtp; 550 ${diag}`, remoteMta: mta },
-        { address: 'y@dest.test', action: 'failed', status: '4.4.1', diagnostic: `${diag}.` },
-      ] });
-      for (const b of d.message) if ((b < 0x20 && b !== 0x0d && b !== 0x0a && b !== 0x09) || b === 0x7f) throw new Error(`byte 0x${b.toString(16)}`);
-      const raw = d.message.toString('utf8');
-      const codes = [...raw.matchAll(/^Diagnostic-Code: (.*?)\r?$/gm)].map((m) => m[1]!);
-      expect(codes).toHaveLength(2);
-      for (const c of codes) expect(c).toMatch(/^(smtp|X-dane-relay); [\x20-\x7e]*$/); // RFC 3464 §2.3.6
-      const parsed = await simpleParser(d.message);
-      expectTerminalSafe((parsed.text ?? '').replace(/\r\n/g, '\n'), { newline: true });
-    }), { numRuns: 200 });
+    await fc.assert(
+      fc.asyncProperty(hostileString, hostileString, async (diag, mta) => {
+        const original: Envelope = {
+          from: 'a@sender.test',
+          recipients: ['x@dest.test'],
+          smtputf8: false,
+          eightBit: false,
+          client: { address: '127.0.0.1' },
+          received: Date.UTC(2026, 0, 1),
+          kind: 'normal',
+        };
+        const d = await composeDsn({
+          reportingMta: 'relay.test',
+          queueId: 'Q1',
+          original,
+          originalHeaders: Buffer.from('Subject: x\r\n'),
+          now: Date.UTC(2026, 0, 2),
+          recipients: [
+            { address: 'x@dest.test', action: 'failed', status: '5.0.0', diagnostic: `smtp; 550 ${diag}`, remoteMta: mta },
+            { address: 'y@dest.test', action: 'failed', status: '4.4.1', diagnostic: `${diag}.` },
+          ],
+        });
+        for (const b of d.message) if ((b < 0x20 && b !== 0x0d && b !== 0x0a && b !== 0x09) || b === 0x7f) throw new Error(`byte 0x${b.toString(16)}`);
+        const raw = d.message.toString('utf8');
+        const codes = [...raw.matchAll(/^Diagnostic-Code: (.*?)\r?$/gm)].map((m) => m[1]!);
+        expect(codes).toHaveLength(2);
+        for (const c of codes) expect(c).toMatch(/^(smtp|X-dane-relay); [\x20-\x7e]*$/); // RFC 3464 §2.3.6
+        const parsed = await simpleParser(d.message);
+        expectTerminalSafe((parsed.text ?? '').replace(/\r\n/g, '\n'), { newline: true });
+      }),
+      { numRuns: 200 },
+    );
   });
 });
 
 describe('TLSRPT reports', () => {
   it('receiving-mx-helo, failure-reason-code and additional-information are printable in the JSON a receiver decodes', () => {
-    fc.assert(fc.property(hostileString, hostileString, (helo, reason) => {
-      const c = sessionCount({ domain: 'dest.test', host: 'mx.dest.test', address: '127.0.0.5', ok: false, resultType: 'validation-failure', reasonCode: reason, receivingHelo: helo, sendingIp: '127.0.0.1' });
-      const detail = { ...c.detail!, additionalInformation: reason };
-      const json = JSON.stringify(buildReport({ organizationName: 'relay.test', contactInfo: 'postmaster@relay.test', reportId: 'r1', day: '2026-01-01', policies: [{ policy: c.policy, success: 0, failure: 1, details: [{ detail, count: 1 }] }] }));
-      expectTerminalSafe(json);
-      expectValuesPrintable(JSON.parse(json));
-    }), { numRuns: 300 });
+    fc.assert(
+      fc.property(hostileString, hostileString, (helo, reason) => {
+        const c = sessionCount({
+          domain: 'dest.test',
+          host: 'mx.dest.test',
+          address: '127.0.0.5',
+          ok: false,
+          resultType: 'validation-failure',
+          reasonCode: reason,
+          receivingHelo: helo,
+          sendingIp: '127.0.0.1',
+        });
+        const detail = { ...c.detail!, additionalInformation: reason };
+        const json = JSON.stringify(
+          buildReport({
+            organizationName: 'relay.test',
+            contactInfo: 'postmaster@relay.test',
+            reportId: 'r1',
+            day: '2026-01-01',
+            policies: [{ policy: c.policy, success: 0, failure: 1, details: [{ detail, count: 1 }] }],
+          }),
+        );
+        expectTerminalSafe(json);
+        expectValuesPrintable(JSON.parse(json));
+      }),
+      { numRuns: 300 },
+    );
   });
 });
 
@@ -188,34 +266,42 @@ describe('tlsrpt show', () => {
     cfg = join(w.dir, 'tlsrpt.yml');
     writeFileSync(cfg, `queue_dir: ${join(w.dir, 'queue')}\ndns:\n  mode: trust-ad\n  resolvers: ["${w.dns.server}"]\n`);
   });
-  afterAll(async () => { await w?.close(); });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('counts stored with outside text (an older relay, a hand-edited file) are shown printable, text and --json', async () => {
     const { mkdirSync } = await import('node:fs');
     const counts = join(w.dir, 'queue', 'tlsrpt', 'counts');
     mkdirSync(counts, { recursive: true, mode: 0o700 });
     const policy = JSON.stringify(['no-policy-found', [], 'dest.test', null]);
-    await fc.assert(fc.asyncProperty(hostileString, hostileString, async (helo, reason) => {
-      const detail = JSON.stringify(['validation-failure', '127.0.0.1', 'mx.dest.test', helo, '127.0.0.5', reason, reason]);
-      writeFileSync(join(counts, '2026-01-01.jsonl'), `${JSON.stringify({ d: 'dest.test', p: policy, s: 0, f: 1, x: { [detail]: 1 } })}\n`);
-      for (const json of [false, true]) {
-        const r = await cli(['tlsrpt', 'show', '--day', '2026-01-01', '--config', cfg, ...(json ? ['--json'] : [])]);
-        expect(r.code, r.stderr).toBe(0);
-        expectTerminalSafe(r.stdout, { newline: true });
-        if (json) expectValuesPrintable(JSON.parse(r.stdout));
-      }
-    }), { numRuns: 40 });
+    await fc.assert(
+      fc.asyncProperty(hostileString, hostileString, async (helo, reason) => {
+        const detail = JSON.stringify(['validation-failure', '127.0.0.1', 'mx.dest.test', helo, '127.0.0.5', reason, reason]);
+        writeFileSync(join(counts, '2026-01-01.jsonl'), `${JSON.stringify({ d: 'dest.test', p: policy, s: 0, f: 1, x: { [detail]: 1 } })}\n`);
+        for (const json of [false, true]) {
+          const r = await cli(['tlsrpt', 'show', '--day', '2026-01-01', '--config', cfg, ...(json ? ['--json'] : [])]);
+          expect(r.code, r.stderr).toBe(0);
+          expectTerminalSafe(r.stdout, { newline: true });
+          if (json) expectValuesPrintable(JSON.parse(r.stdout));
+        }
+      }),
+      { numRuns: 40 },
+    );
   }, 60_000);
 });
 
 describe('metrics labels', () => {
   it('a destination name in a label is printable in the exposition text', async () => {
     const m = new RelayMetrics({ defaultMetrics: false });
-    await fc.assert(fc.asyncProperty(hostileString, async (domain) => {
-      m.exceptionDowngrade({ domain, level: 'may' });
-      m.exceptionRecovered({ domain, host: 'mx' });
-      expectTerminalSafe(await m.registry.metrics(), { newline: true });
-    }), { numRuns: 200 });
+    await fc.assert(
+      fc.asyncProperty(hostileString, async (domain) => {
+        m.exceptionDowngrade({ domain, level: 'may' });
+        m.exceptionRecovered({ domain, host: 'mx' });
+        expectTerminalSafe(await m.registry.metrics(), { newline: true });
+      }),
+      { numRuns: 200 },
+    );
   });
 });
 
@@ -223,31 +309,49 @@ describe('check output', () => {
   /** A report with outside text in every place a peer or DNS puts some. */
   function report(t: string): InspectReport {
     return {
-      domain: `dest.test${t}`, checkedAt: '2026-01-01T00:00:00.000Z', policy: { level: 'dane', rule: 'delivery.tls_level' },
+      domain: `dest.test${t}`,
+      checkedAt: '2026-01-01T00:00:00.000Z',
+      policy: { level: 'dane', rule: 'delivery.tls_level' },
       mx: { kind: 'hosts', status: 'secure', hosts: [{ host: `mx${t}.dest.test`, preference: 10 }] },
-      hosts: [{
-        host: `mx${t}.dest.test`, preference: 10, addresses: ['127.0.0.5'], addressStatus: 'secure', tlsaName: `_25._tcp.mx${t}.dest.test`, tlsaStatus: 'secure',
-        tlsa: [{ record: `3 1 1 ${t}`, usable: true, selected: true }],
-        plan: { kind: 'dane', label: 'verified', why: t, referenceNames: [t] },
-        connections: [{
-          address: '127.0.0.5', plan: 'dane', ok: false, stage: 'greeting', error: `server refused the session: 421 ${t}`,
-          chain: [{ depth: 0, subject: `CN=${t}`, issuer: `O=${t}`, spkiSha256: 'AB', certSha256: 'CD', notBefore: 'x', notAfter: 'y', ca: false }],
-          verify: { ok: false, reason: 'dane-no-match', detail: t },
-        }],
-      }],
+      hosts: [
+        {
+          host: `mx${t}.dest.test`,
+          preference: 10,
+          addresses: ['127.0.0.5'],
+          addressStatus: 'secure',
+          tlsaName: `_25._tcp.mx${t}.dest.test`,
+          tlsaStatus: 'secure',
+          tlsa: [{ record: `3 1 1 ${t}`, usable: true, selected: true }],
+          plan: { kind: 'dane', label: 'verified', why: t, referenceNames: [t] },
+          connections: [
+            {
+              address: '127.0.0.5',
+              plan: 'dane',
+              ok: false,
+              stage: 'greeting',
+              error: `server refused the session: 421 ${t}`,
+              chain: [{ depth: 0, subject: `CN=${t}`, issuer: `O=${t}`, spkiSha256: 'AB', certSha256: 'CD', notBefore: 'x', notAfter: 'y', ca: false }],
+              verify: { ok: false, reason: 'dane-no-match', detail: t },
+            },
+          ],
+        },
+      ],
       verdict: { kind: 'defer', detail: t, code: '4.7.5' },
     } as unknown as InspectReport;
   }
 
   it('text through the terminal sink and --json: nothing raw, whatever the names, replies and certificate fields hold', () => {
-    fc.assert(fc.property(hostileString, (t) => {
-      const out = collector();
-      terminalSafe(out).write(formatReport(report(t), [{ code: 'no-ds' as never, text: t }]));
-      expectTerminalSafe(out.text(), { newline: true });
-      const j = printableJson(report(t), 2);
-      expectTerminalSafe(j, { newline: true });
-      expectValuesPrintable(JSON.parse(j));
-    }), { numRuns: 300 });
+    fc.assert(
+      fc.property(hostileString, (t) => {
+        const out = collector();
+        terminalSafe(out).write(formatReport(report(t), [{ code: 'no-ds' as never, text: t }]));
+        expectTerminalSafe(out.text(), { newline: true });
+        const j = printableJson(report(t), 2);
+        expectTerminalSafe(j, { newline: true });
+        expectValuesPrintable(JSON.parse(j));
+      }),
+      { numRuns: 300 },
+    );
   });
 });
 
@@ -260,20 +364,25 @@ describe('dns lookup output', () => {
     writeFileSync(cfg, `queue_dir: ${join(w.dir, 'queue')}\ndns:\n  mode: trust-ad\n  resolvers: ["${w.dns.server}"]\n`);
     w.dns.addZone({ name: 'dest.test', secure: true });
   });
-  afterAll(async () => { await w?.close(); });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('TXT data and names from DNS (real DNS messages) are printable in text and --json output', async () => {
     let n = 0;
-    await fc.assert(fc.asyncProperty(hostileBytes, async (txt) => {
-      const name = `t${++n}.dest.test`;
-      w.dns.add({ name, type: 'TXT', data: [txt.subarray(0, 255)] });
-      for (const json of [false, true]) {
-        const r = await cli(['dns', 'lookup', name, 'TXT', '--config', cfg, ...(json ? ['--json'] : [])]);
-        expect(r.code, r.stderr).toBe(0);
-        expectTerminalSafe(r.stdout, { newline: true });
-        if (json) expectValuesPrintable(JSON.parse(r.stdout));
-      }
-    }), { numRuns: 40 });
+    await fc.assert(
+      fc.asyncProperty(hostileBytes, async (txt) => {
+        const name = `t${++n}.dest.test`;
+        w.dns.add({ name, type: 'TXT', data: [txt.subarray(0, 255)] });
+        for (const json of [false, true]) {
+          const r = await cli(['dns', 'lookup', name, 'TXT', '--config', cfg, ...(json ? ['--json'] : [])]);
+          expect(r.code, r.stderr).toBe(0);
+          expectTerminalSafe(r.stdout, { newline: true });
+          if (json) expectValuesPrintable(JSON.parse(r.stdout));
+        }
+      }),
+      { numRuns: 40 },
+    );
   }, 60_000);
 
   it('an MX target whose label holds an escape sequence is shown escaped', async () => {

@@ -47,7 +47,9 @@ export function tlsrptSettings(cfg: LoadedConfig): TlsrptSettings {
   if (t.dkim) {
     const file = configPath(cfg, t.dkim.key_file);
     let pem: string;
-    try { pem = readFileSync(file, 'utf8'); } catch (e) {
+    try {
+      pem = readFileSync(file, 'utf8');
+    } catch (e) {
       throw new Error(`tlsrpt.dkim.key_file: cannot read ${file}: ${(e as Error).message}`);
     }
     if (!/-----BEGIN (RSA |)PRIVATE KEY-----/.test(pem)) throw new Error(`tlsrpt.dkim.key_file: ${file} holds no PEM private key`);
@@ -134,11 +136,20 @@ export class TlsrptService {
   /** closed days already planned: their count files are not read again every tick */
   private readonly planned = new Set<string>();
 
-  private constructor(readonly store: CountStore, private readonly deps: ServiceDeps) {
+  private constructor(
+    readonly store: CountStore,
+    private readonly deps: ServiceDeps,
+  ) {
     this.discovery = new TlsrptDiscovery(deps.resolver, deps.now);
     this.recorder = new TlsrptRecorder({ store, discovery: this.discovery, now: deps.now, log: deps.log });
     // Report hosts are looked up through the relay's own resolver and checked (targets.ts, issue 13).
-    this.https = new HttpsSender(deps.settings.dir, { ...deps.https, now: deps.now, log: deps.log, resolver: deps.resolver, allowPrivateTargets: deps.settings.allowPrivateTargets });
+    this.https = new HttpsSender(deps.settings.dir, {
+      ...deps.https,
+      now: deps.now,
+      log: deps.log,
+      resolver: deps.resolver,
+      allowPrivateTargets: deps.settings.allowPrivateTargets,
+    });
   }
 
   static async open(deps: ServiceDeps): Promise<TlsrptService> {
@@ -149,14 +160,22 @@ export class TlsrptService {
     return new TlsrptService(store, deps);
   }
 
-  get settings(): TlsrptSettings { return this.deps.settings; }
-  private get dir(): string { return this.deps.settings.dir; }
+  get settings(): TlsrptSettings {
+    return this.deps.settings;
+  }
+  private get dir(): string {
+    return this.deps.settings.dir;
+  }
 
   /** Starts the daily job; `submit` queues a mailed report in the relay's spool. */
   start(submit: SubmitMail): void {
     this.submit = submit;
     // RFC 8460 §3: mailed reports MUST be DKIM-signed; without a key, mailto-only domains get no report.
-    if (!this.deps.settings.dkim) this.deps.log.warn({ submitter: this.deps.settings.submitter }, 'tlsrpt: tlsrpt.dkim is not configured; reports to mailto: addresses cannot be signed and will not be sent (https reports are)');
+    if (!this.deps.settings.dkim)
+      this.deps.log.warn(
+        { submitter: this.deps.settings.submitter },
+        'tlsrpt: tlsrpt.dkim is not configured; reports to mailto: addresses cannot be signed and will not be sent (https reports are)',
+      );
     const loop = () => {
       if (this.stopped) return;
       void this.tick();
@@ -168,13 +187,20 @@ export class TlsrptService {
 
   /** One pass of the job; concurrent calls share the running pass. */
   tick(): Promise<void> {
-    if (!this.ticking) this.ticking = this.tickNow().finally(() => { this.ticking = undefined; });
+    if (!this.ticking)
+      this.ticking = this.tickNow().finally(() => {
+        this.ticking = undefined;
+      });
     return this.ticking;
   }
 
   private async tickNow(): Promise<void> {
     const step = async (what: string, f: () => Promise<unknown>) => {
-      try { await f(); } catch (e) { this.deps.log.warn({ err: (e as Error).message, step: what }, 'tlsrpt: daily job step failed; will retry'); }
+      try {
+        await f();
+      } catch (e) {
+        this.deps.log.warn({ err: (e as Error).message, step: what }, 'tlsrpt: daily job step failed; will retry');
+      }
     };
     await step('outbox', () => this.drainOutbox());
     await step('plan', () => this.planClosedDays());
@@ -194,11 +220,19 @@ export class TlsrptService {
 
   // ---- the daily plan -------------------------------------------------------------------------
 
-  private planFile(day: string): string { return join(this.dir, 'plan', `${day}.json`); }
-  private sentFile(day: string, domain: string): string { return join(this.dir, 'sent', day, domain); }
+  private planFile(day: string): string {
+    return join(this.dir, 'plan', `${day}.json`);
+  }
+  private sentFile(day: string, domain: string): string {
+    return join(this.dir, 'sent', day, domain);
+  }
 
   async readPlan(day: string): Promise<Record<string, number> | undefined> {
-    try { return JSON.parse(await readFileNoFollow(this.planFile(day), 'utf8')) as Record<string, number>; } catch { return undefined; }
+    try {
+      return JSON.parse(await readFileNoFollow(this.planFile(day), 'utf8')) as Record<string, number>;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Each closed day with counts gets, once, a due time per domain: the day's end plus a random delay (TLSRPT-34). */
@@ -227,9 +261,16 @@ export class TlsrptService {
 
   private async sendDue(): Promise<void> {
     let names: string[];
-    try { names = await fsp.readdir(join(this.dir, 'plan')); } catch { return; }
+    try {
+      names = await fsp.readdir(join(this.dir, 'plan'));
+    } catch {
+      return;
+    }
     const now = this.deps.now();
-    for (const day of names.map((n) => n.replace(/\.json$/, '')).filter(isDay).sort()) {
+    for (const day of names
+      .map((n) => n.replace(/\.json$/, ''))
+      .filter(isDay)
+      .sort()) {
       const plan = (await this.readPlan(day)) ?? {};
       for (const [domain, due] of Object.entries(plan)) {
         if (this.stopped) return;
@@ -252,7 +293,12 @@ export class TlsrptService {
 
   async wasSent(day: string, domain: string): Promise<boolean> {
     if (this.deps.shared) return this.deps.shared.sends.wasSent(day, domain);
-    try { await fsp.access(this.sentFile(day, domain)); return true; } catch { return false; }
+    try {
+      await fsp.access(this.sentFile(day, domain));
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private async markSent(o: SendOutcome, claim?: SendClaim): Promise<void> {
@@ -273,7 +319,11 @@ export class TlsrptService {
     const removed = await this.store.prune(today, this.deps.settings.retentionDays);
     for (const sub of ['plan', 'sent']) {
       let names: string[] = [];
-      try { names = await fsp.readdir(join(this.dir, sub)); } catch { /* none */ }
+      try {
+        names = await fsp.readdir(join(this.dir, sub));
+      } catch {
+        /* none */
+      }
       for (const n of names) {
         const day = n.replace(/\.json$/, '');
         if (isDay(day) && day < oldest) await fsp.rm(join(this.dir, sub, n), { recursive: true, force: true });
@@ -292,7 +342,13 @@ export class TlsrptService {
     for (const [domain, policies] of [...counts.entries()].sort(([a], [b]) => (a < b ? -1 : 1))) {
       if (want && !want.includes(domain)) continue;
       const s = this.deps.settings;
-      const json = buildReport({ organizationName: s.organizationName, contactInfo: s.contactInfo, reportId: makeReportId(day, domain, randomBytes(6).toString('hex')), day, policies });
+      const json = buildReport({
+        organizationName: s.organizationName,
+        contactInfo: s.contactInfo,
+        reportId: makeReportId(day, domain, randomBytes(6).toString('hex')),
+        day,
+        policies,
+      });
       out.push({ day, domain, json, gz: gzipSync(JSON.stringify(json)), filename: reportFilename({ submitter: s.submitter, policyDomain: domain, day }) });
     }
     return out;
@@ -323,7 +379,13 @@ export class TlsrptService {
     const limit = this.deps.maxReportBytes ?? MAX_REPORT_BYTES;
     if (r.gz.length > limit) {
       this.deps.log.warn({ day, domain, bytes: r.gz.length, limit }, 'tlsrpt: report too large for receivers; not sent');
-      return finish({ day, domain, result: 'dropped', detail: `report is ${r.gz.length} bytes gzipped, over the ${limit} bytes receivers accept (RFC 8460 §5.2)`, reportId });
+      return finish({
+        day,
+        domain,
+        result: 'dropped',
+        detail: `report is ${r.gz.length} bytes gzipped, over the ${limit} bytes receivers accept (RFC 8460 §5.2)`,
+        reportId,
+      });
     }
     const done: string[] = [];
     const problems: string[] = [];
@@ -341,14 +403,30 @@ export class TlsrptService {
       if (!this.deps.settings.dkim) problems.push('mailto skipped: tlsrpt.dkim is not configured (RFC 8460 §3: reports MUST be DKIM-signed)');
       else if (!submit) problems.push('mailto skipped: nowhere to queue the message');
       else {
-        const mail = await composeReportMail({ report: r.json, gz: r.gz, filename: r.filename, policyDomain: domain, submitter: this.deps.settings.submitter, to: mailto, dkim: this.deps.settings.dkim, now: this.deps.now() });
+        const mail = await composeReportMail({
+          report: r.json,
+          gz: r.gz,
+          filename: r.filename,
+          policyDomain: domain,
+          submitter: this.deps.settings.submitter,
+          to: mailto,
+          dkim: this.deps.settings.dkim,
+          now: this.deps.now(),
+        });
         const id = await submit(mail.envelope, mail.message);
         done.push(`mail queued as ${id} to ${mailto.join(', ')}`);
       }
     }
     if (urls.length) {
       // TLSRPT-47: one accepting endpoint is enough; with mail already queued, no retries are kept.
-      const sent = await this.https.send({ id: `${day}-${domain}-${reportId.split('.').pop()}`, day, domain, filename: r.filename, urls, body: r.gz.toString('base64') });
+      const sent = await this.https.send({
+        id: `${day}-${domain}-${reportId.split('.').pop()}`,
+        day,
+        domain,
+        filename: r.filename,
+        urls,
+        body: r.gz.toString('base64'),
+      });
       if (sent === 'accepted') done.push(`https accepted (${urls.join(', ')})`);
       else if (sent === 'refused') problems.push(`https refused: every rua https target is one the relay must not send to (${urls.join(', ')})`);
       else if (done.length) await fsp.rm(join(this.https.pendingDir, `${day}-${domain}-${reportId.split('.').pop()}.json`), { force: true });
@@ -373,7 +451,11 @@ export class TlsrptService {
     if (!this.submit) return;
     const dir = join(this.dir, 'outbox');
     let names: string[];
-    try { names = await fsp.readdir(dir); } catch { return; }
+    try {
+      names = await fsp.readdir(dir);
+    } catch {
+      return;
+    }
     for (const n of names.filter((x) => x.endsWith(OUTBOX_SUFFIX)).sort()) {
       const file = join(dir, n);
       // never through a link: an outbox entry becomes mail the relay sends

@@ -34,10 +34,18 @@ export function parseTlsrptRecord(record: string): TlsrptRecord {
     // TLSRPT-5: only mailto and https are used; other schemes are ignored.
     if (scheme === 'mailto') {
       let address: string;
-      try { address = decodeURIComponent(uri.slice(7).split('?')[0]!); } catch { continue; }
+      try {
+        address = decodeURIComponent(uri.slice(7).split('?')[0]!);
+      } catch {
+        continue;
+      }
       if (/^[^\s@<>(),;:"]+@[^\s@<>]+$/.test(address)) out.push({ scheme: 'mailto', uri, address });
     } else if (scheme === 'https') {
-      try { out.push({ scheme: 'https', uri, url: new URL(uri).href }); } catch { /* not usable */ }
+      try {
+        out.push({ scheme: 'https', uri, url: new URL(uri).href });
+      } catch {
+        /* not usable */
+      }
     }
   }
   if (out.length === 0) return { ok: false, why: 'rua has no usable mailto: or https: URI' };
@@ -68,10 +76,16 @@ export class TlsrptDiscovery {
   private readonly cache = new Map<string, { until: number; result: Discovery }>();
   private readonly inflight = new Map<string, Promise<Discovery>>();
 
-  constructor(private readonly resolver: Resolver, private readonly now: () => number = Date.now, private readonly maxEntries = MAX_CACHED_DOMAINS) {}
+  constructor(
+    private readonly resolver: Resolver,
+    private readonly now: () => number = Date.now,
+    private readonly maxEntries = MAX_CACHED_DOMAINS,
+  ) {}
 
   /** Number of cached domains (bounded by maxEntries). */
-  get size(): number { return this.cache.size; }
+  get size(): number {
+    return this.cache.size;
+  }
 
   /** Cached answer, if fresh; undefined when a lookup is needed. Synchronous: the recorder's fast path. */
   cached(domain: string): Discovery | undefined {
@@ -82,13 +96,17 @@ export class TlsrptDiscovery {
   /** TLSRPT-1: TXT at `_smtp._tls.<D>`; DNS trouble is a tempfail, never "none" (TLSRPT-6). */
   lookup(domain: string, opts: { fresh?: boolean } = {}): Promise<Discovery> {
     let d: string;
-    try { d = aLabel(domain); } catch (e) { return Promise.resolve({ kind: 'none', why: (e as Error).message }); }
+    try {
+      d = aLabel(domain);
+    } catch (e) {
+      return Promise.resolve({ kind: 'none', why: (e as Error).message });
+    }
     if (!opts.fresh) {
       const c = this.cached(d);
       if (c) return Promise.resolve(c);
     }
     const running = this.inflight.get(d);
-    if (running) return running;
+    if (running !== undefined) return running;
     const p = this.resolve(d).finally(() => this.inflight.delete(d));
     this.inflight.set(d, p);
     return p;

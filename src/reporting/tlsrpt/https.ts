@@ -19,7 +19,12 @@ import { writeFileDurable } from './store.js';
 import { ensurePrivateSubdir, readFileNoFollow } from '../../files/private.js';
 import { httpsTarget, type HttpsTarget } from './targets.js';
 
-export interface PostResult { ok: boolean; status?: number; error?: string; /** the target was not allowed (targets.ts): not retried */ refused?: boolean }
+export interface PostResult {
+  ok: boolean;
+  status?: number;
+  error?: string /** the target was not allowed (targets.ts): not retried */;
+  refused?: boolean;
+}
 
 export interface HttpsOptions {
   /** extra trust anchors for report endpoints (PEM); default: the system store */
@@ -34,26 +39,46 @@ export interface HttpsOptions {
 export function postReport(url: string, body: Buffer, opts: HttpsOptions & { target: HttpsTarget; gzip?: boolean; userAgent?: string }): Promise<PostResult> {
   return new Promise((resolve) => {
     let u: URL;
-    try { u = new URL(url); } catch { resolve({ ok: false, error: `bad URL ${url}` }); return; }
-    if (u.protocol !== 'https:') { resolve({ ok: false, error: `not https: ${url}` }); return; }
+    try {
+      u = new URL(url);
+    } catch {
+      resolve({ ok: false, error: `bad URL ${url}` });
+      return;
+    }
+    if (u.protocol !== 'https:') {
+      resolve({ ok: false, error: `not https: ${url}` });
+      return;
+    }
     const timeoutMs = opts.timeoutMs ?? 30_000;
     let done = false;
-    const finish = (r: PostResult) => { if (!done) { done = true; clearTimeout(timer); resolve(r); } };
-    const req = https.request(u, {
-      method: 'POST',
-      headers: {
-        'Content-Type': opts.gzip === false ? 'application/tlsrpt+json' : 'application/tlsrpt+gzip',
-        'Content-Length': body.length,
-        'User-Agent': opts.userAgent ?? 'dane-relay-tlsrpt',
+    const finish = (r: PostResult) => {
+      if (!done) {
+        done = true;
+        clearTimeout(timer);
+        resolve(r);
+      }
+    };
+    const req = https.request(
+      u,
+      {
+        method: 'POST',
+        headers: {
+          'Content-Type': opts.gzip === false ? 'application/tlsrpt+json' : 'application/tlsrpt+gzip',
+          'Content-Length': body.length,
+          'User-Agent': opts.userAgent ?? 'dane-relay-tlsrpt',
+        },
+        ...(opts.ca ? { ca: opts.ca } : {}),
+        lookup: pinnedLookup(opts.target.address, opts.target.family),
       },
-      ...(opts.ca ? { ca: opts.ca } : {}),
-      lookup: pinnedLookup(opts.target.address, opts.target.family),
-    }, (res) => {
-      res.resume();
-      res.on('end', () => finish({ ok: res.statusCode! >= 200 && res.statusCode! < 300, status: res.statusCode }));
-      res.on('error', (e) => finish({ ok: false, status: res.statusCode, error: e.message }));
-    });
-    const timer = setTimeout(() => { req.destroy(new Error(`timed out after ${timeoutMs} ms`)); }, timeoutMs);
+      (res) => {
+        res.resume();
+        res.on('end', () => finish({ ok: res.statusCode! >= 200 && res.statusCode! < 300, status: res.statusCode }));
+        res.on('error', (e) => finish({ ok: false, status: res.statusCode, error: e.message }));
+      },
+    );
+    const timer = setTimeout(() => {
+      req.destroy(new Error(`timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
     req.on('error', (e) => finish({ ok: false, error: e.message }));
     req.end(body);
   });
@@ -103,7 +128,10 @@ export interface SenderOptions extends HttpsOptions {
 export class HttpsSender {
   readonly pendingDir: string;
 
-  constructor(private readonly dir: string, private readonly opts: SenderOptions) {
+  constructor(
+    private readonly dir: string,
+    private readonly opts: SenderOptions,
+  ) {
     this.pendingDir = join(dir, 'pending');
   }
 
@@ -163,7 +191,10 @@ export class HttpsSender {
       await fsp.rm(file, { force: true });
       return 'dropped';
     }
-    this.opts.log?.warn({ day: p.day, domain: p.domain, attempts: p.attempts, error: r.error, next: new Date(p.next).toISOString() }, 'tlsrpt: https report failed; will retry');
+    this.opts.log?.warn(
+      { day: p.day, domain: p.domain, attempts: p.attempts, error: r.error, next: new Date(p.next).toISOString() },
+      'tlsrpt: https report failed; will retry',
+    );
     await ensurePrivateSubdir(this.dir, 'pending');
     await writeFileDurable(file, JSON.stringify(p));
     return 'pending';
@@ -171,10 +202,16 @@ export class HttpsSender {
 
   async pending(): Promise<PendingSend[]> {
     let names: string[];
-    try { names = await fsp.readdir(this.pendingDir); } catch { return []; }
+    try {
+      names = await fsp.readdir(this.pendingDir);
+    } catch {
+      return [];
+    }
     const out: PendingSend[] = [];
     for (const n of names.filter((x) => x.endsWith('.json'))) {
-      try { out.push(JSON.parse(await readFileNoFollow(join(this.pendingDir, n), 'utf8')) as PendingSend); } catch (e) {
+      try {
+        out.push(JSON.parse(await readFileNoFollow(join(this.pendingDir, n), 'utf8')) as PendingSend);
+      } catch (e) {
         this.opts.log?.warn({ file: n, err: (e as Error).message }, 'tlsrpt: unreadable pending send left in place');
       }
     }

@@ -32,8 +32,20 @@ export interface ReportMailInput {
 
 /** Signed header fields: the usual set plus both TLS-Report-* headers (TLSRPT-44). */
 const SIGNED_HEADERS = [
-  'From', 'Sender', 'Reply-To', 'Subject', 'Date', 'Message-ID', 'To', 'Cc', 'MIME-Version', 'Content-Type',
-  'Content-Transfer-Encoding', 'Auto-Submitted', 'TLS-Report-Domain', 'TLS-Report-Submitter',
+  'From',
+  'Sender',
+  'Reply-To',
+  'Subject',
+  'Date',
+  'Message-ID',
+  'To',
+  'Cc',
+  'MIME-Version',
+  'Content-Type',
+  'Content-Transfer-Encoding',
+  'Auto-Submitted',
+  'TLS-Report-Domain',
+  'TLS-Report-Submitter',
 ].join(':');
 
 function humanText(r: ReportJson, policyDomain: string): string {
@@ -64,14 +76,19 @@ async function collect(stream: NodeJS.ReadableStream): Promise<Buffer> {
  * cannot use (wrong type, damaged) is reported when the relay starts, not at the first report a day later.
  */
 export async function checkDkimKey(dkim: DkimKey): Promise<void> {
-  const msg = Buffer.from(`From: <t@${dkim.domain}>\r\nTLS-Report-Domain: example.org\r\nTLS-Report-Submitter: ${dkim.domain}\r\nSubject: key check\r\n\r\nkey check\r\n`);
+  const msg = Buffer.from(
+    `From: <t@${dkim.domain}>\r\nTLS-Report-Domain: example.org\r\nTLS-Report-Submitter: ${dkim.domain}\r\nSubject: key check\r\n\r\nkey check\r\n`,
+  );
   let signed: Buffer;
   try {
-    signed = await collect(new DKIM({ domainName: aLabel(dkim.domain), keySelector: dkim.selector, privateKey: dkim.privateKey, headerFieldNames: SIGNED_HEADERS }).sign(msg));
+    signed = await collect(
+      new DKIM({ domainName: aLabel(dkim.domain), keySelector: dkim.selector, privateKey: dkim.privateKey, headerFieldNames: SIGNED_HEADERS }).sign(msg),
+    );
   } catch (e) {
     throw new Error(`tlsrpt.dkim.key_file: the key cannot sign (${(e as Error).message}); make one with \`dane-relay dkim keygen\``);
   }
-  if (!/^DKIM-Signature:/im.test(signed.toString('latin1'))) throw new Error('tlsrpt.dkim.key_file: the key cannot sign (no DKIM-Signature was produced); make one with `dane-relay dkim keygen`');
+  if (!/^DKIM-Signature:/im.test(signed.toString('latin1')))
+    throw new Error('tlsrpt.dkim.key_file: the key cannot sign (no DKIM-Signature was produced); make one with `dane-relay dkim keygen`');
 }
 
 /** The signed message and its envelope (kind 'tlsrpt': delivered opportunistically, never counted, no DSN). */
@@ -93,13 +110,15 @@ export async function composeReportMail(i: ReportMailInput): Promise<{ envelope:
       'Auto-Submitted': 'auto-generated',
     },
     text: humanText(i.report, policyDomain),
-    attachments: [{
-      filename: i.filename,
-      content: i.gz,
-      contentType: 'application/tlsrpt+gzip',
-      contentDisposition: 'attachment',
-      contentTransferEncoding: 'base64',
-    }],
+    attachments: [
+      {
+        filename: i.filename,
+        content: i.gz,
+        contentType: 'application/tlsrpt+gzip',
+        contentDisposition: 'attachment',
+        contentTransferEncoding: 'base64',
+      },
+    ],
   });
   const root = mail.compile();
   // RFC 6522 / RFC 8460 §5.3: the top level is multipart/report with report-type tlsrpt.
@@ -108,7 +127,16 @@ export async function composeReportMail(i: ReportMailInput): Promise<{ envelope:
   // MimeNode writes "Tls-Report-Domain"; names are case-insensitive (RFC 5322 §1.2.2), but RFC 8460 §5.3 spells
   // them "TLS-Report-*" and simple consumers match literally. Fixed in the header block only, before signing.
   const end = built.indexOf('\r\n\r\n');
-  const unsigned = Buffer.concat([Buffer.from(built.subarray(0, end).toString('latin1').replace(/^Tls-Report-/gim, 'TLS-Report-'), 'latin1'), built.subarray(end)]);
+  const unsigned = Buffer.concat([
+    Buffer.from(
+      built
+        .subarray(0, end)
+        .toString('latin1')
+        .replace(/^Tls-Report-/gim, 'TLS-Report-'),
+      'latin1',
+    ),
+    built.subarray(end),
+  ]);
   const signer = new DKIM({
     domainName: aLabel(i.dkim.domain),
     keySelector: i.dkim.selector,
@@ -144,6 +172,9 @@ export function dkimKeygen(opts: { selector?: string; domain?: string }): { priv
   const name = `${selector}._domainkey.${opts.domain ? aLabel(opts.domain) : '<domain>'}`;
   const txt = `v=DKIM1; k=rsa; s=email:tlsrpt; p=${p}`;
   // TXT strings are at most 255 bytes: split the record into quoted chunks (joined without spaces).
-  const chunks = txt.match(/.{1,250}/g)!.map((c) => `"${c}"`).join(' ');
+  const chunks = txt
+    .match(/.{1,250}/g)!
+    .map((c) => `"${c}"`)
+    .join(' ');
   return { privateKeyPem: pem, name, txt, zoneLine: `${name}. IN TXT ( ${chunks} )` };
 }

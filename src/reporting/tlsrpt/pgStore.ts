@@ -20,23 +20,39 @@ import { addPending, BufferedCounts, countsFromTotals, type PendingCounts, type 
 import { isDay, nextDay, type PolicyCounts } from './report.js';
 
 export class PgTlsrptStore extends BufferedCounts {
-  constructor(private readonly pool: pg.Pool, log?: StoreLog) { super(log); }
+  constructor(
+    private readonly pool: pg.Pool,
+    log?: StoreLog,
+  ) {
+    super(log);
+  }
 
   /** All of a batch's deltas in one transaction: either every row is added or none (kept for the next flush). */
   protected async write(batch: PendingCounts): Promise<void> {
-    const keepAll = () => { for (const p of batch.values()) this.keep(p); };
-    const c = await this.pool.connect().catch((e: unknown) => { keepAll(); throw e; });
+    const keepAll = () => {
+      for (const p of batch.values()) this.keep(p);
+    };
+    const c = await this.pool.connect().catch((e: unknown) => {
+      keepAll();
+      throw e;
+    });
     try {
       await c.query('BEGIN');
       // Every node takes the row locks in the same order (sorted keys): concurrent flushes of the same rows
       // wait for each other instead of deadlocking.
       for (const p of [...batch.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, v]) => v)) {
-        await c.query(`INSERT INTO relay_tlsrpt_counts (day, domain, policy, success, failure) VALUES ($1, $2, $3, $4, $5)
+        await c.query(
+          `INSERT INTO relay_tlsrpt_counts (day, domain, policy, success, failure) VALUES ($1, $2, $3, $4, $5)
           ON CONFLICT (day, domain, policy) DO UPDATE SET success = relay_tlsrpt_counts.success + EXCLUDED.success,
-            failure = relay_tlsrpt_counts.failure + EXCLUDED.failure`, [p.day, p.domain, p.policy, p.s, p.f]);
+            failure = relay_tlsrpt_counts.failure + EXCLUDED.failure`,
+          [p.day, p.domain, p.policy, p.s, p.f],
+        );
         for (const [detail, n] of [...p.x.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-          await c.query(`INSERT INTO relay_tlsrpt_details (day, domain, policy, detail, count) VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (day, domain, policy, detail) DO UPDATE SET count = relay_tlsrpt_details.count + EXCLUDED.count`, [p.day, p.domain, p.policy, detail, n]);
+          await c.query(
+            `INSERT INTO relay_tlsrpt_details (day, domain, policy, detail, count) VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (day, domain, policy, detail) DO UPDATE SET count = relay_tlsrpt_details.count + EXCLUDED.count`,
+            [p.day, p.domain, p.policy, detail, n],
+          );
         }
       }
       await c.query('COMMIT');
@@ -60,10 +76,14 @@ export class PgTlsrptStore extends BufferedCounts {
     if (!isDay(day)) throw new Error(`not a day (YYYY-MM-DD): ${day}`);
     const totals: PendingCounts = new Map();
     const counts = await this.pool.query<{ domain: string; policy: string; success: string; failure: string }>(
-      'SELECT domain, policy, success, failure FROM relay_tlsrpt_counts WHERE day = $1', [day]);
+      'SELECT domain, policy, success, failure FROM relay_tlsrpt_counts WHERE day = $1',
+      [day],
+    );
     for (const r of counts.rows) addPending(totals, day, r.domain, r.policy, Number(r.success), Number(r.failure), []);
     const details = await this.pool.query<{ domain: string; policy: string; detail: string; count: string }>(
-      'SELECT domain, policy, detail, count FROM relay_tlsrpt_details WHERE day = $1', [day]);
+      'SELECT domain, policy, detail, count FROM relay_tlsrpt_details WHERE day = $1',
+      [day],
+    );
     for (const r of details.rows) addPending(totals, day, r.domain, r.policy, 0, 0, [[r.detail, Number(r.count)]]);
     for (const p of this.pending.values()) if (p.day === day) addPending(totals, day, p.domain, p.policy, p.s, p.f, p.x);
     return countsFromTotals(totals, (err, domain) => this.log?.warn({ day, domain, err }, 'tlsrpt: skipped unreadable count row'));
@@ -72,7 +92,9 @@ export class PgTlsrptStore extends BufferedCounts {
   /** Deletes the rows of days before `today - retentionDays` (any node may; deleting twice is harmless). */
   async prune(today: string, retentionDays: number): Promise<string[]> {
     const oldest = nextDay(today, -retentionDays);
-    const r = await this.pool.query<{ day: string }>('WITH d AS (DELETE FROM relay_tlsrpt_counts WHERE day < $1 RETURNING day) SELECT DISTINCT day FROM d', [oldest]);
+    const r = await this.pool.query<{ day: string }>('WITH d AS (DELETE FROM relay_tlsrpt_counts WHERE day < $1 RETURNING day) SELECT DISTINCT day FROM d', [
+      oldest,
+    ]);
     await this.pool.query('DELETE FROM relay_tlsrpt_details WHERE day < $1', [oldest]);
     await this.pool.query('DELETE FROM relay_tlsrpt_sends WHERE day < $1', [oldest]);
     return r.rows.map((x) => x.day).sort();
@@ -87,34 +109,51 @@ export class PgTlsrptStore extends BufferedCounts {
 export const SEND_LEASE_MS = 15 * 60_000;
 
 /** A claim on one (day, domain) report send. */
-export interface SendClaim { day: string; domain: string; token: string }
+export interface SendClaim {
+  day: string;
+  domain: string;
+  token: string;
+}
 
 /** The send claims of the cluster (relay_tlsrpt_sends). */
 export class PgSendClaims {
-  constructor(private readonly pool: pg.Pool, private readonly node: string, private readonly leaseMs: number) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly node: string,
+    private readonly leaseMs: number,
+  ) {}
 
   /** The claim, or undefined when the report was sent already or another live node holds it. */
   async claim(day: string, domain: string): Promise<SendClaim | undefined> {
     const token = randomUUID();
-    const r = await this.pool.query(`INSERT INTO relay_tlsrpt_sends (day, domain, owner, token, expires_at)
+    const r = await this.pool.query(
+      `INSERT INTO relay_tlsrpt_sends (day, domain, owner, token, expires_at)
       VALUES ($1, $2, $3, $4, now() + $5 * interval '1 millisecond')
       ON CONFLICT (day, domain) DO UPDATE SET owner = EXCLUDED.owner, token = EXCLUDED.token, expires_at = EXCLUDED.expires_at
       WHERE relay_tlsrpt_sends.sent_at IS NULL AND relay_tlsrpt_sends.expires_at < now()
-      RETURNING token`, [day, domain, this.node, token, this.leaseMs]);
+      RETURNING token`,
+      [day, domain, this.node, token, this.leaseMs],
+    );
     return r.rowCount === 1 ? { day, domain, token } : undefined;
   }
 
   /** Records the outcome; false when the claim had been lost (lease expired and taken over). */
   async done(c: SendClaim, outcome: object): Promise<boolean> {
-    const r = await this.pool.query(`UPDATE relay_tlsrpt_sends SET sent_at = now(), outcome = $4
-      WHERE day = $1 AND domain = $2 AND token = $3 AND sent_at IS NULL`, [c.day, c.domain, c.token, JSON.stringify(outcome)]);
+    const r = await this.pool.query(
+      `UPDATE relay_tlsrpt_sends SET sent_at = now(), outcome = $4
+      WHERE day = $1 AND domain = $2 AND token = $3 AND sent_at IS NULL`,
+      [c.day, c.domain, c.token, JSON.stringify(outcome)],
+    );
     return r.rowCount === 1;
   }
 
   /** Gives a claim back unsent (retry later): any node may claim it at once. */
   async release(c: SendClaim): Promise<void> {
-    await this.pool.query(`UPDATE relay_tlsrpt_sends SET expires_at = now() - interval '1 millisecond'
-      WHERE day = $1 AND domain = $2 AND token = $3 AND sent_at IS NULL`, [c.day, c.domain, c.token]);
+    await this.pool.query(
+      `UPDATE relay_tlsrpt_sends SET expires_at = now() - interval '1 millisecond'
+      WHERE day = $1 AND domain = $2 AND token = $3 AND sent_at IS NULL`,
+      [c.day, c.domain, c.token],
+    );
   }
 
   async wasSent(day: string, domain: string): Promise<boolean> {
@@ -127,7 +166,11 @@ export class PgSendClaims {
  * The cluster's TLSRPT for a config with `spool.backend: postgres` (the relay and the `tlsrpt` CLI), on a
  * small pool of its own; undefined for the file backend. The caller ends `pool` after the service stopped.
  */
-export async function openSharedTlsrpt(cfg: LoadedConfig, node: string, log?: StoreLog): Promise<{ store: PgTlsrptStore; sends: PgSendClaims; pool: pg.Pool } | undefined> {
+export async function openSharedTlsrpt(
+  cfg: LoadedConfig,
+  node: string,
+  log?: StoreLog,
+): Promise<{ store: PgTlsrptStore; sends: PgSendClaims; pool: pg.Pool } | undefined> {
   if (cfg.spool.backend !== 'postgres' || !cfg.spool.postgres) return undefined;
   const { openPool } = await import('../../spool/postgres/connect.js');
   const pool = openPool({ ...cfg.spool.postgres, pool: 2 }, { application: `dane-relay ${node} tlsrpt` });

@@ -33,8 +33,8 @@ export function sessionCount(r: TlsSessionResult): SessionCount {
     ? { type: 'no-policy-found', strings: [], domain: reportDomain }
     : p.type === 'tlsa'
       ? { type: 'tlsa', strings: [...p.records], domain: aLabel(p.baseDomain) }
-      // STS-61: policy-string = the policy lines, mx-host = the patterns (an array)
-      : { type: 'sts', strings: [...p.lines], domain: aLabel(p.policyDomain), mxHost: [...p.mx] };
+      : // STS-61: policy-string = the policy lines, mx-host = the patterns (an array)
+        { type: 'sts', strings: [...p.lines], domain: aLabel(p.policyDomain), mxHost: [...p.mx] };
   if (r.ok) return { reportDomain, policy, ok: true };
   const detail: FailureDetail = { resultType: r.resultType ?? 'validation-failure' }; // TLSRPT-20
   if (r.sendingIp) detail.sendingIp = normalIp(r.sendingIp);

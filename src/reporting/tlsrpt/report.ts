@@ -9,9 +9,17 @@ import { canonicalIp } from '../../dns/name.js';
 
 /** IANA "STARTTLS Validation Result Types" (RFC 8460 §6.6), exact strings (TLSRPT-C). */
 export const RESULT_TYPES = [
-  'starttls-not-supported', 'certificate-host-mismatch', 'certificate-expired', 'certificate-not-trusted', 'validation-failure',
-  'tlsa-invalid', 'dnssec-invalid', 'dane-required',
-  'sts-policy-fetch-error', 'sts-policy-invalid', 'sts-webpki-invalid',
+  'starttls-not-supported',
+  'certificate-host-mismatch',
+  'certificate-expired',
+  'certificate-not-trusted',
+  'validation-failure',
+  'tlsa-invalid',
+  'dnssec-invalid',
+  'dane-required',
+  'sts-policy-fetch-error',
+  'sts-policy-invalid',
+  'sts-webpki-invalid',
 ] as const;
 export type ResultType = (typeof RESULT_TYPES)[number];
 export const isResultType = (s: string): s is ResultType => (RESULT_TYPES as readonly string[]).includes(s);
@@ -112,10 +120,17 @@ export function aLabel(domain: string): string {
   return a.toLowerCase();
 }
 
-
 /** The merge key of a failure-details entry: every field except the count (TLSRPT-26). */
 export function detailKey(d: FailureDetail): string {
-  return JSON.stringify([d.resultType, d.sendingIp ?? null, d.receivingMx ?? null, d.receivingHelo ?? null, d.receivingIp ?? null, d.additionalInformation ?? null, d.reasonCode ?? null]);
+  return JSON.stringify([
+    d.resultType,
+    d.sendingIp ?? null,
+    d.receivingMx ?? null,
+    d.receivingHelo ?? null,
+    d.receivingIp ?? null,
+    d.additionalInformation ?? null,
+    d.reasonCode ?? null,
+  ]);
 }
 
 export function detailFromKey(k: string): FailureDetail {
@@ -155,7 +170,10 @@ function detailJson(d: FailureDetail, count: number): Record<string, string | nu
 }
 
 /** Sorts for a stable document (golden files, diffs between runs). */
-const byKey = <T>(key: (t: T) => string) => (a: T, b: T) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0);
+const byKey =
+  <T>(key: (t: T) => string) =>
+  (a: T, b: T) =>
+    key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0;
 
 /**
  * Builds the report (TLSRPT-30, 31): identical failure details merged and counted (TLSRPT-26),

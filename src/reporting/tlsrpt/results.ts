@@ -95,9 +95,17 @@ export function attemptResult(err: Pick<SmtpError, 'stage' | 'verify'>, plan: Tl
       if (r === 'dane-no-match') return { resultType: 'certificate-not-trusted', reasonCode: 'dane-no-match' };
       const resultType: ResultType = r && isResultType(r) ? r : 'validation-failure';
       if (token(r) && r !== resultType) return { resultType, reasonCode: r };
-      return resultType === 'validation-failure' ? { resultType, reasonCode: plan.kind === 'sts' ? 'webpki-validation-failure' : 'dane-validation-failure' } : { resultType };
+      return resultType === 'validation-failure'
+        ? { resultType, reasonCode: plan.kind === 'sts' ? 'webpki-validation-failure' : 'dane-validation-failure' }
+        : { resultType };
     }
-    case 'connect': case 'greeting': case 'ehlo': case 'mail': case 'rcpt': case 'data': case 'protocol':
+    case 'connect':
+    case 'greeting':
+    case 'ehlo':
+    case 'mail':
+    case 'rcpt':
+    case 'data':
+    case 'protocol':
       return undefined;
   }
 }
@@ -133,26 +141,50 @@ export function tlsrptResultOf(e: DeliveryEvent): TlsSessionResult | undefined {
       const policy = planPolicy(e.plan);
       const helo = heloOf(e.error.greeting);
       return {
-        domain: e.domain, host: e.target.host, address: e.target.address, ok: false, ...r,
-        ...(policy ? { policy } : {}), ...(e.error.localAddress ? { sendingIp: e.error.localAddress } : {}), ...(helo ? { receivingHelo: helo } : {}),
+        domain: e.domain,
+        host: e.target.host,
+        address: e.target.address,
+        ok: false,
+        ...r,
+        ...(policy ? { policy } : {}),
+        ...(e.error.localAddress ? { sendingIp: e.error.localAddress } : {}),
+        ...(helo ? { receivingHelo: helo } : {}),
       };
     }
     case 'session-opened': {
       if (e.retry || e.plan.kind === 'none') return undefined;
       const policy = planPolicy(e.plan);
       const helo = heloOf(e.greeting);
-      const base = { domain: e.domain, host: e.target.host, address: e.target.address, ...(policy ? { policy } : {}), ...(e.localAddress ? { sendingIp: e.localAddress } : {}), ...(helo ? { receivingHelo: helo } : {}) };
+      const base = {
+        domain: e.domain,
+        host: e.target.host,
+        address: e.target.address,
+        ...(policy ? { policy } : {}),
+        ...(e.localAddress ? { sendingIp: e.localAddress } : {}),
+        ...(helo ? { receivingHelo: helo } : {}),
+      };
       // RFC 8460 §4.3: a session without TLS is never a success; under `may` (no policy found) STARTTLS not
       // offered or refused is starttls-not-supported (§4.3.1).
-      if (!e.tls) return { ...base, ok: false, resultType: 'starttls-not-supported', reasonCode: e.starttlsOffered ? 'starttls-refused' : 'starttls-not-offered' };
+      if (!e.tls)
+        return { ...base, ok: false, resultType: 'starttls-not-supported', reasonCode: e.starttlsOffered ? 'starttls-refused' : 'starttls-not-offered' };
       // TLSRPT-21: a TLSA RRset without a usable record is reported as tlsa-invalid, although RFC 7672 §2.2 lets the
       // message go over unauthenticated TLS (plan `encrypt`): the domain's DANE policy could not be applied.
       if (e.plan.kind === 'encrypt' && policy) return { ...base, ok: false, resultType: 'tlsa-invalid', reasonCode: 'no-usable-tlsa' };
       return { ...base, ok: true };
     }
-    case 'policy-changed': case 'mx-insecure': case 'host-is-self': case 'rollover-risk': case 'body-converted':
-    case 'internal-error': case 'invariant-breach': case 'exception-applied': case 'recipient':
-    case 'sts-lookup-failed': case 'sts-exception-applied': case 'requiretls-host-refused': case 'requiretls-run-mismatch':
+    case 'policy-changed':
+    case 'mx-insecure':
+    case 'host-is-self':
+    case 'rollover-risk':
+    case 'body-converted':
+    case 'internal-error':
+    case 'invariant-breach':
+    case 'exception-applied':
+    case 'recipient':
+    case 'sts-lookup-failed':
+    case 'sts-exception-applied':
+    case 'requiretls-host-refused':
+    case 'requiretls-run-mismatch':
       return undefined;
     case 'sts-fetch-failed': {
       // STS-60, STS-62: with the policy still cached, under that policy; with nothing cached, `sts` with an empty policy-string

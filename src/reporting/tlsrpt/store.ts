@@ -17,7 +17,14 @@ export interface StoreLog {
   warn(obj: object, msg: string): void;
 }
 
-interface Pending { day: string; domain: string; policy: string; s: number; f: number; x: Map<string, number> }
+interface Pending {
+  day: string;
+  domain: string;
+  policy: string;
+  s: number;
+  f: number;
+  x: Map<string, number>;
+}
 
 /** Counts being summed, keyed by (day, report domain, policy key); shared with the database store (pgStore.ts). */
 export type PendingCounts = Map<string, Pending>;
@@ -41,7 +48,12 @@ export function countsFromTotals(totals: PendingCounts, bad?: (err: string, doma
   for (const p of totals.values()) {
     let pc: PolicyCounts;
     try {
-      pc = { policy: policyFromKey(p.policy), success: p.s, failure: p.f, details: [...p.x.entries()].map(([dk, n]) => ({ detail: detailFromKey(dk), count: n })) };
+      pc = {
+        policy: policyFromKey(p.policy),
+        success: p.s,
+        failure: p.f,
+        details: [...p.x.entries()].map(([dk, n]) => ({ detail: detailFromKey(dk), count: n })),
+      };
     } catch (e) {
       bad?.((e as Error).message, p.domain);
       continue;
@@ -84,7 +96,10 @@ export abstract class BufferedCounts {
 
   private arm(): void {
     if (this.timer || this.closed) return;
-    this.timer = setTimeout(() => { this.timer = undefined; this.flush().catch(() => undefined); }, FLUSH_INTERVAL_MS);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.flush().catch(() => undefined);
+    }, FLUSH_INTERVAL_MS);
     this.timer.unref?.();
   }
 
@@ -116,7 +131,10 @@ export abstract class BufferedCounts {
 
   async close(): Promise<void> {
     this.closed = true;
-    if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
     await this.flush();
   }
 }
@@ -124,7 +142,10 @@ export abstract class BufferedCounts {
 export class TlsrptStore extends BufferedCounts {
   private readonly countsDir: string;
 
-  private constructor(readonly dir: string, log?: StoreLog) {
+  private constructor(
+    readonly dir: string,
+    log?: StoreLog,
+  ) {
     super(log);
     this.countsDir = join(dir, 'counts');
   }
@@ -172,8 +193,15 @@ export class TlsrptStore extends BufferedCounts {
   /** Days that have counts on disk, oldest first. */
   async days(): Promise<string[]> {
     let names: string[];
-    try { names = await fsp.readdir(this.countsDir); } catch { return []; }
-    return names.map((n) => n.replace(/\.jsonl$/, '')).filter(isDay).sort();
+    try {
+      names = await fsp.readdir(this.countsDir);
+    } catch {
+      return [];
+    }
+    return names
+      .map((n) => n.replace(/\.jsonl$/, ''))
+      .filter(isDay)
+      .sort();
   }
 
   /** A day's counts per report domain (plus what is still pending in this process). */
@@ -182,7 +210,9 @@ export class TlsrptStore extends BufferedCounts {
     const acc: PendingCounts = new Map();
     const addTo = (domain: string, policy: string, sc: number, f: number, x: Iterable<[string, number]>) => addPending(acc, day, domain, policy, sc, f, x);
     let text = '';
-    try { text = await readFileNoFollow(join(this.countsDir, `${day}.jsonl`), 'utf8'); } catch (e) {
+    try {
+      text = await readFileNoFollow(join(this.countsDir, `${day}.jsonl`), 'utf8');
+    } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
     let bad = 0;

@@ -96,7 +96,11 @@ export function mailtoTargetProblem(address: string, allowPrivate: boolean): str
   return undefined;
 }
 
-export interface HttpsTarget { host: string; address: string; family: 4 | 6 }
+export interface HttpsTarget {
+  host: string;
+  address: string;
+  family: 4 | 6;
+}
 export type TargetResult = ({ ok: true } & HttpsTarget) | { ok: false; refused: boolean; reason: string };
 
 const isLocalhost = (h: string): boolean => h === 'localhost' || h.endsWith('.localhost');
@@ -107,7 +111,11 @@ const isLocalhost = (h: string): boolean => h === 'localhost' || h.endsWith('.lo
  */
 export async function httpsTarget(url: string, o: { resolver?: Resolver; allowPrivate: boolean }): Promise<TargetResult> {
   let u: URL;
-  try { u = new URL(url); } catch { return { ok: false, refused: true, reason: `bad URL ${url}` }; }
+  try {
+    u = new URL(url);
+  } catch {
+    return { ok: false, refused: true, reason: `bad URL ${url}` };
+  }
   if (u.protocol !== 'https:') return { ok: false, refused: true, reason: `not https: ${url}` };
   const host = lowerName(u.hostname.replace(/^\[(.*)\]$/, '$1'));
   const ipFamily = net.isIP(host);
@@ -130,7 +138,11 @@ export async function httpsTarget(url: string, o: { resolver?: Resolver; allowPr
     // the private one whenever the public one fails.
     const bad = [...v4, ...v6].map((ip) => ({ ip, what: specialPurpose(ip) })).filter((x) => x.what);
     if (bad.length) {
-      return { ok: false, refused: true, reason: `${url}: ${host} resolves to ${bad.map((x) => `${x.ip} (${x.what})`).join(', ')} (tlsrpt.allow_private_targets is not set)` };
+      return {
+        ok: false,
+        refused: true,
+        reason: `${url}: ${host} resolves to ${bad.map((x) => `${x.ip} (${x.what})`).join(', ')} (tlsrpt.allow_private_targets is not set)`,
+      };
     }
   }
   return v4.length ? { ok: true, host, address: v4[0]!, family: 4 } : { ok: true, host, address: v6[0]!, family: 6 };

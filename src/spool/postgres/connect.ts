@@ -25,7 +25,10 @@ export function dbPassword(s: PostgresSettings, env: NodeJS.ProcessEnv = process
     let text: string;
     try {
       const st = statSync(s.password_file);
-      if (st.mode & 0o004) throw new DbConfigError(`spool.postgres.password_file ${s.password_file} is readable by other users (mode ${(st.mode & 0o777).toString(8)}): chmod 600 it`);
+      if (st.mode & 0o004)
+        throw new DbConfigError(
+          `spool.postgres.password_file ${s.password_file} is readable by other users (mode ${(st.mode & 0o777).toString(8)}): chmod 600 it`,
+        );
       text = readFileSync(s.password_file, 'utf8');
     } catch (e) {
       if (e instanceof DbConfigError) throw e;

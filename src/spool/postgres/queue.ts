@@ -56,7 +56,16 @@ export function nextDue(recipients: RecipientStatus[]): number | null {
   return open.length ? Math.min(...open.map((r) => r.nextAttempt)) : null;
 }
 
-type Row = { id: string; envelope: Envelope; size: string; body_facts: BodyFacts | null; recipients: RecipientStatus[]; held: boolean; lease_token: string; db_now: string };
+type Row = {
+  id: string;
+  envelope: Envelope;
+  size: string;
+  body_facts: BodyFacts | null;
+  recipients: RecipientStatus[];
+  held: boolean;
+  lease_token: string;
+  db_now: string;
+};
 
 class PgDraft implements Draft {
   private chunks: Buffer[] = [];
@@ -64,7 +73,11 @@ class PgDraft implements Draft {
   private readonly scanner = new BodyScanner();
   private state: 'open' | 'committing' | 'committed' | 'failed' | 'aborted' = 'open';
 
-  constructor(readonly id: string, private readonly queue: PgQueue, private readonly envelope: Envelope) {}
+  constructor(
+    readonly id: string,
+    private readonly queue: PgQueue,
+    private readonly envelope: Envelope,
+  ) {}
 
   get facts(): BodyFacts {
     return this.scanner.facts;
@@ -114,7 +127,10 @@ export class PgQueue implements QueueStore, SharedQueue {
   private readonly ops = new Set<Promise<unknown>>();
   private readonly now: () => number;
 
-  private constructor(private readonly pool: pg.Pool, private readonly opts: PgQueueOptions) {
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly opts: PgQueueOptions,
+  ) {
     this.node = opts.node;
     this.now = opts.now ?? Date.now;
   }
@@ -137,7 +153,9 @@ export class PgQueue implements QueueStore, SharedQueue {
     }
     const every = Math.max(100, Math.floor(opts.leaseMs / 3));
     const tick = () => {
-      q.renewing = q.renew().finally(() => { q.renewing = undefined; });
+      q.renewing = q.renew().finally(() => {
+        q.renewing = undefined;
+      });
       q.renewTimer = setTimeout(tick, every);
       q.renewTimer.unref?.();
     };
@@ -148,7 +166,9 @@ export class PgQueue implements QueueStore, SharedQueue {
 
   private track<T>(p: Promise<T>): Promise<T> {
     this.ops.add(p);
-    const done = () => { this.ops.delete(p); };
+    const done = () => {
+      this.ops.delete(p);
+    };
     p.then(done, done);
     return p;
   }
@@ -195,30 +215,43 @@ export class PgQueue implements QueueStore, SharedQueue {
   insert(id: string, envelope: Envelope, body: Buffer, facts: BodyFacts): Promise<QueuedMessage> {
     this.assertOpen();
     const recipients = initialRecipients(envelope);
-    return this.track((async () => {
-      let token: string;
-      try {
-        const r = await this.pool.query<{ lease_token: string }>(
-          `INSERT INTO relay_messages (id, envelope, size, body_facts, body, recipients, next_due, lease_owner, lease_token, lease_expires_at)
+    return this.track(
+      (async () => {
+        let token: string;
+        try {
+          const r = await this.pool.query<{ lease_token: string }>(
+            `INSERT INTO relay_messages (id, envelope, size, body_facts, body, recipients, next_due, lease_owner, lease_token, lease_expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, gen_random_uuid(), now() + $9 * interval '1 millisecond')
            RETURNING lease_token`,
-          [id, JSON.stringify(envelope), body.length, JSON.stringify(facts), body, JSON.stringify(recipients), nextDue(recipients), this.node, this.opts.leaseMs],
-        );
-        token = r.rows[0]!.lease_token;
-      } catch (e) {
-        throw dbError('commit', e);
-      }
-      this.leases.set(id, token);
-      return { id, envelope, size: body.length, body: facts, recipients };
-    })());
+            [
+              id,
+              JSON.stringify(envelope),
+              body.length,
+              JSON.stringify(facts),
+              body,
+              JSON.stringify(recipients),
+              nextDue(recipients),
+              this.node,
+              this.opts.leaseMs,
+            ],
+          );
+          token = r.rows[0]!.lease_token;
+        } catch (e) {
+          throw dbError('commit', e);
+        }
+        this.leases.set(id, token);
+        return { id, envelope, size: body.length, body: facts, recipients };
+      })(),
+    );
   }
 
   async claim(max: number): Promise<QueuedMessage[]> {
     if (this.closed || max <= 0) return [];
     let rows: Row[];
     try {
-      const r = await this.track(this.pool.query<Row>(
-        `WITH due AS (
+      const r = await this.track(
+        this.pool.query<Row>(
+          `WITH due AS (
            SELECT id FROM relay_messages
             WHERE NOT held AND next_due IS NOT NULL
               AND next_due <= (extract(epoch FROM now()) * 1000)::bigint
@@ -231,8 +264,9 @@ export class PgQueue implements QueueStore, SharedQueue {
            FROM due WHERE m.id = due.id
          RETURNING m.id, m.envelope, m.size, m.body_facts, m.recipients, m.held, m.lease_token,
                    (extract(epoch FROM now()) * 1000)::bigint AS db_now`,
-        [max, this.node, this.opts.leaseMs],
-      ));
+          [max, this.node, this.opts.leaseMs],
+        ),
+      );
       rows = r.rows;
     } catch (e) {
       throw dbError('claim', e);
@@ -258,8 +292,9 @@ export class PgQueue implements QueueStore, SharedQueue {
     for (let attempt = 0; attempt < 3; attempt++) {
       let r: pg.QueryResult<{ token: string }>;
       try {
-        r = await this.track(this.pool.query<{ token: string }>(
-          `INSERT INTO relay_slots (destination, slot, owner, token, expires_at)
+        r = await this.track(
+          this.pool.query<{ token: string }>(
+            `INSERT INTO relay_slots (destination, slot, owner, token, expires_at)
            SELECT $1, s, $3, gen_random_uuid(), now() + $4 * interval '1 millisecond'
              FROM generate_series(0, $2::int - 1) AS s
             WHERE NOT EXISTS (SELECT 1 FROM relay_slots x WHERE x.destination = $1 AND x.slot = s AND x.expires_at > now())
@@ -268,8 +303,9 @@ export class PgQueue implements QueueStore, SharedQueue {
               SET owner = EXCLUDED.owner, token = EXCLUDED.token, expires_at = EXCLUDED.expires_at
             WHERE relay_slots.expires_at <= now()
            RETURNING token`,
-          [destination, limit, this.node, this.opts.leaseMs],
-        ));
+            [destination, limit, this.node, this.opts.leaseMs],
+          ),
+        );
       } catch (e) {
         throw dbError('slot', e);
       }
@@ -306,10 +342,17 @@ export class PgQueue implements QueueStore, SharedQueue {
         const live = new Set(kept.rows.map((x) => x.token));
         for (const t of slots) {
           // expired and taken over while this node could not renew (paused, cut off): its session runs on regardless
-          if (!live.has(t) && this.slots.delete(t)) this.opts.log.warn({ node: this.node }, 'a delivery slot expired before it could be renewed; the per-destination limit may be exceeded by this session');
+          if (!live.has(t) && this.slots.delete(t))
+            this.opts.log.warn(
+              { node: this.node },
+              'a delivery slot expired before it could be renewed; the per-destination limit may be exceeded by this session',
+            );
         }
       }
-      if (held.length === 0) { this.renewFailing = false; return; }
+      if (held.length === 0) {
+        this.renewFailing = false;
+        return;
+      }
       const r = await this.pool.query<{ id: string }>(
         `UPDATE relay_messages m SET lease_expires_at = now() + $3 * interval '1 millisecond'
            FROM unnest($1::text[], $2::uuid[]) AS l(id, token)
@@ -322,7 +365,11 @@ export class PgQueue implements QueueStore, SharedQueue {
       if (this.renewFailing) this.opts.log.info?.({ node: this.node, leases: kept.size }, 'queue database reachable again; leases renewed');
       this.renewFailing = false;
     } catch (e) {
-      if (!this.renewFailing) this.opts.log.warn({ node: this.node, err: (e as Error).message, leases: held.length }, 'lease renewal failed; will retry (a lease that expires meanwhile may be taken by another node)');
+      if (!this.renewFailing)
+        this.opts.log.warn(
+          { node: this.node, err: (e as Error).message, leases: held.length },
+          'lease renewal failed; will retry (a lease that expires meanwhile may be taken by another node)',
+        );
       this.renewFailing = true;
     }
   }
@@ -360,14 +407,19 @@ export class PgQueue implements QueueStore, SharedQueue {
       return Promise.reject(e);
     }
     const copy = JSON.stringify(recipients);
-    return this.track((async () => {
-      if (recipients.every(isDone)) {
-        await this.leased(id, 'finish', 'DELETE FROM relay_messages WHERE id = $1 AND lease_token = $2', []);
-        this.leases.delete(id);
-        return;
-      }
-      await this.leased(id, 'state update', 'UPDATE relay_messages SET recipients = $3, next_due = $4 WHERE id = $1 AND lease_token = $2', [copy, nextDue(recipients)]);
-    })());
+    return this.track(
+      (async () => {
+        if (recipients.every(isDone)) {
+          await this.leased(id, 'finish', 'DELETE FROM relay_messages WHERE id = $1 AND lease_token = $2', []);
+          this.leases.delete(id);
+          return;
+        }
+        await this.leased(id, 'state update', 'UPDATE relay_messages SET recipients = $3, next_due = $4 WHERE id = $1 AND lease_token = $2', [
+          copy,
+          nextDue(recipients),
+        ]);
+      })(),
+    );
   }
 
   async release(id: string): Promise<void> {
@@ -375,7 +427,12 @@ export class PgQueue implements QueueStore, SharedQueue {
     if (!token) return;
     this.leases.delete(id);
     try {
-      await this.track(this.pool.query('UPDATE relay_messages SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_token = $2', [id, token]));
+      await this.track(
+        this.pool.query('UPDATE relay_messages SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_token = $2', [
+          id,
+          token,
+        ]),
+      );
     } catch (e) {
       // It expires by itself.
       this.opts.log.warn({ queue_id: id, err: (e as Error).message }, 'could not give a lease back; it expires by itself');

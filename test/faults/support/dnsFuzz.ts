@@ -27,7 +27,10 @@ export type ResolverFactory = (respond: Responder) => Resolver;
 /** A transport that answers in process: one responder call per exchange, through the real `classify`. */
 export class InProcessTransport extends DnsTransport {
   /** `ids`: where query IDs come from (default random); a seeded one makes a fuzz run replay exactly from its seed */
-  constructor(private readonly respond: Responder, private readonly ids: Rand = () => randomInt(0, 0x10000) / 0x10000) {
+  constructor(
+    private readonly respond: Responder,
+    private readonly ids: Rand = () => randomInt(0, 0x10000) / 0x10000,
+  ) {
     super({ servers: ['127.0.0.1:53'], timeoutMs: 1000, attempts: 2 });
   }
   protected override async udp(_srv: ServerAddress, name: string, qtype: string, opts: QueryOptions): Promise<Attempt> {
@@ -55,8 +58,24 @@ export const stubInProcess: ResolverFactory = (respond) =>
 
 export type Rand = () => number;
 export const MUTATIONS = [
-  'bitflip', 'bytes', 'truncate', 'extend', 'wrong-id', 'question', 'compression-loop', 'counts', 'oversize',
-  'random', 'splice', 'rdlength', 'tc', 'drop', 'rcode', 'type', 'class', 'label-length',
+  'bitflip',
+  'bytes',
+  'truncate',
+  'extend',
+  'wrong-id',
+  'question',
+  'compression-loop',
+  'counts',
+  'oversize',
+  'random',
+  'splice',
+  'rdlength',
+  'tc',
+  'drop',
+  'rcode',
+  'type',
+  'class',
+  'label-length',
 ] as const;
 export type Mutation = (typeof MUTATIONS)[number];
 
@@ -96,17 +115,29 @@ export function mutate(base: Buffer, kind: Mutation, r: Rand, other?: Buffer): B
 function mutateIn(b: Buffer, kind: Mutation, r: Rand, other?: Buffer): Buffer | undefined {
   switch (kind) {
     case 'bitflip': {
-      for (let i = 0, n = 1 + int(r, 4); i < n; i++) { const p = int(r, b.length); b[p] = b[p]! ^ (1 << int(r, 8)); }
+      for (let i = 0, n = 1 + int(r, 4); i < n; i++) {
+        const p = int(r, b.length);
+        b[p] = b[p]! ^ (1 << int(r, 8));
+      }
       return b;
     }
     case 'bytes': {
       for (let i = 0, n = 1 + int(r, 4); i < n; i++) b[int(r, b.length)] = int(r, 256);
       return b;
     }
-    case 'truncate': return b.subarray(0, int(r, b.length));
-    case 'extend': return Buffer.concat([b, Buffer.from(Array.from({ length: 1 + int(r, 600) }, () => int(r, 256)))]);
-    case 'wrong-id': { b.writeUInt16BE((b.readUInt16BE(0) ^ (1 + int(r, 0xfffe))) & 0xffff, 0); return b; }
-    case 'question': { const end = questionEnd(b); if (end > 12) b[12 + int(r, end - 12)] = int(r, 256); return b; }
+    case 'truncate':
+      return b.subarray(0, int(r, b.length));
+    case 'extend':
+      return Buffer.concat([b, Buffer.from(Array.from({ length: 1 + int(r, 600) }, () => int(r, 256)))]);
+    case 'wrong-id': {
+      b.writeUInt16BE((b.readUInt16BE(0) ^ (1 + int(r, 0xfffe))) & 0xffff, 0);
+      return b;
+    }
+    case 'question': {
+      const end = questionEnd(b);
+      if (end > 12) b[12 + int(r, end - 12)] = int(r, 256);
+      return b;
+    }
     case 'compression-loop': {
       const starts = labelStarts(b);
       const at = starts[int(r, starts.length)] ?? 12;
@@ -117,7 +148,10 @@ function mutateIn(b: Buffer, kind: Mutation, r: Rand, other?: Buffer): Buffer | 
       b[at + 1] = target & 0xff;
       return b;
     }
-    case 'counts': { b.writeUInt16BE(r() < 0.5 ? int(r, 8) : int(r, 0x10000), 4 + 2 * int(r, 4)); return b; }
+    case 'counts': {
+      b.writeUInt16BE(r() < 0.5 ? int(r, 8) : int(r, 0x10000), 4 + 2 * int(r, 4));
+      return b;
+    }
     case 'oversize': {
       // the answer section repeated until the message is near the 65535-byte TCP limit
       const qe = questionEnd(b);
@@ -147,10 +181,18 @@ function mutateIn(b: Buffer, kind: Mutation, r: Rand, other?: Buffer): Buffer | 
       b.writeUInt16BE(int(r, 0x10000), Math.min(p, b.length - 2));
       return b;
     }
-    case 'tc': { b[2] = b[2]! | 0x02; return b; }
-    case 'drop': return undefined;
-    case 'rcode': { b[3] = (b[3]! & 0xf0) | int(r, 16); return b; }
-    case 'type': case 'class': {
+    case 'tc': {
+      b[2] = b[2]! | 0x02;
+      return b;
+    }
+    case 'drop':
+      return undefined;
+    case 'rcode': {
+      b[3] = (b[3]! & 0xf0) | int(r, 16);
+      return b;
+    }
+    case 'type':
+    case 'class': {
       const qe = questionEnd(b);
       if (b.length < qe + 4) return b;
       const p = qe + int(r, b.length - qe - 1);
@@ -206,14 +248,20 @@ export function judge(reply: Buffer, query: Buffer): Judged {
   let denial = false;
   try {
     const p = dnsPacket.decode(reply);
-    denial = (rcode === 'NOERROR' || rcode === 'NXDOMAIN') && (p.authorities ?? []).some((a) => a.type === 'SOA') && (p.answers ?? []).every((a) => a.type === 'CNAME' || a.type === 'DNAME' || a.type === 'RRSIG');
+    denial =
+      (rcode === 'NOERROR' || rcode === 'NXDOMAIN') &&
+      (p.authorities ?? []).some((a) => a.type === 'SOA') &&
+      (p.answers ?? []).every((a) => a.type === 'CNAME' || a.type === 'DNAME' || a.type === 'RRSIG');
   } catch {
     denial = false;
   }
   return { wellFormed: true, ad: (flags & 0x0020) !== 0, rcode, denial };
 }
 
-export interface Target { name: string; type: QueryType }
+export interface Target {
+  name: string;
+  type: QueryType;
+}
 
 /** What every DNS fuzz run counts, whichever resolver and mutation set it drives. */
 export interface FuzzCounts<M extends string = Mutation> {
@@ -261,7 +309,18 @@ export async function fuzzResolver(
   factory: ResolverFactory,
   opts: { answer: (query: Buffer, transport: 'udp' | 'tcp') => Buffer | undefined; targets: Target[]; lookups: number; rand: Rand; hangMs?: number },
 ): Promise<FuzzStats> {
-  const st: FuzzStats = { fuzzed: 0, lookups: 0, crashes: 0, hangs: 0, downgrades: 0, errors: 0, secure: 0, wellFormedDenials: 0, byMutation: {}, examples: [] };
+  const st: FuzzStats = {
+    fuzzed: 0,
+    lookups: 0,
+    crashes: 0,
+    hangs: 0,
+    downgrades: 0,
+    errors: 0,
+    secure: 0,
+    wellFormedDenials: 0,
+    byMutation: {},
+    examples: [],
+  };
   const { rand: r } = opts;
   // replies of other targets, for splicing
   const others = opts.targets.map((t) => opts.answer(encodeQuery(1, t.name, t.type), 'udp')!);
@@ -294,7 +353,10 @@ export async function fuzzResolver(
     }
     const a = once.answer;
     st.lookups++;
-    if (!a) { st.hangs++; continue; }
+    if (!a) {
+      st.hangs++;
+      continue;
+    }
     if (a.error || (a.status !== 'secure' && a.status !== 'insecure')) {
       // lookup() turns an exception inside the resolver into an 'other' error: that is a crash
       // the safety net caught, not an answer to garbage.
@@ -319,11 +381,18 @@ export async function fuzzResolver(
       continue;
     }
     // insecure, or no records: only a well-formed reply may say so
-    const explained = seen.some((s) => s.judged.wellFormed && (a!.status === 'insecure' ? !s.judged.ad && (s.judged.rcode === 'NOERROR' || s.judged.rcode === 'NXDOMAIN') : s.judged.ad && s.judged.denial));
+    const explained = seen.some(
+      (s) =>
+        s.judged.wellFormed &&
+        (a!.status === 'insecure' ? !s.judged.ad && (s.judged.rcode === 'NOERROR' || s.judged.rcode === 'NXDOMAIN') : s.judged.ad && s.judged.denial),
+    );
     if (explained) st.wellFormedDenials++;
     else {
       st.downgrades++;
-      if (st.examples.length < 5) st.examples.push(`downgrade on ${target.name}/${target.type}: status ${a.status}, ${a.records.length} records, rcode ${a.rcode}; replies: ${seen.map((s) => s.reply.toString('hex')).join(' | ')}`);
+      if (st.examples.length < 5)
+        st.examples.push(
+          `downgrade on ${target.name}/${target.type}: status ${a.status}, ${a.records.length} records, rcode ${a.rcode}; replies: ${seen.map((s) => s.reply.toString('hex')).join(' | ')}`,
+        );
     }
   }
   return st;

@@ -19,7 +19,18 @@ import { ValidatingResolver } from '../../../src/dnssec/resolver.js';
 import type { DnsAnswer, QueryType, Resolver } from '../../../src/dns/types.js';
 import { Zone, dsText, makeKey, norm, rd, type Key, type Rec } from '../../support/signer.js';
 import { ZoneSet, answerQuery, type QueryInfo, type Reply } from '../../support/signedDnsServer.js';
-import { InProcessTransport, MUTATIONS, lookupOnce, type FuzzCounts, mutate, type Mutation, type Rand, type Responder, type ResolverFactory, type Target } from './dnsFuzz.js';
+import {
+  InProcessTransport,
+  MUTATIONS,
+  lookupOnce,
+  type FuzzCounts,
+  mutate,
+  type Mutation,
+  type Rand,
+  type Responder,
+  type ResolverFactory,
+  type Target,
+} from './dnsFuzz.js';
 
 export const DNSSEC_MUTATIONS = ['rrsig-byte', 'dnskey-byte', 'ds-byte', 'nsec-byte', 'drop-rrsig', 'drop-proof', 'nsec3-params'] as const;
 export type DnssecMutation = (typeof DNSSEC_MUTATIONS)[number];
@@ -103,7 +114,13 @@ function trueRecords(zones: Zone[], t: Target): string[] {
 
 function readWireName(b: Buffer, off = 0): string {
   const ls: string[] = [];
-  for (let p = off; b[p] !== 0; p += 1 + b[p]!) ls.push(b.subarray(p + 1, p + 1 + b[p]!).toString('latin1').toLowerCase());
+  for (let p = off; b[p] !== 0; p += 1 + b[p]!)
+    ls.push(
+      b
+        .subarray(p + 1, p + 1 + b[p]!)
+        .toString('latin1')
+        .toLowerCase(),
+    );
   return ls.join('.') || '.';
 }
 
@@ -117,8 +134,14 @@ function fromWire(type: string, r: Buffer): string {
 /** A record as the resolver returned it, in the same form. */
 export function show(type: QueryType, rec: unknown): string {
   if (type === 'A') return String(rec);
-  if (type === 'MX') { const m = rec as { preference: number; exchange: string }; return `${m.preference} ${norm(m.exchange)}`; }
-  if (type === 'TLSA') { const x = rec as { usage: number; selector: number; matchingType: number; data: Buffer }; return `${x.usage} ${x.selector} ${x.matchingType} ${x.data.toString('hex')}`; }
+  if (type === 'MX') {
+    const m = rec as { preference: number; exchange: string };
+    return `${m.preference} ${norm(m.exchange)}`;
+  }
+  if (type === 'TLSA') {
+    const x = rec as { usage: number; selector: number; matchingType: number; data: Buffer };
+    return `${x.usage} ${x.selector} ${x.matchingType} ${x.data.toString('hex')}`;
+  }
   return JSON.stringify(rec);
 }
 
@@ -139,10 +162,14 @@ export function mutateReply(rep: Reply, kind: DnssecMutation, r: Rand): Reply {
     return { ...rep, answers: rep.answers.map(swap), authorities: rep.authorities.map(swap) };
   };
   switch (kind) {
-    case 'rrsig-byte': return flipIn('RRSIG');
-    case 'dnskey-byte': return flipIn('DNSKEY');
-    case 'ds-byte': return flipIn('DS');
-    case 'nsec-byte': return flipIn(all().some((x) => x.type === 'NSEC3') ? 'NSEC3' : 'NSEC');
+    case 'rrsig-byte':
+      return flipIn('RRSIG');
+    case 'dnskey-byte':
+      return flipIn('DNSKEY');
+    case 'ds-byte':
+      return flipIn('DS');
+    case 'nsec-byte':
+      return flipIn(all().some((x) => x.type === 'NSEC3') ? 'NSEC3' : 'NSEC');
     case 'drop-rrsig': {
       // all of them, or one at random
       const sigs = all().filter((x) => x.type === 'RRSIG');
@@ -253,9 +280,11 @@ export function downgradeOf(a: DnsAnswer, truth: string[]): string | undefined {
     return undefined;
   }
   if (a.status !== 'secure') return `status ${a.status} for a name that is secure`;
-  if (a.firstStatus !== 'secure' || a.chain.some((h) => h.status !== 'secure')) return `secure with a hop that is not (${a.firstStatus}, ${a.chain.map((h) => h.status).join(',')})`;
+  if (a.firstStatus !== 'secure' || a.chain.some((h) => h.status !== 'secure'))
+    return `secure with a hop that is not (${a.firstStatus}, ${a.chain.map((h) => h.status).join(',')})`;
   const got = [...new Set(a.records.map((x) => show(a.qtype, x)))].sort();
-  if (got.length !== truth.length || got.some((g, i) => g !== truth[i])) return `secure with other data: ${JSON.stringify(got)} instead of ${JSON.stringify(truth)}`;
+  if (got.length !== truth.length || got.some((g, i) => g !== truth[i]))
+    return `secure with other data: ${JSON.stringify(got)} instead of ${JSON.stringify(truth)}`;
   return undefined;
 }
 
@@ -265,7 +294,20 @@ export async function fuzzValidator(
   opts: { lookups: number; rand: Rand; p?: number; hangMs?: number; respond?: (r: Rand, c: FuzzCounters) => Responder },
 ): Promise<ValidatorFuzzStats> {
   const t0 = performance.now();
-  const st: ValidatorFuzzStats = { fuzzed: 0, lookups: 0, crashes: 0, hangs: 0, downgrades: 0, errors: 0, bogus: 0, secure: 0, secureByTarget: {}, byMutation: {}, examples: [], ms: 0 };
+  const st: ValidatorFuzzStats = {
+    fuzzed: 0,
+    lookups: 0,
+    crashes: 0,
+    hangs: 0,
+    downgrades: 0,
+    errors: 0,
+    bogus: 0,
+    secure: 0,
+    secureByTarget: {},
+    byMutation: {},
+    examples: [],
+    ms: 0,
+  };
   const r = opts.rand;
   const c: FuzzCounters = { fuzzed: 0, byMutation: st.byMutation };
   const respond = (opts.respond ?? ((rr, cc) => signedResponder(world, rr, cc, opts.p ?? 0.25)))(r, c);
@@ -279,7 +321,10 @@ export async function fuzzValidator(
     }
     const a = once.answer;
     st.lookups++;
-    if (!a) { st.hangs++; continue; }
+    if (!a) {
+      st.hangs++;
+      continue;
+    }
     if (a.error && /internal error/.test(a.error.message)) {
       // the validator's safety net turned an exception into "indeterminate": a crash, not a verdict
       st.crashes++;
@@ -295,8 +340,7 @@ export async function fuzzValidator(
       st.secure++;
       const k = `${target.name}|${target.type}`;
       st.secureByTarget[k] = (st.secureByTarget[k] ?? 0) + 1;
-    }
-    else {
+    } else {
       st.errors++;
       if (a.status === 'bogus') st.bogus++;
     }

@@ -64,7 +64,10 @@ export async function startHostilePeer(o: { host: string; port: number; behaviou
         sock.write(text[i++ % text.length]!);
       }, 100);
       timers.add(t);
-      sock.on('close', () => { clearInterval(t); timers.delete(t); });
+      sock.on('close', () => {
+        clearInterval(t);
+        timers.delete(t);
+      });
       return;
     }
     sock.write(`220 hostile.test ESMTP${CRLF}`);
@@ -87,7 +90,10 @@ export async function startHostilePeer(o: { host: string; port: number; behaviou
           sock.write(`354 go ahead${CRLF}`);
           if (b === 'close-after-354') return void sock.destroy();
           inData = true;
-          if (buf.length) { st.dataBytes += buf.length; if (b === 'drop-mid-data') sock.resetAndDestroy(); }
+          if (buf.length) {
+            st.dataBytes += buf.length;
+            if (b === 'drop-mid-data') sock.resetAndDestroy();
+          }
           return;
         } else if (verb === 'QUIT') sock.end(`221 bye${CRLF}`);
         else sock.write(`250 2.0.0 Ok${CRLF}`);
@@ -102,12 +108,17 @@ export async function startHostilePeer(o: { host: string; port: number; behaviou
     host: o.host,
     port: o.port,
     behaviour: b,
-    get connections() { return st.connections; },
-    get dataBytes() { return st.dataBytes; },
-    close: () => new Promise<void>((resolve) => {
-      for (const t of timers) clearInterval(t);
-      for (const s of sockets) s.destroy();
-      server.close(() => resolve());
-    }),
+    get connections() {
+      return st.connections;
+    },
+    get dataBytes() {
+      return st.dataBytes;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const t of timers) clearInterval(t);
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
   };
 }

@@ -58,7 +58,10 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
             const bad = [mail!, rcpt!, data!].find((r) => r.code !== 250 && r.code !== 354)!;
             res.refusals.set(bad.code, (res.refusals.get(bad.code) ?? 0) + 1);
             o.onRefusal?.(bad.code, bad.enhanced);
-            if (data!.code === 354) { c.write('.\r\n'); await c.reply(); }
+            if (data!.code === 354) {
+              c.write('.\r\n');
+              await c.reply();
+            }
             await c.cmd('RSET');
             await sleep(20);
             continue;

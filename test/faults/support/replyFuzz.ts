@@ -35,10 +35,31 @@ export const LEGAL: Record<Step, readonly number[]> = {
 };
 
 export type Fault = 'normal' | 'legal' | 'any-code' | 'multiline' | 'multiline-mixed' | 'out-of-range' | 'garbage' | 'overlong' | 'close' | 'stall';
-export const FAULTS: readonly Fault[] = ['normal', 'legal', 'any-code', 'multiline', 'multiline-mixed', 'out-of-range', 'garbage', 'overlong', 'close', 'stall'];
+export const FAULTS: readonly Fault[] = [
+  'normal',
+  'legal',
+  'any-code',
+  'multiline',
+  'multiline-mixed',
+  'out-of-range',
+  'garbage',
+  'overlong',
+  'close',
+  'stall',
+];
 
 /** Fault weights (stall costs a stage timeout of wall time; keep it rare). */
-const WEIGHTS: [Fault, number][] = [['legal', 30], ['any-code', 30], ['multiline', 10], ['multiline-mixed', 8], ['out-of-range', 5], ['garbage', 8], ['overlong', 1], ['close', 6], ['stall', 2]];
+const WEIGHTS: [Fault, number][] = [
+  ['legal', 30],
+  ['any-code', 30],
+  ['multiline', 10],
+  ['multiline-mixed', 8],
+  ['out-of-range', 5],
+  ['garbage', 8],
+  ['overlong', 1],
+  ['close', 6],
+  ['stall', 2],
+];
 const TOTAL = WEIGHTS.reduce((n, [, w]) => n + w, 0);
 
 function weighted(r: Rand): Fault {
@@ -92,7 +113,16 @@ export function draw(r: Rand, step: Step, normal: string, pNormal: number): Draw
     }
     case 'out-of-range': {
       const code = pick(r, [100 + int(r, 100), 600 + int(r, 400), int(r, 100)]);
-      return { action: { reply: pick(r, [`${code} out of range\r\n`, `${pick(r, ['25', '2500', '2x0', ' 250'])} odd\r\n`, `${pick(r, ['250', '354', '220'])}\r\n`.replace(/\r\n$/, 'x\r\n')]) }, fault };
+      return {
+        action: {
+          reply: pick(r, [
+            `${code} out of range\r\n`,
+            `${pick(r, ['25', '2500', '2x0', ' 250'])} odd\r\n`,
+            `${pick(r, ['250', '354', '220'])}\r\n`.replace(/\r\n$/, 'x\r\n'),
+          ]),
+        },
+        fault,
+      };
     }
     case 'garbage':
       return { action: { reply: Buffer.concat([bytes(r, 1 + int(r, 80), [0x0a, 0x0d]), Buffer.from('\r\n')]).toString('latin1') }, fault };
@@ -121,7 +151,13 @@ export function draw(r: Rand, step: Step, normal: string, pNormal: number): Draw
  * - `signed`: an 8-bit part under multipart/signed: converting would break the signature (5.6.3).
  */
 export type BodyKind = 'plain' | 'eight' | 'long' | 'eightHeader' | 'signed';
-const BODY_WEIGHTS: [BodyKind, number][] = [['plain', 60], ['eight', 16], ['long', 10], ['eightHeader', 6], ['signed', 8]];
+const BODY_WEIGHTS: [BodyKind, number][] = [
+  ['plain', 60],
+  ['eight', 16],
+  ['long', 10],
+  ['eightHeader', 6],
+  ['signed', 8],
+];
 const BODY_TOTAL = BODY_WEIGHTS.reduce((n, [, w]) => n + w, 0);
 
 export interface FuzzMessage {
@@ -137,7 +173,11 @@ const UTF8 = ['Grüße', 'ĉu vi', 'наша почта', 'olá', '日本語', '
 export function message(r: Rand, k: number): FuzzMessage {
   let x = r() * BODY_TOTAL;
   let kind: BodyKind = 'plain';
-  for (const [b, w] of BODY_WEIGHTS) if ((x -= w) < 0) { kind = b; break; }
+  for (const [b, w] of BODY_WEIGHTS)
+    if ((x -= w) < 0) {
+      kind = b;
+      break;
+    }
   const dot = r() < 0.3 ? '.dot line\r\n' : '';
   const mime = 'MIME-Version: 1.0\r\n';
   let text: string;
@@ -159,9 +199,10 @@ export function message(r: Rand, k: number): FuzzMessage {
       break;
     case 'signed': {
       const b = `sig${k}`;
-      text = `Subject: s${k}\r\n${mime}Content-Type: multipart/signed; protocol="application/pgp-signature"; micalg=pgp-sha256; boundary="${b}"\r\n\r\n`
-        + `--${b}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n${pick(r, UTF8)} ${k}\r\n`
-        + `--${b}\r\nContent-Type: application/pgp-signature\r\n\r\n-----BEGIN PGP SIGNATURE-----\r\nAAAA\r\n-----END PGP SIGNATURE-----\r\n--${b}--\r\n`;
+      text =
+        `Subject: s${k}\r\n${mime}Content-Type: multipart/signed; protocol="application/pgp-signature"; micalg=pgp-sha256; boundary="${b}"\r\n\r\n` +
+        `--${b}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n${pick(r, UTF8)} ${k}\r\n` +
+        `--${b}\r\nContent-Type: application/pgp-signature\r\n\r\n-----BEGIN PGP SIGNATURE-----\r\nAAAA\r\n-----END PGP SIGNATURE-----\r\n--${b}--\r\n`;
       break;
     }
   }
@@ -183,7 +224,7 @@ export function refusedFor(m: Pick<FuzzMessage, 'kind' | 'eightBit' | 'longLines
 /** The longest line of a body as it reached a peer (dot-stuffed wire form: the transparency dot does not count, RFC 5321 §4.5.3.1.6). */
 export function longestLine(wire: Buffer): number {
   let max = 0;
-  for (let start = 0; start < wire.length;) {
+  for (let start = 0; start < wire.length; ) {
     let end = wire.indexOf(0x0a, start);
     if (end < 0) end = wire.length;
     let len = end - start;
@@ -209,7 +250,10 @@ export function dsnParams(r: Rand, recipients: string[]): { dsn?: MailDsn; rcptD
     if (r() < 0.5) continue;
     const n = r();
     const notify: Notify[] | undefined = n < 0.2 ? ['NEVER'] : n < 0.8 ? (['SUCCESS', 'FAILURE', 'DELAY'] as const).filter(() => r() < 0.5) : undefined;
-    const d: RcptDsn = { ...(notify?.length ? { notify } : {}), ...(r() < 0.5 ? { orcpt: { type: 'rfc822', address: `o${printable(int(r, 20))}@x.test` } } : {}) };
+    const d: RcptDsn = {
+      ...(notify?.length ? { notify } : {}),
+      ...(r() < 0.5 ? { orcpt: { type: 'rfc822', address: `o${printable(int(r, 20))}@x.test` } } : {}),
+    };
     if (d.notify || d.orcpt) (out.rcptDsn ??= {})[a] = d;
   }
   return out;

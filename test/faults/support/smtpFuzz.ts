@@ -7,8 +7,16 @@
 export type Rand = () => number;
 
 export type Kind =
-  | 'garbage-line' | 'nul-command' | 'long-line' | 'out-of-order' | 'bad-syntax'
-  | 'transaction' | 'smuggle' | 'pipeline-flood' | 'huge-header' | 'mutated';
+  | 'garbage-line'
+  | 'nul-command'
+  | 'long-line'
+  | 'out-of-order'
+  | 'bad-syntax'
+  | 'transaction'
+  | 'smuggle'
+  | 'pipeline-flood'
+  | 'huge-header'
+  | 'mutated';
 
 export interface Sequence {
   kind: Kind;
@@ -51,7 +59,10 @@ function split(r: Rand, b: Buffer): Buffer[] {
   const cuts = [...new Set(Array.from({ length: 1 + int(r, 3) }, () => 1 + int(r, b.length - 1)))].sort((x, y) => x - y);
   const out: Buffer[] = [];
   let prev = 0;
-  for (const c of cuts) { out.push(b.subarray(prev, c)); prev = c; }
+  for (const c of cuts) {
+    out.push(b.subarray(prev, c));
+    prev = c;
+  }
   out.push(b.subarray(prev));
   return out;
 }
@@ -61,13 +72,26 @@ function hostileBody(r: Rand): Buffer {
   const parts: Buffer[] = [Buffer.from(`Subject: fuzz\r\nX-Fuzz: ${int(r, 1e9)}\r\n\r\n`)];
   for (let i = 0, n = 1 + int(r, 8); i < n; i++) {
     switch (int(r, 7)) {
-      case 0: parts.push(Buffer.from('a\0b\0\r\n')); break;
-      case 1: parts.push(Buffer.from('bare LF\nbare CR\rmixed\n\r')); break;
-      case 2: parts.push(Buffer.from('x'.repeat(1000 + int(r, 9000)) + '\r\n')); break;
-      case 3: parts.push(Buffer.concat([bytes(r, 1 + int(r, 300), [0x0a, 0x0d, 0x2e]), CRLF])); break;
-      case 4: parts.push(Buffer.from('..leading dots\r\n.\t\r\n')); break;
-      case 5: parts.push(Buffer.from('caf\xc3\xa9 \xff\xfe\r\n', 'latin1')); break;
-      default: parts.push(Buffer.from('plain line\r\n'));
+      case 0:
+        parts.push(Buffer.from('a\0b\0\r\n'));
+        break;
+      case 1:
+        parts.push(Buffer.from('bare LF\nbare CR\rmixed\n\r'));
+        break;
+      case 2:
+        parts.push(Buffer.from('x'.repeat(1000 + int(r, 9000)) + '\r\n'));
+        break;
+      case 3:
+        parts.push(Buffer.concat([bytes(r, 1 + int(r, 300), [0x0a, 0x0d, 0x2e]), CRLF]));
+        break;
+      case 4:
+        parts.push(Buffer.from('..leading dots\r\n.\t\r\n'));
+        break;
+      case 5:
+        parts.push(Buffer.from('caf\xc3\xa9 \xff\xfe\r\n', 'latin1'));
+        break;
+      default:
+        parts.push(Buffer.from('plain line\r\n'));
     }
   }
   return Buffer.concat(parts);
@@ -80,7 +104,20 @@ function dataPayload(body: Buffer): Buffer {
 }
 
 export function generate(r: Rand, rcpt: string, maxSize: number): Sequence {
-  const kind = pick(r, ['garbage-line', 'nul-command', 'long-line', 'out-of-order', 'bad-syntax', 'transaction', 'transaction', 'smuggle', 'pipeline-flood', 'huge-header', 'mutated', 'mutated'] as const);
+  const kind = pick(r, [
+    'garbage-line',
+    'nul-command',
+    'long-line',
+    'out-of-order',
+    'bad-syntax',
+    'transaction',
+    'transaction',
+    'smuggle',
+    'pipeline-flood',
+    'huge-header',
+    'mutated',
+    'mutated',
+  ] as const);
   const MAIL = `MAIL FROM:<fuzz${int(r, 1000)}@sender.test>`;
   const RCPT = `RCPT TO:<${rcpt}>`;
   switch (kind) {
@@ -98,7 +135,13 @@ export function generate(r: Rand, rcpt: string, maxSize: number): Sequence {
       // RFC 5321 §4.5.3.1.4: 512 octets; the server may accept more but must answer, not choke.
       const n = 600 + int(r, 40_000);
       const b = pick(r, [`NOOP ${'n'.repeat(n)}`, `MAIL FROM:<${'a'.repeat(n)}@sender.test>`, `EHLO ${'h'.repeat(n)}`, 'X'.repeat(n)]);
-      return { kind, chunks: split(r, line(b)), check: (codes, closed) => (codes.length === 0 && !closed ? 'no reply' : all((c) => c >= 500 || c === 250 || c === 421, '5xx, 250 (NOOP) or 421')(codes, closed)), mayBeInData: false };
+      return {
+        kind,
+        chunks: split(r, line(b)),
+        check: (codes, closed) =>
+          codes.length === 0 && !closed ? 'no reply' : all((c) => c >= 500 || c === 250 || c === 421, '5xx, 250 (NOOP) or 421')(codes, closed),
+        mayBeInData: false,
+      };
     }
     case 'out-of-order': {
       // RFC 5321 §3.3, §4.1.4: commands out of sequence get 503
@@ -113,8 +156,26 @@ export function generate(r: Rand, rcpt: string, maxSize: number): Sequence {
       return { kind, chunks: [Buffer.concat(s.map(line))], check, mayBeInData: false };
     }
     case 'bad-syntax': {
-      const cmds = ['MAIL FROM:garbage', 'MAIL FROM:<@>', 'MAIL FROM:<a@b> SIZE=abc', 'MAIL FROM:<a@b> BODY=9BIT', 'MAIL FROM:<a@b> FOO=bar', 'MAIL TO:<a@b>', 'MAIL FROM:<<a@b>>', 'MAIL FROM:<a@b', 'EHLO', 'HELO', `MAIL FROM:<a@${'x'.repeat(300)}.test>`];
-      return { kind, chunks: [Buffer.concat([line('RSET'), line(pick(r, cmds))])], check: (codes, closed) => (closed || (codes[0] === 250 && codes.length === 2 && is5xx(codes[1]!)) ? undefined : `expected 250 then 5xx, got ${codes.join(',')}`), mayBeInData: false };
+      const cmds = [
+        'MAIL FROM:garbage',
+        'MAIL FROM:<@>',
+        'MAIL FROM:<a@b> SIZE=abc',
+        'MAIL FROM:<a@b> BODY=9BIT',
+        'MAIL FROM:<a@b> FOO=bar',
+        'MAIL TO:<a@b>',
+        'MAIL FROM:<<a@b>>',
+        'MAIL FROM:<a@b',
+        'EHLO',
+        'HELO',
+        `MAIL FROM:<a@${'x'.repeat(300)}.test>`,
+      ];
+      return {
+        kind,
+        chunks: [Buffer.concat([line('RSET'), line(pick(r, cmds))])],
+        check: (codes, closed) =>
+          closed || (codes[0] === 250 && codes.length === 2 && is5xx(codes[1]!)) ? undefined : `expected 250 then 5xx, got ${codes.join(',')}`,
+        mayBeInData: false,
+      };
     }
     case 'transaction':
     case 'smuggle': {
@@ -122,7 +183,10 @@ export function generate(r: Rand, rcpt: string, maxSize: number): Sequence {
       if (kind === 'smuggle') {
         // SMTP smuggling: end-of-data look-alikes with bare LF / bare CR, then a second transaction
         const fake = pick(r, ['\n.\n', '\n.\r\n', '\r.\r', '\r\n.\n', '\n.\r']);
-        body = Buffer.concat([body, Buffer.from(`${fake}MAIL FROM:<smuggled@sender.test>\r\nRCPT TO:<${rcpt}>\r\nDATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n`)]);
+        body = Buffer.concat([
+          body,
+          Buffer.from(`${fake}MAIL FROM:<smuggled@sender.test>\r\nRCPT TO:<${rcpt}>\r\nDATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n`),
+        ]);
       }
       const payload = Buffer.concat([line(MAIL), line(RCPT), line('DATA'), dataPayload(body)]);
       const pipelined = r() < 0.5;
@@ -130,7 +194,12 @@ export function generate(r: Rand, rcpt: string, maxSize: number): Sequence {
       const chunks = pipelined ? split(r, payload) : [payload];
       const check = (codes: number[], closed: boolean) => {
         if (closed) return undefined;
-        const ok = codes.length === 4 && codes[0] === 250 && codes[1] === 250 && codes[2] === 354 && (codes[3] === 250 || (body.length > maxSize - 4096 && codes[3] === 552));
+        const ok =
+          codes.length === 4 &&
+          codes[0] === 250 &&
+          codes[1] === 250 &&
+          codes[2] === 354 &&
+          (codes[3] === 250 || (body.length > maxSize - 4096 && codes[3] === 552));
         return ok ? undefined : `expected 250,250,354,250 (one message), got ${codes.join(',')}`;
       };
       return { kind, chunks, check, mayBeInData: false };
@@ -139,12 +208,22 @@ export function generate(r: Rand, rcpt: string, maxSize: number): Sequence {
       // one header line of ~maxSize·1.5 → 552 (RFC 1870 §6.3, RFC 3463 5.3.4), session continues
       const big = Buffer.concat([Buffer.from(`X-Huge: ${'h'.repeat(Math.floor(maxSize * 1.5))}\r\n\r\nbody\r\n`)]);
       const payload = Buffer.concat([line(MAIL), line(RCPT), line('DATA'), dataPayload(big)]);
-      return { kind, chunks: split(r, payload), check: (codes, closed) => (closed || (codes.join(',') === '250,250,354,552') ? undefined : `expected 250,250,354,552, got ${codes.join(',')}`), mayBeInData: false };
+      return {
+        kind,
+        chunks: split(r, payload),
+        check: (codes, closed) => (closed || codes.join(',') === '250,250,354,552' ? undefined : `expected 250,250,354,552, got ${codes.join(',')}`),
+        mayBeInData: false,
+      };
     }
     case 'pipeline-flood': {
       const n = 20 + int(r, 100);
       const cmds = Array.from({ length: n }, () => pick(r, ['NOOP', 'RSET', 'NOOP', 'VRFY a', 'HELP'.replace('HELP', 'NOOP')]));
-      return { kind, chunks: split(r, Buffer.concat(cmds.map(line))), check: (codes, closed) => (closed || codes.length === n ? undefined : `${n} commands, ${codes.length} replies`), mayBeInData: false };
+      return {
+        kind,
+        chunks: split(r, Buffer.concat(cmds.map(line))),
+        check: (codes, closed) => (closed || codes.length === n ? undefined : `${n} commands, ${codes.length} replies`),
+        mayBeInData: false,
+      };
     }
     case 'mutated': {
       const base = Buffer.concat([line(MAIL), line(RCPT), line('DATA'), dataPayload(hostileBody(r))]);

@@ -64,7 +64,11 @@ export interface ZoneSpec {
 }
 
 /** RRSIGs covering owner/type ("*" = any owner), optionally only those of one algorithm number */
-export interface SignatureTarget { owner: string; type: string; algorithm?: number }
+export interface SignatureTarget {
+  owner: string;
+  type: string;
+  algorithm?: number;
+}
 
 export type ProbeType = 'A' | 'MX' | 'TLSA' | 'TXT';
 export type Expect = 'secure' | 'insecure' | 'bogus';
@@ -77,7 +81,13 @@ export interface ProbeSpec {
   note?: string;
 }
 
-export interface Probe { name: string; type: ProbeType; zone: string; expect: Expect; note: string }
+export interface Probe {
+  name: string;
+  type: ProbeType;
+  zone: string;
+  expect: Expect;
+  note: string;
+}
 
 export interface DnsWorld {
   /** "ip:port" of the validating resolver */
@@ -98,7 +108,11 @@ export interface DnsWorld {
   stop(): Promise<void>;
 }
 
-export interface DnsAnswer { rcode: string; ad: boolean; answers: dnsPacket.Answer[] }
+export interface DnsAnswer {
+  rcode: string;
+  ad: boolean;
+  answers: dnsPacket.Answer[];
+}
 
 export interface DnsWorldOptions {
   zones: ZoneSpec[];
@@ -150,9 +164,14 @@ function completeZones(zones: ZoneSpec[]): ZoneSpec[] {
 async function assertFree(host: string, port: number, what: string): Promise<void> {
   const s = createServer();
   await new Promise<void>((resolve, reject) => {
-    s.once('error', (e: NodeJS.ErrnoException) => reject(new Error(
-      `${what}: ${host}:${port} is not available (${e.code}). Something else (a system ${what} service?) ` +
-      'is listening there; the interop harness never stops system services — stop it or free the address.')));
+    s.once('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        new Error(
+          `${what}: ${host}:${port} is not available (${e.code}). Something else (a system ${what} service?) ` +
+            'is listening there; the interop harness never stops system services — stop it or free the address.',
+        ),
+      ),
+    );
     s.listen({ host, port, exclusive: true }, () => resolve());
   });
   await new Promise((r) => s.close(r));
@@ -167,7 +186,12 @@ function run(cmd: string, args: string[], cwd: string): string {
   }
 }
 
-interface Keys { ksk: string[]; zsk: string[]; dsLines: string[]; nextDs: string[] }
+interface Keys {
+  ksk: string[];
+  zsk: string[];
+  dsLines: string[];
+  nextDs: string[];
+}
 
 function keygen(dir: string, zone: string, alg: DnssecAlgorithm, ksk: boolean): string {
   const args = ['-a', alg];
@@ -199,8 +223,12 @@ function stripSignatures(signed: string, targets: SignatureTarget[]): string {
   const out = signed.split('\n').filter((line) => {
     const f = line.split(/\s+/);
     if (f.length < 13 || f[3] !== 'RRSIG') return true;
-    const t = targets.findIndex((x) => (x.owner === '*' || fqdn(x.owner).toLowerCase() === f[0]!.toLowerCase()) &&
-      x.type.toUpperCase() === f[4]!.toUpperCase() && (x.algorithm === undefined || Number(f[5]) === x.algorithm));
+    const t = targets.findIndex(
+      (x) =>
+        (x.owner === '*' || fqdn(x.owner).toLowerCase() === f[0]!.toLowerCase()) &&
+        x.type.toUpperCase() === f[4]!.toUpperCase() &&
+        (x.algorithm === undefined || Number(f[5]) === x.algorithm),
+    );
     if (t < 0) return true;
     hits[t]!++;
     return false;
@@ -242,7 +270,11 @@ export const NS_NAME = 'ns.';
 /** The self-test's names (SelfTestResult's defaults) under the private root: one signed, one with a broken signature. */
 export const SELFTEST_ZONES: ZoneSpec[] = [
   { name: 'ietf.org', records: ['@ A 127.0.99.80', 'txt TXT "dane-relay self-test: signed"'] },
-  { name: 'dnssec-failed.org', records: ['@ A 127.0.99.81', 'txt TXT "dane-relay self-test: broken"'], breakSignatures: [{ owner: 'dnssec-failed.org', type: 'A' }] },
+  {
+    name: 'dnssec-failed.org',
+    records: ['@ A 127.0.99.81', 'txt TXT "dane-relay self-test: broken"'],
+    breakSignatures: [{ owner: 'dnssec-failed.org', type: 'A' }],
+  },
 ];
 
 export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
@@ -273,9 +305,12 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
     // Children first: a parent needs its children's DS before it is signed.
     for (const z of zones) {
       const origin = fqdn(z.name);
-      const lines = [`$ORIGIN ${origin}`, '$TTL 300',
+      const lines = [
+        `$ORIGIN ${origin}`,
+        '$TTL 300',
         `@ 300 IN SOA ${NS_NAME} hostmaster.${origin === '.' ? '' : origin} ${Math.floor(now / 1000)} 3600 600 86400 300`,
-        `@ 300 IN NS ${NS_NAME}`];
+        `@ 300 IN NS ${NS_NAME}`,
+      ];
       if (z.name === '.') lines.push(`${NS_NAME} 300 IN A ${nsdIp}`);
       lines.push(...(z.records ?? []));
       for (const c of childrenOf.get(z.name) ?? []) {
@@ -315,7 +350,7 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
       else args.push('-i', timestamp(new Date(now - 3600_000)), '-e', timestamp(new Date(now + 30 * 86400_000)));
       if (spec.nsec3) {
         // RFC 9276 §3.1: zero extra iterations, no salt (Unbound treats high counts as insecure)
-        args.push('-n', '-t', String(typeof spec.nsec3 === 'object' ? spec.nsec3.iterations ?? 0 : 0));
+        args.push('-n', '-t', String(typeof spec.nsec3 === 'object' ? (spec.nsec3.iterations ?? 0) : 0));
         if (typeof spec.nsec3 === 'object' && spec.nsec3.optOut) args.push('-p');
       }
       args.push(file, ...k.ksk.map((b) => join(keysDir, b)), ...k.zsk.map((b) => join(keysDir, b)));
@@ -323,7 +358,6 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
       if (z.breakSignatures?.length) writeFileSync(`${file}.signed`, breakSignatures(readFileSync(`${file}.signed`, 'utf8'), z.breakSignatures));
       if (z.stripSignatures?.length) writeFileSync(`${file}.signed`, stripSignatures(readFileSync(`${file}.signed`, 'utf8'), z.stripSignatures));
     }
-
   } catch (e) {
     rmSync(dir, { recursive: true, force: true }); // a key or signing failure leaves nothing behind
     throw e;
@@ -333,42 +367,94 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
   const trustAnchorFile = join(dir, 'root.ds');
   writeFileSync(trustAnchorFile, `${root.dsLines.join('\n')}\n`);
   const rootKeysFile = join(dir, 'root.keys');
-  writeFileSync(rootKeysFile, root.ksk.map((b) => readFileSync(join(keysDir, `${b}.key`), 'utf8').replace(/;.*$/gm, '').trim()).join('\n') + '\n');
+  writeFileSync(
+    rootKeysFile,
+    root.ksk
+      .map((b) =>
+        readFileSync(join(keysDir, `${b}.key`), 'utf8')
+          .replace(/;.*$/gm, '')
+          .trim(),
+      )
+      .join('\n') + '\n',
+  );
 
-  writeFileSync(join(dir, 'nsd.conf'), [
-    'server:', `  ip-address: ${nsdIp}@${nsdPort}`, '  do-ip6: no', '  username: ""', '  chroot: ""',
-    `  zonesdir: "${zonesDir}"`, '  database: ""', `  pidfile: "${join(dir, 'nsd.pid')}"`,
-    `  logfile: "${join(dir, 'nsd.log')}"`, `  xfrdfile: "${join(dir, 'xfrd.state')}"`,
-    `  zonelistfile: "${join(dir, 'zone.list')}"`, `  xfrdir: "${dir}"`, '  server-count: 1', '  verbosity: 1',
-    '  hide-version: yes', '  refuse-any: yes',
-    'remote-control:', '  control-enable: no',
-    ...zones.flatMap((z) => ['zone:', `  name: "${fqdn(z.name)}"`, `  zonefile: "${z.name === '.' ? 'root' : z.name}.zone.signed"`]),
-  ].join('\n') + '\n');
-  writeFileSync(join(dir, 'unbound.conf'), [
-    'server:', `  interface: ${unboundIp}@${port}`, `  outgoing-interface: ${unboundIp}`, '  do-ip6: no',
-    '  do-not-query-localhost: no', '  username: ""', '  chroot: ""', `  directory: "${dir}"`,
-    `  pidfile: "${join(dir, 'unbound.pid')}"`, '  use-syslog: no', `  logfile: "${join(dir, 'unbound.log')}"`,
-    '  verbosity: 1', '  val-log-level: 2',
-    `  trust-anchor-file: "${trustAnchorFile}"`, '  access-control: 127.0.0.0/8 allow',
-    // deterministic answers per case: no synthesis from cached NSEC, no stale answers, no prefetch
-    '  aggressive-nsec: no', '  serve-expired: no', '  prefetch: no', '  qname-minimisation: no',
-    '  num-threads: 1', '  so-reuseport: no', '  module-config: "validator iterator"',
-    '  val-bogus-ttl: 5', '  infra-host-ttl: 60',
-    // nsd listens on its own port, which NS records cannot say: one stub zone per hosted zone
-    // (the root's replaces root hints) sends every query to it; validation still walks DS → DNSKEY
-    ...zones.flatMap((z) => ['stub-zone:', `  name: "${fqdn(z.name)}"`, `  stub-addr: ${nsdIp}@${nsdPort}`, '  stub-prime: no']),
-    'remote-control:', '  control-enable: no',
-  ].join('\n') + '\n');
+  writeFileSync(
+    join(dir, 'nsd.conf'),
+    [
+      'server:',
+      `  ip-address: ${nsdIp}@${nsdPort}`,
+      '  do-ip6: no',
+      '  username: ""',
+      '  chroot: ""',
+      `  zonesdir: "${zonesDir}"`,
+      '  database: ""',
+      `  pidfile: "${join(dir, 'nsd.pid')}"`,
+      `  logfile: "${join(dir, 'nsd.log')}"`,
+      `  xfrdfile: "${join(dir, 'xfrd.state')}"`,
+      `  zonelistfile: "${join(dir, 'zone.list')}"`,
+      `  xfrdir: "${dir}"`,
+      '  server-count: 1',
+      '  verbosity: 1',
+      '  hide-version: yes',
+      '  refuse-any: yes',
+      'remote-control:',
+      '  control-enable: no',
+      ...zones.flatMap((z) => ['zone:', `  name: "${fqdn(z.name)}"`, `  zonefile: "${z.name === '.' ? 'root' : z.name}.zone.signed"`]),
+    ].join('\n') + '\n',
+  );
+  writeFileSync(
+    join(dir, 'unbound.conf'),
+    [
+      'server:',
+      `  interface: ${unboundIp}@${port}`,
+      `  outgoing-interface: ${unboundIp}`,
+      '  do-ip6: no',
+      '  do-not-query-localhost: no',
+      '  username: ""',
+      '  chroot: ""',
+      `  directory: "${dir}"`,
+      `  pidfile: "${join(dir, 'unbound.pid')}"`,
+      '  use-syslog: no',
+      `  logfile: "${join(dir, 'unbound.log')}"`,
+      '  verbosity: 1',
+      '  val-log-level: 2',
+      `  trust-anchor-file: "${trustAnchorFile}"`,
+      '  access-control: 127.0.0.0/8 allow',
+      // deterministic answers per case: no synthesis from cached NSEC, no stale answers, no prefetch
+      '  aggressive-nsec: no',
+      '  serve-expired: no',
+      '  prefetch: no',
+      '  qname-minimisation: no',
+      '  num-threads: 1',
+      '  so-reuseport: no',
+      '  module-config: "validator iterator"',
+      '  val-bogus-ttl: 5',
+      '  infra-host-ttl: 60',
+      // nsd listens on its own port, which NS records cannot say: one stub zone per hosted zone
+      // (the root's replaces root hints) sends every query to it; validation still walks DS → DNSKEY
+      ...zones.flatMap((z) => ['stub-zone:', `  name: "${fqdn(z.name)}"`, `  stub-addr: ${nsdIp}@${nsdPort}`, '  stub-prime: no']),
+      'remote-control:',
+      '  control-enable: no',
+    ].join('\n') + '\n',
+  );
 
   const procs: ChildProcess[] = [];
   const logs = { nsd: '', unbound: '' };
   const stop = async () => {
-    await Promise.all(procs.map((p) => new Promise<void>((resolve) => {
-      if (p.exitCode !== null || p.signalCode !== null) return resolve();
-      const t = setTimeout(() => p.kill('SIGKILL'), 3000);
-      p.once('exit', () => { clearTimeout(t); resolve(); });
-      p.kill('SIGTERM');
-    })));
+    await Promise.all(
+      procs.map(
+        (p) =>
+          new Promise<void>((resolve) => {
+            if (p.exitCode !== null || p.signalCode !== null) return resolve();
+            const t = setTimeout(() => p.kill('SIGKILL'), 3000);
+            p.once('exit', () => {
+              clearTimeout(t);
+              resolve();
+            });
+            p.kill('SIGTERM');
+          }),
+      ),
+    );
     rmSync(dir, { recursive: true, force: true });
   };
   try {
@@ -376,18 +462,34 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
     const nsd = spawn(NSD_BIN, ['-d', '-c', join(dir, 'nsd.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
     procs.push(nsd);
     own(nsd);
-    nsd.stdout!.on('data', (d) => { logs.nsd += d; });
-    nsd.stderr!.on('data', (d) => { logs.nsd += d; });
-    await waitFor(async () => (await query(`${nsdIp}:${nsdPort}`, '.', 'SOA', false)).rcode === 'NOERROR', () => `nsd did not start: ${logs.nsd}${safeRead(join(dir, 'nsd.log'))}`, nsd);
+    nsd.stdout!.on('data', (d) => {
+      logs.nsd += d;
+    });
+    nsd.stderr!.on('data', (d) => {
+      logs.nsd += d;
+    });
+    await waitFor(
+      async () => (await query(`${nsdIp}:${nsdPort}`, '.', 'SOA', false)).rcode === 'NOERROR',
+      () => `nsd did not start: ${logs.nsd}${safeRead(join(dir, 'nsd.log'))}`,
+      nsd,
+    );
     const unbound = spawn(UNBOUND_BIN, ['-d', '-c', join(dir, 'unbound.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
     procs.push(unbound);
     own(unbound);
-    unbound.stdout!.on('data', (d) => { logs.unbound += d; });
-    unbound.stderr!.on('data', (d) => { logs.unbound += d; });
-    await waitFor(async () => {
-      const a = await query(`${unboundIp}:${port}`, '.', 'SOA');
-      return a.rcode === 'NOERROR' && a.ad;
-    }, () => `unbound did not validate the private root: ${logs.unbound}${safeRead(join(dir, 'unbound.log'))}`, unbound);
+    unbound.stdout!.on('data', (d) => {
+      logs.unbound += d;
+    });
+    unbound.stderr!.on('data', (d) => {
+      logs.unbound += d;
+    });
+    await waitFor(
+      async () => {
+        const a = await query(`${unboundIp}:${port}`, '.', 'SOA');
+        return a.rcode === 'NOERROR' && a.ad;
+      },
+      () => `unbound did not validate the private root: ${logs.unbound}${safeRead(join(dir, 'unbound.log'))}`,
+      unbound,
+    );
   } catch (e) {
     await stop();
     throw e;
@@ -407,27 +509,47 @@ export async function startDnsWorld(opts: DnsWorldOptions): Promise<DnsWorld> {
     return 'secure';
   };
   for (const z of zones) names[z.name] = { zone: z.name, expect: expectOf(z) };
-  const probes: Probe[] = zones.flatMap((z) => (z.probes ?? []).map((p) => ({
-    name: bare(p.name.endsWith('.') ? p.name : p.name === '@' ? fqdn(z.name) : `${p.name}.${z.name === '.' ? '' : fqdn(z.name)}`),
-    type: p.type, zone: z.name, expect: p.expect ?? expectOf(z), note: p.note ?? '',
-  })));
+  const probes: Probe[] = zones.flatMap((z) =>
+    (z.probes ?? []).map((p) => ({
+      name: bare(p.name.endsWith('.') ? p.name : p.name === '@' ? fqdn(z.name) : `${p.name}.${z.name === '.' ? '' : fqdn(z.name)}`),
+      type: p.type,
+      zone: z.name,
+      expect: p.expect ?? expectOf(z),
+      note: p.note ?? '',
+    })),
+  );
 
   return {
-    unbound: `${unboundIp}:${port}`, nsd: `${nsdIp}:${nsdPort}`, trustAnchorFile, rootKeysFile, dir, zones, names, probes,
+    unbound: `${unboundIp}:${port}`,
+    nsd: `${nsdIp}:${nsdPort}`,
+    trustAnchorFile,
+    rootKeysFile,
+    dir,
+    zones,
+    names,
+    probes,
     query: (name, type, server = `${unboundIp}:${port}`) => query(server, name, type),
     stop,
   };
 }
 
 function safeRead(f: string): string {
-  try { return readFileSync(f, 'utf8'); } catch { return ''; }
+  try {
+    return readFileSync(f, 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 async function waitFor(ok: () => Promise<boolean>, msg: () => string, proc: ChildProcess, ms = 15_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
     if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(msg());
-    try { if (await ok()) return; } catch { /* not up yet */ }
+    try {
+      if (await ok()) return;
+    } catch {
+      /* not up yet */
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(msg());
@@ -440,13 +562,18 @@ export function query(server: string, name: string, type: string, rd = true, tim
   const port = Number(server.slice(i + 1));
   const id = Math.floor(Math.random() * 65535);
   const msg = dnsPacket.encode({
-    type: 'query', id, flags: (rd ? dnsPacket.RECURSION_DESIRED : 0) | dnsPacket.AUTHENTIC_DATA,
+    type: 'query',
+    id,
+    flags: (rd ? dnsPacket.RECURSION_DESIRED : 0) | dnsPacket.AUTHENTIC_DATA,
     questions: [{ type: type as dnsPacket.RecordType, name: name === '.' ? '.' : bare(name), class: 'IN' }],
     additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 4096, flags: dnsPacket.DNSSEC_OK } as dnsPacket.Answer],
   });
   return new Promise((resolve, reject) => {
     const s = createSocket('udp4');
-    const t = setTimeout(() => { s.close(); reject(new Error(`query ${name}/${type} to ${server}: timeout`)); }, timeoutMs);
+    const t = setTimeout(() => {
+      s.close();
+      reject(new Error(`query ${name}/${type} to ${server}: timeout`));
+    }, timeoutMs);
     s.on('message', (buf) => {
       const p = dnsPacket.decode(buf);
       if (p.id !== id) return;
@@ -454,7 +581,11 @@ export function query(server: string, name: string, type: string, rd = true, tim
       s.close();
       resolve({ rcode: (p as { rcode?: string }).rcode ?? 'NOERROR', ad: ((p.flags ?? 0) & dnsPacket.AUTHENTIC_DATA) !== 0, answers: p.answers ?? [] });
     });
-    s.on('error', (e) => { clearTimeout(t); s.close(); reject(e); });
+    s.on('error', (e) => {
+      clearTimeout(t);
+      s.close();
+      reject(e);
+    });
     s.bind(0, '127.0.0.1', () => s.send(msg, port, host));
   });
 }
@@ -477,17 +608,24 @@ export function standardZones(tld = 'dnssec'): ZoneSpec[] {
   const tlsa = `_25._tcp.www TLSA 3 1 1 ${'ab'.repeat(32)}`;
   const host = (extra: string[] = []) => ['@ A 127.0.99.1', 'www A 127.0.99.2', 'txt TXT "hello"', '@ MX 10 www', tlsa, '*.wild A 127.0.99.3', ...extra];
   const ask = (extra: ProbeSpec[] = []): ProbeSpec[] => [
-    { name: '@', type: 'A' }, { name: 'www', type: 'A' }, { name: '@', type: 'MX', note: 'MX' },
-    { name: '_25._tcp.www', type: 'TLSA', note: 'TLSA' }, { name: 'txt', type: 'TXT' },
-    { name: 'nope', type: 'A', note: 'NXDOMAIN' }, { name: '_25._tcp.nope', type: 'TLSA', note: 'NXDOMAIN' },
-    { name: 'www', type: 'TLSA', note: 'NODATA' }, { name: 'www', type: 'MX', note: 'NODATA' },
+    { name: '@', type: 'A' },
+    { name: 'www', type: 'A' },
+    { name: '@', type: 'MX', note: 'MX' },
+    { name: '_25._tcp.www', type: 'TLSA', note: 'TLSA' },
+    { name: 'txt', type: 'TXT' },
+    { name: 'nope', type: 'A', note: 'NXDOMAIN' },
+    { name: '_25._tcp.nope', type: 'TLSA', note: 'NXDOMAIN' },
+    { name: 'www', type: 'TLSA', note: 'NODATA' },
+    { name: 'www', type: 'MX', note: 'NODATA' },
     { name: '_tcp.www', type: 'TLSA', note: 'NODATA at an empty non-terminal' },
-    { name: 'x.wild', type: 'A', note: 'wildcard expansion' }, { name: 'x.wild', type: 'TLSA', note: 'wildcard NODATA' },
+    { name: 'x.wild', type: 'A', note: 'wildcard expansion' },
+    { name: 'x.wild', type: 'TLSA', note: 'wildcard NODATA' },
     ...extra,
   ];
   /** `except`: probes ("name" or "name|type") whose verdict differs from the zone's, and why */
   const zone = (z: ZoneSpec, extraProbes: ProbeSpec[] = [], except: Record<string, Expect> = {}, why = ''): ZoneSpec => ({
-    records: host(), ...z,
+    records: host(),
+    ...z,
     probes: ask(extraProbes).map((p) => {
       const e = except[`${p.name}|${p.type}`] ?? except[p.name];
       return e ? { ...p, expect: e, note: `${p.note ?? ''} ${why}`.trim() } : p;
@@ -495,26 +633,38 @@ export function standardZones(tld = 'dnssec'): ZoneSpec[] {
   });
   const abs = (n: string) => `${n}.${tld}.`;
   return [
-    zone({ name: `nsec.${tld}`, records: host([
-      `to-insecure CNAME ${abs('www.missing-ds')}`, `to-unsigned CNAME ${abs('www.unsigned')}`,
-      `to-bogus CNAME ${abs('www.wrong-ds')}`, `to-badsig CNAME ${abs('www.badsig')}`,
-      `to-nxdomain CNAME ${abs('nope.nsec3')}`, `to-secure CNAME ${abs('www.nsec3')}`,
-    ]) }, [
-      { name: 'to-insecure', type: 'A', expect: 'insecure', note: 'CNAME into an insecure delegation' },
-      { name: 'to-unsigned', type: 'A', expect: 'insecure', note: 'CNAME into an unsigned zone' },
-      { name: 'to-bogus', type: 'A', expect: 'bogus', note: 'CNAME into a bogus zone (wrong DS)' },
-      { name: 'to-badsig', type: 'A', expect: 'bogus', note: 'CNAME to a bogus RRset' },
-      { name: 'to-nxdomain', type: 'A', expect: 'secure', note: 'CNAME to a secure NXDOMAIN' },
-      { name: 'to-secure', type: 'TLSA', expect: 'secure', note: 'CNAME to a secure NODATA' },
-    ]),
+    zone(
+      {
+        name: `nsec.${tld}`,
+        records: host([
+          `to-insecure CNAME ${abs('www.missing-ds')}`,
+          `to-unsigned CNAME ${abs('www.unsigned')}`,
+          `to-bogus CNAME ${abs('www.wrong-ds')}`,
+          `to-badsig CNAME ${abs('www.badsig')}`,
+          `to-nxdomain CNAME ${abs('nope.nsec3')}`,
+          `to-secure CNAME ${abs('www.nsec3')}`,
+        ]),
+      },
+      [
+        { name: 'to-insecure', type: 'A', expect: 'insecure', note: 'CNAME into an insecure delegation' },
+        { name: 'to-unsigned', type: 'A', expect: 'insecure', note: 'CNAME into an unsigned zone' },
+        { name: 'to-bogus', type: 'A', expect: 'bogus', note: 'CNAME into a bogus zone (wrong DS)' },
+        { name: 'to-badsig', type: 'A', expect: 'bogus', note: 'CNAME to a bogus RRset' },
+        { name: 'to-nxdomain', type: 'A', expect: 'secure', note: 'CNAME to a secure NXDOMAIN' },
+        { name: 'to-secure', type: 'TLSA', expect: 'secure', note: 'CNAME to a secure NODATA' },
+      ],
+    ),
     zone({ name: `nsec3.${tld}`, sign: { nsec3: true } }),
     // ldns-signzone -p sets opt-out on every NSEC3, so the next closer name of anything absent is
     // in an opt-out span: it may be an unsigned delegation, so neither its absence nor a wildcard
     // expansion at it is authenticated (RFC 5155 §12.2: "this also includes signed wildcard
     // expansions ... its expanded name is an unsigned name") — insecure, as Unbound says.
-    zone({ name: `optout.${tld}`, sign: { nsec3: { optOut: true } } }, [
-      { name: 'www.unsigned-child', type: 'A', expect: 'insecure', note: 'below an opt-out unsigned delegation' },
-    ], { 'nope': 'insecure', '_25._tcp.nope': 'insecure', 'x.wild': 'insecure' }, 'over an opt-out span'),
+    zone(
+      { name: `optout.${tld}`, sign: { nsec3: { optOut: true } } },
+      [{ name: 'www.unsigned-child', type: 'A', expect: 'insecure', note: 'below an opt-out unsigned delegation' }],
+      { nope: 'insecure', '_25._tcp.nope': 'insecure', 'x.wild': 'insecure' },
+      'over an opt-out span',
+    ),
     { name: `unsigned-child.optout.${tld}`, records: host(), sign: false },
     zone({ name: `ed25519.${tld}`, sign: { algorithms: ['ED25519'] } }),
     zone({ name: `ecdsa.${tld}`, sign: { algorithms: ['ECDSAP256SHA256'] } }),
@@ -533,16 +683,28 @@ export function standardZones(tld = 'dnssec'): ZoneSpec[] {
     // RFC 9276 §3.2 / Unbound 1.17: up to 150 extra iterations are validated, above that the
     // denial is treated as insecure (positive answers stay secure)
     zone({ name: `iter150.${tld}`, sign: { nsec3: { iterations: 150 } } }),
-    zone({ name: `iter151.${tld}`, sign: { nsec3: { iterations: 151 } } }, [],
-      { 'nope': 'insecure', '_25._tcp.nope': 'insecure', 'www|TLSA': 'insecure', 'www|MX': 'insecure', '_tcp.www': 'insecure', 'x.wild': 'insecure' }, '(NSEC3 iterations above 150)'),
+    zone(
+      { name: `iter151.${tld}`, sign: { nsec3: { iterations: 151 } } },
+      [],
+      { nope: 'insecure', '_25._tcp.nope': 'insecure', 'www|TLSA': 'insecure', 'www|MX': 'insecure', '_tcp.www': 'insecure', 'x.wild': 'insecure' },
+      '(NSEC3 iterations above 150)',
+    ),
     // the DNSKEY RRset's own signature is broken: no key of the zone is trusted
     zone({ name: `bad-dnskey-sig.${tld}`, breakSignatures: [{ owner: `bad-dnskey-sig.${tld}`, type: 'DNSKEY' }] }),
     // every NSEC unsigned: no denial and no wildcard expansion can be proven (RFC 4035 §5.4)
-    zone({ name: `unsigned-nsec.${tld}`, stripSignatures: [{ owner: '*', type: 'NSEC' }] }, [],
-      { 'nope': 'bogus', '_25._tcp.nope': 'bogus', 'www|TLSA': 'bogus', 'www|MX': 'bogus', '_tcp.www': 'bogus', 'x.wild': 'bogus' }, '(NSEC RRSIGs removed)'),
+    zone(
+      { name: `unsigned-nsec.${tld}`, stripSignatures: [{ owner: '*', type: 'NSEC' }] },
+      [],
+      { nope: 'bogus', '_25._tcp.nope': 'bogus', 'www|TLSA': 'bogus', 'www|MX': 'bogus', '_tcp.www': 'bogus', 'x.wild': 'bogus' },
+      '(NSEC RRSIGs removed)',
+    ),
     // mixed algorithms, one algorithm's signature missing on one RRset: any valid path is enough
     // (RFC 6840 §5.11; Unbound's harden-algo-downgrade is off by default)
-    zone({ name: `mixed-half.${tld}`, sign: { algorithms: ['ECDSAP256SHA256', 'ED25519'] }, stripSignatures: [{ owner: `www.mixed-half.${tld}`, type: 'A', algorithm: 15 }] }),
+    zone({
+      name: `mixed-half.${tld}`,
+      sign: { algorithms: ['ECDSAP256SHA256', 'ED25519'] },
+      stripSignatures: [{ owner: `www.mixed-half.${tld}`, type: 'A', algorithm: 15 }],
+    }),
     zone({ name: `wrong-ds.${tld}`, ds: 'wrong' }),
     zone({ name: `badsig.${tld}`, breakSignatures: [{ owner: `www.badsig.${tld}`, type: 'A' }] }, [], { 'www|A': 'bogus' }, '(RRSIG damaged)'),
     zone({ name: `nosig.${tld}`, stripSignatures: [{ owner: `www.nosig.${tld}`, type: 'A' }] }, [], { 'www|A': 'bogus' }, '(RRSIG removed)'),

@@ -20,13 +20,22 @@ export function verdictOf(rcpt: string, messages: ReceivedMessage[], queued: Que
   if (got) return { kind: 'delivered', via: got.by, tls: got.tls };
   const state = queued.get(rcpt);
   if (state === 'deferred') return { kind: 'deferred' };
-  if (state === undefined && messages.some((m) => m.by === senderListener && m.raw.toLowerCase().includes(rcpt) && /report-type="?delivery-status/i.test(m.raw))) {
+  if (
+    state === undefined &&
+    messages.some((m) => m.by === senderListener && m.raw.toLowerCase().includes(rcpt) && /report-type="?delivery-status/i.test(m.raw))
+  ) {
     return { kind: 'bounced' };
   }
   return undefined;
 }
 
-export async function settle(cases: InteropCase[], tag: string, read: () => Promise<{ messages: ReceivedMessage[]; queued: Queued }>, senderListener: string, ms = 90_000): Promise<Map<string, Verdict | undefined>> {
+export async function settle(
+  cases: InteropCase[],
+  tag: string,
+  read: () => Promise<{ messages: ReceivedMessage[]; queued: Queued }>,
+  senderListener: string,
+  ms = 90_000,
+): Promise<Map<string, Verdict | undefined>> {
   const deadline = Date.now() + ms;
   let out = new Map<string, Verdict | undefined>();
   for (;;) {

@@ -74,9 +74,14 @@ export function postfixTmpdir(): string {
 async function assertFree(host: string, port: number): Promise<void> {
   const s = createServer();
   await new Promise<void>((resolve, reject) => {
-    s.once('error', (e: NodeJS.ErrnoException) => reject(new Error(
-      `postfix: ${host}:${port} is not available (${e.code}); a system MTA listening on it? ` +
-      'The interop harness never stops system services: stop it or free the address.')));
+    s.once('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        new Error(
+          `postfix: ${host}:${port} is not available (${e.code}); a system MTA listening on it? ` +
+            'The interop harness never stops system services: stop it or free the address.',
+        ),
+      ),
+    );
     s.listen({ host, port, exclusive: true }, () => resolve());
   });
   await new Promise((r) => s.close(r));
@@ -151,7 +156,12 @@ async function startInstance(name: string, resolver: string, main: Record<string
     maximal_backoff_time: '7200s',
     ...main,
   };
-  writeFileSync(join(etc, 'main.cf'), Object.entries(base).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
+  writeFileSync(
+    join(etc, 'main.cf'),
+    Object.entries(base)
+      .map(([k, v]) => `${k} = ${v}`)
+      .join('\n') + '\n',
+  );
   writeFileSync(join(etc, 'master.cf'), MASTER_BASE + listeners.join('\n') + '\n');
   for (const f of ['main.cf', 'master.cf']) chmodSync(join(etc, f), 0o644);
 
@@ -169,14 +179,21 @@ async function startInstance(name: string, resolver: string, main: Record<string
   const proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
   own(proc);
   let out = '';
-  proc.stdout!.on('data', (d) => { out += d; });
-  proc.stderr!.on('data', (d) => { out += d; });
+  proc.stdout!.on('data', (d) => {
+    out += d;
+  });
+  proc.stderr!.on('data', (d) => {
+    out += d;
+  });
   const log = () => out + (existsSync(maillog) ? readFileSync(maillog, 'utf8') : '');
   const stop = async () => {
     await new Promise<void>((resolve) => {
       if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
       const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
-      proc.once('exit', () => { clearTimeout(t); resolve(); });
+      proc.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
       // master (exec'd in place of sh) stops its children on SIGTERM
       proc.kill('SIGTERM');
     });
@@ -188,12 +205,19 @@ async function startInstance(name: string, resolver: string, main: Record<string
 async function waitListening(inst: Instance, addrs: { host: string; port: number }[], ms = 20_000): Promise<void> {
   const { connect } = await import('node:net');
   const deadline = Date.now() + ms;
-  const up = (a: { host: string; port: number }) => new Promise<boolean>((resolve) => {
-    const s = connect(a.port, a.host);
-    s.once('data', () => { s.destroy(); resolve(true); }); // the 220 greeting
-    s.once('error', () => resolve(false));
-    s.setTimeout(2000, () => { s.destroy(); resolve(false); });
-  });
+  const up = (a: { host: string; port: number }) =>
+    new Promise<boolean>((resolve) => {
+      const s = connect(a.port, a.host);
+      s.once('data', () => {
+        s.destroy();
+        resolve(true);
+      }); // the 220 greeting
+      s.once('error', () => resolve(false));
+      s.setTimeout(2000, () => {
+        s.destroy();
+        resolve(false);
+      });
+    });
   for (const a of addrs) {
     for (;;) {
       if (inst.proc.exitCode !== null || inst.proc.signalCode !== null) throw new Error(`postfix exited: ${inst.log()}`);
@@ -240,11 +264,16 @@ export async function startPostfixReceivers(opts: {
       o.push('-o smtpd_tls_security_level=may', `-o smtpd_tls_chain_files=${f}`);
       if (l.sni) {
         const map = join(certDir, `${l.name}.sni`);
-        writeFileSync(map, Object.entries(l.sni).map(([name, c]) => {
-          const cf = join(certDir, `${l.name}.sni.${name}.pem`);
-          writeFileSync(cf, c.keyPem + c.chainPem, { mode: 0o600 });
-          return `${name} ${cf}`;
-        }).join('\n') + '\n');
+        writeFileSync(
+          map,
+          Object.entries(l.sni)
+            .map(([name, c]) => {
+              const cf = join(certDir, `${l.name}.sni.${name}.pem`);
+              writeFileSync(cf, c.keyPem + c.chainPem, { mode: 0o600 });
+              return `${name} ${cf}`;
+            })
+            .join('\n') + '\n',
+        );
         o.push(`-o tls_server_sni_maps=texthash:${map}`);
       }
     } else {
@@ -254,24 +283,33 @@ export async function startPostfixReceivers(opts: {
     lines.push(`${l.address}:${l.port ?? 25} inet n - n - - smtpd ${o.join(' ')}`);
   }
   try {
-    inst = await startInstance('rx', opts.resolver, {
-      myhostname: 'receivers.interop.invalid',
-      inet_interfaces: 'loopback-only',
-      smtpd_tls_received_header: 'yes',
-      smtpd_tls_loglevel: '1',
-      virtual_mailbox_domains: 'static:all',
-      virtual_mailbox_base: mailBase,
-      virtual_mailbox_maps: 'static:inbox/',
-      virtual_uid_maps: `static:${uid}`,
-      virtual_gid_maps: `static:${gid}`,
-      smtpd_relay_restrictions: 'permit_mynetworks, reject',
-      message_size_limit: '104857600',
-      virtual_mailbox_limit: '0',
-      // throughput for the benchmark: deliver as soon as the queue file is in
-      default_process_limit: '200',
-      virtual_destination_concurrency_limit: '50',
-    }, lines, opts.baseDir);
-    await waitListening(inst, opts.listeners.map((l) => ({ host: l.address, port: l.port ?? 25 })));
+    inst = await startInstance(
+      'rx',
+      opts.resolver,
+      {
+        myhostname: 'receivers.interop.invalid',
+        inet_interfaces: 'loopback-only',
+        smtpd_tls_received_header: 'yes',
+        smtpd_tls_loglevel: '1',
+        virtual_mailbox_domains: 'static:all',
+        virtual_mailbox_base: mailBase,
+        virtual_mailbox_maps: 'static:inbox/',
+        virtual_uid_maps: `static:${uid}`,
+        virtual_gid_maps: `static:${gid}`,
+        smtpd_relay_restrictions: 'permit_mynetworks, reject',
+        message_size_limit: '104857600',
+        virtual_mailbox_limit: '0',
+        // throughput for the benchmark: deliver as soon as the queue file is in
+        default_process_limit: '200',
+        virtual_destination_concurrency_limit: '50',
+      },
+      lines,
+      opts.baseDir,
+    );
+    await waitListening(
+      inst,
+      opts.listeners.map((l) => ({ host: l.address, port: l.port ?? 25 })),
+    );
   } catch (e) {
     await inst?.stop();
     rmSync(certDir, { recursive: true, force: true });
@@ -315,7 +353,12 @@ export function parseMessage(file: string): ReceivedMessage {
   return { file, raw, to: (header('delivered-to') ?? '').toLowerCase(), by, tls, header };
 }
 
-export interface PostfixQueueEntry { queue_id: string; queue_name: string; sender: string; recipients: { address: string; delay_reason?: string }[] }
+export interface PostfixQueueEntry {
+  queue_id: string;
+  queue_name: string;
+  sender: string;
+  recipients: { address: string; delay_reason?: string }[];
+}
 
 export interface PostfixRelay {
   address: string;
@@ -332,25 +375,36 @@ export interface PostfixRelay {
  * Postfix as a DANE relay (RFC 7672 as Postfix implements it): smtp_dns_support_level = dnssec,
  * smtp_tls_security_level = dane, resolving through our Unbound (AD trusted: resolv.conf trust-ad).
  */
-export async function startPostfixRelay(opts: { address: string; port?: number; resolver: string; hostname?: string; extra?: Record<string, string> }): Promise<PostfixRelay> {
+export async function startPostfixRelay(opts: {
+  address: string;
+  port?: number;
+  resolver: string;
+  hostname?: string;
+  extra?: Record<string, string>;
+}): Promise<PostfixRelay> {
   const port = opts.port ?? 25;
   await assertFree(opts.address, port);
-  const inst = await startInstance('relay', opts.resolver, {
-    myhostname: opts.hostname ?? 'postfix-relay.tst',
-    // inet_interfaces must name configured interface addresses; lo has only 127.0.0.1 itself
-    inet_interfaces: 'loopback-only',
-    smtp_bind_address: opts.address,
-    smtp_dns_support_level: 'dnssec',
-    smtp_tls_security_level: 'dane',
-    smtp_host_lookup: 'dns',
-    smtp_tls_loglevel: '1',
-    smtpd_relay_restrictions: 'permit_mynetworks, reject',
-    message_size_limit: '104857600',
-    default_destination_concurrency_limit: '20',
-    // the same per-stage limits our relay is given, so a stalled peer defers in both within a run
-    smtp_connect_timeout: '10s',
-    ...opts.extra,
-  }, [`${opts.address}:${port} inet n - n - - smtpd -o syslog_name=postfix/relay-in`]);
+  const inst = await startInstance(
+    'relay',
+    opts.resolver,
+    {
+      myhostname: opts.hostname ?? 'postfix-relay.tst',
+      // inet_interfaces must name configured interface addresses; lo has only 127.0.0.1 itself
+      inet_interfaces: 'loopback-only',
+      smtp_bind_address: opts.address,
+      smtp_dns_support_level: 'dnssec',
+      smtp_tls_security_level: 'dane',
+      smtp_host_lookup: 'dns',
+      smtp_tls_loglevel: '1',
+      smtpd_relay_restrictions: 'permit_mynetworks, reject',
+      message_size_limit: '104857600',
+      default_destination_concurrency_limit: '20',
+      // the same per-stage limits our relay is given, so a stalled peer defers in both within a run
+      smtp_connect_timeout: '10s',
+      ...opts.extra,
+    },
+    [`${opts.address}:${port} inet n - n - - smtpd -o syslog_name=postfix/relay-in`],
+  );
   try {
     await waitListening(inst, [{ host: opts.address, port }]);
   } catch (e) {
@@ -361,8 +415,11 @@ export async function startPostfixRelay(opts: { address: string; port?: number; 
     address: opts.address,
     port,
     pid: inst.proc.pid!,
-    queue: () => execFileSync(POSTQUEUE, ['-c', inst.etc, '-j'], { encoding: 'utf8' })
-      .split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as PostfixQueueEntry),
+    queue: () =>
+      execFileSync(POSTQUEUE, ['-c', inst.etc, '-j'], { encoding: 'utf8' })
+        .split('\n')
+        .filter((l) => l.trim())
+        .map((l) => JSON.parse(l) as PostfixQueueEntry),
     log: inst.log,
     stop: inst.stop,
   };

@@ -15,7 +15,11 @@ export function own(child: ChildProcess): void {
   installed = true;
   process.once('exit', () => {
     for (const c of live) {
-      try { if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGTERM'); } catch { /* already gone */ }
+      try {
+        if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGTERM');
+      } catch {
+        /* already gone */
+      }
     }
   });
 }

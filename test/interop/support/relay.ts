@@ -64,12 +64,20 @@ export interface RelayProcessHandle {
 }
 
 export interface QueueListing {
-  messages: { id: string; envelope: { from: string; to: string[] }; recipients: { address: string; state: string; attempts: number; lastReason?: string; dsnCode?: string }[] }[];
+  messages: {
+    id: string;
+    envelope: { from: string; to: string[] };
+    recipients: { address: string; state: string; attempts: number; lastReason?: string; dsnCode?: string }[];
+  }[];
   unreadable: { id: string; reason: string }[];
 }
 
 async function runCli(cmd: string, args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  const r = await run(cmd, args).catch((e: { stdout?: string; stderr?: string; code?: number }) => ({ stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: e.code }));
+  const r = await run(cmd, args).catch((e: { stdout?: string; stderr?: string; code?: number }) => ({
+    stdout: e.stdout ?? '',
+    stderr: e.stderr ?? '',
+    code: e.code,
+  }));
   return { stdout: r.stdout, stderr: r.stderr, code: (r as { code?: number }).code ?? 0 };
 }
 
@@ -78,40 +86,49 @@ export async function startRelay(o: RelayOptions): Promise<RelayProcessHandle> {
   const [host, portStr] = [o.listen.slice(0, o.listen.lastIndexOf(':')), o.listen.slice(o.listen.lastIndexOf(':') + 1)];
   const mode = o.mode ?? 'trust-ad';
   const configFile = join(dir, 'relay.yml');
-  writeFileSync(configFile, [
-    `listen: ["${o.listen}"]`,
-    `hostname: ${o.hostname ?? 'relay.tst'}`,
-    `queue_dir: ${join(dir, 'queue')}`,
-    'dns:',
-    `  mode: ${mode}`,
-    `  resolvers: ["${o.resolver}"]`,
-    ...(mode === 'validate' && o.trustAnchorFile ? [`  trust_anchors: ${o.trustAnchorFile}`] : []),
-    '  timeout: 3s',
-    '  attempts: 2',
-    'delivery:',
-    '  port: 25',
-    '  tls_level: dane',
-    ...(o.perDestination ? [`  per_destination: ${o.perDestination}`] : []),
-    '  timeouts: { connect: 10s, greeting: 30s, ehlo: 30s, starttls: 30s, mail: 30s, rcpt: 30s, data: 30s, data_block: 60s, data_done: 60s }',
-    ...(o.queueYaml !== undefined ? [o.queueYaml] : [
-      'queue:',
-      // a verdict stays put during the run: the first attempt's outcome is what the cases read
-      '  min_backoff: 1h',
-      '  max_backoff: 2h',
-      '  run_interval: 200ms',
-    ]),
-    'log:',
-    `  level: ${o.logLevel ?? 'info'}`,
-    o.extraYaml ?? '',
-  ].join('\n') + '\n');
+  writeFileSync(
+    configFile,
+    [
+      `listen: ["${o.listen}"]`,
+      `hostname: ${o.hostname ?? 'relay.tst'}`,
+      `queue_dir: ${join(dir, 'queue')}`,
+      'dns:',
+      `  mode: ${mode}`,
+      `  resolvers: ["${o.resolver}"]`,
+      ...(mode === 'validate' && o.trustAnchorFile ? [`  trust_anchors: ${o.trustAnchorFile}`] : []),
+      '  timeout: 3s',
+      '  attempts: 2',
+      'delivery:',
+      '  port: 25',
+      '  tls_level: dane',
+      ...(o.perDestination ? [`  per_destination: ${o.perDestination}`] : []),
+      '  timeouts: { connect: 10s, greeting: 30s, ehlo: 30s, starttls: 30s, mail: 30s, rcpt: 30s, data: 30s, data_block: 60s, data_done: 60s }',
+      ...(o.queueYaml !== undefined
+        ? [o.queueYaml]
+        : [
+            'queue:',
+            // a verdict stays put during the run: the first attempt's outcome is what the cases read
+            '  min_backoff: 1h',
+            '  max_backoff: 2h',
+            '  run_interval: 200ms',
+          ]),
+      'log:',
+      `  level: ${o.logLevel ?? 'info'}`,
+      o.extraYaml ?? '',
+    ].join('\n') + '\n',
+  );
   let child!: ChildProcess;
   let out = '';
-  const kill = () => new Promise<void>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    child.once('exit', () => { clearTimeout(t); resolve(); });
-    child.kill('SIGTERM');
-  });
+  const kill = () =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      child.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      child.kill('SIGTERM');
+    });
   const stop = async () => {
     await kill();
     rmSync(dir, { recursive: true, force: true });
@@ -120,8 +137,12 @@ export async function startRelay(o: RelayOptions): Promise<RelayProcessHandle> {
     child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     own(child);
     const mark = out.length;
-    child.stdout!.on('data', (d) => { out += d; });
-    child.stderr!.on('data', (d) => { out += d; });
+    child.stdout!.on('data', (d) => {
+      out += d;
+    });
+    child.stderr!.on('data', (d) => {
+      out += d;
+    });
     const deadline = Date.now() + 20_000;
     while (!out.slice(mark).includes('dane-relay started')) {
       if (child.exitCode !== null || Date.now() > deadline) {
@@ -133,13 +154,19 @@ export async function startRelay(o: RelayOptions): Promise<RelayProcessHandle> {
   };
   await launch();
   const handle: RelayProcessHandle = {
-    host, port: Number(portStr), configFile, dir, child,
+    host,
+    port: Number(portStr),
+    configFile,
+    dir,
+    child,
     output: () => out,
     cli: (...args: string[]) => runCli(process.execPath, [CLI, ...args, '--config', configFile]),
     cliAt: (spec: string, ...args: string[]) => runCli('faketime', ['-f', spec, process.execPath, CLI, ...args, '--config', configFile]),
     queueList: async () => {
       // exit 1 = some file unreadable (mid-update): the listing is still printed
-      const r = await run(process.execPath, [CLI, 'queue', 'list', '--config', configFile, '--json']).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }));
+      const r = await run(process.execPath, [CLI, 'queue', 'list', '--config', configFile, '--json']).catch((e: { stdout?: string }) => ({
+        stdout: e.stdout ?? '',
+      }));
       return JSON.parse(r.stdout) as QueueListing;
     },
     restart: async () => {

@@ -42,7 +42,9 @@ export async function buildTlsrptWorld(): Promise<TlsrptWorld> {
   const dkimDomain = 'reports.tst';
   const keyFile = join(dir, 'dkim.pem');
   // the relay's own key generator; its zone line goes into the signed zone as printed
-  const printed = execFileSync(process.execPath, [CLI, 'dkim', 'keygen', '--domain', dkimDomain, '--selector', 'tlsrpt', '--out', keyFile], { encoding: 'utf8' });
+  const printed = execFileSync(process.execPath, [CLI, 'dkim', 'keygen', '--domain', dkimDomain, '--selector', 'tlsrpt', '--out', keyFile], {
+    encoding: 'utf8',
+  });
   const zoneLine = printed.split('\n').find((l) => l.includes('_domainkey'))!;
   readFileSync(keyFile); // written, or keygen failed loudly above
   const served = await makeSelfSigned({ dnsNames: ['mx1'] });
@@ -52,7 +54,10 @@ export async function buildTlsrptWorld(): Promise<TlsrptWorld> {
   let k = 0;
   const host = (domain: string, matching: boolean, txt: string[] = []) => {
     const ip = `127.0.90.${++k}`;
-    zones.push({ name: domain, records: [`@ MX 10 mx1`, `mx1 A ${ip}`, `_25._tcp.mx1 TLSA 3 1 1 ${hex(matching ? served : other)}`, ...txt.map((t) => `_smtp._tls TXT ${t}`)] });
+    zones.push({
+      name: domain,
+      records: [`@ MX 10 mx1`, `mx1 A ${ip}`, `_25._tcp.mx1 TLSA 3 1 1 ${hex(matching ? served : other)}`, ...txt.map((t) => `_smtp._tls TXT ${t}`)],
+    });
     listeners.push({ name: `mx1.${domain}`, address: ip, tls: { keyPem: served.keyPem, chainPem: served.certPem } });
     return `mx1.${domain}`;
   };
@@ -71,8 +76,16 @@ export async function buildTlsrptWorld(): Promise<TlsrptWorld> {
     `  dkim: { domain: ${dkimDomain}, selector: tlsrpt, key_file: ${keyFile} }`,
   ].join('\n');
   return {
-    zones, listeners, yaml, dkimDomain, submitter: dkimDomain, dir,
-    reportedToGood: ['rpt-plain.tst', 'rpt-multi.tst'], loopDomain: 'rpt-loop.tst', ambiguousDomain: 'rpt-two.tst',
-    goodRuaListener, brokenRuaListener,
+    zones,
+    listeners,
+    yaml,
+    dkimDomain,
+    submitter: dkimDomain,
+    dir,
+    reportedToGood: ['rpt-plain.tst', 'rpt-multi.tst'],
+    loopDomain: 'rpt-loop.tst',
+    ambiguousDomain: 'rpt-two.tst',
+    goodRuaListener,
+    brokenRuaListener,
   };
 }
