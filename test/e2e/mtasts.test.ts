@@ -191,7 +191,7 @@ describe('MTA-STS enforce', () => {
 });
 
 describe('DANE takes precedence (RFC 8461 §2)', () => {
-  it('STS-50 a host with usable TLSA that fails DANE is not used, although its certificate is WebPKI-valid and matches the enforce policy', async () => {
+  it('STS-50 DANE-80 a host with usable TLSA that fails DANE is not used, although its certificate is WebPKI-valid and matches the enforce policy', async () => {
     const rx = await webpkiRx('mx.both.test');
     const unrelated = await makeSelfSigned({ dnsNames: ['mx.both.test'] });
     mxs('both.test', [{ name: 'mx.both.test', rx, tlsa: [{ usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(unrelated, 1, 1) }] }], true);
@@ -203,7 +203,7 @@ describe('DANE takes precedence (RFC 8461 §2)', () => {
     expect(recipient(id)).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
   });
 
-  it('STS-51 STS-52 a host that passes DANE is used although not in the mx patterns; a bogus TLSA answer defers (never an STS fallback)', async () => {
+  it('STS-51 STS-52 DANE-80 a host that passes DANE is used although not in the mx patterns; a bogus TLSA answer defers (never an STS fallback)', async () => {
     const ee = await makeSelfSigned({ dnsNames: ['mx.dane.test'] });
     const rx = await w.receiver({ tls: { key: ee.keyPem, cert: chainPem(ee) } });
     mxs('dane.test', [{ name: 'mx.dane.test', rx, tlsa: [{ usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(ee, 1, 1) }] }], true);

@@ -48,7 +48,7 @@ afterAll(async () => {
 });
 
 describe('MTA-STS policy fetch over HTTPS', () => {
-  it('STS-10 STS-11 GET https://mta-sts.<D>/.well-known/mta-sts.txt with SNI and Host mta-sts.<D>; 200 text/plain gives the policy', async () => {
+  it('STS-10 STS-11 DANE-81 GET https://mta-sts.<D>/.well-known/mta-sts.txt with SNI and Host mta-sts.<D>; 200 text/plain gives the policy', async () => {
     const { domain, host } = await policyDomain({ body: POLICY });
     const r = await fetchPolicy(domain, opts(host));
     expect(r).toMatchObject({
@@ -60,7 +60,7 @@ describe('MTA-STS policy fetch over HTTPS', () => {
     expect(host.requests).toEqual([{ host: `mta-sts.${domain}:${host.port}`, servername: `mta-sts.${domain}`, path: '/.well-known/mta-sts.txt' }]);
   });
 
-  it('STS-13 only 200 is a policy: 301 to a valid policy is not followed, 404 and 500 give none', async () => {
+  it('STS-13 DANE-81 only 200 is a policy: 301 to a valid policy is not followed, 404 and 500 give none', async () => {
     const target = await policyDomain({ body: POLICY });
     const moved = await policyDomain({
       status: 301,
