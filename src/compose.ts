@@ -160,11 +160,32 @@ async function checkFiles(cfg: LoadedConfig, log: Logger, tlsrptDir: string | un
   if (refusals.length) throw new UnsafeStateError(refusals);
 }
 
+/**
+ * Modules the relay's start imports only when a component needs them (a CLI command never pays for them). Every
+ * lazy import of the start goes through this table, so the privilege drop can load them all while still root:
+ * after it, a module the relay user cannot read would fail the start or, worse, a later reload.
+ */
+const LAZY = {
+  controlServer: () => import('./control/server.js'),
+  pgStore: () => import('./reporting/tlsrpt/pgStore.js'),
+  metricsRegistry: () => import('./metrics/registry.js'),
+  tlsrptDaily: () => import('./reporting/tlsrpt/daily.js'),
+  mtastsSettings: () => import('./mtasts/settings.js'),
+  timedResolver: () => import('./metrics/timedResolver.js'),
+  controlBackends: () => import('./control/backends.js'),
+  readiness: () => import('./metrics/readiness.js'),
+  metricsHttp: () => import('./metrics/http.js'),
+  pgConnect: () => import('./spool/postgres/connect.js'),
+  pgMigrate: () => import('./spool/postgres/migrate.js'),
+  pgQueue: () => import('./spool/postgres/queue.js'),
+  dnssecResolver: () => import('./dnssec/resolver.js'),
+};
+
 export async function compose(opts: RelayOptions): Promise<Composition> {
   const cfg = opts.config;
   const log = opts.log ?? makeLogger(cfg.log.level);
   const now = opts.now ?? Date.now;
-  const { controlSocketPath } = await import('./control/server.js');
+  const { controlSocketPath } = await LAZY.controlServer();
   const tlsrptDir = configuredTlsrptDir(cfg);
   const parts: Parts = { log, daneInForce: () => false, applyConfig: () => undefined };
   /** the delivery policy level in force (a config reload changes it) */
@@ -184,7 +205,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
   // spool.backend postgres (issue 16): TLSRPT counts and sends in the queue database, on a small pool of their own
   let tlsrptPool: import('pg').Pool | undefined;
   const sharedTlsrpt = async () => {
-    const shared = await (await import('./reporting/tlsrpt/pgStore.js')).openSharedTlsrpt(cfg, nodeName(cfg), log);
+    const shared = await (await LAZY.pgStore()).openSharedTlsrpt(cfg, nodeName(cfg), log);
     tlsrptPool = shared?.pool;
     return shared;
   };
@@ -233,17 +254,9 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           events: { messageReceived: (e) => late.events?.messageReceived?.(e) },
           gate,
         });
-        // What the start imports lazily, imported while root can still read it (a root-only install, a
-        // clone under /root, then still starts; the installation should be readable by `user` anyway).
-        await Promise.all([
-          import('./dnssec/resolver.js'),
-          import('./metrics/registry.js'),
-          import('./metrics/timedResolver.js'),
-          import('./metrics/readiness.js'),
-          import('./metrics/http.js'),
-          import('./reporting/tlsrpt/daily.js'),
-          import('./control/backends.js'),
-        ]);
+        // What the start imports lazily (LAZY, below), imported while root can still read it: a root-only
+        // install, a clone under /root, then still starts (the installation should be readable by \`user\` anyway).
+        await Promise.all(Object.values(LAZY).map((load) => load()));
         try {
           dropPrivileges(u);
         } catch (e) {
@@ -303,7 +316,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       start: async () => {
         // issue 16: in a cluster every series carries the node's name (file backend: label sets unchanged)
         metricsEvents = cfg.metrics
-          ? new (await import('./metrics/registry.js')).RelayMetrics({ now, node: cfg.spool.backend === 'postgres' ? nodeName(cfg) : undefined })
+          ? new (await LAZY.metricsRegistry()).RelayMetrics({ now, node: cfg.spool.backend === 'postgres' ? nodeName(cfg) : undefined })
           : undefined;
         events = fanOutEvents(opts.events, metricsEvents);
       },
@@ -312,7 +325,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       name: 'tlsrpt',
       start: async () => {
         if (!cfg.tlsrpt.enabled) return;
-        const { TlsrptService: Service, tlsrptSettings } = await import('./reporting/tlsrpt/daily.js');
+        const { TlsrptService: Service, tlsrptSettings } = await LAZY.tlsrptDaily();
         parts.tlsrpt = await Service.open({
           settings: tlsrptSettings(cfg),
           resolver: need(parts.resolver, 'resolver'),
@@ -373,7 +386,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       name: 'mta-sts',
       start: async () => {
         if (!cfg.mta_sts.enabled) return;
-        const { stsPoliciesFor, stsTrustAnchors } = await import('./mtasts/settings.js');
+        const { stsPoliciesFor, stsTrustAnchors } = await LAZY.mtastsSettings();
         const sts = stsPoliciesFor(cfg, need(parts.resolver, 'resolver'), log, now);
         log.info({ policies: await sts.load() }, 'mta-sts: cached policies loaded');
         const ca = stsTrustAnchors(cfg);
@@ -396,7 +409,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
     {
       name: 'scheduler',
       start: async () => {
-        const { TimedResolver } = await import('./metrics/timedResolver.js');
+        const { TimedResolver } = await LAZY.timedResolver();
         const resolver = need(parts.resolver, 'resolver');
         const policy = need(parts.policy, 'policy');
         const spool = need(parts.spool, 'spool');
@@ -476,8 +489,8 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       // Operator surfaces must never stop mail: if one cannot start, say so loudly and run without it.
       name: 'control socket',
       start: async () => {
-        const { ControlServer: Control } = await import('./control/server.js');
-        const { schedulerBackend } = await import('./control/backends.js');
+        const { ControlServer: Control } = await LAZY.controlServer();
+        const { schedulerBackend } = await LAZY.controlBackends();
         parts.control = await Control.start({ path: controlSocketPath(cfg), backend: schedulerBackend(need(parts.scheduler, 'scheduler')), now, log }).catch(
           (e) => {
             log.error({ err: e }, `CONTROL SOCKET NOT AVAILABLE: ${(e as Error).message}; queue commands need the relay stopped`);
@@ -495,8 +508,8 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         if (!cfg.metrics || !metricsEvents) return;
         const metricsCfg = cfg.metrics;
         const registry = metricsEvents;
-        const { Readiness: Ready } = await import('./metrics/readiness.js');
-        const { MetricsServer: Server } = await import('./metrics/http.js');
+        const { Readiness: Ready } = await LAZY.readiness();
+        const { MetricsServer: Server } = await LAZY.metricsHttp();
         registry.watchQueue(need(parts.scheduler, 'scheduler'));
         const selfTests = need(parts.selfTests, 'DNSSEC self-test');
         const readiness = new Ready({
@@ -617,9 +630,9 @@ export function nodeName(cfg: LoadedConfig): string {
 export async function openQueue(cfg: LoadedConfig, log: Logger, now: () => number): Promise<QueueStore> {
   if (cfg.spool.backend !== 'postgres') return Spool.open(cfg.queue_dir, { now, log });
   const pgc = cfg.spool.postgres!;
-  const { openPool, describeUrl } = await import('./spool/postgres/connect.js');
-  const { migrate } = await import('./spool/postgres/migrate.js');
-  const { PgQueue } = await import('./spool/postgres/queue.js');
+  const { openPool, describeUrl } = await LAZY.pgConnect();
+  const { migrate } = await LAZY.pgMigrate();
+  const { PgQueue } = await LAZY.pgQueue();
   const pool = openPool(pgc, { application: `dane-relay ${nodeName(cfg)}` });
   try {
     const m = await migrate(pool);

@@ -66,6 +66,7 @@ async function check(domain: string, ...flags: string[]): Promise<{ code: number
 /** Normalise what changes between runs: dates, ports, digests, random certificate names, cipher. */
 function normalise(s: string): string {
   return s
+    .replace(/^config: \S+/m, 'config: <CONFIG>')
     .replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z/g, '<DATE>')
     .replace(new RegExp(`:${w.port}\\b`, 'g'), ':<PORT>')
     .replace(new RegExp(`_${w.port}\\._tcp`, 'g'), '_<PORT>._tcp')
