@@ -9,13 +9,43 @@ import { connect, createServer } from 'node:net';
 import { Writable } from 'node:stream';
 import { CLI } from './build.js';
 
-/** A port that was free a moment ago on `host` (the relay binds it next). */
+/**
+ * A port that was free a moment ago on `host` (the relay binds it next).
+ *
+ * Chosen at random *below* the kernel's ephemeral range (ip_local_port_range), never with
+ * listen(0): the kernel hands ephemeral ports to every `listen(0)` and every outgoing connect()
+ * of every test running at the same time, so a port taken that way and closed again could be
+ * given to someone else before the relay binds it. Below the range only another freePort()
+ * caller can pick the same number (about 1 in 10,000 per concurrent call), and the bind below
+ * proves it is free at this moment.
+ */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, host, r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
+  const [low] = ephemeralRange();
+  const floor = 10_000;
+  for (let tries = 0; tries < 200; tries++) {
+    const port = low > floor + 1000 ? floor + Math.floor(Math.random() * (low - floor)) : 0;
+    const s = createServer();
+    const bound = await new Promise<boolean>((resolve) => {
+      s.once('error', () => resolve(false));
+      s.listen({ port, host, exclusive: true }, () => resolve(true));
+    });
+    if (!bound) continue;
+    const got = (s.address() as { port: number }).port;
+    await new Promise((r) => s.close(r));
+    return got;
+  }
+  throw new Error(`freePort: no free port below ${low} on ${host} after 200 tries`);
+}
+
+/** The kernel's ephemeral port range; Linux's default when it cannot be read. */
+function ephemeralRange(): [number, number] {
+  try {
+    const [a, b] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (a && b) return [a, b];
+  } catch {
+    // not Linux, or /proc not mounted: the default below
+  }
+  return [32768, 60999];
 }
 
 /** True when something accepts TCP connections on 127.0.0.1:port. */
