@@ -30,6 +30,7 @@ import { Resolver as NodeResolver } from 'node:dns/promises';
 import { simpleParser } from 'mailparser';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import type { ReceivedMessage } from './support/postfix.js';
+import { clearOfUtcMidnight } from '../support/utcDay.js';
 
 const MODES = (process.env.INTEROP_DNS_MODES ?? 'trust-ad,validate').split(',').map((s) => s.trim()) as DnsMode[];
 
@@ -198,11 +199,12 @@ describe('differential: Postfix 3.7 as a DANE relay in the same world', () => {
 if (rpt) {
   describe('TLSRPT (RFC 8460) reports as the receivers get them', () => {
     let relay: RelayProcessHandle;
-    const day = new Date().toISOString().slice(0, 10);
+    let day = '';
     const policyDomains = [...rpt.reportedToGood, rpt.loopDomain, rpt.ambiguousDomain];
     const reports = () => rx!.messages().filter((m) => m.header('tls-report-domain'));
     const reportFor = (d: string) => reports().find((m) => m.header('tls-report-domain') === d);
     beforeAll(async () => {
+      day = await clearOfUtcMidnight(5 * 60_000); // sessions counted and the report's day must be one UTC day
       relay = await startRelay({ resolver: dns!.unbound, listen: '127.0.0.9:2525', extraYaml: rpt.yaml });
       started.push(relay);
       for (const d of policyDomains) await swaks({ server: `${relay.host}:${relay.port}`, from: `rpt@${world.senderDomain}`, to: `rpt@${d}` });
@@ -221,7 +223,7 @@ if (rpt) {
       await relay.restart(); // the outbox is taken into the spool at start
       const until = Date.now() + 60_000;
       while (Date.now() < until && !(reportFor(rpt.loopDomain) && rpt.reportedToGood.every((d) => reportFor(d)))) await new Promise((r) => setTimeout(r, 250));
-    });
+    }, 600_000); // may first wait out a UTC midnight (clearOfUtcMidnight)
 
     it('TLSRPT-3 case 1: one v=TLSRPTv1 record among unrelated TXT records is used; a record split into two strings is joined without a space; an unknown extension is ignored', () => {
       for (const d of rpt.reportedToGood) expect(reportFor(d)?.by, `report for ${d}`).toBe(rpt.goodRuaListener);

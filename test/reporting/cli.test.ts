@@ -15,6 +15,7 @@ import { publishDkim, readMailedReport } from '../support/tlsrpt.js';
 import { TlsrptStore } from '../../src/reporting/tlsrpt/store.js';
 import { detailKey, policyKey, dayRange, dayOf, nextDay } from '../../src/reporting/tlsrpt/report.js';
 import { main } from '../../src/cli.js';
+import { clearOfUtcMidnight } from '../support/utcDay.js';
 import { runCliIn } from '../support/relayProcess.js';
 
 const run = promisify(execFile);
@@ -166,7 +167,7 @@ describe('dane-relay tlsrpt', () => {
     const keyFile = join(w.dir, 'dkim.pem');
     expect((await tlsrptIn(['dkim', 'keygen', '--domain', 'relay.test', '--out', keyFile])).code).toBe(0);
     const file = configFile({ tlsrpt: { contact_info: 'tlsrpt@relay.test', dkim: { domain: 'relay.test', key_file: keyFile } } });
-    const today = dayOf(Date.now());
+    const today = await clearOfUtcMidnight(20_000); // the CLI must judge the same day "today"
     const yesterday = nextDay(today, -1);
     const dir = join(w.dir, 'queue', 'tlsrpt');
     await seed(dir, today);
@@ -189,5 +190,5 @@ describe('dane-relay tlsrpt', () => {
     const forced = await tlsrptIn(['tlsrpt', 'send', '--config', file, '--day', yesterday, '--force']);
     expect(forced.stdout).toMatch(/^dest\.test: sent: mail queued as outbox\//m);
     expect(readdirSync(join(dir, 'outbox'))).toHaveLength(2);
-  });
+  }, 90_000); // may first wait out a UTC midnight (clearOfUtcMidnight)
 });
