@@ -22,7 +22,7 @@ export interface Reply {
 export interface ConnectOptions {
   host?: string;
   port: number;
-  /** ms to wait for any one reply (default 5000) */
+  /** ms to wait for any one reply (default 20,000: a bound that names the stall before vitest's 30 s limit, not a speed expectation) */
   timeout?: number;
   /** read the greeting on connect (default true) */
   greeting?: boolean;
@@ -55,7 +55,7 @@ export class SmtpTestClient {
       socket.once('connect', resolve);
       socket.once('error', reject);
     });
-    const c = new SmtpTestClient(socket, opts.timeout ?? 5000);
+    const c = new SmtpTestClient(socket, opts.timeout ?? 20_000);
     if (opts.greeting !== false) c.greeting = await c.reply();
     return c;
   }
