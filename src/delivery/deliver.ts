@@ -51,6 +51,9 @@ export const REQUIRETLS_LEVEL = {
   rule: 'REQUIRETLS (RFC 8689): DNSSEC MX and DANE only; tls_policy and danefail do not apply',
 };
 
+/** RFC 3463 X.7.0 (other security status): the MTA-STS state could not be read, so the message waits (events.ts `sts-state`). */
+export const STS_STATE_CODE = '4.7.0';
+
 /** RFC 8689 §4.2.1 (RT-27): why no host took a REQUIRETLS message, as the code its final DSN will carry (5.7.30 / 5.7.10). */
 function requireTlsCode(codes: string[]): string {
   if (codes.includes('4.7.30')) return '4.7.30';
@@ -255,17 +258,19 @@ export class DestinationRun {
    * The MTA-STS policy this run applies (STS-31…34 in mtasts/policies.ts: the TXT id is checked at every
    * run, so a deferred message sees a new policy before it could fail, STS-44). None for TLSRPT reports and
    * REQUIRETLS runs (their own levels), for `tls_level none`, and where an explicit tls_policy entry decides
-   * (it wins; reported when a policy would have applied).
+   * (it wins; reported when a policy would have applied). `{ unknown }`: the lookup failed locally.
    */
-  private async resolveSts(): Promise<{ policy: CachedPolicy } | null> {
+  private async resolveSts(): Promise<{ policy: CachedPolicy } | null | { unknown: string }> {
     if (!this.deps.sts || this.report || this.requireTls || this.level.level === 'none' || addressLiteral(this.domain)) return null;
     let r: StsLookup;
     try {
       r = await this.deps.sts(this.domain);
     } catch (e) {
-      // STS-16: no policy could be had: delivery goes on as without MTA-STS (a cached one would have been returned).
-      this.emit({ kind: 'sts-lookup-failed', error: (e as Error).message });
-      return null;
+      // STS-16's "as without MTA-STS" is a fetch that failed with nothing cached, which lookup() returns, never
+      // throws. A throw (the cache unreadable, a bug) leaves the policy in force unknown: the message waits.
+      const unknown = (e as Error)?.message ?? String(e);
+      this.emit({ kind: 'sts-lookup-failed', error: unknown });
+      return { unknown };
     }
     const p = r.applied;
     // STS-60, STS-62: a fetch made now that failed (a valid TXT record, a new id) is reported, also when a cached policy stays in force.
@@ -491,7 +496,15 @@ export class DestinationRun {
     }
     if (mx.kind === 'fail') return this.log(job, started, this.everyone(job, 'bounced', mx.code, mx.reason, { kind: 'mx-refused' }));
     if (mx.kind === 'defer') return this.log(job, started, this.everyone(job, 'deferred', mx.code, mx.reason, { kind: 'mx-lookup', problem: mx.problem }));
-    if (this.sts === undefined) this.sts = await this.resolveSts();
+    if (this.sts === undefined) {
+      const s = await this.resolveSts();
+      if (s && 'unknown' in s) {
+        // not kept: the next message of the run asks again
+        const reason = `MTA-STS policy state for ${this.domain} unavailable (${s.unknown}): not delivered without the policy that may be in force`;
+        return this.log(job, started, this.everyone(job, 'deferred', STS_STATE_CODE, reason, { kind: 'sts-state' }));
+      }
+      this.sts = s;
+    }
     if (this.unreachable) {
       this.planned = true; // the cached result was reached under the same level
       return this.log(job, started, this.unreachableFor(job, this.unreachable));

@@ -48,7 +48,13 @@ export type DeferralCause =
   /** the connection was lost during the transaction */
   | { kind: 'connection-lost'; stage: SmtpError['stage'] }
   /** our own fault: an unreadable body, an unexpected exception, a repaired invariant breach */
-  | { kind: 'internal' };
+  | { kind: 'internal' }
+  /**
+   * The MTA-STS lookup failed locally (the policy cache unreadable, a bug): which policy is in force is
+   * unknown, so the message waits (4.7.0) instead of going out as without MTA-STS (RFC 8461 §5's "no
+   * policy" is only a fetch that failed with nothing cached)
+   */
+  | { kind: 'sts-state' };
 
 /** One MX host that could not be used, with the RFC 3463 code it contributes to the aggregate. */
 export type HostFailure =
@@ -131,7 +137,10 @@ export type DeliveryEvent = Run &
     | { kind: 'invariant-breach'; queueId: string; breaches: string[] }
     /** DANE-70: the exception list governed this attempt */
     | { kind: 'exception-applied'; queueId: string; rule: string; level: TlsLevel; underlying: TlsLevel; connected: boolean }
-    /** STS-16: no MTA-STS policy could be had (none cached): delivered as without MTA-STS */
+    /**
+     * The MTA-STS lookup failed locally (cache unreadable, a bug: mtasts/policies.ts StsStateError): the
+     * destination's messages are deferred (cause `sts-state`), never delivered as without a policy
+     */
     | { kind: 'sts-lookup-failed'; error: string }
     /**
      * STS-16, STS-60: fetching the destination's MTA-STS policy (a valid TXT record with a new id) failed

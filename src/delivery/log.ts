@@ -74,7 +74,7 @@ export function deliveryLog(log: Logger): DeliverySubscriber {
             : 'DANE exception applied: attempted without DANE, deferred (danefail list)',
         );
       case 'sts-lookup-failed':
-        return log.warn({ domain, err: e.error }, 'MTA-STS lookup failed; delivering as without MTA-STS');
+        return log.error({ domain, err: e.error }, 'MTA-STS policy state unavailable; messages wait (never delivered as without MTA-STS)');
       case 'sts-fetch-failed':
         return; // mtasts/policies.ts logs the failed fetch where it happens
       case 'sts-exception-applied':

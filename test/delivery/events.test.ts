@@ -375,10 +375,11 @@ const table = {
   ],
   'sts-lookup-failed': [
     {
-      event: { ...run, kind: 'sts-lookup-failed', error: 'disk full' },
+      // STS-16, STS-33: the policy cache could not be read: the messages wait, nothing is counted (no session was tried)
+      event: { ...run, kind: 'sts-lookup-failed', error: 'EISDIR: illegal operation on a directory, read' },
       tlsrpt: undefined,
       metrics: [],
-      log: 'MTA-STS lookup failed; delivering as without MTA-STS',
+      log: 'MTA-STS policy state unavailable; messages wait (never delivered as without MTA-STS)',
     },
   ],
   'sts-fetch-failed': [
@@ -470,6 +471,13 @@ const table = {
       event: recipient('deferred', '4.7.30', { kind: 'unreachable', hosts: [{ kind: 'requiretls', code: '4.7.30', problem: 'not-advertised' }] }, false),
       tlsrpt: undefined,
       metrics: ['deliveryOutcome:deferred/none', 'deferral:requiretls-unsupported'],
+      log: 'delivery',
+    },
+    // the MTA-STS policy in force could not be read: deferred 4.7.0, never delivered as without MTA-STS
+    {
+      event: recipient('deferred', '4.7.0', { kind: 'sts-state' }, false),
+      tlsrpt: undefined,
+      metrics: ['deliveryOutcome:deferred/none', 'deferral:sts-state-unavailable'],
       log: 'delivery',
     },
   ],

@@ -5,7 +5,7 @@
  * with WebPKI and DANE certificates. What arrived is read at the receivers, what waits in the queue.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { World, type Patch } from '../support/world.js';
 import { SmtpTestClient } from '../support/submit.js';
@@ -187,6 +187,72 @@ describe('MTA-STS enforce', () => {
       domain: 'override.test',
       sts_mode: 'enforce',
     });
+  });
+});
+
+describe('MTA-STS state that cannot be read or written locally (never a downgrade)', () => {
+  it('STS-33 STS-16 after a restart the cached enforce policy file is unreadable, the fetch blocked and the MX redirected to a cleartext host: deferred 4.7.0, never delivered there; readable again: delivered under the policy', async () => {
+    const good = await webpkiRx('mx.locked.test');
+    mxs('locked.test', [{ name: 'mx.locked.test', rx: good }]);
+    await publish('locked.test', 'l1', policy('enforce', ['mx.locked.test']));
+    await w.start(stsConfig());
+    await send('user@locked.test');
+    await good.waitFor(1);
+    await w.settle();
+    await w.relay!.stop(1000);
+    // the attacker: blocks the policy fetch and points the MX at a cleartext host of its own
+    const file = join(w.dir, 'queue', 'mta-sts', 'locked.test.json');
+    const saved = readFileSync(file);
+    rmSync(file);
+    mkdirSync(file); // EISDIR on read (a disk/operator accident the attacker did not need to cause, but may use)
+    host!.set({ status: 500 });
+    const rogue = await w.receiver();
+    w.dns.remove('locked.test', 'MX');
+    mxs('locked.test', [{ name: 'mx.rogue.test', rx: rogue }]);
+    await w.start(stsConfig());
+    const id = await send('user@locked.test');
+    await w.settle();
+    expect(rogue.connections).toBe(0);
+    expect(recipient(id)).toMatchObject({ state: 'deferred', dsnCode: '4.7.0' });
+    expect(recipient(id)!.lastReason).toMatch(/^MTA-STS policy state for locked\.test unavailable/);
+    expect(w.logs.find((l) => l.msg === 'MTA-STS policy state unavailable; messages wait (never delivered as without MTA-STS)')).toMatchObject({
+      domain: 'locked.test',
+    });
+    expect(w.deliveries().at(-1)).toMatchObject({ status: 'deferred', dsn: '4.7.0' });
+    // the file is readable again (the operator repaired the disk): the enforce policy applies, the rogue MX is skipped (4.7.5)
+    rmSync(file, { recursive: true });
+    writeFileSync(file, saved, { mode: 0o600 });
+    await w.advance(3600_000);
+    expect(rogue.connections).toBe(0);
+    expect(recipient(id)).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
+  });
+
+  it('STS-30 STS-33 a policy fetched while the cache cannot be written (a file where queue_dir/mta-sts should be) is enforced all the same', async () => {
+    const rogue = await w.receiver(); // cleartext, first in MX order, outside the policy
+    const good = await webpkiRx('mx.ro.test');
+    mxs('ro.test', [
+      { name: 'mx.rogue.test', rx: rogue },
+      { name: 'mx.ro.test', rx: good },
+    ]);
+    await publish('ro.test', 'r1', policy('enforce', ['mx.ro.test']));
+    mkdirSync(join(w.dir, 'queue'), { recursive: true, mode: 0o700 });
+    writeFileSync(join(w.dir, 'queue', 'mta-sts'), 'not a directory');
+    await w.start(stsConfig());
+    await send('user@ro.test');
+    await good.waitFor(1);
+    await w.settle();
+    expect(w.logs.some((l) => l.msg === 'mta-sts: cannot write the policy cache; the policy applies from memory and the write is retried')).toBe(true);
+    // the policy host is blocked now: the next message still goes under the policy held in memory
+    host!.set({ status: 500 });
+    await send('user@ro.test');
+    await good.waitFor(2);
+    await w.settle();
+    expect(rogue.connections).toBe(0);
+    expect(good.messages.map((m) => [m.secure, m.servername])).toEqual([
+      [true, 'mx.ro.test'],
+      [true, 'mx.ro.test'],
+    ]);
+    expect(w.deliveries().map((d) => d.dane)).toEqual(['sts-webpki', 'sts-webpki']);
   });
 });
 
