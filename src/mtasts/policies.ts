@@ -47,6 +47,12 @@ export interface StsPoliciesOptions {
   now?: () => number;
   random?: () => number;
   log?: StsLog;
+  /**
+   * A proactive refresh by `maintain()` failed while `kept` stays in force (STS-32, STS-34): the relay counts
+   * it in TLSRPT (TLSRPT-22, reporting/tlsrpt/results.ts `stsFetchFailure`). Deliveries report only the
+   * fetches they make themselves (event `sts-fetch-failed`), so each failed fetch is counted once.
+   */
+  refreshFailed?: (r: { domain: string; resultType: FetchFailureType; reason: string; kept: CachedPolicy }) => void;
 }
 
 interface Mem {
@@ -194,6 +200,7 @@ export class StsPolicies {
       if (mem.refreshAt <= now && mem.entry.lastUsed > now - RECENTLY_USED_MS) {
         const r = await this.refresh(d);
         (r.ok ? out.refreshed : out.failed).push(d);
+        if (!r.ok && r.kept) this.o.refreshFailed?.({ domain: d, ...r.failure, kept: r.kept });
         continue;
       }
       if (mem.entry.lastUsed > mem.lastUsedWritten + LAST_USED_WRITE_MS) await this.writeBack(d, mem);

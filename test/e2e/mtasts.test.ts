@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { World, type Patch } from '../support/world.js';
+import { dayOf } from '../../src/reporting/tlsrpt/report.js';
 import { SmtpTestClient } from '../support/submit.js';
 import { chainPem, makeCa, makeLeaf, makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';
 import { startPolicyHost, type PolicyHost } from '../support/stsHost.js';
@@ -187,6 +188,37 @@ describe('MTA-STS enforce', () => {
       domain: 'override.test',
       sts_mode: 'enforce',
     });
+  });
+});
+
+describe('MTA-STS in TLSRPT', () => {
+  it('STS-62 TLSRPT-22 STS-32 a failed hourly refresh counts once as sts-policy-fetch-error under the policy kept in force; a delivery that fetches nothing adds no failure', async () => {
+    const rx = await webpkiRx('mx.rep.test');
+    mxs('rep.test', [{ name: 'mx.rep.test', rx }]);
+    const lines = policy('enforce', ['mx.rep.test']);
+    await publish('rep.test', 'r1', lines);
+    w.dns.add({ name: '_smtp._tls.rep.test', type: 'TXT', data: 'v=TLSRPTv1; rua=mailto:tlsrpt@rep.test' });
+    const relay = await w.start(stsConfig());
+    await send('user@rep.test');
+    await rx.waitFor(1);
+    await w.settle();
+    const stsPolicyOf = { type: 'sts', strings: lines.trimEnd().split('\n'), domain: 'rep.test', mxHost: ['mx.rep.test'] };
+    const counted = async () => {
+      await relay.tlsrpt!.store.flush();
+      return (await relay.tlsrpt!.store.read(dayOf(w.clock.t))).get('rep.test') ?? [];
+    };
+    expect(await counted()).toEqual([{ policy: stsPolicyOf, success: 1, failure: 0, details: [] }]);
+    // a day later (jitter at most +10 %) the hourly maintenance refreshes it; the policy host answers 500
+    w.clock.advance(1.1 * 24 * 3600_000 + 1);
+    host!.set({ status: 500 });
+    expect(await relay.sts!.maintain()).toMatchObject({ failed: ['rep.test'] });
+    // a delivery now uses the cached policy (same TXT id: no fetch, nothing more to count than its session)
+    await send('user@rep.test');
+    await rx.waitFor(2);
+    await w.settle();
+    expect(await counted()).toEqual([
+      { policy: stsPolicyOf, success: 1, failure: 1, details: [{ detail: { resultType: 'sts-policy-fetch-error' }, count: 1 }] },
+    ]);
   });
 });
 

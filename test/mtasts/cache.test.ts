@@ -8,8 +8,9 @@ import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fetchPolicy } from '../../src/mtasts/fetch.js';
-import { FETCH_BACKOFF_MS, RECENTLY_USED_MS, REFRESH_INTERVAL_MS, StsPolicies } from '../../src/mtasts/policies.js';
+import { FETCH_BACKOFF_MS, RECENTLY_USED_MS, REFRESH_INTERVAL_MS, StsPolicies, type StsPoliciesOptions } from '../../src/mtasts/policies.js';
 import { PolicyStore } from '../../src/mtasts/store.js';
+import { stsFetchFailure } from '../../src/reporting/tlsrpt/results.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { chainPem, makeCa, makeLeaf, type Issued } from '../support/pki.js';
@@ -59,11 +60,12 @@ function queueDir(): string {
   return d;
 }
 
-function policies(q: string, port: number): StsPolicies {
+function policies(q: string, port: number, refreshFailed?: StsPoliciesOptions['refreshFailed']): StsPolicies {
   return new StsPolicies({
     store: new PolicyStore(q),
     resolver,
     log,
+    ...(refreshFailed ? { refreshFailed } : {}),
     now: () => clock,
     random: () => 0.5,
     fetch: (d) => fetchPolicy(d, { resolver, ca: ca.certPem, port, timeoutMs: 20_000 }),
@@ -258,6 +260,46 @@ describe('MTA-STS policy cache', () => {
     none.host.set({ status: 500 });
     expect((await pn.maintain()).failed).toEqual([none.domain]);
     expect(logs.filter((l) => l.msg === 'mta-sts: policy fetch failed; keeping the cached policy').map((l) => l.level)).toEqual(['info']);
+  });
+
+  it('STS-62 TLSRPT-22 each failed proactive refresh is handed to refreshFailed once, with the policy kept in force; not a successful one, not mode none, not a failed fetch made by a delivery', async () => {
+    const s = await site('t1', policy('enforce', 10 * 86400));
+    const none = await site('t2', 'version: STSv1\nmode: none\nmax_age: 864000\n');
+    const q = queueDir();
+    const failed: { domain: string; resultType: string; kept: string }[] = [];
+    const p = policies(q, s.host.port, (f) => failed.push({ domain: f.domain, resultType: f.resultType, kept: `${f.kept.id}/${f.kept.policy.mode}` }));
+    const pn = policies(queueDir(), none.host.port, (f) =>
+      failed.push({ domain: f.domain, resultType: f.resultType, kept: `${f.kept.id}/${f.kept.policy.mode}` }),
+    );
+    const t0 = clock;
+    await p.lookup(s.domain);
+    await pn.lookup(none.domain);
+    // a delivery's own failed fetch (new id, 500) is the delivery's to report (event sts-fetch-failed), not this hook's
+    s.setId('t1b');
+    s.host.set({ status: 500 });
+    expect((await p.lookup(s.domain)).fetch).toBe('failed');
+    expect(failed).toEqual([]);
+    clock = t0 + REFRESH_INTERVAL_MS;
+    expect((await p.maintain()).failed).toEqual([s.domain]);
+    expect(failed).toEqual([{ domain: s.domain, resultType: 'sts-policy-fetch-error', kept: 't1/enforce' }]);
+    // the next hourly run refreshes again (still due): a second failed fetch, a second count
+    clock += 3600_000;
+    s.host.set({ body: 'version: STSv1\nmode: enforce\nmax_age: 1\n' });
+    expect((await p.maintain()).failed).toEqual([s.domain]);
+    expect(failed.at(-1)).toEqual({ domain: s.domain, resultType: 'sts-policy-invalid', kept: 't1/enforce' });
+    // a successful one is not a failure
+    s.host.set({ body: policy('enforce', 10 * 86400) });
+    clock += 3600_000;
+    expect((await p.maintain()).refreshed).toEqual([s.domain]);
+    expect(failed).toHaveLength(2);
+    // mode none: refresh failures are not reported (STS-46) — the relay's TLSRPT mapping drops them
+    none.host.set({ status: 500 });
+    clock = t0 + 2 * REFRESH_INTERVAL_MS;
+    await pn.lookup(none.domain);
+    expect((await pn.maintain()).failed).toContain(none.domain);
+    expect(failed.filter((f) => f.domain === none.domain).map((f) => f.kept)).toEqual(['t2/none']);
+    expect(stsFetchFailure(none.domain, 'sts-policy-fetch-error', (await pn.lookup(none.domain)).applied)).toBeUndefined();
+    clock = t0;
   });
 
   it('STS-30 a purge or refresh by another process (the CLI) is seen at the next lookup; a malformed file is warned about and replaced by a successful fetch', async () => {

@@ -16,6 +16,7 @@ import type { DeliveryEvent, DeliverySubscriber } from '../../delivery/events.js
 import type { SmtpError } from '../../delivery/smtpClient.js';
 import { isResultType, type ResultType } from './report.js';
 import type { CachedPolicy } from '../../mtasts/store.js';
+import type { FetchFailureType } from '../../mtasts/fetch.js';
 
 /** The policy a session was evaluated against (RFC 8460 §4.4 policy-type, policy-string, policy-domain). */
 export type PolicyFacts =
@@ -61,6 +62,18 @@ function planPolicy(plan: TlsPlan): PolicyFacts | undefined {
 /** An MTA-STS policy as TLSRPT reports it (STS-61). */
 function stsPolicy(p: CachedPolicy): PolicyFacts {
   return { type: 'sts', policyDomain: p.domain, lines: [...p.policy.lines], mx: [...p.policy.mx] };
+}
+
+/**
+ * A failed MTA-STS policy fetch as one failed session (STS-60, STS-62, TLSRPT-22): made by a delivery
+ * (event `sts-fetch-failed`) or by the hourly refresh (`StsPolicies.maintain`, counted through
+ * `StsPoliciesOptions.refreshFailed`), each fetch once. With a policy still cached, under that policy;
+ * with nothing cached, `sts` with an empty policy-string; never for a cached `none` (STS-46).
+ */
+export function stsFetchFailure(domain: string, resultType: FetchFailureType, cached: CachedPolicy | undefined): TlsSessionResult | undefined {
+  if (cached?.policy.mode === 'none') return undefined;
+  const policy = cached ? stsPolicy(cached) : { type: 'sts' as const, policyDomain: domain, lines: [], mx: [] };
+  return { domain, ok: false, resultType, policy };
 }
 
 /** The TLSA RRset a skipped host was looked up at: the base domain is the owner name without `_port._tcp.`. */
@@ -186,12 +199,8 @@ export function tlsrptResultOf(e: DeliveryEvent): TlsSessionResult | undefined {
     case 'requiretls-host-refused':
     case 'requiretls-run-mismatch':
       return undefined;
-    case 'sts-fetch-failed': {
-      // STS-60, STS-62: with the policy still cached, under that policy; with nothing cached, `sts` with an empty policy-string
-      if (e.cached?.policy.mode === 'none') return undefined;
-      const policy = e.cached ? stsPolicy(e.cached) : { type: 'sts' as const, policyDomain: e.domain, lines: [], mx: [] };
-      return { domain: e.domain, ok: false, resultType: e.resultType, policy };
-    }
+    case 'sts-fetch-failed':
+      return stsFetchFailure(e.domain, e.resultType, e.cached);
     case 'sts-mx-mismatch':
       // STS-60: RFC 8460 has no result type for an MX outside the policy's patterns; enforce and testing alike (STS-45, STS-62)
       if (e.repeat || e.policy.policy.mode === 'none') return undefined;
