@@ -16,6 +16,8 @@ import type { TlsPlan } from '../dane/policy.js';
 import { type SmtpSession, SmtpError, type Connector, type SmtpClientOptions } from './smtpClient.js';
 import { attemptAddress, requirementFor } from './attempt.js';
 import { matchingPattern } from '../mtasts/policy.js';
+import { webpkiVerdict } from '../mtasts/webpki.js';
+import type { VerifyOutcome } from '../dane/types.js';
 import type { StsLookup } from '../mtasts/policies.js';
 import type { CachedPolicy } from '../mtasts/store.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
@@ -372,6 +374,19 @@ export class DestinationRun {
             continue;
           }
           // STS-45 testing: delivered as without a policy; the failure is reported.
+        } else if (p.policy.mode === 'testing') {
+          // STS-45, STS-62: delivered under the ordinary plan whatever the certificate; the WebPKI verdict (chain and
+          // MX name) is taken on the side and reported. An `encrypt` plan from an unusable TLSA RRset stays DANE's to report.
+          if (hostPlan.kind === 'may' || (hostPlan.kind === 'encrypt' && !hostPlan.baseDomain))
+            hostPlan = {
+              ...hostPlan,
+              stsTesting: {
+                policyDomain: p.domain,
+                roots: this.deps.stsRoots ?? tls.rootCertificates,
+                policyLines: p.policy.lines,
+                mxPatterns: p.policy.mx,
+              },
+            };
         } else if (p.policy.mode === 'enforce') {
           hostPlan = {
             kind: 'sts',
@@ -387,6 +402,8 @@ export class DestinationRun {
       }
       for (const address of hp.addresses) {
         const where = `${h.host}[${address}]:${this.deps.port}`;
+        /** STS-45: the WebPKI verdict of the handshake under a `testing` policy (decides nothing) */
+        let webpki: VerifyOutcome | undefined;
         const opened = await attemptAddress(
           { host: h.host, address, port: this.deps.port },
           hostPlan,
@@ -399,6 +416,13 @@ export class DestinationRun {
             ...(this.deps.connector ? { connector: this.deps.connector } : {}),
           },
           {
+            before: (a) => {
+              webpki = undefined;
+              if ((a.plan.kind === 'may' || a.plan.kind === 'encrypt') && a.plan.stsTesting)
+                a.requirement.observe = (chain) => {
+                  webpki = webpkiVerdict(chain, h.host);
+                };
+            },
             after: (r) => {
               const target = { host: h.host, address, port: this.deps.port };
               const { plan, retry } = r.attempt;
@@ -413,6 +437,7 @@ export class DestinationRun {
                   starttlsOffered: s.extensions.has('STARTTLS'),
                   localAddress: s.localAddress,
                   greeting: s.greeting?.text,
+                  ...(webpki ? { webpki } : {}),
                 });
                 return;
               }

@@ -17,6 +17,7 @@ import type { RetryKind } from './attempt.js';
 import type { RecipientOutcome } from './outcome.js';
 import type { CachedPolicy } from '../mtasts/store.js';
 import type { FetchFailureType } from '../mtasts/fetch.js';
+import type { VerifyOutcome } from '../dane/types.js';
 
 /** The TLSA RRset a plan or a skipped host was made from, in presentation form ("u s m HEX"), and its base domain. */
 export interface TlsaFacts {
@@ -126,6 +127,8 @@ export type DeliveryEvent = Run &
         localAddress?: string;
         greeting?: string;
         tlsa?: TlsaFacts;
+        /** STS-45: under an MTA-STS `testing` policy (plan `stsTesting`), the WebPKI verdict of the chain and MX name; decided nothing */
+        webpki?: VerifyOutcome;
       }
     /** DANE rollover risk of a session that verified (delivery/rollover.ts) */
     | { kind: 'rollover-risk'; host: string; finding: RolloverFinding }

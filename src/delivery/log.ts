@@ -49,6 +49,12 @@ export function deliveryLog(log: Logger): DeliverySubscriber {
         return;
       }
       case 'session-opened':
+        // STS-45: a `testing` policy's WebPKI failure does not stop the delivery; it is said
+        if (e.webpki && !e.webpki.ok)
+          return log.warn(
+            { domain, mx: e.target.host, sts_verdict: e.webpki.reason, detail: e.webpki.detail },
+            'MTA-STS testing: MX certificate fails WebPKI validation (delivered anyway)',
+          );
         return;
       case 'rollover-risk': {
         const f = e.finding;

@@ -46,6 +46,12 @@ const sts: TlsPlan = {
   policyLines: STS_LINES,
   mxPatterns: ['*.d.test'],
 };
+const mayTesting: TlsPlan = {
+  kind: 'may',
+  why: 'tls_level may',
+  sni: 'mx.d.test',
+  stsTesting: { policyDomain: 'd.test', roots: [], policyLines: STS_LINES, mxPatterns: ['*.d.test'] },
+};
 const stsPolicy = (mode: 'enforce' | 'testing'): CachedPolicy => ({
   domain: 'd.test',
   id: '20261207',
@@ -331,6 +337,47 @@ const table = {
     { event: { ...run, kind: 'session-opened', target, plan: none, retry: 'cleartext', starttlsOffered: true }, tlsrpt: undefined, metrics: [] },
     // STS-61: a verified session under an MTA-STS enforce policy is a success of that policy
     { event: { ...run, kind: 'session-opened', target, plan: sts, tls, starttlsOffered: true }, tlsrpt: 'ok', metrics: ['tlsHandshake:ok'] },
+    // STS-45, STS-62: under a testing policy the session went on under `may`; the WebPKI verdict is reported under the sts policy
+    {
+      event: { ...run, kind: 'session-opened', target, plan: mayTesting, tls, starttlsOffered: true, webpki: { ok: true, detail: 'WebPKI: valid' } },
+      tlsrpt: 'ok',
+      metrics: ['tlsHandshake:ok'],
+    },
+    {
+      event: {
+        ...run,
+        kind: 'session-opened',
+        target,
+        plan: mayTesting,
+        tls,
+        starttlsOffered: true,
+        webpki: { ok: false, reason: 'certificate-host-mismatch', detail: 'WebPKI: not valid for mx.d.test' },
+      },
+      tlsrpt: 'certificate-host-mismatch',
+      metrics: ['tlsHandshake:ok'],
+      log: 'MTA-STS testing: MX certificate fails WebPKI validation (delivered anyway)',
+    },
+    {
+      event: {
+        ...run,
+        kind: 'session-opened',
+        target,
+        plan: mayTesting,
+        tls,
+        starttlsOffered: true,
+        webpki: { ok: false, reason: 'no-certificate', detail: 'peer presented no certificate' },
+      },
+      tlsrpt: 'validation-failure',
+      reasonCode: 'no-certificate',
+      metrics: ['tlsHandshake:ok'],
+      log: 'MTA-STS testing: MX certificate fails WebPKI validation (delivered anyway)',
+    },
+    {
+      event: { ...run, kind: 'session-opened', target, plan: mayTesting, starttlsOffered: false },
+      tlsrpt: 'starttls-not-supported',
+      reasonCode: 'starttls-not-offered',
+      metrics: [],
+    },
   ],
   'rollover-risk': [
     {

@@ -222,6 +222,53 @@ describe('MTA-STS in TLSRPT', () => {
   });
 });
 
+describe('MTA-STS testing: WebPKI failures are delivered and reported', () => {
+  it('STS-45 STS-62 STS-41 testing: MX certificates for the wrong name or from an untrusted CA are delivered over TLS under the ordinary plan; TLSRPT counts certificate-host-mismatch / certificate-not-trusted / success under the sts policy', async () => {
+    const other = await makeCa({ cn: 'not trusted' });
+    const untrusted = await makeLeaf(other, { dnsNames: ['mx.c.test'] });
+    const rxs = {
+      'a.test': await webpkiRx('mx.a.test', ['other.a.test']), // valid chain, wrong name
+      'b.test': await webpkiRx('mx.b.test'), // valid
+      'c.test': await w.receiver({ tls: { key: untrusted.keyPem, cert: chainPem(untrusted) } }),
+    };
+    const domains = Object.keys(rxs) as (keyof typeof rxs)[];
+    for (const d of domains) mxs(d, [{ name: `mx.${d}`, rx: rxs[d] }]);
+    const leaf = await makeLeaf(ca, { dnsNames: domains.map((d) => `mta-sts.${d}`) });
+    host = await startPolicyHost({ key: leaf.keyPem, cert: chainPem(leaf) });
+    host.set((req, res) => {
+      const d = String(req.headers.host)
+        .replace(/^mta-sts\./, '')
+        .replace(/:\d+$/, '');
+      res.writeHead(200, { 'Content-Type': 'text/plain' }).end(policy('testing', [`mx.${d}`]));
+    });
+    for (const d of domains)
+      w.dns.add(
+        { name: `_mta-sts.${d}`, type: 'TXT', data: 'v=STSv1; id=t' },
+        { name: `mta-sts.${d}`, type: 'A', data: '127.0.0.1' },
+        { name: `_smtp._tls.${d}`, type: 'TXT', data: `v=TLSRPTv1; rua=mailto:tlsrpt@${d}` },
+      );
+    const relay = await w.start(stsConfig());
+    for (const d of domains) await send(`user@${d}`);
+    for (const d of domains) await rxs[d].waitFor(1);
+    await w.settle();
+    for (const d of domains) expect(rxs[d].messages[0], d).toMatchObject({ secure: true, servername: `mx.${d}` });
+    await relay.tlsrpt!.store.flush();
+    const day = await relay.tlsrpt!.store.read(dayOf(w.clock.t));
+    const counts = (d: string) => day.get(d)?.map((c) => [c.policy.type, c.policy.domain, c.success, c.failure, c.details.map((x) => x.detail.resultType)]);
+    expect(counts('a.test')).toEqual([['sts', 'a.test', 0, 1, ['certificate-host-mismatch']]]);
+    expect(counts('b.test')).toEqual([['sts', 'b.test', 1, 0, []]]);
+    expect(counts('c.test')).toEqual([['sts', 'c.test', 0, 1, ['certificate-not-trusted']]]);
+    expect(day.get('a.test')![0]!.policy).toMatchObject({ strings: policy('testing', ['mx.a.test']).trimEnd().split('\n'), mxHost: ['mx.a.test'] });
+    expect(day.get('a.test')![0]!.details[0]!.detail).toMatchObject({ receivingMx: 'mx.a.test', receivingIp: rxs['a.test'].host });
+    expect(
+      w.logs
+        .filter((l) => l.msg === 'MTA-STS testing: MX certificate fails WebPKI validation (delivered anyway)')
+        .map((l) => l.mx)
+        .sort(),
+    ).toEqual(['mx.a.test', 'mx.c.test']);
+  });
+});
+
 describe('MTA-STS state that cannot be read or written locally (never a downgrade)', () => {
   it('STS-33 STS-16 after a restart the cached enforce policy file is unreadable, the fetch blocked and the MX redirected to a cleartext host: deferred 4.7.0, never delivered there; readable again: delivered under the policy', async () => {
     const good = await webpkiRx('mx.locked.test');

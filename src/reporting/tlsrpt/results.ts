@@ -56,6 +56,11 @@ function tlsaPolicy(records: TlsaRecord[] | undefined, baseDomain: string | unde
 /** The policy a plan was made from: the TLSA RRset (DANE plans and unusable-RRset `encrypt` plans), the MTA-STS policy. */
 function planPolicy(plan: TlsPlan): PolicyFacts | undefined {
   if (plan.kind === 'sts') return { type: 'sts', policyDomain: plan.policyDomain, lines: [...plan.policyLines], mx: [...plan.mxPatterns] };
+  // STS-45, STS-62: a host matching a `testing` policy is reported under it (its ordinary plan has no policy of its own)
+  if ((plan.kind === 'may' || plan.kind === 'encrypt') && plan.stsTesting) {
+    const t = plan.stsTesting;
+    return { type: 'sts', policyDomain: t.policyDomain, lines: [...t.policyLines], mx: [...t.mxPatterns] };
+  }
   return 'baseDomain' in plan ? tlsaPolicy(plan.records, plan.baseDomain) : undefined;
 }
 
@@ -103,15 +108,8 @@ export function attemptResult(err: Pick<SmtpError, 'stage' | 'verify'>, plan: Tl
       return { resultType: 'starttls-not-supported' };
     case 'tls':
       return { resultType: 'validation-failure', reasonCode: 'tls-handshake-failure' };
-    case 'verify': {
-      const r = err.verify?.reason;
-      if (r === 'dane-no-match') return { resultType: 'certificate-not-trusted', reasonCode: 'dane-no-match' };
-      const resultType: ResultType = r && isResultType(r) ? r : 'validation-failure';
-      if (token(r) && r !== resultType) return { resultType, reasonCode: r };
-      return resultType === 'validation-failure'
-        ? { resultType, reasonCode: plan.kind === 'sts' ? 'webpki-validation-failure' : 'dane-validation-failure' }
-        : { resultType };
-    }
+    case 'verify':
+      return verifyResult(err.verify?.reason, plan.kind === 'sts');
     case 'connect':
     case 'greeting':
     case 'ehlo':
@@ -121,6 +119,14 @@ export function attemptResult(err: Pick<SmtpError, 'stage' | 'verify'>, plan: Tl
     case 'protocol':
       return undefined;
   }
+}
+
+/** The result of a failed peer verification (DANE, or WebPKI under MTA-STS: `webpki`) from the verifier's reason. */
+function verifyResult(r: string | undefined, webpki: boolean): { resultType: ResultType; reasonCode?: string } {
+  if (r === 'dane-no-match') return { resultType: 'certificate-not-trusted', reasonCode: 'dane-no-match' };
+  const resultType: ResultType = r && isResultType(r) ? r : 'validation-failure';
+  if (token(r) && r !== resultType) return { resultType, reasonCode: r };
+  return resultType === 'validation-failure' ? { resultType, reasonCode: webpki ? 'webpki-validation-failure' : 'dane-validation-failure' } : { resultType };
 }
 
 /** TLSRPT-21: a skipped host's result (dnssec-invalid, dane-required) and reason code, from its typed cause. */
@@ -182,7 +188,9 @@ export function tlsrptResultOf(e: DeliveryEvent): TlsSessionResult | undefined {
         return { ...base, ok: false, resultType: 'starttls-not-supported', reasonCode: e.starttlsOffered ? 'starttls-refused' : 'starttls-not-offered' };
       // TLSRPT-21: a TLSA RRset without a usable record is reported as tlsa-invalid, although RFC 7672 §2.2 lets the
       // message go over unauthenticated TLS (plan `encrypt`): the domain's DANE policy could not be applied.
-      if (e.plan.kind === 'encrypt' && policy) return { ...base, ok: false, resultType: 'tlsa-invalid', reasonCode: 'no-usable-tlsa' };
+      if (e.plan.kind === 'encrypt' && policy?.type === 'tlsa') return { ...base, ok: false, resultType: 'tlsa-invalid', reasonCode: 'no-usable-tlsa' };
+      // STS-45, STS-62: under a `testing` policy the session went on; a WebPKI failure (chain or MX name) is still reported.
+      if (e.webpki && !e.webpki.ok) return { ...base, ok: false, ...verifyResult(e.webpki.reason, true) };
       return { ...base, ok: true };
     }
     case 'policy-changed':
