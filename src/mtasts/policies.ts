@@ -11,7 +11,7 @@
 import type { Resolver } from '../dns/types.js';
 import { discoverSts, type Discovery } from './discover.js';
 import type { FetchFailureType, FetchResult } from './fetch.js';
-import type { PolicyStore, CachedPolicy } from './store.js';
+import { fileNameOf, type PolicyStore, type CachedPolicy } from './store.js';
 
 export interface StsLog {
   info(obj: object, msg: string): void;
@@ -226,6 +226,8 @@ export class StsPolicies {
    */
   private async current(d: string): Promise<Mem | undefined> {
     const m = this.mem.get(d);
+    // A name that cannot be a file name (store.ts fileNameOf; ingress hands on A-label LDH names only) has nothing on disk.
+    if (fileNameOf(d) === undefined) return m;
     if (m?.unsaved) {
       await this.save(d, m);
       return m;

@@ -191,6 +191,11 @@ describe('MTA-STS cache: a file that exists but cannot be read is never "no poli
     s.setId(undefined);
     expect(await p.lookup(s.domain)).toMatchObject({ fetch: 'cached', applied: { id: 'c1', policy: { mode: 'enforce' } } });
   });
+
+  it('STS-16 a domain that cannot be a cache file name (not LDH) has nothing on disk: no record, no policy — not an unreadable cache', async () => {
+    const p = policies(queueDir(), 1);
+    expect(await p.lookup('under_score.test')).toMatchObject({ fetch: 'cached', applied: undefined, discovery: { kind: 'none' } });
+  });
 });
 
 describe('MTA-STS cache: a policy that cannot be written still applies', () => {
