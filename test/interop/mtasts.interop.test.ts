@@ -20,6 +20,7 @@ import { startRelay, swaks, type RelayProcessHandle } from './support/relay.js';
 import { ensureBuilt } from '../support/build.js';
 import { chainPem, makeCa, makeLeaf, type Issued } from '../support/pki.js';
 import { startPolicyHost, type PolicyHost } from '../support/stsHost.js';
+import { clearOfUtcMidnight } from '../support/utcDay.js';
 
 const GOOD = { name: 'mx.sts.tst', address: '127.0.93.1' };
 const OFF = { name: 'mx.mismatch.tst', address: '127.0.93.2' };
@@ -48,10 +49,12 @@ let relay: RelayProcessHandle | undefined;
 let host: PolicyHost | undefined;
 let ca: Issued;
 const dir = mkdtempSync(join(tmpdir(), 'dane-relay-sts-interop-'));
-const day = () => new Date().toISOString().slice(0, 10);
+/** the UTC day the whole file runs in (the relay counts under its clock, the CLI is asked for this day) */
+let day = '';
 
 beforeAll(async () => {
   ensureBuilt();
+  day = await clearOfUtcMidnight(5 * 60_000);
   ca = await makeCa({ cn: 'MTA-STS interop CA' });
   const caFile = join(dir, 'sts-ca.pem');
   writeFileSync(caFile, ca.certPem);
@@ -88,7 +91,7 @@ beforeAll(async () => {
     await dns?.stop();
     throw e;
   }
-});
+}, 600_000); // may first wait out a UTC midnight (clearOfUtcMidnight)
 
 afterAll(async () => {
   await relay?.stop().catch(() => undefined);
@@ -121,7 +124,7 @@ interface ReportJson {
 /** What the relay has counted for `domain` today (it flushes its counts about a second late). */
 async function counted(domain: string, want: (r: ReportJson) => boolean): Promise<ReportJson> {
   return until(`TLSRPT counts for ${domain}`, async () => {
-    const r = await relay!.cli('tlsrpt', 'show', '--day', day(), '--domain', domain, '--json');
+    const r = await relay!.cli('tlsrpt', 'show', '--day', day, '--domain', domain, '--json');
     if (r.code !== 0) throw new Error(`tlsrpt show: ${r.stdout}${r.stderr}`);
     const [report] = JSON.parse(r.stdout) as ReportJson[];
     return report && want(report) ? report : undefined;
