@@ -19,6 +19,7 @@ import type { TlsPlan } from '../../src/dane/policy.js';
 import type { HostFacts } from '../../src/route/host.js';
 import { DEFERRAL_REASONS } from '../../src/metrics/labels.js';
 import type { CachedPolicy } from '../../src/mtasts/store.js';
+import type { VerifyOutcome } from '../../src/dane/types.js';
 
 const run = { domain: 'd.test', report: false };
 const target = { host: 'mx.d.test', address: '127.0.0.9', port: 25 };
@@ -52,6 +53,16 @@ const mayTesting: TlsPlan = {
   sni: 'mx.d.test',
   stsTesting: { policyDomain: 'd.test', roots: [], policyLines: STS_LINES, mxPatterns: ['*.d.test'] },
 };
+/** A TLS session under a `testing` policy's host, with the WebPKI verdict taken on the side (STS-45). */
+const testingOpened = (webpki: VerifyOutcome): Extract<DeliveryEvent, { kind: 'session-opened' }> => ({
+  ...run,
+  kind: 'session-opened',
+  target,
+  plan: mayTesting,
+  tls,
+  starttlsOffered: true,
+  webpki,
+});
 const stsPolicy = (mode: 'enforce' | 'testing'): CachedPolicy => ({
   domain: 'd.test',
   id: '20261207',
@@ -338,35 +349,15 @@ const table = {
     // STS-61: a verified session under an MTA-STS enforce policy is a success of that policy
     { event: { ...run, kind: 'session-opened', target, plan: sts, tls, starttlsOffered: true }, tlsrpt: 'ok', metrics: ['tlsHandshake:ok'] },
     // STS-45, STS-62: under a testing policy the session went on under `may`; the WebPKI verdict is reported under the sts policy
+    { event: testingOpened({ ok: true, detail: 'WebPKI: valid' }), tlsrpt: 'ok', metrics: ['tlsHandshake:ok'] },
     {
-      event: { ...run, kind: 'session-opened', target, plan: mayTesting, tls, starttlsOffered: true, webpki: { ok: true, detail: 'WebPKI: valid' } },
-      tlsrpt: 'ok',
-      metrics: ['tlsHandshake:ok'],
-    },
-    {
-      event: {
-        ...run,
-        kind: 'session-opened',
-        target,
-        plan: mayTesting,
-        tls,
-        starttlsOffered: true,
-        webpki: { ok: false, reason: 'certificate-host-mismatch', detail: 'WebPKI: not valid for mx.d.test' },
-      },
+      event: testingOpened({ ok: false, reason: 'certificate-host-mismatch', detail: 'WebPKI: not valid for mx.d.test' }),
       tlsrpt: 'certificate-host-mismatch',
       metrics: ['tlsHandshake:ok'],
       log: 'MTA-STS testing: MX certificate fails WebPKI validation (delivered anyway)',
     },
     {
-      event: {
-        ...run,
-        kind: 'session-opened',
-        target,
-        plan: mayTesting,
-        tls,
-        starttlsOffered: true,
-        webpki: { ok: false, reason: 'no-certificate', detail: 'peer presented no certificate' },
-      },
+      event: testingOpened({ ok: false, reason: 'no-certificate', detail: 'peer presented no certificate' }),
       tlsrpt: 'validation-failure',
       reasonCode: 'no-certificate',
       metrics: ['tlsHandshake:ok'],

@@ -11,7 +11,7 @@ import { World, type Patch } from '../support/world.js';
 import { dayOf } from '../../src/reporting/tlsrpt/report.js';
 import { SmtpTestClient } from '../support/submit.js';
 import { chainPem, makeCa, makeLeaf, makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';
-import { startPolicyHost, type PolicyHost } from '../support/stsHost.js';
+import { policyByHost, startPolicyHost, type PolicyHost } from '../support/stsHost.js';
 import type { Receiver, ReceiverOptions } from '../support/receiver.js';
 
 let w: World;
@@ -33,6 +33,13 @@ async function publish(domain: string, id: string, policy: string): Promise<void
   const leaf = await makeLeaf(ca, { dnsNames: [`mta-sts.${domain}`] });
   host = await startPolicyHost({ key: leaf.keyPem, cert: chainPem(leaf) }, { body: policy });
   w.dns.add({ name: `_mta-sts.${domain}`, type: 'TXT', data: `v=STSv1; id=${id}` }, { name: `mta-sts.${domain}`, type: 'A', data: '127.0.0.1' });
+}
+/** One policy host serving each of `domains` a `mode` policy that names its own MX (`mx.<domain>`), with TXT records. */
+async function publishEach(domains: string[], mode: string): Promise<void> {
+  const leaf = await makeLeaf(ca, { dnsNames: domains.map((d) => `mta-sts.${d}`) });
+  host = await startPolicyHost({ key: leaf.keyPem, cert: chainPem(leaf) });
+  host.set(policyByHost((d) => policy(mode, [`mx.${d}`])));
+  for (const d of domains) w.dns.add({ name: `_mta-sts.${d}`, type: 'TXT', data: 'v=STSv1; id=x' }, { name: `mta-sts.${d}`, type: 'A', data: '127.0.0.1' });
 }
 const stsConfig = (): Patch => ({ mta_sts: { ca_file: 'sts-ca.pem', port: host!.port } });
 
@@ -106,16 +113,7 @@ describe('MTA-STS enforce', () => {
       rxs.push(rx);
       mxs(domains[i]!, [{ name: `mx.${domains[i]}`, rx }]);
     }
-    // one policy host serves all three domains' policies (each names its own MX)
-    const leaf = await makeLeaf(ca, { dnsNames: domains.map((d) => `mta-sts.${d}`) });
-    host = await startPolicyHost({ key: leaf.keyPem, cert: chainPem(leaf) });
-    host.set((req, res) => {
-      const d = String(req.headers.host)
-        .replace(/^mta-sts\./, '')
-        .replace(/:\d+$/, '');
-      res.writeHead(200, { 'Content-Type': 'text/plain' }).end(policy('enforce', [`mx.${d}`]));
-    });
-    for (const d of domains) w.dns.add({ name: `_mta-sts.${d}`, type: 'TXT', data: 'v=STSv1; id=x' }, { name: `mta-sts.${d}`, type: 'A', data: '127.0.0.1' });
+    await publishEach(domains, 'enforce');
     await w.start(stsConfig());
     const ids = [];
     for (const d of domains) ids.push(await send(`user@${d}`));
@@ -233,20 +231,8 @@ describe('MTA-STS testing: WebPKI failures are delivered and reported', () => {
     };
     const domains = Object.keys(rxs) as (keyof typeof rxs)[];
     for (const d of domains) mxs(d, [{ name: `mx.${d}`, rx: rxs[d] }]);
-    const leaf = await makeLeaf(ca, { dnsNames: domains.map((d) => `mta-sts.${d}`) });
-    host = await startPolicyHost({ key: leaf.keyPem, cert: chainPem(leaf) });
-    host.set((req, res) => {
-      const d = String(req.headers.host)
-        .replace(/^mta-sts\./, '')
-        .replace(/:\d+$/, '');
-      res.writeHead(200, { 'Content-Type': 'text/plain' }).end(policy('testing', [`mx.${d}`]));
-    });
-    for (const d of domains)
-      w.dns.add(
-        { name: `_mta-sts.${d}`, type: 'TXT', data: 'v=STSv1; id=t' },
-        { name: `mta-sts.${d}`, type: 'A', data: '127.0.0.1' },
-        { name: `_smtp._tls.${d}`, type: 'TXT', data: `v=TLSRPTv1; rua=mailto:tlsrpt@${d}` },
-      );
+    await publishEach(domains, 'testing');
+    for (const d of domains) w.dns.add({ name: `_smtp._tls.${d}`, type: 'TXT', data: `v=TLSRPTv1; rua=mailto:tlsrpt@${d}` });
     const relay = await w.start(stsConfig());
     for (const d of domains) await send(`user@${d}`);
     for (const d of domains) await rxs[d].waitFor(1);

@@ -19,7 +19,7 @@ import { startPostfixReceivers, type Listener, type PostfixReceivers } from './s
 import { startRelay, swaks, type RelayProcessHandle } from './support/relay.js';
 import { ensureBuilt } from '../support/build.js';
 import { chainPem, makeCa, makeLeaf, type Issued } from '../support/pki.js';
-import { startPolicyHost, type PolicyHost } from '../support/stsHost.js';
+import { policyByHost, startPolicyHost, type PolicyHost } from '../support/stsHost.js';
 import { clearOfUtcMidnight } from '../support/utcDay.js';
 
 const GOOD = { name: 'mx.sts.tst', address: '127.0.93.1' };
@@ -71,14 +71,7 @@ beforeAll(async () => {
     rx = await startPostfixReceivers({ listeners, resolver: dns.unbound });
     const leaf = await makeLeaf(ca, { dnsNames: Object.keys(policyOf).map((d) => `mta-sts.${d}`) });
     host = await startPolicyHost({ key: leaf.keyPem, cert: chainPem(leaf) });
-    host.set((req, res) => {
-      const d = String(req.headers.host)
-        .replace(/^mta-sts\./, '')
-        .replace(/:\d+$/, '');
-      const body = policyOf[d];
-      if (!body) res.writeHead(404).end();
-      else res.writeHead(200, { 'Content-Type': 'text/plain' }).end(body);
-    });
+    host.set(policyByHost((d) => policyOf[d]));
     relay = await startRelay({
       resolver: dns.unbound,
       listen: '127.0.0.31:2525',
