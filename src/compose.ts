@@ -37,7 +37,7 @@ import { MxFactsStore } from './policy/mxFacts.js';
 import { deliveryLog } from './delivery/log.js';
 import { rolloverWatch } from './delivery/rollover.js';
 import { deliveryMetrics } from './delivery/metrics.js';
-import { tlsrptSubscriber } from './reporting/tlsrpt/results.js';
+import { stsFetchFailure, tlsrptSubscriber } from './reporting/tlsrpt/results.js';
 import type { ControlServer } from './control/server.js';
 import type { RelayMetrics } from './metrics/registry.js';
 import type { MetricsServer } from './metrics/http.js';
@@ -387,7 +387,11 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       start: async () => {
         if (!cfg.mta_sts.enabled) return;
         const { stsPoliciesFor, stsTrustAnchors } = await LAZY.mtastsSettings();
-        const sts = stsPoliciesFor(cfg, need(parts.resolver, 'resolver'), log, now);
+        // TLSRPT-22: a failed proactive refresh is one failed session of the policy kept in force (deliveries count their own fetches)
+        const sts = stsPoliciesFor(cfg, need(parts.resolver, 'resolver'), log, now, (f) => {
+          const r = stsFetchFailure(f.domain, f.resultType, f.kept);
+          if (r) parts.tlsrpt?.recorder.record(r);
+        });
         log.info({ policies: await sts.load() }, 'mta-sts: cached policies loaded');
         const ca = stsTrustAnchors(cfg);
         parts.sts = sts;

@@ -13,6 +13,7 @@ import type { ExceptionProber } from './check/probe.js';
 import type { ControlServer } from './control/server.js';
 import type { SelfTestMonitor } from './dns/selftest.js';
 import type { TlsrptService } from './reporting/tlsrpt/daily.js';
+import type { StsPolicies } from './mtasts/policies.js';
 import { loadConfig, ConfigError } from './config/load.js';
 import { planReload, type ReloadPlan } from './config/reload.js';
 import { compose, startAll, stopAll, type Component, type Parts, type RelayOptions } from './compose.js';
@@ -36,6 +37,8 @@ export class Relay {
   readonly metrics?: Parts['metrics'];
   /** TLSRPT (issue 6): recorder on the delivery seam and the daily report job; undefined when disabled */
   readonly tlsrpt?: TlsrptService;
+  /** MTA-STS policy state (issue 15), when `mta_sts.enabled`; its `maintain()` runs hourly */
+  readonly sts?: StsPolicies;
   /** the DNSSEC self-test (DANE-4), repeated while DANE is in force; in trust-ad mode a failure holds DANE deliveries */
   readonly selfTests?: SelfTestMonitor;
   readonly log: Logger;
@@ -72,6 +75,7 @@ export class Relay {
     this.metrics = parts.metrics;
     this.tlsrpt = parts.tlsrpt;
     this.selfTests = parts.selfTests;
+    this.sts = parts.sts;
     this.daneInForce = parts.daneInForce;
     this.applyConfig = parts.applyConfig;
   }

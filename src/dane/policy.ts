@@ -5,11 +5,23 @@
 import type { DnsAnswer, DnssecStatus, TlsaRecord } from '../dns/types.js';
 import type { TlsLevel } from './levels.js';
 
+/**
+ * An MTA-STS `testing` policy matching the host (RFC 8461 §5, STS-45, STS-62): the session goes on under
+ * its ordinary plan whatever the certificate, but the chain is also validated against `roots` and the MX
+ * name checked (mtasts/webpki.ts), and the verdict reported in TLSRPT under the `sts` policy.
+ */
+export interface StsTesting {
+  policyDomain: string;
+  roots: readonly (string | Buffer)[];
+  policyLines: readonly string[];
+  mxPatterns: readonly string[];
+}
+
 /** How a connection is to be protected; decided before connecting. */
 export type TlsPlan =
   | { kind: 'none'; why: string }
-  | { kind: 'may'; why: string; sni?: string }
-  | { kind: 'encrypt'; why: string; sni?: string; records?: TlsaRecord[]; baseDomain?: string }
+  | { kind: 'may'; why: string; sni?: string; stsTesting?: StsTesting }
+  | { kind: 'encrypt'; why: string; sni?: string; records?: TlsaRecord[]; baseDomain?: string; stsTesting?: StsTesting }
   | {
       kind: 'dane';
       why: string;

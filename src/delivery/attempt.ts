@@ -22,10 +22,11 @@ export function requirementFor(plan: TlsPlan, digestPreference: ('sha512' | 'sha
   switch (plan.kind) {
     case 'none':
       return { mode: 'none', label: 'cleartext' };
+    // STS-45: under a `testing` policy the handshake also validates the chain against the WebPKI roots (decides nothing)
     case 'may':
-      return { mode: 'may', servername: plan.sni, label: 'may' };
+      return { mode: 'may', servername: plan.sni, label: 'may', ...(plan.stsTesting ? { webpkiRoots: plan.stsTesting.roots } : {}) };
     case 'encrypt':
-      return { mode: 'encrypt', servername: plan.sni, label: 'untrusted' };
+      return { mode: 'encrypt', servername: plan.sni, label: 'untrusted', ...(plan.stsTesting ? { webpkiRoots: plan.stsTesting.roots } : {}) };
     case 'dane':
       return {
         mode: 'verify',

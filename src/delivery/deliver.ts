@@ -16,6 +16,8 @@ import type { TlsPlan } from '../dane/policy.js';
 import { type SmtpSession, SmtpError, type Connector, type SmtpClientOptions } from './smtpClient.js';
 import { attemptAddress, requirementFor } from './attempt.js';
 import { matchingPattern } from '../mtasts/policy.js';
+import { webpkiVerdict } from '../mtasts/webpki.js';
+import type { VerifyOutcome } from '../dane/types.js';
 import type { StsLookup } from '../mtasts/policies.js';
 import type { CachedPolicy } from '../mtasts/store.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
@@ -50,6 +52,9 @@ export const REQUIRETLS_LEVEL = {
   level: 'dane-only' as TlsLevel,
   rule: 'REQUIRETLS (RFC 8689): DNSSEC MX and DANE only; tls_policy and danefail do not apply',
 };
+
+/** RFC 3463 X.7.0 (other security status): the MTA-STS state could not be read, so the message waits (events.ts `sts-state`). */
+export const STS_STATE_CODE = '4.7.0';
 
 /** RFC 8689 §4.2.1 (RT-27): why no host took a REQUIRETLS message, as the code its final DSN will carry (5.7.30 / 5.7.10). */
 function requireTlsCode(codes: string[]): string {
@@ -255,17 +260,19 @@ export class DestinationRun {
    * The MTA-STS policy this run applies (STS-31…34 in mtasts/policies.ts: the TXT id is checked at every
    * run, so a deferred message sees a new policy before it could fail, STS-44). None for TLSRPT reports and
    * REQUIRETLS runs (their own levels), for `tls_level none`, and where an explicit tls_policy entry decides
-   * (it wins; reported when a policy would have applied).
+   * (it wins; reported when a policy would have applied). `{ unknown }`: the lookup failed locally.
    */
-  private async resolveSts(): Promise<{ policy: CachedPolicy } | null> {
+  private async resolveSts(): Promise<{ policy: CachedPolicy } | null | { unknown: string }> {
     if (!this.deps.sts || this.report || this.requireTls || this.level.level === 'none' || addressLiteral(this.domain)) return null;
     let r: StsLookup;
     try {
       r = await this.deps.sts(this.domain);
     } catch (e) {
-      // STS-16: no policy could be had: delivery goes on as without MTA-STS (a cached one would have been returned).
-      this.emit({ kind: 'sts-lookup-failed', error: (e as Error).message });
-      return null;
+      // STS-16's "as without MTA-STS" is a fetch that failed with nothing cached, which lookup() returns, never
+      // throws. A throw (the cache unreadable, a bug) leaves the policy in force unknown: the message waits.
+      const unknown = (e as Error)?.message ?? String(e);
+      this.emit({ kind: 'sts-lookup-failed', error: unknown });
+      return { unknown };
     }
     const p = r.applied;
     // STS-60, STS-62: a fetch made now that failed (a valid TXT record, a new id) is reported, also when a cached policy stays in force.
@@ -367,6 +374,19 @@ export class DestinationRun {
             continue;
           }
           // STS-45 testing: delivered as without a policy; the failure is reported.
+        } else if (p.policy.mode === 'testing') {
+          // STS-45, STS-62: delivered under the ordinary plan whatever the certificate; the WebPKI verdict (chain and
+          // MX name) is taken on the side and reported. An `encrypt` plan from an unusable TLSA RRset stays DANE's to report.
+          if (hostPlan.kind === 'may' || (hostPlan.kind === 'encrypt' && !hostPlan.baseDomain))
+            hostPlan = {
+              ...hostPlan,
+              stsTesting: {
+                policyDomain: p.domain,
+                roots: this.deps.stsRoots ?? tls.rootCertificates,
+                policyLines: p.policy.lines,
+                mxPatterns: p.policy.mx,
+              },
+            };
         } else if (p.policy.mode === 'enforce') {
           hostPlan = {
             kind: 'sts',
@@ -382,6 +402,8 @@ export class DestinationRun {
       }
       for (const address of hp.addresses) {
         const where = `${h.host}[${address}]:${this.deps.port}`;
+        /** STS-45: the WebPKI verdict of the handshake under a `testing` policy (decides nothing) */
+        let webpki: VerifyOutcome | undefined;
         const opened = await attemptAddress(
           { host: h.host, address, port: this.deps.port },
           hostPlan,
@@ -394,6 +416,13 @@ export class DestinationRun {
             ...(this.deps.connector ? { connector: this.deps.connector } : {}),
           },
           {
+            before: (a) => {
+              webpki = undefined;
+              if ((a.plan.kind === 'may' || a.plan.kind === 'encrypt') && a.plan.stsTesting)
+                a.requirement.observe = (chain) => {
+                  webpki = webpkiVerdict(chain, h.host);
+                };
+            },
             after: (r) => {
               const target = { host: h.host, address, port: this.deps.port };
               const { plan, retry } = r.attempt;
@@ -408,6 +437,7 @@ export class DestinationRun {
                   starttlsOffered: s.extensions.has('STARTTLS'),
                   localAddress: s.localAddress,
                   greeting: s.greeting?.text,
+                  ...(webpki ? { webpki } : {}),
                 });
                 return;
               }
@@ -491,7 +521,15 @@ export class DestinationRun {
     }
     if (mx.kind === 'fail') return this.log(job, started, this.everyone(job, 'bounced', mx.code, mx.reason, { kind: 'mx-refused' }));
     if (mx.kind === 'defer') return this.log(job, started, this.everyone(job, 'deferred', mx.code, mx.reason, { kind: 'mx-lookup', problem: mx.problem }));
-    if (this.sts === undefined) this.sts = await this.resolveSts();
+    if (this.sts === undefined) {
+      const s = await this.resolveSts();
+      if (s && 'unknown' in s) {
+        // not kept: the next message of the run asks again
+        const reason = `MTA-STS policy state for ${this.domain} unavailable (${s.unknown}): not delivered without the policy that may be in force`;
+        return this.log(job, started, this.everyone(job, 'deferred', STS_STATE_CODE, reason, { kind: 'sts-state' }));
+      }
+      this.sts = s;
+    }
     if (this.unreachable) {
       this.planned = true; // the cached result was reached under the same level
       return this.log(job, started, this.unreachableFor(job, this.unreachable));

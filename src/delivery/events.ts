@@ -17,6 +17,7 @@ import type { RetryKind } from './attempt.js';
 import type { RecipientOutcome } from './outcome.js';
 import type { CachedPolicy } from '../mtasts/store.js';
 import type { FetchFailureType } from '../mtasts/fetch.js';
+import type { VerifyOutcome } from '../dane/types.js';
 
 /** The TLSA RRset a plan or a skipped host was made from, in presentation form ("u s m HEX"), and its base domain. */
 export interface TlsaFacts {
@@ -48,7 +49,13 @@ export type DeferralCause =
   /** the connection was lost during the transaction */
   | { kind: 'connection-lost'; stage: SmtpError['stage'] }
   /** our own fault: an unreadable body, an unexpected exception, a repaired invariant breach */
-  | { kind: 'internal' };
+  | { kind: 'internal' }
+  /**
+   * The MTA-STS lookup failed locally (the policy cache unreadable, a bug): which policy is in force is
+   * unknown, so the message waits (4.7.0) instead of going out as without MTA-STS (RFC 8461 §5's "no
+   * policy" is only a fetch that failed with nothing cached)
+   */
+  | { kind: 'sts-state' };
 
 /** One MX host that could not be used, with the RFC 3463 code it contributes to the aggregate. */
 export type HostFailure =
@@ -120,6 +127,8 @@ export type DeliveryEvent = Run &
         localAddress?: string;
         greeting?: string;
         tlsa?: TlsaFacts;
+        /** STS-45: under an MTA-STS `testing` policy (plan `stsTesting`), the WebPKI verdict of the chain and MX name; decided nothing */
+        webpki?: VerifyOutcome;
       }
     /** DANE rollover risk of a session that verified (delivery/rollover.ts) */
     | { kind: 'rollover-risk'; host: string; finding: RolloverFinding }
@@ -131,7 +140,10 @@ export type DeliveryEvent = Run &
     | { kind: 'invariant-breach'; queueId: string; breaches: string[] }
     /** DANE-70: the exception list governed this attempt */
     | { kind: 'exception-applied'; queueId: string; rule: string; level: TlsLevel; underlying: TlsLevel; connected: boolean }
-    /** STS-16: no MTA-STS policy could be had (none cached): delivered as without MTA-STS */
+    /**
+     * The MTA-STS lookup failed locally (cache unreadable, a bug: mtasts/policies.ts StsStateError): the
+     * destination's messages are deferred (cause `sts-state`), never delivered as without a policy
+     */
     | { kind: 'sts-lookup-failed'; error: string }
     /**
      * STS-16, STS-60: fetching the destination's MTA-STS policy (a valid TXT record with a new id) failed

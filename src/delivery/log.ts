@@ -49,6 +49,12 @@ export function deliveryLog(log: Logger): DeliverySubscriber {
         return;
       }
       case 'session-opened':
+        // STS-45: a `testing` policy's WebPKI failure does not stop the delivery; it is said
+        if (e.webpki && !e.webpki.ok)
+          return log.warn(
+            { domain, mx: e.target.host, sts_verdict: e.webpki.reason, detail: e.webpki.detail },
+            'MTA-STS testing: MX certificate fails WebPKI validation (delivered anyway)',
+          );
         return;
       case 'rollover-risk': {
         const f = e.finding;
@@ -74,7 +80,7 @@ export function deliveryLog(log: Logger): DeliverySubscriber {
             : 'DANE exception applied: attempted without DANE, deferred (danefail list)',
         );
       case 'sts-lookup-failed':
-        return log.warn({ domain, err: e.error }, 'MTA-STS lookup failed; delivering as without MTA-STS');
+        return log.error({ domain, err: e.error }, 'MTA-STS policy state unavailable; messages wait (never delivered as without MTA-STS)');
       case 'sts-fetch-failed':
         return; // mtasts/policies.ts logs the failed fetch where it happens
       case 'sts-exception-applied':

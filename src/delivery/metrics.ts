@@ -107,6 +107,8 @@ export function deferralReason(cause: DeferralCause, code: string): DeferralReas
       return 'connection-lost';
     case 'internal':
       return 'internal';
+    case 'sts-state':
+      return 'sts-state-unavailable';
     // bounces: never a deferral
     case 'mx-refused':
     case 'self-loop':

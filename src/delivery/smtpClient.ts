@@ -540,7 +540,12 @@ export class SmtpSession {
     if (this.opts.tls.observe) {
       const sock = this.sock as tls.TLSSocket;
       try {
-        this.opts.tls.observe({ certificates: presentedChain(sock), protocol: sock.getProtocol(), cipher: sock.getCipher()?.name ?? null });
+        this.opts.tls.observe({
+          certificates: presentedChain(sock),
+          protocol: sock.getProtocol(),
+          cipher: sock.getCipher()?.name ?? null,
+          ...(this.opts.tls.webpkiRoots ? { pkix: this.pkixVerdict(sock) } : {}),
+        });
       } catch {
         /* an observer never changes the outcome */
       }
@@ -744,6 +749,11 @@ export class SmtpSession {
     };
   }
 
+  /** OpenSSL's verdict on the chain against `webpkiRoots` (names are judged by the caller, mtasts/webpki.ts). */
+  private pkixVerdict(sock: tls.TLSSocket): NonNullable<PresentedChain['pkix']> {
+    return { authorized: sock.authorized, ...(sock.authorizationError ? { error: String(sock.authorizationError) } : {}) };
+  }
+
   private async runVerify(): Promise<VerifyOutcome> {
     const sock = this.sock as tls.TLSSocket;
     if (sock.isSessionReused()) {
@@ -758,9 +768,7 @@ export class SmtpSession {
       certificates,
       protocol: sock.getProtocol(),
       cipher: sock.getCipher()?.name ?? null,
-      ...(this.opts.tls.webpkiRoots
-        ? { pkix: { authorized: sock.authorized, ...(sock.authorizationError ? { error: String(sock.authorizationError) } : {}) } }
-        : {}),
+      ...(this.opts.tls.webpkiRoots ? { pkix: this.pkixVerdict(sock) } : {}),
     };
     try {
       return await this.opts.tls.verify!(chain);

@@ -22,6 +22,7 @@ export const DEFERRAL_REASONS = [
   'starttls-failed',
   'tls-handshake-failed',
   'sts-mx-mismatch',
+  'sts-state-unavailable',
   'requiretls-unsupported',
   'no-address',
   'connect',

@@ -11,7 +11,7 @@
 import type { Resolver } from '../dns/types.js';
 import { discoverSts, type Discovery } from './discover.js';
 import type { FetchFailureType, FetchResult } from './fetch.js';
-import type { PolicyStore, CachedPolicy } from './store.js';
+import { fileNameOf, type PolicyStore, type CachedPolicy } from './store.js';
 
 export interface StsLog {
   info(obj: object, msg: string): void;
@@ -47,6 +47,12 @@ export interface StsPoliciesOptions {
   now?: () => number;
   random?: () => number;
   log?: StsLog;
+  /**
+   * A proactive refresh by `maintain()` failed while `kept` stays in force (STS-32, STS-34): the relay counts
+   * it in TLSRPT (TLSRPT-22, reporting/tlsrpt/results.ts `stsFetchFailure`). Deliveries report only the
+   * fetches they make themselves (event `sts-fetch-failed`), so each failed fetch is counted once.
+   */
+  refreshFailed?: (r: { domain: string; resultType: FetchFailureType; reason: string; kept: CachedPolicy }) => void;
 }
 
 interface Mem {
@@ -54,6 +60,20 @@ interface Mem {
   mtimeMs: number;
   refreshAt: number;
   lastUsedWritten: number;
+  /**
+   * The entry could not be written (disk full, EACCES, a directory where the file goes): memory is ahead of
+   * the disk and wins over it until a write succeeds (retried at every lookup and by `maintain`).
+   */
+  unsaved?: true;
+}
+
+/**
+ * The local MTA-STS state (the cache file or its directory) could not be read, so which policy is in force
+ * is unknown. Not RFC 8461 §5's "no policy" (that is a fetch that failed with nothing cached): delivery
+ * defers (4.7.0) rather than going out as without MTA-STS, since an `enforce` policy may be in that file.
+ */
+export class StsStateError extends Error {
+  override readonly name = 'StsStateError';
 }
 
 export class StsPolicies {
@@ -75,14 +95,18 @@ export class StsPolicies {
 
   /** Reads every stored policy (at start): the cache survives restarts (STS-30). */
   async load(): Promise<number> {
-    for (const d of await this.o.store.domains()) await this.current(d);
+    for (const d of await this.storedDomains()) {
+      // An unreadable file does not stop the start: its domain's deliveries defer until it is readable or replaced.
+      await this.current(d).catch(() => undefined);
+    }
     return this.mem.size;
   }
 
   /**
    * The policy for a delivery to `domain` (STS-31, STS-33): the TXT id is checked; a new id (or a
    * record with nothing cached) fetches, once at a time per domain; whatever fails, a cached
-   * unexpired policy stays in force.
+   * unexpired policy stays in force. Rejects (StsStateError, or any bug) when the local state cannot say
+   * which policy is in force: the caller must not deliver as without a policy then.
    */
   lookup(domain: string): Promise<StsLookup> {
     const d = domain.toLowerCase().replace(/\.$/, '');
@@ -95,10 +119,18 @@ export class StsPolicies {
 
   private async doLookup(d: string): Promise<StsLookup> {
     const discovery = await discoverSts(this.o.resolver, d);
-    const mem = await this.current(d);
+    // A cache that cannot be read is no empty cache: only a policy fetched now can stand in for it.
+    let mem: Mem | undefined;
+    let unknown: StsStateError | undefined;
+    try {
+      mem = await this.current(d);
+    } catch (e) {
+      unknown = e instanceof StsStateError ? e : new StsStateError(`MTA-STS cache for ${d}: ${(e as Error)?.message ?? e}`);
+    }
     const live = mem && this.inForce(mem.entry) ? mem.entry : undefined;
     if (mem) mem.entry.lastUsed = this.now();
     if (discovery.kind !== 'record') {
+      if (unknown) throw unknown;
       // STS-5, STS-33: no live record (or DNS could not tell) never removes a cached policy.
       if (live && discovery.kind === 'none')
         this.o.log?.info({ domain: d, id: live.id, why: discovery.why }, 'mta-sts: no TXT record; the cached policy stays in force');
@@ -106,9 +138,13 @@ export class StsPolicies {
     }
     if (live && live.id === discovery.id) return { applied: live, discovery, fetch: 'cached' };
     const b = this.backoff.get(d);
-    if (b && b.id === discovery.id && b.until > this.now()) return { applied: live, discovery, fetch: 'backoff', failure: b.failure };
+    if (b && b.id === discovery.id && b.until > this.now()) {
+      if (unknown) throw unknown;
+      return { applied: live, discovery, fetch: 'backoff', failure: b.failure };
+    }
     const r = await this.fetchAndStore(d, discovery.id, mem?.entry);
     if (r.ok) return { applied: r.entry, discovery, fetch: 'fetched' };
+    if (unknown) throw unknown;
     return { applied: live, discovery, fetch: 'failed', failure: r.failure };
   }
 
@@ -121,7 +157,8 @@ export class StsPolicies {
   ): Promise<{ ok: true; entry: CachedPolicy } | { ok: false; failure: { resultType: FetchFailureType; reason: string }; kept?: CachedPolicy }> {
     const d = domain.toLowerCase().replace(/\.$/, '');
     const discovery = await discoverSts(this.o.resolver, d);
-    const mem = await this.current(d);
+    // An unreadable cache file is what a refresh replaces (the CLI's way out); current() has warned.
+    const mem = await this.current(d).catch(() => undefined);
     const id = discovery.kind === 'record' ? discovery.id : (mem?.entry.id ?? '');
     const r = await this.fetchAndStore(d, id, mem?.entry);
     return r.ok ? r : { ...r, kept: mem && this.inForce(mem.entry) ? mem.entry : undefined };
@@ -142,12 +179,19 @@ export class StsPolicies {
    */
   async maintain(): Promise<{ refreshed: string[]; failed: string[]; dropped: string[] }> {
     const out = { refreshed: [] as string[], failed: [] as string[], dropped: [] as string[] };
-    for (const d of new Set([...this.mem.keys(), ...(await this.o.store.domains())])) {
-      const mem = await this.current(d);
+    const stored = await this.storedDomains();
+    for (const d of new Set([...this.mem.keys(), ...stored])) {
+      // One domain's unreadable file or failed write does not stop the others' maintenance.
+      const mem = await this.current(d).catch(() => undefined);
       if (!mem) continue;
       const now = this.now();
       if (mem.entry.expiresAt <= now) {
-        await this.o.store.remove(d);
+        try {
+          await this.o.store.remove(d);
+        } catch (e) {
+          this.o.log?.warn({ domain: d, err: (e as Error).message }, 'mta-sts: cannot remove an expired policy file');
+          continue;
+        }
         this.mem.delete(d);
         out.dropped.push(d);
         this.o.log?.info({ domain: d, id: mem.entry.id, lastUsed: new Date(mem.entry.lastUsed).toISOString() }, 'mta-sts: expired policy dropped');
@@ -156,6 +200,7 @@ export class StsPolicies {
       if (mem.refreshAt <= now && mem.entry.lastUsed > now - RECENTLY_USED_MS) {
         const r = await this.refresh(d);
         (r.ok ? out.refreshed : out.failed).push(d);
+        if (!r.ok && r.kept) this.o.refreshFailed?.({ domain: d, ...r.failure, kept: r.kept });
         continue;
       }
       if (mem.entry.lastUsed > mem.lastUsedWritten + LAST_USED_WRITE_MS) await this.writeBack(d, mem);
@@ -163,16 +208,38 @@ export class StsPolicies {
     return out;
   }
 
-  /** The cached entry for `domain` as on disk now, read again when the file changed or went. */
+  /** The domains in the cache directory; an unlistable directory is logged and lists none (each lookup then finds its file unreadable). */
+  private async storedDomains(): Promise<string[]> {
+    try {
+      return await this.o.store.domains();
+    } catch (e) {
+      this.o.log?.warn({ dir: this.o.store.dir, err: (e as Error).message }, 'mta-sts: cannot list the policy cache');
+      return [];
+    }
+  }
+
+  /**
+   * The cached entry for `domain` as on disk now, read again when the file changed or went. An entry not
+   * yet written (`unsaved`) is written again and wins. When the file exists (or its directory cannot be
+   * looked at) but cannot be read, the copy in memory, if any, stands; with none, StsStateError: the
+   * file may hold an `enforce` policy, so "nothing cached" would be a downgrade.
+   */
   private async current(d: string): Promise<Mem | undefined> {
+    const m = this.mem.get(d);
+    // A name that cannot be a file name (store.ts fileNameOf; ingress hands on A-label LDH names only) has nothing on disk.
+    if (fileNameOf(d) === undefined) return m;
+    if (m?.unsaved) {
+      await this.save(d, m);
+      return m;
+    }
     let mtime: number | undefined;
     try {
       mtime = await this.o.store.mtimeOf(d);
     } catch (e) {
-      this.o.log?.warn({ domain: d, err: (e as Error).message }, 'mta-sts: cannot read the cached policy');
-      return this.mem.get(d);
+      this.o.log?.warn({ domain: d, err: (e as Error).message, inMemory: !!m }, 'mta-sts: cannot read the cached policy');
+      if (m) return m;
+      throw new StsStateError(`MTA-STS policy cache for ${d} cannot be read: ${(e as Error).message}`);
     }
-    const m = this.mem.get(d);
     if (mtime === undefined) {
       this.mem.delete(d);
       return undefined;
@@ -189,8 +256,14 @@ export class StsPolicies {
       this.mem.set(d, fresh);
       return fresh;
     } catch (e) {
-      this.o.log?.warn({ domain: d, err: (e as Error).message }, 'mta-sts: unreadable cached policy ignored (the next successful fetch replaces it)');
-      return m;
+      this.o.log?.warn(
+        { domain: d, err: (e as Error).message, inMemory: !!m },
+        m
+          ? 'mta-sts: unreadable cached policy; the copy in memory stays in force (a successful fetch replaces the file)'
+          : 'mta-sts: unreadable cached policy; deliveries wait until it is readable or a fetch replaces it',
+      );
+      if (m) return m;
+      throw new StsStateError(`MTA-STS policy cache for ${d} cannot be read: ${(e as Error).message}`);
     }
   }
 
@@ -217,7 +290,7 @@ export class StsPolicies {
         // STS-33: a failed refetch never replaces a valid policy. STS-34: say so (not for mode none).
         old.refreshFailure = { at: now, ...failure };
         const mem = this.mem.get(d);
-        if (mem) await this.writeBack(d, mem);
+        if (mem) await this.writeBack(d, mem); // never throws: a failed write leaves the note in memory
         const log = old.policy.mode === 'none' ? this.o.log?.info : this.o.log?.warn;
         log?.call(
           this.o.log,
@@ -242,21 +315,45 @@ export class StsPolicies {
     }
     this.backoff.delete(d);
     const entry: CachedPolicy = { domain: d, id, fetchedAt: now, expiresAt: now + r.policy.maxAge * 1000, policy: r.policy, lastUsed: old?.lastUsed ?? now };
-    const mtimeMs = await this.o.store.write(entry);
-    this.mem.set(d, { entry, mtimeMs, refreshAt: this.refreshTime(entry), lastUsedWritten: entry.lastUsed });
+    // The fetched policy applies from here on, also when the disk refuses it (then it is written again later).
+    const mem: Mem = { entry, mtimeMs: Number.NaN, refreshAt: this.refreshTime(entry), lastUsedWritten: entry.lastUsed };
+    this.mem.set(d, mem);
+    await this.save(d, mem);
     for (const note of r.notes) this.o.log?.info({ domain: d, id, note }, 'mta-sts: policy note');
     this.o.log?.info({ domain: d, id, previousId: old?.id, mode: r.policy.mode, maxAge: r.policy.maxAge, mx: r.policy.mx }, 'mta-sts: policy fetched');
     return { ok: true, entry };
   }
 
-  /** Rewrites the entry unless the file changed under us (the CLI purged or refreshed it): then it is read again. */
+  /**
+   * Rewrites the entry unless the file changed under us (the CLI purged or refreshed it): then it is read
+   * again. Never throws: a failed write leaves the entry in memory, marked unsaved.
+   */
   private async writeBack(d: string, mem: Mem): Promise<void> {
-    const onDisk = await this.o.store.mtimeOf(d);
-    if (onDisk !== mem.mtimeMs) {
-      await this.current(d);
-      return;
+    if (!mem.unsaved) {
+      // cannot tell (the stat fails): write; save() says why if that fails too
+      const onDisk = await this.o.store.mtimeOf(d).catch(() => mem.mtimeMs);
+      if (onDisk !== mem.mtimeMs) {
+        await this.current(d).catch(() => undefined);
+        return;
+      }
     }
-    mem.mtimeMs = await this.o.store.write(mem.entry);
-    mem.lastUsedWritten = mem.entry.lastUsed;
+    await this.save(d, mem);
+  }
+
+  /** Writes `mem` durably; on failure it stays in memory, marked unsaved, and the failure is logged (once per state change). */
+  private async save(d: string, mem: Mem): Promise<void> {
+    try {
+      mem.mtimeMs = await this.o.store.write(mem.entry);
+      mem.lastUsedWritten = mem.entry.lastUsed;
+      if (mem.unsaved) this.o.log?.info({ domain: d, id: mem.entry.id }, 'mta-sts: policy written to the cache after earlier failures');
+      delete mem.unsaved;
+    } catch (e) {
+      if (!mem.unsaved)
+        this.o.log?.warn(
+          { domain: d, id: mem.entry.id, mode: mem.entry.policy.mode, err: (e as Error).message },
+          'mta-sts: cannot write the policy cache; the policy applies from memory and the write is retried',
+        );
+      mem.unsaved = true;
+    }
   }
 }

@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import type { LoadedConfig } from '../config/load.js';
 import type { Resolver } from '../dns/types.js';
 import { fetchPolicy } from './fetch.js';
-import { StsPolicies, type StsLog } from './policies.js';
+import { StsPolicies, type StsLog, type StsPoliciesOptions } from './policies.js';
 import { PolicyStore } from './store.js';
 
 /**
@@ -43,6 +43,7 @@ export function stsPoliciesFor(
   resolver: Resolver,
   log?: StsLog,
   now?: () => number,
+  refreshFailed?: StsPoliciesOptions['refreshFailed'],
 ): StsPolicies {
   const ca = stsTrustAnchors(cfg);
   return new StsPolicies({
@@ -50,6 +51,7 @@ export function stsPoliciesFor(
     resolver,
     log,
     ...(now ? { now } : {}),
+    ...(refreshFailed ? { refreshFailed } : {}),
     fetch: (domain) => fetchPolicy(domain, { resolver, ca, timeoutMs: cfg.mta_sts.fetch_timeout, port: cfg.mta_sts.port }),
   });
 }

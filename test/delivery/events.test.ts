@@ -19,6 +19,7 @@ import type { TlsPlan } from '../../src/dane/policy.js';
 import type { HostFacts } from '../../src/route/host.js';
 import { DEFERRAL_REASONS } from '../../src/metrics/labels.js';
 import type { CachedPolicy } from '../../src/mtasts/store.js';
+import type { VerifyOutcome } from '../../src/dane/types.js';
 
 const run = { domain: 'd.test', report: false };
 const target = { host: 'mx.d.test', address: '127.0.0.9', port: 25 };
@@ -46,6 +47,22 @@ const sts: TlsPlan = {
   policyLines: STS_LINES,
   mxPatterns: ['*.d.test'],
 };
+const mayTesting: TlsPlan = {
+  kind: 'may',
+  why: 'tls_level may',
+  sni: 'mx.d.test',
+  stsTesting: { policyDomain: 'd.test', roots: [], policyLines: STS_LINES, mxPatterns: ['*.d.test'] },
+};
+/** A TLS session under a `testing` policy's host, with the WebPKI verdict taken on the side (STS-45). */
+const testingOpened = (webpki: VerifyOutcome): Extract<DeliveryEvent, { kind: 'session-opened' }> => ({
+  ...run,
+  kind: 'session-opened',
+  target,
+  plan: mayTesting,
+  tls,
+  starttlsOffered: true,
+  webpki,
+});
 const stsPolicy = (mode: 'enforce' | 'testing'): CachedPolicy => ({
   domain: 'd.test',
   id: '20261207',
@@ -331,6 +348,27 @@ const table = {
     { event: { ...run, kind: 'session-opened', target, plan: none, retry: 'cleartext', starttlsOffered: true }, tlsrpt: undefined, metrics: [] },
     // STS-61: a verified session under an MTA-STS enforce policy is a success of that policy
     { event: { ...run, kind: 'session-opened', target, plan: sts, tls, starttlsOffered: true }, tlsrpt: 'ok', metrics: ['tlsHandshake:ok'] },
+    // STS-45, STS-62: under a testing policy the session went on under `may`; the WebPKI verdict is reported under the sts policy
+    { event: testingOpened({ ok: true, detail: 'WebPKI: valid' }), tlsrpt: 'ok', metrics: ['tlsHandshake:ok'] },
+    {
+      event: testingOpened({ ok: false, reason: 'certificate-host-mismatch', detail: 'WebPKI: not valid for mx.d.test' }),
+      tlsrpt: 'certificate-host-mismatch',
+      metrics: ['tlsHandshake:ok'],
+      log: 'MTA-STS testing: MX certificate fails WebPKI validation (delivered anyway)',
+    },
+    {
+      event: testingOpened({ ok: false, reason: 'no-certificate', detail: 'peer presented no certificate' }),
+      tlsrpt: 'validation-failure',
+      reasonCode: 'no-certificate',
+      metrics: ['tlsHandshake:ok'],
+      log: 'MTA-STS testing: MX certificate fails WebPKI validation (delivered anyway)',
+    },
+    {
+      event: { ...run, kind: 'session-opened', target, plan: mayTesting, starttlsOffered: false },
+      tlsrpt: 'starttls-not-supported',
+      reasonCode: 'starttls-not-offered',
+      metrics: [],
+    },
   ],
   'rollover-risk': [
     {
@@ -375,10 +413,11 @@ const table = {
   ],
   'sts-lookup-failed': [
     {
-      event: { ...run, kind: 'sts-lookup-failed', error: 'disk full' },
+      // STS-16, STS-33: the policy cache could not be read: the messages wait, nothing is counted (no session was tried)
+      event: { ...run, kind: 'sts-lookup-failed', error: 'EISDIR: illegal operation on a directory, read' },
       tlsrpt: undefined,
       metrics: [],
-      log: 'MTA-STS lookup failed; delivering as without MTA-STS',
+      log: 'MTA-STS policy state unavailable; messages wait (never delivered as without MTA-STS)',
     },
   ],
   'sts-fetch-failed': [
@@ -470,6 +509,13 @@ const table = {
       event: recipient('deferred', '4.7.30', { kind: 'unreachable', hosts: [{ kind: 'requiretls', code: '4.7.30', problem: 'not-advertised' }] }, false),
       tlsrpt: undefined,
       metrics: ['deliveryOutcome:deferred/none', 'deferral:requiretls-unsupported'],
+      log: 'delivery',
+    },
+    // the MTA-STS policy in force could not be read: deferred 4.7.0, never delivered as without MTA-STS
+    {
+      event: recipient('deferred', '4.7.0', { kind: 'sts-state' }, false),
+      tlsrpt: undefined,
+      metrics: ['deliveryOutcome:deferred/none', 'deferral:sts-state-unavailable'],
       log: 'delivery',
     },
   ],

@@ -18,6 +18,7 @@ import type { TlsLevel } from '../../src/dane/levels.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { makeCa, makeLeaf, makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';
 import type { CachedPolicy } from '../../src/mtasts/store.js';
+import { StsStateError, type StsLookup } from '../../src/mtasts/policies.js';
 import { normalScript, scriptedConnector, type ConnectionScript } from '../support/scriptedPeer.js';
 
 /** The delivery port: the connector intercepts every dial, so nothing listens or is ever dialled there. */
@@ -345,6 +346,41 @@ describe('DestinationRun decisions over an in-process SMTP peer (connector)', ()
       ['mx2.sts.test', true, null, null],
     ]);
     for (const r of tlsrpt) expect(r.policy).toEqual(sts);
+  });
+
+  it('STS-16 STS-33 a lookup that fails locally (cache unreadable, a bug) defers 4.7.0 (sts-state) and contacts no host; the next message asks again', async () => {
+    const peers = scriptedConnector({ '127.0.0.2': normalScript() });
+    const events: DeliveryEvent[] = [];
+    const tlsrpt: TlsSessionResult[] = [];
+    const deferrals: string[] = [];
+    const answers: (() => Promise<StsLookup>)[] = [
+      () => Promise.reject(new StsStateError('MTA-STS policy cache for fallback.test cannot be read: EISDIR')),
+      () => Promise.reject(new TypeError("Cannot read properties of undefined (reading 'mode')")), // a bug
+      async () => ({ discovery: { kind: 'none', name: '_mta-sts.fallback.test', why: 'no such name' }, fetch: 'cached' }),
+    ];
+    let asked = 0;
+    const run = new DestinationRun(deps('may', peers.connector, events, tlsrpt, deferrals, { sts: () => answers[asked++]!() }), 'fallback.test');
+    try {
+      expect(await run.deliver(job('fallback.test'))).toMatchObject([
+        { result: 'deferred', code: '4.7.0', reason: expect.stringMatching(/^MTA-STS policy state for fallback.test unavailable \(MTA-STS policy cache/) },
+      ]);
+      expect(await run.deliver(job('fallback.test'))).toMatchObject([{ result: 'deferred', code: '4.7.0', reason: expect.stringContaining('reading') }]);
+      expect(peers.dials).toEqual([]);
+      // the state is readable again (here: no policy at all): delivered
+      expect(await run.deliver(job('fallback.test'))).toMatchObject([{ result: 'sent' }]);
+    } finally {
+      await run.close();
+    }
+    expect(asked).toBe(3);
+    expect(events.filter((e) => e.kind === 'sts-lookup-failed')).toHaveLength(2);
+    expect(events.filter((e) => e.kind === 'recipient').map((e) => (e.kind === 'recipient' ? (e.cause?.kind ?? 'sent') : ''))).toEqual([
+      'sts-state',
+      'sts-state',
+      'sent',
+    ]);
+    expect(deferrals).toEqual(['sts-state-unavailable', 'sts-state-unavailable']);
+    // nothing was tried: no TLSRPT session before the state was known
+    expect(tlsrpt.map((r) => r.host)).toEqual(['mx1.fallback.test']);
   });
 
   it('STS-16 STS-60 STS-62 a policy fetch that failed with nothing cached: delivered as without MTA-STS; TLSRPT counts sts-policy-fetch-error under an empty sts policy', async () => {

@@ -5,12 +5,13 @@
  * with WebPKI and DANE certificates. What arrived is read at the receivers, what waits in the queue.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { World, type Patch } from '../support/world.js';
+import { dayOf } from '../../src/reporting/tlsrpt/report.js';
 import { SmtpTestClient } from '../support/submit.js';
 import { chainPem, makeCa, makeLeaf, makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';
-import { startPolicyHost, type PolicyHost } from '../support/stsHost.js';
+import { policyByHost, startPolicyHost, type PolicyHost } from '../support/stsHost.js';
 import type { Receiver, ReceiverOptions } from '../support/receiver.js';
 
 let w: World;
@@ -32,6 +33,13 @@ async function publish(domain: string, id: string, policy: string): Promise<void
   const leaf = await makeLeaf(ca, { dnsNames: [`mta-sts.${domain}`] });
   host = await startPolicyHost({ key: leaf.keyPem, cert: chainPem(leaf) }, { body: policy });
   w.dns.add({ name: `_mta-sts.${domain}`, type: 'TXT', data: `v=STSv1; id=${id}` }, { name: `mta-sts.${domain}`, type: 'A', data: '127.0.0.1' });
+}
+/** One policy host serving each of `domains` a `mode` policy that names its own MX (`mx.<domain>`), with TXT records. */
+async function publishEach(domains: string[], mode: string): Promise<void> {
+  const leaf = await makeLeaf(ca, { dnsNames: domains.map((d) => `mta-sts.${d}`) });
+  host = await startPolicyHost({ key: leaf.keyPem, cert: chainPem(leaf) });
+  host.set(policyByHost((d) => policy(mode, [`mx.${d}`])));
+  for (const d of domains) w.dns.add({ name: `_mta-sts.${d}`, type: 'TXT', data: 'v=STSv1; id=x' }, { name: `mta-sts.${d}`, type: 'A', data: '127.0.0.1' });
 }
 const stsConfig = (): Patch => ({ mta_sts: { ca_file: 'sts-ca.pem', port: host!.port } });
 
@@ -105,16 +113,7 @@ describe('MTA-STS enforce', () => {
       rxs.push(rx);
       mxs(domains[i]!, [{ name: `mx.${domains[i]}`, rx }]);
     }
-    // one policy host serves all three domains' policies (each names its own MX)
-    const leaf = await makeLeaf(ca, { dnsNames: domains.map((d) => `mta-sts.${d}`) });
-    host = await startPolicyHost({ key: leaf.keyPem, cert: chainPem(leaf) });
-    host.set((req, res) => {
-      const d = String(req.headers.host)
-        .replace(/^mta-sts\./, '')
-        .replace(/:\d+$/, '');
-      res.writeHead(200, { 'Content-Type': 'text/plain' }).end(policy('enforce', [`mx.${d}`]));
-    });
-    for (const d of domains) w.dns.add({ name: `_mta-sts.${d}`, type: 'TXT', data: 'v=STSv1; id=x' }, { name: `mta-sts.${d}`, type: 'A', data: '127.0.0.1' });
+    await publishEach(domains, 'enforce');
     await w.start(stsConfig());
     const ids = [];
     for (const d of domains) ids.push(await send(`user@${d}`));
@@ -187,6 +186,138 @@ describe('MTA-STS enforce', () => {
       domain: 'override.test',
       sts_mode: 'enforce',
     });
+  });
+});
+
+describe('MTA-STS in TLSRPT', () => {
+  it('STS-62 TLSRPT-22 STS-32 a failed hourly refresh counts once as sts-policy-fetch-error under the policy kept in force; a delivery that fetches nothing adds no failure', async () => {
+    const rx = await webpkiRx('mx.rep.test');
+    mxs('rep.test', [{ name: 'mx.rep.test', rx }]);
+    const lines = policy('enforce', ['mx.rep.test']);
+    await publish('rep.test', 'r1', lines);
+    w.dns.add({ name: '_smtp._tls.rep.test', type: 'TXT', data: 'v=TLSRPTv1; rua=mailto:tlsrpt@rep.test' });
+    const relay = await w.start(stsConfig());
+    await send('user@rep.test');
+    await rx.waitFor(1);
+    await w.settle();
+    const stsPolicyOf = { type: 'sts', strings: lines.trimEnd().split('\n'), domain: 'rep.test', mxHost: ['mx.rep.test'] };
+    const counted = async () => {
+      await relay.tlsrpt!.store.flush();
+      return (await relay.tlsrpt!.store.read(dayOf(w.clock.t))).get('rep.test') ?? [];
+    };
+    expect(await counted()).toEqual([{ policy: stsPolicyOf, success: 1, failure: 0, details: [] }]);
+    // a day later (jitter at most +10 %) the hourly maintenance refreshes it; the policy host answers 500
+    w.clock.advance(1.1 * 24 * 3600_000 + 1);
+    host!.set({ status: 500 });
+    expect(await relay.sts!.maintain()).toMatchObject({ failed: ['rep.test'] });
+    // a delivery now uses the cached policy (same TXT id: no fetch, nothing more to count than its session)
+    await send('user@rep.test');
+    await rx.waitFor(2);
+    await w.settle();
+    expect(await counted()).toEqual([
+      { policy: stsPolicyOf, success: 1, failure: 1, details: [{ detail: { resultType: 'sts-policy-fetch-error' }, count: 1 }] },
+    ]);
+  });
+});
+
+describe('MTA-STS testing: WebPKI failures are delivered and reported', () => {
+  it('STS-45 STS-62 STS-41 testing: MX certificates for the wrong name or from an untrusted CA are delivered over TLS under the ordinary plan; TLSRPT counts certificate-host-mismatch / certificate-not-trusted / success under the sts policy', async () => {
+    const other = await makeCa({ cn: 'not trusted' });
+    const untrusted = await makeLeaf(other, { dnsNames: ['mx.c.test'] });
+    const rxs = {
+      'a.test': await webpkiRx('mx.a.test', ['other.a.test']), // valid chain, wrong name
+      'b.test': await webpkiRx('mx.b.test'), // valid
+      'c.test': await w.receiver({ tls: { key: untrusted.keyPem, cert: chainPem(untrusted) } }),
+    };
+    const domains = Object.keys(rxs) as (keyof typeof rxs)[];
+    for (const d of domains) mxs(d, [{ name: `mx.${d}`, rx: rxs[d] }]);
+    await publishEach(domains, 'testing');
+    for (const d of domains) w.dns.add({ name: `_smtp._tls.${d}`, type: 'TXT', data: `v=TLSRPTv1; rua=mailto:tlsrpt@${d}` });
+    const relay = await w.start(stsConfig());
+    for (const d of domains) await send(`user@${d}`);
+    for (const d of domains) await rxs[d].waitFor(1);
+    await w.settle();
+    for (const d of domains) expect(rxs[d].messages[0], d).toMatchObject({ secure: true, servername: `mx.${d}` });
+    await relay.tlsrpt!.store.flush();
+    const day = await relay.tlsrpt!.store.read(dayOf(w.clock.t));
+    const counts = (d: string) => day.get(d)?.map((c) => [c.policy.type, c.policy.domain, c.success, c.failure, c.details.map((x) => x.detail.resultType)]);
+    expect(counts('a.test')).toEqual([['sts', 'a.test', 0, 1, ['certificate-host-mismatch']]]);
+    expect(counts('b.test')).toEqual([['sts', 'b.test', 1, 0, []]]);
+    expect(counts('c.test')).toEqual([['sts', 'c.test', 0, 1, ['certificate-not-trusted']]]);
+    expect(day.get('a.test')![0]!.policy).toMatchObject({ strings: policy('testing', ['mx.a.test']).trimEnd().split('\n'), mxHost: ['mx.a.test'] });
+    expect(day.get('a.test')![0]!.details[0]!.detail).toMatchObject({ receivingMx: 'mx.a.test', receivingIp: rxs['a.test'].host });
+    expect(
+      w.logs
+        .filter((l) => l.msg === 'MTA-STS testing: MX certificate fails WebPKI validation (delivered anyway)')
+        .map((l) => l.mx)
+        .sort(),
+    ).toEqual(['mx.a.test', 'mx.c.test']);
+  });
+});
+
+describe('MTA-STS state that cannot be read or written locally (never a downgrade)', () => {
+  it('STS-33 STS-16 after a restart the cached enforce policy file is unreadable, the fetch blocked and the MX redirected to a cleartext host: deferred 4.7.0, never delivered there; readable again: delivered under the policy', async () => {
+    const good = await webpkiRx('mx.locked.test');
+    mxs('locked.test', [{ name: 'mx.locked.test', rx: good }]);
+    await publish('locked.test', 'l1', policy('enforce', ['mx.locked.test']));
+    await w.start(stsConfig());
+    await send('user@locked.test');
+    await good.waitFor(1);
+    await w.settle();
+    await w.relay!.stop(1000);
+    // the attacker: blocks the policy fetch and points the MX at a cleartext host of its own
+    const file = join(w.dir, 'queue', 'mta-sts', 'locked.test.json');
+    const saved = readFileSync(file);
+    rmSync(file);
+    mkdirSync(file); // EISDIR on read (a disk/operator accident the attacker did not need to cause, but may use)
+    host!.set({ status: 500 });
+    const rogue = await w.receiver();
+    w.dns.remove('locked.test', 'MX');
+    mxs('locked.test', [{ name: 'mx.rogue.test', rx: rogue }]);
+    await w.start(stsConfig());
+    const id = await send('user@locked.test');
+    await w.settle();
+    expect(rogue.connections).toBe(0);
+    expect(recipient(id)).toMatchObject({ state: 'deferred', dsnCode: '4.7.0' });
+    expect(recipient(id)!.lastReason).toMatch(/^MTA-STS policy state for locked\.test unavailable/);
+    expect(w.logs.find((l) => l.msg === 'MTA-STS policy state unavailable; messages wait (never delivered as without MTA-STS)')).toMatchObject({
+      domain: 'locked.test',
+    });
+    expect(w.deliveries().at(-1)).toMatchObject({ status: 'deferred', dsn: '4.7.0' });
+    // the file is readable again (the operator repaired the disk): the enforce policy applies, the rogue MX is skipped (4.7.5)
+    rmSync(file, { recursive: true });
+    writeFileSync(file, saved, { mode: 0o600 });
+    await w.advance(3600_000);
+    expect(rogue.connections).toBe(0);
+    expect(recipient(id)).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
+  });
+
+  it('STS-30 STS-33 a policy fetched while the cache cannot be written (a file where queue_dir/mta-sts should be) is enforced all the same', async () => {
+    const rogue = await w.receiver(); // cleartext, first in MX order, outside the policy
+    const good = await webpkiRx('mx.ro.test');
+    mxs('ro.test', [
+      { name: 'mx.rogue.test', rx: rogue },
+      { name: 'mx.ro.test', rx: good },
+    ]);
+    await publish('ro.test', 'r1', policy('enforce', ['mx.ro.test']));
+    mkdirSync(join(w.dir, 'queue'), { recursive: true, mode: 0o700 });
+    writeFileSync(join(w.dir, 'queue', 'mta-sts'), 'not a directory');
+    await w.start(stsConfig());
+    await send('user@ro.test');
+    await good.waitFor(1);
+    await w.settle();
+    expect(w.logs.some((l) => l.msg === 'mta-sts: cannot write the policy cache; the policy applies from memory and the write is retried')).toBe(true);
+    // the policy host is blocked now: the next message still goes under the policy held in memory
+    host!.set({ status: 500 });
+    await send('user@ro.test');
+    await good.waitFor(2);
+    await w.settle();
+    expect(rogue.connections).toBe(0);
+    expect(good.messages.map((m) => [m.secure, m.servername])).toEqual([
+      [true, 'mx.ro.test'],
+      [true, 'mx.ro.test'],
+    ]);
+    expect(w.deliveries().map((d) => d.dane)).toEqual(['sts-webpki', 'sts-webpki']);
   });
 });
 

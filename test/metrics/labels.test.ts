@@ -48,6 +48,7 @@ describe('deferralReason: from typed causes, never from the wording', () => {
     ['peer broke the protocol', { kind: 'protocol' }, '4.5.0', 'protocol-error'],
     ['remote 4xx', { kind: 'reply' }, '4.2.2', 'remote-temporary'],
     ['internal', { kind: 'internal' }, '4.3.0', 'internal'],
+    ['MTA-STS policy state unreadable', { kind: 'sts-state' }, '4.7.0', 'sts-state-unavailable'],
   ] as [string, DeferralCause, string, string][])('%s → %s', (_name, cause, code, want) => {
     expect(deferralReason(cause, code)).toBe(want);
     expect(DEFERRAL_REASONS).toContain(want);

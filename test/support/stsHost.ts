@@ -63,3 +63,18 @@ export async function startPolicyHost(
     },
   };
 }
+
+/**
+ * One policy host for several Policy Domains: the policy is chosen by the request's Host header
+ * (`mta-sts.<domain>`), a domain `policyOf` does not know gets 404. For `PolicyHost.set`.
+ */
+export function policyByHost(policyOf: (domain: string) => string | undefined): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const d = String(req.headers.host)
+      .replace(/^mta-sts\./, '')
+      .replace(/:\d+$/, '');
+    const body = policyOf(d);
+    if (body === undefined) res.writeHead(404).end();
+    else res.writeHead(200, { 'Content-Type': 'text/plain' }).end(body);
+  };
+}

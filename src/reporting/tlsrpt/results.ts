@@ -16,6 +16,7 @@ import type { DeliveryEvent, DeliverySubscriber } from '../../delivery/events.js
 import type { SmtpError } from '../../delivery/smtpClient.js';
 import { isResultType, type ResultType } from './report.js';
 import type { CachedPolicy } from '../../mtasts/store.js';
+import type { FetchFailureType } from '../../mtasts/fetch.js';
 
 /** The policy a session was evaluated against (RFC 8460 §4.4 policy-type, policy-string, policy-domain). */
 export type PolicyFacts =
@@ -55,12 +56,29 @@ function tlsaPolicy(records: TlsaRecord[] | undefined, baseDomain: string | unde
 /** The policy a plan was made from: the TLSA RRset (DANE plans and unusable-RRset `encrypt` plans), the MTA-STS policy. */
 function planPolicy(plan: TlsPlan): PolicyFacts | undefined {
   if (plan.kind === 'sts') return { type: 'sts', policyDomain: plan.policyDomain, lines: [...plan.policyLines], mx: [...plan.mxPatterns] };
+  // STS-45, STS-62: a host matching a `testing` policy is reported under it (its ordinary plan has no policy of its own)
+  if ((plan.kind === 'may' || plan.kind === 'encrypt') && plan.stsTesting) {
+    const t = plan.stsTesting;
+    return { type: 'sts', policyDomain: t.policyDomain, lines: [...t.policyLines], mx: [...t.mxPatterns] };
+  }
   return 'baseDomain' in plan ? tlsaPolicy(plan.records, plan.baseDomain) : undefined;
 }
 
 /** An MTA-STS policy as TLSRPT reports it (STS-61). */
 function stsPolicy(p: CachedPolicy): PolicyFacts {
   return { type: 'sts', policyDomain: p.domain, lines: [...p.policy.lines], mx: [...p.policy.mx] };
+}
+
+/**
+ * A failed MTA-STS policy fetch as one failed session (STS-60, STS-62, TLSRPT-22): made by a delivery
+ * (event `sts-fetch-failed`) or by the hourly refresh (`StsPolicies.maintain`, counted through
+ * `StsPoliciesOptions.refreshFailed`), each fetch once. With a policy still cached, under that policy;
+ * with nothing cached, `sts` with an empty policy-string; never for a cached `none` (STS-46).
+ */
+export function stsFetchFailure(domain: string, resultType: FetchFailureType, cached: CachedPolicy | undefined): TlsSessionResult | undefined {
+  if (cached?.policy.mode === 'none') return undefined;
+  const policy = cached ? stsPolicy(cached) : { type: 'sts' as const, policyDomain: domain, lines: [], mx: [] };
+  return { domain, ok: false, resultType, policy };
 }
 
 /** The TLSA RRset a skipped host was looked up at: the base domain is the owner name without `_port._tcp.`. */
@@ -90,15 +108,8 @@ export function attemptResult(err: Pick<SmtpError, 'stage' | 'verify'>, plan: Tl
       return { resultType: 'starttls-not-supported' };
     case 'tls':
       return { resultType: 'validation-failure', reasonCode: 'tls-handshake-failure' };
-    case 'verify': {
-      const r = err.verify?.reason;
-      if (r === 'dane-no-match') return { resultType: 'certificate-not-trusted', reasonCode: 'dane-no-match' };
-      const resultType: ResultType = r && isResultType(r) ? r : 'validation-failure';
-      if (token(r) && r !== resultType) return { resultType, reasonCode: r };
-      return resultType === 'validation-failure'
-        ? { resultType, reasonCode: plan.kind === 'sts' ? 'webpki-validation-failure' : 'dane-validation-failure' }
-        : { resultType };
-    }
+    case 'verify':
+      return verifyResult(err.verify?.reason, plan.kind === 'sts');
     case 'connect':
     case 'greeting':
     case 'ehlo':
@@ -108,6 +119,14 @@ export function attemptResult(err: Pick<SmtpError, 'stage' | 'verify'>, plan: Tl
     case 'protocol':
       return undefined;
   }
+}
+
+/** The result of a failed peer verification (DANE, or WebPKI under MTA-STS: `webpki`) from the verifier's reason. */
+function verifyResult(r: string | undefined, webpki: boolean): { resultType: ResultType; reasonCode?: string } {
+  if (r === 'dane-no-match') return { resultType: 'certificate-not-trusted', reasonCode: 'dane-no-match' };
+  const resultType: ResultType = r && isResultType(r) ? r : 'validation-failure';
+  if (token(r) && r !== resultType) return { resultType, reasonCode: r };
+  return resultType === 'validation-failure' ? { resultType, reasonCode: webpki ? 'webpki-validation-failure' : 'dane-validation-failure' } : { resultType };
 }
 
 /** TLSRPT-21: a skipped host's result (dnssec-invalid, dane-required) and reason code, from its typed cause. */
@@ -169,7 +188,9 @@ export function tlsrptResultOf(e: DeliveryEvent): TlsSessionResult | undefined {
         return { ...base, ok: false, resultType: 'starttls-not-supported', reasonCode: e.starttlsOffered ? 'starttls-refused' : 'starttls-not-offered' };
       // TLSRPT-21: a TLSA RRset without a usable record is reported as tlsa-invalid, although RFC 7672 §2.2 lets the
       // message go over unauthenticated TLS (plan `encrypt`): the domain's DANE policy could not be applied.
-      if (e.plan.kind === 'encrypt' && policy) return { ...base, ok: false, resultType: 'tlsa-invalid', reasonCode: 'no-usable-tlsa' };
+      if (e.plan.kind === 'encrypt' && policy?.type === 'tlsa') return { ...base, ok: false, resultType: 'tlsa-invalid', reasonCode: 'no-usable-tlsa' };
+      // STS-45, STS-62: under a `testing` policy the session went on; a WebPKI failure (chain or MX name) is still reported.
+      if (e.webpki && !e.webpki.ok) return { ...base, ok: false, ...verifyResult(e.webpki.reason, true) };
       return { ...base, ok: true };
     }
     case 'policy-changed':
@@ -186,12 +207,8 @@ export function tlsrptResultOf(e: DeliveryEvent): TlsSessionResult | undefined {
     case 'requiretls-host-refused':
     case 'requiretls-run-mismatch':
       return undefined;
-    case 'sts-fetch-failed': {
-      // STS-60, STS-62: with the policy still cached, under that policy; with nothing cached, `sts` with an empty policy-string
-      if (e.cached?.policy.mode === 'none') return undefined;
-      const policy = e.cached ? stsPolicy(e.cached) : { type: 'sts' as const, policyDomain: e.domain, lines: [], mx: [] };
-      return { domain: e.domain, ok: false, resultType: e.resultType, policy };
-    }
+    case 'sts-fetch-failed':
+      return stsFetchFailure(e.domain, e.resultType, e.cached);
     case 'sts-mx-mismatch':
       // STS-60: RFC 8460 has no result type for an MX outside the policy's patterns; enforce and testing alike (STS-45, STS-62)
       if (e.repeat || e.policy.policy.mode === 'none') return undefined;
