@@ -13,7 +13,7 @@ import type { TlsLevel } from '../dane/levels.js';
 import { addressLiteral, type MxDecision } from '../route/mx.js';
 import { planHost, type HostFacts } from '../route/host.js';
 import type { TlsPlan } from '../dane/policy.js';
-import { type SmtpSession, SmtpError, type Connector, type SmtpClientOptions } from './smtpClient.js';
+import { type SmtpSession, SmtpError, requireTlsProblem, type Connector, type SmtpClientOptions } from './smtpClient.js';
 import { attemptAddress, requirementFor } from './attempt.js';
 import { matchingPattern } from '../mtasts/policy.js';
 import type { StsLookup } from '../mtasts/policies.js';
@@ -40,15 +40,17 @@ import type { RcptDsn } from '../dsn/params.js';
 export const REPORT_TLS_LEVEL = { level: 'may' as TlsLevel, rule: 'tlsrpt report: no DANE/MTA-STS enforcement (RFC 8460 §3)' };
 
 /**
- * The level of a run of REQUIRETLS messages (RFC 8689 §4.2.1, digest RT-21…25): only a DNSSEC-secure MX
- * whose certificate DANE authenticates (`dane-only`: no usable TLSA → the host is not used), whatever
+ * The level of a run of REQUIRETLS messages (RFC 8689 §4.2.1, digest RT-21…25): a DNSSEC-secure MX whose
+ * certificate DANE authenticates (`dane-only`: without usable TLSA the host is not used), whatever
  * `tls_policy` or the danefail list say for the destination (RT-25: no downgrade for such a message).
- * The RFC's other routes (MX matched by an MTA-STS enforce policy, or a secure MX with a WebPKI
- * certificate) are not implemented yet: such a message waits rather than going out less protected.
+ * The RFC's other route, an MX host matched by the destination's MTA-STS `enforce` policy with a certificate
+ * WebPKI-valid for the MX name, is added per host in `DestinationRun.open` where DANE has no usable TLSA.
+ * Not implemented: a DNSSEC-secure MX with a WebPKI-valid certificate and neither TLSA nor an STS policy
+ * (RT-22's derived reading): such a message waits rather than going out less protected.
  */
 export const REQUIRETLS_LEVEL = {
   level: 'dane-only' as TlsLevel,
-  rule: 'REQUIRETLS (RFC 8689): DNSSEC MX and DANE only; tls_policy and danefail do not apply',
+  rule: 'REQUIRETLS (RFC 8689): DNSSEC MX and DANE, or MTA-STS enforce; tls_policy and danefail do not apply',
 };
 
 /** RFC 8689 §4.2.1 (RT-27): why no host took a REQUIRETLS message, as the code its final DSN will carry (5.7.30 / 5.7.10). */
@@ -253,12 +255,12 @@ export class DestinationRun {
 
   /**
    * The MTA-STS policy this run applies (STS-31…34 in mtasts/policies.ts: the TXT id is checked at every
-   * run, so a deferred message sees a new policy before it could fail, STS-44). None for TLSRPT reports and
-   * REQUIRETLS runs (their own levels), for `tls_level none`, and where an explicit tls_policy entry decides
-   * (it wins; reported when a policy would have applied).
+   * run, so a deferred message sees a new policy before it could fail, STS-44). None for TLSRPT reports (their
+   * own level), for `tls_level none`, and where an explicit tls_policy entry decides (it wins; reported when a
+   * policy would have applied). A REQUIRETLS run asks too: an `enforce` policy is one of its routes (RT-21).
    */
   private async resolveSts(): Promise<{ policy: CachedPolicy } | null> {
-    if (!this.deps.sts || this.report || this.requireTls || this.level.level === 'none' || addressLiteral(this.domain)) return null;
+    if (!this.deps.sts || this.report || this.level.level === 'none' || addressLiteral(this.domain)) return null;
     let r: StsLookup;
     try {
       r = await this.deps.sts(this.domain);
@@ -335,7 +337,16 @@ export class DestinationRun {
           cause: { kind: 'self-loop' },
         };
       }
-      if (hp.kind === 'skip') {
+      // RFC 8689 §4.2.1 step 2 (RT-21): for a REQUIRETLS message a host without usable DANE (dane-only skipped it)
+      // may still be authenticated by the destination's MTA-STS `enforce` policy; every other skip (a failed or
+      // insecure-by-limit lookup, no address) stands, as does a DANE plan (DANE precedence, RFC 8461 §2).
+      const stsRoute =
+        this.requireTls &&
+        hp.kind === 'skip' &&
+        hp.skip.cause.kind === 'dane-required' &&
+        hp.addresses.length > 0 &&
+        this.sts?.policy.policy.mode === 'enforce';
+      if (hp.kind === 'skip' && !stsRoute) {
         const { skip, kind: _kind, ...facts } = hp;
         failures.push(`${h.host}: ${skip.reason}`);
         codes.push(skip.code);
@@ -347,8 +358,9 @@ export class DestinationRun {
         this.emit({ kind: 'host-skipped', host: facts satisfies HostFacts, skip, repeat });
         continue;
       }
-      let hostPlan: TlsPlan = hp.plan;
-      if (this.sts && hostPlan.kind !== 'dane') {
+      let hostPlan: TlsPlan | undefined = hp.kind === 'plan' ? hp.plan : undefined;
+      // A REQUIRETLS run uses only an `enforce` policy (a `testing` one authenticates nothing, RT-21).
+      if (this.sts && hostPlan?.kind !== 'dane' && (!this.requireTls || this.sts.policy.policy.mode === 'enforce')) {
         // STS-50…52: a host with usable TLSA is DANE's alone (and a DANE lookup failure skipped it above);
         // only here, without DANE, does the MTA-STS policy apply.
         const p = this.sts.policy;
@@ -380,6 +392,7 @@ export class DestinationRun {
           };
         }
       }
+      if (!hostPlan) throw new Error('unreachable: a REQUIRETLS STS route without a plan');
       for (const address of hp.addresses) {
         const where = `${h.host}[${address}]:${this.deps.port}`;
         const opened = await attemptAddress(
@@ -436,9 +449,9 @@ export class DestinationRun {
         );
         if (!opened) continue;
         const { session, plan } = opened;
-        if (this.requireTls && !(session.tls?.verified && session.extensions.has('REQUIRETLS'))) {
+        const problem = this.requireTls ? requireTlsProblem(session.tls, session.extensions) : undefined;
+        if (problem) {
           // RFC 8689 §4.2.1 step 5 (RT-23, RT-25): QUIT and try the next host; never a weaker delivery.
-          const problem: RequireTlsProblem = session.tls?.verified ? 'not-advertised' : 'unauthenticated';
           const code = problem === 'not-advertised' ? '4.7.30' : '4.7.10';
           failures.push(`${where}: ${REQUIRETLS_PROBLEM[problem]}`);
           codes.push(code);
