@@ -30,7 +30,6 @@ import {
   type DeliveryEvent,
   type DeliverySubscriber,
   type HostFailure,
-  type RequireTlsProblem,
 } from './events.js';
 import { outboundBody, type MimeConversion, type OutboundBody } from './body.js';
 import type { BodyFacts } from '../mime/scan.js';
