@@ -22,15 +22,7 @@ import { lookupMx, hostContext } from '../route/nexthop.js';
 import { PlanBudget } from '../route/budget.js';
 import { DEFAULT_MX_HOST_LIMIT } from '../route/mx.js';
 import { INTERNAL_ERROR, oneOutcomeEach, outcomeOf, PROTOCOL_ERROR, type RecipientOutcome } from './outcome.js';
-import {
-  publish,
-  REQUIRETLS_PROBLEM,
-  type CarrierFacts,
-  type DeferralCause,
-  type DeliveryEvent,
-  type DeliverySubscriber,
-  type HostFailure,
-} from './events.js';
+import { publish, REQUIRETLS_PROBLEM, type CarrierFacts, type DeferralCause, type DeliveryEvent, type DeliverySubscriber, type HostFailure } from './events.js';
 import { outboundBody, type MimeConversion, type OutboundBody } from './body.js';
 import type { BodyFacts } from '../mime/scan.js';
 import type { RcptDsn } from '../dsn/params.js';
@@ -296,6 +288,26 @@ export class DestinationRun {
   }
 
   /**
+   * No host took the job. A DSN tagged REQUIRETLS (RFC 8689 §5, RT-52: REQUIRETLS should not get a bounce
+   * discarded) that no host qualified for — 4.7.30 / 4.7.10, not a DNS or connection failure, which waits
+   * and retries under REQUIRETLS — goes out now as an ordinary message through a run of its own: the
+   * destination's own policy (DANE, MTA-STS, tls_policy), no REQUIRETLS parameter, its header-only content
+   * unchanged. That run's events are the job's (one `recipient` event each); this one only says why.
+   */
+  private async unreached(job: DeliveryJob, started: number, u: Unreachable): Promise<RecipientOutcome[]> {
+    if (!(this.requireTls && job.envelope.kind === 'dsn' && !u.permanent && (u.code === '4.7.30' || u.code === '4.7.10')))
+      return this.log(job, started, this.unreachableFor(job, u));
+    this.emit({ kind: 'requiretls-dsn-fallback', queueId: job.id, code: u.code, reason: u.reason });
+    const { requireTls: _tag, ...envelope } = job.envelope;
+    const ordinary = new DestinationRun(this.deps, this.domain);
+    try {
+      return await ordinary.deliver({ ...job, envelope });
+    } finally {
+      await ordinary.close();
+    }
+  }
+
+  /**
    * Open a session to the first usable host, in MX order. Hosts are planned through `plan` (the
    * message's work budget, route/budget.ts): once it is spent no further host is planned, and if none
    * was usable the message is deferred (4.4.3) with the budget's reason.
@@ -506,7 +518,7 @@ export class DestinationRun {
     if (this.sts === undefined) this.sts = await this.resolveSts();
     if (this.unreachable) {
       this.planned = true; // the cached result was reached under the same level
-      return this.log(job, started, this.unreachableFor(job, this.unreachable));
+      return this.unreached(job, started, this.unreachable);
     }
 
     if (this.session && (!this.session.usable || this.sent >= this.deps.maxMessagesPerConnection)) await this.dropSession();
@@ -516,7 +528,7 @@ export class DestinationRun {
     }
     if (!this.session) {
       this.unreachable = await this.open(plan);
-      if (this.unreachable) return this.log(job, started, this.unreachableFor(job, this.unreachable));
+      if (this.unreachable) return this.unreached(job, started, this.unreachable);
     }
     const session = this.session!;
     const { host, address } = this.sessionPlan!;

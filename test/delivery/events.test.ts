@@ -439,6 +439,14 @@ const table = {
       log: 'REQUIRETLS message in the wrong delivery run (internal error)',
     },
   ],
+  'requiretls-dsn-fallback': [
+    {
+      event: { ...run, requireTls: true, kind: 'requiretls-dsn-fallback', queueId: 'q1', code: '4.7.30', reason: 'mx1: does not advertise REQUIRETLS' },
+      tlsrpt: undefined,
+      metrics: [],
+      log: 'REQUIRETLS: no host qualifies for this DSN; sent without REQUIRETLS (header only, RFC 8689 section 5)',
+    },
+  ],
   recipient: [
     { event: recipient('sent', '2.0.0'), tlsrpt: undefined, metrics: ['deliveryOutcome:delivered/dane-verified'], log: 'delivery' },
     {

@@ -80,7 +80,7 @@ describe('REQUIRETLS delivery', () => {
     expect(w.logs.find((l) => l.msg === 'REQUIRETLS: host not used')).toMatchObject({ why: 'does not advertise REQUIRETLS after STARTTLS' });
   });
 
-  it('RT-27 RT-3 RT-51 no host offers REQUIRETLS: deferred 4.7.30, then at the end of the lifetime bounced 5.7.30 with the header only, although RET=FULL', async () => {
+  it('RT-27 RT-3 RT-51 RT-52 no host offers REQUIRETLS: deferred 4.7.30, then at the end of the lifetime bounced 5.7.30 with the header only, although RET=FULL; the return path qualifies for no REQUIRETLS route, so the bounce goes without the parameter rather than be lost', async () => {
     const inbox = await w.mx('sender.test');
     const { rx, cert } = await tlsRx('mx1.dest.test');
     destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(cert)] }]);
@@ -98,6 +98,34 @@ describe('REQUIRETLS delivery', () => {
     expect(dsn).toContain('Subject: secret');
     expect(dsn).not.toContain('the secret body');
     expect(rx.messages).toHaveLength(0);
+    expect(inbox.commands.find((c) => c.startsWith('MAIL'))).toBe('MAIL FROM:<>');
+    expect(w.logs.find((l) => l.msg.startsWith('REQUIRETLS: no host qualifies for this DSN'))).toMatchObject({ domain: 'sender.test', dsn: '4.7.10' });
+  });
+
+  it('RT-50 RT-51 RT-53 the delay and the failure DSN of a REQUIRETLS message are themselves sent with REQUIRETLS (MAIL FROM:<> REQUIRETLS over DANE) and return the header only', async () => {
+    const back = await tlsRx('mx.sender.test', { requireTls: true });
+    destination([{ name: 'mx.sender.test', rx: back.rx, tlsa: [daneEe(back.cert)] }], true, 'sender.test');
+    const { rx, cert } = await tlsRx('mx1.dest.test'); // no REQUIRETLS: the message waits, then bounces
+    destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(cert)] }]);
+    await w.start({ queue: { min_backoff: '30m', max_backoff: '1h', lifetime: '3h', delay_warning: '1h' } });
+    await send('REQUIRETLS RET=FULL');
+    await w.settle();
+    await w.advance(3600_000 + 1);
+    await back.rx.waitFor(1);
+    await w.advance(3 * 3600_000);
+    await back.rx.waitFor(2);
+    await w.settle();
+    const reports = back.rx.messages.map((m) => m.body.toString());
+    expect(reports.filter((r) => /Action: delayed/.test(r))).toHaveLength(1);
+    expect(reports.filter((r) => /Action: failed/.test(r) && /Status: 5\.7\.30/.test(r))).toHaveLength(1);
+    for (const [i, r] of reports.entries()) {
+      expect(back.rx.messages[i]).toMatchObject({ requireTls: true, secure: true });
+      expect(r).toContain('Content-Type: text/rfc822-headers');
+      expect(r).toContain('Subject: secret');
+      expect(r).not.toContain('the secret body');
+    }
+    expect(back.rx.commands.filter((c) => c.startsWith('MAIL'))).toEqual(['MAIL FROM:<> REQUIRETLS', 'MAIL FROM:<> REQUIRETLS']);
+    expect(w.logs.some((l) => l.msg.startsWith('REQUIRETLS: no host qualifies for this DSN'))).toBe(false);
   });
 
   it('RT-21 RT-25 an insecure MX (no DNSSEC) is never used, even over TLS to a server with REQUIRETLS: deferred 4.7.10, no MAIL sent', async () => {

@@ -185,6 +185,7 @@ export function tlsrptResultOf(e: DeliveryEvent): TlsSessionResult | undefined {
     case 'sts-exception-applied':
     case 'requiretls-host-refused':
     case 'requiretls-run-mismatch':
+    case 'requiretls-dsn-fallback':
       return undefined;
     case 'sts-fetch-failed': {
       // STS-60, STS-62: with the policy still cached, under that policy; with nothing cached, `sts` with an empty policy-string
