@@ -44,6 +44,20 @@ export const REQUIRETLS_LEVEL = {
   rule: 'REQUIRETLS (RFC 8689): DNSSEC MX and DANE, or MTA-STS enforce; tls_policy and danefail do not apply',
 };
 
+/**
+ * The level of a run of `TLS-Required: No` messages (RFC 8689 §4.2.2, §8.4; RT-31, RT-33): opportunistic TLS
+ * (`may`: STARTTLS when offered, cleartext when not or after a failed handshake), no TLSA lookup and no MTA-STS
+ * policy, so the recipient's DANE and MTA-STS failures are ignored. The next hop is still found as always:
+ * a bogus or indeterminate MX or address answer still defers (route/mx.ts, route/host.ts), because the field
+ * waives the protection of the content, not the authenticity of the route — honouring it there would let an
+ * on-path attacker who forges DNS send the mail to a host of their choosing. An operator's explicit mandatory
+ * level (`encrypt`, `dane-only`) or `none` for the destination is local policy, not the recipient's: it stands.
+ */
+export function tlsRequiredNoLevel(p: ReturnType<DeliveryDeps['tlsLevel']>): ReturnType<DeliveryDeps['tlsLevel']> {
+  if (p.explicit && (p.level === 'encrypt' || p.level === 'dane-only' || p.level === 'none')) return p;
+  return { level: 'may', rule: `TLS-Required: No (RFC 8689 section 4.2.2): recipient DANE/MTA-STS not enforced, instead of ${p.rule}` };
+}
+
 /** RFC 8689 §4.2.1 (RT-27): why no host took a REQUIRETLS message, as the code its final DSN will carry (5.7.30 / 5.7.10). */
 function requireTlsCode(codes: string[]): string {
   if (codes.includes('4.7.30')) return '4.7.30';
@@ -169,6 +183,8 @@ export class DestinationRun {
   private readonly report: boolean;
   /** a run of messages tagged REQUIRETLS (RFC 8689): REQUIRETLS_LEVEL, REQUIRETLS after STARTTLS, passed on */
   private readonly requireTls: boolean;
+  /** a run of `TLS-Required: No` messages (RFC 8689 §4.2.2): tlsRequiredNoLevel, no MTA-STS */
+  private readonly tlsRequiredNo: boolean;
   /** the current message's hosts were planned (or its session opened) under the resolved level: DANE-70 counts it */
   private planned = false;
   /** TLSRPT: skipped hosts (host, result type) already recorded in this run */
@@ -185,23 +201,34 @@ export class DestinationRun {
   constructor(
     private readonly deps: DeliveryDeps,
     readonly domain: string,
-    opts: { report?: boolean; requireTls?: boolean } = {},
+    opts: { report?: boolean; requireTls?: boolean; tlsRequiredNo?: boolean } = {},
   ) {
     this.report = !!opts.report;
     // A REQUIRETLS run is judged by the sender's demand, not the destination's policy: its events say so
     // (`requireTls`), and TLSRPT counts only the destination's own sessions (reporting/tlsrpt/results.ts).
     this.requireTls = !!opts.requireTls && !this.report;
+    // RT-32: REQUIRETLS wins over TLS-Required: No.
+    this.tlsRequiredNo = !!opts.tlsRequiredNo && !this.report && !this.requireTls;
     this.level = this.policyNow();
     this.levelKey = policyKey(this.level);
   }
 
   /** Every fact goes to every subscriber, in order (delivery/events.ts). */
-  private readonly emit = (e: DistributiveOmit<DeliveryEvent, 'domain' | 'report' | 'requireTls'>): void => {
-    publish(this.deps.subscribers, { ...e, domain: this.domain, report: this.report, requireTls: this.requireTls } as DeliveryEvent);
+  private readonly emit = (e: DistributiveOmit<DeliveryEvent, 'domain' | 'report' | 'requireTls' | 'tlsRequiredNo'>): void => {
+    publish(this.deps.subscribers, {
+      ...e,
+      domain: this.domain,
+      report: this.report,
+      requireTls: this.requireTls,
+      ...(this.tlsRequiredNo ? { tlsRequiredNo: true } : {}),
+    } as DeliveryEvent);
   };
 
   private policyNow(): ReturnType<DeliveryDeps['tlsLevel']> {
-    return this.report ? REPORT_TLS_LEVEL : this.requireTls ? REQUIRETLS_LEVEL : this.deps.tlsLevel(this.domain);
+    if (this.report) return REPORT_TLS_LEVEL;
+    if (this.requireTls) return REQUIRETLS_LEVEL;
+    const p = this.deps.tlsLevel(this.domain);
+    return this.tlsRequiredNo ? tlsRequiredNoLevel(p) : p;
   }
 
   /**
@@ -251,7 +278,7 @@ export class DestinationRun {
    * policy would have applied). A REQUIRETLS run asks too: an `enforce` policy is one of its routes (RT-21).
    */
   private async resolveSts(): Promise<{ policy: CachedPolicy } | null> {
-    if (!this.deps.sts || this.report || this.level.level === 'none' || addressLiteral(this.domain)) return null;
+    if (!this.deps.sts || this.report || this.tlsRequiredNo || this.level.level === 'none' || addressLiteral(this.domain)) return null;
     let r: StsLookup;
     try {
       r = await this.deps.sts(this.domain);
@@ -493,6 +520,15 @@ export class DestinationRun {
         job,
         started,
         this.everyone(job, 'deferred', INTERNAL_ERROR, 'internal error: REQUIRETLS message in the wrong delivery run', { kind: 'internal' }),
+      );
+    }
+    if (this.tlsRequiredNo && !job.envelope.tlsRequiredNo) {
+      // An ordinary message must never go over a `TLS-Required: No` run's opportunistic session (the reverse is only stricter).
+      this.emit({ kind: 'internal-error', queueId: job.id, what: 'unexpected', err: new Error('message without TLS-Required: No in such a run') });
+      return this.log(
+        job,
+        started,
+        this.everyone(job, 'deferred', INTERNAL_ERROR, 'internal error: message in a TLS-Required: No delivery run', { kind: 'internal' }),
       );
     }
     await this.refreshPolicy();

@@ -89,6 +89,11 @@ interface Run {
    * absent: false
    */
   requireTls?: boolean;
+  /**
+   * a run of `TLS-Required: No` messages (RFC 8689 §4.2.2): logged (per delivery) and counted in metrics, never in
+   * TLSRPT — the sender waived the destination's policy, so these sessions say nothing about it; absent: false
+   */
+  tlsRequiredNo?: boolean;
 }
 
 export type DeliveryEvent = Run &

@@ -118,6 +118,8 @@ export function deliveryLog(log: Logger): DeliverySubscriber {
             dane: daneLabel(e),
             matched: o.relay ? tls?.verify?.matched : undefined,
             tls_rule: e.rule,
+            // RFC 8689 §4.2.2 (RT-31): each delivery the field relaxed says so
+            tls_required: e.tlsRequiredNo ? 'no' : undefined,
             dane_exception: e.exception ? true : undefined,
           },
           'delivery',

@@ -530,6 +530,8 @@ describe('DeliveryEvent → TLSRPT result type, metric labels, log line (every k
         expect(tlsrptResultOf({ ...c.event, report: true })).toBeUndefined();
         // RFC 8689: nor is a run of REQUIRETLS messages (judged by the sender's demand, not the destination's policy)
         expect(tlsrptResultOf({ ...c.event, requireTls: true })).toBeUndefined();
+        // RFC 8689 §4.2.2: nor a run of TLS-Required: No messages (the sender waived the destination's policy)
+        expect(tlsrptResultOf({ ...c.event, tlsRequiredNo: true })).toBeUndefined();
 
         const m = recorder();
         deliveryMetrics(m.events)(c.event, () => undefined);

@@ -314,3 +314,24 @@ describe('REQUIRETLS over an MTA-STS enforce route (RFC 8689 §4.2.1)', () => {
     expect(recipient(id)).toMatchObject({ state: 'deferred', dsnCode: '4.7.10' });
   });
 });
+
+describe('TLS-Required: No over an MTA-STS enforce destination (RFC 8689 §4.2.2)', () => {
+  it('RT-31 an MX outside the enforce patterns with a certificate for another name still gets a message carrying the field (opportunistic TLS); ordinary mail waits', async () => {
+    const rx = await webpkiRx('mx.lax.test', ['other.lax.test']);
+    mxs('lax.test', [{ name: 'mx.lax.test', rx }]);
+    await publish('lax.test', 'l1', policy('enforce', ['mx.elsewhere.test']));
+    await w.start(stsConfig());
+    const plain = await send('a@lax.test');
+    const c = await SmtpTestClient.connect({ port: w.ingressPort });
+    await c.ehlo();
+    const r = await c.sendMail('app@sender.test', ['b@lax.test'], 'Subject: lax\r\nTLS-Required: No\r\n\r\nhello\r\n');
+    await c.quit();
+    expect(r.end?.code).toBe(250);
+    await rx.waitFor(1);
+    await w.settle();
+    expect(rx.messages.map((m) => m.to)).toEqual([['b@lax.test']]);
+    expect(rx.messages[0]).toMatchObject({ secure: true });
+    expect(recipient(plain)).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
+    expect(w.deliveries().find((d) => d.to === 'b@lax.test')).toMatchObject({ status: 'sent', tls_required: 'no' });
+  });
+});

@@ -155,3 +155,88 @@ describe('REQUIRETLS delivery', () => {
     expect(recipient(plain)).toBeUndefined(); // delivered and forgotten
   });
 });
+
+/** A message with `TLS-Required: No` (RFC 8689 §3) and a marker body. */
+const relaxed = (subject: string, extra = '') => `Subject: ${subject}\r\nTLS-Required: No\r\n${extra}\r\nbody ${subject}\r\n`;
+
+describe('TLS-Required: No (RFC 8689 §4.2.2)', () => {
+  it('RT-31 RT-72 RT-33 a failing DANE destination: the message with the field goes out over opportunistic TLS, logged as such, the field unchanged; an ordinary message waits (4.7.5)', async () => {
+    const { rx } = await tlsRx('mx1.dest.test');
+    const other = await makeSelfSigned({ dnsNames: ['mx1.dest.test'] });
+    destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(other)] }]); // TLSA matches nothing the server has
+    await w.start();
+    const plain = await send('', 'a@dest.test', 'Subject: plain\r\n\r\nx\r\n');
+    await send('', 'b@dest.test', relaxed('relaxed'));
+    await rx.waitFor(1);
+    await w.settle();
+    expect(rx.messages.map((m) => m.to)).toEqual([['b@dest.test']]);
+    expect(rx.messages[0]).toMatchObject({ secure: true, requireTls: false });
+    expect(rx.messages[0]!.body.toString()).toMatch(/\r\nTLS-Required: No\r\n/);
+    expect(recipient(plain)).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
+    expect(w.deliveries().find((d) => d.to === 'b@dest.test')).toMatchObject({
+      status: 'sent',
+      tls_required: 'no',
+      tls_rule: expect.stringMatching(/^TLS-Required: No/),
+    });
+    expect(w.logs.find((l) => l.msg === 'queued' && l.tls_required === 'no')).toBeDefined();
+  });
+
+  it('RT-31 RT-34 a DANE destination whose MX does not offer STARTTLS: delivered in cleartext', async () => {
+    const rx = await w.receiver(); // no TLS
+    const cert = await makeSelfSigned({ dnsNames: ['mx1.dest.test'] });
+    destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(cert)] }]);
+    await w.start();
+    await send('', 'b@dest.test', relaxed('clear'));
+    await rx.waitFor(1);
+    await w.settle();
+    expect(rx.messages[0]).toMatchObject({ secure: false });
+  });
+
+  it('RT-32 RT-30 REQUIRETLS wins over the field (the message waits); two fields, or another value, are ignored (the destination policy applies)', async () => {
+    const { rx } = await tlsRx('mx1.dest.test', { requireTls: true });
+    const other = await makeSelfSigned({ dnsNames: ['mx1.dest.test'] });
+    destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(other)] }]);
+    await w.start();
+    const both = await send('REQUIRETLS', 'a@dest.test', relaxed('both'));
+    const twice = await send('', 'b@dest.test', relaxed('twice', 'TLS-Required: No\r\n'));
+    const yes = await send('', 'c@dest.test', 'Subject: yes\r\nTLS-Required: Yes\r\n\r\nx\r\n');
+    await w.settle();
+    expect(rx.messages).toHaveLength(0);
+    expect(recipient(both)).toMatchObject({ state: 'deferred', dsnCode: '4.7.10' });
+    expect(recipient(twice)).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
+    expect(recipient(yes)).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
+    expect(w.logs.filter((l) => l.msg === 'TLS-Required: No ignored: MAIL FROM carried REQUIRETLS (RFC 8689 section 4.1)')).toHaveLength(1);
+    expect(w.logs.filter((l) => l.msg === 'TLS-Required header field ignored').map((l) => l.why)).toEqual([
+      '2 TLS-Required fields (RFC 8689 section 3 allows one)',
+      'TLS-Required value is not "No" (RFC 8689 section 3)',
+    ]);
+  });
+
+  it("RT-33 an explicit tls_policy dane-only entry is the operator's, not the recipient's: it stands", async () => {
+    const { rx } = await tlsRx('mx1.dest.test');
+    const other = await makeSelfSigned({ dnsNames: ['mx1.dest.test'] });
+    destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(other)] }]);
+    writeFileSync(join(w.dir, 'tls_policy'), 'dest.test dane-only\n');
+    await w.start({ policy: { tls_policy: join(w.dir, 'tls_policy') } });
+    const id = await send('', 'b@dest.test', relaxed('local'));
+    await w.settle();
+    expect(rx.messages).toHaveLength(0);
+    expect(recipient(id)).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
+  });
+
+  it('RT-31 the field waives TLS authentication, never the route: a failing TLSA lookup is ignored, a failing MX lookup still defers (4.4.3)', async () => {
+    const { rx } = await tlsRx('mx1.dest.test');
+    destination([{ name: 'mx1.dest.test', rx }]);
+    w.dns.behave(`_${w.port}._tcp.mx1.dest.test`, 'TLSA', 'servfail');
+    w.dns.addZone({ name: 'broken.test', secure: true });
+    w.dns.add({ name: 'broken.test', type: 'MX', data: { preference: 10, exchange: 'mx1.dest.test' } });
+    w.dns.behave('broken.test', 'MX', 'servfail');
+    await w.start();
+    await send('', 'b@dest.test', relaxed('tlsa'));
+    const mx = await send('', 'c@broken.test', relaxed('mx'));
+    await rx.waitFor(1);
+    await w.settle();
+    expect(rx.messages.map((m) => m.to)).toEqual([['b@dest.test']]);
+    expect(recipient(mx)).toMatchObject({ state: 'deferred', dsnCode: '4.4.3' });
+  });
+});
