@@ -19,6 +19,19 @@ function reference(msg: string): number {
   return lines.slice(0, end < 0 ? lines.length : end).filter((l) => /^received[ \t]*:/i.test(l)).length;
 }
 
+/** `buf` cut into pieces of the given lengths (empty ones included), the rest as the last piece. */
+function pieces(buf: Buffer, cuts: number[]): Buffer[] {
+  const out: Buffer[] = [];
+  let at = 0;
+  for (const c of cuts) {
+    const end = Math.min(buf.length, at + c);
+    out.push(buf.subarray(at, end));
+    at = end;
+  }
+  out.push(buf.subarray(at));
+  return out;
+}
+
 const line = fc.constantFrom(
   'Received: from a by b',
   'received:x',
@@ -45,15 +58,7 @@ describe('HeaderWatch: Received fields (RFC 5321 §6.3)', () => {
           const eol = lf ? '\n' : '\r\n';
           const msg = `${head.join(eol)}${head.length ? eol : ''}${eol}${body.join(eol)}${eol}`;
           const buf = Buffer.from(msg, 'latin1');
-          const chunks: Buffer[] = [];
-          let at = 0;
-          for (const c of cuts) {
-            const end = Math.min(buf.length, at + c);
-            chunks.push(buf.subarray(at, end));
-            at = end;
-          }
-          chunks.push(buf.subarray(at));
-          const got = count(chunks);
+          const got = count(pieces(buf, cuts));
           expect(got.count).toBe(reference(msg));
           expect(got.done).toBe(true);
           expect(count([buf])).toEqual(got);
@@ -71,17 +76,10 @@ describe('HeaderWatch: Received fields (RFC 5321 §6.3)', () => {
   });
 });
 
-/** Cuts `msg` at the given offsets and feeds the pieces to a fresh watch. */
+/** Feeds `msg`, cut into pieces of the given lengths, to a fresh watch. */
 function watch(msg: string, cuts: number[] = []): HeaderWatch {
-  const buf = Buffer.from(msg, 'latin1');
   const h = new HeaderWatch();
-  let at = 0;
-  for (const c of cuts) {
-    const end = Math.min(buf.length, at + c);
-    h.push(buf.subarray(at, end));
-    at = end;
-  }
-  h.push(buf.subarray(at));
+  for (const p of pieces(Buffer.from(msg, 'latin1'), cuts)) h.push(p);
   h.finish();
   return h;
 }
