@@ -45,16 +45,17 @@ export const REQUIRETLS_LEVEL = {
 };
 
 /**
- * The level of a run of `TLS-Required: No` messages (RFC 8689 §4.2.2, §8.4; RT-31, RT-33): opportunistic TLS
- * (`may`: STARTTLS when offered, cleartext when not or after a failed handshake), no TLSA lookup and no MTA-STS
- * policy, so the recipient's DANE and MTA-STS failures are ignored. The next hop is still found as always:
- * a bogus or indeterminate MX or address answer still defers (route/mx.ts, route/host.ts), because the field
- * waives the protection of the content, not the authenticity of the route — honouring it there would let an
- * on-path attacker who forges DNS send the mail to a host of their choosing. An operator's explicit mandatory
- * level (`encrypt`, `dane-only`) or `none` for the destination is local policy, not the recipient's: it stands.
+ * The level of a run of `TLS-Required: No` messages (RFC 8689 §4.2.2, §8.4; RT-31, RT-33): the recipient's DANE
+ * (level `dane`: TLSA where the destination publishes it) becomes opportunistic TLS (`may`: STARTTLS when offered,
+ * cleartext when not or after a failed handshake), and no MTA-STS policy is looked up, so the recipient's DANE and
+ * MTA-STS failures are ignored. A level the operator made mandatory — `encrypt`, `dane-only`, from a tls_policy
+ * entry or `delivery.tls_level` — is local policy, not the recipient's, and stands, as do `none` and `may`.
+ * The next hop is still found as always: a bogus or indeterminate MX or address answer still defers (route/mx.ts,
+ * route/host.ts), because the field waives the protection of the content, not the authenticity of the route —
+ * honouring it there would let an on-path attacker who forges DNS send the mail to a host of their choosing.
  */
 export function tlsRequiredNoLevel(p: ReturnType<DeliveryDeps['tlsLevel']>): ReturnType<DeliveryDeps['tlsLevel']> {
-  if (p.explicit && (p.level === 'encrypt' || p.level === 'dane-only' || p.level === 'none')) return p;
+  if (p.level !== 'dane') return p;
   return { level: 'may', rule: `TLS-Required: No (RFC 8689 section 4.2.2): recipient DANE/MTA-STS not enforced, instead of ${p.rule}` };
 }
 
