@@ -32,11 +32,21 @@ export function requirementFor(plan: TlsPlan, digestPreference: ('sha512' | 'sha
         mode: 'verify',
         servername: plan.sni,
         label: plan.label,
+        // RFC 8689 §4.2.1 (RT-21, RT-22): DANE after a DNSSEC-secure MX authenticates the route; after an insecure one (trust-insecure-mx) it does not.
+        ...(plan.label === 'verified' ? { authenticatedRoute: 'dnssec-dane' as const } : {}),
         verify: (chain): VerifyOutcome =>
           verifyDane({ records: plan.records, chain: chain.certificates, referenceNames: plan.referenceNames, now: new Date(now()), digestPreference }),
       };
     case 'sts':
-      return { mode: 'verify', servername: plan.sni, label: 'sts', webpkiRoots: plan.roots, verify: (chain) => webpkiVerdict(chain, plan.sni) };
+      // An `sts` plan is made only from an `enforce` policy whose mx pattern matched the host (deliver.ts): RT-21.
+      return {
+        mode: 'verify',
+        servername: plan.sni,
+        label: 'sts',
+        authenticatedRoute: 'sts-enforce',
+        webpkiRoots: plan.roots,
+        verify: (chain) => webpkiVerdict(chain, plan.sni),
+      };
   }
 }
 

@@ -13,7 +13,7 @@ import type { TlsLevel } from '../dane/levels.js';
 import { addressLiteral, type MxDecision } from '../route/mx.js';
 import { planHost, type HostFacts } from '../route/host.js';
 import type { TlsPlan } from '../dane/policy.js';
-import { type SmtpSession, SmtpError, type Connector, type SmtpClientOptions } from './smtpClient.js';
+import { type SmtpSession, SmtpError, requireTlsProblem, type Connector, type SmtpClientOptions } from './smtpClient.js';
 import { attemptAddress, requirementFor } from './attempt.js';
 import { matchingPattern } from '../mtasts/policy.js';
 import { webpkiVerdict } from '../mtasts/webpki.js';
@@ -24,16 +24,7 @@ import { lookupMx, hostContext } from '../route/nexthop.js';
 import { PlanBudget } from '../route/budget.js';
 import { DEFAULT_MX_HOST_LIMIT } from '../route/mx.js';
 import { INTERNAL_ERROR, oneOutcomeEach, outcomeOf, PROTOCOL_ERROR, type RecipientOutcome } from './outcome.js';
-import {
-  publish,
-  REQUIRETLS_PROBLEM,
-  type CarrierFacts,
-  type DeferralCause,
-  type DeliveryEvent,
-  type DeliverySubscriber,
-  type HostFailure,
-  type RequireTlsProblem,
-} from './events.js';
+import { publish, REQUIRETLS_PROBLEM, type CarrierFacts, type DeferralCause, type DeliveryEvent, type DeliverySubscriber, type HostFailure } from './events.js';
 import { outboundBody, type MimeConversion, type OutboundBody } from './body.js';
 import type { BodyFacts } from '../mime/scan.js';
 import type { RcptDsn } from '../dsn/params.js';
@@ -42,19 +33,36 @@ import type { RcptDsn } from '../dsn/params.js';
 export const REPORT_TLS_LEVEL = { level: 'may' as TlsLevel, rule: 'tlsrpt report: no DANE/MTA-STS enforcement (RFC 8460 §3)' };
 
 /**
- * The level of a run of REQUIRETLS messages (RFC 8689 §4.2.1, digest RT-21…25): only a DNSSEC-secure MX
- * whose certificate DANE authenticates (`dane-only`: no usable TLSA → the host is not used), whatever
+ * The level of a run of REQUIRETLS messages (RFC 8689 §4.2.1, digest RT-21…25): a DNSSEC-secure MX whose
+ * certificate DANE authenticates (`dane-only`: without usable TLSA the host is not used), whatever
  * `tls_policy` or the danefail list say for the destination (RT-25: no downgrade for such a message).
- * The RFC's other routes (MX matched by an MTA-STS enforce policy, or a secure MX with a WebPKI
- * certificate) are not implemented yet: such a message waits rather than going out less protected.
+ * The RFC's other route, an MX host matched by the destination's MTA-STS `enforce` policy with a certificate
+ * WebPKI-valid for the MX name, is added per host in `DestinationRun.open` where DANE has no usable TLSA.
+ * Not implemented: a DNSSEC-secure MX with a WebPKI-valid certificate and neither TLSA nor an STS policy
+ * (RT-22's derived reading): such a message waits rather than going out less protected.
  */
 export const REQUIRETLS_LEVEL = {
   level: 'dane-only' as TlsLevel,
-  rule: 'REQUIRETLS (RFC 8689): DNSSEC MX and DANE only; tls_policy and danefail do not apply',
+  rule: 'REQUIRETLS (RFC 8689): DNSSEC MX and DANE, or MTA-STS enforce; tls_policy and danefail do not apply',
 };
 
 /** RFC 3463 X.7.0 (other security status): the MTA-STS state could not be read, so the message waits (events.ts `sts-state`). */
 export const STS_STATE_CODE = '4.7.0';
+
+/**
+ * The level of a run of `TLS-Required: No` messages (RFC 8689 §4.2.2, §8.4; RT-31, RT-33): the recipient's DANE
+ * (level `dane`: TLSA where the destination publishes it) becomes opportunistic TLS (`may`: STARTTLS when offered,
+ * cleartext when not or after a failed handshake), and no MTA-STS policy is looked up, so the recipient's DANE and
+ * MTA-STS failures are ignored. A level the operator made mandatory — `encrypt`, `dane-only`, from a tls_policy
+ * entry or `delivery.tls_level` — is local policy, not the recipient's, and stands, as do `none` and `may`.
+ * The next hop is still found as always: a bogus or indeterminate MX or address answer still defers (route/mx.ts,
+ * route/host.ts), because the field waives the protection of the content, not the authenticity of the route —
+ * honouring it there would let an on-path attacker who forges DNS send the mail to a host of their choosing.
+ */
+export function tlsRequiredNoLevel(p: ReturnType<DeliveryDeps['tlsLevel']>): ReturnType<DeliveryDeps['tlsLevel']> {
+  if (p.level !== 'dane') return p;
+  return { level: 'may', rule: `TLS-Required: No (RFC 8689 section 4.2.2): recipient DANE/MTA-STS not enforced, instead of ${p.rule}` };
+}
 
 /** RFC 8689 §4.2.1 (RT-27): why no host took a REQUIRETLS message, as the code its final DSN will carry (5.7.30 / 5.7.10). */
 function requireTlsCode(codes: string[]): string {
@@ -181,6 +189,8 @@ export class DestinationRun {
   private readonly report: boolean;
   /** a run of messages tagged REQUIRETLS (RFC 8689): REQUIRETLS_LEVEL, REQUIRETLS after STARTTLS, passed on */
   private readonly requireTls: boolean;
+  /** a run of `TLS-Required: No` messages (RFC 8689 §4.2.2): tlsRequiredNoLevel, no MTA-STS */
+  private readonly tlsRequiredNo: boolean;
   /** the current message's hosts were planned (or its session opened) under the resolved level: DANE-70 counts it */
   private planned = false;
   /** TLSRPT: skipped hosts (host, result type) already recorded in this run */
@@ -197,23 +207,34 @@ export class DestinationRun {
   constructor(
     private readonly deps: DeliveryDeps,
     readonly domain: string,
-    opts: { report?: boolean; requireTls?: boolean } = {},
+    opts: { report?: boolean; requireTls?: boolean; tlsRequiredNo?: boolean } = {},
   ) {
     this.report = !!opts.report;
     // A REQUIRETLS run is judged by the sender's demand, not the destination's policy: its events say so
     // (`requireTls`), and TLSRPT counts only the destination's own sessions (reporting/tlsrpt/results.ts).
     this.requireTls = !!opts.requireTls && !this.report;
+    // RT-32: REQUIRETLS wins over TLS-Required: No.
+    this.tlsRequiredNo = !!opts.tlsRequiredNo && !this.report && !this.requireTls;
     this.level = this.policyNow();
     this.levelKey = policyKey(this.level);
   }
 
   /** Every fact goes to every subscriber, in order (delivery/events.ts). */
-  private readonly emit = (e: DistributiveOmit<DeliveryEvent, 'domain' | 'report' | 'requireTls'>): void => {
-    publish(this.deps.subscribers, { ...e, domain: this.domain, report: this.report, requireTls: this.requireTls } as DeliveryEvent);
+  private readonly emit = (e: DistributiveOmit<DeliveryEvent, 'domain' | 'report' | 'requireTls' | 'tlsRequiredNo'>): void => {
+    publish(this.deps.subscribers, {
+      ...e,
+      domain: this.domain,
+      report: this.report,
+      requireTls: this.requireTls,
+      ...(this.tlsRequiredNo ? { tlsRequiredNo: true } : {}),
+    } as DeliveryEvent);
   };
 
   private policyNow(): ReturnType<DeliveryDeps['tlsLevel']> {
-    return this.report ? REPORT_TLS_LEVEL : this.requireTls ? REQUIRETLS_LEVEL : this.deps.tlsLevel(this.domain);
+    if (this.report) return REPORT_TLS_LEVEL;
+    if (this.requireTls) return REQUIRETLS_LEVEL;
+    const p = this.deps.tlsLevel(this.domain);
+    return this.tlsRequiredNo ? tlsRequiredNoLevel(p) : p;
   }
 
   /**
@@ -258,12 +279,13 @@ export class DestinationRun {
 
   /**
    * The MTA-STS policy this run applies (STS-31…34 in mtasts/policies.ts: the TXT id is checked at every
-   * run, so a deferred message sees a new policy before it could fail, STS-44). None for TLSRPT reports and
-   * REQUIRETLS runs (their own levels), for `tls_level none`, and where an explicit tls_policy entry decides
-   * (it wins; reported when a policy would have applied). `{ unknown }`: the lookup failed locally.
+   * run, so a deferred message sees a new policy before it could fail, STS-44). None for TLSRPT reports (their
+   * own level), for `tls_level none`, and where an explicit tls_policy entry decides (it wins; reported when a
+   * policy would have applied). A REQUIRETLS run asks too: an `enforce` policy is one of its routes (RT-21).
+   * `{ unknown }`: the lookup failed locally.
    */
   private async resolveSts(): Promise<{ policy: CachedPolicy } | null | { unknown: string }> {
-    if (!this.deps.sts || this.report || this.requireTls || this.level.level === 'none' || addressLiteral(this.domain)) return null;
+    if (!this.deps.sts || this.report || this.tlsRequiredNo || this.level.level === 'none' || addressLiteral(this.domain)) return null;
     let r: StsLookup;
     try {
       r = await this.deps.sts(this.domain);
@@ -299,6 +321,26 @@ export class DestinationRun {
 
   private unreachableFor(job: DeliveryJob, u: Unreachable): Attempted {
     return this.everyone(job, u.permanent ? 'bounced' : 'deferred', u.code, u.reason, u.cause);
+  }
+
+  /**
+   * No host took the job. A DSN tagged REQUIRETLS (RFC 8689 §5, RT-52: REQUIRETLS should not get a bounce
+   * discarded) that no host qualified for — 4.7.30 / 4.7.10, not a DNS or connection failure, which waits
+   * and retries under REQUIRETLS — goes out now as an ordinary message through a run of its own: the
+   * destination's own policy (DANE, MTA-STS, tls_policy), no REQUIRETLS parameter, its header-only content
+   * unchanged. That run's events are the job's (one `recipient` event each); this one only says why.
+   */
+  private async unreached(job: DeliveryJob, started: number, u: Unreachable): Promise<RecipientOutcome[]> {
+    if (!(this.requireTls && job.envelope.kind === 'dsn' && !u.permanent && (u.code === '4.7.30' || u.code === '4.7.10')))
+      return this.log(job, started, this.unreachableFor(job, u));
+    this.emit({ kind: 'requiretls-dsn-fallback', queueId: job.id, code: u.code, reason: u.reason });
+    const { requireTls: _tag, ...envelope } = job.envelope;
+    const ordinary = new DestinationRun(this.deps, this.domain);
+    try {
+      return await ordinary.deliver({ ...job, envelope });
+    } finally {
+      await ordinary.close();
+    }
   }
 
   /**
@@ -342,7 +384,16 @@ export class DestinationRun {
           cause: { kind: 'self-loop' },
         };
       }
-      if (hp.kind === 'skip') {
+      // RFC 8689 §4.2.1 step 2 (RT-21): for a REQUIRETLS message a host without usable DANE (dane-only skipped it)
+      // may still be authenticated by the destination's MTA-STS `enforce` policy; every other skip (a failed or
+      // insecure-by-limit lookup, no address) stands, as does a DANE plan (DANE precedence, RFC 8461 §2).
+      const stsRoute =
+        this.requireTls &&
+        hp.kind === 'skip' &&
+        hp.skip.cause.kind === 'dane-required' &&
+        hp.addresses.length > 0 &&
+        this.sts?.policy.policy.mode === 'enforce';
+      if (hp.kind === 'skip' && !stsRoute) {
         const { skip, kind: _kind, ...facts } = hp;
         failures.push(`${h.host}: ${skip.reason}`);
         codes.push(skip.code);
@@ -354,8 +405,9 @@ export class DestinationRun {
         this.emit({ kind: 'host-skipped', host: facts satisfies HostFacts, skip, repeat });
         continue;
       }
-      let hostPlan: TlsPlan = hp.plan;
-      if (this.sts && hostPlan.kind !== 'dane') {
+      let hostPlan: TlsPlan | undefined = hp.kind === 'plan' ? hp.plan : undefined;
+      // A REQUIRETLS run uses only an `enforce` policy (a `testing` one authenticates nothing, RT-21).
+      if (this.sts && hostPlan?.kind !== 'dane' && (!this.requireTls || this.sts.policy.policy.mode === 'enforce')) {
         // STS-50…52: a host with usable TLSA is DANE's alone (and a DANE lookup failure skipped it above);
         // only here, without DANE, does the MTA-STS policy apply.
         const p = this.sts.policy;
@@ -377,7 +429,7 @@ export class DestinationRun {
         } else if (p.policy.mode === 'testing') {
           // STS-45, STS-62: delivered under the ordinary plan whatever the certificate; the WebPKI verdict (chain and
           // MX name) is taken on the side and reported. An `encrypt` plan from an unusable TLSA RRset stays DANE's to report.
-          if (hostPlan.kind === 'may' || (hostPlan.kind === 'encrypt' && !hostPlan.baseDomain))
+          if (hostPlan?.kind === 'may' || (hostPlan?.kind === 'encrypt' && !hostPlan.baseDomain))
             hostPlan = {
               ...hostPlan,
               stsTesting: {
@@ -400,6 +452,7 @@ export class DestinationRun {
           };
         }
       }
+      if (!hostPlan) throw new Error('unreachable: a REQUIRETLS STS route without a plan');
       for (const address of hp.addresses) {
         const where = `${h.host}[${address}]:${this.deps.port}`;
         /** STS-45: the WebPKI verdict of the handshake under a `testing` policy (decides nothing) */
@@ -466,9 +519,9 @@ export class DestinationRun {
         );
         if (!opened) continue;
         const { session, plan } = opened;
-        if (this.requireTls && !(session.tls?.verified && session.extensions.has('REQUIRETLS'))) {
+        const problem = this.requireTls ? requireTlsProblem(session.tls, session.extensions) : undefined;
+        if (problem) {
           // RFC 8689 §4.2.1 step 5 (RT-23, RT-25): QUIT and try the next host; never a weaker delivery.
-          const problem: RequireTlsProblem = session.tls?.verified ? 'not-advertised' : 'unauthenticated';
           const code = problem === 'not-advertised' ? '4.7.30' : '4.7.10';
           failures.push(`${where}: ${REQUIRETLS_PROBLEM[problem]}`);
           codes.push(code);
@@ -499,6 +552,15 @@ export class DestinationRun {
         job,
         started,
         this.everyone(job, 'deferred', INTERNAL_ERROR, 'internal error: REQUIRETLS message in the wrong delivery run', { kind: 'internal' }),
+      );
+    }
+    if (this.tlsRequiredNo && !job.envelope.tlsRequiredNo) {
+      // An ordinary message must never go over a `TLS-Required: No` run's opportunistic session (the reverse is only stricter).
+      this.emit({ kind: 'internal-error', queueId: job.id, what: 'unexpected', err: new Error('message without TLS-Required: No in such a run') });
+      return this.log(
+        job,
+        started,
+        this.everyone(job, 'deferred', INTERNAL_ERROR, 'internal error: message in a TLS-Required: No delivery run', { kind: 'internal' }),
       );
     }
     await this.refreshPolicy();
@@ -532,7 +594,7 @@ export class DestinationRun {
     }
     if (this.unreachable) {
       this.planned = true; // the cached result was reached under the same level
-      return this.log(job, started, this.unreachableFor(job, this.unreachable));
+      return this.unreached(job, started, this.unreachable);
     }
 
     if (this.session && (!this.session.usable || this.sent >= this.deps.maxMessagesPerConnection)) await this.dropSession();
@@ -542,7 +604,7 @@ export class DestinationRun {
     }
     if (!this.session) {
       this.unreachable = await this.open(plan);
-      if (this.unreachable) return this.log(job, started, this.unreachableFor(job, this.unreachable));
+      if (this.unreachable) return this.unreached(job, started, this.unreachable);
     }
     const session = this.session!;
     const { host, address } = this.sessionPlan!;

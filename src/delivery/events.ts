@@ -96,6 +96,11 @@ interface Run {
    * absent: false
    */
   requireTls?: boolean;
+  /**
+   * a run of `TLS-Required: No` messages (RFC 8689 §4.2.2): logged (per delivery) and counted in metrics, never in
+   * TLSRPT — the sender waived the destination's policy, so these sessions say nothing about it; absent: false
+   */
+  tlsRequiredNo?: boolean;
 }
 
 export type DeliveryEvent = Run &
@@ -162,6 +167,11 @@ export type DeliveryEvent = Run &
     | { kind: 'requiretls-host-refused'; target: Target; plan: TlsPlan; problem: RequireTlsProblem }
     /** the scheduler put a message in a run of the wrong REQUIRETLS kind (a bug; the message waits) */
     | { kind: 'requiretls-run-mismatch'; queueId: string; messageRequireTls: boolean }
+    /**
+     * RFC 8689 §5 (RT-52): no host qualified for a REQUIRETLS-tagged DSN (`code` 4.7.30 / 4.7.10, `reason`):
+     * it goes out now as an ordinary message, without the parameter, rather than be lost
+     */
+    | { kind: 'requiretls-dsn-fallback'; queueId: string; code: string; reason: string }
     /** one recipient's attempt ended (exactly once per recipient of the job) */
     | {
         kind: 'recipient';

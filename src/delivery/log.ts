@@ -101,6 +101,11 @@ export function deliveryLog(log: Logger): DeliverySubscriber {
         );
       case 'requiretls-run-mismatch':
         return log.error({ queue_id: e.queueId, domain, require_tls: e.messageRequireTls }, 'REQUIRETLS message in the wrong delivery run (internal error)');
+      case 'requiretls-dsn-fallback':
+        return log.warn(
+          { queue_id: e.queueId, domain, dsn: e.code, reason: e.reason },
+          'REQUIRETLS: no host qualifies for this DSN; sent without REQUIRETLS (header only, RFC 8689 section 5)',
+        );
       case 'recipient': {
         const o = e.outcome;
         const tls = e.session?.tls;
@@ -119,6 +124,8 @@ export function deliveryLog(log: Logger): DeliverySubscriber {
             dane: daneLabel(e),
             matched: o.relay ? tls?.verify?.matched : undefined,
             tls_rule: e.rule,
+            // RFC 8689 §4.2.2 (RT-31): each delivery the field relaxed says so
+            tls_required: e.tlsRequiredNo ? 'no' : undefined,
             dane_exception: e.exception ? true : undefined,
           },
           'delivery',

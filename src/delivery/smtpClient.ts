@@ -14,7 +14,8 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex, Readable } from 'node:stream';
-import type { Target, TlsRequirement } from './types.js';
+import type { AuthenticatedRoute, Target, TlsRequirement } from './types.js';
+import type { RequireTlsProblem } from './events.js';
 import type { PresentedChain, VerifyOutcome } from '../dane/types.js';
 import { replyLine } from './outcome.js';
 import { decodeUtf8 } from '../text/printable.js';
@@ -190,6 +191,8 @@ export interface TlsInfo {
   protocol: string;
   cipher: string;
   verified: boolean;
+  /** set once `verified`: the route that verification authenticated for REQUIRETLS (TlsRequirement.authenticatedRoute) */
+  route?: AuthenticatedRoute;
   verify?: VerifyOutcome;
   servername?: string;
 }
@@ -241,6 +244,16 @@ export type RecipientVerdict =
  * The MAIL command for this server: SIZE (RFC 1870), BODY=8BITMIME (RFC 6152 §2), SMTPUTF8
  * (RFC 6531 §3.4), RET/ENVID (RFC 3461 §4.3, §4.4) — each only when the server offers it.
  */
+/**
+ * RFC 8689 §4.2.1 steps 2-5 (RT-21…23): why a session cannot carry a REQUIRETLS message, or undefined when it
+ * can — verified TLS over an authenticated route (`TlsInfo.route`) and REQUIRETLS in the EHLO reply after
+ * STARTTLS. The one rule: delivery picks hosts with it, and `SmtpSession.send` refuses with it as the last guard.
+ */
+export function requireTlsProblem(tls: TlsInfo | undefined, extensions: ReadonlyMap<string, string>): RequireTlsProblem | undefined {
+  if (!tls?.verified || !tls.route) return 'unauthenticated';
+  return extensions.has('REQUIRETLS') ? undefined : 'not-advertised';
+}
+
 export function mailCommand(input: SendInput, ext: ReadonlyMap<string, string>): string {
   let cmd = `MAIL FROM:<${input.from}>`;
   if (ext.has('SIZE') && input.size !== undefined) cmd += ` SIZE=${Math.max(0, Math.floor(input.size))}`;
@@ -563,6 +576,7 @@ export class SmtpSession {
         });
       }
       this._tls!.verified = true;
+      if (this.opts.tls.authenticatedRoute) this._tls!.route = this.opts.tls.authenticatedRoute;
     }
 
     // RFC 3207 §4.2: discard pre-TLS knowledge and ask again.
@@ -806,10 +820,15 @@ export class SmtpSession {
       throw this.fail('mail', `${this.target.host}: ${text}`, { kind: 'local', reply: { code: 554, enhanced: '5.6.3', text }, permanent: true });
     }
 
-    if (input.requireTls && !(this._tls?.verified && this._extensions.has('REQUIRETLS'))) {
-      // RFC 8689 §4.2.1 steps 4-5: an authenticated TLS session whose EHLO advertised REQUIRETLS. The last
-      // line of defence: nothing of the transaction is sent; the message waits (never a cleartext or weaker copy).
-      const text = `4.7.${this._tls?.verified ? '30 REQUIRETLS support required: the server does not advertise REQUIRETLS' : '10 Encryption needed: no authenticated TLS session'} (RFC 8689)`;
+    const rtProblem = input.requireTls ? requireTlsProblem(this._tls, this._extensions) : undefined;
+    if (rtProblem) {
+      // RFC 8689 §4.2.1 steps 2-5: a session over an authenticated route (DNSSEC+DANE or MTA-STS enforce)
+      // whose EHLO advertised REQUIRETLS. The last line of defence: nothing of the transaction is sent; the
+      // message waits (never a cleartext or weaker copy).
+      const text =
+        rtProblem === 'not-advertised'
+          ? '4.7.30 REQUIRETLS support required: the server does not advertise REQUIRETLS (RFC 8689)'
+          : '4.7.10 Encryption needed: no TLS session over a DNSSEC+DANE or MTA-STS enforce route (RFC 8689)';
       throw this.fail('mail', `${this.target.host}: ${text}`, {
         kind: 'local',
         permanent: false,

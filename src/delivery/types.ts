@@ -13,6 +13,14 @@ import type { PresentedChain, VerifyOutcome } from '../dane/types.js';
  */
 export type TlsMode = 'none' | 'may' | 'encrypt' | 'verify';
 
+/**
+ * RFC 8689 §4.2.1 steps 2 and 4 (RT-21, RT-22): what a verified session proves about the route, so that a
+ * REQUIRETLS message may use it. `dnssec-dane`: DANE after a DNSSEC-secure MX RRset; `sts-enforce`: the MX
+ * host matched an MTA-STS `enforce` policy and its certificate is WebPKI-valid for the MX name. Nothing
+ * else qualifies (DANE after an insecure MX with trust-insecure-mx, audit retries, `encrypt`, `may`).
+ */
+export type AuthenticatedRoute = 'dnssec-dane' | 'sts-enforce';
+
 export interface TlsRequirement {
   mode: TlsMode;
   /** SNI to send; undefined = none */
@@ -21,6 +29,8 @@ export interface TlsRequirement {
   verify?: (chain: PresentedChain) => VerifyOutcome | Promise<VerifyOutcome>;
   /** label for logs: dane=verified|untrusted|cleartext|... */
   label?: string;
+  /** mode `verify` only: the route a successful verification authenticates for REQUIRETLS (unset: none) */
+  authenticatedRoute?: AuthenticatedRoute;
   /**
    * WebPKI trust anchors (PEM): the handshake validates the chain against them and reports the result in
    * `PresentedChain.pkix` for `verify` to judge. Unset (DANE): an empty store, so the presented chain is

@@ -58,6 +58,11 @@ export interface DsnEnvelope {
   client: { address: string; name: string };
   received: number;
   kind: 'dsn';
+  /**
+   * RFC 8689 §5 (RT-50, RT-53): a report about a message that arrived with REQUIRETLS is itself sent with
+   * REQUIRETLS (it returns the header only, RT-51); delivery may fall back for it as RT-52 allows.
+   */
+  requireTls?: true;
 }
 
 export interface DsnInput {
@@ -230,6 +235,7 @@ export async function composeDsn(input: DsnInput): Promise<ComposedDsn> {
       client: { address: '127.0.0.1', name: 'localhost' },
       received: input.now,
       kind: 'dsn',
+      ...(input.original.requireTls ? { requireTls: true as const } : {}),
     },
     message,
   };

@@ -1,34 +1,65 @@
 /**
- * Loop detection at ingress by hop count (RFC 5321 §6.3: "simple counting of the number of
- * 'Received' header fields in a message has proven to be an effective, although rarely
- * optimal, method of detecting loops"; Postfix `hopcount_limit`, default 50).
+ * The header fields ingress looks at while a message streams past, chunk by chunk, in O(1) memory:
+ * - `Received:` fields, counted for loop detection (RFC 5321 §6.3: "simple counting of the number of
+ *   'Received' header fields in a message has proven to be an effective, although rarely optimal,
+ *   method of detecting loops"; Postfix `hopcount_limit`, default 50);
+ * - `TLS-Required:` fields (RFC 8689 §3), their unfolded values kept (each bounded) for `tlsRequiredOf`.
  *
- * Counts the `Received:` header fields of the header section (RFC 5322 §2.2: up to the first
- * empty line) while the message streams past, chunk by chunk, in O(1) memory: only the first
- * bytes of each line are looked at, never a whole line or the message. Continuation lines of a
- * folded field (leading WSP) are no new field. The name may be followed by WSP before the colon
- * (RFC 5322 §4.5.3 obsolete syntax, which receivers must accept). Lines end in CRLF or a bare LF.
+ * Only the header section counts (RFC 5322 §2.2: up to the first empty line); only the first bytes of
+ * each line are looked at, never a whole line or the message, except a bounded TLS-Required value.
+ * Continuation lines of a folded field (leading WSP) are no new field. A name may be followed by WSP
+ * before the colon (RFC 5322 §4.5.3 obsolete syntax, which receivers must accept). Lines end in CRLF
+ * or a bare LF.
  */
 
-const NAME = 'received';
-/** "received" + up to this many WSP before ":" is still looked at; longer prefixes are no match. */
-const MAX_PREFIX = NAME.length + 16;
+/** Names looked at (lower case): the longest is `tls-required`. */
+const RECEIVED = 'received';
+const TLS_REQUIRED = 'tls-required';
+const MAX_NAME = TLS_REQUIRED.length;
+/** WSP between a name and its colon still looked at; more is no match. */
+const MAX_WSP = 16;
+/** octets of a TLS-Required value kept; a longer one is kept as over-long (never a valid `No`) */
+export const MAX_TLS_REQUIRED_VALUE = 200;
 
-export class HopCounter {
+export class HeaderWatch {
   /** Received: fields seen so far */
-  count = 0;
+  received = 0;
+  /** the unfolded value of each TLS-Required: field seen so far; `null` for one over MAX_TLS_REQUIRED_VALUE */
+  readonly tlsRequired: (string | null)[] = [];
   /** the empty line ending the header section has been seen */
   done = false;
-  /** the first bytes of the current line (lower-cased), while they can still match */
-  private prefix = '';
+  /** the name of the current line so far (lower-cased), while it can still match */
+  private name = '';
+  /** WSP seen after the name (obsolete syntax) */
+  private wsp = 0;
   private atLineStart = true;
-  /** the current line can no longer be a Received: field (or is a continuation line) */
+  /** the current line can no longer start a field we look at (or is a continuation line) */
   private settled = false;
   /** the current line so far is only a CR (a CRLF empty line in the making) */
   private onlyCR = false;
+  /** a TLS-Required value is being read (its line, then its continuation lines) */
+  private value: string | null | undefined;
 
   push(chunk: Buffer): void {
     for (let i = 0; i < chunk.length && !this.done; i++) this.byte(chunk[i]!);
+    if (this.done) this.endValue();
+  }
+
+  /** The message ended (with or without an empty line): a value still being read is complete. */
+  finish(): void {
+    this.endValue();
+  }
+
+  private endValue(): void {
+    if (this.value === undefined) return;
+    this.tlsRequired.push(this.value);
+    this.value = undefined;
+  }
+
+  private take(b: number): void {
+    if (this.value === null || b === 0x0d) return; // CRs of CRLF (and bare ones) are no part of the unfolded value
+    this.value += String.fromCharCode(b);
+    if (this.value!.length > MAX_TLS_REQUIRED_VALUE) this.value = null;
   }
 
   private byte(b: number): void {
@@ -39,7 +70,8 @@ export class HopCounter {
         return;
       }
       this.atLineStart = true;
-      this.prefix = '';
+      this.name = '';
+      this.wsp = 0;
       this.settled = false;
       this.onlyCR = false;
       return;
@@ -51,29 +83,52 @@ export class HopCounter {
       return;
     }
     this.onlyCR = false;
-    if (this.settled) return;
-    if (first && (b === 0x20 || b === 0x09)) {
-      this.settled = true;
-      return;
-    } // folded continuation
-    const c = String.fromCharCode(b).toLowerCase();
-    if (this.prefix.length < NAME.length) {
-      if (c !== NAME[this.prefix.length]) {
+    if (first) {
+      if (b === 0x20 || b === 0x09) {
+        // A folded continuation: part of the value being read, if any (RFC 5322 §2.2.3 unfolding keeps the WSP).
         this.settled = true;
+        if (this.value !== undefined) this.take(b);
         return;
       }
-      this.prefix += c;
+      this.endValue();
+    }
+    if (this.settled) {
+      if (this.value !== undefined) this.take(b);
       return;
     }
+    const c = String.fromCharCode(b).toLowerCase();
     if (c === ':') {
-      this.count++;
+      this.settled = true;
+      if (this.name === RECEIVED) this.received++;
+      else if (this.name === TLS_REQUIRED) this.value = '';
+      return;
+    }
+    if (c === ' ' || c === '\t') {
+      if (this.name === '' || ++this.wsp > MAX_WSP) this.settled = true;
+      return;
+    }
+    // "Received-SPF:", "ReceivedX:", "Received x:", names longer than any we look at: no match.
+    if (this.wsp > 0 || this.name.length >= MAX_NAME) {
       this.settled = true;
       return;
     }
-    if ((c === ' ' || c === '\t') && this.prefix.length < MAX_PREFIX) {
-      this.prefix += c;
-      return;
-    }
-    this.settled = true; // "Received-SPF:", "ReceivedX:" ...
+    this.name += c;
   }
+}
+
+/** What a message's `TLS-Required` header fields ask for (RFC 8689 §3). */
+export type TlsRequiredField = { kind: 'absent' } | { kind: 'no' } | { kind: 'invalid'; why: string };
+
+/**
+ * RFC 8689 §3 (RT-30): `"TLS-Required:" [FWS] "No" CRLF`, at most one instance. ABNF strings are
+ * case-insensitive (RFC 5234 §2.3), so `no` and `NO` count; WSP around the value (folding included) is
+ * allowed. Any other value, or more than one field, is no request: the field is ignored (and logged).
+ */
+export function tlsRequiredOf(values: readonly (string | null)[]): TlsRequiredField {
+  if (values.length === 0) return { kind: 'absent' };
+  if (values.length > 1) return { kind: 'invalid', why: `${values.length} TLS-Required fields (RFC 8689 section 3 allows one)` };
+  const v = values[0];
+  if (v === null || v === undefined) return { kind: 'invalid', why: 'TLS-Required value is too long' };
+  if (v.trim().toLowerCase() !== 'no') return { kind: 'invalid', why: 'TLS-Required value is not "No" (RFC 8689 section 3)' };
+  return { kind: 'no' };
 }

@@ -51,7 +51,7 @@ import { checkMailbox } from './address.js';
 import { commandParams, mailDsnOf, rcptDsnOf, type MailDsn, type RcptDsn } from '../dsn/params.js';
 import { MAX_LINE_OCTETS } from '../mime/scan.js';
 import { receivedHeader } from './received.js';
-import { HopCounter } from './hops.js';
+import { HeaderWatch, tlsRequiredOf } from './hops.js';
 import { AuthLimiter, Concurrency, SlidingWindow, type AuthAttempt, type Reservation } from './limits.js';
 import { Users } from './users.js';
 import type { RelayEvents } from '../metrics/events.js';
@@ -83,6 +83,8 @@ export const AUTH_FAILURE_WINDOW_MS = 15 * 60_000;
 const RATE_WINDOW_MS = 60_000;
 /** How long close() lets clients read their 421 before the sockets are destroyed. */
 const CLOSE_GRACE_MS = 1000;
+/** octets of DATA held before the spool draft begins when the header section has not ended yet (receive()) */
+const HEADER_WAIT = 64 * 1024;
 
 const LOOPBACK = [compileCidr('127.0.0.0/8'), compileCidr('::1/128')];
 /** the `perClient` key that counts every admitted connection (no client key has this form) */
@@ -584,20 +586,43 @@ export class Ingress {
   }
 
   /**
+   * RFC 8689 §4.1 (RT-32, RT-33): a valid `TLS-Required: No` tags the message (`Envelope.tlsRequiredNo`), unless
+   * MAIL FROM carried REQUIRETLS, which wins (the field is then ignored, and passed on unchanged like the rest of
+   * the message). Every client that can relay through us is a relay client or authenticated (ingress/access.ts),
+   * so the field is honoured from every message accepted. An invalid field (another value, two of them) is
+   * ignored and logged (RT-30).
+   */
+  private withTlsRequired(envelope: Envelope, header: HeaderWatch, session: SMTPServerSession): Envelope {
+    const field = tlsRequiredOf(header.tlsRequired);
+    if (field.kind === 'absent') return envelope;
+    const client = session.remoteAddress;
+    if (field.kind === 'invalid') {
+      this.log.warn({ client, from: envelope.from, why: field.why }, 'TLS-Required header field ignored');
+      return envelope;
+    }
+    if (envelope.requireTls) {
+      this.log.info({ client, from: envelope.from }, 'TLS-Required: No ignored: MAIL FROM carried REQUIRETLS (RFC 8689 section 4.1)');
+      return envelope;
+    }
+    return { ...envelope, tlsRequiredNo: true };
+  }
+
+  /**
    * One message: Draft at DATA, Received first, body streamed with backpressure
    * (draft.write is awaited before the next chunk is pulled, so the socket is paused
    * while the disk is slow), then commit, and only then the 250.
    */
   private async receive(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
-    const envelope = this.envelopeOf(session);
+    let envelope = this.envelopeOf(session);
     const client = session.remoteAddress;
     const max = this.opts.config.max_message_size;
     let draft: Draft | undefined;
     let failure: unknown;
     let oversized = false;
     let size = 0;
-    // RFC 5321 §6.3 loop detection: the client's Received: fields, counted as they stream past.
-    const hops = new HopCounter();
+    // The client's header section, watched as it streams past: RFC 5321 §6.3 loop detection (Received:
+    // fields) and RFC 8689 §3 TLS-Required.
+    const header = new HeaderWatch();
     const maxHops = this.opts.config.max_hops;
     let looped = false;
     let aborted = false;
@@ -607,38 +632,50 @@ export class Ingress {
         await draft.abort().catch(() => undefined);
       }
     };
-    try {
-      draft = await this.opts.spool.begin(envelope);
-      const tls = session.tlsOptions || undefined;
-      await draft.write(
-        Buffer.from(
-          receivedHeader({
-            helo: session.hostNameAppearsAs || undefined,
-            rdns: envelope.client.name,
-            address: client,
-            hostname: this.opts.config.hostname,
-            protocol: session.transmissionType,
-            tls: tls ? { version: tls.version, cipher: tls.name } : undefined,
-            id: draft.id,
-            recipients: envelope.recipients,
-            date: envelope.received,
-          }),
-          'utf8',
-        ),
-      );
-    } catch (err) {
-      failure = err;
-      await abort();
-    }
+    // The draft (and with it the envelope written to the spool) begins once the header section is complete,
+    // or HEADER_WAIT octets in, so the envelope can carry what the header asks for (TLS-Required, RFC 8689
+    // §4.1); until then the chunks wait here. A TLS-Required field later than that is not looked at (the
+    // safe side: no relaxation).
+    let waiting: Buffer[] | undefined = [];
+    let waited = 0;
+    const begin = async () => {
+      const held = waiting ?? [];
+      waiting = undefined;
+      envelope = this.withTlsRequired(envelope, header, session);
+      try {
+        draft = await this.opts.spool.begin(envelope);
+        const tls = session.tlsOptions || undefined;
+        await draft.write(
+          Buffer.from(
+            receivedHeader({
+              helo: session.hostNameAppearsAs || undefined,
+              rdns: envelope.client.name,
+              address: client,
+              hostname: this.opts.config.hostname,
+              protocol: session.transmissionType,
+              tls: tls ? { version: tls.version, cipher: tls.name } : undefined,
+              id: draft.id,
+              recipients: envelope.recipients,
+              date: envelope.received,
+            }),
+            'utf8',
+          ),
+        );
+        for (const c of held) await draft.write(c);
+      } catch (err) {
+        failure = err;
+        await abort();
+      }
+    };
     try {
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         size += chunk.length;
         // After a failure or once over a limit the rest is read and dropped: the
         // client is still sending and the protocol must stay in step until "." (RFC 5321 §4.1.1.4).
         if (failure !== undefined || oversized || looped) continue;
-        if (!hops.done) {
-          hops.push(chunk);
-          if (hops.count > maxHops) {
+        if (!header.done) {
+          header.push(chunk);
+          if (header.received > maxHops) {
             looped = true;
             await abort();
             continue;
@@ -649,6 +686,12 @@ export class Ingress {
           await abort();
           continue;
         }
+        if (waiting) {
+          waiting.push(chunk);
+          waited += chunk.length;
+          if (header.done || waited >= HEADER_WAIT) await begin();
+          continue;
+        }
         try {
           await draft!.write(chunk);
         } catch (err) {
@@ -656,6 +699,8 @@ export class Ingress {
           await abort();
         }
       }
+      header.finish();
+      if (waiting && failure === undefined && !oversized && !looped) await begin();
     } catch (err) {
       // The client went away before "." — the message is incomplete; nothing is queued.
       await abort();
@@ -672,11 +717,11 @@ export class Ingress {
     if (looped) {
       this.release(session);
       this.log.warn(
-        { client, queue_id: draft?.id, from: envelope.from, received_fields: hops.count, max_hops: maxHops },
+        { client, queue_id: draft?.id, from: envelope.from, received_fields: header.received, max_hops: maxHops },
         'message refused: too many hops (mail loop?)',
       );
       // RFC 5321 §6.3 (and Postfix's hopcount_limit): refuse rather than relay a looping message; RFC 3463 §3.5 5.4.6 routing loop.
-      throw smtpError(554, `5.4.6 Too many hops: ${hops.count} Received: header fields, more than ${maxHops} (mail loop?)`);
+      throw smtpError(554, `5.4.6 Too many hops: ${header.received} Received: header fields, more than ${maxHops} (mail loop?)`);
     }
     if (failure === undefined && draft!.facts.longLines && this.opts.config.long_lines === 'refuse') {
       await abort();
@@ -714,6 +759,7 @@ export class Ingress {
         nrcpt: envelope.recipients.length,
         client,
         ...(envelope.requireTls ? { require_tls: true } : {}),
+        ...(envelope.tlsRequiredNo ? { tls_required: 'no' } : {}),
       },
       'queued',
     );

@@ -45,17 +45,22 @@ interface Destination {
   report?: boolean;
   /** REQUIRETLS messages (RFC 8689) too: DANE only, REQUIRETLS passed on (delivery/deliver.ts REQUIRETLS_LEVEL) */
   requireTls?: boolean;
+  /** `TLS-Required: No` messages (RFC 8689 §4.2.2) too: opportunistic TLS, the recipient's DANE/MTA-STS not enforced */
+  tlsRequiredNo?: boolean;
   jobs: { id: string; recipients: string[] }[];
   active: number;
   /** shared queue: no cluster-wide session slot was free; not tried again before this (node clock) */
   slotWait?: number;
 }
 
-/** One run per destination and kind of protection: a REQUIRETLS message never shares a weaker session. */
-function destinationKey(domain: string, report: boolean, requireTls: boolean): string {
-  return report ? `${domain}\0tlsrpt` : requireTls ? `${domain}\0requiretls` : domain;
+/**
+ * One run per destination and kind of protection: a REQUIRETLS message never shares a weaker session, and an
+ * ordinary message never shares the opportunistic session of a `TLS-Required: No` one.
+ */
+function destinationKey(domain: string, report: boolean, requireTls: boolean, tlsRequiredNo: boolean): string {
+  return report ? `${domain}\0tlsrpt` : requireTls ? `${domain}\0requiretls` : tlsRequiredNo ? `${domain}\0tls-required-no` : domain;
 }
-const destKey = (d: Destination) => destinationKey(d.domain, !!d.report, !!d.requireTls);
+const destKey = (d: Destination) => destinationKey(d.domain, !!d.report, !!d.requireTls, !!d.tlsRequiredNo);
 
 const isOpen = (r: RecipientStatus) => r.state === 'pending' || r.state === 'deferred';
 
@@ -173,10 +178,18 @@ export class Scheduler {
         this.inflightPerMsg.set(id, (this.inflightPerMsg.get(id) ?? 0) + recipients.length);
         const report = msg.envelope.kind === 'tlsrpt';
         const requireTls = !report && msg.envelope.requireTls === true;
-        const key = destinationKey(domain, report, requireTls);
+        const tlsRequiredNo = !report && !requireTls && msg.envelope.tlsRequiredNo === true;
+        const key = destinationKey(domain, report, requireTls, tlsRequiredNo);
         let dest = this.destinations.get(key);
         if (!dest) {
-          dest = { domain, jobs: [], active: 0, ...(report ? { report } : {}), ...(requireTls ? { requireTls } : {}) };
+          dest = {
+            domain,
+            jobs: [],
+            active: 0,
+            ...(report ? { report } : {}),
+            ...(requireTls ? { requireTls } : {}),
+            ...(tlsRequiredNo ? { tlsRequiredNo } : {}),
+          };
           this.destinations.set(key, dest);
         }
         dest.jobs.push({ id, recipients });
@@ -221,7 +234,7 @@ export class Scheduler {
       }
       dest.slotWait = undefined;
     }
-    const run = new DestinationRun(this.deps.delivery, dest.domain, { report: dest.report, requireTls: dest.requireTls });
+    const run = new DestinationRun(this.deps.delivery, dest.domain, { report: dest.report, requireTls: dest.requireTls, tlsRequiredNo: dest.tlsRequiredNo });
     this.runs.add(run);
     try {
       for (let job = dest.jobs.shift(); job; job = this.stopping ? undefined : dest.jobs.shift()) {

@@ -71,6 +71,8 @@ export function envelopeProblem(v: unknown): string | undefined {
   if (v.kind !== 'normal' && v.kind !== 'dsn' && v.kind !== 'tlsrpt') return 'envelope.kind is unknown';
   if (!optStr(v.messageId)) return 'envelope.messageId is not a string';
   if (v.requireTls !== undefined && v.requireTls !== true) return 'envelope.requireTls is not true';
+  if (v.tlsRequiredNo !== undefined && v.tlsRequiredNo !== true) return 'envelope.tlsRequiredNo is not true';
+  if (v.tlsRequiredNo && v.requireTls) return 'envelope has both requireTls and tlsRequiredNo';
   return mailDsnProblem(v.dsn) ?? rcptDsnProblem(v.rcptDsn);
 }
 

@@ -45,6 +45,12 @@ export interface Envelope {
    * authenticated route to a server that offers REQUIRETLS, passing it on (RT-21…26). Spool format 3.
    */
   requireTls?: true;
+  /**
+   * RFC 8689 §4.1: the message carries a valid `TLS-Required: No` header field and no REQUIRETLS (which wins,
+   * RT-32): delivered opportunistically, the recipient's DANE and MTA-STS policies not enforced (RT-31, RT-33).
+   * A reader that ignores it delivers under the destination's policy (stricter): no format change.
+   */
+  tlsRequiredNo?: true;
 }
 
 export interface QueuedMessage {

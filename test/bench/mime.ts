@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { SmtpTestClient } from '../support/submit.js';
 import { World } from '../support/world.js';
-import { connectClients, submitAll } from './load.js';
+import { sideBySideRates } from './load.js';
 import { BodyScanner } from '../../src/mime/scan.js';
 import { outboundBody } from '../../src/delivery/body.js';
 import { downgrade, planDowngrade } from '../../src/mime/downgrade.js';
@@ -37,22 +37,15 @@ async function sideBySide(eight: boolean, total: number, clients: number, size: 
     const with8 = await w.mx('eight.test', { keepBody: false });
     const without = await w.mx('seven.test', { keepBody: false, eightBitMime: false });
     await w.start({ log: { level: 'info' } });
-    const payload = SmtpTestClient.dataPayload(message(size, eight));
-    const half = total / 2;
-    const done = { 8: 0, 7: 0 };
-    const t0 = performance.now();
-    const watch = setInterval(() => {
-      if (!done[8] && with8.messages.length >= half) done[8] = performance.now() - t0;
-      if (!done[7] && without.messages.length >= half) done[7] = performance.now() - t0;
-    }, 2);
-    const conns = await connectClients(w.ingressPort, clients);
-    await submitAll(conns, total, payload, (i) => `user${i}@${i % 2 ? 'seven' : 'eight'}.test`);
-    const deadline = Date.now() + 180_000;
-    while ((!done[8] || !done[7]) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-    clearInterval(watch);
-    await Promise.all(conns.map((c) => c.quit()));
+    const { rateA: rate8, rateB: rate7 } = await sideBySideRates(w.ingressPort, with8, without, {
+      clients,
+      total,
+      payload: SmtpTestClient.dataPayload(message(size, eight)),
+      rcpt: (i, side) => `user${i}@${side === 'b' ? 'seven' : 'eight'}.test`,
+      timeoutMs: 180_000,
+    });
     const converted = w.logs.filter((l) => String(l.msg).startsWith('message body converted')).length;
-    return { rate8: half / (done[8] / 1000), rate7: half / (done[7] / 1000), converted };
+    return { rate8, rate7, converted };
   } finally {
     await w.close();
   }

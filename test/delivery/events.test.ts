@@ -478,6 +478,14 @@ const table = {
       log: 'REQUIRETLS message in the wrong delivery run (internal error)',
     },
   ],
+  'requiretls-dsn-fallback': [
+    {
+      event: { ...run, requireTls: true, kind: 'requiretls-dsn-fallback', queueId: 'q1', code: '4.7.30', reason: 'mx1: does not advertise REQUIRETLS' },
+      tlsrpt: undefined,
+      metrics: [],
+      log: 'REQUIRETLS: no host qualifies for this DSN; sent without REQUIRETLS (header only, RFC 8689 section 5)',
+    },
+  ],
   recipient: [
     { event: recipient('sent', '2.0.0'), tlsrpt: undefined, metrics: ['deliveryOutcome:delivered/dane-verified'], log: 'delivery' },
     {
@@ -568,6 +576,8 @@ describe('DeliveryEvent → TLSRPT result type, metric labels, log line (every k
         expect(tlsrptResultOf({ ...c.event, report: true })).toBeUndefined();
         // RFC 8689: nor is a run of REQUIRETLS messages (judged by the sender's demand, not the destination's policy)
         expect(tlsrptResultOf({ ...c.event, requireTls: true })).toBeUndefined();
+        // RFC 8689 §4.2.2: nor a run of TLS-Required: No messages (the sender waived the destination's policy)
+        expect(tlsrptResultOf({ ...c.event, tlsRequiredNo: true })).toBeUndefined();
 
         const m = recorder();
         deliveryMetrics(m.events)(c.event, () => undefined);

@@ -763,14 +763,14 @@ describe('SmtpSession: REQUIRETLS (RFC 8689 §4.2.1)', () => {
       'MAIL FROM:<a@src.test> REQUIRETLS',
     );
     const yes = await receiver({ tls: tlsChain, requireTls: true });
-    const s1 = await SmtpSession.connect(target(yes), options({ mode: 'verify', servername: MX, verify: accept }));
+    const s1 = await SmtpSession.connect(target(yes), options({ mode: 'verify', servername: MX, verify: accept, authenticatedRoute: 'dnssec-dane' }));
     expect(s1.extensions.has('REQUIRETLS')).toBe(true);
     await s1.send({ from: 'a@src.test', recipients: ['b@dst.test'], requireTls: true, body: text('Subject: x\r\n\r\nhi\r\n') });
     await s1.quit();
     expect(yes.messages[0]).toMatchObject({ requireTls: true, secure: true });
     // the server does not advertise it: 4.7.30, nothing of the transaction sent
     const no = await receiver({ tls: tlsChain });
-    const s2 = await SmtpSession.connect(target(no), options({ mode: 'verify', servername: MX, verify: accept }));
+    const s2 = await SmtpSession.connect(target(no), options({ mode: 'verify', servername: MX, verify: accept, authenticatedRoute: 'dnssec-dane' }));
     const e2 = await expectSmtpError(s2.send({ from: 'a@src.test', recipients: ['b@dst.test'], requireTls: true, body: text('x\r\n') }));
     expect(e2.reply?.enhanced).toBe('4.7.30');
     await s2.quit();
@@ -781,5 +781,22 @@ describe('SmtpSession: REQUIRETLS (RFC 8689 §4.2.1)', () => {
     expect(e3.reply?.enhanced).toBe('4.7.10');
     await s3.quit();
     expect(yes.messages).toHaveLength(1);
+  });
+
+  it('RT-21 RT-22 the last guard takes a session verified over an MTA-STS enforce route, and no verified session whose route authenticates nothing (DANE after an insecure MX, trust-insecure-mx)', async () => {
+    const yes = await receiver({ tls: tlsChain, requireTls: true });
+    const sts = await SmtpSession.connect(target(yes), options({ mode: 'verify', servername: MX, verify: accept, authenticatedRoute: 'sts-enforce' }));
+    expect(sts.tls).toMatchObject({ verified: true, route: 'sts-enforce' });
+    await sts.send({ from: 'a@src.test', recipients: ['b@dst.test'], requireTls: true, body: text('Subject: x\r\n\r\nhi\r\n') });
+    await sts.quit();
+    expect(yes.messages[0]).toMatchObject({ requireTls: true, secure: true });
+    // verified (the chain was accepted), but the requirement names no authenticated route: 4.7.10, no MAIL
+    const trusted = await SmtpSession.connect(target(yes), options({ mode: 'verify', servername: MX, verify: accept, label: 'trusted' }));
+    expect(trusted.tls).toMatchObject({ verified: true });
+    const e = await expectSmtpError(trusted.send({ from: 'a@src.test', recipients: ['b@dst.test'], requireTls: true, body: text('x\r\n') }));
+    expect(e.reply?.enhanced).toBe('4.7.10');
+    await trusted.quit();
+    expect(yes.messages).toHaveLength(1);
+    expect(yes.commands.filter((c) => c.startsWith('MAIL'))).toHaveLength(1);
   });
 });

@@ -57,10 +57,11 @@ function mxs(domain: string, hosts: { name: string; rx: Receiver; tlsa?: object[
   });
 }
 
-async function send(to: string): Promise<string> {
+/** `params` on MAIL FROM (REQUIRETLS is offered in cleartext to relay_clients on loopback, RT-11). */
+async function send(to: string, params = ''): Promise<string> {
   const c = await SmtpTestClient.connect({ port: w.ingressPort });
   await c.ehlo();
-  const r = await c.sendMail('app@sender.test', [to], 'Subject: sts\r\n\r\nhello\r\n');
+  const r = await c.sendMail('app@sender.test', [to], 'Subject: sts\r\n\r\nhello\r\n', params);
   await c.quit();
   expect(r.end?.code).toBe(250);
   return /queued as (\S+)/.exec(r.end!.lines[0]!)![1]!;
@@ -351,5 +352,117 @@ describe('DANE takes precedence (RFC 8461 §2)', () => {
     expect(w.deliveries().find((d) => d.to === 'user@dane.test')).toMatchObject({ status: 'sent', dane: 'verified' });
     expect(rx2.connections).toBe(0);
     expect(recipient(bogus)).toMatchObject({ state: 'deferred' });
+  });
+});
+
+describe('REQUIRETLS over an MTA-STS enforce route (RFC 8689 §4.2.1)', () => {
+  it('RT-21 RT-22 RT-23 RT-26 insecure MX matched by an enforce policy, WebPKI-valid for the MX name, REQUIRETLS advertised: delivered with REQUIRETLS on MAIL FROM; the MX outside the patterns is never contacted', async () => {
+    const rogue = await webpkiRx('mx.rogue.test', ['mx.rogue.test'], { requireTls: true });
+    const rx = await webpkiRx('mx.rt.test', ['mx.rt.test'], { requireTls: true });
+    mxs('rt.test', [
+      { name: 'mx.rogue.test', rx: rogue },
+      { name: 'mx.rt.test', rx },
+    ]);
+    await publish('rt.test', 'r1', policy('enforce', ['mx.rt.test']));
+    await w.start(stsConfig());
+    await send('user@rt.test', 'REQUIRETLS');
+    await rx.waitFor(1);
+    await w.settle();
+    expect(rogue.connections).toBe(0);
+    expect(rx.messages[0]).toMatchObject({ secure: true, requireTls: true, servername: 'mx.rt.test' });
+    expect(rx.commands.find((c) => c.startsWith('MAIL'))).toMatch(/^MAIL FROM:<app@sender\.test>.* REQUIRETLS/);
+    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'sts-webpki' });
+  });
+
+  it('RT-23 RT-27 the enforce route holds but the MX does not advertise REQUIRETLS after STARTTLS: QUIT before MAIL, deferred 4.7.30; ordinary mail to it still goes', async () => {
+    const rx = await webpkiRx('mx.nort.test');
+    mxs('nort.test', [{ name: 'mx.nort.test', rx }]);
+    await publish('nort.test', 'n1', policy('enforce', ['mx.nort.test']));
+    await w.start(stsConfig());
+    const tagged = await send('a@nort.test', 'REQUIRETLS');
+    await send('b@nort.test');
+    await rx.waitFor(1);
+    await w.settle();
+    expect(recipient(tagged)).toMatchObject({ state: 'deferred', dsnCode: '4.7.30' });
+    expect(rx.messages.map((m) => m.to)).toEqual([['b@nort.test']]);
+    expect(rx.messages[0]).toMatchObject({ requireTls: false, secure: true });
+  });
+
+  it('RT-21 a testing or none policy, or a policy that could not be fetched (nothing cached), authenticates nothing: the MX is never contacted, deferred 4.7.10', async () => {
+    const cases: [string, string | { status: number }][] = [
+      ['testing', policy('testing', ['mx.testing.test'])],
+      ['none', 'version: STSv1\nmode: none\nmax_age: 86400\n'],
+      ['failed', { status: 500 }],
+    ];
+    const rxs: Receiver[] = [];
+    for (const [name] of cases) {
+      const rx = await webpkiRx(`mx.${name}.test`, [`mx.${name}.test`], { requireTls: true });
+      rxs.push(rx);
+      mxs(`${name}.test`, [{ name: `mx.${name}.test`, rx }]);
+      w.dns.add({ name: `_mta-sts.${name}.test`, type: 'TXT', data: 'v=STSv1; id=x' }, { name: `mta-sts.${name}.test`, type: 'A', data: '127.0.0.1' });
+    }
+    const leaf = await makeLeaf(ca, { dnsNames: cases.map(([n]) => `mta-sts.${n}.test`) });
+    host = await startPolicyHost({ key: leaf.keyPem, cert: chainPem(leaf) });
+    host.set((req, res) => {
+      const name = String(req.headers.host)
+        .replace(/^mta-sts\./, '')
+        .replace(/\.test(:\d+)?$/, '');
+      const answer = cases.find(([n]) => n === name)![1];
+      if (typeof answer === 'string') res.writeHead(200, { 'Content-Type': 'text/plain' }).end(answer);
+      else res.writeHead(answer.status).end();
+    });
+    await w.start(stsConfig());
+    const ids = [];
+    for (const [name] of cases) ids.push(await send(`user@${name}.test`, 'REQUIRETLS'));
+    await w.settle();
+    for (const [i, [name]] of cases.entries()) {
+      expect(recipient(ids[i]!), name).toMatchObject({ state: 'deferred', dsnCode: '4.7.10' });
+      expect(rxs[i]!.connections, name).toBe(0);
+    }
+    expect(host.requests.length).toBeGreaterThanOrEqual(3); // each policy was asked for: the refusals are the policies', not a missing fetch
+  });
+
+  it('RT-22 RT-25 under the enforce route a certificate not valid for the MX name is refused before EHLO: deferred 4.7.10, no MAIL, never a weaker copy', async () => {
+    const rx = await webpkiRx('mx.badcert.test', ['other.badcert.test'], { requireTls: true });
+    mxs('badcert.test', [{ name: 'mx.badcert.test', rx }]);
+    await publish('badcert.test', 'b1', policy('enforce', ['mx.badcert.test']));
+    await w.start(stsConfig());
+    const id = await send('user@badcert.test', 'REQUIRETLS');
+    await w.settle();
+    expect(recipient(id)).toMatchObject({ state: 'deferred', dsnCode: '4.7.10' });
+    expect(rx.commands.some((c) => c.startsWith('MAIL'))).toBe(false);
+  });
+
+  it('RT-21 STS-50 DANE takes precedence: a host with usable TLSA that fails DANE is not used for a REQUIRETLS message, although the enforce policy matches and its certificate is WebPKI-valid', async () => {
+    const rx = await webpkiRx('mx.dboth.test', ['mx.dboth.test'], { requireTls: true });
+    const unrelated = await makeSelfSigned({ dnsNames: ['mx.dboth.test'] });
+    mxs('dboth.test', [{ name: 'mx.dboth.test', rx, tlsa: [{ usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(unrelated, 1, 1) }] }], true);
+    await publish('dboth.test', 'b', policy('enforce', ['mx.dboth.test']));
+    await w.start(stsConfig());
+    const id = await send('user@dboth.test', 'REQUIRETLS');
+    await w.settle();
+    expect(rx.commands.some((c) => c.startsWith('MAIL'))).toBe(false);
+    expect(recipient(id)).toMatchObject({ state: 'deferred', dsnCode: '4.7.10' });
+  });
+});
+
+describe('TLS-Required: No over an MTA-STS enforce destination (RFC 8689 §4.2.2)', () => {
+  it('RT-31 an MX outside the enforce patterns with a certificate for another name still gets a message carrying the field (opportunistic TLS); ordinary mail waits', async () => {
+    const rx = await webpkiRx('mx.lax.test', ['other.lax.test']);
+    mxs('lax.test', [{ name: 'mx.lax.test', rx }]);
+    await publish('lax.test', 'l1', policy('enforce', ['mx.elsewhere.test']));
+    await w.start(stsConfig());
+    const plain = await send('a@lax.test');
+    const c = await SmtpTestClient.connect({ port: w.ingressPort });
+    await c.ehlo();
+    const r = await c.sendMail('app@sender.test', ['b@lax.test'], 'Subject: lax\r\nTLS-Required: No\r\n\r\nhello\r\n');
+    await c.quit();
+    expect(r.end?.code).toBe(250);
+    await rx.waitFor(1);
+    await w.settle();
+    expect(rx.messages.map((m) => m.to)).toEqual([['b@lax.test']]);
+    expect(rx.messages[0]).toMatchObject({ secure: true });
+    expect(recipient(plain)).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
+    expect(w.deliveries().find((d) => d.to === 'b@lax.test')).toMatchObject({ status: 'sent', tls_required: 'no' });
   });
 });

@@ -80,7 +80,7 @@ describe('REQUIRETLS delivery', () => {
     expect(w.logs.find((l) => l.msg === 'REQUIRETLS: host not used')).toMatchObject({ why: 'does not advertise REQUIRETLS after STARTTLS' });
   });
 
-  it('RT-27 RT-3 RT-51 no host offers REQUIRETLS: deferred 4.7.30, then at the end of the lifetime bounced 5.7.30 with the header only, although RET=FULL', async () => {
+  it('RT-27 RT-3 RT-51 RT-52 no host offers REQUIRETLS: deferred 4.7.30, then at the end of the lifetime bounced 5.7.30 with the header only, although RET=FULL; the return path qualifies for no REQUIRETLS route, so the bounce goes without the parameter rather than be lost', async () => {
     const inbox = await w.mx('sender.test');
     const { rx, cert } = await tlsRx('mx1.dest.test');
     destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(cert)] }]);
@@ -98,6 +98,34 @@ describe('REQUIRETLS delivery', () => {
     expect(dsn).toContain('Subject: secret');
     expect(dsn).not.toContain('the secret body');
     expect(rx.messages).toHaveLength(0);
+    expect(inbox.commands.find((c) => c.startsWith('MAIL'))).toBe('MAIL FROM:<>');
+    expect(w.logs.find((l) => l.msg.startsWith('REQUIRETLS: no host qualifies for this DSN'))).toMatchObject({ domain: 'sender.test', dsn: '4.7.10' });
+  });
+
+  it('RT-50 RT-51 RT-53 the delay and the failure DSN of a REQUIRETLS message are themselves sent with REQUIRETLS (MAIL FROM:<> REQUIRETLS over DANE) and return the header only', async () => {
+    const back = await tlsRx('mx.sender.test', { requireTls: true });
+    destination([{ name: 'mx.sender.test', rx: back.rx, tlsa: [daneEe(back.cert)] }], true, 'sender.test');
+    const { rx, cert } = await tlsRx('mx1.dest.test'); // no REQUIRETLS: the message waits, then bounces
+    destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(cert)] }]);
+    await w.start({ queue: { min_backoff: '30m', max_backoff: '1h', lifetime: '3h', delay_warning: '1h' } });
+    await send('REQUIRETLS RET=FULL');
+    await w.settle();
+    await w.advance(3600_000 + 1);
+    await back.rx.waitFor(1);
+    await w.advance(3 * 3600_000);
+    await back.rx.waitFor(2);
+    await w.settle();
+    const reports = back.rx.messages.map((m) => m.body.toString());
+    expect(reports.filter((r) => /Action: delayed/.test(r))).toHaveLength(1);
+    expect(reports.filter((r) => /Action: failed/.test(r) && /Status: 5\.7\.30/.test(r))).toHaveLength(1);
+    for (const [i, r] of reports.entries()) {
+      expect(back.rx.messages[i]).toMatchObject({ requireTls: true, secure: true });
+      expect(r).toContain('Content-Type: text/rfc822-headers');
+      expect(r).toContain('Subject: secret');
+      expect(r).not.toContain('the secret body');
+    }
+    expect(back.rx.commands.filter((c) => c.startsWith('MAIL'))).toEqual(['MAIL FROM:<> REQUIRETLS', 'MAIL FROM:<> REQUIRETLS']);
+    expect(w.logs.some((l) => l.msg.startsWith('REQUIRETLS: no host qualifies for this DSN'))).toBe(false);
   });
 
   it('RT-21 RT-25 an insecure MX (no DNSSEC) is never used, even over TLS to a server with REQUIRETLS: deferred 4.7.10, no MAIL sent', async () => {
@@ -125,5 +153,90 @@ describe('REQUIRETLS delivery', () => {
     expect(rx.messages[0]).toMatchObject({ requireTls: false });
     expect(recipient(tagged)).toMatchObject({ state: 'deferred', dsnCode: '4.7.10' });
     expect(recipient(plain)).toBeUndefined(); // delivered and forgotten
+  });
+});
+
+/** A message with `TLS-Required: No` (RFC 8689 §3) and a marker body. */
+const relaxed = (subject: string, extra = '') => `Subject: ${subject}\r\nTLS-Required: No\r\n${extra}\r\nbody ${subject}\r\n`;
+
+describe('TLS-Required: No (RFC 8689 §4.2.2)', () => {
+  it('RT-31 RT-72 RT-33 a failing DANE destination: the message with the field goes out over opportunistic TLS, logged as such, the field unchanged; an ordinary message waits (4.7.5)', async () => {
+    const { rx } = await tlsRx('mx1.dest.test');
+    const other = await makeSelfSigned({ dnsNames: ['mx1.dest.test'] });
+    destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(other)] }]); // TLSA matches nothing the server has
+    await w.start();
+    const plain = await send('', 'a@dest.test', 'Subject: plain\r\n\r\nx\r\n');
+    await send('', 'b@dest.test', relaxed('relaxed'));
+    await rx.waitFor(1);
+    await w.settle();
+    expect(rx.messages.map((m) => m.to)).toEqual([['b@dest.test']]);
+    expect(rx.messages[0]).toMatchObject({ secure: true, requireTls: false });
+    expect(rx.messages[0]!.body.toString()).toMatch(/\r\nTLS-Required: No\r\n/);
+    expect(recipient(plain)).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
+    expect(w.deliveries().find((d) => d.to === 'b@dest.test')).toMatchObject({
+      status: 'sent',
+      tls_required: 'no',
+      tls_rule: expect.stringMatching(/^TLS-Required: No/),
+    });
+    expect(w.logs.find((l) => l.msg === 'queued' && l.tls_required === 'no')).toBeDefined();
+  });
+
+  it('RT-31 RT-34 a DANE destination whose MX does not offer STARTTLS: delivered in cleartext', async () => {
+    const rx = await w.receiver(); // no TLS
+    const cert = await makeSelfSigned({ dnsNames: ['mx1.dest.test'] });
+    destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(cert)] }]);
+    await w.start();
+    await send('', 'b@dest.test', relaxed('clear'));
+    await rx.waitFor(1);
+    await w.settle();
+    expect(rx.messages[0]).toMatchObject({ secure: false });
+  });
+
+  it('RT-32 RT-30 REQUIRETLS wins over the field (the message waits); two fields, or another value, are ignored (the destination policy applies)', async () => {
+    const { rx } = await tlsRx('mx1.dest.test', { requireTls: true });
+    const other = await makeSelfSigned({ dnsNames: ['mx1.dest.test'] });
+    destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(other)] }]);
+    await w.start();
+    const both = await send('REQUIRETLS', 'a@dest.test', relaxed('both'));
+    const twice = await send('', 'b@dest.test', relaxed('twice', 'TLS-Required: No\r\n'));
+    const yes = await send('', 'c@dest.test', 'Subject: yes\r\nTLS-Required: Yes\r\n\r\nx\r\n');
+    await w.settle();
+    expect(rx.messages).toHaveLength(0);
+    expect(recipient(both)).toMatchObject({ state: 'deferred', dsnCode: '4.7.10' });
+    expect(recipient(twice)).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
+    expect(recipient(yes)).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
+    expect(w.logs.filter((l) => l.msg === 'TLS-Required: No ignored: MAIL FROM carried REQUIRETLS (RFC 8689 section 4.1)')).toHaveLength(1);
+    expect(w.logs.filter((l) => l.msg === 'TLS-Required header field ignored').map((l) => l.why)).toEqual([
+      '2 TLS-Required fields (RFC 8689 section 3 allows one)',
+      'TLS-Required value is not "No" (RFC 8689 section 3)',
+    ]);
+  });
+
+  it("RT-33 an explicit tls_policy dane-only entry is the operator's, not the recipient's: it stands", async () => {
+    const { rx } = await tlsRx('mx1.dest.test');
+    const other = await makeSelfSigned({ dnsNames: ['mx1.dest.test'] });
+    destination([{ name: 'mx1.dest.test', rx, tlsa: [daneEe(other)] }]);
+    writeFileSync(join(w.dir, 'tls_policy'), 'dest.test dane-only\n');
+    await w.start({ policy: { tls_policy: join(w.dir, 'tls_policy') } });
+    const id = await send('', 'b@dest.test', relaxed('local'));
+    await w.settle();
+    expect(rx.messages).toHaveLength(0);
+    expect(recipient(id)).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
+  });
+
+  it('RT-31 the field waives TLS authentication, never the route: a failing TLSA lookup is ignored, a failing MX lookup still defers (4.4.3)', async () => {
+    const { rx } = await tlsRx('mx1.dest.test');
+    destination([{ name: 'mx1.dest.test', rx }]);
+    w.dns.behave(`_${w.port}._tcp.mx1.dest.test`, 'TLSA', 'servfail');
+    w.dns.addZone({ name: 'broken.test', secure: true });
+    w.dns.add({ name: 'broken.test', type: 'MX', data: { preference: 10, exchange: 'mx1.dest.test' } });
+    w.dns.behave('broken.test', 'MX', 'servfail');
+    await w.start();
+    await send('', 'b@dest.test', relaxed('tlsa'));
+    const mx = await send('', 'c@broken.test', relaxed('mx'));
+    await rx.waitFor(1);
+    await w.settle();
+    expect(rx.messages.map((m) => m.to)).toEqual([['b@dest.test']]);
+    expect(recipient(mx)).toMatchObject({ state: 'deferred', dsnCode: '4.4.3' });
   });
 });

@@ -1,12 +1,15 @@
-/** RFC 5321 §6.3 hop counting while streaming (issue 13 defect 4a): the count never depends on how the bytes are cut. */
+/**
+ * RFC 5321 §6.3 hop counting while streaming (issue 13 defect 4a) and RFC 8689 §3 TLS-Required fields (RT-30):
+ * neither depends on how the bytes are cut.
+ */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { HopCounter } from '../../src/ingress/hops.js';
+import { HeaderWatch, MAX_TLS_REQUIRED_VALUE, tlsRequiredOf } from '../../src/ingress/hops.js';
 
 function count(chunks: Buffer[]): { count: number; done: boolean } {
-  const h = new HopCounter();
+  const h = new HeaderWatch();
   for (const c of chunks) h.push(c);
-  return { count: h.count, done: h.done };
+  return { count: h.received, done: h.done };
 }
 
 /** Reference: whole lines up to the first empty one, matched by a regular expression. */
@@ -14,6 +17,19 @@ function reference(msg: string): number {
   const lines = msg.split(/\r?\n/);
   const end = lines.indexOf('');
   return lines.slice(0, end < 0 ? lines.length : end).filter((l) => /^received[ \t]*:/i.test(l)).length;
+}
+
+/** `buf` cut into pieces of the given lengths (empty ones included), the rest as the last piece. */
+function pieces(buf: Buffer, cuts: number[]): Buffer[] {
+  const out: Buffer[] = [];
+  let at = 0;
+  for (const c of cuts) {
+    const end = Math.min(buf.length, at + c);
+    out.push(buf.subarray(at, end));
+    at = end;
+  }
+  out.push(buf.subarray(at));
+  return out;
 }
 
 const line = fc.constantFrom(
@@ -30,7 +46,7 @@ const line = fc.constantFrom(
   'Received x: no',
 );
 
-describe('HopCounter (RFC 5321 §6.3)', () => {
+describe('HeaderWatch: Received fields (RFC 5321 §6.3)', () => {
   it('issue13-4 counts Received: fields of the header section only, the same for any segmentation and CRLF or bare LF', () => {
     fc.assert(
       fc.property(
@@ -42,15 +58,7 @@ describe('HopCounter (RFC 5321 §6.3)', () => {
           const eol = lf ? '\n' : '\r\n';
           const msg = `${head.join(eol)}${head.length ? eol : ''}${eol}${body.join(eol)}${eol}`;
           const buf = Buffer.from(msg, 'latin1');
-          const chunks: Buffer[] = [];
-          let at = 0;
-          for (const c of cuts) {
-            const end = Math.min(buf.length, at + c);
-            chunks.push(buf.subarray(at, end));
-            at = end;
-          }
-          chunks.push(buf.subarray(at));
-          const got = count(chunks);
+          const got = count(pieces(buf, cuts));
           expect(got.count).toBe(reference(msg));
           expect(got.done).toBe(true);
           expect(count([buf])).toEqual(got);
@@ -60,10 +68,48 @@ describe('HopCounter (RFC 5321 §6.3)', () => {
   });
 
   it('issue13-4 stops looking at the first empty line: a body full of Received: lines costs nothing', () => {
-    const h = new HopCounter();
+    const h = new HeaderWatch();
     h.push(Buffer.from('Received: a\r\n\r\n'));
-    expect([h.count, h.done]).toEqual([1, true]);
+    expect([h.received, h.done]).toEqual([1, true]);
     h.push(Buffer.from('Received: b\r\n'.repeat(1000)));
-    expect(h.count).toBe(1);
+    expect(h.received).toBe(1);
+  });
+});
+
+/** Feeds `msg`, cut into pieces of the given lengths, to a fresh watch. */
+function watch(msg: string, cuts: number[] = []): HeaderWatch {
+  const h = new HeaderWatch();
+  for (const p of pieces(Buffer.from(msg, 'latin1'), cuts)) h.push(p);
+  h.finish();
+  return h;
+}
+
+describe('HeaderWatch: TLS-Required (RFC 8689 §3)', () => {
+  const cases: [string, string, ReturnType<typeof tlsRequiredOf>['kind']][] = [
+    ['plain', 'Subject: x\r\nTLS-Required: No\r\n\r\nbody\r\n', 'no'],
+    ['lower case name and value (ABNF strings are case-insensitive)', 'tls-required: no\r\n\r\n', 'no'],
+    ['no WSP, upper case', 'TLS-REQUIRED:NO\r\n\r\n', 'no'],
+    ['folded (FWS)', 'TLS-Required:\r\n  No\r\nSubject: y\r\n\r\n', 'no'],
+    ['WSP before the colon (obsolete syntax)', 'TLS-Required \t: No\n\n', 'no'],
+    ['bare LF, last field without a body', 'TLS-Required: No\n', 'no'],
+    ['another value', 'TLS-Required: Yes\r\n\r\n', 'invalid'],
+    ['a comment after No', 'TLS-Required: No (please)\r\n\r\n', 'invalid'],
+    ['two fields', 'TLS-Required: No\r\nTLS-Required: No\r\n\r\n', 'invalid'],
+    ['only in the body', 'Subject: x\r\n\r\nTLS-Required: No\r\n', 'absent'],
+    ['a longer name', 'TLS-Required-X: No\r\nX-TLS-Required: No\r\n\r\n', 'absent'],
+    ['a continuation line that looks like the field', 'Subject: x\r\n TLS-Required: No\r\n\r\n', 'absent'],
+    ['an over-long value', `TLS-Required: ${' '.repeat(MAX_TLS_REQUIRED_VALUE)}No\r\n\r\n`, 'invalid'],
+  ];
+  it.each(cases)('RT-30 %s', (_what, msg, kind) => {
+    expect(tlsRequiredOf(watch(msg).tlsRequired).kind).toBe(kind);
+  });
+
+  it('RT-30 the verdict is the same for any segmentation of the bytes', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(...cases), fc.array(fc.nat(12), { maxLength: 30 }), ([, msg, kind], cuts) => {
+        expect(tlsRequiredOf(watch(msg, cuts).tlsRequired).kind).toBe(kind);
+        expect(watch(msg, cuts).tlsRequired).toEqual(watch(msg).tlsRequired);
+      }),
+    );
   });
 });

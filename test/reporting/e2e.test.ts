@@ -53,7 +53,7 @@ function dkimSetup() {
 }
 
 describe('TLSRPT end to end', () => {
-  it('TLSRPT-45 TLSRPT-42 TLSRPT-43 TLSRPT-44 TLSRPT-34 TLSRPT-41 TLSRPT-50 (cases 7, 9): a DANE failure is counted, reported after midnight by DKIM-signed mail over the same failing MX, and the report adds no session', async () => {
+  it('TLSRPT-45 TLSRPT-42 TLSRPT-43 TLSRPT-44 TLSRPT-34 TLSRPT-41 TLSRPT-50 RT-35 (cases 7, 9): a DANE failure is counted, reported after midnight by DKIM-signed mail over the same failing MX, and the report adds no session', async () => {
     const { rx, tlsa } = await failingDaneDomain('v=TLSRPTv1; rua=mailto:tlsrpt@fail.test');
     const dkim = dkimSetup();
     await w.start({ tlsrpt: { organization_name: 'Test Relay', contact_info: 'tlsrpt@relay.test', max_delay: '1h', dkim } });
@@ -117,6 +117,9 @@ describe('TLSRPT end to end', () => {
     expect(got.body.toString('latin1')).toMatch(/^TLS-Report-Submitter: relay\.test\r$/m);
     expect(rep.parsed.headers.get('tls-report-submitter')).toBe('relay.test');
     expect(rep.parsed.headers.get('auto-submitted')).toBe('auto-generated');
+    // RT-35: the report asks every relay on its way not to enforce the recipient's DANE/MTA-STS (RFC 8689 §3), signed
+    expect(got.body.toString('latin1')).toMatch(/^TLS-Required: No\r$/m);
+    expect(h).toContain('tls-required');
     const json = rep.json as { 'report-id': string; 'contact-info': string; policies: { policy: object; summary: object; 'failure-details': object[] }[] };
     expect(json['contact-info'].split('@')[1]).toBe(rep.parsed.headers.get('tls-report-submitter'));
     expect(rep.parsed.subject).toBe(`Report Domain: fail.test Submitter: relay.test Report-ID: <${json['report-id']}@relay.test>`);

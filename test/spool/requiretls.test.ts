@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { encodeHeader, sizeField, SIZE_OFFSET } from '../../src/spool/format.js';
 import { SEVEN_BIT_FACTS } from '../../src/mime/scan.js';
 import { envelope, quiet, spoolFixtures } from './support.js';
+import { composeDsn, headerBlock } from '../../src/dsn/compose.js';
 
 const fx = spoolFixtures();
 
@@ -30,6 +31,41 @@ describe('REQUIRETLS in the spool', () => {
     expect(back.get(tagged.id)!.envelope.requireTls).toBe(true);
     expect(back.get(tagged.id)!.recipients.map((r) => r.address)).toEqual(['a@one.example', 'b@two.example']);
     expect(back.get(plain.id)!.envelope.requireTls).toBeUndefined();
+    await s2.close();
+  });
+
+  it('RT-50 RT-51 RT-53 a DSN about a REQUIRETLS message is queued tagged (format 3, read back tagged) with the header only, whatever RET asked; one about an untagged message is not', async () => {
+    const dir = fx.tmp();
+    const s1 = await fx.open(dir, { log: quiet });
+    await s1.recover();
+    const msg = Buffer.from('Subject: secret\r\nFrom: app@sender.test\r\n\r\nthe secret body\r\n');
+    const ids: string[] = [];
+    for (const [tag, action] of [
+      [true, 'failed'],
+      [true, 'delayed'],
+      [false, 'failed'],
+    ] as const) {
+      const dsn = await composeDsn({
+        reportingMta: 'relay.test',
+        queueId: 'Q1',
+        original: { ...envelope({ from: 'app@sender.test', dsn: { ret: 'FULL' } }), ...(tag ? { requireTls: true as const } : {}) },
+        originalHeaders: headerBlock(msg),
+        originalFull: msg,
+        recipients: [{ address: 'user@dest.test', action, status: action === 'failed' ? '5.7.30' : '4.7.30' }],
+        now: Date.now(),
+      });
+      expect(dsn.envelope.requireTls, `${tag} ${action}`).toBe(tag ? true : undefined);
+      expect(dsn.envelope).toMatchObject({ from: '', kind: 'dsn', recipients: ['app@sender.test'] });
+      const text = dsn.message.toString();
+      expect(text).toContain('Subject: secret');
+      if (tag) expect(text, action).not.toContain('the secret body');
+      ids.push((await s1.enqueue(dsn.envelope, dsn.message)).id);
+    }
+    await s1.close();
+    expect(ids.map((id) => readFileSync(join(dir, 'msg', id), 'latin1').slice(0, 6))).toEqual(['{"v":3', '{"v":3', '{"v":2']);
+    const s2 = await fx.open(dir, { log: quiet });
+    const back = new Map((await s2.recover()).map((m) => [m.id, m]));
+    expect(ids.map((id) => back.get(id)!.envelope.requireTls)).toEqual([true, true, undefined]);
     await s2.close();
   });
 

@@ -46,6 +46,7 @@ const SIGNED_HEADERS = [
   'Auto-Submitted',
   'TLS-Report-Domain',
   'TLS-Report-Submitter',
+  'TLS-Required',
 ].join(':');
 
 function humanText(r: ReportJson, policyDomain: string): string {
@@ -108,6 +109,9 @@ export async function composeReportMail(i: ReportMailInput): Promise<{ envelope:
       'TLS-Report-Submitter': submitter,
       // TLSRPT-45: mark as machine-generated so nothing auto-replies to it.
       'Auto-Submitted': 'auto-generated',
+      // RT-35 (RFC 8689 §3, RFC 8460 §3): the report must reach a destination whose DANE or MTA-STS is broken,
+      // also through relays after ours: ask them too not to enforce the recipient's policies.
+      'TLS-Required': 'No',
     },
     text: humanText(i.report, policyDomain),
     attachments: [
@@ -124,7 +128,7 @@ export async function composeReportMail(i: ReportMailInput): Promise<{ envelope:
   // RFC 6522 / RFC 8460 §5.3: the top level is multipart/report with report-type tlsrpt.
   root.setHeader('Content-Type', 'multipart/report; report-type="tlsrpt"');
   const built: Buffer = await root.build();
-  // MimeNode writes "Tls-Report-Domain"; names are case-insensitive (RFC 5322 §1.2.2), but RFC 8460 §5.3 spells
+  // MimeNode writes "Tls-Report-Domain" (and "Tls-Required"); names are case-insensitive (RFC 5322 §1.2.2), but RFC 8460 §5.3 spells
   // them "TLS-Report-*" and simple consumers match literally. Fixed in the header block only, before signing.
   const end = built.indexOf('\r\n\r\n');
   const unsigned = Buffer.concat([
@@ -132,7 +136,8 @@ export async function composeReportMail(i: ReportMailInput): Promise<{ envelope:
       built
         .subarray(0, end)
         .toString('latin1')
-        .replace(/^Tls-Report-/gim, 'TLS-Report-'),
+        .replace(/^Tls-Report-/gim, 'TLS-Report-')
+        .replace(/^Tls-Required:/gim, 'TLS-Required:'),
       'latin1',
     ),
     built.subarray(end),

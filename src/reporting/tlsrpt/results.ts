@@ -143,7 +143,8 @@ export function skipResult(resultType: 'dnssec-invalid' | 'dane-required', cause
  */
 export function tlsrptResultOf(e: DeliveryEvent): TlsSessionResult | undefined {
   // TLSRPT-45: reports are never counted; a REQUIRETLS run (RFC 8689) is judged by the sender's demand, not the destination's policy.
-  if (e.report || e.requireTls) return undefined;
+  // RFC 8689 §4.2.2: nor a TLS-Required: No run, whose sender waived the destination's policy.
+  if (e.report || e.requireTls || e.tlsRequiredNo) return undefined;
   switch (e.kind) {
     case 'mx-lookup-failed':
       // No MX host was reached: `host` is left out, so receiving-mx-hostname is omitted rather than the recipient domain.
@@ -206,6 +207,7 @@ export function tlsrptResultOf(e: DeliveryEvent): TlsSessionResult | undefined {
     case 'sts-exception-applied':
     case 'requiretls-host-refused':
     case 'requiretls-run-mismatch':
+    case 'requiretls-dsn-fallback':
       return undefined;
     case 'sts-fetch-failed':
       return stsFetchFailure(e.domain, e.resultType, e.cached);
