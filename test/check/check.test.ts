@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
+import { sink } from '../support/sink.js';
 import { World } from '../support/world.js';
 import { chainPem, makeCa, makeIntermediate, makeLeaf, makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';
 import type { Receiver } from '../support/receiver.js';
@@ -23,19 +23,6 @@ afterEach(async () => {
 
 const GOLDEN = join(__dirname, 'golden');
 const DAY = 86_400_000;
-
-function sink(): { stream: Writable; text: () => string } {
-  const chunks: string[] = [];
-  return {
-    stream: new Writable({
-      write(c, _e, cb) {
-        chunks.push(c.toString());
-        cb();
-      },
-    }),
-    text: () => chunks.join(''),
-  };
-}
 
 function configFile(extra = ''): string {
   const file = join(w.dir, 'relay.yml');

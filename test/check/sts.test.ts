@@ -8,7 +8,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
+import { sink } from '../support/sink.js';
 import { World } from '../support/world.js';
 import { chainPem, makeCa, makeLeaf, makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';
 import { startPolicyHost, type PolicyHost } from '../support/stsHost.js';
@@ -41,19 +41,6 @@ afterEach(async () => {
   await w.close();
   await host.close();
 });
-
-function sink(): { stream: Writable; text: () => string } {
-  const chunks: string[] = [];
-  return {
-    stream: new Writable({
-      write(c, _e, cb) {
-        chunks.push(c.toString());
-        cb();
-      },
-    }),
-    text: () => chunks.join(''),
-  };
-}
 
 function configFile(extra = ''): string {
   const file = join(w.dir, 'relay.yml');

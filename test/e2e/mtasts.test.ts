@@ -219,6 +219,25 @@ describe('issue15 sts-ignore in tls_policy', () => {
     expect(w.deliveries().filter((d) => String(d.to).endsWith('@ignored.test'))).toHaveLength(2);
     expect(w.deliveries().every((d) => d.dane !== 'sts-webpki')).toBe(true);
   });
+  it('RT-25 issue15 sts-ignore never reaches a REQUIRETLS message: it is not sent over unauthenticated TLS and no exception is applied to it', async () => {
+    const rx = await webpkiRx('mx.rt.test', ['mx.rt.test'], { requireTls: true });
+    mxs('rt.test', [{ name: 'mx.rt.test', rx }]);
+    await publish('rt.test', 'r1', policy('enforce', ['mx.rt.test']));
+    writeFileSync(join(w.dir, 'tls_policy'), 'rt.test sts-ignore\n');
+    await w.start({ ...stsConfig(), policy: { tls_policy: join(w.dir, 'tls_policy') } });
+    const c = await SmtpTestClient.connect({ port: w.ingressPort });
+    await c.ehlo();
+    const r = await c.sendMail('app@sender.test', ['user@rt.test'], 'Subject: secret\r\n\r\nsecret\r\n', 'REQUIRETLS');
+    await c.quit();
+    expect(r.end?.code).toBe(250);
+    const id = /queued as (\S+)/.exec(r.end!.lines[0]!)![1]!;
+    await w.settle();
+    expect(w.logs.filter((l) => l.msg?.startsWith('MTA-STS exception applied') && l.queue_id === id)).toEqual([]);
+    // Today a REQUIRETLS message needs DANE (it waits); an MTA-STS route may carry it, never an unauthenticated one.
+    const sent = w.deliveries().filter((d) => d.to === 'user@rt.test' && d.status === 'sent');
+    if (sent.length) expect(sent.every((d) => d.dane === 'sts-webpki')).toBe(true);
+    else expect(recipient(id)).toMatchObject({ state: 'deferred' });
+  });
 });
 
 describe('DANE takes precedence (RFC 8461 §2)', () => {
