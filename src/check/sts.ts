@@ -157,7 +157,14 @@ export async function inspectSts(
       return fetchedNow;
     },
   });
-  const r = await policies.lookup(domain);
+  let r: StsLookup;
+  try {
+    r = await policies.lookup(domain);
+  } catch (e) {
+    // Delivery goes on as without MTA-STS when the lookup throws (STS-16, event sts-lookup-failed): so does the verdict.
+    report.gate = { kind: 'none', why: `MTA-STS lookup failed: ${(e as Error).message}; delivery goes on as without MTA-STS (STS-16)` };
+    return { report, governs: false };
+  }
   report.lookup = r.fetch;
   report.record.kind = r.discovery.kind;
   if (r.discovery.kind === 'record') report.record.id = r.discovery.id;
