@@ -72,6 +72,8 @@ export interface DeliveryDeps {
     nsec3IterationsInsecure?: boolean;
     exception?: { underlying: TlsLevel };
     explicit?: true;
+    /** issue 15: `sts-ignore` in tls_policy (mtasts/enforce.ts stsGate) */
+    stsIgnore?: true;
   };
   /**
    * MTA-STS (RFC 8461, issue 15): the policy in force for a Policy Domain (mtasts/policies.ts), asked once
