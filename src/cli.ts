@@ -1,6 +1,6 @@
 /**
  * Command line: `dane-relay serve --config FILE`, `dane-relay config check FILE`, …
- * Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error (`check` adds 3: no DANE).
+ * Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error (`check` adds 3: unauthenticated, 4: degraded).
  * Every command and subcommand takes `--help`/`-h` (usage on stdout, exit 0); its options are read
  * by `util.parseArgs` (src/commands/args.ts), so an unknown option is a usage error naming it.
  */
@@ -70,7 +70,8 @@ export const COMMAND_TABLE: readonly Command[] = [
   ),
   {
     words: ['check'],
-    usage: 'dane-relay check DOMAIN [--config FILE] [--json] what delivery to DOMAIN would do, without mail (exit 0 DANE, 1 defer/fail, 2 usage, 3 no DANE)',
+    usage:
+      'dane-relay check DOMAIN [--config FILE] [--json] what delivery to DOMAIN would do (DANE, MTA-STS), without mail (exit 0 ok: authenticated, 1 would defer/fail, 2 usage/config, 3 unauthenticated TLS/cleartext, 4 degraded: an MX host skipped/failing or a warning)',
     options: { ...CONFIG, json: 'boolean' },
     operands: [1, 1],
     run: async (p, out, err) => (await import('./commands/check.js')).runCheck(p, out, err),

@@ -22,6 +22,9 @@ import { attemptAddress } from '../delivery/attempt.js';
 import type { SmtpTimeouts } from '../delivery/smtpClient.js';
 import type { PresentedChain, VerifyOutcome } from '../dane/types.js';
 import type { ResolvedPolicy } from '../policy/resolve.js';
+import { stsHostRule } from '../mtasts/enforce.js';
+import type { CachedPolicy } from '../mtasts/store.js';
+import { inspectSts, type StsInspectDeps, type StsReport } from './sts.js';
 
 export interface InspectDeps {
   resolver: Resolver;
@@ -35,6 +38,8 @@ export interface InspectDeps {
   now: () => number;
   /** extra lookups for advice (default true); the probe turns them off */
   diagnose?: boolean;
+  /** MTA-STS as the relay applies it (issue 15); absent: not inspected (the DANE recovery probe) */
+  sts?: StsInspectDeps;
 }
 
 export interface CertInfo {
@@ -76,14 +81,23 @@ export interface HostReport {
   tlsaStatus?: DnssecStatus;
   tlsaInsecureReason?: InsecureReason;
   tlsa?: { record: string; usable: boolean; selected: boolean }[];
-  skip?: { reason: string; code: string; cause: SkipCause };
+  /** not used: `cause` for a DNS/DANE reason (route/host.ts); absent for an MX outside an enforce policy's patterns (`sts.mismatch`) */
+  skip?: { reason: string; code: string; cause?: SkipCause };
+  /**
+   * Who governs this host (RFC 8461 §2): `dane` (usable TLSA, or a DANE lookup failure that skips it), `sts-enforce`
+   * (no usable TLSA, an enforce policy), `sts-testing` (delivered as without a policy, failures reported), `none`.
+   */
+  mechanism?: 'dane' | 'sts-enforce' | 'sts-testing' | 'none';
+  /** the MTA-STS policy and this host: the pattern that covers it, or why none does; the WebPKI result */
+  sts?: { pattern?: string; mismatch?: string; webpki?: { ok: boolean; detail: string; diagnostic: boolean } };
   plan?: { kind: TlsPlan['kind']; why: string; sni?: string; label?: string; referenceNames?: string[] };
   connections: ConnReport[];
   /** diagnostic TLSA lookup made only for advice (not by delivery) */
   diagnosticTlsa?: { name: string; status: DnssecStatus; records: string[] };
 }
 
-export type VerdictKind = 'dane' | 'tls' | 'cleartext' | 'defer' | 'fail';
+/** `sts`: over TLS the MTA-STS policy authenticated (WebPKI, the MX name; RFC 8461 §4.2) */
+export type VerdictKind = 'dane' | 'sts' | 'tls' | 'cleartext' | 'defer' | 'fail';
 
 export interface InspectReport {
   domain: string;
@@ -104,6 +118,8 @@ export interface InspectReport {
   /** the message's DNSSEC work budget was spent: why, and the hosts left unplanned (issue 22) */
   budget?: { reason: string; notPlanned: string[] };
   hosts: HostReport[];
+  /** MTA-STS (issue 15): record, cached and fetched policy, whether it governs (absent: not inspected) */
+  sts?: StsReport;
   verdict: { kind: VerdictKind; detail: string; host?: string; address?: string; label?: string; code?: string };
 }
 
@@ -145,6 +161,13 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
   } catch (e) {
     mx = { kind: 'defer', code: '4.4.3', reason: `MX lookup for ${domain} failed: ${(e as Error).message}`, problem: 'error' };
   }
+  // MTA-STS as delivery would look it up (delivery asks once MX hosts are known; shown here whatever the MX answer).
+  let sts: { policy?: CachedPolicy; governs: boolean } = { governs: false };
+  if (deps.sts) {
+    const r = await inspectSts(domain, policy, deps.resolver, deps.sts, deps.now);
+    report.sts = r.report;
+    sts = r;
+  }
   if (mx.kind !== 'hosts') {
     report.mx = { kind: mx.kind, code: mx.code, reason: mx.reason };
     report.verdict = { kind: mx.kind === 'fail' ? 'fail' : 'defer', detail: mx.reason, code: mx.code };
@@ -183,10 +206,33 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
     report.hosts.push(hr);
     if (hp.kind === 'skip') {
       hr.skip = { reason: hp.skip.reason, code: hp.skip.code, cause: hp.skip.cause };
+      const c = hp.skip.cause;
+      // A DANE lookup failure skips the host under DANE's rules (never an STS fallback, STS-52).
+      hr.mechanism = c.kind === 'dane-required' || ((c.kind === 'lookup-failed' || c.kind === 'nsec3-iterations') && c.rrtype === 'TLSA') ? 'dane' : 'none';
       failures.push(`${h.host}: ${hr.skip.reason}`);
       continue;
     }
-    const p = hp.plan;
+    let p: TlsPlan = hp.plan;
+    if (sts.policy && p.kind !== 'dane') {
+      // Delivery's per-host rule (STS-40…45; DANE's hosts are left alone, STS-50…52).
+      const rule = stsHostRule(sts.policy, h.host, deps.sts!.roots);
+      hr.sts = rule.kind === 'match' ? { pattern: rule.pattern } : { mismatch: rule.reason };
+      if (sts.governs) {
+        hr.mechanism = sts.policy.policy.mode === 'enforce' ? 'sts-enforce' : 'sts-testing';
+        if (rule.kind === 'mismatch' && rule.skip) {
+          hr.skip = { reason: rule.reason, code: '4.7.5' };
+          failures.push(`${h.host}: ${rule.reason}`);
+          continue;
+        }
+        if (rule.kind === 'match' && rule.plan) p = rule.plan;
+      }
+      // Not governed by it (testing, or set aside by tls_policy): one diagnostic WebPKI attempt for the owner.
+      if (!(rule.kind === 'match' && rule.plan && sts.governs) && hp.addresses[0]) {
+        const probe = stsHostRule({ ...sts.policy, policy: { ...sts.policy.policy, mode: 'enforce' } }, h.host, deps.sts!.roots);
+        if (probe.kind === 'match' && probe.plan) hr.sts.webpki = await webpkiProbe(h.host, hp.addresses[0], probe.plan, deps);
+      }
+    }
+    hr.mechanism ??= p.kind === 'dane' ? 'dane' : 'none';
     hr.plan = {
       kind: p.kind,
       why: p.why,
@@ -233,6 +279,8 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
             c.stage = r.error.stage;
             c.error = r.error.message;
             if (r.error.verify) c.verify = r.error.verify;
+            if (r.attempt.plan.kind === 'sts' && hr.sts && !hr.sts.webpki)
+              hr.sts.webpki = { ok: false, detail: r.error.verify?.detail ?? `${r.error.stage}: ${r.error.message}`, diagnostic: false };
             if (r.next === 'audit') c.auditRetryNext = true;
             failures.push(`${h.host}[${address}]:${deps.port}: ${r.error.message}`);
           },
@@ -244,10 +292,11 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
       c.ok = true;
       if (s.tls) c.tls = { protocol: s.tls.protocol, cipher: s.tls.cipher };
       if (s.tls?.verify) c.verify = s.tls.verify;
+      if (plan.kind === 'sts' && hr.sts && !hr.sts.webpki) hr.sts.webpki = { ok: true, detail: s.tls?.verify?.detail ?? 'WebPKI: verified', diagnostic: false };
       await s.quit();
       if (report.verdict.detail === '') {
-        const kind: VerdictKind = plan.kind === 'dane' ? 'dane' : s.tls ? 'tls' : 'cleartext';
-        const label = plan.kind === 'dane' ? plan.label : s.tls ? 'untrusted' : 'cleartext';
+        const kind: VerdictKind = plan.kind === 'dane' ? 'dane' : plan.kind === 'sts' ? 'sts' : s.tls ? 'tls' : 'cleartext';
+        const label = plan.kind === 'dane' ? plan.label : plan.kind === 'sts' ? 'sts-webpki' : s.tls ? 'untrusted' : 'cleartext';
         report.verdict = {
           kind,
           host: h.host,
@@ -258,11 +307,35 @@ export async function inspectDomain(domain: string, policy: ResolvedPolicy, deps
       }
     }
   }
-  if (report.verdict.detail === '') report.verdict = { kind: 'defer', detail: failures.join('; ') || `no MX host for ${domain}` };
+  if (report.verdict.detail === '') {
+    // One reason per host is in its own section; the verdict names the hosts (and a spent budget).
+    const named = report.hosts.map((h) => `${h.host} ${h.skip ? 'skipped' : 'failed'}`);
+    report.verdict = {
+      kind: 'defer',
+      detail: report.hosts.length
+        ? `no MX host usable: ${named.join(', ')}${report.budget ? `; ${report.budget.reason}` : ''}`
+        : failures.join('; ') || `no MX host for ${domain}`,
+    };
+  }
   return report;
 }
 
-/** Exit codes of `dane-relay check` (documented in README): 0 DANE, 1 defer/fail, 3 delivered without DANE. */
-export function exitCodeOf(v: VerdictKind): number {
-  return v === 'dane' ? 0 : v === 'tls' || v === 'cleartext' ? 3 : 1;
+/** A WebPKI verdict for a host the policy does not govern now (testing, or set aside): one diagnostic connection, then QUIT. */
+async function webpkiProbe(host: string, address: string, plan: TlsPlan, deps: InspectDeps): Promise<{ ok: boolean; detail: string; diagnostic: boolean }> {
+  let result: { ok: boolean; detail: string; diagnostic: boolean } = { ok: false, detail: 'not tried', diagnostic: true };
+  const opened = await attemptAddress(
+    { host, address, port: deps.port },
+    plan,
+    { heloName: deps.heloName, timeouts: deps.timeouts, digestPreference: deps.digestPreference, now: deps.now, audit: false },
+    {
+      after: (r) => {
+        if (!r.ok) result = { ok: false, detail: r.error.verify?.detail ?? `${r.error.stage}: ${r.error.message}`, diagnostic: true };
+      },
+    },
+  );
+  if (opened) {
+    result = { ok: true, detail: opened.session.tls?.verify?.detail ?? 'WebPKI: verified', diagnostic: true };
+    await opened.session.quit();
+  }
+  return result;
 }

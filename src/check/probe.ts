@@ -16,7 +16,7 @@ import type { PolicyStore } from '../policy/store.js';
 export function recovered(report: InspectReport): { ok: boolean; host?: string; why: string } {
   if (report.verdict.kind !== 'dane') return { ok: false, why: `verdict ${report.verdict.kind}: ${report.verdict.detail}` };
   for (const h of report.hosts) {
-    if (h.skip && h.skip.cause.kind !== 'no-address') return { ok: false, why: `${h.host} skipped: ${h.skip.reason}` };
+    if (h.skip && h.skip.cause?.kind !== 'no-address') return { ok: false, why: `${h.host} skipped: ${h.skip.reason}` };
     const bad = h.connections.find((c) => c.verify && !c.verify.ok);
     if (bad) return { ok: false, why: `${h.host}[${bad.address}]: ${bad.verify!.detail}` };
   }

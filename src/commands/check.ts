@@ -1,18 +1,24 @@
 /**
  * `dane-relay check DOMAIN [--config FILE] [--json]` and `dane-relay tlsa --cert FILE [--host H] [--port N]`.
  *
- * check exit codes: 0 deliverable with DANE; 1 delivery would defer or fail; 2 usage or
- * configuration error; 3 deliverable without DANE (opportunistic TLS or cleartext).
+ * check exit codes (check/verdict.ts, README): 0 ok (authenticated: DANE or MTA-STS, every MX host usable,
+ * no warning); 1 would defer or fail; 2 usage or configuration error; 3 deliverable without authentication
+ * (opportunistic TLS or cleartext); 4 degraded (deliverable, but an MX host would be skipped or fail, or a warning).
  */
 import { readFileSync } from 'node:fs';
-import { loadConfig } from '../config/load.js';
+import tls from 'node:tls';
+import { loadConfig, type LoadedConfig } from '../config/load.js';
 import { trustAdProblem } from '../dns/trust.js';
 import { resolverFor } from '../config/resolver.js';
 import { policyStoreFor } from '../policy/config.js';
-import { inspectDomain, exitCodeOf, type InspectReport } from '../check/inspect.js';
-import { adviceFor } from '../check/advice.js';
+import { inspectDomain, type InspectDeps, type InspectReport } from '../check/inspect.js';
+import { adviceFor, type Advice } from '../check/advice.js';
 import { formatReport } from '../check/format.js';
+import { summarize, type Summary } from '../check/verdict.js';
+import type { StsInspectDeps } from '../check/sts.js';
 import { certificatesFrom, formatSuggestions, suggestTlsa } from '../check/tlsaCert.js';
+import { stsFetchFor, stsTrustAnchors } from '../mtasts/settings.js';
+import type { Resolver } from '../dns/types.js';
 import { normalizeDomain } from '../policy/tables.js';
 import { addressLiteral } from '../route/mx.js';
 import { printableJson } from '../text/printable.js';
@@ -22,6 +28,49 @@ import { configFileFor } from '../config/path.js';
 /** The first line of `check`'s report: the configuration file it judges by, which a running relay may not be using yet. */
 export function configJudgedBy(file: string | undefined): string {
   return `config: ${file ?? '(built in)'} (this file as it is now; a running relay uses its changes after a SIGHUP reload, some only after a restart)`;
+}
+
+/** MTA-STS as the relay would apply it: `mta_sts.ca_file` (or the system store), the fetch settings, the cache under queue_dir. */
+function stsDeps(config: LoadedConfig, resolver: Resolver): StsInspectDeps {
+  const ca = stsTrustAnchors(config);
+  return { enabled: config.mta_sts.enabled, queueDir: config.queue_dir, fetch: stsFetchFor(config, resolver, ca), roots: ca ? [ca] : tls.rootCertificates };
+}
+
+/**
+ * The `--json` object (documented in README; `format` changes only when a field changes meaning): the
+ * inspection (`domain`, `checkedAt`, `policy`, `mx`, `sts`, `hosts` — each with its `verdict` and `reason` —,
+ * `budget`, `verdict`), then `mechanism`, `status`, `exitCode`, `advice`, and `withoutException`.
+ */
+export function checkJson(
+  config: string | undefined,
+  r: InspectReport,
+  advice: Advice[],
+  s: Summary,
+  without?: { report: InspectReport; advice: Advice[]; summary: Summary },
+): object {
+  const withHosts = (x: InspectReport, y: Summary) => ({
+    ...x,
+    hosts: x.hosts.map((h, i) => ({ ...h, verdict: y.hosts[i]!.verdict, ...(y.hosts[i]!.reason ? { reason: y.hosts[i]!.reason } : {}) })),
+  });
+  return {
+    format: 1,
+    config,
+    ...withHosts(r, s),
+    mechanism: s.mechanism,
+    status: s.status,
+    exitCode: s.exitCode,
+    advice,
+    ...(without
+      ? {
+          withoutException: {
+            ...withHosts(without.report, without.summary),
+            mechanism: without.summary.mechanism,
+            status: without.summary.status,
+            advice: without.advice,
+          },
+        }
+      : {}),
+  };
 }
 
 export async function runCheck(p: ParsedArgs, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
@@ -41,8 +90,15 @@ export async function runCheck(p: ParsedArgs, out: NodeJS.WritableStream, err: N
   // The relay's own resolver (validate: in-process DNSSEC; trust-ad: the trusted resolver's AD bit).
   const resolver = resolverFor(config);
   try {
+    let sts: StsInspectDeps;
+    try {
+      sts = stsDeps(config, resolver);
+    } catch (e) {
+      err.write(`dane-relay check: ${(e as Error).message}\n`);
+      return 2;
+    }
     const now = Date.now;
-    const report = await inspectDomain(domain, store.resolve(domain), {
+    const deps: InspectDeps = {
       resolver,
       selfNames: [config.hostname],
       mxHostLimit: config.delivery.mx_host_limit,
@@ -51,37 +107,26 @@ export async function runCheck(p: ParsedArgs, out: NodeJS.WritableStream, err: N
       timeouts: config.delivery.timeouts,
       digestPreference: config.delivery.digest_preference,
       now,
-    });
+      sts,
+    };
+    const report = await inspectDomain(domain, store.resolve(domain), deps);
     const advice = adviceFor(report, now(), config.policy.rollover_warn);
-    const code = exitCodeOf(report.verdict.kind);
+    const summary = summarize(report, advice);
     // A listed destination: also show what the exception hides (the probe's view), so the operator can remove it.
-    let without: InspectReport | undefined;
+    let without: { report: InspectReport; advice: Advice[]; summary: Summary } | undefined;
     if (report.policy.exception) {
-      without = await inspectDomain(domain, store.resolveWithoutException(domain), {
-        resolver,
-        selfNames: [config.hostname],
-        mxHostLimit: config.delivery.mx_host_limit,
-        heloName: config.hostname,
-        port: config.delivery.port,
-        timeouts: config.delivery.timeouts,
-        digestPreference: config.delivery.digest_preference,
-        now,
-      });
+      const w = await inspectDomain(domain, store.resolveWithoutException(domain), { ...deps, sts: undefined });
+      const a = adviceFor(w, now(), config.policy.rollover_warn);
+      without = { report: w, advice: a, summary: summarize(w, a) };
     }
     if (flag(p, 'json')) {
-      out.write(
-        `${printableJson({ config: config.file, ...report, advice, exitCode: code, ...(without ? { withoutException: { ...without, advice: adviceFor(without, now(), config.policy.rollover_warn) } } : {}) }, 2)}\n`,
-      );
+      out.write(`${printableJson(checkJson(config.file, report, advice, summary, without), 2)}\n`);
     } else {
       // Issue 21: the file judged by, which a running relay may not be using yet.
       out.write(`${configJudgedBy(config.file)}\n`);
-      out.write(formatReport(report, advice));
-      if (without)
-        out.write(
-          `\n--- without the danefail exception (what the recovery probe checks) ---\n${formatReport(without, adviceFor(without, now(), config.policy.rollover_warn))}`,
-        );
+      out.write(formatReport(report, advice, summary, without));
     }
-    return code;
+    return summary.exitCode;
   } finally {
     store.close();
     await resolver.close();

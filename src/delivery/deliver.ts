@@ -15,9 +15,9 @@ import { planHost, type HostFacts } from '../route/host.js';
 import type { TlsPlan } from '../dane/policy.js';
 import { type SmtpSession, SmtpError, requireTlsProblem, type Connector, type SmtpClientOptions } from './smtpClient.js';
 import { attemptAddress, requirementFor } from './attempt.js';
-import { matchingPattern } from '../mtasts/policy.js';
 import { webpkiVerdict } from '../mtasts/webpki.js';
 import type { VerifyOutcome } from '../dane/types.js';
+import { stsConsidered, stsGate, stsHostRule } from '../mtasts/enforce.js';
 import type { StsLookup } from '../mtasts/policies.js';
 import type { CachedPolicy } from '../mtasts/store.js';
 import { lookupMx, hostContext } from '../route/nexthop.js';
@@ -85,6 +85,8 @@ export interface DeliveryDeps {
     nsec3IterationsInsecure?: boolean;
     exception?: { underlying: TlsLevel };
     explicit?: true;
+    /** issue 15: `sts-ignore` in tls_policy (mtasts/enforce.ts stsGate) */
+    stsIgnore?: true;
   };
   /**
    * MTA-STS (RFC 8461, issue 15): the policy in force for a Policy Domain (mtasts/policies.ts), asked once
@@ -197,6 +199,8 @@ export class DestinationRun {
   private readonly skipsRecorded = new Set<string>();
   /** the MTA-STS policy this run applies (enforce or testing), looked up once per run; null = none */
   private sts?: { policy: CachedPolicy } | null;
+  /** the MTA-STS policy a tls_policy entry set aside for this run (explicit level or `sts-ignore`, issue 15) */
+  private stsSetAside?: CachedPolicy;
   /** the session of the current transaction, for metrics even after a failure dropped it */
   private carrier?: CarrierFacts;
 
@@ -251,6 +255,7 @@ export class DestinationRun {
     this.levelKey = key;
     this.mx = undefined;
     this.sts = undefined;
+    this.stsSetAside = undefined;
     this.unreachable = undefined;
     await this.dropSession();
   }
@@ -285,7 +290,7 @@ export class DestinationRun {
    * `{ unknown }`: the lookup failed locally.
    */
   private async resolveSts(): Promise<{ policy: CachedPolicy } | null | { unknown: string }> {
-    if (!this.deps.sts || this.report || this.tlsRequiredNo || this.level.level === 'none' || addressLiteral(this.domain)) return null;
+    if (!this.deps.sts || this.report || this.tlsRequiredNo || !stsConsidered(this.level) || addressLiteral(this.domain)) return null;
     let r: StsLookup;
     try {
       r = await this.deps.sts(this.domain);
@@ -300,12 +305,10 @@ export class DestinationRun {
     // STS-60, STS-62: a fetch made now that failed (a valid TXT record, a new id) is reported, also when a cached policy stays in force.
     if (r.fetch === 'failed' && r.failure)
       this.emit({ kind: 'sts-fetch-failed', resultType: r.failure.resultType, reason: r.failure.reason, ...(p ? { cached: p } : {}) });
-    if (!p || p.policy.mode === 'none') return null;
-    if (this.level.explicit) {
-      this.emit({ kind: 'sts-exception-applied', rule: this.level.rule, policy: p });
-      return null;
-    }
-    return { policy: p };
+    const gate = stsGate(r, this.level);
+    // An explicit entry or `sts-ignore` sets the policy aside: logged per delivery (log()), like a danefail exception.
+    this.stsSetAside = gate.kind === 'exception' ? gate.policy : undefined;
+    return gate.kind === 'apply' ? { policy: gate.policy } : null;
   }
 
   private everyone(
@@ -411,16 +414,15 @@ export class DestinationRun {
         // STS-50…52: a host with usable TLSA is DANE's alone (and a DANE lookup failure skipped it above);
         // only here, without DANE, does the MTA-STS policy apply.
         const p = this.sts.policy;
-        const pattern = matchingPattern(p.policy, h.host);
-        if (pattern === undefined) {
-          const reason = `MTA-STS policy of ${p.domain} (id ${p.id}, ${p.policy.mode}): ${h.host} matches no mx pattern (${p.policy.mx.join(', ')})`;
+        const rule = stsHostRule(p, h.host, this.deps.stsRoots ?? tls.rootCertificates);
+        if (rule.kind === 'mismatch') {
           const key = `${h.host}\0sts-mx-mismatch`;
           const repeat = this.skipsRecorded.has(key);
           this.skipsRecorded.add(key);
-          this.emit({ kind: 'sts-mx-mismatch', host: h.host, policy: p, reason, repeat });
-          if (p.policy.mode === 'enforce') {
+          this.emit({ kind: 'sts-mx-mismatch', host: h.host, policy: p, reason: rule.reason, repeat });
+          if (rule.skip) {
             // STS-40, STS-43: not in the policy's mx patterns → not used; none left is a temporary failure.
-            failures.push(`${h.host}: ${reason}`);
+            failures.push(`${h.host}: ${rule.reason}`);
             codes.push('4.7.5');
             hostFailures.push({ kind: 'sts-mx-mismatch', code: '4.7.5' });
             continue;
@@ -439,18 +441,7 @@ export class DestinationRun {
                 mxPatterns: p.policy.mx,
               },
             };
-        } else if (p.policy.mode === 'enforce') {
-          hostPlan = {
-            kind: 'sts',
-            why: `MTA-STS enforce (${p.domain} id ${p.id}, mx ${pattern})`,
-            sni: h.host,
-            policyDomain: p.domain,
-            pattern,
-            roots: this.deps.stsRoots ?? tls.rootCertificates,
-            policyLines: p.policy.lines,
-            mxPatterns: p.policy.mx,
-          };
-        }
+        } else if (rule.plan) hostPlan = rule.plan;
       }
       if (!hostPlan) throw new Error('unreachable: a REQUIRETLS STS route without a plan');
       for (const address of hp.addresses) {
@@ -716,6 +707,10 @@ export class DestinationRun {
       // deferred before connecting (its hosts were planned without TLSA); not one that an MX
       // failure stopped before the level mattered.
       this.emit({ kind: 'exception-applied', queueId: job.id, rule: this.level.rule, level: this.level.level, underlying: ex.underlying, connected });
+    }
+    if (this.stsSetAside && (connected || this.planned)) {
+      // Issue 15: every attempt an MTA-STS exception governed is logged, like DANE-70's.
+      this.emit({ kind: 'sts-exception-applied', queueId: job.id, rule: this.level.rule, policy: this.stsSetAside, connected });
     }
     const tls = this.session?.tls;
     const plan = this.sessionPlan?.plan;

@@ -155,8 +155,11 @@ export type DeliveryEvent = Run &
      * now; `cached`: the unexpired policy that stays in force (STS-33), if any
      */
     | { kind: 'sts-fetch-failed'; resultType: FetchFailureType; reason: string; cached?: CachedPolicy }
-    /** an explicit tls_policy entry decides the destination: it wins over its MTA-STS policy (issue 15) */
-    | { kind: 'sts-exception-applied'; rule: string; policy: CachedPolicy }
+    /**
+     * issue 15: a tls_policy entry (an explicit level, or `sts-ignore`) set the destination's MTA-STS policy aside
+     * for this attempt (one event per message, like `exception-applied`); `connected`: a session was opened
+     */
+    | { kind: 'sts-exception-applied'; queueId: string; rule: string; policy: CachedPolicy; connected: boolean }
     /**
      * STS-40: the host matches none of the policy's mx patterns. `enforce`: the host is not used
      * (STS-43); `testing`: delivered as without a policy, the failure reported (STS-45).

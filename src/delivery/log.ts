@@ -85,8 +85,10 @@ export function deliveryLog(log: Logger): DeliverySubscriber {
         return; // mtasts/policies.ts logs the failed fetch where it happens
       case 'sts-exception-applied':
         return log.warn(
-          { domain, tls_rule: e.rule, sts_id: e.policy.id, sts_mode: e.policy.policy.mode },
-          'MTA-STS exception applied: tls_policy entry wins over the MTA-STS policy',
+          { queue_id: e.queueId, domain, tls_rule: e.rule, sts_id: e.policy.id, sts_mode: e.policy.policy.mode },
+          e.connected
+            ? 'MTA-STS exception applied: tls_policy entry wins over the MTA-STS policy'
+            : 'MTA-STS exception applied: attempted without the MTA-STS policy, deferred (tls_policy entry)',
         );
       case 'sts-mx-mismatch':
         if (e.policy.policy.mode === 'enforce') return log.info({ domain, mx: e.host, skipped: e.reason }, 'MX host skipped');

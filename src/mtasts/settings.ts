@@ -7,7 +7,7 @@ import { X509Certificate } from 'node:crypto';
 import { resolve } from 'node:path';
 import type { LoadedConfig } from '../config/load.js';
 import type { Resolver } from '../dns/types.js';
-import { fetchPolicy } from './fetch.js';
+import { fetchPolicy, type FetchResult } from './fetch.js';
 import { StsPolicies, type StsLog, type StsPoliciesOptions } from './policies.js';
 import { PolicyStore } from './store.js';
 
@@ -52,6 +52,11 @@ export function stsPoliciesFor(
     log,
     ...(now ? { now } : {}),
     ...(refreshFailed ? { refreshFailed } : {}),
-    fetch: (domain) => fetchPolicy(domain, { resolver, ca, timeoutMs: cfg.mta_sts.fetch_timeout, port: cfg.mta_sts.port }),
+    fetch: stsFetchFor(cfg, resolver, ca),
   });
+}
+
+/** The policy fetch as configured (trust anchors, deadline, port): the relay's and `check`'s. */
+export function stsFetchFor(cfg: Pick<LoadedConfig, 'mta_sts'>, resolver: Resolver, ca: Buffer | undefined): (domain: string) => Promise<FetchResult> {
+  return (domain) => fetchPolicy(domain, { resolver, ca, timeoutMs: cfg.mta_sts.fetch_timeout, port: cfg.mta_sts.port });
 }

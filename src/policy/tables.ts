@@ -10,7 +10,11 @@
  * message goes over TLS without it, logged `untrusted`. Option `nsec3-iterations-insecure` (dane,
  * dane-only) takes an MX, address or TLSA answer that is insecure only because the zone's NSEC3 uses
  * more iterations than the validator's limit (RFC 9276 §3.2) as insecure, as Unbound does; without it
- * such an answer is a lookup failure for DANE (host skipped, 4.7.5; issue 13).
+ * such an answer is a lookup failure for DANE (host skipped, 4.7.5; issue 13). Option `sts-ignore` (any
+ * level, or alone: `DOMAIN sts-ignore`) makes delivery ignore the destination's MTA-STS policy (RFC 8461; issue
+ * 15): its mail goes out under the ordinary level, logged as an exception on every delivery. Alone, the entry
+ * sets no level: the destination keeps the level it has without this line (a `.parent` entry, else
+ * `delivery.tls_level`). It never reaches REQUIRETLS mail (RFC 8689: tls_policy does not apply to it).
  *
  * `danefail` — the exception list format operators share (digest DANE-70, RFC 7672 §9.1;
  * github.com/danefail/list `dane_fail_list.dat`): one bare domain per line, surrounding
@@ -25,13 +29,16 @@ import { lowerName } from '../dns/name.js';
 export interface PolicyEntry {
   /** lowercase, no trailing dot; a leading "." means "every subdomain of" */
   key: string;
-  level: TlsLevel;
+  /** absent: an `sts-ignore`-only entry, the level comes from the next less specific entry or the default */
+  level?: TlsLevel;
   /** DANE-15 opt-in */
   trustInsecureMx: boolean;
   /** DANE-46 audit-only: a failed DANE authentication is logged and the message delivered over TLS anyway */
   audit: boolean;
   /** answers insecure only by the NSEC3 iteration limit count as insecure (issue 13; RFC 9276 §3.2) */
   nsec3IterationsInsecure: boolean;
+  /** issue 15: the destination's MTA-STS policy is ignored (logged as an exception on every delivery) */
+  stsIgnore: boolean;
   line: number;
 }
 
@@ -66,7 +73,7 @@ export function normalizeDomain(raw: string): string | undefined {
   return d.split('.').every((l) => LABEL.test(l)) ? d : undefined;
 }
 
-const OPTIONS = new Set(['trust-insecure-mx', 'audit', 'nsec3-iterations-insecure']);
+const OPTIONS = new Set(['trust-insecure-mx', 'audit', 'nsec3-iterations-insecure', 'sts-ignore']);
 
 export function parseTlsPolicy(text: string, source: string): PolicyTable {
   const entries = new Map<string, PolicyEntry>();
@@ -75,20 +82,30 @@ export function parseTlsPolicy(text: string, source: string): PolicyTable {
     const line = i + 1;
     const s = rawLine.replace(/\r$/, '').trim();
     if (s === '' || s.startsWith('#')) return;
-    const [rawKey, rawLevel, ...opts] = s.split(/\s+/);
+    const [rawKey, second, ...rest] = s.split(/\s+/);
     const sub = rawKey!.startsWith('.');
     const domain = normalizeDomain(sub ? rawKey!.slice(1) : rawKey!);
     if (!domain) {
       problems.push({ line, message: `"${rawKey}" is not a domain or .parent-domain` });
       return;
     }
-    if (rawLevel === undefined) {
-      problems.push({ line, message: `no TLS level after "${rawKey}" (expected one of ${tlsLevels.join(', ')})` });
+    if (second === undefined) {
+      problems.push({ line, message: `no TLS level after "${rawKey}" (expected one of ${tlsLevels.join(', ')}, or sts-ignore)` });
       return;
     }
-    const level = rawLevel.toLowerCase() as TlsLevel;
-    if (!tlsLevels.includes(level)) {
-      problems.push({ line, message: `unknown TLS level "${rawLevel}" (expected one of ${tlsLevels.join(', ')})` });
+    // `DOMAIN sts-ignore`: an entry that only sets the option, not a level.
+    const levelless = second.toLowerCase() === 'sts-ignore';
+    const opts = levelless ? [second, ...rest] : rest;
+    const level = levelless ? undefined : (second.toLowerCase() as TlsLevel);
+    if (level !== undefined && !tlsLevels.includes(level)) {
+      problems.push({ line, message: `unknown TLS level "${second}" (expected one of ${tlsLevels.join(', ')})` });
+      return;
+    }
+    if (levelless && opts.some((o) => o.toLowerCase() !== 'sts-ignore')) {
+      problems.push({
+        line,
+        message: `an entry without a TLS level may only carry sts-ignore (the level comes right after the domain: DOMAIN LEVEL [OPTION…])`,
+      });
       return;
     }
     const bad = opts.filter((o) => !OPTIONS.has(o.toLowerCase()));
@@ -96,6 +113,7 @@ export function parseTlsPolicy(text: string, source: string): PolicyTable {
       problems.push({ line, message: `unknown option ${bad.map((b) => `"${b}"`).join(', ')} (known: ${[...OPTIONS].join(', ')})` });
       return;
     }
+    const stsIgnore = opts.some((o) => o.toLowerCase() === 'sts-ignore');
     const trustInsecureMx = opts.some((o) => o.toLowerCase() === 'trust-insecure-mx');
     if (trustInsecureMx && level !== 'dane' && level !== 'dane-only') {
       problems.push({ line, message: `trust-insecure-mx only applies to dane and dane-only` });
@@ -117,7 +135,7 @@ export function parseTlsPolicy(text: string, source: string): PolicyTable {
       problems.push({ line, message: `"${key}" already given on line ${prev.line}` });
       return;
     }
-    entries.set(key, { key, level, trustInsecureMx, audit, nsec3IterationsInsecure, line });
+    entries.set(key, { key, ...(level !== undefined ? { level } : {}), trustInsecureMx, audit, nsec3IterationsInsecure, stsIgnore, line });
   });
   if (problems.length) throw new PolicyFileError(source, problems);
   return { source, entries };

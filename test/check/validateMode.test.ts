@@ -9,7 +9,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
+import { sink } from '../support/sink.js';
 import { World } from '../support/world.js';
 import { submit } from '../support/mail.js';
 import { chainPem, makeSelfSigned, tlsaData } from '../support/pki.js';
@@ -27,19 +27,6 @@ afterEach(async () => {
   await t?.close();
   t = undefined;
 });
-
-function sink(): { stream: Writable; text: () => string } {
-  const chunks: string[] = [];
-  return {
-    stream: new Writable({
-      write(c, _e, cb) {
-        chunks.push(c.toString());
-        cb();
-      },
-    }),
-    text: () => chunks.join(''),
-  };
-}
 
 async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
   const o = sink();

@@ -433,10 +433,16 @@ const table = {
   ],
   'sts-exception-applied': [
     {
-      event: { ...run, kind: 'sts-exception-applied', rule: 'tls_policy:3 d.test may', policy: stsPolicy('enforce') },
+      event: { ...run, kind: 'sts-exception-applied', queueId: 'Q1', rule: 'tls_policy:3 d.test may', policy: stsPolicy('enforce'), connected: true },
       tlsrpt: undefined,
       metrics: [],
       log: 'MTA-STS exception applied: tls_policy entry wins over the MTA-STS policy',
+    },
+    {
+      event: { ...run, kind: 'sts-exception-applied', queueId: 'Q1', rule: 'tls_policy:3 d.test sts-ignore', policy: stsPolicy('enforce'), connected: false },
+      tlsrpt: undefined,
+      metrics: [],
+      log: 'MTA-STS exception applied: attempted without the MTA-STS policy, deferred (tls_policy entry)',
     },
   ],
   'sts-mx-mismatch': [

@@ -186,6 +186,7 @@ describe('MTA-STS enforce', () => {
     expect(w.logs.find((l) => l.msg === 'MTA-STS exception applied: tls_policy entry wins over the MTA-STS policy')).toMatchObject({
       domain: 'override.test',
       sts_mode: 'enforce',
+      queue_id: expect.any(String),
     });
   });
 });
@@ -319,6 +320,55 @@ describe('MTA-STS state that cannot be read or written locally (never a downgrad
       [true, 'mx.ro.test'],
     ]);
     expect(w.deliveries().map((d) => d.dane)).toEqual(['sts-webpki', 'sts-webpki']);
+  });
+});
+
+describe('issue15 sts-ignore in tls_policy', () => {
+  it('STS-43 issue15 an enforce policy whose MX does not match defers; with sts-ignore the same setup goes out under the ordinary level, logged as an exception on every delivery', async () => {
+    // one policy host for both domains: each names an MX that is not the domain's real one
+    const leaf = await makeLeaf(ca, { dnsNames: ['mta-sts.held.test', 'mta-sts.ignored.test'] });
+    host = await startPolicyHost({ key: leaf.keyPem, cert: chainPem(leaf) }, { body: policy('enforce', ['mx.elsewhere.test']) });
+    const held = await w.receiver();
+    const ignored = await w.receiver();
+    mxs('held.test', [{ name: 'mx.held.test', rx: held }]);
+    mxs('ignored.test', [{ name: 'mx.ignored.test', rx: ignored }]);
+    for (const d of ['held.test', 'ignored.test'])
+      w.dns.add({ name: `_mta-sts.${d}`, type: 'TXT', data: 'v=STSv1; id=i1' }, { name: `mta-sts.${d}`, type: 'A', data: '127.0.0.1' });
+    writeFileSync(join(w.dir, 'tls_policy'), 'ignored.test sts-ignore\n');
+    await w.start({ ...stsConfig(), policy: { tls_policy: join(w.dir, 'tls_policy') } });
+    const h = await send('user@held.test');
+    const a = await send('user@ignored.test');
+    const b = await send('other@ignored.test');
+    await ignored.waitFor(2);
+    await w.settle();
+    expect(recipient(h)).toMatchObject({ state: 'deferred', dsnCode: '4.7.5' });
+    expect(held.connections).toBe(0);
+    expect(ignored.messages).toHaveLength(2);
+    const exceptions = w.logs.filter((l) => l.msg === 'MTA-STS exception applied: tls_policy entry wins over the MTA-STS policy');
+    expect(exceptions.map((l) => l.queue_id).sort()).toEqual([a, b].sort());
+    expect(exceptions[0]).toMatchObject({ domain: 'ignored.test', sts_mode: 'enforce', sts_id: 'i1' });
+    expect(exceptions[0]!.tls_rule).toMatch(/tls_policy:1 ignored\.test sts-ignore \(level: delivery\.tls_level=/);
+    expect(w.deliveries().filter((d) => String(d.to).endsWith('@ignored.test'))).toHaveLength(2);
+    expect(w.deliveries().every((d) => d.dane !== 'sts-webpki')).toBe(true);
+  });
+  it('RT-25 issue15 sts-ignore never reaches a REQUIRETLS message: it is not sent over unauthenticated TLS and no exception is applied to it', async () => {
+    const rx = await webpkiRx('mx.rt.test', ['mx.rt.test'], { requireTls: true });
+    mxs('rt.test', [{ name: 'mx.rt.test', rx }]);
+    await publish('rt.test', 'r1', policy('enforce', ['mx.rt.test']));
+    writeFileSync(join(w.dir, 'tls_policy'), 'rt.test sts-ignore\n');
+    await w.start({ ...stsConfig(), policy: { tls_policy: join(w.dir, 'tls_policy') } });
+    const c = await SmtpTestClient.connect({ port: w.ingressPort });
+    await c.ehlo();
+    const r = await c.sendMail('app@sender.test', ['user@rt.test'], 'Subject: secret\r\n\r\nsecret\r\n', 'REQUIRETLS');
+    await c.quit();
+    expect(r.end?.code).toBe(250);
+    const id = /queued as (\S+)/.exec(r.end!.lines[0]!)![1]!;
+    await w.settle();
+    expect(w.logs.filter((l) => l.msg?.startsWith('MTA-STS exception applied') && l.queue_id === id)).toEqual([]);
+    // Today a REQUIRETLS message needs DANE (it waits); an MTA-STS route may carry it, never an unauthenticated one.
+    const sent = w.deliveries().filter((d) => d.to === 'user@rt.test' && d.status === 'sent');
+    if (sent.length) expect(sent.every((d) => d.dane === 'sts-webpki')).toBe(true);
+    else expect(recipient(id)).toMatchObject({ state: 'deferred' });
   });
 });
 

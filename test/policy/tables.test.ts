@@ -3,7 +3,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseDanefail, parseTlsPolicy, PolicyFileError, normalizeDomain } from '../../src/policy/tables.js';
-import { exceptionConflicts, resolvePolicy, type ExceptionLevel, type PolicyInputs } from '../../src/policy/resolve.js';
+import { exceptionConflicts, mentionsDane, resolvePolicy, type ExceptionLevel, type PolicyInputs } from '../../src/policy/resolve.js';
 import type { TlsLevel } from '../../src/dane/levels.js';
 
 const table = parseTlsPolicy(
@@ -77,6 +77,52 @@ describe('tls_policy resolution (most specific wins)', () => {
   });
 });
 
+describe('issue15 sts-ignore in tls_policy', () => {
+  const t = parseTlsPolicy(
+    [
+      'alone.test        sts-ignore', // 1
+      'withlevel.test    may  sts-ignore', // 2
+      '.parent.test      encrypt', // 3
+      'child.parent.test STS-IGNORE', // 4
+      '.ignored.test     sts-ignore', // 5
+      'kept.ignored.test dane-only', // 6
+      'strict.test       dane-only sts-ignore', // 7
+      '',
+    ].join('\n'),
+    'policy/tls_policy',
+  );
+  const inputs: PolicyInputs = { defaultLevel: 'dane', table: t, exceptions: parseDanefail('alone.test\n', 'policy/danefail'), exceptionLevel: 'may' };
+  const rows: [string, TlsLevel, string, boolean][] = [
+    // alone: the ordinary level (the default), the rule names both the entry and where the level came from
+    ['alone.test', 'may', 'policy/danefail:1 alone.test exception dane→may', true],
+    ['withlevel.test', 'may', 'policy/tls_policy:2 withlevel.test may sts-ignore', true],
+    ['child.parent.test', 'encrypt', 'policy/tls_policy:4 child.parent.test sts-ignore (level: policy/tls_policy:3 .parent.test encrypt)', true],
+    ['other.parent.test', 'encrypt', 'policy/tls_policy:3 .parent.test encrypt', false],
+    ['a.ignored.test', 'dane', 'policy/tls_policy:5 .ignored.test sts-ignore (level: delivery.tls_level=dane)', true],
+    // the most specific entry decides the option as every option: a more specific entry without it keeps MTA-STS
+    ['kept.ignored.test', 'dane-only', 'policy/tls_policy:6 kept.ignored.test dane-only', false],
+    ['strict.test', 'dane-only', 'policy/tls_policy:7 strict.test dane-only sts-ignore', true],
+    ['unlisted.test', 'dane', 'delivery.tls_level=dane', false],
+  ];
+  for (const [domain, level, rule, ignore] of rows) {
+    it(`issue15 ${domain} → ${level}${ignore ? ' sts-ignore' : ''} by ${rule}`, () => {
+      const r = resolvePolicy(domain, inputs);
+      expect(r).toMatchObject({ level, rule });
+      expect(r.stsIgnore).toBe(ignore ? true : undefined);
+    });
+  }
+  it('issue15 an sts-ignore-only entry sets no level: parsed without one, and it does not make the table mention DANE', () => {
+    expect(t.entries.get('alone.test')).toMatchObject({ key: 'alone.test', stsIgnore: true, line: 1 });
+    expect(t.entries.get('alone.test')!.level).toBeUndefined();
+    expect(mentionsDane({ table: parseTlsPolicy('a.test sts-ignore\n', 'x') })).toBe(false);
+  });
+  it('issue15 without a danefail listing the sts-ignore-only entry keeps the default level (explicit only through a level entry)', () => {
+    const r = resolvePolicy('alone.test', { ...inputs, exceptions: undefined });
+    expect(r).toMatchObject({ level: 'dane', rule: 'policy/tls_policy:1 alone.test sts-ignore (level: delivery.tls_level=dane)', stsIgnore: true });
+    expect(r.explicit).toBeUndefined();
+  });
+});
+
 describe('DANE-70 exception list in resolution', () => {
   const p = (defaultLevel: TlsLevel, exceptionLevel: ExceptionLevel = 'may'): PolicyInputs => ({ defaultLevel, table, exceptions, exceptionLevel });
   // domain, default level, expected level, exception?
@@ -140,6 +186,9 @@ describe('file errors name their line; the whole file is rejected', () => {
     ['tls_policy', '[192.0.2.1]:25 encrypt\n', 1, /not a domain/],
     ['tls_policy', 'a.test dane-only audit\n', 1, /audit only applies to dane/],
     ['tls_policy', 'a.test may audit\n', 1, /audit only applies to dane/],
+    ['tls_policy', 'a.test sts-ignore audit\n', 1, /without a TLS level may only carry sts-ignore/],
+    ['tls_policy', 'a.test sts-ignore may\n', 1, /without a TLS level may only carry sts-ignore/],
+    ['tls_policy', 'a.test may sts-ignorez\n', 1, /unknown option "sts-ignorez"/],
     ['danefail', 'good.test\nbad.test extra words\n', 2, /one bare domain per line/],
     ['danefail', 'a.test\n\n*.wild.test\n', 3, /no wildcards/],
     ['danefail', '.parent.test\n', 1, /no wildcards or \.parent/],

@@ -344,7 +344,7 @@ describe('check output', () => {
     fc.assert(
       fc.property(hostileString, (t) => {
         const out = collector();
-        terminalSafe(out).write(formatReport(report(t), [{ code: 'no-ds' as never, text: t }]));
+        terminalSafe(out).write(formatReport(report(t), [{ code: 'no-ds' as never, severity: 'warning', text: t }]));
         expectTerminalSafe(out.text(), { newline: true });
         const j = printableJson(report(t), 2);
         expectTerminalSafe(j, { newline: true });
