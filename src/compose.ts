@@ -635,11 +635,15 @@ export async function openQueue(cfg: LoadedConfig, log: Logger, now: () => numbe
   const { PgQueue } = await LAZY.pgQueue();
   const pool = openPool(pgc, { application: `dane-relay ${nodeName(cfg)}` });
   try {
-    const m = await migrate(pool);
-    log.info({ db: describeUrl(pgc.url), schema_from: m.from, schema_version: m.to, node: nodeName(cfg), lease_ms: pgc.lease }, 'queue database opened');
     // queue_dir still holds the control socket (and TLSRPT's counts unless tlsrpt.dir says otherwise).
     await mkdir(cfg.queue_dir, { recursive: true, mode: 0o700 });
-    return await PgQueue.open(pool, { node: nodeName(cfg), leaseMs: pgc.lease, now, log });
+    // The migrations run at open, or (database down at start) when it first answers: the node starts either way,
+    // answering 451 until then (PgQueue.open); a schema newer than this relay's refuses the start or the recovery.
+    const prepare = async () => {
+      const m = await migrate(pool);
+      log.info({ db: describeUrl(pgc.url), schema_from: m.from, schema_version: m.to, node: nodeName(cfg), lease_ms: pgc.lease }, 'queue database opened');
+    };
+    return await PgQueue.open(pool, { node: nodeName(cfg), leaseMs: pgc.lease, now, log, prepare });
   } catch (e) {
     await pool.end().catch(() => undefined);
     throw new Error(`queue database ${describeUrl(pgc.url)}: ${(e as Error).message}`, { cause: e });

@@ -8,9 +8,12 @@
  *   by the lease token and changes nothing.
  * - PostgreSQL restarted during ingress and delivery: 451 4.3.0 while it is down, never 250 without a
  *   commit, nothing lost, the nodes recover by themselves.
+ * - A node started while PostgreSQL is down starts anyway: 451 (never 250), /readyz failing; once the
+ *   database answers it runs the migrations, registers and accepts and delivers by itself.
  * Cases and results: RELIABILITY.md "Shared queue (PostgreSQL)".
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -67,6 +70,27 @@ function bounce(n: Node, downMs: number): Promise<void> {
     });
   restarting.set(n.name, p);
   return p;
+}
+
+/** GET /readyz on a node's metrics listener: the status code (0 when nothing answers). */
+function readyz(port: number): Promise<number> {
+  return new Promise((res) => {
+    const req = get({ host: '127.0.0.1', port, path: '/readyz', timeout: 30_000 }, (r) => {
+      r.resume();
+      r.on('end', () => res(r.statusCode ?? 0));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => res(0));
+  });
+}
+
+/** Polls an asynchronous condition (one check at a time) until it holds. */
+async function untilAsync(cond: () => Promise<boolean>, what: string, ms = 180_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`gave up waiting: ${what}`);
+    await sleep(100);
+  }
 }
 
 async function stopAll(c: Cluster): Promise<(number | null)[]> {
@@ -311,6 +335,44 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     // SIGTERM gives every slot back: none is held any more (a killed node's expired rows are taken over, never deleted)
     expect(pg.sql('SELECT count(*) FROM relay_slots WHERE expires_at > now()').trim()).toBe('0');
   }, 600_000);
+
+  it('a node started while PostgreSQL is down starts anyway: 451 4.3.0 and /readyz failing, then migrations, 250 and delivery by itself once it is up', async () => {
+    rx = await startClusterReceiver();
+    // an empty database: the node must run the migrations when it first reaches it, not only at start
+    pg.sql(
+      'DROP TABLE IF EXISTS relay_messages, relay_nodes, relay_slots, relay_tlsrpt_counts, relay_tlsrpt_details, relay_tlsrpt_sends, relay_schema_version',
+    );
+    pg.stop('fast');
+    let up = false;
+    try {
+      // startCluster waits until the node listens (RelayProcess.start): it would throw if the node refused to start
+      const c = (cluster = await startCluster({ pg, dns, rx, nodes: 1, metrics: true }));
+      const n = c.nodes[0]!;
+      expect(n.relay.running).toBe(true);
+      expect(n.relay.output).toMatch(/queue database unreachable at start/);
+      expect(await readyz(n.metricsPort!)).toBe(503);
+      const cl = await SmtpTestClient.connect({ port: n.port });
+      await cl.cmd('EHLO app.test');
+      const down = await cl.sendMail('app@sender.test', [recipient('early')], body('early'));
+      const refusal = down.end ?? down.data ?? down.rcpts[0] ?? down.mail;
+      expect(refusal.code, refusal.raw).toBe(451);
+      expect(refusal.enhanced).toBe('4.3.0');
+      pg.start();
+      up = true;
+      // the node notices by itself (its lease timer), migrates, registers: /readyz passes
+      await untilAsync(async () => (await readyz(n.metricsPort!)) === 200, 'the node ready after the database came up');
+      expect(pg.sql('SELECT max(version) FROM relay_schema_version').trim()).toMatch(/^[1-9]\d*$/);
+      expect(pg.sql(`SELECT stopped_at IS NULL FROM relay_nodes WHERE name = '${n.name}'`).trim()).toBe('t');
+      const later = await cl.sendMail('app@sender.test', [recipient('early')], body('early'));
+      expect(later.end?.code).toBe(250);
+      await cl.quit();
+      await until(() => rx!.deliveries.some((d) => d.testId === 'early'), 'the message delivered');
+      expect(rx.deliveries.filter((d) => d.testId === 'early')).toHaveLength(1);
+      expect(await stopAll(c)).toEqual([0]);
+    } finally {
+      if (!up) pg.start();
+    }
+  }, 240_000);
 
   it('PostgreSQL restarted during ingress and delivery: 451 4.3.0 while it is down, never a 250 without a commit, nothing lost, the nodes recover by themselves', async () => {
     rx = await startClusterReceiver();

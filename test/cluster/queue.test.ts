@@ -9,7 +9,7 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openPool, describeUrl, dbPassword } from '../../src/spool/postgres/connect.js';
 import { migrate, SCHEMA_VERSION } from '../../src/spool/postgres/migrate.js';
-import { PgQueue } from '../../src/spool/postgres/queue.js';
+import { isUnreachable, PgQueue } from '../../src/spool/postgres/queue.js';
 import { parseConfigText } from '../../src/config/load.js';
 import { Readiness } from '../../src/metrics/readiness.js';
 import { runQueueCommand } from '../../src/control/client.js';
@@ -304,5 +304,55 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     expect(Number(pg.sql('SELECT count(*) FROM relay_messages').trim())).toBe(before);
     const m = await a.enqueue(envelope(), Buffer.from('after\r\n'));
     expect((await a.readBody(m.id)).toString()).toBe('after\r\n');
+  });
+
+  it('a node opened while the database is down runs without it (EDB, probe failing, nothing claimed) and prepares itself once it answers', async () => {
+    let prepared = 0;
+    const pool = openPool(settings());
+    pg.stop('fast');
+    let q: PgQueue;
+    try {
+      q = await PgQueue.open(pool, {
+        node: 'late',
+        leaseMs: 600,
+        log,
+        prepare: async () => {
+          await migrate(pool);
+          prepared++;
+        },
+      });
+      queues.push(q);
+      expect(q.connected).toBe(false);
+      expect(prepared).toBe(0);
+      await expect(q.begin(envelope())).rejects.toMatchObject({ code: 'EDB' });
+      await expect(q.probe()).rejects.toMatchObject({ code: 'EDB' });
+      await expect(q.claim(5)).rejects.toMatchObject({ code: 'EDB' });
+      expect(logs.some((l) => /queue database unreachable at start/.test(l.msg))).toBe(true);
+    } finally {
+      pg.start();
+    }
+    // the lease timer (every lease/3) reaches it: prepared once, registered, then commits work
+    while (!q.connected) await new Promise((r) => setTimeout(r, 50));
+    expect(prepared).toBe(1);
+    expect(pg.sql("SELECT stopped_at IS NULL FROM relay_nodes WHERE name = 'late'").trim()).toBe('t');
+    const m = await q.enqueue(envelope(), Buffer.from('after the outage\r\n'));
+    expect((await q.readBody(m.id)).toString()).toBe('after the outage\r\n');
+    expect(prepared).toBe(1);
+  });
+
+  it('a database that answers with a refusal (schema newer than this relay) still refuses the open; only an unreachable one is waited for', async () => {
+    pg.sql(`INSERT INTO relay_schema_version (version, description) VALUES (${SCHEMA_VERSION + 1}, 'future')`);
+    const pool = openPool(settings());
+    try {
+      const e = await PgQueue.open(pool, { node: 'newer', leaseMs: 600, log, prepare: async () => void (await migrate(pool)) }).catch((x: unknown) => x);
+      expect(e).toMatchObject({ code: 'EDB', message: expect.stringMatching(/newer than this relay/) });
+      expect(isUnreachable(e)).toBe(false);
+    } finally {
+      pg.sql(`DELETE FROM relay_schema_version WHERE version = ${SCHEMA_VERSION + 1}`);
+      await pool.end().catch(() => undefined);
+    }
+    expect(isUnreachable(Object.assign(new Error('connect ENOENT /tmp/x/.s.PGSQL.5432'), { code: 'ENOENT' }))).toBe(true);
+    expect(isUnreachable(Object.assign(new Error('the database system is starting up'), { code: '57P03' }))).toBe(true);
+    expect(isUnreachable(Object.assign(new Error('password authentication failed'), { code: '28P01' }))).toBe(false);
   });
 });
