@@ -640,7 +640,7 @@ export async function openQueue(cfg: LoadedConfig, log: Logger, now: () => numbe
     // The migrations run at open, or (database down at start) when it first answers: the node starts either way,
     // answering 451 until then (PgQueue.open); a schema newer than this relay's refuses the start or the recovery.
     const prepare = async () => {
-      const m = await migrate(pool);
+      const m = await migrate(pool, { node: nodeName(cfg), leaseMs: pgc.lease });
       log.info({ db: describeUrl(pgc.url), schema_from: m.from, schema_version: m.to, node: nodeName(cfg), lease_ms: pgc.lease }, 'queue database opened');
     };
     return await PgQueue.open(pool, { node: nodeName(cfg), leaseMs: pgc.lease, now, log, prepare });

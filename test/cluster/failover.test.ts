@@ -148,9 +148,10 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     expect(m.stdout).toMatch(/applied 1 /);
     expect(m.stdout).toMatch(/applied 2 /);
     expect(m.stdout).toMatch(/applied 3 /);
-    expect(m.stdout).toMatch(/schema version 3 \(was 0\)/);
+    expect(m.stdout).toMatch(/applied 4 /);
+    expect(m.stdout).toMatch(/schema version 4 \(was 0\)/);
     expect(m.stdout + m.stderr).not.toContain(pg.password);
-    expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n')).toEqual(['1', '2', '3']);
+    expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n')).toEqual(['1', '2', '3', '4']);
     cluster = await startCluster({ pg, dns, rx, nodes: 3 });
     // each node accepts; deliveries happen (any node may make them)
     for (const [i, n] of cluster.nodes.entries()) {

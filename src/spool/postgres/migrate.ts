@@ -10,6 +10,27 @@ export interface Migration {
   version: number;
   description: string;
   sql: string;
+  /** why the migration must not run now (under the migration lock, before its transaction), or undefined */
+  precheck?: (c: pg.ClientBase, ctx: MigrateContext) => Promise<string | undefined>;
+}
+
+export interface MigrateContext {
+  /** the node migrating (its own row in relay_nodes is not another live node); none for `dane-relay db migrate` */
+  node?: string;
+  /** the lease length: a node seen within two of them and not stopped is live (the `dane-relay nodes` rule) */
+  leaseMs: number;
+}
+
+/**
+ * What a node knows how to honour. A message that needs a feature (`relay_messages.requires`) is claimed only by
+ * nodes whose list holds it: the database's counterpart of the file spool's format 3, which older readers refuse.
+ * A new feature is appended here and set on the messages that need it; nothing else changes.
+ */
+export const FEATURES: readonly string[] = ['requiretls'];
+
+/** The features a node must know to deliver a message with this envelope (RFC 8689 §4.1: the REQUIRETLS tag). */
+export function requiredFeatures(e: { requireTls?: true }): string[] {
+  return e.requireTls ? ['requiretls'] : [];
 }
 
 /** arbitrary constant: the advisory lock the migrations hold ("dane-mig" in ASCII) */
@@ -103,6 +124,30 @@ export const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 4,
+    description: 'features a node must know to claim a message (REQUIRETLS)',
+    sql: `
+      -- RFC 8689 §4.1: a REQUIRETLS message must never be delivered by a node that does not honour the tag. Claims
+      -- filter on this (requires <@ the claiming node's features), as older file-spool readers refuse format 3.
+      ALTER TABLE relay_messages ADD COLUMN requires text[] NOT NULL DEFAULT '{}';
+    `,
+    // Nodes running code from before this version claim without the filter: they would deliver a REQUIRETLS message
+    // as an ordinary one. They must be stopped first; once it is applied they refuse to start (schema newer).
+    precheck: async (c, ctx) => {
+      const r = await c.query<{ name: string }>(
+        `SELECT name FROM relay_nodes
+          WHERE stopped_at IS NULL AND seen_at > now() - 2 * $1 * interval '1 millisecond' AND name IS DISTINCT FROM $2
+          ORDER BY name`,
+        [ctx.leaseMs, ctx.node ?? null],
+      );
+      if (r.rows.length === 0) return undefined;
+      return (
+        `node(s) ${r.rows.map((x) => x.name).join(', ')} are live and run a relay older than schema version 4, which would ` +
+        'deliver REQUIRETLS messages without honouring the tag: stop them (SIGTERM), migrate, and upgrade them before they start again'
+      );
+    },
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
@@ -119,7 +164,7 @@ async function currentVersion(c: pg.ClientBase): Promise<number> {
 }
 
 /** Brings the schema to SCHEMA_VERSION. */
-export async function migrate(pool: pg.Pool): Promise<MigrateResult> {
+export async function migrate(pool: pg.Pool, ctx: MigrateContext = { leaseMs: 30_000 }): Promise<MigrateResult> {
   const c = await pool.connect();
   try {
     await c.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK.toString()]);
@@ -130,6 +175,8 @@ export async function migrate(pool: pg.Pool): Promise<MigrateResult> {
       if (from > SCHEMA_VERSION) throw new Error(`the queue database has schema version ${from}, newer than this relay's ${SCHEMA_VERSION}: upgrade the relay`);
       const applied: Migration[] = [];
       for (const m of MIGRATIONS.filter((x) => x.version > from)) {
+        const refused = await m.precheck?.(c, ctx);
+        if (refused) throw new Error(`migration ${m.version} (${m.description}) refused: ${refused}`);
         await c.query('BEGIN');
         try {
           await c.query(m.sql);

@@ -25,6 +25,7 @@ import { IdGenerator, isQueueId } from '../id.js';
 import { envelopeProblem, initialRecipients, isDone, recipientsProblem } from '../format.js';
 import type { Draft, Envelope, QueuedMessage, QueueStore, RecipientStatus, SharedQueue } from '../types.js';
 import { BodyScanner, type BodyFacts } from '../../mime/scan.js';
+import { FEATURES, requiredFeatures } from './migrate.js';
 
 /** body bytes fetched per query when a body is streamed */
 const READ_CHUNK = 1024 * 1024;
@@ -41,6 +42,8 @@ export interface PgQueueOptions {
   leaseMs: number;
   now?: () => number;
   log: PgQueueLog;
+  /** the features this node honours (migrate.ts FEATURES); a test stands in for an older node with fewer */
+  features?: readonly string[];
   /**
    * What must hold before the node uses the database (compose: the migrations, which also refuse a schema newer
    * than this relay's). Run at open and, when the database was unreachable then, again once it answers.
@@ -297,8 +300,8 @@ export class PgQueue implements QueueStore, SharedQueue {
         await this.connect();
         try {
           const r = await this.pool.query<{ lease_token: string }>(
-            `INSERT INTO relay_messages (id, envelope, size, body_facts, body, recipients, next_due, lease_owner, lease_token, lease_expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, gen_random_uuid(), now() + $9 * interval '1 millisecond')
+            `INSERT INTO relay_messages (id, envelope, size, body_facts, body, recipients, next_due, lease_owner, lease_token, lease_expires_at, requires)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, gen_random_uuid(), now() + $9 * interval '1 millisecond', $10)
            RETURNING lease_token`,
             [
               id,
@@ -310,6 +313,7 @@ export class PgQueue implements QueueStore, SharedQueue {
               nextDue(recipients),
               this.node,
               this.opts.leaseMs,
+              requiredFeatures(envelope),
             ],
           );
           token = r.rows[0]!.lease_token;
@@ -334,6 +338,8 @@ export class PgQueue implements QueueStore, SharedQueue {
             WHERE NOT held AND next_due IS NOT NULL
               AND next_due <= (extract(epoch FROM now()) * 1000)::bigint
               AND (lease_token IS NULL OR lease_expires_at < now())
+              -- only what this node knows how to honour (a REQUIRETLS message: 'requiretls')
+              AND requires <@ $4::text[]
             ORDER BY next_due
             LIMIT $1
             FOR UPDATE SKIP LOCKED)
@@ -342,7 +348,7 @@ export class PgQueue implements QueueStore, SharedQueue {
            FROM due WHERE m.id = due.id
          RETURNING m.id, m.envelope, m.size, m.body_facts, m.recipients, m.held, m.lease_token,
                    (extract(epoch FROM now()) * 1000)::bigint AS db_now`,
-          [max, this.node, this.opts.leaseMs],
+          [max, this.node, this.opts.leaseMs, [...(this.opts.features ?? FEATURES)]],
         ),
       );
       rows = r.rows;
