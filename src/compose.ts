@@ -213,6 +213,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
   let extraResolver: Resolver | undefined;
   let selfTestRun: Promise<SelfTestResult> | undefined;
   let stsTimer: NodeJS.Timeout | undefined;
+  let stsPool: import('pg').Pool | undefined;
   let delivery: DeliveryDeps | undefined;
   // RFC 5321 §5.1 loop check by address (route/self.ts): ingress's bound addresses (port 0 is known only then;
   // before it has bound, the configured ones); rebuilt each minute, interfaces come and go.
@@ -386,9 +387,20 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       name: 'mta-sts',
       start: async () => {
         if (!cfg.mta_sts.enabled) return;
-        const { stsPoliciesFor, stsTrustAnchors } = await LAZY.mtastsSettings();
-        const sts = stsPoliciesFor(cfg, need(parts.resolver, 'resolver'), log, now);
-        log.info({ policies: await sts.load() }, 'mta-sts: cached policies loaded');
+        const { stsPoliciesFor, stsStoreFor, stsTrustAnchors } = await LAZY.mtastsSettings();
+        // spool.backend postgres (issue 16): the cache is the cluster's, in the queue database, on a small pool of its own
+        if (cfg.spool.backend === 'postgres')
+          stsPool = (await LAZY.pgConnect()).openPool({ ...cfg.spool.postgres!, pool: 2 }, { application: `dane-relay ${nodeName(cfg)} mta-sts` });
+        const sts = stsPoliciesFor(cfg, need(parts.resolver, 'resolver'), log, now, stsStoreFor(cfg, stsPool));
+        // A database not reachable yet (PgQueue.open runs without it) is not a reason to refuse the start: each lookup
+        // reads its domain's row anyway, and what is already in memory stays in force while the database is away.
+        const loaded = stsPool
+          ? await sts.load().catch((e: unknown) => {
+              log.warn({ err: (e as Error).message }, 'mta-sts: the shared policy cache could not be read at start; read per lookup once it can');
+              return 0;
+            })
+          : await sts.load();
+        log.info({ policies: loaded }, 'mta-sts: cached policies loaded');
         const ca = stsTrustAnchors(cfg);
         parts.sts = sts;
         if (ca) parts.stsRoots = [ca];
@@ -404,6 +416,9 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       },
       drain: async () => {
         if (stsTimer) clearInterval(stsTimer);
+      },
+      stop: async () => {
+        await stsPool?.end().catch(() => undefined);
       },
     },
     {

@@ -11,7 +11,7 @@
 import type { Resolver } from '../dns/types.js';
 import { discoverSts, type Discovery } from './discover.js';
 import type { FetchFailureType, FetchResult } from './fetch.js';
-import type { PolicyStore, CachedPolicy } from './store.js';
+import type { StsPolicyStore, CachedPolicy } from './store.js';
 
 export interface StsLog {
   info(obj: object, msg: string): void;
@@ -41,7 +41,7 @@ export interface StsLookup {
 }
 
 export interface StsPoliciesOptions {
-  store: PolicyStore;
+  store: StsPolicyStore;
   resolver: Resolver;
   fetch: (domain: string) => Promise<FetchResult>;
   now?: () => number;

@@ -148,6 +148,26 @@ export const MIGRATIONS: Migration[] = [
       );
     },
   },
+  {
+    version: 5,
+    description: 'MTA-STS policy cache, shared by all nodes',
+    sql: `
+      -- RFC 8461 §3.3: the policy cache of mtasts/store.ts as rows, so that a policy one node fetched governs the
+      -- deliveries of every node and survives the restart of any. version changes at every write (a sequence, so a
+      -- purge followed by a new fetch never repeats a value): a node compares it with what it read last.
+      CREATE SEQUENCE relay_sts_policy_version;
+      CREATE TABLE relay_sts_policies (
+        domain text PRIMARY KEY,
+        id text NOT NULL,
+        policy jsonb NOT NULL,
+        fetched_at timestamptz NOT NULL,
+        expires_at timestamptz NOT NULL,
+        last_used timestamptz NOT NULL,
+        refresh_failure jsonb,
+        version bigint NOT NULL DEFAULT nextval('relay_sts_policy_version')
+      );
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
