@@ -178,6 +178,8 @@ const LAZY = {
   pgConnect: () => import('./spool/postgres/connect.js'),
   pgMigrate: () => import('./spool/postgres/migrate.js'),
   pgQueue: () => import('./spool/postgres/queue.js'),
+  pgRollover: () => import('./policy/pgRollover.js'),
+  pgProbeLedger: () => import('./check/pgProbeLedger.js'),
   dnssecResolver: () => import('./dnssec/resolver.js'),
 };
 
@@ -213,7 +215,8 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
   let extraResolver: Resolver | undefined;
   let selfTestRun: Promise<SelfTestResult> | undefined;
   let stsTimer: NodeJS.Timeout | undefined;
-  let stsPool: import('pg').Pool | undefined;
+  /** spool.backend postgres: the pool for the cluster's shared state other than the queue and TLSRPT */
+  let statePool: import('pg').Pool | undefined;
   let delivery: DeliveryDeps | undefined;
   // RFC 5321 §5.1 loop check by address (route/self.ts): ingress's bound addresses (port 0 is known only then;
   // before it has bound, the configured ones); rebuilt each minute, interfaces come and go.
@@ -309,8 +312,14 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       name: 'spool',
       start: async () => {
         parts.spool = await openQueue(cfg, log, now);
+        // issue 16: the cluster's shared state beside the queue (MTA-STS cache, probe results, rollover facts), on a small pool of its own
+        if (cfg.spool.backend === 'postgres')
+          statePool = (await LAZY.pgConnect()).openPool({ ...cfg.spool.postgres!, pool: 2 }, { application: `dane-relay ${nodeName(cfg)} state` });
       },
-      stop: async () => parts.spool?.close(),
+      stop: async () => {
+        await parts.spool?.close();
+        await statePool?.end().catch(() => undefined);
+      },
     },
     {
       name: 'events',
@@ -389,12 +398,10 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         if (!cfg.mta_sts.enabled) return;
         const { stsPoliciesFor, stsStoreFor, stsTrustAnchors } = await LAZY.mtastsSettings();
         // spool.backend postgres (issue 16): the cache is the cluster's, in the queue database, on a small pool of its own
-        if (cfg.spool.backend === 'postgres')
-          stsPool = (await LAZY.pgConnect()).openPool({ ...cfg.spool.postgres!, pool: 2 }, { application: `dane-relay ${nodeName(cfg)} mta-sts` });
-        const sts = stsPoliciesFor(cfg, need(parts.resolver, 'resolver'), log, now, stsStoreFor(cfg, stsPool));
+        const sts = stsPoliciesFor(cfg, need(parts.resolver, 'resolver'), log, now, stsStoreFor(cfg, statePool));
         // A database not reachable yet (PgQueue.open runs without it) is not a reason to refuse the start: each lookup
         // reads its domain's row anyway, and what is already in memory stays in force while the database is away.
-        const loaded = stsPool
+        const loaded = statePool
           ? await sts.load().catch((e: unknown) => {
               log.warn({ err: (e as Error).message }, 'mta-sts: the shared policy cache could not be read at start; read per lookup once it can');
               return 0;
@@ -416,9 +423,6 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       },
       drain: async () => {
         if (stsTimer) clearInterval(stsTimer);
-      },
-      stop: async () => {
-        await stsPool?.end().catch(() => undefined);
       },
     },
     {
@@ -450,7 +454,19 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           // One subscriber list for what deliveries do (delivery/events.ts): log, rollover warnings, metrics, TLSRPT.
           subscribers: [
             deliveryLog(log),
-            rolloverWatch({ now, mxFacts: new MxFactsStore(cfg.policy.rollover_warn), warnMs: cfg.policy.rollover_warn }),
+            rolloverWatch({
+              now,
+              mxFacts: new MxFactsStore(cfg.policy.rollover_warn),
+              warnMs: cfg.policy.rollover_warn,
+              ...(statePool
+                ? {
+                    shared: {
+                      ledger: new (await LAZY.pgRollover()).PgRolloverLedger(statePool, nodeName(cfg), now),
+                      onError: (err: unknown) => log.warn({ err: (err as Error).message }, 'rollover facts: the shared table could not be used'),
+                    },
+                  }
+                : {}),
+            }),
             ...(events ? [deliveryMetrics(events)] : []),
             ...(parts.tlsrpt ? [tlsrptSubscriber(parts.tlsrpt.recorder.record)] : []),
           ],
@@ -598,6 +614,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           const d = need(delivery, 'delivery');
           parts.prober = new ExceptionProber({
             store: policy,
+            ...(statePool ? { ledger: new (await LAZY.pgProbeLedger()).PgProbeLedger(statePool, nodeName(cfg)) } : {}),
             intervalMs: cfg.policy.probe_interval,
             log,
             events,

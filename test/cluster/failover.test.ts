@@ -141,7 +141,7 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     const cfg = join(cfgDir, 'cli.yml');
     writeFileSync(cfg, `spool:\n  backend: postgres\n  postgres:\n    url: "${pg.url}"\n    password_file: ${pg.passwordFile}\n`);
     pg.sql(
-      'DROP TABLE IF EXISTS relay_messages, relay_nodes, relay_slots, relay_tlsrpt_counts, relay_tlsrpt_details, relay_tlsrpt_sends, relay_sts_policies, relay_schema_version; DROP SEQUENCE IF EXISTS relay_sts_policy_version',
+      'DROP TABLE IF EXISTS relay_messages, relay_nodes, relay_slots, relay_tlsrpt_counts, relay_tlsrpt_details, relay_tlsrpt_sends, relay_sts_policies, relay_probe_results, relay_rollover_warnings, relay_mx_facts, relay_schema_version; DROP SEQUENCE IF EXISTS relay_sts_policy_version',
     );
     const m = await runCli(['db', 'migrate', '--config', cfg]);
     expect(m.code, m.stderr).toBe(0);
@@ -150,9 +150,10 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     expect(m.stdout).toMatch(/applied 3 /);
     expect(m.stdout).toMatch(/applied 4 /);
     expect(m.stdout).toMatch(/applied 5 /);
-    expect(m.stdout).toMatch(/schema version 5 \(was 0\)/);
+    expect(m.stdout).toMatch(/applied 6 /);
+    expect(m.stdout).toMatch(/schema version 6 \(was 0\)/);
     expect(m.stdout + m.stderr).not.toContain(pg.password);
-    expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n')).toEqual(['1', '2', '3', '4', '5']);
+    expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n')).toEqual(['1', '2', '3', '4', '5', '6']);
     cluster = await startCluster({ pg, dns, rx, nodes: 3 });
     // each node accepts; deliveries happen (any node may make them)
     for (const [i, n] of cluster.nodes.entries()) {
@@ -342,7 +343,7 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     rx = await startClusterReceiver();
     // an empty database: the node must run the migrations when it first reaches it, not only at start
     pg.sql(
-      'DROP TABLE IF EXISTS relay_messages, relay_nodes, relay_slots, relay_tlsrpt_counts, relay_tlsrpt_details, relay_tlsrpt_sends, relay_sts_policies, relay_schema_version; DROP SEQUENCE IF EXISTS relay_sts_policy_version',
+      'DROP TABLE IF EXISTS relay_messages, relay_nodes, relay_slots, relay_tlsrpt_counts, relay_tlsrpt_details, relay_tlsrpt_sends, relay_sts_policies, relay_probe_results, relay_rollover_warnings, relay_mx_facts, relay_schema_version; DROP SEQUENCE IF EXISTS relay_sts_policy_version',
     );
     pg.stop('fast');
     let up = false;

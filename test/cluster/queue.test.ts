@@ -58,8 +58,8 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     try {
       const again = await migrate(pool);
       expect(again).toEqual({ from: SCHEMA_VERSION, to: SCHEMA_VERSION, applied: [] });
-      expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n').map(Number)).toEqual([1, 2, 3, 4, 5]);
-      expect(SCHEMA_VERSION).toBe(5);
+      expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n').map(Number)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(SCHEMA_VERSION).toBe(6);
       // several nodes starting at once: the advisory lock serialises them, nothing is applied twice
       const r = await Promise.all([migrate(pool), migrate(pool), migrate(pool)]);
       expect(r.every((x) => x.applied.length === 0)).toBe(true);
@@ -380,7 +380,7 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     pg.sql('DELETE FROM relay_messages');
     pg.sql('DELETE FROM relay_schema_version WHERE version >= 4');
     pg.sql('ALTER TABLE relay_messages DROP COLUMN requires');
-    pg.sql('DROP TABLE relay_sts_policies; DROP SEQUENCE relay_sts_policy_version');
+    pg.sql('DROP TABLE relay_sts_policies, relay_probe_results, relay_rollover_warnings, relay_mx_facts; DROP SEQUENCE relay_sts_policy_version');
     pg.sql(
       "INSERT INTO relay_nodes (name, host, pid, started_at, seen_at) VALUES ('old-node', 'h', 1, now(), now()) ON CONFLICT (name) DO UPDATE SET seen_at = now(), stopped_at = NULL",
     );
@@ -394,7 +394,7 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
         "INSERT INTO relay_nodes (name, host, pid, started_at, seen_at) VALUES ('upgrader', 'h', 2, now(), now()) ON CONFLICT (name) DO UPDATE SET seen_at = now(), stopped_at = NULL",
       );
       const r = await migrate(pool, { node: 'upgrader', leaseMs: 30_000 });
-      expect(r.applied.map((m) => m.version)).toEqual([4, 5]);
+      expect(r.applied.map((m) => m.version)).toEqual([4, 5, 6]);
     } finally {
       await migrate(pool, { leaseMs: 0 }).catch(() => undefined);
       await pool.end();

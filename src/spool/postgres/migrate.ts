@@ -168,6 +168,42 @@ export const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 6,
+    description: 'danefail probe results and DANE rollover facts, shared by all nodes',
+    sql: `
+      -- one probe per listed destination and interval for the whole cluster: a node claims the row (claimed_at,
+      -- database time) before probing and records what it found; the others skip it until the interval has passed
+      CREATE TABLE relay_probe_results (
+        domain text PRIMARY KEY,
+        node text NOT NULL,
+        claimed_at timestamptz NOT NULL,
+        probed_at timestamptz,
+        ok boolean,
+        host text,
+        why text
+      );
+      -- a rollover warning goes out once a day per MX and risk for the whole cluster (policy/mxFacts.ts keys)
+      CREATE TABLE relay_rollover_warnings (
+        key text PRIMARY KEY,
+        node text NOT NULL,
+        warned_at timestamptz NOT NULL
+      );
+      -- the latest DANE facts per MX, and every record id that has authenticated it on any node (to tell a
+      -- retired key's record left in the RRset from the next key's)
+      CREATE TABLE relay_mx_facts (
+        domain text NOT NULL,
+        host text NOT NULL,
+        node text NOT NULL,
+        at timestamptz NOT NULL,
+        matched_index integer,
+        matched_usage integer,
+        findings jsonb NOT NULL,
+        matched_ids text[] NOT NULL,
+        PRIMARY KEY (domain, host)
+      );
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
