@@ -5,7 +5,7 @@
  * Each TlsrptService (its own pool, its own node name, its own plan directory) stands for one relay node.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import type pg from 'pg';
@@ -19,6 +19,8 @@ import { policyKey } from '../../src/reporting/tlsrpt/report.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { pgSkipReason, startPostgres, type TestPostgres } from '../support/postgres.js';
+import { runCliIn } from '../support/relayProcess.js';
+import { main } from '../../src/cli.js';
 
 let pgc: TestPostgres;
 let dns: TestDns;
@@ -202,5 +204,39 @@ describe.skipIf(pgSkipReason !== undefined)('TLSRPT shared by the cluster (Postg
     // no one sends again
     await b.svc.tick();
     expect(b.queued).toHaveLength(1);
+  });
+
+  it('TLSRPT-34 tlsrpt send from any machine with the config queues the mailed report in the shared queue, free for any node to deliver; the CLI is not a node', async () => {
+    const clock = { t: Date.parse(`${DAY}T12:00:00Z`) };
+    const n = await node('counter', clock);
+    n.svc.recorder.record(session(0)); // a.test
+    await n.svc.store.flush();
+    pgc.sql("DELETE FROM relay_messages WHERE envelope->>'kind' = 'tlsrpt'");
+    const dir = mkdtempSync(join(tmpdir(), 'tlsrpt-cluster-cli-'));
+    dirs.push(dir);
+    const cfg = join(dir, 'cli.yml');
+    const key = join(dir, 'dkim.pem');
+    writeFileSync(key, dkim.privateKey, { mode: 0o600 });
+    writeFileSync(
+      cfg,
+      JSON.stringify({
+        hostname: 'relay.test',
+        queue_dir: join(dir, 'q'),
+        dns: { mode: 'trust-ad', resolvers: [dns.server], timeout: '1s', attempts: 1 },
+        spool: { backend: 'postgres', postgres: { url: pgc.url, password_file: pgc.passwordFile } },
+        tlsrpt: { contact_info: 'tlsrpt@relay.test', organization_name: 'T', dkim: { domain: 'relay.test', selector: 'tlsrpt', key_file: key } },
+      }),
+    );
+    const r = await runCliIn(main, ['tlsrpt', 'send', '--config', cfg, '--day', DAY, '--domain', 'a.test']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^a\.test: sent: /m);
+    // one row, the report, leased to nobody (given back at the CLI's close): the next claim of any node takes it
+    const rows = pgc.sql("SELECT envelope->'recipients'->>0, lease_token IS NULL FROM relay_messages WHERE envelope->>'kind' = 'tlsrpt'").trim();
+    expect(rows).toBe('reports@a.test\tt');
+    expect(pgc.sql("SELECT count(*) FROM relay_nodes WHERE name LIKE 'cli:%'").trim()).toBe('0');
+    // and the cluster knows it is sent: the daily job of every node skips it
+    expect(await n.svc.wasSent(DAY, 'a.test')).toBe(true);
+    // nothing in an outbox a single node would have to drain
+    expect(existsSync(join(dir, 'q', 'tlsrpt', 'outbox'))).toBe(false);
   });
 });

@@ -42,6 +42,11 @@ export interface PgQueueOptions {
   leaseMs: number;
   now?: () => number;
   log: PgQueueLog;
+  /**
+   * A command, not a node (`tlsrpt send` queueing a report): not registered in relay_nodes, so `dane-relay nodes`
+   * and migration 4's live-node check never count it. What it commits is given back at close for any node to claim.
+   */
+  transient?: boolean;
   /** the features this node honours (migrate.ts FEATURES); a test stands in for an older node with fewer */
   features?: readonly string[];
   /**
@@ -212,11 +217,12 @@ export class PgQueue implements QueueStore, SharedQueue {
     this.connecting ??= (async () => {
       try {
         await this.opts.prepare?.();
-        await this.pool.query(
-          `INSERT INTO relay_nodes (name, host, pid, started_at, seen_at) VALUES ($1, $2, $3, now(), now())
+        if (!this.opts.transient)
+          await this.pool.query(
+            `INSERT INTO relay_nodes (name, host, pid, started_at, seen_at) VALUES ($1, $2, $3, now(), now())
            ON CONFLICT (name) DO UPDATE SET host = $2, pid = $3, started_at = now(), seen_at = now(), stopped_at = NULL`,
-          [this.node, osHostname(), process.pid],
-        );
+            [this.node, osHostname(), process.pid],
+          );
         this.up = true;
         this.connectFailure = undefined;
       } catch (e) {
@@ -603,7 +609,7 @@ export class PgQueue implements QueueStore, SharedQueue {
     while (this.ops.size > 0) await Promise.allSettled([...this.ops]);
     await this.connecting?.catch(() => undefined);
     if (!this.up) {
-      // never reached the database: nothing held, nothing to mark
+      // never reached the database: nothing held, nothing to mark (a transient queue is in relay_nodes either way)
       await this.pool.end().catch(() => undefined);
       return;
     }
@@ -619,7 +625,7 @@ export class PgQueue implements QueueStore, SharedQueue {
       }
       if (this.slots.size) await this.pool.query('DELETE FROM relay_slots WHERE token = ANY($1::uuid[])', [[...this.slots.keys()]]);
       this.slots.clear();
-      await this.pool.query('UPDATE relay_nodes SET stopped_at = now(), seen_at = now() WHERE name = $1', [this.node]);
+      if (!this.opts.transient) await this.pool.query('UPDATE relay_nodes SET stopped_at = now(), seen_at = now() WHERE name = $1', [this.node]);
       this.opts.log.info?.({ node: this.node, leases_returned: held.length }, 'leases given back');
     } catch (e) {
       this.opts.log.warn({ node: this.node, err: (e as Error).message, leases: held.length }, 'could not give the leases back; they expire by themselves');
