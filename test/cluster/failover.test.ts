@@ -251,7 +251,7 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
       return [...acked].every((id) => got.has(id));
     }, 'every acknowledged message delivered');
     // and the queue drains completely: what was committed without an acknowledgement (250 lost in a kill) is delivered too
-    await until(() => pg.sql('SELECT count(*) FROM relay_messages').trim() === '0', 'the queue is empty');
+    await untilAsync(async () => (await pg.sqlAsync('SELECT count(*) FROM relay_messages')).trim() === '0', 'the queue is empty');
 
     const byQueueId = new Map<string, Delivery[]>();
     for (const d of rx.deliveries) byQueueId.set(d.queueId, [...(byQueueId.get(d.queueId) ?? []), d]);
@@ -295,8 +295,8 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     try {
       // A cannot renew: its lease expires on the database's clock and B claims the message, tries, is deferred, writes that.
       await until(() => seen.length === 2, 'node B taking the message over');
-      await until(
-        () => pg.sql(`SELECT recipients->0->>'state', lease_owner IS NULL FROM relay_messages WHERE id = '${qid}'`).trim() === 'deferred\tt',
+      await untilAsync(
+        async () => (await pg.sqlAsync(`SELECT recipients->0->>'state', lease_owner IS NULL FROM relay_messages WHERE id = '${qid}'`)).trim() === 'deferred\tt',
         'node B recorded its deferral',
       );
       releaseFirst({ code: 250, message: 'Ok' }); // A's remote 250 is waiting in its socket
@@ -405,19 +405,21 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
       ),
     );
     await until(() => acks >= 40, 'some messages accepted');
-    pg.stop('immediate'); // a crash: no checkpoint, WAL replayed at the start
+    // pg_ctl without blocking this process: the receiver and the load live here and keep going meanwhile (a
+    // blocking start, replaying WAL on a busy machine, froze them for its whole duration)
+    await pg.stopAsync('immediate'); // a crash: no checkpoint, WAL replayed at the start
     down = true;
     const before = refusals.length;
     await until(() => refusals.length >= before + 5, 'refusals while the database is down');
     down = false;
-    pg.start();
+    await pg.startAsync();
     const results = await loads;
     const acked = new Set(results.flatMap((r) => [...r.acked]));
     await until(() => {
       const got = new Set(rx!.deliveries.map((d) => d.testId));
       return [...acked].every((id) => got.has(id));
     }, 'every acknowledged message delivered');
-    await until(() => pg.sql('SELECT count(*) FROM relay_messages').trim() === '0', 'the queue is empty').catch((e: Error) => {
+    await untilAsync(async () => (await pg.sqlAsync('SELECT count(*) FROM relay_messages')).trim() === '0', 'the queue is empty').catch((e: Error) => {
       const left = pg.sql(
         'SELECT id, lease_owner, lease_expires_at > now(), held, next_due - (extract(epoch FROM now()) * 1000)::bigint, recipients FROM relay_messages LIMIT 5',
       );
