@@ -2,7 +2,7 @@
  * The MTA-STS policy cache shared by a cluster's nodes (issue 16, `spool.backend: postgres`): real
  * PostgreSQL, real HTTPS policy hosts on loopback with a test CA, the relay's StubResolver against the
  * loopback test DNS server. Several StsPolicies instances, each on its own pool, stand for several nodes;
- * `dane-relay mta-sts show|purge` (the built CLI) works on the same rows.
+ * `dane-relay mta-sts show|purge` (the CLI's main(), in this process) works on the same rows.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,8 +19,8 @@ import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { chainPem, makeCa, makeLeaf, type Issued } from '../support/pki.js';
 import { startPolicyHost, type PolicyHost } from '../support/stsHost.js';
 import { pgSkipReason, startPostgres, type TestPostgres } from '../support/postgres.js';
-import { ensureBuilt } from '../support/build.js';
-import { runCli } from '../support/relayProcess.js';
+import { runCliIn } from '../support/relayProcess.js';
+import { main } from '../../src/cli.js';
 
 const policy = (mode: string, maxAge = 604800, mx = ['mail.example.test']) =>
   `version: STSv1\nmode: ${mode}\n${mx.map((m) => `mx: ${m}\n`).join('')}max_age: ${maxAge}\n`;
@@ -130,7 +130,6 @@ describe.skipIf(pgSkipReason !== undefined)('MTA-STS policy cache shared on Post
   });
 
   it('STS-30 STS-33 a purge (the CLI, another process) is seen by every node at its next lookup; while the database is down a node keeps enforcing the policy it holds', async () => {
-    ensureBuilt();
     const s = await site('p1', policy('enforce'));
     const a = nodePolicies(s.host.port);
     expect((await a.lookup(s.domain)).applied?.policy.mode).toBe('enforce');
@@ -141,10 +140,10 @@ describe.skipIf(pgSkipReason !== undefined)('MTA-STS policy cache shared on Post
         cfg,
         `queue_dir: ${join(dir, 'q')}\nspool:\n  backend: postgres\n  postgres:\n    url: "${pg.url}"\n    password_file: ${pg.passwordFile}\n`,
       );
-      const show = await runCli(['mta-sts', 'show', s.domain, '--config', cfg]);
+      const show = await runCliIn(main, ['mta-sts', 'show', s.domain, '--config', cfg]);
       expect(show.code, show.stderr).toBe(0);
       expect(show.stdout).toMatch(new RegExp(`^${s.domain.replace('.', '\\.')}: MTA-STS policy id p1\\n  mode enforce`));
-      const purge = await runCli(['mta-sts', 'purge', s.domain, '--config', cfg]);
+      const purge = await runCliIn(main, ['mta-sts', 'purge', s.domain, '--config', cfg]);
       expect(purge.code, purge.stderr).toBe(0);
       expect(pg.sql(`SELECT count(*) FROM relay_sts_policies WHERE domain = '${s.domain}'`).trim()).toBe('0');
     } finally {
@@ -154,14 +153,14 @@ describe.skipIf(pgSkipReason !== undefined)('MTA-STS policy cache shared on Post
     expect(await a.lookup(s.domain)).toMatchObject({ fetch: 'fetched', applied: { id: 'p1' } });
     expect(s.host.requests).toHaveLength(2);
     logs.length = 0;
-    pg.stop('fast');
+    await pg.stopAsync('fast');
     try {
       // the row cannot be read: the policy in memory stays in force (never a downgrade because the cache is away)
       expect(await a.lookup(s.domain)).toMatchObject({ fetch: 'cached', applied: { id: 'p1', policy: { mode: 'enforce' } } });
       expect(logs.some((l) => l.level === 'warn' && /cannot read the cached policy/.test(l.msg))).toBe(true);
     } finally {
-      pg.start();
+      await pg.startAsync();
     }
     expect(s.host.requests).toHaveLength(2);
-  });
+  }, 120_000); // a PostgreSQL stop and start (not a speed expectation)
 });

@@ -58,8 +58,8 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     try {
       const again = await migrate(pool);
       expect(again).toEqual({ from: SCHEMA_VERSION, to: SCHEMA_VERSION, applied: [] });
-      expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n').map(Number)).toEqual([1, 2, 3, 4, 5, 6]);
-      expect(SCHEMA_VERSION).toBe(6);
+      expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n').map(Number)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+      expect(SCHEMA_VERSION).toBe(7);
       // several nodes starting at once: the advisory lock serialises them, nothing is applied twice
       const r = await Promise.all([migrate(pool), migrate(pool), migrate(pool)]);
       expect(r.every((x) => x.applied.length === 0)).toBe(true);
@@ -276,40 +276,40 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     const up = await ready();
     expect(up.ready).toBe(true);
     expect(up.checks.find((c) => c.name === 'spool')?.detail).toMatch(/queue database took a committed write/);
-    pg.stop('fast');
+    await pg.stopAsync('fast');
     try {
       const down = await ready();
       expect(down.ready).toBe(false);
       expect(down.checks.find((c) => c.name === 'spool')?.detail).toMatch(/^queue database not writable: /);
     } finally {
-      pg.start();
+      await pg.startAsync();
     }
     // the pool reconnects by itself (a dead connection may fail one query first)
     let again = await ready();
     if (!again.ready) again = await ready();
     expect(again.ready).toBe(true);
-  });
+  }, 120_000); // a PostgreSQL stop and start (not a speed expectation)
 
   it('a commit while the database is down fails with EDB and queues nothing; after the restart commits work again', async () => {
     const a = await node('d-a');
     const before = Number(pg.sql('SELECT count(*) FROM relay_messages').trim());
-    pg.stop('immediate');
+    await pg.stopAsync('immediate');
     try {
       const d = await a.begin(envelope());
       await d.write(Buffer.from('during the outage\r\n'));
       await expect(d.commit()).rejects.toMatchObject({ code: 'EDB' });
     } finally {
-      pg.start();
+      await pg.startAsync();
     }
     expect(Number(pg.sql('SELECT count(*) FROM relay_messages').trim())).toBe(before);
     const m = await a.enqueue(envelope(), Buffer.from('after\r\n'));
     expect((await a.readBody(m.id)).toString()).toBe('after\r\n');
-  });
+  }, 120_000); // a PostgreSQL stop and start (not a speed expectation)
 
   it('a node opened while the database is down runs without it (EDB, probe failing, nothing claimed) and prepares itself once it answers', async () => {
     let prepared = 0;
     const pool = openPool(settings());
-    pg.stop('fast');
+    await pg.stopAsync('fast');
     let q: PgQueue;
     try {
       q = await PgQueue.open(pool, {
@@ -329,7 +329,7 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
       await expect(q.claim(5)).rejects.toMatchObject({ code: 'EDB' });
       expect(logs.some((l) => /queue database unreachable at start/.test(l.msg))).toBe(true);
     } finally {
-      pg.start();
+      await pg.startAsync();
     }
     // the lease timer (every lease/3) reaches it: prepared once, registered, then commits work
     while (!q.connected) await new Promise((r) => setTimeout(r, 50));
@@ -338,7 +338,7 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     const m = await q.enqueue(envelope(), Buffer.from('after the outage\r\n'));
     expect((await q.readBody(m.id)).toString()).toBe('after the outage\r\n');
     expect(prepared).toBe(1);
-  });
+  }, 120_000); // a PostgreSQL stop and start (not a speed expectation)
 
   it('a database that answers with a refusal (schema newer than this relay) still refuses the open; only an unreachable one is waited for', async () => {
     pg.sql(`INSERT INTO relay_schema_version (version, description) VALUES (${SCHEMA_VERSION + 1}, 'future')`);
@@ -380,7 +380,9 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     pg.sql('DELETE FROM relay_messages');
     pg.sql('DELETE FROM relay_schema_version WHERE version >= 4');
     pg.sql('ALTER TABLE relay_messages DROP COLUMN requires');
-    pg.sql('DROP TABLE relay_sts_policies, relay_probe_results, relay_rollover_warnings, relay_mx_facts; DROP SEQUENCE relay_sts_policy_version');
+    pg.sql(
+      'DROP TABLE relay_sts_policies, relay_probe_results, relay_rollover_warnings, relay_mx_facts, relay_tlsrpt_pending; DROP SEQUENCE relay_sts_policy_version',
+    );
     pg.sql(
       "INSERT INTO relay_nodes (name, host, pid, started_at, seen_at) VALUES ('old-node', 'h', 1, now(), now()) ON CONFLICT (name) DO UPDATE SET seen_at = now(), stopped_at = NULL",
     );
@@ -394,7 +396,7 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
         "INSERT INTO relay_nodes (name, host, pid, started_at, seen_at) VALUES ('upgrader', 'h', 2, now(), now()) ON CONFLICT (name) DO UPDATE SET seen_at = now(), stopped_at = NULL",
       );
       const r = await migrate(pool, { node: 'upgrader', leaseMs: 30_000 });
-      expect(r.applied.map((m) => m.version)).toEqual([4, 5, 6]);
+      expect(r.applied.map((m) => m.version)).toEqual([4, 5, 6, 7]);
     } finally {
       await migrate(pool, { leaseMs: 0 }).catch(() => undefined);
       await pool.end();

@@ -204,6 +204,24 @@ export const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 7,
+    description: 'TLSRPT https retries, shared by all nodes',
+    sql: `
+      -- https report sends awaiting retry (reporting/tlsrpt/https.ts PendingSend as send): any node retries a due
+      -- one, claimed under a lease for the attempt (database clock); next_at is epoch ms on the sender's clock
+      CREATE TABLE relay_tlsrpt_pending (
+        id text PRIMARY KEY,
+        day text NOT NULL,
+        domain text NOT NULL,
+        next_at bigint NOT NULL,
+        send jsonb NOT NULL,
+        lease_owner text,
+        lease_token uuid,
+        lease_expires_at timestamptz
+      );
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
