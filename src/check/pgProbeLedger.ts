@@ -7,6 +7,7 @@
  */
 import type pg from 'pg';
 import type { ProbeLedger } from './probe.js';
+import { takeTurn } from '../spool/postgres/period.js';
 
 /** a claim is refused while another was made within this share of the interval (timers of nodes drift a little) */
 const SLACK = 0.9;
@@ -17,15 +18,8 @@ export class PgProbeLedger implements ProbeLedger {
     private readonly node: string,
   ) {}
 
-  async claim(domain: string, intervalMs: number): Promise<boolean> {
-    const r = await this.pool.query(
-      `INSERT INTO relay_probe_results (domain, node, claimed_at) VALUES ($1, $2, now())
-       ON CONFLICT (domain) DO UPDATE SET node = EXCLUDED.node, claimed_at = EXCLUDED.claimed_at
-        WHERE relay_probe_results.claimed_at < now() - $3 * interval '1 millisecond'
-       RETURNING domain`,
-      [domain, this.node, Math.floor(intervalMs * SLACK)],
-    );
-    return (r.rowCount ?? 0) > 0;
+  claim(domain: string, intervalMs: number): Promise<boolean> {
+    return takeTurn(this.pool, { table: 'relay_probe_results', key: 'domain', at: 'claimed_at' }, domain, this.node, intervalMs * SLACK);
   }
 
   async record(domain: string, r: { ok: boolean; host?: string; why: string }): Promise<void> {

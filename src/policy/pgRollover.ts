@@ -7,6 +7,7 @@
  */
 import type pg from 'pg';
 import type { MxFacts, RolloverLedger } from './mxFacts.js';
+import { takeTurn } from '../spool/postgres/period.js';
 
 const SHARE_EVERY_MS = 10 * 60_000;
 const MAX_REMEMBERED = 10_000;
@@ -21,15 +22,8 @@ export class PgRolloverLedger implements RolloverLedger {
     private readonly now: () => number = Date.now,
   ) {}
 
-  async claimWarning(key: string, repeatMs: number): Promise<boolean> {
-    const r = await this.pool.query(
-      `INSERT INTO relay_rollover_warnings (key, node, warned_at) VALUES ($1, $2, now())
-       ON CONFLICT (key) DO UPDATE SET node = EXCLUDED.node, warned_at = EXCLUDED.warned_at
-        WHERE relay_rollover_warnings.warned_at < now() - $3 * interval '1 millisecond'
-       RETURNING key`,
-      [key, this.node, repeatMs],
-    );
-    return (r.rowCount ?? 0) > 0;
+  claimWarning(key: string, repeatMs: number): Promise<boolean> {
+    return takeTurn(this.pool, { table: 'relay_rollover_warnings', key: 'key', at: 'warned_at' }, key, this.node, repeatMs);
   }
 
   async share(f: MxFacts): Promise<string[]> {
