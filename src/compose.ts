@@ -178,6 +178,8 @@ const LAZY = {
   pgConnect: () => import('./spool/postgres/connect.js'),
   pgMigrate: () => import('./spool/postgres/migrate.js'),
   pgQueue: () => import('./spool/postgres/queue.js'),
+  pgRollover: () => import('./policy/pgRollover.js'),
+  pgProbeLedger: () => import('./check/pgProbeLedger.js'),
   dnssecResolver: () => import('./dnssec/resolver.js'),
 };
 
@@ -213,6 +215,8 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
   let extraResolver: Resolver | undefined;
   let selfTestRun: Promise<SelfTestResult> | undefined;
   let stsTimer: NodeJS.Timeout | undefined;
+  /** spool.backend postgres: the pool for the cluster's shared state other than the queue and TLSRPT */
+  let statePool: import('pg').Pool | undefined;
   let delivery: DeliveryDeps | undefined;
   // RFC 5321 §5.1 loop check by address (route/self.ts): ingress's bound addresses (port 0 is known only then;
   // before it has bound, the configured ones); rebuilt each minute, interfaces come and go.
@@ -308,8 +312,14 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       name: 'spool',
       start: async () => {
         parts.spool = await openQueue(cfg, log, now);
+        // issue 16: the cluster's shared state beside the queue (MTA-STS cache, probe results, rollover facts), on a small pool of its own
+        if (cfg.spool.backend === 'postgres')
+          statePool = (await LAZY.pgConnect()).openPool({ ...cfg.spool.postgres!, pool: 2 }, { application: `dane-relay ${nodeName(cfg)} state` });
       },
-      stop: async () => parts.spool?.close(),
+      stop: async () => {
+        await parts.spool?.close();
+        await statePool?.end().catch(() => undefined);
+      },
     },
     {
       name: 'events',
@@ -386,13 +396,29 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       name: 'mta-sts',
       start: async () => {
         if (!cfg.mta_sts.enabled) return;
-        const { stsPoliciesFor, stsTrustAnchors } = await LAZY.mtastsSettings();
+        const { stsPoliciesFor, stsStoreFor, stsTrustAnchors } = await LAZY.mtastsSettings();
+        // spool.backend postgres (issue 16): the cache is the cluster's, in the queue database, on a small pool of its own
         // TLSRPT-22: a failed proactive refresh is one failed session of the policy kept in force (deliveries count their own fetches)
-        const sts = stsPoliciesFor(cfg, need(parts.resolver, 'resolver'), log, now, (f) => {
-          const r = stsFetchFailure(f.domain, f.resultType, f.kept);
-          if (r) parts.tlsrpt?.recorder.record(r);
-        });
-        log.info({ policies: await sts.load() }, 'mta-sts: cached policies loaded');
+        const sts = stsPoliciesFor(
+          cfg,
+          need(parts.resolver, 'resolver'),
+          log,
+          now,
+          (f) => {
+            const r = stsFetchFailure(f.domain, f.resultType, f.kept);
+            if (r) parts.tlsrpt?.recorder.record(r);
+          },
+          stsStoreFor(cfg, statePool),
+        );
+        // A database not reachable yet (PgQueue.open runs without it) is not a reason to refuse the start: each lookup
+        // reads its domain's row anyway, and what is already in memory stays in force while the database is away.
+        const loaded = statePool
+          ? await sts.load().catch((e: unknown) => {
+              log.warn({ err: (e as Error).message }, 'mta-sts: the shared policy cache could not be read at start; read per lookup once it can');
+              return 0;
+            })
+          : await sts.load();
+        log.info({ policies: loaded }, 'mta-sts: cached policies loaded');
         const ca = stsTrustAnchors(cfg);
         parts.sts = sts;
         if (ca) parts.stsRoots = [ca];
@@ -439,7 +465,19 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           // One subscriber list for what deliveries do (delivery/events.ts): log, rollover warnings, metrics, TLSRPT.
           subscribers: [
             deliveryLog(log),
-            rolloverWatch({ now, mxFacts: new MxFactsStore(cfg.policy.rollover_warn), warnMs: cfg.policy.rollover_warn }),
+            rolloverWatch({
+              now,
+              mxFacts: new MxFactsStore(cfg.policy.rollover_warn),
+              warnMs: cfg.policy.rollover_warn,
+              ...(statePool
+                ? {
+                    shared: {
+                      ledger: new (await LAZY.pgRollover()).PgRolloverLedger(statePool, nodeName(cfg), now),
+                      onError: (err: unknown) => log.warn({ err: (err as Error).message }, 'rollover facts: the shared table could not be used'),
+                    },
+                  }
+                : {}),
+            }),
             ...(events ? [deliveryMetrics(events)] : []),
             ...(parts.tlsrpt ? [tlsrptSubscriber(parts.tlsrpt.recorder.record)] : []),
           ],
@@ -587,6 +625,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           const d = need(delivery, 'delivery');
           parts.prober = new ExceptionProber({
             store: policy,
+            ...(statePool ? { ledger: new (await LAZY.pgProbeLedger()).PgProbeLedger(statePool, nodeName(cfg)) } : {}),
             intervalMs: cfg.policy.probe_interval,
             log,
             events,
@@ -639,11 +678,15 @@ export async function openQueue(cfg: LoadedConfig, log: Logger, now: () => numbe
   const { PgQueue } = await LAZY.pgQueue();
   const pool = openPool(pgc, { application: `dane-relay ${nodeName(cfg)}` });
   try {
-    const m = await migrate(pool);
-    log.info({ db: describeUrl(pgc.url), schema_from: m.from, schema_version: m.to, node: nodeName(cfg), lease_ms: pgc.lease }, 'queue database opened');
     // queue_dir still holds the control socket (and TLSRPT's counts unless tlsrpt.dir says otherwise).
     await mkdir(cfg.queue_dir, { recursive: true, mode: 0o700 });
-    return await PgQueue.open(pool, { node: nodeName(cfg), leaseMs: pgc.lease, now, log });
+    // The migrations run at open, or (database down at start) when it first answers: the node starts either way,
+    // answering 451 until then (PgQueue.open); a schema newer than this relay's refuses the start or the recovery.
+    const prepare = async () => {
+      const m = await migrate(pool, { node: nodeName(cfg), leaseMs: pgc.lease });
+      log.info({ db: describeUrl(pgc.url), schema_from: m.from, schema_version: m.to, node: nodeName(cfg), lease_ms: pgc.lease }, 'queue database opened');
+    };
+    return await PgQueue.open(pool, { node: nodeName(cfg), leaseMs: pgc.lease, now, log, prepare });
   } catch (e) {
     await pool.end().catch(() => undefined);
     throw new Error(`queue database ${describeUrl(pgc.url)}: ${(e as Error).message}`, { cause: e });

@@ -23,8 +23,22 @@ export function recovered(report: InspectReport): { ok: boolean; host?: string; 
   return { ok: true, host: report.verdict.host, why: report.verdict.detail };
 }
 
+/**
+ * Where probes are coordinated (issue 16): the default is this node alone (every round probes every listed
+ * destination); with spool.backend postgres, the cluster's table (pgProbeLedger.ts), so that one node probes
+ * each destination per interval and every node can read what it found.
+ */
+export interface ProbeLedger {
+  /** true when this node should probe `domain` now (no node has within `intervalMs`); the claim is recorded */
+  claim(domain: string, intervalMs: number): Promise<boolean>;
+  /** what the probe found */
+  record(domain: string, r: { ok: boolean; host?: string; why: string }): Promise<void>;
+}
+
 export interface ProberOptions {
   store: PolicyStore;
+  /** shared coordination (a cluster); none: this node probes every destination every round */
+  ledger?: ProbeLedger;
   inspect: InspectDeps;
   intervalMs: number;
   log: Logger;
@@ -54,8 +68,22 @@ export class ExceptionProber {
   }
 
   async probeAll(): Promise<void> {
+    const ledger = this.opts.ledger;
     for (const d of this.opts.store.exceptionDomains()) {
-      await this.probe(d).catch((e) => this.opts.log.error({ domain: d, err: (e as Error).message }, 'exception probe failed'));
+      // a cluster: another node probed it this interval (or the database cannot say: skip this round, not probe twice)
+      if (ledger) {
+        const mine = await ledger.claim(d, this.opts.intervalMs).catch((e: unknown) => {
+          this.opts.log.warn({ domain: d, err: (e as Error).message }, 'exception probe skipped: the shared probe table could not be asked');
+          return false;
+        });
+        if (!mine) continue;
+      }
+      const r = await this.probe(d).catch((e) => {
+        this.opts.log.error({ domain: d, err: (e as Error).message }, 'exception probe failed');
+        return undefined;
+      });
+      if (r && ledger)
+        await ledger.record(d, r).catch((e: unknown) => this.opts.log.warn({ domain: d, err: (e as Error).message }, 'exception probe result not recorded'));
     }
   }
 

@@ -37,7 +37,7 @@ async function withDb(
 
 export async function dbCli(args: ParsedArgs, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
   return withDb(args, err, async (c) => {
-    const r = await migrate(c.pool);
+    const r = await migrate(c.pool, { leaseMs: c.pg.lease });
     if (r.applied.length === 0) out.write(`${describeUrl(c.pg.url)}: schema version ${r.to}, up to date\n`);
     else for (const m of r.applied) out.write(`${describeUrl(c.pg.url)}: applied ${m.version} (${m.description})\n`);
     out.write(`schema version ${r.to} (was ${r.from})\n`);

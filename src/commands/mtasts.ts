@@ -1,6 +1,6 @@
 /**
- * `dane-relay mta-sts show|refresh|purge DOMAIN` (issue 15): the durable policy cache, inspected and
- * changed by hand. It works beside a running relay: the relay stats a domain's file at every lookup,
+ * `dane-relay mta-sts show|refresh|purge DOMAIN` (issue 15): the durable policy cache (the files under queue_dir,
+ * or the queue database's rows with spool.backend postgres), inspected and changed by hand. It works beside a running relay: the relay stats a domain's file at every lookup,
  * so a refresh or purge here counts from its next delivery to that domain.
  * Exit codes: 0 done, 1 nothing cached (`show`) or the fetch failed (`refresh`), 2 usage.
  */
@@ -9,8 +9,9 @@ import { loadConfig } from '../config/load.js';
 import { resolverFor } from '../config/resolver.js';
 import { dropForCli } from '../files/privileges.js';
 import { printableJson } from '../text/printable.js';
-import { stsPoliciesFor } from '../mtasts/settings.js';
-import { PolicyStore, fileNameOf, type CachedPolicy } from '../mtasts/store.js';
+import { stsPoliciesFor, stsStoreFor } from '../mtasts/settings.js';
+import { fileNameOf, type CachedPolicy, type StsPolicyStore } from '../mtasts/store.js';
+import { openPool } from '../spool/postgres/connect.js';
 import { flag, stringOpt, UsageError, type ParsedArgs } from './args.js';
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -37,8 +38,24 @@ export async function mtastsCli(sub: 'show' | 'refresh' | 'purge', p: ParsedArgs
   const json = flag(p, 'json');
   const config = loadConfig(stringOpt(p, 'config') ?? 'config.example.yml');
   dropForCli(config); // root with `user:`: the cache files stay the relay's
-  const store = new PolicyStore(config.queue_dir);
+  // spool.backend postgres: the cluster's cache in the queue database (every node sees a refresh or purge at its next lookup)
+  const pool = config.spool.backend === 'postgres' ? openPool({ ...config.spool.postgres!, pool: 1 }, { application: 'dane-relay cli' }) : undefined;
+  try {
+    return await mtastsOn(sub, domain, json, config, stsStoreFor(config, pool), out, err);
+  } finally {
+    await pool?.end().catch(() => undefined);
+  }
+}
 
+async function mtastsOn(
+  sub: 'show' | 'refresh' | 'purge',
+  domain: string,
+  json: boolean,
+  config: ReturnType<typeof loadConfig>,
+  store: StsPolicyStore,
+  out: NodeJS.WritableStream,
+  err: NodeJS.WritableStream,
+): Promise<number> {
   if (sub === 'show') {
     const r = await store.read(domain);
     if (!r) {
@@ -57,7 +74,7 @@ export async function mtastsCli(sub: 'show' | 'refresh' | 'purge', p: ParsedArgs
   const resolver = resolverFor(config);
   try {
     const warn = (o: object, m: string) => err.write(`${m} ${printableJson(o)}\n`);
-    const policies = stsPoliciesFor(config, resolver, { info: () => undefined, warn });
+    const policies = stsPoliciesFor(config, resolver, { info: () => undefined, warn }, undefined, undefined, store);
     const r = await policies.refresh(domain);
     if (json) out.write(`${printableJson(r, 2)}\n`);
     else if (r.ok) out.write(describePolicy(r.entry, Date.now()));

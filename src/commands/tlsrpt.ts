@@ -4,7 +4,8 @@
  * `tlsrpt send` works beside a running relay: it only reads the counts (what the relay flushed, at most
  * a second old), POSTs https reports itself (failures go to `pending/`, which the relay retries), and
  * writes mailed reports to `<tlsrpt.dir>/outbox/`, which the relay moves into its spool as
- * Envelope.kind 'tlsrpt' within a minute (or at its next start). It never touches the spool or its lock,
+ * Envelope.kind 'tlsrpt' within a minute (or at its next start); with spool.backend postgres it queues them
+ * in the shared queue itself (any node delivers them). It never touches the spool or its lock,
  * and never submits over SMTP (that would turn a report into an ordinary, DANE-enforced message).
  */
 import { join, resolve } from 'node:path';
@@ -20,6 +21,25 @@ import { dropForCli } from '../files/privileges.js';
 import { printableJson } from '../text/printable.js';
 import { flag, stringOpt, type ParsedArgs } from './args.js';
 import { configFileFor } from '../config/path.js';
+import type { LoadedConfig } from '../config/load.js';
+import { openPool } from '../spool/postgres/connect.js';
+import { migrate } from '../spool/postgres/migrate.js';
+import { PgQueue } from '../spool/postgres/queue.js';
+import type { Envelope } from '../spool/types.js';
+
+/** The cluster's queue for `tlsrpt send` (a transient member: not a node, leases given back at close). */
+async function openCliQueue(config: LoadedConfig): Promise<PgQueue> {
+  const pgc = config.spool.postgres!;
+  const pool = openPool({ ...pgc, pool: 1 }, { application: 'dane-relay cli' });
+  const log = { warn: () => undefined };
+  return PgQueue.open(pool, {
+    node: `cli:${hostname()}:${process.pid}`,
+    leaseMs: pgc.lease,
+    log,
+    transient: true,
+    prepare: async () => void (await migrate(pool, { leaseMs: pgc.lease })),
+  });
+}
 
 const USAGE = `usage:
   dane-relay tlsrpt show [--config FILE] [--day YYYY-MM-DD] [--domain D] [--json]
@@ -85,6 +105,7 @@ export async function tlsrptCli(sub: 'show' | 'send', p: ParsedArgs, out: NodeJS
   // spool.backend postgres (issue 16): the cluster's counts and send claims, in the database
   const shared = await openSharedTlsrpt(config, `cli:${hostname()}:${process.pid}`);
   const svc = await TlsrptService.open({ settings, resolver, log: quiet(err, sub === 'send'), now: Date.now, readOnly: sub === 'show', shared });
+  let queue: PgQueue | undefined;
   try {
     const reports = await svc.build(day, domain ? [domain] : undefined);
     if (sub === 'show') {
@@ -123,6 +144,13 @@ export async function tlsrptCli(sub: 'show' | 'send', p: ParsedArgs, out: NodeJS
       return 0;
     }
     let failed = 0;
+    // spool.backend postgres: a mailed report goes straight into the shared queue, where any node delivers it
+    // (given back at close, claimable at once); the file backend's outbox is one node's, drained by that node
+    const submit = async (env: Envelope, msg: Buffer): Promise<string> => {
+      if (!shared) return svc.toOutbox(env, msg);
+      queue ??= await openCliQueue(config);
+      return (await queue.enqueue(env, msg)).id;
+    };
     for (const r of reports) {
       // TLSRPT-32: a second send would be a duplicate under a new report-id; only --force sends again.
       if (!force && (await svc.wasSent(day, r.domain))) {
@@ -130,7 +158,7 @@ export async function tlsrptCli(sub: 'show' | 'send', p: ParsedArgs, out: NodeJS
         continue;
       }
       // --force in a cluster sends again without touching the cluster's record of the first send
-      const o = await svc.sendReport(day, r.domain, { submit: (env, msg) => svc.toOutbox(env, msg), ...(force && shared ? { mark: false } : {}) });
+      const o = await svc.sendReport(day, r.domain, { submit: (env, msg) => submit(env, msg), ...(force && shared ? { mark: false } : {}) });
       out.write(`${r.domain}: ${o.result}: ${o.detail}\n`);
       if (o.result === 'retry-later') failed++;
     }
@@ -138,6 +166,7 @@ export async function tlsrptCli(sub: 'show' | 'send', p: ParsedArgs, out: NodeJS
     return failed ? 1 : 0;
   } finally {
     await svc.stop();
+    await queue?.close();
     await shared?.pool.end().catch(() => undefined);
     await resolver.close();
   }

@@ -11,7 +11,7 @@
 import type { Resolver } from '../dns/types.js';
 import { discoverSts, type Discovery } from './discover.js';
 import type { FetchFailureType, FetchResult } from './fetch.js';
-import { fileNameOf, type PolicyStore, type CachedPolicy } from './store.js';
+import { fileNameOf, type StsPolicyStore, type CachedPolicy } from './store.js';
 
 export interface StsLog {
   info(obj: object, msg: string): void;
@@ -41,7 +41,7 @@ export interface StsLookup {
 }
 
 export interface StsPoliciesOptions {
-  store: PolicyStore;
+  store: StsPolicyStore;
   resolver: Resolver;
   fetch: (domain: string) => Promise<FetchResult>;
   now?: () => number;
@@ -213,7 +213,7 @@ export class StsPolicies {
     try {
       return await this.o.store.domains();
     } catch (e) {
-      this.o.log?.warn({ dir: this.o.store.dir, err: (e as Error).message }, 'mta-sts: cannot list the policy cache');
+      this.o.log?.warn({ store: this.o.store.where, err: (e as Error).message }, 'mta-sts: cannot list the policy cache');
       return [];
     }
   }

@@ -9,7 +9,9 @@ import type { LoadedConfig } from '../config/load.js';
 import type { Resolver } from '../dns/types.js';
 import { fetchPolicy, type FetchResult } from './fetch.js';
 import { StsPolicies, type StsLog, type StsPoliciesOptions } from './policies.js';
-import { PolicyStore } from './store.js';
+import type pg from 'pg';
+import { PgStsPolicyStore } from './pgStore.js';
+import { PolicyStore, type StsPolicyStore } from './store.js';
 
 /**
  * `mta_sts.ca_file` read and checked (at least one PEM certificate, every one readable), or undefined
@@ -37,17 +39,30 @@ export function stsTrustAnchors(cfg: Pick<LoadedConfig, 'mta_sts' | 'baseDir'>):
   return pem;
 }
 
-/** The relay's policy state (`serve`, `mta-sts` commands, `check`): fetches as configured, the cache under queue_dir. */
+/**
+ * Where the policy cache lives: with `spool.backend: postgres` in the queue database (`pool`: a connection to it),
+ * shared by every node; otherwise the files under queue_dir.
+ */
+export function stsStoreFor(cfg: Pick<LoadedConfig, 'queue_dir' | 'spool'>, pool?: pg.Pool): StsPolicyStore {
+  if (cfg.spool.backend === 'postgres') {
+    if (!pool) throw new Error('the MTA-STS cache of a postgres spool needs a connection to the queue database');
+    return new PgStsPolicyStore(pool);
+  }
+  return new PolicyStore(cfg.queue_dir);
+}
+
+/** The relay's policy state (`serve`, `mta-sts` commands, `check`): fetches as configured, the cache in `store` (stsStoreFor). */
 export function stsPoliciesFor(
   cfg: Pick<LoadedConfig, 'mta_sts' | 'baseDir' | 'queue_dir'>,
   resolver: Resolver,
   log?: StsLog,
   now?: () => number,
   refreshFailed?: StsPoliciesOptions['refreshFailed'],
+  store: StsPolicyStore = new PolicyStore(cfg.queue_dir),
 ): StsPolicies {
   const ca = stsTrustAnchors(cfg);
   return new StsPolicies({
-    store: new PolicyStore(cfg.queue_dir),
+    store,
     resolver,
     log,
     ...(now ? { now } : {}),

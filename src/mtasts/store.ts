@@ -74,11 +74,35 @@ export function decodeEntry(text: string, domain: string): CachedPolicy | string
   return e;
 }
 
-export class PolicyStore {
+/**
+ * Where cached policies live, as the policy rules (policies.ts) use it: one file per domain under queue_dir
+ * (PolicyStore, the file backend's default), or rows shared by a cluster's nodes (pgStore.ts, spool.backend
+ * postgres). `mtimeMs` is a change marker: equal values mean the entry has not changed since it was read.
+ */
+export interface StsPolicyStore {
+  /** where the entries live, for log lines (a directory, a database table) */
+  readonly where: string;
+  /** the stored entry and its change marker; undefined when there is none; throws on a malformed entry */
+  read(domain: string): Promise<{ entry: CachedPolicy; mtimeMs: number } | undefined>;
+  /** the change marker of the stored entry, undefined when there is none */
+  mtimeOf(domain: string): Promise<number | undefined>;
+  /** durable replace; returns the new change marker */
+  write(entry: CachedPolicy): Promise<number>;
+  /** durable removal; true when there was something to remove */
+  remove(domain: string): Promise<boolean>;
+  /** every stored domain */
+  domains(): Promise<string[]>;
+}
+
+export class PolicyStore implements StsPolicyStore {
   readonly dir: string;
 
   constructor(readonly queueDir: string) {
     this.dir = join(queueDir, 'mta-sts');
+  }
+
+  get where(): string {
+    return this.dir;
   }
 
   pathOf(domain: string): string {

@@ -20,13 +20,31 @@ export interface MxFacts {
 
 const MAX_IDS = 32;
 
+/** The identity of one warning (an MX, a risk, a record, an expiry): warned about once per repeat period. */
+export function warningKey(domain: string, host: string, f: RolloverFinding): string {
+  return `${domain}|${host}|${f.kind}|${f.record}|${f.expires}`;
+}
+
+/**
+ * Rollover facts shared by a cluster's nodes (issue 16, spool.backend postgres: pgRollover.ts): a warning goes
+ * out once per period for the whole cluster, and the record ids that authenticated an MX on any node are known
+ * to every node. Without one, each node keeps its own (MxFactsStore alone).
+ */
+export interface RolloverLedger {
+  /** true when no node has warned about `key` within `repeatMs` (this one now has) */
+  claimWarning(key: string, repeatMs: number): Promise<boolean>;
+  /** records this node's latest facts for an MX; returns the ids that have authenticated it on any node */
+  share(f: MxFacts): Promise<string[]>;
+}
+
 export class MxFactsStore {
   private readonly byMx = new Map<string, MxFacts>();
   private readonly warned = new Map<string, number>();
 
   constructor(
     private readonly warnMs: number,
-    private readonly repeatMs = 86_400_000,
+    /** how long a warning is not repeated (per MX, risk, record, expiry) */
+    readonly repeatMs = 86_400_000,
     private readonly max = 10_000,
   ) {}
 
@@ -48,7 +66,7 @@ export class MxFactsStore {
     const due: RolloverFinding[] = [];
     for (const f of findings) {
       if (f.severity !== 'warning') continue;
-      const k = `${key}|${f.kind}|${f.record}|${f.expires}`;
+      const k = warningKey(domain, host, f);
       const last = this.warned.get(k);
       if (last !== undefined && now - last < this.repeatMs) continue;
       if (this.warned.size >= this.max) this.warned.delete(this.warned.keys().next().value!);
@@ -56,6 +74,15 @@ export class MxFactsStore {
       due.push(f);
     }
     return due;
+  }
+
+  /** Ids other nodes have seen authenticate this MX (RolloverLedger.share): known here from the next session on. */
+  merge(domain: string, host: string, ids: string[]): void {
+    const m = this.byMx.get(`${domain}|${host}`);
+    if (!m) return;
+    const seen = new Set(m.matchedIds);
+    const extra = ids.filter((i) => !seen.has(i));
+    if (extra.length) m.matchedIds = [...extra, ...m.matchedIds].slice(-MAX_IDS);
   }
 
   get(domain: string, host: string): MxFacts | undefined {

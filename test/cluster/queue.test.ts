@@ -8,8 +8,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openPool, describeUrl, dbPassword } from '../../src/spool/postgres/connect.js';
-import { migrate, SCHEMA_VERSION } from '../../src/spool/postgres/migrate.js';
-import { PgQueue } from '../../src/spool/postgres/queue.js';
+import { FEATURES, migrate, SCHEMA_VERSION } from '../../src/spool/postgres/migrate.js';
+import { isUnreachable, PgQueue } from '../../src/spool/postgres/queue.js';
 import { parseConfigText } from '../../src/config/load.js';
 import { Readiness } from '../../src/metrics/readiness.js';
 import { runQueueCommand } from '../../src/control/client.js';
@@ -58,8 +58,8 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     try {
       const again = await migrate(pool);
       expect(again).toEqual({ from: SCHEMA_VERSION, to: SCHEMA_VERSION, applied: [] });
-      expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n').map(Number)).toEqual([1, 2, 3]);
-      expect(SCHEMA_VERSION).toBe(3);
+      expect(pg.sql('SELECT version FROM relay_schema_version ORDER BY version').trim().split('\n').map(Number)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+      expect(SCHEMA_VERSION).toBe(7);
       // several nodes starting at once: the advisory lock serialises them, nothing is applied twice
       const r = await Promise.all([migrate(pool), migrate(pool), migrate(pool)]);
       expect(r.every((x) => x.applied.length === 0)).toBe(true);
@@ -276,33 +276,131 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     const up = await ready();
     expect(up.ready).toBe(true);
     expect(up.checks.find((c) => c.name === 'spool')?.detail).toMatch(/queue database took a committed write/);
-    pg.stop('fast');
+    await pg.stopAsync('fast');
     try {
       const down = await ready();
       expect(down.ready).toBe(false);
       expect(down.checks.find((c) => c.name === 'spool')?.detail).toMatch(/^queue database not writable: /);
     } finally {
-      pg.start();
+      await pg.startAsync();
     }
     // the pool reconnects by itself (a dead connection may fail one query first)
     let again = await ready();
     if (!again.ready) again = await ready();
     expect(again.ready).toBe(true);
-  });
+  }, 120_000); // a PostgreSQL stop and start (not a speed expectation)
 
   it('a commit while the database is down fails with EDB and queues nothing; after the restart commits work again', async () => {
     const a = await node('d-a');
     const before = Number(pg.sql('SELECT count(*) FROM relay_messages').trim());
-    pg.stop('immediate');
+    await pg.stopAsync('immediate');
     try {
       const d = await a.begin(envelope());
       await d.write(Buffer.from('during the outage\r\n'));
       await expect(d.commit()).rejects.toMatchObject({ code: 'EDB' });
     } finally {
-      pg.start();
+      await pg.startAsync();
     }
     expect(Number(pg.sql('SELECT count(*) FROM relay_messages').trim())).toBe(before);
     const m = await a.enqueue(envelope(), Buffer.from('after\r\n'));
     expect((await a.readBody(m.id)).toString()).toBe('after\r\n');
+  }, 120_000); // a PostgreSQL stop and start (not a speed expectation)
+
+  it('a node opened while the database is down runs without it (EDB, probe failing, nothing claimed) and prepares itself once it answers', async () => {
+    let prepared = 0;
+    const pool = openPool(settings());
+    await pg.stopAsync('fast');
+    let q: PgQueue;
+    try {
+      q = await PgQueue.open(pool, {
+        node: 'late',
+        leaseMs: 600,
+        log,
+        prepare: async () => {
+          await migrate(pool);
+          prepared++;
+        },
+      });
+      queues.push(q);
+      expect(q.connected).toBe(false);
+      expect(prepared).toBe(0);
+      await expect(q.begin(envelope())).rejects.toMatchObject({ code: 'EDB' });
+      await expect(q.probe()).rejects.toMatchObject({ code: 'EDB' });
+      await expect(q.claim(5)).rejects.toMatchObject({ code: 'EDB' });
+      expect(logs.some((l) => /queue database unreachable at start/.test(l.msg))).toBe(true);
+    } finally {
+      await pg.startAsync();
+    }
+    // the lease timer (every lease/3) reaches it: prepared once, registered, then commits work
+    while (!q.connected) await new Promise((r) => setTimeout(r, 50));
+    expect(prepared).toBe(1);
+    expect(pg.sql("SELECT stopped_at IS NULL FROM relay_nodes WHERE name = 'late'").trim()).toBe('t');
+    const m = await q.enqueue(envelope(), Buffer.from('after the outage\r\n'));
+    expect((await q.readBody(m.id)).toString()).toBe('after the outage\r\n');
+    expect(prepared).toBe(1);
+  }, 120_000); // a PostgreSQL stop and start (not a speed expectation)
+
+  it('a database that answers with a refusal (schema newer than this relay) still refuses the open; only an unreachable one is waited for', async () => {
+    pg.sql(`INSERT INTO relay_schema_version (version, description) VALUES (${SCHEMA_VERSION + 1}, 'future')`);
+    const pool = openPool(settings());
+    try {
+      const e = await PgQueue.open(pool, { node: 'newer', leaseMs: 600, log, prepare: async () => void (await migrate(pool)) }).catch((x: unknown) => x);
+      expect(e).toMatchObject({ code: 'EDB', message: expect.stringMatching(/newer than this relay/) });
+      expect(isUnreachable(e)).toBe(false);
+    } finally {
+      pg.sql(`DELETE FROM relay_schema_version WHERE version = ${SCHEMA_VERSION + 1}`);
+      await pool.end().catch(() => undefined);
+    }
+    expect(isUnreachable(Object.assign(new Error('connect ENOENT /tmp/x/.s.PGSQL.5432'), { code: 'ENOENT' }))).toBe(true);
+    expect(isUnreachable(Object.assign(new Error('the database system is starting up'), { code: '57P03' }))).toBe(true);
+    expect(isUnreachable(Object.assign(new Error('password authentication failed'), { code: '28P01' }))).toBe(false);
+  });
+
+  it('RT-12 RT-25 a REQUIRETLS message is claimed only by a node that honours the tag: an older node (a claim without the feature) never gets it', async () => {
+    const a = await node('rt-a');
+    const tagged = await a.enqueue(envelope({ requireTls: true }), Buffer.from('secret\r\n'));
+    const plain = await a.enqueue(envelope(), Buffer.from('plain\r\n'));
+    expect(pg.sql(`SELECT requires FROM relay_messages WHERE id = '${tagged.id}'`).trim()).toBe('{requiretls}');
+    expect(pg.sql(`SELECT requires FROM relay_messages WHERE id = '${plain.id}'`).trim()).toBe('{}');
+    await a.close(); // both leases given back: both due and free
+    const old = await PgQueue.open(openPool(settings()), { node: 'rt-old', leaseMs: 30_000, log, features: [] });
+    queues.push(old);
+    // the older node takes what it can deliver and leaves the tagged message, however often it asks
+    expect((await old.claim(10)).map((m) => m.id)).toEqual([plain.id]);
+    expect(await old.claim(10)).toEqual([]);
+    expect(FEATURES).toContain('requiretls');
+    const current = await node('rt-new');
+    const got = await current.claim(10);
+    expect(got.map((m) => m.id)).toEqual([tagged.id]);
+    expect(got[0]!.envelope.requireTls).toBe(true);
+  });
+
+  it('RT-12 migration 4 (the claim filter) is refused while a node from before it is live; applied once that node has stopped', async () => {
+    // back to schema 3 with an older node live (its row seen just now, not stopped)
+    pg.sql('DELETE FROM relay_messages');
+    pg.sql('DELETE FROM relay_schema_version WHERE version >= 4');
+    pg.sql('ALTER TABLE relay_messages DROP COLUMN requires');
+    pg.sql(
+      'DROP TABLE relay_sts_policies, relay_probe_results, relay_rollover_warnings, relay_mx_facts, relay_tlsrpt_pending; DROP SEQUENCE relay_sts_policy_version',
+    );
+    pg.sql(
+      "INSERT INTO relay_nodes (name, host, pid, started_at, seen_at) VALUES ('old-node', 'h', 1, now(), now()) ON CONFLICT (name) DO UPDATE SET seen_at = now(), stopped_at = NULL",
+    );
+    const pool = openPool(settings());
+    try {
+      await expect(migrate(pool, { node: 'upgrader', leaseMs: 30_000 })).rejects.toThrow(/migration 4 .*refused: node\(s\) .*old-node.* are live/);
+      expect(pg.sql('SELECT max(version) FROM relay_schema_version').trim()).toBe('3');
+      // the node migrating is not "another live node", and a stopped one does not count
+      pg.sql("UPDATE relay_nodes SET stopped_at = now() WHERE name <> 'upgrader'");
+      pg.sql(
+        "INSERT INTO relay_nodes (name, host, pid, started_at, seen_at) VALUES ('upgrader', 'h', 2, now(), now()) ON CONFLICT (name) DO UPDATE SET seen_at = now(), stopped_at = NULL",
+      );
+      const r = await migrate(pool, { node: 'upgrader', leaseMs: 30_000 });
+      expect(r.applied.map((m) => m.version)).toEqual([4, 5, 6, 7]);
+    } finally {
+      await migrate(pool, { leaseMs: 0 }).catch(() => undefined);
+      await pool.end();
+    }
+    expect(pg.sql('SELECT max(version) FROM relay_schema_version').trim()).toBe(String(SCHEMA_VERSION));
   });
 });

@@ -5,13 +5,15 @@
  * Each TlsrptService (its own pool, its own node name, its own plan directory) stands for one relay node.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import type pg from 'pg';
 import { openPool } from '../../src/spool/postgres/connect.js';
 import { migrate } from '../../src/spool/postgres/migrate.js';
-import { PgSendClaims, PgTlsrptStore } from '../../src/reporting/tlsrpt/pgStore.js';
+import { PgPendingStore, PgSendClaims, PgTlsrptStore } from '../../src/reporting/tlsrpt/pgStore.js';
+import { HttpsSender } from '../../src/reporting/tlsrpt/https.js';
+import { startHttpsEndpoint } from '../support/tlsrpt.js';
 import { TlsrptService, SETTLE_MS, type TlsrptSettings } from '../../src/reporting/tlsrpt/daily.js';
 import type { TlsSessionResult } from '../../src/reporting/tlsrpt/results.js';
 import { dkimKeygen } from '../../src/reporting/tlsrpt/mail.js';
@@ -19,6 +21,8 @@ import { policyKey } from '../../src/reporting/tlsrpt/report.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { pgSkipReason, startPostgres, type TestPostgres } from '../support/postgres.js';
+import { runCliIn } from '../support/relayProcess.js';
+import { main } from '../../src/cli.js';
 
 let pgc: TestPostgres;
 let dns: TestDns;
@@ -202,5 +206,81 @@ describe.skipIf(pgSkipReason !== undefined)('TLSRPT shared by the cluster (Postg
     // no one sends again
     await b.svc.tick();
     expect(b.queued).toHaveLength(1);
+  });
+
+  it('TLSRPT-34 tlsrpt send from any machine with the config queues the mailed report in the shared queue, free for any node to deliver; the CLI is not a node', async () => {
+    const clock = { t: Date.parse(`${DAY}T12:00:00Z`) };
+    const n = await node('counter', clock);
+    n.svc.recorder.record(session(0)); // a.test
+    await n.svc.store.flush();
+    pgc.sql("DELETE FROM relay_messages WHERE envelope->>'kind' = 'tlsrpt'");
+    const dir = mkdtempSync(join(tmpdir(), 'tlsrpt-cluster-cli-'));
+    dirs.push(dir);
+    const cfg = join(dir, 'cli.yml');
+    const key = join(dir, 'dkim.pem');
+    writeFileSync(key, dkim.privateKey, { mode: 0o600 });
+    writeFileSync(
+      cfg,
+      JSON.stringify({
+        hostname: 'relay.test',
+        queue_dir: join(dir, 'q'),
+        dns: { mode: 'trust-ad', resolvers: [dns.server], timeout: '1s', attempts: 1 },
+        spool: { backend: 'postgres', postgres: { url: pgc.url, password_file: pgc.passwordFile } },
+        tlsrpt: { contact_info: 'tlsrpt@relay.test', organization_name: 'T', dkim: { domain: 'relay.test', selector: 'tlsrpt', key_file: key } },
+      }),
+    );
+    const r = await runCliIn(main, ['tlsrpt', 'send', '--config', cfg, '--day', DAY, '--domain', 'a.test']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^a\.test: sent: /m);
+    // one row, the report, leased to nobody (given back at the CLI's close): the next claim of any node takes it
+    const rows = pgc.sql("SELECT envelope->'recipients'->>0, lease_token IS NULL FROM relay_messages WHERE envelope->>'kind' = 'tlsrpt'").trim();
+    expect(rows).toBe('reports@a.test\tt');
+    expect(pgc.sql("SELECT count(*) FROM relay_nodes WHERE name LIKE 'cli:%'").trim()).toBe('0');
+    // and the cluster knows it is sent: the daily job of every node skips it
+    expect(await n.svc.wasSent(DAY, 'a.test')).toBe(true);
+    // nothing in an outbox a single node would have to drain
+    expect(existsSync(join(dir, 'q', 'tlsrpt', 'outbox'))).toBe(false);
+  });
+
+  it('TLSRPT-48 an https retry is shared: any node retries a due send, one attempt at a time across the nodes, and the retry state is on the row', async () => {
+    pgc.sql('DELETE FROM relay_tlsrpt_pending');
+    const ep = await startHttpsEndpoint(500);
+    try {
+      let t = Date.parse('2025-03-02T03:00:00Z');
+      const sender = (name: string) =>
+        new HttpsSender(mkdtempSync(join(tmpdir(), `tlsrpt-pending-${name}-`)), {
+          ca: ep.ca,
+          now: () => t,
+          allowPrivateTargets: true,
+          store: new PgPendingStore(pool(), name, 60_000),
+        });
+      const a = sender('pa');
+      const b = sender('pb');
+      const job = { id: `${DAY}-a.test-1`, day: DAY, domain: 'a.test', filename: 'f.json.gz', urls: [ep.url()], body: Buffer.from('gz').toString('base64') };
+      expect(await a.send(job)).toBe('pending');
+      expect(ep.requests).toHaveLength(1);
+      // every node sees it (show), none retries before it is due
+      expect((await b.pending()).map((p) => [p.id, p.attempts])).toEqual([[job.id, 1]]);
+      expect(await Promise.all([a.retryDue(), b.retryDue()])).toEqual([0, 0]);
+      // due: the nodes race for it, one attempt in all (the claim), the new state on the row
+      t += 60_000;
+      const tries = await Promise.all([a.retryDue(), b.retryDue(), b.retryDue()]);
+      expect(tries.reduce((x, y) => x + y, 0)).toBe(1);
+      expect(ep.requests).toHaveLength(2);
+      expect(pgc.sql(`SELECT send->>'attempts', lease_token IS NULL, next_at = ${t + 120_000} FROM relay_tlsrpt_pending`).trim()).toBe('2\tt\tt');
+      // the other node takes the next one (any node can): here only B asks
+      t += 120_000;
+      expect(await b.retryDue()).toBe(1);
+      expect(ep.requests).toHaveLength(3);
+      // a claim whose node died mid-attempt (lease never ended) holds it back until the lease expires, then anyone retries
+      t += 240_000;
+      pgc.sql("UPDATE relay_tlsrpt_pending SET lease_owner = 'dead', lease_token = gen_random_uuid(), lease_expires_at = now() + interval '1 hour'");
+      expect(await a.retryDue()).toBe(0);
+      pgc.sql("UPDATE relay_tlsrpt_pending SET lease_expires_at = now() - interval '1 second'");
+      expect(await a.retryDue()).toBe(1);
+      expect(ep.requests).toHaveLength(4);
+    } finally {
+      await ep.close();
+    }
   });
 });

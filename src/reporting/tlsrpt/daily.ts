@@ -22,7 +22,7 @@ import type { PgSendClaims, SendClaim } from './pgStore.js';
 import { ensurePrivateSubdir, readFileNoFollow } from '../../files/private.js';
 import { TlsrptDiscovery } from './discovery.js';
 import { TlsrptRecorder } from './recorder.js';
-import { HttpsSender, type HttpsOptions } from './https.js';
+import { HttpsSender, type HttpsOptions, type PendingStore } from './https.js';
 import { mailtoTargetProblem } from './targets.js';
 import { checkDkimKey, composeReportMail, type DkimKey } from './mail.js';
 import { aLabel, buildReport, dayOf, isDay, makeReportId, nextDay, reportFilename, submitterOf, type ReportJson } from './report.js';
@@ -109,7 +109,7 @@ export interface ServiceDeps {
    * (pgStore.ts) instead of the files under `dir`; plans stay per node (each node's own random delay,
    * the first due node claims the send).
    */
-  shared?: { store: CountStore; sends: PgSendClaims };
+  shared?: { store: CountStore; sends: PgSendClaims; pending?: PendingStore };
 }
 
 const OUTBOX_SUFFIX = '.msg';
@@ -145,6 +145,7 @@ export class TlsrptService {
     // Report hosts are looked up through the relay's own resolver and checked (targets.ts, issue 13).
     this.https = new HttpsSender(deps.settings.dir, {
       ...deps.https,
+      ...(deps.shared?.pending ? { store: deps.shared.pending } : {}),
       now: deps.now,
       log: deps.log,
       resolver: deps.resolver,
@@ -429,7 +430,7 @@ export class TlsrptService {
       });
       if (sent === 'accepted') done.push(`https accepted (${urls.join(', ')})`);
       else if (sent === 'refused') problems.push(`https refused: every rua https target is one the relay must not send to (${urls.join(', ')})`);
-      else if (done.length) await fsp.rm(join(this.https.pendingDir, `${day}-${domain}-${reportId.split('.').pop()}.json`), { force: true });
+      else if (done.length) await this.https.store.remove(`${day}-${domain}-${reportId.split('.').pop()}`);
       else if (sent === 'pending') return finish({ day, domain, result: 'pending', detail: `https failed; retrying for 24 h (${urls.join(', ')})`, reportId });
     }
     if (done.length) return finish({ day, domain, result: 'sent', detail: [...done, ...problems].join('; '), reportId });

@@ -1,7 +1,8 @@
 /**
  * Reports over https (RFC 8460 §5.4, digest TLSRPT-46…48): POST the gzipped JSON with
  * `Content-Type: application/tlsrpt+gzip`; only a 2xx reply is success; failures are retried
- * with exponential backoff for 24 hours from durable state under `<dir>/pending/`, then dropped.
+ * with exponential backoff for 24 hours from durable state (PendingStore: `<dir>/pending/`, or the cluster's
+ * rows), then dropped.
  * Any one accepting endpoint completes the report (TLSRPT-47).
  *
  * node:https rather than the built-in fetch: fetch cannot take a per-request CA (tests, private
@@ -115,8 +116,72 @@ export interface HttpsLog {
   warn(obj: object, msg: string): void;
 }
 
+/**
+ * Where https sends awaiting retry are kept: files under `<dir>/pending/` (FilePendingStore), or, with
+ * spool.backend postgres, rows every node can retry (pgStore.ts PgPendingStore, one attempt at a time).
+ */
+export interface PendingStore {
+  /** keeps a send for a retry (insert or replace), durably */
+  save(p: PendingSend): Promise<void>;
+  /** forgets it (accepted, refused, given up, or another endpoint took the report) */
+  remove(id: string): Promise<void>;
+  /** the sends due at `now` this node may attempt now (in a cluster: claimed for this attempt) */
+  due(now: number): Promise<PendingSend[]>;
+  /** every send kept */
+  list(): Promise<PendingSend[]>;
+}
+
+/** The pending sends of one node: one 0600 file per send under `<dir>/pending/`. */
+export class FilePendingStore implements PendingStore {
+  readonly pendingDir: string;
+
+  constructor(
+    private readonly dir: string,
+    private readonly log?: HttpsLog,
+  ) {
+    this.pendingDir = join(dir, 'pending');
+  }
+
+  private file(id: string): string {
+    return join(this.pendingDir, `${id}.json`);
+  }
+
+  async save(p: PendingSend): Promise<void> {
+    await ensurePrivateSubdir(this.dir, 'pending');
+    await writeFileDurable(this.file(p.id), JSON.stringify(p));
+  }
+
+  async remove(id: string): Promise<void> {
+    await fsp.rm(this.file(id), { force: true });
+  }
+
+  async due(now: number): Promise<PendingSend[]> {
+    return (await this.list()).filter((p) => p.next <= now);
+  }
+
+  async list(): Promise<PendingSend[]> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(this.pendingDir);
+    } catch {
+      return [];
+    }
+    const out: PendingSend[] = [];
+    for (const n of names.filter((x) => x.endsWith('.json'))) {
+      try {
+        out.push(JSON.parse(await readFileNoFollow(join(this.pendingDir, n), 'utf8')) as PendingSend);
+      } catch (e) {
+        this.log?.warn({ file: n, err: (e as Error).message }, 'tlsrpt: unreadable pending send left in place');
+      }
+    }
+    return out;
+  }
+}
+
 export interface SenderOptions extends HttpsOptions {
   now: () => number;
+  /** where retries are kept; default the files under `<dir>/pending/` */
+  store?: PendingStore;
   log?: HttpsLog;
   /** the relay's Resolver: report hosts are looked up through it */
   resolver?: Resolver;
@@ -126,13 +191,13 @@ export interface SenderOptions extends HttpsOptions {
 
 /** Durable https sends: first attempt now, then retries from `<dir>/pending/<id>.json` until accepted or 24 h passed. */
 export class HttpsSender {
-  readonly pendingDir: string;
+  readonly store: PendingStore;
 
   constructor(
-    private readonly dir: string,
+    dir: string,
     private readonly opts: SenderOptions,
   ) {
-    this.pendingDir = join(dir, 'pending');
+    this.store = opts.store ?? new FilePendingStore(dir, opts.log);
   }
 
   /** Resolve and check the target (targets.ts), then POST to it. */
@@ -170,59 +235,42 @@ export class HttpsSender {
 
   private async attempt(p: PendingSend): Promise<SendOutcome> {
     const r = await this.tryAll(p);
-    const file = join(this.pendingDir, `${p.id}.json`);
     p.attempts++;
     if (r.ok) {
       this.opts.log?.info({ day: p.day, domain: p.domain, url: r.url, status: r.status, attempts: p.attempts }, 'tlsrpt: report accepted over https');
-      await fsp.rm(file, { force: true });
+      await this.store.remove(p.id);
       return 'accepted';
     }
     p.lastError = r.error;
     if (r.refused) {
       // Every target is one the relay must not send to: retrying cannot help.
       this.opts.log?.warn({ day: p.day, domain: p.domain, error: r.error }, 'tlsrpt: https report not sent: every rua target refused');
-      await fsp.rm(file, { force: true });
+      await this.store.remove(p.id);
       return 'refused';
     }
     p.next = this.opts.now() + retryDelay(p.attempts);
     if (p.next > p.created + RETRY_WINDOW_MS) {
       // TLSRPT-48: reports are optional; after 24 hours the report is dropped.
       this.opts.log?.warn({ day: p.day, domain: p.domain, attempts: p.attempts, error: r.error }, 'tlsrpt: https report given up after 24 hours');
-      await fsp.rm(file, { force: true });
+      await this.store.remove(p.id);
       return 'dropped';
     }
     this.opts.log?.warn(
       { day: p.day, domain: p.domain, attempts: p.attempts, error: r.error, next: new Date(p.next).toISOString() },
       'tlsrpt: https report failed; will retry',
     );
-    await ensurePrivateSubdir(this.dir, 'pending');
-    await writeFileDurable(file, JSON.stringify(p));
+    await this.store.save(p);
     return 'pending';
   }
 
-  async pending(): Promise<PendingSend[]> {
-    let names: string[];
-    try {
-      names = await fsp.readdir(this.pendingDir);
-    } catch {
-      return [];
-    }
-    const out: PendingSend[] = [];
-    for (const n of names.filter((x) => x.endsWith('.json'))) {
-      try {
-        out.push(JSON.parse(await readFileNoFollow(join(this.pendingDir, n), 'utf8')) as PendingSend);
-      } catch (e) {
-        this.opts.log?.warn({ file: n, err: (e as Error).message }, 'tlsrpt: unreadable pending send left in place');
-      }
-    }
-    return out;
+  pending(): Promise<PendingSend[]> {
+    return this.store.list();
   }
 
   /** Retries every pending send that is due; returns how many were attempted. */
   async retryDue(): Promise<number> {
     let n = 0;
-    for (const p of await this.pending()) {
-      if (p.next > this.opts.now()) continue;
+    for (const p of await this.store.due(this.opts.now())) {
       n++;
       await this.attempt(p);
     }

@@ -18,6 +18,7 @@ import type pg from 'pg';
 import type { LoadedConfig } from '../../config/load.js';
 import { addPending, BufferedCounts, countsFromTotals, type PendingCounts, type StoreLog } from './store.js';
 import { isDay, nextDay, type PolicyCounts } from './report.js';
+import type { PendingSend, PendingStore } from './https.js';
 
 export class PgTlsrptStore extends BufferedCounts {
   constructor(
@@ -163,6 +164,55 @@ export class PgSendClaims {
 }
 
 /**
+ * https sends awaiting retry, shared by the cluster (relay_tlsrpt_pending, migration 7): any node retries a
+ * due send, one at a time — `due` claims the rows it returns under a lease (database clock) with
+ * `FOR UPDATE SKIP LOCKED`, and the attempt's outcome (save: the next retry, lease given back; remove) ends
+ * it. A node that dies mid-attempt leaves the send to another node once the lease expires; one that died after
+ * the endpoint's 2xx but before `remove` makes the report be posted again (the window, as for a send claim).
+ * Retry times (`next`) are the sending node's clock, as the queue's.
+ */
+export class PgPendingStore implements PendingStore {
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly node: string,
+    private readonly leaseMs: number,
+  ) {}
+
+  async save(p: PendingSend): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO relay_tlsrpt_pending (id, day, domain, next_at, send) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (id) DO UPDATE SET next_at = EXCLUDED.next_at, send = EXCLUDED.send,
+              lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL`,
+      [p.id, p.day, p.domain, p.next, JSON.stringify(p)],
+    );
+  }
+
+  async remove(id: string): Promise<void> {
+    await this.pool.query('DELETE FROM relay_tlsrpt_pending WHERE id = $1', [id]);
+  }
+
+  async due(now: number): Promise<PendingSend[]> {
+    const r = await this.pool.query<{ send: PendingSend }>(
+      `WITH d AS (
+         SELECT id FROM relay_tlsrpt_pending
+          WHERE next_at <= $2 AND (lease_token IS NULL OR lease_expires_at < now())
+          ORDER BY next_at
+          FOR UPDATE SKIP LOCKED)
+       UPDATE relay_tlsrpt_pending p
+          SET lease_owner = $1, lease_token = gen_random_uuid(), lease_expires_at = now() + $3 * interval '1 millisecond'
+         FROM d WHERE p.id = d.id
+       RETURNING p.send`,
+      [this.node, now, this.leaseMs],
+    );
+    return r.rows.map((x) => x.send);
+  }
+
+  async list(): Promise<PendingSend[]> {
+    return (await this.pool.query<{ send: PendingSend }>('SELECT send FROM relay_tlsrpt_pending ORDER BY next_at')).rows.map((x) => x.send);
+  }
+}
+
+/**
  * The cluster's TLSRPT for a config with `spool.backend: postgres` (the relay and the `tlsrpt` CLI), on a
  * small pool of its own; undefined for the file backend. The caller ends `pool` after the service stopped.
  */
@@ -170,9 +220,14 @@ export async function openSharedTlsrpt(
   cfg: LoadedConfig,
   node: string,
   log?: StoreLog,
-): Promise<{ store: PgTlsrptStore; sends: PgSendClaims; pool: pg.Pool } | undefined> {
+): Promise<{ store: PgTlsrptStore; sends: PgSendClaims; pending: PgPendingStore; pool: pg.Pool } | undefined> {
   if (cfg.spool.backend !== 'postgres' || !cfg.spool.postgres) return undefined;
   const { openPool } = await import('../../spool/postgres/connect.js');
   const pool = openPool({ ...cfg.spool.postgres, pool: 2 }, { application: `dane-relay ${node} tlsrpt` });
-  return { store: new PgTlsrptStore(pool, log), sends: new PgSendClaims(pool, node, SEND_LEASE_MS), pool };
+  return {
+    store: new PgTlsrptStore(pool, log),
+    sends: new PgSendClaims(pool, node, SEND_LEASE_MS),
+    pending: new PgPendingStore(pool, node, SEND_LEASE_MS),
+    pool,
+  };
 }

@@ -10,6 +10,27 @@ export interface Migration {
   version: number;
   description: string;
   sql: string;
+  /** why the migration must not run now (under the migration lock, before its transaction), or undefined */
+  precheck?: (c: pg.ClientBase, ctx: MigrateContext) => Promise<string | undefined>;
+}
+
+export interface MigrateContext {
+  /** the node migrating (its own row in relay_nodes is not another live node); none for `dane-relay db migrate` */
+  node?: string;
+  /** the lease length: a node seen within two of them and not stopped is live (the `dane-relay nodes` rule) */
+  leaseMs: number;
+}
+
+/**
+ * What a node knows how to honour. A message that needs a feature (`relay_messages.requires`) is claimed only by
+ * nodes whose list holds it: the database's counterpart of the file spool's format 3, which older readers refuse.
+ * A new feature is appended here and set on the messages that need it; nothing else changes.
+ */
+export const FEATURES: readonly string[] = ['requiretls'];
+
+/** The features a node must know to deliver a message with this envelope (RFC 8689 §4.1: the REQUIRETLS tag). */
+export function requiredFeatures(e: { requireTls?: true }): string[] {
+  return e.requireTls ? ['requiretls'] : [];
 }
 
 /** arbitrary constant: the advisory lock the migrations hold ("dane-mig" in ASCII) */
@@ -103,6 +124,104 @@ export const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 4,
+    description: 'features a node must know to claim a message (REQUIRETLS)',
+    sql: `
+      -- RFC 8689 §4.1: a REQUIRETLS message must never be delivered by a node that does not honour the tag. Claims
+      -- filter on this (requires <@ the claiming node's features), as older file-spool readers refuse format 3.
+      ALTER TABLE relay_messages ADD COLUMN requires text[] NOT NULL DEFAULT '{}';
+    `,
+    // Nodes running code from before this version claim without the filter: they would deliver a REQUIRETLS message
+    // as an ordinary one. They must be stopped first; once it is applied they refuse to start (schema newer).
+    precheck: async (c, ctx) => {
+      const r = await c.query<{ name: string }>(
+        `SELECT name FROM relay_nodes
+          WHERE stopped_at IS NULL AND seen_at > now() - 2 * $1 * interval '1 millisecond' AND name IS DISTINCT FROM $2
+          ORDER BY name`,
+        [ctx.leaseMs, ctx.node ?? null],
+      );
+      if (r.rows.length === 0) return undefined;
+      return (
+        `node(s) ${r.rows.map((x) => x.name).join(', ')} are live and run a relay older than schema version 4, which would ` +
+        'deliver REQUIRETLS messages without honouring the tag: stop them (SIGTERM), migrate, and upgrade them before they start again'
+      );
+    },
+  },
+  {
+    version: 5,
+    description: 'MTA-STS policy cache, shared by all nodes',
+    sql: `
+      -- RFC 8461 §3.3: the policy cache of mtasts/store.ts as rows, so that a policy one node fetched governs the
+      -- deliveries of every node and survives the restart of any. version changes at every write (a sequence, so a
+      -- purge followed by a new fetch never repeats a value): a node compares it with what it read last.
+      CREATE SEQUENCE relay_sts_policy_version;
+      CREATE TABLE relay_sts_policies (
+        domain text PRIMARY KEY,
+        id text NOT NULL,
+        policy jsonb NOT NULL,
+        fetched_at timestamptz NOT NULL,
+        expires_at timestamptz NOT NULL,
+        last_used timestamptz NOT NULL,
+        refresh_failure jsonb,
+        version bigint NOT NULL DEFAULT nextval('relay_sts_policy_version')
+      );
+    `,
+  },
+  {
+    version: 6,
+    description: 'danefail probe results and DANE rollover facts, shared by all nodes',
+    sql: `
+      -- one probe per listed destination and interval for the whole cluster: a node claims the row (claimed_at,
+      -- database time) before probing and records what it found; the others skip it until the interval has passed
+      CREATE TABLE relay_probe_results (
+        domain text PRIMARY KEY,
+        node text NOT NULL,
+        claimed_at timestamptz NOT NULL,
+        probed_at timestamptz,
+        ok boolean,
+        host text,
+        why text
+      );
+      -- a rollover warning goes out once a day per MX and risk for the whole cluster (policy/mxFacts.ts keys)
+      CREATE TABLE relay_rollover_warnings (
+        key text PRIMARY KEY,
+        node text NOT NULL,
+        warned_at timestamptz NOT NULL
+      );
+      -- the latest DANE facts per MX, and every record id that has authenticated it on any node (to tell a
+      -- retired key's record left in the RRset from the next key's)
+      CREATE TABLE relay_mx_facts (
+        domain text NOT NULL,
+        host text NOT NULL,
+        node text NOT NULL,
+        at timestamptz NOT NULL,
+        matched_index integer,
+        matched_usage integer,
+        findings jsonb NOT NULL,
+        matched_ids text[] NOT NULL,
+        PRIMARY KEY (domain, host)
+      );
+    `,
+  },
+  {
+    version: 7,
+    description: 'TLSRPT https retries, shared by all nodes',
+    sql: `
+      -- https report sends awaiting retry (reporting/tlsrpt/https.ts PendingSend as send): any node retries a due
+      -- one, claimed under a lease for the attempt (database clock); next_at is epoch ms on the sender's clock
+      CREATE TABLE relay_tlsrpt_pending (
+        id text PRIMARY KEY,
+        day text NOT NULL,
+        domain text NOT NULL,
+        next_at bigint NOT NULL,
+        send jsonb NOT NULL,
+        lease_owner text,
+        lease_token uuid,
+        lease_expires_at timestamptz
+      );
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
@@ -119,7 +238,7 @@ async function currentVersion(c: pg.ClientBase): Promise<number> {
 }
 
 /** Brings the schema to SCHEMA_VERSION. */
-export async function migrate(pool: pg.Pool): Promise<MigrateResult> {
+export async function migrate(pool: pg.Pool, ctx: MigrateContext = { leaseMs: 30_000 }): Promise<MigrateResult> {
   const c = await pool.connect();
   try {
     await c.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK.toString()]);
@@ -130,6 +249,8 @@ export async function migrate(pool: pg.Pool): Promise<MigrateResult> {
       if (from > SCHEMA_VERSION) throw new Error(`the queue database has schema version ${from}, newer than this relay's ${SCHEMA_VERSION}: upgrade the relay`);
       const applied: Migration[] = [];
       for (const m of MIGRATIONS.filter((x) => x.version > from)) {
+        const refused = await m.precheck?.(c, ctx);
+        if (refused) throw new Error(`migration ${m.version} (${m.description}) refused: ${refused}`);
         await c.query('BEGIN');
         try {
           await c.query(m.sql);

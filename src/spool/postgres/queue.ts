@@ -25,6 +25,7 @@ import { IdGenerator, isQueueId } from '../id.js';
 import { envelopeProblem, initialRecipients, isDone, recipientsProblem } from '../format.js';
 import type { Draft, Envelope, QueuedMessage, QueueStore, RecipientStatus, SharedQueue } from '../types.js';
 import { BodyScanner, type BodyFacts } from '../../mime/scan.js';
+import { FEATURES, requiredFeatures } from './migrate.js';
 
 /** body bytes fetched per query when a body is streamed */
 const READ_CHUNK = 1024 * 1024;
@@ -41,6 +42,37 @@ export interface PgQueueOptions {
   leaseMs: number;
   now?: () => number;
   log: PgQueueLog;
+  /**
+   * A command, not a node (`tlsrpt send` queueing a report): not registered in relay_nodes, so `dane-relay nodes`
+   * and migration 4's live-node check never count it. What it commits is given back at close for any node to claim.
+   */
+  transient?: boolean;
+  /** the features this node honours (migrate.ts FEATURES); a test stands in for an older node with fewer */
+  features?: readonly string[];
+  /**
+   * What must hold before the node uses the database (compose: the migrations, which also refuse a schema newer
+   * than this relay's). Run at open and, when the database was unreachable then, again once it answers.
+   */
+  prepare?: () => Promise<void>;
+}
+
+/** SQLSTATE classes and codes of a database that is not there (yet): down, starting, restarting, full of connections. */
+const UNREACHABLE_SQLSTATE = /^(08|57P0[1-3]$|53300$)/;
+/** socket-level failures (Unix socket absent, TCP refused or cut) and pg's own connection failures */
+const UNREACHABLE_ERRNO = new Set(['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'EAI_AGAIN']);
+
+/**
+ * True when `e` (or its cause) says the database could not be reached, as opposed to a database that answered
+ * with a refusal a restart will not cure (wrong password, no such database, a schema newer than this relay's).
+ */
+export function isUnreachable(e: unknown): boolean {
+  for (let x = e as { code?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; x && depth < 5; x = x.cause as typeof x, depth++) {
+    const code = typeof x.code === 'string' ? x.code : '';
+    if (UNREACHABLE_ERRNO.has(code) || UNREACHABLE_SQLSTATE.test(code)) return true;
+    if (/Connection terminated|timeout expired|connect ECONN|the database system is (starting up|shutting down|in recovery mode)/.test(String(x.message ?? '')))
+      return true;
+  }
+  return false;
 }
 
 /** A database failure as the spool's error: code EDB (ingress answers 451 4.3.0), the driver's message kept. */
@@ -123,6 +155,10 @@ export class PgQueue implements QueueStore, SharedQueue {
   private renewTimer?: NodeJS.Timeout;
   private renewing?: Promise<void>;
   private renewFailing = false;
+  /** migrations checked and node registered (prepare + registration done) */
+  private up = false;
+  private connecting?: Promise<void>;
+  private connectFailure?: string;
   private closed = false;
   private readonly ops = new Set<Promise<unknown>>();
   private readonly now: () => number;
@@ -139,21 +175,27 @@ export class PgQueue implements QueueStore, SharedQueue {
     return this;
   }
 
-  /** Registers the node and starts renewing leases. The schema must be migrated (migrate.ts). */
+  /**
+   * Prepares the database (opts.prepare: the migrations), registers the node and starts renewing leases. A
+   * database that cannot be reached does not stop the node: it opens anyway, every commit is refused with EDB
+   * (ingress: 451 4.3.0), nothing is claimed, the readiness probe fails, and the lease timer tries again until
+   * the database answers (then prepare runs). A database that answers with a refusal (schema too new, wrong
+   * password) rejects the open.
+   */
   static async open(pool: pg.Pool, opts: PgQueueOptions): Promise<PgQueue> {
     const q = new PgQueue(pool, opts);
     try {
-      await pool.query(
-        `INSERT INTO relay_nodes (name, host, pid, started_at, seen_at) VALUES ($1, $2, $3, now(), now())
-         ON CONFLICT (name) DO UPDATE SET host = $2, pid = $3, started_at = now(), seen_at = now(), stopped_at = NULL`,
-        [q.node, osHostname(), process.pid],
-      );
+      await q.connect();
     } catch (e) {
-      throw dbError('node registration', e);
+      if (!isUnreachable(e)) throw e;
+      opts.log.warn(
+        { node: q.node, err: (e as Error).message },
+        'queue database unreachable at start: running without it (ingress answers 451 4.3.0, /readyz fails) until it answers',
+      );
     }
     const every = Math.max(100, Math.floor(opts.leaseMs / 3));
     const tick = () => {
-      q.renewing = q.renew().finally(() => {
+      q.renewing = (q.up ? q.renew() : q.reconnect()).finally(() => {
         q.renewing = undefined;
       });
       q.renewTimer = setTimeout(tick, every);
@@ -162,6 +204,47 @@ export class PgQueue implements QueueStore, SharedQueue {
     q.renewTimer = setTimeout(tick, every);
     q.renewTimer.unref?.();
     return q;
+  }
+
+  /** True once the database has been prepared and this node registered (at open, or later when it came back). */
+  get connected(): boolean {
+    return this.up;
+  }
+
+  /** prepare + node registration, once; concurrent callers share one attempt, a failure is retried by the next caller. */
+  private connect(): Promise<void> {
+    if (this.up) return Promise.resolve();
+    this.connecting ??= (async () => {
+      try {
+        await this.opts.prepare?.();
+        if (!this.opts.transient)
+          await this.pool.query(
+            `INSERT INTO relay_nodes (name, host, pid, started_at, seen_at) VALUES ($1, $2, $3, now(), now())
+           ON CONFLICT (name) DO UPDATE SET host = $2, pid = $3, started_at = now(), seen_at = now(), stopped_at = NULL`,
+            [this.node, osHostname(), process.pid],
+          );
+        this.up = true;
+        this.connectFailure = undefined;
+      } catch (e) {
+        throw dbError('connection', e);
+      } finally {
+        this.connecting = undefined;
+      }
+    })();
+    return this.connecting;
+  }
+
+  /** The lease timer while the database has not been reached: try again, say so once per distinct failure. */
+  private async reconnect(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.connect();
+      this.opts.log.info?.({ node: this.node }, 'queue database reachable: schema checked, node registered; taking work');
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (msg !== this.connectFailure) this.opts.log.warn({ node: this.node, err: msg }, 'queue database still unreachable; will retry');
+      this.connectFailure = msg;
+    }
   }
 
   private track<T>(p: Promise<T>): Promise<T> {
@@ -199,6 +282,8 @@ export class PgQueue implements QueueStore, SharedQueue {
     this.assertOpen();
     const problem = envelopeProblem(envelope);
     if (problem) throw new SpoolError(problem, 'EINVAL');
+    // a database not reached yet: refuse now (451) rather than after the body
+    await this.connect();
     return new PgDraft(this.ids.next(this.now()), this, JSON.parse(JSON.stringify(envelope)) as Envelope);
   }
 
@@ -218,10 +303,11 @@ export class PgQueue implements QueueStore, SharedQueue {
     return this.track(
       (async () => {
         let token: string;
+        await this.connect();
         try {
           const r = await this.pool.query<{ lease_token: string }>(
-            `INSERT INTO relay_messages (id, envelope, size, body_facts, body, recipients, next_due, lease_owner, lease_token, lease_expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, gen_random_uuid(), now() + $9 * interval '1 millisecond')
+            `INSERT INTO relay_messages (id, envelope, size, body_facts, body, recipients, next_due, lease_owner, lease_token, lease_expires_at, requires)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, gen_random_uuid(), now() + $9 * interval '1 millisecond', $10)
            RETURNING lease_token`,
             [
               id,
@@ -233,6 +319,7 @@ export class PgQueue implements QueueStore, SharedQueue {
               nextDue(recipients),
               this.node,
               this.opts.leaseMs,
+              requiredFeatures(envelope),
             ],
           );
           token = r.rows[0]!.lease_token;
@@ -247,6 +334,7 @@ export class PgQueue implements QueueStore, SharedQueue {
 
   async claim(max: number): Promise<QueuedMessage[]> {
     if (this.closed || max <= 0) return [];
+    await this.connect();
     let rows: Row[];
     try {
       const r = await this.track(
@@ -256,6 +344,8 @@ export class PgQueue implements QueueStore, SharedQueue {
             WHERE NOT held AND next_due IS NOT NULL
               AND next_due <= (extract(epoch FROM now()) * 1000)::bigint
               AND (lease_token IS NULL OR lease_expires_at < now())
+              -- only what this node knows how to honour (a REQUIRETLS message: 'requiretls')
+              AND requires <@ $4::text[]
             ORDER BY next_due
             LIMIT $1
             FOR UPDATE SKIP LOCKED)
@@ -264,7 +354,7 @@ export class PgQueue implements QueueStore, SharedQueue {
            FROM due WHERE m.id = due.id
          RETURNING m.id, m.envelope, m.size, m.body_facts, m.recipients, m.held, m.lease_token,
                    (extract(epoch FROM now()) * 1000)::bigint AS db_now`,
-          [max, this.node, this.opts.leaseMs],
+          [max, this.node, this.opts.leaseMs, [...(this.opts.features ?? FEATURES)]],
         ),
       );
       rows = r.rows;
@@ -289,6 +379,7 @@ export class PgQueue implements QueueStore, SharedQueue {
    */
   async acquireSlot(destination: string, limit: number): Promise<string | undefined> {
     this.assertOpen();
+    await this.connect();
     for (let attempt = 0; attempt < 3; attempt++) {
       let r: pg.QueryResult<{ token: string }>;
       try {
@@ -375,6 +466,7 @@ export class PgQueue implements QueueStore, SharedQueue {
   }
 
   async probe(): Promise<string> {
+    await this.connect();
     const r = await this.pool.query('UPDATE relay_nodes SET seen_at = now() WHERE name = $1', [this.node]);
     if (r.rowCount !== 1) throw new Error(`node ${this.node} is not registered in relay_nodes`);
     return `queue database took a committed write (node ${this.node})`;
@@ -515,6 +607,12 @@ export class PgQueue implements QueueStore, SharedQueue {
     clearTimeout(this.renewTimer);
     await this.renewing;
     while (this.ops.size > 0) await Promise.allSettled([...this.ops]);
+    await this.connecting?.catch(() => undefined);
+    if (!this.up) {
+      // never reached the database: nothing held, nothing to mark (a transient queue is in relay_nodes either way)
+      await this.pool.end().catch(() => undefined);
+      return;
+    }
     const held = [...this.leases];
     this.leases.clear();
     try {
@@ -527,7 +625,7 @@ export class PgQueue implements QueueStore, SharedQueue {
       }
       if (this.slots.size) await this.pool.query('DELETE FROM relay_slots WHERE token = ANY($1::uuid[])', [[...this.slots.keys()]]);
       this.slots.clear();
-      await this.pool.query('UPDATE relay_nodes SET stopped_at = now(), seen_at = now() WHERE name = $1', [this.node]);
+      if (!this.opts.transient) await this.pool.query('UPDATE relay_nodes SET stopped_at = now(), seen_at = now() WHERE name = $1', [this.node]);
       this.opts.log.info?.({ node: this.node, leases_returned: held.length }, 'leases given back');
     } catch (e) {
       this.opts.log.warn({ node: this.node, err: (e as Error).message, leases: held.length }, 'could not give the leases back; they expire by themselves');
