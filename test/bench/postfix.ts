@@ -24,7 +24,7 @@ import { startDnsWorld, type DnsWorld } from '../interop/support/dnsworld.js';
 import { startPostfixReceivers, startPostfixRelay, type PostfixReceivers } from '../interop/support/postfix.js';
 import { startRelay } from '../interop/support/relay.js';
 import { makeSelfSigned, tlsaData } from '../support/pki.js';
-import { SmtpTap } from './smtpTap.js';
+import { MESSAGE_ID, SmtpTap } from './smtpTap.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(here, '..', '..', '..');
@@ -127,8 +127,6 @@ interface Result {
 function count(dir: string): number {
   return existsSync(dir) ? readdirSync(dir).length : 0;
 }
-
-const MESSAGE_ID = /^message-id:[ \t]*(<[^>\r\n]*>)/im;
 
 /** When each message reached the receiver's Maildir (the file's mtime: when the delivery agent finished
  * writing it, before its rename into new/), by the Message-ID smtp-source gave it. */
@@ -382,36 +380,18 @@ function section(results: Result[], secs: number): string {
         const rs = of(n, size, relay);
         if (!rs.length) continue;
         const sum = (f: (r: Result) => number) => rs.reduce((a, r) => a + f(r), 0);
-        lines.push(
-          `| ${n.toLocaleString('en-US')} | ${size / 1024} KB | ${relay} | ${rs.length} | ${sum((r) => r.delivered)} / ${sum((r) => r.n)} | ` +
-            `${spread(
-              rs.map((r) => r.e2eRate),
-              f0,
-            )} | ${spread(
-              rs.map((r) => r.ingestRate),
-              f0,
-            )} | ${spread(
-              rs.map((r) => r.waitP50),
-              f0,
-            )} | ` +
-            `${spread(
-              rs.map((r) => r.waitP99),
-              f0,
-            )} | ${spread(
-              rs.map((r) => r.firstWait),
-              f0,
-            )} | ${spread(
-              rs.map((r) => r.tail),
-              f0,
-            )} | ` +
-            `${spread(
-              rs.map((r) => r.cpuMsPerMsg),
-              f2,
-            )} | ${spread(
-              rs.map((r) => r.peakRss),
-              mb,
-            )} |`,
-        );
+        const cells: [(r: Result) => number, (n: number) => string][] = [
+          [(r) => r.e2eRate, f0],
+          [(r) => r.ingestRate, f0],
+          [(r) => r.waitP50, f0],
+          [(r) => r.waitP99, f0],
+          [(r) => r.firstWait, f0],
+          [(r) => r.tail, f0],
+          [(r) => r.cpuMsPerMsg, f2],
+          [(r) => r.peakRss, mb],
+        ];
+        const row = [n.toLocaleString('en-US'), `${size / 1024} KB`, relay, rs.length, `${sum((r) => r.delivered)} / ${sum((r) => r.n)}`];
+        lines.push(`| ${[...row, ...cells.map(([get, fmt]) => spread(rs.map(get), fmt))].join(' | ')} |`);
       }
   lines.push(
     '',

@@ -11,7 +11,7 @@
 import net from 'node:net';
 
 /** A Message-ID in the first `HEAD_SCAN` octets of the body (smtp-source puts it in its 4th line). */
-const MESSAGE_ID = /^message-id:[ \t]*(<[^>\r\n]*>)/im;
+export const MESSAGE_ID = /^message-id:[ \t]*(<[^>\r\n]*>)/im;
 const HEAD_SCAN = 8192;
 const DOT = Buffer.from('\r\n.\r\n');
 
