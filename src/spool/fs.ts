@@ -18,7 +18,7 @@ export interface SpoolHandle {
 export interface SpoolFs {
   /** mkdir -p, 0700; below `root` no component may be a symbolic link (files/private.ts) */
   mkdir(path: string, root?: string): Promise<void>;
-  /** 'wx': create 0600, fail with EEXIST if anything is there (a link too); 'r': read only, ELOOP for a link */
+  /** 'wx': create, fail with EEXIST if anything is there (a link too), exactly 0600 once fsync or close returned; 'r': read only, ELOOP for a link */
   open(path: string, flags: 'wx' | 'r'): Promise<SpoolHandle>;
   /** one write(2) at `position`; may write fewer bytes than asked (callers loop) */
   write(h: SpoolHandle, buf: Buffer, offset: number, length: number, position: number): Promise<number>;
@@ -48,10 +48,33 @@ function call<T>(fn: (cb: (err: NodeJS.ErrnoException | null, value: T) => void)
 
 const handle = (fd: number): SpoolHandle => ({ fd });
 
+/** A handle of ours: a created file's fchmod may still be running (see nodeSpoolFs). */
+interface NodeHandle extends SpoolHandle {
+  /** settles when the fchmod that makes the file exactly 0600 is done; rejects if it failed */
+  readonly mode?: Promise<void>;
+}
+
+/** Waits for a created file's fchmod; `rethrow` false only waits (close must not race it on the fd). */
+async function modeSet(h: SpoolHandle, rethrow: boolean): Promise<unknown> {
+  const mode = (h as NodeHandle).mode;
+  if (!mode) return undefined;
+  if (rethrow) return mode;
+  return mode.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+}
+
 /**
- * Every file the spool creates is 0600 whatever the umask (fchmod after O_CREAT|O_EXCL; one cheap
- * call next to the fsync), and no open follows a symbolic link: a link planted in tmp/, msg/ or
- * state/ (or at `lock`) makes the operation fail instead of writing or reading elsewhere.
+ * Every file the spool creates is 0600 whatever the umask (fchmod after O_CREAT|O_EXCL), and no
+ * open follows a symbolic link: a link planted in tmp/, msg/ or state/ (or at `lock`) makes the
+ * operation fail instead of writing or reading elsewhere.
+ *
+ * The fchmod runs while the caller writes (for a message: while its body streams in) instead of one
+ * more thread-pool round trip before the first write; fsync and close wait for it, so every file is
+ * exactly 0600, and durably so, before the spool publishes it (each caller fsyncs and closes before
+ * its rename or link), and its failure fails the fsync (or close). Until then the file is
+ * 0600 & ~umask: never wider than 0600, since O_CREAT's mode only loses bits to the umask.
  */
 export const nodeSpoolFs: SpoolFs = {
   async mkdir(path, root) {
@@ -60,13 +83,10 @@ export const nodeSpoolFs: SpoolFs = {
   async open(path, flags) {
     if (flags === 'r') return handle(await call<number>((cb) => fs.open(path, READ, cb)));
     const fd = await call<number>((cb) => fs.open(path, CREATE_NEW, FILE_MODE, cb));
-    try {
-      await call<void>((cb) => fs.fchmod(fd, FILE_MODE, cb));
-    } catch (e) {
-      await call<void>((cb) => fs.close(fd, cb)).catch(() => undefined);
-      throw e;
-    }
-    return handle(fd);
+    const mode = call<void>((cb) => fs.fchmod(fd, FILE_MODE, cb));
+    mode.catch(() => undefined); // reported by fsync/close, which every caller reaches
+    const h: NodeHandle = { fd, mode };
+    return h;
   },
   write(h, buf, offset, length, position) {
     return call<number>((cb) => fs.write(h.fd, buf, offset, length, position, cb));
@@ -77,8 +97,16 @@ export const nodeSpoolFs: SpoolFs = {
   async size(h) {
     return (await call<fs.Stats>((cb) => fs.fstat(h.fd, cb))).size;
   },
-  fsync: (h) => call<void>((cb) => fs.fsync(h.fd, cb)),
-  close: (h) => call<void>((cb) => fs.close(h.fd, cb)),
+  async fsync(h) {
+    await modeSet(h, true);
+    await call<void>((cb) => fs.fsync(h.fd, cb));
+  },
+  async close(h) {
+    // never close the fd under a running fchmod (the number could be reused by then)
+    const failed = await modeSet(h, false);
+    await call<void>((cb) => fs.close(h.fd, cb));
+    if (failed) throw failed;
+  },
   rename: (from, to) => call<void>((cb) => fs.rename(from, to, cb)),
   // link(2) does not follow a link at `from` on Linux (it links the link itself)
   link: (from, to) => call<void>((cb) => fs.link(from, to, cb)),

@@ -115,6 +115,43 @@ describe('under umask 000 everything created is owner-only', () => {
   });
 });
 
+describe('a umask that takes owner bits away does not narrow what the spool creates', () => {
+  // The spool's fchmod runs while the file is being written (src/spool/fs.ts) rather than before the
+  // first write: fsync and close wait for it, so the file is exactly 0600 before it is published.
+  it('umask 0277: a spool file created 0400 is 0600 once fsync returned, and a queued message and its state file are 0600', async () => {
+    const q = join(fresh(), 'queue');
+    const spool = await Spool.open(q, { log: { warn: () => undefined } });
+    await spool.recover();
+    const before = process.umask(0o277);
+    try {
+      const f = join(q, 'tmp', 'probe');
+      const h = await nodeSpoolFs.open(f, 'wx');
+      await nodeSpoolFs.write(h, Buffer.from('x'), 0, 1, 0);
+      await nodeSpoolFs.fsync(h);
+      expect(modeOf(f)).toBe(0o600);
+      await nodeSpoolFs.close(h);
+      await nodeSpoolFs.unlink(f);
+      const m = await spool.enqueue(
+        {
+          from: 'a@b.test',
+          recipients: ['c@d.test'],
+          smtputf8: false,
+          eightBit: false,
+          client: { address: '127.0.0.1' },
+          received: Date.now(),
+          kind: 'normal',
+        },
+        Buffer.from('x\r\n'),
+      );
+      await spool.setHeld(m.id, true);
+    } finally {
+      process.umask(before);
+    }
+    expectPrivateTree(q);
+    await spool.close();
+  });
+});
+
 describe('planted symbolic links never redirect a write or a read', () => {
   it('a new file at a link (even a dangling one) is refused: EEXIST, nothing written through it', async () => {
     const d = fresh();

@@ -1,0 +1,147 @@
+/**
+ * `npm run bench:ab -- --other <worktree>`: section 2's ingest (in-process relay, scheduler stopped, 4 KB
+ * messages, persistent connections, no pipelining) for this tree and another checkout of the relay,
+ * both in one process and in alternating blocks (A, B, B, A, A, B, …), so that whatever else the
+ * machine does lands on both alike. Two runs of `npm run bench` on different days compare two
+ * machines as much as two commits; this compares the commits. The other tree must be built
+ * (`npm run build` there: its dist/test/support is loaded).
+ *
+ * Per tree: messages/s and latency (MAIL sent → 250 after the dot) while its blocks ran, and the
+ * process's CPU time (user + system, all threads: relay, its thread pool and GC, and the test client,
+ * which is the same code for both) per message, the measure that a busy machine disturbs least.
+ */
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const THIS = join(here, '..', '..', '..');
+
+const args = parseArgs({
+  options: {
+    other: { type: 'string' },
+    clients: { type: 'string', default: '1,10,50' },
+    blocks: { type: 'string', default: '20' },
+    per: { type: 'string', default: '50' },
+  },
+}).values;
+if (!args.other) {
+  console.error('usage: node dist/test/bench/ab.js --other <path of another built checkout> [--clients 1,10,50] [--blocks 20] [--per 50]');
+  process.exit(2);
+}
+
+interface Client {
+  cmd(line: string): Promise<{ code: number }>;
+  reply(): Promise<{ code: number }>;
+  write(b: Buffer): void;
+  ehlo(name: string): Promise<unknown>;
+  quit(): Promise<unknown>;
+}
+interface Tree {
+  name: string;
+  world: { ingressPort: number; relay?: { scheduler: { stop(ms: number): Promise<void> } }; close(): Promise<void> };
+  connect(port: number): Promise<Client>;
+  payload: Buffer;
+  lat: number[];
+  cpuUs: number;
+  ms: number;
+  n: number;
+}
+
+function body(size: number): Buffer {
+  let s = 'From: app@sender.test\r\nTo: user@dest.test\r\nSubject: bench\r\nMessage-ID: <ab@sender.test>\r\n\r\n';
+  const line = 'abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkl\r\n';
+  while (s.length + line.length <= size) s += line;
+  s += `${'z'.repeat(Math.max(0, size - s.length - 2))}\r\n`;
+  return Buffer.from(s);
+}
+
+async function load(root: string): Promise<Tree> {
+  const { World } = await import(pathToFileURL(join(root, 'dist', 'test', 'support', 'world.js')).href);
+  const { SmtpTestClient } = await import(pathToFileURL(join(root, 'dist', 'test', 'support', 'submit.js')).href);
+  const world = await World.create();
+  await world.start({ delivery: { port: 9 }, log: { level: 'warn' } });
+  await world.relay.scheduler.stop(0);
+  return {
+    name: root,
+    world,
+    connect: async (port) => {
+      const c = await SmtpTestClient.connect({ port, timeout: 60_000 });
+      await c.ehlo('bench.client');
+      return c;
+    },
+    payload: SmtpTestClient.dataPayload(body(4096)),
+    lat: [],
+    cpuUs: 0,
+    ms: 0,
+    n: 0,
+  };
+}
+
+let seq = 0;
+async function block(t: Tree, conns: Client[], count: number, measure: boolean): Promise<void> {
+  let next = 0;
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  await Promise.all(
+    conns.map(async (c, k) => {
+      while (next < count) {
+        next++;
+        const i = seq++;
+        const s = performance.now();
+        const m = await c.cmd('MAIL FROM:<app@sender.test>');
+        const r = await c.cmd(`RCPT TO:<user${k}.${i}@nowhere.test>`);
+        const d = await c.cmd('DATA');
+        if (m.code !== 250 || r.code !== 250 || d.code !== 354) throw new Error(`${t.name}: refused (${m.code} ${r.code} ${d.code})`);
+        c.write(t.payload);
+        const e = await c.reply();
+        if (e.code !== 250) throw new Error(`${t.name}: ${e.code} after the dot`);
+        if (measure) t.lat.push(performance.now() - s);
+      }
+    }),
+  );
+  if (!measure) return;
+  const cu = process.cpuUsage(c0);
+  t.cpuUs += cu.user + cu.system;
+  t.ms += performance.now() - t0;
+  t.n += count;
+}
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor(p * s.length))]! : Number.NaN;
+};
+
+async function main(): Promise<void> {
+  const trees = [await load(resolve(THIS)), await load(resolve(args.other!))];
+  const blocks = Number(args.blocks);
+  const per = Number(args.per);
+  console.log(`A = ${trees[0]!.name}\nB = ${trees[1]!.name}\n`);
+  console.log('| clients | tree | messages | msgs/s | p50 ms | p99 ms | CPU µs/msg | B/A CPU |');
+  console.log('|---:|---|---:|---:|---:|---:|---:|---:|');
+  try {
+    for (const clients of args.clients!.split(',').map(Number)) {
+      const conns = await Promise.all(trees.map(async (t) => Promise.all(Array.from({ length: clients }, () => t.connect(t.world.ingressPort)))));
+      for (const [i, t] of trees.entries()) {
+        await block(t, conns[i]!, Math.max(100, per), false); // warm-up
+        Object.assign(t, { lat: [], cpuUs: 0, ms: 0, n: 0 });
+      }
+      // A B B A A B …: each tree goes first as often as second
+      for (let b = 0; b < blocks; b++) for (const i of b % 2 ? [1, 0] : [0, 1]) await block(trees[i]!, conns[i]!, per * Math.max(1, clients / 10), true);
+      const cpu = trees.map((t) => t.cpuUs / t.n);
+      for (const [i, t] of trees.entries())
+        console.log(
+          `| ${clients} | ${i ? 'B' : 'A'} | ${t.n} | ${Math.round((t.n / t.ms) * 1000)} | ${pct(t.lat, 0.5).toFixed(2)} | ${pct(t.lat, 0.99).toFixed(2)} | ` +
+            `${Math.round(cpu[i]!)} | ${i ? (cpu[1]! / cpu[0]!).toFixed(3) : ''} |`,
+        );
+      await Promise.all(conns.flat().map((c) => c.quit()));
+    }
+  } finally {
+    for (const t of trees) await t.world.close();
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
