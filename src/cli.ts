@@ -9,6 +9,7 @@ import { printableText } from './text/printable.js';
 import { COMMANDS as QUEUE_COMMANDS } from './control/commands.js';
 import { flag, parseCommand, stringOpt, UsageError, wantsHelp, type CommandSpec, type ParsedArgs } from './commands/args.js';
 import { configFileFor } from './config/path.js';
+import { readFileSync } from 'node:fs';
 
 /**
  * The terminal sink: everything a command writes passes through printableText (LF stays a line
@@ -47,10 +48,10 @@ export const COMMAND_TABLE: readonly Command[] = [
   },
   {
     words: ['config', 'check'],
-    usage: 'dane-relay config check FILE          validate a configuration file',
-    options: {},
+    usage: 'dane-relay config check FILE [--all]  validate a configuration file and print the settings it makes (--all: every key, defaults filled in)',
+    options: { all: 'boolean' },
     operands: [1, 1],
-    run: (p, out, err) => configCheck(p.operands[0]!, out, err),
+    run: (p, out, err) => configCheck(p.operands[0]!, flag(p, 'all'), out, err),
   },
   {
     words: ['hash-password'],
@@ -224,7 +225,7 @@ async function serve(file: string, err: Out): Promise<number> {
   return await new Promise<number>(() => undefined); // run until a signal
 }
 
-async function configCheck(file: string, out: Out, err: Out): Promise<number> {
+async function configCheck(file: string, all: boolean, out: Out, err: Out): Promise<number> {
   const config = loadConfig(file);
   // Every check `serve` makes before it listens (src/preflight.ts): what passes here starts.
   const { startupProblems } = await import('./preflight.js');
@@ -234,6 +235,16 @@ async function configCheck(file: string, out: Out, err: Out): Promise<number> {
     return 2;
   }
   out.write(`${file}: ok\n`);
+  // Like `postconf -n` (or `postconf` with --all): what the relay runs with, in the file's own forms.
+  const { effectiveConfigLines } = await import('./config/show.js');
+  const { parse } = await import('yaml');
+  const effective = { ...config, dns: { ...config.dns, resolvers: config.dns.resolvers ?? config.resolvedResolvers } };
+  const raw: unknown = parse(readFileSync(file, 'utf8')) ?? {};
+  out.write(
+    effectiveConfigLines(effective, all ? undefined : raw)
+      .map((l) => `${l}\n`)
+      .join(''),
+  );
   return 0;
 }
 
