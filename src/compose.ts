@@ -50,6 +50,10 @@ import type { QueuedMessage, QueueStore, SpoolWriter } from './spool/types.js';
 import type { StsPolicies } from './mtasts/policies.js';
 import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { packageVersion } from './config/path.js';
+
+/** read at load, while still root: package.json may not be readable after the privilege drop */
+const VERSION = packageVersion();
 
 /** One step of the relay's life: started in list order, drained and stopped in reverse. */
 export interface Component {
@@ -533,12 +537,15 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       start: async () => {
         const { ControlServer: Control } = await LAZY.controlServer();
         const { schedulerBackend } = await LAZY.controlBackends();
-        parts.control = await Control.start({ path: controlSocketPath(cfg), backend: schedulerBackend(need(parts.scheduler, 'scheduler')), now, log }).catch(
-          (e) => {
-            log.error({ err: e }, `CONTROL SOCKET NOT AVAILABLE: ${(e as Error).message}; queue commands need the relay stopped`);
-            return undefined;
-          },
-        );
+        parts.control = await Control.start({
+          path: controlSocketPath(cfg),
+          backend: schedulerBackend(need(parts.scheduler, 'scheduler'), need(parts.spool, 'spool')),
+          now,
+          log,
+        }).catch((e) => {
+          log.error({ err: e }, `CONTROL SOCKET NOT AVAILABLE: ${(e as Error).message}; queue commands need the relay stopped`);
+          return undefined;
+        });
       },
       drain: async () => {
         await parts.control?.close().catch(() => undefined);
@@ -604,7 +611,14 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         listening = [...parts.ingress.addresses];
         own = undefined;
         log.info(
-          { config: cfg.file, listen: parts.ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode },
+          {
+            version: VERSION,
+            config: cfg.file,
+            listen: parts.ingress.addresses,
+            hostname: cfg.hostname,
+            tls_level: cfg.delivery.tls_level,
+            dns_mode: cfg.dns.mode,
+          },
           'dane-relay started',
         );
       },
