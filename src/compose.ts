@@ -138,6 +138,8 @@ export interface Parts {
   stsRoots?: readonly (string | Buffer)[];
   /** is a DANE level in force (default or a tls_policy entry)? */
   daneInForce: () => boolean;
+  /** the hooks every stage reports to (metrics and the caller's), once the `events` component ran */
+  events?: RelayEvents;
   /**
    * SIGHUP (issue 21): puts the reloadable keys of `next` in force in the running components (src/config/reload.ts
    * decides which keys those are; `next` carries the old value of every other key).
@@ -259,7 +261,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           log,
           now,
           onQueued: (m) => late.onQueued?.(m),
-          events: { messageReceived: (e) => late.events?.messageReceived?.(e) },
+          events: { messageReceived: (e) => late.events?.messageReceived?.(e), ingressRejection: (e) => late.events?.ingressRejection?.(e) },
           gate,
         });
         // What the start imports lazily (LAZY, below), imported while root can still read it: a root-only
@@ -330,9 +332,10 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       start: async () => {
         // issue 16: in a cluster every series carries the node's name (file backend: label sets unchanged)
         metricsEvents = cfg.metrics
-          ? new (await LAZY.metricsRegistry()).RelayMetrics({ now, node: cfg.spool.backend === 'postgres' ? nodeName(cfg) : undefined })
+          ? new (await LAZY.metricsRegistry()).RelayMetrics({ now, node: cfg.spool.backend === 'postgres' ? nodeName(cfg) : undefined, version: VERSION })
           : undefined;
         events = fanOutEvents(opts.events, metricsEvents);
+        parts.events = events;
       },
     },
     {
@@ -348,6 +351,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           rand: opts.rand,
           https: opts.tlsrptHttps,
           shared: await sharedTlsrpt(),
+          events,
         });
       },
       // flushes the last second of TLSRPT counts (to the database in a cluster: its pool ends after)
@@ -384,7 +388,9 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         parts.daneInForce = () => daneInForce;
         if (daneInForce) selfTestRun = selfTests.start('start');
         // Again when a reload brings the first DANE entry in (the start-up test did not run or did not cover it).
-        policy.onReload(() => {
+        policy.onReload((r) => {
+          // a reread that changed nothing is no reload; one rejected file is a refusal (its previous version stays)
+          if (r.rejected.length || r.loaded.length) events?.reload?.({ what: 'policy', result: r.rejected.length ? 'refused' : 'ok' });
           const now = defaultDane() || policy.mentionsDane();
           if (now && !daneInForce) void selfTests.start('reload introduced DANE');
           daneInForce = now;
@@ -498,6 +504,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           log,
           now,
           rand: opts.rand,
+          events,
         });
         parts.scheduler = scheduler;
         // The live objects read per delivery, per scheduling pass and per connection: a config reload writes
@@ -561,6 +568,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         const { MetricsServer: Server } = await LAZY.metricsHttp();
         registry.watchQueue(need(parts.scheduler, 'scheduler'));
         const selfTests = need(parts.selfTests, 'DNSSEC self-test');
+        registry.watchSelfTest(() => (parts.daneInForce() ? selfTests.latest : undefined));
         const readiness = new Ready({
           queueDir: cfg.queue_dir,
           spoolTtlMs: metricsCfg.ready_cache,

@@ -18,6 +18,7 @@ import type { QueuedMessage, RecipientStatus } from '../spool/types.js';
 import type { SpoolListing } from '../spool/inspect.js';
 import { isQueueId } from '../spool/id.js';
 import { lowerName } from '../dns/name.js';
+import { recipientDomain as domainOf } from '../spool/shape.js';
 
 export const COMMANDS = ['list', 'show', 'flush', 'hold', 'release', 'delete', 'requeue'] as const;
 export type CommandName = (typeof COMMANDS)[number];
@@ -100,10 +101,7 @@ export function parseRequest(v: unknown): ControlRequest {
 
 const isOpen = (r: RecipientStatus) => r.state === 'pending' || r.state === 'deferred';
 
-export function domainOf(address: string): string {
-  const at = address.lastIndexOf('@');
-  return (at >= 0 ? address.slice(at + 1) : address).toLowerCase();
-}
+export { recipientDomain as domainOf } from '../spool/shape.js';
 
 /**
  * `flush [DOMAIN]` for one message, the rule of Scheduler.flush: open recipients (of DOMAIN) that

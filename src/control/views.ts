@@ -8,7 +8,7 @@
  */
 import type { SpoolListing } from '../spool/inspect.js';
 import type { RecipientState, RecipientStatus } from '../spool/types.js';
-import { domainOf } from './commands.js';
+import { recipientDomain as domainOf, SHAPE_COLUMNS, shapeRows, type ShapeRow } from '../spool/shape.js';
 
 const RECIPIENT_STATES = ['pending', 'deferred', 'delivered', 'failed'] as const satisfies readonly RecipientState[];
 // every recipient state is listed above (a state added to the spool's type fails to compile here until it is)
@@ -47,38 +47,18 @@ export function filterListing(l: SpoolListing, f: ListingFilter): SpoolListing {
   return { messages, unreadable: l.unreadable };
 }
 
-/** Upper bounds of the age buckets, minutes (qshape's defaults); the last bucket is open-ended. */
-export const SHAPE_BUCKETS = [5, 10, 20, 40, 80, 160, 320, 640, 1280] as const;
-
 export interface QueueShape {
   /** column labels: "0-5m", "5-10m", …, "1280m+" */
   columns: string[];
   /** TOTAL first, then one row per destination domain, most recipients first */
-  rows: { domain: string; total: number; counts: number[] }[];
+  rows: ShapeRow[];
 }
 
 /** Recipients by destination domain and age. Counts waiting recipients unless `f.state` says otherwise (qshape counts the queue it is given). */
 export function queueShape(l: SpoolListing, now: number, f: ListingFilter = {}): QueueShape {
-  const columns = SHAPE_BUCKETS.map((b, i) => `${i === 0 ? 0 : SHAPE_BUCKETS[i - 1]}-${b}m`).concat(`${SHAPE_BUCKETS.at(-1)}m+`);
-  const byDomain = new Map<string, number[]>();
-  const total = columns.map(() => 0);
-  for (const m of filterListing(l, { ...f, state: f.state ?? 'waiting' }).messages) {
-    const minutes = Math.max(0, now - m.envelope.received) / 60_000;
-    let col = SHAPE_BUCKETS.findIndex((b) => minutes < b);
-    if (col < 0) col = SHAPE_BUCKETS.length;
-    for (const r of m.recipients) {
-      const d = domainOf(r.address);
-      const row = byDomain.get(d) ?? columns.map(() => 0);
-      row[col]!++;
-      total[col]!++;
-      byDomain.set(d, row);
-    }
-  }
-  const sum = (c: number[]) => c.reduce((a, b) => a + b, 0);
-  const rows = [...byDomain]
-    .map(([domain, counts]) => ({ domain, total: sum(counts), counts }))
-    .sort((a, b) => b.total - a.total || (a.domain < b.domain ? -1 : a.domain > b.domain ? 1 : 0));
-  return { columns, rows: [{ domain: 'TOTAL', total: sum(total), counts: total }, ...rows] };
+  const rows = shapeRows(filterListing(l, { ...f, state: f.state ?? 'waiting' }).messages, now);
+  const counts = SHAPE_COLUMNS.map((_, i) => rows.reduce((n, r) => n + r.counts[i]!, 0));
+  return { columns: [...SHAPE_COLUMNS], rows: [{ domain: 'TOTAL', total: counts.reduce((a, b) => a + b, 0), counts }, ...rows] };
 }
 
 /** The table as text, right-aligned numbers under each column label. */

@@ -148,6 +148,7 @@ export function deliveryMetrics(events: RelayEvents): DeliverySubscriber {
           reason: o.result === 'sent' ? undefined : o.reason,
         });
         if (o.result === 'deferred') events.deferral?.({ domain: e.domain, reason: deferralReason(e.cause ?? { kind: 'internal' }, o.code) });
+        events.attemptTimed?.({ attemptSeconds: e.attemptMs / 1000, queueWaitSeconds: (e.delayMs - e.attemptMs) / 1000 });
         return;
       }
       default:

@@ -14,7 +14,8 @@ import { submit } from '../support/mail.js';
 import { RelayProcess, freePort, runCli, runCliIn, sleep, type CliResult } from '../support/relayProcess.js';
 import type { SpoolListing } from '../../src/spool/inspect.js';
 import type { QueuedMessage, RecipientStatus } from '../../src/spool/types.js';
-import { filterListing, formatShape, parseStateFilter, queueShape, SHAPE_BUCKETS } from '../../src/control/views.js';
+import { filterListing, formatShape, parseStateFilter, queueShape } from '../../src/control/views.js';
+import { SHAPE_BUCKETS } from '../../src/spool/shape.js';
 import { messageContent } from '../../src/control/commands.js';
 import { main } from '../../src/cli.js';
 
