@@ -53,3 +53,6 @@ export const DEFERRAL_REASONS = [
   'other',
 ] as const;
 export type DeferralReason = (typeof DEFERRAL_REASONS)[number];
+
+/** The rollover warning kinds (policy/rollover.ts RolloverKind; delivery/metrics.ts checks the two agree), each counted from 0. */
+export const ROLLOVER_KINDS = ['ee-key-expiring', 'ee-cert-expiring', 'ta-expiring', 'ee-no-next-key', 'ta-no-successor'] as const;

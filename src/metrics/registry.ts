@@ -6,7 +6,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { QueuedMessage } from '../spool/types.js';
 import type { DaneStatus, DeliveryOutcomeKind, DsnAction, RelayEvents, ReloadKind, ReloadResult, TlsrptSendResult } from './events.js';
-import { INGRESS_REJECT_REASONS, type IngressRejectReason } from './labels.js';
+import { DEFERRAL_REASONS, INGRESS_REJECT_REASONS, ROLLOVER_KINDS, type IngressRejectReason } from './labels.js';
 import { SHAPE_COLUMNS, shapeRows } from '../spool/shape.js';
 
 /** Domains the by-domain queue gauge names; the rest are summed as "other" (a label set an attacker cannot grow). */
@@ -20,6 +20,15 @@ export interface QueueView {
 
 /** The DNSSEC self-test as the status gauge reads it at scrape time: undefined when it has not run (no DANE in force). */
 export type SelfTestView = () => { ok: boolean } | undefined;
+
+/** Every value of the delivery labels, so each series exists (at 0) from the first scrape: rate() needs a sample before the first event. */
+const OUTCOMES = ['delivered', 'deferred', 'bounced'] as const satisfies readonly DeliveryOutcomeKind[];
+const PROTECTIONS = ['dane-verified', 'tls-unauthenticated', 'cleartext', 'none'] as const satisfies readonly DaneStatus[];
+// a value added to either type fails to compile here until it is listed above
+const _allOutcomes: [Exclude<DeliveryOutcomeKind, (typeof OUTCOMES)[number]> | Exclude<DaneStatus, (typeof PROTECTIONS)[number]>] extends [never]
+  ? true
+  : never = true;
+void _allOutcomes;
 
 /** Seconds buckets of an attempt (a DNS answer and a fast SMTP transaction, up to the stage timeouts of RFC 5321 §4.5.3.2). */
 const ATTEMPT_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
@@ -156,6 +165,11 @@ export class RelayMetrics implements RelayEvents {
       registers,
     });
     this.tls = new Counter({ name: 'dane_relay_tls_handshakes_total', help: 'Outbound TLS handshakes by result', labelNames: ['result'], registers });
+    for (const action of ['failed', 'delayed', 'relayed']) this.dsns.inc({ action }, 0);
+    for (const outcome of OUTCOMES) for (const dane of PROTECTIONS) this.deliveries.inc({ outcome, dane }, 0);
+    for (const reason of DEFERRAL_REASONS) this.deferrals.inc({ reason }, 0);
+    // the rollover panel shows 0 rather than "no data" before the first warning
+    for (const kind of ROLLOVER_KINDS) this.rollovers.inc({ kind }, 0);
     const self = this;
     new Gauge({
       name: 'dane_relay_queue_messages',
