@@ -8,7 +8,8 @@ import { loadConfig, ConfigError } from './config/load.js';
 import { printableText } from './text/printable.js';
 import { COMMANDS as QUEUE_COMMANDS } from './control/commands.js';
 import { flag, parseCommand, stringOpt, UsageError, wantsHelp, type CommandSpec, type ParsedArgs } from './commands/args.js';
-import { configFileFor } from './config/path.js';
+import { configFileFor, packageVersion } from './config/path.js';
+import { readFileSync } from 'node:fs';
 
 /**
  * The terminal sink: everything a command writes passes through printableText (LF stays a line
@@ -35,6 +36,8 @@ interface Command extends CommandSpec {
 
 const CONFIG = { config: 'string' } as const;
 const QUEUE_OPERAND: Record<string, string> = { list: '', show: ' ID', flush: ' [DOMAIN]', hold: ' ID', release: ' ID', delete: ' ID', requeue: ' ID' };
+const QUEUE_EXTRA: Record<string, string> = { list: ' [--domain D] [--state S]', show: ' [--body]' };
+const QUEUE_OPTIONS: Record<string, Record<string, 'string' | 'boolean'>> = { list: { domain: 'string', state: 'string' }, show: { body: 'boolean' } };
 
 /** Every command, in the order `--help` lists them. The words, options and exit codes are a contract (README, examples/). */
 export const COMMAND_TABLE: readonly Command[] = [
@@ -47,10 +50,10 @@ export const COMMAND_TABLE: readonly Command[] = [
   },
   {
     words: ['config', 'check'],
-    usage: 'dane-relay config check FILE          validate a configuration file',
-    options: {},
+    usage: 'dane-relay config check FILE [--all]  validate a configuration file and print the settings it makes (--all: every key, defaults filled in)',
+    options: { all: 'boolean' },
     operands: [1, 1],
-    run: (p, out, err) => configCheck(p.operands[0]!, out, err),
+    run: (p, out, err) => configCheck(p.operands[0]!, flag(p, 'all'), out, err),
   },
   {
     words: ['hash-password'],
@@ -62,12 +65,19 @@ export const COMMAND_TABLE: readonly Command[] = [
   ...QUEUE_COMMANDS.map(
     (sub): Command => ({
       words: ['queue', sub],
-      usage: `dane-relay queue ${sub}${QUEUE_OPERAND[sub] ?? ' [ID|DOMAIN]'} [--config FILE] [--json]${sub === 'list' ? '   show queued messages and why they wait' : ''}`,
-      options: { ...CONFIG, json: 'boolean' },
+      usage: `dane-relay queue ${sub}${QUEUE_OPERAND[sub] ?? ' [ID|DOMAIN]'}${QUEUE_EXTRA[sub] ?? ''} [--config FILE] [--json]${sub === 'list' ? '   show queued messages and why they wait (like mailq)' : sub === 'show' ? '   one message; its header section (--body: the whole message, like postcat -q)' : ''}`,
+      options: { ...CONFIG, json: 'boolean', ...QUEUE_OPTIONS[sub] },
       operands: [0, 1],
       run: async (p, out, err) => (await import('./commands/queue.js')).queueCli(sub, p, out, err),
     }),
   ),
+  {
+    words: ['queue', 'shape'],
+    usage: 'dane-relay queue shape [--domain D] [--state S] [--config FILE] [--json]   waiting recipients by destination domain and age (like qshape)',
+    options: { ...CONFIG, json: 'boolean', domain: 'string', state: 'string' },
+    operands: [0, 0],
+    run: async (p, out, err) => (await import('./commands/queue.js')).queueShapeCli(p, out, err),
+  },
   {
     words: ['check'],
     usage:
@@ -153,12 +163,16 @@ export function usageOf(prefix: string[]): string {
 export async function main(argv: string[], rawOut: Out = process.stdout, rawErr: Out = process.stderr): Promise<number> {
   const out = terminalSafe(rawOut);
   const err = terminalSafe(rawErr);
+  if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-V')) {
+    out.write(`dane-relay ${packageVersion()}\n`);
+    return 0;
+  }
   const command = COMMAND_TABLE.find((c) => c.words.every((w, i) => argv[i] === w));
   if (!command) {
     // `dane-relay --help`, `dane-relay queue --help`: the usage of what was named so far
     const known = argv[0] !== undefined && COMMAND_TABLE.some((c) => c.words[0] === argv[0]) ? [argv[0]] : [];
     if (wantsHelp(argv.slice(known.length)) && (known.length > 0 || argv[0]?.startsWith('-'))) {
-      out.write(`${usageOf(known)}\n`);
+      out.write(`${usageOf(known)}\n${known.length ? '' : '  dane-relay --version                  print the version\n'}`);
       return 0;
     }
     err.write(`${usageOf(known)}\n`);
@@ -224,7 +238,7 @@ async function serve(file: string, err: Out): Promise<number> {
   return await new Promise<number>(() => undefined); // run until a signal
 }
 
-async function configCheck(file: string, out: Out, err: Out): Promise<number> {
+async function configCheck(file: string, all: boolean, out: Out, err: Out): Promise<number> {
   const config = loadConfig(file);
   // Every check `serve` makes before it listens (src/preflight.ts): what passes here starts.
   const { startupProblems } = await import('./preflight.js');
@@ -234,6 +248,16 @@ async function configCheck(file: string, out: Out, err: Out): Promise<number> {
     return 2;
   }
   out.write(`${file}: ok\n`);
+  // Like `postconf -n` (or `postconf` with --all): what the relay runs with, in the file's own forms.
+  const { effectiveConfigLines } = await import('./config/show.js');
+  const { parse } = await import('yaml');
+  const effective = { ...config, dns: { ...config.dns, resolvers: config.dns.resolvers ?? config.resolvedResolvers } };
+  const raw: unknown = parse(readFileSync(file, 'utf8')) ?? {};
+  out.write(
+    effectiveConfigLines(effective, all ? undefined : raw)
+      .map((l) => `${l}\n`)
+      .join(''),
+  );
   return 0;
 }
 

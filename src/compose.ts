@@ -50,6 +50,10 @@ import type { QueuedMessage, QueueStore, SpoolWriter } from './spool/types.js';
 import type { StsPolicies } from './mtasts/policies.js';
 import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { packageVersion } from './config/path.js';
+
+/** read at load, while still root: package.json may not be readable after the privilege drop */
+const VERSION = packageVersion();
 
 /** One step of the relay's life: started in list order, drained and stopped in reverse. */
 export interface Component {
@@ -134,6 +138,8 @@ export interface Parts {
   stsRoots?: readonly (string | Buffer)[];
   /** is a DANE level in force (default or a tls_policy entry)? */
   daneInForce: () => boolean;
+  /** the hooks every stage reports to (metrics and the caller's), once the `events` component ran */
+  events?: RelayEvents;
   /**
    * SIGHUP (issue 21): puts the reloadable keys of `next` in force in the running components (src/config/reload.ts
    * decides which keys those are; `next` carries the old value of every other key).
@@ -255,7 +261,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           log,
           now,
           onQueued: (m) => late.onQueued?.(m),
-          events: { messageReceived: (e) => late.events?.messageReceived?.(e) },
+          events: { messageReceived: (e) => late.events?.messageReceived?.(e), ingressRejection: (e) => late.events?.ingressRejection?.(e) },
           gate,
         });
         // What the start imports lazily (LAZY, below), imported while root can still read it: a root-only
@@ -326,9 +332,10 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       start: async () => {
         // issue 16: in a cluster every series carries the node's name (file backend: label sets unchanged)
         metricsEvents = cfg.metrics
-          ? new (await LAZY.metricsRegistry()).RelayMetrics({ now, node: cfg.spool.backend === 'postgres' ? nodeName(cfg) : undefined })
+          ? new (await LAZY.metricsRegistry()).RelayMetrics({ now, node: cfg.spool.backend === 'postgres' ? nodeName(cfg) : undefined, version: VERSION })
           : undefined;
         events = fanOutEvents(opts.events, metricsEvents);
+        parts.events = events;
       },
     },
     {
@@ -344,6 +351,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           rand: opts.rand,
           https: opts.tlsrptHttps,
           shared: await sharedTlsrpt(),
+          events,
         });
       },
       // flushes the last second of TLSRPT counts (to the database in a cluster: its pool ends after)
@@ -380,7 +388,9 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         parts.daneInForce = () => daneInForce;
         if (daneInForce) selfTestRun = selfTests.start('start');
         // Again when a reload brings the first DANE entry in (the start-up test did not run or did not cover it).
-        policy.onReload(() => {
+        policy.onReload((r) => {
+          // a reread that changed nothing is no reload; one rejected file is a refusal (its previous version stays)
+          if (r.rejected.length || r.loaded.length) events?.reload?.({ what: 'policy', result: r.rejected.length ? 'refused' : 'ok' });
           const now = defaultDane() || policy.mentionsDane();
           if (now && !daneInForce) void selfTests.start('reload introduced DANE');
           daneInForce = now;
@@ -494,6 +504,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           log,
           now,
           rand: opts.rand,
+          events,
         });
         parts.scheduler = scheduler;
         // The live objects read per delivery, per scheduling pass and per connection: a config reload writes
@@ -533,12 +544,15 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       start: async () => {
         const { ControlServer: Control } = await LAZY.controlServer();
         const { schedulerBackend } = await LAZY.controlBackends();
-        parts.control = await Control.start({ path: controlSocketPath(cfg), backend: schedulerBackend(need(parts.scheduler, 'scheduler')), now, log }).catch(
-          (e) => {
-            log.error({ err: e }, `CONTROL SOCKET NOT AVAILABLE: ${(e as Error).message}; queue commands need the relay stopped`);
-            return undefined;
-          },
-        );
+        parts.control = await Control.start({
+          path: controlSocketPath(cfg),
+          backend: schedulerBackend(need(parts.scheduler, 'scheduler'), need(parts.spool, 'spool')),
+          now,
+          log,
+        }).catch((e) => {
+          log.error({ err: e }, `CONTROL SOCKET NOT AVAILABLE: ${(e as Error).message}; queue commands need the relay stopped`);
+          return undefined;
+        });
       },
       drain: async () => {
         await parts.control?.close().catch(() => undefined);
@@ -554,6 +568,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         const { MetricsServer: Server } = await LAZY.metricsHttp();
         registry.watchQueue(need(parts.scheduler, 'scheduler'));
         const selfTests = need(parts.selfTests, 'DNSSEC self-test');
+        registry.watchSelfTest(() => (parts.daneInForce() ? selfTests.latest : undefined));
         const readiness = new Ready({
           queueDir: cfg.queue_dir,
           spoolTtlMs: metricsCfg.ready_cache,
@@ -604,7 +619,14 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         listening = [...parts.ingress.addresses];
         own = undefined;
         log.info(
-          { config: cfg.file, listen: parts.ingress.addresses, hostname: cfg.hostname, tls_level: cfg.delivery.tls_level, dns_mode: cfg.dns.mode },
+          {
+            version: VERSION,
+            config: cfg.file,
+            listen: parts.ingress.addresses,
+            hostname: cfg.hostname,
+            tls_level: cfg.delivery.tls_level,
+            dns_mode: cfg.dns.mode,
+          },
           'dane-relay started',
         );
       },

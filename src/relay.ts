@@ -17,6 +17,7 @@ import type { StsPolicies } from './mtasts/policies.js';
 import { loadConfig, ConfigError } from './config/load.js';
 import { planReload, type ReloadPlan } from './config/reload.js';
 import { compose, startAll, stopAll, type Component, type Parts, type RelayOptions } from './compose.js';
+import type { RelayEvents } from './metrics/events.js';
 
 export type { RelayOptions } from './compose.js';
 
@@ -50,6 +51,7 @@ export class Relay {
   private readonly daneInForce: () => boolean;
   private readonly applyConfig: (next: LoadedConfig) => void;
   private configInForce: LoadedConfig;
+  private readonly events?: RelayEvents;
   /** the config reload the last SIGHUP started (tests wait on it; the process logs its outcome) */
   lastConfigReload?: Promise<ConfigReloadOutcome>;
 
@@ -78,6 +80,7 @@ export class Relay {
     this.sts = parts.sts;
     this.daneInForce = parts.daneInForce;
     this.applyConfig = parts.applyConfig;
+    this.events = parts.events;
   }
 
   /** The configuration in force: the one started with, with the reloadable keys of the last valid reload. */
@@ -124,6 +127,7 @@ export class Relay {
     const file = this.configInForce.file;
     if (!file) return { file: undefined, ok: true, plan: undefined };
     const refuse = (problems: string[]): ConfigReloadOutcome => {
+      this.events?.reload?.({ what: 'config', result: 'refused' });
       this.log.error({ config: file, problems }, `CONFIG RELOAD REFUSED: ${file}: ${problems.join('; ')}; the running configuration stays in force`);
       return { file, ok: false, problems };
     };
@@ -147,6 +151,7 @@ export class Relay {
       this.applyConfig(plan.config);
       this.configInForce = plan.config;
     }
+    this.events?.reload?.({ what: 'config', result: 'ok' });
     this.log.info(
       { config: file, applied: plan.applied, restart_needed: plan.restartNeeded.map((r) => r.key), tls_level: plan.config.delivery.tls_level },
       'config reloaded',

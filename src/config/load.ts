@@ -7,6 +7,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { configSchema, type Config } from './schema.js';
 import { parseTrustAnchors, TrustAnchorError } from '../dnssec/anchors.js';
+import { suggestKey } from './keys.js';
 
 export class ConfigError extends Error {
   constructor(
@@ -47,14 +48,37 @@ export function parseConfigText(text: string, file = '<config>'): Config {
     if (issue.code === 'unrecognized_keys') {
       for (const k of issue.keys) {
         keyPath = [...path, k];
-        problems.push(`${where(doc, lc, keyPath, true)}${keyPath.join('.')}: unknown key`);
+        const hint = suggestKey(path, k);
+        problems.push(`${where(doc, lc, keyPath, true)}${keyPath.join('.')}: unknown key${hint ? `; did you mean \`${hint}\`?` : ''}`);
       }
       continue;
     }
-    if (issue.code === 'invalid_type' && issue.input === undefined) what = 'required';
+    // zod does not say what it was given: look at the document (a wrong type is not a missing key)
+    if (issue.code === 'invalid_type') what = typeProblem(issue.expected, valueAt(raw, path));
     problems.push(`${where(doc, lc, keyPath, false)}${keyPath.join('.') || '(top level)'}: ${what}`);
   }
   throw new ConfigError(file, problems);
+}
+
+function valueAt(raw: unknown, path: readonly string[]): unknown {
+  return path.reduce<unknown>((v, k) => (v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined), raw);
+}
+
+/** "required" only for a key that is absent; otherwise what was expected and what the file has. */
+function typeProblem(expected: string, got: unknown): string {
+  if (got === undefined) return 'required';
+  const kind =
+    got === null
+      ? 'nothing (null)'
+      : Array.isArray(got)
+        ? 'a list'
+        : typeof got === 'object'
+          ? 'a section (key: value pairs)'
+          : `${typeof got} ${JSON.stringify(got)}`;
+  const want =
+    { array: 'a list, e.g. ["…"]', object: 'a section (key: value pairs)', string: 'a string', number: 'a number', boolean: 'true or false' }[expected] ??
+    expected;
+  return `expected ${want}, got ${kind}`;
 }
 
 function where(doc: Document, lc: LineCounter, path: string[], keyNode: boolean): string {

@@ -5,7 +5,7 @@
  * `dane-relay queue list` works from anywhere). A command that was not given `--config` says on
  * stderr which file it used and why.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -46,4 +46,19 @@ export function configFileFor(flag: string | undefined, err?: NodeJS.WritableStr
       `dane-relay: config ${c.file} (${c.source === 'package example' ? 'no --config, $DANE_RELAY_CONFIG or /etc/dane-relay/config.yml: the package example' : `from ${c.source}`})\n`,
     );
   return c.file;
+}
+
+let version: string | undefined;
+
+/** The package's version (package.json), for `--version`, the start log line and `dane_relay_build_info`. */
+export function packageVersion(): string {
+  if (version === undefined) {
+    try {
+      const v = (JSON.parse(readFileSync(join(packageDir(), 'package.json'), 'utf8')) as { version?: unknown }).version;
+      version = typeof v === 'string' ? v : 'unknown';
+    } catch {
+      version = 'unknown';
+    }
+  }
+  return version;
 }

@@ -10,17 +10,32 @@ import { tlsrptConfigIssues } from './tlsrpt.js';
 import { tlsLevels } from '../dane/levels.js';
 
 /** listen addresses may use port 0 (the OS picks one; tests and ephemeral setups) */
-const listenAddr = z.string().refine((s) => parseHostPort(s, true) !== undefined, {
-  message: 'expected "address:port" (IPv6 as "[::1]:2525")',
+const listenAddr = z.string().superRefine((s, ctx) => {
+  const why = hostPortProblem(s, true);
+  if (why) ctx.addIssue({ code: 'custom', message: why });
 });
 
-const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, {
-  message: 'expected "address:port" (IPv6 as "[::1]:2525")',
+const hostPort = z.string().superRefine((s, ctx) => {
+  const why = hostPortProblem(s);
+  if (why) ctx.addIssue({ code: 'custom', message: why });
 });
+
+/**
+ * A list key written as one scalar (`listen: 127.0.0.1:10040`) is that list of one: YAML makes the
+ * brackets easy to forget, and the meaning is not in doubt (issue 21 item 9). Anything else that is not
+ * a list is reported as "expected a list" by loadConfig.
+ */
+export function listOf<T extends z.ZodType>(item: T, min = 0) {
+  return z.preprocess(
+    (v) => (typeof v === 'string' || typeof v === 'number' ? [v] : v),
+    z.array(item).min(min, { message: `expected at least ${min} entr${min === 1 ? 'y' : 'ies'}` }),
+  );
+}
 
 const cidr = z.string().refine((s) => parseCidr(s) !== undefined, { message: 'expected an address or CIDR prefix, e.g. "127.0.0.0/8"' });
 
-const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+/** a duration key (exported so the effective-config printer, config/show.ts, can print it back in units) */
+export const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const ms = parseDuration(v);
   if (ms === undefined) {
     ctx.addIssue({ code: 'custom', message: 'expected a duration such as 300, "90s", "30m", "4h" or "5d"' });
@@ -35,8 +50,8 @@ const hostname = z
 
 export const configSchema = z
   .strictObject({
-    listen: z.array(listenAddr).min(1).default(['127.0.0.1:2525']),
-    relay_clients: z.array(cidr).default(['127.0.0.0/8', '::1/128']),
+    listen: listOf(listenAddr, 1).default(['127.0.0.1:2525']),
+    relay_clients: listOf(cidr).default(['127.0.0.0/8', '::1/128']),
     queue_dir: z.string().min(1).default('queue'),
     hostname: hostname.default('localhost'),
     /** started as root: bind the listeners, then drop to this (unprivileged) user for good; src/files/privileges.ts */
@@ -54,9 +69,9 @@ export const configSchema = z
          */
         mode: z.enum(['trust-ad', 'validate']).default('validate'),
         /** default: nameservers of /etc/resolv.conf */
-        resolvers: z.array(hostPort).min(1).optional(),
+        resolvers: listOf(hostPort, 1).optional(),
         /** non-loopback resolvers whose AD bit the operator vouches for (secure channel), DANE-2 */
-        trusted_resolvers: z.array(hostPort).default([]),
+        trusted_resolvers: listOf(hostPort).default([]),
         timeout: duration.prefault(2000 / 1000),
         attempts: z.number().int().min(1).max(10).default(2),
         /** validate mode: DS/DNSKEY trust anchors in presentation format (Unbound root.key); default the IANA root KSKs */
@@ -93,7 +108,7 @@ export const configSchema = z
           })
           .prefault({}),
         /** digest preference for RFC 7671 §9 agility: first is strongest */
-        digest_preference: z.array(z.enum(['sha512', 'sha256'])).default(['sha512', 'sha256']),
+        digest_preference: listOf(z.enum(['sha512', 'sha256'])).default(['sha512', 'sha256']),
         /**
          * A body the next hop did not agree to (8-bit octets without 8BITMIME, RFC 6152 §3; a line over
          * 998 octets, RFC 5321 §4.5.3.1.6): `convert` re-encodes the MIME parts that need it
@@ -216,7 +231,8 @@ export const configSchema = z
         /** how often /readyz repeats the DNSSEC self-test (DANE-4) */
         selftest_interval: duration.prefault('60s'),
       })
-      .refine((m) => m.allow_remote || isLoopbackHostPort(m.listen), {
+      // only an address that parses can be judged for loopback: a bad port is reported as that, not as "not loopback"
+      .refine((m) => m.allow_remote || parseHostPort(m.listen, true) === undefined || isLoopbackHostPort(m.listen), {
         message: 'metrics.listen must be a loopback address (127.0.0.0/8 or ::1) unless metrics.allow_remote is true',
         path: ['listen'],
       })
@@ -297,6 +313,23 @@ export const configSchema = z
   });
 
 export type Config = z.output<typeof configSchema>;
+
+/** Why `s` is not "address:port" (the precise reason: the port, the address, the brackets), or undefined when it is. */
+export function hostPortProblem(s: string, allowZero = false): string | undefined {
+  if (parseHostPort(s, allowZero) !== undefined) return undefined;
+  const m = /^\[([^\]]*)\](?::(.*))?$/.exec(s) ?? /^([^[\]]*?)(?::([^:]*))?$/.exec(s);
+  if (!m) {
+    if (isIP(s) === 6) return `IPv6 address without brackets and port: write "[${s}]:PORT"`;
+    return 'expected "address:port" (IPv6 as "[::1]:2525")';
+  }
+  const [, host = '', port] = m;
+  if (!s.startsWith('[') && isIP(host) === 6) return `an IPv6 address needs brackets: "[${host}]:${port ?? 'PORT'}"`;
+  if (port === undefined || port === '') return `no port: expected "${host.includes(':') ? `[${host}]` : host || 'address'}:PORT"`;
+  if (isIP(host) === 0) return `"${host}" is not an IP address (expected "address:port", IPv6 as "[::1]:2525"; names are not resolved here)`;
+  if (!/^\d{1,5}$/.test(port) || Number(port) > 65535 || Number(port) < (allowZero ? 0 : 1))
+    return `port "${port}" is not a port number (${allowZero ? 0 : 1}-65535)`;
+  return 'expected "address:port" (IPv6 as "[::1]:2525")';
+}
 
 export function parseHostPort(s: string, allowZero = false): { host: string; port: number } | undefined {
   const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(s) ?? /^([^:[\]]+):(\d{1,5})$/.exec(s);

@@ -5,14 +5,26 @@
  */
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { Spool } from '../spool/spool.js';
+import type { QueueStore } from '../spool/types.js';
 import { listSpool } from '../spool/inspect.js';
 import { flushRecipients, requeueRecipients, type QueueBackend } from './commands.js';
 
 const isENOENT = (e: unknown) => (e as { code?: unknown })?.code === 'ENOENT';
 
+/** The message's bytes, or undefined when it is gone (delivered or deleted since it was listed). */
+async function readIfThere(read: () => Promise<Buffer>): Promise<Buffer | undefined> {
+  try {
+    return await read();
+  } catch (e) {
+    if (isENOENT(e)) return undefined;
+    throw e;
+  }
+}
+
 /** Online: the scheduler's index is the newest truth (it may be ahead of the disk by one write in flight). */
-export function schedulerBackend(scheduler: Scheduler): QueueBackend {
+export function schedulerBackend(scheduler: Scheduler, store: Pick<QueueStore, 'readBodyPrefix'>): QueueBackend {
   return {
+    content: (id, max) => readIfThere(() => store.readBodyPrefix(id, max)),
     async list() {
       return { messages: scheduler.list(), unreadable: [] };
     },
@@ -40,6 +52,7 @@ export function schedulerBackend(scheduler: Scheduler): QueueBackend {
 export function spoolBackend(spool: Spool): QueueBackend {
   const get = async (id: string) => (await listSpool(spool.dir)).messages.find((m) => m.id === id);
   return {
+    content: (id, max) => readIfThere(() => spool.readBodyPrefix(id, max)),
     list: () => listSpool(spool.dir),
     get,
     async setHeld(id, held) {

@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Spool } from '../spool/spool.js';
 import { isOwnerAlive, parseLock } from '../spool/lock.js';
-import { listSpool } from '../spool/inspect.js';
+import { listSpool, readMessagePrefix } from '../spool/inspect.js';
 import { respond, type ControlRequest, type ControlResponse } from './commands.js';
 import { spoolBackend } from './backends.js';
 import { controlSocketPath, type ControlConfigView } from './server.js';
@@ -96,6 +96,7 @@ export async function runQueueCommand(cfg: ControlConfigView, req: ControlReques
       remove: async () => false,
       flush: async () => 0,
       requeue: async () => undefined,
+      content: async () => undefined,
     };
     return { response: await respond(req, empty, now()), via: 'spool' };
   }
@@ -114,6 +115,7 @@ export async function runQueueCommand(cfg: ControlConfigView, req: ControlReques
       remove: async () => false,
       flush: async () => 0,
       requeue: async () => undefined,
+      content: (id: string, max: number) => readMessagePrefix(cfg.queue_dir, id, max),
     };
     const response = await respond(req, ro, now());
     if (owner && owner.pid !== process.pid && isOwnerAlive(owner))

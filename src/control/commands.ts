@@ -3,7 +3,8 @@
  * socket (online) and the CLI working on a stopped relay's spool (offline), so both give
  * the same result. Semantics follow Postfix (postqueue(1), postsuper(1)):
  *   list           every queued message with each recipient's state (like `mailq`)
- *   show ID        one message
+ *   show ID        one message; with `content` its header section (`headers`) or the whole message
+ *                  (`message`), like `postcat -q ID` (`-h`, `-hb`)
  *   flush [DOMAIN] open recipients (all, or of one destination domain) of messages not on hold are due now (`postqueue -f/-s`)
  *   hold ID        no delivery attempts until `release` (`postsuper -h`); durable
  *   release ID     undo hold (`postsuper -H`)
@@ -17,6 +18,7 @@ import type { QueuedMessage, RecipientStatus } from '../spool/types.js';
 import type { SpoolListing } from '../spool/inspect.js';
 import { isQueueId } from '../spool/id.js';
 import { lowerName } from '../dns/name.js';
+import { recipientDomain as domainOf } from '../spool/shape.js';
 
 export const COMMANDS = ['list', 'show', 'flush', 'hold', 'release', 'delete', 'requeue'] as const;
 export type CommandName = (typeof COMMANDS)[number];
@@ -26,11 +28,26 @@ export interface ControlRequest {
   cmd: CommandName;
   id?: string;
   domain?: string;
+  /** show: also the message's header section, or the whole message */
+  content?: 'headers' | 'message';
 }
+
+/** What `show` returns of the message's bytes (decoded as UTF-8 for display; the sinks make it printable). */
+export interface MessageContent {
+  /** the header section, up to and without the empty line that ends it */
+  headers: string;
+  /** the body after that line, when the whole message was asked for */
+  body?: string;
+  /** true when the header section went on past HEADER_LIMIT octets and was cut there */
+  truncated?: true;
+}
+
+/** How much of a message `show` reads to find the end of its header section. */
+export const HEADER_LIMIT = 256 * 1024;
 
 export type ControlResult =
   | { cmd: 'list'; listing: SpoolListing }
-  | { cmd: 'show'; message: QueuedMessage }
+  | { cmd: 'show'; message: QueuedMessage; content?: MessageContent }
   | { cmd: 'flush'; domain?: string; messages: number }
   | { cmd: 'hold' | 'release'; id: string; held: boolean }
   | { cmd: 'delete'; id: string; deleted: true }
@@ -60,7 +77,7 @@ export function parseRequest(v: unknown): ControlRequest {
   }
   const cmd = o.cmd as CommandName;
   for (const k of Object.keys(o))
-    if (k !== 'cmd' && k !== 'id' && k !== 'domain') throw new ControlError('EINVAL', `unknown request field ${JSON.stringify(k)}`);
+    if (k !== 'cmd' && k !== 'id' && k !== 'domain' && k !== 'content') throw new ControlError('EINVAL', `unknown request field ${JSON.stringify(k)}`);
   const needsId = cmd !== 'list' && cmd !== 'flush';
   if (needsId) {
     if (typeof o.id !== 'string' || o.id === '') throw new ControlError('EINVAL', `${cmd} needs a queue id`);
@@ -71,7 +88,12 @@ export function parseRequest(v: unknown): ControlRequest {
     if (cmd !== 'flush') throw new ControlError('EINVAL', `${cmd} takes no domain`);
     if (typeof o.domain !== 'string' || !DOMAIN_RE.test(o.domain)) throw new ControlError('EINVAL', `${JSON.stringify(o.domain)} is not a domain name`);
   }
+  if (o.content !== undefined) {
+    if (cmd !== 'show') throw new ControlError('EINVAL', `${cmd} takes no content`);
+    if (o.content !== 'headers' && o.content !== 'message') throw new ControlError('EINVAL', 'content is "headers" or "message"');
+  }
   const req: ControlRequest = { cmd };
+  if (o.content === 'headers' || o.content === 'message') req.content = o.content;
   if (needsId) req.id = o.id as string;
   if (typeof o.domain === 'string') req.domain = lowerName(o.domain);
   return req;
@@ -79,10 +101,7 @@ export function parseRequest(v: unknown): ControlRequest {
 
 const isOpen = (r: RecipientStatus) => r.state === 'pending' || r.state === 'deferred';
 
-export function domainOf(address: string): string {
-  const at = address.lastIndexOf('@');
-  return (at >= 0 ? address.slice(at + 1) : address).toLowerCase();
-}
+export { recipientDomain as domainOf } from '../spool/shape.js';
 
 /**
  * `flush [DOMAIN]` for one message, the rule of Scheduler.flush: open recipients (of DOMAIN) that
@@ -137,6 +156,29 @@ export interface QueueBackend {
   flush(domain: string | undefined, now: number): Promise<number>;
   /** applies requeueRecipients durably and makes the message due; undefined when there is no such message */
   requeue(id: string, now: number): Promise<{ changed: number; held: boolean } | undefined>;
+  /** at most `max` octets from the start of the message as received (its header section first); undefined when there is no such message */
+  content(id: string, max: number): Promise<Buffer | undefined>;
+}
+
+/** Splits a message's first octets into its header section and body (RFC 5322 §2.1: the first empty line). */
+export function messageContent(bytes: Buffer, whole: boolean): MessageContent {
+  let end = -1;
+  let sep = 0;
+  for (const [i, n] of [
+    [bytes.indexOf('\r\n\r\n'), 4],
+    [bytes.indexOf('\n\n'), 2],
+  ] as const)
+    if (i >= 0 && (end < 0 || i < end)) [end, sep] = [i, n];
+  if (bytes.subarray(0, 2).toString() === '\r\n' || bytes.subarray(0, 1).toString() === '\n') [end, sep] = [0, bytes[0] === 0x0d ? 2 : 1]; // no header fields at all
+  if (end < 0) {
+    const out: MessageContent = { headers: bytes.toString('utf8').replace(/\r?\n$/, '') };
+    if (!whole && bytes.length >= HEADER_LIMIT) out.truncated = true;
+    if (whole) out.body = '';
+    return out;
+  }
+  const out: MessageContent = { headers: bytes.subarray(0, end).toString('utf8') };
+  if (whole) out.body = bytes.subarray(end + sep).toString('utf8');
+  return out;
 }
 
 function notFound(id: string): never {
@@ -150,7 +192,11 @@ export async function execute(req: ControlRequest, q: QueueBackend, now: number)
     case 'show': {
       const m = await q.get(req.id!);
       if (!m) notFound(req.id!);
-      return { cmd: 'show', message: messageView(m) };
+      if (!req.content) return { cmd: 'show', message: messageView(m) };
+      const whole = req.content === 'message';
+      const bytes = await q.content(req.id!, whole ? m.size : Math.min(m.size, HEADER_LIMIT));
+      if (!bytes) notFound(req.id!); // delivered or deleted between the two reads
+      return { cmd: 'show', message: messageView(m), content: messageContent(bytes, whole) };
     }
     case 'flush': {
       const messages = await q.flush(req.domain, now);
@@ -191,11 +237,13 @@ export function formatResult(r: ControlResult, now: number, formatListing: (l: S
       const text = formatListing({ messages: [m], unreadable: [] }, now).split('\n');
       const client = `${m.envelope.client.address}${m.envelope.client.name ? ` (${m.envelope.client.name})` : ''}${m.envelope.client.user ? ` user ${m.envelope.client.user}` : ''}`;
       // Drop the "-- n message(s)" summary: this is one message.
-      return (
-        [...text.slice(0, -2), `    kind ${m.envelope.kind}  client ${client}${m.envelope.messageId ? `  message-id ${m.envelope.messageId}` : ''}`].join(
-          '\n',
-        ) + '\n'
-      );
+      const head = [...text.slice(0, -2), `    kind ${m.envelope.kind}  client ${client}${m.envelope.messageId ? `  message-id ${m.envelope.messageId}` : ''}`];
+      const c = r.content;
+      // postcat's section markers, so a reader (or a script) can tell envelope, header and body apart
+      if (c) head.push('*** MESSAGE CONTENTS ***', c.headers + (c.truncated ? '\n[header section cut at 256 KiB]' : ''));
+      if (c?.body !== undefined) head.push('', c.body.replace(/\r?\n$/, ''));
+      if (c) head.push('*** END OF MESSAGE ***');
+      return head.join('\n') + '\n';
     }
     case 'flush':
       return `flush${r.domain ? ` ${r.domain}` : ''}: ${r.messages} message(s) due now\n`;

@@ -46,6 +46,10 @@ const write = (c: pg.PoolClient, id: string, recipients: RecipientStatus[]) =>
 
 export function databaseBackend(pool: pg.Pool): QueueBackend {
   return {
+    async content(id, max) {
+      const r = await pool.query<{ part: Buffer }>('SELECT substring(body FROM 1 FOR $2) AS part FROM relay_messages WHERE id = $1', [id, max]);
+      return r.rows[0]?.part;
+    },
     async list() {
       const r = await pool.query<Row>(`SELECT ${COLUMNS} FROM relay_messages ORDER BY id`);
       return { messages: r.rows.map(message), unreadable: [] };

@@ -8,7 +8,13 @@ import type { DeliverySubscriber, DeferralCause, HostFailure } from './events.js
 import type { SmtpStage } from './smtpClient.js';
 import type { SkipCause } from '../route/host.js';
 import type { RelayEvents } from '../metrics/events.js';
-import { daneStatusOf, type DeferralReason } from '../metrics/labels.js';
+import { daneStatusOf, type DeferralReason, type ROLLOVER_KINDS } from '../metrics/labels.js';
+import type { RolloverKind } from '../policy/rollover.js';
+
+// the metrics' list of rollover kinds is policy's: a kind added on either side fails to compile here
+type MetricKind = (typeof ROLLOVER_KINDS)[number];
+const _rolloverKindsAgree: [RolloverKind] extends [MetricKind] ? ([MetricKind] extends [RolloverKind] ? true : never) : never = true;
+void _rolloverKindsAgree;
 
 /** The label of a skipped host. */
 function skipReason(c: SkipCause): DeferralReason {
@@ -148,6 +154,7 @@ export function deliveryMetrics(events: RelayEvents): DeliverySubscriber {
           reason: o.result === 'sent' ? undefined : o.reason,
         });
         if (o.result === 'deferred') events.deferral?.({ domain: e.domain, reason: deferralReason(e.cause ?? { kind: 'internal' }, o.code) });
+        events.attemptTimed?.({ attemptSeconds: e.attemptMs / 1000, queueWaitSeconds: (e.delayMs - e.attemptMs) / 1000 });
         return;
       }
       default:

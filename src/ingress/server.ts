@@ -55,6 +55,7 @@ import { HeaderWatch, tlsRequiredOf } from './hops.js';
 import { AuthLimiter, Concurrency, SlidingWindow, type AuthAttempt, type Reservation } from './limits.js';
 import { Users } from './users.js';
 import type { RelayEvents } from '../metrics/events.js';
+import type { IngressRejectReason } from '../metrics/labels.js';
 import { lowerName } from '../dns/name.js';
 
 export interface IngressOptions {
@@ -443,6 +444,17 @@ export class Ingress {
     }
   }
 
+  /** Counts a refusal (metrics: dane_relay_ingress_rejections_total). */
+  private refused(reason: IngressRejectReason): void {
+    this.opts.events?.ingressRejection?.({ reason });
+  }
+
+  /** Counts a refusal and answers the command with `err`. */
+  private refuse(cb: (err?: Error | null) => void, reason: IngressRejectReason, err: SmtpError): void {
+    this.refused(reason);
+    cb(err);
+  }
+
   private onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     // Admission counts admitted connections, checked and counted in one synchronous step: a burst
     // gets exactly max_connections in (counting smtp-server's set, which also holds connections
@@ -451,6 +463,7 @@ export class Ingress {
     if (!this.perClient.tryEnter(ALL_CLIENTS, max)) {
       this.log.warn({ client: session.remoteAddress, max_connections: max }, 'connection refused: too many connections');
       // RFC 5321 §3.8 / §4.2.2: 421 closes the channel; RFC 3463 §3.8 4.7.0.
+      this.refused('too-many-connections');
       return cb(smtpError(421, '4.7.0 Too many connections, try again later'));
     }
     const perClient = this.opts.config.max_connections_per_client;
@@ -461,6 +474,7 @@ export class Ingress {
         { client: session.remoteAddress, client_key: key, max_connections_per_client: perClient },
         'connection refused: too many connections from this client',
       );
+      this.refused('too-many-connections-client');
       return cb(smtpError(421, '4.7.0 Too many connections from your address, try again later'));
     }
     this.state(session).admitted = key;
@@ -479,11 +493,13 @@ export class Ingress {
       // Already counted as a failure when the attempt arrived (handler_AUTH in adapt()).
       this.endAuth(st);
       this.log.warn({ client, user: auth.username, method: auth.method, why }, 'AUTH failed');
+      this.refused('auth-failed');
       cb(null, { responseCode: 535, message: '5.7.8 Authentication credentials invalid' });
     };
     try {
       if (!session.secure || !this.users) {
         this.endAuth(st);
+        this.refused('auth-needs-tls');
         return cb(null, { responseCode: 538, message: '5.7.11 Encryption required for requested authentication mechanism' });
       }
       if (auth.method !== 'PLAIN' && auth.method !== 'LOGIN') return fail('mechanism');
@@ -500,6 +516,7 @@ export class Ingress {
       if (attempt) this.auth.forgive(attempt); // our failure, not the client's
       this.endAuth(st);
       this.log.error({ err, client }, 'AUTH error');
+      this.refused('auth-unavailable');
       cb(null, { responseCode: 454, message: '4.7.0 Temporary authentication failure' });
     }
   }
@@ -510,9 +527,9 @@ export class Ingress {
     const requireTls = st.pendingRequireTls === true;
     st.pendingRequireTls = undefined;
     const unknown = unsupportedParams(address, MAIL_PARAMS);
-    if (unknown) return cb(smtpError(555, `5.5.4 MAIL FROM parameter ${unknown} not recognized or not implemented`));
+    if (unknown) return this.refuse(cb, 'bad-parameter', smtpError(555, `5.5.4 MAIL FROM parameter ${unknown} not recognized or not implemented`));
     const r = checkMailbox(address.address, { role: 'sender', smtputf8: !!session.envelope.smtpUtf8 });
-    if (!r.ok) return cb(smtpError(r.code, `${r.enhanced} ${r.text}`));
+    if (!r.ok) return this.refuse(cb, 'bad-address', smtpError(r.code, `${r.enhanced} ${r.text}`));
     if (this.rate) {
       // A previous MAIL on this session that never reached "queued" gives its slot back.
       this.release(session);
@@ -520,7 +537,7 @@ export class Ingress {
       if (!res) {
         this.log.warn({ client: session.remoteAddress, rate_per_minute: this.rate.limit }, 'message refused: rate limit');
         // RFC 3463 §3.8 4.7.1: delivery not authorized (now); the client retries later.
-        return cb(smtpError(450, '4.7.1 Message rate limit exceeded, try again later'));
+        return this.refuse(cb, 'rate-limit', smtpError(450, '4.7.1 Message rate limit exceeded, try again later'));
       }
       this.state(session).reservation = res;
     }
@@ -533,21 +550,23 @@ export class Ingress {
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const dsn = this.takeDsn(session) as RcptDsn | undefined;
     const unknown = unsupportedParams(address, RCPT_PARAMS);
-    if (unknown) return cb(smtpError(555, `5.5.4 RCPT TO parameter ${unknown} not recognized or not implemented`));
+    if (unknown) return this.refuse(cb, 'bad-parameter', smtpError(555, `5.5.4 RCPT TO parameter ${unknown} not recognized or not implemented`));
     const pm = postmasterTarget(address.address, this.opts.config.hostname);
-    if (pm && !this.opts.config.postmaster) return cb(smtpError(550, '5.1.1 No postmaster address is configured here (ingress.postmaster)'));
+    if (pm && !this.opts.config.postmaster)
+      return this.refuse(cb, 'no-postmaster', smtpError(550, '5.1.1 No postmaster address is configured here (ingress.postmaster)'));
     const r = checkMailbox(pm ? this.opts.config.postmaster! : address.address, { role: 'recipient', smtputf8: !!session.envelope.smtpUtf8 });
-    if (!r.ok) return cb(smtpError(r.code, `${r.enhanced} ${r.text}`));
+    if (!r.ok) return this.refuse(cb, 'bad-address', smtpError(r.code, `${r.enhanced} ${r.text}`));
     const decision = relayDecision({ address: session.remoteAddress, user: userOf(session) }, this.relayClients);
     // RFC 5321 §4.5.1: mail to Postmaster is accepted from anyone; it can only reach the configured address.
     if (!decision.allowed && !pm) {
       this.log.info({ client: session.remoteAddress, rcpt: r.address }, 'relay denied');
-      return cb(smtpError(554, '5.7.1 Relay access denied'));
+      return this.refuse(cb, 'relay-denied', smtpError(554, '5.7.1 Relay access denied'));
     }
     const rcpts = session.envelope.rcptTo;
     const max = this.opts.config.max_recipients;
     // RFC 5321 §4.5.3.1.10: 452 for too many recipients, the client sends the rest in another transaction.
-    if (rcpts.length >= max && !rcpts.some((x) => x.address === r.address)) return cb(smtpError(452, '4.5.3 Too many recipients'));
+    if (rcpts.length >= max && !rcpts.some((x) => x.address === r.address))
+      return this.refuse(cb, 'too-many-recipients', smtpError(452, '4.5.3 Too many recipients'));
     address.address = r.address;
     if (dsn) (address as RcptToWithDsn).relayDsn = dsn;
     cb();
@@ -712,6 +731,7 @@ export class Ingress {
       this.release(session);
       this.log.info({ client, queue_id: draft?.id, bytes: size, max_message_size: max }, 'message refused: too large');
       // RFC 1870 §6.3 / RFC 5321 §4.5.3.1.10, RFC 3463 §3.4 5.3.4
+      this.refused('too-large');
       throw smtpError(552, '5.3.4 Message size exceeds fixed maximum message size');
     }
     if (looped) {
@@ -721,6 +741,7 @@ export class Ingress {
         'message refused: too many hops (mail loop?)',
       );
       // RFC 5321 §6.3 (and Postfix's hopcount_limit): refuse rather than relay a looping message; RFC 3463 §3.5 5.4.6 routing loop.
+      this.refused('too-many-hops');
       throw smtpError(554, `5.4.6 Too many hops: ${header.received} Received: header fields, more than ${maxHops} (mail loop?)`);
     }
     if (failure === undefined && draft!.facts.longLines && this.opts.config.long_lines === 'refuse') {
@@ -728,6 +749,7 @@ export class Ingress {
       this.release(session);
       this.log.info({ client, queue_id: draft?.id, bytes: size }, 'message refused: a line longer than 998 octets (ingress.long_lines: refuse)');
       // RFC 5322 §2.1.1, RFC 5321 §4.5.3.1.6; RFC 3463 §3.7 5.6.0 (media error)
+      this.refused('long-line');
       throw smtpError(550, `5.6.0 Message has a line longer than ${MAX_LINE_OCTETS} octets (RFC 5322 section 2.1.1); encode it (quoted-printable or base64)`);
     }
     let msg: QueuedMessage | undefined;
@@ -745,6 +767,7 @@ export class Ingress {
       this.log.error({ client, queue_id: draft?.id, err: { code: e?.code, message: e?.message } }, 'spool failure; message refused');
       // Shared queue (issue 16): the database did not commit (down, failed over, refused): nothing is queued,
       // the client tries again. RFC 5321 §4.2.5 451, RFC 3463 §3.3 4.3.0 (other or undefined mail system status).
+      this.refused('spool-failure');
       if (e?.code === 'EDB') throw smtpError(451, '4.3.0 Queue database unavailable, try again later');
       // Never 250 for a message that is not durable. RFC 5321 §4.2.5 452, RFC 3463 §3.3 4.3.1.
       throw smtpError(452, '4.3.1 Insufficient system storage');

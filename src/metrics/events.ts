@@ -5,11 +5,31 @@
  * turns them into these calls. `src/metrics/` turns the calls into Prometheus series. Hooks must be
  * cheap and must not throw. TLSRPT does not count from here: it subscribes to the delivery events.
  */
+import type { IngressRejectReason } from './labels.js';
+
 export type DeliveryOutcomeKind = 'delivered' | 'deferred' | 'bounced';
 /** how the session that carried (or failed to carry) the message was protected */
 export type DaneStatus = 'dane-verified' | 'tls-unauthenticated' | 'cleartext' | 'none';
 
+/** what a reload reread, and whether it took (issue 21 item 7) */
+export type ReloadKind = 'config' | 'policy';
+export type ReloadResult = 'ok' | 'refused';
+/** what became of one TLSRPT report the daily job tried to send (reporting/tlsrpt/daily.ts SendOutcome, and `failed` for a send that threw) */
+export type TlsrptSendResult = 'sent' | 'pending' | 'dropped' | 'retry-later' | 'failed';
+/** RFC 3464 §2.3.3 actions of the DSNs the scheduler queues */
+export type DsnAction = 'failed' | 'delayed' | 'relayed';
+
 export interface RelayEvents {
+  /** ingress: a connection, command or message was refused; `reason` from the closed set INGRESS_REJECT_REASONS (labels.ts) */
+  ingressRejection?(e: { reason: IngressRejectReason }): void;
+  /** delivery: one recipient's attempt ended: how long the attempt took, and how long it had waited in the queue before it began */
+  attemptTimed?(e: { attemptSeconds: number; queueWaitSeconds: number }): void;
+  /** scheduler: a DSN was queued */
+  dsnQueued?(e: { action: DsnAction }): void;
+  /** a SIGHUP or a policy-file change reread the config or the policy files */
+  reload?(e: { what: ReloadKind; result: ReloadResult }): void;
+  /** TLSRPT: one (day, domain) report send ended */
+  tlsrptReport?(e: { result: TlsrptSendResult }): void;
   /** ingress: a message was committed to the spool */
   messageReceived?(e: { recipients: number; bytes: number }): void;
   /** delivery: one recipient's attempt ended */
@@ -30,6 +50,11 @@ export interface RelayEvents {
 
 /** every hook name; `satisfies` makes a new member of RelayEvents a compile error here until listed */
 const HOOKS = Object.keys({
+  ingressRejection: true,
+  attemptTimed: true,
+  dsnQueued: true,
+  reload: true,
+  tlsrptReport: true,
   messageReceived: true,
   deliveryOutcome: true,
   deferral: true,

@@ -4,6 +4,26 @@
  */
 import type { DaneStatus } from './events.js';
 
+/** Why ingress refused a connection, a command or a message (issue 21 item 7): one label value per refusal in ingress/server.ts. */
+export const INGRESS_REJECT_REASONS = [
+  'too-many-connections',
+  'too-many-connections-client',
+  'auth-failed',
+  'auth-needs-tls',
+  'auth-unavailable',
+  'bad-parameter',
+  'bad-address',
+  'rate-limit',
+  'no-postmaster',
+  'relay-denied',
+  'too-many-recipients',
+  'too-large',
+  'too-many-hops',
+  'long-line',
+  'spool-failure',
+] as const;
+export type IngressRejectReason = (typeof INGRESS_REJECT_REASONS)[number];
+
 /** How a session was protected, from the plan it ran under and what the handshake gave. */
 export function daneStatusOf(s: { connected: boolean; planKind?: 'none' | 'may' | 'encrypt' | 'dane' | 'sts'; tls: boolean; verified: boolean }): DaneStatus {
   if (!s.connected) return 'none';
@@ -33,3 +53,6 @@ export const DEFERRAL_REASONS = [
   'other',
 ] as const;
 export type DeferralReason = (typeof DEFERRAL_REASONS)[number];
+
+/** The rollover warning kinds (policy/rollover.ts RolloverKind; delivery/metrics.ts checks the two agree), each counted from 0. */
+export const ROLLOVER_KINDS = ['ee-key-expiring', 'ee-cert-expiring', 'ta-expiring', 'ee-no-next-key', 'ta-no-successor'] as const;

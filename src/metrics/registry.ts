@@ -5,13 +5,35 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { QueuedMessage } from '../spool/types.js';
-import type { DaneStatus, DeliveryOutcomeKind, RelayEvents } from './events.js';
+import type { DaneStatus, DeliveryOutcomeKind, DsnAction, RelayEvents, ReloadKind, ReloadResult, TlsrptSendResult } from './events.js';
+import { DEFERRAL_REASONS, INGRESS_REJECT_REASONS, ROLLOVER_KINDS, type IngressRejectReason } from './labels.js';
+import { SHAPE_COLUMNS, shapeRows } from '../spool/shape.js';
+
+/** Domains the by-domain queue gauge names; the rest are summed as "other" (a label set an attacker cannot grow). */
+const SHAPE_TOP_DOMAINS = 20;
 import { printable } from '../text/printable.js';
 
 /** What the queue gauges read at scrape time (the scheduler). */
 export interface QueueView {
   list(): QueuedMessage[];
 }
+
+/** The DNSSEC self-test as the status gauge reads it at scrape time: undefined when it has not run (no DANE in force). */
+export type SelfTestView = () => { ok: boolean } | undefined;
+
+/** Every value of the delivery labels, so each series exists (at 0) from the first scrape: rate() needs a sample before the first event. */
+const OUTCOMES = ['delivered', 'deferred', 'bounced'] as const satisfies readonly DeliveryOutcomeKind[];
+const PROTECTIONS = ['dane-verified', 'tls-unauthenticated', 'cleartext', 'none'] as const satisfies readonly DaneStatus[];
+// a value added to either type fails to compile here until it is listed above
+const _allOutcomes: [Exclude<DeliveryOutcomeKind, (typeof OUTCOMES)[number]> | Exclude<DaneStatus, (typeof PROTECTIONS)[number]>] extends [never]
+  ? true
+  : never = true;
+void _allOutcomes;
+
+/** Seconds buckets of an attempt (a DNS answer and a fast SMTP transaction, up to the stage timeouts of RFC 5321 §4.5.3.2). */
+const ATTEMPT_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+/** Seconds buckets of the time before an attempt: straight through, the retry schedule (30 min, hours), the 5-day lifetime. */
+const QUEUE_WAIT_BUCKETS = [0.1, 1, 10, 60, 300, 1800, 3600, 4 * 3600, 12 * 3600, 86_400, 2 * 86_400, 5 * 86_400];
 
 export class RelayMetrics implements RelayEvents {
   readonly registry = new Registry();
@@ -26,14 +48,76 @@ export class RelayMetrics implements RelayEvents {
   private readonly dnsLookups: Counter<'type' | 'status'>;
   private readonly dnsLatency: Histogram<'type'>;
   private readonly tls: Counter<'result'>;
+  private readonly ingressRejections: Counter<'reason'>;
+  private readonly attemptDuration: Histogram<string>;
+  private readonly queueWait: Histogram<string>;
+  private readonly dsns: Counter<'action'>;
+  private readonly reloads: Counter<'what' | 'result'>;
+  private readonly tlsrptReports: Counter<'result'>;
   private queue?: QueueView;
+  private selfTest?: SelfTestView;
 
-  /** `node`: in a cluster (spool.backend postgres, issue 16), every series carries `node="<name>"`. */
-  constructor(opts: { now?: () => number; defaultMetrics?: boolean; node?: string } = {}) {
+  /**
+   * `node`: in a cluster (spool.backend postgres, issue 16), every series carries `node="<name>"`.
+   * `version`: the package's, for `dane_relay_build_info`.
+   */
+  constructor(opts: { now?: () => number; defaultMetrics?: boolean; node?: string; version?: string } = {}) {
     const registers = [this.registry];
     if (opts.node !== undefined) this.registry.setDefaultLabels({ node: opts.node });
     const now = opts.now ?? Date.now;
-    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'dane_relay_' });
+    if (opts.defaultMetrics ?? true) {
+      // The standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes, …) that stock Node.js
+      // dashboards and alerts query (issue 21 item 7), and the dane_relay_-prefixed copies that README and
+      // alerts written before them use (dane_relay_nodejs_eventloop_lag_seconds).
+      collectDefaultMetrics({ register: this.registry });
+      collectDefaultMetrics({ register: this.registry, prefix: 'dane_relay_' });
+    }
+    new Gauge({
+      name: 'dane_relay_build_info',
+      help: 'Always 1; the labels say which build runs (version from package.json, Node.js version)',
+      labelNames: ['version', 'nodejs'],
+      registers,
+    }).set({ version: opts.version ?? 'unknown', nodejs: process.versions.node }, 1);
+    this.ingressRejections = new Counter({
+      name: 'dane_relay_ingress_rejections_total',
+      help: 'Connections, commands and messages ingress refused, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    // every reason at 0 from the start, so rate() and "no rejections" panels work before the first one
+    for (const reason of INGRESS_REJECT_REASONS) this.ingressRejections.inc({ reason }, 0);
+    this.attemptDuration = new Histogram({
+      name: 'dane_relay_delivery_attempt_duration_seconds',
+      help: "Duration of each recipient's delivery attempt (MX/TLSA lookups, connection, TLS, transaction)",
+      buckets: ATTEMPT_BUCKETS,
+      registers,
+    });
+    this.queueWait = new Histogram({
+      name: 'dane_relay_queue_wait_seconds',
+      help: 'Time a recipient had waited in the queue (since the message arrived) when its delivery attempt began',
+      buckets: QUEUE_WAIT_BUCKETS,
+      registers,
+    });
+    this.dsns = new Counter({
+      name: 'dane_relay_dsns_total',
+      help: 'DSNs queued, by RFC 3464 action (failed, delayed, relayed)',
+      labelNames: ['action'],
+      registers,
+    });
+    this.reloads = new Counter({
+      name: 'dane_relay_reloads_total',
+      help: 'Rereads of the configuration (SIGHUP) and of the policy files (SIGHUP or a change), by result: ok, or refused (the previous version stays)',
+      labelNames: ['what', 'result'],
+      registers,
+    });
+    for (const what of ['config', 'policy']) for (const result of ['ok', 'refused']) this.reloads.inc({ what, result }, 0);
+    this.tlsrptReports = new Counter({
+      name: 'dane_relay_tlsrpt_reports_total',
+      help: 'TLSRPT (RFC 8460) report sends by result: sent, pending (https retries), dropped (no policy, too large, no target), retry-later, failed',
+      labelNames: ['result'],
+      registers,
+    });
+    for (const result of ['sent', 'failed']) this.tlsrptReports.inc({ result }, 0);
     this.received = new Counter({ name: 'dane_relay_messages_received_total', help: 'Messages accepted and committed to the spool (250 sent)', registers });
     this.receivedRecipients = new Counter({ name: 'dane_relay_received_recipients_total', help: 'Recipients of accepted messages', registers });
     this.receivedBytes = new Counter({ name: 'dane_relay_received_bytes_total', help: 'Bytes of accepted messages', registers });
@@ -81,6 +165,11 @@ export class RelayMetrics implements RelayEvents {
       registers,
     });
     this.tls = new Counter({ name: 'dane_relay_tls_handshakes_total', help: 'Outbound TLS handshakes by result', labelNames: ['result'], registers });
+    for (const action of ['failed', 'delayed', 'relayed']) this.dsns.inc({ action }, 0);
+    for (const outcome of OUTCOMES) for (const dane of PROTECTIONS) this.deliveries.inc({ outcome, dane }, 0);
+    for (const reason of DEFERRAL_REASONS) this.deferrals.inc({ reason }, 0);
+    // the rollover panel shows 0 rather than "no data" before the first warning
+    for (const kind of ROLLOVER_KINDS) this.rollovers.inc({ kind }, 0);
     const self = this;
     new Gauge({
       name: 'dane_relay_queue_messages',
@@ -107,6 +196,36 @@ export class RelayMetrics implements RelayEvents {
       },
     });
     new Gauge({
+      name: 'dane_relay_dnssec_selftest_status',
+      help: 'The DNSSEC self-test (DANE-4): 1 passing, 0 failing, -1 not run (no DANE level in force)',
+      registers,
+      collect() {
+        const r = self.selfTest?.();
+        this.set(r === undefined ? -1 : r.ok ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'dane_relay_queue_recipients_by_domain_age',
+      help: 'Waiting recipients by destination domain and age bucket (the `dane-relay queue shape` table); the 20 busiest domains, the rest as "(other)"',
+      labelNames: ['domain', 'age'],
+      registers,
+      collect() {
+        this.reset();
+        const waiting = (self.queue?.list() ?? []).map((m) => ({
+          ...m,
+          recipients: m.recipients.filter((r) => r.state === 'pending' || r.state === 'deferred'),
+        }));
+        const rows = shapeRows(waiting, now());
+        const other = SHAPE_COLUMNS.map(() => 0);
+        for (const r of rows.slice(SHAPE_TOP_DOMAINS)) for (const [i, n] of r.counts.entries()) other[i]! += n;
+        const named = rows.slice(0, SHAPE_TOP_DOMAINS).map((r) => ({ domain: printable(r.domain), counts: r.counts }));
+        for (const r of [...named, ...(rows.length > SHAPE_TOP_DOMAINS ? [{ domain: '(other)', counts: other }] : [])])
+          r.counts.forEach((n, i) => {
+            if (n > 0) this.set({ domain: r.domain, age: SHAPE_COLUMNS[i]! }, n);
+          });
+      },
+    });
+    new Gauge({
       name: 'dane_relay_queue_oldest_age_seconds',
       help: 'Age of the oldest queued message (0 when the queue is empty)',
       registers,
@@ -121,6 +240,28 @@ export class RelayMetrics implements RelayEvents {
   /** The queue gauges read this at scrape time. */
   watchQueue(q: QueueView): void {
     this.queue = q;
+  }
+
+  /** The self-test gauge reads this at scrape time. */
+  watchSelfTest(v: SelfTestView): void {
+    this.selfTest = v;
+  }
+
+  ingressRejection(e: { reason: IngressRejectReason }): void {
+    this.ingressRejections.inc({ reason: e.reason });
+  }
+  attemptTimed(e: { attemptSeconds: number; queueWaitSeconds: number }): void {
+    this.attemptDuration.observe(Math.max(0, e.attemptSeconds));
+    this.queueWait.observe(Math.max(0, e.queueWaitSeconds));
+  }
+  dsnQueued(e: { action: DsnAction }): void {
+    this.dsns.inc({ action: e.action });
+  }
+  reload(e: { what: ReloadKind; result: ReloadResult }): void {
+    this.reloads.inc({ what: e.what, result: e.result });
+  }
+  tlsrptReport(e: { result: TlsrptSendResult }): void {
+    this.tlsrptReports.inc({ result: e.result });
   }
 
   messageReceived(e: { recipients: number; bytes: number }): void {

@@ -73,6 +73,24 @@ export function normalizeDomain(raw: string): string | undefined {
   return d.split('.').every((l) => LABEL.test(l)) ? d : undefined;
 }
 
+/**
+ * Postfix's levels the relay does not implement (issue 21 item 9), refused with the reason and the
+ * nearest level that is not weaker, never mapped silently: Postfix `verify` and `secure` authenticate
+ * the MX host with a public-CA (WebPKI) chain and a name check (verify: the MX host name, which
+ * unsigned DNS can forge; secure: the next-hop domain, smtp_tls_secure_cert_match); `fingerprint`
+ * pins certificate or public-key digests in the policy entry (match=…). The relay authenticates by
+ * DANE (RFC 7672) and, where a domain publishes one, MTA-STS (RFC 8461, itself a WebPKI check of the
+ * MX name against the policy, applied without a table entry); `encrypt` would be weaker than any of the three.
+ */
+export const POSTFIX_ONLY_LEVELS: Readonly<Record<string, string>> = {
+  verify:
+    'Postfix\'s "verify" (public-CA certificate, name checked against the MX host name) is not supported: the relay authenticates MX hosts by DANE, and by MTA-STS where the domain publishes a policy (applied without a table entry). Nearest level that is not weaker: "dane-only" (needs TLSA records); "encrypt" would only encrypt, without authentication',
+  secure:
+    'Postfix\'s "secure" (public-CA certificate, name checked against the next-hop domain) is not supported: the relay authenticates MX hosts by DANE, and by MTA-STS where the domain publishes a policy (applied without a table entry). Nearest level that is not weaker: "dane-only" (needs TLSA records); "encrypt" would only encrypt, without authentication',
+  fingerprint:
+    'Postfix\'s "fingerprint" (certificate or public-key digests pinned in this file with match=) is not supported: the relay pins keys only through DANE. Nearest level that is not weaker: "dane-only", with the destination publishing those digests as TLSA 3 1 1 records (`dane-relay tlsa --cert FILE` prints them); "encrypt" would only encrypt, without authentication',
+};
+
 const OPTIONS = new Set(['trust-insecure-mx', 'audit', 'nsec3-iterations-insecure', 'sts-ignore']);
 
 export function parseTlsPolicy(text: string, source: string): PolicyTable {
@@ -97,6 +115,11 @@ export function parseTlsPolicy(text: string, source: string): PolicyTable {
     const levelless = second.toLowerCase() === 'sts-ignore';
     const opts = levelless ? [second, ...rest] : rest;
     const level = levelless ? undefined : (second.toLowerCase() as TlsLevel);
+    const postfixOnly = level === undefined ? undefined : POSTFIX_ONLY_LEVELS[level];
+    if (postfixOnly) {
+      problems.push({ line, message: postfixOnly });
+      return;
+    }
     if (level !== undefined && !tlsLevels.includes(level)) {
       problems.push({ line, message: `unknown TLS level "${second}" (expected one of ${tlsLevels.join(', ')})` });
       return;

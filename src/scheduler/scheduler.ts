@@ -17,6 +17,7 @@ import { composeDsn, dsnAllowed, headerBlock, returnsFull, DSN_RETURN_LIMIT, typ
 import type { BackoffConfig } from './backoff.js';
 import { applyOutcome } from './settle.js';
 import { MinHeap } from './heap.js';
+import type { RelayEvents } from '../metrics/events.js';
 
 export interface SchedulerConfig extends BackoffConfig {
   concurrency: number;
@@ -32,12 +33,12 @@ export interface SchedulerDeps {
   log: Logger;
   now: () => number;
   rand?: () => number;
+  /** metrics: each DSN queued */
+  events?: RelayEvents;
 }
 
-export function domainOf(address: string): string {
-  const at = address.lastIndexOf('@');
-  return (at >= 0 ? address.slice(at + 1) : address).toLowerCase();
-}
+export { recipientDomain as domainOf } from '../spool/shape.js';
+import { recipientDomain as domainOf } from '../spool/shape.js';
 
 interface Destination {
   domain: string;
@@ -422,6 +423,7 @@ export class Scheduler {
     });
     const queued = await this.deps.spool.enqueue(dsn.envelope, dsn.message);
     this.deps.log.info({ queue_id: queued.id, original: msg.id, to: msg.envelope.from, action: recipients[0]!.action, nrcpt: recipients.length }, 'DSN queued');
+    this.deps.events?.dsnQueued?.({ action: recipients[0]!.action });
     this.add(queued);
   }
 

@@ -50,6 +50,24 @@ export async function listSpool(dir: string): Promise<SpoolListing> {
   return out;
 }
 
+/**
+ * At most `max` octets of a message as received (the spool's own header line skipped), read without the
+ * lock and never through a link (`queue show` beside a running or stopped relay). Undefined when there is
+ * no such message file.
+ */
+export async function readMessagePrefix(dir: string, id: string, max: number): Promise<Buffer | undefined> {
+  let buf: Buffer;
+  try {
+    buf = await readFileNoFollow(join(dir, 'msg', id));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  const nl = buf.indexOf(0x0a);
+  if (nl < 0) throw new Error(`message ${id} has no header line`);
+  return buf.subarray(nl + 1, nl + 1 + max);
+}
+
 async function readHead(file: string): Promise<Buffer> {
   const { open } = await import('node:fs/promises');
   const fh = await open(file, READ);

@@ -240,7 +240,7 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
   it('dane-relay queue … acts on the database, with no relay running: list, show, hold, flush, requeue, delete', async () => {
     const a = await node('ctl-a');
     const m1 = await a.enqueue(envelope({ recipients: ['x@one.test'] }), Buffer.from('1\r\n'));
-    const m2 = await a.enqueue(envelope({ recipients: ['y@two.test'] }), Buffer.from('2\r\n'));
+    const m2 = await a.enqueue(envelope({ recipients: ['y@two.test'] }), Buffer.from('Subject: two\r\n\r\n2\r\n'));
     const later = Date.now() + 3_600_000;
     await a.updateRecipients(
       m1.id,
@@ -257,6 +257,12 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     expect(JSON.stringify(list)).toContain(m1.id);
     expect(JSON.stringify(list)).toContain(m2.id);
     expect(JSON.stringify(await run({ cmd: 'show', id: m1.id }))).toContain('4.4.1 no answer');
+    // issue 21 item 8: `queue show ID [--body]` (postcat -q) reads the message from the database too
+    expect(await run({ cmd: 'show', id: m2.id, content: 'headers' })).toMatchObject({ ok: true, result: { content: { headers: 'Subject: two' } } });
+    expect(await run({ cmd: 'show', id: m2.id, content: 'message' })).toMatchObject({
+      ok: true,
+      result: { content: { headers: 'Subject: two', body: '2\r\n' } },
+    });
     expect(await run({ cmd: 'flush', domain: 'one.test' })).toMatchObject({ ok: true });
     expect(Number(pg.sql(`SELECT next_due FROM relay_messages WHERE id = '${m1.id}'`))).toBeLessThan(later);
     expect(await run({ cmd: 'hold', id: m2.id })).toMatchObject({ ok: true });

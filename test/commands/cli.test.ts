@@ -39,6 +39,7 @@ const CONTRACT = [
   'queue release',
   'queue delete',
   'queue requeue',
+  'queue shape', // issue 21 item 8
   'check',
   'tlsa',
   'tlsrpt show',

@@ -57,7 +57,7 @@ describe('configuration', () => {
     expect(errs).toContain('line 5, column 1: foo: unknown key');
   });
   it('bad addresses, CIDRs, durations and YAML syntax are errors with positions', () => {
-    expect(errorsOf('listen: ["localhost:25"]\n')[0]).toMatch(/^line 1, column 10: listen.0: expected "address:port"/);
+    expect(errorsOf('listen: ["localhost:25"]\n')[0]).toMatch(/^line 1, column 10: listen.0: "localhost" is not an IP address \(expected "address:port"/);
     expect(errorsOf('relay_clients: ["10.0.0.0/33"]\n')[0]).toMatch(/^line 1, column 17: relay_clients.0: expected an address or CIDR/);
     expect(errorsOf('queue:\n  lifetime: forever\n')[0]).toMatch(/^line 2, column 13: queue.lifetime: expected a duration/);
     expect(errorsOf('listen: [\n')[0]).toMatch(/^line \d+, column \d+: YAML syntax/);

@@ -167,6 +167,7 @@ describe('control socket protocol (in-process relay)', () => {
       remove: async () => false,
       flush: async () => 0,
       requeue: async () => undefined,
+      content: async () => undefined,
     };
     await expect(ControlServer.start({ path, backend, now: Date.now, log: relay.log })).rejects.toThrow('in use by another process');
     const other = join(w.dir, 'plain-file');

@@ -23,6 +23,7 @@ import { ensurePrivateSubdir, readFileNoFollow } from '../../files/private.js';
 import { TlsrptDiscovery } from './discovery.js';
 import { TlsrptRecorder } from './recorder.js';
 import { HttpsSender, type HttpsOptions, type PendingStore } from './https.js';
+import type { RelayEvents } from '../../metrics/events.js';
 import { mailtoTargetProblem } from './targets.js';
 import { checkDkimKey, composeReportMail, type DkimKey } from './mail.js';
 import { aLabel, buildReport, dayOf, isDay, makeReportId, nextDay, reportFilename, submitterOf, type ReportJson } from './report.js';
@@ -110,6 +111,8 @@ export interface ServiceDeps {
    * the first due node claims the send).
    */
   shared?: { store: CountStore; sends: PgSendClaims; pending?: PendingStore };
+  /** metrics: what became of each report the job sent (dane_relay_tlsrpt_reports_total) */
+  events?: RelayEvents;
 }
 
 const OUTBOX_SUFFIX = '.msg';
@@ -287,6 +290,7 @@ export class TlsrptService {
         } catch (e) {
           if (claim) await sends?.release(claim).catch(() => undefined);
           this.deps.log.warn({ day, domain, err: (e as Error).message }, 'tlsrpt: report failed; will retry next tick');
+          this.deps.events?.tlsrptReport?.({ result: 'failed' });
         }
       }
     }
@@ -369,6 +373,8 @@ export class TlsrptService {
       if (claim && o.result === 'retry-later') await sends?.release(claim);
       if (mark && o.result !== 'retry-later') await this.markSent(o, claim);
       this.deps.log.info({ ...o }, 'tlsrpt: report');
+      if (o.result === 'sent' || o.result === 'pending' || o.result === 'dropped' || o.result === 'retry-later')
+        this.deps.events?.tlsrptReport?.({ result: o.result });
       return o;
     };
     const disc = await this.discovery.lookup(domain, { fresh: true });
