@@ -73,7 +73,7 @@ describe('issue13 DANE-4 a failing self-test holds DANE deliveries (dns.mode tru
     expect(stateOf('a@dane.test')).toMatchObject({
       state: 'deferred',
       dsnCode: '4.4.3',
-      lastReason: expect.stringMatching(/DNSSEC self-test failed \(signed name ietf\.org came back insecure/),
+      lastReason: expect.stringMatching(/DNSSEC self-test failed \(the secure probe ietf\.org came back insecure/),
     });
     expect(w.deliveries().find((l) => l.to === 'a@dane.test')).toMatchObject({ status: 'deferred' });
     expect(mayRx.messages.map((m) => m.to[0])).toEqual(['b@plain.test']);
@@ -119,7 +119,11 @@ describe('issue13 DANE-4 a failing self-test holds DANE deliveries (dns.mode tru
     w.dns.behave('ietf.org', 'A', 'servfail');
     await w.start();
     await w.relay!.selfTests!.current('test');
-    expect(w.relay!.selfTests!.latest).toMatchObject({ ok: false, detail: expect.stringMatching(/did not resolve/) });
+    expect(w.relay!.selfTests!.latest).toMatchObject({
+      ok: false,
+      failure: 'resolver-error',
+      detail: expect.stringMatching(/could not answer the secure probe ietf\.org/),
+    });
     expect(w.relay!.selfTests!.latest!.notValidating).toBeUndefined();
     expect(await w.relay!.selfTests!.hold()).toBeUndefined();
     await send('a@dane.test');
