@@ -597,11 +597,11 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         const scheduler = need(parts.scheduler, 'scheduler');
         if (early) {
           // bound before the privilege drop: now the spool and scheduler exist, let the sessions in
-          Object.assign(early.late, { spool, onQueued: (m: QueuedMessage) => scheduler.add(m), events });
+          Object.assign(early.late, { spool, onQueued: (m: QueuedMessage) => scheduler.add(m, now()), events });
           parts.ingress = early.ingress;
           early.open();
         } else {
-          parts.ingress = await Ingress.start({ config: ingressConfig, spool, log, now, onQueued: (m) => scheduler.add(m), events });
+          parts.ingress = await Ingress.start({ config: ingressConfig, spool, log, now, onQueued: (m) => scheduler.add(m, now()), events });
         }
         listening = [...parts.ingress.addresses];
         own = undefined;

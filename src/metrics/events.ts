@@ -5,9 +5,12 @@
  * turns them into these calls. `src/metrics/` turns the calls into Prometheus series. Hooks must be
  * cheap and must not throw. TLSRPT does not count from here: it subscribes to the delivery events.
  */
-export type DeliveryOutcomeKind = 'delivered' | 'deferred' | 'bounced';
-/** how the session that carried (or failed to carry) the message was protected */
-export type DaneStatus = 'dane-verified' | 'tls-unauthenticated' | 'cleartext' | 'none';
+import type { StatusWord, TlsWord } from '../vocabulary/words.js';
+
+/** Postfix's status words (issue 21 item 4: the same word as the log and `queue list`) */
+export type DeliveryOutcomeKind = StatusWord;
+/** how the session that carried (or failed to carry) the message was protected: Postfix's TLS connection level (vocabulary/words.ts) */
+export type DaneStatus = TlsWord;
 
 export interface RelayEvents {
   /** ingress: a message was committed to the spool */

@@ -94,7 +94,7 @@ describe('issue13 DANE-4 a failing self-test holds DANE deliveries (dns.mode tru
         .deliveries()
         .filter((l) => l.to === 'a@dane.test')
         .at(-1),
-    ).toMatchObject({ status: 'sent', dane: 'verified' });
+    ).toMatchObject({ status: 'sent', dane: 'Verified' });
   });
 
   it('DANE-4 the self-test is repeated periodically: a resolver that starts validating releases the hold without SIGHUP', async () => {
@@ -129,7 +129,7 @@ describe('issue13 DANE-4 a failing self-test holds DANE deliveries (dns.mode tru
     await send('a@dane.test');
     await daneRx.waitFor(1);
     await w.settle();
-    expect(w.deliveries().find((l) => l.to === 'a@dane.test')).toMatchObject({ status: 'sent', dane: 'verified' });
+    expect(w.deliveries().find((l) => l.to === 'a@dane.test')).toMatchObject({ status: 'sent', dane: 'Verified' });
   });
 
   it('DANE-4 dns.mode validate does not hold on the self-test (the relay validates itself; the trust-ad hold does not apply)', async () => {

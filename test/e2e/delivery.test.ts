@@ -52,7 +52,7 @@ describe('delivery path (issue 3)', () => {
     expect(rx.messages[0]!.body.toString()).toContain('\r\n.leading dot\r\n');
     const lines = w.deliveries();
     expect(lines.map((l) => l.status)).toEqual(['sent', 'sent']);
-    expect(lines[0]).toMatchObject({ queue_id: queueId, relay: `mx.dest.test[${rx.host}]:${w.port}`, dane: 'untrusted' });
+    expect(lines[0]).toMatchObject({ queue_id: queueId, relay: `mx.dest.test[${rx.host}]:${w.port}`, dane: 'Untrusted' });
     expect(w.relay!.scheduler.size).toBe(0);
   });
 

@@ -84,7 +84,7 @@ describe('MTA-STS enforce', () => {
     await w.settle();
     expect(rogue.connections).toBe(0);
     expect(good.messages[0]).toMatchObject({ secure: true, servername: 'mail.sts.test' });
-    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'sts-webpki' });
+    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'Verified' });
     expect(w.logs.find((l) => l.msg === 'MX host skipped')?.skipped).toMatch(/mx1\.backup\.test matches no mx pattern/);
   });
 
@@ -399,7 +399,7 @@ describe('DANE takes precedence (RFC 8461 §2)', () => {
     const bogus = await send('user@bogus.test');
     await rx.waitFor(1);
     await w.settle();
-    expect(w.deliveries().find((d) => d.to === 'user@dane.test')).toMatchObject({ status: 'sent', dane: 'verified' });
+    expect(w.deliveries().find((d) => d.to === 'user@dane.test')).toMatchObject({ status: 'sent', dane: 'Verified' });
     expect(rx2.connections).toBe(0);
     expect(recipient(bogus)).toMatchObject({ state: 'deferred' });
   });

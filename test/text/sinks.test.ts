@@ -78,7 +78,10 @@ describe("logs (the relay's pino logger)", () => {
         expect(parsed).toHaveLength(2);
         // still visible: what was sent, escaped
         expect(parsed[0]!.reply).toBe(printable(reply));
-        expect(parsed[0]!.msg).toBe(printable(msg));
+        // issue 21 item 5: a message is one line; what follows a line break is in msg_lines
+        const [first, ...rest] = msg.split(/\r?\n|\r/);
+        expect(parsed[0]!.msg).toBe(printable(first!));
+        if (rest.some((l) => l.trim() !== '')) expect(parsed[0]!.msg_lines).toEqual(rest.filter((l) => l.trim() !== '').map((l) => printable(l)));
         expect((parsed[0]!.err as { message: string }).message).toBe(printable(errText));
       }),
       { numRuns: 400 },
