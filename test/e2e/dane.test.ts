@@ -223,7 +223,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     expect(w.dns.queriesFor(`_${w.port}._tcp.mx.ins.test`, 'TLSA')).toBe(0);
     expect(rx2.messages[0]!.secure).toBe(false);
     expect(rx3.messages[0]!.servername).toBe('mx.tc.test');
-    expect(w.deliveries().filter((l) => l.dane === 'verified')).toHaveLength(2);
+    expect(w.deliveries().filter((l) => l.dane === 'Verified')).toHaveLength(2);
   });
 
   it('DANE-21 (case 8): insecure address records → no TLSA query; cleartext allowed without STARTTLS', async () => {
