@@ -24,7 +24,16 @@ import { lookupMx, hostContext } from '../route/nexthop.js';
 import { PlanBudget } from '../route/budget.js';
 import { DEFAULT_MX_HOST_LIMIT } from '../route/mx.js';
 import { INTERNAL_ERROR, oneOutcomeEach, outcomeOf, PROTOCOL_ERROR, type RecipientOutcome } from './outcome.js';
-import { publish, splitDelays, REQUIRETLS_PROBLEM, type CarrierFacts, type DeferralCause, type DeliveryEvent, type DeliverySubscriber, type HostFailure } from './events.js';
+import {
+  publish,
+  splitDelays,
+  REQUIRETLS_PROBLEM,
+  type CarrierFacts,
+  type DeferralCause,
+  type DeliveryEvent,
+  type DeliverySubscriber,
+  type HostFailure,
+} from './events.js';
 import { outboundBody, type MimeConversion, type OutboundBody } from './body.js';
 import type { BodyFacts } from '../mime/scan.js';
 import type { RcptDsn } from '../dsn/params.js';
