@@ -7,5 +7,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     pool: 'forks',
+    // issue 21 item 6: a test in which a DSN breaks RFC 3464 fails (test/support/dsnGrammar.ts)
+    setupFiles: ['test/support/dsnCheck.setup.ts'],
   },
 });

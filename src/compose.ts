@@ -28,7 +28,7 @@ import type { DeliveryDeps } from './delivery/deliver.js';
 import { makeLogger } from './log.js';
 import { OwnEndpoints, type Endpoint } from './route/self.js';
 import { metricsEndpoint, parseHostPort } from './config/schema.js';
-import { SelfTestMonitor, type SelfTestResult } from './dns/selftest.js';
+import { SelfTestMonitor, selfTestProbes } from './dns/selftest.js';
 import { fanOutEvents, type RelayEvents } from './metrics/events.js';
 import type { PolicyStore } from './policy/store.js';
 import { policyStoreFor } from './policy/config.js';
@@ -219,7 +219,6 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
   };
   let events: RelayEvents | undefined;
   let extraResolver: Resolver | undefined;
-  let selfTestRun: Promise<SelfTestResult> | undefined;
   let stsTimer: NodeJS.Timeout | undefined;
   /** spool.backend postgres: the pool for the cluster's shared state other than the queue and TLSRPT */
   let statePool: import('pg').Pool | undefined;
@@ -382,11 +381,12 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           intervalMs: cfg.metrics?.selftest_interval ?? 60_000,
           log,
           holds: trustAd,
+          probes: selfTestProbes(cfg.dns.dnssec_probe, cfg.dns.dnssec_bogus_probe),
         });
         parts.selfTests = selfTests;
         let daneInForce = defaultDane() || policy.mentionsDane();
         parts.daneInForce = () => daneInForce;
-        if (daneInForce) selfTestRun = selfTests.start('start');
+        if (daneInForce) void selfTests.start('start');
         // Again when a reload brings the first DANE entry in (the start-up test did not run or did not cover it).
         policy.onReload((r) => {
           // a reread that changed nothing is no reload; one rejected file is a refusal (its previous version stays)
@@ -512,6 +512,9 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         const live = delivery;
         parts.applyConfig = (next) => {
           defaultLevel = next.delivery.tls_level;
+          // issue 21 item 3: new probe names are asked at once (while DANE is in force), so /readyz and the hold judge by them
+          if (selfTests.setProbes(selfTestProbes(next.dns.dnssec_probe, next.dns.dnssec_bogus_probe)) && parts.daneInForce())
+            void selfTests.run('reload changed the probes');
           policy.setLevels({ defaultLevel: next.delivery.tls_level, exceptionLevel: next.policy.exception_level });
           Object.assign(live, {
             timeouts: next.delivery.timeouts,
@@ -572,11 +575,10 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         const readiness = new Ready({
           queueDir: cfg.queue_dir,
           spoolTtlMs: metricsCfg.ready_cache,
-          selfTestIntervalMs: metricsCfg.selftest_interval,
           ...(parts.spool?.shared ? { spoolProbe: () => parts.spool!.shared!.probe() } : {}),
-          // the same condition as the start-up self-test: DANE by default or by a tls_policy entry
-          selfTest: parts.daneInForce() ? () => selfTests.current('readyz') : undefined,
-          initialSelfTest: selfTestRun,
+          // the same condition as the self-test monitor, read at every /readyz: DANE by default or by a
+          // tls_policy entry, also when a reload brought it in after the start
+          selfTest: { required: () => parts.daneInForce(), latest: () => selfTests.latest, current: () => selfTests.current('readyz') },
         });
         const server = await Promise.resolve()
           .then(() => Server.start({ listen: metricsEndpoint(metricsCfg), registry: registry.registry, readiness, log }))
@@ -610,11 +612,11 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         const scheduler = need(parts.scheduler, 'scheduler');
         if (early) {
           // bound before the privilege drop: now the spool and scheduler exist, let the sessions in
-          Object.assign(early.late, { spool, onQueued: (m: QueuedMessage) => scheduler.add(m), events });
+          Object.assign(early.late, { spool, onQueued: (m: QueuedMessage) => scheduler.add(m, now()), events });
           parts.ingress = early.ingress;
           early.open();
         } else {
-          parts.ingress = await Ingress.start({ config: ingressConfig, spool, log, now, onQueued: (m) => scheduler.add(m), events });
+          parts.ingress = await Ingress.start({ config: ingressConfig, spool, log, now, onQueued: (m) => scheduler.add(m, now()), events });
         }
         listening = [...parts.ingress.addresses];
         own = undefined;

@@ -22,13 +22,36 @@ export function printableLogLine(line: string): string {
   }
 }
 
+/**
+ * Issue 21 item 5: a message is one line. A `msg` with line breaks (an error text that quotes a
+ * multi-line reply, a list of problems) keeps its first line as `msg`; the rest go into `msg_lines`,
+ * a structured field, so a line-oriented reader (grep, journald) never sees half a log entry.
+ */
+export function oneLineMessage(args: unknown[]): unknown[] {
+  const i = typeof args[0] === 'string' ? 0 : 1;
+  const m = args[i];
+  if (typeof m !== 'string' || !/[\r\n]/.test(m)) return args;
+  const [first, ...rest] = m.split(/\r?\n|\r/);
+  const extra = { msg_lines: rest.filter((l) => l.trim() !== '') };
+  const head = args[0];
+  const obj = i === 0 ? extra : head instanceof Error ? { err: head, ...extra } : { ...(head as object), ...extra };
+  return [obj, first, ...args.slice(i + 1)];
+}
+
 export function makeLogger(level: string, dest?: DestinationStream): Logger {
   return pino(
     {
       level,
       base: { svc: 'dane-relay' },
       timestamp: pino.stdTimeFunctions.isoTime,
-      hooks: { streamWrite: printableLogLine },
+      // "level":"info", not 30: what operators grep and what log shippers map without a table
+      formatters: { level: (label) => ({ level: label }) },
+      hooks: {
+        streamWrite: printableLogLine,
+        logMethod(args, method) {
+          return method.apply(this, oneLineMessage(args) as Parameters<typeof method>);
+        },
+      },
     },
     dest ?? pino.destination({ dest: 1, sync: false }),
   );

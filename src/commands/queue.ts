@@ -4,7 +4,7 @@
  * by an unresponsive relay, unreadable spool files), 2 usage or configuration error.
  */
 import { loadConfig } from '../config/load.js';
-import { formatListing } from '../spool/inspect.js';
+import { formatListing, shownMessage } from '../spool/inspect.js';
 import { COMMANDS, ControlError, formatResult, parseRequest, type CommandName } from '../control/commands.js';
 import { runQueueCommand } from '../control/client.js';
 import { dropForCli } from '../files/privileges.js';
@@ -64,7 +64,16 @@ export async function queueCli(sub: CommandName, p: ParsedArgs, out: NodeJS.Writ
   // `queue list --json` keeps its shape: the listing itself ({messages, unreadable}); `show --json --body` adds the content.
   if (json)
     out.write(
-      `${printableJson(res.cmd === 'list' ? res.listing : res.cmd === 'show' ? (res.content ? { ...res.message, ...res.content } : res.message) : res, 2)}\n`,
+      `${printableJson(
+        res.cmd === 'list'
+          ? { ...res.listing, messages: res.listing.messages.map(shownMessage) }
+          : res.cmd === 'show'
+            ? res.content
+              ? { ...shownMessage(res.message), ...res.content }
+              : shownMessage(res.message)
+            : res,
+        2,
+      )}\n`,
     );
   else out.write(formatResult(res, Date.now(), formatListing));
   return res.cmd === 'list' && res.listing.unreadable.length ? 1 : 0;

@@ -8,6 +8,16 @@ import { isIP } from 'node:net';
 import { parseDuration } from './duration.js';
 import { tlsrptConfigIssues } from './tlsrpt.js';
 import { tlsLevels } from '../dane/levels.js';
+import { DEFAULT_BOGUS_PROBE, DEFAULT_SECURE_PROBE, parseProbe } from '../dns/selftest.js';
+
+/** a DNSSEC self-test probe, `[type:]name` (Postfix `dnssec_probe` syntax), checked by the parser the self-test uses */
+const probe = z.string().superRefine((s, ctx) => {
+  try {
+    parseProbe(s);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+  }
+});
 
 /** listen addresses may use port 0 (the OS picks one; tests and ephemeral setups) */
 const listenAddr = z.string().superRefine((s, ctx) => {
@@ -76,6 +86,10 @@ export const configSchema = z
         attempts: z.number().int().min(1).max(10).default(2),
         /** validate mode: DS/DNSKEY trust anchors in presentation format (Unbound root.key); default the IANA root KSKs */
         trust_anchors: z.string().optional(),
+        /** DNSSEC self-test (DANE-4, issue 21 item 3): a name that must validate secure with records, `[type:]name` */
+        dnssec_probe: probe.default(DEFAULT_SECURE_PROBE),
+        /** a name that must fail validation; "" or false: that half of the self-test is off */
+        dnssec_bogus_probe: z.union([z.literal(''), z.literal(false), probe]).default(DEFAULT_BOGUS_PROBE),
       })
       .prefault({}),
     delivery: z

@@ -8,6 +8,7 @@
  */
 import type { SpoolListing } from '../spool/inspect.js';
 import type { RecipientState, RecipientStatus } from '../spool/types.js';
+import { shownState } from '../vocabulary/words.js';
 import { recipientDomain as domainOf, SHAPE_COLUMNS, shapeRows, type ShapeRow } from '../spool/shape.js';
 
 const RECIPIENT_STATES = ['pending', 'deferred', 'delivered', 'failed'] as const satisfies readonly RecipientState[];
@@ -15,8 +16,12 @@ const RECIPIENT_STATES = ['pending', 'deferred', 'delivered', 'failed'] as const
 const _allStates: Exclude<RecipientState, (typeof RECIPIENT_STATES)[number]> extends never ? true : never = true;
 void _allStates;
 
-/** `--state` values: a recipient state, `waiting` (pending or deferred) or `held` (messages on hold). */
-export const STATE_FILTERS = [...RECIPIENT_STATES, 'waiting', 'held'] as const;
+/**
+ * `--state` values: a recipient state in the words `queue list` shows (vocabulary/words.ts: `sent`, `bounced`),
+ * `waiting` (pending or deferred) or `held` (messages on hold). The spool's own words (`delivered`, `failed`)
+ * are accepted too.
+ */
+export const STATE_FILTERS = ['pending', 'deferred', 'sent', 'bounced', 'waiting', 'held'] as const;
 export type StateFilter = (typeof STATE_FILTERS)[number];
 
 export interface ListingFilter {
@@ -28,7 +33,8 @@ const isWaiting = (r: RecipientStatus) => r.state === 'pending' || r.state === '
 
 /** An operator's `--state` word, or an error naming the choices. */
 export function parseStateFilter(s: string): StateFilter {
-  const v = s.toLowerCase();
+  const lower = s.toLowerCase();
+  const v = (RECIPIENT_STATES as readonly string[]).includes(lower) ? shownState(lower as RecipientState) : lower;
   if (!(STATE_FILTERS as readonly string[]).includes(v)) throw new Error(`unknown state "${s}" (expected one of ${STATE_FILTERS.join(', ')})`);
   return v as StateFilter;
 }
@@ -40,7 +46,7 @@ export function filterListing(l: SpoolListing, f: ListingFilter): SpoolListing {
   const messages = l.messages.flatMap((m) => {
     if (f.state === 'held' && !m.held) return [];
     const recipients = m.recipients.filter(
-      (r) => (!domain || domainOf(r.address) === domain) && (!f.state || f.state === 'held' || (f.state === 'waiting' ? isWaiting(r) : r.state === f.state)),
+      (r) => (!domain || domainOf(r.address) === domain) && (!f.state || f.state === 'held' || (f.state === 'waiting' ? isWaiting(r) : shownState(r.state) === f.state)),
     );
     return recipients.length ? [{ ...m, recipients }] : [];
   });

@@ -24,7 +24,16 @@ import { lookupMx, hostContext } from '../route/nexthop.js';
 import { PlanBudget } from '../route/budget.js';
 import { DEFAULT_MX_HOST_LIMIT } from '../route/mx.js';
 import { INTERNAL_ERROR, oneOutcomeEach, outcomeOf, PROTOCOL_ERROR, type RecipientOutcome } from './outcome.js';
-import { publish, REQUIRETLS_PROBLEM, type CarrierFacts, type DeferralCause, type DeliveryEvent, type DeliverySubscriber, type HostFailure } from './events.js';
+import {
+  publish,
+  splitDelays,
+  REQUIRETLS_PROBLEM,
+  type CarrierFacts,
+  type DeferralCause,
+  type DeliveryEvent,
+  type DeliverySubscriber,
+  type HostFailure,
+} from './events.js';
 import { outboundBody, type MimeConversion, type OutboundBody } from './body.js';
 import type { BodyFacts } from '../mime/scan.js';
 import type { RcptDsn } from '../dsn/params.js';
@@ -131,6 +140,8 @@ export interface DeliveryJob {
   body: () => Readable;
   /** what the body holds (spool format 2); undefined for a v1 spool message: scanned before sending */
   bodyFacts?: BodyFacts;
+  /** when the message was committed to the queue (this process saw it arrive); absent after a restart: `delays` then counts from `envelope.received` */
+  queuedAt?: number;
 }
 
 /** RFC 3461 §6.1: the relay's own DSNs, and TLSRPT reports, ask for no notification about themselves. */
@@ -183,6 +194,9 @@ export class DestinationRun {
   private session?: SmtpSession;
   private sessionPlan?: { host: HostFacts; plan: TlsPlan; address: string };
   private sent = 0;
+  /** the message being delivered (its queue id goes on every event), and when its session was ready */
+  private job?: string;
+  private ready?: number;
   private unreachable?: Unreachable;
   private level: ReturnType<DeliveryDeps['tlsLevel']>;
   /** what `level` was resolved to, to notice a policy reload between two messages */
@@ -225,7 +239,9 @@ export class DestinationRun {
 
   /** Every fact goes to every subscriber, in order (delivery/events.ts). */
   private readonly emit = (e: DistributiveOmit<DeliveryEvent, 'domain' | 'report' | 'requireTls' | 'tlsRequiredNo'>): void => {
+    // issue 21 item 5: every fact of an attempt names the message being delivered (one at a time per run)
     publish(this.deps.subscribers, {
+      queueId: this.job,
       ...e,
       domain: this.domain,
       report: this.report,
@@ -400,7 +416,7 @@ export class DestinationRun {
         const { skip, kind: _kind, ...facts } = hp;
         failures.push(`${h.host}: ${skip.reason}`);
         codes.push(skip.code);
-        hostFailures.push({ kind: 'skipped', code: skip.code, cause: skip.cause });
+        hostFailures.push({ kind: 'skipped', host: h.host, code: skip.code, cause: skip.cause });
         // TLSRPT: a skipped host is one result per DestinationRun, not one per open() (every reconnect).
         const skipKey = `${h.host}\0${skip.resultType}`;
         const repeat = this.skipsRecorded.has(skipKey);
@@ -491,6 +507,7 @@ export class DestinationRun {
               codes.push(code);
               hostFailures.push({
                 kind: 'attempt',
+                target,
                 code,
                 stage: err.stage,
                 planKind: plan.kind,
@@ -516,7 +533,7 @@ export class DestinationRun {
           const code = problem === 'not-advertised' ? '4.7.30' : '4.7.10';
           failures.push(`${where}: ${REQUIRETLS_PROBLEM[problem]}`);
           codes.push(code);
-          hostFailures.push({ kind: 'requiretls', code, problem });
+          hostFailures.push({ kind: 'requiretls', target: { host: h.host, address, port: this.deps.port }, code, problem });
           this.emit({ kind: 'requiretls-host-refused', target: { host: h.host, address, port: this.deps.port }, plan, problem });
           await session.quit();
           continue;
@@ -536,6 +553,8 @@ export class DestinationRun {
 
   async deliver(job: DeliveryJob): Promise<RecipientOutcome[]> {
     const started = this.deps.now();
+    this.job = job.id;
+    this.ready = undefined;
     if (!!job.envelope.requireTls !== this.requireTls) {
       // The scheduler keeps REQUIRETLS messages in runs of their own; a mix-up must not send one less protected.
       this.emit({ kind: 'requiretls-run-mismatch', queueId: job.id, messageRequireTls: !!job.envelope.requireTls });
@@ -598,6 +617,7 @@ export class DestinationRun {
       if (this.unreachable) return this.unreached(job, started, this.unreachable);
     }
     const session = this.session!;
+    this.ready = this.deps.now(); // connection setup (DNS, TCP, TLS, EHLO) ends here; transmission starts
     const { host, address } = this.sessionPlan!;
     this.carrier = { tls: !!session.tls, verified: !!session.tls?.verified, planKind: this.sessionPlan!.plan.kind };
     const relay = `${host.host}[${address}]:${this.deps.port}`;
@@ -728,6 +748,7 @@ export class DestinationRun {
         ...(session ? { session } : {}),
         delayMs: now - job.envelope.received,
         attemptMs: now - started,
+        delays: splitDelays(job.envelope.received, job.queuedAt, started, this.ready, now),
         rule: this.level.rule,
         exception: !!ex,
       });

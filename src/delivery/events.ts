@@ -16,6 +16,8 @@ import type { Target } from './types.js';
 import type { RetryKind } from './attempt.js';
 import type { RecipientOutcome } from './outcome.js';
 import type { CachedPolicy } from '../mtasts/store.js';
+import type { TlsWord } from '../vocabulary/words.js';
+import { daneStatusOf } from '../metrics/labels.js';
 import type { FetchFailureType } from '../mtasts/fetch.js';
 import type { VerifyOutcome } from '../dane/types.js';
 
@@ -59,8 +61,8 @@ export type DeferralCause =
 
 /** One MX host that could not be used, with the RFC 3463 code it contributes to the aggregate. */
 export type HostFailure =
-  | { kind: 'skipped'; code: string; cause: SkipCause }
-  | { kind: 'attempt'; code: string; stage: SmtpError['stage']; planKind: TlsPlan['kind']; verifyReason?: string }
+  | { kind: 'skipped'; host: string; code: string; cause: SkipCause }
+  | { kind: 'attempt'; target: Target; code: string; stage: SmtpError['stage']; planKind: TlsPlan['kind']; verifyReason?: string }
   /** issue 22: the message's DNSSEC work budget ran out before this host could be planned */
   | { kind: 'budget'; code: string }
   /** this relay's own address at a worse preference: hosts from there on dropped (no code of its own) */
@@ -68,7 +70,33 @@ export type HostFailure =
   /** STS-40, STS-43: an MTA-STS `enforce` policy's mx patterns do not match the host (4.7.5) */
   | { kind: 'sts-mx-mismatch'; code: string }
   /** RFC 8689 §4.2.1: a REQUIRETLS message cannot go over this session (4.7.30 / 4.7.10) */
-  | { kind: 'requiretls'; code: string; problem: RequireTlsProblem };
+  | { kind: 'requiretls'; target: Target; code: string; problem: RequireTlsProblem };
+
+/**
+ * Postfix's `delays=a/b/c/d` (issue 21 item 5), in ms: `beforeQueue` from the start of DATA until the
+ * message was committed (0 when this process did not see it arrive: after a restart); `queue` from then
+ * until this attempt started (every earlier attempt and backoff included); `setup` until a session was
+ * ready (DNS, TCP, TLS and its verification, EHLO; 0 for a reused one); `transmit` the transaction.
+ * A delivery that never had a session spends its whole attempt in `setup`.
+ */
+export interface Delays {
+  beforeQueue: number;
+  queue: number;
+  setup: number;
+  transmit: number;
+}
+
+export function splitDelays(received: number, queuedAt: number | undefined, started: number, ready: number | undefined, end: number): Delays {
+  const q = queuedAt ?? received;
+  const r = ready ?? end;
+  const pos = (n: number) => Math.max(0, n);
+  return { beforeQueue: pos(q - received), queue: pos(started - q), setup: pos(r - started), transmit: pos(end - r) };
+}
+
+/** `a/b/c/d` in seconds, Postfix's shape (two decimals; Postfix drops trailing zeros, we keep them fixed-width for grep). */
+export function formatDelays(d: Delays): string {
+  return [d.beforeQueue, d.queue, d.setup, d.transmit].map((ms) => (ms / 1000).toFixed(2)).join('/');
+}
 
 /** Why a host's session cannot carry a REQUIRETLS message (RFC 8689 §4.2.1 steps 4-5). */
 export type RequireTlsProblem = 'not-advertised' | 'unauthenticated';
@@ -86,8 +114,26 @@ export interface CarrierFacts {
   planKind: TlsPlan['kind'];
 }
 
+/**
+ * The TLS word of a recipient's attempt (issue 21 item 4, vocabulary/words.ts): the one function the log
+ * and the metrics take it from. No session carried the transaction: `none`.
+ */
+export function recipientTlsWord(e: Extract<DeliveryEvent, { kind: 'recipient' }>): TlsWord {
+  const c = e.carrier;
+  const plan = e.session?.plan;
+  return daneStatusOf({
+    connected: !!e.outcome.relay && !!c,
+    planKind: c?.planKind,
+    tls: !!c?.tls,
+    verified: !!c?.verified,
+    ...(plan?.kind === 'dane' ? { daneLabel: plan.label } : {}),
+  });
+}
+
 interface Run {
   domain: string;
+  /** the message being delivered when the fact happened (issue 21 item 5: every log line about a message names it) */
+  queueId?: string;
   /** a run of relay-generated TLSRPT reports (TLSRPT-45): logged and counted in metrics, never in TLSRPT */
   report: boolean;
   /**
@@ -188,6 +234,8 @@ export type DeliveryEvent = Run &
         session?: { tls?: TlsInfo; plan: TlsPlan };
         delayMs: number;
         attemptMs: number;
+        /** Postfix's delays=a/b/c/d */
+        delays: Delays;
         rule: string;
         exception: boolean;
       }

@@ -4,7 +4,7 @@
  * typed facts only — never from the wording of a reason. Here, not in metrics/, because the
  * mapping reads delivery's types and metrics sits below delivery (ARCHITECTURE.md, layers).
  */
-import type { DeliverySubscriber, DeferralCause, HostFailure } from './events.js';
+import { recipientTlsWord, type DeliverySubscriber, type DeferralCause, type HostFailure } from './events.js';
 import type { SmtpStage } from './smtpClient.js';
 import type { SkipCause } from '../route/host.js';
 import type { RelayEvents } from '../metrics/events.js';
@@ -146,11 +146,10 @@ export function deliveryMetrics(events: RelayEvents): DeliverySubscriber {
       case 'recipient': {
         // the one place every recipient's attempt ends
         const o = e.outcome;
-        const c = e.carrier;
         events.deliveryOutcome?.({
           domain: e.domain,
-          outcome: o.result === 'sent' ? 'delivered' : o.result,
-          dane: daneStatusOf({ connected: !!o.relay && !!c, planKind: c?.planKind, tls: !!c?.tls, verified: !!c?.verified }),
+          outcome: o.result,
+          dane: recipientTlsWord(e),
           reason: o.result === 'sent' ? undefined : o.reason,
         });
         if (o.result === 'deferred') events.deferral?.({ domain: e.domain, reason: deferralReason(e.cause ?? { kind: 'internal' }, o.code) });

@@ -17,6 +17,26 @@ import { clip, printable } from '../text/printable.js';
  */
 export const DSN_RETURN_LIMIT = 1024 * 1024;
 
+/**
+ * RFC 3464 §2.3.6 diagnostic-type: `smtp` for a reply of the remote SMTP server (RFC 3464 §9.2), the
+ * relay's own X- type for what it decided itself (DNS, DANE, TLS, a connection that failed, expiry), as
+ * Postfix uses `X-Postfix`. Which one is a fact of the outcome (a reply was received or not), never
+ * guessed from the wording.
+ */
+export type DiagnosticType = 'smtp' | 'X-Dane-Relay';
+export const LOCAL_DIAGNOSTIC_TYPE: DiagnosticType = 'X-Dane-Relay';
+
+export interface Diagnostic {
+  type: DiagnosticType;
+  text: string;
+}
+
+/** The diagnostic of an outcome: its remote reply when there was one, else the relay's reason. */
+export function diagnosticOf(reply: string | undefined, reason: string | undefined): Diagnostic | undefined {
+  if (reply) return { type: 'smtp', text: reply };
+  return reason ? { type: LOCAL_DIAGNOSTIC_TYPE, text: reason } : undefined;
+}
+
 export interface DsnRecipient {
   address: string;
   /** RFC 3464 §2.3.3; `relayed`: passed on to a server without DSN, which will report nothing (RFC 3461 §5.2.2) */
@@ -25,8 +45,8 @@ export interface DsnRecipient {
   status: string;
   /** host name of the MTA that gave the reply, if any */
   remoteMta?: string;
-  /** "smtp; 550 5.1.1 no such user" or our own reason text */
-  diagnostic?: string;
+  /** the remote reply (`smtp`) or the relay's own reason (`X-Dane-Relay`); RFC 3464 §2.3.6 */
+  diagnostic?: Diagnostic;
   lastAttempt?: number;
   /** for delayed: until when we keep trying (epoch ms) */
   willRetryUntil?: number;
@@ -94,9 +114,23 @@ export function headerBlock(message: Buffer, limit = 64 * 1024): Buffer {
   return head;
 }
 
+/**
+ * RFC 6533 §3 utf-8-addr-xtext, the form a `utf-8` address takes in a (7-bit) message/delivery-status:
+ * QCHAR as is, every other character (non-ASCII, "+", "=", "\\", controls, space) as `\x{HEX}` of its
+ * code point.
+ */
+export function utf8AddrXtext(addr: string): string {
+  let out = '';
+  for (const ch of addr) {
+    const c = ch.codePointAt(0)!;
+    out += c >= 0x21 && c <= 0x7e && c !== 0x2b && c !== 0x3d && c !== 0x5c ? ch : `\\x{${c.toString(16).toUpperCase().padStart(2, '0')}}`;
+  }
+  return out;
+}
+
 function addressType(addr: string): string {
-  // RFC 6533 §3: utf-8 address type for internationalised addresses.
-  return /[^\x00-\x7f]/.test(addr) ? `utf-8; ${addr}` : `rfc822; ${addr}`;
+  // RFC 6533 §3: the utf-8 address type for an internationalised address, in its 7-bit xtext form.
+  return /[^\x00-\x7f]/.test(addr) ? `utf-8; ${utf8AddrXtext(addr)}` : `rfc822; ${oneLine(addr)}`;
 }
 
 function rfc5322Date(ms: number): string {
@@ -113,13 +147,16 @@ function oneLine(s: string, ascii = true): string {
   return clip(printable(s, { ascii }), 900);
 }
 
-/**
- * RFC 3464 §2.3.6: `diagnostic-type ";" *text`. A remote reply comes as "smtp; …"; the relay's
- * own reasons (DNS, TLS, DANE, expiry) get the X- type Postfix also uses for its own ("X-Postfix; …").
- */
-function diagnosticCode(d: string): string {
-  const line = oneLine(d);
-  return /^[A-Za-z][A-Za-z0-9-]*; /.test(line) ? line : clip(`X-dane-relay; ${line}`, 900);
+/** RFC 3464 §2.3.6: `diagnostic-type ";" *text`, 7-bit, one line. */
+function diagnosticCode(d: Diagnostic): string {
+  return clip(`${d.type}; ${oneLine(d.text)}`, 900);
+}
+
+/** The human part, in UTF-8: a remote reply with the host that gave it (Postfix: "host … said:"), else the relay's reason. */
+function diagnosticLine(r: DsnRecipient): string {
+  const d = r.diagnostic;
+  if (!d) return oneLine(r.status, false);
+  return oneLine(d.type === 'smtp' && r.remoteMta ? `host ${r.remoteMta} said: ${d.text}` : d.text, false);
 }
 
 export function deliveryStatusBody(input: DsnInput): string {
@@ -135,7 +172,8 @@ export function deliveryStatusBody(input: DsnInput): string {
   for (const r of input.recipients) {
     // RFC 3464 §2.3.1, RFC 3461 §6.3 (d): only when ORCPT was given, with its value
     const orcpt = input.original.rcptDsn?.[r.address]?.orcpt;
-    if (orcpt) lines.push(`Original-Recipient: ${oneLine(orcpt.type)}; ${oneLine(orcpt.address)}`);
+    if (orcpt)
+      lines.push(`Original-Recipient: ${oneLine(orcpt.type)}; ${orcpt.type.toLowerCase() === 'utf-8' ? utf8AddrXtext(orcpt.address) : oneLine(orcpt.address)}`);
     lines.push(`Final-Recipient: ${addressType(r.address)}`);
     lines.push(`Action: ${r.action}`);
     lines.push(`Status: ${r.status}`);
@@ -155,14 +193,14 @@ function humanText(input: DsnInput, returned: 'full' | 'headers' | 'headers-too-
   const out: string[] = [`This is the mail system at host ${input.reportingMta}.`, ''];
   if (failed.length) {
     out.push('Your message could not be delivered to one or more recipients.', 'It has been returned with this report. The reason is given for each:', '');
-    for (const r of failed) out.push(`<${oneLine(r.address, false)}>: ${oneLine(r.diagnostic ?? r.status, false)}`);
+    for (const r of failed) out.push(`<${oneLine(r.address, false)}>: ${diagnosticLine(r)}`);
     out.push('');
   }
   if (delayed.length) {
     out.push('Your message has not been delivered yet to the recipients below. The mail system will keep trying.', 'You do not need to send it again.', '');
     for (const r of delayed) {
       const until = r.willRetryUntil ? ` (will retry until ${rfc5322Date(r.willRetryUntil)})` : '';
-      out.push(`<${oneLine(r.address, false)}>: ${oneLine(r.diagnostic ?? r.status, false)}${until}`);
+      out.push(`<${oneLine(r.address, false)}>: ${diagnosticLine(r)}${until}`);
     }
     out.push('');
   }
@@ -172,8 +210,7 @@ function humanText(input: DsnInput, returned: 'full' | 'headers' | 'headers-too-
       'That system does not support delivery status notifications, so you will hear no more of this message from there.',
       '',
     );
-    for (const r of relayed)
-      out.push(`<${oneLine(r.address, false)}>: relayed to ${oneLine(r.remoteMta ?? 'the next hop', false)}: ${oneLine(r.diagnostic ?? r.status, false)}`);
+    for (const r of relayed) out.push(`<${oneLine(r.address, false)}>: relayed to ${oneLine(r.remoteMta ?? 'the next hop', false)}: ${diagnosticLine(r)}`);
     out.push('');
   }
   if (returned === 'full') out.push('The message is returned in full below.', '');

@@ -52,6 +52,7 @@ import { commandParams, mailDsnOf, rcptDsnOf, type MailDsn, type RcptDsn } from 
 import { MAX_LINE_OCTETS } from '../mime/scan.js';
 import { receivedHeader } from './received.js';
 import { HeaderWatch, tlsRequiredOf } from './hops.js';
+import { MESSAGE_ID_SCAN, messageIdOf } from './messageId.js';
 import { AuthLimiter, Concurrency, SlidingWindow, type AuthAttempt, type Reservation } from './limits.js';
 import { Users } from './users.js';
 import type { RelayEvents } from '../metrics/events.js';
@@ -642,6 +643,9 @@ export class Ingress {
     // The client's header section, watched as it streams past: RFC 5321 §6.3 loop detection (Received:
     // fields) and RFC 8689 §3 TLS-Required.
     const header = new HeaderWatch();
+    // the first octets of the header section, for the Message-ID of the `queued` line
+    const head: Buffer[] = [];
+    let headSize = 0;
     const maxHops = this.opts.config.max_hops;
     let looped = false;
     let aborted = false;
@@ -693,6 +697,10 @@ export class Ingress {
         // client is still sending and the protocol must stay in step until "." (RFC 5321 §4.1.1.4).
         if (failure !== undefined || oversized || looped) continue;
         if (!header.done) {
+          if (headSize < MESSAGE_ID_SCAN) {
+            head.push(chunk.subarray(0, MESSAGE_ID_SCAN - headSize));
+            headSize += Math.min(chunk.length, MESSAGE_ID_SCAN - headSize);
+          }
           header.push(chunk);
           if (header.received > maxHops) {
             looped = true;
@@ -777,6 +785,7 @@ export class Ingress {
     this.log.info(
       {
         queue_id: msg.id,
+        message_id: messageIdOf(Buffer.concat(head)),
         from: envelope.from,
         size: msg.size,
         nrcpt: envelope.recipients.length,

@@ -6,10 +6,12 @@
  * cheap and must not throw. TLSRPT does not count from here: it subscribes to the delivery events.
  */
 import type { IngressRejectReason } from './labels.js';
+import type { StatusWord, TlsWord } from '../vocabulary/words.js';
 
-export type DeliveryOutcomeKind = 'delivered' | 'deferred' | 'bounced';
-/** how the session that carried (or failed to carry) the message was protected */
-export type DaneStatus = 'dane-verified' | 'tls-unauthenticated' | 'cleartext' | 'none';
+/** Postfix's status words (issue 21 item 4: the same word as the log and `queue list`) */
+export type DeliveryOutcomeKind = StatusWord;
+/** how the session that carried (or failed to carry) the message was protected: Postfix's TLS connection level (vocabulary/words.ts) */
+export type DaneStatus = TlsWord;
 
 /** what a reload reread, and whether it took (issue 21 item 7) */
 export type ReloadKind = 'config' | 'policy';

@@ -3,6 +3,7 @@
  * are closed so a hostile or broken destination can never grow the number of series.
  */
 import type { DaneStatus } from './events.js';
+import { tlsWord } from '../vocabulary/words.js';
 
 /** Why ingress refused a connection, a command or a message (issue 21 item 7): one label value per refusal in ingress/server.ts. */
 export const INGRESS_REJECT_REASONS = [
@@ -24,12 +25,24 @@ export const INGRESS_REJECT_REASONS = [
 ] as const;
 export type IngressRejectReason = (typeof INGRESS_REJECT_REASONS)[number];
 
-/** How a session was protected, from the plan it ran under and what the handshake gave. */
-export function daneStatusOf(s: { connected: boolean; planKind?: 'none' | 'may' | 'encrypt' | 'dane' | 'sts'; tls: boolean; verified: boolean }): DaneStatus {
-  if (!s.connected) return 'none';
-  if (!s.tls) return 'cleartext';
-  if (s.planKind === 'dane' && s.verified) return 'dane-verified';
-  return 'tls-unauthenticated';
+/**
+ * How a session was protected, from the plan it ran under and what the handshake gave, in the
+ * vocabulary's words (issue 21 item 4). Authenticated only under a plan that verifies (DANE, MTA-STS);
+ * `daneLabel` 'trusted': a DANE match reached through an insecure MX (DANE-15/71).
+ */
+export function daneStatusOf(s: {
+  connected: boolean;
+  planKind?: 'none' | 'may' | 'encrypt' | 'dane' | 'sts';
+  tls: boolean;
+  verified: boolean;
+  daneLabel?: 'verified' | 'trusted';
+}): DaneStatus {
+  return tlsWord({
+    connected: s.connected,
+    tls: s.tls,
+    authenticated: s.verified && (s.planKind === 'dane' || s.planKind === 'sts'),
+    nameBound: !(s.planKind === 'dane' && s.daneLabel === 'trusted'),
+  });
 }
 
 export const DEFERRAL_REASONS = [

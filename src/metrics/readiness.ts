@@ -7,8 +7,9 @@
  *   so a scraper hammering /readyz does not hammer the disk.
  *   With a shared queue (spool.backend: postgres) the probe is a committed write to the database
  *   instead (`spoolProbe`): /readyz fails while the database is unreachable (issue 16).
- * - selftest: the DNSSEC self-test (DANE-4) passed, when the TLS level relies on DNSSEC. A
- *   failed test is repeated every `selfTestIntervalMs` in the background, a passed one too.
+ * - selftest: the DNSSEC self-test (DANE-4) passed, whenever DANE is in force *now* (by default or by a
+ *   tls_policy entry; a reload can bring it in). The self-test monitor (dns/selftest.ts) repeats the
+ *   test itself; /readyz shows its latest result and never waits for a run.
  */
 import { access, constants, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -28,15 +29,22 @@ export interface ReadyReport {
 export interface ReadinessOptions {
   queueDir: string;
   spoolTtlMs: number;
-  /** undefined: DNSSEC does not matter at this TLS level */
-  selfTest?: () => Promise<SelfTestResult>;
-  /** the relay's start-up run, so the test is not run twice at start */
-  initialSelfTest?: Promise<SelfTestResult>;
-  selfTestIntervalMs: number;
+  /** the DNSSEC self-test as /readyz sees it; absent: never required */
+  selfTest?: SelfTestView;
   /** shared queue: a committed write to the database, resolving with what it proved; replaces the file probe */
   spoolProbe?: () => Promise<string>;
   /** a stuck disk must not hang /readyz */
   probeTimeoutMs?: number;
+}
+
+/** What /readyz reads of the DNSSEC self-test (SelfTestMonitor and the relay's DANE-in-force flag). */
+export interface SelfTestView {
+  /** DNSSEC matters now: DANE by default or by a tls_policy entry (read at every /readyz, a reload changes it) */
+  required(): boolean;
+  /** the latest completed run, if any */
+  latest(): SelfTestResult | undefined;
+  /** the run in flight, or the latest, or a first run (none has been made when DANE came in by a reload just now); never rejects */
+  current(): Promise<SelfTestResult>;
 }
 
 let probeSeq = 0;
@@ -66,31 +74,18 @@ export class Readiness {
   stopping = false;
   private spool?: { at: number; check: Check };
   private spoolRun?: Promise<Check>;
-  private self?: { at: number; check: Check };
-  private selfRun?: Promise<void>;
 
-  constructor(private readonly opts: ReadinessOptions) {
-    if (opts.selfTest !== undefined || opts.initialSelfTest !== undefined) this.selfRun = this.runSelfTest(opts.initialSelfTest);
-  }
-
-  private async runSelfTest(p?: Promise<SelfTestResult>): Promise<void> {
-    let check: Check;
-    try {
-      const r = await (p ?? this.opts.selfTest!());
-      check = { name: 'selftest', ok: r.ok, detail: r.ok ? `DNSSEC self-test passed (${r.detail})` : `DNSSEC self-test failed: ${r.detail}` };
-    } catch (e) {
-      check = { name: 'selftest', ok: false, detail: `DNSSEC self-test failed: ${(e as Error).message}` };
-    }
-    this.self = { at: Date.now(), check };
-    this.selfRun = undefined;
-  }
+  constructor(private readonly opts: ReadinessOptions) {}
 
   private selfCheck(): Check {
-    if (!this.opts.selfTest && !this.opts.initialSelfTest) return { name: 'selftest', ok: true, detail: 'not required at this TLS level' };
-    if (this.self && Date.now() - this.self.at >= this.opts.selfTestIntervalMs && !this.selfRun && this.opts.selfTest) {
-      this.selfRun = this.runSelfTest();
+    const t = this.opts.selfTest;
+    if (!t?.required()) return { name: 'selftest', ok: true, detail: 'not required at this TLS level' };
+    const r = t.latest();
+    if (!r) {
+      void t.current();
+      return { name: 'selftest', ok: false, detail: 'DNSSEC self-test still running' };
     }
-    return this.self?.check ?? { name: 'selftest', ok: false, detail: 'DNSSEC self-test still running' };
+    return { name: 'selftest', ok: r.ok, detail: r.ok ? `DNSSEC self-test passed (${r.detail})` : `DNSSEC self-test failed: ${r.detail}` };
   }
 
   private async spoolCheck(): Promise<Check> {
@@ -134,14 +129,14 @@ export class Readiness {
     return this.spoolRun;
   }
 
+  /** For tests and shutdown: wait for the self-test run in flight (or the first one) when it is required. */
+  async settled(): Promise<void> {
+    if (this.opts.selfTest?.required()) await this.opts.selfTest.current();
+  }
+
   async check(): Promise<ReadyReport> {
     const checks = [await this.spoolCheck(), this.selfCheck()];
     if (this.stopping) checks.push({ name: 'relay', ok: false, detail: 'stopping' });
     return { ready: checks.every((c) => c.ok), checks };
-  }
-
-  /** For tests and shutdown: wait for a self-test in flight. */
-  async settled(): Promise<void> {
-    await this.selfRun;
   }
 }

@@ -8,6 +8,7 @@ import type { QueuedMessage } from '../spool/types.js';
 import type { DaneStatus, DeliveryOutcomeKind, DsnAction, RelayEvents, ReloadKind, ReloadResult, TlsrptSendResult } from './events.js';
 import { DEFERRAL_REASONS, INGRESS_REJECT_REASONS, ROLLOVER_KINDS, type IngressRejectReason } from './labels.js';
 import { SHAPE_COLUMNS, shapeRows } from '../spool/shape.js';
+import { STATUS_WORDS, TLS_WORDS } from '../vocabulary/words.js';
 
 /** Domains the by-domain queue gauge names; the rest are summed as "other" (a label set an attacker cannot grow). */
 const SHAPE_TOP_DOMAINS = 20;
@@ -22,8 +23,8 @@ export interface QueueView {
 export type SelfTestView = () => { ok: boolean } | undefined;
 
 /** Every value of the delivery labels, so each series exists (at 0) from the first scrape: rate() needs a sample before the first event. */
-const OUTCOMES = ['delivered', 'deferred', 'bounced'] as const satisfies readonly DeliveryOutcomeKind[];
-const PROTECTIONS = ['dane-verified', 'tls-unauthenticated', 'cleartext', 'none'] as const satisfies readonly DaneStatus[];
+const OUTCOMES = STATUS_WORDS satisfies readonly DeliveryOutcomeKind[];
+const PROTECTIONS = TLS_WORDS satisfies readonly DaneStatus[];
 // a value added to either type fails to compile here until it is listed above
 const _allOutcomes: [Exclude<DeliveryOutcomeKind, (typeof OUTCOMES)[number]> | Exclude<DaneStatus, (typeof PROTECTIONS)[number]>] extends [never]
   ? true

@@ -50,7 +50,7 @@ export interface ReloadResult {
   /** files whose new version is now in force */
   loaded: string[];
   /** files rejected (previous version kept), with the error text */
-  rejected: { file: string; error: string }[];
+  rejected: { file: string; error: string; problems?: { line: number; message: string }[] }[];
   /** files unchanged since the last load */
   unchanged: string[];
 }
@@ -219,11 +219,16 @@ export class PolicyStore {
         this.install(kind, text);
         res.loaded.push(f.label);
       } catch (e) {
-        res.rejected.push({ file: f.label, error: e instanceof PolicyFileError ? e.message : String(e) });
+        res.rejected.push(e instanceof PolicyFileError ? { file: f.label, error: e.message, problems: e.problems } : { file: f.label, error: String(e) });
       }
     }
     const log = this.opts.log;
-    for (const r of res.rejected) log?.error({ file: r.file, reason }, r.error);
+    // issue 21 item 5: the problems as a structured field, the message one line
+    for (const r of res.rejected)
+      log?.error(
+        { file: r.file, reason, ...(r.problems ? { problems: r.problems } : {}) },
+        r.problems ? `${r.file}: rejected (previous version stays in force)` : r.error,
+      );
     if (res.loaded.length) {
       log?.info({ files: res.loaded, reason, ...this.counts() }, 'policy reloaded');
       this.warnConflicts(reason);

@@ -67,6 +67,8 @@ const isOpen = (r: RecipientStatus) => r.state === 'pending' || r.state === 'def
 
 export class Scheduler {
   private readonly messages = new Map<string, QueuedMessage>();
+  /** when ingress committed a message this process received (in memory: unknown after a restart) */
+  private readonly arrivals = new WeakMap<QueuedMessage, number>();
   private readonly timetable = new MinHeap<string>();
   /** "id\0address" of recipients handed to a worker and not yet settled */
   private readonly inflight = new Set<string>();
@@ -110,7 +112,9 @@ export class Scheduler {
   }
 
   /** A message is queued (ingress, DSN, recovery). */
-  add(msg: QueuedMessage): void {
+  /** `queuedAt`: the message was committed just now by ingress (Postfix's delays: before queue vs queue wait) */
+  add(msg: QueuedMessage, queuedAt?: number): void {
+    if (queuedAt !== undefined) this.arrivals.set(msg, queuedAt);
     this.messages.set(msg.id, msg);
     this.schedule(msg);
     if (!this.stopping) queueMicrotask(() => this.run());
@@ -251,6 +255,7 @@ export class Scheduler {
           recipients: job.recipients,
           body: () => this.deps.spool.openBody(msg.id),
           ...(msg.body ? { bodyFacts: msg.body } : {}),
+          ...(this.arrivals.has(msg) ? { queuedAt: this.arrivals.get(msg)! } : {}),
         };
         let outcomes: RecipientOutcome[];
         try {

@@ -18,7 +18,7 @@
  */
 import type { Envelope, RecipientStatus } from '../spool/types.js';
 import type { RecipientOutcome } from '../delivery/outcome.js';
-import type { DsnRecipient } from '../dsn/compose.js';
+import { diagnosticOf, type DsnRecipient } from '../dsn/compose.js';
 import { backoffDelay, delayWarningDue, expired, permanentCode, type BackoffConfig } from './backoff.js';
 import { lifetimeFor } from '../reporting/tlsrpt/lifetime.js';
 import { notifyAllows } from '../dsn/params.js';
@@ -43,7 +43,7 @@ export function applyOutcome(
         action: 'relayed',
         status: o.code,
         remoteMta: o.remoteMta,
-        diagnostic: o.reply ? `smtp; ${o.reply}` : undefined,
+        diagnostic: diagnosticOf(o.reply, undefined),
         lastAttempt: now,
       },
     };
@@ -62,7 +62,7 @@ export function applyOutcome(
         action: 'failed',
         status: r.dsnCode!,
         remoteMta: o.remoteMta,
-        diagnostic: o.reply ? `smtp; ${o.reply}` : r.lastReason,
+        diagnostic: diagnosticOf(o.reply, r.lastReason),
         lastAttempt: now,
       },
     };
@@ -78,7 +78,7 @@ export function applyOutcome(
       action: 'delayed',
       status: o.code,
       remoteMta: o.remoteMta,
-      diagnostic: o.reply ? `smtp; ${o.reply}` : o.reason,
+      diagnostic: diagnosticOf(o.reply, o.reason),
       lastAttempt: now,
       willRetryUntil: envelope.received + cfg.lifetime,
     },

@@ -8,6 +8,12 @@ import { READ, readFileNoFollow } from '../files/private.js';
 import { join } from 'node:path';
 import { initialRecipients, parseHeader, parseState } from './format.js';
 import type { QueuedMessage } from './types.js';
+import { shownState } from '../vocabulary/words.js';
+
+/** A message as `queue list --json` / `queue show --json` show it: each recipient's state in the vocabulary's words. */
+export function shownMessage(m: QueuedMessage): QueuedMessage | (Omit<QueuedMessage, 'recipients'> & { recipients: unknown[] }) {
+  return { ...m, recipients: m.recipients.map((r) => ({ ...r, state: shownState(r.state) })) };
+}
 
 export interface SpoolListing {
   messages: QueuedMessage[];
@@ -97,7 +103,8 @@ export function formatListing(l: SpoolListing, now: number): string {
     lines.push(`${m.id}${m.held ? ' (held)' : ''}  ${m.size} bytes  ${new Date(m.envelope.received).toISOString()} (${age} min)  from <${m.envelope.from}>`);
     for (const r of m.recipients) {
       const next = r.state === 'pending' || r.state === 'deferred' ? `  next ${new Date(r.nextAttempt || m.envelope.received).toISOString()}` : '';
-      lines.push(`    <${r.address}>  ${r.state}  attempts ${r.attempts}${next}${r.dsnCode ? `  ${r.dsnCode}` : ''}`);
+      // the vocabulary's words (issue 21 item 4): delivered is shown `sent`, failed `bounced`
+      lines.push(`    <${r.address}>  ${shownState(r.state)}  attempts ${r.attempts}${next}${r.dsnCode ? `  ${r.dsnCode}` : ''}`);
       if (r.lastReason && r.state !== 'delivered') lines.push(`        ${r.lastReason}`);
     }
   }

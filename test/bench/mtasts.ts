@@ -75,7 +75,7 @@ async function sideBySide(total: number, clients: number, size: number): Promise
     return {
       sts: r.rateA,
       opp: r.rateB,
-      stsVerified: w.deliveries().filter((l) => l.status === 'sent' && timed(l.to) && String(l.to).endsWith('@sts.test') && l.dane === 'sts-webpki').length,
+      stsVerified: w.deliveries().filter((l) => l.status === 'sent' && timed(l.to) && String(l.to).endsWith('@sts.test') && l.dane === 'Verified').length,
       oppTls: opp.messages.filter((m) => m.secure && m.to.some(timed)).length,
     };
   } finally {

@@ -107,7 +107,7 @@ async function e2e(dane: boolean, total: number, clients: number, size: number):
     if (dane) w.dns.add({ name: `_${w.port}._tcp.${mx}`, type: 'TLSA', data: { usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(ee, 1, 1) } });
     await w.start({ log: { level: 'info' } });
     const ms = await timedDelivery(w.ingressPort, rx, clients, total, SmtpTestClient.dataPayload(body(size, 0)), 90_000);
-    const verified = w.deliveries().filter((l) => l.dane === 'verified').length;
+    const verified = w.deliveries().filter((l) => l.dane === 'Verified').length;
     return { ms, got: rx.messages.length, secure: rx.messages.filter((m) => m.secure).length, verified };
   } finally {
     await w.close();

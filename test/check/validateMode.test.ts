@@ -84,7 +84,7 @@ describe('issue13 one resolver factory: check under dns.mode validate', () => {
     await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['user@dest.test'] });
     await w.receivers[0]!.waitFor(1);
     await w.settle();
-    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'verified' });
+    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'Verified' });
   });
 
   it('DANE-33 a forged (unsigned) TLSA RRset: check says defer (exit 1) exactly as the relay defers', async () => {

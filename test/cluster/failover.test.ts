@@ -450,7 +450,7 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
           .map((n) =>
             n.relay.output
               .split('\n')
-              .filter((l) => /"level":(40|50)/.test(l))
+              .filter((l) => /"level":"(warn|error)"/.test(l))
               .slice(-8)
               .join('\n'),
           )

@@ -278,7 +278,7 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
 
   it('/readyz: the spool check is a committed write to the database; it fails while the database is down and passes again after', async () => {
     const a = await node('ready-a');
-    const ready = () => new Readiness({ queueDir: pg.dir, spoolTtlMs: 0, selfTestIntervalMs: 60_000, spoolProbe: () => a.probe() }).check();
+    const ready = () => new Readiness({ queueDir: pg.dir, spoolTtlMs: 0, spoolProbe: () => a.probe() }).check();
     const up = await ready();
     expect(up.ready).toBe(true);
     expect(up.checks.find((c) => c.name === 'spool')?.detail).toMatch(/queue database took a committed write/);

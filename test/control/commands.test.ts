@@ -202,7 +202,7 @@ describe('control socket failures never stop mail', () => {
       writeFileSync(join(w.dir, 'not-a-socket'), 'x');
       const relay = await w.start({ delivery: { tls_level: 'may' }, control: { socket: 'not-a-socket' } });
       expect(relay.control).toBeUndefined();
-      expect(w.logs.some((l) => l.level === 50 && l.msg.startsWith('CONTROL SOCKET NOT AVAILABLE') && l.msg.includes('is not a socket'))).toBe(true);
+      expect(w.logs.some((l) => l.level === 'error' && l.msg.startsWith('CONTROL SOCKET NOT AVAILABLE') && l.msg.includes('is not a socket'))).toBe(true);
       await submit({ port: w.ingressPort, from: 'a@s.test', to: ['x@ok.test'] });
       await w.settle();
       expect(rx.messages).toHaveLength(1);

@@ -105,6 +105,7 @@ const recipient = (
   ...(relay ? { carrier: { tls: true, verified: true, planKind: 'dane' as const }, session: { plan: dane, tls } } : {}),
   delayMs: 1000,
   attemptMs: 5,
+  delays: { beforeQueue: 0, queue: 995, setup: 3, transmit: 2 },
   rule: 'default',
   exception: false,
 });
@@ -493,12 +494,24 @@ const table = {
     },
   ],
   recipient: [
-    { event: recipient('sent', '2.0.0'), tlsrpt: undefined, metrics: ['deliveryOutcome:delivered/dane-verified'], log: 'delivery' },
+    { event: recipient('sent', '2.0.0'), tlsrpt: undefined, metrics: ['deliveryOutcome:sent/Verified'], log: 'delivery' },
     {
       event: recipient(
         'deferred',
         '4.7.5',
-        { kind: 'unreachable', hosts: [{ kind: 'attempt', code: '4.7.5', stage: 'verify', planKind: 'dane', verifyReason: 'dane-no-match' }] },
+        {
+          kind: 'unreachable',
+          hosts: [
+            {
+              kind: 'attempt',
+              target: { host: 'mx.d.test', address: '127.0.0.9', port: 25 },
+              code: '4.7.5',
+              stage: 'verify',
+              planKind: 'dane',
+              verifyReason: 'dane-no-match',
+            },
+          ],
+        },
         false,
       ),
       tlsrpt: undefined,
@@ -508,7 +521,7 @@ const table = {
     {
       event: recipient('deferred', '4.2.2', { kind: 'reply' }),
       tlsrpt: undefined,
-      metrics: ['deliveryOutcome:deferred/dane-verified', 'deferral:remote-temporary'],
+      metrics: ['deliveryOutcome:deferred/Verified', 'deferral:remote-temporary'],
       log: 'delivery',
     },
     { event: recipient('bounced', '5.1.2', { kind: 'mx-refused' }, false), tlsrpt: undefined, metrics: ['deliveryOutcome:bounced/none'], log: 'delivery' },
@@ -520,7 +533,15 @@ const table = {
       log: 'delivery',
     },
     {
-      event: recipient('deferred', '4.7.30', { kind: 'unreachable', hosts: [{ kind: 'requiretls', code: '4.7.30', problem: 'not-advertised' }] }, false),
+      event: recipient(
+        'deferred',
+        '4.7.30',
+        {
+          kind: 'unreachable',
+          hosts: [{ kind: 'requiretls', target: { host: 'mx.d.test', address: '127.0.0.9', port: 25 }, code: '4.7.30', problem: 'not-advertised' }],
+        },
+        false,
+      ),
       tlsrpt: undefined,
       metrics: ['deliveryOutcome:deferred/none', 'deferral:requiretls-unsupported'],
       log: 'delivery',

@@ -229,8 +229,15 @@ describe('DestinationRun decisions over an in-process SMTP peer (connector)', ()
     expect(r?.kind === 'recipient' && r.cause).toEqual({
       kind: 'unreachable',
       hosts: [
-        { kind: 'attempt', code: '4.7.5', stage: 'verify', planKind: 'dane', verifyReason: 'dane-no-match' },
-        { kind: 'attempt', code: '4.4.1', stage: 'connect', planKind: 'dane' },
+        {
+          kind: 'attempt',
+          target: expect.objectContaining({ host: 'mx1.dane.test' }),
+          code: '4.7.5',
+          stage: 'verify',
+          planKind: 'dane',
+          verifyReason: 'dane-no-match',
+        },
+        { kind: 'attempt', target: expect.objectContaining({ host: 'mx2.dane.test' }), code: '4.4.1', stage: 'connect', planKind: 'dane' },
       ],
     });
   });

@@ -51,7 +51,7 @@ describe('relay in dns.mode validate', () => {
     await rx.waitFor(1);
     await w.settle();
     expect(rx.messages[0]!.secure).toBe(true);
-    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'verified' });
+    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'Verified' });
   });
 
   it('DANE-11 a bogus (expired) signed MX → deferred 4.4.3 with no connection', async () => {
@@ -77,7 +77,7 @@ describe('relay in dns.mode validate', () => {
     await send('user@plain.test');
     await rx.waitFor(1);
     await w.settle();
-    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'untrusted' });
+    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'Untrusted' });
   });
 });
 
@@ -138,7 +138,7 @@ describe('issue13 defect 6: NSEC3 over the iteration limit through the relay (dn
     await w.settle();
     expect(w.deliveries()[0]).toMatchObject({
       status: 'sent',
-      dane: 'untrusted',
+      dane: 'Untrusted',
       tls_rule: expect.stringMatching(/iter\.test dane nsec3-iterations-insecure$/),
     });
   });

@@ -1,7 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { simpleParser } from 'mailparser';
-import { composeDsn, dsnAllowed, headerBlock } from '../../src/dsn/compose.js';
+import { composeDsn as compose, dsnAllowed, headerBlock, type DsnInput } from '../../src/dsn/compose.js';
 import type { Envelope } from '../../src/spool/types.js';
+import { assertValidDsn } from '../support/dsnGrammar.js';
+
+/** Every DSN composed here is checked against RFC 3464 / RFC 6522 (issue 21 item 6). */
+async function composeDsn(input: DsnInput): ReturnType<typeof compose> {
+  const d = await compose(input);
+  assertValidDsn(d.message);
+  return d;
+}
 
 const original: Envelope = {
   from: 'alice@sender.example',
@@ -40,7 +48,7 @@ describe('DSN composition (RFC 3464, RFC 6522)', () => {
           action: 'failed',
           status: '5.1.1',
           remoteMta: 'mx.dest.example',
-          diagnostic: 'smtp; 550 5.1.1 no such user',
+          diagnostic: { type: 'smtp', text: '550 5.1.1 no such user' },
           lastAttempt: Date.UTC(2026, 0, 3),
         },
       ],
@@ -51,7 +59,7 @@ describe('DSN composition (RFC 3464, RFC 6522)', () => {
     expect(raw).toMatch(/^Auto-Submitted: auto-replied/m);
     const [text, status, headers] = parts(raw);
     expect(text!.headers).toMatch(/text\/plain/);
-    expect(text!.body).toContain('<bob@dest.example>: smtp; 550 5.1.1 no such user');
+    expect(text!.body).toContain('<bob@dest.example>: host mx.dest.example said: 550 5.1.1 no such user');
     expect(status!.headers).toMatch(/Content-Type: message\/delivery-status/);
     const fields = status!.body.split('\r\n\r\n');
     expect(fields[0]).toContain('Reporting-MTA: dns; relay.example.net');
@@ -81,7 +89,7 @@ describe('DSN composition (RFC 3464, RFC 6522)', () => {
           address: 'carol@dest.example',
           action: 'delayed',
           status: '4.7.5',
-          diagnostic: 'TLSA lookup for _25._tcp.mx1.dest.example: SERVFAIL',
+          diagnostic: { type: 'X-Dane-Relay', text: 'TLSA lookup for _25._tcp.mx1.dest.example: SERVFAIL' },
           willRetryUntil: Date.UTC(2026, 0, 7, 3, 4, 5),
         },
       ],
@@ -110,7 +118,7 @@ describe('DSN composition (RFC 3464, RFC 6522)', () => {
       original,
       originalHeaders: headerBlock(body),
       now: 0,
-      recipients: [{ address: 'bob@dest.example', action: 'failed', status: '5.0.0', diagnostic: 'smtp; 550 bad\r\nAction: delivered' }],
+      recipients: [{ address: 'bob@dest.example', action: 'failed', status: '5.0.0', diagnostic: { type: 'smtp', text: '550 bad\r\nAction: delivered' } }],
     });
     expect(dsn.message.toString()).not.toMatch(/^Action: delivered/m);
   });
@@ -146,7 +154,9 @@ describe('DSN composition (RFC 3464, RFC 6522)', () => {
       original,
       originalHeaders: headerBlock(body),
       now: 0,
-      recipients: [{ address: 'bob@dest.example', action: 'relayed', status: '2.0.0', remoteMta: 'mx.dest.example', diagnostic: 'smtp; 250 2.0.0 ok' }],
+      recipients: [
+        { address: 'bob@dest.example', action: 'relayed', status: '2.0.0', remoteMta: 'mx.dest.example', diagnostic: { type: 'smtp', text: '250 2.0.0 ok' } },
+      ],
     });
     const raw = dsn.message.toString();
     expect(raw).toContain('Action: relayed');

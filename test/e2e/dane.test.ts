@@ -77,7 +77,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     await w.settle();
     expect(rx1.connections).toBe(0);
     expect(rx2.messages[0]!.secure).toBe(true);
-    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'verified' });
+    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'Verified' });
     expect(w.logs.find((l) => l.msg === 'MX host skipped')).toMatchObject({ skipped: `TLSA lookup for _${w.port}._tcp.mx1.dest.test: SERVFAIL` });
 
     // Both hosts failing their TLSA lookups (another domain, so no cached answer helps).
@@ -120,7 +120,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     await rx.waitFor(1);
     await w.settle();
     expect(rx.messages[0]!.secure).toBe(true);
-    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'untrusted' });
+    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'Untrusted' });
 
     const plain = await w.receiver({ starttls: false });
     signedDomain([{ name: 'mx.plain.test', pref: 10, rx: plain, tlsa: [raw(1, 1, 1, tlsaData(ee, 1, 1))] }], 'plain.test');
@@ -146,7 +146,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     await send();
     await rx.waitFor(1);
     await w.settle();
-    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'verified' });
+    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'Verified' });
     await send('user@other.test');
     await w.settle();
     expect(rx2.messages).toHaveLength(0);
@@ -223,7 +223,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     expect(w.dns.queriesFor(`_${w.port}._tcp.mx.ins.test`, 'TLSA')).toBe(0);
     expect(rx2.messages[0]!.secure).toBe(false);
     expect(rx3.messages[0]!.servername).toBe('mx.tc.test');
-    expect(w.deliveries().filter((l) => l.dane === 'verified')).toHaveLength(2);
+    expect(w.deliveries().filter((l) => l.dane === 'Verified')).toHaveLength(2);
   });
 
   it('DANE-21 (case 8): insecure address records → no TLSA query; cleartext allowed without STARTTLS', async () => {
@@ -240,7 +240,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     await w.settle();
     expect(w.dns.queriesFor(`_${w.port}._tcp.mx.unsigned.test`, 'TLSA')).toBe(0);
     expect(rx.messages[0]!.secure).toBe(false);
-    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'cleartext' });
+    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'Cleartext' });
   });
 
   it('DANE-12 (case 9): MX NODATA → implicit MX, TLSA looked up at the domain itself', async () => {
@@ -253,7 +253,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     await rx.waitFor(1);
     await w.settle();
     expect(w.dns.queriesFor(`_${w.port}._tcp.dest.test`, 'TLSA')).toBeGreaterThan(0);
-    expect(w.deliveries()[0]).toMatchObject({ dane: 'verified' });
+    expect(w.deliveries()[0]).toMatchObject({ dane: 'Verified' });
   });
 
   it('DANE-51, DANE-14 (case 10): 3 1 2 mismatch next to a 3 1 1 match fails; MX order is not changed by security', async () => {
@@ -296,7 +296,7 @@ describe('RFC 7672 through the relay (digest ten cases)', () => {
     await rx.waitFor(1);
     await w.settle();
     expect(w.dns.queriesFor(`_${w.port}._tcp.mx.signed.test`, 'TLSA')).toBe(0);
-    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'untrusted', relay: `mx.signed.test[${rx.host}]:${w.port}` });
+    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'Untrusted', relay: `mx.signed.test[${rx.host}]:${w.port}` });
   });
 
   it('DANE-15 mandatory DANE (dane-only) and an insecure MX → deferred, no connection', async () => {

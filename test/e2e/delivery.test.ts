@@ -5,6 +5,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { simpleParser } from 'mailparser';
 import { World } from '../support/world.js';
+import { dsnProblems } from '../support/dsnGrammar.js';
 import { submit } from '../support/mail.js';
 import { makeSelfSigned } from '../support/pki.js';
 
@@ -51,7 +52,7 @@ describe('delivery path (issue 3)', () => {
     expect(rx.messages[0]!.body.toString()).toContain('\r\n.leading dot\r\n');
     const lines = w.deliveries();
     expect(lines.map((l) => l.status)).toEqual(['sent', 'sent']);
-    expect(lines[0]).toMatchObject({ queue_id: queueId, relay: `mx.dest.test[${rx.host}]:${w.port}`, dane: 'untrusted' });
+    expect(lines[0]).toMatchObject({ queue_id: queueId, relay: `mx.dest.test[${rx.host}]:${w.port}`, dane: 'Untrusted' });
     expect(w.relay!.scheduler.size).toBe(0);
   });
 
@@ -95,12 +96,15 @@ describe('delivery path (issue 3)', () => {
     expect(w.dns.queriesFor('nomail.test', 'A')).toBe(0);
   });
 
-  it('DANE-11 NXDOMAIN bounces with 5.1.2', async () => {
+  it('DANE-11 NXDOMAIN bounces with 5.1.2; issue21: the Diagnostic-Code of a local failure carries the X-Dane-Relay type (RFC 3464 §2.3.6)', async () => {
     const inbox = await senderMailbox();
     await w.start();
     await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['x@does-not-exist.test'] });
     await inbox.waitFor(1);
-    expect((await dsnFrom(inbox)).status).toContain('Status: 5.1.2');
+    const { status, raw } = await dsnFrom(inbox);
+    expect(status).toContain('Status: 5.1.2');
+    expect(status).toContain('Diagnostic-Code: X-Dane-Relay; domain does-not-exist.test does not exist (NXDOMAIN)');
+    expect(dsnProblems(raw).problems).toEqual([]);
   });
 
   it('per-recipient results: 250 delivered, 450 deferred with backoff, 550 bounced with a DSN', async () => {

@@ -84,7 +84,7 @@ describe('MTA-STS enforce', () => {
     await w.settle();
     expect(rogue.connections).toBe(0);
     expect(good.messages[0]).toMatchObject({ secure: true, servername: 'mail.sts.test' });
-    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'sts-webpki' });
+    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'Verified' });
     expect(w.logs.find((l) => l.msg === 'MX host skipped')?.skipped).toMatch(/mx1\.backup\.test matches no mx pattern/);
   });
 
@@ -319,7 +319,7 @@ describe('MTA-STS state that cannot be read or written locally (never a downgrad
       [true, 'mx.ro.test'],
       [true, 'mx.ro.test'],
     ]);
-    expect(w.deliveries().map((d) => d.dane)).toEqual(['sts-webpki', 'sts-webpki']);
+    expect(w.deliveries().map((d) => d.dane)).toEqual(['Verified', 'Verified']);
   });
 });
 
@@ -349,7 +349,7 @@ describe('issue15 sts-ignore in tls_policy', () => {
     expect(exceptions[0]).toMatchObject({ domain: 'ignored.test', sts_mode: 'enforce', sts_id: 'i1' });
     expect(exceptions[0]!.tls_rule).toMatch(/tls_policy:1 ignored\.test sts-ignore \(level: delivery\.tls_level=/);
     expect(w.deliveries().filter((d) => String(d.to).endsWith('@ignored.test'))).toHaveLength(2);
-    expect(w.deliveries().every((d) => d.dane !== 'sts-webpki')).toBe(true);
+    expect(w.deliveries().every((d) => d.dane !== 'Verified')).toBe(true);
   });
   it('RT-25 issue15 sts-ignore never reaches a REQUIRETLS message: it is not sent over unauthenticated TLS and no exception is applied to it', async () => {
     const rx = await webpkiRx('mx.rt.test', ['mx.rt.test'], { requireTls: true });
@@ -367,7 +367,7 @@ describe('issue15 sts-ignore in tls_policy', () => {
     expect(w.logs.filter((l) => l.msg?.startsWith('MTA-STS exception applied') && l.queue_id === id)).toEqual([]);
     // Today a REQUIRETLS message needs DANE (it waits); an MTA-STS route may carry it, never an unauthenticated one.
     const sent = w.deliveries().filter((d) => d.to === 'user@rt.test' && d.status === 'sent');
-    if (sent.length) expect(sent.every((d) => d.dane === 'sts-webpki')).toBe(true);
+    if (sent.length) expect(sent.every((d) => d.dane === 'Verified')).toBe(true);
     else expect(recipient(id)).toMatchObject({ state: 'deferred' });
   });
 });
@@ -399,7 +399,7 @@ describe('DANE takes precedence (RFC 8461 §2)', () => {
     const bogus = await send('user@bogus.test');
     await rx.waitFor(1);
     await w.settle();
-    expect(w.deliveries().find((d) => d.to === 'user@dane.test')).toMatchObject({ status: 'sent', dane: 'verified' });
+    expect(w.deliveries().find((d) => d.to === 'user@dane.test')).toMatchObject({ status: 'sent', dane: 'Verified' });
     expect(rx2.connections).toBe(0);
     expect(recipient(bogus)).toMatchObject({ state: 'deferred' });
   });
@@ -421,7 +421,7 @@ describe('REQUIRETLS over an MTA-STS enforce route (RFC 8689 §4.2.1)', () => {
     expect(rogue.connections).toBe(0);
     expect(rx.messages[0]).toMatchObject({ secure: true, requireTls: true, servername: 'mx.rt.test' });
     expect(rx.commands.find((c) => c.startsWith('MAIL'))).toMatch(/^MAIL FROM:<app@sender\.test>.* REQUIRETLS/);
-    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'sts-webpki' });
+    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', dane: 'Verified' });
   });
 
   it('RT-23 RT-27 the enforce route holds but the MX does not advertise REQUIRETLS after STARTTLS: QUIT before MAIL, deferred 4.7.30; ordinary mail to it still goes', async () => {

@@ -66,7 +66,7 @@ describe('health endpoints of a relay process', () => {
         expect((await get('/healthz')()).status).toBe(200);
         let r = await until(get('/readyz'), (x) => x.body.includes('selftest: FAIL'));
         expect(r.status).toBe(503);
-        expect(r.body).toContain('signed name ietf.org did not resolve');
+        expect(r.body).toContain('could not answer the secure probe ietf.org (servfail SERVFAIL)');
         expect(r.body).toContain('spool: ok');
 
         // The resolver validates now: signed name secure (the broken name was SERVFAIL all along).

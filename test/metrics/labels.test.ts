@@ -10,12 +10,13 @@ import type { SmtpStage } from '../../src/delivery/smtpClient.js';
 describe('deferralReason: from typed causes, never from the wording', () => {
   const att = (stage: SmtpStage, code: string, verifyReason?: string, planKind: 'dane' | 'may' | 'encrypt' = 'dane'): HostFailure => ({
     kind: 'attempt',
+    target: { host: 'mx.d.test', address: '127.0.0.9', port: 25 },
     code,
     stage,
     planKind,
     ...(verifyReason ? { verifyReason } : {}),
   });
-  const skip = (code: string, cause: Extract<HostFailure, { kind: 'skipped' }>['cause']): HostFailure => ({ kind: 'skipped', code, cause });
+  const skip = (code: string, cause: Extract<HostFailure, { kind: 'skipped' }>['cause']): HostFailure => ({ kind: 'skipped', host: 'mx.d.test', code, cause });
   const un = (...hosts: HostFailure[]): DeferralCause => ({ kind: 'unreachable', hosts });
   it.each([
     ['MX SERVFAIL', { kind: 'mx-lookup', problem: 'servfail' }, '4.4.3', 'dns-lookup-failed'],
@@ -55,14 +56,18 @@ describe('deferralReason: from typed causes, never from the wording', () => {
   });
 });
 
-describe('daneStatusOf', () => {
+describe('daneStatusOf (issue 21 item 4: Postfix TLS connection levels)', () => {
   it.each([
     [{ connected: false, tls: false, verified: false }, 'none'],
-    [{ connected: true, planKind: 'none', tls: false, verified: false }, 'cleartext'],
-    [{ connected: true, planKind: 'may', tls: false, verified: false }, 'cleartext'],
-    [{ connected: true, planKind: 'may', tls: true, verified: false }, 'tls-unauthenticated'],
-    [{ connected: true, planKind: 'encrypt', tls: true, verified: false }, 'tls-unauthenticated'],
-    [{ connected: true, planKind: 'dane', tls: true, verified: true }, 'dane-verified'],
+    [{ connected: true, planKind: 'none', tls: false, verified: false }, 'Cleartext'],
+    [{ connected: true, planKind: 'may', tls: false, verified: false }, 'Cleartext'],
+    [{ connected: true, planKind: 'may', tls: true, verified: false }, 'Untrusted'],
+    [{ connected: true, planKind: 'encrypt', tls: true, verified: false }, 'Untrusted'],
+    [{ connected: true, planKind: 'dane', tls: true, verified: true }, 'Verified'],
+    [{ connected: true, planKind: 'dane', tls: true, verified: true, daneLabel: 'verified' }, 'Verified'],
+    [{ connected: true, planKind: 'dane', tls: true, verified: true, daneLabel: 'trusted' }, 'Trusted'],
+    [{ connected: true, planKind: 'sts', tls: true, verified: true }, 'Verified'],
+    [{ connected: true, planKind: 'may', tls: true, verified: true }, 'Untrusted'],
   ] as const)('%j → %s', (s, want) => {
     expect(daneStatusOf(s)).toBe(want);
   });

@@ -66,7 +66,7 @@ describe('metrics', () => {
     expect(value(s, 'dane_relay_messages_received_total')).toBe(4);
     expect(value(s, 'dane_relay_received_recipients_total')).toBe(5);
     expect(value(s, 'dane_relay_received_bytes_total')).toBe(relay.scheduler.list().reduce((n, m) => n + m.size, 0) + rxGood.messages[0]!.size);
-    expect(value(s, 'dane_relay_deliveries_total', { outcome: 'delivered', dane: 'dane-verified' })).toBe(2);
+    expect(value(s, 'dane_relay_deliveries_total', { outcome: 'sent', dane: 'Verified' })).toBe(2);
     expect(value(s, 'dane_relay_deliveries_total', { outcome: 'deferred', dane: 'none' })).toBe(3);
     expect(value(s, 'dane_relay_deliveries_total')).toBe(5);
     expect(value(s, 'dane_relay_deferrals_total', { reason: 'dane-no-match' })).toBe(1);
@@ -107,8 +107,8 @@ describe('metrics', () => {
     await submit({ port: w.ingressPort, from: 'app@sender.test', to: ['u@plain.test'] });
     await w.settle();
     const s = await scrape('127.0.0.1', relay.metrics!.server.address.port);
-    expect(value(s, 'dane_relay_deliveries_total', { outcome: 'deferred', dane: 'tls-unauthenticated' })).toBe(1);
-    expect(value(s, 'dane_relay_deliveries_total', { outcome: 'delivered', dane: 'cleartext' })).toBe(1);
+    expect(value(s, 'dane_relay_deliveries_total', { outcome: 'deferred', dane: 'Untrusted' })).toBe(1);
+    expect(value(s, 'dane_relay_deliveries_total', { outcome: 'sent', dane: 'Cleartext' })).toBe(1);
     expect(value(s, 'dane_relay_deferrals_total', { reason: 'remote-temporary' })).toBe(1);
     expect(value(s, 'dane_relay_tls_handshakes_total', { result: 'ok' })).toBe(1);
     expect(rxPlain.messages).toHaveLength(1);

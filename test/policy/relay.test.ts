@@ -93,8 +93,8 @@ describe('tls_policy through the relay', () => {
     await w.settle();
     expect(rx.messages).toHaveLength(2);
     const byTo = (to: string) => w.deliveries().find((l) => l.to === to)!;
-    expect(byTo('a@opt.test')).toMatchObject({ status: 'sent', dane: 'trusted' });
-    expect(byTo('b@noopt.test')).toMatchObject({ status: 'sent', dane: 'untrusted' });
+    expect(byTo('a@opt.test')).toMatchObject({ status: 'sent', dane: 'Trusted' });
+    expect(byTo('b@noopt.test')).toMatchObject({ status: 'sent', dane: 'Untrusted' });
     expect(w.dns.queriesFor(`_${w.port}._tcp.mx.opt.test`, 'TLSA')).toBeGreaterThan(0);
     expect(w.dns.queriesFor(`_${w.port}._tcp.mx.noopt.test`, 'TLSA')).toBe(0);
   });
@@ -117,7 +117,7 @@ describe('DANE-46 audit-only', () => {
     expect(rx.messages[0]!.secure).toBe(true);
     expect(w.deliveries().find((l) => l.to === 'a@audit.test')).toMatchObject({
       status: 'sent',
-      dane: 'untrusted',
+      dane: 'Untrusted',
       tls_rule: `${file}:1 audit.test dane audit`,
     });
     expect(w.logs.find((l) => l.msg.startsWith('DANE audit'))).toMatchObject({ domain: 'audit.test', error: expect.stringContaining('dane-no-match') });
@@ -143,7 +143,7 @@ describe('DANE-70 danefail exception list', () => {
     expect(rx.messages.every((m) => m.secure)).toBe(true);
     expect(w.dns.queriesFor(`_${w.port}._tcp.mx.broken.test`, 'TLSA')).toBe(0);
     for (const d of w.deliveries()) {
-      expect(d).toMatchObject({ status: 'sent', dane: 'untrusted', dane_exception: true, tls_rule: `${file}:3 broken.test exception dane→may` });
+      expect(d).toMatchObject({ status: 'sent', dane: 'Untrusted', dane_exception: true, tls_rule: `${file}:3 broken.test exception dane→may` });
     }
     expect(w.logs.filter((l) => l.msg.startsWith('DANE exception applied'))).toHaveLength(2);
     expect(rec.of('exceptionDowngrade')).toEqual([
@@ -252,7 +252,9 @@ describe('reload', () => {
     writeFileAtomic(file, 'r.test may\nother.test sometimes\n');
     await until(() => w.logs.some((l) => typeof l.msg === 'string' && l.msg.includes('rejected')));
     const err = w.logs.find((l) => l.msg.includes('rejected'))!;
-    expect(err.msg).toContain('line 2: unknown TLS level "sometimes"');
+    // issue 21 item 5: one line; the problems as a structured field
+    expect(err.msg).toBe(`${file}: rejected (previous version stays in force)`);
+    expect(err.problems).toEqual([{ line: 2, message: expect.stringContaining('unknown TLS level "sometimes"') }]);
     expect(w.relay!.policy!.resolve('r.test')).toMatchObject({ level: 'dane-only', rule: `${file}:2 r.test dane-only` });
 
     // SIGHUP handler calls relay.reload(): the same bad file is still rejected, then a fixed one loads.
@@ -265,7 +267,7 @@ describe('reload', () => {
     expect(p.resolve('r.test')).toMatchObject({ level: 'encrypt', rule: `${file}:1 r.test encrypt` });
     await send('a@r.test');
     await w.settle();
-    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', tls_rule: `${file}:1 r.test encrypt`, dane: 'untrusted' });
+    expect(w.deliveries()[0]).toMatchObject({ status: 'sent', tls_rule: `${file}:1 r.test encrypt`, dane: 'Untrusted' });
   });
 
   it('issue7: a reload reaches a backlog being drained: later messages of the same run follow the new level', async () => {

@@ -89,7 +89,12 @@ describe('DANE-2 resolver trust covers tls_policy entries', () => {
     expect(store.resolve('a.test')).toMatchObject({ level: 'encrypt' });
     expect(store.resolve('strict.test')).toMatchObject({ level: 'may' });
     expect(store.mentionsDane()).toBe(false);
-    expect(logs.find((l) => l.level === 50 && l.msg.includes('DANE entry refused'))).toMatchObject({ file: 'tls_policy', reason: 'test' });
+    // one line; the problems as a structured field (issue 21 item 5)
+    expect(logs.find((l) => l.level === 50 && l.msg === 'tls_policy: rejected (previous version stays in force)')).toMatchObject({
+      file: 'tls_policy',
+      reason: 'test',
+      problems: [{ line: 3, message: expect.stringContaining('DANE entry refused') }],
+    });
   });
 });
 

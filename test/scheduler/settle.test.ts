@@ -163,7 +163,7 @@ describe('the DSN a settled outcome asks for follows NOTIFY (RFC 3461 §4.1, §5
               action: 'relayed',
               status: '2.0.0',
               remoteMta: 'mx.x',
-              diagnostic: g.reply ? `smtp; ${g.reply}` : undefined,
+              diagnostic: g.reply ? { type: 'smtp', text: g.reply } : undefined,
               lastAttempt: now,
             });
           }

@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { SMTPServer } from 'smtp-server';
+import { recordDsn } from './dsnGrammar.js';
 import type { SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 
 export interface ReceivedMessage {
@@ -202,6 +203,8 @@ export async function startReceiver(opts: ReceiverOptions = {}): Promise<Receive
           remotePort: session.remotePort,
           receivedAt: Date.now(),
         };
+        // issue 21 item 6: every DSN a receiver gets is checked against RFC 3464 (the test fails at its end if one breaks it)
+        if (keepBody) recordDsn(msg.body, `DSN received by ${host}:${opts.port ?? 0} from <${msg.from}>`);
         const r = opts.data?.(msg);
         if (r) return callback(reject(r));
         messages.push(msg);

@@ -7,10 +7,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { pino } from 'pino';
+import { makeLogger } from '../../src/log.js';
 import { parseConfigText, type LoadedConfig } from '../../src/config/load.js';
 import { Relay, type RelayOptions } from '../../src/relay.js';
 import { startDnsServer, type TestDns } from './dnsServer.js';
+import { recordDsn } from './dsnGrammar.js';
 import { startReceiver, type Receiver, type ReceiverOptions } from './receiver.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -34,7 +35,8 @@ export class Clock {
 }
 
 export interface LogLine {
-  level: number;
+  /** the level's name ("info", "warn", …): the relay's own logger (src/log.ts) */
+  level: string;
   msg: string;
   [k: string]: unknown;
 }
@@ -104,8 +106,17 @@ export class World {
         cb();
       },
     });
-    const log = pino({ level: (patch.log?.level as string | undefined) ?? 'debug' }, sink);
+    // the relay's own logger (level names, one-line messages, printable), writing into this.logs
+    const log = makeLogger((patch.log?.level as string | undefined) ?? 'debug', sink);
     this.relay = await Relay.start({ config: this.config(patch), log, now: this.clock.now, rand: () => 0.5, ...extra });
+    // issue 21 item 6: every DSN the relay queues is checked against RFC 3464 (observed, not changed; the
+    // scheduler queues DSNs through this same spool object)
+    const spool = this.relay.spool;
+    const enqueue = spool.enqueue.bind(spool);
+    spool.enqueue = (envelope, body) => {
+      if (envelope.kind === 'dsn') recordDsn(body, `DSN queued by the relay (from <${envelope.from}> to ${envelope.recipients.join(',')})`);
+      return enqueue(envelope, body);
+    };
     return this.relay;
   }
 

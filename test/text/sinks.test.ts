@@ -10,6 +10,7 @@
  * metrics labels; `check` (text and --json); `dns lookup` (text and --json).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { assertValidDsn } from '../support/dsnGrammar.js';
 import fc from 'fast-check';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -77,7 +78,10 @@ describe("logs (the relay's pino logger)", () => {
         expect(parsed).toHaveLength(2);
         // still visible: what was sent, escaped
         expect(parsed[0]!.reply).toBe(printable(reply));
-        expect(parsed[0]!.msg).toBe(printable(msg));
+        // issue 21 item 5: a message is one line; what follows a line break is in msg_lines
+        const [first, ...rest] = msg.split(/\r?\n|\r/);
+        expect(parsed[0]!.msg).toBe(printable(first!));
+        if (rest.some((l) => l.trim() !== '')) expect(parsed[0]!.msg_lines).toEqual(rest.filter((l) => l.trim() !== '').map((l) => printable(l)));
         expect((parsed[0]!.err as { message: string }).message).toBe(printable(errText));
       }),
       { numRuns: 400 },
@@ -209,15 +213,16 @@ describe('DSN composer', () => {
           originalHeaders: Buffer.from('Subject: x\r\n'),
           now: Date.UTC(2026, 0, 2),
           recipients: [
-            { address: 'x@dest.test', action: 'failed', status: '5.0.0', diagnostic: `smtp; 550 ${diag}`, remoteMta: mta },
-            { address: 'y@dest.test', action: 'failed', status: '4.4.1', diagnostic: `${diag}.` },
+            { address: 'x@dest.test', action: 'failed', status: '5.0.0', diagnostic: { type: 'smtp', text: `550 ${diag}` }, remoteMta: mta },
+            { address: 'y@dest.test', action: 'failed', status: '5.4.1', diagnostic: { type: 'X-Dane-Relay', text: `${diag}.` } },
           ],
         });
         for (const b of d.message) if ((b < 0x20 && b !== 0x0d && b !== 0x0a && b !== 0x09) || b === 0x7f) throw new Error(`byte 0x${b.toString(16)}`);
+        assertValidDsn(d.message); // issue 21 item 6
         const raw = d.message.toString('utf8');
         const codes = [...raw.matchAll(/^Diagnostic-Code: (.*?)\r?$/gm)].map((m) => m[1]!);
         expect(codes).toHaveLength(2);
-        for (const c of codes) expect(c).toMatch(/^(smtp|X-dane-relay); [\x20-\x7e]*$/); // RFC 3464 §2.3.6
+        for (const c of codes) expect(c).toMatch(/^(smtp|X-Dane-Relay); [\x20-\x7e]*$/); // RFC 3464 §2.3.6
         const parsed = await simpleParser(d.message);
         expectTerminalSafe((parsed.text ?? '').replace(/\r\n/g, '\n'), { newline: true });
       }),
