@@ -46,7 +46,9 @@ export function filterListing(l: SpoolListing, f: ListingFilter): SpoolListing {
   const messages = l.messages.flatMap((m) => {
     if (f.state === 'held' && !m.held) return [];
     const recipients = m.recipients.filter(
-      (r) => (!domain || domainOf(r.address) === domain) && (!f.state || f.state === 'held' || (f.state === 'waiting' ? isWaiting(r) : shownState(r.state) === f.state)),
+      (r) =>
+        (!domain || domainOf(r.address) === domain) &&
+        (!f.state || f.state === 'held' || (f.state === 'waiting' ? isWaiting(r) : shownState(r.state) === f.state)),
     );
     return recipients.length ? [{ ...m, recipients }] : [];
   });

@@ -8,7 +8,7 @@ import { recipientTlsWord, type DeliverySubscriber, type DeferralCause, type Hos
 import type { SmtpStage } from './smtpClient.js';
 import type { SkipCause } from '../route/host.js';
 import type { RelayEvents } from '../metrics/events.js';
-import { daneStatusOf, type DeferralReason, type ROLLOVER_KINDS } from '../metrics/labels.js';
+import type { DeferralReason, ROLLOVER_KINDS } from '../metrics/labels.js';
 import type { RolloverKind } from '../policy/rollover.js';
 
 // the metrics' list of rollover kinds is policy's: a kind added on either side fails to compile here

@@ -58,7 +58,15 @@ describe('issue21 item 8: queue views, pure', () => {
     expect(ids(filterListing(listing, { domain: 'one.test', state: 'deferred' }))).toEqual(['m1:a@one.test', 'm4:f@one.test']);
     expect(filterListing(listing, { domain: 'none.test' }).messages).toEqual([]);
     expect(filterListing(listing, {})).toBe(listing);
-    expect(() => parseStateFilter('sent-ish')).toThrow(/unknown state "sent-ish" \(expected one of pending, deferred, delivered, failed, waiting, held\)/);
+    // the words queue list shows (issue 21 item 4), and the spool's own words as aliases
+    expect([parseStateFilter('sent'), parseStateFilter('delivered'), parseStateFilter('Bounced'), parseStateFilter('failed')]).toEqual([
+      'sent',
+      'sent',
+      'bounced',
+      'bounced',
+    ]);
+    expect(ids(filterListing(listing, { state: 'sent' }))).toEqual(['m1:b@two.test']);
+    expect(() => parseStateFilter('sent-ish')).toThrow(/unknown state "sent-ish" \(expected one of pending, deferred, sent, bounced, waiting, held\)/);
   });
 
   it('shape: waiting recipients by domain and age bucket (qshape buckets, a boundary age goes up), TOTAL first, busiest domain next', () => {
@@ -192,7 +200,7 @@ describe('issue21 item 8: queue list filters, queue shape, queue show --body on 
       deferred: 3,
       delivered: 0,
       text: ['<a@dead.test> deferred attempts 1', '<b@dead.test> deferred attempts 1'],
-      bad: [2, 'dane-relay queue list: --state: unknown state "stuck" (expected one of pending, deferred, delivered, failed, waiting, held)\n'],
+      bad: [2, 'dane-relay queue list: --state: unknown state "stuck" (expected one of pending, deferred, sent, bounced, waiting, held)\n'],
       shape: [
         ['TOTAL', 4, 4],
         ['dead.test', 2, 2],
