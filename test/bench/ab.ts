@@ -13,6 +13,9 @@
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { spawnSync } from 'node:child_process';
+import os from 'node:os';
+import { writeOwnSections } from './sections.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const THIS = join(here, '..', '..', '..');
@@ -23,6 +26,7 @@ const args = parseArgs({
     clients: { type: 'string', default: '1,10,50' },
     blocks: { type: 'string', default: '20' },
     per: { type: 'string', default: '50' },
+    write: { type: 'boolean', default: false },
   },
 }).values;
 if (!args.other) {
@@ -116,9 +120,18 @@ async function main(): Promise<void> {
   const trees = [await load(resolve(THIS)), await load(resolve(args.other!))];
   const blocks = Number(args.blocks);
   const per = Number(args.per);
+  const rows: string[] = [];
+  const say = (line: string) => {
+    rows.push(line);
+    console.log(line);
+  };
+  const commit = (dir: string) => {
+    const r = spawnSync('git', ['-C', dir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' });
+    return r.status === 0 ? r.stdout.trim() : 'unknown';
+  };
   console.log(`A = ${trees[0]!.name}\nB = ${trees[1]!.name}\n`);
-  console.log('| clients | tree | messages | msgs/s | p50 ms | p99 ms | CPU µs/msg | B/A CPU |');
-  console.log('|---:|---|---:|---:|---:|---:|---:|---:|');
+  say('| clients | tree | messages | msgs/s | p50 ms | p99 ms | CPU µs/msg | B/A CPU |');
+  say('|---:|---|---:|---:|---:|---:|---:|---:|');
   try {
     for (const clients of args.clients!.split(',').map(Number)) {
       const conns = await Promise.all(trees.map(async (t) => Promise.all(Array.from({ length: clients }, () => t.connect(t.world.ingressPort)))));
@@ -130,11 +143,24 @@ async function main(): Promise<void> {
       for (let b = 0; b < blocks; b++) for (const i of b % 2 ? [1, 0] : [0, 1]) await block(trees[i]!, conns[i]!, per * Math.max(1, clients / 10), true);
       const cpu = trees.map((t) => t.cpuUs / t.n);
       for (const [i, t] of trees.entries())
-        console.log(
+        say(
           `| ${clients} | ${i ? 'B' : 'A'} | ${t.n} | ${Math.round((t.n / t.ms) * 1000)} | ${pct(t.lat, 0.5).toFixed(2)} | ${pct(t.lat, 0.99).toFixed(2)} | ` +
             `${Math.round(cpu[i]!)} | ${i ? (cpu[1]! / cpu[0]!).toFixed(3) : ''} |`,
         );
       await Promise.all(conns.flat().map((c) => c.quit()));
+    }
+    if (args.write) {
+      const text = [
+        '## Ingest A/B against another commit (`npm run bench:ab`)',
+        '',
+        `Command: \`npm run bench:ab -- --other <checkout of ${commit(args.other!)}> --write\` (${new Date().toISOString()}, load average ${os.loadavg()[0]!.toFixed(1)} at the end). ` +
+          `A = this tree (${commit(THIS)}), B = the other, both in one process in alternating blocks (A B B A …), section 2's ingest (4 KB, scheduler stopped). ` +
+          'CPU is the process\'s user + system time per message (relay, thread pool, GC and the test client alike): on a busy machine the column to read.',
+        '',
+        ...rows,
+        '',
+      ].join('\n');
+      writeOwnSections(join(THIS, 'BENCHMARKS.md'), text, (h) => h.startsWith('## Ingest A/B'));
     }
   } finally {
     for (const t of trees) await t.world.close();
