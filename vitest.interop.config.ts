@@ -10,6 +10,8 @@ export default defineConfig({
   test: {
     include: ['test/interop/**/*.test.ts'],
     exclude: ['node_modules/**', 'dist/**'],
+    // issue 21 item 6: every DSN our relay makes in this world is checked too (support/postfix.ts parseMessage)
+    setupFiles: ['test/support/dsnCheck.setup.ts'],
     testTimeout: 180_000,
     hookTimeout: 240_000,
     pool: 'forks',

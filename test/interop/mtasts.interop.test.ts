@@ -136,7 +136,7 @@ describe('MTA-STS enforce with Postfix as the receiver', () => {
       .split('\n')
       .map((l) => (l.startsWith('{') ? (JSON.parse(l) as Record<string, unknown>) : {}))
       .find((l) => l.msg === 'delivery' && l.to === 'user@sts.tst');
-    expect(line).toMatchObject({ status: 'sent', dane: 'sts-webpki', tls: { verified: true } });
+    expect(line).toMatchObject({ status: 'sent', dane: 'Verified', tls: { verified: true } });
     expect(host!.requests.some((r) => r.servername === 'mta-sts.sts.tst' && r.path === '/.well-known/mta-sts.txt')).toBe(true);
     const report = await counted('sts.tst', (r) => r.policies.some((p) => p.summary['total-successful-session-count'] >= 1));
     expect(report.policies).toEqual([
