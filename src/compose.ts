@@ -220,6 +220,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
   let events: RelayEvents | undefined;
   let extraResolver: Resolver | undefined;
   let stsTimer: NodeJS.Timeout | undefined;
+  let stsLoading: Promise<void> | undefined;
   /** spool.backend postgres: the pool for the cluster's shared state other than the queue and TLSRPT */
   let statePool: import('pg').Pool | undefined;
   let delivery: DeliveryDeps | undefined;
@@ -402,7 +403,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       },
     },
     {
-      // MTA-STS (RFC 8461): the cache under queue_dir is read before the first delivery (STS-30) and refreshed/pruned hourly.
+      // MTA-STS (RFC 8461): each lookup reads its domain's cached entry (STS-30); the whole cache is loaded in the background and refreshed/pruned hourly.
       name: 'mta-sts',
       start: async () => {
         if (!cfg.mta_sts.enabled) return;
@@ -420,15 +421,15 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           },
           stsStoreFor(cfg, statePool),
         );
-        // A database not reachable yet (PgQueue.open runs without it) is not a reason to refuse the start: each lookup
-        // reads its domain's row anyway, and what is already in memory stays in force while the database is away.
-        const loaded = statePool
-          ? await sts.load().catch((e: unknown) => {
-              log.warn({ err: (e as Error).message }, 'mta-sts: the shared policy cache could not be read at start; read per lookup once it can');
-              return 0;
-            })
-          : await sts.load();
-        log.info({ policies: loaded }, 'mta-sts: cached policies loaded');
+        // Each lookup reads its own domain's entry (StsPolicies.current: file or row), so the start does not wait for the
+        // whole cache: 100,000 cached domains take a minute or more to read (BENCHMARKS.md §8). The load only warms memory
+        // and fills the hourly refresh's list. A database not reachable yet (PgQueue.open runs without it) is no reason
+        // to refuse the start either: what is in memory stays in force while the database is away.
+        stsLoading = sts.load().then(
+          (n) => log.info({ policies: n }, 'mta-sts: cached policies loaded'),
+          (e: unknown) =>
+            log.warn({ err: (e as Error).message }, 'mta-sts: the policy cache could not be read at start; each lookup reads its own entry'),
+        );
         const ca = stsTrustAnchors(cfg);
         parts.sts = sts;
         if (ca) parts.stsRoots = [ca];
@@ -444,6 +445,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       },
       drain: async () => {
         if (stsTimer) clearInterval(stsTimer);
+        await stsLoading;
       },
     },
     {
