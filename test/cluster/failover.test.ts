@@ -445,8 +445,21 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
       const left = pg.sql(
         'SELECT id, lease_owner, lease_expires_at > now(), held, next_due - (extract(epoch FROM now()) * 1000)::bigint, recipients FROM relay_messages LIMIT 5',
       );
+      const stuck = pg
+        .sql('SELECT id FROM relay_messages LIMIT 5')
+        .split(/\s+/)
+        .filter((x) => /^[0-9a-z]{16}$/.test(x));
+      const about = c.nodes
+        .map(
+          (n) =>
+            `${n.name}:\n${((earlierOutput.get(n.name) ?? '') + n.relay.output)
+              .split('\n')
+              .filter((l) => stuck.some((id) => l.includes(id)))
+              .join('\n')}`,
+        )
+        .join('\n');
       throw new Error(
-        `${e.message}; left: ${left}; node logs: ${c.nodes
+        `${e.message}; left: ${left}; what the nodes logged about them: ${about}; node logs: ${c.nodes
           .map((n) =>
             n.relay.output
               .split('\n')
