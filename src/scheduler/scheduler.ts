@@ -248,7 +248,9 @@ export class Scheduler {
       for (let job = dest.jobs.shift(); job; job = this.stopping ? undefined : dest.jobs.shift()) {
         const msg = this.messages.get(job.id);
         if (!msg) {
+          // gone from the index meanwhile (lost, removed, finished): a lease still held on it goes back too
           this.release(job.id, job.recipients);
+          await this.giveBack(job.id);
           continue;
         }
         const dj: DeliveryJob = {
