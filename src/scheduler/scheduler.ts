@@ -96,6 +96,9 @@ export class Scheduler {
       this.dirty.delete(id);
       this.deps.log.warn({ queue_id: id, node: deps.spool.shared?.node }, 'lease lost: another node has the message');
     });
+    // A lease is renewed only while this node works on the message: in the index, in flight, or with a write owed.
+    // One it holds otherwise (a commit or claim whose message never reached add()) is given back, never held idle.
+    deps.spool.shared?.setInUse((id) => this.messages.has(id) || this.inflightPerMsg.has(id) || this.dirty.has(id) || this.persisting.has(id));
   }
 
   get size(): number {
@@ -245,7 +248,9 @@ export class Scheduler {
       for (let job = dest.jobs.shift(); job; job = this.stopping ? undefined : dest.jobs.shift()) {
         const msg = this.messages.get(job.id);
         if (!msg) {
+          // gone from the index meanwhile (lost, removed, finished): a lease still held on it goes back too
           this.release(job.id, job.recipients);
+          await this.giveBack(job.id);
           continue;
         }
         const dj: DeliveryJob = {
@@ -338,8 +343,14 @@ export class Scheduler {
     const msg = this.messages.get(id);
     if (msg) {
       const now = this.deps.now();
-      // something of it is due right now (a flush, a quick retry): keep it and let run() hand it out
-      if (!msg.held && msg.recipients.some((r) => isOpen(r) && r.nextAttempt <= now)) return;
+      // something of it is due right now (a flush, a quick retry, a copy claimed again while an older job ran):
+      // keep it and let run() hand it out, from a timetable entry of its own (the one it had may have been
+      // taken while its recipients were in flight)
+      if (!msg.held && msg.recipients.some((r) => isOpen(r) && r.nextAttempt <= now)) {
+        this.schedule(msg);
+        if (!this.stopping) queueMicrotask(() => this.run());
+        return;
+      }
       this.messages.delete(id);
     }
     await shared.release(id);
@@ -457,7 +468,8 @@ export class Scheduler {
         // Shared queue: another node took the message over when our lease expired (we were paused,
         // cut off, too slow). The token refused the write; the message is that node's now.
         this.dirty.delete(msg.id);
-        this.messages.delete(msg.id);
+        // only this copy: one this node claimed again meanwhile (a newer lease) is work it holds now
+        if (this.messages.get(msg.id) === msg) this.messages.delete(msg.id);
         this.deps.log.warn(
           { queue_id: msg.id, node: this.deps.spool.shared?.node, err: (e as Error).message },
           'outcome not recorded: the lease was lost to another node',

@@ -132,6 +132,11 @@ export interface SharedQueue {
   /** Called with the id of a message whose lease renewal found it taken by another node. */
   onLost(cb: (id: string) => void): void;
   /**
+   * Who says whether the node works on a message (the scheduler). A lease held on one it does not work on, at
+   * two renewals in a row, is given back rather than renewed: a lease is held only by a node that works on it.
+   */
+  setInUse(inUse: (id: string) => boolean): void;
+  /**
    * A session slot for `destination` among `limit` shared by all nodes (the per-destination limit across
    * the cluster): its token, or undefined when all are taken. Held under a lease renewed with the
    * message leases; a dead node's slots expire.

@@ -437,16 +437,26 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
     await pg.startAsync();
     const results = await loads;
     const acked = new Set(results.flatMap((r) => [...r.acked]));
-    await until(() => {
-      const got = new Set(rx!.deliveries.map((d) => d.testId));
-      return [...acked].every((id) => got.has(id));
-    }, 'every acknowledged message delivered');
-    await untilAsync(async () => (await pg.sqlAsync('SELECT count(*) FROM relay_messages')).trim() === '0', 'the queue is empty').catch((e: Error) => {
+    // What is left in the queue and what the nodes logged about it: the diagnosis of a message held up.
+    const leftReport = (e: Error): Error => {
       const left = pg.sql(
         'SELECT id, lease_owner, lease_expires_at > now(), held, next_due - (extract(epoch FROM now()) * 1000)::bigint, recipients FROM relay_messages LIMIT 5',
       );
-      throw new Error(
-        `${e.message}; left: ${left}; node logs: ${c.nodes
+      const stuck = pg
+        .sql('SELECT id FROM relay_messages LIMIT 5')
+        .split(/\s+/)
+        .filter((x) => /^[0-9a-z]{16}$/.test(x));
+      const about = c.nodes
+        .map(
+          (n) =>
+            `${n.name}:\n${((earlierOutput.get(n.name) ?? '') + n.relay.output)
+              .split('\n')
+              .filter((l) => stuck.some((id) => l.includes(id)))
+              .join('\n')}`,
+        )
+        .join('\n');
+      return new Error(
+        `${e.message}; left: ${left}; what the nodes logged about them: ${about}; node logs: ${c.nodes
           .map((n) =>
             n.relay.output
               .split('\n')
@@ -456,6 +466,16 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
           )
           .join('\n---\n')}`,
       );
+    };
+    await until(() => {
+      const got = new Set(rx!.deliveries.map((d) => d.testId));
+      return [...acked].every((id) => got.has(id));
+    }, 'every acknowledged message delivered').catch((e: Error) => {
+      const got = new Set(rx!.deliveries.map((d) => d.testId));
+      throw leftReport(new Error(`${e.message} (missing: ${[...acked].filter((id) => !got.has(id)).join(', ')})`));
+    });
+    await untilAsync(async () => (await pg.sqlAsync('SELECT count(*) FROM relay_messages')).trim() === '0', 'the queue is empty').catch((e: Error) => {
+      throw leftReport(e);
     });
     expect(acked.size).toBe(MESSAGES);
     // a 250 between the stop and the first refusal can only be for a commit that made it before the crash (it was delivered: checked above)
@@ -465,8 +485,10 @@ describe.skipIf(pgSkipReason !== undefined)('cluster: several relays on one Post
       refusals.join(', '),
     ).toBe(true);
     expect(refusals).toContain('451 4.3.0');
+    // leases a node held without working on them (a commit or claim whose result the restart cut off), given back
+    const idle = c.nodes.flatMap((n) => n.relay.output.split('\n').filter((l) => l.includes('leases held without the message being worked on here')));
     console.log(
-      `cluster PostgreSQL restart: ${refusals.length} refusals while down (${[...new Set(refusals)].join(', ')}), ${ackedWhileDown} acknowledged while down (committed before the crash), all ${acked.size} delivered`,
+      `cluster PostgreSQL restart: ${refusals.length} refusals while down (${[...new Set(refusals)].join(', ')}), ${ackedWhileDown} acknowledged while down (committed before the crash), all ${acked.size} delivered; idle leases given back: ${idle.length ? idle.join('\n') : 'none'}`,
     );
     expect(await stopAll(c)).toEqual([0, 0]);
   }, 600_000);

@@ -16,6 +16,11 @@ import { runQueueCommand } from '../../src/control/client.js';
 import { pgSkipReason, startPostgres, type TestPostgres } from '../support/postgres.js';
 import { envelope } from '../spool/support.js';
 import type { RecipientStatus } from '../../src/spool/types.js';
+import { pino } from 'pino';
+import { Scheduler } from '../../src/scheduler/scheduler.js';
+import type { DeliveryDeps } from '../../src/delivery/deliver.js';
+import { StubResolver } from '../../src/dns/stub.js';
+import { normalScript, scriptedConnector } from '../support/scriptedPeer.js';
 
 let pg: TestPostgres;
 const queues: PgQueue[] = [];
@@ -203,6 +208,70 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     while (lost.length === 0) await new Promise((r) => setTimeout(r, 50));
     expect(lost).toEqual([m.id]);
     expect(a.holds(m.id)).toBe(false);
+  });
+
+  it('a lease the node holds but does not work on is given back at the second renewal, not renewed for ever; one in use is renewed', async () => {
+    // Stands for a commit or claim whose message never reached the scheduler (the caller saw an error, or the
+    // hand-over was dropped): the row is leased to this node, which must not keep it idle.
+    const a = await node('i-a', 600);
+    const working = new Set<string>();
+    a.setInUse((id) => working.has(id));
+    const idle = await a.enqueue(envelope(), Buffer.from('idle\r\n'));
+    const busy = await a.enqueue(envelope(), Buffer.from('busy\r\n'));
+    working.add(busy.id);
+    const owner = (id: string) => pg.sql(`SELECT coalesce(lease_owner, '-') FROM relay_messages WHERE id = '${id}'`).trim();
+    const expiry = () => Number(pg.sql(`SELECT extract(epoch FROM lease_expires_at) FROM relay_messages WHERE id = '${busy.id}'`).trim());
+    const first = expiry();
+    while (owner(idle.id) !== '-') await new Promise((r) => setTimeout(r, 50));
+    expect(a.holds(idle.id)).toBe(false);
+    expect(logs.some((l) => /given back/.test(l.msg) && JSON.stringify(l.obj).includes(idle.id))).toBe(true);
+    // the one in use stayed this node's, renewed meanwhile (two renewals passed)
+    expect(owner(busy.id)).toBe('i-a');
+    expect(a.holds(busy.id)).toBe(true);
+    expect(expiry()).toBeGreaterThan(first);
+    // given back: any node claims it when due, this one included
+    const b = await node('i-b', 600);
+    expect((await b.claim(10)).map((m) => m.id)).toEqual([idle.id]);
+  });
+
+  it('a message committed to the queue but never handed to the scheduler (the hand-over was lost) is still delivered', async () => {
+    // The defect (failover test, PostgreSQL restarted under load): a row leased to a live node that renewed the
+    // lease for ever without ever delivering it. Here the commit's result never reaches scheduler.add().
+    const peers = scriptedConnector({ '127.0.0.2': normalScript() });
+    const T = 5000;
+    const delivery: DeliveryDeps = {
+      resolver: new StubResolver({ servers: ['127.0.0.1:9'], timeoutMs: 100, attempts: 1 }),
+      heloName: 'relay.test',
+      selfNames: ['relay.test'],
+      port: 9,
+      tlsLevel: () => ({ level: 'may', rule: 'test' }),
+      timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
+      digestPreference: ['sha512', 'sha256'],
+      maxMessagesPerConnection: 10,
+      now: Date.now,
+      connector: peers.connector,
+      subscribers: [],
+    };
+    const q = await node('h-a', 600);
+    const scheduler = new Scheduler({
+      spool: q,
+      delivery,
+      config: { min_backoff: 600_000, max_backoff: 3_600_000, lifetime: 86_400_000, delay_warning: 0, concurrency: 4, per_destination: 2, run_interval: 200 },
+      hostname: 'relay.test',
+      log: pino({ level: 'silent' }),
+      now: Date.now,
+    });
+    scheduler.start();
+    try {
+      const m = await q.enqueue(envelope({ recipients: ['x@[127.0.0.2]'] }), Buffer.from('Subject: lost hand-over\r\n\r\nbody\r\n'));
+      // not scheduler.add(m): the lease is this node's, the scheduler never heard of the message
+      const delivered = () => peers.connections.flatMap((c) => c.transactions).filter((t) => t.delivered && t.rcpts.includes('x@[127.0.0.2]')).length;
+      while (delivered() === 0 || pg.sql(`SELECT count(*) FROM relay_messages WHERE id = '${m.id}'`).trim() !== '0')
+        await new Promise((r) => setTimeout(r, 50));
+      expect(delivered()).toBe(1);
+    } finally {
+      await scheduler.stop(1000);
+    }
   });
 
   it('close gives every held lease back and marks the node stopped', async () => {

@@ -9,7 +9,9 @@
  * - Work is claimed with short leases: one statement selects due, unleased (or expired) rows
  *   `FOR UPDATE SKIP LOCKED` and sets lease_owner, a fresh lease_token and lease_expires_at from the
  *   database's clock (now()), never a node's. The SMTP session runs outside any transaction.
- * - Leases are renewed every lease/3 while held (one statement for all of them). Every outcome write
+ * - Leases are renewed every lease/3 while held (one statement for all of them), and only while the node
+ *   works on the message: a lease the scheduler does not hold (setInUse) at two renewals in a row (a
+ *   commit or claim whose caller never got the message) is given back, not renewed for ever. Every outcome write
  *   is conditioned on the token (`WHERE id = $1 AND lease_token = $2`): a node that lost its lease
  *   (paused, partitioned, too slow) changes nothing, its write rejects with ELEASE.
  * - A dead node's leases expire and any node claims the work again: at-least-once. A delivery whose
@@ -152,6 +154,10 @@ export class PgQueue implements QueueStore, SharedQueue {
   /** token → destination of every session slot this node holds */
   private readonly slots = new Map<string, string>();
   private readonly lostListeners: ((id: string) => void)[] = [];
+  /** does the node work on this message? (the scheduler); unset: every lease held is renewed */
+  private inUse?: (id: string) => boolean;
+  /** id → token of leases found not in use at the last renewal (given back when found so again) */
+  private readonly idle = new Map<string, string>();
   private renewTimer?: NodeJS.Timeout;
   private renewing?: Promise<void>;
   private renewFailing = false;
@@ -270,6 +276,10 @@ export class PgQueue implements QueueStore, SharedQueue {
 
   onLost(cb: (id: string) => void): void {
     this.lostListeners.push(cb);
+  }
+
+  setInUse(inUse: (id: string) => boolean): void {
+    this.inUse = inUse;
   }
 
   private lost(id: string, token: string): void {
@@ -418,9 +428,53 @@ export class PgQueue implements QueueStore, SharedQueue {
     }
   }
 
-  /** One statement renews every lease this node holds; the ones it no longer has are reported lost. */
+  /**
+   * Leases the node holds but does not work on (no scheduler job, no write owed): found so at two renewals in a
+   * row, they are taken out of `leases` to be given back. Two, not one: a commit or claim has set its lease a
+   * moment before its caller hands the message to the scheduler.
+   */
+  private unused(): [string, string][] {
+    const inUse = this.inUse;
+    if (!inUse) return [];
+    const out: [string, string][] = [];
+    for (const [id, token] of this.leases) {
+      if (inUse(id)) this.idle.delete(id);
+      else if (this.idle.get(id) === token) {
+        this.idle.delete(id);
+        this.leases.delete(id);
+        out.push([id, token]);
+      } else this.idle.set(id, token);
+    }
+    for (const [id, token] of this.idle) if (this.leases.get(id) !== token) this.idle.delete(id);
+    return out;
+  }
+
+  /** One statement gives back the leases in `held` (those still under their token). */
+  private async giveBackLeases(held: [string, string][]): Promise<void> {
+    if (held.length === 0) return;
+    await this.pool.query(
+      `UPDATE relay_messages m SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+         FROM unnest($1::text[], $2::uuid[]) AS l(id, token) WHERE m.id = l.id AND m.lease_token = l.token`,
+      [held.map((h) => h[0]), held.map((h) => h[1])],
+    );
+  }
+
+  /**
+   * One statement renews every lease this node holds and works on; the ones it no longer has are reported
+   * lost; the ones it holds without working on them are given back (any node claims them when due).
+   */
   private async renew(): Promise<void> {
     if (this.closed) return;
+    const unused = this.unused();
+    if (unused.length) {
+      this.opts.log.warn(
+        { node: this.node, queue_ids: unused.map((u) => u[0]) },
+        'leases held without the message being worked on here (its commit or claim was not handed over): given back',
+      );
+      await this.giveBackLeases(unused).catch((e: unknown) => {
+        this.opts.log.warn({ node: this.node, err: (e as Error).message }, 'could not give the leases back; they expire by themselves');
+      });
+    }
     const held = [...this.leases];
     try {
       await this.pool.query('UPDATE relay_nodes SET seen_at = now() WHERE name = $1', [this.node]);
@@ -616,13 +670,7 @@ export class PgQueue implements QueueStore, SharedQueue {
     const held = [...this.leases];
     this.leases.clear();
     try {
-      if (held.length) {
-        await this.pool.query(
-          `UPDATE relay_messages m SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-             FROM unnest($1::text[], $2::uuid[]) AS l(id, token) WHERE m.id = l.id AND m.lease_token = l.token`,
-          [held.map((h) => h[0]), held.map((h) => h[1])],
-        );
-      }
+      await this.giveBackLeases(held);
       if (this.slots.size) await this.pool.query('DELETE FROM relay_slots WHERE token = ANY($1::uuid[])', [[...this.slots.keys()]]);
       this.slots.clear();
       if (!this.opts.transient) await this.pool.query('UPDATE relay_nodes SET stopped_at = now(), seen_at = now() WHERE name = $1', [this.node]);
