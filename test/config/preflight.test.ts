@@ -9,7 +9,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
+import { sink } from '../support/sink.js';
 import { pino } from 'pino';
 import { main } from '../../src/cli.js';
 import { loadConfig } from '../../src/config/load.js';
@@ -41,19 +41,6 @@ beforeAll(async () => {
   chmodSync(join(dir, 'open-spool'), 0o777);
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-function sink(): { stream: Writable; text: () => string } {
-  const chunks: string[] = [];
-  return {
-    stream: new Writable({
-      write(c, _e, cb) {
-        chunks.push(c.toString());
-        cb();
-      },
-    }),
-    text: () => chunks.join(''),
-  };
-}
 
 let n = 0;
 /** A configuration file: a loopback relay with its own spool, plus `extra` YAML lines. */
