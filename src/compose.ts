@@ -427,8 +427,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
         // to refuse the start either: what is in memory stays in force while the database is away.
         stsLoading = sts.load().then(
           (n) => log.info({ policies: n }, 'mta-sts: cached policies loaded'),
-          (e: unknown) =>
-            log.warn({ err: (e as Error).message }, 'mta-sts: the policy cache could not be read at start; each lookup reads its own entry'),
+          (e: unknown) => log.warn({ err: (e as Error).message }, 'mta-sts: the policy cache could not be read at start; each lookup reads its own entry'),
         );
         const ca = stsTrustAnchors(cfg);
         parts.sts = sts;

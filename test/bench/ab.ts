@@ -155,7 +155,7 @@ async function main(): Promise<void> {
         '',
         `Command: \`npm run bench:ab -- --other <checkout of ${commit(args.other!)}> --write\` (${new Date().toISOString()}, load average ${os.loadavg()[0]!.toFixed(1)} at the end). ` +
           `A = this tree (${commit(THIS)}), B = the other, both in one process in alternating blocks (A B B A …), section 2's ingest (4 KB, scheduler stopped). ` +
-          'CPU is the process\'s user + system time per message (relay, thread pool, GC and the test client alike): on a busy machine the column to read.',
+          "CPU is the process's user + system time per message (relay, thread pool, GC and the test client alike): on a busy machine the column to read.",
         '',
         ...rows,
         '',
