@@ -177,7 +177,9 @@ export function deliveryStatusBody(input: DsnInput): string {
     lines.push(`Final-Recipient: ${addressType(r.address)}`);
     lines.push(`Action: ${r.action}`);
     lines.push(`Status: ${r.status}`);
-    if (r.remoteMta) lines.push(`Remote-MTA: dns; ${oneLine(r.remoteMta)}`);
+    // RFC 3464 §2.3.5: mta-name-type ";" mta-name — a name that is empty once made one printable line is left out.
+    const remoteMta = r.remoteMta ? oneLine(r.remoteMta).trim() : '';
+    if (remoteMta) lines.push(`Remote-MTA: dns; ${remoteMta}`);
     if (r.diagnostic) lines.push(`Diagnostic-Code: ${diagnosticCode(r.diagnostic)}`);
     if (r.lastAttempt) lines.push(`Last-Attempt-Date: ${rfc5322Date(r.lastAttempt)}`);
     if (r.action === 'delayed' && r.willRetryUntil) lines.push(`Will-Retry-Until: ${rfc5322Date(r.willRetryUntil)}`);
