@@ -251,6 +251,10 @@ export class StsPolicies {
         this.mem.delete(d);
         return undefined;
       }
+      // While this read was under way a lookup may have fetched a policy it could not write (the start's background
+      // load races the first deliveries): memory is ahead of the disk then, and an older file must not replace it.
+      const meanwhile = this.mem.get(d);
+      if (meanwhile?.unsaved) return meanwhile;
       const lastUsed = Math.max(r.entry.lastUsed, m?.entry.lastUsed ?? 0);
       const fresh: Mem = { entry: { ...r.entry, lastUsed }, mtimeMs: r.mtimeMs, refreshAt: this.refreshTime(r.entry), lastUsedWritten: r.entry.lastUsed };
       this.mem.set(d, fresh);

@@ -442,6 +442,47 @@ describe('MTA-STS cache: a file that exists but cannot be read is never "no poli
 });
 
 describe('MTA-STS cache: a policy that cannot be written still applies', () => {
+  it("STS-30 STS-33 the start's background load reading an older file while a lookup fetches a policy it cannot write: the newer policy stays in force", async () => {
+    const s = await site('t1', policy('testing'));
+    const q = queueDir();
+    await policies(q, s.host.port).lookup(s.domain); // "before the restart": testing, id t1, on disk
+    s.host.set({ body: policy('enforce') });
+    s.setId('t2');
+    // a real file store whose reads wait for the test, and whose writes fail (disk full)
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let reads = 0;
+    class SlowFullStore extends PolicyStore {
+      override async read(domain: string) {
+        const r = await super.read(domain);
+        if (reads++ === 0) await gate; // only the load's read is held
+        return r;
+      }
+      override async write(): Promise<number> {
+        throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+      }
+    }
+    const p = new StsPolicies({
+      store: new SlowFullStore(q),
+      resolver,
+      log,
+      now: () => clock,
+      random: () => 0.5,
+      fetch: (d) => fetchPolicy(d, { resolver, ca: ca.certPem, port: s.host.port, timeoutMs: 20_000 }),
+    });
+    const loading = p.load(); // reads the old file, held at the gate
+    while (reads === 0) await new Promise((r) => setTimeout(r, 5));
+    // the first delivery: t2 is fetched (enforce), the write fails, memory is ahead of the disk
+    expect(await p.lookup(s.domain)).toMatchObject({ applied: { id: 't2', policy: { mode: 'enforce' } } });
+    release(); // the load's read of the older file lands now
+    await loading;
+    // the policy host is now blocked: the enforce policy in memory must still be the one in force, not the older file's testing
+    s.host.set({ status: 500 });
+    expect(await p.lookup(s.domain)).toMatchObject({ applied: { id: 't2', policy: { mode: 'enforce' } } });
+  });
+
   it('STS-30 STS-33 a directory where the file goes (mkdir ok, rename EISDIR): the fetched enforce policy applies from memory, the failure is logged once, and the write is retried until it succeeds', async () => {
     const s = await site('d1', policy('enforce'));
     const q = queueDir();
