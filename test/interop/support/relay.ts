@@ -134,7 +134,7 @@ export async function startRelay(o: RelayOptions): Promise<RelayProcessHandle> {
     rmSync(dir, { recursive: true, force: true });
   };
   const launch = async () => {
-    child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child = spawn(process.execPath, [...nodeFlags(), CLI, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     own(child);
     const mark = out.length;
     child.stdout!.on('data', (d) => {
@@ -177,6 +177,11 @@ export async function startRelay(o: RelayOptions): Promise<RelayProcessHandle> {
     stop,
   };
   return handle;
+}
+
+/** Extra node flags for the relay process (`--cpu-prof` is refused in NODE_OPTIONS): DANE_RELAY_NODE_FLAGS, space-separated. */
+function nodeFlags(): string[] {
+  return (process.env.DANE_RELAY_NODE_FLAGS ?? '').split(' ').filter(Boolean);
 }
 
 /** Submit one message with swaks (a real SMTP client, as an application would). */
