@@ -1008,12 +1008,18 @@ export class SmtpSession {
   private async streamBody(stream: NodeJS.ReadableStream | Readable): Promise<void> {
     const enc = new DataEncoder();
     const sock = this.sock;
+    // Each chunk is written when the next one arrives, the last one together with the end-of-data line: one
+    // write (one TLS record, one syscall, one wake-up of the peer) less per message, all of a small one in one.
+    let held: Buffer | undefined;
     try {
       for await (const chunk of stream as AsyncIterable<Buffer | string>) {
         if (sock.destroyed || this.closed) throw this.fail('data', 'connection lost while sending the message body', { kind: 'connection' });
         const out = enc.push(typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk);
+        if (out.length === 0) continue;
+        const prev = held;
+        held = out;
         // Respect backpressure: never let the socket buffer grow with the message size.
-        if (out.length > 0 && !sock.write(out)) await this.drain();
+        if (prev && !sock.write(prev)) await this.drain();
       }
     } catch (err) {
       (stream as Readable).destroy?.();
@@ -1023,7 +1029,8 @@ export class SmtpSession {
     // A reply before the end-of-data dot answers no command of ours: it must not be read as the
     // reply to the dot (that would make an unfinished message look delivered).
     this.expectNothingPending('the end of data');
-    if (!sock.write(enc.end())) await this.drain();
+    const end = enc.end();
+    if (!sock.write(held ? Buffer.concat([held, end], held.length + end.length) : end)) await this.drain();
   }
 
   private drain(): Promise<void> {
