@@ -11,6 +11,9 @@
  * reaped), and loss. Reports medians with their spread and per-pair ratios, and writes its own
  * section of BENCHMARKS.md (not with `--no-write`/BENCH_WRITE=0: a smoke run on a busy machine).
  *
+ * With `--direct`, one more run per pair sends the same load straight into the receiver (no relay): with the whole
+ * machine's busy CPU per message recorded for every run, that shows what the rest of the world costs and the rate it allows.
+ *
  * Needs root (port 25/53 on 127.x, mount namespaces) and the README's Debian packages.
  */
 import { execFile, spawnSync } from 'node:child_process';
@@ -29,7 +32,7 @@ import { MESSAGE_ID, SmtpTap } from './smtpTap.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(here, '..', '..', '..');
 const args = parseArgs({
-  options: { n: { type: 'string' }, pairs: { type: 'string' }, sizes: { type: 'string' }, 'no-write': { type: 'boolean' } },
+  options: { n: { type: 'string' }, pairs: { type: 'string' }, sizes: { type: 'string' }, 'no-write': { type: 'boolean' }, direct: { type: 'boolean' } },
   allowPositionals: false,
 }).values;
 /** message counts: `--n 2000,10000` or BENCH_N (one or a list); the goal of issue 17 is judged at both */
@@ -42,6 +45,10 @@ const SIZES = (args.sizes ?? process.env.BENCH_SIZES ?? '2048,51200').split(',')
 const WRITE = !args['no-write'] && process.env.BENCH_WRITE !== '0';
 const CLK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100);
 const PAGE = Number(spawnSync('getconf', ['PAGESIZE'], { encoding: 'utf8' }).stdout.trim() || 4096);
+/** `--direct`/BENCH_DIRECT=1: one more run per pair with no relay, smtp-source straight into the receiver (cleartext):
+ * what the rest of the world (load generator, tap, receiver, kernel) costs per message and the rate it allows at most */
+const DIRECT = !!args.direct || process.env.BENCH_DIRECT === '1';
+const NO_RELAY = 'no relay (smtp-source → receiver, cleartext)';
 /** dane-relay as shipped, and with as many connections per destination as Postfix's default (20) */
 const OURS: { label: string; perDestination?: number }[] = [
   { label: 'dane-relay' },
@@ -77,6 +84,13 @@ function pss(pid: number): number {
   } catch {
     return 0;
   }
+}
+
+/** The whole machine's busy CPU seconds so far (/proc/stat: user+nice+system+irq+softirq+steal, every CPU). */
+function machineBusy(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
+  return (user + nice + system + irq + softirq + steal) / CLK;
 }
 
 /** A process and its descendants: CPU (own + reaped children) and summed PSS. */
@@ -120,6 +134,10 @@ interface Result {
   matched: number;
   cpu: number;
   cpuMsPerMsg: number;
+  /** the whole machine's busy CPU per message (relay, smtp-source, tap, receiver, kernel): what the run cost everything */
+  machineMsPerMsg: number;
+  /** busy CPU / (elapsed × CPUs): near 100 % the machine, not a relay, sets the rate */
+  machineBusyPct: number;
   peakRss: number;
   lost: number;
 }
@@ -168,6 +186,7 @@ async function runOne(
   rmSync(rx.newDir, { recursive: true, force: true }); // virtual re-creates it
   tap.reset();
   const cpu0 = tree(pid).cpu;
+  const busy0 = machineBusy();
   let peak = 0;
   let sampling = true;
   const sampler = (async () => {
@@ -220,6 +239,7 @@ async function runOne(
   await sampler;
   const delivered = count(rx.newDir);
   const cpu = tree(pid).cpu - cpu0;
+  const busy = machineBusy() - busy0;
   // The split: per message 250 → Maildir, and the run's first and last of each.
   const done = deliveries(rx.newDir);
   const waits: number[] = [];
@@ -252,6 +272,8 @@ async function runOne(
     matched: waits.length,
     cpu,
     cpuMsPerMsg: (cpu * 1000) / n,
+    machineMsPerMsg: (busy * 1000) / n,
+    machineBusyPct: (100 * busy) / (((t1 - t0) / 1000) * os.cpus().length),
     peakRss: peak,
     lost: n - delivered,
   };
@@ -312,6 +334,14 @@ async function main(): Promise<void> {
         await relay.stop();
       }
     };
+    const direct = async (size: number, n: number, pair: number) => {
+      const tap = await SmtpTap.listen(TAP_HOST, { host: '127.0.200.1', port: 25 });
+      try {
+        results.push(await runOne(NO_RELAY, 0, tap, TAP_HOST, rx!, size, n, pair, 'direct@bench.tst'));
+      } finally {
+        await tap.close();
+      }
+    };
     // Alternating, each relay fresh (empty queue) for every run: ours, Postfix, ours, Postfix, … so that
     // whatever else the machine does at the time lands on both.
     for (const n of NS) {
@@ -320,6 +350,7 @@ async function main(): Promise<void> {
           await ours(OURS[0]!, size, n, pair);
           await postfix(size, n, pair);
           for (const v of OURS.slice(1)) await ours(v, size, n, pair);
+          if (DIRECT) await direct(size, n, pair);
         }
       }
     }
@@ -344,7 +375,7 @@ function section(results: Result[], secs: number): string {
   const f0 = (n: number) => n.toFixed(0);
   const f2 = (n: number) => n.toFixed(2);
   const mb = (n: number) => (n / 1048576).toFixed(0);
-  const relays = [OURS[0]!.label, POSTFIX, ...OURS.slice(1).map((v) => v.label)];
+  const relays = [OURS[0]!.label, POSTFIX, ...OURS.slice(1).map((v) => v.label), ...(DIRECT ? [NO_RELAY] : [])];
   const of = (n: number, size: number, relay: string) => results.filter((r) => r.n === n && r.size === size && r.relay === relay);
   const load = os
     .loadavg()
@@ -370,9 +401,18 @@ function section(results: Result[], secs: number): string {
     'delivered / N checks it); first = first 250 → first delivery (a timer between ingest and delivery shows here); tail = last 250 → last delivery.',
     "CPU = utime+stime of the relay's processes from /proc (Postfix: master and all its children, reaped ones included) per message; peak memory =",
     'largest sum of PSS (/proc/PID/smaps_rollup) over those processes, sampled every 100 ms. The receiver is the same for both.',
+    "Machine CPU = the whole machine's busy time (/proc/stat) during the run per message: the relay, smtp-source, the tap, the receiver and the kernel;",
+    'machine busy = that time over (elapsed × CPUs). Near 100 % busy the rate is what the machine allows: rate ≈ CPUs × 1000 / machine CPU ms per message,',
+    "so a relay's own CPU per message is the part of that sum it can change.",
+    ...(DIRECT
+      ? [
+          `\`--direct\`: "${NO_RELAY}" is smtp-source through the same tap straight into the receiver, no relay and no TLS: the rest of the world's CPU`,
+          'per message, and the rate the machine allows with a relay that cost nothing.',
+        ]
+      : []),
     '',
-    '| N | size | relay | runs | delivered / N (all runs) | end-to-end msg/s | ingest msg/s | queue wait p50 ms | queue wait p99 ms | first ms | tail ms | CPU ms/msg | peak PSS MB |',
-    '| ---: | --- | --- | ---: | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| N | size | relay | runs | delivered / N (all runs) | end-to-end msg/s | ingest msg/s | queue wait p50 ms | queue wait p99 ms | first ms | tail ms | CPU ms/msg | machine CPU ms/msg | machine busy % | peak PSS MB |',
+    '| ---: | --- | --- | ---: | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const n of NS)
     for (const size of SIZES)
@@ -388,6 +428,8 @@ function section(results: Result[], secs: number): string {
           [(r) => r.firstWait, f0],
           [(r) => r.tail, f0],
           [(r) => r.cpuMsPerMsg, f2],
+          [(r) => r.machineMsPerMsg, f2],
+          [(r) => r.machineBusyPct, f0],
           [(r) => r.peakRss, mb],
         ];
         const row = [n.toLocaleString('en-US'), `${size / 1024} KB`, relay, rs.length, `${sum((r) => r.delivered)} / ${sum((r) => r.n)}`];
