@@ -588,10 +588,7 @@ export class Ingress {
     const user = userOf(session);
     const dsn = e.mailFrom ? (e.mailFrom as MailFromWithDsn).relayDsn : undefined;
     const requireTls = e.mailFrom ? (e.mailFrom as MailFromWithDsn).relayRequireTls : undefined;
-    // A repeated recipient keeps the parameters of its first RCPT, like its place in the list.
-    const rcptDsn: Record<string, RcptDsn> = {};
-    for (const r of e.rcptTo as RcptToWithDsn[]) if (r.relayDsn && !(r.address in rcptDsn)) rcptDsn[r.address] = r.relayDsn;
-    return {
+    const envelope: Envelope = {
       from: e.mailFrom ? e.mailFrom.address : '',
       recipients: [...new Set(e.rcptTo.map((r) => r.address))],
       smtputf8: !!e.smtpUtf8,
@@ -599,10 +596,15 @@ export class Ingress {
       client: { address: session.remoteAddress, ...(rdns ? { name: rdns } : {}), ...(user ? { user } : {}) },
       received: this.now(),
       kind: 'normal',
-      ...(dsn ? { dsn } : {}),
-      ...(Object.keys(rcptDsn).length ? { rcptDsn } : {}),
-      ...(requireTls ? { requireTls } : {}),
     };
+    // the optional members only where present, in this order (it is the order in the spool's JSON)
+    if (dsn) envelope.dsn = dsn;
+    // A repeated recipient keeps the parameters of its first RCPT, like its place in the list.
+    let rcptDsn: Record<string, RcptDsn> | undefined;
+    for (const r of e.rcptTo as RcptToWithDsn[]) if (r.relayDsn && !(rcptDsn && r.address in rcptDsn)) (rcptDsn ??= {})[r.address] = r.relayDsn;
+    if (rcptDsn) envelope.rcptDsn = rcptDsn;
+    if (requireTls) envelope.requireTls = requireTls;
+    return envelope;
   }
 
   /**
