@@ -169,17 +169,24 @@ function isObj(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** one ESMTP parameter: keyword (upper case) and raw value */
+export type CommandParam = [string, string | undefined];
+const NO_PARAMS: readonly CommandParam[] = Object.freeze([]);
+/** the answer for a command without DSN parameters */
+const NO_DSN: ParamResult<undefined> = Object.freeze({ ok: true, value: undefined });
+
 /**
  * The ESMTP parameters of a MAIL or RCPT command line as the client sent it (after the path),
  * keyword upper-cased, value still xtext. smtp-server decodes values before the relay sees them,
  * so the DSN parameters are checked on the raw line (ingress/server.ts).
  */
-export function commandParams(line: string): [string, string | undefined][] {
+export function commandParams(line: string): readonly CommandParam[] {
   const close = line.indexOf('>');
-  if (close < 0) return [];
-  return line
-    .slice(close + 1)
-    .trim()
+  if (close < 0) return NO_PARAMS;
+  const rest = line.slice(close + 1).trim();
+  // the usual command, without parameters: nothing to split (one shared, frozen answer)
+  if (rest === '') return NO_PARAMS;
+  return rest
     .split(/\s+/)
     .filter(Boolean)
     .map((p) => {
@@ -189,7 +196,7 @@ export function commandParams(line: string): [string, string | undefined][] {
 }
 
 /** The given parameters among `keys` (raw values); each at most once (RFC 3461 §4). */
-function pick(params: [string, string | undefined][], keys: string[]): ParamResult<Map<string, string>> {
+function pick(params: readonly CommandParam[], keys: string[]): ParamResult<Map<string, string>> {
   const out = new Map<string, string>();
   for (const [k, v] of params) {
     if (!keys.includes(k)) continue;
@@ -200,7 +207,8 @@ function pick(params: [string, string | undefined][], keys: string[]): ParamResu
 }
 
 /** RET and ENVID of a MAIL command; undefined value = the client gave neither. */
-export function mailDsnOf(params: [string, string | undefined][]): ParamResult<MailDsn | undefined> {
+export function mailDsnOf(params: readonly CommandParam[]): ParamResult<MailDsn | undefined> {
+  if (params.length === 0) return NO_DSN;
   const p = pick(params, ['RET', 'ENVID']);
   if (!p.ok) return p;
   const out: MailDsn = {};
@@ -220,7 +228,8 @@ export function mailDsnOf(params: [string, string | undefined][]): ParamResult<M
 }
 
 /** NOTIFY and ORCPT of a RCPT command. */
-export function rcptDsnOf(params: [string, string | undefined][], smtputf8: boolean): ParamResult<RcptDsn | undefined> {
+export function rcptDsnOf(params: readonly CommandParam[], smtputf8: boolean): ParamResult<RcptDsn | undefined> {
+  if (params.length === 0) return NO_DSN;
   const p = pick(params, ['NOTIFY', 'ORCPT']);
   if (!p.ok) return p;
   const out: RcptDsn = {};

@@ -28,8 +28,11 @@ export class HeaderWatch {
   readonly tlsRequired: (string | null)[] = [];
   /** the empty line ending the header section has been seen */
   done = false;
-  /** the name of the current line so far (lower-cased), while it can still match */
-  private name = '';
+  /** octets of the current line's name so far */
+  private nameLen = 0;
+  /** the name so far is a prefix of `received` / `tls-required` (compared octet by octet, lower-cased: no string per octet) */
+  private mayBeReceived = true;
+  private mayBeTlsRequired = true;
   /** WSP seen after the name (obsolete syntax) */
   private wsp = 0;
   private atLineStart = true;
@@ -40,9 +43,12 @@ export class HeaderWatch {
   /** a TLS-Required value is being read (its line, then its continuation lines) */
   private value: string | null | undefined;
 
-  push(chunk: Buffer): void {
-    for (let i = 0; i < chunk.length && !this.done; i++) this.byte(chunk[i]!);
+  /** Looks at `chunk` up to the end of the header section; returns how many of its octets belong to it (the empty line included). */
+  push(chunk: Buffer): number {
+    let i = 0;
+    while (i < chunk.length && !this.done) this.byte(chunk[i++]!);
     if (this.done) this.endValue();
+    return i;
   }
 
   /** The message ended (with or without an empty line): a value still being read is complete. */
@@ -70,7 +76,9 @@ export class HeaderWatch {
         return;
       }
       this.atLineStart = true;
-      this.name = '';
+      this.nameLen = 0;
+      this.mayBeReceived = true;
+      this.mayBeTlsRequired = true;
       this.wsp = 0;
       this.settled = false;
       this.onlyCR = false;
@@ -96,23 +104,27 @@ export class HeaderWatch {
       if (this.value !== undefined) this.take(b);
       return;
     }
-    const c = String.fromCharCode(b).toLowerCase();
-    if (c === ':') {
+    if (b === 0x3a) {
+      // ':'
       this.settled = true;
-      if (this.name === RECEIVED) this.received++;
-      else if (this.name === TLS_REQUIRED) this.value = '';
+      if (this.mayBeReceived && this.nameLen === RECEIVED.length) this.received++;
+      else if (this.mayBeTlsRequired && this.nameLen === TLS_REQUIRED.length) this.value = '';
       return;
     }
-    if (c === ' ' || c === '\t') {
-      if (this.name === '' || ++this.wsp > MAX_WSP) this.settled = true;
+    if (b === 0x20 || b === 0x09) {
+      if (this.nameLen === 0 || ++this.wsp > MAX_WSP) this.settled = true;
       return;
     }
     // "Received-SPF:", "ReceivedX:", "Received x:", names longer than any we look at: no match.
-    if (this.wsp > 0 || this.name.length >= MAX_NAME) {
+    if (this.wsp > 0 || this.nameLen >= MAX_NAME) {
       this.settled = true;
       return;
     }
-    this.name += c;
+    // ASCII letters lower-cased; no other octet lower-cases to one of the names' characters
+    const c = b >= 0x41 && b <= 0x5a ? b | 0x20 : b;
+    const n = this.nameLen++;
+    this.mayBeReceived &&= RECEIVED.charCodeAt(n) === c;
+    this.mayBeTlsRequired &&= TLS_REQUIRED.charCodeAt(n) === c;
   }
 }
 

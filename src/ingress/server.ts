@@ -588,10 +588,7 @@ export class Ingress {
     const user = userOf(session);
     const dsn = e.mailFrom ? (e.mailFrom as MailFromWithDsn).relayDsn : undefined;
     const requireTls = e.mailFrom ? (e.mailFrom as MailFromWithDsn).relayRequireTls : undefined;
-    // A repeated recipient keeps the parameters of its first RCPT, like its place in the list.
-    const rcptDsn: Record<string, RcptDsn> = {};
-    for (const r of e.rcptTo as RcptToWithDsn[]) if (r.relayDsn && !(r.address in rcptDsn)) rcptDsn[r.address] = r.relayDsn;
-    return {
+    const envelope: Envelope = {
       from: e.mailFrom ? e.mailFrom.address : '',
       recipients: [...new Set(e.rcptTo.map((r) => r.address))],
       smtputf8: !!e.smtpUtf8,
@@ -599,10 +596,15 @@ export class Ingress {
       client: { address: session.remoteAddress, ...(rdns ? { name: rdns } : {}), ...(user ? { user } : {}) },
       received: this.now(),
       kind: 'normal',
-      ...(dsn ? { dsn } : {}),
-      ...(Object.keys(rcptDsn).length ? { rcptDsn } : {}),
-      ...(requireTls ? { requireTls } : {}),
     };
+    // the optional members only where present, in this order (it is the order in the spool's JSON)
+    if (dsn) envelope.dsn = dsn;
+    // A repeated recipient keeps the parameters of its first RCPT, like its place in the list.
+    let rcptDsn: Record<string, RcptDsn> | undefined;
+    for (const r of e.rcptTo as RcptToWithDsn[]) if (r.relayDsn && !(rcptDsn && r.address in rcptDsn)) (rcptDsn ??= {})[r.address] = r.relayDsn;
+    if (rcptDsn) envelope.rcptDsn = rcptDsn;
+    if (requireTls) envelope.requireTls = requireTls;
+    return envelope;
   }
 
   /**
@@ -643,7 +645,7 @@ export class Ingress {
     // The client's header section, watched as it streams past: RFC 5321 §6.3 loop detection (Received:
     // fields) and RFC 8689 §3 TLS-Required.
     const header = new HeaderWatch();
-    // the first octets of the header section, for the Message-ID of the `queued` line
+    // the header section (its first MESSAGE_ID_SCAN octets), for the Message-ID of the `queued` line
     const head: Buffer[] = [];
     let headSize = 0;
     const maxHops = this.opts.config.max_hops;
@@ -697,11 +699,12 @@ export class Ingress {
         // client is still sending and the protocol must stay in step until "." (RFC 5321 §4.1.1.4).
         if (failure !== undefined || oversized || looped) continue;
         if (!header.done) {
+          const inHeader = header.push(chunk);
           if (headSize < MESSAGE_ID_SCAN) {
-            head.push(chunk.subarray(0, MESSAGE_ID_SCAN - headSize));
-            headSize += Math.min(chunk.length, MESSAGE_ID_SCAN - headSize);
+            const n = Math.min(inHeader, MESSAGE_ID_SCAN - headSize);
+            head.push(chunk.subarray(0, n));
+            headSize += n;
           }
-          header.push(chunk);
           if (header.received > maxHops) {
             looped = true;
             await abort();
@@ -782,19 +785,21 @@ export class Ingress {
     }
     const st = this.sessions.get(session);
     if (st) st.reservation = undefined; // the slot now stands for a queued message
-    this.log.info(
-      {
-        queue_id: msg.id,
-        message_id: messageIdOf(Buffer.concat(head)),
-        from: envelope.from,
-        size: msg.size,
-        nrcpt: envelope.recipients.length,
-        client,
-        ...(envelope.requireTls ? { require_tls: true } : {}),
-        ...(envelope.tlsRequiredNo ? { tls_required: 'no' } : {}),
-      },
-      'queued',
-    );
+    // the Message-ID is looked for only when the line is written
+    if (this.log.isLevelEnabled('info'))
+      this.log.info(
+        {
+          queue_id: msg.id,
+          message_id: messageIdOf(head.length === 1 ? head[0]! : Buffer.concat(head, headSize)),
+          from: envelope.from,
+          size: msg.size,
+          nrcpt: envelope.recipients.length,
+          client,
+          ...(envelope.requireTls ? { require_tls: true } : {}),
+          ...(envelope.tlsRequiredNo ? { tls_required: 'no' } : {}),
+        },
+        'queued',
+      );
     if (msg.body?.eightBit && !envelope.eightBit && !envelope.smtputf8) {
       // RFC 6152 §3: 8-bit octets without BODY=8BITMIME. Accepted and treated as 8-bit (see the module comment).
       this.log.info({ queue_id: msg.id, client }, 'message has 8-bit octets but was not declared BODY=8BITMIME; treated as 8BITMIME');

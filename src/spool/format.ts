@@ -48,9 +48,14 @@ export function sizeField(size: number, facts: BodyFacts): Buffer {
   return Buffer.from(`${String(size).padStart(SIZE_WIDTH, ' ')}${BODY_KEY}${factsFlags(facts)}`, 'latin1');
 }
 
-/** The header with a blank size field and body digit 0 (both filled in by `sizeField` at commit). */
-export function encodeHeader(envelope: Envelope): Buffer {
-  return Buffer.from(`${headerPrefix(envelope)}${' '.repeat(SIZE_WIDTH)}${BODY_KEY}0,"envelope":${JSON.stringify(envelope)}}\n`, 'utf8');
+const BLANK_SIZE = ' '.repeat(SIZE_WIDTH);
+
+/**
+ * The header with a blank size field and body digit 0 (both filled in by `sizeField` at commit).
+ * `json`: JSON.stringify(envelope), when the caller has it already.
+ */
+export function encodeHeader(envelope: Envelope, json = JSON.stringify(envelope)): Buffer {
+  return Buffer.from(`${headerPrefix(envelope)}${BLANK_SIZE}${BODY_KEY}0,"envelope":${json}}\n`, 'utf8');
 }
 
 const isStr = (v: unknown): v is string => typeof v === 'string';

@@ -54,15 +54,40 @@ interface NodeHandle extends SpoolHandle {
   readonly mode?: Promise<void>;
 }
 
-/** Waits for a created file's fchmod; `rethrow` false only waits (close must not race it on the fd). */
-async function modeSet(h: SpoolHandle, rethrow: boolean): Promise<unknown> {
-  const mode = (h as NodeHandle).mode;
-  if (!mode) return undefined;
-  if (rethrow) return mode;
+/** Waits for a created file's fchmod and returns its failure, if any (close must not race it on the fd). */
+function modeFailure(mode: Promise<void>): Promise<unknown> {
   return mode.then(
     () => undefined,
     (e: unknown) => e,
   );
+}
+
+/** The process umask in the text of /proc/<pid>/status (`Umask:\t0022`, Linux 4.7 and later), or undefined. */
+export function umaskOfStatus(status: string): number | undefined {
+  const m = /^Umask:\s*([0-7]{1,4})\s*$/m.exec(status);
+  return m ? Number.parseInt(m[1]!, 8) : undefined;
+}
+
+/**
+ * Whether a file the spool creates needs the fchmod: true unless the umask is known to take no bit of
+ * FILE_MODE (022, 027, 077: then O_CREAT's 0600 is already exact). Read once, at the first file created,
+ * from /proc/self/status: `process.umask()` without an argument sets the umask to 0 and back
+ * (DEP0139), a window in which a file another thread creates would be made wider. Where it cannot be
+ * read, the fchmod stays. The relay never gives itself a umask that takes owner bits later (the control
+ * socket's temporary 0177 around bind() takes none of 0600).
+ */
+let fchmodNeeded: boolean | undefined;
+export function createNeedsFchmod(): boolean {
+  if (fchmodNeeded === undefined) {
+    let umask: number | undefined;
+    try {
+      umask = umaskOfStatus(fs.readFileSync('/proc/self/status', 'latin1'));
+    } catch {
+      umask = undefined;
+    }
+    fchmodNeeded = umask === undefined || (umask & FILE_MODE) !== 0;
+  }
+  return fchmodNeeded;
 }
 
 /**
@@ -70,11 +95,13 @@ async function modeSet(h: SpoolHandle, rethrow: boolean): Promise<unknown> {
  * open follows a symbolic link: a link planted in tmp/, msg/ or state/ (or at `lock`) makes the
  * operation fail instead of writing or reading elsewhere.
  *
- * The fchmod runs while the caller writes (for a message: while its body streams in) instead of one
- * more thread-pool round trip before the first write; fsync and close wait for it, so every file is
- * exactly 0600, and durably so, before the spool publishes it (each caller fsyncs and closes before
- * its rename or link), and its failure fails the fsync (or close). Until then the file is
- * 0600 & ~umask: never wider than 0600, since O_CREAT's mode only loses bits to the umask.
+ * Under the usual umasks (022, 027, 077) O_CREAT's 0600 is exact and no fchmod is made
+ * (createNeedsFchmod). Under one that takes owner bits (0277), the fchmod runs while the caller writes
+ * (for a message: while its body streams in) instead of one more thread-pool round trip before the
+ * first write; fsync and close wait for it, so every file is exactly 0600, and durably so, before the
+ * spool publishes it (each caller fsyncs and closes before its rename or link), and its failure fails
+ * the fsync (or close). Until then the file is 0600 & ~umask: never wider than 0600, since O_CREAT's
+ * mode only loses bits to the umask.
  */
 export const nodeSpoolFs: SpoolFs = {
   async mkdir(path, root) {
@@ -83,6 +110,7 @@ export const nodeSpoolFs: SpoolFs = {
   async open(path, flags) {
     if (flags === 'r') return handle(await call<number>((cb) => fs.open(path, READ, cb)));
     const fd = await call<number>((cb) => fs.open(path, CREATE_NEW, FILE_MODE, cb));
+    if (!createNeedsFchmod()) return handle(fd);
     const mode = call<void>((cb) => fs.fchmod(fd, FILE_MODE, cb));
     mode.catch(() => undefined); // reported by fsync/close, which every caller reaches
     const h: NodeHandle = { fd, mode };
@@ -97,15 +125,20 @@ export const nodeSpoolFs: SpoolFs = {
   async size(h) {
     return (await call<fs.Stats>((cb) => fs.fstat(h.fd, cb))).size;
   },
-  async fsync(h) {
-    await modeSet(h, true);
-    await call<void>((cb) => fs.fsync(h.fd, cb));
+  fsync(h) {
+    const mode = (h as NodeHandle).mode;
+    const sync = () => call<void>((cb) => fs.fsync(h.fd, cb));
+    return mode === undefined ? sync() : mode.then(sync);
   },
-  async close(h) {
+  close(h) {
+    const mode = (h as NodeHandle).mode;
+    const close = () => call<void>((cb) => fs.close(h.fd, cb));
+    if (mode === undefined) return close();
     // never close the fd under a running fchmod (the number could be reused by then)
-    const failed = await modeSet(h, false);
-    await call<void>((cb) => fs.close(h.fd, cb));
-    if (failed) throw failed;
+    return modeFailure(mode).then(async (failed) => {
+      await close();
+      if (failed) throw failed;
+    });
   },
   rename: (from, to) => call<void>((cb) => fs.rename(from, to, cb)),
   // link(2) does not follow a link at `from` on Linux (it links the link itself)

@@ -383,7 +383,7 @@ export class Spool implements SpoolWriter {
     }
     const d = new FileDraft(id, this, this.fs, h, tmpName, envelopeJson);
     this.drafts.add(d);
-    await d.start(encodeHeader(envelope));
+    await d.start(encodeHeader(envelope, envelopeJson));
     return d;
   }
 

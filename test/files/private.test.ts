@@ -34,6 +34,8 @@ import {
 import { checkParentDir, checkReadFile, checkStateTree, type Identity } from '../../src/files/checks.js';
 import { privilegePlan, handOverState, SPOOL_NAMES } from '../../src/files/privileges.js';
 import { nodeSpoolFs, Spool } from '../../src/spool/spool.js';
+import { umaskOfStatus } from '../../src/spool/fs.js';
+import { ensureBuiltSpool } from '../spool/support.js';
 import { probeWritable } from '../../src/metrics/readiness.js';
 import { TlsrptStore } from '../../src/reporting/tlsrpt/store.js';
 import { HttpsSender } from '../../src/reporting/tlsrpt/https.js';
@@ -116,39 +118,37 @@ describe('under umask 000 everything created is owner-only', () => {
 });
 
 describe('a umask that takes owner bits away does not narrow what the spool creates', () => {
-  // The spool's fchmod runs while the file is being written (src/spool/fs.ts) rather than before the
-  // first write: fsync and close wait for it, so the file is exactly 0600 before it is published.
-  it('umask 0277: a spool file created 0400 is 0600 once fsync returned, and a queued message and its state file are 0600', async () => {
-    const q = join(fresh(), 'queue');
-    const spool = await Spool.open(q, { log: { warn: () => undefined } });
-    await spool.recover();
-    const before = process.umask(0o277);
-    try {
-      const f = join(q, 'tmp', 'probe');
-      const h = await nodeSpoolFs.open(f, 'wx');
-      await nodeSpoolFs.write(h, Buffer.from('x'), 0, 1, 0);
-      await nodeSpoolFs.fsync(h);
-      expect(modeOf(f)).toBe(0o600);
-      await nodeSpoolFs.close(h);
-      await nodeSpoolFs.unlink(f);
-      const m = await spool.enqueue(
-        {
-          from: 'a@b.test',
-          recipients: ['c@d.test'],
-          smtputf8: false,
-          eightBit: false,
-          client: { address: '127.0.0.1' },
-          received: Date.now(),
-          kind: 'normal',
-        },
-        Buffer.from('x\r\n'),
-      );
-      await spool.setHeld(m.id, true);
-    } finally {
-      process.umask(before);
-    }
-    expectPrivateTree(q);
-    await spool.close();
+  // The spool reads the umask once, at its first file (src/spool/fs.ts createNeedsFchmod), so each umask
+  // runs in a child process started under it, as the relay would be. Where the umask takes owner bits the
+  // fchmod runs while the file is being written: fsync and close wait for it, so the file is exactly 0600
+  // before it is published. Under the usual umasks O_CREAT's 0600 is exact and no fchmod is made.
+  let modulePath = '';
+  beforeAll(() => {
+    modulePath = ensureBuiltSpool();
+  }, 120_000);
+  const FIXTURE = join(import.meta.dirname, '..', 'spool', 'fixtures', 'umask-child.mjs');
+
+  for (const [umask, fchmod] of [
+    ['0277', true],
+    ['0477', true],
+    ['0177', false],
+    ['0077', false],
+    ['0022', false],
+  ] as const)
+    it(`umask ${umask}: a spool file is 0600 once fsync returned, and a queued message and its state file are 0600 (fchmod ${fchmod ? 'made' : 'skipped'})`, () => {
+      const q = join(fresh(), 'queue');
+      const out = execFileSync('/bin/sh', ['-c', `umask ${umask} && exec "$0" "$@"`, process.execPath, FIXTURE, q, modulePath], { encoding: 'utf8' });
+      expect(JSON.parse(out)).toEqual({ fchmod, probeMode: 0o600 });
+      expectPrivateTree(q);
+    });
+
+  it('the umask is read from /proc/<pid>/status; an unreadable one keeps the fchmod', () => {
+    expect(umaskOfStatus('Name:\tnode\nUmask:\t0277\nState:\tR (running)\n')).toBe(0o277);
+    expect(umaskOfStatus('Umask:\t0022\n')).toBe(0o022);
+    expect(umaskOfStatus('Name:\tnode\nState:\tR (running)\n')).toBeUndefined();
+    expect(umaskOfStatus('Umask:\tnonsense\n')).toBeUndefined();
+    const own = umaskOfStatus(readFileSync('/proc/self/status', 'latin1'));
+    expect(own).toBe(0); // beforeAll set it
   });
 });
 

@@ -185,6 +185,23 @@ describe('what is queued', () => {
   });
 });
 
+describe("the queued line's Message-ID (issue 21 item 5)", () => {
+  it('issue21 is the one in the header section, whatever the segmentation; one in the body is not taken, not even after an empty header section', async () => {
+    const h = await start();
+    const c = await openData(h);
+    const payload = SmtpTestClient.dataPayload(Buffer.from('Subject: s\r\nMessage-ID:\r\n <head@x.test>\r\n\r\nMessage-ID: <body@x.test>\r\n'));
+    for (let i = 0; i < payload.length; i += 7) c.write(payload.subarray(i, i + 7)); // 7-byte writes
+    expect((await c.reply()).code).toBe(250);
+    expect((await c.cmd('MAIL FROM:<sender@example.com>')).code).toBe(250);
+    expect((await c.cmd('RCPT TO:<rcpt@example.org>')).code).toBe(250);
+    expect((await c.cmd('DATA')).code).toBe(354);
+    c.write(SmtpTestClient.dataPayload(Buffer.from('\r\nMessage-ID: <body@x.test>\r\n'))); // no header fields at all
+    expect((await c.reply()).code).toBe(250);
+    await c.quit();
+    expect(h.logs.filter((l) => l.msg === 'queued').map((l) => l.message_id)).toEqual(['<head@x.test>', undefined]);
+  });
+});
+
 describe('message size (RFC 1870)', () => {
   const LIMIT = 2048;
   const bodyOf = (n: number) => Buffer.concat([Buffer.from('Subject: s\r\n\r\n'), Buffer.alloc(n - 16, 'x'), Buffer.from('\r\n')]);

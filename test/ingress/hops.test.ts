@@ -67,6 +67,34 @@ describe('HeaderWatch: Received fields (RFC 5321 §6.3)', () => {
     );
   });
 
+  it('issue13-4 names are compared octet by octet, case-insensitively for ASCII only: any bytes, any segmentation, the same count as the regular expression', () => {
+    // letters of the names in both cases, Latin-1 look-alikes, WSP, colon, CR, LF
+    const octet = fc.constantFrom(...'RrEeCcIiVvDdTtLlSsQqUu-: \t\r\n\xc9\xe9\xcc\xec\xff'.split(''));
+    fc.assert(
+      fc.property(fc.array(fc.string({ unit: octet, maxLength: 20 }), { maxLength: 20 }), fc.array(fc.nat(30), { maxLength: 20 }), (ls, cuts) => {
+        const msg = ls.join('\r\n');
+        const lines = msg.split('\n');
+        const end = lines.findIndex((l) => l === '' || l === '\r');
+        const want = lines.slice(0, end < 0 ? lines.length : end).filter((l) => /^received[ \t]{0,16}:/i.test(l)).length;
+        expect(count(pieces(Buffer.from(msg, 'latin1'), cuts)).count).toBe(want);
+      }),
+    );
+  });
+
+  it('issue13-4 push says how many octets of each chunk belong to the header section (its empty line included), 0 once it has ended', () => {
+    fc.assert(
+      fc.property(fc.array(line, { maxLength: 10 }), fc.boolean(), fc.array(fc.nat(20), { maxLength: 20 }), (head, lf, cuts) => {
+        const eol = lf ? '\n' : '\r\n';
+        const header = `${head.join(eol)}${head.length ? eol : ''}${eol}`;
+        const buf = Buffer.from(`${header}Received: body${eol}`, 'latin1');
+        const h = new HeaderWatch();
+        const used = pieces(buf, cuts).map((p) => h.push(p));
+        expect(used.reduce((a, b) => a + b, 0)).toBe(header.length);
+        expect(h.push(Buffer.from('x'))).toBe(0);
+      }),
+    );
+  });
+
   it('issue13-4 stops looking at the first empty line: a body full of Received: lines costs nothing', () => {
     const h = new HeaderWatch();
     h.push(Buffer.from('Received: a\r\n\r\n'));
