@@ -18,6 +18,7 @@ import type { TlsaRecord } from '../dns/types.js';
 import type { DaneFacts, VerifyOutcome } from './types.js';
 import { DEFAULT_DIGEST_PREFERENCE, MATCHING_TYPE_DIGEST, formatTlsa, shortTlsa, spkiFromCertDer, usableRecords, type DigestName } from './tlsa.js';
 import { lowerName } from '../dns/name.js';
+import { TtlCache } from '../dns/cache.js';
 
 export interface DaneVerifyInput {
   records: TlsaRecord[]; // the whole secure TLSA RRset (verify applies usability + agility itself)
@@ -68,9 +69,60 @@ interface Parsed {
   pxError?: string;
 }
 
+/** A certificate's parse apart from its place in a chain: a pure function of the DER bytes (or why it failed). */
+type CertParse = Omit<Parsed, 'index'> | string;
+
+/** Parses kept (issue 17): one per certificate of the last destinations' chains. */
+export const CERT_PARSE_CACHE_ENTRIES = 64;
+/** Larger certificates are parsed every time (real server certificates are 1–3 KiB): the cache stays small. */
+export const CERT_PARSE_CACHE_MAX_BYTES = 16 * 1024;
+
+/**
+ * The last parses by certificate content, least recently used dropped first. Parsing (node:crypto and
+ * @peculiar/x509 over asn1js) was ~10 ms of CPU per connection, and a destination's connections present
+ * the same chain again and again. It cannot change a verdict: a parse depends on the bytes alone (a hit
+ * is compared byte for byte with its own copy of them), nothing reads a parse but to judge it (node's
+ * X509Certificate is immutable; the @peculiar/x509 object and the buffers are only read), and everything
+ * that depends on the verification — dates against `now`, names, records, the chain's order — is judged
+ * on every call. Entries never expire (ttl Infinity): only the bound evicts them.
+ */
+const certParses = new TtlCache<{ der: Buffer; parse: CertParse }>(CERT_PARSE_CACHE_ENTRIES);
+const certParseCounts = { hits: 0, misses: 0 };
+
+/** Empties the certificate parse cache (tests: compare a verdict with one from cold parses). */
+export function clearCertParseCache(): void {
+  certParses.clear();
+}
+
+/** How the certificate parse cache fared since start (tests, profiles). */
+export function certParseCacheStats(): { entries: number; hits: number; misses: number } {
+  return { entries: certParses.size, ...certParseCounts };
+}
+
 function parseCert(der: Buffer, index: number): Parsed | string {
   if (der.length === 0) return 'empty certificate';
   if (der.length > MAX_CERT_BYTES) return `certificate of ${der.length} bytes exceeds the ${MAX_CERT_BYTES}-byte limit`;
+  let parse: CertParse;
+  if (der.length > CERT_PARSE_CACHE_MAX_BYTES) parse = parseDer(der);
+  else {
+    const key = createHash('sha256').update(der).digest('base64');
+    const hit = certParses.get(key, 0)?.value;
+    if (hit?.der.equals(der)) {
+      certParseCounts.hits++;
+      parse = hit.parse;
+    } else {
+      certParseCounts.misses++;
+      // A copy: the caller's buffer may be reused or changed after this call; the cache's bytes never are.
+      const own = Buffer.from(der);
+      parse = parseDer(own);
+      certParses.set(key, { der: own, parse }, Number.POSITIVE_INFINITY, 0);
+    }
+  }
+  // A new object per call: identity-keyed memos of one verification (IssuerGraph) see what they saw before.
+  return typeof parse === 'string' ? parse : { index, ...parse };
+}
+
+function parseDer(der: Buffer): CertParse {
   let node: NodeCert;
   try {
     node = new NodeCert(der);
@@ -90,7 +142,7 @@ function parseCert(der: Buffer, index: number): Parsed | string {
     px = null;
     pxError = (e as Error).message || 'malformed certificate';
   }
-  return pxError === undefined ? { index, der, spki, node, px } : { index, der, spki, node, px, pxError };
+  return pxError === undefined ? { der, spki, node, px } : { der, spki, node, px, pxError };
 }
 
 function basicConstraints(c: Parsed): { ca: boolean; pathLen: number | undefined } | null {

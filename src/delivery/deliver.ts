@@ -146,6 +146,8 @@ export interface DeliveryJob {
 
 /** RFC 3461 §6.1: the relay's own DSNs, and TLSRPT reports, ask for no notification about themselves. */
 const NOTIFY_NEVER: RcptDsn = { notify: ['NEVER'] };
+/** transmit(): the session failed its RSET; the message goes over a new connection */
+const RESEND = Symbol('resend');
 
 /** No host could take the message: deferred, or bounced (`permanent`) when the next hop is this relay itself. */
 interface Unreachable {
@@ -607,15 +609,24 @@ export class DestinationRun {
       return this.unreached(job, started, this.unreachable);
     }
 
-    if (this.session && (!this.session.usable || this.sent >= this.deps.maxMessagesPerConnection)) await this.dropSession();
-    if (this.session) {
-      // A reused connection that fails RSET is replaced, not trusted for the next transaction.
-      await this.session.reset().catch(() => this.dropSession());
+    // At most two sessions carry this message: a reused one whose RSET fails (RFC 5321 §4.1.1.5) accepted
+    // nothing of it, so it goes once more over a new connection, opened and verified like any other.
+    for (let first = true; ; first = false) {
+      if (this.session && (!this.session.usable || this.sent >= this.deps.maxMessagesPerConnection)) await this.dropSession();
+      if (!this.session) {
+        this.unreachable = await this.open(plan);
+        if (this.unreachable) return this.unreached(job, started, this.unreachable);
+      }
+      const out = await this.transmit(job, started, first);
+      if (out !== RESEND) return out;
     }
-    if (!this.session) {
-      this.unreachable = await this.open(plan);
-      if (this.unreachable) return this.unreached(job, started, this.unreachable);
-    }
+  }
+
+  /**
+   * One transaction of `job` over the open session. RESEND when the session failed its RSET
+   * (`mayResend`: only once per message): the session is dropped, nothing of the message was accepted.
+   */
+  private async transmit(job: DeliveryJob, started: number, mayResend: boolean): Promise<RecipientOutcome[] | typeof RESEND> {
     const session = this.session!;
     this.ready = this.deps.now(); // connection setup (DNS, TCP, TLS, EHLO) ends here; transmission starts
     const { host, address } = this.sessionPlan!;
@@ -676,6 +687,11 @@ export class DestinationRun {
       return this.log(job, started, { outcomes: out, cause: (o) => causes.get(o) });
     } catch (e) {
       await this.dropSession();
+      if (e instanceof SmtpError && e.stage === 'rset' && mayResend) {
+        // The replies to the MAIL/RCPT pipelined behind the failed RSET were never read: no verdict came from them.
+        this.emit({ kind: 'reset-failed', queueId: job.id, target: { host: host.host, address, port: this.deps.port }, error: e });
+        return RESEND;
+      }
       if (!(e instanceof SmtpError)) {
         this.emit({ kind: 'internal-error', queueId: job.id, what: 'unexpected', err: e });
         return this.log(

@@ -183,6 +183,12 @@ export type DeliveryEvent = Run &
       }
     /** DANE rollover risk of a session that verified (delivery/rollover.ts) */
     | { kind: 'rollover-risk'; host: string; finding: RolloverFinding }
+    /**
+     * RFC 5321 §4.1.1.5: a reused connection failed the RSET that opens the next transaction (refused,
+     * closed, timed out, garbage; `error.stage` is `rset`). Nothing of the message was accepted (its
+     * pipelined MAIL/RCPT replies are never read): the connection is dropped and the message goes over a new one.
+     */
+    | { kind: 'reset-failed'; queueId: string; target: Target; error: SmtpError }
     /** the body was converted for the next hop (RFC 6152, RFC 2045) */
     | { kind: 'body-converted'; queueId: string; relay: string; target: string }
     /** our own fault, with the error behind it */

@@ -94,6 +94,11 @@ export function deliveryLog(log: Logger): DeliverySubscriber {
           `DANE rollover risk: ${f.detail}`,
         );
       }
+      case 'reset-failed':
+        return log.info(
+          { queue_id, domain, relay: where(e.target), error: e.error.message },
+          'reused connection failed RSET: the message goes over a new connection',
+        );
       case 'body-converted':
         return log.info({ queue_id, domain, relay: e.relay, target: e.target }, 'message body converted for the next hop (RFC 6152, RFC 2045)');
       case 'internal-error':

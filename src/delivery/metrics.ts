@@ -45,6 +45,7 @@ function attemptReason(f: Extract<HostFailure, { kind: 'attempt' }>): DeferralRe
       return 'connection-lost';
     case 'connect':
     case 'ehlo':
+    case 'rset':
     case 'mail':
     case 'rcpt':
     case 'data':

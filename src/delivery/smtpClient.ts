@@ -107,7 +107,13 @@ export interface Reply {
   text: string;
 }
 
-export type SmtpStage = 'connect' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'verify' | 'mail' | 'rcpt' | 'data' | 'protocol';
+/**
+ * Where a session failed. `rset`: the RSET that opens a transaction on a reused connection (RFC 5321
+ * §4.1.1.5) was refused, went unanswered, or the connection was found closed or out of step before it;
+ * nothing of that transaction was accepted (DATA was never sent), so the message may go over a new
+ * connection (delivery/deliver.ts).
+ */
+export type SmtpStage = 'connect' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'verify' | 'rset' | 'mail' | 'rcpt' | 'data' | 'protocol';
 
 /**
  * What went wrong, as one value (never flags that could contradict each other):
@@ -474,6 +480,11 @@ export class SmtpSession {
   private closed = false;
   private broken = false;
   private busy = false;
+  /**
+   * A transaction ran on this connection (its MAIL was written) and no RSET has been accepted since: the
+   * next transaction starts with RSET (RFC 5321 §4.1.1.5). The session decides, so no caller can forget it.
+   */
+  private rsetOwed = false;
   private _greeting!: Reply;
   private _extensions = new Map<string, string>();
   private _tls?: TlsInfo;
@@ -803,18 +814,26 @@ export class SmtpSession {
   }
 
   /**
-   * One mail transaction: MAIL, RCPT…, DATA, body, final reply. Rejections by the
+   * One mail transaction: [RSET,] MAIL, RCPT…, DATA, body, final reply. Rejections by the
    * server are results; only transport failures, timeouts and protocol violations throw.
+   *
+   * On a connection that already carried a transaction the session sends RSET first (RFC 5321
+   * §4.1.1.5): with PIPELINING in the same write as MAIL and the RCPTs (RFC 2920 §3.1: RSET may
+   * appear anywhere in a group), else alone. Any failure of the RSET (a reply other than 2xx, close,
+   * timeout, garbage) throws stage `rset` before a reply to MAIL or RCPT is read: the connection is
+   * destroyed and nothing of the message was accepted (DATA never went out).
    */
   async send(input: SendInput): Promise<SendResult> {
     if (this.busy) throw new Error('SmtpSession.send: a transaction is already running');
+    // On a reused connection these take the place of a failed RSET (stage `rset`): nothing of this message was sent.
+    const idle: SmtpStage = this.rsetOwed ? 'rset' : 'protocol';
     if (this.closed || this.broken || this.sock.destroyed) {
-      throw this.fail('protocol', 'session is not usable (closed or in an unknown state)', { kind: 'connection' });
+      throw this.fail(idle, 'session is not usable (closed or in an unknown state)', { kind: 'connection' });
     }
     if (this.reader.hasPending()) {
       // Unsolicited bytes (e.g. a 421 idle-timeout notice) would desynchronise replies.
       this.destroy();
-      throw this.fail('protocol', 'server sent unsolicited data between transactions', { kind: 'protocol' });
+      throw this.fail(idle, 'server sent unsolicited data between transactions', { kind: 'protocol' });
     }
     this.assertCommandSafe(input.from, 'mail');
     for (const r of input.recipients) this.assertCommandSafe(r, 'rcpt');
@@ -886,9 +905,25 @@ export class SmtpSession {
       }),
     });
 
-    // RFC 2920 §3.1: with PIPELINING, MAIL and every RCPT go in one batch; DATA only after their replies.
-    if (pipelining) this.sock.write([mailCmd, ...rcptCmds].join(CRLF) + CRLF);
-    else this.write(mailCmd);
+    // RFC 2920 §3.1: with PIPELINING, [RSET,] MAIL and every RCPT go in one batch; DATA only after their replies.
+    const rset = this.rsetOwed;
+    if (pipelining) {
+      this.sock.write([...(rset ? ['RSET'] : []), mailCmd, ...rcptCmds].join(CRLF) + CRLF);
+      this.rsetOwed = true;
+      // The RSET's reply comes first; a failure throws before any MAIL/RCPT reply is read (none is a verdict then).
+      if (rset) await this.rsetReply();
+    } else {
+      if (rset) {
+        this.write('RSET');
+        await this.rsetReply();
+        if (this.reader.hasPending()) {
+          this.destroy();
+          throw this.fail('rset', 'reply received before MAIL FROM was sent: the peer is out of step', { kind: 'protocol' });
+        }
+      }
+      this.write(mailCmd);
+      this.rsetOwed = true;
+    }
     const mail = this.note(await this.read('mail', timeouts.mail, 'MAIL'));
     const mailClass = replyClass(mail.code);
     if (mailClass === 3) {
@@ -1072,22 +1107,34 @@ export class SmtpSession {
 
   private async rset(): Promise<void> {
     this.write('RSET');
-    const r = this.note(await this.read('mail', this.opts.timeouts.mail, 'RSET'));
-    if (replyClass(r.code) !== 2) {
-      this.broken = true;
-      throw this.fail('protocol', `RSET rejected: ${describe(r)}`, { kind: 'refused', reply: r, permanent: false });
-    }
+    await this.rsetReply();
   }
 
-  /** RSET between messages on a reused connection (RFC 5321 §4.1.1.5). */
-  async reset(): Promise<void> {
-    if (this.busy) throw new Error('SmtpSession.reset: a transaction is running');
-    if (this.closed || this.broken || this.sock.destroyed) throw this.fail('protocol', 'session is not usable', { kind: 'connection' });
-    if (this.reader.hasPending()) {
-      this.destroy();
-      throw this.fail('protocol', 'server sent unsolicited data between transactions', { kind: 'protocol' });
+  /**
+   * The reply to an RSET already written (RFC 5321 §4.1.1.5: 250; §4.2.1: any 2xx completes it). Anything
+   * else — a 4xx/5xx (421 too), a 3xx, garbage, close, timeout — destroys the connection and throws stage
+   * `rset`, whatever replies to pipelined commands may follow it.
+   */
+  private async rsetReply(): Promise<void> {
+    let r: Reply;
+    try {
+      r = this.note(await this.read('rset', this.opts.timeouts.mail, 'RSET'));
+    } catch (err) {
+      // read() names a malformed reply stage `protocol`; here it is the RSET that failed.
+      if (err instanceof SmtpError && err.stage !== 'rset') throw this.fail('rset', err.message, err.failure, err);
+      throw err;
     }
-    await this.exclusive(() => this.rset());
+    const cls = replyClass(r.code);
+    if (cls !== 2) {
+      this.broken = true;
+      this.destroy();
+      throw this.fail(
+        'rset',
+        `RSET ${cls === 3 ? 'answered with an intermediate reply' : 'refused'}: ${describe(r)}`,
+        cls === 3 ? { kind: 'protocol', reply: r } : { kind: 'refused', reply: r, permanent: false },
+      );
+    }
+    this.rsetOwed = false;
   }
 
   /** QUIT and close; never throws. */

@@ -384,6 +384,21 @@ const table = {
       log: 'DANE rollover risk: soon',
     },
   ],
+  'reset-failed': [
+    {
+      event: {
+        ...run,
+        kind: 'reset-failed',
+        queueId: 'q1',
+        target,
+        error: new SmtpError('rset', 'RSET refused: 500 what', { kind: 'refused', reply: { code: 500, text: 'what' }, permanent: false }),
+      },
+      // the session was counted when it opened; its RSET says nothing about TLS, and no recipient settles here
+      tlsrpt: undefined,
+      metrics: [],
+      log: 'reused connection failed RSET: the message goes over a new connection',
+    },
+  ],
   'body-converted': [
     { event: { ...run, kind: 'body-converted', queueId: 'q1', relay: 'r', target: '7bit' }, tlsrpt: undefined, metrics: [], log: /message body converted/ },
   ],

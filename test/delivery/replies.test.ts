@@ -7,9 +7,19 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
 import { DestinationRun, type DeliveryDeps } from '../../src/delivery/deliver.js';
+import type { DeliveryEvent } from '../../src/delivery/events.js';
+import { SmtpError, SmtpSession } from '../../src/delivery/smtpClient.js';
 import type { RecipientOutcome } from '../../src/delivery/outcome.js';
 import { StubResolver } from '../../src/dns/stub.js';
-import { normalScript, startScriptedPeer, type PeerAction, type PeerTransaction, type ScriptedPeer } from '../support/scriptedPeer.js';
+import {
+  normalScript,
+  startScriptedPeer,
+  type ConnectionScript,
+  type PeerAction,
+  type PeerConnection,
+  type PeerTransaction,
+  type ScriptedPeer,
+} from '../support/scriptedPeer.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterAll(async () => {
@@ -282,6 +292,165 @@ describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354
     await run.close();
     expect([...a, ...b].map((o) => o.result)).toEqual(['sent', 'sent']);
     expect(p.connections).toHaveLength(2);
+  });
+});
+
+/** The reset-failed events of a run, as [stage, failure kind]. */
+function resetFailures(events: DeliveryEvent[]): [string, string][] {
+  return events.flatMap((e) => (e.kind === 'reset-failed' ? [[e.error.stage, e.error.failure.kind] as [string, string]] : []));
+}
+
+/** Two messages over one DestinationRun (the second one reuses the first one's connection); the events it emitted. */
+async function twoMessages(p: ScriptedPeer): Promise<{ first: RecipientOutcome[]; second: RecipientOutcome[]; events: DeliveryEvent[] }> {
+  const events: DeliveryEvent[] = [];
+  const run = new DestinationRun(deps(p.port, { subscribers: [(e) => void events.push(e)] }), '[127.0.0.1]');
+  const first = await deliverOnce(p, ['a'], run);
+  const second = await deliverOnce(p, ['b', 'c'], run);
+  await run.close();
+  expectOneEach(first, ['a'], p);
+  expectOneEach(second, ['b', 'c'], p);
+  return { first, second, events };
+}
+
+describe('RFC 5321 §4.1.1.5 / RFC 2920 §3.1: the RSET before a reused connection’s next transaction', () => {
+  it('RFC 2920 §3.1 with PIPELINING the RSET goes in one write with MAIL and the RCPTs: the peer answers RSET only once it has read them, and both messages go over one connection', async () => {
+    // The peer holds back its RSET and MAIL replies until the first RCPT has arrived: a client that waited
+    // for the RSET reply before sending MAIL would wait until its timer, then open a second connection.
+    const held = new Set<number>();
+    const p = await peer(
+      normalScript({
+        ext: ['PIPELINING'],
+        answer: (verb, _line, c) => {
+          if (verb === 'RSET') return (held.add(c.id), { reply: '' });
+          if (verb === 'MAIL' && held.has(c.id)) return { reply: '' };
+          if (verb === 'RCPT' && held.delete(c.id)) return { reply: '250 2.0.0 reset\r\n250 2.1.0 sender ok\r\n250 2.1.5 ok\r\n' };
+          return undefined;
+        },
+      }),
+    );
+    const { first, second, events } = await twoMessages(p);
+    expect([...first, ...second].map((o) => o.result)).toEqual(['sent', 'sent', 'sent']);
+    expect(p.connections).toHaveLength(1);
+    const c = p.connections[0]!;
+    expect(c.commands.map((l) => l.split(/[ :]/)[0])).toEqual(['EHLO', 'MAIL', 'RCPT', 'DATA', 'RSET', 'MAIL', 'RCPT', 'RCPT', 'DATA', 'QUIT']);
+    // the first transaction of the connection has no RSET; the second's RSET, MAIL and RCPTs arrived in one read
+    expect(c.reads.find((r) => r.includes('RSET'))?.map((l) => l.split(/[ :]/)[0])).toEqual(['RSET', 'MAIL', 'RCPT', 'RCPT']);
+    expect(resetFailures(events)).toEqual([]);
+  });
+
+  it('RFC 5321 §4.1.1.5 without PIPELINING the RSET goes alone and its reply is awaited before MAIL', async () => {
+    const p = await peer(normalScript());
+    const { first, second } = await twoMessages(p);
+    expect([...first, ...second].map((o) => o.result)).toEqual(['sent', 'sent', 'sent']);
+    expect(p.connections).toHaveLength(1);
+    const c = p.connections[0]!;
+    expect(c.commands.map((l) => l.split(/[ :]/)[0])).toEqual(['EHLO', 'MAIL', 'RCPT', 'DATA', 'RSET', 'MAIL', 'RCPT', 'RCPT', 'DATA', 'QUIT']);
+    // each command in a read of its own: the client waited for every reply (RFC 5321 without RFC 2920)
+    expect(c.reads.every((r) => r.length === 1)).toBe(true);
+  });
+
+  it.each([[true], [false]])('RFC 5321 §4.2.1 a 2xx other than 250 to RSET completes it (PIPELINING %s): same connection', async (pipelining) => {
+    const p = await peer(normalScript({ ext: pipelining ? ['PIPELINING'] : [], answer: answer({ RSET: '200 2.0.0 flushed\r\n' }) }));
+    const { first, second, events } = await twoMessages(p);
+    expect([...first, ...second].map((o) => o.result)).toEqual(['sent', 'sent', 'sent']);
+    expect(p.connections).toHaveLength(1);
+    expect(resetFailures(events)).toEqual([]);
+  });
+
+  /** Each failure of the RSET, and the failure kind the client gives it (stage `rset` always). */
+  const failures: [string, PeerAction, string][] = [
+    ['421 (closing)', { reply: '421 4.3.2 shutting down\r\n' }, 'refused'],
+    ['451', { reply: '451 4.3.0 try later\r\n' }, 'refused'],
+    ['500', { reply: '500 5.5.1 what\r\n' }, 'refused'],
+    ['554', { reply: '554 5.3.0 no\r\n' }, 'refused'],
+    ['a 3xx', { reply: '354 go ahead\r\n' }, 'protocol'],
+    ['garbage', { reply: 'hello there\r\n' }, 'protocol'],
+    ['a multi-line reply with changing codes', { reply: '250-ok\r\n550 no\r\n' }, 'protocol'],
+    ['close', { close: true }, 'connection'],
+    ['no reply (stage timeout)', { stall: true }, 'timeout'],
+  ];
+  for (const pipelining of [true, false]) {
+    it.each(failures)(
+      `RFC 5321 §4.1.1.5 RSET on a reused connection answered %s (PIPELINING ${pipelining}): nothing of the message was accepted, the replies pipelined behind it are no verdict, and it goes over a new connection, delivered once`,
+      async (_what, action, kind) => {
+        // On the first connection, after its RSET, the peer would refuse MAIL and every RCPT for good: a
+        // client that read those replies would bounce the message.
+        const p = await peer(
+          normalScript({
+            ext: pipelining ? ['PIPELINING'] : [],
+            answer: (verb, _line, c) => {
+              if (c.id !== 0 || !c.commands.includes('RSET')) return undefined;
+              if (verb === 'RSET') return action;
+              if (verb === 'MAIL' || verb === 'RCPT') return { reply: '550 5.7.1 refused for good\r\n' };
+              return undefined;
+            },
+          }),
+        );
+        const { first, second, events } = await twoMessages(p);
+        expect([...first, ...second].map((o) => o.result)).toEqual(['sent', 'sent', 'sent']);
+        expect(p.connections).toHaveLength(2);
+        const [old, fresh] = p.connections as [PeerConnection, PeerConnection];
+        const afterRset = old.commands.slice(old.commands.indexOf('RSET'));
+        expect(afterRset.map((l) => l.split(/[ :]/)[0])).toEqual(
+          // with PIPELINING the peer read MAIL/RCPT (unless it closed or stalled at RSET); DATA never; without, nothing after RSET
+          pipelining && 'reply' in action ? ['RSET', 'MAIL', 'RCPT', 'RCPT'] : ['RSET'],
+        );
+        expect(old.transactions.filter((t) => t.dataPhase)).toHaveLength(1); // the first message's only
+        // the new connection's first transaction: no RSET
+        expect(fresh.commands.map((l) => l.split(/[ :]/)[0])).toEqual(['EHLO', 'MAIL', 'RCPT', 'RCPT', 'DATA', 'QUIT']);
+        expect(resetFailures(events)).toEqual([['rset', kind]]);
+      },
+    );
+  }
+
+  it.each([[true], [false]])(
+    'RFC 5321 §4.1.1.5 RSET refused and the new connection cannot be opened (PIPELINING %s): each recipient deferred once, like any failed open; nothing delivered twice',
+    async (pipelining) => {
+      const refusing = normalScript({ ext: pipelining ? ['PIPELINING'] : [], answer: answer({ RSET: '421 4.3.2 shutting down\r\n' }) });
+      const busy = normalScript({ greeting: { reply: '421 4.3.2 too busy\r\n' } });
+      const p = await peer((c: PeerConnection): ConnectionScript => (c.id === 0 ? refusing() : busy()));
+      const { first, second, events } = await twoMessages(p);
+      expect(first.map((o) => o.result)).toEqual(['sent']);
+      expect(second.map((o) => [o.result, o.relay])).toEqual([
+        ['deferred', undefined],
+        ['deferred', undefined],
+      ]);
+      expect(second[0]!.reason).toContain('421 4.3.2 too busy');
+      expect(p.connections).toHaveLength(2);
+      expect(txs(p).filter((t) => t.delivered)).toHaveLength(1);
+      expect(resetFailures(events)).toEqual([['rset', 'refused']]);
+    },
+  );
+
+  it('RFC 5321 §3.8 a reused connection the peer closed while idle (421 notice, then FIN): found before anything is sent, as a failed RSET (stage rset), and the message goes over a new connection', async () => {
+    const p = await peer(
+      normalScript({
+        ext: ['PIPELINING'],
+        endOfData: (c, t) =>
+          c.id === 0 && t.from.startsWith('idle') ? { reply: '250 2.0.0 queued\r\n421 4.4.2 idle timeout\r\n', thenClose: true } : undefined,
+      }),
+    );
+    // The session on its own: once the close is seen, the next send throws stage `rset` before writing anything.
+    const sess = await SmtpSession.connect(
+      { host: 'peer.test', address: '127.0.0.1', port: p.port },
+      { heloName: 'relay.test', tls: { mode: 'none' }, timeouts: deps(p.port).timeouts },
+    );
+    const body = () => Readable.from([Buffer.from('Subject: t\r\n\r\nbody\r\n')]);
+    const first = await sess.send({ from: 'idle@sender.test', recipients: ['a@[127.0.0.1]'], body });
+    expect(first.recipients.map((v) => v.kind)).toEqual(['delivered']);
+    await new Promise<void>((resolve) => {
+      const wait = (): unknown => (sess.usable ? setImmediate(wait) : resolve());
+      wait();
+    });
+    const err = await sess.send({ from: 'x@sender.test', recipients: ['b@[127.0.0.1]'], body }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(SmtpError);
+    // the FIN seen: `connection`; only the 421 read yet: `protocol` (unsolicited data)
+    expect(['rset:connection', 'rset:protocol']).toContain(`${(err as SmtpError).stage}:${(err as SmtpError).failure.kind}`);
+    expect(p.connections[0]!.commands.filter((l) => /^(RSET|MAIL)/.test(l))).toHaveLength(1);
+    await sess.quit();
   });
 });
 

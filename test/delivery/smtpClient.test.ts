@@ -381,23 +381,30 @@ describe('SmtpSession: plain SMTP', () => {
     expect(maxLead).toBeLessThan(12 * 1024 * 1024);
   });
 
-  it('RFC 5321 §4.1.1.5 connection reuse: RSET between two messages on one connection', async () => {
-    const r = await receiver();
-    const sess = await SmtpSession.connect(target(r), options({ mode: 'none' }));
-    await deliver(sess, 'a@src.test', ['one@dst.test'], 'first\r\n');
-    expect(sess.usable).toBe(true);
-    await sess.reset();
-    expect(sess.usable).toBe(true);
-    await deliver(sess, 'a@src.test', ['two@dst.test'], 'second\r\n');
-    await sess.quit();
-    expect(sess.usable).toBe(false);
-    expect(r.connections).toBe(1);
-    expect(r.messages.map((m) => [m.to[0], m.body.toString()])).toEqual([
-      ['one@dst.test', 'first\r\n'],
-      ['two@dst.test', 'second\r\n'],
-    ]);
-    expect(r.commands.filter((c) => c === 'RSET')).toHaveLength(1);
-  });
+  it.each([[true], [false]])(
+    'RFC 5321 §4.1.1.5 connection reuse (PIPELINING %s): the session itself sends RSET before the second transaction, never before the first',
+    async (pipelining) => {
+      const r = await receiver({ pipelining });
+      const sess = await SmtpSession.connect(target(r), options({ mode: 'none' }));
+      await deliver(sess, 'a@src.test', ['one@dst.test'], 'first\r\n');
+      expect(sess.usable).toBe(true);
+      expect(r.commands).not.toContain('RSET');
+      await deliver(sess, 'b@src.test', ['two@dst.test'], 'second\r\n');
+      expect(r.commands.filter((c) => /^(RSET|MAIL)/.test(c))).toEqual([
+        expect.stringMatching(/^MAIL FROM:<a@src\.test>/),
+        'RSET',
+        expect.stringMatching(/^MAIL FROM:<b@src\.test>/),
+      ]);
+      await sess.quit();
+      expect(sess.usable).toBe(false);
+      expect(r.connections).toBe(1);
+      expect(r.messages.map((m) => [m.to[0], m.body.toString()])).toEqual([
+        ['one@dst.test', 'first\r\n'],
+        ['two@dst.test', 'second\r\n'],
+      ]);
+      expect(r.commands.filter((c) => c === 'RSET')).toHaveLength(1);
+    },
+  );
 
   it('RFC 5321 §3.3 MAIL rejected: result says so, no RCPT/DATA, the session stays usable', async () => {
     const r = await receiver({ pipelining: false, mail: (f) => (f.startsWith('bad') ? { code: 553, message: 'sender refused' } : undefined) });

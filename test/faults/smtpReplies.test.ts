@@ -29,6 +29,11 @@
  * - nothing of the envelope before a required verification: under dane, MAIL/RCPT/DATA only on
  *   connections that presented the pinned certificate, and nothing but QUIT after a failed
  *   verification; under encrypt, only over TLS; under none, no STARTTLS;
+ * - RFC 2920 §3.1 / RFC 5321 §4.1.1.5: a reused connection's next transaction starts with RSET — with
+ *   PIPELINING in the same read as its MAIL and RCPTs, without it alone; when the RSET fails (any fault
+ *   drawn for it) the replies pipelined behind it are no verdict: that transaction never reaches DATA, and
+ *   the message goes once more over a new connection (the outcomes are judged by that one's replies only);
+ *   never more than one transaction per attempt otherwise;
  * - no crash, no unhandled rejection.
  *
  * Each command is checked against the message it belongs to (MAIL by its sender, RCPT by the
@@ -148,6 +153,9 @@ interface Stats {
   lateCommands: number;
   /** event-loop stalls forced after the relay's MAIL batch (second test) */
   stalls: number;
+  /** RSETs the peer read in one read with a MAIL (PIPELINING), and messages resent over a new connection after a failed RSET */
+  pipelinedRsets: number;
+  resent: number;
   violations: string[];
 }
 
@@ -173,6 +181,8 @@ function newStats(): Stats {
     relayedDsns: 0,
     lateCommands: 0,
     stalls: 0,
+    pipelinedRsets: 0,
+    resent: 0,
     violations: [],
   };
 }
@@ -187,7 +197,8 @@ interface Sent {
 /**
  * Stalls the whole event loop for longer than a stage timeout, in the check phase of the loop turn
  * after this one: the turn in which the client reads the reply being written now and writes its next
- * command(s) (a MAIL batch after an EHLO or RSET reply). The next turn's timers run before its I/O, so
+ * command(s) (a MAIL batch after an EHLO reply; DATA after the replies to a pipelined RSET, MAIL and
+ * RCPT batch, RFC 2920 §3.1). The next turn's timers run before its I/O, so
  * the client's read times out and it abandons the session before the peer has read what it sent: what
  * a descheduled process on a loaded machine does by chance, forced. Atomics.wait blocks without
  * spending CPU.
@@ -201,7 +212,10 @@ async function lane(index: number, sessions: number, st: Stats, stalls = 0): Pro
   const kind = KINDS[index % KINDS.length]!;
   const r: Rand = rng(SEED + index * 7919);
   const certGood = new Map<number, boolean>();
-  const bySender = new Map<string, PeerTransaction[]>();
+  /** the transactions of the message being delivered, with their connection and whether an RSET just preceded their MAIL */
+  const bySender = new Map<string, { t: PeerTransaction; conn: number; afterRset: boolean }[]>();
+  /** queue ids whose reused connection failed its RSET (the client's `reset-failed` event) */
+  const resetFailed = new Set<string>();
   const violation = (what: string) => {
     if (st.violations.length < 50) st.violations.push(`lane ${index} (${kind}): ${what}`);
     else st.violations.length++;
@@ -325,6 +339,14 @@ async function lane(index: number, sessions: number, st: Stats, stalls = 0): Pro
 
   const onClose = (c: PeerConnection): void => {
     if (c.tls) st.tlsConnections++;
+    for (const read of c.reads.filter((x) => x.includes('RSET'))) {
+      const verbs = read.map((l) => l.split(' ')[0]!.toUpperCase());
+      if (verbs.includes('MAIL')) st.pipelinedRsets++;
+      // without PIPELINING the client waits for every reply: the RSET arrives alone
+      if (!advertised.get(c.id)?.has('PIPELINING') && read.length > 1) violation(`RSET pipelined to a peer without PIPELINING: ${read.join(' | ')}`);
+      // with it, RSET opens its batch: [RSET, MAIL, RCPT…], never after a command of the same batch
+      else if (read.length > 1 && verbs[0] !== 'RSET') violation(`RSET not at the head of its batch: ${read.join(' | ')}`);
+    }
     const t = lastTx.get(c.id);
     if (t && !t.dot) checkBody(c, t, true);
     lastTx.delete(c.id);
@@ -351,7 +373,7 @@ async function lane(index: number, sessions: number, st: Stats, stalls = 0): Pro
     // a transaction of an abandoned session that the peer reads late is not counted for the next one
     onTransaction: (t, c) => {
       lastTx.set(c.id, t);
-      if (t.from === cur?.sender) bySender.set(t.from, [...(bySender.get(t.from) ?? []), t]);
+      if (t.from === cur?.sender) bySender.set(t.from, [...(bySender.get(t.from) ?? []), { t, conn: c.id, afterRset: c.commands.at(-2) === 'RSET' }]);
     },
   });
   const domain = kind === 'dane' ? `d${index}.fuzz.test` : '[127.0.0.1]';
@@ -369,7 +391,13 @@ async function lane(index: number, sessions: number, st: Stats, stalls = 0): Pro
     timeouts: { connect: T * 3, greeting: T, ehlo: T, starttls: T * 3, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
     digestPreference: ['sha512', 'sha256'],
     maxMessagesPerConnection: 50,
-    subscribers: [],
+    subscribers: [
+      (e) => {
+        if (e.kind !== 'reset-failed') return;
+        if (e.error.stage !== 'rset') violation(`reset-failed with stage ${e.error.stage}`);
+        resetFailed.add(e.queueId);
+      },
+    ],
     now: Date.now,
     mimeConversion: conversion,
   };
@@ -404,8 +432,9 @@ async function lane(index: number, sessions: number, st: Stats, stalls = 0): Pro
         received: now,
         ...params,
       };
+      const queueId = `q${index}x${k}`;
       const out = await run.deliver({
-        id: `q${index}x${k}`,
+        id: queueId,
         size: m.body.length,
         recipients,
         envelope,
@@ -416,10 +445,18 @@ async function lane(index: number, sessions: number, st: Stats, stalls = 0): Pro
       st.sessions++;
       st.byKind[kind]++;
       st.recipients += recipients.length;
-      const ts = bySender.get(sender) ?? [];
+      const all = bySender.get(sender) ?? [];
       bySender.delete(sender);
-      if (ts.length > 1) violation(`${ts.length} transactions for one attempt`);
-      const t = ts[0];
+      const resent = resetFailed.delete(queueId);
+      if (resent) st.resent++;
+      // RFC 5321 §4.1.1.5: a failed RSET voids the transaction pipelined behind it (when the peer read it); the
+      // outcomes may only come from the new connection's transaction
+      const voided = resent && all[0]?.afterRset ? all[0] : undefined;
+      const ts = voided ? all.slice(1) : all;
+      if (voided?.t.replies.some((x) => x.step === 'DATA')) violation(`DATA after a failed RSET: ${sender}`);
+      if (voided && ts.some((x) => x.conn === voided.conn)) violation(`a transaction on the connection whose RSET failed: ${sender}`);
+      if (ts.length > 1) violation(`${all.length} transactions for one attempt`);
+      const t = ts[0]?.t;
       const delivered = new Set(t?.delivered ? t.accepted : []);
       st.peerDelivered += delivered.size;
       const rcptCode = new Map<string, number | undefined>();
@@ -541,6 +578,9 @@ describe(`garbage SMTP replies to the delivery client (seed ${SEED})`, () => {
       expect(st.dsnPassed).toBeGreaterThan(0);
       expect(st.dsnWithheld).toBeGreaterThan(0);
       expect(st.relayedDsns).toBeGreaterThan(0);
+      // RFC 2920 §3.1: RSETs went in MAIL batches, and failed ones sent messages over new connections
+      expect(st.pipelinedRsets).toBeGreaterThan(0);
+      expect(st.resent).toBeGreaterThan(0);
     },
     900_000 * SCALE,
   );

@@ -15,8 +15,8 @@ import type { Connector } from '../../src/delivery/smtpClient.js';
 import type { Target } from '../../src/delivery/types.js';
 
 export type PeerAction =
-  /** write these bytes (one or more reply lines, CRLF included; or garbage) */
-  | { reply: string }
+  /** write these bytes (one or more reply lines, CRLF included; or garbage); `thenClose`: and close (FIN) after them */
+  | { reply: string; thenClose?: true }
   | { close: true }
   /** never answer; the client's stage timeout must end it */
   | { stall: true };
@@ -46,6 +46,11 @@ export interface PeerConnection {
   readonly id: number;
   /** every command line, in order (body lines excluded) */
   readonly commands: string[];
+  /**
+   * the same lines grouped by the read they arrived in: the lines one `data` event completed (RFC 2920
+   * pipelining shows as several commands in one group; a client that waited for a reply, as one alone)
+   */
+  readonly reads: string[][];
   /** the TLS handshake after STARTTLS completed */
   tls: boolean;
   readonly transactions: PeerTransaction[];
@@ -131,11 +136,17 @@ function serve(raw: Duplex, conn: PeerConnection, o: Pick<ScriptedPeerOptions, '
         return false;
       }
       sock.write(a.reply);
+      if (a.thenClose) {
+        done = true;
+        sock.end();
+        return false;
+      }
       return true;
     };
 
     const onData = (chunk: Buffer): void => {
       buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+      let read: string[] | undefined;
       while (!done) {
         if (inData) {
           const atStart = buf.length >= 3 && buf[0] === 0x2e && buf[1] === 0x0d && buf[2] === 0x0a;
@@ -166,6 +177,8 @@ function serve(raw: Duplex, conn: PeerConnection, o: Pick<ScriptedPeerOptions, '
         const line = buf.subarray(0, nl > 0 && buf[nl - 1] === 0x0d ? nl - 1 : nl).toString('utf8');
         buf = buf.subarray(nl + 1);
         conn.commands.push(line);
+        if (!read) conn.reads.push((read = []));
+        read.push(line);
         const verb = line.split(' ')[0]!.toUpperCase();
         if (verb === 'MAIL') {
           current = { from: /<([^>]*)>/.exec(line)?.[1] ?? '', rcpts: [], accepted: [], dataPhase: false, dot: false, delivered: false, replies: [] };
@@ -229,7 +242,7 @@ export async function startScriptedPeer(o: ScriptedPeerOptions): Promise<Scripte
     // Replies are small and each waits for the client: without this, Nagle + delayed ACK add ~40 ms each.
     raw.setNoDelay(true);
     sockets.add(raw);
-    const conn: PeerConnection = { id: ids++, commands: [], tls: false, transactions: [] };
+    const conn: PeerConnection = { id: ids++, commands: [], reads: [], tls: false, transactions: [] };
     if (o.retain !== false) connections.push(conn);
     serve(raw, conn, o, () => sockets.delete(raw));
   });
@@ -354,7 +367,7 @@ export function scriptedConnector(
     const script = peers[target.address];
     if (!script) throw Object.assign(new Error(`connect ECONNREFUSED ${target.address}:${target.port}`), { code: 'ECONNREFUSED' });
     const [client, server] = duplexPair();
-    const conn = { id: ids++, address: target.address, commands: [], tls: false, transactions: [] };
+    const conn = { id: ids++, address: target.address, commands: [], reads: [], tls: false, transactions: [] };
     connections.push(conn);
     serve(server, conn, { script, ...o }, () => undefined);
     return client;

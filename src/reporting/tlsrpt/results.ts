@@ -113,6 +113,7 @@ export function attemptResult(err: Pick<SmtpError, 'stage' | 'verify'>, plan: Tl
     case 'connect':
     case 'greeting':
     case 'ehlo':
+    case 'rset':
     case 'mail':
     case 'rcpt':
     case 'data':
@@ -198,6 +199,7 @@ export function tlsrptResultOf(e: DeliveryEvent): TlsSessionResult | undefined {
     case 'mx-insecure':
     case 'host-is-self':
     case 'rollover-risk':
+    case 'reset-failed':
     case 'body-converted':
     case 'internal-error':
     case 'invariant-breach':
