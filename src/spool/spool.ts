@@ -281,6 +281,13 @@ export class Spool implements SpoolWriter {
   private readonly heldIds = new Set<string>();
   /** bodies of messages committed by this process, served instead of reading msg/<id> back */
   private readonly bodies = new BodyCache();
+  /**
+   * Messages committed by this process that never had a state write, so state/<id>.json cannot
+   * exist: removing them skips that unlink (it would fail ENOENT). The id leaves the set before
+   * writeState creates anything, so a state file is never written for an id in it; after a crash
+   * the set is empty and every recovered message gets the unlink, as before.
+   */
+  private readonly stateless = new Set<string>();
   private recovered = false;
   private closed = false;
   private tmpSeq = 0;
@@ -358,11 +365,13 @@ export class Spool implements SpoolWriter {
 
   /** @internal msg/<id> was just renamed into place with this body (undefined: too big to keep) */
   published(id: string, body: Buffer | undefined): void {
+    this.stateless.add(id);
     if (body) this.bodies.put(id, body);
   }
 
   /** @internal msg/<id> is gone or going: nothing about it may be served from memory */
   forget(id: string): void {
+    this.stateless.delete(id);
     this.bodies.delete(id);
   }
 
@@ -565,6 +574,8 @@ export class Spool implements SpoolWriter {
   }
 
   private async removeNow(id: string, missingOk: boolean): Promise<void> {
+    // Runs in the message's serial chain, so no writeState of it runs meanwhile.
+    const hasState = !this.stateless.has(id);
     this.bodies.delete(id);
     try {
       await this.fs.unlink(this.msgPath(id));
@@ -574,10 +585,11 @@ export class Spool implements SpoolWriter {
     try {
       await this.msgSync.sync();
       // msg/<id> is gone for good; a state file that survives a crash now is an orphan, not a message.
-      await ignoreENOENT(this.fs.unlink(this.statePath(id)));
+      if (hasState) await ignoreENOENT(this.fs.unlink(this.statePath(id)));
     } catch (e) {
       throw SpoolError.from(`remove ${id}`, e);
     }
+    this.stateless.delete(id);
     this.heldIds.delete(id);
   }
 
@@ -591,6 +603,8 @@ export class Spool implements SpoolWriter {
   }
 
   private async writeState(id: string, held: boolean, recipients: RecipientStatus[]): Promise<void> {
+    // Before anything is created: from here on state/<id>.json may exist (removeNow unlinks it).
+    this.stateless.delete(id);
     const tmpName = `${id}.${++this.tmpSeq}.state`;
     const tmp = this.tmpPath(tmpName);
     const data = encodeState(held, recipients);
@@ -813,6 +827,7 @@ export class Spool implements SpoolWriter {
     while (this.ops.size > 0) await Promise.allSettled([...this.ops]);
     for (const d of [...this.drafts]) await d.abort();
     this.bodies.clear();
+    this.stateless.clear();
     await this.lock.release().catch((e) => this.log.warn({ err: String(e) }, 'spool: could not release lock'));
   }
 }
