@@ -20,6 +20,11 @@
  *   other order could bring back a message whose recipients all look pending.
  * - Any failure leaves nothing half-queued: the temp file or the renamed file is
  *   removed before the SpoolError (with the errno as `.code`) reaches the caller.
+ *
+ * Reads: the body of a message this process just committed is served from a bounded
+ * in-memory copy of the bytes written (bodycache.ts), not read back; the file is the
+ * same either way. A message committed here that never had a state write has no
+ * state file, so finishing it skips that unlink.
  */
 import { join, resolve, dirname } from 'node:path';
 import { Readable } from 'node:stream';
