@@ -41,6 +41,23 @@ afterEach(async () => {
   tmp.cleanup();
 });
 
+/** Delivery over the scripted peers' connector, on the test's clock, every event into `events`. */
+function connectorDelivery(connector: DeliveryDeps['connector'], now: () => number, events: DeliveryEvent[]): DeliveryDeps {
+  return {
+    resolver,
+    heloName: 'relay.test',
+    selfNames: ['relay.test'],
+    port: 9,
+    tlsLevel: () => ({ level: 'may', rule: 'test' }),
+    timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
+    digestPreference: ['sha512', 'sha256'],
+    maxMessagesPerConnection: 10,
+    now,
+    connector,
+    subscribers: [(e) => void events.push(e)],
+  };
+}
+
 describe('Scheduler decisions over in-process SMTP peers (connector)', () => {
   it('RFC 5321 §4.2.5 §4.5.4.1 one transaction per destination; a 452 recipient is deferred by min_backoff and retried when due, a 550 one fails with a DSN to the sender; done messages leave the index', async () => {
     let clock = 1_800_000_000_000;
@@ -54,23 +71,7 @@ describe('Scheduler decisions over in-process SMTP peers (connector)', () => {
     });
     const events: DeliveryEvent[] = [];
     spool = await Spool.open(tmp.dir, { now: () => clock, log: quiet });
-    const delivery: DeliveryDeps = {
-      resolver,
-      heloName: 'relay.test',
-      selfNames: ['relay.test'],
-      port: 9,
-      tlsLevel: () => ({ level: 'may', rule: 'test' }),
-      timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-      digestPreference: ['sha512', 'sha256'],
-      maxMessagesPerConnection: 10,
-      now: () => clock,
-      connector: peers.connector,
-      subscribers: [
-        (e) => {
-          events.push(e);
-        },
-      ],
-    };
+    const delivery = connectorDelivery(peers.connector, () => clock, events);
     scheduler = new Scheduler({ spool, delivery, config: CFG, hostname: 'relay.test', log, now: () => clock, rand: () => 0.5 });
     const recipients = ['ok@[127.0.0.2]', 'full@[127.0.0.2]', 'gone@[127.0.0.3]'];
     const msg = await spool.enqueue(
@@ -130,19 +131,7 @@ describe('settling overlaps the next transaction (issue 17)', () => {
     const fs = new FaultFs();
     spool = await Spool.open(tmp.dir, { fs, now: () => clock, log: quiet });
     const events: DeliveryEvent[] = [];
-    const delivery: DeliveryDeps = {
-      resolver,
-      heloName: 'relay.test',
-      selfNames: ['relay.test'],
-      port: 9,
-      tlsLevel: () => ({ level: 'may', rule: 'test' }),
-      timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-      digestPreference: ['sha512', 'sha256'],
-      maxMessagesPerConnection: 10,
-      now: () => clock,
-      connector: peers.connector,
-      subscribers: [(e) => void events.push(e)],
-    };
+    const delivery = connectorDelivery(peers.connector, () => clock, events);
     scheduler = new Scheduler({
       spool,
       delivery,

@@ -30,7 +30,16 @@ async function streamed(spool: Spool, id: string): Promise<Buffer[]> {
 /** Reads of msg/ files since `from` (open covers readBody's readFile path too). */
 const msgReads = (fs: FaultFs) => fs.count('open', inDir('msg')) + fs.count('read', inDir('msg')) + fs.count('readFile', inDir('msg'));
 
+/** A spool in a fresh directory over a FaultFs that logs every call. */
+async function counted(): Promise<{ dir: string; fs: FaultFs; spool: Spool }> {
+  const dir = fx.tmp();
+  const fs = new FaultFs();
+  return { dir, fs, spool: await fx.open(dir, { fs }) };
+}
+
 const done = (rs: RecipientStatus[]): RecipientStatus[] => rs.map((r) => ({ ...r, state: 'delivered' }));
+/** the first recipient deferred, which makes the spool write a state file */
+const deferFirst = (rs: RecipientStatus[]): RecipientStatus[] => rs.map((r, i) => (i === 0 ? { ...r, state: 'deferred', attempts: 1 } : r));
 
 async function commitInChunks(spool: Spool, body: Buffer, cuts: number[]): Promise<QueuedMessage> {
   const d = await spool.begin(envelope());
@@ -55,9 +64,7 @@ const bodyArb = fc.oneof(
 
 describe('body read cache (issue 17)', () => {
   it('serves exactly the file bytes from memory, for generated bodies written in generated chunks (8-bit, long lines, empty)', async () => {
-    const dir = fx.tmp();
-    const fs = new FaultFs();
-    const spool = await fx.open(dir, { fs });
+    const { dir, fs, spool } = await counted();
     await fc.assert(
       fc.asyncProperty(bodyArb, fc.array(fc.integer({ min: 1, max: 5000 }), { maxLength: 8 }), async (body, cuts) => {
         const { id } = await commitInChunks(spool, body, cuts);
@@ -78,9 +85,7 @@ describe('body read cache (issue 17)', () => {
   });
 
   it('sizes around the write buffer and the per-body limit: equal to the file, from memory up to 1 MiB, from disk above', async () => {
-    const dir = fx.tmp();
-    const fs = new FaultFs();
-    const spool = await fx.open(dir, { fs });
+    const { dir, fs, spool } = await counted();
     const header = readFileSync(join(dir, 'msg', (await commitInChunks(spool, Buffer.alloc(0), [])).id)).indexOf(0x0a) + 1;
     const sizes = [1, CHUNK - header - 1, CHUNK - header, CHUNK - header + 1, CHUNK, CHUNK + 1, 3 * CHUNK + 7, BODY_CACHE_MAX_ENTRY - 1, BODY_CACHE_MAX_ENTRY];
     for (const size of [...sizes, BODY_CACHE_MAX_ENTRY + 1, 2 * BODY_CACHE_MAX_ENTRY]) {
@@ -123,9 +128,7 @@ describe('body read cache (issue 17)', () => {
   });
 
   it('evicts the oldest bodies first once 32 MiB are held; they are read from disk, byte for byte', async () => {
-    const dir = fx.tmp();
-    const fs = new FaultFs();
-    const spool = await fx.open(dir, { fs });
+    const { dir, fs, spool } = await counted();
     const ids: string[] = [];
     for (let i = 0; i < 34; i++) ids.push((await spool.enqueue(envelope(), Buffer.alloc(BODY_CACHE_MAX_ENTRY, i))).id);
     // 31 of (1 MiB + overhead) fit in 32 MiB: the first three went
@@ -138,9 +141,7 @@ describe('body read cache (issue 17)', () => {
   });
 
   it('completion, operator delete, a failed commit and quarantine drop the copy: nothing is served for a message not on disk', async () => {
-    const dir = fx.tmp();
-    const fs = new FaultFs();
-    const spool = await fx.open(dir, { fs });
+    const { dir, fs, spool } = await counted();
     const gone = async (id: string) => {
       await expect(streamed(spool, id)).rejects.toMatchObject({ code: 'ENOENT' });
       await expect(spool.readBody(id)).rejects.toMatchObject({ code: 'ENOENT' });
@@ -189,9 +190,7 @@ describe('state-file unlink (issue 17)', () => {
   const stateUnlinks = (fs: FaultFs) => fs.events.filter((e) => e.op === 'unlink' && inDir('state')(e.path) && e.phase !== 'start');
 
   it('a fresh message delivered at the first attempt: no read of its file, no unlink of a state file that never existed', async () => {
-    const dir = fx.tmp();
-    const fs = new FaultFs();
-    const spool = await fx.open(dir, { fs });
+    const { dir, fs, spool } = await counted();
     const m = await spool.enqueue(envelope(), Buffer.from('Subject: fast\r\n\r\nbody\r\n'));
     fs.events.length = 0;
     await streamed(spool, m.id);
@@ -202,11 +201,9 @@ describe('state-file unlink (issue 17)', () => {
   });
 
   it('a message with a state write (deferred, or held) still gets its state file unlinked when it finishes', async () => {
-    const dir = fx.tmp();
-    const fs = new FaultFs();
-    const spool = await fx.open(dir, { fs });
+    const { dir, fs, spool } = await counted();
     const deferred = await spool.enqueue(envelope(), Buffer.from('deferred'));
-    await spool.updateRecipients(deferred.id, [{ ...deferred.recipients[0]!, state: 'deferred', attempts: 1 }, deferred.recipients[1]!]);
+    await spool.updateRecipients(deferred.id, deferFirst(deferred.recipients));
     const held = await spool.enqueue(envelope(), Buffer.from('held'));
     await spool.setHeld(held.id, true);
     expect(ls(join(dir, 'state'))).toEqual([`${deferred.id}.json`, `${held.id}.json`]);
@@ -217,12 +214,10 @@ describe('state-file unlink (issue 17)', () => {
   });
 
   it('a state write that failed after its rename (state directory fsync) still counts: the file is unlinked at the end', async () => {
-    const dir = fx.tmp();
-    const fs = new FaultFs();
-    const spool = await fx.open(dir, { fs });
+    const { dir, fs, spool } = await counted();
     const m = await spool.enqueue(envelope(), Buffer.from('x'));
     fs.failNext('fsyncDir', 'EIO', inDir('state'));
-    await expect(spool.updateRecipients(m.id, [{ ...m.recipients[0]!, state: 'deferred' }, m.recipients[1]!])).rejects.toMatchObject({ code: 'EIO' });
+    await expect(spool.updateRecipients(m.id, deferFirst(m.recipients))).rejects.toMatchObject({ code: 'EIO' });
     expect(ls(join(dir, 'state'))).toEqual([`${m.id}.json`]);
     await spool.updateRecipients(m.id, done(m.recipients));
     expect(ls(join(dir, 'state'))).toEqual([]);
@@ -230,12 +225,10 @@ describe('state-file unlink (issue 17)', () => {
   });
 
   it('a state write that failed before its rename: nothing left behind either way', async () => {
-    const dir = fx.tmp();
-    const fs = new FaultFs();
-    const spool = await fx.open(dir, { fs });
+    const { dir, fs, spool } = await counted();
     const m = await spool.enqueue(envelope(), Buffer.from('x'));
     fs.failNext('rename', 'EIO', inDir('state'));
-    await expect(spool.updateRecipients(m.id, [{ ...m.recipients[0]!, state: 'deferred' }, m.recipients[1]!])).rejects.toMatchObject({ code: 'EIO' });
+    await expect(spool.updateRecipients(m.id, deferFirst(m.recipients))).rejects.toMatchObject({ code: 'EIO' });
     await spool.updateRecipients(m.id, done(m.recipients));
     expect([ls(join(dir, 'state')), ls(join(dir, 'msg')), ls(join(dir, 'tmp'))]).toEqual([[], [], []]);
   });
@@ -245,7 +238,7 @@ describe('state-file unlink (issue 17)', () => {
     const first = await fx.open(dir);
     const plain = await first.enqueue(envelope(), Buffer.from('plain'));
     const withState = await first.enqueue(envelope(), Buffer.from('with state'));
-    await first.updateRecipients(withState.id, [{ ...withState.recipients[0]!, state: 'deferred' }, withState.recipients[1]!]);
+    await first.updateRecipients(withState.id, deferFirst(withState.recipients));
     await first.close();
     const fs = new FaultFs();
     const again = await fx.open(dir, { fs });
