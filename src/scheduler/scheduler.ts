@@ -244,6 +244,11 @@ export class Scheduler {
     }
     const run = new DestinationRun(this.deps.delivery, dest.domain, { report: dest.report, requireTls: dest.requireTls, tlsRequiredNo: dest.tlsRequiredNo });
     this.runs.add(run);
+    // The previous job's settle (DSNs, the durable state write or removal with its fsyncs) runs while the
+    // next transaction goes over the connection: at most one behind, awaited before the next settle and
+    // before the worker ends, so `active` (stop(), whenIdle()) still counts it. Its recipients stay in
+    // flight until it is done, so none can be handed out again meanwhile.
+    let settling: Promise<void> = Promise.resolve();
     try {
       for (let job = dest.jobs.shift(); job; job = this.stopping ? undefined : dest.jobs.shift()) {
         const msg = this.messages.get(job.id);
@@ -278,11 +283,19 @@ export class Scheduler {
             { queue_id: msg.id, domain: dest.domain, breaches: checked.breaches },
             'internal invariant breach: not exactly one outcome per recipient (repaired: deferred)',
           );
-        await this.settle(msg, checked.outcomes);
-        this.release(job.id, job.recipients);
-        await this.giveBack(msg.id);
+        await settling;
+        settling = this.settle(msg, checked.outcomes)
+          .then(async () => {
+            this.release(job.id, job.recipients);
+            await this.giveBack(msg.id);
+          })
+          .catch((e: unknown) => {
+            // settle and giveBack handle their failures; this is a bug, kept from becoming an unhandled rejection
+            this.deps.log.error({ err: e, queue_id: msg.id, domain: dest.domain }, 'settling a delivery failed unexpectedly');
+          });
       }
     } finally {
+      await settling;
       await run.close().catch(() => undefined);
       // after QUIT's 221 (or the connection's end): the session is over, another node may open one
       if (slot) await shared!.releaseSlot(slot);

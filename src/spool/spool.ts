@@ -20,11 +20,17 @@
  *   other order could bring back a message whose recipients all look pending.
  * - Any failure leaves nothing half-queued: the temp file or the renamed file is
  *   removed before the SpoolError (with the errno as `.code`) reaches the caller.
+ *
+ * Reads: the body of a message this process just committed is served from a bounded
+ * in-memory copy of the bytes written (bodycache.ts), not read back; the file is the
+ * same either way. A message committed here that never had a state write has no
+ * state file, so finishing it skips that unlink.
  */
 import { join, resolve, dirname } from 'node:path';
 import { Readable } from 'node:stream';
 import { SpoolError, errno } from './errors.js';
 import { nodeSpoolFs, type SpoolFs, type SpoolHandle } from './fs.js';
+import { BodyCache, BodyCapture } from './bodycache.js';
 import { GroupSync } from './groupsync.js';
 import { IdGenerator, isQueueId } from './id.js';
 import { acquireSpoolLock, isOwnerAlive, type SpoolLock } from './lock.js';
@@ -114,6 +120,8 @@ class FileDraft implements Draft {
   private bodySize = 0;
   /** what the body holds (8-bit, long lines, NUL): kept in the header, so delivery need not scan */
   private readonly scanner = new BodyScanner();
+  /** the body bytes as written, for the spool's read cache (bodycache.ts) */
+  private capture: BodyCapture | undefined;
   private handle: SpoolHandle | undefined;
   private state: DraftState = 'open';
   private failure: SpoolError | undefined;
@@ -141,6 +149,7 @@ class FileDraft implements Draft {
 
   /** writes the header line (into the buffer, usually) */
   async start(header: Buffer): Promise<void> {
+    this.capture = new BodyCapture(header.length);
     try {
       await this.append(header);
     } catch (e) {
@@ -169,6 +178,7 @@ class FileDraft implements Draft {
     while (off < chunk.length) {
       if (this.bufLen === 0 && chunk.length - off >= CHUNK) {
         // Big chunks go straight to the file: copying 50 MB through the buffer buys nothing.
+        this.capture?.add(chunk.subarray(off), this.filePos);
         this.filePos = await writeAll(this.fs, this.handle!, chunk, off, chunk.length - off, this.filePos);
         return;
       }
@@ -181,6 +191,7 @@ class FileDraft implements Draft {
 
   private async flush(): Promise<void> {
     if (this.bufLen === 0) return;
+    this.capture?.add(this.buf!.subarray(0, this.bufLen), this.filePos);
     this.filePos = await writeAll(this.fs, this.handle!, this.buf!, 0, this.bufLen, this.filePos);
     this.bufLen = 0;
   }
@@ -196,6 +207,7 @@ class FileDraft implements Draft {
 
   private async discard(): Promise<void> {
     this.buf = undefined;
+    this.capture = undefined;
     const h = this.handle;
     this.handle = undefined;
     if (h) await this.fs.close(h).catch(() => undefined);
@@ -229,6 +241,9 @@ class FileDraft implements Draft {
     } catch (e) {
       throw await this.fail(step, e);
     }
+    // Known from here on, before the directory fsync: a remove() racing the rest drops it again.
+    this.spool.published(this.id, this.capture?.take());
+    this.capture = undefined;
     this.buf = undefined;
     this.spool.draftEnded(this, this.tmpName);
     try {
@@ -237,6 +252,7 @@ class FileDraft implements Draft {
       // Not known to be durable, so not queued: take it back out (the client gets a 4xx and retries).
       this.failure = SpoolError.from('directory fsync', e);
       this.state = 'failed';
+      this.spool.forget(this.id);
       await this.fs.unlink(this.spool.msgPath(this.id)).catch(() => undefined);
       throw this.failure;
     }
@@ -268,6 +284,15 @@ export class Spool implements SpoolWriter {
   /** per-message serialisation of state changes, so an older state never lands after a newer one */
   private readonly chains = new Map<string, Promise<void>>();
   private readonly heldIds = new Set<string>();
+  /** bodies of messages committed by this process, served instead of reading msg/<id> back */
+  private readonly bodies = new BodyCache();
+  /**
+   * Messages committed by this process that never had a state write, so state/<id>.json cannot
+   * exist: removing them skips that unlink (it would fail ENOENT). The id leaves the set before
+   * writeState creates anything, so a state file is never written for an id in it; after a crash
+   * the set is empty and every recovered message gets the unlink, as before.
+   */
+  private readonly stateless = new Set<string>();
   private recovered = false;
   private closed = false;
   private tmpSeq = 0;
@@ -343,6 +368,18 @@ export class Spool implements SpoolWriter {
     return p;
   }
 
+  /** @internal msg/<id> was just renamed into place with this body (undefined: too big to keep) */
+  published(id: string, body: Buffer | undefined): void {
+    this.stateless.add(id);
+    if (body) this.bodies.put(id, body);
+  }
+
+  /** @internal msg/<id> is gone or going: nothing about it may be served from memory */
+  forget(id: string): void {
+    this.stateless.delete(id);
+    this.bodies.delete(id);
+  }
+
   /** @internal */
   draftEnded(d: FileDraft, tmpName: string): void {
     this.drafts.delete(d);
@@ -403,13 +440,21 @@ export class Spool implements SpoolWriter {
     }
   }
 
-  /** The message bytes (without the header line), streamed from disk. */
+  /** The message bytes (without the header line), from memory when just committed, else streamed from disk. */
   openBody(id: string): Readable {
     const fs = this.fs;
     const path = this.msgPath(id);
     const checkId = () => this.checkId(id);
+    const cached = () => this.bodies.get(id);
     async function* chunks(): AsyncGenerator<Buffer> {
       checkId();
+      // Looked up when reading starts, as the file would be opened then.
+      const body = cached();
+      if (body) {
+        // Copies, in the file path's chunk size: the consumer may keep or change what it was given.
+        for (let off = 0; off < body.length; off += CHUNK) yield Buffer.from(body.subarray(off, off + CHUNK));
+        return;
+      }
       let h: SpoolHandle;
       try {
         h = await fs.open(path, 'r');
@@ -450,6 +495,8 @@ export class Spool implements SpoolWriter {
 
   /** At most `max` octets from the start of the body (DSN composition: the header, or a small message whole). */
   async readBodyPrefix(id: string, max: number): Promise<Buffer> {
+    const body = isQueueId(id) ? this.bodies.get(id) : undefined;
+    if (body) return Buffer.from(body.subarray(0, Math.max(0, max)));
     const parts: Buffer[] = [];
     let n = 0;
     const stream = this.openBody(id);
@@ -468,6 +515,8 @@ export class Spool implements SpoolWriter {
   /** The whole body in memory: for small messages only (DSN composition). */
   async readBody(id: string): Promise<Buffer> {
     this.checkId(id);
+    const body = this.bodies.get(id);
+    if (body) return Buffer.from(body);
     let buf: Buffer;
     try {
       buf = await this.fs.readFile(this.msgPath(id));
@@ -530,6 +579,9 @@ export class Spool implements SpoolWriter {
   }
 
   private async removeNow(id: string, missingOk: boolean): Promise<void> {
+    // Runs in the message's serial chain, so no writeState of it runs meanwhile.
+    const hasState = !this.stateless.has(id);
+    this.bodies.delete(id);
     try {
       await this.fs.unlink(this.msgPath(id));
     } catch (e) {
@@ -538,10 +590,11 @@ export class Spool implements SpoolWriter {
     try {
       await this.msgSync.sync();
       // msg/<id> is gone for good; a state file that survives a crash now is an orphan, not a message.
-      await ignoreENOENT(this.fs.unlink(this.statePath(id)));
+      if (hasState) await ignoreENOENT(this.fs.unlink(this.statePath(id)));
     } catch (e) {
       throw SpoolError.from(`remove ${id}`, e);
     }
+    this.stateless.delete(id);
     this.heldIds.delete(id);
   }
 
@@ -555,6 +608,8 @@ export class Spool implements SpoolWriter {
   }
 
   private async writeState(id: string, held: boolean, recipients: RecipientStatus[]): Promise<void> {
+    // Before anything is created: from here on state/<id>.json may exist (removeNow unlinks it).
+    this.stateless.delete(id);
     const tmpName = `${id}.${++this.tmpSeq}.state`;
     const tmp = this.tmpPath(tmpName);
     const data = encodeState(held, recipients);
@@ -641,6 +696,7 @@ export class Spool implements SpoolWriter {
 
   /** Moves `<sub>/<name>` to corrupt/ without ever overwriting an earlier quarantined file. */
   private async quarantine(sub: string, name: string, reason: string): Promise<void> {
+    if (sub === 'msg') this.forget(name);
     const from = join(this.dir, sub, name);
     for (let i = 0; ; i++) {
       const target = join(this.dir, 'corrupt', i === 0 ? name : `${name}.${this.now()}.${i}`);
@@ -743,6 +799,7 @@ export class Spool implements SpoolWriter {
       const recipients = state?.recipients ?? initialRecipients(header.envelope);
       if (recipients.every(isDone)) {
         // Not written by this spool (completion removes the message), but the meaning is clear.
+        this.forget(id);
         await ignoreENOENT(fs.unlink(this.msgPath(id)));
         await ignoreENOENT(fs.unlink(this.statePath(id)));
         finished = true;
@@ -774,6 +831,8 @@ export class Spool implements SpoolWriter {
     this.closed = true;
     while (this.ops.size > 0) await Promise.allSettled([...this.ops]);
     for (const d of [...this.drafts]) await d.abort();
+    this.bodies.clear();
+    this.stateless.clear();
     await this.lock.release().catch((e) => this.log.warn({ err: String(e) }, 'spool: could not release lock'));
   }
 }

@@ -12,7 +12,8 @@ import type { DeliveryDeps } from '../../src/delivery/deliver.js';
 import type { DeliveryEvent } from '../../src/delivery/events.js';
 import { StubResolver } from '../../src/dns/stub.js';
 import { normalScript, scriptedConnector } from '../support/scriptedPeer.js';
-import { makeTmpDir, envelope, quiet } from '../spool/support.js';
+import { FaultFs, makeTmpDir, envelope, ls, quiet } from '../spool/support.js';
+import { join } from 'node:path';
 
 const T = 3000;
 const CFG: SchedulerConfig = {
@@ -40,6 +41,23 @@ afterEach(async () => {
   tmp.cleanup();
 });
 
+/** Delivery over the scripted peers' connector, on the test's clock, every event into `events`. */
+function connectorDelivery(connector: DeliveryDeps['connector'], now: () => number, events: DeliveryEvent[]): DeliveryDeps {
+  return {
+    resolver,
+    heloName: 'relay.test',
+    selfNames: ['relay.test'],
+    port: 9,
+    tlsLevel: () => ({ level: 'may', rule: 'test' }),
+    timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
+    digestPreference: ['sha512', 'sha256'],
+    maxMessagesPerConnection: 10,
+    now,
+    connector,
+    subscribers: [(e) => void events.push(e)],
+  };
+}
+
 describe('Scheduler decisions over in-process SMTP peers (connector)', () => {
   it('RFC 5321 §4.2.5 §4.5.4.1 one transaction per destination; a 452 recipient is deferred by min_backoff and retried when due, a 550 one fails with a DSN to the sender; done messages leave the index', async () => {
     let clock = 1_800_000_000_000;
@@ -53,23 +71,7 @@ describe('Scheduler decisions over in-process SMTP peers (connector)', () => {
     });
     const events: DeliveryEvent[] = [];
     spool = await Spool.open(tmp.dir, { now: () => clock, log: quiet });
-    const delivery: DeliveryDeps = {
-      resolver,
-      heloName: 'relay.test',
-      selfNames: ['relay.test'],
-      port: 9,
-      tlsLevel: () => ({ level: 'may', rule: 'test' }),
-      timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-      digestPreference: ['sha512', 'sha256'],
-      maxMessagesPerConnection: 10,
-      now: () => clock,
-      connector: peers.connector,
-      subscribers: [
-        (e) => {
-          events.push(e);
-        },
-      ],
-    };
+    const delivery = connectorDelivery(peers.connector, () => clock, events);
     scheduler = new Scheduler({ spool, delivery, config: CFG, hostname: 'relay.test', log, now: () => clock, rand: () => 0.5 });
     const recipients = ['ok@[127.0.0.2]', 'full@[127.0.0.2]', 'gone@[127.0.0.3]'];
     const msg = await spool.enqueue(
@@ -119,5 +121,71 @@ describe('Scheduler decisions over in-process SMTP peers (connector)', () => {
     ]);
     expect(scheduler.get(msg.id)).toBeUndefined();
     expect(scheduler.size).toBe(0);
+  });
+});
+
+describe('settling overlaps the next transaction (issue 17)', () => {
+  it('RFC 5321 §3.3 the next message goes over the same connection while the last one is still being removed; each recipient settles once; whenIdle and stop wait for the write', async () => {
+    const clock = 1_800_000_000_000;
+    const peers = scriptedConnector({ '127.0.0.2': normalScript() });
+    const fs = new FaultFs();
+    spool = await Spool.open(tmp.dir, { fs, now: () => clock, log: quiet });
+    const events: DeliveryEvent[] = [];
+    const delivery = connectorDelivery(peers.connector, () => clock, events);
+    scheduler = new Scheduler({
+      spool,
+      delivery,
+      config: { ...CFG, concurrency: 1, per_destination: 1 },
+      hostname: 'relay.test',
+      log,
+      now: () => clock,
+      rand: () => 0.5,
+    });
+    const body = Buffer.from('Subject: t\r\n\r\nhello\r\n');
+    const m1 = await spool.enqueue(envelope({ recipients: ['a@[127.0.0.2]', 'b@[127.0.0.2]'], eightBit: false, received: clock }), body);
+    const m2 = await spool.enqueue(envelope({ recipients: ['c@[127.0.0.2]'], eightBit: false, received: clock }), body);
+    // The removal of the first message stops at its unlink until the gate opens.
+    let open!: () => void;
+    const gate = new Promise<void>((r) => {
+      open = r;
+    });
+    let blocked = false;
+    fs.before(
+      'unlink',
+      (p) => p.endsWith(`/msg/${m1.id}`),
+      () => {
+        blocked = true;
+        return gate;
+      },
+    );
+    scheduler.add(m1);
+    scheduler.add(m2);
+    const delivered = () => peers.connections.flatMap((c) => c.transactions.filter((t) => t.delivered));
+    await new Promise<void>((r) => {
+      const poll = () => (blocked && delivered().length === 2 ? r() : setImmediate(poll));
+      poll();
+    });
+    // one connection, both transactions, while the first message is still on disk
+    expect(peers.connections).toHaveLength(1);
+    expect(delivered().map((t) => t.rcpts)).toEqual([['a@[127.0.0.2]', 'b@[127.0.0.2]'], ['c@[127.0.0.2]']]);
+    expect(ls(join(tmp.dir, 'msg'))).toEqual([m1.id, m2.id].sort());
+    let idle = false;
+    let stopped = false;
+    void scheduler.whenIdle().then(() => {
+      idle = true;
+    });
+    const stopping = scheduler.stop(600_000).then(() => {
+      stopped = true;
+    });
+    // stop() looks every 20 ms: give it a few looks at the clock, which must all find the write outstanding
+    await new Promise((r) => setTimeout(r, 100));
+    expect([idle, stopped, scheduler.activeDeliveries]).toEqual([false, false, 1]);
+    open();
+    await stopping;
+    expect(idle).toBe(true);
+    expect([ls(join(tmp.dir, 'msg')), ls(join(tmp.dir, 'state'))]).toEqual([[], []]);
+    expect(scheduler.size).toBe(0);
+    const sent = events.flatMap((e) => (e.kind === 'recipient' ? [`${e.outcome.address} ${e.outcome.result}`] : []));
+    expect(sent.sort()).toEqual(['a@[127.0.0.2] sent', 'b@[127.0.0.2] sent', 'c@[127.0.0.2] sent']);
   });
 });
