@@ -128,7 +128,7 @@ describe('body read cache (issue 17)', () => {
   });
 
   it('evicts the oldest bodies first once 32 MiB are held; they are read from disk, byte for byte', async () => {
-    const { dir, fs, spool } = await counted();
+    const { fs, spool } = await counted();
     const ids: string[] = [];
     for (let i = 0; i < 34; i++) ids.push((await spool.enqueue(envelope(), Buffer.alloc(BODY_CACHE_MAX_ENTRY, i))).id);
     // 31 of (1 MiB + overhead) fit in 32 MiB: the first three went
