@@ -22,6 +22,7 @@ import { Spool } from './spool/spool.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { Ingress } from './ingress/server.js';
 import { resolverFor } from './config/resolver.js';
+import { reverseNames } from './dns/reverse.js';
 import { assertStartable, startupPaths } from './preflight.js';
 import type { Resolver } from './dns/types.js';
 import type { DeliveryDeps } from './delivery/deliver.js';
@@ -206,7 +207,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
   let running = false;
 
   // Root with `user:` binds the SMTP listeners early (sessions wait at the gate until the relay is ready).
-  type Late = { spool?: QueueStore; onQueued?: (m: QueuedMessage) => void; events?: RelayEvents };
+  type Late = { spool?: QueueStore; onQueued?: (m: QueuedMessage) => void; events?: RelayEvents; reverse?: (ip: string) => Promise<string[]> };
   let early: { ingress: Ingress; open: () => void; fail: () => void; late: Late } | undefined;
   let recovered: QueuedMessage[] = [];
   let metricsEvents: RelayMetrics | undefined;
@@ -261,6 +262,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           log,
           now,
           onQueued: (m) => late.onQueued?.(m),
+          reverse: (ip) => late.reverse?.(ip) ?? Promise.resolve([]),
           events: { messageReceived: (e) => late.events?.messageReceived?.(e), ingressRejection: (e) => late.events?.ingressRejection?.(e) },
           gate,
         });
@@ -611,13 +613,15 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
       start: async () => {
         const spool = need(parts.spool, 'spool');
         const scheduler = need(parts.scheduler, 'scheduler');
+        const resolver = need(parts.resolver, 'resolver');
+        const reverse = (ip: string) => reverseNames(resolver, ip);
         if (early) {
           // bound before the privilege drop: now the spool and scheduler exist, let the sessions in
-          Object.assign(early.late, { spool, onQueued: (m: QueuedMessage) => scheduler.add(m, now()), events });
+          Object.assign(early.late, { spool, onQueued: (m: QueuedMessage) => scheduler.add(m, now()), events, reverse });
           parts.ingress = early.ingress;
           early.open();
         } else {
-          parts.ingress = await Ingress.start({ config: ingressConfig, spool, log, now, onQueued: (m) => scheduler.add(m, now()), events });
+          parts.ingress = await Ingress.start({ config: ingressConfig, spool, log, now, onQueued: (m) => scheduler.add(m, now()), events, reverse });
         }
         listening = [...parts.ingress.addresses];
         own = undefined;

@@ -32,6 +32,8 @@ export interface RecordData {
   TLSA: TlsaRecord;
   TXT: string; // the strings of one TXT RR joined without separator (RFC 8460 §3)
   CNAME: string;
+  /** RFC 1035 §3.3.12: the name an address maps back to (ingress's Received line only) */
+  PTR: string;
 }
 export type QueryType = keyof RecordData;
 

@@ -534,6 +534,7 @@ function recordDataOf(rr: WireRdata): RecordData[QueryType] | undefined {
     case 'AAAA':
       return rr.data.toLowerCase();
     case 'CNAME':
+    case 'PTR':
       return cleanName(rr.data);
     case 'MX':
       return { preference: rr.data.preference, exchange: cleanName(rr.data.exchange) };

@@ -32,7 +32,6 @@
  * `ingress.long_lines: refuse`.
  */
 import { readFile } from 'node:fs/promises';
-import dns from 'node:dns';
 import {
   SMTPServer,
   type SMTPServerAddress,
@@ -68,6 +67,11 @@ export interface IngressOptions {
   onQueued?: (msg: QueuedMessage) => void;
   /** metrics hooks (issue 7) */
   events?: RelayEvents;
+  /**
+   * The client's PTR names, for the Received line only, through the relay's resolver (dns/reverse.ts).
+   * Absent: no lookup, the line shows the address alone. Never node:dns: one view of DNS.
+   */
+  reverse?: (ip: string) => Promise<string[]>;
   /**
    * Listen now, serve once this resolves (src/files/privileges.ts: the listeners are bound as root, the
    * relay drops privileges and opens its spool, then opens the gate). Clients that connect before
@@ -271,7 +275,15 @@ export class Ingress {
       resolver: {
         // The PTR name only decorates the Received line; loopback's is "localhost" by
         // definition, and a lookup there can only cost time (up to smtp-server's 1.5 s).
-        reverse: (ip, cb) => (LOOPBACK.some((c) => cidrContains(c, ip)) ? cb(null, []) : dns.reverse(ip, cb)),
+        // Elsewhere through the relay's resolver, never node:dns (the system's view of DNS).
+        reverse: (ip, cb) => {
+          const reverse = this.opts.reverse;
+          if (!reverse || LOOPBACK.some((c) => cidrContains(c, ip))) return cb(null, []);
+          reverse(ip).then(
+            (names) => cb(null, names),
+            () => cb(null, []),
+          );
+        },
       },
       ...(this.tls ? { key: this.tls.key, cert: this.tls.cert, minVersion: 'TLSv1.2' as const } : {}),
       onConnect: (session, cb) => this.onConnect(session, cb),

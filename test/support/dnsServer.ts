@@ -39,7 +39,7 @@ export interface Zone {
 } // AD=1 for answers entirely inside secure zones
 export type Rr = {
   name: string;
-  type: 'MX' | 'A' | 'AAAA' | 'TLSA' | 'TXT' | 'CNAME' | 'DNAME' | 'SOA' | 'NS';
+  type: 'MX' | 'A' | 'AAAA' | 'TLSA' | 'TXT' | 'CNAME' | 'DNAME' | 'SOA' | 'NS' | 'PTR';
   ttl?: number;
   data: any; // eslint-disable-line @typescript-eslint/no-explicit-any
 };
