@@ -94,6 +94,56 @@ async function ingestLevel(w: World, clients: number, ms: number, msg: Buffer): 
   return { rate: lat.length / secs, n: lat.length, p50: pct(lat, 0.5), p99: pct(lat, 0.99), errors };
 }
 
+/**
+ * 50 clients again, but paced: together they offer `rate` messages/s (each client one message every
+ * clients / rate seconds, staggered), as application servers handing over mail do, instead of sending
+ * the next message the moment the last 250 came. Latency is measured from each message's scheduled
+ * start, so a client that falls behind its schedule counts its own queueing (no coordinated omission).
+ */
+async function ingestPaced(w: World, clients: number, ms: number, msg: Buffer, rate: number): Promise<{ rate: number; n: number; p50: number; p99: number; errors: number }> {
+  const conns = await Promise.all(
+    Array.from({ length: clients }, async () => {
+      const c = await SmtpTestClient.connect({ port: w.ingressPort, timeout: 30_000 });
+      await c.ehlo('bench.client');
+      return c;
+    }),
+  );
+  const lat: number[] = [];
+  let errors = 0;
+  const payload = SmtpTestClient.dataPayload(msg);
+  const every = (clients / rate) * 1000;
+  const t0 = performance.now();
+  await Promise.all(
+    conns.map(async (c, k) => {
+      for (let i = 0; ; i++) {
+        const due = t0 + (i + k / clients) * every;
+        if (due - t0 >= ms) break;
+        const wait = due - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        const mail = await c.cmd('MAIL FROM:<app@sender.test>');
+        const rcpt = await c.cmd(`RCPT TO:<paced${k}.${i}@nowhere.test>`);
+        const data = await c.cmd('DATA');
+        if (mail.code !== 250 || rcpt.code !== 250 || data.code !== 354) {
+          errors++;
+          await c.cmd('RSET');
+          continue;
+        }
+        c.write(payload);
+        const end = await c.reply();
+        if (end.code !== 250) {
+          errors++;
+          continue;
+        }
+        lat.push(performance.now() - due);
+      }
+    }),
+  );
+  const secs = (performance.now() - t0) / 1000;
+  await Promise.all(conns.map((c) => c.quit()));
+  lat.sort((a, b) => a - b);
+  return { rate: lat.length / secs, n: lat.length, p50: pct(lat, 0.5), p99: pct(lat, 0.99), errors };
+}
+
 // ---- 3. end to end -----------------------------------------------------------------------
 async function e2e(dane: boolean, total: number, clients: number, size: number): Promise<{ ms: number; got: number; secure: number; verified: number }> {
   const w = await World.create();
@@ -161,6 +211,7 @@ async function main(): Promise<void> {
   say('|---:|---:|---:|---:|---:|---:|---:|');
   const w = await World.create();
   const levels: Record<number, Awaited<ReturnType<typeof ingestLevel>>> = {};
+  const paced: (Awaited<ReturnType<typeof ingestPaced>> & { share: number; offered: number })[] = [];
   try {
     await w.start({ delivery: { port: 9 }, log: { level: 'warn' } }); // no receiver: nothing is delivered anyway; production-like log volume
     await w.relay!.scheduler.stop(0);
@@ -171,6 +222,9 @@ async function main(): Promise<void> {
       levels[n] = r;
       say(`| ${n} | ${f0(r.rate)} | ${(r.rate / fs1.rate).toFixed(2)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.n} | ${r.errors} |`);
     }
+    // Where the p99 target holds: the same 50 clients offering a fixed share of what they reached flat out.
+    const max = levels[50]!.rate;
+    for (const share of [0.1, 0.25, 0.5, 0.75]) paced.push({ share, offered: max * share, ...(await ingestPaced(w, 50, 3000, msg, max * share)) });
   } finally {
     await w.close();
   }
@@ -182,6 +236,20 @@ async function main(): Promise<void> {
   // 50 closed-loop clients: mean latency = clients / throughput (Little's law), so the p99 target needs the rate to go up, not the wait down.
   say(
     `- Why: with 50 clients each waiting for its 250, mean latency is 50 / ${Math.round(l50.rate)} msgs/s = ${(50_000 / l50.rate).toFixed(1)} ms (Little's law); a 10 ms p99 needs ≥ ~5,000 msgs/s here, where the 50 clients and the relay share 2 cores.`,
+  );
+  say();
+  say('The same 50 clients paced (each sends on a fixed schedule; together they offer a share of the rate above; latency from the scheduled start):');
+  say();
+  say('| 50 clients offering | msgs/s offered | msgs/s taken | p50 ms | p99 ms | messages | errors |');
+  say('|---|---:|---:|---:|---:|---:|---:|');
+  for (const r of paced) say(`| ${Math.round(r.share * 100)} % of flat out | ${f0(r.offered)} | ${f0(r.rate)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.n} | ${r.errors} |`);
+  const within = paced.filter((r) => r.p99 <= 10);
+  const best = within.length ? within[within.length - 1]! : undefined;
+  say();
+  say(
+    best
+      ? `- p99 ≤ 10 ms at 50 clients holds up to ${f0(best.offered)} msgs/s offered (${Math.round(best.share * 100)} % of the flat-out rate); above that the 2 cores, shared with the clients, queue the work.`
+      : '- p99 ≤ 10 ms at 50 clients: not reached at any paced rate measured here.',
   );
   say(
     '- Note: (1) is one serial create/fsync/rename/dir-fsync per message; the spool group-commits directory fsyncs across concurrent messages, so ratios above 1 are possible with many clients. Client and relay share the same CPUs here.',
