@@ -11,13 +11,14 @@
  * reaped), and loss. Reports medians with their spread and per-pair ratios, and writes its own
  * section of BENCHMARKS.md (not with `--no-write`/BENCH_WRITE=0: a smoke run on a busy machine).
  *
+ * With `--profile`, BENCH_PROFILE_OUT=<file> keeps the whole .cpuprofile of the profiled run.
  * With `--direct`, one more run per pair sends the same load straight into the receiver (no relay): with the whole
  * machine's busy CPU per message recorded for every run, that shows what the rest of the world costs and the rate it allows.
  *
  * Needs root (port 25/53 on 127.x, mount namespaces) and the README's Debian packages.
  */
 import { execFile, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { writeOwnSections } from './sections.js';
 import os from 'node:os';
@@ -362,6 +363,8 @@ async function main(): Promise<void> {
         }
         const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
         if (!file) throw new Error(`no .cpuprofile written in ${dir}`);
+        // BENCH_PROFILE_OUT=<file>: keep the whole profile (for speedscope, Chrome DevTools, or call-path digging)
+        if (process.env.BENCH_PROFILE_OUT) copyFileSync(join(dir, file), process.env.BENCH_PROFILE_OUT);
         profile = { run, summary: summariseProfile(JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile, 20) };
       } finally {
         delete process.env.DANE_RELAY_NODE_FLAGS;

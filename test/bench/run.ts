@@ -100,7 +100,13 @@ async function ingestLevel(w: World, clients: number, ms: number, msg: Buffer): 
  * the next message the moment the last 250 came. Latency is measured from each message's scheduled
  * start, so a client that falls behind its schedule counts its own queueing (no coordinated omission).
  */
-async function ingestPaced(w: World, clients: number, ms: number, msg: Buffer, rate: number): Promise<{ rate: number; n: number; p50: number; p99: number; errors: number }> {
+async function ingestPaced(
+  w: World,
+  clients: number,
+  ms: number,
+  msg: Buffer,
+  rate: number,
+): Promise<{ rate: number; n: number; p50: number; p99: number; errors: number }> {
   const conns = await Promise.all(
     Array.from({ length: clients }, async () => {
       const c = await SmtpTestClient.connect({ port: w.ingressPort, timeout: 30_000 });
@@ -242,7 +248,8 @@ async function main(): Promise<void> {
   say();
   say('| 50 clients offering | msgs/s offered | msgs/s taken | p50 ms | p99 ms | messages | errors |');
   say('|---|---:|---:|---:|---:|---:|---:|');
-  for (const r of paced) say(`| ${Math.round(r.share * 100)} % of flat out | ${f0(r.offered)} | ${f0(r.rate)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.n} | ${r.errors} |`);
+  for (const r of paced)
+    say(`| ${Math.round(r.share * 100)} % of flat out | ${f0(r.offered)} | ${f0(r.rate)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.n} | ${r.errors} |`);
   const within = paced.filter((r) => r.p99 <= 10);
   const best = within.length ? within[within.length - 1]! : undefined;
   say();
