@@ -403,7 +403,40 @@ export class DataEncoder {
   private prevCR = false;
   private lineStart = true;
 
+  /**
+   * The chunk encoded. When it needs no change — every line break already CRLF, no line starting
+   * with a dot, not ending in a CR — the chunk itself is returned, not a copy (nearly every chunk of
+   * a spooled body: ingress stores CRLF lines without their transparency dots): a 50 KB body then
+   * costs no allocation here. The caller must not change `chunk` afterwards.
+   */
   push(chunk: Buffer): Buffer {
+    if (this.clean(chunk)) {
+      if (chunk.length > 0) this.lineStart = chunk[chunk.length - 1] === 0x0a;
+      return chunk;
+    }
+    return this.rewrite(chunk);
+  }
+
+  /** true when encoding `chunk` in the current state would give back exactly its bytes */
+  private clean(chunk: Buffer): boolean {
+    const len = chunk.length;
+    if (len === 0) return !this.prevCR;
+    if (this.prevCR) return false;
+    if (this.lineStart && chunk[0] === 0x2e) return false;
+    if (chunk[len - 1] === 0x0d) return false;
+    // every LF preceded by a CR and not followed by a dot …
+    let lfs = 0;
+    for (let p = chunk.indexOf(0x0a); p !== -1; p = chunk.indexOf(0x0a, p + 1)) {
+      if (p === 0 || chunk[p - 1] !== 0x0d || chunk[p + 1] === 0x2e) return false;
+      lfs++;
+    }
+    // … and as many CRs as LFs: each CR then is the one before an LF (no bare CR)
+    let crs = 0;
+    for (let p = chunk.indexOf(0x0d); p !== -1; p = chunk.indexOf(0x0d, p + 1)) if (++crs > lfs) return false;
+    return crs === lfs;
+  }
+
+  private rewrite(chunk: Buffer): Buffer {
     const len = chunk.length;
     // worst case: every byte a bare CR/LF (two out) or a line of one dot (two out)
     const out = Buffer.allocUnsafe(len * 2);
@@ -1076,7 +1109,15 @@ export class SmtpSession {
     // reply to the dot (that would make an unfinished message look delivered).
     this.expectNothingPending('the end of data');
     const end = enc.end();
-    if (!sock.write(held ? Buffer.concat([held, end], held.length + end.length) : end)) await this.drain();
+    let ok: boolean;
+    if (held) {
+      // corked: both go down in one writev, one TLS record, without a copy of the body in JavaScript
+      sock.cork();
+      sock.write(held);
+      ok = sock.write(end);
+      sock.uncork();
+    } else ok = sock.write(end);
+    if (!ok) await this.drain();
   }
 
   private drain(): Promise<void> {
