@@ -265,12 +265,11 @@ async function main(): Promise<void> {
       ? `- p99 ≤ 10 ms at 50 clients holds up to ${f0(best.offered)} msgs/s offered (${Math.round(best.share * 100)} % of the flat-out rate); above that the 2 cores, shared with the clients, queue the work.`
       : '- p99 ≤ 10 ms at 50 clients: not reached at any paced rate measured here.',
   );
-  // At light load nothing queues: a message's latency is its own file fsync plus the directory fsync it waits for,
-  // so the p99 there is the disk's fsync tail (section 1), not the relay's work.
+  // The light-load latency says what one message costs when nothing queues; the paced rows say how far that holds.
   const light = paced[0];
   if (light)
     say(
-      `- Where the limit is: at ${Math.round(light.share * 100)} % load nothing waits for the CPU, and the p50 (${light.p50.toFixed(2)} ms) is about section 1's one create+fsync+rename+directory fsync (p50 ${fs1.p50.toFixed(2)} ms). A message's 250 waits for its own file fsync and for up to two directory fsyncs (the group commit already running, then the one that covers it), so its p99 sits near two of this disk's p99 iterations (2 × ${fs1.p99.toFixed(2)} = ${(2 * fs1.p99).toFixed(2)} ms; measured ${light.p99.toFixed(2)} ms): durable before 250 cannot answer faster than the disk syncs. Above that load, the 2 cores shared by the 50 clients and the relay queue the work as well.`,
+      `- Where the limit is: at ${Math.round(light.share * 100)} % load a message's 250 takes p50 ${light.p50.toFixed(2)} ms, p99 ${light.p99.toFixed(2)} ms: four SMTP round trips with the clients on the same 2 cores, plus the durable write (section 1: one create+fsync+rename+directory fsync p50 ${fs1.p50.toFixed(2)} ms, p99 ${fs1.p99.toFixed(2)} ms, max ${fs1.max.toFixed(2)} ms; a message may wait for the group commit already running, then its own). As the offered rate grows the 2 cores, shared by the 50 clients and the relay, queue the work, and flat out the mean latency is clients / rate (Little's law).`,
     );
   say(
     '- Note: (1) is one serial create/fsync/rename/dir-fsync per message; the spool group-commits directory fsyncs across concurrent messages, so ratios above 1 are possible with many clients. Client and relay share the same CPUs here.',
