@@ -949,10 +949,7 @@ export class SmtpSession {
       if (rset) {
         this.write('RSET');
         await this.rsetReply();
-        if (this.reader.hasPending()) {
-          this.destroy();
-          throw this.fail('rset', 'reply received before MAIL FROM was sent: the peer is out of step', { kind: 'protocol' });
-        }
+        this.expectNothingPending('MAIL FROM', 'rset');
       }
       this.write(mailCmd);
       this.rsetOwed = true;
@@ -1062,10 +1059,10 @@ export class SmtpSession {
    * Before a command that waits for its own reply: a reply already received would be taken for
    * its answer (a peer that answered one command twice, or answered before being asked).
    */
-  private expectNothingPending(before: string): void {
+  private expectNothingPending(before: string, stage: SmtpStage = 'protocol'): void {
     if (this.reader.hasPending()) {
       this.destroy();
-      throw this.fail('protocol', `reply received before ${before} was sent: the peer is out of step`, { kind: 'protocol' });
+      throw this.fail(stage, `reply received before ${before} was sent: the peer is out of step`, { kind: 'protocol' });
     }
   }
 
