@@ -2,10 +2,22 @@
  * The file-system seam. Every file-system call the spool makes goes through
  * `SpoolFs`, so tests can count fsyncs (group commit) and inject ENOSPC/EIO at
  * any single step without mocking the spool itself. The default implementation
- * works on plain file descriptors with the callback API of `node:fs`: a
- * `FileHandle` per message costs measurably more (GC-tracked object, extra
- * promise layers), and the enqueue path and a 100,000-message recovery open a
- * file per message.
+ * works on plain file descriptors with the `node:fs` API: a `FileHandle` per
+ * message costs measurably more (GC-tracked object, extra promise layers), and
+ * the enqueue path and a 100,000-message recovery open a file per message.
+ *
+ * Which calls run on the thread pool and which on the event loop is measured, not
+ * taken on faith (issue 17, BENCHMARKS.md "vs Postfix 3.7"). A pool call costs a
+ * hand-off to a pool thread and a completion back: on a busy 2-core host that is two
+ * context switches, more than the call itself when the call only touches the page
+ * cache or one directory entry. So `write` (into the page cache), `close` and
+ * `rename`, and the open/close around a directory fsync, are made synchronously:
+ * tens of microseconds each (rename averaged 26 µs under the Postfix bench load), and
+ * together 15-20 % of the relay's CPU per message at 2 KB. What can wait on the
+ * device or the journal stays in the pool: `fsync`, `unlink` (frees the file's
+ * blocks; 0.66 ms on average when tried synchronously under the same load), creating
+ * `open` (no measurable gain synchronously), reads, readdir and link. The promise
+ * interface is unchanged: a synchronous failure is a rejection with the same errno.
  */
 import * as fs from 'node:fs';
 import { CREATE_NEW, FILE_MODE, READ, READ_DIR, ensurePrivateDir } from '../files/private.js';
@@ -47,6 +59,15 @@ function call<T>(fn: (cb: (err: NodeJS.ErrnoException | null, value: T) => void)
 }
 
 const handle = (fd: number): SpoolHandle => ({ fd });
+
+/** Runs a synchronous call, its failure as a rejection (callers see the same errors as from `call`). */
+function now<T>(fn: () => T): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
 
 /** A handle of ours: a created file's fchmod may still be running (see nodeSpoolFs). */
 interface NodeHandle extends SpoolHandle {
@@ -117,7 +138,7 @@ export const nodeSpoolFs: SpoolFs = {
     return h;
   },
   write(h, buf, offset, length, position) {
-    return call<number>((cb) => fs.write(h.fd, buf, offset, length, position, cb));
+    return now(() => fs.writeSync(h.fd, buf, offset, length, position));
   },
   read(h, buf, offset, length, position) {
     return call<number>((cb) => fs.read(h.fd, buf, offset, length, position, cb));
@@ -132,7 +153,7 @@ export const nodeSpoolFs: SpoolFs = {
   },
   close(h) {
     const mode = (h as NodeHandle).mode;
-    const close = () => call<void>((cb) => fs.close(h.fd, cb));
+    const close = () => now(() => fs.closeSync(h.fd));
     if (mode === undefined) return close();
     // never close the fd under a running fchmod (the number could be reused by then)
     return modeFailure(mode).then(async (failed) => {
@@ -140,7 +161,7 @@ export const nodeSpoolFs: SpoolFs = {
       if (failed) throw failed;
     });
   },
-  rename: (from, to) => call<void>((cb) => fs.rename(from, to, cb)),
+  rename: (from, to) => now(() => fs.renameSync(from, to)),
   // link(2) does not follow a link at `from` on Linux (it links the link itself)
   link: (from, to) => call<void>((cb) => fs.link(from, to, cb)),
   unlink: (path) => call<void>((cb) => fs.unlink(path, cb)),
@@ -154,11 +175,11 @@ export const nodeSpoolFs: SpoolFs = {
     }
   },
   async fsyncDir(path) {
-    const fd = await call<number>((cb) => fs.open(path, READ_DIR, cb));
+    const fd = fs.openSync(path, READ_DIR);
     try {
       await call<void>((cb) => fs.fsync(fd, cb));
     } finally {
-      await call<void>((cb) => fs.close(fd, cb));
+      fs.closeSync(fd);
     }
   },
 };
