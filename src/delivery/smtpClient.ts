@@ -942,9 +942,10 @@ export class SmtpSession {
     const rset = this.rsetOwed;
     if (pipelining) {
       this.sock.write([...(rset ? ['RSET'] : []), mailCmd, ...rcptCmds].join(CRLF) + CRLF);
-      this.rsetOwed = true;
       // The RSET's reply comes first; a failure throws before any MAIL/RCPT reply is read (none is a verdict then).
       if (rset) await this.rsetReply();
+      // owed again for the next transaction (set after the reply: rsetReply clears what it answered)
+      this.rsetOwed = true;
     } else {
       if (rset) {
         this.write('RSET');

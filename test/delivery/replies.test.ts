@@ -349,6 +349,20 @@ describe('RFC 5321 §4.1.1.5 / RFC 2920 §3.1: the RSET before a reused connecti
     expect(c.reads.every((r) => r.length === 1)).toBe(true);
   });
 
+  it.each([[true], [false]])(
+    'RFC 5321 §4.1.1.5 every later transaction on the connection gets its RSET, the third as the second (PIPELINING %s)',
+    async (pipelining) => {
+      const p = await peer(normalScript({ ext: pipelining ? ['PIPELINING'] : [] }));
+      const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
+      for (const who of ['a', 'b', 'c', 'd']) expect((await deliverOnce(p, [who], run)).map((o) => o.result)).toEqual(['sent']);
+      await run.close();
+      expect(p.connections).toHaveLength(1);
+      const verbs = p.connections[0]!.commands.map((l) => l.split(/[ :]/)[0]);
+      const later = ['RSET', 'MAIL', 'RCPT', 'DATA'];
+      expect(verbs).toEqual(['EHLO', 'MAIL', 'RCPT', 'DATA', ...later, ...later, ...later, 'QUIT']);
+    },
+  );
+
   it.each([[true], [false]])('RFC 5321 §4.2.1 a 2xx other than 250 to RSET completes it (PIPELINING %s): same connection', async (pipelining) => {
     const p = await peer(normalScript({ ext: pipelining ? ['PIPELINING'] : [], answer: answer({ RSET: '200 2.0.0 flushed\r\n' }) }));
     const { first, second, events } = await twoMessages(p);
