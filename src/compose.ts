@@ -498,7 +498,12 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           dnssecHold: () => selfTests.hold(),
           ...(parts.sts ? { sts: (domain: string) => parts.sts!.lookup(domain), ...(parts.stsRoots ? { stsRoots: parts.stsRoots } : {}) } : {}),
         };
-        const schedulerConfig = { ...cfg.queue, concurrency: cfg.delivery.concurrency, per_destination: cfg.delivery.per_destination };
+        const schedulerConfig = {
+          ...cfg.queue,
+          concurrency: cfg.delivery.concurrency,
+          per_destination: cfg.delivery.per_destination,
+          connection_cache_time: cfg.delivery.connection_cache_time,
+        };
         const scheduler = new Scheduler({
           spool,
           delivery,
@@ -526,7 +531,12 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
             mxHostLimit: next.delivery.mx_host_limit,
             mimeConversion: next.delivery.mime_conversion,
           });
-          Object.assign(schedulerConfig, { ...next.queue, concurrency: next.delivery.concurrency, per_destination: next.delivery.per_destination });
+          Object.assign(schedulerConfig, {
+            ...next.queue,
+            concurrency: next.delivery.concurrency,
+            per_destination: next.delivery.per_destination,
+            connection_cache_time: next.delivery.connection_cache_time,
+          });
           const i = next.ingress;
           Object.assign(ingressConfig, {
             max_recipients: i.max_recipients,

@@ -23,6 +23,7 @@ export const RELOADABLE: readonly string[] = [
   // read per scheduling pass
   'delivery.concurrency',
   'delivery.per_destination',
+  'delivery.connection_cache_time',
   'queue.min_backoff',
   'queue.max_backoff',
   'queue.run_interval',

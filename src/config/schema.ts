@@ -103,6 +103,11 @@ export const configSchema = z
         /** messages sent over one connection before it is closed */
         max_messages_per_connection: z.number().int().min(1).default(100),
         /**
+         * How long a destination's idle session stays open for its next message (Postfix's
+         * smtp_connection_cache_time_limit, 2s); 0: closed as soon as the queue has nothing more for it.
+         */
+        connection_cache_time: duration.prefault(2),
+        /**
          * MX hosts planned and tried per message, in MX order (preference, random within one); the rest are
          * not looked up (Postfix smtp_mx_address_limit, Exim hosts_max_try). 0: no limit.
          */

@@ -219,6 +219,8 @@ export class DestinationRun {
   private stsSetAside?: CachedPolicy;
   /** the session of the current transaction, for metrics even after a failure dropped it */
   private carrier?: CarrierFacts;
+  /** when the run began: its MX answer and MTA-STS policy are kept for the run, so they are this old at most */
+  readonly started: number;
 
   /**
    * `opts.report`: this run carries relay-generated TLSRPT reports (Envelope.kind 'tlsrpt'). They are
@@ -237,6 +239,12 @@ export class DestinationRun {
     this.tlsRequiredNo = !!opts.tlsRequiredNo && !this.report && !this.requireTls;
     this.level = this.policyNow();
     this.levelKey = policyKey(this.level);
+    this.started = deps.now();
+  }
+
+  /** An open session that could carry the next message now (the scheduler keeps only such runs while idle). */
+  get reusable(): boolean {
+    return !!this.session?.usable && this.sent < this.deps.maxMessagesPerConnection;
   }
 
   /** Every fact goes to every subscriber, in order (delivery/events.ts). */

@@ -23,6 +23,23 @@ export interface SchedulerConfig extends BackoffConfig {
   concurrency: number;
   per_destination: number;
   run_interval: number;
+  /**
+   * ms a destination's idle session stays open for the next message (delivery.connection_cache_time, Postfix's
+   * smtp_connection_cache_time_limit); 0 or absent: closed as soon as its worker has nothing left to send.
+   */
+  connection_cache_time?: number;
+}
+
+/**
+ * A run older than this is not kept idle (Postfix's smtp_connection_reuse_time_limit): it resolved its MX
+ * hosts and MTA-STS policy when it began, so an idle gap is where they are looked up again at the latest.
+ */
+export const RUN_REUSE_LIMIT_MS = 300_000;
+
+/** An idle run kept for its open session, and the timer that closes it. */
+interface Parked {
+  run: DestinationRun;
+  timer: NodeJS.Timeout;
 }
 
 export interface SchedulerDeps {
@@ -79,6 +96,10 @@ export class Scheduler {
   private nextClaim = 0;
   private readonly destinations = new Map<string, Destination>();
   private readonly runs = new Set<DestinationRun>();
+  /** idle runs with an open session, by destination key, newest last: the next worker there takes one (connection cache) */
+  private readonly parked = new Map<string, Parked[]>();
+  /** QUITs of runs closed after their idle time, awaited by stop() */
+  private readonly closing = new Set<Promise<void>>();
   private active = 0;
   private timer?: NodeJS.Timeout;
   private stopping = false;
@@ -242,7 +263,10 @@ export class Scheduler {
       }
       dest.slotWait = undefined;
     }
-    const run = new DestinationRun(this.deps.delivery, dest.domain, { report: dest.report, requireTls: dest.requireTls, tlsRequiredNo: dest.tlsRequiredNo });
+    const key = destKey(dest);
+    const run =
+      (slot ? undefined : this.unpark(key)) ??
+      new DestinationRun(this.deps.delivery, dest.domain, { report: dest.report, requireTls: dest.requireTls, tlsRequiredNo: dest.tlsRequiredNo });
     this.runs.add(run);
     // The previous job's settle (DSNs, the durable state write or removal with its fsyncs) runs while the
     // next transaction goes over the connection: at most one behind, awaited before the next settle and
@@ -296,15 +320,63 @@ export class Scheduler {
       }
     } finally {
       await settling;
-      await run.close().catch(() => undefined);
+      this.runs.delete(run);
+      // A shared queue's session holds a cluster-wide slot: it is never kept idle, the slot goes back now.
+      if (slot || !this.park(key, run)) await run.close().catch(() => undefined);
       // after QUIT's 221 (or the connection's end): the session is over, another node may open one
       if (slot) await shared!.releaseSlot(slot);
-      this.runs.delete(run);
       dest.active--;
       this.active--;
       if (!this.stopping) this.pump();
       this.checkIdle();
     }
+  }
+
+  /**
+   * Keeps a run whose worker ran out of messages, with its verified session, for connection_cache_time:
+   * the next message to the destination goes over it instead of a new TCP connection, TLS handshake and
+   * DANE verification (Postfix's connection cache; here the whole run, as its session was planned and
+   * verified under the run's MX answer and policy). Each message still resolves the policy again
+   * (DestinationRun.refreshPolicy) and a session the server closed meanwhile is not used
+   * (SmtpSession.usable). False when the run is not kept: the caller closes it.
+   */
+  private park(key: string, run: DestinationRun): boolean {
+    const ms = this.deps.config.connection_cache_time ?? 0;
+    if (ms <= 0 || this.stopping || !run.reusable || this.deps.now() - run.started >= RUN_REUSE_LIMIT_MS) return false;
+    const list = this.parked.get(key) ?? [];
+    if (list.length >= this.deps.config.per_destination) return false;
+    const entry: Parked = {
+      run,
+      timer: setTimeout(() => {
+        const at = list.indexOf(entry);
+        if (at >= 0) list.splice(at, 1);
+        if (list.length === 0 && this.parked.get(key) === list) this.parked.delete(key);
+        this.closeParked(run);
+      }, ms),
+    };
+    // an idle session never keeps the process alive by itself
+    entry.timer.unref();
+    list.push(entry);
+    this.parked.set(key, list);
+    return true;
+  }
+
+  /** The most recently parked run of a destination, taken out of the cache; one grown too old meanwhile is closed instead. */
+  private unpark(key: string): DestinationRun | undefined {
+    const list = this.parked.get(key);
+    const entry = list?.pop();
+    if (list && list.length === 0) this.parked.delete(key);
+    if (!entry) return undefined;
+    clearTimeout(entry.timer);
+    if (this.deps.now() - entry.run.started < RUN_REUSE_LIMIT_MS) return entry.run;
+    this.closeParked(entry.run);
+    return undefined;
+  }
+
+  private closeParked(run: DestinationRun): void {
+    const p = run.close().catch(() => undefined);
+    this.closing.add(p);
+    void p.finally(() => this.closing.delete(p));
   }
 
   private release(id: string, recipients: string[]): void {
@@ -577,6 +649,14 @@ export class Scheduler {
       const hard = Date.now() + 2000;
       while (this.active > 0 && Date.now() < hard) await new Promise((r) => setTimeout(r, 20));
     }
+    // idle sessions: QUIT now, and wait for those already closing
+    for (const list of this.parked.values())
+      for (const e of list) {
+        clearTimeout(e.timer);
+        this.closeParked(e.run);
+      }
+    this.parked.clear();
+    await Promise.all([...this.closing]);
     await this.persistDirty();
   }
 }
