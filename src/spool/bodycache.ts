@@ -110,6 +110,19 @@ export class BodyCapture {
     this.length += n;
   }
 
+  /**
+   * The whole file is `bytes` (header line and body, position 0), handed over instead of copied: the caller
+   * never writes to them again. False (nothing kept) when something was captured already or the body is too big.
+   */
+  adopt(bytes: Buffer): boolean {
+    if (!this.parts || this.parts.length > 0) return false;
+    const n = bytes.length - this.bodyStart;
+    if (n < 0 || n > this.max) return false;
+    this.parts.push(bytes.subarray(this.bodyStart));
+    this.length = n;
+    return true;
+  }
+
   /** The whole body, or undefined when it was too big. */
   take(): Buffer | undefined {
     const parts = this.parts;

@@ -71,6 +71,11 @@ export interface SpoolOptions {
 
 /** Drafts coalesce small writes up to this size; also the read chunk size of openBody. */
 const CHUNK = 64 * 1024;
+/**
+ * Coalescing buffers of ended drafts kept for the next ones: at the relay's rate a fresh 64 KB buffer per
+ * message is megabytes a second of external memory for the garbage collector to find (issue 17).
+ */
+const SPARE_BUFFERS = 16;
 /** header reads in parallel during recovery */
 const RECOVERY_PARALLEL = 16;
 
@@ -112,8 +117,8 @@ async function ignoreENOENT(p: Promise<void>): Promise<void> {
 type DraftState = 'open' | 'committing' | 'committed' | 'failed' | 'aborted';
 
 class FileDraft implements Draft {
-  /** coalescing buffer: a 4 KB message becomes one write(2); released when the draft ends */
-  private buf: Buffer | undefined = Buffer.allocUnsafe(CHUNK);
+  /** coalescing buffer: a 4 KB message becomes one write(2); given back to the spool when the draft ends */
+  private buf: Buffer | undefined;
   private bufLen = 0;
   /** file offset of the next write(2) */
   private filePos = 0;
@@ -137,6 +142,7 @@ class FileDraft implements Draft {
     private readonly envelopeJson: string,
   ) {
     this.handle = handle;
+    this.buf = spool.takeBuffer();
   }
 
   private get tmpPath(): string {
@@ -192,6 +198,26 @@ class FileDraft implements Draft {
   private async flush(): Promise<void> {
     if (this.bufLen === 0) return;
     this.capture?.add(this.buf!.subarray(0, this.bufLen), this.filePos);
+    await this.writeBuffer();
+  }
+
+  /**
+   * The last flush, at commit. A file that fits in the buffer and fills at least half of it is not copied
+   * for the cache: the cache keeps the buffer itself (charged all of it), which is then not given back.
+   */
+  private async flushLast(): Promise<void> {
+    if (this.bufLen === 0) return;
+    if (this.filePos === 0 && this.bufLen >= CHUNK / 2 && this.capture?.adopt(this.buf!.subarray(0, this.bufLen))) {
+      const kept = this.buf!;
+      await this.writeBuffer();
+      // the cache owns it now: never reused for another draft
+      if (this.buf === kept) this.buf = undefined;
+      return;
+    }
+    await this.flush();
+  }
+
+  private async writeBuffer(): Promise<void> {
     this.filePos = await writeAll(this.fs, this.handle!, this.buf!, 0, this.bufLen, this.filePos);
     this.bufLen = 0;
   }
@@ -206,7 +232,7 @@ class FileDraft implements Draft {
   }
 
   private async discard(): Promise<void> {
-    this.buf = undefined;
+    this.releaseBuffer();
     this.capture = undefined;
     const h = this.handle;
     this.handle = undefined;
@@ -229,7 +255,7 @@ class FileDraft implements Draft {
       const size = sizeField(this.bodySize, this.scanner.facts);
       if (this.filePos === 0) size.copy(this.buf!, SIZE_OFFSET);
       else await writeAll(this.fs, this.handle!, size, 0, size.length, SIZE_OFFSET);
-      await this.flush();
+      await this.flushLast();
       step = 'fsync';
       await this.fs.fsync(this.handle!);
       step = 'close';
@@ -244,7 +270,7 @@ class FileDraft implements Draft {
     // Known from here on, before the directory fsync: a remove() racing the rest drops it again.
     this.spool.published(this.id, this.capture?.take());
     this.capture = undefined;
-    this.buf = undefined;
+    this.releaseBuffer();
     this.spool.draftEnded(this, this.tmpName);
     try {
       await this.spool.msgSync.sync();
@@ -260,6 +286,13 @@ class FileDraft implements Draft {
     // Parsed back from the JSON that is on disk, so it equals what recover() would return.
     const envelope = JSON.parse(this.envelopeJson) as Envelope;
     return { id: this.id, envelope, size: this.bodySize, body: this.scanner.facts, recipients: initialRecipients(envelope) };
+  }
+
+  /** No write of the buffer is under way when this runs: every write is awaited in the draft's chain. */
+  private releaseBuffer(): void {
+    const b = this.buf;
+    this.buf = undefined;
+    if (b) this.spool.giveBuffer(b);
   }
 
   async abort(): Promise<void> {
@@ -286,6 +319,8 @@ export class Spool implements SpoolWriter {
   private readonly heldIds = new Set<string>();
   /** bodies of messages committed by this process, served instead of reading msg/<id> back */
   private readonly bodies = new BodyCache();
+  /** coalescing buffers of ended drafts (SPARE_BUFFERS) */
+  private readonly spare: Buffer[] = [];
   /**
    * Messages committed by this process that never had a state write, so state/<id>.json cannot
    * exist: removing them skips that unlink (it would fail ENOENT). The id leaves the set before
@@ -381,6 +416,16 @@ export class Spool implements SpoolWriter {
   }
 
   /** @internal */
+  /** @internal a coalescing buffer for a new draft: a spare one, else a fresh one */
+  takeBuffer(): Buffer {
+    return this.spare.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
+  }
+
+  /** @internal an ended draft's buffer, for the next draft (its bytes are never read again) */
+  giveBuffer(b: Buffer): void {
+    if (this.spare.length < SPARE_BUFFERS && b.length === CHUNK) this.spare.push(b);
+  }
+
   draftEnded(d: FileDraft, tmpName: string): void {
     this.drafts.delete(d);
     this.liveTmp.delete(tmpName);

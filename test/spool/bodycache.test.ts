@@ -108,6 +108,33 @@ describe('body read cache (issue 17)', () => {
     }
   });
 
+  it('a body the cache kept without a copy (one buffer, at least half full) is never overwritten by the drafts after it, which reuse the spool’s buffers', async () => {
+    const { dir, spool } = await counted();
+    const pattern = (size: number, seed: number) => {
+      const b = Buffer.alloc(size);
+      for (let i = 0; i < size; i++) b[i] = (i * seed + (i >> 7)) & 0xff;
+      return b;
+    };
+    const kept = [];
+    for (const [size, seed] of [
+      [CHUNK / 2 + 10, 7],
+      [50_000, 13],
+      [CHUNK - 400, 29],
+    ] as const)
+      kept.push({ body: pattern(size, seed), m: await commitInChunks(spool, pattern(size, seed), [1000, 3]) });
+    // later drafts of every shape, some failing, fill and flush the spare buffers many times over
+    for (let i = 0; i < 40; i++) {
+      const d = await spool.begin(envelope());
+      await d.write(Buffer.alloc([10, 40_000, CHUNK - 200, CHUNK + 5][i % 4]!, 0xee));
+      if (i % 5 === 0) await d.abort();
+      else await d.commit();
+    }
+    for (const { body, m } of kept) {
+      expect(Buffer.concat(await streamed(spool, m.id)).equals(body)).toBe(true);
+      expect(fileBody(dir, m.id).equals(body)).toBe(true);
+    }
+  });
+
   it('a consumer that changes the chunks it was given does not change what the next reader gets', async () => {
     const spool = await fx.open(fx.tmp());
     const body = Buffer.from('Subject: x\r\n\r\nhello\r\n');
