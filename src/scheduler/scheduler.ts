@@ -264,9 +264,12 @@ export class Scheduler {
       dest.slotWait = undefined;
     }
     const key = destKey(dest);
-    const run =
-      (slot ? undefined : this.unpark(key)) ??
-      new DestinationRun(this.deps.delivery, dest.domain, { report: dest.report, requireTls: dest.requireTls, tlsRequiredNo: dest.tlsRequiredNo });
+    let run = slot ? undefined : this.unpark(key);
+    if (!run) {
+      // a new connection: an idle one elsewhere makes room if the total would pass `concurrency`
+      if (this.active + this.parkedCount() > this.deps.config.concurrency) this.evictOldest();
+      run = new DestinationRun(this.deps.delivery, dest.domain, { report: dest.report, requireTls: dest.requireTls, tlsRequiredNo: dest.tlsRequiredNo });
+    }
     this.runs.add(run);
     // The previous job's settle (DSNs, the durable state write or removal with its fsyncs) runs while the
     // next transaction goes over the connection: at most one behind, awaited before the next settle and
@@ -344,7 +347,9 @@ export class Scheduler {
     const ms = this.deps.config.connection_cache_time ?? 0;
     if (ms <= 0 || this.stopping || !run.reusable || this.deps.now() - run.started >= RUN_REUSE_LIMIT_MS) return false;
     const list = this.parked.get(key) ?? [];
-    if (list.length >= this.deps.config.per_destination) return false;
+    // Idle sessions count against the limits: per destination (active + kept ≤ per_destination) and in all
+    // (active + kept ≤ concurrency; this worker is still counted active here).
+    if (list.length >= this.deps.config.per_destination || this.active - 1 + this.parkedCount() >= this.deps.config.concurrency) return false;
     const entry: Parked = {
       run,
       timer: setTimeout(() => {
@@ -359,6 +364,24 @@ export class Scheduler {
     list.push(entry);
     this.parked.set(key, list);
     return true;
+  }
+
+  /** Closes the longest-kept idle run of the destination kept longest. */
+  private evictOldest(): void {
+    for (const [key, list] of this.parked) {
+      const entry = list.shift();
+      if (list.length === 0) this.parked.delete(key);
+      if (!entry) continue;
+      clearTimeout(entry.timer);
+      this.closeParked(entry.run);
+      return;
+    }
+  }
+
+  private parkedCount(): number {
+    let n = 0;
+    for (const list of this.parked.values()) n += list.length;
+    return n;
   }
 
   /** The most recently parked run of a destination, taken out of the cache; one grown too old meanwhile is closed instead. */

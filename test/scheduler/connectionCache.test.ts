@@ -41,8 +41,8 @@ interface World {
   scheduler: Scheduler;
   spool: Spool;
   events: DeliveryEvent[];
-  /** enqueues one message to the peer and waits until the scheduler is idle again */
-  send(tag: string): Promise<void>;
+  /** enqueues one message to `tag@[address]` (default the peer's, 127.0.0.1) and waits until the scheduler is idle again */
+  send(tag: string, address?: string): Promise<void>;
   /** resolves when the peer's connection `id` is gone */
   gone(id: number): Promise<void>;
 }
@@ -50,6 +50,7 @@ interface World {
 async function world(o: {
   cacheMs: number;
   maxPerConnection?: number;
+  concurrency?: number;
   now?: () => number;
   endOfData?: (c: PeerConnection) => PeerAction | undefined;
 }): Promise<World> {
@@ -82,7 +83,7 @@ async function world(o: {
   const scheduler = new Scheduler({
     spool,
     delivery,
-    config: { ...base, connection_cache_time: o.cacheMs },
+    config: { ...base, connection_cache_time: o.cacheMs, ...(o.concurrency ? { concurrency: o.concurrency } : {}) },
     hostname: 'relay.test',
     log,
     now,
@@ -101,9 +102,9 @@ async function world(o: {
     scheduler,
     spool,
     events,
-    async send(tag) {
+    async send(tag, address = '127.0.0.1') {
       const msg = await spool.enqueue(
-        envelope({ from: 'a@relay.test', recipients: [`${tag}@[127.0.0.1]`], eightBit: false, received: now() }),
+        envelope({ from: 'a@relay.test', recipients: [`${tag}@[${address}]`], eightBit: false, received: now() }),
         Buffer.from(`Subject: ${tag}\r\nMessage-ID: <${tag}@relay.test>\r\n\r\nhello\r\n`),
       );
       scheduler.add(msg);
@@ -132,6 +133,28 @@ describe('delivery.connection_cache_time: an idle session waits for the next mes
     await w.gone(0);
     expect(w.peer.connections[0]!.commands.at(-1)).toBe('QUIT');
     expect(await w.spool.recover()).toEqual([]);
+  });
+
+  it('idle sessions count against delivery.concurrency: with 2, a third destination’s new session closes the idle session kept longest', async () => {
+    const w = await world({ cacheMs: HOUR, concurrency: 2 });
+    // two more peers on other loopback addresses, same port (the destination port is one setting)
+    const others: ScriptedPeer[] = [];
+    for (const host of ['127.0.0.2', '127.0.0.3'])
+      others.push(await startScriptedPeer({ host, port: w.peer.port, script: normalScript({ ext: ['PIPELINING'] }) }));
+    open.push({ stop: async () => void (await Promise.all(others.map((p) => p.close()))) });
+    await w.send('m1', '127.0.0.1');
+    await w.send('m2', '127.0.0.2');
+    await w.send('m3', '127.0.0.3'); // two kept + one new would be three: the oldest kept one (127.0.0.1) goes
+    await w.gone(0);
+    expect(w.peer.connections[0]!.commands.at(-1)).toBe('QUIT');
+    // the two others are kept and carry the next message of their domain
+    await w.send('m4', '127.0.0.2');
+    await w.send('m5', '127.0.0.3');
+    expect(others.map((p) => p.connections.length)).toEqual([1, 1]);
+    expect(others.map((p) => p.connections[0]!.transactions.map((t) => t.delivered))).toEqual([
+      [true, true],
+      [true, true],
+    ]);
   });
 
   it('0 closes the session as soon as the queue has nothing more for the domain (each message its own connection, each ended by QUIT)', async () => {
