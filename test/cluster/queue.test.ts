@@ -18,9 +18,8 @@ import { envelope } from '../spool/support.js';
 import type { RecipientStatus } from '../../src/spool/types.js';
 import { pino } from 'pino';
 import { Scheduler } from '../../src/scheduler/scheduler.js';
-import type { DeliveryDeps } from '../../src/delivery/deliver.js';
-import { StubResolver } from '../../src/dns/stub.js';
 import { normalScript, scriptedConnector } from '../support/scriptedPeer.js';
+import { deliveryDeps } from '../support/deliveryDeps.js';
 
 let pg: TestPostgres;
 const queues: PgQueue[] = [];
@@ -239,19 +238,8 @@ describe.skipIf(pgSkipReason !== undefined)('shared queue on PostgreSQL', () => 
     // lease for ever without ever delivering it. Here the commit's result never reaches scheduler.add().
     const peers = scriptedConnector({ '127.0.0.2': normalScript() });
     const T = 5000;
-    const delivery: DeliveryDeps = {
-      resolver: new StubResolver({ servers: ['127.0.0.1:9'], timeoutMs: 100, attempts: 1 }),
-      heloName: 'relay.test',
-      selfNames: ['relay.test'],
-      port: 9,
-      tlsLevel: () => ({ level: 'may', rule: 'test' }),
-      timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-      digestPreference: ['sha512', 'sha256'],
-      maxMessagesPerConnection: 10,
-      now: Date.now,
-      connector: peers.connector,
-      subscribers: [],
-    };
+    // an address literal: the builder's resolver is never asked
+    const delivery = deliveryDeps({ port: 9, timeout: T, connector: peers.connector });
     const q = await node('h-a', 600);
     const scheduler = new Scheduler({
       spool: q,

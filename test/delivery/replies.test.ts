@@ -10,7 +10,6 @@ import { DestinationRun, type DeliveryDeps } from '../../src/delivery/deliver.js
 import type { DeliveryEvent } from '../../src/delivery/events.js';
 import { SmtpError, SmtpSession } from '../../src/delivery/smtpClient.js';
 import type { RecipientOutcome } from '../../src/delivery/outcome.js';
-import { StubResolver } from '../../src/dns/stub.js';
 import {
   normalScript,
   startScriptedPeer,
@@ -20,6 +19,7 @@ import {
   type PeerTransaction,
   type ScriptedPeer,
 } from '../support/scriptedPeer.js';
+import { deliveryDeps, stageTimeouts } from '../support/deliveryDeps.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterAll(async () => {
@@ -27,24 +27,8 @@ afterAll(async () => {
 });
 
 const T = 2000;
-const resolver = new StubResolver({ servers: ['127.0.0.1:9'], timeoutMs: 100, attempts: 1 }); // never asked: address literals
-cleanups.push(() => resolver.close());
-
-function deps(port: number, over: Partial<DeliveryDeps> = {}): DeliveryDeps {
-  return {
-    resolver,
-    heloName: 'relay.test',
-    selfNames: ['relay.test'],
-    port,
-    tlsLevel: () => ({ level: 'may', rule: 'test' }),
-    timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-    digestPreference: ['sha512', 'sha256'],
-    maxMessagesPerConnection: 10,
-    subscribers: [],
-    now: Date.now,
-    ...over,
-  };
-}
+/** Address literals only: the builder's resolver is never asked. */
+const deps = (port: number, over: Partial<DeliveryDeps> = {}): DeliveryDeps => deliveryDeps({ port, timeout: T, ...over });
 
 async function peer(script: Parameters<typeof startScriptedPeer>[0]['script']): Promise<ScriptedPeer> {
   const p = await startScriptedPeer({ script });
@@ -228,10 +212,7 @@ describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354
     for (const step of ['MAIL', 'RCPT', 'DATA', 'dot']) {
       for (const f of faults) {
         const p = await peer(normalScript({ answer: (verb) => (verb === step ? f : undefined), endOfData: () => (step === 'dot' ? f : undefined) }));
-        const run = new DestinationRun(
-          deps(p.port, { timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: 300, rcpt: 300, data: 300, data_block: 300, data_done: 300 } }),
-          '[127.0.0.1]',
-        );
+        const run = new DestinationRun(deps(p.port, { timeouts: { ...stageTimeouts(300), connect: T, greeting: T, ehlo: T, starttls: T } }), '[127.0.0.1]');
         const out = await deliverOnce(p, ['a', 'b'], run);
         await run.close();
         expectOneEach(out, ['a', 'b'], p);

@@ -20,6 +20,7 @@ import { makeCa, makeLeaf, makeSelfSigned, tlsaData, type Issued } from '../supp
 import type { CachedPolicy } from '../../src/mtasts/store.js';
 import { StsStateError, type StsLookup } from '../../src/mtasts/policies.js';
 import { normalScript, scriptedConnector, type ConnectionScript } from '../support/scriptedPeer.js';
+import { deliveryDeps } from '../support/deliveryDeps.js';
 
 /** The delivery port: the connector intercepts every dial, so nothing listens or is ever dialled there. */
 const PORT = 9;
@@ -65,16 +66,11 @@ function deps(
   deferrals: string[] = [],
   over: Partial<DeliveryDeps> = {},
 ): DeliveryDeps {
-  return {
+  return deliveryDeps({
     resolver,
-    heloName: 'relay.test',
-    selfNames: ['relay.test'],
     port: PORT,
+    timeout: T,
     tlsLevel: () => ({ level, rule: 'test' }),
-    timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-    digestPreference: ['sha512', 'sha256'],
-    maxMessagesPerConnection: 10,
-    now: Date.now,
     connector,
     subscribers: [
       (e) => {
@@ -84,7 +80,7 @@ function deps(
       deliveryMetrics({ deferral: (e) => deferrals.push(e.reason) }),
     ],
     ...over,
-  };
+  });
 }
 
 let n = 0;

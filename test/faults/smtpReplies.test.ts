@@ -45,7 +45,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
 import tls from 'node:tls';
-import { DestinationRun, type DeliveryDeps } from '../../src/delivery/deliver.js';
+import { DestinationRun } from '../../src/delivery/deliver.js';
 import type { RecipientOutcome } from '../../src/delivery/outcome.js';
 import type { TlsLevel } from '../../src/dane/levels.js';
 import { StubResolver } from '../../src/dns/stub.js';
@@ -57,6 +57,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { startDnsServer, type TestDns } from '../support/dnsServer.js';
 import { makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';
 import { multiline, startScriptedPeer, type ConnectionScript, type PeerConnection, type PeerTransaction, type ScriptedPeer } from '../support/scriptedPeer.js';
+import { deliveryDeps, stageTimeouts } from '../support/deliveryDeps.js';
 import { draw, dsnParams, longestLine, message, refusedFor, type BodyKind, type Fault, type FuzzMessage, type Step } from './support/replyFuzz.js';
 import { record, SCALE } from './support/report.js';
 import { rng, SEED, type Rand } from './support/rng.js';
@@ -382,14 +383,11 @@ async function lane(index: number, sessions: number, st: Stats, stalls = 0): Pro
     dns.add({ name: `_${peer.port}._tcp.mx.${domain}`, type: 'TLSA', data: { usage: 3, selector: 1, matchingType: 1, certificate: tlsaData(good, 1, 1) } });
   }
   const level: TlsLevel = kind;
-  const deps: DeliveryDeps = {
+  const deps = deliveryDeps({
     resolver,
-    heloName: 'relay.test',
-    selfNames: ['relay.test'],
     port: peer.port,
     tlsLevel: () => ({ level, rule: 'fuzz' }),
-    timeouts: { connect: T * 3, greeting: T, ehlo: T, starttls: T * 3, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-    digestPreference: ['sha512', 'sha256'],
+    timeouts: { ...stageTimeouts(T), connect: T * 3, starttls: T * 3 },
     maxMessagesPerConnection: 50,
     subscribers: [
       (e) => {
@@ -398,9 +396,8 @@ async function lane(index: number, sessions: number, st: Stats, stalls = 0): Pro
         resetFailed.add(e.queueId);
       },
     ],
-    now: Date.now,
     mimeConversion: conversion,
-  };
+  });
 
   let run = new DestinationRun(deps, domain);
   try {

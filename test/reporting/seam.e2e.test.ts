@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { World } from '../support/world.js';
 import { submit } from '../support/mail.js';
+import { deliveryDeps } from '../support/deliveryDeps.js';
 import { chainPem, makeCa, makeLeaf, makeSelfSigned, tlsaData, type Issued } from '../support/pki.js';
 import type { Receiver } from '../support/receiver.js';
 import { dayOf } from '../../src/reporting/tlsrpt/report.js';
@@ -267,18 +268,14 @@ describe('TLSRPT through the delivery code', () => {
     const results: TlsSessionResult[] = [];
     const t = 3000;
     const run = new DestinationRun(
-      {
+      deliveryDeps({
         resolver,
-        heloName: 'relay.test',
-        selfNames: ['relay.test'],
         port: w.port,
+        timeout: t,
         tlsLevel: () => ({ level: 'dane', rule: 'test' }),
-        timeouts: { connect: t, greeting: t, ehlo: t, starttls: t, mail: t, rcpt: t, data: t, data_block: t, data_done: t },
-        digestPreference: ['sha512', 'sha256'],
         maxMessagesPerConnection: 1,
-        now: Date.now,
         subscribers: [tlsrptSubscriber((r) => results.push(r))],
-      },
+      }),
       'skip.test',
     );
     try {

@@ -10,10 +10,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { Spool } from '../../src/spool/spool.js';
 import { RUN_REUSE_LIMIT_MS, Scheduler, type SchedulerConfig } from '../../src/scheduler/scheduler.js';
-import type { DeliveryDeps } from '../../src/delivery/deliver.js';
 import type { DeliveryEvent } from '../../src/delivery/events.js';
-import { StubResolver } from '../../src/dns/stub.js';
 import { normalScript, startScriptedPeer, type PeerAction, type PeerConnection, type ScriptedPeer } from '../support/scriptedPeer.js';
+import { deliveryDeps } from '../support/deliveryDeps.js';
 import { envelope, makeTmpDir, quiet } from '../spool/support.js';
 
 const T = 5000;
@@ -28,8 +27,6 @@ const base: SchedulerConfig = {
   run_interval: HOUR,
 };
 const log = pino({ level: 'silent' });
-// never asked: the destination is an address literal
-const resolver = new StubResolver({ servers: ['127.0.0.1:9'], timeoutMs: 100, attempts: 1 });
 
 const open: { stop(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -68,18 +65,14 @@ async function world(o: {
   const now = o.now ?? Date.now;
   const spool = await Spool.open(tmp.dir, { now, log: quiet });
   const events: DeliveryEvent[] = [];
-  const delivery: DeliveryDeps = {
-    resolver,
-    heloName: 'relay.test',
-    selfNames: ['relay.test'],
+  // the destination is an address literal: the builder's resolver is never asked
+  const delivery = deliveryDeps({
     port: peer.port,
-    tlsLevel: () => ({ level: 'may', rule: 'test' }),
-    timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-    digestPreference: ['sha512', 'sha256'],
+    timeout: T,
     maxMessagesPerConnection: o.maxPerConnection ?? 100,
     now,
     subscribers: [(e) => void events.push(e)],
-  };
+  });
   const scheduler = new Scheduler({
     spool,
     delivery,

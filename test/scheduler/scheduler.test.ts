@@ -10,8 +10,8 @@ import { Spool } from '../../src/spool/spool.js';
 import { Scheduler, type SchedulerConfig } from '../../src/scheduler/scheduler.js';
 import type { DeliveryDeps } from '../../src/delivery/deliver.js';
 import type { DeliveryEvent } from '../../src/delivery/events.js';
-import { StubResolver } from '../../src/dns/stub.js';
 import { normalScript, scriptedConnector } from '../support/scriptedPeer.js';
+import { deliveryDeps } from '../support/deliveryDeps.js';
 import { FaultFs, makeTmpDir, envelope, ls, quiet } from '../spool/support.js';
 import { join } from 'node:path';
 
@@ -30,8 +30,6 @@ const log = pino({ level: 'silent' });
 let tmp: { dir: string; cleanup: () => void };
 let spool: Spool;
 let scheduler: Scheduler | undefined;
-// never asked: every domain here is an address literal (DANE-10)
-const resolver = new StubResolver({ servers: ['127.0.0.1:9'], timeoutMs: 100, attempts: 1 });
 beforeEach(async () => {
   tmp = makeTmpDir('scheduler-test-');
 });
@@ -43,19 +41,7 @@ afterEach(async () => {
 
 /** Delivery over the scripted peers' connector, on the test's clock, every event into `events`. */
 function connectorDelivery(connector: DeliveryDeps['connector'], now: () => number, events: DeliveryEvent[]): DeliveryDeps {
-  return {
-    resolver,
-    heloName: 'relay.test',
-    selfNames: ['relay.test'],
-    port: 9,
-    tlsLevel: () => ({ level: 'may', rule: 'test' }),
-    timeouts: { connect: T, greeting: T, ehlo: T, starttls: T, mail: T, rcpt: T, data: T, data_block: T, data_done: T },
-    digestPreference: ['sha512', 'sha256'],
-    maxMessagesPerConnection: 10,
-    now,
-    connector,
-    subscribers: [(e) => void events.push(e)],
-  };
+  return deliveryDeps({ port: 9, timeout: T, now, connector, subscribers: [(e) => void events.push(e)] });
 }
 
 describe('Scheduler decisions over in-process SMTP peers (connector)', () => {
