@@ -203,7 +203,8 @@ async function main(): Promise<void> {
     }
     // Where the p99 target holds: the same 50 clients offering a fixed share of what they reached flat out.
     const max = levels[50]!.rate;
-    for (const share of [0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75]) paced.push({ share, offered: max * share, ...(await ingestLevel(w, 50, 3000, msg, max * share)) });
+    for (const share of [0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75])
+      paced.push({ share, offered: max * share, ...(await ingestLevel(w, 50, 3000, msg, max * share)) });
   } finally {
     await w.close();
   }
