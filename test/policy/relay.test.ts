@@ -355,7 +355,8 @@ describe('rollover warnings while delivering', () => {
     const rx2 = await tlsReceiver(ee2);
     domain('safe.test', rx2, [tlsa311(ee2), tlsa311(next)]);
     const rec = recorder();
-    await w.start({}, { events: rec.events });
+    // no connection cache: c@roll.test must open a second session to the same MX (the case under test)
+    await w.start({ delivery: { connection_cache_time: 0 } }, { events: rec.events });
     await send('a@roll.test');
     await send('b@safe.test');
     await w.settle();
