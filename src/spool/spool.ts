@@ -208,10 +208,9 @@ class FileDraft implements Draft {
   private async flushLast(): Promise<void> {
     if (this.bufLen === 0) return;
     if (this.filePos === 0 && this.bufLen >= CHUNK / 2 && this.capture?.adopt(this.buf!.subarray(0, this.bufLen))) {
-      const kept = this.buf!;
       await this.writeBuffer();
-      // the cache owns it now: never reused for another draft
-      if (this.buf === kept) this.buf = undefined;
+      // the cache owns it now: never given back for another draft (on a failed write it is, with the capture dropped)
+      this.buf = undefined;
       return;
     }
     await this.flush();
@@ -415,7 +414,6 @@ export class Spool implements SpoolWriter {
     this.bodies.delete(id);
   }
 
-  /** @internal */
   /** @internal a coalescing buffer for a new draft: a spare one, else a fresh one */
   takeBuffer(): Buffer {
     return this.spare.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
@@ -426,6 +424,7 @@ export class Spool implements SpoolWriter {
     if (this.spare.length < SPARE_BUFFERS && b.length === CHUNK) this.spare.push(b);
   }
 
+  /** @internal */
   draftEnded(d: FileDraft, tmpName: string): void {
     this.drafts.delete(d);
     this.liveTmp.delete(tmpName);
