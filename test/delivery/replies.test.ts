@@ -142,7 +142,7 @@ describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354
     expect(out.map((o) => o.result)).toEqual(['sent', 'sent', 'sent']);
   });
 
-  it('issue13-3 MAIL answered with a 3xx (not allowed for MAIL), with and without PIPELINING → every recipient deferred (protocol error), no DATA', async () => {
+  it('issue13-3 MAIL answered with a 3xx (not allowed for MAIL), with and without PIPELINING → every recipient deferred (protocol error), no body (DATA only inside the pipelined batch)', async () => {
     for (const ext of [[], ['PIPELINING']]) {
       const p = await peer(normalScript({ ext, answer: answer({ MAIL: '354 what?\r\n' }) }));
       const out = await deliverOnce(p, ['a', 'b']);
@@ -151,7 +151,10 @@ describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354
         ['deferred', '4.5.0'],
         ['deferred', '4.5.0'],
       ]);
-      expect(p.connections[0]!.commands).not.toContain('DATA');
+      // RFC 2920 §3.1: with PIPELINING the DATA went in MAIL's batch; without, the client never got that far
+      if (ext.length) expect(p.connections[0]!.reads.find((r) => r.some((l) => l.startsWith('MAIL')))?.at(-1)).toBe('DATA');
+      else expect(p.connections[0]!.commands).not.toContain('DATA');
+      expect(p.connections[0]!.transactions.some((t) => t.dot || (t.body?.length ?? 0) > 0)).toBe(false);
     }
   });
 
@@ -294,7 +297,7 @@ async function twoMessages(p: ScriptedPeer): Promise<{ first: RecipientOutcome[]
 }
 
 describe('RFC 5321 §4.1.1.5 / RFC 2920 §3.1: the RSET before a reused connection’s next transaction', () => {
-  it('RFC 2920 §3.1 with PIPELINING the RSET goes in one write with MAIL and the RCPTs: the peer answers RSET only once it has read them, and both messages go over one connection', async () => {
+  it('RFC 2920 §3.1 with PIPELINING the RSET goes in one write with MAIL, the RCPTs and DATA: the peer answers RSET only once it has read them, and both messages go over one connection', async () => {
     // The peer holds back its RSET and MAIL replies until the first RCPT has arrived: a client that waited
     // for the RSET reply before sending MAIL would wait until its timer, then open a second connection.
     const held = new Set<number>();
@@ -314,8 +317,8 @@ describe('RFC 5321 §4.1.1.5 / RFC 2920 §3.1: the RSET before a reused connecti
     expect(p.connections).toHaveLength(1);
     const c = p.connections[0]!;
     expect(c.commands.map((l) => l.split(/[ :]/)[0])).toEqual(['EHLO', 'MAIL', 'RCPT', 'DATA', 'RSET', 'MAIL', 'RCPT', 'RCPT', 'DATA', 'QUIT']);
-    // the first transaction of the connection has no RSET; the second's RSET, MAIL and RCPTs arrived in one read
-    expect(c.reads.find((r) => r.includes('RSET'))?.map((l) => l.split(/[ :]/)[0])).toEqual(['RSET', 'MAIL', 'RCPT', 'RCPT']);
+    // the first transaction of the connection has no RSET; the second's RSET, MAIL, RCPTs and DATA arrived in one read
+    expect(c.reads.find((r) => r.includes('RSET'))?.map((l) => l.split(/[ :]/)[0])).toEqual(['RSET', 'MAIL', 'RCPT', 'RCPT', 'DATA']);
     expect(resetFailures(events)).toEqual([]);
   });
 
@@ -387,10 +390,12 @@ describe('RFC 5321 §4.1.1.5 / RFC 2920 §3.1: the RSET before a reused connecti
         const [old, fresh] = p.connections as [PeerConnection, PeerConnection];
         const afterRset = old.commands.slice(old.commands.indexOf('RSET'));
         expect(afterRset.map((l) => l.split(/[ :]/)[0])).toEqual(
-          // with PIPELINING the peer read MAIL/RCPT (unless it closed or stalled at RSET); DATA never; without, nothing after RSET
-          pipelining && 'reply' in action ? ['RSET', 'MAIL', 'RCPT', 'RCPT'] : ['RSET'],
+          // with PIPELINING the peer read the whole batch, DATA included (unless it closed or stalled at RSET); without, nothing after RSET
+          pipelining && 'reply' in action ? ['RSET', 'MAIL', 'RCPT', 'RCPT', 'DATA'] : ['RSET'],
         );
-        expect(old.transactions.filter((t) => t.dataPhase)).toHaveLength(1); // the first message's only
+        // no byte of the second message's body reached the first connection (this peer even answers the pipelined
+        // DATA with 354 after refusing every RCPT; the client had dropped the connection at the RSET's reply)
+        expect(old.transactions.filter((t) => t.dot || (t.body?.length ?? 0) > 0)).toHaveLength(1); // the first message's only
         // the new connection's first transaction: no RSET
         expect(fresh.commands.map((l) => l.split(/[ :]/)[0])).toEqual(['EHLO', 'MAIL', 'RCPT', 'RCPT', 'DATA', 'QUIT']);
         expect(resetFailures(events)).toEqual([['rset', kind]]);
@@ -489,4 +494,85 @@ describe('issue 19: the body decision before MAIL is an outcome like any other',
     expect(next.map((o) => o.result)).toEqual(['sent']);
     expect(p.connections).toHaveLength(1);
   });
+});
+
+describe('RFC 2920 §3.1: DATA ends the pipelined batch; the body waits for its 354 and for an accepted recipient', () => {
+  it('RFC 2920 §3.1 with PIPELINING, MAIL, the RCPTs and DATA arrive in one read: the peer answers nothing until DATA has arrived, and the body comes only after the 354', async () => {
+    // A client that waited for the RCPT replies before DATA would wait here until its timer and defer.
+    const p = await peer(
+      normalScript({
+        ext: ['PIPELINING'],
+        answer: (verb) =>
+          verb === 'MAIL' ? { reply: '250 2.1.0 ok\r\n', hold: true } : verb === 'RCPT' ? { reply: '250 2.1.5 ok\r\n', hold: true } : undefined,
+      }),
+    );
+    const out = await deliverOnce(p, ['a', 'b']);
+    expectOneEach(out, ['a', 'b'], p);
+    expect(out.map((o) => o.result)).toEqual(['sent', 'sent']);
+    const c = p.connections[0]!;
+    const batch = c.reads.find((r) => r.some((l) => l.startsWith('MAIL')))!;
+    expect(batch.map((l) => l.split(/[ :]/)[0])).toEqual(['MAIL', 'RCPT', 'RCPT', 'DATA']);
+    expect(c.transactions[0]!.body?.toString()).toContain('body');
+  });
+
+  it.each([
+    ['every RCPT refused', { RCPT: '550 5.1.1 no such user\r\n' }, ['bounced', 'bounced']],
+    ['every RCPT refused, one for now', { RCPT: '450 4.2.0 later\r\n' }, ['deferred', 'deferred']],
+    ['MAIL refused', { MAIL: '550 5.7.1 not from you\r\n', RCPT: '503 5.5.1 no MAIL\r\n' }, ['bounced', 'bounced']],
+  ])(
+    'RFC 2920 §3.1 %s and the pipelined DATA answered 354 anyway (RFC 5321 §3.3 only lets the server refuse it): a lone dot, not one body byte, the refusals are the outcomes, and the connection carries the next message',
+    async (_what, over, results) => {
+      let dirty = true; // the first transaction of each connection is refused; later ones are normal
+      const p = await peer(
+        normalScript({
+          ext: ['PIPELINING'],
+          answer: (verb) => {
+            if (verb === 'RSET') dirty = false;
+            if (!dirty) return undefined;
+            if (verb === 'DATA') return { reply: '354 go ahead anyway\r\n' };
+            return answer(over)(verb);
+          },
+        }),
+      );
+      const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
+      const first = await deliverOnce(p, ['a', 'b'], run);
+      const second = await deliverOnce(p, ['c'], run);
+      await run.close();
+      expectOneEach(first, ['a', 'b'], p);
+      expect(first.map((o) => o.result)).toEqual(results);
+      expect(second.map((o) => o.result)).toEqual(['sent']);
+      expect(p.connections).toHaveLength(1);
+      const [refused, next] = p.connections[0]!.transactions as [PeerTransaction, PeerTransaction];
+      // the body as received, its terminating dot included: the dot alone
+      expect({ dot: refused.dot, body: refused.body?.toString() }).toEqual({ dot: true, body: '.\r\n' });
+      expect(next.delivered).toBe(true);
+      expect(next.rcpts).toEqual(['c@[127.0.0.1]']);
+    },
+  );
+
+  it.each([
+    ['garbage', { reply: 'what\r\n' }],
+    ['close', { close: true }],
+  ] as [string, PeerAction][])(
+    'RFC 2920 §3.1 every RCPT refused, DATA answered 354 and the lone dot answered with %s: the refusals stand, the connection is dropped, the next message goes over a new one, delivered once',
+    async (_what, dotAction) => {
+      const p = await peer(
+        normalScript({
+          ext: ['PIPELINING'],
+          answer: (verb, _line, c) =>
+            c.id === 0 && verb === 'RCPT' ? { reply: '550 5.1.1 no\r\n' } : c.id === 0 && verb === 'DATA' ? { reply: '354 go\r\n' } : undefined,
+          endOfData: (c) => (c.id === 0 ? dotAction : undefined),
+        }),
+      );
+      const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
+      const first = await deliverOnce(p, ['a'], run);
+      const second = await deliverOnce(p, ['b'], run);
+      await run.close();
+      expect(first.map((o) => o.result)).toEqual(['bounced']);
+      expect(second.map((o) => o.result)).toEqual(['sent']);
+      expect(p.connections).toHaveLength(2);
+      expect(p.connections[0]!.transactions.map((t) => [t.dot, t.body?.toString()])).toEqual([[true, '.\r\n']]);
+      expect(txs(p).filter((t) => t.delivered && t.rcpts.includes('b@[127.0.0.1]'))).toHaveLength(1);
+    },
+  );
 });

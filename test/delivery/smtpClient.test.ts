@@ -421,8 +421,8 @@ describe('SmtpSession: plain SMTP', () => {
     expect(r.messages.map((m) => m.from)).toEqual(['good@src.test']);
   });
 
-  it('RFC 5321 §3.3 no recipient accepted: RSET is sent instead of DATA', async () => {
-    const r = await receiver({ rcpt: () => ({ code: 550, message: 'no' }) });
+  it('RFC 5321 §3.3 no recipient accepted, without PIPELINING: RSET is sent instead of DATA', async () => {
+    const r = await receiver({ pipelining: false, rcpt: () => ({ code: 550, message: 'no' }) });
     const sess = await SmtpSession.connect(target(r), options({ mode: 'none' }));
     const res = await deliver(sess, 'a@src.test', ['x@dst.test', 'y@dst.test']);
     expect(res.recipients.every((x) => x.kind === 'refused' && x.step === 'RCPT TO' && x.reply.code === 550)).toBe(true);
@@ -430,6 +430,20 @@ describe('SmtpSession: plain SMTP', () => {
     await sess.quit();
     expect(r.commands).not.toContain('DATA');
     expect(r.commands).toContain('RSET');
+  });
+
+  it('RFC 2920 §3.1 no recipient accepted, with PIPELINING: the DATA of the batch is refused (RFC 5321 §3.3), no body follows, RSET, the session stays usable', async () => {
+    const r = await receiver({ rcpt: (a) => (a.startsWith('z@') ? undefined : { code: 550, message: 'no' }) });
+    const sess = await SmtpSession.connect(target(r), options({ mode: 'none' }));
+    const res = await deliver(sess, 'a@src.test', ['x@dst.test', 'y@dst.test']);
+    expect(res.recipients.every((x) => x.kind === 'refused' && x.step === 'RCPT TO' && x.reply.code === 550)).toBe(true);
+    expect(sess.usable).toBe(true);
+    // the session carries the next message as usual
+    expect((await deliver(sess, 'b@src.test', ['z@dst.test'])).recipients.map((x) => x.kind)).toEqual(['delivered']);
+    await sess.quit();
+    const verbs = r.commands.map((c) => c.split(/[ :]/)[0]);
+    expect(verbs.slice(0, verbs.indexOf('RSET') + 1)).toEqual(['EHLO', 'MAIL', 'RCPT', 'RCPT', 'DATA', 'RSET']);
+    expect(r.messages.map((m) => m.from)).toEqual(['b@src.test']);
   });
 
   it('RFC 1870/6152/6531 MAIL parameters: SIZE, BODY=8BITMIME and SMTPUTF8 when advertised', async () => {

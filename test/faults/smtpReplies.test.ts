@@ -198,8 +198,8 @@ interface Sent {
 /**
  * Stalls the whole event loop for longer than a stage timeout, in the check phase of the loop turn
  * after this one: the turn in which the client reads the reply being written now and writes its next
- * command(s) (a MAIL batch after an EHLO reply; DATA after the replies to a pipelined RSET, MAIL and
- * RCPT batch, RFC 2920 §3.1). The next turn's timers run before its I/O, so
+ * command(s) (a MAIL batch after an EHLO reply; the body after the replies to a pipelined RSET, MAIL,
+ * RCPT and DATA batch, RFC 2920 §3.1). The next turn's timers run before its I/O, so
  * the client's read times out and it abandons the session before the peer has read what it sent: what
  * a descheduled process on a loaded machine does by chance, forced. Atomics.wait blocks without
  * spending CPU.
@@ -345,7 +345,7 @@ async function lane(index: number, sessions: number, st: Stats, stalls = 0): Pro
       if (verbs.includes('MAIL')) st.pipelinedRsets++;
       // without PIPELINING the client waits for every reply: the RSET arrives alone
       if (!advertised.get(c.id)?.has('PIPELINING') && read.length > 1) violation(`RSET pipelined to a peer without PIPELINING: ${read.join(' | ')}`);
-      // with it, RSET opens its batch: [RSET, MAIL, RCPT…], never after a command of the same batch
+      // with it, RSET opens its batch: [RSET, MAIL, RCPT…, DATA], never after a command of the same batch
       else if (read.length > 1 && verbs[0] !== 'RSET') violation(`RSET not at the head of its batch: ${read.join(' | ')}`);
     }
     const t = lastTx.get(c.id);
@@ -450,7 +450,9 @@ async function lane(index: number, sessions: number, st: Stats, stalls = 0): Pro
       // outcomes may only come from the new connection's transaction
       const voided = resent && all[0]?.afterRset ? all[0] : undefined;
       const ts = voided ? all.slice(1) : all;
-      if (voided?.t.replies.some((x) => x.step === 'DATA')) violation(`DATA after a failed RSET: ${sender}`);
+      // With PIPELINING the DATA rides in the RSET's batch (RFC 2920 §3.1) and the peer may have answered it 354;
+      // what must never follow a failed RSET is message content: not one body byte, no end-of-data dot.
+      if (voided && (voided.t.dot || (voided.t.body?.length ?? 0) > 0)) violation(`message content after a failed RSET: ${sender}`);
       if (voided && ts.some((x) => x.conn === voided.conn)) violation(`a transaction on the connection whose RSET failed: ${sender}`);
       if (ts.length > 1) violation(`${all.length} transactions for one attempt`);
       const t = ts[0]?.t;

@@ -15,8 +15,12 @@ import type { Connector } from '../../src/delivery/smtpClient.js';
 import type { Target } from '../../src/delivery/types.js';
 
 export type PeerAction =
-  /** write these bytes (one or more reply lines, CRLF included; or garbage); `thenClose`: and close (FIN) after them */
-  | { reply: string; thenClose?: true }
+  /**
+   * write these bytes (one or more reply lines, CRLF included; or garbage); `thenClose`: and close (FIN) after them;
+   * `hold`: counted as this command's reply but written only together with the next reply that is not held
+   * (RFC 2920 §3.1 lets a server defer its replies while pipelined commands keep arriving)
+   */
+  | { reply: string; thenClose?: true; hold?: true }
   | { close: true }
   /** never answer; the client's stage timeout must end it */
   | { stall: true };
@@ -124,6 +128,7 @@ function serve(raw: Duplex, conn: PeerConnection, o: Pick<ScriptedPeerOptions, '
     raw.on('error', () => undefined);
 
     /** Performs an action; false when the conversation is over (closed or stalled). */
+    let held = '';
     const act = (a: PeerAction): boolean => {
       if (done) return false;
       if ('close' in a) {
@@ -135,7 +140,12 @@ function serve(raw: Duplex, conn: PeerConnection, o: Pick<ScriptedPeerOptions, '
         done = true;
         return false;
       }
-      sock.write(a.reply);
+      if (a.hold) {
+        held += a.reply;
+        return true;
+      }
+      sock.write(held + a.reply);
+      held = '';
       if (a.thenClose) {
         done = true;
         sock.end();
