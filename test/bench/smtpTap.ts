@@ -15,7 +15,11 @@ export const MESSAGE_ID = /^message-id:[ \t]*(<[^>\r\n]*>)/im;
 const HEAD_SCAN = 8192;
 const DOT = Buffer.from('\r\n.\r\n');
 
-type Expect = { kind: 'greeting' } | { kind: 'cmd' } | { kind: 'data' } | { kind: 'dot'; id: string | undefined };
+/** `at`: when the command (or the body's end) passed the tap on its way to the server; `step`: what it was */
+type Expect = ({ kind: 'greeting' } | { kind: 'cmd' } | { kind: 'data' } | { kind: 'dot'; id: string | undefined }) & { at?: number; step?: ReplyStep };
+
+/** The transaction steps whose reply latency the tap notes: MAIL, RCPT, DATA (to the 354) and the body's end (to the 250). */
+export type ReplyStep = 'MAIL' | 'RCPT' | 'DATA' | 'dot';
 
 export interface TapStats {
   /** wall-clock ms (performance.timeOrigin based) of each message's 250 after the dot, by Message-ID */
@@ -23,10 +27,16 @@ export interface TapStats {
   /** messages whose final reply was not 250, or without a Message-ID */
   refused: number;
   unnamed: number;
+  /**
+   * ms from a command passing the tap to its reply passing it back, per step: the server's answer time as the
+   * client sees it (for MAIL, RCPT and DATA mostly how long the command waited for the server to get to it; for
+   * the dot, the commit to stable storage as well)
+   */
+  replyMs: Record<ReplyStep, number[]>;
 }
 
 export class SmtpTap {
-  readonly stats: TapStats = { accepted: new Map(), refused: 0, unnamed: 0 };
+  readonly stats: TapStats = { accepted: new Map(), refused: 0, unnamed: 0, replyMs: { MAIL: [], RCPT: [], DATA: [], dot: [] } };
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
 
@@ -49,6 +59,7 @@ export class SmtpTap {
     this.stats.accepted.clear();
     this.stats.refused = 0;
     this.stats.unnamed = 0;
+    for (const v of Object.values(this.stats.replyMs)) v.length = 0;
   }
 
   async close(): Promise<void> {
@@ -90,7 +101,7 @@ export class SmtpTap {
             return;
           }
           const id = MESSAGE_ID.exec(head)?.[1];
-          expect.push({ kind: 'dot', id });
+          expect.push({ kind: 'dot', id, at: performance.now(), step: 'dot' });
           mode = 'cmd';
           rest = joined.subarray(at + DOT.length);
           continue;
@@ -104,13 +115,14 @@ export class SmtpTap {
         line += s.slice(0, nl);
         rest = rest.subarray(nl + 1);
         if (/^data\s*$/i.test(line.trim())) {
-          expect.push({ kind: 'data' });
+          expect.push({ kind: 'data', at: performance.now(), step: 'DATA' });
           // the body follows at once (a client does not wait for 354 before switching, RFC 2920 §3.1 aside)
           mode = 'data';
           tail = Buffer.from('\r\n');
           head = '';
         } else {
-          expect.push({ kind: 'cmd' });
+          const verb = /^\s*(mail|rcpt)\b/i.exec(line)?.[1]?.toUpperCase() as 'MAIL' | 'RCPT' | undefined;
+          expect.push({ kind: 'cmd', ...(verb ? { at: performance.now(), step: verb } : {}) });
         }
         line = '';
       }
@@ -126,6 +138,7 @@ export class SmtpTap {
         if (!/^\d{3}(?: |\r?$)/.test(l)) continue; // a continuation line ("250-...")
         const e = expect.shift();
         const code = Number(l.slice(0, 3));
+        if (e?.step && e.at !== undefined) this.stats.replyMs[e.step].push(performance.now() - e.at);
         if (e?.kind === 'data' && code !== 354) mode = 'cmd'; // DATA refused: no body follows
         if (e?.kind !== 'dot') continue;
         if (code !== 250) this.stats.refused++;
