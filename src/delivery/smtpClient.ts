@@ -968,14 +968,17 @@ export class SmtpSession {
     if (mailClass !== 2) {
       every(all, (address) => ({ address, kind: 'refused', step: 'MAIL FROM', reply: mail, permanent: mailClass === 5 }));
       if (pipelining) {
-        // The pipelined RCPTs are answered too (usually 503); a peer that closes after a refused MAIL
-        // (e.g. 421) leaves the MAIL reply as the verdict, and a connection that is not reused.
+        // The pipelined RCPTs are answered too (usually 503), then DATA. A 421 (to MAIL or to one of them) means
+        // the peer is closing (RFC 5321 §3.8): nothing more is read or written. Any failure leaves the MAIL
+        // reply as the verdict, and a connection that is not reused.
+        let inStep = false;
         try {
-          for (let i = 0; i < rcptCmds.length; i++) this.note(await this.read('rcpt', timeouts.rcpt, 'RCPT'));
-          await this.pipelinedDataRefused();
+          for (let i = 0; i < rcptCmds.length && !this.broken; i++) this.note(await this.read('rcpt', timeouts.rcpt, 'RCPT'));
+          inStep = !this.broken && (await this.pipelinedDataRefused());
         } catch {
-          this.abandon();
+          /* not in step */
         }
+        if (!inStep) this.abandon();
       }
       return done();
     }
@@ -1018,10 +1021,15 @@ export class SmtpSession {
 
     if (accepted.length === 0) {
       if (pipelining) {
-        // The pipelined DATA is answered too; a failure here costs only the connection.
+        // The pipelined DATA is answered too; a failure here, or a reply that leaves the peer's state
+        // unknown, costs only the connection.
+        let inStep = false;
         try {
-          await this.pipelinedDataRefused();
+          inStep = await this.pipelinedDataRefused();
         } catch {
+          /* not in step */
+        }
+        if (!inStep) {
           this.abandon();
           return done();
         }
@@ -1065,14 +1073,22 @@ export class SmtpSession {
    * The reply to a pipelined DATA when no recipient was accepted (or MAIL was refused). RFC 5321 §3.3 lets
    * the server refuse it (503/554, the usual answer) but does not make it; RFC 2920 §3.1: a client cannot
    * assume the refusal, and after a 354 it sends a lone end-of-data dot. That dot carries no body and no
-   * recipient of ours was accepted, so whatever the server answers to it delivers nothing; the session
-   * goes on (the next transaction starts with RSET). A failure to read either reply throws.
+   * recipient of ours was accepted, so whatever the server answers to it delivers nothing.
+   *
+   * Returns whether the peer is in step afterwards, so the session may go on (the next transaction starts
+   * with RSET): a 4xx/5xx to DATA, or a 354 and a 2xx/4xx/5xx to the dot. Not in step: a 421 (the peer is
+   * closing, RFC 5321 §3.8; no dot follows it); a 2xx to DATA (RFC 5321 §4.3.2 has none: a reply meant for
+   * another command); a 3xx other than 354 to DATA, or a 3xx to the dot (the peer may be waiting for data
+   * that never comes: the next RSET would be read as message text), as the transaction with an accepted
+   * recipient treats them. A failure to read either reply throws.
    */
-  private async pipelinedDataRefused(): Promise<void> {
+  private async pipelinedDataRefused(): Promise<boolean> {
     const go = this.note(await this.read('data', this.opts.timeouts.data, 'DATA'));
-    if (go.code !== 354) return;
+    if (go.code === 421) return false;
+    if (go.code !== 354) return replyClass(go.code) >= 4;
     this.write('.');
-    this.note(await this.read('data', this.opts.timeouts.data_done, 'end of data'));
+    const end = this.note(await this.read('data', this.opts.timeouts.data_done, 'end of data'));
+    return end.code !== 421 && replyClass(end.code) !== 3;
   }
 
   /**

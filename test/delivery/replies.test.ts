@@ -576,3 +576,138 @@ describe('RFC 2920 §3.1: DATA ends the pipelined batch; the body waits for its 
     },
   );
 });
+
+describe('RFC 2920 §3.1 / RFC 5321 §4.3.2, §3.8: every reply to the pipelined DATA (and to the lone dot) when nothing was accepted', () => {
+  /** The first transaction of connection 0: MAIL's reply, one per RCPT (a, b), and the refusals they are. */
+  const batches: [string, { MAIL: string; a: string; b: string }, string[]][] = [
+    ['MAIL 550', { MAIL: '550 5.7.1 not from you\r\n', a: '503 5.5.1 no MAIL\r\n', b: '503 5.5.1 no MAIL\r\n' }, ['bounced', 'bounced']],
+    ['MAIL 451', { MAIL: '451 4.3.0 later\r\n', a: '503 5.5.1 no MAIL\r\n', b: '503 5.5.1 no MAIL\r\n' }, ['deferred', 'deferred']],
+    ['every RCPT refused', { MAIL: '250 2.1.0 ok\r\n', a: '550 5.1.1 no such user\r\n', b: '450 4.2.1 busy\r\n' }, ['bounced', 'deferred']],
+    ['every RCPT refused, one 552', { MAIL: '250 2.1.0 ok\r\n', a: '550 5.1.1 no such user\r\n', b: '552 5.5.3 too many\r\n' }, ['bounced', 'deferred']],
+    [
+      'MAIL 421 (and 421 to all after it)',
+      { MAIL: '421 4.3.2 shutting down\r\n', a: '421 4.3.2 shutting down\r\n', b: '421 4.3.2 shutting down\r\n' },
+      ['deferred', 'deferred'],
+    ],
+    ['MAIL 550, RCPT 421', { MAIL: '550 5.7.1 not from you\r\n', a: '421 4.3.2 shutting down\r\n', b: '503 5.5.1 no MAIL\r\n' }, ['bounced', 'bounced']],
+    ['RCPT 550 then 421', { MAIL: '250 2.1.0 ok\r\n', a: '550 5.1.1 no such user\r\n', b: '421 4.3.2 shutting down\r\n' }, ['bounced', 'deferred']],
+  ];
+  /** [name, DATA's reply, the state it leaves: clean (the session may go on) or not] */
+  const dataReplies: [string, PeerAction, boolean][] = [
+    ['503', { reply: '503 5.5.1 no valid recipients\r\n' }, true],
+    ['554 multi-line', { reply: '554-5.5.1 no valid\r\n554 5.5.1 recipients\r\n' }, true],
+    ['451', { reply: '451 4.3.0 later\r\n' }, true],
+    ['421', { reply: '421 4.3.2 shutting down\r\n' }, false],
+    ['250 (answers no DATA: out of step)', { reply: '250 2.0.0 ok\r\n' }, false],
+    ['355 (a 3xx that is not 354: the peer may wait for a body)', { reply: '355 go on\r\n' }, false],
+    ['garbage', { reply: 'what\r\n' }, false],
+    ['close', { close: true }, false],
+  ];
+  const dotReplies: [string, PeerAction, boolean][] = [
+    ['250', { reply: '250 2.0.0 nothing to do\r\n' }, true],
+    ['554', { reply: '554 5.5.1 no valid recipients\r\n' }, true],
+    ['451', { reply: '451 4.3.0 later\r\n' }, true],
+    ['354 (a 3xx: the peer still waits for something)', { reply: '354 more?\r\n' }, false],
+    ['421', { reply: '421 4.3.2 shutting down\r\n' }, false],
+    ['garbage', { reply: 'what\r\n' }, false],
+    ['close', { close: true }, false],
+  ];
+  const cases: [string, string, string, (typeof batches)[number][1], string[], PeerAction, PeerAction | undefined, boolean][] = [];
+  for (const [bn, batch, results] of batches) {
+    const closing = Object.values(batch).some((r) => r.startsWith('421'));
+    for (const [dn, d, dClean] of dataReplies) cases.push([bn, dn, '-', batch, results, d, undefined, !closing && dClean]);
+    for (const [xn, x, xClean] of dotReplies) cases.push([bn, '354', xn, batch, results, { reply: '354 go ahead anyway\r\n' }, x, !closing && xClean]);
+  }
+
+  it.each(cases)(
+    'RFC 2920 §3.1 %s, DATA answered %s, the lone dot answered %s: the refusals are the outcomes, no body byte (a lone dot only after a 354 and no 421), the connection goes on only when the reply left it in step, and after a 421 nothing more is sent (RFC 5321 §3.8)',
+    async (_b, _d, _x, batch, results, dataAction, dotAction, clean) => {
+      const first = (c: PeerConnection): boolean => c.id === 0 && c.transactions.length <= 1;
+      const p = await peer(
+        normalScript({
+          ext: ['PIPELINING', 'ENHANCEDSTATUSCODES'],
+          answer: (verb, line, c) => {
+            if (!first(c) || verb === 'EHLO' || verb === 'RSET' || verb === 'QUIT') return undefined;
+            if (verb === 'MAIL') return { reply: batch.MAIL };
+            if (verb === 'RCPT') return { reply: line.includes('<a@') ? batch.a : batch.b };
+            if (verb === 'DATA') return dataAction;
+            return undefined;
+          },
+          endOfData: (c, t) => (c.id === 0 && t === c.transactions[0] ? dotAction : undefined),
+        }),
+      );
+      const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
+      const out = await deliverOnce(p, ['a', 'b'], run);
+      const next = await deliverOnce(p, ['c'], run);
+      await run.close();
+      expectOneEach(out, ['a', 'b'], p);
+      expect(out.map((o) => o.result)).toEqual(results);
+      // the next message is delivered once, over this connection only when it was left in step
+      expect(next.map((o) => o.result)).toEqual(['sent']);
+      expect(txs(p).filter((t) => t.delivered && t.rcpts.includes('c@[127.0.0.1]'))).toHaveLength(1);
+      expect(p.connections).toHaveLength(clean ? 1 : 2);
+      const c0 = p.connections[0]!;
+      const refused = c0.transactions[0]!;
+      // never a body byte: at most the lone dot, and that only after a 354 read before any 421
+      const lone =
+        'reply' in dataAction &&
+        dataAction.reply.startsWith('354') &&
+        !batch.MAIL.startsWith('421') &&
+        !batch.a.startsWith('421') &&
+        !batch.b.startsWith('421');
+      expect({ dot: refused.dot, body: refused.body?.toString() ?? '' }).toEqual(lone ? { dot: true, body: '.\r\n' } : { dot: false, body: '' });
+      // what the client sent on connection 0 after the batch: the next message over it (clean), else nothing
+      const after = c0.commands.slice(c0.commands.indexOf('DATA') + 1).map((l) => l.split(/[ :]/)[0]);
+      expect(after).toEqual(clean ? ['RSET', 'MAIL', 'RCPT', 'DATA', 'QUIT'] : []);
+    },
+  );
+
+  it.each([
+    ['MAIL refused, DATA stalls', { MAIL: '550 5.7.1 not from you\r\n', RCPT: '503 5.5.1 no MAIL\r\n' }, { stall: true }, undefined, ['bounced']],
+    ['every RCPT refused, DATA 354, the lone dot stalls', { RCPT: '550 5.1.1 no\r\n' }, { reply: '354 go\r\n' }, { stall: true }, ['bounced']],
+  ] as [string, Record<string, string>, PeerAction, PeerAction | undefined, string[]][])(
+    'RFC 2920 §3.1 %s: the stage timeout ends the wait, the refusals stand, no body byte, the next message goes over a new connection',
+    async (_what, over, dataAction, dotAction, results) => {
+      const p = await peer(
+        normalScript({
+          ext: ['PIPELINING'],
+          answer: (verb, _line, c) => (c.id !== 0 ? undefined : verb === 'DATA' ? dataAction : answer(over)(verb)),
+          endOfData: (c) => (c.id === 0 ? dotAction : undefined),
+        }),
+      );
+      const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
+      const first = await deliverOnce(p, ['a'], run);
+      const second = await deliverOnce(p, ['b'], run);
+      await run.close();
+      expectOneEach(first, ['a'], p);
+      expect(first.map((o) => o.result)).toEqual(results);
+      expect(second.map((o) => o.result)).toEqual(['sent']);
+      expect(p.connections).toHaveLength(2);
+      const refused = p.connections[0]!.transactions[0]!;
+      expect(refused.body?.toString() ?? '').toBe(dotAction ? '.\r\n' : '');
+    },
+  );
+
+  it('RFC 2920 §3.1 a peer out of step in the batch (the last RCPT answered twice, then 354 to DATA): the extra reply is read as the DATA reply, a 2xx that opens no data phase → deferred 4.5.0, no body byte, the connection dropped', async () => {
+    const p = await peer(
+      normalScript({
+        ext: ['PIPELINING', 'ENHANCEDSTATUSCODES'],
+        answer: (verb, line) => (verb === 'RCPT' && line.includes('<b@') ? { reply: '250 ok\r\n250 ok\r\n' } : undefined),
+      }),
+    );
+    const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
+    const first = await deliverOnce(p, ['a', 'b'], run);
+    const second = await deliverOnce(p, ['c'], run);
+    await run.close();
+    expectOneEach(first, ['a', 'b'], p);
+    expect(first.map((o) => [o.result, o.code])).toEqual([
+      ['deferred', '4.5.0'],
+      ['deferred', '4.5.0'],
+    ]);
+    expect(second.map((o) => o.result)).toEqual(['sent']);
+    expect(p.connections).toHaveLength(2);
+    // the peer entered its data phase (it answered 354) but got not one byte, not even the dot
+    const t = p.connections[0]!.transactions[0]!;
+    expect({ dataPhase: t.dataPhase, dot: t.dot, body: t.body?.toString() ?? '' }).toEqual({ dataPhase: true, dot: false, body: '' });
+  });
+});
