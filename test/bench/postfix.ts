@@ -454,6 +454,15 @@ function section(results: Result[], secs: number, profile?: { run: Result; summa
   const mb = (n: number) => (n / 1048576).toFixed(0);
   const relays = [OURS[0]!.label, POSTFIX, ...OURS.slice(1).map((v) => v.label), ...(DIRECT ? [NO_RELAY] : [])];
   const of = (n: number, size: number, relay: string) => results.filter((r) => r.n === n && r.size === size && r.relay === relay);
+  /** each (N, size, relay) cell that has runs, in table order */
+  const cellsOf = function* (): Generator<[number, number, string, Result[]]> {
+    for (const n of NS)
+      for (const size of SIZES)
+        for (const relay of relays) {
+          const rs = of(n, size, relay);
+          if (rs.length) yield [n, size, relay, rs];
+        }
+  };
   const load = os
     .loadavg()
     .map((l) => l.toFixed(1))
@@ -495,28 +504,24 @@ function section(results: Result[], secs: number, profile?: { run: Result; summa
     '| N | size | relay | runs | delivered / N (all runs) | end-to-end msg/s | steady msg/s | ingest msg/s | queue wait p50 ms | queue wait p99 ms | first ms | tail ms | CPU ms/msg | machine CPU ms/msg | machine busy % | peak PSS MB |',
     '| ---: | --- | --- | ---: | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
-  for (const n of NS)
-    for (const size of SIZES)
-      for (const relay of relays) {
-        const rs = of(n, size, relay);
-        if (!rs.length) continue;
-        const sum = (f: (r: Result) => number) => rs.reduce((a, r) => a + f(r), 0);
-        const cells: [(r: Result) => number, (n: number) => string][] = [
-          [(r) => r.e2eRate, f0],
-          [(r) => r.steadyRate, f0],
-          [(r) => r.ingestRate, f0],
-          [(r) => r.waitP50, f0],
-          [(r) => r.waitP99, f0],
-          [(r) => r.firstWait, f0],
-          [(r) => r.tail, f0],
-          [(r) => r.cpuMsPerMsg, f2],
-          [(r) => r.machineMsPerMsg, f2],
-          [(r) => r.machineBusyPct, f0],
-          [(r) => r.peakRss, mb],
-        ];
-        const row = [n.toLocaleString('en-US'), `${size / 1024} KB`, relay, rs.length, `${sum((r) => r.delivered)} / ${sum((r) => r.n)}`];
-        lines.push(`| ${[...row, ...cells.map(([get, fmt]) => spread(rs.map(get), fmt))].join(' | ')} |`);
-      }
+  for (const [n, size, relay, rs] of cellsOf()) {
+    const sum = (f: (r: Result) => number) => rs.reduce((a, r) => a + f(r), 0);
+    const cells: [(r: Result) => number, (n: number) => string][] = [
+      [(r) => r.e2eRate, f0],
+      [(r) => r.steadyRate, f0],
+      [(r) => r.ingestRate, f0],
+      [(r) => r.waitP50, f0],
+      [(r) => r.waitP99, f0],
+      [(r) => r.firstWait, f0],
+      [(r) => r.tail, f0],
+      [(r) => r.cpuMsPerMsg, f2],
+      [(r) => r.machineMsPerMsg, f2],
+      [(r) => r.machineBusyPct, f0],
+      [(r) => r.peakRss, mb],
+    ];
+    const row = [n.toLocaleString('en-US'), `${size / 1024} KB`, relay, rs.length, `${sum((r) => r.delivered)} / ${sum((r) => r.n)}`];
+    lines.push(`| ${[...row, ...cells.map(([get, fmt]) => spread(rs.map(get), fmt))].join(' | ')} |`);
+  }
   lines.push(
     '',
     'Ratios per pair (each run of ours against the Postfix run of the same pair), median (lowest–highest):',
@@ -553,23 +558,19 @@ function section(results: Result[], secs: number, profile?: { run: Result; summa
     '| N | size | relay | MAIL | RCPT | DATA (→ 354) | end of data (→ 250) |',
     '| ---: | --- | --- | --- | --- | --- | --- |',
   );
-  for (const n of NS)
-    for (const size of SIZES)
-      for (const relay of relays) {
-        const rs = of(n, size, relay);
-        if (!rs.length) continue;
-        const steps: ReplyStep[] = ['MAIL', 'RCPT', 'DATA', 'dot'];
-        lines.push(
-          `| ${n.toLocaleString('en-US')} | ${size / 1024} KB | ${relay} | ${steps
-            .map((k) =>
-              spread(
-                rs.map((r) => r.replyP50[k]),
-                (x) => x.toFixed(1),
-              ),
-            )
-            .join(' | ')} |`,
-        );
-      }
+  for (const [n, size, relay, rs] of cellsOf()) {
+    const steps: ReplyStep[] = ['MAIL', 'RCPT', 'DATA', 'dot'];
+    lines.push(
+      `| ${n.toLocaleString('en-US')} | ${size / 1024} KB | ${relay} | ${steps
+        .map((k) =>
+          spread(
+            rs.map((r) => r.replyP50[k]),
+            (x) => x.toFixed(1),
+          ),
+        )
+        .join(' | ')} |`,
+    );
+  }
   lines.push(
     '',
     'Goal (issue 17): ≥ 2.0× Postfix end to end at 2 KB and 50 KB, for N = 2,000 and N = 10,000, as the median of ≥ 5 alternating runs, and CPU per',
