@@ -968,17 +968,9 @@ export class SmtpSession {
     if (mailClass !== 2) {
       every(all, (address) => ({ address, kind: 'refused', step: 'MAIL FROM', reply: mail, permanent: mailClass === 5 }));
       if (pipelining) {
-        // The pipelined RCPTs are answered too (usually 503), then DATA. A 421 (to MAIL or to one of them) means
-        // the peer is closing (RFC 5321 §3.8): nothing more is read or written. Any failure leaves the MAIL
-        // reply as the verdict, and a connection that is not reused.
-        let inStep = false;
-        try {
-          for (let i = 0; i < rcptCmds.length && !this.broken; i++) this.note(await this.read('rcpt', timeouts.rcpt, 'RCPT'));
-          inStep = !this.broken && (await this.pipelinedDataRefused());
-        } catch {
-          /* not in step */
-        }
-        if (!inStep) this.abandon();
+        // The pipelined RCPTs are answered too (usually 503), then DATA. Any failure leaves the MAIL reply as
+        // the verdict, and a connection that is not reused.
+        if (!(await this.finishRefusedBatch(rcptCmds.length))) this.abandon();
       }
       return done();
     }
@@ -1020,19 +1012,11 @@ export class SmtpSession {
     }
 
     if (accepted.length === 0) {
-      if (pipelining) {
-        // The pipelined DATA is answered too; a failure here, or a reply that leaves the peer's state
-        // unknown, costs only the connection.
-        let inStep = false;
-        try {
-          inStep = await this.pipelinedDataRefused();
-        } catch {
-          /* not in step */
-        }
-        if (!inStep) {
-          this.abandon();
-          return done();
-        }
+      // The pipelined DATA is answered too; a failure here, or a reply that leaves the peer's state
+      // unknown, costs only the connection.
+      if (pipelining && !(await this.finishRefusedBatch(0))) {
+        this.abandon();
+        return done();
       }
       // No accepted recipient: without PIPELINING, DATA would only earn a 554; end the transaction instead.
       await this.rsetOrAbandon();
@@ -1067,6 +1051,20 @@ export class SmtpSession {
       this.abandon();
     } else every(accepted, (address) => ({ address, kind: 'refused', step: 'end of DATA', reply: end, permanent: cls === 5 }));
     return done();
+  }
+
+  /**
+   * The rest of a pipelined batch after MAIL was refused or no recipient was accepted: `rcpts` RCPT replies
+   * still unread (none read after a 421: the peer is closing, RFC 5321 §3.8, and nothing more is written),
+   * then the reply to DATA (pipelinedDataRefused). Whether the session may go on; any failure is a no.
+   */
+  private async finishRefusedBatch(rcpts: number): Promise<boolean> {
+    try {
+      for (let i = 0; i < rcpts && !this.broken; i++) this.note(await this.read('rcpt', this.opts.timeouts.rcpt, 'RCPT'));
+      return !this.broken && (await this.pipelinedDataRefused());
+    } catch {
+      return false;
+    }
   }
 
   /**
