@@ -1,5 +1,14 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=64
 // Thin launcher: the compiled CLI lives in dist/ (run `npm run build` first).
+//
+// --initial-old-space-size=64 (MB): V8 starts a full mark-compact whenever the old generation's headroom
+// falls below the young generation's capacity, and off-heap Buffers (every message body passes through a
+// few) count against that headroom. With V8's small start-up limits a relay under load collected the whole
+// heap about four times a second at 50 KB messages: 20-27 full collections in a 2,000-message run, their
+// concurrent marking a quarter of the relay's CPU. With 64 MB it is 5-7 (BENCHMARKS.md, issue 17). It is a
+// threshold, not a reservation: memory is taken only as the heap grows (peak PSS in that run unchanged).
+// `env -S` passes the flag (GNU coreutils 8.30, Debian 10 and later); `npm start` and the systemd unit run
+// this file as a program, so they get it. Tests that spawn `node <this file>` read this line (test/support/build.ts).
 import { main } from '../dist/src/cli.js';
 main(process.argv.slice(2)).then(
   (code) => {

@@ -5,10 +5,11 @@
  * documented. The examples/ commands are run by test/examples/examples.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { CLI, ROOT, ensureBuilt } from '../support/build.js';
+import { CLI, ROOT, ensureBuilt, launcherNodeFlags } from '../support/build.js';
 import { runCliIn } from '../support/relayProcess.js';
 import { main } from '../../src/cli.js';
 
@@ -56,5 +57,24 @@ describe('issue21 item 8: the README command table runs as documented', () => {
     const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
     expect(rows.some((r) => r.words.length === 0 && r.options.includes('--version'))).toBe(true);
     expect(execFileSync(process.execPath, [CLI, '--version'], { encoding: 'utf8' })).toBe(`dane-relay ${version}\n`);
+  });
+
+  it('the launcher runs as a program: `env -S` hands node its flags, which this node accepts (npm start, the systemd unit)', () => {
+    ensureBuilt();
+    const flags = launcherNodeFlags();
+    expect(flags).toContain('--initial-old-space-size=64');
+    // executed through its #! line, not `node file`: a flag node refused, or an env without -S, fails here
+    expect(execFileSync(CLI, ['--version'], { encoding: 'utf8' })).toMatch(/^dane-relay \d+\.\d+\.\d+/);
+    // and node starts with them: a preloaded script notes process.execArgv of the launched process
+    const dir = mkdtempSync(join(tmpdir(), 'launcher-'));
+    try {
+      writeFileSync(join(dir, 'note.cjs'), "require('node:fs').writeFileSync(process.env.ARGV_OUT, JSON.stringify(process.execArgv));\n");
+      const env = { ...process.env, ARGV_OUT: join(dir, 'argv.json'), NODE_OPTIONS: `--require ${join(dir, 'note.cjs')}` };
+      execFileSync(CLI, ['--version'], { encoding: 'utf8', env });
+      expect(JSON.parse(readFileSync(join(dir, 'argv.json'), 'utf8'))).toEqual(flags);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).scripts.start).toMatch(/&& \.\/bin\/dane-relay\.js serve /);
   });
 });

@@ -1,6 +1,6 @@
 /** Tests that run the relay as a real process need the compiled CLI; build it once if it is stale. */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -8,6 +8,18 @@ import { fileURLToPath } from 'node:url';
 const up = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const ROOT = basename(up) === 'dist' ? dirname(up) : up;
 export const CLI = join(ROOT, 'bin', 'dane-relay.js');
+
+/**
+ * The node flags the launcher's `#!/usr/bin/env -S node …` line gives the relay (bin/dane-relay.js). A test
+ * that spawns `node bin/dane-relay.js serve` passes them, so the relay under test runs as `npm start` and the
+ * systemd unit run it.
+ */
+export function launcherNodeFlags(file = CLI): string[] {
+  const first = readFileSync(file, 'utf8').split('\n', 1)[0]!;
+  const m = /^#!\/usr\/bin\/env -S node((?: +-[^ ]+)*) *$/.exec(first);
+  if (!m) throw new Error(`${file}: the first line is not "#!/usr/bin/env -S node [flags]": ${first}`);
+  return m[1]!.split(' ').filter(Boolean);
+}
 
 function newest(dir: string): number {
   let t = 0;

@@ -7,7 +7,7 @@ import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_pro
 import { readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { Writable } from 'node:stream';
-import { CLI } from './build.js';
+import { CLI, launcherNodeFlags } from './build.js';
 
 /**
  * A port that was free a moment ago on `host` (the relay binds it next).
@@ -118,7 +118,7 @@ export class RelayProcess {
   /** Spawns the relay without waiting for it to listen (to kill it during start-up and recovery). */
   launch(env: Record<string, string> = {}, prefix: string[] = []): ChildProcess {
     this.output = '';
-    const argv = [...prefix, process.execPath, CLI, 'serve', '--config', this.configFile];
+    const argv = [...prefix, process.execPath, ...launcherNodeFlags(), CLI, 'serve', '--config', this.configFile];
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     this.child = child;
     // A test that fails or times out between start and stop must not leave a relay running after its worker exits

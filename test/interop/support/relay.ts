@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { own } from './reaper.js';
+import { launcherNodeFlags } from '../../support/build.js';
 
 /** The repository root, from test/interop/support or from its compiled copy under dist/. */
 function repoRoot(): string {
@@ -134,7 +135,7 @@ export async function startRelay(o: RelayOptions): Promise<RelayProcessHandle> {
     rmSync(dir, { recursive: true, force: true });
   };
   const launch = async () => {
-    child = spawn(process.execPath, [...nodeFlags(), CLI, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child = spawn(process.execPath, [...launcherNodeFlags(CLI), ...nodeFlags(), CLI, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     own(child);
     const mark = out.length;
     child.stdout!.on('data', (d) => {
