@@ -4,9 +4,10 @@
 // --initial-old-space-size=64 (MB): V8 starts a full mark-compact whenever the old generation's headroom
 // falls below the young generation's capacity, and off-heap Buffers (every message body passes through a
 // few) count against that headroom. With V8's small start-up limits a relay under load collected the whole
-// heap about four times a second at 50 KB messages: 20-27 full collections in a 2,000-message run, their
-// concurrent marking a quarter of the relay's CPU. With 64 MB it is 5-7 (BENCHMARKS.md, issue 17). It is a
-// threshold, not a reservation: memory is taken only as the heap grows (peak PSS in that run unchanged).
+// heap about four times a second at 50 KB messages: 20-27 full collections in a 2,000-message run. With
+// 64 MB it is 5-7, and V8's helper threads (which do that marking) use about a third less CPU (issue 17).
+// It is a threshold, not a reservation: memory is taken only as the heap grows (peak PSS the same in a
+// 2,000-message run; about 30 MB more in a 10,000-message one, BENCHMARKS.md).
 // `env -S` passes the flag (GNU coreutils 8.30, Debian 10 and later); `npm start` and the systemd unit run
 // this file as a program, so they get it. Tests that spawn `node <this file>` read this line (test/support/build.ts).
 import { main } from '../dist/src/cli.js';
