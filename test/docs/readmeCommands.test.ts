@@ -5,7 +5,7 @@
  * documented. The examples/ commands are run by test/examples/examples.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -59,11 +59,11 @@ describe('issue21 item 8: the README command table runs as documented', () => {
     expect(execFileSync(process.execPath, [CLI, '--version'], { encoding: 'utf8' })).toBe(`dane-relay ${version}\n`);
   });
 
-  it('the launcher runs as a program: `env -S` hands node its flags, which this node accepts (npm start, the systemd unit)', () => {
+  it('the launcher runs as a program: /bin/sh execs node with its flags, which this node accepts (npm start, the systemd unit)', () => {
     ensureBuilt();
     const flags = launcherNodeFlags();
     expect(flags).toContain('--initial-old-space-size=64');
-    // executed through its #! line, not `node file`: a flag node refused, or an env without -S, fails here
+    // executed through its #! line, not `node file`: a flag node refused fails here
     expect(execFileSync(CLI, ['--version'], { encoding: 'utf8' })).toMatch(/^dane-relay \d+\.\d+\.\d+/);
     // and node starts with them: a preloaded script notes process.execArgv of the launched process
     const dir = mkdtempSync(join(tmpdir(), 'launcher-'));
@@ -72,6 +72,9 @@ describe('issue21 item 8: the README command table runs as documented', () => {
       const env = { ...process.env, ARGV_OUT: join(dir, 'argv.json'), NODE_OPTIONS: `--require ${join(dir, 'note.cjs')}` };
       execFileSync(CLI, ['--version'], { encoding: 'utf8', env });
       expect(JSON.parse(readFileSync(join(dir, 'argv.json'), 'utf8'))).toEqual(flags);
+      // through a symbolic link, as npm installs it (…/bin/dane-relay → …/bin/dane-relay.js), and from another directory
+      symlinkSync(CLI, join(dir, 'dane-relay'));
+      expect(execFileSync(join(dir, 'dane-relay'), ['--version'], { encoding: 'utf8', cwd: tmpdir() })).toMatch(/^dane-relay \d+\.\d+\.\d+/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -10,14 +10,15 @@ export const ROOT = basename(up) === 'dist' ? dirname(up) : up;
 export const CLI = join(ROOT, 'bin', 'dane-relay.js');
 
 /**
- * The node flags the launcher's `#!/usr/bin/env -S node …` line gives the relay (bin/dane-relay.js). A test
+ * The node flags the launcher gives the relay when it runs as a program (bin/dane-relay.js, line 2:
+ * `//bin/true; exec node FLAGS "$0" "$@"`, which /bin/sh runs and node reads as a comment). A test
  * that spawns `node bin/dane-relay.js serve` passes them, so the relay under test runs as `npm start` and the
  * systemd unit run it.
  */
 export function launcherNodeFlags(file = CLI): string[] {
-  const first = readFileSync(file, 'utf8').split('\n', 1)[0]!;
-  const m = /^#!\/usr\/bin\/env -S node((?: +-[^ ]+)*) *$/.exec(first);
-  if (!m) throw new Error(`${file}: the first line is not "#!/usr/bin/env -S node [flags]": ${first}`);
+  const [first, second] = readFileSync(file, 'utf8').split('\n', 2);
+  const m = /^\/\/bin\/true; exec node((?: +-[^ "]+)*) "\$0" "\$@"$/.exec(second ?? '');
+  if (first !== '#!/bin/sh' || !m) throw new Error(`${file}: not "#!/bin/sh" then '//bin/true; exec node [flags] "$0" "$@"': ${first} / ${second}`);
   return m[1]!.split(' ').filter(Boolean);
 }
 
