@@ -85,9 +85,10 @@ interface ProcStat {
   rss: number;
 }
 
-function stat(pid: number): ProcStat | undefined {
+/** /proc/PID/stat, or with `tid` /proc/PID/task/TID/stat (one thread: its own cpu; childCpu is the process's). */
+function stat(pid: number, tid?: string): ProcStat | undefined {
   try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const s = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
     const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
     // fields after "(comm)": state=0 ppid=1 ... utime=11 stime=12 cutime=13 cstime=14 ... rss=21
     return { pid, ppid: Number(f[1]), cpu: (Number(f[11]) + Number(f[12])) / CLK, childCpu: (Number(f[13]) + Number(f[14])) / CLK, rss: Number(f[21]) * PAGE };
@@ -129,15 +130,9 @@ function threads(pid: number): { main: number; other: number } {
     return { main, other };
   }
   for (const tid of tids) {
-    try {
-      const s = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-      const cpu = (Number(f[11]) + Number(f[12])) / CLK;
-      if (Number(tid) === pid) main += cpu;
-      else other += cpu;
-    } catch {
-      // the thread ended between readdir and read
-    }
+    const cpu = stat(pid, tid)?.cpu ?? 0; // undefined: the thread ended between readdir and read
+    if (Number(tid) === pid) main += cpu;
+    else other += cpu;
   }
   return { main, other };
 }
