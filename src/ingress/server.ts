@@ -50,6 +50,7 @@ import { checkMailbox } from './address.js';
 import { commandParams, mailDsnOf, rcptDsnOf, type MailDsn, type RcptDsn } from '../dsn/params.js';
 import { MAX_LINE_OCTETS } from '../mime/scan.js';
 import { receivedHeader } from './received.js';
+import { installDotScan } from './dotScan.js';
 import { HeaderWatch, tlsRequiredOf } from './hops.js';
 import { MESSAGE_ID_SCAN, messageIdOf } from './messageId.js';
 import { AuthLimiter, Concurrency, SlidingWindow, type AuthAttempt, type Reservation } from './limits.js';
@@ -211,6 +212,8 @@ export class Ingress {
     const tls = cfg.tls ? { cert: await pemOrFile(cfg.tls.cert), key: await pemOrFile(cfg.tls.key) } : undefined;
     const users = cfg.users_file ? await Users.load(cfg.users_file) : undefined;
     const ing = new Ingress(opts, tls, users);
+    // smtp-server's DATA scan with Buffer#indexOf (./dotScan.ts); a library version it was not checked against keeps its own
+    if (!installDotScan()) ing.log.debug('smtp-server is not the version dotScan.ts was checked against: its own DATA scan is used');
     if (users && !tls) ing.log.warn('ingress.users_file is set but ingress.tls is not: AUTH is only accepted over TLS, so nobody can authenticate');
     try {
       for (const entry of cfg.listen) await ing.listen(entry);
