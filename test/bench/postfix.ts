@@ -120,21 +120,43 @@ function machineBusy(): number {
  * syscalls it makes) and all the others together (for node: V8's garbage-collector and compiler helpers,
  * libuv's file-system pool). Threads that ended before the read are not counted.
  */
-function threads(pid: number): { main: number; other: number } {
+function threads(pid: number): { main: number; other: number } & MainSched {
   let main = 0;
   let other = 0;
   let tids: string[] = [];
   try {
     tids = readdirSync(`/proc/${pid}/task`);
   } catch {
-    return { main, other };
+    return { main, other, ...mainSched(pid) };
   }
   for (const tid of tids) {
     const cpu = stat(pid, tid)?.cpu ?? 0; // undefined: the thread ended between readdir and read
     if (Number(tid) === pid) main += cpu;
     else other += cpu;
   }
-  return { main, other };
+  return { main, other, ...mainSched(pid) };
+}
+
+/** The main thread's scheduling so far: seconds on a CPU and seconds runnable but waiting for one, and how often it was preempted. */
+interface MainSched {
+  onCpu: number;
+  runqueue: number;
+  preempted: number;
+}
+
+/**
+ * /proc/PID/task/PID/schedstat (ns on a CPU, ns waiting on a run queue, time slices) and the thread's
+ * nonvoluntary_ctxt_switches. On a CPU plus waiting near 100 % of a run means the thread never waited for
+ * work: it was the bottleneck, and the waiting share is what the other threads and processes took from it.
+ */
+function mainSched(pid: number): MainSched {
+  try {
+    const [run = 0, wait = 0] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').trim().split(/\s+/).map(Number);
+    const m = /^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/task/${pid}/status`, 'utf8'));
+    return { onCpu: run / 1e9, runqueue: wait / 1e9, preempted: m ? Number(m[1]) : 0 };
+  } catch {
+    return { onCpu: 0, runqueue: 0, preempted: 0 };
+  }
 }
 
 /** A process and its descendants: CPU (own + reaped children) and summed PSS. */
@@ -194,6 +216,10 @@ interface Result {
   /** the relay process's own threads, CPU ms per message: main thread, all others (threads()) */
   mainMsPerMsg: number;
   otherThreadsMsPerMsg: number;
+  /** the main thread's share of the run on a CPU, and runnable but waiting for one (%); preemptions per message */
+  mainOnCpuPct: number;
+  mainRunqueuePct: number;
+  mainPreemptedPerMsg: number;
 }
 
 function count(dir: string): number {
@@ -345,6 +371,9 @@ async function runOne(
     lost: n - delivered,
     mainMsPerMsg: ((threads1.main - threads0.main) * 1000) / n,
     otherThreadsMsPerMsg: ((threads1.other - threads0.other) * 1000) / n,
+    mainOnCpuPct: (100 * (threads1.onCpu - threads0.onCpu)) / ((t1 - t0) / 1000),
+    mainRunqueuePct: (100 * (threads1.runqueue - threads0.runqueue)) / ((t1 - t0) / 1000),
+    mainPreemptedPerMsg: (threads1.preempted - threads0.preempted) / n,
     replyP50: Object.fromEntries(
       Object.entries(tap.stats.replyMs).map(([k, v]) => [
         k,
@@ -605,16 +634,28 @@ function section(results: Result[], secs: number, profile?: { run: Result; summa
     '',
     "dane-relay's CPU by thread, ms per message (median, lowest–highest): the main thread runs the JavaScript and the syscalls it makes;",
     "the others are V8's garbage-collector and compiler helpers and libuv's file-system pool (fsync, create, unlink). Postfix is many",
-    'processes, not threads: its row would say nothing.',
+    "processes, not threads: its row would say nothing. Then the main thread's scheduling over the run (/proc/PID/task/PID/schedstat and",
+    'status): the share of the run it was on a CPU, the share it was runnable but waiting for one, and how often per message it was',
+    'preempted. On a CPU plus waiting near 100 % means it never waited for work: it is the bottleneck, and the waiting share is what the',
+    'other threads and processes on the machine took from it.',
     '',
-    '| N | size | relay | main thread | other threads | all |',
-    '| ---: | --- | --- | --- | --- | --- |',
+    '| N | size | relay | main thread | other threads | all | main on a CPU % | main waiting for a CPU % | main preempted per message |',
+    '| ---: | --- | --- | --- | --- | --- | --- | --- | --- |',
   );
   for (const [n, size, relay, rs] of cellsOf()) {
     if (!OURS.some((v) => v.label === relay)) continue;
     const cell = (f: (r: Result) => number) => spread(rs.map(f), f2);
     lines.push(
-      `| ${n.toLocaleString('en-US')} | ${size / 1024} KB | ${relay} | ${cell((r) => r.mainMsPerMsg)} | ${cell((r) => r.otherThreadsMsPerMsg)} | ${cell((r) => r.cpuMsPerMsg)} |`,
+      `| ${n.toLocaleString('en-US')} | ${size / 1024} KB | ${relay} | ${cell((r) => r.mainMsPerMsg)} | ${cell((r) => r.otherThreadsMsPerMsg)} | ${cell((r) => r.cpuMsPerMsg)} | ${spread(
+        rs.map((r) => r.mainOnCpuPct),
+        f0,
+      )} | ${spread(
+        rs.map((r) => r.mainRunqueuePct),
+        f0,
+      )} | ${spread(
+        rs.map((r) => r.mainPreemptedPerMsg),
+        (x) => x.toFixed(1),
+      )} |`,
     );
   }
   lines.push(
