@@ -14,6 +14,7 @@
  * With `--profile`, BENCH_PROFILE_OUT=<file> keeps the whole .cpuprofile of the profiled run.
  * With `--direct`, one more run per pair sends the same load straight into the receiver (no relay): with the whole
  * machine's busy CPU per message recorded for every run, that shows what the rest of the world costs and the rate it allows.
+ * With `--variant="<node flags>"`, an A/B of dane-relay against itself with those node flags (no Postfix, nothing written).
  * With `--warm`, each relay first carries an unmeasured run of the same load (how much of a short run is warm-up). The tap
  * also times each ingest step (MAIL, RCPT, DATA, end of data → its reply): where a closed-loop client's time goes.
  *
@@ -44,6 +45,7 @@ const args = parseArgs({
     direct: { type: 'boolean' },
     profile: { type: 'boolean' },
     warm: { type: 'boolean' },
+    variant: { type: 'string' },
   },
   allowPositionals: false,
 }).values;
@@ -70,6 +72,13 @@ const PROFILE = !!args.profile || process.env.BENCH_PROFILE === '1';
  * short run is warm-up.
  */
 const WARM = !!args.warm || process.env.BENCH_WARM === '1';
+/**
+ * `--variant="<node flags>"`/BENCH_VARIANT: an A/B of the relay against itself, no Postfix and nothing written: in each pair
+ * dane-relay as shipped, then dane-relay with these node flags after the launcher's (V8 takes the last value of a flag, so
+ * `--interrupt-budget=67584` undoes the launcher's). Prints each pair's variant / shipped ratio of end-to-end rate and of
+ * main-thread and all CPU per message, with their medians: how a launcher flag was judged (bin/dane-relay.js).
+ */
+const VARIANT = args.variant ?? process.env.BENCH_VARIANT;
 /** dane-relay as shipped, and with as many connections per destination as Postfix's default (20) */
 const OURS: { label: string; perDestination?: number }[] = [
   { label: 'dane-relay' },
@@ -433,8 +442,14 @@ async function main(): Promise<void> {
         await pf.stop();
       }
     };
-    const ours = async (v: (typeof OURS)[number], size: number, n: number, pair: number) => {
-      const relay = await startRelay({ resolver: dns!.unbound, listen: '127.0.0.3:2525', queueYaml: '', perDestination: v.perDestination });
+    const ours = async (v: (typeof OURS)[number], size: number, n: number, pair: number, nodeFlags?: string) => {
+      if (nodeFlags !== undefined) process.env.DANE_RELAY_NODE_FLAGS = nodeFlags;
+      let relay: Awaited<ReturnType<typeof startRelay>>;
+      try {
+        relay = await startRelay({ resolver: dns!.unbound, listen: '127.0.0.3:2525', queueYaml: '', perDestination: v.perDestination });
+      } finally {
+        if (nodeFlags !== undefined) delete process.env.DANE_RELAY_NODE_FLAGS;
+      }
       const tap = await SmtpTap.listen(TAP_HOST, { host: relay.host, port: relay.port });
       try {
         if (WARM) await runOne(v.label, relay.child.pid!, tap, TAP_HOST, rx!, size, n, pair, 'ours@bench.tst', true);
@@ -482,6 +497,11 @@ async function main(): Promise<void> {
     for (const n of NS) {
       for (const size of SIZES) {
         for (let pair = 1; pair <= PAIRS; pair++) {
+          if (VARIANT !== undefined) {
+            await ours(OURS[0]!, size, n, pair);
+            await ours({ label: `dane-relay ${VARIANT}` }, size, n, pair, VARIANT);
+            continue;
+          }
           await ours(OURS[0]!, size, n, pair);
           await postfix(size, n, pair);
           for (const v of OURS.slice(1)) await ours(v, size, n, pair);
@@ -494,9 +514,36 @@ async function main(): Promise<void> {
     await rx?.stop();
     await dns?.stop();
   }
+  if (VARIANT !== undefined) {
+    console.log(variantTable(results, VARIANT));
+    return;
+  }
   const text = section(results, (Date.now() - started) / 1000, profile);
   if (WRITE) writeOwnSections(join(ROOT, 'BENCHMARKS.md'), text, (h) => h.startsWith('## vs Postfix 3.7'));
   console.log(text);
+}
+
+/** `--variant`: per (N, size), each pair's variant / shipped ratios and their medians. */
+function variantTable(results: Result[], flags: string): string {
+  const lines = [
+    `dane-relay with \`${flags}\` against dane-relay as shipped, fresh relays alternating, ratio variant / shipped per pair (median, then each pair):`,
+    '',
+    '| N | size | pairs | end-to-end msg/s | main-thread CPU per message | all CPU per message |',
+    '| ---: | --- | ---: | --- | --- | --- |',
+  ];
+  for (const n of NS)
+    for (const size of SIZES) {
+      const a = results.filter((r) => r.n === n && r.size === size && r.relay === OURS[0]!.label);
+      const b = results.filter((r) => r.n === n && r.size === size && r.relay !== OURS[0]!.label);
+      const ratio = (f: (r: Result) => number) => {
+        const rs = a.map((x, i) => f(b[i]!) / f(x));
+        return `${median(rs).toFixed(3)} (${rs.map((r) => r.toFixed(2)).join(', ')})`;
+      };
+      lines.push(
+        `| ${n.toLocaleString('en-US')} | ${size / 1024} KB | ${a.length} | ${ratio((r) => r.e2eRate)} | ${ratio((r) => r.mainMsPerMsg)} | ${ratio((r) => r.cpuMsPerMsg)} |`,
+      );
+    }
+  return lines.join('\n');
 }
 
 /** the median over the runs, with the spread (lowest–highest) when there is more than one */
