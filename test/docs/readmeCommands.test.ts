@@ -63,6 +63,7 @@ describe('issue21 item 8: the README command table runs as documented', () => {
     ensureBuilt();
     const flags = launcherNodeFlags();
     expect(flags).toContain('--initial-old-space-size=64');
+    expect(flags).toContain('--interrupt-budget=16896');
     // executed through its #! line, not `node file`: a flag node refused fails here
     expect(execFileSync(CLI, ['--version'], { encoding: 'utf8' })).toMatch(/^dane-relay \d+\.\d+\.\d+/);
     // and node starts with them: a preloaded script notes process.execArgv of the launched process
