@@ -9,6 +9,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+import { splitAt } from '../support/split.js';
 import { feedDataStream, installDotScan, LIBRARY_SCAN_SHA256, libraryFeedDataStream, sourceSha256 } from '../../src/ingress/dotScan.js';
 
 interface Seen {
@@ -40,19 +41,6 @@ async function run(method: typeof feedDataStream, chunks: Buffer[]): Promise<See
   await new Promise<void>((resolve) => stream.end(resolve));
   for (let k = 0; k < 5; k++) await new Promise((r) => setImmediate(r));
   return { body: Buffer.concat(parts), ended, bytes: stream.dataBytes, commands };
-}
-
-/** Splits `input` at the given cut points (sorted, deduplicated, inside the input). */
-function split(input: Buffer, cuts: number[]): Buffer[] {
-  const at = [...new Set(cuts.filter((c) => c > 0 && c < input.length))].sort((a, b) => a - b);
-  const out: Buffer[] = [];
-  let from = 0;
-  for (const c of at) {
-    out.push(input.subarray(from, c));
-    from = c;
-  }
-  out.push(input.subarray(from));
-  return out;
 }
 
 const pieces = fc.constantFrom(
@@ -108,7 +96,7 @@ describe('ingress DATA: the dot search is smtp-server’s, with Buffer#indexOf (
   it('property: the same output as smtp-server’s own scan for generated bodies split at random points', async () => {
     await fc.assert(
       fc.asyncProperty(bodies, fc.array(fc.nat(400), { maxLength: 12 }), async (input, cuts) => {
-        const chunks = split(input, cuts);
+        const chunks = splitAt(input, cuts);
         const [mine, theirs] = [await run(feedDataStream, chunks), await run(libraryFeedDataStream, chunks)];
         expect(mine).toEqual(theirs);
       }),
@@ -119,7 +107,7 @@ describe('ingress DATA: the dot search is smtp-server’s, with Buffer#indexOf (
   it('property: the same output when every octet arrives on its own', async () => {
     await fc.assert(
       fc.asyncProperty(bodies, async (input) => {
-        const chunks = split(
+        const chunks = splitAt(
           input,
           Array.from({ length: input.length }, (_, i) => i),
         );
@@ -134,7 +122,7 @@ describe('ingress DATA: the dot search is smtp-server’s, with Buffer#indexOf (
     const line = `${'x'.repeat(70)}\r\n`;
     const body = Buffer.from(line.repeat(Math.ceil(51200 / line.length)), 'latin1');
     const input = Buffer.concat([body, Buffer.from('.\r\n')]);
-    const chunks = split(
+    const chunks = splitAt(
       input,
       Array.from({ length: Math.ceil(input.length / 16384) }, (_, i) => i * 16384),
     );

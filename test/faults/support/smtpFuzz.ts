@@ -4,6 +4,8 @@
  * (§4.2.4 500 unrecognised, §4.1.4/§3.3 503 bad sequence, §4.5.3.1.4 500 line too long, 501 syntax,
  * 552 too big) — checked by the fuzzer after a sync point.
  */
+import { splitAt } from '../../support/split.js';
+
 export type Rand = () => number;
 
 export type Kind =
@@ -56,15 +58,10 @@ const is5xx = (c: number) => c >= 500 && c < 600;
 /** Split into 1..4 writes at random points (segmentation must not matter). */
 function split(r: Rand, b: Buffer): Buffer[] {
   if (r() < 0.5 || b.length < 2) return [b];
-  const cuts = [...new Set(Array.from({ length: 1 + int(r, 3) }, () => 1 + int(r, b.length - 1)))].sort((x, y) => x - y);
-  const out: Buffer[] = [];
-  let prev = 0;
-  for (const c of cuts) {
-    out.push(b.subarray(prev, c));
-    prev = c;
-  }
-  out.push(b.subarray(prev));
-  return out;
+  return splitAt(
+    b,
+    Array.from({ length: 1 + int(r, 3) }, () => 1 + int(r, b.length - 1)),
+  );
 }
 
 /** A message body with hostile content: NULs, bare LF/CR, long lines, 8-bit, dots. */
