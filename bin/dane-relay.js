@@ -4,7 +4,7 @@
 //
 // The two lines above are read twice. Run as a program (the installed `dane-relay`, the systemd unit,
 // `npm start`), the kernel hands this file to /bin/sh, which runs //bin/true (that is /bin/true: it does
-// nothing) and then `exec`s node with the flag and this same file: one process, as with
+// nothing) and then `exec`s node with the flags and this same file: one process, as with
 // `#!/usr/bin/env node`. Node skips the `#!` line and reads the second as a comment. Any POSIX sh does
 // this (dash, bash, busybox), where `#!/usr/bin/env -S node …` needs GNU env (not busybox's, as on Alpine).
 //

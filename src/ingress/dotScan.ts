@@ -26,7 +26,7 @@ const END_SEQUENCE = Buffer.from('\r\n.\r\n');
 const DOT_START = Buffer.from('.\r\n');
 const LF_DOT = Buffer.from('\n.');
 
-/** The library's own method, as loaded (kept for the equivalence test and for `restore`). */
+/** The library's own method, as loaded: what installDotScan checks, and the equivalence test's reference. */
 export const libraryFeedDataStream = SMTPStream.prototype._feedDataStream as FeedDataStream;
 
 type FeedDataStream = (this: SMTPStream, chunk: Buffer, done: () => void) => void;
@@ -137,7 +137,7 @@ export function sourceSha256(fn: (...args: never[]) => unknown): string {
 
 /**
  * Puts `feedDataStream` in place of the library's method when that is the text it was checked against;
- * returns whether it did. Idempotent. Called once when the ingress module loads.
+ * returns whether it did. Idempotent. Ingress.start calls it.
  */
 export function installDotScan(): boolean {
   const proto = SMTPStream.prototype as unknown as StreamInternals;

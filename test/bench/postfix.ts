@@ -442,14 +442,17 @@ async function main(): Promise<void> {
         await pf.stop();
       }
     };
-    const ours = async (v: (typeof OURS)[number], size: number, n: number, pair: number, nodeFlags?: string) => {
+    /** a fresh dane-relay; `nodeFlags` go after the launcher's for this one start (DANE_RELAY_NODE_FLAGS, read at the spawn) */
+    const startOurs = async (perDestination?: number, nodeFlags?: string) => {
       if (nodeFlags !== undefined) process.env.DANE_RELAY_NODE_FLAGS = nodeFlags;
-      let relay: Awaited<ReturnType<typeof startRelay>>;
       try {
-        relay = await startRelay({ resolver: dns!.unbound, listen: '127.0.0.3:2525', queueYaml: '', perDestination: v.perDestination });
+        return await startRelay({ resolver: dns!.unbound, listen: '127.0.0.3:2525', queueYaml: '', perDestination });
       } finally {
         if (nodeFlags !== undefined) delete process.env.DANE_RELAY_NODE_FLAGS;
       }
+    };
+    const ours = async (v: (typeof OURS)[number], size: number, n: number, pair: number, nodeFlags?: string) => {
+      const relay = await startOurs(v.perDestination, nodeFlags);
       const tap = await SmtpTap.listen(TAP_HOST, { host: relay.host, port: relay.port });
       try {
         if (WARM) await runOne(v.label, relay.child.pid!, tap, TAP_HOST, rx!, size, n, pair, 'ours@bench.tst', true);
@@ -462,10 +465,8 @@ async function main(): Promise<void> {
     // Not one of the measured runs: the profiler's own cost stays out of the medians.
     const profiled = async (size: number, n: number) => {
       const dir = mkdtempSync(join(os.tmpdir(), 'dane-relay-prof-'));
-      process.env.DANE_RELAY_NODE_FLAGS = `--cpu-prof --cpu-prof-dir=${dir}`;
       try {
-        const relay = await startRelay({ resolver: dns!.unbound, listen: '127.0.0.3:2525', queueYaml: '' });
-        delete process.env.DANE_RELAY_NODE_FLAGS;
+        const relay = await startOurs(undefined, `--cpu-prof --cpu-prof-dir=${dir}`);
         const tap = await SmtpTap.listen(TAP_HOST, { host: relay.host, port: relay.port });
         let run: Result;
         try {
@@ -480,7 +481,6 @@ async function main(): Promise<void> {
         if (process.env.BENCH_PROFILE_OUT) copyFileSync(join(dir, file), process.env.BENCH_PROFILE_OUT);
         profile = { run, summary: summariseProfile(JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile, 20) };
       } finally {
-        delete process.env.DANE_RELAY_NODE_FLAGS;
         rmSync(dir, { recursive: true, force: true });
       }
     };
