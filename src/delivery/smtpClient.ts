@@ -225,14 +225,14 @@ export interface SendInput {
 }
 
 /** The step of a mail transaction a reply answers (RFC 5321 §4.3.2). */
-export type TransactionStep = 'MAIL FROM' | 'RCPT TO' | 'DATA' | 'end of DATA';
+export type TransactionStep = 'MAIL FROM' | 'RCPT TO' | 'DATA' | 'end of DATA' | 'BDAT';
 
 /**
  * The client's verdict on one recipient of one transaction (issue 13): exactly one per recipient,
  * classified here from the replies so that no caller reads raw codes.
  *
- * - `delivered`: its RCPT got a 2xx, DATA a 354, the end of data a 2xx (RFC 5321 §4.3.2) — the
- *   only way to delivery; `reply` is the reply to the end of data;
+ * - `delivered`: its RCPT got a 2xx, DATA a 354, the end of data a 2xx (RFC 5321 §4.3.2), or (CHUNKING)
+ *   the one `BDAT … LAST` a 2xx (RFC 3030 §2) — the only ways to delivery; `reply` is that last reply;
  * - `refused`: a 4xx (temporary) or 5xx (permanent) at `step` (RFC 5321 §4.2.1);
  * - `protocol-error`: a reply the step does not allow (a 3xx to MAIL/RCPT/end of data, anything
  *   but 354 at DATA except 4xx/5xx): the peer's state is unknown, so the recipient is not
@@ -396,12 +396,30 @@ class ReplyReader {
 }
 
 /**
+ * The largest batch sent with BDAT (SmtpSession.smallChunk): the whole transaction in one read of a peer
+ * that reads 4 KB at a time, as Postfix's smtpd does (VSTREAM_BUFSIZE). Such a peer answers the pipelined
+ * MAIL and RCPTs when its buffer runs dry; with a chunk that spans two of its reads, the BDAT reply follows
+ * as a second small segment, held by the peer's Nagle until our delayed ACK: ~40 ms a message. Measured
+ * with bench:postfix (issue 17): 3 KB messages 1.31× the rate with BDAT, 4–50 KB 0.6–0.9×. Larger
+ * messages use DATA, whose 354 round trip keeps the peer's replies in step with our writes.
+ */
+export const BDAT_BATCH = 4096;
+
+/**
  * CRLF normalisation and dot-stuffing for DATA (RFC 5321 §2.3.8, §4.5.2), streaming:
  * the state (previous byte was CR, at start of line) carries across chunks.
+ *
+ * `{ dots: false }` is the same for a BDAT chunk (RFC 3030 §2): CRLF normalisation only, no
+ * transparency dots and no end-of-data line, the octets counted as they are sent.
  */
 export class DataEncoder {
   private prevCR = false;
   private lineStart = true;
+  private readonly dots: boolean;
+
+  constructor(opts: { dots?: boolean } = {}) {
+    this.dots = opts.dots ?? true;
+  }
 
   /**
    * The chunk encoded. When it needs no change — every line break already CRLF, no line starting
@@ -422,12 +440,13 @@ export class DataEncoder {
     const len = chunk.length;
     if (len === 0) return !this.prevCR;
     if (this.prevCR) return false;
-    if (this.lineStart && chunk[0] === 0x2e) return false;
+    const dots = this.dots;
+    if (dots && this.lineStart && chunk[0] === 0x2e) return false;
     if (chunk[len - 1] === 0x0d) return false;
-    // every LF preceded by a CR and not followed by a dot …
+    // every LF preceded by a CR and (DATA) not followed by a dot …
     let lfs = 0;
     for (let p = chunk.indexOf(0x0a); p !== -1; p = chunk.indexOf(0x0a, p + 1)) {
-      if (p === 0 || chunk[p - 1] !== 0x0d || chunk[p + 1] === 0x2e) return false;
+      if (p === 0 || chunk[p - 1] !== 0x0d || (dots && chunk[p + 1] === 0x2e)) return false;
       lfs++;
     }
     // … and as many CRs as LFs: each CR then is the one before an LF (no bare CR)
@@ -450,7 +469,7 @@ export class DataEncoder {
     let nextCR = chunk.indexOf(0x0d, i);
     let nextLF = chunk.indexOf(0x0a, i);
     while (i < len) {
-      if (this.lineStart && chunk[i] === 0x2e) out[o++] = 0x2e; // §4.5.2 transparency
+      if (this.dots && this.lineStart && chunk[i] === 0x2e) out[o++] = 0x2e; // §4.5.2 transparency
       if (nextCR !== -1 && nextCR < i) nextCR = chunk.indexOf(0x0d, i);
       if (nextLF !== -1 && nextLF < i) nextLF = chunk.indexOf(0x0a, i);
       const e = Math.min(nextCR === -1 ? len : nextCR, nextLF === -1 ? len : nextLF);
@@ -471,8 +490,9 @@ export class DataEncoder {
     return out.subarray(0, o);
   }
 
-  /** Terminates the last line if needed and adds the end-of-data "." line. */
+  /** Terminates the last line if needed and (DATA) adds the end-of-data "." line. */
   end(): Buffer {
+    if (!this.dots) return this.lineStart ? Buffer.alloc(0) : Buffer.from(CRLF, 'latin1');
     return Buffer.from(this.lineStart ? `.${CRLF}` : `${CRLF}.${CRLF}`, 'latin1');
   }
 }
@@ -942,8 +962,19 @@ export class SmtpSession {
     // group), as Postfix and mox send them: one write and one round trip fewer per message than waiting
     // for the RCPT replies first. The body still waits for a 354 to that DATA and for an accepted recipient.
     const rset = this.rsetOwed;
-    if (pipelining) {
-      this.sock.write([...(rset ? ['RSET'] : []), mailCmd, ...rcptCmds, 'DATA'].join(CRLF) + CRLF);
+    const batch = [...(rset ? ['RSET'] : []), mailCmd, ...rcptCmds];
+    const chunk = pipelining && ext.has('CHUNKING') ? await this.smallChunk(input, batch) : undefined;
+    if (chunk) {
+      // RFC 3030 §4.2 with RFC 2920: the whole message in the one batch, `BDAT <n> LAST` and its octets after
+      // the RCPTs: one write and one round trip per message instead of two (no 354 to wait for).
+      this.sock.cork();
+      this.sock.write(`${[...batch, `BDAT ${chunk.length} LAST`].join(CRLF)}${CRLF}`);
+      this.sock.write(chunk);
+      this.sock.uncork();
+      if (rset) await this.rsetReply();
+      this.rsetOwed = true;
+    } else if (pipelining) {
+      this.sock.write([...batch, 'DATA'].join(CRLF) + CRLF);
       // The RSET's reply comes first; a failure throws before any MAIL/RCPT reply is read (none is a verdict then).
       if (rset) await this.rsetReply();
       // owed again for the next transaction (set after the reply: rsetReply clears what it answered)
@@ -970,7 +1001,7 @@ export class SmtpSession {
       if (pipelining) {
         // The pipelined RCPTs are answered too (usually 503), then DATA. Any failure leaves the MAIL reply as
         // the verdict, and a connection that is not reused.
-        if (!(await this.finishRefusedBatch(rcptCmds.length))) this.abandon();
+        if (!(await this.finishRefusedBatch(rcptCmds.length, !!chunk))) this.abandon();
       }
       return done();
     }
@@ -1014,12 +1045,24 @@ export class SmtpSession {
     if (accepted.length === 0) {
       // The pipelined DATA is answered too; a failure here, or a reply that leaves the peer's state
       // unknown, costs only the connection.
-      if (pipelining && !(await this.finishRefusedBatch(0))) {
+      if (pipelining && !(await this.finishRefusedBatch(0, !!chunk))) {
         this.abandon();
         return done();
       }
       // No accepted recipient: without PIPELINING, DATA would only earn a 554; end the transaction instead.
       await this.rsetOrAbandon();
+      return done();
+    }
+
+    if (chunk) {
+      const end = this.note(await this.read('data', timeouts.data_done, 'BDAT'));
+      const cls = replyClass(end.code);
+      if (cls === 2) every(accepted, (address) => ({ address, kind: 'delivered', reply: end }));
+      else if (cls === 3) {
+        // RFC 3030 §2: BDAT has no intermediate reply; the peer may be waiting for more octets.
+        every(accepted, (address) => protocolError(address, 'BDAT', end, 'a 3xx reply is not allowed for BDAT'));
+        this.abandon();
+      } else every(accepted, (address) => ({ address, kind: 'refused', step: 'BDAT', reply: end, permanent: cls === 5 }));
       return done();
     }
 
@@ -1058,10 +1101,11 @@ export class SmtpSession {
    * still unread (none read after a 421: the peer is closing, RFC 5321 §3.8, and nothing more is written),
    * then the reply to DATA (pipelinedDataRefused). Whether the session may go on; any failure is a no.
    */
-  private async finishRefusedBatch(rcpts: number): Promise<boolean> {
+  private async finishRefusedBatch(rcpts: number, bdat: boolean): Promise<boolean> {
     try {
       for (let i = 0; i < rcpts && !this.broken; i++) this.note(await this.read('rcpt', this.opts.timeouts.rcpt, 'RCPT'));
-      return !this.broken && (await this.pipelinedDataRefused());
+      if (this.broken) return false;
+      return bdat ? await this.pipelinedBdatRefused() : await this.pipelinedDataRefused();
     } catch {
       return false;
     }
@@ -1087,6 +1131,49 @@ export class SmtpSession {
     this.write('.');
     const end = this.note(await this.read('data', this.opts.timeouts.data_done, 'end of data'));
     return end.code !== 421 && replyClass(end.code) !== 3;
+  }
+
+  /**
+   * The reply to a pipelined `BDAT … LAST` when MAIL was refused or no recipient was accepted (RFC 3030 §4.2:
+   * the peer reads and discards the octets and answers, usually 503/554). In step after a 4xx/5xx other than
+   * 421; a 2xx (a message with no recipient of ours) or a 3xx (BDAT has none) leaves the peer's state unknown.
+   */
+  private async pipelinedBdatRefused(): Promise<boolean> {
+    const r = this.note(await this.read('data', this.opts.timeouts.data_done, 'BDAT'));
+    return r.code !== 421 && replyClass(r.code) >= 4;
+  }
+
+  /**
+   * The body as one `BDAT … LAST` chunk (RFC 3030 §2: CRLF lines, no transparency dots, the octet count
+   * exact), when the whole batch — [RSET,] MAIL, the RCPTs, the BDAT line and the chunk — fits BDAT_BATCH;
+   * undefined otherwise (and for a body whose size is not known before it is sent: a converted one), and
+   * the transaction uses DATA. Read before anything is written: a body that cannot be read fails here.
+   */
+  private async smallChunk(input: SendInput, batch: string[]): Promise<Buffer | undefined> {
+    const commands = batch.reduce((n, c) => n + Buffer.byteLength(c) + 2, 0) + `BDAT ${BDAT_BATCH} LAST${CRLF}`.length;
+    if (input.size === undefined || commands + input.size > BDAT_BATCH) return undefined;
+    const enc = new DataEncoder({ dots: false });
+    const parts: Buffer[] = [];
+    let octets = commands;
+    const stream = input.body();
+    try {
+      for await (const c of stream as AsyncIterable<Buffer | string>) {
+        const out = enc.push(typeof c === 'string' ? Buffer.from(c, 'utf8') : c);
+        octets += out.length;
+        // more than declared (bare line breaks made longer): DATA after all
+        if (octets > BDAT_BATCH) {
+          (stream as Readable).destroy?.();
+          return undefined;
+        }
+        parts.push(out);
+      }
+    } catch (err) {
+      (stream as Readable).destroy?.();
+      throw this.fail('data', `message body stream failed: ${(err as Error).message}`, { kind: 'local', permanent: false }, err);
+    }
+    parts.push(enc.end());
+    const chunk = Buffer.concat(parts);
+    return commands + chunk.length <= BDAT_BATCH ? chunk : undefined;
   }
 
   /**

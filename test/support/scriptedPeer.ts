@@ -5,7 +5,8 @@
  *
  * It also keeps the server's side of the truth per transaction (RFC 5321 §4.3.2): whether it
  * answered DATA with a well-formed 354, received the end-of-data dot and answered that with a
- * well-formed 2xx — the only way a message is delivered. Tests compare the client's verdicts
+ * well-formed 2xx — or (RFC 3030 CHUNKING) received every octet of `BDAT <n> LAST` and answered
+ * it with a well-formed 2xx — the only ways a message is delivered. Tests compare the client's verdicts
  * with it.
  */
 import net from 'node:net';
@@ -35,13 +36,16 @@ export interface PeerTransaction {
   dot: boolean;
   /** RCPTs answered with a well-formed 2xx */
   accepted: string[];
-  /** the dot was answered with a well-formed 2xx: the message is delivered to `accepted` (server's truth) */
+  /** the dot (or `BDAT … LAST`) was answered with a well-formed 2xx: the message is delivered to `accepted` (server's truth) */
   delivered: boolean;
+  /** the body came in BDAT chunks (RFC 3030): `body` is their octets as sent, no transparency dots */
+  bdat?: true;
   /** each reply of this transaction (MAIL, RCPT…, DATA, 'dot'): its code when well-formed, else undefined */
   replies: { step: string; code?: number }[];
   /**
    * the body bytes as received (dot-stuffed wire form), when the dot arrived; when the connection
-   * closed inside the data phase instead, what had arrived by then (`dot` false)
+   * closed inside the data phase instead, what had arrived by then (`dot` false); BDAT: every chunk's
+   * octets, `dot` true once the LAST chunk arrived whole
    */
   body?: Buffer;
 }
@@ -118,6 +122,8 @@ function serve(raw: Duplex, conn: PeerConnection, o: Pick<ScriptedPeerOptions, '
     let current: PeerTransaction | undefined;
     /** inside DATA: searching for the dot */
     let inData = false;
+    /** inside a BDAT chunk (RFC 3030 §2): octets still to come, then the reply */
+    let bdat: { line: string; left: number; last: boolean; t?: PeerTransaction } | undefined;
     let done = false;
     raw.on('close', () => {
       onGone();
@@ -158,6 +164,28 @@ function serve(raw: Duplex, conn: PeerConnection, o: Pick<ScriptedPeerOptions, '
       buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
       let read: string[] | undefined;
       while (!done) {
+        if (bdat) {
+          const take = Math.min(bdat.left, buf.length);
+          const c = bdat;
+          if (c.t) c.t.body = Buffer.concat([c.t.body ?? Buffer.alloc(0), buf.subarray(0, take)]);
+          buf = buf.subarray(take);
+          c.left -= take;
+          if (c.left > 0) return;
+          bdat = undefined;
+          // the reply comes after the chunk's last octet (RFC 3030 §2)
+          const a = script.command(c.line, conn);
+          const code = 'reply' in a ? wellFormed(a.reply) : undefined;
+          if (c.t) {
+            c.t.replies.push({ step: 'BDAT', ...(code !== undefined ? { code } : {}) });
+            if (c.last) {
+              c.t.dot = true;
+              if (code !== undefined && Math.floor(code / 100) === 2) c.t.delivered = true;
+              current = undefined;
+            }
+          }
+          if (!act(a)) return;
+          continue;
+        }
         if (inData) {
           const atStart = buf.length >= 3 && buf[0] === 0x2e && buf[1] === 0x0d && buf[2] === 0x0a;
           const end = atStart ? 0 : buf.indexOf('\r\n.\r\n');
@@ -198,6 +226,17 @@ function serve(raw: Duplex, conn: PeerConnection, o: Pick<ScriptedPeerOptions, '
           current.rcpts.push(/<([^>]*)>/.exec(line)?.[1] ?? '');
         } else if (verb === 'RSET') {
           current = undefined;
+        } else if (verb === 'BDAT') {
+          const m = /^BDAT (\d+)( LAST)?$/i.exec(line);
+          if (m) {
+            // the octets are read whatever the transaction's state: a pipelined chunk after a refusal is discarded
+            if (current) {
+              current.bdat = true;
+              current.dataPhase = true;
+            }
+            bdat = { line, left: Number(m[1]), last: !!m[2], ...(current ? { t: current } : {}) };
+            continue;
+          }
         }
         const a = script.command(line, conn);
         if (current && (verb === 'MAIL' || verb === 'RCPT' || verb === 'DATA')) {
