@@ -867,14 +867,18 @@ export class SmtpSession {
   }
 
   /**
-   * One mail transaction: [RSET,] MAIL, RCPT…, DATA, body, final reply. Rejections by the
-   * server are results; only transport failures, timeouts and protocol violations throw.
+   * One mail transaction: [RSET,] MAIL, RCPT…, DATA, body, final reply; or, to a peer that offers
+   * CHUNKING and PIPELINING, a message whose batch fits BDAT_BATCH as [RSET,] MAIL, RCPT…, `BDAT <n>
+   * LAST` and its octets in one write (RFC 3030 §4.2), then the replies. Rejections by the server are
+   * results; only transport failures, timeouts and protocol violations throw.
    *
    * On a connection that already carried a transaction the session sends RSET first (RFC 5321
    * §4.1.1.5): with PIPELINING in the same write as MAIL, the RCPTs and DATA (RFC 2920 §3.1: RSET may
    * appear anywhere in a group), else alone. Any failure of the RSET (a reply other than 2xx, close,
    * timeout, garbage) throws stage `rset` before a reply to MAIL or RCPT is read: the connection is
-   * destroyed and nothing of the message was accepted (no body went out).
+   * destroyed and no verdict was given. With DATA no body went out. With BDAT the octets followed the
+   * RSET: a peer that refused the RSET and still took the message holds a copy the relay sends again
+   * (a duplicate, never a loss, RFC 5321 §6.1); a peer closing (421, idle timeout) reads no further.
    */
   async send(input: SendInput): Promise<SendResult> {
     if (this.busy) throw new Error('SmtpSession.send: a transaction is already running');

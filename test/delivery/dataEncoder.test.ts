@@ -8,8 +8,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { DataEncoder } from '../../src/delivery/smtpClient.js';
 
-/** The rule, byte by byte, on the whole body at once. */
-function byteByByte(body: Buffer): Buffer {
+/** The rule, byte by byte, on the whole body at once; `dots` false: a BDAT chunk (RFC 3030 §2: no transparency, no terminator). */
+function byteByByte(body: Buffer, dots = true): Buffer {
   const out: number[] = [];
   let lineStart = true;
   for (let i = 0; i < body.length; i++) {
@@ -20,16 +20,17 @@ function byteByByte(body: Buffer): Buffer {
       lineStart = true;
       continue;
     }
-    if (lineStart && b === 0x2e) out.push(0x2e);
+    if (dots && lineStart && b === 0x2e) out.push(0x2e);
     out.push(b);
     lineStart = false;
   }
-  out.push(...Buffer.from(lineStart ? '.\r\n' : '\r\n.\r\n', 'latin1'));
+  if (dots) out.push(...Buffer.from(lineStart ? '.\r\n' : '\r\n.\r\n', 'latin1'));
+  else if (!lineStart) out.push(0x0d, 0x0a);
   return Buffer.from(out);
 }
 
-function encode(chunks: Buffer[]): Buffer {
-  const enc = new DataEncoder();
+function encode(chunks: Buffer[], dots = true): Buffer {
+  const enc = new DataEncoder({ dots });
   return Buffer.concat([...chunks.map((c) => enc.push(c)), enc.end()]);
 }
 
@@ -103,5 +104,29 @@ describe('DataEncoder (RFC 5321 §2.3.8, §4.5.2)', () => {
   it('RFC 5321 §4.5.2 a dot at the start of a line, also of a chunk that starts a line, is doubled', () => {
     expect(encode([Buffer.from('.\r\n'), Buffer.from('.x\r\n'), Buffer.from('y.\r\n')]).toString('latin1')).toBe('..\r\n..x\r\ny.\r\n.\r\n');
     expect(encode([]).toString('latin1')).toBe('.\r\n');
+  });
+
+  it('RFC 3030 §2 a BDAT chunk ({ dots: false }): any body, cut anywhere, gets CRLF line breaks and a final CRLF, never a transparency dot or an end-of-data line', () => {
+    let same = 0;
+    fc.assert(
+      fc.property(fc.oneof(bodyAndCuts, linesAndCuts), ([body, at]) => {
+        const enc = new DataEncoder({ dots: false });
+        const out = cut(body, at).map((c) => {
+          const o = enc.push(c);
+          if (o === c && c.length > 0) same++;
+          return o;
+        });
+        expect(Buffer.concat([...out, enc.end()]).equals(byteByByte(body, false))).toBe(true);
+      }),
+      { numRuns: 3000, seed: 0x3030 },
+    );
+    // a line starting with a dot no longer forces the copy
+    expect(same).toBeGreaterThan(300);
+    const dotted = Buffer.from('.\r\n..x\r\n', 'latin1');
+    const enc = new DataEncoder({ dots: false });
+    expect(enc.push(dotted)).toBe(dotted);
+    expect(enc.end().length).toBe(0);
+    expect(encode([Buffer.from('a\nb')], false).toString('latin1')).toBe('a\r\nb\r\n');
+    expect(encode([], false).length).toBe(0);
   });
 });
