@@ -473,6 +473,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
           timeouts: cfg.delivery.timeouts,
           digestPreference: cfg.delivery.digest_preference,
           maxMessagesPerConnection: cfg.delivery.max_messages_per_connection,
+          discardExtensions: cfg.delivery.discard_ehlo_keywords.map((k) => k.toUpperCase()),
           mxHostLimit: cfg.delivery.mx_host_limit,
           now,
           // One subscriber list for what deliveries do (delivery/events.ts): log, rollover warnings, metrics, TLSRPT.
@@ -528,6 +529,7 @@ export async function compose(opts: RelayOptions): Promise<Composition> {
             timeouts: next.delivery.timeouts,
             digestPreference: next.delivery.digest_preference,
             maxMessagesPerConnection: next.delivery.max_messages_per_connection,
+            discardExtensions: next.delivery.discard_ehlo_keywords.map((k) => k.toUpperCase()),
             mxHostLimit: next.delivery.mx_host_limit,
             mimeConversion: next.delivery.mime_conversion,
           });

@@ -18,6 +18,7 @@ export const RELOADABLE: readonly string[] = [
   'delivery.timeouts',
   'delivery.digest_preference',
   'delivery.max_messages_per_connection',
+  'delivery.discard_ehlo_keywords',
   'delivery.mx_host_limit',
   'delivery.mime_conversion',
   // read per scheduling pass

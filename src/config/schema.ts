@@ -103,6 +103,12 @@ export const configSchema = z
         /** messages sent over one connection before it is closed */
         max_messages_per_connection: z.number().int().min(1).default(100),
         /**
+         * EHLO keywords of every next hop treated as not advertised (Postfix's smtp_discard_ehlo_keywords), for a
+         * peer whose extension is broken. Only extensions whose absence costs no protection: never STARTTLS or
+         * REQUIRETLS. Without 8BITMIME a body is converted (mime_conversion), without SIZE none is declared.
+         */
+        discard_ehlo_keywords: listOf(z.enum(['chunking', 'pipelining', '8bitmime', 'dsn', 'size'])).default([]),
+        /**
          * How long a destination's idle session stays open for its next message (Postfix's
          * smtp_connection_cache_time_limit, 2s); 0: closed as soon as the queue has nothing more for it.
          */

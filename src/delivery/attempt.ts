@@ -76,6 +76,8 @@ export interface AttemptOptions {
   audit?: boolean;
   /** how to connect (default: TCP to the address, smtpClient.ts `dialTcp`) */
   connector?: Connector;
+  /** EHLO keywords treated as not advertised (delivery.discard_ehlo_keywords, upper case) */
+  discardExtensions?: readonly string[];
 }
 
 export interface AttemptHooks {
@@ -120,6 +122,7 @@ export async function attemptAddress(
         tls: attempt.requirement,
         timeouts: opts.timeouts,
         ...(opts.connector ? { connector: opts.connector } : {}),
+        ...(opts.discardExtensions?.length ? { discardExtensions: opts.discardExtensions } : {}),
       });
     } catch (e) {
       const error = e instanceof SmtpError ? e : new SmtpError('connect', String((e as Error)?.message ?? e), { kind: 'connection' });

@@ -108,6 +108,8 @@ export interface DeliveryDeps {
   connector?: Connector;
   digestPreference: ('sha512' | 'sha256')[];
   maxMessagesPerConnection: number;
+  /** delivery.discard_ehlo_keywords, upper case: EHLO keywords of every next hop treated as not advertised */
+  discardExtensions?: readonly string[];
   /** delivery.mx_host_limit: MX hosts planned and tried per message (0: all; default 5) */
   mxHostLimit?: number;
   now: () => number;
@@ -484,6 +486,7 @@ export class DestinationRun {
             now: this.deps.now,
             audit: !!this.level.audit,
             ...(this.deps.connector ? { connector: this.deps.connector } : {}),
+            ...(this.deps.discardExtensions?.length ? { discardExtensions: this.deps.discardExtensions } : {}),
           },
           {
             before: (a) => {

@@ -94,6 +94,8 @@ export interface SmtpClientOptions {
   heloName: string;
   tls: TlsRequirement;
   timeouts: SmtpTimeouts;
+  /** EHLO keywords (upper case) treated as not advertised: delivery.discard_ehlo_keywords */
+  discardExtensions?: readonly string[];
   localAddress?: string;
   /** how to connect (default `dialTcp`) */
   connector?: Connector;
@@ -110,8 +112,8 @@ export interface Reply {
 /**
  * Where a session failed. `rset`: the RSET that opens a transaction on a reused connection (RFC 5321
  * §4.1.1.5) was refused, went unanswered, or the connection was found closed or out of step before it;
- * nothing of that transaction was accepted (DATA was never sent), so the message may go over a new
- * connection (delivery/deliver.ts).
+ * no reply of that transaction was read and DATA was never sent (a BDAT chunk may have been: see
+ * SmtpSession.send), so the message may go over a new connection (delivery/deliver.ts).
  */
 export type SmtpStage = 'connect' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'verify' | 'rset' | 'mail' | 'rcpt' | 'data' | 'protocol';
 
@@ -772,6 +774,7 @@ export class SmtpSession {
         const [kw, ...params] = line.trim().split(/\s+/);
         if (kw) ext.set(kw.toUpperCase(), params.join(' '));
       }
+      for (const kw of this.opts.discardExtensions ?? []) ext.delete(kw);
       this._extensions = ext;
       return;
     }

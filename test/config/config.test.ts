@@ -56,6 +56,18 @@ describe('configuration', () => {
     expect(errs).toContain('line 4, column 3: delivery.colour: unknown key');
     expect(errs).toContain('line 5, column 1: foo: unknown key');
   });
+  it('delivery.discard_ehlo_keywords: the extensions whose absence costs no protection; starttls or requiretls is refused with the allowed list', () => {
+    expect(parseConfigText('hostname: relay.example.net\n').delivery.discard_ehlo_keywords).toEqual([]);
+    expect(parseConfigText('hostname: relay.example.net\ndelivery:\n  discard_ehlo_keywords: [chunking, dsn]\n').delivery.discard_ehlo_keywords).toEqual([
+      'chunking',
+      'dsn',
+    ]);
+    for (const kw of ['starttls', 'requiretls', 'CHUNKING']) {
+      const errs = errorsOf(`hostname: relay.example.net\ndelivery:\n  discard_ehlo_keywords: [${kw}]\n`);
+      expect(errs).toHaveLength(1);
+      expect(errs[0]).toMatch(/^line 3, column \d+: delivery\.discard_ehlo_keywords\.0: .*"chunking"\|"pipelining"\|"8bitmime"\|"dsn"\|"size"/);
+    }
+  });
   it('bad addresses, CIDRs, durations and YAML syntax are errors with positions', () => {
     expect(errorsOf('listen: ["localhost:25"]\n')[0]).toMatch(/^line 1, column 10: listen.0: "localhost" is not an IP address \(expected "address:port"/);
     expect(errorsOf('relay_clients: ["10.0.0.0/33"]\n')[0]).toMatch(/^line 1, column 17: relay_clients.0: expected an address or CIDR/);

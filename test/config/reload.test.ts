@@ -22,6 +22,7 @@ delivery:
   concurrency: 50
   per_destination: 10
   max_messages_per_connection: 100
+  discard_ehlo_keywords: [chunking]
   mx_host_limit: 5
   timeouts: { connect: 30, greeting: 300, ehlo: 300, starttls: 120, mail: 300, rcpt: 300, data: 120, data_block: 180, data_done: 600 }
   digest_preference: [sha512, sha256]

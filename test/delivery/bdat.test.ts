@@ -123,6 +123,27 @@ describe('RFC 3030 §4.2 with RFC 2920: a small message in one batch', () => {
   });
 });
 
+describe('delivery.discard_ehlo_keywords (Postfix smtp_discard_ehlo_keywords): a broken extension turned off', () => {
+  it.each([
+    [['CHUNKING'], ['MAIL', 'RCPT', 'DATA']],
+    [['PIPELINING'], ['MAIL']],
+    [['CHUNKING', 'PIPELINING'], ['MAIL']],
+  ])(
+    'RFC 3030 RFC 2920 discarding %j: the peer offers both, the relay acts as if it did not (first read of the transaction: %j)',
+    async (discard, firstRead) => {
+      const p = await peer(normalScript({ ext: BOTH }));
+      const run = new DestinationRun(deps(p.port, { discardExtensions: discard }), '[127.0.0.1]');
+      const out = await deliverOnce(p, ['a'], run);
+      await run.close();
+      expect(out.map((o) => o.result)).toEqual(['sent']);
+      const c = p.connections[0]!;
+      expect(c.commands.some((l) => l.startsWith('BDAT'))).toBe(false);
+      expect(c.reads.find((r) => r.some((l) => l.startsWith('MAIL')))!.map((l) => l.split(/[ :]/)[0])).toEqual(firstRead);
+      expect(txs(p)[0]!.body!.toString('latin1')).toBe(`${BODY}.\r\n`);
+    },
+  );
+});
+
 /** One SmtpSession.send of `body` to a peer offering `ext`; the peer's transaction and the verb it used. */
 async function sendOne(ext: string[], body: Buffer, size: number | null = body.length): Promise<{ t: PeerTransaction; verb: string; batch: number }> {
   const p = await peer(normalScript({ ext }));
