@@ -5,8 +5,9 @@
  * without an RFC 3463 enhanced code (matching its class or not), multi-line replies with one code
  * or with changing codes, out-of-range codes, garbage, an over-long line, the connection closed,
  * or no answer at all (stall). Helpers and the seeded generator are the ingress fuzz's.
- * Also the messages the fuzz sends (issue 19: 8-bit bodies, long lines, DSN parameters) with the
- * oracle for what a next hop without 8BITMIME may get.
+ * Also the messages the fuzz sends (issue 19: 8-bit bodies, long lines, DSN parameters; RFC 3030:
+ * bodies around the 4 KB BDAT batch, bare line breaks) with the oracle for what a next hop without
+ * 8BITMIME may get, and the exact octets a body must arrive as (`wireBody`: DATA or BDAT).
  */
 import { isAscii } from 'node:buffer';
 import type { PeerAction } from '../../support/scriptedPeer.js';
@@ -14,7 +15,7 @@ import { MAX_LINE_OCTETS } from '../../../src/mime/scan.js';
 import type { MailDsn, Notify, RcptDsn } from '../../../src/dsn/params.js';
 import { bytes, int, pick, type Rand } from './smtpFuzz.js';
 
-export type Step = 'greeting' | 'ehlo' | 'helo' | 'starttls' | 'mail' | 'rcpt' | 'data' | 'dot' | 'rset' | 'quit' | 'other';
+export type Step = 'greeting' | 'ehlo' | 'helo' | 'starttls' | 'mail' | 'rcpt' | 'data' | 'dot' | 'bdat' | 'rset' | 'quit' | 'other';
 
 /**
  * RFC 5321 §4.3.2 (STARTTLS: RFC 3207 §4): the replies each step may get; 421 is allowed
@@ -29,6 +30,8 @@ export const LEGAL: Record<Step, readonly number[]> = {
   rcpt: [250, 251, 550, 551, 552, 553, 450, 451, 452, 503, 455, 555, 500, 501, 421],
   data: [354, 503, 554, 451, 500, 421],
   dot: [250, 552, 554, 451, 452, 450, 550, 421],
+  // RFC 3030 §2 / §4.2: as the end of data, and 503 for a BDAT outside a transaction (MAIL refused, no recipient)
+  bdat: [250, 552, 554, 451, 452, 450, 550, 421, 503, 500, 501],
   rset: [250, 500, 421],
   quit: [221, 500],
   other: [250, 500, 502],
@@ -148,15 +151,22 @@ export function draw(r: Rand, step: Step, normal: string, pNormal: number): Draw
  * - `eight`: text/plain, 8bit, UTF-8: converted (quoted-printable) for a hop without 8BITMIME;
  * - `long`: a line over 998 octets (7-bit or 8-bit): converted for every hop (RFC 5321 §4.5.3.1.6);
  * - `eightHeader`: 8-bit octets in a header field: no conversion can make it 7-bit (5.6.3);
- * - `signed`: an 8-bit part under multipart/signed: converting would break the signature (5.6.3).
+ * - `signed`: an 8-bit part under multipart/signed: converting would break the signature (5.6.3);
+ * - `big` (RFC 3030): 7-bit, short lines, many starting with a dot, 3.3–4.1 KB (either side of the
+ *   4 KB BDAT batch with the commands) or 4.4–16 KB (DATA).
+ *
+ * `plain` and `big` bodies sometimes end their lines with bare LF (or a mix of LF, CR and CRLF) and
+ * sometimes lack the final line break: the client sends CRLF lines either way (RFC 5321 §2.3.8), and
+ * a BDAT chunk counts the octets as sent (a bare-LF body near 4 KB grows past the batch: DATA).
  */
-export type BodyKind = 'plain' | 'eight' | 'long' | 'eightHeader' | 'signed';
+export type BodyKind = 'plain' | 'eight' | 'long' | 'eightHeader' | 'signed' | 'big';
 const BODY_WEIGHTS: [BodyKind, number][] = [
-  ['plain', 60],
-  ['eight', 16],
-  ['long', 10],
+  ['plain', 56],
+  ['eight', 15],
+  ['long', 9],
   ['eightHeader', 6],
-  ['signed', 8],
+  ['signed', 7],
+  ['big', 12],
 ];
 const BODY_TOTAL = BODY_WEIGHTS.reduce((n, [, w]) => n + w, 0);
 
@@ -179,6 +189,9 @@ export function message(r: Rand, k: number): FuzzMessage {
       break;
     }
   const dot = r() < 0.3 ? '.dot line\r\n' : '';
+  // line breaks of `plain` and `big`: bare LF below `bare`, a mix of LF, CR and CRLF up to 0.05 above, else CRLF
+  const eol = r();
+  const bare = kind === 'big' ? 0.3 : 0.12;
   const mime = 'MIME-Version: 1.0\r\n';
   let text: string;
   switch (kind) {
@@ -205,6 +218,29 @@ export function message(r: Rand, k: number): FuzzMessage {
         `--${b}\r\nContent-Type: application/pgp-signature\r\n\r\n-----BEGIN PGP SIGNATURE-----\r\nAAAA\r\n-----END PGP SIGNATURE-----\r\n--${b}--\r\n`;
       break;
     }
+    case 'big': {
+      // most within a few hundred octets of the bound (the commands take 60–400), the rest well over it; bare-LF
+      // bodies (below) of short lines, 3.7–4.4 KB as CRLF lines and ~8 % less as they are: around the bound, many
+      // that fit by their size grow past it as CRLF lines
+      const z = r();
+      const size = eol < bare ? 3700 + int(r, 700) : z < 0.4 ? 3600 + int(r, 500) : z < 0.65 ? 3300 + int(r, 300) : 4400 + int(r, 11_600);
+      const lines = [`Subject: s${k}`, ''];
+      // short lines with bare LF: CRLF adds an octet to each, so many bodies whose size fits grow past the batch
+      const width = eol < bare ? 20 : 77;
+      for (let n = 20; n < size; ) {
+        const l = pick(r, ['.', '..', '', '', '', '', '']) + 'y'.repeat(int(r, width));
+        lines.push(l);
+        n += l.length + 2;
+      }
+      text = lines.join('\r\n') + '\r\n';
+      break;
+    }
+  }
+  if (kind === 'plain' || kind === 'big') {
+    // bare line breaks (a spool from elsewhere; ingress normalises its own) and a missing final CRLF
+    if (eol < bare) text = text.replace(/\r\n/g, '\n');
+    else if (eol < bare + 0.05) text = text.replace(/\r\n/g, () => pick(r, ['\n', '\r', '\r\n']));
+    if (r() < 0.1) text = text.replace(/(\r\n|\r|\n)$/, '');
   }
   const body = Buffer.from(text, 'utf8');
   return { kind, body, eightBit: !isAscii(body), longLines: longestLine(body) > MAX_LINE_OCTETS };
@@ -221,19 +257,36 @@ export function refusedFor(m: Pick<FuzzMessage, 'kind' | 'eightBit' | 'longLines
   return !peer8 && (m.kind === 'eightHeader' || m.kind === 'signed');
 }
 
-/** The longest line of a body as it reached a peer (dot-stuffed wire form: the transparency dot does not count, RFC 5321 §4.5.3.1.6). */
-export function longestLine(wire: Buffer): number {
+/**
+ * The longest line of a body as it reached a peer: DATA's dot-stuffed wire form (the transparency dot does not
+ * count, RFC 5321 §4.5.3.1.6), or with `dots: false` a BDAT chunk (RFC 3030 §2: no transparency, every octet counts).
+ */
+export function longestLine(wire: Buffer, dots = true): number {
   let max = 0;
   for (let start = 0; start < wire.length; ) {
     let end = wire.indexOf(0x0a, start);
     if (end < 0) end = wire.length;
     let len = end - start;
     if (len > 0 && wire[end - 1] === 0x0d) len--;
-    if (len > 0 && wire[start] === 0x2e) len--;
+    if (dots && len > 0 && wire[start] === 0x2e) len--;
     max = Math.max(max, len);
     start = end + 1;
   }
   return max;
+}
+
+/**
+ * The octets a body reaches the peer as, computed here independently of the client's DataEncoder:
+ * every line break (CRLF, bare CR, bare LF) a CRLF and a final one added when missing (RFC 5321
+ * §2.3.8); for `data` each line starting with a dot gets another (§4.5.2) and the "." line ends it,
+ * for `bdat` (RFC 3030 §2) nothing else: no transparency, no end-of-data line. An empty body is
+ * ".\r\n" in DATA and no octet at all in BDAT.
+ */
+export function wireBody(body: Buffer, mode: 'data' | 'bdat'): Buffer {
+  const lines = body.toString('latin1').split(/\r\n|\r|\n/);
+  if (lines.at(-1) === '') lines.pop();
+  const text = lines.map((l) => (mode === 'data' && l.startsWith('.') ? `.${l}` : l) + '\r\n').join('');
+  return Buffer.from(mode === 'data' ? `${text}.\r\n` : text, 'latin1');
 }
 
 /** RFC 3461 parameters for a message of the fuzz: RET/ENVID sometimes, NOTIFY/ORCPT per recipient sometimes. */
