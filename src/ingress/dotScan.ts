@@ -50,6 +50,7 @@ export function feedDataStream(this: SMTPStream, input: Buffer, done: () => void
   let len: number;
   let handled: boolean;
   let buf: Buffer;
+  // biome-ignore lint/complexity/useOptionalChain: smtp-server 3.21.6's own statement, kept as the library wrote it (see above)
   if (self._lastBytes && self._lastBytes.length) {
     chunk = Buffer.concat([self._lastBytes, chunk], self._lastBytes.length + chunk.length);
     self._lastBytes = false;
