@@ -1061,17 +1061,19 @@ export class SmtpSession {
       return done();
     }
 
-    if (chunk) {
-      const end = this.note(await this.read('data', timeouts.data_done, 'BDAT'));
+    // The reply that decides the message for the accepted recipients: the end of data's (RFC 5321 §4.3.2) or
+    // the BDAT LAST's (RFC 3030 §2). A 2xx delivers; a 3xx is none of its replies (the peer may be waiting for
+    // more): no delivery, and the connection goes; a 4xx/5xx refuses.
+    const decide = (step: 'end of DATA' | 'BDAT', end: Reply, no3xx: string): SendResult => {
       const cls = replyClass(end.code);
       if (cls === 2) every(accepted, (address) => ({ address, kind: 'delivered', reply: end }));
       else if (cls === 3) {
-        // RFC 3030 §2: BDAT has no intermediate reply; the peer may be waiting for more octets.
-        every(accepted, (address) => protocolError(address, 'BDAT', end, 'a 3xx reply is not allowed for BDAT'));
+        every(accepted, (address) => protocolError(address, step, end, no3xx));
         this.abandon();
-      } else every(accepted, (address) => ({ address, kind: 'refused', step: 'BDAT', reply: end, permanent: cls === 5 }));
+      } else every(accepted, (address) => ({ address, kind: 'refused', step, reply: end, permanent: cls === 5 }));
       return done();
-    }
+    };
+    if (chunk) return decide('BDAT', this.note(await this.read('data', timeouts.data_done, 'BDAT')), 'a 3xx reply is not allowed for BDAT');
 
     if (!pipelining) {
       this.expectNothingPending('DATA');
@@ -1093,14 +1095,7 @@ export class SmtpSession {
       return done();
     }
     await this.streamBody(input.body());
-    const end = this.note(await this.read('data', timeouts.data_done, 'end of data'));
-    const cls = replyClass(end.code);
-    if (cls === 2) every(accepted, (address) => ({ address, kind: 'delivered', reply: end }));
-    else if (cls === 3) {
-      every(accepted, (address) => protocolError(address, 'end of DATA', end, 'only a 2xx after the end of data is delivery'));
-      this.abandon();
-    } else every(accepted, (address) => ({ address, kind: 'refused', step: 'end of DATA', reply: end, permanent: cls === 5 }));
-    return done();
+    return decide('end of DATA', this.note(await this.read('data', timeouts.data_done, 'end of data')), 'only a 2xx after the end of data is delivery');
   }
 
   /**

@@ -9,77 +9,28 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Readable } from 'node:stream';
-import { DestinationRun, type DeliveryDeps } from '../../src/delivery/deliver.js';
+import { DestinationRun } from '../../src/delivery/deliver.js';
 import { BDAT_BATCH, SmtpError, SmtpSession, type SendInput } from '../../src/delivery/smtpClient.js';
-import type { RecipientOutcome } from '../../src/delivery/outcome.js';
-import { normalScript, startScriptedPeer, type PeerAction, type PeerTransaction, type ScriptedPeer } from '../support/scriptedPeer.js';
-import { deliveryDeps, stageTimeouts } from '../support/deliveryDeps.js';
+import { normalScript, type PeerAction, type PeerTransaction, type ScriptedPeer } from '../support/scriptedPeer.js';
+import { stageTimeouts } from '../support/deliveryDeps.js';
+import { answer, deliverOnce, expectOneEach, firstTransaction, PEER_TIMEOUT, peerDeps, scriptedPeers, textBody, txs } from '../support/peerDelivery.js';
 
-const cleanups: (() => Promise<void>)[] = [];
-afterAll(async () => {
-  for (const c of cleanups.reverse()) await c();
-});
-
-const T = 2000;
+const peers = scriptedPeers();
+afterAll(() => peers.close());
+const peer = peers.peer;
+const T = PEER_TIMEOUT;
 const BOTH = ['PIPELINING', 'CHUNKING', 'ENHANCEDSTATUSCODES'];
-const deps = (port: number, over: Partial<DeliveryDeps> = {}): DeliveryDeps => deliveryDeps({ port, timeout: T, ...over });
-
-async function peer(script: Parameters<typeof startScriptedPeer>[0]['script']): Promise<ScriptedPeer> {
-  const p = await startScriptedPeer({ script });
-  cleanups.push(() => p.close());
-  return p;
-}
-
 const BODY = 'Subject: t\r\n\r\nbody\r\n';
-let n = 0;
-/** One message to `recipients` (in domain [127.0.0.1]) through `run` (a fresh DestinationRun when none). */
-async function deliverOnce(p: ScriptedPeer, recipients: string[], run?: DestinationRun, body = BODY): Promise<RecipientOutcome[]> {
-  const r = run ?? new DestinationRun(deps(p.port), '[127.0.0.1]');
-  const rcpts = recipients.map((x) => `${x}@[127.0.0.1]`);
-  const id = `m${n++}`;
-  try {
-    return await r.deliver({
-      id,
-      size: Buffer.byteLength(body),
-      recipients: rcpts,
-      envelope: {
-        kind: 'normal',
-        from: `${id}@sender.test`,
-        recipients: rcpts,
-        smtputf8: false,
-        eightBit: false,
-        client: { address: '127.0.0.1' },
-        received: Date.now(),
-      },
-      body: () => Readable.from([Buffer.from(body, 'latin1')]),
-    });
-  } finally {
-    if (!run) await r.close();
-  }
-}
-
-const txs = (p: ScriptedPeer): PeerTransaction[] => p.connections.flatMap((c) => c.transactions);
-
-/** One outcome per recipient; `sent` only where the peer holds the message as delivered to it. */
-function expectOneEach(out: RecipientOutcome[], recipients: string[], p: ScriptedPeer): void {
-  expect(out.map((o) => o.address).sort()).toEqual(recipients.map((r) => `${r}@[127.0.0.1]`).sort());
-  const delivered = new Set(txs(p).flatMap((t) => (t.delivered ? t.accepted : [])));
-  for (const o of out)
-    if (o.result === 'sent') expect({ address: o.address, deliveredByPeer: delivered.has(o.address) }).toEqual({ address: o.address, deliveredByPeer: true });
-}
-
-const answer =
-  (over: Record<string, PeerAction | string>) =>
-  (verb: string): PeerAction | undefined => {
-    const a = over[verb];
-    return a === undefined ? undefined : typeof a === 'string' ? { reply: a } : a;
-  };
+const deps = peerDeps;
+/** a message of `body` (declared with its own size) to `recipients`, as the shared deliverOnce */
+const deliverText = (p: ScriptedPeer, recipients: string[], run?: DestinationRun, body = BODY) =>
+  deliverOnce(p, recipients, run, textBody(body), Buffer.byteLength(body, 'latin1'));
 
 describe('RFC 3030 §4.2 with RFC 2920: a small message in one batch', () => {
   it('RFC 3030 §2 §4.2 MAIL, every RCPT and BDAT <n> LAST arrive in one read with the n octets: CRLF lines, a final CRLF, no transparency dot, no DATA; delivered', async () => {
     const p = await peer(normalScript({ ext: BOTH }));
     const body = 'Subject: dots\n\n.leading dot\r\n..two\rbare CR\nlast line without EOL';
-    const out = await deliverOnce(p, ['a', 'b'], undefined, body);
+    const out = await deliverText(p, ['a', 'b'], undefined, body);
     expectOneEach(out, ['a', 'b'], p);
     expect(out.map((o) => o.result)).toEqual(['sent', 'sent']);
     const c = p.connections[0]!;
@@ -95,8 +46,8 @@ describe('RFC 3030 §4.2 with RFC 2920: a small message in one batch', () => {
   it('RFC 3030 §4.2 RFC 5321 §4.1.1.5 a reused connection: RSET, MAIL, RCPT and BDAT in one read; both messages over one connection', async () => {
     const p = await peer(normalScript({ ext: BOTH }));
     const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
-    const a = await deliverOnce(p, ['a'], run);
-    const b = await deliverOnce(p, ['b'], run);
+    const a = await deliverText(p, ['a'], run);
+    const b = await deliverText(p, ['b'], run);
     await run.close();
     expect([...a, ...b].map((o) => o.result)).toEqual(['sent', 'sent']);
     expect(p.connections).toHaveLength(1);
@@ -115,7 +66,7 @@ describe('RFC 3030 §4.2 with RFC 2920: a small message in one batch', () => {
   ])('RFC 3030 %s: DATA as before, the same message arrives', async (_what, ext, size) => {
     const p = await peer(normalScript({ ext }));
     const body = `Subject: t\r\n\r\n${`${'x'.repeat(70)}\r\n`.repeat(Math.ceil(size / 72))}`;
-    const out = await deliverOnce(p, ['a'], undefined, body);
+    const out = await deliverText(p, ['a'], undefined, body);
     expect(out.map((o) => o.result)).toEqual(['sent']);
     expect(p.connections[0]!.commands).toContain('DATA');
     expect(p.connections[0]!.commands.some((l) => l.startsWith('BDAT'))).toBe(false);
@@ -133,7 +84,7 @@ describe('delivery.discard_ehlo_keywords (Postfix smtp_discard_ehlo_keywords): a
     async (discard, firstRead) => {
       const p = await peer(normalScript({ ext: BOTH }));
       const run = new DestinationRun(deps(p.port, { discardExtensions: discard }), '[127.0.0.1]');
-      const out = await deliverOnce(p, ['a'], run);
+      const out = await deliverText(p, ['a'], run);
       await run.close();
       expect(out.map((o) => o.result)).toEqual(['sent']);
       const c = p.connections[0]!;
@@ -229,20 +180,15 @@ describe('RFC 3030 §2, RFC 5321 §4.2.1: every reply to the batch', () => {
     ['334 what', 'deferred', false],
     ['421 4.3.2 closing', 'deferred', false],
   ] as const)('RFC 3030 §2 BDAT LAST answered %j → %s; the connection reused: %s', async (reply, result, reused) => {
-    let first = true;
     const p = await peer(
       normalScript({
         ext: BOTH,
-        answer: (verb) => {
-          if (verb !== 'BDAT' || !first) return undefined;
-          first = false;
-          return { reply: `${reply}\r\n`, ...(reply.startsWith('421') ? { thenClose: true as const } : {}) };
-        },
+        answer: firstTransaction({ BDAT: { reply: `${reply}\r\n`, ...(reply.startsWith('421') ? { thenClose: true as const } : {}) } }, 'BDAT'),
       }),
     );
     const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
-    const out = await deliverOnce(p, ['a', 'b'], run);
-    const next = await deliverOnce(p, ['c'], run);
+    const out = await deliverText(p, ['a', 'b'], run);
+    const next = await deliverText(p, ['c'], run);
     await run.close();
     expectOneEach(out, ['a', 'b'], p);
     expect(out.map((o) => o.result)).toEqual([result, result]);
@@ -257,32 +203,22 @@ describe('RFC 3030 §2, RFC 5321 §4.2.1: every reply to the batch', () => {
     ['silence (the stage timeout)', { stall: true }],
   ] as const)('RFC 5321 §4.2 BDAT LAST answered with %s → deferred, never sent, the connection dropped', async (_what, action) => {
     const p = await peer(normalScript({ ext: BOTH, answer: answer({ BDAT: action as PeerAction }) }));
-    const out = await deliverOnce(p, ['a']);
+    const out = await deliverText(p, ['a']);
     expectOneEach(out, ['a'], p);
     expect(out.map((o) => o.result)).toEqual(['deferred']);
     expect(txs(p)[0]!.delivered).toBe(false);
   });
 
   it('RFC 3030 §4.2 MAIL refused: every recipient has the MAIL reply; the peer discards the pipelined chunk (503), the session goes on', async () => {
-    let first = true;
     const p = await peer(
       normalScript({
         ext: BOTH,
-        answer: (verb) => {
-          if (!first) return undefined;
-          if (verb === 'MAIL') return { reply: '550 5.7.1 sender refused\r\n' };
-          if (verb === 'RCPT') return { reply: '503 5.5.1 MAIL first\r\n' };
-          if (verb === 'BDAT') {
-            first = false;
-            return { reply: '503 5.5.1 no transaction\r\n' };
-          }
-          return undefined;
-        },
+        answer: firstTransaction({ MAIL: '550 5.7.1 sender refused\r\n', RCPT: '503 5.5.1 MAIL first\r\n', BDAT: '503 5.5.1 no transaction\r\n' }, 'BDAT'),
       }),
     );
     const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
-    const out = await deliverOnce(p, ['a', 'b'], run);
-    const next = await deliverOnce(p, ['c'], run);
+    const out = await deliverText(p, ['a', 'b'], run);
+    const next = await deliverText(p, ['c'], run);
     await run.close();
     expectOneEach(out, ['a', 'b'], p);
     expect(out.map((o) => [o.result, o.code])).toEqual([
@@ -298,24 +234,10 @@ describe('RFC 3030 §2, RFC 5321 §4.2.1: every reply to the batch', () => {
       ['554 5.5.1 no valid recipients', 1],
       ['250 2.0.0 ok?', 2],
     ] as const) {
-      let first = true;
-      const p = await peer(
-        normalScript({
-          ext: BOTH,
-          answer: (verb) => {
-            if (!first) return undefined;
-            if (verb === 'RCPT') return { reply: '550 5.1.1 no such user\r\n' };
-            if (verb === 'BDAT') {
-              first = false;
-              return { reply: `${bdatReply}\r\n` };
-            }
-            return undefined;
-          },
-        }),
-      );
+      const p = await peer(normalScript({ ext: BOTH, answer: firstTransaction({ RCPT: '550 5.1.1 no such user\r\n', BDAT: `${bdatReply}\r\n` }, 'BDAT') }));
       const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
-      const out = await deliverOnce(p, ['a', 'b'], run);
-      const next = await deliverOnce(p, ['c'], run);
+      const out = await deliverText(p, ['a', 'b'], run);
+      const next = await deliverText(p, ['c'], run);
       await run.close();
       expectOneEach(out, ['a', 'b'], p);
       expect(out.map((o) => o.result)).toEqual(['bounced', 'bounced']);
@@ -329,7 +251,7 @@ describe('RFC 3030 §2, RFC 5321 §4.2.1: every reply to the batch', () => {
     const p = await peer(
       normalScript({ ext: BOTH, answer: (verb, line) => (verb === 'RCPT' && line.includes('<b@') ? { reply: '450 4.2.1 busy\r\n' } : undefined) }),
     );
-    const out = await deliverOnce(p, ['a', 'b']);
+    const out = await deliverText(p, ['a', 'b']);
     expectOneEach(out, ['a', 'b'], p);
     expect(out.map((o) => o.result)).toEqual(['sent', 'deferred']);
   });
@@ -343,8 +265,8 @@ describe('RFC 3030 §2, RFC 5321 §4.2.1: every reply to the batch', () => {
       }),
     );
     const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
-    const a = await deliverOnce(p, ['a'], run);
-    const b = await deliverOnce(p, ['b'], run);
+    const a = await deliverText(p, ['a'], run);
+    const b = await deliverText(p, ['b'], run);
     await run.close();
     expectOneEach([...a, ...b], ['a', 'b'], p);
     expect([...a, ...b].map((o) => o.result)).toEqual(['sent', 'sent']);

@@ -6,88 +6,19 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
-import { DestinationRun, type DeliveryDeps } from '../../src/delivery/deliver.js';
+import { DestinationRun } from '../../src/delivery/deliver.js';
 import type { DeliveryEvent } from '../../src/delivery/events.js';
 import { SmtpError, SmtpSession } from '../../src/delivery/smtpClient.js';
 import type { RecipientOutcome } from '../../src/delivery/outcome.js';
-import {
-  normalScript,
-  startScriptedPeer,
-  type ConnectionScript,
-  type PeerAction,
-  type PeerConnection,
-  type PeerTransaction,
-  type ScriptedPeer,
-} from '../support/scriptedPeer.js';
-import { deliveryDeps, stageTimeouts } from '../support/deliveryDeps.js';
+import { normalScript, type ConnectionScript, type PeerAction, type PeerConnection, type PeerTransaction, type ScriptedPeer } from '../support/scriptedPeer.js';
+import { stageTimeouts } from '../support/deliveryDeps.js';
+import { answer, deliverOnce, expectOneEach, PEER_TIMEOUT, peerDeps, scriptedPeers, txs } from '../support/peerDelivery.js';
 
-const cleanups: (() => Promise<void>)[] = [];
-afterAll(async () => {
-  for (const c of cleanups.reverse()) await c();
-});
-
-const T = 2000;
-/** Address literals only: the builder's resolver is never asked. */
-const deps = (port: number, over: Partial<DeliveryDeps> = {}): DeliveryDeps => deliveryDeps({ port, timeout: T, ...over });
-
-async function peer(script: Parameters<typeof startScriptedPeer>[0]['script']): Promise<ScriptedPeer> {
-  const p = await startScriptedPeer({ script });
-  cleanups.push(() => p.close());
-  return p;
-}
-
-let n = 0;
-/** One message to `recipients` (in domain [127.0.0.1]) through a fresh DestinationRun. */
-async function deliverOnce(
-  p: ScriptedPeer,
-  recipients: string[],
-  given?: DestinationRun,
-  body: () => Readable = () => Readable.from([Buffer.from('Subject: t\r\n\r\nbody\r\n')]),
-): Promise<RecipientOutcome[]> {
-  const run = given ?? new DestinationRun(deps(p.port), '[127.0.0.1]');
-  const rcpts = recipients.map((r) => `${r}@[127.0.0.1]`);
-  const id = `m${n++}`;
-  try {
-    // no bodyFacts: like a format 1 spool message, delivery scans the body before deciding
-    return await run.deliver({
-      id,
-      size: 30,
-      recipients: rcpts,
-      envelope: {
-        kind: 'normal',
-        from: `${id}@sender.test`,
-        recipients: rcpts,
-        smtputf8: false,
-        eightBit: false,
-        client: { address: '127.0.0.1' },
-        received: Date.now(),
-      },
-      body,
-    });
-  } finally {
-    if (!given) await run.close();
-  }
-}
-
-/** All transactions the peer saw. */
-const txs = (p: ScriptedPeer): PeerTransaction[] => p.connections.flatMap((c) => c.transactions);
-
-/** The invariant of issue 13, per call: one outcome per recipient; sent ⇔ the peer's truth says delivered. */
-function expectOneEach(out: RecipientOutcome[], recipients: string[], p: ScriptedPeer): void {
-  expect(out.map((o) => o.address).sort()).toEqual(recipients.map((r) => `${r}@[127.0.0.1]`).sort());
-  const delivered = new Set(
-    txs(p)
-      .filter((t) => t.delivered)
-      .flatMap((t) => t.rcpts),
-  );
-  for (const o of out)
-    if (o.result === 'sent') expect({ address: o.address, deliveredByPeer: delivered.has(o.address) }).toEqual({ address: o.address, deliveredByPeer: true });
-}
-
-const answer =
-  (over: Record<string, string>) =>
-  (verb: string): PeerAction | undefined =>
-    over[verb] !== undefined ? { reply: over[verb]! } : undefined;
+const peers = scriptedPeers();
+afterAll(() => peers.close());
+const peer = peers.peer;
+const deps = peerDeps;
+const T = PEER_TIMEOUT;
 
 describe('issue 13 defects 1–3: one outcome per recipient, sent only after 354 and a 2xx to the end of data', () => {
   it('issue13-1 RFC 5321 §4.2.1 a 2xx to MAIL FROM that is not 250, with PIPELINING: never `sent` without DATA; the transaction goes on (first digit 2 = positive completion)', async () => {
