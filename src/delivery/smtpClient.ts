@@ -398,7 +398,16 @@ class ReplyReader {
 }
 
 /**
- * The largest batch sent with BDAT (SmtpSession.smallChunk): the whole transaction in one read of a peer
+ * How the rest of a pipelined batch ended after MAIL was refused or no recipient accepted: the peer in step (the
+ * session goes on), gone (closing, or a reply that could not be read: the connection goes), or a reply that
+ * shows it out of step (a reply no command of the batch can get, or more replies than commands): the
+ * connection goes and no reply of the batch decides anything.
+ */
+type BatchEnd = 'in-step' | 'gone' | { outOfStep: string };
+const OUT_OF_STEP = 'the replies to the batch are out of step with its commands; none decides';
+
+/**
+ * The largest batch sent with BDAT (SmtpSession.smallChunk; the closing NOOP counted): the whole transaction in one read of a peer
  * that reads 4 KB at a time, as Postfix's smtpd does (VSTREAM_BUFSIZE). Such a peer answers the pipelined
  * MAIL and RCPTs when its buffer runs dry; with a chunk that spans two of its reads, the BDAT reply follows
  * as a second small segment, held by the peer's Nagle until our delayed ACK: ~40 ms a message. Measured
@@ -872,7 +881,7 @@ export class SmtpSession {
   /**
    * One mail transaction: [RSET,] MAIL, RCPT…, DATA, body, final reply; or, to a peer that offers
    * CHUNKING and PIPELINING, a message whose batch fits BDAT_BATCH as [RSET,] MAIL, RCPT…, `BDAT <n>
-   * LAST` and its octets in one write (RFC 3030 §4.2), then the replies. Rejections by the server are
+   * LAST`, its octets and NOOP in one write (RFC 3030 §4.2), then the replies (bdatInStep: the NOOP's). Rejections by the server are
    * results; only transport failures, timeouts and protocol violations throw.
    *
    * On a connection that already carried a transaction the session sends RSET first (RFC 5321
@@ -957,6 +966,13 @@ export class SmtpSession {
       for (const i of which) verdicts.set(i, v(input.recipients[i]!));
     };
     const all = input.recipients.map((_, i) => i);
+    /** The peer is out of step: each refusal read from the batch may have been another command's reply; none stands. */
+    const voidAll = (evidence: string): void => {
+      for (const i of all) {
+        const v = verdicts.get(i);
+        if (v && v.kind !== 'delivered') verdicts.set(i, protocolError(v.address, v.step, v.reply, `${evidence}; ${OUT_OF_STEP}`));
+      }
+    };
     const done = (): SendResult => ({
       recipients: input.recipients.map((address, i) => {
         const v = verdicts.get(i);
@@ -973,10 +989,12 @@ export class SmtpSession {
     const chunk = pipelining && ext.has('CHUNKING') ? await this.smallChunk(input, batch) : undefined;
     if (chunk) {
       // RFC 3030 §4.2 with RFC 2920: the whole message in the one batch, `BDAT <n> LAST` and its octets after
-      // the RCPTs: one write and one round trip per message instead of two (no 354 to wait for).
+      // the RCPTs: one write and one round trip per message instead of two (no 354 to wait for). A NOOP ends
+      // the batch (RFC 2920 §3.1: NOOP may end a group): see bdatInStep.
       this.sock.cork();
       this.sock.write(`${[...batch, `BDAT ${chunk.length} LAST`].join(CRLF)}${CRLF}`);
       this.sock.write(chunk);
+      this.sock.write(`NOOP${CRLF}`);
       this.sock.uncork();
       if (rset) await this.rsetReply();
       this.rsetOwed = true;
@@ -1007,8 +1025,10 @@ export class SmtpSession {
       every(all, (address) => ({ address, kind: 'refused', step: 'MAIL FROM', reply: mail, permanent: mailClass === 5 }));
       if (pipelining) {
         // The pipelined RCPTs are answered too (usually 503), then DATA. Any failure leaves the MAIL reply as
-        // the verdict, and a connection that is not reused.
-        if (!(await this.finishRefusedBatch(rcptCmds.length, !!chunk))) this.abandon();
+        // the verdict, and a connection that is not reused; replies out of step void it.
+        const end = await this.finishRefusedBatch(rcptCmds.length, !!chunk);
+        if (typeof end === 'object') voidAll(end.outOfStep);
+        if (end !== 'in-step') this.abandon();
       }
       return done();
     }
@@ -1052,7 +1072,9 @@ export class SmtpSession {
     if (accepted.length === 0) {
       // The pipelined DATA is answered too; a failure here, or a reply that leaves the peer's state
       // unknown, costs only the connection.
-      if (pipelining && !(await this.finishRefusedBatch(0, !!chunk))) {
+      const end = pipelining ? await this.finishRefusedBatch(0, !!chunk) : 'in-step';
+      if (end !== 'in-step') {
+        if (typeof end === 'object') voidAll(end.outOfStep);
         this.abandon();
         return done();
       }
@@ -1064,22 +1086,38 @@ export class SmtpSession {
     // The reply that decides the message for the accepted recipients: the end of data's (RFC 5321 §4.3.2) or
     // the BDAT LAST's (RFC 3030 §2). A 2xx delivers; a 3xx is none of its replies (the peer may be waiting for
     // more): no delivery, and the connection goes; a 4xx/5xx refuses.
-    const decide = (step: 'end of DATA' | 'BDAT', end: Reply, no3xx: string): SendResult => {
+    const decide = (step: 'end of DATA' | 'BDAT', end: Reply, no3xx: string): void => {
       const cls = replyClass(end.code);
       if (cls === 2) every(accepted, (address) => ({ address, kind: 'delivered', reply: end }));
       else if (cls === 3) {
         every(accepted, (address) => protocolError(address, step, end, no3xx));
         this.abandon();
       } else every(accepted, (address) => ({ address, kind: 'refused', step, reply: end, permanent: cls === 5 }));
-      return done();
     };
-    if (chunk) return decide('BDAT', this.note(await this.read('data', timeouts.data_done, 'BDAT')), 'a 3xx reply is not allowed for BDAT');
+    if (chunk) {
+      const end = this.note(await this.read('data', timeouts.data_done, 'BDAT'));
+      decide('BDAT', end, 'a 3xx reply is not allowed for BDAT');
+      const noop = this.broken ? undefined : await this.bdatInStep();
+      if (noop) {
+        // Out of step: every reply of the batch may belong to another command; none decides anything.
+        every(all, (address) => protocolError(address, 'BDAT', end, `the NOOP after BDAT was answered ${describe(noop)}: the peer is out of step`));
+        this.abandon();
+      }
+      return done();
+    }
 
     if (!pipelining) {
       this.expectNothingPending('DATA');
       this.write('DATA');
     }
     const go = this.note(await this.read('data', timeouts.data, 'DATA'));
+    if (pipelining && !this.broken && this.reader.hasPending()) {
+      // More replies than the batch has commands (a peer that answered one twice): any reply read may be another
+      // command's, so none decides anything, and nothing more is written (the peer may be in its data phase).
+      every(all, (address) => protocolError(address, 'DATA', go, 'more replies than commands in the batch: the peer is out of step'));
+      this.abandon();
+      return done();
+    }
     if (go.code !== 354) {
       const cls = replyClass(go.code);
       if (cls === 4 || cls === 5) {
@@ -1088,14 +1126,33 @@ export class SmtpSession {
       } else {
         // RFC 5321 §4.3.2: only 354 opens the data phase. A 2xx here is no delivery (no body was
         // sent) and another 3xx may have the peer waiting for a body we will never send: close
-        // without the end-of-data dot, so nothing half-sent can be taken for a message.
-        every(accepted, (address) => protocolError(address, 'DATA', go, 'only 354 opens the data phase'));
+        // without the end-of-data dot, so nothing half-sent can be taken for a message. DATA has no such
+        // reply: with PIPELINING it is another command's, and no reply of the batch decides anything.
+        every(pipelining ? all : accepted, (address) => protocolError(address, 'DATA', go, 'only 354 opens the data phase'));
         this.abandon();
       }
       return done();
     }
     await this.streamBody(input.body());
-    return decide('end of DATA', this.note(await this.read('data', timeouts.data_done, 'end of data')), 'only a 2xx after the end of data is delivery');
+    decide('end of DATA', this.note(await this.read('data', timeouts.data_done, 'end of data')), 'only a 2xx after the end of data is delivery');
+    return done();
+  }
+
+  /**
+   * The reply to the NOOP that ends a BDAT batch; undefined when it is the 2xx a NOOP gets (RFC 5321 §4.1.1.9),
+   * else that reply. With DATA a reply the peer sends too many (a command answered twice) is caught before
+   * anything depends on it: it is not a 354, or it is pending before the dot. A BDAT batch has no such point,
+   * and a stray 2xx would be read as the BDAT reply that delivers while the peer refused the message. The NOOP
+   * catches the shift: its "reply" is then the BDAT's, and the peer's real answer to the message is not lost
+   * in a later read. (A stray 2xx with a 2xx to BDAT shifts the NOOP's own reply to after the transaction;
+   * the next send() finds it pending and the connection goes.)
+   */
+  private async bdatInStep(): Promise<Reply | undefined> {
+    const r = this.note(await this.read('data', this.opts.timeouts.mail, 'NOOP'));
+    if (replyClass(r.code) !== 2) return r;
+    // A stray reply before the real BDAT reply shifts that reply onto the NOOP and the NOOP's own one behind it,
+    // where it has usually arrived already: a peer writes the replies of one batch together.
+    return this.reader.hasPending() ? { code: r.code, text: `${r.text} (and a reply more: the peer answered one command twice)` } : undefined;
   }
 
   /**
@@ -1103,13 +1160,14 @@ export class SmtpSession {
    * still unread (none read after a 421: the peer is closing, RFC 5321 §3.8, and nothing more is written),
    * then the reply to DATA (pipelinedDataRefused). Whether the session may go on; any failure is a no.
    */
-  private async finishRefusedBatch(rcpts: number, bdat: boolean): Promise<boolean> {
+  private async finishRefusedBatch(rcpts: number, bdat: boolean): Promise<BatchEnd> {
     try {
       for (let i = 0; i < rcpts && !this.broken; i++) this.note(await this.read('rcpt', this.opts.timeouts.rcpt, 'RCPT'));
-      if (this.broken) return false;
+      if (this.broken) return 'gone';
       return bdat ? await this.pipelinedBdatRefused() : await this.pipelinedDataRefused();
-    } catch {
-      return false;
+    } catch (e) {
+      // a malformed reply: a peer that garbles one reply may have garbled the count too
+      return e instanceof SmtpError && e.failure.kind === 'protocol' ? { outOfStep: `a malformed reply in the batch (${e.message})` } : 'gone';
     }
   }
 
@@ -1126,13 +1184,16 @@ export class SmtpSession {
    * that never comes: the next RSET would be read as message text), as the transaction with an accepted
    * recipient treats them. A failure to read either reply throws.
    */
-  private async pipelinedDataRefused(): Promise<boolean> {
+  private async pipelinedDataRefused(): Promise<BatchEnd> {
     const go = this.note(await this.read('data', this.opts.timeouts.data, 'DATA'));
-    if (go.code === 421) return false;
-    if (go.code !== 354) return replyClass(go.code) >= 4;
+    if (go.code === 421) return 'gone';
+    if (this.reader.hasPending()) return { outOfStep: `more replies than commands (DATA answered ${describe(go)}, then another)` };
+    if (go.code !== 354) return replyClass(go.code) >= 4 ? 'in-step' : { outOfStep: `DATA answered ${describe(go)}` };
     this.write('.');
     const end = this.note(await this.read('data', this.opts.timeouts.data_done, 'end of data'));
-    return end.code !== 421 && replyClass(end.code) !== 3;
+    if (end.code === 421) return 'gone';
+    if (replyClass(end.code) === 3) return { outOfStep: `the lone dot answered ${describe(end)}` };
+    return this.reader.hasPending() ? { outOfStep: `more replies than commands (the lone dot answered ${describe(end)}, then another)` } : 'in-step';
   }
 
   /**
@@ -1140,9 +1201,12 @@ export class SmtpSession {
    * the peer reads and discards the octets and answers, usually 503/554). In step after a 4xx/5xx other than
    * 421; a 2xx (a message with no recipient of ours) or a 3xx (BDAT has none) leaves the peer's state unknown.
    */
-  private async pipelinedBdatRefused(): Promise<boolean> {
+  private async pipelinedBdatRefused(): Promise<BatchEnd> {
     const r = this.note(await this.read('data', this.opts.timeouts.data_done, 'BDAT'));
-    return r.code !== 421 && replyClass(r.code) >= 4;
+    if (r.code === 421) return 'gone';
+    if (replyClass(r.code) < 4) return { outOfStep: `BDAT answered ${describe(r)} with no transaction` };
+    const noop = await this.bdatInStep();
+    return noop ? { outOfStep: `the NOOP after BDAT answered ${describe(noop)}` } : 'in-step';
   }
 
   /**
@@ -1152,7 +1216,7 @@ export class SmtpSession {
    * the transaction uses DATA. Read before anything is written: a body that cannot be read fails here.
    */
   private async smallChunk(input: SendInput, batch: string[]): Promise<Buffer | undefined> {
-    const commands = batch.reduce((n, c) => n + Buffer.byteLength(c) + 2, 0) + `BDAT ${BDAT_BATCH} LAST${CRLF}`.length;
+    const commands = batch.reduce((n, c) => n + Buffer.byteLength(c) + 2, 0) + `BDAT ${BDAT_BATCH} LAST${CRLF}NOOP${CRLF}`.length;
     if (input.size === undefined || commands + input.size > BDAT_BATCH) return undefined;
     const enc = new DataEncoder({ dots: false });
     const parts: Buffer[] = [];
@@ -1206,6 +1270,8 @@ export class SmtpSession {
 
   /** RSET after a transaction that ended without a message; a failed RSET only costs the connection. */
   private async rsetOrAbandon(): Promise<void> {
+    // a reply nobody asked for: the peer is out of step, and an RSET could land in its data phase
+    if (this.reader.hasPending()) return this.abandon();
     try {
       await this.rset();
     } catch {

@@ -27,7 +27,7 @@ const deliverText = (p: ScriptedPeer, recipients: string[], run?: DestinationRun
   deliverOnce(p, recipients, run, textBody(body), Buffer.byteLength(body, 'latin1'));
 
 describe('RFC 3030 §4.2 with RFC 2920: a small message in one batch', () => {
-  it('RFC 3030 §2 §4.2 MAIL, every RCPT and BDAT <n> LAST arrive in one read with the n octets: CRLF lines, a final CRLF, no transparency dot, no DATA; delivered', async () => {
+  it('RFC 3030 §2 §4.2 MAIL, every RCPT, BDAT <n> LAST with the n octets and a NOOP arrive in one read: CRLF lines, a final CRLF, no transparency dot, no DATA; delivered', async () => {
     const p = await peer(normalScript({ ext: BOTH }));
     const body = 'Subject: dots\n\n.leading dot\r\n..two\rbare CR\nlast line without EOL';
     const out = await deliverText(p, ['a', 'b'], undefined, body);
@@ -37,13 +37,13 @@ describe('RFC 3030 §4.2 with RFC 2920: a small message in one batch', () => {
     expect(c.commands).not.toContain('DATA');
     const chunk = 'Subject: dots\r\n\r\n.leading dot\r\n..two\r\nbare CR\r\nlast line without EOL\r\n';
     const batch = c.reads.find((r) => r.some((l) => l.startsWith('MAIL')))!;
-    expect(batch.map((l) => l.split(/[ :]/)[0])).toEqual(['MAIL', 'RCPT', 'RCPT', 'BDAT']);
+    expect(batch.map((l) => l.split(/[ :]/)[0])).toEqual(['MAIL', 'RCPT', 'RCPT', 'BDAT', 'NOOP']);
     expect(batch[3]).toBe(`BDAT ${chunk.length} LAST`);
     expect(txs(p)[0]!.bdat).toBe(true);
     expect(txs(p)[0]!.body!.toString('latin1')).toBe(chunk);
   });
 
-  it('RFC 3030 §4.2 RFC 5321 §4.1.1.5 a reused connection: RSET, MAIL, RCPT and BDAT in one read; both messages over one connection', async () => {
+  it('RFC 3030 §4.2 RFC 5321 §4.1.1.5 a reused connection: RSET, MAIL, RCPT, BDAT and NOOP in one read; both messages over one connection', async () => {
     const p = await peer(normalScript({ ext: BOTH }));
     const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
     const a = await deliverText(p, ['a'], run);
@@ -53,8 +53,8 @@ describe('RFC 3030 §4.2 with RFC 2920: a small message in one batch', () => {
     expect(p.connections).toHaveLength(1);
     const batches = p.connections[0]!.reads.filter((r) => r.some((l) => l.startsWith('BDAT'))).map((r) => r.map((l) => l.split(/[ :]/)[0]));
     expect(batches).toEqual([
-      ['MAIL', 'RCPT', 'BDAT'],
-      ['RSET', 'MAIL', 'RCPT', 'BDAT'],
+      ['MAIL', 'RCPT', 'BDAT', 'NOOP'],
+      ['RSET', 'MAIL', 'RCPT', 'BDAT', 'NOOP'],
     ]);
     expect(txs(p).map((t) => t.body!.toString('latin1'))).toEqual([BODY, BODY]);
   });
@@ -110,7 +110,7 @@ async function sendOne(ext: string[], body: Buffer, size: number | null = body.l
   const c = p.connections[0]!;
   const t = c.transactions[0]!;
   const verb = c.commands.find((l) => /^(DATA|BDAT)/.test(l))!;
-  const lines = c.commands.filter((l) => /^(MAIL|RCPT|BDAT)/.test(l));
+  const lines = c.commands.filter((l) => /^(MAIL|RCPT|BDAT|NOOP)/.test(l));
   return { t, verb, batch: lines.reduce((s, l) => s + Buffer.byteLength(l) + 2, 0) + (verb.startsWith('BDAT') ? t.body!.length : 0) };
 }
 
@@ -123,8 +123,8 @@ function unstuffed(wire: Buffer): string {
 
 describe('RFC 3030 §2 the choice and the octets', () => {
   it('RFC 3030 §2 the batch limit (BDAT_BATCH): a batch of exactly 4096 octets goes with BDAT, one more with DATA', async () => {
-    // MAIL FROM:<a@src.test>, RCPT TO:<b@dst.test> and "BDAT 40xx LAST", each with its CRLF
-    const fixed = 'MAIL FROM:<a@src.test>\r\n'.length + 'RCPT TO:<b@dst.test>\r\n'.length + `BDAT ${BDAT_BATCH} LAST\r\n`.length;
+    // MAIL FROM:<a@src.test>, RCPT TO:<b@dst.test>, "BDAT 40xx LAST" and NOOP, each with its CRLF
+    const fixed = 'MAIL FROM:<a@src.test>\r\n'.length + 'RCPT TO:<b@dst.test>\r\n'.length + `BDAT ${BDAT_BATCH} LAST\r\n`.length + 'NOOP\r\n'.length;
     const fits = Buffer.from(`${'y'.repeat(BDAT_BATCH - fixed - 2)}\r\n`);
     const a = await sendOne(BOTH, fits);
     expect([a.verb, a.batch]).toEqual([`BDAT ${fits.length} LAST`, BDAT_BATCH]);
@@ -159,7 +159,7 @@ describe('RFC 3030 §2 the choice and the octets', () => {
           expect(viaChunking.verb).toBe('DATA');
           // DATA only when the batch would not have fit: the chunk is the DATA message without dots
           const octets = Buffer.byteLength(unstuffed(viaData.t.body!), 'latin1');
-          expect(viaChunking.batch + octets + `BDAT ${octets} LAST\r\n`.length).toBeGreaterThan(BDAT_BATCH);
+          expect(viaChunking.batch + octets + `BDAT ${octets} LAST\r\nNOOP\r\n`.length).toBeGreaterThan(BDAT_BATCH);
         }
       }),
       { numRuns: 60, seed: 0x3030 },
@@ -229,10 +229,10 @@ describe('RFC 3030 §2, RFC 5321 §4.2.1: every reply to the batch', () => {
     expect(p.connections).toHaveLength(1);
   });
 
-  it('RFC 3030 §4.2 no recipient accepted: the BDAT refusal is read, RSET follows, the session goes on; a 2xx to that BDAT drops the connection instead', async () => {
-    for (const [bdatReply, connections] of [
-      ['554 5.5.1 no valid recipients', 1],
-      ['250 2.0.0 ok?', 2],
+  it('RFC 3030 §4.2 no recipient accepted: the BDAT refusal is read, RSET follows, the session goes on; a 2xx to that BDAT (no such reply: the peer is out of step) drops the connection and voids the refusals (deferred)', async () => {
+    for (const [bdatReply, connections, results] of [
+      ['554 5.5.1 no valid recipients', 1, ['bounced', 'bounced']],
+      ['250 2.0.0 ok?', 2, ['deferred', 'deferred']],
     ] as const) {
       const p = await peer(normalScript({ ext: BOTH, answer: firstTransaction({ RCPT: '550 5.1.1 no such user\r\n', BDAT: `${bdatReply}\r\n` }, 'BDAT') }));
       const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
@@ -240,12 +240,68 @@ describe('RFC 3030 §2, RFC 5321 §4.2.1: every reply to the batch', () => {
       const next = await deliverText(p, ['c'], run);
       await run.close();
       expectOneEach(out, ['a', 'b'], p);
-      expect(out.map((o) => o.result)).toEqual(['bounced', 'bounced']);
-      expect(out[0]!.reason).toMatch(/RCPT TO/);
+      expect(out.map((o) => o.result)).toEqual(results);
+      expect(out[0]!.reason).toMatch(results[0] === 'bounced' ? /RCPT TO/ : /out of step/);
       expect(next.map((o) => o.result)).toEqual(['sent']);
       expect(p.connections).toHaveLength(connections);
     }
   });
+
+  it.each([
+    ['550 5.7.1 rejected', false],
+    ['250 2.0.0 queued', true],
+  ] as const)(
+    'RFC 2920 §3.1 a peer out of step in the batch (the last RCPT answered twice), BDAT then answered %j: the extra reply is never taken for the BDAT reply that delivers (the NOOP behind BDAT, and the reply more after it, expose the shift) → deferred 4.5.0, never sent (a peer that took it gets it again: a duplicate, never a loss)',
+    async (bdatReply, peerTook) => {
+      let first = true;
+      const p = await peer(
+        normalScript({
+          ext: BOTH,
+          answer: (verb, line) => {
+            if (verb === 'RCPT' && first && line.includes('<b@')) return { reply: '250 ok\r\n250 ok\r\n' };
+            if (verb === 'BDAT' && first) {
+              first = false;
+              return { reply: `${bdatReply}\r\n` };
+            }
+            return undefined;
+          },
+        }),
+      );
+      const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
+      const out = await deliverText(p, ['a', 'b'], run);
+      const next = await deliverText(p, ['c'], run);
+      await run.close();
+      expectOneEach(out, ['a', 'b'], p);
+      expect(out.map((o) => [o.result, o.code])).toEqual([
+        ['deferred', '4.5.0'],
+        ['deferred', '4.5.0'],
+      ]);
+      // what the peer did with it, and the session that was out of step carries nothing more
+      expect(txs(p)[0]!.delivered).toBe(peerTook);
+      expect(next.map((o) => o.result)).toEqual(['sent']);
+      expect(p.connections).toHaveLength(2);
+    },
+  );
+
+  it.each([
+    ['250 2.0.0 ok', 'sent', 1],
+    ['500 5.5.2 what', 'deferred', 2],
+    ['354 go on', 'deferred', 2],
+  ] as const)(
+    'RFC 5321 §4.1.1.9 the NOOP that ends a BDAT batch answered %j → %s (anything but a 2xx: the peer is out of step, nothing it said decides)',
+    async (reply, result, connections) => {
+      const p = await peer(normalScript({ ext: BOTH, answer: firstTransaction({ NOOP: `${reply}\r\n` }, 'NOOP') }));
+      const run = new DestinationRun(deps(p.port), '[127.0.0.1]');
+      const out = await deliverText(p, ['a'], run);
+      const next = await deliverText(p, ['b'], run);
+      await run.close();
+      expectOneEach(out, ['a'], p);
+      expect(out.map((o) => o.result)).toEqual([result]);
+      if (result === 'deferred') expect(out[0]!.reason).toMatch(/NOOP after BDAT .* out of step/);
+      expect(next.map((o) => o.result)).toEqual(['sent']);
+      expect(p.connections).toHaveLength(connections);
+    },
+  );
 
   it('RFC 3030 §4.2 one recipient refused, one accepted: the BDAT reply decides for the accepted one only', async () => {
     const p = await peer(
