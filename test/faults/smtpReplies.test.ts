@@ -3,8 +3,8 @@
  * delivery path — DestinationRun.deliver, reusing connections like the scheduler's workers — against
  * loopback peers (test/support/scriptedPeer.ts: real sockets, real TLS after a scripted STARTTLS)
  * that answer every command with a reply drawn from all classes (./support/replyFuzz.ts: 2xx/3xx/
- * 4xx/5xx, codes legal and illegal for the step, multi-line, changing codes, garbage, over-long,
- * close, stall), with and without PIPELINING and STARTTLS, under the TLS levels none, may, encrypt
+ * 4xx/5xx, codes legal and illegal for the step, a command answered twice (a peer out of step),
+ * multi-line, changing codes, garbage, over-long, close, stall), with and without PIPELINING and STARTTLS, under the TLS levels none, may, encrypt
  * and dane (TLSA in a signed zone; the peer presents the pinned certificate or another one). Issue 19:
  * peers advertise 8BITMIME and DSN always, never or on some connections (per lane); messages carry
  * 8-bit bodies, lines over 998 octets, 8-bit headers, signed parts (./support/replyFuzz.ts `message`)
@@ -12,7 +12,8 @@
  * convert or (some lanes) refuse. RFC 3030: peers advertise CHUNKING on most connections of most
  * lanes (never on some), with and without PIPELINING; the client sends the whole transaction as one
  * batch ending in `BDAT <n> LAST` and the chunk when both are advertised, the body is not converted and
- * the batch fits BDAT_BATCH (4096 octets), DATA otherwise. Bodies straddle that bound (`big`, 3.3–16 KB),
+ * the batch fits BDAT_BATCH (4096 octets), DATA otherwise; a NOOP ends that batch, and a reply to it
+ * other than 2xx (the shift a command answered twice makes) voids every verdict of the batch. Bodies straddle that bound (`big`, 3.3–16 KB),
  * some have bare LF/CR line breaks (a chunk grown past the bound by CRLF goes via DATA) or no final one;
  * the BDAT reply gets faults like the end of data.
  *
@@ -37,8 +38,9 @@
  *   cut off, a prefix of that;
  * - RFC 3030 with RFC 2920: BDAT only to a peer that advertised CHUNKING and PIPELINING, only `BDAT <n>
  *   LAST` (one chunk a transaction) right behind its MAIL and RCPTs, never for a body that needed
- *   conversion, and the whole batch ([RSET,] MAIL, RCPTs, BDAT line, chunk, counted from the peer's
- *   reads) at most BDAT_BATCH octets; DATA to such a peer only when that batch would not fit;
+ *   conversion, and the whole batch ([RSET,] MAIL, RCPTs, BDAT line, chunk, NOOP, counted from the peer's
+ *   reads) at most BDAT_BATCH octets, a NOOP right behind every BDAT; DATA to such a peer only when that
+ *   batch would not fit;
  * - NOTIFY/RET/ENVID/ORCPT only reach a peer that advertised DSN, and one that did gets exactly the
  *   message's parameters (decoded by ingress's own parser: a round trip);
  * - nothing of the envelope before a required verification: under dane, MAIL/RCPT/DATA only on
@@ -376,7 +378,8 @@ async function lane(index: number, sessions: number, st: Stats, stalls = 0): Pro
     const { at, octets } = batchOctets(c, 0);
     if (at < 0 || c.commands.slice(at + 1, -1).some((l) => !/^RCPT /i.test(l)))
       violation(`BDAT not right behind its MAIL and RCPTs: ${c.commands.slice(Math.max(at, 0)).join(' | ')}`);
-    const total = octets + Number(n?.[1] ?? 0);
+    // the NOOP that ends the batch (read after this check) counts too
+    const total = octets + Number(n?.[1] ?? 0) + 'NOOP\r\n'.length;
     if (total > BDAT_BATCH) violation(`a ${total}-octet BDAT batch (more than ${BDAT_BATCH}): ${c.commands.slice(at).join(' | ')}`);
     const t = lastTx.get(c.id);
     if (!t?.bdat) return violation(`BDAT outside a transaction: ${c.commands.slice(-5).join(' | ')}`);
@@ -393,7 +396,7 @@ async function lane(index: number, sessions: number, st: Stats, stalls = 0): Pro
     if (!msg || (msg.m.eightBit && !adv.has('8BITMIME')) || msg.m.longLines) return;
     // the client's own bound: the BDAT line counted at its longest ("BDAT 4096 LAST"); 6 octets of slack for an RSET
     // whose batch TCP split (rsetInBatch cannot see it then)
-    const commands = batchOctets(c, 1).octets + `BDAT ${BDAT_BATCH} LAST\r\n`.length;
+    const commands = batchOctets(c, 1).octets + `BDAT ${BDAT_BATCH} LAST\r\nNOOP\r\n`.length;
     const fits = commands + wireBody(msg.m.body, 'bdat').length <= BDAT_BATCH - 6;
     if (!fits && commands + msg.m.body.length <= BDAT_BATCH) st.grownToData++;
     if (fits) violation(`DATA although the whole batch fits ${BDAT_BATCH} octets with BDAT: ${t!.from} (${msg.m.body.length} octets)`);
@@ -455,7 +458,7 @@ async function lane(index: number, sessions: number, st: Stats, stalls = 0): Pro
           const offered = ext.filter((e) => !(c.tls && e === 'STARTTLS'));
           const d = act('ehlo', multiline(250, ['fuzz.test.invalid', ...offered]));
           // a faulty EHLO reply advertises nothing the client could rely on
-          lastAdvertised = new Set(d.fault === 'normal' ? offered : []);
+          lastAdvertised = new Set(d.fault === 'normal' || d.fault === 'twice' ? offered : []);
           advertised.set(c.id, lastAdvertised);
           if (d.fault === 'normal' && stalls > 0 && offered.includes('PIPELINING') && !offered.includes('STARTTLS') && r() < 0.1) {
             stalls--;
@@ -490,6 +493,11 @@ async function lane(index: number, sessions: number, st: Stats, stalls = 0): Pro
 
   const onClose = (c: PeerConnection): void => {
     if (c.tls) st.tlsConnections++;
+    // every BDAT batch ends with a NOOP (the client's check that the peer answered in step)
+    c.commands.forEach((l, i) => {
+      if (/^BDAT /i.test(l) && i + 1 < c.commands.length && c.commands[i + 1]!.toUpperCase() !== 'NOOP')
+        violation(`a BDAT batch not ended by NOOP: ${c.commands.slice(i, i + 2).join(' | ')}`);
+    });
     for (const read of c.reads.filter((x) => x.includes('RSET'))) {
       const verbs = read.map((l) => l.split(' ')[0]!.toUpperCase());
       if (verbs.includes('MAIL')) st.pipelinedRsets++;

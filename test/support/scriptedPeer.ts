@@ -98,6 +98,18 @@ export function wellFormed(reply: string, cls?: number): number | undefined {
   return cls === undefined || Math.floor(n / 100) === cls ? n : undefined;
 }
 
+/**
+ * The code of the first reply in `raw` when it is well formed (see wellFormed), else undefined: what the peer
+ * answered to its command. Anything after the first reply's last line ("NNN " or a bare "NNN") is an extra
+ * reply the peer sent, which answers no command (a peer out of step, replyFuzz.ts `twice`).
+ */
+export function firstReplyCode(raw: string): number | undefined {
+  const lines = raw.split('\r\n');
+  const end = lines.findIndex((l) => !/^\d{3}-/.test(l));
+  if (end < 0 || end === lines.length - 1) return wellFormed(raw);
+  return wellFormed(`${lines.slice(0, end + 1).join('\r\n')}\r\n`);
+}
+
 export interface ScriptedPeerOptions {
   host?: string;
   port?: number;
@@ -174,7 +186,7 @@ function serve(raw: Duplex, conn: PeerConnection, o: Pick<ScriptedPeerOptions, '
           bdat = undefined;
           // the reply comes after the chunk's last octet (RFC 3030 §2)
           const a = script.command(c.line, conn);
-          const code = 'reply' in a ? wellFormed(a.reply) : undefined;
+          const code = 'reply' in a ? firstReplyCode(a.reply) : undefined;
           if (c.t) {
             c.t.replies.push({ step: 'BDAT', ...(code !== undefined ? { code } : {}) });
             if (c.last) {
@@ -198,7 +210,7 @@ function serve(raw: Duplex, conn: PeerConnection, o: Pick<ScriptedPeerOptions, '
           inData = false;
           const a = script.endOfData(conn, t);
           current = undefined;
-          const code = 'reply' in a ? wellFormed(a.reply) : undefined;
+          const code = 'reply' in a ? firstReplyCode(a.reply) : undefined;
           t.replies.push({ step: 'dot', ...(code !== undefined ? { code } : {}) });
           if (code !== undefined && Math.floor(code / 100) === 2) t.delivered = true;
           if (!act(a)) return;
@@ -240,15 +252,15 @@ function serve(raw: Duplex, conn: PeerConnection, o: Pick<ScriptedPeerOptions, '
         }
         const a = script.command(line, conn);
         if (current && (verb === 'MAIL' || verb === 'RCPT' || verb === 'DATA')) {
-          const code = 'reply' in a ? wellFormed(a.reply) : undefined;
+          const code = 'reply' in a ? firstReplyCode(a.reply) : undefined;
           current.replies.push({ step: verb, ...(code !== undefined ? { code } : {}) });
           if (verb === 'RCPT' && code !== undefined && Math.floor(code / 100) === 2) current.accepted.push(current.rcpts[current.rcpts.length - 1]!);
         }
-        if (verb === 'DATA' && 'reply' in a && wellFormed(a.reply) === 354 && current) {
+        if (verb === 'DATA' && 'reply' in a && firstReplyCode(a.reply) === 354 && current) {
           current.dataPhase = true;
           inData = true;
         }
-        if (verb === 'STARTTLS' && 'reply' in a && wellFormed(a.reply) === 220) {
+        if (verb === 'STARTTLS' && 'reply' in a && firstReplyCode(a.reply) === 220) {
           const ctx = script.tlsContext?.(conn);
           if (!act(a)) return;
           if (!ctx) continue;

@@ -37,10 +37,11 @@ export const LEGAL: Record<Step, readonly number[]> = {
   other: [250, 500, 502],
 };
 
-export type Fault = 'normal' | 'legal' | 'any-code' | 'multiline' | 'multiline-mixed' | 'out-of-range' | 'garbage' | 'overlong' | 'close' | 'stall';
+export type Fault = 'normal' | 'legal' | 'any-code' | 'twice' | 'multiline' | 'multiline-mixed' | 'out-of-range' | 'garbage' | 'overlong' | 'close' | 'stall';
 export const FAULTS: readonly Fault[] = [
   'normal',
   'legal',
+  'twice',
   'any-code',
   'multiline',
   'multiline-mixed',
@@ -55,6 +56,7 @@ export const FAULTS: readonly Fault[] = [
 const WEIGHTS: [Fault, number][] = [
   ['legal', 30],
   ['any-code', 30],
+  ['twice', 6],
   ['multiline', 10],
   ['multiline-mixed', 8],
   ['out-of-range', 5],
@@ -101,6 +103,11 @@ export function draw(r: Rand, step: Step, normal: string, pNormal: number): Draw
     case 'any-code': {
       const code = 200 + int(r, 400);
       return { action: { reply: line(code, ' ', text(r, code)) }, fault };
+    }
+    case 'twice': {
+      // a peer out of step: the command answered, then answered again (a legal code or the normal reply again)
+      const code = pick(r, LEGAL[step]);
+      return { action: { reply: normal + (r() < 0.5 ? normal : line(code, ' ', text(r, code))) }, fault };
     }
     case 'multiline': {
       const code = r() < 0.5 ? pick(r, LEGAL[step]) : 200 + int(r, 400);
