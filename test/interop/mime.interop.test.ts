@@ -9,6 +9,9 @@
  *   (RET, ENVID, NOTIFY, ORCPT) and relays through us: to a Postfix listener with DSN the
  *   parameters round-trip and that listener's own "delivered" report names the ENVID and the
  *   ORCPT; to the listener without DSN our relay sends the "relayed" DSN itself.
+ * - Issue 17, RFC 3030: a plain Postfix next hop (CHUNKING and PIPELINING, as shipped) gets a small message
+ *   as one BDAT batch and a 10 KB one with DATA — its own per-client command counts say which — and both
+ *   land octet for octet, lines starting with a dot included.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { simpleParser } from 'mailparser';
@@ -21,12 +24,20 @@ import { ensureBuilt } from '../support/build.js';
 const SEVEN = { name: 'mx.seven.tst', address: '127.0.91.7' };
 const EIGHT = { name: 'mx.eight.tst', address: '127.0.91.8' };
 const SENDER = { name: 'mx.sender.tst', address: '127.0.91.9' };
+/** a plain Postfix 3.7 next hop (PIPELINING and CHUNKING on by default) whose smtpd logs under its own name */
+const CHUNK = { name: 'mx.chunk.tst', address: '127.0.91.10' };
 const zones: ZoneSpec[] = [
   { name: 'seven.tst', records: ['@ MX 10 mx', `mx A ${SEVEN.address}`] },
   { name: 'eight.tst', records: ['@ MX 10 mx', `mx A ${EIGHT.address}`] },
   { name: 'sender.tst', records: ['@ MX 10 mx', `mx A ${SENDER.address}`] },
+  { name: 'chunk.tst', records: ['@ MX 10 mx', `mx A ${CHUNK.address}`] },
 ];
-const listeners: Listener[] = [{ ...SEVEN, options: { smtpd_discard_ehlo_keywords: '8bitmime,dsn' } }, EIGHT, SENDER];
+const listeners: Listener[] = [
+  { ...SEVEN, options: { smtpd_discard_ehlo_keywords: '8bitmime,dsn' } },
+  EIGHT,
+  SENDER,
+  { ...CHUNK, options: { syslog_name: 'postfix-chunk' } },
+];
 
 let dns: DnsWorld | undefined;
 let rx: PostfixReceivers | undefined;
@@ -182,5 +193,75 @@ describe('DSN round trip: Postfix in front, relaying through us with DSN request
     // nobody reported the same recipient twice: the front Postfix left success to us (we offer DSN)
     expect(reports().filter((x) => /Final-Recipient: rfc822; ?v@seven\.tst/.test(x.raw))).toHaveLength(1);
     expect(rx!.log()).not.toMatch(/DSN support is disabled/);
+  });
+});
+
+/**
+ * Postfix logs each client's commands when it disconnects ("disconnect from … mail=1 rcpt=1 bdat=1 quit=1
+ * commands=N"); the CHUNK listener logs as postfix-chunk. The counts of every such line so far, summed.
+ */
+function chunkCommands(): { disconnects: number; bdat: number; data: number } {
+  const lines = rx!
+    .log()
+    .split('\n')
+    .filter((l) => /postfix-chunk\/smtpd\[\d+\]: disconnect from /.test(l));
+  const count = (l: string, cmd: string) => Number(new RegExp(`\\b${cmd}=(\\d+)`).exec(l)?.[1] ?? 0);
+  return { disconnects: lines.length, bdat: lines.reduce((n, l) => n + count(l, 'bdat'), 0), data: lines.reduce((n, l) => n + count(l, 'data'), 0) };
+}
+
+describe('RFC 3030 CHUNKING and RFC 2920 PIPELINING toward a real Postfix (issue 17)', () => {
+  const message = (id: string, lines: number) =>
+    Buffer.from(
+      [
+        'From: app@sender.tst',
+        `To: ${id}@chunk.tst`,
+        `Subject: interop ${id}`,
+        `Message-ID: <${id}@sender.tst>`,
+        'Date: Tue, 8 Dec 2026 00:00:00 +0000',
+        '',
+        '.a line that starts with a dot',
+        '..and one with two',
+        ...Array.from({ length: lines }, (_, i) => `line ${i} ${'x'.repeat(60)}`),
+        '.',
+        'end',
+        '',
+      ].join('\r\n'),
+    );
+  /** waits until the relay has closed its idle session (connection_cache_time) and Postfix logged it */
+  async function disconnectsAfter(before: number): Promise<{ disconnects: number; bdat: number; data: number }> {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const c = chunkCommands();
+      if (c.disconnects > before) return c;
+      if (Date.now() > deadline) throw new Error(`no disconnect logged by postfix-chunk\n${rx!.log().slice(-3000)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  it('RFC 3030 §4.2 a 1 KB message goes with BDAT, a 10 KB one with DATA (Postfix counts the commands), and both arrive octet for octet, dotted lines included', async () => {
+    const small = message('small', 10);
+    const large = message('large', 150);
+    expect(small.length).toBeLessThan(1500);
+    expect(large.length).toBeGreaterThan(10_000);
+    const before = chunkCommands();
+    await submit(relay!, '<app@sender.tst>', ['<small@chunk.tst>'], small);
+    const s = await waitFor('small@chunk.tst', () => rx!.messages().find((x) => x.to === 'small@chunk.tst'));
+    const afterSmall = await disconnectsAfter(before.disconnects);
+    expect({ bdat: afterSmall.bdat - before.bdat, data: afterSmall.data - before.data }).toEqual({ bdat: 1, data: 0 });
+    await submit(relay!, '<app@sender.tst>', ['<large@chunk.tst>'], large);
+    const l = await waitFor('large@chunk.tst', () => rx!.messages().find((x) => x.to === 'large@chunk.tst'));
+    const afterLarge = await disconnectsAfter(afterSmall.disconnects);
+    expect({ bdat: afterLarge.bdat - afterSmall.bdat, data: afterLarge.data - afterSmall.data }).toEqual({ bdat: 0, data: 1 });
+    // what landed is what was submitted, after the headers Postfix and our relay put on top
+    for (const [m, sent] of [
+      [s, small],
+      [l, large],
+    ] as const) {
+      expect(m.by).toBe(CHUNK.name);
+      const bytes = raw(m);
+      const at = bytes.indexOf('From: app@sender.tst');
+      expect(at).toBeGreaterThan(0);
+      expect(bytes.subarray(at).toString('latin1').replace(/\r?\n/g, '\r\n')).toBe(sent.toString('latin1'));
+    }
   });
 });
